@@ -1,0 +1,99 @@
+//! Subscription filters: which event types, from which priority up.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use ts_rs::TS;
+
+use crate::event::Event;
+use crate::event_type::{EventType, EventTypeError};
+use crate::priority::Priority;
+
+/// A filter on a subscription. Empty `types` means every type.
+///
+/// ```json
+/// {"types": ["execution.*", "approval.requested"], "min_priority": "high"}
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct EventFilter {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[ts(as = "Vec<String>")]
+    pub types: Vec<TypePattern>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub min_priority: Option<Priority>,
+}
+
+impl EventFilter {
+    /// Whether the event passes the filter.
+    pub fn matches(&self, event: &Event) -> bool {
+        self.matches_parts(&event.event_type, event.priority)
+    }
+
+    /// [`EventFilter::matches`] on the two fields a filter reads.
+    pub fn matches_parts(&self, event_type: &EventType, priority: Priority) -> bool {
+        self.min_priority.is_none_or(|min| priority >= min)
+            && (self.types.is_empty() || self.types.iter().any(|p| p.matches(event_type)))
+    }
+
+    /// Whether the filter lets everything through.
+    pub fn is_empty(&self) -> bool {
+        self.types.is_empty() && self.min_priority.is_none()
+    }
+}
+
+/// An event type pattern: an exact type, `domain.*`, or `*`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TypePattern {
+    Exact(EventType),
+    /// `domain.*`: the name without the trailing `*`, dot kept (`execution.`).
+    Prefix(String),
+    All,
+}
+
+impl TypePattern {
+    /// Parses `execution.progress`, `execution.*` or `*`.
+    pub fn parse(pattern: &str) -> Result<TypePattern, EventTypeError> {
+        if pattern == "*" {
+            return Ok(TypePattern::All);
+        }
+        if let Some(prefix) = pattern.strip_suffix(".*") {
+            // Validate the prefix as the front of a dotted name.
+            EventType::parse(&format!("{prefix}.x"))?;
+            return Ok(TypePattern::Prefix(format!("{prefix}.")));
+        }
+        EventType::parse(pattern).map(TypePattern::Exact)
+    }
+
+    /// Whether `event_type` falls under the pattern.
+    pub fn matches(&self, event_type: &EventType) -> bool {
+        match self {
+            TypePattern::Exact(exact) => exact == event_type,
+            TypePattern::Prefix(prefix) => event_type.as_str().starts_with(prefix.as_str()),
+            TypePattern::All => true,
+        }
+    }
+}
+
+impl fmt::Display for TypePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TypePattern::Exact(exact) => f.write_str(exact.as_str()),
+            TypePattern::Prefix(prefix) => write!(f, "{prefix}*"),
+            TypePattern::All => f.write_str("*"),
+        }
+    }
+}
+
+impl Serialize for TypePattern {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TypePattern {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        TypePattern::parse(&name).map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,497 @@
+//! WebSocket frames in both directions.
+//!
+//! Client → server frames are JSON objects tagged by `action` (or, for clients
+//! written against the seed documents, `type`); every frame may carry an `id`
+//! that the hub echoes as `ref` in its `ack` or `error`. Unknown fields are
+//! ignored. Server → client frames are tagged by `type`; clients ignore frame
+//! and event types they do not know.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+use ts_rs::TS;
+
+use crate::error::{DecodeError, ErrorCode};
+use crate::event::{CallbackId, Epoch, Event, Label};
+use crate::filter::EventFilter;
+use crate::topic::{Topic, TopicPattern};
+
+/// The protocol version in `welcome`.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The longest `feedback` or `reason` text, in bytes.
+pub const MAX_TEXT_LEN: usize = 4096;
+
+/// A client's request id, echoed as `ref`: a string or a non-negative integer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[serde(untagged)]
+pub enum RequestId {
+    Number(#[ts(type = "number")] u64),
+    String(String),
+}
+
+/// One client → server frame: the optional request `id` and the message.
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
+pub struct ClientFrame {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub id: Option<RequestId>,
+    #[serde(flatten)]
+    pub message: ClientMessage,
+}
+
+/// What a client asks of the hub.
+#[derive(Debug, Clone, PartialEq, Serialize, TS)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum ClientMessage {
+    Subscribe(Subscribe),
+    Unsubscribe(Unsubscribe),
+    Replay(Replay),
+    /// Alias `refresh`.
+    RequestState(RequestState),
+    Auth(Auth),
+    Ping(Heartbeat),
+    Pong(Heartbeat),
+    Confirm(Confirm),
+    Cancel(Control),
+    Pause(Control),
+    Resume(Control),
+    Ack(AckRequest),
+}
+
+/// `subscribe`: topics or patterns, an optional filter, checkpoints to replay
+/// from, and whether to send a snapshot first.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, TS)]
+pub struct Subscribe {
+    #[serde(alias = "subscriptions")]
+    #[ts(as = "Vec<String>")]
+    pub topics: Vec<TopicPattern>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub filter: Option<EventFilter>,
+    /// Per exact topic: replay what came after this checkpoint, then go live.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[ts(as = "BTreeMap<String, Since>")]
+    pub since: BTreeMap<Topic, Since>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub snapshot: bool,
+}
+
+/// A replay checkpoint: a plain seq, or a seq with the epoch it came from.
+#[derive(Debug, Clone, PartialEq, Eq, TS)]
+#[ts(type = "number | { seq: number, epoch?: string }")]
+pub struct Since {
+    pub seq: u64,
+    pub epoch: Option<Epoch>,
+}
+
+impl Serialize for Since {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.epoch {
+            None => serializer.serialize_u64(self.seq),
+            Some(epoch) => {
+                #[derive(Serialize)]
+                struct WithEpoch<'a> {
+                    seq: u64,
+                    epoch: &'a Epoch,
+                }
+                WithEpoch { seq: self.seq, epoch }.serialize(serializer)
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Since {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Wire {
+            Seq(u64),
+            Checkpoint { seq: u64, epoch: Option<Epoch> },
+        }
+        match Wire::deserialize(deserializer).map_err(|_| {
+            serde::de::Error::custom(
+                "since must map each topic to a seq (a non-negative integer) or {\"seq\": N, \"epoch\": \"...\"}",
+            )
+        })? {
+            Wire::Seq(seq) => Ok(Since { seq, epoch: None }),
+            Wire::Checkpoint { seq, epoch } => Ok(Since { seq, epoch }),
+        }
+    }
+}
+
+/// `unsubscribe`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+pub struct Unsubscribe {
+    #[serde(alias = "subscriptions")]
+    #[ts(as = "Vec<String>")]
+    pub topics: Vec<TopicPattern>,
+}
+
+/// `replay`: a one-off read of retained events with `seq > since_seq`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+pub struct Replay {
+    #[ts(as = "String")]
+    pub topic: Topic,
+    #[ts(type = "number")]
+    pub since_seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub epoch: Option<Epoch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub limit: Option<u32>,
+}
+
+/// `request_state` (alias `refresh`): a `snapshot` per named topic, or per
+/// subscribed topic when none are named.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, TS)]
+pub struct RequestState {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional, as = "Option<Vec<String>>")]
+    pub topics: Option<Vec<Topic>>,
+}
+
+/// `auth`: replace the connection's token before it expires.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+pub struct Auth {
+    pub token: String,
+}
+
+/// `ping` / `pong`, in either direction.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, TS)]
+pub struct Heartbeat {
+    /// Milliseconds since the Unix epoch (seconds as a float are accepted too).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_timestamp"
+    )]
+    #[ts(optional, type = "number")]
+    pub timestamp: Option<u64>,
+}
+
+fn lenient_timestamp<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    let value = Option::<serde_json::Number>::deserialize(deserializer)?;
+    Ok(value.and_then(|n| {
+        n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0)
+                // The seeds send seconds as floats; the contract wants milliseconds.
+                .map(|f| if f < 1e11 { (f * 1000.0) as u64 } else { f as u64 })
+        })
+    }))
+}
+
+/// `confirm`: answer an approval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+pub struct Confirm {
+    #[serde(alias = "approval_id")]
+    pub callback_id: CallbackId,
+    pub proceed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub feedback: Option<String>,
+}
+
+/// `cancel`, `pause`, `resume`: a control request for a task or a run.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, TS)]
+pub struct Control {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub task_id: Option<Label>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub run_id: Option<Label>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub reason: Option<String>,
+}
+
+impl Control {
+    /// The topic the control event goes to: `task:{task_id}`, else `run:{run_id}`.
+    pub fn target_topic(&self) -> Result<Topic, DecodeError> {
+        let target = match (&self.task_id, &self.run_id) {
+            (Some(task), _) => Topic::with_id("task", task.as_str()),
+            (None, Some(run)) => Topic::with_id("run", run.as_str()),
+            (None, None) => {
+                return Err(DecodeError::InvalidRequest(
+                    "a control request needs task_id or run_id".to_owned(),
+                ));
+            }
+        };
+        target.map_err(|e| DecodeError::InvalidTopic(e.to_string()))
+    }
+}
+
+/// `ack`: acknowledges a delivery (`topic` + `seq`, or `message_id`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, TS)]
+pub struct AckRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional, as = "Option<String>")]
+    pub topic: Option<Topic>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional, type = "number")]
+    pub seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub message_id: Option<String>,
+}
+
+/// A client frame that could not be decoded, with the request id when it
+/// could be read, so the `error` reply can carry it as `ref`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error}")]
+pub struct FrameError {
+    pub id: Option<RequestId>,
+    pub error: DecodeError,
+}
+
+impl ClientFrame {
+    /// A frame without a request id.
+    pub fn new(message: ClientMessage) -> ClientFrame {
+        ClientFrame { id: None, message }
+    }
+
+    /// Decodes a text frame leniently where the contract says so (`type` as
+    /// well as `action`; `subscriptions` for `topics`; `refresh` for
+    /// `request_state`; `approval_id` for `callback_id`) and strictly
+    /// everywhere else.
+    pub fn decode(text: &str) -> Result<ClientFrame, FrameError> {
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| FrameError { id: None, error: DecodeError::InvalidJson(e.to_string()) })?;
+        ClientFrame::from_value(value)
+    }
+
+    /// [`ClientFrame::decode`] on an already parsed value.
+    pub fn from_value(value: Value) -> Result<ClientFrame, FrameError> {
+        let Value::Object(mut map) = value else {
+            return Err(FrameError {
+                id: None,
+                error: DecodeError::InvalidRequest("a frame must be a JSON object".to_owned()),
+            });
+        };
+        let id = match map.remove("id") {
+            None | Some(Value::Null) => None,
+            Some(raw) => Some(serde_json::from_value::<RequestId>(raw).map_err(|_| FrameError {
+                id: None,
+                error: DecodeError::InvalidRequest(
+                    "id must be a string or a non-negative integer".to_owned(),
+                ),
+            })?),
+        };
+        let fail = |error: DecodeError| FrameError { id: id.clone(), error };
+        let tag = match map.get("action").or_else(|| map.get("type")) {
+            Some(Value::String(tag)) => tag.clone(),
+            Some(_) => {
+                return Err(fail(DecodeError::InvalidRequest("action must be a string".to_owned())));
+            }
+            None => {
+                return Err(fail(DecodeError::InvalidRequest(
+                    "a frame needs an \"action\" (e.g. {\"action\":\"subscribe\",\"topics\":[\"global\"]})"
+                        .to_owned(),
+                )));
+            }
+        };
+        let message = decode_message(&tag, map).map_err(fail)?;
+        Ok(ClientFrame { id, message })
+    }
+
+    /// Encodes the frame as JSON text (canonical form: tagged by `action`).
+    pub fn encode(&self) -> String {
+        // Serializing these types cannot fail: every map key is a string.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+fn decode_message(tag: &str, map: Map<String, Value>) -> Result<ClientMessage, DecodeError> {
+    fn body<T: serde::de::DeserializeOwned>(map: Map<String, Value>) -> Result<T, DecodeError> {
+        serde_json::from_value(Value::Object(map)).map_err(|e| DecodeError::from_json(&e))
+    }
+    let message = match tag {
+        "subscribe" => ClientMessage::Subscribe(body(map)?),
+        "unsubscribe" => ClientMessage::Unsubscribe(body(map)?),
+        "replay" => ClientMessage::Replay(body(map)?),
+        "request_state" | "refresh" => ClientMessage::RequestState(body(map)?),
+        "auth" => ClientMessage::Auth(body(map)?),
+        "ping" => ClientMessage::Ping(body(map)?),
+        "pong" => ClientMessage::Pong(body(map)?),
+        "confirm" => {
+            let confirm: Confirm = body(map)?;
+            if confirm.feedback.as_ref().is_some_and(|f| f.len() > MAX_TEXT_LEN) {
+                return Err(DecodeError::InvalidRequest(format!(
+                    "feedback must be at most {MAX_TEXT_LEN} bytes"
+                )));
+            }
+            ClientMessage::Confirm(confirm)
+        }
+        "cancel" | "pause" | "resume" => {
+            let control: Control = body(map)?;
+            control.target_topic()?;
+            if control.reason.as_ref().is_some_and(|r| r.len() > MAX_TEXT_LEN) {
+                return Err(DecodeError::InvalidRequest(format!(
+                    "reason must be at most {MAX_TEXT_LEN} bytes"
+                )));
+            }
+            match tag {
+                "cancel" => ClientMessage::Cancel(control),
+                "pause" => ClientMessage::Pause(control),
+                _ => ClientMessage::Resume(control),
+            }
+        }
+        "ack" => {
+            let ack: AckRequest = body(map)?;
+            let by_seq = ack.topic.is_some() && ack.seq.is_some();
+            if !by_seq && ack.message_id.is_none() {
+                return Err(DecodeError::InvalidRequest(
+                    "ack needs topic and seq, or message_id".to_owned(),
+                ));
+            }
+            ClientMessage::Ack(ack)
+        }
+        other => return Err(DecodeError::UnknownAction(other.to_owned())),
+    };
+    Ok(message)
+}
+
+impl<'de> Deserialize<'de> for ClientFrame {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        ClientFrame::from_value(value).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What the hub sends a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    Welcome(Welcome),
+    Event(Event),
+    Subscribed(Subscribed),
+    Snapshot(Snapshot),
+    ReplayComplete(ReplayComplete),
+    Gap(Gap),
+    Ping(Heartbeat),
+    Pong(Heartbeat),
+    Ack(Ack),
+    Error(ErrorFrame),
+}
+
+impl ServerMessage {
+    /// Encodes the frame as JSON text.
+    pub fn encode(&self) -> String {
+        // Serializing these types cannot fail: every map key is a string.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Decodes a server frame. Unknown frame types are `Ok(None)`: clients
+    /// ignore what they do not know.
+    pub fn decode(text: &str) -> Result<Option<ServerMessage>, DecodeError> {
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
+        let known = matches!(
+            value.get("type").and_then(Value::as_str),
+            Some(
+                "welcome"
+                    | "event"
+                    | "subscribed"
+                    | "snapshot"
+                    | "replay_complete"
+                    | "gap"
+                    | "ping"
+                    | "pong"
+                    | "ack"
+                    | "error"
+            )
+        );
+        if !known {
+            return Ok(None);
+        }
+        serde_json::from_value(value).map(Some).map_err(|e| DecodeError::from_json(&e))
+    }
+}
+
+/// `welcome`: the first frame of every connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+pub struct Welcome {
+    /// Also the connection's id in the admin API.
+    pub session_id: String,
+    pub protocol: u32,
+    #[ts(type = "number")]
+    pub heartbeat_ms: u64,
+    pub server_version: String,
+}
+
+/// `subscribed`: one per topic of every subscription. For a pattern, `topic`
+/// is the pattern and `epoch`/`seq` are null.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+pub struct Subscribed {
+    #[ts(as = "String")]
+    pub topic: TopicPattern,
+    pub epoch: Option<Epoch>,
+    /// The topic's latest seq now (0 if none).
+    #[ts(type = "number | null")]
+    pub seq: Option<u64>,
+}
+
+/// `snapshot`: the latest event per `key`, consistent with `seq`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+pub struct Snapshot {
+    #[ts(as = "String")]
+    pub topic: Topic,
+    pub epoch: Epoch,
+    #[ts(type = "number")]
+    pub seq: u64,
+    pub events: Vec<Event>,
+}
+
+/// `replay_complete`: the end of a replay; `to_seq < from_seq` when nothing was missed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct ReplayComplete {
+    #[ts(as = "String")]
+    pub topic: Topic,
+    #[ts(type = "number")]
+    pub from_seq: u64,
+    #[ts(type = "number")]
+    pub to_seq: u64,
+}
+
+/// `gap`: events `from_seq..=to_seq` of `topic` that the client will not get.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct Gap {
+    #[ts(as = "String")]
+    pub topic: Topic,
+    #[ts(type = "number")]
+    pub from_seq: u64,
+    #[ts(type = "number")]
+    pub to_seq: u64,
+    pub reason: GapReason,
+}
+
+/// Why a `gap` happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum GapReason {
+    /// History no longer holds them (size or age limit).
+    Trimmed,
+    /// The connection's queue was full and they were low or normal priority.
+    Shed,
+    /// The client's checkpoint comes from another stream of the topic.
+    EpochChanged,
+}
+
+/// `ack`: the frame with this `id` was done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct Ack {
+    #[serde(rename = "ref")]
+    pub reference: RequestId,
+}
+
+/// `error`: what went wrong, and the `id` of the frame it answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct ErrorFrame {
+    pub code: ErrorCode,
+    pub message: String,
+    #[serde(rename = "ref", default)]
+    pub reference: Option<RequestId>,
+}

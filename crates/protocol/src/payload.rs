@@ -1,0 +1,194 @@
+//! Typed payloads for the common events, with conversions to and from `data`.
+//!
+//! `data` is any JSON on the wire; these structs are the shapes Herald itself
+//! emits (approvals, control requests) and the ones the seeds' producers send.
+//! Unknown fields in `data` are ignored when reading a payload.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use ts_rs::TS;
+
+use crate::event::{CallbackId, Event};
+
+/// A typed view of an event's `data`.
+pub trait Payload: Serialize + DeserializeOwned {
+    /// The payload as `data`.
+    fn to_data(&self) -> Value {
+        // These payloads only hold strings, numbers, bools and JSON values.
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// Reads the payload from `data`.
+    fn from_data(data: &Value) -> Result<Self, PayloadError> {
+        Self::deserialize(data).map_err(|e| PayloadError(e.to_string()))
+    }
+}
+
+/// `data` does not have the payload's shape.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("data does not match the payload: {0}")]
+pub struct PayloadError(pub String);
+
+impl Event {
+    /// Reads the event's `data` as a typed payload.
+    pub fn payload<P: Payload>(&self) -> Result<P, PayloadError> {
+        P::from_data(&self.data)
+    }
+}
+
+/// `*.progress`: how far along something is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+pub struct Progress {
+    /// Percent, 0 to 100.
+    pub progress: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional, type = "number")]
+    pub current: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional, type = "number")]
+    pub total: Option<u64>,
+}
+impl Payload for Progress {}
+
+/// `state.changed` (and the seeds' `state_change`): a machine moved state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+pub struct StateChange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub machine_id: Option<String>,
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub previous_state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub reason: Option<String>,
+}
+impl Payload for StateChange {}
+
+/// The seed's `TaskStepResult`: what a step produced (`task.step_result`, and
+/// inside approval requests).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+pub struct TaskStepResult {
+    pub step: String,
+    #[serde(default)]
+    pub result: Value,
+    #[serde(default)]
+    pub completed: bool,
+    pub message: String,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub error_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub error_message: Option<String>,
+}
+impl Payload for TaskStepResult {}
+
+/// `approval.requested`: a producer waits for a person's decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+pub struct ApprovalRequested {
+    pub callback_id: CallbackId,
+    pub user_id: String,
+    pub task_id: String,
+    pub step: u32,
+    pub step_result: TaskStepResult,
+    #[ts(type = "number")]
+    pub timeout_ms: u64,
+    /// What the approval resolves to if nobody answers in time.
+    pub default_proceed: bool,
+    /// Milliseconds since the Unix epoch.
+    #[ts(type = "number")]
+    pub expires_at: u64,
+}
+impl Payload for ApprovalRequested {}
+
+/// Where an approval stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalStatus {
+    Pending,
+    Approved,
+    Rejected,
+    TimedOut,
+    Cancelled,
+}
+
+impl ApprovalStatus {
+    /// Whether the approval is decided (anything but pending).
+    pub fn is_final(self) -> bool {
+        self != ApprovalStatus::Pending
+    }
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalStatus::Pending => "pending",
+            ApprovalStatus::Approved => "approved",
+            ApprovalStatus::Rejected => "rejected",
+            ApprovalStatus::TimedOut => "timed_out",
+            ApprovalStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// An approval's decision (`GET /api/v1/approvals/{id}`, and the `data` of
+/// `approval.resolved`). `proceed` is null while pending; `decided_by` is null
+/// when the hub decided (timeout, cancel).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+pub struct ApprovalDecision {
+    pub callback_id: CallbackId,
+    pub status: ApprovalStatus,
+    pub proceed: Option<bool>,
+    pub feedback: Option<String>,
+    pub decided_by: Option<String>,
+    #[ts(type = "number | null")]
+    pub decided_at: Option<u64>,
+}
+impl Payload for ApprovalDecision {}
+
+/// `control.cancel`, `control.pause`, `control.resume`: a request for the producer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+pub struct ControlRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub task_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub run_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub reason: Option<String>,
+    /// The user who asked, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub requested_by: Option<String>,
+}
+impl Payload for ControlRequest {}
+
+/// `*.failed` and `system.error`: what went wrong.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+pub struct ErrorPayload {
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub details: Option<Value>,
+}
+impl Payload for ErrorPayload {}
+
+/// `metrics.updated` and `cost.updated`: named numbers.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, TS)]
+pub struct Metrics {
+    pub metrics: BTreeMap<String, f64>,
+}
+impl Payload for Metrics {}
