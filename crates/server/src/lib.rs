@@ -1,1 +1,44 @@
-//! placeholder
+//! `herald-server`: the Herald hub as a library, and the `herald` binary.
+//!
+//! Embed it to publish in-process:
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! use herald_server::{Config, Hub, server};
+//! use herald_protocol::{EventType, PublishRequest, Topic};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! let config = Config::default();
+//! let listener = server::bind(&config).await?;
+//! let hub = Hub::new(config, CancellationToken::new());
+//! let publisher = hub.clone();
+//! tokio::spawn(server::serve(listener, hub, std::future::pending()));
+//! let topic = Topic::parse("execution:exec_123")?;
+//! publisher
+//!     .publish(PublishRequest::new(topic, EventType::ExecutionStarted, serde_json::json!({})))
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! - [`config`]: [`Config`], its defaults, and the duration and size parsers.
+//! - [`hub`]: [`Hub`]: topics, subscriptions, connections, the publish path.
+//! - `stream`: one topic's seqs, history, snapshot and exact subscribers.
+//! - `outbox`: a connection's bounded queue with priority shedding and gaps.
+//! - `connection`: a connection's reader and writer, heartbeats, frame handling.
+//! - [`http`]: the router, the JSON API and the WebSocket endpoints.
+//! - [`metrics`]: counters and histograms in the Prometheus text format.
+//! - [`server`]: running the hub and shutting it down in order.
+
+pub mod config;
+mod connection;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+mod outbox;
+pub mod server;
+mod stream;
+
+pub use config::{Config, StoreConfig};
+pub use hub::{Audience, Hub, PublishError};

@@ -1,0 +1,199 @@
+//! The hub's configuration: one struct, every default stated, validated in one place.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where events are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StoreConfig {
+    /// In memory (the default): history and snapshots are lost on restart, and
+    /// every topic gets a new epoch.
+    #[default]
+    Memory,
+    /// A SQLite file (WAL mode): publishes are acknowledged once durable, and
+    /// seqs, history, snapshots and pending approvals survive restarts.
+    Sqlite(PathBuf),
+}
+
+impl std::str::FromStr for StoreConfig {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "memory" {
+            return Ok(StoreConfig::Memory);
+        }
+        match s.strip_prefix("sqlite:") {
+            Some(path) if !path.is_empty() => Ok(StoreConfig::Sqlite(PathBuf::from(path))),
+            _ => Err(format!("unknown store {s:?}: use \"memory\" or \"sqlite:PATH\"")),
+        }
+    }
+}
+
+/// Everything `herald serve` can be told. Field docs state each default.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on. Default `127.0.0.1:8765`; port 0 picks a free port.
+    pub bind: SocketAddr,
+    /// Most simultaneous WebSocket connections; over it, new ones are closed
+    /// with 1013. Default 10000.
+    pub max_connections: usize,
+    /// How often the hub sends WebSocket pings and app-level `ping` frames.
+    /// Default 30 s.
+    pub heartbeat_interval: Duration,
+    /// A connection from which nothing (frame, pong) arrived for this long is
+    /// closed. Default 2 × the heartbeat interval + 10 s (70 s).
+    pub heartbeat_timeout: Duration,
+    /// Frames queued per connection before shedding starts. Default 1024.
+    pub queue_size: usize,
+    /// How long an approval waits for a decision. Default 300 s.
+    pub approval_timeout: Duration,
+    /// What an approval resolves to on timeout, unless the request says.
+    /// Default `true` (proceed), as the seed did.
+    pub approval_default_proceed: bool,
+    /// Events retained per topic. Default 1000.
+    pub history_size: usize,
+    /// Oldest event retained. Default 5 minutes.
+    pub history_age: Duration,
+    /// Approximate memory all retained history may use; past it, idle topics
+    /// are evicted first. Default 256 MiB.
+    pub history_memory: usize,
+    /// Largest WebSocket frame accepted; larger ones close the connection with
+    /// 1009. Default 64 KiB.
+    pub max_frame_size: usize,
+    /// Largest HTTP request body; larger ones get 413. Default 1 MiB.
+    pub max_body_size: usize,
+    /// Most topics and patterns one connection may subscribe to. Default 1000.
+    pub max_subscriptions: usize,
+    /// Where events are kept. Default in memory.
+    pub store: StoreConfig,
+    /// A Unix datagram socket producers may publish to. Default none.
+    pub unix_socket: Option<PathBuf>,
+    /// How long shutdown waits for connections to drain. Default 5 s.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8765)),
+            max_connections: 10_000,
+            heartbeat_interval: Duration::from_secs(30),
+            heartbeat_timeout: Duration::from_secs(70),
+            queue_size: 1024,
+            approval_timeout: Duration::from_secs(300),
+            approval_default_proceed: true,
+            history_size: 1000,
+            history_age: Duration::from_secs(300),
+            history_memory: 256 * 1024 * 1024,
+            max_frame_size: 64 * 1024,
+            max_body_size: 1024 * 1024,
+            max_subscriptions: 1000,
+            store: StoreConfig::Memory,
+            unix_socket: None,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Checks the values together; the hub refuses to start on an error.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("max-connections", self.max_connections),
+            ("queue-size", self.queue_size),
+            ("history-size", self.history_size),
+            ("max-frame-size", self.max_frame_size),
+            ("max-body-size", self.max_body_size),
+            ("max-subscriptions", self.max_subscriptions),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(ConfigError(format!("--{name} must be at least 1")));
+            }
+        }
+        if self.heartbeat_interval.is_zero() {
+            return Err(ConfigError("--heartbeat-interval must be positive".into()));
+        }
+        if self.heartbeat_timeout < self.heartbeat_interval {
+            return Err(ConfigError(
+                "--heartbeat-timeout must be at least the heartbeat interval".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Parses `500ms`, `1s`, `5m`, `1h` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 30s, 5m or 1h"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("{text:?} has an unknown unit: use ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// Parses a size in bytes: `65536`, `64KiB`, `1MiB`, `1GiB` (also `KB`/`MB`, powers of ten).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: usize = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 65536, 64KiB or 1MiB"))?;
+    let factor = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" => 1024,
+        "MiB" | "M" => 1024 * 1024,
+        "GiB" | "G" => 1024 * 1024 * 1024,
+        "KB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(format!("{text:?} has an unknown unit: use B, KiB, MiB or GiB")),
+    };
+    value.checked_mul(factor).ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_the_contract_says() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn sizes_accept_bytes_and_binary_units() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert!(parse_size("1 lightyear").is_err());
+    }
+
+    #[test]
+    fn store_parses_memory_and_sqlite_paths() {
+        assert_eq!("memory".parse(), Ok(StoreConfig::Memory));
+        assert_eq!("sqlite:/tmp/h.db".parse(), Ok(StoreConfig::Sqlite("/tmp/h.db".into())));
+        assert!("postgres:x".parse::<StoreConfig>().is_err());
+    }
+}

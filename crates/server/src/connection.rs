@@ -1,0 +1,360 @@
+//! One WebSocket connection: its handle (what fan-out and the admin API see),
+//! a reader that answers frames, and a writer that owns the socket's sink.
+//!
+//! The writer feeds every queued frame and flushes once per wake-up; it also
+//! sends the heartbeats (a protocol ping for the peer's WebSocket stack and an
+//! app-level `ping` frame for scripts that cannot see protocol pings) and
+//! closes connections that stopped answering. Reader and writer run in one
+//! task: when either ends, the other is dropped with it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures::{SinkExt, StreamExt};
+use herald_protocol::frame::{Ack, ErrorFrame, Gap, GapReason, Heartbeat, Since, Welcome};
+use herald_protocol::payload::{ControlRequest, Payload};
+use herald_protocol::{
+    ClientFrame, ClientMessage, CloseReason, ErrorCode, EventFilter, EventType, PublishRequest,
+    RequestId, ServerMessage, Topic, TopicPattern,
+};
+use parking_lot::Mutex;
+
+use crate::hub::{Audience, Hub, now_ms};
+use crate::outbox::{Entry, Outbox, OutFrame};
+
+/// What the hub knows about one connection.
+#[derive(Debug)]
+pub(crate) struct ConnHandle {
+    /// The session id sent in `welcome`; also the id in the admin API.
+    pub(crate) id: Arc<str>,
+    pub(crate) user_id: Option<Arc<str>>,
+    pub(crate) remote: Option<SocketAddr>,
+    pub(crate) outbox: Outbox,
+    pub(crate) connected_at: Instant,
+    pub(crate) connected_at_ms: u64,
+    pub(crate) subscriptions: Mutex<HashMap<TopicPattern, EventFilter>>,
+    pub(crate) frames_sent: AtomicU64,
+    pub(crate) frames_received: AtomicU64,
+    /// When anything last arrived from the peer, in ms since `connected_at`.
+    last_seen_ms: AtomicU64,
+}
+
+impl ConnHandle {
+    pub(crate) fn new(user_id: Option<String>, remote: Option<SocketAddr>, queue_size: usize) -> ConnHandle {
+        ConnHandle {
+            id: Arc::from(uuid::Uuid::new_v4().simple().to_string()),
+            user_id: user_id.map(Arc::from),
+            remote,
+            outbox: Outbox::new(queue_size),
+            connected_at: Instant::now(),
+            connected_at_ms: now_ms(),
+            subscriptions: Mutex::default(),
+            frames_sent: AtomicU64::new(0),
+            frames_received: AtomicU64::new(0),
+            last_seen_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Queues a control frame (never shed).
+    pub(crate) fn send(&self, message: &ServerMessage) {
+        self.outbox.push(OutFrame::control(message.encode()));
+    }
+
+    fn send_error(&self, hub: &Hub, code: ErrorCode, message: String, reference: Option<RequestId>) {
+        hub.metrics().error(code);
+        self.send(&ServerMessage::Error(ErrorFrame { code, message, reference }));
+    }
+
+    fn saw_peer(&self) {
+        self.last_seen_ms.store(self.connected_at.elapsed().as_millis() as u64, Relaxed);
+    }
+
+    fn silent_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_seen_ms.load(Relaxed));
+        self.connected_at.elapsed().saturating_sub(last)
+    }
+}
+
+/// How a connection ended, for the log line.
+#[derive(Debug)]
+enum End {
+    PeerClosed(Option<u16>),
+    Closed(CloseReason, &'static str),
+    HeartbeatTimeout,
+    TooBig,
+    SocketError(String),
+}
+
+/// Runs a connection to its end: welcome, initial subscriptions, then frames
+/// both ways until the peer leaves, the hub closes it, or the hub shuts down.
+pub(crate) async fn run(hub: Hub, socket: WebSocket, conn: Arc<ConnHandle>, initial: Vec<TopicPattern>) {
+    hub.attach(&conn);
+    tracing::info!(session = %conn.id, user = conn.user_id.as_deref(), remote = ?conn.remote, "connection opened");
+    conn.send(&ServerMessage::Welcome(Welcome {
+        session_id: conn.id.to_string(),
+        protocol: herald_protocol::frame::PROTOCOL_VERSION,
+        heartbeat_ms: hub.config().heartbeat_interval.as_millis() as u64,
+        server_version: env!("CARGO_PKG_VERSION").to_owned(),
+    }));
+    if !initial.is_empty() {
+        let request = herald_protocol::frame::Subscribe { topics: initial, ..Default::default() };
+        if let Err(error) = hub.subscribe(&conn, &request) {
+            conn.send_error(&hub, error.code, error.message, None);
+        }
+    }
+    let (sink, stream) = socket.split();
+    let reader = read_loop(&hub, &conn, stream);
+    let writer = write_loop(&hub, &conn, sink);
+    tokio::pin!(reader, writer);
+    let end = tokio::select! {
+        end = &mut writer => end,
+        end = &mut reader => match end {
+            End::TooBig => {
+                conn.outbox.close(CloseReason::TOO_BIG, "frame too large", false);
+                let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
+                End::TooBig
+            }
+            other => other,
+        },
+    };
+    hub.detach(&conn);
+    tracing::info!(
+        session = %conn.id,
+        reason = %end,
+        age_s = conn.connected_at.elapsed().as_secs(),
+        frames_sent = conn.frames_sent.load(Relaxed),
+        "connection closed"
+    );
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::PeerClosed(Some(code)) => write!(f, "closed by peer ({code})"),
+            End::PeerClosed(None) => f.write_str("closed by peer"),
+            End::Closed(code, reason) => write!(f, "closed by hub ({}: {reason})", code.0),
+            End::HeartbeatTimeout => f.write_str("heartbeat timeout"),
+            End::TooBig => f.write_str("frame too large (1009)"),
+            End::SocketError(error) => write!(f, "socket error: {error}"),
+        }
+    }
+}
+
+async fn read_loop(
+    hub: &Hub,
+    conn: &Arc<ConnHandle>,
+    mut stream: futures::stream::SplitStream<WebSocket>,
+) -> End {
+    while let Some(message) = stream.next().await {
+        conn.saw_peer();
+        let message = match message {
+            Ok(message) => message,
+            Err(error) => return read_error(error),
+        };
+        let metrics = hub.metrics();
+        metrics.frames_in.fetch_add(1, Relaxed);
+        conn.frames_received.fetch_add(1, Relaxed);
+        match message {
+            Message::Text(text) => {
+                metrics.bytes_in.fetch_add(text.len() as u64, Relaxed);
+                handle_text(hub, conn, text.as_str()).await;
+            }
+            Message::Binary(bytes) => {
+                metrics.bytes_in.fetch_add(bytes.len() as u64, Relaxed);
+                conn.send_error(
+                    hub,
+                    ErrorCode::InvalidRequest,
+                    "binary frames are not part of the protocol: send JSON text frames".to_owned(),
+                    None,
+                );
+            }
+            Message::Close(frame) => return End::PeerClosed(frame.map(|f| f.code)),
+            Message::Ping(_) | Message::Pong(_) => {}
+        }
+    }
+    End::PeerClosed(None)
+}
+
+fn read_error(error: axum::Error) -> End {
+    let inner = error.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => End::TooBig,
+        _ => End::SocketError(inner.to_string()),
+    }
+}
+
+async fn handle_text(hub: &Hub, conn: &Arc<ConnHandle>, text: &str) {
+    let frame = match ClientFrame::decode(text) {
+        Ok(frame) => frame,
+        Err(error) => {
+            conn.send_error(hub, error.error.code(), error.error.to_string(), error.id);
+            return;
+        }
+    };
+    let reference = frame.id;
+    let result: Result<(), (ErrorCode, String)> = match frame.message {
+        ClientMessage::Subscribe(request) => {
+            hub.subscribe(conn, &request).map_err(|e| (e.code, e.message))
+        }
+        ClientMessage::Unsubscribe(request) => {
+            hub.unsubscribe(conn, &request.topics);
+            Ok(())
+        }
+        ClientMessage::Replay(request) => {
+            let limit = request.limit.map_or(usize::MAX, |l| l as usize);
+            let since = Since { seq: request.since_seq, epoch: request.epoch };
+            hub.replay(conn, &request.topic, &since, limit);
+            Ok(())
+        }
+        ClientMessage::RequestState(request) => {
+            let topics: Vec<Topic> = match request.topics {
+                Some(topics) => topics,
+                None => conn
+                    .subscriptions
+                    .lock()
+                    .keys()
+                    .filter_map(|p| p.as_topic().cloned())
+                    .collect(),
+            };
+            for topic in &topics {
+                conn.send(&hub.snapshot(topic));
+            }
+            Ok(())
+        }
+        ClientMessage::Ping(ping) => {
+            conn.send(&ServerMessage::Pong(Heartbeat { timestamp: ping.timestamp.or(Some(now_ms())) }));
+            Ok(())
+        }
+        ClientMessage::Pong(_) | ClientMessage::Ack(_) => Ok(()),
+        // Tokens are checked once authentication is configured; open mode has none to replace.
+        ClientMessage::Auth(_) => Ok(()),
+        ClientMessage::Confirm(confirm) => Err((
+            ErrorCode::NotFound,
+            format!("no pending approval has callback_id {:?}", confirm.callback_id.as_str()),
+        )),
+        ClientMessage::Cancel(control) => publish_control(hub, conn, EventType::ControlCancel, control).await,
+        ClientMessage::Pause(control) => publish_control(hub, conn, EventType::ControlPause, control).await,
+        ClientMessage::Resume(control) => publish_control(hub, conn, EventType::ControlResume, control).await,
+    };
+    match result {
+        Ok(()) => {
+            if let Some(reference) = reference {
+                conn.send(&ServerMessage::Ack(Ack { reference }));
+            }
+        }
+        Err((code, message)) => conn.send_error(hub, code, message, reference),
+    }
+}
+
+async fn publish_control(
+    hub: &Hub,
+    conn: &ConnHandle,
+    event_type: EventType,
+    control: herald_protocol::frame::Control,
+) -> Result<(), (ErrorCode, String)> {
+    let topic = control.target_topic().map_err(|e| (e.code(), e.to_string()))?;
+    let data = ControlRequest {
+        task_id: control.task_id.map(|t| t.to_string()),
+        run_id: control.run_id.map(|r| r.to_string()),
+        reason: control.reason,
+        requested_by: conn.user_id.as_deref().map(str::to_owned),
+    }
+    .to_data();
+    let request = PublishRequest::new(topic, event_type, data).priority(herald_protocol::Priority::High);
+    hub.publish_to(request, Audience::Subscribers)
+        .await
+        .map(|_| ())
+        .map_err(|e| (e.code(), e.to_string()))
+}
+
+async fn write_loop(
+    hub: &Hub,
+    conn: &ConnHandle,
+    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+) -> End {
+    let config = hub.config();
+    let shutdown = hub.shutdown_token().clone();
+    let mut heartbeat = tokio::time::interval_at(
+        tokio::time::Instant::now() + config.heartbeat_interval,
+        config.heartbeat_interval,
+    );
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::new();
+    let mut shutting_down = false;
+    loop {
+        tokio::select! {
+            () = conn.outbox.ready() => {}
+            _ = heartbeat.tick() => {
+                if conn.silent_for() > config.heartbeat_timeout {
+                    let _ = sink
+                        .send(close_message(CloseReason::HEARTBEAT_TIMEOUT, "heartbeat timeout"))
+                        .await;
+                    return End::HeartbeatTimeout;
+                }
+                let ping = ServerMessage::Ping(Heartbeat { timestamp: Some(now_ms()) }).encode();
+                if sink.feed(Message::Ping(bytes::Bytes::new())).await.is_err()
+                    || sink.send(Message::Text(Utf8Bytes::from(ping))).await.is_err()
+                {
+                    return End::SocketError("send failed".into());
+                }
+            }
+            () = shutdown.cancelled(), if !shutting_down => {
+                shutting_down = true;
+                conn.outbox.close(CloseReason::GOING_AWAY, "server shutting down", true);
+            }
+        }
+        let closing = conn.outbox.drain(&mut batch);
+        if let Err(error) = write_batch(hub, conn, &mut sink, &mut batch).await {
+            return End::SocketError(error.to_string());
+        }
+        if let Some(closing) = closing {
+            let _ = sink.send(close_message(closing.code, closing.reason)).await;
+            if closing.code == CloseReason::TRY_AGAIN_LATER {
+                hub.metrics().slow_consumer_closes.fetch_add(1, Relaxed);
+            }
+            return End::Closed(closing.code, closing.reason);
+        }
+    }
+}
+
+async fn write_batch(
+    hub: &Hub,
+    conn: &ConnHandle,
+    sink: &mut futures::stream::SplitSink<WebSocket, Message>,
+    batch: &mut Vec<Entry>,
+) -> Result<(), axum::Error> {
+    let metrics = hub.metrics();
+    let now = Instant::now();
+    let (mut frames, mut bytes) = (0u64, 0u64);
+    for entry in batch.drain(..) {
+        let text = match entry {
+            Entry::Frame(frame) => {
+                if let Some(meta) = &frame.event {
+                    metrics.publish_to_send.observe(now.saturating_duration_since(meta.published));
+                }
+                frame.text
+            }
+            Entry::Gap { topic, from_seq, to_seq } => Utf8Bytes::from(
+                ServerMessage::Gap(Gap { topic, from_seq, to_seq, reason: GapReason::Shed }).encode(),
+            ),
+        };
+        frames += 1;
+        bytes += text.len() as u64;
+        sink.feed(Message::Text(text)).await?;
+    }
+    if frames > 0 {
+        sink.flush().await?;
+        metrics.frames_out.fetch_add(frames, Relaxed);
+        metrics.bytes_out.fetch_add(bytes, Relaxed);
+        conn.frames_sent.fetch_add(frames, Relaxed);
+    }
+    Ok(())
+}
+
+fn close_message(code: CloseReason, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame { code: code.0, reason: Utf8Bytes::from_static(reason) }))
+}

@@ -1,0 +1,188 @@
+//! The `herald` command: `herald serve` runs the hub.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use herald_server::config::{parse_duration, parse_size};
+use herald_server::{Config, StoreConfig, server};
+
+/// Herald: a typed real-time event hub.
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the hub. Every flag is also an environment variable (HERALD_<FLAG>).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "HERALD_BIND", default_value = "127.0.0.1:8765")]
+    bind: SocketAddr,
+    /// Where events are kept: `memory` or `sqlite:PATH` (durable).
+    #[arg(long, env = "HERALD_STORE", default_value = "memory")]
+    store: StoreConfig,
+    /// Unix datagram socket producers publish to (one JSON event per datagram).
+    #[arg(long, env = "HERALD_UNIX_SOCKET")]
+    unix_socket: Option<PathBuf>,
+    /// Most simultaneous WebSocket connections (over it: close 1013).
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// Interval of WebSocket pings and app-level `ping` frames.
+    #[arg(long, env = "HERALD_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    heartbeat_interval: Duration,
+    /// Close a connection silent for this long [default: 2 × interval + 10s].
+    #[arg(long, env = "HERALD_HEARTBEAT_TIMEOUT", value_parser = parse_duration)]
+    heartbeat_timeout: Option<Duration>,
+    /// Frames queued per connection before low/normal events are shed.
+    #[arg(long, env = "HERALD_QUEUE_SIZE", default_value_t = 1024)]
+    queue_size: usize,
+    /// How long an approval waits for a decision.
+    #[arg(long, env = "HERALD_APPROVAL_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
+    approval_timeout: Duration,
+    /// Events retained per topic.
+    #[arg(long, env = "HERALD_HISTORY_SIZE", default_value_t = 1000)]
+    history_size: usize,
+    /// Oldest event retained.
+    #[arg(long, env = "HERALD_HISTORY_AGE", default_value = "5m", value_parser = parse_duration)]
+    history_age: Duration,
+    /// Memory all retained history may use; idle topics are evicted first past it.
+    #[arg(long, env = "HERALD_HISTORY_MEMORY", default_value = "256MiB", value_parser = parse_size)]
+    history_memory: usize,
+    /// Largest WebSocket frame accepted (larger: close 1009).
+    #[arg(long, env = "HERALD_MAX_FRAME_SIZE", default_value = "64KiB", value_parser = parse_size)]
+    max_frame_size: usize,
+    /// Largest HTTP request body (larger: 413).
+    #[arg(long, env = "HERALD_MAX_BODY_SIZE", default_value = "1MiB", value_parser = parse_size)]
+    max_body_size: usize,
+    /// Most topics and patterns one connection may subscribe to.
+    #[arg(long, env = "HERALD_MAX_SUBSCRIPTIONS", default_value_t = 1000)]
+    max_subscriptions: usize,
+    /// How long shutdown waits for connections to drain.
+    #[arg(long, env = "HERALD_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration)]
+    shutdown_grace: Duration,
+    /// Log format on stderr.
+    #[arg(long, env = "HERALD_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+impl ServeArgs {
+    fn config(&self) -> Config {
+        Config {
+            bind: self.bind,
+            max_connections: self.max_connections,
+            heartbeat_interval: self.heartbeat_interval,
+            heartbeat_timeout: self
+                .heartbeat_timeout
+                .unwrap_or(self.heartbeat_interval * 2 + Duration::from_secs(10)),
+            queue_size: self.queue_size,
+            approval_timeout: self.approval_timeout,
+            history_size: self.history_size,
+            history_age: self.history_age,
+            history_memory: self.history_memory,
+            max_frame_size: self.max_frame_size,
+            max_body_size: self.max_body_size,
+            max_subscriptions: self.max_subscriptions,
+            store: self.store.clone(),
+            unix_socket: self.unix_socket.clone(),
+            shutdown_grace: self.shutdown_grace,
+            ..Config::default()
+        }
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logs(args.log_format);
+    let config = args.config();
+    config.validate()?;
+    let listener = server::bind(&config).await?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    // The first line on stdout is the contract scripts rely on to find the port.
+    #[allow(clippy::print_stdout, reason = "the listening line is the binary's output")]
+    {
+        println!("listening on http://{addr}");
+    }
+    if addr.ip().is_loopback() {
+        tracing::warn!("running open: no authentication is configured (loopback only)");
+    }
+    server::run(listener, config, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            #[allow(clippy::print_stderr, reason = "no logger exists yet")]
+            {
+                eprintln!("error: could not start the runtime: {error}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            #[allow(clippy::print_stderr, reason = "the error report is the binary's output")]
+            {
+                eprintln!("error: {error:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

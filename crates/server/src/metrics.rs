@@ -1,0 +1,181 @@
+//! Counters and histograms, rendered in the Prometheus text format at `/metrics`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use herald_protocol::ErrorCode;
+
+/// Upper bounds of the publish-to-send latency buckets, in seconds.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
+];
+
+/// A histogram with fixed buckets, lock-free.
+#[derive(Debug)]
+pub(crate) struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: (0..bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn observe(&self, value: Duration) {
+        let seconds = value.as_secs_f64();
+        if let Some(i) = self.bounds.iter().position(|b| seconds <= *b) {
+            self.counts[i].fetch_add(1, Relaxed);
+        }
+        self.sum_micros.fetch_add(value.as_micros() as u64, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
+            cumulative += count.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
+/// Every number the hub exports.
+#[derive(Debug)]
+pub struct Metrics {
+    pub(crate) connections_active: AtomicI64,
+    pub(crate) connections_total: AtomicU64,
+    pub(crate) connections_rejected: AtomicU64,
+    pub(crate) frames_in: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) frames_out: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    pub(crate) events_published: AtomicU64,
+    pub(crate) events_duplicate: AtomicU64,
+    pub(crate) events_delivered: AtomicU64,
+    pub(crate) events_shed: AtomicU64,
+    pub(crate) slow_consumer_closes: AtomicU64,
+    pub(crate) unix_datagrams: AtomicU64,
+    pub(crate) unix_datagrams_rejected: AtomicU64,
+    errors: [AtomicU64; ErrorCode::ALL.len()],
+    pub(crate) publish_to_send: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            connections_active: AtomicI64::new(0),
+            connections_total: AtomicU64::new(0),
+            connections_rejected: AtomicU64::new(0),
+            frames_in: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            frames_out: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            events_published: AtomicU64::new(0),
+            events_duplicate: AtomicU64::new(0),
+            events_delivered: AtomicU64::new(0),
+            events_shed: AtomicU64::new(0),
+            slow_consumer_closes: AtomicU64::new(0),
+            unix_datagrams: AtomicU64::new(0),
+            unix_datagrams_rejected: AtomicU64::new(0),
+            errors: std::array::from_fn(|_| AtomicU64::new(0)),
+            publish_to_send: Histogram::new(&LATENCY_BUCKETS),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts an error reported to a peer.
+    pub(crate) fn error(&self, code: ErrorCode) {
+        if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
+            self.errors[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Renders everything in the Prometheus text format; `extra` adds gauges
+    /// the caller computes at scrape time.
+    pub(crate) fn render(&self, extra: &[(&str, &str, f64)]) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut gauge = |name: &str, help: &str, kind: &str, value: f64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
+        gauge(
+            "herald_connections_active",
+            "Open WebSocket connections.",
+            "gauge",
+            self.connections_active.load(Relaxed) as f64,
+        );
+        let counters = [
+            ("herald_connections_total", "WebSocket connections accepted.", &self.connections_total),
+            (
+                "herald_connections_rejected_total",
+                "WebSocket connections refused at the connection limit.",
+                &self.connections_rejected,
+            ),
+            ("herald_frames_in_total", "Frames received from clients.", &self.frames_in),
+            ("herald_bytes_in_total", "Bytes received from clients in frames.", &self.bytes_in),
+            ("herald_frames_out_total", "Frames sent to clients.", &self.frames_out),
+            ("herald_bytes_out_total", "Bytes sent to clients in frames.", &self.bytes_out),
+            ("herald_events_published_total", "Events published.", &self.events_published),
+            (
+                "herald_events_duplicate_total",
+                "Publishes answered from the idempotency window.",
+                &self.events_duplicate,
+            ),
+            (
+                "herald_events_delivered_total",
+                "Event frames queued to connections.",
+                &self.events_delivered,
+            ),
+            (
+                "herald_events_shed_total",
+                "Low and normal events dropped for slow consumers (told with a gap).",
+                &self.events_shed,
+            ),
+            (
+                "herald_slow_consumer_closes_total",
+                "Connections closed with 1013 because a high or critical event would be lost.",
+                &self.slow_consumer_closes,
+            ),
+            ("herald_unix_datagrams_total", "Datagrams received.", &self.unix_datagrams),
+            (
+                "herald_unix_datagrams_rejected_total",
+                "Datagrams that were not valid events.",
+                &self.unix_datagrams_rejected,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            gauge(name, help, "counter", counter.load(Relaxed) as f64);
+        }
+        for (name, help, value) in extra {
+            gauge(name, help, "gauge", *value);
+        }
+        let _ = writeln!(
+            out,
+            "# HELP herald_errors_total Errors reported to peers, by code.\n# TYPE herald_errors_total counter"
+        );
+        for (code, count) in ErrorCode::ALL.iter().zip(&self.errors) {
+            let _ = writeln!(out, "herald_errors_total{{code=\"{code}\"}} {}", count.load(Relaxed));
+        }
+        self.publish_to_send.render(
+            &mut out,
+            "herald_publish_to_send_seconds",
+            "Time from publish to the frame being written to the socket.",
+        );
+        out
+    }
+}

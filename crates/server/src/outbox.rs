@@ -1,0 +1,349 @@
+//! A connection's bounded outgoing queue.
+//!
+//! Fan-out never waits on a socket: it pushes an already-serialized frame
+//! (shared bytes) and moves on. When the queue is full, `low` then `normal`
+//! events are shed: each shed event is replaced in place by a `gap` marker
+//! (adjacent markers of one topic merge), so the client learns exactly which
+//! seqs it will not get, at the point in the stream where they would have
+//! been. If a `high` or `critical` event (or a control frame) would be lost,
+//! the outbox closes with 1013 instead: the client reconnects and replays.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use axum::extract::ws::Utf8Bytes;
+use herald_protocol::{CloseReason, Priority, Topic};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+/// One frame waiting to be written.
+#[derive(Debug, Clone)]
+pub(crate) struct OutFrame {
+    pub(crate) text: Utf8Bytes,
+    pub(crate) event: Option<EventMeta>,
+}
+
+/// What the outbox needs to know about an event frame.
+#[derive(Debug, Clone)]
+pub(crate) struct EventMeta {
+    pub(crate) topic: Topic,
+    pub(crate) seq: u64,
+    pub(crate) priority: Priority,
+    pub(crate) published: Instant,
+}
+
+impl OutFrame {
+    /// A reply or notice (welcome, ack, error, subscribed, …): never shed.
+    pub(crate) fn control(text: impl Into<Utf8Bytes>) -> OutFrame {
+        OutFrame { text: text.into(), event: None }
+    }
+
+    fn priority(&self) -> Priority {
+        self.event.as_ref().map_or(Priority::Critical, |e| e.priority)
+    }
+}
+
+/// A queued entry: a frame, or the seqs of one topic that were shed there.
+#[derive(Debug)]
+pub(crate) enum Entry {
+    Frame(OutFrame),
+    Gap { topic: Topic, from_seq: u64, to_seq: u64 },
+}
+
+/// How the connection should end once the outbox is drained.
+#[derive(Debug, Clone)]
+pub(crate) struct Closing {
+    pub(crate) code: CloseReason,
+    pub(crate) reason: &'static str,
+    /// Whether queued frames are written before the close (shutdown) or dropped (overload).
+    pub(crate) flush: bool,
+}
+
+/// What happened to a pushed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    Queued,
+    /// The queue was full: a low or normal event (this one or an older one) was shed.
+    Shed,
+    /// The outbox is closing (or just closed with 1013): the frame was dropped.
+    Closed,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<Entry>,
+    /// Frames in the queue (gap markers not counted).
+    frames: usize,
+    gaps: usize,
+    low: usize,
+    normal: usize,
+    closing: Option<Closing>,
+}
+
+/// The bounded queue between fan-out and a connection's writer.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    state: Mutex<State>,
+    notify: Notify,
+    capacity: usize,
+}
+
+impl Outbox {
+    pub(crate) fn new(capacity: usize) -> Outbox {
+        Outbox { state: Mutex::new(State::default()), notify: Notify::new(), capacity }
+    }
+
+    /// Queues a frame without waiting; sheds or closes when full (see the module docs).
+    pub(crate) fn push(&self, frame: OutFrame) -> Pushed {
+        let mut state = self.state.lock();
+        if state.closing.is_some() {
+            return Pushed::Closed;
+        }
+        let result = if state.frames < self.capacity {
+            state.count(&frame, 1);
+            state.queue.push_back(Entry::Frame(frame));
+            Pushed::Queued
+        } else {
+            self.push_full(&mut state, frame)
+        };
+        drop(state);
+        self.notify.notify_one();
+        result
+    }
+
+    fn push_full(&self, state: &mut State, frame: OutFrame) -> Pushed {
+        let incoming = frame.priority();
+        for victim in [Priority::Low, Priority::Normal] {
+            if victim > incoming {
+                break;
+            }
+            let queued = if victim == Priority::Low { state.low } else { state.normal };
+            if queued > 0 && state.shed_oldest(victim) {
+                state.count(&frame, 1);
+                state.queue.push_back(Entry::Frame(frame));
+                return self.check_gaps(state);
+            }
+        }
+        match frame.event {
+            Some(meta) if meta.priority.is_sheddable() => {
+                state.push_gap_at_tail(meta.topic, meta.seq);
+                self.check_gaps(state)
+            }
+            _ => {
+                state.closing = Some(Closing {
+                    code: CloseReason::TRY_AGAIN_LATER,
+                    reason: "slow consumer: reconnect and replay",
+                    flush: false,
+                });
+                Pushed::Closed
+            }
+        }
+    }
+
+    fn check_gaps(&self, state: &mut State) -> Pushed {
+        if state.gaps > self.capacity {
+            state.closing = Some(Closing {
+                code: CloseReason::TRY_AGAIN_LATER,
+                reason: "slow consumer: reconnect and replay",
+                flush: false,
+            });
+            return Pushed::Closed;
+        }
+        Pushed::Shed
+    }
+
+    /// Asks the writer to close the connection (after flushing, if `flush`).
+    /// The first reason given wins.
+    pub(crate) fn close(&self, code: CloseReason, reason: &'static str, flush: bool) {
+        let mut state = self.state.lock();
+        if state.closing.is_none() {
+            state.closing = Some(Closing { code, reason, flush });
+        }
+        drop(state);
+        self.notify.notify_one();
+    }
+
+    /// Moves every queued entry into `into` and returns the pending close, if
+    /// any; a non-flushing close drops what was queued.
+    pub(crate) fn drain(&self, into: &mut Vec<Entry>) -> Option<Closing> {
+        let mut state = self.state.lock();
+        let closing = state.closing.clone();
+        if closing.as_ref().is_none_or(|c| c.flush) {
+            into.extend(state.queue.drain(..));
+        } else {
+            state.queue.clear();
+        }
+        state.frames = 0;
+        state.gaps = 0;
+        state.low = 0;
+        state.normal = 0;
+        closing
+    }
+
+    /// Waits until something was pushed or a close was requested.
+    pub(crate) async fn ready(&self) {
+        self.notify.notified().await;
+    }
+
+    /// Frames currently queued.
+    pub(crate) fn len(&self) -> usize {
+        self.state.lock().frames
+    }
+}
+
+impl State {
+    fn count(&mut self, frame: &OutFrame, delta: isize) {
+        self.frames = self.frames.saturating_add_signed(delta);
+        match frame.event.as_ref().map(|e| e.priority) {
+            Some(Priority::Low) => self.low = self.low.saturating_add_signed(delta),
+            Some(Priority::Normal) => self.normal = self.normal.saturating_add_signed(delta),
+            _ => {}
+        }
+    }
+
+    /// Replaces the oldest queued event of `priority` by a gap marker.
+    fn shed_oldest(&mut self, priority: Priority) -> bool {
+        let found = self.queue.iter().position(|entry| {
+            matches!(entry, Entry::Frame(OutFrame { event: Some(meta), .. }) if meta.priority == priority)
+        });
+        let Some(index) = found else { return false };
+        let Entry::Frame(frame) = std::mem::replace(
+            &mut self.queue[index],
+            Entry::Gap { topic: Topic::global(), from_seq: 0, to_seq: 0 },
+        ) else {
+            return false;
+        };
+        self.count(&frame, -1);
+        let Some(meta) = frame.event else { return false };
+        self.queue[index] = Entry::Gap { topic: meta.topic, from_seq: meta.seq, to_seq: meta.seq };
+        self.gaps += 1;
+        self.merge_gap_at(index);
+        true
+    }
+
+    /// Merges the gap at `index` with a neighbouring gap of the same topic.
+    fn merge_gap_at(&mut self, index: usize) {
+        let merge = |a: &Entry, b: &Entry| match (a, b) {
+            (Entry::Gap { topic: t1, .. }, Entry::Gap { topic: t2, .. }) => t1 == t2,
+            _ => false,
+        };
+        if index + 1 < self.queue.len() && merge(&self.queue[index], &self.queue[index + 1]) {
+            if let Some(Entry::Gap { from_seq, to_seq, .. }) = self.queue.remove(index + 1)
+                && let Entry::Gap { from_seq: f, to_seq: t, .. } = &mut self.queue[index]
+            {
+                *f = (*f).min(from_seq);
+                *t = (*t).max(to_seq);
+                self.gaps -= 1;
+            }
+        }
+        if index > 0 && merge(&self.queue[index - 1], &self.queue[index]) {
+            if let Some(Entry::Gap { from_seq, to_seq, .. }) = self.queue.remove(index)
+                && let Entry::Gap { from_seq: f, to_seq: t, .. } = &mut self.queue[index - 1]
+            {
+                *f = (*f).min(from_seq);
+                *t = (*t).max(to_seq);
+                self.gaps -= 1;
+            }
+        }
+    }
+
+    fn push_gap_at_tail(&mut self, topic: Topic, seq: u64) {
+        if let Some(Entry::Gap { topic: last, to_seq, from_seq }) = self.queue.back_mut()
+            && *last == topic
+        {
+            *from_seq = (*from_seq).min(seq);
+            *to_seq = (*to_seq).max(seq);
+            return;
+        }
+        self.queue.push_back(Entry::Gap { topic, from_seq: seq, to_seq: seq });
+        self.gaps += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(topic: &str, seq: u64, priority: Priority) -> OutFrame {
+        OutFrame {
+            text: Utf8Bytes::from(format!("{topic}#{seq}")),
+            event: Some(EventMeta {
+                topic: Topic::parse(topic).unwrap(),
+                seq,
+                priority,
+                published: Instant::now(),
+            }),
+        }
+    }
+
+    fn drained(outbox: &Outbox) -> Vec<String> {
+        let mut entries = Vec::new();
+        outbox.drain(&mut entries);
+        entries
+            .into_iter()
+            .map(|e| match e {
+                Entry::Frame(f) => f.text.to_string(),
+                Entry::Gap { topic, from_seq, to_seq } => format!("gap {topic} {from_seq}-{to_seq}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_full_queue_sheds_the_oldest_low_event_and_marks_the_gap_in_place() {
+        let outbox = Outbox::new(3);
+        outbox.push(event("t:a", 1, Priority::Normal));
+        outbox.push(event("t:a", 2, Priority::Low));
+        outbox.push(event("t:a", 3, Priority::Normal));
+        assert_eq!(outbox.push(event("t:a", 4, Priority::Normal)), Pushed::Shed);
+        assert_eq!(drained(&outbox), ["t:a#1", "gap t:a 2-2", "t:a#3", "t:a#4"]);
+    }
+
+    #[test]
+    fn normal_events_are_shed_only_when_no_low_event_is_queued() {
+        let outbox = Outbox::new(2);
+        outbox.push(event("t:a", 1, Priority::Normal));
+        outbox.push(event("t:a", 2, Priority::Normal));
+        assert_eq!(outbox.push(event("t:a", 3, Priority::High)), Pushed::Shed);
+        assert_eq!(outbox.push(event("t:a", 4, Priority::High)), Pushed::Shed);
+        assert_eq!(drained(&outbox), ["gap t:a 1-2", "t:a#3", "t:a#4"]);
+    }
+
+    #[test]
+    fn a_low_event_that_finds_the_queue_full_of_higher_ones_is_itself_shed() {
+        let outbox = Outbox::new(1);
+        outbox.push(event("t:a", 1, Priority::High));
+        assert_eq!(outbox.push(event("t:a", 2, Priority::Low)), Pushed::Shed);
+        assert_eq!(outbox.push(event("t:a", 3, Priority::Low)), Pushed::Shed);
+        assert_eq!(drained(&outbox), ["t:a#1", "gap t:a 2-3"]);
+    }
+
+    #[test]
+    fn a_high_event_that_cannot_be_queued_closes_with_1013() {
+        let outbox = Outbox::new(1);
+        outbox.push(event("t:a", 1, Priority::Critical));
+        assert_eq!(outbox.push(event("t:a", 2, Priority::High)), Pushed::Closed);
+        let mut entries = Vec::new();
+        let closing = outbox.drain(&mut entries).expect("closing");
+        assert_eq!(closing.code, CloseReason::TRY_AGAIN_LATER);
+        assert!(entries.is_empty(), "an overload close drops what was queued");
+    }
+
+    #[test]
+    fn gaps_of_different_topics_do_not_merge() {
+        let outbox = Outbox::new(2);
+        outbox.push(event("t:a", 1, Priority::Low));
+        outbox.push(event("t:b", 1, Priority::Low));
+        outbox.push(event("t:c", 1, Priority::Normal));
+        outbox.push(event("t:c", 2, Priority::Normal));
+        assert_eq!(drained(&outbox), ["gap t:a 1-1", "gap t:b 1-1", "t:c#1", "t:c#2"]);
+    }
+
+    #[test]
+    fn a_flushing_close_keeps_what_was_queued() {
+        let outbox = Outbox::new(4);
+        outbox.push(OutFrame::control("bye"));
+        outbox.close(CloseReason::GOING_AWAY, "shutdown", true);
+        assert_eq!(outbox.push(OutFrame::control("late")), Pushed::Closed);
+        assert_eq!(drained(&outbox), ["bye"]);
+    }
+}

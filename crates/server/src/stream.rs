@@ -1,0 +1,330 @@
+//! One topic's stream: its epoch, seqs, retained history, snapshot by key,
+//! the ids it has seen (for idempotent retries) and its exact subscribers.
+//!
+//! Everything here is changed under the topic's lock, which is what makes
+//! seq assignment, delivery order and the replay/live seam atomic.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::Utf8Bytes;
+use herald_protocol::frame::{Gap, GapReason, ReplayComplete, Since};
+use herald_protocol::{Epoch, Event, EventFilter, EventId, Label, ServerMessage, Topic};
+
+use crate::connection::ConnHandle;
+
+/// Most keys a topic's snapshot keeps; the least recently updated go first.
+pub(crate) const MAX_SNAPSHOT_KEYS: usize = 10_000;
+
+/// An event as retained: the event itself and its frame, serialized once.
+#[derive(Debug, Clone)]
+pub(crate) struct Retained {
+    pub(crate) event: Arc<Event>,
+    pub(crate) frame: Utf8Bytes,
+    pub(crate) retained_at: Instant,
+}
+
+impl Retained {
+    pub(crate) fn new(event: Event) -> Retained {
+        let frame = Utf8Bytes::from(ServerMessage::Event(event.clone()).encode());
+        Retained { event: Arc::new(event), frame, retained_at: Instant::now() }
+    }
+
+    fn weight(&self) -> usize {
+        // The frame dominates; the parsed event costs about as much again.
+        2 * self.frame.len() + 256
+    }
+}
+
+/// A subscription of one connection to this exact topic.
+#[derive(Debug, Clone)]
+pub(crate) struct Subscriber {
+    pub(crate) conn: Arc<ConnHandle>,
+    pub(crate) filter: EventFilter,
+}
+
+/// What a replay sends, in order.
+#[derive(Debug, Default)]
+pub(crate) struct ReplayPlan {
+    pub(crate) gap: Option<Gap>,
+    pub(crate) events: Vec<Retained>,
+    pub(crate) complete: Option<ReplayComplete>,
+}
+
+/// A topic's state.
+#[derive(Debug)]
+pub(crate) struct Stream {
+    pub(crate) topic: Topic,
+    pub(crate) epoch: Epoch,
+    /// The last seq assigned (it may not be delivered yet with a durable store).
+    pub(crate) assigned_seq: u64,
+    /// The last seq delivered to subscribers; history holds nothing beyond it.
+    pub(crate) delivered_seq: u64,
+    history: VecDeque<Retained>,
+    /// Event id → seq, for every retained or pending event.
+    ids: HashMap<EventId, u64>,
+    /// Latest event per key, and the order keys were last updated in.
+    snapshot: HashMap<Label, Retained>,
+    snapshot_order: BTreeMap<u64, Label>,
+    pub(crate) subscribers: HashMap<Arc<str>, Subscriber>,
+    pub(crate) last_activity: Instant,
+    bytes: usize,
+}
+
+impl Stream {
+    pub(crate) fn new(topic: Topic, epoch: Epoch, last_seq: u64) -> Stream {
+        Stream {
+            topic,
+            epoch,
+            assigned_seq: last_seq,
+            delivered_seq: last_seq,
+            history: VecDeque::new(),
+            ids: HashMap::new(),
+            snapshot: HashMap::new(),
+            snapshot_order: BTreeMap::new(),
+            subscribers: HashMap::new(),
+            last_activity: Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    /// A fresh epoch id.
+    pub(crate) fn new_epoch() -> Epoch {
+        // A v7 UUID sorts by creation time, which makes epochs easy to read in logs.
+        #[allow(clippy::expect_used, reason = "32 hex digits are always a valid epoch")]
+        Epoch::new(uuid::Uuid::now_v7().simple().to_string()).expect("a UUID is a valid epoch")
+    }
+
+    /// The seq an event with this id already has, if it is retained or pending.
+    pub(crate) fn seq_of(&self, id: &EventId) -> Option<u64> {
+        self.ids.get(id).copied()
+    }
+
+    /// Reserves the next seq for an event with this id.
+    pub(crate) fn assign(&mut self, id: &EventId) -> u64 {
+        self.assigned_seq += 1;
+        self.ids.insert(id.clone(), self.assigned_seq);
+        self.last_activity = Instant::now();
+        self.assigned_seq
+    }
+
+    /// Records a delivered event in history and the snapshot. Returns the
+    /// change in retained bytes.
+    pub(crate) fn retain(&mut self, retained: Retained, history_size: usize) -> isize {
+        let before = self.bytes;
+        self.delivered_seq = self.delivered_seq.max(retained.event.seq);
+        if let Some(key) = retained.event.key.clone() {
+            if let Some(old) = self.snapshot.remove(&key) {
+                self.snapshot_order.remove(&old.event.seq);
+                self.bytes -= old.weight();
+            }
+            self.snapshot_order.insert(retained.event.seq, key.clone());
+            self.bytes += retained.weight();
+            self.snapshot.insert(key, retained.clone());
+            while self.snapshot.len() > MAX_SNAPSHOT_KEYS {
+                if let Some((_, key)) = self.snapshot_order.pop_first()
+                    && let Some(old) = self.snapshot.remove(&key)
+                {
+                    self.bytes -= old.weight();
+                }
+            }
+        }
+        self.bytes += retained.weight();
+        self.history.push_back(retained);
+        while self.history.len() > history_size {
+            self.pop_oldest();
+        }
+        self.bytes as isize - before as isize
+    }
+
+    fn pop_oldest(&mut self) {
+        if let Some(old) = self.history.pop_front() {
+            self.ids.remove(&old.event.id);
+            self.bytes -= old.weight();
+        }
+    }
+
+    /// Drops history older than `max_age`. Returns the change in retained bytes.
+    pub(crate) fn trim_age(&mut self, max_age: Duration, now: Instant) -> isize {
+        let before = self.bytes;
+        while self
+            .history
+            .front()
+            .is_some_and(|oldest| now.saturating_duration_since(oldest.retained_at) > max_age)
+        {
+            self.pop_oldest();
+        }
+        self.bytes as isize - before as isize
+    }
+
+    /// Approximate bytes retained.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether nothing would be lost by forgetting this stream.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.subscribers.is_empty() && self.assigned_seq == self.delivered_seq
+    }
+
+    /// The latest event per key, oldest update first, and the seq it is consistent with.
+    pub(crate) fn snapshot_events(&self) -> Vec<Event> {
+        self.snapshot_order
+            .values()
+            .filter_map(|key| self.snapshot.get(key))
+            .map(|r| Event::clone(&r.event))
+            .collect()
+    }
+
+    /// Retained events with seq > `after`, at most `limit`.
+    pub(crate) fn history_after(&self, after: u64, limit: usize) -> Vec<Retained> {
+        let start = self.history.partition_point(|r| r.event.seq <= after);
+        self.history.range(start..).take(limit).cloned().collect()
+    }
+
+    /// The seq of the oldest retained event (or the next one, if none is retained).
+    pub(crate) fn first_retained_seq(&self) -> u64 {
+        self.history.front().map_or(self.delivered_seq + 1, |r| r.event.seq)
+    }
+
+    /// Plans a replay of what came after `since`, with the filter applied and
+    /// at most `limit` events: a `gap` for what is gone, the events, and the
+    /// `replay_complete`.
+    pub(crate) fn plan_replay(&self, since: &Since, filter: &EventFilter, limit: usize) -> ReplayPlan {
+        let current = self.delivered_seq;
+        let foreign_epoch = since.epoch.as_ref().is_some_and(|epoch| *epoch != self.epoch);
+        if foreign_epoch || since.seq > current {
+            return ReplayPlan {
+                gap: (current >= 1).then(|| Gap {
+                    topic: self.topic.clone(),
+                    from_seq: 1,
+                    to_seq: current,
+                    reason: GapReason::EpochChanged,
+                }),
+                events: Vec::new(),
+                complete: Some(ReplayComplete {
+                    topic: self.topic.clone(),
+                    from_seq: current + 1,
+                    to_seq: current,
+                }),
+            };
+        }
+        let first = self.first_retained_seq();
+        let gap = (since.seq + 1 < first).then(|| Gap {
+            topic: self.topic.clone(),
+            from_seq: since.seq + 1,
+            to_seq: first - 1,
+            reason: GapReason::Trimmed,
+        });
+        let after = since.seq.max(first.saturating_sub(1));
+        let mut events = Vec::new();
+        let mut to_seq = current;
+        for retained in self.history.range(self.history.partition_point(|r| r.event.seq <= after)..)
+        {
+            if events.len() == limit {
+                to_seq = events.last().map_or(after, |r: &Retained| r.event.seq);
+                break;
+            }
+            if filter.matches(&retained.event) {
+                events.push(retained.clone());
+            }
+        }
+        ReplayPlan {
+            gap,
+            events,
+            complete: Some(ReplayComplete { topic: self.topic.clone(), from_seq: after + 1, to_seq }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_protocol::{EventType, Priority};
+    use serde_json::json;
+
+    use super::*;
+
+    fn stream_with(seqs: std::ops::RangeInclusive<u64>, history_size: usize) -> Stream {
+        let topic = Topic::parse("run:1").unwrap();
+        let mut stream = Stream::new(topic.clone(), Epoch::new("e1").unwrap(), 0);
+        for seq in seqs {
+            let id = EventId::new(format!("id-{seq}")).unwrap();
+            assert_eq!(stream.assign(&id), seq);
+            stream.retain(
+                Retained::new(Event {
+                    topic: topic.clone(),
+                    seq,
+                    id,
+                    event_type: EventType::StepProgress,
+                    priority: Priority::Normal,
+                    timestamp: 0,
+                    source: None,
+                    key: Some(Label::new(format!("k{}", seq % 2)).unwrap()),
+                    data: json!({}),
+                }),
+                history_size,
+            );
+        }
+        stream
+    }
+
+    fn since(seq: u64) -> Since {
+        Since { seq, epoch: None }
+    }
+
+    #[test]
+    fn replay_sends_what_came_after_the_checkpoint() {
+        let stream = stream_with(1..=5, 100);
+        let plan = stream.plan_replay(&since(2), &EventFilter::default(), usize::MAX);
+        assert!(plan.gap.is_none());
+        let seqs: Vec<u64> = plan.events.iter().map(|r| r.event.seq).collect();
+        assert_eq!(seqs, [3, 4, 5]);
+        let complete = plan.complete.unwrap();
+        assert_eq!((complete.from_seq, complete.to_seq), (3, 5));
+    }
+
+    #[test]
+    fn replay_of_trimmed_history_reports_exactly_the_missing_seqs() {
+        let stream = stream_with(1..=30, 10);
+        let plan = stream.plan_replay(&since(0), &EventFilter::default(), usize::MAX);
+        let gap = plan.gap.unwrap();
+        assert_eq!((gap.from_seq, gap.to_seq, gap.reason), (1, 20, GapReason::Trimmed));
+        assert_eq!(plan.events.first().unwrap().event.seq, 21);
+        assert_eq!(plan.events.len(), 10);
+    }
+
+    #[test]
+    fn a_checkpoint_from_another_epoch_or_beyond_the_stream_is_an_epoch_change() {
+        let stream = stream_with(1..=3, 100);
+        for checkpoint in [since(9), Since { seq: 1, epoch: Some(Epoch::new("old").unwrap()) }] {
+            let plan = stream.plan_replay(&checkpoint, &EventFilter::default(), usize::MAX);
+            let gap = plan.gap.unwrap();
+            assert_eq!((gap.from_seq, gap.to_seq, gap.reason), (1, 3, GapReason::EpochChanged));
+            assert!(plan.events.is_empty());
+            let complete = plan.complete.unwrap();
+            assert!(complete.to_seq < complete.from_seq);
+        }
+    }
+
+    #[test]
+    fn nothing_missed_completes_with_to_below_from() {
+        let stream = stream_with(1..=3, 100);
+        let complete = stream.plan_replay(&since(3), &EventFilter::default(), 10).complete.unwrap();
+        assert_eq!((complete.from_seq, complete.to_seq), (4, 3));
+    }
+
+    #[test]
+    fn snapshot_keeps_the_latest_event_per_key() {
+        let stream = stream_with(1..=5, 100);
+        let seqs: Vec<u64> = stream.snapshot_events().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [4, 5]);
+    }
+
+    #[test]
+    fn ids_are_forgotten_when_their_event_leaves_history() {
+        let stream = stream_with(1..=5, 2);
+        assert_eq!(stream.seq_of(&EventId::new("id-5").unwrap()), Some(5));
+        assert_eq!(stream.seq_of(&EventId::new("id-1").unwrap()), None);
+    }
+}
