@@ -22,7 +22,9 @@ use parking_lot::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, StoreConfig};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Append, RecoveredTopic, Store, StoreError};
 use crate::connection::ConnHandle;
 use crate::metrics::Metrics;
 use crate::outbox::{EventMeta, OutFrame, Pushed};
@@ -82,6 +84,8 @@ struct HubInner {
     connections: RwLock<HashMap<Arc<str>, Arc<ConnHandle>>>,
     users: RwLock<HashMap<Arc<str>, HashSet<Arc<str>>>>,
     retained_bytes: AtomicIsize,
+    /// The durable store, when one is configured; `None` is the memory store.
+    store: Option<Arc<dyn Store>>,
     metrics: Metrics,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -93,8 +97,53 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl Hub {
-    /// A hub with this configuration. `shutdown` stops everything it runs.
+    /// A hub that keeps everything in memory, whatever `config.store` says.
+    /// `shutdown` stops everything it runs.
     pub fn new(config: Config, shutdown: CancellationToken) -> Hub {
+        Hub::with_store(config, shutdown, None)
+    }
+
+    /// A hub with the store `config.store` names: for SQLite, opens the file,
+    /// recovers its topics (seqs continue, history and snapshots are back) and
+    /// starts the writer.
+    pub fn open(config: Config, shutdown: CancellationToken) -> Result<Hub, StoreError> {
+        let StoreConfig::Sqlite(path) = &config.store else {
+            return Ok(Hub::new(config, shutdown));
+        };
+        let store = Arc::new(SqliteStore::open(path, config.history_size, config.history_age)?);
+        let recovered = store.recover()?;
+        store.start()?;
+        let hub = Hub::with_store(config, shutdown, Some(store));
+        let topics = recovered.len();
+        for topic in recovered {
+            hub.restore(topic);
+        }
+        tracing::info!(topics, "recovered from the store");
+        Ok(hub)
+    }
+
+    fn restore(&self, recovered: RecoveredTopic) {
+        let mut stream = Stream::new(recovered.topic.clone(), recovered.epoch, recovered.last_seq);
+        for event in recovered.snapshot {
+            stream.put_snapshot(&Retained::new(event));
+        }
+        for (event, age_ms) in recovered.history {
+            stream.retain(Retained::aged(event, std::time::Duration::from_millis(age_ms)), self.inner.config.history_size);
+        }
+        stream.delivered_seq = recovered.last_seq;
+        stream.assigned_seq = recovered.last_seq;
+        self.inner.retained_bytes.fetch_add(stream.bytes() as isize, Relaxed);
+        self.inner.streams.write().insert(recovered.topic, Arc::new(Mutex::new(stream)));
+    }
+
+    /// Finishes the store's pending writes and stops it.
+    pub fn close_store(&self) {
+        if let Some(store) = &self.inner.store {
+            store.close();
+        }
+    }
+
+    fn with_store(config: Config, shutdown: CancellationToken, store: Option<Arc<dyn Store>>) -> Hub {
         Hub {
             inner: Arc::new(HubInner {
                 config,
@@ -105,6 +154,7 @@ impl Hub {
                 connections: RwLock::default(),
                 users: RwLock::default(),
                 retained_bytes: AtomicIsize::new(0),
+                store,
                 metrics: Metrics::default(),
                 shutdown,
                 tasks: TaskTracker::new(),
@@ -148,35 +198,71 @@ impl Hub {
         request: PublishRequest,
         audience: Audience,
     ) -> Result<PublishReceipt, PublishError> {
-        if self.inner.shutdown.is_cancelled() {
+        if self.inner.shutdown.is_cancelled() && audience != Audience::Everyone {
             return Err(PublishError::ShuttingDown);
         }
-        let stream = self.stream(&request.topic);
-        let mut stream = stream.lock();
-        let id = match request.id {
-            Some(id) => {
-                if let Some(seq) = stream.seq_of(&id) {
-                    self.inner.metrics.events_duplicate.fetch_add(1, Relaxed);
-                    return Ok(PublishReceipt { id, topic: request.topic, seq });
-                }
-                id
+        // With a durable store, room in its journal is taken before the topic's
+        // lock, so the lock is never held across a wait.
+        let permit = match &self.inner.store {
+            None => None,
+            Some(store) => {
+                let journal = store.journal().ok_or(PublishError::ShuttingDown)?;
+                Some(journal.reserve_owned().await.map_err(|_| PublishError::ShuttingDown)?)
             }
-            None => new_event_id(),
         };
-        let seq = stream.assign(&id);
-        let event = Event {
-            topic: request.topic,
-            seq,
-            id,
-            event_type: request.event_type,
-            priority: request.priority,
-            timestamp: request.timestamp.unwrap_or_else(now_ms),
-            source: request.source,
-            key: request.key,
-            data: request.data,
+        let stream_ref = self.stream(&request.topic);
+        let (receipt, durable) = {
+            let mut stream = stream_ref.lock();
+            let id = match request.id {
+                Some(id) => {
+                    if let Some(seq) = stream.seq_of(&id) {
+                        self.inner.metrics.events_duplicate.fetch_add(1, Relaxed);
+                        return Ok(PublishReceipt { id, topic: request.topic, seq });
+                    }
+                    id
+                }
+                None => new_event_id(),
+            };
+            let seq = stream.assign(&id);
+            let event = Event {
+                topic: request.topic,
+                seq,
+                id,
+                event_type: request.event_type,
+                priority: request.priority,
+                timestamp: request.timestamp.unwrap_or_else(now_ms),
+                source: request.source,
+                key: request.key,
+                data: request.data,
+            };
+            let receipt = PublishReceipt { id: event.id.clone(), topic: event.topic.clone(), seq };
+            let retained = Retained::new(event);
+            match permit {
+                None => {
+                    self.deliver(&mut stream, retained, &audience);
+                    (receipt, None)
+                }
+                Some(permit) => {
+                    let (done, durable) = tokio::sync::oneshot::channel();
+                    let hub = self.clone();
+                    let target = stream_ref.clone();
+                    let event = retained.event.clone();
+                    permit.send(Append {
+                        event,
+                        epoch: stream.epoch.clone(),
+                        then: Box::new(move || hub.deliver(&mut target.lock(), retained, &audience)),
+                        done,
+                    });
+                    (receipt, Some(durable))
+                }
+            }
         };
-        let receipt = PublishReceipt { id: event.id.clone(), topic: event.topic.clone(), seq };
-        self.deliver(&mut stream, Retained::new(event), &audience);
+        if let Some(durable) = durable {
+            durable
+                .await
+                .map_err(|_| PublishError::Store("the store stopped".into()))?
+                .map_err(|e| PublishError::Store(e.to_string()))?;
+        }
         self.inner.metrics.events_published.fetch_add(1, Relaxed);
         Ok(receipt)
     }

@@ -29,6 +29,7 @@
 //! - `connection`: a connection's reader and writer, heartbeats, frame handling.
 //! - [`http`]: the router, the JSON API and the WebSocket endpoints.
 //! - [`metrics`]: counters and histograms in the Prometheus text format.
+//! - [`store`]: the [`store::Store`] trait and the SQLite store (group commit, recovery).
 //! - [`server`]: running the hub and shutting it down in order.
 
 pub mod config;
@@ -38,6 +39,7 @@ pub mod hub;
 pub mod metrics;
 mod outbox;
 pub mod server;
+pub mod store;
 mod stream;
 
 pub use config::{Config, StoreConfig};

@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use herald_server::config::{parse_duration, parse_size};
-use herald_server::{Config, StoreConfig, server};
+use herald_server::{Config, Hub, StoreConfig, server};
+use tokio_util::sync::CancellationToken;
 
 /// Herald: a typed real-time event hub.
 #[derive(Debug, Parser)]
@@ -110,7 +111,11 @@ impl ServeArgs {
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -121,6 +126,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logs(args.log_format);
     let config = args.config();
     config.validate()?;
+    // The store is opened before the port, so a bad database fails before
+    // anyone is told where to connect.
+    let hub = Hub::open(config.clone(), CancellationToken::new())?;
     let listener = server::bind(&config).await?;
     let addr = listener.local_addr().context("reading the bound address")?;
     // The first line on stdout is the contract scripts rely on to find the port.
@@ -131,7 +139,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if addr.ip().is_loopback() {
         tracing::warn!("running open: no authentication is configured (loopback only)");
     }
-    server::run(listener, config, shutdown_signal()).await?;
+    server::serve(listener, hub, shutdown_signal()).await?;
     Ok(())
 }
 

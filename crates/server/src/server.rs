@@ -28,6 +28,8 @@ pub enum ServeError {
     Config(#[from] crate::config::ConfigError),
     #[error("could not listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -46,7 +48,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     config.validate()?;
-    let hub = Hub::new(config, CancellationToken::new());
+    let hub = Hub::open(config, CancellationToken::new())?;
     serve(listener, hub, shutdown).await
 }
 
@@ -79,6 +81,8 @@ pub async fn serve(
     if tokio::time::timeout(hub.config().shutdown_grace, tasks.wait()).await.is_err() {
         tracing::warn!(remaining = tasks.len(), "shutdown grace period over; dropping connections");
     }
+    let closing = hub.clone();
+    let _ = tokio::task::spawn_blocking(move || closing.close_store()).await;
     tracing::info!("hub stopped");
     Ok(())
 }

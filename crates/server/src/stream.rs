@@ -31,6 +31,13 @@ impl Retained {
         Retained { event: Arc::new(event), frame, retained_at: Instant::now() }
     }
 
+    /// An event that was retained `age` ago (restored from a store).
+    pub(crate) fn aged(event: Event, age: Duration) -> Retained {
+        let mut retained = Retained::new(event);
+        retained.retained_at = Instant::now().checked_sub(age).unwrap_or(retained.retained_at);
+        retained
+    }
+
     fn weight(&self) -> usize {
         // The frame dominates; the parsed event costs about as much again.
         2 * self.frame.len() + 256
@@ -114,28 +121,37 @@ impl Stream {
     pub(crate) fn retain(&mut self, retained: Retained, history_size: usize) -> isize {
         let before = self.bytes;
         self.delivered_seq = self.delivered_seq.max(retained.event.seq);
-        if let Some(key) = retained.event.key.clone() {
-            if let Some(old) = self.snapshot.remove(&key) {
-                self.snapshot_order.remove(&old.event.seq);
-                self.bytes -= old.weight();
-            }
-            self.snapshot_order.insert(retained.event.seq, key.clone());
-            self.bytes += retained.weight();
-            self.snapshot.insert(key, retained.clone());
-            while self.snapshot.len() > MAX_SNAPSHOT_KEYS {
-                if let Some((_, key)) = self.snapshot_order.pop_first()
-                    && let Some(old) = self.snapshot.remove(&key)
-                {
-                    self.bytes -= old.weight();
-                }
-            }
-        }
+        self.assigned_seq = self.assigned_seq.max(retained.event.seq);
+        self.ids.insert(retained.event.id.clone(), retained.event.seq);
+        self.put_snapshot(&retained);
         self.bytes += retained.weight();
         self.history.push_back(retained);
         while self.history.len() > history_size {
             self.pop_oldest();
         }
         self.bytes as isize - before as isize
+    }
+
+    /// Makes this event the latest of its key (if it has one and is newer).
+    pub(crate) fn put_snapshot(&mut self, retained: &Retained) {
+        let Some(key) = retained.event.key.clone() else { return };
+        if let Some(old) = self.snapshot.get(&key) {
+            if old.event.seq >= retained.event.seq {
+                return;
+            }
+            self.snapshot_order.remove(&old.event.seq);
+            self.bytes -= old.weight();
+        }
+        self.snapshot_order.insert(retained.event.seq, key.clone());
+        self.bytes += retained.weight();
+        self.snapshot.insert(key, retained.clone());
+        while self.snapshot.len() > MAX_SNAPSHOT_KEYS {
+            if let Some((_, key)) = self.snapshot_order.pop_first()
+                && let Some(old) = self.snapshot.remove(&key)
+            {
+                self.bytes -= old.weight();
+            }
+        }
     }
 
     fn pop_oldest(&mut self) {

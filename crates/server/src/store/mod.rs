@@ -1,0 +1,71 @@
+//! Where events are kept beyond memory.
+//!
+//! The hub keeps every topic's recent history, snapshot and seqs in memory
+//! (`stream`); a [`Store`] makes them durable and gives them back after a
+//! restart. The memory store has nothing to make durable: the hub delivers at
+//! once. A durable store takes [`Append`]s in seq order per topic through a
+//! bounded channel, writes them (group-committed), and only then runs each
+//! append's delivery and answers its producer — so nothing is delivered or
+//! acknowledged that could be lost, and no seq is ever reused.
+//!
+//! A store for several nodes (Redis) implements the same trait: it consumes
+//! the same channel and calls the same delivery callbacks.
+
+pub mod sqlite;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use herald_protocol::{Epoch, Event, Topic};
+use tokio::sync::{mpsc, oneshot};
+
+/// Why the store failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("could not open the store at {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("the store failed to write: {0}")]
+    Write(String),
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// One event to make durable, what to do once it is, and whom to tell.
+pub struct Append {
+    pub event: Arc<Event>,
+    /// The topic's epoch, stored with its last seq.
+    pub epoch: Epoch,
+    /// Runs (in append order) once the event is durable: delivers it.
+    pub then: Box<dyn FnOnce() + Send>,
+    pub done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+impl Debug for Append {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Append").field("topic", &self.event.topic).field("seq", &self.event.seq).finish()
+    }
+}
+
+/// A topic as it survived a restart.
+#[derive(Debug, Clone)]
+pub struct RecoveredTopic {
+    pub topic: Topic,
+    pub epoch: Epoch,
+    pub last_seq: u64,
+    /// Retained events, oldest first, with their age in milliseconds.
+    pub history: Vec<(Event, u64)>,
+    /// The latest event per key, oldest update first.
+    pub snapshot: Vec<Event>,
+}
+
+/// A durable home for events.
+pub trait Store: Send + Sync + Debug {
+    /// Everything that survived, read once at start.
+    fn recover(&self) -> Result<Vec<RecoveredTopic>, StoreError>;
+
+    /// The channel appends go through, in seq order per topic; `None` once closed.
+    fn journal(&self) -> Option<mpsc::Sender<Append>>;
+
+    /// Stops taking appends, finishes the ones queued, and waits for the writer.
+    fn close(&self);
+}
