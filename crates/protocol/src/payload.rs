@@ -192,3 +192,63 @@ pub struct Metrics {
     pub metrics: BTreeMap<String, f64>,
 }
 impl Payload for Metrics {}
+
+/// The body of `POST /api/v1/approvals`: ask a user to decide on a task's step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+pub struct NewApproval {
+    pub user_id: String,
+    pub task_id: String,
+    pub step: u32,
+    pub step_result: TaskStepResult,
+    /// How long to wait; the hub's `--approval-timeout` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional, type = "number")]
+    pub timeout_ms: Option<u64>,
+    /// What a timeout resolves to; the hub's `--approval-default-proceed` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub default_proceed: Option<bool>,
+}
+
+/// An approval's whole life, as `GET /api/v1/approvals` lists it: the request,
+/// the decision, and how many connections the request reached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+pub struct ApprovalRecord {
+    #[serde(flatten)]
+    pub request: ApprovalRequested,
+    pub status: ApprovalStatus,
+    pub proceed: Option<bool>,
+    pub feedback: Option<String>,
+    pub decided_by: Option<String>,
+    #[ts(type = "number | null")]
+    pub decided_at: Option<u64>,
+    #[ts(type = "number")]
+    pub created_at: u64,
+    /// Connections the `approval.requested` event was queued to when published.
+    pub delivered_to: u32,
+}
+impl Payload for ApprovalRecord {}
+
+impl ApprovalRecord {
+    /// The decision part, as `GET /api/v1/approvals/{id}` answers it.
+    pub fn decision(&self) -> ApprovalDecision {
+        ApprovalDecision {
+            callback_id: self.request.callback_id.clone(),
+            status: self.status,
+            proceed: self.proceed,
+            feedback: self.feedback.clone(),
+            decided_by: self.decided_by.clone(),
+            decided_at: self.decided_at,
+        }
+    }
+}
+
+/// The `data` of `approval.resolved`: the decision plus the task it was for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+pub struct ApprovalResolved {
+    #[serde(flatten)]
+    pub decision: ApprovalDecision,
+    pub task_id: String,
+    pub user_id: String,
+}
+impl Payload for ApprovalResolved {}

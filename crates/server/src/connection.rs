@@ -69,6 +69,12 @@ impl ConnHandle {
         self.send(&ServerMessage::Error(ErrorFrame { code, message, reference }));
     }
 
+    /// The user an authenticated connection proved to be; `None` in open mode,
+    /// where `?user_id=` is a name, not a proof.
+    pub(crate) fn verified_user(&self) -> Option<&str> {
+        None
+    }
+
     fn saw_peer(&self) {
         self.last_seen_ms.store(self.connected_at.elapsed().as_millis() as u64, Relaxed);
     }
@@ -100,6 +106,14 @@ pub(crate) async fn run(hub: Hub, socket: WebSocket, conn: Arc<ConnHandle>, init
         heartbeat_ms: hub.config().heartbeat_interval.as_millis() as u64,
         server_version: env!("CARGO_PKG_VERSION").to_owned(),
     }));
+    // Nobody misses a question: a user with pending approvals gets the snapshot
+    // of their topic, which holds every pending `approval.requested`.
+    if let Some(user) = conn.user_id.as_deref()
+        && hub.approvals().pending_of_user(user) > 0
+        && let Ok(topic) = Topic::user(user)
+    {
+        conn.send(&hub.snapshot(&topic));
+    }
     if !initial.is_empty() {
         let request = herald_protocol::frame::Subscribe { topics: initial, ..Default::default() };
         if let Err(error) = hub.subscribe(&conn, &request) {
@@ -232,11 +246,25 @@ async fn handle_text(hub: &Hub, conn: &Arc<ConnHandle>, text: &str) {
         ClientMessage::Pong(_) | ClientMessage::Ack(_) => Ok(()),
         // Tokens are checked once authentication is configured; open mode has none to replace.
         ClientMessage::Auth(_) => Ok(()),
-        ClientMessage::Confirm(confirm) => Err((
-            ErrorCode::NotFound,
-            format!("no pending approval has callback_id {:?}", confirm.callback_id.as_str()),
-        )),
-        ClientMessage::Cancel(control) => publish_control(hub, conn, EventType::ControlCancel, control).await,
+        ClientMessage::Confirm(confirm) => {
+            let decided_by = conn.user_id.as_deref().map_or_else(|| format!("session:{}", conn.id), str::to_owned);
+            hub.decide_approval(
+                confirm.callback_id.as_str(),
+                confirm.proceed,
+                confirm.feedback,
+                Some(decided_by),
+                conn.verified_user(),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| (e.code(), e.to_string()))
+        }
+        ClientMessage::Cancel(control) => {
+            if let Some(task) = &control.task_id {
+                hub.cancel_task_approvals(task.as_str()).await;
+            }
+            publish_control(hub, conn, EventType::ControlCancel, control).await
+        }
         ClientMessage::Pause(control) => publish_control(hub, conn, EventType::ControlPause, control).await,
         ClientMessage::Resume(control) => publish_control(hub, conn, EventType::ControlResume, control).await,
     };

@@ -14,9 +14,12 @@ use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use herald_protocol::frame::{ErrorFrame, Since, Subscribe, Subscribed};
+use herald_protocol::payload::{
+    ApprovalDecision, ApprovalRecord, ApprovalResolved, ApprovalStatus, NewApproval, Payload as _,
+};
 use herald_protocol::{
-    ErrorCode, Event, EventFilter, EventId, PublishReceipt, PublishRequest, ServerMessage, Topic,
-    TopicPattern,
+    ErrorCode, Event, EventFilter, EventId, EventType, Label, Priority, PublishReceipt,
+    PublishRequest, ServerMessage, Topic, TopicPattern,
 };
 use parking_lot::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
@@ -24,7 +27,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, StoreConfig};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Append, RecoveredTopic, Store, StoreError};
+use crate::approvals::{ApprovalError, Approvals};
+use crate::store::{Append, ApprovalWrite, RecoveredTopic, Store, StoreError, Write};
 use crate::connection::ConnHandle;
 use crate::metrics::Metrics;
 use crate::outbox::{EventMeta, OutFrame, Pushed};
@@ -86,6 +90,7 @@ struct HubInner {
     retained_bytes: AtomicIsize,
     /// The durable store, when one is configured; `None` is the memory store.
     store: Option<Arc<dyn Store>>,
+    approvals: Approvals,
     metrics: Metrics,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -112,13 +117,24 @@ impl Hub {
         };
         let store = Arc::new(SqliteStore::open(path, config.history_size, config.history_age)?);
         let recovered = store.recover()?;
+        let approvals = store.recover_approvals()?;
         store.start()?;
         let hub = Hub::with_store(config, shutdown, Some(store));
         let topics = recovered.len();
         for topic in recovered {
             hub.restore(topic);
         }
-        tracing::info!(topics, "recovered from the store");
+        for body in approvals {
+            match serde_json::from_str::<ApprovalRecord>(&body) {
+                Ok(record) => {
+                    if let Err(error) = hub.inner.approvals.insert(record) {
+                        tracing::warn!(%error, "dropping a stored approval");
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "skipping an unreadable stored approval"),
+            }
+        }
+        tracing::info!(topics, pending_approvals = hub.inner.approvals.pending(), "recovered from the store");
         Ok(hub)
     }
 
@@ -155,6 +171,7 @@ impl Hub {
                 users: RwLock::default(),
                 retained_bytes: AtomicIsize::new(0),
                 store,
+                approvals: Approvals::default(),
                 metrics: Metrics::default(),
                 shutdown,
                 tasks: TaskTracker::new(),
@@ -198,6 +215,16 @@ impl Hub {
         request: PublishRequest,
         audience: Audience,
     ) -> Result<PublishReceipt, PublishError> {
+        self.publish_counted(request, audience).await.map(|(receipt, _)| receipt)
+    }
+
+    /// Publishes, and tells how many connections the event was queued to
+    /// (0 for a duplicate).
+    async fn publish_counted(
+        &self,
+        request: PublishRequest,
+        audience: Audience,
+    ) -> Result<(PublishReceipt, u32), PublishError> {
         if self.inner.shutdown.is_cancelled() && audience != Audience::Everyone {
             return Err(PublishError::ShuttingDown);
         }
@@ -217,7 +244,7 @@ impl Hub {
                 Some(id) => {
                     if let Some(seq) = stream.seq_of(&id) {
                         self.inner.metrics.events_duplicate.fetch_add(1, Relaxed);
-                        return Ok(PublishReceipt { id, topic: request.topic, seq });
+                        return Ok((PublishReceipt { id, topic: request.topic, seq }, 0));
                     }
                     id
                 }
@@ -239,36 +266,45 @@ impl Hub {
             let retained = Retained::new(event);
             match permit {
                 None => {
-                    self.deliver(&mut stream, retained, &audience);
-                    (receipt, None)
+                    let reached = self.deliver(&mut stream, retained, &audience);
+                    (receipt, Err(reached))
                 }
                 Some(permit) => {
                     let (done, durable) = tokio::sync::oneshot::channel();
+                    let reached = Arc::new(std::sync::atomic::AtomicU32::new(0));
                     let hub = self.clone();
                     let target = stream_ref.clone();
                     let event = retained.event.clone();
-                    permit.send(Append {
+                    let count = reached.clone();
+                    permit.send(Write::Event(Append {
                         event,
                         epoch: stream.epoch.clone(),
-                        then: Box::new(move || hub.deliver(&mut target.lock(), retained, &audience)),
+                        then: Box::new(move || {
+                            let n = hub.deliver(&mut target.lock(), retained, &audience);
+                            count.store(n, Relaxed);
+                        }),
                         done,
-                    });
-                    (receipt, Some(durable))
+                    }));
+                    (receipt, Ok((durable, reached)))
                 }
             }
         };
-        if let Some(durable) = durable {
-            durable
-                .await
-                .map_err(|_| PublishError::Store("the store stopped".into()))?
-                .map_err(|e| PublishError::Store(e.to_string()))?;
-        }
+        let reached = match durable {
+            Err(reached) => reached,
+            Ok((durable, reached)) => {
+                durable
+                    .await
+                    .map_err(|_| PublishError::Store("the store stopped".into()))?
+                    .map_err(|e| PublishError::Store(e.to_string()))?;
+                reached.load(Relaxed)
+            }
+        };
         self.inner.metrics.events_published.fetch_add(1, Relaxed);
-        Ok(receipt)
+        Ok((receipt, reached))
     }
 
     /// Retains an event whose seq was assigned, and fans it out.
-    fn deliver(&self, stream: &mut Stream, retained: Retained, audience: &Audience) {
+    fn deliver(&self, stream: &mut Stream, retained: Retained, audience: &Audience) -> u32 {
         let delta = stream.retain(retained.clone(), self.inner.config.history_size);
         self.inner.retained_bytes.fetch_add(delta, Relaxed);
         let event = &retained.event;
@@ -281,39 +317,45 @@ impl Hub {
                 published: Instant::now(),
             }),
         };
+        let mut reached = 0u32;
+        let mut push = |conn: &ConnHandle| {
+            if self.push_event(conn, &frame) {
+                reached += 1;
+            }
+        };
         let user: Option<&str> = match audience {
             Audience::Subscribers => None,
             Audience::Everyone => {
                 for conn in self.inner.connections.read().values() {
-                    self.push_event(conn, &frame);
+                    push(conn);
                 }
-                return;
+                return reached;
             }
             Audience::User(user) => {
                 let connections = self.inner.connections.read();
                 if let Some(ids) = self.inner.users.read().get(user.as_str()) {
                     for conn in ids.iter().filter_map(|id| connections.get(id)) {
-                        self.push_event(conn, &frame);
+                        push(conn);
                     }
                 }
                 Some(user)
             }
         };
-        let reached = |conn: &ConnHandle| user.is_some_and(|u| conn.user_id.as_deref() == Some(u));
+        let reached_user = |conn: &ConnHandle| user.is_some_and(|u| conn.user_id.as_deref() == Some(u));
         let exact_matched = |id: &str| {
             stream.subscribers.get(id).is_some_and(|s| s.filter.matches(event))
         };
         for sub in stream.subscribers.values() {
-            if !reached(&sub.conn) && sub.filter.matches(event) {
-                self.push_event(&sub.conn, &frame);
+            if !reached_user(&sub.conn) && sub.filter.matches(event) {
+                push(&sub.conn);
             }
         }
         let patterns = self.inner.patterns.read();
         let by_kind = event.topic.id().and_then(|_| patterns.kinds.get(event.topic.kind()));
         if let Some(by_kind) = by_kind {
             for (id, sub) in by_kind {
-                if !reached(&sub.conn) && !exact_matched(id) && sub.filter.matches(event) {
-                    self.push_event(&sub.conn, &frame);
+                if !reached_user(&sub.conn) && !exact_matched(id) && sub.filter.matches(event) {
+                    push(&sub.conn);
                 }
             }
         }
@@ -321,24 +363,28 @@ impl Hub {
             let kind_matched = by_kind
                 .and_then(|k| k.get(id))
                 .is_some_and(|s| s.filter.matches(event));
-            if !reached(&sub.conn) && !exact_matched(id) && !kind_matched && sub.filter.matches(event)
+            if !reached_user(&sub.conn) && !exact_matched(id) && !kind_matched && sub.filter.matches(event)
             {
-                self.push_event(&sub.conn, &frame);
+                push(&sub.conn);
             }
         }
+        reached
     }
 
-    fn push_event(&self, conn: &ConnHandle, frame: &OutFrame) {
+    /// Queues an event frame; false when the connection is closing.
+    fn push_event(&self, conn: &ConnHandle, frame: &OutFrame) -> bool {
         let metrics = &self.inner.metrics;
         match conn.outbox.push(frame.clone()) {
             Pushed::Queued => {
                 metrics.events_delivered.fetch_add(1, Relaxed);
+                true
             }
             Pushed::Shed => {
                 metrics.events_delivered.fetch_add(1, Relaxed);
                 metrics.events_shed.fetch_add(1, Relaxed);
+                true
             }
-            Pushed::Closed => {}
+            Pushed::Closed => false,
         }
     }
 
@@ -627,6 +673,159 @@ impl Hub {
     /// Topics held in memory.
     pub fn topic_count(&self) -> usize {
         self.inner.streams.read().len()
+    }
+}
+
+impl Hub {
+    /// The hub's approvals.
+    pub fn approvals(&self) -> &Approvals {
+        &self.inner.approvals
+    }
+
+    /// Asks a user and returns at once: registers the approval (durably, with
+    /// a durable store) and publishes `approval.requested` on `user:{user_id}`
+    /// (to every connection of the user) and `task:{task_id}`, keyed by the
+    /// callback id so the topics' snapshots show it until it is resolved.
+    pub async fn create_approval(&self, request: NewApproval) -> Result<ApprovalRecord, ApprovalError> {
+        let user_topic = Topic::user(&request.user_id).map_err(|e| ApprovalError::Invalid(e.to_string()))?;
+        let task_topic =
+            Topic::with_id("task", &request.task_id).map_err(|e| ApprovalError::Invalid(e.to_string()))?;
+        let config = &self.inner.config;
+        let record = Approvals::prepare(request, config.approval_timeout, config.approval_default_proceed)?;
+        self.persist_approval(&record).await?;
+        self.inner.approvals.insert(record.clone())?;
+        let id = record.request.callback_id.clone();
+        let data = record.request.to_data();
+        let key = Label::new(id.as_str()).map_err(|e| ApprovalError::Invalid(e.to_string()))?;
+        let user = record.request.user_id.clone();
+        let mut reached = 0;
+        for (topic, audience) in [(user_topic, Audience::User(user)), (task_topic, Audience::Subscribers)] {
+            let request = PublishRequest::new(topic, EventType::ApprovalRequested, data.clone())
+                .priority(Priority::High)
+                .key(key.clone());
+            let (_, n) = self
+                .publish_counted(request, audience)
+                .await
+                .map_err(|e| ApprovalError::Publish(e.to_string()))?;
+            reached += n;
+        }
+        self.inner.approvals.set_delivered(&id, reached);
+        tracing::info!(callback_id = %id, user = %record.request.user_id, task = %record.request.task_id, reached, "approval requested");
+        Ok(self.inner.approvals.get(id.as_str()).unwrap_or(record))
+    }
+
+    /// Asks a user and waits for the decision (or the timeout's default): the
+    /// one-call form for Rust producers.
+    pub async fn request_approval(&self, request: NewApproval) -> Result<ApprovalDecision, ApprovalError> {
+        let record = self.create_approval(request).await?;
+        let id = record.request.callback_id.as_str();
+        let limit = std::time::Duration::from_millis(record.request.timeout_ms)
+            + std::time::Duration::from_secs(5);
+        self.inner.approvals.wait(id, limit).await
+    }
+
+    /// Records a decision (the first wins) and publishes `approval.resolved`.
+    /// `answering_user` is checked against the approval's user when given.
+    pub async fn decide_approval(
+        &self,
+        id: &str,
+        proceed: bool,
+        feedback: Option<String>,
+        decided_by: Option<String>,
+        answering_user: Option<&str>,
+    ) -> Result<ApprovalRecord, ApprovalError> {
+        let status = if proceed { ApprovalStatus::Approved } else { ApprovalStatus::Rejected };
+        self.resolve(id, status, proceed, feedback, decided_by, answering_user).await
+    }
+
+    async fn resolve(
+        &self,
+        id: &str,
+        status: ApprovalStatus,
+        proceed: bool,
+        feedback: Option<String>,
+        decided_by: Option<String>,
+        answering_user: Option<&str>,
+    ) -> Result<ApprovalRecord, ApprovalError> {
+        let record = self.inner.approvals.decide(id, status, proceed, feedback, decided_by, answering_user)?;
+        if let Err(error) = self.persist_approval(&record).await {
+            tracing::error!(%error, callback_id = id, "could not store a decision");
+        }
+        let data = ApprovalResolved {
+            decision: record.decision(),
+            task_id: record.request.task_id.clone(),
+            user_id: record.request.user_id.clone(),
+        }
+        .to_data();
+        let key = Label::new(id).ok();
+        let topics = [
+            (Topic::user(&record.request.user_id), Audience::User(record.request.user_id.clone())),
+            (Topic::with_id("task", &record.request.task_id), Audience::Subscribers),
+        ];
+        for (topic, audience) in topics {
+            let Ok(topic) = topic else { continue };
+            let mut request = PublishRequest::new(topic, EventType::ApprovalResolved, data.clone())
+                .priority(Priority::High);
+            request.key = key.clone();
+            if let Err(error) = self.publish_to(request, audience).await {
+                tracing::warn!(%error, callback_id = id, "could not publish a decision");
+            }
+        }
+        tracing::info!(callback_id = id, status = status.as_str(), by = record.decided_by.as_deref(), "approval resolved");
+        Ok(record)
+    }
+
+    /// Resolves a task's pending approvals as cancelled.
+    pub async fn cancel_task_approvals(&self, task_id: &str) -> usize {
+        let ids = self.inner.approvals.pending_of_task(task_id);
+        let mut cancelled = 0;
+        for id in ids {
+            if self.resolve(id.as_str(), ApprovalStatus::Cancelled, false, None, None, None).await.is_ok() {
+                cancelled += 1;
+            }
+        }
+        cancelled
+    }
+
+    /// Resolves expired approvals with their default until the hub stops.
+    pub(crate) async fn run_approval_timeouts(&self) {
+        let token = self.inner.shutdown.clone();
+        loop {
+            let (expired, next) = self.inner.approvals.expired(now_ms());
+            for id in expired {
+                let default = self
+                    .inner
+                    .approvals
+                    .get(id.as_str())
+                    .is_some_and(|r| r.request.default_proceed);
+                let _ = self.resolve(id.as_str(), ApprovalStatus::TimedOut, default, None, None, None).await;
+            }
+            let wait = next.map_or(std::time::Duration::from_secs(3600), |at| {
+                std::time::Duration::from_millis(at.saturating_sub(now_ms()))
+            });
+            tokio::select! {
+                () = token.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+                () = self.inner.approvals.changed.notified() => {}
+            }
+        }
+    }
+
+    async fn persist_approval(&self, record: &ApprovalRecord) -> Result<(), ApprovalError> {
+        let Some(store) = &self.inner.store else { return Ok(()) };
+        let journal = store.journal().ok_or_else(|| ApprovalError::Publish("the store is closed".into()))?;
+        let (done, durable) = tokio::sync::oneshot::channel();
+        let write = Write::Approval(ApprovalWrite {
+            callback_id: record.request.callback_id.to_string(),
+            pending: record.status == ApprovalStatus::Pending,
+            body: serde_json::to_string(record).unwrap_or_default(),
+            done,
+        });
+        journal.send(write).await.map_err(|_| ApprovalError::Publish("the store is closed".into()))?;
+        durable
+            .await
+            .map_err(|_| ApprovalError::Publish("the store stopped".into()))?
+            .map_err(|e| ApprovalError::Publish(e.to_string()))
     }
 }
 

@@ -23,6 +23,7 @@
 //! # Layout
 //!
 //! - [`config`]: [`Config`], its defaults, and the duration and size parsers.
+//! - [`approvals`]: the approval registry: decisions, timeouts, audit.
 //! - [`hub`]: [`Hub`]: topics, subscriptions, connections, the publish path.
 //! - `stream`: one topic's seqs, history, snapshot and exact subscribers.
 //! - `outbox`: a connection's bounded queue with priority shedding and gaps.
@@ -32,6 +33,7 @@
 //! - [`store`]: the [`store::Store`] trait and the SQLite store (group commit, recovery).
 //! - [`server`]: running the hub and shutting it down in order.
 
+pub mod approvals;
 pub mod config;
 mod connection;
 pub mod http;

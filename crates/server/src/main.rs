@@ -57,6 +57,10 @@ struct ServeArgs {
     /// How long an approval waits for a decision.
     #[arg(long, env = "HERALD_APPROVAL_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
     approval_timeout: Duration,
+    /// What an approval resolves to on timeout when the request does not say
+    /// (the seeds proceeded; set false to make silence mean "stop").
+    #[arg(long, env = "HERALD_APPROVAL_DEFAULT_PROCEED", default_value_t = true, action = clap::ArgAction::Set)]
+    approval_default_proceed: bool,
     /// Events retained per topic.
     #[arg(long, env = "HERALD_HISTORY_SIZE", default_value_t = 1000)]
     history_size: usize,
@@ -94,6 +98,7 @@ impl ServeArgs {
                 .unwrap_or(self.heartbeat_interval * 2 + Duration::from_secs(10)),
             queue_size: self.queue_size,
             approval_timeout: self.approval_timeout,
+            approval_default_proceed: self.approval_default_proceed,
             history_size: self.history_size,
             history_age: self.history_age,
             history_memory: self.history_memory,

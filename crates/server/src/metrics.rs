@@ -22,7 +22,7 @@ pub(crate) struct Histogram {
 }
 
 impl Histogram {
-    fn new(bounds: &'static [f64]) -> Histogram {
+    pub(crate) fn new(bounds: &'static [f64]) -> Histogram {
         Histogram {
             bounds,
             counts: (0..bounds.len()).map(|_| AtomicU64::new(0)).collect(),
@@ -40,7 +40,7 @@ impl Histogram {
         self.count.fetch_add(1, Relaxed);
     }
 
-    fn render(&self, out: &mut String, name: &str, help: &str) {
+    pub(crate) fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cumulative = 0;
         for (bound, count) in self.bounds.iter().zip(&self.counts) {

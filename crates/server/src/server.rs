@@ -60,6 +60,8 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let token = hub.shutdown_token().clone();
     spawn_sweeper(&hub);
+    let timeouts = hub.clone();
+    hub.tasks().spawn(async move { timeouts.run_approval_timeouts().await });
     let app = http::router(hub.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let stop_accepting = CancellationToken::new();
     let server = axum::serve(listener, app)

@@ -1,6 +1,7 @@
 //! The JSON API under `/api/v1`, plus `/health` and `/metrics`.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -8,6 +9,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use herald_protocol::payload::{ApprovalDecision, ApprovalStatus, NewApproval};
 use herald_protocol::{
     CloseReason, DecodeError, ErrorCode, EventType, Priority, PublishReceipt, PublishRequest, Topic,
 };
@@ -190,12 +192,68 @@ pub(crate) async fn topic_events(
     Ok(Json(json!({ "topic": topic, "epoch": epoch, "seq": seq, "events": events })))
 }
 
+/// `POST /api/v1/approvals`: registers an approval and returns at once.
+pub(crate) async fn create_approval(
+    State(hub): State<Hub>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let request: NewApproval = decode(json_body(body)?)?;
+    let record = hub.create_approval(request).await.map_err(|e| {
+        hub.metrics().error(e.code());
+        ApiError::new(e.code(), e.to_string())
+    })?;
+    Ok((StatusCode::CREATED, Json(record)).into_response())
+}
+
+/// Query of `GET /api/v1/approvals/{id}`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct WaitQuery {
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+/// The longest a long-poll waits, whatever `wait_ms` asks.
+const MAX_WAIT: Duration = Duration::from_secs(300);
+
+/// `GET /api/v1/approvals/{id}?wait_ms=N`: the decision; long-polls while pending.
+pub(crate) async fn get_approval(
+    State(hub): State<Hub>,
+    Path(id): Path<String>,
+    query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ApprovalDecision>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
+    let wait = Duration::from_millis(query.wait_ms).min(MAX_WAIT);
+    let decision = hub
+        .approvals()
+        .wait(&id, wait)
+        .await
+        .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+    Ok(Json(decision))
+}
+
+/// Query of `GET /api/v1/approvals`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListQuery {
+    task_id: Option<String>,
+    status: Option<ApprovalStatus>,
+}
+
+/// `GET /api/v1/approvals?task_id=&status=`: the audit trail.
+pub(crate) async fn list_approvals(
+    State(hub): State<Hub>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
+    let approvals = hub.approvals().list(query.task_id.as_deref(), query.status);
+    Ok(Json(json!({ "approvals": approvals })))
+}
+
 /// `GET /api/v1/status`.
 pub(crate) async fn status(State(hub): State<Hub>) -> Json<Value> {
     Json(json!({
         "running": !hub.shutdown_token().is_cancelled(),
         "active_connections": hub.connection_count(),
-        "pending_approvals": 0,
+        "pending_approvals": hub.approvals().pending(),
         "uptime_s": hub.uptime_s(),
         "topics": hub.topic_count(),
         "version": env!("CARGO_PKG_VERSION"),
@@ -220,8 +278,10 @@ pub(crate) async fn metrics(State(hub): State<Hub>) -> Response {
         ("herald_topics", "Topics held in memory.", hub.topic_count() as f64),
         ("herald_retained_bytes", "Approximate bytes of retained history.", hub.retained_bytes() as f64),
         ("herald_uptime_seconds", "Seconds since the hub started.", hub.uptime_s() as f64),
+        ("herald_approvals_pending", "Approvals waiting for a decision.", hub.approvals().pending() as f64),
     ];
-    let body = hub.metrics().render(&extra);
+    let mut body = hub.metrics().render(&extra);
+    hub.approvals().render_metrics(&mut body);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

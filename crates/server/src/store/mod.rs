@@ -46,6 +46,31 @@ impl Debug for Append {
     }
 }
 
+/// An approval's record to keep (its JSON), written like events.
+#[derive(Debug)]
+pub struct ApprovalWrite {
+    pub callback_id: String,
+    pub pending: bool,
+    pub body: String,
+    pub done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// What goes through the journal, in order.
+#[derive(Debug)]
+pub enum Write {
+    Event(Append),
+    Approval(ApprovalWrite),
+}
+
+impl Write {
+    fn done(self) -> oneshot::Sender<Result<(), StoreError>> {
+        match self {
+            Write::Event(append) => append.done,
+            Write::Approval(approval) => approval.done,
+        }
+    }
+}
+
 /// A topic as it survived a restart.
 #[derive(Debug, Clone)]
 pub struct RecoveredTopic {
@@ -63,8 +88,11 @@ pub trait Store: Send + Sync + Debug {
     /// Everything that survived, read once at start.
     fn recover(&self) -> Result<Vec<RecoveredTopic>, StoreError>;
 
-    /// The channel appends go through, in seq order per topic; `None` once closed.
-    fn journal(&self) -> Option<mpsc::Sender<Append>>;
+    /// Approval records that survived (their JSON), pending ones included.
+    fn recover_approvals(&self) -> Result<Vec<String>, StoreError>;
+
+    /// The channel writes go through, in seq order per topic; `None` once closed.
+    fn journal(&self) -> Option<mpsc::Sender<Write>>;
 
     /// Stops taking appends, finishes the ones queued, and waits for the writer.
     fn close(&self);

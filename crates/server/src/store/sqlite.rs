@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use rusqlite::{Connection, params};
 use tokio::sync::mpsc;
 
-use super::{Append, RecoveredTopic, Store, StoreError};
+use super::{RecoveredTopic, Store, StoreError, Write};
 use crate::hub::now_ms;
 
 /// Most appends written in one transaction.
@@ -39,6 +39,12 @@ CREATE TABLE IF NOT EXISTS events (
     body TEXT NOT NULL,
     PRIMARY KEY (topic, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS approvals (
+    callback_id TEXT PRIMARY KEY,
+    pending INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS snapshots (
     topic TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -53,9 +59,9 @@ CREATE TABLE IF NOT EXISTS snapshots (
 pub struct SqliteStore {
     path: PathBuf,
     /// Dropped on close, which ends the writer once the journal is drained.
-    journal: Mutex<Option<mpsc::Sender<Append>>>,
+    journal: Mutex<Option<mpsc::Sender<Write>>>,
     /// Taken by the writer thread when it starts.
-    pending: Mutex<Option<(Connection, mpsc::Receiver<Append>)>>,
+    pending: Mutex<Option<(Connection, mpsc::Receiver<Write>)>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     history_size: usize,
     history_age: Duration,
@@ -120,7 +126,18 @@ impl Store for SqliteStore {
         recover(conn, self.history_size, self.history_age).map_err(|e| open_error(&self.path, e))
     }
 
-    fn journal(&self) -> Option<mpsc::Sender<Append>> {
+    fn recover_approvals(&self) -> Result<Vec<String>, StoreError> {
+        let guard = self.pending.lock();
+        let Some((conn, _)) = guard.as_ref() else { return Err(StoreError::Closed) };
+        let read = || -> rusqlite::Result<Vec<String>> {
+            let mut query = conn.prepare("SELECT body FROM approvals ORDER BY updated_at ASC")?;
+            let rows = query.query_map([], |row| row.get::<_, String>(0))?;
+            rows.collect()
+        };
+        read().map_err(|e| open_error(&self.path, e))
+    }
+
+    fn journal(&self) -> Option<mpsc::Sender<Write>> {
         self.journal.lock().clone()
     }
 
@@ -181,7 +198,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, mut journal: mpsc::Receiver<Append>) {
+    fn run(mut self, mut journal: mpsc::Receiver<Write>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = journal.blocking_recv() {
             batch.push(first);
@@ -195,16 +212,30 @@ impl Writer {
             if let Err(error) = &result {
                 tracing::error!(%error, events = batch.len(), "sqlite write failed; publishes are refused");
             }
-            for append in batch.drain(..) {
-                if result.is_ok() {
+            for write in batch.drain(..) {
+                if result.is_ok()
+                    && let Write::Event(append) = write
+                {
                     (append.then)();
+                    let _ = append.done.send(Ok(()));
+                } else {
+                    let _ = write.done().send(result.clone());
                 }
-                let _ = append.done.send(result.clone());
             }
             if self.last_prune.elapsed() > PRUNE_INTERVAL {
                 self.last_prune = Instant::now();
                 let cutoff = now_ms().saturating_sub(self.history_age.as_millis() as u64);
-                if let Err(error) = self.conn.execute("DELETE FROM events WHERE stored_at < ?1", params![cutoff as i64]) {
+                let pruned = self
+                    .conn
+                    .execute("DELETE FROM events WHERE stored_at < ?1", params![cutoff as i64])
+                    .and_then(|_| {
+                        self.conn.execute(
+                            "DELETE FROM approvals WHERE pending = 0 AND callback_id NOT IN \
+                             (SELECT callback_id FROM approvals WHERE pending = 0 ORDER BY updated_at DESC LIMIT ?1)",
+                            params![crate::approvals::MAX_DECIDED as i64],
+                        )
+                    });
+                if let Err(error) = pruned {
                     tracing::warn!(%error, "pruning old history failed");
                 }
             }
@@ -212,7 +243,7 @@ impl Writer {
         tracing::info!("sqlite writer stopped");
     }
 
-    fn write(&mut self, batch: &[Append]) -> rusqlite::Result<()> {
+    fn write(&mut self, batch: &[Write]) -> rusqlite::Result<()> {
         let now = now_ms() as i64;
         let tx = self.conn.transaction()?;
         {
@@ -227,7 +258,17 @@ impl Writer {
                 "INSERT OR REPLACE INTO snapshots (topic, key, seq, body) VALUES (?1, ?2, ?3, ?4)",
             )?;
             let mut trim = tx.prepare_cached("DELETE FROM events WHERE topic = ?1 AND seq <= ?2")?;
-            for append in batch {
+            let mut approval = tx.prepare_cached(
+                "INSERT OR REPLACE INTO approvals (callback_id, pending, updated_at, body) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for write in batch {
+                let append = match write {
+                    Write::Event(append) => append,
+                    Write::Approval(record) => {
+                        approval.execute(params![record.callback_id, record.pending, now, record.body])?;
+                        continue;
+                    }
+                };
                 let event = &append.event;
                 let body = serde_json::to_string(&**event).unwrap_or_default();
                 let seq = event.seq as i64;
