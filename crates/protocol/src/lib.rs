@@ -14,6 +14,8 @@
 //!   ([`ServerMessage`]) frames.
 //! - [`error`]: [`ErrorCode`], [`DecodeError`] and [`CloseReason`].
 //! - [`payload`]: typed `data` for the common events.
+//! - [`session`]: the sans-IO client session (reconnect, heartbeat, replay,
+//!   de-duplication), driven by the native and browser clients.
 //! - [`bindings`]: the list of TypeScript declarations `cargo xtask bindings` writes.
 //!
 //! # Forward compatibility
@@ -29,6 +31,7 @@ pub mod filter;
 pub mod frame;
 pub mod payload;
 pub mod priority;
+pub mod session;
 pub mod topic;
 
 pub use error::{CloseReason, DecodeError, ErrorCode};

@@ -1,0 +1,14 @@
+//! [`SessionError`]: what an application call on a session can refuse.
+
+/// Why [`Session`](super::Session) refused an application call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// The session is closed (by [`Session::disconnect`](super::Session::disconnect),
+    /// a terminal close code, or exhausted reconnect attempts): nothing would
+    /// ever send the frame. Call [`Session::reconnect`](super::Session::reconnect) first.
+    #[error("the session is closed; call reconnect() before sending")]
+    Closed,
+    /// `subscribe` or `unsubscribe` without a topic.
+    #[error("a subscription needs at least one topic or pattern")]
+    NoTopics,
+}

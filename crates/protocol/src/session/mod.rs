@@ -1,0 +1,629 @@
+//! The sans-IO client session: reconnection, heartbeat, resubscription with
+//! replay, de-duplication and the offline queue, written once for the native
+//! client and the browser client.
+//!
+//! A [`Session`] never touches a socket or a clock. Its driver feeds it what
+//! happened (`handle_*`, each with the current time as [`Millis`] on the
+//! driver's monotonic clock) and carries out what it asks (`poll_*`): the
+//! shape of `quinn-proto`.
+//!
+//! # Guarantees
+//!
+//! - Per topic, [`SessionEvent::Event`]s come in `seq` order, never twice:
+//!   an event with `seq <=` the topic's [`Checkpoint`] is dropped (replay
+//!   overlapping live traffic, a resent event, an old one-off `replay`).
+//! - After every `welcome`, each [`Subscription`] is re-sent with `since`
+//!   `{seq, epoch}` for every checkpointed topic it covers; the offline queue
+//!   then flushes in order.
+//! - A `subscribed` or `snapshot` naming another epoch than the checkpoint's
+//!   forgets the checkpoint (the hub sends `gap` `epoch_changed`); `gap`s are
+//!   surfaced and move the checkpoint past them; a `snapshot` moves it to the
+//!   snapshot's seq, so events the snapshot covers are not replayed on top of it.
+//! - Reconnect delays: attempt `n` (1-based since the last stable connection)
+//!   waits uniform `[0, min(max, initial * 2^(n-1))]` ms with jitter, the cap
+//!   itself without; see [`SessionConfig::reconnect_delay_cap`].
+//! - Nothing a hub sends makes a session panic.
+//!
+//! # Driving it
+//!
+//! ```
+//! use herald_protocol::session::{Action, Millis, Session, SessionConfig, SessionEvent};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut session = Session::new(SessionConfig::default(), /* seed */ 42);
+//! session.subscribe(vec!["execution:exec_123".parse()?], None, true)?;
+//! let now = Millis(0); // the driver's monotonic clock
+//!
+//! // One turn of the driver loop (run after every input):
+//! while let Some(action) = session.poll_action() {
+//!     match action {
+//!         Action::Connect => { /* open a WebSocket; on open: */ session.handle_connected(now) }
+//!         Action::Close { code } => { /* close the socket with code.0; drop it */ let _ = code; }
+//!     }
+//! }
+//! # session.handle_text(r#"{"type":"welcome","session_id":"s1","protocol":1,"heartbeat_ms":30000,"server_version":"0.1.0"}"#, now)?;
+//! while let Some(frame) = session.poll_transmit() {
+//!     let _text = frame.encode(); // socket.send(text)
+//! }
+//! while let Some(event) = session.poll_event() {
+//!     match event {
+//!         SessionEvent::Event(event) => { /* deliver */ let _ = event; }
+//!         SessionEvent::Gap(_) => { /* re-read state */ }
+//!         _ => {}
+//!     }
+//! }
+//! // Then wait for whichever comes first: a text frame (`handle_text`), the
+//! // socket closing (`handle_closed`), the deadline `poll_timeout()`
+//! // (`handle_timeout`), or an application call; and turn the loop again.
+//! let _next_deadline = session.poll_timeout();
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout
+//!
+//! - [`config`]: [`SessionConfig`] and the backoff formula.
+//! - `backoff`: attempt counting and the caller-seeded xorshift PRNG for jitter.
+//! - [`checkpoint`]: [`Checkpoint`] and the persistable [`Checkpoints`].
+//! - [`subscription`]: [`Subscription`], replayed on every connection.
+//! - `outbox`: the bounded offline queue.
+//! - [`output`]: [`Millis`], [`ConnectionState`], [`SessionEvent`], [`Action`].
+//! - [`error`]: [`SessionError`], what an application call can refuse.
+
+mod backoff;
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+mod outbox;
+pub mod output;
+pub mod subscription;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+
+use crate::error::{CloseReason, DecodeError};
+use crate::filter::EventFilter;
+use crate::frame::{ClientFrame, ClientMessage, Heartbeat, RequestId, ServerMessage};
+use crate::topic::TopicPattern;
+
+use self::backoff::Backoff;
+use self::config::millis;
+use self::outbox::Outbox;
+
+pub use self::checkpoint::{Checkpoint, Checkpoints};
+pub use self::config::SessionConfig;
+pub use self::error::SessionError;
+pub use self::output::{Action, ClosedReason, ConnectionState, Millis, SessionEvent};
+pub use self::subscription::Subscription;
+
+/// The client side of one logical Herald connection, across reconnects.
+#[derive(Debug)]
+pub struct Session {
+    config: SessionConfig,
+    phase: Phase,
+    state: ConnectionState,
+    backoff: Backoff,
+    subscriptions: Vec<Subscription>,
+    checkpoints: Checkpoints,
+    outbox: Outbox,
+    transmit: VecDeque<ClientFrame>,
+    events: VecDeque<SessionEvent>,
+    actions: VecDeque<Action>,
+    session_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+enum Phase {
+    /// `Action::Connect` issued; waiting for `handle_connected`.
+    Connecting,
+    /// A socket is open.
+    Open(Link),
+    /// Backing off until `until`.
+    Waiting { until: Millis },
+    /// Stopped until `reconnect()`.
+    Closed,
+}
+
+#[derive(Debug, Clone)]
+struct Link {
+    connected_at: Millis,
+    welcomed: bool,
+    /// Pings sent since the last frame received.
+    unanswered: u32,
+    /// When the next heartbeat tick is due (`None`: heartbeat off).
+    next_ping: Option<Millis>,
+}
+
+impl Session {
+    /// A session that starts connecting at once: its first
+    /// [`poll_action`](Session::poll_action) is [`Action::Connect`]. `seed`
+    /// drives the reconnect jitter (pass something random, e.g. from
+    /// `getrandom` or `Math.random()`, so clients do not reconnect in lockstep).
+    pub fn new(config: SessionConfig, seed: u64) -> Session {
+        let outbox = Outbox::new(config.offline_queue_capacity);
+        let mut session = Session {
+            config,
+            phase: Phase::Connecting,
+            state: ConnectionState::Connecting,
+            backoff: Backoff::new(seed),
+            subscriptions: Vec::new(),
+            checkpoints: Checkpoints::new(),
+            outbox,
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            actions: VecDeque::new(),
+            session_id: None,
+        };
+        session.actions.push_back(Action::Connect);
+        session
+            .events
+            .push_back(SessionEvent::StateChanged(ConnectionState::Connecting));
+        session
+    }
+
+    // ---- inputs from the driver ----
+
+    /// The socket asked for by [`Action::Connect`] is open. Reported at any
+    /// other time, it is ignored.
+    pub fn handle_connected(&mut self, now: Millis) {
+        if !matches!(self.phase, Phase::Connecting) {
+            return;
+        }
+        let interval = millis(self.config.heartbeat_interval);
+        self.phase = Phase::Open(Link {
+            connected_at: now,
+            welcomed: false,
+            unanswered: 0,
+            next_ping: (interval > 0).then(|| now.plus(interval)),
+        });
+    }
+
+    /// A text frame arrived: decodes it and hands it to
+    /// [`handle_frame`](Session::handle_frame). Frame types this version
+    /// does not know are ignored; a frame that does not decode is returned
+    /// as an error. Either way it counts as liveness.
+    pub fn handle_text(&mut self, text: &str, now: Millis) -> Result<(), DecodeError> {
+        self.heard(now);
+        if let Some(message) = ServerMessage::decode(text)? {
+            self.handle_frame(message, now);
+        }
+        Ok(())
+    }
+
+    /// A frame arrived on the open socket. Ignored unless a socket is open.
+    pub fn handle_frame(&mut self, message: ServerMessage, now: Millis) {
+        if !self.heard(now) {
+            return;
+        }
+        match message {
+            ServerMessage::Welcome(welcome) => {
+                if self.mark_welcomed() {
+                    self.session_id = Some(welcome.session_id.clone());
+                    self.set_state(ConnectionState::Open);
+                    for subscription in &self.subscriptions {
+                        self.transmit
+                            .push_back(subscription.frame(&self.checkpoints, None));
+                    }
+                    self.transmit.extend(self.outbox.drain());
+                }
+                self.events.push_back(SessionEvent::Welcome(welcome));
+            }
+            ServerMessage::Event(event) => {
+                if self.checkpoints.accept_event(&event.topic, event.seq) {
+                    self.events.push_back(SessionEvent::Event(event));
+                }
+            }
+            ServerMessage::Subscribed(subscribed) => {
+                if let (TopicPattern::Exact(topic), Some(epoch), Some(seq)) =
+                    (&subscribed.topic, &subscribed.epoch, subscribed.seq)
+                {
+                    self.checkpoints.adopt_stream(topic, epoch, seq);
+                }
+                self.events.push_back(SessionEvent::Subscribed(subscribed));
+            }
+            ServerMessage::Snapshot(snapshot) => {
+                let checkpoint =
+                    self.checkpoints
+                        .adopt_stream(&snapshot.topic, &snapshot.epoch, snapshot.seq);
+                checkpoint.seq = checkpoint.seq.max(snapshot.seq);
+                self.events.push_back(SessionEvent::Snapshot(snapshot));
+            }
+            ServerMessage::ReplayComplete(done) => {
+                if done.to_seq >= done.from_seq {
+                    self.checkpoints.advance(&done.topic, done.to_seq);
+                }
+                self.events.push_back(SessionEvent::ReplayComplete(done));
+            }
+            ServerMessage::Gap(gap) => {
+                self.checkpoints.advance(&gap.topic, gap.to_seq);
+                self.events.push_back(SessionEvent::Gap(gap));
+            }
+            ServerMessage::Ping(ping) => {
+                let pong = ClientMessage::Pong(Heartbeat {
+                    timestamp: ping.timestamp,
+                });
+                self.transmit.push_back(ClientFrame::new(pong));
+            }
+            ServerMessage::Pong(_) => {}
+            ServerMessage::Ack(ack) => self.events.push_back(SessionEvent::Ack(ack)),
+            ServerMessage::Error(error) => self.events.push_back(SessionEvent::Error(error)),
+        }
+    }
+
+    /// The socket closed, or the connect attempt failed, without the session
+    /// asking (`None`: no close frame, e.g. 1006). Reconnects with backoff
+    /// unless [`CloseReason::should_reconnect`] says the close is terminal.
+    pub fn handle_closed(&mut self, reason: Option<CloseReason>, now: Millis) {
+        self.lose_link(now);
+        if !matches!(self.phase, Phase::Connecting) {
+            return;
+        }
+        match reason {
+            Some(code) if !code.should_reconnect() => {
+                self.close(ClosedReason::Terminal(code));
+            }
+            _ => self.schedule_reconnect(now),
+        }
+    }
+
+    /// The deadline from [`poll_timeout`](Session::poll_timeout) passed (calling
+    /// it early or late is harmless): reconnects, or runs a heartbeat tick.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        match &mut self.phase {
+            Phase::Waiting { until } if now >= *until => {
+                self.phase = Phase::Connecting;
+                self.actions.push_back(Action::Connect);
+                self.set_state(ConnectionState::Connecting);
+            }
+            Phase::Open(link) => {
+                let Some(due) = link.next_ping else { return };
+                if now < due {
+                    return;
+                }
+                if link.unanswered <= self.config.missed_pongs_allowed {
+                    link.unanswered = link.unanswered.saturating_add(1);
+                    link.next_ping = Some(now.plus(millis(self.config.heartbeat_interval)));
+                    // The timestamp is the driver's clock (Unix ms if that is what it passes).
+                    let ping = ClientMessage::Ping(Heartbeat {
+                        timestamp: Some(now.0),
+                    });
+                    self.transmit.push_back(ClientFrame::new(ping));
+                    return;
+                }
+                // Dead: missed_pongs_allowed + 1 pings and not a single frame since.
+                let code = CloseReason::HEARTBEAT_TIMEOUT;
+                self.actions.push_back(Action::Close { code });
+                self.handle_closed(Some(code), now);
+            }
+            _ => {}
+        }
+    }
+
+    // ---- outputs to the driver ----
+
+    /// The next frame to send on the open socket.
+    pub fn poll_transmit(&mut self) -> Option<ClientFrame> {
+        self.transmit.pop_front()
+    }
+
+    /// When to call [`handle_timeout`](Session::handle_timeout) next, if ever.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        match &self.phase {
+            Phase::Waiting { until } => Some(*until),
+            Phase::Open(link) => link.next_ping,
+            Phase::Connecting | Phase::Closed => None,
+        }
+    }
+
+    /// The next thing for the application.
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next thing to do with the socket.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    // ---- application calls ----
+
+    /// Subscribes to `topics` (exact topics or patterns) and keeps the
+    /// subscription across reconnects. Sent now when open, on the next
+    /// `welcome` otherwise, with `since` for every checkpointed topic it covers.
+    pub fn subscribe(
+        &mut self,
+        topics: Vec<TopicPattern>,
+        filter: Option<EventFilter>,
+        snapshot: bool,
+    ) -> Result<(), SessionError> {
+        self.add_subscription(
+            Subscription {
+                topics,
+                filter,
+                snapshot,
+            },
+            None,
+        )
+    }
+
+    /// Removes `topics` from every subscription and forgets the checkpoints
+    /// of topics no subscription covers any more.
+    pub fn unsubscribe(&mut self, topics: Vec<TopicPattern>) -> Result<(), SessionError> {
+        self.remove_topics(topics, None)
+    }
+
+    /// Sends a frame now when open, or queues it (bounded) until the next
+    /// `welcome`. `subscribe`/`unsubscribe` frames go through
+    /// [`subscribe`](Session::subscribe)/[`unsubscribe`](Session::unsubscribe)
+    /// (a `since` they carry becomes the checkpoint). Refused when closed.
+    pub fn send(&mut self, message: ClientMessage) -> Result<(), SessionError> {
+        self.send_frame(ClientFrame::new(message))
+    }
+
+    /// [`send`](Session::send) with a request id (the hub answers `ack` or
+    /// `error` with it as `ref`). A subscription made offline is sent on the
+    /// next `welcome` without the id.
+    pub fn send_frame(&mut self, frame: ClientFrame) -> Result<(), SessionError> {
+        match frame.message {
+            ClientMessage::Subscribe(subscribe) => {
+                let since: Checkpoints = subscribe
+                    .since
+                    .into_iter()
+                    .map(|(topic, since)| {
+                        (
+                            topic,
+                            Checkpoint {
+                                seq: since.seq,
+                                epoch: since.epoch,
+                            },
+                        )
+                    })
+                    .collect();
+                self.checkpoints.merge(since);
+                let subscription = Subscription {
+                    topics: subscribe.topics,
+                    filter: subscribe.filter,
+                    snapshot: subscribe.snapshot,
+                };
+                self.add_subscription(subscription, frame.id)
+            }
+            ClientMessage::Unsubscribe(unsubscribe) => {
+                self.remove_topics(unsubscribe.topics, frame.id)
+            }
+            message => {
+                let frame = ClientFrame {
+                    id: frame.id,
+                    message,
+                };
+                match &self.phase {
+                    Phase::Closed => Err(SessionError::Closed),
+                    Phase::Open(link) if link.welcomed => {
+                        self.transmit.push_back(frame);
+                        Ok(())
+                    }
+                    _ => {
+                        let dropped = self.outbox.push(frame);
+                        self.report_dropped(dropped);
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes the connection for good (code 1000): no reconnect until
+    /// [`reconnect`](Session::reconnect). Subscriptions, checkpoints and the
+    /// offline queue are kept.
+    pub fn disconnect(&mut self) {
+        if matches!(self.phase, Phase::Closed) {
+            return;
+        }
+        if matches!(self.phase, Phase::Open(_) | Phase::Connecting) {
+            self.actions.push_back(Action::Close {
+                code: CloseReason::NORMAL,
+            });
+        }
+        self.requeue_unsent();
+        self.close(ClosedReason::Disconnected);
+    }
+
+    /// Connects again now, whatever the state: closes the current socket (code
+    /// 1000) if there is one, and starts the backoff from attempt 1.
+    pub fn reconnect(&mut self) {
+        if matches!(self.phase, Phase::Open(_) | Phase::Connecting) {
+            self.actions.push_back(Action::Close {
+                code: CloseReason::NORMAL,
+            });
+        }
+        self.requeue_unsent();
+        self.backoff.reset();
+        self.phase = Phase::Connecting;
+        self.actions.push_back(Action::Connect);
+        self.set_state(ConnectionState::Connecting);
+    }
+
+    // ---- state ----
+
+    /// The connection state last reported.
+    pub fn state(&self) -> &ConnectionState {
+        &self.state
+    }
+
+    /// The subscriptions replayed on every connection.
+    pub fn subscriptions(&self) -> &[Subscription] {
+        &self.subscriptions
+    }
+
+    /// The per-topic checkpoints, to persist (they serialize with serde).
+    pub fn checkpoints(&self) -> &Checkpoints {
+        &self.checkpoints
+    }
+
+    /// Restores persisted checkpoints (restored entries win over current
+    /// ones). Call before subscribing so the first `subscribe` carries them.
+    pub fn restore_checkpoints(&mut self, checkpoints: Checkpoints) {
+        self.checkpoints.merge(checkpoints);
+    }
+
+    /// The current connection's `session_id` from `welcome`.
+    pub fn session_id(&self) -> Option<&str> {
+        self.session_id.as_deref()
+    }
+
+    /// Frames waiting in the offline queue.
+    pub fn queued_frames(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Frames dropped because the offline queue was full.
+    pub fn dropped_frames(&self) -> u64 {
+        self.outbox.dropped()
+    }
+
+    // ---- internals ----
+
+    /// Records liveness; false when no socket is open (the frame is stale).
+    fn heard(&mut self, _now: Millis) -> bool {
+        match &mut self.phase {
+            Phase::Open(link) => {
+                link.unanswered = 0;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Marks the link welcomed; false if it already was.
+    fn mark_welcomed(&mut self) -> bool {
+        match &mut self.phase {
+            Phase::Open(link) if !link.welcomed => {
+                link.welcomed = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The socket is gone: resets the backoff if it was stable and puts
+    /// untransmitted frames back in the queue. Leaves the phase `Connecting`
+    /// if there was a socket or an attempt, unchanged otherwise.
+    fn lose_link(&mut self, now: Millis) {
+        match &self.phase {
+            Phase::Open(link) => {
+                if now.since(link.connected_at) >= millis(self.config.stable_after) {
+                    self.backoff.reset();
+                }
+                self.session_id = None;
+                self.requeue_unsent();
+                self.phase = Phase::Connecting;
+            }
+            Phase::Connecting => self.requeue_unsent(),
+            Phase::Waiting { .. } | Phase::Closed => {}
+        }
+    }
+
+    fn schedule_reconnect(&mut self, now: Millis) {
+        let attempts = self.backoff.attempts();
+        if self
+            .config
+            .max_reconnect_attempts
+            .is_some_and(|max| attempts >= max)
+        {
+            self.close(ClosedReason::AttemptsExhausted { attempts });
+            return;
+        }
+        let (attempt, delay_ms) = self.backoff.next_delay(&self.config);
+        self.phase = Phase::Waiting {
+            until: now.plus(delay_ms),
+        };
+        self.set_state(ConnectionState::Reconnecting { attempt, delay_ms });
+    }
+
+    fn close(&mut self, reason: ClosedReason) {
+        self.phase = Phase::Closed;
+        self.session_id = None;
+        self.set_state(ConnectionState::Closed { reason });
+    }
+
+    /// Frames the driver never took go back in front of the offline queue;
+    /// heartbeats and (un)subscribes are dropped (subscriptions are re-sent
+    /// from state on the next `welcome`).
+    fn requeue_unsent(&mut self) {
+        let unsent: Vec<ClientFrame> = self
+            .transmit
+            .drain(..)
+            .filter(|frame| {
+                !matches!(
+                    frame.message,
+                    ClientMessage::Ping(_)
+                        | ClientMessage::Pong(_)
+                        | ClientMessage::Subscribe(_)
+                        | ClientMessage::Unsubscribe(_)
+                )
+            })
+            .collect();
+        let dropped = self.outbox.requeue_front(unsent.into_iter());
+        self.report_dropped(dropped);
+    }
+
+    fn report_dropped(&mut self, dropped: Vec<ClientFrame>) {
+        self.events
+            .extend(dropped.into_iter().map(SessionEvent::FrameDropped));
+    }
+
+    fn is_welcomed(&self) -> bool {
+        matches!(&self.phase, Phase::Open(link) if link.welcomed)
+    }
+
+    fn add_subscription(
+        &mut self,
+        subscription: Subscription,
+        id: Option<RequestId>,
+    ) -> Result<(), SessionError> {
+        if subscription.topics.is_empty() {
+            return Err(SessionError::NoTopics);
+        }
+        if self.is_welcomed() {
+            self.transmit
+                .push_back(subscription.frame(&self.checkpoints, id));
+        }
+        self.subscriptions.push(subscription);
+        Ok(())
+    }
+
+    fn remove_topics(
+        &mut self,
+        topics: Vec<TopicPattern>,
+        id: Option<RequestId>,
+    ) -> Result<(), SessionError> {
+        if topics.is_empty() {
+            return Err(SessionError::NoTopics);
+        }
+        for subscription in &mut self.subscriptions {
+            subscription
+                .topics
+                .retain(|pattern| !topics.contains(pattern));
+        }
+        self.subscriptions
+            .retain(|subscription| !subscription.topics.is_empty());
+        let subscriptions = &self.subscriptions;
+        self.checkpoints.retain(|topic| {
+            !topics.iter().any(|removed| removed.matches(topic))
+                || subscriptions.iter().any(|s| s.covers(topic))
+        });
+        if self.is_welcomed() {
+            let message = ClientMessage::Unsubscribe(crate::frame::Unsubscribe { topics });
+            self.transmit.push_back(ClientFrame { id, message });
+        }
+        Ok(())
+    }
+
+    fn set_state(&mut self, state: ConnectionState) {
+        if self.state != state {
+            self.state = state.clone();
+            self.events.push_back(SessionEvent::StateChanged(state));
+        }
+    }
+}
