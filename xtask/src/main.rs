@@ -1,1 +1,68 @@
-fn main() {}
+//! `cargo xtask`: the project's build tasks, in Rust so they run the same
+//! everywhere CI and developers do.
+//!
+//! # Layout
+//!
+//! - [`workspace`]: where things are, and how commands are run and reported.
+//! - [`bindings`]: `cargo xtask bindings [--check]`, the TypeScript types in
+//!   `ts-bindings/` generated from `herald-protocol`.
+//! - [`tsc`]: type-checks the protocol's JSON fixtures against those bindings
+//!   with the TypeScript compiler.
+//! - [`ci`]: `cargo xtask ci`, the single command CI runs: idempotent set-up,
+//!   then every check, failing fast.
+
+// An xtask talks to the person or CI log that runs it.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod bindings;
+mod ci;
+mod tsc;
+mod workspace;
+
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+
+use crate::workspace::Workspace;
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  bindings [--check]   write ts-bindings/ from herald-protocol (--check: compare only)
+  tsc                  type-check the protocol's JSON fixtures against ts-bindings/
+  ci [--keep-going]    set up what is missing, then run every check CI runs, stopping
+                       at the first failure (--keep-going: run all, fail at the end)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<()> {
+    let workspace = Workspace::locate();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["bindings"] => bindings::write(&workspace),
+        ["bindings", "--check"] => bindings::check(&workspace),
+        ["tsc"] => tsc::check_fixtures(&workspace),
+        ["ci"] => ci::run(&workspace, false),
+        ["ci", "--keep-going"] => ci::run(&workspace, true),
+        // ---- Tasks other people add: dispatch them here. ----
+        // ["wasm", ..] => wasm::run(&workspace, rest),   // `cargo xtask wasm`
+        // ["bench", ..] => bench::run(&workspace, rest), // `cargo xtask bench`
+        // ---- end of tasks added later ----
+        [] | ["help" | "--help" | "-h"] => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        _ => bail!("unknown arguments {args:?}\n\n{USAGE}"),
+    }
+}

@@ -1,0 +1,229 @@
+//! `cargo xtask ci`: the single command CI runs.
+//!
+//! Set-up first, idempotent (each step skips what is already there), then every
+//! check; each step prints a header and its duration, and the first failure
+//! stops the run with a non-zero exit. To add a step (wasm browser tests, bench
+//! smoke, Redis), write a `fn(&Workspace) -> Result<()>` in its own module and
+//! append it to [`steps`].
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::workspace::{self, Workspace};
+use crate::{bindings, tsc};
+
+/// One step of the run.
+#[derive(Debug, Clone, Copy)]
+pub struct Step {
+    pub name: &'static str,
+    pub run: fn(&Workspace) -> Result<()>,
+}
+
+/// Every step, in order.
+pub fn steps() -> Vec<Step> {
+    vec![
+        // Set-up: install what is missing.
+        Step {
+            name: "set-up: rust target wasm32-unknown-unknown",
+            run: install_wasm_target,
+        },
+        Step {
+            name: "set-up: rustfmt and clippy",
+            run: install_components,
+        },
+        Step {
+            name: "set-up: npm install in web-client",
+            run: npm_install,
+        },
+        // Checks.
+        Step {
+            name: "cargo fmt --check",
+            run: fmt,
+        },
+        Step {
+            name: "cargo clippy",
+            run: clippy,
+        },
+        Step {
+            name: "cargo test",
+            run: test,
+        },
+        Step {
+            name: "herald-protocol builds for wasm32",
+            run: wasm_protocol,
+        },
+        Step {
+            name: "ts-bindings are up to date",
+            run: bindings::check,
+        },
+        Step {
+            name: "fixtures type-check with tsc",
+            run: tsc::check_fixtures,
+        },
+        Step {
+            name: "cargo doc",
+            run: doc,
+        },
+        // ---- Later steps (wasm browser tests, bench smoke, redis) go here. ----
+    ]
+}
+
+/// Runs every step, stopping at the first failure; with `keep_going`, runs
+/// them all and fails at the end, naming every step that failed.
+pub fn run(workspace: &Workspace, keep_going: bool) -> Result<()> {
+    let started = Instant::now();
+    let mut timings: Vec<(&str, Duration, bool)> = Vec::new();
+    let mut failed = Vec::new();
+    for step in steps() {
+        println!("\n==== {} ====", step.name);
+        let step_started = Instant::now();
+        let result = (step.run)(workspace);
+        let took = step_started.elapsed();
+        timings.push((step.name, took, result.is_ok()));
+        match result {
+            Ok(()) => println!("---- ok: {} ({:.1}s)", step.name, took.as_secs_f64()),
+            Err(error) if keep_going => {
+                println!(
+                    "---- FAILED: {} ({:.1}s): {error:#}",
+                    step.name,
+                    took.as_secs_f64()
+                );
+                failed.push(step.name);
+            }
+            Err(error) => {
+                print_timings(&timings);
+                return Err(error.context(format!("ci step `{}` failed", step.name)));
+            }
+        }
+    }
+    print_timings(&timings);
+    if !failed.is_empty() {
+        bail!("ci failed: {}", failed.join(", "));
+    }
+    println!("ci passed in {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn print_timings(timings: &[(&str, Duration, bool)]) {
+    println!("\n==== timings ====");
+    for (name, took, ok) in timings {
+        let status = if *ok { "ok" } else { "FAILED" };
+        println!("{:>7.1}s  {status:<6}  {name}", took.as_secs_f64());
+    }
+}
+
+fn install_wasm_target(workspace: &Workspace) -> Result<()> {
+    let installed =
+        workspace::read(
+            workspace
+                .command("rustup")
+                .args(["target", "list", "--installed"]),
+        )?;
+    if installed
+        .lines()
+        .any(|line| line.trim() == "wasm32-unknown-unknown")
+    {
+        println!("already installed");
+        return Ok(());
+    }
+    workspace::run(
+        workspace
+            .command("rustup")
+            .args(["target", "add", "wasm32-unknown-unknown"]),
+    )
+}
+
+fn install_components(workspace: &Workspace) -> Result<()> {
+    let installed =
+        workspace::read(
+            workspace
+                .command("rustup")
+                .args(["component", "list", "--installed"]),
+        )?;
+    let missing: Vec<&str> = ["rustfmt", "clippy"]
+        .into_iter()
+        .filter(|component| {
+            !installed
+                .lines()
+                .any(|line| line.split('-').next() == Some(*component))
+        })
+        .collect();
+    if missing.is_empty() {
+        println!("already installed");
+        return Ok(());
+    }
+    workspace::run(
+        workspace
+            .command("rustup")
+            .args(["component", "add"])
+            .args(&missing),
+    )
+}
+
+/// A copy of the lockfile `npm install` last succeeded with, inside
+/// `node_modules/` so that removing `node_modules/` also forgets it.
+const NPM_STAMP: &str = "web-client/node_modules/.herald-installed-package-lock.json";
+
+/// `npm install` when `node_modules/` is missing or the lockfile changed since
+/// the last install (never `npm ci`: see TOOLCHAIN.md).
+fn npm_install(workspace: &Workspace) -> Result<()> {
+    let lock_path = workspace.path("web-client/package-lock.json");
+    let lock = fs::read_to_string(&lock_path)
+        .with_context(|| format!("cannot read {}", lock_path.display()))?;
+    let stamp = workspace.path(NPM_STAMP);
+    let up_to_date = workspace.path(tsc::TSC).exists()
+        && fs::read_to_string(&stamp).is_ok_and(|installed| installed == lock);
+    if up_to_date {
+        println!("node_modules matches package-lock.json");
+        return Ok(());
+    }
+    workspace::run(
+        workspace
+            .command("npm")
+            .args(["install", "--no-audit", "--no-fund"])
+            .current_dir(workspace.path("web-client")),
+    )?;
+    // npm may rewrite the lockfile (e.g. new metadata): stamp what is there now.
+    let lock = fs::read_to_string(&lock_path)
+        .with_context(|| format!("cannot read {}", lock_path.display()))?;
+    fs::write(&stamp, lock).with_context(|| format!("cannot write {}", stamp.display()))
+}
+
+fn fmt(workspace: &Workspace) -> Result<()> {
+    workspace::run(workspace.cargo().args(["fmt", "--all", "--check"]))
+}
+
+fn clippy(workspace: &Workspace) -> Result<()> {
+    workspace::run(workspace.cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}
+
+fn test(workspace: &Workspace) -> Result<()> {
+    workspace::run(workspace.cargo().args(["test", "--workspace"]))
+}
+
+fn wasm_protocol(workspace: &Workspace) -> Result<()> {
+    workspace::run(workspace.cargo().args([
+        "build",
+        "-p",
+        "herald-protocol",
+        "--target",
+        "wasm32-unknown-unknown",
+    ]))
+}
+
+fn doc(workspace: &Workspace) -> Result<()> {
+    workspace::run(workspace.cargo().env("RUSTDOCFLAGS", "-D warnings").args([
+        "doc",
+        "--workspace",
+        "--no-deps",
+    ]))
+}
