@@ -231,5 +231,8 @@ pub fn known_event_types_ts() -> String {
         .iter()
         .map(|t| format!("\"{}\"", t.as_str()))
         .collect();
-    format!("export type KnownEventType =\n  | {};\n", names.join("\n  | "))
+    format!(
+        "export type KnownEventType =\n  | {};\n",
+        names.join("\n  | ")
+    )
 }

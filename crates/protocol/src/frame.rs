@@ -95,7 +95,11 @@ impl Serialize for Since {
                     seq: u64,
                     epoch: &'a Epoch,
                 }
-                WithEpoch { seq: self.seq, epoch }.serialize(serializer)
+                WithEpoch {
+                    seq: self.seq,
+                    epoch,
+                }
+                .serialize(serializer)
             }
         }
     }
@@ -178,7 +182,13 @@ fn lenient_timestamp<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Optio
             n.as_f64()
                 .filter(|f| f.is_finite() && *f >= 0.0)
                 // The seeds send seconds as floats; the contract wants milliseconds.
-                .map(|f| if f < 1e11 { (f * 1000.0) as u64 } else { f as u64 })
+                .map(|f| {
+                    if f < 1e11 {
+                        (f * 1000.0) as u64
+                    } else {
+                        f as u64
+                    }
+                })
         })
     }))
 }
@@ -258,8 +268,10 @@ impl ClientFrame {
     /// `request_state`; `approval_id` for `callback_id`) and strictly
     /// everywhere else.
     pub fn decode(text: &str) -> Result<ClientFrame, FrameError> {
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| FrameError { id: None, error: DecodeError::InvalidJson(e.to_string()) })?;
+        let value: Value = serde_json::from_str(text).map_err(|e| FrameError {
+            id: None,
+            error: DecodeError::InvalidJson(e.to_string()),
+        })?;
         ClientFrame::from_value(value)
     }
 
@@ -273,18 +285,27 @@ impl ClientFrame {
         };
         let id = match map.remove("id") {
             None | Some(Value::Null) => None,
-            Some(raw) => Some(serde_json::from_value::<RequestId>(raw).map_err(|_| FrameError {
-                id: None,
-                error: DecodeError::InvalidRequest(
-                    "id must be a string or a non-negative integer".to_owned(),
-                ),
-            })?),
+            Some(raw) => {
+                Some(
+                    serde_json::from_value::<RequestId>(raw).map_err(|_| FrameError {
+                        id: None,
+                        error: DecodeError::InvalidRequest(
+                            "id must be a string or a non-negative integer".to_owned(),
+                        ),
+                    })?,
+                )
+            }
         };
-        let fail = |error: DecodeError| FrameError { id: id.clone(), error };
+        let fail = |error: DecodeError| FrameError {
+            id: id.clone(),
+            error,
+        };
         let tag = match map.get("action").or_else(|| map.get("type")) {
             Some(Value::String(tag)) => tag.clone(),
             Some(_) => {
-                return Err(fail(DecodeError::InvalidRequest("action must be a string".to_owned())));
+                return Err(fail(DecodeError::InvalidRequest(
+                    "action must be a string".to_owned(),
+                )));
             }
             None => {
                 return Err(fail(DecodeError::InvalidRequest(
@@ -318,7 +339,11 @@ fn decode_message(tag: &str, map: Map<String, Value>) -> Result<ClientMessage, D
         "pong" => ClientMessage::Pong(body(map)?),
         "confirm" => {
             let confirm: Confirm = body(map)?;
-            if confirm.feedback.as_ref().is_some_and(|f| f.len() > MAX_TEXT_LEN) {
+            if confirm
+                .feedback
+                .as_ref()
+                .is_some_and(|f| f.len() > MAX_TEXT_LEN)
+            {
                 return Err(DecodeError::InvalidRequest(format!(
                     "feedback must be at most {MAX_TEXT_LEN} bytes"
                 )));
@@ -328,7 +353,11 @@ fn decode_message(tag: &str, map: Map<String, Value>) -> Result<ClientMessage, D
         "cancel" | "pause" | "resume" => {
             let control: Control = body(map)?;
             control.target_topic()?;
-            if control.reason.as_ref().is_some_and(|r| r.len() > MAX_TEXT_LEN) {
+            if control
+                .reason
+                .as_ref()
+                .is_some_and(|r| r.len() > MAX_TEXT_LEN)
+            {
                 return Err(DecodeError::InvalidRequest(format!(
                     "reason must be at most {MAX_TEXT_LEN} bytes"
                 )));
@@ -407,7 +436,9 @@ impl ServerMessage {
         if !known {
             return Ok(None);
         }
-        serde_json::from_value(value).map(Some).map_err(|e| DecodeError::from_json(&e))
+        serde_json::from_value(value)
+            .map(Some)
+            .map_err(|e| DecodeError::from_json(&e))
     }
 }
 

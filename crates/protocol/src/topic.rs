@@ -58,7 +58,10 @@ impl Topic {
         {
             return Err(TopicError::BadId(name.to_owned()));
         }
-        Ok(Topic { name: Arc::from(name), kind_len: kind.len() })
+        Ok(Topic {
+            name: Arc::from(name),
+            kind_len: kind.len(),
+        })
     }
 
     /// Builds `kind:id`, validating both parts.
@@ -73,7 +76,10 @@ impl Topic {
 
     /// The topic `global`, where broadcasts go.
     pub fn global() -> Topic {
-        Topic { name: Arc::from("global"), kind_len: 6 }
+        Topic {
+            name: Arc::from("global"),
+            kind_len: 6,
+        }
     }
 
     /// The whole topic, as on the wire.
@@ -96,13 +102,16 @@ fn valid_kind(kind: &str) -> bool {
     let mut chars = kind.chars();
     kind.len() <= MAX_KIND_LEN
         && chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'))
+        && chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'))
 }
 
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_ID_LEN
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '@' | '-'))
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '@' | '-'))
 }
 
 impl fmt::Debug for Topic {

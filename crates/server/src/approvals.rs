@@ -77,7 +77,9 @@ pub(crate) struct ApprovalMetrics {
     pub(crate) time_to_decision: Histogram,
 }
 
-const DECISION_BUCKETS: [f64; 10] = [1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0];
+const DECISION_BUCKETS: [f64; 10] = [
+    1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
 
 /// The approvals of one hub.
 #[derive(Debug)]
@@ -116,7 +118,9 @@ impl Approvals {
         default_timeout: Duration,
         default_proceed: bool,
     ) -> Result<ApprovalRecord, ApprovalError> {
-        let timeout = request.timeout_ms.map_or(default_timeout, Duration::from_millis);
+        let timeout = request
+            .timeout_ms
+            .map_or(default_timeout, Duration::from_millis);
         if timeout.is_zero() || timeout > MAX_TIMEOUT {
             return Err(ApprovalError::Invalid(format!(
                 "timeout_ms must be between 1 and {}",
@@ -186,7 +190,10 @@ impl Approvals {
     ) -> Result<ApprovalRecord, ApprovalError> {
         let mut registry = self.registry.lock();
         let key = CallbackId::new(id).map_err(|_| ApprovalError::NotFound(id.to_owned()))?;
-        let entry = registry.entries.get_mut(&key).ok_or_else(|| ApprovalError::NotFound(id.to_owned()))?;
+        let entry = registry
+            .entries
+            .get_mut(&key)
+            .ok_or_else(|| ApprovalError::NotFound(id.to_owned()))?;
         if entry.record.status.is_final() {
             return Err(ApprovalError::AlreadyResolved {
                 id: id.to_owned(),
@@ -226,7 +233,11 @@ impl Approvals {
     /// The record of one approval.
     pub fn get(&self, id: &str) -> Option<ApprovalRecord> {
         let key = CallbackId::new(id).ok()?;
-        self.registry.lock().entries.get(&key).map(|e| e.record.clone())
+        self.registry
+            .lock()
+            .entries
+            .get(&key)
+            .map(|e| e.record.clone())
     }
 
     /// Waits until the approval is decided or `wait` passes; returns its decision then.
@@ -234,7 +245,10 @@ impl Approvals {
         let mut receiver = {
             let key = CallbackId::new(id).map_err(|_| ApprovalError::NotFound(id.to_owned()))?;
             let registry = self.registry.lock();
-            let entry = registry.entries.get(&key).ok_or_else(|| ApprovalError::NotFound(id.to_owned()))?;
+            let entry = registry
+                .entries
+                .get(&key)
+                .ok_or_else(|| ApprovalError::NotFound(id.to_owned()))?;
             entry.watch.subscribe()
         };
         let _ = tokio::time::timeout(wait, receiver.wait_for(|d| d.status.is_final())).await;
@@ -243,7 +257,11 @@ impl Approvals {
     }
 
     /// Approvals matching the filters, newest first.
-    pub fn list(&self, task_id: Option<&str>, status: Option<ApprovalStatus>) -> Vec<ApprovalRecord> {
+    pub fn list(
+        &self,
+        task_id: Option<&str>,
+        status: Option<ApprovalStatus>,
+    ) -> Vec<ApprovalRecord> {
         let registry = self.registry.lock();
         let mut records: Vec<ApprovalRecord> = registry
             .entries
@@ -253,7 +271,7 @@ impl Approvals {
             .filter(|r| status.is_none_or(|s| r.status == s))
             .cloned()
             .collect();
-        records.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        records.sort_by_key(|r| std::cmp::Reverse(r.created_at));
         records
     }
 
@@ -263,7 +281,9 @@ impl Approvals {
             .lock()
             .entries
             .values()
-            .filter(|e| e.record.status == ApprovalStatus::Pending && e.record.request.task_id == task_id)
+            .filter(|e| {
+                e.record.status == ApprovalStatus::Pending && e.record.request.task_id == task_id
+            })
             .map(|e| e.record.request.callback_id.clone())
             .collect()
     }
@@ -274,7 +294,9 @@ impl Approvals {
             .lock()
             .entries
             .values()
-            .filter(|e| e.record.status == ApprovalStatus::Pending && e.record.request.user_id == user_id)
+            .filter(|e| {
+                e.record.status == ApprovalStatus::Pending && e.record.request.user_id == user_id
+            })
             .count()
     }
 

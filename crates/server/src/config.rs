@@ -24,7 +24,9 @@ impl std::str::FromStr for StoreConfig {
         }
         match s.strip_prefix("sqlite:") {
             Some(path) if !path.is_empty() => Ok(StoreConfig::Sqlite(PathBuf::from(path))),
-            _ => Err(format!("unknown store {s:?}: use \"memory\" or \"sqlite:PATH\"")),
+            _ => Err(format!(
+                "unknown store {s:?}: use \"memory\" or \"sqlite:PATH\""
+            )),
         }
     }
 }
@@ -68,6 +70,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// A Unix datagram socket producers may publish to. Default none.
     pub unix_socket: Option<PathBuf>,
+    /// Permissions of the Unix socket file. Default 0o660 (owner and group).
+    pub unix_socket_mode: u32,
     /// How long shutdown waits for connections to drain. Default 5 s.
     pub shutdown_grace: Duration,
 }
@@ -90,6 +94,7 @@ impl Default for Config {
             max_subscriptions: 1000,
             store: StoreConfig::Memory,
             unix_socket: None,
+            unix_socket_mode: 0o660,
             shutdown_grace: Duration::from_secs(5),
         }
     }
@@ -131,7 +136,9 @@ impl Config {
 /// Parses `500ms`, `1s`, `5m`, `1h` (a bare number is seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let value: f64 = number
         .parse()
@@ -149,7 +156,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Parses a size in bytes: `65536`, `64KiB`, `1MiB`, `1GiB` (also `KB`/`MB`, powers of ten).
 pub fn parse_size(text: &str) -> Result<usize, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let value: usize = number
         .parse()
@@ -162,9 +171,15 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         "KB" => 1000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
-        _ => return Err(format!("{text:?} has an unknown unit: use B, KiB, MiB or GiB")),
+        _ => {
+            return Err(format!(
+                "{text:?} has an unknown unit: use B, KiB, MiB or GiB"
+            ));
+        }
     };
-    value.checked_mul(factor).ok_or_else(|| format!("{text:?} is too large"))
+    value
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 #[cfg(test)]
@@ -193,7 +208,10 @@ mod tests {
     #[test]
     fn store_parses_memory_and_sqlite_paths() {
         assert_eq!("memory".parse(), Ok(StoreConfig::Memory));
-        assert_eq!("sqlite:/tmp/h.db".parse(), Ok(StoreConfig::Sqlite("/tmp/h.db".into())));
+        assert_eq!(
+            "sqlite:/tmp/h.db".parse(),
+            Ok(StoreConfig::Sqlite("/tmp/h.db".into()))
+        );
         assert!("postgres:x".parse::<StoreConfig>().is_err());
     }
 }

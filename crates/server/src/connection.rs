@@ -24,7 +24,7 @@ use herald_protocol::{
 use parking_lot::Mutex;
 
 use crate::hub::{Audience, Hub, now_ms};
-use crate::outbox::{Entry, Outbox, OutFrame};
+use crate::outbox::{Entry, OutFrame, Outbox};
 
 /// What the hub knows about one connection.
 #[derive(Debug)]
@@ -44,7 +44,11 @@ pub(crate) struct ConnHandle {
 }
 
 impl ConnHandle {
-    pub(crate) fn new(user_id: Option<String>, remote: Option<SocketAddr>, queue_size: usize) -> ConnHandle {
+    pub(crate) fn new(
+        user_id: Option<String>,
+        remote: Option<SocketAddr>,
+        queue_size: usize,
+    ) -> ConnHandle {
         ConnHandle {
             id: Arc::from(uuid::Uuid::new_v4().simple().to_string()),
             user_id: user_id.map(Arc::from),
@@ -64,9 +68,19 @@ impl ConnHandle {
         self.outbox.push(OutFrame::control(message.encode()));
     }
 
-    fn send_error(&self, hub: &Hub, code: ErrorCode, message: String, reference: Option<RequestId>) {
+    fn send_error(
+        &self,
+        hub: &Hub,
+        code: ErrorCode,
+        message: String,
+        reference: Option<RequestId>,
+    ) {
         hub.metrics().error(code);
-        self.send(&ServerMessage::Error(ErrorFrame { code, message, reference }));
+        self.send(&ServerMessage::Error(ErrorFrame {
+            code,
+            message,
+            reference,
+        }));
     }
 
     /// The user an authenticated connection proved to be; `None` in open mode,
@@ -76,7 +90,8 @@ impl ConnHandle {
     }
 
     fn saw_peer(&self) {
-        self.last_seen_ms.store(self.connected_at.elapsed().as_millis() as u64, Relaxed);
+        self.last_seen_ms
+            .store(self.connected_at.elapsed().as_millis() as u64, Relaxed);
     }
 
     fn silent_for(&self) -> Duration {
@@ -97,7 +112,12 @@ enum End {
 
 /// Runs a connection to its end: welcome, initial subscriptions, then frames
 /// both ways until the peer leaves, the hub closes it, or the hub shuts down.
-pub(crate) async fn run(hub: Hub, socket: WebSocket, conn: Arc<ConnHandle>, initial: Vec<TopicPattern>) {
+pub(crate) async fn run(
+    hub: Hub,
+    socket: WebSocket,
+    conn: Arc<ConnHandle>,
+    initial: Vec<TopicPattern>,
+) {
     hub.attach(&conn);
     tracing::info!(session = %conn.id, user = conn.user_id.as_deref(), remote = ?conn.remote, "connection opened");
     conn.send(&ServerMessage::Welcome(Welcome {
@@ -115,7 +135,10 @@ pub(crate) async fn run(hub: Hub, socket: WebSocket, conn: Arc<ConnHandle>, init
         conn.send(&hub.snapshot(&topic));
     }
     if !initial.is_empty() {
-        let request = herald_protocol::frame::Subscribe { topics: initial, ..Default::default() };
+        let request = herald_protocol::frame::Subscribe {
+            topics: initial,
+            ..Default::default()
+        };
         if let Err(error) = hub.subscribe(&conn, &request) {
             conn.send_error(&hub, error.code, error.message, None);
         }
@@ -211,16 +234,19 @@ async fn handle_text(hub: &Hub, conn: &Arc<ConnHandle>, text: &str) {
     };
     let reference = frame.id;
     let result: Result<(), (ErrorCode, String)> = match frame.message {
-        ClientMessage::Subscribe(request) => {
-            hub.subscribe(conn, &request).map_err(|e| (e.code, e.message))
-        }
+        ClientMessage::Subscribe(request) => hub
+            .subscribe(conn, &request)
+            .map_err(|e| (e.code, e.message)),
         ClientMessage::Unsubscribe(request) => {
             hub.unsubscribe(conn, &request.topics);
             Ok(())
         }
         ClientMessage::Replay(request) => {
             let limit = request.limit.map_or(usize::MAX, |l| l as usize);
-            let since = Since { seq: request.since_seq, epoch: request.epoch };
+            let since = Since {
+                seq: request.since_seq,
+                epoch: request.epoch,
+            };
             hub.replay(conn, &request.topic, &since, limit);
             Ok(())
         }
@@ -240,14 +266,19 @@ async fn handle_text(hub: &Hub, conn: &Arc<ConnHandle>, text: &str) {
             Ok(())
         }
         ClientMessage::Ping(ping) => {
-            conn.send(&ServerMessage::Pong(Heartbeat { timestamp: ping.timestamp.or(Some(now_ms())) }));
+            conn.send(&ServerMessage::Pong(Heartbeat {
+                timestamp: ping.timestamp.or(Some(now_ms())),
+            }));
             Ok(())
         }
         ClientMessage::Pong(_) | ClientMessage::Ack(_) => Ok(()),
         // Tokens are checked once authentication is configured; open mode has none to replace.
         ClientMessage::Auth(_) => Ok(()),
         ClientMessage::Confirm(confirm) => {
-            let decided_by = conn.user_id.as_deref().map_or_else(|| format!("session:{}", conn.id), str::to_owned);
+            let decided_by = conn
+                .user_id
+                .as_deref()
+                .map_or_else(|| format!("session:{}", conn.id), str::to_owned);
             hub.decide_approval(
                 confirm.callback_id.as_str(),
                 confirm.proceed,
@@ -265,8 +296,12 @@ async fn handle_text(hub: &Hub, conn: &Arc<ConnHandle>, text: &str) {
             }
             publish_control(hub, conn, EventType::ControlCancel, control).await
         }
-        ClientMessage::Pause(control) => publish_control(hub, conn, EventType::ControlPause, control).await,
-        ClientMessage::Resume(control) => publish_control(hub, conn, EventType::ControlResume, control).await,
+        ClientMessage::Pause(control) => {
+            publish_control(hub, conn, EventType::ControlPause, control).await
+        }
+        ClientMessage::Resume(control) => {
+            publish_control(hub, conn, EventType::ControlResume, control).await
+        }
     };
     match result {
         Ok(()) => {
@@ -284,7 +319,9 @@ async fn publish_control(
     event_type: EventType,
     control: herald_protocol::frame::Control,
 ) -> Result<(), (ErrorCode, String)> {
-    let topic = control.target_topic().map_err(|e| (e.code(), e.to_string()))?;
+    let topic = control
+        .target_topic()
+        .map_err(|e| (e.code(), e.to_string()))?;
     let data = ControlRequest {
         task_id: control.task_id.map(|t| t.to_string()),
         run_id: control.run_id.map(|r| r.to_string()),
@@ -292,7 +329,8 @@ async fn publish_control(
         requested_by: conn.user_id.as_deref().map(str::to_owned),
     }
     .to_data();
-    let request = PublishRequest::new(topic, event_type, data).priority(herald_protocol::Priority::High);
+    let request =
+        PublishRequest::new(topic, event_type, data).priority(herald_protocol::Priority::High);
     hub.publish_to(request, Audience::Subscribers)
         .await
         .map(|_| ())
@@ -362,12 +400,24 @@ async fn write_batch(
         let text = match entry {
             Entry::Frame(frame) => {
                 if let Some(meta) = &frame.event {
-                    metrics.publish_to_send.observe(now.saturating_duration_since(meta.published));
+                    metrics
+                        .publish_to_send
+                        .observe(now.saturating_duration_since(meta.published));
                 }
                 frame.text
             }
-            Entry::Gap { topic, from_seq, to_seq } => Utf8Bytes::from(
-                ServerMessage::Gap(Gap { topic, from_seq, to_seq, reason: GapReason::Shed }).encode(),
+            Entry::Gap {
+                topic,
+                from_seq,
+                to_seq,
+            } => Utf8Bytes::from(
+                ServerMessage::Gap(Gap {
+                    topic,
+                    from_seq,
+                    to_seq,
+                    reason: GapReason::Shed,
+                })
+                .encode(),
             ),
         };
         frames += 1;
@@ -384,5 +434,8 @@ async fn write_batch(
 }
 
 fn close_message(code: CloseReason, reason: &'static str) -> Message {
-    Message::Close(Some(CloseFrame { code: code.0, reason: Utf8Bytes::from_static(reason) }))
+    Message::Close(Some(CloseFrame {
+        code: code.0,
+        reason: Utf8Bytes::from_static(reason),
+    }))
 }

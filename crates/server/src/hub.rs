@@ -25,18 +25,54 @@ use parking_lot::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, StoreConfig};
-use crate::store::sqlite::SqliteStore;
 use crate::approvals::{ApprovalError, Approvals};
-use crate::store::{Append, ApprovalWrite, RecoveredTopic, Store, StoreError, Write};
+use crate::config::{Config, StoreConfig};
 use crate::connection::ConnHandle;
 use crate::metrics::Metrics;
 use crate::outbox::{EventMeta, OutFrame, Pushed};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Append, ApprovalWrite, RecoveredTopic, Store, StoreError, Write};
 use crate::stream::{Retained, Stream, Subscriber};
 
 /// Most streams whose epoch and last seq are remembered after their history
 /// was evicted, so seqs continue instead of restarting.
 const MAX_DORMANT_STREAMS: usize = 1_000_000;
+
+/// The store's confirmation of a write, and how many connections the event
+/// then reached.
+type DurableWait = (
+    tokio::sync::oneshot::Receiver<Result<(), StoreError>>,
+    Arc<std::sync::atomic::AtomicU32>,
+);
+
+/// A publish whose seq is assigned; with a durable store, not yet confirmed.
+struct Enqueued {
+    receipt: PublishReceipt,
+    /// `Err(reached)` when delivered already; else the durability wait and the count.
+    durable: Result<DurableWait, u32>,
+    hub: Hub,
+}
+
+impl Enqueued {
+    /// Waits until the event is durable (and so delivered).
+    async fn finish(self) -> Result<(PublishReceipt, u32), PublishError> {
+        match self.durable {
+            Err(reached) => Ok((self.receipt, reached)),
+            Ok((durable, reached)) => {
+                durable
+                    .await
+                    .map_err(|_| PublishError::Store("the store stopped".into()))?
+                    .map_err(|e| PublishError::Store(e.to_string()))?;
+                self.hub
+                    .inner
+                    .metrics
+                    .events_published
+                    .fetch_add(1, Relaxed);
+                Ok((self.receipt, reached.load(Relaxed)))
+            }
+        }
+    }
+}
 
 /// Who an event is delivered to, besides the topic's subscribers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +134,9 @@ struct HubInner {
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Hub {
@@ -115,7 +153,11 @@ impl Hub {
         let StoreConfig::Sqlite(path) = &config.store else {
             return Ok(Hub::new(config, shutdown));
         };
-        let store = Arc::new(SqliteStore::open(path, config.history_size, config.history_age)?);
+        let store = Arc::new(SqliteStore::open(
+            path,
+            config.history_size,
+            config.history_age,
+        )?);
         let recovered = store.recover()?;
         let approvals = store.recover_approvals()?;
         store.start()?;
@@ -134,7 +176,11 @@ impl Hub {
                 Err(error) => tracing::warn!(%error, "skipping an unreadable stored approval"),
             }
         }
-        tracing::info!(topics, pending_approvals = hub.inner.approvals.pending(), "recovered from the store");
+        tracing::info!(
+            topics,
+            pending_approvals = hub.inner.approvals.pending(),
+            "recovered from the store"
+        );
         Ok(hub)
     }
 
@@ -144,12 +190,20 @@ impl Hub {
             stream.put_snapshot(&Retained::new(event));
         }
         for (event, age_ms) in recovered.history {
-            stream.retain(Retained::aged(event, std::time::Duration::from_millis(age_ms)), self.inner.config.history_size);
+            stream.retain(
+                Retained::aged(event, std::time::Duration::from_millis(age_ms)),
+                self.inner.config.history_size,
+            );
         }
         stream.delivered_seq = recovered.last_seq;
         stream.assigned_seq = recovered.last_seq;
-        self.inner.retained_bytes.fetch_add(stream.bytes() as isize, Relaxed);
-        self.inner.streams.write().insert(recovered.topic, Arc::new(Mutex::new(stream)));
+        self.inner
+            .retained_bytes
+            .fetch_add(stream.bytes() as isize, Relaxed);
+        self.inner
+            .streams
+            .write()
+            .insert(recovered.topic, Arc::new(Mutex::new(stream)));
     }
 
     /// Finishes the store's pending writes and stops it.
@@ -159,7 +213,11 @@ impl Hub {
         }
     }
 
-    fn with_store(config: Config, shutdown: CancellationToken, store: Option<Arc<dyn Store>>) -> Hub {
+    fn with_store(
+        config: Config,
+        shutdown: CancellationToken,
+        store: Option<Arc<dyn Store>>,
+    ) -> Hub {
         Hub {
             inner: Arc::new(HubInner {
                 config,
@@ -215,7 +273,9 @@ impl Hub {
         request: PublishRequest,
         audience: Audience,
     ) -> Result<PublishReceipt, PublishError> {
-        self.publish_counted(request, audience).await.map(|(receipt, _)| receipt)
+        self.publish_counted(request, audience)
+            .await
+            .map(|(receipt, _)| receipt)
     }
 
     /// Publishes, and tells how many connections the event was queued to
@@ -225,6 +285,26 @@ impl Hub {
         request: PublishRequest,
         audience: Audience,
     ) -> Result<(PublishReceipt, u32), PublishError> {
+        self.enqueue(request, audience).await?.finish().await
+    }
+
+    /// Publishes without waiting for a durable store to confirm the write
+    /// (fire-and-forget producers: nobody is waiting for an acknowledgement).
+    /// The event is still delivered only once it is durable.
+    pub async fn publish_detached(
+        &self,
+        request: PublishRequest,
+    ) -> Result<PublishReceipt, PublishError> {
+        Ok(self.enqueue(request, Audience::Subscribers).await?.receipt)
+    }
+
+    /// Assigns the seq and delivers (memory store) or hands the event to the
+    /// store's journal (durable store), in seq order per topic.
+    async fn enqueue(
+        &self,
+        request: PublishRequest,
+        audience: Audience,
+    ) -> Result<Enqueued, PublishError> {
         if self.inner.shutdown.is_cancelled() && audience != Audience::Everyone {
             return Err(PublishError::ShuttingDown);
         }
@@ -234,7 +314,12 @@ impl Hub {
             None => None,
             Some(store) => {
                 let journal = store.journal().ok_or(PublishError::ShuttingDown)?;
-                Some(journal.reserve_owned().await.map_err(|_| PublishError::ShuttingDown)?)
+                Some(
+                    journal
+                        .reserve_owned()
+                        .await
+                        .map_err(|_| PublishError::ShuttingDown)?,
+                )
             }
         };
         let stream_ref = self.stream(&request.topic);
@@ -244,7 +329,16 @@ impl Hub {
                 Some(id) => {
                     if let Some(seq) = stream.seq_of(&id) {
                         self.inner.metrics.events_duplicate.fetch_add(1, Relaxed);
-                        return Ok((PublishReceipt { id, topic: request.topic, seq }, 0));
+                        let receipt = PublishReceipt {
+                            id,
+                            topic: request.topic,
+                            seq,
+                        };
+                        return Ok(Enqueued {
+                            receipt,
+                            durable: Err(0),
+                            hub: self.clone(),
+                        });
                     }
                     id
                 }
@@ -262,7 +356,11 @@ impl Hub {
                 key: request.key,
                 data: request.data,
             };
-            let receipt = PublishReceipt { id: event.id.clone(), topic: event.topic.clone(), seq };
+            let receipt = PublishReceipt {
+                id: event.id.clone(),
+                topic: event.topic.clone(),
+                seq,
+            };
             let retained = Retained::new(event);
             match permit {
                 None => {
@@ -289,25 +387,19 @@ impl Hub {
                 }
             }
         };
-        let reached = match durable {
-            Err(reached) => reached,
-            Ok((durable, reached)) => {
-                durable
-                    .await
-                    .map_err(|_| PublishError::Store("the store stopped".into()))?
-                    .map_err(|e| PublishError::Store(e.to_string()))?;
-                reached.load(Relaxed)
-            }
-        };
-        self.inner.metrics.events_published.fetch_add(1, Relaxed);
-        Ok((receipt, reached))
+        if durable.is_err() {
+            self.inner.metrics.events_published.fetch_add(1, Relaxed);
+        }
+        Ok(Enqueued {
+            receipt,
+            durable,
+            hub: self.clone(),
+        })
     }
 
     /// Retains an event whose seq was assigned, and fans it out.
     fn deliver(&self, stream: &mut Stream, retained: Retained, audience: &Audience) -> u32 {
-        let delta = stream.retain(retained.clone(), self.inner.config.history_size);
-        self.inner.retained_bytes.fetch_add(delta, Relaxed);
-        let event = &retained.event;
+        let event = retained.event.clone();
         let frame = OutFrame {
             text: retained.frame.clone(),
             event: Some(EventMeta {
@@ -317,6 +409,9 @@ impl Hub {
                 published: Instant::now(),
             }),
         };
+        let delta = stream.retain(retained, self.inner.config.history_size);
+        self.inner.retained_bytes.fetch_add(delta, Relaxed);
+        let event = &*event;
         let mut reached = 0u32;
         let mut push = |conn: &ConnHandle| {
             if self.push_event(conn, &frame) {
@@ -341,9 +436,13 @@ impl Hub {
                 Some(user)
             }
         };
-        let reached_user = |conn: &ConnHandle| user.is_some_and(|u| conn.user_id.as_deref() == Some(u));
+        let reached_user =
+            |conn: &ConnHandle| user.is_some_and(|u| conn.user_id.as_deref() == Some(u));
         let exact_matched = |id: &str| {
-            stream.subscribers.get(id).is_some_and(|s| s.filter.matches(event))
+            stream
+                .subscribers
+                .get(id)
+                .is_some_and(|s| s.filter.matches(event))
         };
         for sub in stream.subscribers.values() {
             if !reached_user(&sub.conn) && sub.filter.matches(event) {
@@ -351,7 +450,10 @@ impl Hub {
             }
         }
         let patterns = self.inner.patterns.read();
-        let by_kind = event.topic.id().and_then(|_| patterns.kinds.get(event.topic.kind()));
+        let by_kind = event
+            .topic
+            .id()
+            .and_then(|_| patterns.kinds.get(event.topic.kind()));
         if let Some(by_kind) = by_kind {
             for (id, sub) in by_kind {
                 if !reached_user(&sub.conn) && !exact_matched(id) && sub.filter.matches(event) {
@@ -363,7 +465,10 @@ impl Hub {
             let kind_matched = by_kind
                 .and_then(|k| k.get(id))
                 .is_some_and(|s| s.filter.matches(event));
-            if !reached_user(&sub.conn) && !exact_matched(id) && !kind_matched && sub.filter.matches(event)
+            if !reached_user(&sub.conn)
+                && !exact_matched(id)
+                && !kind_matched
+                && sub.filter.matches(event)
             {
                 push(&sub.conn);
             }
@@ -411,9 +516,17 @@ impl Hub {
 
     /// Registers a connection.
     pub(crate) fn attach(&self, conn: &Arc<ConnHandle>) {
-        self.inner.connections.write().insert(conn.id.clone(), conn.clone());
+        self.inner
+            .connections
+            .write()
+            .insert(conn.id.clone(), conn.clone());
         if let Some(user) = &conn.user_id {
-            self.inner.users.write().entry(user.clone()).or_default().insert(conn.id.clone());
+            self.inner
+                .users
+                .write()
+                .entry(user.clone())
+                .or_default()
+                .insert(conn.id.clone());
         }
         self.inner.metrics.connections_active.fetch_add(1, Relaxed);
         self.inner.metrics.connections_total.fetch_add(1, Relaxed);
@@ -453,10 +566,18 @@ impl Hub {
     /// Subscribes a connection: `subscribed` per topic; for exact topics a
     /// snapshot when asked and a replay from `since` (both atomic with live
     /// delivery).
-    pub(crate) fn subscribe(&self, conn: &Arc<ConnHandle>, request: &Subscribe) -> Result<(), ErrorFrame> {
+    pub(crate) fn subscribe(
+        &self,
+        conn: &Arc<ConnHandle>,
+        request: &Subscribe,
+    ) -> Result<(), ErrorFrame> {
         {
             let current = conn.subscriptions.lock();
-            let new = request.topics.iter().filter(|p| !current.contains_key(*p)).count();
+            let new = request
+                .topics
+                .iter()
+                .filter(|p| !current.contains_key(*p))
+                .count();
             if current.len() + new > self.inner.config.max_subscriptions {
                 return Err(ErrorFrame {
                     code: ErrorCode::InvalidRequest,
@@ -470,8 +591,13 @@ impl Hub {
         }
         let filter = request.filter.clone().unwrap_or_default();
         for pattern in &request.topics {
-            let subscriber = Subscriber { conn: conn.clone(), filter: filter.clone() };
-            conn.subscriptions.lock().insert(pattern.clone(), filter.clone());
+            let subscriber = Subscriber {
+                conn: conn.clone(),
+                filter: filter.clone(),
+            };
+            conn.subscriptions
+                .lock()
+                .insert(pattern.clone(), filter.clone());
             match pattern {
                 TopicPattern::Exact(topic) => {
                     let stream = self.stream(topic);
@@ -501,7 +627,11 @@ impl Hub {
                     conn.send(&subscribed_pattern(pattern));
                 }
                 TopicPattern::All => {
-                    self.inner.patterns.write().all.insert(conn.id.clone(), subscriber);
+                    self.inner
+                        .patterns
+                        .write()
+                        .all
+                        .insert(conn.id.clone(), subscriber);
                     conn.send(&subscribed_pattern(pattern));
                 }
             }
@@ -582,7 +712,12 @@ impl Hub {
 
     /// Retained events of a topic after `since` (HTTP history): the epoch, the
     /// latest seq, and at most `limit` events.
-    pub fn history(&self, topic: &Topic, since: u64, limit: usize) -> (herald_protocol::Epoch, u64, Vec<Event>) {
+    pub fn history(
+        &self,
+        topic: &Topic,
+        since: u64,
+        limit: usize,
+    ) -> (herald_protocol::Epoch, u64, Vec<Event>) {
         let stream = self.stream(topic);
         let mut stream = stream.lock();
         self.trim(&mut stream);
@@ -622,8 +757,13 @@ impl Hub {
     /// (no subscribers), least recently active first. Their epoch and last seq
     /// are remembered, so their seqs continue.
     pub(crate) fn sweep(&self) {
-        let streams: Vec<(Topic, Arc<Mutex<Stream>>)> =
-            self.inner.streams.read().iter().map(|(t, s)| (t.clone(), s.clone())).collect();
+        let streams: Vec<(Topic, Arc<Mutex<Stream>>)> = self
+            .inner
+            .streams
+            .read()
+            .iter()
+            .map(|(t, s)| (t.clone(), s.clone()))
+            .collect();
         let mut idle = Vec::new();
         for (topic, stream) in &streams {
             let mut stream = stream.lock();
@@ -650,7 +790,9 @@ impl Hub {
         let mut map = self.inner.streams.write();
         let mut dormant = self.inner.dormant.lock();
         for topic in evict {
-            let Some(stream) = map.get(&topic) else { continue };
+            let Some(stream) = map.get(&topic) else {
+                continue;
+            };
             let stream_guard = stream.lock();
             if !stream_guard.is_idle() {
                 continue;
@@ -658,8 +800,13 @@ impl Hub {
             if dormant.len() >= MAX_DORMANT_STREAMS {
                 dormant.clear();
             }
-            dormant.insert(topic.clone(), (stream_guard.epoch.clone(), stream_guard.delivered_seq));
-            self.inner.retained_bytes.fetch_sub(stream_guard.bytes() as isize, Relaxed);
+            dormant.insert(
+                topic.clone(),
+                (stream_guard.epoch.clone(), stream_guard.delivered_seq),
+            );
+            self.inner
+                .retained_bytes
+                .fetch_sub(stream_guard.bytes() as isize, Relaxed);
             drop(stream_guard);
             map.remove(&topic);
         }
@@ -686,12 +833,20 @@ impl Hub {
     /// a durable store) and publishes `approval.requested` on `user:{user_id}`
     /// (to every connection of the user) and `task:{task_id}`, keyed by the
     /// callback id so the topics' snapshots show it until it is resolved.
-    pub async fn create_approval(&self, request: NewApproval) -> Result<ApprovalRecord, ApprovalError> {
-        let user_topic = Topic::user(&request.user_id).map_err(|e| ApprovalError::Invalid(e.to_string()))?;
-        let task_topic =
-            Topic::with_id("task", &request.task_id).map_err(|e| ApprovalError::Invalid(e.to_string()))?;
+    pub async fn create_approval(
+        &self,
+        request: NewApproval,
+    ) -> Result<ApprovalRecord, ApprovalError> {
+        let user_topic =
+            Topic::user(&request.user_id).map_err(|e| ApprovalError::Invalid(e.to_string()))?;
+        let task_topic = Topic::with_id("task", &request.task_id)
+            .map_err(|e| ApprovalError::Invalid(e.to_string()))?;
         let config = &self.inner.config;
-        let record = Approvals::prepare(request, config.approval_timeout, config.approval_default_proceed)?;
+        let record = Approvals::prepare(
+            request,
+            config.approval_timeout,
+            config.approval_default_proceed,
+        )?;
         self.persist_approval(&record).await?;
         self.inner.approvals.insert(record.clone())?;
         let id = record.request.callback_id.clone();
@@ -699,7 +854,10 @@ impl Hub {
         let key = Label::new(id.as_str()).map_err(|e| ApprovalError::Invalid(e.to_string()))?;
         let user = record.request.user_id.clone();
         let mut reached = 0;
-        for (topic, audience) in [(user_topic, Audience::User(user)), (task_topic, Audience::Subscribers)] {
+        for (topic, audience) in [
+            (user_topic, Audience::User(user)),
+            (task_topic, Audience::Subscribers),
+        ] {
             let request = PublishRequest::new(topic, EventType::ApprovalRequested, data.clone())
                 .priority(Priority::High)
                 .key(key.clone());
@@ -716,7 +874,10 @@ impl Hub {
 
     /// Asks a user and waits for the decision (or the timeout's default): the
     /// one-call form for Rust producers.
-    pub async fn request_approval(&self, request: NewApproval) -> Result<ApprovalDecision, ApprovalError> {
+    pub async fn request_approval(
+        &self,
+        request: NewApproval,
+    ) -> Result<ApprovalDecision, ApprovalError> {
         let record = self.create_approval(request).await?;
         let id = record.request.callback_id.as_str();
         let limit = std::time::Duration::from_millis(record.request.timeout_ms)
@@ -734,8 +895,13 @@ impl Hub {
         decided_by: Option<String>,
         answering_user: Option<&str>,
     ) -> Result<ApprovalRecord, ApprovalError> {
-        let status = if proceed { ApprovalStatus::Approved } else { ApprovalStatus::Rejected };
-        self.resolve(id, status, proceed, feedback, decided_by, answering_user).await
+        let status = if proceed {
+            ApprovalStatus::Approved
+        } else {
+            ApprovalStatus::Rejected
+        };
+        self.resolve(id, status, proceed, feedback, decided_by, answering_user)
+            .await
     }
 
     async fn resolve(
@@ -747,7 +913,14 @@ impl Hub {
         decided_by: Option<String>,
         answering_user: Option<&str>,
     ) -> Result<ApprovalRecord, ApprovalError> {
-        let record = self.inner.approvals.decide(id, status, proceed, feedback, decided_by, answering_user)?;
+        let record = self.inner.approvals.decide(
+            id,
+            status,
+            proceed,
+            feedback,
+            decided_by,
+            answering_user,
+        )?;
         if let Err(error) = self.persist_approval(&record).await {
             tracing::error!(%error, callback_id = id, "could not store a decision");
         }
@@ -759,8 +932,14 @@ impl Hub {
         .to_data();
         let key = Label::new(id).ok();
         let topics = [
-            (Topic::user(&record.request.user_id), Audience::User(record.request.user_id.clone())),
-            (Topic::with_id("task", &record.request.task_id), Audience::Subscribers),
+            (
+                Topic::user(&record.request.user_id),
+                Audience::User(record.request.user_id.clone()),
+            ),
+            (
+                Topic::with_id("task", &record.request.task_id),
+                Audience::Subscribers,
+            ),
         ];
         for (topic, audience) in topics {
             let Ok(topic) = topic else { continue };
@@ -771,7 +950,12 @@ impl Hub {
                 tracing::warn!(%error, callback_id = id, "could not publish a decision");
             }
         }
-        tracing::info!(callback_id = id, status = status.as_str(), by = record.decided_by.as_deref(), "approval resolved");
+        tracing::info!(
+            callback_id = id,
+            status = status.as_str(),
+            by = record.decided_by.as_deref(),
+            "approval resolved"
+        );
         Ok(record)
     }
 
@@ -780,7 +964,18 @@ impl Hub {
         let ids = self.inner.approvals.pending_of_task(task_id);
         let mut cancelled = 0;
         for id in ids {
-            if self.resolve(id.as_str(), ApprovalStatus::Cancelled, false, None, None, None).await.is_ok() {
+            if self
+                .resolve(
+                    id.as_str(),
+                    ApprovalStatus::Cancelled,
+                    false,
+                    None,
+                    None,
+                    None,
+                )
+                .await
+                .is_ok()
+            {
                 cancelled += 1;
             }
         }
@@ -798,7 +993,16 @@ impl Hub {
                     .approvals
                     .get(id.as_str())
                     .is_some_and(|r| r.request.default_proceed);
-                let _ = self.resolve(id.as_str(), ApprovalStatus::TimedOut, default, None, None, None).await;
+                let _ = self
+                    .resolve(
+                        id.as_str(),
+                        ApprovalStatus::TimedOut,
+                        default,
+                        None,
+                        None,
+                        None,
+                    )
+                    .await;
             }
             let wait = next.map_or(std::time::Duration::from_secs(3600), |at| {
                 std::time::Duration::from_millis(at.saturating_sub(now_ms()))
@@ -812,8 +1016,12 @@ impl Hub {
     }
 
     async fn persist_approval(&self, record: &ApprovalRecord) -> Result<(), ApprovalError> {
-        let Some(store) = &self.inner.store else { return Ok(()) };
-        let journal = store.journal().ok_or_else(|| ApprovalError::Publish("the store is closed".into()))?;
+        let Some(store) = &self.inner.store else {
+            return Ok(());
+        };
+        let journal = store
+            .journal()
+            .ok_or_else(|| ApprovalError::Publish("the store is closed".into()))?;
         let (done, durable) = tokio::sync::oneshot::channel();
         let write = Write::Approval(ApprovalWrite {
             callback_id: record.request.callback_id.to_string(),
@@ -821,7 +1029,10 @@ impl Hub {
             body: serde_json::to_string(record).unwrap_or_default(),
             done,
         });
-        journal.send(write).await.map_err(|_| ApprovalError::Publish("the store is closed".into()))?;
+        journal
+            .send(write)
+            .await
+            .map_err(|_| ApprovalError::Publish("the store is closed".into()))?;
         durable
             .await
             .map_err(|_| ApprovalError::Publish("the store stopped".into()))?
@@ -839,10 +1050,17 @@ fn snapshot_of(stream: &Stream) -> ServerMessage {
 }
 
 fn subscribed_pattern(pattern: &TopicPattern) -> ServerMessage {
-    ServerMessage::Subscribed(Subscribed { topic: pattern.clone(), epoch: None, seq: None })
+    ServerMessage::Subscribed(Subscribed {
+        topic: pattern.clone(),
+        epoch: None,
+        seq: None,
+    })
 }
 
-#[allow(clippy::expect_used, reason = "a hyphenated UUID is 36 printable bytes: always a valid id")]
+#[allow(
+    clippy::expect_used,
+    reason = "a hyphenated UUID is 36 printable bytes: always a valid id"
+)]
 fn new_event_id() -> EventId {
     EventId::new(uuid::Uuid::new_v4().to_string()).expect("a UUID is a valid event id")
 }

@@ -28,6 +28,7 @@
 //! - `stream`: one topic's seqs, history, snapshot and exact subscribers.
 //! - `outbox`: a connection's bounded queue with priority shedding and gaps.
 //! - `connection`: a connection's reader and writer, heartbeats, frame handling.
+//! - [`ingest`]: the Unix datagram socket producers publish to.
 //! - [`http`]: the router, the JSON API and the WebSocket endpoints.
 //! - [`metrics`]: counters and histograms in the Prometheus text format.
 //! - [`store`]: the [`store::Store`] trait and the SQLite store (group commit, recovery).
@@ -38,6 +39,7 @@ pub mod config;
 mod connection;
 pub mod http;
 pub mod hub;
+pub mod ingest;
 pub mod metrics;
 mod outbox;
 pub mod server;

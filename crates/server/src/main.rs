@@ -42,6 +42,9 @@ struct ServeArgs {
     /// Unix datagram socket producers publish to (one JSON event per datagram).
     #[arg(long, env = "HERALD_UNIX_SOCKET")]
     unix_socket: Option<PathBuf>,
+    /// Permissions of the unix socket file, in octal.
+    #[arg(long, env = "HERALD_UNIX_SOCKET_MODE", default_value = "660", value_parser = parse_mode)]
+    unix_socket_mode: u32,
     /// Most simultaneous WebSocket connections (over it: close 1013).
     #[arg(long, env = "HERALD_MAX_CONNECTIONS", default_value_t = 10_000)]
     max_connections: usize,
@@ -107,10 +110,17 @@ impl ServeArgs {
             max_subscriptions: self.max_subscriptions,
             store: self.store.clone(),
             unix_socket: self.unix_socket.clone(),
+            unix_socket_mode: self.unix_socket_mode,
             shutdown_grace: self.shutdown_grace,
-            ..Config::default()
         }
     }
+}
+
+fn parse_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|mode| *mode <= 0o777)
+        .ok_or_else(|| format!("{text:?} is not an octal file mode like 660"))
 }
 
 fn init_logs(format: LogFormat) {
@@ -137,7 +147,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = server::bind(&config).await?;
     let addr = listener.local_addr().context("reading the bound address")?;
     // The first line on stdout is the contract scripts rely on to find the port.
-    #[allow(clippy::print_stdout, reason = "the listening line is the binary's output")]
+    #[allow(
+        clippy::print_stdout,
+        reason = "the listening line is the binary's output"
+    )]
     {
         println!("listening on http://{addr}");
     }
@@ -191,7 +204,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            #[allow(clippy::print_stderr, reason = "the error report is the binary's output")]
+            #[allow(
+                clippy::print_stderr,
+                reason = "the error report is the binary's output"
+            )]
             {
                 eprintln!("error: {error:#}");
             }

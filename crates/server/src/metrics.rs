@@ -49,7 +49,11 @@ impl Histogram {
         }
         let count = self.count.load(Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_micros.load(Relaxed) as f64 / 1e6
+        );
         let _ = writeln!(out, "{name}_count {count}");
     }
 }
@@ -111,7 +115,10 @@ impl Metrics {
     pub(crate) fn render(&self, extra: &[(&str, &str, f64)]) -> String {
         let mut out = String::with_capacity(4096);
         let mut gauge = |name: &str, help: &str, kind: &str, value: f64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         };
         gauge(
             "herald_connections_active",
@@ -120,17 +127,41 @@ impl Metrics {
             self.connections_active.load(Relaxed) as f64,
         );
         let counters = [
-            ("herald_connections_total", "WebSocket connections accepted.", &self.connections_total),
+            (
+                "herald_connections_total",
+                "WebSocket connections accepted.",
+                &self.connections_total,
+            ),
             (
                 "herald_connections_rejected_total",
                 "WebSocket connections refused at the connection limit.",
                 &self.connections_rejected,
             ),
-            ("herald_frames_in_total", "Frames received from clients.", &self.frames_in),
-            ("herald_bytes_in_total", "Bytes received from clients in frames.", &self.bytes_in),
-            ("herald_frames_out_total", "Frames sent to clients.", &self.frames_out),
-            ("herald_bytes_out_total", "Bytes sent to clients in frames.", &self.bytes_out),
-            ("herald_events_published_total", "Events published.", &self.events_published),
+            (
+                "herald_frames_in_total",
+                "Frames received from clients.",
+                &self.frames_in,
+            ),
+            (
+                "herald_bytes_in_total",
+                "Bytes received from clients in frames.",
+                &self.bytes_in,
+            ),
+            (
+                "herald_frames_out_total",
+                "Frames sent to clients.",
+                &self.frames_out,
+            ),
+            (
+                "herald_bytes_out_total",
+                "Bytes sent to clients in frames.",
+                &self.bytes_out,
+            ),
+            (
+                "herald_events_published_total",
+                "Events published.",
+                &self.events_published,
+            ),
             (
                 "herald_events_duplicate_total",
                 "Publishes answered from the idempotency window.",
@@ -151,7 +182,11 @@ impl Metrics {
                 "Connections closed with 1013 because a high or critical event would be lost.",
                 &self.slow_consumer_closes,
             ),
-            ("herald_unix_datagrams_total", "Datagrams received.", &self.unix_datagrams),
+            (
+                "herald_unix_datagrams_total",
+                "Datagrams received.",
+                &self.unix_datagrams,
+            ),
             (
                 "herald_unix_datagrams_rejected_total",
                 "Datagrams that were not valid events.",
@@ -169,7 +204,11 @@ impl Metrics {
             "# HELP herald_errors_total Errors reported to peers, by code.\n# TYPE herald_errors_total counter"
         );
         for (code, count) in ErrorCode::ALL.iter().zip(&self.errors) {
-            let _ = writeln!(out, "herald_errors_total{{code=\"{code}\"}} {}", count.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "herald_errors_total{{code=\"{code}\"}} {}",
+                count.load(Relaxed)
+            );
         }
         self.publish_to_send.render(
             &mut out,

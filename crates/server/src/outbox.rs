@@ -35,11 +35,16 @@ pub(crate) struct EventMeta {
 impl OutFrame {
     /// A reply or notice (welcome, ack, error, subscribed, …): never shed.
     pub(crate) fn control(text: impl Into<Utf8Bytes>) -> OutFrame {
-        OutFrame { text: text.into(), event: None }
+        OutFrame {
+            text: text.into(),
+            event: None,
+        }
     }
 
     fn priority(&self) -> Priority {
-        self.event.as_ref().map_or(Priority::Critical, |e| e.priority)
+        self.event
+            .as_ref()
+            .map_or(Priority::Critical, |e| e.priority)
     }
 }
 
@@ -47,7 +52,11 @@ impl OutFrame {
 #[derive(Debug)]
 pub(crate) enum Entry {
     Frame(OutFrame),
-    Gap { topic: Topic, from_seq: u64, to_seq: u64 },
+    Gap {
+        topic: Topic,
+        from_seq: u64,
+        to_seq: u64,
+    },
 }
 
 /// How the connection should end once the outbox is drained.
@@ -90,7 +99,11 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     pub(crate) fn new(capacity: usize) -> Outbox {
-        Outbox { state: Mutex::new(State::default()), notify: Notify::new(), capacity }
+        Outbox {
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+            capacity,
+        }
     }
 
     /// Queues a frame without waiting; sheds or closes when full (see the module docs).
@@ -117,7 +130,11 @@ impl Outbox {
             if victim > incoming {
                 break;
             }
-            let queued = if victim == Priority::Low { state.low } else { state.normal };
+            let queued = if victim == Priority::Low {
+                state.low
+            } else {
+                state.normal
+            };
             if queued > 0 && state.shed_oldest(victim) {
                 state.count(&frame, 1);
                 state.queue.push_back(Entry::Frame(frame));
@@ -157,7 +174,11 @@ impl Outbox {
     pub(crate) fn close(&self, code: CloseReason, reason: &'static str, flush: bool) {
         let mut state = self.state.lock();
         if state.closing.is_none() {
-            state.closing = Some(Closing { code, reason, flush });
+            state.closing = Some(Closing {
+                code,
+                reason,
+                flush,
+            });
         }
         drop(state);
         self.notify.notify_one();
@@ -209,13 +230,23 @@ impl State {
         let Some(index) = found else { return false };
         let Entry::Frame(frame) = std::mem::replace(
             &mut self.queue[index],
-            Entry::Gap { topic: Topic::global(), from_seq: 0, to_seq: 0 },
+            Entry::Gap {
+                topic: Topic::global(),
+                from_seq: 0,
+                to_seq: 0,
+            },
         ) else {
             return false;
         };
         self.count(&frame, -1);
-        let Some(meta) = frame.event else { return false };
-        self.queue[index] = Entry::Gap { topic: meta.topic, from_seq: meta.seq, to_seq: meta.seq };
+        let Some(meta) = frame.event else {
+            return false;
+        };
+        self.queue[index] = Entry::Gap {
+            topic: meta.topic,
+            from_seq: meta.seq,
+            to_seq: meta.seq,
+        };
         self.gaps += 1;
         self.merge_gap_at(index);
         true
@@ -223,39 +254,59 @@ impl State {
 
     /// Merges the gap at `index` with a neighbouring gap of the same topic.
     fn merge_gap_at(&mut self, index: usize) {
-        let merge = |a: &Entry, b: &Entry| match (a, b) {
-            (Entry::Gap { topic: t1, .. }, Entry::Gap { topic: t2, .. }) => t1 == t2,
-            _ => false,
-        };
-        if index + 1 < self.queue.len() && merge(&self.queue[index], &self.queue[index + 1]) {
-            if let Some(Entry::Gap { from_seq, to_seq, .. }) = self.queue.remove(index + 1)
-                && let Entry::Gap { from_seq: f, to_seq: t, .. } = &mut self.queue[index]
-            {
-                *f = (*f).min(from_seq);
-                *t = (*t).max(to_seq);
-                self.gaps -= 1;
-            }
+        if index + 1 < self.queue.len() {
+            self.merge_pair(index);
         }
-        if index > 0 && merge(&self.queue[index - 1], &self.queue[index]) {
-            if let Some(Entry::Gap { from_seq, to_seq, .. }) = self.queue.remove(index)
-                && let Entry::Gap { from_seq: f, to_seq: t, .. } = &mut self.queue[index - 1]
-            {
-                *f = (*f).min(from_seq);
-                *t = (*t).max(to_seq);
-                self.gaps -= 1;
-            }
+        if index > 0 {
+            self.merge_pair(index - 1);
         }
     }
 
+    /// Merges entries `first` and `first + 1` when both are gaps of one topic.
+    fn merge_pair(&mut self, first: usize) {
+        let (
+            Entry::Gap { topic: a, .. },
+            Some(Entry::Gap {
+                topic: b,
+                from_seq,
+                to_seq,
+            }),
+        ) = (&self.queue[first], self.queue.get(first + 1))
+        else {
+            return;
+        };
+        if a != b {
+            return;
+        }
+        let (from, to) = (*from_seq, *to_seq);
+        self.queue.remove(first + 1);
+        if let Entry::Gap {
+            from_seq, to_seq, ..
+        } = &mut self.queue[first]
+        {
+            *from_seq = (*from_seq).min(from);
+            *to_seq = (*to_seq).max(to);
+        }
+        self.gaps -= 1;
+    }
+
     fn push_gap_at_tail(&mut self, topic: Topic, seq: u64) {
-        if let Some(Entry::Gap { topic: last, to_seq, from_seq }) = self.queue.back_mut()
+        if let Some(Entry::Gap {
+            topic: last,
+            to_seq,
+            from_seq,
+        }) = self.queue.back_mut()
             && *last == topic
         {
             *from_seq = (*from_seq).min(seq);
             *to_seq = (*to_seq).max(seq);
             return;
         }
-        self.queue.push_back(Entry::Gap { topic, from_seq: seq, to_seq: seq });
+        self.queue.push_back(Entry::Gap {
+            topic,
+            from_seq: seq,
+            to_seq: seq,
+        });
         self.gaps += 1;
     }
 }
@@ -283,7 +334,11 @@ mod tests {
             .into_iter()
             .map(|e| match e {
                 Entry::Frame(f) => f.text.to_string(),
-                Entry::Gap { topic, from_seq, to_seq } => format!("gap {topic} {from_seq}-{to_seq}"),
+                Entry::Gap {
+                    topic,
+                    from_seq,
+                    to_seq,
+                } => format!("gap {topic} {from_seq}-{to_seq}"),
             })
             .collect()
     }
@@ -325,7 +380,10 @@ mod tests {
         let mut entries = Vec::new();
         let closing = outbox.drain(&mut entries).expect("closing");
         assert_eq!(closing.code, CloseReason::TRY_AGAIN_LATER);
-        assert!(entries.is_empty(), "an overload close drops what was queued");
+        assert!(
+            entries.is_empty(),
+            "an overload close drops what was queued"
+        );
     }
 
     #[test]
@@ -335,7 +393,10 @@ mod tests {
         outbox.push(event("t:b", 1, Priority::Low));
         outbox.push(event("t:c", 1, Priority::Normal));
         outbox.push(event("t:c", 2, Priority::Normal));
-        assert_eq!(drained(&outbox), ["gap t:a 1-1", "gap t:b 1-1", "t:c#1", "t:c#2"]);
+        assert_eq!(
+            drained(&outbox),
+            ["gap t:a 1-1", "gap t:b 1-1", "t:c#1", "t:c#2"]
+        );
     }
 
     #[test]

@@ -27,16 +27,26 @@ pub enum ServeError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("could not listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Ingest(#[from] crate::ingest::IngestError),
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
 }
 
 /// Binds the configured address.
 pub async fn bind(config: &Config) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(config.bind).await.map_err(|source| ServeError::Bind { addr: config.bind, source })
+    TcpListener::bind(config.bind)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.bind,
+            source,
+        })
 }
 
 /// Runs a hub on `listener` until `shutdown` completes, then shuts down
@@ -59,13 +69,20 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let token = hub.shutdown_token().clone();
+    if let Some(path) = hub.config().unix_socket.clone() {
+        let socket = crate::ingest::bind(&path, hub.config().unix_socket_mode)?;
+        tracing::info!(path = %path.display(), "accepting events on the unix socket");
+        hub.tasks()
+            .spawn(crate::ingest::run(hub.clone(), socket, path));
+    }
     spawn_sweeper(&hub);
     let timeouts = hub.clone();
-    hub.tasks().spawn(async move { timeouts.run_approval_timeouts().await });
+    hub.tasks()
+        .spawn(async move { timeouts.run_approval_timeouts().await });
     let app = http::router(hub.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let stop_accepting = CancellationToken::new();
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
     let hub_for_shutdown = hub.clone();
     let stopper = stop_accepting.clone();
     let trigger = async move {
@@ -80,8 +97,14 @@ pub async fn serve(
     served?;
     let tasks = hub.tasks();
     tasks.close();
-    if tokio::time::timeout(hub.config().shutdown_grace, tasks.wait()).await.is_err() {
-        tracing::warn!(remaining = tasks.len(), "shutdown grace period over; dropping connections");
+    if tokio::time::timeout(hub.config().shutdown_grace, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            remaining = tasks.len(),
+            "shutdown grace period over; dropping connections"
+        );
     }
     let closing = hub.clone();
     let _ = tokio::task::spawn_blocking(move || closing.close_store()).await;

@@ -28,13 +28,19 @@ pub(crate) struct Retained {
 impl Retained {
     pub(crate) fn new(event: Event) -> Retained {
         let frame = Utf8Bytes::from(ServerMessage::Event(event.clone()).encode());
-        Retained { event: Arc::new(event), frame, retained_at: Instant::now() }
+        Retained {
+            event: Arc::new(event),
+            frame,
+            retained_at: Instant::now(),
+        }
     }
 
     /// An event that was retained `age` ago (restored from a store).
     pub(crate) fn aged(event: Event, age: Duration) -> Retained {
         let mut retained = Retained::new(event);
-        retained.retained_at = Instant::now().checked_sub(age).unwrap_or(retained.retained_at);
+        retained.retained_at = Instant::now()
+            .checked_sub(age)
+            .unwrap_or(retained.retained_at);
         retained
     }
 
@@ -122,7 +128,8 @@ impl Stream {
         let before = self.bytes;
         self.delivered_seq = self.delivered_seq.max(retained.event.seq);
         self.assigned_seq = self.assigned_seq.max(retained.event.seq);
-        self.ids.insert(retained.event.id.clone(), retained.event.seq);
+        self.ids
+            .insert(retained.event.id.clone(), retained.event.seq);
         self.put_snapshot(&retained);
         self.bytes += retained.weight();
         self.history.push_back(retained);
@@ -134,7 +141,9 @@ impl Stream {
 
     /// Makes this event the latest of its key (if it has one and is newer).
     pub(crate) fn put_snapshot(&mut self, retained: &Retained) {
-        let Some(key) = retained.event.key.clone() else { return };
+        let Some(key) = retained.event.key.clone() else {
+            return;
+        };
         if let Some(old) = self.snapshot.get(&key) {
             if old.event.seq >= retained.event.seq {
                 return;
@@ -201,15 +210,25 @@ impl Stream {
 
     /// The seq of the oldest retained event (or the next one, if none is retained).
     pub(crate) fn first_retained_seq(&self) -> u64 {
-        self.history.front().map_or(self.delivered_seq + 1, |r| r.event.seq)
+        self.history
+            .front()
+            .map_or(self.delivered_seq + 1, |r| r.event.seq)
     }
 
     /// Plans a replay of what came after `since`, with the filter applied and
     /// at most `limit` events: a `gap` for what is gone, the events, and the
     /// `replay_complete`.
-    pub(crate) fn plan_replay(&self, since: &Since, filter: &EventFilter, limit: usize) -> ReplayPlan {
+    pub(crate) fn plan_replay(
+        &self,
+        since: &Since,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> ReplayPlan {
         let current = self.delivered_seq;
-        let foreign_epoch = since.epoch.as_ref().is_some_and(|epoch| *epoch != self.epoch);
+        let foreign_epoch = since
+            .epoch
+            .as_ref()
+            .is_some_and(|epoch| *epoch != self.epoch);
         if foreign_epoch || since.seq > current {
             return ReplayPlan {
                 gap: (current >= 1).then(|| Gap {
@@ -236,7 +255,9 @@ impl Stream {
         let after = since.seq.max(first.saturating_sub(1));
         let mut events = Vec::new();
         let mut to_seq = current;
-        for retained in self.history.range(self.history.partition_point(|r| r.event.seq <= after)..)
+        for retained in self
+            .history
+            .range(self.history.partition_point(|r| r.event.seq <= after)..)
         {
             if events.len() == limit {
                 to_seq = events.last().map_or(after, |r: &Retained| r.event.seq);
@@ -249,7 +270,11 @@ impl Stream {
         ReplayPlan {
             gap,
             events,
-            complete: Some(ReplayComplete { topic: self.topic.clone(), from_seq: after + 1, to_seq }),
+            complete: Some(ReplayComplete {
+                topic: self.topic.clone(),
+                from_seq: after + 1,
+                to_seq,
+            }),
         }
     }
 }
@@ -305,7 +330,10 @@ mod tests {
         let stream = stream_with(1..=30, 10);
         let plan = stream.plan_replay(&since(0), &EventFilter::default(), usize::MAX);
         let gap = plan.gap.unwrap();
-        assert_eq!((gap.from_seq, gap.to_seq, gap.reason), (1, 20, GapReason::Trimmed));
+        assert_eq!(
+            (gap.from_seq, gap.to_seq, gap.reason),
+            (1, 20, GapReason::Trimmed)
+        );
         assert_eq!(plan.events.first().unwrap().event.seq, 21);
         assert_eq!(plan.events.len(), 10);
     }
@@ -313,10 +341,19 @@ mod tests {
     #[test]
     fn a_checkpoint_from_another_epoch_or_beyond_the_stream_is_an_epoch_change() {
         let stream = stream_with(1..=3, 100);
-        for checkpoint in [since(9), Since { seq: 1, epoch: Some(Epoch::new("old").unwrap()) }] {
+        for checkpoint in [
+            since(9),
+            Since {
+                seq: 1,
+                epoch: Some(Epoch::new("old").unwrap()),
+            },
+        ] {
             let plan = stream.plan_replay(&checkpoint, &EventFilter::default(), usize::MAX);
             let gap = plan.gap.unwrap();
-            assert_eq!((gap.from_seq, gap.to_seq, gap.reason), (1, 3, GapReason::EpochChanged));
+            assert_eq!(
+                (gap.from_seq, gap.to_seq, gap.reason),
+                (1, 3, GapReason::EpochChanged)
+            );
             assert!(plan.events.is_empty());
             let complete = plan.complete.unwrap();
             assert!(complete.to_seq < complete.from_seq);
@@ -326,7 +363,10 @@ mod tests {
     #[test]
     fn nothing_missed_completes_with_to_below_from() {
         let stream = stream_with(1..=3, 100);
-        let complete = stream.plan_replay(&since(3), &EventFilter::default(), 10).complete.unwrap();
+        let complete = stream
+            .plan_replay(&since(3), &EventFilter::default(), 10)
+            .complete
+            .unwrap();
         assert_eq!((complete.from_seq, complete.to_seq), (4, 3));
     }
 

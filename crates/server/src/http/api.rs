@@ -24,7 +24,10 @@ use crate::hub::{Audience, Hub};
 fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
     let bytes = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(ErrorCode::TooLarge, "request body is over the size limit (--max-body-size)")
+            ApiError::new(
+                ErrorCode::TooLarge,
+                "request body is over the size limit (--max-body-size)",
+            )
         } else {
             ApiError::new(ErrorCode::InvalidRequest, rejection.body_text())
         }
@@ -69,7 +72,11 @@ pub(crate) async fn publish_events(
     }
 }
 
-async fn publish(hub: &Hub, request: PublishRequest, audience: Audience) -> Result<PublishReceipt, ApiError> {
+async fn publish(
+    hub: &Hub,
+    request: PublishRequest,
+    audience: Audience,
+) -> Result<PublishReceipt, ApiError> {
     hub.publish_to(request, audience).await.map_err(|e| {
         hub.metrics().error(e.code());
         ApiError::new(e.code(), e.to_string())
@@ -92,7 +99,8 @@ struct Notice {
 
 impl Notice {
     fn into_request(self, topic: Topic) -> PublishRequest {
-        let mut request = PublishRequest::new(topic, self.event_type, self.data).priority(self.priority);
+        let mut request =
+            PublishRequest::new(topic, self.event_type, self.data).priority(self.priority);
         request.key = self.key;
         request.source = self.source;
         request
@@ -105,7 +113,14 @@ pub(crate) async fn broadcast(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PublishReceipt>, ApiError> {
     let notice: Notice = decode(json_body(body)?)?;
-    Ok(Json(publish(&hub, notice.into_request(Topic::global()), Audience::Everyone).await?))
+    Ok(Json(
+        publish(
+            &hub,
+            notice.into_request(Topic::global()),
+            Audience::Everyone,
+        )
+        .await?,
+    ))
 }
 
 /// `POST /api/v1/users/{user_id}/messages`: on `user:{user_id}`, to every
@@ -115,15 +130,21 @@ pub(crate) async fn user_message(
     Path(user_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PublishReceipt>, ApiError> {
-    let topic = Topic::user(&user_id)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidTopic, e.to_string()))?;
+    let topic =
+        Topic::user(&user_id).map_err(|e| ApiError::new(ErrorCode::InvalidTopic, e.to_string()))?;
     let notice: Notice = decode(json_body(body)?)?;
-    Ok(Json(publish(&hub, notice.into_request(topic), Audience::User(user_id)).await?))
+    Ok(Json(
+        publish(&hub, notice.into_request(topic), Audience::User(user_id)).await?,
+    ))
 }
 
 fn describe(conn: &ConnHandle) -> Value {
-    let subscriptions: Vec<String> =
-        conn.subscriptions.lock().keys().map(ToString::to_string).collect();
+    let subscriptions: Vec<String> = conn
+        .subscriptions
+        .lock()
+        .keys()
+        .map(ToString::to_string)
+        .collect();
     json!({
         "id": &*conn.id,
         "session_id": &*conn.id,
@@ -142,7 +163,10 @@ fn describe(conn: &ConnHandle) -> Value {
 pub(crate) async fn connections(State(hub): State<Hub>) -> Json<Value> {
     let connections = hub.connections();
     let count = connections.len();
-    let total_age: f64 = connections.iter().map(|c| c.connected_at.elapsed().as_secs_f64()).sum();
+    let total_age: f64 = connections
+        .iter()
+        .map(|c| c.connected_at.elapsed().as_secs_f64())
+        .sum();
     let sent: u64 = connections
         .iter()
         .map(|c| c.frames_sent.load(std::sync::atomic::Ordering::Relaxed))
@@ -159,15 +183,29 @@ pub(crate) async fn connections(State(hub): State<Hub>) -> Json<Value> {
 }
 
 /// `GET /api/v1/connections/{id}`.
-pub(crate) async fn connection(State(hub): State<Hub>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let conn = hub.connection(&id).ok_or_else(|| ApiError::not_found(format!("no connection {id:?}")))?;
+pub(crate) async fn connection(
+    State(hub): State<Hub>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let conn = hub
+        .connection(&id)
+        .ok_or_else(|| ApiError::not_found(format!("no connection {id:?}")))?;
     Ok(Json(describe(&conn)))
 }
 
 /// `DELETE /api/v1/connections/{id}`: closes it with 4500 (do not reconnect).
-pub(crate) async fn disconnect(State(hub): State<Hub>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let conn = hub.connection(&id).ok_or_else(|| ApiError::not_found(format!("no connection {id:?}")))?;
-    conn.outbox.close(CloseReason::DISCONNECTED_BY_ADMIN, "disconnected by an admin", false);
+pub(crate) async fn disconnect(
+    State(hub): State<Hub>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let conn = hub
+        .connection(&id)
+        .ok_or_else(|| ApiError::not_found(format!("no connection {id:?}")))?;
+    conn.outbox.close(
+        CloseReason::DISCONNECTED_BY_ADMIN,
+        "disconnected by an admin",
+        false,
+    );
     Ok(Json(json!({ "disconnected": id })))
 }
 
@@ -185,11 +223,15 @@ pub(crate) async fn topic_events(
     Path(topic): Path<String>,
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
-    let topic = Topic::parse(&topic).map_err(|e| ApiError::new(ErrorCode::InvalidTopic, e.to_string()))?;
+    let Query(query) =
+        query.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
+    let topic =
+        Topic::parse(&topic).map_err(|e| ApiError::new(ErrorCode::InvalidTopic, e.to_string()))?;
     let limit = query.limit.unwrap_or(hub.config().history_size);
     let (epoch, seq, events) = hub.history(&topic, query.since, limit);
-    Ok(Json(json!({ "topic": topic, "epoch": epoch, "seq": seq, "events": events })))
+    Ok(Json(
+        json!({ "topic": topic, "epoch": epoch, "seq": seq, "events": events }),
+    ))
 }
 
 /// `POST /api/v1/approvals`: registers an approval and returns at once.
@@ -221,7 +263,8 @@ pub(crate) async fn get_approval(
     Path(id): Path<String>,
     query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ApprovalDecision>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
+    let Query(query) =
+        query.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
     let wait = Duration::from_millis(query.wait_ms).min(MAX_WAIT);
     let decision = hub
         .approvals()
@@ -243,7 +286,8 @@ pub(crate) async fn list_approvals(
     State(hub): State<Hub>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
+    let Query(query) =
+        query.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
     let approvals = hub.approvals().list(query.task_id.as_deref(), query.status);
     Ok(Json(json!({ "approvals": approvals })))
 }
@@ -263,7 +307,11 @@ pub(crate) async fn status(State(hub): State<Hub>) -> Json<Value> {
 /// `GET /health`: 200 while running, 503 once shutting down.
 pub(crate) async fn health(State(hub): State<Hub>) -> Response {
     let running = !hub.shutdown_token().is_cancelled();
-    let status = if running { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if running {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = json!({
         "status": if running { "healthy" } else { "shutting_down" },
         "active_connections": hub.connection_count(),
@@ -275,10 +323,26 @@ pub(crate) async fn health(State(hub): State<Hub>) -> Response {
 /// `GET /metrics`: Prometheus text format.
 pub(crate) async fn metrics(State(hub): State<Hub>) -> Response {
     let extra = [
-        ("herald_topics", "Topics held in memory.", hub.topic_count() as f64),
-        ("herald_retained_bytes", "Approximate bytes of retained history.", hub.retained_bytes() as f64),
-        ("herald_uptime_seconds", "Seconds since the hub started.", hub.uptime_s() as f64),
-        ("herald_approvals_pending", "Approvals waiting for a decision.", hub.approvals().pending() as f64),
+        (
+            "herald_topics",
+            "Topics held in memory.",
+            hub.topic_count() as f64,
+        ),
+        (
+            "herald_retained_bytes",
+            "Approximate bytes of retained history.",
+            hub.retained_bytes() as f64,
+        ),
+        (
+            "herald_uptime_seconds",
+            "Seconds since the hub started.",
+            hub.uptime_s() as f64,
+        ),
+        (
+            "herald_approvals_pending",
+            "Approvals waiting for a decision.",
+            hub.approvals().pending() as f64,
+        ),
     ];
     let mut body = hub.metrics().render(&extra);
     hub.approvals().render_metrics(&mut body);

@@ -18,7 +18,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
-        ApiError { code, message: message.into(), index: None }
+        ApiError {
+            code,
+            message: message.into(),
+            index: None,
+        }
     }
 
     pub fn at(mut self, index: usize) -> ApiError {

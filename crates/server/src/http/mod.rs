@@ -24,7 +24,10 @@ pub fn router(hub: Hub) -> Router {
         .route("/api/v1/events", post(api::publish_events))
         .route("/api/v1/broadcast", post(api::broadcast))
         .route("/api/v1/users/{user_id}/messages", post(api::user_message))
-        .route("/api/v1/approvals", post(api::create_approval).get(api::list_approvals))
+        .route(
+            "/api/v1/approvals",
+            post(api::create_approval).get(api::list_approvals),
+        )
         .route("/api/v1/approvals/{id}", get(api::get_approval))
         .route("/api/v1/connections", get(api::connections))
         .route(

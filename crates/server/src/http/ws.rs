@@ -22,14 +22,25 @@ pub(crate) struct ConnectParams {
     user_id: Option<String>,
 }
 
-type Upgrade = (WebSocketUpgrade, State<Hub>, ConnectInfo<SocketAddr>, Query<ConnectParams>);
+type Upgrade = (
+    WebSocketUpgrade,
+    State<Hub>,
+    ConnectInfo<SocketAddr>,
+    Query<ConnectParams>,
+);
 
 pub(crate) async fn any_topics(
     (ws, State(hub), ConnectInfo(remote), Query(params)): Upgrade,
 ) -> Response {
     let mut topics = Vec::new();
     let mut bad = Vec::new();
-    for name in params.topics.iter().flat_map(|t| t.split(',')).map(str::trim).filter(|t| !t.is_empty()) {
+    for name in params
+        .topics
+        .iter()
+        .flat_map(|t| t.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
         match TopicPattern::parse(name) {
             Ok(pattern) => topics.push(pattern),
             Err(error) => bad.push(error.to_string()),
@@ -69,17 +80,37 @@ pub(crate) async fn run(
     accept(ws, hub, remote, params.user_id, topics, bad)
 }
 
-pub(crate) async fn global((ws, State(hub), ConnectInfo(remote), Query(params)): Upgrade) -> Response {
-    accept(ws, hub, remote, params.user_id, vec![TopicPattern::Exact(Topic::global())], Vec::new())
+pub(crate) async fn global(
+    (ws, State(hub), ConnectInfo(remote), Query(params)): Upgrade,
+) -> Response {
+    accept(
+        ws,
+        hub,
+        remote,
+        params.user_id,
+        vec![TopicPattern::Exact(Topic::global())],
+        Vec::new(),
+    )
 }
 
-pub(crate) async fn metrics((ws, State(hub), ConnectInfo(remote), Query(params)): Upgrade) -> Response {
+pub(crate) async fn metrics(
+    (ws, State(hub), ConnectInfo(remote), Query(params)): Upgrade,
+) -> Response {
     let topics = TopicPattern::parse("metrics").into_iter().collect();
     accept(ws, hub, remote, params.user_id, topics, Vec::new())
 }
 
-pub(crate) async fn events((ws, State(hub), ConnectInfo(remote), Query(params)): Upgrade) -> Response {
-    accept(ws, hub, remote, params.user_id, vec![TopicPattern::All], Vec::new())
+pub(crate) async fn events(
+    (ws, State(hub), ConnectInfo(remote), Query(params)): Upgrade,
+) -> Response {
+    accept(
+        ws,
+        hub,
+        remote,
+        params.user_id,
+        vec![TopicPattern::All],
+        Vec::new(),
+    )
 }
 
 fn accept(
@@ -104,7 +135,11 @@ fn accept(
                 return;
             }
             let user_id = user_id.filter(|u| !u.is_empty());
-            let conn = Arc::new(ConnHandle::new(user_id, Some(remote), hub.config().queue_size));
+            let conn = Arc::new(ConnHandle::new(
+                user_id,
+                Some(remote),
+                hub.config().queue_size,
+            ));
             for message in bad_topics {
                 hub.metrics().error(ErrorCode::InvalidTopic);
                 conn.send(&ServerMessage::Error(herald_protocol::frame::ErrorFrame {
@@ -119,8 +154,13 @@ fn accept(
 }
 
 async fn reject_over_limit(hub: &Hub, mut socket: WebSocket) {
-    hub.metrics().connections_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    tracing::warn!(limit = hub.config().max_connections, "connection refused: limit reached");
+    hub.metrics()
+        .connections_rejected
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::warn!(
+        limit = hub.config().max_connections,
+        "connection refused: limit reached"
+    );
     let close = Message::Close(Some(CloseFrame {
         code: CloseReason::TRY_AGAIN_LATER.0,
         reason: "server connection limit reached".into(),

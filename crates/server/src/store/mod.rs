@@ -42,7 +42,10 @@ pub struct Append {
 
 impl Debug for Append {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Append").field("topic", &self.event.topic).field("seq", &self.event.seq).finish()
+        f.debug_struct("Append")
+            .field("topic", &self.event.topic)
+            .field("seq", &self.event.seq)
+            .finish()
     }
 }
 

@@ -1,7 +1,7 @@
 //! The SQLite store: one file, WAL mode, a bundled SQLite (nothing to install).
 //!
 //! One writer thread owns the connection. It takes every append waiting in
-//! the journal (up to [`MAX_BATCH`]) and writes them in one transaction with
+//! the journal (up to `MAX_BATCH`) and writes them in one transaction with
 //! `synchronous=FULL`, so a publish is acknowledged only once it is on disk and
 //! the cost of the sync is shared by everything that arrived meanwhile (group
 //! commit). The file is locked exclusively: a second hub on the same file gets
@@ -68,14 +68,22 @@ pub struct SqliteStore {
 }
 
 fn open_error(path: &Path, error: impl std::fmt::Display) -> StoreError {
-    StoreError::Open { path: path.display().to_string(), reason: error.to_string() }
+    StoreError::Open {
+        path: path.display().to_string(),
+        reason: error.to_string(),
+    }
 }
 
 impl SqliteStore {
     /// Opens (or creates) the database, takes its lock, and prepares the schema.
-    pub fn open(path: &Path, history_size: usize, history_age: Duration) -> Result<SqliteStore, StoreError> {
+    pub fn open(
+        path: &Path,
+        history_size: usize,
+        history_age: Duration,
+    ) -> Result<SqliteStore, StoreError> {
         let conn = Connection::open(path).map_err(|e| open_error(path, e))?;
-        conn.busy_timeout(Duration::from_millis(500)).map_err(|e| open_error(path, e))?;
+        conn.busy_timeout(Duration::from_millis(500))
+            .map_err(|e| open_error(path, e))?;
         let locked = |e: rusqlite::Error| {
             let reason = if e.to_string().contains("locked") {
                 format!("{e} (is another herald using this file?)")
@@ -84,10 +92,12 @@ impl SqliteStore {
             };
             open_error(path, reason)
         };
-        let setup = "PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;";
+        let setup =
+            "PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;";
         conn.execute_batch(setup).map_err(locked)?;
         // Taking a write lock now makes a second hub on the same file fail here, clearly.
-        conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;")).map_err(locked)?;
+        conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
+            .map_err(locked)?;
         let (journal, receiver) = mpsc::channel(JOURNAL_CAPACITY);
         Ok(SqliteStore {
             path: path.to_owned(),
@@ -122,13 +132,17 @@ impl SqliteStore {
 impl Store for SqliteStore {
     fn recover(&self) -> Result<Vec<RecoveredTopic>, StoreError> {
         let guard = self.pending.lock();
-        let Some((conn, _)) = guard.as_ref() else { return Err(StoreError::Closed) };
+        let Some((conn, _)) = guard.as_ref() else {
+            return Err(StoreError::Closed);
+        };
         recover(conn, self.history_size, self.history_age).map_err(|e| open_error(&self.path, e))
     }
 
     fn recover_approvals(&self) -> Result<Vec<String>, StoreError> {
         let guard = self.pending.lock();
-        let Some((conn, _)) = guard.as_ref() else { return Err(StoreError::Closed) };
+        let Some((conn, _)) = guard.as_ref() else {
+            return Err(StoreError::Closed);
+        };
         let read = || -> rusqlite::Result<Vec<String>> {
             let mut query = conn.prepare("SELECT body FROM approvals ORDER BY updated_at ASC")?;
             let rows = query.query_map([], |row| row.get::<_, String>(0))?;
@@ -151,23 +165,35 @@ impl Store for SqliteStore {
     }
 }
 
-fn recover(conn: &Connection, history_size: usize, history_age: Duration) -> rusqlite::Result<Vec<RecoveredTopic>> {
+fn recover(
+    conn: &Connection,
+    history_size: usize,
+    history_age: Duration,
+) -> rusqlite::Result<Vec<RecoveredTopic>> {
     let now = now_ms();
     let oldest = now.saturating_sub(history_age.as_millis() as u64);
     let mut topics = Vec::new();
     let mut listed = conn.prepare("SELECT topic, epoch, last_seq FROM topics")?;
     let rows = listed.query_map([], |row| {
-        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?))
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, i64>(2)?,
+        ))
     })?;
     let mut history_query = conn.prepare(
         "SELECT body, stored_at FROM (SELECT body, stored_at, seq FROM events WHERE topic = ?1 AND stored_at >= ?2 \
          ORDER BY seq DESC LIMIT ?3) ORDER BY seq ASC",
     )?;
-    let mut snapshot_query = conn.prepare("SELECT body FROM snapshots WHERE topic = ?1 ORDER BY seq ASC")?;
+    let mut snapshot_query =
+        conn.prepare("SELECT body FROM snapshots WHERE topic = ?1 ORDER BY seq ASC")?;
     for row in rows {
         let (name, epoch, last_seq) = row?;
         let (Ok(topic), Ok(epoch)) = (Topic::parse(&name), Epoch::new(epoch)) else {
-            tracing::warn!(topic = name, "skipping a stored topic that is no longer valid");
+            tracing::warn!(
+                topic = name,
+                "skipping a stored topic that is no longer valid"
+            );
             continue;
         };
         let history = history_query
@@ -185,7 +211,13 @@ fn recover(conn: &Connection, history_size: usize, history_age: Duration) -> rus
             .filter_map(Result::ok)
             .filter_map(|body| serde_json::from_str::<Event>(&body).ok())
             .collect();
-        topics.push(RecoveredTopic { topic, epoch, last_seq: last_seq.max(0) as u64, history, snapshot });
+        topics.push(RecoveredTopic {
+            topic,
+            epoch,
+            last_seq: last_seq.max(0) as u64,
+            history,
+            snapshot,
+        });
     }
     Ok(topics)
 }
@@ -208,7 +240,9 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let result = self.write(&batch).map_err(|e| StoreError::Write(e.to_string()));
+            let result = self
+                .write(&batch)
+                .map_err(|e| StoreError::Write(e.to_string()));
             if let Err(error) = &result {
                 tracing::error!(%error, events = batch.len(), "sqlite write failed; publishes are refused");
             }
@@ -257,7 +291,8 @@ impl Writer {
             let mut snapshot = tx.prepare_cached(
                 "INSERT OR REPLACE INTO snapshots (topic, key, seq, body) VALUES (?1, ?2, ?3, ?4)",
             )?;
-            let mut trim = tx.prepare_cached("DELETE FROM events WHERE topic = ?1 AND seq <= ?2")?;
+            let mut trim =
+                tx.prepare_cached("DELETE FROM events WHERE topic = ?1 AND seq <= ?2")?;
             let mut approval = tx.prepare_cached(
                 "INSERT OR REPLACE INTO approvals (callback_id, pending, updated_at, body) VALUES (?1, ?2, ?3, ?4)",
             )?;
@@ -265,7 +300,12 @@ impl Writer {
                 let append = match write {
                     Write::Event(append) => append,
                     Write::Approval(record) => {
-                        approval.execute(params![record.callback_id, record.pending, now, record.body])?;
+                        approval.execute(params![
+                            record.callback_id,
+                            record.pending,
+                            now,
+                            record.body
+                        ])?;
                         continue;
                     }
                 };
@@ -278,11 +318,13 @@ impl Writer {
                     snapshot.execute(params![event.topic.as_str(), key.as_str(), seq, body])?;
                 }
                 if event.seq > self.history_size && event.seq % 64 == 0 {
-                    trim.execute(params![event.topic.as_str(), (event.seq - self.history_size) as i64])?;
+                    trim.execute(params![
+                        event.topic.as_str(),
+                        (event.seq - self.history_size) as i64
+                    ])?;
                 }
             }
         }
         tx.commit()
     }
 }
-
