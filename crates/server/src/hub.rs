@@ -616,23 +616,36 @@ impl Hub {
                     }
                     stream.subscribers.insert(conn.id.clone(), subscriber);
                 }
-                TopicPattern::Kind(kind) => {
-                    self.inner
-                        .patterns
-                        .write()
-                        .kinds
-                        .entry(kind.clone())
-                        .or_default()
-                        .insert(conn.id.clone(), subscriber);
+                TopicPattern::Kind(_) | TopicPattern::All => {
+                    // Topics under the pattern that the client has checkpoints
+                    // for (and did not name on their own) are replayed while
+                    // their locks are held, so the seam is as tight as for an
+                    // exact topic. Locks are taken in topic order.
+                    let mut covered: Vec<(&Topic, &Since)> = request
+                        .since
+                        .iter()
+                        .filter(|(topic, _)| pattern.matches(topic))
+                        .filter(|(topic, _)| !request.topics.iter().any(|p| p.as_topic() == Some(*topic)))
+                        .collect();
+                    covered.sort_by(|a, b| a.0.cmp(b.0));
+                    let streams: Vec<Arc<Mutex<Stream>>> = covered.iter().map(|(t, _)| self.stream(t)).collect();
+                    let mut guards: Vec<_> = streams.iter().map(|s| s.lock()).collect();
+                    {
+                        let mut patterns = self.inner.patterns.write();
+                        match pattern {
+                            TopicPattern::Kind(kind) => {
+                                patterns.kinds.entry(kind.clone()).or_default().insert(conn.id.clone(), subscriber);
+                            }
+                            _ => {
+                                patterns.all.insert(conn.id.clone(), subscriber);
+                            }
+                        }
+                    }
                     conn.send(&subscribed_pattern(pattern));
-                }
-                TopicPattern::All => {
-                    self.inner
-                        .patterns
-                        .write()
-                        .all
-                        .insert(conn.id.clone(), subscriber);
-                    conn.send(&subscribed_pattern(pattern));
+                    for ((_, since), stream) in covered.iter().zip(guards.iter_mut()) {
+                        self.trim(stream);
+                        self.replay_locked(conn, stream, since, &filter, usize::MAX);
+                    }
                 }
             }
         }

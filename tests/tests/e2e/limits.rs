@@ -1,0 +1,282 @@
+//! Limits: frame size, connection count, body size, slow consumers, churn.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use herald_tests::{Hub, Rng, WsClient, eventually, frame_type, seq_of};
+use serde_json::{Value, json};
+
+use crate::http_api::{active_connections, connections_active};
+use crate::{event, str_field};
+
+#[tokio::test]
+async fn frame_over_max_frame_size_is_closed_with_1009() -> Result<()> {
+    let hub = Hub::start(&["--max-frame-size", "1KiB"]).await?;
+    let mut client = hub.ws("/ws").await?;
+    let padding = "x".repeat(4096);
+    client
+        .send_json(&json!({"action": "ping", "padding": padding}))
+        .await?;
+    let (code, _) = client.expect_close().await?;
+    ensure!(code == 1009, "close code {code}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn frame_under_max_frame_size_is_accepted() -> Result<()> {
+    let hub = Hub::start(&["--max-frame-size", "1KiB"]).await?;
+    let mut client = hub.ws("/ws").await?;
+    client
+        .send_json(&json!({"action": "ping", "padding": "x".repeat(512)}))
+        .await?;
+    client.recv_until(|f| frame_type(f) == "pong").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn connection_over_max_connections_is_closed_with_1013() -> Result<()> {
+    let hub = Hub::start(&["--max-connections", "2"]).await?;
+    let _a = hub.ws("/ws").await?;
+    let _b = hub.ws("/ws").await?;
+    let mut c = WsClient::connect_raw(&hub.ws_url("/ws")).await?;
+    let (code, _) = c.expect_close().await?;
+    ensure!(code == 1013, "close code {code}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn closed_connection_frees_its_slot_under_max_connections() -> Result<()> {
+    let hub = Hub::start(&["--max-connections", "1"]).await?;
+    let a = hub.ws("/ws").await?;
+    a.close().await;
+    eventually(Duration::from_secs(5), "the hub sees the close", || async {
+        Ok((active_connections(&hub).await? == 0).then_some(()))
+    })
+    .await?;
+    let b = hub.ws("/ws").await?;
+    ensure!(!b.session_id().is_empty(), "{}", b.welcome);
+    Ok(())
+}
+
+/// The contract does not name the HTTP body limit; the careful reading is that
+/// `--max-frame-size` bounds what a peer may send in one piece, HTTP bodies
+/// included. The body here is 16× that limit.
+#[tokio::test]
+async fn publish_body_over_the_limit_is_413() -> Result<()> {
+    let hub = Hub::start(&["--max-frame-size", "64KiB"]).await?;
+    let big = event(
+        "crew:big",
+        "crew.updated",
+        json!({"blob": "y".repeat(1 << 20)}),
+    );
+    let reply = hub.http().post("/api/v1/events", &big).await?;
+    ensure!(reply.status == 413, "{} {}", reply.status, reply.text);
+    if reply.body.is_object() {
+        ensure!(
+            str_field(&reply.body, "code") == "too_large",
+            "{}",
+            reply.text
+        );
+    }
+    Ok(())
+}
+
+/// One connection subscribes and never reads; fifty others must still get
+/// every event, in order, while the publisher is not held up.
+///
+/// Events are published one per request: a burst larger than the queue could
+/// legitimately shed even a reader that keeps up (the queue is that small on
+/// purpose), which is not what this test is about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_subscriber_does_not_hold_back_fifty_others() -> Result<()> {
+    const EVENTS: u64 = 600;
+    let hub = Hub::start(&["--queue-size", "16"]).await?;
+    let mut slow = hub.ws("/ws").await?;
+    slow.subscribe(&["execution:fan"]).await?;
+    let mut readers = Vec::new();
+    for _ in 0..50 {
+        let mut client = hub.ws("/ws").await?;
+        client.subscribe(&["execution:fan"]).await?;
+        readers.push(client);
+    }
+    // `slow` is never read again from here on; 600 KiB overflow its queue
+    // and, most likely, the socket buffers too.
+    let http = hub.http();
+    let blob = "z".repeat(1024);
+    let publish = async {
+        for i in 0..EVENTS {
+            let body = event(
+                "execution:fan",
+                "execution.progress",
+                json!({"i": i, "blob": blob}),
+            );
+            http.publish(&body).await?;
+        }
+        anyhow::Ok(())
+    };
+    let read_all = futures::future::try_join_all(readers.iter_mut().map(|client| async move {
+        client.timeout = Duration::from_secs(20);
+        let mut seqs = Vec::new();
+        while seqs.len() < EVENTS as usize {
+            let frame = client
+                .recv_frame()
+                .await
+                .with_context(|| format!("a fast reader stalled after seq {:?}", seqs.last()))?;
+            match frame_type(&frame) {
+                "event" => seqs.extend(seq_of(&frame)),
+                "gap" => bail!(
+                    "a fast reader was shed after seq {:?}: {frame}",
+                    seqs.last()
+                ),
+                _ => {}
+            }
+        }
+        ensure!(
+            seqs == (1..=EVENTS).collect::<Vec<_>>(),
+            "a fast reader missed events: {seqs:?}"
+        );
+        anyhow::Ok(())
+    }));
+    let (published, read) = tokio::join!(publish, read_all);
+    published?;
+    read?;
+    drop(slow);
+    Ok(())
+}
+
+/// A consumer that falls behind by far more than its queue and the socket
+/// buffers can hold: every seq is either delivered, in order, or covered by a
+/// `gap` (reason `shed`) before the next delivered event; or the connection is
+/// closed with 1013. Never a silent hole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumer_gets_every_seq_or_a_gap_never_a_silent_hole() -> Result<()> {
+    const EVENTS: u64 = 2000;
+    let hub = Hub::start(&["--queue-size", "16"]).await?;
+    let mut slow = hub.ws("/ws").await?;
+    slow.subscribe(&["execution:shed"]).await?;
+    let http = hub.http();
+    let blob = "s".repeat(4096);
+    for chunk in 0..EVENTS / 10 {
+        let batch: Vec<Value> = (0..10)
+            .map(|i| {
+                event(
+                    "execution:shed",
+                    "execution.progress",
+                    json!({"i": chunk * 10 + i, "blob": blob}),
+                )
+            })
+            .collect();
+        http.publish_batch(&batch).await?;
+    }
+    // Now read everything.
+    let mut expected_next = 1;
+    let mut shed_seen = false;
+    while expected_next <= EVENTS {
+        let frame = match slow.recv_frame().await {
+            Ok(frame) => frame,
+            Err(e) => {
+                // The only acceptable end is a 1013 close; recv_frame reports
+                // the close frame in its message.
+                let message = format!("{e:#}");
+                ensure!(
+                    message.contains("1013") || message.contains("Again"),
+                    "ended: {message}"
+                );
+                return Ok(());
+            }
+        };
+        match frame_type(&frame) {
+            "event" => {
+                let seq = seq_of(&frame).unwrap_or(0);
+                ensure!(
+                    seq == expected_next,
+                    "expected seq {expected_next}, got {seq} (no gap before)"
+                );
+                expected_next += 1;
+            }
+            "gap" => {
+                let from = frame["from_seq"].as_u64().unwrap_or(0);
+                let to = frame["to_seq"].as_u64().unwrap_or(0);
+                ensure!(
+                    from == expected_next && to >= from,
+                    "gap {frame} at {expected_next}"
+                );
+                ensure!(str_field(&frame, "reason") == "shed", "{frame}");
+                shed_seen = true;
+                expected_next = to + 1;
+            }
+            _ => {}
+        }
+    }
+    // Told honestly about everything. Shedding is expected with these sizes,
+    // but a hub with bigger buffers than assumed may legitimately deliver all.
+    let _ = shed_seen;
+    Ok(())
+}
+
+/// Connects and disconnects clients at random while events are published;
+/// afterwards no connection is left over and the hub still serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_storm_during_churn_leaves_no_connections_and_hub_alive() -> Result<()> {
+    let hub = Hub::start(&["--queue-size", "16"]).await?;
+    let http = hub.http();
+    let url = hub.ws_url("/ws?topics=execution:storm,global");
+    let storm = async {
+        for i in 0..100 {
+            let batch: Vec<Value> = (0..10)
+                .map(|j| {
+                    event(
+                        "execution:storm",
+                        "execution.progress",
+                        json!({"i": i * 10 + j}),
+                    )
+                })
+                .collect();
+            http.publish_batch(&batch).await?;
+        }
+        anyhow::Ok(())
+    };
+    let churn = futures::future::try_join_all((0..8u64).map(|worker| {
+        let url = url.clone();
+        async move {
+            let mut rng = Rng::new(0x5EED + worker);
+            for _ in 0..10 {
+                let mut client = WsClient::connect(&url).await?;
+                // Read a few frames if any come; the storm may be over already.
+                client.timeout = Duration::from_millis(100);
+                for _ in 0..rng.range(0, 20) {
+                    if client.recv_frame().await.is_err() {
+                        break;
+                    }
+                }
+                if rng.range(0, 2) == 0 {
+                    client.close().await;
+                } else {
+                    drop(client); // abrupt: no close handshake
+                }
+            }
+            anyhow::Ok(())
+        }
+    }));
+    let (stormed, churned) = tokio::join!(storm, churn);
+    stormed?;
+    churned?;
+    eventually(
+        Duration::from_secs(10),
+        "every connection is gone",
+        || async { Ok((active_connections(&hub).await? == 0).then_some(())) },
+    )
+    .await?;
+    let via_connections = connections_active(&hub).await?;
+    ensure!(
+        via_connections == 0,
+        "GET /api/v1/connections still counts {via_connections}"
+    );
+    let mut client = hub.ws("/ws").await?;
+    client.subscribe(&["execution:storm"]).await?;
+    let health = hub.http().get("/health").await?;
+    if health.status != 200 {
+        bail!("the hub is not healthy after the storm: {}", health.text);
+    }
+    Ok(())
+}

@@ -1,0 +1,48 @@
+//! End-to-end tests: the real `herald` binary against the contract in
+//! `DESIGN.md`. One test binary, one module per area; each test checks one
+//! property and is named for it.
+//!
+//! # Layout
+//!
+//! - `hub`: WebSocket basics (welcome, subscriptions, shortcuts, filters,
+//!   errors, control frames, ordering).
+//! - `http_api`: publishing, broadcast, direct messages, admin and status
+//!   endpoints, health and metrics.
+//! - `limits`: frame size, connection limit, body size, slow consumers, churn.
+//! - `heartbeat`: app-level pings and the heartbeat timeout.
+//! - `shutdown`: SIGTERM and the command line's `--help`.
+//! - `replay`: seq, idempotent ids, `since`, gaps, history over HTTP.
+//! - `snapshot`: keyed snapshots, `request_state` and `refresh`.
+//! - `sqlite`: the durable store across `kill -9`.
+
+mod heartbeat;
+mod http_api;
+mod hub;
+mod limits;
+mod replay;
+mod shutdown;
+mod snapshot;
+mod sqlite;
+
+use serde_json::{Value, json};
+
+/// A publish body `{topic, event_type, data}`.
+pub fn event(topic: &str, event_type: &str, data: Value) -> Value {
+    let mut body = json!({"topic": topic, "event_type": event_type});
+    body["data"] = data;
+    body
+}
+
+/// The `seq`s of `event` frames on `topic`, in the order they came.
+pub fn seqs_on(frames: &[Value], topic: &str) -> Vec<u64> {
+    frames
+        .iter()
+        .filter(|f| herald_tests::is_event_on(f, topic))
+        .filter_map(herald_tests::seq_of)
+        .collect()
+}
+
+/// A string field of a frame, or `""`.
+pub fn str_field<'a>(frame: &'a Value, field: &str) -> &'a str {
+    frame.get(field).and_then(Value::as_str).unwrap_or_default()
+}

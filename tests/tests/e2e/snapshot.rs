@@ -1,0 +1,172 @@
+//! Snapshots: the latest event per key, on subscribe and on request.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, ensure};
+use herald_tests::{Http, Hub, frame_type, seq_of};
+use serde_json::{Value, json};
+
+use crate::str_field;
+
+/// Publishes k1=1, k2=1, k1=2 and one event without a key on `topic`
+/// (seqs 1..=4).
+async fn publish_keyed(http: &Http, topic: &str) -> Result<()> {
+    for (key, version) in [(Some("k1"), 1), (Some("k2"), 1), (Some("k1"), 2), (None, 0)] {
+        let mut body = json!({"topic": topic, "event_type": "state.changed",
+            "data": {"version": version}});
+        if let Some(key) = key {
+            body["key"] = json!(key);
+        }
+        http.publish(&body).await?;
+    }
+    Ok(())
+}
+
+/// key → (seq, data) of a snapshot frame's events.
+pub fn by_key(snapshot: &Value) -> Result<BTreeMap<String, (u64, Value)>> {
+    let events = snapshot["events"]
+        .as_array()
+        .context("snapshot events is not a list")?;
+    Ok(events
+        .iter()
+        .map(|e| {
+            (
+                str_field(e, "key").to_owned(),
+                (seq_of(e).unwrap_or(0), e["data"].clone()),
+            )
+        })
+        .collect())
+}
+
+/// The snapshot of the four events [`publish_keyed`] sends.
+fn expected_view() -> BTreeMap<String, (u64, Value)> {
+    BTreeMap::from([
+        ("k1".to_owned(), (3, json!({"version": 2}))),
+        ("k2".to_owned(), (2, json!({"version": 1}))),
+    ])
+}
+
+#[tokio::test]
+async fn subscribe_with_snapshot_sends_the_latest_event_per_key() -> Result<()> {
+    let hub = Hub::start(&[]).await?;
+    publish_keyed(&hub.http(), "crew:snap").await?;
+    let mut client = hub.ws("/ws").await?;
+    client
+        .send_json(&json!({"action": "subscribe", "topics": ["crew:snap"], "snapshot": true}))
+        .await?;
+    let snapshot = client.recv_until(|f| frame_type(f) == "snapshot").await?;
+    ensure!(str_field(&snapshot, "topic") == "crew:snap", "{snapshot}");
+    ensure!(
+        snapshot["seq"] == json!(4) && snapshot["epoch"].is_string(),
+        "{snapshot}"
+    );
+    ensure!(by_key(&snapshot)? == expected_view(), "{snapshot}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn snapshot_comes_first_and_live_events_follow_its_seq() -> Result<()> {
+    let hub = Hub::start(&[]).await?;
+    let http = hub.http();
+    publish_keyed(&http, "crew:snap2").await?;
+    let mut client = hub.ws("/ws").await?;
+    client
+        .send_json(&json!({"action": "subscribe", "topics": ["crew:snap2"], "snapshot": true}))
+        .await?;
+    let (snapshot, before) = client
+        .recv_collect_until(|f| frame_type(f) == "snapshot")
+        .await?;
+    ensure!(
+        !before.iter().any(|f| frame_type(f) == "event"),
+        "events before the snapshot: {before:?}"
+    );
+    http.publish(
+        &json!({"topic": "crew:snap2", "event_type": "state.changed", "key": "k2",
+        "data": {"version": 2}}),
+    )
+    .await?;
+    let live = client.recv_until(|f| frame_type(f) == "event").await?;
+    ensure!(
+        seq_of(&live) == Some(snapshot["seq"].as_u64().unwrap_or(0) + 1),
+        "{snapshot} then {live}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn request_state_sends_a_snapshot_per_subscribed_topic() -> Result<()> {
+    let hub = Hub::start(&[]).await?;
+    let http = hub.http();
+    publish_keyed(&http, "crew:rs1").await?;
+    publish_keyed(&http, "crew:rs2").await?;
+    let mut client = hub.ws("/ws").await?;
+    client.subscribe(&["crew:rs1", "crew:rs2"]).await?;
+    client
+        .send_json(&json!({"action": "request_state"}))
+        .await?;
+    let mut topics = Vec::new();
+    for _ in 0..2 {
+        let snapshot = client.recv_until(|f| frame_type(f) == "snapshot").await?;
+        ensure!(by_key(&snapshot)? == expected_view(), "{snapshot}");
+        topics.push(str_field(&snapshot, "topic").to_owned());
+    }
+    topics.sort();
+    ensure!(topics == ["crew:rs1", "crew:rs2"], "{topics:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn request_state_with_topics_sends_only_those() -> Result<()> {
+    let hub = Hub::start(&[]).await?;
+    let http = hub.http();
+    publish_keyed(&http, "crew:rt1").await?;
+    publish_keyed(&http, "crew:rt2").await?;
+    let mut client = hub.ws("/ws").await?;
+    client.subscribe(&["crew:rt1", "crew:rt2"]).await?;
+    client
+        .send_json(&json!({"action": "request_state", "topics": ["crew:rt2"]}))
+        .await?;
+    let snapshot = client.recv_until(|f| frame_type(f) == "snapshot").await?;
+    ensure!(str_field(&snapshot, "topic") == "crew:rt2", "{snapshot}");
+    let after = client.barrier().await?;
+    ensure!(
+        !after.iter().any(|f| frame_type(f) == "snapshot"),
+        "extra snapshots: {after:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn seed_style_refresh_frame_sends_snapshots() -> Result<()> {
+    let hub = Hub::start(&[]).await?;
+    publish_keyed(&hub.http(), "crew:refresh").await?;
+    let mut client = hub.ws("/ws").await?;
+    client.subscribe(&["crew:refresh"]).await?;
+    client.send_json(&json!({"type": "refresh"})).await?;
+    let snapshot = client.recv_until(|f| frame_type(f) == "snapshot").await?;
+    ensure!(
+        str_field(&snapshot, "topic") == "crew:refresh",
+        "{snapshot}"
+    );
+    ensure!(by_key(&snapshot)? == expected_view(), "{snapshot}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn snapshot_of_a_topic_without_keys_is_empty_at_its_seq() -> Result<()> {
+    let hub = Hub::start(&[]).await?;
+    let http = hub.http();
+    http.publish_simple("crew:nokeys", "crew.updated", json!({}))
+        .await?;
+    let mut client = hub.ws("/ws").await?;
+    client.subscribe(&["crew:nokeys"]).await?;
+    client
+        .send_json(&json!({"action": "request_state", "topics": ["crew:nokeys"]}))
+        .await?;
+    let snapshot = client.recv_until(|f| frame_type(f) == "snapshot").await?;
+    ensure!(
+        snapshot["seq"] == json!(1) && snapshot["events"] == json!([]),
+        "{snapshot}"
+    );
+    Ok(())
+}

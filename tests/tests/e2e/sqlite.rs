@@ -1,0 +1,141 @@
+//! The durable store: `--store sqlite:PATH` across `kill -9`.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use herald_tests::{Hub, frame_type, run_herald, seq_of};
+use serde_json::json;
+
+use crate::event;
+use crate::snapshot::by_key;
+
+const N: u64 = 20;
+
+/// Starts a hub on a fresh database, publishes `N` acknowledged events (keyed
+/// `k0`..`k4`) on `topic`, kills it with SIGKILL and starts it again on the
+/// same file. Returns the new hub, the directory guard and the old epoch.
+async fn publish_then_crash(topic: &str) -> Result<(Hub, tempfile::TempDir, serde_json::Value)> {
+    let dir = tempfile::tempdir()?;
+    let store = format!("sqlite:{}", dir.path().join("herald.db").display());
+    let mut hub = Hub::start(&["--store", &store]).await?;
+    let http = hub.http();
+    for i in 0..N {
+        let mut body = event(topic, "state.changed", json!({"i": i}));
+        body["key"] = json!(format!("k{}", i % 5));
+        let receipt = http.publish(&body).await?;
+        ensure!(receipt["seq"] == json!(i + 1), "{receipt}");
+    }
+    let epoch = http
+        .get(&format!("/api/v1/topics/{topic}/events?since={N}"))
+        .await?
+        .body["epoch"]
+        .clone();
+    hub.kill9().await?;
+    let hub = Hub::start(&["--store", &store]).await?;
+    Ok((hub, dir, epoch))
+}
+
+#[tokio::test]
+async fn sqlite_history_keeps_every_acknowledged_event_across_kill_9() -> Result<()> {
+    let (hub, _dir, _) = publish_then_crash("execution:durable").await?;
+    let reply = hub
+        .http()
+        .get("/api/v1/topics/execution:durable/events?since=0")
+        .await?;
+    ensure!(reply.status == 200, "{} {}", reply.status, reply.text);
+    let events = reply.body["events"]
+        .as_array()
+        .context("events is not a list")?;
+    let seqs: Vec<u64> = events.iter().filter_map(seq_of).collect();
+    ensure!(seqs == (1..=N).collect::<Vec<_>>(), "{}", reply.text);
+    ensure!(events[0]["data"] == json!({"i": 0}), "{}", reply.text);
+    Ok(())
+}
+
+#[tokio::test]
+async fn sqlite_next_publish_after_restart_continues_the_seq() -> Result<()> {
+    let (hub, _dir, _) = publish_then_crash("execution:continue").await?;
+    let seq = hub
+        .http()
+        .publish_simple("execution:continue", "state.changed", json!({}))
+        .await?;
+    ensure!(
+        seq == N + 1,
+        "next seq after restart is {seq}, expected {}",
+        N + 1
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn sqlite_snapshot_survives_kill_9() -> Result<()> {
+    let (hub, _dir, _) = publish_then_crash("crew:durable").await?;
+    let mut client = hub.ws("/ws").await?;
+    client
+        .send_json(&json!({"action": "subscribe", "topics": ["crew:durable"], "snapshot": true}))
+        .await?;
+    let snapshot = client.recv_until(|f| frame_type(f) == "snapshot").await?;
+    ensure!(snapshot["seq"] == json!(N), "{snapshot}");
+    let view = by_key(&snapshot)?;
+    // Keys k0..k4 were last written by events 16..20 (i = 15..19).
+    for k in 0..5u64 {
+        let (seq, data) = view
+            .get(&format!("k{k}"))
+            .with_context(|| format!("k{k} missing: {snapshot}"))?;
+        ensure!(
+            *seq == 16 + k && *data == json!({"i": 15 + k}),
+            "{snapshot}"
+        );
+    }
+    ensure!(view.len() == 5, "{snapshot}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn sqlite_keeps_the_epoch_so_since_resumes_without_a_gap() -> Result<()> {
+    let (hub, _dir, epoch) = publish_then_crash("execution:epoch").await?;
+    ensure!(epoch.is_string(), "no epoch before the crash: {epoch}");
+    let mut client = hub.ws("/ws").await?;
+    let since = json!({"execution:epoch": {"seq": N - 2, "epoch": epoch}});
+    client
+        .send_json(&json!({"action": "subscribe", "topics": ["execution:epoch"], "since": since}))
+        .await?;
+    let (done, before) = client
+        .recv_collect_until(|f| frame_type(f) == "replay_complete")
+        .await?;
+    ensure!(!before.iter().any(|f| frame_type(f) == "gap"), "{before:?}");
+    let seqs: Vec<u64> = before
+        .iter()
+        .filter(|f| frame_type(f) == "event")
+        .filter_map(seq_of)
+        .collect();
+    ensure!(seqs == [N - 1, N], "{before:?}");
+    ensure!(done["to_seq"] == json!(N), "{done}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_sqlite_path_exits_non_zero_with_a_clear_message() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    // A path under a regular file can never be created, even by root.
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, b"")?;
+    let path = blocker.join("herald.db");
+    let store = format!("sqlite:{}", path.display());
+    let output = run_herald(
+        &["serve", "--bind", "127.0.0.1:0", "--store", &store],
+        Duration::from_secs(20),
+    )
+    .await?;
+    ensure!(!output.status.success(), "herald started on {store}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let names_it =
+        stderr.contains(&path.display().to_string()) || stderr.to_lowercase().contains("sqlite");
+    ensure!(names_it, "stderr does not say what failed:\n{stderr}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        !stdout.contains("listening on"),
+        "claimed to listen: {stdout}"
+    );
+    Ok(())
+}
