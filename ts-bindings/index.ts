@@ -3,7 +3,9 @@
 export type { Ack } from "./Ack";
 export type { AckRequest } from "./AckRequest";
 export type { ApprovalDecision } from "./ApprovalDecision";
+export type { ApprovalRecord } from "./ApprovalRecord";
 export type { ApprovalRequested } from "./ApprovalRequested";
+export type { ApprovalResolved } from "./ApprovalResolved";
 export type { ApprovalStatus } from "./ApprovalStatus";
 export type { Auth } from "./Auth";
 export type { CallbackId } from "./CallbackId";
@@ -26,6 +28,7 @@ export type { Heartbeat } from "./Heartbeat";
 export type { KnownEventType } from "./KnownEventType";
 export type { Label } from "./Label";
 export type { Metrics } from "./Metrics";
+export type { NewApproval } from "./NewApproval";
 export type { Priority } from "./Priority";
 export type { Progress } from "./Progress";
 export type { PublishBody } from "./PublishBody";

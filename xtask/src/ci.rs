@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::workspace::{self, Workspace};
-use crate::{bindings, tsc};
+use crate::{bindings, browser, tsc, wasm};
 
 /// One step of the run.
 #[derive(Debug, Clone, Copy)]
@@ -67,6 +67,23 @@ pub fn steps() -> Vec<Step> {
             run: doc,
         },
         // ---- Later steps (wasm browser tests, bench smoke, redis) go here. ----
+        // Browser client (H6): set-up, package build, browser tests.
+        Step {
+            name: "set-up: chromium",
+            run: browser::install_chromium,
+        },
+        Step {
+            name: "set-up: wasm-bindgen-cli (Cargo.lock version)",
+            run: browser::install_wasm_bindgen,
+        },
+        Step {
+            name: "cargo xtask wasm",
+            run: wasm::build_package,
+        },
+        Step {
+            name: "browser tests (web-client)",
+            run: browser::test,
+        },
     ]
 }
 

@@ -8,15 +8,21 @@
 //!   `ts-bindings/` generated from `herald-protocol`.
 //! - [`tsc`]: type-checks the protocol's JSON fixtures against those bindings
 //!   with the TypeScript compiler.
+//! - [`bench`]: `cargo xtask bench [--smoke]`, the benchmark suite in `crates/bench`.
+//! - [`wasm`]: `cargo xtask wasm`, the browser client package in `web-client/`.
+//! - [`browser`]: the browser tests (Playwright + Chromium + a real hub) and their set-up.
 //! - [`ci`]: `cargo xtask ci`, the single command CI runs: idempotent set-up,
 //!   then every check, failing fast.
 
 // An xtask talks to the person or CI log that runs it.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod bench;
 mod bindings;
+mod browser;
 mod ci;
 mod tsc;
+mod wasm;
 mod workspace;
 
 use std::process::ExitCode;
@@ -31,8 +37,10 @@ usage: cargo xtask <task>
 tasks:
   bindings [--check]   write ts-bindings/ from herald-protocol (--check: compare only)
   tsc                  type-check the protocol's JSON fixtures against ts-bindings/
+  wasm [--no-opt]      build the browser client package (web-client/pkg and dist)
   ci [--keep-going]    set up what is missing, then run every check CI runs, stopping
                        at the first failure (--keep-going: run all, fail at the end)
+  bench [--smoke] ...  build in release and run the benchmark suite (bench/README.md)
 ";
 
 fn main() -> ExitCode {
@@ -56,8 +64,8 @@ fn run(args: &[String]) -> Result<()> {
         ["ci"] => ci::run(&workspace, false),
         ["ci", "--keep-going"] => ci::run(&workspace, true),
         // ---- Tasks other people add: dispatch them here. ----
-        // ["wasm", ..] => wasm::run(&workspace, rest),   // `cargo xtask wasm`
-        // ["bench", ..] => bench::run(&workspace, rest), // `cargo xtask bench`
+        ["wasm", rest @ ..] => wasm::run(&workspace, rest),
+        ["bench", rest @ ..] => bench::run(&workspace, rest),
         // ---- end of tasks added later ----
         [] | ["help" | "--help" | "-h"] => {
             print!("{USAGE}");

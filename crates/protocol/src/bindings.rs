@@ -21,8 +21,8 @@ use crate::frame::{
     Snapshot, Subscribe, Subscribed, Unsubscribe, Welcome,
 };
 use crate::payload::{
-    ApprovalDecision, ApprovalRequested, ApprovalStatus, ControlRequest, ErrorPayload, Metrics,
-    Progress, StateChange, TaskStepResult,
+    ApprovalDecision, ApprovalRecord, ApprovalRequested, ApprovalResolved, ApprovalStatus,
+    ControlRequest, ErrorPayload, Metrics, NewApproval, Progress, StateChange, TaskStepResult,
 };
 use crate::priority::Priority;
 
@@ -87,6 +87,9 @@ pub fn declarations() -> Vec<(String, String)> {
         ApprovalRequested,
         ApprovalStatus,
         ApprovalDecision,
+        ApprovalResolved,
+        ApprovalRecord,
+        NewApproval,
         ControlRequest,
         ErrorPayload,
         Metrics,

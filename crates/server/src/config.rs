@@ -74,6 +74,24 @@ pub struct Config {
     pub unix_socket_mode: u32,
     /// How long shutdown waits for connections to drain. Default 5 s.
     pub shutdown_grace: Duration,
+    /// API keys and JWT verification. Default none: the hub runs open.
+    pub auth: crate::auth::Authenticator,
+    /// Origins allowed to open WebSockets (exact `scheme://host[:port]`);
+    /// empty allows any. Default empty.
+    pub allowed_origins: Vec<String>,
+    /// Frames a second one connection may send; 0 is unlimited. Default 100.
+    pub client_rate_limit: u32,
+    /// Events a second one producer (API key, or address) may publish; 0 is
+    /// unlimited. Default 0.
+    pub publish_rate_limit: u32,
+    /// How long a client may take to send a request's headers (slow-loris
+    /// protection; also bounds idle keep-alive connections). Default 10 s.
+    pub header_timeout: Duration,
+    /// Allow a non-loopback bind without authentication. Default false.
+    pub insecure: bool,
+    /// A directory served under `/app/` (e.g. `web-client` for its example
+    /// page). Default none.
+    pub static_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -96,6 +114,13 @@ impl Default for Config {
             unix_socket: None,
             unix_socket_mode: 0o660,
             shutdown_grace: Duration::from_secs(5),
+            auth: crate::auth::Authenticator::default(),
+            allowed_origins: Vec::new(),
+            client_rate_limit: 100,
+            publish_rate_limit: 0,
+            header_timeout: Duration::from_secs(10),
+            insecure: false,
+            static_dir: None,
         }
     }
 }
@@ -123,6 +148,14 @@ impl Config {
         }
         if self.heartbeat_interval.is_zero() {
             return Err(ConfigError("--heartbeat-interval must be positive".into()));
+        }
+        let open = !self.auth.requires_token() && !self.auth.requires_key();
+        if open && !self.bind.ip().is_loopback() && !self.insecure {
+            return Err(ConfigError(format!(
+                "refusing to listen on {} without authentication: set --jwt-secret or \
+                 --jwt-public-key and --api-keys, or pass --insecure to run open",
+                self.bind
+            )));
         }
         if self.heartbeat_timeout < self.heartbeat_interval {
             return Err(ConfigError(

@@ -23,7 +23,9 @@ use herald_protocol::{
 };
 use parking_lot::Mutex;
 
+use crate::auth::Identity;
 use crate::hub::{Audience, Hub, now_ms};
+use crate::limits::{FrameLimiter, Verdict};
 use crate::outbox::{Entry, OutFrame, Outbox};
 
 /// What the hub knows about one connection.
@@ -41,14 +43,20 @@ pub(crate) struct ConnHandle {
     pub(crate) frames_received: AtomicU64,
     /// When anything last arrived from the peer, in ms since `connected_at`.
     last_seen_ms: AtomicU64,
+    /// With authentication: what the token allows, and when it expires (ms
+    /// since the Unix epoch; replaced by an `auth` frame).
+    access: Option<Mutex<Identity>>,
 }
 
 impl ConnHandle {
+    /// A connection; with `identity`, its user is the token's `sub`.
     pub(crate) fn new(
         user_id: Option<String>,
+        identity: Option<Identity>,
         remote: Option<SocketAddr>,
         queue_size: usize,
     ) -> ConnHandle {
+        let user_id = identity.as_ref().map(|i| i.user.clone()).or(user_id);
         ConnHandle {
             id: Arc::from(uuid::Uuid::new_v4().simple().to_string()),
             user_id: user_id.map(Arc::from),
@@ -60,6 +68,7 @@ impl ConnHandle {
             frames_sent: AtomicU64::new(0),
             frames_received: AtomicU64::new(0),
             last_seen_ms: AtomicU64::new(0),
+            access: identity.map(Mutex::new),
         }
     }
 
@@ -86,7 +95,61 @@ impl ConnHandle {
     /// The user an authenticated connection proved to be; `None` in open mode,
     /// where `?user_id=` is a name, not a proof.
     pub(crate) fn verified_user(&self) -> Option<&str> {
-        None
+        self.access.as_ref().and(self.user_id.as_deref())
+    }
+
+    /// Whether the connection may subscribe to `pattern` (always, in open mode).
+    pub(crate) fn may_subscribe(&self, pattern: &TopicPattern) -> bool {
+        self.access
+            .as_ref()
+            .is_none_or(|access| access.lock().may_subscribe(pattern))
+    }
+
+    /// When the token expires (ms since the Unix epoch), with authentication.
+    fn token_expires_at(&self) -> Option<u64> {
+        self.access
+            .as_ref()
+            .map(|access| access.lock().expires_at_ms)
+    }
+
+    /// Replaces the token (the `auth` frame): same user, new claims and expiry.
+    fn reauthenticate(&self, hub: &Hub, token: &str) -> Result<(), (ErrorCode, String)> {
+        let Some(access) = &self.access else {
+            return Ok(());
+        };
+        let identity = hub
+            .config()
+            .auth
+            .verify(token)
+            .map_err(|e| (ErrorCode::Unauthorized, e.to_string()))?;
+        if Some(identity.user.as_str()) != self.user_id.as_deref() {
+            return Err((
+                ErrorCode::Forbidden,
+                "the new token is for another user".to_owned(),
+            ));
+        }
+        *access.lock() = identity;
+        Ok(())
+    }
+
+    /// Refuses subscriptions outside the token's claims: `forbidden` names them.
+    pub(crate) fn check_access(
+        &self,
+        patterns: &[TopicPattern],
+    ) -> Result<(), (ErrorCode, String)> {
+        let denied: Vec<String> = patterns
+            .iter()
+            .filter(|p| !self.may_subscribe(p))
+            .map(ToString::to_string)
+            .collect();
+        if denied.is_empty() {
+            Ok(())
+        } else {
+            Err((
+                ErrorCode::Forbidden,
+                format!("not allowed to subscribe to {}", denied.join(", ")),
+            ))
+        }
     }
 
     fn saw_peer(&self) {
@@ -106,7 +169,10 @@ enum End {
     PeerClosed(Option<u16>),
     Closed(CloseReason, &'static str),
     HeartbeatTimeout,
+    TokenExpired,
+    WriteStalled,
     TooBig,
+    Flooding,
     SocketError(String),
 }
 
@@ -150,10 +216,14 @@ pub(crate) async fn run(
     let end = tokio::select! {
         end = &mut writer => end,
         end = &mut reader => match end {
-            End::TooBig => {
-                conn.outbox.close(CloseReason::TOO_BIG, "frame too large", false);
+            End::TooBig | End::Flooding => {
+                let (code, reason) = match end {
+                    End::TooBig => (CloseReason::TOO_BIG, "frame too large"),
+                    _ => (CloseReason::RATE_LIMITED, "too many frames"),
+                };
+                conn.outbox.close(code, reason, false);
                 let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
-                End::TooBig
+                end
             }
             other => other,
         },
@@ -176,6 +246,9 @@ impl std::fmt::Display for End {
             End::Closed(code, reason) => write!(f, "closed by hub ({}: {reason})", code.0),
             End::HeartbeatTimeout => f.write_str("heartbeat timeout"),
             End::TooBig => f.write_str("frame too large (1009)"),
+            End::TokenExpired => f.write_str("token expired (4001)"),
+            End::WriteStalled => f.write_str("peer stopped reading (write timed out)"),
+            End::Flooding => f.write_str("sustained frame flood (4029)"),
             End::SocketError(error) => write!(f, "socket error: {error}"),
         }
     }
@@ -186,12 +259,31 @@ async fn read_loop(
     conn: &Arc<ConnHandle>,
     mut stream: futures::stream::SplitStream<WebSocket>,
 ) -> End {
+    let mut limiter = FrameLimiter::new(hub.config().client_rate_limit);
     while let Some(message) = stream.next().await {
         conn.saw_peer();
         let message = match message {
             Ok(message) => message,
             Err(error) => return read_error(error),
         };
+        if matches!(message, Message::Text(_) | Message::Binary(_)) {
+            match limiter.check(Instant::now()) {
+                Verdict::Allow => {}
+                Verdict::Refuse => {
+                    conn.send_error(
+                        hub,
+                        ErrorCode::RateLimited,
+                        format!(
+                            "too many frames: at most {} a second",
+                            hub.config().client_rate_limit
+                        ),
+                        None,
+                    );
+                    continue;
+                }
+                Verdict::Close => return End::Flooding,
+            }
+        }
         let metrics = hub.metrics();
         metrics.frames_in.fetch_add(1, Relaxed);
         conn.frames_received.fetch_add(1, Relaxed);
@@ -233,7 +325,23 @@ async fn handle_text(hub: &Hub, conn: &Arc<ConnHandle>, text: &str) {
         }
     };
     let reference = frame.id;
-    let result: Result<(), (ErrorCode, String)> = match frame.message {
+    match dispatch(hub, conn, frame.message).await {
+        Ok(()) => {
+            if let Some(reference) = reference {
+                conn.send(&ServerMessage::Ack(Ack { reference }));
+            }
+        }
+        Err((code, message)) => conn.send_error(hub, code, message, reference),
+    }
+}
+
+/// Carries out one client message.
+async fn dispatch(
+    hub: &Hub,
+    conn: &Arc<ConnHandle>,
+    message: ClientMessage,
+) -> Result<(), (ErrorCode, String)> {
+    match message {
         ClientMessage::Subscribe(request) => hub
             .subscribe(conn, &request)
             .map_err(|e| (e.code, e.message)),
@@ -242,6 +350,7 @@ async fn handle_text(hub: &Hub, conn: &Arc<ConnHandle>, text: &str) {
             Ok(())
         }
         ClientMessage::Replay(request) => {
+            conn.check_access(&[TopicPattern::Exact(request.topic.clone())])?;
             let limit = request.limit.map_or(usize::MAX, |l| l as usize);
             let since = Since {
                 seq: request.since_seq,
@@ -260,6 +369,9 @@ async fn handle_text(hub: &Hub, conn: &Arc<ConnHandle>, text: &str) {
                     .filter_map(|p| p.as_topic().cloned())
                     .collect(),
             };
+            let patterns: Vec<TopicPattern> =
+                topics.iter().cloned().map(TopicPattern::Exact).collect();
+            conn.check_access(&patterns)?;
             for topic in &topics {
                 conn.send(&hub.snapshot(topic));
             }
@@ -272,8 +384,8 @@ async fn handle_text(hub: &Hub, conn: &Arc<ConnHandle>, text: &str) {
             Ok(())
         }
         ClientMessage::Pong(_) | ClientMessage::Ack(_) => Ok(()),
-        // Tokens are checked once authentication is configured; open mode has none to replace.
-        ClientMessage::Auth(_) => Ok(()),
+        // In open mode there is no token to replace.
+        ClientMessage::Auth(auth) => conn.reauthenticate(hub, &auth.token),
         ClientMessage::Confirm(confirm) => {
             let decided_by = conn
                 .user_id
@@ -302,14 +414,6 @@ async fn handle_text(hub: &Hub, conn: &Arc<ConnHandle>, text: &str) {
         ClientMessage::Resume(control) => {
             publish_control(hub, conn, EventType::ControlResume, control).await
         }
-    };
-    match result {
-        Ok(()) => {
-            if let Some(reference) = reference {
-                conn.send(&ServerMessage::Ack(Ack { reference }));
-            }
-        }
-        Err((code, message)) => conn.send_error(hub, code, message, reference),
     }
 }
 
@@ -352,8 +456,18 @@ async fn write_loop(
     let mut batch = Vec::new();
     let mut shutting_down = false;
     loop {
+        let expiry = conn.token_expires_at();
+        let until_expiry =
+            Duration::from_millis(expiry.unwrap_or(u64::MAX).saturating_sub(now_ms()));
         tokio::select! {
             () = conn.outbox.ready() => {}
+            () = tokio::time::sleep(until_expiry), if expiry.is_some() => {
+                // An `auth` frame may have replaced the token meanwhile.
+                if conn.token_expires_at().is_some_and(|at| at <= now_ms()) {
+                    let _ = sink.send(close_message(CloseReason::TOKEN_EXPIRED, "token expired")).await;
+                    return End::TokenExpired;
+                }
+            }
             _ = heartbeat.tick() => {
                 if conn.silent_for() > config.heartbeat_timeout {
                     let _ = sink
@@ -362,10 +476,14 @@ async fn write_loop(
                     return End::HeartbeatTimeout;
                 }
                 let ping = ServerMessage::Ping(Heartbeat { timestamp: Some(now_ms()) }).encode();
-                if sink.feed(Message::Ping(bytes::Bytes::new())).await.is_err()
-                    || sink.send(Message::Text(Utf8Bytes::from(ping))).await.is_err()
-                {
-                    return End::SocketError("send failed".into());
+                let beat = async {
+                    sink.feed(Message::Ping(bytes::Bytes::new())).await?;
+                    sink.send(Message::Text(Utf8Bytes::from(ping))).await
+                };
+                match tokio::time::timeout(config.heartbeat_timeout, beat).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => return End::SocketError(error.to_string()),
+                    Err(_) => return End::WriteStalled,
                 }
             }
             () = shutdown.cancelled(), if !shutting_down => {
@@ -374,8 +492,16 @@ async fn write_loop(
             }
         }
         let closing = conn.outbox.drain(&mut batch);
-        if let Err(error) = write_batch(hub, conn, &mut sink, &mut batch).await {
-            return End::SocketError(error.to_string());
+        // A peer that stops reading fills its TCP window and the write stalls;
+        // it gets as long as a silent peer would before the connection goes.
+        let written = tokio::time::timeout(
+            config.heartbeat_timeout,
+            write_batch(hub, conn, &mut sink, &mut batch),
+        );
+        match written.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return End::SocketError(error.to_string()),
+            Err(_) => return End::WriteStalled,
         }
         if let Some(closing) = closing {
             let _ = sink.send(close_message(closing.code, closing.reason)).await;

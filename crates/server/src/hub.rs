@@ -127,6 +127,7 @@ struct HubInner {
     /// The durable store, when one is configured; `None` is the memory store.
     store: Option<Arc<dyn Store>>,
     approvals: Approvals,
+    publish_limiter: crate::limits::PublishLimiter,
     metrics: Metrics,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -218,6 +219,7 @@ impl Hub {
         shutdown: CancellationToken,
         store: Option<Arc<dyn Store>>,
     ) -> Hub {
+        let publish_limiter = crate::limits::PublishLimiter::new(config.publish_rate_limit);
         Hub {
             inner: Arc::new(HubInner {
                 config,
@@ -230,6 +232,7 @@ impl Hub {
                 retained_bytes: AtomicIsize::new(0),
                 store,
                 approvals: Approvals::default(),
+                publish_limiter,
                 metrics: Metrics::default(),
                 shutdown,
                 tasks: TaskTracker::new(),
@@ -625,16 +628,23 @@ impl Hub {
                         .since
                         .iter()
                         .filter(|(topic, _)| pattern.matches(topic))
-                        .filter(|(topic, _)| !request.topics.iter().any(|p| p.as_topic() == Some(*topic)))
+                        .filter(|(topic, _)| {
+                            !request.topics.iter().any(|p| p.as_topic() == Some(*topic))
+                        })
                         .collect();
                     covered.sort_by(|a, b| a.0.cmp(b.0));
-                    let streams: Vec<Arc<Mutex<Stream>>> = covered.iter().map(|(t, _)| self.stream(t)).collect();
+                    let streams: Vec<Arc<Mutex<Stream>>> =
+                        covered.iter().map(|(t, _)| self.stream(t)).collect();
                     let mut guards: Vec<_> = streams.iter().map(|s| s.lock()).collect();
                     {
                         let mut patterns = self.inner.patterns.write();
                         match pattern {
                             TopicPattern::Kind(kind) => {
-                                patterns.kinds.entry(kind.clone()).or_default().insert(conn.id.clone(), subscriber);
+                                patterns
+                                    .kinds
+                                    .entry(kind.clone())
+                                    .or_default()
+                                    .insert(conn.id.clone(), subscriber);
                             }
                             _ => {
                                 patterns.all.insert(conn.id.clone(), subscriber);
@@ -837,6 +847,10 @@ impl Hub {
 }
 
 impl Hub {
+    pub(crate) fn publish_limiter(&self) -> &crate::limits::PublishLimiter {
+        &self.inner.publish_limiter
+    }
+
     /// The hub's approvals.
     pub fn approvals(&self) -> &Approvals {
         &self.inner.approvals

@@ -22,6 +22,8 @@
 //!
 //! # Layout
 //!
+//! - [`auth`]: API keys, JWT verification, per-topic access.
+//! - `limits`: token buckets for frame and publish rates.
 //! - [`config`]: [`Config`], its defaults, and the duration and size parsers.
 //! - [`approvals`]: the approval registry: decisions, timeouts, audit.
 //! - [`hub`]: [`Hub`]: topics, subscriptions, connections, the publish path.
@@ -35,11 +37,13 @@
 //! - [`server`]: running the hub and shutting it down in order.
 
 pub mod approvals;
+pub mod auth;
 pub mod config;
 mod connection;
 pub mod http;
 pub mod hub;
 pub mod ingest;
+mod limits;
 pub mod metrics;
 mod outbox;
 pub mod server;

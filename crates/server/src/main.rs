@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use herald_server::auth::Authenticator;
 use herald_server::config::{parse_duration, parse_size};
 use herald_server::{Config, Hub, StoreConfig, server};
 use tokio_util::sync::CancellationToken;
@@ -23,6 +24,12 @@ struct Cli {
 enum Command {
     /// Run the hub. Every flag is also an environment variable (HERALD_<FLAG>).
     Serve(ServeArgs),
+    /// Publish one event over HTTP and print its receipt.
+    Publish(herald_client::cli::PublishArgs),
+    /// Follow topics over WebSocket and print their events.
+    Tail(herald_client::cli::TailArgs),
+    /// Answer a pending approval (proceed or reject).
+    Approve(herald_client::cli::ApproveArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -85,14 +92,46 @@ struct ServeArgs {
     /// How long shutdown waits for connections to drain.
     #[arg(long, env = "HERALD_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration)]
     shutdown_grace: Duration,
+    /// Secret for HS256 subscriber tokens (enables authentication).
+    #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// PEM public key (RSA for RS256, Ed25519 for EdDSA) for subscriber tokens.
+    #[arg(long, env = "HERALD_JWT_PUBLIC_KEY")]
+    jwt_public_key: Option<PathBuf>,
+    /// API keys with scopes for the HTTP API, e.g. `key1:publish,admin;key2:publish`.
+    #[arg(long, env = "HERALD_API_KEYS", hide_env_values = true)]
+    api_keys: Option<String>,
+    /// Comma-separated origins allowed to open WebSockets (e.g. https://app.example.com); any when unset.
+    #[arg(long, env = "HERALD_ALLOWED_ORIGINS", value_delimiter = ',')]
+    allowed_origins: Vec<String>,
+    /// Frames a second one connection may send (0: unlimited); sustained floods are closed (4029).
+    #[arg(long, env = "HERALD_CLIENT_RATE_LIMIT", default_value_t = 100)]
+    client_rate_limit: u32,
+    /// Events a second one producer (API key, or address) may publish (0: unlimited).
+    #[arg(long, env = "HERALD_PUBLISH_RATE_LIMIT", default_value_t = 0)]
+    publish_rate_limit: u32,
+    /// How long a client may take to send request headers (slow-loris protection).
+    #[arg(long, env = "HERALD_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    header_timeout: Duration,
+    /// Allow a non-loopback --bind without authentication.
+    #[arg(long, env = "HERALD_INSECURE")]
+    insecure: bool,
+    /// Serve this directory under /app/ (e.g. `web-client` for the example page).
+    #[arg(long, env = "HERALD_STATIC_DIR")]
+    static_dir: Option<PathBuf>,
     /// Log format on stderr.
     #[arg(long, env = "HERALD_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
 }
 
 impl ServeArgs {
-    fn config(&self) -> Config {
-        Config {
+    fn config(&self) -> anyhow::Result<Config> {
+        let auth = Authenticator::new(
+            self.jwt_secret.as_deref(),
+            self.jwt_public_key.as_deref(),
+            self.api_keys.as_deref(),
+        )?;
+        Ok(Config {
             bind: self.bind,
             max_connections: self.max_connections,
             heartbeat_interval: self.heartbeat_interval,
@@ -112,7 +151,18 @@ impl ServeArgs {
             unix_socket: self.unix_socket.clone(),
             unix_socket_mode: self.unix_socket_mode,
             shutdown_grace: self.shutdown_grace,
-        }
+            auth,
+            allowed_origins: self
+                .allowed_origins
+                .iter()
+                .map(|o| o.trim().to_owned())
+                .collect(),
+            client_rate_limit: self.client_rate_limit,
+            publish_rate_limit: self.publish_rate_limit,
+            header_timeout: self.header_timeout,
+            insecure: self.insecure,
+            static_dir: self.static_dir.clone(),
+        })
     }
 }
 
@@ -139,7 +189,7 @@ fn init_logs(format: LogFormat) {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logs(args.log_format);
-    let config = args.config();
+    let config = args.config()?;
     config.validate()?;
     // The store is opened before the port, so a bad database fails before
     // anyone is told where to connect.
@@ -154,8 +204,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     {
         println!("listening on http://{addr}");
     }
-    if addr.ip().is_loopback() {
-        tracing::warn!("running open: no authentication is configured (loopback only)");
+    let auth = &config.auth;
+    if !auth.requires_token() && !auth.requires_key() {
+        if addr.ip().is_loopback() {
+            tracing::warn!("running open: no authentication is configured (loopback only)");
+        } else {
+            tracing::warn!(%addr, "running open on a non-loopback address (--insecure)");
+        }
+    } else if !auth.requires_token() {
+        tracing::warn!("subscribers are not authenticated: set --jwt-secret or --jwt-public-key");
+    } else if !auth.requires_key() {
+        tracing::warn!("the HTTP API is not authenticated: set --api-keys");
     }
     server::serve(listener, hub, shutdown_signal()).await?;
     Ok(())
@@ -199,6 +258,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Publish(args) => herald_client::cli::run_publish(args).await,
+            Command::Tail(args) => herald_client::cli::run_tail(args).await,
+            Command::Approve(args) => herald_client::cli::run_approve(args).await,
         }
     });
     match result {

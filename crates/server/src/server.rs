@@ -9,10 +9,16 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use herald_protocol::payload::Payload as _;
 use herald_protocol::{EventType, Priority, PublishRequest, Topic};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
 
 use crate::config::Config;
 use crate::http;
@@ -79,10 +85,8 @@ pub async fn serve(
     let timeouts = hub.clone();
     hub.tasks()
         .spawn(async move { timeouts.run_approval_timeouts().await });
-    let app = http::router(hub.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let stop_accepting = CancellationToken::new();
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
+    let server = accept_loop(listener, hub.clone(), stop_accepting.clone());
     let hub_for_shutdown = hub.clone();
     let stopper = stop_accepting.clone();
     let trigger = async move {
@@ -93,8 +97,7 @@ pub async fn serve(
         stopper.cancel();
         begin_shutdown(&hub_for_shutdown).await;
     };
-    let (served, ()) = tokio::join!(server.into_future(), trigger);
-    served?;
+    tokio::join!(server, trigger);
     let tasks = hub.tasks();
     tasks.close();
     if tokio::time::timeout(hub.config().shutdown_grace, tasks.wait())
@@ -131,6 +134,56 @@ async fn begin_shutdown(hub: &Hub) {
         tracing::warn!(%error, "could not announce shutdown");
     }
     hub.shutdown_token().cancel();
+}
+
+/// Accepts TCP connections until `stop` fires; each is served on its own
+/// task (tracked, so shutdown waits for it) with `TCP_NODELAY` and a deadline
+/// for request headers, so a slow-loris client cannot hold a connection open.
+async fn accept_loop(listener: TcpListener, hub: Hub, stop: CancellationToken) {
+    let router = http::router(hub.clone());
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(hub.config().header_timeout)
+        .keep_alive(true);
+    loop {
+        let (stream, remote) = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: wait a little instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service = service_fn(move |mut request: axum::http::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(remote));
+            router.clone().oneshot(request.map(axum::body::Body::new))
+        });
+        let builder = builder.clone();
+        let stop = stop.clone();
+        hub.tasks().spawn(async move {
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%remote, %error, "http connection ended with an error");
+                    }
+                }
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
 }
 
 fn spawn_sweeper(hub: &Hub) {

@@ -20,6 +20,7 @@ mod http_api;
 mod hub;
 mod limits;
 mod replay;
+mod security;
 mod shutdown;
 mod snapshot;
 mod sqlite;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use herald_protocol::payload::{ApprovalDecision, ApprovalStatus, NewApproval};
@@ -16,6 +16,7 @@ use herald_protocol::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::Producer;
 use super::error::ApiError;
 use crate::connection::ConnHandle;
 use crate::hub::{Audience, Hub};
@@ -47,10 +48,12 @@ fn decode<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiError> {
 /// whole before anything is published.
 pub(crate) async fn publish_events(
     State(hub): State<Hub>,
+    Extension(producer): Extension<Producer>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     match json_body(body)? {
         Value::Array(items) => {
+            limit(&hub, &producer, items.len())?;
             let mut requests = Vec::with_capacity(items.len());
             for (index, item) in items.into_iter().enumerate() {
                 requests.push(decode::<PublishRequest>(item).map_err(|e| e.at(index))?);
@@ -62,6 +65,7 @@ pub(crate) async fn publish_events(
             Ok(Json(receipts).into_response())
         }
         value @ Value::Object(_) => {
+            limit(&hub, &producer, 1)?;
             let request = decode::<PublishRequest>(value)?;
             Ok(Json(publish(&hub, request, Audience::Subscribers).await?).into_response())
         }
@@ -70,6 +74,21 @@ pub(crate) async fn publish_events(
             "body must be an event object or an array of events",
         )),
     }
+}
+
+/// Applies the producer's publish rate limit (`--publish-rate-limit`).
+fn limit(hub: &Hub, producer: &Producer, events: usize) -> Result<(), ApiError> {
+    if hub.publish_limiter().allow(&producer.0, events) {
+        return Ok(());
+    }
+    hub.metrics().error(ErrorCode::RateLimited);
+    Err(ApiError::new(
+        ErrorCode::RateLimited,
+        format!(
+            "publish rate limit: at most {} events a second",
+            hub.config().publish_rate_limit
+        ),
+    ))
 }
 
 async fn publish(
@@ -110,8 +129,10 @@ impl Notice {
 /// `POST /api/v1/broadcast`: on topic `global`, to every connection.
 pub(crate) async fn broadcast(
     State(hub): State<Hub>,
+    Extension(producer): Extension<Producer>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PublishReceipt>, ApiError> {
+    limit(&hub, &producer, 1)?;
     let notice: Notice = decode(json_body(body)?)?;
     Ok(Json(
         publish(
@@ -128,8 +149,10 @@ pub(crate) async fn broadcast(
 pub(crate) async fn user_message(
     State(hub): State<Hub>,
     Path(user_id): Path<String>,
+    Extension(producer): Extension<Producer>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PublishReceipt>, ApiError> {
+    limit(&hub, &producer, 1)?;
     let topic =
         Topic::user(&user_id).map_err(|e| ApiError::new(ErrorCode::InvalidTopic, e.to_string()))?;
     let notice: Notice = decode(json_body(body)?)?;
@@ -237,8 +260,10 @@ pub(crate) async fn topic_events(
 /// `POST /api/v1/approvals`: registers an approval and returns at once.
 pub(crate) async fn create_approval(
     State(hub): State<Hub>,
+    Extension(producer): Extension<Producer>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    limit(&hub, &producer, 1)?;
     let request: NewApproval = decode(json_body(body)?)?;
     let record = hub.create_approval(request).await.map_err(|e| {
         hub.metrics().error(e.code());

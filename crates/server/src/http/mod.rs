@@ -4,16 +4,83 @@ mod api;
 pub mod error;
 mod ws;
 
-use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use std::net::SocketAddr;
 
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{Method, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use herald_protocol::ErrorCode;
+
+use crate::auth::{AuthError, Scope};
 use crate::hub::Hub;
+use error::ApiError;
+
+/// The dashboard: one self-contained page over the JSON API and `/ws/events`.
+async fn dashboard() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("../../assets/dashboard.html"))
+}
+
+/// Who published: the API key, or the remote address when no keys are configured.
+#[derive(Debug, Clone)]
+pub(crate) struct Producer(pub(crate) String);
+
+/// The scope a route needs: `publish` for events, broadcasts, user messages
+/// and approvals (creating and waiting); `admin` for the rest of the API.
+/// `/health`, `/metrics` and the WebSocket endpoints need no key.
+fn scope_for(method: &Method, path: &str) -> Option<Scope> {
+    let api = path.strip_prefix("/api/v1/")?;
+    let publish = matches!(
+        (method, api.split('/').collect::<Vec<_>>().as_slice()),
+        (&Method::POST, ["events" | "broadcast" | "approvals"])
+            | (&Method::POST, ["users", _, "messages"])
+            | (&Method::GET, ["approvals", _])
+    );
+    Some(if publish {
+        Scope::Publish
+    } else {
+        Scope::Admin
+    })
+}
+
+async fn authorize(State(hub): State<Hub>, mut request: Request, next: Next) -> Response {
+    let auth = &hub.config().auth;
+    let remote = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip().to_string())
+        .unwrap_or_default();
+    let mut producer = Producer(remote);
+    if auth.requires_key()
+        && let Some(scope) = scope_for(request.method(), request.uri().path())
+    {
+        let header = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match auth.check_key(header, scope) {
+            Ok(key) => producer = Producer(key),
+            Err(error) => {
+                let code = match error {
+                    AuthError::MissingScope(_) => ErrorCode::Forbidden,
+                    _ => ErrorCode::Unauthorized,
+                };
+                hub.metrics().error(code);
+                return ApiError::new(code, error.to_string()).into_response();
+            }
+        }
+    }
+    request.extensions_mut().insert(producer);
+    next.run(request).await
+}
 
 /// Every route of the hub.
 pub fn router(hub: Hub) -> Router {
     let body_limit = hub.config().max_body_size;
-    Router::new()
+    let static_dir = hub.config().static_dir.clone();
+    let router = Router::new()
         .route("/ws", get(ws::any_topics))
         .route("/ws/executions/{id}", get(ws::execution))
         .route("/ws/crews/{id}", get(ws::crew))
@@ -36,9 +103,19 @@ pub fn router(hub: Hub) -> Router {
         )
         .route("/api/v1/topics/{topic}/events", get(api::topic_events))
         .route("/api/v1/status", get(api::status))
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::temporary("/dashboard") }),
+        )
+        .route("/dashboard", get(dashboard))
         .route("/health", get(api::health))
         .route("/metrics", get(api::metrics))
         .fallback(api::not_found)
+        .layer(middleware::from_fn_with_state(hub.clone(), authorize))
         .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(hub)
+        .with_state(hub);
+    match static_dir {
+        Some(dir) => router.nest_service("/app", tower_http::services::ServeDir::new(dir)),
+        None => router,
+    }
 }

@@ -1,52 +1,66 @@
 //! WebSocket endpoints: `/ws` (frames or `?topics=`) and the seed shortcuts,
 //! which subscribe on connect.
+//!
+//! With authentication configured, the upgrade needs a token (`?token=`,
+//! `Authorization: Bearer`, or the subprotocols `herald.v1, bearer.<JWT>`,
+//! answered with `herald.v1`): a missing or bad one gets HTTP 401 before the
+//! upgrade. With `--allowed-origins`, a foreign `Origin` gets HTTP 403.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::response::Response;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
 use herald_protocol::{CloseReason, ErrorCode, ServerMessage, Topic, TopicPattern};
 use serde::Deserialize;
 
+use super::error::ApiError;
+use crate::auth::Identity;
 use crate::connection::{self, ConnHandle};
 use crate::hub::Hub;
+
+/// The subprotocol the hub speaks (and answers with when a client offers it).
+const SUBPROTOCOL: &str = "herald.v1";
 
 /// Query parameters every WebSocket endpoint accepts.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct ConnectParams {
     /// Comma-separated topics or patterns to subscribe to on connect.
     topics: Option<String>,
-    /// The connection's user (until authentication names it).
+    /// The connection's user in open mode (with authentication, the token's `sub`).
     user_id: Option<String>,
+    /// The subscriber's JWT.
+    token: Option<String>,
 }
 
 type Upgrade = (
     WebSocketUpgrade,
     State<Hub>,
     ConnectInfo<SocketAddr>,
+    HeaderMap,
     Query<ConnectParams>,
 );
 
 pub(crate) async fn any_topics(
-    (ws, State(hub), ConnectInfo(remote), Query(params)): Upgrade,
+    (ws, State(hub), ConnectInfo(remote), headers, Query(params)): Upgrade,
 ) -> Response {
     let mut topics = Vec::new();
     let mut bad = Vec::new();
-    for name in params
+    let names = params
         .topics
         .iter()
         .flat_map(|t| t.split(','))
         .map(str::trim)
-        .filter(|t| !t.is_empty())
-    {
+        .filter(|t| !t.is_empty());
+    for name in names {
         match TopicPattern::parse(name) {
             Ok(pattern) => topics.push(pattern),
             Err(error) => bad.push(error.to_string()),
         }
     }
-    accept(ws, hub, remote, params.user_id, topics, bad)
+    accept(ws, hub, remote, &headers, params, topics, bad)
 }
 
 fn shortcut(kind: &str, id: &str) -> (Vec<TopicPattern>, Vec<String>) {
@@ -58,85 +72,152 @@ fn shortcut(kind: &str, id: &str) -> (Vec<TopicPattern>, Vec<String>) {
 
 pub(crate) async fn execution(
     Path(id): Path<String>,
-    (ws, State(hub), ConnectInfo(remote), Query(params)): Upgrade,
+    (ws, State(hub), ConnectInfo(remote), headers, Query(params)): Upgrade,
 ) -> Response {
     let (topics, bad) = shortcut("execution", &id);
-    accept(ws, hub, remote, params.user_id, topics, bad)
+    accept(ws, hub, remote, &headers, params, topics, bad)
 }
 
 pub(crate) async fn crew(
     Path(id): Path<String>,
-    (ws, State(hub), ConnectInfo(remote), Query(params)): Upgrade,
+    (ws, State(hub), ConnectInfo(remote), headers, Query(params)): Upgrade,
 ) -> Response {
     let (topics, bad) = shortcut("crew", &id);
-    accept(ws, hub, remote, params.user_id, topics, bad)
+    accept(ws, hub, remote, &headers, params, topics, bad)
 }
 
 pub(crate) async fn run(
     Path(id): Path<String>,
-    (ws, State(hub), ConnectInfo(remote), Query(params)): Upgrade,
+    (ws, State(hub), ConnectInfo(remote), headers, Query(params)): Upgrade,
 ) -> Response {
     let (topics, bad) = shortcut("run", &id);
-    accept(ws, hub, remote, params.user_id, topics, bad)
+    accept(ws, hub, remote, &headers, params, topics, bad)
 }
 
 pub(crate) async fn global(
-    (ws, State(hub), ConnectInfo(remote), Query(params)): Upgrade,
+    (ws, State(hub), ConnectInfo(remote), headers, Query(params)): Upgrade,
 ) -> Response {
-    accept(
-        ws,
-        hub,
-        remote,
-        params.user_id,
-        vec![TopicPattern::Exact(Topic::global())],
-        Vec::new(),
-    )
+    let topics = vec![TopicPattern::Exact(Topic::global())];
+    accept(ws, hub, remote, &headers, params, topics, Vec::new())
 }
 
 pub(crate) async fn metrics(
-    (ws, State(hub), ConnectInfo(remote), Query(params)): Upgrade,
+    (ws, State(hub), ConnectInfo(remote), headers, Query(params)): Upgrade,
 ) -> Response {
     let topics = TopicPattern::parse("metrics").into_iter().collect();
-    accept(ws, hub, remote, params.user_id, topics, Vec::new())
+    accept(ws, hub, remote, &headers, params, topics, Vec::new())
 }
 
 pub(crate) async fn events(
-    (ws, State(hub), ConnectInfo(remote), Query(params)): Upgrade,
+    (ws, State(hub), ConnectInfo(remote), headers, Query(params)): Upgrade,
 ) -> Response {
     accept(
         ws,
         hub,
         remote,
-        params.user_id,
+        &headers,
+        params,
         vec![TopicPattern::All],
         Vec::new(),
     )
+}
+
+/// The token a client sent, from wherever it put it.
+fn token<'a>(headers: &'a HeaderMap, params: &'a ConnectParams) -> Option<&'a str> {
+    if let Some(token) = params.token.as_deref().filter(|t| !t.is_empty()) {
+        return Some(token);
+    }
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    if bearer.is_some() {
+        return bearer;
+    }
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix("bearer."))
+}
+
+/// Checks origin and token before the upgrade.
+fn admit(
+    hub: &Hub,
+    headers: &HeaderMap,
+    params: &ConnectParams,
+) -> Result<Option<Identity>, ApiError> {
+    let config = hub.config();
+    if !config.allowed_origins.is_empty()
+        && let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())
+        && !config
+            .allowed_origins
+            .iter()
+            .any(|allowed| allowed == origin)
+    {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("origin {origin:?} is not allowed"),
+        ));
+    }
+    if !config.auth.requires_token() {
+        return Ok(None);
+    }
+    let token = token(headers, params).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Unauthorized,
+            crate::auth::AuthError::MissingToken.to_string(),
+        )
+    })?;
+    config
+        .auth
+        .verify(token)
+        .map(Some)
+        .map_err(|e| ApiError::new(ErrorCode::Unauthorized, e.to_string()))
 }
 
 fn accept(
     ws: WebSocketUpgrade,
     hub: Hub,
     remote: SocketAddr,
-    user_id: Option<String>,
+    headers: &HeaderMap,
+    params: ConnectParams,
     topics: Vec<TopicPattern>,
     bad_topics: Vec<String>,
 ) -> Response {
+    let identity = match admit(&hub, headers, &params) {
+        Ok(identity) => identity,
+        Err(error) => {
+            hub.metrics().error(error.code);
+            tracing::info!(%remote, code = %error.code, "websocket upgrade refused: {}", error.message);
+            return error.into_response();
+        }
+    };
     let config = hub.config();
     let ws = ws
+        .protocols([SUBPROTOCOL])
         .max_message_size(config.max_frame_size)
         .max_frame_size(config.max_frame_size)
+        // Small read buffers keep idle connections cheap; frames fed between
+        // flushes are coalesced into one write of up to 64 KiB.
         .read_buffer_size(4 * 1024)
-        .write_buffer_size(0);
+        .write_buffer_size(64 * 1024);
     let tasks = hub.tasks().clone();
+    let user_id = params.user_id.filter(|u| !u.is_empty());
     ws.on_upgrade(move |socket| {
         tasks.track_future(async move {
             if hub.connection_count() >= hub.config().max_connections {
                 reject_over_limit(&hub, socket).await;
                 return;
             }
-            let user_id = user_id.filter(|u| !u.is_empty());
             let conn = Arc::new(ConnHandle::new(
                 user_id,
+                identity,
                 Some(remote),
                 hub.config().queue_size,
             ));

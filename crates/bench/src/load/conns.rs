@@ -1,0 +1,104 @@
+//! Idle connections (memory, idle CPU) and connection churn.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use super::{drain, record_delivery, subscribe_url, subscribers};
+use crate::board::connect;
+use crate::procfs::{CpuWindow, rss_kib};
+use crate::spec::{LoadResult, LoadSpec};
+use crate::wire::{now_ns, padding};
+
+/// `clients` idle subscribed connections: RSS growth per connection and the
+/// hub's CPU while nothing is published (heartbeats only).
+pub async fn idle(spec: &LoadSpec, clients: usize) -> Result<LoadResult> {
+    let mut result = LoadResult::default();
+    let base = spec.server_pid.and_then(rss_kib);
+    let (_board, _publisher, connect_s) = subscribers(spec, clients, &padding(100)).await?;
+    result.set("connect_s", connect_s);
+    // Let allocations settle before reading memory.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    if let (Some(base), Some(now)) = (base, spec.server_pid.and_then(rss_kib)) {
+        result.set("rss_base_kib", base as f64);
+        result.set("rss_kib", now as f64);
+        result.set(
+            "rss_bytes_per_conn",
+            (now.saturating_sub(base) * 1024) as f64 / clients as f64,
+        );
+    }
+    let cpu = CpuWindow::start(spec.server_pid);
+    tokio::time::sleep(Duration::from_secs_f64(spec.duration_s)).await;
+    if let (Some(cpu_us), wall_s) = cpu.stop() {
+        result.set("idle_cpu_pct", cpu_us as f64 / (wall_s * 1e6) * 100.0);
+    }
+    Ok(result)
+}
+
+/// Connects `clients` as fast as the hub accepts them, then publishes at
+/// `rate` to them while `churn` other connections/s open, subscribe and close.
+pub async fn ramp(spec: &LoadSpec, clients: usize, churn: u64, rate: u64) -> Result<LoadResult> {
+    let pad = padding(100);
+    let mut result = LoadResult::default();
+    let (board, mut publisher, connect_s) = subscribers(spec, clients, &pad).await?;
+    result.set("connects_per_s", clients as f64 / connect_s);
+    // Churn: a connection every 1/churn s, each kept ~100 ms then dropped.
+    let url = subscribe_url(spec);
+    let churned = Rc::new(Cell::new(0u64));
+    let failed = Rc::new(Cell::new(0u64));
+    let stop = Rc::new(Cell::new(false));
+    let churner = {
+        let (churned, failed, stop) = (churned.clone(), failed.clone(), stop.clone());
+        let period = Duration::from_secs_f64(1.0 / churn.max(1) as f64);
+        tokio::task::spawn_local(async move {
+            let mut ticks = tokio::time::interval(period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            while !stop.get() {
+                ticks.tick().await;
+                let (url, churned, failed) = (url.clone(), churned.clone(), failed.clone());
+                tokio::task::spawn_local(async move {
+                    match tokio::time::timeout(Duration::from_secs(5), connect(&url, None)).await {
+                        Ok(Ok(ws)) => {
+                            churned.set(churned.get() + 1);
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            drop(ws);
+                        }
+                        _ => failed.set(failed.get() + 1),
+                    }
+                });
+            }
+        })
+    };
+    // Publish at `rate` while churning; latency from the intended send time.
+    let start = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let warm_until = start + Duration::from_secs_f64(spec.warmup_s);
+    let end = warm_until + Duration::from_secs_f64(spec.duration_s);
+    let mut seq = 0u64;
+    let mut churned_at_warm = None;
+    while Instant::now() < end {
+        let next = start + interval * seq as u32;
+        tokio::time::sleep_until(next.into()).await;
+        if churned_at_warm.is_none() && Instant::now() >= warm_until {
+            board.borrow_mut().record_from_ns = now_ns();
+            churned_at_warm = Some((churned.get(), Instant::now()));
+        }
+        seq += 1;
+        let intended = now_ns().saturating_sub(next.elapsed().as_nanos() as u64);
+        publisher.publish(&[(seq, intended)], &pad).await?;
+    }
+    stop.set(true);
+    let _ = churner.await;
+    if let Some((at_warm, when)) = churned_at_warm {
+        result.set(
+            "churn_per_s",
+            (churned.get() - at_warm) as f64 / when.elapsed().as_secs_f64(),
+        );
+    }
+    result.set("churn_failed", failed.get() as f64);
+    let drained = drain(&board, seq, Duration::from_secs(10)).await;
+    record_delivery(&mut result, &board.borrow(), seq, drained);
+    Ok(result)
+}

@@ -1,0 +1,277 @@
+//! Which cells a run measures: the full suite or the smoke subset, and the
+//! verdict that makes a run fail (Herald losing or duplicating events; never speed).
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use crate::report::Summary;
+use crate::spec::Scenario;
+use crate::suite::{Cell, Placement, Plan, Run};
+use crate::targets::{self, HeraldOpts, Paths, Target};
+
+/// `herald-bench suite` options.
+#[derive(Debug, Args)]
+pub struct SuiteArgs {
+    /// A few seconds per scenario at N=50, one repeat, Herald + naive-axum + floor.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Repeats of every cell [default: 3, smoke: 1].
+    #[arg(long)]
+    pub repeats: Option<usize>,
+    /// Comma-separated placements: `pinned`, `free` [default: both; smoke: free].
+    #[arg(long, value_delimiter = ',')]
+    pub placements: Vec<String>,
+    /// Comma-separated hubs [default: all; smoke: herald,naive-axum,floor].
+    #[arg(long, value_delimiter = ',')]
+    pub targets: Vec<String>,
+    /// Comma-separated scenario groups: fanout, latency, idle, churn, ingest, replay [default: all].
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Comma-separated fan-out sizes [default: 100,1000,MAX].
+    #[arg(long, value_delimiter = ',')]
+    pub clients: Vec<usize>,
+    /// Seconds measured per cell [default: 5, smoke: 2].
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Where the report goes [default: bench/results, smoke: target/bench/smoke].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The workspace root [default: where this crate was built from].
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+}
+
+/// The most clients one run may hold: under Herald's default
+/// `--max-connections` (10000) and the open-files limit of either process.
+fn max_clients() -> usize {
+    let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
+    (soft.saturating_sub(100) as usize).min(9_900)
+}
+
+/// Builds the plan from the options.
+pub fn build(args: &SuiteArgs, paths: Paths, notes: &mut Vec<String>) -> Result<Plan> {
+    let smoke = args.smoke;
+    let placements = if args.placements.is_empty() {
+        if smoke {
+            vec![Placement::Free]
+        } else {
+            vec![Placement::Pinned, Placement::Free]
+        }
+    } else {
+        args.placements
+            .iter()
+            .map(|p| match p.as_str() {
+                "pinned" => Ok(Placement::Pinned),
+                "free" => Ok(Placement::Free),
+                other => bail!("unknown placement {other}"),
+            })
+            .collect::<Result<_>>()?
+    };
+    let wanted: Vec<Target> = if args.targets.is_empty() {
+        if smoke {
+            vec![Target::Herald, Target::NaiveAxum, Target::Floor]
+        } else {
+            Target::ALL.to_vec()
+        }
+    } else {
+        args.targets
+            .iter()
+            .map(|t| Target::parse(t).ok_or_else(|| anyhow::anyhow!("unknown hub {t}")))
+            .collect::<Result<_>>()?
+    };
+    let targets = targets::install(&paths, &wanted, notes);
+    let duration_s = args.duration.unwrap_or(if smoke { 2.0 } else { 5.0 });
+    let warmup_s = if smoke { 0.5 } else { 1.0 };
+    let cell = |group, label: String, scenario, herald_only| Cell {
+        group,
+        label,
+        scenario,
+        herald_only,
+        opts: HeraldOpts::default(),
+        duration_s,
+        warmup_s,
+    };
+    let max = max_clients();
+    let fanout_sizes: Vec<usize> = if !args.clients.is_empty() {
+        args.clients.clone()
+    } else if smoke {
+        vec![50]
+    } else {
+        vec![100, 1000, max]
+    };
+    let small = if smoke { vec![50] } else { vec![100, 1000] };
+    let mut cells = Vec::new();
+    let payloads: &[usize] = if smoke { &[100] } else { &[100, 2048] };
+    for &clients in &fanout_sizes {
+        for &payload in payloads {
+            let label = format!(
+                "N={clients} {}",
+                if payload >= 1024 {
+                    format!("{}KB", payload / 1024)
+                } else {
+                    format!("{payload}B")
+                }
+            );
+            cells.push(cell(
+                "fanout",
+                label,
+                Scenario::Fanout { clients, payload },
+                false,
+            ));
+        }
+    }
+    let rates: &[u64] = if smoke { &[1000] } else { &[100, 1000, 10_000] };
+    for &clients in &small {
+        for &rate in rates {
+            cells.push(cell(
+                "latency",
+                format!("N={clients} {rate}/s"),
+                Scenario::Rate {
+                    clients,
+                    payload: 100,
+                    rate,
+                },
+                false,
+            ));
+        }
+    }
+    let idle_sizes = if smoke { vec![50] } else { vec![1000, max] };
+    for clients in idle_sizes {
+        let mut c = cell(
+            "idle",
+            format!("N={clients} hb=1s"),
+            Scenario::Idle { clients },
+            false,
+        );
+        c.opts.heartbeat = Some("1s".into());
+        cells.push(c);
+    }
+    let (ramp_n, churn) = if smoke { (50, 100) } else { (1000, 1000) };
+    cells.push(cell(
+        "churn",
+        format!("N={ramp_n} churn {churn}/s"),
+        Scenario::Ramp {
+            clients: ramp_n,
+            churn,
+            rate: 200,
+        },
+        false,
+    ));
+    cells.push(cell(
+        "ingest",
+        "HTTP 1 event/request".into(),
+        Scenario::IngestHttp { batch: 1 },
+        true,
+    ));
+    cells.push(cell(
+        "ingest",
+        "HTTP 100 events/request".into(),
+        Scenario::IngestHttp { batch: 100 },
+        true,
+    ));
+    let mut sqlite = cell(
+        "ingest",
+        "HTTP 100/request, sqlite".into(),
+        Scenario::IngestHttp { batch: 100 },
+        true,
+    );
+    sqlite.opts.store = Some(paths.work.join("bench.db"));
+    cells.push(sqlite);
+    if targets::herald_has_unix_socket(&paths) {
+        let producers: &[usize] = if smoke { &[1] } else { &[1, 2] };
+        for &p in producers {
+            let scenario = Scenario::IngestUnix {
+                producers: p,
+                path: String::new(),
+            };
+            cells.push(cell(
+                "ingest",
+                format!("Unix datagrams, {p} producer(s)"),
+                scenario,
+                true,
+            ));
+        }
+    } else {
+        notes.push("herald serve has no --unix-socket: Unix ingest not measured".into());
+    }
+    let replay_clients = if smoke { 50 } else { 1000 };
+    cells.push(cell(
+        "replay",
+        format!("{replay_clients} clients × last 100"),
+        Scenario::Replay {
+            clients: replay_clients,
+            last: 100,
+        },
+        true,
+    ));
+    if !args.only.is_empty() {
+        cells.retain(|c| args.only.iter().any(|g| g == c.group));
+    }
+    let out_dir = args.out.clone().unwrap_or_else(|| {
+        if smoke {
+            paths.work.join("smoke")
+        } else {
+            paths.root.join("bench/results")
+        }
+    });
+    Ok(Plan {
+        smoke,
+        repeats: args.repeats.unwrap_or(if smoke { 1 } else { 3 }),
+        placements,
+        targets,
+        cells,
+        paths,
+        out_dir,
+    })
+}
+
+/// What makes a run fail: Herald errors, loses events without a `gap`,
+/// duplicates, or leaves a replaying client incomplete. Speed never does.
+pub fn verdict(run: &Run, summaries: &[Summary]) -> Vec<String> {
+    let mut failures = Vec::new();
+    for r in run.records.iter().filter(|r| r.target == Target::Herald) {
+        let case = format!(
+            "herald {} {} ({} #{})",
+            r.group,
+            r.label,
+            r.placement.name(),
+            r.repeat + 1
+        );
+        let Some(result) = &r.result else {
+            failures.push(format!(
+                "{case}: {}",
+                r.error.as_deref().unwrap_or("no result")
+            ));
+            continue;
+        };
+        let get = |k: &str| result.get(k).unwrap_or(0.0);
+        if get("duplicated") > 0.0 {
+            failures.push(format!(
+                "{case}: {} duplicated deliveries",
+                get("duplicated")
+            ));
+        }
+        if get("lost") > 0.0 && get("gaps") == 0.0 {
+            failures.push(format!(
+                "{case}: {} events lost without a gap frame",
+                get("lost")
+            ));
+        }
+        if get("incomplete") > 0.0 {
+            failures.push(format!(
+                "{case}: {} replaying clients incomplete",
+                get("incomplete")
+            ));
+        }
+        if get("errors") > 0.0 {
+            failures.push(format!(
+                "{case}: {} client connections failed",
+                get("errors")
+            ));
+        }
+    }
+    let _ = summaries;
+    failures
+}

@@ -1,0 +1,338 @@
+//! Turns a [`Run`] into `latest.md`, `latest.json` and `latest.svg`:
+//! medians with min–max over repeats, and ratios Herald/hub computed from
+//! this run's own medians (never from older runs).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::suite::{Placement, Run};
+use crate::targets::Target;
+
+/// Median, minimum and maximum of one figure over the repeats.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub n: usize,
+}
+
+impl Spread {
+    fn of(mut values: Vec<f64>) -> Option<Spread> {
+        if values.is_empty() {
+            return None;
+        }
+        values.sort_by(f64::total_cmp);
+        let n = values.len();
+        let median = if n % 2 == 1 {
+            values[n / 2]
+        } else {
+            (values[n / 2 - 1] + values[n / 2]) / 2.0
+        };
+        Some(Spread {
+            median,
+            min: values[0],
+            max: values[n - 1],
+            n,
+        })
+    }
+}
+
+/// One (placement, case, hub) with its figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub placement: Placement,
+    pub group: &'static str,
+    pub label: String,
+    pub target: Target,
+    pub metrics: BTreeMap<String, Spread>,
+    /// Herald's median over this hub's median, per headline figure.
+    pub herald_ratio: BTreeMap<String, f64>,
+    pub errors: Vec<String>,
+}
+
+/// The figures each group shows, in order, with their column titles; the
+/// first ones listed in [`ratio_metrics`] also get a Herald/hub column.
+fn columns(group: &str) -> &'static [(&'static str, &'static str)] {
+    match group {
+        "fanout" => &[
+            ("delivered_per_s", "delivered/s"),
+            ("cpu_us_per_delivery", "server CPU µs/delivery"),
+            ("server_cpu_pct", "server CPU %"),
+            ("loadgen_cpu_pct", "load gen CPU %"),
+            ("p50_us", "p50 µs"),
+            ("p99_us", "p99 µs"),
+            ("lost", "lost"),
+            ("duplicated", "dup"),
+            ("gaps", "gaps"),
+        ],
+        "latency" => &[
+            ("achieved_rate", "sent/s"),
+            ("p50_us", "p50 µs"),
+            ("p99_us", "p99 µs"),
+            ("p999_us", "p99.9 µs"),
+            ("max_us", "max µs"),
+            ("lost", "lost"),
+            ("carried", "carried"),
+        ],
+        "idle" => &[
+            ("rss_bytes_per_conn", "RSS bytes/conn"),
+            ("idle_cpu_pct", "idle CPU %"),
+        ],
+        "churn" => &[
+            ("connects_per_s", "connects/s"),
+            ("churn_per_s", "churn conn/s"),
+            ("p50_us", "p50 µs"),
+            ("p99_us", "p99 µs"),
+            ("lost", "lost"),
+        ],
+        "ingest" => &[
+            ("events_per_s", "events/s"),
+            ("cpu_us_per_event", "server CPU µs/event"),
+            ("sent_per_s", "sent/s"),
+        ],
+        "replay" => &[
+            ("replay_total_ms", "all done ms"),
+            ("p50_ms", "p50 ms"),
+            ("p99_ms", "p99 ms"),
+            ("replayed_per_s", "replayed/s"),
+            ("incomplete", "incomplete"),
+            ("duplicated", "dup"),
+            ("gaps", "gaps"),
+        ],
+        _ => &[],
+    }
+}
+
+fn ratio_metrics(group: &str) -> &'static [&'static str] {
+    match group {
+        "fanout" => &["delivered_per_s", "cpu_us_per_delivery", "p99_us"],
+        "latency" | "churn" => &["p99_us"],
+        "idle" => &["rss_bytes_per_conn"],
+        _ => &[],
+    }
+}
+
+/// Groups the records and computes spreads and ratios.
+pub fn summarize(run: &Run) -> Vec<Summary> {
+    let mut order: Vec<(Placement, &'static str, String, Target)> = Vec::new();
+    for r in &run.records {
+        let key = (r.placement, r.group, r.label.clone(), r.target);
+        if !order.contains(&key) {
+            order.push(key);
+        }
+    }
+    let mut out: Vec<Summary> = order
+        .into_iter()
+        .map(|(placement, group, label, target)| {
+            let records: Vec<_> = run
+                .records
+                .iter()
+                .filter(|r| {
+                    r.placement == placement
+                        && r.group == group
+                        && r.label == label
+                        && r.target == target
+                })
+                .collect();
+            let mut names: Vec<&String> = records
+                .iter()
+                .filter_map(|r| r.result.as_ref())
+                .flat_map(|r| r.metrics.keys())
+                .collect();
+            names.sort();
+            names.dedup();
+            let metrics = names
+                .into_iter()
+                .filter_map(|name| {
+                    let values = records
+                        .iter()
+                        .filter_map(|r| r.result.as_ref()?.get(name))
+                        .collect();
+                    Some((name.clone(), Spread::of(values)?))
+                })
+                .collect();
+            let errors = records.iter().filter_map(|r| r.error.clone()).collect();
+            Summary {
+                placement,
+                group,
+                label,
+                target,
+                metrics,
+                herald_ratio: BTreeMap::new(),
+                errors,
+            }
+        })
+        .collect();
+    let heralds: Vec<Summary> = out
+        .iter()
+        .filter(|s| s.target == Target::Herald)
+        .cloned()
+        .collect();
+    for s in &mut out {
+        let Some(h) = heralds
+            .iter()
+            .find(|h| h.placement == s.placement && h.group == s.group && h.label == s.label)
+        else {
+            continue;
+        };
+        for &m in ratio_metrics(s.group) {
+            if let (Some(hv), Some(sv)) = (h.metrics.get(m), s.metrics.get(m)) {
+                if sv.median > 0.0 {
+                    s.herald_ratio.insert(m.to_owned(), hv.median / sv.median);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A number for a table: integers plainly, small values with decimals.
+pub fn fmt(v: f64) -> String {
+    if v.abs() >= 100.0 || v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn cell(s: &Spread) -> String {
+    if s.n > 1 && s.min != s.max {
+        format!("{} [{}–{}]", fmt(s.median), fmt(s.min), fmt(s.max))
+    } else {
+        fmt(s.median)
+    }
+}
+
+/// The markdown report.
+pub fn markdown(run: &Run, summaries: &[Summary]) -> String {
+    let m = &run.machine;
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# Herald benchmark{}\n",
+        if run.smoke { " (smoke)" } else { "" }
+    );
+    let _ = writeln!(
+        md,
+        "Generated by `cargo xtask bench{}` (unix time {}). Every figure below was measured in this run; \
+         ratios are Herald's median over the hub's median in the same run and placement.\n",
+        if run.smoke { " --smoke" } else { "" },
+        run.started_unix_s
+    );
+    let _ = writeln!(md, "| machine | |\n|---|---|");
+    let _ = writeln!(md, "| CPU | {} |", m.cpu_model);
+    let _ = writeln!(md, "| cores | {} |", m.cores);
+    let _ = writeln!(md, "| kernel | {} |", m.kernel);
+    let _ = writeln!(md, "| memory | {} MiB |", m.memory_total_kib / 1024);
+    let _ = writeln!(
+        md,
+        "| ulimit -n (soft/hard, after raising) | {}/{} |",
+        m.nofile_soft, m.nofile_hard
+    );
+    let _ = writeln!(md, "| load average at start | {} |", m.load_average);
+    let _ = writeln!(
+        md,
+        "| repeats | {} (cells show median [min–max]) |\n| placements | {} |\n",
+        run.repeats,
+        run.placements
+            .iter()
+            .map(|p| p.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for note in &run.notes {
+        let _ = writeln!(md, "- note: {note}");
+    }
+    let mut groups: Vec<(Placement, &str)> = Vec::new();
+    for s in summaries {
+        if !groups.contains(&(s.placement, s.group)) {
+            groups.push((s.placement, s.group));
+        }
+    }
+    for (placement, group) in groups {
+        let _ = writeln!(md, "\n## {group} ({})\n", placement.name());
+        let cols = columns(group);
+        let ratios = ratio_metrics(group);
+        let mut header = String::from("| case | hub |");
+        let mut rule = String::from("|---|---|");
+        for (_, title) in cols {
+            let _ = write!(header, " {title} |");
+            rule.push_str("---:|");
+        }
+        for r in ratios {
+            let title = cols.iter().find(|(k, _)| k == r).map_or(*r, |(_, t)| *t);
+            let _ = write!(header, " Herald/hub {title} |");
+            rule.push_str("---:|");
+        }
+        let _ = writeln!(md, "{header}\n{rule}");
+        for s in summaries
+            .iter()
+            .filter(|s| s.placement == placement && s.group == group)
+        {
+            let mut row = format!("| {} | {} |", s.label, s.target.name());
+            for (key, _) in cols {
+                let _ = write!(
+                    row,
+                    " {} |",
+                    s.metrics.get(*key).map_or_else(|| "–".into(), cell)
+                );
+            }
+            for r in ratios {
+                let v = if s.target == Target::Herald {
+                    "1".into()
+                } else {
+                    s.herald_ratio
+                        .get(*r)
+                        .map_or("–".into(), |v| format!("{v:.2}"))
+                };
+                let _ = write!(row, " {v} |");
+            }
+            if !s.errors.is_empty() {
+                let _ = write!(
+                    row,
+                    " error: {} |",
+                    s.errors[0].lines().next().unwrap_or_default()
+                );
+            }
+            let _ = writeln!(md, "{row}");
+        }
+        for s in summaries
+            .iter()
+            .filter(|s| s.placement == placement && s.group == group)
+        {
+            for e in &s.errors {
+                let first = e.lines().next().unwrap_or_default();
+                let _ = writeln!(
+                    md,
+                    "\n- {} {}: {} of the repeats failed: {first}",
+                    s.label,
+                    s.target.name(),
+                    s.errors.len()
+                );
+                break;
+            }
+        }
+    }
+    md
+}
+
+/// Writes `NAME.md`, `NAME.json` and `NAME.svg` into `dir`.
+pub fn write(run: &Run, dir: &Path, name: &str) -> Result<Vec<Summary>> {
+    std::fs::create_dir_all(dir)?;
+    let summaries = summarize(run);
+    std::fs::write(dir.join(format!("{name}.md")), markdown(run, &summaries))?;
+    let json = serde_json::json!({ "run": run, "summary": summaries });
+    std::fs::write(
+        dir.join(format!("{name}.json")),
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    crate::chart::svg(&summaries, &dir.join(format!("{name}.svg")))?;
+    Ok(summaries)
+}

@@ -1,0 +1,83 @@
+//! One measurement cell: what the load generator is asked to do, and what it
+//! answers. The suite hands a [`LoadSpec`] as JSON to a `herald-bench load`
+//! child process (so it can be pinned to its own core) and reads back a
+//! [`LoadResult`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// How the load generator talks to a hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Adapter {
+    /// Herald: subscribe on `/ws?topics=bench`, publish by `POST /api/v1/events` batches.
+    Herald,
+    /// A peer hub: subscribe on `/ws`, publish on a `/pub` WebSocket whose
+    /// every message is broadcast verbatim to every subscriber.
+    Relay,
+}
+
+/// What to measure.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Scenario {
+    /// 1→N fan-out as fast as the slowest subscriber keeps up (a window of
+    /// events in flight): delivered/s, CPU per delivery, latency at the plateau.
+    Fanout { clients: usize, payload: usize },
+    /// Open-loop publishing at a fixed rate: latency from the intended send time.
+    Rate {
+        clients: usize,
+        payload: usize,
+        rate: u64,
+    },
+    /// Idle subscribed connections: RSS per connection and idle CPU.
+    Idle { clients: usize },
+    /// Connections/s to `clients`, then latency while `churn` connections/s come and go.
+    Ramp {
+        clients: usize,
+        churn: u64,
+        rate: u64,
+    },
+    /// Herald ingest over HTTP, one event per request or `batch` per request.
+    IngestHttp { batch: usize },
+    /// Herald ingest over its Unix datagram socket with `producers` senders.
+    IngestUnix { producers: usize, path: String },
+    /// `clients` reconnect at once, each asking for the last `last` events.
+    Replay { clients: usize, last: u64 },
+}
+
+/// One cell handed to `herald-bench load`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoadSpec {
+    pub adapter: Adapter,
+    /// `host:port` of the hub.
+    pub addr: String,
+    /// The hub's process id, for CPU and memory readings.
+    pub server_pid: Option<u32>,
+    pub scenario: Scenario,
+    /// Seconds measured.
+    pub duration_s: f64,
+    /// Seconds of load before measuring.
+    pub warmup_s: f64,
+}
+
+/// What one cell measured: named figures (see `bench/README.md`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LoadResult {
+    pub metrics: BTreeMap<String, f64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+impl LoadResult {
+    /// Sets a figure.
+    pub fn set(&mut self, name: &str, value: f64) {
+        self.metrics.insert(name.to_owned(), value);
+    }
+
+    /// A figure, if measured.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.metrics.get(name).copied()
+    }
+}

@@ -1,0 +1,126 @@
+//! What the bench puts on the wire and how it reads it back cheaply.
+//!
+//! Every benchmark event carries `"bs":SEQ,"bt":NANOS` in its `data`: the
+//! bench's own sequence number (1, 2, …; 0 marks a warm-up probe) and the
+//! intended send time in nanoseconds since [`epoch`]. Receivers find both
+//! with a byte search instead of parsing JSON, so the load generator spends
+//! its time on sockets, not on serde.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use memchr::memmem;
+
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+/// The load generator's shared clock: publisher and receivers live in one
+/// process, so a monotonic instant is a shared epoch.
+pub fn epoch() -> Instant {
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Nanoseconds since [`epoch`].
+pub fn now_ns() -> u64 {
+    u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Padding that brings an event's `data` to about `payload` bytes.
+pub fn padding(payload: usize) -> String {
+    // `{"bs":123456,"bt":123456789012,"pad":""}` is about 45 bytes.
+    "x".repeat(payload.saturating_sub(45).max(1))
+}
+
+/// The event's `data` object.
+pub fn data(seq: u64, t_ns: u64, pad: &str) -> String {
+    format!(r#"{{"bs":{seq},"bt":{t_ns},"pad":"{pad}"}}"#)
+}
+
+/// One event as `POST /api/v1/events` takes it.
+pub fn herald_event(out: &mut String, seq: u64, t_ns: u64, pad: &str) {
+    out.push_str(r#"{"topic":"bench","event_type":"bench.tick","data":"#);
+    out.push_str(&data(seq, t_ns, pad));
+    out.push('}');
+}
+
+/// The frame a peer hub relays verbatim: shaped and sized like the event
+/// frame Herald delivers, so every hub moves the same bytes per delivery.
+pub fn envelope(seq: u64, t_ns: u64, pad: &str) -> String {
+    format!(
+        concat!(
+            r#"{{"type":"event","topic":"bench","seq":{seq},"id":"0193c7a2-7c1e-7000-8000-{seq:012}","#,
+            r#""event_type":"bench.tick","priority":"normal","timestamp":1729845678123,"data":{data}}}"#
+        ),
+        seq = seq,
+        data = data(seq, t_ns, pad)
+    )
+}
+
+/// What a received frame is, as far as the bench cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame {
+    /// A benchmark event: its bench seq and intended send time.
+    Event { seq: u64, t_ns: u64 },
+    /// Herald's `gap`: events this client will not get.
+    Gap,
+    /// Herald's `replay_complete`.
+    ReplayComplete,
+    /// Anything else (welcome, subscribed, ping, …).
+    Other,
+}
+
+fn digits_after(bytes: &[u8], at: usize) -> Option<u64> {
+    let mut value: u64 = 0;
+    let mut seen = false;
+    for &b in bytes.get(at..)? {
+        if b.is_ascii_digit() {
+            value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+            seen = true;
+        } else {
+            break;
+        }
+    }
+    seen.then_some(value)
+}
+
+/// Classifies a frame with byte searches only.
+pub fn classify(bytes: &[u8]) -> Frame {
+    if let Some(at) = memmem::find(bytes, br#""bs":"#) {
+        let seq = digits_after(bytes, at + 5);
+        let t = memmem::find(bytes, br#""bt":"#).and_then(|off| digits_after(bytes, off + 5));
+        if let (Some(seq), Some(t_ns)) = (seq, t) {
+            return Frame::Event { seq, t_ns };
+        }
+    }
+    if memmem::find(bytes, br#""type":"gap""#).is_some() {
+        Frame::Gap
+    } else if memmem::find(bytes, br#""type":"replay_complete""#).is_some() {
+        Frame::ReplayComplete
+    } else {
+        Frame::Other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_fields_are_found_in_either_shape() {
+        let pad = padding(100);
+        let frame = envelope(42, 123_456, &pad);
+        assert_eq!(
+            classify(frame.as_bytes()),
+            Frame::Event {
+                seq: 42,
+                t_ns: 123_456
+            }
+        );
+        let herald = r#"{"type":"event","topic":"bench","seq":3,"data":{"bt":5,"bs":9,"pad":"x"}}"#;
+        assert_eq!(
+            classify(herald.as_bytes()),
+            Frame::Event { seq: 9, t_ns: 5 }
+        );
+        assert_eq!(classify(br#"{"type":"gap","topic":"bench"}"#), Frame::Gap);
+        assert_eq!(classify(br#"{"type":"welcome"}"#), Frame::Other);
+    }
+}

@@ -1,0 +1,97 @@
+//! Approvals over HTTP: [`Publisher::create_approval`],
+//! [`Publisher::approval`], [`Publisher::wait_approval`] and
+//! [`Publisher::request_approval`], which asks and waits for the decision.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use herald_protocol::CallbackId;
+use herald_protocol::payload::{ApprovalDecision, ApprovalRecord, NewApproval};
+use reqwest::Method;
+
+use crate::error::{ApprovalError, HttpError};
+use crate::publisher::{Idempotency, Publisher};
+
+/// How long one long-poll asks the hub to wait.
+pub const LONG_POLL: Duration = Duration::from_secs(30);
+
+/// How long after an approval's `expires_at` [`Publisher::request_approval`]
+/// keeps retrying an unreachable hub before giving up.
+pub const EXPIRY_GRACE: Duration = Duration::from_secs(60);
+
+impl Publisher {
+    /// Registers an approval (`POST /api/v1/approvals`, answered 201) and
+    /// returns its record at once; the hub publishes `approval.requested` on
+    /// `user:{user_id}`. Retried only when the connection cannot be opened
+    /// (a request has no id the hub could de-duplicate).
+    pub async fn create_approval(&self, request: &NewApproval) -> Result<ApprovalRecord, ApprovalError> {
+        let url = self.url().http("api/v1/approvals").map_err(HttpError::from)?;
+        Ok(self
+            .call(Method::POST, url, Some(request), self.timeout(), Idempotency::Once)
+            .await?)
+    }
+
+    /// An approval's decision now (`GET /api/v1/approvals/{id}`).
+    pub async fn approval(&self, id: &CallbackId) -> Result<ApprovalDecision, ApprovalError> {
+        self.wait_approval(id, Duration::ZERO).await
+    }
+
+    /// An approval's decision, long-polling up to `wait` while it is pending
+    /// (`GET /api/v1/approvals/{id}?wait_ms=N`). The answer may still be
+    /// pending when `wait` runs out.
+    pub async fn wait_approval(
+        &self,
+        id: &CallbackId,
+        wait: Duration,
+    ) -> Result<ApprovalDecision, ApprovalError> {
+        let mut url = self
+            .url()
+            .http_segments(&["api", "v1", "approvals", id.as_str()])
+            .map_err(HttpError::from)?;
+        if !wait.is_zero() {
+            url.query_pairs_mut().append_pair("wait_ms", &wait.as_millis().to_string());
+        }
+        let result = self
+            .call(Method::GET, url, None::<&()>, self.timeout() + wait, Idempotency::Idempotent)
+            .await;
+        match result {
+            Err(error) if error.status() == Some(404) => Err(ApprovalError::NotFound(id.clone())),
+            other => Ok(other?),
+        }
+    }
+
+    /// Asks for an approval and waits for the decision: creates it, then
+    /// long-polls until its status is no longer `pending` (approved,
+    /// rejected, timed out or cancelled: the hub decides by itself when the
+    /// approval expires). A hub that goes away meanwhile (restart, network)
+    /// is polled again with backoff until [`EXPIRY_GRACE`] after the
+    /// approval's `expires_at`.
+    pub async fn request_approval(&self, request: NewApproval) -> Result<ApprovalDecision, ApprovalError> {
+        let record = self.create_approval(&request).await?;
+        let id = record.request.callback_id;
+        let give_up_at = UNIX_EPOCH
+            + Duration::from_millis(record.request.expires_at)
+            + EXPIRY_GRACE;
+        let mut failures = 0;
+        loop {
+            match self.wait_approval(&id, LONG_POLL).await {
+                Ok(decision) if decision.status.is_final() => return Ok(decision),
+                Ok(_) => failures = 0,
+                Err(ApprovalError::Http(error)) if is_outage(&error) && SystemTime::now() < give_up_at => {
+                    failures += 1;
+                    tracing::debug!(%error, %id, "the hub is unreachable; polling the approval again");
+                    tokio::time::sleep(self.retry_policy().delay(failures)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}
+
+/// A failure that a hub restart explains: no connection, or a 5xx.
+fn is_outage(error: &HttpError) -> bool {
+    match error {
+        HttpError::Transport { .. } => true,
+        HttpError::Status { status, .. } => *status >= 500,
+        _ => false,
+    }
+}

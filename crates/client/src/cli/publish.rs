@@ -1,0 +1,75 @@
+//! `herald publish`: one event over HTTP; prints the receipt.
+
+use std::io::Write;
+
+use anyhow::Context as _;
+use clap::Args;
+use herald_protocol::{EventId, EventType, Label, Priority, PublishRequest, Topic};
+use serde_json::Value;
+use tokio::io::AsyncReadExt;
+
+use super::HubArgs;
+use crate::Publisher;
+
+/// Publish one event and print its receipt `{"id", "topic", "seq"}` as JSON.
+#[derive(Debug, Clone, Args)]
+pub struct PublishArgs {
+    /// Topic to publish on: `kind` or `kind:id`, e.g. `run:r1`.
+    #[arg(long)]
+    pub topic: Topic,
+    /// Event type, dotted lower-case `domain.action`, e.g. `step.completed`.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub event_type: EventType,
+    /// Priority: low, normal, high or critical.
+    #[arg(long, default_value = "normal")]
+    pub priority: Priority,
+    /// Entity id: the hub keeps the latest event per (topic, key) as the topic's snapshot.
+    #[arg(long)]
+    pub key: Option<Label>,
+    /// Who produced the event (e.g. `worker-7`).
+    #[arg(long)]
+    pub source: Option<Label>,
+    /// The event's data as JSON; read from stdin when absent (empty stdin: null).
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Event id; publishing again with the same id is de-duplicated by the
+    /// hub. A UUID v4 when absent (reused by retries).
+    #[arg(long)]
+    pub id: Option<EventId>,
+    #[command(flatten)]
+    pub hub: HubArgs,
+}
+
+/// Runs `herald publish`.
+pub async fn run_publish(args: PublishArgs) -> anyhow::Result<()> {
+    let text = match args.data {
+        Some(text) => text,
+        None => {
+            let mut text = String::new();
+            tokio::io::stdin()
+                .read_to_string(&mut text)
+                .await
+                .context("reading the event's data from stdin")?;
+            text
+        }
+    };
+    let data: Value = if text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).context("the event's data is not valid JSON")?
+    };
+    let mut request = PublishRequest::new(args.topic, args.event_type, data).priority(args.priority);
+    request.key = args.key;
+    request.source = args.source;
+    request.id = args.id;
+    let publisher = Publisher::new(&args.hub.url)?;
+    let receipt = publisher
+        .publish(request)
+        .await
+        .with_context(|| format!("publishing to {}", publisher.url()))?;
+    let line = serde_json::to_string(&receipt)?;
+    match writeln!(std::io::stdout().lock(), "{line}") {
+        Err(error) if !super::is_broken_pipe(&error) => Err(error.into()),
+        _ => Ok(()),
+    }
+}

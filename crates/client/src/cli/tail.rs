@@ -1,0 +1,113 @@
+//! `herald tail`: follow topics over WebSocket and print their events.
+
+use std::io::Write;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use futures::StreamExt;
+use herald_protocol::frame::Gap;
+use herald_protocol::session::{Checkpoint, Checkpoints, ConnectionState};
+use herald_protocol::{Event, ServerMessage, TopicPattern};
+
+use super::{HubArgs, is_broken_pipe};
+use crate::{Subscriber, SubscriberItem};
+
+/// Follow topics and print one line per event on stdout; connection state,
+/// gaps and errors go to stderr. Reconnects by itself and resumes where it
+/// left off. Runs until interrupted, or until the hub closes for good.
+#[derive(Debug, Clone, Args)]
+pub struct TailArgs {
+    /// Topics or patterns, comma-separated: `run:r1,execution:*`.
+    #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+    pub topics: Vec<TopicPattern>,
+    /// Replay what every exact topic listed retained after this seq first
+    /// (`0`: from the start), then go live. Patterns are followed live only.
+    #[arg(long, value_name = "SEQ")]
+    pub since: Option<u64>,
+    /// Print each event frame as a JSON line (the wire format) instead of
+    /// `TOPIC #SEQ TYPE PRIORITY DATA`.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub hub: HubArgs,
+}
+
+/// One readable line: `run:r1 #42 step.completed normal {"step":3}`.
+pub fn format_event(event: &Event) -> String {
+    format!(
+        "{} #{} {} {} {}",
+        event.topic, event.seq, event.event_type, event.priority, event.data
+    )
+}
+
+fn format_gap(gap: &Gap) -> String {
+    let reason = serde_json::to_value(gap.reason)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    format!(
+        "gap {} #{}..#{} ({reason}): these events will not come",
+        gap.topic, gap.from_seq, gap.to_seq
+    )
+}
+
+fn format_state(state: &ConnectionState) -> String {
+    match state {
+        ConnectionState::Connecting => "connecting".to_owned(),
+        ConnectionState::Open => "connected".to_owned(),
+        ConnectionState::Reconnecting { attempt, delay_ms } => {
+            format!("disconnected; reconnect attempt {attempt} in {delay_ms} ms")
+        }
+        ConnectionState::Closed { reason } => format!("closed: {reason:?}"),
+    }
+}
+
+/// Runs `herald tail`.
+pub async fn run_tail(args: TailArgs) -> anyhow::Result<()> {
+    let mut since = Checkpoints::new();
+    if let Some(seq) = args.since {
+        for pattern in &args.topics {
+            match pattern.as_topic() {
+                Some(topic) => since.insert(topic.clone(), Checkpoint { seq, epoch: None }),
+                None => note(&format!("--since does not apply to the pattern {pattern}")),
+            }
+        }
+    }
+    let mut subscriber = Subscriber::builder(args.hub.url.clone())
+        .topics(args.topics)
+        .since(since)
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {}", args.hub.url))?;
+    while let Some(item) = subscriber.next().await {
+        match item {
+            SubscriberItem::Event(event) => {
+                let line = if args.json {
+                    ServerMessage::Event(event).encode()
+                } else {
+                    format_event(&event)
+                };
+                if let Err(error) = writeln!(std::io::stdout().lock(), "{line}") {
+                    if is_broken_pipe(&error) {
+                        return Ok(());
+                    }
+                    return Err(error.into());
+                }
+            }
+            SubscriberItem::Gap(gap) => note(&format_gap(&gap)),
+            SubscriberItem::State(ConnectionState::Closed { reason }) => {
+                bail!("the connection closed for good: {reason:?}")
+            }
+            SubscriberItem::State(state) => note(&format_state(&state)),
+            SubscriberItem::Error(error) => note(&format!("error: {}: {}", error.code, error.message)),
+            SubscriberItem::Malformed(error) => note(&format!("skipped a malformed frame: {error}")),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A line on stderr (best effort: stderr going away is not an error).
+fn note(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "herald: {line}");
+}

@@ -1,0 +1,162 @@
+//! The errors of each operation: [`HttpError`] (one HTTP exchange with the
+//! hub, after retries), [`PublishError`], [`ApprovalError`] and
+//! [`SubscribeError`]; and [`HubError`], the hub's `{code, message}` body.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_protocol::session::SessionError;
+use herald_protocol::{CallbackId, ErrorCode};
+use serde::Deserialize;
+
+/// A URL that cannot name a hub.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid hub url {url:?}: {reason}")]
+pub struct UrlError {
+    pub url: String,
+    pub reason: String,
+}
+
+/// The body of a hub's HTTP error: `{code, message}`, plus `index` (the
+/// offending event of a batch).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct HubError {
+    pub code: ErrorCode,
+    pub message: String,
+    #[serde(default)]
+    pub index: Option<usize>,
+}
+
+impl fmt::Display for HubError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)?;
+        if let Some(index) = self.index {
+            write!(f, " (event {index} of the batch)")?;
+        }
+        Ok(())
+    }
+}
+
+/// One HTTP exchange with the hub failed, after the retries it was allowed.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The URL does not name a hub endpoint.
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    /// The HTTP client could not be built (e.g. no TLS backend for `https`).
+    #[error("could not build the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+    /// No answer: connection refused or reset, or a timeout, on every attempt.
+    #[error("could not reach the hub after {attempts} attempt(s): {source}")]
+    Transport {
+        attempts: u32,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The hub answered with an error status (after retries, for 5xx and 429).
+    #[error("the hub answered HTTP {status}{}", describe(error.as_ref(), body))]
+    Status {
+        status: u16,
+        /// The hub's `{code, message}` when the body had that shape.
+        error: Option<HubError>,
+        /// The start of the body when it did not.
+        body: String,
+        attempts: u32,
+    },
+    /// A success status whose body is not what the contract says.
+    #[error("the hub's answer does not decode: {0}")]
+    Decode(#[source] serde_json::Error),
+}
+
+fn describe(error: Option<&HubError>, body: &str) -> String {
+    match error {
+        Some(error) => format!(": {error}"),
+        None if body.is_empty() => String::new(),
+        None => format!(": {body}"),
+    }
+}
+
+impl HttpError {
+    /// The HTTP status, when the hub answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            HttpError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The hub's `{code, message}`, when it sent one.
+    pub fn hub_error(&self) -> Option<&HubError> {
+        match self {
+            HttpError::Status { error, .. } => error.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// Publishing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The request (or the batch) failed.
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// The batch a queued event was flushed in failed (shared by every event
+    /// of that batch).
+    #[error("the batch this event was flushed in failed: {0}")]
+    Batch(Arc<HttpError>),
+    /// The hub answered a batch with another number of receipts than events.
+    #[error("the hub answered {got} receipts for a batch of {sent} events")]
+    ReceiptCount { sent: usize, got: usize },
+    /// The batching publisher stopped before the event was flushed.
+    #[error("the batching publisher has stopped")]
+    Stopped,
+}
+
+impl PublishError {
+    /// The hub's `{code, message}`, when it sent one.
+    pub fn hub_error(&self) -> Option<&HubError> {
+        match self {
+            PublishError::Http(error) => error.hub_error(),
+            PublishError::Batch(error) => error.hub_error(),
+            _ => None,
+        }
+    }
+}
+
+/// An approval call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalError {
+    /// The request failed.
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// The hub does not know the approval (never created, or lost when a hub
+    /// without a durable store restarted).
+    #[error("approval {0} is unknown to the hub")]
+    NotFound(CallbackId),
+}
+
+/// A subscriber could not connect, or a call on it failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    /// The URL does not name a hub.
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    /// The first connection attempt failed (later ones are retried by the session).
+    #[error("could not connect to {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: Box<tokio_tungstenite::tungstenite::Error>,
+    },
+    /// The first connection attempt did not open and get `welcome` in time.
+    #[error("could not connect to {url} within {timeout:?}")]
+    ConnectTimeout { url: String, timeout: Duration },
+    /// The session refused the call (closed, or no topics).
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// The session closed for good (a terminal close code, exhausted
+    /// attempts, or `close()`): the connection task has stopped.
+    #[error("the subscriber has stopped")]
+    Stopped,
+}

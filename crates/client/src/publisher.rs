@@ -1,0 +1,249 @@
+//! [`Publisher`]: publishes over HTTP with idempotent retries.
+
+use std::time::Duration;
+
+use herald_protocol::{EventId, PublishReceipt, PublishRequest};
+use reqwest::header::CONTENT_TYPE;
+use reqwest::{Method, StatusCode, Url};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::endpoint::HubUrl;
+use crate::error::{HttpError, HubError, PublishError};
+use crate::retry::RetryPolicy;
+
+/// The longest part of an unexpected error body kept in [`HttpError::Status`].
+const MAX_BODY_EXCERPT: usize = 512;
+
+/// Publishes events (and asks for approvals) over the hub's HTTP API.
+///
+/// Every event gets a UUID v4 `id` before its first attempt unless the caller
+/// set one; retries (after connection errors, timeouts, 5xx and 429) resend
+/// the same `id`, which the hub de-duplicates, so a retried event is stored
+/// and delivered once. Cloning is cheap and shares the connection pool.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    http: reqwest::Client,
+    url: HubUrl,
+    retry: RetryPolicy,
+    timeout: Duration,
+    token: Option<String>,
+}
+
+/// Options of a [`Publisher`]; every setter documents its default.
+#[derive(Debug, Clone)]
+pub struct PublisherBuilder {
+    url: String,
+    retry: RetryPolicy,
+    timeout: Duration,
+    connect_timeout: Duration,
+    token: Option<String>,
+}
+
+impl PublisherBuilder {
+    /// How failed attempts are retried. Default: [`RetryPolicy::default`].
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The time limit of one attempt (a long-poll adds its wait). Default: 30 s.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The time limit of opening a connection. Default: 5 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// An API key or token sent as `Authorization: Bearer …`. Default: none.
+    pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Builds the publisher (no request is made yet).
+    pub fn build(self) -> Result<Publisher, HttpError> {
+        let url = HubUrl::parse(&self.url)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .build()
+            .map_err(HttpError::Client)?;
+        Ok(Publisher {
+            http,
+            url,
+            retry: self.retry,
+            timeout: self.timeout,
+            token: self.token,
+        })
+    }
+}
+
+/// Whether a request may be sent again after an ambiguous failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Idempotency {
+    /// Retries are harmless (reads, and events with an `id`).
+    Idempotent,
+    /// Retried only when the connection could not even be opened.
+    Once,
+}
+
+impl Publisher {
+    /// A publisher for the hub at `url` (e.g. `http://127.0.0.1:8765`) with
+    /// the default options.
+    pub fn new(url: &str) -> Result<Publisher, HttpError> {
+        Publisher::builder(url).build()
+    }
+
+    /// Options for a publisher for the hub at `url`.
+    pub fn builder(url: impl Into<String>) -> PublisherBuilder {
+        PublisherBuilder {
+            url: url.into(),
+            retry: RetryPolicy::default(),
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            token: None,
+        }
+    }
+
+    /// The hub's base URL.
+    pub fn url(&self) -> &HubUrl {
+        &self.url
+    }
+
+    /// Publishes one event (`POST /api/v1/events`) and returns its receipt.
+    pub async fn publish(&self, mut request: PublishRequest) -> Result<PublishReceipt, PublishError> {
+        assign_id(&mut request);
+        let url = self.url.http("api/v1/events").map_err(HttpError::from)?;
+        let receipt = self
+            .call(Method::POST, url, Some(&request), self.timeout, Idempotency::Idempotent)
+            .await?;
+        Ok(receipt)
+    }
+
+    /// Publishes a batch in one request: the hub validates it whole (one bad
+    /// event: nothing is published, and [`HubError::index`] names it) and
+    /// answers the receipts in the same order.
+    pub async fn publish_batch(
+        &self,
+        mut requests: Vec<PublishRequest>,
+    ) -> Result<Vec<PublishReceipt>, PublishError> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        requests.iter_mut().for_each(assign_id);
+        let url = self.url.http("api/v1/events").map_err(HttpError::from)?;
+        let receipts: Vec<PublishReceipt> = self
+            .call(Method::POST, url, Some(&requests), self.timeout, Idempotency::Idempotent)
+            .await?;
+        if receipts.len() != requests.len() {
+            return Err(PublishError::ReceiptCount {
+                sent: requests.len(),
+                got: receipts.len(),
+            });
+        }
+        Ok(receipts)
+    }
+
+    /// One JSON call with retries; `body` is serialized once.
+    pub(crate) async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&(impl Serialize + ?Sized)>,
+        timeout: Duration,
+        idempotency: Idempotency,
+    ) -> Result<T, HttpError> {
+        let body = match body {
+            Some(body) => Some(serde_json::to_vec(body).map_err(HttpError::Decode)?),
+            None => None,
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let may_retry = attempt < self.retry.max_attempts.max(1);
+            let mut request = self.http.request(method.clone(), url.clone()).timeout(timeout);
+            if let Some(body) = &body {
+                request = request.header(CONTENT_TYPE, "application/json").body(body.clone());
+            }
+            if let Some(token) = &self.token {
+                request = request.bearer_auth(token);
+            }
+            let answer = async {
+                let response = request.send().await?;
+                let status = response.status();
+                let bytes = response.bytes().await?;
+                Ok::<_, reqwest::Error>((status, bytes))
+            }
+            .await;
+            match answer {
+                Ok((status, bytes)) if status.is_success() => {
+                    return serde_json::from_slice(&bytes).map_err(HttpError::Decode);
+                }
+                Ok((status, bytes)) => {
+                    let retryable = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
+                    if retryable && may_retry && idempotency == Idempotency::Idempotent {
+                        tracing::debug!(%url, %status, attempt, "retrying after an error status");
+                    } else {
+                        return Err(status_error(status, &bytes, attempt));
+                    }
+                }
+                Err(error) => {
+                    let retryable = match idempotency {
+                        Idempotency::Idempotent => !error.is_builder(),
+                        Idempotency::Once => error.is_connect(),
+                    };
+                    if !(retryable && may_retry) {
+                        return Err(HttpError::Transport {
+                            attempts: attempt,
+                            source: error,
+                        });
+                    }
+                    tracing::debug!(%url, %error, attempt, "retrying after a transport error");
+                }
+            }
+            tokio::time::sleep(self.retry.delay(attempt)).await;
+        }
+    }
+
+    /// The retry policy (the approval long-poll reuses it between polls).
+    pub(crate) fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    /// The time limit of one attempt.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+/// Gives `request` a UUID v4 `id` unless it has one, so retries reuse it.
+pub(crate) fn assign_id(request: &mut PublishRequest) {
+    if request.id.is_none() {
+        // A UUID is always a valid id (36 ASCII bytes).
+        request.id = EventId::new(uuid::Uuid::new_v4().to_string()).ok();
+    }
+}
+
+fn status_error(status: StatusCode, bytes: &[u8], attempts: u32) -> HttpError {
+    let error = serde_json::from_slice::<HubError>(bytes).ok();
+    let body = if error.is_some() {
+        String::new()
+    } else {
+        let text = String::from_utf8_lossy(bytes);
+        let mut end = text.len().min(MAX_BODY_EXCERPT);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text[..end].trim().to_owned()
+    };
+    HttpError::Status {
+        status: status.as_u16(),
+        error,
+        body,
+        attempts,
+    }
+}

@@ -1,0 +1,325 @@
+//! The connection task: carries out what the [`Session`] asks over a
+//! tokio-tungstenite socket, feeds it frames and the time, and hands its
+//! events to the [`Subscriber`](super::Subscriber) through a bounded queue.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use herald_protocol::session::{
+    Action, Checkpoints, ConnectionState, Millis, Session, SessionError, SessionEvent,
+};
+use herald_protocol::{ClientFrame, CloseReason, EventFilter, TopicPattern};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::SubscriberItem;
+use crate::error::SubscribeError;
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Reply = oneshot::Sender<Result<(), SessionError>>;
+
+/// How long closing a socket may take before it is just dropped.
+const CLOSE_LIMIT: Duration = Duration::from_secs(1);
+
+/// What the [`Subscriber`](super::Subscriber) asks of its task.
+#[derive(Debug)]
+pub(super) enum Command {
+    Subscribe {
+        topics: Vec<TopicPattern>,
+        filter: Option<EventFilter>,
+        snapshot: bool,
+        reply: Reply,
+    },
+    Unsubscribe {
+        topics: Vec<TopicPattern>,
+        reply: Reply,
+    },
+    Send {
+        frame: ClientFrame,
+        reply: Reply,
+    },
+    Close,
+}
+
+/// Why the task woke up.
+enum Wake {
+    Command(Option<Command>),
+    Delivered,
+    ConsumerGone,
+    Message(Option<Result<Message, WsError>>),
+    Timeout,
+}
+
+/// What the subscriber can read without asking the task.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Shared {
+    pub(super) checkpoints: Checkpoints,
+    pub(super) state: ConnectionState,
+    pub(super) session_id: Option<String>,
+}
+
+impl Shared {
+    pub(super) fn of(session: &Session) -> Shared {
+        Shared {
+            checkpoints: session.checkpoints().clone(),
+            state: session.state().clone(),
+            session_id: session.session_id().map(str::to_owned),
+        }
+    }
+}
+
+/// The state of one subscriber's connection task.
+pub(super) struct Driver {
+    session: Session,
+    url: String,
+    connect_timeout: Duration,
+    /// The origin of the session's clock.
+    clock: Instant,
+    socket: Option<Socket>,
+    /// Items the consumer has not taken yet; the socket is not read while
+    /// this holds `capacity` items.
+    pending: VecDeque<SubscriberItem>,
+    capacity: usize,
+    items: mpsc::Sender<SubscriberItem>,
+    commands: mpsc::Receiver<Command>,
+    shared: watch::Sender<Shared>,
+    /// Told once: the first connection was welcomed, or its attempt failed.
+    ready: Option<oneshot::Sender<Result<(), SubscribeError>>>,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("url", &self.url)
+            .field("state", self.session.state())
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Driver {
+    #[allow(clippy::too_many_arguments, reason = "the task's parts, wired once by the builder")]
+    pub(super) fn new(
+        session: Session,
+        url: String,
+        connect_timeout: Duration,
+        capacity: usize,
+        items: mpsc::Sender<SubscriberItem>,
+        commands: mpsc::Receiver<Command>,
+        shared: watch::Sender<Shared>,
+        ready: oneshot::Sender<Result<(), SubscribeError>>,
+    ) -> Driver {
+        Driver {
+            session,
+            url,
+            connect_timeout,
+            clock: Instant::now(),
+            socket: None,
+            pending: VecDeque::new(),
+            capacity,
+            items,
+            commands,
+            shared,
+            ready: Some(ready),
+        }
+    }
+
+    /// Runs until the subscriber closes or drops, or the session closes for
+    /// good and the consumer has taken every item.
+    pub(super) async fn run(mut self) {
+        loop {
+            self.turn().await;
+            let closed = matches!(self.session.state(), ConnectionState::Closed { .. });
+            if closed && self.socket.is_none() && self.pending.is_empty() {
+                return;
+            }
+            let deadline = self.session.poll_timeout().map(|at| self.instant(at));
+            let readable = self.socket.is_some() && self.pending.len() < self.capacity;
+            let wake = tokio::select! {
+                command = self.commands.recv() => Wake::Command(command),
+                permit = self.items.reserve(), if !self.pending.is_empty() => match permit {
+                    Ok(permit) => {
+                        if let Some(item) = self.pending.pop_front() {
+                            permit.send(item);
+                        }
+                        Wake::Delivered
+                    }
+                    Err(_) => Wake::ConsumerGone,
+                },
+                message = next_message(&mut self.socket), if readable => Wake::Message(message),
+                () = sleep_until(deadline), if deadline.is_some() => Wake::Timeout,
+            };
+            match wake {
+                Wake::Command(Some(Command::Close) | None) | Wake::ConsumerGone => {
+                    self.pending.clear();
+                    self.session.disconnect();
+                    self.turn().await;
+                    return;
+                }
+                Wake::Command(Some(command)) => self.command(command),
+                Wake::Delivered => {}
+                Wake::Message(message) => self.received(message).await,
+                Wake::Timeout => {
+                    let now = self.now();
+                    self.session.handle_timeout(now);
+                }
+            }
+        }
+    }
+
+    /// Carries out everything the session asks until it asks nothing more.
+    async fn turn(&mut self) {
+        loop {
+            let mut busy = false;
+            while let Some(action) = self.session.poll_action() {
+                busy = true;
+                match action {
+                    Action::Connect => self.open().await,
+                    Action::Close { code } => self.close_socket(code).await,
+                }
+            }
+            while let Some(frame) = self.session.poll_transmit() {
+                busy = true;
+                let Some(socket) = &mut self.socket else { break };
+                if let Err(error) = socket.send(Message::text(frame.encode())).await {
+                    tracing::debug!(%error, "sending failed; the connection is lost");
+                    self.socket = None;
+                    let now = self.now();
+                    self.session.handle_closed(None, now);
+                }
+            }
+            while let Some(event) = self.session.poll_event() {
+                busy = true;
+                if matches!(event, SessionEvent::Welcome(_)) {
+                    if let Some(ready) = self.ready.take() {
+                        let _ = ready.send(Ok(()));
+                    }
+                }
+                self.pending.push_back(event.into());
+            }
+            if !busy {
+                break;
+            }
+        }
+        let now = Shared::of(&self.session);
+        self.shared.send_if_modified(|shared| {
+            let changed = *shared != now;
+            if changed {
+                *shared = now;
+            }
+            changed
+        });
+    }
+
+    async fn open(&mut self) {
+        let attempt =
+            tokio::time::timeout(self.connect_timeout, tokio_tungstenite::connect_async(self.url.as_str()))
+                .await;
+        let failure = match attempt {
+            Ok(Ok((socket, _response))) => {
+                self.socket = Some(socket);
+                let now = self.now();
+                self.session.handle_connected(now);
+                return;
+            }
+            Ok(Err(error)) => SubscribeError::Connect {
+                url: self.url.clone(),
+                source: Box::new(error),
+            },
+            Err(_) => SubscribeError::ConnectTimeout {
+                url: self.url.clone(),
+                timeout: self.connect_timeout,
+            },
+        };
+        tracing::debug!(error = %failure, "connection attempt failed");
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(Err(failure));
+        }
+        let now = self.now();
+        self.session.handle_closed(None, now);
+    }
+
+    async fn close_socket(&mut self, code: CloseReason) {
+        if let Some(mut socket) = self.socket.take() {
+            let frame = CloseFrame {
+                code: CloseCode::from(code.0),
+                reason: "".into(),
+            };
+            let _ = tokio::time::timeout(CLOSE_LIMIT, socket.close(Some(frame))).await;
+        }
+    }
+
+    async fn received(&mut self, message: Option<Result<Message, WsError>>) {
+        let now = self.now();
+        match message {
+            Some(Ok(Message::Text(text))) => {
+                if let Err(error) = self.session.handle_text(text.as_str(), now) {
+                    self.pending.push_back(SubscriberItem::Malformed(error.to_string()));
+                }
+            }
+            Some(Ok(Message::Close(frame))) => {
+                let reason = frame.map(|frame| CloseReason(u16::from(frame.code)));
+                if let Some(mut socket) = self.socket.take() {
+                    // Sends the close reply tungstenite queued.
+                    let _ = tokio::time::timeout(CLOSE_LIMIT, socket.flush()).await;
+                }
+                self.session.handle_closed(reason, now);
+            }
+            // Binary frames are not part of the protocol; WebSocket pings are
+            // answered by tungstenite.
+            Some(Ok(_)) => {}
+            Some(Err(error)) => {
+                tracing::debug!(%error, "the connection failed");
+                self.socket = None;
+                self.session.handle_closed(None, now);
+            }
+            None => {
+                self.socket = None;
+                self.session.handle_closed(None, now);
+            }
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        let (result, reply) = match command {
+            Command::Subscribe {
+                topics,
+                filter,
+                snapshot,
+                reply,
+            } => (self.session.subscribe(topics, filter, snapshot), reply),
+            Command::Unsubscribe { topics, reply } => (self.session.unsubscribe(topics), reply),
+            Command::Send { frame, reply } => (self.session.send_frame(frame), reply),
+            Command::Close => return,
+        };
+        let _ = reply.send(result);
+    }
+
+    fn now(&self) -> Millis {
+        Millis(u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn instant(&self, at: Millis) -> Instant {
+        self.clock + Duration::from_millis(at.0)
+    }
+}
+
+async fn next_message(socket: &mut Option<Socket>) -> Option<Result<Message, WsError>> {
+    match socket {
+        Some(socket) => socket.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

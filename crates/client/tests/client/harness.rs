@@ -1,0 +1,143 @@
+//! Starting and stopping real `herald serve` processes, and waiting on a
+//! subscriber's items.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use futures::StreamExt;
+use herald_client::{Subscriber, SubscriberItem};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+
+/// How long any single awaited step may take.
+pub const STEP: Duration = Duration::from_secs(20);
+
+/// Awaits `future` for at most [`STEP`], panicking with `what` after that.
+pub async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(STEP, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out after {STEP:?}: {what}"),
+    }
+}
+
+/// The `herald` binary, built once per test process.
+pub fn herald_bin() -> PathBuf {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match BIN.get_or_init(build_herald) {
+        Ok(bin) => bin.clone(),
+        Err(error) => panic!("{error}"),
+    }
+}
+
+fn build_herald() -> Result<PathBuf, String> {
+    if let Some(bin) = std::env::var_os("HERALD_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = std::process::Command::new(cargo)
+        .current_dir(&root)
+        .args(["build", "--quiet", "-p", "herald-server", "--bin", "herald"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("running cargo build: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "cargo build -p herald-server --bin herald failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir));
+    let bin = target.join("debug").join("herald");
+    if bin.exists() { Ok(bin) } else { Err(format!("{} does not exist", bin.display())) }
+}
+
+/// A `herald` command with the test's conventions (logs off unless
+/// `HERALD_TEST_LOG` is set, so a failing test can show them).
+pub fn herald() -> Command {
+    let mut command = Command::new(herald_bin());
+    command
+        .env_remove("HERALD_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(if std::env::var_os("HERALD_TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::piped() })
+        .kill_on_drop(true);
+    command
+}
+
+/// One running `herald serve`; killed when dropped.
+#[derive(Debug)]
+pub struct Hub {
+    child: Child,
+    /// Kept open so the hub never writes to a closed pipe.
+    _stdout: BufReader<ChildStdout>,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl Hub {
+    /// `herald serve --bind 127.0.0.1:0 ARGS`.
+    pub async fn start(args: &[&str]) -> Hub {
+        Hub::start_on("127.0.0.1:0", args).await
+    }
+
+    /// `herald serve --bind BIND ARGS`; waits for `listening on http://…`.
+    pub async fn start_on(bind: &str, args: &[&str]) -> Hub {
+        let mut command = herald();
+        command
+            .args(["serve", "--bind", bind, "--heartbeat-interval", "1s"])
+            .args(args)
+            .stderr(if std::env::var_os("HERALD_TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() });
+        let mut child = command.spawn().expect("spawning herald serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut stdout = BufReader::new(stdout);
+        let mut line = String::new();
+        bounded("herald serve printing its listening line", stdout.read_line(&mut line))
+            .await
+            .expect("reading herald's stdout");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from herald serve: {line:?}"))
+            .to_owned();
+        let addr = url.trim_start_matches("http://").to_owned();
+        Hub { child, _stdout: stdout, addr, url }
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port")
+    }
+
+    /// Stops the hub with SIGTERM (graceful shutdown) and waits for it to exit.
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        }
+        if tokio::time::timeout(STEP, self.child.wait()).await.is_err() {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// The next item of `subscriber` that `pick` maps to `Some`, skipping the rest.
+pub async fn next_matching<T>(
+    subscriber: &mut Subscriber,
+    what: &str,
+    mut pick: impl FnMut(SubscriberItem) -> Option<T>,
+) -> T {
+    bounded(what, async {
+        while let Some(item) = subscriber.next().await {
+            if let Some(value) = pick(item) {
+                return value;
+            }
+        }
+        panic!("the subscriber ended while waiting for {what}");
+    })
+    .await
+}

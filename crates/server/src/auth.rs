@@ -1,0 +1,326 @@
+//! Authentication and authorization: API keys with scopes for the HTTP API,
+//! JWTs for WebSocket subscribers, and per-topic access from the token's claims.
+//!
+//! - API keys (`--api-keys key1:publish,admin;key2:publish`) are sent as
+//!   `Authorization: Bearer KEY`; `publish` covers events, broadcasts, user
+//!   messages and approvals, `admin` covers connections, status and history.
+//! - JWTs: HS256 with `--jwt-secret`, or RS256/EdDSA with `--jwt-public-key`
+//!   (PEM). `exp` and `sub` are required, `nbf` is enforced when present, with
+//!   no leeway; `alg: none` and every algorithm but the configured one are
+//!   rejected. `sub` is the user; `topics` lists the patterns the user may
+//!   subscribe to (`user:{sub}` is always allowed; `["*"]` makes an admin).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use herald_protocol::{Topic, TopicPattern};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+/// What an API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Publish,
+    Admin,
+}
+
+/// Why credentials were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error(
+        "authentication required: send a token (?token=, Authorization: Bearer, or the bearer.<JWT> subprotocol)"
+    )]
+    MissingToken,
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
+    #[error("authentication required: send an API key as Authorization: Bearer KEY")]
+    MissingKey,
+    #[error("unknown API key")]
+    UnknownKey,
+    #[error("this API key lacks the {0:?} scope")]
+    MissingScope(Scope),
+}
+
+/// A problem in the security configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthConfigError {
+    #[error("--api-keys: {0}")]
+    Keys(String),
+    #[error("--jwt-public-key {path}: {reason}")]
+    PublicKey { path: String, reason: String },
+}
+
+/// The claims Herald reads from a subscriber's token.
+#[derive(Debug, Clone, Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    topics: Vec<String>,
+    exp: u64,
+}
+
+/// A verified subscriber.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The user (`sub`).
+    pub user: String,
+    /// The patterns the user may subscribe to (from `topics`).
+    pub allowed: Vec<TopicPattern>,
+    /// When the token expires, in ms since the Unix epoch.
+    pub expires_at_ms: u64,
+}
+
+impl Identity {
+    /// Whether the user may subscribe to `pattern`: their own `user:{sub}`,
+    /// or anything a claimed pattern covers.
+    pub fn may_subscribe(&self, pattern: &TopicPattern) -> bool {
+        let own = Topic::user(&self.user).ok();
+        if own.is_some() && pattern.as_topic() == own.as_ref() {
+            return true;
+        }
+        self.allowed.iter().any(|allowed| allowed.covers(pattern))
+    }
+}
+
+/// The configured credentials.
+#[derive(Clone, Default)]
+pub struct Authenticator {
+    jwt: Option<(DecodingKey, Algorithm)>,
+    keys: HashMap<String, Vec<Scope>>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("jwt", &self.jwt.as_ref().map(|(_, alg)| alg))
+            .field("api_keys", &self.keys.len())
+            .finish()
+    }
+}
+
+impl Authenticator {
+    /// Builds the authenticator from the flags' values.
+    pub fn new(
+        jwt_secret: Option<&str>,
+        jwt_public_key: Option<&Path>,
+        api_keys: Option<&str>,
+    ) -> Result<Authenticator, AuthConfigError> {
+        let jwt = match (jwt_secret, jwt_public_key) {
+            (Some(secret), _) => Some((
+                DecodingKey::from_secret(secret.as_bytes()),
+                Algorithm::HS256,
+            )),
+            (None, Some(path)) => Some(read_public_key(path)?),
+            (None, None) => None,
+        };
+        let keys = match api_keys {
+            Some(spec) => parse_api_keys(spec)?,
+            None => HashMap::new(),
+        };
+        Ok(Authenticator { jwt, keys })
+    }
+
+    /// Whether subscribers need a token.
+    pub fn requires_token(&self) -> bool {
+        self.jwt.is_some()
+    }
+
+    /// Whether the HTTP API needs a key.
+    pub fn requires_key(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// Verifies a subscriber's token.
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let Some((key, algorithm)) = &self.jwt else {
+            return Err(AuthError::InvalidToken(
+                "no token verification is configured".into(),
+            ));
+        };
+        let mut validation = Validation::new(*algorithm);
+        validation.leeway = 0;
+        validation.validate_nbf = true;
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        let data = jsonwebtoken::decode::<Claims>(token, key, &validation)
+            .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
+        let claims = data.claims;
+        let allowed = claims
+            .topics
+            .iter()
+            .filter_map(|pattern| TopicPattern::parse(pattern).ok())
+            .collect();
+        Ok(Identity {
+            user: claims.sub,
+            allowed,
+            expires_at_ms: claims.exp.saturating_mul(1000),
+        })
+    }
+
+    /// Checks an `Authorization` header value against the API keys; returns the key.
+    pub fn check_key(
+        &self,
+        authorization: Option<&str>,
+        scope: Scope,
+    ) -> Result<String, AuthError> {
+        let key = authorization
+            .and_then(|value| {
+                value
+                    .strip_prefix("Bearer ")
+                    .or_else(|| value.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|key| !key.is_empty())
+            .ok_or(AuthError::MissingKey)?;
+        let scopes = self.keys.get(key).ok_or(AuthError::UnknownKey)?;
+        if !scopes.contains(&scope) {
+            return Err(AuthError::MissingScope(scope));
+        }
+        Ok(key.to_owned())
+    }
+}
+
+fn read_public_key(path: &Path) -> Result<(DecodingKey, Algorithm), AuthConfigError> {
+    let error = |reason: String| AuthConfigError::PublicKey {
+        path: path.display().to_string(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| error(e.to_string()))?;
+    if let Ok(key) = DecodingKey::from_ed_pem(&pem) {
+        return Ok((key, Algorithm::EdDSA));
+    }
+    DecodingKey::from_rsa_pem(&pem)
+        .map(|key| (key, Algorithm::RS256))
+        .map_err(|_| error("not an RSA or Ed25519 public key in PEM".into()))
+}
+
+/// Parses `key1:publish,admin;key2:publish`.
+pub fn parse_api_keys(spec: &str) -> Result<HashMap<String, Vec<Scope>>, AuthConfigError> {
+    let mut keys = HashMap::new();
+    for entry in spec.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        let (key, scopes) = entry.split_once(':').ok_or_else(|| {
+            AuthConfigError::Keys(format!("{entry:?} has no scopes (write KEY:publish,admin)"))
+        })?;
+        if key.len() < 8 {
+            return Err(AuthConfigError::Keys(
+                "keys must be at least 8 characters".into(),
+            ));
+        }
+        let scopes = scopes
+            .split(',')
+            .map(|scope| match scope.trim() {
+                "publish" => Ok(Scope::Publish),
+                "admin" => Ok(Scope::Admin),
+                other => Err(AuthConfigError::Keys(format!(
+                    "unknown scope {other:?} (use publish or admin)"
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        keys.insert(key.to_owned(), scopes);
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde_json::json;
+
+    use super::*;
+
+    fn now_s() -> u64 {
+        crate::hub::now_ms() / 1000
+    }
+
+    fn token(claims: &serde_json::Value, secret: &str) -> String {
+        encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn hs256() -> Authenticator {
+        Authenticator::new(Some("s3cret-s3cret"), None, None).unwrap()
+    }
+
+    #[test]
+    fn a_valid_token_names_the_user_and_their_patterns() {
+        let t = token(
+            &json!({"sub": "u1", "topics": ["execution:*"], "exp": now_s() + 60}),
+            "s3cret-s3cret",
+        );
+        let identity = hs256().verify(&t).unwrap();
+        assert_eq!(identity.user, "u1");
+        assert!(identity.may_subscribe(&TopicPattern::parse("execution:e1").unwrap()));
+        assert!(identity.may_subscribe(&TopicPattern::parse("execution:*").unwrap()));
+        assert!(identity.may_subscribe(&TopicPattern::parse("user:u1").unwrap()));
+        assert!(!identity.may_subscribe(&TopicPattern::parse("user:u2").unwrap()));
+        assert!(!identity.may_subscribe(&TopicPattern::All));
+    }
+
+    #[test]
+    fn forged_expired_early_and_unsigned_tokens_are_rejected() {
+        let auth = hs256();
+        let forged = token(&json!({"sub": "u1", "exp": now_s() + 60}), "another-secret");
+        let expired = token(&json!({"sub": "u1", "exp": now_s() - 10}), "s3cret-s3cret");
+        let early = token(
+            &json!({"sub": "u1", "exp": now_s() + 60, "nbf": now_s() + 30}),
+            "s3cret-s3cret",
+        );
+        let header = base64url(r#"{"alg":"none","typ":"JWT"}"#);
+        let body = base64url(&format!(r#"{{"sub":"u1","exp":{}}}"#, now_s() + 60));
+        let unsigned = format!("{header}.{body}.");
+        for bad in [forged, expired, early, unsigned, "garbage".to_owned()] {
+            assert!(auth.verify(&bad).is_err(), "{bad} was accepted");
+        }
+    }
+
+    fn base64url(text: &str) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let bytes = text.as_bytes();
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+            for i in 0..=chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn api_keys_need_the_right_scope() {
+        let auth = Authenticator::new(
+            None,
+            None,
+            Some("pubkey-123:publish;admin-key-1:publish,admin"),
+        )
+        .unwrap();
+        assert_eq!(
+            auth.check_key(None, Scope::Publish),
+            Err(AuthError::MissingKey)
+        );
+        assert_eq!(
+            auth.check_key(Some("Bearer nope-nope"), Scope::Publish),
+            Err(AuthError::UnknownKey)
+        );
+        assert!(
+            auth.check_key(Some("Bearer pubkey-123"), Scope::Publish)
+                .is_ok()
+        );
+        assert_eq!(
+            auth.check_key(Some("Bearer pubkey-123"), Scope::Admin),
+            Err(AuthError::MissingScope(Scope::Admin))
+        );
+        assert!(
+            auth.check_key(Some("Bearer admin-key-1"), Scope::Admin)
+                .is_ok()
+        );
+        assert!(parse_api_keys("k:root").is_err());
+    }
+}

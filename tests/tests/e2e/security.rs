@@ -1,0 +1,1006 @@
+//! Security (H8): every attack the contract names, made by a real client
+//! against the real binary. Tokens are signed here with `jsonwebtoken` and
+//! the test-only keys in `tests/fixtures/keys/`; unsigned and hand-built
+//! frames and requests go over raw TCP where a library client would refuse
+//! to send them.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail, ensure};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use herald_tests::{
+    DEFAULT_TIMEOUT, Hub, START_TIMEOUT, WsClient, frame_type, herald_bin, raw_ws_upgrade,
+    run_herald, workspace_root,
+};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, timeout};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, header};
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::str_field;
+
+/// The HS256 secret the hubs in this module verify with.
+const SECRET: &str = "e2e-hs256-secret-0123456789abcdef";
+/// API keys: one that may publish, one that may also administer.
+const API_KEYS: &str = "pubkey123:publish;adminkey1:publish,admin";
+const PUBLISH_KEY: &str = "pubkey123";
+const ADMIN_KEY: &str = "adminkey1";
+
+// ---------------------------------------------------------------------------
+// Tokens
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// Claims for `sub` allowed `topics`, expiring `exp`.
+fn claims(sub: &str, topics: &[&str], exp: u64) -> Value {
+    json!({"sub": sub, "topics": topics, "exp": exp})
+}
+
+/// Claims valid for a minute.
+fn fresh(sub: &str, topics: &[&str]) -> Value {
+    claims(sub, topics, now_s() + 60)
+}
+
+fn sign(algorithm: Algorithm, key: &EncodingKey, claims: &Value) -> Result<String> {
+    jsonwebtoken::encode(&Header::new(algorithm), claims, key).context("signing a token")
+}
+
+/// An HS256 token signed with [`SECRET`].
+fn hs256(claims: &Value) -> Result<String> {
+    sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+        claims,
+    )
+}
+
+/// A hand-built `alg: none` token: header and claims, no signature.
+fn unsigned(claims: &Value) -> String {
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    let body = URL_SAFE_NO_PAD.encode(claims.to_string());
+    format!("{header}.{body}.")
+}
+
+/// A test-only key from `tests/fixtures/keys/`.
+fn key_path(name: &str) -> PathBuf {
+    workspace_root()
+        .join("tests")
+        .join("fixtures")
+        .join("keys")
+        .join(name)
+}
+
+fn key_bytes(name: &str) -> Result<Vec<u8>> {
+    let path = key_path(name);
+    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn key_arg(name: &str) -> Result<String> {
+    key_path(name)
+        .to_str()
+        .map(str::to_owned)
+        .context("key path is not UTF-8")
+}
+
+/// `/ws?token=T` (JWTs are URL-safe as they are).
+fn with_token(path: &str, token: &str) -> String {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    format!("{path}{sep}token={token}")
+}
+
+/// Starts a hub that verifies HS256 tokens with [`SECRET`], plus `extra` flags.
+async fn hs256_hub(extra: &[&str]) -> Result<Hub> {
+    let mut args = vec!["--jwt-secret", SECRET];
+    args.extend_from_slice(extra);
+    Hub::start(&args).await
+}
+
+/// Connects to `path` with `token` in the query and reads the `welcome`.
+async fn ws_as(hub: &Hub, path: &str, token: &str) -> Result<WsClient> {
+    hub.ws(&with_token(path, token)).await
+}
+
+// ---------------------------------------------------------------------------
+// Upgrades with chosen headers
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How a WebSocket upgrade went.
+enum Upgrade {
+    /// `101`: the stream and the response headers.
+    Accepted(Box<Socket>, tungstenite::handshake::client::Response),
+    /// Any other answer: its status and body.
+    Refused { status: u16, body: String },
+}
+
+/// Attempts an upgrade to `url` with extra request `headers`.
+async fn upgrade(url: &str, headers: &[(&str, &str)]) -> Result<Upgrade> {
+    let mut request = url.into_client_request()?;
+    for (name, value) in headers {
+        request
+            .headers_mut()
+            .append(HeaderName::try_from(*name)?, HeaderValue::try_from(*value)?);
+    }
+    let connect = timeout(DEFAULT_TIMEOUT, tokio_tungstenite::connect_async(request))
+        .await
+        .with_context(|| format!("upgrading {url} timed out"))?;
+    match connect {
+        Ok((stream, response)) => Ok(Upgrade::Accepted(Box::new(stream), response)),
+        Err(tungstenite::Error::Http(response)) => Ok(Upgrade::Refused {
+            status: response.status().as_u16(),
+            body: response
+                .body()
+                .as_deref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default(),
+        }),
+        Err(e) => Err(e).with_context(|| format!("upgrading {url}")),
+    }
+}
+
+/// The first text frame of an accepted upgrade, as JSON.
+async fn first_frame(stream: &mut Socket) -> Result<Value> {
+    use futures::StreamExt;
+    loop {
+        let message = timeout(DEFAULT_TIMEOUT, stream.next())
+            .await
+            .context("no frame after the upgrade")?
+            .context("the connection ended after the upgrade")??;
+        if let Message::Text(text) = message {
+            return serde_json::from_str(text.as_str()).context("frame is not JSON");
+        }
+    }
+}
+
+/// The upgrade must be accepted and start with `welcome`; returns the response.
+async fn expect_welcome(
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<tungstenite::handshake::client::Response> {
+    match upgrade(url, headers).await? {
+        Upgrade::Accepted(mut stream, response) => {
+            let frame = first_frame(&mut stream).await?;
+            ensure!(frame_type(&frame) == "welcome", "first frame: {frame}");
+            let _ = timeout(Duration::from_secs(1), stream.close(None)).await;
+            Ok(response)
+        }
+        Upgrade::Refused { status, body } => {
+            bail!("upgrade with {headers:?} refused: {status} {body}")
+        }
+    }
+}
+
+/// The upgrade must be refused with `status` (and, as JSON, `code`).
+async fn expect_refused(
+    url: &str,
+    headers: &[(&str, &str)],
+    status: u16,
+    code: &str,
+) -> Result<()> {
+    match upgrade(url, headers).await? {
+        Upgrade::Accepted(..) => bail!("upgrade of {url} with {headers:?} was accepted"),
+        Upgrade::Refused { status: got, body } => {
+            ensure!(
+                got == status,
+                "{url} with {headers:?}: status {got}, expected {status}: {body}"
+            );
+            let json: Value = serde_json::from_str(&body)
+                .with_context(|| format!("refusal body is not JSON: {body}"))?;
+            ensure!(str_field(&json, "code") == code, "refusal body: {body}");
+            Ok(())
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// HTTP with an API key
+
+/// `METHOD path` with an optional `Authorization: Bearer KEY` and JSON body;
+/// returns status and body (JSON, or a JSON string when it does not parse).
+async fn api(
+    hub: &Hub,
+    method: reqwest::Method,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&Value>,
+) -> Result<(u16, Value)> {
+    let client = reqwest::Client::builder()
+        .timeout(DEFAULT_TIMEOUT)
+        .build()?;
+    let mut request = client.request(method, format!("{}{path}", hub.http_url()));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let response = request.send().await.context("HTTP request")?;
+    let status = response.status().as_u16();
+    let text = response.text().await.context("reading the body")?;
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Ok((status, body))
+}
+
+fn one_event(topic: &str) -> Value {
+    json!({"topic": topic, "event_type": "execution.progress", "data": {"n": 1}})
+}
+
+// ---------------------------------------------------------------------------
+// Frames
+
+fn is_error(frame: &Value, code: &str, reference: &str) -> bool {
+    frame_type(frame) == "error"
+        && str_field(frame, "code") == code
+        && str_field(frame, "ref") == reference
+}
+
+fn is_ack(frame: &Value, reference: &str) -> bool {
+    frame_type(frame) == "ack" && str_field(frame, "ref") == reference
+}
+
+/// Sends `frame` with request id `id` and waits for the error `code` with that `ref`.
+async fn expect_error(client: &mut WsClient, frame: Value, id: &str, code: &str) -> Result<Value> {
+    let mut frame = frame;
+    frame["id"] = json!(id);
+    client.send_json(&frame).await?;
+    client
+        .recv_until(|f| is_error(f, code, id) || is_ack(f, id) || frame_type(f) == "subscribed")
+        .await
+        .and_then(|f| {
+            ensure!(
+                is_error(&f, code, id),
+                "expected error {code} ref {id}, got {f}"
+            );
+            Ok(f)
+        })
+}
+
+// ===========================================================================
+// Tokens at the upgrade
+
+#[tokio::test]
+async fn hs256_token_in_query_is_admitted_with_welcome() -> Result<()> {
+    let hub = hs256_hub(&[]).await?;
+    let token = hs256(&fresh("u1", &[]))?;
+    let client = ws_as(&hub, "/ws", &token).await?;
+    ensure!(!client.session_id().is_empty(), "{}", client.welcome);
+    Ok(())
+}
+
+#[tokio::test]
+async fn hs256_token_in_authorization_header_is_admitted_with_welcome() -> Result<()> {
+    let hub = hs256_hub(&[]).await?;
+    let bearer = format!("Bearer {}", hs256(&fresh("u1", &[]))?);
+    expect_welcome(&hub.ws_url("/ws"), &[("authorization", &bearer)]).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn hs256_token_in_subprotocol_is_admitted_and_answered_with_herald_v1() -> Result<()> {
+    let hub = hs256_hub(&[]).await?;
+    let protocols = format!("herald.v1, bearer.{}", hs256(&fresh("u1", &[]))?);
+    let response = expect_welcome(
+        &hub.ws_url("/ws"),
+        &[("sec-websocket-protocol", &protocols)],
+    )
+    .await?;
+    let chosen = response
+        .headers()
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok());
+    ensure!(
+        chosen == Some("herald.v1"),
+        "the hub selected {chosen:?}, expected herald.v1"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn forged_expired_early_unsigned_and_missing_tokens_get_401_before_the_upgrade() -> Result<()>
+{
+    let hub = hs256_hub(&[]).await?;
+    let now = now_s();
+    let forged = sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(b"not-the-hub-secret-0123456789"),
+        &fresh("u1", &["*"]),
+    )?;
+    let expired = hs256(&claims("u1", &[], now - 30))?;
+    let mut early = fresh("u1", &[]);
+    early["nbf"] = json!(now + 60);
+    let early = hs256(&early)?;
+    let none = unsigned(&fresh("u1", &["*"]));
+    let url = hub.ws_url("/ws");
+    for (what, token) in [
+        ("forged", &forged),
+        ("expired", &expired),
+        ("not yet valid", &early),
+        ("alg none", &none),
+    ] {
+        expect_refused(
+            &hub.ws_url(&with_token("/ws", token)),
+            &[],
+            401,
+            "unauthorized",
+        )
+        .await
+        .with_context(|| format!("{what} token in the query"))?;
+        let bearer = format!("Bearer {token}");
+        expect_refused(&url, &[("authorization", &bearer)], 401, "unauthorized")
+            .await
+            .with_context(|| format!("{what} token in Authorization"))?;
+        let protocols = format!("herald.v1, bearer.{token}");
+        expect_refused(
+            &url,
+            &[("sec-websocket-protocol", &protocols)],
+            401,
+            "unauthorized",
+        )
+        .await
+        .with_context(|| format!("{what} token in the subprotocol"))?;
+    }
+    expect_refused(&url, &[], 401, "unauthorized")
+        .await
+        .context("no token")?;
+    expect_refused(&hub.ws_url("/ws/events"), &[], 401, "unauthorized")
+        .await
+        .context("no token on /ws/events")?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn rs256_token_is_admitted_and_hs256_signed_with_the_public_pem_is_refused() -> Result<()> {
+    let hub = Hub::start(&["--jwt-public-key", &key_arg("rsa_public.pem")?]).await?;
+    let private = EncodingKey::from_rsa_pem(&key_bytes("rsa_private.pem")?)?;
+    let good = sign(Algorithm::RS256, &private, &fresh("u1", &[]))?;
+    ws_as(&hub, "/ws", &good).await.context("RS256 token")?;
+    // Algorithm confusion: the public key's PEM bytes used as an HMAC secret.
+    let confused = sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(&key_bytes("rsa_public.pem")?),
+        &fresh("u1", &["*"]),
+    )?;
+    expect_refused(
+        &hub.ws_url(&with_token("/ws", &confused)),
+        &[],
+        401,
+        "unauthorized",
+    )
+    .await
+    .context("HS256 token keyed with the RSA public PEM")?;
+    expect_refused(
+        &hub.ws_url(&with_token("/ws", &unsigned(&fresh("u1", &["*"])))),
+        &[],
+        401,
+        "unauthorized",
+    )
+    .await
+    .context("alg none against an RSA key")?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn eddsa_token_is_admitted_and_one_from_another_ed25519_key_is_refused() -> Result<()> {
+    let hub = Hub::start(&["--jwt-public-key", &key_arg("ed25519_public.pem")?]).await?;
+    let private = EncodingKey::from_ed_pem(&key_bytes("ed25519_private.pem")?)?;
+    let good = sign(Algorithm::EdDSA, &private, &fresh("u1", &[]))?;
+    ws_as(&hub, "/ws", &good).await.context("EdDSA token")?;
+    let other = EncodingKey::from_ed_pem(&key_bytes("ed25519_other_private.pem")?)?;
+    let foreign = sign(Algorithm::EdDSA, &other, &fresh("u1", &[]))?;
+    expect_refused(
+        &hub.ws_url(&with_token("/ws", &foreign)),
+        &[],
+        401,
+        "unauthorized",
+    )
+    .await
+    .context("EdDSA token from another key")?;
+    Ok(())
+}
+
+// ===========================================================================
+// Claims
+
+#[tokio::test]
+async fn subscription_outside_the_token_topics_is_forbidden_with_ref() -> Result<()> {
+    let hub = hs256_hub(&[]).await?;
+    let mut client = ws_as(&hub, "/ws", &hs256(&fresh("u1", &["execution:*"]))?).await?;
+    client.subscribe(&["execution:e1"]).await?;
+    expect_error(
+        &mut client,
+        json!({"action": "subscribe", "topics": ["crew:c1"]}),
+        "s1",
+        "forbidden",
+    )
+    .await?;
+    expect_error(
+        &mut client,
+        json!({"action": "subscribe", "topics": ["*"]}),
+        "s2",
+        "forbidden",
+    )
+    .await?;
+    // Refused subscriptions deliver nothing.
+    let seq = hub
+        .http()
+        .publish_simple("crew:c1", "crew.updated", json!({}))
+        .await?;
+    ensure!(seq == 1, "seq {seq}");
+    let before = client.barrier().await?;
+    ensure!(
+        before.iter().all(|f| frame_type(f) != "event"),
+        "events on a forbidden topic: {before:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn own_user_topic_is_allowed_without_claims_and_another_users_is_forbidden() -> Result<()> {
+    let hub = hs256_hub(&[]).await?;
+    let mut client = ws_as(&hub, "/ws", &hs256(&fresh("u1", &[]))?).await?;
+    client.subscribe(&["user:u1"]).await?;
+    expect_error(
+        &mut client,
+        json!({"action": "subscribe", "topics": ["user:u2"]}),
+        "other",
+        "forbidden",
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn star_token_may_subscribe_to_star_and_the_events_stream() -> Result<()> {
+    let hub = hs256_hub(&[]).await?;
+    let token = hs256(&fresh("admin", &["*"]))?;
+    let mut client = ws_as(&hub, "/ws", &token).await?;
+    client.subscribe(&["*"]).await?;
+    let mut events = ws_as(&hub, "/ws/events", &token).await?;
+    events.expect_subscribed(&["*"]).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn events_stream_without_admin_claims_gets_forbidden() -> Result<()> {
+    let hub = hs256_hub(&[]).await?;
+    let token = hs256(&fresh("u1", &["execution:*"]))?;
+    let mut client = ws_as(&hub, "/ws/events", &token).await?;
+    let frame = client
+        .recv_until(|f| matches!(frame_type(f), "error" | "subscribed"))
+        .await?;
+    ensure!(
+        frame_type(&frame) == "error" && str_field(&frame, "code") == "forbidden",
+        "expected error forbidden, got {frame}"
+    );
+    Ok(())
+}
+
+// ===========================================================================
+// Token expiry and the `auth` frame
+
+/// Waits until the wall clock passes `exp` (seconds since the epoch) plus `margin`.
+fn until_past(exp: u64, margin: Duration) -> Duration {
+    let at = UNIX_EPOCH + Duration::from_secs(exp) + margin;
+    at.duration_since(SystemTime::now()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn expired_token_closes_the_connection_with_4001() -> Result<()> {
+    let hub = hs256_hub(&[]).await?;
+    let exp = now_s() + 3;
+    let mut client = ws_as(&hub, "/ws", &hs256(&claims("u1", &[], exp))?).await?;
+    client.subscribe(&["user:u1"]).await?;
+    client.timeout = until_past(exp, Duration::from_secs(3));
+    let (code, reason) = client.expect_close().await?;
+    ensure!(code == 4001, "close {code} {reason:?}");
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
+    ensure!(
+        now >= Duration::from_secs(exp),
+        "closed at {now:?}, before exp {exp}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn auth_frame_with_a_fresh_token_keeps_the_connection_past_the_first_expiry() -> Result<()> {
+    let hub = hs256_hub(&[]).await?;
+    let first = now_s() + 3;
+    let mut client = ws_as(&hub, "/ws", &hs256(&claims("u1", &[], first))?).await?;
+    let second = now_s() + 6;
+    let token = hs256(&claims("u1", &["execution:*"], second))?;
+    client
+        .send_json(&json!({"action": "auth", "token": token, "id": "a1"}))
+        .await?;
+    client.recv_until(|f| is_ack(f, "a1")).await?;
+    // Past the first expiry, the connection is still open and answering.
+    let quiet = until_past(first, Duration::from_millis(1500));
+    client.timeout = quiet + Duration::from_secs(1);
+    if let Ok(end) = timeout(quiet, client.expect_end()).await {
+        bail!("the connection ended before the first expiry had passed by 1.5 s: {end:?}");
+    }
+    client.timeout = DEFAULT_TIMEOUT;
+    client.barrier().await.context("after the first expiry")?;
+    // The new claims are in force.
+    client.subscribe(&["execution:e9"]).await?;
+    // And the second expiry closes it.
+    client.timeout = until_past(second, Duration::from_secs(3));
+    let (code, reason) = client.expect_close().await?;
+    ensure!(code == 4001, "close {code} {reason:?}");
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
+    ensure!(
+        now >= Duration::from_secs(second),
+        "closed at {now:?}, before the second exp {second}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn auth_frame_for_another_user_is_forbidden_and_keeps_the_old_identity() -> Result<()> {
+    let hub = hs256_hub(&[]).await?;
+    let mut client = ws_as(&hub, "/ws", &hs256(&fresh("u1", &[]))?).await?;
+    let other = hs256(&fresh("u2", &["*"]))?;
+    expect_error(
+        &mut client,
+        json!({"action": "auth", "token": other}),
+        "a2",
+        "forbidden",
+    )
+    .await?;
+    // u2's `*` claim did not take effect.
+    expect_error(
+        &mut client,
+        json!({"action": "subscribe", "topics": ["user:u2"]}),
+        "s1",
+        "forbidden",
+    )
+    .await?;
+    Ok(())
+}
+
+// ===========================================================================
+// Approvals
+
+#[tokio::test]
+async fn only_the_approvals_user_may_confirm_it() -> Result<()> {
+    let hub = hs256_hub(&["--api-keys", API_KEYS]).await?;
+    let mut u1 = ws_as(&hub, "/ws", &hs256(&fresh("u1", &[]))?).await?;
+    let mut u2 = ws_as(&hub, "/ws", &hs256(&fresh("u2", &[]))?).await?;
+    let request = json!({
+        "user_id": "u1",
+        "task_id": "t1",
+        "step": 1,
+        "step_result": {"step": "deploy", "message": "about to deploy", "status": "waiting"},
+    });
+    let (status, record) = api(
+        &hub,
+        reqwest::Method::POST,
+        "/api/v1/approvals",
+        Some(PUBLISH_KEY),
+        Some(&request),
+    )
+    .await?;
+    ensure!(status == 201, "{status} {record}");
+    let id = str_field(&record, "callback_id").to_owned();
+    ensure!(!id.is_empty(), "{record}");
+    let confirm = json!({"action": "confirm", "callback_id": id, "proceed": true});
+    expect_error(&mut u2, confirm.clone(), "c2", "forbidden").await?;
+    let (status, decision) = api(
+        &hub,
+        reqwest::Method::GET,
+        &format!("/api/v1/approvals/{id}"),
+        Some(PUBLISH_KEY),
+        None,
+    )
+    .await?;
+    ensure!(status == 200, "{status} {decision}");
+    ensure!(
+        str_field(&decision, "status") == "pending",
+        "u2's refused confirm changed the approval: {decision}"
+    );
+    let mut confirm = confirm;
+    confirm["id"] = json!("c1");
+    u1.send_json(&confirm).await?;
+    let frame = u1
+        .recv_until(|f| is_ack(f, "c1") || str_field(f, "ref") == "c1")
+        .await?;
+    ensure!(is_ack(&frame, "c1"), "u1's confirm: {frame}");
+    let (status, decision) = api(
+        &hub,
+        reqwest::Method::GET,
+        &format!("/api/v1/approvals/{id}"),
+        Some(PUBLISH_KEY),
+        None,
+    )
+    .await?;
+    ensure!(status == 200, "{status} {decision}");
+    ensure!(
+        str_field(&decision, "status") == "approved",
+        "after u1's confirm: {decision}"
+    );
+    Ok(())
+}
+
+// ===========================================================================
+// Origins
+
+#[tokio::test]
+async fn foreign_origin_gets_403_and_allowed_or_absent_origin_is_admitted() -> Result<()> {
+    let hub = Hub::start(&["--allowed-origins", "https://app.example"]).await?;
+    let url = hub.ws_url("/ws");
+    expect_refused(
+        &url,
+        &[("origin", "https://evil.example")],
+        403,
+        "forbidden",
+    )
+    .await?;
+    expect_refused(
+        &url,
+        &[("origin", "https://app.example.evil.example")],
+        403,
+        "forbidden",
+    )
+    .await?;
+    expect_welcome(&url, &[("origin", "https://app.example")])
+        .await
+        .context("allowed origin")?;
+    expect_welcome(&url, &[])
+        .await
+        .context("no Origin header")?;
+    Ok(())
+}
+
+// ===========================================================================
+// API keys
+
+#[tokio::test]
+async fn http_api_without_a_key_or_with_an_unknown_key_is_401_unauthorized() -> Result<()> {
+    let hub = Hub::start(&["--api-keys", API_KEYS]).await?;
+    let event = one_event("execution:e1");
+    for key in [None, Some("not-a-key-at-all"), Some("pubkey12")] {
+        let (status, body) = api(
+            &hub,
+            reqwest::Method::POST,
+            "/api/v1/events",
+            key,
+            Some(&event),
+        )
+        .await?;
+        ensure!(status == 401, "key {key:?}: {status} {body}");
+        ensure!(
+            str_field(&body, "code") == "unauthorized" && body["message"].is_string(),
+            "key {key:?}: {body}"
+        );
+    }
+    let (status, body) = api(
+        &hub,
+        reqwest::Method::POST,
+        "/api/v1/events",
+        Some(PUBLISH_KEY),
+        Some(&event),
+    )
+    .await?;
+    ensure!(
+        status == 200 || status == 201,
+        "publish key: {status} {body}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn publish_key_on_an_admin_endpoint_is_403_and_the_admin_key_is_allowed() -> Result<()> {
+    let hub = Hub::start(&["--api-keys", API_KEYS]).await?;
+    for path in ["/api/v1/connections", "/api/v1/status"] {
+        let (status, body) = api(&hub, reqwest::Method::GET, path, Some(PUBLISH_KEY), None).await?;
+        ensure!(
+            status == 403,
+            "{path} with the publish key: {status} {body}"
+        );
+        ensure!(str_field(&body, "code") == "forbidden", "{path}: {body}");
+        let (status, body) = api(&hub, reqwest::Method::GET, path, Some(ADMIN_KEY), None).await?;
+        ensure!(status == 200, "{path} with the admin key: {status} {body}");
+        let (status, body) = api(&hub, reqwest::Method::GET, path, None, None).await?;
+        ensure!(status == 401, "{path} without a key: {status} {body}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn health_needs_no_key() -> Result<()> {
+    let hub = Hub::start(&["--api-keys", API_KEYS]).await?;
+    let (status, body) = api(&hub, reqwest::Method::GET, "/health", None, None).await?;
+    ensure!(status == 200, "{status} {body}");
+    Ok(())
+}
+
+// ===========================================================================
+// Rate limits
+
+/// One connection floods pings; it is told `rate_limited` and then closed
+/// with 4029, while fifty subscribers get every event, in order, meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flooding_connection_is_closed_4029_while_fifty_others_get_every_event() -> Result<()> {
+    const EVENTS: u64 = 200;
+    const FLOOD: usize = 2000;
+    let hub = Hub::start(&["--client-rate-limit", "20"]).await?;
+    let mut readers = Vec::new();
+    for _ in 0..50 {
+        let mut client = hub.ws("/ws").await?;
+        client.subscribe(&["execution:flood"]).await?;
+        readers.push(client);
+    }
+    let mut flooder = hub.ws("/ws").await?;
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    tasks.spawn(async move {
+        let ping = json!({"action": "ping"}).to_string();
+        let mut sent = 0;
+        // The hub may close mid-flood: a failed send ends it.
+        while sent < FLOOD && flooder.send_text(ping.clone()).await.is_ok() {
+            sent += 1;
+        }
+        let limited = flooder
+            .recv_until(|f| str_field(f, "code") == "rate_limited")
+            .await
+            .with_context(|| format!("no rate_limited error after {sent} pings"))?;
+        ensure!(frame_type(&limited) == "error", "{limited}");
+        let (code, reason) = flooder.expect_close().await?;
+        ensure!(code == 4029, "flooder closed with {code} {reason:?}");
+        Ok(())
+    });
+    for mut client in readers {
+        tasks.spawn(async move {
+            client.timeout = Duration::from_secs(15);
+            let events = client.recv_events(EVENTS as usize).await?;
+            let seqs = crate::seqs_on(&events, "execution:flood");
+            ensure!(
+                seqs == (1..=EVENTS).collect::<Vec<_>>(),
+                "a subscriber got seqs {seqs:?}"
+            );
+            Ok(())
+        });
+    }
+    let http = hub.http();
+    for n in 0..EVENTS {
+        http.publish_simple("execution:flood", "execution.progress", json!({"n": n}))
+            .await?;
+    }
+    while let Some(result) = timeout(Duration::from_secs(30), tasks.join_next())
+        .await
+        .context("a flood-test task did not finish")?
+    {
+        result.context("a flood-test task panicked")??;
+    }
+    let took = started.elapsed();
+    ensure!(
+        took < Duration::from_secs(20),
+        "the subscribers took {took:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn publish_over_the_rate_limit_is_429_rate_limited_after_the_burst() -> Result<()> {
+    let hub = Hub::start(&["--publish-rate-limit", "5"]).await?;
+    // The burst is two seconds' worth: ten events at once pass.
+    let burst: Vec<Value> = (0..10).map(|_| one_event("execution:rl")).collect();
+    let receipts = hub.http().publish_batch(&burst).await?;
+    ensure!(receipts.len() == 10, "{receipts:?}");
+    // Five more at once need a second of refill; they are refused.
+    let more = Value::Array((0..5).map(|_| one_event("execution:rl")).collect());
+    let reply = hub.http().post("/api/v1/events", &more).await?;
+    ensure!(reply.status == 429, "{} {}", reply.status, reply.text);
+    ensure!(
+        str_field(&reply.body, "code") == "rate_limited",
+        "{}",
+        reply.text
+    );
+    Ok(())
+}
+
+// ===========================================================================
+// Sizes
+
+/// Reads server frames from a raw socket until a close frame; returns its code.
+async fn raw_close_code(reader: &mut OwnedReadHalf) -> Result<u16> {
+    loop {
+        let mut head = [0u8; 2];
+        reader.read_exact(&mut head).await?;
+        let len = match head[1] & 0x7f {
+            126 => u64::from(reader.read_u16().await?),
+            127 => reader.read_u64().await?,
+            n => u64::from(n),
+        };
+        let mut payload = vec![0u8; usize::try_from(len)?];
+        reader.read_exact(&mut payload).await?;
+        if head[0] & 0x0f == 0x8 {
+            ensure!(payload.len() >= 2, "close frame without a code");
+            return Ok(u16::from_be_bytes([payload[0], payload[1]]));
+        }
+    }
+}
+
+#[tokio::test]
+async fn ten_megabyte_frame_is_closed_with_1009() -> Result<()> {
+    const SIZE: usize = 10 * 1024 * 1024;
+    let hub = Hub::start(&[]).await?;
+    let stream = raw_ws_upgrade(hub.addr(), "/ws").await?;
+    let (mut reader, mut writer) = stream.into_split();
+    // A masked text frame (mask 0: the payload goes as is) of 10 MiB.
+    let mut frame = vec![0x81, 0x80 | 127];
+    frame.extend_from_slice(&(SIZE as u64).to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    let mut tasks = JoinSet::new();
+    tasks.spawn(async move {
+        // The hub stops reading once the header says 10 MiB: write errors are expected.
+        if writer.write_all(&frame).await.is_ok() {
+            let chunk = vec![b'x'; 64 * 1024];
+            for _ in 0..SIZE / chunk.len() {
+                if writer.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+        }
+        writer
+    });
+    let code = timeout(DEFAULT_TIMEOUT, raw_close_code(&mut reader))
+        .await
+        .context("no close frame")??;
+    ensure!(code == 1009, "close code {code}");
+    tasks.abort_all();
+    Ok(())
+}
+
+#[tokio::test]
+async fn subscribing_to_more_topics_than_max_subscriptions_is_an_error() -> Result<()> {
+    let hub = Hub::start(&["--max-subscriptions", "3"]).await?;
+    let mut client = hub.ws("/ws").await?;
+    client.subscribe(&["execution:a", "execution:b"]).await?;
+    client
+        .send_json(&json!({
+            "action": "subscribe",
+            "topics": ["execution:c", "execution:d"],
+            "id": "too-many",
+        }))
+        .await?;
+    let frame = client
+        .recv_until(|f| matches!(frame_type(f), "error" | "subscribed"))
+        .await?;
+    ensure!(
+        frame_type(&frame) == "error" && str_field(&frame, "ref") == "too-many",
+        "expected an error, got {frame}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn http_body_over_max_body_size_is_413() -> Result<()> {
+    let hub = Hub::start(&["--max-body-size", "4KiB"]).await?;
+    let big = json!({
+        "topic": "execution:big",
+        "event_type": "execution.progress",
+        "data": {"blob": "y".repeat(16 * 1024)},
+    });
+    let reply = hub.http().post("/api/v1/events", &big).await?;
+    ensure!(reply.status == 413, "{} {}", reply.status, reply.text);
+    let small = one_event("execution:big");
+    hub.http()
+        .publish(&small)
+        .await
+        .context("a body under the limit")?;
+    Ok(())
+}
+
+// ===========================================================================
+// Slow loris
+
+#[tokio::test]
+async fn slow_loris_is_disconnected_by_the_header_timeout_while_others_are_served() -> Result<()> {
+    let hub = Hub::start(&["--header-timeout", "1s"]).await?;
+    let started = Instant::now();
+    let stream = timeout(DEFAULT_TIMEOUT, TcpStream::connect(hub.addr()))
+        .await
+        .context("TCP connect timed out")??;
+    let (mut reader, mut writer) = stream.into_split();
+    let mut tasks = JoinSet::new();
+    tasks.spawn(async move {
+        // A request that would take a minute to send, a byte at a time.
+        let partial = "GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        for byte in partial.bytes() {
+            if writer.write_all(&[byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        writer
+    });
+    // Meanwhile an ordinary request is answered.
+    let reply = hub.http().get("/health").await?;
+    ensure!(reply.status == 200, "{} {}", reply.status, reply.text);
+    // The slow client is cut off: EOF or a reset (hyper may answer 408 first).
+    let mut answer = Vec::new();
+    let read = timeout(Duration::from_secs(5), reader.read_to_end(&mut answer)).await;
+    let took = started.elapsed();
+    tasks.abort_all();
+    ensure!(
+        read.is_ok(),
+        "the slow-loris connection was still open after {took:?}"
+    );
+    ensure!(
+        took < Duration::from_secs(5),
+        "disconnected only after {took:?}"
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    ensure!(
+        !answer.starts_with("HTTP/1.1 200"),
+        "the partial request was served: {answer}"
+    );
+    Ok(())
+}
+
+// ===========================================================================
+// Binding beyond loopback
+
+#[tokio::test]
+async fn non_loopback_bind_without_auth_refuses_to_start_and_names_insecure() -> Result<()> {
+    let output = run_herald(&["serve", "--bind", "0.0.0.0:0"], START_TIMEOUT).await?;
+    ensure!(
+        !output.status.success(),
+        "herald serve --bind 0.0.0.0:0 started: {output:?}"
+    );
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    ensure!(
+        said.contains("--insecure"),
+        "the refusal does not name --insecure: {said}"
+    );
+    ensure!(
+        !said.contains("listening on"),
+        "it listened before refusing: {said}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn non_loopback_bind_with_insecure_starts() -> Result<()> {
+    let bin = herald_bin()?;
+    let mut child = tokio::process::Command::new(&bin)
+        .args(["serve", "--bind", "0.0.0.0:0", "--insecure"])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("spawning {}", bin.display()))?;
+    let stdout = child.stdout.take().context("no stdout pipe")?;
+    let mut line = String::new();
+    let read = timeout(START_TIMEOUT, BufReader::new(stdout).read_line(&mut line)).await;
+    // No traffic goes to it: it is stopped as soon as it says where it listens.
+    let _ = child.start_kill();
+    let _ = timeout(DEFAULT_TIMEOUT, child.wait()).await;
+    read.context("no listening line")??;
+    ensure!(
+        line.starts_with("listening on http://0.0.0.0:"),
+        "first line: {line:?}"
+    );
+    Ok(())
+}

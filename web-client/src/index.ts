@@ -1,0 +1,457 @@
+// Herald's browser client: a typed wrapper over the wasm module built from
+// crates/client-wasm, which drives herald-protocol's session (reconnect with
+// backoff and jitter, heartbeat, checkpoints, resubscribe with `since`,
+// de-duplication). This file only parses what the module emits, dispatches
+// it to typed handlers and persists checkpoints.
+
+import init, { WasmClient } from "../pkg/herald_client_wasm.js";
+import type {
+  ApprovalDecision,
+  ApprovalRequested,
+  ControlRequest,
+  ErrorFrame,
+  ErrorPayload,
+  Event,
+  EventFilter,
+  EventType,
+  Gap,
+  Metrics,
+  Progress,
+  ReplayComplete,
+  Since,
+  Snapshot,
+  StateChange,
+  Subscribed,
+  TaskStepResult,
+  Welcome,
+} from "./protocol/index.js";
+
+export type * from "./protocol/index.js";
+
+/** `approval.resolved`: the decision plus the task it was for. */
+export type ApprovalResolved = ApprovalDecision & { task_id: string; user_id: string };
+
+/** The typed `data` of the event types whose payload Herald defines. */
+export interface PayloadMap {
+  "approval.requested": ApprovalRequested;
+  "approval.resolved": ApprovalResolved;
+  "execution.progress": Progress;
+  "task.progress": Progress;
+  "step.progress": Progress;
+  "state.changed": StateChange;
+  "task.step_result": TaskStepResult;
+  "execution.failed": ErrorPayload;
+  "task.failed": ErrorPayload;
+  "workflow.failed": ErrorPayload;
+  "step.failed": ErrorPayload;
+  "queue.task_failed": ErrorPayload;
+  "system.error": ErrorPayload;
+  "metrics.updated": Metrics;
+  "cost.updated": Metrics;
+  "control.cancel": ControlRequest;
+  "control.pause": ControlRequest;
+  "control.resume": ControlRequest;
+}
+
+/** An event whose `data` is typed by its `event_type` (`unknown` for other types). */
+export type HeraldEvent<T extends string = EventType> = Omit<Event, "event_type" | "data"> & {
+  event_type: T;
+  data: T extends keyof PayloadMap ? PayloadMap[T] : unknown;
+};
+
+/** Narrows an event from a `"*"` or pattern handler to one event type. */
+export function isEvent<T extends keyof PayloadMap>(
+  event: HeraldEvent<string>,
+  type: T,
+): event is HeraldEvent<T> {
+  return event.event_type === type;
+}
+
+/** The connection as `onState` reports it. */
+export type ConnectionState =
+  | { state: "connecting" }
+  | { state: "open" }
+  /** Waiting `delay` ms before reconnect attempt `attempt` (1-based). */
+  | { state: "reconnecting"; attempt: number; delay: number }
+  | { state: "closed"; reason: "disconnected" }
+  /** The hub closed with a code that says not to reconnect (1008, 1009, 4500–4999). */
+  | { state: "closed"; reason: "terminal"; code: number }
+  | { state: "closed"; reason: "attempts_exhausted"; attempts: number };
+
+/** Less frequent session notices, for diagnostics and tests. */
+export type SessionNotice =
+  | { kind: "welcome"; welcome: Welcome }
+  | { kind: "subscribed"; subscribed: Subscribed }
+  | { kind: "replay_complete"; replay: ReplayComplete }
+  | { kind: "ack"; ref: unknown }
+  | { kind: "dropped"; frame: unknown };
+
+export interface HeraldOptions {
+  /** Delay cap of the first reconnect attempt, ms. Default 1000. */
+  initialReconnectDelay?: number;
+  /** Largest delay between attempts, ms. Default 30000. */
+  maxReconnectDelay?: number;
+  /** Give up after this many failed attempts in a row. Default: never. */
+  maxReconnectAttempts?: number;
+  /** App-level ping interval, ms (0: off). Dead after 3 intervals without a frame. Default 30000. */
+  heartbeatInterval?: number;
+  /** Full jitter on reconnect delays (uniform in [0, cap]). Default true. */
+  jitter?: boolean;
+  /** Keep per-topic checkpoints (seq + epoch) in sessionStorage so a reload resumes
+   * where the page was. `true` uses a key derived from the URL; a string is the key.
+   * Default false. */
+  persistCheckpoints?: boolean | string;
+  /** A connection open this long resets the backoff, ms. Default 10000. */
+  stableAfter?: number;
+  /** Pings that may go unanswered before the connection is declared dead. Default 2. */
+  missedPongsAllowed?: number;
+  /** Frames buffered while offline (`confirm`, `cancel`, ...). Default 256. */
+  offlineQueueCapacity?: number;
+  /** A socket still connecting after this long counts as a failed attempt, ms (0: off). Default 10000. */
+  connectTimeout?: number;
+  /** Sent as `?user_id=`: the connection receives that user's messages and approvals. */
+  userId?: string;
+  /** Sent as `?token=`. */
+  token?: string;
+  /** Where the `.wasm` file is. Default: next to the wasm-bindgen JS in `pkg/`. */
+  wasmUrl?: string | URL;
+}
+
+export interface SubscribeOptions {
+  /** Replay from these checkpoints (per exact topic), then go live. */
+  since?: Record<string, Since>;
+  /** Only these event types (patterns like `execution.*`) / at least this priority. */
+  filter?: EventFilter;
+  /** Ask for a `snapshot` (latest event per key) first. */
+  snapshot?: boolean;
+}
+
+/** `cancel`, `pause`, `resume` target a task or a run. */
+export type ControlTarget = { task_id: string; reason?: string } | { run_id: string; reason?: string };
+
+type Handler<T> = (value: T) => void;
+
+let wasmLoaded: Promise<unknown> | undefined;
+
+function loadWasm(wasmUrl?: string | URL): Promise<unknown> {
+  wasmLoaded ??= init(wasmUrl === undefined ? undefined : { module_or_path: wasmUrl });
+  return wasmLoaded;
+}
+
+/** `ws(s)://host/ws?user_id=..&token=..` from an `http(s)://` or `ws(s)://` URL. */
+export function webSocketUrl(url: string, options: Pick<HeraldOptions, "userId" | "token"> = {}): string {
+  const base = typeof location === "undefined" ? undefined : location.href;
+  const parsed = new URL(url, base);
+  if (parsed.protocol === "http:") parsed.protocol = "ws:";
+  if (parsed.protocol === "https:") parsed.protocol = "wss:";
+  if (parsed.pathname === "/" || parsed.pathname === "") parsed.pathname = "/ws";
+  if (options.userId !== undefined) parsed.searchParams.set("user_id", options.userId);
+  if (options.token !== undefined) parsed.searchParams.set("token", options.token);
+  return parsed.toString();
+}
+
+function report(error: unknown): void {
+  const global = globalThis as { reportError?: (error: unknown) => void };
+  if (global.reportError) global.reportError(error);
+  else queueMicrotask(() => {
+    throw error;
+  });
+}
+
+function typeMatches(pattern: string, type: string): boolean {
+  if (pattern === "*" || pattern === type) return true;
+  return pattern.endsWith(".*") && type.startsWith(pattern.slice(0, -1));
+}
+
+/**
+ * One logical connection to a Herald hub, across reconnects.
+ *
+ * ```ts
+ * const client = new HeraldClient("http://127.0.0.1:8765", { userId: "u1" });
+ * client.on("approval.requested", (e) => show(e.data.callback_id, e.data.step_result.message));
+ * client.subscribe(["execution:exec_123"], { snapshot: true });
+ * await client.connect();
+ * ```
+ */
+export class HeraldClient {
+  readonly url: string;
+  private client: WasmClient | undefined;
+  private failed: unknown;
+  private pending: Array<(client: WasmClient) => void> = [];
+  private readonly eventHandlers: Array<{ pattern: string; handler: Handler<HeraldEvent<string>> }> = [];
+  private readonly stateHandlers: Array<Handler<ConnectionState>> = [];
+  private readonly gapHandlers: Array<Handler<Gap>> = [];
+  private readonly snapshotHandlers: Array<Handler<Snapshot>> = [];
+  private readonly errorHandlers: Array<Handler<ErrorFrame>> = [];
+  private readonly noticeHandlers: Array<Handler<SessionNotice>> = [];
+  private readonly storageKey: string | undefined;
+  private saveScheduled = false;
+  private currentState: ConnectionState = { state: "connecting" };
+  private disposed = false;
+
+  constructor(url: string, options: HeraldOptions = {}) {
+    this.url = webSocketUrl(url, options);
+    const { persistCheckpoints, wasmUrl, userId: _userId, token: _token, ...session } = options;
+    if (persistCheckpoints) {
+      this.storageKey =
+        typeof persistCheckpoints === "string"
+          ? persistCheckpoints
+          : `herald:checkpoints:${webSocketUrl(url, { userId: options.userId })}`;
+    }
+    const restored = this.loadCheckpoints();
+    loadWasm(wasmUrl).then(
+      () => {
+        if (this.disposed) return;
+        const client = new WasmClient(this.url, JSON.stringify(session), (kind: string, json: string) =>
+          this.dispatch(kind, json),
+        );
+        if (restored !== undefined) {
+          try {
+            client.restoreCheckpoints(restored);
+          } catch (error) {
+            report(error);
+          }
+        }
+        this.client = client;
+        for (const run of this.pending.splice(0)) run(client);
+      },
+      (error: unknown) => {
+        this.failed = error;
+        for (const run of this.pending.splice(0)) {
+          // Each queued call rejects with the load error.
+          try {
+            run(undefined as unknown as WasmClient);
+          } catch {
+            // Reported through the promise of the call.
+          }
+        }
+      },
+    );
+  }
+
+  /** The last state reported. */
+  get state(): ConnectionState {
+    return this.currentState;
+  }
+
+  /** Starts connecting (resolves once the wasm module is loaded and the first attempt started). */
+  connect(): Promise<void> {
+    return this.run((client) => client.connect());
+  }
+
+  /** Subscribes; the subscription is kept and re-sent with `since` on every reconnect. */
+  subscribe(topics: string | string[], options: SubscribeOptions = {}): Promise<void> {
+    const frame = {
+      topics: typeof topics === "string" ? [topics] : topics,
+      ...(options.filter ? { filter: options.filter } : {}),
+      ...(options.since ? { since: options.since } : {}),
+      ...(options.snapshot ? { snapshot: true } : {}),
+    };
+    return this.run((client) => client.subscribe(JSON.stringify(frame)));
+  }
+
+  unsubscribe(topics: string | string[]): Promise<void> {
+    const list = typeof topics === "string" ? [topics] : topics;
+    return this.run((client) => client.unsubscribe(JSON.stringify(list)));
+  }
+
+  /** Answers an approval (`approval.requested`'s `data.callback_id`). Queued while offline. */
+  confirm(callbackId: string, proceed: boolean, feedback?: string): Promise<void> {
+    return this.run((client) => client.confirm(callbackId, proceed, feedback));
+  }
+
+  cancel(target: ControlTarget): Promise<void> {
+    return this.run((client) => client.control("cancel", JSON.stringify(target)));
+  }
+
+  pause(target: ControlTarget): Promise<void> {
+    return this.run((client) => client.control("pause", JSON.stringify(target)));
+  }
+
+  resume(target: ControlTarget): Promise<void> {
+    return this.run((client) => client.control("resume", JSON.stringify(target)));
+  }
+
+  /** Closes for good (code 1000) until `connect()` or `reconnect()`; subscriptions are kept. */
+  disconnect(): Promise<void> {
+    return this.run((client) => client.disconnect());
+  }
+
+  /** Reconnects now, skipping any backoff. */
+  reconnect(): Promise<void> {
+    return this.run((client) => client.reconnect());
+  }
+
+  /** Disconnects and releases the wasm side (socket, timers, listeners). */
+  dispose(): void {
+    this.disposed = true;
+    const client = this.client;
+    this.client = undefined;
+    if (client) {
+      this.saveCheckpoints();
+      client.dispose();
+      client.free();
+    }
+  }
+
+  /** The current connection's `session_id` (from `welcome`). */
+  get sessionId(): string | undefined {
+    return this.client?.sessionId() ?? undefined;
+  }
+
+  /** Per-topic checkpoints `{topic: {seq, epoch}}`. */
+  checkpoints(): Record<string, { seq: number; epoch?: string }> {
+    return this.client ? JSON.parse(this.client.checkpoints()) : {};
+  }
+
+  /**
+   * Calls `handler` for every event of `type`: an exact type (its `data` is
+   * typed when Herald defines the payload), a pattern like `"execution.*"`,
+   * or `"*"`. Returns a function that removes the handler.
+   */
+  on(type: "*", handler: Handler<HeraldEvent<string>>): () => void;
+  on<T extends EventType>(type: T, handler: Handler<HeraldEvent<T>>): () => void;
+  on(type: string, handler: Handler<HeraldEvent<any>>): () => void {
+    const entry = { pattern: type, handler };
+    this.eventHandlers.push(entry);
+    return () => remove(this.eventHandlers, entry);
+  }
+
+  onState(handler: Handler<ConnectionState>): () => void {
+    return add(this.stateHandlers, handler);
+  }
+
+  /** Events the client will not get (trimmed, shed, or a new epoch): re-read state. */
+  onGap(handler: Handler<Gap>): () => void {
+    return add(this.gapHandlers, handler);
+  }
+
+  onSnapshot(handler: Handler<Snapshot>): () => void {
+    return add(this.snapshotHandlers, handler);
+  }
+
+  /** `error` frames from the hub (a refused subscription, an approval already resolved, ...). */
+  onError(handler: Handler<ErrorFrame>): () => void {
+    return add(this.errorHandlers, handler);
+  }
+
+  onNotice(handler: Handler<SessionNotice>): () => void {
+    return add(this.noticeHandlers, handler);
+  }
+
+  private run(call: (client: WasmClient) => void): Promise<void> {
+    if (this.disposed) return Promise.reject(new Error("HeraldClient was disposed"));
+    if (this.client) {
+      try {
+        call(this.client);
+        return Promise.resolve();
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    }
+    if (this.failed !== undefined) return Promise.reject(this.failed);
+    return new Promise((resolve, reject) => {
+      this.pending.push((client) => {
+        if (this.failed !== undefined) return reject(this.failed);
+        try {
+          call(client);
+          resolve();
+        } catch (error) {
+          reject(error);
+        }
+      });
+    });
+  }
+
+  private dispatch(kind: string, json: string): void {
+    const value = JSON.parse(json);
+    switch (kind) {
+      case "event": {
+        const event = value as HeraldEvent<string>;
+        for (const { pattern, handler } of [...this.eventHandlers]) {
+          if (typeMatches(pattern, event.event_type)) call(handler, event);
+        }
+        this.scheduleSave();
+        return;
+      }
+      case "state":
+        this.currentState = value as ConnectionState;
+        for (const handler of [...this.stateHandlers]) call(handler, this.currentState);
+        return;
+      case "gap":
+        for (const handler of [...this.gapHandlers]) call(handler, value as Gap);
+        this.scheduleSave();
+        return;
+      case "snapshot":
+        for (const handler of [...this.snapshotHandlers]) call(handler, value as Snapshot);
+        this.scheduleSave();
+        return;
+      case "error":
+        for (const handler of [...this.errorHandlers]) call(handler, value as ErrorFrame);
+        return;
+      case "welcome":
+        return this.notice({ kind, welcome: value });
+      case "subscribed":
+        this.scheduleSave();
+        return this.notice({ kind, subscribed: value });
+      case "replay_complete":
+        this.scheduleSave();
+        return this.notice({ kind, replay: value });
+      case "ack":
+        return this.notice({ kind, ref: value.ref });
+      case "dropped":
+        return this.notice({ kind, frame: value });
+      default:
+      // Kinds a newer module adds are ignored.
+    }
+  }
+
+  private notice(notice: SessionNotice): void {
+    for (const handler of [...this.noticeHandlers]) call(handler, notice);
+  }
+
+  private loadCheckpoints(): string | undefined {
+    if (this.storageKey === undefined || typeof sessionStorage === "undefined") return undefined;
+    try {
+      return sessionStorage.getItem(this.storageKey) ?? undefined;
+    } catch {
+      return undefined; // Storage disabled: nothing to restore.
+    }
+  }
+
+  private scheduleSave(): void {
+    if (this.storageKey === undefined || this.saveScheduled) return;
+    this.saveScheduled = true;
+    queueMicrotask(() => {
+      this.saveScheduled = false;
+      this.saveCheckpoints();
+    });
+  }
+
+  private saveCheckpoints(): void {
+    if (this.storageKey === undefined || !this.client || typeof sessionStorage === "undefined") return;
+    try {
+      sessionStorage.setItem(this.storageKey, this.client.checkpoints());
+    } catch {
+      // Quota or disabled storage: checkpoints stay in memory only.
+    }
+  }
+}
+
+function call<T>(handler: Handler<T>, value: T): void {
+  try {
+    handler(value);
+  } catch (error) {
+    report(error);
+  }
+}
+
+function add<T>(list: Array<Handler<T>>, handler: Handler<T>): () => void {
+  list.push(handler);
+  return () => remove(list, handler);
+}
+
+function remove<T>(list: T[], item: T): void {
+  const index = list.indexOf(item);
+  if (index >= 0) list.splice(index, 1);
+}

@@ -1,0 +1,276 @@
+// Browser tests: the example page (web-client/examples) in headless Chromium,
+// talking to real `herald` processes. Run by `cargo xtask ci` (or
+// `npm test` after `cargo xtask wasm` and `cargo build -p herald-server`).
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+
+import {
+  getJson,
+  launchBrowser,
+  openExample,
+  postJson,
+  publish,
+  serveStatic,
+  sleep,
+  startHub,
+  stopAll,
+  stopHub,
+  tempDir,
+  waitForDemo,
+  within,
+} from "./harness.mjs";
+
+let context;
+let site;
+
+before(async () => {
+  site = await serveStatic();
+  context = await launchBrowser();
+});
+
+after(async () => {
+  await stopAll();
+});
+
+const isOpen = (demo) => demo.states.some((s) => s.state === "open");
+const subscribedTo = (demo, topic) => demo.notices.some((n) => n.kind === "subscribed" && n.subscribed.topic === topic);
+
+test("typed_events_arrive_in_the_page_in_seq_order", async () => {
+  const hub = await startHub();
+  const page = await openExample(context, site, hub, { topics: "execution:exec_1" });
+  await waitForDemo(page, "subscribed", subscribedTo, "execution:exec_1");
+
+  for (let i = 1; i <= 3; i++) {
+    await publish(hub, {
+      topic: "execution:exec_1",
+      event_type: "execution.progress",
+      data: { progress: i * 25, message: `step ${i}` },
+    });
+  }
+  const events = await waitForDemo(page, "three events", (demo) => demo.events.length >= 3 && demo.events);
+  assert.deepEqual(
+    events.map((e) => [e.topic, e.seq, e.event_type, e.data.progress]),
+    [
+      ["execution:exec_1", 1, "execution.progress", 25],
+      ["execution:exec_1", 2, "execution.progress", 50],
+      ["execution:exec_1", 3, "execution.progress", 75],
+    ],
+  );
+  assert.equal(await page.locator("#events li").count(), 3);
+  assert.deepEqual(page.errors, []);
+  await page.close();
+  await stopHub(hub);
+});
+
+test("hub_killed_and_restarted_on_sqlite_page_gets_every_seq_once_after_growing_backoff", async (t) => {
+  const db = join(tempDir("herald-sqlite-"), "herald.db");
+  const args = ["--store", `sqlite:${db}`];
+  let hub = await startHub({ args });
+  const port = hub.port;
+  const topic = "run:restart";
+  const page = await openExample(context, site, hub, {
+    topics: topic,
+    initialDelay: "100",
+    maxDelay: "3200",
+    jitter: "0",
+  });
+  await waitForDemo(page, "subscribed", subscribedTo, topic);
+
+  const N = 40;
+  const KILL_AFTER = 15;
+  let current = hub;
+  const killed = deferred();
+  // The producer: each event has a fixed id and is retried until the hub
+  // (whichever process is up) accepts it; a retry of an event the dead hub
+  // had stored must not be stored twice.
+  const producer = (async () => {
+    for (let i = 1; i <= N; i++) {
+      const event = { topic, event_type: "task.progress", id: `restart-event-${i}`, data: { progress: i, i } };
+      for (;;) {
+        try {
+          await publish(current, event);
+          break;
+        } catch {
+          await sleep(50);
+        }
+      }
+      if (i === KILL_AFTER) killed.resolve();
+      await sleep(20);
+    }
+  })();
+
+  await within(20_000, "the first events", killed.promise);
+  const killedAt = await page.evaluate(() => performance.now());
+  await stopHub(hub, "SIGKILL");
+  // Synchronise on the page: three failed attempts, each waiting longer.
+  await waitForDemo(
+    page,
+    "three reconnect attempts",
+    (demo, since) => demo.states.filter((s) => s.state === "reconnecting" && s.at >= since).length >= 3,
+    killedAt,
+  );
+  hub = await startHub({ port, args });
+  current = hub;
+  await within(60_000, "the producer", producer);
+
+  const events = await waitForDemo(
+    page,
+    `all ${N} events`,
+    (demo, n) => demo.events.length >= n && demo.events,
+    N,
+    30_000,
+  );
+  assert.deepEqual(
+    events.map((e) => e.seq),
+    Array.from({ length: N }, (_, k) => k + 1),
+    "every seq 1..N, in order, once",
+  );
+  assert.deepEqual(
+    events.map((e) => e.data.i),
+    Array.from({ length: N }, (_, k) => k + 1),
+  );
+  const demo = await page.evaluate(() => ({ gaps: window.heraldDemo.gaps, states: window.heraldDemo.states }));
+  assert.deepEqual(demo.gaps, []);
+  const attempts = demo.states.filter((s) => s.state === "reconnecting" && s.at >= killedAt);
+  assert.ok(attempts.length >= 3, JSON.stringify(attempts));
+  assert.deepEqual(
+    attempts.map((s) => s.attempt),
+    attempts.map((_, k) => k + 1),
+  );
+  for (let k = 1; k < attempts.length; k++) {
+    assert.ok(attempts[k].delay > attempts[k - 1].delay || attempts[k].delay === 3200, JSON.stringify(attempts));
+  }
+  assert.equal(attempts[0].delay, 100);
+  t.diagnostic(`reconnect attempts after SIGKILL: ${attempts.map((s) => `#${s.attempt} ${s.delay} ms`).join(", ")}`);
+  assert.equal(demo.states.at(-1).state, "open");
+  await page.close();
+  await stopHub(hub);
+});
+
+test("a_hub_that_stops_answering_is_detected_by_the_heartbeat_and_the_client_reconnects", async (t) => {
+  const hub = await startHub();
+  const topic = "machine:frozen";
+  const page = await openExample(context, site, hub, {
+    topics: topic,
+    heartbeat: "300",
+    initialDelay: "200",
+    jitter: "0",
+  });
+  await waitForDemo(page, "subscribed", subscribedTo, topic);
+  await publish(hub, { topic, event_type: "state.changed", data: { state: "running" } });
+  await waitForDemo(page, "first event", (demo) => demo.events.length === 1);
+
+  hub.child.kill("SIGSTOP");
+  const stoppedAt = await page.evaluate(() => performance.now());
+  let continued = false;
+  try {
+    // Three 300 ms heartbeats without an answer: ~1.2 s.
+    const detectedAt = await waitForDemo(
+      page,
+      "heartbeat timeout",
+      (demo, since) => demo.states.find((s) => s.state === "reconnecting" && s.at >= since)?.at,
+      stoppedAt,
+      10_000,
+    );
+    assert.ok(detectedAt - stoppedAt < 5_000, `detected after ${detectedAt - stoppedAt} ms`);
+    t.diagnostic(`heartbeat detected the stopped hub after ${Math.round(detectedAt - stoppedAt)} ms`);
+  } finally {
+    hub.child.kill("SIGCONT");
+    continued = true;
+  }
+  assert.ok(continued);
+  await waitForDemo(
+    page,
+    "open again",
+    (demo, since) => demo.states.some((s) => s.state === "open" && s.at >= since),
+    stoppedAt,
+    15_000,
+  );
+  await waitForDemo(page, "resubscribed", (demo, topic) =>
+    demo.notices.filter((n) => n.kind === "subscribed" && n.subscribed.topic === topic).length >= 2, topic);
+  await publish(hub, { topic, event_type: "state.changed", data: { state: "resumed", previous_state: "running" } });
+  const events = await waitForDemo(page, "second event", (demo) => demo.events.length >= 2 && demo.events);
+  assert.deepEqual(
+    events.map((e) => [e.seq, e.data.state]),
+    [
+      [1, "running"],
+      [2, "resumed"],
+    ],
+  );
+  await page.close();
+  await stopHub(hub);
+});
+
+test("an_approval_clicked_in_the_page_resolves_the_producers_long_poll", async (t) => {
+  const hub = await startHub();
+  const page = await openExample(context, site, hub, { user: "u1", topics: "task:t1" });
+  await waitForDemo(page, "open", isOpen);
+  await waitForDemo(page, "subscribed", subscribedTo, "task:t1");
+
+  const { callback_id } = await postJson(hub, "/api/v1/approvals", {
+    user_id: "u1",
+    task_id: "t1",
+    step: 2,
+    step_result: { step: "deploy", message: "Deploy to production?", status: "waiting" },
+    timeout_ms: 30_000,
+  });
+  assert.ok(callback_id);
+  const decision = getJson(hub, `/api/v1/approvals/${callback_id}?wait_ms=20000`, 25_000);
+
+  const approve = page.locator(`button.approve[data-callback-id="${callback_id}"]`);
+  await approve.waitFor({ timeout: 10_000 });
+  const requested = await waitForDemo(page, "approval.requested", (demo) =>
+    demo.events.find((e) => e.event_type === "approval.requested"),
+  );
+  assert.equal(requested.data.callback_id, callback_id);
+  const topics = await page.evaluate(() =>
+    window.heraldDemo.events.filter((e) => e.event_type === "approval.requested").map((e) => e.topic),
+  );
+  t.diagnostic(`approval.requested arrived on: ${topics.join(", ")}`);
+  assert.equal(requested.data.step_result.message, "Deploy to production?");
+  await approve.click({ timeout: 5_000 });
+
+  const answer = await within(25_000, "the long-poll", decision);
+  assert.equal(answer.status, "approved");
+  assert.equal(answer.proceed, true);
+  assert.equal(answer.decided_by, "u1");
+  assert.equal(answer.feedback, "approved from the example page");
+  assert.deepEqual(await page.evaluate(() => window.heraldDemo.errors), []);
+  await page.close();
+  await stopHub(hub);
+});
+
+test("checkpoints_persisted_in_session_storage_resume_after_a_reload", async () => {
+  const hub = await startHub();
+  const topic = "execution:reload";
+  const page = await openExample(context, site, hub, { topics: topic, persist: "1" });
+  await waitForDemo(page, "subscribed", subscribedTo, topic);
+  for (let i = 1; i <= 3; i++) await publish(hub, { topic, event_type: "execution.progress", data: { progress: i } });
+  await waitForDemo(page, "three events", (demo) => demo.events.length === 3);
+  // Published while the page is away: the reloaded page must replay exactly these.
+  await page.evaluate(() => window.heraldDemo.client.disconnect());
+  await waitForDemo(page, "closed", (demo) => demo.states.at(-1).state === "closed");
+  for (let i = 4; i <= 5; i++) await publish(hub, { topic, event_type: "execution.progress", data: { progress: i } });
+  await page.reload();
+  const events = await waitForDemo(
+    page,
+    "replay complete",
+    (demo) => demo.notices.some((n) => n.kind === "replay_complete") && demo.events.length >= 2 && demo.events,
+  );
+  assert.deepEqual(
+    events.map((e) => e.seq),
+    [4, 5],
+  );
+  await page.close();
+  await stopHub(hub);
+});
+
+function deferred() {
+  let resolve;
+  const promise = new Promise((r) => {
+    resolve = r;
+  });
+  return { promise, resolve };
+}
