@@ -23,10 +23,22 @@ impl Publisher {
     /// returns its record at once; the hub publishes `approval.requested` on
     /// `user:{user_id}`. Retried only when the connection cannot be opened
     /// (a request has no id the hub could de-duplicate).
-    pub async fn create_approval(&self, request: &NewApproval) -> Result<ApprovalRecord, ApprovalError> {
-        let url = self.url().http("api/v1/approvals").map_err(HttpError::from)?;
+    pub async fn create_approval(
+        &self,
+        request: &NewApproval,
+    ) -> Result<ApprovalRecord, ApprovalError> {
+        let url = self
+            .url()
+            .http("api/v1/approvals")
+            .map_err(HttpError::from)?;
         Ok(self
-            .call(Method::POST, url, Some(request), self.timeout(), Idempotency::Once)
+            .call(
+                Method::POST,
+                url,
+                Some(request),
+                self.timeout(),
+                Idempotency::Once,
+            )
             .await?)
     }
 
@@ -48,10 +60,17 @@ impl Publisher {
             .http_segments(&["api", "v1", "approvals", id.as_str()])
             .map_err(HttpError::from)?;
         if !wait.is_zero() {
-            url.query_pairs_mut().append_pair("wait_ms", &wait.as_millis().to_string());
+            url.query_pairs_mut()
+                .append_pair("wait_ms", &wait.as_millis().to_string());
         }
         let result = self
-            .call(Method::GET, url, None::<&()>, self.timeout() + wait, Idempotency::Idempotent)
+            .call(
+                Method::GET,
+                url,
+                None::<&()>,
+                self.timeout() + wait,
+                Idempotency::Idempotent,
+            )
             .await;
         match result {
             Err(error) if error.status() == Some(404) => Err(ApprovalError::NotFound(id.clone())),
@@ -65,18 +84,22 @@ impl Publisher {
     /// approval expires). A hub that goes away meanwhile (restart, network)
     /// is polled again with backoff until [`EXPIRY_GRACE`] after the
     /// approval's `expires_at`.
-    pub async fn request_approval(&self, request: NewApproval) -> Result<ApprovalDecision, ApprovalError> {
+    pub async fn request_approval(
+        &self,
+        request: NewApproval,
+    ) -> Result<ApprovalDecision, ApprovalError> {
         let record = self.create_approval(&request).await?;
         let id = record.request.callback_id;
-        let give_up_at = UNIX_EPOCH
-            + Duration::from_millis(record.request.expires_at)
-            + EXPIRY_GRACE;
+        let give_up_at =
+            UNIX_EPOCH + Duration::from_millis(record.request.expires_at) + EXPIRY_GRACE;
         let mut failures = 0;
         loop {
             match self.wait_approval(&id, LONG_POLL).await {
                 Ok(decision) if decision.status.is_final() => return Ok(decision),
                 Ok(_) => failures = 0,
-                Err(ApprovalError::Http(error)) if is_outage(&error) && SystemTime::now() < give_up_at => {
+                Err(ApprovalError::Http(error))
+                    if is_outage(&error) && SystemTime::now() < give_up_at =>
+                {
                     failures += 1;
                     tracing::debug!(%error, %id, "the hub is unreachable; polling the approval again");
                     tokio::time::sleep(self.retry_policy().delay(failures)).await;

@@ -77,7 +77,10 @@ impl Publisher {
 impl BatchingPublisher {
     /// Queues an event (waiting while the buffer is full) and returns its
     /// pending receipt. The event's `id` is assigned now when absent.
-    pub async fn publish(&self, mut request: PublishRequest) -> Result<PendingReceipt, PublishError> {
+    pub async fn publish(
+        &self,
+        mut request: PublishRequest,
+    ) -> Result<PendingReceipt, PublishError> {
         assign_id(&mut request);
         let (reply, receipt) = oneshot::channel();
         self.commands

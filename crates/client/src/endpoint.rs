@@ -26,7 +26,11 @@ impl HubUrl {
         let scheme = match base.scheme() {
             "http" | "ws" => "http",
             "https" | "wss" => "https",
-            other => return Err(invalid(format!("unsupported scheme {other:?}; use http or https"))),
+            other => {
+                return Err(invalid(format!(
+                    "unsupported scheme {other:?}; use http or https"
+                )));
+            }
         };
         base.set_scheme(scheme)
             .map_err(|()| invalid("cannot change the scheme".to_owned()))?;
@@ -106,12 +110,16 @@ mod tests {
     fn websocket_url_is_derived_from_the_http_url() -> Result<(), Box<dyn std::error::Error>> {
         let url = HubUrl::parse("http://127.0.0.1:8765")?;
         assert_eq!(url.websocket(), "ws://127.0.0.1:8765/ws");
-        assert_eq!(url.http("api/v1/events")?.as_str(), "http://127.0.0.1:8765/api/v1/events");
+        assert_eq!(
+            url.http("api/v1/events")?.as_str(),
+            "http://127.0.0.1:8765/api/v1/events"
+        );
         let proxied = HubUrl::parse("https://example.com/herald/")?;
         assert_eq!(proxied.websocket(), "wss://example.com/herald/ws");
         assert_eq!(HubUrl::parse("ws://h:1/ws")?.as_str(), "http://h:1/");
         assert_eq!(
-            url.http_segments(&["api", "v1", "approvals", "a/b?c"])?.as_str(),
+            url.http_segments(&["api", "v1", "approvals", "a/b?c"])?
+                .as_str(),
             "http://127.0.0.1:8765/api/v1/approvals/a%2Fb%3Fc"
         );
         assert!(HubUrl::parse("ftp://h").is_err());

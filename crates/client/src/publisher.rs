@@ -115,11 +115,20 @@ impl Publisher {
     }
 
     /// Publishes one event (`POST /api/v1/events`) and returns its receipt.
-    pub async fn publish(&self, mut request: PublishRequest) -> Result<PublishReceipt, PublishError> {
+    pub async fn publish(
+        &self,
+        mut request: PublishRequest,
+    ) -> Result<PublishReceipt, PublishError> {
         assign_id(&mut request);
         let url = self.url.http("api/v1/events").map_err(HttpError::from)?;
         let receipt = self
-            .call(Method::POST, url, Some(&request), self.timeout, Idempotency::Idempotent)
+            .call(
+                Method::POST,
+                url,
+                Some(&request),
+                self.timeout,
+                Idempotency::Idempotent,
+            )
             .await?;
         Ok(receipt)
     }
@@ -137,7 +146,13 @@ impl Publisher {
         requests.iter_mut().for_each(assign_id);
         let url = self.url.http("api/v1/events").map_err(HttpError::from)?;
         let receipts: Vec<PublishReceipt> = self
-            .call(Method::POST, url, Some(&requests), self.timeout, Idempotency::Idempotent)
+            .call(
+                Method::POST,
+                url,
+                Some(&requests),
+                self.timeout,
+                Idempotency::Idempotent,
+            )
             .await?;
         if receipts.len() != requests.len() {
             return Err(PublishError::ReceiptCount {
@@ -165,9 +180,14 @@ impl Publisher {
         loop {
             attempt += 1;
             let may_retry = attempt < self.retry.max_attempts.max(1);
-            let mut request = self.http.request(method.clone(), url.clone()).timeout(timeout);
+            let mut request = self
+                .http
+                .request(method.clone(), url.clone())
+                .timeout(timeout);
             if let Some(body) = &body {
-                request = request.header(CONTENT_TYPE, "application/json").body(body.clone());
+                request = request
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(body.clone());
             }
             if let Some(token) = &self.token {
                 request = request.bearer_auth(token);
@@ -184,7 +204,8 @@ impl Publisher {
                     return serde_json::from_slice(&bytes).map_err(HttpError::Decode);
                 }
                 Ok((status, bytes)) => {
-                    let retryable = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
+                    let retryable =
+                        status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
                     if retryable && may_retry && idempotency == Idempotency::Idempotent {
                         tracing::debug!(%url, %status, attempt, "retrying after an error status");
                     } else {

@@ -38,7 +38,9 @@ impl RetryPolicy {
     /// The delay cap after failed attempt `attempt` (1-based):
     /// `min(max_delay, initial_delay * 2^(attempt - 1))`.
     pub fn delay_cap(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
         self.initial_delay
             .checked_mul(factor)
             .unwrap_or(self.max_delay)
@@ -63,7 +65,9 @@ mod tests {
     #[test]
     fn delays_double_up_to_the_cap_and_stay_within_it() {
         let policy = RetryPolicy::default();
-        let caps: Vec<u64> = (1..=8).map(|a| policy.delay_cap(a).as_millis() as u64).collect();
+        let caps: Vec<u64> = (1..=8)
+            .map(|a| policy.delay_cap(a).as_millis() as u64)
+            .collect();
         assert_eq!(caps, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
         assert_eq!(policy.delay_cap(200), Duration::from_secs(5));
         for attempt in 1..10 {

@@ -45,15 +45,20 @@ impl UnixPublisher {
     /// took it (the hub may still refuse it).
     pub fn publish(&self, request: &PublishRequest) -> bool {
         let sent = match serde_json::to_vec(request) {
-            Ok(bytes) if bytes.len() <= MAX_DATAGRAM => match self.socket.send_to(&bytes, &self.path) {
-                Ok(n) => n == bytes.len(),
-                Err(error) => {
-                    tracing::trace!(%error, path = %self.path.display(), "unix datagram dropped");
-                    false
+            Ok(bytes) if bytes.len() <= MAX_DATAGRAM => {
+                match self.socket.send_to(&bytes, &self.path) {
+                    Ok(n) => n == bytes.len(),
+                    Err(error) => {
+                        tracing::trace!(%error, path = %self.path.display(), "unix datagram dropped");
+                        false
+                    }
                 }
-            },
+            }
             Ok(bytes) => {
-                tracing::trace!(len = bytes.len(), "unix datagram over the size limit dropped");
+                tracing::trace!(
+                    len = bytes.len(),
+                    "unix datagram over the size limit dropped"
+                );
                 false
             }
             Err(_) => false,

@@ -200,9 +200,14 @@ pub(crate) async fn run(
     {
         conn.send(&hub.snapshot(&topic));
     }
-    if !initial.is_empty() {
+    let (allowed, denied): (Vec<TopicPattern>, Vec<TopicPattern>) =
+        initial.into_iter().partition(|p| conn.may_subscribe(p));
+    if let Err((code, message)) = conn.check_access(&denied) {
+        conn.send_error(&hub, code, message, None);
+    }
+    if !allowed.is_empty() {
         let request = herald_protocol::frame::Subscribe {
-            topics: initial,
+            topics: allowed,
             ..Default::default()
         };
         if let Err(error) = hub.subscribe(&conn, &request) {
@@ -221,7 +226,9 @@ pub(crate) async fn run(
                     End::TooBig => (CloseReason::TOO_BIG, "frame too large"),
                     _ => (CloseReason::RATE_LIMITED, "too many frames"),
                 };
-                conn.outbox.close(code, reason, false);
+                // Flush first: the replies already queued (the `rate_limited`
+                // errors above all) tell the client why it is being closed.
+                conn.outbox.close(code, reason, true);
                 let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
                 end
             }
@@ -342,9 +349,10 @@ async fn dispatch(
     message: ClientMessage,
 ) -> Result<(), (ErrorCode, String)> {
     match message {
-        ClientMessage::Subscribe(request) => hub
-            .subscribe(conn, &request)
-            .map_err(|e| (e.code, e.message)),
+        ClientMessage::Subscribe(request) => {
+            conn.check_access(&request.topics)?;
+            hub.subscribe(conn, &request).map_err(|e| (e.code, e.message))
+        }
         ClientMessage::Unsubscribe(request) => {
             hub.unsubscribe(conn, &request.topics);
             Ok(())

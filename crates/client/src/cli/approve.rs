@@ -53,14 +53,22 @@ pub async fn run_approve(args: ApproveArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("connecting to {}", args.hub.url))?;
     let id = subscriber
-        .confirm(args.callback_id.clone(), args.proceed, args.feedback.clone())
+        .confirm(
+            args.callback_id.clone(),
+            args.proceed,
+            args.feedback.clone(),
+        )
         .await?;
     let answer = tokio::time::timeout(limit, async {
         while let Some(item) = subscriber.next().await {
             match item {
                 SubscriberItem::Ack(ack) if ack.reference == id => return Ok(()),
                 SubscriberItem::Error(error) if error.reference.as_ref() == Some(&id) => {
-                    return Err(anyhow!("the hub refused: {}: {}", error.code, error.message));
+                    return Err(anyhow!(
+                        "the hub refused: {}: {}",
+                        error.code,
+                        error.message
+                    ));
                 }
                 _ => {}
             }
@@ -74,7 +82,10 @@ pub async fn run_approve(args: ApproveArgs) -> anyhow::Result<()> {
         Err(_) => bail!("the hub did not answer within {limit:?}"),
     }
     // The decision as the hub recorded it; the ack alone already means it was taken.
-    let line = match Publisher::new(&args.hub.url)?.approval(&args.callback_id).await {
+    let line = match Publisher::new(&args.hub.url)?
+        .approval(&args.callback_id)
+        .await
+    {
         Ok(decision) => serde_json::to_string(&decision)?,
         Err(_) => serde_json::json!({
             "callback_id": args.callback_id,

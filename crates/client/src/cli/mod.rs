@@ -1,5 +1,5 @@
 //! The client commands of the `herald` binary: `herald publish`, `herald
-//! tail` and `herald approve`. Each is a clap [`Args`](clap::Args) struct and
+//! tail` and `herald approve`. Each is a clap `Args` struct and
 //! an async `run_*` function; the binary parses and dispatches, and prints
 //! the error a `run_*` returns.
 //!

@@ -58,7 +58,8 @@ pub async fn run_publish(args: PublishArgs) -> anyhow::Result<()> {
     } else {
         serde_json::from_str(&text).context("the event's data is not valid JSON")?
     };
-    let mut request = PublishRequest::new(args.topic, args.event_type, data).priority(args.priority);
+    let mut request =
+        PublishRequest::new(args.topic, args.event_type, data).priority(args.priority);
     request.key = args.key;
     request.source = args.source;
     request.id = args.id;

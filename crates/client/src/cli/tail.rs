@@ -99,8 +99,12 @@ pub async fn run_tail(args: TailArgs) -> anyhow::Result<()> {
                 bail!("the connection closed for good: {reason:?}")
             }
             SubscriberItem::State(state) => note(&format_state(&state)),
-            SubscriberItem::Error(error) => note(&format!("error: {}: {}", error.code, error.message)),
-            SubscriberItem::Malformed(error) => note(&format!("skipped a malformed frame: {error}")),
+            SubscriberItem::Error(error) => {
+                note(&format!("error: {}: {}", error.code, error.message));
+            }
+            SubscriberItem::Malformed(error) => {
+                note(&format!("skipped a malformed frame: {error}"));
+            }
             _ => {}
         }
     }

@@ -104,7 +104,10 @@ impl std::fmt::Debug for Driver {
 }
 
 impl Driver {
-    #[allow(clippy::too_many_arguments, reason = "the task's parts, wired once by the builder")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the task's parts, wired once by the builder"
+    )]
     pub(super) fn new(
         session: Session,
         url: String,
@@ -186,7 +189,9 @@ impl Driver {
             }
             while let Some(frame) = self.session.poll_transmit() {
                 busy = true;
-                let Some(socket) = &mut self.socket else { break };
+                let Some(socket) = &mut self.socket else {
+                    break;
+                };
                 if let Err(error) = socket.send(Message::text(frame.encode())).await {
                     tracing::debug!(%error, "sending failed; the connection is lost");
                     self.socket = None;
@@ -218,9 +223,11 @@ impl Driver {
     }
 
     async fn open(&mut self) {
-        let attempt =
-            tokio::time::timeout(self.connect_timeout, tokio_tungstenite::connect_async(self.url.as_str()))
-                .await;
+        let attempt = tokio::time::timeout(
+            self.connect_timeout,
+            tokio_tungstenite::connect_async(self.url.as_str()),
+        )
+        .await;
         let failure = match attempt {
             Ok(Ok((socket, _response))) => {
                 self.socket = Some(socket);
@@ -260,7 +267,8 @@ impl Driver {
         match message {
             Some(Ok(Message::Text(text))) => {
                 if let Err(error) = self.session.handle_text(text.as_str(), now) {
-                    self.pending.push_back(SubscriberItem::Malformed(error.to_string()));
+                    self.pending
+                        .push_back(SubscriberItem::Malformed(error.to_string()));
                 }
             }
             Some(Ok(Message::Close(frame))) => {

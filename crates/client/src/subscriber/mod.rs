@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::Stream;
+use herald_protocol::Event;
 use herald_protocol::frame::{
     Ack, Confirm, ErrorFrame, Gap, ReplayComplete, Snapshot, Subscribed, Welcome,
 };
@@ -23,7 +24,6 @@ use herald_protocol::session::{
 use herald_protocol::{
     CallbackId, ClientFrame, ClientMessage, EventFilter, RequestId, TopicPattern,
 };
-use herald_protocol::Event;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use self::driver::{Command, Driver, Shared};
@@ -182,10 +182,11 @@ impl SubscriberBuilder {
     /// (later disconnects are retried by the session).
     pub async fn connect(self) -> Result<Subscriber, SubscribeError> {
         let hub = HubUrl::parse(&self.url)?;
-        let mut url = reqwest::Url::parse(&hub.websocket()).map_err(|e| crate::error::UrlError {
-            url: hub.websocket(),
-            reason: e.to_string(),
-        })?;
+        let mut url =
+            reqwest::Url::parse(&hub.websocket()).map_err(|e| crate::error::UrlError {
+                url: hub.websocket(),
+                reason: e.to_string(),
+            })?;
         if !self.query.is_empty() {
             url.query_pairs_mut().extend_pairs(&self.query);
         }
@@ -270,7 +271,8 @@ impl Subscriber {
         topics: impl IntoIterator<Item = TopicPattern>,
     ) -> Result<(), SubscribeError> {
         let topics = topics.into_iter().collect();
-        self.command(|reply| Command::Unsubscribe { topics, reply }).await
+        self.command(|reply| Command::Unsubscribe { topics, reply })
+            .await
     }
 
     /// Answers an approval (`confirm`). The hub answers with

@@ -34,19 +34,30 @@ async fn request_approval_gets_the_decision_sent_by_another_clients_confirm() {
     let user_topic: Topic = "user:alice".parse().unwrap();
     let mut reviewer = bounded(
         "connect",
-        Subscriber::builder(hub.url.clone()).user_id("alice").topics([user_topic.into()]).connect(),
+        Subscriber::builder(hub.url.clone())
+            .user_id("alice")
+            .topics([user_topic.into()])
+            .connect(),
     )
     .await
     .unwrap();
-    next_matching(&mut reviewer, "subscribed", |item| matches!(item, SubscriberItem::Subscribed(_)).then_some(()))
-        .await;
+    next_matching(&mut reviewer, "subscribed", |item| {
+        matches!(item, SubscriberItem::Subscribed(_)).then_some(())
+    })
+    .await;
 
     let publisher = Publisher::new(&hub.url).unwrap();
     let mut tasks = JoinSet::new();
-    tasks.spawn(async move { publisher.request_approval(new_approval("alice", "task-1")).await });
+    tasks.spawn(async move {
+        publisher
+            .request_approval(new_approval("alice", "task-1"))
+            .await
+    });
 
     let requested = next_matching(&mut reviewer, "approval.requested", |item| match item {
-        SubscriberItem::Event(event) if event.event_type == EventType::ApprovalRequested => Some(event),
+        SubscriberItem::Event(event) if event.event_type == EventType::ApprovalRequested => {
+            Some(event)
+        }
         _ => None,
     })
     .await;
@@ -54,7 +65,11 @@ async fn request_approval_gets_the_decision_sent_by_another_clients_confirm() {
     assert_eq!(requested.task_id, "task-1");
     let id = bounded(
         "confirm",
-        reviewer.confirm(requested.callback_id.clone(), true, Some("ship it".to_owned())),
+        reviewer.confirm(
+            requested.callback_id.clone(),
+            true,
+            Some("ship it".to_owned()),
+        ),
     )
     .await
     .unwrap();
@@ -65,7 +80,11 @@ async fn request_approval_gets_the_decision_sent_by_another_clients_confirm() {
     })
     .await;
 
-    let decision = bounded("request_approval", tasks.join_next()).await.unwrap().unwrap().unwrap();
+    let decision = bounded("request_approval", tasks.join_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(decision.callback_id, requested.callback_id);
     assert_eq!(decision.status, ApprovalStatus::Approved);
     assert_eq!(decision.proceed, Some(true));
@@ -73,17 +92,29 @@ async fn request_approval_gets_the_decision_sent_by_another_clients_confirm() {
     assert_eq!(decision.decided_by.as_deref(), Some("alice"));
 
     // A second answer is refused with `conflict`, matched by its request id.
-    let again = bounded("confirm again", reviewer.confirm(requested.callback_id.clone(), false, None))
-        .await
-        .unwrap();
-    let error = next_matching(&mut reviewer, "the error of the second confirm", |item| match item {
-        SubscriberItem::Error(error) if error.reference.as_ref() == Some(&again) => Some(error),
-        _ => None,
-    })
+    let again = bounded(
+        "confirm again",
+        reviewer.confirm(requested.callback_id.clone(), false, None),
+    )
+    .await
+    .unwrap();
+    let error = next_matching(
+        &mut reviewer,
+        "the error of the second confirm",
+        |item| match item {
+            SubscriberItem::Error(error) if error.reference.as_ref() == Some(&again) => Some(error),
+            _ => None,
+        },
+    )
     .await;
     assert_eq!(error.code, ErrorCode::Conflict);
     let publisher = Publisher::new(&hub.url).unwrap();
     let unknown = "no-such-approval".parse().unwrap();
-    let missing = bounded("unknown approval", publisher.approval(&unknown)).await.unwrap_err();
-    assert!(matches!(missing, herald_client::ApprovalError::NotFound(_)), "{missing:?}");
+    let missing = bounded("unknown approval", publisher.approval(&unknown))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(missing, herald_client::ApprovalError::NotFound(_)),
+        "{missing:?}"
+    );
 }

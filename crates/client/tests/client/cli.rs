@@ -19,7 +19,9 @@ async fn run(args: &[&str], stdin: Option<&str>) -> std::process::Output {
         pipe.write_all(text.as_bytes()).await.unwrap();
         drop(pipe);
     }
-    bounded(&format!("herald {args:?}"), child.wait_with_output()).await.unwrap()
+    bounded(&format!("herald {args:?}"), child.wait_with_output())
+        .await
+        .unwrap()
 }
 
 fn stdout(output: &std::process::Output) -> String {
@@ -34,7 +36,15 @@ async fn help_lists_the_client_commands_and_their_flags() {
         assert!(help.contains(command), "{command} missing from:\n{help}");
     }
     let publish = stdout(&run(&["publish", "--help"], None).await);
-    for flag in ["--topic", "--type", "--priority", "--key", "--data", "--id", "--url"] {
+    for flag in [
+        "--topic",
+        "--type",
+        "--priority",
+        "--key",
+        "--data",
+        "--id",
+        "--url",
+    ] {
         assert!(publish.contains(flag), "{flag} missing from:\n{publish}");
     }
     let tail = stdout(&run(&["tail", "--help"], None).await);
@@ -51,28 +61,62 @@ async fn help_lists_the_client_commands_and_their_flags() {
 async fn published_events_are_seen_by_tail_since_zero_json() {
     let hub = Hub::start(&[]).await;
     let first = run(
-        &["publish", "--topic", "run:cli", "--type", "step.completed", "--priority", "high", "--key", "s1",
-          "--data", r#"{"step":1}"#, "--id", "cli-event-1", "--url", &hub.url],
+        &[
+            "publish",
+            "--topic",
+            "run:cli",
+            "--type",
+            "step.completed",
+            "--priority",
+            "high",
+            "--key",
+            "s1",
+            "--data",
+            r#"{"step":1}"#,
+            "--id",
+            "cli-event-1",
+            "--url",
+            &hub.url,
+        ],
         None,
     )
     .await;
     assert!(first.status.success(), "{first:?}");
     let receipt: PublishReceipt = serde_json::from_str(stdout(&first).trim()).unwrap();
-    assert_eq!((receipt.id.as_str(), receipt.topic.as_str(), receipt.seq), ("cli-event-1", "run:cli", 1));
+    assert_eq!(
+        (receipt.id.as_str(), receipt.topic.as_str(), receipt.seq),
+        ("cli-event-1", "run:cli", 1)
+    );
 
     // Data from stdin when --data is absent.
-    let second = run(&["publish", "--topic", "run:cli", "--type", "step.completed", "--url", &hub.url], Some(r#"{"step":2}"#))
-        .await;
+    let second = run(
+        &[
+            "publish",
+            "--topic",
+            "run:cli",
+            "--type",
+            "step.completed",
+            "--url",
+            &hub.url,
+        ],
+        Some(r#"{"step":2}"#),
+    )
+    .await;
     assert!(second.status.success(), "{second:?}");
 
     let mut tail = herald()
-        .args(["tail", "--topics", "run:cli", "--since", "0", "--json", "--url", &hub.url])
+        .args([
+            "tail", "--topics", "run:cli", "--since", "0", "--json", "--url", &hub.url,
+        ])
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
     let mut events = Vec::new();
     for _ in 0..2 {
-        let line = bounded("a line from herald tail", lines.next_line()).await.unwrap().expect("a line");
+        let line = bounded("a line from herald tail", lines.next_line())
+            .await
+            .unwrap()
+            .expect("a line");
         match ServerMessage::decode(&line).unwrap() {
             Some(ServerMessage::Event(event)) => events.push(event),
             other => panic!("not an event frame: {other:?} from {line}"),
@@ -82,13 +126,24 @@ async fn published_events_are_seen_by_tail_since_zero_json() {
     assert_eq!(events[0].priority.as_str(), "high");
     assert_eq!(events[0].key.as_ref().map(|k| k.as_str()), Some("s1"));
     assert_eq!(events[0].data, serde_json::json!({"step": 1}));
-    assert_eq!((events[1].seq, &events[1].data), (2, &serde_json::json!({"step": 2})));
+    assert_eq!(
+        (events[1].seq, &events[1].data),
+        (2, &serde_json::json!({"step": 2}))
+    );
     tail.kill().await.unwrap();
 
     // The readable format.
-    let mut tail = herald().args(["tail", "--topics", "run:cli", "--since", "1", "--url", &hub.url]).spawn().unwrap();
+    let mut tail = herald()
+        .args([
+            "tail", "--topics", "run:cli", "--since", "1", "--url", &hub.url,
+        ])
+        .spawn()
+        .unwrap();
     let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
-    let line = bounded("a readable line", lines.next_line()).await.unwrap().expect("a line");
+    let line = bounded("a readable line", lines.next_line())
+        .await
+        .unwrap()
+        .expect("a line");
     assert_eq!(line, r#"run:cli #2 step.completed normal {"step":2}"#);
     tail.kill().await.unwrap();
 }
@@ -97,16 +152,35 @@ async fn published_events_are_seen_by_tail_since_zero_json() {
 async fn approve_resolves_a_pending_approval_and_fails_on_a_decided_one() {
     let hub = Hub::start(&[]).await;
     let publisher = Publisher::new(&hub.url).unwrap();
-    let record = bounded("create", publisher.create_approval(&new_approval("bob", "task-cli"))).await.unwrap();
+    let record = bounded(
+        "create",
+        publisher.create_approval(&new_approval("bob", "task-cli")),
+    )
+    .await
+    .unwrap();
     let id = record.request.callback_id.as_str().to_owned();
     assert_eq!(record.status, ApprovalStatus::Pending);
 
-    let output = run(&["approve", &id, "--reject", "--feedback", "not today", "--url", &hub.url], None).await;
+    let output = run(
+        &[
+            "approve",
+            &id,
+            "--reject",
+            "--feedback",
+            "not today",
+            "--url",
+            &hub.url,
+        ],
+        None,
+    )
+    .await;
     assert!(output.status.success(), "{output:?}");
     let printed: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
     assert_eq!(printed["status"], "rejected");
 
-    let decision = bounded("decision", publisher.approval(&record.request.callback_id)).await.unwrap();
+    let decision = bounded("decision", publisher.approval(&record.request.callback_id))
+        .await
+        .unwrap();
     assert_eq!(decision.status, ApprovalStatus::Rejected);
     assert_eq!(decision.proceed, Some(false));
     assert_eq!(decision.feedback.as_deref(), Some("not today"));
@@ -117,5 +191,8 @@ async fn approve_resolves_a_pending_approval_and_fails_on_a_decided_one() {
     assert!(stderr.contains("conflict"), "{stderr}");
 
     let neither = run(&["approve", &id, "--url", &hub.url], None).await;
-    assert!(!neither.status.success(), "--proceed or --reject is required");
+    assert!(
+        !neither.status.success(),
+        "--proceed or --reject is required"
+    );
 }

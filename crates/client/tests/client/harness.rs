@@ -50,9 +50,14 @@ fn build_herald() -> Result<PathBuf, String> {
             String::from_utf8_lossy(&output.stderr)
         ));
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), |dir| root.join(dir));
     let bin = target.join("debug").join("herald");
-    if bin.exists() { Ok(bin) } else { Err(format!("{} does not exist", bin.display())) }
+    if bin.exists() {
+        Ok(bin)
+    } else {
+        Err(format!("{} does not exist", bin.display()))
+    }
 }
 
 /// A `herald` command with the test's conventions (logs off unless
@@ -63,7 +68,11 @@ pub fn herald() -> Command {
         .env_remove("HERALD_URL")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(if std::env::var_os("HERALD_TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::piped() })
+        .stderr(if std::env::var_os("HERALD_TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::piped()
+        })
         .kill_on_drop(true);
     command
 }
@@ -92,32 +101,50 @@ impl Hub {
         command
             .args(["serve", "--bind", bind, "--heartbeat-interval", "1s"])
             .args(args)
-            .stderr(if std::env::var_os("HERALD_TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() });
+            .stderr(if std::env::var_os("HERALD_TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
         let mut child = command.spawn().expect("spawning herald serve");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
-        bounded("herald serve printing its listening line", stdout.read_line(&mut line))
-            .await
-            .expect("reading herald's stdout");
+        bounded(
+            "herald serve printing its listening line",
+            stdout.read_line(&mut line),
+        )
+        .await
+        .expect("reading herald's stdout");
         let url = line
             .trim()
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line from herald serve: {line:?}"))
             .to_owned();
         let addr = url.trim_start_matches("http://").to_owned();
-        Hub { child, _stdout: stdout, addr, url }
+        Hub {
+            child,
+            _stdout: stdout,
+            addr,
+            url,
+        }
     }
 
     /// The bound port.
     pub fn port(&self) -> u16 {
-        self.addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port")
+        self.addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a port")
     }
 
     /// Stops the hub with SIGTERM (graceful shutdown) and waits for it to exit.
     pub async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
         }
         if tokio::time::timeout(STEP, self.child.wait()).await.is_err() {
             let _ = self.child.kill().await;

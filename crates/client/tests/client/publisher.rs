@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use herald_client::{Publisher, PublishError, PublishRequest, RetryPolicy};
+use herald_client::{PublishError, PublishRequest, Publisher, RetryPolicy};
 use herald_protocol::{ErrorCode, EventId, EventType, Topic};
 use serde_json::json;
 use tokio::task::JoinSet;
@@ -18,25 +18,43 @@ async fn publishing_the_same_request_twice_is_stored_once() {
     let hub = Hub::start(&[]).await;
     let publisher = Publisher::new(&hub.url).unwrap();
     let topic: Topic = "run:idempotent".parse().unwrap();
-    let first = bounded("publish", publisher.publish(request(&topic, 1))).await.unwrap();
+    let first = bounded("publish", publisher.publish(request(&topic, 1)))
+        .await
+        .unwrap();
     // The publisher gave the event a UUID before sending it.
-    assert!(uuid::Uuid::parse_str(first.id.as_str()).is_ok(), "{:?}", first.id);
+    assert!(
+        uuid::Uuid::parse_str(first.id.as_str()).is_ok(),
+        "{:?}",
+        first.id
+    );
 
     let again = request(&topic, 1).id(first.id.clone());
-    let second = bounded("publish again", publisher.publish(again)).await.unwrap();
+    let second = bounded("publish again", publisher.publish(again))
+        .await
+        .unwrap();
     assert_eq!(second, first, "same id → same receipt, same seq");
 
-    let next = bounded("publish another", publisher.publish(request(&topic, 2))).await.unwrap();
+    let next = bounded("publish another", publisher.publish(request(&topic, 2)))
+        .await
+        .unwrap();
     assert_eq!(next.seq, 2, "the duplicate did not take a seq");
 }
 
 #[tokio::test]
 async fn a_publish_started_before_the_hub_is_up_is_retried_until_it_lands() {
     // A free port, released for the hub to take later.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = format!("http://127.0.0.1:{port}");
     let publisher = Publisher::builder(url.clone())
-        .retry(RetryPolicy { max_attempts: 100, initial_delay: Duration::from_millis(20), max_delay: Duration::from_millis(200) })
+        .retry(RetryPolicy {
+            max_attempts: 100,
+            initial_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(200),
+        })
         .build()
         .unwrap();
     let topic: Topic = "run:retry".parse().unwrap();
@@ -47,40 +65,76 @@ async fn a_publish_started_before_the_hub_is_up_is_retried_until_it_lands() {
     tasks.spawn(async move { retrying.publish(retried).await });
 
     let _hub = Hub::start_on(&format!("127.0.0.1:{port}"), &[]).await;
-    let receipt = bounded("the retried publish", tasks.join_next()).await.unwrap().unwrap().unwrap();
+    let receipt = bounded("the retried publish", tasks.join_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(receipt.id, id);
     assert_eq!(receipt.seq, 1);
 }
 
 #[tokio::test]
 async fn an_unreachable_hub_is_a_transport_error_after_the_last_attempt() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let publisher = Publisher::builder(format!("http://127.0.0.1:{port}"))
-        .retry(RetryPolicy { max_attempts: 3, initial_delay: Duration::from_millis(1), max_delay: Duration::from_millis(5) })
+        .retry(RetryPolicy {
+            max_attempts: 3,
+            initial_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+        })
         .build()
         .unwrap();
-    let error = bounded("publish", publisher.publish(request(&"run:x".parse().unwrap(), 1))).await.unwrap_err();
+    let error = bounded(
+        "publish",
+        publisher.publish(request(&"run:x".parse().unwrap(), 1)),
+    )
+    .await
+    .unwrap_err();
     match error {
-        PublishError::Http(herald_client::HttpError::Transport { attempts, .. }) => assert_eq!(attempts, 3),
+        PublishError::Http(herald_client::HttpError::Transport { attempts, .. }) => {
+            assert_eq!(attempts, 3);
+        }
         other => panic!("expected a transport error, got {other:?}"),
     }
 }
 
 #[tokio::test]
-async fn a_batch_gets_receipts_in_order_and_a_bad_batch_names_the_event() {
+async fn a_batch_gets_receipts_in_order_and_an_oversized_one_is_refused_at_once() {
     let hub = Hub::start(&[]).await;
     let publisher = Publisher::new(&hub.url).unwrap();
     let topic: Topic = "run:batch".parse().unwrap();
-    let receipts = bounded("batch", publisher.publish_batch((1..=3).map(|n| request(&topic, n)).collect()))
-        .await
-        .unwrap();
-    assert_eq!(receipts.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    let receipts = bounded(
+        "batch",
+        publisher.publish_batch((1..=3).map(|n| request(&topic, n)).collect()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        receipts.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
 
-    // A timestamp the hub refuses is not something the typed request can
-    // express, so this checks a 4xx that is not retried: an oversized event.
-    let huge = PublishRequest::new(topic.clone(), EventType::StepCompleted, json!({"blob": "x".repeat(2 << 20)}));
-    let error = bounded("oversized", publisher.publish_batch(vec![request(&topic, 4), huge])).await.unwrap_err();
-    let hub_error = error.hub_error().unwrap_or_else(|| panic!("no hub error body: {error:?}"));
+    // A typed request cannot hold an invalid event, so the 4xx checked here
+    // is an oversized body: answered with the hub's `{code, message}`, not retried.
+    let huge = PublishRequest::new(
+        topic.clone(),
+        EventType::StepCompleted,
+        json!({"blob": "x".repeat(2 << 20)}),
+    );
+    let error = bounded(
+        "oversized",
+        publisher.publish_batch(vec![request(&topic, 4), huge]),
+    )
+    .await
+    .unwrap_err();
+    let hub_error = error
+        .hub_error()
+        .unwrap_or_else(|| panic!("no hub error body: {error:?}"));
     assert_eq!(hub_error.code, ErrorCode::TooLarge, "{error}");
     match &error {
         PublishError::Http(http) => assert_eq!(http.status(), Some(413)),
@@ -96,7 +150,11 @@ async fn the_batching_publisher_groups_events_and_flushes_on_close() {
     let batching = publisher.batching(10, Duration::from_millis(50));
     let mut pending = Vec::new();
     for n in 1..=25 {
-        pending.push(bounded("queue", batching.publish(request(&topic, n))).await.unwrap());
+        pending.push(
+            bounded("queue", batching.publish(request(&topic, n)))
+                .await
+                .unwrap(),
+        );
     }
     bounded("flush", batching.flush()).await.unwrap();
     let mut seqs = Vec::new();
@@ -105,7 +163,9 @@ async fn the_batching_publisher_groups_events_and_flushes_on_close() {
     }
     assert_eq!(seqs, (1..=25).collect::<Vec<_>>());
 
-    let last = bounded("queue", batching.publish(request(&topic, 26))).await.unwrap();
+    let last = bounded("queue", batching.publish(request(&topic, 26)))
+        .await
+        .unwrap();
     bounded("close", batching.close()).await;
     assert_eq!(bounded("receipt after close", last).await.unwrap().seq, 26);
 }

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use herald_client::{
-    ConnectionState, Publisher, PublishRequest, RetryPolicy, SessionConfig, Subscriber, SubscriberItem,
+    ConnectionState, PublishRequest, Publisher, RetryPolicy, SessionConfig, Subscriber,
+    SubscriberItem,
 };
 use herald_protocol::{EventType, Priority, Topic};
 use serde_json::json;
@@ -29,7 +30,9 @@ async fn subscriber_receives_typed_events_in_seq_order() {
     let topic: Topic = "run:typed".parse().unwrap();
     let mut subscriber = bounded(
         "connect",
-        Subscriber::builder(hub.url.clone()).topics([topic.clone().into()]).connect(),
+        Subscriber::builder(hub.url.clone())
+            .topics([topic.clone().into()])
+            .connect(),
     )
     .await
     .unwrap();
@@ -44,9 +47,15 @@ async fn subscriber_receives_typed_events_in_seq_order() {
 
     let publisher = Publisher::new(&hub.url).unwrap();
     for step in 1..=5 {
-        let request = PublishRequest::new(topic.clone(), EventType::StepCompleted, json!({"step": step}))
-            .priority(Priority::High);
-        let receipt = bounded("publish", publisher.publish(request)).await.unwrap();
+        let request = PublishRequest::new(
+            topic.clone(),
+            EventType::StepCompleted,
+            json!({"step": step}),
+        )
+        .priority(Priority::High);
+        let receipt = bounded("publish", publisher.publish(request))
+            .await
+            .unwrap();
         assert_eq!(receipt.seq, step);
     }
     for step in 1..=5u64 {
@@ -83,12 +92,18 @@ async fn subscriber_keeps_a_complete_ordered_stream_across_two_hub_restarts_unde
     )
     .await
     .unwrap();
-    next_matching(&mut subscriber, "subscribed", |item| matches!(item, SubscriberItem::Subscribed(_)).then_some(()))
-        .await;
+    next_matching(&mut subscriber, "subscribed", |item| {
+        matches!(item, SubscriberItem::Subscribed(_)).then_some(())
+    })
+    .await;
 
     // The producer publishes without pause; its retries carry it through the restarts.
     let publisher = Publisher::builder(hub.url.clone())
-        .retry(RetryPolicy { max_attempts: 60, initial_delay: Duration::from_millis(20), max_delay: Duration::from_millis(500) })
+        .retry(RetryPolicy {
+            max_attempts: 60,
+            initial_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(500),
+        })
         .build()
         .unwrap();
     let (progress, mut published) = watch::channel(0u64);
@@ -97,10 +112,15 @@ async fn subscriber_keeps_a_complete_ordered_stream_across_two_hub_restarts_unde
     tasks.spawn(async move {
         let mut receipts = Vec::new();
         for n in 1..=EVENTS {
-            let request = PublishRequest::new(producer_topic.clone(), "load.tick".parse().unwrap(), json!({"n": n}));
-            let t = std::time::Instant::now();
-            let receipt = publisher.publish(request).await.expect("publish with retries");
-            if t.elapsed() > Duration::from_millis(300) { eprintln!("publish {n} took {:?}: {receipt:?}", t.elapsed()); }
+            let request = PublishRequest::new(
+                producer_topic.clone(),
+                "load.tick".parse().unwrap(),
+                json!({"n": n}),
+            );
+            let receipt = publisher
+                .publish(request)
+                .await
+                .expect("publish with retries");
             receipts.push(receipt);
             progress.send_replace(n);
         }
@@ -112,15 +132,11 @@ async fn subscriber_keeps_a_complete_ordered_stream_across_two_hub_restarts_unde
     let mut restarts = 0;
     let mut states = Vec::new();
     let collect = async {
-        let until: u64 = std::env::var("UNTIL").ok().and_then(|v| v.parse().ok()).unwrap_or(EVENTS);
-        while (seqs.len() as u64) < until {
+        while (seqs.len() as u64) < EVENTS {
             let restart_at = (restarts + 1) * EVENTS / 3;
             if restarts < 2 && *published.borrow() >= restart_at {
-                let t = std::time::Instant::now();
                 hub.stop().await;
-                eprintln!("stopped in {:?}", t.elapsed());
                 hub = Hub::start_on(&bind, &["--store", &store]).await;
-                eprintln!("restarted in {:?}", t.elapsed());
                 restarts += 1;
             }
             tokio::select! {
@@ -137,26 +153,38 @@ async fn subscriber_keeps_a_complete_ordered_stream_across_two_hub_restarts_unde
                 _ = published.changed(), if restarts < 2 => {}
             }
         }
+        // `stop` took the hub by value, so the block owns the last one: hand it back.
+        hub
     };
-    tokio::time::timeout(STEP * 3, collect).await.expect("the stream completes within a minute");
-    eprintln!("collected; published {} last seqs {:?}", *published.borrow(), &seqs[seqs.len()-3..]);
-    for w in seqs.windows(2) { if w[1] != w[0] + 1 { eprintln!("jump {:?}", w); } }
-    eprintln!("states {states:?}");
-    if std::env::var_os("CURL").is_some() {
-        let out = std::process::Command::new("curl").args(["-sS", "-m", "5", "-XPOST", &format!("http://{bind}/api/v1/events"), "-d", r#"{"topic":"run:other","event_type":"a.b"}"#]).output().unwrap();
-        eprintln!("curl other topic: {:?}", out);
-        let out = std::process::Command::new("curl").args(["-sS", "-m", "5", "-XPOST", &format!("http://{bind}/api/v1/events"), "-d", r#"{"topic":"run:restarts","event_type":"a.b"}"#]).output().unwrap();
-        eprintln!("curl same topic: {:?}", out);
-    }
-    let receipts = bounded("the producer", tasks.join_next()).await.unwrap().unwrap();
+    let _hub = tokio::time::timeout(STEP * 3, collect)
+        .await
+        .expect("the stream completes within a minute");
+    let receipts = bounded("the producer", tasks.join_next())
+        .await
+        .unwrap()
+        .unwrap();
 
     assert_eq!(restarts, 2);
-    assert_eq!(seqs, (1..=EVENTS).collect::<Vec<_>>(), "exactly seqs 1..N, in order");
+    assert_eq!(
+        seqs,
+        (1..=EVENTS).collect::<Vec<_>>(),
+        "exactly seqs 1..N, in order"
+    );
     assert_eq!(ids.len() as u64, EVENTS);
     let receipt_seqs: Vec<u64> = receipts.iter().map(|r| r.seq).collect();
-    assert_eq!(receipt_seqs, (1..=EVENTS).collect::<Vec<_>>(), "every publish stored once");
-    let reconnects = states.iter().filter(|s| matches!(s, ConnectionState::Reconnecting { .. })).count();
-    assert!(reconnects >= 2, "the subscriber saw both restarts: {states:?}");
+    assert_eq!(
+        receipt_seqs,
+        (1..=EVENTS).collect::<Vec<_>>(),
+        "every publish stored once"
+    );
+    let reconnects = states
+        .iter()
+        .filter(|s| matches!(s, ConnectionState::Reconnecting { .. }))
+        .count();
+    assert!(
+        reconnects >= 2,
+        "the subscriber saw both restarts: {states:?}"
+    );
     bounded("close", subscriber.close()).await;
 }
 
@@ -168,13 +196,24 @@ async fn subscriber_resumes_from_checkpoints_given_to_the_builder() {
     let events = (1..=4)
         .map(|n| PublishRequest::new(topic.clone(), EventType::StepCompleted, json!({"n": n})))
         .collect();
-    bounded("publish a batch", publisher.publish_batch(events)).await.unwrap();
+    bounded("publish a batch", publisher.publish_batch(events))
+        .await
+        .unwrap();
 
     let mut since = herald_client::Checkpoints::new();
-    since.insert(topic.clone(), herald_client::Checkpoint { seq: 2, epoch: None });
+    since.insert(
+        topic.clone(),
+        herald_client::Checkpoint {
+            seq: 2,
+            epoch: None,
+        },
+    );
     let mut subscriber = bounded(
         "connect",
-        Subscriber::builder(hub.url.clone()).topics([topic.clone().into()]).since(since).connect(),
+        Subscriber::builder(hub.url.clone())
+            .topics([topic.clone().into()])
+            .since(since)
+            .connect(),
     )
     .await
     .unwrap();
@@ -191,31 +230,56 @@ async fn subscriber_resumes_from_checkpoints_given_to_the_builder() {
 }
 
 #[tokio::test]
-async fn a_subscriber_that_stops_reading_does_not_slow_the_publisher() {
+async fn a_stalled_subscriber_neither_slows_the_publisher_nor_loses_events_silently() {
     let hub = Hub::start(&[]).await;
     let topic: Topic = "run:slow".parse().unwrap();
     let mut subscriber = bounded(
         "connect",
-        Subscriber::builder(hub.url.clone()).topics([topic.clone().into()]).buffer(4).connect(),
+        Subscriber::builder(hub.url.clone())
+            .topics([topic.clone().into()])
+            .buffer(4)
+            .connect(),
     )
     .await
     .unwrap();
-    next_matching(&mut subscriber, "subscribed", |item| matches!(item, SubscriberItem::Subscribed(_)).then_some(()))
-        .await;
+    next_matching(&mut subscriber, "subscribed", |item| {
+        matches!(item, SubscriberItem::Subscribed(_)).then_some(())
+    })
+    .await;
     // From here on nobody reads the subscriber: its task stops reading the
     // socket once its small buffer is full, and the hub must shed, not wait.
     let publisher = Publisher::new(&hub.url).unwrap();
-    let started = std::time::Instant::now();
     for n in 0..3_000u64 {
-        let request = PublishRequest::new(topic.clone(), "load.tick".parse().unwrap(), json!({"n": n, "pad": "x".repeat(200)}))
-            .priority(Priority::Low);
-        bounded("a publish next to a stalled subscriber", publisher.publish(request)).await.unwrap();
+        let request = PublishRequest::new(
+            topic.clone(),
+            "load.tick".parse().unwrap(),
+            json!({"n": n, "pad": "x".repeat(200)}),
+        )
+        .priority(Priority::Low);
+        bounded(
+            "a publish next to a stalled subscriber",
+            publisher.publish(request),
+        )
+        .await
+        .unwrap();
     }
-    eprintln!("3000 publishes in {:?}", started.elapsed());
-    let gap = next_matching(&mut subscriber, "a gap for what was shed", |item| match item {
-        SubscriberItem::Gap(gap) => Some(gap),
-        _ => None,
-    })
-    .await;
-    assert_eq!(gap.topic, topic);
+    // Now read: per topic, every seq is either delivered, in order, or
+    // reported by a gap (the hub sheds low-priority events to a full queue).
+    let mut covered = Vec::new();
+    while covered.last().copied() != Some(3_000) {
+        let (from, to) = next_matching(
+            &mut subscriber,
+            "the rest of the stream",
+            |item| match item {
+                SubscriberItem::Event(event) if event.topic == topic => {
+                    Some((event.seq, event.seq))
+                }
+                SubscriberItem::Gap(gap) if gap.topic == topic => Some((gap.from_seq, gap.to_seq)),
+                _ => None,
+            },
+        )
+        .await;
+        covered.extend(from..=to);
+    }
+    assert_eq!(covered, (1..=3_000).collect::<Vec<_>>());
 }

@@ -11,7 +11,11 @@ use serde_json::json;
 use crate::harness::{Hub, bounded, next_matching};
 
 fn request(n: u64) -> PublishRequest {
-    PublishRequest::new("machine:m1".parse().unwrap(), EventType::StateChanged, json!({"state": "running", "n": n}))
+    PublishRequest::new(
+        "machine:m1".parse().unwrap(),
+        EventType::StateChanged,
+        json!({"state": "running", "n": n}),
+    )
 }
 
 #[test]
@@ -29,7 +33,11 @@ fn with_the_hub_down_publish_returns_at_once_and_counts_drops() {
         assert!(!missing.publish(&request(n)));
         assert!(!stale.publish(&request(n)));
     }
-    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
     assert_eq!((missing.dropped(), missing.sent()), (200, 0));
     assert_eq!((stale.dropped(), stale.sent()), (200, 0));
 }
@@ -45,13 +53,21 @@ fn a_full_receive_buffer_and_an_oversized_event_are_dropped_not_waited_for() {
     for n in 0..5_000 {
         publisher.publish(&request(n));
     }
-    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
     assert!(publisher.sent() > 0);
     assert!(publisher.dropped() > 0, "the receiver's queue never filled");
     assert_eq!(publisher.sent() + publisher.dropped(), 5_000);
 
     let dropped = publisher.dropped();
-    let huge = PublishRequest::new("machine:m1".parse().unwrap(), EventType::StateChanged, json!("x".repeat(70_000)));
+    let huge = PublishRequest::new(
+        "machine:m1".parse().unwrap(),
+        EventType::StateChanged,
+        json!("x".repeat(70_000)),
+    );
     assert!(!publisher.publish(&huge));
     assert_eq!(publisher.dropped(), dropped + 1);
 }
@@ -62,11 +78,18 @@ async fn events_sent_to_the_hubs_unix_socket_reach_subscribers() {
     let path = dir.path().join("herald.sock");
     let hub = Hub::start(&["--unix-socket", path.to_str().unwrap()]).await;
     let topic: Topic = "machine:m1".parse().unwrap();
-    let mut subscriber = bounded("connect", Subscriber::builder(hub.url.clone()).topics([topic.into()]).connect())
-        .await
-        .unwrap();
-    next_matching(&mut subscriber, "subscribed", |item| matches!(item, SubscriberItem::Subscribed(_)).then_some(()))
-        .await;
+    let mut subscriber = bounded(
+        "connect",
+        Subscriber::builder(hub.url.clone())
+            .topics([topic.into()])
+            .connect(),
+    )
+    .await
+    .unwrap();
+    next_matching(&mut subscriber, "subscribed", |item| {
+        matches!(item, SubscriberItem::Subscribed(_)).then_some(())
+    })
+    .await;
     let publisher = UnixPublisher::new(&path).unwrap();
     for n in 1..=3 {
         assert!(publisher.publish(&request(n)));
