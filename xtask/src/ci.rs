@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::workspace::{self, Workspace};
-use crate::{bindings, browser, tsc, wasm};
+use crate::{bench, bindings, browser, tsc, wasm};
 
 /// One step of the run.
 #[derive(Debug, Clone, Copy)]
@@ -84,7 +84,17 @@ pub fn steps() -> Vec<Step> {
             name: "browser tests (web-client)",
             run: browser::test,
         },
+        // Benchmarks (H7): a few seconds per scenario at small N; checks zero
+        // loss and no duplicates for Herald, never speed.
+        Step {
+            name: "cargo xtask bench --smoke",
+            run: bench_smoke,
+        },
     ]
+}
+
+fn bench_smoke(workspace: &Workspace) -> Result<()> {
+    bench::run(workspace, &["--smoke"])
 }
 
 /// Runs every step, stopping at the first failure; with `keep_going`, runs

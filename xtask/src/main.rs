@@ -8,7 +8,7 @@
 //!   `ts-bindings/` generated from `herald-protocol`.
 //! - [`tsc`]: type-checks the protocol's JSON fixtures against those bindings
 //!   with the TypeScript compiler.
-//! - [`bench`]: `cargo xtask bench [--smoke]`, the benchmark suite in `crates/bench`.
+//! - `bench`: `cargo xtask bench [--smoke]`, the benchmark suite in `crates/bench`.
 //! - [`wasm`]: `cargo xtask wasm`, the browser client package in `web-client/`.
 //! - [`browser`]: the browser tests (Playwright + Chromium + a real hub) and their set-up.
 //! - [`ci`]: `cargo xtask ci`, the single command CI runs: idempotent set-up,

@@ -307,7 +307,7 @@ pub fn markdown(run: &Run, summaries: &[Summary]) -> String {
             .iter()
             .filter(|s| s.placement == placement && s.group == group)
         {
-            for e in &s.errors {
+            if let Some(e) = s.errors.first() {
                 let first = e.lines().next().unwrap_or_default();
                 let _ = writeln!(
                     md,
@@ -316,7 +316,6 @@ pub fn markdown(run: &Run, summaries: &[Summary]) -> String {
                     s.target.name(),
                     s.errors.len()
                 );
-                break;
             }
         }
     }

@@ -351,7 +351,8 @@ async fn dispatch(
     match message {
         ClientMessage::Subscribe(request) => {
             conn.check_access(&request.topics)?;
-            hub.subscribe(conn, &request).map_err(|e| (e.code, e.message))
+            hub.subscribe(conn, &request)
+                .map_err(|e| (e.code, e.message))
         }
         ClientMessage::Unsubscribe(request) => {
             hub.unsubscribe(conn, &request.topics);

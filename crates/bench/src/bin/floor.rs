@@ -38,6 +38,10 @@ fn main() -> anyhow::Result<()> {
             continue;
         };
         let mut path = String::new();
+        #[allow(
+            clippy::result_large_err,
+            reason = "the signature tungstenite asks for"
+        )]
         let callback = |req: &Request, resp: Response| {
             path = req.uri().path().to_owned();
             Ok(resp)
