@@ -291,6 +291,24 @@ impl Hub {
         self.enqueue(request, audience).await?.finish().await
     }
 
+    /// Publishes a batch in order: every event is assigned its seq and handed
+    /// to the store first, then the whole batch is awaited, so a durable store
+    /// commits it together instead of once per event.
+    pub async fn publish_many(
+        &self,
+        requests: Vec<PublishRequest>,
+    ) -> Result<Vec<PublishReceipt>, PublishError> {
+        let mut pending = Vec::with_capacity(requests.len());
+        for request in requests {
+            pending.push(self.enqueue(request, Audience::Subscribers).await?);
+        }
+        let mut receipts = Vec::with_capacity(pending.len());
+        for enqueued in pending {
+            receipts.push(enqueued.finish().await?.0);
+        }
+        Ok(receipts)
+    }
+
     /// Publishes without waiting for a durable store to confirm the write
     /// (fire-and-forget producers: nobody is waiting for an acknowledgement).
     /// The event is still delivered only once it is durable.

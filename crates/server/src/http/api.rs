@@ -58,10 +58,10 @@ pub(crate) async fn publish_events(
             for (index, item) in items.into_iter().enumerate() {
                 requests.push(decode::<PublishRequest>(item).map_err(|e| e.at(index))?);
             }
-            let mut receipts: Vec<PublishReceipt> = Vec::with_capacity(requests.len());
-            for request in requests {
-                receipts.push(publish(&hub, request, Audience::Subscribers).await?);
-            }
+            let receipts = hub.publish_many(requests).await.map_err(|e| {
+                hub.metrics().error(e.code());
+                ApiError::new(e.code(), e.to_string())
+            })?;
             Ok(Json(receipts).into_response())
         }
         value @ Value::Object(_) => {
