@@ -332,7 +332,10 @@ async fn handle_text(hub: &Hub, conn: &Arc<ConnHandle>, text: &str) {
         }
     };
     let reference = frame.id;
-    match dispatch(hub, conn, frame.message).await {
+    // Boxed: the reader's future would otherwise be sized for the deepest
+    // await of any frame (approval decisions, durable publishes), and every
+    // idle connection would carry that size.
+    match Box::pin(dispatch(hub, conn, frame.message)).await {
         Ok(()) => {
             if let Some(reference) = reference {
                 conn.send(&ServerMessage::Ack(Ack { reference }));

@@ -9,10 +9,10 @@
 //! use tokio_util::sync::CancellationToken;
 //!
 //! let config = Config::default();
-//! let listener = server::bind(&config).await?;
+//! let listeners = server::bind(&config).await?;
 //! let hub = Hub::new(config, CancellationToken::new());
 //! let publisher = hub.clone();
-//! tokio::spawn(server::serve(listener, hub, std::future::pending()));
+//! tokio::spawn(server::serve(listeners, hub, std::future::pending()));
 //! let topic = Topic::parse("execution:exec_123")?;
 //! publisher
 //!     .publish(PublishRequest::new(topic, EventType::ExecutionStarted, serde_json::json!({})))

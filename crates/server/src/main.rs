@@ -194,8 +194,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // The store is opened before the port, so a bad database fails before
     // anyone is told where to connect.
     let hub = Hub::open(config.clone(), CancellationToken::new())?;
-    let listener = server::bind(&config).await?;
-    let addr = listener.local_addr().context("reading the bound address")?;
+    // Signal handlers, the port and the Unix socket are all in place before
+    // the listening line: a script that reads it may use the hub, or stop it,
+    // at once.
+    let shutdown = shutdown_signal()?;
+    let listeners = server::bind(&config).await?;
+    let addr = listeners
+        .local_addr()
+        .context("reading the bound address")?;
     // The first line on stdout is the contract scripts rely on to find the port.
     #[allow(
         clippy::print_stdout,
@@ -216,31 +222,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else if !auth.requires_key() {
         tracing::warn!("the HTTP API is not authenticated: set --api-keys");
     }
-    server::serve(listener, hub, shutdown_signal()).await?;
+    server::serve(listeners, hub, shutdown).await?;
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(_) => {
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
+/// Installs the SIGINT and SIGTERM handlers now; the future completes on either.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    Ok(async move {
         tokio::select! {
-            _ = interrupt => {}
+            _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-    }
+    })
 }
 
 fn main() -> ExitCode {

@@ -16,7 +16,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use tokio::net::TcpListener;
+use std::path::PathBuf;
+use tokio::net::{TcpListener, UnixDatagram};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
@@ -45,38 +46,65 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// Binds the configured address.
-pub async fn bind(config: &Config) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(config.bind)
+/// Everything the hub listens on, bound before anyone is told where it is.
+#[derive(Debug)]
+pub struct Listeners {
+    /// HTTP and WebSocket.
+    pub http: TcpListener,
+    /// The Unix datagram ingest socket and its path, when configured.
+    pub unix: Option<(UnixDatagram, PathBuf)>,
+}
+
+impl Listeners {
+    /// The bound HTTP address (the real port when `--bind` used port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.http.local_addr()
+    }
+}
+
+/// Binds the configured address and, when configured, the Unix socket.
+pub async fn bind(config: &Config) -> Result<Listeners, ServeError> {
+    let http = TcpListener::bind(config.bind)
         .await
         .map_err(|source| ServeError::Bind {
             addr: config.bind,
             source,
-        })
+        })?;
+    let unix = match &config.unix_socket {
+        Some(path) => Some((
+            crate::ingest::bind(path, config.unix_socket_mode)?,
+            path.clone(),
+        )),
+        None => None,
+    };
+    Ok(Listeners { http, unix })
 }
 
 /// Runs a hub on `listener` until `shutdown` completes, then shuts down
 /// gracefully. Returns once every connection task has ended (or the grace
 /// period ran out).
 pub async fn run(
-    listener: TcpListener,
+    listeners: Listeners,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     config.validate()?;
     let hub = Hub::open(config, CancellationToken::new())?;
-    serve(listener, hub, shutdown).await
+    serve(listeners, hub, shutdown).await
 }
 
 /// [`run`] with a hub the caller built (to publish in-process).
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Listeners,
     hub: Hub,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let token = hub.shutdown_token().clone();
-    if let Some(path) = hub.config().unix_socket.clone() {
-        let socket = crate::ingest::bind(&path, hub.config().unix_socket_mode)?;
+    let Listeners {
+        http: listener,
+        unix,
+    } = listeners;
+    if let Some((socket, path)) = unix {
         tracing::info!(path = %path.display(), "accepting events on the unix socket");
         hub.tasks()
             .spawn(crate::ingest::run(hub.clone(), socket, path));

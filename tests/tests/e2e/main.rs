@@ -14,10 +14,15 @@
 //! - `replay`: seq, idempotent ids, `since`, gaps, history over HTTP.
 //! - `snapshot`: keyed snapshots, `request_state` and `refresh`.
 //! - `sqlite`: the durable store across `kill -9`.
+//! - `approvals`: human-in-the-loop approvals (long-poll, `confirm`, `cancel`,
+//!   timeouts, audit list, metrics, durability across `kill -9`).
+//! - `ingest`: the Unix datagram socket (`--unix-socket`).
 
+mod approvals;
 mod heartbeat;
 mod http_api;
 mod hub;
+mod ingest;
 mod limits;
 mod replay;
 mod security;

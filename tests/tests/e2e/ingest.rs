@@ -1,0 +1,357 @@
+//! Unix datagram ingest (H5, server side): `--unix-socket PATH` takes one
+//! JSON event per datagram in the `POST /api/v1/events` shape; malformed
+//! datagrams are counted and never fatal; the socket file's life (stale
+//! replaced, live refused, non-socket refused, mode, removal on SIGTERM).
+
+use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use herald_tests::{DEFAULT_TIMEOUT, Hub, WsClient, eventually, is_event_on, run_herald, seq_of};
+use serde_json::{Value, json};
+
+use crate::{event, seqs_on};
+
+/// A fresh directory and the socket path inside it.
+fn socket_in_tempdir() -> Result<(tempfile::TempDir, PathBuf)> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("herald.sock");
+    Ok((dir, path))
+}
+
+/// Starts a hub ingesting on `path`, with `extra` flags, and waits until the
+/// socket takes datagrams.
+///
+/// `herald serve` prints `listening on` before it binds the Unix socket (see
+/// `a_regular_file_at_the_socket_path_is_refused_before_claiming_to_listen`),
+/// so the line alone does not prove the socket is there. A zero-length
+/// datagram is the hub's own liveness probe (it is neither published nor
+/// counted); it succeeds once the hub reads the socket.
+async fn hub_on(path: &Path, extra: &[&str]) -> Result<Hub> {
+    let path_str = path.to_str().context("the socket path is not UTF-8")?;
+    let mut args = vec!["--unix-socket", path_str];
+    args.extend_from_slice(extra);
+    let hub = Hub::start(&args).await?;
+    eventually(
+        DEFAULT_TIMEOUT,
+        "the unix socket takes datagrams",
+        || async {
+            let probe = UnixDatagram::unbound()?;
+            Ok(probe.send_to(b"", path).is_ok().then_some(()))
+        },
+    )
+    .await
+    .with_context(|| format!("hub stderr:\n{}", hub.stderr()))?;
+    Ok(hub)
+}
+
+/// Sends one datagram to `path` from an unbound socket.
+fn send(path: &Path, bytes: &[u8]) -> Result<()> {
+    let socket = UnixDatagram::unbound()?;
+    socket.set_write_timeout(Some(DEFAULT_TIMEOUT))?;
+    let sent = socket.send_to(bytes, path).with_context(|| {
+        format!(
+            "sending a {}-byte datagram to {}",
+            bytes.len(),
+            path.display()
+        )
+    })?;
+    ensure!(sent == bytes.len(), "sent {sent} of {} bytes", bytes.len());
+    Ok(())
+}
+
+/// Sends one event as a datagram.
+fn send_event(path: &Path, body: &Value) -> Result<()> {
+    send(path, body.to_string().as_bytes())
+}
+
+/// A client subscribed to `topic`.
+async fn subscriber(hub: &Hub, topic: &str) -> Result<WsClient> {
+    let mut client = hub.ws("/ws").await?;
+    client.subscribe(&[topic]).await?;
+    Ok(client)
+}
+
+/// A metric sample's value (`name value`).
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn unix_datagrams_reach_a_subscriber_in_order_with_seqs() -> Result<()> {
+    let (_dir, path) = socket_in_tempdir()?;
+    let hub = hub_on(&path, &[]).await?;
+    let mut client = subscriber(&hub, "execution:dgram").await?;
+    const N: u64 = 25;
+    for i in 0..N {
+        send_event(
+            &path,
+            &event("execution:dgram", "execution.progress", json!({"i": i})),
+        )?;
+    }
+    let events = client.recv_events(N as usize).await?;
+    ensure!(
+        seqs_on(&events, "execution:dgram") == (1..=N).collect::<Vec<_>>(),
+        "{events:?}"
+    );
+    for (i, event) in events.iter().enumerate() {
+        ensure!(event["data"] == json!({"i": i}), "event {i} is {event}");
+        ensure!(event["event_type"] == "execution.progress", "{event}");
+        ensure!(event["id"].is_string(), "{event}");
+        ensure!(event["timestamp"].is_u64(), "{event}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn unix_datagram_keeps_the_optional_fields_of_the_events_shape() -> Result<()> {
+    let (_dir, path) = socket_in_tempdir()?;
+    let hub = hub_on(&path, &[]).await?;
+    let mut client = subscriber(&hub, "machine:worker-1").await?;
+    let id = "0193c7a2-0000-7000-8000-000000000001";
+    send_event(
+        &path,
+        &json!({
+            "topic": "machine:worker-1", "event_type": "state.changed",
+            "data": {"state": "busy"}, "priority": "critical", "key": "worker-1",
+            "source": "unit-test", "id": id, "timestamp": 1_729_845_678_123_u64
+        }),
+    )?;
+    let got = client
+        .recv_until(|f| is_event_on(f, "machine:worker-1"))
+        .await?;
+    ensure!(got["priority"] == "critical", "{got}");
+    ensure!(got["key"] == "worker-1", "{got}");
+    ensure!(got["source"] == "unit-test", "{got}");
+    ensure!(got["id"] == id, "{got}");
+    ensure!(got["timestamp"] == 1_729_845_678_123_u64, "{got}");
+    ensure!(got["data"] == json!({"state": "busy"}), "{got}");
+    ensure!(seq_of(&got) == Some(1), "{got}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn malformed_unix_datagrams_are_counted_and_the_hub_keeps_working() -> Result<()> {
+    let (_dir, path) = socket_in_tempdir()?;
+    let hub = hub_on(&path, &[]).await?;
+    let mut client = subscriber(&hub, "execution:after").await?;
+    let garbage: Vec<u8> = (0..60 * 1024).map(|i| (i % 251) as u8).collect();
+    let malformed: [&[u8]; 5] = [
+        b"not json at all",
+        br#"{"event_type":"execution.progress","data":{}}"#,
+        br#"{"topic":"Bad Topic!","event_type":"execution.progress"}"#,
+        br#"{"topic":"execution:x","event_type":"NotDotted"}"#,
+        &garbage,
+    ];
+    for bytes in malformed {
+        send(&path, bytes)?;
+    }
+    // Datagrams are read in order: once this one is delivered, every
+    // malformed one before it has been handled.
+    send_event(
+        &path,
+        &event(
+            "execution:after",
+            "execution.completed",
+            json!({"ok": true}),
+        ),
+    )?;
+    let got = client
+        .recv_until(|f| is_event_on(f, "execution:after"))
+        .await?;
+    ensure!(got["data"] == json!({"ok": true}), "{got}");
+    ensure!(seq_of(&got) == Some(1), "{got}");
+
+    let reply = hub.http().get("/metrics").await?;
+    ensure!(reply.status == 200, "{}", reply.text);
+    let rejected = metric(&reply.text, "herald_unix_datagrams_rejected_total")
+        .with_context(|| format!("no herald_unix_datagrams_rejected_total:\n{}", reply.text))?;
+    ensure!(
+        rejected == malformed.len() as f64,
+        "rejected {rejected}, expected {}:\n{}",
+        malformed.len(),
+        reply.text
+    );
+    if let Some(total) = metric(&reply.text, "herald_unix_datagrams_total") {
+        ensure!(
+            total == (malformed.len() + 1) as f64,
+            "herald_unix_datagrams_total is {total}:\n{}",
+            reply.text
+        );
+    }
+    eventually(Duration::from_secs(5), "the rejections are logged", || {
+        let stderr = hub.stderr().to_lowercase();
+        async move { Ok(stderr.contains("malformed datagram").then_some(())) }
+    })
+    .await?;
+    let health = hub.http().get("/health").await?;
+    ensure!(health.status == 200, "{}", health.text);
+    Ok(())
+}
+
+#[tokio::test]
+async fn stale_socket_file_left_by_a_killed_hub_is_replaced() -> Result<()> {
+    let (_dir, path) = socket_in_tempdir()?;
+    let mut first = hub_on(&path, &[]).await?;
+    first.kill9().await?;
+    let meta = std::fs::symlink_metadata(&path).context("kill -9 left no socket file")?;
+    ensure!(
+        meta.file_type().is_socket(),
+        "{} is not a socket",
+        path.display()
+    );
+
+    let hub = hub_on(&path, &[]).await?;
+    let mut client = subscriber(&hub, "run:stale").await?;
+    send_event(
+        &path,
+        &event("run:stale", "step.completed", json!({"n": 1})),
+    )?;
+    let got = client.recv_until(|f| is_event_on(f, "run:stale")).await?;
+    ensure!(got["data"] == json!({"n": 1}), "{got}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_live_socket_is_refused_and_its_hub_keeps_receiving() -> Result<()> {
+    let (_dir, path) = socket_in_tempdir()?;
+    let hub = hub_on(&path, &[]).await?;
+    let path_str = path.to_str().context("not UTF-8")?;
+    let output = run_herald(
+        &["serve", "--bind", "127.0.0.1:0", "--unix-socket", path_str],
+        Duration::from_secs(20),
+    )
+    .await?;
+    ensure!(
+        !output.status.success(),
+        "a second hub started on the live socket {path_str}"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        stderr.contains(path_str),
+        "stderr does not name the socket:\n{stderr}"
+    );
+
+    let mut client = subscriber(&hub, "run:live").await?;
+    send_event(&path, &event("run:live", "step.completed", json!({})))?;
+    client.recv_until(|f| is_event_on(f, "run:live")).await?;
+    Ok(())
+}
+
+/// Runs `herald serve --unix-socket PATH` where PATH is a regular file.
+async fn serve_on_a_regular_file() -> Result<(tempfile::TempDir, PathBuf, std::process::Output)> {
+    let (dir, path) = socket_in_tempdir()?;
+    std::fs::write(&path, b"precious")?;
+    let path_str = path.to_str().context("not UTF-8")?.to_owned();
+    let output = run_herald(
+        &["serve", "--bind", "127.0.0.1:0", "--unix-socket", &path_str],
+        Duration::from_secs(20),
+    )
+    .await?;
+    Ok((dir, path, output))
+}
+
+#[tokio::test]
+async fn a_regular_file_at_the_socket_path_makes_serve_exit_non_zero_with_a_message() -> Result<()>
+{
+    let (_dir, path, output) = serve_on_a_regular_file().await?;
+    ensure!(
+        !output.status.success(),
+        "herald serve accepted a regular file as its socket"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        stderr.contains(&path.display().to_string()) && stderr.contains("not a socket"),
+        "stderr does not say what is wrong:\n{stderr}"
+    );
+    ensure!(
+        std::fs::read(&path)? == b"precious",
+        "the regular file was touched"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_regular_file_at_the_socket_path_is_refused_before_claiming_to_listen() -> Result<()> {
+    let (_dir, _path, output) = serve_on_a_regular_file().await?;
+    ensure!(!output.status.success(), "herald serve started");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        !stdout.contains("listening on"),
+        "herald printed `listening on` and then failed, so a script would think it started:\n{stdout}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn socket_file_gets_the_mode_from_unix_socket_mode() -> Result<()> {
+    for (flag, mode) in [(Some("600"), 0o600), (None, 0o660)] {
+        let (_dir, path) = socket_in_tempdir()?;
+        let extra: Vec<&str> = flag
+            .map(|m| vec!["--unix-socket-mode", m])
+            .unwrap_or_default();
+        let hub = hub_on(&path, &extra).await?;
+        // The hub sets the mode right after binding: allow it that instant.
+        let got = eventually(DEFAULT_TIMEOUT, "the socket gets its mode", || {
+            let got = std::fs::symlink_metadata(&path).map(|m| m.permissions().mode() & 0o777);
+            async move { Ok(got.ok().filter(|got| *got == mode)) }
+        })
+        .await;
+        let actual = std::fs::symlink_metadata(&path)?.permissions().mode() & 0o777;
+        ensure!(
+            got.is_ok(),
+            "mode {actual:o}, expected {mode:o} (flag {flag:?})"
+        );
+        drop(hub);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn socket_file_is_removed_on_sigterm() -> Result<()> {
+    let (_dir, path) = socket_in_tempdir()?;
+    let mut hub = hub_on(&path, &[]).await?;
+    ensure!(path.exists(), "no socket file while running");
+    // An HTTP answer proves the server loop, and so its SIGTERM handler, is
+    // running (see `sigterm_right_after_listening_is_a_graceful_shutdown_that_removes_the_socket`).
+    let health = hub.http().get("/health").await?;
+    ensure!(health.status == 200, "{}", health.text);
+    let status = hub.terminate(Duration::from_secs(15)).await?;
+    ensure!(status.success(), "exit after SIGTERM: {status}");
+    ensure!(
+        std::fs::symlink_metadata(&path).is_err(),
+        "{} is still there after a graceful shutdown",
+        path.display()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_right_after_listening_is_a_graceful_shutdown_that_removes_the_socket() -> Result<()>
+{
+    // A supervisor may stop the hub at any moment after `listening on`;
+    // SIGTERM must always be a graceful shutdown (exit 0, socket removed),
+    // never the signal's default action. Several rounds: the window is short.
+    for round in 0..20 {
+        let (_dir, path) = socket_in_tempdir()?;
+        let path_str = path.to_str().context("not UTF-8")?;
+        let mut hub = Hub::start(&["--unix-socket", path_str]).await?;
+        let status = hub.terminate(Duration::from_secs(15)).await?;
+        ensure!(
+            status.success(),
+            "round {round}: SIGTERM right after `listening on` ended the hub with {status} \
+             (not a graceful shutdown); stderr:\n{}",
+            hub.stderr()
+        );
+        ensure!(
+            std::fs::symlink_metadata(&path).is_err(),
+            "round {round}: {} is still there after SIGTERM",
+            path.display()
+        );
+    }
+    Ok(())
+}
