@@ -1,0 +1,337 @@
+//! The publish path: assign the seq under the topic's lock, serialize once,
+//! then deliver (memory store) or hand the event to the store's journal and
+//! deliver once it is durable.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use herald_protocol::{ErrorCode, Event, EventId, PublishReceipt, PublishRequest};
+
+use super::{Hub, now_ms};
+use crate::connection::ConnHandle;
+use crate::outbox::{EventMeta, OutFrame, Pushed};
+use crate::store::{Append, StoreError, Write};
+use crate::stream::{Retained, Stream};
+
+/// The store's confirmation of a write, and how many connections the event
+/// then reached.
+type DurableWait = (
+    tokio::sync::oneshot::Receiver<Result<(), StoreError>>,
+    Arc<std::sync::atomic::AtomicU32>,
+);
+
+/// A publish whose seq is assigned; with a durable store, not yet confirmed.
+struct Enqueued {
+    receipt: PublishReceipt,
+    /// `Err(reached)` when delivered already; else the durability wait and the count.
+    durable: Result<DurableWait, u32>,
+    hub: Hub,
+}
+
+impl Enqueued {
+    /// Waits until the event is durable (and so delivered).
+    async fn finish(self) -> Result<(PublishReceipt, u32), PublishError> {
+        match self.durable {
+            Err(reached) => Ok((self.receipt, reached)),
+            Ok((durable, reached)) => {
+                durable
+                    .await
+                    .map_err(|_| PublishError::Store("the store stopped".into()))?
+                    .map_err(|e| PublishError::Store(e.to_string()))?;
+                self.hub
+                    .inner
+                    .metrics
+                    .events_published
+                    .fetch_add(1, Relaxed);
+                Ok((self.receipt, reached.load(Relaxed)))
+            }
+        }
+    }
+}
+
+/// Who an event is delivered to, besides the topic's subscribers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    /// The topic's subscribers (and matching pattern subscribers).
+    Subscribers,
+    /// Every connection, subscribed or not (broadcasts).
+    Everyone,
+    /// Every connection of this user, subscribed or not, plus the topic's subscribers.
+    User(String),
+}
+
+/// Why a publish failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("the hub is shutting down")]
+    ShuttingDown,
+    #[error("the store failed: {0}")]
+    Store(String),
+}
+
+impl PublishError {
+    /// The code reported to the producer.
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::Internal
+    }
+}
+
+impl Hub {
+    /// Publishes an event to the topic's subscribers.
+    pub async fn publish(&self, request: PublishRequest) -> Result<PublishReceipt, PublishError> {
+        self.publish_to(request, Audience::Subscribers).await
+    }
+
+    /// Publishes an event and delivers it to `audience`.
+    pub async fn publish_to(
+        &self,
+        request: PublishRequest,
+        audience: Audience,
+    ) -> Result<PublishReceipt, PublishError> {
+        self.publish_counted(request, audience)
+            .await
+            .map(|(receipt, _)| receipt)
+    }
+
+    /// Publishes, and tells how many connections the event was queued to
+    /// (0 for a duplicate).
+    pub(super) async fn publish_counted(
+        &self,
+        request: PublishRequest,
+        audience: Audience,
+    ) -> Result<(PublishReceipt, u32), PublishError> {
+        self.enqueue(request, audience).await?.finish().await
+    }
+
+    /// Publishes a batch in order: every event is assigned its seq and handed
+    /// to the store first, then the whole batch is awaited, so a durable store
+    /// commits it together instead of once per event.
+    pub async fn publish_many(
+        &self,
+        requests: Vec<PublishRequest>,
+    ) -> Result<Vec<PublishReceipt>, PublishError> {
+        let mut pending = Vec::with_capacity(requests.len());
+        for request in requests {
+            pending.push(self.enqueue(request, Audience::Subscribers).await?);
+        }
+        let mut receipts = Vec::with_capacity(pending.len());
+        for enqueued in pending {
+            receipts.push(enqueued.finish().await?.0);
+        }
+        Ok(receipts)
+    }
+
+    /// Publishes without waiting for a durable store to confirm the write
+    /// (fire-and-forget producers: nobody is waiting for an acknowledgement).
+    /// The event is still delivered only once it is durable.
+    pub async fn publish_detached(
+        &self,
+        request: PublishRequest,
+    ) -> Result<PublishReceipt, PublishError> {
+        Ok(self.enqueue(request, Audience::Subscribers).await?.receipt)
+    }
+
+    /// Assigns the seq and delivers (memory store) or hands the event to the
+    /// store's journal (durable store), in seq order per topic.
+    async fn enqueue(
+        &self,
+        request: PublishRequest,
+        audience: Audience,
+    ) -> Result<Enqueued, PublishError> {
+        if self.inner.shutdown.is_cancelled() && audience != Audience::Everyone {
+            return Err(PublishError::ShuttingDown);
+        }
+        // With a durable store, room in its journal is taken before the topic's
+        // lock, so the lock is never held across a wait.
+        let permit = match &self.inner.store {
+            None => None,
+            Some(store) => {
+                let journal = store.journal().ok_or(PublishError::ShuttingDown)?;
+                Some(
+                    journal
+                        .reserve_owned()
+                        .await
+                        .map_err(|_| PublishError::ShuttingDown)?,
+                )
+            }
+        };
+        let stream_ref = self.stream(&request.topic);
+        let (receipt, durable) = {
+            let mut stream = stream_ref.lock();
+            let id = match request.id {
+                Some(id) => {
+                    if let Some(seq) = stream.seq_of(&id) {
+                        self.inner.metrics.events_duplicate.fetch_add(1, Relaxed);
+                        let receipt = PublishReceipt {
+                            id,
+                            topic: request.topic,
+                            seq,
+                        };
+                        return Ok(Enqueued {
+                            receipt,
+                            durable: Err(0),
+                            hub: self.clone(),
+                        });
+                    }
+                    id
+                }
+                None => new_event_id(),
+            };
+            let seq = stream.assign(&id);
+            let event = Event {
+                topic: request.topic,
+                seq,
+                id,
+                event_type: request.event_type,
+                priority: request.priority,
+                timestamp: request.timestamp.unwrap_or_else(now_ms),
+                source: request.source,
+                key: request.key,
+                data: request.data,
+            };
+            let receipt = PublishReceipt {
+                id: event.id.clone(),
+                topic: event.topic.clone(),
+                seq,
+            };
+            let retained = Retained::new(event);
+            match permit {
+                None => {
+                    let reached = self.deliver(&mut stream, retained, &audience);
+                    (receipt, Err(reached))
+                }
+                Some(permit) => {
+                    let (done, durable) = tokio::sync::oneshot::channel();
+                    let reached = Arc::new(std::sync::atomic::AtomicU32::new(0));
+                    let hub = self.clone();
+                    let target = stream_ref.clone();
+                    let event = retained.event.clone();
+                    let count = reached.clone();
+                    permit.send(Write::Event(Append {
+                        event,
+                        epoch: stream.epoch.clone(),
+                        then: Box::new(move || {
+                            let n = hub.deliver(&mut target.lock(), retained, &audience);
+                            count.store(n, Relaxed);
+                        }),
+                        done,
+                    }));
+                    (receipt, Ok((durable, reached)))
+                }
+            }
+        };
+        if durable.is_err() {
+            self.inner.metrics.events_published.fetch_add(1, Relaxed);
+        }
+        Ok(Enqueued {
+            receipt,
+            durable,
+            hub: self.clone(),
+        })
+    }
+
+    /// Retains an event whose seq was assigned, and fans it out.
+    fn deliver(&self, stream: &mut Stream, retained: Retained, audience: &Audience) -> u32 {
+        let event = retained.event.clone();
+        let frame = OutFrame {
+            text: retained.frame.clone(),
+            event: Some(EventMeta {
+                topic: event.topic.clone(),
+                seq: event.seq,
+                priority: event.priority,
+                published: Instant::now(),
+            }),
+        };
+        let delta = stream.retain(retained, self.inner.config.history_size);
+        self.inner.retained_bytes.fetch_add(delta, Relaxed);
+        let event = &*event;
+        let mut reached = 0u32;
+        let mut push = |conn: &ConnHandle| {
+            if self.push_event(conn, &frame) {
+                reached += 1;
+            }
+        };
+        let user: Option<&str> = match audience {
+            Audience::Subscribers => None,
+            Audience::Everyone => {
+                for conn in self.inner.connections.read().values() {
+                    push(conn);
+                }
+                return reached;
+            }
+            Audience::User(user) => {
+                let connections = self.inner.connections.read();
+                if let Some(ids) = self.inner.users.read().get(user.as_str()) {
+                    for conn in ids.iter().filter_map(|id| connections.get(id)) {
+                        push(conn);
+                    }
+                }
+                Some(user)
+            }
+        };
+        let reached_user =
+            |conn: &ConnHandle| user.is_some_and(|u| conn.user_id.as_deref() == Some(u));
+        let exact_matched = |id: &str| {
+            stream
+                .subscribers
+                .get(id)
+                .is_some_and(|s| s.filter.matches(event))
+        };
+        for sub in stream.subscribers.values() {
+            if !reached_user(&sub.conn) && sub.filter.matches(event) {
+                push(&sub.conn);
+            }
+        }
+        let patterns = self.inner.patterns.read();
+        let by_kind = event
+            .topic
+            .id()
+            .and_then(|_| patterns.kinds.get(event.topic.kind()));
+        if let Some(by_kind) = by_kind {
+            for (id, sub) in by_kind {
+                if !reached_user(&sub.conn) && !exact_matched(id) && sub.filter.matches(event) {
+                    push(&sub.conn);
+                }
+            }
+        }
+        for (id, sub) in &patterns.all {
+            let kind_matched = by_kind
+                .and_then(|k| k.get(id))
+                .is_some_and(|s| s.filter.matches(event));
+            if !reached_user(&sub.conn)
+                && !exact_matched(id)
+                && !kind_matched
+                && sub.filter.matches(event)
+            {
+                push(&sub.conn);
+            }
+        }
+        reached
+    }
+
+    /// Queues an event frame; false when the connection is closing.
+    fn push_event(&self, conn: &ConnHandle, frame: &OutFrame) -> bool {
+        let metrics = &self.inner.metrics;
+        match conn.outbox.push(frame.clone()) {
+            Pushed::Queued => {
+                metrics.events_delivered.fetch_add(1, Relaxed);
+                true
+            }
+            Pushed::Shed => {
+                metrics.events_delivered.fetch_add(1, Relaxed);
+                metrics.events_shed.fetch_add(1, Relaxed);
+                true
+            }
+            Pushed::Closed => false,
+        }
+    }
+}
+
+#[allow(
+    clippy::expect_used,
+    reason = "a hyphenated UUID is 36 printable bytes: always a valid id"
+)]
+fn new_event_id() -> EventId {
+    EventId::new(uuid::Uuid::new_v4().to_string()).expect("a UUID is a valid event id")
+}

@@ -1,0 +1,239 @@
+//! Subscriptions, replay, snapshots and history: everything that reads a
+//! topic's stream for a client, atomically with live delivery.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use herald_protocol::frame::{ErrorFrame, Since, Subscribe, Subscribed};
+use herald_protocol::{ErrorCode, Event, EventFilter, ServerMessage, Topic, TopicPattern};
+use parking_lot::Mutex;
+
+use super::Hub;
+use crate::connection::ConnHandle;
+use crate::outbox::{EventMeta, OutFrame};
+use crate::stream::{Stream, Subscriber};
+
+impl Hub {
+    /// Subscribes a connection: `subscribed` per topic; for exact topics a
+    /// snapshot when asked and a replay from `since` (both atomic with live
+    /// delivery).
+    pub(crate) fn subscribe(
+        &self,
+        conn: &Arc<ConnHandle>,
+        request: &Subscribe,
+    ) -> Result<(), ErrorFrame> {
+        {
+            let current = conn.subscriptions.lock();
+            let new = request
+                .topics
+                .iter()
+                .filter(|p| !current.contains_key(*p))
+                .count();
+            if current.len() + new > self.inner.config.max_subscriptions {
+                return Err(ErrorFrame {
+                    code: ErrorCode::InvalidRequest,
+                    message: format!(
+                        "too many subscriptions: at most {} per connection",
+                        self.inner.config.max_subscriptions
+                    ),
+                    reference: None,
+                });
+            }
+        }
+        let filter = request.filter.clone().unwrap_or_default();
+        for pattern in &request.topics {
+            let subscriber = Subscriber {
+                conn: conn.clone(),
+                filter: filter.clone(),
+            };
+            conn.subscriptions
+                .lock()
+                .insert(pattern.clone(), filter.clone());
+            match pattern {
+                TopicPattern::Exact(topic) => {
+                    let stream = self.stream(topic);
+                    let mut stream = stream.lock();
+                    self.trim(&mut stream);
+                    conn.send(&ServerMessage::Subscribed(Subscribed {
+                        topic: pattern.clone(),
+                        epoch: Some(stream.epoch.clone()),
+                        seq: Some(stream.delivered_seq),
+                    }));
+                    if request.snapshot {
+                        conn.send(&snapshot_of(&stream));
+                    }
+                    if let Some(since) = request.since.get(topic) {
+                        self.replay_locked(conn, &stream, since, &filter, usize::MAX);
+                    }
+                    stream.subscribers.insert(conn.id.clone(), subscriber);
+                }
+                TopicPattern::Kind(_) | TopicPattern::All => {
+                    // Topics under the pattern that the client has checkpoints
+                    // for (and did not name on their own) are replayed while
+                    // their locks are held, so the seam is as tight as for an
+                    // exact topic. Locks are taken in topic order.
+                    let mut covered: Vec<(&Topic, &Since)> = request
+                        .since
+                        .iter()
+                        .filter(|(topic, _)| pattern.matches(topic))
+                        .filter(|(topic, _)| {
+                            !request.topics.iter().any(|p| p.as_topic() == Some(*topic))
+                        })
+                        .collect();
+                    covered.sort_by(|a, b| a.0.cmp(b.0));
+                    let streams: Vec<Arc<Mutex<Stream>>> =
+                        covered.iter().map(|(t, _)| self.stream(t)).collect();
+                    let mut guards: Vec<_> = streams.iter().map(|s| s.lock()).collect();
+                    {
+                        let mut patterns = self.inner.patterns.write();
+                        match pattern {
+                            TopicPattern::Kind(kind) => {
+                                patterns
+                                    .kinds
+                                    .entry(kind.clone())
+                                    .or_default()
+                                    .insert(conn.id.clone(), subscriber);
+                            }
+                            _ => {
+                                patterns.all.insert(conn.id.clone(), subscriber);
+                            }
+                        }
+                    }
+                    conn.send(&subscribed_pattern(pattern));
+                    for ((_, since), stream) in covered.iter().zip(guards.iter_mut()) {
+                        self.trim(stream);
+                        self.replay_locked(conn, stream, since, &filter, usize::MAX);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes subscriptions (unknown ones are ignored).
+    pub(crate) fn unsubscribe(&self, conn: &ConnHandle, patterns: &[TopicPattern]) {
+        for pattern in patterns {
+            conn.subscriptions.lock().remove(pattern);
+            match pattern {
+                TopicPattern::Exact(topic) => {
+                    let stream = self.inner.streams.read().get(topic).cloned();
+                    if let Some(stream) = stream {
+                        stream.lock().subscribers.remove(&conn.id);
+                    }
+                }
+                TopicPattern::Kind(kind) => {
+                    let mut patterns = self.inner.patterns.write();
+                    if let Some(subs) = patterns.kinds.get_mut(kind) {
+                        subs.remove(&conn.id);
+                        if subs.is_empty() {
+                            patterns.kinds.remove(kind);
+                        }
+                    }
+                }
+                TopicPattern::All => {
+                    self.inner.patterns.write().all.remove(&conn.id);
+                }
+            }
+        }
+    }
+
+    /// A one-off read of retained events after `since` (the `replay` action).
+    pub(crate) fn replay(&self, conn: &ConnHandle, topic: &Topic, since: &Since, limit: usize) {
+        let stream = self.stream(topic);
+        let mut stream = stream.lock();
+        self.trim(&mut stream);
+        self.replay_locked(conn, &stream, since, &EventFilter::default(), limit);
+    }
+
+    fn replay_locked(
+        &self,
+        conn: &ConnHandle,
+        stream: &Stream,
+        since: &Since,
+        filter: &EventFilter,
+        limit: usize,
+    ) {
+        let plan = stream.plan_replay(since, filter, limit);
+        if let Some(gap) = plan.gap {
+            conn.send(&ServerMessage::Gap(gap));
+        }
+        for retained in plan.events {
+            let event = &retained.event;
+            conn.outbox.push(OutFrame {
+                text: retained.frame.clone(),
+                event: Some(EventMeta {
+                    topic: event.topic.clone(),
+                    seq: event.seq,
+                    priority: event.priority,
+                    published: Instant::now(),
+                }),
+            });
+        }
+        if let Some(complete) = plan.complete {
+            conn.send(&ServerMessage::ReplayComplete(complete));
+        }
+    }
+
+    /// The `snapshot` frame of a topic.
+    pub(crate) fn snapshot(&self, topic: &Topic) -> ServerMessage {
+        let stream = self.stream(topic);
+        let stream = stream.lock();
+        snapshot_of(&stream)
+    }
+
+    /// Retained events of a topic after `since` (HTTP history): the epoch, the
+    /// latest seq, and at most `limit` events.
+    pub fn history(
+        &self,
+        topic: &Topic,
+        since: u64,
+        limit: usize,
+    ) -> (herald_protocol::Epoch, u64, Vec<Event>) {
+        let stream = self.stream(topic);
+        let mut stream = stream.lock();
+        self.trim(&mut stream);
+        let events = stream
+            .history_after(since, limit)
+            .into_iter()
+            .map(|r| Event::clone(&r.event))
+            .collect();
+        (stream.epoch.clone(), stream.delivered_seq, events)
+    }
+
+    /// Subscriber counts per topic or pattern.
+    pub fn subscriber_counts(&self) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for (topic, stream) in self.inner.streams.read().iter() {
+            let n = stream.lock().subscribers.len();
+            if n > 0 {
+                counts.insert(topic.to_string(), n);
+            }
+        }
+        let patterns = self.inner.patterns.read();
+        for (kind, subs) in &patterns.kinds {
+            counts.insert(format!("{kind}:*"), subs.len());
+        }
+        if !patterns.all.is_empty() {
+            counts.insert("*".to_owned(), patterns.all.len());
+        }
+        counts
+    }
+}
+
+fn snapshot_of(stream: &Stream) -> ServerMessage {
+    ServerMessage::Snapshot(herald_protocol::frame::Snapshot {
+        topic: stream.topic.clone(),
+        epoch: stream.epoch.clone(),
+        seq: stream.delivered_seq,
+        events: stream.snapshot_events(),
+    })
+}
+
+fn subscribed_pattern(pattern: &TopicPattern) -> ServerMessage {
+    ServerMessage::Subscribed(Subscribed {
+        topic: pattern.clone(),
+        epoch: None,
+        seq: None,
+    })
+}
