@@ -7,7 +7,7 @@
 //! closes connections that stopped answering. Reader and writer run in one
 //! task: when either ends, the other is dropped with it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -465,7 +465,6 @@ async fn write_loop(
         config.heartbeat_interval,
     );
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut batch = Vec::new();
     let mut shutting_down = false;
     loop {
         let expiry = conn.token_expires_at();
@@ -503,12 +502,14 @@ async fn write_loop(
                 conn.outbox.close(CloseReason::GOING_AWAY, "server shutting down", true);
             }
         }
-        let closing = conn.outbox.drain(&mut batch);
+        let (batch, closing) = conn.outbox.drain();
         // A peer that stops reading fills its TCP window and the write stalls;
         // it gets as long as a silent peer would before the connection goes.
         let written = tokio::time::timeout(
             config.heartbeat_timeout,
-            write_batch(hub, conn, &mut sink, &mut batch),
+            // Boxed, like the frame dispatch: an idle connection's task does
+            // not carry the size of a write in progress.
+            Box::pin(write_batch(hub, conn, &mut sink, batch)),
         );
         match written.await {
             Ok(Ok(())) => {}
@@ -529,12 +530,12 @@ async fn write_batch(
     hub: &Hub,
     conn: &ConnHandle,
     sink: &mut futures::stream::SplitSink<WebSocket, Message>,
-    batch: &mut Vec<Entry>,
+    batch: VecDeque<Entry>,
 ) -> Result<(), axum::Error> {
     let metrics = hub.metrics();
     let now = Instant::now();
     let (mut frames, mut bytes) = (0u64, 0u64);
-    for entry in batch.drain(..) {
+    for entry in batch {
         let text = match entry {
             Entry::Frame(frame) => {
                 if let Some(meta) = &frame.event {

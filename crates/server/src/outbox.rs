@@ -184,21 +184,21 @@ impl Outbox {
         self.notify.notify_one();
     }
 
-    /// Moves every queued entry into `into` and returns the pending close, if
-    /// any; a non-flushing close drops what was queued.
-    pub(crate) fn drain(&self, into: &mut Vec<Entry>) -> Option<Closing> {
+    /// Takes every queued entry (the queue's buffer goes with them, so an
+    /// idle connection holds no queue memory) and returns the pending close,
+    /// if any; a non-flushing close drops what was queued.
+    pub(crate) fn drain(&self) -> (VecDeque<Entry>, Option<Closing>) {
         let mut state = self.state.lock();
         let closing = state.closing.clone();
-        if closing.as_ref().is_none_or(|c| c.flush) {
-            into.extend(state.queue.drain(..));
-        } else {
-            state.queue.clear();
+        let mut entries = std::mem::take(&mut state.queue);
+        if closing.as_ref().is_some_and(|c| !c.flush) {
+            entries.clear();
         }
         state.frames = 0;
         state.gaps = 0;
         state.low = 0;
         state.normal = 0;
-        closing
+        (entries, closing)
     }
 
     /// Waits until something was pushed or a close was requested.
@@ -328,8 +328,7 @@ mod tests {
     }
 
     fn drained(outbox: &Outbox) -> Vec<String> {
-        let mut entries = Vec::new();
-        outbox.drain(&mut entries);
+        let (entries, _) = outbox.drain();
         entries
             .into_iter()
             .map(|e| match e {
@@ -377,8 +376,8 @@ mod tests {
         let outbox = Outbox::new(1);
         outbox.push(event("t:a", 1, Priority::Critical));
         assert_eq!(outbox.push(event("t:a", 2, Priority::High)), Pushed::Closed);
-        let mut entries = Vec::new();
-        let closing = outbox.drain(&mut entries).expect("closing");
+        let (entries, closing) = outbox.drain();
+        let closing = closing.expect("closing");
         assert_eq!(closing.code, CloseReason::TRY_AGAIN_LATER);
         assert!(
             entries.is_empty(),

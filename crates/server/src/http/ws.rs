@@ -205,7 +205,7 @@ fn accept(
         .max_frame_size(config.max_frame_size)
         // Small read buffers keep idle connections cheap; frames fed between
         // flushes are coalesced into one write of up to 64 KiB.
-        .read_buffer_size(1024)
+        .read_buffer_size(512)
         .write_buffer_size(64 * 1024);
     let tasks = hub.tasks().clone();
     let user_id = params.user_id.filter(|u| !u.is_empty());
