@@ -390,6 +390,27 @@ impl<'de> Deserialize<'de> for ClientFrame {
     }
 }
 
+impl Event {
+    /// Encodes the event as its `event` frame, exactly as
+    /// `ServerMessage::Event(event).encode()` would, without cloning it (the
+    /// hub's publish path encodes every event once, with this).
+    pub fn encode_frame(&self) -> String {
+        #[derive(Serialize)]
+        struct EventFrame<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            #[serde(flatten)]
+            event: &'a Event,
+        }
+        // Serializing an event cannot fail: every map key is a string.
+        serde_json::to_string(&EventFrame {
+            kind: "event",
+            event: self,
+        })
+        .unwrap_or_default()
+    }
+}
+
 /// What the hub sends a client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 #[serde(tag = "type", rename_all = "snake_case")]

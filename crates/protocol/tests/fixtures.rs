@@ -220,3 +220,18 @@ fn fixtures_cover_every_server_frame_type_gap_reason_and_several_error_codes() {
     let codes = tags("ServerMessage", "code");
     assert!(codes.len() >= 5, "error fixtures cover only {codes:?}");
 }
+
+#[test]
+fn encode_frame_is_byte_for_byte_the_event_frame() {
+    let dir = fixtures_dir().join("ServerMessage");
+    let mut checked = 0;
+    for entry in fs::read_dir(&dir).unwrap() {
+        let text = fs::read_to_string(entry.unwrap().path()).unwrap();
+        let message: ServerMessage = serde_json::from_str(&text).unwrap();
+        if let ServerMessage::Event(event) = &message {
+            assert_eq!(event.encode_frame(), message.encode());
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no event fixture was checked");
+}

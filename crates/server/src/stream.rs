@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use herald_protocol::frame::{Gap, GapReason, ReplayComplete, Since};
-use herald_protocol::{Epoch, Event, EventFilter, EventId, Label, ServerMessage, Topic};
+use herald_protocol::{Epoch, Event, EventFilter, EventId, Label, Topic};
 
 use crate::connection::ConnHandle;
 
@@ -27,7 +27,7 @@ pub(crate) struct Retained {
 
 impl Retained {
     pub(crate) fn new(event: Event) -> Retained {
-        let frame = Utf8Bytes::from(ServerMessage::Event(event.clone()).encode());
+        let frame = Utf8Bytes::from(event.encode_frame());
         Retained {
             event: Arc::new(event),
             frame,

@@ -108,6 +108,38 @@ async fn unix_datagrams_reach_a_subscriber_in_order_with_seqs() -> Result<()> {
 }
 
 #[tokio::test]
+async fn unix_datagrams_into_a_durable_store_are_delivered_and_counted_as_published() -> Result<()>
+{
+    // Datagrams are published without waiting for the store; they must still
+    // be delivered once durable and counted in herald_events_published_total.
+    let (dir, path) = socket_in_tempdir()?;
+    let db = dir.path().join("ingest.db");
+    let store = format!("sqlite:{}", db.display());
+    let hub = hub_on(&path, &["--store", &store]).await?;
+    let mut client = subscriber(&hub, "execution:durable").await?;
+    const N: u64 = 10;
+    for i in 0..N {
+        send_event(
+            &path,
+            &event("execution:durable", "execution.progress", json!({"i": i})),
+        )?;
+    }
+    let events = client.recv_events(N as usize).await?;
+    ensure!(
+        seqs_on(&events, "execution:durable") == (1..=N).collect::<Vec<_>>(),
+        "{events:?}"
+    );
+    let reply = hub.http().get("/metrics").await?;
+    let published = metric(&reply.text, "herald_events_published_total")
+        .with_context(|| format!("no herald_events_published_total:\n{}", reply.text))?;
+    ensure!(
+        published >= N as f64,
+        "published counter is {published}, expected {N}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn unix_datagram_keeps_the_optional_fields_of_the_events_shape() -> Result<()> {
     let (_dir, path) = socket_in_tempdir()?;
     let hub = hub_on(&path, &[]).await?;

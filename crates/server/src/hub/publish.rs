@@ -3,7 +3,7 @@
 //! deliver once it is durable.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::time::Instant;
 
 use herald_protocol::{ErrorCode, Event, EventId, PublishReceipt, PublishRequest};
@@ -14,36 +14,34 @@ use crate::outbox::{EventMeta, OutFrame, Pushed};
 use crate::store::{Append, StoreError, Write};
 use crate::stream::{Retained, Stream};
 
-/// The store's confirmation of a write, and how many connections the event
-/// then reached.
-type DurableWait = (
-    tokio::sync::oneshot::Receiver<Result<(), StoreError>>,
-    Arc<std::sync::atomic::AtomicU32>,
-);
+/// Where a publish stands once its seq is assigned.
+enum Delivery {
+    /// Delivered (memory store), to this many connections; or a duplicate (0).
+    Done(u32),
+    /// Handed to the durable store: delivered once `committed` resolves, and
+    /// `reached` then holds how many connections it was queued to.
+    AwaitingStore {
+        committed: tokio::sync::oneshot::Receiver<Result<(), StoreError>>,
+        reached: Arc<AtomicU32>,
+    },
+}
 
 /// A publish whose seq is assigned; with a durable store, not yet confirmed.
 struct Enqueued {
     receipt: PublishReceipt,
-    /// `Err(reached)` when delivered already; else the durability wait and the count.
-    durable: Result<DurableWait, u32>,
-    hub: Hub,
+    delivery: Delivery,
 }
 
 impl Enqueued {
     /// Waits until the event is durable (and so delivered).
     async fn finish(self) -> Result<(PublishReceipt, u32), PublishError> {
-        match self.durable {
-            Err(reached) => Ok((self.receipt, reached)),
-            Ok((durable, reached)) => {
-                durable
+        match self.delivery {
+            Delivery::Done(reached) => Ok((self.receipt, reached)),
+            Delivery::AwaitingStore { committed, reached } => {
+                committed
                     .await
                     .map_err(|_| PublishError::Store("the store stopped".into()))?
                     .map_err(|e| PublishError::Store(e.to_string()))?;
-                self.hub
-                    .inner
-                    .metrics
-                    .events_published
-                    .fetch_add(1, Relaxed);
                 Ok((self.receipt, reached.load(Relaxed)))
             }
         }
@@ -157,7 +155,7 @@ impl Hub {
             }
         };
         let stream_ref = self.stream(&request.topic);
-        let (receipt, durable) = {
+        let (receipt, delivery) = {
             let mut stream = stream_ref.lock();
             let id = match request.id {
                 Some(id) => {
@@ -170,8 +168,7 @@ impl Hub {
                         };
                         return Ok(Enqueued {
                             receipt,
-                            durable: Err(0),
-                            hub: self.clone(),
+                            delivery: Delivery::Done(0),
                         });
                     }
                     id
@@ -199,11 +196,11 @@ impl Hub {
             match permit {
                 None => {
                     let reached = self.deliver(&mut stream, retained, &audience);
-                    (receipt, Err(reached))
+                    (receipt, Delivery::Done(reached))
                 }
                 Some(permit) => {
-                    let (done, durable) = tokio::sync::oneshot::channel();
-                    let reached = Arc::new(std::sync::atomic::AtomicU32::new(0));
+                    let (done, committed) = tokio::sync::oneshot::channel();
+                    let reached = Arc::new(AtomicU32::new(0));
                     let hub = self.clone();
                     let target = stream_ref.clone();
                     let event = retained.event.clone();
@@ -217,22 +214,18 @@ impl Hub {
                         }),
                         done,
                     }));
-                    (receipt, Ok((durable, reached)))
+                    (receipt, Delivery::AwaitingStore { committed, reached })
                 }
             }
         };
-        if durable.is_err() {
-            self.inner.metrics.events_published.fetch_add(1, Relaxed);
-        }
-        Ok(Enqueued {
-            receipt,
-            durable,
-            hub: self.clone(),
-        })
+        Ok(Enqueued { receipt, delivery })
     }
 
     /// Retains an event whose seq was assigned, and fans it out.
     fn deliver(&self, stream: &mut Stream, retained: Retained, audience: &Audience) -> u32 {
+        // Counted here, where every published event passes exactly once
+        // (duplicates never do), whichever store and entry point it came from.
+        self.inner.metrics.events_published.fetch_add(1, Relaxed);
         let event = retained.event.clone();
         let frame = OutFrame {
             text: retained.frame.clone(),
