@@ -16,6 +16,7 @@ use hdrhistogram::Histogram;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::wire::{Frame, classify, now_ns};
@@ -136,10 +137,17 @@ impl Board {
     }
 }
 
+/// Bytes a client reads at most per `read` call.
+const READ_BUFFER: usize = 8 * 1024;
+
 /// Connects one client and optionally sends a first frame.
 pub async fn connect(url: &str, first: Option<&str>) -> Result<Ws> {
-    // TCP_NODELAY on, as every hub under test sets on its side.
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+    // TCP_NODELAY on, as every hub under test sets on its side. tungstenite
+    // zero-fills its whole free read buffer before every read (128 KiB by
+    // default): at a million small reads a second that memset alone would
+    // saturate the load generator, so reads go into 8 KiB.
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
         .await
         .with_context(|| format!("connecting {url}"))?;
     if let Some(frame) = first {

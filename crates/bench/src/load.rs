@@ -93,6 +93,18 @@ async fn subscribers(
     Ok((board, publisher, connect_s))
 }
 
+/// Waits until `deadline` without sleeping: tokio's timer has a 1 ms
+/// resolution, which would stamp up to a millisecond of its own lateness on
+/// every open-loop send. Yielding in a loop also keeps the runtime polling
+/// its sockets, so frames are read when they arrive, not after the load
+/// generator's thread wakes up. The load generator's core stays busy; it is
+/// its own core in the pinned placement.
+async fn spin_until(deadline: Instant) {
+    while Instant::now() < deadline {
+        tokio::task::yield_now().await;
+    }
+}
+
 /// Waits until every client has `published` (or `limit` passes); true if all did.
 async fn drain(board: &Rc<RefCell<Board>>, published: u64, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;

@@ -459,25 +459,41 @@ async fn write_loop(
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
 ) -> End {
     let config = hub.config();
+    // Registered once: a wake-up of this loop costs no new waiter on the
+    // token every connection shares.
     let shutdown = hub.shutdown_token().clone();
+    let mut shutdown = std::pin::pin!(shutdown.cancelled_owned());
     let mut heartbeat = tokio::time::interval_at(
         tokio::time::Instant::now() + config.heartbeat_interval,
         config.heartbeat_interval,
     );
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutting_down = false;
+    // The token's expiry timer, reset only when an `auth` frame changed it.
+    let mut expiry_at = conn.token_expires_at();
+    let mut expiry = std::pin::pin!(tokio::time::sleep(until(expiry_at)));
     loop {
-        let expiry = conn.token_expires_at();
-        let until_expiry =
-            Duration::from_millis(expiry.unwrap_or(u64::MAX).saturating_sub(now_ms()));
+        if conn.token_expires_at() != expiry_at {
+            expiry_at = conn.token_expires_at();
+            expiry
+                .as_mut()
+                .reset(tokio::time::Instant::now() + until(expiry_at));
+        }
         tokio::select! {
-            () = conn.outbox.ready() => {}
-            () = tokio::time::sleep(until_expiry), if expiry.is_some() => {
-                // An `auth` frame may have replaced the token meanwhile.
-                if conn.token_expires_at().is_some_and(|at| at <= now_ms()) {
+            // Stopping and liveness before frames, so a connection that
+            // always has frames queued still shuts down and still pings.
+            biased;
+            () = &mut shutdown, if !shutting_down => {
+                shutting_down = true;
+                conn.outbox.close(CloseReason::GOING_AWAY, "server shutting down", true);
+            }
+            () = expiry.as_mut(), if expiry_at.is_some() => {
+                if expiry_at.is_some_and(|at| at <= now_ms()) {
                     let _ = sink.send(close_message(CloseReason::TOKEN_EXPIRED, "token expired")).await;
                     return End::TokenExpired;
                 }
+                // Woken before the millisecond it expires in: wait for the rest.
+                expiry.as_mut().reset(tokio::time::Instant::now() + until(expiry_at));
             }
             _ = heartbeat.tick() => {
                 if conn.silent_for() > config.heartbeat_timeout {
@@ -497,10 +513,7 @@ async fn write_loop(
                     Err(_) => return End::WriteStalled,
                 }
             }
-            () = shutdown.cancelled(), if !shutting_down => {
-                shutting_down = true;
-                conn.outbox.close(CloseReason::GOING_AWAY, "server shutting down", true);
-            }
+            () = conn.outbox.ready() => {}
         }
         let (batch, closing) = conn.outbox.drain();
         // A peer that stops reading fills its TCP window and the write stalls;
@@ -526,6 +539,13 @@ async fn write_loop(
     }
 }
 
+/// How long until `expiry` (ms since the epoch); a year when there is none.
+fn until(expiry: Option<u64>) -> Duration {
+    expiry.map_or(Duration::from_secs(365 * 24 * 3600), |at| {
+        Duration::from_millis(at.saturating_sub(now_ms()))
+    })
+}
+
 async fn write_batch(
     hub: &Hub,
     conn: &ConnHandle,
@@ -534,14 +554,13 @@ async fn write_batch(
 ) -> Result<(), axum::Error> {
     let metrics = hub.metrics();
     let now = Instant::now();
+    let mut ages = metrics.publish_to_send.tally();
     let (mut frames, mut bytes) = (0u64, 0u64);
     for entry in batch {
         let text = match entry {
             Entry::Frame(frame) => {
                 if let Some(meta) = &frame.event {
-                    metrics
-                        .publish_to_send
-                        .observe(now.saturating_duration_since(meta.published));
+                    ages.observe(now.saturating_duration_since(meta.published));
                 }
                 frame.text
             }

@@ -1,6 +1,7 @@
 //! `herald-server`: the Herald hub as a library, and the `herald` binary.
 //!
-//! Embed it to publish in-process:
+//! Embed it to publish in-process (build the runtime with
+//! [`server::runtime`], which is tuned for fan-out):
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {

@@ -242,7 +242,7 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match server::runtime().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             #[allow(clippy::print_stderr, reason = "no logger exists yet")]

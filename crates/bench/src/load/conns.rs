@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::{drain, record_delivery, subscribe_url, subscribers};
+use super::{drain, record_delivery, spin_until, subscribe_url, subscribers};
 use crate::board::connect;
 use crate::procfs::{CpuWindow, rss_kib};
 use crate::spec::{LoadResult, LoadSpec};
@@ -80,7 +80,7 @@ pub async fn ramp(spec: &LoadSpec, clients: usize, churn: u64, rate: u64) -> Res
     let mut churned_at_warm = None;
     while Instant::now() < end {
         let next = start + interval * seq as u32;
-        tokio::time::sleep_until(next.into()).await;
+        spin_until(next).await;
         if churned_at_warm.is_none() && Instant::now() >= warm_until {
             board.borrow_mut().record_from_ns = now_ns();
             churned_at_warm = Some((churned.get(), Instant::now()));

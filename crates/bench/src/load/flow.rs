@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::{drain, record_delivery, subscribers};
+use super::{drain, record_delivery, spin_until, subscribers};
 use crate::procfs::CpuWindow;
 use crate::spec::{LoadResult, LoadSpec};
 use crate::wire::{now_ns, padding};
@@ -115,13 +115,15 @@ pub async fn fixed_rate(
     let mut batch = Vec::new();
     while sent < total {
         if cpu.is_none() && sent >= warm {
-            cpu = Some(CpuWindow::start(spec.server_pid));
+            cpu = Some((
+                CpuWindow::start(spec.server_pid),
+                CpuWindow::start(Some(std::process::id())),
+            ));
         }
         let elapsed_ns = start.elapsed().as_nanos() as f64;
         let due = ((elapsed_ns / interval_ns) as u64 + 1).min(total);
         if due <= sent {
-            let next = start + Duration::from_nanos((sent as f64 * interval_ns) as u64);
-            tokio::time::sleep_until(next.into()).await;
+            spin_until(start + Duration::from_nanos((sent as f64 * interval_ns) as u64)).await;
             continue;
         }
         let upto = due.min(sent + 1000);
@@ -130,15 +132,20 @@ pub async fn fixed_rate(
         publisher.publish(&batch, &pad).await?;
         sent = upto;
     }
-    let cpu = cpu.map(|c| c.stop());
+    let cpu = cpu.map(|(server, own)| (server.stop(), own.stop().0));
     let achieved = sent as f64 / start.elapsed().as_secs_f64();
     let drained = drain(&board, sent, Duration::from_secs(10)).await;
     let mut result = LoadResult::default();
     result.set("connect_s", connect_s);
     result.set("rate", rate as f64);
     result.set("achieved_rate", achieved);
-    if let Some((Some(cpu_us), wall_s)) = cpu {
-        result.set("server_cpu_pct", cpu_us as f64 / (wall_s * 1e6) * 100.0);
+    if let Some(((server_us, wall_s), own_us)) = cpu {
+        if let Some(us) = server_us {
+            result.set("server_cpu_pct", us as f64 / (wall_s * 1e6) * 100.0);
+        }
+        if let Some(us) = own_us {
+            result.set("loadgen_cpu_pct", us as f64 / (wall_s * 1e6) * 100.0);
+        }
     }
     let b = board.borrow();
     record_delivery(&mut result, &b, sent, drained);

@@ -13,8 +13,8 @@ use herald_protocol::{ClientFrame, CloseReason, EventFilter, TopicPattern};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -22,6 +22,12 @@ use super::SubscriberItem;
 use crate::error::SubscribeError;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Bytes read per `read` call. tungstenite zero-fills its whole free read
+/// buffer before every read, so its 128 KiB default costs a 128 KiB memset
+/// per frame when frames arrive one at a time.
+const READ_BUFFER: usize = 16 * 1024;
+
 type Reply = oneshot::Sender<Result<(), SessionError>>;
 
 /// How long closing a socket may take before it is just dropped.
@@ -225,7 +231,11 @@ impl Driver {
     async fn open(&mut self) {
         let attempt = tokio::time::timeout(
             self.connect_timeout,
-            tokio_tungstenite::connect_async(self.url.as_str()),
+            tokio_tungstenite::connect_async_with_config(
+                self.url.as_str(),
+                Some(WebSocketConfig::default().read_buffer_size(READ_BUFFER)),
+                true,
+            ),
         )
         .await;
         let failure = match attempt {

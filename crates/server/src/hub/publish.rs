@@ -238,20 +238,45 @@ impl Hub {
         };
         let delta = stream.retain(retained, self.inner.config.history_size);
         self.inner.retained_bytes.fetch_add(delta, Relaxed);
-        let event = &*event;
-        let mut reached = 0u32;
-        let mut push = |conn: &ConnHandle| {
-            if self.push_event(conn, &frame) {
-                reached += 1;
+        // Counted locally and added once: no shared atomic per recipient.
+        let (mut reached, mut shed) = (0u32, 0u64);
+        self.each_recipient(stream, &event, audience, |conn| {
+            match conn.outbox.push(frame.clone()) {
+                Pushed::Queued => reached += 1,
+                Pushed::Shed => {
+                    reached += 1;
+                    shed += 1;
+                }
+                Pushed::Closed => {}
             }
-        };
+        });
+        let metrics = &self.inner.metrics;
+        metrics
+            .events_delivered
+            .fetch_add(u64::from(reached), Relaxed);
+        if shed > 0 {
+            metrics.events_shed.fetch_add(shed, Relaxed);
+        }
+        reached
+    }
+
+    /// Calls `push` once for every connection `event` goes to: the
+    /// audience's, then the topic's exact subscribers, `kind:*` and `*`
+    /// subscribers whose filter matches, each connection at most once.
+    fn each_recipient(
+        &self,
+        stream: &Stream,
+        event: &Event,
+        audience: &Audience,
+        mut push: impl FnMut(&ConnHandle),
+    ) {
         let user: Option<&str> = match audience {
             Audience::Subscribers => None,
             Audience::Everyone => {
                 for conn in self.inner.connections.read().values() {
                     push(conn);
                 }
-                return reached;
+                return;
             }
             Audience::User(user) => {
                 let connections = self.inner.connections.read();
@@ -299,24 +324,6 @@ impl Hub {
             {
                 push(&sub.conn);
             }
-        }
-        reached
-    }
-
-    /// Queues an event frame; false when the connection is closing.
-    fn push_event(&self, conn: &ConnHandle, frame: &OutFrame) -> bool {
-        let metrics = &self.inner.metrics;
-        match conn.outbox.push(frame.clone()) {
-            Pushed::Queued => {
-                metrics.events_delivered.fetch_add(1, Relaxed);
-                true
-            }
-            Pushed::Shed => {
-                metrics.events_delivered.fetch_add(1, Relaxed);
-                metrics.events_shed.fetch_add(1, Relaxed);
-                true
-            }
-            Pushed::Closed => false,
         }
     }
 }
