@@ -62,10 +62,13 @@ pub fn bind(path: &Path, mode: u32) -> Result<UnixDatagram, IngestError> {
 /// the socket file.
 pub async fn run(hub: Hub, socket: UnixDatagram, path: PathBuf) {
     let token = hub.shutdown_token().clone();
+    // Registered once, not once per datagram.
+    let mut stopped = std::pin::pin!(token.cancelled());
     let mut buffer = vec![0u8; MAX_DATAGRAM];
     loop {
         let received = tokio::select! {
-            () = token.cancelled() => break,
+            biased;
+            () = &mut stopped => break,
             received = socket.recv(&mut buffer) => received,
         };
         let len = match received {

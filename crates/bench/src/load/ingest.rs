@@ -100,14 +100,23 @@ pub async fn unix(spec: &LoadSpec, producers: usize, path: &str) -> Result<LoadR
     tokio::time::sleep(Duration::from_secs_f64(spec.warmup_s)).await;
     let (sent0, got0) = (sent.get(), board.borrow().received[0]);
     let cpu = CpuWindow::start(spec.server_pid);
+    let own = CpuWindow::start(Some(std::process::id()));
     tokio::time::sleep(Duration::from_secs_f64(spec.duration_s)).await;
     let (sent1, got1) = (sent.get(), board.borrow().received[0]);
     let (cpu_us, wall_s) = cpu.stop();
+    // Which side is the bottleneck: a hub below 100 % while the load
+    // generator (producers and the subscriber) is at 100 % is waiting for it.
+    let mut result = LoadResult::default();
+    if let Some(us) = own.stop().0 {
+        result.set("loadgen_cpu_pct", us as f64 / (wall_s * 1e6) * 100.0);
+    }
+    if let Some(us) = cpu_us {
+        result.set("server_cpu_pct", us as f64 / (wall_s * 1e6) * 100.0);
+    }
     stop.set(true);
     for task in tasks {
         task.await??;
     }
-    let mut result = LoadResult::default();
     result.set("sent_per_s", (sent1 - sent0) as f64 / wall_s);
     result.set("events_per_s", (got1 - got0) as f64 / wall_s);
     if let Some(cpu_us) = cpu_us.filter(|_| got1 > got0) {
