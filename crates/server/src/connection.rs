@@ -488,11 +488,14 @@ async fn write_loop(
                 conn.outbox.close(CloseReason::GOING_AWAY, "server shutting down", true);
             }
             () = expiry.as_mut(), if expiry_at.is_some() => {
+                // Read afresh: an `auth` frame without an `id` replaces the
+                // token without queueing a reply, so nothing woke this loop.
+                expiry_at = conn.token_expires_at();
                 if expiry_at.is_some_and(|at| at <= now_ms()) {
                     let _ = sink.send(close_message(CloseReason::TOKEN_EXPIRED, "token expired")).await;
                     return End::TokenExpired;
                 }
-                // Woken before the millisecond it expires in: wait for the rest.
+                // Refreshed, or woken before the millisecond it expires in.
                 expiry.as_mut().reset(tokio::time::Instant::now() + until(expiry_at));
             }
             _ = heartbeat.tick() => {

@@ -550,6 +550,33 @@ async fn auth_frame_with_a_fresh_token_keeps_the_connection_past_the_first_expir
 }
 
 #[tokio::test]
+async fn auth_frame_without_an_id_refreshes_the_token_though_nothing_is_sent_back() -> Result<()> {
+    // No `id`: no ack is queued, so nothing but the expiry timer wakes the
+    // connection's writer before the first expiry; it must see the new token.
+    let hub = hs256_hub(&[]).await?;
+    let first = now_s() + 3;
+    let mut client = ws_as(&hub, "/ws", &hs256(&claims("u1", &[], first))?).await?;
+    let second = now_s() + 6;
+    let token = hs256(&claims("u1", &[], second))?;
+    client
+        .send_json(&json!({"action": "auth", "token": token}))
+        .await?;
+    let quiet = until_past(first, Duration::from_millis(1500));
+    client.timeout = quiet + Duration::from_secs(1);
+    if let Ok(end) = timeout(quiet, client.expect_end()).await {
+        bail!(
+            "the refreshed connection ended before the first expiry had passed by 1.5 s: {end:?}"
+        );
+    }
+    client.timeout = DEFAULT_TIMEOUT;
+    client.barrier().await.context("after the first expiry")?;
+    client.timeout = until_past(second, Duration::from_secs(3));
+    let (code, reason) = client.expect_close().await?;
+    ensure!(code == 4001, "close {code} {reason:?}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn auth_frame_for_another_user_is_forbidden_and_keeps_the_old_identity() -> Result<()> {
     let hub = hs256_hub(&[]).await?;
     let mut client = ws_as(&hub, "/ws", &hs256(&fresh("u1", &[]))?).await?;
