@@ -395,6 +395,15 @@ impl Event {
     /// `ServerMessage::Event(event).encode()` would, without cloning it (the
     /// hub's publish path encodes every event once, with this).
     pub fn encode_frame(&self) -> String {
+        let mut out = Vec::with_capacity(256);
+        self.encode_frame_into(&mut out);
+        // serde_json writes valid UTF-8.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Appends the event's `event` frame to `out`: lets a caller serialize
+    /// into a reused buffer and copy the result out at its exact size.
+    pub fn encode_frame_into(&self, out: &mut Vec<u8>) {
         #[derive(Serialize)]
         struct EventFrame<'a> {
             #[serde(rename = "type")]
@@ -402,12 +411,15 @@ impl Event {
             #[serde(flatten)]
             event: &'a Event,
         }
-        // Serializing an event cannot fail: every map key is a string.
-        serde_json::to_string(&EventFrame {
-            kind: "event",
-            event: self,
-        })
-        .unwrap_or_default()
+        // Serializing an event cannot fail: every map key is a string, and
+        // writing to a Vec cannot fail either.
+        let _ = serde_json::to_writer(
+            out,
+            &EventFrame {
+                kind: "event",
+                event: self,
+            },
+        );
     }
 }
 

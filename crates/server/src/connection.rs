@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -22,11 +23,17 @@ use herald_protocol::{
     RequestId, ServerMessage, Topic, TopicPattern,
 };
 use parking_lot::Mutex;
+use tokio::time::Sleep;
 
 use crate::auth::Identity;
 use crate::hub::{Audience, Hub, now_ms};
 use crate::limits::{FrameLimiter, Verdict};
 use crate::outbox::{Entry, OutFrame, Outbox};
+
+/// The sending half of an upgraded connection.
+pub(crate) type Sink = futures::stream::SplitSink<WebSocket, Message>;
+/// The receiving half of an upgraded connection.
+pub(crate) type Source = futures::stream::SplitStream<WebSocket>;
 
 /// What the hub knows about one connection.
 #[derive(Debug)]
@@ -180,7 +187,7 @@ enum End {
 /// both ways until the peer leaves, the hub closes it, or the hub shuts down.
 pub(crate) async fn run(
     hub: Hub,
-    socket: WebSocket,
+    (sink, stream): (Sink, Source),
     conn: Arc<ConnHandle>,
     initial: Vec<TopicPattern>,
 ) {
@@ -214,10 +221,11 @@ pub(crate) async fn run(
             conn.send_error(&hub, error.code, error.message, None);
         }
     }
-    let (sink, stream) = socket.split();
-    let reader = read_loop(&hub, &conn, stream);
-    let writer = write_loop(&hub, &conn, sink);
-    tokio::pin!(reader, writer);
+    // Boxed: pinned in place, the two loops were stored twice in this
+    // future (once where they are created, once where they are pinned),
+    // and every idle connection carried both copies.
+    let mut reader = Box::pin(read_loop(&hub, &conn, stream));
+    let mut writer = Box::pin(write_loop(&hub, &conn, sink));
     let end = tokio::select! {
         end = &mut writer => end,
         end = &mut reader => match end {
@@ -261,11 +269,7 @@ impl std::fmt::Display for End {
     }
 }
 
-async fn read_loop(
-    hub: &Hub,
-    conn: &Arc<ConnHandle>,
-    mut stream: futures::stream::SplitStream<WebSocket>,
-) -> End {
+async fn read_loop(hub: &Hub, conn: &Arc<ConnHandle>, mut stream: Source) -> End {
     let mut limiter = FrameLimiter::new(hub.config().client_rate_limit);
     while let Some(message) = stream.next().await {
         conn.saw_peer();
@@ -453,11 +457,7 @@ async fn publish_control(
         .map_err(|e| (e.code(), e.to_string()))
 }
 
-async fn write_loop(
-    hub: &Hub,
-    conn: &ConnHandle,
-    mut sink: futures::stream::SplitSink<WebSocket, Message>,
-) -> End {
+async fn write_loop(hub: &Hub, conn: &ConnHandle, mut sink: Sink) -> End {
     let config = hub.config();
     // Registered once: a wake-up of this loop costs no new waiter on the
     // token every connection shares.
@@ -469,15 +469,18 @@ async fn write_loop(
     );
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutting_down = false;
-    // The token's expiry timer, reset only when an `auth` frame changed it.
-    let mut expiry_at = conn.token_expires_at();
-    let mut expiry = std::pin::pin!(tokio::time::sleep(until(expiry_at)));
+    // The token's expiry timer, reset only when an `auth` frame changed it;
+    // only a connection with a token has one (boxed: most have none).
+    let mut expiry_at = None;
+    let mut expiry: Option<Pin<Box<Sleep>>> = None;
     loop {
         if conn.token_expires_at() != expiry_at {
             expiry_at = conn.token_expires_at();
-            expiry
-                .as_mut()
-                .reset(tokio::time::Instant::now() + until(expiry_at));
+            let deadline = tokio::time::Instant::now() + until(expiry_at);
+            match expiry.as_mut() {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => expiry = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
         }
         tokio::select! {
             // Stopping and liveness before frames, so a connection that
@@ -487,7 +490,7 @@ async fn write_loop(
                 shutting_down = true;
                 conn.outbox.close(CloseReason::GOING_AWAY, "server shutting down", true);
             }
-            () = expiry.as_mut(), if expiry_at.is_some() => {
+            () = expired(&mut expiry), if expiry_at.is_some() => {
                 // Read afresh: an `auth` frame without an `id` replaces the
                 // token without queueing a reply, so nothing woke this loop.
                 expiry_at = conn.token_expires_at();
@@ -496,7 +499,9 @@ async fn write_loop(
                     return End::TokenExpired;
                 }
                 // Refreshed, or woken before the millisecond it expires in.
-                expiry.as_mut().reset(tokio::time::Instant::now() + until(expiry_at));
+                if let Some(timer) = expiry.as_mut() {
+                    timer.as_mut().reset(tokio::time::Instant::now() + until(expiry_at));
+                }
             }
             _ = heartbeat.tick() => {
                 if conn.silent_for() > config.heartbeat_timeout {
@@ -542,6 +547,14 @@ async fn write_loop(
     }
 }
 
+/// Completes when the token's timer fires; never for a connection without one.
+async fn expired(timer: &mut Option<Pin<Box<Sleep>>>) {
+    match timer {
+        Some(timer) => timer.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// How long until `expiry` (ms since the epoch); a year when there is none.
 fn until(expiry: Option<u64>) -> Duration {
     expiry.map_or(Duration::from_secs(365 * 24 * 3600), |at| {
@@ -552,7 +565,7 @@ fn until(expiry: Option<u64>) -> Duration {
 async fn write_batch(
     hub: &Hub,
     conn: &ConnHandle,
-    sink: &mut futures::stream::SplitSink<WebSocket, Message>,
+    sink: &mut Sink,
     batch: VecDeque<Entry>,
 ) -> Result<(), axum::Error> {
     let metrics = hub.metrics();

@@ -4,6 +4,7 @@
 //! Everything here is changed under the topic's lock, which is what makes
 //! seq assignment, delivery order and the replay/live seam atomic.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +14,9 @@ use herald_protocol::frame::{Gap, GapReason, ReplayComplete, Since};
 use herald_protocol::{Epoch, Event, EventFilter, EventId, Label, Topic};
 
 use crate::connection::ConnHandle;
+
+/// Largest encoding buffer a thread keeps between events.
+const MAX_SCRATCH: usize = 64 * 1024;
 
 /// Most keys a topic's snapshot keeps; the least recently updated go first.
 pub(crate) const MAX_SNAPSHOT_KEYS: usize = 10_000;
@@ -27,7 +31,25 @@ pub(crate) struct Retained {
 
 impl Retained {
     pub(crate) fn new(event: Event) -> Retained {
-        let frame = Utf8Bytes::from(event.encode_frame());
+        thread_local! {
+            /// Serialization scratch: an event is encoded here, then copied
+            /// out at its exact size (no reallocations while it grows, and
+            /// no spare capacity kept in history).
+            static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+        }
+        let frame = SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            event.encode_frame_into(scratch);
+            // serde_json writes UTF-8; the lossy path is never taken.
+            let text = match std::str::from_utf8(scratch) {
+                Ok(text) => text.to_owned(),
+                Err(_) => String::from_utf8_lossy(scratch).into_owned(),
+            };
+            if scratch.capacity() > MAX_SCRATCH {
+                *scratch = Vec::new();
+            }
+            Utf8Bytes::from(text)
+        });
         Retained {
             event: Arc::new(event),
             frame,
@@ -75,8 +97,11 @@ pub(crate) struct Stream {
     /// The last seq delivered to subscribers; history holds nothing beyond it.
     pub(crate) delivered_seq: u64,
     history: VecDeque<Retained>,
-    /// Event id → seq, for every retained or pending event.
-    ids: HashMap<EventId, u64>,
+    /// Event id → seq, for every retained or pending event. Hashed with
+    /// foldhash (seeded per map): ids are short and hashed on every publish;
+    /// the map holds at most the history size, which bounds what colliding
+    /// ids chosen by a producer could cost.
+    ids: HashMap<EventId, u64, foldhash::fast::RandomState>,
     /// Latest event per key, and the order keys were last updated in.
     snapshot: HashMap<Label, Retained>,
     snapshot_order: BTreeMap<u64, Label>,
@@ -93,7 +118,7 @@ impl Stream {
             assigned_seq: last_seq,
             delivered_seq: last_seq,
             history: VecDeque::new(),
-            ids: HashMap::new(),
+            ids: HashMap::default(),
             snapshot: HashMap::new(),
             snapshot_order: BTreeMap::new(),
             subscribers: HashMap::new(),
@@ -128,8 +153,11 @@ impl Stream {
         let before = self.bytes;
         self.delivered_seq = self.delivered_seq.max(retained.event.seq);
         self.assigned_seq = self.assigned_seq.max(retained.event.seq);
-        self.ids
-            .insert(retained.event.id.clone(), retained.event.seq);
+        // Usually assigned already (a restored event is not).
+        if !self.ids.contains_key(&retained.event.id) {
+            self.ids
+                .insert(retained.event.id.clone(), retained.event.seq);
+        }
         self.put_snapshot(&retained);
         self.bytes += retained.weight();
         self.history.push_back(retained);
@@ -375,6 +403,43 @@ mod tests {
         let stream = stream_with(1..=5, 100);
         let seqs: Vec<u64> = stream.snapshot_events().iter().map(|e| e.seq).collect();
         assert_eq!(seqs, [4, 5]);
+    }
+
+    #[test]
+    fn frames_encoded_through_the_reused_buffer_are_exactly_each_events_frame() {
+        let event = |seq: u64, data: serde_json::Value| Event {
+            topic: Topic::parse("run:1").unwrap(),
+            seq,
+            id: EventId::new(format!("id-{seq}")).unwrap(),
+            event_type: EventType::StepProgress,
+            priority: Priority::Normal,
+            timestamp: 7,
+            source: None,
+            key: None,
+            data,
+        };
+        // Small after large after small, and one beyond the buffer the
+        // thread keeps: nothing of an earlier frame may leak into a later one.
+        for event in [
+            event(1, json!({"text": "é ✓ \"quoted\""})),
+            event(2, json!({"blob": "x".repeat(MAX_SCRATCH * 2)})),
+            event(3, json!([1, 2, 3])),
+            event(4, json!(null)),
+        ] {
+            let retained = Retained::new(event.clone());
+            assert_eq!(retained.frame.as_str(), event.encode_frame());
+            assert_eq!(*retained.event, event);
+        }
+    }
+
+    #[test]
+    fn an_event_retained_without_being_assigned_here_is_still_a_known_id() {
+        // Events restored from a store are retained without `assign`.
+        let mut stream = Stream::new(Topic::parse("run:1").unwrap(), Epoch::new("e1").unwrap(), 0);
+        let restored = stream_with(1..=1, 10).history.pop_front().unwrap();
+        stream.retain(restored, 10);
+        assert_eq!(stream.seq_of(&EventId::new("id-1").unwrap()), Some(1));
+        assert_eq!(stream.assign(&EventId::new("id-2").unwrap()), 2);
     }
 
     #[test]

@@ -9,10 +9,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
+use futures::{SinkExt as _, StreamExt as _};
 use herald_protocol::{CloseReason, ErrorCode, ServerMessage, Topic, TopicPattern};
 use serde::Deserialize;
 
@@ -205,14 +206,17 @@ fn accept(
         .max_frame_size(config.max_frame_size)
         // Small read buffers keep idle connections cheap; frames fed between
         // flushes are coalesced into one write of up to 64 KiB.
-        .read_buffer_size(512)
+        .read_buffer_size(256)
         .write_buffer_size(64 * 1024);
     let tasks = hub.tasks().clone();
     let user_id = params.user_id.filter(|u| !u.is_empty());
     ws.on_upgrade(move |socket| {
+        // Split before the task's future is built, so that future holds the
+        // two small halves and never a copy of the whole socket.
+        let (sink, source) = socket.split();
         tasks.track_future(async move {
             if hub.connection_count() >= hub.config().max_connections {
-                reject_over_limit(&hub, socket).await;
+                reject_over_limit(&hub, sink).await;
                 return;
             }
             let conn = Arc::new(ConnHandle::new(
@@ -229,12 +233,12 @@ fn accept(
                     reference: None,
                 }));
             }
-            connection::run(hub, socket, conn, topics).await;
+            connection::run(hub, (sink, source), conn, topics).await;
         })
     })
 }
 
-async fn reject_over_limit(hub: &Hub, mut socket: WebSocket) {
+async fn reject_over_limit(hub: &Hub, mut sink: connection::Sink) {
     hub.metrics()
         .connections_rejected
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -246,5 +250,5 @@ async fn reject_over_limit(hub: &Hub, mut socket: WebSocket) {
         code: CloseReason::TRY_AGAIN_LATER.0,
         reason: "server connection limit reached".into(),
     }));
-    let _ = socket.send(close).await;
+    let _ = sink.send(close).await;
 }

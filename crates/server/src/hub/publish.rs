@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
-use std::time::Instant;
 
 use herald_protocol::{ErrorCode, Event, EventId, PublishReceipt, PublishRequest};
 
@@ -233,7 +232,9 @@ impl Hub {
                 topic: event.topic.clone(),
                 seq: event.seq,
                 priority: event.priority,
-                published: Instant::now(),
+                // Encoded when the seq was assigned: with a durable store,
+                // the wait for the commit counts as publish-to-send time.
+                published: retained.retained_at,
             }),
         };
         let delta = stream.retain(retained, self.inner.config.history_size);
