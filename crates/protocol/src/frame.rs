@@ -411,15 +411,19 @@ impl Event {
             #[serde(flatten)]
             event: &'a Event,
         }
-        // Serializing an event cannot fail: every map key is a string, and
-        // writing to a Vec cannot fail either.
-        let _ = serde_json::to_writer(
-            out,
+        // Serializing an event cannot fail (every map key is a string, and
+        // writing to a Vec cannot fail); were it to, `out` is left as it was.
+        let start = out.len();
+        let written = serde_json::to_writer(
+            &mut *out,
             &EventFrame {
                 kind: "event",
                 event: self,
             },
         );
+        if written.is_err() {
+            out.truncate(start);
+        }
     }
 }
 

@@ -469,7 +469,8 @@ async fn write_loop(hub: &Hub, conn: &ConnHandle, mut sink: Sink) -> End {
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutting_down = false;
     // The token's expiry timer, reset only when an `auth` frame changed it;
-    // only a connection with a token has one (boxed: most have none).
+    // only a connection with a token has one, so one without carries no
+    // timer (boxed, since it is optional).
     let mut expiry_at = None;
     let mut expiry: Option<Pin<Box<Sleep>>> = None;
     loop {

@@ -264,7 +264,7 @@ impl Metrics {
         self.publish_to_send.render(
             &mut out,
             "herald_publish_to_send_seconds",
-            "Time from publish (seq assigned) to the frame being written to the socket, durable commit included.",
+            "Time from publish to the frame being written to the socket.",
         );
         out
     }

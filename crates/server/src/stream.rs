@@ -18,6 +18,14 @@ use crate::connection::ConnHandle;
 /// Largest encoding buffer a thread keeps between events.
 const MAX_SCRATCH: usize = 64 * 1024;
 
+thread_local! {
+    /// Where events are encoded before their text is copied out at its exact
+    /// size: a frame does not grow by reallocation each time, and history
+    /// keeps no spare capacity. Dropped after an event larger than
+    /// `MAX_SCRATCH`, so a thread does not hold on to a rare large one.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
 /// Most keys a topic's snapshot keeps; the least recently updated go first.
 pub(crate) const MAX_SNAPSHOT_KEYS: usize = 10_000;
 
@@ -31,12 +39,6 @@ pub(crate) struct Retained {
 
 impl Retained {
     pub(crate) fn new(event: Event) -> Retained {
-        thread_local! {
-            /// Serialization scratch: an event is encoded here, then copied
-            /// out at its exact size (no reallocations while it grows, and
-            /// no spare capacity kept in history).
-            static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-        }
         let frame = SCRATCH.with_borrow_mut(|scratch| {
             scratch.clear();
             event.encode_frame_into(scratch);
@@ -98,9 +100,9 @@ pub(crate) struct Stream {
     pub(crate) delivered_seq: u64,
     history: VecDeque<Retained>,
     /// Event id → seq, for every retained or pending event. Hashed with
-    /// foldhash (seeded per map): ids are short and hashed on every publish;
-    /// the map holds at most the history size, which bounds what colliding
-    /// ids chosen by a producer could cost.
+    /// foldhash (seeded per map, hashes never shown to anyone): ids are short
+    /// and hashed on every publish; the map holds about a history's worth of
+    /// ids, which bounds what ids chosen to collide could cost.
     ids: HashMap<EventId, u64, foldhash::fast::RandomState>,
     /// Latest event per key, and the order keys were last updated in.
     snapshot: HashMap<Label, Retained>,
@@ -147,16 +149,28 @@ impl Stream {
         self.assigned_seq
     }
 
+    /// Forgets the id of an event that was assigned `seq` but will never be
+    /// delivered (its durable write failed).
+    pub(crate) fn forget(&mut self, id: &EventId, seq: u64) {
+        if self.ids.get(id) == Some(&seq) {
+            self.ids.remove(id);
+        }
+    }
+
     /// Records a delivered event in history and the snapshot. Returns the
     /// change in retained bytes.
     pub(crate) fn retain(&mut self, retained: Retained, history_size: usize) -> isize {
         let before = self.bytes;
         self.delivered_seq = self.delivered_seq.max(retained.event.seq);
         self.assigned_seq = self.assigned_seq.max(retained.event.seq);
-        // Usually assigned already (a restored event is not).
-        if !self.ids.contains_key(&retained.event.id) {
-            self.ids
-                .insert(retained.event.id.clone(), retained.event.seq);
+        // Usually recorded by `assign` already (not when restored from a
+        // store); the newest seq of an id wins, without cloning the id again.
+        match self.ids.get_mut(&retained.event.id) {
+            Some(seq) => *seq = retained.event.seq,
+            None => {
+                self.ids
+                    .insert(retained.event.id.clone(), retained.event.seq);
+            }
         }
         self.put_snapshot(&retained);
         self.bytes += retained.weight();
@@ -418,8 +432,9 @@ mod tests {
             key: None,
             data,
         };
-        // Small after large after small, and one beyond the buffer the
-        // thread keeps: nothing of an earlier frame may leak into a later one.
+        // Large after small, small after large: nothing of an earlier frame
+        // may leak into a later one, and a frame larger than the buffer a
+        // thread keeps is encoded whole, then its buffer is let go.
         for event in [
             event(1, json!({"text": "é ✓ \"quoted\""})),
             event(2, json!({"blob": "x".repeat(MAX_SCRATCH * 2)})),
@@ -428,18 +443,24 @@ mod tests {
         ] {
             let retained = Retained::new(event.clone());
             assert_eq!(retained.frame.as_str(), event.encode_frame());
-            assert_eq!(*retained.event, event);
+            assert!(SCRATCH.with_borrow(Vec::capacity) <= MAX_SCRATCH);
         }
     }
 
     #[test]
-    fn an_event_retained_without_being_assigned_here_is_still_a_known_id() {
-        // Events restored from a store are retained without `assign`.
+    fn events_restored_without_assign_are_known_ids_and_the_newest_seq_wins() {
+        // Restored from a store, events are retained without `assign`; the
+        // same id twice (history grown across a restart) answers with the
+        // later seq, as a retry would have been given.
         let mut stream = Stream::new(Topic::parse("run:1").unwrap(), Epoch::new("e1").unwrap(), 0);
-        let restored = stream_with(1..=1, 10).history.pop_front().unwrap();
-        stream.retain(restored, 10);
+        let mut restored = stream_with(1..=2, 10).history;
+        let mut second = restored.pop_back().unwrap();
+        Arc::make_mut(&mut second.event).id = EventId::new("id-1").unwrap();
+        stream.retain(restored.pop_front().unwrap(), 10);
         assert_eq!(stream.seq_of(&EventId::new("id-1").unwrap()), Some(1));
-        assert_eq!(stream.assign(&EventId::new("id-2").unwrap()), 2);
+        stream.retain(second, 10);
+        assert_eq!(stream.seq_of(&EventId::new("id-1").unwrap()), Some(2));
+        assert_eq!(stream.assign(&EventId::new("id-3").unwrap()), 3);
     }
 
     #[test]

@@ -204,8 +204,10 @@ fn accept(
         .protocols([SUBPROTOCOL])
         .max_message_size(config.max_frame_size)
         .max_frame_size(config.max_frame_size)
-        // Small read buffers keep idle connections cheap; frames fed between
-        // flushes are coalesced into one write of up to 64 KiB.
+        // Small read buffers keep idle connections cheap (tungstenite reads
+        // at most this much per call, so a large client frame takes several
+        // reads; clients mostly send short control frames). Frames fed
+        // between flushes are coalesced into one write of up to 64 KiB.
         .read_buffer_size(256)
         .write_buffer_size(64 * 1024);
     let tasks = hub.tasks().clone();

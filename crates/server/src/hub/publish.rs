@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::time::Instant;
 
 use herald_protocol::{ErrorCode, Event, EventId, PublishReceipt, PublishRequest};
 
@@ -207,8 +208,20 @@ impl Hub {
                     permit.send(Write::Event(Append {
                         event,
                         epoch: stream.epoch.clone(),
-                        then: Box::new(move || {
-                            let n = hub.deliver(&mut target.lock(), retained, &audience);
+                        then: Box::new(move |committed| {
+                            let mut stream = target.lock();
+                            if !committed {
+                                // Never stored, never delivered: a retry with
+                                // this id must be published, not answered as
+                                // a duplicate of an event nobody will get.
+                                stream.forget(&retained.event.id, retained.event.seq);
+                                return;
+                            }
+                            // It enters history (and its age starts) now,
+                            // not when its seq was assigned.
+                            let mut retained = retained;
+                            retained.retained_at = Instant::now();
+                            let n = hub.deliver(&mut stream, retained, &audience);
                             count.store(n, Relaxed);
                         }),
                         done,
@@ -232,8 +245,8 @@ impl Hub {
                 topic: event.topic.clone(),
                 seq: event.seq,
                 priority: event.priority,
-                // Encoded when the seq was assigned: with a durable store,
-                // the wait for the commit counts as publish-to-send time.
+                // Now, give or take the encoding: `retained_at` is when the
+                // event enters history, which is when it is delivered.
                 published: retained.retained_at,
             }),
         };
@@ -335,4 +348,94 @@ impl Hub {
 )]
 fn new_event_id() -> EventId {
     EventId::new(uuid::Uuid::new_v4().to_string()).expect("a UUID is a valid event id")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use herald_protocol::{EventId, EventType, PublishRequest, Topic};
+    use parking_lot::Mutex;
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
+
+    use super::PublishError;
+    use crate::config::Config;
+    use crate::hub::Hub;
+    use crate::store::{RecoveredTopic, Store, StoreError, Write};
+
+    /// A store whose every write fails, as on a full disk.
+    #[derive(Debug)]
+    struct FailingStore {
+        journal: Mutex<Option<mpsc::Sender<Write>>>,
+    }
+
+    impl FailingStore {
+        fn start() -> Arc<FailingStore> {
+            let (journal, mut writes) = mpsc::channel::<Write>(16);
+            // Ends when the hub (and with it the journal's sender) is dropped.
+            std::thread::spawn(move || {
+                while let Some(write) = writes.blocking_recv() {
+                    let failed = Err(StoreError::Write("disk full".into()));
+                    match write {
+                        Write::Event(append) => {
+                            (append.then)(false);
+                            let _ = append.done.send(failed);
+                        }
+                        Write::Approval(approval) => {
+                            let _ = approval.done.send(failed);
+                        }
+                    }
+                }
+            });
+            Arc::new(FailingStore {
+                journal: Mutex::new(Some(journal)),
+            })
+        }
+    }
+
+    impl Store for FailingStore {
+        fn recover(&self) -> Result<Vec<RecoveredTopic>, StoreError> {
+            Ok(Vec::new())
+        }
+
+        fn recover_approvals(&self) -> Result<Vec<String>, StoreError> {
+            Ok(Vec::new())
+        }
+
+        fn journal(&self) -> Option<mpsc::Sender<Write>> {
+            self.journal.lock().clone()
+        }
+
+        fn close(&self) {
+            self.journal.lock().take();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_a_failed_durable_write_is_published_again_not_taken_for_a_duplicate() {
+        let hub = Hub::with_store(
+            Config::default(),
+            CancellationToken::new(),
+            Some(FailingStore::start()),
+        );
+        let mut request = PublishRequest::new(
+            Topic::parse("run:1").unwrap(),
+            EventType::StepProgress,
+            serde_json::Value::Null,
+        );
+        request.id = Some(EventId::new("step-3").unwrap());
+        // Before the fix, the retry got a success receipt for the first
+        // attempt's seq: an event that was never stored nor delivered.
+        for attempt in 1..=2 {
+            let result = hub.publish(request.clone()).await;
+            assert!(
+                matches!(result, Err(PublishError::Store(_))),
+                "attempt {attempt}: {result:?}"
+            );
+        }
+        assert_eq!(hub.metrics().events_duplicate.load(Relaxed), 0);
+        hub.close_store();
+    }
 }

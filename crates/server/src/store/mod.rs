@@ -35,8 +35,10 @@ pub struct Append {
     pub event: Arc<Event>,
     /// The topic's epoch, stored with its last seq.
     pub epoch: Epoch,
-    /// Runs (in append order) once the event is durable: delivers it.
-    pub then: Box<dyn FnOnce() + Send>,
+    /// Runs in append order once the write is over: with `true` once the
+    /// event is durable (delivers it), with `false` if it could not be
+    /// written (forgets its id, so a retry is not taken for a duplicate).
+    pub then: Box<dyn FnOnce(bool) + Send>,
     pub done: oneshot::Sender<Result<(), StoreError>>,
 }
 

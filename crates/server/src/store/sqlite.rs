@@ -247,13 +247,14 @@ impl Writer {
                 tracing::error!(%error, events = batch.len(), "sqlite write failed; publishes are refused");
             }
             for write in batch.drain(..) {
-                if result.is_ok()
-                    && let Write::Event(append) = write
-                {
-                    (append.then)();
-                    let _ = append.done.send(Ok(()));
-                } else {
-                    let _ = write.done().send(result.clone());
+                match write {
+                    Write::Event(append) => {
+                        (append.then)(result.is_ok());
+                        let _ = append.done.send(result.clone());
+                    }
+                    write => {
+                        let _ = write.done().send(result.clone());
+                    }
                 }
             }
             if self.last_prune.elapsed() > PRUNE_INTERVAL {
