@@ -377,16 +377,7 @@ mod tests {
             // Ends when the hub (and with it the journal's sender) is dropped.
             std::thread::spawn(move || {
                 while let Some(write) = writes.blocking_recv() {
-                    let failed = Err(StoreError::Write("disk full".into()));
-                    match write {
-                        Write::Event(append) => {
-                            (append.then)(false);
-                            let _ = append.done.send(failed);
-                        }
-                        Write::Approval(approval) => {
-                            let _ = approval.done.send(failed);
-                        }
-                    }
+                    write.finish(&Err(StoreError::Write("disk full".into())));
                 }
             });
             Arc::new(FailingStore {

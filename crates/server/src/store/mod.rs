@@ -68,11 +68,18 @@ pub enum Write {
 }
 
 impl Write {
-    fn done(self) -> oneshot::Sender<Result<(), StoreError>> {
-        match self {
-            Write::Event(append) => append.done,
+    /// Ends the write with its outcome: an event is delivered (or its id
+    /// forgotten) first, then whoever waits is told. Every store ends every
+    /// write it takes this way.
+    pub fn finish(self, result: &Result<(), StoreError>) {
+        let done = match self {
+            Write::Event(append) => {
+                (append.then)(result.is_ok());
+                append.done
+            }
             Write::Approval(approval) => approval.done,
-        }
+        };
+        let _ = done.send(result.clone());
     }
 }
 

@@ -247,15 +247,7 @@ impl Writer {
                 tracing::error!(%error, events = batch.len(), "sqlite write failed; publishes are refused");
             }
             for write in batch.drain(..) {
-                match write {
-                    Write::Event(append) => {
-                        (append.then)(result.is_ok());
-                        let _ = append.done.send(result.clone());
-                    }
-                    write => {
-                        let _ = write.done().send(result.clone());
-                    }
-                }
+                write.finish(&result);
             }
             if self.last_prune.elapsed() > PRUNE_INTERVAL {
                 self.last_prune = Instant::now();
