@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::Utf8Bytes;
 use herald_protocol::frame::{Gap, GapReason, ReplayComplete, Since};
 use herald_protocol::{Epoch, Event, EventFilter, EventId, Label, Topic};
+use tokio::sync::oneshot;
 
 use crate::connection::ConnHandle;
 
@@ -110,6 +111,9 @@ pub(crate) struct Stream {
     pub(crate) subscribers: HashMap<Arc<str>, Subscriber>,
     pub(crate) last_activity: Instant,
     bytes: usize,
+    /// Retries of an event still being written by a durable store, each
+    /// waiting to learn whether that write stored it: `(seq, tell)`.
+    settle_waiters: Vec<(u64, oneshot::Sender<bool>)>,
 }
 
 impl Stream {
@@ -126,6 +130,7 @@ impl Stream {
             subscribers: HashMap::new(),
             last_activity: Instant::now(),
             bytes: 0,
+            settle_waiters: Vec::new(),
         }
     }
 
@@ -149,12 +154,46 @@ impl Stream {
         self.assigned_seq
     }
 
-    /// Forgets the id of an event that was assigned `seq` but will never be
-    /// delivered (its durable write failed).
-    pub(crate) fn forget(&mut self, id: &EventId, seq: u64) {
+    /// Whether the event assigned `seq` is still being written by a durable
+    /// store (neither delivered nor given up).
+    pub(crate) fn is_pending(&self, seq: u64) -> bool {
+        seq > self.delivered_seq
+    }
+
+    /// Tells, once the pending event `seq` is settled, whether its write
+    /// stored it.
+    pub(crate) fn when_settled(&mut self, seq: u64) -> oneshot::Receiver<bool> {
+        let (tell, told) = oneshot::channel();
+        self.settle_waiters.push((seq, tell));
+        told
+    }
+
+    /// Ends a durable write, in seq order: tells whoever waits on `seq`
+    /// whether it was `stored`.
+    pub(crate) fn settled(&mut self, seq: u64, stored: bool) {
+        if self.settle_waiters.is_empty() {
+            return;
+        }
+        for (waited, tell) in std::mem::take(&mut self.settle_waiters) {
+            if waited == seq {
+                let _ = tell.send(stored);
+            } else {
+                self.settle_waiters.push((waited, tell));
+            }
+        }
+    }
+
+    /// Gives up an event that was assigned `seq` but will never be delivered
+    /// (its durable write failed): its id is forgotten, so a retry is
+    /// published rather than taken for a duplicate, and the stream moves
+    /// past its seq (seqs are never reused; the hub's `subscribed` and
+    /// history answers name `seq` as the latest, so a client that checks
+    /// in after the failure sees no hole).
+    pub(crate) fn give_up(&mut self, id: &EventId, seq: u64) {
         if self.ids.get(id) == Some(&seq) {
             self.ids.remove(id);
         }
+        self.delivered_seq = self.delivered_seq.max(seq);
     }
 
     /// Records a delivered event in history and the snapshot. Returns the
@@ -207,7 +246,10 @@ impl Stream {
 
     fn pop_oldest(&mut self) {
         if let Some(old) = self.history.pop_front() {
-            self.ids.remove(&old.event.id);
+            // Unless the id has a newer event (the same id restored twice).
+            if self.ids.get(&old.event.id) == Some(&old.event.seq) {
+                self.ids.remove(&old.event.id);
+            }
             self.bytes -= old.weight();
         }
     }
@@ -461,6 +503,26 @@ mod tests {
         stream.retain(second, 10);
         assert_eq!(stream.seq_of(&EventId::new("id-1").unwrap()), Some(2));
         assert_eq!(stream.assign(&EventId::new("id-3").unwrap()), 3);
+        // The older of the two leaving history leaves the newer one known.
+        stream.pop_oldest();
+        assert_eq!(stream.seq_of(&EventId::new("id-1").unwrap()), Some(2));
+    }
+
+    #[test]
+    fn a_given_up_event_leaves_no_id_and_nothing_pending() {
+        let mut stream = stream_with(1..=2, 10);
+        let id = EventId::new("lost").unwrap();
+        let seq = stream.assign(&id);
+        let told = stream.when_settled(seq);
+        assert!(stream.is_pending(seq) && !stream.is_idle());
+        stream.give_up(&id, seq);
+        stream.settled(seq, false);
+        assert_eq!(told.blocking_recv(), Ok(false));
+        assert_eq!(stream.seq_of(&id), None);
+        // Past its seq, so the topic can go dormant and a client checking in
+        // now is told seq 3 is the latest, not left to see a hole.
+        assert!(!stream.is_pending(seq) && stream.is_idle());
+        assert_eq!(stream.delivered_seq, 3);
     }
 
     #[test]

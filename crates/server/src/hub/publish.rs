@@ -24,6 +24,9 @@ enum Delivery {
         committed: tokio::sync::oneshot::Receiver<Result<(), StoreError>>,
         reached: Arc<AtomicU32>,
     },
+    /// A retry of an event the durable store is still writing: it has the
+    /// first attempt's outcome, once that is known.
+    AwaitingFirstAttempt(tokio::sync::oneshot::Receiver<bool>),
 }
 
 /// A publish whose seq is assigned; with a durable store, not yet confirmed.
@@ -44,6 +47,13 @@ impl Enqueued {
                     .map_err(|e| PublishError::Store(e.to_string()))?;
                 Ok((self.receipt, reached.load(Relaxed)))
             }
+            Delivery::AwaitingFirstAttempt(settled) => match settled.await {
+                Ok(true) => Ok((self.receipt, 0)),
+                Ok(false) => Err(PublishError::Store(
+                    "an earlier attempt with this id could not be stored; retry it".into(),
+                )),
+                Err(_) => Err(PublishError::Store("the store stopped".into())),
+            },
         }
     }
 }
@@ -161,15 +171,21 @@ impl Hub {
                 Some(id) => {
                     if let Some(seq) = stream.seq_of(&id) {
                         self.inner.metrics.events_duplicate.fetch_add(1, Relaxed);
+                        // A retry that overtakes the first attempt's durable
+                        // write is answered with that write's outcome: a
+                        // receipt now would vouch for an event the store
+                        // may still fail to keep.
+                        let delivery = if stream.is_pending(seq) {
+                            Delivery::AwaitingFirstAttempt(stream.when_settled(seq))
+                        } else {
+                            Delivery::Done(0)
+                        };
                         let receipt = PublishReceipt {
                             id,
                             topic: request.topic,
                             seq,
                         };
-                        return Ok(Enqueued {
-                            receipt,
-                            delivery: Delivery::Done(0),
-                        });
+                        return Ok(Enqueued { receipt, delivery });
                     }
                     id
                 }
@@ -210,19 +226,21 @@ impl Hub {
                         epoch: stream.epoch.clone(),
                         then: Box::new(move |committed| {
                             let mut stream = target.lock();
-                            if !committed {
-                                // Never stored, never delivered: a retry with
-                                // this id must be published, not answered as
-                                // a duplicate of an event nobody will get.
-                                stream.forget(&retained.event.id, retained.event.seq);
-                                return;
+                            let seq = retained.event.seq;
+                            if committed {
+                                // It enters history (and its age starts) now,
+                                // not when its seq was assigned.
+                                let mut retained = retained;
+                                retained.retained_at = Instant::now();
+                                let n = hub.deliver(&mut stream, retained, &audience);
+                                count.store(n, Relaxed);
+                            } else {
+                                // Never stored, never delivered: a later retry
+                                // with this id must be published, not answered
+                                // as a duplicate of an event nobody will get.
+                                stream.give_up(&retained.event.id, seq);
                             }
-                            // It enters history (and its age starts) now,
-                            // not when its seq was assigned.
-                            let mut retained = retained;
-                            retained.retained_at = Instant::now();
-                            let n = hub.deliver(&mut stream, retained, &audience);
-                            count.store(n, Relaxed);
+                            stream.settled(seq, committed);
                         }),
                         done,
                     }));
@@ -360,33 +378,43 @@ mod tests {
     use tokio::sync::mpsc;
     use tokio_util::sync::CancellationToken;
 
-    use super::PublishError;
+    use super::{Audience, PublishError};
     use crate::config::Config;
     use crate::hub::Hub;
     use crate::store::{RecoveredTopic, Store, StoreError, Write};
 
-    /// A store whose every write fails, as on a full disk.
+    /// A durable store whose writes end as the test says, one verdict per
+    /// write (`false`: the write fails, as on a full disk), and not before.
     #[derive(Debug)]
-    struct FailingStore {
+    struct ScriptedStore {
         journal: Mutex<Option<mpsc::Sender<Write>>>,
     }
 
-    impl FailingStore {
-        fn start() -> Arc<FailingStore> {
+    impl ScriptedStore {
+        /// The store, and where the test sends each write's verdict.
+        fn start() -> (Arc<ScriptedStore>, std::sync::mpsc::Sender<bool>) {
             let (journal, mut writes) = mpsc::channel::<Write>(16);
-            // Ends when the hub (and with it the journal's sender) is dropped.
+            let (verdict, verdicts) = std::sync::mpsc::channel::<bool>();
+            // Ends when the hub (and with it the journal's sender) or the
+            // test's verdict sender is dropped.
             std::thread::spawn(move || {
                 while let Some(write) = writes.blocking_recv() {
-                    write.finish(&Err(StoreError::Write("disk full".into())));
+                    let Ok(stored) = verdicts.recv() else { return };
+                    write.finish(&if stored {
+                        Ok(())
+                    } else {
+                        Err(StoreError::Write("disk full".into()))
+                    });
                 }
             });
-            Arc::new(FailingStore {
+            let store = Arc::new(ScriptedStore {
                 journal: Mutex::new(Some(journal)),
-            })
+            });
+            (store, verdict)
         }
     }
 
-    impl Store for FailingStore {
+    impl Store for ScriptedStore {
         fn recover(&self) -> Result<Vec<RecoveredTopic>, StoreError> {
             Ok(Vec::new())
         }
@@ -404,29 +432,72 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_retry_after_a_failed_durable_write_is_published_again_not_taken_for_a_duplicate() {
-        let hub = Hub::with_store(
-            Config::default(),
-            CancellationToken::new(),
-            Some(FailingStore::start()),
-        );
+    fn hub_with_scripted_store() -> (Hub, std::sync::mpsc::Sender<bool>) {
+        let (store, verdict) = ScriptedStore::start();
+        let hub = Hub::with_store(Config::default(), CancellationToken::new(), Some(store));
+        (hub, verdict)
+    }
+
+    fn step_3() -> PublishRequest {
         let mut request = PublishRequest::new(
             Topic::parse("run:1").unwrap(),
             EventType::StepProgress,
             serde_json::Value::Null,
         );
         request.id = Some(EventId::new("step-3").unwrap());
+        request
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_a_failed_durable_write_is_published_again_not_taken_for_a_duplicate() {
+        let (hub, verdict) = hub_with_scripted_store();
         // Before the fix, the retry got a success receipt for the first
         // attempt's seq: an event that was never stored nor delivered.
         for attempt in 1..=2 {
-            let result = hub.publish(request.clone()).await;
+            verdict.send(false).unwrap();
+            let result = hub.publish(step_3()).await;
             assert!(
                 matches!(result, Err(PublishError::Store(_))),
                 "attempt {attempt}: {result:?}"
             );
         }
         assert_eq!(hub.metrics().events_duplicate.load(Relaxed), 0);
+        // The third attempt is stored; seqs given up are not reused.
+        verdict.send(true).unwrap();
+        assert_eq!(hub.publish(step_3()).await.unwrap().seq, 3);
+        hub.close_store();
+    }
+
+    #[tokio::test]
+    async fn a_retry_that_overtakes_a_pending_write_gets_its_failure_not_a_receipt() {
+        let (hub, verdict) = hub_with_scripted_store();
+        let first = hub.enqueue(step_3(), Audience::Subscribers).await.unwrap();
+        let retry = hub.enqueue(step_3(), Audience::Subscribers).await.unwrap();
+        let mut retry = Box::pin(retry.finish());
+        // Before the fix, the retry was answered at once with a receipt.
+        assert!(futures::poll!(&mut retry).is_pending());
+        verdict.send(false).unwrap();
+        assert!(matches!(first.finish().await, Err(PublishError::Store(_))));
+        assert!(matches!(retry.await, Err(PublishError::Store(_))));
+        // The stream moved past the given-up seq: nothing pending remains.
+        verdict.send(true).unwrap();
+        assert_eq!(hub.publish(step_3()).await.unwrap().seq, 2);
+        hub.close_store();
+    }
+
+    #[tokio::test]
+    async fn a_retry_that_overtakes_a_pending_write_gets_the_first_receipt_once_it_is_stored() {
+        let (hub, verdict) = hub_with_scripted_store();
+        let first = hub.enqueue(step_3(), Audience::Subscribers).await.unwrap();
+        let retry = hub.enqueue(step_3(), Audience::Subscribers).await.unwrap();
+        let mut retry = Box::pin(retry.finish());
+        assert!(futures::poll!(&mut retry).is_pending());
+        verdict.send(true).unwrap();
+        let (stored, _) = first.finish().await.unwrap();
+        let (answered, reached) = retry.await.unwrap();
+        assert_eq!(answered, stored);
+        assert_eq!(reached, 0, "a duplicate is delivered to nobody");
+        assert_eq!(hub.metrics().events_duplicate.load(Relaxed), 1);
         hub.close_store();
     }
 }
