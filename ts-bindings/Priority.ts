@@ -4,5 +4,8 @@
  * How much an event matters when a slow consumer's queue is full: `low` then
  * `normal` events are shed (with a `gap`), `high` and `critical` never are (the
  * connection is closed with 1013 instead, so the client reconnects and replays).
+ *
+ * Decoded from its name only; `null` is the default (`normal`), as an
+ * absent `priority` is.
  */
 export type Priority = "low" | "normal" | "high" | "critical";

@@ -10,6 +10,8 @@ use herald_protocol::session::SessionError;
 use herald_protocol::{CallbackId, ErrorCode};
 use serde::Deserialize;
 
+use crate::tls::TlsError;
+
 /// A URL that cannot name a hub.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid hub url {url:?}: {reason}")]
@@ -44,9 +46,12 @@ pub enum HttpError {
     /// The URL does not name a hub endpoint.
     #[error(transparent)]
     Url(#[from] UrlError),
-    /// The HTTP client could not be built (e.g. no TLS backend for `https`).
+    /// The HTTP client could not be built.
     #[error("could not build the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+    /// The extra trusted certificates were not accepted.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// No answer: connection refused or reset, or a timeout, on every attempt.
     #[error("could not reach the hub after {attempts} attempt(s): {source}")]
     Transport {
@@ -142,6 +147,9 @@ pub enum SubscribeError {
     /// The URL does not name a hub.
     #[error(transparent)]
     Url(#[from] UrlError),
+    /// The extra trusted certificates were not accepted.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The first connection attempt failed (later ones are retried by the session).
     #[error("could not connect to {url}: {source}")]
     Connect {

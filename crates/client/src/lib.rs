@@ -54,6 +54,8 @@
 //! - [`subscriber`]: [`Subscriber`], its builder and [`SubscriberItem`];
 //!   `subscriber::driver` is the task that drives the session over a socket.
 //! - [`unix`]: [`UnixPublisher`], fire-and-forget datagrams.
+//! - [`tls`]: what an `https://` / `wss://` hub's certificate is checked
+//!   against (Mozilla roots, plus `root_certificate_pem` on either builder).
 //! - [`cli`]: the command-line commands.
 
 pub mod approval;
@@ -65,6 +67,7 @@ pub mod publisher;
 pub mod retry;
 pub mod subscriber;
 mod task;
+pub mod tls;
 pub mod unix;
 
 pub use batch::{BatchingPublisher, PendingReceipt};
@@ -76,6 +79,7 @@ pub use herald_protocol::{Event, PublishReceipt, PublishRequest};
 pub use publisher::Publisher;
 pub use retry::RetryPolicy;
 pub use subscriber::{Subscriber, SubscriberBuilder, SubscriberItem};
+pub use tls::TlsError;
 pub use unix::UnixPublisher;
 
 /// Where a hub listens when no URL is given: `http://127.0.0.1:8765`.

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::endpoint::HubUrl;
 use crate::error::{HttpError, HubError, PublishError};
 use crate::retry::RetryPolicy;
+use crate::tls::ExtraRoots;
 
 /// The longest part of an unexpected error body kept in [`HttpError::Status`].
 const MAX_BODY_EXCERPT: usize = 512;
@@ -38,6 +39,7 @@ pub struct PublisherBuilder {
     timeout: Duration,
     connect_timeout: Duration,
     token: Option<String>,
+    roots: ExtraRoots,
 }
 
 impl PublisherBuilder {
@@ -65,11 +67,21 @@ impl PublisherBuilder {
         self
     }
 
+    /// Also trust the certificates of this PEM text (one or several
+    /// `CERTIFICATE` blocks) for an `https://` hub: a private CA, or a
+    /// proxy's self-signed certificate. Checked by [`build`](Self::build).
+    /// Default: the Mozilla roots only (see [`crate::tls`]).
+    pub fn root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.roots.push(pem.into());
+        self
+    }
+
     /// Builds the publisher (no request is made yet).
     pub fn build(self) -> Result<Publisher, HttpError> {
         let url = HubUrl::parse(&self.url)?;
         let http = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
+            .use_preconfigured_tls(self.roots.client_config()?)
             .build()
             .map_err(HttpError::Client)?;
         Ok(Publisher {
@@ -106,6 +118,7 @@ impl Publisher {
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             token: None,
+            roots: ExtraRoots::default(),
         }
     }
 
@@ -213,10 +226,12 @@ impl Publisher {
                     }
                 }
                 Err(error) => {
-                    let retryable = match idempotency {
-                        Idempotency::Idempotent => !error.is_builder(),
-                        Idempotency::Once => error.is_connect(),
-                    };
+                    // A certificate that is not trusted stays so: say it now.
+                    let retryable = !is_tls_refusal(&error)
+                        && match idempotency {
+                            Idempotency::Idempotent => !error.is_builder(),
+                            Idempotency::Once => error.is_connect(),
+                        };
                     if !(retryable && may_retry) {
                         return Err(HttpError::Transport {
                             attempts: attempt,
@@ -267,4 +282,26 @@ fn status_error(status: StatusCode, bytes: &[u8], attempts: u32) -> HttpError {
         body,
         attempts,
     }
+}
+
+/// Whether TLS refused the hub (its certificate, or the handshake): the next
+/// attempt would be refused the same way.
+fn is_tls_refusal(error: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        // rustls's error arrives wrapped in `io::Error`s, whose `source`
+        // skips the error each wraps.
+        let mut wrapped = cause;
+        while let Some(inner) = wrapped
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            wrapped = inner;
+        }
+        if wrapped.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }

@@ -151,7 +151,11 @@ pub struct Replay {
 /// subscribed topic when none are named.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, TS)]
 pub struct RequestState {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "subscriptions",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[ts(optional, as = "Option<Vec<String>>")]
     pub topics: Option<Vec<Topic>>,
 }
@@ -316,6 +320,19 @@ impl ClientFrame {
         };
         let message = decode_message(&tag, map).map_err(fail)?;
         Ok(ClientFrame { id, message })
+    }
+
+    /// Only the request id of a text frame (`None` when it has none, or the
+    /// text is not a frame): what a refusal that does not read the frame
+    /// (e.g. `rate_limited`) still echoes as `ref`. Parses without keeping
+    /// anything else.
+    pub fn peek_id(text: &str) -> Option<RequestId> {
+        #[derive(Deserialize)]
+        struct IdOnly {
+            #[serde(default)]
+            id: Option<RequestId>,
+        }
+        serde_json::from_str::<IdOnly>(text).ok()?.id
     }
 
     /// Encodes the frame as JSON text (canonical form: tagged by `action`).

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use herald_protocol::event::CallbackId;
-use herald_protocol::frame::{Confirm, Heartbeat, RequestState, Subscribe};
+use herald_protocol::frame::{Confirm, Heartbeat, RequestState, Subscribe, Unsubscribe};
 use herald_protocol::{
     ClientFrame, ClientMessage, ErrorCode, FrameError, RequestId, ServerMessage, Topic,
     TopicPattern,
@@ -83,6 +83,23 @@ fn seed_subscriptions_is_an_alias_of_topics() {
             ..Subscribe::default()
         })
     );
+    // Wherever a frame takes `topics`.
+    assert_eq!(
+        decode(r#"{"action":"unsubscribe","subscriptions":["run:a"]}"#),
+        ClientMessage::Unsubscribe(Unsubscribe {
+            topics: topics(&["run:a"]),
+        })
+    );
+    for action in ["request_state", "refresh"] {
+        assert_eq!(
+            decode(&format!(
+                r#"{{"action":"{action}","subscriptions":["run:a"]}}"#
+            )),
+            ClientMessage::RequestState(RequestState {
+                topics: Some(vec![Topic::parse("run:a").unwrap()]),
+            })
+        );
+    }
 }
 
 #[test]

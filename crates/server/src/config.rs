@@ -215,9 +215,37 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
+/// Parses `--bind`: `IP:PORT`, or `HOST:PORT` resolved once (an IPv4
+/// address first, as `localhost` usually means `127.0.0.1`).
+pub fn parse_bind(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let resolved: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(text)
+        .map_err(|e| format!("{text:?} is not an address like 127.0.0.1:8765: {e}"))?
+        .collect();
+    resolved
+        .iter()
+        .find(|addr| addr.is_ipv4())
+        .or_else(|| resolved.first())
+        .copied()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bind_takes_an_address_or_a_host_name() {
+        assert_eq!(
+            parse_bind("127.0.0.1:0"),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 0)))
+        );
+        let localhost = parse_bind("localhost:8765").unwrap();
+        assert!(localhost.ip().is_loopback() && localhost.port() == 8765);
+        assert!(parse_bind("127.0.0.1").is_err());
+    }
 
     #[test]
     fn durations_read_like_the_contract_says() {

@@ -183,13 +183,23 @@ enum End {
     SocketError(String),
 }
 
+/// What a connection's URL asked for (`?topics=` or a shortcut path).
+#[derive(Debug, Default)]
+pub(crate) struct Opening {
+    /// Subscribed on connect.
+    pub(crate) topics: Vec<TopicPattern>,
+    /// Why each topic that is not one was refused (`invalid_topic`, sent
+    /// right after `welcome`).
+    pub(crate) bad_topics: Vec<String>,
+}
+
 /// Runs a connection to its end: welcome, initial subscriptions, then frames
 /// both ways until the peer leaves, the hub closes it, or the hub shuts down.
 pub(crate) async fn run(
     hub: Hub,
     (sink, stream): (Sink, Source),
     conn: Arc<ConnHandle>,
-    initial: Vec<TopicPattern>,
+    opening: Opening,
 ) {
     hub.attach(&conn);
     tracing::info!(session = %conn.id, user = conn.user_id.as_deref(), remote = ?conn.remote, "connection opened");
@@ -199,16 +209,23 @@ pub(crate) async fn run(
         heartbeat_ms: hub.config().heartbeat_interval.as_millis() as u64,
         server_version: env!("CARGO_PKG_VERSION").to_owned(),
     }));
+    // `welcome` is always the first frame; what was wrong with the URL
+    // comes right after it.
+    for message in opening.bad_topics {
+        conn.send_error(&hub, ErrorCode::InvalidTopic, message, None);
+    }
     // Nobody misses a question: a user with pending approvals gets the snapshot
     // of their topic, which holds every pending `approval.requested`.
     if let Some(user) = conn.user_id.as_deref()
         && hub.approvals().pending_of_user(user) > 0
         && let Ok(topic) = Topic::user(user)
     {
-        conn.send(&hub.snapshot(&topic));
+        conn.send(&hub.snapshot(&topic, &EventFilter::default()));
     }
-    let (allowed, denied): (Vec<TopicPattern>, Vec<TopicPattern>) =
-        initial.into_iter().partition(|p| conn.may_subscribe(p));
+    let (allowed, denied): (Vec<TopicPattern>, Vec<TopicPattern>) = opening
+        .topics
+        .into_iter()
+        .partition(|p| conn.may_subscribe(p));
     if let Err((code, message)) = conn.check_access(&denied) {
         conn.send_error(&hub, code, message, None);
     }
@@ -280,6 +297,12 @@ async fn read_loop(hub: &Hub, conn: &Arc<ConnHandle>, mut stream: Source) -> End
             match limiter.check(Instant::now()) {
                 Verdict::Allow => {}
                 Verdict::Refuse => {
+                    // Not carried out, but named: the client learns which
+                    // request to send again.
+                    let reference = match &message {
+                        Message::Text(text) => ClientFrame::peek_id(text.as_str()),
+                        _ => None,
+                    };
                     conn.send_error(
                         hub,
                         ErrorCode::RateLimited,
@@ -287,7 +310,7 @@ async fn read_loop(hub: &Hub, conn: &Arc<ConnHandle>, mut stream: Source) -> End
                             "too many frames: at most {} a second",
                             hub.config().client_rate_limit
                         ),
-                        None,
+                        reference,
                     );
                     continue;
                 }
@@ -387,8 +410,15 @@ async fn dispatch(
             let patterns: Vec<TopicPattern> =
                 topics.iter().cloned().map(TopicPattern::Exact).collect();
             conn.check_access(&patterns)?;
+            // Through the topic's subscription filter, if it has one.
             for topic in &topics {
-                conn.send(&hub.snapshot(topic));
+                let filter = conn
+                    .subscriptions
+                    .lock()
+                    .get(&TopicPattern::Exact(topic.clone()))
+                    .cloned()
+                    .unwrap_or_default();
+                conn.send(&hub.snapshot(topic, &filter));
             }
             Ok(())
         }

@@ -14,10 +14,6 @@ use tokio::net::UnixDatagram;
 
 use crate::hub::Hub;
 
-/// Largest datagram read; larger ones are truncated by the kernel and then
-/// fail to parse (counted as rejected).
-const MAX_DATAGRAM: usize = 64 * 1024;
-
 /// Why the ingest socket could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -64,7 +60,10 @@ pub async fn run(hub: Hub, socket: UnixDatagram, path: PathBuf) {
     let token = hub.shutdown_token().clone();
     // Registered once, not once per datagram.
     let mut stopped = std::pin::pin!(token.cancelled());
-    let mut buffer = vec![0u8; MAX_DATAGRAM];
+    // The same limit as an HTTP publish body; one byte more tells a datagram
+    // at the limit from a longer one the kernel cut to fit.
+    let limit = hub.config().max_body_size;
+    let mut buffer = vec![0u8; limit.saturating_add(1)];
     loop {
         let received = tokio::select! {
             biased;
@@ -84,6 +83,11 @@ pub async fn run(hub: Hub, socket: UnixDatagram, path: PathBuf) {
         }
         let metrics = hub.metrics();
         metrics.unix_datagrams.fetch_add(1, Relaxed);
+        if len > limit {
+            metrics.unix_datagrams_rejected.fetch_add(1, Relaxed);
+            tracing::warn!(limit, "rejected a datagram larger than --max-body-size");
+            continue;
+        }
         let request = match serde_json::from_slice::<PublishRequest>(&buffer[..len]) {
             Ok(request) => request,
             Err(error) => {

@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use herald_server::auth::Authenticator;
-use herald_server::config::{parse_duration, parse_size};
+use herald_server::config::{parse_bind, parse_duration, parse_size};
 use herald_server::{Config, Hub, StoreConfig, server};
 use tokio_util::sync::CancellationToken;
 
@@ -40,8 +41,9 @@ enum LogFormat {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
-    /// Address to listen on; port 0 picks a free port.
-    #[arg(long, env = "HERALD_BIND", default_value = "127.0.0.1:8765")]
+    /// Address to listen on (`IP:PORT`, or `HOST:PORT` resolved once at
+    /// start, IPv4 first); port 0 picks a free port.
+    #[arg(long, env = "HERALD_BIND", default_value = "127.0.0.1:8765", value_parser = parse_bind)]
     bind: SocketAddr,
     /// Where events are kept: `memory` or `sqlite:PATH` (durable).
     #[arg(long, env = "HERALD_STORE", default_value = "memory")]
@@ -69,7 +71,7 @@ struct ServeArgs {
     approval_timeout: Duration,
     /// What an approval resolves to on timeout when the request does not say
     /// (the seeds proceeded; set false to make silence mean "stop").
-    #[arg(long, env = "HERALD_APPROVAL_DEFAULT_PROCEED", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "HERALD_APPROVAL_DEFAULT_PROCEED", default_value_t = true, action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
     approval_default_proceed: bool,
     /// Events retained per topic.
     #[arg(long, env = "HERALD_HISTORY_SIZE", default_value_t = 1000)]
@@ -113,8 +115,9 @@ struct ServeArgs {
     /// How long a client may take to send request headers (slow-loris protection).
     #[arg(long, env = "HERALD_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     header_timeout: Duration,
-    /// Allow a non-loopback --bind without authentication.
-    #[arg(long, env = "HERALD_INSECURE")]
+    /// Allow a non-loopback --bind without authentication (`HERALD_INSECURE`
+    /// takes true/false, 1/0, yes/no, on/off).
+    #[arg(long, env = "HERALD_INSECURE", value_parser = BoolishValueParser::new())]
     insecure: bool,
     /// Serve this directory under /app/ (e.g. `web-client` for the example page).
     #[arg(long, env = "HERALD_STATIC_DIR")]

@@ -315,7 +315,10 @@ impl Stream {
             .is_some_and(|epoch| *epoch != self.epoch);
         if foreign_epoch || since.seq > current {
             return ReplayPlan {
-                gap: (current >= 1).then(|| Gap {
+                // Even for a stream with no event yet (`to_seq` 0 < 1): the
+                // gap is the client's signal to drop its old checkpoint, or
+                // it would take the new stream's first seqs for duplicates.
+                gap: Some(Gap {
                     topic: self.topic.clone(),
                     from_seq: 1,
                     to_seq: current,

@@ -326,6 +326,26 @@ async fn unknown_connection_is_404_not_found() -> Result<()> {
 }
 
 #[tokio::test]
+async fn a_method_a_route_does_not_take_is_405_with_the_json_error_body() -> Result<()> {
+    let hub = Hub::start(&[]).await?;
+    let http = hub.http();
+    for reply in [
+        http.get("/api/v1/events").await?,
+        http.delete("/api/v1/status").await?,
+        http.post("/api/v1/approvals/some-id", &json!({})).await?,
+    ] {
+        ensure!(reply.status == 405, "{} {}", reply.status, reply.text);
+        ensure!(
+            str_field(&reply.body, "code") == "invalid_request"
+                && !str_field(&reply.body, "message").is_empty(),
+            "{}",
+            reply.text
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn deleting_a_connection_closes_its_socket_with_4500() -> Result<()> {
     let hub = Hub::start(&[]).await?;
     let mut client = hub.ws("/ws").await?;

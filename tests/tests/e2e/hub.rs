@@ -119,6 +119,24 @@ async fn query_topics_subscribe_on_connect() -> Result<()> {
     Ok(())
 }
 
+#[tokio::test]
+async fn a_bad_topic_in_the_url_is_refused_after_welcome_and_the_good_ones_subscribe() -> Result<()>
+{
+    let hub = Hub::start(&[]).await?;
+    // `hub.ws` insists that `welcome` is the first frame.
+    let mut client = hub.ws("/ws?topics=execution:q1,BAD!").await?;
+    let refused = client.recv_frame().await?;
+    ensure!(
+        frame_type(&refused) == "error" && str_field(&refused, "code") == "invalid_topic",
+        "{refused}"
+    );
+    client.expect_subscribed(&["execution:q1"]).await?;
+    let mut shortcut = hub.ws("/ws/executions/bad%20id").await?;
+    let refused = shortcut.recv_frame().await?;
+    ensure!(str_field(&refused, "code") == "invalid_topic", "{refused}");
+    Ok(())
+}
+
 /// Connects to a shortcut path and checks the `subscribed` frame it yields.
 async fn shortcut_subscribes(path: &str, topic: &str, pattern: bool) -> Result<()> {
     let hub = Hub::start(&[]).await?;

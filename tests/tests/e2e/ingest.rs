@@ -140,6 +140,45 @@ async fn unix_datagrams_into_a_durable_store_are_delivered_and_counted_as_publis
 }
 
 #[tokio::test]
+async fn a_datagram_takes_an_event_as_large_as_http_would_and_no_larger() -> Result<()> {
+    let (_dir, path) = socket_in_tempdir()?;
+    let hub = hub_on(&path, &["--max-body-size", "128KiB"]).await?;
+    let mut client = subscriber(&hub, "execution:big").await?;
+    // 100 KB: over the 64 KiB a datagram read used to be cut at.
+    let large = json!({"blob": "x".repeat(100_000)});
+    send_event(
+        &path,
+        &event("execution:big", "execution.progress", large.clone()),
+    )?;
+    let too_large = json!({"blob": "x".repeat(140_000)});
+    send_event(
+        &path,
+        &event("execution:big", "execution.progress", too_large),
+    )?;
+    send_event(
+        &path,
+        &event(
+            "execution:big",
+            "execution.progress",
+            json!({"after": true}),
+        ),
+    )?;
+    let events = client.recv_events(2).await?;
+    ensure!(
+        events[0]["data"] == large,
+        "the 100 KB event changed on the way"
+    );
+    ensure!(events[1]["data"] == json!({"after": true}), "{}", events[1]);
+    let reply = hub.http().get("/metrics").await?;
+    ensure!(
+        metric(&reply.text, "herald_unix_datagrams_rejected_total") == Some(1.0),
+        "{}",
+        reply.text
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn unix_datagram_keeps_the_optional_fields_of_the_events_shape() -> Result<()> {
     let (_dir, path) = socket_in_tempdir()?;
     let hub = hub_on(&path, &[]).await?;

@@ -220,6 +220,30 @@ async fn since_beyond_the_latest_seq_gives_gap_epoch_changed_then_live() -> Resu
 }
 
 #[tokio::test]
+async fn a_checkpoint_into_a_stream_with_no_event_yet_still_gets_the_epoch_changed_gap()
+-> Result<()> {
+    // As after a restart of a memory hub: the client had seq 4 of the old
+    // stream; the new one has nothing. Without the gap it would take the
+    // new stream's seqs 1..=4 for duplicates.
+    let hub = Hub::start(&[]).await?;
+    let mut client = hub.ws("/ws").await?;
+    let frames = subscribe_since(&mut client, "execution:e3", json!(4), json!({})).await?;
+    let gap = only(&frames, "gap")?;
+    ensure!(
+        str_field(gap, "reason") == "epoch_changed"
+            && gap["from_seq"] == json!(1)
+            && gap["to_seq"] == json!(0),
+        "{gap}"
+    );
+    let done = only(&frames, "replay_complete")?;
+    ensure!(
+        done["from_seq"] == json!(1) && done["to_seq"] == json!(0),
+        "{done}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn history_size_trims_oldest_events_and_replay_reports_a_trimmed_gap() -> Result<()> {
     let hub = Hub::start(&["--history-size", "10"]).await?;
     let http = hub.http();

@@ -767,10 +767,13 @@ async fn flooding_connection_is_closed_4029_while_fifty_others_get_every_event()
     let started = Instant::now();
     let mut tasks = JoinSet::new();
     tasks.spawn(async move {
-        let ping = json!({"action": "ping"}).to_string();
         let mut sent = 0;
         // The hub may close mid-flood: a failed send ends it.
-        while sent < FLOOD && flooder.send_text(ping.clone()).await.is_ok() {
+        while sent < FLOOD {
+            let ping = json!({"action": "ping", "id": sent + 1}).to_string();
+            if flooder.send_text(ping).await.is_err() {
+                break;
+            }
             sent += 1;
         }
         let limited = flooder
@@ -778,6 +781,11 @@ async fn flooding_connection_is_closed_4029_while_fifty_others_get_every_event()
             .await
             .with_context(|| format!("no rate_limited error after {sent} pings"))?;
         ensure!(frame_type(&limited) == "error", "{limited}");
+        // Refused unread, but named: the ping it refused.
+        ensure!(
+            limited["ref"].as_u64().is_some_and(|id| id > 1),
+            "{limited}"
+        );
         let (code, reason) = flooder.expect_close().await?;
         ensure!(code == 4029, "flooder closed with {code} {reason:?}");
         Ok(())
@@ -1020,6 +1028,67 @@ async fn non_loopback_bind_with_insecure_starts() -> Result<()> {
     ensure!(
         line.starts_with("listening on http://0.0.0.0:"),
         "first line: {line:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_cli_carries_an_api_key_over_http_and_a_jwt_over_the_websocket() -> Result<()> {
+    let hub = hs256_hub(&["--api-keys", API_KEYS]).await?;
+    let url = hub.http_url();
+    let publish = ["publish", "--url", &url, "--topic", "run:cli-auth"];
+    let refused = run_herald(
+        &[&publish[..], &["--type", "step.completed"]].concat(),
+        DEFAULT_TIMEOUT,
+    )
+    .await?;
+    let said = String::from_utf8_lossy(&refused.stderr);
+    ensure!(!refused.status.success() && said.contains("401"), "{said}");
+    let published = run_herald(
+        &[
+            &publish[..],
+            &["--type", "step.completed", "--id", "cli-keyed"],
+            &["--api-key", PUBLISH_KEY],
+        ]
+        .concat(),
+        DEFAULT_TIMEOUT,
+    )
+    .await?;
+    ensure!(
+        published.status.success(),
+        "{}",
+        String::from_utf8_lossy(&published.stderr)
+    );
+    // `herald tail` with the user's JWT replays the event it may read.
+    let token = hs256(&fresh("cli-user", &["run:*"]))?;
+    let bin = herald_bin()?;
+    let mut tail = tokio::process::Command::new(&bin)
+        .args([
+            "tail",
+            "--url",
+            &url,
+            "--topics",
+            "run:cli-auth",
+            "--since",
+            "0",
+        ])
+        .args(["--json", "--token", &token])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("spawning {}", bin.display()))?;
+    let stdout = tail.stdout.take().context("no stdout pipe")?;
+    let mut line = String::new();
+    let read = timeout(DEFAULT_TIMEOUT, BufReader::new(stdout).read_line(&mut line)).await;
+    let _ = tail.start_kill();
+    let _ = timeout(DEFAULT_TIMEOUT, tail.wait()).await;
+    read.context("no event line from herald tail")??;
+    let event: Value = serde_json::from_str(&line).context("an event frame")?;
+    ensure!(
+        str_field(&event, "id") == "cli-keyed",
+        "tail printed {line:?}"
     );
     Ok(())
 }

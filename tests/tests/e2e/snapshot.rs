@@ -137,6 +137,50 @@ async fn request_state_with_topics_sends_only_those() -> Result<()> {
 }
 
 #[tokio::test]
+async fn request_state_names_topics_with_the_subscriptions_alias_too() -> Result<()> {
+    let hub = Hub::start(&[]).await?;
+    publish_keyed(&hub.http(), "crew:ra2").await?;
+    let mut client = hub.ws("/ws").await?;
+    client.subscribe(&["crew:ra1"]).await?;
+    client
+        .send_json(&json!({"action": "refresh", "subscriptions": ["crew:ra2"]}))
+        .await?;
+    let snapshot = client.recv_until(|f| frame_type(f) == "snapshot").await?;
+    ensure!(str_field(&snapshot, "topic") == "crew:ra2", "{snapshot}");
+    ensure!(by_key(&snapshot)? == expected_view(), "{snapshot}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_snapshot_holds_only_what_the_subscription_filter_lets_through() -> Result<()> {
+    let hub = Hub::start(&[]).await?;
+    let http = hub.http();
+    publish_keyed(&http, "crew:sf").await?;
+    http.publish(
+        &json!({"topic": "crew:sf", "event_type": "task.progress", "key": "t1",
+        "data": {"version": 9}}),
+    )
+    .await?;
+    let mut client = hub.ws("/ws").await?;
+    client
+        .send_json(
+            &json!({"action": "subscribe", "topics": ["crew:sf"], "snapshot": true,
+            "filter": {"types": ["task.*"]}}),
+        )
+        .await?;
+    let snapshot = client.recv_until(|f| frame_type(f) == "snapshot").await?;
+    let only_task = BTreeMap::from([("t1".to_owned(), (5, json!({"version": 9})))]);
+    ensure!(by_key(&snapshot)? == only_task, "{snapshot}");
+    // `request_state` goes through the same filter.
+    client
+        .send_json(&json!({"action": "request_state"}))
+        .await?;
+    let again = client.recv_until(|f| frame_type(f) == "snapshot").await?;
+    ensure!(by_key(&again)? == only_task, "{again}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn seed_style_refresh_frame_sends_snapshots() -> Result<()> {
     let hub = Hub::start(&[]).await?;
     publish_keyed(&hub.http(), "crew:refresh").await?;

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use herald_protocol::CallbackId;
 
 use super::HubArgs;
-use crate::{Publisher, Subscriber, SubscriberItem};
+use crate::SubscriberItem;
 
 /// Answer a pending approval: connects over WebSocket, sends `confirm` and
 /// waits for the hub's `ack`; prints the decision as JSON. Fails (non-zero
@@ -44,7 +44,7 @@ pub struct ApproveArgs {
 /// Runs `herald approve`.
 pub async fn run_approve(args: ApproveArgs) -> anyhow::Result<()> {
     let limit = Duration::from_secs(args.timeout.max(1));
-    let mut builder = Subscriber::builder(args.hub.url.clone()).connect_timeout(limit);
+    let mut builder = args.hub.subscriber()?.connect_timeout(limit);
     if let Some(user) = &args.user {
         builder = builder.user_id(user.clone());
     }
@@ -82,10 +82,7 @@ pub async fn run_approve(args: ApproveArgs) -> anyhow::Result<()> {
         Err(_) => bail!("the hub did not answer within {limit:?}"),
     }
     // The decision as the hub recorded it; the ack alone already means it was taken.
-    let line = match Publisher::new(&args.hub.url)?
-        .approval(&args.callback_id)
-        .await
-    {
+    let line = match args.hub.publisher()?.approval(&args.callback_id).await {
         Ok(decision) => serde_json::to_string(&decision)?,
         Err(_) => serde_json::json!({
             "callback_id": args.callback_id,

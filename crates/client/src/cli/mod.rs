@@ -16,7 +16,12 @@ mod approve;
 mod publish;
 mod tail;
 
+use std::path::PathBuf;
+
+use anyhow::Context as _;
 use clap::Args;
+
+use crate::{Publisher, Subscriber, SubscriberBuilder};
 
 pub use self::approve::{ApproveArgs, run_approve};
 pub use self::publish::{PublishArgs, run_publish};
@@ -25,9 +30,58 @@ pub use self::tail::{TailArgs, format_event, run_tail};
 /// The hub a client command talks to.
 #[derive(Debug, Clone, Args)]
 pub struct HubArgs {
-    /// The hub's base URL (the WebSocket URL is derived from it: http → ws, + /ws).
+    /// The hub's base URL (the WebSocket URL is derived from it: http → ws,
+    /// https → wss, + /ws).
     #[arg(long, env = "HERALD_URL", default_value = crate::DEFAULT_URL)]
     pub url: String,
+    /// A PEM file of certificates to trust for an `https://` hub besides the
+    /// Mozilla roots: a private CA, or a TLS proxy's self-signed certificate.
+    #[arg(long, env = "HERALD_CA_CERT", value_name = "PEM_FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// An API key for a hub started with `--api-keys`, sent as
+    /// `Authorization: Bearer` on HTTP calls (publishing needs `publish`).
+    #[arg(long, env = "HERALD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// A JWT for a hub started with `--jwt-secret`/`--jwt-public-key`, sent
+    /// as `?token=` on the WebSocket (tail, approve).
+    #[arg(long, env = "HERALD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl HubArgs {
+    /// The `--ca-cert` file's text, if one was given.
+    fn ca_pem(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        self.ca_cert
+            .as_ref()
+            .map(|path| {
+                std::fs::read(path).with_context(|| format!("reading --ca-cert {}", path.display()))
+            })
+            .transpose()
+    }
+
+    /// A publisher for this hub.
+    fn publisher(&self) -> anyhow::Result<Publisher> {
+        let mut builder = Publisher::builder(self.url.clone());
+        if let Some(pem) = self.ca_pem()? {
+            builder = builder.root_certificate_pem(pem);
+        }
+        if let Some(key) = &self.api_key {
+            builder = builder.bearer_token(key.clone());
+        }
+        Ok(builder.build()?)
+    }
+
+    /// Subscriber options for this hub.
+    fn subscriber(&self) -> anyhow::Result<SubscriberBuilder> {
+        let mut builder = Subscriber::builder(self.url.clone());
+        if let Some(pem) = self.ca_pem()? {
+            builder = builder.root_certificate_pem(pem);
+        }
+        if let Some(token) = &self.token {
+            builder = builder.token(token.clone());
+        }
+        Ok(builder)
+    }
 }
 
 /// Whether an IO error is the reader going away (a closed pipe).

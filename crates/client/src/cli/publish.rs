@@ -9,7 +9,6 @@ use serde_json::Value;
 use tokio::io::AsyncReadExt;
 
 use super::HubArgs;
-use crate::Publisher;
 
 /// Publish one event and print its receipt `{"id", "topic", "seq"}` as JSON.
 #[derive(Debug, Clone, Args)]
@@ -63,7 +62,7 @@ pub async fn run_publish(args: PublishArgs) -> anyhow::Result<()> {
     request.key = args.key;
     request.source = args.source;
     request.id = args.id;
-    let publisher = Publisher::new(&args.hub.url)?;
+    let publisher = args.hub.publisher()?;
     let receipt = publisher
         .publish(request)
         .await

@@ -10,7 +10,7 @@ use herald_protocol::session::{Checkpoint, Checkpoints, ConnectionState};
 use herald_protocol::{Event, ServerMessage, TopicPattern};
 
 use super::{HubArgs, is_broken_pipe};
-use crate::{Subscriber, SubscriberItem};
+use crate::SubscriberItem;
 
 /// Follow topics and print one line per event on stdout; connection state,
 /// gaps and errors go to stderr. Reconnects by itself and resumes where it
@@ -73,7 +73,9 @@ pub async fn run_tail(args: TailArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let mut subscriber = Subscriber::builder(args.hub.url.clone())
+    let mut subscriber = args
+        .hub
+        .subscriber()?
         .topics(args.topics)
         .since(since)
         .connect()

@@ -3,6 +3,7 @@
 //! events to the [`Subscriber`](super::Subscriber) through a bounded queue.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -16,7 +17,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use super::SubscriberItem;
 use crate::error::SubscribeError;
@@ -84,6 +85,8 @@ impl Shared {
 pub(super) struct Driver {
     session: Session,
     url: String,
+    /// TLS for a `wss://` URL (built once, shared by every attempt).
+    tls: Arc<rustls::ClientConfig>,
     connect_timeout: Duration,
     /// The origin of the session's clock.
     clock: Instant,
@@ -117,6 +120,7 @@ impl Driver {
     pub(super) fn new(
         session: Session,
         url: String,
+        tls: Arc<rustls::ClientConfig>,
         connect_timeout: Duration,
         capacity: usize,
         items: mpsc::Sender<SubscriberItem>,
@@ -127,6 +131,7 @@ impl Driver {
         Driver {
             session,
             url,
+            tls,
             connect_timeout,
             clock: Instant::now(),
             socket: None,
@@ -231,10 +236,11 @@ impl Driver {
     async fn open(&mut self) {
         let attempt = tokio::time::timeout(
             self.connect_timeout,
-            tokio_tungstenite::connect_async_with_config(
+            tokio_tungstenite::connect_async_tls_with_config(
                 self.url.as_str(),
                 Some(WebSocketConfig::default().read_buffer_size(READ_BUFFER)),
                 true,
+                Some(Connector::Rustls(self.tls.clone())),
             ),
         )
         .await;

@@ -9,6 +9,7 @@
 mod driver;
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -30,6 +31,7 @@ use self::driver::{Command, Driver, Shared};
 use crate::endpoint::HubUrl;
 use crate::error::SubscribeError;
 use crate::task::OwnedTask;
+use crate::tls::ExtraRoots;
 
 /// How long [`Subscriber::close`] waits for the close handshake.
 const CLOSE_LIMIT: Duration = Duration::from_secs(5);
@@ -110,6 +112,7 @@ pub struct SubscriberBuilder {
     connect_timeout: Duration,
     buffer: usize,
     query: Vec<(String, String)>,
+    roots: ExtraRoots,
 }
 
 impl SubscriberBuilder {
@@ -172,6 +175,15 @@ impl SubscriberBuilder {
         self.query("user_id", user_id)
     }
 
+    /// Also trust the certificates of this PEM text (one or several
+    /// `CERTIFICATE` blocks) for a `wss://` hub: a private CA, or a proxy's
+    /// self-signed certificate. Checked by [`connect`](Self::connect).
+    /// Default: the Mozilla roots only (see [`crate::tls`]).
+    pub fn root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.roots.push(pem.into());
+        self
+    }
+
     fn query(mut self, key: &str, value: impl Into<String>) -> Self {
         self.query.push((key.to_owned(), value.into()));
         self
@@ -191,6 +203,7 @@ impl SubscriberBuilder {
             url.query_pairs_mut().extend_pairs(&self.query);
         }
         let url = url.to_string();
+        let tls = Arc::new(self.roots.client_config()?);
         let seed = uuid::Uuid::new_v4().as_u64_pair().0;
         let mut session = Session::new(self.config, seed);
         session.restore_checkpoints(self.since);
@@ -204,6 +217,7 @@ impl SubscriberBuilder {
         let driver = Driver::new(
             session,
             url.clone(),
+            tls,
             self.connect_timeout,
             self.buffer,
             item_tx,
@@ -244,6 +258,7 @@ impl Subscriber {
             connect_timeout: Duration::from_secs(10),
             buffer: 256,
             query: Vec::new(),
+            roots: ExtraRoots::default(),
         }
     }
 

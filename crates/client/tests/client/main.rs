@@ -13,4 +13,5 @@ mod cli;
 mod harness;
 mod publisher;
 mod subscriber;
+mod tls;
 mod unix;

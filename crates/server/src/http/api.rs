@@ -7,7 +7,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use herald_protocol::payload::{ApprovalDecision, ApprovalStatus, NewApproval};
 use herald_protocol::{
@@ -377,4 +377,17 @@ pub(crate) async fn metrics(State(hub): State<Hub>) -> Response {
 /// Anything else: 404 with a JSON body.
 pub(crate) async fn not_found() -> ApiError {
     ApiError::not_found("no such route: see the HTTP API in the README")
+}
+
+/// A route asked with a method it does not take: 405, with the same JSON
+/// error body as every other refusal (`invalid_request`).
+pub(crate) async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    let error = ApiError::new(
+        ErrorCode::InvalidRequest,
+        format!(
+            "{} does not take {method}: see the HTTP API in the README",
+            uri.path()
+        ),
+    );
+    (StatusCode::METHOD_NOT_ALLOWED, Json(error)).into_response()
 }

@@ -111,6 +111,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/health", get(api::health))
         .route("/metrics", get(api::metrics))
         .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
         .layer(middleware::from_fn_with_state(hub.clone(), authorize))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(hub);

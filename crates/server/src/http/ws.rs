@@ -14,7 +14,7 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt as _, StreamExt as _};
-use herald_protocol::{CloseReason, ErrorCode, ServerMessage, Topic, TopicPattern};
+use herald_protocol::{CloseReason, ErrorCode, Topic, TopicPattern};
 use serde::Deserialize;
 
 use super::error::ApiError;
@@ -227,15 +227,8 @@ fn accept(
                 Some(remote),
                 hub.config().queue_size,
             ));
-            for message in bad_topics {
-                hub.metrics().error(ErrorCode::InvalidTopic);
-                conn.send(&ServerMessage::Error(herald_protocol::frame::ErrorFrame {
-                    code: ErrorCode::InvalidTopic,
-                    message,
-                    reference: None,
-                }));
-            }
-            connection::run(hub, (sink, source), conn, topics).await;
+            let opening = connection::Opening { topics, bad_topics };
+            connection::run(hub, (sink, source), conn, opening).await;
         })
     })
 }

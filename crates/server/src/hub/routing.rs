@@ -61,7 +61,7 @@ impl Hub {
                         seq: Some(stream.delivered_seq),
                     }));
                     if request.snapshot {
-                        conn.send(&snapshot_of(&stream));
+                        conn.send(&snapshot_of(&stream, &filter));
                     }
                     if let Some(since) = request.since.get(topic) {
                         self.replay_locked(conn, &stream, since, &filter, usize::MAX);
@@ -175,11 +175,12 @@ impl Hub {
         }
     }
 
-    /// The `snapshot` frame of a topic.
-    pub(crate) fn snapshot(&self, topic: &Topic) -> ServerMessage {
+    /// The `snapshot` frame of a topic: the latest event per key that
+    /// `filter` lets through (as it would let them through live).
+    pub(crate) fn snapshot(&self, topic: &Topic, filter: &EventFilter) -> ServerMessage {
         let stream = self.stream(topic);
         let stream = stream.lock();
-        snapshot_of(&stream)
+        snapshot_of(&stream, filter)
     }
 
     /// Retained events of a topic after `since` (HTTP history): the epoch, the
@@ -221,12 +222,14 @@ impl Hub {
     }
 }
 
-fn snapshot_of(stream: &Stream) -> ServerMessage {
+fn snapshot_of(stream: &Stream, filter: &EventFilter) -> ServerMessage {
+    let mut events = stream.snapshot_events();
+    events.retain(|event| filter.matches(event));
     ServerMessage::Snapshot(herald_protocol::frame::Snapshot {
         topic: stream.topic.clone(),
         epoch: stream.epoch.clone(),
         seq: stream.delivered_seq,
-        events: stream.snapshot_events(),
+        events,
     })
 }
 
