@@ -420,3 +420,28 @@ fn control_target_prefers_task_over_run() {
         Topic::parse("task:t1").unwrap()
     );
 }
+
+#[test]
+fn peek_id_reads_only_the_frames_own_id() {
+    let peek = ClientFrame::peek_id;
+    assert_eq!(
+        peek(r#"{"action":"ping","id":7}"#),
+        Some(RequestId::Number(7))
+    );
+    assert_eq!(
+        peek(r#"{"id":"x-1","action":"subscribe","topics":["run:a"]}"#),
+        Some(RequestId::String("x-1".to_owned()))
+    );
+    // An id inside another field is not the frame's.
+    assert_eq!(peek(r#"{"action":"publish","data":{"id":9}}"#), None);
+    // One the frame could not carry, a duplicate key, or no frame at all.
+    for text in [
+        r#"{"action":"ping","id":-1}"#,
+        r#"{"action":"ping","id":true}"#,
+        r#"{"action":"ping","id":1,"id":2}"#,
+        r#"["ping",1]"#,
+        "not json",
+    ] {
+        assert_eq!(peek(text), None, "{text}");
+    }
+}

@@ -62,7 +62,8 @@ pub struct Config {
     /// Largest WebSocket frame accepted; larger ones close the connection with
     /// 1009. Default 64 KiB.
     pub max_frame_size: usize,
-    /// Largest HTTP request body; larger ones get 413. Default 1 MiB.
+    /// Largest HTTP request body (larger ones get 413) and Unix datagram
+    /// (larger ones are rejected; at most 16 MiB). Default 1 MiB.
     pub max_body_size: usize,
     /// Most topics and patterns one connection may subscribe to. Default 1000.
     pub max_subscriptions: usize,

@@ -184,7 +184,7 @@ enum End {
 }
 
 /// What a connection's URL asked for (`?topics=` or a shortcut path).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Opening {
     /// Subscribed on connect.
     pub(crate) topics: Vec<TopicPattern>,

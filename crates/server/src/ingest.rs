@@ -14,6 +14,9 @@ use tokio::net::UnixDatagram;
 
 use crate::hub::Hub;
 
+/// The largest datagram read, whatever `--max-body-size` says.
+const MAX_DATAGRAM: usize = 16 * 1024 * 1024;
+
 /// Why the ingest socket could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -60,9 +63,11 @@ pub async fn run(hub: Hub, socket: UnixDatagram, path: PathBuf) {
     let token = hub.shutdown_token().clone();
     // Registered once, not once per datagram.
     let mut stopped = std::pin::pin!(token.cancelled());
-    // The same limit as an HTTP publish body; one byte more tells a datagram
-    // at the limit from a longer one the kernel cut to fit.
-    let limit = hub.config().max_body_size;
+    // The same limit as an HTTP publish body (capped: the kernel lets a
+    // datagram through only up to the sender's socket buffer, ~208 KiB by
+    // default); one byte more tells a datagram at the limit from a longer
+    // one the kernel cut to fit.
+    let limit = hub.config().max_body_size.min(MAX_DATAGRAM);
     let mut buffer = vec![0u8; limit.saturating_add(1)];
     loop {
         let received = tokio::select! {
@@ -88,11 +93,20 @@ pub async fn run(hub: Hub, socket: UnixDatagram, path: PathBuf) {
             tracing::warn!(limit, "rejected a datagram larger than --max-body-size");
             continue;
         }
-        let request = match serde_json::from_slice::<PublishRequest>(&buffer[..len]) {
+        // An object, as over HTTP (serde alone would also take the fields
+        // as an array, in order).
+        let datagram = &buffer[..len];
+        let request = match datagram.trim_ascii_start().first() {
+            Some(b'{') => serde_json::from_slice::<PublishRequest>(datagram),
+            _ => Err(serde::de::Error::custom(
+                "expected a JSON object with named fields",
+            )),
+        };
+        let request = match request {
             Ok(request) => request,
             Err(error) => {
                 metrics.unix_datagrams_rejected.fetch_add(1, Relaxed);
-                let preview = String::from_utf8_lossy(&buffer[..len.min(120)]).into_owned();
+                let preview = String::from_utf8_lossy(&datagram[..len.min(120)]).into_owned();
                 tracing::warn!(%error, datagram = %preview, "rejected a malformed datagram");
                 continue;
             }

@@ -85,7 +85,7 @@ struct ServeArgs {
     /// Largest WebSocket frame accepted (larger: close 1009).
     #[arg(long, env = "HERALD_MAX_FRAME_SIZE", default_value = "64KiB", value_parser = parse_size)]
     max_frame_size: usize,
-    /// Largest HTTP request body (larger: 413).
+    /// Largest HTTP request body (larger: 413) and Unix datagram (larger: rejected).
     #[arg(long, env = "HERALD_MAX_BODY_SIZE", default_value = "1MiB", value_parser = parse_size)]
     max_body_size: usize,
     /// Most topics and patterns one connection may subscribe to.

@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
@@ -111,9 +111,25 @@ pub(crate) struct Stream {
     pub(crate) subscribers: HashMap<Arc<str>, Subscriber>,
     pub(crate) last_activity: Instant,
     bytes: usize,
-    /// Retries of an event still being written by a durable store, each
-    /// waiting to learn whether that write stored it: `(seq, tell)`.
-    settle_waiters: Vec<(u64, oneshot::Sender<bool>)>,
+    /// Events a durable store is still writing, by seq: where a retry of
+    /// one waits for the outcome. Weak: the write owns its [`Settle`].
+    pending: HashMap<u64, Weak<Settle>>,
+}
+
+/// Who waits for a durable write's outcome (retries of its event). Owned by
+/// the write's delivery callback: when the write ends it tells them, and if
+/// the write is dropped unfinished (its store gone) they learn that from
+/// their channel closing, never by waiting forever.
+#[derive(Debug, Default)]
+pub(crate) struct Settle(parking_lot::Mutex<Vec<oneshot::Sender<bool>>>);
+
+impl Settle {
+    /// Tells every waiter whether the write `stored` the event.
+    pub(crate) fn tell(&self, stored: bool) {
+        for waiter in self.0.lock().drain(..) {
+            let _ = waiter.send(stored);
+        }
+    }
 }
 
 impl Stream {
@@ -130,7 +146,7 @@ impl Stream {
             subscribers: HashMap::new(),
             last_activity: Instant::now(),
             bytes: 0,
-            settle_waiters: Vec::new(),
+            pending: HashMap::new(),
         }
     }
 
@@ -160,40 +176,42 @@ impl Stream {
         seq > self.delivered_seq
     }
 
-    /// Tells, once the pending event `seq` is settled, whether its write
-    /// stored it.
-    pub(crate) fn when_settled(&mut self, seq: u64) -> oneshot::Receiver<bool> {
-        let (tell, told) = oneshot::channel();
-        self.settle_waiters.push((seq, tell));
-        told
+    /// Records that a durable store is writing `seq`, and who to tell.
+    pub(crate) fn writing(&mut self, seq: u64, settle: &Arc<Settle>) {
+        self.pending.insert(seq, Arc::downgrade(settle));
     }
 
-    /// Ends a durable write, in seq order: tells whoever waits on `seq`
-    /// whether it was `stored`.
-    pub(crate) fn settled(&mut self, seq: u64, stored: bool) {
-        if self.settle_waiters.is_empty() {
-            return;
-        }
-        for (waited, tell) in std::mem::take(&mut self.settle_waiters) {
-            if waited == seq {
-                let _ = tell.send(stored);
-            } else {
-                self.settle_waiters.push((waited, tell));
-            }
-        }
+    /// A receiver told, once the pending event `seq` is settled, whether its
+    /// write stored it; `None` if that write was dropped unfinished.
+    pub(crate) fn when_settled(&mut self, seq: u64) -> Option<oneshot::Receiver<bool>> {
+        let settle = self.pending.get(&seq)?.upgrade()?;
+        let (tell, told) = oneshot::channel();
+        settle.0.lock().push(tell);
+        Some(told)
+    }
+
+    /// A durable write of `seq` is over (its callback then tells the waiters).
+    pub(crate) fn settled(&mut self, seq: u64) {
+        self.pending.remove(&seq);
     }
 
     /// Gives up an event that was assigned `seq` but will never be delivered
     /// (its durable write failed): its id is forgotten, so a retry is
-    /// published rather than taken for a duplicate, and the stream moves
-    /// past its seq (seqs are never reused; the hub's `subscribed` and
-    /// history answers name `seq` as the latest, so a client that checks
-    /// in after the failure sees no hole).
+    /// published rather than taken for a duplicate. Writes end in seq order,
+    /// so if `seq` is the newest assigned, every seq after the last delivered
+    /// one was given up: the next event takes them again. Nobody was told of
+    /// them (no receipt, no delivery, not in `subscribed` or history), and
+    /// the store never recorded them, so the stream stays gapless, also
+    /// across a restart. Otherwise a later event is already on its way with
+    /// a higher seq, and `seq` stays a hole (the one case without a `gap`:
+    /// no event is missing).
     pub(crate) fn give_up(&mut self, id: &EventId, seq: u64) {
         if self.ids.get(id) == Some(&seq) {
             self.ids.remove(id);
         }
-        self.delivered_seq = self.delivered_seq.max(seq);
+        if seq == self.assigned_seq {
+            self.assigned_seq = self.delivered_seq;
+        }
     }
 
     /// Records a delivered event in history and the snapshot. Returns the
@@ -315,9 +333,9 @@ impl Stream {
             .is_some_and(|epoch| *epoch != self.epoch);
         if foreign_epoch || since.seq > current {
             return ReplayPlan {
-                // Even for a stream with no event yet (`to_seq` 0 < 1): the
-                // gap is the client's signal to drop its old checkpoint, or
-                // it would take the new stream's first seqs for duplicates.
+                // Even for a stream with no event yet (`to_seq` 0 < 1), as
+                // the contract says: the gap tells the client (and its
+                // application) to drop what it held from the old stream.
                 gap: Some(Gap {
                     topic: self.topic.clone(),
                     from_seq: 1,
@@ -512,20 +530,41 @@ mod tests {
     }
 
     #[test]
-    fn a_given_up_event_leaves_no_id_and_nothing_pending() {
+    fn a_given_up_newest_event_leaves_no_id_and_its_seq_to_the_next_event() {
         let mut stream = stream_with(1..=2, 10);
         let id = EventId::new("lost").unwrap();
         let seq = stream.assign(&id);
-        let told = stream.when_settled(seq);
         assert!(stream.is_pending(seq) && !stream.is_idle());
         stream.give_up(&id, seq);
-        stream.settled(seq, false);
-        assert_eq!(told.blocking_recv(), Ok(false));
         assert_eq!(stream.seq_of(&id), None);
-        // Past its seq, so the topic can go dormant and a client checking in
-        // now is told seq 3 is the latest, not left to see a hole.
-        assert!(!stream.is_pending(seq) && stream.is_idle());
-        assert_eq!(stream.delivered_seq, 3);
+        // Nothing pending: the topic can go dormant, and the next event is 3.
+        assert!(stream.is_idle());
+        assert_eq!(stream.delivered_seq, 2);
+        assert_eq!(stream.assign(&EventId::new("next").unwrap()), 3);
+    }
+
+    #[test]
+    fn a_given_up_event_with_a_later_one_on_its_way_stays_a_hole() {
+        let mut stream = stream_with(1..=2, 10);
+        let (lost, later) = (
+            EventId::new("lost").unwrap(),
+            EventId::new("later").unwrap(),
+        );
+        let seq = stream.assign(&lost);
+        assert_eq!(stream.assign(&later), seq + 1);
+        stream.give_up(&lost, seq);
+        assert_eq!(stream.assign(&EventId::new("next").unwrap()), seq + 2);
+    }
+
+    #[test]
+    fn a_retry_waiting_on_a_write_dropped_unfinished_is_told_not_left_waiting() {
+        let mut stream = stream_with(1..=2, 10);
+        let settle = Arc::new(Settle::default());
+        stream.writing(3, &settle);
+        let told = stream.when_settled(3).unwrap();
+        drop(settle);
+        assert!(told.blocking_recv().is_err());
+        assert!(stream.when_settled(3).is_none());
     }
 
     #[test]

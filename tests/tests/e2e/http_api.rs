@@ -137,6 +137,43 @@ async fn event_without_event_type_is_400_invalid_request() -> Result<()> {
     Ok(())
 }
 
+#[tokio::test]
+async fn an_event_is_an_object_not_a_list_of_its_fields() -> Result<()> {
+    let hub = Hub::start(&[]).await?;
+    let batch = json!([
+        event("execution:shape", "execution.started", json!({})),
+        [
+            "execution:shape",
+            "execution.progress",
+            {},
+            "high",
+            null,
+            null,
+            null,
+            null
+        ],
+    ]);
+    let reply = hub.http().post("/api/v1/events", &batch).await?;
+    ensure!(
+        reply.status == 400
+            && reply.body["index"] == json!(1)
+            && str_field(&reply.body, "code") == "invalid_request",
+        "{} {}",
+        reply.status,
+        reply.text
+    );
+    // Validated whole: the good first event was not published either.
+    let seq = hub
+        .http()
+        .publish_simple("execution:shape", "execution.started", json!({}))
+        .await?;
+    ensure!(
+        seq == 1,
+        "the batch's first event was published (next seq {seq})"
+    );
+    Ok(())
+}
+
 /// The contract does not say whether a single event's bad topic is
 /// `invalid_request` (a bad field) or `invalid_topic`; both are accepted.
 #[tokio::test]

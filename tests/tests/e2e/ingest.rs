@@ -211,11 +211,13 @@ async fn malformed_unix_datagrams_are_counted_and_the_hub_keeps_working() -> Res
     let hub = hub_on(&path, &[]).await?;
     let mut client = subscriber(&hub, "execution:after").await?;
     let garbage: Vec<u8> = (0..60 * 1024).map(|i| (i % 251) as u8).collect();
-    let malformed: [&[u8]; 5] = [
+    let malformed: [&[u8]; 6] = [
         b"not json at all",
         br#"{"event_type":"execution.progress","data":{}}"#,
         br#"{"topic":"Bad Topic!","event_type":"execution.progress"}"#,
         br#"{"topic":"execution:x","event_type":"NotDotted"}"#,
+        // The fields as an array: an event is an object, as over HTTP.
+        br#"["execution:after","execution.progress",{},"high",null,null,null,null]"#,
         &garbage,
     ];
     for bytes in malformed {

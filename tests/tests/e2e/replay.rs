@@ -223,8 +223,8 @@ async fn since_beyond_the_latest_seq_gives_gap_epoch_changed_then_live() -> Resu
 async fn a_checkpoint_into_a_stream_with_no_event_yet_still_gets_the_epoch_changed_gap()
 -> Result<()> {
     // As after a restart of a memory hub: the client had seq 4 of the old
-    // stream; the new one has nothing. Without the gap it would take the
-    // new stream's seqs 1..=4 for duplicates.
+    // stream; the new one has nothing. The gap is what tells a client that
+    // ignores epochs to drop its checkpoint and state.
     let hub = Hub::start(&[]).await?;
     let mut client = hub.ws("/ws").await?;
     let frames = subscribe_since(&mut client, "execution:e3", json!(4), json!({})).await?;

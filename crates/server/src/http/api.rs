@@ -37,6 +37,13 @@ fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+    // serde would also take a struct as an array of its fields in order.
+    if !value.is_object() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "expected a JSON object with named fields",
+        ));
+    }
     serde_json::from_value(value).map_err(|e| {
         let error = DecodeError::from_json(&e);
         // A well-formed body with a bad field is `invalid_request`, whatever the field.

@@ -12,7 +12,7 @@ use super::{Hub, now_ms};
 use crate::connection::ConnHandle;
 use crate::outbox::{EventMeta, OutFrame, Pushed};
 use crate::store::{Append, StoreError, Write};
-use crate::stream::{Retained, Stream};
+use crate::stream::{Retained, Settle, Stream};
 
 /// Where a publish stands once its seq is assigned.
 enum Delivery {
@@ -37,7 +37,7 @@ struct Enqueued {
 
 impl Enqueued {
     /// Waits until the event is durable (and so delivered).
-    async fn finish(self) -> Result<(PublishReceipt, u32), PublishError> {
+    async fn finish(self, hub: &Hub) -> Result<(PublishReceipt, u32), PublishError> {
         match self.delivery {
             Delivery::Done(reached) => Ok((self.receipt, reached)),
             Delivery::AwaitingStore { committed, reached } => {
@@ -48,7 +48,10 @@ impl Enqueued {
                 Ok((self.receipt, reached.load(Relaxed)))
             }
             Delivery::AwaitingFirstAttempt(settled) => match settled.await {
-                Ok(true) => Ok((self.receipt, 0)),
+                Ok(true) => {
+                    hub.inner.metrics.events_duplicate.fetch_add(1, Relaxed);
+                    Ok((self.receipt, 0))
+                }
                 Ok(false) => Err(PublishError::Store(
                     "an earlier attempt with this id could not be stored; retry it".into(),
                 )),
@@ -109,7 +112,7 @@ impl Hub {
         request: PublishRequest,
         audience: Audience,
     ) -> Result<(PublishReceipt, u32), PublishError> {
-        self.enqueue(request, audience).await?.finish().await
+        self.enqueue(request, audience).await?.finish(self).await
     }
 
     /// Publishes a batch in order: every event is assigned its seq and handed
@@ -125,7 +128,7 @@ impl Hub {
         }
         let mut receipts = Vec::with_capacity(pending.len());
         for enqueued in pending {
-            receipts.push(enqueued.finish().await?.0);
+            receipts.push(enqueued.finish(self).await?.0);
         }
         Ok(receipts)
     }
@@ -170,15 +173,17 @@ impl Hub {
             let id = match request.id {
                 Some(id) => {
                     if let Some(seq) = stream.seq_of(&id) {
-                        self.inner.metrics.events_duplicate.fetch_add(1, Relaxed);
                         // A retry that overtakes the first attempt's durable
                         // write is answered with that write's outcome: a
                         // receipt now would vouch for an event the store
                         // may still fail to keep.
-                        let delivery = if stream.is_pending(seq) {
-                            Delivery::AwaitingFirstAttempt(stream.when_settled(seq))
-                        } else {
+                        let delivery = if !stream.is_pending(seq) {
+                            self.inner.metrics.events_duplicate.fetch_add(1, Relaxed);
                             Delivery::Done(0)
+                        } else if let Some(settled) = stream.when_settled(seq) {
+                            Delivery::AwaitingFirstAttempt(settled)
+                        } else {
+                            return Err(PublishError::Store("the store stopped".into()));
                         };
                         let receipt = PublishReceipt {
                             id,
@@ -216,6 +221,8 @@ impl Hub {
                 }
                 Some(permit) => {
                     let (done, committed) = tokio::sync::oneshot::channel();
+                    let settle = Arc::new(Settle::default());
+                    stream.writing(seq, &settle);
                     let reached = Arc::new(AtomicU32::new(0));
                     let hub = self.clone();
                     let target = stream_ref.clone();
@@ -226,7 +233,6 @@ impl Hub {
                         epoch: stream.epoch.clone(),
                         then: Box::new(move |committed| {
                             let mut stream = target.lock();
-                            let seq = retained.event.seq;
                             if committed {
                                 // It enters history (and its age starts) now,
                                 // not when its seq was assigned.
@@ -240,7 +246,9 @@ impl Hub {
                                 // as a duplicate of an event nobody will get.
                                 stream.give_up(&retained.event.id, seq);
                             }
-                            stream.settled(seq, committed);
+                            stream.settled(seq);
+                            drop(stream);
+                            settle.tell(committed);
                         }),
                         done,
                     }));
@@ -438,7 +446,8 @@ mod tests {
         (hub, verdict)
     }
 
-    fn step_3() -> PublishRequest {
+    /// An event with a producer-chosen id, as every attempt of it sends.
+    fn with_id() -> PublishRequest {
         let mut request = PublishRequest::new(
             Topic::parse("run:1").unwrap(),
             EventType::StepProgress,
@@ -455,45 +464,64 @@ mod tests {
         // attempt's seq: an event that was never stored nor delivered.
         for attempt in 1..=2 {
             verdict.send(false).unwrap();
-            let result = hub.publish(step_3()).await;
+            let result = hub.publish(with_id()).await;
             assert!(
                 matches!(result, Err(PublishError::Store(_))),
                 "attempt {attempt}: {result:?}"
             );
         }
         assert_eq!(hub.metrics().events_duplicate.load(Relaxed), 0);
-        // The third attempt is stored; seqs given up are not reused.
+        // The third attempt is stored, at the seq nobody was ever told of.
         verdict.send(true).unwrap();
-        assert_eq!(hub.publish(step_3()).await.unwrap().seq, 3);
+        assert_eq!(hub.publish(with_id()).await.unwrap().seq, 1);
         hub.close_store();
     }
 
     #[tokio::test]
     async fn a_retry_that_overtakes_a_pending_write_gets_its_failure_not_a_receipt() {
         let (hub, verdict) = hub_with_scripted_store();
-        let first = hub.enqueue(step_3(), Audience::Subscribers).await.unwrap();
-        let retry = hub.enqueue(step_3(), Audience::Subscribers).await.unwrap();
-        let mut retry = Box::pin(retry.finish());
+        let first = hub.enqueue(with_id(), Audience::Subscribers).await.unwrap();
+        let retry = hub.enqueue(with_id(), Audience::Subscribers).await.unwrap();
+        let mut retry = Box::pin(retry.finish(&hub));
         // Before the fix, the retry was answered at once with a receipt.
         assert!(futures::poll!(&mut retry).is_pending());
         verdict.send(false).unwrap();
-        assert!(matches!(first.finish().await, Err(PublishError::Store(_))));
+        assert!(matches!(
+            first.finish(&hub).await,
+            Err(PublishError::Store(_))
+        ));
         assert!(matches!(retry.await, Err(PublishError::Store(_))));
-        // The stream moved past the given-up seq: nothing pending remains.
+        assert_eq!(hub.metrics().events_duplicate.load(Relaxed), 0);
         verdict.send(true).unwrap();
-        assert_eq!(hub.publish(step_3()).await.unwrap().seq, 2);
+        assert_eq!(hub.publish(with_id()).await.unwrap().seq, 1);
+        hub.close_store();
+    }
+
+    #[tokio::test]
+    async fn a_retry_waiting_on_a_write_its_store_dropped_is_answered_not_left_hanging() {
+        let (hub, verdict) = hub_with_scripted_store();
+        let first = hub.enqueue(with_id(), Audience::Subscribers).await.unwrap();
+        let retry = hub.enqueue(with_id(), Audience::Subscribers).await.unwrap();
+        // The store's writer stops with the write in hand, never finishing it.
+        drop(verdict);
+        let answers = async { (first.finish(&hub).await, retry.finish(&hub).await) };
+        let (first, retry) = tokio::time::timeout(std::time::Duration::from_secs(10), answers)
+            .await
+            .expect("the retry was left waiting");
+        assert!(matches!(first, Err(PublishError::Store(_))), "{first:?}");
+        assert!(matches!(retry, Err(PublishError::Store(_))), "{retry:?}");
         hub.close_store();
     }
 
     #[tokio::test]
     async fn a_retry_that_overtakes_a_pending_write_gets_the_first_receipt_once_it_is_stored() {
         let (hub, verdict) = hub_with_scripted_store();
-        let first = hub.enqueue(step_3(), Audience::Subscribers).await.unwrap();
-        let retry = hub.enqueue(step_3(), Audience::Subscribers).await.unwrap();
-        let mut retry = Box::pin(retry.finish());
+        let first = hub.enqueue(with_id(), Audience::Subscribers).await.unwrap();
+        let retry = hub.enqueue(with_id(), Audience::Subscribers).await.unwrap();
+        let mut retry = Box::pin(retry.finish(&hub));
         assert!(futures::poll!(&mut retry).is_pending());
         verdict.send(true).unwrap();
-        let (stored, _) = first.finish().await.unwrap();
+        let (stored, _) = first.finish(&hub).await.unwrap();
         let (answered, reached) = retry.await.unwrap();
         assert_eq!(answered, stored);
         assert_eq!(reached, 0, "a duplicate is delivered to nobody");
