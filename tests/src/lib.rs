@@ -111,6 +111,29 @@ pub async fn run_herald(args: &[&str], limit: Duration) -> Result<Output> {
         .context("waiting for herald")
 }
 
+/// Runs `herald ARGS` until it prints its first line on stdout (bounded by
+/// `limit`), then stops it: for commands that run until stopped (`serve`,
+/// `tail`).
+pub async fn first_line_of_herald(args: &[&str], limit: Duration) -> Result<String> {
+    let bin = herald_bin()?;
+    let mut child = Command::new(&bin)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("spawning {}", bin.display()))?;
+    let stdout = child.stdout.take().context("no stdout pipe")?;
+    let mut line = String::new();
+    let read = timeout(limit, BufReader::new(stdout).read_line(&mut line)).await;
+    let _ = child.start_kill();
+    let _ = timeout(limit, child.wait()).await;
+    read.with_context(|| format!("herald {args:?} printed no line within {limit:?}"))??;
+    Ok(line)
+}
+
 /// One running `herald serve --bind 127.0.0.1:0 ARGS` process. Dropping it
 /// kills the process.
 #[derive(Debug)]

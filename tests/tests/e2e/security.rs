@@ -5,19 +5,18 @@
 //! to send them.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use herald_tests::{
-    DEFAULT_TIMEOUT, Hub, START_TIMEOUT, WsClient, frame_type, herald_bin, raw_ws_upgrade,
-    run_herald, workspace_root,
+    DEFAULT_TIMEOUT, Hub, START_TIMEOUT, WsClient, first_line_of_herald, frame_type,
+    raw_ws_upgrade, run_herald, workspace_root,
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::task::JoinSet;
@@ -1008,23 +1007,12 @@ async fn non_loopback_bind_without_auth_refuses_to_start_and_names_insecure() ->
 
 #[tokio::test]
 async fn non_loopback_bind_with_insecure_starts() -> Result<()> {
-    let bin = herald_bin()?;
-    let mut child = tokio::process::Command::new(&bin)
-        .args(["serve", "--bind", "0.0.0.0:0", "--insecure"])
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("spawning {}", bin.display()))?;
-    let stdout = child.stdout.take().context("no stdout pipe")?;
-    let mut line = String::new();
-    let read = timeout(START_TIMEOUT, BufReader::new(stdout).read_line(&mut line)).await;
     // No traffic goes to it: it is stopped as soon as it says where it listens.
-    let _ = child.start_kill();
-    let _ = timeout(DEFAULT_TIMEOUT, child.wait()).await;
-    read.context("no listening line")??;
+    let line = first_line_of_herald(
+        &["serve", "--bind", "0.0.0.0:0", "--insecure"],
+        START_TIMEOUT,
+    )
+    .await?;
     ensure!(
         line.starts_with("listening on http://0.0.0.0:"),
         "first line: {line:?}"
@@ -1061,30 +1049,20 @@ async fn the_cli_carries_an_api_key_over_http_and_a_jwt_over_the_websocket() -> 
     );
     // `herald tail` with the user's JWT replays the event it may read.
     let token = hs256(&fresh("cli-user", &["run:*"]))?;
-    let bin = herald_bin()?;
-    let mut tail = tokio::process::Command::new(&bin)
-        .args([
-            "tail",
-            "--url",
-            &url,
-            "--topics",
-            "run:cli-auth",
-            "--since",
-            "0",
-        ])
-        .args(["--json", "--token", &token])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("spawning {}", bin.display()))?;
-    let stdout = tail.stdout.take().context("no stdout pipe")?;
-    let mut line = String::new();
-    let read = timeout(DEFAULT_TIMEOUT, BufReader::new(stdout).read_line(&mut line)).await;
-    let _ = tail.start_kill();
-    let _ = timeout(DEFAULT_TIMEOUT, tail.wait()).await;
-    read.context("no event line from herald tail")??;
+    let tail = [
+        "tail",
+        "--url",
+        &url,
+        "--topics",
+        "run:cli-auth",
+        "--since",
+        "0",
+    ];
+    let line = first_line_of_herald(
+        &[&tail[..], &["--json", "--token", &token]].concat(),
+        DEFAULT_TIMEOUT,
+    )
+    .await?;
     let event: Value = serde_json::from_str(&line).context("an event frame")?;
     ensure!(
         str_field(&event, "id") == "cli-keyed",
