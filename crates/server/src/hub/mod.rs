@@ -316,6 +316,9 @@ impl Hub {
                 evict.push(topic);
             }
         }
+        // Our handles go first: a stream is evicted only if the map holds
+        // the one handle left.
+        drop(streams);
         if evict.is_empty() {
             return;
         }
@@ -325,6 +328,14 @@ impl Hub {
             let Some(stream) = map.get(&topic) else {
                 continue;
             };
+            // Someone got this stream from the map and is about to lock it (a
+            // publisher, about to assign the next seq): evicting it now
+            // would let the next caller rebuild the topic from the dormant
+            // seq and assign that seq a second time. Handles are only handed
+            // out under the map's lock, which we hold, so this count is exact.
+            if Arc::strong_count(stream) > 1 {
+                continue;
+            }
             let stream_guard = stream.lock();
             if !stream_guard.is_idle() {
                 continue;
@@ -352,5 +363,40 @@ impl Hub {
     /// Topics held in memory.
     pub fn topic_count(&self) -> usize {
         self.inner.streams.read().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use herald_protocol::Topic;
+    use tokio_util::sync::CancellationToken;
+
+    use super::Hub;
+    use crate::config::Config;
+
+    #[test]
+    fn a_stream_someone_holds_is_not_evicted_under_them() {
+        let config = Config {
+            history_age: Duration::ZERO,
+            ..Config::default()
+        };
+        let hub = Hub::new(config, CancellationToken::new());
+        let topic = Topic::parse("run:idle").unwrap();
+        // As a publisher between taking the stream and locking it.
+        let held = hub.stream(&topic);
+        std::thread::sleep(Duration::from_millis(2));
+        hub.sweep();
+        assert_eq!(hub.topic_count(), 1);
+        held.lock().assign(&"e1".parse().unwrap());
+        drop(held);
+        // Idle again only once its seq is delivered; then it may go, and it
+        // comes back at the seq it had.
+        hub.stream(&topic).lock().delivered_seq = 1;
+        std::thread::sleep(Duration::from_millis(2));
+        hub.sweep();
+        assert_eq!(hub.topic_count(), 0);
+        assert_eq!(hub.stream(&topic).lock().assigned_seq, 1);
     }
 }

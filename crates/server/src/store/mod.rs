@@ -6,7 +6,9 @@
 //! once. A durable store takes [`Append`]s in seq order per topic through a
 //! bounded channel, writes them (group-committed), and only then runs each
 //! append's delivery and answers its producer — so nothing is delivered or
-//! acknowledged that could be lost, and no seq is ever reused.
+//! acknowledged that could be lost, and no seq anyone was told of is ever
+//! reused (a failed write's seq goes to the next event only when nothing
+//! after it was assigned; see `Stream::give_up`).
 //!
 //! A store for several nodes (Redis) implements the same trait: it consumes
 //! the same channel and calls the same delivery callbacks.
