@@ -191,6 +191,8 @@ pub(crate) struct Opening {
     /// Why each topic that is not one was refused (`invalid_topic`, sent
     /// right after `welcome`).
     pub(crate) bad_topics: Vec<String>,
+    /// `?snapshot=true`: snapshots of the subscribed topics first.
+    pub(crate) snapshot: bool,
 }
 
 /// Runs a connection to its end: welcome, initial subscriptions, then frames
@@ -232,6 +234,7 @@ pub(crate) async fn run(
     if !allowed.is_empty() {
         let request = herald_protocol::frame::Subscribe {
             topics: allowed,
+            snapshot: opening.snapshot,
             ..Default::default()
         };
         if let Err(error) = hub.subscribe(&conn, &request) {
@@ -400,12 +403,27 @@ async fn dispatch(
         ClientMessage::RequestState(request) => {
             let topics: Vec<Topic> = match request.topics {
                 Some(topics) => topics,
-                None => conn
-                    .subscriptions
-                    .lock()
-                    .keys()
-                    .filter_map(|p| p.as_topic().cloned())
-                    .collect(),
+                None => {
+                    // Every subscribed topic, and each topic a subscribed
+                    // pattern covers (those with keyed events).
+                    let subscriptions: Vec<(TopicPattern, EventFilter)> = conn
+                        .subscriptions
+                        .lock()
+                        .iter()
+                        .map(|(p, f)| (p.clone(), f.clone()))
+                        .collect();
+                    for (pattern, filter) in
+                        subscriptions.iter().filter(|(p, _)| p.as_topic().is_none())
+                    {
+                        for snapshot in hub.snapshots_under(pattern, filter) {
+                            conn.send(&snapshot);
+                        }
+                    }
+                    subscriptions
+                        .into_iter()
+                        .filter_map(|(p, _)| p.as_topic().cloned())
+                        .collect()
+                }
             };
             let patterns: Vec<TopicPattern> =
                 topics.iter().cloned().map(TopicPattern::Exact).collect();

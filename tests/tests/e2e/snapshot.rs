@@ -214,3 +214,63 @@ async fn snapshot_of_a_topic_without_keys_is_empty_at_its_seq() -> Result<()> {
     );
     Ok(())
 }
+
+/// The snapshot frames among `frames`, by topic.
+fn snapshots_by_topic(frames: &[Value]) -> Result<BTreeMap<String, BTreeMap<String, (u64, Value)>>> {
+    frames
+        .iter()
+        .filter(|f| frame_type(f) == "snapshot")
+        .map(|f| Ok((str_field(f, "topic").to_owned(), by_key(f)?)))
+        .collect()
+}
+
+/// Publishes keyed state on crew:p1 and crew:p2, an unkeyed event on crew:p3
+/// and keyed state outside the pattern, on run:p4.
+async fn publish_for_patterns(http: &Http) -> Result<()> {
+    publish_keyed(http, "crew:p1").await?;
+    publish_keyed(http, "crew:p2").await?;
+    http.publish_simple("crew:p3", "crew.updated", json!({})).await?;
+    publish_keyed(http, "run:p4").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_pattern_subscription_with_snapshot_gets_one_per_covered_topic_with_state() -> Result<()> {
+    let hub = Hub::start(&[]).await?;
+    publish_for_patterns(&hub.http()).await?;
+    let mut client = hub.ws("/ws").await?;
+    client
+        .send_json(&json!({"action": "subscribe", "id": 1, "topics": ["crew:*"], "snapshot": true}))
+        .await?;
+    let (_ack, before) = client.recv_collect_until(|f| frame_type(f) == "ack").await?;
+    let snapshots = snapshots_by_topic(&before)?;
+    let expected = BTreeMap::from([
+        ("crew:p1".to_owned(), expected_view()),
+        ("crew:p2".to_owned(), expected_view()),
+    ]);
+    ensure!(snapshots == expected, "{before:?}");
+    // `request_state` with no topics covers the pattern's topics too.
+    client.send_json(&json!({"action": "request_state", "id": 2})).await?;
+    let (_ack, again) = client.recv_collect_until(|f| frame_type(f) == "ack").await?;
+    ensure!(snapshots_by_topic(&again)? == expected, "{again:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn snapshot_in_the_url_sends_the_state_on_connect() -> Result<()> {
+    let hub = Hub::start(&[]).await?;
+    publish_for_patterns(&hub.http()).await?;
+    // The seed's "initial state on connect", for the firehose.
+    let mut firehose = hub.ws("/ws/events?snapshot=true").await?;
+    let before = firehose.barrier().await?;
+    let topics: Vec<String> = snapshots_by_topic(&before)?.into_keys().collect();
+    ensure!(topics == ["crew:p1", "crew:p2", "run:p4"], "{before:?}");
+    let mut exact = hub.ws("/ws?topics=crew:p2&snapshot=true").await?;
+    let before = exact.barrier().await?;
+    let snapshots = snapshots_by_topic(&before)?;
+    ensure!(
+        snapshots == BTreeMap::from([("crew:p2".to_owned(), expected_view())]),
+        "{before:?}"
+    );
+    Ok(())
+}

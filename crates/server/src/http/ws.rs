@@ -34,6 +34,11 @@ pub(crate) struct ConnectParams {
     user_id: Option<String>,
     /// The subscriber's JWT.
     token: Option<String>,
+    /// `true`: a `snapshot` of each subscribed topic (of each topic a
+    /// pattern covers) right after `subscribed`, as a `subscribe` frame with
+    /// `"snapshot": true` would.
+    #[serde(default)]
+    snapshot: bool,
 }
 
 type Upgrade = (
@@ -212,6 +217,7 @@ fn accept(
         .write_buffer_size(64 * 1024);
     let tasks = hub.tasks().clone();
     let user_id = params.user_id.filter(|u| !u.is_empty());
+    let snapshot = params.snapshot;
     ws.on_upgrade(move |socket| {
         // Split before the task's future is built, so that future holds the
         // two small halves and never a copy of the whole socket.
@@ -227,7 +233,11 @@ fn accept(
                 Some(remote),
                 hub.config().queue_size,
             ));
-            let opening = connection::Opening { topics, bad_topics };
+            let opening = connection::Opening {
+                topics,
+                bad_topics,
+                snapshot,
+            };
             connection::run(hub, (sink, source), conn, opening).await;
         })
     })

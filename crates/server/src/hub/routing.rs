@@ -105,6 +105,12 @@ impl Hub {
                         self.trim(stream);
                         self.replay_locked(conn, stream, since, &filter, usize::MAX);
                     }
+                    drop(guards);
+                    if request.snapshot {
+                        for snapshot in self.snapshots_under(pattern, &filter) {
+                            conn.send(&snapshot);
+                        }
+                    }
                 }
             }
         }
@@ -181,6 +187,33 @@ impl Hub {
         let stream = self.stream(topic);
         let stream = stream.lock();
         snapshot_of(&stream, filter)
+    }
+
+    /// A `snapshot` of each topic `pattern` covers whose snapshot holds an
+    /// event `filter` lets through, in topic order. Each is consistent with
+    /// its own seq; taken after the pattern's subscription started, so an
+    /// event may arrive live and also be in its topic's snapshot.
+    pub(crate) fn snapshots_under(
+        &self,
+        pattern: &TopicPattern,
+        filter: &EventFilter,
+    ) -> Vec<ServerMessage> {
+        let mut streams: Vec<(Topic, Arc<Mutex<Stream>>)> = self
+            .inner
+            .streams
+            .read()
+            .iter()
+            .filter(|(topic, _)| pattern.matches(topic))
+            .map(|(topic, stream)| (topic.clone(), stream.clone()))
+            .collect();
+        streams.sort_by(|a, b| a.0.cmp(&b.0));
+        streams
+            .into_iter()
+            .map(|(_, stream)| snapshot_of(&stream.lock(), filter))
+            .filter(
+                |snapshot| matches!(snapshot, ServerMessage::Snapshot(s) if !s.events.is_empty()),
+            )
+            .collect()
     }
 
     /// Retained events of a topic after `since` (HTTP history): the epoch, the
