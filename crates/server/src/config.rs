@@ -77,8 +77,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// API keys and JWT verification. Default none: the hub runs open.
     pub auth: crate::auth::Authenticator,
-    /// Origins allowed to open WebSockets (exact `scheme://host[:port]`);
-    /// empty allows any. Default empty.
+    /// Origins allowed to open WebSockets (exact `scheme://host[:port]`;
+    /// empty allows any) and to call the HTTP API from a browser (CORS; empty
+    /// allows none but the hub's own). Default empty.
     pub allowed_origins: Vec<String>,
     /// Frames a second one connection may send; 0 is unlimited. Default 100.
     pub client_rate_limit: u32,

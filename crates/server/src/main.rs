@@ -103,7 +103,7 @@ struct ServeArgs {
     /// API keys with scopes for the HTTP API, e.g. `key1:publish,admin;key2:publish`.
     #[arg(long, env = "HERALD_API_KEYS", hide_env_values = true)]
     api_keys: Option<String>,
-    /// Comma-separated origins allowed to open WebSockets (e.g. `https://app.example.com`); any when unset.
+    /// Comma-separated origins allowed to open WebSockets (any when unset) and to call the HTTP API from a browser (CORS; none when unset), e.g. `https://app.example.com`.
     #[arg(long, env = "HERALD_ALLOWED_ORIGINS", value_delimiter = ',')]
     allowed_origins: Vec<String>,
     /// Frames a second one connection may send (0: unlimited); sustained floods are closed (4029).

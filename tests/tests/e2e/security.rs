@@ -683,6 +683,64 @@ async fn foreign_origin_gets_403_and_allowed_or_absent_origin_is_admitted() -> R
     Ok(())
 }
 
+#[tokio::test]
+async fn browser_apps_on_allowed_origins_may_call_the_http_api_and_others_may_not() -> Result<()> {
+    let hub = Hub::start(&[
+        "--allowed-origins",
+        "https://app.example",
+        "--api-keys",
+        API_KEYS,
+    ])
+    .await?;
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/v1/events", hub.http_url());
+    for (origin, allowed) in [
+        ("https://app.example", true),
+        ("https://evil.example", false),
+    ] {
+        // The preflight a browser sends before a keyed JSON POST: answered
+        // before authentication, naming the origin only if it is allowed.
+        let preflight = client
+            .request(reqwest::Method::OPTIONS, &url)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
+            .timeout(DEFAULT_TIMEOUT)
+            .send()
+            .await?;
+        let named = preflight
+            .headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        ensure!(
+            named.as_deref() == allowed.then_some(origin),
+            "{origin}: {} {named:?}",
+            preflight.status()
+        );
+        let publish = client
+            .post(&url)
+            .header("origin", origin)
+            .bearer_auth(PUBLISH_KEY)
+            .json(&one_event("execution:cors"))
+            .timeout(DEFAULT_TIMEOUT)
+            .send()
+            .await?;
+        let named = publish
+            .headers()
+            .get("access-control-allow-origin")
+            .is_some();
+        ensure!(
+            publish.status() == 200 && named == allowed,
+            "{origin}: {publish:?}"
+        );
+    }
+    Ok(())
+}
+
 // ===========================================================================
 // API keys
 

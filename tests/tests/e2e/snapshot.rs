@@ -22,8 +22,11 @@ async fn publish_keyed(http: &Http, topic: &str) -> Result<()> {
     Ok(())
 }
 
+/// key → (seq, data): a snapshot's view.
+type View = BTreeMap<String, (u64, Value)>;
+
 /// key → (seq, data) of a snapshot frame's events.
-pub fn by_key(snapshot: &Value) -> Result<BTreeMap<String, (u64, Value)>> {
+pub fn by_key(snapshot: &Value) -> Result<View> {
     let events = snapshot["events"]
         .as_array()
         .context("snapshot events is not a list")?;
@@ -39,7 +42,7 @@ pub fn by_key(snapshot: &Value) -> Result<BTreeMap<String, (u64, Value)>> {
 }
 
 /// The snapshot of the four events [`publish_keyed`] sends.
-fn expected_view() -> BTreeMap<String, (u64, Value)> {
+fn expected_view() -> View {
     BTreeMap::from([
         ("k1".to_owned(), (3, json!({"version": 2}))),
         ("k2".to_owned(), (2, json!({"version": 1}))),
@@ -216,7 +219,7 @@ async fn snapshot_of_a_topic_without_keys_is_empty_at_its_seq() -> Result<()> {
 }
 
 /// The snapshot frames among `frames`, by topic.
-fn snapshots_by_topic(frames: &[Value]) -> Result<BTreeMap<String, BTreeMap<String, (u64, Value)>>> {
+fn snapshots_by_topic(frames: &[Value]) -> Result<BTreeMap<String, View>> {
     frames
         .iter()
         .filter(|f| frame_type(f) == "snapshot")
@@ -229,20 +232,24 @@ fn snapshots_by_topic(frames: &[Value]) -> Result<BTreeMap<String, BTreeMap<Stri
 async fn publish_for_patterns(http: &Http) -> Result<()> {
     publish_keyed(http, "crew:p1").await?;
     publish_keyed(http, "crew:p2").await?;
-    http.publish_simple("crew:p3", "crew.updated", json!({})).await?;
+    http.publish_simple("crew:p3", "crew.updated", json!({}))
+        .await?;
     publish_keyed(http, "run:p4").await?;
     Ok(())
 }
 
 #[tokio::test]
-async fn a_pattern_subscription_with_snapshot_gets_one_per_covered_topic_with_state() -> Result<()> {
+async fn a_pattern_subscription_with_snapshot_gets_one_per_covered_topic_with_state() -> Result<()>
+{
     let hub = Hub::start(&[]).await?;
     publish_for_patterns(&hub.http()).await?;
     let mut client = hub.ws("/ws").await?;
     client
         .send_json(&json!({"action": "subscribe", "id": 1, "topics": ["crew:*"], "snapshot": true}))
         .await?;
-    let (_ack, before) = client.recv_collect_until(|f| frame_type(f) == "ack").await?;
+    let (_ack, before) = client
+        .recv_collect_until(|f| frame_type(f) == "ack")
+        .await?;
     let snapshots = snapshots_by_topic(&before)?;
     let expected = BTreeMap::from([
         ("crew:p1".to_owned(), expected_view()),
@@ -250,8 +257,12 @@ async fn a_pattern_subscription_with_snapshot_gets_one_per_covered_topic_with_st
     ]);
     ensure!(snapshots == expected, "{before:?}");
     // `request_state` with no topics covers the pattern's topics too.
-    client.send_json(&json!({"action": "request_state", "id": 2})).await?;
-    let (_ack, again) = client.recv_collect_until(|f| frame_type(f) == "ack").await?;
+    client
+        .send_json(&json!({"action": "request_state", "id": 2}))
+        .await?;
+    let (_ack, again) = client
+        .recv_collect_until(|f| frame_type(f) == "ack")
+        .await?;
     ensure!(snapshots_by_topic(&again)? == expected, "{again:?}");
     Ok(())
 }

@@ -5,14 +5,16 @@ pub mod error;
 mod ws;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
-use axum::http::{Method, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use herald_protocol::ErrorCode;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::{AuthError, Scope};
 use crate::hub::Hub;
@@ -76,6 +78,22 @@ async fn authorize(State(hub): State<Hub>, mut request: Request, next: Next) -> 
     next.run(request).await
 }
 
+/// Cross-origin HTTP calls from browser apps on `--allowed-origins` (the
+/// origins that may also open WebSockets): preflights are answered before
+/// authentication, and `Authorization` may be sent. Without the flag no
+/// origin is named, so browsers keep the API to its own origin.
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(origin).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(3600))
+}
+
 /// Every route of the hub.
 pub fn router(hub: Hub) -> Router {
     let body_limit = hub.config().max_body_size;
@@ -114,6 +132,7 @@ pub fn router(hub: Hub) -> Router {
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(middleware::from_fn_with_state(hub.clone(), authorize))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(cors(&hub.config().allowed_origins))
         .with_state(hub);
     match static_dir {
         Some(dir) => router.nest_service("/app", tower_http::services::ServeDir::new(dir)),
