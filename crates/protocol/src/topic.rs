@@ -82,6 +82,15 @@ impl Topic {
         }
     }
 
+    /// The topic `metrics`, where the hub streams its own figures
+    /// (`/ws/metrics` follows it).
+    pub fn metrics() -> Topic {
+        Topic {
+            name: Arc::from("metrics"),
+            kind_len: 7,
+        }
+    }
+
     /// The whole topic, as on the wire.
     pub fn as_str(&self) -> &str {
         &self.name
@@ -244,5 +253,17 @@ impl<'de> Deserialize<'de> for TopicPattern {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let name = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
         TopicPattern::parse(&name).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Topic;
+
+    #[test]
+    fn the_named_topics_are_the_topics_their_names_parse_to() {
+        assert_eq!(Topic::global(), Topic::parse("global").unwrap());
+        assert_eq!(Topic::metrics(), Topic::parse("metrics").unwrap());
+        assert_eq!(Topic::metrics().kind(), "metrics");
     }
 }

@@ -77,6 +77,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// API keys and JWT verification. Default none: the hub runs open.
     pub auth: crate::auth::Authenticator,
+    /// How often the hub publishes its figures on topic `metrics` while it
+    /// has subscribers (`/ws/metrics`); zero turns that off. Default 5 s.
+    pub metrics_interval: Duration,
     /// Origins allowed to open WebSockets (exact `scheme://host[:port]`;
     /// empty allows any) and to call the HTTP API from a browser (CORS; empty
     /// allows none but the hub's own). Default empty.
@@ -118,6 +121,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(5),
             auth: crate::auth::Authenticator::default(),
             allowed_origins: Vec::new(),
+            metrics_interval: Duration::from_secs(5),
             client_rate_limit: 100,
             publish_rate_limit: 0,
             header_timeout: Duration::from_secs(10),

@@ -34,6 +34,8 @@
 //! - [`ingest`]: the Unix datagram socket producers publish to.
 //! - [`http`]: the router, the JSON API and the WebSocket endpoints.
 //! - [`metrics`]: counters and histograms in the Prometheus text format.
+//! - `metrics_topic`: the hub's headline figures as `metrics.updated` events
+//!   on topic `metrics`, for `/ws/metrics`.
 //! - [`store`]: the [`store::Store`] trait and the SQLite store (group commit, recovery).
 //! - [`server`]: running the hub and shutting it down in order.
 
@@ -46,6 +48,7 @@ pub mod hub;
 pub mod ingest;
 mod limits;
 pub mod metrics;
+mod metrics_topic;
 mod outbox;
 pub mod server;
 pub mod store;

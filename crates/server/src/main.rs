@@ -103,6 +103,9 @@ struct ServeArgs {
     /// API keys with scopes for the HTTP API, e.g. `key1:publish,admin;key2:publish`.
     #[arg(long, env = "HERALD_API_KEYS", hide_env_values = true)]
     api_keys: Option<String>,
+    /// How often the hub publishes its figures on topic `metrics` while it has subscribers (`/ws/metrics`); 0s: never.
+    #[arg(long, env = "HERALD_METRICS_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    metrics_interval: Duration,
     /// Comma-separated origins allowed to open WebSockets (any when unset) and to call the HTTP API from a browser (CORS; none when unset), e.g. `https://app.example.com`.
     #[arg(long, env = "HERALD_ALLOWED_ORIGINS", value_delimiter = ',')]
     allowed_origins: Vec<String>,
@@ -155,6 +158,7 @@ impl ServeArgs {
             unix_socket_mode: self.unix_socket_mode,
             shutdown_grace: self.shutdown_grace,
             auth,
+            metrics_interval: self.metrics_interval,
             allowed_origins: self
                 .allowed_origins
                 .iter()

@@ -135,6 +135,11 @@ pub async fn serve(
             .spawn(crate::ingest::run(hub.clone(), socket, path));
     }
     spawn_sweeper(&hub);
+    let interval = hub.config().metrics_interval;
+    if !interval.is_zero() {
+        hub.tasks()
+            .spawn(crate::metrics_topic::run(hub.clone(), interval));
+    }
     let timeouts = hub.clone();
     hub.tasks()
         .spawn(async move { timeouts.run_approval_timeouts().await });

@@ -180,6 +180,31 @@ async fn shortcut_ws_metrics_subscribes_to_metrics() -> Result<()> {
 }
 
 #[tokio::test]
+async fn ws_metrics_streams_the_hubs_figures_while_someone_watches() -> Result<()> {
+    let hub = Hub::start(&["--metrics-interval", "100ms"]).await?;
+    // Several intervals with nobody on `metrics`: nothing is published.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let mut watcher = hub.ws("/ws/metrics").await?;
+    let figures = watcher.recv_until(|f| is_event_on(f, "metrics")).await?;
+    ensure!(
+        figures["event_type"] == "metrics.updated"
+            && figures["key"] == "hub"
+            && figures["priority"] == "low"
+            && seq_of(&figures) == Some(1),
+        "{figures}"
+    );
+    let metrics = &figures["data"]["metrics"];
+    ensure!(
+        metrics["active_connections"].as_f64() >= Some(1.0) && metrics["events_per_s"].is_number(),
+        "{figures}"
+    );
+    // And they keep coming.
+    let next = watcher.recv_until(|f| is_event_on(f, "metrics")).await?;
+    ensure!(seq_of(&next) == Some(2), "{next}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn shortcut_ws_events_subscribes_to_the_firehose_pattern() -> Result<()> {
     shortcut_subscribes("/ws/events", "*", true).await
 }

@@ -110,7 +110,7 @@ pub(crate) async fn global(
 pub(crate) async fn metrics(
     (ws, State(hub), ConnectInfo(remote), headers, Query(params)): Upgrade,
 ) -> Response {
-    let topics = TopicPattern::parse("metrics").into_iter().collect();
+    let topics = vec![TopicPattern::Exact(Topic::metrics())];
     accept(ws, hub, remote, &headers, params, topics, Vec::new())
 }
 

@@ -360,6 +360,13 @@ impl Hub {
         self.inner.retained_bytes.load(Relaxed).max(0) as usize
     }
 
+    /// Whether `topic` has a subscriber of its own (patterns aside), without
+    /// creating its stream.
+    pub(crate) fn has_subscribers(&self, topic: &Topic) -> bool {
+        let stream = self.inner.streams.read().get(topic).cloned();
+        stream.is_some_and(|stream| !stream.lock().subscribers.is_empty())
+    }
+
     /// Topics held in memory.
     pub fn topic_count(&self) -> usize {
         self.inner.streams.read().len()
