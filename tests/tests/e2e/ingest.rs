@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use herald_tests::{DEFAULT_TIMEOUT, Hub, WsClient, eventually, is_event_on, run_herald, seq_of};
+use herald_tests::{
+    DEFAULT_TIMEOUT, Hub, WsClient, eventually, frame_type, is_event_on, run_herald, seq_of,
+};
 use serde_json::{Value, json};
 
 use crate::{event, seqs_on};
@@ -174,6 +176,43 @@ async fn a_datagram_takes_an_event_as_large_as_http_would_and_no_larger() -> Res
         metric(&reply.text, "herald_unix_datagrams_rejected_total") == Some(1.0),
         "{}",
         reply.text
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn seed_003_state_machines_publish_unchanged_and_dashboards_get_their_state() -> Result<()> {
+    let (_dir, path) = socket_in_tempdir()?;
+    let hub = hub_on(&path, &[]).await?;
+    let mut live = subscriber(&hub, "machine:*").await?;
+    // What the seed's `send_event("state_change", "worker-123", ...)` sends.
+    for (state, previous) in [("processing", "idle"), ("done", "processing")] {
+        let datagram = json!({"type": "state_change", "machine_id": "worker-123",
+            "state": state, "previous_state": previous, "timestamp": 1729845678.123,
+            "data": {"job_id": "task-456"}});
+        send_event(&path, &datagram)?;
+    }
+    let first = live
+        .recv_until(|f| is_event_on(f, "machine:worker-123"))
+        .await?;
+    ensure!(
+        first["event_type"] == "state.changed"
+            && first["data"]["state"] == "processing"
+            && first["timestamp"] == json!(1_729_845_678_123u64),
+        "{first}"
+    );
+    live.recv_until(|f| is_event_on(f, "machine:worker-123"))
+        .await?;
+    // A dashboard connecting now gets every machine's current state first.
+    let mut dashboard = hub.ws("/ws/events?snapshot=true").await?;
+    let snapshot = dashboard
+        .recv_until(|f| frame_type(f) == "snapshot")
+        .await?;
+    ensure!(
+        snapshot["topic"] == "machine:worker-123"
+            && snapshot["events"][0]["data"]["state"] == "done"
+            && snapshot["events"].as_array().map(Vec::len) == Some(1),
+        "{snapshot}"
     );
     Ok(())
 }
