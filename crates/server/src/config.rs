@@ -155,6 +155,11 @@ impl Config {
         if self.heartbeat_interval.is_zero() {
             return Err(ConfigError("--heartbeat-interval must be positive".into()));
         }
+        if !self.metrics_interval.is_zero() && self.metrics_interval < MIN_METRICS_INTERVAL {
+            return Err(ConfigError(format!(
+                "--metrics-interval must be 0s (off) or at least {MIN_METRICS_INTERVAL:?}"
+            )));
+        }
         let open = !self.auth.requires_token() && !self.auth.requires_key();
         if open && !self.bind.ip().is_loopback() && !self.insecure {
             return Err(ConfigError(format!(
@@ -221,6 +226,22 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
+/// The shortest `--metrics-interval`: ten figures a second are plenty for a
+/// page, and each is an event in the `metrics` topic's history.
+const MIN_METRICS_INTERVAL: Duration = Duration::from_millis(100);
+
+impl Config {
+    /// Whether a browser page from `origin` may open WebSockets and call the
+    /// HTTP API: any when `--allowed-origins` is unset or lists `*`.
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        self.allowed_origins.is_empty()
+            || self
+                .allowed_origins
+                .iter()
+                .any(|allowed| allowed == "*" || allowed == origin)
+    }
+}
+
 /// Parses `--bind`: `IP:PORT`, or `HOST:PORT` resolved once (an IPv4
 /// address first, as `localhost` usually means `127.0.0.1`).
 pub fn parse_bind(text: &str) -> Result<SocketAddr, String> {
@@ -241,6 +262,17 @@ pub fn parse_bind(text: &str) -> Result<SocketAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allowed_origins_name_origins_or_any_with_a_star() {
+        let mut config = Config::default();
+        assert!(config.origin_allowed("https://anywhere.example"));
+        config.allowed_origins = vec!["https://app.example".into()];
+        assert!(config.origin_allowed("https://app.example"));
+        assert!(!config.origin_allowed("https://app.example.evil.example"));
+        config.allowed_origins.push("*".into());
+        assert!(config.origin_allowed("https://anywhere.example"));
+    }
 
     #[test]
     fn bind_takes_an_address_or_a_host_name() {

@@ -401,42 +401,71 @@ async fn dispatch(
             Ok(())
         }
         ClientMessage::RequestState(request) => {
-            let topics: Vec<Topic> = match request.topics {
-                Some(topics) => topics,
-                None => {
-                    // Every subscribed topic, and each topic a subscribed
-                    // pattern covers (those with keyed events).
-                    let subscriptions: Vec<(TopicPattern, EventFilter)> = conn
-                        .subscriptions
-                        .lock()
-                        .iter()
-                        .map(|(p, f)| (p.clone(), f.clone()))
-                        .collect();
-                    for (pattern, filter) in
-                        subscriptions.iter().filter(|(p, _)| p.as_topic().is_none())
-                    {
-                        for snapshot in hub.snapshots_under(pattern, filter) {
-                            conn.send(&snapshot);
-                        }
-                    }
-                    subscriptions
-                        .into_iter()
-                        .filter_map(|(p, _)| p.as_topic().cloned())
-                        .collect()
-                }
+            // The subscriptions' filters, and the patterns among them.
+            let subscriptions: Vec<(TopicPattern, EventFilter)> = conn
+                .subscriptions
+                .lock()
+                .iter()
+                .map(|(p, f)| (p.clone(), f.clone()))
+                .collect();
+            let filter_of = |topic: &Topic| {
+                subscriptions
+                    .iter()
+                    .find(|(p, _)| p.as_topic() == Some(topic))
+                    .map(|(_, f)| f.clone())
+                    .unwrap_or_default()
             };
-            let patterns: Vec<TopicPattern> =
-                topics.iter().cloned().map(TopicPattern::Exact).collect();
-            conn.check_access(&patterns)?;
-            // Through the topic's subscription filter, if it has one.
+            // Named topics; or every subscribed topic and each topic a
+            // subscribed pattern covers (those with state).
+            let (topics, patterns): (Vec<Topic>, Vec<&(TopicPattern, EventFilter)>) =
+                match request.topics {
+                    Some(topics) => (topics, Vec::new()),
+                    None => (
+                        subscriptions
+                            .iter()
+                            .filter_map(|(p, _)| p.as_topic().cloned())
+                            .collect(),
+                        subscriptions
+                            .iter()
+                            .filter(|(p, _)| p.as_topic().is_none())
+                            .collect(),
+                    ),
+                };
+            // Everything is checked before anything is sent.
+            let asked: Vec<TopicPattern> = topics
+                .iter()
+                .cloned()
+                .map(TopicPattern::Exact)
+                .chain(patterns.iter().map(|(p, _)| p.clone()))
+                .collect();
+            conn.check_access(&asked)?;
+            let mut budget = hub.snapshot_budget();
+            let mut left_out = 0;
             for topic in &topics {
-                let filter = conn
-                    .subscriptions
-                    .lock()
-                    .get(&TopicPattern::Exact(topic.clone()))
-                    .cloned()
-                    .unwrap_or_default();
-                conn.send(&hub.snapshot(topic, &filter));
+                if budget == 0 {
+                    left_out += 1;
+                    continue;
+                }
+                budget -= 1;
+                conn.send(&hub.snapshot(topic, &filter_of(topic)));
+            }
+            if left_out > 0 {
+                let message = format!(
+                    "{left_out} of the {} topics asked for did not fit in one request's \
+                     snapshots (half of --queue-size): ask for them by name",
+                    topics.len()
+                );
+                return Err((ErrorCode::TooLarge, message));
+            }
+            for (pattern, filter) in patterns {
+                let (snapshots, left_out) = hub.snapshots_under(pattern, filter, &mut budget);
+                for snapshot in &snapshots {
+                    conn.send(snapshot);
+                }
+                if left_out > 0 {
+                    let error = crate::hub::too_many_snapshots(pattern, left_out);
+                    return Err((error.code, error.message));
+                }
             }
             Ok(())
         }

@@ -139,8 +139,15 @@ fn decode(datagram: &[u8]) -> Result<PublishRequest, String> {
 fn is_seed_003(fields: &Map<String, Value>) -> bool {
     !fields.contains_key("topic")
         && fields.get("type").is_some_and(Value::is_string)
-        && fields.get("machine_id").is_some_and(Value::is_string)
+        && fields
+            .get("machine_id")
+            .is_some_and(|id| id.is_string() || id.is_u64())
 }
+
+/// The latest timestamp a seed event may carry, in seconds (year 5138): a
+/// larger number is not seconds (milliseconds, most likely) and is refused
+/// rather than multiplied into nonsense.
+const MAX_SEED_SECONDS: f64 = 1e11;
 
 /// Seed 003's state machines send `{"type": "state_change", "machine_id":
 /// "worker-123", "state": "processing", "timestamp": 1729845678.123, ...}`.
@@ -154,11 +161,11 @@ fn from_seed_003(mut fields: Map<String, Value>) -> Result<PublishRequest, Strin
         Some(Value::String(kind)) => kind,
         _ => return Err("a seed event needs a \"type\"".to_owned()),
     };
-    let machine = fields
-        .get("machine_id")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    let machine = match fields.get("machine_id") {
+        Some(Value::String(id)) => id.clone(),
+        Some(Value::Number(id)) => id.to_string(),
+        _ => return Err("a seed event needs a \"machine_id\"".to_owned()),
+    };
     let topic = Topic::with_id("machine", &machine).map_err(|e| e.to_string())?;
     let state_change = kind == "state_change";
     let event_type = if state_change {
@@ -170,11 +177,15 @@ fn from_seed_003(mut fields: Map<String, Value>) -> Result<PublishRequest, Strin
     };
     let timestamp = match fields.remove("timestamp") {
         None | Some(Value::Null) => None,
-        Some(Value::Number(seconds)) => seconds
-            .as_f64()
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(|s| (s * 1000.0).round() as u64),
-        Some(other) => return Err(format!("timestamp {other} is not seconds")),
+        Some(Value::Number(seconds)) => match seconds.as_f64() {
+            Some(s) if (0.0..MAX_SEED_SECONDS).contains(&s) => Some((s * 1000.0).round() as u64),
+            _ => {
+                return Err(format!(
+                    "timestamp {seconds} is not seconds since the epoch"
+                ));
+            }
+        },
+        Some(other) => return Err(format!("timestamp {other} is not seconds since the epoch")),
     };
     let mut request = PublishRequest::new(topic, event_type, Value::Object(fields));
     request.timestamp = timestamp;
@@ -210,8 +221,9 @@ mod tests {
 
     #[test]
     fn other_seed_types_are_machine_events_without_a_key() {
-        let datagram = json!({"type": "job_done", "machine_id": "w1", "job": 7});
+        let datagram = json!({"type": "job_done", "machine_id": 17, "job": 7});
         let request = decode(datagram.to_string().as_bytes()).unwrap();
+        assert_eq!(request.topic.as_str(), "machine:17");
         assert_eq!(request.event_type.as_str(), "machine.job_done");
         assert_eq!(request.key, None);
         assert_eq!(request.timestamp, None);
@@ -239,6 +251,9 @@ mod tests {
             json!({"type": "state_change", "machine_id": "not a valid id!"}),
             json!({"type": "Not-Dotted!", "machine_id": "w1"}),
             json!({"type": "state_change", "machine_id": "w1", "timestamp": "yesterday"}),
+            json!({"type": "state_change", "machine_id": "w1", "timestamp": -1}),
+            // Milliseconds, not seconds.
+            json!({"type": "state_change", "machine_id": "w1", "timestamp": 1729845678123u64}),
         ] {
             assert!(decode(bad.to_string().as_bytes()).is_err(), "{bad}");
         }

@@ -58,7 +58,7 @@ pub(crate) async fn run(hub: Hub, interval: Duration) {
         if let Err(error) = hub.publish(request(&topic, figures)).await {
             tracing::debug!(%error, "could not publish the hub's metrics");
         }
-        last = Sample::take(&hub);
+        last = now;
     }
 }
 

@@ -295,13 +295,20 @@ impl Stream {
         self.subscribers.is_empty() && self.assigned_seq == self.delivered_seq
     }
 
-    /// The latest event per key, oldest update first, and the seq it is consistent with.
-    pub(crate) fn snapshot_events(&self) -> Vec<Event> {
+    /// The latest event per key that `filter` lets through, oldest update
+    /// first (only those are cloned).
+    pub(crate) fn snapshot_events_matching(&self, filter: &EventFilter) -> Vec<Event> {
         self.snapshot_order
             .values()
             .filter_map(|key| self.snapshot.get(key))
+            .filter(|r| filter.matches(&r.event))
             .map(|r| Event::clone(&r.event))
             .collect()
+    }
+
+    /// Whether the snapshot holds an event `filter` lets through.
+    pub(crate) fn has_snapshot_matching(&self, filter: &EventFilter) -> bool {
+        self.snapshot.values().any(|r| filter.matches(&r.event))
     }
 
     /// Retained events with seq > `after`, at most `limit`.
@@ -478,7 +485,11 @@ mod tests {
     #[test]
     fn snapshot_keeps_the_latest_event_per_key() {
         let stream = stream_with(1..=5, 100);
-        let seqs: Vec<u64> = stream.snapshot_events().iter().map(|e| e.seq).collect();
+        let seqs: Vec<u64> = stream
+            .snapshot_events_matching(&EventFilter::default())
+            .iter()
+            .map(|e| e.seq)
+            .collect();
         assert_eq!(seqs, [4, 5]);
     }
 

@@ -182,7 +182,9 @@ async fn shortcut_ws_metrics_subscribes_to_metrics() -> Result<()> {
 #[tokio::test]
 async fn ws_metrics_streams_the_hubs_figures_while_someone_watches() -> Result<()> {
     let hub = Hub::start(&["--metrics-interval", "100ms"]).await?;
-    // Several intervals with nobody on `metrics`: nothing is published.
+    // Four intervals with nobody on `metrics`: nothing is published then,
+    // so the first event a watcher sees is seq 1 (on a machine too slow to
+    // tick in that time, this part proves nothing, and cannot fail).
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     let mut watcher = hub.ws("/ws/metrics").await?;
     let figures = watcher.recv_until(|f| is_event_on(f, "metrics")).await?;

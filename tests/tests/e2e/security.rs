@@ -721,6 +721,8 @@ async fn browser_apps_on_allowed_origins_may_call_the_http_api_and_others_may_no
             "{origin}: {} {named:?}",
             preflight.status()
         );
+        // The request itself: done and readable for the allowed origin,
+        // refused for any other, whatever the browser would have let through.
         let publish = client
             .post(&url)
             .header("origin", origin)
@@ -733,11 +735,56 @@ async fn browser_apps_on_allowed_origins_may_call_the_http_api_and_others_may_no
             .headers()
             .get("access-control-allow-origin")
             .is_some();
+        let expected = if allowed { 200 } else { 403 };
         ensure!(
-            publish.status() == 200 && named == allowed,
+            publish.status() == expected && named == allowed,
             "{origin}: {publish:?}"
         );
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_page_from_another_site_cannot_publish_to_an_open_hub_with_a_simple_post() -> Result<()> {
+    // No --allowed-origins, no keys: what a developer runs on their laptop.
+    let hub = Hub::start(&[]).await?;
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/v1/events", hub.http_url());
+    let body = one_event("execution:csrf").to_string();
+    // A form or text/plain POST needs no preflight: a page elsewhere could
+    // send it. It is refused; a JSON one would need CORS, which is off.
+    let simple = client
+        .post(&url)
+        .header("origin", "https://evil.example")
+        .header("content-type", "text/plain")
+        .body(body.clone())
+        .timeout(DEFAULT_TIMEOUT)
+        .send()
+        .await?;
+    ensure!(simple.status() == 403, "{simple:?}");
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", "https://evil.example")
+        .header("access-control-request-method", "POST")
+        .timeout(DEFAULT_TIMEOUT)
+        .send()
+        .await?;
+    ensure!(
+        preflight
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none(),
+        "{preflight:?}"
+    );
+    // Not from a browser (no Origin), any body type still works, as with curl -d.
+    let curl = client
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .timeout(DEFAULT_TIMEOUT)
+        .send()
+        .await?;
+    ensure!(curl.status() == 200, "{curl:?}");
     Ok(())
 }
 

@@ -285,3 +285,44 @@ async fn snapshot_in_the_url_sends_the_state_on_connect() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_pattern_covering_more_state_than_the_queue_holds_gets_what_fits_and_an_error()
+-> Result<()> {
+    // A queue of 8 frames: at most 4 snapshots a request.
+    let hub = Hub::start(&["--queue-size", "8"]).await?;
+    let http = hub.http();
+    for n in [6, 2, 5, 1, 4, 3] {
+        publish_keyed(&http, &format!("crew:q{n}")).await?;
+    }
+    let mut client = hub.ws("/ws").await?;
+    client
+        .send_json(&json!({"action": "subscribe", "id": 1, "topics": ["crew:*"], "snapshot": true}))
+        .await?;
+    let (_ack, before) = client
+        .recv_collect_until(|f| frame_type(f) == "ack")
+        .await?;
+    let topics: Vec<&str> = before
+        .iter()
+        .filter(|f| frame_type(f) == "snapshot")
+        .map(|f| str_field(f, "topic"))
+        .collect();
+    ensure!(
+        topics == ["crew:q1", "crew:q2", "crew:q3", "crew:q4"],
+        "{before:?}"
+    );
+    let error = before
+        .iter()
+        .find(|f| frame_type(f) == "error")
+        .with_context(|| format!("no error: {before:?}"))?;
+    ensure!(str_field(error, "code") == "too_large", "{error}");
+    // Still open, not closed with 1013; the rest can be asked for by name.
+    client
+        .send_json(&json!({"action": "request_state", "topics": ["crew:q5", "crew:q6"]}))
+        .await?;
+    for topic in ["crew:q5", "crew:q6"] {
+        let snapshot = client.recv_until(|f| frame_type(f) == "snapshot").await?;
+        ensure!(str_field(&snapshot, "topic") == topic, "{snapshot}");
+    }
+    Ok(())
+}

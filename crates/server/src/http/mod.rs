@@ -55,6 +55,10 @@ async fn authorize(State(hub): State<Hub>, mut request: Request, next: Next) -> 
         .map(|ConnectInfo(addr)| addr.ip().to_string())
         .unwrap_or_default();
     let mut producer = Producer(remote);
+    if let Some(error) = foreign_browser_request(&hub, &request) {
+        hub.metrics().error(error.code);
+        return error.into_response();
+    }
     if auth.requires_key()
         && let Some(scope) = scope_for(request.method(), request.uri().path())
     {
@@ -79,19 +83,65 @@ async fn authorize(State(hub): State<Hub>, mut request: Request, next: Next) -> 
 }
 
 /// Cross-origin HTTP calls from browser apps on `--allowed-origins` (the
-/// origins that may also open WebSockets): preflights are answered before
-/// authentication, and `Authorization` may be sent. Without the flag no
-/// origin is named, so browsers keep the API to its own origin.
-fn cors(origins: &[String]) -> CorsLayer {
-    let origins: Vec<HeaderValue> = origins
-        .iter()
-        .filter_map(|origin| HeaderValue::from_str(origin).ok())
-        .collect();
-    CorsLayer::new()
-        .allow_origin(AllowOrigin::list(origins))
-        .allow_methods([Method::GET, Method::POST, Method::DELETE])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-        .max_age(Duration::from_secs(3600))
+/// origins that may also open WebSockets; `*` is any): preflights are
+/// answered before authentication, and `Authorization` may be sent (no
+/// cookies). `None` without the flag: no CORS headers, so browsers keep the
+/// API to the hub's own origin.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|origin| HeaderValue::from_str(origin).ok()),
+        )
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .max_age(Duration::from_secs(3600)),
+    )
+}
+
+/// A request a browser sent from another site's page, that the hub refuses
+/// before it does anything: from an origin `--allowed-origins` does not
+/// list, or a `POST` whose body is not declared JSON (a form or `text/plain`
+/// body, which a page may send anywhere without asking first; a JSON one
+/// needs the CORS preflight). Requests without `Origin` (not from a
+/// browser: curl, the clients) are not concerned.
+fn foreign_browser_request(hub: &Hub, request: &Request) -> Option<ApiError> {
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)?
+        .to_str()
+        .unwrap_or("");
+    if !hub.config().origin_allowed(origin) {
+        return Some(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("origin {origin:?} is not allowed"),
+        ));
+    }
+    let json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+    (request.method() == Method::POST && !json).then(|| {
+        ApiError::new(
+            ErrorCode::Forbidden,
+            "a browser's POST must send Content-Type: application/json",
+        )
+    })
 }
 
 /// Every route of the hub.
@@ -132,7 +182,9 @@ pub fn router(hub: Hub) -> Router {
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(middleware::from_fn_with_state(hub.clone(), authorize))
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(cors(&hub.config().allowed_origins))
+        .layer(tower::util::option_layer(cors(
+            &hub.config().allowed_origins,
+        )))
         .with_state(hub);
     match static_dir {
         Some(dir) => router.nest_service("/app", tower_http::services::ServeDir::new(dir)),

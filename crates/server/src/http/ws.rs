@@ -159,12 +159,8 @@ fn admit(
     params: &ConnectParams,
 ) -> Result<Option<Identity>, ApiError> {
     let config = hub.config();
-    if !config.allowed_origins.is_empty()
-        && let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())
-        && !config
-            .allowed_origins
-            .iter()
-            .any(|allowed| allowed == origin)
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())
+        && !config.origin_allowed(origin)
     {
         return Err(ApiError::new(
             ErrorCode::Forbidden,

@@ -107,8 +107,14 @@ impl Hub {
                     }
                     drop(guards);
                     if request.snapshot {
-                        for snapshot in self.snapshots_under(pattern, &filter) {
-                            conn.send(&snapshot);
+                        let mut budget = self.snapshot_budget();
+                        let (snapshots, left_out) =
+                            self.snapshots_under(pattern, &filter, &mut budget);
+                        for snapshot in &snapshots {
+                            conn.send(snapshot);
+                        }
+                        if left_out > 0 {
+                            conn.send(&ServerMessage::Error(too_many_snapshots(pattern, left_out)));
                         }
                     }
                 }
@@ -193,11 +199,15 @@ impl Hub {
     /// event `filter` lets through, in topic order. Each is consistent with
     /// its own seq; taken after the pattern's subscription started, so an
     /// event may arrive live and also be in its topic's snapshot.
+    ///
+    /// At most `budget` of them (the budget is spent); the count of topics
+    /// with state left out comes second.
     pub(crate) fn snapshots_under(
         &self,
         pattern: &TopicPattern,
         filter: &EventFilter,
-    ) -> Vec<ServerMessage> {
+        budget: &mut usize,
+    ) -> (Vec<ServerMessage>, usize) {
         let mut streams: Vec<(Topic, Arc<Mutex<Stream>>)> = self
             .inner
             .streams
@@ -207,13 +217,27 @@ impl Hub {
             .map(|(topic, stream)| (topic.clone(), stream.clone()))
             .collect();
         streams.sort_by(|a, b| a.0.cmp(&b.0));
-        streams
-            .into_iter()
-            .map(|(_, stream)| snapshot_of(&stream.lock(), filter))
-            .filter(
-                |snapshot| matches!(snapshot, ServerMessage::Snapshot(s) if !s.events.is_empty()),
-            )
-            .collect()
+        let (mut snapshots, mut left_out) = (Vec::new(), 0);
+        for (_, stream) in streams {
+            let stream = stream.lock();
+            if !stream.has_snapshot_matching(filter) {
+                continue;
+            }
+            if *budget == 0 {
+                left_out += 1;
+                continue;
+            }
+            *budget -= 1;
+            snapshots.push(snapshot_of(&stream, filter));
+        }
+        (snapshots, left_out)
+    }
+
+    /// How many `snapshot` frames one request may queue on a connection:
+    /// half its queue. Never shed, they would otherwise be able to fill it,
+    /// and a connection whose queue holds only such frames is closed (1013).
+    pub(crate) fn snapshot_budget(&self) -> usize {
+        (self.inner.config.queue_size / 2).max(1)
     }
 
     /// Retained events of a topic after `since` (HTTP history): the epoch, the
@@ -256,14 +280,25 @@ impl Hub {
 }
 
 fn snapshot_of(stream: &Stream, filter: &EventFilter) -> ServerMessage {
-    let mut events = stream.snapshot_events();
-    events.retain(|event| filter.matches(event));
     ServerMessage::Snapshot(herald_protocol::frame::Snapshot {
         topic: stream.topic.clone(),
         epoch: stream.epoch.clone(),
         seq: stream.delivered_seq,
-        events,
+        events: stream.snapshot_events_matching(filter),
     })
+}
+
+/// Tells a client that `left_out` topics under `pattern` had state that did
+/// not fit in one request's snapshots.
+pub(crate) fn too_many_snapshots(pattern: &TopicPattern, left_out: usize) -> ErrorFrame {
+    ErrorFrame {
+        code: ErrorCode::TooLarge,
+        message: format!(
+            "{left_out} more topics under {pattern} have state than one request's snapshots \
+             may hold (half of --queue-size): ask for them with request_state and their names"
+        ),
+        reference: None,
+    }
 }
 
 fn subscribed_pattern(pattern: &TopicPattern) -> ServerMessage {
