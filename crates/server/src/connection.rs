@@ -203,14 +203,16 @@ pub(crate) async fn run(
     conn: Arc<ConnHandle>,
     opening: Opening,
 ) {
-    hub.attach(&conn);
-    tracing::info!(session = %conn.id, user = conn.user_id.as_deref(), remote = ?conn.remote, "connection opened");
+    // `welcome` is queued before the connection is attached, so nothing
+    // published to everyone or to its user can come first.
     conn.send(&ServerMessage::Welcome(Welcome {
         session_id: conn.id.to_string(),
         protocol: herald_protocol::frame::PROTOCOL_VERSION,
         heartbeat_ms: hub.config().heartbeat_interval.as_millis() as u64,
         server_version: env!("CARGO_PKG_VERSION").to_owned(),
     }));
+    hub.attach(&conn);
+    tracing::info!(session = %conn.id, user = conn.user_id.as_deref(), remote = ?conn.remote, "connection opened");
     // `welcome` is always the first frame; what was wrong with the URL
     // comes right after it.
     for message in opening.bad_topics {
@@ -431,7 +433,7 @@ async fn dispatch(
                             .collect(),
                     ),
                 };
-            // Everything is checked before anything is sent.
+            // Access to all of it is checked before any snapshot is sent.
             let asked: Vec<TopicPattern> = topics
                 .iter()
                 .cloned()
@@ -449,23 +451,16 @@ async fn dispatch(
                 budget -= 1;
                 conn.send(&hub.snapshot(topic, &filter_of(topic)));
             }
-            if left_out > 0 {
-                let message = format!(
-                    "{left_out} of the {} topics asked for did not fit in one request's \
-                     snapshots (half of --queue-size): ask for them by name",
-                    topics.len()
-                );
-                return Err((ErrorCode::TooLarge, message));
-            }
             for (pattern, filter) in patterns {
-                let (snapshots, left_out) = hub.snapshots_under(pattern, filter, &mut budget);
+                let (snapshots, more) = hub.snapshots_under(pattern, filter, &mut budget);
                 for snapshot in &snapshots {
                     conn.send(snapshot);
                 }
-                if left_out > 0 {
-                    let error = crate::hub::too_many_snapshots(pattern, left_out);
-                    return Err((error.code, error.message));
-                }
+                left_out += more;
+            }
+            if left_out > 0 {
+                let error = crate::hub::too_many_snapshots(left_out);
+                return Err((error.code, error.message));
             }
             Ok(())
         }

@@ -289,11 +289,11 @@ async fn snapshot_in_the_url_sends_the_state_on_connect() -> Result<()> {
 #[tokio::test]
 async fn a_pattern_covering_more_state_than_the_queue_holds_gets_what_fits_and_an_error()
 -> Result<()> {
-    // A queue of 8 frames: at most 4 snapshots a request.
-    let hub = Hub::start(&["--queue-size", "8"]).await?;
+    // A queue of 16 frames: at most 8 snapshots a request.
+    let hub = Hub::start(&["--queue-size", "16"]).await?;
     let http = hub.http();
-    for n in [6, 2, 5, 1, 4, 3] {
-        publish_keyed(&http, &format!("crew:q{n}")).await?;
+    for n in [6, 2, 10, 5, 1, 9, 4, 8, 3, 7] {
+        publish_keyed(&http, &format!("crew:q{n:02}")).await?;
     }
     let mut client = hub.ws("/ws").await?;
     client
@@ -307,10 +307,8 @@ async fn a_pattern_covering_more_state_than_the_queue_holds_gets_what_fits_and_a
         .filter(|f| frame_type(f) == "snapshot")
         .map(|f| str_field(f, "topic"))
         .collect();
-    ensure!(
-        topics == ["crew:q1", "crew:q2", "crew:q3", "crew:q4"],
-        "{before:?}"
-    );
+    let first_eight: Vec<String> = (1..=8).map(|n| format!("crew:q{n:02}")).collect();
+    ensure!(topics == first_eight, "{before:?}");
     let error = before
         .iter()
         .find(|f| frame_type(f) == "error")
@@ -318,11 +316,25 @@ async fn a_pattern_covering_more_state_than_the_queue_holds_gets_what_fits_and_a
     ensure!(str_field(error, "code") == "too_large", "{error}");
     // Still open, not closed with 1013; the rest can be asked for by name.
     client
-        .send_json(&json!({"action": "request_state", "topics": ["crew:q5", "crew:q6"]}))
+        .send_json(&json!({"action": "request_state", "topics": ["crew:q09", "crew:q10"]}))
         .await?;
-    for topic in ["crew:q5", "crew:q6"] {
+    for topic in ["crew:q09", "crew:q10"] {
         let snapshot = client.recv_until(|f| frame_type(f) == "snapshot").await?;
         ensure!(str_field(&snapshot, "topic") == topic, "{snapshot}");
     }
+    // The budget is the request's, whatever it names: an exact topic and
+    // two patterns share the same 8.
+    publish_keyed(&http, "run:q7").await?;
+    let mut both = hub.ws("/ws").await?;
+    both.send_json(&json!({"action": "subscribe", "id": 1, "snapshot": true,
+        "topics": ["run:q7", "crew:*", "run:*"]}))
+        .await?;
+    let (_ack, before) = both.recv_collect_until(|f| frame_type(f) == "ack").await?;
+    let sent = before
+        .iter()
+        .filter(|f| frame_type(f) == "snapshot")
+        .count();
+    let errors = before.iter().filter(|f| frame_type(f) == "error").count();
+    ensure!(sent == 8 && errors == 1, "{before:?}");
     Ok(())
 }

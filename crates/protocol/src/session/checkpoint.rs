@@ -119,6 +119,12 @@ impl Checkpoints {
         checkpoint
     }
 
+    /// The topic's stream is a new one, at `seq` (its epoch unknown here).
+    pub(crate) fn restart(&mut self, topic: &Topic, seq: u64) {
+        self.0
+            .insert(topic.clone(), Checkpoint { seq, epoch: None });
+    }
+
     /// Everything up to `seq` was delivered or reported missing.
     pub(crate) fn advance(&mut self, topic: &Topic, seq: u64) {
         let checkpoint = self

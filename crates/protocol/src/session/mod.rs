@@ -85,7 +85,7 @@ use std::collections::VecDeque;
 
 use crate::error::{CloseReason, DecodeError};
 use crate::filter::EventFilter;
-use crate::frame::{ClientFrame, ClientMessage, Heartbeat, RequestId, ServerMessage};
+use crate::frame::{ClientFrame, ClientMessage, GapReason, Heartbeat, RequestId, ServerMessage};
 use crate::topic::TopicPattern;
 
 use self::backoff::Backoff;
@@ -237,7 +237,18 @@ impl Session {
                 self.events.push_back(SessionEvent::ReplayComplete(done));
             }
             ServerMessage::Gap(gap) => {
-                self.checkpoints.advance(&gap.topic, gap.to_seq);
+                let exact = TopicPattern::Exact(gap.topic.clone());
+                let subscribed_exactly =
+                    self.subscriptions.iter().any(|s| s.topics.contains(&exact));
+                if gap.reason == GapReason::EpochChanged && !subscribed_exactly {
+                    // A topic reached through a pattern gets no `subscribed`
+                    // of its own: this gap is the only sign of its new
+                    // stream, so the old checkpoint (and epoch) goes, or the
+                    // new stream's first seqs would pass for duplicates.
+                    self.checkpoints.restart(&gap.topic, gap.to_seq);
+                } else {
+                    self.checkpoints.advance(&gap.topic, gap.to_seq);
+                }
                 self.events.push_back(SessionEvent::Gap(gap));
             }
             ServerMessage::Ping(ping) => {

@@ -525,6 +525,49 @@ fn epoch_change_forgets_the_checkpoint() {
 }
 
 #[test]
+fn a_topic_under_a_pattern_whose_stream_restarted_delivers_the_new_streams_events() {
+    // A memory hub restarted: `run:a` (reached through `run:*`, so it gets
+    // no `subscribed` of its own) was at seq 4 and is now empty.
+    let mut h = Harness::new(no_jitter());
+    let mut old = Checkpoints::new();
+    old.insert(
+        topic("run:a"),
+        Checkpoint {
+            seq: 4,
+            epoch: Some(epoch("old")),
+        },
+    );
+    h.session.restore_checkpoints(old);
+    h.session
+        .subscribe(vec![pattern("run:*")], None, false)
+        .unwrap();
+    h.open();
+    h.recv(ServerMessage::Subscribed(Subscribed {
+        topic: pattern("run:*"),
+        epoch: None,
+        seq: None,
+    }));
+    h.recv(ServerMessage::Gap(Gap {
+        topic: topic("run:a"),
+        from_seq: 1,
+        to_seq: 0,
+        reason: GapReason::EpochChanged,
+    }));
+    for seq in 1..=5 {
+        h.recv(ServerMessage::Event(event("run:a", seq)));
+    }
+    // Before the fix only 5 arrived: 1..=4 passed for duplicates.
+    assert_eq!(h.delivered_seqs(), [1, 2, 3, 4, 5]);
+    assert_eq!(
+        h.session.checkpoints().get(&topic("run:a")),
+        Some(&Checkpoint {
+            seq: 5,
+            epoch: None
+        })
+    );
+}
+
+#[test]
 fn gap_is_surfaced_and_advances_the_checkpoint() {
     let mut h = Harness::new(no_jitter());
     h.session

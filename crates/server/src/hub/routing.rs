@@ -42,6 +42,9 @@ impl Hub {
             }
         }
         let filter = request.filter.clone().unwrap_or_default();
+        // One request's snapshots, exact and pattern-covered together.
+        let mut budget = self.snapshot_budget();
+        let mut left_out = 0;
         for pattern in &request.topics {
             let subscriber = Subscriber {
                 conn: conn.clone(),
@@ -61,7 +64,12 @@ impl Hub {
                         seq: Some(stream.delivered_seq),
                     }));
                     if request.snapshot {
-                        conn.send(&snapshot_of(&stream, &filter));
+                        if budget > 0 {
+                            budget -= 1;
+                            conn.send(&snapshot_of(&stream, &filter));
+                        } else {
+                            left_out += 1;
+                        }
                     }
                     if let Some(since) = request.since.get(topic) {
                         self.replay_locked(conn, &stream, since, &filter, usize::MAX);
@@ -107,18 +115,17 @@ impl Hub {
                     }
                     drop(guards);
                     if request.snapshot {
-                        let mut budget = self.snapshot_budget();
-                        let (snapshots, left_out) =
-                            self.snapshots_under(pattern, &filter, &mut budget);
+                        let (snapshots, more) = self.snapshots_under(pattern, &filter, &mut budget);
                         for snapshot in &snapshots {
                             conn.send(snapshot);
                         }
-                        if left_out > 0 {
-                            conn.send(&ServerMessage::Error(too_many_snapshots(pattern, left_out)));
-                        }
+                        left_out += more;
                     }
                 }
             }
+        }
+        if left_out > 0 {
+            conn.send(&ServerMessage::Error(too_many_snapshots(left_out)));
         }
         Ok(())
     }
@@ -288,14 +295,14 @@ fn snapshot_of(stream: &Stream, filter: &EventFilter) -> ServerMessage {
     })
 }
 
-/// Tells a client that `left_out` topics under `pattern` had state that did
-/// not fit in one request's snapshots.
-pub(crate) fn too_many_snapshots(pattern: &TopicPattern, left_out: usize) -> ErrorFrame {
+/// Tells a client that the snapshots of `left_out` topics did not fit in
+/// one request.
+pub(crate) fn too_many_snapshots(left_out: usize) -> ErrorFrame {
     ErrorFrame {
         code: ErrorCode::TooLarge,
         message: format!(
-            "{left_out} more topics under {pattern} have state than one request's snapshots \
-             may hold (half of --queue-size): ask for them with request_state and their names"
+            "{left_out} topics' snapshots did not fit in this request (at most half of \
+             --queue-size a request): ask for them with request_state, a few topics at a time"
         ),
         reference: None,
     }
