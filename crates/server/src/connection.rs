@@ -403,29 +403,22 @@ async fn dispatch(
             Ok(())
         }
         ClientMessage::RequestState(request) => {
-            // The subscriptions' filters, and the patterns among them.
-            let subscriptions: Vec<(TopicPattern, EventFilter)> = conn
-                .subscriptions
-                .lock()
-                .iter()
-                .map(|(p, f)| (p.clone(), f.clone()))
-                .collect();
+            let subscriptions = conn.subscriptions.lock().clone();
             let filter_of = |topic: &Topic| {
                 subscriptions
-                    .iter()
-                    .find(|(p, _)| p.as_topic() == Some(topic))
-                    .map(|(_, f)| f.clone())
+                    .get(&TopicPattern::Exact(topic.clone()))
+                    .cloned()
                     .unwrap_or_default()
             };
             // Named topics; or every subscribed topic and each topic a
             // subscribed pattern covers (those with state).
-            let (topics, patterns): (Vec<Topic>, Vec<&(TopicPattern, EventFilter)>) =
+            let (topics, patterns): (Vec<Topic>, Vec<(&TopicPattern, &EventFilter)>) =
                 match request.topics {
                     Some(topics) => (topics, Vec::new()),
                     None => (
                         subscriptions
-                            .iter()
-                            .filter_map(|(p, _)| p.as_topic().cloned())
+                            .keys()
+                            .filter_map(|p| p.as_topic().cloned())
                             .collect(),
                         subscriptions
                             .iter()
@@ -438,31 +431,24 @@ async fn dispatch(
                 .iter()
                 .cloned()
                 .map(TopicPattern::Exact)
-                .chain(patterns.iter().map(|(p, _)| p.clone()))
+                .chain(patterns.iter().map(|(p, _)| (*p).clone()))
                 .collect();
             conn.check_access(&asked)?;
             let mut budget = hub.snapshot_budget();
-            let mut left_out = 0;
             for topic in &topics {
-                if budget == 0 {
-                    left_out += 1;
-                    continue;
+                if budget.take() {
+                    conn.send(&hub.snapshot(topic, &filter_of(topic)));
                 }
-                budget -= 1;
-                conn.send(&hub.snapshot(topic, &filter_of(topic)));
             }
             for (pattern, filter) in patterns {
-                let (snapshots, more) = hub.snapshots_under(pattern, filter, &mut budget);
-                for snapshot in &snapshots {
-                    conn.send(snapshot);
+                for snapshot in hub.snapshots_under(pattern, filter, &mut budget) {
+                    conn.send(&snapshot);
                 }
-                left_out += more;
             }
-            if left_out > 0 {
-                let error = crate::hub::too_many_snapshots(left_out);
-                return Err((error.code, error.message));
+            match budget.overrun() {
+                Some(error) => Err((error.code, error.message)),
+                None => Ok(()),
             }
-            Ok(())
         }
         ClientMessage::Ping(ping) => {
             conn.send(&ServerMessage::Pong(Heartbeat {

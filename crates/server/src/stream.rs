@@ -112,21 +112,27 @@ pub(crate) struct Stream {
     pub(crate) last_activity: Instant,
     bytes: usize,
     /// Events a durable store is still writing, by seq: where a retry of
-    /// one waits for the outcome. Weak: the write owns its [`Settle`].
+    /// one waits for the outcome. Weak: the write and its first attempt own
+    /// their [`Settle`].
     pending: HashMap<u64, Weak<Settle>>,
 }
 
-/// Who waits for a durable write's outcome (retries of its event). Owned by
-/// the write's delivery callback: when the write ends it tells them, and if
-/// the write is dropped unfinished (its store gone) they learn that from
-/// their channel closing, never by waiting forever.
+/// How a durable write of one event ended: how many connections it reached
+/// (read by its first attempt once the write is over), and the retries
+/// waiting to learn whether it was stored. Held by the write's delivery
+/// callback and the first attempt only: if the write is dropped unfinished
+/// (its store gone), the retries learn that from their channel closing,
+/// never by waiting forever.
 #[derive(Debug, Default)]
-pub(crate) struct Settle(parking_lot::Mutex<Vec<oneshot::Sender<bool>>>);
+pub(crate) struct Settle {
+    pub(crate) reached: std::sync::atomic::AtomicU32,
+    waiters: parking_lot::Mutex<Vec<oneshot::Sender<bool>>>,
+}
 
 impl Settle {
     /// Tells every waiter whether the write `stored` the event.
     pub(crate) fn tell(&self, stored: bool) {
-        for waiter in self.0.lock().drain(..) {
+        for waiter in self.waiters.lock().drain(..) {
             let _ = waiter.send(stored);
         }
     }
@@ -186,7 +192,7 @@ impl Stream {
     pub(crate) fn when_settled(&mut self, seq: u64) -> Option<oneshot::Receiver<bool>> {
         let settle = self.pending.get(&seq)?.upgrade()?;
         let (tell, told) = oneshot::channel();
-        settle.0.lock().push(tell);
+        settle.waiters.lock().push(tell);
         Some(told)
     }
 

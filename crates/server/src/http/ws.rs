@@ -158,15 +158,8 @@ fn admit(
     headers: &HeaderMap,
     params: &ConnectParams,
 ) -> Result<Option<Identity>, ApiError> {
+    // `Origin` was checked by the router's `authorize`, as for every route.
     let config = hub.config();
-    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())
-        && !config.origin_allowed(origin)
-    {
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            format!("origin {origin:?} is not allowed"),
-        ));
-    }
     if !config.auth.requires_token() {
         return Ok(None);
     }

@@ -40,7 +40,6 @@ use crate::store::{RecoveredTopic, Store, StoreError};
 use crate::stream::{Retained, Stream, Subscriber};
 
 pub use publish::{Audience, PublishError};
-pub(crate) use routing::too_many_snapshots;
 
 /// Most streams whose epoch and last seq are remembered after their history
 /// was evicted, so seqs continue instead of restarting.

@@ -3,7 +3,7 @@
 //! deliver once it is durable.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use herald_protocol::{ErrorCode, Event, EventId, PublishReceipt, PublishRequest};
@@ -19,10 +19,10 @@ enum Delivery {
     /// Delivered (memory store), to this many connections; or a duplicate (0).
     Done(u32),
     /// Handed to the durable store: delivered once `committed` resolves, and
-    /// `reached` then holds how many connections it was queued to.
+    /// `settle.reached` then holds how many connections it was queued to.
     AwaitingStore {
         committed: tokio::sync::oneshot::Receiver<Result<(), StoreError>>,
-        reached: Arc<AtomicU32>,
+        settle: Arc<Settle>,
     },
     /// A retry of an event the durable store is still writing: it has the
     /// first attempt's outcome, once that is known.
@@ -40,12 +40,12 @@ impl Enqueued {
     async fn finish(self, hub: &Hub) -> Result<(PublishReceipt, u32), PublishError> {
         match self.delivery {
             Delivery::Done(reached) => Ok((self.receipt, reached)),
-            Delivery::AwaitingStore { committed, reached } => {
+            Delivery::AwaitingStore { committed, settle } => {
                 committed
                     .await
                     .map_err(|_| PublishError::Store("the store stopped".into()))?
                     .map_err(|e| PublishError::Store(e.to_string()))?;
-                Ok((self.receipt, reached.load(Relaxed)))
+                Ok((self.receipt, settle.reached.load(Relaxed)))
             }
             Delivery::AwaitingFirstAttempt(settled) => match settled.await {
                 Ok(true) => {
@@ -223,11 +223,10 @@ impl Hub {
                     let (done, committed) = tokio::sync::oneshot::channel();
                     let settle = Arc::new(Settle::default());
                     stream.writing(seq, &settle);
-                    let reached = Arc::new(AtomicU32::new(0));
                     let hub = self.clone();
                     let target = stream_ref.clone();
                     let event = retained.event.clone();
-                    let count = reached.clone();
+                    let outcome = settle.clone();
                     permit.send(Write::Event(Append {
                         event,
                         epoch: stream.epoch.clone(),
@@ -239,7 +238,7 @@ impl Hub {
                                 let mut retained = retained;
                                 retained.retained_at = Instant::now();
                                 let n = hub.deliver(&mut stream, retained, &audience);
-                                count.store(n, Relaxed);
+                                outcome.reached.store(n, Relaxed);
                             } else {
                                 // Never stored, never delivered: a later retry
                                 // with this id must be published, not answered
@@ -248,11 +247,11 @@ impl Hub {
                             }
                             stream.settled(seq);
                             drop(stream);
-                            settle.tell(committed);
+                            outcome.tell(committed);
                         }),
                         done,
                     }));
-                    (receipt, Delivery::AwaitingStore { committed, reached })
+                    (receipt, Delivery::AwaitingStore { committed, settle })
                 }
             }
         };

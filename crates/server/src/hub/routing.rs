@@ -44,7 +44,6 @@ impl Hub {
         let filter = request.filter.clone().unwrap_or_default();
         // One request's snapshots, exact and pattern-covered together.
         let mut budget = self.snapshot_budget();
-        let mut left_out = 0;
         for pattern in &request.topics {
             let subscriber = Subscriber {
                 conn: conn.clone(),
@@ -63,13 +62,8 @@ impl Hub {
                         epoch: Some(stream.epoch.clone()),
                         seq: Some(stream.delivered_seq),
                     }));
-                    if request.snapshot {
-                        if budget > 0 {
-                            budget -= 1;
-                            conn.send(&snapshot_of(&stream, &filter));
-                        } else {
-                            left_out += 1;
-                        }
+                    if request.snapshot && budget.take() {
+                        conn.send(&snapshot_of(&stream, &filter));
                     }
                     if let Some(since) = request.since.get(topic) {
                         self.replay_locked(conn, &stream, since, &filter, usize::MAX);
@@ -115,17 +109,15 @@ impl Hub {
                     }
                     drop(guards);
                     if request.snapshot {
-                        let (snapshots, more) = self.snapshots_under(pattern, &filter, &mut budget);
-                        for snapshot in &snapshots {
-                            conn.send(snapshot);
+                        for snapshot in self.snapshots_under(pattern, &filter, &mut budget) {
+                            conn.send(&snapshot);
                         }
-                        left_out += more;
                     }
                 }
             }
         }
-        if left_out > 0 {
-            conn.send(&ServerMessage::Error(too_many_snapshots(left_out)));
+        if let Some(error) = budget.overrun() {
+            conn.send(&ServerMessage::Error(error));
         }
         Ok(())
     }
@@ -206,15 +198,13 @@ impl Hub {
     /// event `filter` lets through, in topic order. Each is consistent with
     /// its own seq; taken after the pattern's subscription started, so an
     /// event may arrive live and also be in its topic's snapshot.
-    ///
-    /// At most `budget` of them (the budget is spent); the count of topics
-    /// with state left out comes second.
+    /// Each is taken from `budget`; topics beyond it are counted there.
     pub(crate) fn snapshots_under(
         &self,
         pattern: &TopicPattern,
         filter: &EventFilter,
-        budget: &mut usize,
-    ) -> (Vec<ServerMessage>, usize) {
+        budget: &mut SnapshotBudget,
+    ) -> Vec<ServerMessage> {
         let mut streams: Vec<(Topic, Arc<Mutex<Stream>>)> = self
             .inner
             .streams
@@ -224,27 +214,24 @@ impl Hub {
             .map(|(topic, stream)| (topic.clone(), stream.clone()))
             .collect();
         streams.sort_by(|a, b| a.0.cmp(&b.0));
-        let (mut snapshots, mut left_out) = (Vec::new(), 0);
+        let mut snapshots = Vec::new();
         for (_, stream) in streams {
             let stream = stream.lock();
-            if !stream.has_snapshot_matching(filter) {
-                continue;
+            if stream.has_snapshot_matching(filter) && budget.take() {
+                snapshots.push(snapshot_of(&stream, filter));
             }
-            if *budget == 0 {
-                left_out += 1;
-                continue;
-            }
-            *budget -= 1;
-            snapshots.push(snapshot_of(&stream, filter));
         }
-        (snapshots, left_out)
+        snapshots
     }
 
-    /// How many `snapshot` frames one request may queue on a connection:
-    /// half its queue. Never shed, they would otherwise be able to fill it,
-    /// and a connection whose queue holds only such frames is closed (1013).
-    pub(crate) fn snapshot_budget(&self) -> usize {
-        (self.inner.config.queue_size / 2).max(1)
+    /// The snapshots one request may queue on a connection: half its queue.
+    /// Never shed, they could otherwise fill it, and a connection whose
+    /// queue holds only such frames is closed (1013).
+    pub(crate) fn snapshot_budget(&self) -> SnapshotBudget {
+        SnapshotBudget {
+            left: (self.inner.config.queue_size / 2).max(1),
+            refused: 0,
+        }
     }
 
     /// Retained events of a topic after `since` (HTTP history): the epoch, the
@@ -295,16 +282,37 @@ fn snapshot_of(stream: &Stream, filter: &EventFilter) -> ServerMessage {
     })
 }
 
-/// Tells a client that the snapshots of `left_out` topics did not fit in
-/// one request.
-pub(crate) fn too_many_snapshots(left_out: usize) -> ErrorFrame {
-    ErrorFrame {
-        code: ErrorCode::TooLarge,
-        message: format!(
-            "{left_out} topics' snapshots did not fit in this request (at most half of \
-             --queue-size a request): ask for them with request_state, a few topics at a time"
-        ),
-        reference: None,
+/// How many more `snapshot` frames one request may queue, and how many it
+/// asked for beyond that.
+#[derive(Debug)]
+pub(crate) struct SnapshotBudget {
+    left: usize,
+    refused: usize,
+}
+
+impl SnapshotBudget {
+    /// Whether one more snapshot fits (it is then counted); if not, it is
+    /// counted as refused.
+    pub(crate) fn take(&mut self) -> bool {
+        if self.left == 0 {
+            self.refused += 1;
+            return false;
+        }
+        self.left -= 1;
+        true
+    }
+
+    /// The error that tells the client what did not fit, if anything.
+    pub(crate) fn overrun(&self) -> Option<ErrorFrame> {
+        (self.refused > 0).then(|| ErrorFrame {
+            code: ErrorCode::TooLarge,
+            message: format!(
+                "{} topics' snapshots did not fit in this request (at most half of \
+                 --queue-size a request): ask for them with request_state, a few topics at a time",
+                self.refused
+            ),
+            reference: None,
+        })
     }
 }
 
