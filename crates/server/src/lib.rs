@@ -1,58 +1,47 @@
-//! `herald-server`: the Herald hub as a library, and the `herald` binary.
+//! `herald-server`: the Herald hub as a library.
 //!
 //! Embed it to publish in-process (build the runtime with
 //! [`server::runtime`], which is tuned for fan-out):
 //!
 //! ```no_run
-//! # async fn example() -> anyhow::Result<()> {
-//! use herald_server::{Config, Hub, server};
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use herald_server::{Config, Hub, PublishOptions, server};
 //! use herald_protocol::{EventType, PublishRequest, Topic};
 //! use tokio_util::sync::CancellationToken;
 //!
 //! let config = Config::default();
 //! let listeners = server::bind(&config).await?;
 //! let hub = Hub::new(config, CancellationToken::new());
-//! let publisher = hub.clone();
-//! tokio::spawn(server::serve(listeners, hub, std::future::pending()));
+//! let (publisher, tasks) = (hub.clone(), hub.tasks().clone());
+//! tasks.spawn(server::serve(listeners, hub, std::future::pending()));
 //! let topic = Topic::parse("execution:exec_123")?;
-//! publisher
-//!     .publish(PublishRequest::new(topic, EventType::ExecutionStarted, serde_json::json!({})))
-//!     .await?;
+//! let event = PublishRequest::new(topic, EventType::ExecutionStarted, serde_json::json!({}));
+//! let published = publisher.publish(event, PublishOptions::default()).await?;
+//! println!("seq {}", published.receipt.seq);
 //! # Ok(()) }
 //! ```
 //!
 //! # Layout
 //!
-//! - [`auth`]: API keys, JWT verification, per-topic access.
-//! - `limits`: token buckets for frame and publish rates.
-//! - [`config`]: [`Config`], its defaults, and the duration and size parsers.
-//! - [`approvals`]: the approval registry: decisions, timeouts, audit.
-//! - [`hub`]: [`Hub`]: topics, subscriptions, connections, the publish path.
-//! - `stream`: one topic's seqs, history, snapshot and exact subscribers.
-//! - `outbox`: a connection's bounded queue with priority shedding and gaps.
-//! - `connection`: a connection's reader and writer, heartbeats, frame handling.
-//! - [`ingest`]: the Unix datagram socket producers publish to.
-//! - [`http`]: the router, the JSON API and the WebSocket endpoints.
-//! - [`metrics`]: counters and histograms in the Prometheus text format.
-//! - `metrics_topic`: the hub's headline figures as `metrics.updated` events
-//!   on topic `metrics`, for `/ws/metrics`.
-//! - [`store`]: the [`store::Store`] trait and the SQLite store (group commit, recovery).
-//! - [`server`]: running the hub and shutting it down in order.
+//! The folders are the layers; dependencies point down the list.
+//!
+//! - [`transport`]: HTTP (router, JSON API, who may call what), WebSocket
+//!   (endpoints, per-connection reader, writer and commands), the Unix
+//!   datagram socket.
+//! - [`core`]: the hub without IO: [`Hub`], the [`Broker`](core::broker::Broker)
+//!   boundary and its engines (memory; memory made durable by SQLite), the
+//!   one publish path, this node's subscriber index and fan-out, outboxes,
+//!   approvals.
+//! - [`operations`]: configuration, authentication, limits, metrics.
+//! - [`server`]: the runtime, binding, serving, and the ordered shutdown.
 
-pub mod approvals;
-pub mod auth;
-pub mod config;
-mod connection;
-pub mod http;
-pub mod hub;
-pub mod ingest;
-mod limits;
-pub mod metrics;
-mod metrics_topic;
-mod outbox;
+pub mod core;
+pub mod operations;
 pub mod server;
-pub mod store;
-mod stream;
+pub mod transport;
 
-pub use config::{Config, StoreConfig};
-pub use hub::{Audience, Hub, PublishError};
+pub use crate::core::broker::{Audience, Published, Wait};
+pub use crate::core::hub::Hub;
+pub use crate::core::publish::{PublishError, PublishOptions};
+pub use crate::operations::config::{Config, StoreConfig};
+pub use crate::operations::{auth, config};

@@ -21,9 +21,11 @@ use tokio::net::{TcpListener, UnixDatagram};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
-use crate::config::Config;
-use crate::http;
-use crate::hub::{Audience, Hub};
+use crate::core::broker::{Audience, BrokerError};
+use crate::core::hub::Hub;
+use crate::core::publish::PublishOptions;
+use crate::operations::config::Config;
+use crate::transport::{http, unix};
 
 /// How many polls a worker makes from its own queue for each one it takes
 /// from the shared injection queue (see [`runtime`]).
@@ -50,23 +52,20 @@ pub fn runtime() -> tokio::runtime::Builder {
     builder
 }
 
-/// How often history is trimmed by age and idle topics are swept.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
-
 /// Why the hub could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] crate::operations::config::ConfigError),
     #[error("could not listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
     },
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] BrokerError),
     #[error(transparent)]
-    Ingest(#[from] crate::ingest::IngestError),
+    Ingest(#[from] unix::IngestError),
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -96,10 +95,7 @@ pub async fn bind(config: &Config) -> Result<Listeners, ServeError> {
             source,
         })?;
     let unix = match &config.unix_socket {
-        Some(path) => Some((
-            crate::ingest::bind(path, config.unix_socket_mode)?,
-            path.clone(),
-        )),
+        Some(path) => Some((unix::bind(path, config.unix_socket_mode)?, path.clone())),
         None => None,
     };
     Ok(Listeners { http, unix })
@@ -131,18 +127,18 @@ pub async fn serve(
     } = listeners;
     if let Some((socket, path)) = unix {
         tracing::info!(path = %path.display(), "accepting events on the unix socket");
-        hub.tasks()
-            .spawn(crate::ingest::run(hub.clone(), socket, path));
+        hub.tasks().spawn(unix::run(hub.clone(), socket, path));
     }
-    spawn_sweeper(&hub);
     let interval = hub.config().metrics_interval;
     if !interval.is_zero() {
         hub.tasks()
-            .spawn(crate::metrics_topic::run(hub.clone(), interval));
+            .spawn(crate::operations::figures::run(hub.clone(), interval));
     }
     let timeouts = hub.clone();
-    hub.tasks()
-        .spawn(async move { timeouts.run_approval_timeouts().await });
+    hub.tasks().spawn(async move {
+        let stop = timeouts.shutdown_token().clone();
+        timeouts.approvals().run_timeouts(stop).await;
+    });
     let stop_accepting = CancellationToken::new();
     let server = accept_loop(listener, hub.clone(), stop_accepting.clone());
     let hub_for_shutdown = hub.clone();
@@ -167,8 +163,7 @@ pub async fn serve(
             "shutdown grace period over; dropping connections"
         );
     }
-    let closing = hub.clone();
-    let _ = tokio::task::spawn_blocking(move || closing.close_store()).await;
+    hub.close().await;
     tracing::info!("hub stopped");
     Ok(())
 }
@@ -176,7 +171,7 @@ pub async fn serve(
 /// Tells every client the hub is going away, then closes every connection
 /// with 1001 (after its queue is flushed).
 async fn begin_shutdown(hub: &Hub) {
-    tracing::info!(connections = hub.connection_count(), "shutting down");
+    tracing::info!(connections = hub.connections().count(), "shutting down");
     let notice = PublishRequest::new(
         Topic::global(),
         EventType::SystemShutdown,
@@ -188,7 +183,10 @@ async fn begin_shutdown(hub: &Hub) {
         .to_data(),
     )
     .priority(Priority::Critical);
-    if let Err(error) = hub.publish_to(notice, Audience::Everyone).await {
+    if let Err(error) = hub
+        .publish(notice, PublishOptions::to(Audience::Everyone))
+        .await
+    {
         tracing::warn!(%error, "could not announce shutdown");
     }
     hub.shutdown_token().cancel();
@@ -242,18 +240,4 @@ async fn accept_loop(listener: TcpListener, hub: Hub, stop: CancellationToken) {
             }
         });
     }
-}
-
-fn spawn_sweeper(hub: &Hub) {
-    let hub_for_task = hub.clone();
-    hub.tasks().spawn(async move {
-        let token = hub_for_task.shutdown_token().clone();
-        let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
-        loop {
-            tokio::select! {
-                () = token.cancelled() => break,
-                _ = ticks.tick() => hub_for_task.sweep(),
-            }
-        }
-    });
 }

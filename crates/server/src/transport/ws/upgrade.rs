@@ -17,10 +17,11 @@ use futures::{SinkExt as _, StreamExt as _};
 use herald_protocol::{CloseReason, ErrorCode, Topic, TopicPattern};
 use serde::Deserialize;
 
-use super::error::ApiError;
-use crate::auth::Identity;
-use crate::connection::{self, ConnHandle};
-use crate::hub::Hub;
+use super::connection;
+use crate::core::connection::ConnHandle;
+use crate::core::hub::Hub;
+use crate::operations::auth::Identity;
+use crate::transport::http::error::ApiError;
 
 /// The subprotocol the hub speaks (and answers with when a client offers it).
 const SUBPROTOCOL: &str = "herald.v1";
@@ -166,7 +167,7 @@ fn admit(
     let token = token(headers, params).ok_or_else(|| {
         ApiError::new(
             ErrorCode::Unauthorized,
-            crate::auth::AuthError::MissingToken.to_string(),
+            crate::operations::auth::AuthError::MissingToken.to_string(),
         )
     })?;
     config
@@ -212,7 +213,7 @@ fn accept(
         // two small halves and never a copy of the whole socket.
         let (sink, source) = socket.split();
         tasks.track_future(async move {
-            if hub.connection_count() >= hub.config().max_connections {
+            if hub.connections().count() >= hub.config().max_connections {
                 reject_over_limit(&hub, sink).await;
                 return;
             }

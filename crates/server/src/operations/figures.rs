@@ -15,7 +15,8 @@ use herald_protocol::payload::Metrics as MetricsPayload;
 use herald_protocol::{EventType, Label, Priority, PublishRequest, Topic};
 use tokio::time::Instant;
 
-use crate::hub::Hub;
+use crate::core::hub::Hub;
+use crate::core::publish::PublishOptions;
 
 /// Counters sampled at one tick, to turn totals into rates.
 #[derive(Debug, Clone, Copy)]
@@ -49,13 +50,14 @@ pub(crate) async fn run(hub: Hub, interval: Duration) {
             _ = ticks.tick() => {}
         }
         let now = Sample::take(&hub);
-        if !hub.has_subscribers(&topic) {
+        if !hub.subscriptions().has_subscribers(&topic) {
             last = now;
             continue;
         }
         let figures = figures(&hub, last, now);
         // Counted in the figures it reports next time, like any event.
-        if let Err(error) = hub.publish(request(&topic, figures)).await {
+        let options = PublishOptions::default();
+        if let Err(error) = hub.publish(request(&topic, figures), options).await {
             tracing::debug!(%error, "could not publish the hub's metrics");
         }
         last = now;
@@ -67,17 +69,18 @@ fn figures(hub: &Hub, last: Sample, now: Sample) -> BTreeMap<String, f64> {
     let seconds = now.at.duration_since(last.at).as_secs_f64().max(1e-3);
     let rate = |from: u64, to: u64| to.saturating_sub(from) as f64 / seconds;
     let metrics = hub.metrics();
+    let stats = hub.broker().stats();
     BTreeMap::from([
         (
             "active_connections".to_owned(),
-            hub.connection_count() as f64,
+            hub.connections().count() as f64,
         ),
-        ("topics".to_owned(), hub.topic_count() as f64),
+        ("topics".to_owned(), stats.topics as f64),
         (
             "pending_approvals".to_owned(),
-            hub.approvals().pending() as f64,
+            stats.pending_approvals as f64,
         ),
-        ("retained_bytes".to_owned(), hub.retained_bytes() as f64),
+        ("retained_bytes".to_owned(), stats.retained_bytes as f64),
         ("events_published_total".to_owned(), now.published as f64),
         ("events_delivered_total".to_owned(), now.delivered as f64),
         (

@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use herald_protocol::{CloseReason, Priority, Topic};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -19,7 +19,8 @@ use tokio::sync::Notify;
 /// One frame waiting to be written.
 #[derive(Debug, Clone)]
 pub(crate) struct OutFrame {
-    pub(crate) text: Utf8Bytes,
+    /// The encoded frame (UTF-8 JSON text).
+    pub(crate) text: Bytes,
     pub(crate) event: Option<EventMeta>,
 }
 
@@ -34,7 +35,7 @@ pub(crate) struct EventMeta {
 
 impl OutFrame {
     /// A reply or notice (welcome, ack, error, subscribed, …): never shed.
-    pub(crate) fn control(text: impl Into<Utf8Bytes>) -> OutFrame {
+    pub(crate) fn control(text: impl Into<Bytes>) -> OutFrame {
         OutFrame {
             text: text.into(),
             event: None,
@@ -317,7 +318,7 @@ mod tests {
 
     fn event(topic: &str, seq: u64, priority: Priority) -> OutFrame {
         OutFrame {
-            text: Utf8Bytes::from(format!("{topic}#{seq}")),
+            text: Bytes::from(format!("{topic}#{seq}")),
             event: Some(EventMeta {
                 topic: Topic::parse(topic).unwrap(),
                 seq,
@@ -332,7 +333,7 @@ mod tests {
         entries
             .into_iter()
             .map(|e| match e {
-                Entry::Frame(f) => f.text.to_string(),
+                Entry::Frame(f) => String::from_utf8_lossy(&f.text).into_owned(),
                 Entry::Gap {
                     topic,
                     from_seq,

@@ -1,28 +1,35 @@
-//! The SQLite store: one file, WAL mode, a bundled SQLite (nothing to install).
+//! Durability for the memory engine: one SQLite file, WAL mode, a bundled
+//! SQLite (nothing to install).
 //!
-//! One writer thread owns the connection. It takes every append waiting in
-//! the journal (up to `MAX_BATCH`) and writes them in one transaction with
-//! `synchronous=FULL`, so a publish is acknowledged only once it is on disk and
-//! the cost of the sync is shared by everything that arrived meanwhile (group
-//! commit). The file is locked exclusively: a second hub on the same file gets
-//! a clear error instead of corrupting seqs.
+//! The engine assigns seqs in memory and hands each event to this journal;
+//! one writer thread owns the connection, takes every write waiting (up to
+//! `MAX_BATCH`) and commits them in one transaction with `synchronous=FULL`,
+//! so a publish is acknowledged only once it is on disk and the cost of the
+//! sync is shared by everything that arrived meanwhile (group commit). Then,
+//! in journal order (which is seq order per topic), it hands each event back
+//! to the engine ([`Written::event_written`]), which delivers it or, if the
+//! write failed, gives its seq up. The file is locked exclusively: a second
+//! hub on the same file gets a clear error instead of corrupting seqs.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use herald_protocol::{Epoch, Event, Topic};
 use parking_lot::Mutex;
 use rusqlite::{Connection, params};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use super::{RecoveredTopic, Store, StoreError, Write};
-use crate::hub::now_ms;
+use super::memory::approval_book::MAX_DECIDED;
+use super::memory::topic_log::PendingWrite;
+use super::{Audience, BrokerError, EncodedEvent};
+use crate::core::clock::now_ms;
 
 /// Most appends written in one transaction.
 const MAX_BATCH: usize = 1024;
-/// Appends waiting for the writer before publishers wait for room.
-const JOURNAL_CAPACITY: usize = 8192;
+/// Writes waiting for the writer before publishers wait for room.
+pub(crate) const JOURNAL_CAPACITY: usize = 8192;
 /// How often history beyond the age limit is deleted.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -54,33 +61,88 @@ CREATE TABLE IF NOT EXISTS snapshots (
 ) WITHOUT ROWID;
 ";
 
-/// The SQLite store.
+/// One event to make durable, and where its outcome goes.
 #[derive(Debug)]
-pub struct SqliteStore {
+pub(crate) struct EventWrite {
+    pub(crate) encoded: EncodedEvent,
+    /// The topic's epoch, stored with its last seq.
+    pub(crate) epoch: Epoch,
+    pub(crate) audience: Audience,
+    /// Where retries of the event wait for the outcome.
+    pub(crate) pending: Arc<PendingWrite>,
+    /// The first attempt's answer: the connections the event reached.
+    pub(crate) done: oneshot::Sender<Result<u32, BrokerError>>,
+}
+
+/// An approval's record to keep (its JSON), written like events.
+#[derive(Debug)]
+pub(crate) struct ApprovalWrite {
+    pub(crate) callback_id: String,
+    pub(crate) pending: bool,
+    pub(crate) body: String,
+    pub(crate) done: oneshot::Sender<Result<(), BrokerError>>,
+}
+
+/// What goes through the journal, in order.
+#[derive(Debug)]
+pub(crate) enum Write {
+    Event(EventWrite),
+    Approval(ApprovalWrite),
+}
+
+/// Whom the writer hands each event back to once its write is over: the
+/// engine, which delivers it (`Ok`) or gives its seq up (`Err`), then
+/// answers the publish.
+pub(crate) trait Written: Send + Sync {
+    fn event_written(&self, write: EventWrite, result: &Result<(), BrokerError>);
+}
+
+/// A topic as it survived a restart.
+#[derive(Debug, Clone)]
+pub(crate) struct RecoveredTopic {
+    pub(crate) topic: Topic,
+    pub(crate) epoch: Epoch,
+    pub(crate) last_seq: u64,
+    /// Retained events, oldest first, with their age in milliseconds.
+    pub(crate) history: Vec<(Event, u64)>,
+    /// The latest event per key, oldest update first.
+    pub(crate) snapshot: Vec<Event>,
+}
+
+/// Everything that survived a restart, read once at start.
+#[derive(Debug, Default)]
+pub(crate) struct Recovered {
+    pub(crate) topics: Vec<RecoveredTopic>,
+    /// Approval records (their JSON), pending ones included.
+    pub(crate) approvals: Vec<String>,
+}
+
+/// The SQLite file and the thread that writes to it.
+#[derive(Debug)]
+pub(crate) struct SqliteJournal {
     path: PathBuf,
-    /// Dropped on close, which ends the writer once the journal is drained.
-    journal: Mutex<Option<mpsc::Sender<Write>>>,
     /// Taken by the writer thread when it starts.
-    pending: Mutex<Option<(Connection, mpsc::Receiver<Write>)>>,
+    unstarted: Mutex<Option<Connection>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     history_size: usize,
     history_age: Duration,
 }
 
-fn open_error(path: &Path, error: impl std::fmt::Display) -> StoreError {
-    StoreError::Open {
+fn open_error(path: &Path, error: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Open {
         path: path.display().to_string(),
         reason: error.to_string(),
     }
 }
 
-impl SqliteStore {
-    /// Opens (or creates) the database, takes its lock, and prepares the schema.
-    pub fn open(
+impl SqliteJournal {
+    /// Opens (or creates) the database, takes its lock, prepares the schema
+    /// and reads what survived.
+    pub(crate) fn open(
         path: &Path,
         history_size: usize,
         history_age: Duration,
-    ) -> Result<SqliteStore, StoreError> {
+    ) -> Result<(SqliteJournal, Recovered), BrokerError> {
         let conn = Connection::open(path).map_err(|e| open_error(path, e))?;
         conn.busy_timeout(Duration::from_millis(500))
             .map_err(|e| open_error(path, e))?;
@@ -98,71 +160,59 @@ impl SqliteStore {
         // Taking a write lock now makes a second hub on the same file fail here, clearly.
         conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
             .map_err(locked)?;
-        let (journal, receiver) = mpsc::channel(JOURNAL_CAPACITY);
-        Ok(SqliteStore {
+        let recovered = Recovered {
+            topics: recover(&conn, history_size, history_age).map_err(|e| open_error(path, e))?,
+            approvals: recover_approvals(&conn).map_err(|e| open_error(path, e))?,
+        };
+        let journal = SqliteJournal {
             path: path.to_owned(),
-            journal: Mutex::new(Some(journal)),
-            pending: Mutex::new(Some((conn, receiver))),
+            unstarted: Mutex::new(Some(conn)),
             writer: Mutex::new(None),
             history_size,
             history_age,
-        })
+        };
+        Ok((journal, recovered))
     }
 
-    /// Starts the writer thread. Call once, after [`Store::recover`].
-    pub fn start(&self) -> Result<(), StoreError> {
-        let Some((conn, receiver)) = self.pending.lock().take() else {
-            return Err(StoreError::Closed);
+    /// Starts the writer thread: it takes writes from `journal` until every
+    /// sender is gone and hands every written event to `written` (weak: the
+    /// engine owns the journal, not the reverse).
+    pub(crate) fn start(
+        &self,
+        journal: mpsc::Receiver<Write>,
+        written: Weak<dyn Written>,
+    ) -> Result<(), BrokerError> {
+        let Some(conn) = self.unstarted.lock().take() else {
+            return Err(BrokerError::Closed);
         };
         let writer = Writer {
             conn,
             history_size: self.history_size as u64,
             history_age: self.history_age,
             last_prune: Instant::now(),
+            written,
         };
         let handle = std::thread::Builder::new()
             .name("herald-sqlite".into())
-            .spawn(move || writer.run(receiver))
+            .spawn(move || writer.run(journal))
             .map_err(|e| open_error(&self.path, e))?;
         *self.writer.lock() = Some(handle);
         Ok(())
     }
-}
 
-impl Store for SqliteStore {
-    fn recover(&self) -> Result<Vec<RecoveredTopic>, StoreError> {
-        let guard = self.pending.lock();
-        let Some((conn, _)) = guard.as_ref() else {
-            return Err(StoreError::Closed);
-        };
-        recover(conn, self.history_size, self.history_age).map_err(|e| open_error(&self.path, e))
-    }
-
-    fn recover_approvals(&self) -> Result<Vec<String>, StoreError> {
-        let guard = self.pending.lock();
-        let Some((conn, _)) = guard.as_ref() else {
-            return Err(StoreError::Closed);
-        };
-        let read = || -> rusqlite::Result<Vec<String>> {
-            let mut query = conn.prepare("SELECT body FROM approvals ORDER BY updated_at ASC")?;
-            let rows = query.query_map([], |row| row.get::<_, String>(0))?;
-            rows.collect()
-        };
-        read().map_err(|e| open_error(&self.path, e))
-    }
-
-    fn journal(&self) -> Option<mpsc::Sender<Write>> {
-        self.journal.lock().clone()
-    }
-
-    fn close(&self) {
-        // The writer ends when every sender is gone and the journal is drained;
-        // publishes in flight hold the only other clones, briefly.
-        self.journal.lock().take();
+    /// Waits for the writer to finish what was queued (its senders must be
+    /// gone for it to end).
+    pub(crate) fn join(&self) {
         if let Some(handle) = self.writer.lock().take() {
             let _ = handle.join();
         }
     }
+}
+
+fn recover_approvals(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut query = conn.prepare("SELECT body FROM approvals ORDER BY updated_at ASC")?;
+    let rows = query.query_map([], |row| row.get::<_, String>(0))?;
+    rows.collect()
 }
 
 fn recover(
@@ -227,6 +277,7 @@ struct Writer {
     history_size: u64,
     history_age: Duration,
     last_prune: Instant,
+    written: Weak<dyn Written>,
 }
 
 impl Writer {
@@ -242,12 +293,24 @@ impl Writer {
             }
             let result = self
                 .write(&batch)
-                .map_err(|e| StoreError::Write(e.to_string()));
+                .map_err(|e| BrokerError::Write(e.to_string()));
             if let Err(error) = &result {
                 tracing::error!(%error, events = batch.len(), "sqlite write failed; publishes are refused");
             }
+            // Gone only once the engine is dropped: its publishers are then
+            // told the store stopped (their answer channels close).
+            let written = self.written.upgrade();
             for write in batch.drain(..) {
-                write.finish(&result);
+                match write {
+                    Write::Event(write) => {
+                        if let Some(written) = &written {
+                            written.event_written(write, &result);
+                        }
+                    }
+                    Write::Approval(write) => {
+                        let _ = write.done.send(result.clone());
+                    }
+                }
             }
             if self.last_prune.elapsed() > PRUNE_INTERVAL {
                 self.last_prune = Instant::now();
@@ -259,7 +322,7 @@ impl Writer {
                         self.conn.execute(
                             "DELETE FROM approvals WHERE pending = 0 AND callback_id NOT IN \
                              (SELECT callback_id FROM approvals WHERE pending = 0 ORDER BY updated_at DESC LIMIT ?1)",
-                            params![crate::approvals::MAX_DECIDED as i64],
+                            params![MAX_DECIDED as i64],
                         )
                     });
                 if let Err(error) = pruned {
@@ -291,7 +354,7 @@ impl Writer {
             )?;
             for write in batch {
                 let append = match write {
-                    Write::Event(append) => append,
+                    Write::Event(write) => write,
                     Write::Approval(record) => {
                         approval.execute(params![
                             record.callback_id,
@@ -302,7 +365,7 @@ impl Writer {
                         continue;
                     }
                 };
-                let event = &append.event;
+                let event = &append.encoded.event;
                 let body = serde_json::to_string(&**event).unwrap_or_default();
                 let seq = event.seq as i64;
                 insert.execute(params![event.topic.as_str(), seq, now, body])?;

@@ -235,7 +235,7 @@ mod tests {
     use super::*;
 
     fn now_s() -> u64 {
-        crate::hub::now_ms() / 1000
+        crate::core::clock::now_ms() / 1000
     }
 
     fn token(claims: &serde_json::Value, secret: &str) -> String {

@@ -1,8 +1,21 @@
-//! The HTTP side: the router, the JSON API, and the WebSocket endpoints.
+//! HTTP: the router (every route, WebSocket endpoints included), who may
+//! call what (API keys, origins, CORS), and the JSON API.
+//!
+//! # Layout
+//!
+//! - this module: [`router`], authorization and CORS.
+//! - `events`: publishing (events, broadcasts, user messages), with the
+//!   producers' rate limit.
+//! - `approvals`: asking, long-polling, listing.
+//! - `admin`: connections, topic history, status, health, metrics.
+//! - `body`: reading JSON bodies and queries into typed requests.
+//! - [`error`]: [`ApiError`], the one error type of the API.
 
-mod api;
+mod admin;
+mod approvals;
+mod body;
 pub mod error;
-mod ws;
+mod events;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -16,13 +29,14 @@ use axum::routing::{get, post};
 use herald_protocol::ErrorCode;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::auth::{AuthError, Scope};
-use crate::hub::Hub;
+use crate::core::hub::Hub;
+use crate::operations::auth::{AuthError, Scope};
+use crate::transport::ws::upgrade as ws;
 use error::ApiError;
 
 /// The dashboard: one self-contained page over the JSON API and `/ws/events`.
 async fn dashboard() -> axum::response::Html<&'static str> {
-    axum::response::Html(include_str!("../../assets/dashboard.html"))
+    axum::response::Html(include_str!("../../../assets/dashboard.html"))
 }
 
 /// Who published: the API key, or the remote address when no keys are configured.
@@ -156,30 +170,33 @@ pub fn router(hub: Hub) -> Router {
         .route("/ws/global", get(ws::global))
         .route("/ws/metrics", get(ws::metrics))
         .route("/ws/events", get(ws::events))
-        .route("/api/v1/events", post(api::publish_events))
-        .route("/api/v1/broadcast", post(api::broadcast))
-        .route("/api/v1/users/{user_id}/messages", post(api::user_message))
+        .route("/api/v1/events", post(events::publish_events))
+        .route("/api/v1/broadcast", post(events::broadcast))
+        .route(
+            "/api/v1/users/{user_id}/messages",
+            post(events::user_message),
+        )
         .route(
             "/api/v1/approvals",
-            post(api::create_approval).get(api::list_approvals),
+            post(approvals::create).get(approvals::list),
         )
-        .route("/api/v1/approvals/{id}", get(api::get_approval))
-        .route("/api/v1/connections", get(api::connections))
+        .route("/api/v1/approvals/{id}", get(approvals::get))
+        .route("/api/v1/connections", get(admin::connections))
         .route(
             "/api/v1/connections/{id}",
-            get(api::connection).delete(api::disconnect),
+            get(admin::connection).delete(admin::disconnect),
         )
-        .route("/api/v1/topics/{topic}/events", get(api::topic_events))
-        .route("/api/v1/status", get(api::status))
+        .route("/api/v1/topics/{topic}/events", get(admin::topic_events))
+        .route("/api/v1/status", get(admin::status))
         .route(
             "/",
             get(|| async { axum::response::Redirect::temporary("/dashboard") }),
         )
         .route("/dashboard", get(dashboard))
-        .route("/health", get(api::health))
-        .route("/metrics", get(api::metrics))
-        .fallback(api::not_found)
-        .method_not_allowed_fallback(api::method_not_allowed)
+        .route("/health", get(admin::health))
+        .route("/metrics", get(admin::metrics))
+        .fallback(admin::not_found)
+        .method_not_allowed_fallback(admin::method_not_allowed)
         .layer(middleware::from_fn_with_state(hub.clone(), authorize))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower::util::option_layer(cors(

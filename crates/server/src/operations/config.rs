@@ -76,7 +76,7 @@ pub struct Config {
     /// How long shutdown waits for connections to drain. Default 5 s.
     pub shutdown_grace: Duration,
     /// API keys and JWT verification. Default none: the hub runs open.
-    pub auth: crate::auth::Authenticator,
+    pub auth: crate::operations::auth::Authenticator,
     /// How often the hub publishes its figures on topic `metrics` while it
     /// has subscribers (`/ws/metrics`); zero turns that off. Default 5 s.
     pub metrics_interval: Duration,
@@ -119,7 +119,7 @@ impl Default for Config {
             unix_socket: None,
             unix_socket_mode: 0o660,
             shutdown_grace: Duration::from_secs(5),
-            auth: crate::auth::Authenticator::default(),
+            auth: crate::operations::auth::Authenticator::default(),
             allowed_origins: Vec::new(),
             metrics_interval: Duration::from_secs(5),
             client_rate_limit: 100,

@@ -1,0 +1,476 @@
+//! Human-in-the-loop approvals: a producer asks a user, waits, and gets the
+//! first decision, the timeout's default, or a cancellation.
+//!
+//! The broker keeps the approvals and decides them atomically (exactly one
+//! decision wins); this service asks (registers, then publishes
+//! `approval.requested` on `user:{user_id}`, to every connection of that
+//! user, and on `task:{task_id}`), decides (then publishes
+//! `approval.resolved` on the same topics), times out what the broker says
+//! expired, and wakes whoever waits on a decision ([`Decisions`], fed by the
+//! broker's notices, whichever node decided).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use herald_protocol::payload::{
+    ApprovalDecision, ApprovalRecord, ApprovalRequested, ApprovalResolved, ApprovalStatus,
+    NewApproval, Payload as _,
+};
+use herald_protocol::{CallbackId, ErrorCode, EventType, Label, Priority, PublishRequest, Topic};
+use parking_lot::Mutex;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::core::broker::{
+    ApprovalQuery, ApprovalStoreError, Audience, Broker, BrokerError, Decision,
+};
+use crate::core::clock::now_ms;
+use crate::core::publish::{PublishOptions, Publisher};
+use crate::operations::metrics::Histogram;
+
+/// The longest wait a request may ask for.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How long the timeout task sleeps when no deadline is ahead.
+const IDLE_CHECK: Duration = Duration::from_secs(3600);
+
+/// Why an approval operation failed; each maps to an [`ErrorCode`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApprovalError {
+    #[error("no approval has callback_id {0:?}")]
+    NotFound(String),
+    #[error("approval {id:?} is already resolved ({status})")]
+    AlreadyResolved { id: String, status: &'static str },
+    #[error("only the approval's user may answer it")]
+    Forbidden,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("too many pending approvals (at most {0})")]
+    TooMany(usize),
+    #[error("the hub could not publish the approval: {0}")]
+    Publish(String),
+    #[error(transparent)]
+    Store(BrokerError),
+}
+
+impl ApprovalError {
+    /// The code reported to the peer.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ApprovalError::NotFound(_) => ErrorCode::NotFound,
+            ApprovalError::AlreadyResolved { .. } => ErrorCode::Conflict,
+            ApprovalError::Forbidden => ErrorCode::Forbidden,
+            ApprovalError::Invalid(_) => ErrorCode::InvalidRequest,
+            ApprovalError::TooMany(_) => ErrorCode::RateLimited,
+            ApprovalError::Publish(_) | ApprovalError::Store(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<ApprovalStoreError> for ApprovalError {
+    fn from(error: ApprovalStoreError) -> Self {
+        match error {
+            ApprovalStoreError::NotFound(id) => ApprovalError::NotFound(id),
+            ApprovalStoreError::AlreadyResolved { id, status } => {
+                ApprovalError::AlreadyResolved { id, status }
+            }
+            ApprovalStoreError::Forbidden => ApprovalError::Forbidden,
+            ApprovalStoreError::TooMany(max) => ApprovalError::TooMany(max),
+            ApprovalStoreError::Broker(error) => ApprovalError::Store(error),
+        }
+    }
+}
+
+impl From<BrokerError> for ApprovalError {
+    fn from(error: BrokerError) -> Self {
+        ApprovalError::Store(error)
+    }
+}
+
+/// Who waits on which approval's decision on this node, and the wake-up of
+/// the timeout task when a new deadline may be nearer.
+#[derive(Debug, Default)]
+pub(crate) struct Decisions {
+    waiting: Mutex<HashMap<CallbackId, watch::Sender<ApprovalDecision>>>,
+    new_deadline: Notify,
+}
+
+impl Decisions {
+    /// An approval was created or decided (on any node).
+    pub(crate) fn changed(&self, record: &ApprovalRecord) {
+        if !record.status.is_final() {
+            self.new_deadline.notify_one();
+            return;
+        }
+        let waiting = self.waiting.lock().remove(&record.request.callback_id);
+        if let Some(waiting) = waiting {
+            waiting.send_replace(record.decision());
+        }
+    }
+
+    fn watch(&self, current: ApprovalDecision) -> watch::Receiver<ApprovalDecision> {
+        self.waiting
+            .lock()
+            .entry(current.callback_id.clone())
+            .or_insert_with(|| watch::channel(current).0)
+            .subscribe()
+    }
+
+    /// Forgets a watch nobody holds any more.
+    fn unwatch(&self, id: &CallbackId) {
+        let mut waiting = self.waiting.lock();
+        if waiting.get(id).is_some_and(|w| w.receiver_count() == 0) {
+            waiting.remove(id);
+        }
+    }
+}
+
+/// The outcomes counted in `herald_approval_decisions_total`.
+const OUTCOMES: [ApprovalStatus; 4] = [
+    ApprovalStatus::Approved,
+    ApprovalStatus::Rejected,
+    ApprovalStatus::TimedOut,
+    ApprovalStatus::Cancelled,
+];
+
+const DECISION_BUCKETS: [f64; 10] = [
+    1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
+/// The approvals service of a hub.
+#[derive(Debug)]
+pub struct Approvals {
+    broker: Arc<dyn Broker>,
+    publisher: Publisher,
+    decisions: Arc<Decisions>,
+    default_timeout: Duration,
+    default_proceed: bool,
+    /// Decisions this node made, by outcome (`OUTCOMES` order).
+    decided: [AtomicU64; 4],
+    time_to_decision: Histogram,
+}
+
+impl Approvals {
+    pub(crate) fn new(
+        broker: Arc<dyn Broker>,
+        publisher: Publisher,
+        decisions: Arc<Decisions>,
+        default_timeout: Duration,
+        default_proceed: bool,
+    ) -> Approvals {
+        Approvals {
+            broker,
+            publisher,
+            decisions,
+            default_timeout,
+            default_proceed,
+            decided: std::array::from_fn(|_| AtomicU64::new(0)),
+            time_to_decision: Histogram::new(&DECISION_BUCKETS),
+        }
+    }
+
+    /// Asks a user and returns at once: registers the approval and publishes
+    /// `approval.requested` on `user:{user_id}` (to every connection of the
+    /// user) and `task:{task_id}`, keyed by the callback id so the topics'
+    /// snapshots show it until it is resolved.
+    pub async fn create(&self, request: NewApproval) -> Result<ApprovalRecord, ApprovalError> {
+        let invalid = |e: &dyn std::fmt::Display| ApprovalError::Invalid(e.to_string());
+        let user_topic = Topic::user(&request.user_id).map_err(|e| invalid(&e))?;
+        let task_topic = Topic::with_id("task", &request.task_id).map_err(|e| invalid(&e))?;
+        let mut record = self.prepare(request)?;
+        self.broker.create_approval(record.clone()).await?;
+        let id = record.request.callback_id.clone();
+        let data = record.request.to_data();
+        let key = Label::new(id.as_str()).map_err(|e| invalid(&e))?;
+        let mut reached = 0;
+        for (topic, audience) in [
+            (user_topic, Audience::User),
+            (task_topic, Audience::Subscribers),
+        ] {
+            let event = PublishRequest::new(topic, EventType::ApprovalRequested, data.clone())
+                .priority(Priority::High)
+                .key(key.clone());
+            let published = self
+                .publisher
+                .publish(event, PublishOptions::to(audience))
+                .await
+                .map_err(|e| ApprovalError::Publish(e.to_string()))?;
+            reached += published.reached;
+        }
+        self.broker.record_delivery(&id, reached).await?;
+        record.delivered_to = reached;
+        let (user, task) = (&record.request.user_id, &record.request.task_id);
+        if reached == 0 {
+            tracing::warn!(callback_id = %id, user, task, "approval requested, but no connection can answer it yet");
+        } else {
+            tracing::info!(callback_id = %id, user, task, reached, "approval requested");
+        }
+        Ok(record)
+    }
+
+    /// Builds the record of a new approval (not yet registered).
+    fn prepare(&self, request: NewApproval) -> Result<ApprovalRecord, ApprovalError> {
+        let timeout = request
+            .timeout_ms
+            .map_or(self.default_timeout, Duration::from_millis);
+        if timeout.is_zero() || timeout > MAX_TIMEOUT {
+            return Err(ApprovalError::Invalid(format!(
+                "timeout_ms must be between 1 and {}",
+                MAX_TIMEOUT.as_millis()
+            )));
+        }
+        let callback_id = CallbackId::new(uuid::Uuid::new_v4().to_string())
+            .map_err(|e| ApprovalError::Invalid(e.to_string()))?;
+        let created_at = now_ms();
+        Ok(ApprovalRecord {
+            request: ApprovalRequested {
+                callback_id,
+                user_id: request.user_id,
+                task_id: request.task_id,
+                step: request.step,
+                step_result: request.step_result,
+                timeout_ms: timeout.as_millis() as u64,
+                default_proceed: request.default_proceed.unwrap_or(self.default_proceed),
+                expires_at: created_at + timeout.as_millis() as u64,
+            },
+            status: ApprovalStatus::Pending,
+            proceed: None,
+            feedback: None,
+            decided_by: None,
+            decided_at: None,
+            created_at,
+            delivered_to: 0,
+        })
+    }
+
+    /// Asks a user and waits for the decision (or the timeout's default): the
+    /// one-call form for Rust producers.
+    pub async fn request(&self, request: NewApproval) -> Result<ApprovalDecision, ApprovalError> {
+        let record = self.create(request).await?;
+        let limit = Duration::from_millis(record.request.timeout_ms) + Duration::from_secs(5);
+        self.wait(record.request.callback_id.as_str(), limit).await
+    }
+
+    /// Records a user's decision (the first wins) and publishes
+    /// `approval.resolved`. `answering_user` is checked against the
+    /// approval's user when given.
+    pub async fn decide(
+        &self,
+        id: &str,
+        proceed: bool,
+        feedback: Option<String>,
+        decided_by: Option<String>,
+        answering_user: Option<&str>,
+    ) -> Result<ApprovalRecord, ApprovalError> {
+        let status = if proceed {
+            ApprovalStatus::Approved
+        } else {
+            ApprovalStatus::Rejected
+        };
+        let decision = Decision {
+            status,
+            proceed,
+            feedback,
+            decided_by,
+            decided_at: now_ms(),
+            answering_user: answering_user.map(str::to_owned),
+        };
+        self.resolve(id, decision).await
+    }
+
+    async fn resolve(&self, id: &str, decision: Decision) -> Result<ApprovalRecord, ApprovalError> {
+        let key = CallbackId::new(id).map_err(|_| ApprovalError::NotFound(id.to_owned()))?;
+        let record = self.broker.decide_approval(&key, decision).await?;
+        if let Some(i) = OUTCOMES.iter().position(|o| *o == record.status) {
+            self.decided[i].fetch_add(1, Relaxed);
+        }
+        let decided_at = record.decided_at.unwrap_or(record.created_at);
+        self.time_to_decision.observe(Duration::from_millis(
+            decided_at.saturating_sub(record.created_at),
+        ));
+        let data = ApprovalResolved {
+            decision: record.decision(),
+            task_id: record.request.task_id.clone(),
+            user_id: record.request.user_id.clone(),
+        }
+        .to_data();
+        let label = Label::new(id).ok();
+        let topics = [
+            (Topic::user(&record.request.user_id), Audience::User),
+            (
+                Topic::with_id("task", &record.request.task_id),
+                Audience::Subscribers,
+            ),
+        ];
+        for (topic, audience) in topics {
+            let Ok(topic) = topic else { continue };
+            let mut event = PublishRequest::new(topic, EventType::ApprovalResolved, data.clone())
+                .priority(Priority::High);
+            event.key = label.clone();
+            if let Err(error) = self
+                .publisher
+                .publish(event, PublishOptions::to(audience))
+                .await
+            {
+                tracing::warn!(%error, callback_id = id, "could not publish a decision");
+            }
+        }
+        tracing::info!(
+            callback_id = id,
+            status = record.status.as_str(),
+            by = record.decided_by.as_deref(),
+            "approval resolved"
+        );
+        Ok(record)
+    }
+
+    /// Resolves a task's pending approvals as cancelled; how many were.
+    pub async fn cancel_task(&self, task_id: &str) -> usize {
+        let query = ApprovalQuery {
+            task_id: Some(task_id.to_owned()),
+            status: Some(ApprovalStatus::Pending),
+            ..ApprovalQuery::default()
+        };
+        let pending = match self.broker.approvals(&query).await {
+            Ok(pending) => pending,
+            Err(error) => {
+                tracing::warn!(%error, task_id, "could not list the task's approvals to cancel");
+                return 0;
+            }
+        };
+        let mut cancelled = 0;
+        for record in pending {
+            let decision = Decision {
+                status: ApprovalStatus::Cancelled,
+                proceed: false,
+                feedback: None,
+                decided_by: None,
+                decided_at: now_ms(),
+                answering_user: None,
+            };
+            if self
+                .resolve(record.request.callback_id.as_str(), decision)
+                .await
+                .is_ok()
+            {
+                cancelled += 1;
+            }
+        }
+        cancelled
+    }
+
+    /// Waits until the approval is decided or `wait` passes; returns its
+    /// decision then.
+    pub async fn wait(&self, id: &str, wait: Duration) -> Result<ApprovalDecision, ApprovalError> {
+        let key = CallbackId::new(id).map_err(|_| ApprovalError::NotFound(id.to_owned()))?;
+        let current = self.current(&key).await?;
+        if current.status.is_final() || wait.is_zero() {
+            return Ok(current);
+        }
+        let mut watching = self.decisions.watch(current);
+        // Decided between the read and the watch: the notice may have
+        // come before anyone was watching.
+        let current = self.current(&key).await?;
+        if current.status.is_final() {
+            drop(watching);
+            self.decisions.unwatch(&key);
+            return Ok(current);
+        }
+        let decided = tokio::time::timeout(wait, watching.wait_for(|d| d.status.is_final()))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|decision| decision.clone());
+        drop(watching);
+        self.decisions.unwatch(&key);
+        match decided {
+            Some(decision) => Ok(decision),
+            None => self.current(&key).await,
+        }
+    }
+
+    async fn current(&self, id: &CallbackId) -> Result<ApprovalDecision, ApprovalError> {
+        self.broker
+            .approval(id)
+            .await?
+            .map(|record| record.decision())
+            .ok_or_else(|| ApprovalError::NotFound(id.to_string()))
+    }
+
+    /// One approval's record.
+    pub async fn get(&self, id: &str) -> Result<Option<ApprovalRecord>, ApprovalError> {
+        let Ok(key) = CallbackId::new(id) else {
+            return Ok(None);
+        };
+        Ok(self.broker.approval(&key).await?)
+    }
+
+    /// Approvals matching the filters, newest first.
+    pub async fn list(&self, query: &ApprovalQuery) -> Result<Vec<ApprovalRecord>, ApprovalError> {
+        Ok(self.broker.approvals(query).await?)
+    }
+
+    /// Approvals waiting for a decision.
+    pub fn pending(&self) -> usize {
+        self.broker.stats().pending_approvals
+    }
+
+    /// Resolves expired approvals with their default until `stop` fires.
+    pub(crate) async fn run_timeouts(&self, stop: CancellationToken) {
+        loop {
+            let expired = match self.broker.claim_expired(now_ms()).await {
+                Ok(expired) => expired,
+                Err(error) => {
+                    tracing::warn!(%error, "could not read expired approvals");
+                    Default::default()
+                }
+            };
+            for record in &expired.approvals {
+                let decision = Decision {
+                    status: ApprovalStatus::TimedOut,
+                    proceed: record.request.default_proceed,
+                    feedback: None,
+                    decided_by: None,
+                    decided_at: now_ms(),
+                    answering_user: None,
+                };
+                // Another node (or the user, just now) may have won.
+                let _ = self
+                    .resolve(record.request.callback_id.as_str(), decision)
+                    .await;
+            }
+            let wait = expired.next_deadline.map_or(IDLE_CHECK, |at| {
+                Duration::from_millis(at.saturating_sub(now_ms()))
+            });
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+                () = self.decisions.new_deadline.notified() => {}
+            }
+        }
+    }
+
+    /// Appends the approval metrics in the Prometheus text format.
+    pub(crate) fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = writeln!(
+            out,
+            "# HELP herald_approval_decisions_total Approvals resolved, by outcome.\n# TYPE herald_approval_decisions_total counter"
+        );
+        for (outcome, count) in OUTCOMES.iter().zip(&self.decided) {
+            let _ = writeln!(
+                out,
+                "herald_approval_decisions_total{{outcome=\"{}\"}} {}",
+                outcome.as_str(),
+                count.load(Relaxed)
+            );
+        }
+        self.time_to_decision.render(
+            out,
+            "herald_approval_time_to_decision_seconds",
+            "Time from an approval's request to its resolution.",
+        );
+    }
+}

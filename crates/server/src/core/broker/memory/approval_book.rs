@@ -1,0 +1,268 @@
+//! The memory engine's approvals: pending ones (at most [`MAX_PENDING`]) and
+//! the recent decided ones for the audit trail (at most [`MAX_DECIDED`]; the
+//! oldest go first), so the book never grows without bound.
+
+use std::collections::{HashMap, VecDeque};
+
+use herald_protocol::CallbackId;
+use herald_protocol::payload::{ApprovalRecord, ApprovalStatus};
+
+use crate::core::broker::{ApprovalQuery, ApprovalStoreError, Decision, Expired};
+
+/// Most approvals pending at once; more are refused until some resolve.
+pub const MAX_PENDING: usize = 100_000;
+/// Decided approvals kept for the audit trail.
+pub const MAX_DECIDED: usize = 10_000;
+
+/// Every approval one node knows.
+#[derive(Debug, Default)]
+pub(crate) struct ApprovalBook {
+    records: HashMap<CallbackId, ApprovalRecord>,
+    /// Decided ones, oldest decision first.
+    decided: VecDeque<CallbackId>,
+    pending: usize,
+}
+
+impl ApprovalBook {
+    /// Registers an approval (new, or recovered from a store).
+    pub(crate) fn insert(&mut self, record: ApprovalRecord) -> Result<(), ApprovalStoreError> {
+        let pending = record.status == ApprovalStatus::Pending;
+        if pending && self.pending >= MAX_PENDING {
+            return Err(ApprovalStoreError::TooMany(MAX_PENDING));
+        }
+        let id = record.request.callback_id.clone();
+        if pending {
+            self.pending += 1;
+        } else {
+            self.decided.push_back(id.clone());
+        }
+        if let Some(old) = self.records.insert(id, record)
+            && old.status == ApprovalStatus::Pending
+        {
+            self.pending -= 1;
+        }
+        self.forget_oldest_decided();
+        Ok(())
+    }
+
+    /// Forgets an approval (one that could not be kept).
+    pub(crate) fn remove(&mut self, id: &CallbackId) {
+        if let Some(old) = self.records.remove(id) {
+            if old.status == ApprovalStatus::Pending {
+                self.pending -= 1;
+            } else {
+                self.decided.retain(|decided| decided != id);
+            }
+        }
+    }
+
+    /// Decides a pending approval; the first decision wins.
+    pub(crate) fn decide(
+        &mut self,
+        id: &CallbackId,
+        decision: Decision,
+    ) -> Result<ApprovalRecord, ApprovalStoreError> {
+        let record = self
+            .records
+            .get_mut(id)
+            .ok_or_else(|| ApprovalStoreError::NotFound(id.to_string()))?;
+        if record.status.is_final() {
+            return Err(ApprovalStoreError::AlreadyResolved {
+                id: id.to_string(),
+                status: record.status.as_str(),
+            });
+        }
+        if let Some(user) = &decision.answering_user
+            && *user != record.request.user_id
+        {
+            return Err(ApprovalStoreError::Forbidden);
+        }
+        record.status = decision.status;
+        record.proceed = Some(decision.proceed);
+        record.feedback = decision.feedback;
+        record.decided_by = decision.decided_by;
+        record.decided_at = Some(decision.decided_at);
+        let record = record.clone();
+        self.pending -= 1;
+        self.decided.push_back(id.clone());
+        self.forget_oldest_decided();
+        Ok(record)
+    }
+
+    fn forget_oldest_decided(&mut self) {
+        while self.decided.len() > MAX_DECIDED {
+            if let Some(old) = self.decided.pop_front() {
+                self.records.remove(&old);
+            }
+        }
+    }
+
+    /// Notes how many connections the request reached.
+    pub(crate) fn set_delivered(
+        &mut self,
+        id: &CallbackId,
+        connections: u32,
+    ) -> Option<&ApprovalRecord> {
+        let record = self.records.get_mut(id)?;
+        record.delivered_to = connections;
+        Some(record)
+    }
+
+    pub(crate) fn get(&self, id: &CallbackId) -> Option<&ApprovalRecord> {
+        self.records.get(id)
+    }
+
+    /// Approvals matching the query, newest first.
+    pub(crate) fn list(&self, query: &ApprovalQuery) -> Vec<ApprovalRecord> {
+        let mut records: Vec<ApprovalRecord> = self
+            .records
+            .values()
+            .filter(|r| {
+                query
+                    .task_id
+                    .as_ref()
+                    .is_none_or(|t| r.request.task_id == *t)
+            })
+            .filter(|r| {
+                query
+                    .user_id
+                    .as_ref()
+                    .is_none_or(|u| r.request.user_id == *u)
+            })
+            .filter(|r| query.status.is_none_or(|s| r.status == s))
+            .cloned()
+            .collect();
+        records.sort_by_key(|r| std::cmp::Reverse(r.created_at));
+        records
+    }
+
+    /// Approvals waiting for a decision.
+    pub(crate) fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// Pending approvals whose deadline passed, and the nearest future deadline.
+    pub(crate) fn expired(&self, now: u64) -> Expired {
+        let mut expired = Expired::default();
+        for record in self.records.values() {
+            if record.status != ApprovalStatus::Pending {
+                continue;
+            }
+            let deadline = record.request.expires_at;
+            if deadline <= now {
+                expired.approvals.push(record.clone());
+            } else {
+                expired.next_deadline =
+                    Some(expired.next_deadline.map_or(deadline, |n| n.min(deadline)));
+            }
+        }
+        expired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_protocol::payload::{ApprovalRequested, TaskStepResult};
+
+    use super::*;
+
+    fn pending(id: &str, user: &str, expires_at: u64) -> ApprovalRecord {
+        ApprovalRecord {
+            request: ApprovalRequested {
+                callback_id: CallbackId::new(id).unwrap(),
+                user_id: user.to_owned(),
+                task_id: "t1".to_owned(),
+                step: 1,
+                step_result: TaskStepResult {
+                    step: "train".to_owned(),
+                    result: serde_json::Value::Null,
+                    completed: false,
+                    message: "retry?".to_owned(),
+                    status: "failed".to_owned(),
+                    error_code: None,
+                    error_message: None,
+                },
+                timeout_ms: 1000,
+                default_proceed: false,
+                expires_at,
+            },
+            status: ApprovalStatus::Pending,
+            proceed: None,
+            feedback: None,
+            decided_by: None,
+            decided_at: None,
+            created_at: 0,
+            delivered_to: 0,
+        }
+    }
+
+    fn decision(status: ApprovalStatus, by: Option<&str>) -> Decision {
+        Decision {
+            status,
+            proceed: status == ApprovalStatus::Approved,
+            feedback: None,
+            decided_by: by.map(str::to_owned),
+            decided_at: 5,
+            answering_user: by.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_first_decision_wins_and_later_ones_are_refused() {
+        let mut book = ApprovalBook::default();
+        book.insert(pending("a1", "u1", 100)).unwrap();
+        let id = CallbackId::new("a1").unwrap();
+        let record = book
+            .decide(&id, decision(ApprovalStatus::Approved, Some("u1")))
+            .unwrap();
+        assert_eq!(record.proceed, Some(true));
+        assert_eq!(book.pending(), 0);
+        let second = book.decide(&id, decision(ApprovalStatus::TimedOut, None));
+        assert!(matches!(
+            second,
+            Err(ApprovalStoreError::AlreadyResolved { .. })
+        ));
+    }
+
+    #[test]
+    fn only_the_approvals_user_may_answer_it() {
+        let mut book = ApprovalBook::default();
+        book.insert(pending("a1", "u1", 100)).unwrap();
+        let id = CallbackId::new("a1").unwrap();
+        let result = book.decide(&id, decision(ApprovalStatus::Approved, Some("u2")));
+        assert_eq!(result, Err(ApprovalStoreError::Forbidden));
+        assert_eq!(book.pending(), 1);
+    }
+
+    #[test]
+    fn expired_lists_past_deadlines_and_the_next_one_ahead() {
+        let mut book = ApprovalBook::default();
+        book.insert(pending("late", "u1", 10)).unwrap();
+        book.insert(pending("soon", "u1", 30)).unwrap();
+        book.insert(pending("later", "u1", 50)).unwrap();
+        let expired = book.expired(20);
+        let ids: Vec<&str> = expired
+            .approvals
+            .iter()
+            .map(|r| r.request.callback_id.as_str())
+            .collect();
+        assert_eq!(ids, ["late"]);
+        assert_eq!(expired.next_deadline, Some(30));
+    }
+
+    #[test]
+    fn the_oldest_decided_approvals_leave_the_book_first() {
+        let mut book = ApprovalBook::default();
+        for i in 0..=MAX_DECIDED {
+            let id = format!("a{i}");
+            book.insert(pending(&id, "u1", 100)).unwrap();
+            book.decide(
+                &CallbackId::new(id).unwrap(),
+                decision(ApprovalStatus::Rejected, None),
+            )
+            .unwrap();
+        }
+        assert!(book.get(&CallbackId::new("a0").unwrap()).is_none());
+        assert!(book.get(&CallbackId::new("a1").unwrap()).is_some());
+    }
+}

@@ -1,0 +1,860 @@
+//! The memory engine: every topic's stream and every approval in this
+//! process, optionally made durable by the SQLite journal.
+//!
+//! A publish takes the topic's lock, assigns the next seq, serializes the
+//! event once and, in memory, retains it and hands it to the node
+//! ([`BrokerHandler::on_publication`]) under that lock, so delivery follows
+//! seq order. With the journal, room in it is reserved before the lock (the
+//! lock is never held across a wait), the event goes to the journal under the
+//! lock, and the writer hands it back once committed: only then is it
+//! retained and delivered, and the producer answered. A failed write gives
+//! its seq up (see [`TopicLog::give_up`]).
+//!
+//! Memory is bounded: history by `--history-size` and `--history-age` per
+//! topic, and all of it by `--history-memory`, past which the streams least
+//! recently active are evicted (their epoch and last seq are remembered, so
+//! their seqs continue).
+//!
+//! # Layout
+//!
+//! - this module: [`MemoryBroker`], the publish path, reads, approvals, the sweep.
+//! - [`topic_log`]: one topic's stream.
+//! - [`approval_book`]: the approvals.
+
+pub(crate) mod approval_book;
+pub(crate) mod topic_log;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use herald_protocol::frame::Snapshot;
+use herald_protocol::payload::ApprovalRecord;
+use herald_protocol::{CallbackId, Epoch, EventFilter, PublishReceipt, Topic, TopicPattern};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{mpsc, oneshot};
+
+use self::approval_book::ApprovalBook;
+use self::topic_log::{Known, PendingWrite, Retained, TopicLog};
+use super::sqlite::{
+    ApprovalWrite, EventWrite, JOURNAL_CAPACITY, Recovered, SqliteJournal, Write, Written,
+};
+use super::{
+    ApprovalQuery, ApprovalStoreError, Audience, Broker, BrokerError, BrokerHandler, BrokerStats,
+    Decision, Draft, EncodedEvent, Expired, PatternSnapshots, Publication, Published, ReadRequest,
+    TopicRead, Wait,
+};
+
+/// Most streams whose epoch and last seq are remembered after their history
+/// was evicted, so seqs continue instead of restarting.
+const MAX_DORMANT_STREAMS: usize = 1_000_000;
+
+/// How much the memory engine keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Events retained per topic.
+    pub history_size: usize,
+    /// Oldest event retained.
+    pub history_age: Duration,
+    /// Approximate memory all retained history may use.
+    pub history_memory: usize,
+}
+
+/// The memory engine (see the module docs). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct MemoryBroker {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    handler: Arc<dyn BrokerHandler>,
+    retention: Retention,
+    logs: RwLock<HashMap<Topic, Arc<Mutex<TopicLog>>>>,
+    /// Epoch and last seq of streams evicted from memory.
+    dormant: Mutex<HashMap<Topic, (Epoch, u64)>>,
+    retained_bytes: AtomicIsize,
+    approvals: Mutex<ApprovalBook>,
+    durable: Option<Durable>,
+}
+
+/// Where the durable engine's writes go: a bounded channel, and the SQLite
+/// writer that consumes it.
+#[derive(Debug)]
+struct Durable {
+    /// Dropped on close, which ends the writer once the channel is drained.
+    journal: Mutex<Option<mpsc::Sender<Write>>>,
+    sqlite: Option<SqliteJournal>,
+}
+
+impl Durable {
+    fn sender(&self) -> Result<mpsc::Sender<Write>, BrokerError> {
+        self.journal.lock().clone().ok_or(BrokerError::Closed)
+    }
+}
+
+/// Where one event of a publish stands once its seq is known.
+enum Answer {
+    /// Delivered, to this many connections.
+    Delivered(PublishReceipt, u32),
+    /// Already stored: the first attempt's receipt.
+    Duplicate(PublishReceipt),
+    /// In the journal: answered once written.
+    Writing(PublishReceipt, oneshot::Receiver<Result<u32, BrokerError>>),
+    /// A retry of an event still being written: it gets that write's outcome.
+    AwaitingFirstAttempt(PublishReceipt, oneshot::Receiver<bool>),
+}
+
+impl Answer {
+    async fn finish(self, wait: Wait) -> Result<Published, BrokerError> {
+        let stored = |receipt, reached, duplicate| Published {
+            receipt,
+            reached,
+            duplicate,
+        };
+        match self {
+            Answer::Delivered(receipt, reached) => Ok(stored(receipt, reached, false)),
+            Answer::Duplicate(receipt) => Ok(stored(receipt, 0, true)),
+            Answer::Writing(receipt, _) if wait == Wait::Assigned => Ok(stored(receipt, 0, false)),
+            Answer::AwaitingFirstAttempt(receipt, _) if wait == Wait::Assigned => {
+                Ok(stored(receipt, 0, true))
+            }
+            Answer::Writing(receipt, written) => match written.await {
+                Ok(Ok(reached)) => Ok(stored(receipt, reached, false)),
+                Ok(Err(error)) => Err(error),
+                Err(_) => Err(BrokerError::Closed),
+            },
+            // A receipt now would vouch for an event the store may still
+            // fail to keep: the retry learns what the first write did.
+            Answer::AwaitingFirstAttempt(receipt, written) => match written.await {
+                Ok(true) => Ok(stored(receipt, 0, true)),
+                Ok(false) => Err(BrokerError::EarlierAttemptFailed),
+                Err(_) => Err(BrokerError::Closed),
+            },
+        }
+    }
+}
+
+impl MemoryBroker {
+    /// An engine that keeps everything in memory.
+    pub fn new(retention: Retention, handler: Arc<dyn BrokerHandler>) -> MemoryBroker {
+        MemoryBroker::with_durable(retention, handler, None)
+    }
+
+    /// An engine made durable by the SQLite file at `path`: opens it,
+    /// recovers its topics (seqs continue, history and snapshots are back)
+    /// and approvals, and starts the writer.
+    pub fn open_sqlite(
+        path: &Path,
+        retention: Retention,
+        handler: Arc<dyn BrokerHandler>,
+    ) -> Result<MemoryBroker, BrokerError> {
+        let (sqlite, recovered) =
+            SqliteJournal::open(path, retention.history_size, retention.history_age)?;
+        let (journal, writes) = mpsc::channel(JOURNAL_CAPACITY);
+        let durable = Durable {
+            journal: Mutex::new(Some(journal)),
+            sqlite: Some(sqlite),
+        };
+        let broker = MemoryBroker::with_durable(retention, handler, Some(durable));
+        broker.restore(recovered);
+        let written: Arc<dyn Written> = broker.shared.clone();
+        if let Some(sqlite) = broker
+            .shared
+            .durable
+            .as_ref()
+            .and_then(|d| d.sqlite.as_ref())
+        {
+            sqlite.start(writes, Arc::downgrade(&written))?;
+        }
+        Ok(broker)
+    }
+
+    fn with_durable(
+        retention: Retention,
+        handler: Arc<dyn BrokerHandler>,
+        durable: Option<Durable>,
+    ) -> MemoryBroker {
+        MemoryBroker {
+            shared: Arc::new(Shared {
+                handler,
+                retention,
+                logs: RwLock::default(),
+                dormant: Mutex::default(),
+                retained_bytes: AtomicIsize::new(0),
+                approvals: Mutex::default(),
+                durable,
+            }),
+        }
+    }
+
+    fn restore(&self, recovered: Recovered) {
+        let shared = &self.shared;
+        let topics = recovered.topics.len();
+        for topic in recovered.topics {
+            let mut log = TopicLog::new(topic.topic.clone(), topic.epoch, topic.last_seq);
+            for event in topic.snapshot {
+                log.put_snapshot(&Retained::aged(event, Duration::ZERO));
+            }
+            for (event, age_ms) in topic.history {
+                log.retain(
+                    Retained::aged(event, Duration::from_millis(age_ms)),
+                    shared.retention.history_size,
+                );
+            }
+            log.delivered_seq = topic.last_seq;
+            log.assigned_seq = topic.last_seq;
+            shared
+                .retained_bytes
+                .fetch_add(log.bytes() as isize, Relaxed);
+            shared
+                .logs
+                .write()
+                .insert(topic.topic, Arc::new(Mutex::new(log)));
+        }
+        let mut book = shared.approvals.lock();
+        for body in recovered.approvals {
+            match serde_json::from_str::<ApprovalRecord>(&body) {
+                Ok(record) => {
+                    if let Err(error) = book.insert(record) {
+                        tracing::warn!(%error, "dropping a stored approval");
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "skipping an unreadable stored approval"),
+            }
+        }
+        tracing::info!(
+            topics,
+            pending_approvals = book.pending(),
+            "recovered from the store"
+        );
+    }
+
+    /// Trims history by age and, past the memory cap, evicts streams with
+    /// nothing on its way, least recently active first (and empty ones idle
+    /// for longer than the history age). Their epoch and last seq are
+    /// remembered, so their seqs continue.
+    pub fn sweep(&self) {
+        let shared = &self.shared;
+        let logs: Vec<(Topic, Arc<Mutex<TopicLog>>)> = shared
+            .logs
+            .read()
+            .iter()
+            .map(|(t, l)| (t.clone(), l.clone()))
+            .collect();
+        let mut idle = Vec::new();
+        for (topic, log) in &logs {
+            let mut log = log.lock();
+            shared.trim(&mut log);
+            if log.is_idle() {
+                idle.push((log.last_activity, topic.clone(), log.bytes()));
+            }
+        }
+        let cap = shared.retention.history_memory as isize;
+        let over = shared.retained_bytes.load(Relaxed) - cap;
+        let horizon = shared.retention.history_age;
+        idle.sort_by_key(|(at, _, _)| *at);
+        let mut freed = 0isize;
+        let mut evict = Vec::new();
+        for (at, topic, bytes) in idle {
+            if freed < over || (bytes == 0 && at.elapsed() > horizon) {
+                freed += bytes as isize;
+                evict.push(topic);
+            }
+        }
+        // Our handles go first: a stream is evicted only if the map holds
+        // the one handle left.
+        drop(logs);
+        if evict.is_empty() {
+            return;
+        }
+        let mut map = shared.logs.write();
+        let mut dormant = shared.dormant.lock();
+        for topic in evict {
+            let Some(log) = map.get(&topic) else {
+                continue;
+            };
+            // Someone got this stream from the map and is about to lock it (a
+            // publisher, about to assign the next seq): evicting it now
+            // would let the next caller rebuild the topic from the dormant
+            // seq and assign that seq a second time. Handles are only handed
+            // out under the map's lock, which we hold, so this count is exact.
+            if Arc::strong_count(log) > 1 {
+                continue;
+            }
+            let guard = log.lock();
+            if !guard.is_idle() {
+                continue;
+            }
+            if dormant.len() >= MAX_DORMANT_STREAMS {
+                dormant.clear();
+            }
+            dormant.insert(topic.clone(), (guard.epoch.clone(), guard.delivered_seq));
+            shared
+                .retained_bytes
+                .fetch_sub(guard.bytes() as isize, Relaxed);
+            drop(guard);
+            map.remove(&topic);
+        }
+    }
+}
+
+impl Shared {
+    /// The stream of a topic, created (with a new epoch, or the remembered
+    /// one) when it does not exist.
+    fn log(&self, topic: &Topic) -> Arc<Mutex<TopicLog>> {
+        if let Some(log) = self.logs.read().get(topic) {
+            return log.clone();
+        }
+        let mut logs = self.logs.write();
+        logs.entry(topic.clone())
+            .or_insert_with(|| {
+                let (epoch, seq) = self
+                    .dormant
+                    .lock()
+                    .remove(topic)
+                    .unwrap_or_else(|| (TopicLog::new_epoch(), 0));
+                Arc::new(Mutex::new(TopicLog::new(topic.clone(), epoch, seq)))
+            })
+            .clone()
+    }
+
+    /// Trims a stream's history by age, keeping the retained-bytes count right.
+    fn trim(&self, log: &mut TopicLog) {
+        let delta = log.trim_age(self.retention.history_age, Instant::now());
+        self.retained_bytes.fetch_add(delta, Relaxed);
+    }
+
+    /// Hands an event to the node, then retains it.
+    fn deliver(&self, log: &mut TopicLog, retained: Retained, audience: Audience) -> u32 {
+        let reached = self.handler.on_publication(&Publication {
+            event: &retained.encoded,
+            epoch: &log.epoch,
+            audience,
+            stored_at: retained.retained_at,
+        });
+        let delta = log.retain(retained, self.retention.history_size);
+        self.retained_bytes.fetch_add(delta, Relaxed);
+        reached
+    }
+
+    /// Assigns the event its seq and delivers it (memory) or hands it to the
+    /// journal (durable), in seq order per topic.
+    async fn enqueue(&self, draft: Draft, audience: Audience) -> Result<Answer, BrokerError> {
+        // Room in the journal is taken before the topic's lock, so the lock
+        // is never held across a wait.
+        let permit = match &self.durable {
+            None => None,
+            Some(durable) => {
+                let sender = durable.sender()?;
+                Some(
+                    sender
+                        .reserve_owned()
+                        .await
+                        .map_err(|_| BrokerError::Closed)?,
+                )
+            }
+        };
+        let log_ref = self.log(&draft.topic);
+        let mut log = log_ref.lock();
+        let receipt = |seq| PublishReceipt {
+            id: draft.id.clone(),
+            topic: draft.topic.clone(),
+            seq,
+        };
+        if let Some(known) = log.known(&draft.id) {
+            let conflict = || BrokerError::Conflict {
+                id: draft.id.to_string(),
+            };
+            return match known {
+                Known::Stored(seq, event) if draft.same_content(event) => {
+                    Ok(Answer::Duplicate(receipt(seq)))
+                }
+                Known::Unknown(seq) => Ok(Answer::Duplicate(receipt(seq))),
+                Known::Pending(seq, event) if draft.same_content(event) => {
+                    let receipt = receipt(seq);
+                    let written = log.when_written(seq).ok_or(BrokerError::Closed)?;
+                    Ok(Answer::AwaitingFirstAttempt(receipt, written))
+                }
+                Known::Stored(..) | Known::Pending(..) => Err(conflict()),
+            };
+        }
+        let seq = log.assign(&draft.id);
+        let receipt = receipt(seq);
+        let encoded = EncodedEvent::new(draft.into_event(seq));
+        Ok(match permit {
+            None => {
+                let reached = self.deliver(&mut log, Retained::new(encoded), audience);
+                Answer::Delivered(receipt, reached)
+            }
+            Some(permit) => {
+                let (done, written) = oneshot::channel();
+                let pending = Arc::new(PendingWrite::default());
+                log.writing(encoded.event.clone(), &pending);
+                permit.send(Write::Event(EventWrite {
+                    encoded,
+                    epoch: log.epoch.clone(),
+                    audience,
+                    pending,
+                    done,
+                }));
+                Answer::Writing(receipt, written)
+            }
+        })
+    }
+
+    /// Keeps an approval's record in the journal (when there is one).
+    async fn persist(&self, record: &ApprovalRecord) -> Result<(), BrokerError> {
+        let Some(durable) = &self.durable else {
+            return Ok(());
+        };
+        let sender = durable.sender()?;
+        let (done, durable) = oneshot::channel();
+        let body = serde_json::to_string(record).map_err(|e| BrokerError::Write(e.to_string()))?;
+        let write = Write::Approval(ApprovalWrite {
+            callback_id: record.request.callback_id.to_string(),
+            pending: !record.status.is_final(),
+            body,
+            done,
+        });
+        sender.send(write).await.map_err(|_| BrokerError::Closed)?;
+        durable.await.map_err(|_| BrokerError::Closed)?
+    }
+}
+
+impl Written for Shared {
+    fn event_written(&self, write: EventWrite, result: &Result<(), BrokerError>) {
+        let event = write.encoded.event.clone();
+        // The stream cannot have been evicted: it is not idle while this
+        // write is pending.
+        let Some(log) = self.logs.read().get(&event.topic).cloned() else {
+            let _ = write.done.send(Err(BrokerError::Closed));
+            return;
+        };
+        let mut log = log.lock();
+        let answer = match result {
+            Ok(()) => {
+                // It enters history (and its age starts) now, not when its
+                // seq was assigned.
+                let retained = Retained::new(write.encoded);
+                Ok(self.deliver(&mut log, retained, write.audience))
+            }
+            Err(error) => {
+                // Never stored, never delivered: a later retry with this id
+                // must be published, not answered as a duplicate of an
+                // event nobody will get.
+                log.give_up(&event.id, event.seq);
+                Err(error.clone())
+            }
+        };
+        log.written(event.seq);
+        drop(log);
+        write.pending.tell(result.is_ok());
+        let _ = write.done.send(answer);
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    async fn publish(
+        &self,
+        batch: Vec<Draft>,
+        audience: Audience,
+        wait: Wait,
+    ) -> Result<Vec<Published>, BrokerError> {
+        // Every event is assigned its seq (and handed to the journal) first,
+        // then the batch is awaited: a durable store commits it together.
+        let mut answers = Vec::with_capacity(batch.len());
+        for draft in batch {
+            answers.push(self.shared.enqueue(draft, audience).await?);
+        }
+        let mut stored = Vec::with_capacity(answers.len());
+        for answer in answers {
+            stored.push(answer.finish(wait).await?);
+        }
+        Ok(stored)
+    }
+
+    async fn read(
+        &self,
+        topic: &Topic,
+        request: ReadRequest<'_>,
+    ) -> Result<TopicRead, BrokerError> {
+        let log = self.shared.log(topic);
+        let mut log = log.lock();
+        self.shared.trim(&mut log);
+        Ok(TopicRead {
+            position: log.position(),
+            snapshot: request
+                .snapshot
+                .map(|filter| log.snapshot_matching(filter))
+                .unwrap_or_default(),
+            history: request
+                .history
+                .map(|h| log.history(h.since, h.filter, h.limit)),
+        })
+    }
+
+    async fn snapshots(
+        &self,
+        pattern: &TopicPattern,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<PatternSnapshots, BrokerError> {
+        let mut logs: Vec<(Topic, Arc<Mutex<TopicLog>>)> = self
+            .shared
+            .logs
+            .read()
+            .iter()
+            .filter(|(topic, _)| pattern.matches(topic))
+            .map(|(topic, log)| (topic.clone(), log.clone()))
+            .collect();
+        logs.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut found = PatternSnapshots::default();
+        for (topic, log) in logs {
+            let log = log.lock();
+            if !log.has_snapshot_matching(filter) {
+                continue;
+            }
+            if found.snapshots.len() == limit {
+                found.refused += 1;
+                continue;
+            }
+            let position = log.position();
+            found.snapshots.push(Snapshot {
+                topic,
+                epoch: position.epoch,
+                seq: position.seq,
+                events: log.snapshot_matching(filter),
+            });
+        }
+        Ok(found)
+    }
+
+    async fn subscribe(&self, _pattern: &TopicPattern) -> Result<(), BrokerError> {
+        // Every event is stored in this process: the node already gets it.
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, _pattern: &TopicPattern) {}
+
+    async fn create_approval(&self, record: ApprovalRecord) -> Result<(), ApprovalStoreError> {
+        self.shared.approvals.lock().insert(record.clone())?;
+        if let Err(error) = self.shared.persist(&record).await {
+            // Not kept, so not registered: the producer is told.
+            self.shared
+                .approvals
+                .lock()
+                .remove(&record.request.callback_id);
+            return Err(error.into());
+        }
+        self.shared.handler.on_approval(&record);
+        Ok(())
+    }
+
+    async fn decide_approval(
+        &self,
+        id: &CallbackId,
+        decision: Decision,
+    ) -> Result<ApprovalRecord, ApprovalStoreError> {
+        let record = self.shared.approvals.lock().decide(id, decision)?;
+        if let Err(error) = self.shared.persist(&record).await {
+            tracing::error!(%error, callback_id = %id, "could not store a decision");
+        }
+        self.shared.handler.on_approval(&record);
+        Ok(record)
+    }
+
+    async fn record_delivery(&self, id: &CallbackId, connections: u32) -> Result<(), BrokerError> {
+        self.shared.approvals.lock().set_delivered(id, connections);
+        Ok(())
+    }
+
+    async fn approval(&self, id: &CallbackId) -> Result<Option<ApprovalRecord>, BrokerError> {
+        Ok(self.shared.approvals.lock().get(id).cloned())
+    }
+
+    async fn approvals(&self, query: &ApprovalQuery) -> Result<Vec<ApprovalRecord>, BrokerError> {
+        Ok(self.shared.approvals.lock().list(query))
+    }
+
+    async fn claim_expired(&self, now_ms: u64) -> Result<Expired, BrokerError> {
+        // One node: every expired approval is this node's to time out.
+        Ok(self.shared.approvals.lock().expired(now_ms))
+    }
+
+    fn stats(&self) -> BrokerStats {
+        BrokerStats {
+            topics: self.shared.logs.read().len(),
+            retained_bytes: self.shared.retained_bytes.load(Relaxed).max(0) as usize,
+            pending_approvals: self.shared.approvals.lock().pending(),
+        }
+    }
+
+    async fn close(&self) {
+        let shared = self.shared.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(durable) = &shared.durable {
+                // The writer ends once every sender is gone and the journal
+                // is drained; publishes in flight hold the only other
+                // clones, briefly.
+                durable.journal.lock().take();
+                if let Some(sqlite) = &durable.sqlite {
+                    sqlite.join();
+                }
+            }
+        })
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Weak;
+
+    use herald_protocol::{EventId, EventType, PublishRequest};
+    use serde_json::json;
+
+    use super::*;
+
+    /// The node side, reduced to the seqs it was handed.
+    #[derive(Debug, Default)]
+    struct Recorder {
+        delivered: Mutex<Vec<u64>>,
+    }
+
+    impl BrokerHandler for Recorder {
+        fn on_publication(&self, publication: &Publication<'_>) -> u32 {
+            self.delivered.lock().push(publication.event.event.seq);
+            1
+        }
+
+        fn on_approval(&self, _record: &ApprovalRecord) {}
+    }
+
+    fn retention() -> Retention {
+        Retention {
+            history_size: 100,
+            history_age: Duration::from_secs(60),
+            history_memory: 1 << 20,
+        }
+    }
+
+    /// A durable engine whose writes end as the test says, one verdict per
+    /// write (`false`: the write fails, as on a full disk), and not before.
+    fn scripted() -> (MemoryBroker, Arc<Recorder>, std::sync::mpsc::Sender<bool>) {
+        let (journal, mut writes) = mpsc::channel::<Write>(16);
+        let recorder = Arc::new(Recorder::default());
+        let durable = Durable {
+            journal: Mutex::new(Some(journal)),
+            sqlite: None,
+        };
+        let broker = MemoryBroker::with_durable(retention(), recorder.clone(), Some(durable));
+        let (verdict, verdicts) = std::sync::mpsc::channel::<bool>();
+        let engine: Weak<Shared> = Arc::downgrade(&broker.shared);
+        // Ends when the engine or the test's verdict sender is dropped; a
+        // write in hand then is dropped unfinished.
+        std::thread::spawn(move || {
+            while let Some(write) = writes.blocking_recv() {
+                let Ok(stored) = verdicts.recv() else { return };
+                let result = if stored {
+                    Ok(())
+                } else {
+                    Err(BrokerError::Write("disk full".into()))
+                };
+                let Some(engine) = engine.upgrade() else {
+                    return;
+                };
+                match write {
+                    Write::Event(write) => engine.event_written(write, &result),
+                    Write::Approval(write) => {
+                        let _ = write.done.send(result);
+                    }
+                }
+            }
+        });
+        (broker, recorder, verdict)
+    }
+
+    /// An event with a producer-chosen id, as every attempt of it sends.
+    fn with_id(data: serde_json::Value) -> Draft {
+        let request = PublishRequest::new(
+            Topic::parse("run:1").unwrap(),
+            EventType::StepProgress,
+            data,
+        )
+        .id(EventId::new("step-3").unwrap());
+        Draft::new(request, || unreachable!("the id is given"), 0)
+    }
+
+    async fn publish(broker: &MemoryBroker, draft: Draft) -> Result<Published, BrokerError> {
+        let mut published = broker
+            .publish(vec![draft], Audience::Subscribers, Wait::Stored)
+            .await?;
+        Ok(published.remove(0))
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_a_failed_durable_write_is_published_again_not_taken_for_a_duplicate() {
+        let (broker, recorder, verdict) = scripted();
+        for attempt in 1..=2 {
+            verdict.send(false).unwrap();
+            let result = publish(&broker, with_id(json!(1))).await;
+            assert!(
+                matches!(result, Err(BrokerError::Write(_))),
+                "attempt {attempt}: {result:?}"
+            );
+        }
+        // The third attempt is stored, at the seq nobody was ever told of.
+        verdict.send(true).unwrap();
+        let published = publish(&broker, with_id(json!(1))).await.unwrap();
+        assert_eq!((published.receipt.seq, published.duplicate), (1, false));
+        assert_eq!(*recorder.delivered.lock(), [1]);
+        broker.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_retry_that_overtakes_a_pending_write_gets_its_failure_not_a_receipt() {
+        let (broker, _, verdict) = scripted();
+        let audience = Audience::Subscribers;
+        let first = broker
+            .shared
+            .enqueue(with_id(json!(1)), audience)
+            .await
+            .unwrap();
+        let retry = broker
+            .shared
+            .enqueue(with_id(json!(1)), audience)
+            .await
+            .unwrap();
+        let mut retry = Box::pin(retry.finish(Wait::Stored));
+        assert!(futures::poll!(&mut retry).is_pending());
+        verdict.send(false).unwrap();
+        assert!(matches!(
+            first.finish(Wait::Stored).await,
+            Err(BrokerError::Write(_))
+        ));
+        assert_eq!(retry.await, Err(BrokerError::EarlierAttemptFailed));
+        verdict.send(true).unwrap();
+        assert_eq!(
+            publish(&broker, with_id(json!(1)))
+                .await
+                .unwrap()
+                .receipt
+                .seq,
+            1
+        );
+        broker.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_retry_waiting_on_a_write_its_store_dropped_is_answered_not_left_hanging() {
+        let (broker, _, verdict) = scripted();
+        let audience = Audience::Subscribers;
+        let first = broker
+            .shared
+            .enqueue(with_id(json!(1)), audience)
+            .await
+            .unwrap();
+        let retry = broker
+            .shared
+            .enqueue(with_id(json!(1)), audience)
+            .await
+            .unwrap();
+        // The store's writer stops with the write in hand, never finishing it.
+        drop(verdict);
+        let answers = async {
+            (
+                first.finish(Wait::Stored).await,
+                retry.finish(Wait::Stored).await,
+            )
+        };
+        let (first, retry) = tokio::time::timeout(Duration::from_secs(10), answers)
+            .await
+            .expect("the retry was left waiting");
+        assert_eq!(first, Err(BrokerError::Closed));
+        assert_eq!(retry, Err(BrokerError::Closed));
+        broker.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_retry_that_overtakes_a_pending_write_gets_the_first_receipt_once_it_is_stored() {
+        let (broker, recorder, verdict) = scripted();
+        let audience = Audience::Subscribers;
+        let first = broker
+            .shared
+            .enqueue(with_id(json!(1)), audience)
+            .await
+            .unwrap();
+        let retry = broker
+            .shared
+            .enqueue(with_id(json!(1)), audience)
+            .await
+            .unwrap();
+        let mut retry = Box::pin(retry.finish(Wait::Stored));
+        assert!(futures::poll!(&mut retry).is_pending());
+        verdict.send(true).unwrap();
+        let stored = first.finish(Wait::Stored).await.unwrap();
+        let answered = retry.await.unwrap();
+        assert_eq!(answered.receipt, stored.receipt);
+        assert!(answered.duplicate && !stored.duplicate);
+        assert_eq!(answered.reached, 0, "a duplicate is delivered to nobody");
+        assert_eq!(*recorder.delivered.lock(), [1]);
+        broker.close().await;
+    }
+
+    #[tokio::test]
+    async fn an_id_reused_with_other_content_is_a_conflict_and_a_true_retry_a_duplicate() {
+        let recorder = Arc::new(Recorder::default());
+        let broker = MemoryBroker::new(retention(), recorder.clone());
+        let stored = publish(&broker, with_id(json!({"step": 3}))).await.unwrap();
+        let retry = publish(&broker, with_id(json!({"step": 3}))).await.unwrap();
+        assert_eq!(retry.receipt, stored.receipt);
+        assert!(retry.duplicate);
+        let other = publish(&broker, with_id(json!({"step": 4}))).await;
+        assert_eq!(
+            other,
+            Err(BrokerError::Conflict {
+                id: "step-3".to_owned()
+            })
+        );
+        assert_eq!(
+            *recorder.delivered.lock(),
+            [1],
+            "delivered once, nothing else"
+        );
+    }
+
+    #[test]
+    fn a_stream_someone_holds_is_not_evicted_under_them() {
+        let retention = Retention {
+            history_age: Duration::ZERO,
+            ..retention()
+        };
+        let broker = MemoryBroker::new(retention, Arc::new(Recorder::default()));
+        let topic = Topic::parse("run:idle").unwrap();
+        // Idle for long past the (zero) history age, and held, as by a
+        // publisher between taking the stream and locking it.
+        let long_ago = Instant::now().checked_sub(Duration::from_secs(1)).unwrap();
+        let held = broker.shared.log(&topic);
+        held.lock().last_activity = long_ago;
+        broker.sweep();
+        assert_eq!(broker.stats().topics, 1);
+        held.lock().assign(&EventId::new("e1").unwrap());
+        drop(held);
+        // Idle again only once its seq is delivered; then it may go, and it
+        // comes back at the seq it had.
+        {
+            let log = broker.shared.log(&topic);
+            let mut log = log.lock();
+            log.delivered_seq = 1;
+            log.last_activity = long_ago;
+        }
+        broker.sweep();
+        assert_eq!(broker.stats().topics, 0);
+        assert_eq!(broker.shared.log(&topic).lock().assigned_seq, 1);
+    }
+}

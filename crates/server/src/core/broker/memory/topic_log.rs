@@ -1,0 +1,519 @@
+//! One topic's stream in memory: its epoch, seqs, retained history, snapshot
+//! by key, and the ids it has seen (for idempotent retries).
+//!
+//! Everything here is changed under the topic's lock, which is what makes
+//! seq assignment and delivery order one sequence per topic.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use herald_protocol::frame::Since;
+use herald_protocol::{Epoch, Event, EventFilter, EventId, Label, Topic};
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use crate::core::broker::{EncodedEvent, History, Position};
+
+/// Most keys a topic's snapshot keeps; the least recently updated go first.
+pub(crate) const MAX_SNAPSHOT_KEYS: usize = 10_000;
+
+/// A delivered event as history holds it.
+#[derive(Debug, Clone)]
+pub(crate) struct Retained {
+    pub(crate) encoded: EncodedEvent,
+    /// When it entered history: where its age starts.
+    pub(crate) retained_at: Instant,
+}
+
+impl Retained {
+    pub(crate) fn new(encoded: EncodedEvent) -> Retained {
+        Retained {
+            encoded,
+            retained_at: Instant::now(),
+        }
+    }
+
+    /// An event that was retained `age` ago (restored from a store).
+    pub(crate) fn aged(event: Event, age: Duration) -> Retained {
+        let now = Instant::now();
+        Retained {
+            encoded: EncodedEvent::new(event),
+            retained_at: now.checked_sub(age).unwrap_or(now),
+        }
+    }
+
+    fn seq(&self) -> u64 {
+        self.encoded.event.seq
+    }
+}
+
+/// A durable write still in progress: the retries of its event wait here to
+/// learn whether it was stored. Held by the write only: if the write is
+/// dropped unfinished (its store gone), the retries learn that from their
+/// channel closing, never by waiting forever.
+#[derive(Debug, Default)]
+pub(crate) struct PendingWrite {
+    waiters: Mutex<Vec<oneshot::Sender<bool>>>,
+}
+
+impl PendingWrite {
+    /// Tells every waiter whether the write `stored` the event.
+    pub(crate) fn tell(&self, stored: bool) {
+        for waiter in self.waiters.lock().drain(..) {
+            let _ = waiter.send(stored);
+        }
+    }
+}
+
+/// What the log knows of an event with a given id.
+#[derive(Debug)]
+pub(crate) enum Known<'a> {
+    /// Stored and retained.
+    Stored(u64, &'a Event),
+    /// A durable store is still writing it.
+    Pending(u64, &'a Event),
+    /// Its id is known but its event is not held (history was cut short).
+    Unknown(u64),
+}
+
+/// A topic's state.
+#[derive(Debug)]
+pub(crate) struct TopicLog {
+    pub(crate) topic: Topic,
+    pub(crate) epoch: Epoch,
+    /// The last seq assigned (it may not be delivered yet with a durable store).
+    pub(crate) assigned_seq: u64,
+    /// The last seq delivered; history holds nothing beyond it.
+    pub(crate) delivered_seq: u64,
+    history: VecDeque<Retained>,
+    /// Event id → seq, for every retained or pending event. Hashed with
+    /// foldhash (seeded per map, hashes never shown to anyone): ids are short
+    /// and hashed on every publish; the map holds about a history's worth of
+    /// ids, which bounds what ids chosen to collide could cost.
+    ids: HashMap<EventId, u64, foldhash::fast::RandomState>,
+    /// Latest event per key, and the order keys were last updated in.
+    snapshot: HashMap<Label, Retained>,
+    snapshot_order: BTreeMap<u64, Label>,
+    pub(crate) last_activity: Instant,
+    bytes: usize,
+    /// Events a durable store is still writing, by seq, with where a retry
+    /// of one waits for the outcome.
+    pending: HashMap<u64, (Arc<Event>, Weak<PendingWrite>)>,
+}
+
+impl TopicLog {
+    pub(crate) fn new(topic: Topic, epoch: Epoch, last_seq: u64) -> TopicLog {
+        TopicLog {
+            topic,
+            epoch,
+            assigned_seq: last_seq,
+            delivered_seq: last_seq,
+            history: VecDeque::new(),
+            ids: HashMap::default(),
+            snapshot: HashMap::new(),
+            snapshot_order: BTreeMap::new(),
+            last_activity: Instant::now(),
+            bytes: 0,
+            pending: HashMap::new(),
+        }
+    }
+
+    /// A fresh epoch id.
+    pub(crate) fn new_epoch() -> Epoch {
+        // A v7 UUID sorts by creation time, which makes epochs easy to read in logs.
+        #[allow(clippy::expect_used, reason = "32 hex digits are always a valid epoch")]
+        Epoch::new(uuid::Uuid::now_v7().simple().to_string()).expect("a UUID is a valid epoch")
+    }
+
+    /// Where the stream stands: its epoch and latest delivered seq.
+    pub(crate) fn position(&self) -> Position {
+        Position {
+            epoch: self.epoch.clone(),
+            seq: self.delivered_seq,
+        }
+    }
+
+    /// What is known of an event with this id, if it is retained or pending.
+    pub(crate) fn known(&self, id: &EventId) -> Option<Known<'_>> {
+        let seq = *self.ids.get(id)?;
+        if let Some((event, _)) = self.pending.get(&seq) {
+            return Some(Known::Pending(seq, event));
+        }
+        let index = self.history.partition_point(|r| r.seq() < seq);
+        Some(match self.history.get(index) {
+            Some(retained) if retained.seq() == seq => Known::Stored(seq, &retained.encoded.event),
+            _ => Known::Unknown(seq),
+        })
+    }
+
+    /// Reserves the next seq for an event with this id.
+    pub(crate) fn assign(&mut self, id: &EventId) -> u64 {
+        self.assigned_seq += 1;
+        self.ids.insert(id.clone(), self.assigned_seq);
+        self.last_activity = Instant::now();
+        self.assigned_seq
+    }
+
+    /// Records that a durable store is writing `event`, and who to tell.
+    pub(crate) fn writing(&mut self, event: Arc<Event>, write: &Arc<PendingWrite>) {
+        self.pending
+            .insert(event.seq, (event, Arc::downgrade(write)));
+    }
+
+    /// A receiver told, once the pending event `seq` is written, whether it
+    /// was stored; `None` if that write was dropped unfinished.
+    pub(crate) fn when_written(&mut self, seq: u64) -> Option<oneshot::Receiver<bool>> {
+        let write = self.pending.get(&seq)?.1.upgrade()?;
+        let (tell, told) = oneshot::channel();
+        write.waiters.lock().push(tell);
+        Some(told)
+    }
+
+    /// A durable write of `seq` is over (its writer then tells the waiters).
+    pub(crate) fn written(&mut self, seq: u64) {
+        self.pending.remove(&seq);
+    }
+
+    /// Gives up an event that was assigned `seq` but will never be delivered
+    /// (its durable write failed): its id is forgotten, so a retry is
+    /// published rather than taken for a duplicate. Writes end in seq order,
+    /// so if `seq` is the newest assigned, every seq after the last delivered
+    /// one was given up: the next event takes them again. Nobody was told of
+    /// them (no receipt, no delivery, not in `subscribed` or history), and
+    /// the store never recorded them, so the stream stays gapless, also
+    /// across a restart. Otherwise a later event is already on its way with
+    /// a higher seq, and `seq` stays a hole (the one case without a `gap`:
+    /// no event is missing).
+    pub(crate) fn give_up(&mut self, id: &EventId, seq: u64) {
+        if self.ids.get(id) == Some(&seq) {
+            self.ids.remove(id);
+        }
+        if seq == self.assigned_seq {
+            self.assigned_seq = self.delivered_seq;
+        }
+    }
+
+    /// Records a delivered event in history and the snapshot. Returns the
+    /// change in retained bytes.
+    pub(crate) fn retain(&mut self, retained: Retained, history_size: usize) -> isize {
+        let before = self.bytes;
+        let event = &retained.encoded.event;
+        self.delivered_seq = self.delivered_seq.max(event.seq);
+        self.assigned_seq = self.assigned_seq.max(event.seq);
+        // Usually recorded by `assign` already (not when restored from a
+        // store); the newest seq of an id wins, without cloning the id again.
+        match self.ids.get_mut(&event.id) {
+            Some(seq) => *seq = event.seq,
+            None => {
+                self.ids.insert(event.id.clone(), event.seq);
+            }
+        }
+        self.put_snapshot(&retained);
+        self.bytes += retained.encoded.weight();
+        self.history.push_back(retained);
+        while self.history.len() > history_size {
+            self.pop_oldest();
+        }
+        self.bytes as isize - before as isize
+    }
+
+    /// Makes this event the latest of its key (if it has one and is newer).
+    pub(crate) fn put_snapshot(&mut self, retained: &Retained) {
+        let Some(key) = retained.encoded.event.key.clone() else {
+            return;
+        };
+        if let Some(old) = self.snapshot.get(&key) {
+            if old.seq() >= retained.seq() {
+                return;
+            }
+            self.snapshot_order.remove(&old.seq());
+            self.bytes -= old.encoded.weight();
+        }
+        self.snapshot_order.insert(retained.seq(), key.clone());
+        self.bytes += retained.encoded.weight();
+        self.snapshot.insert(key, retained.clone());
+        while self.snapshot.len() > MAX_SNAPSHOT_KEYS {
+            if let Some((_, key)) = self.snapshot_order.pop_first()
+                && let Some(old) = self.snapshot.remove(&key)
+            {
+                self.bytes -= old.encoded.weight();
+            }
+        }
+    }
+
+    fn pop_oldest(&mut self) {
+        if let Some(old) = self.history.pop_front() {
+            let event = &old.encoded.event;
+            // Unless the id has a newer event (the same id restored twice).
+            if self.ids.get(&event.id) == Some(&event.seq) {
+                self.ids.remove(&event.id);
+            }
+            self.bytes -= old.encoded.weight();
+        }
+    }
+
+    /// Drops history older than `max_age`. Returns the change in retained bytes.
+    pub(crate) fn trim_age(&mut self, max_age: Duration, now: Instant) -> isize {
+        let before = self.bytes;
+        while self
+            .history
+            .front()
+            .is_some_and(|oldest| now.saturating_duration_since(oldest.retained_at) > max_age)
+        {
+            self.pop_oldest();
+        }
+        self.bytes as isize - before as isize
+    }
+
+    /// Approximate bytes retained.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether nothing is on its way: forgetting the stream (but for its
+    /// epoch and last seq) loses no event anyone waits for.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.assigned_seq == self.delivered_seq
+    }
+
+    /// The latest event per key that `filter` lets through, oldest update
+    /// first (only those are cloned).
+    pub(crate) fn snapshot_matching(&self, filter: &EventFilter) -> Vec<Event> {
+        self.snapshot_order
+            .values()
+            .filter_map(|key| self.snapshot.get(key))
+            .filter(|r| filter.matches(&r.encoded.event))
+            .map(|r| Event::clone(&r.encoded.event))
+            .collect()
+    }
+
+    /// Whether the snapshot holds an event `filter` lets through.
+    pub(crate) fn has_snapshot_matching(&self, filter: &EventFilter) -> bool {
+        self.snapshot
+            .values()
+            .any(|r| filter.matches(&r.encoded.event))
+    }
+
+    /// The seq of the oldest retained event (or the next one, if none is retained).
+    fn first_retained_seq(&self) -> u64 {
+        self.history
+            .front()
+            .map_or(self.delivered_seq + 1, Retained::seq)
+    }
+
+    /// Plans a replay of what came after `since` (see [`History::plan`]).
+    pub(crate) fn history(&self, since: &Since, filter: &EventFilter, limit: usize) -> History {
+        History::plan(
+            &self.topic,
+            since,
+            &self.position(),
+            self.first_retained_seq(),
+            |after| {
+                self.history
+                    .range(self.history.partition_point(|r| r.seq() <= after)..)
+                    .map(|r| &r.encoded)
+            },
+            filter,
+            limit,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_protocol::frame::GapReason;
+    use herald_protocol::{EventType, Priority};
+    use serde_json::json;
+
+    use super::*;
+
+    fn event(topic: &Topic, seq: u64, id: &str) -> Event {
+        Event {
+            topic: topic.clone(),
+            seq,
+            id: EventId::new(id).unwrap(),
+            event_type: EventType::StepProgress,
+            priority: Priority::Normal,
+            timestamp: 0,
+            source: None,
+            key: Some(Label::new(format!("k{}", seq % 2)).unwrap()),
+            data: json!({}),
+        }
+    }
+
+    fn log_with(seqs: std::ops::RangeInclusive<u64>, history_size: usize) -> TopicLog {
+        let topic = Topic::parse("run:1").unwrap();
+        let mut log = TopicLog::new(topic.clone(), Epoch::new("e1").unwrap(), 0);
+        for seq in seqs {
+            let id = EventId::new(format!("id-{seq}")).unwrap();
+            assert_eq!(log.assign(&id), seq);
+            log.retain(
+                Retained::new(EncodedEvent::new(event(&topic, seq, id.as_str()))),
+                history_size,
+            );
+        }
+        log
+    }
+
+    fn since(seq: u64) -> Since {
+        Since { seq, epoch: None }
+    }
+
+    fn id(name: &str) -> EventId {
+        EventId::new(name).unwrap()
+    }
+
+    #[test]
+    fn replay_sends_what_came_after_the_checkpoint() {
+        let log = log_with(1..=5, 100);
+        let plan = log.history(&since(2), &EventFilter::default(), usize::MAX);
+        assert!(plan.gap.is_none());
+        let seqs: Vec<u64> = plan.events.iter().map(|e| e.event.seq).collect();
+        assert_eq!(seqs, [3, 4, 5]);
+        assert_eq!((plan.complete.from_seq, plan.complete.to_seq), (3, 5));
+    }
+
+    #[test]
+    fn replay_of_trimmed_history_reports_exactly_the_missing_seqs() {
+        let log = log_with(1..=30, 10);
+        let plan = log.history(&since(0), &EventFilter::default(), usize::MAX);
+        let gap = plan.gap.unwrap();
+        assert_eq!(
+            (gap.from_seq, gap.to_seq, gap.reason),
+            (1, 20, GapReason::Trimmed)
+        );
+        assert_eq!(plan.events.first().unwrap().event.seq, 21);
+        assert_eq!(plan.events.len(), 10);
+    }
+
+    #[test]
+    fn a_checkpoint_from_another_epoch_or_beyond_the_stream_is_an_epoch_change() {
+        let log = log_with(1..=3, 100);
+        for checkpoint in [
+            since(9),
+            Since {
+                seq: 1,
+                epoch: Some(Epoch::new("old").unwrap()),
+            },
+        ] {
+            let plan = log.history(&checkpoint, &EventFilter::default(), usize::MAX);
+            let gap = plan.gap.unwrap();
+            assert_eq!(
+                (gap.from_seq, gap.to_seq, gap.reason),
+                (1, 3, GapReason::EpochChanged)
+            );
+            assert!(plan.events.is_empty());
+            assert!(plan.complete.to_seq < plan.complete.from_seq);
+        }
+    }
+
+    #[test]
+    fn nothing_missed_completes_with_to_below_from() {
+        let log = log_with(1..=3, 100);
+        let complete = log.history(&since(3), &EventFilter::default(), 10).complete;
+        assert_eq!((complete.from_seq, complete.to_seq), (4, 3));
+    }
+
+    #[test]
+    fn a_limited_replay_ends_at_the_last_event_sent() {
+        let log = log_with(1..=5, 100);
+        let plan = log.history(&since(1), &EventFilter::default(), 2);
+        let seqs: Vec<u64> = plan.events.iter().map(|e| e.event.seq).collect();
+        assert_eq!(seqs, [2, 3]);
+        assert_eq!((plan.complete.from_seq, plan.complete.to_seq), (2, 3));
+    }
+
+    #[test]
+    fn snapshot_keeps_the_latest_event_per_key() {
+        let log = log_with(1..=5, 100);
+        let seqs: Vec<u64> = log
+            .snapshot_matching(&EventFilter::default())
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, [4, 5]);
+    }
+
+    #[test]
+    fn an_id_is_known_with_its_event_while_retained_or_pending() {
+        let mut log = log_with(1..=2, 10);
+        assert!(matches!(log.known(&id("id-2")), Some(Known::Stored(2, e)) if e.seq == 2));
+        let seq = log.assign(&id("pending"));
+        let write = Arc::new(PendingWrite::default());
+        log.writing(Arc::new(event(&log.topic.clone(), seq, "pending")), &write);
+        assert!(matches!(
+            log.known(&id("pending")),
+            Some(Known::Pending(3, _))
+        ));
+        assert!(log.known(&id("never")).is_none());
+    }
+
+    #[test]
+    fn events_restored_without_assign_are_known_ids_and_the_newest_seq_wins() {
+        // Restored from a store, events are retained without `assign`; the
+        // same id twice (history grown across a restart) answers with the
+        // later seq, as a retry would have been given.
+        let topic = Topic::parse("run:1").unwrap();
+        let mut log = TopicLog::new(topic.clone(), Epoch::new("e1").unwrap(), 0);
+        log.retain(Retained::aged(event(&topic, 1, "id-1"), Duration::ZERO), 10);
+        assert!(matches!(log.known(&id("id-1")), Some(Known::Stored(1, _))));
+        log.retain(Retained::aged(event(&topic, 2, "id-1"), Duration::ZERO), 10);
+        assert!(matches!(log.known(&id("id-1")), Some(Known::Stored(2, _))));
+        assert_eq!(log.assign(&id("id-3")), 3);
+        // The older of the two leaving history leaves the newer one known.
+        log.pop_oldest();
+        assert!(matches!(log.known(&id("id-1")), Some(Known::Stored(2, _))));
+    }
+
+    #[test]
+    fn a_given_up_newest_event_leaves_no_id_and_its_seq_to_the_next_event() {
+        let mut log = log_with(1..=2, 10);
+        let lost = id("lost");
+        let seq = log.assign(&lost);
+        assert!(!log.is_idle());
+        log.give_up(&lost, seq);
+        assert!(log.known(&lost).is_none());
+        // Nothing pending: the topic can go dormant, and the next event is 3.
+        assert!(log.is_idle());
+        assert_eq!(log.delivered_seq, 2);
+        assert_eq!(log.assign(&id("next")), 3);
+    }
+
+    #[test]
+    fn failed_writes_in_a_row_give_their_seqs_back_once_the_newest_is_given_up() {
+        let mut log = log_with(1..=2, 10);
+        // 3 and 4 fail together (one batch); their writes end in order.
+        assert_eq!((log.assign(&id("a")), log.assign(&id("b"))), (3, 4));
+        log.give_up(&id("a"), 3);
+        assert_eq!(log.assigned_seq, 4, "4 is still on its way");
+        log.give_up(&id("b"), 4);
+        assert_eq!(log.assign(&id("c")), 3);
+        // A publish assigned between two failing writes keeps both holes:
+        // its seq is after them and may already be in a receipt.
+        assert_eq!(log.assign(&id("d")), 4);
+        log.give_up(&id("c"), 3);
+        assert_eq!(log.assign(&id("e")), 5);
+        log.give_up(&id("d"), 4);
+        assert_eq!(log.assign(&id("f")), 6);
+    }
+
+    #[test]
+    fn a_retry_waiting_on_a_write_dropped_unfinished_is_told_not_left_waiting() {
+        let mut log = log_with(1..=2, 10);
+        let seq = log.assign(&id("w"));
+        let write = Arc::new(PendingWrite::default());
+        log.writing(Arc::new(event(&log.topic.clone(), seq, "w")), &write);
+        let told = log.when_written(seq).unwrap();
+        drop(write);
+        assert!(told.blocking_recv().is_err());
+        assert!(log.when_written(seq).is_none());
+    }
+
+    #[test]
+    fn ids_are_forgotten_when_their_event_leaves_history() {
+        let log = log_with(1..=5, 2);
+        assert!(log.known(&id("id-5")).is_some());
+        assert!(log.known(&id("id-1")).is_none());
+    }
+}

@@ -1,0 +1,405 @@
+//! The engine boundary: everything several nodes would have to share.
+//!
+//! A [`Broker`] owns each topic's stream (its epoch, seqs, retained history,
+//! keyed snapshot and the event ids it has seen, for idempotent retries) and
+//! the approvals (create, decide with exactly one winner, read, list, claim
+//! the expired ones). What it does not own is who is connected: this node's
+//! subscriber index and outboxes live in the core, and every event a broker
+//! stores, published on this node or on another one, reaches them through one
+//! call, [`BrokerHandler::on_publication`], in seq order per topic.
+//!
+//! A node tells its broker which topics (and patterns) it has local interest
+//! in with [`Broker::subscribe`] and [`Broker::unsubscribe`], once per local
+//! subscription (the broker counts them). One node on its own has nothing to
+//! ask for; an engine shared by several nodes subscribes to the topics' feeds
+//! and starts delivering them.
+//!
+//! # Engines
+//!
+//! - [`memory`]: everything in this process; optionally made durable by
+//!   [`sqlite`] (write-ahead journal, group commit, delivery only after the
+//!   commit, recovery after a restart).
+//! - An engine shared by several nodes implements the same trait: its
+//!   `publish` stores the event where every node reads (assigning the seq
+//!   there), and each node's feed of that store calls `on_publication`.
+//!
+//! # Layout
+//!
+//! - this module: the [`Broker`] trait, [`BrokerHandler`], [`Publication`],
+//!   and the values that cross the boundary.
+//! - `encoded`: [`Draft`] (an event before its seq) and [`EncodedEvent`]
+//!   (an event with its `event` frame, serialized once).
+//! - `history`: [`History`], what a reconnecting client is sent, planned the
+//!   same way by every engine.
+
+mod encoded;
+mod history;
+pub mod memory;
+pub mod sqlite;
+
+use std::fmt::Debug;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use herald_protocol::frame::{Since, Snapshot};
+use herald_protocol::payload::{ApprovalRecord, ApprovalStatus};
+use herald_protocol::{CallbackId, Epoch, Event, EventFilter, PublishReceipt, Topic, TopicPattern};
+
+pub use encoded::{Draft, EncodedEvent};
+pub use history::History;
+pub use memory::Retention;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::operations::config::{Config, StoreConfig};
+
+/// An open engine, and the task that keeps it (trimming, eviction), if it
+/// needs one; the task runs until the hub stops.
+pub struct Engine {
+    pub broker: Arc<dyn Broker>,
+    pub upkeep: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("broker", &self.broker)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How often the memory engine trims history by age and evicts idle streams.
+const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The memory engine: nothing to open.
+pub fn in_memory(retention: Retention, handler: Arc<dyn BrokerHandler>) -> Engine {
+    with_sweeper(memory::MemoryBroker::new(retention, handler))
+}
+
+/// Opens the engine `store` names. This is where engines are chosen.
+pub fn open(
+    store: &StoreConfig,
+    retention: Retention,
+    handler: Arc<dyn BrokerHandler>,
+) -> Result<Engine, BrokerError> {
+    match store {
+        StoreConfig::Memory => Ok(in_memory(retention, handler)),
+        StoreConfig::Sqlite(path) => Ok(with_sweeper(memory::MemoryBroker::open_sqlite(
+            path, retention, handler,
+        )?)),
+    }
+}
+
+fn with_sweeper(broker: memory::MemoryBroker) -> Engine {
+    let swept = broker.clone();
+    let upkeep = async move {
+        let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
+        loop {
+            ticks.tick().await;
+            swept.sweep();
+        }
+    };
+    Engine {
+        broker: Arc::new(broker),
+        upkeep: Some(Box::pin(upkeep)),
+    }
+}
+
+impl From<&Config> for Retention {
+    fn from(config: &Config) -> Retention {
+        Retention {
+            history_size: config.history_size,
+            history_age: config.history_age,
+            history_memory: config.history_memory,
+        }
+    }
+}
+
+/// Who an event is delivered to, besides its topic's subscribers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Audience {
+    /// The topic's subscribers (and matching pattern subscribers).
+    #[default]
+    Subscribers,
+    /// Every connection, subscribed or not (broadcasts on topic `global`).
+    Everyone,
+    /// Every connection of the user the topic `user:{id}` names, subscribed
+    /// or not, plus the topic's subscribers.
+    User,
+}
+
+/// How long a publish waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Wait {
+    /// Until the event is stored and delivered (the default): the receipt
+    /// vouches for it.
+    #[default]
+    Stored,
+    /// Until the event has its seq (fire-and-forget producers: nobody waits
+    /// for the receipt). It is still delivered only once it is stored.
+    Assigned,
+}
+
+/// A topic stream's position: its epoch and its latest seq.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub epoch: Epoch,
+    pub seq: u64,
+}
+
+/// One stored event on its way to this node's connections.
+#[derive(Debug, Clone, Copy)]
+pub struct Publication<'a> {
+    pub event: &'a EncodedEvent,
+    /// The epoch of the stream the event's seq belongs to.
+    pub epoch: &'a Epoch,
+    pub audience: Audience,
+    /// When it was stored: where its publish-to-send latency starts.
+    pub stored_at: Instant,
+}
+
+/// What a broker calls on its node. Calls for one topic come in seq order and
+/// never overlap; they must not block (fan-out queues frames, never waits on
+/// a socket).
+pub trait BrokerHandler: Send + Sync + Debug {
+    /// An event was stored; returns how many of this node's connections it
+    /// was queued to.
+    fn on_publication(&self, publication: &Publication<'_>) -> u32;
+
+    /// An approval was created or decided (on this node or another).
+    fn on_approval(&self, record: &ApprovalRecord);
+}
+
+/// How one event of a publish ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub receipt: PublishReceipt,
+    /// This node's connections it was queued to (0 for a duplicate, and for
+    /// an event not waited for).
+    pub reached: u32,
+    /// The id was already stored: this is the first attempt's receipt.
+    pub duplicate: bool,
+}
+
+/// A replay request: the retained events after a checkpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryRequest<'a> {
+    pub since: &'a Since,
+    /// Only these are sent (seqs of others are skipped, not reported).
+    pub filter: &'a EventFilter,
+    /// At most this many events.
+    pub limit: usize,
+}
+
+/// What to read of a topic, at one position.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadRequest<'a> {
+    /// The latest event per key that this filter lets through.
+    pub snapshot: Option<&'a EventFilter>,
+    /// The retained events after a checkpoint.
+    pub history: Option<HistoryRequest<'a>>,
+}
+
+/// A topic read at one position.
+#[derive(Debug, Clone)]
+pub struct TopicRead {
+    pub position: Position,
+    /// Oldest update first; empty unless asked for.
+    pub snapshot: Vec<Event>,
+    pub history: Option<History>,
+}
+
+/// The snapshots of the topics a pattern covers.
+#[derive(Debug, Clone, Default)]
+pub struct PatternSnapshots {
+    /// In topic order, only topics with a matching keyed event.
+    pub snapshots: Vec<Snapshot>,
+    /// Topics that had one but did not fit in the limit.
+    pub refused: usize,
+}
+
+/// Which approvals to list.
+#[derive(Debug, Clone, Default)]
+pub struct ApprovalQuery {
+    pub task_id: Option<String>,
+    pub user_id: Option<String>,
+    pub status: Option<ApprovalStatus>,
+}
+
+/// A decision to record on a pending approval.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub status: ApprovalStatus,
+    pub proceed: bool,
+    pub feedback: Option<String>,
+    pub decided_by: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub decided_at: u64,
+    /// When a user answers: only the approval's own user may.
+    pub answering_user: Option<String>,
+}
+
+/// Expired approvals this node must time out, and when to look again.
+#[derive(Debug, Clone, Default)]
+pub struct Expired {
+    pub approvals: Vec<ApprovalRecord>,
+    /// The nearest deadline still ahead (ms since the Unix epoch).
+    pub next_deadline: Option<u64>,
+}
+
+/// Figures for status and metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BrokerStats {
+    /// Topics whose streams are held.
+    pub topics: usize,
+    /// Approximate bytes of retained history and snapshots.
+    pub retained_bytes: usize,
+    pub pending_approvals: usize,
+}
+
+/// Why a broker could not do something.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BrokerError {
+    /// The engine is shutting down or stopped.
+    #[error("the store is closed")]
+    Closed,
+    /// Writing failed (a full disk): nothing was stored.
+    #[error("the store failed to write: {0}")]
+    Write(String),
+    /// An earlier attempt with this id was not stored; the retry may be sent again.
+    #[error("an earlier attempt with this id could not be stored; retry it")]
+    EarlierAttemptFailed,
+    /// The id was stored with other content.
+    #[error("event id {id:?} was already published with other content")]
+    Conflict { id: String },
+    /// The store cannot be reached now; try again later.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// The store could not be opened.
+    #[error("could not open the store at {path}: {reason}")]
+    Open { path: String, reason: String },
+}
+
+/// Why an approval operation failed at the broker.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApprovalStoreError {
+    #[error("no approval has callback_id {0:?}")]
+    NotFound(String),
+    #[error("approval {id:?} is already resolved ({status})")]
+    AlreadyResolved { id: String, status: &'static str },
+    #[error("only the approval's user may answer it")]
+    Forbidden,
+    #[error("too many pending approvals (at most {0})")]
+    TooMany(usize),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+/// Where events and approvals live; see the module docs.
+#[async_trait]
+pub trait Broker: Send + Sync + Debug {
+    /// Stores a batch in order: each event gets its topic's next seq, and is
+    /// delivered through [`BrokerHandler::on_publication`] once stored. An id
+    /// already stored answers the first attempt's receipt (`duplicate`), or
+    /// [`BrokerError::Conflict`] if its content differs. With
+    /// [`Wait::Stored`] the call returns once every event is stored and
+    /// delivered (a durable engine commits the batch together).
+    async fn publish(
+        &self,
+        batch: Vec<Draft>,
+        audience: Audience,
+        wait: Wait,
+    ) -> Result<Vec<Published>, BrokerError>;
+
+    /// Reads a topic at one position: its snapshot and history, as asked.
+    async fn read(&self, topic: &Topic, request: ReadRequest<'_>)
+    -> Result<TopicRead, BrokerError>;
+
+    /// The retained events after `since` (at most `limit`), and the position
+    /// they were read at.
+    async fn history(
+        &self,
+        topic: &Topic,
+        since: &Since,
+        limit: usize,
+    ) -> Result<(Position, History), BrokerError> {
+        let filter = EventFilter::default();
+        let request = ReadRequest {
+            snapshot: None,
+            history: Some(HistoryRequest {
+                since,
+                filter: &filter,
+                limit,
+            }),
+        };
+        let read = self.read(topic, request).await?;
+        let history = read
+            .history
+            .unwrap_or_else(|| History::nothing_after(topic, read.position.seq));
+        Ok((read.position, history))
+    }
+
+    /// The latest event per key that `filter` lets through, with the
+    /// position it is consistent with.
+    async fn snapshot(&self, topic: &Topic, filter: &EventFilter) -> Result<Snapshot, BrokerError> {
+        let request = ReadRequest {
+            snapshot: Some(filter),
+            history: None,
+        };
+        let read = self.read(topic, request).await?;
+        Ok(Snapshot {
+            topic: topic.clone(),
+            epoch: read.position.epoch,
+            seq: read.position.seq,
+            events: read.snapshot,
+        })
+    }
+
+    /// The snapshots of the topics `pattern` covers that hold an event
+    /// `filter` lets through, at most `limit` of them.
+    async fn snapshots(
+        &self,
+        pattern: &TopicPattern,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<PatternSnapshots, BrokerError>;
+
+    /// This node has one more local subscription to `pattern`; once this
+    /// returns, every event stored on the topics it covers is delivered here.
+    async fn subscribe(&self, pattern: &TopicPattern) -> Result<(), BrokerError>;
+
+    /// This node has one local subscription to `pattern` less.
+    async fn unsubscribe(&self, pattern: &TopicPattern);
+
+    /// Registers a new approval (pending).
+    async fn create_approval(&self, record: ApprovalRecord) -> Result<(), ApprovalStoreError>;
+
+    /// Decides a pending approval: exactly one decision wins; any later one
+    /// is [`ApprovalStoreError::AlreadyResolved`].
+    async fn decide_approval(
+        &self,
+        id: &CallbackId,
+        decision: Decision,
+    ) -> Result<ApprovalRecord, ApprovalStoreError>;
+
+    /// Notes how many connections an approval's request reached.
+    async fn record_delivery(&self, id: &CallbackId, connections: u32) -> Result<(), BrokerError>;
+
+    /// One approval.
+    async fn approval(&self, id: &CallbackId) -> Result<Option<ApprovalRecord>, BrokerError>;
+
+    /// Approvals matching the query, newest first.
+    async fn approvals(&self, query: &ApprovalQuery) -> Result<Vec<ApprovalRecord>, BrokerError>;
+
+    /// Pending approvals past their deadline that this node is to time out
+    /// (each is handed to one node only), and the next deadline.
+    async fn claim_expired(&self, now_ms: u64) -> Result<Expired, BrokerError>;
+
+    /// Figures for status and metrics.
+    fn stats(&self) -> BrokerStats;
+
+    /// Finishes what is in flight and stops.
+    async fn close(&self);
+}

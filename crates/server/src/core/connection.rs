@@ -1,0 +1,161 @@
+//! What the hub knows about one connection, whatever carries it: its id and
+//! user, its bounded outbox, its subscriptions, its token's claims and a few
+//! counters. The transport reads the socket and drains the outbox; fan-out
+//! only ever pushes into the outbox.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use herald_protocol::{ErrorCode, EventFilter, ServerMessage, TopicPattern};
+use parking_lot::Mutex;
+
+use crate::core::clock::now_ms;
+use crate::core::outbox::{OutFrame, Outbox};
+use crate::operations::auth::{Authenticator, Identity};
+
+/// One connection.
+#[derive(Debug)]
+pub struct ConnHandle {
+    /// The session id sent in `welcome`; also the id in the admin API.
+    pub id: Arc<str>,
+    pub user_id: Option<Arc<str>>,
+    pub remote: Option<SocketAddr>,
+    pub(crate) outbox: Outbox,
+    pub connected_at: Instant,
+    /// Milliseconds since the Unix epoch.
+    pub connected_at_ms: u64,
+    /// Every subscription, with its filter.
+    pub(crate) subscriptions: Mutex<HashMap<TopicPattern, EventFilter>>,
+    pub(crate) frames_sent: AtomicU64,
+    pub(crate) frames_received: AtomicU64,
+    /// When anything last arrived from the peer, in ms since `connected_at`.
+    last_seen_ms: AtomicU64,
+    /// With authentication: what the token allows, and when it expires (ms
+    /// since the Unix epoch; replaced by an `auth` frame).
+    access: Option<Mutex<Identity>>,
+}
+
+impl ConnHandle {
+    /// A connection; with `identity`, its user is the token's `sub`.
+    pub(crate) fn new(
+        user_id: Option<String>,
+        identity: Option<Identity>,
+        remote: Option<SocketAddr>,
+        queue_size: usize,
+    ) -> ConnHandle {
+        let user_id = identity.as_ref().map(|i| i.user.clone()).or(user_id);
+        ConnHandle {
+            id: Arc::from(uuid::Uuid::new_v4().simple().to_string()),
+            user_id: user_id.map(Arc::from),
+            remote,
+            outbox: Outbox::new(queue_size),
+            connected_at: Instant::now(),
+            connected_at_ms: now_ms(),
+            subscriptions: Mutex::default(),
+            frames_sent: AtomicU64::new(0),
+            frames_received: AtomicU64::new(0),
+            last_seen_ms: AtomicU64::new(0),
+            access: identity.map(Mutex::new),
+        }
+    }
+
+    /// Queues a control frame (never shed).
+    pub(crate) fn send(&self, message: &ServerMessage) {
+        self.outbox.push(OutFrame::control(message.encode()));
+    }
+
+    /// The subscriptions, with their filters.
+    pub fn subscriptions(&self) -> Vec<TopicPattern> {
+        self.subscriptions.lock().keys().cloned().collect()
+    }
+
+    /// Frames sent and received so far.
+    pub fn frame_counts(&self) -> (u64, u64) {
+        (
+            self.frames_sent.load(Relaxed),
+            self.frames_received.load(Relaxed),
+        )
+    }
+
+    /// Frames waiting in the outbox.
+    pub fn queued(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// The user an authenticated connection proved to be; `None` in open mode,
+    /// where `?user_id=` is a name, not a proof.
+    pub(crate) fn verified_user(&self) -> Option<&str> {
+        self.access.as_ref().and(self.user_id.as_deref())
+    }
+
+    /// Whether the connection may subscribe to `pattern` (always, in open mode).
+    pub(crate) fn may_subscribe(&self, pattern: &TopicPattern) -> bool {
+        self.access
+            .as_ref()
+            .is_none_or(|access| access.lock().may_subscribe(pattern))
+    }
+
+    /// When the token expires (ms since the Unix epoch), with authentication.
+    pub(crate) fn token_expires_at(&self) -> Option<u64> {
+        self.access
+            .as_ref()
+            .map(|access| access.lock().expires_at_ms)
+    }
+
+    /// Replaces the token (the `auth` frame): same user, new claims and expiry.
+    pub(crate) fn reauthenticate(
+        &self,
+        auth: &Authenticator,
+        token: &str,
+    ) -> Result<(), (ErrorCode, String)> {
+        let Some(access) = &self.access else {
+            return Ok(());
+        };
+        let identity = auth
+            .verify(token)
+            .map_err(|e| (ErrorCode::Unauthorized, e.to_string()))?;
+        if Some(identity.user.as_str()) != self.user_id.as_deref() {
+            return Err((
+                ErrorCode::Forbidden,
+                "the new token is for another user".to_owned(),
+            ));
+        }
+        *access.lock() = identity;
+        Ok(())
+    }
+
+    /// Refuses subscriptions outside the token's claims: `forbidden` names them.
+    pub(crate) fn check_access(
+        &self,
+        patterns: &[TopicPattern],
+    ) -> Result<(), (ErrorCode, String)> {
+        let denied: Vec<String> = patterns
+            .iter()
+            .filter(|p| !self.may_subscribe(p))
+            .map(ToString::to_string)
+            .collect();
+        if denied.is_empty() {
+            Ok(())
+        } else {
+            Err((
+                ErrorCode::Forbidden,
+                format!("not allowed to subscribe to {}", denied.join(", ")),
+            ))
+        }
+    }
+
+    /// Something arrived from the peer.
+    pub(crate) fn saw_peer(&self) {
+        self.last_seen_ms
+            .store(self.connected_at.elapsed().as_millis() as u64, Relaxed);
+    }
+
+    /// How long since anything arrived from the peer.
+    pub(crate) fn silent_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_seen_ms.load(Relaxed));
+        self.connected_at.elapsed().saturating_sub(last)
+    }
+}

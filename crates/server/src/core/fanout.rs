@@ -1,0 +1,423 @@
+//! This node's subscriber index, and the fan-out of every publication to it.
+//!
+//! Subscribers are found by topic, never by a scan of every connection:
+//! exact subscribers by their topic, `kind:*` subscribers by kind, `*`
+//! subscribers in one list. A publication reaches each matching connection
+//! at most once, as the same shared bytes, pushed into its bounded outbox
+//! without waiting on any socket.
+//!
+//! While a new subscription's replay or snapshot is read from the broker,
+//! its live events are held ([`Held`], at most `--queue-size` of them) and
+//! released after the replay, those the replay already covered dropped: no
+//! duplicate and no hole at the seam, whatever the engine.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use herald_protocol::payload::ApprovalRecord;
+use herald_protocol::{EventFilter, Topic, TopicPattern};
+use parking_lot::{Mutex, RwLock};
+
+use crate::core::approvals::Decisions;
+use crate::core::broker::{Audience, BrokerHandler, Publication};
+use crate::core::connection::ConnHandle;
+use crate::core::connections::Connections;
+use crate::core::outbox::{EventMeta, OutFrame, Pushed};
+use crate::operations::metrics::Metrics;
+
+/// One connection's subscription to a topic or pattern.
+#[derive(Debug, Clone)]
+struct Subscriber {
+    conn: Arc<ConnHandle>,
+    filter: EventFilter,
+    /// Present while the subscription's replay is read.
+    held: Option<Arc<Held>>,
+}
+
+/// The exact subscribers of one topic, by connection id.
+type TopicSubscribers = HashMap<Arc<str>, Subscriber>;
+
+#[derive(Debug, Default)]
+struct PatternIndex {
+    kinds: HashMap<Arc<str>, HashMap<Arc<str>, Subscriber>>,
+    all: HashMap<Arc<str>, Subscriber>,
+}
+
+/// Live frames held for a subscription while its replay is read.
+#[derive(Debug)]
+pub(crate) struct Held {
+    state: Mutex<HeldState>,
+    limit: usize,
+    /// The connection was already subscribed to the same topic, live.
+    pub(crate) was_live: bool,
+}
+
+#[derive(Debug)]
+enum HeldState {
+    Holding {
+        frames: Vec<OutFrame>,
+        overflowed: bool,
+    },
+    Released,
+}
+
+/// More live events arrived while a replay was read than a connection's
+/// queue holds: the subscription cannot be made seamless.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Overflowed;
+
+impl Held {
+    fn new(limit: usize, was_live: bool) -> Held {
+        Held {
+            state: Mutex::new(HeldState::Holding {
+                frames: Vec::new(),
+                overflowed: false,
+            }),
+            limit,
+            was_live,
+        }
+    }
+
+    /// Holds `frame`, or hands it to `push` once released.
+    fn offer(&self, conn: &ConnHandle, frame: &OutFrame, push: &mut impl FnMut(&ConnHandle)) {
+        let mut state = self.state.lock();
+        match &mut *state {
+            HeldState::Holding { frames, overflowed } => {
+                if frames.len() < self.limit {
+                    frames.push(frame.clone());
+                } else {
+                    *overflowed = true;
+                }
+            }
+            HeldState::Released => push(conn),
+        }
+    }
+
+    /// Sends what `first` queues (the subscription's own frames: `subscribed`,
+    /// snapshot, replay), then the held frames `keep` lets through, in the
+    /// order they arrived; from then on frames go straight to the outbox.
+    /// Nothing offered meanwhile can slip in between: offers wait.
+    pub(crate) fn release(
+        &self,
+        conn: &ConnHandle,
+        first: impl FnOnce(),
+        keep: impl Fn(&OutFrame) -> bool,
+    ) -> Result<(), Overflowed> {
+        let mut state = self.state.lock();
+        let HeldState::Holding { frames, overflowed } =
+            std::mem::replace(&mut *state, HeldState::Released)
+        else {
+            return Ok(());
+        };
+        if overflowed {
+            return Err(Overflowed);
+        }
+        first();
+        for frame in frames.into_iter().filter(|f| keep(f)) {
+            conn.outbox.push(frame);
+        }
+        Ok(())
+    }
+
+    /// Frames held so far that `before` selects are sent now (a connection
+    /// subscribed again: what its earlier subscription would have had).
+    pub(crate) fn send_early(&self, conn: &ConnHandle, before: impl Fn(&OutFrame) -> bool) {
+        let mut state = self.state.lock();
+        if let HeldState::Holding { frames, .. } = &mut *state {
+            let (early, rest): (Vec<OutFrame>, Vec<OutFrame>) =
+                std::mem::take(frames).into_iter().partition(|f| before(f));
+            *frames = rest;
+            for frame in early {
+                conn.outbox.push(frame);
+            }
+        }
+    }
+}
+
+/// The subscriber index of this node (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Fanout {
+    connections: Arc<Connections>,
+    exact: RwLock<HashMap<Topic, Arc<Mutex<TopicSubscribers>>>>,
+    patterns: RwLock<PatternIndex>,
+    metrics: Arc<Metrics>,
+    /// Most live frames held per subscription while its replay is read.
+    hold_limit: usize,
+}
+
+impl Fanout {
+    pub(crate) fn new(
+        connections: Arc<Connections>,
+        metrics: Arc<Metrics>,
+        hold_limit: usize,
+    ) -> Fanout {
+        Fanout {
+            connections,
+            exact: RwLock::default(),
+            patterns: RwLock::default(),
+            metrics,
+            hold_limit,
+        }
+    }
+
+    /// Adds (or replaces) `conn`'s subscription to `pattern`, holding its
+    /// live frames until the returned [`Held`] is released.
+    pub(crate) fn hold(
+        &self,
+        conn: &Arc<ConnHandle>,
+        pattern: &TopicPattern,
+        filter: &EventFilter,
+    ) -> Arc<Held> {
+        let entry = |was_live: bool| {
+            let held = Arc::new(Held::new(self.hold_limit, was_live));
+            let subscriber = Subscriber {
+                conn: conn.clone(),
+                filter: filter.clone(),
+                held: Some(held.clone()),
+            };
+            (held, subscriber)
+        };
+        match pattern {
+            TopicPattern::Exact(topic) => {
+                let subscribers = self.exact.write().entry(topic.clone()).or_default().clone();
+                let mut subscribers = subscribers.lock();
+                let (held, subscriber) = entry(subscribers.contains_key(&conn.id));
+                subscribers.insert(conn.id.clone(), subscriber);
+                held
+            }
+            TopicPattern::Kind(kind) => {
+                let mut patterns = self.patterns.write();
+                let subscribers = patterns.kinds.entry(kind.clone()).or_default();
+                let (held, subscriber) = entry(subscribers.contains_key(&conn.id));
+                subscribers.insert(conn.id.clone(), subscriber);
+                held
+            }
+            TopicPattern::All => {
+                let mut patterns = self.patterns.write();
+                let (held, subscriber) = entry(patterns.all.contains_key(&conn.id));
+                patterns.all.insert(conn.id.clone(), subscriber);
+                held
+            }
+        }
+    }
+
+    /// Once `held` is released, frames no longer pass through it.
+    pub(crate) fn settle(&self, conn: &ConnHandle, pattern: &TopicPattern, held: &Arc<Held>) {
+        let settle = |subscriber: Option<&mut Subscriber>| {
+            if let Some(subscriber) = subscriber
+                && subscriber
+                    .held
+                    .as_ref()
+                    .is_some_and(|h| Arc::ptr_eq(h, held))
+            {
+                subscriber.held = None;
+            }
+        };
+        match pattern {
+            TopicPattern::Exact(topic) => {
+                let subscribers = self.exact.read().get(topic).cloned();
+                if let Some(subscribers) = subscribers {
+                    settle(subscribers.lock().get_mut(&conn.id));
+                }
+            }
+            TopicPattern::Kind(kind) => {
+                let mut patterns = self.patterns.write();
+                settle(
+                    patterns
+                        .kinds
+                        .get_mut(kind)
+                        .and_then(|subscribers| subscribers.get_mut(&conn.id)),
+                );
+            }
+            TopicPattern::All => settle(self.patterns.write().all.get_mut(&conn.id)),
+        }
+    }
+
+    /// Removes `conn`'s subscription to `pattern`; whether it had one.
+    pub(crate) fn remove(&self, conn: &ConnHandle, pattern: &TopicPattern) -> bool {
+        match pattern {
+            TopicPattern::Exact(topic) => {
+                let mut exact = self.exact.write();
+                let Some(subscribers) = exact.get(topic) else {
+                    return false;
+                };
+                let mut subscribers = subscribers.lock();
+                let removed = subscribers.remove(&conn.id).is_some();
+                if subscribers.is_empty() {
+                    drop(subscribers);
+                    exact.remove(topic);
+                }
+                removed
+            }
+            TopicPattern::Kind(kind) => {
+                let mut patterns = self.patterns.write();
+                let Some(subscribers) = patterns.kinds.get_mut(kind) else {
+                    return false;
+                };
+                let removed = subscribers.remove(&conn.id).is_some();
+                if subscribers.is_empty() {
+                    patterns.kinds.remove(kind);
+                }
+                removed
+            }
+            TopicPattern::All => self.patterns.write().all.remove(&conn.id).is_some(),
+        }
+    }
+
+    /// Whether `topic` has a subscriber of its own (patterns aside).
+    pub(crate) fn has_subscribers(&self, topic: &Topic) -> bool {
+        self.exact
+            .read()
+            .get(topic)
+            .is_some_and(|subscribers| !subscribers.lock().is_empty())
+    }
+
+    /// Subscriber counts per topic or pattern.
+    pub(crate) fn subscriber_counts(&self) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for (topic, subscribers) in self.exact.read().iter() {
+            let n = subscribers.lock().len();
+            if n > 0 {
+                counts.insert(topic.to_string(), n);
+            }
+        }
+        let patterns = self.patterns.read();
+        for (kind, subscribers) in &patterns.kinds {
+            counts.insert(format!("{kind}:*"), subscribers.len());
+        }
+        if !patterns.all.is_empty() {
+            counts.insert("*".to_owned(), patterns.all.len());
+        }
+        counts
+    }
+
+    /// Pushes `frame` to every connection the publication goes to: the
+    /// audience's, then the topic's exact subscribers, `kind:*` and `*`
+    /// subscribers whose filter matches, each connection at most once.
+    fn fan_out(
+        &self,
+        publication: &Publication<'_>,
+        frame: &OutFrame,
+        push: &mut impl FnMut(&ConnHandle),
+    ) {
+        let event = &publication.event.event;
+        let user = match publication.audience {
+            Audience::Subscribers => None,
+            Audience::Everyone => {
+                self.connections.each(|conn| push(conn));
+                return;
+            }
+            Audience::User => {
+                let user = event.topic.id();
+                if let Some(user) = user {
+                    self.connections.each_of_user(user, |conn| push(conn));
+                }
+                user
+            }
+        };
+        let reached_user =
+            |conn: &ConnHandle| user.is_some_and(|u| conn.user_id.as_deref() == Some(u));
+        let offer = |subscriber: &Subscriber, push: &mut dyn FnMut(&ConnHandle)| {
+            let mut push = |conn: &ConnHandle| push(conn);
+            match &subscriber.held {
+                None => push(&subscriber.conn),
+                Some(held) => held.offer(&subscriber.conn, frame, &mut push),
+            }
+        };
+        let exact = self.exact.read().get(&event.topic).cloned();
+        let exact = exact.as_ref().map(|subscribers| subscribers.lock());
+        let exact_matched = |id: &str| {
+            exact
+                .as_ref()
+                .and_then(|subscribers| subscribers.get(id))
+                .is_some_and(|s| s.filter.matches(event))
+        };
+        if let Some(subscribers) = &exact {
+            for subscriber in subscribers.values() {
+                if !reached_user(&subscriber.conn) && subscriber.filter.matches(event) {
+                    offer(subscriber, push);
+                }
+            }
+        }
+        let patterns = self.patterns.read();
+        let by_kind = event
+            .topic
+            .id()
+            .and_then(|_| patterns.kinds.get(event.topic.kind()));
+        if let Some(by_kind) = by_kind {
+            for (id, subscriber) in by_kind {
+                if !reached_user(&subscriber.conn)
+                    && !exact_matched(id)
+                    && subscriber.filter.matches(event)
+                {
+                    offer(subscriber, push);
+                }
+            }
+        }
+        for (id, subscriber) in &patterns.all {
+            let kind_matched = by_kind
+                .and_then(|k| k.get(id))
+                .is_some_and(|s| s.filter.matches(event));
+            if !reached_user(&subscriber.conn)
+                && !exact_matched(id)
+                && !kind_matched
+                && subscriber.filter.matches(event)
+            {
+                offer(subscriber, push);
+            }
+        }
+    }
+}
+
+/// What the broker calls on this node: publications go to the fan-out,
+/// approval changes to whoever waits on them.
+#[derive(Debug)]
+pub(crate) struct NodeHandler {
+    pub(crate) fanout: Arc<Fanout>,
+    pub(crate) decisions: Arc<Decisions>,
+}
+
+impl BrokerHandler for NodeHandler {
+    fn on_publication(&self, publication: &Publication<'_>) -> u32 {
+        let fanout = &self.fanout;
+        let event = &publication.event.event;
+        // Counted here, where every stored event passes exactly once
+        // (duplicates never do), whichever entry point it came from.
+        fanout.metrics.events_published.fetch_add(1, Relaxed);
+        let frame = OutFrame {
+            text: publication.event.frame.clone(),
+            event: Some(EventMeta {
+                topic: event.topic.clone(),
+                seq: event.seq,
+                priority: event.priority,
+                published: publication.stored_at,
+            }),
+        };
+        // Counted locally and added once: no shared atomic per recipient.
+        let (mut reached, mut shed) = (0u32, 0u64);
+        fanout.fan_out(publication, &frame, &mut |conn: &ConnHandle| match conn
+            .outbox
+            .push(frame.clone())
+        {
+            Pushed::Queued => reached += 1,
+            Pushed::Shed => {
+                reached += 1;
+                shed += 1;
+            }
+            Pushed::Closed => {}
+        });
+        let metrics = &fanout.metrics;
+        metrics
+            .events_delivered
+            .fetch_add(u64::from(reached), Relaxed);
+        if shed > 0 {
+            metrics.events_shed.fetch_add(shed, Relaxed);
+        }
+        reached
+    }
+
+    fn on_approval(&self, record: &ApprovalRecord) {
+        self.decisions.changed(record);
+    }
+}

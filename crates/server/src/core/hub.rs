@@ -1,0 +1,220 @@
+//! [`Hub`]: the thin facade over the parts of a running hub, each with one
+//! job: the [`Broker`] (where events and approvals live), the
+//! [`Publisher`] (the one way in for events), [`Subscriptions`] and the
+//! fan-out (this node's subscribers), [`Connections`], [`Approvals`], and
+//! what every part shares (configuration, metrics, the task tracker and the
+//! shutdown token).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::core::approvals::{Approvals, Decisions};
+use crate::core::broker::{self, Broker, BrokerError, BrokerHandler, Engine};
+use crate::core::connection::ConnHandle;
+use crate::core::connections::Connections;
+use crate::core::fanout::{Fanout, NodeHandler};
+use crate::core::publish::{Events, PublishError, PublishOptions, Publisher};
+use crate::core::subscriptions::Subscriptions;
+use crate::operations::config::Config;
+use crate::operations::limits::PublishLimiter;
+use crate::operations::metrics::Metrics;
+
+/// The hub. Cheap to clone; every clone is the same hub.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    parts: Arc<Parts>,
+}
+
+#[derive(Debug)]
+struct Parts {
+    config: Config,
+    started: Instant,
+    metrics: Arc<Metrics>,
+    broker: Arc<dyn Broker>,
+    publisher: Publisher,
+    subscriptions: Subscriptions,
+    connections: Arc<Connections>,
+    approvals: Approvals,
+    publish_limiter: PublishLimiter,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Hub {
+    /// A hub that keeps everything in memory, whatever `config.store` says.
+    /// `shutdown` stops everything it runs.
+    pub fn new(config: Config, shutdown: CancellationToken) -> Hub {
+        let retention = broker::Retention::from(&config);
+        let opened = Hub::with_engine(config, shutdown, |handler| {
+            Ok::<_, Infallible>(broker::in_memory(retention, handler))
+        });
+        match opened {
+            Ok(hub) => hub,
+            Err(never) => match never {},
+        }
+    }
+
+    /// A hub on the engine `config.store` names: for SQLite, opens the file
+    /// and recovers its topics (seqs continue, history, snapshots and
+    /// pending approvals are back).
+    pub fn open(config: Config, shutdown: CancellationToken) -> Result<Hub, BrokerError> {
+        let (store, retention) = (config.store.clone(), broker::Retention::from(&config));
+        Hub::with_engine(config, shutdown, |handler| {
+            broker::open(&store, retention, handler)
+        })
+    }
+
+    /// Builds the node's parts around the engine `open` returns, given the
+    /// handler it is to deliver to.
+    fn with_engine<E>(
+        config: Config,
+        shutdown: CancellationToken,
+        open: impl FnOnce(Arc<dyn BrokerHandler>) -> Result<Engine, E>,
+    ) -> Result<Hub, E> {
+        let metrics = Arc::new(Metrics::default());
+        let connections = Arc::new(Connections::default());
+        let fanout = Arc::new(Fanout::new(
+            connections.clone(),
+            metrics.clone(),
+            config.queue_size,
+        ));
+        let decisions = Arc::new(Decisions::default());
+        let handler: Arc<dyn BrokerHandler> = Arc::new(NodeHandler {
+            fanout: fanout.clone(),
+            decisions: decisions.clone(),
+        });
+        let tasks = TaskTracker::new();
+        let engine = open(handler)?;
+        if let Some(upkeep) = engine.upkeep {
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = upkeep => {}
+                }
+            });
+        }
+        let broker = engine.broker;
+        let publisher = Publisher::new(broker.clone(), shutdown.clone(), metrics.clone());
+        let approvals = Approvals::new(
+            broker.clone(),
+            publisher.clone(),
+            decisions,
+            config.approval_timeout,
+            config.approval_default_proceed,
+        );
+        let subscriptions = Subscriptions::new(
+            broker.clone(),
+            fanout,
+            connections.clone(),
+            config.max_subscriptions,
+            config.queue_size,
+        );
+        let publish_limiter = PublishLimiter::new(config.publish_rate_limit);
+        Ok(Hub {
+            parts: Arc::new(Parts {
+                config,
+                started: Instant::now(),
+                metrics,
+                broker,
+                publisher,
+                subscriptions,
+                connections,
+                approvals,
+                publish_limiter,
+                shutdown,
+                tasks,
+            }),
+        })
+    }
+
+    /// Publishes one event or a batch (see [`Publisher::publish`]).
+    pub async fn publish<E: Events>(
+        &self,
+        events: E,
+        options: PublishOptions,
+    ) -> Result<E::Output, PublishError> {
+        self.parts.publisher.publish(events, options).await
+    }
+
+    /// The approvals service.
+    pub fn approvals(&self) -> &Approvals {
+        &self.parts.approvals
+    }
+
+    /// This node's open connections.
+    pub fn connections(&self) -> &Connections {
+        &self.parts.connections
+    }
+
+    /// This node's subscriptions.
+    pub fn subscriptions(&self) -> &Subscriptions {
+        &self.parts.subscriptions
+    }
+
+    /// The engine events and approvals live in.
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.parts.broker
+    }
+
+    /// The configuration the hub runs with.
+    pub fn config(&self) -> &Config {
+        &self.parts.config
+    }
+
+    /// The hub's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.parts.metrics
+    }
+
+    /// The producers' publish rate limit.
+    pub(crate) fn publish_limiter(&self) -> &PublishLimiter {
+        &self.parts.publish_limiter
+    }
+
+    /// The token that stops the hub.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.parts.shutdown
+    }
+
+    /// The tracker every task of the hub is spawned on.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.parts.tasks
+    }
+
+    /// Seconds since the hub started.
+    pub fn uptime_s(&self) -> u64 {
+        self.parts.started.elapsed().as_secs()
+    }
+
+    /// A connection is open: registered, and counted.
+    pub(crate) async fn attach(&self, conn: &Arc<ConnHandle>) {
+        self.parts.subscriptions.attach(conn).await;
+        let metrics = &self.parts.metrics;
+        metrics
+            .connections_active
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics
+            .connections_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A connection ended: it and all its subscriptions are forgotten.
+    pub(crate) async fn detach(&self, conn: &ConnHandle) {
+        if self.parts.subscriptions.detach(conn).await {
+            self.parts
+                .metrics
+                .connections_active
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Finishes the engine's pending writes and stops it.
+    pub async fn close(&self) {
+        self.parts.broker.close().await;
+    }
+}

@@ -1,0 +1,484 @@
+//! Subscribing, unsubscribing and reading state for a connection: the
+//! `subscribed` frames, snapshots, replays from a checkpoint and the seam
+//! between a replay and live delivery.
+//!
+//! A subscription is registered with the node's fan-out first, holding its
+//! live events; then the topic is read from the broker (position, snapshot,
+//! history after the checkpoint) and sent; then the held events the read did
+//! not cover follow. So a replay meets live delivery without a duplicate or
+//! a hole, whichever engine holds the history.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use herald_protocol::frame::{ErrorFrame, Since, Subscribe, Subscribed};
+use herald_protocol::{CloseReason, ErrorCode, EventFilter, ServerMessage, Topic, TopicPattern};
+
+use crate::core::broker::{Broker, BrokerError, History, HistoryRequest, ReadRequest};
+use crate::core::connection::ConnHandle;
+use crate::core::connections::Connections;
+use crate::core::fanout::{Fanout, Held, Overflowed};
+use crate::core::outbox::{EventMeta, OutFrame};
+
+/// A connection closed because too many live events came while its replay
+/// was read: it reconnects and replays again.
+const OVERFLOW_REASON: &str = "too many events during the replay: reconnect and replay";
+
+/// Subscriptions of this node's connections.
+#[derive(Debug)]
+pub struct Subscriptions {
+    broker: Arc<dyn Broker>,
+    fanout: Arc<Fanout>,
+    connections: Arc<Connections>,
+    max_subscriptions: usize,
+    queue_size: usize,
+}
+
+impl Subscriptions {
+    pub(crate) fn new(
+        broker: Arc<dyn Broker>,
+        fanout: Arc<Fanout>,
+        connections: Arc<Connections>,
+        max_subscriptions: usize,
+        queue_size: usize,
+    ) -> Subscriptions {
+        Subscriptions {
+            broker,
+            fanout,
+            connections,
+            max_subscriptions,
+            queue_size,
+        }
+    }
+
+    /// Registers a connection: what a broadcast or its user's messages reach.
+    pub(crate) async fn attach(&self, conn: &Arc<ConnHandle>) {
+        self.connections.insert(conn);
+        if let Some(topic) = user_topic(conn) {
+            let pattern = TopicPattern::Exact(topic);
+            if let Err(error) = self.broker.subscribe(&pattern).await {
+                tracing::warn!(%error, session = %conn.id, "could not follow the user's topic");
+            }
+        }
+    }
+
+    /// Forgets a connection and all its subscriptions; whether it was
+    /// registered.
+    pub(crate) async fn detach(&self, conn: &ConnHandle) -> bool {
+        let patterns: Vec<TopicPattern> = conn.subscriptions.lock().keys().cloned().collect();
+        self.unsubscribe(conn, &patterns).await;
+        let removed = self.connections.remove(conn);
+        if removed && let Some(topic) = user_topic(conn) {
+            self.broker.unsubscribe(&TopicPattern::Exact(topic)).await;
+        }
+        removed
+    }
+
+    /// Subscribes a connection: a `subscribed` frame per topic; for an exact
+    /// topic its snapshot when asked and the replay from `since`; for a
+    /// pattern the replay of the covered topics named in `since`, then each
+    /// covered topic's snapshot when asked.
+    pub(crate) async fn subscribe(
+        &self,
+        conn: &Arc<ConnHandle>,
+        request: &Subscribe,
+    ) -> Result<(), ErrorFrame> {
+        {
+            let current = conn.subscriptions.lock();
+            let new = request
+                .topics
+                .iter()
+                .filter(|p| !current.contains_key(*p))
+                .count();
+            if current.len() + new > self.max_subscriptions {
+                return Err(error_frame(
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "too many subscriptions: at most {} per connection",
+                        self.max_subscriptions
+                    ),
+                ));
+            }
+        }
+        let filter = request.filter.clone().unwrap_or_default();
+        // One request's snapshots, exact and pattern-covered together.
+        let mut budget = SnapshotBudget::new(self.queue_size);
+        for pattern in &request.topics {
+            let known = conn
+                .subscriptions
+                .lock()
+                .insert(pattern.clone(), filter.clone())
+                .is_some();
+            if !known && let Err(error) = self.broker.subscribe(pattern).await {
+                conn.subscriptions.lock().remove(pattern);
+                return Err(store_error(&error));
+            }
+            let held = self.fanout.hold(conn, pattern, &filter);
+            let released = match pattern {
+                TopicPattern::Exact(topic) => {
+                    let snapshot = request.snapshot && budget.take();
+                    self.subscribe_topic(
+                        conn,
+                        topic,
+                        &filter,
+                        snapshot,
+                        request.since.get(topic),
+                        &held,
+                    )
+                    .await
+                }
+                TopicPattern::Kind(_) | TopicPattern::All => {
+                    self.subscribe_pattern(conn, pattern, &filter, request, &held)
+                        .await
+                }
+            };
+            self.fanout.settle(conn, pattern, &held);
+            match released {
+                Ok(Ok(())) => {}
+                Ok(Err(Overflowed)) => {
+                    conn.outbox
+                        .close(CloseReason::TRY_AGAIN_LATER, OVERFLOW_REASON, false);
+                    return Ok(());
+                }
+                Err(error) => {
+                    // Not read, so not subscribed: the client is told and
+                    // may ask again.
+                    self.unsubscribe(conn, std::slice::from_ref(pattern)).await;
+                    return Err(store_error(&error));
+                }
+            }
+            if request.snapshot && !matches!(pattern, TopicPattern::Exact(_)) {
+                let found = self
+                    .broker
+                    .snapshots(pattern, &filter, budget.left())
+                    .await
+                    .map_err(|e| store_error(&e))?;
+                budget.took(found.snapshots.len(), found.refused);
+                for snapshot in found.snapshots {
+                    conn.send(&ServerMessage::Snapshot(snapshot));
+                }
+            }
+        }
+        if let Some(error) = budget.overrun() {
+            conn.send(&ServerMessage::Error(error));
+        }
+        Ok(())
+    }
+
+    /// An exact topic: `subscribed` at the position read, the snapshot, the
+    /// replay, then the held live events after that position.
+    async fn subscribe_topic(
+        &self,
+        conn: &ConnHandle,
+        topic: &Topic,
+        filter: &EventFilter,
+        snapshot: bool,
+        since: Option<&Since>,
+        held: &Held,
+    ) -> Result<Result<(), Overflowed>, BrokerError> {
+        let request = ReadRequest {
+            snapshot: snapshot.then_some(filter),
+            history: since.map(|since| HistoryRequest {
+                since,
+                filter,
+                limit: usize::MAX,
+            }),
+        };
+        let read = self.broker.read(topic, request).await?;
+        let head = read.position.seq;
+        let after_head = |frame: &OutFrame| frame.event.as_ref().is_none_or(|e| e.seq > head);
+        if held.was_live {
+            // Subscribed again: what the earlier subscription would have
+            // delivered by now comes first, as it would have.
+            held.send_early(conn, |frame| !after_head(frame));
+        }
+        Ok(held.release(
+            conn,
+            || {
+                conn.send(&ServerMessage::Subscribed(Subscribed {
+                    topic: TopicPattern::Exact(topic.clone()),
+                    epoch: Some(read.position.epoch.clone()),
+                    seq: Some(head),
+                }));
+                if snapshot {
+                    conn.send(&ServerMessage::Snapshot(herald_protocol::frame::Snapshot {
+                        topic: topic.clone(),
+                        epoch: read.position.epoch.clone(),
+                        seq: head,
+                        events: read.snapshot,
+                    }));
+                }
+                if let Some(history) = read.history {
+                    send_history(conn, history);
+                }
+            },
+            after_head,
+        ))
+    }
+
+    /// A pattern: `subscribed`, then the replay of each covered topic named
+    /// in `since` (and not subscribed on its own in the same request), then
+    /// the held live events those replays did not cover.
+    async fn subscribe_pattern(
+        &self,
+        conn: &ConnHandle,
+        pattern: &TopicPattern,
+        filter: &EventFilter,
+        request: &Subscribe,
+        held: &Held,
+    ) -> Result<Result<(), Overflowed>, BrokerError> {
+        let covered = request
+            .since
+            .iter()
+            .filter(|(topic, _)| pattern.matches(topic))
+            .filter(|(topic, _)| !request.topics.iter().any(|p| p.as_topic() == Some(*topic)));
+        let mut replays = Vec::new();
+        for (topic, since) in covered {
+            let history = HistoryRequest {
+                since,
+                filter,
+                limit: usize::MAX,
+            };
+            let read = self
+                .broker
+                .read(
+                    topic,
+                    ReadRequest {
+                        snapshot: None,
+                        history: Some(history),
+                    },
+                )
+                .await?;
+            replays.push((topic.clone(), read.position.seq, read.history));
+        }
+        let heads: HashMap<&Topic, u64> = replays.iter().map(|(t, head, _)| (t, *head)).collect();
+        let keep = |frame: &OutFrame| match &frame.event {
+            Some(EventMeta { topic, seq, .. }) => heads.get(topic).is_none_or(|head| seq > head),
+            None => true,
+        };
+        let released = held.release(
+            conn,
+            || {
+                conn.send(&ServerMessage::Subscribed(Subscribed {
+                    topic: pattern.clone(),
+                    epoch: None,
+                    seq: None,
+                }));
+                for (_, _, history) in &replays {
+                    if let Some(history) = history {
+                        send_history(conn, history.clone());
+                    }
+                }
+            },
+            keep,
+        );
+        Ok(released)
+    }
+
+    /// Removes subscriptions (unknown ones are ignored).
+    pub(crate) async fn unsubscribe(&self, conn: &ConnHandle, patterns: &[TopicPattern]) {
+        for pattern in patterns {
+            let known = conn.subscriptions.lock().remove(pattern).is_some();
+            self.fanout.remove(conn, pattern);
+            if known {
+                self.broker.unsubscribe(pattern).await;
+            }
+        }
+    }
+
+    /// A one-off read of the retained events after `since` (the `replay`
+    /// action): they carry their seqs, so a subscribed client merges them.
+    pub(crate) async fn replay(
+        &self,
+        conn: &ConnHandle,
+        topic: &Topic,
+        since: &Since,
+        limit: usize,
+    ) -> Result<(), ErrorFrame> {
+        let (_, history) = self
+            .broker
+            .history(topic, since, limit)
+            .await
+            .map_err(|e| store_error(&e))?;
+        send_history(conn, history);
+        Ok(())
+    }
+
+    /// Sends a `snapshot` per named topic, or, without names, per subscribed
+    /// topic and per topic a subscribed pattern covers (those with state),
+    /// each through its subscription's filter.
+    pub(crate) async fn send_state(
+        &self,
+        conn: &ConnHandle,
+        topics: Option<Vec<Topic>>,
+    ) -> Result<(), ErrorFrame> {
+        let subscriptions = conn.subscriptions.lock().clone();
+        let filter_of = |topic: &Topic| {
+            subscriptions
+                .get(&TopicPattern::Exact(topic.clone()))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let (topics, patterns): (Vec<Topic>, Vec<(&TopicPattern, &EventFilter)>) = match topics {
+            Some(topics) => (topics, Vec::new()),
+            None => (
+                subscriptions
+                    .keys()
+                    .filter_map(|p| p.as_topic().cloned())
+                    .collect(),
+                subscriptions
+                    .iter()
+                    .filter(|(p, _)| p.as_topic().is_none())
+                    .collect(),
+            ),
+        };
+        // Access to all of it is checked before any snapshot is sent.
+        let asked: Vec<TopicPattern> = topics
+            .iter()
+            .cloned()
+            .map(TopicPattern::Exact)
+            .chain(patterns.iter().map(|(p, _)| (*p).clone()))
+            .collect();
+        conn.check_access(&asked)
+            .map_err(|(code, message)| error_frame(code, message))?;
+        let mut budget = SnapshotBudget::new(self.queue_size);
+        for topic in &topics {
+            if budget.take() {
+                self.send_snapshot(conn, topic, &filter_of(topic)).await?;
+            }
+        }
+        for (pattern, filter) in patterns {
+            let found = self
+                .broker
+                .snapshots(pattern, filter, budget.left())
+                .await
+                .map_err(|e| store_error(&e))?;
+            budget.took(found.snapshots.len(), found.refused);
+            for snapshot in found.snapshots {
+                conn.send(&ServerMessage::Snapshot(snapshot));
+            }
+        }
+        match budget.overrun() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends the `snapshot` of a topic, through `filter`.
+    pub(crate) async fn send_snapshot(
+        &self,
+        conn: &ConnHandle,
+        topic: &Topic,
+        filter: &EventFilter,
+    ) -> Result<(), ErrorFrame> {
+        let snapshot = self
+            .broker
+            .snapshot(topic, filter)
+            .await
+            .map_err(|e| store_error(&e))?;
+        conn.send(&ServerMessage::Snapshot(snapshot));
+        Ok(())
+    }
+
+    /// Whether `topic` has a subscriber of its own on this node.
+    pub fn has_subscribers(&self, topic: &Topic) -> bool {
+        self.fanout.has_subscribers(topic)
+    }
+
+    /// Subscriber counts per topic or pattern, on this node.
+    pub fn counts(&self) -> HashMap<String, usize> {
+        self.fanout.subscriber_counts()
+    }
+}
+
+/// Queues a replay: the `gap`, the events, the `replay_complete`.
+fn send_history(conn: &ConnHandle, history: History) {
+    if let Some(gap) = history.gap {
+        conn.send(&ServerMessage::Gap(gap));
+    }
+    for encoded in history.events {
+        let event = &encoded.event;
+        conn.outbox.push(OutFrame {
+            text: encoded.frame.clone(),
+            event: Some(EventMeta {
+                topic: event.topic.clone(),
+                seq: event.seq,
+                priority: event.priority,
+                published: std::time::Instant::now(),
+            }),
+        });
+    }
+    conn.send(&ServerMessage::ReplayComplete(history.complete));
+}
+
+fn user_topic(conn: &ConnHandle) -> Option<Topic> {
+    conn.user_id
+        .as_deref()
+        .and_then(|user| Topic::user(user).ok())
+}
+
+fn error_frame(code: ErrorCode, message: String) -> ErrorFrame {
+    ErrorFrame {
+        code,
+        message,
+        reference: None,
+    }
+}
+
+fn store_error(error: &BrokerError) -> ErrorFrame {
+    error_frame(ErrorCode::Internal, error.to_string())
+}
+
+/// How many more `snapshot` frames one request may queue: half of the
+/// connection's queue. Never shed, they could otherwise fill it, and a
+/// connection whose queue holds only such frames is closed (1013).
+#[derive(Debug)]
+pub(crate) struct SnapshotBudget {
+    left: usize,
+    refused: usize,
+}
+
+impl SnapshotBudget {
+    pub(crate) fn new(queue_size: usize) -> SnapshotBudget {
+        SnapshotBudget {
+            left: (queue_size / 2).max(1),
+            refused: 0,
+        }
+    }
+
+    /// Whether one more snapshot fits (it is then counted); if not, it is
+    /// counted as refused.
+    pub(crate) fn take(&mut self) -> bool {
+        if self.left == 0 {
+            self.refused += 1;
+            return false;
+        }
+        self.left -= 1;
+        true
+    }
+
+    /// How many more fit.
+    fn left(&self) -> usize {
+        self.left
+    }
+
+    /// `sent` snapshots were queued and `refused` did not fit.
+    fn took(&mut self, sent: usize, refused: usize) {
+        self.left = self.left.saturating_sub(sent);
+        self.refused += refused;
+    }
+
+    /// The error that tells the client what did not fit, if anything.
+    pub(crate) fn overrun(&self) -> Option<ErrorFrame> {
+        (self.refused > 0).then(|| {
+            error_frame(
+                ErrorCode::TooLarge,
+                format!(
+                    "{} topics' snapshots did not fit in this request (at most half of \
+                     --queue-size a request): ask for them with request_state, a few topics at a time",
+                    self.refused
+                ),
+            )
+        })
+    }
+}

@@ -1,0 +1,18 @@
+//! Running the hub well: its configuration, what it lets in, and what it
+//! tells its operators.
+//!
+//! # Layout
+//!
+//! - [`config`]: [`Config`](config::Config), its defaults, and the duration
+//!   and size parsers.
+//! - [`auth`]: API keys, JWT verification, per-topic access.
+//! - `limits`: token buckets for frame and publish rates.
+//! - [`metrics`]: counters and histograms in the Prometheus text format.
+//! - `figures`: the hub's headline figures as `metrics.updated` events on
+//!   topic `metrics`, for `/ws/metrics`.
+
+pub mod auth;
+pub mod config;
+pub(crate) mod figures;
+pub(crate) mod limits;
+pub mod metrics;

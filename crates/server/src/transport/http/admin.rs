@@ -1,0 +1,276 @@
+//! The admin side of the API: connections (list, one, disconnect), a
+//! topic's retained history, status, health, metrics, and the JSON answers
+//! for routes that do not exist.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use herald_protocol::frame::Since;
+use herald_protocol::{CloseReason, Epoch, ErrorCode, Event, Topic};
+use serde::{Deserialize, Serialize};
+
+use super::body::query;
+use super::error::ApiError;
+use crate::core::connection::ConnHandle;
+use crate::core::hub::Hub;
+
+/// One connection, as the admin API shows it.
+#[derive(Debug, Serialize)]
+pub(super) struct ConnectionInfo {
+    id: String,
+    session_id: String,
+    user_id: Option<String>,
+    remote_addr: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    connected_at: u64,
+    age_s: f64,
+    subscriptions: Vec<String>,
+    messages_sent: u64,
+    messages_received: u64,
+    queued: usize,
+}
+
+impl ConnectionInfo {
+    fn of(conn: &ConnHandle) -> ConnectionInfo {
+        let (sent, received) = conn.frame_counts();
+        ConnectionInfo {
+            id: conn.id.to_string(),
+            session_id: conn.id.to_string(),
+            user_id: conn.user_id.as_deref().map(str::to_owned),
+            remote_addr: conn.remote.map(|r| r.to_string()),
+            connected_at: conn.connected_at_ms,
+            age_s: conn.connected_at.elapsed().as_secs_f64(),
+            subscriptions: conn
+                .subscriptions()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            messages_sent: sent,
+            messages_received: received,
+            queued: conn.queued(),
+        }
+    }
+}
+
+/// The answer of `GET /api/v1/connections`.
+#[derive(Debug, Serialize)]
+pub(super) struct ConnectionsReport {
+    active_connections: usize,
+    subscription_counts: HashMap<String, usize>,
+    average_connection_age_s: f64,
+    /// Frames sent to the connections open now.
+    messages_sent: u64,
+    /// Frames sent since the hub started.
+    total_messages_sent: u64,
+    connections: Vec<ConnectionInfo>,
+}
+
+/// `GET /api/v1/connections`: counts, per-topic subscribers, ages, messages sent.
+pub(super) async fn connections(State(hub): State<Hub>) -> Json<ConnectionsReport> {
+    let connections: Vec<ConnectionInfo> = hub
+        .connections()
+        .all()
+        .iter()
+        .map(|conn| ConnectionInfo::of(conn))
+        .collect();
+    let count = connections.len();
+    let total_age: f64 = connections.iter().map(|c| c.age_s).sum();
+    Json(ConnectionsReport {
+        active_connections: count,
+        subscription_counts: hub.subscriptions().counts(),
+        average_connection_age_s: if count == 0 {
+            0.0
+        } else {
+            total_age / count as f64
+        },
+        messages_sent: connections.iter().map(|c| c.messages_sent).sum(),
+        total_messages_sent: hub
+            .metrics()
+            .frames_out
+            .load(std::sync::atomic::Ordering::Relaxed),
+        connections,
+    })
+}
+
+fn find(hub: &Hub, id: &str) -> Result<std::sync::Arc<ConnHandle>, ApiError> {
+    hub.connections()
+        .get(id)
+        .ok_or_else(|| ApiError::not_found(format!("no connection {id:?}")))
+}
+
+/// `GET /api/v1/connections/{id}`.
+pub(super) async fn connection(
+    State(hub): State<Hub>,
+    Path(id): Path<String>,
+) -> Result<Json<ConnectionInfo>, ApiError> {
+    let conn = find(&hub, &id)?;
+    Ok(Json(ConnectionInfo::of(&conn)))
+}
+
+/// The answer of `DELETE /api/v1/connections/{id}`.
+#[derive(Debug, Serialize)]
+pub(super) struct Disconnected {
+    disconnected: String,
+}
+
+/// `DELETE /api/v1/connections/{id}`: closes it with 4500 (do not reconnect).
+pub(super) async fn disconnect(
+    State(hub): State<Hub>,
+    Path(id): Path<String>,
+) -> Result<Json<Disconnected>, ApiError> {
+    find(&hub, &id)?.outbox.close(
+        CloseReason::DISCONNECTED_BY_ADMIN,
+        "disconnected by an admin",
+        false,
+    );
+    Ok(Json(Disconnected { disconnected: id }))
+}
+
+/// Query of `GET /api/v1/topics/{topic}/events`.
+#[derive(Debug, Deserialize)]
+pub(super) struct HistoryQuery {
+    #[serde(default)]
+    since: u64,
+    limit: Option<usize>,
+}
+
+/// The answer of `GET /api/v1/topics/{topic}/events`.
+#[derive(Debug, Serialize)]
+pub(super) struct TopicHistory {
+    topic: Topic,
+    epoch: Epoch,
+    /// The topic's latest seq.
+    seq: u64,
+    events: Vec<Event>,
+}
+
+/// `GET /api/v1/topics/{topic}/events?since=&limit=`: retained history.
+pub(super) async fn topic_events(
+    State(hub): State<Hub>,
+    Path(topic): Path<String>,
+    history: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Result<Json<TopicHistory>, ApiError> {
+    let history = query(history)?;
+    let topic =
+        Topic::parse(&topic).map_err(|e| ApiError::new(ErrorCode::InvalidTopic, e.to_string()))?;
+    let limit = history.limit.unwrap_or(hub.config().history_size);
+    let since = Since {
+        seq: history.since,
+        epoch: None,
+    };
+    let (position, read) = hub
+        .broker()
+        .history(&topic, &since, limit)
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+    Ok(Json(TopicHistory {
+        topic,
+        epoch: position.epoch,
+        seq: position.seq,
+        events: read
+            .events
+            .into_iter()
+            .map(|encoded| Event::clone(&encoded.event))
+            .collect(),
+    }))
+}
+
+/// The answer of `GET /api/v1/status`.
+#[derive(Debug, Serialize)]
+pub(super) struct Status {
+    running: bool,
+    active_connections: usize,
+    pending_approvals: usize,
+    uptime_s: u64,
+    topics: usize,
+    version: &'static str,
+}
+
+/// `GET /api/v1/status`.
+pub(super) async fn status(State(hub): State<Hub>) -> Json<Status> {
+    let stats = hub.broker().stats();
+    Json(Status {
+        running: !hub.shutdown_token().is_cancelled(),
+        active_connections: hub.connections().count(),
+        pending_approvals: stats.pending_approvals,
+        uptime_s: hub.uptime_s(),
+        topics: stats.topics,
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+/// The answer of `GET /health`.
+#[derive(Debug, Serialize)]
+pub(super) struct Health {
+    status: &'static str,
+    active_connections: usize,
+    uptime_s: u64,
+}
+
+/// `GET /health`: 200 while running, 503 once shutting down.
+pub(super) async fn health(State(hub): State<Hub>) -> Response {
+    let running = !hub.shutdown_token().is_cancelled();
+    let status = if running {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Health {
+        status: if running { "healthy" } else { "shutting_down" },
+        active_connections: hub.connections().count(),
+        uptime_s: hub.uptime_s(),
+    };
+    (status, Json(body)).into_response()
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub(super) async fn metrics(State(hub): State<Hub>) -> Response {
+    let stats = hub.broker().stats();
+    let extra = [
+        (
+            "herald_topics",
+            "Topics held in memory.",
+            stats.topics as f64,
+        ),
+        (
+            "herald_retained_bytes",
+            "Approximate bytes of retained history.",
+            stats.retained_bytes as f64,
+        ),
+        (
+            "herald_uptime_seconds",
+            "Seconds since the hub started.",
+            hub.uptime_s() as f64,
+        ),
+        (
+            "herald_approvals_pending",
+            "Approvals waiting for a decision.",
+            stats.pending_approvals as f64,
+        ),
+    ];
+    let mut body = hub.metrics().render(&extra);
+    hub.approvals().render_metrics(&mut body);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// Anything else: 404 with a JSON body.
+pub(super) async fn not_found() -> ApiError {
+    ApiError::not_found("no such route: see the HTTP API in the README")
+}
+
+/// A route asked with a method it does not take: 405, with the same JSON
+/// error body as every other refusal (`invalid_request`).
+pub(super) async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    let error = ApiError::new(
+        ErrorCode::InvalidRequest,
+        format!(
+            "{} does not take {method}: see the HTTP API in the README",
+            uri.path()
+        ),
+    );
+    (StatusCode::METHOD_NOT_ALLOWED, Json(error)).into_response()
+}

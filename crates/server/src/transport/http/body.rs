@@ -1,0 +1,50 @@
+//! Reading request bodies and queries: an over-limit body is 413, bad JSON
+//! and a well-formed body with a bad field are 400, each with the contract's
+//! error code.
+
+use axum::body::Bytes;
+use axum::extract::Query;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::http::StatusCode;
+use herald_protocol::{DecodeError, ErrorCode};
+use serde_json::Value;
+
+use super::error::ApiError;
+
+/// Reads a JSON body.
+pub(super) fn json(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+    let bytes = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                ErrorCode::TooLarge,
+                "request body is over the size limit (--max-body-size)",
+            )
+        } else {
+            ApiError::new(ErrorCode::InvalidRequest, rejection.body_text())
+        }
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| DecodeError::InvalidJson(e.to_string()).into())
+}
+
+/// A JSON object as `T`.
+pub(super) fn decode<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+    // serde would also take a struct as an array of its fields in order.
+    if !value.is_object() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "expected a JSON object with named fields",
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| {
+        let error = DecodeError::from_json(&e);
+        // A well-formed body with a bad field is `invalid_request`, whatever the field.
+        ApiError::new(ErrorCode::InvalidRequest, error.to_string())
+    })
+}
+
+/// A query string as `T`.
+pub(super) fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    query
+        .map(|Query(query)| query)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))
+}

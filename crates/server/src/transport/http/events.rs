@@ -1,0 +1,155 @@
+//! Publishing over HTTP: events (one or a batch), broadcasts to everyone,
+//! messages to one user's connections; each under the producer's publish
+//! rate limit (`--publish-rate-limit`).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, Path, State};
+use axum::response::{IntoResponse, Response};
+use herald_protocol::{
+    ErrorCode, EventType, Label, Priority, PublishReceipt, PublishRequest, Topic,
+};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::Producer;
+use super::body::{decode, json};
+use super::error::ApiError;
+use crate::core::broker::Audience;
+use crate::core::hub::Hub;
+use crate::core::publish::{PublishError, PublishOptions};
+
+/// `POST /api/v1/events`: one event (object) or a batch (array), validated
+/// whole before anything is published.
+pub(super) async fn publish_events(
+    State(hub): State<Hub>,
+    Extension(producer): Extension<Producer>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    match json(body)? {
+        Value::Array(items) => {
+            limit(&hub, &producer, items.len())?;
+            let mut requests = Vec::with_capacity(items.len());
+            for (index, item) in items.into_iter().enumerate() {
+                requests.push(decode::<PublishRequest>(item).map_err(|e| e.at(index))?);
+            }
+            let ids: Vec<Option<String>> = requests
+                .iter()
+                .map(|r| r.id.as_ref().map(ToString::to_string))
+                .collect();
+            let published = hub
+                .publish(requests, PublishOptions::default())
+                .await
+                .map_err(|error| {
+                    // A conflict names the event it is about.
+                    let index = match &error {
+                        PublishError::Conflict { id } => {
+                            ids.iter().position(|i| i.as_deref() == Some(id.as_str()))
+                        }
+                        _ => None,
+                    };
+                    let error = refused(&hub, &error);
+                    match index {
+                        Some(index) => error.at(index),
+                        None => error,
+                    }
+                })?;
+            let receipts: Vec<PublishReceipt> = published.into_iter().map(|p| p.receipt).collect();
+            Ok(Json(receipts).into_response())
+        }
+        value @ Value::Object(_) => {
+            limit(&hub, &producer, 1)?;
+            let request = decode::<PublishRequest>(value)?;
+            Ok(Json(publish(&hub, request, Audience::Subscribers).await?).into_response())
+        }
+        _ => Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "body must be an event object or an array of events",
+        )),
+    }
+}
+
+/// Applies the producer's publish rate limit (`--publish-rate-limit`).
+pub(super) fn limit(hub: &Hub, producer: &Producer, events: usize) -> Result<(), ApiError> {
+    if hub.publish_limiter().allow(&producer.0, events) {
+        return Ok(());
+    }
+    hub.metrics().error(ErrorCode::RateLimited);
+    Err(ApiError::new(
+        ErrorCode::RateLimited,
+        format!(
+            "publish rate limit: at most {} events a second",
+            hub.config().publish_rate_limit
+        ),
+    ))
+}
+
+/// A failed publish as the producer sees it (and counted).
+fn refused(hub: &Hub, error: &PublishError) -> ApiError {
+    hub.metrics().error(error.code());
+    ApiError::new(error.code(), error.to_string())
+}
+
+async fn publish(
+    hub: &Hub,
+    request: PublishRequest,
+    audience: Audience,
+) -> Result<PublishReceipt, ApiError> {
+    hub.publish(request, PublishOptions::to(audience))
+        .await
+        .map(|published| published.receipt)
+        .map_err(|error| refused(hub, &error))
+}
+
+/// The body of broadcasts and user messages.
+#[derive(Debug, Deserialize)]
+struct Notice {
+    event_type: EventType,
+    #[serde(default)]
+    data: Value,
+    #[serde(default)]
+    priority: Priority,
+    #[serde(default)]
+    key: Option<Label>,
+    #[serde(default)]
+    source: Option<Label>,
+}
+
+impl Notice {
+    fn into_request(self, topic: Topic) -> PublishRequest {
+        let mut request =
+            PublishRequest::new(topic, self.event_type, self.data).priority(self.priority);
+        request.key = self.key;
+        request.source = self.source;
+        request
+    }
+}
+
+/// `POST /api/v1/broadcast`: on topic `global`, to every connection.
+pub(super) async fn broadcast(
+    State(hub): State<Hub>,
+    Extension(producer): Extension<Producer>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<PublishReceipt>, ApiError> {
+    limit(&hub, &producer, 1)?;
+    let notice: Notice = decode(json(body)?)?;
+    let request = notice.into_request(Topic::global());
+    Ok(Json(publish(&hub, request, Audience::Everyone).await?))
+}
+
+/// `POST /api/v1/users/{user_id}/messages`: on `user:{user_id}`, to every
+/// connection of that user.
+pub(super) async fn user_message(
+    State(hub): State<Hub>,
+    Path(user_id): Path<String>,
+    Extension(producer): Extension<Producer>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<PublishReceipt>, ApiError> {
+    limit(&hub, &producer, 1)?;
+    let topic =
+        Topic::user(&user_id).map_err(|e| ApiError::new(ErrorCode::InvalidTopic, e.to_string()))?;
+    let notice: Notice = decode(json(body)?)?;
+    let request = notice.into_request(topic);
+    Ok(Json(publish(&hub, request, Audience::User).await?))
+}

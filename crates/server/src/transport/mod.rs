@@ -1,0 +1,12 @@
+//! The transports: how connections, requests and datagrams reach the core.
+//!
+//! # Layout
+//!
+//! - [`http`]: the router, the JSON API, who may call what.
+//! - `ws`: WebSocket endpoints; per connection a reader, a writer and the
+//!   commands of client frames.
+//! - [`unix`]: the Unix datagram socket producers publish to.
+
+pub mod http;
+pub mod unix;
+pub(crate) mod ws;

@@ -1,0 +1,126 @@
+//! Unix datagram ingest: producers that cannot (or should not) wait on HTTP
+//! send one JSON event per datagram, in the `POST /api/v1/events` shape, or
+//! in the shape of the state machines of seed 003 (`machine_datagram`).
+//!
+//! Fire-and-forget on both sides: a malformed datagram is counted and logged,
+//! never fatal; a stale socket file from a crashed run is replaced; a live one
+//! (another hub listening) is refused rather than stolen.
+
+use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+
+mod machine_datagram;
+
+use tokio::net::UnixDatagram;
+
+use crate::core::hub::Hub;
+use crate::core::publish::PublishOptions;
+
+/// The largest datagram read, whatever `--max-body-size` says.
+const MAX_DATAGRAM: usize = 16 * 1024 * 1024;
+
+/// Why the ingest socket could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{path} exists and is not a socket; refusing to replace it")]
+    NotASocket { path: PathBuf },
+    #[error("another process is listening on {path}")]
+    InUse { path: PathBuf },
+    #[error("could not bind {path}: {source}")]
+    Bind {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Binds the socket (replacing a stale file) and applies `mode` (e.g. 0o660).
+pub fn bind(path: &Path, mode: u32) -> Result<UnixDatagram, IngestError> {
+    let bind_error = |source| IngestError::Bind {
+        path: path.to_owned(),
+        source,
+    };
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(IngestError::NotASocket {
+                path: path.to_owned(),
+            });
+        }
+        let probe = std::os::unix::net::UnixDatagram::unbound().map_err(bind_error)?;
+        if probe.send_to(b"", path).is_ok() {
+            return Err(IngestError::InUse {
+                path: path.to_owned(),
+            });
+        }
+        tracing::info!(path = %path.display(), "replacing a stale socket file");
+        std::fs::remove_file(path).map_err(bind_error)?;
+    }
+    let socket = UnixDatagram::bind(path).map_err(bind_error)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(bind_error)?;
+    Ok(socket)
+}
+
+/// Reads datagrams and publishes them until the hub shuts down, then removes
+/// the socket file.
+pub async fn run(hub: Hub, socket: UnixDatagram, path: PathBuf) {
+    let token = hub.shutdown_token().clone();
+    // Registered once, not once per datagram.
+    let mut stopped = std::pin::pin!(token.cancelled());
+    // The same limit as an HTTP publish body (capped: the kernel lets a
+    // datagram through only up to the sender's socket buffer, ~208 KiB by
+    // default); one byte more tells a datagram at the limit from a longer
+    // one the kernel cut to fit.
+    let limit = hub.config().max_body_size.min(MAX_DATAGRAM);
+    let mut buffer = vec![0u8; limit.saturating_add(1)];
+    loop {
+        let received = tokio::select! {
+            biased;
+            () = &mut stopped => break,
+            received = socket.recv(&mut buffer) => received,
+        };
+        let len = match received {
+            Ok(len) => len,
+            Err(error) => {
+                tracing::warn!(%error, "unix socket receive failed");
+                continue;
+            }
+        };
+        if len == 0 {
+            // Zero-length datagrams are liveness probes (see `bind`).
+            continue;
+        }
+        let metrics = hub.metrics();
+        metrics.unix_datagrams.fetch_add(1, Relaxed);
+        if len > limit {
+            metrics.unix_datagrams_rejected.fetch_add(1, Relaxed);
+            tracing::warn!(limit, "rejected a datagram larger than --max-body-size");
+            continue;
+        }
+        // An object, as over HTTP (serde alone would also take the fields
+        // as an array, in order).
+        let datagram = &buffer[..len];
+        let request = match datagram.trim_ascii_start().first() {
+            Some(b'{') => machine_datagram::decode(datagram),
+            _ => Err("expected a JSON object with named fields".to_owned()),
+        };
+        let request = match request {
+            Ok(request) => request,
+            Err(error) => {
+                metrics.unix_datagrams_rejected.fetch_add(1, Relaxed);
+                let preview = String::from_utf8_lossy(&datagram[..len.min(120)]).into_owned();
+                tracing::warn!(error, datagram = %preview, "rejected a malformed datagram");
+                continue;
+            }
+        };
+        if let Err(error) = hub
+            .publish(request, PublishOptions::fire_and_forget())
+            .await
+        {
+            tracing::warn!(%error, "could not publish a datagram");
+            if token.is_cancelled() {
+                break;
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+}

@@ -1,0 +1,18 @@
+//! WebSocket: the endpoints and their admission, and per connection a
+//! reader, a writer, and what each client frame does.
+//!
+//! # Layout
+//!
+//! - `upgrade`: the endpoints (`/ws`, the seed shortcuts), token and origin
+//!   checks before the upgrade, the connection limit.
+//! - `connection`: one connection's life (welcome, opening subscriptions,
+//!   reader and writer, removal).
+//! - `reader`: frames in, rate-limited and decoded.
+//! - `commands`: what each client frame does.
+//! - `writer`: frames out, heartbeats, closes.
+
+mod commands;
+mod connection;
+mod reader;
+pub(crate) mod upgrade;
+mod writer;

@@ -1,0 +1,102 @@
+//! A connection's reader: frames in, rate-limited, decoded and carried out
+//! one at a time ([`commands`](super::commands)), each answered by `ack` or
+//! `error` when it carries an `id`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use axum::extract::ws::Message;
+use futures::StreamExt as _;
+use herald_protocol::frame::Ack;
+use herald_protocol::{ClientFrame, ErrorCode, ServerMessage};
+
+use super::commands;
+use super::connection::{End, Source, send_error};
+use crate::core::connection::ConnHandle;
+use crate::core::hub::Hub;
+use crate::operations::limits::{FrameLimiter, Verdict};
+
+/// Reads frames until the peer leaves, misbehaves, or the socket fails.
+pub(crate) async fn read_loop(hub: &Hub, conn: &Arc<ConnHandle>, mut stream: Source) -> End {
+    let mut limiter = FrameLimiter::new(hub.config().client_rate_limit);
+    while let Some(message) = stream.next().await {
+        conn.saw_peer();
+        let message = match message {
+            Ok(message) => message,
+            Err(error) => return read_error(error),
+        };
+        if matches!(message, Message::Text(_) | Message::Binary(_)) {
+            match limiter.check(Instant::now()) {
+                Verdict::Allow => {}
+                Verdict::Refuse => {
+                    // Not carried out, but named: the client learns which
+                    // request to send again.
+                    let reference = match &message {
+                        Message::Text(text) => ClientFrame::peek_id(text.as_str()),
+                        _ => None,
+                    };
+                    let limit = hub.config().client_rate_limit;
+                    let message = format!("too many frames: at most {limit} a second");
+                    send_error(hub, conn, ErrorCode::RateLimited, message, reference);
+                    continue;
+                }
+                Verdict::Close => return End::Flooding,
+            }
+        }
+        let metrics = hub.metrics();
+        metrics.frames_in.fetch_add(1, Relaxed);
+        conn.frames_received.fetch_add(1, Relaxed);
+        match message {
+            Message::Text(text) => {
+                metrics.bytes_in.fetch_add(text.len() as u64, Relaxed);
+                handle_text(hub, conn, text.as_str()).await;
+            }
+            Message::Binary(bytes) => {
+                metrics.bytes_in.fetch_add(bytes.len() as u64, Relaxed);
+                let message =
+                    "binary frames are not part of the protocol: send JSON text frames".to_owned();
+                send_error(hub, conn, ErrorCode::InvalidRequest, message, None);
+            }
+            Message::Close(frame) => return End::PeerClosed(frame.map(|f| f.code)),
+            Message::Ping(_) | Message::Pong(_) => {}
+        }
+    }
+    End::PeerClosed(None)
+}
+
+fn read_error(error: axum::Error) -> End {
+    let inner = error.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => End::TooBig,
+        _ => End::SocketError(inner.to_string()),
+    }
+}
+
+async fn handle_text(hub: &Hub, conn: &Arc<ConnHandle>, text: &str) {
+    let frame = match ClientFrame::decode(text) {
+        Ok(frame) => frame,
+        Err(error) => {
+            send_error(
+                hub,
+                conn,
+                error.error.code(),
+                error.error.to_string(),
+                error.id,
+            );
+            return;
+        }
+    };
+    let reference = frame.id;
+    // Boxed: the reader's future would otherwise be sized for the deepest
+    // await of any frame (approval decisions, durable publishes), and every
+    // idle connection would carry that size.
+    match Box::pin(commands::dispatch(hub, conn, frame.message)).await {
+        Ok(()) => {
+            if let Some(reference) = reference {
+                conn.send(&ServerMessage::Ack(Ack { reference }));
+            }
+        }
+        Err((code, message)) => send_error(hub, conn, code, message, reference),
+    }
+}

@@ -1,0 +1,189 @@
+//! A connection's writer: it owns the socket's sending half, feeds every
+//! queued frame and flushes once per wake-up (frames that queued meanwhile
+//! leave in one write), sends the heartbeats (a protocol ping for the peer's
+//! WebSocket stack and an app-level `ping` frame for scripts that cannot see
+//! protocol pings), and closes connections that stopped answering, whose
+//! token expired, or that the hub closes.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use futures::SinkExt as _;
+use herald_protocol::frame::{Gap, GapReason, Heartbeat};
+use herald_protocol::{CloseReason, ServerMessage};
+use tokio::time::Sleep;
+
+use super::connection::{End, Sink};
+use crate::core::clock::now_ms;
+use crate::core::connection::ConnHandle;
+use crate::core::hub::Hub;
+use crate::core::outbox::Entry;
+
+/// Writes until the connection ends; how it ended.
+pub(crate) async fn write_loop(hub: &Hub, conn: &ConnHandle, mut sink: Sink) -> End {
+    let config = hub.config();
+    // Registered once: a wake-up of this loop costs no new waiter on the
+    // token every connection shares.
+    let shutdown = hub.shutdown_token().clone();
+    let mut shutdown = std::pin::pin!(shutdown.cancelled_owned());
+    let mut heartbeat = tokio::time::interval_at(
+        tokio::time::Instant::now() + config.heartbeat_interval,
+        config.heartbeat_interval,
+    );
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shutting_down = false;
+    // The token's expiry timer, reset only when an `auth` frame changed it;
+    // only a connection with a token has one, so one without carries no
+    // timer (boxed, since it is optional).
+    let mut expiry_at = None;
+    let mut expiry: Option<Pin<Box<Sleep>>> = None;
+    loop {
+        if conn.token_expires_at() != expiry_at {
+            expiry_at = conn.token_expires_at();
+            let deadline = tokio::time::Instant::now() + until(expiry_at);
+            match expiry.as_mut() {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => expiry = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        tokio::select! {
+            // Stopping and liveness before frames, so a connection that
+            // always has frames queued still shuts down and still pings.
+            biased;
+            () = &mut shutdown, if !shutting_down => {
+                shutting_down = true;
+                conn.outbox.close(CloseReason::GOING_AWAY, "server shutting down", true);
+            }
+            () = expired(&mut expiry), if expiry_at.is_some() => {
+                // Read afresh: an `auth` frame without an `id` replaces the
+                // token without queueing a reply, so nothing woke this loop.
+                expiry_at = conn.token_expires_at();
+                if expiry_at.is_some_and(|at| at <= now_ms()) {
+                    let _ = sink.send(close_message(CloseReason::TOKEN_EXPIRED, "token expired")).await;
+                    return End::TokenExpired;
+                }
+                // Refreshed, or woken before the millisecond it expires in.
+                if let Some(timer) = expiry.as_mut() {
+                    timer.as_mut().reset(tokio::time::Instant::now() + until(expiry_at));
+                }
+            }
+            _ = heartbeat.tick() => {
+                if conn.silent_for() > config.heartbeat_timeout {
+                    let _ = sink
+                        .send(close_message(CloseReason::HEARTBEAT_TIMEOUT, "heartbeat timeout"))
+                        .await;
+                    return End::HeartbeatTimeout;
+                }
+                let ping = ServerMessage::Ping(Heartbeat { timestamp: Some(now_ms()) }).encode();
+                let beat = async {
+                    sink.feed(Message::Ping(bytes::Bytes::new())).await?;
+                    sink.send(Message::Text(Utf8Bytes::from(ping))).await
+                };
+                match tokio::time::timeout(config.heartbeat_timeout, beat).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => return End::SocketError(error.to_string()),
+                    Err(_) => return End::WriteStalled,
+                }
+            }
+            () = conn.outbox.ready() => {}
+        }
+        let (batch, closing) = conn.outbox.drain();
+        // A peer that stops reading fills its TCP window and the write stalls;
+        // it gets as long as a silent peer would before the connection goes.
+        let written = tokio::time::timeout(
+            config.heartbeat_timeout,
+            // Boxed, like the frame dispatch: an idle connection's task does
+            // not carry the size of a write in progress.
+            Box::pin(write_batch(hub, conn, &mut sink, batch)),
+        );
+        match written.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return End::SocketError(error.to_string()),
+            Err(_) => return End::WriteStalled,
+        }
+        if let Some(closing) = closing {
+            let _ = sink.send(close_message(closing.code, closing.reason)).await;
+            if closing.code == CloseReason::TRY_AGAIN_LATER {
+                hub.metrics().slow_consumer_closes.fetch_add(1, Relaxed);
+            }
+            return End::Closed(closing.code, closing.reason);
+        }
+    }
+}
+
+/// Completes when the token's timer fires; never for a connection without one.
+async fn expired(timer: &mut Option<Pin<Box<Sleep>>>) {
+    match timer {
+        Some(timer) => timer.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How long until `expiry` (ms since the epoch); a year when there is none.
+fn until(expiry: Option<u64>) -> Duration {
+    expiry.map_or(Duration::from_secs(365 * 24 * 3600), |at| {
+        Duration::from_millis(at.saturating_sub(now_ms()))
+    })
+}
+
+async fn write_batch(
+    hub: &Hub,
+    conn: &ConnHandle,
+    sink: &mut Sink,
+    batch: VecDeque<Entry>,
+) -> Result<(), axum::Error> {
+    let metrics = hub.metrics();
+    let now = Instant::now();
+    let mut ages = metrics.publish_to_send.tally();
+    let (mut frames, mut bytes) = (0u64, 0u64);
+    for entry in batch {
+        let text = match entry {
+            Entry::Frame(frame) => {
+                if let Some(meta) = &frame.event {
+                    ages.observe(now.saturating_duration_since(meta.published));
+                }
+                // The core encodes every frame from a `String`, so this holds.
+                match Utf8Bytes::try_from(frame.text) {
+                    Ok(text) => text,
+                    Err(error) => {
+                        tracing::error!(%error, session = %conn.id, "dropping a frame that is not UTF-8");
+                        continue;
+                    }
+                }
+            }
+            Entry::Gap {
+                topic,
+                from_seq,
+                to_seq,
+            } => Utf8Bytes::from(
+                ServerMessage::Gap(Gap {
+                    topic,
+                    from_seq,
+                    to_seq,
+                    reason: GapReason::Shed,
+                })
+                .encode(),
+            ),
+        };
+        frames += 1;
+        bytes += text.len() as u64;
+        sink.feed(Message::Text(text)).await?;
+    }
+    if frames > 0 {
+        sink.flush().await?;
+        metrics.frames_out.fetch_add(frames, Relaxed);
+        metrics.bytes_out.fetch_add(bytes, Relaxed);
+        conn.frames_sent.fetch_add(frames, Relaxed);
+    }
+    Ok(())
+}
+
+fn close_message(code: CloseReason, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: code.0,
+        reason: Utf8Bytes::from_static(reason),
+    }))
+}
