@@ -482,3 +482,6 @@ impl SnapshotBudget {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,247 @@
+//! The memory engine's publish path with a durable journal whose writes end
+//! as each test says, idempotency, and eviction.
+
+use std::sync::Weak;
+
+use herald_protocol::{EventId, EventType, PublishRequest};
+use serde_json::json;
+
+use super::*;
+
+/// The node side, reduced to the seqs it was handed.
+#[derive(Debug, Default)]
+struct Recorder {
+    delivered: Mutex<Vec<u64>>,
+}
+
+impl BrokerHandler for Recorder {
+    fn on_publication(&self, publication: &Publication<'_>) -> u32 {
+        self.delivered.lock().push(publication.event.event.seq);
+        1
+    }
+
+    fn on_approval(&self, _record: &ApprovalRecord) {}
+}
+
+fn retention() -> Retention {
+    Retention {
+        history_size: 100,
+        history_age: Duration::from_secs(60),
+        history_memory: 1 << 20,
+    }
+}
+
+/// A durable engine whose writes end as the test says, one verdict per
+/// write (`false`: the write fails, as on a full disk), and not before.
+fn scripted() -> (MemoryBroker, Arc<Recorder>, std::sync::mpsc::Sender<bool>) {
+    let (journal, mut writes) = mpsc::channel::<Write>(16);
+    let recorder = Arc::new(Recorder::default());
+    let durable = Durable {
+        journal: Mutex::new(Some(journal)),
+        sqlite: None,
+    };
+    let broker = MemoryBroker::with_durable(retention(), recorder.clone(), Some(durable));
+    let (verdict, verdicts) = std::sync::mpsc::channel::<bool>();
+    let engine: Weak<Shared> = Arc::downgrade(&broker.shared);
+    // Ends when the engine or the test's verdict sender is dropped; a
+    // write in hand then is dropped unfinished.
+    std::thread::spawn(move || {
+        while let Some(write) = writes.blocking_recv() {
+            let Ok(stored) = verdicts.recv() else { return };
+            let result = if stored {
+                Ok(())
+            } else {
+                Err(BrokerError::Write("disk full".into()))
+            };
+            let Some(engine) = engine.upgrade() else {
+                return;
+            };
+            match write {
+                Write::Event(write) => engine.event_written(write, &result),
+                Write::Approval(write) => {
+                    let _ = write.done.send(result);
+                }
+            }
+        }
+    });
+    (broker, recorder, verdict)
+}
+
+/// An event with a producer-chosen id, as every attempt of it sends.
+fn with_id(data: serde_json::Value) -> Draft {
+    let request = PublishRequest::new(
+        Topic::parse("run:1").unwrap(),
+        EventType::StepProgress,
+        data,
+    )
+    .id(EventId::new("step-3").unwrap());
+    Draft::new(request, || unreachable!("the id is given"), 0)
+}
+
+async fn publish(broker: &MemoryBroker, draft: Draft) -> Result<Published, BrokerError> {
+    let mut published = broker
+        .publish(vec![draft], Audience::Subscribers, Wait::Stored)
+        .await?;
+    Ok(published.remove(0))
+}
+
+#[tokio::test]
+async fn a_retry_after_a_failed_durable_write_is_published_again_not_taken_for_a_duplicate() {
+    let (broker, recorder, verdict) = scripted();
+    for attempt in 1..=2 {
+        verdict.send(false).unwrap();
+        let result = publish(&broker, with_id(json!(1))).await;
+        assert!(
+            matches!(result, Err(BrokerError::Write(_))),
+            "attempt {attempt}: {result:?}"
+        );
+    }
+    // The third attempt is stored, at the seq nobody was ever told of.
+    verdict.send(true).unwrap();
+    let published = publish(&broker, with_id(json!(1))).await.unwrap();
+    assert_eq!((published.receipt.seq, published.duplicate), (1, false));
+    assert_eq!(*recorder.delivered.lock(), [1]);
+    broker.close().await;
+}
+
+#[tokio::test]
+async fn a_retry_that_overtakes_a_pending_write_gets_its_failure_not_a_receipt() {
+    let (broker, _, verdict) = scripted();
+    let audience = Audience::Subscribers;
+    let first = broker
+        .shared
+        .enqueue(with_id(json!(1)), audience)
+        .await
+        .unwrap();
+    let retry = broker
+        .shared
+        .enqueue(with_id(json!(1)), audience)
+        .await
+        .unwrap();
+    let mut retry = Box::pin(retry.finish(Wait::Stored));
+    assert!(futures::poll!(&mut retry).is_pending());
+    verdict.send(false).unwrap();
+    assert!(matches!(
+        first.finish(Wait::Stored).await,
+        Err(BrokerError::Write(_))
+    ));
+    assert_eq!(retry.await, Err(BrokerError::EarlierAttemptFailed));
+    verdict.send(true).unwrap();
+    assert_eq!(
+        publish(&broker, with_id(json!(1)))
+            .await
+            .unwrap()
+            .receipt
+            .seq,
+        1
+    );
+    broker.close().await;
+}
+
+#[tokio::test]
+async fn a_retry_waiting_on_a_write_its_store_dropped_is_answered_not_left_hanging() {
+    let (broker, _, verdict) = scripted();
+    let audience = Audience::Subscribers;
+    let first = broker
+        .shared
+        .enqueue(with_id(json!(1)), audience)
+        .await
+        .unwrap();
+    let retry = broker
+        .shared
+        .enqueue(with_id(json!(1)), audience)
+        .await
+        .unwrap();
+    // The store's writer stops with the write in hand, never finishing it.
+    drop(verdict);
+    let answers = async {
+        (
+            first.finish(Wait::Stored).await,
+            retry.finish(Wait::Stored).await,
+        )
+    };
+    let (first, retry) = tokio::time::timeout(Duration::from_secs(10), answers)
+        .await
+        .expect("the retry was left waiting");
+    assert_eq!(first, Err(BrokerError::Closed));
+    assert_eq!(retry, Err(BrokerError::Closed));
+    broker.close().await;
+}
+
+#[tokio::test]
+async fn a_retry_that_overtakes_a_pending_write_gets_the_first_receipt_once_it_is_stored() {
+    let (broker, recorder, verdict) = scripted();
+    let audience = Audience::Subscribers;
+    let first = broker
+        .shared
+        .enqueue(with_id(json!(1)), audience)
+        .await
+        .unwrap();
+    let retry = broker
+        .shared
+        .enqueue(with_id(json!(1)), audience)
+        .await
+        .unwrap();
+    let mut retry = Box::pin(retry.finish(Wait::Stored));
+    assert!(futures::poll!(&mut retry).is_pending());
+    verdict.send(true).unwrap();
+    let stored = first.finish(Wait::Stored).await.unwrap();
+    let answered = retry.await.unwrap();
+    assert_eq!(answered.receipt, stored.receipt);
+    assert!(answered.duplicate && !stored.duplicate);
+    assert_eq!(answered.reached, 0, "a duplicate is delivered to nobody");
+    assert_eq!(*recorder.delivered.lock(), [1]);
+    broker.close().await;
+}
+
+#[tokio::test]
+async fn an_id_reused_with_other_content_is_a_conflict_and_a_true_retry_a_duplicate() {
+    let recorder = Arc::new(Recorder::default());
+    let broker = MemoryBroker::new(retention(), recorder.clone());
+    let stored = publish(&broker, with_id(json!({"step": 3}))).await.unwrap();
+    let retry = publish(&broker, with_id(json!({"step": 3}))).await.unwrap();
+    assert_eq!(retry.receipt, stored.receipt);
+    assert!(retry.duplicate);
+    let other = publish(&broker, with_id(json!({"step": 4}))).await;
+    assert_eq!(
+        other,
+        Err(BrokerError::Conflict {
+            id: "step-3".to_owned()
+        })
+    );
+    assert_eq!(
+        *recorder.delivered.lock(),
+        [1],
+        "delivered once, nothing else"
+    );
+}
+
+#[test]
+fn a_stream_someone_holds_is_not_evicted_under_them() {
+    let retention = Retention {
+        history_age: Duration::ZERO,
+        ..retention()
+    };
+    let broker = MemoryBroker::new(retention, Arc::new(Recorder::default()));
+    let topic = Topic::parse("run:idle").unwrap();
+    // Idle for long past the (zero) history age, and held, as by a
+    // publisher between taking the stream and locking it.
+    let long_ago = Instant::now().checked_sub(Duration::from_secs(1)).unwrap();
+    let held = broker.shared.log(&topic);
+    held.lock().last_activity = long_ago;
+    broker.sweep();
+    assert_eq!(broker.stats().topics, 1);
+    held.lock().assign(&EventId::new("e1").unwrap());
+    drop(held);
+    // Idle again only once its seq is delivered; then it may go, and it
+    // comes back at the seq it had.
+    {
+        let log = broker.shared.log(&topic);
+        let mut log = log.lock();
+        log.delivered_seq = 1;
+        log.last_activity = long_ago;
+    }
+    broker.sweep();
+    assert_eq!(broker.stats().topics, 0);
+    assert_eq!(broker.shared.log(&topic).lock().assigned_seq, 1);
+}

@@ -1,0 +1,322 @@
+//! The seam between a replay and live delivery, with events published while
+//! the broker is being read: before the read's position (they are in the
+//! replay, and must not come twice) and after it (they are held, and must
+//! come once, after the replay).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use herald_protocol::frame::{Since, Subscribe};
+use herald_protocol::payload::ApprovalRecord;
+use herald_protocol::{CallbackId, EventFilter, EventType, PublishRequest, Topic, TopicPattern};
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+
+use super::Subscriptions;
+use crate::core::approvals::Decisions;
+use crate::core::broker::memory::MemoryBroker;
+use crate::core::broker::{
+    ApprovalQuery, ApprovalStoreError, Audience, Broker, BrokerError, BrokerHandler, BrokerStats,
+    Decision, Draft, Expired, PatternSnapshots, Published, ReadRequest, Retention, TopicRead, Wait,
+};
+use crate::core::connection::ConnHandle;
+use crate::core::connections::Connections;
+use crate::core::fanout::{Fanout, NodeHandler};
+use crate::core::outbox::Entry;
+use crate::operations::metrics::Metrics;
+
+/// A memory broker whose reads are raced: `before` events are published
+/// just before a read (so the read includes them), `after` events just
+/// after it (so it does not).
+#[derive(Debug)]
+struct RacedReads {
+    inner: MemoryBroker,
+    before: Mutex<Vec<Draft>>,
+    after: Mutex<Vec<Draft>>,
+}
+
+impl RacedReads {
+    async fn publish_now(&self, drafts: Vec<Draft>) {
+        if !drafts.is_empty() {
+            self.inner
+                .publish(drafts, Audience::Subscribers, Wait::Stored)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+#[async_trait]
+impl Broker for RacedReads {
+    async fn publish(
+        &self,
+        batch: Vec<Draft>,
+        audience: Audience,
+        wait: Wait,
+    ) -> Result<Vec<Published>, BrokerError> {
+        self.inner.publish(batch, audience, wait).await
+    }
+
+    async fn read(
+        &self,
+        topic: &Topic,
+        request: ReadRequest<'_>,
+    ) -> Result<TopicRead, BrokerError> {
+        let before = std::mem::take(&mut *self.before.lock());
+        self.publish_now(before).await;
+        let read = self.inner.read(topic, request).await;
+        let after = std::mem::take(&mut *self.after.lock());
+        self.publish_now(after).await;
+        read
+    }
+
+    async fn snapshots(
+        &self,
+        pattern: &TopicPattern,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<PatternSnapshots, BrokerError> {
+        self.inner.snapshots(pattern, filter, limit).await
+    }
+
+    async fn subscribe(&self, pattern: &TopicPattern) -> Result<(), BrokerError> {
+        self.inner.subscribe(pattern).await
+    }
+
+    async fn unsubscribe(&self, pattern: &TopicPattern) {
+        self.inner.unsubscribe(pattern).await;
+    }
+
+    async fn create_approval(&self, record: ApprovalRecord) -> Result<(), ApprovalStoreError> {
+        self.inner.create_approval(record).await
+    }
+
+    async fn decide_approval(
+        &self,
+        id: &CallbackId,
+        decision: Decision,
+    ) -> Result<ApprovalRecord, ApprovalStoreError> {
+        self.inner.decide_approval(id, decision).await
+    }
+
+    async fn record_delivery(&self, id: &CallbackId, connections: u32) -> Result<(), BrokerError> {
+        self.inner.record_delivery(id, connections).await
+    }
+
+    async fn approval(&self, id: &CallbackId) -> Result<Option<ApprovalRecord>, BrokerError> {
+        self.inner.approval(id).await
+    }
+
+    async fn approvals(&self, query: &ApprovalQuery) -> Result<Vec<ApprovalRecord>, BrokerError> {
+        self.inner.approvals(query).await
+    }
+
+    async fn claim_expired(&self, now_ms: u64) -> Result<Expired, BrokerError> {
+        self.inner.claim_expired(now_ms).await
+    }
+
+    fn stats(&self) -> BrokerStats {
+        self.inner.stats()
+    }
+
+    async fn close(&self) {
+        self.inner.close().await;
+    }
+}
+
+struct Node {
+    broker: Arc<RacedReads>,
+    subscriptions: Subscriptions,
+    conn: Arc<ConnHandle>,
+}
+
+/// One node on a raced memory broker, holding at most `hold_limit` live
+/// events per subscription during a read, and one connection.
+fn node(hold_limit: usize) -> Node {
+    let metrics = Arc::new(Metrics::default());
+    let connections = Arc::new(Connections::default());
+    let fanout = Arc::new(Fanout::new(connections.clone(), metrics, hold_limit));
+    let handler: Arc<dyn BrokerHandler> = Arc::new(NodeHandler {
+        fanout: fanout.clone(),
+        decisions: Arc::new(Decisions::default()),
+    });
+    let retention = Retention {
+        history_size: 100,
+        history_age: Duration::from_secs(60),
+        history_memory: 1 << 20,
+    };
+    let broker = Arc::new(RacedReads {
+        inner: MemoryBroker::new(retention, handler),
+        before: Mutex::default(),
+        after: Mutex::default(),
+    });
+    let subscriptions = Subscriptions::new(broker.clone(), fanout, connections, 10, 1024);
+    let conn = Arc::new(ConnHandle::new(None, None, None, 1024));
+    Node {
+        broker,
+        subscriptions,
+        conn,
+    }
+}
+
+fn draft(topic: &str, n: u64) -> Draft {
+    let request = PublishRequest::new(
+        Topic::parse(topic).unwrap(),
+        EventType::StepProgress,
+        json!({ "n": n }),
+    );
+    Draft::new(request, || format!("{topic}-{n}").parse().unwrap(), 0)
+}
+
+/// What the connection was sent, one line per frame.
+fn sent(conn: &ConnHandle) -> Vec<String> {
+    let (entries, _) = conn.outbox.drain();
+    entries
+        .into_iter()
+        .map(|entry| match entry {
+            Entry::Frame(frame) => {
+                let frame: Value = serde_json::from_slice(&frame.text).unwrap();
+                let seq = |field: &str| {
+                    frame[field]
+                        .as_u64()
+                        .map_or("-".to_owned(), |s| s.to_string())
+                };
+                match frame["type"].as_str().unwrap() {
+                    "event" => format!("event {} {}", frame["topic"].as_str().unwrap(), seq("seq")),
+                    "subscribed" => format!("subscribed {}", seq("seq")),
+                    "replay_complete" => {
+                        format!("replay_complete {}-{}", seq("from_seq"), seq("to_seq"))
+                    }
+                    other => other.to_owned(),
+                }
+            }
+            Entry::Gap { .. } => "shed".to_owned(),
+        })
+        .collect()
+}
+
+fn subscribe(topics: &[&str], since: &[(&str, u64)]) -> Subscribe {
+    Subscribe {
+        topics: topics
+            .iter()
+            .map(|t| TopicPattern::parse(t).unwrap())
+            .collect(),
+        since: since
+            .iter()
+            .map(|(topic, seq)| {
+                let since = Since {
+                    seq: *seq,
+                    epoch: None,
+                };
+                (Topic::parse(topic).unwrap(), since)
+            })
+            .collect::<BTreeMap<_, _>>(),
+        ..Subscribe::default()
+    }
+}
+
+#[tokio::test]
+async fn a_replay_meets_events_published_during_the_read_without_duplicate_or_hole() {
+    let node = node(64);
+    node.broker
+        .publish_now((1..=3).map(|n| draft("run:1", n)).collect())
+        .await;
+    *node.broker.before.lock() = vec![draft("run:1", 4)];
+    *node.broker.after.lock() = vec![draft("run:1", 5)];
+    node.subscriptions
+        .subscribe(&node.conn, &subscribe(&["run:1"], &[("run:1", 1)]))
+        .await
+        .unwrap();
+    node.broker.publish_now(vec![draft("run:1", 6)]).await;
+    assert_eq!(
+        sent(&node.conn),
+        [
+            "subscribed 4",
+            "event run:1 2",
+            "event run:1 3",
+            "event run:1 4",
+            "replay_complete 2-4",
+            "event run:1 5",
+            "event run:1 6",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_new_subscription_starts_after_the_seq_it_is_told() {
+    let node = node(64);
+    *node.broker.before.lock() = vec![draft("run:1", 1)];
+    *node.broker.after.lock() = vec![draft("run:1", 2)];
+    node.subscriptions
+        .subscribe(&node.conn, &subscribe(&["run:1"], &[]))
+        .await
+        .unwrap();
+    assert_eq!(sent(&node.conn), ["subscribed 1", "event run:1 2"]);
+}
+
+#[tokio::test]
+async fn a_pattern_replays_its_covered_topics_and_holds_the_rest_until_then() {
+    let node = node(64);
+    node.broker
+        .publish_now(vec![draft("run:1", 1), draft("run:1", 2)])
+        .await;
+    *node.broker.before.lock() = vec![draft("run:1", 3), draft("run:2", 1)];
+    *node.broker.after.lock() = vec![draft("run:1", 4)];
+    node.subscriptions
+        .subscribe(&node.conn, &subscribe(&["run:*"], &[("run:1", 1)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        sent(&node.conn),
+        [
+            "subscribed -",
+            "event run:1 2",
+            "event run:1 3",
+            "replay_complete 2-3",
+            // Not covered by a checkpoint: live from the subscription on.
+            "event run:2 1",
+            "event run:1 4",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn subscribing_again_sends_what_the_earlier_subscription_had_before_the_new_position() {
+    let node = node(64);
+    node.subscriptions
+        .subscribe(&node.conn, &subscribe(&["run:1"], &[]))
+        .await
+        .unwrap();
+    *node.broker.before.lock() = vec![draft("run:1", 1)];
+    *node.broker.after.lock() = vec![draft("run:1", 2)];
+    node.subscriptions
+        .subscribe(&node.conn, &subscribe(&["run:1"], &[]))
+        .await
+        .unwrap();
+    assert_eq!(
+        sent(&node.conn),
+        [
+            "subscribed 0",
+            "event run:1 1",
+            "subscribed 1",
+            "event run:1 2"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn more_live_events_during_a_read_than_the_queue_holds_close_the_connection_to_replay() {
+    let node = node(2);
+    *node.broker.after.lock() = (1..=3).map(|n| draft("run:1", n)).collect();
+    node.subscriptions
+        .subscribe(&node.conn, &subscribe(&["run:1"], &[]))
+        .await
+        .unwrap();
+    let (_, closing) = node.conn.outbox.drain();
+    assert_eq!(
+        closing.map(|c| c.code),
+        Some(herald_protocol::CloseReason::TRY_AGAIN_LATER)
+    );
+}
