@@ -202,7 +202,7 @@ impl Fanout {
         }
     }
 
-    /// Once `held` is released, frames no longer pass through it.
+    /// Once `held` is released, frames go to the outbox without passing through it.
     pub(crate) fn settle(&self, conn: &ConnHandle, pattern: &TopicPattern, held: &Arc<Held>) {
         let settle = |subscriber: Option<&mut Subscriber>| {
             if let Some(subscriber) = subscriber
