@@ -1,46 +1,22 @@
-//! The `herald` command: `herald serve` runs the hub.
+//! `herald serve`: [`ServeArgs`], the [`Config`] they make, and running the
+//! hub until SIGINT or SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use clap::Args;
 use clap::builder::BoolishValueParser;
-use clap::{Args, Parser, Subcommand, ValueEnum};
 use herald_server::auth::Authenticator;
 use herald_server::config::{parse_bind, parse_duration, parse_size};
 use herald_server::{Config, Hub, StoreConfig, server};
 use tokio_util::sync::CancellationToken;
 
-/// Herald: a typed real-time event hub.
-#[derive(Debug, Parser)]
-#[command(name = "herald", version, about, long_about = None)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run the hub. Every flag is also an environment variable (`HERALD_<FLAG>`).
-    Serve(ServeArgs),
-    /// Publish one event over HTTP and print its receipt.
-    Publish(herald_client::cli::PublishArgs),
-    /// Follow topics over WebSocket and print their events.
-    Tail(herald_client::cli::TailArgs),
-    /// Answer a pending approval (proceed or reject).
-    Approve(herald_client::cli::ApproveArgs),
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
+use crate::logs::{self, LogFormat};
 
 #[derive(Debug, Args)]
-struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Address to listen on (`IP:PORT`, or `HOST:PORT` resolved once at
     /// start, IPv4 first); port 0 picks a free port.
     #[arg(long, env = "HERALD_BIND", default_value = "127.0.0.1:8765", value_parser = parse_bind)]
@@ -180,22 +156,10 @@ fn parse_mode(text: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("{text:?} is not an octal file mode like 660"))
 }
 
-fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    init_logs(args.log_format);
+/// Runs `herald serve`: opens the store, binds, prints the listening line,
+/// and serves until SIGINT or SIGTERM.
+pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    logs::init(args.log_format);
     let config = args.config()?;
     config.validate()?;
     // The store is opened before the port, so a bad database fails before
@@ -245,39 +209,4 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static
             _ = terminate.recv() => {}
         }
     })
-}
-
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let runtime = match server::runtime().build() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            #[allow(clippy::print_stderr, reason = "no logger exists yet")]
-            {
-                eprintln!("error: could not start the runtime: {error}");
-            }
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Serve(args) => serve(args).await,
-            Command::Publish(args) => herald_client::cli::run_publish(args).await,
-            Command::Tail(args) => herald_client::cli::run_tail(args).await,
-            Command::Approve(args) => herald_client::cli::run_approve(args).await,
-        }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            #[allow(
-                clippy::print_stderr,
-                reason = "the error report is the binary's output"
-            )]
-            {
-                eprintln!("error: {error:#}");
-            }
-            ExitCode::FAILURE
-        }
-    }
 }
