@@ -18,15 +18,17 @@
 //! hub, and `--ca-cert FILE.pem` (`HERALD_CA_CERT`) for an `https://` hub
 //! behind a TLS proxy with a private CA or a self-signed certificate.
 //!
-//! `herald --help` and `herald COMMAND --help` list every flag with its
-//! default. A command that fails exits non-zero with its error chain on
-//! stderr.
+//! `herald --help` and `herald COMMAND --help` list every flag; `serve`'s
+//! defaults are the hub's own (`herald_server::Config::default()`), shown as
+//! the flags are written. A command that fails exits non-zero with its error
+//! chain on stderr.
 //!
 //! # Layout
 //!
 //! - `main.rs`: the runtime, the dispatch, the error report.
 //! - `cli`: the clap tree (`Cli`, `Command`) and a module per command:
-//!   `cli::serve` (the hub's flags, its `Config`, the run), `cli::hub` (the
+//!   `cli::serve` (the hub's flags, its `Config`, the run), `cli::defaults`
+//!   (`serve`'s defaults spelled from `Config::default()`), `cli::hub` (the
 //!   flags a client command reaches a hub with), `cli::publish`, `cli::tail`,
 //!   `cli::approve`.
 //! - `logs`: `tracing` on stderr, as text or JSON (`--log-format`, `HERALD_LOG`).

@@ -8,10 +8,12 @@
 //! # Layout
 //!
 //! - `serve`: [`ServeArgs`](serve::ServeArgs), their [`Config`](herald_server::Config), and running the hub.
+//! - `defaults`: `serve`'s defaults, spelled from `Config::default()`.
 //! - `hub`: the flags a client command reaches a hub with (`--url`, …).
 //! - `publish`, `tail`, `approve`: the client commands.
 
 mod approve;
+mod defaults;
 mod hub;
 mod publish;
 mod serve;
