@@ -2,16 +2,19 @@
 //! real `herald` binary on `127.0.0.1:0` and check it against the wire contract
 //! (`DESIGN.md`) with ordinary clients: WebSocket frames and HTTP requests.
 //!
+//! The tests themselves are test targets of the `herald` package (`e2e`, in
+//! this folder's `e2e/`, and `crates/herald/tests/client`), so Cargo builds
+//! the binary before them and gives its path to each test target as
+//! `CARGO_BIN_EXE_herald`; a target hands it to [`Herald::under_test`] once.
+//!
 //! # Layout
 //!
-//! - [`herald_bin`]: builds `herald` once per test process and finds it.
-//! - [`Hub`]: one running `herald serve` process (start, addresses, SIGTERM,
+//! - [`Herald`]: the binary under test: runs it (`--help`, start-up
+//!   failures), reads its first line, starts a [`Hub`].
+//! - [`Hub`]: one running `herald serve` process (addresses, SIGTERM,
 //!   SIGKILL, its stderr for failure messages).
 //! - [`WsClient`]: a WebSocket client that reads JSON frames with a timeout.
 //! - [`Http`]: JSON over HTTP with `reqwest`.
-//! - [`run_herald`]: runs the binary to completion (`--help`, start-up failures).
-//!
-//! The tests live in one binary, `tests/e2e/main.rs`, one module per area.
 //!
 //! # Rules the tests follow
 //!
@@ -19,12 +22,13 @@
 //! (`welcome`, `ack`, `subscribed`, `replay_complete`) or on HTTP answers,
 //! never on a sleep. Nothing uses a fixed port.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use futures::{SinkExt, StreamExt};
 use herald_protocol::ServerMessage;
 use serde_json::{Value, json};
@@ -42,6 +46,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `herald serve` may take to print its `listening on` line.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The variable that points the tests at another `herald` build.
+pub const HERALD_BIN: &str = "HERALD_BIN";
+
 /// The workspace root (the parent of this crate).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -50,92 +57,89 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// The `herald` binary, built once per test process with
-/// `cargo build --quiet -p herald-server --bin herald`.
-///
-/// `HERALD_BIN` overrides the path (and skips the build). Otherwise the binary
-/// is `$CARGO_TARGET_DIR/debug/herald` (default `<workspace>/target`).
-pub fn herald_bin() -> Result<PathBuf> {
-    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(|| build_herald().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow!(e))
+/// The `herald` binary the tests run.
+#[derive(Debug, Clone)]
+pub struct Herald {
+    bin: PathBuf,
 }
 
-fn build_herald() -> Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("HERALD_BIN") {
-        return Ok(PathBuf::from(bin));
+impl Herald {
+    /// The binary at `HERALD_BIN` when that is set (to test another build),
+    /// else `built`: the test target passes `env!("CARGO_BIN_EXE_herald")`,
+    /// the binary Cargo built for it with the same profile and target
+    /// directory.
+    pub fn under_test(built: impl Into<PathBuf>) -> Herald {
+        Herald::choose(std::env::var_os(HERALD_BIN), built.into())
     }
-    let root = workspace_root();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let output = std::process::Command::new(cargo)
-        .current_dir(&root)
-        .args(["build", "--quiet", "-p", "herald-server", "--bin", "herald"])
-        .stdin(Stdio::null())
-        .output()
-        .context("running cargo build for the herald binary")?;
-    ensure!(
-        output.status.success(),
-        "cargo build -p herald-server --bin herald failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => root.join(dir),
-        None => root.join("target"),
-    };
-    let bin = target.join("debug").join("herald");
-    ensure!(
-        bin.exists(),
-        "cargo built herald-server but {} does not exist",
-        bin.display()
-    );
-    Ok(bin)
+
+    fn choose(overridden: Option<OsString>, built: PathBuf) -> Herald {
+        let bin = overridden
+            .filter(|path| !path.is_empty())
+            .map_or(built, PathBuf::from);
+        Herald { bin }
+    }
+
+    /// The binary's path.
+    pub fn path(&self) -> &Path {
+        &self.bin
+    }
+
+    /// A command for the binary, with null stdin and piped stdout and
+    /// stderr, killed when dropped.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(&self.bin);
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        command
+    }
+
+    /// Runs `herald ARGS` to completion (bounded by `limit`), for `--help`
+    /// and start-up failures.
+    pub async fn run(&self, args: &[&str], limit: Duration) -> Result<Output> {
+        let child = self
+            .command()
+            .args(args)
+            .spawn()
+            .with_context(|| format!("spawning {}", self.bin.display()))?;
+        timeout(limit, child.wait_with_output())
+            .await
+            .with_context(|| format!("herald {args:?} did not exit within {limit:?}"))?
+            .context("waiting for herald")
+    }
+
+    /// Runs `herald ARGS` until it prints its first line on stdout (bounded
+    /// by `limit`), then stops it: for commands that run until stopped
+    /// (`serve`, `tail`).
+    pub async fn first_line(&self, args: &[&str], limit: Duration) -> Result<String> {
+        let mut child = self
+            .command()
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("spawning {}", self.bin.display()))?;
+        let stdout = child.stdout.take().context("no stdout pipe")?;
+        let mut line = String::new();
+        let read = timeout(limit, BufReader::new(stdout).read_line(&mut line)).await;
+        let _ = child.start_kill();
+        let _ = timeout(limit, child.wait()).await;
+        read.with_context(|| format!("herald {args:?} printed no line within {limit:?}"))??;
+        Ok(line)
+    }
+
+    /// Starts `herald serve --bind 127.0.0.1:0 ARGS` and waits (up to
+    /// [`START_TIMEOUT`]) for its first line on stdout, `listening on
+    /// http://HOST:PORT`.
+    pub async fn start(&self, args: &[&str]) -> Result<Hub> {
+        Hub::start(self, args).await
+    }
 }
 
-/// Runs `herald ARGS` to completion (bounded by `limit`), for `--help` and
-/// start-up failures.
-pub async fn run_herald(args: &[&str], limit: Duration) -> Result<Output> {
-    let bin = herald_bin()?;
-    let child = Command::new(&bin)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("spawning {}", bin.display()))?;
-    timeout(limit, child.wait_with_output())
-        .await
-        .with_context(|| format!("herald {args:?} did not exit within {limit:?}"))?
-        .context("waiting for herald")
-}
-
-/// Runs `herald ARGS` until it prints its first line on stdout (bounded by
-/// `limit`), then stops it: for commands that run until stopped (`serve`,
-/// `tail`).
-pub async fn first_line_of_herald(args: &[&str], limit: Duration) -> Result<String> {
-    let bin = herald_bin()?;
-    let mut child = Command::new(&bin)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("spawning {}", bin.display()))?;
-    let stdout = child.stdout.take().context("no stdout pipe")?;
-    let mut line = String::new();
-    let read = timeout(limit, BufReader::new(stdout).read_line(&mut line)).await;
-    let _ = child.start_kill();
-    let _ = timeout(limit, child.wait()).await;
-    read.with_context(|| format!("herald {args:?} printed no line within {limit:?}"))??;
-    Ok(line)
-}
-
-/// One running `herald serve --bind 127.0.0.1:0 ARGS` process. Dropping it
-/// kills the process.
+/// One running `herald serve --bind 127.0.0.1:0 ARGS` process, started by
+/// [`Herald::start`]. Dropping it kills the process.
 #[derive(Debug)]
 pub struct Hub {
     child: Child,
@@ -147,21 +151,15 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Starts the hub and waits (up to [`START_TIMEOUT`]) for its first line
-    /// on stdout, `listening on http://HOST:PORT`.
-    pub async fn start(args: &[&str]) -> Result<Hub> {
-        let bin = herald_bin()?;
-        let mut child = Command::new(&bin)
+    async fn start(herald: &Herald, args: &[&str]) -> Result<Hub> {
+        let mut child = herald
+            .command()
             .arg("serve")
             .args(["--bind", "127.0.0.1:0"])
             .args(args)
             .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("spawning {}", bin.display()))?;
+            .with_context(|| format!("spawning {}", herald.path().display()))?;
         let stdout = child.stdout.take().context("no stdout pipe")?;
         let stderr = child.stderr.take().context("no stderr pipe")?;
         let stderr_buf = Arc::new(Mutex::new(String::new()));
@@ -785,4 +783,25 @@ pub async fn raw_ws_upgrade(addr: &str, path: &str) -> Result<TcpStream> {
     let head = String::from_utf8_lossy(&head);
     ensure!(head.starts_with("HTTP/1.1 101"), "upgrade refused: {head}");
     Ok(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn herald_bin_overrides_the_built_binary_unless_empty() {
+        let built = PathBuf::from("/built/herald");
+        let chosen = |overridden: Option<&str>| {
+            Herald::choose(overridden.map(OsString::from), built.clone())
+                .path()
+                .to_path_buf()
+        };
+        assert_eq!(chosen(None), built);
+        assert_eq!(chosen(Some("")), built);
+        assert_eq!(
+            chosen(Some("/other/herald")),
+            PathBuf::from("/other/herald")
+        );
+    }
 }

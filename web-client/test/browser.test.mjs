@@ -1,6 +1,6 @@
 // Browser tests: the example page (web-client/examples) in headless Chromium,
 // talking to real `herald` processes. Run by `cargo xtask ci` (or
-// `npm test` after `cargo xtask wasm` and `cargo build -p herald-server`).
+// `npm test` after `cargo xtask wasm` and `cargo build -p herald`).
 
 import assert from "node:assert/strict";
 import { join } from "node:path";

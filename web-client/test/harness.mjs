@@ -2,7 +2,7 @@
 // and headless Chromium through playwright-core. Every wait is bounded; every
 // process and server is stopped by `stopAll()`.
 
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { createServer } from "node:http";
 import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -12,10 +12,23 @@ import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
 export const WEB_CLIENT = resolve(fileURLToPath(new URL("..", import.meta.url)));
-const HERALD = process.env.HERALD_BIN ?? resolve(WEB_CLIENT, "../target/debug/herald");
+// The hub binary: `HERALD_BIN` (`cargo xtask ci` passes the one it built), or
+// the debug build in the directory Cargo builds into (`cargo metadata` knows
+// it, `CARGO_TARGET_DIR` included) after `cargo build -p herald`.
+const HERALD = process.env.HERALD_BIN || join(cargoTargetDir(), "debug", "herald");
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 
 const cleanups = [];
+
+/** The `target_directory` of `cargo metadata` for the workspace. */
+function cargoTargetDir() {
+  const metadata = execFileSync(
+    process.env.CARGO ?? "cargo",
+    ["metadata", "--format-version", "1", "--no-deps"],
+    { cwd: WEB_CLIENT, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] },
+  );
+  return JSON.parse(metadata).target_directory;
+}
 
 /** Runs every registered clean-up, last first. */
 export async function stopAll() {

@@ -1,7 +1,9 @@
-//! `cargo xtask bench [--smoke] [SUITE OPTIONS]`: builds Herald and the
-//! bench crate in release, then runs `herald-bench suite`, which installs the
-//! peer hubs it needs, measures, and writes the report (`bench/results/`, or
-//! `target/bench/smoke/` for `--smoke`). See `bench/README.md`.
+//! `cargo xtask bench [--smoke] [SUITE OPTIONS]`: builds `herald` and the
+//! bench crate in release, then runs `herald-bench suite` on that `herald`
+//! (passed in `HERALD_BIN`; a `--herald-bin` among the options wins), which
+//! installs the peer hubs it needs, measures, and writes the report
+//! (`bench/results/`, or `target/bench/smoke/` for `--smoke`). See
+//! `bench/README.md`.
 
 use anyhow::Result;
 
@@ -13,10 +15,16 @@ pub fn run(workspace: &Workspace, args: &[&str]) -> Result<()> {
         "build",
         "--release",
         "-p",
-        "herald-server",
+        "herald",
         "-p",
         "herald-bench",
     ]))?;
-    let suite = workspace.path("target/release/herald-bench");
-    run_command(workspace.command(suite).arg("suite").args(args))
+    let release = workspace.target_dir()?.join("release");
+    run_command(
+        workspace
+            .command(release.join("herald-bench"))
+            .env("HERALD_BIN", release.join("herald"))
+            .arg("suite")
+            .args(args),
+    )
 }

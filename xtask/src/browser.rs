@@ -12,8 +12,6 @@ use crate::workspace::{self, Workspace};
 
 /// The system Chromium Playwright drives (never `npx playwright install`).
 pub const CHROMIUM: &str = "/usr/bin/chromium";
-/// The hub binary the tests start.
-const HERALD: &str = "target/debug/herald";
 
 /// `apt-get install chromium` unless it is there.
 pub fn install_chromium(workspace: &Workspace) -> Result<()> {
@@ -46,13 +44,15 @@ pub fn install_wasm_bindgen(workspace: &Workspace) -> Result<()> {
     )
 }
 
-/// Builds `herald` and runs `node --test` on `web-client/test/`.
+/// Builds `herald` and runs `node --test` on `web-client/test/` against it
+/// (its path goes to the tests in `HERALD_BIN`).
 pub fn test(workspace: &Workspace) -> Result<()> {
     workspace::run(
         workspace
             .cargo()
-            .args(["build", "-p", "herald-server", "--bin", "herald"]),
+            .args(["build", "-p", "herald", "--bin", "herald"]),
     )?;
+    let herald = workspace.target_dir()?.join("debug").join("herald");
     let mut files: Vec<String> = std::fs::read_dir(workspace.path("web-client/test"))
         .context("cannot read web-client/test")?
         .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
@@ -65,7 +65,7 @@ pub fn test(workspace: &Workspace) -> Result<()> {
             .command("node")
             .args(["--test", "--test-concurrency=1"])
             .args(&files)
-            .env("HERALD_BIN", workspace.path(HERALD))
+            .env("HERALD_BIN", &herald)
             .env("CHROMIUM", CHROMIUM)
             .current_dir(workspace.path("web-client")),
     )

@@ -25,8 +25,8 @@ use crate::workspace::{self, Workspace};
 
 /// The wasm crate's package name.
 const CRATE: &str = "herald-client-wasm";
-/// The module wasm-bindgen reads: `target/<triple>/<profile>/<lib>.wasm`.
-const WASM: &str = "target/wasm32-unknown-unknown/wasm-release/herald_client_wasm.wasm";
+/// The module wasm-bindgen reads, in the target directory: `<triple>/<profile>/<lib>.wasm`.
+const WASM: &str = "wasm32-unknown-unknown/wasm-release/herald_client_wasm.wasm";
 /// Where wasm-bindgen writes the package.
 pub const PKG: &str = "web-client/pkg";
 /// The wasm file in [`PKG`].
@@ -89,7 +89,7 @@ fn build(workspace: &Workspace, optimize: bool) -> Result<()> {
             .command("wasm-bindgen")
             .args(["--target", "web", "--out-dir"])
             .arg(&pkg)
-            .arg(workspace.path(WASM)),
+            .arg(workspace.target_dir()?.join(WASM)),
     )?;
 
     let wasm_opt = workspace.path(WASM_OPT);

@@ -24,6 +24,23 @@ impl Workspace {
         self.root.join(path)
     }
 
+    /// The directory Cargo builds into, as `cargo metadata` reports it (so
+    /// `CARGO_TARGET_DIR` and `build.target-dir` are honoured). A binary
+    /// built with a profile is in its `debug/` or `release/` folder.
+    pub fn target_dir(&self) -> Result<PathBuf> {
+        let text = read(
+            self.cargo()
+                .args(["metadata", "--format-version", "1", "--no-deps"]),
+        )?;
+        let metadata: serde_json::Value =
+            serde_json::from_str(&text).context("`cargo metadata` printed invalid JSON")?;
+        metadata
+            .get("target_directory")
+            .and_then(serde_json::Value::as_str)
+            .map(PathBuf::from)
+            .context("`cargo metadata` names no target_directory")
+    }
+
     /// `cargo` (the one running this xtask), in the workspace root.
     pub fn cargo(&self) -> Command {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -90,4 +107,22 @@ fn display(command: &Command) -> String {
             .map(|arg| arg.to_string_lossy().into_owned()),
     );
     parts.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_dir_is_where_cargo_built_this_test() {
+        let target = Workspace::locate().target_dir().unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let target = target.canonicalize().unwrap();
+        assert!(
+            exe.canonicalize().unwrap().starts_with(&target),
+            "{} is not under {}",
+            exe.display(),
+            target.display()
+        );
+    }
 }

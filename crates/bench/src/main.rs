@@ -96,8 +96,13 @@ fn suite_cmd(args: &plan::SuiteArgs) -> Result<ExitCode> {
         .to_path_buf();
     let work = root.join("target/bench");
     std::fs::create_dir_all(&work)?;
+    let herald = args
+        .herald_bin
+        .clone()
+        .unwrap_or_else(|| bin_dir.join("herald"));
     let paths = targets::Paths {
         root: root.clone(),
+        herald,
         bin_dir,
         work,
     };

@@ -41,6 +41,11 @@ pub struct SuiteArgs {
     /// The workspace root [default: where this crate was built from].
     #[arg(long)]
     pub root: Option<PathBuf>,
+    /// The `herald` binary to measure (`cargo xtask bench` passes the one it
+    /// built) [default: `herald` beside this binary, where `cargo build
+    /// --release -p herald -p herald-bench` puts it].
+    #[arg(long, env = "HERALD_BIN")]
+    pub herald_bin: Option<PathBuf>,
 }
 
 /// The most clients one run may hold: under Herald's default

@@ -77,6 +77,9 @@ impl Target {
 #[derive(Debug, Clone)]
 pub struct Paths {
     pub root: PathBuf,
+    /// The `herald` binary under test.
+    pub herald: PathBuf,
+    /// This package's binaries (the load generator, naive axum, the floors).
     pub bin_dir: PathBuf,
     pub work: PathBuf,
 }
@@ -217,7 +220,7 @@ impl Server {
                 if let Some(sock) = &opts.unix_socket {
                     args.extend(["--unix-socket".into(), sock.display().to_string()]);
                 }
-                (paths.bin_dir.join("herald"), args)
+                (paths.herald.clone(), args)
             }
             Target::NaiveAxum | Target::NaiveAxumNagle => {
                 let nodelay = if target == Target::NaiveAxum {
@@ -305,7 +308,7 @@ fn script(paths: &Paths, rel: &str) -> String {
 
 /// Whether this `herald` takes `--unix-socket`.
 pub fn herald_has_unix_socket(paths: &Paths) -> bool {
-    Command::new(paths.bin_dir.join("herald"))
+    Command::new(&paths.herald)
         .args(["serve", "--help"])
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--unix-socket"))

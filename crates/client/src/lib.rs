@@ -13,9 +13,6 @@
 //!   twice, and anything missed is either replayed or reported as a `gap`.
 //! - [`UnixPublisher`] sends fire-and-forget datagrams to the hub's
 //!   `--unix-socket`: it never blocks and never fails; it counts what it drops.
-//! - [`cli`]: the `herald publish`, `herald tail` and `herald approve`
-//!   commands (argument structs and their `run_*` functions; the `herald`
-//!   binary only dispatches to them).
 //!
 //! # Publish in three lines
 //!
@@ -56,11 +53,9 @@
 //! - [`unix`]: [`UnixPublisher`], fire-and-forget datagrams.
 //! - [`tls`]: what an `https://` / `wss://` hub's certificate is checked
 //!   against (Mozilla roots, plus `root_certificate_pem` on either builder).
-//! - [`cli`]: the command-line commands.
 
 pub mod approval;
 pub mod batch;
-pub mod cli;
 pub mod endpoint;
 pub mod error;
 pub mod publisher;

@@ -16,6 +16,16 @@ pub enum StoreConfig {
     Sqlite(PathBuf),
 }
 
+impl std::fmt::Display for StoreConfig {
+    /// As `--store` reads it: `memory` or `sqlite:PATH`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreConfig::Memory => f.write_str("memory"),
+            StoreConfig::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+        }
+    }
+}
+
 impl std::str::FromStr for StoreConfig {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -99,13 +109,16 @@ pub struct Config {
     pub static_dir: Option<PathBuf>,
 }
 
+/// How often the hub pings each connection, unless told.
+const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
+
 impl Default for Config {
     fn default() -> Self {
         Config {
             bind: SocketAddr::from(([127, 0, 0, 1], 8765)),
             max_connections: 10_000,
-            heartbeat_interval: Duration::from_secs(30),
-            heartbeat_timeout: Duration::from_secs(70),
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            heartbeat_timeout: Config::heartbeat_timeout_for(DEFAULT_HEARTBEAT_INTERVAL),
             queue_size: 1024,
             approval_timeout: Duration::from_secs(300),
             approval_default_proceed: true,
@@ -137,6 +150,14 @@ impl Default for Config {
 pub struct ConfigError(String);
 
 impl Config {
+    /// The heartbeat timeout when none is given: two heartbeat intervals and
+    /// 10 s of slack, so one lost ping does not end a connection.
+    pub fn heartbeat_timeout_for(interval: Duration) -> Duration {
+        interval
+            .saturating_mul(2)
+            .saturating_add(Duration::from_secs(10))
+    }
+
     /// Checks the values together; the hub refuses to start on an error.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
@@ -195,6 +216,37 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         _ => return Err(format!("{text:?} has an unknown unit: use ms, s, m or h")),
     };
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// A duration as [`parse_duration`] reads it, in the largest unit that
+/// states it exactly: `5m`, `30s`, `500ms`.
+pub fn format_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    if duration.subsec_nanos() == 0 {
+        match seconds {
+            0 => "0s".to_owned(),
+            _ if seconds % 3600 == 0 => format!("{}h", seconds / 3600),
+            _ if seconds % 60 == 0 => format!("{}m", seconds / 60),
+            _ => format!("{seconds}s"),
+        }
+    } else if duration.subsec_nanos() % 1_000_000 == 0 {
+        format!("{}ms", duration.as_millis())
+    } else {
+        format!("{}s", duration.as_secs_f64())
+    }
+}
+
+/// A size as [`parse_size`] reads it, in the largest binary unit that states
+/// it exactly: `256MiB`, `64KiB`, `1000`.
+pub fn format_size(bytes: usize) -> String {
+    const UNITS: [(usize, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    UNITS
+        .iter()
+        .find(|(factor, _)| bytes != 0 && bytes % factor == 0)
+        .map_or_else(
+            || bytes.to_string(),
+            |(factor, unit)| format!("{}{unit}", bytes / factor),
+        )
 }
 
 /// Parses a size in bytes: `65536`, `64KiB`, `1MiB`, `1GiB` (also `KB`/`MB`, powers of ten).
@@ -302,6 +354,51 @@ mod tests {
         assert_eq!(parse_size("64KiB"), Ok(65536));
         assert_eq!(parse_size("1MiB"), Ok(1 << 20));
         assert!(parse_size("1 lightyear").is_err());
+    }
+
+    #[test]
+    fn durations_are_spelled_so_that_they_parse_back() {
+        for (value, text) in [
+            (Duration::from_secs(30), "30s"),
+            (Duration::from_secs(300), "5m"),
+            (Duration::from_secs(7200), "2h"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_millis(500), "500ms"),
+            (Duration::from_millis(1500), "1500ms"),
+            (Duration::ZERO, "0s"),
+        ] {
+            assert_eq!(format_duration(value), text);
+            assert_eq!(parse_duration(text), Ok(value));
+        }
+        let odd = Duration::from_micros(1_500);
+        assert_eq!(parse_duration(&format_duration(odd)), Ok(odd));
+    }
+
+    #[test]
+    fn sizes_are_spelled_so_that_they_parse_back() {
+        for (value, text) in [
+            (256 << 20, "256MiB"),
+            (64 << 10, "64KiB"),
+            (1 << 30, "1GiB"),
+            (1000, "1000"),
+            (0, "0"),
+        ] {
+            assert_eq!(format_size(value), text);
+            assert_eq!(parse_size(text), Ok(value));
+        }
+    }
+
+    #[test]
+    fn stores_are_spelled_so_that_they_parse_back() {
+        for store in [StoreConfig::Memory, StoreConfig::Sqlite("/tmp/h.db".into())] {
+            assert_eq!(store.to_string().parse(), Ok(store));
+        }
+    }
+
+    #[test]
+    fn the_default_heartbeat_timeout_follows_the_default_interval() {
+        let config = Config::default();
+        assert_eq!(config.heartbeat_timeout, Duration::from_secs(70));
     }
 
     #[test]

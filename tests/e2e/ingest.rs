@@ -9,12 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use herald_tests::{
-    DEFAULT_TIMEOUT, Hub, WsClient, eventually, frame_type, is_event_on, run_herald, seq_of,
-};
+use herald_tests::{DEFAULT_TIMEOUT, Hub, WsClient, eventually, frame_type, is_event_on, seq_of};
 use serde_json::{Value, json};
 
-use crate::{event, seqs_on};
+use crate::{event, herald, seqs_on};
 
 /// A fresh directory and the socket path inside it.
 fn socket_in_tempdir() -> Result<(tempfile::TempDir, PathBuf)> {
@@ -35,7 +33,7 @@ async fn hub_on(path: &Path, extra: &[&str]) -> Result<Hub> {
     let path_str = path.to_str().context("the socket path is not UTF-8")?;
     let mut args = vec!["--unix-socket", path_str];
     args.extend_from_slice(extra);
-    let hub = Hub::start(&args).await?;
+    let hub = herald().start(&args).await?;
     eventually(
         DEFAULT_TIMEOUT,
         "the unix socket takes datagrams",
@@ -333,11 +331,12 @@ async fn a_live_socket_is_refused_and_its_hub_keeps_receiving() -> Result<()> {
     let (_dir, path) = socket_in_tempdir()?;
     let hub = hub_on(&path, &[]).await?;
     let path_str = path.to_str().context("not UTF-8")?;
-    let output = run_herald(
-        &["serve", "--bind", "127.0.0.1:0", "--unix-socket", path_str],
-        Duration::from_secs(20),
-    )
-    .await?;
+    let output = herald()
+        .run(
+            &["serve", "--bind", "127.0.0.1:0", "--unix-socket", path_str],
+            Duration::from_secs(20),
+        )
+        .await?;
     ensure!(
         !output.status.success(),
         "a second hub started on the live socket {path_str}"
@@ -359,11 +358,12 @@ async fn serve_on_a_regular_file() -> Result<(tempfile::TempDir, PathBuf, std::p
     let (dir, path) = socket_in_tempdir()?;
     std::fs::write(&path, b"precious")?;
     let path_str = path.to_str().context("not UTF-8")?.to_owned();
-    let output = run_herald(
-        &["serve", "--bind", "127.0.0.1:0", "--unix-socket", &path_str],
-        Duration::from_secs(20),
-    )
-    .await?;
+    let output = herald()
+        .run(
+            &["serve", "--bind", "127.0.0.1:0", "--unix-socket", &path_str],
+            Duration::from_secs(20),
+        )
+        .await?;
     Ok((dir, path, output))
 }
 
@@ -451,7 +451,7 @@ async fn sigterm_right_after_listening_is_a_graceful_shutdown_that_removes_the_s
     for round in 0..20 {
         let (_dir, path) = socket_in_tempdir()?;
         let path_str = path.to_str().context("not UTF-8")?;
-        let mut hub = Hub::start(&["--unix-socket", path_str]).await?;
+        let mut hub = herald().start(&["--unix-socket", path_str]).await?;
         let status = hub.terminate(Duration::from_secs(15)).await?;
         ensure!(
             status.success(),

@@ -5,35 +5,36 @@ use std::io::Write;
 use anyhow::{Context as _, bail};
 use clap::Args;
 use futures::StreamExt;
+use herald_client::SubscriberItem;
 use herald_protocol::frame::Gap;
 use herald_protocol::session::{Checkpoint, Checkpoints, ConnectionState};
 use herald_protocol::{Event, ServerMessage, TopicPattern};
 
-use super::{HubArgs, is_broken_pipe};
-use crate::SubscriberItem;
+use super::hub::HubArgs;
+use super::is_broken_pipe;
 
 /// Follow topics and print one line per event on stdout; connection state,
 /// gaps and errors go to stderr. Reconnects by itself and resumes where it
 /// left off. Runs until interrupted, or until the hub closes for good.
 #[derive(Debug, Clone, Args)]
-pub struct TailArgs {
+pub(crate) struct TailArgs {
     /// Topics or patterns, comma-separated: `run:r1,execution:*`.
     #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
-    pub topics: Vec<TopicPattern>,
+    topics: Vec<TopicPattern>,
     /// Replay what every exact topic listed retained after this seq first
     /// (`0`: from the start), then go live. Patterns are followed live only.
     #[arg(long, value_name = "SEQ")]
-    pub since: Option<u64>,
+    since: Option<u64>,
     /// Print each event frame as a JSON line (the wire format) instead of
     /// `TOPIC #SEQ TYPE PRIORITY DATA`.
     #[arg(long)]
-    pub json: bool,
+    json: bool,
     #[command(flatten)]
-    pub hub: HubArgs,
+    hub: HubArgs,
 }
 
 /// One readable line: `run:r1 #42 step.completed normal {"step":3}`.
-pub fn format_event(event: &Event) -> String {
+fn format_event(event: &Event) -> String {
     format!(
         "{} #{} {} {} {}",
         event.topic, event.seq, event.event_type, event.priority, event.data
@@ -63,7 +64,7 @@ fn format_state(state: &ConnectionState) -> String {
 }
 
 /// Runs `herald tail`.
-pub async fn run_tail(args: TailArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: TailArgs) -> anyhow::Result<()> {
     let mut since = Checkpoints::new();
     if let Some(seq) = args.since {
         for pattern in &args.topics {

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, ensure};
 use herald_tests::{Http, Hub, WsClient, frame_type, is_event_on};
 use serde_json::{Value, json};
 
-use crate::str_field;
+use crate::{herald, str_field};
 
 /// A long-poll comfortably inside the HTTP client's 5 s bound.
 const WAIT_MS: u64 = 4000;
@@ -164,7 +164,7 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 
 /// A hub and a WebSocket client of user `u1` (connected with `?user_id=u1`).
 async fn hub_with_user(args: &[&str]) -> Result<(Hub, WsClient)> {
-    let hub = Hub::start(args).await?;
+    let hub = herald().start(args).await?;
     let client = hub.ws("/ws?user_id=u1").await?;
     Ok((hub, client))
 }
@@ -250,7 +250,7 @@ async fn reject_with_feedback_resolves_rejected_with_proceed_false() -> Result<(
 
 #[tokio::test]
 async fn request_timeout_resolves_timed_out_with_the_requests_default() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let http = hub.http();
     for default in [false, true] {
         let id = callback_id(
@@ -279,13 +279,14 @@ async fn request_timeout_resolves_timed_out_with_the_requests_default() -> Resul
 
 #[tokio::test]
 async fn global_approval_timeout_and_default_apply_when_the_request_gives_neither() -> Result<()> {
-    let hub = Hub::start(&[
-        "--approval-timeout",
-        "500ms",
-        "--approval-default-proceed",
-        "false",
-    ])
-    .await?;
+    let hub = herald()
+        .start(&[
+            "--approval-timeout",
+            "500ms",
+            "--approval-default-proceed",
+            "false",
+        ])
+        .await?;
     let http = hub.http();
     let record = create(&http, "u1", "t1", json!({})).await?;
     ensure!(record["timeout_ms"] == 500, "{record}");
@@ -299,7 +300,7 @@ async fn global_approval_timeout_and_default_apply_when_the_request_gives_neithe
 
 #[tokio::test]
 async fn two_racing_confirms_get_one_ack_and_one_conflict_and_the_winner_decides() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let http = hub.http();
     let mut a = hub.ws("/ws?user_id=u1").await?;
     let mut b = hub.ws("/ws?user_id=u1").await?;
@@ -344,7 +345,7 @@ async fn two_racing_confirms_get_one_ack_and_one_conflict_and_the_winner_decides
 
 #[tokio::test]
 async fn a_user_who_connects_after_the_request_gets_it_in_a_snapshot_on_connect() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let id = callback_id(&create(&hub.http(), "u1", "t1", json!({})).await?);
     let mut late = hub.ws("/ws?user_id=u1").await?;
     let snapshot = late.recv_until(|f| frame_type(f) == "snapshot").await?;
@@ -364,7 +365,7 @@ async fn a_user_who_connects_after_the_request_gets_it_in_a_snapshot_on_connect(
 
 #[tokio::test]
 async fn subscribing_to_the_user_topic_with_snapshot_shows_the_pending_request() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let id = callback_id(&create(&hub.http(), "u1", "t1", json!({})).await?);
     let mut client = hub.ws("/ws").await?;
     client
@@ -385,7 +386,7 @@ async fn subscribing_to_the_user_topic_with_snapshot_shows_the_pending_request()
 
 #[tokio::test]
 async fn a_user_with_no_pending_approval_gets_no_snapshot_on_connect() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let mut client = hub.ws("/ws?user_id=u1").await?;
     let before = client.barrier().await?;
     ensure!(
@@ -456,7 +457,7 @@ async fn pending_approval_survives_kill_9_and_a_confirm_after_restart_answers_th
 -> Result<()> {
     let dir = tempfile::tempdir()?;
     let store = format!("sqlite:{}", dir.path().join("herald.db").display());
-    let mut hub = Hub::start(&["--store", &store]).await?;
+    let mut hub = herald().start(&["--store", &store]).await?;
     let id = callback_id(
         &create(
             &hub.http(),
@@ -468,7 +469,7 @@ async fn pending_approval_survives_kill_9_and_a_confirm_after_restart_answers_th
     );
     hub.kill9().await?;
 
-    let hub = Hub::start(&["--store", &store]).await?;
+    let hub = herald().start(&["--store", &store]).await?;
     let http = hub.http();
     let pending = decision(&http, &id, 0).await?;
     ensure!(
@@ -503,7 +504,7 @@ async fn pending_approval_survives_kill_9_and_a_confirm_after_restart_answers_th
 async fn approval_whose_deadline_passed_during_downtime_times_out_after_restart() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let store = format!("sqlite:{}", dir.path().join("herald.db").display());
-    let mut hub = Hub::start(&["--store", &store]).await?;
+    let mut hub = herald().start(&["--store", &store]).await?;
     let record = create(
         &hub.http(),
         "u1",
@@ -519,7 +520,7 @@ async fn approval_whose_deadline_passed_during_downtime_times_out_after_restart(
     let left = expires_at.saturating_sub(now_ms()) + 50;
     tokio::time::sleep(Duration::from_millis(left.min(1000))).await;
 
-    let hub = Hub::start(&["--store", &store]).await?;
+    let hub = herald().start(&["--store", &store]).await?;
     let polled = decision(&hub.http(), &id, WAIT_MS).await?;
     ensure!(polled["status"] == "timed_out", "{polled}");
     ensure!(polled["proceed"] == true, "{polled}");
@@ -769,7 +770,7 @@ async fn answering_a_resolved_approval_is_a_conflict_saying_it_is_already_resolv
 
 #[tokio::test]
 async fn get_of_an_unknown_approval_is_404() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let http = hub.http();
     for path in [
         "/api/v1/approvals/no-such-approval",
@@ -789,7 +790,7 @@ async fn get_of_an_unknown_approval_is_404() -> Result<()> {
 
 #[tokio::test]
 async fn post_of_a_bad_approval_body_is_400() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let http = hub.http();
     let raw = http.post_raw("/api/v1/approvals", "{not json").await?;
     ensure!(raw.status == 400, "not JSON: {} {}", raw.status, raw.text);

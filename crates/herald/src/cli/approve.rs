@@ -6,10 +6,10 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 use clap::Args;
 use futures::StreamExt;
+use herald_client::SubscriberItem;
 use herald_protocol::CallbackId;
 
-use super::HubArgs;
-use crate::SubscriberItem;
+use super::hub::HubArgs;
 
 /// Answer a pending approval: connects over WebSocket, sends `confirm` and
 /// waits for the hub's `ack`; prints the decision as JSON. Fails (non-zero
@@ -17,32 +17,32 @@ use crate::SubscriberItem;
 /// approval is already decided, `not_found` when it does not exist.
 #[derive(Debug, Clone, Args)]
 #[command(group(clap::ArgGroup::new("decision").required(true).args(["proceed", "reject"])))]
-pub struct ApproveArgs {
+pub(crate) struct ApproveArgs {
     /// The approval's `callback_id` (from the `approval.requested` event).
     #[arg(value_name = "CALLBACK_ID")]
-    pub callback_id: CallbackId,
+    callback_id: CallbackId,
     /// Approve: the task proceeds.
     #[arg(long)]
-    pub proceed: bool,
+    proceed: bool,
     /// Reject: the task stops.
     #[arg(long)]
-    pub reject: bool,
+    reject: bool,
     /// A note for the task's producer.
     #[arg(long, value_name = "TEXT")]
-    pub feedback: Option<String>,
+    feedback: Option<String>,
     /// Answer as this user (sent as `?user_id=`; with authentication on, the
     /// token names the user instead).
     #[arg(long, value_name = "USER_ID")]
-    pub user: Option<String>,
+    user: Option<String>,
     /// How long to wait for the hub to connect and answer.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
-    pub timeout: u64,
+    timeout: u64,
     #[command(flatten)]
-    pub hub: HubArgs,
+    hub: HubArgs,
 }
 
 /// Runs `herald approve`.
-pub async fn run_approve(args: ApproveArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: ApproveArgs) -> anyhow::Result<()> {
     let limit = Duration::from_secs(args.timeout.max(1));
     let mut builder = args.hub.subscriber()?.connect_timeout(limit);
     if let Some(user) = &args.user {

@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use herald_tests::{Hub, frame_type, run_herald, seq_of};
+use herald_tests::{Hub, frame_type, seq_of};
 use serde_json::json;
 
-use crate::event;
 use crate::snapshot::by_key;
+use crate::{event, herald};
 
 const N: u64 = 20;
 
@@ -17,7 +17,7 @@ const N: u64 = 20;
 async fn publish_then_crash(topic: &str) -> Result<(Hub, tempfile::TempDir, serde_json::Value)> {
     let dir = tempfile::tempdir()?;
     let store = format!("sqlite:{}", dir.path().join("herald.db").display());
-    let mut hub = Hub::start(&["--store", &store]).await?;
+    let mut hub = herald().start(&["--store", &store]).await?;
     let http = hub.http();
     for i in 0..N {
         let mut body = event(topic, "state.changed", json!({"i": i}));
@@ -31,7 +31,7 @@ async fn publish_then_crash(topic: &str) -> Result<(Hub, tempfile::TempDir, serd
         .body["epoch"]
         .clone();
     hub.kill9().await?;
-    let hub = Hub::start(&["--store", &store]).await?;
+    let hub = herald().start(&["--store", &store]).await?;
     Ok((hub, dir, epoch))
 }
 
@@ -122,11 +122,12 @@ async fn bad_sqlite_path_exits_non_zero_with_a_clear_message() -> Result<()> {
     std::fs::write(&blocker, b"")?;
     let path = blocker.join("herald.db");
     let store = format!("sqlite:{}", path.display());
-    let output = run_herald(
-        &["serve", "--bind", "127.0.0.1:0", "--store", &store],
-        Duration::from_secs(20),
-    )
-    .await?;
+    let output = herald()
+        .run(
+            &["serve", "--bind", "127.0.0.1:0", "--store", &store],
+            Duration::from_secs(20),
+        )
+        .await?;
     ensure!(!output.status.success(), "herald started on {store}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     let names_it =

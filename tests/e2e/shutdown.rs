@@ -3,13 +3,13 @@
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use herald_tests::{Hub, frame_type, is_event_on, run_herald};
+use herald_tests::{frame_type, is_event_on};
 
-use crate::str_field;
+use crate::{herald, str_field};
 
 #[tokio::test]
 async fn sigterm_sends_system_shutdown_to_every_connection_then_closes_1001() -> Result<()> {
-    let mut hub = Hub::start(&[]).await?;
+    let mut hub = herald().start(&[]).await?;
     // One client subscribed to something else, one to nothing: system events
     // go on `global` to every connection.
     let mut subscribed = hub.ws("/ws?topics=crew:busy").await?;
@@ -35,7 +35,7 @@ async fn sigterm_sends_system_shutdown_to_every_connection_then_closes_1001() ->
 
 #[tokio::test]
 async fn sigterm_exits_zero_within_ten_seconds_with_clients_connected() -> Result<()> {
-    let mut hub = Hub::start(&[]).await?;
+    let mut hub = herald().start(&[]).await?;
     let _a = hub.ws("/ws?topics=crew:a").await?;
     let _b = hub.ws("/ws").await?;
     let status = hub.terminate(Duration::from_secs(10)).await?;
@@ -73,7 +73,9 @@ const SERVE_FLAGS: [&str; 20] = [
 
 #[tokio::test]
 async fn serve_help_mentions_every_flag_in_the_contract() -> Result<()> {
-    let output = run_herald(&["serve", "--help"], Duration::from_secs(20)).await?;
+    let output = herald()
+        .run(&["serve", "--help"], Duration::from_secs(20))
+        .await?;
     ensure!(output.status.success(), "exit {}", output.status);
     let help = String::from_utf8_lossy(&output.stdout);
     let missing: Vec<&str> = SERVE_FLAGS
@@ -98,7 +100,7 @@ async fn serve_help_mentions_every_flag_in_the_contract() -> Result<()> {
 
 #[tokio::test]
 async fn top_level_help_lists_every_subcommand() -> Result<()> {
-    let output = run_herald(&["--help"], Duration::from_secs(20)).await?;
+    let output = herald().run(&["--help"], Duration::from_secs(20)).await?;
     ensure!(output.status.success(), "exit {}", output.status);
     let help = String::from_utf8_lossy(&output.stdout);
     // A command is listed as a line of its own in the commands section.

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail, ensure};
 use herald_tests::{Http, Hub, Rng, WsClient, frame_type, is_event_on, seq_of};
 use serde_json::{Value, json};
 
-use crate::{event, seqs_on, str_field};
+use crate::{event, herald, seqs_on, str_field};
 
 /// Sends `subscribe` for one topic with `since` (and `extra` fields) and
 /// returns every frame up to and including its `replay_complete`.
@@ -48,7 +48,7 @@ async fn publish_n(http: &Http, topic: &str, n: u64) -> Result<()> {
 
 #[tokio::test]
 async fn seq_increases_by_exactly_one_per_topic() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let http = hub.http();
     let topics = ["execution:s1", "execution:s2", "crew:s3"];
     let mut rng = Rng::new(7);
@@ -67,7 +67,7 @@ async fn seq_increases_by_exactly_one_per_topic() -> Result<()> {
 
 #[tokio::test]
 async fn duplicate_producer_id_returns_the_same_seq() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let http = hub.http();
     let mut body = event("execution:dup", "execution.started", json!({}));
     body["id"] = json!("retry-me");
@@ -87,7 +87,7 @@ async fn duplicate_producer_id_returns_the_same_seq() -> Result<()> {
 
 #[tokio::test]
 async fn duplicate_producer_id_is_delivered_and_stored_once() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let http = hub.http();
     let mut client = hub.ws("/ws").await?;
     client.subscribe(&["execution:dup2"]).await?;
@@ -121,7 +121,7 @@ async fn duplicate_producer_id_is_delivered_and_stored_once() -> Result<()> {
 
 #[tokio::test]
 async fn since_replays_missed_events_then_replay_complete_then_live() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let http = hub.http();
     publish_n(&http, "execution:r1", 5).await?;
     let mut client = hub.ws("/ws").await?;
@@ -142,7 +142,7 @@ async fn since_replays_missed_events_then_replay_complete_then_live() -> Result<
 
 #[tokio::test]
 async fn since_with_nothing_missed_completes_with_to_seq_below_from_seq() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let http = hub.http();
     publish_n(&http, "execution:r2", 3).await?;
     let mut client = hub.ws("/ws").await?;
@@ -156,7 +156,7 @@ async fn since_with_nothing_missed_completes_with_to_seq_below_from_seq() -> Res
 
 #[tokio::test]
 async fn since_with_the_current_epoch_replays_normally() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let http = hub.http();
     let mut first = hub.ws("/ws").await?;
     let epoch = first.subscribe(&["execution:r3"]).await?[0]["epoch"].clone();
@@ -204,7 +204,7 @@ async fn expect_epoch_changed(hub: &Hub, topic: &str, since: Value) -> Result<()
 
 #[tokio::test]
 async fn since_with_another_epoch_gives_gap_epoch_changed_then_live() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     expect_epoch_changed(
         &hub,
         "execution:e1",
@@ -215,7 +215,7 @@ async fn since_with_another_epoch_gives_gap_epoch_changed_then_live() -> Result<
 
 #[tokio::test]
 async fn since_beyond_the_latest_seq_gives_gap_epoch_changed_then_live() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     expect_epoch_changed(&hub, "execution:e2", json!(10)).await
 }
 
@@ -225,7 +225,7 @@ async fn a_checkpoint_into_a_stream_with_no_event_yet_still_gets_the_epoch_chang
     // As after a restart of a memory hub: the client had seq 4 of the old
     // stream; the new one has nothing. The gap is what tells a client that
     // ignores epochs to drop its checkpoint and state.
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let mut client = hub.ws("/ws").await?;
     let frames = subscribe_since(&mut client, "execution:e3", json!(4), json!({})).await?;
     let gap = only(&frames, "gap")?;
@@ -245,7 +245,7 @@ async fn a_checkpoint_into_a_stream_with_no_event_yet_still_gets_the_epoch_chang
 
 #[tokio::test]
 async fn history_size_trims_oldest_events_and_replay_reports_a_trimmed_gap() -> Result<()> {
-    let hub = Hub::start(&["--history-size", "10"]).await?;
+    let hub = herald().start(&["--history-size", "10"]).await?;
     let http = hub.http();
     publish_n(&http, "execution:trim", 30).await?;
     let mut client = hub.ws("/ws").await?;
@@ -275,7 +275,7 @@ async fn history_size_trims_oldest_events_and_replay_reports_a_trimmed_gap() -> 
 
 #[tokio::test]
 async fn filters_apply_to_replayed_events() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let http = hub.http();
     for i in 0..6 {
         let kind = if i % 2 == 0 {
@@ -300,7 +300,7 @@ async fn filters_apply_to_replayed_events() -> Result<()> {
 async fn reconnecting_with_since_has_no_duplicate_or_hole_under_live_publishing() -> Result<()> {
     const N: u64 = 400;
     const TOPIC: &str = "execution:seam";
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let http = hub.http();
     let url = hub.ws_url("/ws");
     // Take the epoch before the first event so every checkpoint carries it.
@@ -377,7 +377,7 @@ async fn reconnecting_with_since_has_no_duplicate_or_hole_under_live_publishing(
 
 #[tokio::test]
 async fn replay_action_reads_retained_events_then_replay_complete() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     publish_n(&hub.http(), "execution:ra", 5).await?;
     let mut client = hub.ws("/ws").await?;
     client
@@ -396,7 +396,7 @@ async fn replay_action_reads_retained_events_then_replay_complete() -> Result<()
 
 #[tokio::test]
 async fn replay_action_honours_limit() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     publish_n(&hub.http(), "execution:rl", 5).await?;
     let mut client = hub.ws("/ws").await?;
     client
@@ -417,7 +417,7 @@ async fn replay_action_honours_limit() -> Result<()> {
 
 #[tokio::test]
 async fn replay_action_does_not_subscribe() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let http = hub.http();
     publish_n(&http, "execution:rn", 2).await?;
     let mut client = hub.ws("/ws").await?;
@@ -447,7 +447,7 @@ async fn replay_action_does_not_subscribe() -> Result<()> {
 
 #[tokio::test]
 async fn http_history_answers_topic_epoch_seq_and_events_after_since() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let http = hub.http();
     publish_n(&http, "execution:hh", 5).await?;
     let mut client = hub.ws("/ws").await?;
@@ -477,7 +477,7 @@ async fn http_history_answers_topic_epoch_seq_and_events_after_since() -> Result
 
 #[tokio::test]
 async fn http_history_without_parameters_returns_every_retained_event() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let http = hub.http();
     publish_n(&http, "execution:hall", 4).await?;
     let reply = http.get("/api/v1/topics/execution:hall/events").await?;
@@ -494,7 +494,7 @@ async fn http_history_without_parameters_returns_every_retained_event() -> Resul
 
 #[tokio::test]
 async fn http_history_of_a_bad_topic_is_400() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let reply = hub.http().get("/api/v1/topics/Bad%20Topic/events").await?;
     ensure!(reply.status == 400, "{} {}", reply.status, reply.text);
     Ok(())

@@ -2,13 +2,14 @@
 //! subscriber's items.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
-use std::sync::OnceLock;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use futures::StreamExt;
 use herald_client::{Subscriber, SubscriberItem};
+use herald_tests::Herald;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
@@ -23,41 +24,12 @@ pub async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> T {
     }
 }
 
-/// The `herald` binary, built once per test process.
-pub fn herald_bin() -> PathBuf {
-    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match BIN.get_or_init(build_herald) {
-        Ok(bin) => bin.clone(),
-        Err(error) => panic!("{error}"),
-    }
-}
-
-fn build_herald() -> Result<PathBuf, String> {
-    if let Some(bin) = std::env::var_os("HERALD_BIN") {
-        return Ok(PathBuf::from(bin));
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let output = std::process::Command::new(cargo)
-        .current_dir(&root)
-        .args(["build", "--quiet", "-p", "herald-server", "--bin", "herald"])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("running cargo build: {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "cargo build -p herald-server --bin herald failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), |dir| root.join(dir));
-    let bin = target.join("debug").join("herald");
-    if bin.exists() {
-        Ok(bin)
-    } else {
-        Err(format!("{} does not exist", bin.display()))
-    }
+/// The `herald` binary under test: `HERALD_BIN`, else the one Cargo built
+/// for this test target.
+pub fn herald_bin() -> &'static Path {
+    static HERALD: LazyLock<Herald> =
+        LazyLock::new(|| Herald::under_test(env!("CARGO_BIN_EXE_herald")));
+    HERALD.path()
 }
 
 /// A `herald` command with the test's conventions (logs off unless

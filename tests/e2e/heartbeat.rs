@@ -3,15 +3,18 @@
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use herald_tests::{Hub, eventually, frame_type, raw_ws_upgrade};
+use herald_tests::{eventually, frame_type, raw_ws_upgrade};
 use tokio::io::AsyncReadExt;
 use tokio::time::{Instant, timeout};
 
+use crate::herald;
 use crate::http_api::active_connections;
 
 #[tokio::test]
 async fn hub_sends_app_level_pings_at_the_heartbeat_interval() -> Result<()> {
-    let hub = Hub::start(&["--heartbeat-interval", "200ms", "--heartbeat-timeout", "5s"]).await?;
+    let hub = herald()
+        .start(&["--heartbeat-interval", "200ms", "--heartbeat-timeout", "5s"])
+        .await?;
     let mut client = hub.ws("/ws").await?;
     client.keep_pings = true;
     client.timeout = Duration::from_secs(2);
@@ -38,13 +41,14 @@ async fn hub_sends_app_level_pings_at_the_heartbeat_interval() -> Result<()> {
 
 #[tokio::test]
 async fn client_that_answers_heartbeats_stays_connected_past_the_timeout() -> Result<()> {
-    let hub = Hub::start(&[
-        "--heartbeat-interval",
-        "100ms",
-        "--heartbeat-timeout",
-        "400ms",
-    ])
-    .await?;
+    let hub = herald()
+        .start(&[
+            "--heartbeat-interval",
+            "100ms",
+            "--heartbeat-timeout",
+            "400ms",
+        ])
+        .await?;
     let mut client = hub.ws("/ws").await?;
     // recv_frame answers app pings with pong (and tungstenite answers protocol
     // pings) while reading; the barrier proves the connection is alive.
@@ -59,13 +63,14 @@ async fn client_that_answers_heartbeats_stays_connected_past_the_timeout() -> Re
 
 #[tokio::test]
 async fn client_that_never_reads_is_dropped_after_the_heartbeat_timeout() -> Result<()> {
-    let hub = Hub::start(&[
-        "--heartbeat-interval",
-        "100ms",
-        "--heartbeat-timeout",
-        "500ms",
-    ])
-    .await?;
+    let hub = herald()
+        .start(&[
+            "--heartbeat-interval",
+            "100ms",
+            "--heartbeat-timeout",
+            "500ms",
+        ])
+        .await?;
     let client = hub.ws("/ws").await?;
     ensure!(
         active_connections(&hub).await? == 1,
@@ -84,13 +89,14 @@ async fn client_that_never_reads_is_dropped_after_the_heartbeat_timeout() -> Res
 
 #[tokio::test]
 async fn raw_tcp_client_that_never_answers_pings_is_closed_after_the_timeout() -> Result<()> {
-    let hub = Hub::start(&[
-        "--heartbeat-interval",
-        "100ms",
-        "--heartbeat-timeout",
-        "500ms",
-    ])
-    .await?;
+    let hub = herald()
+        .start(&[
+            "--heartbeat-interval",
+            "100ms",
+            "--heartbeat-timeout",
+            "500ms",
+        ])
+        .await?;
     let mut stream = raw_ws_upgrade(hub.addr(), "/ws").await?;
     // Read (and ignore) whatever the hub sends, answering nothing, until the
     // hub closes the TCP connection.

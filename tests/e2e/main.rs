@@ -2,6 +2,12 @@
 //! `DESIGN.md`. One test binary, one module per area; each test checks one
 //! property and is named for it.
 //!
+//! This is the `e2e` test target of the `herald` package (`cargo test -p
+//! herald --test e2e`), so Cargo builds the binary first, in the same profile
+//! and target directory, and names it in `CARGO_BIN_EXE_herald`; [`herald`]
+//! hands that path to the harness (`herald-tests`, in `tests/src/`), or
+//! `HERALD_BIN` to test another build.
+//!
 //! # Layout
 //!
 //! - `hub`: WebSocket basics (welcome, subscriptions, shortcuts, filters,
@@ -17,6 +23,7 @@
 //! - `approvals`: human-in-the-loop approvals (long-poll, `confirm`, `cancel`,
 //!   timeouts, audit list, metrics, durability across `kill -9`).
 //! - `ingest`: the Unix datagram socket (`--unix-socket`).
+//! - `security`: tokens, API keys, origins, rate limits and the bind guard.
 
 mod approvals;
 mod heartbeat;
@@ -30,7 +37,17 @@ mod shutdown;
 mod snapshot;
 mod sqlite;
 
+use std::sync::LazyLock;
+
+use herald_tests::Herald;
 use serde_json::{Value, json};
+
+/// The `herald` binary under test.
+pub fn herald() -> &'static Herald {
+    static HERALD: LazyLock<Herald> =
+        LazyLock::new(|| Herald::under_test(env!("CARGO_BIN_EXE_herald")));
+    &HERALD
+}
 
 /// A publish body `{topic, event_type, data}`.
 pub fn event(topic: &str, event_type: &str, data: Value) -> Value {

@@ -3,15 +3,15 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use herald_tests::{Hub, Rng, WsClient, eventually, frame_type, seq_of};
+use herald_tests::{Rng, WsClient, eventually, frame_type, seq_of};
 use serde_json::{Value, json};
 
 use crate::http_api::{active_connections, connections_active};
-use crate::{event, str_field};
+use crate::{event, herald, str_field};
 
 #[tokio::test]
 async fn frame_over_max_frame_size_is_closed_with_1009() -> Result<()> {
-    let hub = Hub::start(&["--max-frame-size", "1KiB"]).await?;
+    let hub = herald().start(&["--max-frame-size", "1KiB"]).await?;
     let mut client = hub.ws("/ws").await?;
     let padding = "x".repeat(4096);
     client
@@ -24,7 +24,7 @@ async fn frame_over_max_frame_size_is_closed_with_1009() -> Result<()> {
 
 #[tokio::test]
 async fn frame_under_max_frame_size_is_accepted() -> Result<()> {
-    let hub = Hub::start(&["--max-frame-size", "1KiB"]).await?;
+    let hub = herald().start(&["--max-frame-size", "1KiB"]).await?;
     let mut client = hub.ws("/ws").await?;
     client
         .send_json(&json!({"action": "ping", "padding": "x".repeat(512)}))
@@ -35,7 +35,7 @@ async fn frame_under_max_frame_size_is_accepted() -> Result<()> {
 
 #[tokio::test]
 async fn connection_over_max_connections_is_closed_with_1013() -> Result<()> {
-    let hub = Hub::start(&["--max-connections", "2"]).await?;
+    let hub = herald().start(&["--max-connections", "2"]).await?;
     let _a = hub.ws("/ws").await?;
     let _b = hub.ws("/ws").await?;
     let mut c = WsClient::connect_raw(&hub.ws_url("/ws")).await?;
@@ -46,7 +46,7 @@ async fn connection_over_max_connections_is_closed_with_1013() -> Result<()> {
 
 #[tokio::test]
 async fn closed_connection_frees_its_slot_under_max_connections() -> Result<()> {
-    let hub = Hub::start(&["--max-connections", "1"]).await?;
+    let hub = herald().start(&["--max-connections", "1"]).await?;
     let a = hub.ws("/ws").await?;
     a.close().await;
     eventually(Duration::from_secs(5), "the hub sees the close", || async {
@@ -63,7 +63,7 @@ async fn closed_connection_frees_its_slot_under_max_connections() -> Result<()> 
 /// included. The body here is 16× that limit.
 #[tokio::test]
 async fn publish_body_over_the_limit_is_413() -> Result<()> {
-    let hub = Hub::start(&["--max-frame-size", "64KiB"]).await?;
+    let hub = herald().start(&["--max-frame-size", "64KiB"]).await?;
     let big = event(
         "crew:big",
         "crew.updated",
@@ -90,7 +90,7 @@ async fn publish_body_over_the_limit_is_413() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_subscriber_does_not_hold_back_fifty_others() -> Result<()> {
     const EVENTS: u64 = 600;
-    let hub = Hub::start(&["--queue-size", "16"]).await?;
+    let hub = herald().start(&["--queue-size", "16"]).await?;
     let mut slow = hub.ws("/ws").await?;
     slow.subscribe(&["execution:fan"]).await?;
     let mut readers = Vec::new();
@@ -151,7 +151,7 @@ async fn slow_subscriber_does_not_hold_back_fifty_others() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_gets_every_seq_or_a_gap_never_a_silent_hole() -> Result<()> {
     const EVENTS: u64 = 2000;
-    let hub = Hub::start(&["--queue-size", "16"]).await?;
+    let hub = herald().start(&["--queue-size", "16"]).await?;
     let mut slow = hub.ws("/ws").await?;
     slow.subscribe(&["execution:shed"]).await?;
     let http = hub.http();
@@ -218,7 +218,7 @@ async fn slow_consumer_gets_every_seq_or_a_gap_never_a_silent_hole() -> Result<(
 /// afterwards no connection is left over and the hub still serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_storm_during_churn_leaves_no_connections_and_hub_alive() -> Result<()> {
-    let hub = Hub::start(&["--queue-size", "16"]).await?;
+    let hub = herald().start(&["--queue-size", "16"]).await?;
     let http = hub.http();
     let url = hub.ws_url("/ws?topics=execution:storm,global");
     let storm = async {

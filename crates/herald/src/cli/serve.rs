@@ -1,98 +1,75 @@
-//! The `herald` command: `herald serve` runs the hub.
+//! `herald serve`: [`ServeArgs`], the [`Config`] they make, and running the
+//! hub until SIGINT or SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use clap::Args;
 use clap::builder::BoolishValueParser;
-use clap::{Args, Parser, Subcommand, ValueEnum};
 use herald_server::auth::Authenticator;
 use herald_server::config::{parse_bind, parse_duration, parse_size};
 use herald_server::{Config, Hub, StoreConfig, server};
 use tokio_util::sync::CancellationToken;
 
-/// Herald: a typed real-time event hub.
-#[derive(Debug, Parser)]
-#[command(name = "herald", version, about, long_about = None)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run the hub. Every flag is also an environment variable (`HERALD_<FLAG>`).
-    Serve(ServeArgs),
-    /// Publish one event over HTTP and print its receipt.
-    Publish(herald_client::cli::PublishArgs),
-    /// Follow topics over WebSocket and print their events.
-    Tail(herald_client::cli::TailArgs),
-    /// Answer a pending approval (proceed or reject).
-    Approve(herald_client::cli::ApproveArgs),
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
+use super::defaults::defaults;
+use crate::logs::{self, LogFormat};
 
 #[derive(Debug, Args)]
-struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Address to listen on (`IP:PORT`, or `HOST:PORT` resolved once at
     /// start, IPv4 first); port 0 picks a free port.
-    #[arg(long, env = "HERALD_BIND", default_value = "127.0.0.1:8765", value_parser = parse_bind)]
+    #[arg(long, env = "HERALD_BIND", default_value = defaults().bind.as_str(), value_parser = parse_bind)]
     bind: SocketAddr,
     /// Where events are kept: `memory` or `sqlite:PATH` (durable).
-    #[arg(long, env = "HERALD_STORE", default_value = "memory")]
+    #[arg(long, env = "HERALD_STORE", default_value = defaults().store.as_str())]
     store: StoreConfig,
     /// Unix datagram socket producers publish to (one JSON event per datagram).
     #[arg(long, env = "HERALD_UNIX_SOCKET")]
     unix_socket: Option<PathBuf>,
     /// Permissions of the unix socket file, in octal.
-    #[arg(long, env = "HERALD_UNIX_SOCKET_MODE", default_value = "660", value_parser = parse_mode)]
+    #[arg(long, env = "HERALD_UNIX_SOCKET_MODE", default_value = defaults().unix_socket_mode.as_str(), value_parser = parse_mode)]
     unix_socket_mode: u32,
     /// Most simultaneous WebSocket connections (over it: close 1013).
-    #[arg(long, env = "HERALD_MAX_CONNECTIONS", default_value_t = 10_000)]
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS", default_value = defaults().max_connections.as_str())]
     max_connections: usize,
     /// Interval of WebSocket pings and app-level `ping` frames.
-    #[arg(long, env = "HERALD_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "HERALD_HEARTBEAT_INTERVAL", default_value = defaults().heartbeat_interval.as_str(), value_parser = parse_duration)]
     heartbeat_interval: Duration,
     /// Close a connection silent for this long [default: 2 × interval + 10s].
     #[arg(long, env = "HERALD_HEARTBEAT_TIMEOUT", value_parser = parse_duration)]
     heartbeat_timeout: Option<Duration>,
     /// Frames queued per connection before low/normal events are shed.
-    #[arg(long, env = "HERALD_QUEUE_SIZE", default_value_t = 1024)]
+    #[arg(long, env = "HERALD_QUEUE_SIZE", default_value = defaults().queue_size.as_str())]
     queue_size: usize,
     /// How long an approval waits for a decision.
-    #[arg(long, env = "HERALD_APPROVAL_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
+    #[arg(long, env = "HERALD_APPROVAL_TIMEOUT", default_value = defaults().approval_timeout.as_str(), value_parser = parse_duration)]
     approval_timeout: Duration,
     /// What an approval resolves to on timeout when the request does not say
     /// (the seeds proceeded; set false to make silence mean "stop").
-    #[arg(long, env = "HERALD_APPROVAL_DEFAULT_PROCEED", default_value_t = true, action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
+    #[arg(long, env = "HERALD_APPROVAL_DEFAULT_PROCEED", default_value = defaults().approval_default_proceed.as_str(), action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
     approval_default_proceed: bool,
     /// Events retained per topic.
-    #[arg(long, env = "HERALD_HISTORY_SIZE", default_value_t = 1000)]
+    #[arg(long, env = "HERALD_HISTORY_SIZE", default_value = defaults().history_size.as_str())]
     history_size: usize,
     /// Oldest event retained.
-    #[arg(long, env = "HERALD_HISTORY_AGE", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "HERALD_HISTORY_AGE", default_value = defaults().history_age.as_str(), value_parser = parse_duration)]
     history_age: Duration,
     /// Memory all retained history may use; idle topics are evicted first past it.
-    #[arg(long, env = "HERALD_HISTORY_MEMORY", default_value = "256MiB", value_parser = parse_size)]
+    #[arg(long, env = "HERALD_HISTORY_MEMORY", default_value = defaults().history_memory.as_str(), value_parser = parse_size)]
     history_memory: usize,
     /// Largest WebSocket frame accepted (larger: close 1009).
-    #[arg(long, env = "HERALD_MAX_FRAME_SIZE", default_value = "64KiB", value_parser = parse_size)]
+    #[arg(long, env = "HERALD_MAX_FRAME_SIZE", default_value = defaults().max_frame_size.as_str(), value_parser = parse_size)]
     max_frame_size: usize,
     /// Largest HTTP request body (larger: 413) and Unix datagram (larger: rejected).
-    #[arg(long, env = "HERALD_MAX_BODY_SIZE", default_value = "1MiB", value_parser = parse_size)]
+    #[arg(long, env = "HERALD_MAX_BODY_SIZE", default_value = defaults().max_body_size.as_str(), value_parser = parse_size)]
     max_body_size: usize,
     /// Most topics and patterns one connection may subscribe to.
-    #[arg(long, env = "HERALD_MAX_SUBSCRIPTIONS", default_value_t = 1000)]
+    #[arg(long, env = "HERALD_MAX_SUBSCRIPTIONS", default_value = defaults().max_subscriptions.as_str())]
     max_subscriptions: usize,
     /// How long shutdown waits for connections to drain.
-    #[arg(long, env = "HERALD_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "HERALD_SHUTDOWN_GRACE", default_value = defaults().shutdown_grace.as_str(), value_parser = parse_duration)]
     shutdown_grace: Duration,
     /// Secret for HS256 subscriber tokens (enables authentication).
     #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]
@@ -104,19 +81,19 @@ struct ServeArgs {
     #[arg(long, env = "HERALD_API_KEYS", hide_env_values = true)]
     api_keys: Option<String>,
     /// How often the hub publishes its figures on topic `metrics` while it has subscribers (`/ws/metrics`); 0s: never.
-    #[arg(long, env = "HERALD_METRICS_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "HERALD_METRICS_INTERVAL", default_value = defaults().metrics_interval.as_str(), value_parser = parse_duration)]
     metrics_interval: Duration,
     /// Comma-separated origins allowed to open WebSockets (any when unset) and to call the HTTP API from a browser (CORS; none when unset), e.g. `https://app.example.com`.
     #[arg(long, env = "HERALD_ALLOWED_ORIGINS", value_delimiter = ',')]
     allowed_origins: Vec<String>,
     /// Frames a second one connection may send (0: unlimited); sustained floods are closed (4029).
-    #[arg(long, env = "HERALD_CLIENT_RATE_LIMIT", default_value_t = 100)]
+    #[arg(long, env = "HERALD_CLIENT_RATE_LIMIT", default_value = defaults().client_rate_limit.as_str())]
     client_rate_limit: u32,
     /// Events a second one producer (API key, or address) may publish (0: unlimited).
-    #[arg(long, env = "HERALD_PUBLISH_RATE_LIMIT", default_value_t = 0)]
+    #[arg(long, env = "HERALD_PUBLISH_RATE_LIMIT", default_value = defaults().publish_rate_limit.as_str())]
     publish_rate_limit: u32,
     /// How long a client may take to send request headers (slow-loris protection).
-    #[arg(long, env = "HERALD_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "HERALD_HEADER_TIMEOUT", default_value = defaults().header_timeout.as_str(), value_parser = parse_duration)]
     header_timeout: Duration,
     /// Allow a non-loopback --bind without authentication (`HERALD_INSECURE`
     /// takes true/false, 1/0, yes/no, on/off).
@@ -143,7 +120,7 @@ impl ServeArgs {
             heartbeat_interval: self.heartbeat_interval,
             heartbeat_timeout: self
                 .heartbeat_timeout
-                .unwrap_or(self.heartbeat_interval * 2 + Duration::from_secs(10)),
+                .unwrap_or_else(|| Config::heartbeat_timeout_for(self.heartbeat_interval)),
             queue_size: self.queue_size,
             approval_timeout: self.approval_timeout,
             approval_default_proceed: self.approval_default_proceed,
@@ -180,22 +157,10 @@ fn parse_mode(text: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("{text:?} is not an octal file mode like 660"))
 }
 
-fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    init_logs(args.log_format);
+/// Runs `herald serve`: opens the store, binds, prints the listening line,
+/// and serves until SIGINT or SIGTERM.
+pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    logs::init(args.log_format);
     let config = args.config()?;
     config.validate()?;
     // The store is opened before the port, so a bad database fails before
@@ -247,37 +212,85 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static
     })
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let runtime = match server::runtime().build() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            #[allow(clippy::print_stderr, reason = "no logger exists yet")]
-            {
-                eprintln!("error: could not start the runtime: {error}");
-            }
-            return ExitCode::FAILURE;
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+
+    use super::*;
+    use crate::cli::Cli;
+
+    /// `herald serve ARGS` as clap reads it, `HERALD_*` variables ignored.
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let command =
+            Cli::command().mut_subcommand("serve", |serve| serve.mut_args(|arg| arg.env(None)));
+        let matches = command
+            .try_get_matches_from(["herald", "serve"].iter().chain(args))
+            .unwrap();
+        let (_, serve) = matches.subcommand().unwrap();
+        ServeArgs::from_arg_matches(serve).unwrap()
+    }
+
+    #[test]
+    fn serve_without_flags_runs_the_servers_default_config() {
+        let config = serve_args(&[]).config().unwrap();
+        assert_eq!(format!("{config:?}"), format!("{:?}", Config::default()));
+    }
+
+    #[test]
+    fn the_heartbeat_timeout_follows_the_interval_unless_given() {
+        let config = serve_args(&["--heartbeat-interval", "1s"])
+            .config()
+            .unwrap();
+        assert_eq!(config.heartbeat_timeout, Duration::from_secs(12));
+        let config = serve_args(&["--heartbeat-interval", "1s", "--heartbeat-timeout", "3s"])
+            .config()
+            .unwrap();
+        assert_eq!(config.heartbeat_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn serve_help_shows_every_default() {
+        let mut command = Cli::command();
+        let help = command
+            .find_subcommand_mut("serve")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        let defaults = defaults();
+        for default in [
+            &defaults.bind,
+            &defaults.store,
+            &defaults.unix_socket_mode,
+            &defaults.max_connections,
+            &defaults.heartbeat_interval,
+            &defaults.queue_size,
+            &defaults.approval_timeout,
+            &defaults.approval_default_proceed,
+            &defaults.history_size,
+            &defaults.history_age,
+            &defaults.history_memory,
+            &defaults.max_frame_size,
+            &defaults.max_body_size,
+            &defaults.max_subscriptions,
+            &defaults.shutdown_grace,
+            &defaults.metrics_interval,
+            &defaults.client_rate_limit,
+            &defaults.publish_rate_limit,
+            &defaults.header_timeout,
+        ] {
+            assert!(
+                help.contains(&format!("[default: {default}]")),
+                "{default} missing from:\n{help}"
+            );
         }
-    };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Serve(args) => serve(args).await,
-            Command::Publish(args) => herald_client::cli::run_publish(args).await,
-            Command::Tail(args) => herald_client::cli::run_tail(args).await,
-            Command::Approve(args) => herald_client::cli::run_approve(args).await,
-        }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            #[allow(
-                clippy::print_stderr,
-                reason = "the error report is the binary's output"
-            )]
-            {
-                eprintln!("error: {error:#}");
-            }
-            ExitCode::FAILURE
-        }
+        assert!(help.contains("[default: 2 × interval + 10s]"), "{help}");
+    }
+
+    #[test]
+    fn client_commands_default_to_the_address_the_hub_binds_by_default() {
+        assert_eq!(
+            herald_client::DEFAULT_URL,
+            format!("http://{}", Config::default().bind)
+        );
     }
 }

@@ -11,8 +11,7 @@ use anyhow::{Context, Result, bail, ensure};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use herald_tests::{
-    DEFAULT_TIMEOUT, Hub, START_TIMEOUT, WsClient, first_line_of_herald, frame_type,
-    raw_ws_upgrade, run_herald, workspace_root,
+    DEFAULT_TIMEOUT, Hub, START_TIMEOUT, WsClient, frame_type, raw_ws_upgrade, workspace_root,
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -26,7 +25,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, header};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::str_field;
+use crate::{herald, str_field};
 
 /// The HS256 secret the hubs in this module verify with.
 const SECRET: &str = "e2e-hs256-secret-0123456789abcdef";
@@ -106,7 +105,7 @@ fn with_token(path: &str, token: &str) -> String {
 async fn hs256_hub(extra: &[&str]) -> Result<Hub> {
     let mut args = vec!["--jwt-secret", SECRET];
     args.extend_from_slice(extra);
-    Hub::start(&args).await
+    herald().start(&args).await
 }
 
 /// Connects to `path` with `token` in the query and reads the `welcome`.
@@ -364,7 +363,9 @@ async fn forged_expired_early_unsigned_and_missing_tokens_get_401_before_the_upg
 
 #[tokio::test]
 async fn rs256_token_is_admitted_and_hs256_signed_with_the_public_pem_is_refused() -> Result<()> {
-    let hub = Hub::start(&["--jwt-public-key", &key_arg("rsa_public.pem")?]).await?;
+    let hub = herald()
+        .start(&["--jwt-public-key", &key_arg("rsa_public.pem")?])
+        .await?;
     let private = EncodingKey::from_rsa_pem(&key_bytes("rsa_private.pem")?)?;
     let good = sign(Algorithm::RS256, &private, &fresh("u1", &[]))?;
     ws_as(&hub, "/ws", &good).await.context("RS256 token")?;
@@ -395,7 +396,9 @@ async fn rs256_token_is_admitted_and_hs256_signed_with_the_public_pem_is_refused
 
 #[tokio::test]
 async fn eddsa_token_is_admitted_and_one_from_another_ed25519_key_is_refused() -> Result<()> {
-    let hub = Hub::start(&["--jwt-public-key", &key_arg("ed25519_public.pem")?]).await?;
+    let hub = herald()
+        .start(&["--jwt-public-key", &key_arg("ed25519_public.pem")?])
+        .await?;
     let private = EncodingKey::from_ed_pem(&key_bytes("ed25519_private.pem")?)?;
     let good = sign(Algorithm::EdDSA, &private, &fresh("u1", &[]))?;
     ws_as(&hub, "/ws", &good).await.context("EdDSA token")?;
@@ -658,7 +661,9 @@ async fn only_the_approvals_user_may_confirm_it() -> Result<()> {
 
 #[tokio::test]
 async fn foreign_origin_gets_403_and_allowed_or_absent_origin_is_admitted() -> Result<()> {
-    let hub = Hub::start(&["--allowed-origins", "https://app.example"]).await?;
+    let hub = herald()
+        .start(&["--allowed-origins", "https://app.example"])
+        .await?;
     let url = hub.ws_url("/ws");
     expect_refused(
         &url,
@@ -685,13 +690,14 @@ async fn foreign_origin_gets_403_and_allowed_or_absent_origin_is_admitted() -> R
 
 #[tokio::test]
 async fn browser_apps_on_allowed_origins_may_call_the_http_api_and_others_may_not() -> Result<()> {
-    let hub = Hub::start(&[
-        "--allowed-origins",
-        "https://app.example",
-        "--api-keys",
-        API_KEYS,
-    ])
-    .await?;
+    let hub = herald()
+        .start(&[
+            "--allowed-origins",
+            "https://app.example",
+            "--api-keys",
+            API_KEYS,
+        ])
+        .await?;
     let client = reqwest::Client::new();
     let url = format!("{}/api/v1/events", hub.http_url());
     for (origin, allowed) in [
@@ -747,7 +753,7 @@ async fn browser_apps_on_allowed_origins_may_call_the_http_api_and_others_may_no
 #[tokio::test]
 async fn a_page_from_another_site_cannot_publish_to_an_open_hub_with_a_simple_post() -> Result<()> {
     // No --allowed-origins, no keys: what a developer runs on their laptop.
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let client = reqwest::Client::new();
     let url = format!("{}/api/v1/events", hub.http_url());
     let body = one_event("execution:csrf").to_string();
@@ -793,7 +799,7 @@ async fn a_page_from_another_site_cannot_publish_to_an_open_hub_with_a_simple_po
 
 #[tokio::test]
 async fn http_api_without_a_key_or_with_an_unknown_key_is_401_unauthorized() -> Result<()> {
-    let hub = Hub::start(&["--api-keys", API_KEYS]).await?;
+    let hub = herald().start(&["--api-keys", API_KEYS]).await?;
     let event = one_event("execution:e1");
     for key in [None, Some("not-a-key-at-all"), Some("pubkey12")] {
         let (status, body) = api(
@@ -827,7 +833,7 @@ async fn http_api_without_a_key_or_with_an_unknown_key_is_401_unauthorized() -> 
 
 #[tokio::test]
 async fn publish_key_on_an_admin_endpoint_is_403_and_the_admin_key_is_allowed() -> Result<()> {
-    let hub = Hub::start(&["--api-keys", API_KEYS]).await?;
+    let hub = herald().start(&["--api-keys", API_KEYS]).await?;
     for path in ["/api/v1/connections", "/api/v1/status"] {
         let (status, body) = api(&hub, reqwest::Method::GET, path, Some(PUBLISH_KEY), None).await?;
         ensure!(
@@ -845,7 +851,7 @@ async fn publish_key_on_an_admin_endpoint_is_403_and_the_admin_key_is_allowed() 
 
 #[tokio::test]
 async fn health_needs_no_key() -> Result<()> {
-    let hub = Hub::start(&["--api-keys", API_KEYS]).await?;
+    let hub = herald().start(&["--api-keys", API_KEYS]).await?;
     let (status, body) = api(&hub, reqwest::Method::GET, "/health", None, None).await?;
     ensure!(status == 200, "{status} {body}");
     Ok(())
@@ -860,7 +866,7 @@ async fn health_needs_no_key() -> Result<()> {
 async fn flooding_connection_is_closed_4029_while_fifty_others_get_every_event() -> Result<()> {
     const EVENTS: u64 = 200;
     const FLOOD: usize = 2000;
-    let hub = Hub::start(&["--client-rate-limit", "20"]).await?;
+    let hub = herald().start(&["--client-rate-limit", "20"]).await?;
     let mut readers = Vec::new();
     for _ in 0..50 {
         let mut client = hub.ws("/ws").await?;
@@ -927,7 +933,7 @@ async fn flooding_connection_is_closed_4029_while_fifty_others_get_every_event()
 
 #[tokio::test]
 async fn publish_over_the_rate_limit_is_429_rate_limited_after_the_burst() -> Result<()> {
-    let hub = Hub::start(&["--publish-rate-limit", "5"]).await?;
+    let hub = herald().start(&["--publish-rate-limit", "5"]).await?;
     // The burst is two seconds' worth: ten events at once pass.
     let burst: Vec<Value> = (0..10).map(|_| one_event("execution:rl")).collect();
     let receipts = hub.http().publish_batch(&burst).await?;
@@ -969,7 +975,7 @@ async fn raw_close_code(reader: &mut OwnedReadHalf) -> Result<u16> {
 #[tokio::test]
 async fn ten_megabyte_frame_is_closed_with_1009() -> Result<()> {
     const SIZE: usize = 10 * 1024 * 1024;
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let stream = raw_ws_upgrade(hub.addr(), "/ws").await?;
     let (mut reader, mut writer) = stream.into_split();
     // A masked text frame (mask 0: the payload goes as is) of 10 MiB.
@@ -999,7 +1005,7 @@ async fn ten_megabyte_frame_is_closed_with_1009() -> Result<()> {
 
 #[tokio::test]
 async fn subscribing_to_more_topics_than_max_subscriptions_is_an_error() -> Result<()> {
-    let hub = Hub::start(&["--max-subscriptions", "3"]).await?;
+    let hub = herald().start(&["--max-subscriptions", "3"]).await?;
     let mut client = hub.ws("/ws").await?;
     client.subscribe(&["execution:a", "execution:b"]).await?;
     client
@@ -1021,7 +1027,7 @@ async fn subscribing_to_more_topics_than_max_subscriptions_is_an_error() -> Resu
 
 #[tokio::test]
 async fn http_body_over_max_body_size_is_413() -> Result<()> {
-    let hub = Hub::start(&["--max-body-size", "4KiB"]).await?;
+    let hub = herald().start(&["--max-body-size", "4KiB"]).await?;
     let big = json!({
         "topic": "execution:big",
         "event_type": "execution.progress",
@@ -1042,7 +1048,7 @@ async fn http_body_over_max_body_size_is_413() -> Result<()> {
 
 #[tokio::test]
 async fn slow_loris_is_disconnected_by_the_header_timeout_while_others_are_served() -> Result<()> {
-    let hub = Hub::start(&["--header-timeout", "1s"]).await?;
+    let hub = herald().start(&["--header-timeout", "1s"]).await?;
     let started = Instant::now();
     let stream = timeout(DEFAULT_TIMEOUT, TcpStream::connect(hub.addr()))
         .await
@@ -1089,7 +1095,9 @@ async fn slow_loris_is_disconnected_by_the_header_timeout_while_others_are_serve
 
 #[tokio::test]
 async fn non_loopback_bind_without_auth_refuses_to_start_and_names_insecure() -> Result<()> {
-    let output = run_herald(&["serve", "--bind", "0.0.0.0:0"], START_TIMEOUT).await?;
+    let output = herald()
+        .run(&["serve", "--bind", "0.0.0.0:0"], START_TIMEOUT)
+        .await?;
     ensure!(
         !output.status.success(),
         "herald serve --bind 0.0.0.0:0 started: {output:?}"
@@ -1113,11 +1121,12 @@ async fn non_loopback_bind_without_auth_refuses_to_start_and_names_insecure() ->
 #[tokio::test]
 async fn non_loopback_bind_with_insecure_starts() -> Result<()> {
     // No traffic goes to it: it is stopped as soon as it says where it listens.
-    let line = first_line_of_herald(
-        &["serve", "--bind", "0.0.0.0:0", "--insecure"],
-        START_TIMEOUT,
-    )
-    .await?;
+    let line = herald()
+        .first_line(
+            &["serve", "--bind", "0.0.0.0:0", "--insecure"],
+            START_TIMEOUT,
+        )
+        .await?;
     ensure!(
         line.starts_with("listening on http://0.0.0.0:"),
         "first line: {line:?}"
@@ -1130,23 +1139,25 @@ async fn the_cli_carries_an_api_key_over_http_and_a_jwt_over_the_websocket() -> 
     let hub = hs256_hub(&["--api-keys", API_KEYS]).await?;
     let url = hub.http_url();
     let publish = ["publish", "--url", &url, "--topic", "run:cli-auth"];
-    let refused = run_herald(
-        &[&publish[..], &["--type", "step.completed"]].concat(),
-        DEFAULT_TIMEOUT,
-    )
-    .await?;
+    let refused = herald()
+        .run(
+            &[&publish[..], &["--type", "step.completed"]].concat(),
+            DEFAULT_TIMEOUT,
+        )
+        .await?;
     let said = String::from_utf8_lossy(&refused.stderr);
     ensure!(!refused.status.success() && said.contains("401"), "{said}");
-    let published = run_herald(
-        &[
-            &publish[..],
-            &["--type", "step.completed", "--id", "cli-keyed"],
-            &["--api-key", PUBLISH_KEY],
-        ]
-        .concat(),
-        DEFAULT_TIMEOUT,
-    )
-    .await?;
+    let published = herald()
+        .run(
+            &[
+                &publish[..],
+                &["--type", "step.completed", "--id", "cli-keyed"],
+                &["--api-key", PUBLISH_KEY],
+            ]
+            .concat(),
+            DEFAULT_TIMEOUT,
+        )
+        .await?;
     ensure!(
         published.status.success(),
         "{}",
@@ -1163,11 +1174,12 @@ async fn the_cli_carries_an_api_key_over_http_and_a_jwt_over_the_websocket() -> 
         "--since",
         "0",
     ];
-    let line = first_line_of_herald(
-        &[&tail[..], &["--json", "--token", &token]].concat(),
-        DEFAULT_TIMEOUT,
-    )
-    .await?;
+    let line = herald()
+        .first_line(
+            &[&tail[..], &["--json", "--token", &token]].concat(),
+            DEFAULT_TIMEOUT,
+        )
+        .await?;
     let event: Value = serde_json::from_str(&line).context("an event frame")?;
     ensure!(
         str_field(&event, "id") == "cli-keyed",

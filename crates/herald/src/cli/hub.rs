@@ -1,51 +1,31 @@
-//! The client commands of the `herald` binary: `herald publish`, `herald
-//! tail` and `herald approve`. Each is a clap `Args` struct and
-//! an async `run_*` function; the binary parses and dispatches, and prints
-//! the error a `run_*` returns.
-//!
-//! Output is written with `writeln!` on a locked stdout/stderr, so a closed
-//! pipe (`herald tail | head`) ends the command quietly instead of panicking.
-//!
-//! # Layout
-//!
-//! - `publish`: [`PublishArgs`], [`run_publish`].
-//! - `tail`: [`TailArgs`], [`run_tail`] and the line format.
-//! - `approve`: [`ApproveArgs`], [`run_approve`].
-
-mod approve;
-mod publish;
-mod tail;
+//! [`HubArgs`]: the flags every client command takes to reach a hub, and the
+//! publisher and subscriber built from them.
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
-
-use crate::{Publisher, Subscriber, SubscriberBuilder};
-
-pub use self::approve::{ApproveArgs, run_approve};
-pub use self::publish::{PublishArgs, run_publish};
-pub use self::tail::{TailArgs, format_event, run_tail};
+use herald_client::{Publisher, Subscriber, SubscriberBuilder};
 
 /// The hub a client command talks to.
 #[derive(Debug, Clone, Args)]
-pub struct HubArgs {
+pub(crate) struct HubArgs {
     /// The hub's base URL (the WebSocket URL is derived from it: http → ws,
     /// https → wss, + /ws).
-    #[arg(long, env = "HERALD_URL", default_value = crate::DEFAULT_URL)]
-    pub url: String,
+    #[arg(long, env = "HERALD_URL", default_value = herald_client::DEFAULT_URL)]
+    pub(crate) url: String,
     /// A PEM file of certificates to trust for an `https://` hub besides the
     /// Mozilla roots: a private CA, or a TLS proxy's self-signed certificate.
     #[arg(long, env = "HERALD_CA_CERT", value_name = "PEM_FILE")]
-    pub ca_cert: Option<PathBuf>,
+    ca_cert: Option<PathBuf>,
     /// An API key for a hub started with `--api-keys`, sent as
     /// `Authorization: Bearer` on HTTP calls (publishing needs `publish`).
     #[arg(long, env = "HERALD_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
+    api_key: Option<String>,
     /// A JWT for a hub started with `--jwt-secret`/`--jwt-public-key`, sent
     /// as `?token=` on the WebSocket (tail, approve).
     #[arg(long, env = "HERALD_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    token: Option<String>,
 }
 
 impl HubArgs {
@@ -60,7 +40,7 @@ impl HubArgs {
     }
 
     /// A publisher for this hub.
-    fn publisher(&self) -> anyhow::Result<Publisher> {
+    pub(crate) fn publisher(&self) -> anyhow::Result<Publisher> {
         let mut builder = Publisher::builder(self.url.clone());
         if let Some(pem) = self.ca_pem()? {
             builder = builder.root_certificate_pem(pem);
@@ -72,7 +52,7 @@ impl HubArgs {
     }
 
     /// Subscriber options for this hub.
-    fn subscriber(&self) -> anyhow::Result<SubscriberBuilder> {
+    pub(crate) fn subscriber(&self) -> anyhow::Result<SubscriberBuilder> {
         let mut builder = Subscriber::builder(self.url.clone());
         if let Some(pem) = self.ca_pem()? {
             builder = builder.root_certificate_pem(pem);
@@ -82,9 +62,4 @@ impl HubArgs {
         }
         Ok(builder)
     }
-}
-
-/// Whether an IO error is the reader going away (a closed pipe).
-fn is_broken_pipe(error: &std::io::Error) -> bool {
-    error.kind() == std::io::ErrorKind::BrokenPipe
 }

@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, ensure};
-use herald_tests::{Http, Hub, frame_type, seq_of};
+use herald_tests::{Http, frame_type, seq_of};
 use serde_json::{Value, json};
 
-use crate::str_field;
+use crate::{herald, str_field};
 
 /// Publishes k1=1, k2=1, k1=2 and one event without a key on `topic`
 /// (seqs 1..=4).
@@ -51,7 +51,7 @@ fn expected_view() -> View {
 
 #[tokio::test]
 async fn subscribe_with_snapshot_sends_the_latest_event_per_key() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     publish_keyed(&hub.http(), "crew:snap").await?;
     let mut client = hub.ws("/ws").await?;
     client
@@ -69,7 +69,7 @@ async fn subscribe_with_snapshot_sends_the_latest_event_per_key() -> Result<()> 
 
 #[tokio::test]
 async fn snapshot_comes_first_and_live_events_follow_its_seq() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let http = hub.http();
     publish_keyed(&http, "crew:snap2").await?;
     let mut client = hub.ws("/ws").await?;
@@ -98,7 +98,7 @@ async fn snapshot_comes_first_and_live_events_follow_its_seq() -> Result<()> {
 
 #[tokio::test]
 async fn request_state_sends_a_snapshot_per_subscribed_topic() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let http = hub.http();
     publish_keyed(&http, "crew:rs1").await?;
     publish_keyed(&http, "crew:rs2").await?;
@@ -120,7 +120,7 @@ async fn request_state_sends_a_snapshot_per_subscribed_topic() -> Result<()> {
 
 #[tokio::test]
 async fn request_state_with_topics_sends_only_those() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let http = hub.http();
     publish_keyed(&http, "crew:rt1").await?;
     publish_keyed(&http, "crew:rt2").await?;
@@ -141,7 +141,7 @@ async fn request_state_with_topics_sends_only_those() -> Result<()> {
 
 #[tokio::test]
 async fn request_state_names_topics_with_the_subscriptions_alias_too() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     publish_keyed(&hub.http(), "crew:ra2").await?;
     let mut client = hub.ws("/ws").await?;
     client.subscribe(&["crew:ra1"]).await?;
@@ -156,7 +156,7 @@ async fn request_state_names_topics_with_the_subscriptions_alias_too() -> Result
 
 #[tokio::test]
 async fn a_snapshot_holds_only_what_the_subscription_filter_lets_through() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let http = hub.http();
     publish_keyed(&http, "crew:sf").await?;
     http.publish(
@@ -185,7 +185,7 @@ async fn a_snapshot_holds_only_what_the_subscription_filter_lets_through() -> Re
 
 #[tokio::test]
 async fn seed_style_refresh_frame_sends_snapshots() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     publish_keyed(&hub.http(), "crew:refresh").await?;
     let mut client = hub.ws("/ws").await?;
     client.subscribe(&["crew:refresh"]).await?;
@@ -201,7 +201,7 @@ async fn seed_style_refresh_frame_sends_snapshots() -> Result<()> {
 
 #[tokio::test]
 async fn snapshot_of_a_topic_without_keys_is_empty_at_its_seq() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let http = hub.http();
     http.publish_simple("crew:nokeys", "crew.updated", json!({}))
         .await?;
@@ -241,7 +241,7 @@ async fn publish_for_patterns(http: &Http) -> Result<()> {
 #[tokio::test]
 async fn a_pattern_subscription_with_snapshot_gets_one_per_covered_topic_with_state() -> Result<()>
 {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     publish_for_patterns(&hub.http()).await?;
     let mut client = hub.ws("/ws").await?;
     client
@@ -269,7 +269,7 @@ async fn a_pattern_subscription_with_snapshot_gets_one_per_covered_topic_with_st
 
 #[tokio::test]
 async fn snapshot_in_the_url_sends_the_state_on_connect() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     publish_for_patterns(&hub.http()).await?;
     // The seed's "initial state on connect", for the firehose.
     let mut firehose = hub.ws("/ws/events?snapshot=true").await?;
@@ -290,7 +290,7 @@ async fn snapshot_in_the_url_sends_the_state_on_connect() -> Result<()> {
 async fn a_pattern_covering_more_state_than_the_queue_holds_gets_what_fits_and_an_error()
 -> Result<()> {
     // A queue of 16 frames: at most 8 snapshots a request.
-    let hub = Hub::start(&["--queue-size", "16"]).await?;
+    let hub = herald().start(&["--queue-size", "16"]).await?;
     let http = hub.http();
     for n in [6, 2, 10, 5, 1, 9, 4, 8, 3, 7] {
         publish_keyed(&http, &format!("crew:q{n:02}")).await?;

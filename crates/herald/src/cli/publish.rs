@@ -8,39 +8,39 @@ use herald_protocol::{EventId, EventType, Label, Priority, PublishRequest, Topic
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
 
-use super::HubArgs;
+use super::hub::HubArgs;
 
 /// Publish one event and print its receipt `{"id", "topic", "seq"}` as JSON.
 #[derive(Debug, Clone, Args)]
-pub struct PublishArgs {
+pub(crate) struct PublishArgs {
     /// Topic to publish on: `kind` or `kind:id`, e.g. `run:r1`.
     #[arg(long)]
-    pub topic: Topic,
+    topic: Topic,
     /// Event type, dotted lower-case `domain.action`, e.g. `step.completed`.
     #[arg(long = "type", value_name = "TYPE")]
-    pub event_type: EventType,
+    event_type: EventType,
     /// Priority: low, normal, high or critical.
     #[arg(long, default_value = "normal")]
-    pub priority: Priority,
+    priority: Priority,
     /// Entity id: the hub keeps the latest event per (topic, key) as the topic's snapshot.
     #[arg(long)]
-    pub key: Option<Label>,
+    key: Option<Label>,
     /// Who produced the event (e.g. `worker-7`).
     #[arg(long)]
-    pub source: Option<Label>,
+    source: Option<Label>,
     /// The event's data as JSON; read from stdin when absent (empty stdin: null).
     #[arg(long)]
-    pub data: Option<String>,
+    data: Option<String>,
     /// Event id; publishing again with the same id is de-duplicated by the
     /// hub. A UUID v4 when absent (reused by retries).
     #[arg(long)]
-    pub id: Option<EventId>,
+    id: Option<EventId>,
     #[command(flatten)]
-    pub hub: HubArgs,
+    hub: HubArgs,
 }
 
 /// Runs `herald publish`.
-pub async fn run_publish(args: PublishArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<()> {
     let text = match args.data {
         Some(text) => text,
         None => {

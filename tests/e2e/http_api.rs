@@ -5,11 +5,11 @@ use anyhow::{Context, Result, ensure};
 use herald_tests::{Hub, frame_type, is_event_on};
 use serde_json::{Value, json};
 
-use crate::{event, str_field};
+use crate::{event, herald, str_field};
 
 #[tokio::test]
 async fn publish_one_event_answers_id_topic_and_seq() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let receipt = hub
         .http()
         .publish(&event("execution:p1", "execution.started", json!({})))
@@ -22,7 +22,7 @@ async fn publish_one_event_answers_id_topic_and_seq() -> Result<()> {
 
 #[tokio::test]
 async fn publish_keeps_a_producer_chosen_id() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let mut body = event("execution:p2", "execution.started", json!({}));
     body["id"] = json!("producer-id-1");
     let receipt = hub.http().publish(&body).await?;
@@ -32,7 +32,7 @@ async fn publish_keeps_a_producer_chosen_id() -> Result<()> {
 
 #[tokio::test]
 async fn publish_batch_answers_receipts_in_the_same_order() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let batch = [
         event("execution:b1", "execution.started", json!({})),
         event("crew:b2", "crew.created", json!({})),
@@ -64,7 +64,7 @@ async fn publish_batch_answers_receipts_in_the_same_order() -> Result<()> {
 
 #[tokio::test]
 async fn batch_with_one_bad_event_is_rejected_whole_with_its_index() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let http = hub.http();
     let batch = json!([
         event("execution:whole", "execution.started", json!({})),
@@ -97,7 +97,7 @@ async fn batch_with_one_bad_event_is_rejected_whole_with_its_index() -> Result<(
 
 #[tokio::test]
 async fn malformed_json_body_is_400_invalid_json_with_message() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let reply = hub
         .http()
         .post_raw("/api/v1/events", "{\"topic\": ")
@@ -118,7 +118,7 @@ async fn malformed_json_body_is_400_invalid_json_with_message() -> Result<()> {
 
 #[tokio::test]
 async fn event_without_event_type_is_400_invalid_request() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let reply = hub
         .http()
         .post("/api/v1/events", &json!({"topic": "crew:x", "data": {}}))
@@ -139,7 +139,7 @@ async fn event_without_event_type_is_400_invalid_request() -> Result<()> {
 
 #[tokio::test]
 async fn an_event_is_an_object_not_a_list_of_its_fields() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let batch = json!([
         event("execution:shape", "execution.started", json!({})),
         [
@@ -178,7 +178,7 @@ async fn an_event_is_an_object_not_a_list_of_its_fields() -> Result<()> {
 /// `invalid_request` (a bad field) or `invalid_topic`; both are accepted.
 #[tokio::test]
 async fn event_with_bad_topic_is_400() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let reply = hub
         .http()
         .post(
@@ -198,7 +198,7 @@ async fn event_with_bad_topic_is_400() -> Result<()> {
 
 #[tokio::test]
 async fn broadcast_reaches_every_connection_even_unsubscribed_ones() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let mut idle = hub.ws("/ws").await?;
     let mut elsewhere = hub.ws("/ws?topics=crew:other").await?;
     elsewhere.expect_subscribed(&["crew:other"]).await?;
@@ -232,7 +232,7 @@ async fn broadcast_reaches_every_connection_even_unsubscribed_ones() -> Result<(
 
 #[tokio::test]
 async fn user_message_reaches_every_connection_of_that_user_and_nobody_else() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let mut mine = vec![
         hub.ws("/ws?user_id=u1").await?,
         hub.ws("/ws?user_id=u1").await?,
@@ -302,7 +302,7 @@ fn has_numeric_field_like(body: &Value, part: &str) -> bool {
 /// average age and a count of messages sent by name.
 #[tokio::test]
 async fn connections_stats_count_connections_and_subscribers_per_topic() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let mut a = hub.ws("/ws?topics=crew:s1").await?;
     a.expect_subscribed(&["crew:s1"]).await?;
     let mut b = hub.ws("/ws?topics=crew:s1,crew:s2").await?;
@@ -333,7 +333,7 @@ async fn connections_stats_count_connections_and_subscribers_per_topic() -> Resu
 
 #[tokio::test]
 async fn connection_is_found_by_its_session_id() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let client = hub.ws("/ws").await?;
     let id = client.session_id();
     let reply = hub.http().get(&format!("/api/v1/connections/{id}")).await?;
@@ -348,7 +348,7 @@ async fn connection_is_found_by_its_session_id() -> Result<()> {
 
 #[tokio::test]
 async fn unknown_connection_is_404_not_found() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let reply = hub
         .http()
         .get("/api/v1/connections/no-such-session")
@@ -364,7 +364,7 @@ async fn unknown_connection_is_404_not_found() -> Result<()> {
 
 #[tokio::test]
 async fn a_method_a_route_does_not_take_is_405_with_the_json_error_body() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let http = hub.http();
     for reply in [
         http.get("/api/v1/events").await?,
@@ -384,7 +384,7 @@ async fn a_method_a_route_does_not_take_is_405_with_the_json_error_body() -> Res
 
 #[tokio::test]
 async fn deleting_a_connection_closes_its_socket_with_4500() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let mut client = hub.ws("/ws").await?;
     let id = client.session_id();
     let reply = hub
@@ -404,7 +404,7 @@ async fn deleting_a_connection_closes_its_socket_with_4500() -> Result<()> {
 
 #[tokio::test]
 async fn status_reports_running_connections_approvals_and_uptime() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let _a = hub.ws("/ws").await?;
     let _b = hub.ws("/ws").await?;
     let reply = hub.http().get("/api/v1/status").await?;
@@ -419,7 +419,7 @@ async fn status_reports_running_connections_approvals_and_uptime() -> Result<()>
 
 #[tokio::test]
 async fn health_answers_200() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let reply = hub.http().get("/health").await?;
     ensure!(reply.status == 200, "{} {}", reply.status, reply.text);
     Ok(())
@@ -427,7 +427,7 @@ async fn health_answers_200() -> Result<()> {
 
 #[tokio::test]
 async fn metrics_are_prometheus_text_with_herald_metrics() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let _client = hub.ws("/ws").await?;
     hub.http()
         .publish(&event("metrics", "metrics.updated", json!({})))

@@ -2,14 +2,14 @@
 //! replies to good and bad frames, control frames, ordering.
 
 use anyhow::{Result, ensure};
-use herald_tests::{Hub, frame_type, is_event_on, seq_of};
+use herald_tests::{frame_type, is_event_on, seq_of};
 use serde_json::{Value, json};
 
-use crate::{event, seqs_on, str_field};
+use crate::{event, herald, seqs_on, str_field};
 
 #[tokio::test]
 async fn welcome_carries_session_id_protocol_heartbeat_and_version() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let client = hub.ws("/ws").await?;
     let w = &client.welcome;
     ensure!(
@@ -30,7 +30,7 @@ async fn welcome_carries_session_id_protocol_heartbeat_and_version() -> Result<(
 
 #[tokio::test]
 async fn welcome_heartbeat_ms_is_the_configured_interval() -> Result<()> {
-    let hub = Hub::start(&["--heartbeat-interval", "1500ms"]).await?;
+    let hub = herald().start(&["--heartbeat-interval", "1500ms"]).await?;
     let client = hub.ws("/ws").await?;
     ensure!(
         client.welcome["heartbeat_ms"] == json!(1500),
@@ -42,7 +42,7 @@ async fn welcome_heartbeat_ms_is_the_configured_interval() -> Result<()> {
 
 #[tokio::test]
 async fn each_connection_gets_its_own_session_id() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let a = hub.ws("/ws").await?;
     let b = hub.ws("/ws").await?;
     ensure!(
@@ -54,7 +54,7 @@ async fn each_connection_gets_its_own_session_id() -> Result<()> {
 
 #[tokio::test]
 async fn subscribe_frame_on_fresh_topic_answers_subscribed_with_epoch_and_seq_zero() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let mut client = hub.ws("/ws").await?;
     let subscribed = client.subscribe(&["execution:fresh"]).await?;
     let s = &subscribed[0];
@@ -68,7 +68,7 @@ async fn subscribe_frame_on_fresh_topic_answers_subscribed_with_epoch_and_seq_ze
 
 #[tokio::test]
 async fn subscribed_seq_is_the_topics_latest_seq() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let http = hub.http();
     for i in 0..3 {
         http.publish(&event(
@@ -86,7 +86,7 @@ async fn subscribed_seq_is_the_topics_latest_seq() -> Result<()> {
 
 #[tokio::test]
 async fn subscriptions_alias_of_topics_subscribes() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let mut client = hub.ws("/ws").await?;
     client
         .send_json(&json!({"action": "subscribe", "subscriptions": ["crew:alias"]}))
@@ -97,7 +97,7 @@ async fn subscriptions_alias_of_topics_subscribes() -> Result<()> {
 
 #[tokio::test]
 async fn type_tag_is_accepted_instead_of_action() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let mut client = hub.ws("/ws").await?;
     client
         .send_json(&json!({"type": "subscribe", "topics": ["crew:typed"]}))
@@ -108,7 +108,7 @@ async fn type_tag_is_accepted_instead_of_action() -> Result<()> {
 
 #[tokio::test]
 async fn query_topics_subscribe_on_connect() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let mut client = hub.ws("/ws?topics=execution:q1,crew:q2").await?;
     let subscribed = client
         .expect_subscribed(&["execution:q1", "crew:q2"])
@@ -122,7 +122,7 @@ async fn query_topics_subscribe_on_connect() -> Result<()> {
 #[tokio::test]
 async fn a_bad_topic_in_the_url_is_refused_after_welcome_and_the_good_ones_subscribe() -> Result<()>
 {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     // `hub.ws` insists that `welcome` is the first frame.
     let mut client = hub.ws("/ws?topics=execution:q1,BAD!").await?;
     let refused = client.recv_frame().await?;
@@ -139,7 +139,7 @@ async fn a_bad_topic_in_the_url_is_refused_after_welcome_and_the_good_ones_subsc
 
 /// Connects to a shortcut path and checks the `subscribed` frame it yields.
 async fn shortcut_subscribes(path: &str, topic: &str, pattern: bool) -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let mut client = hub.ws(path).await?;
     let subscribed = client.expect_subscribed(&[topic]).await?;
     let s = &subscribed[0];
@@ -181,7 +181,7 @@ async fn shortcut_ws_metrics_subscribes_to_metrics() -> Result<()> {
 
 #[tokio::test]
 async fn ws_metrics_streams_the_hubs_figures_while_someone_watches() -> Result<()> {
-    let hub = Hub::start(&["--metrics-interval", "100ms"]).await?;
+    let hub = herald().start(&["--metrics-interval", "100ms"]).await?;
     let mut watcher = hub.ws("/ws/metrics").await?;
     let figures = watcher.recv_until(|f| is_event_on(f, "metrics")).await?;
     ensure!(
@@ -208,7 +208,7 @@ async fn shortcut_ws_events_subscribes_to_the_firehose_pattern() -> Result<()> {
 
 #[tokio::test]
 async fn shortcut_ws_executions_delivers_that_executions_events() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let mut client = hub.ws("/ws/executions/exec_9").await?;
     client.expect_subscribed(&["execution:exec_9"]).await?;
     hub.http()
@@ -221,7 +221,7 @@ async fn shortcut_ws_executions_delivers_that_executions_events() -> Result<()> 
 
 #[tokio::test]
 async fn pattern_subscription_answers_subscribed_with_null_epoch_and_seq() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let mut client = hub.ws("/ws").await?;
     let subscribed = client.subscribe(&["execution:*"]).await?;
     let s = &subscribed[0];
@@ -231,7 +231,7 @@ async fn pattern_subscription_answers_subscribed_with_null_epoch_and_seq() -> Re
 
 #[tokio::test]
 async fn execution_pattern_receives_events_of_every_execution() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let mut client = hub.ws("/ws").await?;
     client.subscribe(&["execution:*"]).await?;
     let http = hub.http();
@@ -249,7 +249,7 @@ async fn execution_pattern_receives_events_of_every_execution() -> Result<()> {
 
 #[tokio::test]
 async fn delivered_event_carries_the_full_envelope() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let mut client = hub.ws("/ws").await?;
     client.subscribe(&["execution:env"]).await?;
     let receipt = hub
@@ -283,7 +283,7 @@ async fn delivered_event_carries_the_full_envelope() -> Result<()> {
 
 #[tokio::test]
 async fn hub_sets_normal_priority_and_a_timestamp_when_absent() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let mut client = hub.ws("/ws").await?;
     client.subscribe(&["execution:defaults"]).await?;
     hub.http()
@@ -303,7 +303,7 @@ async fn hub_sets_normal_priority_and_a_timestamp_when_absent() -> Result<()> {
 
 #[tokio::test]
 async fn custom_event_type_passes_through_unchanged() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let mut client = hub.ws("/ws").await?;
     client.subscribe(&["machine:worker-1"]).await?;
     hub.http()
@@ -320,7 +320,7 @@ async fn custom_event_type_passes_through_unchanged() -> Result<()> {
 
 #[tokio::test]
 async fn type_filter_delivers_only_matching_types() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let mut client = hub.ws("/ws").await?;
     client
         .subscribe_with(&["run:f1"], json!({"filter": {"types": ["execution.*"]}}))
@@ -349,7 +349,7 @@ async fn type_filter_delivers_only_matching_types() -> Result<()> {
 
 #[tokio::test]
 async fn min_priority_filter_drops_lower_priorities() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let mut client = hub.ws("/ws").await?;
     client
         .subscribe_with(&["run:f2"], json!({"filter": {"min_priority": "high"}}))
@@ -372,7 +372,7 @@ async fn min_priority_filter_drops_lower_priorities() -> Result<()> {
 
 #[tokio::test]
 async fn unsubscribe_stops_delivery() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let mut client = hub.ws("/ws").await?;
     client.subscribe(&["crew:u1", "crew:marker"]).await?;
     client
@@ -398,7 +398,7 @@ async fn unsubscribe_stops_delivery() -> Result<()> {
 
 #[tokio::test]
 async fn frame_with_id_is_acked_with_ref() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let mut client = hub.ws("/ws").await?;
     client.subscribe(&["crew:acked"]).await?;
     client
@@ -419,7 +419,7 @@ async fn frame_with_id_is_acked_with_ref() -> Result<()> {
 /// frames and an `ack` too.
 #[tokio::test]
 async fn subscribe_with_numeric_id_is_acked_with_the_same_ref() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let mut client = hub.ws("/ws").await?;
     client
         .send_json(&json!({"action": "subscribe", "topics": ["crew:n"], "id": 42}))
@@ -436,7 +436,7 @@ async fn subscribe_with_numeric_id_is_acked_with_the_same_ref() -> Result<()> {
 
 #[tokio::test]
 async fn bad_frame_with_id_gets_error_with_ref() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let mut client = hub.ws("/ws").await?;
     // `topics` must be a list.
     client
@@ -456,7 +456,7 @@ async fn bad_frame_with_id_gets_error_with_ref() -> Result<()> {
 
 #[tokio::test]
 async fn invalid_json_gets_invalid_json_error_and_connection_stays_open() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let mut client = hub.ws("/ws").await?;
     client.send_text("{not json").await?;
     let err = client.recv_until(|f| frame_type(f) == "error").await?;
@@ -468,7 +468,7 @@ async fn invalid_json_gets_invalid_json_error_and_connection_stays_open() -> Res
 
 #[tokio::test]
 async fn unknown_action_gets_unknown_action_error() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let mut client = hub.ws("/ws").await?;
     client
         .send_json(&json!({"action": "teleport", "id": "t"}))
@@ -484,7 +484,7 @@ async fn unknown_action_gets_unknown_action_error() -> Result<()> {
 
 #[tokio::test]
 async fn bad_topic_gets_invalid_topic_error() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let mut client = hub.ws("/ws").await?;
     for bad in [
         "Execution:x",
@@ -509,7 +509,7 @@ async fn bad_topic_gets_invalid_topic_error() -> Result<()> {
 
 #[tokio::test]
 async fn client_ping_gets_pong() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let mut client = hub.ws("/ws").await?;
     client
         .send_json(&json!({"action": "ping", "timestamp": 1_729_845_678_123_u64}))
@@ -520,7 +520,7 @@ async fn client_ping_gets_pong() -> Result<()> {
 
 #[tokio::test]
 async fn seed_style_type_ping_gets_pong() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let mut client = hub.ws("/ws").await?;
     client.send_json(&json!({"type": "ping"})).await?;
     client.recv_until(|f| frame_type(f) == "pong").await?;
@@ -530,7 +530,7 @@ async fn seed_style_type_ping_gets_pong() -> Result<()> {
 /// Sends a control frame from one client and checks that a subscriber of the
 /// target topic gets `control.{action}`.
 async fn control_is_published(action: &str, target: Value, topic: &str) -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let mut worker = hub.ws("/ws").await?;
     worker.subscribe(&[topic]).await?;
     let mut ui = hub.ws("/ws").await?;
@@ -569,7 +569,7 @@ async fn resume_frame_is_published_as_control_resume_on_the_task_topic() -> Resu
 
 #[tokio::test]
 async fn control_frame_without_task_or_run_is_invalid_request() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let mut client = hub.ws("/ws").await?;
     client
         .send_json(&json!({"action": "cancel", "id": "c"}))
@@ -586,7 +586,7 @@ async fn control_frame_without_task_or_run_is_invalid_request() -> Result<()> {
 
 #[tokio::test]
 async fn concurrent_publishers_are_delivered_in_seq_order() -> Result<()> {
-    let hub = Hub::start(&[]).await?;
+    let hub = herald().start(&[]).await?;
     let mut client = hub.ws("/ws").await?;
     client.subscribe(&["execution:order"]).await?;
     let http = hub.http();

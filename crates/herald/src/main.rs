@@ -1,0 +1,77 @@
+//! The `herald` command: glue over `herald-server` and `herald-client`.
+//!
+//! - `herald serve` runs the hub (`herald_server`): every flag `--foo-bar`
+//!   is also the environment variable `HERALD_FOO_BAR`, and its first line on
+//!   stdout is `listening on http://HOST:PORT`, with the bound address.
+//! - `herald publish`, `herald tail` and `herald approve` talk to a running
+//!   hub (`--url`, default `http://127.0.0.1:8765`) through `herald_client`.
+//!
+//! ```bash
+//! herald serve --bind 127.0.0.1:0 --store sqlite:herald.db                # prints `listening on http://127.0.0.1:PORT`
+//! herald publish --topic run:r1 --type step.completed --data '{"step":3}'  # data from stdin without --data
+//! herald tail --topics 'run:r1,execution:*' --since 0                     # one line per event; --json for raw frames
+//! herald approve CALLBACK_ID --proceed --feedback "retry"                 # or --reject
+//! ```
+//!
+//! The client commands take `--api-key` (`HERALD_API_KEY`, for the HTTP API)
+//! and `--token` (`HERALD_TOKEN`, a JWT for the WebSocket) against a secured
+//! hub, and `--ca-cert FILE.pem` (`HERALD_CA_CERT`) for an `https://` hub
+//! behind a TLS proxy with a private CA or a self-signed certificate.
+//!
+//! `herald --help` and `herald COMMAND --help` list every flag; `serve`'s
+//! defaults are the hub's own (`herald_server::Config::default()`), shown as
+//! the flags are written. A command that fails exits non-zero with its error
+//! chain on stderr.
+//!
+//! # Layout
+//!
+//! - `main.rs`: the runtime, the dispatch, the error report.
+//! - `cli`: the clap tree (`Cli`, `Command`) and a module per command:
+//!   `cli::serve` (the hub's flags, its `Config`, the run), `cli::defaults`
+//!   (`serve`'s defaults spelled from `Config::default()`), `cli::hub` (the
+//!   flags a client command reaches a hub with), `cli::publish`, `cli::tail`,
+//!   `cli::approve`.
+//! - `logs`: `tracing` on stderr, as text or JSON (`--log-format`, `HERALD_LOG`).
+//!
+//! The tests are test targets of this package, so Cargo builds the binary
+//! before them and names it in `CARGO_BIN_EXE_herald`: `e2e` (the contract,
+//! in the repository's `tests/e2e/`, with the `herald-tests` harness) and
+//! `client` (`tests/client/`: the Rust client and the client commands).
+
+mod cli;
+mod logs;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use herald_server::server;
+
+use crate::cli::Cli;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // One runtime for every command: the hub's, tuned for fan-out.
+    let runtime = match server::runtime().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            #[allow(clippy::print_stderr, reason = "no logger exists yet")]
+            {
+                eprintln!("error: could not start the runtime: {error}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli.command.run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            #[allow(
+                clippy::print_stderr,
+                reason = "the error report is the binary's output"
+            )]
+            {
+                eprintln!("error: {error:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
