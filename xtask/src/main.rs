@@ -5,7 +5,10 @@
 //!
 //! - [`workspace`]: where things are, and how commands are run and reported.
 //! - [`bindings`]: `cargo xtask bindings [--check]`, the TypeScript types in
-//!   `ts-bindings/` generated from `herald-protocol`.
+//!   `ts-bindings/`, the JSON Schema and the Python models, generated from
+//!   `herald-protocol`.
+//! - [`pymodels`]: the JSON Schema → pydantic translator behind the Python models.
+//! - [`python`]: the Python client's CI steps (venv, wheel and sdist, mypy, pytest).
 //! - [`tsc`]: type-checks the protocol's JSON fixtures against those bindings
 //!   with the TypeScript compiler.
 //! - `bench`: `cargo xtask bench [--smoke]`, the benchmark suite in `crates/bench`.
@@ -21,6 +24,8 @@ mod bench;
 mod bindings;
 mod browser;
 mod ci;
+mod pymodels;
+mod python;
 mod tsc;
 mod wasm;
 mod workspace;
@@ -35,7 +40,8 @@ const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-  bindings [--check]   write ts-bindings/ from herald-protocol (--check: compare only)
+  bindings [--check]   write ts-bindings/, the JSON Schema and the Python models from
+                       herald-protocol (--check: compare only)
   tsc                  type-check the protocol's JSON fixtures against ts-bindings/
   wasm [--no-opt]      build the browser client package (web-client/pkg and dist)
   ci [--keep-going]    set up what is missing, then run every check CI runs, stopping

@@ -1,0 +1,1 @@
+//! The Python client's CI steps (filled in below).
