@@ -127,7 +127,7 @@ fn to_json<T: serde::Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap()
 }
 
-fn session_error(error: SessionError) -> &'static str {
+fn session_error(error: &SessionError) -> &'static str {
     match error {
         SessionError::Closed => "closed",
         SessionError::NoTopics => "no_topics",
@@ -163,12 +163,14 @@ fn run(scenario: &Value) {
                 .unwrap_or(false);
             result = session
                 .subscribe(patterns(&spec["topics"]), filter, snapshot)
-                .map_err(session_error);
+                .map_err(|e| session_error(&e));
         } else if let Some(topics) = op.get("unsubscribe") {
-            result = session.unsubscribe(patterns(topics)).map_err(session_error);
+            result = session
+                .unsubscribe(patterns(topics))
+                .map_err(|e| session_error(&e));
         } else if let Some(frame) = op.get("send") {
             let frame = ClientFrame::decode(&frame.to_string()).unwrap();
-            result = session.send_frame(frame).map_err(session_error);
+            result = session.send_frame(frame).map_err(|e| session_error(&e));
         } else if let Some(t) = op.get("connected") {
             now = now.max(Millis(t.as_u64().unwrap()));
             session.handle_connected(now);
