@@ -195,3 +195,11 @@ async def browser(hub: Hub, query: str = "") -> AsyncIterator[Browser]:
         welcome = await client.next_frame()
         assert welcome["type"] == "welcome", welcome
         yield client
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under `cargo xtask ci` the tests must exercise the installed wheel."""
+    if os.environ.get("HERALD_TEST_INSTALLED"):
+        import herald
+
+        assert "site-packages" in herald.__file__, f"testing {herald.__file__}, not the installed wheel"

@@ -128,9 +128,14 @@ async def test_request_approval_survives_a_hub_restart(sqlite_hub: Hub) -> None:
     gets the decision."""
     async with herald.AsyncHerald(sqlite_hub.url) as hub:
         async with browser(sqlite_hub, "user_id=u1") as user:
-            waiting = asyncio.create_task(hub.request_approval("u1", "t1", 3, STEP_RESULT, timeout=120))
+            # request_approval is create_approval then wait_approval; the
+            # restart must come once the producer waits (creating is not
+            # retried blindly: the hub takes no client-chosen approval id).
+            record = await hub.create_approval("u1", "t1", 3, STEP_RESULT, timeout=120)
+            waiting = asyncio.create_task(hub.wait_approval(record))
             request = await user.until(is_request)
         callback_id = request["data"]["callback_id"]
+        assert callback_id == record.callback_id
         await asyncio.to_thread(sqlite_hub.restart, 9)  # SIGKILL: a crash, not a clean stop
         assert not waiting.done()
         async with browser(sqlite_hub, "user_id=u1&snapshot=true") as user:

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::workspace::{self, Workspace};
-use crate::{bench, bindings, browser, tsc, wasm};
+use crate::{bench, bindings, browser, python, tsc, wasm};
 
 /// One step of the run.
 #[derive(Debug, Clone, Copy)]
@@ -89,6 +89,24 @@ pub fn steps() -> Vec<Step> {
         Step {
             name: "cargo xtask bench --smoke",
             run: bench_smoke,
+        },
+        // Python client (H11): venv with pinned tools, wheel + sdist,
+        // mypy --strict, pytest against the real hub.
+        Step {
+            name: "set-up: python venv (python-client/.venv)",
+            run: python::setup,
+        },
+        Step {
+            name: "python-client: wheel and sdist, installed",
+            run: python::build,
+        },
+        Step {
+            name: "python-client: mypy --strict",
+            run: python::typecheck,
+        },
+        Step {
+            name: "python-client: pytest against herald",
+            run: python::test,
         },
     ]
 }
