@@ -111,6 +111,21 @@ pub fn steps() -> Vec<Step> {
     ]
 }
 
+/// Runs only the Python client's steps (`cargo xtask python`).
+pub fn run_python(workspace: &Workspace) -> Result<()> {
+    for step in steps().into_iter().filter(|s| s.name.contains("python")) {
+        println!("\n==== {} ====", step.name);
+        let started = Instant::now();
+        (step.run)(workspace).map_err(|e| e.context(format!("step `{}` failed", step.name)))?;
+        println!(
+            "---- ok: {} ({:.1}s)",
+            step.name,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
 fn bench_smoke(workspace: &Workspace) -> Result<()> {
     bench::run(workspace, &["--smoke"])
 }

@@ -47,6 +47,7 @@ tasks:
   ci [--keep-going]    set up what is missing, then run every check CI runs, stopping
                        at the first failure (--keep-going: run all, fail at the end)
   bench [--smoke] ...  build in release and run the benchmark suite (bench/README.md)
+  python               the Python client's CI steps only (venv, wheel + sdist, mypy, pytest)
 ";
 
 fn main() -> ExitCode {
@@ -72,6 +73,7 @@ fn run(args: &[String]) -> Result<()> {
         // ---- Tasks other people add: dispatch them here. ----
         ["wasm", rest @ ..] => wasm::run(&workspace, rest),
         ["bench", rest @ ..] => bench::run(&workspace, rest),
+        ["python"] => ci::run_python(&workspace),
         // ---- end of tasks added later ----
         [] | ["help" | "--help" | "-h"] => {
             print!("{USAGE}");

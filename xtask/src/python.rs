@@ -37,17 +37,20 @@ pub fn setup(workspace: &Workspace) -> Result<()> {
     let python = venv_bin(workspace, "python");
     if !python.exists() {
         let interpreter = std::env::var("HERALD_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-        let version = workspace::read(workspace.command(&interpreter).args([
-            "-c",
-            "import sys; print('%d.%d' % sys.version_info[:2])",
-        ]))?;
+        let version = workspace::read(
+            workspace
+                .command(&interpreter)
+                .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"]),
+        )?;
         let (major, minor) = version
             .trim()
             .split_once('.')
             .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
             .with_context(|| format!("cannot read the version of {interpreter}: {version:?}"))?;
         if (major, minor) < (3, 10) {
-            bail!("{interpreter} is Python {major}.{minor}; the client needs 3.10 or later (set HERALD_PYTHON)");
+            bail!(
+                "{interpreter} is Python {major}.{minor}; the client needs 3.10 or later (set HERALD_PYTHON)"
+            );
         }
         workspace::run(workspace.command(&interpreter).args(["-m", "venv", VENV]))?;
     }
@@ -91,7 +94,10 @@ pub fn build(workspace: &Workspace) -> Result<()> {
     let mut sdists = 0;
     for entry in fs::read_dir(&dist).with_context(|| format!("cannot read {DIST}"))? {
         let path = entry?.path();
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if name.ends_with(".whl") {
             wheels.push(path);
         } else if name.ends_with(".tar.gz") {
@@ -104,15 +110,20 @@ pub fn build(workspace: &Workspace) -> Result<()> {
     if sdists != 1 {
         bail!("expected one sdist in {DIST}, found {sdists}");
     }
-    workspace::run(workspace.command(&python).args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        "--no-deps",
-        "--force-reinstall",
-    ]).arg(wheel))?;
+    workspace::run(
+        workspace
+            .command(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--force-reinstall",
+            ])
+            .arg(wheel),
+    )?;
     // The wheel's declared dependencies are satisfied by what is installed.
     workspace::run(workspace.command(&python).args(["-m", "pip", "check"]))
 }
@@ -138,14 +149,17 @@ pub fn test(workspace: &Workspace) -> Result<()> {
         "1",
         "--no-deps",
     ]))?;
-    let metadata: serde_json::Value =
-        serde_json::from_str(&metadata).context("cargo metadata printed something else than JSON")?;
+    let metadata: serde_json::Value = serde_json::from_str(&metadata)
+        .context("cargo metadata printed something else than JSON")?;
     let target = metadata["target_directory"]
         .as_str()
         .context("cargo metadata has no target_directory")?;
     let herald = PathBuf::from(target).join("debug").join("herald");
     if !herald.exists() {
-        bail!("{} is missing after `cargo build --bin herald`", herald.display());
+        bail!(
+            "{} is missing after `cargo build --bin herald`",
+            herald.display()
+        );
     }
     workspace::run(
         workspace
