@@ -190,3 +190,13 @@ async def test_the_first_connection_failing_is_an_error_not_a_hang(tmp_path: Any
     with pytest.raises(herald.TransportError):
         async with herald.AsyncHerald(url).subscribe(["run:r1"]):
             pass
+
+
+async def test_closing_a_subscription_that_never_opened_opens_nothing(hub: Hub) -> None:
+    async with herald.AsyncHerald(hub.url) as client:
+        events = client.subscribe(["run:r1"])
+        await events.aclose()
+        with pytest.raises(StopAsyncIteration):
+            await events.__anext__()
+        status = (await client._http.get("/api/v1/status")).json()
+    assert status["active_connections"] == 0

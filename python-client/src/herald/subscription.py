@@ -163,10 +163,10 @@ class Subscription(Generic[T]):
 
     async def aclose(self) -> None:
         """Closes the socket (1000); nothing more is yielded."""
+        self._closed = True  # from here on, no Connect is carried out
         self._session.disconnect()
         await self._turn()
         self._ready.clear()
-        self._closed = True
 
     @property
     def checkpoints(self) -> dict[str, Any]:
@@ -198,7 +198,8 @@ class Subscription(Generic[T]):
             while (action := session.poll_action()) is not None:
                 busy = True
                 if isinstance(action, Connect):
-                    await self._connect()
+                    if not self._closed:
+                        await self._connect()
                 elif isinstance(action, Close):
                     await self._close_socket(action.code)
             while (frame := session.poll_transmit()) is not None:
@@ -260,10 +261,10 @@ class Subscription(Generic[T]):
             if not self._ever_open:
                 # The first connection fails at once (a wrong URL should not
                 # retry forever); later ones are the session's to retry.
+                self._closed = True
                 self._session.disconnect()
                 await self._turn()
                 self._ready.clear()
-                self._closed = True
                 status = getattr(getattr(error, "response", None), "status_code", None)
                 if status in (401, 403):
                     raise hub_error(
