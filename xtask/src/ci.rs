@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::workspace::{self, Workspace};
-use crate::{bench, bindings, browser, tsc, wasm};
+use crate::{bench, bindings, browser, python, tsc, wasm};
 
 /// One step of the run.
 #[derive(Debug, Clone, Copy)]
@@ -90,7 +90,40 @@ pub fn steps() -> Vec<Step> {
             name: "cargo xtask bench --smoke",
             run: bench_smoke,
         },
+        // Python client (H11): venv with pinned tools, wheel + sdist,
+        // mypy --strict, pytest against the real hub.
+        Step {
+            name: "set-up: python venv (python-client/.venv)",
+            run: python::setup,
+        },
+        Step {
+            name: "python-client: wheel and sdist, installed",
+            run: python::build,
+        },
+        Step {
+            name: "python-client: mypy --strict",
+            run: python::typecheck,
+        },
+        Step {
+            name: "python-client: pytest against herald",
+            run: python::test,
+        },
     ]
+}
+
+/// Runs only the Python client's steps (`cargo xtask python`).
+pub fn run_python(workspace: &Workspace) -> Result<()> {
+    for step in steps().into_iter().filter(|s| s.name.contains("python")) {
+        println!("\n==== {} ====", step.name);
+        let started = Instant::now();
+        (step.run)(workspace).map_err(|e| e.context(format!("step `{}` failed", step.name)))?;
+        println!(
+            "---- ok: {} ({:.1}s)",
+            step.name,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
 }
 
 fn bench_smoke(workspace: &Workspace) -> Result<()> {

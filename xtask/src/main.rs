@@ -5,7 +5,10 @@
 //!
 //! - [`workspace`]: where things are, and how commands are run and reported.
 //! - [`bindings`]: `cargo xtask bindings [--check]`, the TypeScript types in
-//!   `ts-bindings/` generated from `herald-protocol`.
+//!   `ts-bindings/`, the JSON Schema and the Python models, generated from
+//!   `herald-protocol`.
+//! - [`pymodels`]: the JSON Schema → pydantic translator behind the Python models.
+//! - [`python`]: the Python client's CI steps (venv, wheel and sdist, mypy, pytest).
 //! - [`tsc`]: type-checks the protocol's JSON fixtures against those bindings
 //!   with the TypeScript compiler.
 //! - `bench`: `cargo xtask bench [--smoke]`, the benchmark suite in `crates/bench`.
@@ -21,6 +24,8 @@ mod bench;
 mod bindings;
 mod browser;
 mod ci;
+mod pymodels;
+mod python;
 mod tsc;
 mod wasm;
 mod workspace;
@@ -35,12 +40,14 @@ const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-  bindings [--check]   write ts-bindings/ from herald-protocol (--check: compare only)
+  bindings [--check]   write ts-bindings/, the JSON Schema and the Python models from
+                       herald-protocol (--check: compare only)
   tsc                  type-check the protocol's JSON fixtures against ts-bindings/
   wasm [--no-opt]      build the browser client package (web-client/pkg and dist)
   ci [--keep-going]    set up what is missing, then run every check CI runs, stopping
                        at the first failure (--keep-going: run all, fail at the end)
   bench [--smoke] ...  build in release and run the benchmark suite (bench/README.md)
+  python               the Python client's CI steps only (venv, wheel + sdist, mypy, pytest)
 ";
 
 fn main() -> ExitCode {
@@ -66,6 +73,7 @@ fn run(args: &[String]) -> Result<()> {
         // ---- Tasks other people add: dispatch them here. ----
         ["wasm", rest @ ..] => wasm::run(&workspace, rest),
         ["bench", rest @ ..] => bench::run(&workspace, rest),
+        ["python"] => ci::run_python(&workspace),
         // ---- end of tasks added later ----
         [] | ["help" | "--help" | "-h"] => {
             print!("{USAGE}");

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use ts_rs::TS;
@@ -23,7 +24,7 @@ pub const MAX_LABEL_LEN: usize = 256;
 ///  "priority":"normal","timestamp":1729845678123,"source":"worker-7","key":"exec_123",
 ///  "data":{"progress":75}}
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, JsonSchema)]
 pub struct Event {
     #[ts(as = "String")]
     pub topic: Topic,
@@ -49,7 +50,7 @@ pub struct Event {
 /// What a producer sends to publish one event (`POST /api/v1/events`, a Unix
 /// datagram, or the Rust client). The hub fills in `seq`, and `id` and
 /// `timestamp` when absent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, JsonSchema)]
 pub struct PublishRequest {
     #[ts(as = "String")]
     pub topic: Topic,
@@ -59,6 +60,7 @@ pub struct PublishRequest {
     pub data: Value,
     /// `normal` when absent.
     #[serde(default, skip_serializing_if = "Priority::is_normal")]
+    #[schemars(extend("default" = "normal"))]
     pub priority: Priority,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
@@ -110,7 +112,7 @@ impl PublishRequest {
 }
 
 /// A body of `POST /api/v1/events`: one event or a batch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, JsonSchema)]
 #[serde(untagged)]
 pub enum PublishBody {
     Batch(Vec<PublishRequest>),
@@ -118,7 +120,7 @@ pub enum PublishBody {
 }
 
 /// What the hub answers for each published event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS, JsonSchema)]
 pub struct PublishReceipt {
     pub id: EventId,
     #[ts(as = "String")]
@@ -138,6 +140,10 @@ pub enum LabelError {
     Control,
 }
 
+/// A label as a regular expression (for the JSON Schema): no control
+/// characters. (`maxLength` counts characters; the hub counts bytes.)
+pub const LABEL_REGEX: &str = r"^[^\u0000-\u001f\u007f-\u009f]+$";
+
 fn check_label(value: &str, max: usize) -> Result<(), LabelError> {
     if value.is_empty() {
         return Err(LabelError::Empty);
@@ -152,8 +158,8 @@ fn check_label(value: &str, max: usize) -> Result<(), LabelError> {
 }
 
 macro_rules! label_newtype {
-    ($(#[$doc:meta])* $name:ident, $max:expr) => {
-        $(#[$doc])*
+    ($(#[doc = $doc:literal])* $name:ident, $max:expr) => {
+        $(#[doc = $doc])*
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, TS)]
         #[ts(type = "string")]
         pub struct $name(String);
@@ -189,6 +195,22 @@ macro_rules! label_newtype {
                 let value = String::deserialize(deserializer)?;
                 $name::new(value).map_err(|e| {
                     serde::de::Error::custom(format_args!(concat!(stringify!($name), " {}"), e))
+                })
+            }
+        }
+
+        impl JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                json_schema!({
+                    "description": concat!($($doc),*).trim(),
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": $max,
+                    "pattern": LABEL_REGEX,
                 })
             }
         }

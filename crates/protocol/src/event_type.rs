@@ -3,6 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The longest event type name accepted, in bytes.
@@ -202,6 +203,50 @@ impl<'de> Deserialize<'de> for EventType {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let name = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
         EventType::parse(&name).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A custom event type name as a regular expression (for the JSON Schema):
+/// dot-separated segments of `[a-z][a-z0-9_-]*`, at least two.
+pub const CUSTOM_EVENT_TYPE_REGEX: &str = r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+$";
+
+/// Every event type the contract names, as one JSON Schema `enum` (the
+/// definition `KnownEventType`).
+struct KnownEventTypes;
+
+impl JsonSchema for KnownEventTypes {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "KnownEventType".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        let names: Vec<&str> = EventType::KNOWN.iter().map(EventType::as_str).collect();
+        json_schema!({
+            "description": "Every event type the contract names, in contract order.",
+            "type": "string",
+            "enum": names,
+        })
+    }
+}
+
+impl JsonSchema for EventType {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "EventType".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let known = generator.subschema_for::<KnownEventTypes>();
+        json_schema!({
+            "description": "An event's type: one the contract names, or any other well-formed dotted name (a custom type, passed through unchanged).",
+            "anyOf": [
+                known,
+                {
+                    "type": "string",
+                    "pattern": CUSTOM_EVENT_TYPE_REGEX,
+                    "maxLength": MAX_EVENT_TYPE_LEN,
+                },
+            ],
+        })
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use ts_rs::TS;
 
@@ -14,7 +15,7 @@ use crate::priority::Priority;
 /// ```json
 /// {"types": ["execution.*", "approval.requested"], "min_priority": "high"}
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, TS, JsonSchema)]
 pub struct EventFilter {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[ts(as = "Vec<String>")]
@@ -82,6 +83,24 @@ impl fmt::Display for TypePattern {
             TypePattern::Prefix(prefix) => write!(f, "{prefix}*"),
             TypePattern::All => f.write_str("*"),
         }
+    }
+}
+
+/// The type pattern grammar as a regular expression (for the JSON Schema).
+pub const TYPE_PATTERN_REGEX: &str =
+    r"^(\*|[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*\.(\*|[a-z][a-z0-9_-]*))$";
+
+impl JsonSchema for TypePattern {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "TypePattern".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "An event type pattern: an exact type, `domain.*`, or `*`.",
+            "type": "string",
+            "pattern": TYPE_PATTERN_REGEX,
+        })
     }
 }
 

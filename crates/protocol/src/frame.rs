@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 use ts_rs::TS;
@@ -23,7 +24,7 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const MAX_TEXT_LEN: usize = 4096;
 
 /// A client's request id, echoed as `ref`: a string or a non-negative integer.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, TS, JsonSchema)]
 #[serde(untagged)]
 pub enum RequestId {
     Number(#[ts(type = "number")] u64),
@@ -31,7 +32,7 @@ pub enum RequestId {
 }
 
 /// One client → server frame: the optional request `id` and the message.
-#[derive(Debug, Clone, PartialEq, Serialize, TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, TS, JsonSchema)]
 pub struct ClientFrame {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
@@ -41,7 +42,7 @@ pub struct ClientFrame {
 }
 
 /// What a client asks of the hub.
-#[derive(Debug, Clone, PartialEq, Serialize, TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, TS, JsonSchema)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum ClientMessage {
     Subscribe(Subscribe),
@@ -61,7 +62,7 @@ pub enum ClientMessage {
 
 /// `subscribe`: topics or patterns, an optional filter, checkpoints to replay
 /// from, and whether to send a snapshot first.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, TS, JsonSchema)]
 pub struct Subscribe {
     #[serde(alias = "subscriptions")]
     #[ts(as = "Vec<String>")]
@@ -83,6 +84,32 @@ pub struct Subscribe {
 pub struct Since {
     pub seq: u64,
     pub epoch: Option<Epoch>,
+}
+
+/// The object form of a replay checkpoint: a seq and the epoch of its stream.
+#[derive(JsonSchema)]
+#[allow(dead_code, reason = "only its JSON Schema is used")]
+struct SinceCheckpoint {
+    seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    epoch: Option<Epoch>,
+}
+
+impl JsonSchema for Since {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Since".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let checkpoint = generator.subschema_for::<SinceCheckpoint>();
+        json_schema!({
+            "description": "A replay checkpoint: a plain seq, or a seq with the epoch of the stream it came from.",
+            "anyOf": [
+                {"type": "integer", "format": "uint64", "minimum": 0},
+                checkpoint,
+            ],
+        })
+    }
 }
 
 impl Serialize for Since {
@@ -125,7 +152,7 @@ impl<'de> Deserialize<'de> for Since {
 }
 
 /// `unsubscribe`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, JsonSchema)]
 pub struct Unsubscribe {
     #[serde(alias = "subscriptions")]
     #[ts(as = "Vec<String>")]
@@ -133,7 +160,7 @@ pub struct Unsubscribe {
 }
 
 /// `replay`: a one-off read of retained events with `seq > since_seq`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, JsonSchema)]
 pub struct Replay {
     #[ts(as = "String")]
     pub topic: Topic,
@@ -149,7 +176,7 @@ pub struct Replay {
 
 /// `request_state` (alias `refresh`): a `snapshot` per named topic, or per
 /// subscribed topic when none are named.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, TS, JsonSchema)]
 pub struct RequestState {
     #[serde(
         default,
@@ -161,13 +188,13 @@ pub struct RequestState {
 }
 
 /// `auth`: replace the connection's token before it expires.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, JsonSchema)]
 pub struct Auth {
     pub token: String,
 }
 
 /// `ping` / `pong`, in either direction.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, TS, JsonSchema)]
 pub struct Heartbeat {
     /// Milliseconds since the Unix epoch (seconds as a float are accepted too).
     #[serde(
@@ -198,7 +225,7 @@ fn lenient_timestamp<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Optio
 }
 
 /// `confirm`: answer an approval.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, JsonSchema)]
 pub struct Confirm {
     #[serde(alias = "approval_id")]
     pub callback_id: CallbackId,
@@ -209,7 +236,7 @@ pub struct Confirm {
 }
 
 /// `cancel`, `pause`, `resume`: a control request for a task or a run.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, TS, JsonSchema)]
 pub struct Control {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
@@ -239,7 +266,7 @@ impl Control {
 }
 
 /// `ack`: acknowledges a delivery (`topic` + `seq`, or `message_id`).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, TS, JsonSchema)]
 pub struct AckRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional, as = "Option<String>")]
@@ -445,7 +472,7 @@ impl Event {
 }
 
 /// What the hub sends a client.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     Welcome(Welcome),
@@ -497,7 +524,7 @@ impl ServerMessage {
 }
 
 /// `welcome`: the first frame of every connection.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, JsonSchema)]
 pub struct Welcome {
     /// Also the connection's id in the admin API.
     pub session_id: String,
@@ -509,7 +536,7 @@ pub struct Welcome {
 
 /// `subscribed`: one per topic of every subscription. For a pattern, `topic`
 /// is the pattern and `epoch`/`seq` are null.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, JsonSchema)]
 pub struct Subscribed {
     #[ts(as = "String")]
     pub topic: TopicPattern,
@@ -520,7 +547,7 @@ pub struct Subscribed {
 }
 
 /// `snapshot`: the latest event per `key`, consistent with `seq`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, JsonSchema)]
 pub struct Snapshot {
     #[ts(as = "String")]
     pub topic: Topic,
@@ -531,7 +558,7 @@ pub struct Snapshot {
 }
 
 /// `replay_complete`: the end of a replay; `to_seq < from_seq` when nothing was missed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS, JsonSchema)]
 pub struct ReplayComplete {
     #[ts(as = "String")]
     pub topic: Topic,
@@ -542,7 +569,7 @@ pub struct ReplayComplete {
 }
 
 /// `gap`: events `from_seq..=to_seq` of `topic` that the client will not get.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS, JsonSchema)]
 pub struct Gap {
     #[ts(as = "String")]
     pub topic: Topic,
@@ -554,7 +581,7 @@ pub struct Gap {
 }
 
 /// Why a `gap` happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, TS, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GapReason {
     /// History no longer holds them (size or age limit).
@@ -566,14 +593,14 @@ pub enum GapReason {
 }
 
 /// `ack`: the frame with this `id` was done.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS, JsonSchema)]
 pub struct Ack {
     #[serde(rename = "ref")]
     pub reference: RequestId,
 }
 
 /// `error`: what went wrong, and the `id` of the frame it answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS, JsonSchema)]
 pub struct ErrorFrame {
     pub code: ErrorCode,
     pub message: String,

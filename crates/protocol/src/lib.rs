@@ -17,6 +17,8 @@
 //! - [`session`]: the sans-IO client session (reconnect, heartbeat, replay,
 //!   de-duplication), driven by the native and browser clients.
 //! - [`bindings`]: the list of TypeScript declarations `cargo xtask bindings` writes.
+//! - [`schema`]: the JSON Schema of the wire types, which `cargo xtask bindings`
+//!   writes and generates the Python models from.
 //!
 //! # Forward compatibility
 //!
@@ -31,6 +33,7 @@ pub mod filter;
 pub mod frame;
 pub mod payload;
 pub mod priority;
+pub mod schema;
 pub mod session;
 pub mod topic;
 

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -40,7 +41,7 @@ impl Event {
 }
 
 /// `*.progress`: how far along something is.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, JsonSchema)]
 pub struct Progress {
     /// Percent, 0 to 100.
     pub progress: f64,
@@ -57,7 +58,7 @@ pub struct Progress {
 impl Payload for Progress {}
 
 /// `state.changed` (and the seeds' `state_change`): a machine moved state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, JsonSchema)]
 pub struct StateChange {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
@@ -74,7 +75,7 @@ impl Payload for StateChange {}
 
 /// The seed's `TaskStepResult`: what a step produced (`task.step_result`, and
 /// inside approval requests).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, JsonSchema)]
 pub struct TaskStepResult {
     pub step: String,
     #[serde(default)]
@@ -93,7 +94,7 @@ pub struct TaskStepResult {
 impl Payload for TaskStepResult {}
 
 /// `approval.requested`: a producer waits for a person's decision.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, JsonSchema)]
 pub struct ApprovalRequested {
     pub callback_id: CallbackId,
     pub user_id: String,
@@ -111,7 +112,7 @@ pub struct ApprovalRequested {
 impl Payload for ApprovalRequested {}
 
 /// Where an approval stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, TS, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ApprovalStatus {
     Pending,
@@ -142,7 +143,7 @@ impl ApprovalStatus {
 /// An approval's decision (`GET /api/v1/approvals/{id}`, and the `data` of
 /// `approval.resolved`). `proceed` is null while pending; `decided_by` is null
 /// when the hub decided (timeout, cancel).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, JsonSchema)]
 pub struct ApprovalDecision {
     pub callback_id: CallbackId,
     pub status: ApprovalStatus,
@@ -155,7 +156,7 @@ pub struct ApprovalDecision {
 impl Payload for ApprovalDecision {}
 
 /// `control.cancel`, `control.pause`, `control.resume`: a request for the producer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, JsonSchema)]
 pub struct ControlRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
@@ -174,7 +175,7 @@ pub struct ControlRequest {
 impl Payload for ControlRequest {}
 
 /// `*.failed` and `system.error`: what went wrong.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, JsonSchema)]
 pub struct ErrorPayload {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -187,14 +188,14 @@ pub struct ErrorPayload {
 impl Payload for ErrorPayload {}
 
 /// `metrics.updated` and `cost.updated`: named numbers.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, TS, JsonSchema)]
 pub struct Metrics {
     pub metrics: BTreeMap<String, f64>,
 }
 impl Payload for Metrics {}
 
 /// The body of `POST /api/v1/approvals`: ask a user to decide on a task's step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, JsonSchema)]
 pub struct NewApproval {
     pub user_id: String,
     pub task_id: String,
@@ -212,7 +213,7 @@ pub struct NewApproval {
 
 /// An approval's whole life, as `GET /api/v1/approvals` lists it: the request,
 /// the decision, and how many connections the request reached.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, JsonSchema)]
 pub struct ApprovalRecord {
     #[serde(flatten)]
     pub request: ApprovalRequested,
@@ -244,7 +245,7 @@ impl ApprovalRecord {
 }
 
 /// The `data` of `approval.resolved`: the decision plus the task it was for.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, JsonSchema)]
 pub struct ApprovalResolved {
     #[serde(flatten)]
     pub decision: ApprovalDecision,

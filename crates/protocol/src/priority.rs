@@ -1,5 +1,6 @@
 //! Event priority: `low < normal < high < critical`.
 
+use schemars::JsonSchema;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
@@ -10,7 +11,9 @@ use ts_rs::TS;
 ///
 /// Decoded from its name only; `null` is the default (`normal`), as an
 /// absent `priority` is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, TS)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, TS, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
     Low,

@@ -8,6 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The longest kind, in bytes.
@@ -161,6 +162,25 @@ impl<'de> Deserialize<'de> for Topic {
     }
 }
 
+/// The topic grammar as a regular expression (for the JSON Schema).
+pub const TOPIC_REGEX: &str = r"^[a-z][a-z0-9_.-]{0,31}(:[A-Za-z0-9_.@-]{1,128})?$";
+/// The pattern grammar (a topic, `kind:*` or `*`) as a regular expression.
+pub const PATTERN_REGEX: &str = r"^(\*|[a-z][a-z0-9_.-]{0,31}(:(\*|[A-Za-z0-9_.@-]{1,128}))?)$";
+
+impl JsonSchema for Topic {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Topic".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A topic: `kind` or `kind:id` (e.g. `execution:exec_123`, `global`).",
+            "type": "string",
+            "pattern": TOPIC_REGEX,
+        })
+    }
+}
+
 /// What a subscription names: one topic, every topic of a kind, or everything.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TopicPattern {
@@ -246,6 +266,20 @@ impl From<Topic> for TopicPattern {
 impl Serialize for TopicPattern {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)
+    }
+}
+
+impl JsonSchema for TopicPattern {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "TopicPattern".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "What a subscription names: a topic, `kind:*` (every topic of the kind) or `*` (every topic).",
+            "type": "string",
+            "pattern": PATTERN_REGEX,
+        })
     }
 }
 

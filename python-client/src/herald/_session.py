@@ -1,0 +1,717 @@
+"""The sans-IO client session: a port of ``herald_protocol::session``.
+
+A :class:`Session` never touches a socket or a clock. Its driver feeds it
+what happened (``handle_*``, each with the current time in milliseconds on
+the driver's monotonic clock) and carries out what it asks (``poll_*``).
+The Rust core and this one run the same scenarios
+(``crates/protocol/tests/session_vectors.json``), so both clients reconnect,
+resubscribe, de-duplicate and report gaps identically.
+
+Guarantees (as in Rust):
+
+- Per topic, events come in ``seq`` order, never twice: an event with
+  ``seq <=`` the topic's checkpoint is dropped.
+- After every ``welcome``, each subscription is re-sent with ``since``
+  ``{seq, epoch}`` for every checkpointed topic it covers; the offline queue
+  then flushes in order.
+- A ``subscribed`` or ``snapshot`` naming another epoch forgets the
+  checkpoint; gaps are surfaced and move the checkpoint past them.
+- Reconnect attempt ``n`` waits uniform ``[0, min(max, initial * 2^(n-1))]``
+  ms (xorshift64* seeded by the caller), the cap itself without jitter.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Union
+
+from pydantic import TypeAdapter, ValidationError
+
+from .models import (
+    Ack,
+    ClientFrame,
+    ClientFramePing,
+    ClientFramePong,
+    ClientFrameSubscribe,
+    ClientFrameUnsubscribe,
+    ErrorFrame,
+    Event,
+    EventFilter,
+    Gap,
+    Heartbeat,
+    ReplayComplete,
+    RequestId,
+    Since,
+    SinceCheckpoint,
+    Snapshot,
+    Subscribed,
+    Topic,
+    TopicPattern,
+    Welcome,
+    WireModel,
+)
+
+U64 = (1 << 64) - 1
+
+# Close codes the protocol names (``CloseReason`` in Rust).
+NORMAL = 1000
+HEARTBEAT_TIMEOUT = 4000
+
+
+def should_reconnect(code: int) -> bool:
+    """Whether a client should reconnect (with backoff) after this close code."""
+    if code in (1000, 1008, 1009):
+        return False
+    if 4000 <= code <= 4499:
+        return True
+    if 4500 <= code <= 4999:
+        return False
+    # 1001, 1006 (abnormal), 1011, 1012, 1013 and anything unknown.
+    return True
+
+
+# ---- configuration and backoff ----
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """How a session reconnects, keeps the connection alive and buffers frames
+    while offline. Every field states its default (the Rust core's)."""
+
+    initial_reconnect_delay_ms: int = 1_000
+    """The delay cap of the first reconnect attempt."""
+    max_reconnect_delay_ms: int = 30_000
+    """The largest delay between reconnect attempts."""
+    max_reconnect_attempts: int | None = None
+    """Attempts in a row before giving up; ``None``: reconnect forever."""
+    stable_after_ms: int = 10_000
+    """A connection open at least this long restarts the attempt count."""
+    heartbeat_interval_ms: int = 30_000
+    """App-level ping interval while open; 0 turns the client heartbeat off."""
+    missed_pongs_allowed: int = 2
+    """At the tick after this many + 1 pings without any frame: dead (4000)."""
+    offline_queue_capacity: int = 256
+    """Frames buffered while offline; when full the oldest is dropped."""
+    jitter: bool = True
+    """Full jitter on reconnect delays (uniform in ``[0, cap]``)."""
+
+    def reconnect_delay_cap(self, attempt: int) -> int:
+        """``min(max, initial * 2^(attempt - 1))`` in ms, saturating at 2^64-1."""
+        exponent = max(attempt - 1, 0)
+        scaled = U64 if exponent >= 64 else min(self.initial_reconnect_delay_ms << exponent, U64)
+        return min(scaled, self.max_reconnect_delay_ms)
+
+
+class _Rng:
+    """xorshift64*, as in the Rust core: tiny, deterministic, not for secrets."""
+
+    def __init__(self, seed: int) -> None:
+        seed &= U64
+        self._state = seed if seed != 0 else 0x9E37_79B9_7F4A_7C15
+
+    def next_u64(self) -> int:
+        x = self._state
+        x ^= x >> 12
+        x ^= (x << 25) & U64
+        x ^= x >> 27
+        self._state = x
+        return (x * 0x2545_F491_4F6C_DD1D) & U64
+
+    def up_to(self, maximum: int) -> int:
+        """A value in ``[0, maximum]``."""
+        if maximum >= U64:
+            return self.next_u64()
+        return self.next_u64() % (maximum + 1)
+
+
+class _Backoff:
+    def __init__(self, seed: int) -> None:
+        self.attempts = 0
+        self._rng = _Rng(seed)
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+    def next_delay(self, config: SessionConfig) -> tuple[int, int]:
+        self.attempts += 1
+        cap = config.reconnect_delay_cap(self.attempts)
+        delay = self._rng.up_to(cap) if config.jitter else cap
+        return self.attempts, delay
+
+
+# ---- outputs ----
+
+
+@dataclass(frozen=True)
+class Connect:
+    """Open a socket now; report ``handle_connected`` or ``handle_closed``."""
+
+
+@dataclass(frozen=True)
+class Close:
+    """Close the current socket with ``code``; the session already treats it as gone."""
+
+    code: int
+
+
+Action = Union[Connect, Close]
+
+
+@dataclass(frozen=True)
+class Connecting:
+    """A socket is being opened (or is open and waiting for ``welcome``)."""
+
+
+@dataclass(frozen=True)
+class Open:
+    """``welcome`` received; subscriptions re-sent, offline queue flushed."""
+
+
+@dataclass(frozen=True)
+class Reconnecting:
+    """Waiting ``delay_ms`` before reconnect attempt ``attempt`` (1-based)."""
+
+    attempt: int
+    delay_ms: int
+
+
+@dataclass(frozen=True)
+class Disconnected:
+    """The application called ``disconnect``."""
+
+
+@dataclass(frozen=True)
+class Terminal:
+    """The hub closed with a code that says not to reconnect."""
+
+    code: int
+
+
+@dataclass(frozen=True)
+class AttemptsExhausted:
+    """``max_reconnect_attempts`` attempts failed in a row."""
+
+    attempts: int
+
+
+ClosedReason = Union[Disconnected, Terminal, AttemptsExhausted]
+
+
+@dataclass(frozen=True)
+class Closed:
+    """Nothing more happens until ``reconnect``."""
+
+    reason: ClosedReason
+
+
+ConnectionState = Union[Connecting, Open, Reconnecting, Closed]
+
+
+@dataclass(frozen=True)
+class StateChanged:
+    """The connection state changed."""
+
+    state: ConnectionState
+
+
+@dataclass(frozen=True)
+class FrameDropped:
+    """The offline queue was full: this frame was dropped, never sent."""
+
+    frame: WireModel
+
+
+SessionEvent = Union[
+    Event, Gap, Snapshot, StateChanged, ErrorFrame, Welcome, Subscribed, ReplayComplete, Ack, FrameDropped
+]
+"""What the application receives from :meth:`Session.poll_event`."""
+
+
+class SessionError(Exception):
+    """An application call the session refused."""
+
+
+class SessionClosedError(SessionError):
+    """The session is closed; call ``reconnect()`` before sending."""
+
+
+class NoTopicsError(SessionError):
+    """A subscription needs at least one topic or pattern."""
+
+
+class FrameDecodeError(ValueError):
+    """A text frame from the hub that does not decode."""
+
+
+# ---- checkpoints and subscriptions ----
+
+
+@dataclass
+class Checkpoint:
+    """Where a topic's stream was left: every event with ``seq <= self.seq``
+    of this epoch was delivered (or reported missing by a gap)."""
+
+    seq: int
+    epoch: str | None = None
+
+    def since(self) -> Since:
+        """The ``since`` value a ``subscribe`` frame carries."""
+        if self.epoch is None:
+            return self.seq
+        return SinceCheckpoint(seq=self.seq, epoch=self.epoch)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"seq": self.seq}
+        if self.epoch is not None:
+            data["epoch"] = self.epoch
+        return data
+
+
+def checkpoints_from_json(data: dict[str, Any]) -> dict[str, Checkpoint]:
+    """Reads persisted checkpoints: ``{topic: seq}`` or ``{topic: {seq, epoch?}}``."""
+    parsed = _SINCE_MAP.validate_python(data)
+    out: dict[str, Checkpoint] = {}
+    for topic, since in parsed.items():
+        if isinstance(since, SinceCheckpoint):
+            out[topic] = Checkpoint(since.seq, since.epoch)
+        else:
+            out[topic] = Checkpoint(since)
+    return out
+
+
+def checkpoints_to_json(checkpoints: dict[str, Checkpoint]) -> dict[str, Any]:
+    """Checkpoints as JSON, topics sorted: ``{topic: {seq, epoch?}}``."""
+    return {topic: checkpoints[topic].to_json() for topic in sorted(checkpoints)}
+
+
+def pattern_matches(pattern: str, topic: str) -> bool:
+    """Whether ``topic`` falls under ``pattern`` (a topic, ``kind:*`` or ``*``)."""
+    if pattern == "*":
+        return True
+    if pattern.endswith(":*"):
+        kind, sep, ident = topic.partition(":")
+        return bool(sep) and bool(ident) and kind == pattern[:-2]
+    return pattern == topic
+
+
+@dataclass
+class Subscription:
+    """One ``subscribe`` as the application made it, replayed on every connection."""
+
+    topics: list[str]
+    filter: EventFilter | None = None
+    snapshot: bool = False
+
+    def covers(self, topic: str) -> bool:
+        return any(pattern_matches(p, topic) for p in self.topics)
+
+    def frame(self, checkpoints: dict[str, Checkpoint], id: RequestId | None) -> ClientFrameSubscribe:
+        since = {t: c.since() for t, c in sorted(checkpoints.items()) if self.covers(t)}
+        return ClientFrameSubscribe(
+            id=id, topics=list(self.topics), filter=self.filter, since=since, snapshot=self.snapshot
+        )
+
+
+# ---- the session ----
+
+
+@dataclass
+class _Link:
+    connected_at: int
+    welcomed: bool = False
+    unanswered: int = 0
+    next_ping: int | None = None
+
+
+@dataclass
+class _Waiting:
+    until: int
+
+
+class _ConnectingPhase:
+    pass
+
+
+class _ClosedPhase:
+    pass
+
+
+_Phase = Union[_ConnectingPhase, _Link, _Waiting, _ClosedPhase]
+
+_SERVER_FRAMES: dict[str, type[WireModel]] = {
+    "welcome": Welcome,
+    "event": Event,
+    "subscribed": Subscribed,
+    "snapshot": Snapshot,
+    "replay_complete": ReplayComplete,
+    "gap": Gap,
+    "ping": Heartbeat,
+    "pong": Heartbeat,
+    "ack": Ack,
+    "error": ErrorFrame,
+}
+"""Each server frame type and the model of its body (``ServerMessage``'s variants)."""
+
+_SINCE_MAP: TypeAdapter[dict[Topic, Since]] = TypeAdapter(dict[Topic, Since])
+_PATTERNS: TypeAdapter[list[TopicPattern]] = TypeAdapter(list[TopicPattern])
+CLIENT_FRAME: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
+
+
+def decode_server_frame(text: str) -> tuple[str, WireModel] | None:
+    """Decodes a server frame: ``(type, body)``; ``None`` for a frame type
+    this version does not know (clients ignore them). Raises
+    :class:`FrameDecodeError` for text that is not a frame."""
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise FrameDecodeError(f"invalid JSON: {error}") from None
+    kind = value.get("type") if isinstance(value, dict) else None
+    model = _SERVER_FRAMES.get(kind) if isinstance(kind, str) else None
+    if model is None or not isinstance(kind, str):
+        return None
+    try:
+        return kind, model.model_validate(value)
+    except ValidationError as error:
+        raise FrameDecodeError(str(error)) from None
+
+
+class Session:
+    """The client side of one logical Herald connection, across reconnects.
+
+    Starts connecting at once: its first :meth:`poll_action` is
+    :class:`Connect`. ``seed`` drives the reconnect jitter (pass something
+    random so clients do not reconnect in lockstep).
+    """
+
+    def __init__(self, config: SessionConfig | None = None, seed: int = 0) -> None:
+        self.config = config or SessionConfig()
+        self._phase: _Phase = _ConnectingPhase()
+        self._state: ConnectionState = Connecting()
+        self._backoff = _Backoff(seed)
+        self._subscriptions: list[Subscription] = []
+        self._checkpoints: dict[str, Checkpoint] = {}
+        self._outbox: deque[WireModel] = deque()
+        self._dropped = 0
+        self._transmit: deque[WireModel] = deque()
+        self._events: deque[SessionEvent] = deque([StateChanged(Connecting())])
+        self._actions: deque[Action] = deque([Connect()])
+        self._session_id: str | None = None
+
+    # ---- inputs from the driver ----
+
+    def handle_connected(self, now: int) -> None:
+        """The socket asked for by :class:`Connect` is open."""
+        if not isinstance(self._phase, _ConnectingPhase):
+            return
+        interval = self.config.heartbeat_interval_ms
+        self._phase = _Link(connected_at=now, next_ping=now + interval if interval > 0 else None)
+
+    def handle_text(self, text: str, now: int) -> None:
+        """A text frame arrived. Unknown frame types are ignored; a frame that
+        does not decode raises :class:`FrameDecodeError`. Either way it counts
+        as liveness."""
+        self._heard(now)
+        decoded = decode_server_frame(text)
+        if decoded is not None:
+            self.handle_frame(decoded[0], decoded[1], now)
+
+    def handle_frame(self, kind: str, body: WireModel, now: int) -> None:
+        """A decoded frame arrived on the open socket. Ignored unless open."""
+        if not self._heard(now):
+            return
+        if kind == "welcome" and isinstance(body, Welcome):
+            if self._mark_welcomed():
+                self._session_id = body.session_id
+                self._set_state(Open())
+                for subscription in self._subscriptions:
+                    self._transmit.append(subscription.frame(self._checkpoints, None))
+                self._transmit.extend(self._outbox)
+                self._outbox.clear()
+            self._events.append(body)
+        elif kind == "event" and isinstance(body, Event):
+            if self._accept_event(body.topic, body.seq):
+                self._events.append(body)
+        elif kind == "subscribed" and isinstance(body, Subscribed):
+            if "*" not in body.topic and body.epoch is not None and body.seq is not None:
+                self._adopt_stream(body.topic, body.epoch, body.seq)
+            self._events.append(body)
+        elif kind == "snapshot" and isinstance(body, Snapshot):
+            checkpoint = self._adopt_stream(body.topic, body.epoch, body.seq)
+            checkpoint.seq = max(checkpoint.seq, body.seq)
+            self._events.append(body)
+        elif kind == "replay_complete" and isinstance(body, ReplayComplete):
+            if body.to_seq >= body.from_seq:
+                self._advance(body.topic, body.to_seq)
+            self._events.append(body)
+        elif kind == "gap" and isinstance(body, Gap):
+            subscribed_exactly = any(body.topic in s.topics for s in self._subscriptions)
+            if body.reason == "epoch_changed" and not subscribed_exactly:
+                # A topic reached through a pattern gets no `subscribed` of
+                # its own: this gap is the only sign of its new stream.
+                self._checkpoints[body.topic] = Checkpoint(body.to_seq)
+            else:
+                self._advance(body.topic, body.to_seq)
+            self._events.append(body)
+        elif kind == "ping" and isinstance(body, Heartbeat):
+            self._transmit.append(ClientFramePong(timestamp=body.timestamp))
+        elif kind == "pong":
+            pass
+        elif kind == "ack" and isinstance(body, Ack):
+            self._events.append(body)
+        elif kind == "error" and isinstance(body, ErrorFrame):
+            self._events.append(body)
+
+    def handle_closed(self, code: int | None, now: int) -> None:
+        """The socket closed, or the connect attempt failed (``None``: no close
+        frame). Reconnects with backoff unless the code is terminal."""
+        self._lose_link(now)
+        if not isinstance(self._phase, _ConnectingPhase):
+            return
+        if code is not None and not should_reconnect(code):
+            self._close(Terminal(code))
+        else:
+            self._schedule_reconnect(now)
+
+    def handle_timeout(self, now: int) -> None:
+        """The deadline from :meth:`poll_timeout` passed (early or late is harmless)."""
+        phase = self._phase
+        if isinstance(phase, _Waiting):
+            if now >= phase.until:
+                self._phase = _ConnectingPhase()
+                self._actions.append(Connect())
+                self._set_state(Connecting())
+        elif isinstance(phase, _Link):
+            due = phase.next_ping
+            if due is None or now < due:
+                return
+            if phase.unanswered <= self.config.missed_pongs_allowed:
+                phase.unanswered += 1
+                phase.next_ping = now + self.config.heartbeat_interval_ms
+                self._transmit.append(ClientFramePing(timestamp=now))
+                return
+            self._actions.append(Close(HEARTBEAT_TIMEOUT))
+            self.handle_closed(HEARTBEAT_TIMEOUT, now)
+
+    # ---- outputs to the driver ----
+
+    def poll_transmit(self) -> WireModel | None:
+        """The next frame to send on the open socket."""
+        return self._transmit.popleft() if self._transmit else None
+
+    def poll_timeout(self) -> int | None:
+        """When to call :meth:`handle_timeout` next, if ever."""
+        if isinstance(self._phase, _Waiting):
+            return self._phase.until
+        if isinstance(self._phase, _Link):
+            return self._phase.next_ping
+        return None
+
+    def poll_event(self) -> SessionEvent | None:
+        """The next thing for the application."""
+        return self._events.popleft() if self._events else None
+
+    def poll_action(self) -> Action | None:
+        """The next thing to do with the socket."""
+        return self._actions.popleft() if self._actions else None
+
+    # ---- application calls ----
+
+    def subscribe(self, topics: list[str], filter: EventFilter | None = None, snapshot: bool = False) -> None:
+        """Subscribes and keeps the subscription across reconnects. Raises
+        ``pydantic.ValidationError`` for a topic or pattern that breaks the grammar."""
+        patterns = _PATTERNS.validate_python(list(topics))
+        self._add_subscription(Subscription(patterns, filter, snapshot), None)
+
+    def unsubscribe(self, topics: list[str]) -> None:
+        """Removes topics from every subscription; forgets uncovered checkpoints."""
+        self._remove_topics(list(topics), None)
+
+    def send_frame(self, frame: WireModel) -> None:
+        """Sends a client frame now when open, or queues it (bounded) until the
+        next ``welcome``. Subscribe/unsubscribe frames become subscription
+        state (a ``since`` they carry becomes the checkpoint)."""
+        if isinstance(frame, ClientFrameSubscribe):
+            for topic, since in frame.since.items():
+                if isinstance(since, SinceCheckpoint):
+                    self._checkpoints[topic] = Checkpoint(since.seq, since.epoch)
+                else:
+                    self._checkpoints[topic] = Checkpoint(since)
+            subscription = Subscription(list(frame.topics), frame.filter, frame.snapshot)
+            self._add_subscription(subscription, frame.id)
+            return
+        if isinstance(frame, ClientFrameUnsubscribe):
+            self._remove_topics(list(frame.topics), frame.id)
+            return
+        if isinstance(self._phase, _ClosedPhase):
+            raise SessionClosedError("the session is closed; call reconnect() before sending")
+        if self._is_welcomed():
+            self._transmit.append(frame)
+        else:
+            self._outbox.append(frame)
+            self._trim_outbox()
+
+    def disconnect(self) -> None:
+        """Closes for good (1000): no reconnect until :meth:`reconnect`."""
+        if isinstance(self._phase, _ClosedPhase):
+            return
+        if isinstance(self._phase, (_Link, _ConnectingPhase)):
+            self._actions.append(Close(NORMAL))
+        self._requeue_unsent()
+        self._close(Disconnected())
+
+    def reconnect(self) -> None:
+        """Connects again now, whatever the state; the attempt count restarts."""
+        if isinstance(self._phase, (_Link, _ConnectingPhase)):
+            self._actions.append(Close(NORMAL))
+        self._requeue_unsent()
+        self._backoff.reset()
+        self._phase = _ConnectingPhase()
+        self._actions.append(Connect())
+        self._set_state(Connecting())
+
+    # ---- state ----
+
+    @property
+    def state(self) -> ConnectionState:
+        return self._state
+
+    @property
+    def subscriptions(self) -> list[Subscription]:
+        return self._subscriptions
+
+    @property
+    def checkpoints(self) -> dict[str, Checkpoint]:
+        """Per-topic checkpoints (persist them with :func:`checkpoints_to_json`)."""
+        return self._checkpoints
+
+    def restore_checkpoints(self, checkpoints: dict[str, Checkpoint]) -> None:
+        """Restores persisted checkpoints (they win); call before subscribing."""
+        for topic, checkpoint in checkpoints.items():
+            self._checkpoints[topic] = Checkpoint(checkpoint.seq, checkpoint.epoch)
+
+    @property
+    def session_id(self) -> str | None:
+        return self._session_id
+
+    @property
+    def queued_frames(self) -> int:
+        return len(self._outbox)
+
+    @property
+    def dropped_frames(self) -> int:
+        return self._dropped
+
+    # ---- internals ----
+
+    def _heard(self, now: int) -> bool:
+        if isinstance(self._phase, _Link):
+            self._phase.unanswered = 0
+            return True
+        return False
+
+    def _mark_welcomed(self) -> bool:
+        if isinstance(self._phase, _Link) and not self._phase.welcomed:
+            self._phase.welcomed = True
+            return True
+        return False
+
+    def _is_welcomed(self) -> bool:
+        return isinstance(self._phase, _Link) and self._phase.welcomed
+
+    def _lose_link(self, now: int) -> None:
+        phase = self._phase
+        if isinstance(phase, _Link):
+            if now - phase.connected_at >= self.config.stable_after_ms:
+                self._backoff.reset()
+            self._session_id = None
+            self._requeue_unsent()
+            self._phase = _ConnectingPhase()
+        elif isinstance(phase, _ConnectingPhase):
+            self._requeue_unsent()
+
+    def _schedule_reconnect(self, now: int) -> None:
+        attempts = self._backoff.attempts
+        limit = self.config.max_reconnect_attempts
+        if limit is not None and attempts >= limit:
+            self._close(AttemptsExhausted(attempts))
+            return
+        attempt, delay = self._backoff.next_delay(self.config)
+        self._phase = _Waiting(until=min(now + delay, U64))
+        self._set_state(Reconnecting(attempt, delay))
+
+    def _close(self, reason: ClosedReason) -> None:
+        self._phase = _ClosedPhase()
+        self._session_id = None
+        self._set_state(Closed(reason))
+
+    def _requeue_unsent(self) -> None:
+        unsent = [
+            frame
+            for frame in self._transmit
+            if not isinstance(
+                frame, (ClientFramePing, ClientFramePong, ClientFrameSubscribe, ClientFrameUnsubscribe)
+            )
+        ]
+        self._transmit.clear()
+        self._outbox.extendleft(reversed(unsent))
+        self._trim_outbox()
+
+    def _trim_outbox(self) -> None:
+        while len(self._outbox) > self.config.offline_queue_capacity:
+            self._dropped += 1
+            self._events.append(FrameDropped(self._outbox.popleft()))
+
+    def _add_subscription(self, subscription: Subscription, id: RequestId | None) -> None:
+        if not subscription.topics:
+            raise NoTopicsError("a subscription needs at least one topic or pattern")
+        if self._is_welcomed():
+            self._transmit.append(subscription.frame(self._checkpoints, id))
+        self._subscriptions.append(subscription)
+
+    def _remove_topics(self, topics: list[str], id: RequestId | None) -> None:
+        if not topics:
+            raise NoTopicsError("a subscription needs at least one topic or pattern")
+        for subscription in self._subscriptions:
+            subscription.topics = [p for p in subscription.topics if p not in topics]
+        self._subscriptions = [s for s in self._subscriptions if s.topics]
+        self._checkpoints = {
+            topic: checkpoint
+            for topic, checkpoint in self._checkpoints.items()
+            if not any(pattern_matches(removed, topic) for removed in topics)
+            or any(s.covers(topic) for s in self._subscriptions)
+        }
+        if self._is_welcomed():
+            self._transmit.append(ClientFrameUnsubscribe(id=id, topics=topics))
+
+    def _accept_event(self, topic: str, seq: int) -> bool:
+        checkpoint = self._checkpoints.get(topic)
+        if checkpoint is None:
+            self._checkpoints[topic] = Checkpoint(seq)
+            return True
+        if seq <= checkpoint.seq:
+            return False
+        checkpoint.seq = seq
+        return True
+
+    def _adopt_stream(self, topic: str, epoch: str, latest: int) -> Checkpoint:
+        checkpoint = self._checkpoints.get(topic)
+        if checkpoint is None:
+            checkpoint = Checkpoint(latest, epoch)
+            self._checkpoints[topic] = checkpoint
+            return checkpoint
+        other_stream = (checkpoint.epoch is not None and checkpoint.epoch != epoch) or checkpoint.seq > latest
+        if other_stream:
+            checkpoint.seq = latest
+        checkpoint.epoch = epoch
+        return checkpoint
+
+    def _advance(self, topic: str, seq: int) -> None:
+        checkpoint = self._checkpoints.setdefault(topic, Checkpoint(seq))
+        checkpoint.seq = max(checkpoint.seq, seq)
+
+    def _set_state(self, state: ConnectionState) -> None:
+        if self._state != state:
+            self._state = state
+            self._events.append(StateChanged(state))

@@ -1,0 +1,575 @@
+"""The publishers: :class:`AsyncHerald` (asyncio) and :class:`Herald`
+(blocking), with the same methods.
+
+::
+
+    hub = herald.AsyncHerald()   # HERALD_URL / HERALD_API_KEY, else http://127.0.0.1:8765
+    receipt = await hub.publish("execution:exec_123", "execution.progress", {"progress": 75})
+    decision = await hub.request_approval("u1", "t1", 3, step_result, timeout=60)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any, Literal, overload
+
+import httpx
+import websockets
+
+from . import _http
+from ._http import Call, Data, Endpoint
+from ._retry import RetryPolicy
+from ._session import SessionConfig
+from .control import ControlStream
+from .errors import HeraldError, ProtocolError, TransportError, hub_error
+from .models import (
+    ApprovalDecision,
+    ApprovalRecord,
+    ClientFrameCancel,
+    ClientFramePause,
+    ClientFrameResume,
+    EventFilter,
+    EventType,
+    Priority,
+    PublishReceipt,
+    PublishRequest,
+    TaskStepResult,
+    Topic,
+)
+from .subscription import Gaps, Subscription, SubscriptionItem, SubscriptionItemNoGap
+
+ControlAction = Literal["cancel", "pause", "resume"]
+
+_CONTROL_FRAMES = {"cancel": ClientFrameCancel, "pause": ClientFramePause, "resume": ClientFrameResume}
+
+
+class _Options:
+    """What both clients are configured with; every argument states its default."""
+
+    def __init__(
+        self,
+        url: str | None,
+        api_key: str | None,
+        token: str | None,
+        timeout: float,
+        retry: RetryPolicy | None,
+    ) -> None:
+        self.endpoint = Endpoint.resolve(url, api_key, token)
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+
+    @property
+    def url(self) -> str:
+        """The hub's base URL."""
+        return self.endpoint.url
+
+
+class AsyncHerald(_Options):
+    """An asyncio client of one hub: publish, broadcast, message users, ask
+    for approvals and wait for them, send control requests, subscribe.
+
+    Args:
+        url: the hub, e.g. ``http://127.0.0.1:8765``. Default: ``HERALD_URL``,
+            else ``http://127.0.0.1:8765``.
+        api_key: sent as ``Authorization: Bearer KEY`` (``--api-keys``).
+            Default: ``HERALD_API_KEY``, else none.
+        token: a JWT for WebSockets (``--jwt-secret``). Default:
+            ``HERALD_TOKEN``, else none.
+        timeout: seconds per HTTP attempt (a long-poll adds its wait). Default: 30.
+        retry: how failed calls are retried. Default: ``RetryPolicy()``.
+
+    Use it as ``async with AsyncHerald() as hub:`` or call :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        api_key: str | None = None,
+        token: str | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(url, api_key, token, timeout, retry)
+        self._http = httpx.AsyncClient(base_url=self.endpoint.url, headers=self.endpoint.headers())
+
+    async def __aenter__(self) -> AsyncHerald:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Closes the connection pool."""
+        await self._http.aclose()
+
+    async def _send(self, call: Call) -> Any:
+        attempt = 0
+        while True:
+            attempt += 1
+            may_retry = attempt < max(self.retry.max_attempts, 1)
+            try:
+                response = await self._http.request(
+                    call.method,
+                    call.path,
+                    content=call.body,
+                    params=call.params,
+                    timeout=call.timeout,
+                    headers={"Content-Type": "application/json"} if call.body is not None else None,
+                )
+            except httpx.TransportError as error:
+                if not (may_retry and _http.retryable_transport(error, call)):
+                    raise _http.transport_error(error, call, attempt) from error
+            else:
+                status = response.status_code
+                if not (_http.retryable_status(status) and may_retry and call.idempotent):
+                    return _http.answer(response)
+            await asyncio.sleep(self.retry.delay(attempt))
+
+    # ---- publishing ----
+
+    async def publish(
+        self,
+        topic: Topic,
+        event_type: EventType,
+        data: Data = None,
+        *,
+        key: str | None = None,
+        priority: Priority | None = None,
+        id: str | None = None,
+        source: str | None = None,
+        timestamp: int | None = None,
+    ) -> PublishReceipt:
+        """Publishes one event and returns its receipt (``id``, ``topic``, ``seq``).
+
+        The event gets a UUID ``id`` unless given one; retries (connection
+        errors, timeouts, 5xx, 429) resend that id, so the hub stores and
+        delivers it once. ``key`` makes it the topic's latest state for that
+        entity (snapshots).
+        """
+        request = _http.publish_request(
+            topic, event_type, data, key=key, priority=priority, id=id, source=source, timestamp=timestamp
+        )
+        return PublishReceipt.model_validate(await self._send(_http.publish_call(request, self.timeout)))
+
+    async def publish_batch(self, events: Iterable[PublishRequest | Mapping[str, Any]]) -> list[PublishReceipt]:
+        """Publishes events in one request (one durable wait on a SQLite hub).
+
+        The hub validates the batch whole: one bad event and nothing is
+        published (:class:`~herald.InvalidRequestError` with ``index``).
+        Receipts come in the same order. Every event has its id set before
+        the first attempt, so a retried batch is not published twice.
+        """
+        requests = [_http.with_id(event) for event in events]
+        if not requests:
+            return []
+        receipts = _http.RECEIPTS.validate_python(await self._send(_http.batch_call(requests, self.timeout)))
+        if len(receipts) != len(requests):
+            raise ProtocolError(f"the hub answered {len(receipts)} receipts for a batch of {len(requests)}")
+        return receipts
+
+    async def broadcast(
+        self, event_type: EventType, data: Data = None, *, priority: Priority | None = None
+    ) -> PublishReceipt:
+        """Publishes on ``global``, delivered to every connection, subscribed or not."""
+        call = _http.broadcast_call(event_type, data, priority, self.timeout)
+        return PublishReceipt.model_validate(await self._send(call))
+
+    async def send_to_user(
+        self, user_id: str, event_type: EventType, data: Data = None, *, priority: Priority | None = None
+    ) -> PublishReceipt:
+        """Publishes on ``user:{user_id}``, delivered to every connection of that user."""
+        call = _http.user_message_call(user_id, event_type, data, priority, self.timeout)
+        return PublishReceipt.model_validate(await self._send(call))
+
+    # ---- approvals ----
+
+    async def create_approval(
+        self,
+        user_id: str,
+        task_id: str,
+        step: int,
+        step_result: TaskStepResult | Mapping[str, Any],
+        *,
+        timeout: float | None = None,
+        default_proceed: bool | None = None,
+    ) -> ApprovalRecord:
+        """Asks ``user_id`` to decide on a task's step and returns at once:
+        the hub publishes ``approval.requested`` on ``user:{user_id}`` and
+        ``task:{task_id}``. ``timeout`` (seconds; the hub's
+        ``--approval-timeout`` when None) and ``default_proceed`` (what a
+        timeout resolves to; the hub's default, *proceed*, when None)."""
+        approval = _http.new_approval(user_id, task_id, step, step_result, timeout, default_proceed)
+        return ApprovalRecord.model_validate(await self._send(_http.create_approval_call(approval, self.timeout)))
+
+    async def get_approval(self, callback_id: str, *, wait: float = 0.0) -> ApprovalDecision:
+        """An approval's decision; with ``wait`` (seconds) long-polls while it
+        is pending (it may still be pending when ``wait`` runs out).
+        Raises :class:`~herald.NotFoundError` for an unknown approval."""
+        return ApprovalDecision.model_validate(
+            await self._send(_http.approval_call(callback_id, wait, self.timeout))
+        )
+
+    async def request_approval(
+        self,
+        user_id: str,
+        task_id: str,
+        step: int,
+        step_result: TaskStepResult | Mapping[str, Any],
+        *,
+        timeout: float | None = None,
+        default_proceed: bool | None = None,
+    ) -> ApprovalDecision:
+        """Asks for an approval and waits for the decision: the seeds'
+        ``notify_user``, without a callback.
+
+        Returns the typed decision: ``status`` (``approved``, ``rejected``,
+        ``timed_out``, ``cancelled``), ``proceed``, ``feedback``,
+        ``decided_by`` (None when the hub decided). Long-polls across
+        reconnects and hub restarts (a SQLite hub keeps pending approvals);
+        gives up only :data:`~herald._http.EXPIRY_GRACE` seconds after the
+        approval expired with the hub unreachable all along. A hub that lost
+        the approval (memory store restarted) raises
+        :class:`~herald.NotFoundError`. Cancelling the awaiting task stops
+        waiting (the approval stays pending at the hub).
+        """
+        record = await self.create_approval(
+            user_id, task_id, step, step_result, timeout=timeout, default_proceed=default_proceed
+        )
+        return await self.wait_approval(record)
+
+    async def wait_approval(self, record: ApprovalRecord) -> ApprovalDecision:
+        """Waits for the decision of an approval made with :meth:`create_approval`."""
+        deadline = _http.approval_deadline(record)
+        failures = 0
+        while True:
+            try:
+                decision = await self.get_approval(record.callback_id, wait=_http.LONG_POLL)
+            except HeraldError as error:
+                if not (_http.is_outage(error) and _http.within(deadline)):
+                    raise
+                failures += 1
+                await asyncio.sleep(self.retry.delay(failures))
+                continue
+            failures = 0
+            if not _http.still_waiting(decision):
+                return decision
+
+    async def cancel_approval(self, task_id: str, *, reason: str | None = None) -> None:
+        """Cancels task ``task_id``: its pending approvals resolve as
+        ``cancelled`` (a producer waiting in :meth:`request_approval` gets that
+        decision) and ``control.cancel`` is published on ``task:{task_id}``.
+
+        The hub has no per-approval cancel: this is the contract's ``cancel``
+        frame, sent over a WebSocket as a user's browser would.
+        """
+        await self.send_control("cancel", task_id=task_id, reason=reason)
+
+    async def send_control(
+        self,
+        action: ControlAction,
+        *,
+        task_id: str | None = None,
+        run_id: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Sends a ``cancel``/``pause``/``resume`` request for a task or a run
+        (published as ``control.*`` on ``task:{id}`` or ``run:{id}``) and waits
+        for the hub's ``ack``."""
+        frame = _CONTROL_FRAMES[action](id=1, task_id=task_id, run_id=run_id, reason=reason)
+        ws_url = self.endpoint.ws_url()
+        try:
+            answered = await asyncio.wait_for(self._exchange(ws_url, frame.to_json()), self.timeout)
+        except (OSError, websockets.exceptions.WebSocketException, asyncio.TimeoutError) as error:
+            raise TransportError(f"could not send {action} to {ws_url}: {error!r}", attempts=1) from error
+        if not answered:
+            raise TransportError(f"the hub closed {ws_url} before answering {action}", attempts=1)
+
+    async def _exchange(self, ws_url: str, text: str) -> bool:
+        """Sends one frame and waits for its answer; False if the hub closed first."""
+        async with websockets.connect(
+            ws_url, additional_headers=self.endpoint.ws_headers(), open_timeout=self.timeout
+        ) as socket:
+            await socket.send(text)
+            async for message in socket:
+                _control_reply(message)
+                if _is_reply(message):
+                    return True
+        return False
+
+    # ---- subscribing ----
+
+    @overload
+    def subscribe(
+        self,
+        topics: Iterable[str],
+        *,
+        since: int | Mapping[str, Any] | None = ...,
+        filter: EventFilter | Mapping[str, Any] | None = ...,
+        snapshot: bool = ...,
+        gaps: Literal["yield"] = ...,
+        config: SessionConfig | None = ...,
+        open_timeout: float = ...,
+    ) -> Subscription[SubscriptionItem]: ...
+
+    @overload
+    def subscribe(
+        self,
+        topics: Iterable[str],
+        *,
+        since: int | Mapping[str, Any] | None = ...,
+        filter: EventFilter | Mapping[str, Any] | None = ...,
+        snapshot: bool = ...,
+        gaps: Literal["raise"],
+        config: SessionConfig | None = ...,
+        open_timeout: float = ...,
+    ) -> Subscription[SubscriptionItemNoGap]: ...
+
+    def subscribe(
+        self,
+        topics: Iterable[str],
+        *,
+        since: int | Mapping[str, Any] | None = None,
+        filter: EventFilter | Mapping[str, Any] | None = None,
+        snapshot: bool = False,
+        gaps: Gaps = "yield",
+        config: SessionConfig | None = None,
+        open_timeout: float = 10.0,
+    ) -> Subscription[Any]:
+        """A reconnecting subscription to ``topics`` (topics or patterns such
+        as ``execution:*``): ``async with hub.subscribe([...]) as events:``
+        then ``async for event in events``. See :class:`~herald.Subscription`.
+
+        ``since``: checkpoints to resume from (what :attr:`Subscription.checkpoints`
+        gave), or one seq for every exact topic (``0``: everything retained).
+        ``filter``: ``{"types": ["execution.*"], "min_priority": "high"}``.
+        ``gaps``: ``"yield"`` (default) yields :class:`~herald.models.Gap`
+        items; ``"raise"`` raises :class:`~herald.GapError` instead.
+        """
+        return Subscription(
+            self.endpoint,
+            list(topics),
+            since=since,
+            filter=filter,
+            snapshot=snapshot,
+            gaps=gaps,
+            config=config,
+            open_timeout=open_timeout,
+        )
+
+    def control(
+        self,
+        *,
+        task_id: str | None = None,
+        run_id: str | None = None,
+        since: int | None = None,
+        config: SessionConfig | None = None,
+        open_timeout: float = 10.0,
+    ) -> ControlStream:
+        """The ``control.cancel/pause/resume`` requests for a task (or a run),
+        for the producer to act on: ``async with hub.control(task_id="t1") as
+        requests:`` then ``async for request in requests``. Live from the
+        moment the ``async with`` returns; ``since=0`` also yields the ones
+        still retained. A gap in the stream raises :class:`~herald.GapError`
+        (a request may have been missed)."""
+        return ControlStream(
+            self.endpoint, task_id=task_id, run_id=run_id, since=since, config=config, open_timeout=open_timeout
+        )
+
+
+class Herald(_Options):
+    """The blocking client: :class:`AsyncHerald`'s publishing, approval and
+    control methods, for code without an event loop (subscribing needs
+    :class:`AsyncHerald`). Same arguments and defaults.
+
+    Use it as ``with Herald() as hub:`` or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        api_key: str | None = None,
+        token: str | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(url, api_key, token, timeout, retry)
+        self._http = httpx.Client(base_url=self.endpoint.url, headers=self.endpoint.headers())
+
+    def __enter__(self) -> Herald:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closes the connection pool."""
+        self._http.close()
+
+    def _send(self, call: Call) -> Any:
+        attempt = 0
+        while True:
+            attempt += 1
+            may_retry = attempt < max(self.retry.max_attempts, 1)
+            try:
+                response = self._http.request(
+                    call.method,
+                    call.path,
+                    content=call.body,
+                    params=call.params,
+                    timeout=call.timeout,
+                    headers={"Content-Type": "application/json"} if call.body is not None else None,
+                )
+            except httpx.TransportError as error:
+                if not (may_retry and _http.retryable_transport(error, call)):
+                    raise _http.transport_error(error, call, attempt) from error
+            else:
+                status = response.status_code
+                if not (_http.retryable_status(status) and may_retry and call.idempotent):
+                    return _http.answer(response)
+            time.sleep(self.retry.delay(attempt))
+
+    def publish(
+        self,
+        topic: Topic,
+        event_type: EventType,
+        data: Data = None,
+        *,
+        key: str | None = None,
+        priority: Priority | None = None,
+        id: str | None = None,
+        source: str | None = None,
+        timestamp: int | None = None,
+    ) -> PublishReceipt:
+        """See :meth:`AsyncHerald.publish`."""
+        request = _http.publish_request(
+            topic, event_type, data, key=key, priority=priority, id=id, source=source, timestamp=timestamp
+        )
+        return PublishReceipt.model_validate(self._send(_http.publish_call(request, self.timeout)))
+
+    def publish_batch(self, events: Iterable[PublishRequest | Mapping[str, Any]]) -> list[PublishReceipt]:
+        """See :meth:`AsyncHerald.publish_batch`."""
+        requests = [_http.with_id(event) for event in events]
+        if not requests:
+            return []
+        receipts = _http.RECEIPTS.validate_python(self._send(_http.batch_call(requests, self.timeout)))
+        if len(receipts) != len(requests):
+            raise ProtocolError(f"the hub answered {len(receipts)} receipts for a batch of {len(requests)}")
+        return receipts
+
+    def broadcast(self, event_type: EventType, data: Data = None, *, priority: Priority | None = None) -> PublishReceipt:
+        """See :meth:`AsyncHerald.broadcast`."""
+        return PublishReceipt.model_validate(self._send(_http.broadcast_call(event_type, data, priority, self.timeout)))
+
+    def send_to_user(
+        self, user_id: str, event_type: EventType, data: Data = None, *, priority: Priority | None = None
+    ) -> PublishReceipt:
+        """See :meth:`AsyncHerald.send_to_user`."""
+        call = _http.user_message_call(user_id, event_type, data, priority, self.timeout)
+        return PublishReceipt.model_validate(self._send(call))
+
+    def create_approval(
+        self,
+        user_id: str,
+        task_id: str,
+        step: int,
+        step_result: TaskStepResult | Mapping[str, Any],
+        *,
+        timeout: float | None = None,
+        default_proceed: bool | None = None,
+    ) -> ApprovalRecord:
+        """See :meth:`AsyncHerald.create_approval`."""
+        approval = _http.new_approval(user_id, task_id, step, step_result, timeout, default_proceed)
+        return ApprovalRecord.model_validate(self._send(_http.create_approval_call(approval, self.timeout)))
+
+    def get_approval(self, callback_id: str, *, wait: float = 0.0) -> ApprovalDecision:
+        """See :meth:`AsyncHerald.get_approval`."""
+        return ApprovalDecision.model_validate(self._send(_http.approval_call(callback_id, wait, self.timeout)))
+
+    def request_approval(
+        self,
+        user_id: str,
+        task_id: str,
+        step: int,
+        step_result: TaskStepResult | Mapping[str, Any],
+        *,
+        timeout: float | None = None,
+        default_proceed: bool | None = None,
+    ) -> ApprovalDecision:
+        """See :meth:`AsyncHerald.request_approval`."""
+        record = self.create_approval(
+            user_id, task_id, step, step_result, timeout=timeout, default_proceed=default_proceed
+        )
+        return self.wait_approval(record)
+
+    def wait_approval(self, record: ApprovalRecord) -> ApprovalDecision:
+        """See :meth:`AsyncHerald.wait_approval`."""
+        deadline = _http.approval_deadline(record)
+        failures = 0
+        while True:
+            try:
+                decision = self.get_approval(record.callback_id, wait=_http.LONG_POLL)
+            except HeraldError as error:
+                if not (_http.is_outage(error) and _http.within(deadline)):
+                    raise
+                failures += 1
+                time.sleep(self.retry.delay(failures))
+                continue
+            failures = 0
+            if not _http.still_waiting(decision):
+                return decision
+
+    def cancel_approval(self, task_id: str, *, reason: str | None = None) -> None:
+        """See :meth:`AsyncHerald.cancel_approval`."""
+        self.send_control("cancel", task_id=task_id, reason=reason)
+
+    def send_control(
+        self,
+        action: ControlAction,
+        *,
+        task_id: str | None = None,
+        run_id: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """See :meth:`AsyncHerald.send_control`."""
+        from websockets.sync.client import connect
+
+        frame = _CONTROL_FRAMES[action](id=1, task_id=task_id, run_id=run_id, reason=reason)
+        ws_url = self.endpoint.ws_url()
+        deadline = time.monotonic() + self.timeout
+        try:
+            with connect(ws_url, additional_headers=self.endpoint.ws_headers(), open_timeout=self.timeout) as socket:
+                socket.send(frame.to_json())
+                while True:
+                    message = socket.recv(timeout=max(deadline - time.monotonic(), 0.0))
+                    _control_reply(message)
+                    if _is_reply(message):
+                        return
+        except (OSError, websockets.exceptions.WebSocketException, TimeoutError) as error:
+            raise TransportError(f"could not send {action} to {ws_url}: {error}", attempts=1) from error
+
+
+def _is_reply(message: str | bytes) -> bool:
+    """Whether ``message`` answers the control frame (``ref`` 1)."""
+    if isinstance(message, bytes):
+        return False
+    frame = json.loads(message)
+    return isinstance(frame, dict) and frame.get("type") in ("ack", "error") and frame.get("ref") == 1
+
+
+def _control_reply(message: str | bytes) -> None:
+    """Raises the hub's refusal of the control frame, if that is what it is."""
+    if isinstance(message, bytes) or not _is_reply(message):
+        return
+    frame = json.loads(message)
+    if frame["type"] == "error":
+        raise hub_error(str(frame.get("code")), str(frame.get("message")), ref=frame.get("ref"))

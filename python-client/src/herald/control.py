@@ -1,0 +1,116 @@
+"""Control requests for a producer: ``control.cancel``, ``control.pause``,
+``control.resume`` on a task's (or a run's) topic, as a user's browser sends
+them (``{"action": "cancel", "task_id": "t1"}``).
+
+::
+
+    async with hub.control(task_id="t1") as requests:
+        async for request in requests:
+            if request.action == "cancel":
+                stop_the_task(request.reason)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal
+
+from ._http import Endpoint
+from ._session import SessionConfig
+from .models import ControlRequest, Event, Snapshot
+from .subscription import Subscription, SubscriptionItemNoGap
+
+ControlAction = Literal["cancel", "pause", "resume"]
+
+_ACTIONS: dict[str, ControlAction] = {
+    "control.cancel": "cancel",
+    "control.pause": "pause",
+    "control.resume": "resume",
+}
+
+
+@dataclass(frozen=True)
+class ControlCommand:
+    """One control request for the producer to act on."""
+
+    action: ControlAction
+    """``cancel``, ``pause`` or ``resume``."""
+    request: ControlRequest
+    """``task_id`` / ``run_id``, ``reason``, ``requested_by`` (the user, when known)."""
+    event: Event
+    """The ``control.*`` event itself (topic, seq, id, timestamp)."""
+
+    @property
+    def reason(self) -> str | None:
+        return self.request.reason
+
+    @property
+    def requested_by(self) -> str | None:
+        return self.request.requested_by
+
+
+class ControlStream:
+    """The control requests of one task or run, live (see
+    :meth:`herald.AsyncHerald.control`)."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        task_id: str | None,
+        run_id: str | None,
+        since: int | None,
+        config: SessionConfig | None,
+        open_timeout: float,
+    ) -> None:
+        if (task_id is None) == (run_id is None):
+            raise ValueError("name exactly one of task_id and run_id")
+        self.topic = f"task:{task_id}" if task_id is not None else f"run:{run_id}"
+        resume: Mapping[str, Any] | None = None if since is None else {self.topic: since}
+        self._subscription: Subscription[SubscriptionItemNoGap] = Subscription(
+            endpoint,
+            [self.topic],
+            since=resume,
+            filter={"types": ["control.*"]},
+            gaps="raise",
+            config=config,
+            open_timeout=open_timeout,
+        )
+
+    async def __aenter__(self) -> ControlStream:
+        await self._subscription.open()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> ControlStream:
+        return self
+
+    async def __anext__(self) -> ControlCommand:
+        while True:
+            item = await self._subscription.__anext__()
+            if isinstance(item, Snapshot):
+                continue
+            action = _ACTIONS.get(item.event_type)
+            if action is None:
+                continue  # a custom control.* type this version does not know
+            request = ControlRequest.model_validate(item.data)
+            return ControlCommand(action=action, request=request, event=item)
+
+    async def open(self) -> None:
+        """Subscribes and waits for the hub's confirmation."""
+        await self._subscription.open()
+
+    async def aclose(self) -> None:
+        """Stops listening."""
+        await self._subscription.aclose()
+
+    @property
+    def checkpoints(self) -> dict[str, Any]:
+        """Where the stream is; see :attr:`herald.Subscription.checkpoints`."""
+        return self._subscription.checkpoints

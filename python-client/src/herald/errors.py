@@ -1,0 +1,218 @@
+"""Herald's errors: :class:`HubError` carries the contract's error ``code``
+(one subclass per code), the others say what went wrong on the way.
+
+::
+
+    try:
+        hub.publish("run:r1", "step.completed", {"step": 3})
+    except herald.RateLimitedError as error:
+        print(error.code, error.status, error.message)   # rate_limited 429 ...
+    except herald.HeraldError:
+        ...
+"""
+
+from __future__ import annotations
+
+from typing import Any, get_args
+
+from pydantic import ValidationError
+
+from .models import ErrorCode, Gap
+
+
+class HeraldError(Exception):
+    """Anything the client reports."""
+
+
+class HubError(HeraldError):
+    """The hub refused a request with the contract's ``{code, message}``
+    (HTTP error body, or an ``error`` frame)."""
+
+    code: ErrorCode = "internal"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: ErrorCode | None = None,
+        status: int | None = None,
+        index: int | None = None,
+        ref: Any = None,
+    ) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        self.message = message
+        self.status = status
+        """The HTTP status (None for a WebSocket ``error`` frame)."""
+        self.index = index
+        """The offending event of a batch, when the hub named one."""
+        self.ref = ref
+        """The request id an ``error`` frame answers."""
+
+    def __str__(self) -> str:
+        where = f" (event {self.index} of the batch)" if self.index is not None else ""
+        status = f"HTTP {self.status} " if self.status is not None else ""
+        return f"{status}{self.code}: {self.message}{where}"
+
+
+class InvalidJsonError(HubError):
+    """The frame or body is not valid JSON."""
+
+    code: ErrorCode = "invalid_json"
+
+
+class UnknownActionError(HubError):
+    """The frame's ``action`` is not one the hub knows."""
+
+    code: ErrorCode = "unknown_action"
+
+
+class InvalidRequestError(HubError):
+    """A well-formed request with a bad or missing field."""
+
+    code: ErrorCode = "invalid_request"
+
+
+class InvalidTopicError(HubError):
+    """A topic or pattern that breaks the grammar."""
+
+    code: ErrorCode = "invalid_topic"
+
+
+class UnauthorizedError(HubError):
+    """No credentials, or bad ones (HTTP 401)."""
+
+    code: ErrorCode = "unauthorized"
+
+
+class ForbiddenError(HubError):
+    """Credentials that do not allow this (HTTP 403)."""
+
+    code: ErrorCode = "forbidden"
+
+
+class RateLimitedError(HubError):
+    """Too many frames or publishes (HTTP 429; retried first)."""
+
+    code: ErrorCode = "rate_limited"
+
+
+class TooLargeError(HubError):
+    """Over a size limit (HTTP 413)."""
+
+    code: ErrorCode = "too_large"
+
+
+class NotFoundError(HubError):
+    """No such approval, connection, … (HTTP 404). For an approval: never
+    created, or lost when a hub without a durable store restarted."""
+
+    code: ErrorCode = "not_found"
+
+
+class ConflictError(HubError):
+    """The request conflicts with the current state, e.g. an approval
+    already decided (HTTP 409)."""
+
+    code: ErrorCode = "conflict"
+
+
+class InternalError(HubError):
+    """The hub failed; not the client's fault (HTTP 5xx; retried first)."""
+
+    code: ErrorCode = "internal"
+
+
+ERRORS_BY_CODE: dict[str, type[HubError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidJsonError,
+        UnknownActionError,
+        InvalidRequestError,
+        InvalidTopicError,
+        UnauthorizedError,
+        ForbiddenError,
+        RateLimitedError,
+        TooLargeError,
+        NotFoundError,
+        ConflictError,
+        InternalError,
+    )
+}
+"""One class per code of the contract's closed ``ErrorCode`` set."""
+
+assert set(ERRORS_BY_CODE) == set(get_args(ErrorCode)), "an ErrorCode has no exception class"
+
+
+def hub_error(
+    code: str, message: str, *, status: int | None = None, index: int | None = None, ref: Any = None
+) -> HubError:
+    """The exception for the hub's ``{code, message}``."""
+    cls = ERRORS_BY_CODE.get(code, HubError)
+    return cls(message, status=status, index=index, ref=ref)
+
+
+class TransportError(HeraldError):
+    """The hub could not be reached (connection refused or reset, timeout)
+    on every attempt allowed."""
+
+    def __init__(self, message: str, *, attempts: int) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+
+
+class ProtocolError(HeraldError):
+    """The hub answered something the contract does not allow (a success
+    that does not decode, or an error status without ``{code, message}``)."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class GapError(HeraldError):
+    """Events the subscriber will not get (raised instead of yielding a
+    :class:`~herald.models.Gap` when the subscription was opened with
+    ``gaps="raise"``). Re-read state, then keep iterating: the subscription
+    goes on after the gap."""
+
+    def __init__(self, gap: Gap) -> None:
+        super().__init__(
+            f"events {gap.from_seq}..={gap.to_seq} of {gap.topic} will not arrive ({gap.reason})"
+        )
+        self.gap = gap
+
+
+class SubscriptionClosedError(HeraldError):
+    """The subscription stopped for good: the hub closed with a terminal code
+    (e.g. 4500 disconnected by an admin, 4503 forbidden, 1008), or the
+    reconnect attempts ran out."""
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+__all__ = [
+    "ERRORS_BY_CODE",
+    "ConflictError",
+    "ForbiddenError",
+    "GapError",
+    "HeraldError",
+    "HubError",
+    "InternalError",
+    "InvalidJsonError",
+    "InvalidRequestError",
+    "InvalidTopicError",
+    "NotFoundError",
+    "ProtocolError",
+    "RateLimitedError",
+    "SubscriptionClosedError",
+    "TooLargeError",
+    "TransportError",
+    "UnauthorizedError",
+    "UnknownActionError",
+    "ValidationError",
+    "hub_error",
+]

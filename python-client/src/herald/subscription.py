@@ -1,0 +1,325 @@
+"""A reconnecting WebSocket subscription, driven by the sans-IO session core.
+
+The policy (reconnect with backoff and jitter, heartbeat, resubscribe with
+``since`` per topic, no duplicate at the seam, gaps) is
+:class:`herald._session.Session`'s, the same as the Rust and browser
+clients'; this module only carries it out over a ``websockets`` socket.
+It runs no background task: the socket is read, and the session's timers
+fire, while the consumer waits for the next item.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, Generic, Literal, TypeVar, Union
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from ._http import Endpoint
+from ._session import (
+    AttemptsExhausted,
+    Close,
+    Closed,
+    Connect,
+    ConnectionState,
+    FrameDecodeError,
+    Session,
+    SessionConfig,
+    StateChanged,
+    Terminal,
+    checkpoints_from_json,
+    checkpoints_to_json,
+)
+from .errors import GapError, HubError, SubscriptionClosedError, TransportError, hub_error
+from .models import ErrorFrame, Event, EventFilter, Gap, Snapshot, Subscribed
+
+log = logging.getLogger("herald")
+
+SubscriptionItem = Union[Event, Gap, Snapshot]
+"""What a subscription yields: events, gaps, and snapshots when asked for."""
+
+SubscriptionItemNoGap = Union[Event, Snapshot]
+"""What a subscription opened with ``gaps="raise"`` yields."""
+
+Gaps = Literal["yield", "raise"]
+
+T = TypeVar("T")
+
+# Close codes the driver uses.
+_NORMAL = 1000
+
+
+class Subscription(Generic[T]):
+    """Events of some topics, in ``seq`` order per topic, each once, across
+    reconnects and hub restarts; what cannot be recovered is a
+    :class:`~herald.models.Gap` (or a :class:`~herald.GapError`).
+
+    ::
+
+        async with hub.subscribe(["execution:*"], since=saved) as events:
+            async for item in events:
+                if isinstance(item, herald.Event):
+                    ...
+                saved = events.checkpoints      # persist to resume later
+
+    ``async with`` returns once the hub confirmed every topic (events after
+    that are not missed); leaving it closes the socket. Iterating without
+    ``async with`` connects on the first item (call :meth:`aclose` after).
+    An ``error`` frame from the hub (e.g. ``forbidden``) is raised as a
+    :class:`~herald.HubError`; a terminal close or exhausted reconnect
+    attempts end the iteration with :class:`~herald.SubscriptionClosedError`.
+    After a raised error the subscription still works: iterate again.
+    """
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        topics: list[str],
+        *,
+        since: int | Mapping[str, Any] | None = None,
+        filter: EventFilter | Mapping[str, Any] | None = None,
+        snapshot: bool = False,
+        gaps: Gaps = "yield",
+        config: SessionConfig | None = None,
+        open_timeout: float = 10.0,
+    ) -> None:
+        if gaps not in ("yield", "raise"):
+            raise ValueError('gaps must be "yield" or "raise"')
+        self._endpoint = endpoint
+        self._topics = list(topics)
+        self._gaps = gaps
+        self._open_timeout = open_timeout
+        self._session = Session(config, random.getrandbits(64))
+        if isinstance(since, int):
+            since = {t: since for t in self._topics if "*" not in t}
+        if since:
+            self._session.restore_checkpoints(checkpoints_from_json(dict(since)))
+        flt = filter if isinstance(filter, EventFilter) or filter is None else EventFilter.model_validate(filter)
+        self._session.subscribe(self._topics, flt, snapshot)
+        self._socket: ClientConnection | None = None
+        self._clock = time.monotonic()
+        self._ready: deque[Any] = deque()
+        self._confirmed: set[str] = set()
+        self._ever_open = False
+        self._closed = False
+
+    # ---- the consumer's side ----
+
+    async def __aenter__(self) -> Subscription[T]:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> Subscription[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        while True:
+            await self._turn()
+            if self._ready:
+                item = self._ready.popleft()
+                if isinstance(item, BaseException):
+                    raise item
+                result: T = item
+                return result
+            if self._closed:
+                raise StopAsyncIteration
+            await self._wait()
+
+    async def open(self) -> None:
+        """Connects and waits until the hub confirmed every topic (bounded by
+        ``open_timeout``). Raises :class:`~herald.TransportError` when the hub
+        cannot be reached, :class:`~herald.HubError` when it refuses a topic."""
+        deadline = time.monotonic() + self._open_timeout
+        while True:
+            await self._turn()
+            for item in list(self._ready):
+                if isinstance(item, (HubError, SubscriptionClosedError)):
+                    self._ready.remove(item)
+                    raise item
+            if set(self._topics) <= self._confirmed:
+                return
+            if self._closed:
+                raise SubscriptionClosedError("the subscription closed before the hub confirmed it")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                missing = sorted(set(self._topics) - self._confirmed)
+                raise TransportError(
+                    f"{self._endpoint.ws_url()} did not confirm {missing} within {self._open_timeout} s",
+                    attempts=1,
+                )
+            await self._wait(limit=remaining)
+
+    async def aclose(self) -> None:
+        """Closes the socket (1000); nothing more is yielded."""
+        self._closed = True  # from here on, no Connect is carried out
+        self._session.disconnect()
+        await self._turn()
+        self._ready.clear()
+
+    @property
+    def checkpoints(self) -> dict[str, Any]:
+        """Per topic, the last ``seq`` delivered and its stream's ``epoch``:
+        ``{topic: {"seq": N, "epoch": "..."}}``. Persist it and pass it as
+        ``since=`` to resume where this left off."""
+        return checkpoints_to_json(self._session.checkpoints)
+
+    @property
+    def state(self) -> ConnectionState:
+        """The connection state (connecting, open, reconnecting, closed)."""
+        return self._session.state
+
+    @property
+    def session_id(self) -> str | None:
+        """The current connection's id (also its id in the admin API)."""
+        return self._session.session_id
+
+    # ---- the driver ----
+
+    def _now(self) -> int:
+        return int((time.monotonic() - self._clock) * 1000)
+
+    async def _turn(self) -> None:
+        """Carries out everything the session asks until it asks nothing more."""
+        session = self._session
+        while True:
+            busy = False
+            while (action := session.poll_action()) is not None:
+                busy = True
+                if isinstance(action, Connect):
+                    if not self._closed:
+                        await self._connect()
+                elif isinstance(action, Close):
+                    await self._close_socket(action.code)
+            while (frame := session.poll_transmit()) is not None:
+                busy = True
+                if self._socket is None:
+                    continue
+                try:
+                    await self._socket.send(frame.to_json())
+                except websockets.exceptions.ConnectionClosed as closed:
+                    self._lost(closed)
+            while (event := session.poll_event()) is not None:
+                busy = True
+                self._deliver(event)
+            if not busy:
+                return
+
+    def _deliver(self, event: object) -> None:
+        if isinstance(event, Event):
+            self._ready.append(event)
+        elif isinstance(event, Gap):
+            self._ready.append(GapError(event) if self._gaps == "raise" else event)
+        elif isinstance(event, Snapshot):
+            self._ready.append(event)
+        elif isinstance(event, Subscribed):
+            self._confirmed.add(event.topic)
+        elif isinstance(event, ErrorFrame):
+            self._ready.append(hub_error(event.code, event.message, ref=event.ref))
+        elif isinstance(event, StateChanged):
+            log.debug("herald subscription: %s", event.state)
+            if isinstance(event.state, Closed):
+                reason = event.state.reason
+                if isinstance(reason, Terminal):
+                    self._ready.append(
+                        SubscriptionClosedError(f"the hub closed the connection ({reason.code})", code=reason.code)
+                    )
+                elif isinstance(reason, AttemptsExhausted):
+                    self._ready.append(
+                        SubscriptionClosedError(f"gave up after {reason.attempts} reconnect attempts")
+                    )
+                self._closed = True
+
+    async def _connect(self) -> None:
+        url = self._endpoint.ws_url()
+        try:
+            self._socket = await websockets.connect(
+                url,
+                additional_headers=self._endpoint.ws_headers(),
+                open_timeout=self._open_timeout,
+                # The session's own heartbeat decides when a link is dead.
+                ping_interval=None,
+                max_size=None,
+            )
+        except asyncio.CancelledError:
+            # The consumer stopped waiting mid-attempt: it counts as a failed
+            # attempt, so the next wait retries after the backoff.
+            self._session.handle_closed(None, self._now())
+            raise
+        except (OSError, websockets.exceptions.WebSocketException, asyncio.TimeoutError) as error:
+            if not self._ever_open:
+                # The first connection fails at once (a wrong URL should not
+                # retry forever); later ones are the session's to retry.
+                self._closed = True
+                self._session.disconnect()
+                await self._turn()
+                self._ready.clear()
+                status = getattr(getattr(error, "response", None), "status_code", None)
+                if status in (401, 403):
+                    raise hub_error(
+                        "unauthorized" if status == 401 else "forbidden",
+                        f"the hub refused the WebSocket ({status})",
+                        status=status,
+                    ) from error
+                raise TransportError(f"could not connect to {url}: {error!r}", attempts=1) from error
+            log.debug("herald subscription: connecting to %s failed: %r", url, error)
+            self._session.handle_closed(None, self._now())
+            return
+        self._ever_open = True
+        self._session.handle_connected(self._now())
+
+    async def _close_socket(self, code: int) -> None:
+        socket, self._socket = self._socket, None
+        if socket is not None:
+            try:
+                await asyncio.wait_for(socket.close(code), 1.0)
+            except (OSError, websockets.exceptions.WebSocketException, asyncio.TimeoutError):
+                pass
+
+    def _lost(self, closed: websockets.exceptions.ConnectionClosed) -> None:
+        self._socket = None
+        code = closed.rcvd.code if closed.rcvd is not None else None
+        self._session.handle_closed(code, self._now())
+
+    async def _wait(self, limit: float | None = None) -> None:
+        """Waits for one input (a frame, the socket closing, or the session's
+        deadline) and hands it to the session."""
+        deadline = self._session.poll_timeout()
+        timeout = None if deadline is None else max(deadline - self._now(), 0) / 1000
+        if limit is not None:
+            timeout = limit if timeout is None else min(timeout, limit)
+        if self._socket is None:
+            if timeout is None:
+                # Nothing can happen any more: the session is closed.
+                self._closed = True
+                return
+            await asyncio.sleep(timeout)
+            self._session.handle_timeout(self._now())
+            return
+        try:
+            # A frame already buffered is read before an overdue timer fires.
+            message = await asyncio.wait_for(self._socket.recv(), None if timeout is None else max(timeout, 0.005))
+        except asyncio.TimeoutError:
+            self._session.handle_timeout(self._now())
+            return
+        except websockets.exceptions.ConnectionClosed as closed:
+            self._lost(closed)
+            return
+        if isinstance(message, bytes):
+            return  # binary frames are not part of the protocol
+        try:
+            self._session.handle_text(message, self._now())
+        except FrameDecodeError as error:
+            log.warning("herald subscription: skipped a frame that does not decode: %s", error)
+

@@ -1,0 +1,205 @@
+"""Fixtures: a real ``herald`` hub per test (``HERALD_BIN``), started on
+``127.0.0.1:0`` and found through its first stdout line, stopped by its PID;
+and the Herald repository's files (fixtures, session vectors)."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+REPO = Path(__file__).resolve().parents[2]
+START_LIMIT = 30.0
+STOP_LIMIT = 10.0
+FRAME_LIMIT = 10.0
+
+
+def repo_file(relative: str) -> Path:
+    """A file of the Herald repository these tests belong to."""
+    path = REPO / relative
+    assert path.exists(), f"{path} is missing: run the tests from a Herald checkout"
+    return path
+
+
+def herald_bin() -> str:
+    path = os.environ.get("HERALD_BIN")
+    if not path:
+        pytest.fail(
+            "HERALD_BIN is not set: build the hub with `cargo build --bin herald` and set "
+            "HERALD_BIN to the binary (`cargo xtask ci` does both)",
+            pytrace=False,
+        )
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"HERALD_BIN={path} is not an executable file: build it with `cargo build --bin herald`", pytrace=False)
+    return path
+
+
+@dataclass
+class Hub:
+    """A running ``herald serve`` process."""
+
+    store: str
+    args: list[str]
+    log: Path
+    url: str = ""
+    process: subprocess.Popen[bytes] | None = None
+    unix_socket: Path | None = None
+    starts: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def bind(self) -> str:
+        return self.url.removeprefix("http://")
+
+    def start(self, bind: str = "127.0.0.1:0") -> None:
+        """Starts the hub and waits for ``listening on http://HOST:PORT``."""
+        command = [herald_bin(), "serve", "--bind", bind, "--store", self.store, *self.args]
+        if self.unix_socket is not None:
+            command += ["--unix-socket", str(self.unix_socket)]
+        self.starts += 1
+        with self.log.open("ab") as log:
+            log.write(f"\n---- start {self.starts}: {' '.join(command)}\n".encode())
+        stderr = self.log.open("ab")
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr)
+        stderr.close()
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + START_LIMIT
+        ready, _, _ = select.select([self.process.stdout], [], [], START_LIMIT)
+        line = self.process.stdout.readline().decode().strip() if ready else ""
+        if not line.startswith("listening on http://"):
+            self.stop()
+            raise AssertionError(
+                f"herald did not start within {START_LIMIT} s (first line {line!r}):\n{self.log.read_text()[-3000:]}"
+            )
+        assert time.monotonic() < deadline
+        self.url = line.removeprefix("listening on ")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stops the hub by its PID (SIGTERM: graceful; SIGKILL: a crash)."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(sig)
+            try:
+                process.wait(STOP_LIMIT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(STOP_LIMIT)
+        if process.stdout is not None:
+            process.stdout.close()
+
+    def restart(self, sig: int = signal.SIGTERM) -> None:
+        """Stops the hub and starts it again on the same address (clients reconnect to it)."""
+        bind = self.bind
+        self.stop(sig)
+        self.start(bind)
+
+    def pause(self) -> None:
+        """Freezes the process (SIGSTOP): its sockets stay open, nothing answers."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+
+def make_hub(tmp_path: Path, store: str = "memory", *args: str, unix: bool = False) -> Hub:
+    hub = Hub(store=store, args=list(args), log=tmp_path / "herald.log")
+    if unix:
+        hub.unix_socket = tmp_path / "herald.sock"
+    return hub
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[Hub]:
+    """A memory-store hub."""
+    running = make_hub(tmp_path)
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def sqlite_hub(tmp_path: Path) -> Iterator[Hub]:
+    """A SQLite-store hub (durable across restarts)."""
+    running = make_hub(tmp_path, f"sqlite:{tmp_path / 'herald.db'}")
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def any_hub(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Hub]:
+    """A hub with each store in turn."""
+    store = "memory" if request.param == "memory" else f"sqlite:{tmp_path / 'herald.db'}"
+    running = make_hub(tmp_path, store)
+    running.start()
+    yield running
+    running.stop()
+
+
+class Browser:
+    """A raw WebSocket client, as a user's browser speaks the protocol: what
+    the Python client is tested against from the other side."""
+
+    def __init__(self, socket: ClientConnection) -> None:
+        self.socket = socket
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.socket.send(json.dumps(frame))
+
+    async def next_frame(self, limit: float = FRAME_LIMIT) -> dict[str, Any]:
+        import asyncio
+
+        text = await asyncio.wait_for(self.socket.recv(), limit)
+        frame: dict[str, Any] = json.loads(text)
+        return frame
+
+    async def until(self, predicate: Any, limit: float = FRAME_LIMIT) -> dict[str, Any]:
+        """The first frame for which ``predicate(frame)`` holds (bounded)."""
+        deadline = time.monotonic() + limit
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError("the expected frame did not arrive in time")
+            frame = await self.next_frame(remaining)
+            if predicate(frame):
+                return frame
+
+
+@asynccontextmanager
+async def browser(hub: Hub, query: str = "") -> AsyncIterator[Browser]:
+    """A browser connection to ``/ws?{query}``, after its ``welcome``."""
+    url = hub.url.replace("http://", "ws://") + "/ws" + (f"?{query}" if query else "")
+    async with websockets.connect(url, open_timeout=FRAME_LIMIT) as socket:
+        client = Browser(socket)
+        welcome = await client.next_frame()
+        assert welcome["type"] == "welcome", welcome
+        yield client
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under `cargo xtask ci` the tests must exercise the installed wheel."""
+    if os.environ.get("HERALD_TEST_INSTALLED"):
+        import herald
+
+        assert "site-packages" in herald.__file__, f"testing {herald.__file__}, not the installed wheel"

@@ -1,0 +1,158 @@
+"""Approvals, the seeds' core interaction: a producer asks and waits; a
+person answers over WebSocket; the decision comes back typed, across hub
+restarts. And control requests reaching the producer."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import anyio
+import pytest
+
+import herald
+
+from .conftest import Hub, browser
+
+pytestmark = pytest.mark.anyio
+LIMIT = 20.0
+
+STEP_RESULT = {
+    "step": "model_training",
+    "result": None,
+    "completed": False,
+    "message": "Model training failed, retry?",
+    "status": "failed",
+    "error_code": "E003",
+    "error_message": "GPU memory insufficient",
+}
+
+
+def is_request(frame: dict[str, Any]) -> bool:
+    return frame.get("type") == "event" and frame.get("event_type") == "approval.requested"
+
+
+async def test_an_approval_answered_over_websocket_resolves_request_approval(any_hub: Hub) -> None:
+    async with herald.AsyncHerald(any_hub.url) as hub, browser(any_hub, "user_id=user_123") as user:
+        waiting = asyncio.create_task(
+            hub.request_approval("user_123", "task_789", 2, STEP_RESULT, timeout=60, default_proceed=False)
+        )
+        request = await user.until(is_request)
+        data = herald.ApprovalRequested.model_validate(request["data"])
+        assert (data.user_id, data.task_id, data.step, data.step_result.error_code) == ("user_123", "task_789", 2, "E003")
+        assert data.timeout_ms == 60_000 and data.default_proceed is False
+        await user.send({"action": "confirm", "id": 7, "callback_id": data.callback_id, "proceed": True, "feedback": "retry"})
+        assert (await user.until(lambda f: f.get("ref") == 7))["type"] == "ack"
+        with anyio.fail_after(LIMIT):
+            decision = await waiting
+    assert decision.callback_id == data.callback_id
+    assert (decision.status, decision.proceed, decision.feedback, decision.decided_by) == ("approved", True, "retry", "user_123")
+    assert decision.decided_at is not None
+
+
+async def test_the_blocking_client_waits_for_a_rejection(hub: Hub) -> None:
+    with herald.Herald(hub.url) as client:
+        async with browser(hub, "user_id=u1") as user:
+            waiting = asyncio.create_task(
+                asyncio.to_thread(client.request_approval, "u1", "t1", 1, herald.TaskStepResult(step="s", message="ok?", status="completed"))
+            )
+            request = await user.until(is_request)
+            await user.send({"action": "confirm", "callback_id": request["data"]["callback_id"], "proceed": False, "feedback": "stop"})
+            with anyio.fail_after(LIMIT):
+                decision = await waiting
+    assert (decision.status, decision.proceed, decision.feedback) == ("rejected", False, "stop")
+
+
+async def test_a_timed_out_approval_resolves_with_its_default_and_no_decider(hub: Hub) -> None:
+    async with herald.AsyncHerald(hub.url) as client:
+        with anyio.fail_after(LIMIT):
+            decision = await client.request_approval("u1", "t1", 1, STEP_RESULT, timeout=0.2, default_proceed=False)
+    assert (decision.status, decision.proceed, decision.decided_by) == ("timed_out", False, None)
+
+
+async def test_a_second_decision_is_a_conflict(hub: Hub) -> None:
+    async with herald.AsyncHerald(hub.url) as client, browser(hub, "user_id=u1") as user:
+        record = await client.create_approval("u1", "t1", 1, STEP_RESULT)
+        await user.send({"action": "confirm", "id": 1, "callback_id": record.callback_id, "proceed": True})
+        assert (await user.until(lambda f: f.get("ref") == 1))["type"] == "ack"
+        await user.send({"action": "confirm", "id": 2, "callback_id": record.callback_id, "proceed": False})
+        refused = await user.until(lambda f: f.get("ref") == 2)
+        assert (refused["type"], refused["code"]) == ("error", "conflict")
+        decision = await client.get_approval(record.callback_id)
+    assert decision.status == "approved"
+
+
+async def test_cancel_approval_cancels_the_tasks_pending_approvals(hub: Hub) -> None:
+    async with herald.AsyncHerald(hub.url) as client:
+        record = await client.create_approval("u1", "t9", 1, STEP_RESULT)
+        waiting = asyncio.create_task(client.wait_approval(record))
+        await client.cancel_approval("t9", reason="user closed the page")
+        with anyio.fail_after(LIMIT):
+            decision = await waiting
+    assert (decision.status, decision.decided_by) == ("cancelled", None)
+
+
+async def test_control_requests_reach_the_producer(any_hub: Hub) -> None:
+    async with herald.AsyncHerald(any_hub.url) as hub, hub.control(task_id="task_456") as requests:
+        async with browser(any_hub, "user_id=user_123") as user:
+            for frame_id, action in enumerate(["pause", "resume", "cancel"], 1):
+                await user.send({"action": action, "id": frame_id, "task_id": "task_456", "reason": f"{action} please"})
+                assert (await user.until(lambda f, i=frame_id: f.get("ref") == i))["type"] == "ack"
+        # Another task's requests are not this producer's.
+        await hub.send_control("cancel", task_id="task_other")
+        received = []
+        with anyio.fail_after(LIMIT):
+            async for request in requests:
+                received.append(request)
+                if request.action == "cancel":
+                    break
+    assert [r.action for r in received] == ["pause", "resume", "cancel"]
+    assert all(r.request.task_id == "task_456" for r in received)
+    assert [r.reason for r in received] == ["pause please", "resume please", "cancel please"]
+    assert received[0].requested_by == "user_123"
+    assert [r.event.seq for r in received] == [1, 2, 3]
+
+
+async def test_control_for_a_run_and_from_the_blocking_client(hub: Hub) -> None:
+    async with herald.AsyncHerald(hub.url) as client, client.control(run_id="run-123") as requests:
+        with herald.Herald(hub.url) as blocking:
+            await asyncio.to_thread(blocking.send_control, "pause", run_id="run-123", reason="lunch")
+        with anyio.fail_after(LIMIT):
+            request = await requests.__anext__()
+    assert (request.action, request.request.run_id, request.reason, request.event.topic) == ("pause", "run-123", "lunch", "run:run-123")
+
+
+async def test_request_approval_survives_a_hub_restart(sqlite_hub: Hub) -> None:
+    """A SQLite hub restarts (killed) while the producer long-polls: the
+    approval is back, the user answers on a new connection, the producer
+    gets the decision."""
+    async with herald.AsyncHerald(sqlite_hub.url) as hub:
+        async with browser(sqlite_hub, "user_id=u1") as user:
+            # request_approval is create_approval then wait_approval; the
+            # restart must come once the producer waits (creating is not
+            # retried blindly: the hub takes no client-chosen approval id).
+            record = await hub.create_approval("u1", "t1", 3, STEP_RESULT, timeout=120)
+            waiting = asyncio.create_task(hub.wait_approval(record))
+            request = await user.until(is_request)
+        callback_id = request["data"]["callback_id"]
+        assert callback_id == record.callback_id
+        await asyncio.to_thread(sqlite_hub.restart, 9)  # SIGKILL: a crash, not a clean stop
+        assert not waiting.done()
+        async with browser(sqlite_hub, "user_id=u1&snapshot=true") as user:
+            # The pending approval is in the user's state on connect.
+            snapshot = await user.until(lambda f: f.get("type") == "snapshot" and f.get("topic") == "user:u1")
+            assert [e["data"]["callback_id"] for e in snapshot["events"]] == [callback_id]
+            await user.send({"action": "confirm", "id": 1, "callback_id": callback_id, "proceed": True, "feedback": "after restart"})
+            assert (await user.until(lambda f: f.get("ref") == 1))["type"] == "ack"
+        with anyio.fail_after(LIMIT):
+            decision = await waiting
+    assert (decision.status, decision.proceed, decision.feedback, decision.decided_by) == ("approved", True, "after restart", "u1")
+
+
+async def test_a_memory_hub_that_lost_the_approval_says_so(hub: Hub) -> None:
+    async with herald.AsyncHerald(hub.url) as client:
+        record = await client.create_approval("u1", "t1", 1, STEP_RESULT)
+        await asyncio.to_thread(hub.restart)
+        with pytest.raises(herald.NotFoundError):
+            with anyio.fail_after(LIMIT):
+                await client.wait_approval(record)

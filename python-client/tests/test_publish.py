@@ -1,0 +1,213 @@
+"""Publishing against a real hub: receipts, what a WebSocket subscriber sees,
+batches, idempotent retries, broadcasts, user messages, typed errors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+import herald
+from herald import Event
+
+from .conftest import Hub, make_hub
+
+pytestmark = pytest.mark.anyio
+LIMIT = 15.0
+
+
+async def next_event(events: herald.Subscription[herald.SubscriptionItem]) -> Event:
+    with anyio.fail_after(LIMIT):
+        while True:
+            item = await events.__anext__()
+            if isinstance(item, Event):
+                return item
+
+
+def history(hub: Hub, topic: str) -> dict[str, object]:
+    answer = httpx.get(f"{hub.url}/api/v1/topics/{topic}/events", params={"since": 0}, timeout=LIMIT)
+    answer.raise_for_status()
+    body: dict[str, object] = answer.json()
+    return body
+
+
+async def test_publish_returns_a_receipt_and_a_websocket_subscriber_sees_the_event(any_hub: Hub) -> None:
+    async with herald.AsyncHerald(any_hub.url) as hub, hub.subscribe(["execution:exec_123"]) as events:
+        receipt = await hub.publish(
+            "execution:exec_123",
+            "execution.progress",
+            {"progress": 75, "message": "Task execution progress 75%"},
+            key="exec_123",
+            source="worker-7",
+        )
+        assert receipt.topic == "execution:exec_123" and receipt.seq == 1
+        event = await next_event(events)
+    assert event.seq == receipt.seq and event.id == receipt.id
+    assert event.event_type == "execution.progress" and event.priority == "normal"
+    assert event.key == "exec_123" and event.source == "worker-7"
+    assert herald.Progress.model_validate(event.data).progress == 75
+    assert events.checkpoints["execution:exec_123"]["seq"] == 1
+
+
+async def test_the_blocking_client_publishes_too(hub: Hub) -> None:
+    with herald.Herald(hub.url) as client:
+        first = await asyncio.to_thread(client.publish, "run:r1", "step.started", {"step": 1})
+        second = await asyncio.to_thread(client.publish, "run:r1", "step.completed", {"step": 1}, priority="high")
+    assert (first.seq, second.seq) == (1, 2)
+    events = history(hub, "run:r1")["events"]
+    assert isinstance(events, list) and [e["priority"] for e in events] == ["normal", "high"]
+
+
+async def test_url_and_api_key_come_from_the_environment(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HERALD_URL", hub.url)
+    monkeypatch.setenv("HERALD_API_KEY", "k1")
+    async with herald.AsyncHerald() as client:
+        assert client.url == hub.url
+        assert client.endpoint.api_key == "k1"
+        assert (await client.publish("run:env", "step.started")).seq == 1
+
+
+async def test_a_batch_is_one_request_answered_in_order(any_hub: Hub) -> None:
+    async with herald.AsyncHerald(any_hub.url) as hub, hub.subscribe(["run:*"]) as events:
+        receipts = await hub.publish_batch(
+            [
+                herald.PublishRequest(topic="run:a", event_type="step.started", data={"n": 1}),
+                {"topic": "run:b", "event_type": "step.started", "data": {"n": 2}},
+                herald.PublishRequest(topic="run:a", event_type="step.completed", data={"n": 3}),
+            ]
+        )
+        assert [(r.topic, r.seq) for r in receipts] == [("run:a", 1), ("run:b", 1), ("run:a", 2)]
+        seen = [await next_event(events) for _ in range(3)]
+    assert sorted((e.topic, e.seq, e.data) for e in seen) == [
+        ("run:a", 1, {"n": 1}), ("run:a", 2, {"n": 3}), ("run:b", 1, {"n": 2}),
+    ]  # fmt: skip
+
+
+async def test_a_bad_event_refuses_the_whole_batch_with_its_index(hub: Hub) -> None:
+    async with herald.AsyncHerald(hub.url) as client:
+        # Valid for the client's models, refused by the hub: over its id limit of 128 bytes.
+        too_long = "é" * 100
+        with pytest.raises(herald.InvalidRequestError) as refused:
+            await client.publish_batch(
+                [
+                    {"topic": "run:r1", "event_type": "step.started"},
+                    {"topic": "run:r1", "event_type": "step.started", "id": too_long},
+                ]
+            )
+    assert refused.value.code == "invalid_request" and refused.value.status == 400
+    assert refused.value.index == 1
+    assert history(hub, "run:r1")["seq"] == 0
+
+
+@asynccontextmanager
+async def answer_dropping_proxy(upstream: str) -> AsyncIterator[tuple[str, list[int]]]:
+    """A TCP proxy to the hub that forwards the first request, waits for the
+    hub's whole answer and drops it (closing the client's connection): a
+    publish the hub stored but whose receipt was lost. Later connections pass."""
+    host, port = upstream.removeprefix("http://").split(":")
+    dropped: list[int] = []
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def handle(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        hub_reader, hub_writer = await asyncio.open_connection(host, int(port))
+        if not dropped:
+            dropped.append(1)
+            head = await client_reader.readuntil(b"\r\n\r\n")
+            length = next(
+                int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+            )
+            hub_writer.write(head + await client_reader.readexactly(length))
+            answer = await hub_reader.readuntil(b"\r\n\r\n")
+            assert b" 200 " in answer.split(b"\r\n")[0], answer
+            hub_writer.close()
+            client_writer.close()  # the receipt never reaches the producer
+            return
+        await asyncio.gather(pipe(client_reader, hub_writer), pipe(hub_reader, client_writer))
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    address = server.sockets[0].getsockname()
+    try:
+        yield f"http://127.0.0.1:{address[1]}", dropped
+    finally:
+        server.close()
+
+
+async def test_a_retry_after_a_lost_receipt_reuses_the_id_and_is_not_published_twice(any_hub: Hub) -> None:
+    async with answer_dropping_proxy(any_hub.url) as (proxy, dropped):
+        async with herald.AsyncHerald(proxy) as client:
+            receipt = await client.publish("run:r1", "step.completed", {"step": 3})
+    assert dropped == [1], "the first answer was not dropped: the retry was not exercised"
+    body = history(any_hub, "run:r1")
+    assert body["seq"] == 1 and receipt.seq == 1
+    events = body["events"]
+    assert isinstance(events, list) and len(events) == 1 and events[0]["id"] == receipt.id
+
+
+async def test_publishing_again_with_the_same_id_answers_the_original_seq(hub: Hub) -> None:
+    async with herald.AsyncHerald(hub.url) as client:
+        first = await client.publish("run:r1", "step.started", id="evt-1")
+        await client.publish("run:r1", "step.started")
+        again = await client.publish("run:r1", "step.started", id="evt-1")
+    assert (first.seq, again.seq, again.id) == (1, 1, "evt-1")
+    assert history(hub, "run:r1")["seq"] == 2
+
+
+async def test_broadcasts_reach_every_connection_and_user_messages_the_users(hub: Hub) -> None:
+    async with herald.AsyncHerald(hub.url) as client, client.subscribe(["user:u1"]) as events:
+        broadcast = await client.broadcast("system.notification", {"message": "maintenance in 5 minutes"})
+        assert broadcast.topic == "global"
+        seen = await next_event(events)
+        assert (seen.topic, seen.event_type) == ("global", "system.notification")
+        message = await client.send_to_user("u1", "system.notification", {"message": "done"}, priority="high")
+        assert message.topic == "user:u1"
+        seen = await next_event(events)
+        assert (seen.topic, seen.priority, seen.data) == ("user:u1", "high", {"message": "done"})
+
+
+async def test_floats_in_data_arrive_as_they_were_sent(hub: Hub) -> None:
+    data = {"ratio": 0.1, "pi": 3.141592653589793, "tiny": 5e-324, "big": 1.7976931348623157e308, "third": 1 / 3}
+    async with herald.AsyncHerald(hub.url) as client, client.subscribe(["run:floats"]) as events:
+        await client.publish("run:floats", "metrics.updated", data)
+        event = await next_event(events)
+    assert event.data == data
+
+
+async def test_hub_refusals_are_typed_errors_with_the_contracts_code(tmp_path: Path) -> None:
+    small = make_hub(tmp_path, "memory", "--max-body-size", "1KiB")
+    small.start()
+    try:
+        async with herald.AsyncHerald(small.url) as client:
+            with pytest.raises(herald.TooLargeError) as too_large:
+                await client.publish("run:r1", "step.started", {"blob": "x" * 4096})
+            assert (too_large.value.code, too_large.value.status) == ("too_large", 413)
+            with pytest.raises(herald.NotFoundError) as missing:
+                await client.get_approval("no-such-approval")
+            assert missing.value.code == "not_found" and isinstance(missing.value, herald.HubError)
+    finally:
+        small.stop()
+
+
+async def test_an_unreachable_hub_is_a_transport_error_after_the_retries(tmp_path: Path) -> None:
+    gone = make_hub(tmp_path)
+    gone.start()
+    url = gone.url
+    gone.stop()
+    retry = herald.RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.02)
+    async with herald.AsyncHerald(url, retry=retry) as client:
+        with pytest.raises(herald.TransportError) as unreachable:
+            await client.publish("run:r1", "step.started")
+    assert unreachable.value.attempts == 3

@@ -1,0 +1,202 @@
+"""The subscriber against a real hub: replay with since, checkpoints to
+resume, filters and patterns, hub restarts while iterating (nothing lost,
+nothing twice, or a gap saying what), heartbeat death detection."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from typing import Any
+
+import anyio
+import pytest
+
+import herald
+from herald import Event, Gap, SessionConfig
+from herald._session import Open, Reconnecting
+
+from .conftest import Hub
+
+pytestmark = pytest.mark.anyio
+LIMIT = 20.0
+FAST = SessionConfig(initial_reconnect_delay_ms=100, max_reconnect_delay_ms=500)
+
+
+async def take(events: herald.Subscription[Any], count: int) -> list[Any]:
+    items: list[Any] = []
+    with anyio.fail_after(LIMIT):
+        async for item in events:
+            items.append(item)
+            if len(items) == count:
+                break
+    return items
+
+
+async def take_of(events: herald.Subscription[Any], topic: str, count: int) -> list[Any]:
+    """The next ``count`` items of ``topic``: a graceful restart also brings
+    ``system.shutdown`` on ``global``, which every connection gets."""
+    items: list[Any] = []
+    with anyio.fail_after(LIMIT):
+        async for item in events:
+            if getattr(item, "topic", None) == topic:
+                items.append(item)
+            if len(items) == count:
+                break
+    return items
+
+
+def seqs(items: list[Any]) -> list[int]:
+    return [item.seq for item in items if isinstance(item, Event)]
+
+
+async def test_since_replays_what_was_retained_then_goes_live(hub: Hub) -> None:
+    async with herald.AsyncHerald(hub.url) as client:
+        for n in range(1, 6):
+            await client.publish("run:r1", "step.completed", {"n": n})
+        async with client.subscribe(["run:r1"], since=2) as events:
+            replayed = await take(events, 3)
+            await client.publish("run:r1", "step.completed", {"n": 6})
+            live = await take(events, 1)
+    assert seqs(replayed) == [3, 4, 5] and seqs(live) == [6]
+    assert [e.data["n"] for e in replayed + live] == [3, 4, 5, 6]
+
+
+async def test_checkpoints_resume_a_later_subscription_without_duplicates(any_hub: Hub) -> None:
+    async with herald.AsyncHerald(any_hub.url) as client:
+        async with client.subscribe(["run:r1", "run:r2"]) as events:
+            for n in range(1, 4):
+                await client.publish("run:r1", "step.completed", {"n": n})
+            first = await take(events, 3)
+            saved = events.checkpoints
+        assert saved["run:r1"]["seq"] == 3 and "epoch" in saved["run:r1"]
+        assert saved["run:r2"]["seq"] == 0
+        for n in range(4, 7):
+            await client.publish("run:r1", "step.completed", {"n": n})
+        await client.publish("run:r2", "step.completed", {"n": 1})
+        async with client.subscribe(["run:r1", "run:r2"], since=saved) as events:
+            resumed = await take(events, 4)
+    assert seqs(first) == [1, 2, 3]
+    assert sorted((e.topic, e.seq) for e in resumed) == [("run:r1", 4), ("run:r1", 5), ("run:r1", 6), ("run:r2", 1)]
+
+
+async def test_patterns_and_filters(hub: Hub) -> None:
+    async with herald.AsyncHerald(hub.url) as client:
+        async with client.subscribe(
+            ["execution:*"], filter={"types": ["execution.*"], "min_priority": "high"}
+        ) as events:
+            await client.publish("execution:a", "execution.progress", {"p": 1})  # below min_priority
+            await client.publish("execution:b", "agent.message", {"m": 1}, priority="critical")  # wrong event type
+            await client.publish("run:r1", "execution.failed", priority="high")  # not under the pattern
+            await client.publish("execution:c", "execution.failed", {"e": 1}, priority="high")
+            [item] = await take(events, 1)
+    assert isinstance(item, Event) and (item.topic, item.event_type) == ("execution:c", "execution.failed")
+
+
+async def test_a_refused_topic_is_a_typed_error(hub: Hub) -> None:
+    with pytest.raises(Exception) as invalid:
+        herald.AsyncHerald(hub.url).subscribe(["Not A Topic"])
+    assert "pattern" in str(invalid.value)
+
+
+async def test_a_snapshot_comes_first_when_asked(hub: Hub) -> None:
+    async with herald.AsyncHerald(hub.url) as client:
+        await client.publish("machine:m1", "state.changed", {"state": "idle"}, key="m1")
+        await client.publish("machine:m1", "state.changed", {"state": "busy"}, key="m1")
+        async with client.subscribe(["machine:m1"], snapshot=True) as events:
+            [snapshot] = await take(events, 1)
+    assert isinstance(snapshot, herald.Snapshot) and snapshot.seq == 2
+    assert [herald.StateChange.model_validate(e.data).state for e in snapshot.events] == ["busy"]
+
+
+async def test_a_sqlite_hub_restart_while_iterating_loses_nothing_and_repeats_nothing(sqlite_hub: Hub) -> None:
+    async with herald.AsyncHerald(sqlite_hub.url) as client:
+        async with client.subscribe(["run:r1"], config=FAST) as events:
+            for n in range(1, 6):
+                await client.publish("run:r1", "step.completed", {"n": n})
+            before = await take(events, 5)
+            session = events.session_id
+            await asyncio.to_thread(sqlite_hub.restart, signal.SIGKILL)
+            # Published while the subscriber is away (it reconnects with backoff).
+            for n in range(6, 11):
+                await client.publish("run:r1", "step.completed", {"n": n})
+            after = await take(events, 5)
+            assert events.session_id != session
+    assert seqs(before) == [1, 2, 3, 4, 5]
+    assert all(isinstance(item, Event) for item in after), after
+    assert seqs(after) == [6, 7, 8, 9, 10]
+    assert [e.data["n"] for e in after] == [6, 7, 8, 9, 10]
+
+
+async def test_a_memory_hub_restart_is_a_gap_with_the_epoch_change(hub: Hub) -> None:
+    async with herald.AsyncHerald(hub.url) as client:
+        async with client.subscribe(["run:r1"], config=FAST) as events:
+            for n in range(1, 4):
+                await client.publish("run:r1", "step.completed", {"n": n})
+            await take(events, 3)
+            old_epoch = events.checkpoints["run:r1"]["epoch"]
+            await asyncio.to_thread(hub.restart)
+            # The new stream is empty when the subscriber is back: 1..0.
+            [gap] = await take_of(events, "run:r1", 1)
+            await client.publish("run:r1", "step.completed", {"n": 1})
+            [event] = await take_of(events, "run:r1", 1)
+    assert isinstance(gap, Gap) and (gap.topic, gap.reason, gap.from_seq, gap.to_seq) == ("run:r1", "epoch_changed", 1, 0)
+    assert isinstance(event, Event) and (event.seq, event.data) == (1, {"n": 1})
+    assert events.checkpoints["run:r1"]["epoch"] != old_epoch
+
+
+async def test_gaps_can_be_raised_instead(hub: Hub) -> None:
+    async with herald.AsyncHerald(hub.url) as client:
+        async with client.subscribe(["run:r1"], config=FAST, gaps="raise") as events:
+            await client.publish("run:r1", "step.completed")
+            await take(events, 1)
+            await asyncio.to_thread(hub.restart)
+            with pytest.raises(herald.GapError) as raised:
+                await take_of(events, "run:r1", 1)
+            assert raised.value.gap.reason == "epoch_changed"
+            # The subscription goes on after the gap.
+            await client.publish("run:r1", "step.completed", {"n": 1})
+            [event] = await take_of(events, "run:r1", 1)
+    assert isinstance(event, Event) and event.seq == 1
+
+
+async def test_a_hub_that_stops_answering_is_detected_by_the_heartbeat(hub: Hub) -> None:
+    config = SessionConfig(heartbeat_interval_ms=200, missed_pongs_allowed=1, initial_reconnect_delay_ms=100)
+    async with herald.AsyncHerald(hub.url) as client:
+        async with client.subscribe(["run:r1"], config=config, open_timeout=2.0) as events:
+            session = events.session_id
+            hub.pause()  # SIGSTOP: the TCP connection stays, nothing answers
+            try:
+                deadline = time.monotonic() + LIMIT
+                while not isinstance(events.state, Reconnecting):
+                    assert time.monotonic() < deadline, "the dead link was not detected"
+                    with pytest.raises(TimeoutError):
+                        await asyncio.wait_for(events.__anext__(), 0.1)
+            finally:
+                hub.resume()
+            await client.publish("run:r1", "step.completed", {"n": 1})
+            [event] = await take(events, 1)
+            assert isinstance(events.state, Open) and events.session_id != session
+    assert isinstance(event, Event) and event.seq == 1
+
+
+async def test_the_first_connection_failing_is_an_error_not_a_hang(tmp_path: Any) -> None:
+    from .conftest import make_hub
+
+    gone = make_hub(tmp_path)
+    gone.start()
+    url = gone.url
+    gone.stop()
+    with pytest.raises(herald.TransportError):
+        async with herald.AsyncHerald(url).subscribe(["run:r1"]):
+            pass
+
+
+async def test_closing_a_subscription_that_never_opened_opens_nothing(hub: Hub) -> None:
+    async with herald.AsyncHerald(hub.url) as client:
+        events = client.subscribe(["run:r1"])
+        await events.aclose()
+        with pytest.raises(StopAsyncIteration):
+            await events.__anext__()
+        status = (await client._http.get("/api/v1/status")).json()
+    assert status["active_connections"] == 0

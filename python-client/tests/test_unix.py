@@ -1,0 +1,82 @@
+"""The Unix datagram publisher: delivered through the hub when it is there;
+never blocks, never raises, and counts what it dropped when it is not."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+import herald
+
+from .conftest import Hub, make_hub
+
+LIMIT = 20.0
+
+
+@pytest.fixture
+def unix_hub(tmp_path: Path) -> Iterator[Hub]:
+    running = make_hub(tmp_path, "memory", unix=True)
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.mark.anyio
+async def test_datagrams_reach_subscribers(unix_hub: Hub) -> None:
+    assert unix_hub.unix_socket is not None
+    async with herald.AsyncHerald(unix_hub.url) as client, client.subscribe(["machine:worker-123"]) as events:
+        with herald.UnixPublisher(unix_hub.unix_socket) as publisher:
+            for state in ["idle", "processing"]:
+                assert publisher.publish("machine:worker-123", "state.changed", {"state": state}, key="worker-123")
+            assert (publisher.sent, publisher.dropped) == (2, 0)
+        seen = []
+        with anyio.fail_after(LIMIT):
+            async for item in events:
+                assert isinstance(item, herald.Event)
+                seen.append(herald.StateChange.model_validate(item.data).state)
+                if len(seen) == 2:
+                    break
+    assert seen == ["idle", "processing"]
+
+
+def test_a_missing_socket_drops_and_counts(tmp_path: Path) -> None:
+    with herald.UnixPublisher(tmp_path / "nobody-here.sock") as publisher:
+        assert publisher.publish("machine:m1", "state.changed", {"state": "idle"}) is False
+        assert publisher.publish("machine:m1", "state.changed", {"state": "busy"}) is False
+    assert (publisher.sent, publisher.dropped) == (0, 2)
+
+
+def test_a_full_socket_drops_without_blocking(tmp_path: Path) -> None:
+    path = tmp_path / "never-read.sock"
+    reader = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    reader.bind(str(path))  # bound, never read: its queue fills up
+    try:
+        with herald.UnixPublisher(path) as publisher:
+            started = time.monotonic()
+            for _ in range(100_000):
+                if not publisher.publish("machine:m1", "state.changed", {"state": "x" * 512}):
+                    break
+            elapsed = time.monotonic() - started
+        assert publisher.dropped == 1 and publisher.sent > 0
+        assert elapsed < 10, f"publishing to a full socket took {elapsed:.1f} s"
+    finally:
+        reader.close()
+
+
+def test_an_oversized_event_is_dropped_and_counted(tmp_path: Path) -> None:
+    path = tmp_path / "big.sock"
+    reader = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    reader.bind(str(path))
+    try:
+        with herald.UnixPublisher(path) as publisher:
+            assert not publisher.publish("machine:m1", "state.changed", {"blob": "x" * (70 * 1024)})
+            assert publisher.publish("machine:m1", "state.changed", {"state": "small"})
+        assert (publisher.sent, publisher.dropped) == (1, 1)
+        assert b'"small"' in reader.recv(65536)
+    finally:
+        reader.close()
