@@ -142,7 +142,11 @@ pub fn typecheck(workspace: &Workspace) -> Result<()> {
 /// pytest against the real hub: builds `herald` and passes its path as
 /// `HERALD_BIN`; the tests import the installed wheel, not `src/`.
 pub fn test(workspace: &Workspace) -> Result<()> {
-    workspace::run(workspace.cargo().args(["build", "-p", "herald", "--bin", "herald"]))?;
+    workspace::run(
+        workspace
+            .cargo()
+            .args(["build", "-p", "herald", "--bin", "herald"]),
+    )?;
     let herald = workspace.target_dir()?.join("debug").join("herald");
     if !herald.exists() {
         bail!(
