@@ -6,7 +6,7 @@
 //! `approval.requested` on `user:{user_id}`, to every connection of that
 //! user, and on `task:{task_id}`), decides (then publishes
 //! `approval.resolved` on the same topics), times out what the broker says
-//! expired, and wakes whoever waits on a decision ([`Decisions`], fed by the
+//! expired, and wakes whoever waits on a decision (`Decisions`, fed by the
 //! broker's notices, whichever node decided).
 
 use std::collections::HashMap;

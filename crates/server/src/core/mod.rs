@@ -1,7 +1,7 @@
 //! The core: topics, this node's subscribers and connections, approvals, and
 //! the [`broker::Broker`] boundary with its engines. It knows nothing of
 //! sockets or HTTP: it hands encoded frames (`Bytes`) to each connection's
-//! bounded [`outbox`], which a transport drains.
+//! bounded `outbox`, which a transport drains.
 //!
 //! # Layout
 //!

@@ -7,7 +7,7 @@
 //! so a publish is acknowledged only once it is on disk and the cost of the
 //! sync is shared by everything that arrived meanwhile (group commit). Then,
 //! in journal order (which is seq order per topic), it hands each event back
-//! to the engine ([`Written::event_written`]), which delivers it or, if the
+//! to the engine (`Written::event_written`), which delivers it or, if the
 //! write failed, gives its seq up. The file is locked exclusively: a second
 //! hub on the same file gets a clear error instead of corrupting seqs.
 

@@ -8,7 +8,7 @@
 //! lock is never held across a wait), the event goes to the journal under the
 //! lock, and the writer hands it back once committed: only then is it
 //! retained and delivered, and the producer answered. A failed write gives
-//! its seq up (see [`TopicLog::give_up`]).
+//! its seq up (see `TopicLog::give_up`).
 //!
 //! Memory is bounded: history by `--history-size` and `--history-age` per
 //! topic, and all of it by `--history-memory`, past which the streams least
@@ -18,8 +18,8 @@
 //! # Layout
 //!
 //! - this module: [`MemoryBroker`], the publish path, reads, approvals, the sweep.
-//! - [`topic_log`]: one topic's stream.
-//! - [`approval_book`]: the approvals.
+//! - `topic_log`: one topic's stream.
+//! - `approval_book`: the approvals.
 
 pub(crate) mod approval_book;
 pub(crate) mod topic_log;
