@@ -24,6 +24,7 @@
 //!   timeouts, audit list, metrics, durability across `kill -9`).
 //! - `ingest`: the Unix datagram socket (`--unix-socket`).
 //! - `security`: tokens, API keys, origins, rate limits and the bind guard.
+//! - `redis`: several nodes on one Redis (`redis-server` started per test).
 
 mod approvals;
 mod heartbeat;
@@ -31,6 +32,7 @@ mod http_api;
 mod hub;
 mod ingest;
 mod limits;
+mod redis;
 mod replay;
 mod security;
 mod shutdown;

@@ -15,6 +15,7 @@
 //!   SIGKILL, its stderr for failure messages).
 //! - [`WsClient`]: a WebSocket client that reads JSON frames with a timeout.
 //! - [`Http`]: JSON over HTTP with `reqwest`.
+//! - [`Redis`]: a `redis-server` on a free port, for the Redis engine.
 //!
 //! # Rules the tests follow
 //!
@@ -40,6 +41,10 @@ use tokio::time::{Instant, timeout};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+mod redis;
+
+pub use redis::Redis;
 
 /// How long a single frame or HTTP answer may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -592,8 +597,23 @@ pub struct Http {
 pub struct Reply {
     pub status: u16,
     pub content_type: String,
+    /// The `Retry-After` header, when there is one.
+    pub retry_after: Option<String>,
     pub body: Value,
     pub text: String,
+}
+
+impl Reply {
+    /// The reply, if its status is 2xx; else an error naming both.
+    pub fn ok(self) -> Result<Reply> {
+        ensure!(
+            (200..300).contains(&self.status),
+            "HTTP {}: {}",
+            self.status,
+            self.text
+        );
+        Ok(self)
+    }
 }
 
 impl Http {
@@ -615,6 +635,11 @@ impl Http {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let text = response.text().await.context("reading the HTTP body")?;
         let body = if text.is_empty() {
             Value::Null
@@ -624,6 +649,7 @@ impl Http {
         Ok(Reply {
             status,
             content_type,
+            retry_after,
             body,
             text,
         })

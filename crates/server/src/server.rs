@@ -110,7 +110,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     config.validate()?;
-    let hub = Hub::open(config, CancellationToken::new())?;
+    let hub = Hub::open(config, CancellationToken::new()).await?;
     serve(listeners, hub, shutdown).await
 }
 

@@ -165,7 +165,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.validate()?;
     // The store is opened before the port, so a bad database fails before
     // anyone is told where to connect.
-    let hub = Hub::open(config.clone(), CancellationToken::new())?;
+    let hub = Hub::open(config.clone(), CancellationToken::new()).await?;
     // Signal handlers, the port and the Unix socket are all in place before
     // the listening line: a script that reads it may use the hub, or stop it,
     // at once.

@@ -15,8 +15,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
+use herald_protocol::frame::Gap;
 use herald_protocol::payload::ApprovalRecord;
-use herald_protocol::{EventFilter, Topic, TopicPattern};
+use herald_protocol::{EventFilter, ServerMessage, Topic, TopicPattern};
 use parking_lot::{Mutex, RwLock};
 
 use crate::core::approvals::Decisions;
@@ -292,6 +293,31 @@ impl Fanout {
         counts
     }
 
+    /// Offers a control frame about `topic` (a `gap`) to each connection
+    /// subscribed to it, exactly or by pattern, once, whatever its filter.
+    fn notify_subscribers(&self, topic: &Topic, frame: &OutFrame) {
+        let mut told = std::collections::HashSet::new();
+        let mut tell = |subscriber: &Subscriber| {
+            if told.insert(subscriber.conn.id.clone()) {
+                let mut push = |conn: &ConnHandle| {
+                    conn.outbox.push(frame.clone());
+                };
+                offer(subscriber, frame, &mut push);
+            }
+        };
+        let exact = self.exact.read().get(topic).cloned();
+        if let Some(subscribers) = exact {
+            subscribers.lock().values().for_each(&mut tell);
+        }
+        let patterns = self.patterns.read();
+        if topic.id().is_some()
+            && let Some(by_kind) = patterns.kinds.get(topic.kind())
+        {
+            by_kind.values().for_each(&mut tell);
+        }
+        patterns.all.values().for_each(&mut tell);
+    }
+
     /// Pushes `frame` to every connection the publication goes to: the
     /// audience's, then the topic's exact subscribers, `kind:*` and `*`
     /// subscribers whose filter matches, each connection at most once.
@@ -318,13 +344,6 @@ impl Fanout {
         };
         let reached_user =
             |conn: &ConnHandle| user.is_some_and(|u| conn.user_id.as_deref() == Some(u));
-        let offer = |subscriber: &Subscriber, push: &mut dyn FnMut(&ConnHandle)| {
-            let mut push = |conn: &ConnHandle| push(conn);
-            match &subscriber.held {
-                None => push(&subscriber.conn),
-                Some(held) => held.offer(&subscriber.conn, frame, &mut push),
-            }
-        };
         let exact = self.exact.read().get(&event.topic).cloned();
         let exact = exact.as_ref().map(|subscribers| subscribers.lock());
         let exact_matched = |id: &str| {
@@ -336,7 +355,7 @@ impl Fanout {
         if let Some(subscribers) = &exact {
             for subscriber in subscribers.values() {
                 if !reached_user(&subscriber.conn) && subscriber.filter.matches(event) {
-                    offer(subscriber, push);
+                    offer(subscriber, frame, push);
                 }
             }
         }
@@ -351,7 +370,7 @@ impl Fanout {
                     && !exact_matched(id)
                     && subscriber.filter.matches(event)
                 {
-                    offer(subscriber, push);
+                    offer(subscriber, frame, push);
                 }
             }
         }
@@ -364,9 +383,18 @@ impl Fanout {
                 && !kind_matched
                 && subscriber.filter.matches(event)
             {
-                offer(subscriber, push);
+                offer(subscriber, frame, push);
             }
         }
+    }
+}
+
+/// Hands `frame` to `push` for the subscriber, or holds it while the
+/// subscription's replay is read.
+fn offer(subscriber: &Subscriber, frame: &OutFrame, push: &mut impl FnMut(&ConnHandle)) {
+    match &subscriber.held {
+        None => push(&subscriber.conn),
+        Some(held) => held.offer(&subscriber.conn, frame, push),
     }
 }
 
@@ -419,5 +447,10 @@ impl BrokerHandler for NodeHandler {
 
     fn on_approval(&self, record: &ApprovalRecord) {
         self.decisions.changed(record);
+    }
+
+    fn on_gap(&self, gap: &Gap) {
+        let frame = OutFrame::control(ServerMessage::Gap(gap.clone()).encode());
+        self.fanout.notify_subscribers(&gap.topic, &frame);
     }
 }

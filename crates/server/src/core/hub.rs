@@ -5,7 +5,6 @@
 //! what every part shares (configuration, metrics, the task tracker and the
 //! shutdown token).
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -49,46 +48,53 @@ impl Hub {
     /// `shutdown` stops everything it runs.
     pub fn new(config: Config, shutdown: CancellationToken) -> Hub {
         let retention = broker::Retention::from(&config);
-        let opened = Hub::with_engine(config, shutdown, |handler| {
-            Ok::<_, Infallible>(broker::in_memory(retention, handler))
-        });
-        match opened {
-            Ok(hub) => hub,
-            Err(never) => match never {},
-        }
+        let metrics = Arc::new(Metrics::default());
+        let connections = Arc::new(Connections::default());
+        let (fanout, decisions, handler) = node_parts(&config, &metrics, &connections);
+        let engine = broker::in_memory(retention, handler);
+        Hub::assemble(
+            config,
+            shutdown,
+            metrics,
+            connections,
+            fanout,
+            decisions,
+            engine,
+        )
     }
 
     /// A hub on the engine `config.store` names: for SQLite, opens the file
     /// and recovers its topics (seqs continue, history, snapshots and
-    /// pending approvals are back).
-    pub fn open(config: Config, shutdown: CancellationToken) -> Result<Hub, BrokerError> {
-        let (store, retention) = (config.store.clone(), broker::Retention::from(&config));
-        Hub::with_engine(config, shutdown, |handler| {
-            broker::open(&store, retention, handler)
-        })
-    }
-
-    /// Builds the node's parts around the engine `open` returns, given the
-    /// handler it is to deliver to.
-    fn with_engine<E>(
-        config: Config,
-        shutdown: CancellationToken,
-        open: impl FnOnce(Arc<dyn BrokerHandler>) -> Result<Engine, E>,
-    ) -> Result<Hub, E> {
+    /// pending approvals are back); for Redis, connects and starts following.
+    pub async fn open(config: Config, shutdown: CancellationToken) -> Result<Hub, BrokerError> {
+        let retention = broker::Retention::from(&config);
         let metrics = Arc::new(Metrics::default());
         let connections = Arc::new(Connections::default());
-        let fanout = Arc::new(Fanout::new(
-            connections.clone(),
-            metrics.clone(),
-            config.queue_size,
-        ));
-        let decisions = Arc::new(Decisions::default());
-        let handler: Arc<dyn BrokerHandler> = Arc::new(NodeHandler {
-            fanout: fanout.clone(),
-            decisions: decisions.clone(),
-        });
+        let (fanout, decisions, handler) = node_parts(&config, &metrics, &connections);
+        let engine = broker::open(&config.store, retention, handler, shutdown.clone()).await?;
+        Ok(Hub::assemble(
+            config,
+            shutdown,
+            metrics,
+            connections,
+            fanout,
+            decisions,
+            engine,
+        ))
+    }
+
+    /// The node's parts around its engine; the engine's upkeep runs until
+    /// `shutdown`.
+    fn assemble(
+        config: Config,
+        shutdown: CancellationToken,
+        metrics: Arc<Metrics>,
+        connections: Arc<Connections>,
+        fanout: Arc<Fanout>,
+        decisions: Arc<Decisions>,
+        engine: Engine,
+    ) -> Hub {
         let tasks = TaskTracker::new();
-        let engine = open(handler)?;
         if let Some(upkeep) = engine.upkeep {
             let stop = shutdown.clone();
             tasks.spawn(async move {
@@ -115,7 +121,7 @@ impl Hub {
             config.queue_size,
         );
         let publish_limiter = PublishLimiter::new(config.publish_rate_limit);
-        Ok(Hub {
+        Hub {
             parts: Arc::new(Parts {
                 config,
                 started: Instant::now(),
@@ -129,7 +135,7 @@ impl Hub {
                 shutdown,
                 tasks,
             }),
-        })
+        }
     }
 
     /// Publishes one event or a batch (see [`Publisher::publish`]).
@@ -217,4 +223,24 @@ impl Hub {
     pub async fn close(&self) {
         self.parts.broker.close().await;
     }
+}
+
+/// The node side a broker delivers to: the fan-out, the approval waiters,
+/// and the handler over both.
+fn node_parts(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    connections: &Arc<Connections>,
+) -> (Arc<Fanout>, Arc<Decisions>, Arc<dyn BrokerHandler>) {
+    let fanout = Arc::new(Fanout::new(
+        connections.clone(),
+        metrics.clone(),
+        config.queue_size,
+    ));
+    let decisions = Arc::new(Decisions::default());
+    let handler: Arc<dyn BrokerHandler> = Arc::new(NodeHandler {
+        fanout: fanout.clone(),
+        decisions: decisions.clone(),
+    });
+    (fanout, decisions, handler)
 }

@@ -14,6 +14,27 @@ pub enum StoreConfig {
     /// A SQLite file (WAL mode): publishes are acknowledged once durable, and
     /// seqs, history, snapshots and pending approvals survive restarts.
     Sqlite(PathBuf),
+    /// A Redis server shared by several nodes: `redis://HOST:PORT[/DB]`, or
+    /// `rediss://` for TLS; a password goes in the URL
+    /// (`redis://:PASSWORD@HOST:PORT`).
+    Redis(String),
+}
+
+impl StoreConfig {
+    /// As `--store` reads it, with any password in a Redis URL masked: for
+    /// logs and printed configurations.
+    pub fn redacted(&self) -> String {
+        match self {
+            StoreConfig::Redis(url) => match url.split_once("://") {
+                Some((scheme, rest)) => match rest.rsplit_once('@') {
+                    Some((_, host)) => format!("{scheme}://***@{host}"),
+                    None => url.clone(),
+                },
+                None => url.clone(),
+            },
+            other => other.to_string(),
+        }
+    }
 }
 
 impl std::fmt::Display for StoreConfig {
@@ -22,6 +43,7 @@ impl std::fmt::Display for StoreConfig {
         match self {
             StoreConfig::Memory => f.write_str("memory"),
             StoreConfig::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            StoreConfig::Redis(url) => f.write_str(url),
         }
     }
 }
@@ -32,10 +54,13 @@ impl std::str::FromStr for StoreConfig {
         if s == "memory" {
             return Ok(StoreConfig::Memory);
         }
+        if s.starts_with("redis://") || s.starts_with("rediss://") {
+            return Ok(StoreConfig::Redis(s.to_owned()));
+        }
         match s.strip_prefix("sqlite:") {
             Some(path) if !path.is_empty() => Ok(StoreConfig::Sqlite(PathBuf::from(path))),
             _ => Err(format!(
-                "unknown store {s:?}: use \"memory\" or \"sqlite:PATH\""
+                "unknown store {s:?}: use \"memory\", \"sqlite:PATH\" or \"redis://HOST:PORT[/DB]\""
             )),
         }
     }
@@ -390,7 +415,11 @@ mod tests {
 
     #[test]
     fn stores_are_spelled_so_that_they_parse_back() {
-        for store in [StoreConfig::Memory, StoreConfig::Sqlite("/tmp/h.db".into())] {
+        for store in [
+            StoreConfig::Memory,
+            StoreConfig::Sqlite("/tmp/h.db".into()),
+            StoreConfig::Redis("redis://127.0.0.1:6379/2".into()),
+        ] {
             assert_eq!(store.to_string().parse(), Ok(store));
         }
     }
@@ -409,5 +438,7 @@ mod tests {
             Ok(StoreConfig::Sqlite("/tmp/h.db".into()))
         );
         assert!("postgres:x".parse::<StoreConfig>().is_err());
+        let secret: StoreConfig = "rediss://:hunter2@cache.example:6380/1".parse().unwrap();
+        assert_eq!(secret.redacted(), "rediss://***@cache.example:6380/1");
     }
 }

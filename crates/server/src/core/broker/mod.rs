@@ -35,13 +35,14 @@
 mod encoded;
 mod history;
 pub mod memory;
+pub mod redis;
 pub mod sqlite;
 
 use std::fmt::Debug;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use herald_protocol::frame::{Since, Snapshot};
+use herald_protocol::frame::{Gap, Since, Snapshot};
 use herald_protocol::payload::{ApprovalRecord, ApprovalStatus};
 use herald_protocol::{CallbackId, Epoch, Event, EventFilter, PublishReceipt, Topic, TopicPattern};
 
@@ -73,22 +74,41 @@ impl Debug for Engine {
 /// How often the memory engine trims history by age and evicts idle streams.
 const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Most keys a topic's snapshot keeps; the least recently updated go first.
+pub const MAX_SNAPSHOT_KEYS: usize = 10_000;
+
+/// A fresh epoch id.
+pub fn new_epoch() -> Epoch {
+    // A v7 UUID sorts by creation time, which makes epochs easy to read in logs.
+    #[allow(clippy::expect_used, reason = "32 hex digits are always a valid epoch")]
+    Epoch::new(uuid::Uuid::now_v7().simple().to_string()).expect("a UUID is a valid epoch")
+}
+
 /// The memory engine: nothing to open.
 pub fn in_memory(retention: Retention, handler: Arc<dyn BrokerHandler>) -> Engine {
     with_sweeper(memory::MemoryBroker::new(retention, handler))
 }
 
-/// Opens the engine `store` names. This is where engines are chosen.
-pub fn open(
+/// Opens the engine `store` names; its task stops with `stop`. This is where
+/// engines are chosen.
+pub async fn open(
     store: &StoreConfig,
     retention: Retention,
     handler: Arc<dyn BrokerHandler>,
+    stop: tokio_util::sync::CancellationToken,
 ) -> Result<Engine, BrokerError> {
     match store {
         StoreConfig::Memory => Ok(in_memory(retention, handler)),
         StoreConfig::Sqlite(path) => Ok(with_sweeper(memory::MemoryBroker::open_sqlite(
             path, retention, handler,
         )?)),
+        StoreConfig::Redis(url) => {
+            let (broker, feed) = redis::RedisBroker::open(url, retention, handler, stop).await?;
+            Ok(Engine {
+                broker: Arc::new(broker),
+                upkeep: Some(Box::pin(feed)),
+            })
+        }
     }
 }
 
@@ -170,6 +190,12 @@ pub trait BrokerHandler: Send + Sync + Debug {
 
     /// An approval was created or decided (on this node or another).
     fn on_approval(&self, record: &ApprovalRecord);
+
+    /// Events of a topic this node follows will not be delivered: they left
+    /// the stream before this node could read them (`trimmed`), or the
+    /// stream itself was replaced (`epoch_changed`, `1..=0`: its subscribers
+    /// drop their checkpoints and take the new stream from its first event).
+    fn on_gap(&self, gap: &Gap);
 }
 
 /// How one event of a publish ended.
@@ -399,6 +425,12 @@ pub trait Broker: Send + Sync + Debug {
 
     /// Figures for status and metrics.
     fn stats(&self) -> BrokerStats;
+
+    /// Whether the engine can take publishes now (a shared store may be
+    /// unreachable for a while; this node's connections stay up meanwhile).
+    fn ready(&self) -> bool {
+        true
+    }
 
     /// Finishes what is in flight and stops.
     async fn close(&self);

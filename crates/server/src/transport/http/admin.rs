@@ -166,7 +166,7 @@ pub(super) async fn topic_events(
         .broker()
         .history(&topic, &since, limit)
         .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+        .map_err(|e| ApiError::from(&e))?;
     Ok(Json(TopicHistory {
         topic,
         epoch: position.epoch,
@@ -211,16 +211,22 @@ pub(super) struct Health {
     uptime_s: u64,
 }
 
-/// `GET /health`: 200 while running, 503 once shutting down.
+/// `GET /health`: 200 while running, 503 once shutting down or while the
+/// store is unreachable.
 pub(super) async fn health(State(hub): State<Hub>) -> Response {
     let running = !hub.shutdown_token().is_cancelled();
-    let status = if running {
+    let store = hub.broker().ready();
+    let status = if running && store {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let body = Health {
-        status: if running { "healthy" } else { "shutting_down" },
+        status: match (running, store) {
+            (false, _) => "shutting_down",
+            (true, false) => "store_unavailable",
+            (true, true) => "healthy",
+        },
         active_connections: hub.connections().count(),
         uptime_s: hub.uptime_s(),
     };

@@ -25,7 +25,10 @@ const MAX_WAIT: Duration = Duration::from_secs(300);
 
 fn refused(hub: &Hub, error: &ApprovalError) -> ApiError {
     hub.metrics().error(error.code());
-    ApiError::new(error.code(), error.to_string())
+    match error {
+        ApprovalError::Store(store) => ApiError::from(store),
+        _ => ApiError::new(error.code(), error.to_string()),
+    }
 }
 
 /// `POST /api/v1/approvals`: registers an approval and returns at once.
@@ -62,7 +65,7 @@ pub(super) async fn get(
         .approvals()
         .wait(&id, wait)
         .await
-        .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+        .map_err(|e| refused(&hub, &e))?;
     Ok(Json(decision))
 }
 

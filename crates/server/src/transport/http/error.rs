@@ -2,7 +2,7 @@
 //! `{code, message}` (plus `index` for a bad event in a batch).
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use herald_protocol::{DecodeError, ErrorCode};
 use serde::Serialize;
@@ -14,6 +14,10 @@ pub struct ApiError {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index: Option<usize>,
+    /// Seconds after which to try again: the hub cannot do it now (its store
+    /// is unreachable), answered 503 with `Retry-After`.
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -22,6 +26,16 @@ impl ApiError {
             code,
             message: message.into(),
             index: None,
+            retry_after: None,
+        }
+    }
+
+    /// The hub cannot do it now (its store is unreachable): 503, to be tried
+    /// again after `Retry-After`.
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        ApiError {
+            retry_after: Some(RETRY_AFTER_S),
+            ..ApiError::new(ErrorCode::Internal, message)
         }
     }
 
@@ -35,14 +49,32 @@ impl ApiError {
     }
 }
 
+impl From<&crate::core::broker::BrokerError> for ApiError {
+    fn from(error: &crate::core::broker::BrokerError) -> Self {
+        match error {
+            crate::core::broker::BrokerError::Unavailable(_) => {
+                ApiError::unavailable(error.to_string())
+            }
+            _ => ApiError::new(ErrorCode::Internal, error.to_string()),
+        }
+    }
+}
+
 impl From<DecodeError> for ApiError {
     fn from(error: DecodeError) -> Self {
         ApiError::new(error.code(), error.to_string())
     }
 }
 
+/// What `Retry-After` says while the store is unreachable.
+const RETRY_AFTER_S: u64 = 1;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Some(seconds) = self.retry_after {
+            let header = (header::RETRY_AFTER, seconds.to_string());
+            return (StatusCode::SERVICE_UNAVAILABLE, [header], Json(self)).into_response();
+        }
         let status = StatusCode::from_u16(self.code.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         (status, Json(self)).into_response()

@@ -85,10 +85,15 @@ pub(super) fn limit(hub: &Hub, producer: &Producer, events: usize) -> Result<(),
     ))
 }
 
-/// A failed publish as the producer sees it (and counted).
+/// A failed publish as the producer sees it (and counted): 503 with
+/// `Retry-After` when trying again later may work.
 fn refused(hub: &Hub, error: &PublishError) -> ApiError {
     hub.metrics().error(error.code());
-    ApiError::new(error.code(), error.to_string())
+    if error.is_transient() {
+        ApiError::unavailable(error.to_string())
+    } else {
+        ApiError::new(error.code(), error.to_string())
+    }
 }
 
 async fn publish(

@@ -316,7 +316,7 @@ impl Shared {
                     .dormant
                     .lock()
                     .remove(topic)
-                    .unwrap_or_else(|| (TopicLog::new_epoch(), 0));
+                    .unwrap_or_else(|| (super::new_epoch(), 0));
                 Arc::new(Mutex::new(TopicLog::new(topic.clone(), epoch, seq)))
             })
             .clone()

@@ -21,6 +21,8 @@ impl BrokerHandler for Recorder {
     }
 
     fn on_approval(&self, _record: &ApprovalRecord) {}
+
+    fn on_gap(&self, _gap: &herald_protocol::frame::Gap) {}
 }
 
 fn retention() -> Retention {

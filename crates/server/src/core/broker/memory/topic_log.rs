@@ -13,10 +13,7 @@ use herald_protocol::{Epoch, Event, EventFilter, EventId, Label, Topic};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use crate::core::broker::{EncodedEvent, History, Position};
-
-/// Most keys a topic's snapshot keeps; the least recently updated go first.
-pub(crate) const MAX_SNAPSHOT_KEYS: usize = 10_000;
+use crate::core::broker::{EncodedEvent, History, MAX_SNAPSHOT_KEYS, Position};
 
 /// A delivered event as history holds it.
 #[derive(Debug, Clone)]
@@ -117,13 +114,6 @@ impl TopicLog {
             bytes: 0,
             pending: HashMap::new(),
         }
-    }
-
-    /// A fresh epoch id.
-    pub(crate) fn new_epoch() -> Epoch {
-        // A v7 UUID sorts by creation time, which makes epochs easy to read in logs.
-        #[allow(clippy::expect_used, reason = "32 hex digits are always a valid epoch")]
-        Epoch::new(uuid::Uuid::now_v7().simple().to_string()).expect("a UUID is a valid epoch")
     }
 
     /// Where the stream stands: its epoch and latest delivered seq.

@@ -1,0 +1,543 @@
+//! A node's feed from Redis: one pub/sub connection carrying the
+//! announcements of every topic (and pattern) the node follows, handled in
+//! order by one task, and the positions that make delivery exact.
+//!
+//! Pub/sub is a hint; the stream is the truth. Each followed topic has the
+//! position (epoch, seq) this node last delivered; an announcement is
+//! delivered when it is the next seq, skipped when it is not newer (a topic
+//! followed exactly and by a pattern is announced twice), and when seqs were
+//! missed they are read from the stream first (`XRANGE`), or announced as a
+//! `trimmed` gap when they are no longer there. A stream with another epoch
+//! (Redis lost its data, or a topic expired) is announced as `epoch_changed`
+//! and taken from its first event.
+//!
+//! Announcements are handed over through a bounded queue; when it is full
+//! nothing waits and nothing is dropped silently: the feed reads what it
+//! missed from the streams. The same happens after the connection is lost
+//! and when a liveness probe (a message to the node's own channel, every
+//! [`PROBE_EVERY`]) is not heard back in time: the feed reconnects and
+//! catches up from the last moment it knew it had heard everything.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use herald_protocol::frame::{Gap, GapReason};
+use herald_protocol::{Epoch, Topic, TopicPattern};
+use parking_lot::{Mutex, RwLock};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::keys::{self, channel_of};
+use super::wire::Announcement;
+use super::{ReadAt, Shared};
+use crate::core::broker::{Audience, BrokerError, EncodedEvent, Publication};
+
+/// How often the feed checks that it still hears its own channel.
+pub(super) const PROBE_EVERY: Duration = Duration::from_secs(2);
+/// How long a probe may take to come back before the connection is
+/// restarted.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Announcements waiting for the feed task; beyond it, catch up from the
+/// streams.
+const QUEUE: usize = 8192;
+/// Slack for the clocks involved in catching up by time.
+const CATCH_UP_MARGIN_MS: u64 = 2_000;
+/// Most topics whose position a node remembers; past it, the positions of
+/// topics only a pattern follows are forgotten (their next announcement is
+/// delivered as it comes).
+const MAX_POSITIONS: usize = 100_000;
+/// Reconnection backoff bounds.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// What a node last delivered of a topic.
+type Slot = Arc<Mutex<Option<(Epoch, u64)>>>;
+
+/// What happened to one event offered for delivery.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Delivery {
+    /// Delivered, to this many connections.
+    Delivered(u32),
+    /// Already delivered.
+    Duplicate,
+    /// Seqs after this one were not delivered yet.
+    Behind(u64),
+    /// The event is from another stream of the topic than the last one delivered.
+    EpochChanged,
+    /// Not delivered here (the topic has no position yet, and the caller
+    /// leaves first deliveries to the feed).
+    Deferred,
+}
+
+/// The feed's state, shared by its task and the broker's calls.
+#[derive(Debug, Default)]
+pub(super) struct Feed {
+    /// Local subscriptions per pattern (the core subscribes once per
+    /// connection and pattern).
+    interest: Mutex<HashMap<TopicPattern, usize>>,
+    positions: RwLock<HashMap<Topic, Slot>>,
+    /// The subscribed connection, while it is up.
+    connection: RwLock<Option<MultiplexedConnection>>,
+    /// Whether the feed hears everything announced now.
+    healthy: AtomicBool,
+}
+
+impl Feed {
+    pub(super) fn healthy(&self) -> bool {
+        self.healthy.load(Relaxed)
+    }
+
+    /// One more local subscription to `pattern`; the first one subscribes
+    /// the feed's connection.
+    pub(super) async fn follow(&self, pattern: &TopicPattern) -> Result<(), BrokerError> {
+        let first = {
+            let mut interest = self.interest.lock();
+            let count = interest.entry(pattern.clone()).or_default();
+            *count += 1;
+            *count == 1
+        };
+        if let TopicPattern::Exact(topic) = pattern {
+            self.slot(topic);
+        }
+        if !first {
+            return Ok(());
+        }
+        let connection = self.connection.read().clone();
+        let Some(mut connection) = connection else {
+            self.unfollow_count(pattern);
+            return Err(BrokerError::Unavailable(
+                "the feed from Redis is reconnecting".into(),
+            ));
+        };
+        let (channel, is_pattern) = channel_of(pattern);
+        let subscribed = if is_pattern {
+            connection.psubscribe(&channel).await
+        } else {
+            connection.subscribe(&channel).await
+        };
+        subscribed.map_err(|e| {
+            self.unfollow_count(pattern);
+            super::unavailable(&e)
+        })
+    }
+
+    /// One local subscription to `pattern` less; the last one unsubscribes.
+    pub(super) async fn unfollow(&self, pattern: &TopicPattern) {
+        if !self.unfollow_count(pattern) {
+            return;
+        }
+        if let TopicPattern::Exact(topic) = pattern
+            && *topic != Topic::global()
+        {
+            self.positions.write().remove(topic);
+        }
+        let connection = self.connection.read().clone();
+        if let Some(mut connection) = connection {
+            let (channel, is_pattern) = channel_of(pattern);
+            let _ = if is_pattern {
+                connection.punsubscribe(&channel).await
+            } else {
+                connection.unsubscribe(&channel).await
+            };
+        }
+    }
+
+    /// Counts one subscription off; whether it was the last.
+    fn unfollow_count(&self, pattern: &TopicPattern) -> bool {
+        let mut interest = self.interest.lock();
+        match interest.get_mut(pattern) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                false
+            }
+            Some(_) => {
+                interest.remove(pattern);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn slot(&self, topic: &Topic) -> Slot {
+        if let Some(slot) = self.positions.read().get(topic) {
+            return slot.clone();
+        }
+        let mut positions = self.positions.write();
+        if positions.len() >= MAX_POSITIONS {
+            let interest = self.interest.lock();
+            positions.retain(|topic, _| {
+                *topic == Topic::global()
+                    || interest.contains_key(&TopicPattern::Exact(topic.clone()))
+            });
+        }
+        positions.entry(topic.clone()).or_default().clone()
+    }
+
+    /// Delivers `event` to this node if it is the next of its topic. With
+    /// `first_here`, an event of a topic with no position is delivered (and
+    /// gives it one); without, it is left to the feed.
+    pub(super) fn deliver(
+        &self,
+        engine: &Shared,
+        epoch: &Epoch,
+        event: &EncodedEvent,
+        audience: Audience,
+        first_here: bool,
+    ) -> Delivery {
+        let topic = &event.event.topic;
+        let seq = event.event.seq;
+        let slot = if first_here {
+            self.slot(topic)
+        } else {
+            match self.positions.read().get(topic) {
+                Some(slot) => slot.clone(),
+                None => return Delivery::Deferred,
+            }
+        };
+        let mut position = slot.lock();
+        match &*position {
+            Some((known, last)) if known == epoch => {
+                if seq <= *last {
+                    return Delivery::Duplicate;
+                }
+                if seq > *last + 1 {
+                    return Delivery::Behind(*last);
+                }
+            }
+            Some(_) => return Delivery::EpochChanged,
+            None if !first_here => return Delivery::Deferred,
+            None => {}
+        }
+        // Under the topic's lock: deliveries of one topic never overlap and
+        // follow seq order, from the feed or from a publisher on this node.
+        let reached = engine.handler.on_publication(&Publication {
+            event,
+            epoch,
+            audience,
+            stored_at: Instant::now(),
+        });
+        *position = Some((epoch.clone(), seq));
+        Delivery::Delivered(reached)
+    }
+
+    /// Forgets the topic's position (its stream was replaced).
+    fn reset(&self, topic: &Topic, epoch: &Epoch) {
+        *self.slot(topic).lock() = Some((epoch.clone(), 0));
+    }
+
+    fn position(&self, topic: &Topic) -> Option<(Epoch, u64)> {
+        self.positions
+            .read()
+            .get(topic)
+            .and_then(|slot| slot.lock().clone())
+    }
+}
+
+/// Runs the feed until `stop`: connect, subscribe, prove it hears, catch
+/// up, then handle announcements and probes; on any failure start over.
+pub(super) async fn run(engine: Arc<Shared>, stop: CancellationToken) {
+    let mut heard_until: Option<u64> = None;
+    let mut retry = RETRY_MIN;
+    loop {
+        let session = FeedSession::open(&engine).await;
+        let mut session = match session {
+            Ok(session) => {
+                retry = RETRY_MIN;
+                session
+            }
+            Err(error) => {
+                engine.feed.healthy.store(false, Relaxed);
+                tracing::warn!(%error, retry_in = ?retry, "cannot reach Redis for the feed");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(retry) => {}
+                }
+                retry = (retry * 2).min(RETRY_MAX);
+                continue;
+            }
+        };
+        let ended = session.serve(&engine, &mut heard_until, &stop).await;
+        engine.feed.healthy.store(false, Relaxed);
+        *engine.feed.connection.write() = None;
+        match ended {
+            Ok(()) => return,
+            Err(reason) => tracing::warn!(reason, "the feed from Redis restarts"),
+        }
+    }
+}
+
+/// One connection's worth of feed.
+struct FeedSession {
+    connection: MultiplexedConnection,
+    pushes: mpsc::Receiver<PushInfo>,
+    overflowed: Arc<AtomicBool>,
+}
+
+impl FeedSession {
+    async fn open(engine: &Shared) -> Result<FeedSession, BrokerError> {
+        let (sender, pushes) = mpsc::channel(QUEUE);
+        let overflowed = Arc::new(AtomicBool::new(false));
+        let flag = overflowed.clone();
+        // Called by the connection's reader: it must not block. A full queue
+        // is not a loss: the flag makes the feed read the streams.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(super::CONNECT_TIMEOUT))
+            .set_response_timeout(Some(super::RESPONSE_TIMEOUT))
+            .set_push_sender(move |push: PushInfo| match sender.try_send(push) {
+                Ok(()) => Ok(()),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    flag.store(true, Relaxed);
+                    Ok(())
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+            });
+        let mut connection = engine
+            .feed_client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| super::unavailable(&e))?;
+        let mut channels = vec![
+            keys::node_channel(&engine.node),
+            keys::APPROVALS_CHANNEL.to_owned(),
+            keys::channel(&Topic::global()),
+        ];
+        let mut patterns = Vec::new();
+        for pattern in engine.feed.interest.lock().keys() {
+            match channel_of(pattern) {
+                (channel, true) => patterns.push(channel),
+                (channel, false) => channels.push(channel),
+            }
+        }
+        connection
+            .subscribe(&channels)
+            .await
+            .map_err(|e| super::unavailable(&e))?;
+        if !patterns.is_empty() {
+            connection
+                .psubscribe(&patterns)
+                .await
+                .map_err(|e| super::unavailable(&e))?;
+        }
+        *engine.feed.connection.write() = Some(connection.clone());
+        Ok(FeedSession {
+            connection,
+            pushes,
+            overflowed,
+        })
+    }
+
+    /// Handles the connection until it fails (`Err`, why) or `stop` (`Ok`).
+    async fn serve(
+        &mut self,
+        engine: &Shared,
+        heard_until: &mut Option<u64>,
+        stop: &CancellationToken,
+    ) -> Result<(), &'static str> {
+        let mut probes = tokio::time::interval(PROBE_EVERY);
+        probes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Probes in flight: their number and the Redis time they were sent at.
+        let mut waiting: Vec<(u64, u64, Instant)> = Vec::new();
+        let mut next_probe = 0u64;
+        // What may have been missed is read once the first probe is heard:
+        // by then every subscription above is in effect.
+        let mut caught_up = false;
+        loop {
+            if self.overflowed.swap(false, Relaxed) && caught_up {
+                tracing::warn!("the feed fell behind; reading the streams");
+                engine.catch_up(*heard_until).await;
+            }
+            tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                _ = probes.tick() => {
+                    if waiting.first().is_some_and(|(_, _, sent)| sent.elapsed() > PROBE_TIMEOUT) {
+                        return Err("a liveness probe was not heard back");
+                    }
+                    let Ok(time) = engine.redis_time().await else {
+                        return Err("Redis does not answer");
+                    };
+                    next_probe += 1;
+                    let channel = keys::node_channel(&engine.node);
+                    let sent: Result<(), _> = redis::cmd("PUBLISH")
+                        .arg(&channel)
+                        .arg(next_probe)
+                        .query_async(&mut self.connection.clone())
+                        .await;
+                    if sent.is_err() {
+                        return Err("Redis does not take the probe");
+                    }
+                    waiting.push((next_probe, time, Instant::now()));
+                    engine.refresh(time).await;
+                }
+                push = self.pushes.recv() => {
+                    let Some(push) = push else {
+                        return Err("the connection closed");
+                    };
+                    match push.kind {
+                        PushKind::Disconnection => return Err("the connection was lost"),
+                        PushKind::Message | PushKind::PMessage => {
+                            let Some((channel, payload)) = message_parts(&push) else {
+                                continue;
+                            };
+                            if channel == keys::node_channel(&engine.node).as_bytes() {
+                                let heard: Option<u64> = std::str::from_utf8(payload)
+                                    .ok()
+                                    .and_then(|p| p.parse().ok());
+                                if let Some(at) = waiting.iter().position(|(n, _, _)| Some(*n) == heard) {
+                                    let (_, time, _) = waiting[at];
+                                    waiting.drain(..=at);
+                                    if !caught_up {
+                                        engine.catch_up(*heard_until).await;
+                                        caught_up = true;
+                                        engine.feed.healthy.store(true, Relaxed);
+                                    }
+                                    *heard_until = Some(time);
+                                }
+                            } else if channel == keys::APPROVALS_CHANNEL.as_bytes() {
+                                engine.approval_announced(payload).await;
+                            } else {
+                                engine.announced(payload).await;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The channel and payload of a pub/sub message (`message`: channel,
+/// payload; `pmessage`: pattern, channel, payload).
+fn message_parts(push: &PushInfo) -> Option<(&[u8], &[u8])> {
+    fn bytes(value: &Value) -> Option<&[u8]> {
+        match value {
+            Value::BulkString(bytes) => Some(bytes.as_slice()),
+            _ => None,
+        }
+    }
+    match push.data.as_slice() {
+        [channel, payload] => Some((bytes(channel)?, bytes(payload)?)),
+        [_, channel, payload] => Some((bytes(channel)?, bytes(payload)?)),
+        _ => None,
+    }
+}
+
+impl Shared {
+    /// An announcement from a topic's channel.
+    async fn announced(&self, payload: &[u8]) {
+        let Some(announcement) = Announcement::parse(payload) else {
+            tracing::warn!("skipping an unreadable announcement from Redis");
+            return;
+        };
+        self.deliver_in_order(
+            &announcement.epoch,
+            &announcement.event,
+            announcement.audience,
+        )
+        .await;
+    }
+
+    /// Delivers `event`, first reading from the stream whatever came before
+    /// it that this node did not deliver.
+    async fn deliver_in_order(&self, epoch: &Epoch, event: &EncodedEvent, audience: Audience) {
+        let topic = &event.event.topic;
+        match self.feed.deliver(self, epoch, event, audience, true) {
+            Delivery::Delivered(_) | Delivery::Duplicate | Delivery::Deferred => return,
+            Delivery::Behind(_) => {}
+            Delivery::EpochChanged => {
+                self.handler.on_gap(&Gap {
+                    topic: topic.clone(),
+                    from_seq: 1,
+                    to_seq: 0,
+                    reason: GapReason::EpochChanged,
+                });
+                self.feed.reset(topic, epoch);
+            }
+        }
+        self.fill(topic, None).await;
+        // Whatever the stream said, this event is the newest: deliver it
+        // unless the fill did.
+        let _ = self.feed.deliver(self, epoch, event, audience, true);
+    }
+
+    /// Reads and delivers what this node has not delivered of `topic`
+    /// (since `min_time`, when it has no position), announcing what the
+    /// stream no longer holds.
+    async fn fill(&self, topic: &Topic, min_time: Option<u64>) {
+        let known = self.feed.position(topic);
+        let after = known.as_ref().map_or(0, |(_, seq)| *seq);
+        let read = match self
+            .read_at(topic, ReadAt::after(after, min_time.unwrap_or(0)))
+            .await
+        {
+            Ok(read) => read,
+            Err(error) => {
+                tracing::warn!(%error, %topic, "cannot read a stream to catch up");
+                return;
+            }
+        };
+        if let Some((epoch, _)) = &known
+            && *epoch != read.epoch
+        {
+            self.handler.on_gap(&Gap {
+                topic: topic.clone(),
+                from_seq: 1,
+                to_seq: 0,
+                reason: GapReason::EpochChanged,
+            });
+            self.feed.reset(topic, &read.epoch);
+            // The new stream from its start.
+            return Box::pin(self.fill(topic, None)).await;
+        }
+        if known.is_some() && read.first_retained > after + 1 {
+            let to_seq = read.first_retained - 1;
+            self.handler.on_gap(&Gap {
+                topic: topic.clone(),
+                from_seq: after + 1,
+                to_seq,
+                reason: GapReason::Trimmed,
+            });
+            if let Some(slot) = self.feed.positions.read().get(topic) {
+                *slot.lock() = Some((read.epoch.clone(), to_seq));
+            }
+        }
+        for (audience, event) in &read.events {
+            let _ = self.feed.deliver(self, &read.epoch, event, *audience, true);
+        }
+    }
+
+    /// Reads what may have been missed since `heard_until` (Redis time up to
+    /// which every announcement was heard): every followed topic after its
+    /// position, and the topics of followed patterns active since then.
+    pub(super) async fn catch_up(&self, heard_until: Option<u64>) {
+        let Some(heard_until) = heard_until else {
+            // The first connection: nothing was delivered before it.
+            return;
+        };
+        let since = heard_until.saturating_sub(CATCH_UP_MARGIN_MS);
+        let followed: Vec<Topic> = self.feed.positions.read().keys().cloned().collect();
+        for topic in &followed {
+            let min_time = self.feed.position(topic).is_none().then_some(since);
+            self.fill(topic, min_time).await;
+        }
+        let patterns: Vec<TopicPattern> = self
+            .feed
+            .interest
+            .lock()
+            .keys()
+            .filter(|p| p.as_topic().is_none())
+            .cloned()
+            .collect();
+        for pattern in patterns {
+            for topic in self.active_topics(&pattern, since).await {
+                if !followed.contains(&topic) {
+                    self.fill(&topic, Some(since)).await;
+                }
+            }
+        }
+    }
+}

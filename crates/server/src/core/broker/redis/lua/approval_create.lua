@@ -1,0 +1,17 @@
+-- Registers a pending approval and announces it to every node.
+--
+-- KEYS[1] the approval (hash)   KEYS[2] pending (zset, by deadline)
+-- KEYS[3] claimed (zset, by claim expiry)   KEYS[4] created (zset, by creation)
+-- ARGV[1] callback id   ARGV[2] the request (JSON)   ARGV[3] user   ARGV[4] task
+-- ARGV[5] created at (ms)   ARGV[6] deadline (ms)   ARGV[7] most pending
+-- ARGV[8] channel
+-- Returns 1, or 0 when too many approvals are pending.
+if redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[7]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'req', ARGV[2], 'user', ARGV[3], 'task', ARGV[4],
+  'status', 'pending', 'created_at', ARGV[5], 'delivered_to', 0)
+redis.call('ZADD', KEYS[2], ARGV[6], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
+redis.call('PUBLISH', ARGV[8], ARGV[1])
+return 1

@@ -1,0 +1,72 @@
+-- Stores events of one topic, in order, and announces each on the topic's
+-- channel: the whole of a publish, atomic, so the channel's order is seq order.
+--
+-- KEYS[1] meta (hash: e = epoch, s = last seq)   KEYS[2] stream (entry id
+-- "SEQ-0", fields f = the event frame, t = Redis time in ms, a = audience)   KEYS[3] snapshot
+-- (hash: key -> frame)   KEYS[4] snapshot order (zset: key by seq)
+-- ARGV[1] epoch for a new stream   ARGV[2] history size (exact MAXLEN)
+-- ARGV[3] history age (ms)   ARGV[4] TTL of the topic's keys (ms)
+-- ARGV[5] TTL of an event id (ms)   ARGV[6] prefix of event id keys
+-- ARGV[7] channel   ARGV[8] most snapshot keys   ARGV[9] audience
+-- then five per event: id, fingerprint, key ("" for none), frame head, frame tail
+-- (the frame is head .. seq .. tail).
+-- Returns {now_ms, epoch, seq1, status1, seq2, status2, ...}: status 0 stored,
+-- 1 a retry of the stored event with that id, 2 the id stored with other content.
+local meta, stream, snapshot, order = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local epoch = redis.call('HGET', meta, 'e')
+if not epoch then
+  -- A new stream: whatever was left of an older one goes with it.
+  epoch = ARGV[1]
+  redis.call('DEL', stream, snapshot, order)
+  redis.call('HSET', meta, 'e', epoch, 's', 0)
+end
+local results = {string.format('%d', now), epoch}
+local i = 10
+while i + 4 <= #ARGV do
+  local id, fingerprint, key, head, tail = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  i = i + 5
+  local id_key = ARGV[6] .. id
+  local seq, status = nil, 0
+  local known = redis.call('GET', id_key)
+  if known then
+    local known_seq, known_epoch, known_print = string.match(known, '^(%d+) (%S+) (%S+)$')
+    if known_epoch == epoch then
+      seq = tonumber(known_seq)
+      if known_print == fingerprint then status = 1 else status = 2 end
+    end
+  end
+  if not seq then
+    seq = redis.call('HINCRBY', meta, 's', 1)
+    local seq_text = string.format('%d', seq)
+    local frame = head .. seq_text .. tail
+    redis.call('XADD', stream, 'MAXLEN', ARGV[2], seq_text .. '-0', 'f', frame, 't', results[1], 'a', ARGV[9])
+    redis.call('SET', id_key, seq_text .. ' ' .. epoch .. ' ' .. fingerprint, 'PX', ARGV[5])
+    if key ~= '' then
+      redis.call('HSET', snapshot, key, frame)
+      redis.call('ZADD', order, seq, key)
+      if redis.call('ZCARD', order) > tonumber(ARGV[8]) then
+        local oldest = redis.call('ZPOPMIN', order)
+        redis.call('HDEL', snapshot, oldest[1])
+      end
+    end
+    redis.call('PUBLISH', ARGV[7], epoch .. ' ' .. ARGV[9] .. ' ' .. frame)
+  end
+  results[#results + 1] = seq
+  results[#results + 1] = status
+end
+-- History older than its age goes, a bounded number of entries per call.
+local cutoff = now - tonumber(ARGV[3])
+local last_old = nil
+for _, entry in ipairs(redis.call('XRANGE', stream, '-', '+', 'COUNT', 64)) do
+  if tonumber(entry[2][4]) < cutoff then last_old = entry[1] else break end
+end
+if last_old then
+  local old_seq = tonumber(string.match(last_old, '^(%d+)'))
+  redis.call('XTRIM', stream, 'MINID', string.format('%d', old_seq + 1) .. '-0')
+end
+for _, topic_key in ipairs(KEYS) do
+  redis.call('PEXPIRE', topic_key, ARGV[4])
+end
+return results

@@ -1,0 +1,624 @@
+//! The Redis engine: several nodes share seqs, epochs, history, snapshots,
+//! idempotency ids and approvals through one Redis.
+//!
+//! - **Publish** is one Lua script per topic of a batch (`lua/publish.lua`):
+//!   the idempotency check (same id → the first receipt; same id, other
+//!   content → `conflict`), the epoch created with the stream's meta key (and
+//!   a stale stream deleted), the seq by `HINCRBY`, `XADD` with the seq as the
+//!   entry id and exact `MAXLEN` = `--history-size`, trimming by
+//!   `--history-age` on Redis `TIME`, the keyed snapshot, and the `PUBLISH`
+//!   that announces it, in seq order. The node that published delivers to
+//!   its own connections at once when it is up to date with the topic.
+//! - **Each node** follows its topics through [`feed`]: pub/sub is a hint,
+//!   the stream is the truth.
+//! - **Reads** (`lua/read.lua`) take position, snapshot and history at once.
+//! - **Approvals** ([`approvals`]) are hashes with compare-and-set scripts;
+//!   deadlines are a sorted set every node claims from, so exactly one node
+//!   times each out.
+//! - **Redis unreachable**: calls fail fast with [`BrokerError::Unavailable`]
+//!   (HTTP 503 with `Retry-After`), [`Broker::ready`] is false, open
+//!   connections stay up, and the feed reconnects with backoff and catches
+//!   up from the streams.
+//!
+//! Memory is bounded on both sides: exact `MAXLEN`, TTLs on every topic key
+//! derived from `--history-age`, event ids that expire, at most
+//! [`MAX_SNAPSHOT_KEYS`] snapshot keys per topic, bounded local queues. Redis
+//! must run with `maxmemory-policy noeviction`: evicting a stream's keys
+//! would silently lose history.
+//!
+//! # Layout
+//!
+//! - this module: [`RedisBroker`], publishing and reading.
+//! - `feed`: the node's pub/sub feed, positions, catch-up.
+//! - `approvals`: the approval operations.
+//! - `keys`: key and channel names.
+//! - `scripts`: the Lua scripts and their answers.
+//! - `wire`: split frames, announcements, fingerprints.
+
+mod approvals;
+mod feed;
+mod keys;
+mod scripts;
+mod wire;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use herald_protocol::frame::Snapshot;
+use herald_protocol::payload::ApprovalRecord;
+use herald_protocol::{CallbackId, Epoch, Event, EventFilter, PublishReceipt, Topic, TopicPattern};
+use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, IntoConnectionInfo, ProtocolVersion, RedisError};
+use tokio_util::sync::CancellationToken;
+
+use self::feed::{Delivery, Feed};
+use self::keys::TopicKeys;
+use self::scripts::{Unexpected, bytes, items, number, text};
+use self::wire::{SplitFrame, audience_code, decode_frame, fingerprint};
+use super::{
+    ApprovalQuery, ApprovalStoreError, Audience, Broker, BrokerError, BrokerHandler, BrokerStats,
+    Decision, Draft, EncodedEvent, Expired, History, MAX_SNAPSHOT_KEYS, PatternSnapshots, Position,
+    Published, ReadRequest, Retention, TopicRead, Wait,
+};
+
+/// How long connecting to Redis may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How long one command may take: past it, Redis counts as unreachable.
+const RESPONSE_TIMEOUT: Duration = Duration::from_millis(2000);
+/// How long an event id is remembered beyond the history age, at least.
+const MIN_ID_TTL: Duration = Duration::from_secs(60);
+
+/// The Redis engine (see the module docs). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+}
+
+/// What the broker's calls and its feed share.
+#[derive(Debug)]
+struct Shared {
+    commands: ConnectionManager,
+    /// The same server, spoken to in RESP3 (pub/sub pushes).
+    feed_client: Client,
+    retention: Retention,
+    handler: Arc<dyn BrokerHandler>,
+    /// This node's id: its probe channel and its entry among the nodes.
+    node: String,
+    feed: Feed,
+    /// Figures refreshed with every probe.
+    stats: Mutex<BrokerStats>,
+    /// TTL of a topic's keys, and of an event id.
+    topic_ttl: Duration,
+    id_ttl: Duration,
+}
+
+/// What to read of a topic (see `lua/read.lua`).
+#[derive(Debug, Clone, Copy)]
+struct ReadAt {
+    snapshot: bool,
+    /// The events after this seq, if any.
+    after: Option<u64>,
+    /// Of those, only the ones stored at or after this Redis time (ms).
+    min_time: u64,
+}
+
+impl ReadAt {
+    fn after(after: u64, min_time: u64) -> ReadAt {
+        ReadAt {
+            snapshot: false,
+            after: Some(after),
+            min_time,
+        }
+    }
+}
+
+/// A topic as one read found it.
+#[derive(Debug)]
+struct StoredTopic {
+    epoch: Epoch,
+    last: u64,
+    first_retained: u64,
+    snapshot: Vec<EncodedEvent>,
+    events: Vec<(Audience, EncodedEvent)>,
+}
+
+/// The error of a failed Redis call: unreachable (try again later) or a
+/// failed write.
+fn unavailable(error: &RedisError) -> BrokerError {
+    BrokerError::Unavailable(error.to_string())
+}
+
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "taken by value to be used as `map_err(failed)`"
+)]
+fn failed(error: RedisError) -> BrokerError {
+    if error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+    {
+        unavailable(&error)
+    } else {
+        BrokerError::Write(error.to_string())
+    }
+}
+
+impl From<Unexpected> for BrokerError {
+    fn from(error: Unexpected) -> Self {
+        BrokerError::Write(error.to_string())
+    }
+}
+
+impl RedisBroker {
+    /// Connects to the Redis at `url` and starts following it; returns the
+    /// engine and its feed, to run until `stop`.
+    pub async fn open(
+        url: &str,
+        retention: Retention,
+        handler: Arc<dyn BrokerHandler>,
+        stop: CancellationToken,
+    ) -> Result<(RedisBroker, impl Future<Output = ()> + Send + 'static), BrokerError> {
+        let open_error = |e: RedisError| BrokerError::Open {
+            path: redacted(url),
+            reason: e.to_string(),
+        };
+        let info = url.into_connection_info().map_err(open_error)?;
+        let feed_info = info.clone().set_redis_settings(
+            info.redis_settings()
+                .clone()
+                .set_protocol(ProtocolVersion::RESP3),
+        );
+        let client = Client::open(info).map_err(open_error)?;
+        let feed_client = Client::open(feed_info).map_err(open_error)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let commands = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(open_error)?;
+        let shared = Arc::new(Shared {
+            commands,
+            feed_client,
+            retention,
+            handler,
+            node: uuid::Uuid::new_v4().simple().to_string(),
+            feed: Feed::default(),
+            stats: Mutex::default(),
+            topic_ttl: retention.history_age.max(Duration::from_secs(3600)) * 24,
+            id_ttl: retention.history_age.max(MIN_ID_TTL),
+        });
+        shared.check_eviction_policy().await;
+        let feed = feed::run(shared.clone(), stop);
+        Ok((RedisBroker { shared }, feed))
+    }
+}
+
+/// `url` with its password masked.
+fn redacted(url: &str) -> String {
+    crate::operations::config::StoreConfig::Redis(url.to_owned()).redacted()
+}
+
+impl Shared {
+    /// Warns when Redis may evict keys: a lost stream key is lost history.
+    async fn check_eviction_policy(&self) {
+        let policy: Result<Vec<String>, _> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut self.commands.clone())
+            .await;
+        match policy.as_deref() {
+            Ok([_, policy]) if policy == "noeviction" => {}
+            Ok([_, policy]) => tracing::warn!(
+                policy,
+                "Redis may evict keys under memory pressure (maxmemory-policy {policy}): set it to noeviction, or history can be lost without a gap"
+            ),
+            _ => {}
+        }
+    }
+
+    /// Redis's clock, in ms since the Unix epoch.
+    async fn redis_time(&self) -> Result<u64, BrokerError> {
+        let (seconds, micros): (u64, u64) = redis::cmd("TIME")
+            .query_async(&mut self.commands.clone())
+            .await
+            .map_err(failed)?;
+        Ok(seconds * 1000 + micros / 1000)
+    }
+
+    /// Refreshes the figures and this node's entry among the nodes.
+    async fn refresh(&self, now_ms: u64) {
+        let mut commands = self.commands.clone();
+        let pending: Result<(u64, u64), _> = redis::pipe()
+            .zcard(keys::PENDING)
+            .zcard(keys::CLAIMED)
+            .query_async(&mut commands)
+            .await;
+        let kinds: Result<Vec<String>, _> = redis::cmd("SMEMBERS")
+            .arg(keys::KINDS)
+            .query_async(&mut commands)
+            .await;
+        let mut topics = 0;
+        if let Ok(kinds) = &kinds {
+            let mut counting = redis::pipe();
+            for kind in kinds {
+                counting.zcard(keys::kind_index(kind));
+            }
+            let counts: Result<Vec<usize>, _> = counting.query_async(&mut commands).await;
+            topics = counts.map_or(0, |c| c.iter().sum());
+        }
+        let memory: Result<String, _> = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut commands)
+            .await;
+        let used = memory.ok().and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("used_memory:"))
+                .and_then(|n| n.trim().parse().ok())
+        });
+        {
+            let mut stats = self.stats.lock();
+            if let Ok((pending, claimed)) = pending {
+                stats.pending_approvals = (pending + claimed) as usize;
+            }
+            stats.topics = topics;
+            stats.retained_bytes = used.unwrap_or(stats.retained_bytes);
+        }
+        let entry = serde_json::json!({ "node": self.node, "seen_at": now_ms }).to_string();
+        let _: Result<(), _> = redis::cmd("HSET")
+            .arg(keys::NODES)
+            .arg(&self.node)
+            .arg(entry)
+            .query_async(&mut commands)
+            .await;
+    }
+
+    /// Reads a topic (see [`ReadAt`]).
+    async fn read_at(&self, topic: &Topic, at: ReadAt) -> Result<StoredTopic, BrokerError> {
+        let keys = TopicKeys::of(topic);
+        let mut invocation = scripts::READ.prepare_invoke();
+        for key in keys.script_keys() {
+            invocation.key(key);
+        }
+        invocation
+            .arg(super::new_epoch().as_str())
+            .arg(self.topic_ttl.as_millis() as u64)
+            .arg(self.retention.history_age.as_millis() as u64)
+            .arg(if at.snapshot { "1" } else { "0" })
+            .arg(at.after.map_or(-1, |seq| seq as i64))
+            .arg(at.min_time);
+        let answer: redis::Value = invocation
+            .invoke_async(&mut self.commands.clone())
+            .await
+            .map_err(failed)?;
+        let answer = items(answer)?;
+        let [epoch, last, first, count, rest @ ..] = answer.as_slice() else {
+            return Err(Unexpected(format!("{answer:?}")).into());
+        };
+        let epoch = Epoch::new(text(epoch)?).map_err(|e| Unexpected(e.to_string()))?;
+        let count = number(count)? as usize;
+        let (snapshot, events) = rest.split_at(count.min(rest.len()));
+        let decode = |value: &redis::Value| -> Result<EncodedEvent, BrokerError> {
+            decode_frame(Bytes::copy_from_slice(bytes(value)?))
+                .ok_or_else(|| Unexpected("an unreadable event frame".into()).into())
+        };
+        let snapshot = snapshot.iter().map(decode).collect::<Result<_, _>>()?;
+        let events = events
+            .chunks_exact(2)
+            .map(|pair| Ok((audience_of(bytes(&pair[0])?), decode(&pair[1])?)))
+            .collect::<Result<_, BrokerError>>()?;
+        Ok(StoredTopic {
+            epoch,
+            last: number(last)?,
+            first_retained: number(first)?,
+            snapshot,
+            events,
+        })
+    }
+
+    /// Topics of `pattern` with an event since `since_ms` (Redis time).
+    async fn active_topics(&self, pattern: &TopicPattern, since_ms: u64) -> Vec<Topic> {
+        let kinds: Vec<String> = match pattern {
+            TopicPattern::Kind(kind) => vec![kind.to_string()],
+            TopicPattern::All => redis::cmd("SMEMBERS")
+                .arg(keys::KINDS)
+                .query_async(&mut self.commands.clone())
+                .await
+                .unwrap_or_default(),
+            TopicPattern::Exact(topic) => return vec![topic.clone()],
+        };
+        let mut topics = Vec::new();
+        for kind in kinds {
+            let names: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+                .arg(keys::kind_index(&kind))
+                .arg(since_ms)
+                .arg("+inf")
+                .query_async(&mut self.commands.clone())
+                .await
+                .unwrap_or_default();
+            topics.extend(names.iter().filter_map(|name| Topic::parse(name).ok()));
+        }
+        topics.sort();
+        topics
+    }
+
+    /// Publishes one topic's events, in order (one script).
+    async fn publish_topic(
+        &self,
+        topic: &Topic,
+        drafts: Vec<Draft>,
+        audience: Audience,
+    ) -> Result<Vec<Published>, BrokerError> {
+        let keys = TopicKeys::of(topic);
+        let mut invocation = scripts::PUBLISH.prepare_invoke();
+        for key in keys.script_keys() {
+            invocation.key(key);
+        }
+        invocation
+            .arg(super::new_epoch().as_str())
+            .arg(self.retention.history_size)
+            .arg(self.retention.history_age.as_millis() as u64)
+            .arg(self.topic_ttl.as_millis() as u64)
+            .arg(self.id_ttl.as_millis() as u64)
+            .arg(&keys.ids)
+            .arg(&keys.channel)
+            .arg(MAX_SNAPSHOT_KEYS)
+            .arg(audience_code(audience));
+        for draft in &drafts {
+            let split = SplitFrame::of(draft)
+                .ok_or_else(|| BrokerError::Write("an event frame without its seq field".into()))?;
+            invocation
+                .arg(draft.id.as_str())
+                .arg(fingerprint(draft))
+                .arg(draft.key.as_ref().map_or("", |k| k.as_str()))
+                .arg(split.head)
+                .arg(split.tail);
+        }
+        let answer: redis::Value = invocation
+            .invoke_async(&mut self.commands.clone())
+            .await
+            .map_err(failed)?;
+        let answer = items(answer)?;
+        let [now, epoch, outcomes @ ..] = answer.as_slice() else {
+            return Err(Unexpected(format!("{answer:?}")).into());
+        };
+        let now = number(now)?;
+        let epoch = Epoch::new(text(epoch)?).map_err(|e| Unexpected(e.to_string()))?;
+        self.index(topic, now).await;
+        let mut published = Vec::with_capacity(drafts.len());
+        for (draft, outcome) in drafts.into_iter().zip(outcomes.chunks_exact(2)) {
+            let (seq, status) = (number(&outcome[0])?, number(&outcome[1])?);
+            let receipt = PublishReceipt {
+                id: draft.id.clone(),
+                topic: topic.clone(),
+                seq,
+            };
+            match status {
+                0 => {
+                    let event = EncodedEvent::new(draft.into_event(seq));
+                    // This node's connections get it now if the node is up
+                    // to date with the topic; otherwise its feed delivers it
+                    // in order.
+                    let reached = match self.feed.deliver(self, &epoch, &event, audience, false) {
+                        Delivery::Delivered(reached) => reached,
+                        _ => 0,
+                    };
+                    published.push(Published {
+                        receipt,
+                        reached,
+                        duplicate: false,
+                    });
+                }
+                1 => published.push(Published {
+                    receipt,
+                    reached: 0,
+                    duplicate: true,
+                }),
+                _ => {
+                    return Err(BrokerError::Conflict {
+                        id: draft.id.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(published)
+    }
+
+    /// Notes that `topic` had an event at `now` (Redis time): for pattern
+    /// snapshots and for catching up a pattern's topics.
+    async fn index(&self, topic: &Topic, now: u64) {
+        let kind = topic.kind();
+        let indexed: Result<(), _> = redis::pipe()
+            .zadd(keys::kind_index(kind), topic.as_str(), now)
+            .ignore()
+            .sadd(keys::KINDS, kind)
+            .ignore()
+            .query_async(&mut self.commands.clone())
+            .await;
+        if let Err(error) = indexed {
+            tracing::debug!(%error, %topic, "could not index a topic");
+        }
+    }
+}
+
+fn audience_of(code: &[u8]) -> Audience {
+    match code {
+        b"e" => Audience::Everyone,
+        b"u" => Audience::User,
+        _ => Audience::Subscribers,
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn publish(
+        &self,
+        batch: Vec<Draft>,
+        audience: Audience,
+        _wait: Wait,
+    ) -> Result<Vec<Published>, BrokerError> {
+        // One script per topic, in the order topics first appear; an event's
+        // place in the batch is kept for the answer.
+        let mut groups: Vec<(Topic, Vec<(usize, Draft)>)> = Vec::new();
+        let mut by_topic: HashMap<Topic, usize> = HashMap::new();
+        for (index, draft) in batch.into_iter().enumerate() {
+            let group = *by_topic.entry(draft.topic.clone()).or_insert_with(|| {
+                groups.push((draft.topic.clone(), Vec::new()));
+                groups.len() - 1
+            });
+            groups[group].1.push((index, draft));
+        }
+        let total = groups.iter().map(|(_, drafts)| drafts.len()).sum();
+        let mut answers: Vec<Option<Published>> = vec![None; total];
+        for (topic, drafts) in groups {
+            let (indexes, drafts): (Vec<usize>, Vec<Draft>) = drafts.into_iter().unzip();
+            let published = self.shared.publish_topic(&topic, drafts, audience).await?;
+            for (index, published) in indexes.into_iter().zip(published) {
+                answers[index] = Some(published);
+            }
+        }
+        answers
+            .into_iter()
+            .map(|answer| {
+                answer.ok_or_else(|| Unexpected("an event without its outcome".into()).into())
+            })
+            .collect()
+    }
+
+    async fn read(
+        &self,
+        topic: &Topic,
+        request: ReadRequest<'_>,
+    ) -> Result<TopicRead, BrokerError> {
+        let at = ReadAt {
+            snapshot: request.snapshot.is_some(),
+            after: request.history.map(|h| h.since.seq),
+            min_time: 0,
+        };
+        let stored = self.shared.read_at(topic, at).await?;
+        let position = Position {
+            epoch: stored.epoch.clone(),
+            seq: stored.last,
+        };
+        let snapshot = match request.snapshot {
+            Some(filter) => stored
+                .snapshot
+                .iter()
+                .filter(|e| filter.matches(&e.event))
+                .map(|e| Event::clone(&e.event))
+                .collect(),
+            None => Vec::new(),
+        };
+        let history = request.history.map(|h| {
+            History::plan(
+                topic,
+                h.since,
+                &position,
+                stored.first_retained,
+                |after| {
+                    stored
+                        .events
+                        .iter()
+                        .map(|(_, e)| e)
+                        .filter(move |e| e.event.seq > after)
+                },
+                h.filter,
+                h.limit,
+            )
+        });
+        Ok(TopicRead {
+            position,
+            snapshot,
+            history,
+        })
+    }
+
+    async fn snapshots(
+        &self,
+        pattern: &TopicPattern,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<PatternSnapshots, BrokerError> {
+        let mut found = PatternSnapshots::default();
+        for topic in self.shared.active_topics(pattern, 0).await {
+            let at = ReadAt {
+                snapshot: true,
+                after: None,
+                min_time: 0,
+            };
+            let stored = self.shared.read_at(&topic, at).await?;
+            let events: Vec<Event> = stored
+                .snapshot
+                .iter()
+                .filter(|e| filter.matches(&e.event))
+                .map(|e| Event::clone(&e.event))
+                .collect();
+            if events.is_empty() {
+                continue;
+            }
+            if found.snapshots.len() == limit {
+                found.refused += 1;
+                continue;
+            }
+            found.snapshots.push(Snapshot {
+                topic,
+                epoch: stored.epoch,
+                seq: stored.last,
+                events,
+            });
+        }
+        Ok(found)
+    }
+
+    async fn subscribe(&self, pattern: &TopicPattern) -> Result<(), BrokerError> {
+        self.shared.feed.follow(pattern).await
+    }
+
+    async fn unsubscribe(&self, pattern: &TopicPattern) {
+        self.shared.feed.unfollow(pattern).await;
+    }
+
+    async fn create_approval(&self, record: ApprovalRecord) -> Result<(), ApprovalStoreError> {
+        self.shared.create_approval(&record).await
+    }
+
+    async fn decide_approval(
+        &self,
+        id: &CallbackId,
+        decision: Decision,
+    ) -> Result<ApprovalRecord, ApprovalStoreError> {
+        self.shared.decide_approval(id, decision).await
+    }
+
+    async fn record_delivery(&self, id: &CallbackId, connections: u32) -> Result<(), BrokerError> {
+        self.shared.record_delivery(id, connections).await
+    }
+
+    async fn approval(&self, id: &CallbackId) -> Result<Option<ApprovalRecord>, BrokerError> {
+        self.shared.approval(id).await
+    }
+
+    async fn approvals(&self, query: &ApprovalQuery) -> Result<Vec<ApprovalRecord>, BrokerError> {
+        self.shared.approvals(query).await
+    }
+
+    async fn claim_expired(&self, now_ms: u64) -> Result<Expired, BrokerError> {
+        self.shared.claim_expired(now_ms).await
+    }
+
+    fn stats(&self) -> BrokerStats {
+        *self.shared.stats.lock()
+    }
+
+    fn ready(&self) -> bool {
+        self.shared.feed.healthy()
+    }
+
+    async fn close(&self) {}
+}

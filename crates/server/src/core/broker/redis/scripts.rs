@@ -1,0 +1,60 @@
+//! The Lua scripts (in `lua/`) and what their answers mean. Each runs
+//! atomically in Redis, so seq assignment, idempotency, trimming and the
+//! announcement of a publish happen as one step, whichever node sent it.
+
+use std::sync::LazyLock;
+
+use redis::{Script, Value};
+
+/// Stores events of one topic and announces them.
+pub(super) static PUBLISH: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/publish.lua")));
+/// Reads a topic at one position.
+pub(super) static READ: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/read.lua")));
+/// Registers a pending approval.
+pub(super) static APPROVAL_CREATE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/approval_create.lua")));
+/// Decides an approval, once.
+pub(super) static APPROVAL_DECIDE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/approval_decide.lua")));
+/// Claims expired approvals for one node.
+pub(super) static APPROVAL_CLAIM: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/approval_claim.lua")));
+
+/// A script's answer that is not what the script returns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unexpected answer from a Redis script: {0}")]
+pub(super) struct Unexpected(pub(super) String);
+
+/// The items of an array answer.
+pub(super) fn items(value: Value) -> Result<Vec<Value>, Unexpected> {
+    match value {
+        Value::Array(items) | Value::Set(items) => Ok(items),
+        other => Err(Unexpected(format!("{other:?}"))),
+    }
+}
+
+/// A bulk string (or simple string) as bytes.
+pub(super) fn bytes(value: &Value) -> Result<&[u8], Unexpected> {
+    match value {
+        Value::BulkString(bytes) => Ok(bytes),
+        Value::SimpleString(text) => Ok(text.as_bytes()),
+        other => Err(Unexpected(format!("{other:?}"))),
+    }
+}
+
+/// A string answer.
+pub(super) fn text(value: &Value) -> Result<&str, Unexpected> {
+    std::str::from_utf8(bytes(value)?).map_err(|e| Unexpected(e.to_string()))
+}
+
+/// An integer answer (or a string holding one).
+pub(super) fn number(value: &Value) -> Result<u64, Unexpected> {
+    match value {
+        Value::Int(n) => u64::try_from(*n).map_err(|e| Unexpected(e.to_string())),
+        other => text(other)?
+            .parse()
+            .map_err(|e: std::num::ParseIntError| Unexpected(e.to_string())),
+    }
+}

@@ -1,0 +1,421 @@
+//! Several nodes on one Redis (`--store redis://…`): every promise of one
+//! node holds across nodes, through killed nodes, killed pub/sub
+//! connections and a Redis restart.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use herald_tests::{Hub, Redis, WsClient, eventually, frame_type, seq_of};
+use serde_json::{Value, json};
+
+use crate::{event, herald, seqs_on, str_field};
+
+/// Nodes on `redis`, with fast heartbeats so a dead link shows quickly.
+async fn nodes(redis: &Redis, n: usize) -> Result<Vec<Hub>> {
+    let store = redis.store_arg();
+    let mut nodes = Vec::with_capacity(n);
+    for _ in 0..n {
+        nodes.push(herald().start(&["--store", &store]).await?);
+    }
+    Ok(nodes)
+}
+
+/// Publishes `n` events numbered `from..from+n` to `topic` through `hub`,
+/// one request each.
+async fn publish_numbered(hub: &Hub, topic: &str, from: u64, n: u64) -> Result<()> {
+    let http = hub.http();
+    for i in from..from + n {
+        http.publish(&event(topic, "step.progress", json!({ "n": i })))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Every `n` in the events received, in arrival order.
+fn numbers(frames: &[Value], topic: &str) -> Vec<u64> {
+    frames
+        .iter()
+        .filter(|f| herald_tests::is_event_on(f, topic))
+        .filter_map(|f| f["data"]["n"].as_u64())
+        .collect()
+}
+
+/// Reads events of `topic` until `count` have arrived (other frames kept too).
+async fn collect_events(client: &mut WsClient, topic: &str, count: usize) -> Result<Vec<Value>> {
+    let mut frames = Vec::new();
+    while seqs_on(&frames, topic).len() < count {
+        frames.push(client.recv_frame().await.with_context(|| {
+            format!(
+                "waiting for event {} of {count} on {topic}",
+                seqs_on(&frames, topic).len() + 1
+            )
+        })?);
+    }
+    Ok(frames)
+}
+
+#[tokio::test]
+async fn a_client_on_one_node_gets_in_seq_order_what_every_node_published() -> Result<()> {
+    let redis = Redis::start().await?;
+    let nodes = nodes(&redis, 3).await?;
+    let mut client = nodes[0].ws("/ws").await?;
+    client.subscribe(&["run:shared"]).await?;
+    let per_node = 20;
+    let (a, b, c) = tokio::join!(
+        publish_numbered(&nodes[0], "run:shared", 0, per_node),
+        publish_numbered(&nodes[1], "run:shared", 100, per_node),
+        publish_numbered(&nodes[2], "run:shared", 200, per_node),
+    );
+    a?;
+    b?;
+    c?;
+    let frames = collect_events(&mut client, "run:shared", 3 * per_node as usize).await?;
+    let seqs = seqs_on(&frames, "run:shared");
+    ensure!(
+        seqs == (1..=3 * per_node).collect::<Vec<_>>(),
+        "seqs out of order or missing: {seqs:?}"
+    );
+    let got: BTreeSet<u64> = numbers(&frames, "run:shared").into_iter().collect();
+    ensure!(
+        got.len() == 3 * per_node as usize,
+        "an event came twice or not at all"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_same_event_id_published_on_two_nodes_at_once_is_stored_once() -> Result<()> {
+    let redis = Redis::start().await?;
+    let nodes = nodes(&redis, 2).await?;
+    let mut client = nodes[1].ws("/ws").await?;
+    client.subscribe(&["run:once"]).await?;
+    let mut body = event("run:once", "step.completed", json!({"step": 3}));
+    body["id"] = json!("step-3-done");
+    let (http_a, http_b) = (nodes[0].http(), nodes[1].http());
+    let (first, second) = tokio::join!(http_a.publish(&body), http_b.publish(&body));
+    let (first, second) = (first?, second?);
+    ensure!(
+        first["seq"] == second["seq"],
+        "two receipts: {first} {second}"
+    );
+    // A marker after it: everything before the marker has arrived.
+    nodes[0]
+        .http()
+        .publish(&event("run:once", "step.started", json!({"marker": true})))
+        .await?;
+    let frames = collect_events(&mut client, "run:once", 2).await?;
+    ensure!(seqs_on(&frames, "run:once") == [1, 2], "{frames:?}");
+    // The same id with other content is refused, from any node.
+    body["data"] = json!({"step": 4});
+    let other = nodes[1].http().post("/api/v1/events", &body).await?;
+    ensure!(other.status == 409, "{} {}", other.status, other.body);
+    Ok(())
+}
+
+#[tokio::test]
+async fn user_messages_and_broadcasts_reach_every_node() -> Result<()> {
+    let redis = Redis::start().await?;
+    let nodes = nodes(&redis, 3).await?;
+    let mut on_a = nodes[0].ws("/ws?user_id=u1").await?;
+    let mut on_b = nodes[1].ws("/ws?user_id=u1").await?;
+    let mut other = nodes[1].ws("/ws?user_id=u2").await?;
+    let message = json!({"event_type": "system.notification", "data": {"text": "hi u1"}});
+    nodes[2]
+        .http()
+        .post("/api/v1/users/u1/messages", &message)
+        .await?
+        .ok()?;
+    for client in [&mut on_a, &mut on_b] {
+        let frame = client.recv_until(|f| frame_type(f) == "event").await?;
+        ensure!(str_field(&frame, "topic") == "user:u1", "{frame}");
+    }
+    let broadcast = json!({"event_type": "system.notification", "data": {"text": "all"}});
+    nodes[0]
+        .http()
+        .post("/api/v1/broadcast", &broadcast)
+        .await?
+        .ok()?;
+    for client in [&mut on_a, &mut on_b, &mut other] {
+        let frame = client
+            .recv_until(|f| frame_type(f) == "event" && str_field(f, "topic") == "global")
+            .await?;
+        ensure!(frame["data"]["text"] == "all", "{frame}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_client_moved_to_another_node_with_since_ends_with_every_seq_exactly_once() -> Result<()>
+{
+    let redis = Redis::start().await?;
+    let mut nodes = nodes(&redis, 2).await?;
+    let mut client = nodes[0].ws("/ws").await?;
+    client.subscribe(&["run:moving"]).await?;
+    publish_numbered(&nodes[1], "run:moving", 0, 10).await?;
+    let frames = collect_events(&mut client, "run:moving", 10).await?;
+    let mut seen = seqs_on(&frames, "run:moving");
+    let checkpoint = *seen.last().context("no event")?;
+    nodes[0].kill9().await?;
+    // Published while the client has no node.
+    publish_numbered(&nodes[1], "run:moving", 10, 10).await?;
+    let mut client = nodes[1].ws("/ws").await?;
+    let replies = client
+        .subscribe_with(
+            &["run:moving"],
+            json!({"since": {"run:moving": checkpoint}}),
+        )
+        .await?;
+    let mut frames = replies;
+    let (complete, before) = client
+        .recv_collect_until(|f| frame_type(f) == "replay_complete")
+        .await?;
+    frames.extend(before);
+    frames.push(complete);
+    publish_numbered(&nodes[1], "run:moving", 20, 5).await?;
+    frames.extend(collect_events(&mut client, "run:moving", 5).await?);
+    seen.extend(seqs_on(&frames, "run:moving"));
+    let unique: BTreeSet<u64> = seen.iter().copied().collect();
+    ensure!(unique.len() == seen.len(), "a seq came twice: {seen:?}");
+    ensure!(
+        seen == (1..=25).collect::<Vec<_>>(),
+        "not every seq exactly once, in order: {seen:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn killed_pubsub_connections_lose_nothing_on_any_node() -> Result<()> {
+    let redis = Redis::start().await?;
+    let nodes = nodes(&redis, 2).await?;
+    let mut clients = Vec::new();
+    for node in &nodes {
+        let mut client = node.ws("/ws").await?;
+        client.subscribe(&["run:kill"]).await?;
+        clients.push(client);
+    }
+    publish_numbered(&nodes[0], "run:kill", 0, 10).await?;
+    let killed = redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]).await?;
+    ensure!(!killed.starts_with('-'), "CLIENT KILL failed: {killed}");
+    // Published while the nodes' feeds reconnect.
+    publish_numbered(&nodes[1], "run:kill", 10, 20).await?;
+    for client in &mut clients {
+        let frames = collect_events(client, "run:kill", 30).await?;
+        let seqs = seqs_on(&frames, "run:kill");
+        ensure!(seqs == (1..=30).collect::<Vec<_>>(), "{seqs:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_redis_restart_without_its_data_is_an_epoch_change_that_clients_are_told() -> Result<()> {
+    let mut redis = Redis::start().await?;
+    let nodes = nodes(&redis, 2).await?;
+    let mut client = nodes[0].ws("/ws").await?;
+    let subscribed = client.subscribe(&["run:restart"]).await?;
+    let old_epoch = subscribed[0]["epoch"].clone();
+    publish_numbered(&nodes[1], "run:restart", 0, 5).await?;
+    collect_events(&mut client, "run:restart", 5).await?;
+    redis.restart().await?;
+    // Once the nodes are back, publishing starts a new stream.
+    eventually(
+        Duration::from_secs(20),
+        "publishing after the restart",
+        || async {
+            let reply = nodes[1]
+                .http()
+                .post(
+                    "/api/v1/events",
+                    &event("run:restart", "step.progress", json!({"n": 100})),
+                )
+                .await?;
+            Ok((reply.status == 200).then_some(()))
+        },
+    )
+    .await?;
+    let gap = client
+        .recv_until(|f| frame_type(f) == "gap" && str_field(f, "topic") == "run:restart")
+        .await?;
+    ensure!(gap["reason"] == "epoch_changed", "{gap}");
+    let next = client.recv_until(|f| frame_type(f) == "event").await?;
+    ensure!(
+        seq_of(&next) == Some(1),
+        "the new stream starts at 1: {next}"
+    );
+    // A client resuming with the old stream's checkpoint is told too.
+    let mut late = nodes[1].ws("/ws").await?;
+    let since = json!({"run:restart": {"seq": 5, "epoch": old_epoch}});
+    let frames = late
+        .subscribe_with(&["run:restart"], json!({ "since": since }))
+        .await?;
+    let mut frames = frames;
+    let (complete, before) = late
+        .recv_collect_until(|f| frame_type(f) == "replay_complete")
+        .await?;
+    frames.extend(before);
+    frames.push(complete);
+    ensure!(
+        frames
+            .iter()
+            .any(|f| frame_type(f) == "gap" && f["reason"] == "epoch_changed"),
+        "{frames:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_redis_stopped_publishes_fail_fast_with_503_and_sockets_stay_open() -> Result<()> {
+    let mut redis = Redis::start().await?;
+    let nodes = nodes(&redis, 1).await?;
+    let node = &nodes[0];
+    let mut client = node.ws("/ws").await?;
+    client.subscribe(&["run:outage"]).await?;
+    redis.stop().await?;
+    let started = tokio::time::Instant::now();
+    let reply = node
+        .http()
+        .post(
+            "/api/v1/events",
+            &event("run:outage", "step.progress", json!({"n": 1})),
+        )
+        .await?;
+    ensure!(reply.status == 503, "{} {}", reply.status, reply.body);
+    ensure!(reply.body["code"] == "internal", "{}", reply.body);
+    ensure!(reply.retry_after.is_some(), "no Retry-After header");
+    ensure!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    eventually(
+        Duration::from_secs(10),
+        "/health says not ready",
+        || async { Ok((node.http().get("/health").await?.status == 503).then_some(())) },
+    )
+    .await?;
+    // The socket is still there and answering.
+    client
+        .send_json(&json!({"action": "ping", "id": 1}))
+        .await?;
+    client.recv_until(|f| frame_type(f) == "pong").await?;
+    redis.restart().await?;
+    eventually(Duration::from_secs(20), "publishing resumes", || async {
+        let reply = node
+            .http()
+            .post(
+                "/api/v1/events",
+                &event("run:outage", "step.progress", json!({"n": 2})),
+            )
+            .await?;
+        Ok((reply.status == 200).then_some(()))
+    })
+    .await?;
+    let frame = client.recv_until(|f| frame_type(f) == "event").await?;
+    ensure!(frame["data"]["n"] == 2, "{frame}");
+    ensure!(node.http().get("/health").await?.status == 200);
+    Ok(())
+}
+
+/// Asks user `user` about task `task` through `hub`; the callback id.
+async fn ask(hub: &Hub, user: &str, task: &str, timeout_ms: u64) -> Result<String> {
+    let body = json!({
+        "user_id": user, "task_id": task, "step": 3, "timeout_ms": timeout_ms,
+        "default_proceed": false,
+        "step_result": {"step": "train", "message": "retry?", "status": "failed"}
+    });
+    let reply = hub.http().post("/api/v1/approvals", &body).await?.ok()?;
+    Ok(str_field(&reply.body, "callback_id").to_owned())
+}
+
+#[tokio::test]
+async fn of_two_decisions_on_two_nodes_exactly_one_wins_and_a_waiter_on_a_third_hears_it()
+-> Result<()> {
+    let redis = Redis::start().await?;
+    let nodes = nodes(&redis, 3).await?;
+    let id = ask(&nodes[0], "u1", "t1", 60_000).await?;
+    let waiter_http = nodes[2].http();
+    let waiting = format!("/api/v1/approvals/{id}?wait_ms=10000");
+    let waiter = waiter_http.get(&waiting);
+    let mut deciders = Vec::new();
+    for node in &nodes[..2] {
+        deciders.push(node.ws("/ws?user_id=u1").await?);
+    }
+    let confirm = |proceed: bool| json!({"action": "confirm", "id": 9, "callback_id": id, "proceed": proceed});
+    let decide = async {
+        let (a, b) = deciders.split_at_mut(1);
+        let (first, second) = tokio::join!(
+            async {
+                a[0].send_json(&confirm(true)).await?;
+                a[0].recv_until(|f| matches!(frame_type(f), "ack" | "error"))
+                    .await
+            },
+            async {
+                b[0].send_json(&confirm(false)).await?;
+                b[0].recv_until(|f| matches!(frame_type(f), "ack" | "error"))
+                    .await
+            },
+        );
+        Ok::<_, anyhow::Error>((first?, second?))
+    };
+    let (waited, decided) = tokio::join!(waiter, decide);
+    let (first, second) = decided?;
+    let kinds = [frame_type(&first), frame_type(&second)];
+    ensure!(
+        kinds.contains(&"ack") && kinds.contains(&"error"),
+        "not exactly one winner: {first} {second}"
+    );
+    let loser = if frame_type(&first) == "error" {
+        &first
+    } else {
+        &second
+    };
+    ensure!(loser["code"] == "conflict", "{loser}");
+    let winner_proceeds = frame_type(&first) == "ack";
+    let waited = waited?.ok()?;
+    ensure!(
+        waited.body["proceed"] == json!(winner_proceeds),
+        "the waiter heard another decision than the winner's: {}",
+        waited.body
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_expired_approval_times_out_once_across_nodes() -> Result<()> {
+    let redis = Redis::start().await?;
+    let nodes = nodes(&redis, 3).await?;
+    let mut watcher = nodes[1].ws("/ws").await?;
+    watcher.subscribe(&["task:t2"]).await?;
+    let id = ask(&nodes[0], "u2", "t2", 300).await?;
+    let status = eventually(
+        Duration::from_secs(10),
+        "the approval times out",
+        || async {
+            let reply = nodes[2]
+                .http()
+                .get(&format!("/api/v1/approvals/{id}"))
+                .await?;
+            let status = str_field(&reply.body, "status").to_owned();
+            Ok((status != "pending").then_some(status))
+        },
+    )
+    .await?;
+    ensure!(status == "timed_out", "{status}");
+    // Everything published on the topic before the marker has arrived.
+    nodes[2]
+        .http()
+        .publish(&event("task:t2", "task.progress", json!({"marker": true})))
+        .await?;
+    let (_, frames) = watcher
+        .recv_collect_until(|f| f["data"]["marker"] == true)
+        .await?;
+    let resolved = frames
+        .iter()
+        .filter(|f| str_field(f, "event_type") == "approval.resolved")
+        .count();
+    ensure!(
+        resolved == 1,
+        "approval.resolved {resolved} times: {frames:?}"
+    );
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! A real `redis-server` for the tests of the Redis engine: started on a
+//! free loopback port without persistence (`--save ''`, `--appendonly no`),
+//! stopped by its PID, restarted on the same port (empty, as a restart
+//! without persistence leaves it).
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::time::timeout;
+
+/// How long `redis-server` may take to answer its first `PING`.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One `redis-server` process. Dropping it kills the process.
+#[derive(Debug)]
+pub struct Redis {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Redis {
+    /// Starts `redis-server` on a free loopback port and waits for it.
+    pub async fn start() -> Result<Redis> {
+        let port = free_port()?;
+        let mut redis = Redis { child: None, port };
+        redis.launch().await?;
+        Ok(redis)
+    }
+
+    async fn launch(&mut self) -> Result<()> {
+        let port = self.port.to_string();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--maxmemory-policy", "noeviction"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn();
+        let child = match child {
+            Ok(child) => child,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => bail!(
+                "redis-server is not installed: the Redis engine's tests need it \
+                 (Debian/Ubuntu: apt-get install redis-server; `cargo xtask ci` installs it)"
+            ),
+            Err(error) => return Err(error).context("starting redis-server"),
+        };
+        self.child = Some(child);
+        crate::eventually(START_TIMEOUT, "redis-server answers PING", || async {
+            let reply = self.command(&["PING"]).await?;
+            Ok(reply.contains("PONG").then_some(()))
+        })
+        .await
+    }
+
+    /// The URL nodes are given: `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The `--store` argument for a node on this Redis.
+    pub fn store_arg(&self) -> String {
+        self.url()
+    }
+
+    /// Sends one command (as RESP) and returns the raw reply text.
+    pub async fn command(&self, args: &[&str]) -> Result<String> {
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        let exchange = async {
+            let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await?;
+            stream.write_all(request.as_bytes()).await?;
+            let mut reply = vec![0u8; 64 * 1024];
+            let n = stream.read(&mut reply).await?;
+            reply.truncate(n);
+            Ok::<_, std::io::Error>(String::from_utf8_lossy(&reply).into_owned())
+        };
+        timeout(Duration::from_secs(5), exchange)
+            .await
+            .context("redis did not answer")?
+            .context("talking to redis")
+    }
+
+    /// Stops the server (SIGKILL by PID) and waits for it to exit.
+    pub async fn stop(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.start_kill().context("killing redis-server")?;
+            timeout(Duration::from_secs(10), child.wait())
+                .await
+                .context("redis-server did not exit")??;
+        }
+        Ok(())
+    }
+
+    /// Starts it again on the same port: empty, as after a restart without
+    /// persistence.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.stop().await?;
+        self.launch().await
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+    }
+}
+
+/// A loopback port nobody listens on now.
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
