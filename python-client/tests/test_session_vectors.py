@@ -57,6 +57,7 @@ CONFIG_KEYS = {
     "missed_pongs_allowed",
     "offline_queue_capacity",
     "jitter",
+    "endpoints",
 }
 
 
@@ -148,6 +149,8 @@ def check(session: Session, expect: dict[str, Any], context: str) -> None:
             actual = session.dropped_frames
         elif key == "session_id":
             actual = session.session_id
+        elif key == "endpoint":
+            actual = session.endpoint
         else:
             raise AssertionError(f"{context}: unknown expectation {key}")
         assert actual == expected, f"{context}: {key}"

@@ -115,6 +115,10 @@ export interface HeraldOptions {
   token?: string;
   /** Where the `.wasm` file is. Default: next to the wasm-bindgen JS in `pkg/`. */
   wasmUrl?: string | URL;
+  /** Other nodes of the same hub (several nodes on one Redis), as `http(s)://` or
+   * `ws(s)://` URLs: each reconnect moves to the next URL, in turn, and resumes
+   * there with `since`. Default: none. */
+  failover?: string[];
 }
 
 export interface SubscribeOptions {
@@ -191,7 +195,8 @@ export class HeraldClient {
 
   constructor(url: string, options: HeraldOptions = {}) {
     this.url = webSocketUrl(url, options);
-    const { persistCheckpoints, wasmUrl, userId: _userId, token: _token, ...session } = options;
+    const { persistCheckpoints, wasmUrl, userId: _userId, token: _token, failover, ...rest } = options;
+    const session = { ...rest, failover: (failover ?? []).map((node) => webSocketUrl(node, options)) };
     if (persistCheckpoints) {
       this.storageKey =
         typeof persistCheckpoints === "string"

@@ -30,7 +30,8 @@ impl fmt::Debug for WasmClient {
 
 #[wasm_bindgen]
 impl WasmClient {
-    /// A client for the WebSocket `url` (`ws://` or `wss://`). `options` is a
+    /// A client for the WebSocket `url` (`ws://` or `wss://`; other nodes of
+    /// the hub in `options.failover`). `options` is a
     /// JSON object (see `Options`); `emit(kind, json)` receives every session
     /// event. Nothing happens until [`connect`](WasmClient::connect).
     #[wasm_bindgen(constructor)]
@@ -40,7 +41,10 @@ impl WasmClient {
         // 53 random bits: `Math.random()` is what the page has without a crypto dependency.
         let seed = (js_sys::Math::random() * 9_007_199_254_740_992.0) as u64;
         let session = Session::new(options.session_config(), seed);
-        let driver = Driver::new(session, url, options.connect_timeout_ms(), emit);
+        let urls = std::iter::once(url)
+            .chain(options.failover().iter().cloned())
+            .collect();
+        let driver = Driver::new(session, urls, options.connect_timeout_ms(), emit);
         Ok(WasmClient {
             shared: Rc::new(RefCell::new(driver)),
         })

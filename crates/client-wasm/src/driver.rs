@@ -19,7 +19,8 @@ pub(crate) type Shared = Rc<RefCell<Driver>>;
 
 pub(crate) struct Driver {
     pub(crate) session: Session,
-    url: String,
+    /// The hub's WebSocket URLs; the session says which one to connect to.
+    urls: Vec<String>,
     /// `connect()` was called: until then the session's first `Connect` waits.
     started: bool,
     socket: Option<Socket>,
@@ -39,13 +40,13 @@ pub(crate) struct Driver {
 impl Driver {
     pub(crate) fn new(
         session: Session,
-        url: String,
+        urls: Vec<String>,
         connect_timeout_ms: u64,
         emit: js_sys::Function,
     ) -> Driver {
         Driver {
             session,
-            url,
+            urls,
             started: false,
             socket: None,
             deadline: None,
@@ -113,7 +114,13 @@ impl Driver {
         self.socket = None;
         self.connect_timer = None;
         let weak = Rc::downgrade(shared);
-        match Socket::open(&self.url, move |event| on_socket(&weak, event)) {
+        let url = self
+            .urls
+            .get(self.session.endpoint())
+            .or(self.urls.first())
+            .cloned()
+            .unwrap_or_default();
+        match Socket::open(&url, move |event| on_socket(&weak, event)) {
             Ok(socket) => {
                 self.socket = Some(socket);
                 if self.connect_timeout_ms > 0 {

@@ -26,6 +26,9 @@ pub(crate) struct Options {
     /// as failed (a hub that accepts TCP but never answers the upgrade).
     /// Default: 10 s; 0 turns it off.
     connect_timeout: Option<u64>,
+    /// The WebSocket URLs of the hub's other nodes: each reconnect moves to
+    /// the next URL, in turn. Default: none.
+    failover: Vec<String>,
 }
 
 impl Options {
@@ -36,6 +39,11 @@ impl Options {
             return Ok(Options::default());
         }
         serde_json::from_str(json)
+    }
+
+    /// The other nodes' WebSocket URLs.
+    pub(crate) fn failover(&self) -> &[String] {
+        &self.failover
     }
 
     /// The session policy.
@@ -61,6 +69,7 @@ impl Options {
                 .offline_queue_capacity
                 .unwrap_or(defaults.offline_queue_capacity),
             jitter: self.jitter.unwrap_or(defaults.jitter),
+            endpoints: 1 + self.failover.len(),
         }
     }
 

@@ -27,14 +27,10 @@ impl Publisher {
         &self,
         request: &NewApproval,
     ) -> Result<ApprovalRecord, ApprovalError> {
-        let url = self
-            .url()
-            .http("api/v1/approvals")
-            .map_err(HttpError::from)?;
         Ok(self
             .call(
                 Method::POST,
-                url,
+                |hub| hub.http("api/v1/approvals"),
                 Some(request),
                 self.timeout(),
                 Idempotency::Once,
@@ -55,18 +51,18 @@ impl Publisher {
         id: &CallbackId,
         wait: Duration,
     ) -> Result<ApprovalDecision, ApprovalError> {
-        let mut url = self
-            .url()
-            .http_segments(&["api", "v1", "approvals", id.as_str()])
-            .map_err(HttpError::from)?;
-        if !wait.is_zero() {
-            url.query_pairs_mut()
-                .append_pair("wait_ms", &wait.as_millis().to_string());
-        }
+        let target = |hub: &crate::endpoint::HubUrl| {
+            let mut url = hub.http_segments(&["api", "v1", "approvals", id.as_str()])?;
+            if !wait.is_zero() {
+                url.query_pairs_mut()
+                    .append_pair("wait_ms", &wait.as_millis().to_string());
+            }
+            Ok(url)
+        };
         let result = self
             .call(
                 Method::GET,
-                url,
+                target,
                 None::<&()>,
                 self.timeout() + wait,
                 Idempotency::Idempotent,

@@ -1,5 +1,7 @@
 //! [`Publisher`]: publishes over HTTP with idempotent retries.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use herald_protocol::{EventId, PublishReceipt, PublishRequest};
@@ -9,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::endpoint::HubUrl;
-use crate::error::{HttpError, HubError, PublishError};
+use crate::error::{HttpError, HubError, PublishError, UrlError};
 use crate::retry::RetryPolicy;
 use crate::tls::ExtraRoots;
 
@@ -21,11 +23,16 @@ const MAX_BODY_EXCERPT: usize = 512;
 /// Every event gets a UUID v4 `id` before its first attempt unless the caller
 /// set one; retries (after connection errors, timeouts, 5xx and 429) resend
 /// the same `id`, which the hub de-duplicates, so a retried event is stored
-/// and delivered once. Cloning is cheap and shares the connection pool.
+/// and delivered once. With several nodes ([`PublisherBuilder::failover`]),
+/// a retry goes to the next node. Cloning is cheap and shares the
+/// connection pool.
 #[derive(Debug, Clone)]
 pub struct Publisher {
     http: reqwest::Client,
-    url: HubUrl,
+    /// The hub's URL first, then the other nodes'.
+    hubs: Arc<[HubUrl]>,
+    /// Which of `hubs` requests go to now.
+    current: Arc<AtomicUsize>,
     retry: RetryPolicy,
     timeout: Duration,
     token: Option<String>,
@@ -34,7 +41,7 @@ pub struct Publisher {
 /// Options of a [`Publisher`]; every setter documents its default.
 #[derive(Debug, Clone)]
 pub struct PublisherBuilder {
-    url: String,
+    urls: Vec<String>,
     retry: RetryPolicy,
     timeout: Duration,
     connect_timeout: Duration,
@@ -76,9 +83,21 @@ impl PublisherBuilder {
         self
     }
 
+    /// Another node of the same hub (several nodes on one Redis): an attempt
+    /// that fails for want of a node (a connection error, a timeout, a 5xx)
+    /// is retried on the next URL, in turn. Default: none.
+    pub fn failover(mut self, url: impl Into<String>) -> Self {
+        self.urls.push(url.into());
+        self
+    }
+
     /// Builds the publisher (no request is made yet).
     pub fn build(self) -> Result<Publisher, HttpError> {
-        let url = HubUrl::parse(&self.url)?;
+        let hubs = self
+            .urls
+            .iter()
+            .map(|url| HubUrl::parse(url))
+            .collect::<Result<Vec<_>, _>>()?;
         let http = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
             .use_preconfigured_tls(self.roots.client_config()?)
@@ -86,7 +105,8 @@ impl PublisherBuilder {
             .map_err(HttpError::Client)?;
         Ok(Publisher {
             http,
-            url,
+            hubs: hubs.into(),
+            current: Arc::new(AtomicUsize::new(0)),
             retry: self.retry,
             timeout: self.timeout,
             token: self.token,
@@ -113,7 +133,7 @@ impl Publisher {
     /// Options for a publisher for the hub at `url`.
     pub fn builder(url: impl Into<String>) -> PublisherBuilder {
         PublisherBuilder {
-            url: url.into(),
+            urls: vec![url.into()],
             retry: RetryPolicy::default(),
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
@@ -122,9 +142,16 @@ impl Publisher {
         }
     }
 
-    /// The hub's base URL.
+    /// The base URL of the node requests go to now.
     pub fn url(&self) -> &HubUrl {
-        &self.url
+        &self.hubs[self.current.load(Relaxed) % self.hubs.len()]
+    }
+
+    /// Requests go to the next node from now on.
+    fn fail_over(&self) {
+        if self.hubs.len() > 1 {
+            self.current.fetch_add(1, Relaxed);
+        }
     }
 
     /// Publishes one event (`POST /api/v1/events`) and returns its receipt.
@@ -133,11 +160,10 @@ impl Publisher {
         mut request: PublishRequest,
     ) -> Result<PublishReceipt, PublishError> {
         assign_id(&mut request);
-        let url = self.url.http("api/v1/events").map_err(HttpError::from)?;
         let receipt = self
             .call(
                 Method::POST,
-                url,
+                |hub| hub.http("api/v1/events"),
                 Some(&request),
                 self.timeout,
                 Idempotency::Idempotent,
@@ -157,11 +183,10 @@ impl Publisher {
             return Ok(Vec::new());
         }
         requests.iter_mut().for_each(assign_id);
-        let url = self.url.http("api/v1/events").map_err(HttpError::from)?;
         let receipts: Vec<PublishReceipt> = self
             .call(
                 Method::POST,
-                url,
+                |hub| hub.http("api/v1/events"),
                 Some(&requests),
                 self.timeout,
                 Idempotency::Idempotent,
@@ -176,11 +201,12 @@ impl Publisher {
         Ok(receipts)
     }
 
-    /// One JSON call with retries; `body` is serialized once.
+    /// One JSON call with retries, to the URL `target` names on the node of
+    /// each attempt; `body` is serialized once.
     pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
-        url: Url,
+        target: impl Fn(&HubUrl) -> Result<Url, UrlError>,
         body: Option<&(impl Serialize + ?Sized)>,
         timeout: Duration,
         idempotency: Idempotency,
@@ -193,6 +219,7 @@ impl Publisher {
         loop {
             attempt += 1;
             let may_retry = attempt < self.retry.max_attempts.max(1);
+            let url = target(self.url())?;
             let mut request = self
                 .http
                 .request(method.clone(), url.clone())
@@ -221,6 +248,9 @@ impl Publisher {
                         status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
                     if retryable && may_retry && idempotency == Idempotency::Idempotent {
                         tracing::debug!(%url, %status, attempt, "retrying after an error status");
+                        if status.is_server_error() {
+                            self.fail_over();
+                        }
                     } else {
                         return Err(status_error(status, &bytes, attempt));
                     }
@@ -239,6 +269,7 @@ impl Publisher {
                         });
                     }
                     tracing::debug!(%url, %error, attempt, "retrying after a transport error");
+                    self.fail_over();
                 }
             }
             tokio::time::sleep(self.retry.delay(attempt)).await;

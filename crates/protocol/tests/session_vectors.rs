@@ -58,6 +58,9 @@ fn config(spec: &Value) -> SessionConfig {
     if let Some(jitter) = spec.get("jitter").and_then(Value::as_bool) {
         config.jitter = jitter;
     }
+    if let Some(n) = spec.get("endpoints").and_then(Value::as_u64) {
+        config.endpoints = usize::try_from(n).unwrap();
+    }
     for key in spec.keys() {
         assert!(
             [
@@ -69,6 +72,7 @@ fn config(spec: &Value) -> SessionConfig {
                 "missed_pongs_allowed",
                 "offline_queue_capacity",
                 "jitter",
+                "endpoints",
             ]
             .contains(&key.as_str()),
             "unknown config key {key}"
@@ -276,6 +280,7 @@ fn check(session: &mut Session, expect: &Map<String, Value>, context: &str) {
             "queued_frames" => json!(session.queued_frames()),
             "dropped_frames" => json!(session.dropped_frames()),
             "session_id" => json!(session.session_id()),
+            "endpoint" => json!(session.endpoint()),
             other => panic!("{context}: unknown expectation {other}"),
         };
         assert_eq!(&actual, expected, "{context}: {key}");

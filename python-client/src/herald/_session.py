@@ -96,6 +96,9 @@ class SessionConfig:
     """Frames buffered while offline; when full the oldest is dropped."""
     jitter: bool = True
     """Full jitter on reconnect delays (uniform in ``[0, cap]``)."""
+    endpoints: int = 1
+    """How many hub URLs the driver can connect to: each reconnect moves to
+    the next one, in turn, and resumes with ``since`` there."""
 
     def reconnect_delay_cap(self, attempt: int) -> int:
         """``min(max, initial * 2^(attempt - 1))`` in ms, saturating at 2^64-1."""
@@ -398,6 +401,7 @@ class Session:
         self._events: deque[SessionEvent] = deque([StateChanged(Connecting())])
         self._actions: deque[Action] = deque([Connect()])
         self._session_id: str | None = None
+        self._endpoint = 0
 
     # ---- inputs from the driver ----
 
@@ -596,6 +600,11 @@ class Session:
         return self._session_id
 
     @property
+    def endpoint(self) -> int:
+        """Which of the driver's URLs (``0..endpoints``) a :class:`Connect` is for."""
+        return self._endpoint
+
+    @property
     def queued_frames(self) -> int:
         return len(self._outbox)
 
@@ -638,6 +647,9 @@ class Session:
             self._close(AttemptsExhausted(attempts))
             return
         attempt, delay = self._backoff.next_delay(self.config)
+        # The next attempt goes to the next URL: a node that went away (or
+        # cannot be reached) is not waited for.
+        self._endpoint = (self._endpoint + 1) % max(self.config.endpoints, 1)
         self._phase = _Waiting(until=min(now + delay, U64))
         self._set_state(Reconnecting(attempt, delay))
 

@@ -84,7 +84,8 @@ impl Shared {
 /// The state of one subscriber's connection task.
 pub(super) struct Driver {
     session: Session,
-    url: String,
+    /// The hub's WebSocket URLs; the session says which one to connect to.
+    urls: Vec<String>,
     /// TLS for a `wss://` URL (built once, shared by every attempt).
     tls: Arc<rustls::ClientConfig>,
     connect_timeout: Duration,
@@ -105,7 +106,7 @@ pub(super) struct Driver {
 impl std::fmt::Debug for Driver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Driver")
-            .field("url", &self.url)
+            .field("urls", &self.urls)
             .field("state", self.session.state())
             .field("pending", &self.pending.len())
             .finish_non_exhaustive()
@@ -119,7 +120,7 @@ impl Driver {
     )]
     pub(super) fn new(
         session: Session,
-        url: String,
+        urls: Vec<String>,
         tls: Arc<rustls::ClientConfig>,
         connect_timeout: Duration,
         capacity: usize,
@@ -130,7 +131,7 @@ impl Driver {
     ) -> Driver {
         Driver {
             session,
-            url,
+            urls,
             tls,
             connect_timeout,
             clock: Instant::now(),
@@ -234,10 +235,16 @@ impl Driver {
     }
 
     async fn open(&mut self) {
+        let url = self
+            .urls
+            .get(self.session.endpoint())
+            .or(self.urls.first())
+            .cloned()
+            .unwrap_or_default();
         let attempt = tokio::time::timeout(
             self.connect_timeout,
             tokio_tungstenite::connect_async_tls_with_config(
-                self.url.as_str(),
+                url.as_str(),
                 Some(WebSocketConfig::default().read_buffer_size(READ_BUFFER)),
                 true,
                 Some(Connector::Rustls(self.tls.clone())),
@@ -252,11 +259,11 @@ impl Driver {
                 return;
             }
             Ok(Err(error)) => SubscribeError::Connect {
-                url: self.url.clone(),
+                url: url.clone(),
                 source: Box::new(error),
             },
             Err(_) => SubscribeError::ConnectTimeout {
-                url: self.url.clone(),
+                url,
                 timeout: self.connect_timeout,
             },
         };

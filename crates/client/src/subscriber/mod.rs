@@ -103,7 +103,8 @@ pub struct Subscriber {
 /// Options of a [`Subscriber`]; every setter documents its default.
 #[derive(Debug, Clone)]
 pub struct SubscriberBuilder {
-    url: String,
+    /// The hub's URL first, then the other nodes' (see [`Self::failover`]).
+    urls: Vec<String>,
     topics: Vec<TopicPattern>,
     filter: Option<EventFilter>,
     snapshot: bool,
@@ -184,6 +185,14 @@ impl SubscriberBuilder {
         self
     }
 
+    /// Another node of the same hub (several nodes on one Redis): each
+    /// reconnect moves to the next URL, in turn, and resumes there with
+    /// `since`, so a node that goes away is not waited for. Default: none.
+    pub fn failover(mut self, url: impl Into<String>) -> Self {
+        self.urls.push(url.into());
+        self
+    }
+
     fn query(mut self, key: &str, value: impl Into<String>) -> Self {
         self.query.push((key.to_owned(), value.into()));
         self
@@ -193,19 +202,27 @@ impl SubscriberBuilder {
     /// open and welcomed. If that first attempt fails, so does `connect`
     /// (later disconnects are retried by the session).
     pub async fn connect(self) -> Result<Subscriber, SubscribeError> {
-        let hub = HubUrl::parse(&self.url)?;
-        let mut url =
-            reqwest::Url::parse(&hub.websocket()).map_err(|e| crate::error::UrlError {
-                url: hub.websocket(),
-                reason: e.to_string(),
-            })?;
-        if !self.query.is_empty() {
-            url.query_pairs_mut().extend_pairs(&self.query);
+        let mut urls = Vec::with_capacity(self.urls.len());
+        for url in &self.urls {
+            let hub = HubUrl::parse(url)?;
+            let mut url =
+                reqwest::Url::parse(&hub.websocket()).map_err(|e| crate::error::UrlError {
+                    url: hub.websocket(),
+                    reason: e.to_string(),
+                })?;
+            if !self.query.is_empty() {
+                url.query_pairs_mut().extend_pairs(&self.query);
+            }
+            urls.push(url.to_string());
         }
-        let url = url.to_string();
+        let url = urls.first().cloned().unwrap_or_default();
         let tls = Arc::new(self.roots.client_config()?);
         let seed = uuid::Uuid::new_v4().as_u64_pair().0;
-        let mut session = Session::new(self.config, seed);
+        let config = SessionConfig {
+            endpoints: urls.len(),
+            ..self.config
+        };
+        let mut session = Session::new(config, seed);
         session.restore_checkpoints(self.since);
         if !self.topics.is_empty() {
             session.subscribe(self.topics, self.filter, self.snapshot)?;
@@ -216,7 +233,7 @@ impl SubscriberBuilder {
         let (ready_tx, ready) = oneshot::channel();
         let driver = Driver::new(
             session,
-            url.clone(),
+            urls,
             tls,
             self.connect_timeout,
             self.buffer,
@@ -249,7 +266,7 @@ impl Subscriber {
     /// (`http://127.0.0.1:8765`, the `/ws` URL is derived) or a `ws://` URL.
     pub fn builder(url: impl Into<String>) -> SubscriberBuilder {
         SubscriberBuilder {
-            url: url.into(),
+            urls: vec![url.into()],
             topics: Vec::new(),
             filter: None,
             snapshot: false,

@@ -51,7 +51,7 @@ pub(crate) async fn run(args: ApproveArgs) -> anyhow::Result<()> {
     let mut subscriber = builder
         .connect()
         .await
-        .with_context(|| format!("connecting to {}", args.hub.url))?;
+        .with_context(|| format!("connecting to {}", args.hub.urls.join(", ")))?;
     let id = subscriber
         .confirm(
             args.callback_id.clone(),

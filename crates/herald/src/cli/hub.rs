@@ -11,9 +11,16 @@ use herald_client::{Publisher, Subscriber, SubscriberBuilder};
 #[derive(Debug, Clone, Args)]
 pub(crate) struct HubArgs {
     /// The hub's base URL (the WebSocket URL is derived from it: http → ws,
-    /// https → wss, + /ws).
-    #[arg(long, env = "HERALD_URL", default_value = herald_client::DEFAULT_URL)]
-    pub(crate) url: String,
+    /// https → wss, + /ws). Given more than once (or comma-separated in
+    /// `HERALD_URL`), the nodes of one hub: a retry, or a reconnect, moves to
+    /// the next one.
+    #[arg(
+        long = "url",
+        env = "HERALD_URL",
+        default_value = herald_client::DEFAULT_URL,
+        value_delimiter = ','
+    )]
+    pub(crate) urls: Vec<String>,
     /// A PEM file of certificates to trust for an `https://` hub besides the
     /// Mozilla roots: a private CA, or a TLS proxy's self-signed certificate.
     #[arg(long, env = "HERALD_CA_CERT", value_name = "PEM_FILE")]
@@ -29,6 +36,14 @@ pub(crate) struct HubArgs {
 }
 
 impl HubArgs {
+    /// The first URL, and the others.
+    fn split_urls(&self) -> (String, &[String]) {
+        match self.urls.split_first() {
+            Some((first, others)) => (first.clone(), others),
+            None => (herald_client::DEFAULT_URL.to_owned(), &[]),
+        }
+    }
+
     /// The `--ca-cert` file's text, if one was given.
     fn ca_pem(&self) -> anyhow::Result<Option<Vec<u8>>> {
         self.ca_cert
@@ -41,7 +56,12 @@ impl HubArgs {
 
     /// A publisher for this hub.
     pub(crate) fn publisher(&self) -> anyhow::Result<Publisher> {
-        let mut builder = Publisher::builder(self.url.clone());
+        let (first, others) = self.split_urls();
+        let mut builder = others
+            .iter()
+            .fold(Publisher::builder(first), |builder, url| {
+                builder.failover(url.clone())
+            });
         if let Some(pem) = self.ca_pem()? {
             builder = builder.root_certificate_pem(pem);
         }
@@ -53,7 +73,12 @@ impl HubArgs {
 
     /// Subscriber options for this hub.
     pub(crate) fn subscriber(&self) -> anyhow::Result<SubscriberBuilder> {
-        let mut builder = Subscriber::builder(self.url.clone());
+        let (first, others) = self.split_urls();
+        let mut builder = others
+            .iter()
+            .fold(Subscriber::builder(first), |builder, url| {
+                builder.failover(url.clone())
+            });
         if let Some(pem) = self.ca_pem()? {
             builder = builder.root_certificate_pem(pem);
         }

@@ -81,7 +81,7 @@ pub(crate) async fn run(args: TailArgs) -> anyhow::Result<()> {
         .since(since)
         .connect()
         .await
-        .with_context(|| format!("connecting to {}", args.hub.url))?;
+        .with_context(|| format!("connecting to {}", args.hub.urls.join(", ")))?;
     while let Some(item) = subscriber.next().await {
         match item {
             SubscriberItem::Event(event) => {

@@ -111,6 +111,11 @@ impl Hub {
             .expect("a port")
     }
 
+    /// Kills the hub with SIGKILL (no goodbye to anyone) and waits for it.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+
     /// Stops the hub with SIGTERM (graceful shutdown) and waits for it to exit.
     pub async fn stop(mut self) {
         if let Some(pid) = self.child.id() {

@@ -15,6 +15,7 @@
 
 mod approval;
 mod cli;
+mod failover;
 mod harness;
 mod publisher;
 mod subscriber;

@@ -36,6 +36,10 @@ pub struct SessionConfig {
     /// Full jitter on reconnect delays (a uniform random delay in
     /// `[0, cap]`); when off, the delay is the cap itself. Default: `true`.
     pub jitter: bool,
+    /// How many hub URLs the driver can connect to (several nodes of one hub
+    /// behind no load balancer): each reconnect moves to the next one, in
+    /// turn, and resumes with `since` there. Default: 1.
+    pub endpoints: usize,
 }
 
 impl Default for SessionConfig {
@@ -49,6 +53,7 @@ impl Default for SessionConfig {
             missed_pongs_allowed: 2,
             offline_queue_capacity: 256,
             jitter: true,
+            endpoints: 1,
         }
     }
 }

@@ -112,6 +112,8 @@ pub struct Session {
     events: VecDeque<SessionEvent>,
     actions: VecDeque<Action>,
     session_id: Option<String>,
+    /// Which of the driver's URLs the next [`Action::Connect`] is for.
+    endpoint: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -155,6 +157,7 @@ impl Session {
             events: VecDeque::new(),
             actions: VecDeque::new(),
             session_id: None,
+            endpoint: 0,
         };
         session.actions.push_back(Action::Connect);
         session
@@ -478,6 +481,12 @@ impl Session {
         self.checkpoints.merge(checkpoints);
     }
 
+    /// Which of the driver's URLs (`0..endpoints`, see
+    /// [`SessionConfig::endpoints`]) an [`Action::Connect`] is for.
+    pub fn endpoint(&self) -> usize {
+        self.endpoint
+    }
+
     /// The current connection's `session_id` from `welcome`.
     pub fn session_id(&self) -> Option<&str> {
         self.session_id.as_deref()
@@ -546,6 +555,9 @@ impl Session {
             return;
         }
         let (attempt, delay_ms) = self.backoff.next_delay(&self.config);
+        // The next attempt goes to the next URL: a node that went away (or
+        // cannot be reached) is not waited for.
+        self.endpoint = (self.endpoint + 1) % self.config.endpoints.max(1);
         self.phase = Phase::Waiting {
             until: now.plus(delay_ms),
         };

@@ -1,0 +1,103 @@
+//! The clients on several nodes of one hub (Redis): when their node dies,
+//! they move to the next URL and resume there, losing nothing.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures::StreamExt;
+use herald_client::{PublishRequest, Publisher, RetryPolicy, SessionConfig, Subscriber, SubscriberItem};
+use herald_protocol::Topic;
+use herald_tests::Redis;
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::harness::{Hub, STEP, bounded, next_matching};
+
+#[tokio::test]
+async fn a_subscriber_and_a_publisher_move_to_the_next_node_when_theirs_is_killed_and_lose_nothing()
+{
+    const EVENTS: u64 = 300;
+    let redis = Redis::start().await.unwrap();
+    let store = redis.store_arg();
+    let node_a = Hub::start(&["--store", &store]).await;
+    let node_b = Hub::start(&["--store", &store]).await;
+    let topic: Topic = "run:failover".parse().unwrap();
+    let config = SessionConfig {
+        initial_reconnect_delay: Duration::from_millis(50),
+        max_reconnect_delay: Duration::from_millis(300),
+        heartbeat_interval: Duration::from_secs(1),
+        ..SessionConfig::default()
+    };
+    let mut subscriber = bounded(
+        "connect",
+        Subscriber::builder(node_a.url.clone())
+            .failover(node_b.url.clone())
+            .topics([topic.clone().into()])
+            .config(config)
+            .connect(),
+    )
+    .await
+    .unwrap();
+    next_matching(&mut subscriber, "subscribed", |item| {
+        matches!(item, SubscriberItem::Subscribed(_)).then_some(())
+    })
+    .await;
+    let publisher = Publisher::builder(node_a.url.clone())
+        .failover(node_b.url.clone())
+        .retry(RetryPolicy {
+            max_attempts: 20,
+            initial_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(200),
+        })
+        .build()
+        .unwrap();
+    let (progress, mut published) = watch::channel(0u64);
+    let mut tasks = JoinSet::new();
+    let producer_topic = topic.clone();
+    tasks.spawn(async move {
+        let mut receipts = Vec::new();
+        for n in 1..=EVENTS {
+            let request = PublishRequest::new(
+                producer_topic.clone(),
+                "load.tick".parse().unwrap(),
+                json!({"n": n}),
+            );
+            receipts.push(publisher.publish(request).await.expect("publish with failover"));
+            progress.send_replace(n);
+        }
+        receipts
+    });
+    let mut node_a = Some(node_a);
+    let mut seqs = Vec::new();
+    let collect = async {
+        while (seqs.len() as u64) < EVENTS {
+            if node_a.is_some() && *published.borrow() >= EVENTS / 2 {
+                if let Some(node) = node_a.take() {
+                    node.kill().await;
+                }
+            }
+            tokio::select! {
+                item = subscriber.next() => match item.expect("the subscriber ended") {
+                    SubscriberItem::Event(event) if event.topic == topic => seqs.push(event.seq),
+                    SubscriberItem::Gap(gap) => panic!("unexpected gap: {gap:?}"),
+                    _ => {}
+                },
+                _ = published.changed(), if node_a.is_some() => {}
+            }
+        }
+    };
+    tokio::time::timeout(STEP * 3, collect)
+        .await
+        .expect("the stream completes");
+    let receipts = bounded("the producer", tasks.join_next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(node_a.is_none(), "node A was killed mid-stream");
+    assert_eq!(seqs, (1..=EVENTS).collect::<Vec<_>>(), "every seq exactly once, in order");
+    let stored: HashSet<u64> = receipts.iter().map(|r| r.seq).collect();
+    assert_eq!(stored.len() as u64, EVENTS, "every publish stored once");
+    bounded("close", subscriber.close()).await;
+    drop(node_b);
+}
