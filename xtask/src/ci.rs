@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::workspace::{self, Workspace};
-use crate::{bench, bindings, browser, python, tsc, wasm};
+use crate::{bench, bindings, browser, python, redis, tsc, wasm};
 
 /// One step of the run.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +36,12 @@ pub fn steps() -> Vec<Step> {
         Step {
             name: "set-up: npm install in web-client",
             run: npm_install,
+        },
+        // The Redis engine's tests and the chaos soak start their own
+        // `redis-server` processes.
+        Step {
+            name: "set-up: redis-server",
+            run: redis::install,
         },
         // Checks.
         Step {
@@ -90,6 +96,12 @@ pub fn steps() -> Vec<Step> {
             name: "cargo xtask bench --smoke",
             run: bench_smoke,
         },
+        // Several nodes on one Redis (H10): nodes and Redis killed while
+        // events flow; fails on any loss or duplicate no gap announced.
+        Step {
+            name: "cargo xtask chaos --smoke",
+            run: chaos_smoke,
+        },
         // Python client (H11): venv with pinned tools, wheel + sdist,
         // mypy --strict, pytest against the real hub.
         Step {
@@ -124,6 +136,10 @@ pub fn run_python(workspace: &Workspace) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn chaos_smoke(workspace: &Workspace) -> Result<()> {
+    redis::chaos(workspace, &["--smoke"])
 }
 
 fn bench_smoke(workspace: &Workspace) -> Result<()> {

@@ -9,6 +9,8 @@
 //!   `herald-protocol`.
 //! - [`pymodels`]: the JSON Schema → pydantic translator behind the Python models.
 //! - [`python`]: the Python client's CI steps (venv, wheel and sdist, mypy, pytest).
+//! - [`redis`]: Redis for the tests, `cargo xtask chaos` (the soak of several
+//!   nodes on one Redis) and `cargo xtask cluster` (three nodes, locally).
 //! - [`tsc`]: type-checks the protocol's JSON fixtures against those bindings
 //!   with the TypeScript compiler.
 //! - `bench`: `cargo xtask bench [--smoke]`, the benchmark suite in `crates/bench`.
@@ -26,6 +28,7 @@ mod browser;
 mod ci;
 mod pymodels;
 mod python;
+mod redis;
 mod tsc;
 mod wasm;
 mod workspace;
@@ -48,6 +51,9 @@ tasks:
                        at the first failure (--keep-going: run all, fail at the end)
   bench [--smoke] ...  build in release and run the benchmark suite (bench/README.md)
   python               the Python client's CI steps only (venv, wheel + sdist, mypy, pytest)
+  chaos [--smoke] ...  three nodes on one Redis, nodes and Redis killed and restarted while
+                       events flow; fails on any loss or duplicate no gap announced
+  cluster              three nodes on one Redis on this machine (:8765, :8766, :8767)
 ";
 
 fn main() -> ExitCode {
@@ -74,6 +80,8 @@ fn run(args: &[String]) -> Result<()> {
         ["wasm", rest @ ..] => wasm::run(&workspace, rest),
         ["bench", rest @ ..] => bench::run(&workspace, rest),
         ["python"] => ci::run_python(&workspace),
+        ["chaos", rest @ ..] => redis::chaos(&workspace, rest),
+        ["cluster"] => redis::cluster(&workspace),
         // ---- end of tasks added later ----
         [] | ["help" | "--help" | "-h"] => {
             print!("{USAGE}");

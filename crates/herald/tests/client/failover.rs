@@ -5,7 +5,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::StreamExt;
-use herald_client::{PublishRequest, Publisher, RetryPolicy, SessionConfig, Subscriber, SubscriberItem};
+use herald_client::{
+    PublishRequest, Publisher, RetryPolicy, SessionConfig, Subscriber, SubscriberItem,
+};
 use herald_protocol::Topic;
 use herald_tests::Redis;
 use serde_json::json;
@@ -63,7 +65,12 @@ async fn a_subscriber_and_a_publisher_move_to_the_next_node_when_theirs_is_kille
                 "load.tick".parse().unwrap(),
                 json!({"n": n}),
             );
-            receipts.push(publisher.publish(request).await.expect("publish with failover"));
+            receipts.push(
+                publisher
+                    .publish(request)
+                    .await
+                    .expect("publish with failover"),
+            );
             progress.send_replace(n);
         }
         receipts
@@ -95,7 +102,11 @@ async fn a_subscriber_and_a_publisher_move_to_the_next_node_when_theirs_is_kille
         .unwrap()
         .unwrap();
     assert!(node_a.is_none(), "node A was killed mid-stream");
-    assert_eq!(seqs, (1..=EVENTS).collect::<Vec<_>>(), "every seq exactly once, in order");
+    assert_eq!(
+        seqs,
+        (1..=EVENTS).collect::<Vec<_>>(),
+        "every seq exactly once, in order"
+    );
     let stored: HashSet<u64> = receipts.iter().map(|r| r.seq).collect();
     assert_eq!(stored.len() as u64, EVENTS, "every publish stored once");
     bounded("close", subscriber.close()).await;
