@@ -312,7 +312,11 @@ async fn with_redis_stopped_publishes_fail_fast_with_503_and_sockets_stay_open()
     .await?;
     let frame = client.recv_until(|f| frame_type(f) == "event").await?;
     ensure!(frame["data"]["n"] == 2, "{frame}");
-    ensure!(node.http().get("/health").await?.status == 200);
+    // Ready again once the node's feed hears everything again.
+    eventually(Duration::from_secs(10), "/health says ready", || async {
+        Ok((node.http().get("/health").await?.status == 200).then_some(()))
+    })
+    .await?;
     Ok(())
 }
 
@@ -416,6 +420,62 @@ async fn an_expired_approval_times_out_once_across_nodes() -> Result<()> {
     ensure!(
         resolved == 1,
         "approval.resolved {resolved} times: {frames:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_redis_restored_from_an_older_snapshot_hands_out_no_seq_twice_under_one_epoch()
+-> Result<()> {
+    let mut redis = Redis::start_persistent().await?;
+    let nodes = nodes(&redis, 2).await?;
+    let mut client = nodes[0].ws("/ws").await?;
+    let subscribed = client.subscribe(&["run:older"]).await?;
+    let epoch = subscribed[0]["epoch"].clone();
+    publish_numbered(&nodes[1], "run:older", 0, 5).await?;
+    redis.save().await?;
+    publish_numbered(&nodes[1], "run:older", 5, 5).await?;
+    collect_events(&mut client, "run:older", 10).await?;
+    // Back with seqs 1..5 only.
+    redis.restart().await?;
+    eventually(
+        Duration::from_secs(20),
+        "publishing after the restart",
+        || async {
+            let reply = nodes[1]
+                .http()
+                .post(
+                    "/api/v1/events",
+                    &event("run:older", "step.progress", json!({"n": 100})),
+                )
+                .await?;
+            Ok((reply.status == 200).then_some(()))
+        },
+    )
+    .await?;
+    // The live subscriber is told, and then gets the stream again.
+    let gap = client
+        .recv_until(|f| frame_type(f) == "gap" && str_field(f, "topic") == "run:older")
+        .await?;
+    ensure!(gap["reason"] == "epoch_changed", "{gap}");
+    let next = client.recv_until(|f| frame_type(f) == "event").await?;
+    ensure!(seq_of(&next) == Some(1), "the stream again from 1: {next}");
+    // A client resuming from seq 10 of the first epoch is told too.
+    let mut late = nodes[1].ws("/ws").await?;
+    let since = json!({"run:older": {"seq": 10, "epoch": epoch}});
+    let mut frames = late
+        .subscribe_with(&["run:older"], json!({ "since": since }))
+        .await?;
+    let (complete, before) = late
+        .recv_collect_until(|f| frame_type(f) == "replay_complete")
+        .await?;
+    frames.extend(before);
+    frames.push(complete);
+    ensure!(
+        frames
+            .iter()
+            .any(|f| frame_type(f) == "gap" && f["reason"] == "epoch_changed"),
+        "{frames:?}"
     );
     Ok(())
 }

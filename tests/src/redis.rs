@@ -20,15 +20,42 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Redis {
     child: Option<Child>,
     port: u16,
+    /// Its working directory, where [`Redis::save`] writes `dump.rdb`.
+    dir: tempfile::TempDir,
+    /// Whether a restart comes back with the last snapshot.
+    persistent: bool,
 }
 
 impl Redis {
     /// Starts `redis-server` on a free loopback port and waits for it.
     pub async fn start() -> Result<Redis> {
-        let port = free_port()?;
-        let mut redis = Redis { child: None, port };
+        Redis::start_with(false).await
+    }
+
+    /// Starts `redis-server` whose [`Redis::restart`] comes back with what
+    /// the last [`Redis::save`] wrote.
+    pub async fn start_persistent() -> Result<Redis> {
+        Redis::start_with(true).await
+    }
+
+    async fn start_with(persistent: bool) -> Result<Redis> {
+        let mut redis = Redis {
+            child: None,
+            port: free_port()?,
+            dir: tempfile::tempdir().context("a working directory for redis-server")?,
+            persistent,
+        };
         redis.launch().await?;
         Ok(redis)
+    }
+
+    /// Writes the snapshot now (`SAVE`).
+    pub async fn save(&self) -> Result<()> {
+        let reply = self.command(&["SAVE"]).await?;
+        if !reply.starts_with("+OK") {
+            bail!("SAVE failed: {reply}");
+        }
+        Ok(())
     }
 
     async fn launch(&mut self) -> Result<()> {
@@ -45,6 +72,8 @@ impl Redis {
                 "no",
             ])
             .args(["--maxmemory-policy", "noeviction"])
+            .arg("--dir")
+            .arg(self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -108,9 +137,12 @@ impl Redis {
     }
 
     /// Starts it again on the same port: empty, as after a restart without
-    /// persistence.
+    /// persistence, or with its last snapshot when it has one.
     pub async fn restart(&mut self) -> Result<()> {
         self.stop().await?;
+        if !self.persistent {
+            let _ = std::fs::remove_file(self.dir.path().join("dump.rdb"));
+        }
         self.launch().await
     }
 }

@@ -239,11 +239,16 @@ impl Feed {
 
 /// Runs the feed until `stop`: connect, subscribe, prove it hears, catch
 /// up, then handle announcements and probes; on any failure start over.
-pub(super) async fn run(engine: Arc<Shared>, stop: CancellationToken) {
+pub(super) async fn run(engine: Arc<Shared>, first: FeedSession, stop: CancellationToken) {
     let mut heard_until: Option<u64> = None;
+    let mut server_run: Option<String> = None;
     let mut retry = RETRY_MIN;
+    let mut first = Some(first);
     loop {
-        let session = FeedSession::open(&engine).await;
+        let session = match first.take() {
+            Some(session) => Ok(session),
+            None => FeedSession::open(&engine).await,
+        };
         let mut session = match session {
             Ok(session) => {
                 retry = RETRY_MIN;
@@ -260,7 +265,9 @@ pub(super) async fn run(engine: Arc<Shared>, stop: CancellationToken) {
                 continue;
             }
         };
-        let ended = session.serve(&engine, &mut heard_until, &stop).await;
+        let ended = session
+            .serve(&engine, &mut heard_until, &mut server_run, &stop)
+            .await;
         engine.feed.healthy.store(false, Relaxed);
         *engine.feed.connection.write() = None;
         match ended {
@@ -271,14 +278,15 @@ pub(super) async fn run(engine: Arc<Shared>, stop: CancellationToken) {
 }
 
 /// One connection's worth of feed.
-struct FeedSession {
+pub(super) struct FeedSession {
     connection: MultiplexedConnection,
     pushes: mpsc::Receiver<PushInfo>,
     overflowed: Arc<AtomicBool>,
 }
 
 impl FeedSession {
-    async fn open(engine: &Shared) -> Result<FeedSession, BrokerError> {
+    /// Connects and subscribes the node's channels and every followed one.
+    pub(super) async fn open(engine: &Shared) -> Result<FeedSession, BrokerError> {
         let (sender, pushes) = mpsc::channel(QUEUE);
         let overflowed = Arc::new(AtomicBool::new(false));
         let flag = overflowed.clone();
@@ -335,6 +343,7 @@ impl FeedSession {
         &mut self,
         engine: &Shared,
         heard_until: &mut Option<u64>,
+        server_run: &mut Option<String>,
         stop: &CancellationToken,
     ) -> Result<(), &'static str> {
         let mut probes = tokio::time::interval(PROBE_EVERY);
@@ -390,6 +399,18 @@ impl FeedSession {
                                     let (_, time, _) = waiting[at];
                                     waiting.drain(..=at);
                                     if !caught_up {
+                                        // A Redis that restarted may hold an older
+                                        // copy of a stream (restored from a
+                                        // snapshot): its seqs must not be handed
+                                        // out again under the epoch this node
+                                        // delivered them with.
+                                        let run = engine.server_run().await;
+                                        if server_run.is_some() && run.is_some() && run != *server_run {
+                                            engine.rebase_regressed().await;
+                                        }
+                                        if run.is_some() {
+                                            *server_run = run;
+                                        }
                                         engine.catch_up(*heard_until).await;
                                         caught_up = true;
                                         engine.feed.healthy.store(true, Relaxed);
@@ -427,6 +448,56 @@ fn message_parts(push: &PushInfo) -> Option<(&[u8], &[u8])> {
 }
 
 impl Shared {
+    /// The Redis server's run id (new at every start of it).
+    async fn server_run(&self) -> Option<String> {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut self.commands.clone())
+            .await
+            .ok()?;
+        info.lines()
+            .find_map(|line| line.strip_prefix("run_id:"))
+            .map(|id| id.trim().to_owned())
+    }
+
+    /// Gives every followed stream that Redis now holds at a lower seq than
+    /// this node delivered a new epoch: its subscribers are then told
+    /// `epoch_changed`, here by the catch-up and everywhere by `since`.
+    async fn rebase_regressed(&self) {
+        let followed: Vec<(Topic, (Epoch, u64))> = self
+            .feed
+            .positions
+            .read()
+            .iter()
+            .filter_map(|(topic, slot)| Some((topic.clone(), slot.lock().clone()?)))
+            .collect();
+        for (topic, (epoch, delivered)) in followed {
+            let meta = keys::TopicKeys::of(&topic).meta;
+            let stored: Result<(Option<String>, Option<u64>), _> = redis::cmd("HMGET")
+                .arg(&meta)
+                .arg("e")
+                .arg("s")
+                .query_async(&mut self.commands.clone())
+                .await;
+            let Ok((Some(stored_epoch), Some(stored_seq))) = stored else {
+                continue;
+            };
+            if stored_epoch != epoch.as_str() || stored_seq >= delivered {
+                continue;
+            }
+            let replaced: Result<u64, _> = super::scripts::REBASE
+                .key(&meta)
+                .arg(&stored_epoch)
+                .arg(stored_seq)
+                .arg(crate::core::broker::new_epoch().as_str())
+                .invoke_async(&mut self.commands.clone())
+                .await;
+            if replaced.is_ok_and(|n| n == 1) {
+                tracing::warn!(%topic, stored_seq, delivered, "Redis holds an older copy of this stream: it gets a new epoch");
+            }
+        }
+    }
+
     /// An announcement from a topic's channel.
     async fn announced(&self, payload: &[u8]) {
         let Some(announcement) = Announcement::parse(payload) else {

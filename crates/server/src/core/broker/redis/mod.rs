@@ -195,7 +195,15 @@ impl RedisBroker {
             id_ttl: retention.history_age.max(MIN_ID_TTL),
         });
         shared.check_eviction_policy().await;
-        let feed = feed::run(shared.clone(), stop);
+        // The feed is up before the node takes connections: a subscription
+        // has its channel from the start.
+        let first = feed::FeedSession::open(&shared)
+            .await
+            .map_err(|e| BrokerError::Open {
+                path: redacted(url),
+                reason: e.to_string(),
+            })?;
+        let feed = feed::run(shared.clone(), first, stop);
         Ok((RedisBroker { shared }, feed))
     }
 }

@@ -12,6 +12,9 @@ pub(super) static PUBLISH: LazyLock<Script> =
 /// Reads a topic at one position.
 pub(super) static READ: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/read.lua")));
+/// Replaces the epoch of a stream Redis restored from an older copy.
+pub(super) static REBASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/rebase.lua")));
 /// Registers a pending approval.
 pub(super) static APPROVAL_CREATE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/approval_create.lua")));
