@@ -482,3 +482,13 @@ pub async fn connections_active(hub: &Hub) -> Result<u64> {
         .and_then(Value::as_u64)
         .with_context(|| format!("connections without active_connections: {}", reply.text))
 }
+
+#[tokio::test]
+async fn a_node_on_a_store_of_its_own_lists_itself_as_the_only_node() -> Result<()> {
+    let hub = herald().start(&[]).await?;
+    let reply = hub.http().get("/api/v1/nodes").await?.ok()?;
+    let nodes = reply.body["nodes"].as_array().context("no nodes")?;
+    ensure!(nodes.len() == 1, "{}", reply.body);
+    ensure!(nodes[0]["node"] == reply.body["node"], "{}", reply.body);
+    Ok(())
+}

@@ -479,3 +479,23 @@ async fn a_redis_restored_from_an_older_snapshot_hands_out_no_seq_twice_under_on
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn every_node_lists_the_nodes_sharing_its_redis() -> Result<()> {
+    let redis = Redis::start().await?;
+    let nodes = nodes(&redis, 3).await?;
+    let listed = eventually(Duration::from_secs(10), "three nodes listed", || async {
+        let reply = nodes[2].http().get("/api/v1/nodes").await?.ok()?;
+        let listed = reply.body["nodes"].as_array().map_or(0, Vec::len);
+        Ok((listed == 3).then_some(reply.body))
+    })
+    .await?;
+    let me = str_field(&listed, "node");
+    ensure!(
+        listed["nodes"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|n| n["node"] == me)),
+        "the answering node lists itself: {listed}"
+    );
+    Ok(())
+}

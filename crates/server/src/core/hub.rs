@@ -31,6 +31,8 @@ pub struct Hub {
 #[derive(Debug)]
 struct Parts {
     config: Config,
+    /// This node's id (among the nodes sharing a broker).
+    node: String,
     started: Instant,
     metrics: Arc<Metrics>,
     broker: Arc<dyn Broker>,
@@ -55,6 +57,7 @@ impl Hub {
         Hub::assemble(
             config,
             shutdown,
+            new_node_id(),
             metrics,
             connections,
             fanout,
@@ -71,10 +74,13 @@ impl Hub {
         let metrics = Arc::new(Metrics::default());
         let connections = Arc::new(Connections::default());
         let (fanout, decisions, handler) = node_parts(&config, &metrics, &connections);
-        let engine = broker::open(&config.store, retention, handler, shutdown.clone()).await?;
+        let node = new_node_id();
+        let engine =
+            broker::open(&config.store, retention, handler, &node, shutdown.clone()).await?;
         Ok(Hub::assemble(
             config,
             shutdown,
+            node,
             metrics,
             connections,
             fanout,
@@ -85,9 +91,14 @@ impl Hub {
 
     /// The node's parts around its engine; the engine's upkeep runs until
     /// `shutdown`.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the node's parts, built by `new` and `open`, assembled once"
+    )]
     fn assemble(
         config: Config,
         shutdown: CancellationToken,
+        node: String,
         metrics: Arc<Metrics>,
         connections: Arc<Connections>,
         fanout: Arc<Fanout>,
@@ -124,6 +135,7 @@ impl Hub {
         Hub {
             parts: Arc::new(Parts {
                 config,
+                node,
                 started: Instant::now(),
                 metrics,
                 broker,
@@ -165,6 +177,11 @@ impl Hub {
     /// The engine events and approvals live in.
     pub fn broker(&self) -> &Arc<dyn Broker> {
         &self.parts.broker
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.parts.node
     }
 
     /// The configuration the hub runs with.
@@ -243,4 +260,8 @@ fn node_parts(
         decisions: decisions.clone(),
     });
     (fanout, decisions, handler)
+}
+
+fn new_node_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }

@@ -89,12 +89,13 @@ pub fn in_memory(retention: Retention, handler: Arc<dyn BrokerHandler>) -> Engin
     with_sweeper(memory::MemoryBroker::new(retention, handler))
 }
 
-/// Opens the engine `store` names; its task stops with `stop`. This is where
-/// engines are chosen.
+/// Opens the engine `store` names for the node `node`; its task stops with
+/// `stop`. This is where engines are chosen.
 pub async fn open(
     store: &StoreConfig,
     retention: Retention,
     handler: Arc<dyn BrokerHandler>,
+    node: &str,
     stop: tokio_util::sync::CancellationToken,
 ) -> Result<Engine, BrokerError> {
     match store {
@@ -103,7 +104,8 @@ pub async fn open(
             path, retention, handler,
         )?)),
         StoreConfig::Redis(url) => {
-            let (broker, feed) = redis::RedisBroker::open(url, retention, handler, stop).await?;
+            let (broker, feed) =
+                redis::RedisBroker::open(url, retention, handler, node, stop).await?;
             Ok(Engine {
                 broker: Arc::new(broker),
                 upkeep: Some(Box::pin(feed)),
@@ -285,6 +287,16 @@ pub struct BrokerStats {
     pub pending_approvals: usize,
 }
 
+/// One node sharing the broker, as it last said of itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeInfo {
+    /// The node's id.
+    pub node: String,
+    /// When it started, and when it was last heard of (ms since the Unix epoch).
+    pub started_at: u64,
+    pub seen_at: u64,
+}
+
 /// Why a broker could not do something.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BrokerError {
@@ -425,6 +437,12 @@ pub trait Broker: Send + Sync + Debug {
 
     /// Figures for status and metrics.
     fn stats(&self) -> BrokerStats;
+
+    /// The nodes sharing this broker and heard of lately; empty when the
+    /// broker serves one node only.
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, BrokerError> {
+        Ok(Vec::new())
+    }
 
     /// Whether the engine can take publishes now (a shared store may be
     /// unreachable for a while; this node's connections stay up meanwhile).

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::body::query;
 use super::error::ApiError;
+use crate::core::broker::NodeInfo;
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
 
@@ -176,6 +177,33 @@ pub(super) async fn topic_events(
             .into_iter()
             .map(|encoded| Event::clone(&encoded.event))
             .collect(),
+    }))
+}
+
+/// The answer of `GET /api/v1/nodes`.
+#[derive(Debug, Serialize)]
+pub(super) struct Nodes {
+    /// The node that answered.
+    node: String,
+    /// The nodes sharing its store (just itself on a store of its own).
+    nodes: Vec<NodeInfo>,
+}
+
+/// `GET /api/v1/nodes`: the nodes sharing this node's store, as they last
+/// said of themselves (on Redis, every few seconds).
+pub(super) async fn nodes(State(hub): State<Hub>) -> Result<Json<Nodes>, ApiError> {
+    let mut nodes = hub.broker().nodes().await.map_err(|e| ApiError::from(&e))?;
+    if nodes.is_empty() {
+        let now = crate::core::clock::now_ms();
+        nodes.push(NodeInfo {
+            node: hub.node_id().to_owned(),
+            started_at: now.saturating_sub(hub.uptime_s() * 1000),
+            seen_at: now,
+        });
+    }
+    Ok(Json(Nodes {
+        node: hub.node_id().to_owned(),
+        nodes,
     }))
 }
 

@@ -188,6 +188,7 @@ pub fn router(hub: Hub) -> Router {
         )
         .route("/api/v1/topics/{topic}/events", get(admin::topic_events))
         .route("/api/v1/status", get(admin::status))
+        .route("/api/v1/nodes", get(admin::nodes))
         .route(
             "/",
             get(|| async { axum::response::Redirect::temporary("/dashboard") }),

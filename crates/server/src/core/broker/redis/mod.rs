@@ -61,14 +61,18 @@ use self::scripts::{Unexpected, bytes, items, number, text};
 use self::wire::{SplitFrame, audience_code, decode_frame, fingerprint};
 use super::{
     ApprovalQuery, ApprovalStoreError, Audience, Broker, BrokerError, BrokerHandler, BrokerStats,
-    Decision, Draft, EncodedEvent, Expired, History, MAX_SNAPSHOT_KEYS, PatternSnapshots, Position,
-    Published, ReadRequest, Retention, TopicRead, Wait,
+    Decision, Draft, EncodedEvent, Expired, History, MAX_SNAPSHOT_KEYS, NodeInfo, PatternSnapshots,
+    Position, Published, ReadRequest, Retention, TopicRead, Wait,
 };
 
 /// How long connecting to Redis may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
 /// How long one command may take: past it, Redis counts as unreachable.
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(2000);
+/// A node not heard of for this long (ms) is not listed among the nodes.
+const NODE_SILENT_MS: u64 = 3 * feed::PROBE_EVERY.as_millis() as u64;
+/// A node not heard of for this long (ms) leaves the nodes' hash.
+const NODE_FORGOTTEN_MS: u64 = 60_000;
 /// How long an event id is remembered beyond the history age, at least.
 const MIN_ID_TTL: Duration = Duration::from_secs(60);
 
@@ -88,6 +92,8 @@ struct Shared {
     handler: Arc<dyn BrokerHandler>,
     /// This node's id: its probe channel and its entry among the nodes.
     node: String,
+    /// When this node started (ms since the Unix epoch).
+    started_at: u64,
     feed: Feed,
     /// Figures refreshed with every probe.
     stats: Mutex<BrokerStats>,
@@ -161,6 +167,7 @@ impl RedisBroker {
         url: &str,
         retention: Retention,
         handler: Arc<dyn BrokerHandler>,
+        node: &str,
         stop: CancellationToken,
     ) -> Result<(RedisBroker, impl Future<Output = ()> + Send + 'static), BrokerError> {
         let open_error = |e: RedisError| BrokerError::Open {
@@ -188,7 +195,8 @@ impl RedisBroker {
             feed_client,
             retention,
             handler,
-            node: uuid::Uuid::new_v4().simple().to_string(),
+            node: node.to_owned(),
+            started_at: crate::core::clock::now_ms(),
             feed: Feed::default(),
             stats: Mutex::default(),
             topic_ttl: retention.history_age.max(Duration::from_secs(3600)) * 24,
@@ -278,13 +286,55 @@ impl Shared {
             stats.topics = topics;
             stats.retained_bytes = used.unwrap_or(stats.retained_bytes);
         }
-        let entry = serde_json::json!({ "node": self.node, "seen_at": now_ms }).to_string();
+        let me = NodeInfo {
+            node: self.node.clone(),
+            started_at: self.started_at,
+            seen_at: now_ms,
+        };
+        let entry = serde_json::to_string(&me).unwrap_or_default();
         let _: Result<(), _> = redis::cmd("HSET")
             .arg(keys::NODES)
             .arg(&self.node)
             .arg(entry)
             .query_async(&mut commands)
             .await;
+        // Nodes gone for long leave the list.
+        if let Ok(nodes) = self.nodes_seen().await {
+            let gone: Vec<&str> = nodes
+                .iter()
+                .filter(|n| n.seen_at + NODE_FORGOTTEN_MS < now_ms)
+                .map(|n| n.node.as_str())
+                .collect();
+            if !gone.is_empty() {
+                let _: Result<(), _> = redis::cmd("HDEL")
+                    .arg(keys::NODES)
+                    .arg(gone)
+                    .query_async(&mut commands)
+                    .await;
+            }
+        }
+    }
+
+    /// Every node entry.
+    async fn nodes_seen(&self) -> Result<Vec<NodeInfo>, BrokerError> {
+        let entries: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(keys::NODES)
+            .query_async(&mut self.commands.clone())
+            .await
+            .map_err(failed)?;
+        let mut nodes: Vec<NodeInfo> = entries
+            .values()
+            .filter_map(|entry| {
+                let entry: serde_json::Value = serde_json::from_str(entry).ok()?;
+                Some(NodeInfo {
+                    node: entry["node"].as_str()?.to_owned(),
+                    started_at: entry["started_at"].as_u64().unwrap_or_default(),
+                    seen_at: entry["seen_at"].as_u64()?,
+                })
+            })
+            .collect();
+        nodes.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.node.cmp(&b.node)));
+        Ok(nodes)
     }
 
     /// Reads a topic (see [`ReadAt`]).
@@ -622,6 +672,13 @@ impl Broker for RedisBroker {
 
     fn stats(&self) -> BrokerStats {
         *self.shared.stats.lock()
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, BrokerError> {
+        let now = self.shared.redis_time().await?;
+        let mut nodes = self.shared.nodes_seen().await?;
+        nodes.retain(|n| n.seen_at + NODE_SILENT_MS >= now);
+        Ok(nodes)
     }
 
     fn ready(&self) -> bool {
