@@ -22,7 +22,8 @@ pub(crate) struct ServeArgs {
     /// start, IPv4 first); port 0 picks a free port.
     #[arg(long, env = "HERALD_BIND", default_value = defaults().bind.as_str(), value_parser = parse_bind)]
     bind: SocketAddr,
-    /// Where events are kept: `memory` or `sqlite:PATH` (durable).
+    /// Where events are kept: `memory`, `sqlite:PATH` (durable), or
+    /// `redis://HOST:PORT[/DB]` / `rediss://…` (several nodes sharing one Redis).
     #[arg(long, env = "HERALD_STORE", default_value = defaults().store.as_str())]
     store: StoreConfig,
     /// Unix datagram socket producers publish to (one JSON event per datagram).

@@ -285,6 +285,11 @@ pub struct BrokerStats {
     /// Approximate bytes of retained history and snapshots.
     pub retained_bytes: usize,
     pub pending_approvals: usize,
+    /// Times a shared store's feed was lost and connected again.
+    pub reconnects: u64,
+    /// Times this node read a stream for what its feed did not bring (seqs
+    /// skipped, a full queue, a reconnect).
+    pub catch_up_reads: u64,
 }
 
 /// One node sharing the broker, as it last said of itself.

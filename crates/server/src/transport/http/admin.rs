@@ -285,6 +285,21 @@ pub(super) async fn metrics(State(hub): State<Hub>) -> Response {
             "Approvals waiting for a decision.",
             stats.pending_approvals as f64,
         ),
+        (
+            "herald_store_ready",
+            "1 while the store takes publishes (a shared store can be unreachable), else 0.",
+            if hub.broker().ready() { 1.0 } else { 0.0 },
+        ),
+        (
+            "herald_store_reconnects",
+            "Times this node's feed from a shared store was lost and connected again.",
+            stats.reconnects as f64,
+        ),
+        (
+            "herald_store_catch_up_reads",
+            "Times this node read a stream for events its feed did not bring.",
+            stats.catch_up_reads as f64,
+        ),
     ];
     let mut body = hub.metrics().render(&extra);
     hub.approvals().render_metrics(&mut body);

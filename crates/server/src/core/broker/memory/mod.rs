@@ -591,6 +591,7 @@ impl Broker for MemoryBroker {
             topics: self.shared.logs.read().len(),
             retained_bytes: self.shared.retained_bytes.load(Relaxed).max(0) as usize,
             pending_approvals: self.shared.approvals.lock().pending(),
+            ..BrokerStats::default()
         }
     }
 

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use herald_protocol::frame::{Gap, GapReason};
@@ -84,6 +84,10 @@ pub(super) struct Feed {
     connection: RwLock<Option<MultiplexedConnection>>,
     /// Whether the feed hears everything announced now.
     healthy: AtomicBool,
+    /// Connections lost and made again.
+    pub(super) reconnects: AtomicU64,
+    /// Streams read for what announcements did not bring.
+    pub(super) catch_up_reads: AtomicU64,
 }
 
 impl Feed {
@@ -269,6 +273,7 @@ pub(super) async fn run(engine: Arc<Shared>, first: FeedSession, stop: Cancellat
             .serve(&engine, &mut heard_until, &mut server_run, &stop)
             .await;
         engine.feed.healthy.store(false, Relaxed);
+        engine.feed.reconnects.fetch_add(1, Relaxed);
         *engine.feed.connection.write() = None;
         match ended {
             Ok(()) => return,
@@ -539,6 +544,7 @@ impl Shared {
     /// (since `min_time`, when it has no position), announcing what the
     /// stream no longer holds.
     async fn fill(&self, topic: &Topic, min_time: Option<u64>) {
+        self.feed.catch_up_reads.fetch_add(1, Relaxed);
         let known = self.feed.position(topic);
         let after = known.as_ref().map_or(0, |(_, seq)| *seq);
         let read = match self

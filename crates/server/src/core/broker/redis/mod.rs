@@ -671,7 +671,14 @@ impl Broker for RedisBroker {
     }
 
     fn stats(&self) -> BrokerStats {
-        *self.shared.stats.lock()
+        let feed = &self.shared.feed;
+        BrokerStats {
+            reconnects: feed.reconnects.load(std::sync::atomic::Ordering::Relaxed),
+            catch_up_reads: feed
+                .catch_up_reads
+                .load(std::sync::atomic::Ordering::Relaxed),
+            ..*self.shared.stats.lock()
+        }
     }
 
     async fn nodes(&self) -> Result<Vec<NodeInfo>, BrokerError> {
