@@ -78,7 +78,8 @@ async fn subscribers(
         &board,
     )
     .await?;
-    let mut publisher = Publisher::connect(spec.adapter, &spec.addr).await?;
+    let publish_addr = spec.publish_addr.as_deref().unwrap_or(&spec.addr);
+    let mut publisher = Publisher::connect(spec.adapter, publish_addr).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while board.borrow().warmed_count < clients {
         if Instant::now() > deadline {

@@ -94,6 +94,7 @@ pub fn build(args: &SuiteArgs, paths: Paths, notes: &mut Vec<String>) -> Result<
         label,
         scenario,
         herald_only,
+        redis: false,
         opts: HeraldOpts::default(),
         duration_s,
         warmup_s,
@@ -200,6 +201,58 @@ pub fn build(args: &SuiteArgs, paths: Paths, notes: &mut Vec<String>) -> Result<
         }
     } else {
         notes.push("herald serve has no --unix-socket: Unix ingest not measured".into());
+    }
+    if targets::has_redis() {
+        // The Redis engine beside memory and SQLite: publish throughput,
+        // and fan-out and latency across two nodes (the publisher on one,
+        // the subscribers on the other).
+        let on_redis = |mut c: Cell, nodes: usize| {
+            c.redis = true;
+            c.opts.nodes = nodes;
+            c
+        };
+        for batch in [1, 100] {
+            cells.push(on_redis(
+                cell(
+                    "ingest",
+                    format!("HTTP {batch}/request, redis"),
+                    Scenario::IngestHttp { batch },
+                    true,
+                ),
+                1,
+            ));
+        }
+        let clients = if smoke { 50 } else { 1000 };
+        cells.push(on_redis(
+            cell(
+                "fanout",
+                format!("N={clients} 100B, redis, 2 nodes"),
+                Scenario::Fanout {
+                    clients,
+                    payload: 100,
+                },
+                true,
+            ),
+            2,
+        ));
+        for rate in if smoke { vec![1000] } else { vec![100, 1000] } {
+            let clients = if smoke { 50 } else { 100 };
+            cells.push(on_redis(
+                cell(
+                    "latency",
+                    format!("N={clients} {rate}/s, redis, 2 nodes"),
+                    Scenario::Rate {
+                        clients,
+                        payload: 100,
+                        rate,
+                    },
+                    true,
+                ),
+                2,
+            ));
+        }
+    } else {
+        notes.push("redis-server is not installed: the Redis engine not measured".into());
     }
     let replay_clients = if smoke { 50 } else { 1000 };
     cells.push(cell(

@@ -51,8 +51,12 @@ pub enum Scenario {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoadSpec {
     pub adapter: Adapter,
-    /// `host:port` of the hub.
+    /// `host:port` of the hub (of the node the subscribers are on).
     pub addr: String,
+    /// `host:port` of the node the publisher is on, when it is another one
+    /// (several nodes on Redis).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_addr: Option<String>,
     /// The hub's process id, for CPU and memory readings.
     pub server_pid: Option<u32>,
     pub scenario: Scenario,

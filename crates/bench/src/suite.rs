@@ -43,6 +43,8 @@ pub struct Cell {
     pub scenario: Scenario,
     /// Herald-only cells (ingest, replay) skip the peers.
     pub herald_only: bool,
+    /// Herald on Redis (`opts.nodes` nodes sharing one `redis-server`).
+    pub redis: bool,
     pub opts: HeraldOpts,
     pub duration_s: f64,
     pub warmup_s: f64,
@@ -193,6 +195,18 @@ fn run_cell(plan: &Plan, placement: Placement, cell: &Cell, target: Target) -> R
         *path = sock.display().to_string();
         opts.unix_socket = Some(sock);
     }
+    // Several nodes on one Redis: Redis and every node on the server's side.
+    let redis = if target == Target::Herald && opts.nodes > 0 && cell.redis {
+        let redis = crate::targets::RedisServer::start(&plan.paths, server_cpu)?;
+        opts.redis = Some(redis.url.clone());
+        Some(redis)
+    } else {
+        None
+    };
+    let mut publish_node = None;
+    if redis.is_some() && opts.nodes > 1 {
+        publish_node = Some(Server::start(target, &plan.paths, &opts, server_cpu)?);
+    }
     let server = Server::start(target, &plan.paths, &opts, server_cpu)?;
     if let Some(sock) = &opts.unix_socket {
         let deadline = Instant::now() + std::time::Duration::from_secs(2);
@@ -206,6 +220,7 @@ fn run_cell(plan: &Plan, placement: Placement, cell: &Cell, target: Target) -> R
     let spec = LoadSpec {
         adapter: target.adapter(),
         addr: server.addr.clone(),
+        publish_addr: publish_node.as_ref().map(|node| node.addr.clone()),
         server_pid: Some(server.pid),
         scenario,
         duration_s: cell.duration_s,
@@ -226,6 +241,8 @@ fn run_cell(plan: &Plan, placement: Placement, cell: &Cell, target: Target) -> R
         .output()
         .context("running the load generator")?;
     drop(server);
+    drop(publish_node);
+    drop(redis);
     if !out.status.success() {
         bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
     }

@@ -186,6 +186,11 @@ pub struct HeraldOpts {
     pub heartbeat: Option<String>,
     pub store: Option<PathBuf>,
     pub unix_socket: Option<PathBuf>,
+    /// The Redis the nodes share (`--store redis://…`): started per cell.
+    pub redis: Option<String>,
+    /// Herald nodes on that Redis (the publisher on the first, the
+    /// subscribers on the last); 1 when not set.
+    pub nodes: usize,
 }
 
 /// A running hub.
@@ -216,6 +221,9 @@ impl Server {
                 }
                 if let Some(db) = &opts.store {
                     args.extend(["--store".into(), format!("sqlite:{}", db.display())]);
+                }
+                if let Some(redis) = &opts.redis {
+                    args.extend(["--store".into(), redis.clone()]);
                 }
                 if let Some(sock) = &opts.unix_socket {
                     args.extend(["--unix-socket".into(), sock.display().to_string()]);
@@ -300,6 +308,75 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A `redis-server` for a cell, without persistence, on a free port; killed
+/// when dropped.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Child,
+    pub url: String,
+}
+
+impl RedisServer {
+    /// Starts it (pinned to `cpu` when given) and waits for it to answer.
+    pub fn start(paths: &Paths, cpu: Option<&str>) -> Result<RedisServer> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut cmd = match cpu {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.arg("-c").arg(cpu).arg("redis-server");
+                c
+            }
+            None => Command::new("redis-server"),
+        };
+        let child = cmd
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--maxmemory-policy",
+                "noeviction",
+            ])
+            .arg("--dir")
+            .arg(&paths.work)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting redis-server (apt-get install redis-server)")?;
+        let redis = RedisServer {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if std::time::Instant::now() > deadline {
+                bail!("redis-server did not listen on {port}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(redis)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether `redis-server` can be run here.
+pub fn has_redis() -> bool {
+    Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn script(paths: &Paths, rel: &str) -> String {

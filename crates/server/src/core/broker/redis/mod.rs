@@ -419,6 +419,8 @@ impl Shared {
             invocation.key(key);
         }
         invocation
+            .key(keys::kind_index(topic.kind()))
+            .key(keys::KINDS)
             .arg(super::new_epoch().as_str())
             .arg(self.retention.history_size)
             .arg(self.retention.history_age.as_millis() as u64)
@@ -427,7 +429,9 @@ impl Shared {
             .arg(&keys.ids)
             .arg(&keys.channel)
             .arg(MAX_SNAPSHOT_KEYS)
-            .arg(audience_code(audience));
+            .arg(audience_code(audience))
+            .arg(topic.as_str())
+            .arg(topic.kind());
         for draft in &drafts {
             let split = SplitFrame::of(draft)
                 .ok_or_else(|| BrokerError::Write("an event frame without its seq field".into()))?;
@@ -443,12 +447,10 @@ impl Shared {
             .await
             .map_err(failed)?;
         let answer = items(answer)?;
-        let [now, epoch, outcomes @ ..] = answer.as_slice() else {
+        let [_now, epoch, outcomes @ ..] = answer.as_slice() else {
             return Err(Unexpected(format!("{answer:?}")).into());
         };
-        let now = number(now)?;
         let epoch = Epoch::new(text(epoch)?).map_err(|e| Unexpected(e.to_string()))?;
-        self.index(topic, now).await;
         let mut published = Vec::with_capacity(drafts.len());
         for (draft, outcome) in drafts.into_iter().zip(outcomes.chunks_exact(2)) {
             let (seq, status) = (number(&outcome[0])?, number(&outcome[1])?);
@@ -486,22 +488,6 @@ impl Shared {
             }
         }
         Ok(published)
-    }
-
-    /// Notes that `topic` had an event at `now` (Redis time): for pattern
-    /// snapshots and for catching up a pattern's topics.
-    async fn index(&self, topic: &Topic, now: u64) {
-        let kind = topic.kind();
-        let indexed: Result<(), _> = redis::pipe()
-            .zadd(keys::kind_index(kind), topic.as_str(), now)
-            .ignore()
-            .sadd(keys::KINDS, kind)
-            .ignore()
-            .query_async(&mut self.commands.clone())
-            .await;
-        if let Err(error) = indexed {
-            tracing::debug!(%error, %topic, "could not index a topic");
-        }
     }
 }
 

@@ -4,10 +4,14 @@
 -- KEYS[1] meta (hash: e = epoch, s = last seq)   KEYS[2] stream (entry id
 -- "SEQ-0", fields f = the event frame, t = Redis time in ms, a = audience)   KEYS[3] snapshot
 -- (hash: key -> frame)   KEYS[4] snapshot order (zset: key by seq)
+-- KEYS[5] the topic's kind's index (zset: topic by its last event's time)
+-- KEYS[6] the set of kinds. These two are the only keys outside the
+-- topic's hash tag: under Redis Cluster they would move out of the script.
 -- ARGV[1] epoch for a new stream   ARGV[2] history size (exact MAXLEN)
 -- ARGV[3] history age (ms)   ARGV[4] TTL of the topic's keys (ms)
 -- ARGV[5] TTL of an event id (ms)   ARGV[6] prefix of event id keys
 -- ARGV[7] channel   ARGV[8] most snapshot keys   ARGV[9] audience
+-- ARGV[10] the topic   ARGV[11] its kind
 -- then five per event: id, fingerprint, key ("" for none), frame head, frame tail
 -- (the frame is head .. seq .. tail).
 -- Returns {now_ms, epoch, seq1, status1, seq2, status2, ...}: status 0 stored,
@@ -23,7 +27,7 @@ if not epoch then
   redis.call('HSET', meta, 'e', epoch, 's', 0)
 end
 local results = {string.format('%d', now), epoch}
-local i = 10
+local i = 12
 while i + 4 <= #ARGV do
   local id, fingerprint, key, head, tail = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   i = i + 5
@@ -66,7 +70,9 @@ if last_old then
   local old_seq = tonumber(string.match(last_old, '^(%d+)'))
   redis.call('XTRIM', stream, 'MINID', string.format('%d', old_seq + 1) .. '-0')
 end
-for _, topic_key in ipairs(KEYS) do
-  redis.call('PEXPIRE', topic_key, ARGV[4])
+for k = 1, 4 do
+  redis.call('PEXPIRE', KEYS[k], ARGV[4])
 end
+redis.call('ZADD', KEYS[5], now, ARGV[10])
+redis.call('SADD', KEYS[6], ARGV[11])
 return results
