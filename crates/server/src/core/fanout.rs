@@ -17,8 +17,8 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use herald_protocol::payload::ApprovalRecord;
 use herald_protocol::{EventFilter, EventType, Topic, TopicPattern};
-use serde_json::Value;
 use parking_lot::{Mutex, RwLock};
+use serde_json::Value;
 
 use crate::core::approvals::Decisions;
 use crate::core::broker::{Audience, BrokerHandler, Publication};

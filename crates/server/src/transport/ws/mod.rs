@@ -18,7 +18,7 @@
 pub(crate) mod commands;
 pub(crate) mod connection;
 pub(crate) mod dialect;
-mod native;
+pub(crate) mod native;
 mod reader;
 pub(crate) mod upgrade;
 mod writer;

@@ -44,14 +44,20 @@ impl Native {
     }
 }
 
+/// Queues `welcome`: the connection's first frame (the dialects render it
+/// as their own greeting, if they have one).
+pub(crate) fn welcome(hub: &Hub, conn: &ConnHandle) {
+    conn.send(&ServerMessage::Welcome(Welcome {
+        session_id: conn.id.to_string(),
+        protocol: herald_protocol::frame::PROTOCOL_VERSION,
+        heartbeat_ms: hub.config().heartbeat_interval.as_millis() as u64,
+        server_version: env!("CARGO_PKG_VERSION").to_owned(),
+    }));
+}
+
 impl Dialect for Native {
     fn greet(&self, hub: &Hub, conn: &ConnHandle) {
-        conn.send(&ServerMessage::Welcome(Welcome {
-            session_id: conn.id.to_string(),
-            protocol: herald_protocol::frame::PROTOCOL_VERSION,
-            heartbeat_ms: hub.config().heartbeat_interval.as_millis() as u64,
-            server_version: env!("CARGO_PKG_VERSION").to_owned(),
-        }));
+        welcome(hub, conn);
     }
 
     async fn open(&mut self, hub: &Hub, conn: &Arc<ConnHandle>) {
