@@ -24,8 +24,11 @@
 //!   timeouts, audit list, metrics, durability across `kill -9`).
 //! - `ingest`: the Unix datagram socket (`--unix-socket`).
 //! - `security`: tokens, API keys, origins, rate limits and the bind guard.
+//! - `compat`: the dialects of the replaced systems (`/compat/…`), one
+//!   module per system.
 
 mod approvals;
+mod compat;
 mod heartbeat;
 mod http_api;
 mod hub;

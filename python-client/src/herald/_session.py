@@ -281,8 +281,10 @@ def checkpoints_from_json(data: dict[str, Any]) -> dict[str, Checkpoint]:
     for topic, since in parsed.items():
         if isinstance(since, SinceCheckpoint):
             out[topic] = Checkpoint(since.seq, since.epoch)
-        else:
+        elif isinstance(since, int):
             out[topic] = Checkpoint(since)
+        else:
+            raise ValueError(f"the checkpoint of {topic} is a time, not a seq")
     return out
 
 

@@ -119,8 +119,9 @@ pub(crate) fn millis_from(number: f64) -> Option<u64> {
     } else {
         number
     };
-    // Fractions of a millisecond are dropped: a cursor keeps what is newer.
-    Some(ms.floor() as u64)
+    // To the nearest millisecond: the seconds a client read from Herald are
+    // whole milliseconds, which `ms / 1000` then `* 1000` may miss by a hair.
+    Some(ms.round() as u64)
 }
 
 /// Milliseconds since the Unix epoch as ISO 8601 UTC with milliseconds
@@ -178,6 +179,10 @@ mod tests {
     fn a_cursor_in_seconds_or_milliseconds_is_milliseconds() {
         assert_eq!(millis_from(1_729_845_678.123), Some(1_729_845_678_123));
         assert_eq!(millis_from(1_729_845_678_123.0), Some(1_729_845_678_123));
+        // Every millisecond read back from its seconds is that millisecond.
+        for ms in (1_768_400_000_000u64..1_768_400_001_000).step_by(7) {
+            assert_eq!(millis_from(ms as f64 / 1000.0), Some(ms));
+        }
         assert_eq!(millis_from(-1.0), None);
         assert_eq!(millis_from(f64::NAN), None);
     }

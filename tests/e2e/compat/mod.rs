@@ -1,0 +1,52 @@
+//! The dialects of the replaced systems (H13) against the real binary, with
+//! raw WebSocket and HTTP clients speaking each seed's own messages: one
+//! module per system. (The seeds' own client code runs against the binary
+//! in `tests/compat/`, through Node, Chromium and Python.)
+
+mod aiecs;
+mod cmbagent;
+mod crewai;
+mod statemachine;
+
+use anyhow::{Context, Result, ensure};
+use herald_tests::{Hub, WsClient};
+use serde_json::Value;
+
+/// Connects to a dialect's `path` without expecting Herald's `welcome`.
+async fn dial(hub: &Hub, path: &str) -> Result<WsClient> {
+    WsClient::connect_raw(&hub.ws_url(path)).await
+}
+
+/// The next frame whose `field` is `value` (others skipped).
+async fn next_with(client: &mut WsClient, field: &str, value: &str) -> Result<Value> {
+    client
+        .recv_until(|f| f.get(field).and_then(Value::as_str) == Some(value))
+        .await
+        .with_context(|| format!("waiting for a frame with {field} = {value:?}"))
+}
+
+/// A float field, which must be there.
+fn float(frame: &Value, field: &str) -> Result<f64> {
+    frame
+        .get(field)
+        .and_then(Value::as_f64)
+        .with_context(|| format!("no number {field} in {frame}"))
+}
+
+/// Seconds since the epoch, as the seeds' clocks read.
+fn now_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+/// A timestamp in seconds that is now, give or take a minute.
+fn is_now_in_seconds(frame: &Value, field: &str) -> Result<()> {
+    let seconds = float(frame, field)?;
+    ensure!(
+        (seconds - now_seconds()).abs() < 60.0,
+        "{field} is not now in seconds: {frame}"
+    );
+    Ok(())
+}
