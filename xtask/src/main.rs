@@ -14,6 +14,7 @@
 //! - `bench`: `cargo xtask bench [--smoke]`, the benchmark suite in `crates/bench`.
 //! - [`wasm`]: `cargo xtask wasm`, the browser client package in `web-client/`.
 //! - [`browser`]: the browser tests (Playwright + Chromium + a real hub) and their set-up.
+//! - [`compat`]: the seeds' own client code against the dialects (Node, Chromium, Python).
 //! - [`ci`]: `cargo xtask ci`, the single command CI runs: idempotent set-up,
 //!   then every check, failing fast.
 
@@ -24,6 +25,7 @@ mod bench;
 mod bindings;
 mod browser;
 mod ci;
+mod compat;
 mod pymodels;
 mod python;
 mod tsc;
@@ -48,6 +50,8 @@ tasks:
                        at the first failure (--keep-going: run all, fail at the end)
   bench [--smoke] ...  build in release and run the benchmark suite (bench/README.md)
   python               the Python client's CI steps only (venv, wheel + sdist, mypy, pytest)
+  compat               the dialects' CI steps only: the seeds' own clients (Node, Chromium,
+                       Python) against herald
 ";
 
 fn main() -> ExitCode {
@@ -74,6 +78,7 @@ fn run(args: &[String]) -> Result<()> {
         ["wasm", rest @ ..] => wasm::run(&workspace, rest),
         ["bench", rest @ ..] => bench::run(&workspace, rest),
         ["python"] => ci::run_python(&workspace),
+        ["compat"] => compat::run(&workspace),
         // ---- end of tasks added later ----
         [] | ["help" | "--help" | "-h"] => {
             print!("{USAGE}");
