@@ -225,3 +225,47 @@ async fn request_state_resends_the_state_and_unknown_messages_are_error_occurred
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn every_event_type_stage_5_lists_arrives_by_its_stage_5_name() -> Result<()> {
+    let hub = herald().start(&[]).await?;
+    let mut ui = ui(&hub, "all", "").await?;
+    let names = [
+        ("connection.lost", "disconnected"),
+        ("connection.reconnected", "reconnected"),
+        ("workflow.started", "workflow_started"),
+        ("workflow.paused", "workflow_paused"),
+        ("workflow.resumed", "workflow_resumed"),
+        ("workflow.completed", "workflow_completed"),
+        ("workflow.failed", "workflow_failed"),
+        ("step.started", "step_started"),
+        ("step.progress", "step_progress"),
+        ("step.completed", "step_completed"),
+        ("step.failed", "step_failed"),
+        ("dag.created", "dag_created"),
+        ("dag.updated", "dag_updated"),
+        ("dag.node_status_changed", "dag_node_status_changed"),
+        ("agent.message", "agent_message"),
+        ("agent.thinking", "agent_thinking"),
+        ("agent.tool_call", "agent_tool_call"),
+        ("approval.requested", "approval_requested"),
+        ("approval.resolved", "approval_received"),
+        ("cost.updated", "cost_update"),
+        ("metrics.updated", "metric_update"),
+        ("file.created", "file_created"),
+        ("file.updated", "file_updated"),
+        ("system.error", "error_occurred"),
+        ("connection.heartbeat", "heartbeat"),
+    ];
+    let batch: Vec<Value> = names
+        .iter()
+        .map(|(herald, _)| json!({"topic": "run:all", "event_type": herald, "data": {}}))
+        .collect();
+    hub.http().publish_batch(&batch).await?;
+    for (herald, name) in names {
+        let got = ui.recv_frame().await?;
+        ensure!(got["event_type"] == name, "{herald} arrived as {got}");
+        ensure!(got["run_id"] == "all", "{got}");
+    }
+    Ok(())
+}

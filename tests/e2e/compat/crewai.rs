@@ -329,3 +329,63 @@ async fn with_api_keys_the_admin_routes_need_admin_and_broadcasts_need_publish()
     );
     Ok(())
 }
+
+/// Every event type the seed's "Event Types Supported" lists.
+const SEED_EVENT_TYPES: [&str; 31] = [
+    "execution.started",
+    "execution.completed",
+    "execution.failed",
+    "execution.progress",
+    "task.assigned",
+    "task.completed",
+    "task.failed",
+    "task.progress",
+    "manager.delegation_started",
+    "manager.coordination_update",
+    "manager.decision_made",
+    "queue.task_added",
+    "queue.task_processed",
+    "queue.task_failed",
+    "queue.cleared",
+    "memory.stored",
+    "memory.retrieved",
+    "memory.updated",
+    "memory.cleared",
+    "system.startup",
+    "system.shutdown",
+    "system.error",
+    "system.health_check",
+    "connection.established",
+    "connection.lost",
+    "connection.heartbeat",
+    "crew.created",
+    "crew.updated",
+    "crew.deleted",
+    "agent.created",
+    "agent.updated",
+];
+
+#[tokio::test]
+async fn every_event_type_the_seed_lists_reaches_a_client_by_its_own_name() -> Result<()> {
+    let hub = herald().start(&[]).await?;
+    let (mut client, _) = client(&hub, "/ws/executions/all_types").await?;
+    next_with(&mut client, "type", "subscription_confirmed").await?;
+    let mut batch: Vec<Value> = SEED_EVENT_TYPES
+        .iter()
+        .map(|t| event("execution:all_types", t, json!({"type": t})))
+        .collect();
+    batch.push(event(
+        "execution:all_types",
+        "agent.deleted",
+        json!({"type": "agent.deleted"}),
+    ));
+    hub.http().publish_batch(&batch).await?;
+    for expected in SEED_EVENT_TYPES.iter().chain(["agent.deleted"].iter()) {
+        let got = client.recv_until(|f| f.get("event_type").is_some()).await?;
+        ensure!(
+            got["event_type"] == *expected && got["data"]["type"] == *expected,
+            "{got}"
+        );
+    }
+    Ok(())
+}
