@@ -184,7 +184,7 @@ async fn expect_welcome(
 }
 
 /// The upgrade must be refused with `status` (and, as JSON, `code`).
-async fn expect_refused(
+pub(crate) async fn expect_refused(
     url: &str,
     headers: &[(&str, &str)],
     status: u16,

@@ -50,3 +50,62 @@ fn is_now_in_seconds(frame: &Value, field: &str) -> Result<()> {
     );
     Ok(())
 }
+
+/// Every dialect's sockets, as its clients open them.
+const SOCKETS: [&str; 4] = [
+    "/compat/aiecs",
+    "/compat/crewai/api/v1/websocket/ws/global",
+    "/compat/statemachine/ws/events",
+    "/compat/cmbagent/ws/r1",
+];
+
+#[tokio::test]
+async fn every_dialect_refuses_a_missing_token_and_a_foreign_origin_before_the_upgrade()
+-> Result<()> {
+    use crate::security::{SECRET, expect_refused, fresh, hs256, with_token};
+    let hub = crate::herald()
+        .start(&[
+            "--jwt-secret",
+            SECRET,
+            "--allowed-origins",
+            "https://app.example",
+        ])
+        .await?;
+    let token = hs256(&fresh("u1", &["*"]))?;
+    for path in SOCKETS {
+        expect_refused(&hub.ws_url(path), &[], 401, "unauthorized").await?;
+        let with = hub.ws_url(&with_token(path, &token));
+        expect_refused(
+            &with,
+            &[("Origin", "https://evil.example")],
+            403,
+            "forbidden",
+        )
+        .await?;
+        let mut admitted = WsClient::connect_raw(&with).await?;
+        admitted.keep_pings = true;
+        let first = admitted.recv_frame().await?;
+        ensure!(!first.is_null(), "{path}: nothing after the upgrade");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_dialect_is_held_to_the_client_rate_limit() -> Result<()> {
+    let hub = crate::herald().start(&["--client-rate-limit", "1"]).await?;
+    for path in SOCKETS {
+        let mut client = dial(&hub, path).await?;
+        client.keep_pings = true;
+        for _ in 0..10 {
+            client
+                .send_text(r#"{"action":"ping","type":"ping"}"#)
+                .await?;
+        }
+        // Each dialect says it its own way; all say `rate_limited`.
+        client
+            .recv_until(|f| f.to_string().contains("rate_limited"))
+            .await
+            .with_context(|| format!("{path} was not rate limited"))?;
+    }
+    Ok(())
+}
