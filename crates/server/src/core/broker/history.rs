@@ -3,9 +3,24 @@
 //! it here from what it retains, so the contract's rules are written once.
 
 use herald_protocol::frame::{Gap, GapReason, ReplayComplete, Since};
-use herald_protocol::{EventFilter, Topic};
+use herald_protocol::{Event, EventFilter, Topic};
 
 use super::{EncodedEvent, Position};
+
+/// Which retained events a replay sends: those after a seq and, for a time
+/// cursor, newer than a time.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    after: u64,
+    /// Milliseconds since the Unix epoch.
+    newer_than: Option<u64>,
+}
+
+impl Window {
+    fn admits(&self, event: &Event) -> bool {
+        event.seq > self.after && self.newer_than.is_none_or(|t| event.timestamp > t)
+    }
+}
 
 /// A planned replay, in the order it is sent.
 #[derive(Debug, Clone)]
@@ -55,78 +70,71 @@ impl History {
                 reason: GapReason::Trimmed,
             })
         };
-        let (gap, after, newer_than) = match since {
+        match since {
             Since::Seq { seq, epoch } => {
                 let foreign_epoch = epoch.as_ref().is_some_and(|epoch| *epoch != position.epoch);
                 if foreign_epoch || *seq > current {
                     return History::epoch_changed(topic, current);
                 }
-                let after = (*seq).max(first_retained.saturating_sub(1));
-                (trimmed(seq + 1), after, None)
+                let window = Window {
+                    after: (*seq).max(first_retained.saturating_sub(1)),
+                    newer_than: None,
+                };
+                let retained = retained_after(window.after);
+                History::collect(
+                    topic,
+                    trimmed(seq + 1),
+                    retained,
+                    current,
+                    &window,
+                    filter,
+                    limit,
+                )
             }
             Since::Time { time_ms } => {
-                let mut retained = retained_after(0);
+                let window = Window {
+                    after: first_retained.saturating_sub(1),
+                    newer_than: Some(*time_ms),
+                };
+                let mut retained = retained_after(window.after);
                 let oldest = retained.next();
                 let lost_may_be_newer = oldest.is_none_or(|e| e.event.timestamp > *time_ms);
                 let gap = if lost_may_be_newer { trimmed(1) } else { None };
-                let events = oldest.into_iter().chain(retained);
-                return History::collect(
-                    topic,
-                    gap,
-                    events,
-                    current,
-                    first_retained.saturating_sub(1),
-                    Some(*time_ms),
-                    filter,
-                    limit,
-                );
+                let retained = oldest.into_iter().chain(retained);
+                History::collect(topic, gap, retained, current, &window, filter, limit)
             }
-        };
-        History::collect(
-            topic,
-            gap,
-            retained_after(after),
-            current,
-            after,
-            newer_than,
-            filter,
-            limit,
-        )
+        }
     }
 
-    /// The events of `retained` (seqs above `after`, in order) that the
-    /// filter lets through and that are newer than `newer_than`, at most
-    /// `limit`, then `replay_complete`.
-    #[allow(clippy::too_many_arguments, reason = "the parts of one plan")]
+    /// The events of `retained` (seqs above `window.after`, in order) that
+    /// the window and the filter let through, at most `limit`, then
+    /// `replay_complete`.
     fn collect<'a>(
         topic: &Topic,
         gap: Option<Gap>,
         retained: impl Iterator<Item = &'a EncodedEvent>,
         current: u64,
-        after: u64,
-        newer_than: Option<u64>,
+        window: &Window,
         filter: &EventFilter,
         limit: usize,
     ) -> History {
         let mut events: Vec<EncodedEvent> = Vec::new();
         let mut to_seq = current;
-        let mut from_seq = None;
-        let wanted =
-            |encoded: &EncodedEvent| newer_than.is_none_or(|t| encoded.event.timestamp > t);
-        for encoded in retained.filter(|e| wanted(e)) {
+        let mut first = None;
+        for encoded in retained.filter(|e| window.admits(&e.event)) {
             if events.len() == limit {
-                to_seq = events.last().map_or(after, |e| e.event.seq);
+                to_seq = events.last().map_or(window.after, |e| e.event.seq);
                 break;
             }
-            from_seq.get_or_insert(encoded.event.seq);
+            first.get_or_insert(encoded.event.seq);
             if filter.matches(&encoded.event) {
                 events.push(encoded.clone());
             }
         }
-        let from_seq = match newer_than {
+        let from_seq = match window.newer_than {
             // A time cursor's replay starts at the first event newer than it.
-            Some(_) => from_seq.unwrap_or(current + 1),
-            None => after + 1,
+            Some(_) => first.unwrap_or(current + 1),
+            None => window.after + 1,
         };
         History {
             gap,
