@@ -7,8 +7,9 @@
 //!   headless Chromium through `playwright-core` (the approval round trip
 //!   in the browser's own confirm dialog). Reuses `web-client/node_modules`
 //!   and its test harness.
-//! - Python (pytest on `tests/compat/python/`): the seeds' Python, in the
-//!   venv the Python client's steps set up (`python-client/.venv`).
+//! - Python (`mypy --strict`, then pytest on `tests/compat/python/`): the
+//!   seeds' Python, in the venv the Python client's steps set up
+//!   (`python-client/.venv`).
 //!
 //! Set-up is idempotent (npm, Chromium, the venv: each skipped when there).
 
@@ -72,8 +73,16 @@ pub fn node(workspace: &Workspace) -> Result<()> {
     .context("the seeds' JavaScript failed against herald")
 }
 
-/// The seeds' Python through pytest, in the Python client's venv.
+/// The seeds' Python and its stand-ins, type-checked (`mypy --strict`),
+/// then through pytest, in the Python client's venv.
 pub fn python(workspace: &Workspace) -> Result<()> {
+    workspace::run(
+        workspace
+            .command(python::venv_bin(workspace, "mypy"))
+            .current_dir(workspace.path(PYTHON_TESTS))
+            .env("MYPYPATH", ".:crewai_app")
+            .args(["--strict", "--explicit-package-bases", "."]),
+    )?;
     let herald = herald(workspace)?;
     let interpreter = python::venv_bin(workspace, "python");
     workspace::run(

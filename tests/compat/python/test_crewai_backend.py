@@ -5,6 +5,7 @@ script makes, in the seed's response shapes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent / "crewai_app"))
 
 async def next_event(socket: Any, event_type: str) -> dict[str, Any]:
     while True:
-        message: dict[str, Any] = json.loads(await socket.recv(LIMIT))
+        message: dict[str, Any] = json.loads(await asyncio.wait_for(socket.recv(), LIMIT))
         if message.get("event_type") == event_type:
             return message
 
@@ -39,7 +40,7 @@ async def test_broadcast_event_reaches_the_executions_clients(hub: Hub, monkeypa
     async with websockets.connect(url, open_timeout=LIMIT) as client:
         hello = await next_event(client, "connection.established")
         assert hello["data"]["subscriptions"] == ["execution_exec_123"]
-        confirmed = json.loads(await client.recv(LIMIT))
+        confirmed = json.loads(await asyncio.wait_for(client.recv(), LIMIT))
         assert confirmed == {"type": "subscription_confirmed", "subscription": "execution_exec_123"}
         await run((SEEDS / "002_crewai_broadcast.py").read_text(), {})
         event = await next_event(client, "execution.completed")
@@ -76,5 +77,5 @@ async def test_the_admin_calls_answer_in_the_seeds_shapes(hub: Hub) -> None:
             assert dropped == {"status": "success", "message": f"Client {client_id} disconnected"}
         with pytest.raises(websockets.ConnectionClosed) as closed:
             while True:
-                await client.recv(LIMIT)
+                await asyncio.wait_for(client.recv(), LIMIT)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4500

@@ -5,6 +5,7 @@ own JavaScript runs in Node)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
@@ -42,10 +43,10 @@ async def test_a_machines_state_changes_reach_the_dashboard_in_seconds_exactly(u
     async with websockets.connect(f"{unix_hub.ws}/compat/statemachine/ws/events", open_timeout=LIMIT) as dashboard:
         # The datagram may still be on its way: the dashboard sees it in its
         # initial state or right after, never not at all.
-        first = json.loads(await dashboard.recv(LIMIT))
+        first = json.loads(await asyncio.wait_for(dashboard.recv(), LIMIT))
         assert first["type"] == "initial"
         if not first["machines"]:
-            change = json.loads(await dashboard.recv(LIMIT))
+            change = json.loads(await asyncio.wait_for(dashboard.recv(), LIMIT))
             assert change["type"] == "state_change" and change["state"] == "idle"
         else:
             assert first["machines"][0]["id"] == "worker-123"
@@ -53,7 +54,7 @@ async def test_a_machines_state_changes_reach_the_dashboard_in_seconds_exactly(u
         before = time.time()
         send_event("state_change", "worker-123", state="processing", previous_state="idle",
                    data={"job_id": "task-456", "progress": 50})
-        change = json.loads(await dashboard.recv(LIMIT))
+        change = json.loads(await asyncio.wait_for(dashboard.recv(), LIMIT))
     assert change["type"] == "state_change"
     assert change["machine_id"] == "worker-123"
     assert (change["state"], change["previous_state"]) == ("processing", "idle")

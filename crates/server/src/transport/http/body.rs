@@ -43,7 +43,7 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, 
 }
 
 /// A query string as `T`.
-pub(crate) fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+pub(super) fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     query
         .map(|Query(query)| query)
         .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))

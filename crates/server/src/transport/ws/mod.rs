@@ -15,7 +15,7 @@
 //! - `commands`: what each of Herald's client frames does.
 //! - `writer`: frames out as the dialect renders them, heartbeats, closes.
 
-pub(crate) mod commands;
+mod commands;
 pub(crate) mod connection;
 pub(crate) mod dialect;
 pub(crate) mod native;
