@@ -29,6 +29,7 @@ from herald._session import (
     SessionEvent,
     StateChanged,
     Terminal,
+    TimeCursorError,
     checkpoints_from_json,
     checkpoints_to_json,
 )
@@ -216,6 +217,8 @@ def run(scenario: dict[str, Any]) -> None:
             outcome = "closed"
         except NoTopicsError:
             outcome = "no_topics"
+        except TimeCursorError:
+            outcome = "time_cursor"
         except FrameDecodeError:
             outcome = "decode_error"
         assert outcome == step.get("error"), f"{context}: result"

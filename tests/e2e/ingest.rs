@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::{event, herald, seqs_on};
 
 /// A fresh directory and the socket path inside it.
-fn socket_in_tempdir() -> Result<(tempfile::TempDir, PathBuf)> {
+pub(crate) fn socket_in_tempdir() -> Result<(tempfile::TempDir, PathBuf)> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("herald.sock");
     Ok((dir, path))
@@ -29,7 +29,7 @@ fn socket_in_tempdir() -> Result<(tempfile::TempDir, PathBuf)> {
 /// so the line alone does not prove the socket is there. A zero-length
 /// datagram is the hub's own liveness probe (it is neither published nor
 /// counted); it succeeds once the hub reads the socket.
-async fn hub_on(path: &Path, extra: &[&str]) -> Result<Hub> {
+pub(crate) async fn hub_on(path: &Path, extra: &[&str]) -> Result<Hub> {
     let path_str = path.to_str().context("the socket path is not UTF-8")?;
     let mut args = vec!["--unix-socket", path_str];
     args.extend_from_slice(extra);
@@ -48,7 +48,7 @@ async fn hub_on(path: &Path, extra: &[&str]) -> Result<Hub> {
 }
 
 /// Sends one datagram to `path` from an unbound socket.
-fn send(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn send(path: &Path, bytes: &[u8]) -> Result<()> {
     let socket = UnixDatagram::unbound()?;
     socket.set_write_timeout(Some(DEFAULT_TIMEOUT))?;
     let sent = socket.send_to(bytes, path).with_context(|| {
@@ -75,7 +75,7 @@ async fn subscriber(hub: &Hub, topic: &str) -> Result<WsClient> {
 }
 
 /// A metric sample's value (`name value`).
-fn metric(text: &str, name: &str) -> Option<f64> {
+pub(crate) fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())

@@ -25,8 +25,11 @@
 //! - `ingest`: the Unix datagram socket (`--unix-socket`).
 //! - `security`: tokens, API keys, origins, rate limits and the bind guard.
 //! - `redis`: several nodes on one Redis (`redis-server` started per test).
+//! - `compat`: the dialects of the replaced systems (`/compat/…`), one
+//!   module per system.
 
 mod approvals;
+mod compat;
 mod heartbeat;
 mod http_api;
 mod hub;

@@ -499,3 +499,153 @@ async fn http_history_of_a_bad_topic_is_400() -> Result<()> {
     ensure!(reply.status == 400, "{} {}", reply.status, reply.text);
     Ok(())
 }
+
+// ---- Time cursors ----
+
+/// Publishes on `topic` with producer timestamps `times` (ms), in order.
+async fn publish_at(http: &Http, topic: &str, times: &[u64]) -> Result<()> {
+    let batch: Vec<Value> = times
+        .iter()
+        .map(|ms| json!({"topic": topic, "event_type": "step.progress", "timestamp": ms, "data": {"at": ms}}))
+        .collect();
+    http.publish_batch(&batch).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn since_by_time_replays_every_retained_event_newer_than_it_then_goes_live() -> Result<()> {
+    let hub = herald().start(&[]).await?;
+    let http = hub.http();
+    // Producer timestamps need not follow the seq.
+    publish_at(&http, "run:t1", &[1000, 3000, 2000, 4000]).await?;
+    let mut client = hub.ws("/ws").await?;
+    let frames =
+        subscribe_since(&mut client, "run:t1", json!({"time_ms": 2000}), json!({})).await?;
+    ensure!(seqs_on(&frames, "run:t1") == [2, 4], "{frames:?}");
+    let complete = only(&frames, "replay_complete")?;
+    ensure!(
+        (complete["from_seq"].clone(), complete["to_seq"].clone()) == (json!(2), json!(4)),
+        "{complete}"
+    );
+    ensure!(!frames.iter().any(|f| frame_type(f) == "gap"), "{frames:?}");
+    http.publish_simple("run:t1", "step.progress", json!({}))
+        .await?;
+    ensure!(
+        seqs_on(&client.recv_events(1).await?, "run:t1") == [5],
+        "live"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn since_by_time_past_trimmed_history_reports_the_trimmed_seqs() -> Result<()> {
+    let hub = herald().start(&["--history-size", "2"]).await?;
+    publish_at(&hub.http(), "run:t2", &[1000, 2000, 3000, 4000]).await?;
+    let mut client = hub.ws("/ws").await?;
+    let frames =
+        subscribe_since(&mut client, "run:t2", json!({"time_ms": 1500}), json!({})).await?;
+    let gap = only(&frames, "gap")?;
+    ensure!(
+        gap["reason"] == "trimmed" && gap["from_seq"] == 1 && gap["to_seq"] == 2,
+        "{gap}"
+    );
+    ensure!(seqs_on(&frames, "run:t2") == [3, 4], "{frames:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn http_history_takes_a_time_instead_of_a_seq() -> Result<()> {
+    let hub = herald().start(&[]).await?;
+    let http = hub.http();
+    publish_at(&http, "run:t3", &[1000, 3000, 2000]).await?;
+    let history = http
+        .get("/api/v1/topics/run:t3/events?time_ms=1500")
+        .await?;
+    let seqs: Vec<u64> = history.body["events"]
+        .as_array()
+        .context("no events")?
+        .iter()
+        .filter_map(seq_of)
+        .collect();
+    ensure!(seqs == [2, 3], "{}", history.text);
+    let both = http
+        .get("/api/v1/topics/run:t3/events?time_ms=1500&since=1")
+        .await?;
+    ensure!(both.status == 400, "{}", both.text);
+    Ok(())
+}
+
+// ---- Floats ----
+
+#[tokio::test]
+async fn floats_in_data_survive_publish_delivery_and_history_bit_for_bit() -> Result<()> {
+    let hub = herald().start(&[]).await?;
+    let http = hub.http();
+    let mut client = hub.ws("/ws").await?;
+    client.subscribe(&["run:floats"]).await?;
+    let mut rng = Rng::new(13);
+    // `time.time()` values (seconds with microseconds) and arbitrary finite
+    // doubles, written as a producer would: the shortest form that reads
+    // back as the same double (Python's repr, Rust's Debug).
+    let values: Vec<f64> = (0..400)
+        .map(|i| {
+            if i % 2 == 0 {
+                1.7e9 + rng.range(0, 300_000_000) as f64 + rng.range(0, 1_000_000) as f64 / 1e6
+            } else {
+                let bits = rng.next_u64();
+                let value = f64::from_bits(bits);
+                if value.is_finite() {
+                    value
+                } else {
+                    f64::from_bits(bits >> 12)
+                }
+            }
+        })
+        .collect();
+    let texts: Vec<String> = values
+        .chunks(20)
+        .map(|chunk| {
+            let listed: Vec<String> = chunk.iter().map(|v| format!("{v:?}")).collect();
+            format!(
+                r#"{{"topic":"run:floats","event_type":"step.progress","data":{{"values":[{}]}}}}"#,
+                listed.join(",")
+            )
+        })
+        .collect();
+    for text in &texts {
+        let reply = http.post_raw("/api/v1/events", text.clone()).await?;
+        ensure!(reply.status == 200, "{}", reply.text);
+    }
+    let bits = |data: &Value| -> Vec<u64> {
+        data["values"]
+            .as_array()
+            .map(|values| {
+                values
+                    .iter()
+                    .filter_map(Value::as_f64)
+                    .map(f64::to_bits)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let sent: Vec<u64> = values.iter().map(|v| v.to_bits()).collect();
+    let delivered: Vec<u64> = client
+        .recv_events(texts.len())
+        .await?
+        .iter()
+        .flat_map(|event| bits(&event["data"]))
+        .collect();
+    ensure!(
+        delivered == sent,
+        "a float changed on its way to a subscriber"
+    );
+    let history = http.get("/api/v1/topics/run:floats/events").await?;
+    let stored: Vec<u64> = history.body["events"]
+        .as_array()
+        .context("no events")?
+        .iter()
+        .flat_map(|event| bits(&event["data"]))
+        .collect();
+    ensure!(stored == sent, "a float changed in the history");
+    Ok(())
+}

@@ -28,11 +28,11 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::{herald, str_field};
 
 /// The HS256 secret the hubs in this module verify with.
-const SECRET: &str = "e2e-hs256-secret-0123456789abcdef";
+pub(crate) const SECRET: &str = "e2e-hs256-secret-0123456789abcdef";
 /// API keys: one that may publish, one that may also administer.
-const API_KEYS: &str = "pubkey123:publish;adminkey1:publish,admin";
-const PUBLISH_KEY: &str = "pubkey123";
-const ADMIN_KEY: &str = "adminkey1";
+pub(crate) const API_KEYS: &str = "pubkey123:publish;adminkey1:publish,admin";
+pub(crate) const PUBLISH_KEY: &str = "pubkey123";
+pub(crate) const ADMIN_KEY: &str = "adminkey1";
 
 // ---------------------------------------------------------------------------
 // Tokens
@@ -50,7 +50,7 @@ fn claims(sub: &str, topics: &[&str], exp: u64) -> Value {
 }
 
 /// Claims valid for a minute.
-fn fresh(sub: &str, topics: &[&str]) -> Value {
+pub(crate) fn fresh(sub: &str, topics: &[&str]) -> Value {
     claims(sub, topics, now_s() + 60)
 }
 
@@ -59,7 +59,7 @@ fn sign(algorithm: Algorithm, key: &EncodingKey, claims: &Value) -> Result<Strin
 }
 
 /// An HS256 token signed with [`SECRET`].
-fn hs256(claims: &Value) -> Result<String> {
+pub(crate) fn hs256(claims: &Value) -> Result<String> {
     sign(
         Algorithm::HS256,
         &EncodingKey::from_secret(SECRET.as_bytes()),
@@ -96,7 +96,7 @@ fn key_arg(name: &str) -> Result<String> {
 }
 
 /// `/ws?token=T` (JWTs are URL-safe as they are).
-fn with_token(path: &str, token: &str) -> String {
+pub(crate) fn with_token(path: &str, token: &str) -> String {
     let sep = if path.contains('?') { '&' } else { '?' };
     format!("{path}{sep}token={token}")
 }
@@ -184,7 +184,7 @@ async fn expect_welcome(
 }
 
 /// The upgrade must be refused with `status` (and, as JSON, `code`).
-async fn expect_refused(
+pub(crate) async fn expect_refused(
     url: &str,
     headers: &[(&str, &str)],
     status: u16,
@@ -210,7 +210,7 @@ async fn expect_refused(
 
 /// `METHOD path` with an optional `Authorization: Bearer KEY` and JSON body;
 /// returns status and body (JSON, or a JSON string when it does not parse).
-async fn api(
+pub(crate) async fn api(
     hub: &Hub,
     method: reqwest::Method,
     path: &str,

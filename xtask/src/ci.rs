@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::workspace::{self, Workspace};
-use crate::{bench, bindings, browser, python, redis, tsc, wasm};
+use crate::{bench, bindings, browser, compat, python, redis, tsc, wasm};
 
 /// One step of the run.
 #[derive(Debug, Clone, Copy)]
@@ -120,26 +120,49 @@ pub fn steps() -> Vec<Step> {
             name: "python-client: pytest against herald",
             run: python::test,
         },
+        // The replaced systems' dialects (H13): each seed's own client code
+        // against the binary, through Node, Chromium and Python.
+        Step {
+            name: "set-up: compat runners (npm, chromium, python venv)",
+            run: compat::setup,
+        },
+        Step {
+            name: "compat: the seeds' JavaScript (node, chromium) against herald",
+            run: compat::node,
+        },
+        Step {
+            name: "compat: the seeds' Python against herald",
+            run: compat::python,
+        },
     ]
 }
 
 /// Runs only the Python client's steps (`cargo xtask python`).
 pub fn run_python(workspace: &Workspace) -> Result<()> {
-    for step in steps().into_iter().filter(|s| s.name.contains("python")) {
-        println!("\n==== {} ====", step.name);
-        let started = Instant::now();
-        (step.run)(workspace).map_err(|e| e.context(format!("step `{}` failed", step.name)))?;
-        println!(
-            "---- ok: {} ({:.1}s)",
-            step.name,
-            started.elapsed().as_secs_f64()
-        );
+    for step in steps()
+        .into_iter()
+        .filter(|s| s.name.contains("python") && !s.name.contains("compat"))
+    {
+        run_step(workspace, step)?;
     }
     Ok(())
 }
 
 fn chaos_smoke(workspace: &Workspace) -> Result<()> {
     redis::chaos(workspace, &["--smoke"])
+}
+
+/// Runs one step with its header and duration.
+pub fn run_step(workspace: &Workspace, step: Step) -> Result<()> {
+    println!("\n==== {} ====", step.name);
+    let started = Instant::now();
+    (step.run)(workspace).map_err(|e| e.context(format!("step `{}` failed", step.name)))?;
+    println!(
+        "---- ok: {} ({:.1}s)",
+        step.name,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn bench_smoke(workspace: &Workspace) -> Result<()> {
@@ -244,7 +267,7 @@ const NPM_STAMP: &str = "web-client/node_modules/.herald-installed-package-lock.
 
 /// `npm install` when `node_modules/` is missing or the lockfile changed since
 /// the last install (never `npm ci`: see TOOLCHAIN.md).
-fn npm_install(workspace: &Workspace) -> Result<()> {
+pub fn npm_install(workspace: &Workspace) -> Result<()> {
     let lock_path = workspace.path("web-client/package-lock.json");
     let lock = fs::read_to_string(&lock_path)
         .with_context(|| format!("cannot read {}", lock_path.display()))?;

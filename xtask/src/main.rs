@@ -16,6 +16,7 @@
 //! - `bench`: `cargo xtask bench [--smoke]`, the benchmark suite in `crates/bench`.
 //! - [`wasm`]: `cargo xtask wasm`, the browser client package in `web-client/`.
 //! - [`browser`]: the browser tests (Playwright + Chromium + a real hub) and their set-up.
+//! - [`compat`]: the seeds' own client code against the dialects (Node, Chromium, Python).
 //! - [`ci`]: `cargo xtask ci`, the single command CI runs: idempotent set-up,
 //!   then every check, failing fast.
 
@@ -26,6 +27,7 @@ mod bench;
 mod bindings;
 mod browser;
 mod ci;
+mod compat;
 mod pymodels;
 mod python;
 mod redis;
@@ -54,6 +56,8 @@ tasks:
   chaos [--smoke] ...  three nodes on one Redis, nodes and Redis killed and restarted while
                        events flow; fails on any loss or duplicate no gap announced
   cluster              three nodes on one Redis on this machine (:8765, :8766, :8767)
+  compat               the dialects' CI steps only: the seeds' own clients (Node, Chromium,
+                       Python) against herald
 ";
 
 fn main() -> ExitCode {
@@ -82,6 +86,7 @@ fn run(args: &[String]) -> Result<()> {
         ["python"] => ci::run_python(&workspace),
         ["chaos", rest @ ..] => redis::chaos(&workspace, rest),
         ["cluster"] => redis::cluster(&workspace),
+        ["compat"] => compat::run(&workspace),
         // ---- end of tasks added later ----
         [] | ["help" | "--help" | "-h"] => {
             print!("{USAGE}");

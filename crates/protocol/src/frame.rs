@@ -78,21 +78,56 @@ pub struct Subscribe {
     pub snapshot: bool,
 }
 
-/// A replay checkpoint: a plain seq, or a seq with the epoch it came from.
+/// A replay checkpoint: a seq (a plain number, or with the epoch of the
+/// stream it came from), or a time for clients whose cursor is one.
+///
+/// On the wire: `42`, `{"seq": 42, "epoch": "..."}` or `{"time_ms": T}`.
 #[derive(Debug, Clone, PartialEq, Eq, TS)]
-#[ts(type = "number | { seq: number, epoch?: string }")]
-pub struct Since {
-    pub seq: u64,
-    pub epoch: Option<Epoch>,
+#[ts(type = "number | { seq: number, epoch?: string } | { time_ms: number }")]
+pub enum Since {
+    /// The events after `seq` of the stream `epoch` names (of any stream
+    /// when `None`: a plain number).
+    Seq { seq: u64, epoch: Option<Epoch> },
+    /// Every retained event whose `timestamp` is above `time_ms`
+    /// (milliseconds since the Unix epoch), whatever the stream's epoch.
+    Time { time_ms: u64 },
 }
 
-/// The object form of a replay checkpoint: a seq and the epoch of its stream.
+impl Since {
+    /// A plain seq: the events after it, of whatever stream the topic has.
+    pub fn seq(seq: u64) -> Since {
+        Since::Seq { seq, epoch: None }
+    }
+
+    /// The events after `seq` of the stream `epoch`.
+    pub fn in_epoch(seq: u64, epoch: Epoch) -> Since {
+        Since::Seq {
+            seq,
+            epoch: Some(epoch),
+        }
+    }
+
+    /// Every retained event newer than `time_ms` (ms since the Unix epoch).
+    pub fn time_ms(time_ms: u64) -> Since {
+        Since::Time { time_ms }
+    }
+}
+
+/// The object form of a seq checkpoint: a seq and the epoch of its stream.
 #[derive(JsonSchema)]
 #[allow(dead_code, reason = "only its JSON Schema is used")]
 struct SinceCheckpoint {
     seq: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     epoch: Option<Epoch>,
+}
+
+/// A time cursor: every retained event whose `timestamp` is above `time_ms`.
+#[derive(JsonSchema)]
+#[allow(dead_code, reason = "only its JSON Schema is used")]
+struct SinceTime {
+    /// Milliseconds since the Unix epoch.
+    time_ms: u64,
 }
 
 impl JsonSchema for Since {
@@ -102,11 +137,13 @@ impl JsonSchema for Since {
 
     fn json_schema(generator: &mut SchemaGenerator) -> Schema {
         let checkpoint = generator.subschema_for::<SinceCheckpoint>();
+        let time = generator.subschema_for::<SinceTime>();
         json_schema!({
-            "description": "A replay checkpoint: a plain seq, or a seq with the epoch of the stream it came from.",
+            "description": "A replay checkpoint: a plain seq, a seq with the epoch of the stream it came from, or a time (every retained event with a later timestamp).",
             "anyOf": [
                 {"type": "integer", "format": "uint64", "minimum": 0},
                 checkpoint,
+                time,
             ],
         })
     }
@@ -114,20 +151,22 @@ impl JsonSchema for Since {
 
 impl Serialize for Since {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match &self.epoch {
-            None => serializer.serialize_u64(self.seq),
-            Some(epoch) => {
-                #[derive(Serialize)]
-                struct WithEpoch<'a> {
-                    seq: u64,
-                    epoch: &'a Epoch,
-                }
-                WithEpoch {
-                    seq: self.seq,
-                    epoch,
-                }
-                .serialize(serializer)
-            }
+        #[derive(Serialize)]
+        struct WithEpoch<'a> {
+            seq: u64,
+            epoch: &'a Epoch,
+        }
+        #[derive(Serialize)]
+        struct AtTime {
+            time_ms: u64,
+        }
+        match self {
+            Since::Seq { seq, epoch: None } => serializer.serialize_u64(*seq),
+            Since::Seq {
+                seq,
+                epoch: Some(epoch),
+            } => WithEpoch { seq: *seq, epoch }.serialize(serializer),
+            Since::Time { time_ms } => AtTime { time_ms: *time_ms }.serialize(serializer),
         }
     }
 }
@@ -138,15 +177,31 @@ impl<'de> Deserialize<'de> for Since {
         #[serde(untagged)]
         enum Wire {
             Seq(u64),
-            Checkpoint { seq: u64, epoch: Option<Epoch> },
+            Object {
+                seq: Option<u64>,
+                epoch: Option<Epoch>,
+                time_ms: Option<u64>,
+            },
         }
-        match Wire::deserialize(deserializer).map_err(|_| {
+        let refused = || {
             serde::de::Error::custom(
-                "since must map each topic to a seq (a non-negative integer) or {\"seq\": N, \"epoch\": \"...\"}",
+                "since must map each topic to a seq (a non-negative integer), \
+                 {\"seq\": N, \"epoch\": \"...\"} or {\"time_ms\": T}",
             )
-        })? {
-            Wire::Seq(seq) => Ok(Since { seq, epoch: None }),
-            Wire::Checkpoint { seq, epoch } => Ok(Since { seq, epoch }),
+        };
+        match Wire::deserialize(deserializer).map_err(|_| refused())? {
+            Wire::Seq(seq) => Ok(Since::seq(seq)),
+            Wire::Object {
+                seq: Some(seq),
+                epoch,
+                time_ms: None,
+            } => Ok(Since::Seq { seq, epoch }),
+            Wire::Object {
+                seq: None,
+                epoch: None,
+                time_ms: Some(time_ms),
+            } => Ok(Since::Time { time_ms }),
+            Wire::Object { .. } => Err(refused()),
         }
     }
 }

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use herald_protocol::event::CallbackId;
-use herald_protocol::frame::{Confirm, Heartbeat, RequestState, Subscribe, Unsubscribe};
+use herald_protocol::frame::{Confirm, Heartbeat, RequestState, Since, Subscribe, Unsubscribe};
 use herald_protocol::{
     ClientFrame, ClientMessage, ErrorCode, FrameError, RequestId, ServerMessage, Topic,
     TopicPattern,
@@ -30,6 +30,29 @@ fn topics(names: &[&str]) -> Vec<TopicPattern> {
         .iter()
         .map(|n| TopicPattern::parse(n).unwrap())
         .collect()
+}
+
+// ---- Replay cursors ----
+
+#[test]
+fn since_takes_a_seq_a_seq_with_its_epoch_or_a_time() {
+    let ClientMessage::Subscribe(subscribe) = decode(
+        r#"{"action":"subscribe","topics":["run:*"],"since":{"run:a":4,
+            "run:b":{"seq":5,"epoch":"e1"},"run:c":{"time_ms":1729845678123}}}"#,
+    ) else {
+        panic!("not a subscribe");
+    };
+    let cursor = |name: &str| subscribe.since[&Topic::parse(name).unwrap()].clone();
+    assert_eq!(cursor("run:a"), Since::seq(4));
+    assert_eq!(
+        cursor("run:b"),
+        Since::in_epoch(5, herald_protocol::Epoch::new("e1").unwrap())
+    );
+    assert_eq!(cursor("run:c"), Since::time_ms(1_729_845_678_123));
+    assert_eq!(
+        serde_json::to_string(&subscribe.since).unwrap(),
+        r#"{"run:a":4,"run:b":{"seq":5,"epoch":"e1"},"run:c":{"time_ms":1729845678123}}"#
+    );
 }
 
 // ---- The seed documents' frames ----
@@ -330,6 +353,13 @@ fn missing_or_mistyped_field_is_invalid_request_naming_the_problem() {
         ErrorCode::InvalidRequest,
         None,
         &["since"],
+    );
+    // A cursor is a seq or a time, never both.
+    assert_fails(
+        r#"{"action":"subscribe","topics":["global"],"since":{"global":{"seq":3,"time_ms":9}}}"#,
+        ErrorCode::InvalidRequest,
+        None,
+        &["time_ms"],
     );
 }
 

@@ -6,7 +6,8 @@
 
 use herald_protocol::event::{EventId, Label};
 use herald_protocol::{
-    ClientFrame, Event, EventType, Priority, PublishRequest, RequestId, Topic, TopicPattern,
+    ClientFrame, Event, EventType, Priority, PublishRequest, RequestId, ServerMessage, Topic,
+    TopicPattern,
 };
 use proptest::prelude::*;
 use serde_json::{Map, Value};
@@ -189,6 +190,7 @@ fn plausible_frame() -> impl Strategy<Value = Value> {
         any::<u64>().prop_map(Value::from),
         (any::<u64>(), "[a-z0-9-]{1,8}")
             .prop_map(|(seq, epoch)| serde_json::json!({"seq": seq, "epoch": epoch})),
+        any::<u64>().prop_map(|time_ms| serde_json::json!({"time_ms": time_ms})),
     ];
     let field = |strategy: BoxedStrategy<Value>| {
         proptest::option::weighted(0.6, prop_oneof![8 => strategy, 1 => json()])
@@ -474,5 +476,53 @@ proptest! {
     fn publish_requests_round_trip_through_json(request in publish_request()) {
         let json = serde_json::to_string(&request).unwrap();
         prop_assert_eq!(serde_json::from_str::<PublishRequest>(&json).unwrap(), request);
+    }
+
+    // ---- Floats ----
+
+    #[test]
+    fn floats_in_data_reach_subscribers_bit_for_bit(
+        values in proptest::collection::vec(prop_oneof![
+            // `time.time()`: seconds with microseconds, as Python prints them.
+            (1_000_000_000u64..4_000_000_000u64, 0u64..1_000_000)
+                .prop_map(|(s, us)| s as f64 + us as f64 / 1e6),
+            any::<f64>().prop_filter("JSON has no NaN or infinity", |f| f.is_finite()),
+        ], 1..8),
+        spelling in 0..3usize,
+    ) {
+        // A producer may spell a float however it likes (shortest, as
+        // Python's repr and Rust's Display do, or with 17 significant
+        // digits, or with an exponent): each is one f64, which must reach
+        // the subscriber unchanged.
+        let spelled: Vec<String> = values.iter().map(|v| match spelling {
+            0 => format!("{v:?}"),
+            1 => format!("{v:.16e}"),
+            _ => format!("{v:e}"),
+        }).collect();
+        let body = format!(
+            r#"{{"topic":"run:r1","event_type":"step.progress","data":{{"timestamp":{},"values":[{}]}}}}"#,
+            spelled[0],
+            spelled.join(","),
+        );
+        let request: PublishRequest = serde_json::from_str(&body).unwrap();
+        let event = Event {
+            topic: request.topic,
+            seq: 1,
+            id: EventId::new("e1").unwrap(),
+            event_type: request.event_type,
+            priority: request.priority,
+            timestamp: 0,
+            source: None,
+            key: None,
+            data: request.data,
+        };
+        let Some(ServerMessage::Event(received)) = ServerMessage::decode(&event.encode_frame()).unwrap() else {
+            panic!("not an event frame");
+        };
+        let bits = |data: &Value| -> Vec<u64> {
+            data["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap().to_bits()).collect()
+        };
+        prop_assert_eq!(bits(&received.data), values.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        prop_assert_eq!(received.data["timestamp"].as_f64().unwrap().to_bits(), values[0].to_bits());
     }
 }

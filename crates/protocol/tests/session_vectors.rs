@@ -135,6 +135,7 @@ fn session_error(error: &SessionError) -> &'static str {
     match error {
         SessionError::Closed => "closed",
         SessionError::NoTopics => "no_topics",
+        SessionError::TimeCursor => "time_cursor",
     }
 }
 

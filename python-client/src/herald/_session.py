@@ -244,6 +244,11 @@ class NoTopicsError(SessionError):
     """A subscription needs at least one topic or pattern."""
 
 
+class TimeCursorError(SessionError):
+    """A ``since`` with ``time_ms``: the session resumes from seq checkpoints,
+    which a time cannot become (send a time cursor on a raw connection)."""
+
+
 class FrameDecodeError(ValueError):
     """A text frame from the hub that does not decode."""
 
@@ -279,8 +284,10 @@ def checkpoints_from_json(data: dict[str, Any]) -> dict[str, Checkpoint]:
     for topic, since in parsed.items():
         if isinstance(since, SinceCheckpoint):
             out[topic] = Checkpoint(since.seq, since.epoch)
-        else:
+        elif isinstance(since, int):
             out[topic] = Checkpoint(since)
+        else:
+            raise ValueError(f"the checkpoint of {topic} is a time, not a seq")
     return out
 
 
@@ -537,11 +544,17 @@ class Session:
         next ``welcome``. Subscribe/unsubscribe frames become subscription
         state (a ``since`` they carry becomes the checkpoint)."""
         if isinstance(frame, ClientFrameSubscribe):
+            given: dict[Topic, Checkpoint] = {}
             for topic, since in frame.since.items():
                 if isinstance(since, SinceCheckpoint):
-                    self._checkpoints[topic] = Checkpoint(since.seq, since.epoch)
+                    given[topic] = Checkpoint(since.seq, since.epoch)
+                elif isinstance(since, int):
+                    given[topic] = Checkpoint(since)
                 else:
-                    self._checkpoints[topic] = Checkpoint(since)
+                    raise TimeCursorError(
+                        "the session resumes from seq checkpoints: subscribe without a time cursor"
+                    )
+            self._checkpoints.update(given)
             subscription = Subscription(list(frame.topics), frame.filter, frame.snapshot)
             self._add_subscription(subscription, frame.id)
             return

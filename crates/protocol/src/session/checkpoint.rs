@@ -24,7 +24,7 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// The `since` value a `subscribe` frame carries for this checkpoint.
     pub fn since(&self) -> Since {
-        Since {
+        Since::Seq {
             seq: self.seq,
             epoch: self.epoch.clone(),
         }

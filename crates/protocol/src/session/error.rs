@@ -11,4 +11,10 @@ pub enum SessionError {
     /// `subscribe` or `unsubscribe` without a topic.
     #[error("a subscription needs at least one topic or pattern")]
     NoTopics,
+    /// A `subscribe` with a time cursor (`{"time_ms": T}`): the session
+    /// resumes from seq checkpoints, which a time cannot become.
+    #[error(
+        "the session resumes from seq checkpoints: subscribe without a time cursor (send it on a raw connection)"
+    )]
+    TimeCursor,
 }

@@ -85,7 +85,9 @@ use std::collections::VecDeque;
 
 use crate::error::{CloseReason, DecodeError};
 use crate::filter::EventFilter;
-use crate::frame::{ClientFrame, ClientMessage, GapReason, Heartbeat, RequestId, ServerMessage};
+use crate::frame::{
+    ClientFrame, ClientMessage, GapReason, Heartbeat, RequestId, ServerMessage, Since,
+};
 use crate::topic::TopicPattern;
 
 use self::backoff::Backoff;
@@ -382,19 +384,13 @@ impl Session {
     pub fn send_frame(&mut self, frame: ClientFrame) -> Result<(), SessionError> {
         match frame.message {
             ClientMessage::Subscribe(subscribe) => {
-                let since: Checkpoints = subscribe
-                    .since
-                    .into_iter()
-                    .map(|(topic, since)| {
-                        (
-                            topic,
-                            Checkpoint {
-                                seq: since.seq,
-                                epoch: since.epoch,
-                            },
-                        )
-                    })
-                    .collect();
+                let mut since = Checkpoints::new();
+                for (topic, cursor) in subscribe.since {
+                    let Since::Seq { seq, epoch } = cursor else {
+                        return Err(SessionError::TimeCursor);
+                    };
+                    since.insert(topic, Checkpoint { seq, epoch });
+                }
                 self.checkpoints.merge(since);
                 let subscription = Subscription {
                     topics: subscribe.topics,

@@ -415,14 +415,14 @@ fn resubscribe_after_reconnect_carries_since_with_seq_and_epoch_per_topic() {
     let expected: BTreeMap<Topic, Since> = [
         (
             topic("execution:exec_1"),
-            Since {
+            Since::Seq {
                 seq: 12,
                 epoch: Some(epoch("ea")),
             },
         ),
         (
             topic("run:r1"),
-            Since {
+            Since::Seq {
                 seq: 0,
                 epoch: Some(epoch("eb")),
             },
@@ -437,7 +437,7 @@ fn resubscribe_after_reconnect_carries_since_with_seq_and_epoch_per_topic() {
     );
     let crew: BTreeMap<Topic, Since> = [(
         topic("crew:c1"),
-        Since {
+        Since::Seq {
             seq: 4,
             epoch: None,
         },
@@ -700,6 +700,27 @@ fn unsubscribe_forgets_uncovered_checkpoints() {
     );
 }
 
+#[test]
+fn a_time_cursor_is_refused_and_leaves_no_subscription_or_checkpoint() {
+    let mut h = Harness::new(no_jitter());
+    let subscribe = Subscribe {
+        topics: vec![pattern("run:r1")],
+        since: [
+            (topic("run:r1"), Since::seq(3)),
+            (topic("run:r2"), Since::time_ms(1_729_845_678_123)),
+        ]
+        .into_iter()
+        .collect(),
+        ..Subscribe::default()
+    };
+    assert_eq!(
+        h.session.send(ClientMessage::Subscribe(subscribe)),
+        Err(SessionError::TimeCursor)
+    );
+    assert!(h.session.subscriptions().is_empty());
+    assert!(h.session.checkpoints().is_empty());
+}
+
 // ---- offline queue ----
 
 fn cancel(n: u64) -> ClientMessage {
@@ -896,11 +917,12 @@ impl FakeHub {
                 epoch: Some(self.stream(i)),
                 seq: Some(self.latest[i]),
             }));
-            if let Some(since) = subscribe.since.get(&topic) {
-                let same = since.epoch.as_ref().is_none_or(|e| *e == self.stream(i))
-                    && since.seq <= self.latest[i];
+            if let Some(Since::Seq { seq: since, epoch }) = subscribe.since.get(&topic) {
+                let since = *since;
+                let same =
+                    epoch.as_ref().is_none_or(|e| *e == self.stream(i)) && since <= self.latest[i];
                 if same {
-                    let from = since.seq.saturating_sub(self.overlap).max(1);
+                    let from = since.saturating_sub(self.overlap).max(1);
                     for seq in from..=self.latest[i] {
                         out.push(ServerMessage::Event(event(topic.as_str(), seq)));
                     }
@@ -914,7 +936,7 @@ impl FakeHub {
                 }
                 out.push(ServerMessage::ReplayComplete(ReplayComplete {
                     topic,
-                    from_seq: since.seq + 1,
+                    from_seq: since + 1,
                     to_seq: self.latest[i],
                 }));
             }

@@ -149,6 +149,8 @@ pub struct Approvals {
     default_proceed: bool,
     /// Decisions this node made, by outcome (`OUTCOMES` order).
     decided: [AtomicU64; 4],
+    /// Requests that reached no connection able to answer them when asked.
+    unreached: AtomicU64,
     time_to_decision: Histogram,
 }
 
@@ -167,6 +169,7 @@ impl Approvals {
             default_timeout,
             default_proceed,
             decided: std::array::from_fn(|_| AtomicU64::new(0)),
+            unreached: AtomicU64::new(0),
             time_to_decision: Histogram::new(&DECISION_BUCKETS),
         }
     }
@@ -174,7 +177,9 @@ impl Approvals {
     /// Asks a user and returns at once: registers the approval and publishes
     /// `approval.requested` on `user:{user_id}` (to every connection of the
     /// user) and `task:{task_id}`, keyed by the callback id so the topics'
-    /// snapshots show it until it is resolved.
+    /// snapshots show it until it is resolved. `delivered_to` counts the
+    /// connections able to answer it that it was queued to; none is counted
+    /// (`herald_approvals_unreached_total`) and logged.
     pub async fn create(&self, request: NewApproval) -> Result<ApprovalRecord, ApprovalError> {
         let invalid = |e: &dyn std::fmt::Display| ApprovalError::Invalid(e.to_string());
         let user_topic = Topic::user(&request.user_id).map_err(|e| invalid(&e))?;
@@ -203,7 +208,9 @@ impl Approvals {
         record.delivered_to = reached;
         let (user, task) = (&record.request.user_id, &record.request.task_id);
         if reached == 0 {
-            tracing::warn!(callback_id = %id, user, task, "approval requested, but no connection can answer it yet");
+            self.unreached.fetch_add(1, Relaxed);
+            let default_proceed = record.request.default_proceed;
+            tracing::warn!(callback_id = %id, user, task, default_proceed, "approval requested, but no connection can answer it yet");
         } else {
             tracing::info!(callback_id = %id, user, task, reached, "approval requested");
         }
@@ -467,6 +474,11 @@ impl Approvals {
                 count.load(Relaxed)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP herald_approvals_unreached_total Approval requests that reached no connection able to answer them when asked.\n# TYPE herald_approvals_unreached_total counter\nherald_approvals_unreached_total {}",
+            self.unreached.load(Relaxed)
+        );
         self.time_to_decision.render(
             out,
             "herald_approval_time_to_decision_seconds",

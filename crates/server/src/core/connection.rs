@@ -36,6 +36,9 @@ pub struct ConnHandle {
     /// With authentication: what the token allows, and when it expires (ms
     /// since the Unix epoch; replaced by an `auth` frame).
     access: Option<Mutex<Identity>>,
+    /// Whether what the peer speaks can answer an approval (`confirm`):
+    /// an approval request queued here counts as reaching someone only then.
+    answers_approvals: bool,
 }
 
 impl ConnHandle {
@@ -59,7 +62,26 @@ impl ConnHandle {
             frames_received: AtomicU64::new(0),
             last_seen_ms: AtomicU64::new(0),
             access: identity.map(Mutex::new),
+            answers_approvals: true,
         }
+    }
+
+    /// The same connection, for a peer whose protocol has no way to answer
+    /// an approval (a replaced system's dialect without `confirm`).
+    pub(crate) fn without_answers(mut self) -> ConnHandle {
+        self.answers_approvals = false;
+        self
+    }
+
+    /// Whether this peer can answer an approval asked of `user` (any user's
+    /// when the request names none): it speaks `confirm`, and, with
+    /// authentication, it is that user.
+    pub(crate) fn may_answer(&self, user: Option<&str>) -> bool {
+        self.answers_approvals
+            && match (self.verified_user(), user) {
+                (Some(me), Some(user)) => me == user,
+                _ => true,
+            }
     }
 
     /// Queues a control frame (never shed).

@@ -17,8 +17,9 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use herald_protocol::frame::Gap;
 use herald_protocol::payload::ApprovalRecord;
-use herald_protocol::{EventFilter, ServerMessage, Topic, TopicPattern};
+use herald_protocol::{EventFilter, EventType, ServerMessage, Topic, TopicPattern};
 use parking_lot::{Mutex, RwLock};
+use serde_json::Value;
 
 use crate::core::approvals::Decisions;
 use crate::core::broker::{Audience, BrokerHandler, Publication};
@@ -422,23 +423,25 @@ impl BrokerHandler for NodeHandler {
                 published: publication.stored_at,
             }),
         };
+        // An approval request reaches someone only where it can be
+        // answered: the approvals service counts those (`delivered_to`).
+        let asks = (event.event_type == EventType::ApprovalRequested)
+            .then(|| event.data.get("user_id").and_then(Value::as_str));
         // Counted locally and added once: no shared atomic per recipient.
-        let (mut reached, mut shed) = (0u32, 0u64);
-        fanout.fan_out(publication, &frame, &mut |conn: &ConnHandle| match conn
-            .outbox
-            .push(frame.clone())
-        {
-            Pushed::Queued => reached += 1,
-            Pushed::Shed => {
-                reached += 1;
-                shed += 1;
+        let (mut delivered, mut reached, mut shed) = (0u64, 0u32, 0u64);
+        fanout.fan_out(publication, &frame, &mut |conn: &ConnHandle| {
+            let pushed = conn.outbox.push(frame.clone());
+            if pushed == Pushed::Closed {
+                return;
             }
-            Pushed::Closed => {}
+            delivered += 1;
+            shed += u64::from(pushed == Pushed::Shed);
+            if asks.is_none_or(|user| conn.may_answer(user)) {
+                reached += 1;
+            }
         });
         let metrics = &fanout.metrics;
-        metrics
-            .events_delivered
-            .fetch_add(u64::from(reached), Relaxed);
+        metrics.events_delivered.fetch_add(delivered, Relaxed);
         if shed > 0 {
             metrics.events_shed.fetch_add(shed, Relaxed);
         }

@@ -459,7 +459,7 @@ class ServerMessagePong(Heartbeat):
 
 
 class SinceCheckpoint(WireModel):
-    """The object form of a replay checkpoint: a seq and the epoch of its stream."""
+    """The object form of a seq checkpoint: a seq and the epoch of its stream."""
 
     __omit_default__: ClassVar[frozenset[str]] = frozenset({"epoch"})
 
@@ -467,8 +467,15 @@ class SinceCheckpoint(WireModel):
     seq: UInt64
 
 
-Since = Union[UInt64, SinceCheckpoint]
-"""A replay checkpoint: a plain seq, or a seq with the epoch of the stream it came from."""
+class SinceTime(WireModel):
+    """A time cursor: every retained event whose `timestamp` is above `time_ms`."""
+
+    time_ms: UInt64
+    """Milliseconds since the Unix epoch."""
+
+
+Since = Union[UInt64, SinceCheckpoint, SinceTime]
+"""A replay checkpoint: a plain seq, a seq with the epoch of the stream it came from, or a time (every retained event with a later timestamp)."""
 
 
 class StateChange(WireModel):
@@ -981,6 +988,7 @@ __all__ = [
     "ServerMessageWelcome",
     "Since",
     "SinceCheckpoint",
+    "SinceTime",
     "Snapshot",
     "StateChange",
     "Subscribe",

@@ -187,7 +187,7 @@ pub struct Publication<'a> {
 /// a socket).
 pub trait BrokerHandler: Send + Sync + Debug {
     /// An event was stored; returns how many of this node's connections it
-    /// was queued to.
+    /// was queued to (for an `approval.requested`, those that can answer it).
     fn on_publication(&self, publication: &Publication<'_>) -> u32;
 
     /// An approval was created or decided (on this node or another).
@@ -204,8 +204,9 @@ pub trait BrokerHandler: Send + Sync + Debug {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
     pub receipt: PublishReceipt,
-    /// This node's connections it was queued to (0 for a duplicate, and for
-    /// an event not waited for).
+    /// This node's connections it was queued to (for an
+    /// `approval.requested`, those that can answer it; 0 for a duplicate,
+    /// and for an event not waited for).
     pub reached: u32,
     /// The id was already stored: this is the first attempt's receipt.
     pub duplicate: bool,

@@ -205,13 +205,7 @@ fn subscribe(topics: &[&str], since: &[(&str, u64)]) -> Subscribe {
             .collect(),
         since: since
             .iter()
-            .map(|(topic, seq)| {
-                let since = Since {
-                    seq: *seq,
-                    epoch: None,
-                };
-                (Topic::parse(topic).unwrap(), since)
-            })
+            .map(|(topic, seq)| (Topic::parse(topic).unwrap(), Since::seq(*seq)))
             .collect::<BTreeMap<_, _>>(),
         ..Subscribe::default()
     }

@@ -131,11 +131,12 @@ pub(super) async fn disconnect(
     Ok(Json(Disconnected { disconnected: id }))
 }
 
-/// Query of `GET /api/v1/topics/{topic}/events`.
+/// Query of `GET /api/v1/topics/{topic}/events`: after a seq (`since`), or
+/// newer than a time (`time_ms`, ms since the Unix epoch).
 #[derive(Debug, Deserialize)]
 pub(super) struct HistoryQuery {
-    #[serde(default)]
-    since: u64,
+    since: Option<u64>,
+    time_ms: Option<u64>,
     limit: Option<usize>,
 }
 
@@ -149,7 +150,8 @@ pub(super) struct TopicHistory {
     events: Vec<Event>,
 }
 
-/// `GET /api/v1/topics/{topic}/events?since=&limit=`: retained history.
+/// `GET /api/v1/topics/{topic}/events?since=&limit=` (or `?time_ms=`):
+/// retained history.
 pub(super) async fn topic_events(
     State(hub): State<Hub>,
     Path(topic): Path<String>,
@@ -159,9 +161,15 @@ pub(super) async fn topic_events(
     let topic =
         Topic::parse(&topic).map_err(|e| ApiError::new(ErrorCode::InvalidTopic, e.to_string()))?;
     let limit = history.limit.unwrap_or(hub.config().history_size);
-    let since = Since {
-        seq: history.since,
-        epoch: None,
+    let since = match (history.since, history.time_ms) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "give since (a seq) or time_ms, not both",
+            ));
+        }
+        (seq, None) => Since::seq(seq.unwrap_or(0)),
+        (None, Some(time_ms)) => Since::time_ms(time_ms),
     };
     let (position, read) = hub
         .broker()

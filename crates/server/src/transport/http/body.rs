@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::error::ApiError;
 
 /// Reads a JSON body.
-pub(super) fn json(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+pub(crate) fn json(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
     let bytes = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -27,7 +27,7 @@ pub(super) fn json(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiErro
 }
 
 /// A JSON object as `T`.
-pub(super) fn decode<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiError> {
     // serde would also take a struct as an array of its fields in order.
     if !value.is_object() {
         return Err(ApiError::new(

@@ -71,7 +71,7 @@ pub(super) async fn publish_events(
 }
 
 /// Applies the producer's publish rate limit (`--publish-rate-limit`).
-pub(super) fn limit(hub: &Hub, producer: &Producer, events: usize) -> Result<(), ApiError> {
+pub(crate) fn limit(hub: &Hub, producer: &Producer, events: usize) -> Result<(), ApiError> {
     if hub.publish_limiter().allow(&producer.0, events) {
         return Ok(());
     }

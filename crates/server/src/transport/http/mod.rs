@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //!
-//! - this module: [`router`], authorization and CORS.
+//! - this module: [`router`] (the dialects' routes of `transport::compat`
+//!   included), authorization and CORS.
 //! - `events`: publishing (events, broadcasts, user messages), with the
 //!   producers' rate limit.
 //! - `approvals`: asking, long-polling, listing.
@@ -13,9 +14,9 @@
 
 mod admin;
 mod approvals;
-mod body;
+pub(crate) mod body;
 pub mod error;
-mod events;
+pub(crate) mod events;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -31,6 +32,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::core::hub::Hub;
 use crate::operations::auth::{AuthError, Scope};
+use crate::transport::compat;
 use crate::transport::ws::upgrade as ws;
 use error::ApiError;
 
@@ -45,8 +47,12 @@ pub(crate) struct Producer(pub(crate) String);
 
 /// The scope a route needs: `publish` for events, broadcasts, user messages
 /// and approvals (creating and waiting); `admin` for the rest of the API.
-/// `/health`, `/metrics` and the WebSocket endpoints need no key.
+/// `/health`, `/metrics` and the WebSocket endpoints need no key. The
+/// dialects' routes need what Herald's own need for the same operation.
 fn scope_for(method: &Method, path: &str) -> Option<Scope> {
+    if let Some(dialect) = path.strip_prefix("/compat/") {
+        return compat::scope_for(method, dialect);
+    }
     let api = path.strip_prefix("/api/v1/")?;
     let publish = matches!(
         (method, api.split('/').collect::<Vec<_>>().as_slice()),
@@ -196,6 +202,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/dashboard", get(dashboard))
         .route("/health", get(admin::health))
         .route("/metrics", get(admin::metrics))
+        .merge(compat::router())
         .fallback(admin::not_found)
         .method_not_allowed_fallback(admin::method_not_allowed)
         .layer(middleware::from_fn_with_state(hub.clone(), authorize))

@@ -38,7 +38,7 @@ pub(crate) async fn dispatch(
         ClientMessage::Replay(request) => {
             conn.check_access(&[TopicPattern::Exact(request.topic.clone())])?;
             let limit = request.limit.map_or(usize::MAX, |l| l as usize);
-            let since = Since {
+            let since = Since::Seq {
                 seq: request.since_seq,
                 epoch: request.epoch,
             };

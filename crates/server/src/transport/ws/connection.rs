@@ -1,19 +1,17 @@
-//! One WebSocket connection's life: `welcome`, what its URL asked for, then
-//! the reader and the writer until either ends, then its removal.
+//! One WebSocket connection's life, whatever its dialect: what it greets
+//! with and opens with, then the reader and the writer until either ends,
+//! then its removal.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
-use herald_protocol::frame::{ErrorFrame, Welcome};
-use herald_protocol::payload::ApprovalStatus;
-use herald_protocol::{
-    CloseReason, ErrorCode, EventFilter, RequestId, ServerMessage, Topic, TopicPattern,
-};
+use herald_protocol::frame::ErrorFrame;
+use herald_protocol::{CloseReason, ErrorCode, RequestId, ServerMessage};
 
+use super::dialect::Dialect;
 use super::{reader, writer};
-use crate::core::broker::ApprovalQuery;
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
 
@@ -51,18 +49,6 @@ impl std::fmt::Display for End {
     }
 }
 
-/// What a connection's URL asked for (`?topics=` or a shortcut path).
-#[derive(Debug)]
-pub(crate) struct Opening {
-    /// Subscribed on connect.
-    pub(crate) topics: Vec<TopicPattern>,
-    /// Why each topic that is not one was refused (`invalid_topic`, sent
-    /// right after `welcome`).
-    pub(crate) bad_topics: Vec<String>,
-    /// `?snapshot=true`: snapshots of the subscribed topics first.
-    pub(crate) snapshot: bool,
-}
-
 /// Queues an `error` frame (and counts it).
 pub(crate) fn send_error(
     hub: &Hub,
@@ -79,31 +65,26 @@ pub(crate) fn send_error(
     }));
 }
 
-/// Runs a connection to its end: welcome, initial subscriptions, then frames
-/// both ways until the peer leaves, the hub closes it, or the hub shuts down.
-pub(crate) async fn run(
+/// Runs a connection to its end: what the dialect greets with, what it
+/// opens with, then frames both ways until the peer leaves, the hub closes
+/// it, or the hub shuts down.
+pub(crate) async fn run<D: Dialect>(
     hub: Hub,
     (sink, stream): (Sink, Source),
     conn: Arc<ConnHandle>,
-    opening: Opening,
+    mut dialect: D,
 ) {
-    // `welcome` is queued before the connection is attached, so nothing
-    // published to everyone or to its user can come first.
-    conn.send(&ServerMessage::Welcome(Welcome {
-        session_id: conn.id.to_string(),
-        protocol: herald_protocol::frame::PROTOCOL_VERSION,
-        heartbeat_ms: hub.config().heartbeat_interval.as_millis() as u64,
-        server_version: env!("CARGO_PKG_VERSION").to_owned(),
-    }));
+    dialect.greet(&hub, &conn);
     hub.attach(&conn).await;
     tracing::info!(session = %conn.id, user = conn.user_id.as_deref(), remote = ?conn.remote, "connection opened");
     // Boxed: the opening's awaits would otherwise size the future every
     // idle connection keeps.
-    Box::pin(open(&hub, &conn, opening)).await;
+    Box::pin(dialect.open(&hub, &conn)).await;
+    let dialect = &dialect;
     // Boxed: pinned in place, the two loops (1.1 KB together) made this
     // future 2.9 KB, and every idle connection carried that.
-    let mut reader = Box::pin(reader::read_loop(&hub, &conn, stream));
-    let mut writer = Box::pin(writer::write_loop(&hub, &conn, sink));
+    let mut reader = Box::pin(reader::read_loop(&hub, &conn, stream, dialect));
+    let mut writer = Box::pin(writer::write_loop(&hub, &conn, sink, dialect));
     let end = tokio::select! {
         end = &mut writer => end,
         end = &mut reader => match end {
@@ -129,54 +110,4 @@ pub(crate) async fn run(
         frames_sent = conn.frames_sent.load(Relaxed),
         "connection closed"
     );
-}
-
-/// What comes right after `welcome`: what was wrong with the URL, the
-/// user's pending questions, and the URL's subscriptions.
-async fn open(hub: &Hub, conn: &Arc<ConnHandle>, opening: Opening) {
-    for message in opening.bad_topics {
-        send_error(hub, conn, ErrorCode::InvalidTopic, message, None);
-    }
-    // Nobody misses a question: a user with pending approvals gets the snapshot
-    // of their topic, which holds every pending `approval.requested`.
-    if let Some(user) = conn.user_id.as_deref()
-        && let Ok(topic) = Topic::user(user)
-    {
-        let query = ApprovalQuery {
-            user_id: Some(user.to_owned()),
-            status: Some(ApprovalStatus::Pending),
-            ..ApprovalQuery::default()
-        };
-        let pending = hub
-            .approvals()
-            .list(&query)
-            .await
-            .is_ok_and(|pending| !pending.is_empty());
-        if pending {
-            let sent = hub
-                .subscriptions()
-                .send_snapshot(conn, &topic, &EventFilter::default())
-                .await;
-            if let Err(error) = sent {
-                send_error(hub, conn, error.code, error.message, None);
-            }
-        }
-    }
-    let (allowed, denied): (Vec<TopicPattern>, Vec<TopicPattern>) = opening
-        .topics
-        .into_iter()
-        .partition(|p| conn.may_subscribe(p));
-    if let Err((code, message)) = conn.check_access(&denied) {
-        send_error(hub, conn, code, message, None);
-    }
-    if !allowed.is_empty() {
-        let request = herald_protocol::frame::Subscribe {
-            topics: allowed,
-            snapshot: opening.snapshot,
-            ..Default::default()
-        };
-        if let Err(error) = hub.subscriptions().subscribe(conn, &request).await {
-            send_error(hub, conn, error.code, error.message, None);
-        }
-    }
 }

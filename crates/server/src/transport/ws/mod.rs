@@ -5,14 +5,20 @@
 //!
 //! - `upgrade`: the endpoints (`/ws`, the seed shortcuts), token and origin
 //!   checks before the upgrade, the connection limit.
-//! - `connection`: one connection's life (welcome, opening subscriptions,
-//!   reader and writer, removal).
-//! - `reader`: frames in, rate-limited and decoded.
-//! - `commands`: what each client frame does.
-//! - `writer`: frames out, heartbeats, closes.
+//! - `dialect`: what an endpoint speaks: the trait the connection, reader
+//!   and writer are generic over.
+//! - `native`: Herald's own protocol as a dialect (welcome, the URL's
+//!   subscriptions, frames through `commands`, frames out as they are).
+//! - `connection`: one connection's life (greeting, opening, reader and
+//!   writer, removal).
+//! - `reader`: frames in, rate-limited, handed to the dialect.
+//! - `commands`: what each of Herald's client frames does.
+//! - `writer`: frames out as the dialect renders them, heartbeats, closes.
 
 mod commands;
-mod connection;
+pub(crate) mod connection;
+pub(crate) mod dialect;
+pub(crate) mod native;
 mod reader;
 pub(crate) mod upgrade;
 mod writer;

@@ -1,6 +1,5 @@
-//! A connection's reader: frames in, rate-limited, decoded and carried out
-//! one at a time ([`commands`](super::commands)), each answered by `ack` or
-//! `error` when it carries an `id`.
+//! A connection's reader: frames in, rate-limited, and handed one at a time
+//! to the connection's [`Dialect`], which carries them out.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -8,17 +7,21 @@ use std::time::Instant;
 
 use axum::extract::ws::Message;
 use futures::StreamExt as _;
-use herald_protocol::frame::Ack;
-use herald_protocol::{ClientFrame, ErrorCode, ServerMessage};
+use herald_protocol::{ClientFrame, ErrorCode};
 
-use super::commands;
 use super::connection::{End, Source, send_error};
+use super::dialect::Dialect;
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
 use crate::operations::limits::{FrameLimiter, Verdict};
 
 /// Reads frames until the peer leaves, misbehaves, or the socket fails.
-pub(crate) async fn read_loop(hub: &Hub, conn: &Arc<ConnHandle>, mut stream: Source) -> End {
+pub(crate) async fn read_loop<D: Dialect>(
+    hub: &Hub,
+    conn: &Arc<ConnHandle>,
+    mut stream: Source,
+    dialect: &D,
+) -> End {
     let mut limiter = FrameLimiter::new(hub.config().client_rate_limit);
     while let Some(message) = stream.next().await {
         conn.saw_peer();
@@ -50,7 +53,10 @@ pub(crate) async fn read_loop(hub: &Hub, conn: &Arc<ConnHandle>, mut stream: Sou
         match message {
             Message::Text(text) => {
                 metrics.bytes_in.fetch_add(text.len() as u64, Relaxed);
-                handle_text(hub, conn, text.as_str()).await;
+                // Boxed: the reader's future would otherwise be sized for
+                // the deepest await of any frame, and every idle connection
+                // would carry that size.
+                Box::pin(dialect.receive(hub, conn, text.as_str())).await;
             }
             Message::Binary(bytes) => {
                 metrics.bytes_in.fetch_add(bytes.len() as u64, Relaxed);
@@ -70,33 +76,5 @@ fn read_error(error: axum::Error) -> End {
     match inner.downcast_ref::<tungstenite::Error>() {
         Some(tungstenite::Error::Capacity(_)) => End::TooBig,
         _ => End::SocketError(inner.to_string()),
-    }
-}
-
-async fn handle_text(hub: &Hub, conn: &Arc<ConnHandle>, text: &str) {
-    let frame = match ClientFrame::decode(text) {
-        Ok(frame) => frame,
-        Err(error) => {
-            send_error(
-                hub,
-                conn,
-                error.error.code(),
-                error.error.to_string(),
-                error.id,
-            );
-            return;
-        }
-    };
-    let reference = frame.id;
-    // Boxed: the reader's future would otherwise be sized for the deepest
-    // await of any frame (approval decisions, durable publishes), and every
-    // idle connection would carry that size.
-    match Box::pin(commands::dispatch(hub, conn, frame.message)).await {
-        Ok(()) => {
-            if let Some(reference) = reference {
-                conn.send(&ServerMessage::Ack(Ack { reference }));
-            }
-        }
-        Err((code, message)) => send_error(hub, conn, code, message, reference),
     }
 }

@@ -18,6 +18,8 @@ use herald_protocol::{CloseReason, ErrorCode, Topic, TopicPattern};
 use serde::Deserialize;
 
 use super::connection;
+use super::dialect::Dialect;
+use super::native::{Native, Opening};
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
 use crate::operations::auth::Identity;
@@ -26,15 +28,23 @@ use crate::transport::http::error::ApiError;
 /// The subprotocol the hub speaks (and answers with when a client offers it).
 const SUBPROTOCOL: &str = "herald.v1";
 
-/// Query parameters every WebSocket endpoint accepts.
+/// Who a client says it is, in the query of any WebSocket endpoint (the
+/// token may also come in a header or a subprotocol).
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Credentials {
+    /// The connection's user in open mode (with authentication, the token's `sub`).
+    pub(crate) user_id: Option<String>,
+    /// The subscriber's JWT.
+    pub(crate) token: Option<String>,
+}
+
+/// Query parameters Herald's own endpoints accept.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct ConnectParams {
     /// Comma-separated topics or patterns to subscribe to on connect.
     topics: Option<String>,
-    /// The connection's user in open mode (with authentication, the token's `sub`).
-    user_id: Option<String>,
-    /// The subscriber's JWT.
-    token: Option<String>,
+    #[serde(flatten)]
+    credentials: Credentials,
     /// `true`: a `snapshot` of each subscribed topic (of each topic a
     /// pattern covers) right after `subscribed`, as a `subscribe` frame with
     /// `"snapshot": true` would.
@@ -67,7 +77,7 @@ pub(crate) async fn any_topics(
             Err(error) => bad.push(error.to_string()),
         }
     }
-    accept(ws, hub, remote, &headers, params, topics, bad)
+    native(ws, hub, remote, &headers, params, topics, bad)
 }
 
 fn shortcut(kind: &str, id: &str) -> (Vec<TopicPattern>, Vec<String>) {
@@ -82,7 +92,7 @@ pub(crate) async fn execution(
     (ws, State(hub), ConnectInfo(remote), headers, Query(params)): Upgrade,
 ) -> Response {
     let (topics, bad) = shortcut("execution", &id);
-    accept(ws, hub, remote, &headers, params, topics, bad)
+    native(ws, hub, remote, &headers, params, topics, bad)
 }
 
 pub(crate) async fn crew(
@@ -90,7 +100,7 @@ pub(crate) async fn crew(
     (ws, State(hub), ConnectInfo(remote), headers, Query(params)): Upgrade,
 ) -> Response {
     let (topics, bad) = shortcut("crew", &id);
-    accept(ws, hub, remote, &headers, params, topics, bad)
+    native(ws, hub, remote, &headers, params, topics, bad)
 }
 
 pub(crate) async fn run(
@@ -98,27 +108,27 @@ pub(crate) async fn run(
     (ws, State(hub), ConnectInfo(remote), headers, Query(params)): Upgrade,
 ) -> Response {
     let (topics, bad) = shortcut("run", &id);
-    accept(ws, hub, remote, &headers, params, topics, bad)
+    native(ws, hub, remote, &headers, params, topics, bad)
 }
 
 pub(crate) async fn global(
     (ws, State(hub), ConnectInfo(remote), headers, Query(params)): Upgrade,
 ) -> Response {
     let topics = vec![TopicPattern::Exact(Topic::global())];
-    accept(ws, hub, remote, &headers, params, topics, Vec::new())
+    native(ws, hub, remote, &headers, params, topics, Vec::new())
 }
 
 pub(crate) async fn metrics(
     (ws, State(hub), ConnectInfo(remote), headers, Query(params)): Upgrade,
 ) -> Response {
     let topics = vec![TopicPattern::Exact(Topic::metrics())];
-    accept(ws, hub, remote, &headers, params, topics, Vec::new())
+    native(ws, hub, remote, &headers, params, topics, Vec::new())
 }
 
 pub(crate) async fn events(
     (ws, State(hub), ConnectInfo(remote), headers, Query(params)): Upgrade,
 ) -> Response {
-    accept(
+    native(
         ws,
         hub,
         remote,
@@ -130,8 +140,8 @@ pub(crate) async fn events(
 }
 
 /// The token a client sent, from wherever it put it.
-fn token<'a>(headers: &'a HeaderMap, params: &'a ConnectParams) -> Option<&'a str> {
-    if let Some(token) = params.token.as_deref().filter(|t| !t.is_empty()) {
+fn token<'a>(headers: &'a HeaderMap, credentials: &'a Credentials) -> Option<&'a str> {
+    if let Some(token) = credentials.token.as_deref().filter(|t| !t.is_empty()) {
         return Some(token);
     }
     let bearer = headers
@@ -153,18 +163,18 @@ fn token<'a>(headers: &'a HeaderMap, params: &'a ConnectParams) -> Option<&'a st
         .find_map(|p| p.strip_prefix("bearer."))
 }
 
-/// Checks origin and token before the upgrade.
+/// Checks the token before the upgrade.
 fn admit(
     hub: &Hub,
     headers: &HeaderMap,
-    params: &ConnectParams,
+    credentials: &Credentials,
 ) -> Result<Option<Identity>, ApiError> {
     // `Origin` was checked by the router's `authorize`, as for every route.
     let config = hub.config();
     if !config.auth.requires_token() {
         return Ok(None);
     }
-    let token = token(headers, params).ok_or_else(|| {
+    let token = token(headers, credentials).ok_or_else(|| {
         ApiError::new(
             ErrorCode::Unauthorized,
             crate::operations::auth::AuthError::MissingToken.to_string(),
@@ -177,7 +187,8 @@ fn admit(
         .map_err(|e| ApiError::new(ErrorCode::Unauthorized, e.to_string()))
 }
 
-fn accept(
+/// One of Herald's own endpoints: subscribes to `topics` on connect.
+fn native(
     ws: WebSocketUpgrade,
     hub: Hub,
     remote: SocketAddr,
@@ -186,7 +197,31 @@ fn accept(
     topics: Vec<TopicPattern>,
     bad_topics: Vec<String>,
 ) -> Response {
-    let identity = match admit(&hub, headers, &params) {
+    let opening = Opening {
+        topics,
+        bad_topics,
+        snapshot: params.snapshot,
+    };
+    accept(
+        ws,
+        hub,
+        remote,
+        headers,
+        params.credentials,
+        Native::new(opening),
+    )
+}
+
+/// Admits a WebSocket (token, connection limit) and runs it in `dialect`.
+pub(crate) fn accept<D: Dialect>(
+    ws: WebSocketUpgrade,
+    hub: Hub,
+    remote: SocketAddr,
+    headers: &HeaderMap,
+    credentials: Credentials,
+    dialect: D,
+) -> Response {
+    let identity = match admit(&hub, headers, &credentials) {
         Ok(identity) => identity,
         Err(error) => {
             hub.metrics().error(error.code);
@@ -206,8 +241,7 @@ fn accept(
         .read_buffer_size(256)
         .write_buffer_size(64 * 1024);
     let tasks = hub.tasks().clone();
-    let user_id = params.user_id.filter(|u| !u.is_empty());
-    let snapshot = params.snapshot;
+    let user_id = credentials.user_id.filter(|u| !u.is_empty());
     ws.on_upgrade(move |socket| {
         // Split before the task's future is built, so that future holds the
         // two small halves and never a copy of the whole socket.
@@ -217,18 +251,13 @@ fn accept(
                 reject_over_limit(&hub, sink).await;
                 return;
             }
-            let conn = Arc::new(ConnHandle::new(
-                user_id,
-                identity,
-                Some(remote),
-                hub.config().queue_size,
-            ));
-            let opening = connection::Opening {
-                topics,
-                bad_topics,
-                snapshot,
+            let conn = ConnHandle::new(user_id, identity, Some(remote), hub.config().queue_size);
+            let conn = if dialect.answers_approvals() {
+                conn
+            } else {
+                conn.without_answers()
             };
-            connection::run(hub, (sink, source), conn, opening).await;
+            connection::run(hub, (sink, source), Arc::new(conn), dialect).await;
         })
     })
 }

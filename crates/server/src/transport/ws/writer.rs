@@ -1,38 +1,43 @@
 //! A connection's writer: it owns the socket's sending half, feeds every
-//! queued frame and flushes once per wake-up (frames that queued meanwhile
-//! leave in one write), sends the heartbeats (a protocol ping for the peer's
-//! WebSocket stack and an app-level `ping` frame for scripts that cannot see
-//! protocol pings), and closes connections that stopped answering, whose
-//! token expired, or that the hub closes.
+//! queued frame as its [`Dialect`] renders it and flushes once per wake-up
+//! (frames that queued meanwhile leave in one write), sends the heartbeats
+//! (a protocol ping for the peer's WebSocket stack and the dialect's
+//! app-level ping for scripts that cannot see protocol pings), and closes
+//! connections that stopped answering, whose token expired, or that the hub
+//! closes.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures::SinkExt as _;
-use herald_protocol::frame::{Gap, GapReason, Heartbeat};
-use herald_protocol::{CloseReason, ServerMessage};
+use herald_protocol::CloseReason;
 use tokio::time::Sleep;
 
 use super::connection::{End, Sink};
+use super::dialect::{Dialect, Rendered};
 use crate::core::clock::now_ms;
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
 use crate::core::outbox::Entry;
 
 /// Writes until the connection ends; how it ended.
-pub(crate) async fn write_loop(hub: &Hub, conn: &ConnHandle, mut sink: Sink) -> End {
+pub(crate) async fn write_loop<D: Dialect>(
+    hub: &Hub,
+    conn: &Arc<ConnHandle>,
+    mut sink: Sink,
+    dialect: &D,
+) -> End {
     let config = hub.config();
+    let interval = dialect.heartbeat_interval(config);
     // Registered once: a wake-up of this loop costs no new waiter on the
     // token every connection shares.
     let shutdown = hub.shutdown_token().clone();
     let mut shutdown = std::pin::pin!(shutdown.cancelled_owned());
-    let mut heartbeat = tokio::time::interval_at(
-        tokio::time::Instant::now() + config.heartbeat_interval,
-        config.heartbeat_interval,
-    );
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutting_down = false;
     // The token's expiry timer, reset only when an `auth` frame changed it;
@@ -77,10 +82,13 @@ pub(crate) async fn write_loop(hub: &Hub, conn: &ConnHandle, mut sink: Sink) -> 
                         .await;
                     return End::HeartbeatTimeout;
                 }
-                let ping = ServerMessage::Ping(Heartbeat { timestamp: Some(now_ms()) }).encode();
+                let ping = dialect.heartbeat();
                 let beat = async {
                     sink.feed(Message::Ping(bytes::Bytes::new())).await?;
-                    sink.send(Message::Text(Utf8Bytes::from(ping))).await
+                    if let Some(ping) = ping {
+                        sink.feed(Message::Text(ping)).await?;
+                    }
+                    sink.flush().await
                 };
                 match tokio::time::timeout(config.heartbeat_timeout, beat).await {
                     Ok(Ok(())) => {}
@@ -97,13 +105,14 @@ pub(crate) async fn write_loop(hub: &Hub, conn: &ConnHandle, mut sink: Sink) -> 
             config.heartbeat_timeout,
             // Boxed, like the frame dispatch: an idle connection's task does
             // not carry the size of a write in progress.
-            Box::pin(write_batch(hub, conn, &mut sink, batch)),
+            Box::pin(write_batch(hub, conn, &mut sink, batch, dialect)),
         );
         match written.await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => return End::SocketError(error.to_string()),
             Err(_) => return End::WriteStalled,
         }
+        dialect.after_batch(hub, conn).await;
         if let Some(closing) = closing {
             let _ = sink.send(close_message(closing.code, closing.reason)).await;
             if closing.code == CloseReason::TRY_AGAIN_LATER {
@@ -129,48 +138,37 @@ fn until(expiry: Option<u64>) -> Duration {
     })
 }
 
-async fn write_batch(
+async fn write_batch<D: Dialect>(
     hub: &Hub,
     conn: &ConnHandle,
     sink: &mut Sink,
     batch: VecDeque<Entry>,
+    dialect: &D,
 ) -> Result<(), axum::Error> {
     let metrics = hub.metrics();
     let now = Instant::now();
     let mut ages = metrics.publish_to_send.tally();
     let (mut frames, mut bytes) = (0u64, 0u64);
-    for entry in batch {
-        let text = match entry {
-            Entry::Frame(frame) => {
-                if let Some(meta) = &frame.event {
-                    ages.observe(now.saturating_duration_since(meta.published));
-                }
-                // The core encodes every frame from a `String`, so this holds.
-                match Utf8Bytes::try_from(frame.text) {
-                    Ok(text) => text,
-                    Err(error) => {
-                        tracing::error!(%error, session = %conn.id, "dropping a frame that is not UTF-8");
-                        continue;
-                    }
-                }
-            }
-            Entry::Gap {
-                topic,
-                from_seq,
-                to_seq,
-            } => Utf8Bytes::from(
-                ServerMessage::Gap(Gap {
-                    topic,
-                    from_seq,
-                    to_seq,
-                    reason: GapReason::Shed,
-                })
-                .encode(),
-            ),
-        };
+    let mut feed = async |text: Utf8Bytes| {
         frames += 1;
         bytes += text.len() as u64;
-        sink.feed(Message::Text(text)).await?;
+        sink.feed(Message::Text(text)).await
+    };
+    for entry in batch {
+        if let Entry::Frame(frame) = &entry
+            && let Some(meta) = &frame.event
+        {
+            ages.observe(now.saturating_duration_since(meta.published));
+        }
+        match dialect.render(entry) {
+            Rendered::One(text) => feed(text).await?,
+            Rendered::Many(texts) => {
+                for text in texts {
+                    feed(text).await?;
+                }
+            }
+            Rendered::Nothing => {}
+        }
     }
     if frames > 0 {
         sink.flush().await?;

@@ -347,7 +347,7 @@ mod tests {
     }
 
     fn since(seq: u64) -> Since {
-        Since { seq, epoch: None }
+        Since::seq(seq)
     }
 
     fn id(name: &str) -> EventId {
@@ -380,13 +380,7 @@ mod tests {
     #[test]
     fn a_checkpoint_from_another_epoch_or_beyond_the_stream_is_an_epoch_change() {
         let log = log_with(1..=3, 100);
-        for checkpoint in [
-            since(9),
-            Since {
-                seq: 1,
-                epoch: Some(Epoch::new("old").unwrap()),
-            },
-        ] {
+        for checkpoint in [since(9), Since::in_epoch(1, Epoch::new("old").unwrap())] {
             let plan = log.history(&checkpoint, &EventFilter::default(), usize::MAX);
             let gap = plan.gap.unwrap();
             assert_eq!(
@@ -412,6 +406,72 @@ mod tests {
         let seqs: Vec<u64> = plan.events.iter().map(|e| e.event.seq).collect();
         assert_eq!(seqs, [2, 3]);
         assert_eq!((plan.complete.from_seq, plan.complete.to_seq), (2, 3));
+    }
+
+    /// A log of events 1..=n whose timestamps are `times[seq - 1]`.
+    fn log_with_times(times: &[u64], history_size: usize) -> TopicLog {
+        let topic = Topic::parse("run:1").unwrap();
+        let mut log = TopicLog::new(topic.clone(), Epoch::new("e1").unwrap(), 0);
+        for (seq, time) in (1..).zip(times) {
+            let id = EventId::new(format!("id-{seq}")).unwrap();
+            log.assign(&id);
+            let mut event = event(&topic, seq, id.as_str());
+            event.timestamp = *time;
+            log.retain(Retained::new(EncodedEvent::new(event)), history_size);
+        }
+        log
+    }
+
+    fn seqs(plan: &History) -> Vec<u64> {
+        plan.events.iter().map(|e| e.event.seq).collect()
+    }
+
+    #[test]
+    fn a_time_cursor_replays_every_retained_event_newer_than_it_in_seq_order() {
+        // Producers set timestamps: they need not grow with the seq.
+        let log = log_with_times(&[100, 250, 200, 300, 150], 100);
+        let plan = log.history(&Since::time_ms(199), &EventFilter::default(), usize::MAX);
+        assert!(plan.gap.is_none());
+        assert_eq!(seqs(&plan), [2, 3, 4]);
+        assert_eq!((plan.complete.from_seq, plan.complete.to_seq), (2, 5));
+    }
+
+    #[test]
+    fn a_time_cursor_after_everything_replays_nothing() {
+        let log = log_with_times(&[100, 200], 100);
+        let plan = log.history(&Since::time_ms(200), &EventFilter::default(), usize::MAX);
+        assert!(plan.gap.is_none() && plan.events.is_empty());
+        assert_eq!((plan.complete.from_seq, plan.complete.to_seq), (3, 2));
+    }
+
+    #[test]
+    fn a_time_cursor_older_than_the_oldest_retained_event_reports_the_trimmed_seqs() {
+        let log = log_with_times(&[100, 200, 300, 400, 500], 3);
+        let plan = log.history(&Since::time_ms(250), &EventFilter::default(), usize::MAX);
+        let gap = plan.gap.clone().unwrap();
+        assert_eq!(
+            (gap.from_seq, gap.to_seq, gap.reason),
+            (1, 2, GapReason::Trimmed)
+        );
+        assert_eq!(seqs(&plan), [3, 4, 5]);
+        // The oldest retained event is not newer than the cursor: whatever
+        // was trimmed is older still, and nothing is reported missing.
+        let plan = log.history(&Since::time_ms(300), &EventFilter::default(), usize::MAX);
+        assert!(plan.gap.is_none());
+        assert_eq!(seqs(&plan), [4, 5]);
+    }
+
+    #[test]
+    fn a_time_cursor_knows_no_epoch_and_applies_the_filter_and_limit() {
+        let log = log_with_times(&[100, 200, 300, 400], 100);
+        let plan = log.history(&Since::time_ms(0), &EventFilter::default(), 2);
+        assert!(!plan.epoch_changed_gap());
+        assert_eq!(seqs(&plan), [1, 2]);
+        assert_eq!((plan.complete.from_seq, plan.complete.to_seq), (1, 2));
+        let filter: EventFilter = serde_json::from_value(json!({"types": ["task.*"]})).unwrap();
+        let plan = log.history(&Since::time_ms(0), &filter, usize::MAX);
+        assert!(plan.events.is_empty());
+        assert_eq!(plan.complete.to_seq, 4);
     }
 
     #[test]

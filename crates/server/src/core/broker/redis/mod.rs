@@ -542,7 +542,11 @@ impl Broker for RedisBroker {
     ) -> Result<TopicRead, BrokerError> {
         let at = ReadAt {
             snapshot: request.snapshot.is_some(),
-            after: request.history.map(|h| h.since.seq),
+            // A time cursor looks at every retained event.
+            after: request.history.map(|h| match h.since {
+                herald_protocol::frame::Since::Seq { seq, .. } => *seq,
+                herald_protocol::frame::Since::Time { .. } => 0,
+            }),
             min_time: 0,
         };
         let stored = self.shared.read_at(topic, at).await?;

@@ -1,0 +1,272 @@
+//! Seed 000, the AIECS `WebSocketManager`, under `/compat/aiecs`: the
+//! page's WebSocket at `/compat/aiecs/` (the seed's server took any path
+//! on its port), and the manager's server-side calls as HTTP operations for
+//! the producers that made them in-process:
+//!
+//! | seed call | here |
+//! |---|---|
+//! | `await notify_user(step_result, user_id, task_id, step)` | `POST /compat/aiecs/notify_user`: answers `{proceed, feedback}` once the user decides or the timeout's default applies |
+//! | `await broadcast_message(message)` | `POST /compat/aiecs/broadcast_message` |
+//! | `await send_to_user(user_id, message)` | `POST /compat/aiecs/send_to_user/{user_id}` |
+//! | `await send_heartbeat(user_id, task_id, interval)` | `POST /compat/aiecs/send_heartbeat`: one heartbeat; the caller repeats it every `interval` |
+//! | `get_status()` | `GET /compat/aiecs/status`: `running`, `host`, `port`, `active_connections`, `pending_callbacks` |
+//! | `get_connection_count()` | `GET /compat/aiecs/connection_count`: a number |
+//!
+//! # Layout
+//!
+//! - this module: the routes and the HTTP operations.
+//! - `socket`: the page's WebSocket dialect.
+//! - `names`: message `type`s ↔ event types.
+
+mod names;
+mod socket;
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, Extension, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use herald_protocol::payload::{ApprovalStatus, NewApproval, TaskStepResult};
+use herald_protocol::{ErrorCode, EventType, Priority, PublishRequest, Topic};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use self::socket::AiecsSocket;
+use crate::core::broker::Audience;
+use crate::core::hub::Hub;
+use crate::core::publish::PublishOptions;
+use crate::transport::compat::now_seconds;
+use crate::transport::http::Producer;
+use crate::transport::http::body::{decode, json};
+use crate::transport::http::error::ApiError;
+use crate::transport::http::events::limit;
+use crate::transport::ws::upgrade::{Credentials, accept};
+
+/// The WebSocket and the manager's operations.
+pub(super) fn routes() -> Router<Hub> {
+    Router::new()
+        .route("/compat/aiecs", get(connect))
+        .route("/compat/aiecs/", get(connect))
+        .route("/compat/aiecs/notify_user", post(notify_user))
+        .route("/compat/aiecs/broadcast_message", post(broadcast_message))
+        .route("/compat/aiecs/send_to_user/{user_id}", post(send_to_user))
+        .route("/compat/aiecs/send_heartbeat", post(send_heartbeat))
+        .route("/compat/aiecs/status", get(status))
+        .route("/compat/aiecs/connection_count", get(connection_count))
+}
+
+async fn connect(
+    ws: WebSocketUpgrade,
+    State(hub): State<Hub>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(credentials): Query<Credentials>,
+) -> Response {
+    accept(
+        ws,
+        hub,
+        remote,
+        &headers,
+        credentials,
+        AiecsSocket::default(),
+    )
+}
+
+/// The arguments of the seed's `notify_user`, plus what it hard-coded: the
+/// timeout (seconds; `--approval-timeout` when absent) and what a timeout
+/// resolves to (`--approval-default-proceed` when absent).
+#[derive(Debug, Deserialize)]
+struct NotifyUser {
+    step_result: TaskStepResult,
+    user_id: String,
+    task_id: String,
+    step: u32,
+    #[serde(default)]
+    timeout: Option<f64>,
+    #[serde(default)]
+    default_proceed: Option<bool>,
+}
+
+/// `POST /compat/aiecs/notify_user`: asks the user (pages see
+/// `task_step_result`) and answers the seed's `UserConfirmation`
+/// (`proceed`, `feedback`) once decided, with Herald's `callback_id`,
+/// `status` and `decided_by`. A timeout answers its default, as the seed
+/// did, but says so (`status: "timed_out"`), and an approval no page could
+/// answer is counted and logged when asked.
+async fn notify_user(
+    State(hub): State<Hub>,
+    Extension(producer): Extension<Producer>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    limit(&hub, &producer, 1)?;
+    let asked: NotifyUser = decode(json(body)?)?;
+    let timeout_ms = match asked.timeout {
+        None => None,
+        Some(seconds) if seconds.is_finite() && seconds > 0.0 => Some((seconds * 1000.0) as u64),
+        Some(_) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "timeout must be a positive number of seconds",
+            ));
+        }
+    };
+    let request = NewApproval {
+        user_id: asked.user_id,
+        task_id: asked.task_id,
+        step: asked.step,
+        step_result: asked.step_result,
+        timeout_ms,
+        default_proceed: asked.default_proceed,
+    };
+    let decision = hub
+        .approvals()
+        .request(request)
+        .await
+        .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+    let Some(proceed) = decision.proceed else {
+        // Past the timeout with no decision recorded yet: the hub is
+        // shutting down or its store is failing.
+        return Ok((
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(ApiError::new(
+                ErrorCode::Internal,
+                format!("approval {} is still undecided", decision.callback_id),
+            )),
+        )
+            .into_response());
+    };
+    Ok(Json(json!({
+        "proceed": proceed,
+        "feedback": decision.feedback,
+        "callback_id": decision.callback_id,
+        "status": decision.status,
+        "decided_by": decision.decided_by,
+        "timed_out": decision.status == ApprovalStatus::TimedOut,
+    }))
+    .into_response())
+}
+
+/// Publishes `message` on `topic` to `audience`; answers who it reached.
+async fn send(
+    hub: &Hub,
+    producer: &Producer,
+    topic: Topic,
+    body: Result<Bytes, BytesRejection>,
+    audience: Audience,
+) -> Result<Json<Value>, ApiError> {
+    limit(hub, producer, 1)?;
+    let Value::Object(message) = json(body)? else {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "a message is a JSON object with a \"type\"",
+        ));
+    };
+    let request =
+        names::request(topic, message).map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e))?;
+    publish(hub, request, audience).await
+}
+
+async fn publish(
+    hub: &Hub,
+    request: PublishRequest,
+    audience: Audience,
+) -> Result<Json<Value>, ApiError> {
+    let published = hub
+        .publish(request, PublishOptions::to(audience))
+        .await
+        .map_err(|e| {
+            hub.metrics().error(e.code());
+            ApiError::new(e.code(), e.to_string())
+        })?;
+    let receipt = published.receipt;
+    Ok(Json(json!({
+        "id": receipt.id,
+        "topic": receipt.topic,
+        "seq": receipt.seq,
+        "recipients": published.reached,
+    })))
+}
+
+/// `POST /compat/aiecs/broadcast_message`: to every connection, on `global`.
+async fn broadcast_message(
+    State(hub): State<Hub>,
+    Extension(producer): Extension<Producer>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    send(&hub, &producer, Topic::global(), body, Audience::Everyone).await
+}
+
+/// `POST /compat/aiecs/send_to_user/{user_id}`: to that user's connections,
+/// on `user:{user_id}` (an open hub's pages see every user's, with
+/// `target_user_id`, as the seed broadcast them).
+async fn send_to_user(
+    State(hub): State<Hub>,
+    Path(user_id): Path<String>,
+    Extension(producer): Extension<Producer>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let topic =
+        Topic::user(&user_id).map_err(|e| ApiError::new(ErrorCode::InvalidTopic, e.to_string()))?;
+    send(&hub, &producer, topic, body, Audience::User).await
+}
+
+/// The body of `send_heartbeat`; `message` defaults to the seed's text.
+#[derive(Debug, Deserialize)]
+struct Heartbeat {
+    user_id: String,
+    task_id: String,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// `POST /compat/aiecs/send_heartbeat`: one `heartbeat` for a task still
+/// running, to its user's connections (priority `low`).
+async fn send_heartbeat(
+    State(hub): State<Hub>,
+    Extension(producer): Extension<Producer>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    limit(&hub, &producer, 1)?;
+    let beat: Heartbeat = decode(json(body)?)?;
+    let topic = Topic::user(&beat.user_id)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidTopic, e.to_string()))?;
+    let data = json!({
+        "status": "heartbeat",
+        "message": beat.message.as_deref().unwrap_or("Task is still executing..."),
+        "user_id": beat.user_id,
+        "task_id": beat.task_id,
+        "timestamp": now_seconds(),
+    });
+    let request =
+        PublishRequest::new(topic, EventType::ConnectionHeartbeat, data).priority(Priority::Low);
+    publish(&hub, request, Audience::User).await
+}
+
+/// `GET /compat/aiecs/status`: the seed's `get_status()`; `host` and `port`
+/// as the caller reached the hub.
+async fn status(State(hub): State<Hub>, headers: HeaderMap) -> Json<Value> {
+    let bind = hub.config().bind;
+    let (host, port) = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.rsplit_once(':'))
+        .and_then(|(host, port)| Some((host.to_owned(), port.parse::<u16>().ok()?)))
+        .unwrap_or_else(|| (bind.ip().to_string(), bind.port()));
+    Json(json!({
+        "running": !hub.shutdown_token().is_cancelled(),
+        "host": host,
+        "port": port,
+        "active_connections": hub.connections().count(),
+        "pending_callbacks": hub.approvals().pending(),
+    }))
+}
+
+/// `GET /compat/aiecs/connection_count`: the seed's `get_connection_count()`.
+async fn connection_count(State(hub): State<Hub>) -> Json<usize> {
+    Json(hub.connections().count())
+}

@@ -1,0 +1,410 @@
+//! Seed 004, cmbagent's run socket, at `/compat/cmbagent/ws/{run_id}`:
+//! `{event_type: "workflow_started" | "step_completed" | …, timestamp,
+//! run_id, data}` messages, the run's state on connect, the events missed
+//! since a timestamp, and `ping`, `request_state`, `pause`, `resume` from
+//! the UI on the run its socket is for. Times are in seconds.
+//!
+//! The run is the topic `run:{run_id}`. On connect the socket subscribes
+//! to it with its snapshot (the run's state: the latest event of each key,
+//! sent as those events) and, when the URL carries `?since=T` (the last
+//! message's `timestamp`, in seconds or milliseconds), with a time cursor:
+//! every retained event newer than `T` follows, those the state already
+//! showed left out, then live events, none twice. A gap (the UI fell
+//! behind) is reported as `error_occurred` and the state is sent again.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+use axum::Router;
+use axum::extract::ws::{Utf8Bytes, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use herald_protocol::frame::{Heartbeat, Since, Subscribe};
+use herald_protocol::payload::{ControlRequest, Payload as _};
+use herald_protocol::{
+    ErrorCode, Event, EventFilter, EventType, Priority, PublishRequest, ServerMessage, Topic,
+    TopicPattern,
+};
+use parking_lot::Mutex;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::core::connection::ConnHandle;
+use crate::core::hub::Hub;
+use crate::core::outbox::Entry;
+use crate::core::publish::PublishOptions;
+use crate::transport::compat::{frame_of, millis_from, now_seconds, seconds, text, underscored};
+use crate::transport::http::error::ApiError;
+use crate::transport::ws::connection::send_error;
+use crate::transport::ws::dialect::{Dialect, Rendered};
+use crate::transport::ws::native::welcome;
+use crate::transport::ws::upgrade::{Credentials, accept};
+
+/// The run socket.
+pub(super) fn routes() -> Router<Hub> {
+    Router::new().route("/compat/cmbagent/ws/{run_id}", get(connect))
+}
+
+/// Where a reconnecting UI left off: its last message's `timestamp`.
+#[derive(Debug, Deserialize)]
+struct Resume {
+    since: Option<f64>,
+}
+
+async fn connect(
+    Path(run_id): Path<String>,
+    ws: WebSocketUpgrade,
+    State(hub): State<Hub>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(credentials): Query<Credentials>,
+    Query(resume): Query<Resume>,
+) -> Response {
+    let topic = match Topic::with_id("run", &run_id) {
+        Ok(topic) => topic,
+        Err(error) => {
+            return ApiError::new(ErrorCode::InvalidTopic, error.to_string()).into_response();
+        }
+    };
+    let cursor = match resume.since.map(millis_from) {
+        None => None,
+        Some(Some(ms)) => Some(ms),
+        Some(None) => {
+            return ApiError::new(
+                ErrorCode::InvalidRequest,
+                "since must be the last message's timestamp (seconds or milliseconds since the epoch)",
+            )
+            .into_response();
+        }
+    };
+    let dialect = CmbagentSocket {
+        run_id,
+        topic,
+        cursor,
+        sync: Mutex::new(Sync {
+            shown: HashSet::new(),
+            replaying: cursor.is_some(),
+        }),
+        resync: AtomicBool::new(false),
+    };
+    accept(ws, hub, remote, &headers, credentials, dialect)
+}
+
+/// One UI's socket for one run.
+#[derive(Debug)]
+pub(crate) struct CmbagentSocket {
+    run_id: String,
+    topic: Topic,
+    /// Milliseconds since the epoch: replay what is newer on connect.
+    cursor: Option<u64>,
+    sync: Mutex<Sync>,
+    /// The state is due again (the UI missed events).
+    resync: AtomicBool,
+}
+
+/// Where the connect-time state and replay stand.
+#[derive(Debug)]
+struct Sync {
+    /// Seqs the state showed, left out of the replay that follows it.
+    shown: HashSet<u64>,
+    /// The replay after `since` is still coming.
+    replaying: bool,
+}
+
+impl Dialect for CmbagentSocket {
+    fn answers_approvals(&self) -> bool {
+        false
+    }
+
+    fn greet(&self, hub: &Hub, conn: &ConnHandle) {
+        // Rendered as `connected`.
+        welcome(hub, conn);
+    }
+
+    async fn open(&mut self, hub: &Hub, conn: &Arc<ConnHandle>) {
+        let request = Subscribe {
+            topics: vec![TopicPattern::Exact(self.topic.clone())],
+            snapshot: true,
+            since: self
+                .cursor
+                .map(|ms| (self.topic.clone(), Since::time_ms(ms)))
+                .into_iter()
+                .collect(),
+            ..Subscribe::default()
+        };
+        let subscribed = match conn.check_access(&request.topics) {
+            Ok(()) => hub
+                .subscriptions()
+                .subscribe(conn, &request)
+                .await
+                .map_err(|e| (e.code, e.message)),
+            Err(refused) => Err(refused),
+        };
+        if let Err((code, message)) = subscribed {
+            send_error(hub, conn, code, message, None);
+        }
+    }
+
+    async fn receive(&self, hub: &Hub, conn: &Arc<ConnHandle>, text: &str) {
+        let Ok(Value::Object(message)) = serde_json::from_str::<Value>(text) else {
+            send_error(
+                hub,
+                conn,
+                ErrorCode::InvalidJson,
+                "invalid JSON".to_owned(),
+                None,
+            );
+            return;
+        };
+        let kind = message
+            .get("type")
+            .or_else(|| message.get("action"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let done = match kind {
+            "ping" => {
+                conn.send(&ServerMessage::Pong(Heartbeat::default()));
+                Ok(())
+            }
+            "request_state" => hub
+                .subscriptions()
+                .send_snapshot(conn, &self.topic, &EventFilter::default())
+                .await
+                .map_err(|e| (e.code, e.message)),
+            "pause" => {
+                self.control(hub, conn, EventType::ControlPause, &message)
+                    .await
+            }
+            "resume" => {
+                self.control(hub, conn, EventType::ControlResume, &message)
+                    .await
+            }
+            other => Err((
+                ErrorCode::UnknownAction,
+                format!("unknown message type {other:?}: ping, request_state, pause or resume"),
+            )),
+        };
+        if let Err((code, message)) = done {
+            send_error(hub, conn, code, message, None);
+        }
+    }
+
+    fn render(&self, entry: Entry) -> Rendered {
+        let Some(frame) = frame_of(&entry) else {
+            return match entry {
+                Entry::Gap {
+                    topic,
+                    from_seq,
+                    to_seq,
+                } => {
+                    self.resync.store(true, Relaxed);
+                    Rendered::One(text(&self.missed(&topic, from_seq, to_seq, "shed")))
+                }
+                Entry::Frame(_) => Rendered::Nothing,
+            };
+        };
+        let mut out = Rendered::Nothing;
+        match frame {
+            ServerMessage::Welcome(welcome) => out.push(text(&self.envelope(
+                "connected",
+                now_seconds(),
+                Some(&self.run_id),
+                json!({"session_id": welcome.session_id, "message": "connected to Herald"}),
+            ))),
+            ServerMessage::Snapshot(snapshot) => {
+                let mut sync = self.sync.lock();
+                sync.shown = if sync.replaying {
+                    snapshot.events.iter().map(|e| e.seq).collect()
+                } else {
+                    HashSet::new()
+                };
+                for event in &snapshot.events {
+                    out.push(text(&self.message(event)));
+                }
+            }
+            ServerMessage::Event(event) => {
+                let shown = {
+                    let sync = self.sync.lock();
+                    sync.replaying && event.topic == self.topic && sync.shown.contains(&event.seq)
+                };
+                if !shown {
+                    out.push(text(&self.message(&event)));
+                }
+            }
+            ServerMessage::ReplayComplete(_) => {
+                let mut sync = self.sync.lock();
+                sync.replaying = false;
+                sync.shown = HashSet::new();
+            }
+            ServerMessage::Gap(gap) => {
+                let reason = serde_json::to_value(gap.reason).unwrap_or_default();
+                let reason = reason.as_str().unwrap_or("missed");
+                out.push(text(&self.missed(
+                    &gap.topic,
+                    gap.from_seq,
+                    gap.to_seq,
+                    reason,
+                )));
+            }
+            ServerMessage::Pong(_) => out.push(text(&self.envelope(
+                "pong",
+                now_seconds(),
+                Some(&self.run_id),
+                json!({}),
+            ))),
+            ServerMessage::Error(error) => out.push(text(&self.envelope(
+                "error_occurred",
+                now_seconds(),
+                Some(&self.run_id),
+                json!({"message": error.message, "code": error.code}),
+            ))),
+            ServerMessage::Subscribed(_) | ServerMessage::Ack(_) | ServerMessage::Ping(_) => {}
+        }
+        out
+    }
+
+    fn heartbeat(&self) -> Option<Utf8Bytes> {
+        Some(text(&self.envelope(
+            "heartbeat",
+            now_seconds(),
+            Some(&self.run_id),
+            json!({}),
+        )))
+    }
+
+    async fn after_batch(&self, hub: &Hub, conn: &Arc<ConnHandle>) {
+        if self.resync.swap(false, Relaxed)
+            && let Err(error) = hub
+                .subscriptions()
+                .send_snapshot(conn, &self.topic, &EventFilter::default())
+                .await
+        {
+            send_error(hub, conn, error.code, error.message, None);
+        }
+    }
+}
+
+impl CmbagentSocket {
+    /// `pause` / `resume` on the run this socket is for: `control.pause` /
+    /// `control.resume` on its topic, for the workflow to act on (it then
+    /// reports `workflow_paused` / `workflow_resumed`).
+    async fn control(
+        &self,
+        hub: &Hub,
+        conn: &ConnHandle,
+        event_type: EventType,
+        message: &Map<String, Value>,
+    ) -> Result<(), (ErrorCode, String)> {
+        let data = ControlRequest {
+            task_id: None,
+            run_id: Some(self.run_id.clone()),
+            reason: message
+                .get("reason")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            requested_by: conn.user_id.as_deref().map(str::to_owned),
+        }
+        .to_data();
+        let request =
+            PublishRequest::new(self.topic.clone(), event_type, data).priority(Priority::High);
+        hub.publish(request, PublishOptions::default())
+            .await
+            .map(|_| ())
+            .map_err(|e| (e.code(), e.to_string()))
+    }
+
+    /// A message in the seed's envelope.
+    fn envelope(
+        &self,
+        event_type: &str,
+        timestamp: f64,
+        run_id: Option<&str>,
+        data: Value,
+    ) -> Value {
+        let mut message = json!({
+            "event_type": event_type,
+            "timestamp": timestamp,
+            "run_id": run_id,
+        });
+        message["data"] = data;
+        message
+    }
+
+    /// An event as cmbagent's message: its name with `_` (see
+    /// [`event_name`]), the time in seconds, the run it belongs to, its
+    /// `data`, and Herald's `event_id`.
+    fn message(&self, event: &Event) -> Value {
+        let run_id = (event.topic == self.topic).then_some(self.run_id.as_str());
+        let mut message = self.envelope(
+            &event_name(&event.event_type),
+            seconds(event.timestamp),
+            run_id,
+            event.data.clone(),
+        );
+        message["event_id"] = Value::from(event.id.as_str());
+        message
+    }
+
+    /// Events the UI will not get, as `error_occurred`.
+    fn missed(&self, topic: &Topic, from_seq: u64, to_seq: u64, reason: &str) -> Value {
+        self.envelope(
+            "error_occurred",
+            now_seconds(),
+            Some(&self.run_id),
+            json!({
+                "code": "events_missed",
+                "message": format!("events {from_seq}..{to_seq} of {topic} will not be delivered ({reason}); the run's state follows"),
+                "reason": reason,
+                "from_seq": from_seq,
+                "to_seq": to_seq,
+            }),
+        )
+    }
+}
+
+/// cmbagent's name of an event type: the contract's name with `_`
+/// (`workflow.started` is `workflow_started`), but for the names its
+/// stage 5 protocol gives differently.
+fn event_name(event_type: &EventType) -> String {
+    let name = event_type.as_str();
+    match name {
+        "connection.established" => "connected".to_owned(),
+        "connection.lost" => "disconnected".to_owned(),
+        "connection.reconnected" => "reconnected".to_owned(),
+        "connection.heartbeat" => "heartbeat".to_owned(),
+        "approval.resolved" => "approval_received".to_owned(),
+        "cost.updated" => "cost_update".to_owned(),
+        "metrics.updated" => "metric_update".to_owned(),
+        "system.error" => "error_occurred".to_owned(),
+        other => underscored(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stage_5_names_are_the_contracts_with_underscores_but_a_few() {
+        for (dotted, name) in [
+            ("workflow.started", "workflow_started"),
+            ("workflow.paused", "workflow_paused"),
+            ("step.completed", "step_completed"),
+            ("dag.node_status_changed", "dag_node_status_changed"),
+            ("agent.tool_call", "agent_tool_call"),
+            ("approval.requested", "approval_requested"),
+            ("approval.resolved", "approval_received"),
+            ("cost.updated", "cost_update"),
+            ("metrics.updated", "metric_update"),
+            ("file.created", "file_created"),
+            ("system.error", "error_occurred"),
+            ("connection.established", "connected"),
+        ] {
+            assert_eq!(event_name(&EventType::parse(dotted).unwrap()), name);
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! The CrewAI backend's HTTP management routes, in its response shapes:
+//! `{status: "success", data | message}` (and FastAPI's `{detail}` for a
+//! client that does not exist), connection ages and uptime in seconds,
+//! times in ISO 8601.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use herald_protocol::{
+    CloseReason, ErrorCode, EventType, Priority, PublishRequest, Topic, TopicPattern,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::names;
+use crate::core::broker::Audience;
+use crate::core::clock::now_ms;
+use crate::core::connection::ConnHandle;
+use crate::core::hub::Hub;
+use crate::core::publish::PublishOptions;
+use crate::transport::compat::iso8601;
+use crate::transport::http::Producer;
+use crate::transport::http::body::json;
+use crate::transport::http::error::ApiError;
+use crate::transport::http::events::limit;
+
+/// When `DELETE /connections` last ran (ms since the epoch; 0: never).
+#[derive(Debug, Default)]
+pub(crate) struct Cleanups {
+    last_ms: AtomicU64,
+}
+
+/// FastAPI's answer for a missing client.
+fn not_found(client_id: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"detail": format!("Client {client_id} not found")})),
+    )
+        .into_response()
+}
+
+/// One connection as the seed described a client.
+fn client(conn: &ConnHandle) -> Value {
+    let (sent, received) = conn.frame_counts();
+    let now = now_ms();
+    let silent = conn.silent_for().as_millis() as u64;
+    let subscriptions: Vec<String> = conn.subscriptions().iter().map(names::name).collect();
+    json!({
+        "client_id": conn.id,
+        "user_id": conn.user_id,
+        "subscriptions": subscriptions,
+        "connected_at": iso8601(conn.connected_at_ms),
+        "last_heartbeat": iso8601(now.saturating_sub(silent)),
+        "duration_seconds": conn.connected_at.elapsed().as_secs_f64(),
+        "messages_sent": sent,
+        "messages_received": received,
+    })
+}
+
+/// `GET /connections`: the seed's statistics, subscriptions by their names.
+pub(super) async fn connections(State(hub): State<Hub>) -> Json<Value> {
+    let all = hub.connections().all();
+    let count = all.len();
+    let average = if count == 0 {
+        0.0
+    } else {
+        all.iter()
+            .map(|c| c.connected_at.elapsed().as_secs_f64())
+            .sum::<f64>()
+            / count as f64
+    };
+    let subscription_counts: BTreeMap<String, usize> = hub
+        .subscriptions()
+        .counts()
+        .into_iter()
+        .filter_map(|(pattern, n)| Some((names::name(&TopicPattern::parse(&pattern).ok()?), n)))
+        .collect();
+    let clients: Vec<Value> = all.iter().map(|conn| client(conn)).collect();
+    Json(json!({
+        "status": "success",
+        "data": {
+            "active_connections": count,
+            "subscription_counts": subscription_counts,
+            "average_connection_duration": average,
+            "uptime_statistics": {
+                "connections": count,
+                "average_duration_seconds": average,
+            },
+            "total_messages_sent": hub.metrics().frames_out.load(Relaxed),
+            "clients": clients,
+        },
+    }))
+}
+
+/// `GET /connections/{client_id}`.
+pub(super) async fn connection(State(hub): State<Hub>, Path(client_id): Path<String>) -> Response {
+    match hub.connections().get(&client_id) {
+        Some(conn) => Json(json!({"status": "success", "data": client(&conn)})).into_response(),
+        None => not_found(&client_id),
+    }
+}
+
+/// The body of a broadcast: a `WebSocketEvent` (`event_type`, `data`,
+/// `priority` in the seed's spelling), or just a `message`, sent as a
+/// `system.notification`.
+#[derive(Debug, Deserialize)]
+struct Broadcast {
+    #[serde(default)]
+    event_type: Option<EventType>,
+    #[serde(default)]
+    data: Option<Value>,
+    #[serde(default)]
+    priority: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+impl Broadcast {
+    fn into_request(self, topic: Topic) -> Result<PublishRequest, ApiError> {
+        let priority = match self.priority.as_deref() {
+            Some(spelled) => names::parse_priority(spelled)
+                .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e))?,
+            None => Priority::Normal,
+        };
+        let data = match (self.data, self.message) {
+            (Some(data), _) => data,
+            (None, Some(message)) => json!({"message": message}),
+            (None, None) => json!({}),
+        };
+        let event_type = self.event_type.unwrap_or(EventType::SystemNotification);
+        Ok(PublishRequest::new(topic, event_type, data).priority(priority))
+    }
+}
+
+fn decode(body: Result<Bytes, BytesRejection>) -> Result<Broadcast, ApiError> {
+    crate::transport::http::body::decode(json(body)?)
+}
+
+async fn publish(
+    hub: &Hub,
+    request: PublishRequest,
+    audience: Audience,
+    to: &str,
+) -> Result<Json<Value>, ApiError> {
+    let published = hub
+        .publish(request, PublishOptions::to(audience))
+        .await
+        .map_err(|e| {
+            hub.metrics().error(e.code());
+            ApiError::new(e.code(), e.to_string())
+        })?;
+    Ok(Json(json!({
+        "status": "success",
+        "message": format!("Event broadcasted to {} clients of {to}", published.reached),
+        "data": {
+            "recipients": published.reached,
+            "event_id": published.receipt.id,
+            "seq": published.receipt.seq,
+        },
+    })))
+}
+
+/// `POST /broadcast`: to every client, on `global`.
+pub(super) async fn broadcast(
+    State(hub): State<Hub>,
+    Extension(producer): Extension<Producer>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    limit(&hub, &producer, 1)?;
+    let request = decode(body)?.into_request(Topic::global())?;
+    publish(&hub, request, Audience::Everyone, "all").await
+}
+
+/// `POST /broadcast/{subscription}`: to the clients subscribed to it (a
+/// topic: `execution_123`, `crew_456`, `global`; not a `_updates` pattern).
+pub(super) async fn broadcast_to(
+    State(hub): State<Hub>,
+    Path(subscription): Path<String>,
+    Extension(producer): Extension<Producer>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    limit(&hub, &producer, 1)?;
+    let topic = match names::pattern(&subscription) {
+        Ok(TopicPattern::Exact(topic)) => topic,
+        Ok(_) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidTopic,
+                format!(
+                    "{subscription:?} names many topics: broadcast to one (e.g. execution_123)"
+                ),
+            ));
+        }
+        Err(error) => return Err(ApiError::new(ErrorCode::InvalidTopic, error)),
+    };
+    let request = decode(body)?.into_request(topic)?;
+    publish(&hub, request, Audience::Subscribers, &subscription).await
+}
+
+/// `POST /disconnect/{client_id}`: closes it with 4500 (do not reconnect).
+pub(super) async fn disconnect(State(hub): State<Hub>, Path(client_id): Path<String>) -> Response {
+    let Some(conn) = hub.connections().get(&client_id) else {
+        return not_found(&client_id);
+    };
+    conn.outbox.close(
+        CloseReason::DISCONNECTED_BY_ADMIN,
+        "disconnected by an admin",
+        false,
+    );
+    Json(json!({
+        "status": "success",
+        "message": format!("Client {client_id} disconnected"),
+    }))
+    .into_response()
+}
+
+/// `DELETE /connections`: closes every connection silent for longer than
+/// two heartbeat intervals (it missed two pings: its peer is gone or
+/// frozen) with 4000, which clients may reconnect after.
+pub(super) async fn cleanup(
+    State(hub): State<Hub>,
+    Extension(cleanups): Extension<Arc<Cleanups>>,
+) -> Json<Value> {
+    let stale_after = hub.config().heartbeat_interval * 2;
+    let mut cleaned = 0;
+    for conn in hub.connections().all() {
+        if conn.silent_for() > stale_after {
+            conn.outbox
+                .close(CloseReason::HEARTBEAT_TIMEOUT, "stale connection", false);
+            cleaned += 1;
+        }
+    }
+    cleanups.last_ms.store(now_ms(), Relaxed);
+    Json(json!({
+        "status": "success",
+        "message": format!("Cleaned up {cleaned} stale connections"),
+        "data": {"cleaned_up": cleaned},
+    }))
+}
+
+/// `GET /health`: 200 while running, 503 once shutting down.
+pub(super) async fn health(
+    State(hub): State<Hub>,
+    Extension(cleanups): Extension<Arc<Cleanups>>,
+) -> Response {
+    let running = !hub.shutdown_token().is_cancelled();
+    let last = cleanups.last_ms.load(Relaxed);
+    let body = json!({
+        "status": if running { "healthy" } else { "unhealthy" },
+        "active_connections": hub.connections().count(),
+        "total_messages_sent": hub.metrics().frames_out.load(Relaxed),
+        "uptime_seconds": hub.uptime_s(),
+        "last_cleanup": (last > 0).then(|| iso8601(last)),
+    });
+    let status = if running {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}

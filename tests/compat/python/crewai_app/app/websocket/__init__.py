@@ -1,0 +1,1 @@
+"""``app.websocket``: events and the connection manager."""
