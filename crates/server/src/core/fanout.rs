@@ -404,6 +404,7 @@ impl BrokerHandler for NodeHandler {
             Pushed::Shed => {
                 reached += 1;
                 shed += 1;
+                conn.events_shed.fetch_add(1, Relaxed);
             }
             Pushed::Closed => {}
         });

@@ -208,6 +208,10 @@ fn accept(
     let tasks = hub.tasks().clone();
     let user_id = params.user_id.filter(|u| !u.is_empty());
     let snapshot = params.snapshot;
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     ws.on_upgrade(move |socket| {
         // Split before the task's future is built, so that future holds the
         // two small halves and never a copy of the whole socket.
@@ -221,6 +225,7 @@ fn accept(
                 user_id,
                 identity,
                 Some(remote),
+                origin,
                 hub.config().queue_size,
             ));
             let opening = connection::Opening {

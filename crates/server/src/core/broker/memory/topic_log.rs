@@ -13,7 +13,7 @@ use herald_protocol::{Epoch, Event, EventFilter, EventId, Label, Topic};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use crate::core::broker::{EncodedEvent, History, Position};
+use crate::core::broker::{EncodedEvent, History, Position, TopicStats};
 
 /// Most keys a topic's snapshot keeps; the least recently updated go first.
 pub(crate) const MAX_SNAPSHOT_KEYS: usize = 10_000;
@@ -264,6 +264,21 @@ impl TopicLog {
             self.pop_oldest();
         }
         self.bytes as isize - before as isize
+    }
+
+    /// What the admin API lists about this stream.
+    pub(crate) fn stats(&self) -> TopicStats {
+        TopicStats {
+            topic: self.topic.clone(),
+            position: self.position(),
+            retained: self.history.len(),
+            retained_bytes: self.bytes,
+            snapshot_keys: self.snapshot.len(),
+            last_event: self.history.back().map(|r| {
+                let event = &r.encoded.event;
+                (event.seq, event.event_type.clone(), event.timestamp)
+            }),
+        }
     }
 
     /// Approximate bytes retained.
