@@ -13,7 +13,9 @@
 //!   with the TypeScript compiler.
 //! - `bench`: `cargo xtask bench [--smoke]`, the benchmark suite in `crates/bench`.
 //! - [`wasm`]: `cargo xtask wasm`, the browser client package in `web-client/`.
-//! - [`browser`]: the browser tests (Playwright + Chromium + a real hub) and their set-up.
+//! - [`setup`]: idempotent set-up steps (wasm32 target, npm packages,
+//!   Chromium, the `wasm-bindgen` CLI), run by every task that needs them.
+//! - [`browser`]: the browser tests (Playwright + Chromium + a real hub).
 //! - [`ci`]: `cargo xtask ci`, the single command CI runs: idempotent set-up,
 //!   then every check, failing fast.
 
@@ -26,6 +28,7 @@ mod browser;
 mod ci;
 mod pymodels;
 mod python;
+mod setup;
 mod tsc;
 mod wasm;
 mod workspace;

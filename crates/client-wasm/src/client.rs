@@ -40,7 +40,13 @@ impl WasmClient {
         // 53 random bits: `Math.random()` is what the page has without a crypto dependency.
         let seed = (js_sys::Math::random() * 9_007_199_254_740_992.0) as u64;
         let session = Session::new(options.session_config(), seed);
-        let driver = Driver::new(session, url, options.connect_timeout_ms(), emit);
+        let driver = Driver::new(
+            session,
+            url,
+            options.subprotocols(),
+            options.connect_timeout_ms(),
+            emit,
+        );
         Ok(WasmClient {
             shared: Rc::new(RefCell::new(driver)),
         })
@@ -158,7 +164,7 @@ impl WasmClient {
     pub fn state(&self) -> String {
         self.shared
             .try_borrow()
-            .map(|driver| output::state_json(driver.session.state()).to_string())
+            .map(|driver| output::state_json(driver.session.state()))
             .unwrap_or_else(|_| r#"{"state":"connecting"}"#.to_owned())
     }
 

@@ -20,6 +20,8 @@ pub(crate) type Shared = Rc<RefCell<Driver>>;
 pub(crate) struct Driver {
     pub(crate) session: Session,
     url: String,
+    /// Offered on every socket (`herald.v1`, and the token's `bearer.<JWT>`).
+    subprotocols: Vec<String>,
     /// `connect()` was called: until then the session's first `Connect` waits.
     started: bool,
     socket: Option<Socket>,
@@ -40,12 +42,14 @@ impl Driver {
     pub(crate) fn new(
         session: Session,
         url: String,
+        subprotocols: Vec<String>,
         connect_timeout_ms: u64,
         emit: js_sys::Function,
     ) -> Driver {
         Driver {
             session,
             url,
+            subprotocols,
             started: false,
             socket: None,
             deadline: None,
@@ -113,7 +117,7 @@ impl Driver {
         self.socket = None;
         self.connect_timer = None;
         let weak = Rc::downgrade(shared);
-        match Socket::open(&self.url, move |event| on_socket(&weak, event)) {
+        match Socket::open(&self.url, &self.subprotocols, move |event| on_socket(&weak, event)) {
             Ok(socket) => {
                 self.socket = Some(socket);
                 if self.connect_timeout_ms > 0 {

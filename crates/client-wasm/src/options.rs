@@ -6,6 +6,9 @@ use std::time::Duration;
 use herald_protocol::session::SessionConfig;
 use serde::Deserialize;
 
+/// The subprotocol Herald speaks.
+const SUBPROTOCOL: &str = "herald.v1";
+
 /// The driver's own default for `connectTimeout`, in milliseconds.
 pub(crate) const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
 
@@ -26,6 +29,9 @@ pub(crate) struct Options {
     /// as failed (a hub that accepts TCP but never answers the upgrade).
     /// Default: 10 s; 0 turns it off.
     connect_timeout: Option<u64>,
+    /// The JWT, sent as the subprotocol `bearer.<JWT>` beside `herald.v1`
+    /// (never in the URL, where logs and history would keep it).
+    token: Option<String>,
 }
 
 impl Options {
@@ -62,6 +68,14 @@ impl Options {
                 .unwrap_or(defaults.offline_queue_capacity),
             jitter: self.jitter.unwrap_or(defaults.jitter),
         }
+    }
+
+    /// The subprotocols every socket offers: `herald.v1`, and `bearer.<JWT>`
+    /// with a token.
+    pub(crate) fn subprotocols(&self) -> Vec<String> {
+        let mut protocols = vec![SUBPROTOCOL.to_owned()];
+        protocols.extend(self.token.as_ref().map(|token| format!("bearer.{token}")));
+        protocols
     }
 
     /// The connect timeout in milliseconds (0: none).

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use ts_rs::TS;
 
 use crate::event::{CallbackId, Event};
@@ -320,27 +320,23 @@ impl PayloadKind {
         }
     }
 
-    /// A small valid `data` of this shape, to start from.
-    pub fn example(self) -> Value {
+    /// A small valid `data` of this shape, as JSON text, to start from.
+    pub fn example(self) -> &'static str {
         match self {
-            PayloadKind::Progress => json!({"progress": 50, "message": "halfway"}),
-            PayloadKind::StateChange => json!({"state": "running", "previous_state": "idle"}),
-            PayloadKind::TaskStepResult => json!({
-                "step": "train", "message": "step finished", "status": "completed",
-                "completed": true, "result": null
-            }),
-            PayloadKind::ApprovalRequested => json!({
-                "callback_id": "cb-1", "user_id": "u1", "task_id": "t1", "step": 1,
-                "step_result": {"step": "train", "message": "retry?", "status": "failed"},
-                "timeout_ms": 60000, "default_proceed": true, "expires_at": 0
-            }),
-            PayloadKind::ApprovalResolved => json!({
-                "callback_id": "cb-1", "status": "approved", "proceed": true, "feedback": null,
-                "decided_by": "u1", "decided_at": 0, "task_id": "t1", "user_id": "u1"
-            }),
-            PayloadKind::ControlRequest => json!({"run_id": "r1", "reason": "maintenance"}),
-            PayloadKind::ErrorPayload => json!({"message": "something failed", "code": "E001"}),
-            PayloadKind::Metrics => json!({"metrics": {"total_usd": 0.42}}),
+            PayloadKind::Progress => r#"{"progress": 50, "message": "halfway"}"#,
+            PayloadKind::StateChange => r#"{"state": "running", "previous_state": "idle"}"#,
+            PayloadKind::TaskStepResult => {
+                r#"{"step": "train", "message": "step finished", "status": "completed", "completed": true, "result": null}"#
+            }
+            PayloadKind::ApprovalRequested => {
+                r#"{"callback_id": "cb-1", "user_id": "u1", "task_id": "t1", "step": 1, "step_result": {"step": "train", "message": "retry?", "status": "failed"}, "timeout_ms": 60000, "default_proceed": true, "expires_at": 0}"#
+            }
+            PayloadKind::ApprovalResolved => {
+                r#"{"callback_id": "cb-1", "status": "approved", "proceed": true, "feedback": null, "decided_by": "u1", "decided_at": 0, "task_id": "t1", "user_id": "u1"}"#
+            }
+            PayloadKind::ControlRequest => r#"{"run_id": "r1", "reason": "maintenance"}"#,
+            PayloadKind::ErrorPayload => r#"{"message": "something failed", "code": "E001"}"#,
+            PayloadKind::Metrics => r#"{"metrics": {"total_usd": 0.42}}"#,
         }
     }
 }
