@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 
 use crate::workspace::{self, Workspace};
-use crate::{bench, bindings, browser, python, setup, tsc, wasm};
+use crate::{bench, bindings, browser, console, python, setup, tsc};
 
 /// One step of the run.
 #[derive(Debug, Clone, Copy)]
@@ -76,12 +76,18 @@ pub fn steps() -> Vec<Step> {
             run: setup::wasm_bindgen,
         },
         Step {
-            name: "cargo xtask wasm",
-            run: wasm::build_package,
+            name: "cargo xtask console (the wasm package, then the console)",
+            run: console::build,
         },
         Step {
             name: "browser tests (web-client)",
             run: browser::test,
+        },
+        // The console (H14): every panel in headless Chromium against a
+        // real hub fed by the example producer.
+        Step {
+            name: "console tests (Playwright, real hub and producer)",
+            run: console::test,
         },
         // Benchmarks (H7): a few seconds per scenario at small N; checks zero
         // loss and no duplicates for Herald, never speed.

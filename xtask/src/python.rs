@@ -27,7 +27,7 @@ const STAMP: &str = "python-client/.venv/.herald-requirements-dev.txt";
 /// Where the wheel and sdist are built.
 const DIST: &str = "python-client/dist";
 
-fn venv_bin(workspace: &Workspace, program: &str) -> PathBuf {
+pub fn venv_bin(workspace: &Workspace, program: &str) -> PathBuf {
     workspace.path(VENV).join("bin").join(program)
 }
 

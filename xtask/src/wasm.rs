@@ -199,7 +199,7 @@ fn copy_ts(from: &Path, to: &Path) -> Result<()> {
 }
 
 /// `gzip -9 -c FILE | wc -c`.
-fn gzipped_len(path: &Path) -> Result<usize> {
+pub fn gzipped_len(path: &Path) -> Result<usize> {
     let mut child = Command::new("gzip")
         .args(["-9", "-c"])
         .stdin(Stdio::piped())
