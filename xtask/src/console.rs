@@ -117,7 +117,11 @@ pub fn test(workspace: &Workspace) -> Result<()> {
     let herald = workspace.target_dir()?.join("debug").join("herald");
     let mut command = workspace.command("node");
     command
-        .args(["--test", "--test-concurrency=1", "console/test/"])
+        .args([
+            "--test",
+            "--test-concurrency=1",
+            "console/test/console.test.mjs",
+        ])
         .env("HERALD_BIN", &herald)
         .env("CHROMIUM", CHROMIUM)
         .env("HERALD_PYTHON_BIN", python::venv_bin(workspace, "python"))

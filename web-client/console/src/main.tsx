@@ -123,6 +123,8 @@ function Console({ api, credentials, onSignOut }: { api: Api; credentials: Crede
     () =>
       new HeraldClient(location.origin, {
         token: credentials.token,
+        // Open hubs take the user's name from the URL: decisions made here read "console".
+        userId: credentials.token ? undefined : "console",
         wasmUrl: WASM_URL,
         initialReconnectDelay: 250,
         maxReconnectDelay: 5000,
