@@ -74,7 +74,10 @@ pub fn build(workspace: &Workspace) -> Result<()> {
             .arg(format!("--outfile={}", dist.join("console.js").display())),
     )
     .context("esbuild could not bundle the console")?;
-    copy(&workspace.path(CONSOLE).join("index.html"), &dist.join("index.html"))?;
+    copy(
+        &workspace.path(CONSOLE).join("index.html"),
+        &dist.join("index.html"),
+    )?;
     copy(
         &workspace.path(wasm::PKG).join("herald_client_wasm_bg.wasm"),
         &dist.join("herald_client_wasm_bg.wasm"),
@@ -87,7 +90,11 @@ pub fn build(workspace: &Workspace) -> Result<()> {
         .collect();
     files.sort();
     for file in files {
-        workspace::run(Command::new("gzip").args(["-9", "-n", "-k", "-f"]).arg(&file))?;
+        workspace::run(
+            Command::new("gzip")
+                .args(["-9", "-n", "-k", "-f"])
+                .arg(&file),
+        )?;
         let raw = fs::metadata(&file)?.len();
         let gzipped = wasm::gzipped_len(&file)?;
         total += gzipped;

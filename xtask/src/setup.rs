@@ -91,7 +91,6 @@ pub fn npm_install(workspace: &Workspace) -> Result<()> {
     fs::write(&stamp, lock).with_context(|| format!("cannot write {}", stamp.display()))
 }
 
-
 /// `apt-get install chromium` unless it is there.
 pub fn chromium(workspace: &Workspace) -> Result<()> {
     if Path::new(CHROMIUM).exists() {
@@ -122,4 +121,3 @@ pub fn wasm_bindgen(workspace: &Workspace) -> Result<()> {
             .args(["install", "wasm-bindgen-cli", "--version", &version]),
     )
 }
-

@@ -23,8 +23,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-use crate::tsc::TSC;
 use crate::setup;
+use crate::tsc::TSC;
 use crate::workspace::{self, Workspace};
 
 /// The wasm crate's package name.

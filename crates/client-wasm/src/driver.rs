@@ -117,7 +117,9 @@ impl Driver {
         self.socket = None;
         self.connect_timer = None;
         let weak = Rc::downgrade(shared);
-        match Socket::open(&self.url, &self.subprotocols, move |event| on_socket(&weak, event)) {
+        match Socket::open(&self.url, &self.subprotocols, move |event| {
+            on_socket(&weak, event)
+        }) {
             Ok(socket) => {
                 self.socket = Some(socket);
                 if self.connect_timeout_ms > 0 {

@@ -93,7 +93,10 @@ fn every_import_names_a_generated_file() {
             for part in target.split('/') {
                 match part {
                     "." => {}
-                    ".." => assert!(parts.pop().is_some(), "{path}: `{line}` leaves ts-bindings/"),
+                    ".." => assert!(
+                        parts.pop().is_some(),
+                        "{path}: `{line}` leaves ts-bindings/"
+                    ),
                     name => parts.push(name),
                 }
             }
@@ -194,7 +197,11 @@ fn the_payload_map_names_each_typed_event_type_once() {
         ("control.pause", "ControlRequest"),
         ("system.error", "ErrorPayload"),
     ] {
-        assert_eq!(map.matches(&format!("\"{name}\": {kind},")).count(), 1, "{name}");
+        assert_eq!(
+            map.matches(&format!("\"{name}\": {kind},")).count(),
+            1,
+            "{name}"
+        );
     }
     assert!(files["KnownEventType.ts"].contains("export const KNOWN_EVENT_TYPES"));
     assert!(files["index.ts"].contains("export { KNOWN_EVENT_TYPES } from \"./KnownEventType\";"));

@@ -7,8 +7,8 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use herald_protocol::frame::Since;
 use herald_protocol::api::{ConnectionInfo, ConnectionList, HubStatus, TopicHistory};
+use herald_protocol::frame::Since;
 use herald_protocol::{CloseReason, ErrorCode, Event, Topic};
 use serde::{Deserialize, Serialize};
 

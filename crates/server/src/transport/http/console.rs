@@ -63,7 +63,9 @@ pub(super) async fn index(headers: HeaderMap) -> Response {
 pub(super) async fn file(Path(name): Path<String>, headers: HeaderMap) -> Response {
     match find(&name) {
         Some(asset) => serve(asset, &headers),
-        None => super::error::ApiError::not_found(format!("no console file {name:?}")).into_response(),
+        None => {
+            super::error::ApiError::not_found(format!("no console file {name:?}")).into_response()
+        }
     }
 }
 

@@ -40,10 +40,7 @@ pub(super) async fn list(
     let topics = topics
         .into_iter()
         .map(|stats| TopicSummary {
-            subscribers: subscribers
-                .get(stats.topic.as_str())
-                .copied()
-                .unwrap_or(0),
+            subscribers: subscribers.get(stats.topic.as_str()).copied().unwrap_or(0),
             topic: stats.topic,
             epoch: stats.position.epoch,
             seq: stats.position.seq,
