@@ -18,7 +18,6 @@ export function useSubscription(
     const subscription = client.subscribe(topics, options);
     setup(subscription);
     return () => void subscription.unsubscribe();
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [client, topics?.join(","), ...key]);
 }
 
@@ -67,7 +66,6 @@ export function useLoad<T>(load: () => Promise<T>, key: unknown[], refreshMs = 0
       live = false;
       if (timer) clearInterval(timer);
     };
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [...key, tick]);
   return [state, () => setTick((t) => t + 1)];
 }
