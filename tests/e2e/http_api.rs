@@ -492,3 +492,88 @@ async fn a_node_on_a_store_of_its_own_lists_itself_as_the_only_node() -> Result<
     ensure!(nodes[0]["node"] == reply.body["node"], "{}", reply.body);
     Ok(())
 }
+
+#[tokio::test]
+async fn topics_lists_each_stream_with_seq_retained_snapshot_and_last_event() -> Result<()> {
+    let hub = herald().start(&[]).await?;
+    let mut first = event("run:list-a", "step.started", json!({"step": "a"}));
+    first["key"] = json!("a");
+    hub.http().publish(&first).await?;
+    let mut second = event("run:list-a", "step.completed", json!({"step": "a"}));
+    second["key"] = json!("a");
+    hub.http().publish(&second).await?;
+    hub.http()
+        .publish(&event("crew:list-b", "crew.created", json!({})))
+        .await?;
+    let mut subscriber = hub.ws("/ws?topics=run:list-a").await?;
+    subscriber.recv_frame().await?; // subscribed
+
+    let reply = hub.http().get("/api/v1/topics").await?;
+    ensure!(reply.status == 200, "{}", reply.text);
+    let topics = reply.body["topics"].as_array().context("topics")?;
+    let names: Vec<&str> = topics.iter().map(|t| str_field(t, "topic")).collect();
+    ensure!(names == ["crew:list-b", "run:list-a"], "{names:?}");
+    let run = &topics[1];
+    ensure!(
+        run["seq"] == json!(2) && run["retained"] == json!(2),
+        "{run}"
+    );
+    ensure!(run["snapshot_keys"] == json!(1), "{run}");
+    ensure!(run["subscribers"] == json!(1), "{run}");
+    ensure!(run["last_event"]["seq"] == json!(2), "{run}");
+    ensure!(
+        run["last_event"]["event_type"] == json!("step.completed"),
+        "{run}"
+    );
+    ensure!(reply.body["truncated"] == json!(false), "{}", reply.text);
+
+    let limited = hub.http().get("/api/v1/topics?limit=1").await?;
+    ensure!(
+        limited.body["topics"].as_array().map(Vec::len) == Some(1)
+            && limited.body["truncated"] == json!(true),
+        "{}",
+        limited.text
+    );
+
+    let snapshot = hub.http().get("/api/v1/topics/run:list-a/snapshot").await?;
+    ensure!(snapshot.status == 200, "{}", snapshot.text);
+    let events = snapshot.body["events"].as_array().context("events")?;
+    ensure!(
+        events.len() == 1 && events[0]["event_type"] == json!("step.completed"),
+        "{}",
+        snapshot.text
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_console_is_served_at_the_root_and_dashboard_redirects_there() -> Result<()> {
+    let hub = herald()
+        .start(&["--api-keys", "console-admin-key-0123:admin"])
+        .await?;
+    // Built or not, `/` answers HTML without a key: the console, or how to build it.
+    let page = hub.http().get("/").await?;
+    ensure!(
+        page.content_type.starts_with("text/html") && matches!(page.status, 200 | 503),
+        "{} {}",
+        page.status,
+        page.content_type
+    );
+    let old = hub.http().get("/dashboard").await?;
+    ensure!(
+        old.status == page.status && old.text == page.text,
+        "/dashboard leads to the console"
+    );
+    let config = hub.http().get("/console/config").await?;
+    ensure!(
+        config.body["api_key_required"] == json!(true)
+            && config.body["token_required"] == json!(false),
+        "{}",
+        config.text
+    );
+    let topics = hub.http().get("/api/v1/topics").await?;
+    ensure!(topics.status == 401, "the topic list needs the admin key");
+    let missing = hub.http().get("/console/no-such-file.js").await?;
+    ensure!(missing.status == 404, "{}", missing.status);
+    Ok(())
+}

@@ -499,3 +499,23 @@ async fn every_node_lists_the_nodes_sharing_its_redis() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn every_node_lists_the_topics_published_on_any_node() -> Result<()> {
+    let redis = Redis::start().await?;
+    let nodes = nodes(&redis, 2).await?;
+    let mut keyed = event("run:listed", "step.completed", json!({"step": 1}));
+    keyed["key"] = json!("step-1");
+    nodes[0].http().publish(&keyed).await?;
+    publish_numbered(&nodes[0], "run:listed", 0, 2).await?;
+    let reply = nodes[1].http().get("/api/v1/topics").await?.ok()?;
+    let topics = reply.body["topics"].as_array().context("topics")?;
+    let listed = topics
+        .iter()
+        .find(|t| str_field(t, "topic") == "run:listed")
+        .with_context(|| format!("not listed: {}", reply.text))?;
+    ensure!(listed["seq"] == 3 && listed["retained"] == 3, "{listed}");
+    ensure!(listed["snapshot_keys"] == 1, "{listed}");
+    ensure!(listed["last_event"]["seq"] == 3, "{listed}");
+    Ok(())
+}

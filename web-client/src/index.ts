@@ -4,79 +4,27 @@
 // de-duplication). This file only parses what the module emits, dispatches
 // it to typed handlers and persists checkpoints.
 
-import init, { WasmClient } from "../pkg/herald_client_wasm.js";
+import init, { WasmClient, checkEvent, payloadExample, payloadType } from "../pkg/herald_client_wasm.js";
 import type {
-  ApprovalDecision,
-  ApprovalRequested,
-  ControlRequest,
+  ConnectionState,
   ErrorFrame,
-  ErrorPayload,
-  Event,
   EventFilter,
   EventType,
   Gap,
-  Metrics,
-  Progress,
   ReplayComplete,
   Since,
   Snapshot,
-  StateChange,
   Subscribed,
-  TaskStepResult,
   Welcome,
 } from "./protocol/index.js";
+import { type HeraldEvent, typeMatches } from "./events.js";
+import { type Handler, add, call, remove, report } from "./handlers.js";
+import { Subscription, type SubscriptionHost } from "./subscription.js";
 
 export type * from "./protocol/index.js";
-
-/** `approval.resolved`: the decision plus the task it was for. */
-export type ApprovalResolved = ApprovalDecision & { task_id: string; user_id: string };
-
-/** The typed `data` of the event types whose payload Herald defines. */
-export interface PayloadMap {
-  "approval.requested": ApprovalRequested;
-  "approval.resolved": ApprovalResolved;
-  "execution.progress": Progress;
-  "task.progress": Progress;
-  "step.progress": Progress;
-  "state.changed": StateChange;
-  "task.step_result": TaskStepResult;
-  "execution.failed": ErrorPayload;
-  "task.failed": ErrorPayload;
-  "workflow.failed": ErrorPayload;
-  "step.failed": ErrorPayload;
-  "queue.task_failed": ErrorPayload;
-  "system.error": ErrorPayload;
-  "metrics.updated": Metrics;
-  "cost.updated": Metrics;
-  "control.cancel": ControlRequest;
-  "control.pause": ControlRequest;
-  "control.resume": ControlRequest;
-}
-
-/** An event whose `data` is typed by its `event_type` (`unknown` for other types). */
-export type HeraldEvent<T extends string = EventType> = Omit<Event, "event_type" | "data"> & {
-  event_type: T;
-  data: T extends keyof PayloadMap ? PayloadMap[T] : unknown;
-};
-
-/** Narrows an event from a `"*"` or pattern handler to one event type. */
-export function isEvent<T extends keyof PayloadMap>(
-  event: HeraldEvent<string>,
-  type: T,
-): event is HeraldEvent<T> {
-  return event.event_type === type;
-}
-
-/** The connection as `onState` reports it. */
-export type ConnectionState =
-  | { state: "connecting" }
-  | { state: "open" }
-  /** Waiting `delay` ms before reconnect attempt `attempt` (1-based). */
-  | { state: "reconnecting"; attempt: number; delay: number }
-  | { state: "closed"; reason: "disconnected" }
-  /** The hub closed with a code that says not to reconnect (1008, 1009, 4500–4999). */
-  | { state: "closed"; reason: "terminal"; code: number }
-  | { state: "closed"; reason: "attempts_exhausted"; attempts: number };
+export { KNOWN_EVENT_TYPES } from "./protocol/KnownEventType.js";
+export { type HeraldEvent, isEvent, typeMatches } from "./events.js";
+export { Subscription, type SubscriptionState, topicMatches } from "./subscription.js";
 
 /** Less frequent session notices, for diagnostics and tests. */
 export type SessionNotice =
@@ -111,7 +59,8 @@ export interface HeraldOptions {
   connectTimeout?: number;
   /** Sent as `?user_id=`: the connection receives that user's messages and approvals. */
   userId?: string;
-  /** Sent as `?token=`. */
+  /** A JWT, sent as the WebSocket subprotocol `bearer.<JWT>` (beside
+   * `herald.v1`), never in the URL. */
   token?: string;
   /** Where the `.wasm` file is. Default: next to the wasm-bindgen JS in `pkg/`. */
   wasmUrl?: string | URL;
@@ -133,8 +82,6 @@ export interface SubscribeOptions {
 /** `cancel`, `pause`, `resume` target a task or a run. */
 export type ControlTarget = { task_id: string; reason?: string } | { run_id: string; reason?: string };
 
-type Handler<T> = (value: T) => void;
-
 let wasmLoaded: Promise<unknown> | undefined;
 
 function loadWasm(wasmUrl?: string | URL): Promise<unknown> {
@@ -142,29 +89,37 @@ function loadWasm(wasmUrl?: string | URL): Promise<unknown> {
   return wasmLoaded;
 }
 
-/** `ws(s)://host/ws?user_id=..&token=..` from an `http(s)://` or `ws(s)://` URL. */
-export function webSocketUrl(url: string, options: Pick<HeraldOptions, "userId" | "token"> = {}): string {
+/** `ws(s)://host/ws?user_id=..` from an `http(s)://` or `ws(s)://` URL. */
+export function webSocketUrl(url: string, options: Pick<HeraldOptions, "userId"> = {}): string {
   const base = typeof location === "undefined" ? undefined : location.href;
   const parsed = new URL(url, base);
   if (parsed.protocol === "http:") parsed.protocol = "ws:";
   if (parsed.protocol === "https:") parsed.protocol = "wss:";
   if (parsed.pathname === "/" || parsed.pathname === "") parsed.pathname = "/ws";
   if (options.userId !== undefined) parsed.searchParams.set("user_id", options.userId);
-  if (options.token !== undefined) parsed.searchParams.set("token", options.token);
   return parsed.toString();
 }
 
-function report(error: unknown): void {
-  const global = globalThis as { reportError?: (error: unknown) => void };
-  if (global.reportError) global.reportError(error);
-  else queueMicrotask(() => {
-    throw error;
-  });
+/**
+ * Checks an event before it is published, with the protocol's own types:
+ * `undefined` if `eventType` is well formed and `data` (JSON text) is valid
+ * JSON of its typed payload (see `PayloadMap`), else what is wrong. Resolves
+ * once the wasm module is loaded.
+ */
+export async function checkPublish(eventType: string, data: string, wasmUrl?: string | URL): Promise<string | undefined> {
+  await loadWasm(wasmUrl);
+  return checkEvent(eventType, data);
 }
 
-function typeMatches(pattern: string, type: string): boolean {
-  if (pattern === "*" || pattern === type) return true;
-  return pattern.endsWith(".*") && type.startsWith(pattern.slice(0, -1));
+/** The typed payload of `eventType` (its name and a valid example), if Herald defines one. */
+export async function typedPayload(
+  eventType: string,
+  wasmUrl?: string | URL,
+): Promise<{ type: string; example: unknown } | undefined> {
+  await loadWasm(wasmUrl);
+  const type = payloadType(eventType);
+  const example = payloadExample(eventType);
+  return type === undefined || example === undefined ? undefined : { type, example: JSON.parse(example) };
 }
 
 /**
@@ -177,7 +132,7 @@ function typeMatches(pattern: string, type: string): boolean {
  * await client.connect();
  * ```
  */
-export class HeraldClient {
+export class HeraldClient implements SubscriptionHost {
   readonly url: string;
   private client: WasmClient | undefined;
   private failed: unknown;
@@ -192,10 +147,12 @@ export class HeraldClient {
   private saveScheduled = false;
   private currentState: ConnectionState = { state: "connecting" };
   private disposed = false;
+  private readonly subscriptions: Subscription[] = [];
+  private welcomed: Array<{ resolve: () => void; reject: (error: Error) => void }> = [];
 
   constructor(url: string, options: HeraldOptions = {}) {
     this.url = webSocketUrl(url, options);
-    const { persistCheckpoints, wasmUrl, userId: _userId, token: _token, failover, ...rest } = options;
+    const { persistCheckpoints, wasmUrl, userId: _userId, failover, ...rest } = options;
     const session = { ...rest, failover: (failover ?? []).map((node) => webSocketUrl(node, options)) };
     if (persistCheckpoints) {
       this.storageKey =
@@ -239,25 +196,65 @@ export class HeraldClient {
     return this.currentState;
   }
 
-  /** Starts connecting (resolves once the wasm module is loaded and the first attempt started). */
+  /**
+   * Connects, and resolves on the hub's `welcome` (at once if open). Rejects
+   * if the client closes for good first (a terminal close code, attempts
+   * exhausted, `disconnect()`, `dispose()`); reconnect attempts in between
+   * do not reject it.
+   */
   connect(): Promise<void> {
-    return this.run((client) => client.connect());
+    if (this.currentState.state === "open") return Promise.resolve();
+    const welcomed = new Promise<void>((resolve, reject) => this.welcomed.push({ resolve, reject }));
+    return this.run((client) => client.connect()).then(() => welcomed);
   }
 
-  /** Subscribes; the subscription is kept and re-sent with `since` on every reconnect. */
-  subscribe(topics: string | string[], options: SubscribeOptions = {}): Promise<void> {
+  /**
+   * Subscribes to `topics` (topics or patterns); kept and re-sent with
+   * `since` on every reconnect. Returns the subscription: its own handlers,
+   * its state, `ready()` (resolves on `subscribed`) and `unsubscribe()`.
+   * Input the protocol refuses (a malformed topic) makes it `refused`.
+   */
+  subscribe(topics: string | string[], options: SubscribeOptions = {}): Subscription {
+    const list = typeof topics === "string" ? [topics] : [...topics];
+    const subscription = new Subscription(this, list, options.filter);
+    this.subscriptions.push(subscription);
     const frame = {
-      topics: typeof topics === "string" ? [topics] : topics,
+      topics: list,
       ...(options.filter ? { filter: options.filter } : {}),
       ...(options.since ? { since: options.since } : {}),
       ...(options.snapshot ? { snapshot: true } : {}),
     };
-    return this.run((client) => client.subscribe(JSON.stringify(frame)));
+    this.run((client) => client.subscribe(JSON.stringify(frame))).catch((error: unknown) => {
+      const message = error instanceof Error ? error.message : String(error);
+      subscription.handleError({ code: "invalid_topic", message: `${list.join(", ")}: ${message}`, ref: null });
+    });
+    return subscription;
   }
 
+  /** Unsubscribes `topics` on the hub (every subscription object covering exactly them is closed). */
   unsubscribe(topics: string | string[]): Promise<void> {
     const list = typeof topics === "string" ? [topics] : topics;
+    for (const subscription of [...this.subscriptions]) {
+      if (subscription.topics.every((t) => list.includes(t))) {
+        subscription.close();
+        remove(this.subscriptions, subscription);
+      }
+    }
     return this.run((client) => client.unsubscribe(JSON.stringify(list)));
+  }
+
+  /** The open subscriptions. */
+  get subscriptionList(): readonly Subscription[] {
+    return this.subscriptions;
+  }
+
+  /** @internal Called by `Subscription.unsubscribe()`: tells the hub about topics no other subscription covers. */
+  unsubscribeOne(subscription: Subscription): Promise<void> {
+    remove(this.subscriptions, subscription);
+    const stillWanted = new Set(this.subscriptions.flatMap((s) => s.topics));
+    const gone = subscription.topics.filter((topic) => !stillWanted.has(topic));
+    if (gone.length === 0) return Promise.resolve();
+    return this.run((client) => client.unsubscribe(JSON.stringify(gone)));
   }
 
   /** Answers an approval (`approval.requested`'s `data.callback_id`). Queued while offline. */
@@ -290,6 +287,8 @@ export class HeraldClient {
   /** Disconnects and releases the wasm side (socket, timers, listeners). */
   dispose(): void {
     this.disposed = true;
+    for (const subscription of this.subscriptions.splice(0)) subscription.close();
+    for (const waiter of this.welcomed.splice(0)) waiter.reject(new Error("HeraldClient was disposed"));
     const client = this.client;
     this.client = undefined;
     if (client) {
@@ -376,27 +375,31 @@ export class HeraldClient {
         for (const { pattern, handler } of [...this.eventHandlers]) {
           if (typeMatches(pattern, event.event_type)) call(handler, event);
         }
+        for (const subscription of [...this.subscriptions]) subscription.handleEvent(event);
         this.scheduleSave();
         return;
       }
       case "state":
-        this.currentState = value as ConnectionState;
-        for (const handler of [...this.stateHandlers]) call(handler, this.currentState);
-        return;
+        return this.changeState(value as ConnectionState);
       case "gap":
         for (const handler of [...this.gapHandlers]) call(handler, value as Gap);
+        for (const subscription of [...this.subscriptions]) subscription.handleGap(value as Gap);
         this.scheduleSave();
         return;
       case "snapshot":
         for (const handler of [...this.snapshotHandlers]) call(handler, value as Snapshot);
+        for (const subscription of [...this.subscriptions]) subscription.handleSnapshot(value as Snapshot);
         this.scheduleSave();
         return;
       case "error":
         for (const handler of [...this.errorHandlers]) call(handler, value as ErrorFrame);
+        for (const subscription of [...this.subscriptions]) subscription.handleError(value as ErrorFrame);
         return;
       case "welcome":
+        for (const waiter of this.welcomed.splice(0)) waiter.resolve();
         return this.notice({ kind, welcome: value });
       case "subscribed":
+        for (const subscription of [...this.subscriptions]) subscription.handleSubscribed(value as Subscribed);
         this.scheduleSave();
         return this.notice({ kind, subscribed: value });
       case "replay_complete":
@@ -409,6 +412,18 @@ export class HeraldClient {
       default:
       // Kinds a newer module adds are ignored.
     }
+  }
+
+  private changeState(state: ConnectionState): void {
+    this.currentState = state;
+    if (state.state === "connecting" || state.state === "reconnecting") {
+      for (const subscription of this.subscriptions) subscription.handleReconnecting();
+    }
+    if (state.state === "closed") {
+      const reason = state.reason === "terminal" ? `closed by the hub (${state.code})` : state.reason.replace("_", " ");
+      for (const waiter of this.welcomed.splice(0)) waiter.reject(new Error(`connection ${reason}`));
+    }
+    for (const handler of [...this.stateHandlers]) call(handler, state);
   }
 
   private notice(notice: SessionNotice): void {
@@ -441,22 +456,4 @@ export class HeraldClient {
       // Quota or disabled storage: checkpoints stay in memory only.
     }
   }
-}
-
-function call<T>(handler: Handler<T>, value: T): void {
-  try {
-    handler(value);
-  } catch (error) {
-    report(error);
-  }
-}
-
-function add<T>(list: Array<Handler<T>>, handler: Handler<T>): () => void {
-  list.push(handler);
-  return () => remove(list, handler);
-}
-
-function remove<T>(list: T[], item: T): void {
-  const index = list.indexOf(item);
-  if (index >= 0) list.splice(index, 1);
 }

@@ -1,7 +1,16 @@
 // Type-level checks of the wrapper's public API, compiled (never run) by
 // `cargo xtask wasm` with test/tsconfig.json: a wrong type here fails the build.
 
-import { HeraldClient, isEvent, type ConnectionState, type HeraldEvent } from "../dist/index.js";
+import {
+  HeraldClient,
+  KNOWN_EVENT_TYPES,
+  isEvent,
+  type ApprovalResolved,
+  type ConnectionState,
+  type HeraldEvent,
+  type KnownEventType,
+  type SubscriptionState,
+} from "../dist/index.js";
 
 const client = new HeraldClient("http://127.0.0.1:8765", { userId: "u1", heartbeatInterval: 300, jitter: false });
 
@@ -40,8 +49,32 @@ client.onState((state: ConnectionState) => {
   }
 });
 
+client.onState((state: ConnectionState) => {
+  if (state.state === "closed" && state.reason === "terminal") {
+    const code: number = state.code;
+    void code;
+  }
+});
+
+client.on("approval.resolved", (event) => {
+  const resolved: ApprovalResolved = event.data;
+  const task: string = event.data.task_id;
+  void [resolved, task];
+});
+
 client.onGap((gap) => void gap.reason);
-void client.subscribe(["execution:exec_1", "run:*"], { since: { "execution:exec_1": { seq: 4, epoch: "e" } }, snapshot: true, filter: { types: ["execution.*"] } });
+const subscription = client.subscribe(["execution:exec_1", "run:*"], { since: { "execution:exec_1": { seq: 4, epoch: "e" } }, snapshot: true, filter: { types: ["execution.*"] } });
+const ready: Promise<void> = subscription.ready();
+subscription.on("execution.progress", (event) => {
+  const percent: number = event.data.progress;
+  void percent;
+});
+subscription.onState((state: SubscriptionState) => {
+  if (state.state === "subscribed") void state.positions["execution:exec_1"]?.seq;
+});
+const welcomed: Promise<void> = client.connect();
+const known: readonly KnownEventType[] = KNOWN_EVENT_TYPES;
+void [ready, welcomed, known, subscription.unsubscribe()];
 void client.cancel({ task_id: "t1", reason: "stop" });
 void client.pause({ run_id: "r1" });
 // @ts-expect-error: a control request needs task_id or run_id.

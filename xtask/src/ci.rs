@@ -6,13 +6,12 @@
 //! smoke, Redis), write a `fn(&Workspace) -> Result<()>` in its own module and
 //! append it to [`steps`].
 
-use std::fs;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 use crate::workspace::{self, Workspace};
-use crate::{bench, bindings, browser, compat, python, redis, tsc, wasm};
+use crate::{bench, bindings, browser, compat, console, python, redis, setup, tsc};
 
 /// One step of the run.
 #[derive(Debug, Clone, Copy)]
@@ -27,15 +26,15 @@ pub fn steps() -> Vec<Step> {
         // Set-up: install what is missing.
         Step {
             name: "set-up: rust target wasm32-unknown-unknown",
-            run: install_wasm_target,
+            run: setup::wasm_target,
         },
         Step {
             name: "set-up: rustfmt and clippy",
-            run: install_components,
+            run: setup::components,
         },
         Step {
             name: "set-up: npm install in web-client",
-            run: npm_install,
+            run: setup::npm_install,
         },
         // The Redis engine's tests and the chaos soak start their own
         // `redis-server` processes.
@@ -76,19 +75,25 @@ pub fn steps() -> Vec<Step> {
         // Browser client (H6): set-up, package build, browser tests.
         Step {
             name: "set-up: chromium",
-            run: browser::install_chromium,
+            run: setup::chromium,
         },
         Step {
             name: "set-up: wasm-bindgen-cli (Cargo.lock version)",
-            run: browser::install_wasm_bindgen,
+            run: setup::wasm_bindgen,
         },
         Step {
-            name: "cargo xtask wasm",
-            run: wasm::build_package,
+            name: "cargo xtask console (the wasm package, then the console)",
+            run: console::build,
         },
         Step {
             name: "browser tests (web-client)",
             run: browser::test,
+        },
+        // The console (H14): every panel in headless Chromium against a
+        // real hub fed by the example producer.
+        Step {
+            name: "console tests (Playwright, real hub and producer)",
+            run: console::test,
         },
         // Benchmarks (H7): a few seconds per scenario at small N; checks zero
         // loss and no duplicates for Herald, never speed.
@@ -148,10 +153,6 @@ pub fn run_python(workspace: &Workspace) -> Result<()> {
     Ok(())
 }
 
-fn chaos_smoke(workspace: &Workspace) -> Result<()> {
-    redis::chaos(workspace, &["--smoke"])
-}
-
 /// Runs one step with its header and duration.
 pub fn run_step(workspace: &Workspace, step: Step) -> Result<()> {
     println!("\n==== {} ====", step.name);
@@ -163,6 +164,10 @@ pub fn run_step(workspace: &Workspace, step: Step) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+fn chaos_smoke(workspace: &Workspace) -> Result<()> {
+    redis::chaos(workspace, &["--smoke"])
 }
 
 fn bench_smoke(workspace: &Workspace) -> Result<()> {
@@ -211,83 +216,6 @@ fn print_timings(timings: &[(&str, Duration, bool)]) {
         let status = if *ok { "ok" } else { "FAILED" };
         println!("{:>7.1}s  {status:<6}  {name}", took.as_secs_f64());
     }
-}
-
-fn install_wasm_target(workspace: &Workspace) -> Result<()> {
-    let installed =
-        workspace::read(
-            workspace
-                .command("rustup")
-                .args(["target", "list", "--installed"]),
-        )?;
-    if installed
-        .lines()
-        .any(|line| line.trim() == "wasm32-unknown-unknown")
-    {
-        println!("already installed");
-        return Ok(());
-    }
-    workspace::run(
-        workspace
-            .command("rustup")
-            .args(["target", "add", "wasm32-unknown-unknown"]),
-    )
-}
-
-fn install_components(workspace: &Workspace) -> Result<()> {
-    let installed =
-        workspace::read(
-            workspace
-                .command("rustup")
-                .args(["component", "list", "--installed"]),
-        )?;
-    let missing: Vec<&str> = ["rustfmt", "clippy"]
-        .into_iter()
-        .filter(|component| {
-            !installed
-                .lines()
-                .any(|line| line.split('-').next() == Some(*component))
-        })
-        .collect();
-    if missing.is_empty() {
-        println!("already installed");
-        return Ok(());
-    }
-    workspace::run(
-        workspace
-            .command("rustup")
-            .args(["component", "add"])
-            .args(&missing),
-    )
-}
-
-/// A copy of the lockfile `npm install` last succeeded with, inside
-/// `node_modules/` so that removing `node_modules/` also forgets it.
-const NPM_STAMP: &str = "web-client/node_modules/.herald-installed-package-lock.json";
-
-/// `npm install` when `node_modules/` is missing or the lockfile changed since
-/// the last install (never `npm ci`: see TOOLCHAIN.md).
-pub fn npm_install(workspace: &Workspace) -> Result<()> {
-    let lock_path = workspace.path("web-client/package-lock.json");
-    let lock = fs::read_to_string(&lock_path)
-        .with_context(|| format!("cannot read {}", lock_path.display()))?;
-    let stamp = workspace.path(NPM_STAMP);
-    let up_to_date = workspace.path(tsc::TSC).exists()
-        && fs::read_to_string(&stamp).is_ok_and(|installed| installed == lock);
-    if up_to_date {
-        println!("node_modules matches package-lock.json");
-        return Ok(());
-    }
-    workspace::run(
-        workspace
-            .command("npm")
-            .args(["install", "--no-audit", "--no-fund"])
-            .current_dir(workspace.path("web-client")),
-    )?;
-    // npm may rewrite the lockfile (e.g. new metadata): stamp what is there now.
-    let lock = fs::read_to_string(&lock_path)
-        .with_context(|| format!("cannot read {}", lock_path.display()))?;
-    fs::write(&stamp, lock).with_context(|| format!("cannot write {}", stamp.display()))
 }
 
 fn fmt(workspace: &Workspace) -> Result<()> {

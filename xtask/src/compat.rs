@@ -16,7 +16,7 @@
 use anyhow::{Context, Result, bail};
 
 use crate::workspace::{self, Workspace};
-use crate::{browser, ci, python};
+use crate::{ci, python, setup};
 
 /// Where the seeds' runners are, relative to the workspace root.
 const NODE_TESTS: &str = "tests/compat/node";
@@ -25,8 +25,8 @@ const PYTHON_TESTS: &str = "tests/compat/python";
 /// What the compat runners need: web-client's npm packages (playwright-core),
 /// Chromium, and the Python client's venv.
 pub fn setup(workspace: &Workspace) -> Result<()> {
-    ci::npm_install(workspace)?;
-    browser::install_chromium(workspace)?;
+    setup::npm_install(workspace)?;
+    setup::chromium(workspace)?;
     python::setup(workspace)
 }
 
@@ -68,7 +68,7 @@ pub fn node(workspace: &Workspace) -> Result<()> {
             ])
             .args(&files)
             .env("HERALD_BIN", &herald)
-            .env("CHROMIUM", browser::CHROMIUM),
+            .env("CHROMIUM", setup::CHROMIUM),
     )
     .context("the seeds' JavaScript failed against herald")
 }

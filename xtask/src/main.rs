@@ -15,7 +15,11 @@
 //!   with the TypeScript compiler.
 //! - `bench`: `cargo xtask bench [--smoke]`, the benchmark suite in `crates/bench`.
 //! - [`wasm`]: `cargo xtask wasm`, the browser client package in `web-client/`.
-//! - [`browser`]: the browser tests (Playwright + Chromium + a real hub) and their set-up.
+//! - [`setup`]: idempotent set-up steps (wasm32 target, npm packages,
+//!   Chromium, the `wasm-bindgen` CLI), run by every task that needs them.
+//! - [`browser`]: the browser tests (Playwright + Chromium + a real hub).
+//! - [`console`]: `cargo xtask console [--test]`, the console `herald serve`
+//!   embeds, and its browser tests.
 //! - [`compat`]: the seeds' own client code against the dialects (Node, Chromium, Python).
 //! - [`ci`]: `cargo xtask ci`, the single command CI runs: idempotent set-up,
 //!   then every check, failing fast.
@@ -28,9 +32,11 @@ mod bindings;
 mod browser;
 mod ci;
 mod compat;
+mod console;
 mod pymodels;
 mod python;
 mod redis;
+mod setup;
 mod tsc;
 mod wasm;
 mod workspace;
@@ -49,6 +55,8 @@ tasks:
                        herald-protocol (--check: compare only)
   tsc                  type-check the protocol's JSON fixtures against ts-bindings/
   wasm [--no-opt]      build the browser client package (web-client/pkg and dist)
+  console [--test]     build the console herald serve embeds at / (web-client/console/dist);
+                       --test: then its browser tests against a real hub
   ci [--keep-going]    set up what is missing, then run every check CI runs, stopping
                        at the first failure (--keep-going: run all, fail at the end)
   bench [--smoke] ...  build in release and run the benchmark suite (bench/README.md)
@@ -82,6 +90,7 @@ fn run(args: &[String]) -> Result<()> {
         ["ci", "--keep-going"] => ci::run(&workspace, true),
         // ---- Tasks other people add: dispatch them here. ----
         ["wasm", rest @ ..] => wasm::run(&workspace, rest),
+        ["console", rest @ ..] => console::run(&workspace, rest),
         ["bench", rest @ ..] => bench::run(&workspace, rest),
         ["python"] => ci::run_python(&workspace),
         ["chaos", rest @ ..] => redis::chaos(&workspace, rest),

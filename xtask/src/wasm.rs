@@ -3,15 +3,18 @@
 //! 1. `cargo build -p herald-client-wasm --target wasm32-unknown-unknown
 //!    --profile wasm-release` (opt-level "z", LTO, panic = abort);
 //! 2. `wasm-bindgen --target web` into `web-client/pkg/` (the CLI must be the
-//!    exact version in `Cargo.lock`: `cargo xtask ci` installs it);
-//! 3. `wasm-opt -Oz` from the npm `binaryen` package when it is installed
-//!    (Debian's wasm-opt 108 breaks the module; see TOOLCHAIN.md);
+//!    exact version in `Cargo.lock`, installed first when it is not);
+//! 3. `wasm-opt -Oz` from the npm `binaryen` package (Debian's wasm-opt 108
+//!    breaks the module; see TOOLCHAIN.md);
 //! 4. copies `ts-bindings/` to `web-client/src/protocol/` and compiles the
 //!    TypeScript wrapper with `tsc` into `web-client/dist/`, then type-checks
 //!    `web-client/test/types.check.ts` (the typed `on(...)` API) against it;
 //! 5. prints the gzipped sizes of the `.wasm` and the JS.
 //!
-//! `pkg/`, `dist/` and `src/protocol/` are build output, never committed.
+//! It first installs what it needs, as `cargo xtask ci` does (the wasm32
+//! target, the exact `wasm-bindgen` CLI, the npm packages), so it stands
+//! alone on a fresh clone. `pkg/`, `dist/` and `src/protocol/` are build
+//! output, never committed.
 
 use std::fs;
 use std::io::Write;
@@ -20,6 +23,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
+use crate::setup;
 use crate::tsc::TSC;
 use crate::workspace::{self, Workspace};
 
@@ -60,15 +64,10 @@ pub fn build_package(workspace: &Workspace) -> Result<()> {
 }
 
 fn build(workspace: &Workspace, optimize: bool) -> Result<()> {
-    let version = locked_wasm_bindgen_version(workspace)?;
-    let installed = installed_wasm_bindgen_version(workspace);
-    if installed.as_deref() != Some(version.as_str()) {
-        bail!(
-            "wasm-bindgen {version} is needed (Cargo.lock), found {}: run \
-             `cargo install wasm-bindgen-cli --version {version}` (or `cargo xtask ci`)",
-            installed.as_deref().unwrap_or("none")
-        );
-    }
+    // Stands alone: installs what it needs, as `cargo xtask ci` does.
+    setup::wasm_target(workspace)?;
+    setup::wasm_bindgen(workspace)?;
+    setup::npm_install(workspace)?;
 
     workspace::run(workspace.cargo().args([
         "build",
@@ -93,7 +92,7 @@ fn build(workspace: &Workspace, optimize: bool) -> Result<()> {
     )?;
 
     let wasm_opt = workspace.path(WASM_OPT);
-    if optimize && wasm_opt.exists() {
+    if optimize {
         let wasm = workspace.path(PKG_WASM);
         workspace::run(
             workspace
@@ -104,15 +103,10 @@ fn build(workspace: &Workspace, optimize: bool) -> Result<()> {
                 .arg("-o")
                 .arg(&wasm),
         )?;
-    } else if optimize {
-        println!("{WASM_OPT} is missing (npm install in web-client/): skipping wasm-opt");
     }
 
     copy_bindings(workspace)?;
     let tsc = workspace.path(TSC);
-    if !tsc.exists() {
-        bail!("{TSC} is missing: run `npm install --no-audit --no-fund` in web-client/");
-    }
     let dist = workspace.path("web-client/dist");
     if dist.exists() {
         fs::remove_dir_all(&dist).with_context(|| format!("cannot clear {}", dist.display()))?;
@@ -205,7 +199,7 @@ fn copy_ts(from: &Path, to: &Path) -> Result<()> {
 }
 
 /// `gzip -9 -c FILE | wc -c`.
-fn gzipped_len(path: &Path) -> Result<usize> {
+pub fn gzipped_len(path: &Path) -> Result<usize> {
     let mut child = Command::new("gzip")
         .args(["-9", "-c"])
         .stdin(Stdio::piped())

@@ -44,7 +44,13 @@ impl WasmClient {
         let urls = std::iter::once(url)
             .chain(options.failover().iter().cloned())
             .collect();
-        let driver = Driver::new(session, urls, options.connect_timeout_ms(), emit);
+        let driver = Driver::new(
+            session,
+            urls,
+            options.subprotocols(),
+            options.connect_timeout_ms(),
+            emit,
+        );
         Ok(WasmClient {
             shared: Rc::new(RefCell::new(driver)),
         })
@@ -162,7 +168,7 @@ impl WasmClient {
     pub fn state(&self) -> String {
         self.shared
             .try_borrow()
-            .map(|driver| output::state_json(driver.session.state()).to_string())
+            .map(|driver| output::state_json(driver.session.state()))
             .unwrap_or_else(|_| r#"{"state":"connecting"}"#.to_owned())
     }
 

@@ -21,6 +21,8 @@ pub(crate) struct Driver {
     pub(crate) session: Session,
     /// The hub's WebSocket URLs; the session says which one to connect to.
     urls: Vec<String>,
+    /// Offered on every socket (`herald.v1`, and the token's `bearer.<JWT>`).
+    subprotocols: Vec<String>,
     /// `connect()` was called: until then the session's first `Connect` waits.
     started: bool,
     socket: Option<Socket>,
@@ -41,12 +43,14 @@ impl Driver {
     pub(crate) fn new(
         session: Session,
         urls: Vec<String>,
+        subprotocols: Vec<String>,
         connect_timeout_ms: u64,
         emit: js_sys::Function,
     ) -> Driver {
         Driver {
             session,
             urls,
+            subprotocols,
             started: false,
             socket: None,
             deadline: None,
@@ -120,7 +124,9 @@ impl Driver {
             .or(self.urls.first())
             .cloned()
             .unwrap_or_default();
-        match Socket::open(&url, move |event| on_socket(&weak, event)) {
+        match Socket::open(&url, &self.subprotocols, move |event| {
+            on_socket(&weak, event)
+        }) {
             Ok(socket) => {
                 self.socket = Some(socket);
                 if self.connect_timeout_ms > 0 {

@@ -27,6 +27,8 @@
 //! - `page`: `online` and `visibilitychange` listeners.
 //! - `options`: the JS options object mapped onto `SessionConfig`.
 //! - `output`: session events encoded for JS.
+//! - `payload`: the protocol's typed payloads for JS (`payloadType`,
+//!   `payloadExample`, `checkEvent`).
 
 #[cfg(target_arch = "wasm32")]
 mod client;
@@ -39,9 +41,13 @@ mod output;
 #[cfg(target_arch = "wasm32")]
 mod page;
 #[cfg(target_arch = "wasm32")]
+mod payload;
+#[cfg(target_arch = "wasm32")]
 mod socket;
 #[cfg(target_arch = "wasm32")]
 mod timer;
 
 #[cfg(target_arch = "wasm32")]
 pub use client::WasmClient;
+#[cfg(target_arch = "wasm32")]
+pub use payload::{check_event, payload_example, payload_type};

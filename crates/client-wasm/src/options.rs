@@ -6,6 +6,9 @@ use std::time::Duration;
 use herald_protocol::session::SessionConfig;
 use serde::Deserialize;
 
+/// The subprotocol Herald speaks.
+const SUBPROTOCOL: &str = "herald.v1";
+
 /// The driver's own default for `connectTimeout`, in milliseconds.
 pub(crate) const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
 
@@ -29,6 +32,9 @@ pub(crate) struct Options {
     /// The WebSocket URLs of the hub's other nodes: each reconnect moves to
     /// the next URL, in turn. Default: none.
     failover: Vec<String>,
+    /// The JWT, sent as the subprotocol `bearer.<JWT>` beside `herald.v1`
+    /// (never in the URL, where logs and history would keep it).
+    token: Option<String>,
 }
 
 impl Options {
@@ -71,6 +77,14 @@ impl Options {
             jitter: self.jitter.unwrap_or(defaults.jitter),
             endpoints: 1 + self.failover.len(),
         }
+    }
+
+    /// The subprotocols every socket offers: `herald.v1`, and `bearer.<JWT>`
+    /// with a token.
+    pub(crate) fn subprotocols(&self) -> Vec<String> {
+        let mut protocols = vec![SUBPROTOCOL.to_owned()];
+        protocols.extend(self.token.as_ref().map(|token| format!("bearer.{token}")));
+        protocols
     }
 
     /// The connect timeout in milliseconds (0: none).

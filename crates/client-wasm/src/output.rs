@@ -1,8 +1,8 @@
 //! Session events encoded for JS: a kind and a JSON text, which the
 //! TypeScript wrapper parses once and dispatches.
 
-use herald_protocol::session::{ClosedReason, ConnectionState, SessionEvent};
-use serde_json::{Value, json};
+use herald_protocol::session::{ConnectionState, SessionEvent, StateReport};
+use serde_json::json;
 
 /// `(kind, json)` for the JS callback. Kinds: `event`, `gap`, `snapshot`,
 /// `state`, `error`, `welcome`, `subscribed`, `replay_complete`, `ack`,
@@ -12,7 +12,7 @@ pub(crate) fn encode(event: &SessionEvent) -> (&'static str, String) {
         SessionEvent::Event(event) => ("event", serde_json::to_string(event)),
         SessionEvent::Gap(gap) => ("gap", serde_json::to_string(gap)),
         SessionEvent::Snapshot(snapshot) => ("snapshot", serde_json::to_string(snapshot)),
-        SessionEvent::StateChanged(state) => return ("state", state_json(state).to_string()),
+        SessionEvent::StateChanged(state) => return ("state", state_json(state)),
         SessionEvent::Error(error) => ("error", serde_json::to_string(error)),
         SessionEvent::Welcome(welcome) => ("welcome", serde_json::to_string(welcome)),
         SessionEvent::Subscribed(subscribed) => ("subscribed", serde_json::to_string(subscribed)),
@@ -29,24 +29,9 @@ pub(crate) fn encode(event: &SessionEvent) -> (&'static str, String) {
     )
 }
 
-/// `{"state": "connecting" | "open"}`,
-/// `{"state": "reconnecting", "attempt": N, "delay": MS}`,
-/// `{"state": "closed", "reason": "disconnected" | "terminal" | "attempts_exhausted", ...}`.
-pub(crate) fn state_json(state: &ConnectionState) -> Value {
-    match state {
-        ConnectionState::Connecting => json!({ "state": "connecting" }),
-        ConnectionState::Open => json!({ "state": "open" }),
-        ConnectionState::Reconnecting { attempt, delay_ms } => {
-            json!({ "state": "reconnecting", "attempt": attempt, "delay": delay_ms })
-        }
-        ConnectionState::Closed { reason } => match reason {
-            ClosedReason::Disconnected => json!({ "state": "closed", "reason": "disconnected" }),
-            ClosedReason::Terminal(code) => {
-                json!({ "state": "closed", "reason": "terminal", "code": code.0 })
-            }
-            ClosedReason::AttemptsExhausted { attempts } => {
-                json!({ "state": "closed", "reason": "attempts_exhausted", "attempts": attempts })
-            }
-        },
-    }
+/// The state as JSON ([`StateReport`]: `{"state": "open"}`,
+/// `{"state": "reconnecting", "attempt": N, "delay": MS}`, ...).
+pub(crate) fn state_json(state: &ConnectionState) -> String {
+    serde_json::to_string(&StateReport::from(state))
+        .unwrap_or_else(|error| json!({ "encode_error": error.to_string() }).to_string())
 }

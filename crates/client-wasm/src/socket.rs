@@ -26,13 +26,15 @@ pub(crate) struct Socket {
 }
 
 impl Socket {
-    /// Opens a socket to `url`; `on_event` gets everything that happens to it
-    /// until it is dropped.
+    /// Opens a socket to `url` offering `subprotocols`; `on_event` gets
+    /// everything that happens to it until it is dropped.
     pub(crate) fn open(
         url: &str,
+        subprotocols: &[String],
         on_event: impl Fn(SocketEvent) + Clone + 'static,
     ) -> Result<Socket, JsValue> {
-        let ws = WebSocket::new(url)?;
+        let protocols: js_sys::Array = subprotocols.iter().map(|p| JsValue::from_str(p)).collect();
+        let ws = WebSocket::new_with_str_sequence(url, &protocols)?;
         let on_open = {
             let on_event = on_event.clone();
             Closure::<dyn FnMut()>::new(move || on_event(SocketEvent::Open))

@@ -270,14 +270,18 @@ impl ts_rs::TS for EventType {
     }
 }
 
-/// The TypeScript union of every event type the contract names.
+/// The TypeScript union of every event type the contract names, and the
+/// same names as a constant array (for pickers and validation at run time).
 pub fn known_event_types_ts() -> String {
     let names: Vec<String> = EventType::KNOWN
         .iter()
         .map(|t| format!("\"{}\"", t.as_str()))
         .collect();
     format!(
-        "export type KnownEventType =\n  | {};\n",
-        names.join("\n  | ")
+        "export type KnownEventType =\n  | {};\n\n\
+         /** Every event type the contract names, in contract order. */\n\
+         export const KNOWN_EVENT_TYPES: readonly KnownEventType[] = [\n  {},\n];\n",
+        names.join("\n  | "),
+        names.join(",\n  ")
     )
 }

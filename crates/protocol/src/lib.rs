@@ -13,7 +13,9 @@
 //! - [`frame`]: client → server ([`ClientFrame`]) and server → client
 //!   ([`ServerMessage`]) frames.
 //! - [`error`]: [`ErrorCode`], [`DecodeError`] and [`CloseReason`].
-//! - [`payload`]: typed `data` for the common events.
+//! - [`payload`]: typed `data` for the common events, and which event
+//!   types carry which ([`payload::PayloadKind`]).
+//! - [`api`]: the answers of the admin HTTP API (topics, connections, status).
 //! - [`session`]: the sans-IO client session (reconnect, heartbeat, replay,
 //!   de-duplication), driven by the native and browser clients.
 //! - [`bindings`]: the list of TypeScript declarations `cargo xtask bindings` writes.
@@ -25,6 +27,7 @@
 //! Clients ignore frame types and event types they do not know, and the hub
 //! ignores unknown fields in client frames.
 
+pub mod api;
 pub mod bindings;
 pub mod error;
 pub mod event;

@@ -13,6 +13,7 @@ use serde_json::Value;
 use ts_rs::TS;
 
 use crate::event::{CallbackId, Event};
+use crate::event_type::EventType;
 
 /// A typed view of an event's `data`.
 pub trait Payload: Serialize + DeserializeOwned {
@@ -253,3 +254,95 @@ pub struct ApprovalResolved {
     pub user_id: String,
 }
 impl Payload for ApprovalResolved {}
+
+/// A payload type Herald defines, named as in Rust and TypeScript.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PayloadKind {
+    Progress,
+    StateChange,
+    TaskStepResult,
+    ApprovalRequested,
+    ApprovalResolved,
+    ControlRequest,
+    ErrorPayload,
+    Metrics,
+}
+
+impl PayloadKind {
+    /// The typed payload of `data` for events of `event_type`, if Herald
+    /// defines one (every other type's `data` is any JSON).
+    pub fn of(event_type: &EventType) -> Option<PayloadKind> {
+        use EventType as T;
+        Some(match event_type {
+            T::ExecutionProgress | T::TaskProgress | T::StepProgress => PayloadKind::Progress,
+            T::StateChanged => PayloadKind::StateChange,
+            T::TaskStepResult => PayloadKind::TaskStepResult,
+            T::ApprovalRequested => PayloadKind::ApprovalRequested,
+            T::ApprovalResolved => PayloadKind::ApprovalResolved,
+            T::ControlCancel | T::ControlPause | T::ControlResume => PayloadKind::ControlRequest,
+            T::ExecutionFailed
+            | T::TaskFailed
+            | T::WorkflowFailed
+            | T::StepFailed
+            | T::QueueTaskFailed
+            | T::SystemError => PayloadKind::ErrorPayload,
+            T::MetricsUpdated | T::CostUpdated => PayloadKind::Metrics,
+            _ => return None,
+        })
+    }
+
+    /// The type's name (the TypeScript declaration in `ts-bindings/`).
+    pub fn name(self) -> &'static str {
+        match self {
+            PayloadKind::Progress => "Progress",
+            PayloadKind::StateChange => "StateChange",
+            PayloadKind::TaskStepResult => "TaskStepResult",
+            PayloadKind::ApprovalRequested => "ApprovalRequested",
+            PayloadKind::ApprovalResolved => "ApprovalResolved",
+            PayloadKind::ControlRequest => "ControlRequest",
+            PayloadKind::ErrorPayload => "ErrorPayload",
+            PayloadKind::Metrics => "Metrics",
+        }
+    }
+
+    /// Whether `data` has this payload's shape; the error says where it
+    /// does not.
+    pub fn check(self, data: &Value) -> Result<(), PayloadError> {
+        match self {
+            PayloadKind::Progress => Progress::from_data(data).map(drop),
+            PayloadKind::StateChange => StateChange::from_data(data).map(drop),
+            PayloadKind::TaskStepResult => TaskStepResult::from_data(data).map(drop),
+            PayloadKind::ApprovalRequested => ApprovalRequested::from_data(data).map(drop),
+            PayloadKind::ApprovalResolved => ApprovalResolved::from_data(data).map(drop),
+            PayloadKind::ControlRequest => ControlRequest::from_data(data).map(drop),
+            PayloadKind::ErrorPayload => ErrorPayload::from_data(data).map(drop),
+            PayloadKind::Metrics => Metrics::from_data(data).map(drop),
+        }
+    }
+
+    /// A small valid `data` of this shape, as JSON text, to start from.
+    pub fn example(self) -> &'static str {
+        match self {
+            PayloadKind::Progress => r#"{"progress": 50, "message": "halfway"}"#,
+            PayloadKind::StateChange => r#"{"state": "running", "previous_state": "idle"}"#,
+            PayloadKind::TaskStepResult => {
+                r#"{"step": "train", "message": "step finished", "status": "completed", "completed": true, "result": null}"#
+            }
+            PayloadKind::ApprovalRequested => {
+                r#"{"callback_id": "cb-1", "user_id": "u1", "task_id": "t1", "step": 1, "step_result": {"step": "train", "message": "retry?", "status": "failed"}, "timeout_ms": 60000, "default_proceed": true, "expires_at": 0}"#
+            }
+            PayloadKind::ApprovalResolved => {
+                r#"{"callback_id": "cb-1", "status": "approved", "proceed": true, "feedback": null, "decided_by": "u1", "decided_at": 0, "task_id": "t1", "user_id": "u1"}"#
+            }
+            PayloadKind::ControlRequest => r#"{"run_id": "r1", "reason": "maintenance"}"#,
+            PayloadKind::ErrorPayload => r#"{"message": "something failed", "code": "E001"}"#,
+            PayloadKind::Metrics => r#"{"metrics": {"total_usd": 0.42}}"#,
+        }
+    }
+}
+
+/// Checks `data` against the typed payload of `event_type`, if it has one
+/// (see [`PayloadKind::of`]).
+pub fn check(event_type: &EventType, data: &Value) -> Result<(), PayloadError> {
+    PayloadKind::of(event_type).map_or(Ok(()), |kind| kind.check(data))
+}

@@ -89,12 +89,18 @@ fn every_import_names_a_generated_file() {
         let dir = path.rsplit_once('/').map_or("", |(dir, _)| dir);
         for line in contents.lines().filter(|l| l.starts_with("import ")) {
             let target = line.split('"').nth(1).unwrap();
-            let target = target.strip_prefix("./").unwrap_or(target);
-            let resolved = if dir.is_empty() {
-                format!("{target}.ts")
-            } else {
-                format!("{dir}/{target}.ts")
-            };
+            let mut parts: Vec<&str> = dir.split('/').filter(|p| !p.is_empty()).collect();
+            for part in target.split('/') {
+                match part {
+                    "." => {}
+                    ".." => assert!(
+                        parts.pop().is_some(),
+                        "{path}: `{line}` leaves ts-bindings/"
+                    ),
+                    name => parts.push(name),
+                }
+            }
+            let resolved = format!("{}.ts", parts.join("/"));
             assert!(
                 files.contains_key(&resolved),
                 "{path}: `{line}` does not resolve ({resolved})"
@@ -156,4 +162,47 @@ fn omitted_fields_are_optional_in_typescript() {
 #[test]
 fn generation_is_deterministic() {
     assert_eq!(declarations(), declarations());
+}
+
+#[test]
+fn every_typed_payload_example_is_valid_for_its_event_types() {
+    use herald_protocol::EventType;
+    use herald_protocol::payload::{PayloadKind, check};
+    let mut typed = 0;
+    for event_type in EventType::KNOWN {
+        if let Some(kind) = PayloadKind::of(event_type) {
+            typed += 1;
+            let example: serde_json::Value = serde_json::from_str(kind.example()).unwrap();
+            check(event_type, &example).unwrap_or_else(|e| panic!("{event_type}: {e}"));
+            assert!(
+                check(event_type, &serde_json::json!("a string")).is_err(),
+                "{event_type} accepts data of another shape"
+            );
+        } else {
+            assert!(check(event_type, &serde_json::json!(["any", 1])).is_ok());
+        }
+    }
+    assert_eq!(typed, 18, "the event types with a typed payload");
+}
+
+#[test]
+fn the_payload_map_names_each_typed_event_type_once() {
+    let files = files();
+    let map = &files["client/PayloadMap.ts"];
+    for (name, kind) in [
+        ("approval.requested", "ApprovalRequested"),
+        ("approval.resolved", "ApprovalResolved"),
+        ("execution.progress", "Progress"),
+        ("cost.updated", "Metrics"),
+        ("control.pause", "ControlRequest"),
+        ("system.error", "ErrorPayload"),
+    ] {
+        assert_eq!(
+            map.matches(&format!("\"{name}\": {kind},")).count(),
+            1,
+            "{name}"
+        );
+    }
+    assert!(files["KnownEventType.ts"].contains("export const KNOWN_EVENT_TYPES"));
+    assert!(files["index.ts"].contains("export { KNOWN_EVENT_TYPES } from \"./KnownEventType\";"));
 }

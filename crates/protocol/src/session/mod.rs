@@ -97,7 +97,9 @@ use self::outbox::Outbox;
 pub use self::checkpoint::{Checkpoint, Checkpoints};
 pub use self::config::SessionConfig;
 pub use self::error::SessionError;
-pub use self::output::{Action, ClosedReason, ConnectionState, Millis, SessionEvent};
+pub use self::output::{
+    Action, ClosedReason, ClosedReport, ConnectionState, Millis, SessionEvent, StateReport,
+};
 pub use self::subscription::Subscription;
 
 /// The client side of one logical Herald connection, across reconnects.

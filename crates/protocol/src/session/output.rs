@@ -1,5 +1,9 @@
 //! What a session tells its driver and its application: [`Millis`],
-//! [`ConnectionState`], [`SessionEvent`] and [`Action`].
+//! [`ConnectionState`] (and [`StateReport`], its JSON form), [`SessionEvent`]
+//! and [`Action`].
+
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
 
 use crate::error::CloseReason;
 use crate::event::Event;
@@ -50,6 +54,57 @@ pub enum ClosedReason {
     /// [`SessionConfig::max_reconnect_attempts`](super::SessionConfig::max_reconnect_attempts)
     /// attempts failed in a row.
     AttemptsExhausted { attempts: u32 },
+}
+
+/// The connection state as a client reports it to its application, in JSON
+/// (the browser client's `onState`; made from [`ConnectionState`]): `{"state": "connecting" | "open"}`,
+/// `{"state": "reconnecting", "attempt": 2, "delay": 1500}`,
+/// `{"state": "closed", "reason": "terminal", "code": 4500}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(tag = "state", rename_all = "snake_case")]
+#[ts(rename = "ConnectionState", export_to = "client/")]
+pub enum StateReport {
+    /// A socket is being opened (or is open and waiting for `welcome`).
+    Connecting,
+    /// `welcome` received.
+    Open,
+    /// Waiting `delay` ms before reconnect attempt `attempt` (1-based).
+    Reconnecting { attempt: u32, delay: u64 },
+    /// Nothing more happens until the application reconnects.
+    Closed(ClosedReport),
+}
+
+/// Why a session stopped, as a `closed` state reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+#[ts(rename = "ClosedState", export_to = "client/")]
+pub enum ClosedReport {
+    /// The application disconnected.
+    Disconnected,
+    /// The hub closed with a code that says not to reconnect (1008, 1009, 4500–4999).
+    Terminal { code: u16 },
+    /// This many attempts failed in a row.
+    AttemptsExhausted { attempts: u32 },
+}
+
+impl From<&ConnectionState> for StateReport {
+    fn from(state: &ConnectionState) -> StateReport {
+        match state {
+            ConnectionState::Connecting => StateReport::Connecting,
+            ConnectionState::Open => StateReport::Open,
+            ConnectionState::Reconnecting { attempt, delay_ms } => StateReport::Reconnecting {
+                attempt: *attempt,
+                delay: *delay_ms,
+            },
+            ConnectionState::Closed { reason } => StateReport::Closed(match reason {
+                ClosedReason::Disconnected => ClosedReport::Disconnected,
+                ClosedReason::Terminal(code) => ClosedReport::Terminal { code: code.0 },
+                ClosedReason::AttemptsExhausted { attempts } => ClosedReport::AttemptsExhausted {
+                    attempts: *attempts,
+                },
+            }),
+        }
+    }
 }
 
 /// What the application receives from [`Session::poll_event`](super::Session::poll_event).

@@ -23,6 +23,8 @@ pub struct ConnHandle {
     pub id: Arc<str>,
     pub user_id: Option<Arc<str>>,
     pub remote: Option<SocketAddr>,
+    /// The `Origin` a browser sent with the upgrade.
+    pub origin: Option<Arc<str>>,
     pub(crate) outbox: Outbox,
     pub connected_at: Instant,
     /// Milliseconds since the Unix epoch.
@@ -31,6 +33,8 @@ pub struct ConnHandle {
     pub(crate) subscriptions: Mutex<HashMap<TopicPattern, EventFilter>>,
     pub(crate) frames_sent: AtomicU64,
     pub(crate) frames_received: AtomicU64,
+    /// Events shed from its outbox (each reported to it with a `gap`).
+    pub(crate) events_shed: AtomicU64,
     /// When anything last arrived from the peer, in ms since `connected_at`.
     last_seen_ms: AtomicU64,
     /// With authentication: what the token allows, and when it expires (ms
@@ -42,11 +46,13 @@ pub struct ConnHandle {
 }
 
 impl ConnHandle {
-    /// A connection; with `identity`, its user is the token's `sub`.
+    /// A connection from `remote` (a browser's page at `origin`); with
+    /// `identity`, its user is the token's `sub`.
     pub(crate) fn new(
         user_id: Option<String>,
         identity: Option<Identity>,
         remote: Option<SocketAddr>,
+        origin: Option<String>,
         queue_size: usize,
     ) -> ConnHandle {
         let user_id = identity.as_ref().map(|i| i.user.clone()).or(user_id);
@@ -54,12 +60,14 @@ impl ConnHandle {
             id: Arc::from(uuid::Uuid::new_v4().simple().to_string()),
             user_id: user_id.map(Arc::from),
             remote,
+            origin: origin.map(Arc::from),
             outbox: Outbox::new(queue_size),
             connected_at: Instant::now(),
             connected_at_ms: now_ms(),
             subscriptions: Mutex::default(),
             frames_sent: AtomicU64::new(0),
             frames_received: AtomicU64::new(0),
+            events_shed: AtomicU64::new(0),
             last_seen_ms: AtomicU64::new(0),
             access: identity.map(Mutex::new),
             answers_approvals: true,
@@ -100,6 +108,11 @@ impl ConnHandle {
             self.frames_sent.load(Relaxed),
             self.frames_received.load(Relaxed),
         )
+    }
+
+    /// Events shed from the outbox so far.
+    pub fn shed(&self) -> u64 {
+        self.events_shed.load(Relaxed)
     }
 
     /// Frames waiting in the outbox.

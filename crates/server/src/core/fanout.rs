@@ -435,7 +435,10 @@ impl BrokerHandler for NodeHandler {
                 return;
             }
             delivered += 1;
-            shed += u64::from(pushed == Pushed::Shed);
+            if pushed == Pushed::Shed {
+                shed += 1;
+                conn.events_shed.fetch_add(1, Relaxed);
+            }
             if asks.is_none_or(|user| conn.may_answer(user)) {
                 reached += 1;
             }

@@ -17,13 +17,17 @@ use tokio::time::Instant;
 
 use crate::core::hub::Hub;
 use crate::core::publish::PublishOptions;
+use crate::operations::metrics::Reading;
 
 /// Counters sampled at one tick, to turn totals into rates.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Sample {
     at: Instant,
     published: u64,
     delivered: u64,
+    shed: u64,
+    /// Publish-to-send latency so far.
+    lag: Reading,
 }
 
 impl Sample {
@@ -33,6 +37,8 @@ impl Sample {
             at: Instant::now(),
             published: metrics.events_published.load(Relaxed),
             delivered: metrics.events_delivered.load(Relaxed),
+            shed: metrics.events_shed.load(Relaxed),
+            lag: metrics.publish_to_send.reading(),
         }
     }
 }
@@ -54,7 +60,7 @@ pub(crate) async fn run(hub: Hub, interval: Duration) {
             last = now;
             continue;
         }
-        let figures = figures(&hub, last, now);
+        let figures = figures(&hub, &last, &now);
         // Counted in the figures it reports next time, like any event.
         let options = PublishOptions::default();
         if let Err(error) = hub.publish(request(&topic, figures), options).await {
@@ -64,13 +70,14 @@ pub(crate) async fn run(hub: Hub, interval: Duration) {
     }
 }
 
-/// The figures between two samples.
-fn figures(hub: &Hub, last: Sample, now: Sample) -> BTreeMap<String, f64> {
+/// The figures between two samples. `delivery_lag_p99_ms` (publish to
+/// socket write, 99th percentile, to the bucket bound) is left out when no
+/// frame was written in between.
+fn figures(hub: &Hub, last: &Sample, now: &Sample) -> BTreeMap<String, f64> {
     let seconds = now.at.duration_since(last.at).as_secs_f64().max(1e-3);
     let rate = |from: u64, to: u64| to.saturating_sub(from) as f64 / seconds;
-    let metrics = hub.metrics();
     let stats = hub.broker().stats();
-    BTreeMap::from([
+    let mut figures = BTreeMap::from([
         (
             "active_connections".to_owned(),
             hub.connections().count() as f64,
@@ -83,10 +90,8 @@ fn figures(hub: &Hub, last: Sample, now: Sample) -> BTreeMap<String, f64> {
         ("retained_bytes".to_owned(), stats.retained_bytes as f64),
         ("events_published_total".to_owned(), now.published as f64),
         ("events_delivered_total".to_owned(), now.delivered as f64),
-        (
-            "events_shed_total".to_owned(),
-            metrics.events_shed.load(Relaxed) as f64,
-        ),
+        ("events_shed_total".to_owned(), now.shed as f64),
+        ("events_shed_per_s".to_owned(), rate(last.shed, now.shed)),
         (
             "events_per_s".to_owned(),
             rate(last.published, now.published),
@@ -96,7 +101,11 @@ fn figures(hub: &Hub, last: Sample, now: Sample) -> BTreeMap<String, f64> {
             rate(last.delivered, now.delivered),
         ),
         ("uptime_s".to_owned(), hub.uptime_s() as f64),
-    ])
+    ]);
+    if let Some(p99) = now.lag.quantile_since(&last.lag, 0.99) {
+        figures.insert("delivery_lag_p99_ms".to_owned(), p99 * 1000.0);
+    }
+    figures
 }
 
 fn request(topic: &Topic, figures: BTreeMap<String, f64>) -> PublishRequest {

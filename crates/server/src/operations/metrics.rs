@@ -91,6 +91,15 @@ impl Histogram {
         }
     }
 
+    /// The counts now, to compare with a later reading.
+    pub(crate) fn reading(&self) -> Reading {
+        Reading {
+            bounds: self.bounds,
+            buckets: self.counts.iter().map(|c| c.load(Relaxed)).collect(),
+            count: self.count.load(Relaxed),
+        }
+    }
+
     pub(crate) fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cumulative = 0;
@@ -106,6 +115,39 @@ impl Histogram {
             self.sum_micros.load(Relaxed) as f64 / 1e6
         );
         let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
+/// A [`Histogram`]'s counts at one moment.
+#[derive(Debug, Clone)]
+pub(crate) struct Reading {
+    bounds: &'static [f64],
+    /// Observations per bucket (not cumulative).
+    buckets: Vec<u64>,
+    /// Every observation, those above the last bound included.
+    count: u64,
+}
+
+impl Reading {
+    /// The `q` quantile (0 to 1) of what was observed between `earlier` and
+    /// this reading, as the upper bound of the bucket it falls in (the last
+    /// bound when it falls above every bound); `None` if nothing was observed.
+    pub(crate) fn quantile_since(&self, earlier: &Reading, q: f64) -> Option<f64> {
+        let total = self.count.saturating_sub(earlier.count);
+        if total == 0 {
+            return None;
+        }
+        let wanted = (q.clamp(0.0, 1.0) * total as f64).ceil().max(1.0) as u64;
+        let mut cumulative = 0;
+        for (i, bound) in self.bounds.iter().enumerate() {
+            let now = self.buckets.get(i).copied().unwrap_or(0);
+            let before = earlier.buckets.get(i).copied().unwrap_or(0);
+            cumulative += now.saturating_sub(before);
+            if cumulative >= wanted {
+                return Some(*bound);
+            }
+        }
+        self.bounds.last().copied()
     }
 }
 
@@ -311,6 +353,31 @@ mod tests {
         ] {
             assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
         }
+    }
+
+    #[test]
+    fn the_quantile_of_a_window_is_the_bound_of_its_bucket() {
+        let histogram = Histogram::new(&LATENCY_BUCKETS);
+        histogram.observe(Duration::from_secs(3)); // before the window
+        let earlier = histogram.reading();
+        assert_eq!(histogram.reading().quantile_since(&earlier, 0.99), None);
+        for _ in 0..98 {
+            histogram.observe(Duration::from_micros(40)); // ≤ 50 µs
+        }
+        histogram.observe(Duration::from_micros(700)); // ≤ 1 ms
+        histogram.observe(Duration::from_millis(20)); // ≤ 25 ms
+        let now = histogram.reading();
+        assert_eq!(now.quantile_since(&earlier, 0.5), Some(0.000_05));
+        assert_eq!(now.quantile_since(&earlier, 0.99), Some(0.001));
+        assert_eq!(now.quantile_since(&earlier, 1.0), Some(0.025));
+        histogram.observe(Duration::from_secs(5));
+        histogram.observe(Duration::from_secs(5));
+        let later = histogram.reading();
+        assert_eq!(
+            later.quantile_since(&now, 0.99),
+            Some(1.0),
+            "above every bound reads as the last bound"
+        );
     }
 
     #[test]

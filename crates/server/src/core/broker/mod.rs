@@ -44,7 +44,9 @@ use std::time::Instant;
 use async_trait::async_trait;
 use herald_protocol::frame::{Gap, Since, Snapshot};
 use herald_protocol::payload::{ApprovalRecord, ApprovalStatus};
-use herald_protocol::{CallbackId, Epoch, Event, EventFilter, PublishReceipt, Topic, TopicPattern};
+use herald_protocol::{
+    CallbackId, Epoch, Event, EventFilter, EventType, PublishReceipt, Topic, TopicPattern,
+};
 
 pub use encoded::{Draft, EncodedEvent};
 pub use history::History;
@@ -303,6 +305,21 @@ pub struct NodeInfo {
     pub seen_at: u64,
 }
 
+/// One topic's stream, as [`Broker::topics`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicStats {
+    pub topic: Topic,
+    pub position: Position,
+    /// Events retained for replay.
+    pub retained: usize,
+    /// Approximate bytes of its retained events and snapshot.
+    pub retained_bytes: usize,
+    /// Keys in its snapshot.
+    pub snapshot_keys: usize,
+    /// The newest retained event: its seq, type and timestamp.
+    pub last_event: Option<(u64, EventType, u64)>,
+}
+
 /// Why a broker could not do something.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BrokerError {
@@ -440,6 +457,16 @@ pub trait Broker: Send + Sync + Debug {
     /// Pending approvals past their deadline that this node is to time out
     /// (each is handed to one node only), and the next deadline.
     async fn claim_expired(&self, now_ms: u64) -> Result<Expired, BrokerError>;
+
+    /// The topics whose streams the engine holds, in topic order, at most
+    /// `limit` of them, and whether there were more. An engine that cannot
+    /// list its topics says so with [`BrokerError::Unavailable`].
+    async fn topics(&self, limit: usize) -> Result<(Vec<TopicStats>, bool), BrokerError> {
+        let _ = limit;
+        Err(BrokerError::Unavailable(
+            "this store does not list its topics".to_owned(),
+        ))
+    }
 
     /// Figures for status and metrics.
     fn stats(&self) -> BrokerStats;

@@ -153,7 +153,7 @@ fn node(hold_limit: usize) -> Node {
         after: Mutex::default(),
     });
     let subscriptions = Subscriptions::new(broker.clone(), fanout, connections, 10, 1024);
-    let conn = Arc::new(ConnHandle::new(None, None, None, 1024));
+    let conn = Arc::new(ConnHandle::new(None, None, None, None, 1024));
     Node {
         broker,
         subscriptions,

@@ -2,15 +2,14 @@
 //! topic's retained history, status, health, metrics, and the JSON answers
 //! for routes that do not exist.
 
-use std::collections::HashMap;
-
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use herald_protocol::api::{ConnectionInfo, ConnectionList, HubStatus, TopicHistory};
 use herald_protocol::frame::Since;
-use herald_protocol::{CloseReason, Epoch, ErrorCode, Event, Topic};
+use herald_protocol::{CloseReason, ErrorCode, Event, Topic};
 use serde::{Deserialize, Serialize};
 
 use super::body::query;
@@ -19,70 +18,43 @@ use crate::core::broker::NodeInfo;
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
 
-/// One connection, as the admin API shows it.
-#[derive(Debug, Serialize)]
-pub(super) struct ConnectionInfo {
-    id: String,
-    session_id: String,
-    user_id: Option<String>,
-    remote_addr: Option<String>,
-    /// Milliseconds since the Unix epoch.
-    connected_at: u64,
-    age_s: f64,
-    subscriptions: Vec<String>,
-    messages_sent: u64,
-    messages_received: u64,
-    queued: usize,
-}
-
-impl ConnectionInfo {
-    fn of(conn: &ConnHandle) -> ConnectionInfo {
-        let (sent, received) = conn.frame_counts();
-        ConnectionInfo {
-            id: conn.id.to_string(),
-            session_id: conn.id.to_string(),
-            user_id: conn.user_id.as_deref().map(str::to_owned),
-            remote_addr: conn.remote.map(|r| r.to_string()),
-            connected_at: conn.connected_at_ms,
-            age_s: conn.connected_at.elapsed().as_secs_f64(),
-            subscriptions: conn
-                .subscriptions()
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
-            messages_sent: sent,
-            messages_received: received,
-            queued: conn.queued(),
-        }
+fn connection_info(conn: &ConnHandle) -> ConnectionInfo {
+    let (sent, received) = conn.frame_counts();
+    ConnectionInfo {
+        id: conn.id.to_string(),
+        session_id: conn.id.to_string(),
+        user_id: conn.user_id.as_deref().map(str::to_owned),
+        origin: conn.origin.as_deref().map(str::to_owned),
+        remote_addr: conn.remote.map(|r| r.to_string()),
+        connected_at: conn.connected_at_ms,
+        age_s: conn.connected_at.elapsed().as_secs_f64(),
+        subscriptions: conn
+            .subscriptions()
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        messages_sent: sent,
+        messages_received: received,
+        queued: conn.queued(),
+        shed: conn.shed(),
     }
 }
 
-/// The answer of `GET /api/v1/connections`.
-#[derive(Debug, Serialize)]
-pub(super) struct ConnectionsReport {
-    active_connections: usize,
-    subscription_counts: HashMap<String, usize>,
-    average_connection_age_s: f64,
-    /// Frames sent to the connections open now.
-    messages_sent: u64,
-    /// Frames sent since the hub started.
-    total_messages_sent: u64,
-    connections: Vec<ConnectionInfo>,
-}
-
-/// `GET /api/v1/connections`: counts, per-topic subscribers, ages, messages sent.
-pub(super) async fn connections(State(hub): State<Hub>) -> Json<ConnectionsReport> {
-    let connections: Vec<ConnectionInfo> = hub
+/// `GET /api/v1/connections`: counts, per-topic subscribers, ages, messages
+/// sent, and every connection (oldest first).
+pub(super) async fn connections(State(hub): State<Hub>) -> Json<ConnectionList> {
+    let mut connections: Vec<ConnectionInfo> = hub
         .connections()
         .all()
         .iter()
-        .map(|conn| ConnectionInfo::of(conn))
+        .map(|conn| connection_info(conn))
         .collect();
+    connections.sort_by_key(|c| c.connected_at);
     let count = connections.len();
     let total_age: f64 = connections.iter().map(|c| c.age_s).sum();
-    Json(ConnectionsReport {
+    Json(ConnectionList {
         active_connections: count,
-        subscription_counts: hub.subscriptions().counts(),
+        subscription_counts: hub.subscriptions().counts().into_iter().collect(),
         average_connection_age_s: if count == 0 {
             0.0
         } else {
@@ -109,7 +81,7 @@ pub(super) async fn connection(
     Path(id): Path<String>,
 ) -> Result<Json<ConnectionInfo>, ApiError> {
     let conn = find(&hub, &id)?;
-    Ok(Json(ConnectionInfo::of(&conn)))
+    Ok(Json(connection_info(&conn)))
 }
 
 /// The answer of `DELETE /api/v1/connections/{id}`.
@@ -138,16 +110,6 @@ pub(super) struct HistoryQuery {
     since: Option<u64>,
     time_ms: Option<u64>,
     limit: Option<usize>,
-}
-
-/// The answer of `GET /api/v1/topics/{topic}/events`.
-#[derive(Debug, Serialize)]
-pub(super) struct TopicHistory {
-    topic: Topic,
-    epoch: Epoch,
-    /// The topic's latest seq.
-    seq: u64,
-    events: Vec<Event>,
 }
 
 /// `GET /api/v1/topics/{topic}/events?since=&limit=` (or `?time_ms=`):
@@ -215,27 +177,16 @@ pub(super) async fn nodes(State(hub): State<Hub>) -> Result<Json<Nodes>, ApiErro
     }))
 }
 
-/// The answer of `GET /api/v1/status`.
-#[derive(Debug, Serialize)]
-pub(super) struct Status {
-    running: bool,
-    active_connections: usize,
-    pending_approvals: usize,
-    uptime_s: u64,
-    topics: usize,
-    version: &'static str,
-}
-
 /// `GET /api/v1/status`.
-pub(super) async fn status(State(hub): State<Hub>) -> Json<Status> {
+pub(super) async fn status(State(hub): State<Hub>) -> Json<HubStatus> {
     let stats = hub.broker().stats();
-    Json(Status {
+    Json(HubStatus {
         running: !hub.shutdown_token().is_cancelled(),
         active_connections: hub.connections().count(),
         pending_approvals: stats.pending_approvals,
         uptime_s: hub.uptime_s(),
         topics: stats.topics,
-        version: env!("CARGO_PKG_VERSION"),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
     })
 }
 

@@ -9,14 +9,19 @@
 //!   producers' rate limit.
 //! - `approvals`: asking, long-polling, listing.
 //! - `admin`: connections, topic history, status, health, metrics.
+//! - `topics`: the topic list and a topic's snapshot.
+//! - `console`: the console's embedded page and files, and what it asks
+//!   the hub before signing in.
 //! - `body`: reading JSON bodies and queries into typed requests.
 //! - [`error`]: [`ApiError`], the one error type of the API.
 
 mod admin;
 mod approvals;
 pub(crate) mod body;
+mod console;
 pub mod error;
 pub(crate) mod events;
+mod topics;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -36,19 +41,15 @@ use crate::transport::compat;
 use crate::transport::ws::upgrade as ws;
 use error::ApiError;
 
-/// The dashboard: one self-contained page over the JSON API and `/ws/events`.
-async fn dashboard() -> axum::response::Html<&'static str> {
-    axum::response::Html(include_str!("../../../assets/dashboard.html"))
-}
-
 /// Who published: the API key, or the remote address when no keys are configured.
 #[derive(Debug, Clone)]
 pub(crate) struct Producer(pub(crate) String);
 
 /// The scope a route needs: `publish` for events, broadcasts, user messages
 /// and approvals (creating and waiting); `admin` for the rest of the API.
-/// `/health`, `/metrics` and the WebSocket endpoints need no key. The
-/// dialects' routes need what Herald's own need for the same operation.
+/// `/health`, `/metrics`, the console's files and the WebSocket endpoints
+/// need no key. The dialects' routes need what Herald's own need for the
+/// same operation.
 fn scope_for(method: &Method, path: &str) -> Option<Scope> {
     if let Some(dialect) = path.strip_prefix("/compat/") {
         return compat::scope_for(method, dialect);
@@ -192,14 +193,15 @@ pub fn router(hub: Hub) -> Router {
             "/api/v1/connections/{id}",
             get(admin::connection).delete(admin::disconnect),
         )
+        .route("/api/v1/topics", get(topics::list))
         .route("/api/v1/topics/{topic}/events", get(admin::topic_events))
+        .route("/api/v1/topics/{topic}/snapshot", get(topics::snapshot))
         .route("/api/v1/status", get(admin::status))
         .route("/api/v1/nodes", get(admin::nodes))
-        .route(
-            "/",
-            get(|| async { axum::response::Redirect::temporary("/dashboard") }),
-        )
-        .route("/dashboard", get(dashboard))
+        .route("/", get(console::index))
+        .route("/console/config", get(console::config))
+        .route("/console/{file}", get(console::file))
+        .route("/dashboard", get(console::dashboard))
         .route("/health", get(admin::health))
         .route("/metrics", get(admin::metrics))
         .merge(compat::router())

@@ -242,6 +242,10 @@ pub(crate) fn accept<D: Dialect>(
         .write_buffer_size(64 * 1024);
     let tasks = hub.tasks().clone();
     let user_id = credentials.user_id.filter(|u| !u.is_empty());
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     ws.on_upgrade(move |socket| {
         // Split before the task's future is built, so that future holds the
         // two small halves and never a copy of the whole socket.
@@ -251,7 +255,13 @@ pub(crate) fn accept<D: Dialect>(
                 reject_over_limit(&hub, sink).await;
                 return;
             }
-            let conn = ConnHandle::new(user_id, identity, Some(remote), hub.config().queue_size);
+            let conn = ConnHandle::new(
+                user_id,
+                identity,
+                Some(remote),
+                origin,
+                hub.config().queue_size,
+            );
             let conn = if dialect.answers_approvals() {
                 conn
             } else {

@@ -45,7 +45,7 @@ use super::sqlite::{
 use super::{
     ApprovalQuery, ApprovalStoreError, Audience, Broker, BrokerError, BrokerHandler, BrokerStats,
     Decision, Draft, EncodedEvent, Expired, PatternSnapshots, Publication, Published, ReadRequest,
-    TopicRead, Wait,
+    TopicRead, TopicStats, Wait,
 };
 
 /// Most streams whose epoch and last seq are remembered after their history
@@ -584,6 +584,24 @@ impl Broker for MemoryBroker {
     async fn claim_expired(&self, now_ms: u64) -> Result<Expired, BrokerError> {
         // One node: every expired approval is this node's to time out.
         Ok(self.shared.approvals.lock().expired(now_ms))
+    }
+
+    async fn topics(&self, limit: usize) -> Result<(Vec<TopicStats>, bool), BrokerError> {
+        let mut logs: Vec<(Topic, Arc<Mutex<TopicLog>>)> = self
+            .shared
+            .logs
+            .read()
+            .iter()
+            .map(|(topic, log)| (topic.clone(), log.clone()))
+            .collect();
+        logs.sort_by(|a, b| a.0.cmp(&b.0));
+        let truncated = logs.len() > limit;
+        let topics = logs
+            .into_iter()
+            .take(limit)
+            .map(|(_, log)| log.lock().stats())
+            .collect();
+        Ok((topics, truncated))
     }
 
     fn stats(&self) -> BrokerStats {

@@ -13,7 +13,7 @@ use herald_protocol::{Epoch, Event, EventFilter, EventId, Label, Topic};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use crate::core::broker::{EncodedEvent, History, MAX_SNAPSHOT_KEYS, Position};
+use crate::core::broker::{EncodedEvent, History, MAX_SNAPSHOT_KEYS, Position, TopicStats};
 
 /// A delivered event as history holds it.
 #[derive(Debug, Clone)]
@@ -254,6 +254,21 @@ impl TopicLog {
             self.pop_oldest();
         }
         self.bytes as isize - before as isize
+    }
+
+    /// What the admin API lists about this stream.
+    pub(crate) fn stats(&self) -> TopicStats {
+        TopicStats {
+            topic: self.topic.clone(),
+            position: self.position(),
+            retained: self.history.len(),
+            retained_bytes: self.bytes,
+            snapshot_keys: self.snapshot.len(),
+            last_event: self.history.back().map(|r| {
+                let event = &r.encoded.event;
+                (event.seq, event.event_type.clone(), event.timestamp)
+            }),
+        }
     }
 
     /// Approximate bytes retained.

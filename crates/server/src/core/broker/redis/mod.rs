@@ -62,7 +62,7 @@ use self::wire::{SplitFrame, audience_code, decode_frame, fingerprint};
 use super::{
     ApprovalQuery, ApprovalStoreError, Audience, Broker, BrokerError, BrokerHandler, BrokerStats,
     Decision, Draft, EncodedEvent, Expired, History, MAX_SNAPSHOT_KEYS, NodeInfo, PatternSnapshots,
-    Position, Published, ReadRequest, Retention, TopicRead, Wait,
+    Position, Published, ReadRequest, Retention, TopicRead, TopicStats, Wait,
 };
 
 /// How long connecting to Redis may take.
@@ -669,6 +669,59 @@ impl Broker for RedisBroker {
                 .load(std::sync::atomic::Ordering::Relaxed),
             ..*self.shared.stats.lock()
         }
+    }
+
+    async fn topics(&self, limit: usize) -> Result<(Vec<TopicStats>, bool), BrokerError> {
+        let mut topics = self.shared.active_topics(&TopicPattern::All, 0).await;
+        let truncated = topics.len() > limit;
+        topics.truncate(limit);
+        let mut listed = Vec::with_capacity(topics.len());
+        for topic in topics {
+            let keys = TopicKeys::of(&topic);
+            let (meta, retained, snapshot_keys, last): (
+                (Option<String>, Option<u64>),
+                usize,
+                usize,
+                Vec<(String, HashMap<String, Vec<u8>>)>,
+            ) = redis::pipe()
+                .cmd("HMGET")
+                .arg(&keys.meta)
+                .arg("e")
+                .arg("s")
+                .xlen(&keys.stream)
+                .hlen(&keys.snapshot)
+                .cmd("XREVRANGE")
+                .arg(&keys.stream)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut self.shared.commands.clone())
+                .await
+                .map_err(failed)?;
+            // Expired since it was last indexed.
+            let (Some(epoch), Some(seq)) = meta else {
+                continue;
+            };
+            let Ok(epoch) = Epoch::new(epoch) else {
+                continue;
+            };
+            let last_event = last
+                .first()
+                .and_then(|(_, fields)| fields.get("f"))
+                .and_then(|frame| decode_frame(Bytes::copy_from_slice(frame)))
+                .map(|e| (e.event.seq, e.event.event_type.clone(), e.event.timestamp));
+            listed.push(TopicStats {
+                topic,
+                position: Position { epoch, seq },
+                retained,
+                // Redis's own memory is in `herald_retained_bytes`.
+                retained_bytes: 0,
+                snapshot_keys,
+                last_event,
+            });
+        }
+        Ok((listed, truncated))
     }
 
     async fn nodes(&self) -> Result<Vec<NodeInfo>, BrokerError> {

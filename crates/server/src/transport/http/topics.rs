@@ -1,0 +1,80 @@
+//! The topics this hub holds: `GET /api/v1/topics` lists them (seq, epoch,
+//! retained events, snapshot keys, this node's subscribers, last event), and
+//! `GET /api/v1/topics/{topic}/snapshot` answers a topic's keyed snapshot.
+//! Both need the `admin` scope, like the rest of the admin API.
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use herald_protocol::api::{LastEvent, TopicList, TopicSummary};
+use herald_protocol::frame::Snapshot;
+use herald_protocol::{ErrorCode, EventFilter, Topic};
+use serde::Deserialize;
+
+use super::body::query;
+use super::error::ApiError;
+use crate::core::broker::BrokerError;
+use crate::core::hub::Hub;
+
+/// How many topics one answer lists unless `limit` says otherwise.
+const DEFAULT_LIMIT: usize = 1000;
+/// The most topics one answer lists.
+const MAX_LIMIT: usize = 10_000;
+
+/// Query of `GET /api/v1/topics`.
+#[derive(Debug, Deserialize)]
+pub(super) struct ListQuery {
+    /// At most this many (default 1000, at most 10,000).
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/topics?limit=N`: every topic whose stream the hub holds, in
+/// topic order.
+pub(super) async fn list(
+    State(hub): State<Hub>,
+    list: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<TopicList>, ApiError> {
+    let limit = query(list)?.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
+    let (topics, truncated) = hub.broker().topics(limit).await.map_err(|e| refused(&e))?;
+    let subscribers = hub.subscriptions().counts();
+    let topics = topics
+        .into_iter()
+        .map(|stats| TopicSummary {
+            subscribers: subscribers.get(stats.topic.as_str()).copied().unwrap_or(0),
+            topic: stats.topic,
+            epoch: stats.position.epoch,
+            seq: stats.position.seq,
+            retained: stats.retained,
+            retained_bytes: stats.retained_bytes,
+            snapshot_keys: stats.snapshot_keys,
+            last_event: stats
+                .last_event
+                .map(|(seq, event_type, timestamp)| LastEvent {
+                    seq,
+                    event_type,
+                    timestamp,
+                }),
+        })
+        .collect();
+    Ok(Json(TopicList { topics, truncated }))
+}
+
+/// `GET /api/v1/topics/{topic}/snapshot`: the latest event per key, with
+/// the epoch and seq it is consistent with.
+pub(super) async fn snapshot(
+    State(hub): State<Hub>,
+    Path(topic): Path<String>,
+) -> Result<Json<Snapshot>, ApiError> {
+    let topic =
+        Topic::parse(&topic).map_err(|e| ApiError::new(ErrorCode::InvalidTopic, e.to_string()))?;
+    let snapshot = hub
+        .broker()
+        .snapshot(&topic, &EventFilter::default())
+        .await
+        .map_err(|e| refused(&e))?;
+    Ok(Json(snapshot))
+}
+
+fn refused(error: &BrokerError) -> ApiError {
+    ApiError::new(ErrorCode::Internal, error.to_string())
+}

@@ -1,0 +1,117 @@
+// The hub's HTTP API as the console calls it: typed answers (from the
+// generated bindings), the admin key in `Authorization`, errors as `ApiError`.
+
+import type {
+  ApprovalDecision,
+  ApprovalList,
+  ApprovalStatus,
+  ConnectionList,
+  ConsoleConfig,
+  HubStatus,
+  PublishReceipt,
+  PublishRequest,
+  Snapshot,
+  TopicHistory,
+  TopicList,
+} from "../../dist/index.js";
+import type { Credentials } from "./credentials.js";
+
+/** A refusal from the hub (`{code, message}`) or a network failure. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** How long one call may take. */
+const TIMEOUT_MS = 10_000;
+
+export class Api {
+  constructor(private readonly credentials: Credentials) {}
+
+  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const headers: Record<string, string> = {};
+    if (this.credentials.apiKey) headers.authorization = `Bearer ${this.credentials.apiKey}`;
+    if (body !== undefined) headers["content-type"] = "application/json";
+    let response: Response;
+    try {
+      response = await fetch(path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(TIMEOUT_MS),
+      });
+    } catch (error) {
+      throw new ApiError(0, "network", `the hub did not answer (${(error as Error).message})`);
+    }
+    const text = await response.text();
+    let json: unknown;
+    try {
+      json = text ? JSON.parse(text) : undefined;
+    } catch {
+      json = undefined;
+    }
+    if (!response.ok) {
+      const refusal = json as { code?: string; message?: string } | undefined;
+      throw new ApiError(response.status, refusal?.code ?? "http", refusal?.message ?? `HTTP ${response.status}`);
+    }
+    return json as T;
+  }
+
+  config(): Promise<ConsoleConfig> {
+    return this.call("GET", "/console/config");
+  }
+
+  status(): Promise<HubStatus> {
+    return this.call("GET", "/api/v1/status");
+  }
+
+  topics(): Promise<TopicList> {
+    return this.call("GET", "/api/v1/topics");
+  }
+
+  history(topic: string, since: number, limit: number): Promise<TopicHistory> {
+    const query = new URLSearchParams({ since: String(since), limit: String(limit) });
+    return this.call("GET", `/api/v1/topics/${encodeURIComponent(topic)}/events?${query}`);
+  }
+
+  snapshot(topic: string): Promise<Snapshot> {
+    return this.call("GET", `/api/v1/topics/${encodeURIComponent(topic)}/snapshot`);
+  }
+
+  connections(): Promise<ConnectionList> {
+    return this.call("GET", "/api/v1/connections");
+  }
+
+  disconnect(id: string): Promise<unknown> {
+    return this.call("DELETE", `/api/v1/connections/${encodeURIComponent(id)}`);
+  }
+
+  approvals(filter: { status?: ApprovalStatus; task_id?: string } = {}): Promise<ApprovalList> {
+    const query = new URLSearchParams(Object.entries(filter).filter((e): e is [string, string] => e[1] !== undefined));
+    return this.call("GET", `/api/v1/approvals?${query}`);
+  }
+
+  approval(id: string): Promise<ApprovalDecision> {
+    return this.call("GET", `/api/v1/approvals/${encodeURIComponent(id)}`);
+  }
+
+  publish(request: PublishRequest): Promise<PublishReceipt> {
+    return this.call("POST", "/api/v1/events", request);
+  }
+
+  /** `GET /api/v1/nodes` (several nodes sharing a store); `undefined` when the hub has no such route. */
+  async nodes(): Promise<unknown[] | undefined> {
+    try {
+      const answer = await this.call<{ nodes?: unknown[] } | unknown[]>("GET", "/api/v1/nodes");
+      return Array.isArray(answer) ? answer : (answer.nodes ?? []);
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 404) return undefined;
+      throw error;
+    }
+  }
+}

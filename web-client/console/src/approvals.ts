@@ -1,0 +1,72 @@
+// The approvals the console knows about: the hub's list (pending and
+// decided, with the audit), re-read whenever an `approval.*` event arrives
+// on any topic. One book for the whole console: the nav badge, the inbox,
+// and each run's pending approval read it.
+
+import type { ApprovalRecord, HeraldClient, Subscription } from "../../dist/index.js";
+import type { Api } from "./api.js";
+import type { Store } from "./hooks.js";
+
+export interface ApprovalState {
+  pending: ApprovalRecord[];
+  decided: ApprovalRecord[];
+  error?: string;
+  loaded: boolean;
+}
+
+export class ApprovalBook implements Store<ApprovalState> {
+  private state: ApprovalState = { pending: [], decided: [], loaded: false };
+  private readonly listeners = new Set<() => void>();
+  private readonly subscription: Subscription;
+  private reading = false;
+  private again = false;
+
+  constructor(
+    private readonly api: Api,
+    client: HeraldClient,
+  ) {
+    // Every approval event on every topic: requests go to `user:*` and `task:*`.
+    this.subscription = client.subscribe("*", { filter: { types: ["approval.*"] } });
+    this.subscription.on("approval.*", () => void this.refresh());
+    // A new connection may have missed decisions: read the list again.
+    this.subscription.onState((state) => {
+      if (state.state === "subscribed") void this.refresh();
+    });
+    void this.refresh();
+  }
+
+  get(): ApprovalState {
+    return this.state;
+  }
+
+  listen(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Reads the list again (one read at a time; a request during one runs once after it). */
+  async refresh(): Promise<void> {
+    if (this.reading) {
+      this.again = true;
+      return;
+    }
+    this.reading = true;
+    try {
+      const { approvals } = await this.api.approvals();
+      this.state = {
+        pending: approvals.filter((a) => a.status === "pending").sort((a, b) => a.expires_at - b.expires_at),
+        decided: approvals.filter((a) => a.status !== "pending"),
+        loaded: true,
+      };
+    } catch (error) {
+      this.state = { ...this.state, error: (error as Error).message, loaded: true };
+    } finally {
+      this.reading = false;
+    }
+    for (const listener of [...this.listeners]) listener();
+    if (this.again) {
+      this.again = false;
+      await this.refresh();
+    }
+  }
+}

@@ -1,0 +1,71 @@
+// Preact hooks over the web client: a subscription that lives as long as the
+// component, a value that follows a store, a clock for countdowns, and a
+// loader for HTTP answers.
+
+import { useEffect, useState } from "preact/hooks";
+import type { HeraldClient, SubscribeOptions, Subscription } from "../../dist/index.js";
+
+/** Subscribes while the component is mounted (and again when `key` changes); `setup` adds handlers. */
+export function useSubscription(
+  client: HeraldClient,
+  topics: string[] | undefined,
+  options: SubscribeOptions,
+  setup: (subscription: Subscription) => void,
+  key: unknown[] = [],
+): void {
+  useEffect(() => {
+    if (!topics) return undefined;
+    const subscription = client.subscribe(topics, options);
+    setup(subscription);
+    return () => void subscription.unsubscribe();
+  }, [client, topics?.join(","), ...key]);
+}
+
+/** The current time, updated every `intervalMs`. */
+export function useNow(intervalMs = 1000): number {
+  const [now, setNow] = useState(Date.now());
+  useEffect(() => {
+    const timer = setInterval(() => setNow(Date.now()), intervalMs);
+    return () => clearInterval(timer);
+  }, [intervalMs]);
+  return now;
+}
+
+/** Something that changes and says so. */
+export interface Store<T> {
+  get(): T;
+  listen(listener: () => void): () => void;
+}
+
+/** The store's value, re-rendering on change. */
+export function useStore<T>(store: Store<T>): T {
+  const [, setVersion] = useState(0);
+  useEffect(() => store.listen(() => setVersion((v) => v + 1)), [store]);
+  return store.get();
+}
+
+export type Loaded<T> = { value?: T; error?: string; loading: boolean };
+
+/**
+ * Calls `load` now and every `refreshMs` (0: once) while mounted; keeps the
+ * last value while reloading.
+ */
+export function useLoad<T>(load: () => Promise<T>, key: unknown[], refreshMs = 0): [Loaded<T>, () => void] {
+  const [state, setState] = useState<Loaded<T>>({ loading: true });
+  const [tick, setTick] = useState(0);
+  useEffect(() => {
+    let live = true;
+    const run = () =>
+      load().then(
+        (value) => live && setState({ value, loading: false }),
+        (error: Error) => live && setState((s) => ({ value: s.value, error: error.message, loading: false })),
+      );
+    void run();
+    const timer = refreshMs > 0 ? setInterval(run, refreshMs) : undefined;
+    return () => {
+      live = false;
+      if (timer) clearInterval(timer);
+    };
+  }, [...key, tick]);
+  return [state, () => setTick((t) => t + 1)];
+}

@@ -1,0 +1,308 @@
+// The Herald console: signs in when the hub asks for credentials, opens one
+// HeraldClient (the web client's session core: one reconnect loop, one
+// WebSocket) and shows the panel the URL names.
+//
+// Layout: `main.tsx` (shell, sign-in, navigation), `route.ts` (URLs),
+// `api.ts` (HTTP API), `credentials.ts`, `approvals.ts` (the approval book),
+// `hooks.ts`, `format.ts`, `run/model.ts` (a run from its events),
+// `ui/` (chart, DAG), `panels/` (one per panel).
+
+import "uplot/dist/uPlot.min.css";
+import "./console.css";
+import { render } from "preact";
+import { useEffect, useMemo, useState } from "preact/hooks";
+import { type ConnectionState, HeraldClient } from "../../dist/index.js";
+import { Api, ApiError } from "./api.js";
+import { ApprovalBook } from "./approvals.js";
+import { type Credentials, forgetCredentials, loadCredentials, saveCredentials } from "./credentials.js";
+import { useStore } from "./hooks.js";
+import { Approvals } from "./panels/approvals.js";
+import { Connections } from "./panels/connections.js";
+import { Overview } from "./panels/overview.js";
+import { Publish } from "./panels/publish.js";
+import { Run } from "./panels/run.js";
+import { Runs } from "./panels/runs.js";
+import { Topic } from "./panels/topic.js";
+import { Topics } from "./panels/topics.js";
+import { type Route, href, parseRoute } from "./route.js";
+import { WASM_URL } from "./wasm.js";
+
+type Theme = "auto" | "light" | "dark";
+const THEME_KEY = "herald:console:theme";
+
+function applyTheme(theme: Theme): void {
+  if (theme === "auto") delete document.documentElement.dataset.theme;
+  else document.documentElement.dataset.theme = theme;
+}
+
+function storedTheme(): Theme {
+  try {
+    const theme = localStorage.getItem(THEME_KEY);
+    return theme === "light" || theme === "dark" ? theme : "auto";
+  } catch {
+    return "auto";
+  }
+}
+
+function useRoute(): Route {
+  const [route, setRoute] = useState(parseRoute(location.hash));
+  useEffect(() => {
+    const changed = () => setRoute(parseRoute(location.hash));
+    addEventListener("hashchange", changed);
+    return () => removeEventListener("hashchange", changed);
+  }, []);
+  return route;
+}
+
+function SignIn({ needKey, needToken, error, onSubmit }: { needKey: boolean; needToken: boolean; error?: string; onSubmit: (c: Credentials) => void }) {
+  const [apiKey, setApiKey] = useState("");
+  const [token, setToken] = useState("");
+  return (
+    <main id="main" class="sign-in">
+      <h1>Herald console</h1>
+      <p>
+        This hub asks for credentials. They stay in this tab's session storage (never in a URL) and are forgotten when
+        the tab closes.
+      </p>
+      <form
+        onSubmit={(e) => {
+          e.preventDefault();
+          onSubmit({ apiKey: apiKey.trim() || undefined, token: token.trim() || undefined });
+        }}
+      >
+        {needKey ? (
+          <label>
+            Admin API key <span class="muted">(a key of <code>--api-keys</code> with the <code>admin</code> scope)</span>
+            <input name="api-key" type="password" autocomplete="off" required value={apiKey} onInput={(e) => setApiKey((e.target as HTMLInputElement).value)} />
+          </label>
+        ) : null}
+        {needToken ? (
+          <label>
+            Admin token <span class="muted">(a JWT whose <code>topics</code> claim is <code>["*"]</code>)</span>
+            <input name="token" type="password" autocomplete="off" required value={token} onInput={(e) => setToken((e.target as HTMLInputElement).value)} />
+          </label>
+        ) : null}
+        {error ? (
+          <p class="error-text" role="alert">
+            {error}
+          </p>
+        ) : null}
+        <button type="submit" class="primary">
+          Sign in
+        </button>
+      </form>
+    </main>
+  );
+}
+
+const NAV: Array<{ label: string; route: Route; panels: Route["panel"][] }> = [
+  { label: "Overview", route: { panel: "overview" }, panels: ["overview"] },
+  { label: "Topics", route: { panel: "topics" }, panels: ["topics", "topic"] },
+  { label: "Runs", route: { panel: "runs" }, panels: ["runs", "run"] },
+  { label: "Approvals", route: { panel: "approvals", view: "inbox" }, panels: ["approvals"] },
+  { label: "Connections", route: { panel: "connections" }, panels: ["connections"] },
+  { label: "Publish", route: { panel: "publish" }, panels: ["publish"] },
+];
+
+function stateLabel(state: ConnectionState): string {
+  switch (state.state) {
+    case "open":
+      return "live";
+    case "connecting":
+      return "connecting…";
+    case "reconnecting":
+      return `reconnecting (attempt ${state.attempt})`;
+    case "closed":
+      return state.reason === "terminal" ? `closed by the hub (${state.code})` : "disconnected";
+  }
+}
+
+function Console({ api, credentials, onSignOut }: { api: Api; credentials: Credentials; onSignOut?: () => void }) {
+  const route = useRoute();
+  const client = useMemo(
+    () =>
+      new HeraldClient(location.origin, {
+        token: credentials.token,
+        // Open hubs take the user's name from the URL: decisions made here read "console".
+        userId: credentials.token ? undefined : "console",
+        wasmUrl: WASM_URL,
+        initialReconnectDelay: 250,
+        maxReconnectDelay: 5000,
+        heartbeatInterval: 15_000,
+      }),
+    [],
+  );
+  const approvals = useMemo(() => new ApprovalBook(api, client), []);
+  const book = useStore(approvals);
+  const [state, setState] = useState<ConnectionState>(client.state);
+  const [theme, setTheme] = useState<Theme>(storedTheme());
+  const [session, setSession] = useState<string | undefined>();
+
+  useEffect(() => {
+    const off = client.onState((s) => {
+      setState(s);
+      setSession(client.sessionId);
+    });
+    const offNotice = client.onNotice((n) => n.kind === "welcome" && setSession(n.welcome.session_id));
+    void client.connect().catch(() => undefined);
+    return () => {
+      off();
+      offNotice();
+      client.dispose();
+    };
+  }, []);
+
+  useEffect(() => {
+    applyTheme(theme);
+    try {
+      localStorage.setItem(THEME_KEY, theme);
+    } catch {
+      // The choice lasts until reload.
+    }
+  }, [theme]);
+
+  useEffect(() => {
+    document.getElementById("main")?.focus({ preventScroll: true });
+  }, [route.panel]);
+
+  const nextTheme: Record<Theme, Theme> = { auto: "light", light: "dark", dark: "auto" };
+  let panel;
+  switch (route.panel) {
+    case "overview":
+      panel = <Overview client={client} api={api} />;
+      break;
+    case "topics":
+      panel = <Topics api={api} />;
+      break;
+    case "topic":
+      panel = <Topic key={route.topic} client={client} api={api} topic={route.topic} />;
+      break;
+    case "runs":
+      panel = <Runs api={api} />;
+      break;
+    case "run":
+      panel = <Run key={route.topic} client={client} api={api} approvals={approvals} topic={route.topic} />;
+      break;
+    case "approvals":
+      panel = <Approvals client={client} approvals={approvals} view={route.view} />;
+      break;
+    case "connections":
+      panel = <Connections api={api} ownSession={session} />;
+      break;
+    case "publish":
+      panel = <Publish api={api} topic={route.topic} />;
+      break;
+  }
+  return (
+    <>
+      <a class="skip" href="#main" onClick={(e) => (e.preventDefault(), document.getElementById("main")?.focus())}>
+        Skip to the panel
+      </a>
+      <header class="top">
+        <a class="brand" href={href({ panel: "overview" })}>
+          Herald
+        </a>
+        <nav aria-label="Panels">
+          {NAV.map((item) => (
+            <a key={item.label} href={href(item.route)} aria-current={item.panels.includes(route.panel) ? "page" : undefined}>
+              {item.label}
+              {item.label === "Approvals" && book.pending.length > 0 ? (
+                <span class="badge" data-pending={book.pending.length} aria-label={`${book.pending.length} pending`}>
+                  {book.pending.length}
+                </span>
+              ) : null}
+            </a>
+          ))}
+        </nav>
+        <div class="status">
+          <span class={`conn conn-${state.state}`} data-connection-state={state.state} role="status">
+            {stateLabel(state)}
+          </span>
+          <button type="button" onClick={() => setTheme(nextTheme[theme])} aria-label={`Theme: ${theme}; switch to ${nextTheme[theme]}`}>
+            {theme === "auto" ? "◐ auto" : theme === "light" ? "☀ light" : "☾ dark"}
+          </button>
+          {onSignOut ? (
+            <button type="button" onClick={onSignOut}>
+              Sign out
+            </button>
+          ) : null}
+        </div>
+      </header>
+      <main id="main" tabIndex={-1} data-panel={route.panel}>
+        {panel}
+      </main>
+    </>
+  );
+}
+
+function App() {
+  const [credentials, setCredentials] = useState<Credentials>(loadCredentials());
+  const [config, setConfig] = useState<{ needKey: boolean; needToken: boolean } | undefined>();
+  const [signedIn, setSignedIn] = useState(false);
+  const [error, setError] = useState<string | undefined>();
+  const api = useMemo(() => new Api(credentials), [credentials]);
+
+  useEffect(() => {
+    api.config().then(
+      (c) => setConfig({ needKey: c.api_key_required, needToken: c.token_required }),
+      (e: Error) => setError(`cannot reach the hub: ${e.message}`),
+    );
+  }, []);
+
+  useEffect(() => {
+    if (!config) return;
+    const missing = (config.needKey && !credentials.apiKey) || (config.needToken && !credentials.token);
+    if (missing) return;
+    // The key is checked with a call that needs `admin`; a bad token shows as a connection the hub refuses.
+    api.status().then(
+      () => {
+        setError(undefined);
+        setSignedIn(true);
+      },
+      (e: Error) => {
+        setError(e instanceof ApiError && (e.status === 401 || e.status === 403) ? `the hub refused the key: ${e.message}` : e.message);
+        forgetCredentials();
+        setSignedIn(false);
+      },
+    );
+  }, [config, credentials]);
+
+  if (!config) {
+    return <main id="main">{error ? <p class="error-text">{error}</p> : <p class="boot">Connecting to the hub…</p>}</main>;
+  }
+  if (!signedIn) {
+    return (
+      <SignIn
+        needKey={config.needKey}
+        needToken={config.needToken}
+        error={error}
+        onSubmit={(c) => {
+          saveCredentials(c);
+          setCredentials(c);
+        }}
+      />
+    );
+  }
+  const needsCredentials = config.needKey || config.needToken;
+  return (
+    <Console
+      api={api}
+      credentials={credentials}
+      onSignOut={
+        needsCredentials
+          ? () => {
+              forgetCredentials();
+              location.reload();
+            }
+          : undefined
+      }
+    />
+  );
+}
+
+applyTheme(storedTheme());
+const root = document.getElementById("app");
+if (root) {
+  root.replaceChildren();
+  render(<App />, root);
+}

@@ -1,0 +1,184 @@
+// One run, live from its topic's events: status, the DAG, steps on a
+// timeline, agent messages and tool calls, cost, files, its pending
+// approval, and pause / resume / cancel (control requests the producer gets
+// as `control.*` on its topic).
+
+import { Fragment } from "preact";
+import { useRef, useState } from "preact/hooks";
+import type { HeraldClient } from "../../../dist/index.js";
+import type { ApprovalBook } from "../approvals.js";
+import type { Api } from "../api.js";
+import { bytes, duration, number, time } from "../format.js";
+import { useNow, useStore, useSubscription } from "../hooks.js";
+import { href } from "../route.js";
+import { type Run as RunModel, apply, emptyRun } from "../run/model.js";
+import { Dag } from "../ui/dag.js";
+import { ApprovalCard } from "./approval_card.js";
+
+/** Events read from history before going live. */
+const REPLAY = 1000;
+
+export function Run({ client, api, approvals, topic }: { client: HeraldClient; api: Api; approvals: ApprovalBook; topic: string }) {
+  const run = useRef<RunModel>(emptyRun(topic));
+  const [, setVersion] = useState(0);
+  const [control, setControl] = useState<string | undefined>();
+  const book = useStore(approvals);
+  const now = useNow(1000);
+  const [kind = "", id = ""] = topic.split(/:(.*)/s);
+
+  useSubscription(client, [topic], {}, (subscription) => {
+    run.current = emptyRun(topic);
+    setVersion((v) => v + 1);
+    // The retained history first, then live events (`apply` skips seqs it has).
+    void api.history(topic, 0, REPLAY).then(
+      (history) => {
+        for (const event of history.events) apply(run.current, event as never);
+        setVersion((v) => v + 1);
+      },
+      () => undefined,
+    );
+    subscription.on("*", (event) => {
+      apply(run.current, event);
+      setVersion((v) => v + 1);
+    });
+    subscription.onGap(() => {
+      // Events were lost: rebuild from what the hub retains.
+      void api.history(topic, 0, REPLAY).then((history) => {
+        run.current = emptyRun(topic);
+        for (const event of history.events) apply(run.current, event as never);
+        setVersion((v) => v + 1);
+      });
+    });
+  });
+
+  const target = kind === "run" ? { run_id: id } : { task_id: id };
+  const send = (action: "pause" | "resume" | "cancel") => {
+    const reason = `from the console`;
+    client[action]({ ...target, reason }).then(
+      () => setControl(`${action} sent`),
+      (e: Error) => setControl(`${action} failed: ${e.message}`),
+    );
+  };
+
+  const model = run.current;
+  const pending = book.pending.filter((a) => a.task_id === id);
+  const steps = [...model.steps.values()].sort((a, b) => a.started - b.started);
+  const start = steps[0]?.started ?? model.started ?? now;
+  const end = Math.max(now, ...steps.map((s) => s.ended ?? now));
+  const span = Math.max(1, end - start);
+  const costNames = Object.keys(model.cost).sort();
+  return (
+    <section aria-labelledby="run-title">
+      <p class="crumbs">
+        <a href={href({ panel: "runs" })}>Runs</a> /
+      </p>
+      <h1 id="run-title">
+        <code>{topic}</code> <span class={`pill status-${model.status}`} data-run-status={model.status}>{model.status}</span>
+      </h1>
+      <div class="toolbar" role="group" aria-label="Control the run">
+        <button type="button" onClick={() => send("pause")}>
+          Pause
+        </button>
+        <button type="button" onClick={() => send("resume")}>
+          Resume
+        </button>
+        <button type="button" class="danger" onClick={() => send("cancel")}>
+          Cancel
+        </button>
+        {control ? <span class="muted" role="status">{control}</span> : null}
+        <a href={href({ panel: "topic", topic })}>Raw events</a>
+      </div>
+
+      {pending.length > 0 ? (
+        <section aria-labelledby="run-approval-title" class="run-approvals">
+          <h2 id="run-approval-title">Waiting for approval</h2>
+          {pending.map((approval) => (
+            <ApprovalCard key={approval.callback_id} client={client} approval={approval} now={now} />
+          ))}
+        </section>
+      ) : null}
+
+      <div class="run-grid">
+        <section aria-labelledby="dag-title" class="panel-box wide">
+          <h2 id="dag-title">DAG</h2>
+          <Dag nodes={[...model.nodes.values()]} edges={model.edges} />
+        </section>
+
+        <section aria-labelledby="steps-title" class="panel-box">
+          <h2 id="steps-title">Steps</h2>
+          {steps.length === 0 ? <p class="muted">No step events yet.</p> : null}
+          <ol class="timeline">
+            {steps.map((step) => {
+              const left = ((step.started - start) / span) * 100;
+              const width = Math.max(1, (((step.ended ?? now) - step.started) / span) * 100);
+              return (
+                <li key={step.name} data-step={step.name} data-status={step.status}>
+                  <div class="timeline-label">
+                    <b>{step.name}</b> <span class={`pill status-${step.status}`}>{step.status}</span>{" "}
+                    <span class="muted">{duration((step.ended ?? now) - step.started)}</span>
+                    {step.message ? <span class="muted"> · {step.message}</span> : null}
+                  </div>
+                  <div class="timeline-track" aria-hidden="true">
+                    <span class={`timeline-bar status-${step.status}`} style={{ left: `${left}%`, width: `${width}%` }} />
+                  </div>
+                </li>
+              );
+            })}
+          </ol>
+        </section>
+
+        <section aria-labelledby="cost-title" class="panel-box">
+          <h2 id="cost-title">Cost</h2>
+          {costNames.length === 0 ? <p class="muted">No <code>cost.updated</code> yet.</p> : null}
+          <dl class="facts cost">
+            {costNames.map((name) => (
+              <Fragment key={name}>
+                <dt>{name}</dt>
+                <dd data-cost={name}>
+                  {name.endsWith("usd") ? `$${(model.cost[name] ?? 0).toFixed(4)}` : number(model.cost[name] ?? 0, 2)}
+                </dd>
+              </Fragment>
+            ))}
+          </dl>
+        </section>
+
+        <section aria-labelledby="files-title" class="panel-box">
+          <h2 id="files-title">Files</h2>
+          {model.files.size === 0 ? <p class="muted">No file events yet.</p> : null}
+          <ul class="files">
+            {[...model.files.values()].map((file) => (
+              <li key={file.path} data-file={file.path}>
+                <code>{file.path}</code>
+                <span class="muted">
+                  {file.size !== undefined ? ` ${bytes(file.size)}` : ""} · {time(file.at)}
+                  {file.updates > 1 ? ` · ${file.updates} updates` : ""}
+                </span>
+              </li>
+            ))}
+          </ul>
+        </section>
+
+        <section aria-labelledby="agents-title" class="panel-box wide">
+          <h2 id="agents-title">Agents</h2>
+          {model.agents.length === 0 ? <p class="muted">No agent events yet.</p> : null}
+          <ol class="agents" aria-live="polite">
+            {[...model.agents].reverse().map((entry) => (
+              <li key={entry.seq} class={`agent-${entry.kind}`} data-kind={entry.kind}>
+                <span class="muted">{time(entry.at)}</span> <b>{entry.agent}</b>{" "}
+                {entry.kind === "tool_call" ? (
+                  <>
+                    <span class="pill">tool</span> <code>{entry.tool}</code> <span class="muted">{entry.detail}</span>
+                  </>
+                ) : entry.kind === "thinking" ? (
+                  <i class="muted">{entry.text}</i>
+                ) : (
+                  <span>{entry.text}</span>
+                )}
+              </li>
+            ))}
+          </ol>
+        </section>
+      </div>
+    </section>
+  );
+}

@@ -1,0 +1,73 @@
+// Topics: every topic the hub holds, with its seq, epoch, subscribers on
+// this node, retained events and last event.
+
+import type { Api } from "../api.js";
+import { ago, bytes } from "../format.js";
+import { useLoad, useNow } from "../hooks.js";
+import { href, isRunTopic } from "../route.js";
+
+export function Topics({ api }: { api: Api }) {
+  const [list, reload] = useLoad(() => api.topics(), [], 3000);
+  const now = useNow(1000);
+  const topics = list.value?.topics ?? [];
+  return (
+    <section aria-labelledby="topics-title">
+      <h1 id="topics-title">Topics</h1>
+      <p class="toolbar">
+        <span class="muted">{topics.length} topics{list.value?.truncated ? " (more not shown)" : ""}</span>
+        <button type="button" onClick={reload}>
+          Refresh
+        </button>
+      </p>
+      {list.error ? <p class="error-text">{list.error}</p> : null}
+      <div class="table-wrap">
+        <table class="topics">
+          <thead>
+            <tr>
+              <th scope="col">Topic</th>
+              <th scope="col">Seq</th>
+              <th scope="col">Epoch</th>
+              <th scope="col">Subscribers</th>
+              <th scope="col">Retained</th>
+              <th scope="col">Last event</th>
+            </tr>
+          </thead>
+          <tbody>
+            {topics.map((topic) => (
+              <tr key={topic.topic} data-topic={topic.topic}>
+                <th scope="row">
+                  <a href={href({ panel: "topic", topic: topic.topic })}>{topic.topic}</a>
+                  {isRunTopic(topic.topic) ? (
+                    <a class="tag" href={href({ panel: "run", topic: topic.topic })}>
+                      run view
+                    </a>
+                  ) : null}
+                </th>
+                <td class="num" data-col="seq">
+                  {topic.seq}
+                </td>
+                <td>
+                  <code title={topic.epoch}>{topic.epoch.slice(0, 8)}…</code>
+                </td>
+                <td class="num">{topic.subscribers}</td>
+                <td class="num">
+                  {topic.retained} <span class="muted">({bytes(topic.retained_bytes)})</span>
+                </td>
+                <td>
+                  {topic.last_event ? (
+                    <>
+                      <code>{topic.last_event.event_type}</code>{" "}
+                      <span class="muted">{ago(topic.last_event.timestamp, now)}</span>
+                    </>
+                  ) : (
+                    <span class="muted">none retained</span>
+                  )}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+    </section>
+  );
+}

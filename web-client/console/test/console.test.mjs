@@ -1,0 +1,295 @@
+// The console in headless Chromium against real `herald` processes, fed by
+// the example producer (python-client/examples/workflow.py): every panel is
+// opened and asserted on. Run by `cargo xtask ci` (or `cargo xtask console
+// --test`). With CONSOLE_SCREENSHOTS=DIR, each panel is also photographed
+// (light and dark, 1280×800 and phone width) into DIR.
+
+import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+
+import { getJson, launchBrowser, publish, postJson, startHub, stopAll, stopHub, within } from "../../test/harness.mjs";
+import { startProducer } from "./producer.mjs";
+
+const SHOTS = process.env.CONSOLE_SCREENSHOTS;
+const VIEWS = [
+  { name: "desktop", width: 1280, height: 800 },
+  { name: "phone", width: 390, height: 844 },
+];
+
+let context;
+
+before(async () => {
+  context = await launchBrowser();
+});
+
+after(async () => {
+  await stopAll();
+});
+
+/** Opens the console at `hash` and records page errors (the 404 of `/api/v1/nodes` on one node is expected). */
+async function openConsole(hub, hash = "#/overview") {
+  const page = await context.newPage();
+  await page.setViewportSize({ width: 1280, height: 800 });
+  page.errors = [];
+  page.on("pageerror", (error) => page.errors.push(String(error)));
+  page.on("console", (message) => {
+    if (message.type() === "error" && !message.text().includes("404")) page.errors.push(message.text());
+  });
+  await page.goto(`${hub.url}/${hash}`);
+  return page;
+}
+
+async function go(page, hash) {
+  await page.evaluate((hash) => (location.hash = hash), hash);
+}
+
+const live = (page) => page.waitForSelector('[data-connection-state="open"]', { timeout: 15_000 });
+
+/** Waits until `selector` matches in the page (bounded). */
+function seen(page, selector, timeout = 15_000) {
+  return page.waitForSelector(selector, { timeout, state: "attached" });
+}
+
+/** Screenshots of the page as it is now, in every view and scheme, when CONSOLE_SCREENSHOTS is set. */
+async function shoot(page, name) {
+  if (!SHOTS) return;
+  mkdirSync(SHOTS, { recursive: true });
+  for (const view of VIEWS) {
+    await page.setViewportSize({ width: view.width, height: view.height });
+    for (const scheme of ["light", "dark"]) {
+      await page.emulateMedia({ colorScheme: scheme });
+      // Two frames: layout and the charts' resize observers settle.
+      await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+      await page.screenshot({ path: join(SHOTS, `${name}-${view.name}-${scheme}.png`), fullPage: true });
+    }
+  }
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await page.emulateMedia({ colorScheme: "light" });
+}
+
+const node = (id, status) => `g.dag-node[data-node="${id}"][data-status="${status}"]`;
+
+test("every_panel_follows_a_run_answers_its_approval_and_steers_its_producer", async () => {
+  const hub = await startHub({ args: ["--metrics-interval", "250ms"] });
+  const page = await openConsole(hub, "#/runs/run:t1");
+  await live(page);
+  await seen(page, "text=No DAG yet");
+
+  // Runs: the DAG follows the producer's events as they arrive.
+  const producer = startProducer(hub, ["--run", "t1", "--delay", "0.15", "--user", "operator"]);
+  for (const [id, status] of [
+    ["plan", "running"],
+    ["plan", "completed"],
+    ["research", "running"],
+    ["write", "completed"],
+    ["review", "running"],
+  ]) {
+    await seen(page, node(id, status), 20_000);
+  }
+  const waiting = await producer.next("that it waits for approval", (l) => l.waiting === "approval");
+  for (const id of ["plan", "research", "analyse", "write"]) await seen(page, node(id, "completed"));
+  assert.equal(await page.locator(node("review", "running")).count(), 1);
+  await seen(page, 'li[data-step="analyse"][data-status="completed"]');
+  await seen(page, 'li[data-step="review"][data-status="running"]');
+  assert.equal(await page.locator('[data-cost="total_usd"]').textContent(), "$0.0300");
+  assert.equal(await page.locator('[data-cost="tokens"]').textContent(), "15,000");
+  await seen(page, '[data-file="report.md"]');
+  assert.ok((await page.locator('li[data-kind="tool_call"]').count()) >= 2, "tool calls are listed");
+  assert.match(await page.locator(".agents").textContent(), /researcher.*web_search/s);
+  await seen(page, `.run-approvals article[data-callback="${waiting.callback_id}"]`);
+  await seen(page, '[data-run-status="running"]');
+
+  // Pause and resume reach the producer as control.pause / control.resume.
+  await page.getByRole("button", { name: "Pause" }).click();
+  await producer.next("control.pause", (l) => l.control === "pause");
+  await seen(page, '[data-run-status="paused"]');
+  await shoot(page, "run");
+  await page.getByRole("button", { name: "Resume" }).click();
+  await producer.next("control.resume", (l) => l.control === "resume");
+  await seen(page, '[data-run-status="running"]');
+
+  // Approvals: the inbox shows the request; approving it answers the producer's long-poll.
+  await seen(page, '.badge[data-pending="1"]');
+  await go(page, "#/approvals");
+  const card = page.locator(`article[data-callback="${waiting.callback_id}"]`);
+  await card.waitFor({ timeout: 10_000 });
+  assert.match(await card.textContent(), /Publish the report\?/);
+  assert.match(await card.locator(".countdown").textContent(), /in \d+ m \d+ s — then it stops by default/);
+  await shoot(page, "approvals");
+  await card.getByLabel("Feedback").fill("ship it");
+  await card.getByRole("button", { name: "Approve" }).click();
+  const decision = await producer.next("the decision", (l) => l.decision !== undefined);
+  assert.deepEqual(decision, { decision: "approved", proceed: true, feedback: "ship it" });
+  await seen(page, "text=Nothing waits for a decision.");
+  await go(page, "#/approvals/history");
+  const row = page.locator(`tr[data-callback="${waiting.callback_id}"]`);
+  await row.waitFor({ timeout: 10_000 });
+  assert.match(await row.textContent(), /approved.*proceed.*console.*\d+ connections.*ship it/s);
+  await shoot(page, "approvals-history");
+
+  // The run completes.
+  await go(page, "#/runs/run:t1");
+  await seen(page, '[data-run-status="completed"]');
+  await seen(page, node("review", "completed"));
+  assert.deepEqual(await producer.next("the outcome", (l) => l.done !== undefined), { done: "completed" });
+  assert.equal(await producer.exited, 0);
+
+  // Topics: every topic with its seq; a topic's history pages, its snapshot, and a filtered live tail.
+  await postJson(
+    hub,
+    "/api/v1/events",
+    Array.from({ length: 60 }, (_, i) => ({ topic: "load:t", event_type: "step.progress", key: `k${i % 3}`, data: { progress: i } })),
+  );
+  await go(page, "#/topics");
+  const run = (await getJson(hub, "/api/v1/topics")).topics.find((t) => t.topic === "run:t1");
+  await seen(page, `tr[data-topic="run:t1"] td[data-col="seq"]:text-is("${run.seq}")`);
+  await seen(page, 'tr[data-topic="load:t"] td[data-col="seq"]:text-is("60")');
+  await shoot(page, "topics");
+  await page.locator('tr[data-topic="load:t"] a', { hasText: "load:t" }).click();
+  await seen(page, "table.history tr[data-seq='11']");
+  assert.equal(await page.locator("table.history tbody tr").count(), 50);
+  await page.getByRole("button", { name: "Older" }).click();
+  await seen(page, "table.history tr[data-seq='1']");
+  assert.equal(await page.locator("table.history tbody tr").count(), 60);
+  assert.equal(await page.locator("table.snapshot tbody tr").count(), 3);
+  await page.waitForSelector("text=Waiting for events…");
+  await publish(hub, { topic: "load:t", event_type: "task.progress", data: { progress: 1 } });
+  await publish(hub, { topic: "load:t", event_type: "step.completed", priority: "high", data: { step: "x" } });
+  await seen(page, "table.live-tail tr[data-seq='62']");
+  assert.equal(await page.locator("table.live-tail tr[data-seq='61']").count(), 1);
+  await page.getByLabel("Type pattern").fill("step.*");
+  await page.waitForFunction(() => !document.querySelector("table.live-tail tr[data-seq='61']"), null, { timeout: 5000 });
+  assert.equal(await page.locator("table.live-tail tr[data-seq='62']").count(), 1);
+  await page.getByLabel("Type pattern").fill("");
+  await page.getByLabel("At least").selectOption("high");
+  await page.waitForFunction(() => !document.querySelector("table.live-tail tr[data-seq='61']"), null, { timeout: 5000 });
+  assert.equal(await page.locator("table.live-tail tr[data-seq='62']").count(), 1);
+  await shoot(page, "topic");
+
+  // Connections: another client shows up, and Disconnect closes it with 4500.
+  const visitor = await context.newPage();
+  await visitor.goto(`${hub.url}/console/config`);
+  await visitor.evaluate((url) => {
+    window.visitorClosed = new Promise((resolve) => {
+      const ws = new WebSocket(`${url.replace("http", "ws")}/ws?user_id=visitor&topics=global`);
+      ws.onclose = (event) => resolve(event.code);
+    });
+  }, hub.url);
+  await go(page, "#/connections");
+  const visitorRow = page.locator('tr[data-user="visitor"]');
+  await visitorRow.waitFor({ timeout: 10_000 });
+  assert.match(await visitorRow.textContent(), /global/);
+  assert.match(await visitorRow.textContent(), /127\.0\.0\.1/);
+  await seen(page, "tr .tag:text-is('this console')");
+  await shoot(page, "connections");
+  await visitorRow.getByRole("button", { name: /Disconnect/ }).click();
+  assert.equal(await within(10_000, "the visitor to be closed", visitor.evaluate(() => window.visitorClosed)), 4500);
+  await page.waitForFunction(() => !document.querySelector('tr[data-user="visitor"]'), null, { timeout: 10_000 });
+  await visitor.close();
+
+  // Publish: the JSON is checked against the chosen type's payload before it is sent.
+  await go(page, "#/publish");
+  await page.getByLabel("Topic").fill("run:pub");
+  await page.getByLabel("Event type").fill("execution.progress");
+  await page.locator("textarea[name=data]").fill('{"progress": "most"}');
+  await seen(page, "#data-check.error-text");
+  assert.match(await page.locator("#data-check").textContent(), /data does not match the payload/);
+  assert.equal(await page.getByRole("button", { name: "Publish" }).isDisabled(), true);
+  await page.locator("textarea[name=data]").fill('{"progress": 80, "message": "from the console"}');
+  await seen(page, "#data-check.ok-text");
+  await shoot(page, "publish");
+  await page.getByRole("button", { name: "Publish" }).click();
+  await seen(page, "[data-receipt-seq='1']");
+  const published = await getJson(hub, "/api/v1/topics/run:pub/events?since=0");
+  assert.deepEqual(published.events.map((e) => [e.event_type, e.data]), [["execution.progress", { progress: 80, message: "from the console" }]]);
+  await page.getByLabel("Event type").fill("my.custom_type");
+  await page.locator("textarea[name=data]").fill('["any", "json"]');
+  await seen(page, "#data-check.ok-text");
+
+  // Overview: the hub's own figures, live; no node list on a single node.
+  await go(page, "#/overview");
+  await page.waitForFunction(() => Number(document.querySelector('[data-figure="Connections"]')?.textContent) >= 1, null, {
+    timeout: 10_000,
+  });
+  await page.waitForFunction(() => document.querySelectorAll(".chart canvas").length === 6, null, { timeout: 10_000 });
+  await page.waitForFunction(() => /\d/.test(document.querySelector('[data-figure="Delivery lag p99"]')?.textContent ?? ""), null, {
+    timeout: 10_000,
+  });
+  assert.equal(await page.locator("#nodes-title").count(), 0);
+  await shoot(page, "overview");
+
+  assert.deepEqual(page.errors, []);
+  await page.close();
+  await producer.stop();
+  await stopHub(hub);
+});
+
+test("the_console_survives_a_hub_restart_and_shows_the_gap", async () => {
+  let hub = await startHub();
+  const port = hub.port;
+  const page = await openConsole(hub, "#/topics/run:restart");
+  await live(page);
+  await page.evaluate(() => (window.notReloaded = true));
+  await page.waitForSelector("text=Waiting for events…");
+  await publish(hub, { topic: "run:restart", event_type: "step.started", data: { step: "a" } });
+  await seen(page, "table.live-tail tr[data-seq='1']");
+
+  await stopHub(hub);
+  await seen(page, '[data-connection-state="reconnecting"]');
+  hub = await startHub({ port });
+  await live(page);
+  // The memory store restarted: a new stream, which the page is told about.
+  await seen(page, 'tr.gap-row[data-gap="epoch_changed"]');
+  await publish(hub, { topic: "run:restart", event_type: "step.completed", data: { step: "a" } });
+  await page.waitForFunction(
+    () => [...document.querySelectorAll("table.live-tail tr[data-seq='1'] code")].some((c) => c.textContent === "step.completed"),
+    null,
+    { timeout: 10_000 },
+  );
+  assert.equal(await page.evaluate(() => window.notReloaded), true);
+  // Chromium logs each refused reconnect attempt while the hub is down.
+  assert.deepEqual(page.errors.filter((e) => !e.includes("ERR_CONNECTION_REFUSED")), []);
+  await page.close();
+  await stopHub(hub);
+});
+
+/** An HS256 JWT. */
+function jwt(secret, claims) {
+  const part = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const body = `${part({ alg: "HS256", typ: "JWT" })}.${part(claims)}`;
+  return `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
+}
+
+test("with_auth_the_console_signs_in_with_a_key_and_a_token_kept_in_the_session_never_the_url", async () => {
+  const secret = "console-test-secret-0123456789abcdef";
+  const key = "console-admin-key-0123456789";
+  const hub = await startHub({ args: ["--api-keys", `${key}:admin,publish`, "--jwt-secret", secret] });
+  const token = jwt(secret, { sub: "ops", topics: ["*"], exp: Math.floor(Date.now() / 1000) + 3600 });
+  const page = await openConsole(hub, "#/connections");
+
+  await page.getByLabel(/Admin API key/).fill("wrong-key-0123456789");
+  await page.getByLabel(/Admin token/).fill(token);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await seen(page, "text=the hub refused the key");
+
+  await page.getByLabel(/Admin API key/).fill(key);
+  await page.getByLabel(/Admin token/).fill(token);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await live(page);
+  // The console's own WebSocket authenticated (by subprotocol) as the token's user.
+  await seen(page, 'tr[data-user="ops"] .tag:text-is("this console")');
+  const url = page.url();
+  assert.ok(!url.includes(key) && !url.includes(token), `credentials in the URL: ${url}`);
+  const stored = await page.evaluate(() => sessionStorage.getItem("herald:console:credentials"));
+  assert.deepEqual(JSON.parse(stored), { apiKey: key, token });
+  await page.reload();
+  await live(page);
+  await seen(page, 'tr[data-user="ops"]');
+  await shoot(page, "sign-in-connections");
+  assert.deepEqual(page.errors.filter((e) => !e.includes("401")), []);
+  await page.close();
+  await stopHub(hub);
+});
