@@ -54,6 +54,8 @@ export type { ConnectionList } from "./api/ConnectionList";
 export type { ConsoleConfig } from "./api/ConsoleConfig";
 export type { HubStatus } from "./api/HubStatus";
 export type { LastEvent } from "./api/LastEvent";
+export type { NodeInfo } from "./api/NodeInfo";
+export type { NodeList } from "./api/NodeList";
 export type { TopicHistory } from "./api/TopicHistory";
 export type { TopicList } from "./api/TopicList";
 export type { TopicSummary } from "./api/TopicSummary";

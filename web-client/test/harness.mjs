@@ -4,6 +4,7 @@
 
 import { execFileSync, spawn } from "node:child_process";
 import { createServer } from "node:http";
+import { createServer as createTcpServer } from "node:net";
 import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { extname, join, normalize, resolve, sep } from "node:path";
@@ -94,6 +95,51 @@ export async function startHub({ port = 0, args = [] } = {}) {
   hub.url = `${match[1]}:${match[2]}`;
   hub.port = Number(match[2]);
   return hub;
+}
+
+/** A loopback port free right now (the OS picks it; closed before use). */
+async function freePort() {
+  const server = createTcpServer();
+  await new Promise((resolve, reject) => server.once("error", reject).listen(0, "127.0.0.1", resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/**
+ * Starts `redis-server` (`REDIS_SERVER`, or the one on PATH) on a free
+ * loopback port without persistence and waits until it answers; stopped by
+ * `stopAll()`. Resolves to `{ url, child }`, `url` being what `--store` takes.
+ */
+export async function startRedis() {
+  const port = await freePort();
+  const dir = tempDir("herald-redis-");
+  const child = spawn(
+    process.env.REDIS_SERVER ?? "redis-server",
+    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
+  const exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
+  cleanups.push(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill("SIGKILL");
+      await within(10_000, "redis-server to exit", exited);
+    }
+  });
+  const output = [];
+  child.stdout.on("data", (chunk) => output.push(chunk));
+  await within(
+    10_000,
+    "redis-server to accept connections",
+    new Promise((resolve, reject) => {
+      child.stdout.on("data", () => {
+        if (Buffer.concat(output).toString().includes("Ready to accept connections")) resolve();
+      });
+      child.once("error", reject);
+      child.once("exit", (code) => reject(new Error(`redis-server exited (${code}): ${Buffer.concat(output).toString()}`)));
+    }),
+  );
+  return { url: `redis://127.0.0.1:${port}`, child };
 }
 
 /** SIGKILL (or `signal`), then waits for the exit. */

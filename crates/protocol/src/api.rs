@@ -1,6 +1,6 @@
 //! The answers of the hub's admin HTTP API that the console and other tools
-//! read: topics, a topic's history, connections, status and the approval
-//! list. The hub builds them; `ts-bindings/api/` declares them for
+//! read: topics, a topic's history, connections, status, the nodes and the
+//! approval list. The hub builds them; `ts-bindings/api/` declares them for
 //! TypeScript. Clients ignore fields they do not know.
 
 use std::collections::BTreeMap;
@@ -127,6 +127,32 @@ pub struct HubStatus {
     pub uptime_s: u64,
     pub topics: usize,
     pub version: String,
+}
+
+/// One node sharing the hub's store, as it last said of itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export_to = "api/")]
+pub struct NodeInfo {
+    /// The node's id (`--node-id`, or one it drew at start).
+    pub node: String,
+    /// When it started (ms since the Unix epoch).
+    #[ts(type = "number")]
+    pub started_at: u64,
+    /// When it was last heard of (ms since the Unix epoch); on Redis every
+    /// node says so every few seconds.
+    #[ts(type = "number")]
+    pub seen_at: u64,
+}
+
+/// The answer of `GET /api/v1/nodes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export_to = "api/")]
+pub struct NodeList {
+    /// The node that answered.
+    pub node: String,
+    /// The nodes sharing its store, oldest first (just itself on a store of
+    /// its own).
+    pub nodes: Vec<NodeInfo>,
 }
 
 /// The answer of `GET /api/v1/approvals`: the audit trail, newest first.

@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, HashSet};
 use ts_rs::{Config, TS, TypeVisitor};
 
 use crate::api::{
-    ApprovalList, ConnectionInfo, ConnectionList, ConsoleConfig, HubStatus, LastEvent,
-    TopicHistory, TopicList, TopicSummary,
+    ApprovalList, ConnectionInfo, ConnectionList, ConsoleConfig, HubStatus, LastEvent, NodeInfo,
+    NodeList, TopicHistory, TopicList, TopicSummary,
 };
 use crate::error::ErrorCode;
 use crate::event::{Event, PublishBody, PublishReceipt, PublishRequest};
@@ -110,6 +110,8 @@ pub fn declarations() -> Vec<(String, String)> {
         ConnectionInfo,
         ConnectionList,
         HubStatus,
+        NodeInfo,
+        NodeList,
         ApprovalList,
         ConsoleConfig,
     );

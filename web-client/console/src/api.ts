@@ -8,6 +8,7 @@ import type {
   ConnectionList,
   ConsoleConfig,
   HubStatus,
+  NodeList,
   PublishReceipt,
   PublishRequest,
   Snapshot,
@@ -104,14 +105,9 @@ export class Api {
     return this.call("POST", "/api/v1/events", request);
   }
 
-  /** `GET /api/v1/nodes` (several nodes sharing a store); `undefined` when the hub has no such route. */
-  async nodes(): Promise<unknown[] | undefined> {
-    try {
-      const answer = await this.call<{ nodes?: unknown[] } | unknown[]>("GET", "/api/v1/nodes");
-      return Array.isArray(answer) ? answer : (answer.nodes ?? []);
-    } catch (error) {
-      if (error instanceof ApiError && error.status === 404) return undefined;
-      throw error;
-    }
+  /** `GET /api/v1/nodes`: the nodes sharing this hub's store. */
+  nodes(): Promise<NodeList> {
+    return this.call("GET", "/api/v1/nodes");
   }
+
 }

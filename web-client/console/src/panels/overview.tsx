@@ -5,8 +5,8 @@
 import { useState } from "preact/hooks";
 import type { HeraldClient, HeraldEvent, Metrics } from "../../../dist/index.js";
 import type { Api } from "../api.js";
-import { number } from "../format.js";
-import { useLoad, useSubscription } from "../hooks.js";
+import { ago, dateTime, number } from "../format.js";
+import { useLoad, useNow, useSubscription } from "../hooks.js";
 import { Chart } from "../ui/chart.js";
 
 /** Points kept per chart: ten minutes at the default 5 s interval. */
@@ -45,6 +45,7 @@ function add(series: Series, event: { seq: number; timestamp: number; data: Metr
 export function Overview({ client, api }: { client: HeraldClient; api: Api }) {
   const [series, setSeries] = useState<Series>({ seq: 0, times: [], values: {}, latest: {} });
   const [nodes] = useLoad(() => api.nodes(), [], 10_000);
+  const now = useNow(1000);
 
   useSubscription(client, ["metrics"], {}, (subscription) => {
     // What the topic retained first (the last minutes), then live.
@@ -92,17 +93,27 @@ export function Overview({ client, api }: { client: HeraldClient; api: Api }) {
           <Chart key={key} title={title} unit={unit} times={series.times} values={series.values[key] ?? []} latest={latest(key)} />
         ))}
       </div>
-      {nodes.value ? (
+      {nodes.value && nodes.value.nodes.length > 1 ? (
         <section aria-labelledby="nodes-title">
           <h2 id="nodes-title">Nodes</h2>
           <div class="table-wrap">
             <table>
+              <thead>
+                <tr>
+                  <th>Node</th>
+                  <th>Started</th>
+                  <th>Last heard</th>
+                </tr>
+              </thead>
               <tbody>
-                {nodes.value.map((node, i) => (
-                  <tr key={i}>
+                {nodes.value.nodes.map((node) => (
+                  <tr key={node.node} data-node={node.node}>
                     <td>
-                      <code>{JSON.stringify(node)}</code>
+                      <code>{node.node}</code>
+                      {node.node === nodes.value?.node ? <span class="muted"> (this console's node)</span> : null}
                     </td>
+                    <td>{dateTime(node.started_at)}</td>
+                    <td>{ago(node.seen_at, now)}</td>
                   </tr>
                 ))}
               </tbody>

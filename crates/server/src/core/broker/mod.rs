@@ -42,6 +42,7 @@ use std::fmt::Debug;
 use std::time::Instant;
 
 use async_trait::async_trait;
+use herald_protocol::api::NodeInfo;
 use herald_protocol::frame::{Gap, Since, Snapshot};
 use herald_protocol::payload::{ApprovalRecord, ApprovalStatus};
 use herald_protocol::{
@@ -293,16 +294,6 @@ pub struct BrokerStats {
     /// Times this node read a stream for what its feed did not bring (seqs
     /// skipped, a full queue, a reconnect).
     pub catch_up_reads: u64,
-}
-
-/// One node sharing the broker, as it last said of itself.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct NodeInfo {
-    /// The node's id.
-    pub node: String,
-    /// When it started, and when it was last heard of (ms since the Unix epoch).
-    pub started_at: u64,
-    pub seen_at: u64,
 }
 
 /// One topic's stream, as [`Broker::topics`] lists it.

@@ -7,14 +7,15 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use herald_protocol::api::{ConnectionInfo, ConnectionList, HubStatus, TopicHistory};
+use herald_protocol::api::{
+    ConnectionInfo, ConnectionList, HubStatus, NodeInfo, NodeList, TopicHistory,
+};
 use herald_protocol::frame::Since;
 use herald_protocol::{CloseReason, ErrorCode, Event, Topic};
 use serde::{Deserialize, Serialize};
 
 use super::body::query;
 use super::error::ApiError;
-use crate::core::broker::NodeInfo;
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
 
@@ -150,18 +151,9 @@ pub(super) async fn topic_events(
     }))
 }
 
-/// The answer of `GET /api/v1/nodes`.
-#[derive(Debug, Serialize)]
-pub(super) struct Nodes {
-    /// The node that answered.
-    node: String,
-    /// The nodes sharing its store (just itself on a store of its own).
-    nodes: Vec<NodeInfo>,
-}
-
 /// `GET /api/v1/nodes`: the nodes sharing this node's store, as they last
 /// said of themselves (on Redis, every few seconds).
-pub(super) async fn nodes(State(hub): State<Hub>) -> Result<Json<Nodes>, ApiError> {
+pub(super) async fn nodes(State(hub): State<Hub>) -> Result<Json<NodeList>, ApiError> {
     let mut nodes = hub.broker().nodes().await.map_err(|e| ApiError::from(&e))?;
     if nodes.is_empty() {
         let now = crate::core::clock::now_ms();
@@ -171,7 +163,7 @@ pub(super) async fn nodes(State(hub): State<Hub>) -> Result<Json<Nodes>, ApiErro
             seen_at: now,
         });
     }
-    Ok(Json(Nodes {
+    Ok(Json(NodeList {
         node: hub.node_id().to_owned(),
         nodes,
     }))

@@ -9,10 +9,10 @@
 //!   `--history-age` on Redis `TIME`, the keyed snapshot, and the `PUBLISH`
 //!   that announces it, in seq order. The node that published delivers to
 //!   its own connections at once when it is up to date with the topic.
-//! - **Each node** follows its topics through [`feed`]: pub/sub is a hint,
+//! - **Each node** follows its topics through its feed (`feed.rs`): pub/sub is a hint,
 //!   the stream is the truth.
 //! - **Reads** (`lua/read.lua`) take position, snapshot and history at once.
-//! - **Approvals** ([`approvals`]) are hashes with compare-and-set scripts;
+//! - **Approvals** (`approvals.rs`) are hashes with compare-and-set scripts;
 //!   deadlines are a sorted set every node claims from, so exactly one node
 //!   times each out.
 //! - **Redis unreachable**: calls fail fast with [`BrokerError::Unavailable`]
@@ -47,6 +47,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use herald_protocol::api::NodeInfo;
 use herald_protocol::frame::Snapshot;
 use herald_protocol::payload::ApprovalRecord;
 use herald_protocol::{CallbackId, Epoch, Event, EventFilter, PublishReceipt, Topic, TopicPattern};
@@ -61,8 +62,8 @@ use self::scripts::{Unexpected, bytes, items, number, text};
 use self::wire::{SplitFrame, audience_code, decode_frame, fingerprint};
 use super::{
     ApprovalQuery, ApprovalStoreError, Audience, Broker, BrokerError, BrokerHandler, BrokerStats,
-    Decision, Draft, EncodedEvent, Expired, History, MAX_SNAPSHOT_KEYS, NodeInfo, PatternSnapshots,
-    Position, Published, ReadRequest, Retention, TopicRead, TopicStats, Wait,
+    Decision, Draft, EncodedEvent, Expired, History, MAX_SNAPSHOT_KEYS, PatternSnapshots, Position,
+    Published, ReadRequest, Retention, TopicRead, TopicStats, Wait,
 };
 
 /// How long connecting to Redis may take.
@@ -324,14 +325,7 @@ impl Shared {
             .map_err(failed)?;
         let mut nodes: Vec<NodeInfo> = entries
             .values()
-            .filter_map(|entry| {
-                let entry: serde_json::Value = serde_json::from_str(entry).ok()?;
-                Some(NodeInfo {
-                    node: entry["node"].as_str()?.to_owned(),
-                    started_at: entry["started_at"].as_u64().unwrap_or_default(),
-                    seen_at: entry["seen_at"].as_u64()?,
-                })
-            })
+            .filter_map(|entry| serde_json::from_str::<NodeInfo>(entry).ok())
             .collect();
         nodes.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.node.cmp(&b.node)));
         Ok(nodes)
