@@ -17,6 +17,9 @@
 //! - `limits`: frame size, connection limit, body size, slow consumers, churn.
 //! - `heartbeat`: app-level pings and the heartbeat timeout.
 //! - `shutdown`: SIGTERM and the command line's `--help`.
+//! - `drain`: deploys without reconnect storms (readiness first, refused
+//!   upgrades, per-connection retry hints, closes spread over the window)
+//!   and the health endpoints.
 //! - `replay`: seq, idempotent ids, `since`, gaps, history over HTTP.
 //! - `snapshot`: keyed snapshots, `request_state` and `refresh`.
 //! - `sqlite`: the durable store across `kill -9`.
@@ -26,6 +29,7 @@
 //! - `security`: tokens, API keys, origins, rate limits and the bind guard.
 
 mod approvals;
+mod drain;
 mod heartbeat;
 mod http_api;
 mod hub;

@@ -1,17 +1,25 @@
 //! Running the hub: accept connections until the shutdown trigger fires, then
 //! drain in a stated order.
 //!
-//! Shutdown order: stop accepting; publish `system.shutdown` on `global` to
-//! every connection; close every connection with 1001 after its queue is
-//! flushed; wait for connection tasks up to the grace period.
+//! Shutdown order ([`drain`]): readiness fails and new WebSocket connections
+//! are refused; every connection is told `system.shutdown` with its own
+//! `retry_after_ms`; connections are closed with 1001, after their queues
+//! are flushed, spread over `--drain-window`. Then the hub stops accepting
+//! HTTP, stops its tasks, waits for them up to `--shutdown-grace`, and
+//! closes the engine.
+//!
+//! # Layout
+//!
+//! - this module: the runtime, binding, serving, the accept loop.
+//! - [`drain`]: readiness off, the shutdown notices, the spread closes.
+
+pub mod drain;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
-use herald_protocol::payload::Payload as _;
-use herald_protocol::{EventType, Priority, PublishRequest, Topic};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -21,9 +29,8 @@ use tokio::net::{TcpListener, UnixDatagram};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
-use crate::core::broker::{Audience, BrokerError};
+use crate::core::broker::BrokerError;
 use crate::core::hub::Hub;
-use crate::core::publish::PublishOptions;
 use crate::operations::config::Config;
 use crate::transport::{http, unix};
 
@@ -148,8 +155,9 @@ pub async fn serve(
             () = shutdown => {}
             () = token.cancelled() => {}
         }
+        drain::run(&hub_for_shutdown).await;
         stopper.cancel();
-        begin_shutdown(&hub_for_shutdown).await;
+        hub_for_shutdown.shutdown_token().cancel();
     };
     tokio::join!(server, trigger);
     let tasks = hub.tasks();
@@ -166,30 +174,6 @@ pub async fn serve(
     hub.close().await;
     tracing::info!("hub stopped");
     Ok(())
-}
-
-/// Tells every client the hub is going away, then closes every connection
-/// with 1001 (after its queue is flushed).
-async fn begin_shutdown(hub: &Hub) {
-    tracing::info!(connections = hub.connections().count(), "shutting down");
-    let notice = PublishRequest::new(
-        Topic::global(),
-        EventType::SystemShutdown,
-        herald_protocol::payload::ErrorPayload {
-            message: "the hub is shutting down; reconnect shortly".to_owned(),
-            code: Some("shutdown".to_owned()),
-            details: None,
-        }
-        .to_data(),
-    )
-    .priority(Priority::Critical);
-    if let Err(error) = hub
-        .publish(notice, PublishOptions::to(Audience::Everyone))
-        .await
-    {
-        tracing::warn!(%error, "could not announce shutdown");
-    }
-    hub.shutdown_token().cancel();
 }
 
 /// Accepts TCP connections until `stop` fires; each is served on its own

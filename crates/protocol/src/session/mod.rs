@@ -22,6 +22,12 @@
 //! - Reconnect delays: attempt `n` (1-based since the last stable connection)
 //!   waits uniform `[0, min(max, initial * 2^(n-1))]` ms with jitter, the cap
 //!   itself without; see [`SessionConfig::reconnect_delay_cap`].
+//! - A hub that drains for a deploy sends `system.shutdown` on `global` with
+//!   `data.retry_after_ms` ([`RETRY_AFTER_MS`]) before it closes the
+//!   connection: when that connection then closes with a code that
+//!   reconnects, the first reconnect waits exactly that long (at most
+//!   `max_reconnect_delay`), counted as attempt 1, instead of the backoff's
+//!   delay. The hint lasts for that one connection only.
 //! - Nothing a hub sends makes a session panic.
 //!
 //! # Driving it
@@ -84,9 +90,11 @@ mod tests;
 use std::collections::VecDeque;
 
 use crate::error::{CloseReason, DecodeError};
+use crate::event::Event;
+use crate::event_type::EventType;
 use crate::filter::EventFilter;
 use crate::frame::{ClientFrame, ClientMessage, GapReason, Heartbeat, RequestId, ServerMessage};
-use crate::topic::TopicPattern;
+use crate::topic::{Topic, TopicPattern};
 
 use self::backoff::Backoff;
 use self::config::millis;
@@ -97,6 +105,10 @@ pub use self::config::SessionConfig;
 pub use self::error::SessionError;
 pub use self::output::{Action, ClosedReason, ConnectionState, Millis, SessionEvent};
 pub use self::subscription::Subscription;
+
+/// The field of a `system.shutdown` event's `data` that says how long to
+/// wait, once the hub has closed the connection, before reconnecting.
+pub const RETRY_AFTER_MS: &str = "retry_after_ms";
 
 /// The client side of one logical Herald connection, across reconnects.
 #[derive(Debug)]
@@ -134,6 +146,8 @@ struct Link {
     unanswered: u32,
     /// When the next heartbeat tick is due (`None`: heartbeat off).
     next_ping: Option<Millis>,
+    /// The hub's `retry_after_ms` from its `system.shutdown` notice.
+    retry_after: Option<u64>,
 }
 
 impl Session {
@@ -177,6 +191,7 @@ impl Session {
             welcomed: false,
             unanswered: 0,
             next_ping: (interval > 0).then(|| now.plus(interval)),
+            retry_after: None,
         });
     }
 
@@ -211,6 +226,9 @@ impl Session {
                 self.events.push_back(SessionEvent::Welcome(welcome));
             }
             ServerMessage::Event(event) => {
+                if let (Some(hint), Phase::Open(link)) = (shutdown_hint(&event), &mut self.phase) {
+                    link.retry_after = Some(hint);
+                }
                 if self.checkpoints.accept_event(&event.topic, event.seq) {
                     self.events.push_back(SessionEvent::Event(event));
                 }
@@ -267,6 +285,10 @@ impl Session {
     /// asking (`None`: no close frame, e.g. 1006). Reconnects with backoff
     /// unless [`CloseReason::should_reconnect`] says the close is terminal.
     pub fn handle_closed(&mut self, reason: Option<CloseReason>, now: Millis) {
+        let hint = match &self.phase {
+            Phase::Open(link) => link.retry_after,
+            _ => None,
+        };
         self.lose_link(now);
         if !matches!(self.phase, Phase::Connecting) {
             return;
@@ -275,7 +297,7 @@ impl Session {
             Some(code) if !code.should_reconnect() => {
                 self.close(ClosedReason::Terminal(code));
             }
-            _ => self.schedule_reconnect(now),
+            _ => self.schedule_reconnect(now, hint),
         }
     }
 
@@ -535,7 +557,18 @@ impl Session {
         }
     }
 
-    fn schedule_reconnect(&mut self, now: Millis) {
+    /// Waits before the next attempt: the hub's hint when it gave one (the
+    /// close was planned, so the count starts again), else the backoff's.
+    fn schedule_reconnect(&mut self, now: Millis, hint: Option<u64>) {
+        if let Some(hint) = hint {
+            let delay_ms = hint.min(millis(self.config.max_reconnect_delay));
+            let attempt = self.backoff.restart_at_one();
+            self.phase = Phase::Waiting {
+                until: now.plus(delay_ms),
+            };
+            self.set_state(ConnectionState::Reconnecting { attempt, delay_ms });
+            return;
+        }
         let attempts = self.backoff.attempts();
         if self
             .config
@@ -637,4 +670,16 @@ impl Session {
             self.events.push_back(SessionEvent::StateChanged(state));
         }
     }
+}
+
+/// The `retry_after_ms` of a hub's `system.shutdown` notice on `global`.
+fn shutdown_hint(event: &Event) -> Option<u64> {
+    (event.event_type == EventType::SystemShutdown && event.topic == Topic::global())
+        .then(|| {
+            event
+                .data
+                .get(RETRY_AFTER_MS)
+                .and_then(serde_json::Value::as_u64)
+        })
+        .flatten()
 }

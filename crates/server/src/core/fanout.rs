@@ -303,6 +303,7 @@ impl Fanout {
     ) {
         let event = &publication.event.event;
         let user = match publication.audience {
+            Audience::Nobody => return,
             Audience::Subscribers => None,
             Audience::Everyone => {
                 self.connections.each(|conn| push(conn));

@@ -40,6 +40,7 @@ struct Parts {
     connections: Arc<Connections>,
     approvals: Approvals,
     publish_limiter: PublishLimiter,
+    draining: CancellationToken,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -126,6 +127,7 @@ impl Hub {
                 connections,
                 approvals,
                 publish_limiter,
+                draining: CancellationToken::new(),
                 shutdown,
                 tasks,
             }),
@@ -174,6 +176,12 @@ impl Hub {
     /// The producers' publish rate limit.
     pub(crate) fn publish_limiter(&self) -> &PublishLimiter {
         &self.parts.publish_limiter
+    }
+
+    /// Cancelled when the hub starts draining (before it stops): readiness
+    /// fails and new connections are refused from then on.
+    pub fn draining(&self) -> &CancellationToken {
+        &self.parts.draining
     }
 
     /// The token that stops the hub.

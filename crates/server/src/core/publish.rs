@@ -20,7 +20,8 @@ use crate::operations::metrics::Metrics;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PublishOptions {
     /// Besides the topic's subscribers: everyone (topic `global` only) or
-    /// the connections of the user a `user:{id}` topic names.
+    /// the connections of the user a `user:{id}` topic names; or nobody at
+    /// all (stored only).
     pub audience: Audience,
     pub wait: Wait,
 }
@@ -183,6 +184,7 @@ fn fits(audience: Audience, topic: &Topic) -> bool {
         Audience::Subscribers => true,
         Audience::Everyone => *topic == Topic::global(),
         Audience::User => topic.kind() == "user" && topic.id().is_some(),
+        Audience::Nobody => true,
     }
 }
 

@@ -128,6 +128,11 @@ pub enum Audience {
     /// Every connection of the user the topic `user:{id}` names, subscribed
     /// or not, plus the topic's subscribers.
     User,
+    /// No connection: the event is stored (it takes its seq and stays in
+    /// history) and the caller queues it to the connections it chooses, on
+    /// this node only (the hub's own shutdown notice, which each connection
+    /// gets with its own retry hint).
+    Nobody,
 }
 
 /// How long a publish waits.
@@ -399,6 +404,14 @@ pub trait Broker: Send + Sync + Debug {
 
     /// Figures for status and metrics.
     fn stats(&self) -> BrokerStats;
+
+    /// Whether the engine can serve now (`/health/ready`): an engine that
+    /// depends on something outside this process answers
+    /// [`BrokerError::Unavailable`] while it cannot reach it. The engines
+    /// in this process are always ready.
+    async fn health(&self) -> Result<(), BrokerError> {
+        Ok(())
+    }
 
     /// Finishes what is in flight and stops.
     async fn close(&self);

@@ -206,25 +206,89 @@ pub(super) async fn status(State(hub): State<Hub>) -> Json<Status> {
 /// The answer of `GET /health`.
 #[derive(Debug, Serialize)]
 pub(super) struct Health {
+    /// `healthy`, `shutting_down` (draining or stopping) or `unavailable`
+    /// (the engine cannot serve).
     status: &'static str,
     active_connections: usize,
     uptime_s: u64,
 }
 
-/// `GET /health`: 200 while running, 503 once shutting down.
-pub(super) async fn health(State(hub): State<Hub>) -> Response {
-    let running = !hub.shutdown_token().is_cancelled();
-    let status = if running {
+/// What readiness found: ready, draining, or the engine unavailable (why).
+async fn readiness(hub: &Hub) -> Result<(), (&'static str, String)> {
+    if hub.draining().is_cancelled() || hub.shutdown_token().is_cancelled() {
+        return Err(("shutting_down", "the hub is draining".to_owned()));
+    }
+    hub.broker()
+        .health()
+        .await
+        .map_err(|error| ("unavailable", error.to_string()))
+}
+
+fn status_code(ready: bool) -> StatusCode {
+    if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
-    };
+    }
+}
+
+/// `GET /health`: 200 while serving; 503 once draining or when the engine
+/// cannot serve (the same verdict as `/health/ready`, with figures).
+pub(super) async fn health(State(hub): State<Hub>) -> Response {
+    let verdict = readiness(&hub).await;
     let body = Health {
-        status: if running { "healthy" } else { "shutting_down" },
+        status: verdict
+            .as_ref()
+            .map_or_else(|(status, _)| *status, |()| "healthy"),
         active_connections: hub.connections().count(),
         uptime_s: hub.uptime_s(),
     };
-    (status, Json(body)).into_response()
+    (status_code(verdict.is_ok()), Json(body)).into_response()
+}
+
+/// The answer of `GET /health/live`.
+#[derive(Debug, Serialize)]
+pub(super) struct Liveness {
+    /// Always `alive`: the process answers.
+    status: &'static str,
+    uptime_s: u64,
+}
+
+/// `GET /health/live`: 200 as long as the process answers, draining
+/// included (restart it only when this fails).
+pub(super) async fn live(State(hub): State<Hub>) -> Json<Liveness> {
+    Json(Liveness {
+        status: "alive",
+        uptime_s: hub.uptime_s(),
+    })
+}
+
+/// The answer of `GET /health/ready`.
+#[derive(Debug, Serialize)]
+pub(super) struct Readiness {
+    /// `ready`, `shutting_down` or `unavailable`.
+    status: &'static str,
+    /// Why it is not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+/// `GET /health/ready`: 200 when this node should get traffic; 503 from
+/// the moment it starts draining, and while its engine cannot serve.
+pub(super) async fn ready(State(hub): State<Hub>) -> Response {
+    let verdict = readiness(&hub).await;
+    let ready = verdict.is_ok();
+    let body = match verdict {
+        Ok(()) => Readiness {
+            status: "ready",
+            reason: None,
+        },
+        Err((status, reason)) => Readiness {
+            status,
+            reason: Some(reason),
+        },
+    };
+    (status_code(ready), Json(body)).into_response()
 }
 
 /// `GET /metrics`: Prometheus text format.

@@ -194,6 +194,8 @@ pub fn router(hub: Hub) -> Router {
         )
         .route("/dashboard", get(dashboard))
         .route("/health", get(admin::health))
+        .route("/health/live", get(admin::live))
+        .route("/health/ready", get(admin::ready))
         .route("/metrics", get(admin::metrics))
         .fallback(admin::not_found)
         .method_not_allowed_fallback(admin::method_not_allowed)

@@ -186,6 +186,9 @@ fn accept(
     topics: Vec<TopicPattern>,
     bad_topics: Vec<String>,
 ) -> Response {
+    if hub.draining().is_cancelled() {
+        return draining();
+    }
     let identity = match admit(&hub, headers, &params) {
         Ok(identity) => identity,
         Err(error) => {
@@ -211,8 +214,15 @@ fn accept(
     ws.on_upgrade(move |socket| {
         // Split before the task's future is built, so that future holds the
         // two small halves and never a copy of the whole socket.
-        let (sink, source) = socket.split();
+        let (mut sink, source) = socket.split();
         tasks.track_future(async move {
+            if hub.draining().is_cancelled() {
+                // Upgraded while the drain began: told at once, like the rest.
+                let _ = sink
+                    .send(close(CloseReason::GOING_AWAY, "server shutting down"))
+                    .await;
+                return;
+            }
             if hub.connections().count() >= hub.config().max_connections {
                 reject_over_limit(&hub, sink).await;
                 return;
@@ -241,9 +251,34 @@ async fn reject_over_limit(hub: &Hub, mut sink: connection::Sink) {
         limit = hub.config().max_connections,
         "connection refused: limit reached"
     );
-    let close = Message::Close(Some(CloseFrame {
-        code: CloseReason::TRY_AGAIN_LATER.0,
-        reason: "server connection limit reached".into(),
-    }));
+    let close = close(
+        CloseReason::TRY_AGAIN_LATER,
+        "server connection limit reached",
+    );
     let _ = sink.send(close).await;
+}
+
+fn close(code: CloseReason, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: code.0,
+        reason: reason.into(),
+    }))
+}
+
+/// How long a client refused during a drain is told to wait: by then the
+/// load balancer has seen readiness fail and routes it elsewhere.
+const DRAINING_RETRY_AFTER_S: u64 = 1;
+
+/// A new connection while the hub drains: 503 with `Retry-After`.
+fn draining() -> Response {
+    let error = ApiError::new(
+        ErrorCode::Internal,
+        "the hub is shutting down: connect again (to another node)",
+    );
+    (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, DRAINING_RETRY_AFTER_S.to_string())],
+        axum::Json(error),
+    )
+        .into_response()
 }
