@@ -17,6 +17,7 @@
 //! - `limits`: frame size, connection limit, body size, slow consumers, churn.
 //! - `heartbeat`: app-level pings and the heartbeat timeout.
 //! - `shutdown`: SIGTERM and the command line's `--help`.
+//! - `dashboards`: the Grafana dashboard queries only exported metrics.
 //! - `drain`: deploys without reconnect storms (readiness first, refused
 //!   upgrades, per-connection retry hints, closes spread over the window)
 //!   and the health endpoints.
@@ -27,8 +28,10 @@
 //!   timeouts, audit list, metrics, durability across `kill -9`).
 //! - `ingest`: the Unix datagram socket (`--unix-socket`).
 //! - `security`: tokens, API keys, origins, rate limits and the bind guard.
+//! - `watchdog`: a stall (the process paused) is logged and counted.
 
 mod approvals;
+mod dashboards;
 mod drain;
 mod heartbeat;
 mod http_api;
@@ -40,6 +43,7 @@ mod security;
 mod shutdown;
 mod snapshot;
 mod sqlite;
+mod watchdog;
 
 use std::sync::LazyLock;
 

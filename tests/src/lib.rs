@@ -342,6 +342,14 @@ pub fn is_event_on(frame: &Value, topic: &str) -> bool {
     frame_type(frame) == "event" && frame.get("topic").and_then(Value::as_str) == Some(topic)
 }
 
+/// The value of the sample `name` (with its labels, e.g.
+/// `herald_errors_total{code="too_large"}`) in a Prometheus text exposition.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// A WebSocket test client. Every read is bounded by [`WsClient::timeout`].
 #[derive(Debug)]
 pub struct WsClient {

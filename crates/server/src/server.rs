@@ -32,6 +32,7 @@ use tower::ServiceExt as _;
 use crate::core::broker::BrokerError;
 use crate::core::hub::Hub;
 use crate::operations::config::Config;
+use crate::operations::watchdog::Watchdog;
 use crate::transport::{http, unix};
 
 /// How many polls a worker makes from its own queue for each one it takes
@@ -146,6 +147,7 @@ pub async fn serve(
         let stop = timeouts.shutdown_token().clone();
         timeouts.approvals().run_timeouts(stop).await;
     });
+    let watchdog = watch(&hub);
     let stop_accepting = CancellationToken::new();
     let server = accept_loop(listener, hub.clone(), stop_accepting.clone());
     let hub_for_shutdown = hub.clone();
@@ -171,9 +173,33 @@ pub async fn serve(
             "shutdown grace period over; dropping connections"
         );
     }
+    if let Some(watchdog) = watchdog {
+        watchdog.stop();
+    }
     hub.close().await;
     tracing::info!("hub stopped");
     Ok(())
+}
+
+/// Starts the watchdog on this runtime, unless `--watchdog-threshold` is 0.
+fn watch(hub: &Hub) -> Option<Watchdog> {
+    let threshold = hub.config().watchdog_threshold;
+    if threshold.is_zero() {
+        return None;
+    }
+    let started = Watchdog::start(
+        tokio::runtime::Handle::current(),
+        hub.tasks().clone(),
+        hub.metrics_handle(),
+        threshold,
+    );
+    match started {
+        Ok(watchdog) => Some(watchdog),
+        Err(error) => {
+            tracing::warn!(%error, "could not start the watchdog thread");
+            None
+        }
+    }
 }
 
 /// Accepts TCP connections until `stop` fires; each is served on its own

@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 
 use herald_protocol::payload::ApprovalRecord;
 use herald_protocol::{EventFilter, Topic, TopicPattern};
@@ -385,7 +384,7 @@ impl BrokerHandler for NodeHandler {
         let event = &publication.event.event;
         // Counted here, where every stored event passes exactly once
         // (duplicates never do), whichever entry point it came from.
-        fanout.metrics.events_published.fetch_add(1, Relaxed);
+        fanout.metrics.events_published.inc();
         let frame = OutFrame {
             text: publication.event.frame.clone(),
             event: Some(EventMeta {
@@ -409,11 +408,9 @@ impl BrokerHandler for NodeHandler {
             Pushed::Closed => {}
         });
         let metrics = &fanout.metrics;
-        metrics
-            .events_delivered
-            .fetch_add(u64::from(reached), Relaxed);
+        metrics.events_delivered.inc_by(u64::from(reached));
         if shed > 0 {
-            metrics.events_shed.fetch_add(shed, Relaxed);
+            metrics.events_shed.inc_by(shed);
         }
         reached
     }

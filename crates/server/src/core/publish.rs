@@ -7,7 +7,6 @@
 //! fan-out.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 
 use herald_protocol::{ErrorCode, EventId, PublishRequest, Topic};
 use tokio_util::sync::CancellationToken;
@@ -169,9 +168,7 @@ impl Publisher {
             .await?;
         let duplicates = published.iter().filter(|p| p.duplicate).count();
         if duplicates > 0 {
-            self.metrics
-                .events_duplicate
-                .fetch_add(duplicates as u64, Relaxed);
+            self.metrics.events_duplicate.inc_by(duplicates as u64);
         }
         E::output(published).ok_or(PublishError::Store(BrokerError::Closed))
     }

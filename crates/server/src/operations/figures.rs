@@ -8,7 +8,6 @@
 //! watching a page.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use herald_protocol::payload::Metrics as MetricsPayload;
@@ -31,8 +30,8 @@ impl Sample {
         let metrics = hub.metrics();
         Sample {
             at: Instant::now(),
-            published: metrics.events_published.load(Relaxed),
-            delivered: metrics.events_delivered.load(Relaxed),
+            published: metrics.events_published.get(),
+            delivered: metrics.events_delivered.get(),
         }
     }
 }
@@ -85,7 +84,7 @@ fn figures(hub: &Hub, last: Sample, now: Sample) -> BTreeMap<String, f64> {
         ("events_delivered_total".to_owned(), now.delivered as f64),
         (
             "events_shed_total".to_owned(),
-            metrics.events_shed.load(Relaxed) as f64,
+            metrics.events_shed.get() as f64,
         ),
         (
             "events_per_s".to_owned(),

@@ -17,6 +17,7 @@ use super::body::query;
 use super::error::ApiError;
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
+use crate::operations::metrics::{self, ScrapeFigures};
 
 /// One connection, as the admin API shows it.
 #[derive(Debug, Serialize)]
@@ -88,10 +89,7 @@ pub(super) async fn connections(State(hub): State<Hub>) -> Json<ConnectionsRepor
             total_age / count as f64
         },
         messages_sent: connections.iter().map(|c| c.messages_sent).sum(),
-        total_messages_sent: hub
-            .metrics()
-            .frames_out
-            .load(std::sync::atomic::Ordering::Relaxed),
+        total_messages_sent: hub.metrics().frames_out.get(),
         connections,
     })
 }
@@ -294,31 +292,24 @@ pub(super) async fn ready(State(hub): State<Hub>) -> Response {
 /// `GET /metrics`: Prometheus text format.
 pub(super) async fn metrics(State(hub): State<Hub>) -> Response {
     let stats = hub.broker().stats();
-    let extra = [
-        (
-            "herald_topics",
-            "Topics held in memory.",
-            stats.topics as f64,
-        ),
-        (
-            "herald_retained_bytes",
-            "Approximate bytes of retained history.",
-            stats.retained_bytes as f64,
-        ),
-        (
-            "herald_uptime_seconds",
-            "Seconds since the hub started.",
-            hub.uptime_s() as f64,
-        ),
-        (
-            "herald_approvals_pending",
-            "Approvals waiting for a decision.",
-            stats.pending_approvals as f64,
-        ),
-    ];
-    let mut body = hub.metrics().render(&extra);
-    hub.approvals().render_metrics(&mut body);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+    let (mut outbox_frames, mut outbox_deepest) = (0, 0);
+    for conn in hub.connections().all() {
+        let queued = conn.queued();
+        outbox_frames += queued;
+        outbox_deepest = outbox_deepest.max(queued);
+    }
+    let figures = ScrapeFigures {
+        topics: stats.topics,
+        retained_bytes: stats.retained_bytes,
+        uptime_s: hub.uptime_s(),
+        approvals_pending: stats.pending_approvals,
+        outbox_frames,
+        outbox_deepest,
+        engine_up: hub.broker().health().await.is_ok(),
+        draining: hub.draining().is_cancelled(),
+    };
+    let body = hub.metrics().render(figures);
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response()
 }
 
 /// Anything else: 404 with a JSON body.

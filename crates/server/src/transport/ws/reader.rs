@@ -45,15 +45,15 @@ pub(crate) async fn read_loop(hub: &Hub, conn: &Arc<ConnHandle>, mut stream: Sou
             }
         }
         let metrics = hub.metrics();
-        metrics.frames_in.fetch_add(1, Relaxed);
+        metrics.frames_in.inc();
         conn.frames_received.fetch_add(1, Relaxed);
         match message {
             Message::Text(text) => {
-                metrics.bytes_in.fetch_add(text.len() as u64, Relaxed);
+                metrics.bytes_in.inc_by(text.len() as u64);
                 handle_text(hub, conn, text.as_str()).await;
             }
             Message::Binary(bytes) => {
-                metrics.bytes_in.fetch_add(bytes.len() as u64, Relaxed);
+                metrics.bytes_in.inc_by(bytes.len() as u64);
                 let message =
                     "binary frames are not part of the protocol: send JSON text frames".to_owned();
                 send_error(hub, conn, ErrorCode::InvalidRequest, message, None);

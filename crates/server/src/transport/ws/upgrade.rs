@@ -244,9 +244,7 @@ fn accept(
 }
 
 async fn reject_over_limit(hub: &Hub, mut sink: connection::Sink) {
-    hub.metrics()
-        .connections_rejected
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    hub.metrics().connections_rejected.inc();
     tracing::warn!(
         limit = hub.config().max_connections,
         "connection refused: limit reached"

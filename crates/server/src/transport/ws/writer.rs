@@ -107,7 +107,7 @@ pub(crate) async fn write_loop(hub: &Hub, conn: &ConnHandle, mut sink: Sink) -> 
         if let Some(closing) = closing {
             let _ = sink.send(close_message(closing.code, closing.reason)).await;
             if closing.code == CloseReason::TRY_AGAIN_LATER {
-                hub.metrics().slow_consumer_closes.fetch_add(1, Relaxed);
+                hub.metrics().slow_consumer_closes.inc();
             }
             return End::Closed(closing.code, closing.reason);
         }
@@ -174,8 +174,8 @@ async fn write_batch(
     }
     if frames > 0 {
         sink.flush().await?;
-        metrics.frames_out.fetch_add(frames, Relaxed);
-        metrics.bytes_out.fetch_add(bytes, Relaxed);
+        metrics.frames_out.inc_by(frames);
+        metrics.bytes_out.inc_by(bytes);
         conn.frames_sent.fetch_add(frames, Relaxed);
     }
     Ok(())
