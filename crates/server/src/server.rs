@@ -142,6 +142,19 @@ pub async fn serve(
         hub.tasks()
             .spawn(crate::operations::figures::run(hub.clone(), interval));
     }
+    let limits = hub.clone();
+    if hub.config().publish_rate_limit > 0 {
+        hub.tasks().spawn(async move {
+            let stop = limits.shutdown_token().clone();
+            let mut every = tokio::time::interval(crate::operations::limits::FORGET_IDLE_EVERY);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = every.tick() => limits.publish_limiter().forget_idle(),
+                }
+            }
+        });
+    }
     let timeouts = hub.clone();
     hub.tasks().spawn(async move {
         let stop = timeouts.shutdown_token().clone();
