@@ -17,6 +17,7 @@
 //! - `limits`: frame size, connection limit, body size, slow consumers, churn.
 //! - `heartbeat`: app-level pings and the heartbeat timeout.
 //! - `shutdown`: SIGTERM and the command line's `--help`.
+//! - `config_file`: `serve --config FILE` and `config print`.
 //! - `dashboards`: the Grafana dashboard queries only exported metrics.
 //! - `drain`: deploys without reconnect storms (readiness first, refused
 //!   upgrades, per-connection retry hints, closes spread over the window)
@@ -31,6 +32,7 @@
 //! - `watchdog`: a stall (the process paused) is logged and counted.
 
 mod approvals;
+mod config_file;
 mod dashboards;
 mod drain;
 mod heartbeat;

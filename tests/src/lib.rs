@@ -134,7 +134,12 @@ impl Herald {
     /// [`START_TIMEOUT`]) for its first line on stdout, `listening on
     /// http://HOST:PORT`.
     pub async fn start(&self, args: &[&str]) -> Result<Hub> {
-        Hub::start(self, args).await
+        Hub::start(self, args, &[]).await
+    }
+
+    /// [`Herald::start`] with environment variables set (e.g. `HERALD_*`).
+    pub async fn start_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Result<Hub> {
+        Hub::start(self, args, env).await
     }
 }
 
@@ -151,13 +156,14 @@ pub struct Hub {
 }
 
 impl Hub {
-    async fn start(herald: &Herald, args: &[&str]) -> Result<Hub> {
+    async fn start(herald: &Herald, args: &[&str], env: &[(&str, &str)]) -> Result<Hub> {
         let mut child = herald
             .command()
             .arg("serve")
             .args(["--bind", "127.0.0.1:0"])
             .args(args)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .spawn()
             .with_context(|| format!("spawning {}", herald.path().display()))?;
         let stdout = child.stdout.take().context("no stdout pipe")?;

@@ -13,11 +13,16 @@ use herald_server::config::{parse_bind, parse_duration, parse_size};
 use herald_server::{Config, Hub, StoreConfig, server};
 use tokio_util::sync::CancellationToken;
 
+use super::config_file::ConfigFile;
 use super::defaults::defaults;
 use crate::logs::{self, LogFormat};
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
+    /// A TOML file of these flags (`max-connections = 20000`,
+    /// `drain-window = "5s"`); flags and `HERALD_*` variables override it.
+    #[arg(long, env = "HERALD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Address to listen on (`IP:PORT`, or `HOST:PORT` resolved once at
     /// start, IPv4 first); port 0 picks a free port.
     #[arg(long, env = "HERALD_BIND", default_value = defaults().bind.as_str(), value_parser = parse_bind)]
@@ -122,7 +127,8 @@ pub(crate) struct ServeArgs {
 }
 
 impl ServeArgs {
-    fn config(&self) -> anyhow::Result<Config> {
+    /// The hub's configuration these flags make.
+    pub(crate) fn config(&self) -> anyhow::Result<Config> {
         let auth = Authenticator::new(
             self.jwt_secret.as_deref(),
             self.jwt_public_key.as_deref(),
@@ -176,8 +182,11 @@ fn parse_mode(text: &str) -> Result<u32, String> {
 
 /// Runs `herald serve`: opens the store, binds, prints the listening line,
 /// and serves until SIGINT or SIGTERM.
-pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: ServeArgs, file: Option<&ConfigFile>) -> anyhow::Result<()> {
     logs::init(args.log_format);
+    if let Some(file) = file {
+        tracing::info!(path = %file.path.display(), keys = file.settings.len(), "configuration file read");
+    }
     let config = args.config()?;
     config.validate()?;
     // The store is opened before the port, so a bad database fails before
