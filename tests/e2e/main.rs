@@ -22,6 +22,8 @@
 //! - `drain`: deploys without reconnect storms (readiness first, refused
 //!   upgrades, per-connection retry hints, closes spread over the window)
 //!   and the health endpoints.
+//! - `openapi`: the served OpenAPI document is the committed one; every
+//!   documented operation is routed.
 //! - `replay`: seq, idempotent ids, `since`, gaps, history over HTTP.
 //! - `snapshot`: keyed snapshots, `request_state` and `refresh`.
 //! - `sqlite`: the durable store across `kill -9`.
@@ -40,6 +42,7 @@ mod http_api;
 mod hub;
 mod ingest;
 mod limits;
+mod openapi;
 mod replay;
 mod security;
 mod shutdown;

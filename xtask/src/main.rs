@@ -6,7 +6,7 @@
 //! - [`workspace`]: where things are, and how commands are run and reported.
 //! - [`bindings`]: `cargo xtask bindings [--check]`, the TypeScript types in
 //!   `ts-bindings/`, the JSON Schema and the Python models, generated from
-//!   `herald-protocol`.
+//!   `herald-protocol`, and the HTTP API's OpenAPI document.
 //! - [`pymodels`]: the JSON Schema → pydantic translator behind the Python models.
 //! - [`python`]: the Python client's CI steps (venv, wheel and sdist, mypy, pytest).
 //! - [`tsc`]: type-checks the protocol's JSON fixtures against those bindings
@@ -41,7 +41,7 @@ usage: cargo xtask <task>
 
 tasks:
   bindings [--check]   write ts-bindings/, the JSON Schema and the Python models from
-                       herald-protocol (--check: compare only)
+                       herald-protocol, and the OpenAPI document (--check: compare only)
   tsc                  type-check the protocol's JSON fixtures against ts-bindings/
   wasm [--no-opt]      build the browser client package (web-client/pkg and dist)
   ci [--keep-going]    set up what is missing, then run every check CI runs, stopping

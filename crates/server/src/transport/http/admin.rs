@@ -11,6 +11,7 @@ use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use herald_protocol::frame::Since;
 use herald_protocol::{CloseReason, Epoch, ErrorCode, Event, Topic};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::body::query;
@@ -20,7 +21,7 @@ use crate::core::hub::Hub;
 use crate::operations::metrics::{self, ScrapeFigures};
 
 /// One connection, as the admin API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub(super) struct ConnectionInfo {
     id: String,
     session_id: String,
@@ -58,7 +59,7 @@ impl ConnectionInfo {
 }
 
 /// The answer of `GET /api/v1/connections`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub(super) struct ConnectionsReport {
     active_connections: usize,
     subscription_counts: HashMap<String, usize>,
@@ -71,6 +72,14 @@ pub(super) struct ConnectionsReport {
 }
 
 /// `GET /api/v1/connections`: counts, per-topic subscribers, ages, messages sent.
+#[utoipa::path(
+    get,
+    path = "/api/v1/connections",
+    tag = "admin",
+    summary = "This node's connections: counts, per-topic subscribers, ages, messages sent",
+    responses((status = 200, description = "The report", body = ref("#/components/schemas/ConnectionsReport"))),
+    security(("api_key" = ["admin"]))
+)]
 pub(super) async fn connections(State(hub): State<Hub>) -> Json<ConnectionsReport> {
     let connections: Vec<ConnectionInfo> = hub
         .connections()
@@ -101,6 +110,18 @@ fn find(hub: &Hub, id: &str) -> Result<std::sync::Arc<ConnHandle>, ApiError> {
 }
 
 /// `GET /api/v1/connections/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/connections/{id}",
+    tag = "admin",
+    summary = "One connection",
+    params(("id" = String, Path, description = "The `session_id` from its `welcome`")),
+    responses(
+        (status = 200, description = "The connection", body = ref("#/components/schemas/ConnectionInfo")),
+        (status = 404, description = "No such connection on this node", body = ref("#/components/schemas/ApiError")),
+    ),
+    security(("api_key" = ["admin"]))
+)]
 pub(super) async fn connection(
     State(hub): State<Hub>,
     Path(id): Path<String>,
@@ -110,12 +131,24 @@ pub(super) async fn connection(
 }
 
 /// The answer of `DELETE /api/v1/connections/{id}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub(super) struct Disconnected {
     disconnected: String,
 }
 
 /// `DELETE /api/v1/connections/{id}`: closes it with 4500 (do not reconnect).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/connections/{id}",
+    tag = "admin",
+    summary = "Disconnect a connection (close 4500: do not reconnect)",
+    params(("id" = String, Path, description = "The `session_id` from its `welcome`")),
+    responses(
+        (status = 200, description = "Closing", body = ref("#/components/schemas/Disconnected")),
+        (status = 404, description = "No such connection on this node", body = ref("#/components/schemas/ApiError")),
+    ),
+    security(("api_key" = ["admin"]))
+)]
 pub(super) async fn disconnect(
     State(hub): State<Hub>,
     Path(id): Path<String>,
@@ -137,7 +170,7 @@ pub(super) struct HistoryQuery {
 }
 
 /// The answer of `GET /api/v1/topics/{topic}/events`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub(super) struct TopicHistory {
     topic: Topic,
     epoch: Epoch,
@@ -147,6 +180,22 @@ pub(super) struct TopicHistory {
 }
 
 /// `GET /api/v1/topics/{topic}/events?since=&limit=`: retained history.
+#[utoipa::path(
+    get,
+    path = "/api/v1/topics/{topic}/events",
+    tag = "admin",
+    summary = "A topic's retained history after a seq",
+    params(
+        ("topic" = String, Path, description = "An exact topic, `kind` or `kind:id`"),
+        ("since" = Option<u64>, Query, description = "Events with a seq above this (default 0: all retained)"),
+        ("limit" = Option<usize>, Query, description = "At most this many (default --history-size)"),
+    ),
+    responses(
+        (status = 200, description = "The retained events and the topic's position", body = ref("#/components/schemas/TopicHistory")),
+        (status = "4XX", description = "Refused (invalid_topic)", body = ref("#/components/schemas/ApiError")),
+    ),
+    security(("api_key" = ["admin"]))
+)]
 pub(super) async fn topic_events(
     State(hub): State<Hub>,
     Path(topic): Path<String>,
@@ -178,7 +227,7 @@ pub(super) async fn topic_events(
 }
 
 /// The answer of `GET /api/v1/status`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub(super) struct Status {
     running: bool,
     active_connections: usize,
@@ -189,6 +238,14 @@ pub(super) struct Status {
 }
 
 /// `GET /api/v1/status`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/status",
+    tag = "admin",
+    summary = "Whether the hub runs, its connections, pending approvals and uptime",
+    responses((status = 200, description = "The status", body = ref("#/components/schemas/Status"))),
+    security(("api_key" = ["admin"]))
+)]
 pub(super) async fn status(State(hub): State<Hub>) -> Json<Status> {
     let stats = hub.broker().stats();
     Json(Status {
@@ -202,7 +259,7 @@ pub(super) async fn status(State(hub): State<Hub>) -> Json<Status> {
 }
 
 /// The answer of `GET /health`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub(super) struct Health {
     /// `healthy`, `shutting_down` (draining or stopping) or `unavailable`
     /// (the engine cannot serve).
@@ -232,6 +289,16 @@ fn status_code(ready: bool) -> StatusCode {
 
 /// `GET /health`: 200 while serving; 503 once draining or when the engine
 /// cannot serve (the same verdict as `/health/ready`, with figures).
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "health",
+    summary = "Health with figures: 503 once draining or while the engine cannot serve",
+    responses(
+        (status = 200, description = "Serving", body = ref("#/components/schemas/Health")),
+        (status = 503, description = "Draining, or the engine is unavailable", body = ref("#/components/schemas/Health")),
+    )
+)]
 pub(super) async fn health(State(hub): State<Hub>) -> Response {
     let verdict = readiness(&hub).await;
     let body = Health {
@@ -245,7 +312,7 @@ pub(super) async fn health(State(hub): State<Hub>) -> Response {
 }
 
 /// The answer of `GET /health/live`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub(super) struct Liveness {
     /// Always `alive`: the process answers.
     status: &'static str,
@@ -254,6 +321,13 @@ pub(super) struct Liveness {
 
 /// `GET /health/live`: 200 as long as the process answers, draining
 /// included (restart it only when this fails).
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    tag = "health",
+    summary = "Liveness: 200 as long as the process answers, draining included",
+    responses((status = 200, description = "Alive", body = ref("#/components/schemas/Liveness")))
+)]
 pub(super) async fn live(State(hub): State<Hub>) -> Json<Liveness> {
     Json(Liveness {
         status: "alive",
@@ -262,7 +336,7 @@ pub(super) async fn live(State(hub): State<Hub>) -> Json<Liveness> {
 }
 
 /// The answer of `GET /health/ready`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub(super) struct Readiness {
     /// `ready`, `shutting_down` or `unavailable`.
     status: &'static str,
@@ -273,6 +347,16 @@ pub(super) struct Readiness {
 
 /// `GET /health/ready`: 200 when this node should get traffic; 503 from
 /// the moment it starts draining, and while its engine cannot serve.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "health",
+    summary = "Readiness: 503 from the start of a drain, and while the engine cannot serve",
+    responses(
+        (status = 200, description = "Send traffic here", body = ref("#/components/schemas/Readiness")),
+        (status = 503, description = "Do not: draining, or the engine is unavailable", body = ref("#/components/schemas/Readiness")),
+    )
+)]
 pub(super) async fn ready(State(hub): State<Hub>) -> Response {
     let verdict = readiness(&hub).await;
     let ready = verdict.is_ok();
@@ -290,6 +374,13 @@ pub(super) async fn ready(State(hub): State<Hub>) -> Response {
 }
 
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    summary = "Prometheus metrics (text format 0.0.4)",
+    responses((status = 200, description = "The exposition", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String))
+)]
 pub(super) async fn metrics(State(hub): State<Hub>) -> Response {
     let stats = hub.broker().stats();
     let (mut outbox_frames, mut outbox_deepest) = (0, 0);

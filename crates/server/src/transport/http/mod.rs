@@ -10,12 +10,14 @@
 //! - `admin`: connections, topic history, status, health, metrics.
 //! - `body`: reading JSON bodies and queries into typed requests.
 //! - [`error`]: [`ApiError`], the one error type of the API.
+//! - [`openapi`]: the OpenAPI 3.1 document, from the handlers and their types.
 
 mod admin;
 mod approvals;
 mod body;
 pub mod error;
 mod events;
+pub mod openapi;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -45,9 +47,13 @@ pub(crate) struct Producer(pub(crate) String);
 
 /// The scope a route needs: `publish` for events, broadcasts, user messages
 /// and approvals (creating and waiting); `admin` for the rest of the API.
-/// `/health`, `/metrics` and the WebSocket endpoints need no key.
+/// `/health`, `/metrics`, `/api/v1/openapi.json` and the WebSocket
+/// endpoints need no key.
 fn scope_for(method: &Method, path: &str) -> Option<Scope> {
     let api = path.strip_prefix("/api/v1/")?;
+    if api == "openapi.json" {
+        return None;
+    }
     let publish = matches!(
         (method, api.split('/').collect::<Vec<_>>().as_slice()),
         (&Method::POST, ["events" | "broadcast" | "approvals"])
@@ -188,6 +194,7 @@ pub fn router(hub: Hub) -> Router {
         )
         .route("/api/v1/topics/{topic}/events", get(admin::topic_events))
         .route("/api/v1/status", get(admin::status))
+        .route("/api/v1/openapi.json", get(openapi::document_handler))
         .route(
             "/",
             get(|| async { axum::response::Redirect::temporary("/dashboard") }),
