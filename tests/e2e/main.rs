@@ -17,6 +17,8 @@
 //! - `limits`: frame size, connection limit, body size, slow consumers, churn.
 //! - `heartbeat`: app-level pings and the heartbeat timeout.
 //! - `shutdown`: SIGTERM and the command line's `--help`.
+//! - `compression`: `permessage-deflate` negotiation, compressed events,
+//!   a deflate bomb closed with 1009.
 //! - `config_file`: `serve --config FILE` and `config print`.
 //! - `dashboards`: the Grafana dashboard queries only exported metrics.
 //! - `drain`: deploys without reconnect storms (readiness first, refused
@@ -34,6 +36,7 @@
 //! - `watchdog`: a stall (the process paused) is logged and counted.
 
 mod approvals;
+mod compression;
 mod config_file;
 mod dashboards;
 mod drain;

@@ -15,12 +15,15 @@
 //!   SIGKILL, its stderr for failure messages).
 //! - [`WsClient`]: a WebSocket client that reads JSON frames with a timeout.
 //! - [`Http`]: JSON over HTTP with `reqwest`.
+//! - [`deflate_client`]: a raw WebSocket client that speaks `permessage-deflate`.
 //!
 //! # Rules the tests follow
 //!
 //! Every network await is bounded by a timeout. Tests synchronise on frames
 //! (`welcome`, `ack`, `subscribed`, `replay_complete`) or on HTTP answers,
 //! never on a sleep. Nothing uses a fixed port.
+
+pub mod deflate_client;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

@@ -167,6 +167,7 @@ pub struct Metrics {
     pub(crate) bytes_in: Counter,
     pub(crate) frames_out: Counter,
     pub(crate) bytes_out: Counter,
+    pub(crate) bytes_deflated: Counter,
     pub(crate) events_published: Counter,
     pub(crate) events_duplicate: Counter,
     pub(crate) events_delivered: Counter,
@@ -306,6 +307,10 @@ impl Default for Metrics {
             "herald_bytes_out",
             "Bytes of frames sent to clients, before any compression.",
         );
+        let bytes_deflated = counter(
+            "herald_bytes_deflated",
+            "Bytes of compressed frames sent (permessage-deflate), as on the wire.",
+        );
         let events_published = counter("herald_events_published", "Events published.");
         let events_duplicate = counter(
             "herald_events_duplicate",
@@ -436,6 +441,7 @@ impl Default for Metrics {
             bytes_in,
             frames_out,
             bytes_out,
+            bytes_deflated,
             events_published,
             events_duplicate,
             events_delivered,

@@ -5,22 +5,25 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket};
 use herald_protocol::frame::{ErrorFrame, Welcome};
 use herald_protocol::payload::ApprovalStatus;
 use herald_protocol::{
     CloseReason, ErrorCode, EventFilter, RequestId, ServerMessage, Topic, TopicPattern,
 };
 
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::Message;
+
+use super::deflate::Deflater;
 use super::{reader, writer};
 use crate::core::broker::ApprovalQuery;
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
 
-/// The sending half of an upgraded connection.
-pub(crate) type Sink = futures::stream::SplitSink<WebSocket, Message>;
-/// The receiving half of an upgraded connection.
-pub(crate) type Source = futures::stream::SplitStream<WebSocket>;
+/// The sending half of an upgraded connection over `S`.
+pub(crate) type Sink<S> = futures::stream::SplitSink<WebSocketStream<S>, Message>;
+/// The receiving half of an upgraded connection over `S`.
+pub(crate) type Source<S> = futures::stream::SplitStream<WebSocketStream<S>>;
 
 /// How a connection ended, for the log line.
 #[derive(Debug)]
@@ -81,12 +84,17 @@ pub(crate) fn send_error(
 
 /// Runs a connection to its end: welcome, initial subscriptions, then frames
 /// both ways until the peer leaves, the hub closes it, or the hub shuts down.
-pub(crate) async fn run(
+/// With `deflater`, `permessage-deflate` was agreed: frames worth it are
+/// sent compressed.
+pub(crate) async fn run<S>(
     hub: Hub,
-    (sink, stream): (Sink, Source),
+    (sink, stream): (Sink<S>, Source<S>),
     conn: Arc<ConnHandle>,
     opening: Opening,
-) {
+    deflater: Option<&Deflater>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     // `welcome` is queued before the connection is attached, so nothing
     // published to everyone or to its user can come first.
     conn.send(&ServerMessage::Welcome(Welcome {
@@ -103,7 +111,7 @@ pub(crate) async fn run(
     // Boxed: pinned in place, the two loops (1.1 KB together) made this
     // future 2.9 KB, and every idle connection carried that.
     let mut reader = Box::pin(reader::read_loop(&hub, &conn, stream));
-    let mut writer = Box::pin(writer::write_loop(&hub, &conn, sink));
+    let mut writer = Box::pin(writer::write_loop(&hub, &conn, sink, deflater));
     let end = tokio::select! {
         end = &mut writer => end,
         end = &mut reader => match end {

@@ -5,6 +5,10 @@
 //!
 //! - `upgrade`: the endpoints (`/ws`, the seed shortcuts), token and origin
 //!   checks before the upgrade, the connection limit.
+//! - `handshake`: the opening handshake, answered by the hub, and the
+//!   socket it builds (with the `deflate` reader when agreed).
+//! - `deflate`: `permessage-deflate`: the offer, the shared compression of
+//!   event frames, and the bounded inflating reader.
 //! - `connection`: one connection's life (welcome, opening subscriptions,
 //!   reader and writer, removal).
 //! - `reader`: frames in, rate-limited and decoded.
@@ -13,6 +17,8 @@
 
 mod commands;
 mod connection;
+mod deflate;
+mod handshake;
 mod reader;
 pub(crate) mod upgrade;
 mod writer;

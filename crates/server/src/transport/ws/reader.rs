@@ -6,19 +6,23 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use axum::extract::ws::Message;
 use futures::StreamExt as _;
 use herald_protocol::frame::Ack;
 use herald_protocol::{ClientFrame, ErrorCode, ServerMessage};
+use tungstenite::Message;
 
 use super::commands;
 use super::connection::{End, Source, send_error};
+use super::deflate;
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
 use crate::operations::limits::{FrameLimiter, Verdict};
 
 /// Reads frames until the peer leaves, misbehaves, or the socket fails.
-pub(crate) async fn read_loop(hub: &Hub, conn: &Arc<ConnHandle>, mut stream: Source) -> End {
+pub(crate) async fn read_loop<S>(hub: &Hub, conn: &Arc<ConnHandle>, mut stream: Source<S>) -> End
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut limiter = FrameLimiter::new(hub.config().client_rate_limit);
     while let Some(message) = stream.next().await {
         conn.saw_peer();
@@ -58,18 +62,20 @@ pub(crate) async fn read_loop(hub: &Hub, conn: &Arc<ConnHandle>, mut stream: Sou
                     "binary frames are not part of the protocol: send JSON text frames".to_owned();
                 send_error(hub, conn, ErrorCode::InvalidRequest, message, None);
             }
-            Message::Close(frame) => return End::PeerClosed(frame.map(|f| f.code)),
-            Message::Ping(_) | Message::Pong(_) => {}
+            Message::Close(frame) => return End::PeerClosed(frame.map(|f| u16::from(f.code))),
+            // Never read: tungstenite hands frames over assembled.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
         }
     }
     End::PeerClosed(None)
 }
 
-fn read_error(error: axum::Error) -> End {
-    let inner = error.into_inner();
-    match inner.downcast_ref::<tungstenite::Error>() {
-        Some(tungstenite::Error::Capacity(_)) => End::TooBig,
-        _ => End::SocketError(inner.to_string()),
+fn read_error(error: tungstenite::Error) -> End {
+    match error {
+        tungstenite::Error::Capacity(_) => End::TooBig,
+        // A compressed message that inflates past the bound.
+        tungstenite::Error::Io(error) if deflate::too_big(&error) => End::TooBig,
+        other => End::SocketError(other.to_string()),
     }
 }
 

@@ -9,15 +9,22 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt as _, StreamExt as _};
 use herald_protocol::{CloseReason, ErrorCode, Topic, TopicPattern};
 use serde::Deserialize;
+use std::sync::LazyLock;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tungstenite::{Message, Utf8Bytes};
 
 use super::connection;
+use super::deflate::Deflater;
+use super::handshake::{Handshake, Socket};
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
 use crate::operations::auth::Identity;
@@ -43,7 +50,7 @@ pub(crate) struct ConnectParams {
 }
 
 type Upgrade = (
-    WebSocketUpgrade,
+    Handshake,
     State<Hub>,
     ConnectInfo<SocketAddr>,
     HeaderMap,
@@ -178,7 +185,7 @@ fn admit(
 }
 
 fn accept(
-    ws: WebSocketUpgrade,
+    ws: Handshake,
     hub: Hub,
     remote: SocketAddr,
     headers: &HeaderMap,
@@ -198,68 +205,94 @@ fn accept(
         }
     };
     let config = hub.config();
-    let ws = ws
-        .protocols([SUBPROTOCOL])
-        .max_message_size(config.max_frame_size)
-        .max_frame_size(config.max_frame_size)
+    let socket_config = WebSocketConfig::default()
+        .max_message_size(Some(config.max_frame_size))
+        .max_frame_size(Some(config.max_frame_size))
         // Small read buffers keep idle connections cheap (tungstenite reads
         // at most this much per call, so a large client frame takes several
         // reads; clients mostly send short control frames). Frames fed
         // between flushes are coalesced into one write of up to 64 KiB.
         .read_buffer_size(256)
         .write_buffer_size(64 * 1024);
+    let (response, agreed) = ws.accept(SUBPROTOCOL, config.compression);
     let tasks = hub.tasks().clone();
-    let user_id = params.user_id.filter(|u| !u.is_empty());
-    let snapshot = params.snapshot;
-    ws.on_upgrade(move |socket| {
-        // Split before the task's future is built, so that future holds the
-        // two small halves and never a copy of the whole socket.
-        let (mut sink, source) = socket.split();
-        tasks.track_future(async move {
-            if hub.draining().is_cancelled() {
-                // Upgraded while the drain began: told at once, like the rest.
-                let _ = sink
-                    .send(close(CloseReason::GOING_AWAY, "server shutting down"))
-                    .await;
-                return;
+    let opened = Opened {
+        user_id: params.user_id.filter(|u| !u.is_empty()),
+        identity,
+        remote,
+        opening: connection::Opening {
+            topics,
+            bad_topics,
+            snapshot: params.snapshot,
+        },
+    };
+    tasks.spawn(async move {
+        match agreed.socket(socket_config).await {
+            None => {}
+            // Boxed: the task waiting for the upgrade stays small, whichever
+            // socket it turns out to be.
+            Some(Socket::Plain(socket)) => Box::pin(open(hub, socket, opened, None)).await,
+            Some(Socket::Deflate(socket)) => {
+                Box::pin(open(hub, socket, opened, Some(&*DEFLATER))).await;
             }
-            if hub.connections().count() >= hub.config().max_connections {
-                reject_over_limit(&hub, sink).await;
-                return;
-            }
-            let conn = Arc::new(ConnHandle::new(
-                user_id,
-                identity,
-                Some(remote),
-                hub.config().queue_size,
-            ));
-            let opening = connection::Opening {
-                topics,
-                bad_topics,
-                snapshot,
-            };
-            connection::run(hub, (sink, source), conn, opening).await;
-        })
-    })
+        }
+    });
+    response
 }
 
-async fn reject_over_limit(hub: &Hub, mut sink: connection::Sink) {
-    hub.metrics().connections_rejected.inc();
-    tracing::warn!(
-        limit = hub.config().max_connections,
-        "connection refused: limit reached"
-    );
-    let close = close(
-        CloseReason::TRY_AGAIN_LATER,
-        "server connection limit reached",
-    );
-    let _ = sink.send(close).await;
+/// Compressed frames, shared by every compressed connection of the process
+/// (frames are found by the identity of their bytes, whichever hub made them).
+static DEFLATER: LazyLock<Deflater> = LazyLock::new(Deflater::default);
+
+/// Who a new connection is, and what its URL asked for.
+#[derive(Debug)]
+struct Opened {
+    user_id: Option<String>,
+    identity: Option<Identity>,
+    remote: SocketAddr,
+    opening: connection::Opening,
+}
+
+/// Runs an upgraded connection, unless the hub is draining or full.
+async fn open<S>(hub: Hub, socket: WebSocketStream<S>, opened: Opened, deflater: Option<&Deflater>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, source) = socket.split();
+    if hub.draining().is_cancelled() {
+        // Upgraded while the drain began: told at once, like the rest.
+        let _ = sink
+            .send(close(CloseReason::GOING_AWAY, "server shutting down"))
+            .await;
+        return;
+    }
+    if hub.connections().count() >= hub.config().max_connections {
+        hub.metrics().connections_rejected.inc();
+        tracing::warn!(
+            limit = hub.config().max_connections,
+            "connection refused: limit reached"
+        );
+        let _ = sink
+            .send(close(
+                CloseReason::TRY_AGAIN_LATER,
+                "server connection limit reached",
+            ))
+            .await;
+        return;
+    }
+    let conn = Arc::new(ConnHandle::new(
+        opened.user_id,
+        opened.identity,
+        Some(opened.remote),
+        hub.config().queue_size,
+    ));
+    connection::run(hub, (sink, source), conn, opened.opening, deflater).await;
 }
 
 fn close(code: CloseReason, reason: &'static str) -> Message {
     Message::Close(Some(CloseFrame {
-        code: code.0,
-        reason: reason.into(),
+        code: CloseCode::from(code.0),
+        reason: Utf8Bytes::from_static(reason),
     }))
 }
 

@@ -10,20 +10,34 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use bytes::Bytes;
 use futures::SinkExt as _;
 use herald_protocol::frame::{Gap, GapReason, Heartbeat};
 use herald_protocol::{CloseReason, ServerMessage};
 use tokio::time::Sleep;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tungstenite::protocol::frame::{Frame, FrameHeader};
+use tungstenite::{Message, Utf8Bytes};
 
 use super::connection::{End, Sink};
+use super::deflate::Deflater;
 use crate::core::clock::now_ms;
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
 use crate::core::outbox::Entry;
 
-/// Writes until the connection ends; how it ended.
-pub(crate) async fn write_loop(hub: &Hub, conn: &ConnHandle, mut sink: Sink) -> End {
+/// Writes until the connection ends; how it ended. With `deflater`, frames
+/// worth compressing are sent compressed (`permessage-deflate`).
+pub(crate) async fn write_loop<S>(
+    hub: &Hub,
+    conn: &ConnHandle,
+    mut sink: Sink<S>,
+    deflater: Option<&Deflater>,
+) -> End
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let config = hub.config();
     // Registered once: a wake-up of this loop costs no new waiter on the
     // token every connection shares.
@@ -79,7 +93,7 @@ pub(crate) async fn write_loop(hub: &Hub, conn: &ConnHandle, mut sink: Sink) -> 
                 }
                 let ping = ServerMessage::Ping(Heartbeat { timestamp: Some(now_ms()) }).encode();
                 let beat = async {
-                    sink.feed(Message::Ping(bytes::Bytes::new())).await?;
+                    sink.feed(Message::Ping(Bytes::new())).await?;
                     sink.send(Message::Text(Utf8Bytes::from(ping))).await
                 };
                 match tokio::time::timeout(config.heartbeat_timeout, beat).await {
@@ -97,7 +111,7 @@ pub(crate) async fn write_loop(hub: &Hub, conn: &ConnHandle, mut sink: Sink) -> 
             config.heartbeat_timeout,
             // Boxed, like the frame dispatch: an idle connection's task does
             // not carry the size of a write in progress.
-            Box::pin(write_batch(hub, conn, &mut sink, batch)),
+            Box::pin(write_batch(hub, conn, &mut sink, batch, deflater)),
         );
         match written.await {
             Ok(Ok(())) => {}
@@ -129,61 +143,85 @@ fn until(expiry: Option<u64>) -> Duration {
     })
 }
 
-async fn write_batch(
+async fn write_batch<S>(
     hub: &Hub,
     conn: &ConnHandle,
-    sink: &mut Sink,
+    sink: &mut Sink<S>,
     batch: VecDeque<Entry>,
-) -> Result<(), axum::Error> {
+    deflater: Option<&Deflater>,
+) -> Result<(), tungstenite::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let metrics = hub.metrics();
     let now = Instant::now();
     let mut ages = metrics.publish_to_send.tally();
-    let (mut frames, mut bytes) = (0u64, 0u64);
+    let (mut frames, mut bytes, mut deflated) = (0u64, 0u64, 0u64);
     for entry in batch {
-        let text = match entry {
+        let (text, shared) = match entry {
             Entry::Frame(frame) => {
                 if let Some(meta) = &frame.event {
                     ages.observe(now.saturating_duration_since(meta.published));
                 }
-                // The core encodes every frame from a `String`, so this holds.
-                match Utf8Bytes::try_from(frame.text) {
-                    Ok(text) => text,
-                    Err(error) => {
-                        tracing::error!(%error, session = %conn.id, "dropping a frame that is not UTF-8");
-                        continue;
-                    }
-                }
+                (frame.text, frame.event.is_some())
             }
             Entry::Gap {
                 topic,
                 from_seq,
                 to_seq,
-            } => Utf8Bytes::from(
-                ServerMessage::Gap(Gap {
+            } => {
+                let gap = ServerMessage::Gap(Gap {
                     topic,
                     from_seq,
                     to_seq,
                     reason: GapReason::Shed,
-                })
-                .encode(),
-            ),
+                });
+                (Bytes::from(gap.encode()), false)
+            }
         };
         frames += 1;
         bytes += text.len() as u64;
-        sink.feed(Message::Text(text)).await?;
+        let message = match deflater.and_then(|d| d.compress(&text, shared)) {
+            Some(compressed) => {
+                deflated += compressed.len() as u64;
+                Message::Frame(Frame::from_payload(COMPRESSED_TEXT, compressed))
+            }
+            // The core encodes every frame from a `String`, so this holds.
+            None => match Utf8Bytes::try_from(text) {
+                Ok(text) => Message::Text(text),
+                Err(error) => {
+                    tracing::error!(%error, session = %conn.id, "dropping a frame that is not UTF-8");
+                    continue;
+                }
+            },
+        };
+        sink.feed(message).await?;
     }
     if frames > 0 {
         sink.flush().await?;
         metrics.frames_out.inc_by(frames);
         metrics.bytes_out.inc_by(bytes);
+        if deflated > 0 {
+            metrics.bytes_deflated.inc_by(deflated);
+        }
         conn.frames_sent.fetch_add(frames, Relaxed);
     }
     Ok(())
 }
 
+/// The header of a whole text message sent compressed (RSV1 set).
+const COMPRESSED_TEXT: FrameHeader = FrameHeader {
+    is_final: true,
+    rsv1: true,
+    rsv2: false,
+    rsv3: false,
+    opcode: OpCode::Data(Data::Text),
+    mask: None,
+};
+
 fn close_message(code: CloseReason, reason: &'static str) -> Message {
     Message::Close(Some(CloseFrame {
-        code: code.0,
+        code: CloseCode::from(code.0),
         reason: Utf8Bytes::from_static(reason),
     }))
 }
