@@ -21,6 +21,8 @@
 //!   a deflate bomb closed with 1009.
 //! - `config_file`: `serve --config FILE` and `config print`.
 //! - `dashboards`: the Grafana dashboard queries only exported metrics.
+//! - `deploy`: the Dockerfile, compose file and systemd unit hold valid
+//!   `herald serve` command lines.
 //! - `drain`: deploys without reconnect storms (readiness first, refused
 //!   upgrades, per-connection retry hints, closes spread over the window)
 //!   and the health endpoints.
@@ -39,6 +41,7 @@ mod approvals;
 mod compression;
 mod config_file;
 mod dashboards;
+mod deploy;
 mod drain;
 mod heartbeat;
 mod http_api;

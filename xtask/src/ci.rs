@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::workspace::{self, Workspace};
-use crate::{bench, bindings, browser, python, tsc, wasm};
+use crate::{bench, bindings, browser, openapi, python, tsc, wasm};
 
 /// One step of the run.
 #[derive(Debug, Clone, Copy)]
@@ -107,6 +107,18 @@ pub fn steps() -> Vec<Step> {
         Step {
             name: "python-client: pytest against herald",
             run: python::test,
+        },
+        // Operations (H15): the OpenAPI document is valid OpenAPI 3.1 (the
+        // drain, watchdog, config file, compression, dashboard and
+        // deployment files are tested by `cargo test`, the browser and
+        // Python suites, and the bench smoke above).
+        Step {
+            name: "set-up: openapi-spec-validator venv",
+            run: openapi::setup,
+        },
+        Step {
+            name: "OpenAPI document validates as OpenAPI 3.1",
+            run: openapi::validate,
         },
     ]
 }

@@ -9,6 +9,7 @@
 //!   `herald-protocol`, and the HTTP API's OpenAPI document.
 //! - [`pymodels`]: the JSON Schema → pydantic translator behind the Python models.
 //! - [`python`]: the Python client's CI steps (venv, wheel and sdist, mypy, pytest).
+//! - [`openapi`]: the OpenAPI document validated as OpenAPI 3.1 (CI steps).
 //! - [`tsc`]: type-checks the protocol's JSON fixtures against those bindings
 //!   with the TypeScript compiler.
 //! - `bench`: `cargo xtask bench [--smoke]`, the benchmark suite in `crates/bench`.
@@ -24,6 +25,7 @@ mod bench;
 mod bindings;
 mod browser;
 mod ci;
+mod openapi;
 mod pymodels;
 mod python;
 mod tsc;

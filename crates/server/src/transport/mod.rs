@@ -3,10 +3,12 @@
 //! # Layout
 //!
 //! - [`http`]: the router, the JSON API, who may call what.
+//! - [`deflate`]: `permessage-deflate` for the WebSockets (`--compression`).
 //! - `ws`: WebSocket endpoints; per connection a reader, a writer and the
 //!   commands of client frames.
 //! - [`unix`]: the Unix datagram socket producers publish to.
 
+pub mod deflate;
 pub mod http;
 pub mod unix;
 pub(crate) mod ws;

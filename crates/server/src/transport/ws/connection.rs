@@ -14,11 +14,11 @@ use herald_protocol::{
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::Message;
 
-use super::deflate::Deflater;
 use super::{reader, writer};
 use crate::core::broker::ApprovalQuery;
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
+use crate::transport::deflate::Deflater;
 
 /// The sending half of an upgraded connection over `S`.
 pub(crate) type Sink<S> = futures::stream::SplitSink<WebSocketStream<S>, Message>;

@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::protocol::{Role, WebSocketConfig};
 
-use super::deflate::{self, Inflating};
+use crate::transport::deflate::{self, Inflating};
 use crate::transport::http::error::ApiError;
 
 /// The upgraded connection, as hyper hands it over.
@@ -160,7 +160,7 @@ impl Agreed {
         };
         Some(if self.deflate {
             let limit = config.max_message_size.unwrap_or(usize::MAX);
-            let reader = Inflating::new(upgraded, limit);
+            let reader = Inflating::for_server(upgraded, limit);
             Socket::Deflate(
                 WebSocketStream::from_raw_socket(reader, Role::Server, Some(config)).await,
             )

@@ -6,9 +6,8 @@
 //! - `upgrade`: the endpoints (`/ws`, the seed shortcuts), token and origin
 //!   checks before the upgrade, the connection limit.
 //! - `handshake`: the opening handshake, answered by the hub, and the
-//!   socket it builds (with the `deflate` reader when agreed).
-//! - `deflate`: `permessage-deflate`: the offer, the shared compression of
-//!   event frames, and the bounded inflating reader.
+//!   socket it builds (with the inflating reader of
+//!   [`deflate`](crate::transport::deflate) when agreed).
 //! - `connection`: one connection's life (welcome, opening subscriptions,
 //!   reader and writer, removal).
 //! - `reader`: frames in, rate-limited and decoded.
@@ -17,7 +16,6 @@
 
 mod commands;
 mod connection;
-mod deflate;
 mod handshake;
 mod reader;
 pub(crate) mod upgrade;

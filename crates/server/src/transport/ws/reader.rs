@@ -13,10 +13,10 @@ use tungstenite::Message;
 
 use super::commands;
 use super::connection::{End, Source, send_error};
-use super::deflate;
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
 use crate::operations::limits::{FrameLimiter, Verdict};
+use crate::transport::deflate;
 
 /// Reads frames until the peer leaves, misbehaves, or the socket fails.
 pub(crate) async fn read_loop<S>(hub: &Hub, conn: &Arc<ConnHandle>, mut stream: Source<S>) -> End

@@ -23,11 +23,11 @@ use tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tungstenite::{Message, Utf8Bytes};
 
 use super::connection;
-use super::deflate::Deflater;
 use super::handshake::{Handshake, Socket};
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
 use crate::operations::auth::Identity;
+use crate::transport::deflate::Deflater;
 use crate::transport::http::error::ApiError;
 
 /// The subprotocol the hub speaks (and answers with when a client offers it).

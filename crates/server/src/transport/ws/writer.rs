@@ -21,11 +21,11 @@ use tungstenite::protocol::frame::{Frame, FrameHeader};
 use tungstenite::{Message, Utf8Bytes};
 
 use super::connection::{End, Sink};
-use super::deflate::Deflater;
 use crate::core::clock::now_ms;
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
 use crate::core::outbox::Entry;
+use crate::transport::deflate::Deflater;
 
 /// Writes until the connection ends; how it ended. With `deflater`, frames
 /// worth compressing are sent compressed (`permessage-deflate`).

@@ -19,10 +19,11 @@
 //! `server_no_context_takeover`, so an event's compressed form is the same
 //! for every connection, compressed once ([`Deflater`]) and sent as a raw
 //! frame with RSV1 set (tungstenite writes such frames as given). Reading
-//! needs less: client messages are small and rare, and `Inflating`, a
+//! needs less: client messages are small and rare, and [`Inflating`], a
 //! layer under tungstenite, turns each compressed message back into the
 //! plain frame tungstenite expects. With compression off nothing here runs:
-//! the socket is tungstenite's as before.
+//! the socket is tungstenite's as before. [`Inflating`] works on either
+//! side: the benchmark's clients read a compressing hub through it.
 //!
 //! # The bound
 //!
@@ -253,9 +254,13 @@ struct Compressed {
 /// handed on as one plain frame; every other frame passes through as it
 /// came. Writes pass through untouched.
 #[derive(Debug)]
-pub(crate) struct Inflating<S> {
+pub struct Inflating<S> {
     inner: S,
     limit: usize,
+    /// The mask of the plain frames handed on: a zero key on the hub's side
+    /// (tungstenite wants clients' frames masked; a zero key leaves the
+    /// bytes as they are), none on a client's.
+    mask: Option<[u8; 4]>,
     /// Bytes read from the socket, not yet looked at.
     raw: BytesMut,
     /// Bytes ready for tungstenite.
@@ -270,11 +275,22 @@ pub(crate) struct Inflating<S> {
 }
 
 impl<S> Inflating<S> {
-    /// Reads from `inner`; a message inflating past `limit` bytes is refused.
-    pub(crate) fn new(inner: S, limit: usize) -> Inflating<S> {
+    /// The hub's side: reads a client's frames from `inner`; a message
+    /// inflating past `limit` bytes is refused (closed with 1009).
+    pub fn for_server(inner: S, limit: usize) -> Inflating<S> {
+        Inflating::new(inner, limit, Some([0; 4]))
+    }
+
+    /// A client's side: reads a compressing hub's frames from `inner`.
+    pub fn for_client(inner: S, limit: usize) -> Inflating<S> {
+        Inflating::new(inner, limit, None)
+    }
+
+    fn new(inner: S, limit: usize, mask: Option<[u8; 4]>) -> Inflating<S> {
         Inflating {
             inner,
             limit,
+            mask,
             raw: BytesMut::new(),
             ready: BytesMut::new(),
             passing: 0,
@@ -400,8 +416,7 @@ impl<S> Inflating<S> {
             rsv2: false,
             rsv3: false,
             opcode: message.opcode,
-            // Clients' frames are masked; a zero key leaves the bytes as they are.
-            mask: Some([0; 4]),
+            mask: self.mask,
         };
         let mut head = Vec::with_capacity(14);
         header
@@ -509,7 +524,7 @@ mod tests {
     }
 
     async fn read_all(input: Vec<u8>, limit: usize) -> std::io::Result<Vec<u8>> {
-        let mut reader = Inflating::new(&input[..], limit);
+        let mut reader = Inflating::for_server(&input[..], limit);
         let mut out = Vec::new();
         reader.read_to_end(&mut out).await?;
         Ok(out)
