@@ -31,7 +31,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::operations::metrics::{Metrics, StallKind};
 
-/// A running watchdog; [`Watchdog::stop`] ends its thread.
+/// A running watchdog; `stop` ends its thread.
 #[derive(Debug)]
 pub struct Watchdog {
     stop: SyncSender<()>,

@@ -17,7 +17,7 @@
 //! instead of 0.34 ms. Herald's invariant is one
 //! serialization per publish, and the same holds here: the hub negotiates
 //! `server_no_context_takeover`, so an event's compressed form is the same
-//! for every connection, compressed once ([`Deflater`]) and sent as a raw
+//! for every connection, compressed once (`Deflater`) and sent as a raw
 //! frame with RSV1 set (tungstenite writes such frames as given). Reading
 //! needs less: client messages are small and rare, and [`Inflating`], a
 //! layer under tungstenite, turns each compressed message back into the
