@@ -129,7 +129,10 @@ async fn subscriber_keeps_a_complete_ordered_stream_across_two_hub_restarts_unde
     const EVENTS: u64 = 600;
     let dir = tempfile::tempdir().unwrap();
     let store = format!("sqlite:{}", dir.path().join("herald.db").display());
-    let mut hub = Hub::start(&["--store", &store]).await;
+    // Restarts here are about recovery, not about spreading closes: no
+    // drain window, so each restart disrupts the stream while it is read.
+    let args = ["--store", store.as_str(), "--drain-window", "0s"];
+    let mut hub = Hub::start(&args).await;
     let bind = format!("127.0.0.1:{}", hub.port());
     let topic: Topic = "run:restarts".parse().unwrap();
 
@@ -186,7 +189,7 @@ async fn subscriber_keeps_a_complete_ordered_stream_across_two_hub_restarts_unde
             let restart_at = (restarts + 1) * EVENTS / 3;
             if restarts < 2 && *published.borrow() >= restart_at {
                 hub.stop().await;
-                hub = Hub::start_on(&bind, &["--store", &store]).await;
+                hub = Hub::start_on(&bind, &args).await;
                 restarts += 1;
             }
             tokio::select! {
