@@ -1,7 +1,7 @@
 //! Running the hub: accept connections until the shutdown trigger fires, then
 //! drain in a stated order.
 //!
-//! Shutdown order ([`drain`]): readiness fails and new WebSocket connections
+//! Shutdown order (`drain`): readiness fails and new WebSocket connections
 //! are refused; every connection is told `system.shutdown` with its own
 //! `retry_after_ms`; connections are closed with 1001, after their queues
 //! are flushed, spread over `--drain-window`. Then the hub stops accepting
@@ -11,9 +11,9 @@
 //! # Layout
 //!
 //! - this module: the runtime, binding, serving, the accept loop.
-//! - [`drain`]: readiness off, the shutdown notices, the spread closes.
+//! - `drain`: readiness off, the shutdown notices, the spread closes.
 
-pub mod drain;
+mod drain;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald_protocol::payload::{ErrorPayload, Payload as _};
+use herald_protocol::session::RETRY_AFTER_MS;
 use herald_protocol::{CloseReason, Event, EventType, Priority, PublishRequest, Topic};
 use serde_json::Value;
 
@@ -25,10 +26,6 @@ use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
 use crate::core::outbox::{EventMeta, OutFrame};
 use crate::core::publish::PublishOptions;
-
-/// The field of a `system.shutdown` event's `data` that tells a client how
-/// long to wait, after its connection closes, before reconnecting.
-pub const RETRY_AFTER_MS: &str = "retry_after_ms";
 
 /// One connection's part in the drain.
 #[derive(Debug)]
