@@ -180,6 +180,38 @@ async def test_a_hub_that_stops_answering_is_detected_by_the_heartbeat(hub: Hub)
     assert isinstance(event, Event) and event.seq == 1
 
 
+async def test_a_draining_hubs_retry_after_ms_is_the_first_reconnect_delay(tmp_path: Any) -> None:
+    from .conftest import make_hub
+
+    draining = make_hub(tmp_path, "memory", "--drain-window", "1s")
+    draining.start()
+    config = SessionConfig(initial_reconnect_delay_ms=50, max_reconnect_delay_ms=30_000)
+    try:
+        async with herald.AsyncHerald(draining.url) as client:
+            async with client.subscribe(["run:r1"], config=config) as events:
+                await client.publish("run:r1", "step.completed", {"n": 1})
+                await take(events, 1)
+                assert draining.process is not None
+                draining.process.send_signal(signal.SIGTERM)
+                with anyio.fail_after(LIMIT):
+                    async for item in events:
+                        if isinstance(item, Event) and item.event_type == "system.shutdown":
+                            notice = item
+                            break
+                assert isinstance(notice.data, dict)
+                hint = notice.data["retry_after_ms"]
+                assert isinstance(hint, int) and 0 <= hint <= 1000, notice
+                deadline = time.monotonic() + LIMIT
+                while not isinstance(events.state, Reconnecting):
+                    assert time.monotonic() < deadline, "the drained connection never closed"
+                    with pytest.raises(TimeoutError):
+                        await asyncio.wait_for(events.__anext__(), 0.1)
+                # Not the backoff's first delay (uniform in [0, 50] ms): the hub's hint.
+                assert events.state == Reconnecting(attempt=1, delay_ms=hint)
+    finally:
+        draining.stop()
+
+
 async def test_the_first_connection_failing_is_an_error_not_a_hang(tmp_path: Any) -> None:
     from .conftest import make_hub
 

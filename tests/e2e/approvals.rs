@@ -6,7 +6,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, ensure};
-use herald_tests::{Http, Hub, WsClient, frame_type, is_event_on};
+use herald_tests::{Http, Hub, WsClient, frame_type, is_event_on, metric};
 use serde_json::{Value, json};
 
 use crate::{herald, str_field};
@@ -153,13 +153,6 @@ fn expect_error(reply: &Value, code: &str, reference: &str) -> Result<()> {
         "error without a message: {reply}"
     );
     Ok(())
-}
-
-/// A metric sample's value: the line `name value` (labels included in `name`).
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// A hub and a WebSocket client of user `u1` (connected with `?user_id=u1`).

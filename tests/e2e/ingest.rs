@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use herald_tests::{DEFAULT_TIMEOUT, Hub, WsClient, eventually, frame_type, is_event_on, seq_of};
+use herald_tests::{
+    DEFAULT_TIMEOUT, Hub, WsClient, eventually, frame_type, is_event_on, metric, seq_of,
+};
 use serde_json::{Value, json};
 
 use crate::{event, herald, seqs_on};
@@ -72,13 +74,6 @@ async fn subscriber(hub: &Hub, topic: &str) -> Result<WsClient> {
     let mut client = hub.ws("/ws").await?;
     client.subscribe(&[topic]).await?;
     Ok(client)
-}
-
-/// A metric sample's value (`name value`).
-pub(crate) fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 #[tokio::test]

@@ -17,6 +17,17 @@
 //! - `limits`: frame size, connection limit, body size, slow consumers, churn.
 //! - `heartbeat`: app-level pings and the heartbeat timeout.
 //! - `shutdown`: SIGTERM and the command line's `--help`.
+//! - `compression`: `permessage-deflate` negotiation, compressed events,
+//!   a deflate bomb closed with 1009.
+//! - `config_file`: `serve --config FILE` and `config print`.
+//! - `dashboards`: the Grafana dashboard queries only exported metrics.
+//! - `deploy`: the Dockerfile, compose file and systemd unit hold valid
+//!   `herald serve` command lines.
+//! - `drain`: deploys without reconnect storms (readiness first, refused
+//!   upgrades, per-connection retry hints, closes spread over the window)
+//!   and the health endpoints.
+//! - `openapi`: the served OpenAPI document is the committed one; every
+//!   documented operation is routed.
 //! - `replay`: seq, idempotent ids, `since`, gaps, history over HTTP.
 //! - `snapshot`: keyed snapshots, `request_state` and `refresh`.
 //! - `sqlite`: the durable store across `kill -9`.
@@ -27,20 +38,28 @@
 //! - `redis`: several nodes on one Redis (`redis-server` started per test).
 //! - `compat`: the dialects of the replaced systems (`/compat/…`), one
 //!   module per system.
+//! - `watchdog`: a stall (the process paused) is logged and counted.
 
 mod approvals;
 mod compat;
+mod compression;
+mod config_file;
+mod dashboards;
+mod deploy;
+mod drain;
 mod heartbeat;
 mod http_api;
 mod hub;
 mod ingest;
 mod limits;
+mod openapi;
 mod redis;
 mod replay;
 mod security;
 mod shutdown;
 mod snapshot;
 mod sqlite;
+mod watchdog;
 
 use std::sync::LazyLock;
 

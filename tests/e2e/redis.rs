@@ -293,6 +293,19 @@ async fn with_redis_stopped_publishes_fail_fast_with_503_and_sockets_stay_open()
         || async { Ok((node.http().get("/health").await?.status == 503).then_some(())) },
     )
     .await?;
+    let ready = node.http().get("/health/ready").await?;
+    ensure!(
+        ready.status == 503 && str_field(&ready.body, "status") == "store_unavailable",
+        "{} {}",
+        ready.status,
+        ready.text
+    );
+    ensure!(node.http().get("/health/live").await?.status == 200);
+    let metrics = node.http().get("/metrics").await?.text;
+    ensure!(
+        herald_tests::metric(&metrics, "herald_engine_up") == Some(0.0),
+        "herald_engine_up is not 0 with Redis down"
+    );
     // The socket is still there and answering.
     client
         .send_json(&json!({"action": "ping", "id": 1}))
@@ -517,5 +530,72 @@ async fn every_node_lists_the_topics_published_on_any_node() -> Result<()> {
     ensure!(listed["seq"] == 3 && listed["retained"] == 3, "{listed}");
     ensure!(listed["snapshot_keys"] == 1, "{listed}");
     ensure!(listed["last_event"]["seq"] == 3, "{listed}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_draining_node_tells_only_its_own_clients_and_they_resume_on_another_node() -> Result<()>
+{
+    let redis = Redis::start().await?;
+    let store = redis.store_arg();
+    let leaving = herald()
+        .start(&["--store", &store, "--drain-window", "1s"])
+        .await?;
+    let staying = herald().start(&["--store", &store]).await?;
+    let mut here = leaving.ws("/ws").await?;
+    let epoch = here.subscribe(&["run:move"]).await?[0]["epoch"].clone();
+    let mut there = staying.ws("/ws").await?;
+    there.subscribe(&["global"]).await?;
+    publish_numbered(&staying, "run:move", 1, 3).await?;
+    let before = collect_events(&mut here, "run:move", 3).await?;
+    let last = seq_of(before.last().context("no event")?);
+
+    leaving.sigterm().await?;
+    here.timeout = Duration::from_secs(10);
+    let notice = here
+        .recv_until(|f| herald_tests::is_event_on(f, "global"))
+        .await?;
+    ensure!(
+        str_field(&notice, "event_type") == "system.shutdown"
+            && notice["data"]["retry_after_ms"].is_u64(),
+        "{notice}"
+    );
+    let (code, _) = here.expect_close().await?;
+    ensure!(code == 1001, "closed with {code}");
+    // The other node's client was not sent away: no notice reached it.
+    there.timeout = Duration::from_millis(500);
+    if let Ok(frame) = there.recv_until(|f| frame_type(f) == "event").await {
+        anyhow::bail!("a client of the node that stays got {frame}");
+    }
+    // The notice is in the shared history once, without anyone's hint, so
+    // a replay of `global` sends nobody away.
+    let history = staying
+        .http()
+        .get("/api/v1/topics/global/events?since=0")
+        .await?;
+    let stored: Vec<&Value> = history.body["events"]
+        .as_array()
+        .context("no events")?
+        .iter()
+        .filter(|e| e["event_type"] == "system.shutdown")
+        .collect();
+    ensure!(stored.len() == 1, "{}", history.text);
+    ensure!(
+        stored[0]["data"].get("retry_after_ms").is_none(),
+        "{}",
+        history.text
+    );
+
+    // What it missed meanwhile comes on the node that stays, from `since`.
+    publish_numbered(&staying, "run:move", 4, 2).await?;
+    let mut moved = staying.ws("/ws").await?;
+    moved
+        .subscribe_with(
+            &["run:move"],
+            json!({"since": {"run:move": {"seq": last, "epoch": epoch}}}),
+        )
+        .await?;
+    let after = collect_events(&mut moved, "run:move", 2).await?;
+    ensure!(numbers(&after, "run:move") == [4, 5], "{after:?}");
     Ok(())
 }

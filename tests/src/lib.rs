@@ -16,12 +16,15 @@
 //! - [`WsClient`]: a WebSocket client that reads JSON frames with a timeout.
 //! - [`Http`]: JSON over HTTP with `reqwest`.
 //! - [`Redis`]: a `redis-server` on a free port, for the Redis engine.
+//! - [`deflate_client`]: a raw WebSocket client that speaks `permessage-deflate`.
 //!
 //! # Rules the tests follow
 //!
 //! Every network await is bounded by a timeout. Tests synchronise on frames
 //! (`welcome`, `ack`, `subscribed`, `replay_complete`) or on HTTP answers,
 //! never on a sleep. Nothing uses a fixed port.
+
+pub mod deflate_client;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -139,7 +142,12 @@ impl Herald {
     /// [`START_TIMEOUT`]) for its first line on stdout, `listening on
     /// http://HOST:PORT`.
     pub async fn start(&self, args: &[&str]) -> Result<Hub> {
-        Hub::start(self, args).await
+        Hub::start(self, args, &[]).await
+    }
+
+    /// [`Herald::start`] with environment variables set (e.g. `HERALD_*`).
+    pub async fn start_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Result<Hub> {
+        Hub::start(self, args, env).await
     }
 }
 
@@ -156,13 +164,14 @@ pub struct Hub {
 }
 
 impl Hub {
-    async fn start(herald: &Herald, args: &[&str]) -> Result<Hub> {
+    async fn start(herald: &Herald, args: &[&str], env: &[(&str, &str)]) -> Result<Hub> {
         let mut child = herald
             .command()
             .arg("serve")
             .args(["--bind", "127.0.0.1:0"])
             .args(args)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .spawn()
             .with_context(|| format!("spawning {}", herald.path().display()))?;
         let stdout = child.stdout.take().context("no stdout pipe")?;
@@ -345,6 +354,14 @@ pub fn seq_of(frame: &Value) -> Option<u64> {
 /// Whether `frame` is an `event` on `topic`.
 pub fn is_event_on(frame: &Value, topic: &str) -> bool {
     frame_type(frame) == "event" && frame.get("topic").and_then(Value::as_str) == Some(topic)
+}
+
+/// The value of the sample `name` (with its labels, e.g.
+/// `herald_errors_total{code="too_large"}`) in a Prometheus text exposition.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// A WebSocket test client. Every read is bounded by [`WsClient::timeout`].

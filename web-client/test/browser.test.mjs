@@ -274,3 +274,48 @@ function deferred() {
   });
   return { promise, resolve };
 }
+
+test("a_draining_hubs_retry_after_ms_is_the_pages_first_reconnect_delay", async () => {
+  const hub = await startHub({ args: ["--drain-window", "1s"] });
+  const page = await openExample(context, site, hub, { topics: "run:drain", initialDelay: "50", maxDelay: "30000" });
+  await waitForDemo(page, "subscribed", subscribedTo, "run:drain");
+  hub.child.kill("SIGTERM");
+  const notice = await waitForDemo(page, "the shutdown notice", (demo) =>
+    demo.events.find((e) => e.event_type === "system.shutdown"),
+  );
+  const hint = notice.data.retry_after_ms;
+  assert.ok(Number.isInteger(hint) && hint >= 0 && hint <= 1000, JSON.stringify(notice));
+  const waiting = await waitForDemo(page, "reconnecting after the drain", (demo) =>
+    demo.states.find((s) => s.state === "reconnecting"),
+  );
+  // Not the backoff's first delay (at most 50 ms): the hub's hint.
+  assert.equal(waiting.attempt, 1);
+  assert.equal(waiting.delay, hint);
+  await page.close();
+  await stopHub(hub);
+});
+
+test("a_compressing_hub_serves_the_page_over_permessage_deflate", async () => {
+  const hub = await startHub({ args: ["--compression"] });
+  const page = await openExample(context, site, hub, { topics: "run:llm" });
+  await waitForDemo(page, "subscribed", subscribedTo, "run:llm");
+  const text = Array.from({ length: 400 }, (_, i) => `token ${i} of the model's long answer;`).join(" ");
+  await publish(hub, { topic: "run:llm", event_type: "agent.message", data: { role: "assistant", text } });
+  await publish(hub, { topic: "run:llm", event_type: "step.started", data: { step: 1 } });
+  const events = await waitForDemo(page, "both events", (demo) => demo.events.length >= 2 && demo.events);
+  assert.deepEqual(
+    events.map((e) => [e.seq, e.event_type]),
+    [
+      [1, "agent.message"],
+      [2, "step.started"],
+    ],
+  );
+  assert.equal(events[0].data.text, text);
+  // Chromium offered permessage-deflate and the large event went compressed.
+  const metrics = await (await fetch(`${hub.url}/metrics`)).text();
+  const deflated = Number(/^herald_bytes_deflated_total (\S+)$/m.exec(metrics)?.[1]);
+  assert.ok(deflated > 0 && deflated < text.length / 2, `herald_bytes_deflated_total ${deflated}`);
+  assert.deepEqual(page.errors, []);
+  await page.close();
+  await stopHub(hub);
+});

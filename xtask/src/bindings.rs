@@ -4,7 +4,9 @@
 //! - `ts-bindings/`: the TypeScript types ([`herald_protocol::bindings::declarations`]);
 //! - `crates/protocol/schema/`: the JSON Schema ([`herald_protocol::schema::render`]);
 //! - `python-client/src/herald/models/`: the pydantic models generated from
-//!   that schema ([`crate::pymodels`]).
+//!   that schema ([`crate::pymodels`]);
+//! - `crates/server/openapi/`: the HTTP API's OpenAPI 3.1 document, from the
+//!   handlers and their types ([`herald_server::transport::http::openapi`]).
 //!
 //! `--check` compares in memory and names every differing, missing and extra
 //! file in those directories; the test at the bottom runs it, so `cargo test`
@@ -27,6 +29,10 @@ pub const SCHEMA_DIR: &str = "crates/protocol/schema";
 pub const SCHEMA_FILE: &str = "herald-protocol.schema.json";
 /// Where the Python models go.
 pub const PYTHON_DIR: &str = "python-client/src/herald/models";
+/// Where the OpenAPI document goes.
+pub const OPENAPI_DIR: &str = "crates/server/openapi";
+/// The OpenAPI document's file name in [`OPENAPI_DIR`].
+pub const OPENAPI_FILE: &str = "herald.openapi.json";
 
 /// Names inside a generated directory that are not ours to check (Python's
 /// bytecode caches appear next to the models whenever they are imported).
@@ -57,6 +63,13 @@ fn trees() -> Result<Vec<Tree>> {
         Tree {
             dir: PYTHON_DIR,
             files: BTreeMap::from([("__init__.py".to_owned(), python)]),
+        },
+        Tree {
+            dir: OPENAPI_DIR,
+            files: BTreeMap::from([(
+                OPENAPI_FILE.to_owned(),
+                herald_server::transport::http::openapi::render(),
+            )]),
         },
     ])
 }

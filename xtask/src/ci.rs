@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 
 use crate::workspace::{self, Workspace};
-use crate::{bench, bindings, browser, compat, console, python, redis, setup, tsc};
+use crate::{bench, bindings, browser, compat, console, openapi, python, redis, setup, tsc};
 
 /// One step of the run.
 #[derive(Debug, Clone, Copy)]
@@ -138,6 +138,18 @@ pub fn steps() -> Vec<Step> {
         Step {
             name: "compat: the seeds' Python against herald",
             run: compat::python,
+        },
+        // Operations (H15): the OpenAPI document is valid OpenAPI 3.1 (the
+        // drain, watchdog, config file, compression, dashboard and
+        // deployment files are tested by `cargo test`, the browser and
+        // Python suites, and the bench smoke above).
+        Step {
+            name: "set-up: openapi-spec-validator venv",
+            run: openapi::setup,
+        },
+        Step {
+            name: "OpenAPI document validates as OpenAPI 3.1",
+            run: openapi::validate,
         },
     ]
 }

@@ -6,11 +6,12 @@
 //! - [`workspace`]: where things are, and how commands are run and reported.
 //! - [`bindings`]: `cargo xtask bindings [--check]`, the TypeScript types in
 //!   `ts-bindings/`, the JSON Schema and the Python models, generated from
-//!   `herald-protocol`.
+//!   `herald-protocol`, and the HTTP API's OpenAPI document.
 //! - [`pymodels`]: the JSON Schema → pydantic translator behind the Python models.
 //! - [`python`]: the Python client's CI steps (venv, wheel and sdist, mypy, pytest).
 //! - [`redis`]: Redis for the tests, `cargo xtask chaos` (the soak of several
 //!   nodes on one Redis) and `cargo xtask cluster` (three nodes, locally).
+//! - [`openapi`]: the OpenAPI document validated as OpenAPI 3.1 (CI steps).
 //! - [`tsc`]: type-checks the protocol's JSON fixtures against those bindings
 //!   with the TypeScript compiler.
 //! - `bench`: `cargo xtask bench [--smoke]`, the benchmark suite in `crates/bench`.
@@ -33,6 +34,7 @@ mod browser;
 mod ci;
 mod compat;
 mod console;
+mod openapi;
 mod pymodels;
 mod python;
 mod redis;
@@ -52,7 +54,7 @@ usage: cargo xtask <task>
 
 tasks:
   bindings [--check]   write ts-bindings/, the JSON Schema and the Python models from
-                       herald-protocol (--check: compare only)
+                       herald-protocol, and the OpenAPI document (--check: compare only)
   tsc                  type-check the protocol's JSON fixtures against ts-bindings/
   wasm [--no-opt]      build the browser client package (web-client/pkg and dist)
   console [--test]     build the console herald serve embeds at / (web-client/console/dist);

@@ -6,7 +6,7 @@
 //! gaps. The board also tells the publisher when every client has caught
 //! up to a given seq, so fan-out can run a bounded window in flight.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -52,6 +52,9 @@ pub struct Board {
     wake_at: u64,
     reached: usize,
     pub caught_up: Rc<Notify>,
+    /// Bytes every client read off its socket, when clients count them
+    /// ([`crate::counted`]).
+    pub wire: Rc<Cell<u64>>,
 }
 
 impl Board {
@@ -77,6 +80,7 @@ impl Board {
             wake_at: u64::MAX,
             reached: 0,
             caught_up: Rc::new(Notify::new()),
+            wire: Rc::new(Cell::new(0)),
         }))
     }
 
@@ -157,7 +161,10 @@ pub async fn connect(url: &str, first: Option<&str>) -> Result<Ws> {
 }
 
 /// Reads frames into the board until the connection ends.
-pub async fn drive(mut ws: Ws, idx: usize, board: Rc<RefCell<Board>>) {
+pub async fn drive<S>(mut ws: WebSocketStream<S>, idx: usize, board: Rc<RefCell<Board>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     while let Some(message) = ws.next().await {
         match message {
             Ok(Message::Text(text)) => board.borrow_mut().on_frame(idx, text.as_bytes()),
@@ -174,13 +181,16 @@ pub async fn drive(mut ws: Ws, idx: usize, board: Rc<RefCell<Board>>) {
 }
 
 /// Connects `n` clients (at most `in_flight` handshakes at once) and starts
-/// reading on each. Returns the seconds it took.
+/// reading on each; with `counted`, they count the bytes they read into the
+/// board, and offer `permessage-deflate` when it is `Some(true)`. Returns
+/// the seconds it took.
 pub async fn connect_all(
     url: &str,
     first: Option<&str>,
     n: usize,
     in_flight: usize,
     board: &Rc<RefCell<Board>>,
+    counted: Option<bool>,
 ) -> Result<f64> {
     let start = std::time::Instant::now();
     let gate = std::sync::Arc::new(Semaphore::new(in_flight));
@@ -192,6 +202,17 @@ pub async fn connect_all(
         let board = board.clone();
         pending.push(tokio::task::spawn_local(async move {
             let permit = gate.acquire_owned().await?;
+            if let Some(deflate) = counted {
+                let wire = board.borrow().wire.clone();
+                let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+                let connecting = crate::counted::connect(&url, deflate, wire, config);
+                let ws = tokio::time::timeout(Duration::from_secs(10), connecting)
+                    .await
+                    .with_context(|| format!("connecting {url} timed out"))??;
+                drop(permit);
+                tokio::task::spawn_local(drive(ws, idx, board));
+                return anyhow::Ok(());
+            }
             let mut attempt = 0;
             let ws = loop {
                 match tokio::time::timeout(Duration::from_secs(10), connect(&url, first.as_deref()))

@@ -46,6 +46,11 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult> {
             Scenario::IngestHttp { batch } => ingest::http(spec, *batch).await,
             Scenario::IngestUnix { producers, path } => ingest::unix(spec, *producers, path).await,
             Scenario::Replay { clients, last } => ingest::replay(spec, *clients, *last).await,
+            Scenario::Compression {
+                clients,
+                payload,
+                deflate,
+            } => flow::compression(spec, *clients, *payload, *deflate).await,
         }
     })
 }
@@ -69,6 +74,18 @@ async fn subscribers(
     clients: usize,
     pad: &str,
 ) -> Result<(Rc<RefCell<Board>>, Publisher, f64)> {
+    counted_subscribers(spec, clients, pad, None).await
+}
+
+/// [`subscribers`] that count their bytes on the wire (see
+/// [`crate::board::connect_all`]), offering `permessage-deflate` with
+/// `Some(true)`.
+async fn counted_subscribers(
+    spec: &LoadSpec,
+    clients: usize,
+    pad: &str,
+    counted: Option<bool>,
+) -> Result<(Rc<RefCell<Board>>, Publisher, f64)> {
     let board = Board::new(clients);
     let connect_s = crate::board::connect_all(
         &subscribe_url(spec),
@@ -76,6 +93,7 @@ async fn subscribers(
         clients,
         CONNECT_IN_FLIGHT,
         &board,
+        counted,
     )
     .await?;
     let publish_addr = spec.publish_addr.as_deref().unwrap_or(&spec.addr);

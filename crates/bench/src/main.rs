@@ -9,6 +9,8 @@
 //!
 //! - [`wire`]: the bench payload and the byte search that reads it back.
 //! - [`board`]: N subscriber clients on one current-thread runtime.
+//! - [`counted`]: clients that count the bytes on the wire and may speak
+//!   `permessage-deflate`.
 //! - [`publisher`], [`http`]: publishing into Herald (HTTP) or a peer (`/pub` WebSocket).
 //! - [`load`]: the scenarios, one cell at a time.
 //! - [`targets`]: the hubs under test: install, start, stop.
@@ -27,6 +29,7 @@
 
 mod board;
 mod chart;
+mod counted;
 mod http;
 mod load;
 mod plan;

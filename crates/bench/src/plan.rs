@@ -26,7 +26,7 @@ pub struct SuiteArgs {
     /// Comma-separated hubs [default: all; smoke: herald,naive-axum,floor].
     #[arg(long, value_delimiter = ',')]
     pub targets: Vec<String>,
-    /// Comma-separated scenario groups: fanout, latency, idle, churn, ingest, replay [default: all].
+    /// Comma-separated scenario groups: fanout, compression, latency, idle, churn, ingest, replay [default: all].
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Comma-separated fan-out sizes [default: 100,1000,MAX].
@@ -127,6 +127,31 @@ pub fn build(args: &SuiteArgs, paths: Paths, notes: &mut Vec<String>) -> Result<
                 false,
             ));
         }
+    }
+    // A language model's output, 8 KB of prose per event, to clients that
+    // offer permessage-deflate to a hub with --compression, and the same
+    // without: CPU per delivery and bytes on the wire.
+    let prose_clients = if smoke { 20 } else { 100 };
+    for deflate in [false, true] {
+        let mut c = cell(
+            "compression",
+            format!(
+                "N={prose_clients} 8KB prose, {}",
+                if deflate {
+                    "permessage-deflate"
+                } else {
+                    "plain"
+                }
+            ),
+            Scenario::Compression {
+                clients: prose_clients,
+                payload: 8192,
+                deflate,
+            },
+            true,
+        );
+        c.opts.compression = deflate;
+        cells.push(c);
     }
     let rates: &[u64] = if smoke { &[1000] } else { &[100, 1000, 10_000] };
     for &clients in &small {

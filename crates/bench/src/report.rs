@@ -70,6 +70,15 @@ fn columns(group: &str) -> &'static [(&'static str, &'static str)] {
             ("duplicated", "dup"),
             ("gaps", "gaps"),
         ],
+        "compression" => &[
+            ("delivered_per_s", "delivered/s"),
+            ("cpu_us_per_delivery", "server CPU µs/delivery"),
+            ("wire_bytes_per_delivery", "bytes on the wire/delivery"),
+            ("server_cpu_pct", "server CPU %"),
+            ("p99_us", "p99 µs"),
+            ("lost", "lost"),
+            ("duplicated", "dup"),
+        ],
         "latency" => &[
             ("achieved_rate", "sent/s"),
             ("p50_us", "p50 µs"),

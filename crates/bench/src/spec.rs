@@ -45,6 +45,14 @@ pub enum Scenario {
     IngestUnix { producers: usize, path: String },
     /// `clients` reconnect at once, each asking for the last `last` events.
     Replay { clients: usize, last: u64 },
+    /// Fan-out of prose events of about `payload` bytes (a language model's
+    /// output) to clients that offer `permessage-deflate` (`deflate`) or
+    /// not: CPU per delivery and bytes on the wire per delivery.
+    Compression {
+        clients: usize,
+        payload: usize,
+        deflate: bool,
+    },
 }
 
 /// One cell handed to `herald-bench load`.

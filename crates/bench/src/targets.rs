@@ -184,6 +184,8 @@ fn install_node(paths: &Paths) -> Result<()> {
 #[derive(Debug, Clone, Default)]
 pub struct HeraldOpts {
     pub heartbeat: Option<String>,
+    /// `--compression`: accept `permessage-deflate`.
+    pub compression: bool,
     pub store: Option<PathBuf>,
     pub unix_socket: Option<PathBuf>,
     /// The Redis the nodes share (`--store redis://…`): started per cell.
@@ -227,6 +229,9 @@ impl Server {
                 }
                 if let Some(sock) = &opts.unix_socket {
                     args.extend(["--unix-socket".into(), sock.display().to_string()]);
+                }
+                if opts.compression {
+                    args.push("--compression".into());
                 }
                 (paths.herald.clone(), args)
             }

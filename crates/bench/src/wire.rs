@@ -30,6 +30,56 @@ pub fn padding(payload: usize) -> String {
     "x".repeat(payload.saturating_sub(45).max(1))
 }
 
+/// Prose of about `payload` bytes, as a language model streams it: words
+/// drawn (from a fixed seed) out of a small vocabulary, the kind of text
+/// `permessage-deflate` is for. JSON-safe: no quotes or escapes.
+pub fn prose(payload: usize) -> String {
+    const WORDS: [&str; 32] = [
+        "the",
+        "model",
+        "considers",
+        "request",
+        "then",
+        "retries",
+        "training",
+        "with",
+        "a",
+        "smaller",
+        "batch",
+        "because",
+        "GPU",
+        "memory",
+        "ran",
+        "out",
+        "at",
+        "24",
+        "GiB;",
+        "step",
+        "3",
+        "loss",
+        "improves",
+        "after",
+        "each",
+        "epoch,",
+        "tool",
+        "call",
+        "returned",
+        "result",
+        "and",
+        "**answer**",
+    ];
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut text = String::with_capacity(payload + 16);
+    while text.len() + 45 < payload {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        text.push_str(WORDS[(state % WORDS.len() as u64) as usize]);
+        text.push(' ');
+    }
+    text
+}
+
 /// The event's `data` object.
 pub fn data(seq: u64, t_ns: u64, pad: &str) -> String {
     format!(r#"{{"bs":{seq},"bt":{t_ns},"pad":"{pad}"}}"#)

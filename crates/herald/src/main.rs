@@ -3,6 +3,9 @@
 //! - `herald serve` runs the hub (`herald_server`): every flag `--foo-bar`
 //!   is also the environment variable `HERALD_FOO_BAR`, and its first line on
 //!   stdout is `listening on http://HOST:PORT`, with the bound address.
+//!   `herald serve --config herald.toml` reads the same flags from a TOML
+//!   file (flags and variables win), and `herald config print` shows the
+//!   effective configuration, secrets masked.
 //! - `herald publish`, `herald tail` and `herald approve` talk to a running
 //!   hub (`--url`, default `http://127.0.0.1:8765`) through `herald_client`.
 //!
@@ -43,13 +46,23 @@ mod logs;
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
 use herald_server::server;
 
-use crate::cli::Cli;
+use crate::cli::ParseError;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let parsed = match cli::parse(&std::env::args_os().collect::<Vec<_>>()) {
+        Ok(parsed) => parsed,
+        // Help, version and usage errors, printed as clap prints them.
+        Err(ParseError::Clap(error)) => error.exit(),
+        Err(error) => {
+            #[allow(clippy::print_stderr, reason = "no logger exists yet")]
+            {
+                eprintln!("error: {error}");
+            }
+            return ExitCode::from(2);
+        }
+    };
     // One runtime for every command: the hub's, tuned for fan-out.
     let runtime = match server::runtime().build() {
         Ok(runtime) => runtime,
@@ -61,7 +74,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli.command.run()) {
+    match runtime.block_on(parsed.run()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             #[allow(

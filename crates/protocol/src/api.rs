@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
 
@@ -14,7 +15,7 @@ use crate::payload::ApprovalRecord;
 use crate::topic::Topic;
 
 /// One topic, as `GET /api/v1/topics` lists it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, JsonSchema)]
 #[ts(export_to = "api/")]
 pub struct TopicSummary {
     #[ts(as = "String")]
@@ -37,7 +38,7 @@ pub struct TopicSummary {
 }
 
 /// The newest retained event of a topic, in short.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, JsonSchema)]
 #[ts(export_to = "api/")]
 pub struct LastEvent {
     #[ts(type = "number")]
@@ -49,7 +50,7 @@ pub struct LastEvent {
 }
 
 /// The answer of `GET /api/v1/topics`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, JsonSchema)]
 #[ts(export_to = "api/")]
 pub struct TopicList {
     /// In topic order.
@@ -59,7 +60,7 @@ pub struct TopicList {
 }
 
 /// The answer of `GET /api/v1/topics/{topic}/events`: retained history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, JsonSchema)]
 #[ts(export_to = "api/")]
 pub struct TopicHistory {
     #[ts(as = "String")]
@@ -72,7 +73,7 @@ pub struct TopicHistory {
 }
 
 /// One connection, as the admin API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, JsonSchema)]
 #[ts(export_to = "api/")]
 pub struct ConnectionInfo {
     pub id: String,
@@ -100,7 +101,7 @@ pub struct ConnectionInfo {
 }
 
 /// The answer of `GET /api/v1/connections`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, JsonSchema)]
 #[ts(export_to = "api/")]
 pub struct ConnectionList {
     pub active_connections: usize,
@@ -117,7 +118,7 @@ pub struct ConnectionList {
 }
 
 /// The answer of `GET /api/v1/status`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, JsonSchema)]
 #[ts(export_to = "api/")]
 pub struct HubStatus {
     pub running: bool,
@@ -130,7 +131,7 @@ pub struct HubStatus {
 }
 
 /// One node sharing the hub's store, as it last said of itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS, JsonSchema)]
 #[ts(export_to = "api/")]
 pub struct NodeInfo {
     /// The node's id (`--node-id`, or one it drew at start).
@@ -145,7 +146,7 @@ pub struct NodeInfo {
 }
 
 /// The answer of `GET /api/v1/nodes`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS, JsonSchema)]
 #[ts(export_to = "api/")]
 pub struct NodeList {
     /// The node that answered.
@@ -156,7 +157,7 @@ pub struct NodeList {
 }
 
 /// The answer of `GET /api/v1/approvals`: the audit trail, newest first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, JsonSchema)]
 #[ts(export_to = "api/")]
 pub struct ApprovalList {
     pub approvals: Vec<ApprovalRecord>,
@@ -164,7 +165,7 @@ pub struct ApprovalList {
 
 /// The answer of `GET /console/config` (no key needed): which credentials
 /// the hub asks for, so the console knows what to ask its user.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, JsonSchema)]
 #[ts(export_to = "api/")]
 pub struct ConsoleConfig {
     /// The HTTP API needs an API key (`--api-keys`); the console needs one with `admin`.

@@ -1,17 +1,25 @@
 //! Running the hub: accept connections until the shutdown trigger fires, then
 //! drain in a stated order.
 //!
-//! Shutdown order: stop accepting; publish `system.shutdown` on `global` to
-//! every connection; close every connection with 1001 after its queue is
-//! flushed; wait for connection tasks up to the grace period.
+//! Shutdown order (`drain`): readiness fails and new WebSocket connections
+//! are refused; every connection is told `system.shutdown` with its own
+//! `retry_after_ms`; connections are closed with 1001, after their queues
+//! are flushed, spread over `--drain-window`. Then the hub stops accepting
+//! HTTP, stops its tasks, waits for them up to `--shutdown-grace`, and
+//! closes the engine.
+//!
+//! # Layout
+//!
+//! - this module: the runtime, binding, serving, the accept loop.
+//! - `drain`: readiness off, the shutdown notices, the spread closes.
+
+mod drain;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
-use herald_protocol::payload::Payload as _;
-use herald_protocol::{EventType, Priority, PublishRequest, Topic};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -21,10 +29,10 @@ use tokio::net::{TcpListener, UnixDatagram};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
-use crate::core::broker::{Audience, BrokerError};
+use crate::core::broker::BrokerError;
 use crate::core::hub::Hub;
-use crate::core::publish::PublishOptions;
 use crate::operations::config::Config;
+use crate::operations::watchdog::Watchdog;
 use crate::transport::{http, unix};
 
 /// How many polls a worker makes from its own queue for each one it takes
@@ -134,11 +142,25 @@ pub async fn serve(
         hub.tasks()
             .spawn(crate::operations::figures::run(hub.clone(), interval));
     }
+    let limits = hub.clone();
+    if hub.config().publish_rate_limit > 0 {
+        hub.tasks().spawn(async move {
+            let stop = limits.shutdown_token().clone();
+            let mut every = tokio::time::interval(crate::operations::limits::FORGET_IDLE_EVERY);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = every.tick() => limits.publish_limiter().forget_idle(),
+                }
+            }
+        });
+    }
     let timeouts = hub.clone();
     hub.tasks().spawn(async move {
         let stop = timeouts.shutdown_token().clone();
         timeouts.approvals().run_timeouts(stop).await;
     });
+    let watchdog = watch(&hub);
     let stop_accepting = CancellationToken::new();
     let server = accept_loop(listener, hub.clone(), stop_accepting.clone());
     let hub_for_shutdown = hub.clone();
@@ -148,8 +170,9 @@ pub async fn serve(
             () = shutdown => {}
             () = token.cancelled() => {}
         }
+        drain::run(&hub_for_shutdown).await;
         stopper.cancel();
-        begin_shutdown(&hub_for_shutdown).await;
+        hub_for_shutdown.shutdown_token().cancel();
     };
     tokio::join!(server, trigger);
     let tasks = hub.tasks();
@@ -163,33 +186,33 @@ pub async fn serve(
             "shutdown grace period over; dropping connections"
         );
     }
+    if let Some(watchdog) = watchdog {
+        watchdog.stop();
+    }
     hub.close().await;
     tracing::info!("hub stopped");
     Ok(())
 }
 
-/// Tells every client the hub is going away, then closes every connection
-/// with 1001 (after its queue is flushed).
-async fn begin_shutdown(hub: &Hub) {
-    tracing::info!(connections = hub.connections().count(), "shutting down");
-    let notice = PublishRequest::new(
-        Topic::global(),
-        EventType::SystemShutdown,
-        herald_protocol::payload::ErrorPayload {
-            message: "the hub is shutting down; reconnect shortly".to_owned(),
-            code: Some("shutdown".to_owned()),
-            details: None,
-        }
-        .to_data(),
-    )
-    .priority(Priority::Critical);
-    if let Err(error) = hub
-        .publish(notice, PublishOptions::to(Audience::Everyone))
-        .await
-    {
-        tracing::warn!(%error, "could not announce shutdown");
+/// Starts the watchdog on this runtime, unless `--watchdog-threshold` is 0.
+fn watch(hub: &Hub) -> Option<Watchdog> {
+    let threshold = hub.config().watchdog_threshold;
+    if threshold.is_zero() {
+        return None;
     }
-    hub.shutdown_token().cancel();
+    let started = Watchdog::start(
+        tokio::runtime::Handle::current(),
+        hub.tasks().clone(),
+        hub.metrics_handle(),
+        threshold,
+    );
+    match started {
+        Ok(watchdog) => Some(watchdog),
+        Err(error) => {
+            tracing::warn!(%error, "could not start the watchdog thread");
+            None
+        }
+    }
 }
 
 /// Accepts TCP connections until `stop` fires; each is served on its own

@@ -18,6 +18,11 @@ Guarantees (as in Rust):
   checkpoint; gaps are surfaced and move the checkpoint past them.
 - Reconnect attempt ``n`` waits uniform ``[0, min(max, initial * 2^(n-1))]``
   ms (xorshift64* seeded by the caller), the cap itself without jitter.
+- A hub draining for a deploy sends ``system.shutdown`` on ``global`` with
+  ``data.retry_after_ms`` before it closes the connection: when that
+  connection then closes with a code that reconnects, the first reconnect
+  waits exactly that long (at most ``max_reconnect_delay_ms``), counted as
+  attempt 1. The hint lasts for that one connection only.
 """
 
 from __future__ import annotations
@@ -54,6 +59,10 @@ from .models import (
 )
 
 U64 = (1 << 64) - 1
+
+RETRY_AFTER_MS = "retry_after_ms"
+"""The field of a ``system.shutdown`` event's ``data``: how long to wait, once
+the hub has closed the connection, before reconnecting."""
 
 # Close codes the protocol names (``CloseReason`` in Rust).
 NORMAL = 1000
@@ -136,6 +145,11 @@ class _Backoff:
 
     def reset(self) -> None:
         self.attempts = 0
+
+    def restart_at_one(self) -> int:
+        """Counts the attempt about to be made as attempt 1 (the hub said when)."""
+        self.attempts = 1
+        return self.attempts
 
     def next_delay(self, config: SessionConfig) -> tuple[int, int]:
         self.attempts += 1
@@ -333,6 +347,8 @@ class _Link:
     welcomed: bool = False
     unanswered: int = 0
     next_ping: int | None = None
+    retry_after: int | None = None
+    """The hub's ``retry_after_ms`` from its ``system.shutdown`` notice."""
 
 
 @dataclass
@@ -442,6 +458,9 @@ class Session:
                 self._outbox.clear()
             self._events.append(body)
         elif kind == "event" and isinstance(body, Event):
+            hint = _shutdown_hint(body)
+            if hint is not None and isinstance(self._phase, _Link):
+                self._phase.retry_after = hint
             if self._accept_event(body.topic, body.seq):
                 self._events.append(body)
         elif kind == "subscribed" and isinstance(body, Subscribed):
@@ -477,13 +496,14 @@ class Session:
     def handle_closed(self, code: int | None, now: int) -> None:
         """The socket closed, or the connect attempt failed (``None``: no close
         frame). Reconnects with backoff unless the code is terminal."""
+        hint = self._phase.retry_after if isinstance(self._phase, _Link) else None
         self._lose_link(now)
         if not isinstance(self._phase, _ConnectingPhase):
             return
         if code is not None and not should_reconnect(code):
             self._close(Terminal(code))
         else:
-            self._schedule_reconnect(now)
+            self._schedule_reconnect(now, hint)
 
     def handle_timeout(self, now: int) -> None:
         """The deadline from :meth:`poll_timeout` passed (early or late is harmless)."""
@@ -653,15 +673,20 @@ class Session:
         elif isinstance(phase, _ConnectingPhase):
             self._requeue_unsent()
 
-    def _schedule_reconnect(self, now: int) -> None:
-        attempts = self._backoff.attempts
-        limit = self.config.max_reconnect_attempts
-        if limit is not None and attempts >= limit:
-            self._close(AttemptsExhausted(attempts))
-            return
-        attempt, delay = self._backoff.next_delay(self.config)
-        # The next attempt goes to the next URL: a node that went away (or
-        # cannot be reached) is not waited for.
+    def _schedule_reconnect(self, now: int, hint: int | None) -> None:
+        if hint is not None:
+            # The close was planned: the hub's hint, counted as attempt 1.
+            delay = min(hint, self.config.max_reconnect_delay_ms)
+            attempt = self._backoff.restart_at_one()
+        else:
+            attempts = self._backoff.attempts
+            limit = self.config.max_reconnect_attempts
+            if limit is not None and attempts >= limit:
+                self._close(AttemptsExhausted(attempts))
+                return
+            attempt, delay = self._backoff.next_delay(self.config)
+        # The next attempt goes to the next URL: a node that went away (is
+        # draining, or cannot be reached) is not waited for.
         self._endpoint = (self._endpoint + 1) % max(self.config.endpoints, 1)
         self._phase = _Waiting(until=min(now + delay, U64))
         self._set_state(Reconnecting(attempt, delay))
@@ -740,3 +765,14 @@ class Session:
         if self._state != state:
             self._state = state
             self._events.append(StateChanged(state))
+
+
+def _shutdown_hint(event: Event) -> int | None:
+    """The ``retry_after_ms`` of a hub's ``system.shutdown`` notice on ``global``."""
+    if event.event_type != "system.shutdown" or event.topic != "global":
+        return None
+    data = event.data
+    hint = data.get(RETRY_AFTER_MS) if isinstance(data, dict) else None
+    if isinstance(hint, bool) or not isinstance(hint, int) or not 0 <= hint <= U64:
+        return None
+    return hint

@@ -6,9 +6,9 @@ use herald_tests::{DEFAULT_TIMEOUT, Http, Hub, WsClient, frame_type, is_event_on
 use serde_json::{Value, json};
 
 use super::{dial, is_now_in_seconds, next_with};
-use crate::ingest::metric;
 use crate::security::{SECRET, fresh, hs256, with_token};
 use crate::{herald, str_field};
+use herald_tests::metric;
 
 /// The seed's failing step (section 4.2).
 fn error_result() -> Value {

@@ -4,10 +4,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::{drain, record_delivery, spin_until, subscribers};
+use super::{counted_subscribers, drain, record_delivery, spin_until, subscribers};
 use crate::procfs::CpuWindow;
 use crate::spec::{LoadResult, LoadSpec};
-use crate::wire::{now_ns, padding};
+use crate::wire::{now_ns, padding, prose};
 
 /// Most events one publish call carries.
 const MAX_BATCH: u64 = 64;
@@ -20,14 +20,40 @@ fn window(clients: usize) -> u64 {
 
 /// 1→N as fast as the slowest subscriber keeps up.
 pub async fn fanout(spec: &LoadSpec, clients: usize, payload: usize) -> Result<LoadResult> {
-    let pad = padding(payload);
-    let (board, mut publisher, connect_s) = subscribers(spec, clients, &pad).await?;
+    plateau(spec, clients, &padding(payload), None).await
+}
+
+/// 1→N of prose events (a language model's output) as fast as the slowest
+/// subscriber keeps up, the subscribers offering `permessage-deflate` or
+/// not: adds the bytes on the wire per delivery.
+pub async fn compression(
+    spec: &LoadSpec,
+    clients: usize,
+    payload: usize,
+    deflate: bool,
+) -> Result<LoadResult> {
+    plateau(spec, clients, &prose(payload), Some(deflate)).await
+}
+
+/// The fan-out plateau with `pad` in every event; with `counted`, the
+/// subscribers count their bytes (and offer compression with `Some(true)`).
+async fn plateau(
+    spec: &LoadSpec,
+    clients: usize,
+    pad: &str,
+    counted: Option<bool>,
+) -> Result<LoadResult> {
+    let (board, mut publisher, connect_s) = match counted {
+        None => subscribers(spec, clients, pad).await?,
+        Some(_) => counted_subscribers(spec, clients, pad, counted).await?,
+    };
     let window = window(clients);
     let caught_up = board.borrow().caught_up.clone();
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(spec.warmup_s);
     let measure_until = measure_from + Duration::from_secs_f64(spec.duration_s);
     let mut cpu = None;
+    let mut wire_from = 0u64;
     let measured;
     let mut seq = 0u64; // last published
     let mut batch = Vec::with_capacity(MAX_BATCH as usize);
@@ -37,6 +63,7 @@ pub async fn fanout(spec: &LoadSpec, clients: usize, payload: usize) -> Result<L
             let mut b = board.borrow_mut();
             b.counting = true;
             b.record_from_ns = now_ns();
+            wire_from = b.wire.get();
             cpu = Some((
                 CpuWindow::start(spec.server_pid),
                 CpuWindow::start(Some(std::process::id())),
@@ -46,9 +73,14 @@ pub async fn fanout(spec: &LoadSpec, clients: usize, payload: usize) -> Result<L
             let mut b = board.borrow_mut();
             b.counting = false;
             b.record_until_ns = now_ns();
-            measured = cpu
-                .as_ref()
-                .map(|(c, own)| (c.stop(), own.stop().0, b.delivered));
+            measured = cpu.as_ref().map(|(c, own)| {
+                (
+                    c.stop(),
+                    own.stop().0,
+                    b.delivered,
+                    b.wire.get() - wire_from,
+                )
+            });
             break;
         }
         let in_flight = seq - board.borrow().min_last();
@@ -64,14 +96,17 @@ pub async fn fanout(spec: &LoadSpec, clients: usize, payload: usize) -> Result<L
         let t = now_ns();
         batch.clear();
         batch.extend((seq + 1..=seq + n).map(|s| (s, t)));
-        publisher.publish(&batch, &pad).await?;
+        publisher.publish(&batch, pad).await?;
         seq += n;
     }
     let drained = drain(&board, seq, Duration::from_secs(10)).await;
     let mut result = LoadResult::default();
     result.set("connect_s", connect_s);
     result.set("window", window as f64);
-    if let Some(((cpu_us, wall_s), own_us, delivered)) = measured {
+    if let Some(((cpu_us, wall_s), own_us, delivered, wire)) = measured {
+        if counted.is_some() && delivered > 0 {
+            result.set("wire_bytes_per_delivery", wire as f64 / delivered as f64);
+        }
         if let Some(own_us) = own_us {
             result.set("loadgen_cpu_pct", own_us as f64 / (wall_s * 1e6) * 100.0);
         }

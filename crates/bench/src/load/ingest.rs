@@ -164,6 +164,7 @@ pub async fn replay(spec: &LoadSpec, clients: usize, last: u64) -> Result<LoadRe
         clients,
         clients,
         &board,
+        None,
     )
     .await?;
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -13,11 +13,16 @@ use herald_server::config::{parse_bind, parse_duration, parse_size};
 use herald_server::{Config, Hub, StoreConfig, server};
 use tokio_util::sync::CancellationToken;
 
+use super::config_file::ConfigFile;
 use super::defaults::defaults;
 use crate::logs::{self, LogFormat};
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
+    /// A TOML file of these flags (`max-connections = 20000`,
+    /// `drain-window = "5s"`); flags and `HERALD_*` variables override it.
+    #[arg(long, env = "HERALD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Address to listen on (`IP:PORT`, or `HOST:PORT` resolved once at
     /// start, IPv4 first); port 0 picks a free port.
     #[arg(long, env = "HERALD_BIND", default_value = defaults().bind.as_str(), value_parser = parse_bind)]
@@ -69,7 +74,13 @@ pub(crate) struct ServeArgs {
     /// Most topics and patterns one connection may subscribe to.
     #[arg(long, env = "HERALD_MAX_SUBSCRIPTIONS", default_value = defaults().max_subscriptions.as_str())]
     max_subscriptions: usize,
-    /// How long shutdown waits for connections to drain.
+    /// On SIGTERM, how long closes are spread over: readiness fails, new
+    /// connections are refused, each connection gets `system.shutdown` with
+    /// its own `retry_after_ms` and is closed (1001) at a random moment
+    /// within the window.
+    #[arg(long, env = "HERALD_DRAIN_WINDOW", default_value = defaults().drain_window.as_str(), value_parser = parse_duration)]
+    drain_window: Duration,
+    /// After the drain window, how long shutdown waits for connections to finish.
     #[arg(long, env = "HERALD_SHUTDOWN_GRACE", default_value = defaults().shutdown_grace.as_str(), value_parser = parse_duration)]
     shutdown_grace: Duration,
     /// Secret for HS256 subscriber tokens (enables authentication).
@@ -103,13 +114,22 @@ pub(crate) struct ServeArgs {
     /// Serve this directory under /app/ (e.g. `web-client` for the example page).
     #[arg(long, env = "HERALD_STATIC_DIR")]
     static_dir: Option<PathBuf>,
+    /// Accept WebSocket permessage-deflate when a client offers it
+    /// (`HERALD_COMPRESSION` takes true/false, 1/0, yes/no, on/off).
+    #[arg(long, env = "HERALD_COMPRESSION", value_parser = BoolishValueParser::new())]
+    compression: bool,
+    /// Log and count a stall when the runtime cannot run a task for this
+    /// long (a blocked worker, or the process paused); 0s: off.
+    #[arg(long, env = "HERALD_WATCHDOG_THRESHOLD", default_value = defaults().watchdog_threshold.as_str(), value_parser = parse_duration)]
+    watchdog_threshold: Duration,
     /// Log format on stderr.
     #[arg(long, env = "HERALD_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
 }
 
 impl ServeArgs {
-    fn config(&self) -> anyhow::Result<Config> {
+    /// The hub's configuration these flags make.
+    pub(crate) fn config(&self) -> anyhow::Result<Config> {
         let auth = Authenticator::new(
             self.jwt_secret.as_deref(),
             self.jwt_public_key.as_deref(),
@@ -134,6 +154,7 @@ impl ServeArgs {
             store: self.store.clone(),
             unix_socket: self.unix_socket.clone(),
             unix_socket_mode: self.unix_socket_mode,
+            drain_window: self.drain_window,
             shutdown_grace: self.shutdown_grace,
             auth,
             metrics_interval: self.metrics_interval,
@@ -147,6 +168,8 @@ impl ServeArgs {
             header_timeout: self.header_timeout,
             insecure: self.insecure,
             static_dir: self.static_dir.clone(),
+            compression: self.compression,
+            watchdog_threshold: self.watchdog_threshold,
         })
     }
 }
@@ -160,8 +183,11 @@ fn parse_mode(text: &str) -> Result<u32, String> {
 
 /// Runs `herald serve`: opens the store, binds, prints the listening line,
 /// and serves until SIGINT or SIGTERM.
-pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: ServeArgs, file: Option<&ConfigFile>) -> anyhow::Result<()> {
     logs::init(args.log_format);
+    if let Some(file) = file {
+        tracing::info!(path = %file.path.display(), keys = file.settings.len(), "configuration file read");
+    }
     let config = args.config()?;
     config.validate()?;
     // The store is opened before the port, so a bad database fails before
@@ -273,7 +299,9 @@ mod tests {
             &defaults.max_frame_size,
             &defaults.max_body_size,
             &defaults.max_subscriptions,
+            &defaults.drain_window,
             &defaults.shutdown_grace,
+            &defaults.watchdog_threshold,
             &defaults.metrics_interval,
             &defaults.client_rate_limit,
             &defaults.publish_rate_limit,

@@ -116,13 +116,18 @@ impl Hub {
         let _ = self.child.kill().await;
     }
 
-    /// Stops the hub with SIGTERM (graceful shutdown) and waits for it to exit.
-    pub async fn stop(mut self) {
+    /// Sends SIGTERM (the hub starts draining) without waiting.
+    pub fn sigterm(&self) {
         if let Some(pid) = self.child.id() {
             let _ = std::process::Command::new("kill")
                 .args(["-TERM", &pid.to_string()])
                 .status();
         }
+    }
+
+    /// Stops the hub with SIGTERM (graceful shutdown) and waits for it to exit.
+    pub async fn stop(mut self) {
+        self.sigterm();
         if tokio::time::timeout(STEP, self.child.wait()).await.is_err() {
             let _ = self.child.kill().await;
         }

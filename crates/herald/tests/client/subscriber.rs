@@ -75,11 +75,64 @@ async fn subscriber_receives_typed_events_in_seq_order() {
 }
 
 #[tokio::test]
+async fn subscriber_waits_the_retry_after_ms_of_a_draining_hubs_notice_before_reconnecting() {
+    let hub = Hub::start(&["--drain-window", "1s"]).await;
+    let config = SessionConfig {
+        initial_reconnect_delay: Duration::from_millis(50),
+        max_reconnect_delay: Duration::from_secs(30),
+        ..SessionConfig::default()
+    };
+    let mut subscriber = bounded(
+        "connect",
+        Subscriber::builder(hub.url.clone())
+            .topics(["run:drained".parse::<Topic>().unwrap().into()])
+            .config(config)
+            .connect(),
+    )
+    .await
+    .unwrap();
+    next_matching(&mut subscriber, "subscribed", |item| match item {
+        SubscriberItem::Subscribed(s) => Some(s),
+        _ => None,
+    })
+    .await;
+    hub.sigterm();
+    let notice = next_matching(&mut subscriber, "the shutdown notice", |item| match item {
+        SubscriberItem::Event(event) if event.event_type == EventType::SystemShutdown => {
+            Some(event)
+        }
+        _ => None,
+    })
+    .await;
+    let hint = notice.data["retry_after_ms"]
+        .as_u64()
+        .expect("a retry hint");
+    assert!(hint <= 1000, "{hint} ms is beyond the 1 s window");
+    let waiting = next_matching(&mut subscriber, "reconnecting", |item| match item {
+        SubscriberItem::State(state @ ConnectionState::Reconnecting { .. }) => Some(state),
+        _ => None,
+    })
+    .await;
+    // Not the backoff's first delay (uniform in [0, 50] ms): the hub's hint.
+    assert_eq!(
+        waiting,
+        ConnectionState::Reconnecting {
+            attempt: 1,
+            delay_ms: hint
+        }
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
 async fn subscriber_keeps_a_complete_ordered_stream_across_two_hub_restarts_under_load() {
     const EVENTS: u64 = 600;
     let dir = tempfile::tempdir().unwrap();
     let store = format!("sqlite:{}", dir.path().join("herald.db").display());
-    let mut hub = Hub::start(&["--store", &store]).await;
+    // Restarts here are about recovery, not about spreading closes: no
+    // drain window, so each restart disrupts the stream while it is read.
+    let args = ["--store", store.as_str(), "--drain-window", "0s"];
+    let mut hub = Hub::start(&args).await;
     let bind = format!("127.0.0.1:{}", hub.port());
     let topic: Topic = "run:restarts".parse().unwrap();
 
@@ -136,7 +189,7 @@ async fn subscriber_keeps_a_complete_ordered_stream_across_two_hub_restarts_unde
             let restart_at = (restarts + 1) * EVENTS / 3;
             if restarts < 2 && *published.borrow() >= restart_at {
                 hub.stop().await;
-                hub = Hub::start_on(&bind, &["--store", &store]).await;
+                hub = Hub::start_on(&bind, &args).await;
                 restarts += 1;
             }
             tokio::select! {

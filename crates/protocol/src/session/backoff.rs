@@ -62,6 +62,13 @@ impl Backoff {
         self.attempts = 0;
     }
 
+    /// Starts again, counting the attempt about to be made as attempt 1
+    /// (the hub said when to come back); returns 1.
+    pub(crate) fn restart_at_one(&mut self) -> u32 {
+        self.attempts = 1;
+        self.attempts
+    }
+
     /// Counts one more attempt and returns its number (1-based) and delay in
     /// milliseconds: `cap(attempt)`, or uniform in `[0, cap(attempt)]` with jitter.
     pub(crate) fn next_delay(&mut self, config: &SessionConfig) -> (u32, u64) {

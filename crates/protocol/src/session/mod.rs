@@ -22,6 +22,12 @@
 //! - Reconnect delays: attempt `n` (1-based since the last stable connection)
 //!   waits uniform `[0, min(max, initial * 2^(n-1))]` ms with jitter, the cap
 //!   itself without; see [`SessionConfig::reconnect_delay_cap`].
+//! - A hub that drains for a deploy sends `system.shutdown` on `global` with
+//!   `data.retry_after_ms` ([`RETRY_AFTER_MS`]) before it closes the
+//!   connection: when that connection then closes with a code that
+//!   reconnects, the first reconnect waits exactly that long (at most
+//!   `max_reconnect_delay`), counted as attempt 1, instead of the backoff's
+//!   delay. The hint lasts for that one connection only.
 //! - Nothing a hub sends makes a session panic.
 //!
 //! # Driving it
@@ -84,11 +90,13 @@ mod tests;
 use std::collections::VecDeque;
 
 use crate::error::{CloseReason, DecodeError};
+use crate::event::Event;
+use crate::event_type::EventType;
 use crate::filter::EventFilter;
 use crate::frame::{
     ClientFrame, ClientMessage, GapReason, Heartbeat, RequestId, ServerMessage, Since,
 };
-use crate::topic::TopicPattern;
+use crate::topic::{Topic, TopicPattern};
 
 use self::backoff::Backoff;
 use self::config::millis;
@@ -101,6 +109,10 @@ pub use self::output::{
     Action, ClosedReason, ClosedReport, ConnectionState, Millis, SessionEvent, StateReport,
 };
 pub use self::subscription::Subscription;
+
+/// The field of a `system.shutdown` event's `data` that says how long to
+/// wait, once the hub has closed the connection, before reconnecting.
+pub const RETRY_AFTER_MS: &str = "retry_after_ms";
 
 /// The client side of one logical Herald connection, across reconnects.
 #[derive(Debug)]
@@ -140,6 +152,8 @@ struct Link {
     unanswered: u32,
     /// When the next heartbeat tick is due (`None`: heartbeat off).
     next_ping: Option<Millis>,
+    /// The hub's `retry_after_ms` from its `system.shutdown` notice.
+    retry_after: Option<u64>,
 }
 
 impl Session {
@@ -184,6 +198,7 @@ impl Session {
             welcomed: false,
             unanswered: 0,
             next_ping: (interval > 0).then(|| now.plus(interval)),
+            retry_after: None,
         });
     }
 
@@ -218,6 +233,9 @@ impl Session {
                 self.events.push_back(SessionEvent::Welcome(welcome));
             }
             ServerMessage::Event(event) => {
+                if let (Some(hint), Phase::Open(link)) = (shutdown_hint(&event), &mut self.phase) {
+                    link.retry_after = Some(hint);
+                }
                 if self.checkpoints.accept_event(&event.topic, event.seq) {
                     self.events.push_back(SessionEvent::Event(event));
                 }
@@ -274,6 +292,10 @@ impl Session {
     /// asking (`None`: no close frame, e.g. 1006). Reconnects with backoff
     /// unless [`CloseReason::should_reconnect`] says the close is terminal.
     pub fn handle_closed(&mut self, reason: Option<CloseReason>, now: Millis) {
+        let hint = match &self.phase {
+            Phase::Open(link) => link.retry_after,
+            _ => None,
+        };
         self.lose_link(now);
         if !matches!(self.phase, Phase::Connecting) {
             return;
@@ -282,7 +304,7 @@ impl Session {
             Some(code) if !code.should_reconnect() => {
                 self.close(ClosedReason::Terminal(code));
             }
-            _ => self.schedule_reconnect(now),
+            _ => self.schedule_reconnect(now, hint),
         }
     }
 
@@ -542,19 +564,30 @@ impl Session {
         }
     }
 
-    fn schedule_reconnect(&mut self, now: Millis) {
-        let attempts = self.backoff.attempts();
-        if self
-            .config
-            .max_reconnect_attempts
-            .is_some_and(|max| attempts >= max)
-        {
-            self.close(ClosedReason::AttemptsExhausted { attempts });
-            return;
-        }
-        let (attempt, delay_ms) = self.backoff.next_delay(&self.config);
-        // The next attempt goes to the next URL: a node that went away (or
-        // cannot be reached) is not waited for.
+    /// Waits before the next attempt: the hub's hint when it gave one (the
+    /// close was planned, so the count starts again), else the backoff's.
+    fn schedule_reconnect(&mut self, now: Millis, hint: Option<u64>) {
+        let (attempt, delay_ms) = match hint {
+            // The close was planned: the hub's hint, counted as attempt 1.
+            Some(hint) => (
+                self.backoff.restart_at_one(),
+                hint.min(millis(self.config.max_reconnect_delay)),
+            ),
+            None => {
+                let attempts = self.backoff.attempts();
+                if self
+                    .config
+                    .max_reconnect_attempts
+                    .is_some_and(|max| attempts >= max)
+                {
+                    self.close(ClosedReason::AttemptsExhausted { attempts });
+                    return;
+                }
+                self.backoff.next_delay(&self.config)
+            }
+        };
+        // The next attempt goes to the next URL: a node that went away (is
+        // draining, or cannot be reached) is not waited for.
         self.endpoint = (self.endpoint + 1) % self.config.endpoints.max(1);
         self.phase = Phase::Waiting {
             until: now.plus(delay_ms),
@@ -647,4 +680,16 @@ impl Session {
             self.events.push_back(SessionEvent::StateChanged(state));
         }
     }
+}
+
+/// The `retry_after_ms` of a hub's `system.shutdown` notice on `global`.
+fn shutdown_hint(event: &Event) -> Option<u64> {
+    (event.event_type == EventType::SystemShutdown && event.topic == Topic::global())
+        .then(|| {
+            event
+                .data
+                .get(RETRY_AFTER_MS)
+                .and_then(serde_json::Value::as_u64)
+        })
+        .flatten()
 }

@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use herald_protocol::payload::{
@@ -28,7 +27,7 @@ use crate::core::broker::{
 };
 use crate::core::clock::now_ms;
 use crate::core::publish::{PublishOptions, Publisher};
-use crate::operations::metrics::Histogram;
+use crate::operations::metrics::Metrics;
 
 /// The longest wait a request may ask for.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -127,18 +126,6 @@ impl Decisions {
     }
 }
 
-/// The outcomes counted in `herald_approval_decisions_total`.
-const OUTCOMES: [ApprovalStatus; 4] = [
-    ApprovalStatus::Approved,
-    ApprovalStatus::Rejected,
-    ApprovalStatus::TimedOut,
-    ApprovalStatus::Cancelled,
-];
-
-const DECISION_BUCKETS: [f64; 10] = [
-    1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
-];
-
 /// The approvals service of a hub.
 #[derive(Debug)]
 pub struct Approvals {
@@ -147,11 +134,7 @@ pub struct Approvals {
     decisions: Arc<Decisions>,
     default_timeout: Duration,
     default_proceed: bool,
-    /// Decisions this node made, by outcome (`OUTCOMES` order).
-    decided: [AtomicU64; 4],
-    /// Requests that reached no connection able to answer them when asked.
-    unreached: AtomicU64,
-    time_to_decision: Histogram,
+    metrics: Arc<Metrics>,
 }
 
 impl Approvals {
@@ -161,6 +144,7 @@ impl Approvals {
         decisions: Arc<Decisions>,
         default_timeout: Duration,
         default_proceed: bool,
+        metrics: Arc<Metrics>,
     ) -> Approvals {
         Approvals {
             broker,
@@ -168,9 +152,7 @@ impl Approvals {
             decisions,
             default_timeout,
             default_proceed,
-            decided: std::array::from_fn(|_| AtomicU64::new(0)),
-            unreached: AtomicU64::new(0),
-            time_to_decision: Histogram::new(&DECISION_BUCKETS),
+            metrics,
         }
     }
 
@@ -208,7 +190,7 @@ impl Approvals {
         record.delivered_to = reached;
         let (user, task) = (&record.request.user_id, &record.request.task_id);
         if reached == 0 {
-            self.unreached.fetch_add(1, Relaxed);
+            self.metrics.approvals_unreached.inc();
             let default_proceed = record.request.default_proceed;
             tracing::warn!(callback_id = %id, user, task, default_proceed, "approval requested, but no connection can answer it yet");
         } else {
@@ -290,13 +272,11 @@ impl Approvals {
     async fn resolve(&self, id: &str, decision: Decision) -> Result<ApprovalRecord, ApprovalError> {
         let key = CallbackId::new(id).map_err(|_| ApprovalError::NotFound(id.to_owned()))?;
         let record = self.broker.decide_approval(&key, decision).await?;
-        if let Some(i) = OUTCOMES.iter().position(|o| *o == record.status) {
-            self.decided[i].fetch_add(1, Relaxed);
-        }
         let decided_at = record.decided_at.unwrap_or(record.created_at);
-        self.time_to_decision.observe(Duration::from_millis(
-            decided_at.saturating_sub(record.created_at),
-        ));
+        self.metrics.approval_decided(
+            record.status,
+            Duration::from_millis(decided_at.saturating_sub(record.created_at)),
+        );
         let data = ApprovalResolved {
             decision: record.decision(),
             task_id: record.request.task_id.clone(),
@@ -457,32 +437,5 @@ impl Approvals {
                 () = self.decisions.new_deadline.notified() => {}
             }
         }
-    }
-
-    /// Appends the approval metrics in the Prometheus text format.
-    pub(crate) fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let _ = writeln!(
-            out,
-            "# HELP herald_approval_decisions_total Approvals resolved, by outcome.\n# TYPE herald_approval_decisions_total counter"
-        );
-        for (outcome, count) in OUTCOMES.iter().zip(&self.decided) {
-            let _ = writeln!(
-                out,
-                "herald_approval_decisions_total{{outcome=\"{}\"}} {}",
-                outcome.as_str(),
-                count.load(Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP herald_approvals_unreached_total Approval requests that reached no connection able to answer them when asked.\n# TYPE herald_approvals_unreached_total counter\nherald_approvals_unreached_total {}",
-            self.unreached.load(Relaxed)
-        );
-        self.time_to_decision.render(
-            out,
-            "herald_approval_time_to_decision_seconds",
-            "Time from an approval's request to its resolution.",
-        );
     }
 }

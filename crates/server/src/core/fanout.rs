@@ -330,6 +330,7 @@ impl Fanout {
     ) {
         let event = &publication.event.event;
         let user = match publication.audience {
+            Audience::Nobody => return,
             Audience::Subscribers => None,
             Audience::Everyone => {
                 self.connections.each(|conn| push(conn));
@@ -413,7 +414,7 @@ impl BrokerHandler for NodeHandler {
         let event = &publication.event.event;
         // Counted here, where every stored event passes exactly once
         // (duplicates never do), whichever entry point it came from.
-        fanout.metrics.events_published.fetch_add(1, Relaxed);
+        fanout.metrics.events_published.inc();
         let frame = OutFrame {
             text: publication.event.frame.clone(),
             event: Some(EventMeta {
@@ -444,9 +445,9 @@ impl BrokerHandler for NodeHandler {
             }
         });
         let metrics = &fanout.metrics;
-        metrics.events_delivered.fetch_add(delivered, Relaxed);
+        metrics.events_delivered.inc_by(delivered);
         if shed > 0 {
-            metrics.events_shed.fetch_add(shed, Relaxed);
+            metrics.events_shed.inc_by(shed);
         }
         reached
     }

@@ -41,6 +41,7 @@ struct Parts {
     connections: Arc<Connections>,
     approvals: Approvals,
     publish_limiter: PublishLimiter,
+    draining: CancellationToken,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -123,6 +124,7 @@ impl Hub {
             decisions,
             config.approval_timeout,
             config.approval_default_proceed,
+            metrics.clone(),
         );
         let subscriptions = Subscriptions::new(
             broker.clone(),
@@ -130,6 +132,7 @@ impl Hub {
             connections.clone(),
             config.max_subscriptions,
             config.queue_size,
+            metrics.clone(),
         );
         let publish_limiter = PublishLimiter::new(config.publish_rate_limit);
         Hub {
@@ -144,6 +147,7 @@ impl Hub {
                 connections,
                 approvals,
                 publish_limiter,
+                draining: CancellationToken::new(),
                 shutdown,
                 tasks,
             }),
@@ -194,9 +198,20 @@ impl Hub {
         &self.parts.metrics
     }
 
+    /// The hub's counters, shared (for a part that outlives a borrow).
+    pub(crate) fn metrics_handle(&self) -> Arc<Metrics> {
+        self.parts.metrics.clone()
+    }
+
     /// The producers' publish rate limit.
     pub(crate) fn publish_limiter(&self) -> &PublishLimiter {
         &self.parts.publish_limiter
+    }
+
+    /// Cancelled when the hub starts draining (before it stops): readiness
+    /// fails and new connections are refused from then on.
+    pub fn draining(&self) -> &CancellationToken {
+        &self.parts.draining
     }
 
     /// The token that stops the hub.
@@ -218,21 +233,14 @@ impl Hub {
     pub(crate) async fn attach(&self, conn: &Arc<ConnHandle>) {
         self.parts.subscriptions.attach(conn).await;
         let metrics = &self.parts.metrics;
-        metrics
-            .connections_active
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        metrics
-            .connections_total
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics.connections_active.inc();
+        metrics.connections_total.inc();
     }
 
     /// A connection ended: it and all its subscriptions are forgotten.
     pub(crate) async fn detach(&self, conn: &ConnHandle) {
         if self.parts.subscriptions.detach(conn).await {
-            self.parts
-                .metrics
-                .connections_active
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            self.parts.metrics.connections_active.dec();
         }
     }
 

@@ -7,7 +7,6 @@
 //! fan-out.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 
 use herald_protocol::{ErrorCode, EventId, PublishRequest, Topic};
 use tokio_util::sync::CancellationToken;
@@ -20,7 +19,8 @@ use crate::operations::metrics::Metrics;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PublishOptions {
     /// Besides the topic's subscribers: everyone (topic `global` only) or
-    /// the connections of the user a `user:{id}` topic names.
+    /// the connections of the user a `user:{id}` topic names; or nobody at
+    /// all (stored only).
     pub audience: Audience,
     pub wait: Wait,
 }
@@ -168,9 +168,7 @@ impl Publisher {
             .await?;
         let duplicates = published.iter().filter(|p| p.duplicate).count();
         if duplicates > 0 {
-            self.metrics
-                .events_duplicate
-                .fetch_add(duplicates as u64, Relaxed);
+            self.metrics.events_duplicate.inc_by(duplicates as u64);
         }
         E::output(published).ok_or(PublishError::Store(BrokerError::Closed))
     }
@@ -183,6 +181,7 @@ fn fits(audience: Audience, topic: &Topic) -> bool {
         Audience::Subscribers => true,
         Audience::Everyone => *topic == Topic::global(),
         Audience::User => topic.kind() == "user" && topic.id().is_some(),
+        Audience::Nobody => true,
     }
 }
 

@@ -108,7 +108,14 @@ pub struct Config {
     pub unix_socket: Option<PathBuf>,
     /// Permissions of the Unix socket file. Default 0o660 (owner and group).
     pub unix_socket_mode: u32,
-    /// How long shutdown waits for connections to drain. Default 5 s.
+    /// How long a shutdown spreads its closes over: on SIGTERM readiness
+    /// fails, new connections are refused, each connection is told
+    /// `system.shutdown` with its own `retry_after_ms`, and each is closed
+    /// (1001) at a random moment within the window, so clients do not all
+    /// come back at once. Default 3 s.
+    pub drain_window: Duration,
+    /// After the drain window, how long the hub waits for connection tasks
+    /// to finish before dropping them. Default 5 s.
     pub shutdown_grace: Duration,
     /// API keys and JWT verification. Default none: the hub runs open.
     pub auth: crate::operations::auth::Authenticator,
@@ -132,6 +139,13 @@ pub struct Config {
     /// A directory served under `/app/` (e.g. `web-client` for its example
     /// page). Default none.
     pub static_dir: Option<PathBuf>,
+    /// Accept WebSocket `permessage-deflate` when a client offers it.
+    /// Default off: compression costs CPU that only large payloads repay.
+    pub compression: bool,
+    /// A runtime that cannot run a task for this long (a worker blocked in
+    /// one poll, or the whole process paused) is logged and counted as a
+    /// stall; zero turns the watchdog off. Default 1 s.
+    pub watchdog_threshold: Duration,
 }
 
 /// How often the hub pings each connection, unless told.
@@ -156,6 +170,7 @@ impl Default for Config {
             store: StoreConfig::Memory,
             unix_socket: None,
             unix_socket_mode: 0o660,
+            drain_window: Duration::from_secs(3),
             shutdown_grace: Duration::from_secs(5),
             auth: crate::operations::auth::Authenticator::default(),
             allowed_origins: Vec::new(),
@@ -165,6 +180,8 @@ impl Default for Config {
             header_timeout: Duration::from_secs(10),
             insecure: false,
             static_dir: None,
+            compression: false,
+            watchdog_threshold: Duration::from_secs(1),
         }
     }
 }
@@ -212,6 +229,11 @@ impl Config {
                 "refusing to listen on {} without authentication: set --jwt-secret or \
                  --jwt-public-key and --api-keys, or pass --insecure to run open",
                 self.bind
+            )));
+        }
+        if !self.watchdog_threshold.is_zero() && self.watchdog_threshold < MIN_WATCHDOG_THRESHOLD {
+            return Err(ConfigError(format!(
+                "--watchdog-threshold must be 0s (off) or at least {MIN_WATCHDOG_THRESHOLD:?}"
             )));
         }
         if self.heartbeat_timeout < self.heartbeat_interval {
@@ -302,6 +324,10 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         .checked_mul(factor)
         .ok_or_else(|| format!("{text:?} is too large"))
 }
+
+/// The shortest `--watchdog-threshold`: the watchdog looks four times per
+/// threshold, and below a millisecond it would mostly measure itself.
+const MIN_WATCHDOG_THRESHOLD: Duration = Duration::from_millis(1);
 
 /// The shortest `--metrics-interval`: ten figures a second are plenty for a
 /// page, and each is an event in the `metrics` topic's history.

@@ -8,7 +8,6 @@
 //! watching a page.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use herald_protocol::payload::Metrics as MetricsPayload;
@@ -35,9 +34,9 @@ impl Sample {
         let metrics = hub.metrics();
         Sample {
             at: Instant::now(),
-            published: metrics.events_published.load(Relaxed),
-            delivered: metrics.events_delivered.load(Relaxed),
-            shed: metrics.events_shed.load(Relaxed),
+            published: metrics.events_published.get(),
+            delivered: metrics.events_delivered.get(),
+            shed: metrics.events_shed.get(),
             lag: metrics.publish_to_send.reading(),
         }
     }

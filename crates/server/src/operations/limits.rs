@@ -1,9 +1,13 @@
-//! Rate limits: token buckets for a connection's frames and a producer's publishes.
+//! Rate limits: a token bucket for a connection's frames, and `governor`'s
+//! keyed limiter for producers' publishes.
 
-use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
 
 /// A token bucket: `rate` tokens a second, holding at most `burst`.
 #[derive(Debug, Clone)]
@@ -95,40 +99,67 @@ impl FrameLimiter {
     }
 }
 
-/// Most producers tracked at once; idle full buckets are forgotten past it.
-const MAX_PRODUCERS: usize = 10_000;
-
-/// Publish rate limits per producer (API key, or remote address without keys).
+/// Publish rate limits per producer (API key, or remote address without
+/// keys), on `governor`'s keyed GCRA limiter: `rate` events a second with
+/// bursts of two seconds' worth, as the frame limit allows. A producer idle
+/// long enough for its bucket to be full again is indistinguishable from a
+/// new one, and [`PublishLimiter::forget_idle`] drops it.
 #[derive(Debug)]
-pub(crate) struct PublishLimiter {
-    rate: u32,
-    buckets: Mutex<HashMap<String, TokenBucket>>,
+pub(crate) struct PublishLimiter<C: Clock = DefaultClock> {
+    limiter: Option<Keyed<C>>,
 }
+
+/// `governor`'s keyed limiter by producer, on clock `C`.
+type Keyed<C> =
+    RateLimiter<String, DefaultKeyedStateStore<String>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+/// How often the hub drops idle producers' limiter state.
+pub(crate) const FORGET_IDLE_EVERY: Duration = Duration::from_secs(60);
 
 impl PublishLimiter {
     /// `rate` events a second per producer; 0 means unlimited.
     pub(crate) fn new(rate: u32) -> PublishLimiter {
-        PublishLimiter {
-            rate,
-            buckets: Mutex::default(),
+        PublishLimiter::on_clock(rate, DefaultClock::default())
+    }
+}
+
+impl<C: Clock> PublishLimiter<C> {
+    fn on_clock(rate: u32, clock: C) -> PublishLimiter<C> {
+        let limiter = NonZeroU32::new(rate).map(|rate| {
+            let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
+            let quota = Quota::per_second(rate).allow_burst(burst);
+            RateLimiter::new(quota, DefaultKeyedStateStore::default(), clock)
+        });
+        PublishLimiter { limiter }
+    }
+
+    /// Whether `producer` may publish `events` more events now (a batch is
+    /// taken whole or not at all; one larger than the burst never passes).
+    pub(crate) fn allow(&self, producer: &str, events: usize) -> bool {
+        let Some(limiter) = &self.limiter else {
+            return true;
+        };
+        let Some(events) = u32::try_from(events).ok().and_then(NonZeroU32::new) else {
+            return events == 0;
+        };
+        matches!(
+            limiter.check_key_n(&producer.to_owned(), events),
+            Ok(Ok(()))
+        )
+    }
+
+    /// Drops the state of producers whose buckets are full again.
+    pub(crate) fn forget_idle(&self) {
+        if let Some(limiter) = &self.limiter {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
         }
     }
 
-    /// Whether `producer` may publish `events` more events now.
-    pub(crate) fn allow(&self, producer: &str, events: usize) -> bool {
-        if self.rate == 0 {
-            return true;
-        }
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock();
-        if buckets.len() >= MAX_PRODUCERS && !buckets.contains_key(producer) {
-            let rate = self.rate;
-            buckets.retain(|_, bucket| !bucket.clone().take(f64::from(rate) * 2.0, now));
-        }
-        buckets
-            .entry(producer.to_owned())
-            .or_insert_with(|| TokenBucket::new(self.rate))
-            .take(events as f64, now)
+    /// Producers tracked now.
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.limiter.as_ref().map_or(0, |limiter| limiter.len())
     }
 }
 
@@ -157,6 +188,36 @@ mod tests {
         assert!(verdicts.contains(&Verdict::Refuse));
         assert!(!verdicts.contains(&Verdict::Close));
         assert!((0..100).any(|_| limiter.check(start) == Verdict::Close));
+    }
+
+    #[test]
+    fn a_producer_gets_a_burst_of_two_seconds_then_is_refused_and_others_are_not() {
+        let limiter = PublishLimiter::new(10);
+        assert!(limiter.allow("k1", 15));
+        assert!(limiter.allow("k1", 5));
+        assert!(!limiter.allow("k1", 1));
+        assert!(
+            !limiter.allow("k2", 21),
+            "a batch over the burst never passes"
+        );
+        assert!(limiter.allow("k2", 20));
+        assert_eq!(limiter.tracked(), 2);
+    }
+
+    #[test]
+    fn idle_producers_are_forgotten_once_their_bucket_is_full_again() {
+        let clock = governor::clock::FakeRelativeClock::default();
+        let limiter = PublishLimiter::on_clock(1000, clock.clone());
+        assert!(limiter.allow("busy", 2000));
+        assert!(limiter.allow("brief", 1));
+        // 5 ms later `brief` is full again (1000/s); `busy` needs 2 s.
+        clock.advance(Duration::from_millis(5));
+        limiter.forget_idle();
+        assert_eq!(limiter.tracked(), 1);
+        assert!(
+            !limiter.allow("busy", 100),
+            "a busy producer keeps its state"
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //!   and size parsers.
 //! - [`auth`]: API keys, JWT verification, per-topic access.
 //! - `limits`: token buckets for frame and publish rates.
-//! - [`metrics`]: counters and histograms in the Prometheus text format.
+//! - [`metrics`]: counters, gauges and histograms (`prometheus-client`),
+//!   rendered in the Prometheus text format.
+//! - [`watchdog`]: a thread that notices, logs and counts runtime stalls.
 //! - `figures`: the hub's headline figures as `metrics.updated` events on
 //!   topic `metrics`, for `/ws/metrics`.
 
@@ -16,3 +18,4 @@ pub mod config;
 pub(crate) mod figures;
 pub(crate) mod limits;
 pub mod metrics;
+pub mod watchdog;

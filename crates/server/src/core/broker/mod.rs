@@ -153,6 +153,11 @@ pub enum Audience {
     /// Every connection of the user the topic `user:{id}` names, subscribed
     /// or not, plus the topic's subscribers.
     User,
+    /// No connection: the event is stored (it takes its seq and stays in
+    /// history) and the caller queues it to the connections it chooses, on
+    /// this node only (the hub's own shutdown notice, which each connection
+    /// gets with its own retry hint).
+    Nobody,
 }
 
 /// How long a publish waits.

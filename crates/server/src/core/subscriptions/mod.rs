@@ -19,6 +19,7 @@ use crate::core::connection::ConnHandle;
 use crate::core::connections::Connections;
 use crate::core::fanout::{Fanout, Held, Overflowed};
 use crate::core::outbox::{EventMeta, OutFrame};
+use crate::operations::metrics::{Metrics, ReplayOutcome};
 
 /// A connection closed because too many live events came while its replay
 /// was read: it reconnects and replays again.
@@ -32,6 +33,7 @@ pub struct Subscriptions {
     connections: Arc<Connections>,
     max_subscriptions: usize,
     queue_size: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl Subscriptions {
@@ -41,6 +43,7 @@ impl Subscriptions {
         connections: Arc<Connections>,
         max_subscriptions: usize,
         queue_size: usize,
+        metrics: Arc<Metrics>,
     ) -> Subscriptions {
         Subscriptions {
             broker,
@@ -48,6 +51,7 @@ impl Subscriptions {
             connections,
             max_subscriptions,
             queue_size,
+            metrics,
         }
     }
 
@@ -136,6 +140,7 @@ impl Subscriptions {
             match released {
                 Ok(Ok(())) => {}
                 Ok(Err(Overflowed)) => {
+                    self.metrics.replayed(ReplayOutcome::Overflowed, 0);
                     conn.outbox
                         .close(CloseReason::TRY_AGAIN_LATER, OVERFLOW_REASON, false);
                     return Ok(());
@@ -209,7 +214,7 @@ impl Subscriptions {
                     }));
                 }
                 if let Some(history) = read.history {
-                    send_history(conn, history);
+                    send_history(&self.metrics, conn, history);
                 }
             },
             after_head,
@@ -266,7 +271,7 @@ impl Subscriptions {
                 }));
                 for (_, _, history) in &replays {
                     if let Some(history) = history {
-                        send_history(conn, history.clone());
+                        send_history(&self.metrics, conn, history.clone());
                     }
                 }
             },
@@ -300,7 +305,7 @@ impl Subscriptions {
             .history(topic, since, limit)
             .await
             .map_err(|e| store_error(&e))?;
-        send_history(conn, history);
+        send_history(&self.metrics, conn, history);
         Ok(())
     }
 
@@ -391,8 +396,13 @@ impl Subscriptions {
     }
 }
 
-/// Queues a replay: the `gap`, the events, the `replay_complete`.
-fn send_history(conn: &ConnHandle, history: History) {
+/// Queues a replay: the `gap`, the events, the `replay_complete`; and
+/// counts how it ended.
+fn send_history(metrics: &Metrics, conn: &ConnHandle, history: History) {
+    metrics.replayed(
+        ReplayOutcome::of_gap(history.gap.as_ref().map(|gap| gap.reason)),
+        history.events.len(),
+    );
     if let Some(gap) = history.gap {
         conn.send(&ServerMessage::Gap(gap));
     }

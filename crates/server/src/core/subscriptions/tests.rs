@@ -137,7 +137,11 @@ struct Node {
 fn node(hold_limit: usize) -> Node {
     let metrics = Arc::new(Metrics::default());
     let connections = Arc::new(Connections::default());
-    let fanout = Arc::new(Fanout::new(connections.clone(), metrics, hold_limit));
+    let fanout = Arc::new(Fanout::new(
+        connections.clone(),
+        metrics.clone(),
+        hold_limit,
+    ));
     let handler: Arc<dyn BrokerHandler> = Arc::new(NodeHandler {
         fanout: fanout.clone(),
         decisions: Arc::new(Decisions::default()),
@@ -152,7 +156,7 @@ fn node(hold_limit: usize) -> Node {
         before: Mutex::default(),
         after: Mutex::default(),
     });
-    let subscriptions = Subscriptions::new(broker.clone(), fanout, connections, 10, 1024);
+    let subscriptions = Subscriptions::new(broker.clone(), fanout, connections, 10, 1024, metrics);
     let conn = Arc::new(ConnHandle::new(None, None, None, None, 1024));
     Node {
         broker,

@@ -17,8 +17,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
+use crate::transport::ws::handshake::Handshake;
 use axum::Router;
-use axum::extract::ws::{Utf8Bytes, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -32,6 +32,7 @@ use herald_protocol::{
 use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use tungstenite::Utf8Bytes;
 
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
@@ -57,7 +58,7 @@ struct Resume {
 
 async fn connect(
     Path(run_id): Path<String>,
-    ws: WebSocketUpgrade,
+    ws: Handshake,
     State(hub): State<Hub>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,

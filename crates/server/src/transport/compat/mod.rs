@@ -29,10 +29,10 @@ mod crewai;
 mod statemachine;
 
 use axum::Router;
-use axum::extract::ws::Utf8Bytes;
 use axum::http::Method;
 use herald_protocol::ServerMessage;
 use serde_json::{Map, Value};
+use tungstenite::Utf8Bytes;
 
 use crate::core::clock::now_ms;
 use crate::core::hub::Hub;

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
+use crate::transport::ws::handshake::Handshake;
 use axum::Router;
-use axum::extract::ws::{Utf8Bytes, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -31,6 +31,7 @@ use herald_protocol::frame::{Ack, Heartbeat, Subscribe};
 use herald_protocol::{Event, EventType, RequestId, ServerMessage, Topic, TopicPattern};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
+use tungstenite::Utf8Bytes;
 
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
@@ -55,7 +56,7 @@ pub(super) fn routes() -> Router<Hub> {
 }
 
 async fn connect(
-    ws: WebSocketUpgrade,
+    ws: Handshake,
     State(hub): State<Hub>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,

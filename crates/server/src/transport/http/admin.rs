@@ -12,12 +12,14 @@ use herald_protocol::api::{
 };
 use herald_protocol::frame::Since;
 use herald_protocol::{CloseReason, ErrorCode, Event, Topic};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::body::query;
 use super::error::ApiError;
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
+use crate::operations::metrics::{self, ScrapeFigures};
 
 fn connection_info(conn: &ConnHandle) -> ConnectionInfo {
     let (sent, received) = conn.frame_counts();
@@ -43,6 +45,14 @@ fn connection_info(conn: &ConnHandle) -> ConnectionInfo {
 
 /// `GET /api/v1/connections`: counts, per-topic subscribers, ages, messages
 /// sent, and every connection (oldest first).
+#[utoipa::path(
+    get,
+    path = "/api/v1/connections",
+    tag = "admin",
+    summary = "This node's connections: counts, per-topic subscribers, ages, messages sent",
+    responses((status = 200, description = "The report", body = ref("#/components/schemas/ConnectionList"))),
+    security(("api_key" = ["admin"]))
+)]
 pub(super) async fn connections(State(hub): State<Hub>) -> Json<ConnectionList> {
     let mut connections: Vec<ConnectionInfo> = hub
         .connections()
@@ -62,10 +72,7 @@ pub(super) async fn connections(State(hub): State<Hub>) -> Json<ConnectionList> 
             total_age / count as f64
         },
         messages_sent: connections.iter().map(|c| c.messages_sent).sum(),
-        total_messages_sent: hub
-            .metrics()
-            .frames_out
-            .load(std::sync::atomic::Ordering::Relaxed),
+        total_messages_sent: hub.metrics().frames_out.get(),
         connections,
     })
 }
@@ -77,6 +84,18 @@ fn find(hub: &Hub, id: &str) -> Result<std::sync::Arc<ConnHandle>, ApiError> {
 }
 
 /// `GET /api/v1/connections/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/connections/{id}",
+    tag = "admin",
+    summary = "One connection",
+    params(("id" = String, Path, description = "The `session_id` from its `welcome`")),
+    responses(
+        (status = 200, description = "The connection", body = ref("#/components/schemas/ConnectionInfo")),
+        (status = 404, description = "No such connection on this node", body = ref("#/components/schemas/ApiError")),
+    ),
+    security(("api_key" = ["admin"]))
+)]
 pub(super) async fn connection(
     State(hub): State<Hub>,
     Path(id): Path<String>,
@@ -86,12 +105,24 @@ pub(super) async fn connection(
 }
 
 /// The answer of `DELETE /api/v1/connections/{id}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub(super) struct Disconnected {
     disconnected: String,
 }
 
 /// `DELETE /api/v1/connections/{id}`: closes it with 4500 (do not reconnect).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/connections/{id}",
+    tag = "admin",
+    summary = "Disconnect a connection (close 4500: do not reconnect)",
+    params(("id" = String, Path, description = "The `session_id` from its `welcome`")),
+    responses(
+        (status = 200, description = "Closing", body = ref("#/components/schemas/Disconnected")),
+        (status = 404, description = "No such connection on this node", body = ref("#/components/schemas/ApiError")),
+    ),
+    security(("api_key" = ["admin"]))
+)]
 pub(super) async fn disconnect(
     State(hub): State<Hub>,
     Path(id): Path<String>,
@@ -115,6 +146,24 @@ pub(super) struct HistoryQuery {
 
 /// `GET /api/v1/topics/{topic}/events?since=&limit=` (or `?time_ms=`):
 /// retained history.
+#[utoipa::path(
+    get,
+    path = "/api/v1/topics/{topic}/events",
+    tag = "admin",
+    summary = "A topic's retained history after a seq, or newer than a time",
+    params(
+        ("topic" = String, Path, description = "An exact topic, `kind` or `kind:id`"),
+        ("since" = Option<u64>, Query, description = "Events with a seq above this (default 0: all retained)"),
+        ("time_ms" = Option<u64>, Query, description = "Instead of `since`: events published at or after this time (ms since the Unix epoch)"),
+        ("limit" = Option<usize>, Query, description = "At most this many (default --history-size)"),
+    ),
+    responses(
+        (status = 200, description = "The retained events and the topic's position", body = ref("#/components/schemas/TopicHistory")),
+        (status = "4XX", description = "Refused (invalid_topic, invalid_request)", body = ref("#/components/schemas/ApiError")),
+        (status = 503, description = "The shared store is unreachable", body = ref("#/components/schemas/ApiError")),
+    ),
+    security(("api_key" = ["admin"]))
+)]
 pub(super) async fn topic_events(
     State(hub): State<Hub>,
     Path(topic): Path<String>,
@@ -153,6 +202,17 @@ pub(super) async fn topic_events(
 
 /// `GET /api/v1/nodes`: the nodes sharing this node's store, as they last
 /// said of themselves (on Redis, every few seconds).
+#[utoipa::path(
+    get,
+    path = "/api/v1/nodes",
+    tag = "admin",
+    summary = "The nodes sharing this node's store (itself alone on memory or SQLite)",
+    responses(
+        (status = 200, description = "The nodes, oldest first", body = ref("#/components/schemas/NodeList")),
+        (status = 503, description = "The shared store is unreachable", body = ref("#/components/schemas/ApiError")),
+    ),
+    security(("api_key" = ["admin"]))
+)]
 pub(super) async fn nodes(State(hub): State<Hub>) -> Result<Json<NodeList>, ApiError> {
     let mut nodes = hub.broker().nodes().await.map_err(|e| ApiError::from(&e))?;
     if nodes.is_empty() {
@@ -170,6 +230,14 @@ pub(super) async fn nodes(State(hub): State<Hub>) -> Result<Json<NodeList>, ApiE
 }
 
 /// `GET /api/v1/status`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/status",
+    tag = "admin",
+    summary = "Whether the hub runs, its connections, pending approvals and uptime",
+    responses((status = 200, description = "The status", body = ref("#/components/schemas/HubStatus"))),
+    security(("api_key" = ["admin"]))
+)]
 pub(super) async fn status(State(hub): State<Hub>) -> Json<HubStatus> {
     let stats = hub.broker().stats();
     Json(HubStatus {
@@ -183,78 +251,150 @@ pub(super) async fn status(State(hub): State<Hub>) -> Json<HubStatus> {
 }
 
 /// The answer of `GET /health`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub(super) struct Health {
+    /// `healthy`, `shutting_down` (draining or stopping) or
+    /// `store_unavailable` (a shared store is unreachable).
     status: &'static str,
     active_connections: usize,
     uptime_s: u64,
 }
 
-/// `GET /health`: 200 while running, 503 once shutting down or while the
-/// store is unreachable.
-pub(super) async fn health(State(hub): State<Hub>) -> Response {
-    let running = !hub.shutdown_token().is_cancelled();
-    let store = hub.broker().ready();
-    let status = if running && store {
+/// What readiness found: ready, draining, or the store unreachable.
+fn readiness(hub: &Hub) -> Result<(), (&'static str, &'static str)> {
+    if hub.draining().is_cancelled() || hub.shutdown_token().is_cancelled() {
+        return Err(("shutting_down", "the hub is draining"));
+    }
+    if !hub.broker().ready() {
+        return Err(("store_unavailable", "the shared store is unreachable"));
+    }
+    Ok(())
+}
+
+fn status_code(ready: bool) -> StatusCode {
+    if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
-    };
+    }
+}
+
+/// `GET /health`: 200 while serving; 503 once draining or when the engine
+/// cannot serve (the same verdict as `/health/ready`, with figures).
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "health",
+    summary = "Health with figures: 503 once draining or while the engine cannot serve",
+    responses(
+        (status = 200, description = "Serving", body = ref("#/components/schemas/Health")),
+        (status = 503, description = "Draining, or the shared store is unreachable", body = ref("#/components/schemas/Health")),
+    )
+)]
+pub(super) async fn health(State(hub): State<Hub>) -> Response {
+    let verdict = readiness(&hub);
     let body = Health {
-        status: match (running, store) {
-            (false, _) => "shutting_down",
-            (true, false) => "store_unavailable",
-            (true, true) => "healthy",
-        },
+        status: verdict
+            .as_ref()
+            .map_or_else(|(status, _)| *status, |()| "healthy"),
         active_connections: hub.connections().count(),
         uptime_s: hub.uptime_s(),
     };
-    (status, Json(body)).into_response()
+    (status_code(verdict.is_ok()), Json(body)).into_response()
+}
+
+/// The answer of `GET /health/live`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(super) struct Liveness {
+    /// Always `alive`: the process answers.
+    status: &'static str,
+    uptime_s: u64,
+}
+
+/// `GET /health/live`: 200 as long as the process answers, draining
+/// included (restart it only when this fails).
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    tag = "health",
+    summary = "Liveness: 200 as long as the process answers, draining included",
+    responses((status = 200, description = "Alive", body = ref("#/components/schemas/Liveness")))
+)]
+pub(super) async fn live(State(hub): State<Hub>) -> Json<Liveness> {
+    Json(Liveness {
+        status: "alive",
+        uptime_s: hub.uptime_s(),
+    })
+}
+
+/// The answer of `GET /health/ready`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(super) struct Readiness {
+    /// `ready`, `shutting_down` or `store_unavailable`.
+    status: &'static str,
+    /// Why it is not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+/// `GET /health/ready`: 200 when this node should get traffic; 503 from
+/// the moment it starts draining, and while its engine cannot serve.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "health",
+    summary = "Readiness: 503 from the start of a drain, and while the engine cannot serve",
+    responses(
+        (status = 200, description = "Send traffic here", body = ref("#/components/schemas/Readiness")),
+        (status = 503, description = "Do not: draining, or the shared store is unreachable", body = ref("#/components/schemas/Readiness")),
+    )
+)]
+pub(super) async fn ready(State(hub): State<Hub>) -> Response {
+    let verdict = readiness(&hub);
+    let ready = verdict.is_ok();
+    let body = match verdict {
+        Ok(()) => Readiness {
+            status: "ready",
+            reason: None,
+        },
+        Err((status, reason)) => Readiness {
+            status,
+            reason: Some(reason.to_owned()),
+        },
+    };
+    (status_code(ready), Json(body)).into_response()
 }
 
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    summary = "Prometheus metrics (text format 0.0.4)",
+    responses((status = 200, description = "The exposition", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String))
+)]
 pub(super) async fn metrics(State(hub): State<Hub>) -> Response {
     let stats = hub.broker().stats();
-    let extra = [
-        (
-            "herald_topics",
-            "Topics held in memory.",
-            stats.topics as f64,
-        ),
-        (
-            "herald_retained_bytes",
-            "Approximate bytes of retained history.",
-            stats.retained_bytes as f64,
-        ),
-        (
-            "herald_uptime_seconds",
-            "Seconds since the hub started.",
-            hub.uptime_s() as f64,
-        ),
-        (
-            "herald_approvals_pending",
-            "Approvals waiting for a decision.",
-            stats.pending_approvals as f64,
-        ),
-        (
-            "herald_store_ready",
-            "1 while the store takes publishes (a shared store can be unreachable), else 0.",
-            if hub.broker().ready() { 1.0 } else { 0.0 },
-        ),
-        (
-            "herald_store_reconnects",
-            "Times this node's feed from a shared store was lost and connected again.",
-            stats.reconnects as f64,
-        ),
-        (
-            "herald_store_catch_up_reads",
-            "Times this node read a stream for events its feed did not bring.",
-            stats.catch_up_reads as f64,
-        ),
-    ];
-    let mut body = hub.metrics().render(&extra);
-    hub.approvals().render_metrics(&mut body);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+    let (mut outbox_frames, mut outbox_deepest) = (0, 0);
+    for conn in hub.connections().all() {
+        let queued = conn.queued();
+        outbox_frames += queued;
+        outbox_deepest = outbox_deepest.max(queued);
+    }
+    let figures = ScrapeFigures {
+        topics: stats.topics,
+        retained_bytes: stats.retained_bytes,
+        uptime_s: hub.uptime_s(),
+        approvals_pending: stats.pending_approvals,
+        outbox_frames,
+        outbox_deepest,
+        engine_up: hub.broker().ready(),
+        draining: hub.draining().is_cancelled(),
+        store_reconnects: stats.reconnects,
+        store_catch_up_reads: stats.catch_up_reads,
+    };
+    let body = hub.metrics().render(figures);
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response()
 }
 
 /// Anything else: 404 with a JSON body.

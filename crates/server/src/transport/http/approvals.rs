@@ -9,8 +9,9 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use herald_protocol::payload::{ApprovalDecision, ApprovalRecord, ApprovalStatus, NewApproval};
-use serde::{Deserialize, Serialize};
+use herald_protocol::api::ApprovalList;
+use herald_protocol::payload::{ApprovalDecision, ApprovalStatus, NewApproval};
+use serde::Deserialize;
 
 use super::Producer;
 use super::body::{decode, json, query};
@@ -32,6 +33,21 @@ fn refused(hub: &Hub, error: &ApprovalError) -> ApiError {
 }
 
 /// `POST /api/v1/approvals`: registers an approval and returns at once.
+#[utoipa::path(
+    post,
+    path = "/api/v1/approvals",
+    tag = "approvals",
+    summary = "Ask a user; returns at once with the pending record and its `callback_id`",
+    description = "Publishes `approval.requested` on `user:{user_id}` (every connection of the \
+        user) and `task:{task_id}`. Wait for the decision with `GET /api/v1/approvals/{id}`.",
+    request_body = ref("#/components/schemas/NewApproval"),
+    responses(
+        (status = 201, description = "Registered and published", body = ref("#/components/schemas/ApprovalRecord")),
+        (status = "4XX", description = "Refused (rate_limited when too many are pending)", body = ref("#/components/schemas/ApiError")),
+        (status = "5XX", description = "The store failed or is unavailable", body = ref("#/components/schemas/ApiError")),
+    ),
+    security(("api_key" = ["publish"]))
+)]
 pub(super) async fn create(
     State(hub): State<Hub>,
     Extension(producer): Extension<Producer>,
@@ -55,6 +71,22 @@ pub(super) struct WaitQuery {
 }
 
 /// `GET /api/v1/approvals/{id}?wait_ms=N`: the decision; long-polls while pending.
+#[utoipa::path(
+    get,
+    path = "/api/v1/approvals/{id}",
+    tag = "approvals",
+    summary = "The decision; long-polls up to `wait_ms` while pending",
+    params(
+        ("id" = String, Path, description = "The `callback_id`"),
+        ("wait_ms" = Option<u64>, Query, description = "How long to wait while pending, at most 300000; 0 (default) answers at once"),
+    ),
+    responses(
+        (status = 200, description = "The decision, or `status: pending` when the wait ran out", body = ref("#/components/schemas/ApprovalDecision")),
+        (status = 404, description = "No such approval", body = ref("#/components/schemas/ApiError")),
+        (status = "4XX", description = "Refused", body = ref("#/components/schemas/ApiError")),
+    ),
+    security(("api_key" = ["publish"]))
+)]
 pub(super) async fn get(
     State(hub): State<Hub>,
     Path(id): Path<String>,
@@ -76,13 +108,22 @@ pub(super) struct ListQuery {
     status: Option<ApprovalStatus>,
 }
 
-/// The answer of `GET /api/v1/approvals`.
-#[derive(Debug, Serialize)]
-pub(super) struct ApprovalList {
-    approvals: Vec<ApprovalRecord>,
-}
-
 /// `GET /api/v1/approvals?task_id=&status=`: the audit trail, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/approvals",
+    tag = "approvals",
+    summary = "The audit trail, newest first",
+    params(
+        ("task_id" = Option<String>, Query, description = "Only this task's approvals"),
+        ("status" = Option<String>, Query, description = "Only these: pending, approved, rejected, timed_out or cancelled"),
+    ),
+    responses(
+        (status = 200, description = "Every pending approval and the most recent decided ones", body = ref("#/components/schemas/ApprovalList")),
+        (status = "4XX", description = "Refused", body = ref("#/components/schemas/ApiError")),
+    ),
+    security(("api_key" = ["admin"]))
+)]
 pub(super) async fn list(
     State(hub): State<Hub>,
     filters: Result<Query<ListQuery>, QueryRejection>,

@@ -75,6 +75,13 @@ pub(super) async fn dashboard() -> Redirect {
 }
 
 /// `GET /console/config`: which credentials the hub asks for.
+#[utoipa::path(
+    get,
+    path = "/console/config",
+    tag = "health",
+    summary = "Which credentials the console must ask for (no key needed)",
+    responses((status = 200, description = "What the hub asks for", body = ref("#/components/schemas/ConsoleConfig")))
+)]
 pub(super) async fn config(State(hub): State<Hub>) -> Json<ConsoleConfig> {
     let auth = &hub.config().auth;
     Json(ConsoleConfig {

@@ -5,13 +5,15 @@ use axum::Json;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use herald_protocol::{DecodeError, ErrorCode};
+use schemars::JsonSchema;
 use serde::Serialize;
 
 /// An HTTP API error, rendered as `{code, message[, index]}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
+    /// In a batch, the index of the event refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index: Option<usize>,
     /// Seconds after which to try again: the hub cannot do it now (its store

@@ -6,11 +6,11 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, Path, State};
-use axum::response::{IntoResponse, Response};
 use herald_protocol::{
     ErrorCode, EventType, Label, Priority, PublishReceipt, PublishRequest, Topic,
 };
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::Producer;
@@ -20,13 +20,39 @@ use crate::core::broker::Audience;
 use crate::core::hub::Hub;
 use crate::core::publish::{PublishError, PublishOptions};
 
+/// The answer of `POST /api/v1/events`: a receipt for one event, an array
+/// of receipts (in order) for a batch.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub(super) enum PublishAnswer {
+    One(PublishReceipt),
+    Batch(Vec<PublishReceipt>),
+}
+
 /// `POST /api/v1/events`: one event (object) or a batch (array), validated
 /// whole before anything is published.
+#[utoipa::path(
+    post,
+    path = "/api/v1/events",
+    tag = "events",
+    summary = "Publish one event or a batch",
+    description = "One event (an object) is answered by its receipt; a batch (an array) by an \
+        array of receipts in the same order. A batch is validated whole first: one bad event is \
+        400 with its `index`, and nothing is published. The same `id` again while retained \
+        answers the first receipt; with other content, 409.",
+    request_body = ref("#/components/schemas/PublishBody"),
+    responses(
+        (status = 200, description = "Stored and delivered", body = ref("#/components/schemas/PublishAnswer")),
+        (status = "4XX", description = "Refused: invalid_json, invalid_request (with `index` in a batch), invalid_topic, unauthorized, forbidden, conflict, too_large, rate_limited", body = ref("#/components/schemas/ApiError")),
+        (status = "5XX", description = "The store failed or is unavailable (503 with Retry-After)", body = ref("#/components/schemas/ApiError")),
+    ),
+    security(("api_key" = ["publish"]))
+)]
 pub(super) async fn publish_events(
     State(hub): State<Hub>,
     Extension(producer): Extension<Producer>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<PublishAnswer>, ApiError> {
     match json(body)? {
         Value::Array(items) => {
             limit(&hub, &producer, items.len())?;
@@ -56,12 +82,13 @@ pub(super) async fn publish_events(
                     }
                 })?;
             let receipts: Vec<PublishReceipt> = published.into_iter().map(|p| p.receipt).collect();
-            Ok(Json(receipts).into_response())
+            Ok(Json(PublishAnswer::Batch(receipts)))
         }
         value @ Value::Object(_) => {
             limit(&hub, &producer, 1)?;
             let request = decode::<PublishRequest>(value)?;
-            Ok(Json(publish(&hub, request, Audience::Subscribers).await?).into_response())
+            let receipt = publish(&hub, request, Audience::Subscribers).await?;
+            Ok(Json(PublishAnswer::One(receipt)))
         }
         _ => Err(ApiError::new(
             ErrorCode::InvalidRequest,
@@ -108,8 +135,8 @@ async fn publish(
 }
 
 /// The body of broadcasts and user messages.
-#[derive(Debug, Deserialize)]
-struct Notice {
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(super) struct Notice {
     event_type: EventType,
     #[serde(default)]
     data: Value,
@@ -132,6 +159,19 @@ impl Notice {
 }
 
 /// `POST /api/v1/broadcast`: on topic `global`, to every connection.
+#[utoipa::path(
+    post,
+    path = "/api/v1/broadcast",
+    tag = "events",
+    summary = "Publish on `global` to every connection, subscribed or not",
+    request_body = ref("#/components/schemas/Notice"),
+    responses(
+        (status = 200, description = "Stored and delivered", body = ref("#/components/schemas/PublishReceipt")),
+        (status = "4XX", description = "Refused", body = ref("#/components/schemas/ApiError")),
+        (status = "5XX", description = "The store failed or is unavailable", body = ref("#/components/schemas/ApiError")),
+    ),
+    security(("api_key" = ["publish"]))
+)]
 pub(super) async fn broadcast(
     State(hub): State<Hub>,
     Extension(producer): Extension<Producer>,
@@ -145,6 +185,20 @@ pub(super) async fn broadcast(
 
 /// `POST /api/v1/users/{user_id}/messages`: on `user:{user_id}`, to every
 /// connection of that user.
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/{user_id}/messages",
+    tag = "events",
+    summary = "Publish on `user:{user_id}` to every connection of that user, subscribed or not",
+    params(("user_id" = String, Path, description = "A topic id: `[A-Za-z0-9_.@-]{1,128}`")),
+    request_body = ref("#/components/schemas/Notice"),
+    responses(
+        (status = 200, description = "Stored and delivered", body = ref("#/components/schemas/PublishReceipt")),
+        (status = "4XX", description = "Refused (invalid_topic for a bad user id)", body = ref("#/components/schemas/ApiError")),
+        (status = "5XX", description = "The store failed or is unavailable", body = ref("#/components/schemas/ApiError")),
+    ),
+    security(("api_key" = ["publish"]))
+)]
 pub(super) async fn user_message(
     State(hub): State<Hub>,
     Path(user_id): Path<String>,

@@ -14,6 +14,7 @@
 //!   the hub before signing in.
 //! - `body`: reading JSON bodies and queries into typed requests.
 //! - [`error`]: [`ApiError`], the one error type of the API.
+//! - [`openapi`]: the OpenAPI 3.1 document, from the handlers and their types.
 
 mod admin;
 mod approvals;
@@ -21,6 +22,7 @@ pub(crate) mod body;
 mod console;
 pub mod error;
 pub(crate) mod events;
+pub mod openapi;
 mod topics;
 
 use std::net::SocketAddr;
@@ -47,14 +49,17 @@ pub(crate) struct Producer(pub(crate) String);
 
 /// The scope a route needs: `publish` for events, broadcasts, user messages
 /// and approvals (creating and waiting); `admin` for the rest of the API.
-/// `/health`, `/metrics`, the console's files and the WebSocket endpoints
-/// need no key. The dialects' routes need what Herald's own need for the
-/// same operation.
+/// `/health`, `/metrics`, `/api/v1/openapi.json`, the console's files and
+/// the WebSocket endpoints need no key. The dialects' routes need what
+/// Herald's own need for the same operation.
 fn scope_for(method: &Method, path: &str) -> Option<Scope> {
     if let Some(dialect) = path.strip_prefix("/compat/") {
         return compat::scope_for(method, dialect);
     }
     let api = path.strip_prefix("/api/v1/")?;
+    if api == "openapi.json" {
+        return None;
+    }
     let publish = matches!(
         (method, api.split('/').collect::<Vec<_>>().as_slice()),
         (&Method::POST, ["events" | "broadcast" | "approvals"])
@@ -198,11 +203,14 @@ pub fn router(hub: Hub) -> Router {
         .route("/api/v1/topics/{topic}/snapshot", get(topics::snapshot))
         .route("/api/v1/status", get(admin::status))
         .route("/api/v1/nodes", get(admin::nodes))
+        .route("/api/v1/openapi.json", get(openapi::document_handler))
         .route("/", get(console::index))
         .route("/console/config", get(console::config))
         .route("/console/{file}", get(console::file))
         .route("/dashboard", get(console::dashboard))
         .route("/health", get(admin::health))
+        .route("/health/live", get(admin::live))
+        .route("/health/ready", get(admin::ready))
         .route("/metrics", get(admin::metrics))
         .merge(compat::router())
         .fallback(admin::not_found)

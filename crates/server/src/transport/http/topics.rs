@@ -13,7 +13,6 @@ use serde::Deserialize;
 
 use super::body::query;
 use super::error::ApiError;
-use crate::core::broker::BrokerError;
 use crate::core::hub::Hub;
 
 /// How many topics one answer lists unless `limit` says otherwise.
@@ -30,12 +29,28 @@ pub(super) struct ListQuery {
 
 /// `GET /api/v1/topics?limit=N`: every topic whose stream the hub holds, in
 /// topic order.
+#[utoipa::path(
+    get,
+    path = "/api/v1/topics",
+    tag = "admin",
+    summary = "Every topic the hub holds: position, retained events, snapshot keys, subscribers, last event",
+    params(("limit" = Option<usize>, Query, description = "At most this many (default 1000, at most 10,000); `truncated` says when more exist")),
+    responses(
+        (status = 200, description = "The topics, in topic order", body = ref("#/components/schemas/TopicList")),
+        (status = 503, description = "The shared store is unreachable", body = ref("#/components/schemas/ApiError")),
+    ),
+    security(("api_key" = ["admin"]))
+)]
 pub(super) async fn list(
     State(hub): State<Hub>,
     list: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<TopicList>, ApiError> {
     let limit = query(list)?.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
-    let (topics, truncated) = hub.broker().topics(limit).await.map_err(|e| refused(&e))?;
+    let (topics, truncated) = hub
+        .broker()
+        .topics(limit)
+        .await
+        .map_err(|e| ApiError::from(&e))?;
     let subscribers = hub.subscriptions().counts();
     let topics = topics
         .into_iter()
@@ -61,6 +76,19 @@ pub(super) async fn list(
 
 /// `GET /api/v1/topics/{topic}/snapshot`: the latest event per key, with
 /// the epoch and seq it is consistent with.
+#[utoipa::path(
+    get,
+    path = "/api/v1/topics/{topic}/snapshot",
+    tag = "admin",
+    summary = "A topic's keyed snapshot: the latest event per key, at an epoch and seq",
+    params(("topic" = String, Path, description = "An exact topic, `kind` or `kind:id`")),
+    responses(
+        (status = 200, description = "The snapshot frame", body = ref("#/components/schemas/Snapshot")),
+        (status = "4XX", description = "Refused (invalid_topic)", body = ref("#/components/schemas/ApiError")),
+        (status = 503, description = "The shared store is unreachable", body = ref("#/components/schemas/ApiError")),
+    ),
+    security(("api_key" = ["admin"]))
+)]
 pub(super) async fn snapshot(
     State(hub): State<Hub>,
     Path(topic): Path<String>,
@@ -71,10 +99,6 @@ pub(super) async fn snapshot(
         .broker()
         .snapshot(&topic, &EventFilter::default())
         .await
-        .map_err(|e| refused(&e))?;
+        .map_err(|e| ApiError::from(&e))?;
     Ok(Json(snapshot))
-}
-
-fn refused(error: &BrokerError) -> ApiError {
-    ApiError::new(ErrorCode::Internal, error.to_string())
 }

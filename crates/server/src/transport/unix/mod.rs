@@ -8,7 +8,6 @@
 
 use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering::Relaxed;
 
 mod machine_datagram;
 
@@ -90,9 +89,9 @@ pub async fn run(hub: Hub, socket: UnixDatagram, path: PathBuf) {
             continue;
         }
         let metrics = hub.metrics();
-        metrics.unix_datagrams.fetch_add(1, Relaxed);
+        metrics.unix_datagrams.inc();
         if len > limit {
-            metrics.unix_datagrams_rejected.fetch_add(1, Relaxed);
+            metrics.unix_datagrams_rejected.inc();
             tracing::warn!(limit, "rejected a datagram larger than --max-body-size");
             continue;
         }
@@ -106,7 +105,7 @@ pub async fn run(hub: Hub, socket: UnixDatagram, path: PathBuf) {
         let request = match request {
             Ok(request) => request,
             Err(error) => {
-                metrics.unix_datagrams_rejected.fetch_add(1, Relaxed);
+                metrics.unix_datagrams_rejected.inc();
                 let preview = String::from_utf8_lossy(&datagram[..len.min(120)]).into_owned();
                 tracing::warn!(error, datagram = %preview, "rejected a malformed datagram");
                 continue;

@@ -6,19 +6,21 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket};
 use herald_protocol::frame::ErrorFrame;
 use herald_protocol::{CloseReason, ErrorCode, RequestId, ServerMessage};
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::Message;
 
 use super::dialect::Dialect;
 use super::{reader, writer};
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
+use crate::transport::deflate::Deflater;
 
-/// The sending half of an upgraded connection.
-pub(crate) type Sink = futures::stream::SplitSink<WebSocket, Message>;
-/// The receiving half of an upgraded connection.
-pub(crate) type Source = futures::stream::SplitStream<WebSocket>;
+/// The sending half of an upgraded connection over `S`.
+pub(crate) type Sink<S> = futures::stream::SplitSink<WebSocketStream<S>, Message>;
+/// The receiving half of an upgraded connection over `S`.
+pub(crate) type Source<S> = futures::stream::SplitStream<WebSocketStream<S>>;
 
 /// How a connection ended, for the log line.
 #[derive(Debug)]
@@ -67,13 +69,17 @@ pub(crate) fn send_error(
 
 /// Runs a connection to its end: what the dialect greets with, what it
 /// opens with, then frames both ways until the peer leaves, the hub closes
-/// it, or the hub shuts down.
-pub(crate) async fn run<D: Dialect>(
+/// it, or the hub shuts down. With `deflater`, `permessage-deflate` was
+/// agreed: frames worth it are sent compressed.
+pub(crate) async fn run<S, D: Dialect>(
     hub: Hub,
-    (sink, stream): (Sink, Source),
+    (sink, stream): (Sink<S>, Source<S>),
     conn: Arc<ConnHandle>,
     mut dialect: D,
-) {
+    deflater: Option<&Deflater>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     dialect.greet(&hub, &conn);
     hub.attach(&conn).await;
     tracing::info!(session = %conn.id, user = conn.user_id.as_deref(), remote = ?conn.remote, "connection opened");
@@ -84,7 +90,7 @@ pub(crate) async fn run<D: Dialect>(
     // Boxed: pinned in place, the two loops (1.1 KB together) made this
     // future 2.9 KB, and every idle connection carried that.
     let mut reader = Box::pin(reader::read_loop(&hub, &conn, stream, dialect));
-    let mut writer = Box::pin(writer::write_loop(&hub, &conn, sink, dialect));
+    let mut writer = Box::pin(writer::write_loop(&hub, &conn, sink, dialect, deflater));
     let end = tokio::select! {
         end = &mut writer => end,
         end = &mut reader => match end {

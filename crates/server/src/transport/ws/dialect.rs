@@ -14,7 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
+use tungstenite::Utf8Bytes;
 
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
@@ -71,6 +71,13 @@ pub(crate) trait Dialect: Send + Sync + 'static {
 
     /// One queued entry as the text frames the peer reads.
     fn render(&self, entry: Entry) -> Rendered;
+
+    /// Whether [`render`](Dialect::render) writes an event frame as the
+    /// core's own bytes, the same for every subscriber (with compression,
+    /// one compressed copy then serves them all).
+    fn shares_event_frames(&self) -> bool {
+        false
+    }
 
     /// The app-level heartbeat sent with each protocol ping, for peers that
     /// cannot see protocol pings (none: protocol pings only).

@@ -5,6 +5,9 @@
 //!
 //! - `upgrade`: the endpoints (`/ws`, the seed shortcuts), token and origin
 //!   checks before the upgrade, the connection limit.
+//! - `handshake`: the opening handshake, answered by the hub, and the
+//!   socket it builds (with the inflating reader of
+//!   [`deflate`](crate::transport::deflate) when agreed).
 //! - `dialect`: what an endpoint speaks: the trait the connection, reader
 //!   and writer are generic over.
 //! - `native`: Herald's own protocol as a dialect (welcome, the URL's
@@ -18,6 +21,7 @@
 mod commands;
 pub(crate) mod connection;
 pub(crate) mod dialect;
+pub(crate) mod handshake;
 pub(crate) mod native;
 mod reader;
 pub(crate) mod upgrade;

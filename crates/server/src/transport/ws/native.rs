@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use axum::extract::ws::Utf8Bytes;
 use herald_protocol::frame::{Ack, Gap, GapReason, Heartbeat, Subscribe, Welcome};
 use herald_protocol::payload::ApprovalStatus;
 use herald_protocol::{ClientFrame, ErrorCode, EventFilter, ServerMessage, Topic, TopicPattern};
+use tungstenite::Utf8Bytes;
 
 use super::commands;
 use super::connection::send_error;
@@ -115,6 +115,10 @@ impl Dialect for Native {
                 .encode(),
             )),
         }
+    }
+
+    fn shares_event_frames(&self) -> bool {
+        true
     }
 
     fn heartbeat(&self) -> Option<Utf8Bytes> {

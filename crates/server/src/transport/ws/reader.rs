@@ -5,23 +5,27 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use axum::extract::ws::Message;
 use futures::StreamExt as _;
 use herald_protocol::{ClientFrame, ErrorCode};
+use tungstenite::Message;
 
 use super::connection::{End, Source, send_error};
 use super::dialect::Dialect;
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
 use crate::operations::limits::{FrameLimiter, Verdict};
+use crate::transport::deflate;
 
 /// Reads frames until the peer leaves, misbehaves, or the socket fails.
-pub(crate) async fn read_loop<D: Dialect>(
+pub(crate) async fn read_loop<S, D: Dialect>(
     hub: &Hub,
     conn: &Arc<ConnHandle>,
-    mut stream: Source,
+    mut stream: Source<S>,
     dialect: &D,
-) -> End {
+) -> End
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut limiter = FrameLimiter::new(hub.config().client_rate_limit);
     while let Some(message) = stream.next().await {
         conn.saw_peer();
@@ -48,33 +52,35 @@ pub(crate) async fn read_loop<D: Dialect>(
             }
         }
         let metrics = hub.metrics();
-        metrics.frames_in.fetch_add(1, Relaxed);
+        metrics.frames_in.inc();
         conn.frames_received.fetch_add(1, Relaxed);
         match message {
             Message::Text(text) => {
-                metrics.bytes_in.fetch_add(text.len() as u64, Relaxed);
+                metrics.bytes_in.inc_by(text.len() as u64);
                 // Boxed: the reader's future would otherwise be sized for
                 // the deepest await of any frame, and every idle connection
                 // would carry that size.
                 Box::pin(dialect.receive(hub, conn, text.as_str())).await;
             }
             Message::Binary(bytes) => {
-                metrics.bytes_in.fetch_add(bytes.len() as u64, Relaxed);
+                metrics.bytes_in.inc_by(bytes.len() as u64);
                 let message =
                     "binary frames are not part of the protocol: send JSON text frames".to_owned();
                 send_error(hub, conn, ErrorCode::InvalidRequest, message, None);
             }
-            Message::Close(frame) => return End::PeerClosed(frame.map(|f| f.code)),
-            Message::Ping(_) | Message::Pong(_) => {}
+            Message::Close(frame) => return End::PeerClosed(frame.map(|f| u16::from(f.code))),
+            // Never read: tungstenite hands frames over assembled.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
         }
     }
     End::PeerClosed(None)
 }
 
-fn read_error(error: axum::Error) -> End {
-    let inner = error.into_inner();
-    match inner.downcast_ref::<tungstenite::Error>() {
-        Some(tungstenite::Error::Capacity(_)) => End::TooBig,
-        _ => End::SocketError(inner.to_string()),
+fn read_error(error: tungstenite::Error) -> End {
+    match error {
+        tungstenite::Error::Capacity(_) => End::TooBig,
+        // A compressed message that inflates past the bound.
+        tungstenite::Error::Io(error) if deflate::too_big(&error) => End::TooBig,
+        other => End::SocketError(other.to_string()),
     }
 }

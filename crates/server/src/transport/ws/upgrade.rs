@@ -7,22 +7,28 @@
 //! upgrade. With `--allowed-origins`, a foreign `Origin` gets HTTP 403.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt as _, StreamExt as _};
 use herald_protocol::{CloseReason, ErrorCode, Topic, TopicPattern};
 use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tungstenite::{Message, Utf8Bytes};
 
 use super::connection;
 use super::dialect::Dialect;
+use super::handshake::{Handshake, Socket};
 use super::native::{Native, Opening};
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
 use crate::operations::auth::Identity;
+use crate::transport::deflate::Deflater;
 use crate::transport::http::error::ApiError;
 
 /// The subprotocol the hub speaks (and answers with when a client offers it).
@@ -53,7 +59,7 @@ pub(crate) struct ConnectParams {
 }
 
 type Upgrade = (
-    WebSocketUpgrade,
+    Handshake,
     State<Hub>,
     ConnectInfo<SocketAddr>,
     HeaderMap,
@@ -189,7 +195,7 @@ fn admit(
 
 /// One of Herald's own endpoints: subscribes to `topics` on connect.
 fn native(
-    ws: WebSocketUpgrade,
+    ws: Handshake,
     hub: Hub,
     remote: SocketAddr,
     headers: &HeaderMap,
@@ -212,15 +218,20 @@ fn native(
     )
 }
 
-/// Admits a WebSocket (token, connection limit) and runs it in `dialect`.
+/// Admits a WebSocket (not draining, token, connection limit), answers
+/// the handshake (with `permessage-deflate` when `--compression` is on and
+/// the client offers it) and runs the connection in `dialect`.
 pub(crate) fn accept<D: Dialect>(
-    ws: WebSocketUpgrade,
+    ws: Handshake,
     hub: Hub,
     remote: SocketAddr,
     headers: &HeaderMap,
     credentials: Credentials,
     dialect: D,
 ) -> Response {
+    if hub.draining().is_cancelled() {
+        return draining();
+    }
     let identity = match admit(&hub, headers, &credentials) {
         Ok(identity) => identity,
         Err(error) => {
@@ -230,59 +241,125 @@ pub(crate) fn accept<D: Dialect>(
         }
     };
     let config = hub.config();
-    let ws = ws
-        .protocols([SUBPROTOCOL])
-        .max_message_size(config.max_frame_size)
-        .max_frame_size(config.max_frame_size)
+    let socket_config = WebSocketConfig::default()
+        .max_message_size(Some(config.max_frame_size))
+        .max_frame_size(Some(config.max_frame_size))
         // Small read buffers keep idle connections cheap (tungstenite reads
         // at most this much per call, so a large client frame takes several
         // reads; clients mostly send short control frames). Frames fed
         // between flushes are coalesced into one write of up to 64 KiB.
         .read_buffer_size(256)
         .write_buffer_size(64 * 1024);
+    let (response, agreed) = ws.accept(SUBPROTOCOL, config.compression);
     let tasks = hub.tasks().clone();
-    let user_id = credentials.user_id.filter(|u| !u.is_empty());
-    let origin = headers
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    ws.on_upgrade(move |socket| {
-        // Split before the task's future is built, so that future holds the
-        // two small halves and never a copy of the whole socket.
-        let (sink, source) = socket.split();
-        tasks.track_future(async move {
-            if hub.connections().count() >= hub.config().max_connections {
-                reject_over_limit(&hub, sink).await;
-                return;
+    let opened = Opened {
+        user_id: credentials.user_id.filter(|u| !u.is_empty()),
+        identity,
+        remote,
+        origin: headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    };
+    tasks.spawn(async move {
+        match agreed.socket(socket_config).await {
+            None => {}
+            // Boxed: the task waiting for the upgrade stays small, whichever
+            // socket it turns out to be.
+            Some(Socket::Plain(socket)) => {
+                Box::pin(open(hub, socket, opened, dialect, None)).await;
             }
-            let conn = ConnHandle::new(
-                user_id,
-                identity,
-                Some(remote),
-                origin,
-                hub.config().queue_size,
-            );
-            let conn = if dialect.answers_approvals() {
-                conn
-            } else {
-                conn.without_answers()
-            };
-            connection::run(hub, (sink, source), Arc::new(conn), dialect).await;
-        })
-    })
+            Some(Socket::Deflate(socket)) => {
+                Box::pin(open(hub, socket, opened, dialect, Some(&*DEFLATER))).await;
+            }
+        }
+    });
+    response
 }
 
-async fn reject_over_limit(hub: &Hub, mut sink: connection::Sink) {
-    hub.metrics()
-        .connections_rejected
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    tracing::warn!(
-        limit = hub.config().max_connections,
-        "connection refused: limit reached"
+/// Compressed frames, shared by every compressed connection of the process
+/// (frames are found by the identity of their bytes, whichever hub made them).
+static DEFLATER: LazyLock<Deflater> = LazyLock::new(Deflater::default);
+
+/// Who a new connection is.
+#[derive(Debug)]
+struct Opened {
+    user_id: Option<String>,
+    identity: Option<Identity>,
+    remote: SocketAddr,
+    origin: Option<String>,
+}
+
+/// Runs an upgraded connection in `dialect`, unless the hub is draining or
+/// full.
+async fn open<S, D>(
+    hub: Hub,
+    socket: WebSocketStream<S>,
+    opened: Opened,
+    dialect: D,
+    deflater: Option<&Deflater>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    D: Dialect,
+{
+    let (mut sink, source) = socket.split();
+    if hub.draining().is_cancelled() {
+        // Upgraded while the drain began: told at once, like the rest.
+        let _ = sink
+            .send(close(CloseReason::GOING_AWAY, "server shutting down"))
+            .await;
+        return;
+    }
+    if hub.connections().count() >= hub.config().max_connections {
+        hub.metrics().connections_rejected.inc();
+        tracing::warn!(
+            limit = hub.config().max_connections,
+            "connection refused: limit reached"
+        );
+        let _ = sink
+            .send(close(
+                CloseReason::TRY_AGAIN_LATER,
+                "server connection limit reached",
+            ))
+            .await;
+        return;
+    }
+    let conn = ConnHandle::new(
+        opened.user_id,
+        opened.identity,
+        Some(opened.remote),
+        opened.origin,
+        hub.config().queue_size,
     );
-    let close = Message::Close(Some(CloseFrame {
-        code: CloseReason::TRY_AGAIN_LATER.0,
-        reason: "server connection limit reached".into(),
-    }));
-    let _ = sink.send(close).await;
+    let conn = if dialect.answers_approvals() {
+        conn
+    } else {
+        conn.without_answers()
+    };
+    connection::run(hub, (sink, source), Arc::new(conn), dialect, deflater).await;
+}
+
+fn close(code: CloseReason, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::from(code.0),
+        reason: Utf8Bytes::from_static(reason),
+    }))
+}
+
+/// How long a client refused during a drain is told to wait: by then the
+/// load balancer has seen readiness fail and routes it elsewhere.
+const DRAINING_RETRY_AFTER_S: u64 = 1;
+
+/// A new connection while the hub drains: 503 with `Retry-After`.
+fn draining() -> Response {
+    let error = ApiError::new(
+        ErrorCode::Internal,
+        "the hub is shutting down: connect again (to another node)",
+    );
+    (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, DRAINING_RETRY_AFTER_S.to_string())],
+        axum::Json(error),
+    )
+        .into_response()
 }

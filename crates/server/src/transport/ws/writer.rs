@@ -12,10 +12,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use bytes::Bytes;
 use futures::SinkExt as _;
 use herald_protocol::CloseReason;
 use tokio::time::Sleep;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tungstenite::protocol::frame::{Frame, FrameHeader};
+use tungstenite::{Message, Utf8Bytes};
 
 use super::connection::{End, Sink};
 use super::dialect::{Dialect, Rendered};
@@ -23,14 +27,20 @@ use crate::core::clock::now_ms;
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
 use crate::core::outbox::Entry;
+use crate::transport::deflate::Deflater;
 
-/// Writes until the connection ends; how it ended.
-pub(crate) async fn write_loop<D: Dialect>(
+/// Writes until the connection ends; how it ended. With `deflater`, frames
+/// worth compressing are sent compressed (`permessage-deflate`).
+pub(crate) async fn write_loop<S, D: Dialect>(
     hub: &Hub,
     conn: &Arc<ConnHandle>,
-    mut sink: Sink,
+    mut sink: Sink<S>,
     dialect: &D,
-) -> End {
+    deflater: Option<&Deflater>,
+) -> End
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let config = hub.config();
     let interval = dialect.heartbeat_interval(config);
     // Registered once: a wake-up of this loop costs no new waiter on the
@@ -84,7 +94,7 @@ pub(crate) async fn write_loop<D: Dialect>(
                 }
                 let ping = dialect.heartbeat();
                 let beat = async {
-                    sink.feed(Message::Ping(bytes::Bytes::new())).await?;
+                    sink.feed(Message::Ping(Bytes::new())).await?;
                     if let Some(ping) = ping {
                         sink.feed(Message::Text(ping)).await?;
                     }
@@ -105,7 +115,7 @@ pub(crate) async fn write_loop<D: Dialect>(
             config.heartbeat_timeout,
             // Boxed, like the frame dispatch: an idle connection's task does
             // not carry the size of a write in progress.
-            Box::pin(write_batch(hub, conn, &mut sink, batch, dialect)),
+            Box::pin(write_batch(hub, conn, &mut sink, batch, dialect, deflater)),
         );
         match written.await {
             Ok(Ok(())) => {}
@@ -116,7 +126,7 @@ pub(crate) async fn write_loop<D: Dialect>(
         if let Some(closing) = closing {
             let _ = sink.send(close_message(closing.code, closing.reason)).await;
             if closing.code == CloseReason::TRY_AGAIN_LATER {
-                hub.metrics().slow_consumer_closes.fetch_add(1, Relaxed);
+                hub.metrics().slow_consumer_closes.inc();
             }
             return End::Closed(closing.code, closing.reason);
         }
@@ -138,33 +148,51 @@ fn until(expiry: Option<u64>) -> Duration {
     })
 }
 
-async fn write_batch<D: Dialect>(
+async fn write_batch<S, D: Dialect>(
     hub: &Hub,
     conn: &ConnHandle,
-    sink: &mut Sink,
+    sink: &mut Sink<S>,
     batch: VecDeque<Entry>,
     dialect: &D,
-) -> Result<(), axum::Error> {
+    deflater: Option<&Deflater>,
+) -> Result<(), tungstenite::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let metrics = hub.metrics();
     let now = Instant::now();
     let mut ages = metrics.publish_to_send.tally();
-    let (mut frames, mut bytes) = (0u64, 0u64);
-    let mut feed = async |text: Utf8Bytes| {
+    let (mut frames, mut bytes, mut deflated) = (0u64, 0u64, 0u64);
+    // `shared`: the same bytes go to every subscriber, so a compressed copy
+    // is made once for all of them.
+    let mut feed = async |text: Utf8Bytes, shared: bool| {
         frames += 1;
         bytes += text.len() as u64;
-        sink.feed(Message::Text(text)).await
+        // The same bytes (a reference count, no copy): a shared frame keeps
+        // its identity, which is what finds its compressed copy.
+        let compressed = deflater.and_then(|d| d.compress(&Bytes::from(text.clone()), shared));
+        let message = match compressed {
+            Some(compressed) => {
+                deflated += compressed.len() as u64;
+                Message::Frame(Frame::from_payload(COMPRESSED_TEXT, compressed))
+            }
+            None => Message::Text(text),
+        };
+        sink.feed(message).await
     };
     for entry in batch {
+        let mut shared = false;
         if let Entry::Frame(frame) = &entry
             && let Some(meta) = &frame.event
         {
             ages.observe(now.saturating_duration_since(meta.published));
+            shared = dialect.shares_event_frames();
         }
         match dialect.render(entry) {
-            Rendered::One(text) => feed(text).await?,
+            Rendered::One(text) => feed(text, shared).await?,
             Rendered::Many(texts) => {
                 for text in texts {
-                    feed(text).await?;
+                    feed(text, false).await?;
                 }
             }
             Rendered::Nothing => {}
@@ -172,16 +200,29 @@ async fn write_batch<D: Dialect>(
     }
     if frames > 0 {
         sink.flush().await?;
-        metrics.frames_out.fetch_add(frames, Relaxed);
-        metrics.bytes_out.fetch_add(bytes, Relaxed);
+        metrics.frames_out.inc_by(frames);
+        metrics.bytes_out.inc_by(bytes);
+        if deflated > 0 {
+            metrics.bytes_deflated.inc_by(deflated);
+        }
         conn.frames_sent.fetch_add(frames, Relaxed);
     }
     Ok(())
 }
 
+/// The header of a whole text message sent compressed (RSV1 set).
+const COMPRESSED_TEXT: FrameHeader = FrameHeader {
+    is_final: true,
+    rsv1: true,
+    rsv2: false,
+    rsv3: false,
+    opcode: OpCode::Data(Data::Text),
+    mask: None,
+};
+
 fn close_message(code: CloseReason, reason: &'static str) -> Message {
     Message::Close(Some(CloseFrame {
-        code: code.0,
+        code: CloseCode::from(code.0),
         reason: Utf8Bytes::from_static(reason),
     }))
 }

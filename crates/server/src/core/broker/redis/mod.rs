@@ -489,6 +489,7 @@ fn audience_of(code: &[u8]) -> Audience {
     match code {
         b"e" => Audience::Everyone,
         b"u" => Audience::User,
+        b"n" => Audience::Nobody,
         _ => Audience::Subscribers,
     }
 }

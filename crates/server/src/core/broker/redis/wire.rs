@@ -92,6 +92,7 @@ pub(super) fn audience_code(audience: Audience) -> &'static str {
         Audience::Subscribers => "s",
         Audience::Everyone => "e",
         Audience::User => "u",
+        Audience::Nobody => "n",
     }
 }
 
@@ -111,6 +112,7 @@ impl Announcement {
             b"s" => Audience::Subscribers,
             b"e" => Audience::Everyone,
             b"u" => Audience::User,
+            b"n" => Audience::Nobody,
             _ => return None,
         };
         let event = decode_frame(Bytes::copy_from_slice(parts.next()?))?;

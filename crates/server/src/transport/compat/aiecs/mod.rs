@@ -23,9 +23,9 @@ mod socket;
 
 use std::net::SocketAddr;
 
+use crate::transport::ws::handshake::Handshake;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -61,7 +61,7 @@ pub(super) fn routes() -> Router<Hub> {
 }
 
 async fn connect(
-    ws: WebSocketUpgrade,
+    ws: Handshake,
     State(hub): State<Hub>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,

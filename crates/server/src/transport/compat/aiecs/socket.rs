@@ -199,7 +199,7 @@ impl Dialect for AiecsSocket {
         out
     }
 
-    fn heartbeat(&self) -> Option<axum::extract::ws::Utf8Bytes> {
+    fn heartbeat(&self) -> Option<tungstenite::Utf8Bytes> {
         // The seed's server sent none: protocol pings keep the page alive.
         None
     }

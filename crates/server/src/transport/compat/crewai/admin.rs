@@ -93,7 +93,7 @@ pub(super) async fn connections(State(hub): State<Hub>) -> Json<Value> {
                 "connections": count,
                 "average_duration_seconds": average,
             },
-            "total_messages_sent": hub.metrics().frames_out.load(Relaxed),
+            "total_messages_sent": hub.metrics().frames_out.get(),
             "clients": clients,
         },
     }))
@@ -254,7 +254,7 @@ pub(super) async fn health(
     let body = json!({
         "status": if running { "healthy" } else { "unhealthy" },
         "active_connections": hub.connections().count(),
-        "total_messages_sent": hub.metrics().frames_out.load(Relaxed),
+        "total_messages_sent": hub.metrics().frames_out.get(),
         "uptime_seconds": hub.uptime_s(),
         "last_cleanup": (last > 0).then(|| iso8601(last)),
     });

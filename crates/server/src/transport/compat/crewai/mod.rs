@@ -28,7 +28,7 @@ mod socket;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::ws::WebSocketUpgrade;
+use crate::transport::ws::handshake::Handshake;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -67,7 +67,7 @@ pub(super) fn routes() -> Router<Hub> {
 
 /// What every WebSocket endpoint reads from the upgrade request.
 type Upgrade = (
-    WebSocketUpgrade,
+    Handshake,
     State<Hub>,
     ConnectInfo<SocketAddr>,
     HeaderMap,

@@ -5,10 +5,10 @@
 
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::ws::Utf8Bytes;
 use herald_protocol::frame::{Heartbeat, Subscribe};
 use herald_protocol::{ErrorCode, Priority, ServerMessage, TopicPattern};
 use serde_json::{Value, json};
+use tungstenite::Utf8Bytes;
 
 use super::names;
 use crate::core::clock::now_ms;

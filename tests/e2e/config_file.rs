@@ -1,0 +1,163 @@
+//! `herald serve --config FILE`: the flags' names as TOML keys, flags and
+//! `HERALD_*` variables over the file, errors that name the key and the
+//! line; and `herald config print`, secrets masked.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use tempfile::TempDir;
+
+use crate::herald;
+
+/// `text` written to `herald.toml` in a fresh directory.
+fn config_file(text: &str) -> Result<(TempDir, PathBuf)> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("herald.toml");
+    std::fs::write(&path, text)?;
+    Ok((dir, path))
+}
+
+fn arg(path: &Path) -> &str {
+    path.to_str().unwrap_or_default()
+}
+
+/// The `heartbeat_ms` of a new connection's `welcome`: what the hub runs with.
+async fn heartbeat_ms(hub: &herald_tests::Hub) -> Result<u64> {
+    let client = hub.ws("/ws").await?;
+    client.welcome["heartbeat_ms"]
+        .as_u64()
+        .with_context(|| format!("{}", client.welcome))
+}
+
+#[tokio::test]
+async fn a_config_file_sets_flags_and_variables_and_flags_override_it() -> Result<()> {
+    let (_dir, path) = config_file(
+        "# a deployment's settings\nheartbeat-interval = \"1500ms\"\nmax-frame-size = \"16KiB\"\ncompression = false\n",
+    )?;
+    let from_file = herald().start(&["--config", arg(&path)]).await?;
+    ensure!(heartbeat_ms(&from_file).await? == 1500);
+    let from_env = herald()
+        .start_with_env(
+            &["--config", arg(&path)],
+            &[("HERALD_HEARTBEAT_INTERVAL", "2s")],
+        )
+        .await?;
+    ensure!(heartbeat_ms(&from_env).await? == 2000);
+    let from_flag = herald()
+        .start_with_env(
+            &["--config", arg(&path), "--heartbeat-interval", "2500ms"],
+            &[("HERALD_HEARTBEAT_INTERVAL", "2s")],
+        )
+        .await?;
+    ensure!(heartbeat_ms(&from_flag).await? == 2500);
+    // HERALD_CONFIG names the file too.
+    let from_variable = herald()
+        .start_with_env(&[], &[("HERALD_CONFIG", arg(&path))])
+        .await?;
+    ensure!(heartbeat_ms(&from_variable).await? == 1500);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_config_file_with_a_typo_is_refused_naming_the_key_and_its_line() -> Result<()> {
+    let (_dir, path) = config_file("bind = \"127.0.0.1:0\"\n\n# limits\nmax-conections = 5000\n")?;
+    let output = herald()
+        .run(&["serve", "--config", arg(&path)], Duration::from_secs(20))
+        .await?;
+    ensure!(
+        !output.status.success(),
+        "serve started with a typo in its file"
+    );
+    ensure!(
+        output.stdout.is_empty(),
+        "it claimed to listen: {:?}",
+        output.stdout
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = format!(
+        "{}:4: unknown key `max-conections` (did you mean `max-connections`?)",
+        path.display()
+    );
+    ensure!(stderr.contains(&expected), "stderr: {stderr}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_bad_value_in_a_config_file_names_the_key_the_line_and_why() -> Result<()> {
+    let (_dir, path) = config_file("history-size = 10\nhistory-age = \"5 parsecs\"\n")?;
+    let output = herald()
+        .run(&["serve", "--config", arg(&path)], Duration::from_secs(20))
+        .await?;
+    ensure!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        stderr.contains(&format!("{}:2: `history-age`", path.display()))
+            && stderr.contains("unknown unit"),
+        "stderr: {stderr}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn config_print_shows_the_effective_configuration_with_secrets_masked() -> Result<()> {
+    let (_dir, path) = config_file(
+        "jwt-secret = \"file-secret-0123456789\"\nmax-connections = 20000\nallowed-origins = [\"https://a.example\", \"https://b.example\"]\n",
+    )?;
+    let child = herald()
+        .command()
+        .args([
+            "config",
+            "print",
+            "--config",
+            arg(&path),
+            "--queue-size",
+            "64",
+        ])
+        .env("HERALD_API_KEYS", "env-key-0123456789:publish,admin")
+        .env_remove("HERALD_DRAIN_WINDOW")
+        .spawn()?;
+    let output = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .context("config print did not exit")??;
+    ensure!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed = String::from_utf8(output.stdout)?;
+    ensure!(
+        !printed.contains("file-secret") && !printed.contains("env-key"),
+        "a secret is shown:\n{printed}"
+    );
+    let line = |key: &str| {
+        printed
+            .lines()
+            .find(|l| l.starts_with(&format!("{key} = ")))
+            .map(str::to_owned)
+            .with_context(|| format!("no {key} in:\n{printed}"))
+    };
+    let file = path.display().to_string();
+    ensure!(line("jwt-secret")? == format!("jwt-secret = \"********\"  # {file}:1"));
+    ensure!(line("api-keys")? == "api-keys = \"********\"  # HERALD_API_KEYS");
+    ensure!(line("max-connections")? == format!("max-connections = 20000  # {file}:2"));
+    ensure!(line("queue-size")? == "queue-size = 64  # --queue-size");
+    ensure!(line("drain-window")? == "drain-window = \"3s\"  # default");
+    ensure!(
+        line("allowed-origins")?
+            == format!(
+                "allowed-origins = [\"https://a.example\", \"https://b.example\"]  # {file}:3"
+            )
+    );
+    // What it prints is a configuration file `serve` reads back.
+    let unmasked = printed
+        .replace(
+            "api-keys = \"********\"",
+            "api-keys = \"key-0123456789abcdef:publish,admin\"",
+        )
+        .replace("\"********\"", "\"secret-0123456789abcdef\"");
+    let (_again_dir, again) = config_file(&unmasked)?;
+    let hub = herald().start(&["--config", arg(&again)]).await?;
+    ensure!(hub.http().get("/health/ready").await?.status == 200);
+    Ok(())
+}
