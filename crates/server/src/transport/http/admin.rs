@@ -48,6 +48,7 @@ fn connection_info(conn: &ConnHandle) -> ConnectionInfo {
 #[utoipa::path(
     get,
     path = "/api/v1/connections",
+    operation_id = "list_connections",
     tag = "admin",
     summary = "This node's connections: counts, per-topic subscribers, ages, messages sent",
     responses((status = 200, description = "The report", body = ref("#/components/schemas/ConnectionList"))),
@@ -87,6 +88,7 @@ fn find(hub: &Hub, id: &str) -> Result<std::sync::Arc<ConnHandle>, ApiError> {
 #[utoipa::path(
     get,
     path = "/api/v1/connections/{id}",
+    operation_id = "get_connection",
     tag = "admin",
     summary = "One connection",
     params(("id" = String, Path, description = "The `session_id` from its `welcome`")),
@@ -114,6 +116,7 @@ pub(super) struct Disconnected {
 #[utoipa::path(
     delete,
     path = "/api/v1/connections/{id}",
+    operation_id = "disconnect_connection",
     tag = "admin",
     summary = "Disconnect a connection (close 4500: do not reconnect)",
     params(("id" = String, Path, description = "The `session_id` from its `welcome`")),
@@ -149,6 +152,7 @@ pub(super) struct HistoryQuery {
 #[utoipa::path(
     get,
     path = "/api/v1/topics/{topic}/events",
+    operation_id = "topic_history",
     tag = "admin",
     summary = "A topic's retained history after a seq, or newer than a time",
     params(
@@ -205,6 +209,7 @@ pub(super) async fn topic_events(
 #[utoipa::path(
     get,
     path = "/api/v1/nodes",
+    operation_id = "list_nodes",
     tag = "admin",
     summary = "The nodes sharing this node's store (itself alone on memory or SQLite)",
     responses(
@@ -233,6 +238,7 @@ pub(super) async fn nodes(State(hub): State<Hub>) -> Result<Json<NodeList>, ApiE
 #[utoipa::path(
     get,
     path = "/api/v1/status",
+    operation_id = "get_status",
     tag = "admin",
     summary = "Whether the hub runs, its connections, pending approvals and uptime",
     responses((status = 200, description = "The status", body = ref("#/components/schemas/HubStatus"))),

@@ -36,6 +36,7 @@ fn refused(hub: &Hub, error: &ApprovalError) -> ApiError {
 #[utoipa::path(
     post,
     path = "/api/v1/approvals",
+    operation_id = "create_approval",
     tag = "approvals",
     summary = "Ask a user; returns at once with the pending record and its `callback_id`",
     description = "Publishes `approval.requested` on `user:{user_id}` (every connection of the \
@@ -74,6 +75,7 @@ pub(super) struct WaitQuery {
 #[utoipa::path(
     get,
     path = "/api/v1/approvals/{id}",
+    operation_id = "get_approval",
     tag = "approvals",
     summary = "The decision; long-polls up to `wait_ms` while pending",
     params(
@@ -112,6 +114,7 @@ pub(super) struct ListQuery {
 #[utoipa::path(
     get,
     path = "/api/v1/approvals",
+    operation_id = "list_approvals",
     tag = "approvals",
     summary = "The audit trail, newest first",
     params(

@@ -78,6 +78,7 @@ pub(super) async fn dashboard() -> Redirect {
 #[utoipa::path(
     get,
     path = "/console/config",
+    operation_id = "console_config",
     tag = "health",
     summary = "Which credentials the console must ask for (no key needed)",
     responses((status = 200, description = "What the hub asks for", body = ref("#/components/schemas/ConsoleConfig")))

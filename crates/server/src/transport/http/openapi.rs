@@ -164,6 +164,7 @@ fn sorted(value: Value) -> Value {
 #[utoipa::path(
     get,
     path = "/api/v1/openapi.json",
+    operation_id = "openapi_document",
     tag = "health",
     summary = "This OpenAPI document",
     responses((status = 200, description = "OpenAPI 3.1", body = Object))

@@ -32,6 +32,7 @@ pub(super) struct ListQuery {
 #[utoipa::path(
     get,
     path = "/api/v1/topics",
+    operation_id = "list_topics",
     tag = "admin",
     summary = "Every topic the hub holds: position, retained events, snapshot keys, subscribers, last event",
     params(("limit" = Option<usize>, Query, description = "At most this many (default 1000, at most 10,000); `truncated` says when more exist")),
@@ -79,6 +80,7 @@ pub(super) async fn list(
 #[utoipa::path(
     get,
     path = "/api/v1/topics/{topic}/snapshot",
+    operation_id = "topic_snapshot",
     tag = "admin",
     summary = "A topic's keyed snapshot: the latest event per key, at an epoch and seq",
     params(("topic" = String, Path, description = "An exact topic, `kind` or `kind:id`")),
