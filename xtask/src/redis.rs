@@ -4,11 +4,11 @@
 //! `cargo xtask cluster` (three nodes on one Redis, on this machine, until
 //! Ctrl-C).
 
-use std::path::Path;
 use std::process::Stdio;
 
 use anyhow::{Context as _, Result, bail};
 
+use crate::setup;
 use crate::workspace::{self, Workspace};
 
 /// Where Debian's `redis-server` lands.
@@ -16,17 +16,7 @@ const REDIS_SERVER: &str = "/usr/bin/redis-server";
 
 /// `apt-get install redis-server` unless it is there.
 pub fn install(workspace: &Workspace) -> Result<()> {
-    if Path::new(REDIS_SERVER).exists() {
-        println!("{REDIS_SERVER} exists");
-        return Ok(());
-    }
-    workspace::run(workspace.command("apt-get").arg("update"))?;
-    workspace::run(
-        workspace
-            .command("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "redis-server"]),
-    )
+    setup::apt_install(workspace, REDIS_SERVER, "redis-server")
 }
 
 /// Builds `herald` and the soak, then runs the soak on that `herald` with

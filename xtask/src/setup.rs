@@ -93,8 +93,13 @@ pub fn npm_install(workspace: &Workspace) -> Result<()> {
 
 /// `apt-get install chromium` unless it is there.
 pub fn chromium(workspace: &Workspace) -> Result<()> {
-    if Path::new(CHROMIUM).exists() {
-        println!("{CHROMIUM} exists");
+    apt_install(workspace, CHROMIUM, "chromium")
+}
+
+/// `apt-get install PACKAGE` unless `binary` (what it installs) exists.
+pub fn apt_install(workspace: &Workspace, binary: &str, package: &str) -> Result<()> {
+    if Path::new(binary).exists() {
+        println!("{binary} exists");
         return Ok(());
     }
     workspace::run(workspace.command("apt-get").arg("update"))?;
@@ -102,7 +107,7 @@ pub fn chromium(workspace: &Workspace) -> Result<()> {
         workspace
             .command("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "chromium"]),
+            .args(["install", "-y", package]),
     )
 }
 

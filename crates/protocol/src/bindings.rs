@@ -15,21 +15,8 @@ use crate::api::{
     ApprovalList, ConnectionInfo, ConnectionList, ConsoleConfig, HubStatus, LastEvent, NodeInfo,
     NodeList, TopicHistory, TopicList, TopicSummary,
 };
-use crate::error::ErrorCode;
-use crate::event::{Event, PublishBody, PublishReceipt, PublishRequest};
 use crate::event_type::{self, EventType};
-use crate::filter::EventFilter;
-use crate::frame::{
-    Ack, AckRequest, Auth, ClientFrame, ClientMessage, Confirm, Control, ErrorFrame, Gap,
-    GapReason, Heartbeat, Replay, ReplayComplete, RequestId, RequestState, ServerMessage, Since,
-    Snapshot, Subscribe, Subscribed, Unsubscribe, Welcome,
-};
-use crate::payload::{
-    ApprovalDecision, ApprovalRecord, ApprovalRequested, ApprovalResolved, ApprovalStatus,
-    ControlRequest, ErrorPayload, Metrics, NewApproval, PayloadKind, Progress, StateChange,
-    TaskStepResult,
-};
-use crate::priority::Priority;
+use crate::payload::PayloadKind;
 use crate::session::{ClosedReport, StateReport};
 
 /// The first line of every generated file.
@@ -52,53 +39,8 @@ pub fn declarations() -> Vec<(String, String)> {
     macro_rules! roots {
         ($($ty:ty),+ $(,)?) => { $(collector.visit::<$ty>();)+ };
     }
+    with_wire_types!(roots);
     roots!(
-        // The envelope and publishing.
-        Event,
-        PublishRequest,
-        PublishBody,
-        PublishReceipt,
-        EventType,
-        Priority,
-        EventFilter,
-        ErrorCode,
-        // Client → server.
-        ClientFrame,
-        ClientMessage,
-        Subscribe,
-        Unsubscribe,
-        Replay,
-        RequestState,
-        Auth,
-        Heartbeat,
-        Confirm,
-        Control,
-        AckRequest,
-        Since,
-        RequestId,
-        // Server → client.
-        ServerMessage,
-        Welcome,
-        Subscribed,
-        Snapshot,
-        ReplayComplete,
-        Gap,
-        GapReason,
-        Ack,
-        ErrorFrame,
-        // Payloads.
-        Progress,
-        StateChange,
-        TaskStepResult,
-        ApprovalRequested,
-        ApprovalStatus,
-        ApprovalDecision,
-        ApprovalResolved,
-        ApprovalRecord,
-        NewApproval,
-        ControlRequest,
-        ErrorPayload,
-        Metrics,
         // The browser client's connection state (not on the wire: `client/`).
         StateReport,
         ClosedReport,

@@ -27,6 +27,9 @@
 //! Clients ignore frame types and event types they do not know, and the hub
 //! ignores unknown fields in client frames.
 
+#[macro_use]
+mod wire_types;
+
 pub mod api;
 pub mod bindings;
 pub mod error;

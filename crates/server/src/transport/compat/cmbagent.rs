@@ -17,7 +17,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
-use crate::transport::ws::handshake::Handshake;
 use axum::Router;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::HeaderMap;
@@ -38,10 +37,12 @@ use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
 use crate::core::outbox::Entry;
 use crate::core::publish::PublishOptions;
+use crate::transport::compat;
 use crate::transport::compat::{frame_of, millis_from, now_seconds, seconds, text, underscored};
 use crate::transport::http::error::ApiError;
 use crate::transport::ws::connection::send_error;
 use crate::transport::ws::dialect::{Dialect, Rendered};
+use crate::transport::ws::handshake::Handshake;
 use crate::transport::ws::native::welcome;
 use crate::transport::ws::upgrade::{Credentials, accept};
 
@@ -137,15 +138,7 @@ impl Dialect for CmbagentSocket {
                 .collect(),
             ..Subscribe::default()
         };
-        let subscribed = match conn.check_access(&request.topics) {
-            Ok(()) => hub
-                .subscriptions()
-                .subscribe(conn, &request)
-                .await
-                .map_err(|e| (e.code, e.message)),
-            Err(refused) => Err(refused),
-        };
-        if let Err((code, message)) = subscribed {
+        if let Err((code, message)) = compat::subscribe(hub, conn, &request).await {
             send_error(hub, conn, code, message, None);
         }
     }

@@ -20,7 +20,8 @@
 //! # Layout
 //!
 //! - this module: [`router`], [`scope_for`], and what the dialects share
-//!   (reading the core's frames, seconds and ISO 8601 times, names).
+//!   (subscribing, reading the core's frames, seconds and ISO 8601 times,
+//!   names).
 //! - `aiecs`, `crewai`, `statemachine`, `cmbagent`: one per system.
 
 mod aiecs;
@@ -28,13 +29,17 @@ mod cmbagent;
 mod crewai;
 mod statemachine;
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::http::Method;
-use herald_protocol::ServerMessage;
+use herald_protocol::frame::Subscribe;
+use herald_protocol::{ErrorCode, ServerMessage};
 use serde_json::{Map, Value};
 use tungstenite::Utf8Bytes;
 
 use crate::core::clock::now_ms;
+use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
 use crate::core::outbox::Entry;
 use crate::operations::auth::Scope;
@@ -74,6 +79,21 @@ pub(crate) fn scope_for(method: &Method, path: &str) -> Option<Scope> {
         }
         _ => None,
     }
+}
+
+/// What a dialect's request came to: done, or refused with an error code
+/// and a message the dialect renders its own way.
+pub(crate) type Done = Result<(), (ErrorCode, String)>;
+
+/// Subscribes a dialect's connection through the core, as Herald's own
+/// `subscribe` frame does: only to what its token allows (`forbidden`
+/// otherwise).
+pub(crate) async fn subscribe(hub: &Hub, conn: &Arc<ConnHandle>, request: &Subscribe) -> Done {
+    conn.check_access(&request.topics)?;
+    hub.subscriptions()
+        .subscribe(conn, request)
+        .await
+        .map_err(|e| (e.code, e.message))
 }
 
 /// A queued entry as the Herald frame it holds; `None` for a shed-events

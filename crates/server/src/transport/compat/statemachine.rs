@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::transport::ws::handshake::Handshake;
 use axum::Router;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
@@ -37,9 +36,11 @@ use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
 use crate::core::outbox::Entry;
 use crate::operations::config::Config;
+use crate::transport::compat;
 use crate::transport::compat::{fields_of, frame_of, now_seconds, seconds, text, underscored};
 use crate::transport::ws::connection::send_error;
 use crate::transport::ws::dialect::{Dialect, Rendered};
+use crate::transport::ws::handshake::Handshake;
 use crate::transport::ws::upgrade::{Credentials, accept};
 
 /// The seed's keepalive: a `ping` every 10 seconds (its dashboards time out
@@ -119,15 +120,7 @@ impl Dialect for StateMachineSocket {
             snapshot: true,
             ..Subscribe::default()
         };
-        let subscribed = match conn.check_access(&request.topics) {
-            Ok(()) => hub
-                .subscriptions()
-                .subscribe(conn, &request)
-                .await
-                .map_err(|e| (e.code, e.message)),
-            Err(refused) => Err(refused),
-        };
-        if let Err((code, message)) = subscribed {
+        if let Err((code, message)) = compat::subscribe(hub, conn, &request).await {
             send_error(hub, conn, code, message, None);
         }
         conn.send(&marker(END));

@@ -136,7 +136,7 @@ fn build() -> Value {
             }
         }
     });
-    sorted(document)
+    herald_protocol::schema::sorted(document)
 }
 
 /// The committed file's contents: pretty JSON with sorted keys and a final
@@ -145,19 +145,6 @@ pub fn render() -> String {
     let mut text = serde_json::to_string_pretty(document()).unwrap_or_default();
     text.push('\n');
     text
-}
-
-/// `value` with every object's keys in sorted order.
-fn sorted(value: Value) -> Value {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
-        }
-        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
-        other => other,
-    }
 }
 
 /// `GET /api/v1/openapi.json`: this document.

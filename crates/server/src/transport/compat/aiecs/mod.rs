@@ -23,7 +23,6 @@ mod socket;
 
 use std::net::SocketAddr;
 
-use crate::transport::ws::handshake::Handshake;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Extension, Path, Query, State};
@@ -45,6 +44,7 @@ use crate::transport::http::Producer;
 use crate::transport::http::body::{decode, json};
 use crate::transport::http::error::ApiError;
 use crate::transport::http::events::limit;
+use crate::transport::ws::handshake::Handshake;
 use crate::transport::ws::upgrade::{Credentials, accept};
 
 /// The WebSocket and the manager's operations.

@@ -26,7 +26,7 @@ use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
 use crate::core::outbox::Entry;
 use crate::core::publish::PublishOptions;
-use crate::transport::compat::{frame_of, now_seconds, seconds, text};
+use crate::transport::compat::{self, Done, frame_of, now_seconds, seconds, text};
 use crate::transport::ws::connection::send_error;
 use crate::transport::ws::dialect::{Dialect, Rendered};
 use crate::transport::ws::native::welcome;
@@ -119,7 +119,7 @@ impl Dialect for AiecsSocket {
                 let timestamp = message
                     .get("timestamp")
                     .and_then(Value::as_f64)
-                    .and_then(crate::transport::compat::millis_from);
+                    .and_then(compat::millis_from);
                 conn.send(&ServerMessage::Pong(Heartbeat { timestamp }));
                 Ok(())
             }
@@ -278,8 +278,6 @@ fn refuse(hub: &Hub, conn: &ConnHandle, code: ErrorCode, message: String) {
     send_error(hub, conn, code, message, None);
 }
 
-type Done = Result<(), (ErrorCode, String)>;
-
 fn string_field<'a>(message: &'a Map<String, Value>, field: &str) -> Option<&'a str> {
     message
         .get(field)
@@ -355,17 +353,12 @@ async fn subscribe(hub: &Hub, conn: &Arc<ConnHandle>, message: &Map<String, Valu
         "subscribe needs a user_id".to_owned(),
     ))?;
     let topic = Topic::user(user).map_err(|e| (ErrorCode::InvalidTopic, e.to_string()))?;
-    let topics = vec![TopicPattern::Exact(topic)];
-    conn.check_access(&topics)?;
     let request = Subscribe {
-        topics,
+        topics: vec![TopicPattern::Exact(topic)],
         snapshot: true,
         ..Subscribe::default()
     };
-    hub.subscriptions()
-        .subscribe(conn, &request)
-        .await
-        .map_err(|e| (e.code, e.message))
+    compat::subscribe(hub, conn, &request).await
 }
 
 #[cfg(test)]

@@ -28,7 +28,6 @@ mod socket;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::transport::ws::handshake::Handshake;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -39,6 +38,7 @@ use serde::Deserialize;
 
 use self::socket::CrewaiSocket;
 use crate::core::hub::Hub;
+use crate::transport::ws::handshake::Handshake;
 use crate::transport::ws::upgrade::{Credentials, accept};
 
 /// Where the seed mounted its router.

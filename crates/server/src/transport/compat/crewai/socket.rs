@@ -15,7 +15,7 @@ use crate::core::clock::now_ms;
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
 use crate::core::outbox::Entry;
-use crate::transport::compat::{frame_of, text};
+use crate::transport::compat::{self, Done, frame_of, text};
 use crate::transport::ws::connection::send_error;
 use crate::transport::ws::dialect::{Dialect, Rendered};
 use crate::transport::ws::native::welcome;
@@ -40,8 +40,6 @@ impl CrewaiSocket {
         }
     }
 }
-
-type Done = Result<(), (ErrorCode, String)>;
 
 impl Dialect for CrewaiSocket {
     fn answers_approvals(&self) -> bool {
@@ -200,15 +198,11 @@ async fn subscribe(hub: &Hub, conn: &Arc<ConnHandle>, patterns: Vec<TopicPattern
     if patterns.is_empty() {
         return Ok(());
     }
-    conn.check_access(&patterns)?;
     let request = Subscribe {
         topics: patterns,
         ..Subscribe::default()
     };
-    hub.subscriptions()
-        .subscribe(conn, &request)
-        .await
-        .map_err(|e| (e.code, e.message))
+    compat::subscribe(hub, conn, &request).await
 }
 
 /// Events a client will not get, as `system.error`.
