@@ -116,12 +116,7 @@ async fn run(args: Args) -> Result<bool> {
     for node in 0..args.nodes {
         for n in 0..args.subscribers {
             let name = format!("s{node}.{n}");
-            subscribers.push(subscriber::start(
-                cluster.clone(),
-                name,
-                node,
-                stopped.clone(),
-            ));
+            subscribers.push(subscriber::start(cluster.clone(), name, node));
         }
     }
     // Every subscriber has its first `subscribed` before anything is published.

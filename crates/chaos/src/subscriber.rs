@@ -26,7 +26,6 @@ const QUIET: Duration = Duration::from_millis(250);
 struct Seen {
     topics: BTreeMap<String, TopicLedger>,
     reconnects: u64,
-    subscribed_once: bool,
 }
 
 /// A running subscriber.
@@ -37,24 +36,28 @@ pub(crate) struct Subscriber {
     seen: Arc<Mutex<Seen>>,
     /// The heads to catch up to, once producers stopped.
     target: watch::Sender<Option<Heads>>,
+    /// Becomes true at the first `subscribed` frame.
+    subscribed: watch::Receiver<bool>,
     task: JoinSet<()>,
 }
 
-pub(crate) fn start(
-    cluster: Arc<Cluster>,
-    name: String,
-    home: usize,
-    stopped: watch::Receiver<bool>,
-) -> Subscriber {
+pub(crate) fn start(cluster: Arc<Cluster>, name: String, home: usize) -> Subscriber {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let (target, targets) = watch::channel(None);
+    let (subscribed_once, subscribed) = watch::channel(false);
     let mut task = JoinSet::new();
-    task.spawn(follow(cluster, home, seen.clone(), targets, stopped));
+    let links = Links {
+        seen: seen.clone(),
+        targets,
+        subscribed_once,
+    };
+    task.spawn(follow(cluster, home, links));
     Subscriber {
         name,
         home,
         seen,
         target,
+        subscribed,
         task,
     }
 }
@@ -62,14 +65,12 @@ pub(crate) fn start(
 impl Subscriber {
     /// Waits until the first subscription is in place.
     pub(crate) async fn ready(&self) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while !self.seen.lock().is_ok_and(|seen| seen.subscribed_once) {
-            if tokio::time::Instant::now() >= deadline {
-                bail!("subscriber {} never got subscribed", self.name);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut subscribed = self.subscribed.clone();
+        match tokio::time::timeout(Duration::from_secs(20), subscribed.wait_for(|s| *s)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => bail!("subscriber {} stopped before it subscribed", self.name),
+            Err(_) => bail!("subscriber {} never got subscribed", self.name),
         }
-        Ok(())
     }
 
     /// Catches up to `heads` (bounded), stops, and says what it saw.
@@ -108,18 +109,24 @@ fn caught_up(seen: &Seen, heads: &Heads) -> bool {
     })
 }
 
-async fn follow(
-    cluster: Arc<Cluster>,
-    home: usize,
+/// What a subscriber's task shares with its owner.
+struct Links {
     seen: Arc<Mutex<Seen>>,
-    mut targets: watch::Receiver<Option<Heads>>,
-    stopped: watch::Receiver<bool>,
-) {
+    targets: watch::Receiver<Option<Heads>>,
+    subscribed_once: watch::Sender<bool>,
+}
+
+async fn follow(cluster: Arc<Cluster>, home: usize, links: Links) {
+    let Links {
+        seen,
+        mut targets,
+        subscribed_once,
+    } = links;
     let mut slot = home;
     loop {
         if let Some((up, url)) = cluster.url_from(slot) {
             slot = up;
-            match session(&url, &seen, &mut targets).await {
+            match session(&url, &seen, &mut targets, &subscribed_once).await {
                 Ok(()) => return,
                 Err(_) => {
                     if let Ok(mut seen) = seen.lock() {
@@ -130,9 +137,6 @@ async fn follow(
         }
         // The next node, after a moment.
         slot = (slot + 1) % cluster.slots().max(1);
-        if *stopped.borrow() && targets.borrow().is_none() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -143,6 +147,7 @@ async fn session(
     url: &str,
     seen: &Mutex<Seen>,
     targets: &mut watch::Receiver<Option<Heads>>,
+    subscribed_once: &watch::Sender<bool>,
 ) -> Result<()> {
     let ws = format!("{}/ws", url.replacen("http://", "ws://", 1));
     let mut client = WsClient::connect(&ws).await?;
@@ -187,7 +192,7 @@ async fn session(
                     .context("subscribed without epoch")?;
                 let seq = frame["seq"].as_u64().unwrap_or(0);
                 seen.topics.entry(topic).or_default().subscribed(epoch, seq);
-                seen.subscribed_once = true;
+                subscribed_once.send_replace(true);
             }
             "event" => {
                 let seq = frame["seq"].as_u64().unwrap_or(0);

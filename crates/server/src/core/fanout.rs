@@ -8,8 +8,11 @@
 //!
 //! While a new subscription's replay or snapshot is read from the broker,
 //! its live events are held ([`Held`], at most `--queue-size` of them) and
-//! released after the replay, those the replay already covered dropped: no
-//! duplicate and no hole at the seam, whatever the engine.
+//! released after the replay, those the replay already covered dropped; and
+//! where the read left each topic ([`Seam`]) stays with the subscription, so
+//! an event of the same stream at or before it that this node delivers
+//! later (a shared store runs ahead of the node's own deliveries) is not
+//! sent again: no duplicate and no hole at the seam, whatever the engine.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +20,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use herald_protocol::frame::Gap;
 use herald_protocol::payload::ApprovalRecord;
-use herald_protocol::{EventFilter, EventType, ServerMessage, Topic, TopicPattern};
+use herald_protocol::{Epoch, EventFilter, EventType, ServerMessage, Topic, TopicPattern};
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
@@ -35,6 +38,47 @@ struct Subscriber {
     filter: EventFilter,
     /// Present while the subscription's replay is read.
     held: Option<Arc<Held>>,
+    /// Where its read left the topics it covers.
+    seams: Seams,
+}
+
+/// Where a subscription's read left one topic: the stream, and the last
+/// seq the subscription was given (its `subscribed` position, up to which
+/// the replay went).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Seam {
+    pub(crate) epoch: Epoch,
+    pub(crate) seq: u64,
+}
+
+impl Seam {
+    fn covers(&self, epoch: &Epoch, seq: u64) -> bool {
+        seq <= self.seq && *epoch == self.epoch
+    }
+}
+
+/// The seams of one subscription: none yet, its topic's, or those of the
+/// topics a pattern subscription replayed.
+#[derive(Debug, Clone, Default)]
+enum Seams {
+    #[default]
+    None,
+    One(Seam),
+    Many(Arc<HashMap<Topic, Seam>>),
+}
+
+impl Seams {
+    /// Whether the subscription was already given this publication's event.
+    fn cover(&self, publication: &Publication<'_>) -> bool {
+        let event = &publication.event.event;
+        match self {
+            Seams::None => false,
+            Seams::One(seam) => seam.covers(publication.epoch, event.seq),
+            Seams::Many(seams) => seams
+                .get(&event.topic)
+                .is_some_and(|seam| seam.covers(publication.epoch, event.seq)),
+        }
+    }
 }
 
 /// The exact subscribers of one topic, by connection id.
@@ -177,6 +221,7 @@ impl Fanout {
                 conn: conn.clone(),
                 filter: filter.clone(),
                 held: Some(held.clone()),
+                seams: Seams::None,
             };
             (held, subscriber)
         };
@@ -204,35 +249,75 @@ impl Fanout {
         }
     }
 
+    /// Records where the subscription's read left each topic (`seams`, by
+    /// topic): call it before the held frames are released.
+    pub(crate) fn mark_read(
+        &self,
+        conn: &ConnHandle,
+        pattern: &TopicPattern,
+        seams: impl IntoIterator<Item = (Topic, Seam)>,
+    ) {
+        let mut seams = seams.into_iter();
+        let seams = match pattern {
+            TopicPattern::Exact(_) => seams
+                .next()
+                .map_or(Seams::None, |(_, seam)| Seams::One(seam)),
+            TopicPattern::Kind(_) | TopicPattern::All => {
+                let seams: HashMap<Topic, Seam> = seams.collect();
+                if seams.is_empty() {
+                    Seams::None
+                } else {
+                    Seams::Many(Arc::new(seams))
+                }
+            }
+        };
+        self.with_subscriber(conn, pattern, |subscriber| subscriber.seams = seams);
+    }
+
     /// Once `held` is released, frames go to the outbox without passing through it.
     pub(crate) fn settle(&self, conn: &ConnHandle, pattern: &TopicPattern, held: &Arc<Held>) {
-        let settle = |subscriber: Option<&mut Subscriber>| {
-            if let Some(subscriber) = subscriber
-                && subscriber
-                    .held
-                    .as_ref()
-                    .is_some_and(|h| Arc::ptr_eq(h, held))
+        self.with_subscriber(conn, pattern, |subscriber| {
+            if subscriber
+                .held
+                .as_ref()
+                .is_some_and(|h| Arc::ptr_eq(h, held))
             {
                 subscriber.held = None;
             }
-        };
+        });
+    }
+
+    /// Runs `change` on `conn`'s subscription to `pattern`, if it has one.
+    fn with_subscriber(
+        &self,
+        conn: &ConnHandle,
+        pattern: &TopicPattern,
+        change: impl FnOnce(&mut Subscriber),
+    ) {
         match pattern {
             TopicPattern::Exact(topic) => {
                 let subscribers = self.exact.read().get(topic).cloned();
-                if let Some(subscribers) = subscribers {
-                    settle(subscribers.lock().get_mut(&conn.id));
+                if let Some(subscribers) = subscribers
+                    && let Some(subscriber) = subscribers.lock().get_mut(&conn.id)
+                {
+                    change(subscriber);
                 }
             }
             TopicPattern::Kind(kind) => {
                 let mut patterns = self.patterns.write();
-                settle(
-                    patterns
-                        .kinds
-                        .get_mut(kind)
-                        .and_then(|subscribers| subscribers.get_mut(&conn.id)),
-                );
+                if let Some(subscriber) = patterns
+                    .kinds
+                    .get_mut(kind)
+                    .and_then(|subscribers| subscribers.get_mut(&conn.id))
+                {
+                    change(subscriber);
+                }
             }
-            TopicPattern::All => settle(self.patterns.write().all.get_mut(&conn.id)),
+            TopicPattern::All => {
+                if let Some(subscriber) = self.patterns.write().all.get_mut(&conn.id) {
+                    change(subscriber);
+                }
+            }
         }
     }
 
@@ -354,9 +439,15 @@ impl Fanout {
                 .and_then(|subscribers| subscribers.get(id))
                 .is_some_and(|s| s.filter.matches(event))
         };
+        // A connection whose subscription is responsible for the event (its
+        // filter matches) gets it from that subscription only, and not at
+        // all when its read already gave it (`seams`).
         if let Some(subscribers) = &exact {
             for subscriber in subscribers.values() {
-                if !reached_user(&subscriber.conn) && subscriber.filter.matches(event) {
+                if !reached_user(&subscriber.conn)
+                    && subscriber.filter.matches(event)
+                    && !subscriber.seams.cover(publication)
+                {
                     offer(subscriber, frame, push);
                 }
             }
@@ -371,6 +462,7 @@ impl Fanout {
                 if !reached_user(&subscriber.conn)
                     && !exact_matched(id)
                     && subscriber.filter.matches(event)
+                    && !subscriber.seams.cover(publication)
                 {
                     offer(subscriber, frame, push);
                 }
@@ -384,6 +476,7 @@ impl Fanout {
                 && !exact_matched(id)
                 && !kind_matched
                 && subscriber.filter.matches(event)
+                && !subscriber.seams.cover(publication)
             {
                 offer(subscriber, frame, push);
             }

@@ -17,7 +17,7 @@ use herald_protocol::{CloseReason, ErrorCode, EventFilter, ServerMessage, Topic,
 use crate::core::broker::{Broker, BrokerError, History, HistoryRequest, ReadRequest};
 use crate::core::connection::ConnHandle;
 use crate::core::connections::Connections;
-use crate::core::fanout::{Fanout, Held, Overflowed};
+use crate::core::fanout::{Fanout, Held, Overflowed, Seam};
 use crate::core::outbox::{EventMeta, OutFrame};
 use crate::operations::metrics::{Metrics, ReplayOutcome};
 
@@ -191,6 +191,15 @@ impl Subscriptions {
         };
         let read = self.broker.read(topic, request).await?;
         let head = read.position.seq;
+        let seam = Seam {
+            epoch: read.position.epoch.clone(),
+            seq: head,
+        };
+        self.fanout.mark_read(
+            conn,
+            &TopicPattern::Exact(topic.clone()),
+            [(topic.clone(), seam)],
+        );
         let after_head = |frame: &OutFrame| frame.event.as_ref().is_none_or(|e| e.seq > head);
         if held.was_live {
             // Subscribed again: what the earlier subscription would have
@@ -254,9 +263,23 @@ impl Subscriptions {
                     },
                 )
                 .await?;
-            replays.push((topic.clone(), read.position.seq, read.history));
+            replays.push((topic.clone(), read.position, read.history));
         }
-        let heads: HashMap<&Topic, u64> = replays.iter().map(|(t, head, _)| (t, *head)).collect();
+        self.fanout.mark_read(
+            conn,
+            pattern,
+            replays.iter().map(|(topic, position, _)| {
+                let seam = Seam {
+                    epoch: position.epoch.clone(),
+                    seq: position.seq,
+                };
+                (topic.clone(), seam)
+            }),
+        );
+        let heads: HashMap<&Topic, u64> = replays
+            .iter()
+            .map(|(topic, position, _)| (topic, position.seq))
+            .collect();
         let keep = |frame: &OutFrame| match &frame.event {
             Some(EventMeta { topic, seq, .. }) => heads.get(topic).is_none_or(|head| seq > head),
             None => true,

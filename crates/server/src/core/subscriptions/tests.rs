@@ -1,16 +1,20 @@
 //! The seam between a replay and live delivery, with events published while
 //! the broker is being read: before the read's position (they are in the
 //! replay, and must not come twice) and after it (they are held, and must
-//! come once, after the replay).
+//! come once, after the replay); and with a store that runs ahead of this
+//! node's deliveries (as a shared store does): events the read already
+//! gave, delivered to the node afterwards, must not come twice either.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use herald_protocol::frame::{Since, Subscribe};
+use herald_protocol::frame::{Gap, Since, Subscribe};
 use herald_protocol::payload::ApprovalRecord;
-use herald_protocol::{CallbackId, EventFilter, EventType, PublishRequest, Topic, TopicPattern};
+use herald_protocol::{
+    CallbackId, Epoch, EventFilter, EventType, PublishRequest, Topic, TopicPattern,
+};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
@@ -19,7 +23,8 @@ use crate::core::approvals::Decisions;
 use crate::core::broker::memory::MemoryBroker;
 use crate::core::broker::{
     ApprovalQuery, ApprovalStoreError, Audience, Broker, BrokerError, BrokerHandler, BrokerStats,
-    Decision, Draft, Expired, PatternSnapshots, Published, ReadRequest, Retention, TopicRead, Wait,
+    Decision, Draft, EncodedEvent, Expired, PatternSnapshots, Publication, Published, ReadRequest,
+    Retention, TopicRead, Wait,
 };
 use crate::core::connection::ConnHandle;
 use crate::core::connections::Connections;
@@ -126,8 +131,55 @@ impl Broker for RacedReads {
     }
 }
 
+/// The node's handler, which can fall behind the store: while `behind` is
+/// set, publications wait in `late` until [`Lagging::catch_up`].
+#[derive(Debug)]
+struct Lagging {
+    inner: NodeHandler,
+    behind: Mutex<bool>,
+    late: Mutex<Vec<(EncodedEvent, Epoch, Audience)>>,
+}
+
+impl Lagging {
+    fn catch_up(&self) {
+        *self.behind.lock() = false;
+        for (event, epoch, audience) in std::mem::take(&mut *self.late.lock()) {
+            self.inner.on_publication(&Publication {
+                event: &event,
+                epoch: &epoch,
+                audience,
+                stored_at: std::time::Instant::now(),
+            });
+        }
+    }
+}
+
+impl BrokerHandler for Lagging {
+    fn on_publication(&self, publication: &Publication<'_>) -> u32 {
+        if *self.behind.lock() {
+            let late = (
+                publication.event.clone(),
+                publication.epoch.clone(),
+                publication.audience,
+            );
+            self.late.lock().push(late);
+            return 0;
+        }
+        self.inner.on_publication(publication)
+    }
+
+    fn on_approval(&self, record: &ApprovalRecord) {
+        self.inner.on_approval(record);
+    }
+
+    fn on_gap(&self, gap: &Gap) {
+        self.inner.on_gap(gap);
+    }
+}
+
 struct Node {
     broker: Arc<RacedReads>,
+    handler: Arc<Lagging>,
     subscriptions: Subscriptions,
     conn: Arc<ConnHandle>,
 }
@@ -142,9 +194,13 @@ fn node(hold_limit: usize) -> Node {
         metrics.clone(),
         hold_limit,
     ));
-    let handler: Arc<dyn BrokerHandler> = Arc::new(NodeHandler {
-        fanout: fanout.clone(),
-        decisions: Arc::new(Decisions::default()),
+    let handler = Arc::new(Lagging {
+        inner: NodeHandler {
+            fanout: fanout.clone(),
+            decisions: Arc::new(Decisions::default()),
+        },
+        behind: Mutex::new(false),
+        late: Mutex::default(),
     });
     let retention = Retention {
         history_size: 100,
@@ -152,7 +208,7 @@ fn node(hold_limit: usize) -> Node {
         history_memory: 1 << 20,
     };
     let broker = Arc::new(RacedReads {
-        inner: MemoryBroker::new(retention, handler),
+        inner: MemoryBroker::new(retention, handler.clone()),
         before: Mutex::default(),
         after: Mutex::default(),
     });
@@ -160,6 +216,7 @@ fn node(hold_limit: usize) -> Node {
     let conn = Arc::new(ConnHandle::new(None, None, None, None, 1024));
     Node {
         broker,
+        handler,
         subscriptions,
         conn,
     }
@@ -238,6 +295,66 @@ async fn a_replay_meets_events_published_during_the_read_without_duplicate_or_ho
             "replay_complete 2-4",
             "event run:1 5",
             "event run:1 6",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn events_the_read_gave_are_not_sent_again_when_the_node_delivers_them_later() {
+    let node = node(64);
+    node.broker
+        .publish_now((1..=3).map(|n| draft("run:1", n)).collect())
+        .await;
+    // Stored, but this node has not delivered them yet.
+    *node.handler.behind.lock() = true;
+    node.broker
+        .publish_now((4..=5).map(|n| draft("run:1", n)).collect())
+        .await;
+    node.subscriptions
+        .subscribe(&node.conn, &subscribe(&["run:1"], &[("run:1", 1)]))
+        .await
+        .unwrap();
+    node.handler.catch_up();
+    node.broker.publish_now(vec![draft("run:1", 6)]).await;
+    assert_eq!(
+        sent(&node.conn),
+        [
+            "subscribed 5",
+            "event run:1 2",
+            "event run:1 3",
+            "event run:1 4",
+            "event run:1 5",
+            "replay_complete 2-5",
+            "event run:1 6",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_pattern_is_not_sent_again_what_its_replay_gave_when_the_node_delivers_it_later() {
+    let node = node(64);
+    node.broker
+        .publish_now(vec![draft("run:1", 1), draft("run:2", 1)])
+        .await;
+    *node.handler.behind.lock() = true;
+    node.broker
+        .publish_now(vec![draft("run:1", 2), draft("run:2", 2)])
+        .await;
+    node.subscriptions
+        .subscribe(&node.conn, &subscribe(&["run:*"], &[("run:1", 0)]))
+        .await
+        .unwrap();
+    node.handler.catch_up();
+    let sent = sent(&node.conn);
+    assert_eq!(
+        sent,
+        [
+            "subscribed -",
+            "event run:1 1",
+            "event run:1 2",
+            "replay_complete 1-2",
+            // Not replayed (no `since`): live from the node's deliveries.
+            "event run:2 2",
         ]
     );
 }
