@@ -157,6 +157,54 @@ def any_hub(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Hub]:
     running.stop()
 
 
+@dataclass
+class Redis:
+    """A ``redis-server`` on a free loopback port, without persistence."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(STOP_LIMIT)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[Redis]:
+    """``redis-server`` (installed by ``cargo xtask ci``), stopped by its PID."""
+    import shutil
+
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.fail("redis-server is not installed: `cargo xtask ci` installs it", pytrace=False)
+    port = free_port()
+    command = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    running = Redis(url=f"redis://127.0.0.1:{port}", process=process)
+    assert process.stdout is not None
+    deadline = time.monotonic() + START_LIMIT
+    seen = b""
+    while b"Ready to accept connections" not in seen:
+        remaining = deadline - time.monotonic()
+        ready, _, _ = select.select([process.stdout], [], [], max(remaining, 0))
+        if not ready or process.poll() is not None:
+            running.stop()
+            raise AssertionError(f"redis-server did not start: {seen.decode(errors='replace')}")
+        seen += process.stdout.readline()
+    yield running
+    running.stop()
+
+
 class Browser:
     """A raw WebSocket client, as a user's browser speaks the protocol: what
     the Python client is tested against from the other side."""

@@ -212,6 +212,48 @@ async def test_a_draining_hubs_retry_after_ms_is_the_first_reconnect_delay(tmp_p
         draining.stop()
 
 
+async def test_with_several_node_urls_a_subscription_moves_to_the_next_node_and_resumes_there(
+    tmp_path: Any, redis: Any
+) -> None:
+    from .conftest import Hub
+
+    first = Hub(store=redis.url, args=[], log=tmp_path / "first.log")
+    second = Hub(store=redis.url, args=[], log=tmp_path / "second.log")
+    first.start()
+    second.start()
+    try:
+        async with herald.AsyncHerald(f"{first.url},{second.url}") as client:
+            async with client.subscribe(["run:r1"], config=FAST) as events:
+                await client.publish("run:r1", "step.completed", {"n": 1})
+                before = await take_of(events, "run:r1", 1)
+                first.stop(signal.SIGKILL)
+                # Published on the node that stays, while the subscription
+                # has no connection: it comes with `since` on that node.
+                async with herald.AsyncHerald(second.url) as other:
+                    for n in (2, 3):
+                        await other.publish("run:r1", "step.completed", {"n": n})
+                after = await take_of(events, "run:r1", 2)
+        assert seqs(before + after) == [1, 2, 3]
+        assert [item.data["n"] for item in before + after] == [1, 2, 3]
+    finally:
+        first.stop()
+        second.stop()
+
+
+async def test_with_several_node_urls_the_first_connection_tries_each_node(tmp_path: Any, hub: Hub) -> None:
+    from .conftest import make_hub
+
+    gone = make_hub(tmp_path)
+    gone.start()
+    down = gone.url
+    gone.stop()
+    async with herald.AsyncHerald(f"{down},{hub.url}").subscribe(["run:r1"], config=FAST) as events:
+        async with herald.AsyncHerald(hub.url) as publisher:
+            await publisher.publish("run:r1", "step.completed", {"n": 1})
+        [event] = await take_of(events, "run:r1", 1)
+    assert event.data == {"n": 1}
+
+
 async def test_the_first_connection_failing_is_an_error_not_a_hang(tmp_path: Any) -> None:
     from .conftest import make_hub
 

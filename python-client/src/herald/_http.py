@@ -54,32 +54,50 @@ class Endpoint:
     """Where the hub is and how to authenticate."""
 
     url: str
-    """The base URL, e.g. ``http://127.0.0.1:8765`` (no trailing slash)."""
+    """The base URL, e.g. ``http://127.0.0.1:8765`` (no trailing slash): the
+    HTTP API is called here."""
     api_key: str | None
     """Sent as ``Authorization: Bearer KEY`` to the HTTP API."""
     token: str | None
     """A JWT for WebSockets (``Authorization: Bearer`` on the upgrade)."""
+    failover: tuple[str, ...] = ()
+    """Other nodes of the same hub (sharing one Redis): a subscription whose
+    connection drops or fails moves on to the next URL, in turn."""
 
     @classmethod
     def resolve(cls, url: str | None, api_key: str | None, token: str | None) -> Endpoint:
         """Arguments first, then ``HERALD_URL`` / ``HERALD_API_KEY`` /
-        ``HERALD_TOKEN``, then the default URL."""
-        url = url or os.environ.get("HERALD_URL") or DEFAULT_URL
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"invalid hub url {url!r}: use http://HOST:PORT or https://HOST")
+        ``HERALD_TOKEN``, then the default URL. Several nodes are given as
+        comma-separated URLs (``http://a:8765,http://b:8765``), as the
+        ``herald`` CLI takes them."""
+        given = url or os.environ.get("HERALD_URL") or DEFAULT_URL
+        urls = [part.strip().rstrip("/") for part in given.split(",") if part.strip()]
+        if not urls:
+            raise ValueError(f"invalid hub url {given!r}: use http://HOST:PORT or https://HOST")
+        for each in urls:
+            parts = urlsplit(each)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"invalid hub url {each!r}: use http://HOST:PORT or https://HOST")
         return cls(
-            url=url.rstrip("/"),
+            url=urls[0],
             api_key=api_key if api_key is not None else os.environ.get("HERALD_API_KEY") or None,
             token=token if token is not None else os.environ.get("HERALD_TOKEN") or None,
+            failover=tuple(urls[1:]),
         )
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every node's URL, the first one first."""
+        return (self.url, *self.failover)
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
-    def ws_url(self, path: str = "/ws") -> str:
-        """The WebSocket URL of ``path`` (``ws://`` or ``wss://``)."""
-        parts = urlsplit(self.url)
+    def ws_url(self, path: str = "/ws", node: int = 0) -> str:
+        """The WebSocket URL of ``path`` (``ws://`` or ``wss://``) on node
+        ``node`` of :attr:`urls`."""
+        urls = self.urls
+        parts = urlsplit(urls[node % len(urls)])
         scheme = "wss" if parts.scheme == "https" else "ws"
         return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + path, "", ""))
 

@@ -11,6 +11,7 @@ fire, while the consumer waits for the next item.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -96,6 +97,9 @@ class Subscription(Generic[T]):
         self._topics = list(topics)
         self._gaps = gaps
         self._open_timeout = open_timeout
+        # One session endpoint per node URL: the session moves to the next
+        # one on each reconnect.
+        config = dataclasses.replace(config or SessionConfig(), endpoints=len(endpoint.urls))
         self._session = Session(config, random.getrandbits(64))
         if isinstance(since, int):
             since = {t: since for t in self._topics if "*" not in t}
@@ -108,6 +112,7 @@ class Subscription(Generic[T]):
         self._ready: deque[Any] = deque()
         self._confirmed: set[str] = set()
         self._ever_open = False
+        self._first_failures = 0
         self._closed = False
 
     # ---- the consumer's side ----
@@ -156,7 +161,7 @@ class Subscription(Generic[T]):
             if remaining <= 0:
                 missing = sorted(set(self._topics) - self._confirmed)
                 raise TransportError(
-                    f"{self._endpoint.ws_url()} did not confirm {missing} within {self._open_timeout} s",
+                    f"{self._endpoint.ws_url(node=self._session.endpoint)} did not confirm {missing} within {self._open_timeout} s",
                     attempts=1,
                 )
             await self._wait(limit=remaining)
@@ -242,7 +247,7 @@ class Subscription(Generic[T]):
                 self._closed = True
 
     async def _connect(self) -> None:
-        url = self._endpoint.ws_url()
+        url = self._endpoint.ws_url(node=self._session.endpoint)
         try:
             self._socket = await websockets.connect(
                 url,
@@ -259,8 +264,11 @@ class Subscription(Generic[T]):
             raise
         except (OSError, websockets.exceptions.WebSocketException, asyncio.TimeoutError) as error:
             if not self._ever_open:
-                # The first connection fails at once (a wrong URL should not
-                # retry forever); later ones are the session's to retry.
+                self._first_failures += 1
+            if not self._ever_open and self._first_failures >= len(self._endpoint.urls):
+                # The first connection fails at once when no node answers (a
+                # wrong URL should not retry forever); later ones are the
+                # session's to retry, on the next node.
                 self._closed = True
                 self._session.disconnect()
                 await self._turn()
@@ -272,7 +280,9 @@ class Subscription(Generic[T]):
                         f"the hub refused the WebSocket ({status})",
                         status=status,
                     ) from error
-                raise TransportError(f"could not connect to {url}: {error!r}", attempts=1) from error
+                nodes = len(self._endpoint.urls)
+                tried = url if nodes == 1 else "any of " + ", ".join(self._endpoint.ws_url(node=i) for i in range(nodes))
+                raise TransportError(f"could not connect to {tried}: {error!r}", attempts=nodes) from error
             log.debug("herald subscription: connecting to %s failed: %r", url, error)
             self._session.handle_closed(None, self._now())
             return
