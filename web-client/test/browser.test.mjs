@@ -15,6 +15,7 @@ import {
   serveStatic,
   sleep,
   startHub,
+  startRedis,
   stopAll,
   stopHub,
   tempDir,
@@ -318,4 +319,39 @@ test("a_compressing_hub_serves_the_page_over_permessage_deflate", async () => {
   assert.deepEqual(page.errors, []);
   await page.close();
   await stopHub(hub);
+});
+
+test("with_a_failover_node_the_page_resumes_on_it_when_its_node_is_killed", async () => {
+  const redis = await startRedis();
+  const first = await startHub({ args: ["--store", redis.url] });
+  const second = await startHub({ args: ["--store", redis.url] });
+  const page = await openExample(context, site, first, {
+    topics: "run:nodes",
+    failover: second.url,
+    initialDelay: "50",
+    maxDelay: "500",
+  });
+  await waitForDemo(page, "subscribed", subscribedTo, "run:nodes");
+  await publish(first, { topic: "run:nodes", event_type: "step.started", data: { n: 1 } });
+  await waitForDemo(page, "the first event", (demo) => demo.events.length >= 1);
+  await stopHub(first);
+  // Published on the node that stays while the page has no connection.
+  await publish(second, { topic: "run:nodes", event_type: "step.progress", data: { n: 2 } });
+  await publish(second, { topic: "run:nodes", event_type: "step.completed", data: { n: 3 } });
+  const events = await waitForDemo(page, "every event, on the other node", (demo) => demo.events.length >= 3 && demo.events);
+  assert.deepEqual(
+    events.map((e) => [e.seq, e.data.n]),
+    [
+      [1, 1],
+      [2, 2],
+      [3, 3],
+    ],
+  );
+  // Chromium logs the refused attempts on the killed node, if any.
+  assert.deepEqual(
+    page.errors.map(String).filter((e) => !e.includes("ERR_CONNECTION_REFUSED")),
+    [],
+  );
+  await page.close();
+  await stopHub(second);
 });
