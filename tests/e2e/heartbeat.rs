@@ -7,8 +7,10 @@ use herald_tests::{eventually, frame_type, raw_ws_upgrade};
 use tokio::io::AsyncReadExt;
 use tokio::time::{Instant, timeout};
 
-use crate::herald;
+use serde_json::json;
+
 use crate::http_api::active_connections;
+use crate::{event, herald};
 
 #[tokio::test]
 async fn hub_sends_app_level_pings_at_the_heartbeat_interval() -> Result<()> {
@@ -117,5 +119,44 @@ async fn raw_tcp_client_that_never_answers_pings_is_closed_after_the_timeout() -
         "closed before the heartbeat timeout could have passed: {:?}",
         start.elapsed()
     );
+    Ok(())
+}
+
+/// A subscriber that stops reading while events keep coming fills its TCP
+/// window, and the hub's write to it waits: that write gets the heartbeat
+/// timeout, then the connection goes (the heartbeat check cannot run while
+/// the write waits, so this is the only thing that ends it).
+#[tokio::test]
+async fn subscriber_whose_socket_fills_is_dropped_after_the_heartbeat_timeout() -> Result<()> {
+    let hub = herald()
+        .start(&[
+            "--heartbeat-interval",
+            "100ms",
+            "--heartbeat-timeout",
+            "500ms",
+        ])
+        .await?;
+    let mut client = hub.ws("/ws").await?;
+    client.subscribe(&["execution:full"]).await?;
+    // 400 events of 32 KiB: far more than the socket buffers of both ends
+    // hold, far fewer frames than the hub's queue (1024), so nothing is shed
+    // and the connection is not closed for falling behind.
+    let blob = "f".repeat(32 * 1024);
+    let http = hub.http();
+    for i in 0..400 {
+        let body = event(
+            "execution:full",
+            "execution.progress",
+            json!({"i": i, "blob": blob}),
+        );
+        http.publish(&body).await?;
+    }
+    eventually(
+        Duration::from_secs(10),
+        "the subscriber whose write stalled is dropped",
+        || async { Ok((active_connections(&hub).await? == 0).then_some(())) },
+    )
+    .await?;
+    drop(client);
     Ok(())
 }

@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::wire::{Frame, classify, now_ns};
+use crate::wire::{Frame, classify, now_ns, stream_of};
 
 /// A client connection.
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -27,8 +27,14 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// What all subscribers have seen.
 #[derive(Debug)]
 pub struct Board {
-    /// Last bench seq each client received (0: none yet).
-    pub last: Vec<u64>,
+    /// Producers whose streams the bench seqs interleave ([`crate::wire::stream_of`]).
+    producers: usize,
+    /// Last place in each producer's stream each client received
+    /// (`clients × producers`, client-major; 0: none yet).
+    last: Vec<u64>,
+    /// Events each client has seen or skipped (the sum of its places in
+    /// every stream): how far it is, for the publisher's window.
+    pub progress: Vec<u64>,
     /// Whether each client received a warm-up probe.
     pub warmed: Vec<bool>,
     pub warmed_count: usize,
@@ -48,7 +54,7 @@ pub struct Board {
     pub gaps: u64,
     pub errors: u64,
     pub closed: u64,
-    /// The publisher waits until every client reached `wake_at`.
+    /// The publishers wait until every client's progress reached `wake_at`.
     wake_at: u64,
     reached: usize,
     pub caught_up: Rc<Notify>,
@@ -58,10 +64,18 @@ pub struct Board {
 }
 
 impl Board {
-    /// A board for `clients` subscribers.
+    /// A board for `clients` subscribers of one producer.
     pub fn new(clients: usize) -> Rc<RefCell<Board>> {
+        Board::with_producers(clients, 1)
+    }
+
+    /// A board for `clients` subscribers of `producers` producers.
+    pub fn with_producers(clients: usize, producers: usize) -> Rc<RefCell<Board>> {
+        let producers = producers.max(1);
         Rc::new(RefCell::new(Board {
-            last: vec![0; clients],
+            producers,
+            last: vec![0; clients * producers],
+            progress: vec![0; clients],
             warmed: vec![false; clients],
             warmed_count: 0,
             received: vec![0; clients],
@@ -102,17 +116,21 @@ impl Board {
                 if self.counting {
                     self.delivered += 1;
                 }
-                let last = self.last[idx];
-                if seq <= last {
+                let (producer, k) = stream_of(seq, self.producers);
+                let slot = idx * self.producers + producer;
+                let last = self.last[slot];
+                if k <= last {
                     self.duplicated += 1;
                     return;
                 }
-                self.lost += seq - last - 1;
-                self.last[idx] = seq;
-                if last < self.wake_at && seq >= self.wake_at {
+                self.lost += k - last - 1;
+                self.last[slot] = k;
+                let before = self.progress[idx];
+                self.progress[idx] += k - last;
+                if before < self.wake_at && self.progress[idx] >= self.wake_at {
                     self.reached += 1;
-                    if self.reached == self.last.len() {
-                        self.caught_up.notify_one();
+                    if self.reached == self.progress.len() {
+                        self.caught_up.notify_waiters();
                     }
                 }
             }
@@ -122,22 +140,33 @@ impl Board {
         }
     }
 
-    /// Asks to be notified once every client has received `seq`; returns
-    /// `true` if they all already have.
-    pub fn wake_when_all_reach(&mut self, seq: u64) -> bool {
-        self.wake_at = seq;
-        self.reached = self.last.iter().filter(|&&l| l >= seq).count();
-        self.reached == self.last.len()
+    /// Asks to be notified (on [`Board::caught_up`], every waiter) once
+    /// every client's progress reached `events`; returns `true` if they all
+    /// already have.
+    pub fn wake_when_all_reach(&mut self, events: u64) -> bool {
+        self.wake_at = events;
+        self.reached = self.progress.iter().filter(|&&p| p >= events).count();
+        self.reached == self.progress.len()
     }
 
-    /// The lowest seq every client has received.
-    pub fn min_last(&self) -> u64 {
-        self.last.iter().copied().min().unwrap_or(0)
+    /// The least progress of any client.
+    pub fn min_progress(&self) -> u64 {
+        self.progress.iter().copied().min().unwrap_or(0)
     }
 
-    /// Events still missing at the end, counted as lost: `published - last` per client.
-    pub fn tail_lost(&self, published: u64) -> u64 {
-        self.last.iter().map(|&l| published.saturating_sub(l)).sum()
+    /// Events still missing at the end, counted as lost: what each producer
+    /// published (`published[p]` events) minus what each client got of it.
+    pub fn tail_lost(&self, published: &[u64]) -> u64 {
+        self.last
+            .chunks(self.producers)
+            .map(|places| {
+                places
+                    .iter()
+                    .zip(published)
+                    .map(|(&got, &sent)| sent.saturating_sub(got))
+                    .sum::<u64>()
+            })
+            .sum()
     }
 }
 

@@ -1,5 +1,6 @@
-//! The SVG chart: delivered/s per fan-out case and p99 latency per case,
-//! one bar per hub (median over repeats, first placement of the run).
+//! The SVG chart: delivered/s per fan-out case (single events, then
+//! batches) and p99 latency per case, one bar per hub (median over
+//! repeats, first placement of the run).
 
 use std::path::Path;
 
@@ -84,15 +85,22 @@ pub fn svg(summaries: &[Summary], path: &Path) -> Result<()> {
     let panels = [
         panel(
             summaries,
-            "fan-out: delivered frames/s (median)",
-            &["fanout"],
+            "fan-out, single events: delivered frames/s (median)",
+            &["fanout-single"],
+            "delivered_per_s",
+            false,
+        ),
+        panel(
+            summaries,
+            "fan-out, batches: delivered frames/s (median)",
+            &["fanout-batched"],
             "delivered_per_s",
             false,
         ),
         panel(
             summaries,
             "p99 latency, µs (median, log scale)",
-            &["fanout", "latency", "churn"],
+            &["fanout-single", "latency", "churn"],
             "p99_us",
             true,
         ),
@@ -104,9 +112,9 @@ pub fn svg(summaries: &[Summary], path: &Path) -> Result<()> {
             .max()
             .unwrap_or(0),
     );
-    let root = SVGBackend::new(path, (width, 1000)).into_drawing_area();
+    let root = SVGBackend::new(path, (width, 1500)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
-    let areas = root.split_evenly((2, 1));
+    let areas = root.split_evenly((panels.len(), 1));
     for (area, p) in areas.iter().zip(&panels) {
         draw(area, p).map_err(|e| anyhow!("{e}"))?;
     }

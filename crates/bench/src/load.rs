@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 
 use crate::board::Board;
 use crate::publisher::Publisher;
@@ -31,12 +31,17 @@ pub fn run(spec: &LoadSpec) -> Result<LoadResult> {
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async {
         match &spec.scenario {
-            Scenario::Fanout { clients, payload } => flow::fanout(spec, *clients, *payload).await,
+            Scenario::Fanout {
+                clients,
+                payload,
+                regime,
+            } => flow::fanout(spec, *clients, *payload, *regime).await,
             Scenario::Rate {
                 clients,
                 payload,
                 rate,
-            } => flow::fixed_rate(spec, *clients, *payload, *rate).await,
+                producers,
+            } => flow::fixed_rate(spec, *clients, *payload, *rate, *producers).await,
             Scenario::Idle { clients } => conns::idle(spec, *clients).await,
             Scenario::Ramp {
                 clients,
@@ -74,19 +79,23 @@ async fn subscribers(
     clients: usize,
     pad: &str,
 ) -> Result<(Rc<RefCell<Board>>, Publisher, f64)> {
-    counted_subscribers(spec, clients, pad, None).await
+    let (board, mut publishers, connect_s) = connect_load(spec, clients, pad, 1, None).await?;
+    let publisher = publishers.pop().context("no publisher")?;
+    Ok((board, publisher, connect_s))
 }
 
-/// [`subscribers`] that count their bytes on the wire (see
+/// [`subscribers`] of `producers` publishers (each its own connection),
+/// clients that count their bytes on the wire with `counted` (see
 /// [`crate::board::connect_all`]), offering `permessage-deflate` with
 /// `Some(true)`.
-async fn counted_subscribers(
+async fn connect_load(
     spec: &LoadSpec,
     clients: usize,
     pad: &str,
+    producers: usize,
     counted: Option<bool>,
-) -> Result<(Rc<RefCell<Board>>, Publisher, f64)> {
-    let board = Board::new(clients);
+) -> Result<(Rc<RefCell<Board>>, Vec<Publisher>, f64)> {
+    let board = Board::with_producers(clients, producers);
     let connect_s = crate::board::connect_all(
         &subscribe_url(spec),
         None,
@@ -97,7 +106,10 @@ async fn counted_subscribers(
     )
     .await?;
     let publish_addr = spec.publish_addr.as_deref().unwrap_or(&spec.addr);
-    let mut publisher = Publisher::connect(spec.adapter, publish_addr).await?;
+    let mut publishers = Vec::with_capacity(producers);
+    for _ in 0..producers.max(1) {
+        publishers.push(Publisher::connect(spec.adapter, publish_addr).await?);
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
     while board.borrow().warmed_count < clients {
         if Instant::now() > deadline {
@@ -106,10 +118,10 @@ async fn counted_subscribers(
                 board.borrow().warmed_count
             );
         }
-        publisher.publish(&[(0, now_ns())], pad).await?;
+        publishers[0].publish_one(0, now_ns(), pad).await?;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok((board, publisher, connect_s))
+    Ok((board, publishers, connect_s))
 }
 
 /// Waits until `deadline` without sleeping: tokio's timer has a 1 ms
@@ -124,10 +136,11 @@ async fn spin_until(deadline: Instant) {
     }
 }
 
-/// Waits until every client has `published` (or `limit` passes); true if all did.
+/// Waits until every client has `published` events in all (or `limit`
+/// passes); true if all did.
 async fn drain(board: &Rc<RefCell<Board>>, published: u64, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
-    while board.borrow().min_last() < published {
+    while board.borrow().min_progress() < published {
         if Instant::now() > deadline {
             return false;
         }
@@ -136,8 +149,9 @@ async fn drain(board: &Rc<RefCell<Board>>, published: u64, limit: Duration) -> b
     true
 }
 
-/// Latency percentiles (µs) and the loss counters into `result`.
-fn record_delivery(result: &mut LoadResult, board: &Board, published: u64, drained: bool) {
+/// Latency percentiles (µs) and the loss counters into `result`;
+/// `published[p]`: the events producer `p` published.
+fn record_delivery(result: &mut LoadResult, board: &Board, published: &[u64], drained: bool) {
     let h = &board.latency_us;
     if !h.is_empty() {
         result.set("p50_us", h.value_at_quantile(0.50) as f64);
@@ -146,7 +160,7 @@ fn record_delivery(result: &mut LoadResult, board: &Board, published: u64, drain
         result.set("max_us", h.max() as f64);
         result.set("latency_samples", h.len() as f64);
     }
-    result.set("published", published as f64);
+    result.set("published", published.iter().sum::<u64>() as f64);
     result.set("lost", (board.lost + board.tail_lost(published)) as f64);
     result.set("duplicated", board.duplicated as f64);
     result.set("gaps", board.gaps as f64);

@@ -30,6 +30,7 @@
 mod board;
 mod chart;
 mod counted;
+mod goals;
 mod http;
 mod load;
 mod plan;

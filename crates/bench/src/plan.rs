@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 
 use crate::report::Summary;
-use crate::spec::Scenario;
+use crate::spec::{Regime, Scenario};
 use crate::suite::{Cell, Placement, Plan, Run};
 use crate::targets::{self, HeraldOpts, Paths, Target};
 
@@ -26,7 +26,7 @@ pub struct SuiteArgs {
     /// Comma-separated hubs [default: all; smoke: herald,naive-axum,floor].
     #[arg(long, value_delimiter = ',')]
     pub targets: Vec<String>,
-    /// Comma-separated scenario groups: fanout, compression, latency, idle, churn, ingest, replay [default: all].
+    /// Comma-separated scenario groups: fanout (fanout-single, fanout-batched), compression, latency, idle, churn, ingest, replay [default: all].
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Comma-separated fan-out sizes [default: 100,1000,MAX].
@@ -53,6 +53,20 @@ pub struct SuiteArgs {
 fn max_clients() -> usize {
     let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
     (soft.saturating_sub(100) as usize).min(9_900)
+}
+
+/// Producers of the fixed-rate cells: single events, each producer taking
+/// every fourth, so one answer in flight does not hold up the next event.
+const RATE_PRODUCERS: usize = 4;
+
+/// Whether a cell of `group` is selected by `--only NAME`: its own name, or
+/// the family before its `-` (`fanout` selects `fanout-single` and
+/// `fanout-batched`).
+fn in_group(group: &str, name: &str) -> bool {
+    group == name
+        || group
+            .strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with('-'))
 }
 
 /// Builds the plan from the options.
@@ -109,6 +123,24 @@ pub fn build(args: &SuiteArgs, paths: Paths, notes: &mut Vec<String>) -> Result<
     };
     let small = if smoke { vec![50] } else { vec![100, 1000] };
     let mut cells = Vec::new();
+    // Single events first: the regime producers in the seeds run.
+    for &clients in &fanout_sizes {
+        for producers in [1, 4] {
+            cells.push(cell(
+                "fanout-single",
+                format!(
+                    "N={clients} 100B, {producers} producer{}",
+                    if producers == 1 { "" } else { "s" }
+                ),
+                Scenario::Fanout {
+                    clients,
+                    payload: 100,
+                    regime: Regime::Single { producers },
+                },
+                false,
+            ));
+        }
+    }
     let payloads: &[usize] = if smoke { &[100] } else { &[100, 2048] };
     for &clients in &fanout_sizes {
         for &payload in payloads {
@@ -121,9 +153,13 @@ pub fn build(args: &SuiteArgs, paths: Paths, notes: &mut Vec<String>) -> Result<
                 }
             );
             cells.push(cell(
-                "fanout",
+                "fanout-batched",
                 label,
-                Scenario::Fanout { clients, payload },
+                Scenario::Fanout {
+                    clients,
+                    payload,
+                    regime: Regime::Batched,
+                },
                 false,
             ));
         }
@@ -163,6 +199,7 @@ pub fn build(args: &SuiteArgs, paths: Paths, notes: &mut Vec<String>) -> Result<
                     clients,
                     payload: 100,
                     rate,
+                    producers: RATE_PRODUCERS,
                 },
                 false,
             ));
@@ -250,11 +287,12 @@ pub fn build(args: &SuiteArgs, paths: Paths, notes: &mut Vec<String>) -> Result<
         let clients = if smoke { 50 } else { 1000 };
         cells.push(on_redis(
             cell(
-                "fanout",
+                "fanout-batched",
                 format!("N={clients} 100B, redis, 2 nodes"),
                 Scenario::Fanout {
                     clients,
                     payload: 100,
+                    regime: Regime::Batched,
                 },
                 true,
             ),
@@ -270,6 +308,7 @@ pub fn build(args: &SuiteArgs, paths: Paths, notes: &mut Vec<String>) -> Result<
                         clients,
                         payload: 100,
                         rate,
+                        producers: RATE_PRODUCERS,
                     },
                     true,
                 ),
@@ -290,7 +329,7 @@ pub fn build(args: &SuiteArgs, paths: Paths, notes: &mut Vec<String>) -> Result<
         true,
     ));
     if !args.only.is_empty() {
-        cells.retain(|c| args.only.iter().any(|g| g == c.group));
+        cells.retain(|c| args.only.iter().any(|g| in_group(c.group, g)));
     }
     let out_dir = args.out.clone().unwrap_or_else(|| {
         if smoke {

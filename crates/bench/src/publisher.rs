@@ -1,5 +1,5 @@
-//! The publishing side of an adapter: HTTP batches into Herald, or a `/pub`
-//! WebSocket into a peer hub.
+//! The publishing side of an adapter: `POST /api/v1/events` into Herald, or
+//! a `/pub` WebSocket into a peer hub; one event at a time or in batches.
 
 use anyhow::{Result, bail};
 use futures::stream::SplitSink;
@@ -36,7 +36,9 @@ impl Publisher {
         })
     }
 
-    /// Publishes events `(seq, intended send time)`, in order.
+    /// Publishes events `(seq, intended send time)`, in order, as one
+    /// batch: a JSON array in one request (Herald), or messages written
+    /// together (a peer).
     pub async fn publish(&mut self, events: &[(u64, u64)], pad: &str) -> Result<()> {
         match self {
             Publisher::Herald { http, body } => {
@@ -49,13 +51,7 @@ impl Publisher {
                     wire::herald_event(body, seq, t, pad);
                 }
                 body.push(']');
-                let (status, reply) = http.post_json("/api/v1/events", body.as_bytes()).await?;
-                if !(200..300).contains(&status) {
-                    bail!(
-                        "publish answered {status}: {}",
-                        String::from_utf8_lossy(&reply)
-                    );
-                }
+                post(http, body).await?;
             }
             Publisher::Relay { sink } => {
                 for &(seq, t) in events {
@@ -67,4 +63,34 @@ impl Publisher {
         }
         Ok(())
     }
+
+    /// Publishes one event on its own: one request with the event as a
+    /// JSON object, answered before this returns (Herald), or one message
+    /// written alone (a peer).
+    pub async fn publish_one(&mut self, seq: u64, t_ns: u64, pad: &str) -> Result<()> {
+        match self {
+            Publisher::Herald { http, body } => {
+                body.clear();
+                wire::herald_event(body, seq, t_ns, pad);
+                post(http, body).await?;
+            }
+            Publisher::Relay { sink } => {
+                sink.send(Message::text(wire::envelope(seq, t_ns, pad)))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `POST /api/v1/events` with `body`; an error unless answered 2xx.
+async fn post(http: &mut HttpConn, body: &str) -> Result<()> {
+    let (status, reply) = http.post_json("/api/v1/events", body.as_bytes()).await?;
+    if !(200..300).contains(&status) {
+        bail!(
+            "publish answered {status}: {}",
+            String::from_utf8_lossy(&reply)
+        );
+    }
+    Ok(())
 }

@@ -59,7 +59,7 @@ pub struct Summary {
 /// first ones listed in [`ratio_metrics`] also get a Herald/hub column.
 fn columns(group: &str) -> &'static [(&'static str, &'static str)] {
     match group {
-        "fanout" => &[
+        "fanout-single" | "fanout-batched" => &[
             ("delivered_per_s", "delivered/s"),
             ("cpu_us_per_delivery", "server CPU µs/delivery"),
             ("server_cpu_pct", "server CPU %"),
@@ -117,9 +117,31 @@ fn columns(group: &str) -> &'static [(&'static str, &'static str)] {
     }
 }
 
+/// What a group's table measures, and in which regime events are published.
+fn description(group: &str) -> &'static str {
+    match group {
+        "fanout-single" => {
+            "Single events: one event per `POST /api/v1/events` (Herald, each request answered \
+             before its connection sends the next) or per `/pub` message written on its own \
+             (peers), from 1 or 4 producer connections, as fast as every subscriber keeps up."
+        }
+        "fanout-batched" => {
+            "Batches: up to 64 events per `POST /api/v1/events` (Herald, a JSON array) or per \
+             write of `/pub` messages (peers), from one producer connection, as fast as every \
+             subscriber keeps up."
+        }
+        "latency" => {
+            "Single events at a fixed rate (open loop), each its own request or `/pub` \
+             message, sent in turn by 4 producer connections; latency from each event's \
+             intended send time."
+        }
+        _ => "",
+    }
+}
+
 fn ratio_metrics(group: &str) -> &'static [&'static str] {
     match group {
-        "fanout" => &["delivered_per_s", "cpu_us_per_delivery", "p99_us"],
+        "fanout-single" | "fanout-batched" => &["delivered_per_s", "cpu_us_per_delivery", "p99_us"],
         "latency" | "churn" => &["p99_us"],
         "idle" => &["rss_bytes_per_conn"],
         _ => &[],
@@ -259,6 +281,9 @@ pub fn markdown(run: &Run, summaries: &[Summary]) -> String {
     for note in &run.notes {
         let _ = writeln!(md, "- note: {note}");
     }
+    if !run.smoke {
+        md.push_str(&crate::goals::markdown(summaries));
+    }
     let mut groups: Vec<(Placement, &str)> = Vec::new();
     for s in summaries {
         if !groups.contains(&(s.placement, s.group)) {
@@ -267,6 +292,10 @@ pub fn markdown(run: &Run, summaries: &[Summary]) -> String {
     }
     for (placement, group) in groups {
         let _ = writeln!(md, "\n## {group} ({})\n", placement.name());
+        let about = description(group);
+        if !about.is_empty() {
+            let _ = writeln!(md, "{about}\n");
+        }
         let cols = columns(group);
         let ratios = ratio_metrics(group);
         let mut header = String::from("| case | hub |");

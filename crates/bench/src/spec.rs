@@ -7,11 +7,45 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// How events reach a hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "regime", rename_all = "snake_case")]
+pub enum Regime {
+    /// One event per `POST /api/v1/events` (Herald) or per `/pub` message
+    /// written on its own (peers), from `producers` connections, each with
+    /// one publish at a time: how producers in the seeds publish.
+    Single { producers: usize },
+    /// Up to [`MAX_BATCH`] events per request (Herald: a JSON array) or per
+    /// write of `/pub` messages (peers), from one connection.
+    Batched,
+}
+
+/// Most events one batched publish carries.
+pub const MAX_BATCH: usize = 64;
+
+impl Regime {
+    /// Publishing connections.
+    pub fn producers(self) -> usize {
+        match self {
+            Regime::Single { producers } => producers.max(1),
+            Regime::Batched => 1,
+        }
+    }
+
+    /// Most events one publish carries.
+    pub fn batch(self) -> usize {
+        match self {
+            Regime::Single { .. } => 1,
+            Regime::Batched => MAX_BATCH,
+        }
+    }
+}
+
 /// How the load generator talks to a hub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Adapter {
-    /// Herald: subscribe on `/ws?topics=bench`, publish by `POST /api/v1/events` batches.
+    /// Herald: subscribe on `/ws?topics=bench`, publish by `POST /api/v1/events`.
     Herald,
     /// A peer hub: subscribe on `/ws`, publish on a `/pub` WebSocket whose
     /// every message is broadcast verbatim to every subscriber.
@@ -24,12 +58,19 @@ pub enum Adapter {
 pub enum Scenario {
     /// 1→N fan-out as fast as the slowest subscriber keeps up (a window of
     /// events in flight): delivered/s, CPU per delivery, latency at the plateau.
-    Fanout { clients: usize, payload: usize },
-    /// Open-loop publishing at a fixed rate: latency from the intended send time.
+    Fanout {
+        clients: usize,
+        payload: usize,
+        #[serde(flatten)]
+        regime: Regime,
+    },
+    /// Open-loop publishing at a fixed rate, single events from `producers`
+    /// connections in turn: latency from the intended send time.
     Rate {
         clients: usize,
         payload: usize,
         rate: u64,
+        producers: usize,
     },
     /// Idle subscribed connections: RSS per connection and idle CPU.
     Idle { clients: usize },

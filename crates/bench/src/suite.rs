@@ -36,7 +36,7 @@ impl Placement {
 /// One scenario cell, run against each of its targets.
 #[derive(Debug, Clone)]
 pub struct Cell {
-    /// Report group, e.g. `fanout`.
+    /// Report group, e.g. `fanout-single`.
     pub group: &'static str,
     /// Row label within the group, e.g. `N=1000 100B`.
     pub label: String,
@@ -157,7 +157,7 @@ pub fn run(plan: &Plan, notes: Vec<String>) -> Result<Run> {
 
 fn headline(group: &str, r: &LoadResult) -> String {
     let keys: &[&str] = match group {
-        "fanout" => &[
+        "fanout-single" | "fanout-batched" | "compression" => &[
             "delivered_per_s",
             "cpu_us_per_delivery",
             "p99_us",

@@ -5,6 +5,11 @@
 //! intended send time in nanoseconds since [`epoch`]. Receivers find both
 //! with a byte search instead of parsing JSON, so the load generator spends
 //! its time on sockets, not on serde.
+//!
+//! With several producers, the seqs interleave their streams: producer `p`
+//! (of `P`) numbers its `k`-th event `(k − 1)·P + p + 1` ([`bench_seq`]).
+//! Each producer's events must arrive in its order; the streams of
+//! different producers may interleave in any order ([`stream_of`]).
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -22,6 +27,18 @@ pub fn epoch() -> Instant {
 /// Nanoseconds since [`epoch`].
 pub fn now_ns() -> u64 {
     u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The bench seq of producer `producer`'s `k`-th event (`k` from 1) when
+/// `producers` publish.
+pub fn bench_seq(producer: usize, k: u64, producers: usize) -> u64 {
+    (k - 1) * producers as u64 + producer as u64 + 1
+}
+
+/// Which producer's stream a bench seq (≥ 1) belongs to, and its place `k` in it.
+pub fn stream_of(seq: u64, producers: usize) -> (usize, u64) {
+    let producers = producers as u64;
+    (((seq - 1) % producers) as usize, (seq - 1) / producers + 1)
 }
 
 /// Padding that brings an event's `data` to about `payload` bytes.
@@ -153,6 +170,22 @@ pub fn classify(bytes: &[u8]) -> Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn producer_streams_cover_every_seq_once() {
+        let producers = 4;
+        let mut seen = Vec::new();
+        for producer in 0..producers {
+            for k in 1..=5 {
+                let seq = bench_seq(producer, k, producers);
+                assert_eq!(stream_of(seq, producers), (producer, k));
+                seen.push(seq);
+            }
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (1..=20).collect::<Vec<u64>>());
+        assert_eq!(stream_of(7, 1), (0, 7));
+    }
 
     #[test]
     fn event_fields_are_found_in_either_shape() {

@@ -87,7 +87,7 @@ pub async fn ramp(spec: &LoadSpec, clients: usize, churn: u64, rate: u64) -> Res
         }
         seq += 1;
         let intended = now_ns().saturating_sub(next.elapsed().as_nanos() as u64);
-        publisher.publish(&[(seq, intended)], &pad).await?;
+        publisher.publish_one(seq, intended, &pad).await?;
     }
     stop.set(true);
     let _ = churner.await;
@@ -99,6 +99,6 @@ pub async fn ramp(spec: &LoadSpec, clients: usize, churn: u64, rate: u64) -> Res
     }
     result.set("churn_failed", failed.get() as f64);
     let drained = drain(&board, seq, Duration::from_secs(10)).await;
-    record_delivery(&mut result, &board.borrow(), seq, drained);
+    record_delivery(&mut result, &board.borrow(), &[seq], drained);
     Ok(result)
 }

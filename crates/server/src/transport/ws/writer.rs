@@ -1,6 +1,7 @@
 //! A connection's writer: it owns the socket's sending half, feeds every
 //! queued frame as its [`Dialect`] renders it and flushes once per wake-up
-//! (frames that queued meanwhile leave in one write), sends the heartbeats
+//! (frames that queued meanwhile leave in one write; while the hub is
+//! saturated it first lets further publishes queue theirs), sends the heartbeats
 //! (a protocol ping for the peer's WebSocket stack and the dialect's
 //! app-level ping for scripts that cannot see protocol pings), and closes
 //! connections that stopped answering, whose token expired, or that the hub
@@ -55,6 +56,9 @@ where
     // timer (boxed, since it is optional).
     let mut expiry_at = None;
     let mut expiry: Option<Pin<Box<Sleep>>> = None;
+    // When this connection's last write ended: a wake-up soon after it
+    // means frames are arriving faster than they are written.
+    let mut last_write: Option<Instant> = None;
     loop {
         if conn.token_expires_at() != expiry_at {
             expiry_at = conn.token_expires_at();
@@ -108,16 +112,28 @@ where
             }
             () = conn.outbox.ready() => {}
         }
+        if last_write.is_some_and(|at| at.elapsed() < BUSY) {
+            conn.outbox.gather().await;
+        }
         let (batch, closing) = conn.outbox.drain();
-        // A peer that stops reading fills its TCP window and the write stalls;
-        // it gets as long as a silent peer would before the connection goes.
-        let written = tokio::time::timeout(
-            config.heartbeat_timeout,
-            // Boxed, like the frame dispatch: an idle connection's task does
-            // not carry the size of a write in progress.
-            Box::pin(write_batch(hub, conn, &mut sink, batch, dialect, deflater)),
-        );
-        match written.await {
+        // Boxed, like the frame dispatch: an idle connection's task does not
+        // carry the size of a write in progress.
+        let written = {
+            let mut write = Box::pin(write_batch(hub, conn, &mut sink, batch, dialect, deflater));
+            // Most writes complete at once. One that waits has met a peer
+            // that stopped reading (its TCP window is full): from then it
+            // gets as long as a silent peer would before the connection
+            // goes. The timer is armed only then, so a write that does not
+            // wait costs none.
+            match futures::poll!(write.as_mut()) {
+                std::task::Poll::Ready(written) => Ok(written),
+                std::task::Poll::Pending => {
+                    tokio::time::timeout(config.heartbeat_timeout, write).await
+                }
+            }
+        };
+        last_write = Some(Instant::now());
+        match written {
             Ok(Ok(())) => {}
             Ok(Err(error)) => return End::SocketError(error.to_string()),
             Err(_) => return End::WriteStalled,
@@ -132,6 +148,14 @@ where
         }
     }
 }
+
+/// A wake-up within this long of the connection's previous write finds a
+/// hub publishing faster than this connection's writes complete: the
+/// writer gathers the frames of further publishes before it writes
+/// ([`crate::core::outbox::Outbox::gather`]), so they leave in one write.
+/// On a quieter connection it writes at once: coalescing adds no delay to a
+/// hub that is not saturated.
+const BUSY: Duration = Duration::from_millis(1);
 
 /// Completes when the token's timer fires; never for a connection without one.
 async fn expired(timer: &mut Option<Pin<Box<Sleep>>>) {
