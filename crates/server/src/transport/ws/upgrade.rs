@@ -261,16 +261,15 @@ pub(crate) fn accept<D: Dialect>(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
     };
+    // This task only sees the upgrade through: the connection's life is a
+    // task of its own (spawned by `open`), so an idle connection carries
+    // none of the upgrade's state.
     tasks.spawn(async move {
         match agreed.socket(socket_config).await {
             None => {}
-            // Boxed: the task waiting for the upgrade stays small, whichever
-            // socket it turns out to be.
-            Some(Socket::Plain(socket)) => {
-                Box::pin(open(hub, socket, opened, dialect, None)).await;
-            }
+            Some(Socket::Plain(socket)) => open(hub, socket, opened, dialect, None).await,
             Some(Socket::Deflate(socket)) => {
-                Box::pin(open(hub, socket, opened, dialect, Some(&*DEFLATER))).await;
+                open(hub, socket, opened, dialect, Some(&*DEFLATER)).await;
             }
         }
     });
@@ -290,14 +289,14 @@ struct Opened {
     origin: Option<String>,
 }
 
-/// Runs an upgraded connection in `dialect`, unless the hub is draining or
-/// full.
+/// Starts an upgraded connection in `dialect` on a task of its own,
+/// unless the hub is draining or full.
 async fn open<S, D>(
     hub: Hub,
     socket: WebSocketStream<S>,
     opened: Opened,
     dialect: D,
-    deflater: Option<&Deflater>,
+    deflater: Option<&'static Deflater>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     D: Dialect,
@@ -336,7 +335,9 @@ async fn open<S, D>(
     } else {
         conn.without_answers()
     };
-    connection::run(hub, (sink, source), Arc::new(conn), dialect, deflater).await;
+    let tasks = hub.tasks().clone();
+    let run = connection::run(hub, (sink, source), Arc::new(conn), dialect, deflater);
+    tasks.spawn(run);
 }
 
 fn close(code: CloseReason, reason: &'static str) -> Message {
