@@ -246,10 +246,12 @@ pub(crate) fn accept<D: Dialect>(
         .max_frame_size(Some(config.max_frame_size))
         // Small read buffers keep idle connections cheap (tungstenite reads
         // at most this much per call, so a large client frame takes several
-        // reads; clients mostly send short control frames). Frames fed
-        // between flushes are coalesced into one write of up to 64 KiB.
+        // reads; clients mostly send short control frames). Each frame goes
+        // straight to the socket's `Coalescing` writer, which gathers those
+        // fed between flushes into one write of up to `WRITE_LIMIT` and then
+        // lets its buffer go (tungstenite's would keep its largest size).
         .read_buffer_size(256)
-        .write_buffer_size(64 * 1024);
+        .write_buffer_size(0);
     let (response, agreed) = ws.accept(SUBPROTOCOL, config.compression);
     let tasks = hub.tasks().clone();
     let opened = Opened {
@@ -265,7 +267,7 @@ pub(crate) fn accept<D: Dialect>(
     // task of its own (spawned by `open`), so an idle connection carries
     // none of the upgrade's state.
     tasks.spawn(async move {
-        match agreed.socket(socket_config).await {
+        match agreed.socket(socket_config, WRITE_LIMIT).await {
             None => {}
             Some(Socket::Plain(socket)) => open(hub, socket, opened, dialect, None).await,
             Some(Socket::Deflate(socket)) => {
@@ -275,6 +277,9 @@ pub(crate) fn accept<D: Dialect>(
     });
     response
 }
+
+/// At most this many bytes of frames gather before a write goes out.
+const WRITE_LIMIT: usize = 64 * 1024;
 
 /// Compressed frames, shared by every compressed connection of the process
 /// (frames are found by the identity of their bytes, whichever hub made them).
