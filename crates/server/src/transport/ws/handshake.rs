@@ -150,8 +150,7 @@ impl Handshake {
 
 impl Agreed {
     /// Waits for the upgrade and builds the socket; `None` when the client
-    /// went away first.
-    /// `write_limit` bounds the bytes gathered between flushes.
+    /// went away first. `write_limit` bounds the bytes gathered between flushes.
     pub(crate) async fn socket(
         self,
         config: WebSocketConfig,
