@@ -81,10 +81,11 @@ pub(crate) async fn run<S, D: Dialect>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     dialect.greet(&hub, &conn);
-    hub.attach(&conn).await;
+    // Boxed, like every one-off await here: the future an idle connection's
+    // task holds is sized for its largest await, and only the two loops'
+    // select below should count.
+    Box::pin(hub.attach(&conn)).await;
     tracing::info!(session = %conn.id, user = conn.user_id.as_deref(), remote = ?conn.remote, "connection opened");
-    // Boxed: the opening's awaits would otherwise size the future every
-    // idle connection keeps.
     Box::pin(dialect.open(&hub, &conn)).await;
     let dialect = &dialect;
     // Boxed: pinned in place, the two loops (1.1 KB together) made this
@@ -102,13 +103,13 @@ pub(crate) async fn run<S, D: Dialect>(
                 // Flush first: the replies already queued (the `rate_limited`
                 // errors above all) tell the client why it is being closed.
                 conn.outbox.close(code, reason, true);
-                let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
+                let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), &mut writer)).await;
                 end
             }
             other => other,
         },
     };
-    hub.detach(&conn).await;
+    Box::pin(hub.detach(&conn)).await;
     tracing::info!(
         session = %conn.id,
         reason = %end,

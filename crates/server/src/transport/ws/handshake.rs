@@ -15,11 +15,12 @@ use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::protocol::{Role, WebSocketConfig};
 
+use super::coalesce::Coalescing;
 use crate::transport::deflate::{self, Inflating};
 use crate::transport::http::error::ApiError;
 
-/// The upgraded connection, as hyper hands it over.
-pub(crate) type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
+/// The upgraded connection, as hyper hands it over, its writes coalesced.
+pub(crate) type Upgraded = Coalescing<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// A WebSocket upgrade request, checked; answered by [`Handshake::accept`].
 #[derive(Debug)]
@@ -149,10 +150,14 @@ impl Handshake {
 
 impl Agreed {
     /// Waits for the upgrade and builds the socket; `None` when the client
-    /// went away first.
-    pub(crate) async fn socket(self, config: WebSocketConfig) -> Option<Socket> {
+    /// went away first. `write_limit` bounds the bytes gathered between flushes.
+    pub(crate) async fn socket(
+        self,
+        config: WebSocketConfig,
+        write_limit: usize,
+    ) -> Option<Socket> {
         let upgraded = match self.on_upgrade.await {
-            Ok(upgraded) => TokioIo::new(upgraded),
+            Ok(upgraded) => Coalescing::new(TokioIo::new(upgraded), write_limit),
             Err(error) => {
                 tracing::debug!(%error, "the WebSocket upgrade did not complete");
                 return None;

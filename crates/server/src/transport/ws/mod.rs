@@ -8,6 +8,8 @@
 //! - `handshake`: the opening handshake, answered by the hub, and the
 //!   socket it builds (with the inflating reader of
 //!   [`deflate`](crate::transport::deflate) when agreed).
+//! - `coalesce`: the socket's writes gathered until a flush, held only
+//!   until written.
 //! - `dialect`: what an endpoint speaks: the trait the connection, reader
 //!   and writer are generic over.
 //! - `native`: Herald's own protocol as a dialect (welcome, the URL's
@@ -18,6 +20,7 @@
 //! - `commands`: what each of Herald's client frames does.
 //! - `writer`: frames out as the dialect renders them, heartbeats, closes.
 
+mod coalesce;
 mod commands;
 pub(crate) mod connection;
 pub(crate) mod dialect;

@@ -246,10 +246,12 @@ pub(crate) fn accept<D: Dialect>(
         .max_frame_size(Some(config.max_frame_size))
         // Small read buffers keep idle connections cheap (tungstenite reads
         // at most this much per call, so a large client frame takes several
-        // reads; clients mostly send short control frames). Frames fed
-        // between flushes are coalesced into one write of up to 64 KiB.
+        // reads; clients mostly send short control frames). Each frame goes
+        // straight to the socket's `Coalescing` writer, which gathers those
+        // fed between flushes into one write of up to `WRITE_LIMIT` and then
+        // lets its buffer go (tungstenite's would keep its largest size).
         .read_buffer_size(256)
-        .write_buffer_size(64 * 1024);
+        .write_buffer_size(0);
     let (response, agreed) = ws.accept(SUBPROTOCOL, config.compression);
     let tasks = hub.tasks().clone();
     let opened = Opened {
@@ -261,21 +263,23 @@ pub(crate) fn accept<D: Dialect>(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
     };
+    // This task only sees the upgrade through: the connection's life is a
+    // task of its own (spawned by `open`), so an idle connection carries
+    // none of the upgrade's state.
     tasks.spawn(async move {
-        match agreed.socket(socket_config).await {
+        match agreed.socket(socket_config, WRITE_LIMIT).await {
             None => {}
-            // Boxed: the task waiting for the upgrade stays small, whichever
-            // socket it turns out to be.
-            Some(Socket::Plain(socket)) => {
-                Box::pin(open(hub, socket, opened, dialect, None)).await;
-            }
+            Some(Socket::Plain(socket)) => open(hub, socket, opened, dialect, None).await,
             Some(Socket::Deflate(socket)) => {
-                Box::pin(open(hub, socket, opened, dialect, Some(&*DEFLATER))).await;
+                open(hub, socket, opened, dialect, Some(&*DEFLATER)).await;
             }
         }
     });
     response
 }
+
+/// At most this many bytes of frames gather before a write goes out.
+const WRITE_LIMIT: usize = 64 * 1024;
 
 /// Compressed frames, shared by every compressed connection of the process
 /// (frames are found by the identity of their bytes, whichever hub made them).
@@ -290,14 +294,14 @@ struct Opened {
     origin: Option<String>,
 }
 
-/// Runs an upgraded connection in `dialect`, unless the hub is draining or
-/// full.
+/// Starts an upgraded connection in `dialect` on a task of its own,
+/// unless the hub is draining or full.
 async fn open<S, D>(
     hub: Hub,
     socket: WebSocketStream<S>,
     opened: Opened,
     dialect: D,
-    deflater: Option<&Deflater>,
+    deflater: Option<&'static Deflater>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     D: Dialect,
@@ -336,7 +340,9 @@ async fn open<S, D>(
     } else {
         conn.without_answers()
     };
-    connection::run(hub, (sink, source), Arc::new(conn), dialect, deflater).await;
+    let tasks = hub.tasks().clone();
+    let run = connection::run(hub, (sink, source), Arc::new(conn), dialect, deflater);
+    tasks.spawn(run);
 }
 
 fn close(code: CloseReason, reason: &'static str) -> Message {
