@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use herald_tests::{eventually, frame_type, raw_ws_upgrade};
+use herald_tests::{Hub, eventually, frame_type, raw_ws_upgrade};
 use tokio::io::AsyncReadExt;
 use tokio::time::{Instant, timeout};
 
@@ -11,6 +11,18 @@ use serde_json::json;
 
 use crate::http_api::active_connections;
 use crate::{event, herald};
+
+/// A hub that pings every 100 ms and drops a peer silent for 500 ms.
+async fn strict_heartbeat() -> Result<Hub> {
+    herald()
+        .start(&[
+            "--heartbeat-interval",
+            "100ms",
+            "--heartbeat-timeout",
+            "500ms",
+        ])
+        .await
+}
 
 #[tokio::test]
 async fn hub_sends_app_level_pings_at_the_heartbeat_interval() -> Result<()> {
@@ -65,14 +77,7 @@ async fn client_that_answers_heartbeats_stays_connected_past_the_timeout() -> Re
 
 #[tokio::test]
 async fn client_that_never_reads_is_dropped_after_the_heartbeat_timeout() -> Result<()> {
-    let hub = herald()
-        .start(&[
-            "--heartbeat-interval",
-            "100ms",
-            "--heartbeat-timeout",
-            "500ms",
-        ])
-        .await?;
+    let hub = strict_heartbeat().await?;
     let client = hub.ws("/ws").await?;
     ensure!(
         active_connections(&hub).await? == 1,
@@ -91,14 +96,7 @@ async fn client_that_never_reads_is_dropped_after_the_heartbeat_timeout() -> Res
 
 #[tokio::test]
 async fn raw_tcp_client_that_never_answers_pings_is_closed_after_the_timeout() -> Result<()> {
-    let hub = herald()
-        .start(&[
-            "--heartbeat-interval",
-            "100ms",
-            "--heartbeat-timeout",
-            "500ms",
-        ])
-        .await?;
+    let hub = strict_heartbeat().await?;
     let mut stream = raw_ws_upgrade(hub.addr(), "/ws").await?;
     // Read (and ignore) whatever the hub sends, answering nothing, until the
     // hub closes the TCP connection.
@@ -128,14 +126,7 @@ async fn raw_tcp_client_that_never_answers_pings_is_closed_after_the_timeout() -
 /// the write waits, so this is the only thing that ends it).
 #[tokio::test]
 async fn subscriber_whose_socket_fills_is_dropped_after_the_heartbeat_timeout() -> Result<()> {
-    let hub = herald()
-        .start(&[
-            "--heartbeat-interval",
-            "100ms",
-            "--heartbeat-timeout",
-            "500ms",
-        ])
-        .await?;
+    let hub = strict_heartbeat().await?;
     let mut client = hub.ws("/ws").await?;
     client.subscribe(&["execution:full"]).await?;
     // 400 events of 32 KiB: far more than the socket buffers of both ends
