@@ -64,7 +64,7 @@ fn main() -> ExitCode {
         }
     };
     // One runtime for every command: the hub's, tuned for fan-out.
-    let runtime = match server::runtime().build() {
+    let runtime = match server::runtime(parsed.workers()).build() {
         Ok(runtime) => runtime,
         Err(error) => {
             #[allow(clippy::print_stderr, reason = "no logger exists yet")]

@@ -1,6 +1,8 @@
 //! The defaults of `herald serve`'s flags: [`Config::default()`], spelled the
 //! way the flags are written (`30s`, `64KiB`, `660`), so that each default is
 //! stated once, in `herald-server`, and `herald serve --help` still shows it.
+//! `--workers` is the runtime's, not the hub's: its default is
+//! [`herald_server::server::default_workers`].
 
 use std::sync::LazyLock;
 
@@ -31,6 +33,7 @@ pub(crate) struct Defaults {
     pub(crate) client_rate_limit: String,
     pub(crate) publish_rate_limit: String,
     pub(crate) header_timeout: String,
+    pub(crate) workers: String,
 }
 
 /// The defaults, spelled once per process (clap's default texts are `&'static str`).
@@ -63,6 +66,7 @@ impl Defaults {
             client_rate_limit: config.client_rate_limit.to_string(),
             publish_rate_limit: config.publish_rate_limit.to_string(),
             header_timeout: duration(config.header_timeout),
+            workers: herald_server::server::default_workers().to_string(),
         }
     }
 }

@@ -114,6 +114,15 @@ fn serve_command() -> clap::Command {
 }
 
 impl Parsed {
+    /// The runtime worker threads the command runs on: `serve`'s
+    /// `--workers`; one for the client commands, which hold one connection.
+    pub(crate) fn workers(&self) -> usize {
+        match &self.cli.command {
+            Command::Serve(args) => usize::from(args.workers),
+            _ => 1,
+        }
+    }
+
     /// Runs the command to its end.
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         match self.cli.command {

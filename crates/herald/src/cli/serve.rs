@@ -122,6 +122,10 @@ pub(crate) struct ServeArgs {
     /// long (a blocked worker, or the process paused); 0s: off.
     #[arg(long, env = "HERALD_WATCHDOG_THRESHOLD", default_value = defaults().watchdog_threshold.as_str(), value_parser = parse_duration)]
     watchdog_threshold: Duration,
+    /// Runtime worker threads (default: half the cores this process may
+    /// use, at least one, leaving the rest to the kernel's socket work).
+    #[arg(long, env = "HERALD_WORKERS", default_value = defaults().workers.as_str(), value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub(crate) workers: u16,
     /// Log format on stderr.
     #[arg(long, env = "HERALD_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -190,6 +194,7 @@ pub(crate) async fn run(args: ServeArgs, file: Option<&ConfigFile>) -> anyhow::R
     }
     let config = args.config()?;
     config.validate()?;
+    tracing::info!(workers = args.workers, "runtime started");
     // The store is opened before the port, so a bad database fails before
     // anyone is told where to connect.
     let hub = Hub::open(config.clone(), CancellationToken::new()).await?;
@@ -306,6 +311,7 @@ mod tests {
             &defaults.client_rate_limit,
             &defaults.publish_rate_limit,
             &defaults.header_timeout,
+            &defaults.workers,
         ] {
             assert!(
                 help.contains(&format!("[default: {default}]")),
@@ -313,6 +319,17 @@ mod tests {
             );
         }
         assert!(help.contains("[default: 2 × interval + 10s]"), "{help}");
+    }
+
+    #[test]
+    fn the_runtime_gets_the_workers_asked_for_and_half_the_cores_by_default() {
+        assert_eq!(serve_args(&["--workers", "3"]).workers, 3);
+        assert_eq!(
+            usize::from(serve_args(&[]).workers),
+            server::default_workers()
+        );
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(server::default_workers(), (cores / 2).max(1));
     }
 
     #[test]

@@ -7,15 +7,22 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use crate::core::connection::ConnHandle;
+use crate::core::outbox::Pace;
 
 /// The open connections of this node.
 #[derive(Debug, Default)]
 pub struct Connections {
     by_id: RwLock<HashMap<Arc<str>, Arc<ConnHandle>>>,
     by_user: RwLock<HashMap<Arc<str>, HashSet<Arc<str>>>>,
+    pace: Pace,
 }
 
 impl Connections {
+    /// Whether these connections keep up with what is published to them.
+    pub(crate) fn pace(&self) -> &Pace {
+        &self.pace
+    }
+
     /// Registers a connection.
     pub(crate) fn insert(&self, conn: &Arc<ConnHandle>) {
         self.by_id.write().insert(conn.id.clone(), conn.clone());

@@ -4,7 +4,9 @@
 //! exact subscribers by their topic, `kind:*` subscribers by kind, `*`
 //! subscribers in one list. A publication reaches each matching connection
 //! at most once, as the same shared bytes, pushed into its bounded outbox
-//! without waiting on any socket.
+//! without waiting on any socket; on a quiet hub
+//! ([`Pace`](crate::core::outbox::Pace)), written
+//! straight to a connection's socket when it takes the frame at once.
 //!
 //! While a new subscription's replay or snapshot is read from the broker,
 //! its live events are held ([`Held`], at most `--queue-size` of them) and
@@ -522,23 +524,42 @@ impl BrokerHandler for NodeHandler {
         let asks = (event.event_type == EventType::ApprovalRequested)
             .then(|| event.data.get("user_id").and_then(Value::as_str));
         // Counted locally and added once: no shared atomic per recipient.
-        let (mut delivered, mut reached, mut shed) = (0u64, 0u32, 0u64);
+        let (mut delivered, mut reached, mut shed, mut written) = (0u64, 0u32, 0u64, 0u64);
+        // Written straight away only on a hub keeping up (every connection
+        // wrote all it was given, a while ago) and never a batch's events,
+        // which leave each connection together.
+        let pace = fanout.connections.pace();
+        let quiet = !publication.together && pace.quiet();
+        let mut ages = fanout.metrics.publish_to_send.tally();
         fanout.fan_out(publication, &frame, &mut |conn: &ConnHandle| {
-            let pushed = conn.outbox.push(frame.clone());
-            if pushed == Pushed::Closed {
-                return;
+            let pushed = conn.outbox.deliver(frame.clone(), quiet);
+            match pushed {
+                Pushed::Closed => return,
+                Pushed::Shed => {
+                    shed += 1;
+                    conn.events_shed.fetch_add(1, Relaxed);
+                }
+                // Counted as the writer counts what it writes.
+                Pushed::Written => {
+                    written += 1;
+                    conn.frames_sent.fetch_add(1, Relaxed);
+                    ages.observe(publication.stored_at.elapsed());
+                }
+                Pushed::Queued => {}
             }
             delivered += 1;
-            if pushed == Pushed::Shed {
-                shed += 1;
-                conn.events_shed.fetch_add(1, Relaxed);
-            }
             if asks.is_none_or(|user| conn.may_answer(user)) {
                 reached += 1;
             }
         });
+        drop(ages);
+        pace.busy_now();
         let metrics = &fanout.metrics;
         metrics.events_delivered.inc_by(delivered);
+        if written > 0 {
+            metrics.frames_out.inc_by(written);
+            metrics.bytes_out.inc_by(written * frame.text.len() as u64);
+        }
         if shed > 0 {
             metrics.events_shed.inc_by(shed);
         }

@@ -188,11 +188,14 @@ pub struct Publication<'a> {
     pub audience: Audience,
     /// When it was stored: where its publish-to-send latency starts.
     pub stored_at: Instant,
+    /// One of several events published in one call: its frames queue, so
+    /// that the batch leaves each connection in one write.
+    pub together: bool,
 }
 
 /// What a broker calls on its node. Calls for one topic come in seq order and
-/// never overlap; they must not block (fan-out queues frames, never waits on
-/// a socket).
+/// never overlap; they must not block (fan-out queues frames, or writes one
+/// to a socket only when the socket takes it at once, and never waits).
 pub trait BrokerHandler: Send + Sync + Debug {
     /// An event was stored; returns how many of this node's connections it
     /// was queued to (for an `approval.requested`, those that can answer it).

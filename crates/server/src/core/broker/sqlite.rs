@@ -68,6 +68,8 @@ pub(crate) struct EventWrite {
     /// The topic's epoch, stored with its last seq.
     pub(crate) epoch: Epoch,
     pub(crate) audience: Audience,
+    /// One of a batch ([`Publication::together`](super::Publication::together)).
+    pub(crate) together: bool,
     /// Where retries of the event wait for the outcome.
     pub(crate) pending: Arc<PendingWrite>,
     /// The first attempt's answer: the connections the event reached.

@@ -149,6 +149,7 @@ impl Lagging {
                 epoch: &epoch,
                 audience,
                 stored_at: std::time::Instant::now(),
+                together: false,
             });
         }
     }

@@ -15,6 +15,7 @@ use super::dialect::Dialect;
 use super::{reader, writer};
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
+use crate::core::outbox::{Direct, DirectWrite};
 use crate::transport::deflate::Deflater;
 
 /// The sending half of an upgraded connection over `S`.
@@ -67,19 +68,36 @@ pub(crate) fn send_error(
     }));
 }
 
+/// How a connection's frames may be sent besides its writer's plain frames.
+#[derive(Debug)]
+pub(crate) struct Sending {
+    /// `permessage-deflate` was agreed: frames worth it go compressed.
+    pub(crate) deflater: Option<&'static Deflater>,
+    /// Writes the core's frames straight to the socket; used when the
+    /// dialect sends them as they are.
+    pub(crate) direct: Option<Box<dyn DirectWrite>>,
+}
+
 /// Runs a connection to its end: what the dialect greets with, what it
 /// opens with, then frames both ways until the peer leaves, the hub closes
-/// it, or the hub shuts down. With `deflater`, `permessage-deflate` was
-/// agreed: frames worth it are sent compressed.
+/// it, or the hub shuts down.
 pub(crate) async fn run<S, D: Dialect>(
     hub: Hub,
     (sink, stream): (Sink<S>, Source<S>),
     conn: Arc<ConnHandle>,
     mut dialect: D,
-    deflater: Option<&Deflater>,
+    sending: Sending,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    let Sending { deflater, direct } = sending;
+    if dialect.shares_event_frames()
+        && deflater.is_none()
+        && let Some(writer) = direct
+    {
+        let pace = hub.connections().pace().clone();
+        conn.outbox.set_direct(Some(Direct { writer, pace }));
+    }
     dialect.greet(&hub, &conn);
     // Boxed, like every one-off await here: the future an idle connection's
     // task holds is sized for its largest await, and only the two loops'
@@ -109,6 +127,8 @@ pub(crate) async fn run<S, D: Dialect>(
             other => other,
         },
     };
+    // Nothing more goes straight to the socket, which closes with the task.
+    conn.outbox.set_direct(None);
     Box::pin(hub.detach(&conn)).await;
     tracing::info!(
         session = %conn.id,

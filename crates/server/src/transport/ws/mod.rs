@@ -10,6 +10,8 @@
 //!   [`deflate`](crate::transport::deflate) when agreed).
 //! - `coalesce`: the socket's writes gathered until a flush, held only
 //!   until written.
+//! - `direct`: event frames the fan-out writes straight to a quiet
+//!   connection's socket.
 //! - `dialect`: what an endpoint speaks: the trait the connection, reader
 //!   and writer are generic over.
 //! - `native`: Herald's own protocol as a dialect (welcome, the URL's
@@ -24,6 +26,7 @@ mod coalesce;
 mod commands;
 pub(crate) mod connection;
 pub(crate) mod dialect;
+mod direct;
 pub(crate) mod handshake;
 pub(crate) mod native;
 mod reader;

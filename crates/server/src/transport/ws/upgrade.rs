@@ -21,8 +21,9 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tungstenite::{Message, Utf8Bytes};
 
-use super::connection;
+use super::connection::{self, Sending};
 use super::dialect::Dialect;
+use super::direct::FrameWriter;
 use super::handshake::{Handshake, Socket};
 use super::native::{Native, Opening};
 use crate::core::connection::ConnHandle;
@@ -269,9 +270,20 @@ pub(crate) fn accept<D: Dialect>(
     tasks.spawn(async move {
         match agreed.socket(socket_config, WRITE_LIMIT).await {
             None => {}
-            Some(Socket::Plain(socket)) => open(hub, socket, opened, dialect, None).await,
+            Some(Socket::Plain(socket)) => {
+                let direct = FrameWriter::new(socket.get_ref().direct());
+                let sending = Sending {
+                    deflater: None,
+                    direct: Some(Box::new(direct)),
+                };
+                open(hub, socket, opened, dialect, sending).await;
+            }
             Some(Socket::Deflate(socket)) => {
-                open(hub, socket, opened, dialect, Some(&*DEFLATER)).await;
+                let sending = Sending {
+                    deflater: Some(&*DEFLATER),
+                    direct: None,
+                };
+                open(hub, socket, opened, dialect, sending).await;
             }
         }
     });
@@ -301,7 +313,7 @@ async fn open<S, D>(
     socket: WebSocketStream<S>,
     opened: Opened,
     dialect: D,
-    deflater: Option<&'static Deflater>,
+    sending: Sending,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     D: Dialect,
@@ -341,7 +353,7 @@ async fn open<S, D>(
         conn.without_answers()
     };
     let tasks = hub.tasks().clone();
-    let run = connection::run(hub, (sink, source), Arc::new(conn), dialect, deflater);
+    let run = connection::run(hub, (sink, source), Arc::new(conn), dialect, sending);
     tasks.spawn(run);
 }
 

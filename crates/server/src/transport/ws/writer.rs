@@ -27,7 +27,7 @@ use super::dialect::{Dialect, Rendered};
 use crate::core::clock::now_ms;
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
-use crate::core::outbox::Entry;
+use crate::core::outbox::{BUSY, Entry};
 use crate::transport::deflate::Deflater;
 
 /// Writes until the connection ends; how it ended. With `deflater`, frames
@@ -133,6 +133,7 @@ where
             }
         };
         last_write = Some(Instant::now());
+        conn.outbox.written();
         match written {
             Ok(Ok(())) => {}
             Ok(Err(error)) => return End::SocketError(error.to_string()),
@@ -148,14 +149,6 @@ where
         }
     }
 }
-
-/// A wake-up within this long of the connection's previous write finds a
-/// hub publishing faster than this connection's writes complete: the
-/// writer gathers the frames of further publishes before it writes
-/// ([`crate::core::outbox::Outbox::gather`]), so they leave in one write.
-/// On a quieter connection it writes at once: coalescing adds no delay to a
-/// hub that is not saturated.
-const BUSY: Duration = Duration::from_millis(1);
 
 /// Completes when the token's timer fires; never for a connection without one.
 async fn expired(timer: &mut Option<Pin<Box<Sleep>>>) {
@@ -222,8 +215,10 @@ where
             Rendered::Nothing => {}
         }
     }
+    // Flushed even with no frames: a frame the fan-out wrote straight to
+    // the socket may have left its end there (`Wrote::Part`).
+    sink.flush().await?;
     if frames > 0 {
-        sink.flush().await?;
         metrics.frames_out.inc_by(frames);
         metrics.bytes_out.inc_by(bytes);
         if deflated > 0 {

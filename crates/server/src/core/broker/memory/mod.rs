@@ -329,12 +329,19 @@ impl Shared {
     }
 
     /// Hands an event to the node, then retains it.
-    fn deliver(&self, log: &mut TopicLog, retained: Retained, audience: Audience) -> u32 {
+    fn deliver(
+        &self,
+        log: &mut TopicLog,
+        retained: Retained,
+        audience: Audience,
+        together: bool,
+    ) -> u32 {
         let reached = self.handler.on_publication(&Publication {
             event: &retained.encoded,
             epoch: &log.epoch,
             audience,
             stored_at: retained.retained_at,
+            together,
         });
         let delta = log.retain(retained, self.retention.history_size);
         self.retained_bytes.fetch_add(delta, Relaxed);
@@ -343,7 +350,12 @@ impl Shared {
 
     /// Assigns the event its seq and delivers it (memory) or hands it to the
     /// journal (durable), in seq order per topic.
-    async fn enqueue(&self, draft: Draft, audience: Audience) -> Result<Answer, BrokerError> {
+    async fn enqueue(
+        &self,
+        draft: Draft,
+        audience: Audience,
+        together: bool,
+    ) -> Result<Answer, BrokerError> {
         // Room in the journal is taken before the topic's lock, so the lock
         // is never held across a wait.
         let permit = match &self.durable {
@@ -387,7 +399,7 @@ impl Shared {
         let encoded = EncodedEvent::new(draft.into_event(seq));
         Ok(match permit {
             None => {
-                let reached = self.deliver(&mut log, Retained::new(encoded), audience);
+                let reached = self.deliver(&mut log, Retained::new(encoded), audience, together);
                 Answer::Delivered(receipt, reached)
             }
             Some(permit) => {
@@ -398,6 +410,7 @@ impl Shared {
                     encoded,
                     epoch: log.epoch.clone(),
                     audience,
+                    together,
                     pending,
                     done,
                 }));
@@ -440,7 +453,7 @@ impl Written for Shared {
                 // It enters history (and its age starts) now, not when its
                 // seq was assigned.
                 let retained = Retained::new(write.encoded);
-                Ok(self.deliver(&mut log, retained, write.audience))
+                Ok(self.deliver(&mut log, retained, write.audience, write.together))
             }
             Err(error) => {
                 // Never stored, never delivered: a later retry with this id
@@ -468,8 +481,9 @@ impl Broker for MemoryBroker {
         // Every event is assigned its seq (and handed to the journal) first,
         // then the batch is awaited: a durable store commits it together.
         let mut answers = Vec::with_capacity(batch.len());
+        let together = batch.len() > 1;
         for draft in batch {
-            answers.push(self.shared.enqueue(draft, audience).await?);
+            answers.push(self.shared.enqueue(draft, audience, together).await?);
         }
         let mut stored = Vec::with_capacity(answers.len());
         for answer in answers {

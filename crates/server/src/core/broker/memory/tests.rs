@@ -112,12 +112,12 @@ async fn a_retry_that_overtakes_a_pending_write_gets_its_failure_not_a_receipt()
     let audience = Audience::Subscribers;
     let first = broker
         .shared
-        .enqueue(with_id(json!(1)), audience)
+        .enqueue(with_id(json!(1)), audience, false)
         .await
         .unwrap();
     let retry = broker
         .shared
-        .enqueue(with_id(json!(1)), audience)
+        .enqueue(with_id(json!(1)), audience, false)
         .await
         .unwrap();
     let mut retry = Box::pin(retry.finish(Wait::Stored));
@@ -146,12 +146,12 @@ async fn a_retry_waiting_on_a_write_its_store_dropped_is_answered_not_left_hangi
     let audience = Audience::Subscribers;
     let first = broker
         .shared
-        .enqueue(with_id(json!(1)), audience)
+        .enqueue(with_id(json!(1)), audience, false)
         .await
         .unwrap();
     let retry = broker
         .shared
-        .enqueue(with_id(json!(1)), audience)
+        .enqueue(with_id(json!(1)), audience, false)
         .await
         .unwrap();
     // The store's writer stops with the write in hand, never finishing it.
@@ -176,12 +176,12 @@ async fn a_retry_that_overtakes_a_pending_write_gets_the_first_receipt_once_it_i
     let audience = Audience::Subscribers;
     let first = broker
         .shared
-        .enqueue(with_id(json!(1)), audience)
+        .enqueue(with_id(json!(1)), audience, false)
         .await
         .unwrap();
     let retry = broker
         .shared
-        .enqueue(with_id(json!(1)), audience)
+        .enqueue(with_id(json!(1)), audience, false)
         .await
         .unwrap();
     let mut retry = Box::pin(retry.finish(Wait::Stored));

@@ -183,7 +183,8 @@ impl Feed {
 
     /// Delivers `event` to this node if it is the next of its topic. With
     /// `first_here`, an event of a topic with no position is delivered (and
-    /// gives it one); without, it is left to the feed.
+    /// gives it one); without, it is left to the feed. `together`: see
+    /// [`Publication::together`].
     pub(super) fn deliver(
         &self,
         engine: &Shared,
@@ -191,6 +192,7 @@ impl Feed {
         event: &EncodedEvent,
         audience: Audience,
         first_here: bool,
+        together: bool,
     ) -> Delivery {
         let topic = &event.event.topic;
         let seq = event.event.seq;
@@ -223,6 +225,7 @@ impl Feed {
             epoch,
             audience,
             stored_at: Instant::now(),
+            together,
         });
         *position = Some((epoch.clone(), seq));
         Delivery::Delivered(reached)
@@ -521,7 +524,7 @@ impl Shared {
     /// it that this node did not deliver.
     async fn deliver_in_order(&self, epoch: &Epoch, event: &EncodedEvent, audience: Audience) {
         let topic = &event.event.topic;
-        match self.feed.deliver(self, epoch, event, audience, true) {
+        match self.feed.deliver(self, epoch, event, audience, true, false) {
             Delivery::Delivered(_) | Delivery::Duplicate | Delivery::Deferred => return,
             Delivery::Behind(_) => {}
             Delivery::EpochChanged => {
@@ -537,7 +540,7 @@ impl Shared {
         self.fill(topic, None).await;
         // Whatever the stream said, this event is the newest: deliver it
         // unless the fill did.
-        let _ = self.feed.deliver(self, epoch, event, audience, true);
+        let _ = self.feed.deliver(self, epoch, event, audience, true, false);
     }
 
     /// Reads and delivers what this node has not delivered of `topic`
@@ -582,8 +585,11 @@ impl Shared {
                 *slot.lock() = Some((read.epoch.clone(), to_seq));
             }
         }
+        let together = read.events.len() > 1;
         for (audience, event) in &read.events {
-            let _ = self.feed.deliver(self, &read.epoch, event, *audience, true);
+            let _ = self
+                .feed
+                .deliver(self, &read.epoch, event, *audience, true, together);
         }
     }
 

@@ -446,6 +446,7 @@ impl Shared {
         };
         let epoch = Epoch::new(text(epoch)?).map_err(|e| Unexpected(e.to_string()))?;
         let mut published = Vec::with_capacity(drafts.len());
+        let together = drafts.len() > 1;
         for (draft, outcome) in drafts.into_iter().zip(outcomes.chunks_exact(2)) {
             let (seq, status) = (number(&outcome[0])?, number(&outcome[1])?);
             let receipt = PublishReceipt {
@@ -459,7 +460,10 @@ impl Shared {
                     // This node's connections get it now if the node is up
                     // to date with the topic; otherwise its feed delivers it
                     // in order.
-                    let reached = match self.feed.deliver(self, &epoch, &event, audience, false) {
+                    let reached = match self
+                        .feed
+                        .deliver(self, &epoch, &event, audience, false, together)
+                    {
                         Delivery::Delivered(reached) => reached,
                         _ => 0,
                     };
