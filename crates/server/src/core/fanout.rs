@@ -4,9 +4,9 @@
 //! exact subscribers by their topic, `kind:*` subscribers by kind, `*`
 //! subscribers in one list. A publication reaches each matching connection
 //! at most once, as the same shared bytes, pushed into its bounded outbox
-//! without waiting on any socket; on a quiet hub
-//! ([`Pace`](crate::core::outbox::Pace)), written
-//! straight to a connection's socket when it takes the frame at once.
+//! without waiting on any socket; on a quiet hub (see
+//! [`Pace`](crate::core::outbox::Pace)), written straight to a
+//! connection's socket when the socket takes the frame at once.
 //!
 //! While a new subscription's replay or snapshot is read from the broker,
 //! its live events are held ([`Held`], at most `--queue-size` of them) and

@@ -137,9 +137,14 @@ impl Default for Pace {
 impl Pace {
     /// Nothing waits to be written, and nothing did for [`BUSY`].
     pub(crate) fn quiet(&self) -> bool {
+        self.quiet_at(self.now())
+    }
+
+    /// [`Pace::quiet`] at `now` (nanoseconds from the pace's origin).
+    fn quiet_at(&self, now: u64) -> bool {
         let state = &self.0;
         state.waiting.load(Relaxed) == 0
-            && self.now().saturating_sub(state.busy_at.load(Relaxed)) >= BUSY.as_nanos() as u64
+            && now.saturating_sub(state.busy_at.load(Relaxed)) >= BUSY.as_nanos() as u64
     }
 
     /// The hub was busy until now (a fan-out ended).
@@ -403,7 +408,8 @@ impl Outbox {
 }
 
 impl Drop for Outbox {
-    /// A connection gone while waiting no longer holds its hub busy.
+    /// A connection dropped while waiting stops counting as waiting, so
+    /// its hub can be quiet again.
     fn drop(&mut self) {
         self.state.get_mut().lower_waiting();
     }
@@ -646,9 +652,8 @@ mod tests {
         );
         assert_eq!(*took.lock(), ["t:a#1"]);
         assert_eq!(outbox.len(), 0);
-        std::thread::sleep(BUSY);
         assert!(
-            pace.quiet(),
+            pace.quiet_at(a_while_after(&pace)),
             "a frame written at once leaves nothing waiting"
         );
     }
@@ -725,8 +730,7 @@ mod tests {
         let _ = direct(&outbox, &pace, Wrote::All);
         outbox.push(OutFrame::control("reply"));
         outbox.set_direct(None);
-        std::thread::sleep(BUSY);
-        assert!(pace.quiet());
+        assert!(pace.quiet_at(a_while_after(&pace)));
     }
 
     #[test]
@@ -734,8 +738,14 @@ mod tests {
         let pace = Pace::default();
         pace.busy_now();
         assert!(!pace.quiet());
-        std::thread::sleep(BUSY);
-        assert!(pace.quiet());
+        let busy_at = pace.now();
+        assert!(!pace.quiet_at(busy_at + BUSY.as_nanos() as u64 / 2));
+        assert!(pace.quiet_at(a_while_after(&pace)));
+    }
+
+    /// [`BUSY`] after now, on `pace`'s clock.
+    fn a_while_after(pace: &Pace) -> u64 {
+        pace.now() + BUSY.as_nanos() as u64
     }
 
     fn drained(outbox: &Outbox) -> Vec<String> {
