@@ -29,7 +29,7 @@ use crate::core::broker::{
 use crate::core::connection::ConnHandle;
 use crate::core::connections::Connections;
 use crate::core::fanout::{Fanout, NodeHandler};
-use crate::core::outbox::Entry;
+use crate::core::outbox::{Direct, DirectWrite, Entry, OutFrame, Pace, Wrote};
 use crate::operations::metrics::Metrics;
 
 /// A memory broker whose reads are raced: `before` events are published
@@ -183,6 +183,7 @@ struct Node {
     handler: Arc<Lagging>,
     subscriptions: Subscriptions,
     conn: Arc<ConnHandle>,
+    pace: Pace,
 }
 
 /// One node on a raced memory broker, holding at most `hold_limit` live
@@ -213,6 +214,7 @@ fn node(hold_limit: usize) -> Node {
         before: Mutex::default(),
         after: Mutex::default(),
     });
+    let pace = connections.pace().clone();
     let subscriptions = Subscriptions::new(broker.clone(), fanout, connections, 10, 1024, metrics);
     let conn = Arc::new(ConnHandle::new(None, None, None, None, 1024));
     Node {
@@ -220,6 +222,7 @@ fn node(hold_limit: usize) -> Node {
         handler,
         subscriptions,
         conn,
+        pace,
     }
 }
 
@@ -435,4 +438,55 @@ async fn more_live_events_during_a_read_than_the_queue_holds_close_the_connectio
         closing.map(|c| c.code),
         Some(herald_protocol::CloseReason::TRY_AGAIN_LATER)
     );
+}
+
+/// A socket that takes every frame at once, and keeps them.
+#[derive(Debug, Default)]
+struct Socket {
+    took: Arc<Mutex<Vec<String>>>,
+}
+
+impl DirectWrite for Socket {
+    fn try_write(&self, frame: &OutFrame) -> Wrote {
+        let frame: Value = serde_json::from_slice(&frame.text).unwrap();
+        self.took.lock().push(format!("event {}", frame["seq"]));
+        Wrote::All
+    }
+}
+
+/// Waits (at most 5 s) until nothing has waited to be written for a while.
+async fn until_quiet(pace: &Pace) {
+    let quiet = tokio::time::timeout(Duration::from_secs(5), async {
+        while !pace.quiet() {
+            tokio::task::yield_now().await;
+        }
+    });
+    quiet.await.expect("the hub never turned quiet");
+}
+
+#[tokio::test]
+async fn a_quiet_hub_writes_a_lone_event_straight_to_the_socket_but_queues_a_batch() {
+    let node = node(64);
+    let took = Arc::new(Mutex::new(Vec::new()));
+    node.conn.outbox.set_direct(Some(Direct {
+        writer: Box::new(Socket { took: took.clone() }),
+        pace: node.pace.clone(),
+    }));
+    node.subscriptions
+        .subscribe(&node.conn, &subscribe(&["run:1"], &[]))
+        .await
+        .unwrap();
+    assert_eq!(sent(&node.conn), ["subscribed 0"]);
+    node.conn.outbox.written();
+    until_quiet(&node.pace).await;
+    node.broker
+        .publish_now((1..=2).map(|n| draft("run:1", n)).collect())
+        .await;
+    assert!(took.lock().is_empty(), "a batch's event was written alone");
+    assert_eq!(sent(&node.conn), ["event run:1 1", "event run:1 2"]);
+    node.conn.outbox.written();
+    until_quiet(&node.pace).await;
+    node.broker.publish_now(vec![draft("run:1", 3)]).await;
+    assert_eq!(*took.lock(), ["event 3"]);
+    assert!(sent(&node.conn).is_empty());
 }

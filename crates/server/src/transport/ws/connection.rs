@@ -68,7 +68,8 @@ pub(crate) fn send_error(
     }));
 }
 
-/// How a connection's frames may be sent besides its writer's plain frames.
+/// How a connection's frames may go out other than as its writer's plain
+/// text frames: compressed, or written straight from the fan-out.
 #[derive(Debug)]
 pub(crate) struct Sending {
     /// `permessage-deflate` was agreed: frames worth it go compressed.
