@@ -3,7 +3,6 @@
 //! counters. The transport reads the socket and drains the outbox; fan-out
 //! only ever pushes into the outbox.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -17,6 +16,57 @@ use crate::core::outbox::{OutFrame, Outbox};
 use crate::operations::auth::{Authenticator, Identity};
 
 /// One connection.
+/// A connection's subscriptions, each with its filter. A list: a
+/// connection holds a few (at most `--max-subscriptions`), and a list of
+/// one takes a quarter of the smallest hash table, on every connection.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Subscribed(Vec<(TopicPattern, EventFilter)>);
+
+impl Subscribed {
+    pub(crate) fn get(&self, pattern: &TopicPattern) -> Option<&EventFilter> {
+        self.0.iter().find(|(p, _)| p == pattern).map(|(_, f)| f)
+    }
+
+    pub(crate) fn contains_key(&self, pattern: &TopicPattern) -> bool {
+        self.get(pattern).is_some()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &TopicPattern> {
+        self.0.iter().map(|(p, _)| p)
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&TopicPattern, &EventFilter)> {
+        self.0.iter().map(|(p, f)| (p, f))
+    }
+
+    /// Adds `pattern` with `filter`, or replaces its filter; the filter it replaced.
+    pub(crate) fn insert(
+        &mut self,
+        pattern: TopicPattern,
+        filter: EventFilter,
+    ) -> Option<EventFilter> {
+        if let Some((_, current)) = self.0.iter_mut().find(|(p, _)| *p == pattern) {
+            return Some(std::mem::replace(current, filter));
+        }
+        // The first few grow one at a time (a `Vec` would make room for
+        // four at its first push); past them, as a `Vec` grows.
+        if self.0.len() < 4 {
+            self.0.reserve_exact(1);
+        }
+        self.0.push((pattern, filter));
+        None
+    }
+
+    pub(crate) fn remove(&mut self, pattern: &TopicPattern) -> Option<EventFilter> {
+        let index = self.0.iter().position(|(p, _)| p == pattern)?;
+        Some(self.0.swap_remove(index).1)
+    }
+}
+
 #[derive(Debug)]
 pub struct ConnHandle {
     /// The session id sent in `welcome`; also the id in the admin API.
@@ -30,7 +80,7 @@ pub struct ConnHandle {
     /// Milliseconds since the Unix epoch.
     pub connected_at_ms: u64,
     /// Every subscription, with its filter.
-    pub(crate) subscriptions: Mutex<HashMap<TopicPattern, EventFilter>>,
+    pub(crate) subscriptions: Mutex<Subscribed>,
     pub(crate) frames_sent: AtomicU64,
     pub(crate) frames_received: AtomicU64,
     /// Events shed from its outbox (each reported to it with a `gap`).
@@ -192,5 +242,43 @@ impl ConnHandle {
     pub(crate) fn silent_for(&self) -> Duration {
         let last = Duration::from_millis(self.last_seen_ms.load(Relaxed));
         self.connected_at.elapsed().saturating_sub(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_protocol::{EventFilter, Priority, TopicPattern};
+
+    use super::Subscribed;
+
+    fn pattern(text: &str) -> TopicPattern {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_subscription_is_held_once_with_its_latest_filter_and_goes_when_removed() {
+        let mut subscribed = Subscribed::default();
+        let high = EventFilter {
+            min_priority: Some(Priority::High),
+            ..EventFilter::default()
+        };
+        assert_eq!(
+            subscribed.insert(pattern("run:a"), EventFilter::default()),
+            None
+        );
+        assert_eq!(
+            subscribed.insert(pattern("run:*"), EventFilter::default()),
+            None
+        );
+        assert_eq!(
+            subscribed.insert(pattern("run:a"), high.clone()),
+            Some(EventFilter::default())
+        );
+        assert_eq!(subscribed.len(), 2);
+        assert_eq!(subscribed.get(&pattern("run:a")), Some(&high));
+        assert_eq!(subscribed.remove(&pattern("run:a")), Some(high));
+        assert_eq!(subscribed.remove(&pattern("run:a")), None);
+        assert!(!subscribed.contains_key(&pattern("run:a")));
+        assert_eq!(subscribed.keys().collect::<Vec<_>>(), [&pattern("run:*")]);
     }
 }

@@ -526,10 +526,12 @@ impl BrokerHandler for NodeHandler {
         // Counted locally and added once: no shared atomic per recipient.
         let (mut delivered, mut reached, mut shed, mut written) = (0u64, 0u32, 0u64, 0u64);
         // Written straight away only on a hub keeping up (every connection
-        // wrote all it was given, a while ago) and never a batch's events,
-        // which leave each connection together.
+        // wrote all it was given, a while ago, and the last fan-out that
+        // wrote straight away was short beside the rest since) and never a
+        // batch's events, which leave each connection together.
         let pace = fanout.connections.pace();
-        let quiet = !publication.together && pace.quiet();
+        let started = pace.now();
+        let quiet = !publication.together && pace.quiet_at(started);
         let mut ages = fanout.metrics.publish_to_send.tally();
         fanout.fan_out(publication, &frame, &mut |conn: &ConnHandle| {
             let pushed = conn.outbox.deliver(frame.clone(), quiet);
@@ -553,7 +555,7 @@ impl BrokerHandler for NodeHandler {
             }
         });
         drop(ages);
-        pace.busy_now();
+        pace.fanned_out(started, written > 0);
         let metrics = &fanout.metrics;
         metrics.events_delivered.inc_by(delivered);
         if written > 0 {

@@ -92,7 +92,7 @@ impl Subscriptions {
             let new = request
                 .topics
                 .iter()
-                .filter(|p| !current.contains_key(*p))
+                .filter(|p| !current.contains_key(p))
                 .count();
             if current.len() + new > self.max_subscriptions {
                 return Err(error_frame(

@@ -1,13 +1,15 @@
 //! A connection's outgoing bytes, gathered into one socket write per flush
 //! and held only until written.
 //!
-//! tungstenite's own write buffer keeps the capacity of the largest batch
-//! it ever held for the connection's whole life (kilobytes, once a burst of
-//! events queued up). So tungstenite hands every frame straight through
-//! (`write_buffer_size(0)`) and the frames gather here instead: written
-//! together on flush (or once `limit` bytes wait), then the buffer is
-//! released, and an idle connection holds none.
+//! The connection's writer formats its frames straight into the gathered
+//! bytes ([`Outgoing`]): one copy of each frame, written with the others on
+//! flush (or once `limit` bytes wait), then the buffer is released, and an
+//! idle connection holds none. tungstenite, which reads the connection,
+//! writes through the same buffer (its replies to a client's pings), and
+//! the fan-out writes to the socket directly while nothing is gathered
+//! ([`Direct`]).
 
+use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,8 +21,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::core::outbox::Wrote;
 
 /// `S` with its writes coalesced until a flush (reads pass through). The
-/// socket is shared with [`Direct`] handles, which write whole frames to it
-/// from outside the connection's task when nothing is pending.
+/// socket is shared with the writer's [`Outgoing`] and with [`Direct`]
+/// handles, which write whole frames to it from outside the connection's
+/// task when nothing is pending.
 #[derive(Debug)]
 pub(crate) struct Coalescing<S> {
     shared: Arc<Mutex<Shared<S>>>,
@@ -34,6 +37,13 @@ struct Shared<S> {
     written: usize,
     /// At most this much waits before a write must first go out.
     limit: usize,
+}
+
+/// The connection writer's way to a [`Coalescing`] socket: whole frames,
+/// gathered, written on [`Outgoing::flush`].
+#[derive(Debug)]
+pub(crate) struct Outgoing<S> {
+    shared: Arc<Mutex<Shared<S>>>,
 }
 
 /// A handle that writes to a [`Coalescing`] socket at once, without waiting.
@@ -54,7 +64,44 @@ impl<S> Coalescing<S> {
         }
     }
 
-    /// A handle for writing to this socket from elsewhere.
+    /// The handle the connection's writer sends its frames through.
+    pub(crate) fn outgoing(&self) -> Outgoing<S> {
+        Outgoing {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Outgoing<S> {
+    /// Adds a frame (its formatted header, then its payload) to what the
+    /// next flush writes; first writes out what is gathered if that
+    /// reached the bound. The frame goes in whole, so it never interleaves
+    /// with another writer's.
+    pub(crate) async fn frame(&mut self, head: &[u8], payload: &[u8]) -> io::Result<()> {
+        poll_fn(|cx| {
+            let mut shared = self.shared.lock();
+            if shared.pending.len() >= shared.limit {
+                ready!(shared.poll_write_out(cx))?;
+            }
+            shared.pending.reserve(head.len() + payload.len());
+            shared.pending.extend_from_slice(head);
+            shared.pending.extend_from_slice(payload);
+            Poll::Ready(Ok(()))
+        })
+        .await
+    }
+
+    /// Writes out everything gathered.
+    pub(crate) async fn flush(&mut self) -> io::Result<()> {
+        poll_fn(|cx| {
+            let mut shared = self.shared.lock();
+            ready!(shared.poll_write_out(cx))?;
+            Pin::new(&mut shared.inner).poll_flush(cx)
+        })
+        .await
+    }
+
+    /// A handle for writing to this socket from outside the connection's task.
     pub(crate) fn direct(&self) -> Direct<S> {
         Direct {
             shared: self.shared.clone(),
@@ -128,13 +175,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalescing<S> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
+        // All of `data` or none: tungstenite writes a frame in one call,
+        // and a frame taken whole cannot interleave with the writer's.
         let mut shared = self.shared.lock();
         if shared.pending.len() >= shared.limit {
             ready!(shared.poll_write_out(cx))?;
         }
-        let n = data.len().min(shared.limit - shared.pending.len());
-        shared.pending.extend_from_slice(&data[..n]);
-        Poll::Ready(Ok(n))
+        shared.pending.extend_from_slice(data);
+        Poll::Ready(Ok(data.len()))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -152,69 +200,103 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalescing<S> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     use super::*;
 
-    #[tokio::test]
-    async fn writes_reach_the_socket_only_on_flush_and_then_hold_no_buffer() {
-        let (near, mut far) = tokio::io::duplex(1024);
-        let mut socket = Coalescing::new(near, 64 * 1024);
-        socket.write_all(b"first ").await.unwrap();
-        socket.write_all(b"second").await.unwrap();
+    /// Whether `far` has a byte to read within 50 ms.
+    async fn readable(far: &mut tokio::io::DuplexStream) -> bool {
         let mut byte = [0u8; 1];
-        let early = tokio::time::timeout(
-            std::time::Duration::from_millis(50),
-            far.read_exact(&mut byte),
-        )
-        .await;
-        assert!(early.is_err(), "bytes left before the flush");
-        socket.flush().await.unwrap();
-        assert_eq!(socket.shared.lock().pending.capacity(), 0);
-        let mut got = [0u8; 12];
-        far.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, b"first second");
+        let read = tokio::time::timeout(Duration::from_millis(50), far.read_exact(&mut byte));
+        read.await.is_ok()
     }
 
     #[tokio::test]
-    async fn a_full_buffer_is_written_out_before_more_is_taken() {
+    async fn frames_reach_the_socket_only_on_flush_in_one_piece_and_then_hold_no_buffer() {
+        let (near, mut far) = tokio::io::duplex(1024);
+        let socket = Coalescing::new(near, 64 * 1024);
+        let mut outgoing = socket.outgoing();
+        outgoing.frame(b"<", b"first>").await.unwrap();
+        outgoing.frame(b"<", b"second>").await.unwrap();
+        assert!(!readable(&mut far).await, "bytes left before the flush");
+        outgoing.flush().await.unwrap();
+        assert_eq!(socket.shared.lock().pending.capacity(), 0);
+        let mut got = [0u8; 15];
+        far.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"<first><second>");
+    }
+
+    #[tokio::test]
+    async fn what_tungstenite_writes_joins_the_gathered_frames_whole_and_in_order() {
         let (near, mut far) = tokio::io::duplex(1024);
         let mut socket = Coalescing::new(near, 8);
-        // 20 bytes through an 8-byte bound: the first 16 go out unflushed.
-        socket.write_all(b"0123456789abcdefghij").await.unwrap();
-        assert!(socket.shared.lock().pending.len() <= 8);
-        let mut got = [0u8; 16];
+        let mut outgoing = socket.outgoing();
+        outgoing.frame(b"<", b"a>").await.unwrap();
+        // Past the bound, yet taken whole: a frame is never cut in two.
+        socket.write_all(b"[pong-pong]").await.unwrap();
+        assert_eq!(socket.shared.lock().pending.len(), 14);
+        outgoing.frame(b"<", b"b>").await.unwrap();
+        outgoing.flush().await.unwrap();
+        let mut got = [0u8; 17];
         far.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, b"0123456789abcdef");
-        socket.flush().await.unwrap();
-        let mut rest = [0u8; 4];
-        far.read_exact(&mut rest).await.unwrap();
-        assert_eq!(&rest, b"ghij");
+        assert_eq!(&got, b"<a>[pong-pong]<b>");
+    }
+
+    #[tokio::test]
+    async fn a_frame_that_finds_the_bound_reached_waits_for_what_is_gathered_to_go_out() {
+        let (near, mut far) = tokio::io::duplex(1024);
+        let socket = Coalescing::new(near, 8);
+        let mut outgoing = socket.outgoing();
+        outgoing.frame(b"<", b"0123456789>").await.unwrap();
+        // The bound was reached: this frame first writes the last one out.
+        outgoing.frame(b"<", b"ab>").await.unwrap();
+        assert_eq!(socket.shared.lock().pending.as_slice(), b"<ab>");
+        let mut got = [0u8; 12];
+        far.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"<0123456789>");
+        assert!(!readable(&mut far).await, "the second frame left unflushed");
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_blocks_frames_at_the_bound() {
+        let (near, _far) = tokio::io::duplex(16);
+        let socket = Coalescing::new(near, 32);
+        let mut outgoing = socket.outgoing();
+        // The pipe takes 16; 64 gathered are over the bound of 32.
+        outgoing.frame(b"", &[7u8; 64]).await.unwrap();
+        let blocked =
+            tokio::time::timeout(Duration::from_millis(100), outgoing.frame(b"", b"more")).await;
+        assert!(blocked.is_err(), "a frame was taken past the bound");
+        assert!(socket.shared.lock().pending.len() <= 64);
     }
 
     #[tokio::test]
     async fn a_direct_write_goes_out_at_once_unless_bytes_are_pending() {
         let (near, mut far) = tokio::io::duplex(1024);
-        let mut socket = Coalescing::new(near, 64 * 1024);
-        let direct = socket.direct();
+        let socket = Coalescing::new(near, 64 * 1024);
+        let mut outgoing = socket.outgoing();
+        let direct = outgoing.direct();
         assert_eq!(direct.try_write(b"<", b"first>"), Wrote::All);
         let mut got = [0u8; 7];
         far.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"<first>");
-        // Bytes fed and not yet flushed come first: a direct write waits.
-        socket.write_all(b"fed").await.unwrap();
+        // Frames gathered and not yet flushed come first: a direct write waits.
+        outgoing.frame(b"<", b"fed>").await.unwrap();
         assert_eq!(direct.try_write(b"<", b"second>"), Wrote::Nothing);
-        socket.flush().await.unwrap();
-        let mut got = [0u8; 3];
+        outgoing.flush().await.unwrap();
+        let mut got = [0u8; 5];
         far.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, b"fed");
+        assert_eq!(&got, b"<fed>");
     }
 
     #[tokio::test]
     async fn what_a_full_socket_did_not_take_of_a_direct_write_leaves_on_the_next_flush() {
         let (near, mut far) = tokio::io::duplex(4);
-        let mut socket = Coalescing::new(near, 64 * 1024);
-        let direct = socket.direct();
+        let socket = Coalescing::new(near, 64 * 1024);
+        let mut outgoing = socket.outgoing();
+        let direct = outgoing.direct();
         assert_eq!(direct.try_write(b"<>", b"0123456789"), Wrote::Part);
         assert_eq!(
             direct.try_write(b"<>", b"later"),
@@ -222,23 +304,9 @@ mod tests {
             "a write overtook the rest of the previous one"
         );
         let mut got = [0u8; 12];
-        let (flushed, read) = tokio::join!(socket.flush(), far.read_exact(&mut got));
+        let (flushed, read) = tokio::join!(outgoing.flush(), far.read_exact(&mut got));
         flushed.unwrap();
         read.unwrap();
         assert_eq!(&got, b"<>0123456789");
-    }
-
-    #[tokio::test]
-    async fn a_peer_that_stops_reading_blocks_writes_at_the_bound() {
-        let (near, _far) = tokio::io::duplex(16);
-        let mut socket = Coalescing::new(near, 32);
-        // The pipe takes 16, the buffer 32: nothing more is accepted.
-        let blocked = tokio::time::timeout(
-            std::time::Duration::from_millis(100),
-            socket.write_all(&[7u8; 64]),
-        )
-        .await;
-        assert!(blocked.is_err(), "an unbounded amount was accepted");
-        assert!(socket.shared.lock().pending.len() <= 32);
     }
 }

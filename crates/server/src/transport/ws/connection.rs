@@ -8,20 +8,16 @@ use std::time::Duration;
 
 use herald_protocol::frame::ErrorFrame;
 use herald_protocol::{CloseReason, ErrorCode, RequestId, ServerMessage};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
-use tungstenite::Message;
 
+use super::coalesce::Outgoing;
 use super::dialect::Dialect;
 use super::{reader, writer};
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
 use crate::core::outbox::{Direct, DirectWrite};
 use crate::transport::deflate::Deflater;
-
-/// The sending half of an upgraded connection over `S`.
-pub(crate) type Sink<S> = futures::stream::SplitSink<WebSocketStream<S>, Message>;
-/// The receiving half of an upgraded connection over `S`.
-pub(crate) type Source<S> = futures::stream::SplitStream<WebSocketStream<S>>;
 
 /// How a connection ended, for the log line.
 #[derive(Debug)]
@@ -82,14 +78,22 @@ pub(crate) struct Sending {
 /// Runs a connection to its end: what the dialect greets with, what it
 /// opens with, then frames both ways until the peer leaves, the hub closes
 /// it, or the hub shuts down.
-pub(crate) async fn run<S, D: Dialect>(
+///
+/// tungstenite reads the connection (`stream`, answering a client's pings
+/// itself); the writer formats its own frames into `out`, the same
+/// socket's gathered bytes, so a frame is copied once on its way out. The
+/// stream comes boxed so that this future, which every idle connection's
+/// task carries, holds a pointer to it rather than room for it.
+pub(crate) async fn run<S, W, D>(
     hub: Hub,
-    (sink, stream): (Sink<S>, Source<S>),
+    (out, stream): (Outgoing<W>, Box<WebSocketStream<S>>),
     conn: Arc<ConnHandle>,
     mut dialect: D,
     sending: Sending,
 ) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
+    W: AsyncWrite + Unpin,
+    D: Dialect,
 {
     let Sending { deflater, direct } = sending;
     if dialect.shares_event_frames()
@@ -110,7 +114,7 @@ pub(crate) async fn run<S, D: Dialect>(
     // Boxed: pinned in place, the two loops (1.1 KB together) made this
     // future 2.9 KB, and every idle connection carried that.
     let mut reader = Box::pin(reader::read_loop(&hub, &conn, stream, dialect));
-    let mut writer = Box::pin(writer::write_loop(&hub, &conn, sink, dialect, deflater));
+    let mut writer = Box::pin(writer::write_loop(&hub, &conn, out, dialect, deflater));
     let end = tokio::select! {
         end = &mut writer => end,
         end = &mut reader => match end {

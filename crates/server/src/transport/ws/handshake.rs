@@ -15,12 +15,15 @@ use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::protocol::{Role, WebSocketConfig};
 
-use super::coalesce::Coalescing;
+use super::coalesce::{Coalescing, Outgoing};
 use crate::transport::deflate::{self, Inflating};
 use crate::transport::http::error::ApiError;
 
-/// The upgraded connection, as hyper hands it over, its writes coalesced.
-pub(crate) type Upgraded = Coalescing<TokioIo<hyper::upgrade::Upgraded>>;
+/// The upgraded connection, as hyper hands it over.
+pub(crate) type Raw = TokioIo<hyper::upgrade::Upgraded>;
+
+/// The upgraded connection, its writes coalesced.
+pub(crate) type Upgraded = Coalescing<Raw>;
 
 /// A WebSocket upgrade request, checked; answered by [`Handshake::accept`].
 #[derive(Debug)]
@@ -149,13 +152,14 @@ impl Handshake {
 }
 
 impl Agreed {
-    /// Waits for the upgrade and builds the socket; `None` when the client
-    /// went away first. `write_limit` bounds the bytes gathered between flushes.
+    /// Waits for the upgrade and builds the socket, and the writer's way to
+    /// it; `None` when the client went away first. `write_limit` bounds the
+    /// bytes gathered between flushes.
     pub(crate) async fn socket(
         self,
         config: WebSocketConfig,
         write_limit: usize,
-    ) -> Option<Socket> {
+    ) -> Option<(Socket, Outgoing<Raw>)> {
         let upgraded = match self.on_upgrade.await {
             Ok(upgraded) => Coalescing::new(TokioIo::new(upgraded), write_limit),
             Err(error) => {
@@ -163,7 +167,8 @@ impl Agreed {
                 return None;
             }
         };
-        Some(if self.deflate {
+        let outgoing = upgraded.outgoing();
+        let socket = if self.deflate {
             let limit = config.max_message_size.unwrap_or(usize::MAX);
             let reader = Inflating::for_server(upgraded, limit);
             Socket::Deflate(
@@ -173,6 +178,7 @@ impl Agreed {
             Socket::Plain(
                 WebSocketStream::from_raw_socket(upgraded, Role::Server, Some(config)).await,
             )
-        })
+        };
+        Some((socket, outgoing))
     }
 }

@@ -10,6 +10,7 @@
 //!   [`deflate`](crate::transport::deflate) when agreed).
 //! - `coalesce`: the socket's writes gathered until a flush, held only
 //!   until written.
+//! - `frames`: the frames the hub writes itself (headers, close payloads).
 //! - `direct`: event frames the fan-out writes straight to a quiet
 //!   connection's socket.
 //! - `dialect`: what an endpoint speaks: the trait the connection, reader
@@ -27,6 +28,7 @@ mod commands;
 pub(crate) mod connection;
 pub(crate) mod dialect;
 mod direct;
+mod frames;
 pub(crate) mod handshake;
 pub(crate) mod native;
 mod reader;

@@ -7,9 +7,11 @@ use std::time::Instant;
 
 use futures::StreamExt as _;
 use herald_protocol::{ClientFrame, ErrorCode};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
 use tungstenite::Message;
 
-use super::connection::{End, Source, send_error};
+use super::connection::{End, send_error};
 use super::dialect::Dialect;
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
@@ -17,15 +19,12 @@ use crate::operations::limits::{FrameLimiter, Verdict};
 use crate::transport::deflate;
 
 /// Reads frames until the peer leaves, misbehaves, or the socket fails.
-pub(crate) async fn read_loop<S, D: Dialect>(
+pub(crate) async fn read_loop<S: AsyncRead + AsyncWrite + Unpin, D: Dialect>(
     hub: &Hub,
     conn: &Arc<ConnHandle>,
-    mut stream: Source<S>,
+    mut stream: Box<WebSocketStream<S>>,
     dialect: &D,
-) -> End
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
+) -> End {
     let mut limiter = FrameLimiter::new(hub.config().client_rate_limit);
     while let Some(message) = stream.next().await {
         conn.saw_peer();

@@ -12,7 +12,7 @@ use std::sync::{Arc, LazyLock};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use futures::{SinkExt as _, StreamExt as _};
+use futures::SinkExt as _;
 use herald_protocol::{CloseReason, ErrorCode, Topic, TopicPattern};
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -21,10 +21,11 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tungstenite::{Message, Utf8Bytes};
 
+use super::coalesce::Outgoing;
 use super::connection::{self, Sending};
 use super::dialect::Dialect;
 use super::direct::FrameWriter;
-use super::handshake::{Handshake, Socket};
+use super::handshake::{Handshake, Raw, Socket};
 use super::native::{Native, Opening};
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
@@ -268,22 +269,24 @@ pub(crate) fn accept<D: Dialect>(
     // task of its own (spawned by `open`), so an idle connection carries
     // none of the upgrade's state.
     tasks.spawn(async move {
-        match agreed.socket(socket_config, WRITE_LIMIT).await {
-            None => {}
-            Some(Socket::Plain(socket)) => {
-                let direct = FrameWriter::new(socket.get_ref().direct());
+        let Some((socket, out)) = agreed.socket(socket_config, WRITE_LIMIT).await else {
+            return;
+        };
+        match socket {
+            Socket::Plain(socket) => {
+                let direct = FrameWriter::new(out.direct());
                 let sending = Sending {
                     deflater: None,
                     direct: Some(Box::new(direct)),
                 };
-                open(hub, socket, opened, dialect, sending).await;
+                open(hub, (out, socket), opened, dialect, sending).await;
             }
-            Some(Socket::Deflate(socket)) => {
+            Socket::Deflate(socket) => {
                 let sending = Sending {
                     deflater: Some(&*DEFLATER),
                     direct: None,
                 };
-                open(hub, socket, opened, dialect, sending).await;
+                open(hub, (out, socket), opened, dialect, sending).await;
             }
         }
     });
@@ -310,7 +313,7 @@ struct Opened {
 /// unless the hub is draining or full.
 async fn open<S, D>(
     hub: Hub,
-    socket: WebSocketStream<S>,
+    (out, mut socket): (Outgoing<Raw>, WebSocketStream<S>),
     opened: Opened,
     dialect: D,
     sending: Sending,
@@ -318,10 +321,9 @@ async fn open<S, D>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     D: Dialect,
 {
-    let (mut sink, source) = socket.split();
     if hub.draining().is_cancelled() {
         // Upgraded while the drain began: told at once, like the rest.
-        let _ = sink
+        let _ = socket
             .send(close(CloseReason::GOING_AWAY, "server shutting down"))
             .await;
         return;
@@ -332,7 +334,7 @@ async fn open<S, D>(
             limit = hub.config().max_connections,
             "connection refused: limit reached"
         );
-        let _ = sink
+        let _ = socket
             .send(close(
                 CloseReason::TRY_AGAIN_LATER,
                 "server connection limit reached",
@@ -353,7 +355,13 @@ async fn open<S, D>(
         conn.without_answers()
     };
     let tasks = hub.tasks().clone();
-    let run = connection::run(hub, (sink, source), Arc::new(conn), dialect, sending);
+    let run = connection::run(
+        hub,
+        (out, Box::new(socket)),
+        Arc::new(conn),
+        dialect,
+        sending,
+    );
     tasks.spawn(run);
 }
 

@@ -1,5 +1,6 @@
-//! A connection's writer: it owns the socket's sending half, feeds every
-//! queued frame as its [`Dialect`] renders it and flushes once per wake-up
+//! A connection's writer: it owns the socket's sending side, formats every
+//! queued frame as its [`Dialect`] renders it straight into the socket's
+//! gathered bytes ([`Outgoing`]) and flushes once per wake-up
 //! (frames that queued meanwhile leave in one write; while the hub is
 //! saturated it first lets further publishes queue theirs), sends the heartbeats
 //! (a protocol ping for the peer's WebSocket stack and the dialect's
@@ -14,16 +15,16 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::SinkExt as _;
 use herald_protocol::CloseReason;
+use tokio::io::AsyncWrite;
 use tokio::time::Sleep;
-use tungstenite::protocol::CloseFrame;
-use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
-use tungstenite::protocol::frame::{Frame, FrameHeader};
-use tungstenite::{Message, Utf8Bytes};
+use tungstenite::Utf8Bytes;
+use tungstenite::protocol::frame::FrameHeader;
 
-use super::connection::{End, Sink};
+use super::coalesce::Outgoing;
+use super::connection::End;
 use super::dialect::{Dialect, Rendered};
+use super::frames::{self, CLOSE, COMPRESSED_TEXT, Head, PING, TEXT};
 use crate::core::clock::now_ms;
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
@@ -32,16 +33,13 @@ use crate::transport::deflate::Deflater;
 
 /// Writes until the connection ends; how it ended. With `deflater`, frames
 /// worth compressing are sent compressed (`permessage-deflate`).
-pub(crate) async fn write_loop<S, D: Dialect>(
+pub(crate) async fn write_loop<W: AsyncWrite + Unpin, D: Dialect>(
     hub: &Hub,
     conn: &Arc<ConnHandle>,
-    mut sink: Sink<S>,
+    mut out: Outgoing<W>,
     dialect: &D,
     deflater: Option<&Deflater>,
-) -> End
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
+) -> End {
     let config = hub.config();
     let interval = dialect.heartbeat_interval(config);
     // Registered once: a wake-up of this loop costs no new waiter on the
@@ -81,7 +79,7 @@ where
                 // token without queueing a reply, so nothing woke this loop.
                 expiry_at = conn.token_expires_at();
                 if expiry_at.is_some_and(|at| at <= now_ms()) {
-                    let _ = sink.send(close_message(CloseReason::TOKEN_EXPIRED, "token expired")).await;
+                    let _ = Box::pin(send_close(&mut out, CloseReason::TOKEN_EXPIRED, "token expired")).await;
                     return End::TokenExpired;
                 }
                 // Refreshed, or woken before the millisecond it expires in.
@@ -91,20 +89,19 @@ where
             }
             _ = heartbeat.tick() => {
                 if conn.silent_for() > config.heartbeat_timeout {
-                    let _ = sink
-                        .send(close_message(CloseReason::HEARTBEAT_TIMEOUT, "heartbeat timeout"))
-                        .await;
+                    let close = send_close(&mut out, CloseReason::HEARTBEAT_TIMEOUT, "heartbeat timeout");
+                    let _ = Box::pin(close).await;
                     return End::HeartbeatTimeout;
                 }
                 let ping = dialect.heartbeat();
                 let beat = async {
-                    sink.feed(Message::Ping(Bytes::new())).await?;
+                    out.frame(Head::new(&PING, 0).as_bytes(), &[]).await?;
                     if let Some(ping) = ping {
-                        sink.feed(Message::Text(ping)).await?;
+                        out.frame(Head::new(&TEXT, ping.len()).as_bytes(), ping.as_bytes()).await?;
                     }
-                    sink.flush().await
+                    out.flush().await
                 };
-                match tokio::time::timeout(config.heartbeat_timeout, beat).await {
+                match Box::pin(tokio::time::timeout(config.heartbeat_timeout, beat)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(error)) => return End::SocketError(error.to_string()),
                     Err(_) => return End::WriteStalled,
@@ -119,7 +116,7 @@ where
         // Boxed, like the frame dispatch: an idle connection's task does not
         // carry the size of a write in progress.
         let written = {
-            let mut write = Box::pin(write_batch(hub, conn, &mut sink, batch, dialect, deflater));
+            let mut write = Box::pin(write_batch(hub, conn, &mut out, batch, dialect, deflater));
             // Most writes complete at once. One that waits has met a peer
             // that stopped reading (its TCP window is full): from then it
             // gets as long as a silent peer would before the connection
@@ -128,7 +125,7 @@ where
             match futures::poll!(write.as_mut()) {
                 std::task::Poll::Ready(written) => Ok(written),
                 std::task::Poll::Pending => {
-                    tokio::time::timeout(config.heartbeat_timeout, write).await
+                    Box::pin(tokio::time::timeout(config.heartbeat_timeout, write)).await
                 }
             }
         };
@@ -139,9 +136,9 @@ where
             Ok(Err(error)) => return End::SocketError(error.to_string()),
             Err(_) => return End::WriteStalled,
         }
-        dialect.after_batch(hub, conn).await;
+        Box::pin(dialect.after_batch(hub, conn)).await;
         if let Some(closing) = closing {
-            let _ = sink.send(close_message(closing.code, closing.reason)).await;
+            let _ = Box::pin(send_close(&mut out, closing.code, closing.reason)).await;
             if closing.code == CloseReason::TRY_AGAIN_LATER {
                 hub.metrics().slow_consumer_closes.inc();
             }
@@ -165,17 +162,14 @@ fn until(expiry: Option<u64>) -> Duration {
     })
 }
 
-async fn write_batch<S, D: Dialect>(
+async fn write_batch<W: AsyncWrite + Unpin, D: Dialect>(
     hub: &Hub,
     conn: &ConnHandle,
-    sink: &mut Sink<S>,
+    out: &mut Outgoing<W>,
     batch: VecDeque<Entry>,
     dialect: &D,
     deflater: Option<&Deflater>,
-) -> Result<(), tungstenite::Error>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
+) -> std::io::Result<()> {
     let metrics = hub.metrics();
     let now = Instant::now();
     let mut ages = metrics.publish_to_send.tally();
@@ -188,14 +182,15 @@ where
         // The same bytes (a reference count, no copy): a shared frame keeps
         // its identity, which is what finds its compressed copy.
         let compressed = deflater.and_then(|d| d.compress(&Bytes::from(text.clone()), shared));
-        let message = match compressed {
+        let (header, payload): (&FrameHeader, &[u8]) = match &compressed {
             Some(compressed) => {
                 deflated += compressed.len() as u64;
-                Message::Frame(Frame::from_payload(COMPRESSED_TEXT, compressed))
+                (&COMPRESSED_TEXT, compressed)
             }
-            None => Message::Text(text),
+            None => (&TEXT, text.as_bytes()),
         };
-        sink.feed(message).await
+        out.frame(Head::new(header, payload.len()).as_bytes(), payload)
+            .await
     };
     for entry in batch {
         let mut shared = false;
@@ -217,7 +212,7 @@ where
     }
     // Flushed even with no frames: a frame the fan-out wrote straight to
     // the socket may have left its end there (`Wrote::Part`).
-    sink.flush().await?;
+    out.flush().await?;
     if frames > 0 {
         metrics.frames_out.inc_by(frames);
         metrics.bytes_out.inc_by(bytes);
@@ -229,19 +224,14 @@ where
     Ok(())
 }
 
-/// The header of a whole text message sent compressed (RSV1 set).
-const COMPRESSED_TEXT: FrameHeader = FrameHeader {
-    is_final: true,
-    rsv1: true,
-    rsv2: false,
-    rsv3: false,
-    opcode: OpCode::Data(Data::Text),
-    mask: None,
-};
-
-fn close_message(code: CloseReason, reason: &'static str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code: CloseCode::from(code.0),
-        reason: Utf8Bytes::from_static(reason),
-    }))
+/// Writes a close frame and flushes it.
+async fn send_close<W: AsyncWrite + Unpin>(
+    out: &mut Outgoing<W>,
+    code: CloseReason,
+    reason: &'static str,
+) -> std::io::Result<()> {
+    let payload = frames::close_payload(code, reason);
+    out.frame(Head::new(&CLOSE, payload.len()).as_bytes(), &payload)
+        .await?;
+    out.flush().await
 }
