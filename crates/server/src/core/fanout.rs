@@ -534,7 +534,7 @@ impl BrokerHandler for NodeHandler {
         let quiet = !publication.together && pace.quiet_at(started);
         let mut ages = fanout.metrics.publish_to_send.tally();
         fanout.fan_out(publication, &frame, &mut |conn: &ConnHandle| {
-            let pushed = conn.outbox.deliver(frame.clone(), quiet);
+            let pushed = conn.outbox.deliver(&frame, quiet);
             match pushed {
                 Pushed::Closed => return,
                 Pushed::Shed => {

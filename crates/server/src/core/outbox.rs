@@ -259,14 +259,15 @@ impl Outbox {
     /// nothing queued and nothing being written, straight to its socket
     /// when the socket takes it at once (so it cannot overtake a frame
     /// queued before it); otherwise queued as by [`Outbox::push`].
-    pub(crate) fn deliver(&self, frame: OutFrame, quiet: bool) -> Pushed {
+    /// The frame is cloned (reference counts) only when it is queued.
+    pub(crate) fn deliver(&self, frame: &OutFrame, quiet: bool) -> Pushed {
         let mut state = self.state.lock();
         if quiet
             && state.closing.is_none()
             && !state.waiting
             && let Some(direct) = &state.direct
         {
-            match direct.writer.try_write(&frame) {
+            match direct.writer.try_write(frame) {
                 Wrote::All => return Pushed::Written,
                 Wrote::Part => {
                     // The writer flushes the rest, as it would a batch.
@@ -278,7 +279,7 @@ impl Outbox {
                 Wrote::Nothing => {}
             }
         }
-        self.push_locked(state, frame)
+        self.push_locked(state, frame.clone())
     }
 
     /// Lets [`Outbox::deliver`] write through `direct`; `None` stops it
@@ -680,7 +681,7 @@ mod tests {
         let (outbox, pace) = (Outbox::new(8), Pace::default());
         let took = direct(&outbox, &pace, Wrote::All);
         assert_eq!(
-            outbox.deliver(event("t:a", 1, Priority::Normal), true),
+            outbox.deliver(&event("t:a", 1, Priority::Normal), true),
             Pushed::Written
         );
         assert_eq!(*took.lock(), ["t:a#1"]);
@@ -698,19 +699,19 @@ mod tests {
         outbox.push(OutFrame::control("reply"));
         assert!(!pace.quiet(), "a connection with a queued frame is waiting");
         assert_eq!(
-            outbox.deliver(event("t:a", 1, Priority::Normal), true),
+            outbox.deliver(&event("t:a", 1, Priority::Normal), true),
             Pushed::Queued
         );
         // The writer takes both; until it has written them, still queued.
         assert_eq!(drained(&outbox), ["reply", "t:a#1"]);
         assert_eq!(
-            outbox.deliver(event("t:a", 2, Priority::Normal), true),
+            outbox.deliver(&event("t:a", 2, Priority::Normal), true),
             Pushed::Queued
         );
         assert_eq!(drained(&outbox), ["t:a#2"]);
         outbox.written();
         assert_eq!(
-            outbox.deliver(event("t:a", 3, Priority::Normal), true),
+            outbox.deliver(&event("t:a", 3, Priority::Normal), true),
             Pushed::Written
         );
         assert_eq!(*took.lock(), ["t:a#3"]);
@@ -721,13 +722,13 @@ mod tests {
         let (outbox, pace) = (Outbox::new(8), Pace::default());
         let took = direct(&outbox, &pace, Wrote::Nothing);
         assert_eq!(
-            outbox.deliver(event("t:a", 1, Priority::Normal), true),
+            outbox.deliver(&event("t:a", 1, Priority::Normal), true),
             Pushed::Queued
         );
         let (outbox, pace) = (Outbox::new(8), Pace::default());
         let _ = direct(&outbox, &pace, Wrote::All);
         assert_eq!(
-            outbox.deliver(event("t:a", 1, Priority::Normal), false),
+            outbox.deliver(&event("t:a", 1, Priority::Normal), false),
             Pushed::Queued
         );
         assert!(took.lock().is_empty());
@@ -739,7 +740,7 @@ mod tests {
         let (outbox, pace) = (Outbox::new(8), Pace::default());
         let _ = direct(&outbox, &pace, Wrote::Part);
         assert_eq!(
-            outbox.deliver(event("t:a", 1, Priority::Normal), true),
+            outbox.deliver(&event("t:a", 1, Priority::Normal), true),
             Pushed::Written
         );
         assert!(
@@ -748,7 +749,7 @@ mod tests {
         );
         assert!(!pace.quiet());
         assert_eq!(
-            outbox.deliver(event("t:a", 2, Priority::Normal), true),
+            outbox.deliver(&event("t:a", 2, Priority::Normal), true),
             Pushed::Queued
         );
         assert_eq!(drained(&outbox), ["t:a#2"]);
