@@ -35,7 +35,8 @@ struct Shared<S> {
     /// Bytes accepted and not yet written; `written` of them already were.
     pending: Vec<u8>,
     written: usize,
-    /// At most this much waits before a write must first go out.
+    /// Once this much waits, what waits goes out before more is taken
+    /// (a frame is taken whole, so up to one frame past it may wait).
     limit: usize,
 }
 
