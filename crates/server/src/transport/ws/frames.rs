@@ -76,7 +76,7 @@ mod tests {
 
     use super::*;
 
-    /// What tungstenite reads back from `head` followed by `payload` bytes.
+    /// What tungstenite reads from `head`: the header, and the payload length it announces.
     fn read_back(head: Head) -> (FrameHeader, u64) {
         let mut cursor = Cursor::new(head.as_bytes().to_vec());
         FrameHeader::parse(&mut cursor).unwrap().unwrap()

@@ -99,9 +99,9 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin, D: Dialect>(
                 }
                 let ping = dialect.heartbeat();
                 let beat = async {
-                    out.frame(Head::new(&PING, 0).as_bytes(), &[]).await?;
+                    put(&mut out, &PING, &[]).await?;
                     if let Some(ping) = ping {
-                        out.frame(Head::new(&TEXT, ping.len()).as_bytes(), ping.as_bytes()).await?;
+                        put(&mut out, &TEXT, ping.as_bytes()).await?;
                     }
                     out.flush().await
                 };
@@ -193,8 +193,7 @@ async fn write_batch<W: AsyncWrite + Unpin, D: Dialect>(
             }
             None => (&TEXT, text.as_bytes()),
         };
-        out.frame(Head::new(header, payload.len()).as_bytes(), payload)
-            .await
+        put(out, header, payload).await
     };
     for entry in batch {
         let mut shared = false;
@@ -228,6 +227,16 @@ async fn write_batch<W: AsyncWrite + Unpin, D: Dialect>(
     Ok(())
 }
 
+/// Adds a `header` frame carrying `payload` to what the next flush writes.
+async fn put<W: AsyncWrite + Unpin>(
+    out: &mut Outgoing<W>,
+    header: &FrameHeader,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    out.frame(Head::new(header, payload.len()).as_bytes(), payload)
+        .await
+}
+
 /// Writes a close frame and flushes it.
 async fn send_close<W: AsyncWrite + Unpin>(
     out: &mut Outgoing<W>,
@@ -235,7 +244,6 @@ async fn send_close<W: AsyncWrite + Unpin>(
     reason: &'static str,
 ) -> std::io::Result<()> {
     let payload = frames::close_payload(code, reason);
-    out.frame(Head::new(&CLOSE, payload.len()).as_bytes(), &payload)
-        .await?;
+    put(out, &CLOSE, &payload).await?;
     out.flush().await
 }
