@@ -90,6 +90,7 @@ fn columns(group: &str) -> &'static [(&'static str, &'static str)] {
         ],
         "idle" => &[
             ("rss_bytes_per_conn", "RSS bytes/conn"),
+            ("rss_cold_bytes_per_conn", "RSS bytes/conn from a cold hub"),
             ("idle_cpu_pct", "idle CPU %"),
         ],
         "churn" => &[
@@ -134,6 +135,13 @@ fn description(group: &str) -> &'static str {
             "Single events at a fixed rate (open loop), each its own request or `/pub` \
              message, sent in turn by 4 producer connections; latency from each event's \
              intended send time."
+        }
+        "idle" => {
+            "Subscribed connections left idle (heartbeats only). RSS bytes/conn: the hub's \
+             RSS growth while N connections subscribe, ÷ N, counted after one first \
+             subscriber connected and got an event (it pages in the code every connection \
+             runs, mapped once per process); from a cold hub: the same growth counted from \
+             the hub as it started."
         }
         _ => "",
     }

@@ -165,7 +165,11 @@ fn headline(group: &str, r: &LoadResult) -> String {
             "duplicated",
         ],
         "latency" | "churn" => &["p50_us", "p99_us", "max_us", "lost", "carried"],
-        "idle" => &["rss_bytes_per_conn", "idle_cpu_pct"],
+        "idle" => &[
+            "rss_bytes_per_conn",
+            "rss_cold_bytes_per_conn",
+            "idle_cpu_pct",
+        ],
         "ingest" => &["events_per_s"],
         "replay" => &["replay_total_ms", "p99_ms", "incomplete"],
         _ => &[],

@@ -88,8 +88,9 @@ pub struct ConnHandle {
     /// When anything last arrived from the peer, in ms since `connected_at`.
     last_seen_ms: AtomicU64,
     /// With authentication: what the token allows, and when it expires (ms
-    /// since the Unix epoch; replaced by an `auth` frame).
-    access: Option<Mutex<Identity>>,
+    /// since the Unix epoch; replaced by an `auth` frame). Boxed: without
+    /// authentication no connection has one, and inline it takes 72 bytes.
+    access: Option<Box<Mutex<Identity>>>,
     /// Whether what the peer speaks can answer an approval (`confirm`):
     /// an approval request queued here counts as reaching someone only then.
     answers_approvals: bool,
@@ -119,7 +120,7 @@ impl ConnHandle {
             frames_received: AtomicU64::new(0),
             events_shed: AtomicU64::new(0),
             last_seen_ms: AtomicU64::new(0),
-            access: identity.map(Mutex::new),
+            access: identity.map(|identity| Box::new(Mutex::new(identity))),
             answers_approvals: true,
         }
     }

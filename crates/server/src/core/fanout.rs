@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use herald_protocol::frame::Gap;
 use herald_protocol::payload::ApprovalRecord;
-use herald_protocol::{Epoch, EventFilter, EventType, ServerMessage, Topic, TopicPattern};
+use herald_protocol::{Epoch, Event, EventFilter, EventType, ServerMessage, Topic, TopicPattern};
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
@@ -37,11 +37,22 @@ use crate::operations::metrics::Metrics;
 #[derive(Debug, Clone)]
 struct Subscriber {
     conn: Arc<ConnHandle>,
-    filter: EventFilter,
+    /// Its filter, unless it lets every event through: boxed, so that an
+    /// unfiltered subscription's entry in the index is 24 bytes smaller.
+    filter: Option<Box<EventFilter>>,
     /// Present while the subscription's replay is read.
     held: Option<Arc<Held>>,
     /// Where its read left the topics it covers.
     seams: Seams,
+}
+
+impl Subscriber {
+    /// Whether its filter lets `event` through.
+    fn passes(&self, event: &Event) -> bool {
+        self.filter
+            .as_ref()
+            .is_none_or(|filter| filter.matches(event))
+    }
 }
 
 /// Where a subscription's read left one topic: the stream, and the last
@@ -221,7 +232,7 @@ impl Fanout {
             let held = Arc::new(Held::new(self.hold_limit, was_live));
             let subscriber = Subscriber {
                 conn: conn.clone(),
-                filter: filter.clone(),
+                filter: (!filter.is_empty()).then(|| Box::new(filter.clone())),
                 held: Some(held.clone()),
                 seams: Seams::None,
             };
@@ -439,7 +450,7 @@ impl Fanout {
             exact
                 .as_ref()
                 .and_then(|subscribers| subscribers.get(id))
-                .is_some_and(|s| s.filter.matches(event))
+                .is_some_and(|s| s.passes(event))
         };
         // A connection whose subscription is responsible for the event (its
         // filter matches) gets it from that subscription only, and not at
@@ -447,7 +458,7 @@ impl Fanout {
         if let Some(subscribers) = &exact {
             for subscriber in subscribers.values() {
                 if !reached_user(&subscriber.conn)
-                    && subscriber.filter.matches(event)
+                    && subscriber.passes(event)
                     && !subscriber.seams.cover(publication)
                 {
                     offer(subscriber, frame, push);
@@ -463,7 +474,7 @@ impl Fanout {
             for (id, subscriber) in by_kind {
                 if !reached_user(&subscriber.conn)
                     && !exact_matched(id)
-                    && subscriber.filter.matches(event)
+                    && subscriber.passes(event)
                     && !subscriber.seams.cover(publication)
                 {
                     offer(subscriber, frame, push);
@@ -473,11 +484,11 @@ impl Fanout {
         for (id, subscriber) in &patterns.all {
             let kind_matched = by_kind
                 .and_then(|k| k.get(id))
-                .is_some_and(|s| s.filter.matches(event));
+                .is_some_and(|s| s.passes(event));
             if !reached_user(&subscriber.conn)
                 && !exact_matched(id)
                 && !kind_matched
-                && subscriber.filter.matches(event)
+                && subscriber.passes(event)
                 && !subscriber.seams.cover(publication)
             {
                 offer(subscriber, frame, push);
@@ -526,12 +537,10 @@ impl BrokerHandler for NodeHandler {
         // Counted locally and added once: no shared atomic per recipient.
         let (mut delivered, mut reached, mut shed, mut written) = (0u64, 0u32, 0u64, 0u64);
         // Written straight away only on a hub keeping up (every connection
-        // wrote all it was given, a while ago, and the last fan-out that
-        // wrote straight away was short beside the rest since) and never a
-        // batch's events, which leave each connection together.
+        // wrote all it was given, and no fan-out ended, a while ago) and
+        // never a batch's events, which leave each connection together.
         let pace = fanout.connections.pace();
-        let started = pace.now();
-        let quiet = !publication.together && pace.quiet_at(started);
+        let quiet = !publication.together && pace.quiet_at(pace.now());
         let mut ages = fanout.metrics.publish_to_send.tally();
         fanout.fan_out(publication, &frame, &mut |conn: &ConnHandle| {
             let pushed = conn.outbox.deliver(&frame, quiet);
@@ -555,7 +564,7 @@ impl BrokerHandler for NodeHandler {
             }
         });
         drop(ages);
-        pace.fanned_out(started, written > 0);
+        pace.fanned_out();
         let metrics = &fanout.metrics;
         metrics.events_delivered.inc_by(delivered);
         if written > 0 {

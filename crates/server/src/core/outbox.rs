@@ -110,13 +110,10 @@ pub(crate) trait DirectWrite: Send + Sync + std::fmt::Debug {
 
 /// Whether a hub keeps up with its publications: how many of its
 /// connections (those that may be written to directly) have frames queued
-/// or being written, and from when on the hub may be quiet. A hub is busy
-/// for [`BUSY`] after a fan-out ends or the last of those connections
-/// finishes writing, and for [`DIRECT_REST`] times as long as a fan-out
-/// that wrote straight to sockets took: writing one frame per socket is
-/// the costliest way to send, and a hub that would spend more than a third
-/// of its time on it is busy enough to coalesce. A hub with nothing
-/// waiting, past that moment, is quiet: frames are written straight away.
+/// or being written, and from when on the hub may be quiet: [`BUSY`] after
+/// a fan-out ends or the last of those connections finishes writing. A hub
+/// with nothing waiting, past that moment, is quiet: frames are written
+/// straight away.
 #[derive(Debug, Clone)]
 pub(crate) struct Pace(Arc<PaceState>);
 
@@ -151,21 +148,9 @@ impl Pace {
         state.waiting.load(Relaxed) == 0 && now >= state.quiet_from.load(Relaxed)
     }
 
-    /// A fan-out that began at `started` (from [`Pace::now`]) ended now;
-    /// `wrote` says whether it wrote any frame straight to a socket.
-    pub(crate) fn fanned_out(&self, started: u64, wrote: bool) {
-        self.fanned_out_at(started, self.now(), wrote);
-    }
-
-    /// [`Pace::fanned_out`], for a fan-out that ended at `now`.
-    fn fanned_out_at(&self, started: u64, now: u64, wrote: bool) {
-        let busy = busy_nanos();
-        let rest = if wrote {
-            busy.max(DIRECT_REST.saturating_mul(now.saturating_sub(started)))
-        } else {
-            busy
-        };
-        self.busy_until(now.saturating_add(rest));
+    /// A fan-out ended now.
+    pub(crate) fn fanned_out(&self) {
+        self.busy_until(self.now().saturating_add(busy_nanos()));
     }
 
     /// Nanoseconds since the pace's origin.
@@ -207,14 +192,6 @@ pub(crate) struct Direct {
 /// so they leave in one write. On a quieter hub frames are written at
 /// once: coalescing adds no delay to a hub that is not saturated.
 pub(crate) const BUSY: Duration = Duration::from_millis(1);
-
-/// How many times as long as a fan-out that wrote straight to sockets
-/// took the hub rests before it writes straight to sockets again
-/// ([`Pace`]). A closed-loop producer whose next publish waits on its
-/// subscribers' reads would otherwise find the hub quiet every time and
-/// never have its frames coalesced: one producer at N = 1000 delivered
-/// 329 k/s so, against 458 k/s queued (`cargo xtask bench`, pinned).
-const DIRECT_REST: u64 = 2;
 
 #[derive(Debug, Default)]
 struct State {
@@ -770,28 +747,11 @@ mod tests {
     #[test]
     fn a_hub_is_quiet_only_a_while_after_its_last_fan_out() {
         let pace = Pace::default();
-        let started = pace.now();
-        pace.fanned_out(started, false);
+        pace.fanned_out();
         assert!(!pace.quiet());
         let ended = pace.now();
         assert!(!pace.quiet_at(ended + busy_nanos() / 2));
         assert!(pace.quiet_at(a_while_after(&pace)));
-    }
-
-    #[test]
-    fn a_long_fan_out_to_sockets_keeps_the_hub_busy_twice_as_long_after_it() {
-        let pace = Pace::default();
-        let span = 10 * busy_nanos();
-        // A fan-out that wrote straight to sockets for `span`.
-        let started = pace.now();
-        let ended = started + span;
-        pace.fanned_out_at(started, ended, true);
-        assert!(!pace.quiet_at(ended + span));
-        assert!(!pace.quiet_at(ended + 2 * span - busy_nanos()));
-        assert!(pace.quiet_at(ended + 2 * span));
-        // A queued fan-out that follows does not shorten that rest.
-        pace.fanned_out_at(ended, ended + busy_nanos(), false);
-        assert!(!pace.quiet_at(ended + span));
     }
 
     /// [`BUSY`] after now, on `pace`'s clock.

@@ -19,60 +19,67 @@ use crate::operations::limits::{FrameLimiter, Verdict};
 use crate::transport::deflate;
 
 /// Reads frames until the peer leaves, misbehaves, or the socket fails.
-pub(crate) async fn read_loop<S: AsyncRead + AsyncWrite + Unpin, D: Dialect>(
+#[allow(
+    clippy::manual_async_fn,
+    reason = "a block keeps the future smaller: see `connection::run`"
+)]
+pub(crate) fn read_loop<S: AsyncRead + AsyncWrite + Unpin, D: Dialect>(
     hub: &Hub,
     conn: &Arc<ConnHandle>,
     mut stream: Box<WebSocketStream<S>>,
     dialect: &D,
-) -> End {
-    let mut limiter = FrameLimiter::new(hub.config().client_rate_limit);
-    while let Some(message) = stream.next().await {
-        conn.saw_peer();
-        let message = match message {
-            Ok(message) => message,
-            Err(error) => return read_error(error),
-        };
-        if matches!(message, Message::Text(_) | Message::Binary(_)) {
-            match limiter.check(Instant::now()) {
-                Verdict::Allow => {}
-                Verdict::Refuse => {
-                    // Not carried out, but named: the client learns which
-                    // request to send again.
-                    let reference = match &message {
-                        Message::Text(text) => ClientFrame::peek_id(text.as_str()),
-                        _ => None,
-                    };
-                    let limit = hub.config().client_rate_limit;
-                    let message = format!("too many frames: at most {limit} a second");
-                    send_error(hub, conn, ErrorCode::RateLimited, message, reference);
-                    continue;
+) -> impl Future<Output = End> {
+    async move {
+        let mut limiter = FrameLimiter::new(hub.config().client_rate_limit);
+        while let Some(message) = stream.next().await {
+            conn.saw_peer();
+            let message = match message {
+                Ok(message) => message,
+                Err(error) => return read_error(error),
+            };
+            if matches!(message, Message::Text(_) | Message::Binary(_)) {
+                match limiter.check(Instant::now()) {
+                    Verdict::Allow => {}
+                    Verdict::Refuse => {
+                        // Not carried out, but named: the client learns which
+                        // request to send again.
+                        let reference = match &message {
+                            Message::Text(text) => ClientFrame::peek_id(text.as_str()),
+                            _ => None,
+                        };
+                        let limit = hub.config().client_rate_limit;
+                        let message = format!("too many frames: at most {limit} a second");
+                        send_error(hub, conn, ErrorCode::RateLimited, message, reference);
+                        continue;
+                    }
+                    Verdict::Close => return End::Flooding,
                 }
-                Verdict::Close => return End::Flooding,
+            }
+            let metrics = hub.metrics();
+            metrics.frames_in.inc();
+            conn.frames_received.fetch_add(1, Relaxed);
+            match message {
+                Message::Text(text) => {
+                    metrics.bytes_in.inc_by(text.len() as u64);
+                    // Boxed: the reader's future would otherwise be sized for
+                    // the deepest await of any frame, and every idle connection
+                    // would carry that size.
+                    Box::pin(dialect.receive(hub, conn, text.as_str())).await;
+                }
+                Message::Binary(bytes) => {
+                    metrics.bytes_in.inc_by(bytes.len() as u64);
+                    let message =
+                        "binary frames are not part of the protocol: send JSON text frames"
+                            .to_owned();
+                    send_error(hub, conn, ErrorCode::InvalidRequest, message, None);
+                }
+                Message::Close(frame) => return End::PeerClosed(frame.map(|f| u16::from(f.code))),
+                // Never read: tungstenite hands frames over assembled.
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
             }
         }
-        let metrics = hub.metrics();
-        metrics.frames_in.inc();
-        conn.frames_received.fetch_add(1, Relaxed);
-        match message {
-            Message::Text(text) => {
-                metrics.bytes_in.inc_by(text.len() as u64);
-                // Boxed: the reader's future would otherwise be sized for
-                // the deepest await of any frame, and every idle connection
-                // would carry that size.
-                Box::pin(dialect.receive(hub, conn, text.as_str())).await;
-            }
-            Message::Binary(bytes) => {
-                metrics.bytes_in.inc_by(bytes.len() as u64);
-                let message =
-                    "binary frames are not part of the protocol: send JSON text frames".to_owned();
-                send_error(hub, conn, ErrorCode::InvalidRequest, message, None);
-            }
-            Message::Close(frame) => return End::PeerClosed(frame.map(|f| u16::from(f.code))),
-            // Never read: tungstenite hands frames over assembled.
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-        }
+        End::PeerClosed(None)
     }
-    End::PeerClosed(None)
 }
 
 fn read_error(error: tungstenite::Error) -> End {

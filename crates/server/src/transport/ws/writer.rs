@@ -33,120 +33,128 @@ use crate::transport::deflate::Deflater;
 
 /// Writes until the connection ends; how it ended. With `deflater`, frames
 /// worth compressing are sent compressed (`permessage-deflate`).
-pub(crate) async fn write_loop<W: AsyncWrite + Unpin, D: Dialect>(
+#[allow(
+    clippy::manual_async_fn,
+    reason = "a block keeps the future smaller: see `connection::run`"
+)]
+pub(crate) fn write_loop<W: AsyncWrite + Unpin, D: Dialect>(
     hub: &Hub,
     conn: &Arc<ConnHandle>,
     mut out: Outgoing<W>,
     dialect: &D,
     deflater: Option<&Deflater>,
-) -> End {
-    let config = hub.config();
-    let interval = dialect.heartbeat_interval(config);
-    // Registered once: a wake-up of this loop costs no new waiter on the
-    // token every connection shares.
-    let shutdown = hub.shutdown_token().clone();
-    let mut shutdown = std::pin::pin!(shutdown.cancelled_owned());
-    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut shutting_down = false;
-    // The token's expiry timer, reset only when an `auth` frame changed it;
-    // only a connection with a token has one, so one without carries no
-    // timer (boxed, since it is optional).
-    let mut expiry_at = None;
-    let mut expiry: Option<Pin<Box<Sleep>>> = None;
-    // When this connection's last write ended: a wake-up soon after it
-    // means frames are arriving faster than they are written.
-    let mut last_write: Option<Instant> = None;
-    // The rare awaits below (a heartbeat, a close, a write that waits, the
-    // dialect's after-batch step) are boxed: this future, which every idle
-    // connection's task holds, is then sized for the `select!` alone (464
-    // bytes; 616 with them in place).
-    loop {
-        if conn.token_expires_at() != expiry_at {
-            expiry_at = conn.token_expires_at();
-            let deadline = tokio::time::Instant::now() + until(expiry_at);
-            match expiry.as_mut() {
-                Some(timer) => timer.as_mut().reset(deadline),
-                None => expiry = Some(Box::pin(tokio::time::sleep_until(deadline))),
-            }
-        }
-        tokio::select! {
-            // Stopping and liveness before frames, so a connection that
-            // always has frames queued still shuts down and still pings.
-            biased;
-            () = &mut shutdown, if !shutting_down => {
-                shutting_down = true;
-                conn.outbox.close(CloseReason::GOING_AWAY, "server shutting down", true);
-            }
-            () = expired(&mut expiry), if expiry_at.is_some() => {
-                // Read afresh: an `auth` frame without an `id` replaces the
-                // token without queueing a reply, so nothing woke this loop.
+) -> impl Future<Output = End> {
+    async move {
+        let config = hub.config();
+        let interval = dialect.heartbeat_interval(config);
+        // Registered once: a wake-up of this loop costs no new waiter on the
+        // token every connection shares.
+        let shutdown = hub.shutdown_token().clone();
+        let mut shutdown = std::pin::pin!(shutdown.cancelled_owned());
+        let mut heartbeat =
+            tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut shutting_down = false;
+        // The token's expiry timer, reset only when an `auth` frame changed it;
+        // only a connection with a token has one, so one without carries no
+        // timer (boxed, since it is optional).
+        let mut expiry_at = None;
+        let mut expiry: Option<Pin<Box<Sleep>>> = None;
+        // When this connection's last write ended: a wake-up soon after it
+        // means frames are arriving faster than they are written.
+        let mut last_write: Option<Instant> = None;
+        // The rare awaits below (a heartbeat, a close, a write that waits, the
+        // dialect's after-batch step) are boxed: this future, which every idle
+        // connection's task holds, is then sized for the `select!` alone (464
+        // bytes; 616 with them in place).
+        loop {
+            if conn.token_expires_at() != expiry_at {
                 expiry_at = conn.token_expires_at();
-                if expiry_at.is_some_and(|at| at <= now_ms()) {
-                    let _ = Box::pin(send_close(&mut out, CloseReason::TOKEN_EXPIRED, "token expired")).await;
-                    return End::TokenExpired;
-                }
-                // Refreshed, or woken before the millisecond it expires in.
-                if let Some(timer) = expiry.as_mut() {
-                    timer.as_mut().reset(tokio::time::Instant::now() + until(expiry_at));
+                let deadline = tokio::time::Instant::now() + until(expiry_at);
+                match expiry.as_mut() {
+                    Some(timer) => timer.as_mut().reset(deadline),
+                    None => expiry = Some(Box::pin(tokio::time::sleep_until(deadline))),
                 }
             }
-            _ = heartbeat.tick() => {
-                if conn.silent_for() > config.heartbeat_timeout {
-                    let close = send_close(&mut out, CloseReason::HEARTBEAT_TIMEOUT, "heartbeat timeout");
-                    let _ = Box::pin(close).await;
-                    return End::HeartbeatTimeout;
+            tokio::select! {
+                // Stopping and liveness before frames, so a connection that
+                // always has frames queued still shuts down and still pings.
+                biased;
+                () = &mut shutdown, if !shutting_down => {
+                    shutting_down = true;
+                    conn.outbox.close(CloseReason::GOING_AWAY, "server shutting down", true);
                 }
-                let ping = dialect.heartbeat();
-                let beat = async {
-                    put(&mut out, &PING, &[]).await?;
-                    if let Some(ping) = ping {
-                        put(&mut out, &TEXT, ping.as_bytes()).await?;
+                () = expired(&mut expiry), if expiry_at.is_some() => {
+                    // Read afresh: an `auth` frame without an `id` replaces the
+                    // token without queueing a reply, so nothing woke this loop.
+                    expiry_at = conn.token_expires_at();
+                    if expiry_at.is_some_and(|at| at <= now_ms()) {
+                        let _ = Box::pin(send_close(&mut out, CloseReason::TOKEN_EXPIRED, "token expired")).await;
+                        return End::TokenExpired;
                     }
-                    out.flush().await
-                };
-                match Box::pin(tokio::time::timeout(config.heartbeat_timeout, beat)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => return End::SocketError(error.to_string()),
-                    Err(_) => return End::WriteStalled,
+                    // Refreshed, or woken before the millisecond it expires in.
+                    if let Some(timer) = expiry.as_mut() {
+                        timer.as_mut().reset(tokio::time::Instant::now() + until(expiry_at));
+                    }
                 }
-            }
-            () = conn.outbox.ready() => {}
-        }
-        if last_write.is_some_and(|at| at.elapsed() < BUSY) {
-            conn.outbox.gather().await;
-        }
-        let (batch, closing) = conn.outbox.drain();
-        // Boxed, like the frame dispatch: an idle connection's task does not
-        // carry the size of a write in progress.
-        let written = {
-            let mut write = Box::pin(write_batch(hub, conn, &mut out, batch, dialect, deflater));
-            // Most writes complete at once. One that waits has met a peer
-            // that stopped reading (its TCP window is full): from then it
-            // gets as long as a silent peer would before the connection
-            // goes. The timer is armed only then, so a write that does not
-            // wait costs none.
-            match futures::poll!(write.as_mut()) {
-                std::task::Poll::Ready(written) => Ok(written),
-                std::task::Poll::Pending => {
-                    Box::pin(tokio::time::timeout(config.heartbeat_timeout, write)).await
+                _ = heartbeat.tick() => {
+                    if conn.silent_for() > config.heartbeat_timeout {
+                        let close = send_close(&mut out, CloseReason::HEARTBEAT_TIMEOUT, "heartbeat timeout");
+                        let _ = Box::pin(close).await;
+                        return End::HeartbeatTimeout;
+                    }
+                    let ping = dialect.heartbeat();
+                    let beat = async {
+                        put(&mut out, &PING, &[]).await?;
+                        if let Some(ping) = ping {
+                            put(&mut out, &TEXT, ping.as_bytes()).await?;
+                        }
+                        out.flush().await
+                    };
+                    match Box::pin(tokio::time::timeout(config.heartbeat_timeout, beat)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(error)) => return End::SocketError(error.to_string()),
+                        Err(_) => return End::WriteStalled,
+                    }
                 }
+                () = conn.outbox.ready() => {}
             }
-        };
-        last_write = Some(Instant::now());
-        conn.outbox.written();
-        match written {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => return End::SocketError(error.to_string()),
-            Err(_) => return End::WriteStalled,
-        }
-        Box::pin(dialect.after_batch(hub, conn)).await;
-        if let Some(closing) = closing {
-            let _ = Box::pin(send_close(&mut out, closing.code, closing.reason)).await;
-            if closing.code == CloseReason::TRY_AGAIN_LATER {
-                hub.metrics().slow_consumer_closes.inc();
+            if last_write.is_some_and(|at| at.elapsed() < BUSY) {
+                conn.outbox.gather().await;
             }
-            return End::Closed(closing.code, closing.reason);
+            let (batch, closing) = conn.outbox.drain();
+            // Boxed, like the frame dispatch: an idle connection's task does not
+            // carry the size of a write in progress.
+            let written = {
+                let mut write =
+                    Box::pin(write_batch(hub, conn, &mut out, batch, dialect, deflater));
+                // Most writes complete at once. One that waits has met a peer
+                // that stopped reading (its TCP window is full): from then it
+                // gets as long as a silent peer would before the connection
+                // goes. The timer is armed only then, so a write that does not
+                // wait costs none.
+                match futures::poll!(write.as_mut()) {
+                    std::task::Poll::Ready(written) => Ok(written),
+                    std::task::Poll::Pending => {
+                        Box::pin(tokio::time::timeout(config.heartbeat_timeout, write)).await
+                    }
+                }
+            };
+            last_write = Some(Instant::now());
+            conn.outbox.written();
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return End::SocketError(error.to_string()),
+                Err(_) => return End::WriteStalled,
+            }
+            Box::pin(dialect.after_batch(hub, conn)).await;
+            if let Some(closing) = closing {
+                let _ = Box::pin(send_close(&mut out, closing.code, closing.reason)).await;
+                if closing.code == CloseReason::TRY_AGAIN_LATER {
+                    hub.metrics().slow_consumer_closes.inc();
+                }
+                return End::Closed(closing.code, closing.reason);
+            }
         }
     }
 }
