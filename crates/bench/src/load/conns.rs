@@ -18,9 +18,11 @@ use crate::wire::{now_ns, padding};
 /// The growth per connection is counted from a hub that one subscriber
 /// already connected to and got an event from (it stays connected): the
 /// first connection pages in the code every connection runs, which the
-/// kernel maps once per process (Herald: ≈ 1.9 MB of its binary), not per
-/// connection. The growth from the hub as it started is kept beside it
-/// (`rss_cold_bytes_per_conn`).
+/// kernel maps once per process (Herald: ≈ 1.9 MB of its binary), and the
+/// one-off state later connections reuse (the topic's entry and log, the
+/// allocator's arenas). The growth from the hub as it started, ÷ N as well
+/// (so it includes that first subscriber and the publisher), is kept beside
+/// it (`rss_cold_bytes_per_conn`).
 pub async fn idle(spec: &LoadSpec, clients: usize) -> Result<LoadResult> {
     let mut result = LoadResult::default();
     let pad = padding(100);

@@ -38,7 +38,8 @@ use crate::operations::metrics::Metrics;
 struct Subscriber {
     conn: Arc<ConnHandle>,
     /// Its filter, unless it lets every event through: boxed, so that an
-    /// unfiltered subscription's entry in the index is 24 bytes smaller.
+    /// entry in the index is 24 bytes smaller and only a filtered
+    /// subscription allocates one.
     filter: Option<Box<EventFilter>>,
     /// Present while the subscription's replay is read.
     held: Option<Arc<Held>>,
@@ -536,9 +537,9 @@ impl BrokerHandler for NodeHandler {
             .then(|| event.data.get("user_id").and_then(Value::as_str));
         // Counted locally and added once: no shared atomic per recipient.
         let (mut delivered, mut reached, mut shed, mut written) = (0u64, 0u32, 0u64, 0u64);
-        // Written straight away only on a hub keeping up (every connection
-        // wrote all it was given, and no fan-out ended, a while ago) and
-        // never a batch's events, which leave each connection together.
+        // Written straight away only on a hub keeping up (nothing waits to be
+        // written, and no write or fan-out ended within `BUSY`) and never a
+        // batch's events, which leave each connection together.
         let pace = fanout.connections.pace();
         let quiet = !publication.together && pace.quiet_at(pace.now());
         let mut ages = fanout.metrics.publish_to_send.tally();

@@ -150,7 +150,12 @@ impl Pace {
 
     /// A fan-out ended now.
     pub(crate) fn fanned_out(&self) {
-        self.busy_until(self.now().saturating_add(busy_nanos()));
+        self.fanned_out_at(self.now());
+    }
+
+    /// A fan-out ended at `now` (nanoseconds from the pace's origin).
+    fn fanned_out_at(&self, now: u64) {
+        self.busy_until(now.saturating_add(busy_nanos()));
     }
 
     /// Nanoseconds since the pace's origin.
@@ -747,11 +752,14 @@ mod tests {
     #[test]
     fn a_hub_is_quiet_only_a_while_after_its_last_fan_out() {
         let pace = Pace::default();
-        pace.fanned_out();
-        assert!(!pace.quiet());
-        let ended = pace.now();
-        assert!(!pace.quiet_at(ended + busy_nanos() / 2));
-        assert!(pace.quiet_at(a_while_after(&pace)));
+        let ended = 10 * busy_nanos();
+        pace.fanned_out_at(ended);
+        assert!(!pace.quiet_at(ended));
+        assert!(!pace.quiet_at(ended + busy_nanos() - 1));
+        assert!(pace.quiet_at(ended + busy_nanos()));
+        // A fan-out that ended earlier, told later, does not shorten it.
+        pace.fanned_out_at(ended - busy_nanos() / 2);
+        assert!(!pace.quiet_at(ended + busy_nanos() - 1));
     }
 
     /// [`BUSY`] after now, on `pace`'s clock.
