@@ -194,13 +194,18 @@ def redis(tmp_path: Path) -> Iterator[Redis]:
     assert process.stdout is not None
     deadline = time.monotonic() + START_LIMIT
     seen = b""
+    # Read from the pipe itself, never through a buffer: a buffered
+    # readline can take the "Ready" line into memory, where `select` no
+    # longer sees it, and then wait out the whole limit.
+    output = process.stdout.fileno()
     while b"Ready to accept connections" not in seen:
         remaining = deadline - time.monotonic()
-        ready, _, _ = select.select([process.stdout], [], [], max(remaining, 0))
-        if not ready or process.poll() is not None:
+        ready, _, _ = select.select([output], [], [], max(remaining, 0))
+        chunk = os.read(output, 4096) if ready else b""
+        if not chunk:
             running.stop()
             raise AssertionError(f"redis-server did not start: {seen.decode(errors='replace')}")
-        seen += process.stdout.readline()
+        seen += chunk
     yield running
     running.stop()
 
