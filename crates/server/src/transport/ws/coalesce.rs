@@ -9,9 +9,9 @@
 //! the fan-out writes to the socket directly while nothing is gathered
 //! ([`Direct`]).
 
-use std::future::poll_fn;
+use std::future::{Future as _, poll_fn};
 use std::io::{self, IoSlice};
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
 
@@ -110,12 +110,19 @@ impl<S: AsyncWrite + Unpin> Outgoing<S> {
     }
 }
 
+/// Frames up to this long are copied into one buffer for a direct write:
+/// the kernel takes one buffer faster than the same bytes in two parts (a
+/// fan-out to 100 quiet connections measured ≈ 10 % faster with `write`
+/// than with `writev` of the header and the text). Longer frames go out
+/// from their two parts.
+const JOINED: usize = 2048;
+
 impl<S: AsyncWrite + Unpin> Direct<S> {
-    /// Writes `parts` in one call when nothing is pending (so they cannot
-    /// overtake earlier bytes) and the socket takes them without waiting;
-    /// what it did not take stays pending (see [`Wrote::Part`]). The
-    /// caller must know no frame is between the connection's writer and
-    /// this socket.
+    /// Writes `head` then `body` in one call when nothing is pending (so
+    /// they cannot overtake earlier bytes) and the socket takes them
+    /// without waiting; what it did not take stays pending (see
+    /// [`Wrote::Part`]). The caller must know no frame is between the
+    /// connection's writer and this socket.
     pub(crate) fn try_write(&self, head: &[u8], body: &[u8]) -> Wrote {
         let mut shared = self.shared.lock();
         if !shared.pending.is_empty() {
@@ -123,13 +130,22 @@ impl<S: AsyncWrite + Unpin> Direct<S> {
         }
         // Not waiting: a socket that is not writable now is left to the
         // connection's writer, which waits for it with its own waker.
-        let mut cx = Context::from_waker(Waker::noop());
-        let parts = [IoSlice::new(head), IoSlice::new(body)];
-        let taken = match Pin::new(&mut shared.inner).poll_write_vectored(&mut cx, &parts) {
+        let total = head.len() + body.len();
+        let mut joined = [0u8; JOINED];
+        let written = match joined.get_mut(..total) {
+            Some(one) => {
+                let (front, back) = one.split_at_mut(head.len());
+                front.copy_from_slice(head);
+                back.copy_from_slice(body);
+                write_now(&mut shared.inner, &[IoSlice::new(one)])
+            }
+            None => write_now(&mut shared.inner, &[IoSlice::new(head), IoSlice::new(body)]),
+        };
+        let taken = match written {
             Poll::Ready(Ok(taken)) if taken > 0 => taken,
             _ => return Wrote::Nothing,
         };
-        if taken >= head.len() + body.len() {
+        if taken >= total {
             return Wrote::All;
         }
         let (head_rest, body_rest) = if taken < head.len() {
@@ -141,6 +157,22 @@ impl<S: AsyncWrite + Unpin> Direct<S> {
         shared.pending.extend_from_slice(body_rest);
         Wrote::Part
     }
+}
+
+/// Writes what `socket` takes now, without waiting and outside tokio's
+/// per-task budget: a fan-out writes to every quiet connection from one
+/// task, and past the budget's 128 polls every socket would answer "not
+/// ready", leaving the rest of the fan-out to the connections' own tasks.
+fn write_now<S: AsyncWrite + Unpin>(
+    socket: &mut S,
+    parts: &[IoSlice<'_>],
+) -> Poll<io::Result<usize>> {
+    let write = poll_fn(|cx| match parts {
+        [one] => Pin::new(&mut *socket).poll_write(cx, one),
+        _ => Pin::new(&mut *socket).poll_write_vectored(cx, parts),
+    });
+    let mut cx = Context::from_waker(Waker::noop());
+    pin!(tokio::task::unconstrained(write)).poll(&mut cx)
 }
 
 impl<S: AsyncWrite + Unpin> Shared<S> {
@@ -290,6 +322,25 @@ mod tests {
         let mut got = [0u8; 5];
         far.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"<fed>");
+    }
+
+    #[tokio::test]
+    async fn one_task_writes_directly_to_more_sockets_than_its_budget_of_polls_allows() {
+        let pipes: Vec<_> = (0..300)
+            .map(|_| {
+                let (near, far) = tokio::io::duplex(1024);
+                (Coalescing::new(near, 64 * 1024).outgoing().direct(), far)
+            })
+            .collect();
+        // One pass without yielding, as a fan-out makes.
+        for (direct, _) in &pipes {
+            assert_eq!(direct.try_write(b"<", b"hi>"), Wrote::All);
+        }
+        for (_, mut far) in pipes {
+            let mut got = [0u8; 4];
+            far.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"<hi>");
+        }
     }
 
     #[tokio::test]
