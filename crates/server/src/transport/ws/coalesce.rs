@@ -131,15 +131,14 @@ impl<S: AsyncWrite + Unpin> Direct<S> {
         // Not waiting: a socket that is not writable now is left to the
         // connection's writer, which waits for it with its own waker.
         let total = head.len() + body.len();
-        let mut joined = [0u8; JOINED];
-        let written = match joined.get_mut(..total) {
-            Some(one) => {
-                let (front, back) = one.split_at_mut(head.len());
-                front.copy_from_slice(head);
-                back.copy_from_slice(body);
-                write_now(&mut shared.inner, &[IoSlice::new(one)])
-            }
-            None => write_now(&mut shared.inner, &[IoSlice::new(head), IoSlice::new(body)]),
+        let written = if total <= JOINED {
+            let mut joined = [0u8; JOINED];
+            let (front, back) = joined[..total].split_at_mut(head.len());
+            front.copy_from_slice(head);
+            back.copy_from_slice(body);
+            write_now(&mut shared.inner, &[IoSlice::new(&joined[..total])])
+        } else {
+            write_now(&mut shared.inner, &[IoSlice::new(head), IoSlice::new(body)])
         };
         let taken = match written {
             Poll::Ready(Ok(taken)) if taken > 0 => taken,
@@ -322,6 +321,23 @@ mod tests {
         let mut got = [0u8; 5];
         far.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"<fed>");
+    }
+
+    #[tokio::test]
+    async fn a_direct_write_too_long_to_join_goes_out_from_its_parts_in_order() {
+        let (near, mut far) = tokio::io::duplex(1024);
+        let socket = Coalescing::new(near, 64 * 1024);
+        let mut outgoing = socket.outgoing();
+        let direct = outgoing.direct();
+        let body: Vec<u8> = (0..JOINED + 500).map(|i| (i % 251) as u8).collect();
+        // The pipe takes 1024 bytes now; the rest waits for the flush.
+        assert_eq!(direct.try_write(b"<head>", &body), Wrote::Part);
+        let mut got = vec![0u8; 6 + body.len()];
+        let (flushed, read) = tokio::join!(outgoing.flush(), far.read_exact(&mut got));
+        flushed.unwrap();
+        read.unwrap();
+        assert_eq!(&got[..6], b"<head>");
+        assert_eq!(&got[6..], body.as_slice());
     }
 
     #[tokio::test]
