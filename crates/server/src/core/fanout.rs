@@ -544,7 +544,11 @@ impl BrokerHandler for NodeHandler {
         let quiet = !publication.together && pace.quiet_at(pace.now());
         let mut ages = fanout.metrics.publish_to_send.tally();
         fanout.fan_out(publication, &frame, &mut |conn: &ConnHandle| {
-            let pushed = conn.outbox.deliver(&frame, quiet);
+            let pushed = if publication.together {
+                conn.outbox.push_together(frame.clone())
+            } else {
+                conn.outbox.deliver(&frame, quiet)
+            };
             match pushed {
                 Pushed::Closed => return,
                 Pushed::Shed => {

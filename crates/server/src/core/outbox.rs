@@ -191,12 +191,26 @@ pub(crate) struct Direct {
 
 /// A publication that starts within this long of the hub's last busy
 /// moment meets a hub publishing as fast as it can ([`Pace`]): its frames
-/// queue rather than being written straight away ([`Outbox::deliver`]);
-/// and a writer woken within this long of its previous write gathers the
-/// frames of further publications before it writes ([`Outbox::gather`]),
-/// so they leave in one write. On a quieter hub frames are written at
-/// once: coalescing adds no delay to a hub that is not saturated.
+/// queue rather than being written straight away ([`Outbox::deliver`]).
+/// On a quieter hub frames are written at once: coalescing adds no delay
+/// to a hub that is not saturated.
 pub(crate) const BUSY: Duration = Duration::from_millis(1);
+
+/// A writer woken within this long of its previous write gathers the
+/// frames of further publications before it writes ([`Outbox::gather`]),
+/// so they leave in one write. Longer than [`BUSY`]: on a hub that queues
+/// because it cannot keep up, each connection's writes are several
+/// publications apart (at 1000 publishes/s to 1000 subscribers, about
+/// 12 frames per write, so about 12 ms apart), and a writer that did not
+/// gather then wrote what the first wake-up found, one or two frames, at
+/// the cost of a write each. Measured with `herald-bench load` (1000
+/// single publishes/s, N = 1000, pinned; 12 alternating runs each): p99
+/// 40–68 ms (median 48) gathering within 10 ms against 49–147 ms (median
+/// 64) within 1 ms (3 ms: median 54 in 7 runs; 20 ms: 57 in 3). The
+/// single-event plateau (1.29–1.49 against 1.35–1.56 M deliveries/s in 3
+/// runs each) and 100 publishes/s moved within the runs' spread. A quiet
+/// hub writes from the fan-out and does not wake the writer at all.
+pub(crate) const GATHER_WITHIN: Duration = Duration::from_millis(10);
 
 #[derive(Debug, Default)]
 struct State {
@@ -207,6 +221,9 @@ struct State {
     /// Counted as waiting in the direct writer's [`Pace`]: entries are
     /// queued or being written.
     waiting: bool,
+    /// A push since the writer last drained the queue has notified it:
+    /// later pushes need not, since that drain takes their frames too.
+    notified: bool,
     /// Frames in the queue (gap markers not counted).
     frames: usize,
     gaps: usize,
@@ -234,7 +251,15 @@ impl Outbox {
 
     /// Queues a frame without waiting; sheds or closes when full (see the module docs).
     pub(crate) fn push(&self, frame: OutFrame) -> Pushed {
-        self.push_locked(self.state.lock(), frame)
+        self.push_locked(self.state.lock(), frame, Wake::Always)
+    }
+
+    /// Queues one of a batch's frames (a publish of several events, which
+    /// the fan-out pushes event by event to every connection): as
+    /// [`Outbox::push`], but only the first push since the writer last
+    /// drained the queue notifies it; that drain takes the later frames too.
+    pub(crate) fn push_together(&self, frame: OutFrame) -> Pushed {
+        self.push_locked(self.state.lock(), frame, Wake::FirstSinceDrain)
     }
 
     /// Delivers a live event frame: on a `quiet` hub, to a connection with
@@ -261,7 +286,7 @@ impl Outbox {
                 Wrote::Nothing => {}
             }
         }
-        self.push_locked(state, frame.clone())
+        self.push_locked(state, frame.clone(), Wake::Always)
     }
 
     /// Lets [`Outbox::deliver`] write through `direct`; `None` stops it
@@ -275,7 +300,7 @@ impl Outbox {
         }
     }
 
-    fn push_locked(&self, mut state: MutexGuard<'_, State>, frame: OutFrame) -> Pushed {
+    fn push_locked(&self, mut state: MutexGuard<'_, State>, frame: OutFrame, wake: Wake) -> Pushed {
         if state.closing.is_some() {
             return Pushed::Closed;
         }
@@ -287,14 +312,11 @@ impl Outbox {
         } else {
             self.push_full(&mut state, frame)
         };
+        let first = !std::mem::replace(&mut state.notified, true);
         drop(state);
-        // Every push notifies, also onto a queue that has a wake-up on its
-        // way: the permit left behind wakes the writer again as soon as its
-        // write ends, and while publishes keep coming that wake-up gathers
-        // them. Waking only on a queue's first entry measured 0.65 M
-        // deliveries/s against 1.6 M (`cargo xtask bench`, single events,
-        // 4 producers, N = 1000, pinned).
-        self.notify.notify_one();
+        if first || wake == Wake::Always {
+            self.notify.notify_one();
+        }
         result
     }
 
@@ -368,6 +390,7 @@ impl Outbox {
         if closing.as_ref().is_some_and(|c| !c.flush) {
             entries.clear();
         }
+        state.notified = false;
         state.frames = 0;
         state.gaps = 0;
         state.low = 0;
@@ -429,6 +452,25 @@ impl Drop for Outbox {
     fn drop(&mut self) {
         self.state.get_mut().lower_waiting();
     }
+}
+
+/// Which pushes notify the writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// Every push, also onto a queue that has a wake-up on its way: the
+    /// permit left behind wakes the writer again as soon as its write
+    /// ends, and while single publishes keep coming that wake-up gathers
+    /// them. Waking only on a queue's first entry measured 0.65 M
+    /// deliveries/s against 1.6 M, and only on the first push since the
+    /// writer's last drain 0.93–1.11 M against 1.27–1.34 M (single events,
+    /// 4 producers, N = 1000, pinned).
+    Always,
+    /// Only the first push since the writer last drained the queue: the
+    /// frames of one batch reach the queue together, so the later pushes
+    /// would only repeat the notify, an atomic on a cache line of its own
+    /// (a 64-event batch notified each subscriber 64 times; 10 % of the
+    /// hub's samples in `perf`, batched, N = 1000).
+    FirstSinceDrain,
 }
 
 /// Most scheduler rounds [`Outbox::gather`] waits for more frames.
@@ -590,6 +632,41 @@ mod tests {
         let gathered = outbox.len();
         tasks.wait().await;
         gathered
+    }
+
+    #[tokio::test]
+    async fn a_batch_wakes_the_writer_once_per_drain_and_by_its_first_push_after_it() {
+        use futures::FutureExt as _;
+        let outbox = Outbox::new(1024);
+        for seq in 1..=3 {
+            outbox.push_together(event("t:a", seq, Priority::Normal));
+        }
+        assert!(outbox.ready().now_or_never().is_some());
+        // Woken and not yet drained: a batch's later frames are left for
+        // that drain, with no second wake-up.
+        outbox.push_together(event("t:a", 4, Priority::Normal));
+        assert!(outbox.ready().now_or_never().is_none());
+        let (batch, _) = outbox.drain();
+        assert_eq!(batch.len(), 4);
+        // The first push after the drain wakes the writer, also while it is
+        // still writing what it drained.
+        outbox.push_together(event("t:a", 5, Priority::Normal));
+        outbox.push_together(event("t:a", 6, Priority::Normal));
+        assert!(outbox.ready().now_or_never().is_some());
+        assert!(outbox.ready().now_or_never().is_none());
+        assert_eq!(outbox.drain().0.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_single_event_wakes_the_writer_again_before_the_drain() {
+        use futures::FutureExt as _;
+        let outbox = Outbox::new(1024);
+        outbox.push(event("t:a", 1, Priority::Normal));
+        assert!(outbox.ready().now_or_never().is_some());
+        // The permit this leaves wakes the writer again right after the
+        // write of what it is about to drain.
+        outbox.push(event("t:a", 2, Priority::Normal));
+        assert!(outbox.ready().now_or_never().is_some());
     }
 
     #[tokio::test]

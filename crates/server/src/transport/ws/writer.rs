@@ -28,7 +28,7 @@ use super::frames::{self, CLOSE, COMPRESSED_TEXT, Head, PING, TEXT};
 use crate::core::clock::now_ms;
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
-use crate::core::outbox::{BUSY, Entry};
+use crate::core::outbox::{Entry, GATHER_WITHIN};
 use crate::transport::deflate::Deflater;
 
 /// Writes until the connection ends; how it ended. With `deflater`, frames
@@ -119,7 +119,7 @@ pub(crate) fn write_loop<W: AsyncWrite + Unpin, D: Dialect>(
                 }
                 () = conn.outbox.ready() => {}
             }
-            if last_write.is_some_and(|at| at.elapsed() < BUSY) {
+            if last_write.is_some_and(|at| at.elapsed() < GATHER_WITHIN) {
                 conn.outbox.gather().await;
             }
             let (batch, closing) = conn.outbox.drain();
