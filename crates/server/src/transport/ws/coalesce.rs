@@ -234,12 +234,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalescing<S> {
 mod tests {
     use std::time::Duration;
 
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream};
 
     use super::*;
 
     /// Whether `far` has a byte to read within 50 ms.
-    async fn readable(far: &mut tokio::io::DuplexStream) -> bool {
+    async fn readable(far: &mut DuplexStream) -> bool {
         let mut byte = [0u8; 1];
         let read = tokio::time::timeout(Duration::from_millis(50), far.read_exact(&mut byte));
         read.await.is_ok()
@@ -304,12 +304,20 @@ mod tests {
         assert!(socket.shared.lock().pending.len() <= 64);
     }
 
+    /// A connection's writer and direct writer on one end of a pipe that
+    /// holds `capacity` bytes, and the pipe's other end.
+    fn direct_pipe(
+        capacity: usize,
+    ) -> (Outgoing<DuplexStream>, Direct<DuplexStream>, DuplexStream) {
+        let (near, far) = tokio::io::duplex(capacity);
+        let outgoing = Coalescing::new(near, 64 * 1024).outgoing();
+        let direct = outgoing.direct();
+        (outgoing, direct, far)
+    }
+
     #[tokio::test]
     async fn a_direct_write_goes_out_at_once_unless_bytes_are_pending() {
-        let (near, mut far) = tokio::io::duplex(1024);
-        let socket = Coalescing::new(near, 64 * 1024);
-        let mut outgoing = socket.outgoing();
-        let direct = outgoing.direct();
+        let (mut outgoing, direct, mut far) = direct_pipe(1024);
         assert_eq!(direct.try_write(b"<", b"first>"), Wrote::All);
         let mut got = [0u8; 7];
         far.read_exact(&mut got).await.unwrap();
@@ -325,10 +333,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_direct_write_too_long_to_join_goes_out_from_its_parts_in_order() {
-        let (near, mut far) = tokio::io::duplex(1024);
-        let socket = Coalescing::new(near, 64 * 1024);
-        let mut outgoing = socket.outgoing();
-        let direct = outgoing.direct();
+        let (mut outgoing, direct, mut far) = direct_pipe(1024);
         let body: Vec<u8> = (0..JOINED + 500).map(|i| (i % 251) as u8).collect();
         // The pipe takes 1024 bytes now; the rest waits for the flush.
         assert_eq!(direct.try_write(b"<head>", &body), Wrote::Part);
@@ -344,8 +349,8 @@ mod tests {
     async fn one_task_writes_directly_to_more_sockets_than_its_budget_of_polls_allows() {
         let pipes: Vec<_> = (0..300)
             .map(|_| {
-                let (near, far) = tokio::io::duplex(1024);
-                (Coalescing::new(near, 64 * 1024).outgoing().direct(), far)
+                let (_, direct, far) = direct_pipe(1024);
+                (direct, far)
             })
             .collect();
         // One pass without yielding, as a fan-out makes.
@@ -361,10 +366,7 @@ mod tests {
 
     #[tokio::test]
     async fn what_a_full_socket_did_not_take_of_a_direct_write_leaves_on_the_next_flush() {
-        let (near, mut far) = tokio::io::duplex(4);
-        let socket = Coalescing::new(near, 64 * 1024);
-        let mut outgoing = socket.outgoing();
-        let direct = outgoing.direct();
+        let (mut outgoing, direct, mut far) = direct_pipe(4);
         assert_eq!(direct.try_write(b"<>", b"0123456789"), Wrote::Part);
         assert_eq!(
             direct.try_write(b"<>", b"later"),
