@@ -498,6 +498,86 @@ impl Fanout {
     }
 }
 
+impl Fanout {
+    /// Gives each connection subscribed to a run's topic (exactly, `kind:*`
+    /// or `*`) the frames of the run its subscription is responsible for,
+    /// as [`Fanout::fan_out`] would one publication at a time, at once:
+    /// `push` gets the connection and the indices of its frames, in order.
+    /// Every publication of the run has the topic of the first and the
+    /// audience of its subscribers.
+    fn fan_out_run(
+        &self,
+        run: &[Publication<'_>],
+        frames: &[OutFrame],
+        push: &mut impl FnMut(&ConnHandle, &[usize]),
+    ) {
+        let Some(first) = run.first() else {
+            return;
+        };
+        let topic = &first.event.event.topic;
+        let exact = self.exact.read().get(topic).cloned();
+        let exact = exact.as_ref().map(|subscribers| subscribers.lock());
+        let exact_matched = |id: &str, i: usize| {
+            exact
+                .as_ref()
+                .and_then(|subscribers| subscribers.get(id))
+                .is_some_and(|s| s.passes(&run[i].event.event))
+        };
+        let mut chosen = Vec::with_capacity(run.len());
+        let mut offer_run = |subscriber: &Subscriber, responsible: &dyn Fn(usize) -> bool| {
+            chosen.clear();
+            chosen.extend((0..run.len()).filter(|&i| {
+                responsible(i)
+                    && subscriber.passes(&run[i].event.event)
+                    && !subscriber.seams.cover(&run[i])
+            }));
+            match &subscriber.held {
+                _ if chosen.is_empty() => {}
+                None => push(&subscriber.conn, &chosen),
+                Some(held) => {
+                    for &i in &chosen {
+                        held.offer(&subscriber.conn, &frames[i], &mut |conn| push(conn, &[i]));
+                    }
+                }
+            }
+        };
+        if let Some(subscribers) = &exact {
+            for subscriber in subscribers.values() {
+                offer_run(subscriber, &|_| true);
+            }
+        }
+        let patterns = self.patterns.read();
+        let by_kind = topic.id().and_then(|_| patterns.kinds.get(topic.kind()));
+        if let Some(by_kind) = by_kind {
+            for (id, subscriber) in by_kind {
+                offer_run(subscriber, &|i| !exact_matched(id, i));
+            }
+        }
+        for (id, subscriber) in &patterns.all {
+            let kind_matched = |i: usize| {
+                by_kind
+                    .and_then(|k| k.get(id))
+                    .is_some_and(|s| s.passes(&run[i].event.event))
+            };
+            offer_run(subscriber, &|i| !exact_matched(id, i) && !kind_matched(i));
+        }
+    }
+}
+
+/// The frame a publication's event goes out as.
+fn event_frame(publication: &Publication<'_>) -> OutFrame {
+    let event = &publication.event.event;
+    OutFrame {
+        text: publication.event.frame.clone(),
+        event: Some(EventMeta {
+            topic: event.topic.clone(),
+            seq: event.seq,
+            priority: event.priority,
+            published: publication.stored_at,
+        }),
+    }
+}
+
 /// Hands `frame` to `push` for the subscriber, or holds it while the
 /// subscription's replay is read.
 fn offer(subscriber: &Subscriber, frame: &OutFrame, push: &mut impl FnMut(&ConnHandle)) {
@@ -522,15 +602,7 @@ impl BrokerHandler for NodeHandler {
         // Counted here, where every stored event passes exactly once
         // (duplicates never do), whichever entry point it came from.
         fanout.metrics.events_published.inc();
-        let frame = OutFrame {
-            text: publication.event.frame.clone(),
-            event: Some(EventMeta {
-                topic: event.topic.clone(),
-                seq: event.seq,
-                priority: event.priority,
-                published: publication.stored_at,
-            }),
-        };
+        let frame = event_frame(publication);
         // An approval request reaches someone only where it can be
         // answered: the approvals service counts those (`delivered_to`).
         let asks = (event.event_type == EventType::ApprovalRequested)
@@ -576,6 +648,46 @@ impl BrokerHandler for NodeHandler {
             metrics.frames_out.inc_by(written);
             metrics.bytes_out.inc_by(written * frame.text.len() as u64);
         }
+        if shed > 0 {
+            metrics.events_shed.inc_by(shed);
+        }
+        reached
+    }
+
+    /// A run goes to each connection in one push ([`Outbox::push_run`]):
+    /// one lock and one wake-up per connection instead of one per event,
+    /// and its writer finds the whole run queued. Approval requests and
+    /// events for a user or everyone go one by one.
+    fn on_publications(&self, run: &[Publication<'_>]) -> Vec<u32> {
+        let one_by_one = |publication: &Publication<'_>| {
+            publication.audience != Audience::Subscribers
+                || publication.event.event.event_type == EventType::ApprovalRequested
+                || run
+                    .first()
+                    .is_some_and(|first| publication.event.event.topic != first.event.event.topic)
+        };
+        if run.len() < 2 || run.iter().any(one_by_one) {
+            return run.iter().map(|p| self.on_publication(p)).collect();
+        }
+        let fanout = &self.fanout;
+        fanout.metrics.events_published.inc_by(run.len() as u64);
+        let frames: Vec<OutFrame> = run.iter().map(event_frame).collect();
+        let mut reached = vec![0u32; run.len()];
+        let (mut delivered, mut shed) = (0u64, 0u64);
+        fanout.fan_out_run(run, &frames, &mut |conn: &ConnHandle, chosen: &[usize]| {
+            let pushed = conn.outbox.push_run(chosen.iter().map(|&i| &frames[i]));
+            for &i in &chosen[..pushed.taken] {
+                reached[i] += 1;
+            }
+            delivered += pushed.taken as u64;
+            if pushed.shed > 0 {
+                shed += pushed.shed;
+                conn.events_shed.fetch_add(pushed.shed, Relaxed);
+            }
+        });
+        fanout.connections.pace().fanned_out();
+        let metrics = &fanout.metrics;
+        metrics.events_delivered.inc_by(delivered);
         if shed > 0 {
             metrics.events_shed.inc_by(shed);
         }

@@ -201,6 +201,17 @@ pub trait BrokerHandler: Send + Sync + Debug {
     /// was queued to (for an `approval.requested`, those that can answer it).
     fn on_publication(&self, publication: &Publication<'_>) -> u32;
 
+    /// Several events of one topic, stored by one publish, in seq order: as
+    /// many calls of [`BrokerHandler::on_publication`], which is what this
+    /// does unless the node hands each connection the run at once. Returns
+    /// what each of those calls would.
+    fn on_publications(&self, publications: &[Publication<'_>]) -> Vec<u32> {
+        publications
+            .iter()
+            .map(|publication| self.on_publication(publication))
+            .collect()
+    }
+
     /// An approval was created or decided (on this node or another).
     fn on_approval(&self, record: &ApprovalRecord);
 

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use herald_protocol::frame::{Gap, Since, Subscribe};
 use herald_protocol::payload::ApprovalRecord;
 use herald_protocol::{
-    CallbackId, Epoch, EventFilter, EventType, PublishRequest, Topic, TopicPattern,
+    CallbackId, Epoch, EventFilter, EventType, Priority, PublishRequest, Topic, TopicPattern,
 };
 use parking_lot::Mutex;
 use serde_json::{Value, json};
@@ -169,6 +169,16 @@ impl BrokerHandler for Lagging {
         self.inner.on_publication(publication)
     }
 
+    fn on_publications(&self, publications: &[Publication<'_>]) -> Vec<u32> {
+        if *self.behind.lock() {
+            return publications
+                .iter()
+                .map(|publication| self.on_publication(publication))
+                .collect();
+        }
+        self.inner.on_publications(publications)
+    }
+
     fn on_approval(&self, record: &ApprovalRecord) {
         self.inner.on_approval(record);
     }
@@ -242,7 +252,7 @@ fn sent(conn: &ConnHandle) -> Vec<String> {
         .into_iter()
         .map(|entry| match entry {
             Entry::Frame(frame) => {
-                let frame: Value = serde_json::from_slice(&frame.text).unwrap();
+                let frame: Value = serde_json::from_str(&frame.text).unwrap();
                 let seq = |field: &str| {
                     frame[field]
                         .as_u64()
@@ -440,6 +450,76 @@ async fn more_live_events_during_a_read_than_the_queue_holds_close_the_connectio
     );
 }
 
+/// A connection of its own on `node`, subscribed to `topics` with `filter`.
+async fn subscriber(node: &Node, topics: &[&str], filter: Option<EventFilter>) -> Arc<ConnHandle> {
+    let conn = Arc::new(ConnHandle::new(None, None, None, None, 1024));
+    let request = Subscribe {
+        filter,
+        ..subscribe(topics, &[])
+    };
+    node.subscriptions.subscribe(&conn, &request).await.unwrap();
+    sent(&conn);
+    conn
+}
+
+#[tokio::test]
+async fn a_batch_reaches_each_subscription_with_the_events_it_would_get_one_by_one() {
+    let node = node(64);
+    let urgent = || {
+        Some(EventFilter {
+            min_priority: Some(Priority::High),
+            ..EventFilter::default()
+        })
+    };
+    let exact = subscriber(&node, &["run:1"], None).await;
+    let exact_urgent = subscriber(&node, &["run:1"], urgent()).await;
+    let kind_urgent = subscriber(&node, &["run:*"], urgent()).await;
+    let everything = subscriber(&node, &["*"], None).await;
+    let other_topic = subscriber(&node, &["run:2"], None).await;
+    // Exact and by pattern on one connection: each event once.
+    let both = subscriber(&node, &["run:1", "run:*"], None).await;
+    let priorities = [
+        Priority::Normal,
+        Priority::High,
+        Priority::Low,
+        Priority::Critical,
+    ];
+    let batch = priorities
+        .iter()
+        .zip(1..)
+        .map(|(priority, n)| {
+            let request = PublishRequest::new(
+                Topic::parse("run:1").unwrap(),
+                EventType::StepProgress,
+                json!({ "n": n }),
+            )
+            .priority(*priority);
+            Draft::new(request, || format!("run:1-{n}").parse().unwrap(), 0)
+        })
+        .collect();
+    let published = node
+        .broker
+        .publish(batch, Audience::Subscribers, Wait::Stored)
+        .await
+        .unwrap();
+    let reached: Vec<u32> = published.iter().map(|p| p.reached).collect();
+    let all = [
+        "event run:1 1",
+        "event run:1 2",
+        "event run:1 3",
+        "event run:1 4",
+    ];
+    let urgent_only = ["event run:1 2", "event run:1 4"];
+    assert_eq!(sent(&exact), all);
+    assert_eq!(sent(&exact_urgent), urgent_only);
+    assert_eq!(sent(&kind_urgent), urgent_only);
+    assert_eq!(sent(&everything), all);
+    assert!(sent(&other_topic).is_empty());
+    assert_eq!(sent(&both), all);
+    // Each event counts the connections it was queued to.
+    assert_eq!(reached, [3, 5, 3, 5]);
+}
+
 /// A socket that takes every frame at once, and keeps them.
 #[derive(Debug, Default)]
 struct Socket {
@@ -448,7 +528,7 @@ struct Socket {
 
 impl DirectWrite for Socket {
     fn try_write(&self, frame: &OutFrame) -> Wrote {
-        let frame: Value = serde_json::from_slice(&frame.text).unwrap();
+        let frame: Value = serde_json::from_str(&frame.text).unwrap();
         self.took.lock().push(format!("event {}", frame["seq"]));
         Wrote::All
     }

@@ -92,6 +92,15 @@ impl<S: AsyncWrite + Unpin> Outgoing<S> {
         .await
     }
 
+    /// Makes room at once for about `bytes` more (up to the bound), so that
+    /// frames added one by one do not grow the buffer step by step: each
+    /// step would copy what is already gathered.
+    pub(crate) fn expect(&mut self, bytes: usize) {
+        let mut shared = self.shared.lock();
+        let room = bytes.min(shared.limit.saturating_sub(shared.pending.len()));
+        shared.pending.reserve(room);
+    }
+
     /// Writes out everything gathered.
     pub(crate) async fn flush(&mut self) -> io::Result<()> {
         poll_fn(|cx| {
@@ -258,6 +267,23 @@ mod tests {
         let mut got = [0u8; 15];
         far.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"<first><second>");
+    }
+
+    #[tokio::test]
+    async fn room_expected_for_a_batch_is_made_once_and_never_past_the_bound() {
+        let (near, _far) = tokio::io::duplex(1024);
+        let socket = Coalescing::new(near, 64);
+        let mut outgoing = socket.outgoing();
+        outgoing.expect(40);
+        let room = socket.shared.lock().pending.capacity();
+        assert!(room >= 40);
+        for _ in 0..4 {
+            outgoing.frame(b"<", b"123456789").await.unwrap();
+        }
+        assert_eq!(socket.shared.lock().pending.capacity(), room, "it grew");
+        outgoing.flush().await.unwrap();
+        outgoing.expect(1 << 30);
+        assert!(socket.shared.lock().pending.capacity() < 1024);
     }
 
     #[tokio::test]

@@ -93,14 +93,7 @@ impl Dialect for Native {
 
     fn render(&self, entry: Entry) -> Rendered {
         match entry {
-            // The core encodes every frame from a `String`, so this holds.
-            Entry::Frame(frame) => match Utf8Bytes::try_from(frame.text) {
-                Ok(text) => Rendered::One(text),
-                Err(error) => {
-                    tracing::error!(%error, "dropping a frame that is not UTF-8");
-                    Rendered::Nothing
-                }
-            },
+            Entry::Frame(frame) => Rendered::One(frame.text),
             Entry::Gap {
                 topic,
                 from_seq,

@@ -185,6 +185,7 @@ async fn write_batch<W: AsyncWrite + Unpin, D: Dialect>(
     let metrics = hub.metrics();
     let now = Instant::now();
     let mut ages = metrics.publish_to_send.tally();
+    out.expect(batch.iter().map(framed_len).sum());
     let (mut frames, mut bytes, mut deflated) = (0u64, 0u64, 0u64);
     // `shared`: the same bytes go to every subscriber, so a compressed copy
     // is made once for all of them.
@@ -233,6 +234,17 @@ async fn write_batch<W: AsyncWrite + Unpin, D: Dialect>(
         conn.frames_sent.fetch_add(frames, Relaxed);
     }
     Ok(())
+}
+
+/// About how many bytes an entry takes once framed: its text and the
+/// longest header a server frame has (a dialect may wrap it, a gap marker
+/// is rendered later; both are left to the buffer's growth).
+fn framed_len(entry: &Entry) -> usize {
+    const LONGEST_HEAD: usize = 10;
+    match entry {
+        Entry::Frame(frame) => frame.text.len() + LONGEST_HEAD,
+        Entry::Gap { .. } => 0,
+    }
 }
 
 /// Adds a `header` frame carrying `payload` to what the next flush writes.

@@ -4,7 +4,10 @@
 //! A publish takes the topic's lock, assigns the next seq, serializes the
 //! event once and, in memory, retains it and hands it to the node
 //! ([`BrokerHandler::on_publication`]) under that lock, so delivery follows
-//! seq order. With the journal, room in it is reserved before the lock (the
+//! seq order. A batch's consecutive events of one topic are stored under
+//! one taking of the lock and handed over together
+//! ([`BrokerHandler::on_publications`]), so that each connection is given
+//! them at once. With the journal, room in it is reserved before the lock (the
 //! lock is never held across a wait), the event goes to the journal under the
 //! lock, and the writer hands it back once committed: only then is it
 //! retained and delivered, and the producer answered. A failed write gives
@@ -372,30 +375,11 @@ impl Shared {
         };
         let log_ref = self.log(&draft.topic);
         let mut log = log_ref.lock();
-        let receipt = |seq| PublishReceipt {
-            id: draft.id.clone(),
-            topic: draft.topic.clone(),
-            seq,
-        };
-        if let Some(known) = log.known(&draft.id) {
-            let conflict = || BrokerError::Conflict {
-                id: draft.id.to_string(),
-            };
-            return match known {
-                Known::Stored(seq, event) if draft.same_content(event) => {
-                    Ok(Answer::Duplicate(receipt(seq)))
-                }
-                Known::Unknown(seq) => Ok(Answer::Duplicate(receipt(seq))),
-                Known::Pending(seq, event) if draft.same_content(event) => {
-                    let receipt = receipt(seq);
-                    let written = log.when_written(seq).ok_or(BrokerError::Closed)?;
-                    Ok(Answer::AwaitingFirstAttempt(receipt, written))
-                }
-                Known::Stored(..) | Known::Pending(..) => Err(conflict()),
-            };
+        if let Some(answer) = answer_known(&mut log, &draft) {
+            return answer;
         }
         let seq = log.assign(&draft.id);
-        let receipt = receipt(seq);
+        let receipt = draft.receipt(seq);
         let encoded = EncodedEvent::new(draft.into_event(seq));
         Ok(match permit {
             None => {
@@ -419,6 +403,74 @@ impl Shared {
         })
     }
 
+    /// Stores a batch when there is no journal: each run of consecutive
+    /// events of one topic under that topic's lock, handed to the node in
+    /// one call ([`BrokerHandler::on_publications`]) so that each
+    /// connection is given the run at once, then retained.
+    fn store_runs(
+        &self,
+        batch: Vec<Draft>,
+        audience: Audience,
+    ) -> Result<Vec<Answer>, BrokerError> {
+        let mut answers = Vec::with_capacity(batch.len());
+        let mut drafts = batch.into_iter().peekable();
+        while let Some(first) = drafts.next() {
+            let topic = first.topic.clone();
+            let log_ref = self.log(&topic);
+            let mut log = log_ref.lock();
+            let mut run = Vec::new();
+            let mut next = Some(first);
+            while let Some(draft) = next {
+                if log.known(&draft.id).is_some() {
+                    // The id may be one of this run's: the run is stored
+                    // first, so the draft is judged against what is stored.
+                    self.deliver_run(&mut log, std::mem::take(&mut run), audience, &mut answers);
+                    if let Some(answer) = answer_known(&mut log, &draft) {
+                        answers.push(answer?);
+                    }
+                } else {
+                    let seq = log.assign(&draft.id);
+                    let receipt = draft.receipt(seq);
+                    let encoded = EncodedEvent::new(draft.into_event(seq));
+                    run.push((receipt, Retained::new(encoded)));
+                }
+                next = drafts.next_if(|draft| draft.topic == topic);
+            }
+            self.deliver_run(&mut log, run, audience, &mut answers);
+        }
+        Ok(answers)
+    }
+
+    /// Hands a run of one topic's events to the node, then retains them.
+    fn deliver_run(
+        &self,
+        log: &mut TopicLog,
+        run: Vec<(PublishReceipt, Retained)>,
+        audience: Audience,
+        answers: &mut Vec<Answer>,
+    ) {
+        if run.is_empty() {
+            return;
+        }
+        let publications: Vec<Publication<'_>> = run
+            .iter()
+            .map(|(_, retained)| Publication {
+                event: &retained.encoded,
+                epoch: &log.epoch,
+                audience,
+                stored_at: retained.retained_at,
+                together: true,
+            })
+            .collect();
+        let reached = self.handler.on_publications(&publications);
+        drop(publications);
+        for ((receipt, retained), reached) in run.into_iter().zip(reached) {
+            let delta = log.retain(retained, self.retention.history_size);
+            self.retained_bytes.fetch_add(delta, Relaxed);
+            answers.push(Answer::Delivered(receipt, reached));
+        }
+    }
+
     /// Keeps an approval's record in the journal (when there is one).
     async fn persist(&self, record: &ApprovalRecord) -> Result<(), BrokerError> {
         let Some(durable) = &self.durable else {
@@ -436,6 +488,26 @@ impl Shared {
         sender.send(write).await.map_err(|_| BrokerError::Closed)?;
         durable.await.map_err(|_| BrokerError::Closed)?
     }
+}
+
+/// The answer to a draft whose id the stream already knows: the first
+/// attempt's receipt for a retry, a conflict for different content under
+/// the same id; `None` when the id is new.
+fn answer_known(log: &mut TopicLog, draft: &Draft) -> Option<Result<Answer, BrokerError>> {
+    let conflict = || BrokerError::Conflict {
+        id: draft.id.to_string(),
+    };
+    Some(match log.known(&draft.id)? {
+        Known::Stored(seq, event) if draft.same_content(event) => {
+            Ok(Answer::Duplicate(draft.receipt(seq)))
+        }
+        Known::Unknown(seq) => Ok(Answer::Duplicate(draft.receipt(seq))),
+        Known::Pending(seq, event) if draft.same_content(event) => log
+            .when_written(seq)
+            .ok_or(BrokerError::Closed)
+            .map(|written| Answer::AwaitingFirstAttempt(draft.receipt(seq), written)),
+        Known::Stored(..) | Known::Pending(..) => Err(conflict()),
+    })
 }
 
 impl Written for Shared {
@@ -480,11 +552,16 @@ impl Broker for MemoryBroker {
     ) -> Result<Vec<Published>, BrokerError> {
         // Every event is assigned its seq (and handed to the journal) first,
         // then the batch is awaited: a durable store commits it together.
-        let mut answers = Vec::with_capacity(batch.len());
         let together = batch.len() > 1;
-        for draft in batch {
-            answers.push(self.shared.enqueue(draft, audience, together).await?);
-        }
+        let answers = if together && self.shared.durable.is_none() {
+            self.shared.store_runs(batch, audience)?
+        } else {
+            let mut answers = Vec::with_capacity(batch.len());
+            for draft in batch {
+                answers.push(self.shared.enqueue(draft, audience, together).await?);
+            }
+            answers
+        };
         let mut stored = Vec::with_capacity(answers.len());
         for answer in answers {
             stored.push(answer.finish(wait).await?);

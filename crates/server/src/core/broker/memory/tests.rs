@@ -8,16 +8,28 @@ use serde_json::json;
 
 use super::*;
 
-/// The node side, reduced to the seqs it was handed.
+/// The node side, reduced to the seqs it was handed, and the runs of
+/// several it was handed at once (topic and seqs).
 #[derive(Debug, Default)]
 struct Recorder {
     delivered: Mutex<Vec<u64>>,
+    runs: Mutex<Vec<(String, Vec<u64>)>>,
 }
 
 impl BrokerHandler for Recorder {
     fn on_publication(&self, publication: &Publication<'_>) -> u32 {
         self.delivered.lock().push(publication.event.event.seq);
         1
+    }
+
+    fn on_publications(&self, publications: &[Publication<'_>]) -> Vec<u32> {
+        let topic = publications[0].event.event.topic.to_string();
+        let seqs = publications.iter().map(|p| p.event.event.seq).collect();
+        self.runs.lock().push((topic, seqs));
+        publications
+            .iter()
+            .map(|p| self.on_publication(p))
+            .collect()
     }
 
     fn on_approval(&self, _record: &ApprovalRecord) {}
@@ -216,6 +228,78 @@ async fn an_id_reused_with_other_content_is_a_conflict_and_a_true_retry_a_duplic
         [1],
         "delivered once, nothing else"
     );
+}
+
+/// An event on `topic` whose id is `id`.
+fn event_on(topic: &str, id: &str, data: serde_json::Value) -> Draft {
+    let request = PublishRequest::new(Topic::parse(topic).unwrap(), EventType::StepProgress, data)
+        .id(EventId::new(id).unwrap());
+    Draft::new(request, || unreachable!("the id is given"), 0)
+}
+
+#[tokio::test]
+async fn a_batch_reaches_the_node_as_runs_of_consecutive_events_of_one_topic() {
+    let recorder = Arc::new(Recorder::default());
+    let broker = MemoryBroker::new(retention(), recorder.clone());
+    let batch = vec![
+        event_on("run:a", "a1", json!(1)),
+        event_on("run:a", "a2", json!(2)),
+        event_on("run:b", "b1", json!(3)),
+        event_on("run:a", "a3", json!(4)),
+    ];
+    let published = broker
+        .publish(batch, Audience::Subscribers, Wait::Stored)
+        .await
+        .unwrap();
+    let seqs: Vec<u64> = published.iter().map(|p| p.receipt.seq).collect();
+    assert_eq!(seqs, [1, 2, 1, 3]);
+    assert_eq!(
+        *recorder.runs.lock(),
+        [
+            ("run:a".to_owned(), vec![1, 2]),
+            ("run:b".to_owned(), vec![1]),
+            ("run:a".to_owned(), vec![3]),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_id_repeated_within_a_batch_is_judged_against_the_event_stored_before_it() {
+    let recorder = Arc::new(Recorder::default());
+    let broker = MemoryBroker::new(retention(), recorder.clone());
+    let batch = vec![
+        event_on("run:a", "a1", json!(1)),
+        event_on("run:a", "a2", json!(2)),
+        event_on("run:a", "a1", json!(1)),
+        event_on("run:a", "a3", json!(3)),
+    ];
+    let published = broker
+        .publish(batch, Audience::Subscribers, Wait::Stored)
+        .await
+        .unwrap();
+    let answers: Vec<(u64, bool)> = published
+        .iter()
+        .map(|p| (p.receipt.seq, p.duplicate))
+        .collect();
+    assert_eq!(answers, [(1, false), (2, false), (1, true), (3, false)]);
+    assert_eq!(*recorder.delivered.lock(), [1, 2, 3]);
+    // The same id with other content: the events before it are stored and
+    // delivered, and the publish fails there.
+    let batch = vec![
+        event_on("run:a", "a4", json!(4)),
+        event_on("run:a", "a4", json!("not 4")),
+        event_on("run:a", "a5", json!(5)),
+    ];
+    let failed = broker
+        .publish(batch, Audience::Subscribers, Wait::Stored)
+        .await;
+    assert_eq!(
+        failed,
+        Err(BrokerError::Conflict {
+            id: "a4".to_owned()
+        })
+    );
+    assert_eq!(*recorder.delivered.lock(), [1, 2, 3, 4]);
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use herald_protocol::{Epoch, Event};
 use serde_json::Value;
+use tungstenite::Utf8Bytes;
 
 use crate::core::broker::{Audience, Draft, EncodedEvent};
 
@@ -129,7 +130,7 @@ pub(super) fn decode_frame(frame: Bytes) -> Option<EncodedEvent> {
     let event: Event = serde_json::from_slice(&frame).ok()?;
     Some(EncodedEvent {
         event: Arc::new(event),
-        frame,
+        frame: Utf8Bytes::try_from(frame).ok()?,
     })
 }
 
