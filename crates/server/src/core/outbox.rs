@@ -19,16 +19,18 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use herald_protocol::{CloseReason, Priority, Topic};
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::Notify;
-use tungstenite::Utf8Bytes;
 
 /// One frame waiting to be written.
 #[derive(Debug, Clone)]
 pub(crate) struct OutFrame {
-    /// The encoded frame (JSON text).
-    pub(crate) text: Utf8Bytes,
+    /// The encoded frame: UTF-8 JSON text (the core encodes every frame
+    /// from a `String`; frames read from Redis are checked when read), sent
+    /// as it is in a text frame.
+    pub(crate) text: Bytes,
     pub(crate) event: Option<EventMeta>,
 }
 
@@ -43,7 +45,7 @@ pub(crate) struct EventMeta {
 
 impl OutFrame {
     /// A reply or notice (welcome, ack, error, subscribed, …): never shed.
-    pub(crate) fn control(text: impl Into<Utf8Bytes>) -> OutFrame {
+    pub(crate) fn control(text: impl Into<Bytes>) -> OutFrame {
         OutFrame {
             text: text.into(),
             event: None,
@@ -663,7 +665,7 @@ mod tests {
 
     fn event(topic: &str, seq: u64, priority: Priority) -> OutFrame {
         OutFrame {
-            text: Utf8Bytes::from(format!("{topic}#{seq}")),
+            text: Bytes::from(format!("{topic}#{seq}")),
             event: Some(EventMeta {
                 topic: Topic::parse(topic).unwrap(),
                 seq,
@@ -835,7 +837,9 @@ mod tests {
         fn try_write(&self, frame: &OutFrame) -> Wrote {
             let answer = *self.answer.lock();
             if answer != Wrote::Nothing {
-                self.took.lock().push(frame.text.to_string());
+                self.took
+                    .lock()
+                    .push(String::from_utf8_lossy(&frame.text).into_owned());
             }
             answer
         }
@@ -970,7 +974,7 @@ mod tests {
         entries
             .into_iter()
             .map(|e| match e {
-                Entry::Frame(f) => f.text.to_string(),
+                Entry::Frame(f) => String::from_utf8_lossy(&f.text).into_owned(),
                 Entry::Gap {
                     topic,
                     from_seq,

@@ -4,11 +4,11 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use herald_protocol::{
     Event, EventId, EventType, Label, Priority, PublishReceipt, PublishRequest, Topic,
 };
 use serde_json::Value;
-use tungstenite::Utf8Bytes;
 
 /// Largest encoding buffer a thread keeps between events.
 const MAX_SCRATCH: usize = 64 * 1024;
@@ -91,8 +91,8 @@ impl Draft {
 #[derive(Debug, Clone)]
 pub struct EncodedEvent {
     pub event: Arc<Event>,
-    /// The `event` frame: JSON text.
-    pub frame: Utf8Bytes,
+    /// The `event` frame: UTF-8 JSON text.
+    pub frame: Bytes,
 }
 
 impl EncodedEvent {
@@ -101,10 +101,7 @@ impl EncodedEvent {
         let frame = SCRATCH.with_borrow_mut(|scratch| {
             scratch.clear();
             event.encode_frame_into(scratch);
-            // serde_json writes UTF-8; checked once here, so that no
-            // delivery checks it again.
-            let frame =
-                std::str::from_utf8(scratch).map_or(Utf8Bytes::from_static(""), Utf8Bytes::from);
+            let frame = Bytes::copy_from_slice(scratch);
             if scratch.capacity() > MAX_SCRATCH {
                 *scratch = Vec::new();
             }
@@ -152,7 +149,7 @@ mod tests {
             event(4, json!(null)),
         ] {
             let encoded = EncodedEvent::new(event.clone());
-            assert_eq!(encoded.frame, event.encode_frame());
+            assert_eq!(encoded.frame, event.encode_frame().as_bytes());
             assert!(SCRATCH.with_borrow(Vec::capacity) <= MAX_SCRATCH);
         }
     }

@@ -252,7 +252,7 @@ fn sent(conn: &ConnHandle) -> Vec<String> {
         .into_iter()
         .map(|entry| match entry {
             Entry::Frame(frame) => {
-                let frame: Value = serde_json::from_str(&frame.text).unwrap();
+                let frame: Value = serde_json::from_slice(&frame.text).unwrap();
                 let seq = |field: &str| {
                     frame[field]
                         .as_u64()
@@ -528,7 +528,7 @@ struct Socket {
 
 impl DirectWrite for Socket {
     fn try_write(&self, frame: &OutFrame) -> Wrote {
-        let frame: Value = serde_json::from_str(&frame.text).unwrap();
+        let frame: Value = serde_json::from_slice(&frame.text).unwrap();
         self.took.lock().push(format!("event {}", frame["seq"]));
         Wrote::All
     }

@@ -196,7 +196,7 @@ impl Dialect for CmbagentSocket {
                     to_seq,
                 } => {
                     self.resync.store(true, Relaxed);
-                    Rendered::One(text(&self.missed(&topic, from_seq, to_seq, "shed")))
+                    Rendered::One(text(&self.missed(&topic, from_seq, to_seq, "shed")).into())
                 }
                 Entry::Frame(_) => Rendered::Nothing,
             };

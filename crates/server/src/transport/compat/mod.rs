@@ -102,7 +102,7 @@ pub(crate) fn frame_of(entry: &Entry) -> Option<ServerMessage> {
     let Entry::Frame(frame) = entry else {
         return None;
     };
-    match serde_json::from_slice::<ServerMessage>(frame.text.as_bytes()) {
+    match serde_json::from_slice::<ServerMessage>(&frame.text) {
         Ok(message) => Some(message),
         Err(error) => {
             tracing::error!(%error, "a queued frame does not decode; not translated");

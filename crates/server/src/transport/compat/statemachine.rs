@@ -331,7 +331,7 @@ mod tests {
         };
         texts
             .iter()
-            .map(|t| serde_json::from_str(t.as_str()).unwrap())
+            .map(|t| serde_json::from_slice(t).unwrap())
             .collect()
     }
 

@@ -14,6 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tungstenite::Utf8Bytes;
 
 use crate::core::connection::ConnHandle;
@@ -21,17 +22,20 @@ use crate::core::hub::Hub;
 use crate::core::outbox::Entry;
 use crate::operations::config::Config;
 
-/// What one queued entry becomes on the wire.
+/// What one queued entry becomes on the wire: the payloads of text frames,
+/// UTF-8 (the core's frames are, and a dialect's come from `String`s), as
+/// plain bytes so that the core's frames go out as they are, unchecked.
 #[derive(Debug)]
 pub(crate) enum Rendered {
-    One(Utf8Bytes),
-    Many(Vec<Utf8Bytes>),
+    One(Bytes),
+    Many(Vec<Bytes>),
     Nothing,
 }
 
 impl Rendered {
     /// Adds one more frame after what is there.
-    pub(crate) fn push(&mut self, text: Utf8Bytes) {
+    pub(crate) fn push(&mut self, text: impl Into<Bytes>) {
+        let text = text.into();
         *self = match std::mem::replace(self, Rendered::Nothing) {
             Rendered::Nothing => Rendered::One(text),
             Rendered::One(first) => Rendered::Many(vec![first, text]),

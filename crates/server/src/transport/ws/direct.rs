@@ -24,7 +24,6 @@ impl<S> FrameWriter<S> {
 impl<S: AsyncWrite + Unpin + Send + std::fmt::Debug> DirectWrite for FrameWriter<S> {
     fn try_write(&self, frame: &OutFrame) -> Wrote {
         let head = Head::new(&TEXT, frame.text.len());
-        self.socket
-            .try_write(head.as_bytes(), frame.text.as_bytes())
+        self.socket.try_write(head.as_bytes(), &frame.text)
     }
 }

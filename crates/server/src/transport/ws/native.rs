@@ -98,15 +98,16 @@ impl Dialect for Native {
                 topic,
                 from_seq,
                 to_seq,
-            } => Rendered::One(Utf8Bytes::from(
+            } => Rendered::One(
                 ServerMessage::Gap(Gap {
                     topic,
                     from_seq,
                     to_seq,
                     reason: GapReason::Shed,
                 })
-                .encode(),
-            )),
+                .encode()
+                .into(),
+            ),
         }
     }
 

@@ -18,7 +18,6 @@ use bytes::Bytes;
 use herald_protocol::CloseReason;
 use tokio::io::AsyncWrite;
 use tokio::time::Sleep;
-use tungstenite::Utf8Bytes;
 use tungstenite::protocol::frame::FrameHeader;
 
 use super::coalesce::Outgoing;
@@ -189,18 +188,18 @@ async fn write_batch<W: AsyncWrite + Unpin, D: Dialect>(
     let (mut frames, mut bytes, mut deflated) = (0u64, 0u64, 0u64);
     // `shared`: the same bytes go to every subscriber, so a compressed copy
     // is made once for all of them.
-    let mut feed = async |text: Utf8Bytes, shared: bool| {
+    // A shared frame's bytes keep their identity (no copy), which is what
+    // finds its compressed copy.
+    let mut feed = async |text: Bytes, shared: bool| {
         frames += 1;
         bytes += text.len() as u64;
-        // The same bytes (a reference count, no copy): a shared frame keeps
-        // its identity, which is what finds its compressed copy.
-        let compressed = deflater.and_then(|d| d.compress(&Bytes::from(text.clone()), shared));
+        let compressed = deflater.and_then(|d| d.compress(&text, shared));
         let (header, payload): (&FrameHeader, &[u8]) = match &compressed {
             Some(compressed) => {
                 deflated += compressed.len() as u64;
                 (&COMPRESSED_TEXT, compressed)
             }
-            None => (&TEXT, text.as_bytes()),
+            None => (&TEXT, &text),
         };
         put(out, header, payload).await
     };

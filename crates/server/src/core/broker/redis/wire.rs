@@ -8,7 +8,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use herald_protocol::{Epoch, Event};
 use serde_json::Value;
-use tungstenite::Utf8Bytes;
 
 use crate::core::broker::{Audience, Draft, EncodedEvent};
 
@@ -126,11 +125,14 @@ impl Announcement {
 }
 
 /// An event frame read back from Redis: the same bytes, and the event.
+/// The bytes are checked to be UTF-8 here, once: they are sent on as a
+/// text frame as they are.
 pub(super) fn decode_frame(frame: Bytes) -> Option<EncodedEvent> {
-    let event: Event = serde_json::from_slice(&frame).ok()?;
+    let text = std::str::from_utf8(&frame).ok()?;
+    let event: Event = serde_json::from_str(text).ok()?;
     Some(EncodedEvent {
         event: Arc::new(event),
-        frame: Utf8Bytes::try_from(frame).ok()?,
+        frame,
     })
 }
 
@@ -188,5 +190,16 @@ mod tests {
         assert_eq!(announcement.audience, Audience::User);
         assert_eq!(*announcement.event.event, event);
         assert!(Announcement::parse(b"e1f2 x {}").is_none());
+    }
+
+    #[test]
+    fn a_frame_read_back_is_sent_on_only_if_it_is_utf8() {
+        let frame = draft(json!({"note": "é"})).into_event(3).encode_frame();
+        let decoded = decode_frame(Bytes::from(frame.clone())).unwrap();
+        assert_eq!(decoded.frame, frame.as_bytes());
+        let mut broken = frame.into_bytes();
+        let at = broken.iter().position(|&b| b >= 0x80).unwrap();
+        broken[at] = 0xff;
+        assert!(decode_frame(Bytes::from(broken)).is_none());
     }
 }

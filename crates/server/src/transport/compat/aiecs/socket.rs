@@ -138,7 +138,7 @@ impl Dialect for AiecsSocket {
                     topic,
                     from_seq,
                     to_seq,
-                } => Rendered::One(text(&missed(&topic, from_seq, to_seq))),
+                } => Rendered::One(text(&missed(&topic, from_seq, to_seq)).into()),
                 Entry::Frame(_) => Rendered::Nothing,
             };
         };

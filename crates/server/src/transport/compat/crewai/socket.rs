@@ -126,12 +126,15 @@ impl Dialect for CrewaiSocket {
                     topic,
                     from_seq,
                     to_seq,
-                } => Rendered::One(text(&missed(
-                    &names::topic_name(&topic),
-                    from_seq,
-                    to_seq,
-                    "shed",
-                ))),
+                } => Rendered::One(
+                    text(&missed(
+                        &names::topic_name(&topic),
+                        from_seq,
+                        to_seq,
+                        "shed",
+                    ))
+                    .into(),
+                ),
                 Entry::Frame(_) => Rendered::Nothing,
             };
         };
