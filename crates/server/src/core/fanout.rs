@@ -500,11 +500,13 @@ impl Fanout {
 
 impl Fanout {
     /// Gives each connection subscribed to a run's topic (exactly, `kind:*`
-    /// or `*`) the frames of the run its subscription is responsible for,
+    /// or `*`) the frames of the run its subscriptions are responsible for,
     /// as [`Fanout::fan_out`] would one publication at a time, at once:
-    /// `push` gets the connection and the indices of its frames, in order.
-    /// Every publication of the run has the topic of the first and the
-    /// audience of its subscribers.
+    /// `push` gets the connection and the indices of its frames, in seq
+    /// order. A connection is taken whole, with all its ways of being
+    /// subscribed to the topic, so that frames several of its subscriptions
+    /// are responsible for still reach it in order. Every publication of the
+    /// run has the topic of the first and the audience of its subscribers.
     fn fan_out_run(
         &self,
         run: &[Publication<'_>],
@@ -517,51 +519,72 @@ impl Fanout {
         let topic = &first.event.event.topic;
         let exact = self.exact.read().get(topic).cloned();
         let exact = exact.as_ref().map(|subscribers| subscribers.lock());
-        let exact_matched = |id: &str, i: usize| {
-            exact
-                .as_ref()
-                .and_then(|subscribers| subscribers.get(id))
-                .is_some_and(|s| s.passes(&run[i].event.event))
-        };
+        let patterns = self.patterns.read();
+        let by_kind = topic.id().and_then(|_| patterns.kinds.get(topic.kind()));
         let mut chosen = Vec::with_capacity(run.len());
-        let mut offer_run = |subscriber: &Subscriber, responsible: &dyn Fn(usize) -> bool| {
+        let mut give = |ways: Ways<'_>| {
+            let Some(conn) = ways.iter().flatten().next().map(|s| &s.conn) else {
+                return;
+            };
             chosen.clear();
-            chosen.extend((0..run.len()).filter(|&i| {
-                responsible(i)
-                    && subscriber.passes(&run[i].event.event)
-                    && !subscriber.seams.cover(&run[i])
-            }));
-            match &subscriber.held {
-                _ if chosen.is_empty() => {}
-                None => push(&subscriber.conn, &chosen),
-                Some(held) => {
-                    for &i in &chosen {
-                        held.offer(&subscriber.conn, &frames[i], &mut |conn| push(conn, &[i]));
-                    }
+            let mut holding = false;
+            for (i, publication) in run.iter().enumerate() {
+                if let Some(subscriber) = responsible(ways, &publication.event.event)
+                    && !subscriber.seams.cover(publication)
+                {
+                    holding |= subscriber.held.is_some();
+                    chosen.push(i);
+                }
+            }
+            if chosen.is_empty() {
+                return;
+            }
+            if !holding {
+                push(conn, &chosen);
+                return;
+            }
+            // A subscription whose replay is being read holds its frames:
+            // each goes through the subscription responsible for it.
+            for &i in &chosen {
+                if let Some(subscriber) = responsible(ways, &run[i].event.event) {
+                    offer(subscriber, &frames[i], &mut |conn| push(conn, &[i]));
                 }
             }
         };
+        let is_in = |map: Option<&HashMap<Arc<str>, Subscriber>>, id: &str| {
+            map.is_some_and(|map| map.contains_key(id))
+        };
         if let Some(subscribers) = &exact {
-            for subscriber in subscribers.values() {
-                offer_run(subscriber, &|_| true);
+            for (id, subscriber) in subscribers.iter() {
+                let kind = by_kind.and_then(|k| k.get(id));
+                give([Some(subscriber), kind, patterns.all.get(id)]);
             }
         }
-        let patterns = self.patterns.read();
-        let by_kind = topic.id().and_then(|_| patterns.kinds.get(topic.kind()));
         if let Some(by_kind) = by_kind {
             for (id, subscriber) in by_kind {
-                offer_run(subscriber, &|i| !exact_matched(id, i));
+                if !is_in(exact.as_deref(), id) {
+                    give([None, Some(subscriber), patterns.all.get(id)]);
+                }
             }
         }
         for (id, subscriber) in &patterns.all {
-            let kind_matched = |i: usize| {
-                by_kind
-                    .and_then(|k| k.get(id))
-                    .is_some_and(|s| s.passes(&run[i].event.event))
-            };
-            offer_run(subscriber, &|i| !exact_matched(id, i) && !kind_matched(i));
+            if !is_in(exact.as_deref(), id) && !is_in(by_kind, id) {
+                give([None, None, Some(subscriber)]);
+            }
         }
     }
+}
+
+/// One connection's subscriptions covering a topic: exact, `kind:*`, `*`.
+type Ways<'a> = [Option<&'a Subscriber>; 3];
+
+/// The subscription responsible for `event` on a connection: the first of
+/// its exact, `kind:*` and `*` subscriptions whose filter lets it through
+/// (the rule [`Fanout::fan_out`] applies, one map at a time).
+fn responsible<'a>(ways: Ways<'a>, event: &Event) -> Option<&'a Subscriber> {
+    ways.into_iter()
+        .flatten()
+        .find(|subscriber| subscriber.passes(event))
 }
 
 /// The frame a publication's event goes out as.

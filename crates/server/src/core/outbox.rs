@@ -306,9 +306,10 @@ impl Outbox {
     }
 
     /// Queues the frames of a run (several events of one topic published
-    /// together), in order, under one lock, and notifies the writer once:
-    /// its next drain takes them all. Each is queued or shed as by
-    /// [`Outbox::push`]; once the outbox closes, the rest are not taken.
+    /// together), in order, under one lock, and notifies the writer once
+    /// for the run, as a single publish does ([`Wake::Always`]): its next
+    /// drain takes them all. Each is queued or shed as by [`Outbox::push`];
+    /// once the outbox closes, the rest are not taken.
     pub(crate) fn push_run<'a>(&self, frames: impl IntoIterator<Item = &'a OutFrame>) -> RunPushed {
         let mut pushed = RunPushed::default();
         let mut state = self.state.lock();
@@ -458,36 +459,44 @@ impl Outbox {
         self.state.lock().frames
     }
 
-    /// Publishes that queued frames since the writer last drained.
-    fn publishes(&self) -> usize {
-        self.state.lock().publishes
+    /// Publishes that queued frames since the writer last drained, and
+    /// the frames queued.
+    fn gathered(&self) -> (usize, usize) {
+        let state = self.state.lock();
+        (state.publishes, state.frames)
     }
 
     /// Lets the publishes already on their way add their frames before the
     /// writer takes the queue, so the frames of several publishes leave in
     /// one write: yields to the scheduler while each round added frames,
-    /// for at most [`GATHER_ROUNDS`] rounds or until [`GATHER_PUBLISHES`]
+    /// for at most [`GATHER_ROUNDS`] rounds, until [`GATHER_PUBLISHES`]
     /// publishes queued frames (a batch's run counts once, so that runs
-    /// gather as single events do); a round that adds nothing means
-    /// publishing paused, and it returns then. Tokio runs a yielded task again only after it polled
-    /// for IO, so the publishing requests that arrived meanwhile run first.
+    /// gather as single events do), or until half the queue is full (a
+    /// writer waiting by choice must not bring its queue near shedding);
+    /// a round that adds nothing means publishing paused, and it returns
+    /// then. Tokio runs a yielded task again only after it polled for IO,
+    /// so the publishing requests that arrived meanwhile run first.
     ///
-    /// Measured with `cargo xtask bench` (single events, 4 producers,
-    /// N = 1000, pinned): 0.63 M deliveries/s without gathering, 1.66 M
-    /// with 8 rounds / 64 frames (1.38 M with 8 / 32, 1.24 M with 32 / 256:
-    /// longer holds cost more scheduler rounds than they save in writes).
+    /// Measured with `cargo xtask bench` (single events, one frame per
+    /// publish, 4 producers, N = 1000, pinned): 0.63 M deliveries/s without
+    /// gathering, 1.66 M with 8 rounds / 64 publishes (1.38 M with 8 / 32,
+    /// 1.24 M with 32 / 256: longer holds cost more scheduler rounds than
+    /// they save in writes).
     pub(crate) async fn gather(&self) {
-        let mut queued = self.publishes();
+        let enough = |(publishes, frames): (usize, usize)| {
+            publishes >= GATHER_PUBLISHES || frames >= self.capacity / 2
+        };
+        let mut gathered = self.gathered();
         for _ in 0..GATHER_ROUNDS {
-            if queued >= GATHER_PUBLISHES {
+            if enough(gathered) {
                 return;
             }
             tokio::task::yield_now().await;
-            let now = self.publishes();
-            if now == queued {
+            let now = self.gathered();
+            if now.0 == gathered.0 {
                 return;
             }
-            queued = now;
+            gathered = now;
         }
     }
 }
@@ -533,10 +542,10 @@ enum Wake {
 const GATHER_ROUNDS: usize = 8;
 
 /// Publishes whose frames [`Outbox::gather`] is content to have queued.
-/// Counted as publishes, not frames: a batch of 64 events counted as 64
-/// frames ended gathering at once, and its writer wrote one batch per
-/// write; counted once, writes to 1000 connections fell from 22–23k to
-/// 17–20k a second at the same deliveries (batched, pinned, `perf stat`).
+/// Counted as publishes, not frames: counting a 64-event batch as 64 frames
+/// ends gathering at once, so that each write carries one batch; counted
+/// once, writes to 1000 connections measured 17–20k a second against
+/// 22–23k at the same deliveries (batched, pinned, `perf stat`).
 const GATHER_PUBLISHES: usize = 64;
 
 impl State {
@@ -718,7 +727,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_run_is_queued_in_order_and_wakes_the_writer_once() {
+    async fn a_run_is_queued_in_order_and_each_run_wakes_the_writer() {
         use futures::FutureExt as _;
         let outbox = Outbox::new(1024);
         let run: Vec<OutFrame> = (1..=3)
@@ -728,7 +737,11 @@ mod tests {
         assert_eq!(pushed, RunPushed { taken: 3, shed: 0 });
         assert!(outbox.ready().now_or_never().is_some());
         assert!(outbox.ready().now_or_never().is_none());
-        assert_eq!(drained(&outbox), ["t:a#1", "t:a#2", "t:a#3"]);
+        // Another run before the drain wakes the writer again, as a single
+        // publish does: a writer busy writing gathers right after.
+        outbox.push_run(&run[..1]);
+        assert!(outbox.ready().now_or_never().is_some());
+        assert_eq!(drained(&outbox), ["t:a#1", "t:a#2", "t:a#3", "t:a#1"]);
     }
 
     #[tokio::test]
@@ -799,6 +812,17 @@ mod tests {
         // writer still waits for the publishes arriving after it.
         let gathered = gathered_while_publishing(outbox, 3).await;
         assert_eq!(gathered, 2 * GATHER_PUBLISHES + 3);
+    }
+
+    #[tokio::test]
+    async fn gathering_stops_once_half_the_queue_is_full() {
+        let outbox = Arc::new(Outbox::new(8));
+        let run: Vec<OutFrame> = (1..=4)
+            .map(|seq| event("t:b", seq, Priority::Normal))
+            .collect();
+        outbox.push_run(&run);
+        // One publish, but 4 of 8 frames queued: written at once.
+        assert_eq!(gathered_while_publishing(outbox, 1000).await, 4);
     }
 
     #[tokio::test]

@@ -141,17 +141,22 @@ struct Lagging {
 }
 
 impl Lagging {
+    /// Delivers what waited, in one call: as one run where it is one
+    /// topic's.
     fn catch_up(&self) {
         *self.behind.lock() = false;
-        for (event, epoch, audience) in std::mem::take(&mut *self.late.lock()) {
-            self.inner.on_publication(&Publication {
-                event: &event,
-                epoch: &epoch,
-                audience,
+        let late = std::mem::take(&mut *self.late.lock());
+        let publications: Vec<Publication<'_>> = late
+            .iter()
+            .map(|(event, epoch, audience)| Publication {
+                event,
+                epoch,
+                audience: *audience,
                 stored_at: std::time::Instant::now(),
-                together: false,
-            });
-        }
+                together: true,
+            })
+            .collect();
+        self.inner.on_publications(&publications);
     }
 }
 
@@ -243,6 +248,23 @@ fn draft(topic: &str, n: u64) -> Draft {
         json!({ "n": n }),
     );
     Draft::new(request, || format!("{topic}-{n}").parse().unwrap(), 0)
+}
+
+/// A batch on `run:1`, one event of each priority in turn.
+fn with_priorities(priorities: &[Priority]) -> Vec<Draft> {
+    priorities
+        .iter()
+        .zip(1..)
+        .map(|(priority, n)| {
+            let request = PublishRequest::new(
+                Topic::parse("run:1").unwrap(),
+                EventType::StepProgress,
+                json!({ "n": n }),
+            )
+            .priority(*priority);
+            Draft::new(request, || format!("run:1-{n}").parse().unwrap(), 0)
+        })
+        .collect()
 }
 
 /// What the connection was sent, one line per frame.
@@ -340,6 +362,56 @@ async fn events_the_read_gave_are_not_sent_again_when_the_node_delivers_them_lat
             "event run:1 5",
             "replay_complete 2-5",
             "event run:1 6",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_run_the_read_gave_part_of_sends_only_the_rest() {
+    let node = node(64);
+    *node.handler.behind.lock() = true;
+    node.broker
+        .publish_now((1..=2).map(|n| draft("run:1", n)).collect())
+        .await;
+    node.subscriptions
+        .subscribe(&node.conn, &subscribe(&["run:1"], &[("run:1", 0)]))
+        .await
+        .unwrap();
+    node.broker
+        .publish_now((3..=4).map(|n| draft("run:1", n)).collect())
+        .await;
+    // The node delivers 1..=4 as one run; the read gave 1 and 2.
+    node.handler.catch_up();
+    assert_eq!(
+        sent(&node.conn),
+        [
+            "subscribed 2",
+            "event run:1 1",
+            "event run:1 2",
+            "replay_complete 1-2",
+            "event run:1 3",
+            "event run:1 4",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_run_published_during_the_read_is_held_and_sent_after_the_replay() {
+    let node = node(64);
+    node.broker.publish_now(vec![draft("run:1", 1)]).await;
+    *node.broker.after.lock() = (2..=3).map(|n| draft("run:1", n)).collect();
+    node.subscriptions
+        .subscribe(&node.conn, &subscribe(&["run:1"], &[("run:1", 0)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        sent(&node.conn),
+        [
+            "subscribed 1",
+            "event run:1 1",
+            "replay_complete 1-1",
+            "event run:1 2",
+            "event run:1 3",
         ]
     );
 }
@@ -478,25 +550,12 @@ async fn a_batch_reaches_each_subscription_with_the_events_it_would_get_one_by_o
     let other_topic = subscriber(&node, &["run:2"], None).await;
     // Exact and by pattern on one connection: each event once.
     let both = subscriber(&node, &["run:1", "run:*"], None).await;
-    let priorities = [
+    let batch = with_priorities(&[
         Priority::Normal,
         Priority::High,
         Priority::Low,
         Priority::Critical,
-    ];
-    let batch = priorities
-        .iter()
-        .zip(1..)
-        .map(|(priority, n)| {
-            let request = PublishRequest::new(
-                Topic::parse("run:1").unwrap(),
-                EventType::StepProgress,
-                json!({ "n": n }),
-            )
-            .priority(*priority);
-            Draft::new(request, || format!("run:1-{n}").parse().unwrap(), 0)
-        })
-        .collect();
+    ]);
     let published = node
         .broker
         .publish(batch, Audience::Subscribers, Wait::Stored)
@@ -518,6 +577,31 @@ async fn a_batch_reaches_each_subscription_with_the_events_it_would_get_one_by_o
     assert_eq!(sent(&both), all);
     // Each event counts the connections it was queued to.
     assert_eq!(reached, [3, 5, 3, 5]);
+}
+
+#[tokio::test]
+async fn a_batch_reaches_a_connection_in_seq_order_across_its_subscriptions() {
+    let node = node(64);
+    let conn = Arc::new(ConnHandle::new(None, None, None, None, 1024));
+    // Subscribed exactly for urgent events and by pattern for all: the
+    // exact subscription is responsible for #2, the pattern for #1 and #3.
+    let urgent = Subscribe {
+        filter: Some(EventFilter {
+            min_priority: Some(Priority::High),
+            ..EventFilter::default()
+        }),
+        ..subscribe(&["run:1"], &[])
+    };
+    node.subscriptions.subscribe(&conn, &urgent).await.unwrap();
+    let all = subscribe(&["run:*"], &[]);
+    node.subscriptions.subscribe(&conn, &all).await.unwrap();
+    sent(&conn);
+    let batch = with_priorities(&[Priority::Normal, Priority::High, Priority::Normal]);
+    node.broker.publish_now(batch).await;
+    assert_eq!(
+        sent(&conn),
+        ["event run:1 1", "event run:1 2", "event run:1 3"]
+    );
 }
 
 /// A socket that takes every frame at once, and keeps them.

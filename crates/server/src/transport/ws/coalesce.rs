@@ -95,7 +95,7 @@ impl<S: AsyncWrite + Unpin> Outgoing<S> {
     /// Makes room at once for about `bytes` more (up to the bound), so that
     /// frames added one by one do not grow the buffer step by step: each
     /// step would copy what is already gathered.
-    pub(crate) fn expect(&mut self, bytes: usize) {
+    pub(crate) fn reserve(&mut self, bytes: usize) {
         let mut shared = self.shared.lock();
         let room = bytes.min(shared.limit.saturating_sub(shared.pending.len()));
         shared.pending.reserve(room);
@@ -270,11 +270,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn room_expected_for_a_batch_is_made_once_and_never_past_the_bound() {
+    async fn room_reserved_for_a_batch_is_made_once_and_never_past_the_bound() {
         let (near, _far) = tokio::io::duplex(1024);
         let socket = Coalescing::new(near, 64);
         let mut outgoing = socket.outgoing();
-        outgoing.expect(40);
+        outgoing.reserve(40);
         let room = socket.shared.lock().pending.capacity();
         assert!(room >= 40);
         for _ in 0..4 {
@@ -282,7 +282,7 @@ mod tests {
         }
         assert_eq!(socket.shared.lock().pending.capacity(), room, "it grew");
         outgoing.flush().await.unwrap();
-        outgoing.expect(1 << 30);
+        outgoing.reserve(1 << 30);
         assert!(socket.shared.lock().pending.capacity() < 1024);
     }
 

@@ -184,12 +184,11 @@ async fn write_batch<W: AsyncWrite + Unpin, D: Dialect>(
     let metrics = hub.metrics();
     let now = Instant::now();
     let mut ages = metrics.publish_to_send.tally();
-    out.expect(batch.iter().map(framed_len).sum());
+    out.reserve(batch.iter().map(framed_len).sum());
     let (mut frames, mut bytes, mut deflated) = (0u64, 0u64, 0u64);
     // `shared`: the same bytes go to every subscriber, so a compressed copy
-    // is made once for all of them.
-    // A shared frame's bytes keep their identity (no copy), which is what
-    // finds its compressed copy.
+    // is made once for all of them; the bytes keep their identity (no
+    // copy), which is what finds that copy.
     let mut feed = async |text: Bytes, shared: bool| {
         frames += 1;
         bytes += text.len() as u64;

@@ -463,6 +463,7 @@ impl Shared {
             })
             .collect();
         let reached = self.handler.on_publications(&publications);
+        debug_assert_eq!(reached.len(), run.len(), "one answer per publication");
         drop(publications);
         for ((receipt, retained), reached) in run.into_iter().zip(reached) {
             let delta = log.retain(retained, self.retention.history_size);
