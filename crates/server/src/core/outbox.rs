@@ -833,7 +833,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn gathering_is_bounded_by_rounds_and_by_frames() {
+    async fn gathering_is_bounded_by_rounds_and_by_publishes() {
         // Publishing that never pauses is written after GATHER_ROUNDS rounds.
         let outbox = Arc::new(Outbox::new(1024));
         outbox.push(event("t:a", 0, Priority::Normal));

@@ -141,8 +141,7 @@ struct Lagging {
 }
 
 impl Lagging {
-    /// Delivers what waited, in one call: as one run where it is one
-    /// topic's.
+    /// Delivers what waited, each stretch of one topic's events as one run.
     fn catch_up(&self) {
         *self.behind.lock() = false;
         let late = std::mem::take(&mut *self.late.lock());
@@ -156,7 +155,9 @@ impl Lagging {
                 together: true,
             })
             .collect();
-        self.inner.on_publications(&publications);
+        for run in publications.chunk_by(|a, b| a.event.event.topic == b.event.event.topic) {
+            self.inner.on_publications(run);
+        }
     }
 }
 
@@ -248,6 +249,14 @@ fn draft(topic: &str, n: u64) -> Draft {
         json!({ "n": n }),
     );
     Draft::new(request, || format!("{topic}-{n}").parse().unwrap(), 0)
+}
+
+/// A filter that lets `high` and `critical` events through.
+fn urgent_only() -> EventFilter {
+    EventFilter {
+        min_priority: Some(Priority::High),
+        ..EventFilter::default()
+    }
 }
 
 /// A batch on `run:1`, one event of each priority in turn.
@@ -417,6 +426,38 @@ async fn a_run_published_during_the_read_is_held_and_sent_after_the_replay() {
 }
 
 #[tokio::test]
+async fn while_one_subscription_reads_its_replay_the_frames_the_others_answer_for_go_out_live() {
+    let node = node(64);
+    node.subscriptions
+        .subscribe(&node.conn, &subscribe(&["run:*"], &[]))
+        .await
+        .unwrap();
+    sent(&node.conn);
+    // Published while the urgent exact subscription's read is under way:
+    // #2 is its own and waits for its replay; #1 and #3 are the pattern's.
+    *node.broker.after.lock() =
+        with_priorities(&[Priority::Normal, Priority::High, Priority::Normal]);
+    let urgent = Subscribe {
+        filter: Some(urgent_only()),
+        ..subscribe(&["run:1"], &[("run:1", 0)])
+    };
+    node.subscriptions
+        .subscribe(&node.conn, &urgent)
+        .await
+        .unwrap();
+    assert_eq!(
+        sent(&node.conn),
+        [
+            "event run:1 1",
+            "event run:1 3",
+            "subscribed 0",
+            "replay_complete 1-0",
+            "event run:1 2",
+        ]
+    );
+}
+
+#[tokio::test]
 async fn a_pattern_is_not_sent_again_what_its_replay_gave_when_the_node_delivers_it_later() {
     let node = node(64);
     node.broker
@@ -537,15 +578,9 @@ async fn subscriber(node: &Node, topics: &[&str], filter: Option<EventFilter>) -
 #[tokio::test]
 async fn a_batch_reaches_each_subscription_with_the_events_it_would_get_one_by_one() {
     let node = node(64);
-    let urgent = || {
-        Some(EventFilter {
-            min_priority: Some(Priority::High),
-            ..EventFilter::default()
-        })
-    };
     let exact = subscriber(&node, &["run:1"], None).await;
-    let exact_urgent = subscriber(&node, &["run:1"], urgent()).await;
-    let kind_urgent = subscriber(&node, &["run:*"], urgent()).await;
+    let exact_urgent = subscriber(&node, &["run:1"], Some(urgent_only())).await;
+    let kind_urgent = subscriber(&node, &["run:*"], Some(urgent_only())).await;
     let everything = subscriber(&node, &["*"], None).await;
     let other_topic = subscriber(&node, &["run:2"], None).await;
     // Exact and by pattern on one connection: each event once.
@@ -568,10 +603,10 @@ async fn a_batch_reaches_each_subscription_with_the_events_it_would_get_one_by_o
         "event run:1 3",
         "event run:1 4",
     ];
-    let urgent_only = ["event run:1 2", "event run:1 4"];
+    let urgent_events = ["event run:1 2", "event run:1 4"];
     assert_eq!(sent(&exact), all);
-    assert_eq!(sent(&exact_urgent), urgent_only);
-    assert_eq!(sent(&kind_urgent), urgent_only);
+    assert_eq!(sent(&exact_urgent), urgent_events);
+    assert_eq!(sent(&kind_urgent), urgent_events);
     assert_eq!(sent(&everything), all);
     assert!(sent(&other_topic).is_empty());
     assert_eq!(sent(&both), all);
@@ -586,10 +621,7 @@ async fn a_batch_reaches_a_connection_in_seq_order_across_its_subscriptions() {
     // Subscribed exactly for urgent events and by pattern for all: the
     // exact subscription is responsible for #2, the pattern for #1 and #3.
     let urgent = Subscribe {
-        filter: Some(EventFilter {
-            min_priority: Some(Priority::High),
-            ..EventFilter::default()
-        }),
+        filter: Some(urgent_only()),
         ..subscribe(&["run:1"], &[])
     };
     node.subscriptions.subscribe(&conn, &urgent).await.unwrap();
