@@ -237,20 +237,31 @@ fn event_on(topic: &str, id: &str, data: serde_json::Value) -> Draft {
     Draft::new(request, || unreachable!("the id is given"), 0)
 }
 
+/// An engine in memory only, and what its node was handed.
+fn in_memory() -> (MemoryBroker, Arc<Recorder>) {
+    let recorder = Arc::new(Recorder::default());
+    (MemoryBroker::new(retention(), recorder.clone()), recorder)
+}
+
+async fn publish_all(
+    broker: &MemoryBroker,
+    batch: Vec<Draft>,
+) -> Result<Vec<Published>, BrokerError> {
+    broker
+        .publish(batch, Audience::Subscribers, Wait::Stored)
+        .await
+}
+
 #[tokio::test]
 async fn a_batch_reaches_the_node_as_runs_of_consecutive_events_of_one_topic() {
-    let recorder = Arc::new(Recorder::default());
-    let broker = MemoryBroker::new(retention(), recorder.clone());
+    let (broker, recorder) = in_memory();
     let batch = vec![
         event_on("run:a", "a1", json!(1)),
         event_on("run:a", "a2", json!(2)),
         event_on("run:b", "b1", json!(3)),
         event_on("run:a", "a3", json!(4)),
     ];
-    let published = broker
-        .publish(batch, Audience::Subscribers, Wait::Stored)
-        .await
-        .unwrap();
+    let published = publish_all(&broker, batch).await.unwrap();
     let seqs: Vec<u64> = published.iter().map(|p| p.receipt.seq).collect();
     assert_eq!(seqs, [1, 2, 1, 3]);
     assert_eq!(
@@ -265,18 +276,14 @@ async fn a_batch_reaches_the_node_as_runs_of_consecutive_events_of_one_topic() {
 
 #[tokio::test]
 async fn an_id_repeated_within_a_batch_is_judged_against_the_event_stored_before_it() {
-    let recorder = Arc::new(Recorder::default());
-    let broker = MemoryBroker::new(retention(), recorder.clone());
+    let (broker, recorder) = in_memory();
     let batch = vec![
         event_on("run:a", "a1", json!(1)),
         event_on("run:a", "a2", json!(2)),
         event_on("run:a", "a1", json!(1)),
         event_on("run:a", "a3", json!(3)),
     ];
-    let published = broker
-        .publish(batch, Audience::Subscribers, Wait::Stored)
-        .await
-        .unwrap();
+    let published = publish_all(&broker, batch).await.unwrap();
     let answers: Vec<(u64, bool)> = published
         .iter()
         .map(|p| (p.receipt.seq, p.duplicate))
@@ -290,9 +297,7 @@ async fn an_id_repeated_within_a_batch_is_judged_against_the_event_stored_before
         event_on("run:a", "a4", json!("not 4")),
         event_on("run:a", "a5", json!(5)),
     ];
-    let failed = broker
-        .publish(batch, Audience::Subscribers, Wait::Stored)
-        .await;
+    let failed = publish_all(&broker, batch).await;
     assert_eq!(
         failed,
         Err(BrokerError::Conflict {
