@@ -549,18 +549,20 @@ enum Wake {
 const GATHER_ROUNDS: usize = 8;
 
 /// Rounds in a row without a new publish after which [`Outbox::gather`]
-/// stops waiting. One quiet round is not yet a pause: a round passes over
-/// every writer that is gathering, and a publish answered during it has
-/// its next request read only after it, so the frames of that request
-/// land in the round after. Measured with `herald-bench load` (single
+/// stops waiting. Producers that publish as fast as they are answered
+/// still leave single rounds without a publish (a round passes over every
+/// writer that is gathering, and a producer's next request is read only
+/// after it got its answer and sent again), so one quiet round ended
+/// gathering early and writes small. Measured with `herald-bench load` (single
 /// events, pinned, alternating runs, medians): 4 producers, N = 1000,
 /// 1.52 M deliveries/s (1.36–1.55 in 6 runs) with two against 1.29 M
 /// (1.15–1.38) with one; N = 100 1.61 M against 1.24 M; 1 producer,
 /// N = 1000, 0.85 M against 0.66 M; 1000 publishes/s at N = 1000, p99
 /// 22–27 ms against 32–45 ms in 5 runs each. Batches, 100 publishes/s and
 /// N = 9,900 moved within their runs' spread. Four quiet rounds (with 16
-/// rounds at most) measured 1.57 M, within the spread of two, and their
-/// longer wait showed in the p99 at 100 publishes/s.
+/// rounds at most) measured 1.57 M, within the spread of two, and waited
+/// longer for nothing at 100 publishes/s (p99 at N = 100 798–1043 µs
+/// against 729–879 with two, 4 runs each).
 const GATHER_QUIET_ROUNDS: usize = 2;
 
 /// Publishes whose frames [`Outbox::gather`] is content to have queued.
