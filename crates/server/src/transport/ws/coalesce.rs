@@ -1,23 +1,28 @@
 //! A connection's outgoing bytes, gathered into one socket write per flush
 //! and held only until written.
 //!
-//! The connection's writer formats its frames straight into the gathered
-//! bytes ([`Outgoing`]): one copy of each frame, written with the others on
-//! flush (or once `limit` bytes wait), then the buffer is released, and an
-//! idle connection holds none. tungstenite, which reads the connection,
-//! writes through the same buffer (its replies to a client's pings), and
-//! the fan-out writes to the socket directly while nothing is gathered
-//! ([`Direct`]).
+//! The connection's writer adds its frames to the gathered bytes
+//! ([`Outgoing`]): copied into one buffer ([`Outgoing::frame`]), or, for an
+//! event's text that every subscriber shares, kept where it is and written
+//! with the others by one vectored write ([`Outgoing::shared_frame`]). They
+//! go out on flush (or once `limit` bytes wait), then the buffers are
+//! released, and an idle connection holds none. tungstenite, which reads
+//! the connection, writes through the same buffer (its replies to a
+//! client's pings), and the fan-out writes to the socket directly while
+//! nothing is gathered ([`Direct`]).
 
+use std::collections::VecDeque;
 use std::future::{Future as _, poll_fn};
 use std::io::{self, IoSlice};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::frames::Head;
 use crate::core::outbox::Wrote;
 
 /// `S` with its writes coalesced until a flush (reads pass through). The
@@ -35,6 +40,11 @@ struct Shared<S> {
     /// Bytes accepted and not yet written; `written` of them already were.
     pending: Vec<u8>,
     written: usize,
+    /// Frames whose payload is not copied (an event's text, shared by every
+    /// subscriber), after `pending` on the wire: written from their parts.
+    parts: VecDeque<Part>,
+    /// Bytes of `parts` not yet written.
+    part_bytes: usize,
     /// Once this much waits, what waits goes out before more is taken
     /// (a frame is taken whole, so up to one frame past it may wait).
     limit: usize,
@@ -60,6 +70,8 @@ impl<S> Coalescing<S> {
                 inner,
                 pending: Vec::new(),
                 written: 0,
+                parts: VecDeque::new(),
+                part_bytes: 0,
                 limit: limit.max(1),
             })),
         }
@@ -81,12 +93,43 @@ impl<S: AsyncWrite + Unpin> Outgoing<S> {
     pub(crate) async fn frame(&mut self, head: &[u8], payload: &[u8]) -> io::Result<()> {
         poll_fn(|cx| {
             let mut shared = self.shared.lock();
-            if shared.pending.len() >= shared.limit {
+            if shared.waiting() >= shared.limit {
                 ready!(shared.poll_write_out(cx))?;
             }
-            shared.pending.reserve(head.len() + payload.len());
-            shared.pending.extend_from_slice(head);
-            shared.pending.extend_from_slice(payload);
+            shared.copy(head, payload);
+            Poll::Ready(Ok(()))
+        })
+        .await
+    }
+
+    /// Makes room at once for `frames` more uncopied frames
+    /// ([`Outgoing::shared_frame`]).
+    pub(crate) fn reserve_parts(&mut self, frames: usize) {
+        self.shared.lock().parts.reserve(frames);
+    }
+
+    /// Adds a frame whose payload is written from where it is, not copied
+    /// (copied all the same to a socket that cannot take several slices in
+    /// one write); like [`Outgoing::frame`] otherwise.
+    pub(crate) async fn shared_frame(&mut self, head: Head, payload: Bytes) -> io::Result<()> {
+        let mut payload = Some(payload);
+        poll_fn(|cx| {
+            let mut shared = self.shared.lock();
+            if shared.waiting() >= shared.limit {
+                ready!(shared.poll_write_out(cx))?;
+            }
+            if let Some(body) = payload.take() {
+                if shared.inner.is_write_vectored() {
+                    shared.part_bytes += head.as_bytes().len() + body.len();
+                    shared.parts.push_back(Part {
+                        head,
+                        body,
+                        sent: 0,
+                    });
+                } else {
+                    shared.copy(head.as_bytes(), &body);
+                }
+            }
             Poll::Ready(Ok(()))
         })
         .await
@@ -134,7 +177,7 @@ impl<S: AsyncWrite + Unpin> Direct<S> {
     /// connection's writer and this socket.
     pub(crate) fn try_write(&self, head: &[u8], body: &[u8]) -> Wrote {
         let mut shared = self.shared.lock();
-        if !shared.pending.is_empty() {
+        if !shared.pending.is_empty() || !shared.parts.is_empty() {
             return Wrote::Nothing;
         }
         // Not waiting: a socket that is not writable now is left to the
@@ -183,19 +226,102 @@ fn write_now<S: AsyncWrite + Unpin>(
     pin!(tokio::task::unconstrained(write)).poll(&mut cx)
 }
 
+/// A frame queued uncopied ([`Outgoing::shared_frame`]), or bytes copied
+/// after one (with an empty header): its header, its payload, and how many
+/// of their bytes were written.
+#[derive(Debug)]
+struct Part {
+    head: Head,
+    body: Bytes,
+    sent: usize,
+}
+
+/// Most slices one vectored write carries (Linux's `IOV_MAX`); what is
+/// past them goes in the next write.
+const MAX_SLICES: usize = 1024;
+
+impl<S> Shared<S> {
+    /// Bytes waiting to be written.
+    fn waiting(&self) -> usize {
+        self.pending.len() - self.written + self.part_bytes
+    }
+
+    /// Adds `head` and `payload`, copied, after everything waiting: into
+    /// the buffer while no uncopied frame waits, else as a part of their own.
+    fn copy(&mut self, head: &[u8], payload: &[u8]) {
+        if self.parts.is_empty() {
+            self.pending.reserve(head.len() + payload.len());
+            self.pending.extend_from_slice(head);
+            self.pending.extend_from_slice(payload);
+        } else {
+            let mut body = Vec::with_capacity(head.len() + payload.len());
+            body.extend_from_slice(head);
+            body.extend_from_slice(payload);
+            self.part_bytes += body.len();
+            self.parts.push_back(Part {
+                head: Head::empty(),
+                body: body.into(),
+                sent: 0,
+            });
+        }
+    }
+
+    /// Counts the first `n` waiting bytes as written: the buffer's, then
+    /// the parts' in order; a part written whole is dropped.
+    fn advance(&mut self, mut n: usize) {
+        let copied = (self.pending.len() - self.written).min(n);
+        self.written += copied;
+        n -= copied;
+        while n > 0 {
+            let Some(part) = self.parts.front_mut() else {
+                break;
+            };
+            let left = part.head.as_bytes().len() + part.body.len() - part.sent;
+            if n < left {
+                part.sent += n;
+                self.part_bytes -= n;
+                return;
+            }
+            n -= left;
+            self.part_bytes -= left;
+            self.parts.pop_front();
+        }
+    }
+}
+
 impl<S: AsyncWrite + Unpin> Shared<S> {
-    /// Writes out everything pending, then lets its buffer go.
+    /// Writes out everything pending, then lets its buffers go.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.written < self.pending.len() {
-            let n =
-                ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.written..]))?;
+        while self.written < self.pending.len() || !self.parts.is_empty() {
+            let n = if self.parts.is_empty() {
+                ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.written..]))?
+            } else {
+                let mut slices = Vec::with_capacity((2 * self.parts.len() + 1).min(MAX_SLICES));
+                if self.written < self.pending.len() {
+                    slices.push(IoSlice::new(&self.pending[self.written..]));
+                }
+                for part in &self.parts {
+                    if slices.len() + 2 > MAX_SLICES {
+                        break;
+                    }
+                    let head = part.head.as_bytes();
+                    if part.sent < head.len() {
+                        slices.push(IoSlice::new(&head[part.sent..]));
+                        slices.push(IoSlice::new(&part.body));
+                    } else {
+                        slices.push(IoSlice::new(&part.body[part.sent - head.len()..]));
+                    }
+                }
+                ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, &slices))?
+            };
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.written += n;
+            self.advance(n);
         }
         self.pending = Vec::new();
         self.written = 0;
+        self.parts = VecDeque::new();
         Poll::Ready(Ok(()))
     }
 }
@@ -219,10 +345,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalescing<S> {
         // All of `data` or none: tungstenite writes a frame in one call,
         // and a frame taken whole cannot interleave with the writer's.
         let mut shared = self.shared.lock();
-        if shared.pending.len() >= shared.limit {
+        if shared.waiting() >= shared.limit {
             ready!(shared.poll_write_out(cx))?;
         }
-        shared.pending.extend_from_slice(data);
+        shared.copy(data, &[]);
         Poll::Ready(Ok(data.len()))
     }
 
@@ -245,6 +371,7 @@ mod tests {
 
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream};
 
+    use super::super::frames::TEXT;
     use super::*;
 
     /// Whether `far` has a byte to read within 50 ms.
@@ -388,6 +515,192 @@ mod tests {
             far.read_exact(&mut got).await.unwrap();
             assert_eq!(&got, b"<hi>");
         }
+    }
+
+    /// A socket that takes at most `step` bytes per write, from several
+    /// slices when `vectored`, and keeps what it took.
+    #[derive(Debug)]
+    struct Trickle {
+        taken: Vec<u8>,
+        step: usize,
+        calls: usize,
+        vectored: bool,
+    }
+
+    impl Trickle {
+        fn new(step: usize) -> Trickle {
+            Trickle {
+                taken: Vec::new(),
+                step,
+                calls: 0,
+                vectored: true,
+            }
+        }
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            data: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.poll_write_vectored(cx, &[IoSlice::new(data)])
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            slices: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let mut room = self.step;
+            let slices = if self.vectored {
+                slices
+            } else {
+                &slices[..slices.len().min(1)]
+            };
+            for slice in slices {
+                let n = slice.len().min(room);
+                self.taken.extend_from_slice(&slice[..n]);
+                room -= n;
+            }
+            self.calls += 1;
+            Poll::Ready(Ok(self.step - room))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            self.vectored
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A text frame's bytes on the wire: its header, then `text`.
+    fn text_frame(text: &[u8]) -> Vec<u8> {
+        let mut frame = Head::new(&TEXT, text.len()).as_bytes().to_vec();
+        frame.extend_from_slice(text);
+        frame
+    }
+
+    async fn shared(outgoing: &mut Outgoing<Trickle>, text: &'static [u8]) {
+        let head = Head::new(&TEXT, text.len());
+        outgoing
+            .shared_frame(head, Bytes::from_static(text))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn uncopied_frames_keep_their_place_among_copied_bytes_and_leave_no_buffer() {
+        let mut socket = Coalescing::new(Trickle::new(usize::MAX), 64 * 1024);
+        let mut outgoing = socket.outgoing();
+        outgoing.frame(b"<", b"copied>").await.unwrap();
+        shared(&mut outgoing, b"first").await;
+        // tungstenite's pong, after an uncopied frame, stays after it.
+        socket.write_all(b"[pong]").await.unwrap();
+        shared(&mut outgoing, b"second").await;
+        assert_eq!(
+            socket.shared.lock().inner.calls,
+            0,
+            "written before the flush"
+        );
+        outgoing.flush().await.unwrap();
+        let shared = socket.shared.lock();
+        let mut expected = b"<copied>".to_vec();
+        expected.extend(text_frame(b"first"));
+        expected.extend_from_slice(b"[pong]");
+        expected.extend(text_frame(b"second"));
+        assert_eq!(shared.inner.taken, expected);
+        assert_eq!(shared.inner.calls, 1, "not one write");
+        assert_eq!(shared.pending.capacity(), 0);
+        assert_eq!(shared.parts.capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn uncopied_frames_a_socket_takes_a_few_bytes_at_a_time_arrive_whole_and_in_order() {
+        let socket = Coalescing::new(Trickle::new(3), 64 * 1024);
+        let mut outgoing = socket.outgoing();
+        outgoing.frame(b"<", b"a>").await.unwrap();
+        shared(&mut outgoing, b"0123456789").await;
+        shared(&mut outgoing, b"x").await;
+        outgoing.frame(b"<", b"b>").await.unwrap();
+        outgoing.flush().await.unwrap();
+        let mut expected = b"<a>".to_vec();
+        expected.extend(text_frame(b"0123456789"));
+        expected.extend(text_frame(b"x"));
+        expected.extend_from_slice(b"<b>");
+        let shared = socket.shared.lock();
+        assert_eq!(shared.inner.taken, expected);
+        assert_eq!(shared.inner.calls, expected.len().div_ceil(3));
+        assert_eq!(shared.part_bytes, 0);
+    }
+
+    #[tokio::test]
+    async fn one_write_carries_as_many_uncopied_frames_as_the_kernel_takes_slices() {
+        let socket = Coalescing::new(Trickle::new(usize::MAX), 1 << 20);
+        let mut outgoing = socket.outgoing();
+        let frames = MAX_SLICES / 2 + 10;
+        for _ in 0..frames {
+            shared(&mut outgoing, b"event").await;
+        }
+        outgoing.flush().await.unwrap();
+        let shared = socket.shared.lock();
+        assert_eq!(shared.inner.calls, 2);
+        assert_eq!(shared.inner.taken, text_frame(b"event").repeat(frames));
+    }
+
+    #[tokio::test]
+    async fn an_uncopied_frame_that_finds_the_bound_reached_waits_for_what_is_gathered() {
+        let socket = Coalescing::new(Trickle::new(usize::MAX), 8);
+        let mut outgoing = socket.outgoing();
+        shared(&mut outgoing, b"0123456789").await;
+        assert!(socket.shared.lock().inner.taken.is_empty());
+        // The bound was reached: this frame first writes the last one out.
+        shared(&mut outgoing, b"ab").await;
+        let shared = socket.shared.lock();
+        assert_eq!(shared.inner.taken, text_frame(b"0123456789"));
+        assert_eq!(shared.part_bytes, text_frame(b"ab").len());
+    }
+
+    #[tokio::test]
+    async fn a_direct_write_waits_while_uncopied_frames_are_gathered() {
+        let socket = Coalescing::new(Trickle::new(usize::MAX), 64 * 1024);
+        let mut outgoing = socket.outgoing();
+        let direct = outgoing.direct();
+        shared(&mut outgoing, b"queued").await;
+        assert_eq!(direct.try_write(b"<", b"direct>"), Wrote::Nothing);
+        outgoing.flush().await.unwrap();
+        assert_eq!(direct.try_write(b"<", b"direct>"), Wrote::All);
+        let mut expected = text_frame(b"queued");
+        expected.extend_from_slice(b"<direct>");
+        assert_eq!(socket.shared.lock().inner.taken, expected);
+    }
+
+    #[tokio::test]
+    async fn a_socket_without_vectored_writes_gets_shared_frames_copied_into_one_write() {
+        let plain = Trickle {
+            vectored: false,
+            ..Trickle::new(usize::MAX)
+        };
+        let socket = Coalescing::new(plain, 64 * 1024);
+        let mut outgoing = socket.outgoing();
+        for _ in 0..3 {
+            let head = Head::new(&TEXT, 5);
+            outgoing
+                .shared_frame(head, Bytes::from_static(b"event"))
+                .await
+                .unwrap();
+        }
+        assert!(socket.shared.lock().parts.is_empty());
+        outgoing.flush().await.unwrap();
+        let shared = socket.shared.lock();
+        assert_eq!(shared.inner.taken, text_frame(b"event").repeat(3));
+        assert_eq!(shared.inner.calls, 1);
     }
 
     #[tokio::test]

@@ -60,6 +60,14 @@ impl Head {
     pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
+
+    /// No header: bytes queued as they are.
+    pub(crate) fn empty() -> Head {
+        Head {
+            bytes: [0; MAX_HEAD],
+            len: 0,
+        }
+    }
 }
 
 /// A close frame's payload: the code, then the reason.
