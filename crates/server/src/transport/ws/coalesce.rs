@@ -1,14 +1,15 @@
-//! A connection's outgoing bytes, gathered into one socket write per flush
-//! and held only until written.
+//! A connection's outgoing bytes, gathered and written together on flush
+//! (in as few writes as the socket takes them), held only until written.
 //!
 //! The connection's writer adds its frames to the gathered bytes
 //! ([`Outgoing`]): copied into one buffer ([`Outgoing::frame`]), or, for an
 //! event's text that every subscriber shares, kept where it is and written
-//! with the others by one vectored write ([`Outgoing::shared_frame`]). They
-//! go out on flush (or once `limit` bytes wait), then the buffers are
-//! released, and an idle connection holds none. tungstenite, which reads
-//! the connection, writes through the same buffer (its replies to a
-//! client's pings), and the fan-out writes to the socket directly while
+//! with the others by vectored writes of up to [`MAX_SLICES`] slices
+//! ([`Outgoing::shared_frame`]). They go out on flush (or once `limit`
+//! bytes wait), then the buffers are released, and an idle connection
+//! holds none. tungstenite, which reads the connection, writes its replies
+//! to a client's pings through the same gathered bytes (copied, after
+//! whatever waits), and the fan-out writes to the socket directly while
 //! nothing is gathered ([`Direct`]).
 
 use std::collections::VecDeque;
@@ -28,7 +29,7 @@ use crate::core::outbox::Wrote;
 /// `S` with its writes coalesced until a flush (reads pass through). The
 /// socket is shared with the writer's [`Outgoing`] and with [`Direct`]
 /// handles, which write whole frames to it from outside the connection's
-/// task when nothing is pending.
+/// task when nothing is gathered.
 #[derive(Debug)]
 pub(crate) struct Coalescing<S> {
     shared: Arc<Mutex<Shared<S>>>,
@@ -37,11 +38,13 @@ pub(crate) struct Coalescing<S> {
 #[derive(Debug)]
 struct Shared<S> {
     inner: S,
-    /// Bytes accepted and not yet written; `written` of them already were.
+    /// Bytes copied in and not yet written; `written` of them already
+    /// were. Only bytes gathered before the first of `parts`.
     pending: Vec<u8>,
     written: usize,
-    /// Frames whose payload is not copied (an event's text, shared by every
-    /// subscriber), after `pending` on the wire: written from their parts.
+    /// What goes after `pending` on the wire, in order: frames whose
+    /// payload is not copied (an event's text, shared by every subscriber),
+    /// and bytes copied after one of them (a part with an empty header).
     parts: VecDeque<Part>,
     /// Bytes of `parts` not yet written.
     part_bytes: usize,
@@ -103,9 +106,17 @@ impl<S: AsyncWrite + Unpin> Outgoing<S> {
     }
 
     /// Makes room at once for `frames` more uncopied frames
-    /// ([`Outgoing::shared_frame`]).
-    pub(crate) fn reserve_parts(&mut self, frames: usize) {
-        self.shared.lock().parts.reserve(frames);
+    /// ([`Outgoing::shared_frame`]) of about `bytes` in all: room for
+    /// their parts, or, on a socket that copies them, for their bytes (as
+    /// [`Outgoing::reserve`]).
+    pub(crate) fn reserve_parts(&mut self, frames: usize, bytes: usize) {
+        let mut shared = self.shared.lock();
+        if shared.inner.is_write_vectored() {
+            shared.parts.reserve(frames);
+        } else {
+            drop(shared);
+            self.reserve(bytes);
+        }
     }
 
     /// Adds a frame whose payload is written from where it is, not copied
@@ -249,6 +260,11 @@ impl<S> Shared<S> {
     /// Adds `head` and `payload`, copied, after everything waiting: into
     /// the buffer while no uncopied frame waits, else as a part of their own.
     fn copy(&mut self, head: &[u8], payload: &[u8]) {
+        if head.is_empty() && payload.is_empty() {
+            // An empty part would make a write of nothing, which reads as
+            // a socket that takes no more.
+            return;
+        }
         if self.parts.is_empty() {
             self.pending.reserve(head.len() + payload.len());
             self.pending.extend_from_slice(head);
@@ -524,7 +540,11 @@ mod tests {
         taken: Vec<u8>,
         step: usize,
         calls: usize,
+        /// The most slices one call was given.
+        most_slices: usize,
         vectored: bool,
+        /// Bytes it takes in all before it answers that it would block.
+        budget: usize,
     }
 
     impl Trickle {
@@ -533,7 +553,9 @@ mod tests {
                 taken: Vec::new(),
                 step,
                 calls: 0,
+                most_slices: 0,
                 vectored: true,
+                budget: usize::MAX,
             }
         }
     }
@@ -552,7 +574,11 @@ mod tests {
             _: &mut Context<'_>,
             slices: &[IoSlice<'_>],
         ) -> Poll<io::Result<usize>> {
-            let mut room = self.step;
+            let step = self.step.min(self.budget - self.taken.len());
+            if step == 0 {
+                return Poll::Pending;
+            }
+            let mut room = step;
             let slices = if self.vectored {
                 slices
             } else {
@@ -564,7 +590,8 @@ mod tests {
                 room -= n;
             }
             self.calls += 1;
-            Poll::Ready(Ok(self.step - room))
+            self.most_slices = self.most_slices.max(slices.len());
+            Poll::Ready(Ok(step - room))
         }
 
         fn is_write_vectored(&self) -> bool {
@@ -623,7 +650,8 @@ mod tests {
 
     #[tokio::test]
     async fn uncopied_frames_a_socket_takes_a_few_bytes_at_a_time_arrive_whole_and_in_order() {
-        let socket = Coalescing::new(Trickle::new(3), 64 * 1024);
+        // Four bytes a write: writes end inside headers and inside bodies.
+        let socket = Coalescing::new(Trickle::new(4), 64 * 1024);
         let mut outgoing = socket.outgoing();
         outgoing.frame(b"<", b"a>").await.unwrap();
         shared(&mut outgoing, b"0123456789").await;
@@ -636,8 +664,32 @@ mod tests {
         expected.extend_from_slice(b"<b>");
         let shared = socket.shared.lock();
         assert_eq!(shared.inner.taken, expected);
-        assert_eq!(shared.inner.calls, expected.len().div_ceil(3));
+        assert_eq!(shared.inner.calls, expected.len().div_ceil(4));
         assert_eq!(shared.part_bytes, 0);
+    }
+
+    #[tokio::test]
+    async fn what_tungstenite_writes_while_uncopied_frames_are_half_written_goes_after_them() {
+        let blocked = Trickle {
+            budget: 5,
+            ..Trickle::new(usize::MAX)
+        };
+        let mut socket = Coalescing::new(blocked, 64 * 1024);
+        let mut outgoing = socket.outgoing();
+        shared(&mut outgoing, b"first").await;
+        shared(&mut outgoing, b"second").await;
+        {
+            let flush = pin!(outgoing.flush());
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(flush.poll(&mut cx).is_pending(), "the socket took it all");
+        }
+        socket.write_all(b"[pong]").await.unwrap();
+        socket.shared.lock().inner.budget = usize::MAX;
+        outgoing.flush().await.unwrap();
+        let mut expected = text_frame(b"first");
+        expected.extend(text_frame(b"second"));
+        expected.extend_from_slice(b"[pong]");
+        assert_eq!(socket.shared.lock().inner.taken, expected);
     }
 
     #[tokio::test]
@@ -651,6 +703,7 @@ mod tests {
         outgoing.flush().await.unwrap();
         let shared = socket.shared.lock();
         assert_eq!(shared.inner.calls, 2);
+        assert_eq!(shared.inner.most_slices, MAX_SLICES);
         assert_eq!(shared.inner.taken, text_frame(b"event").repeat(frames));
     }
 

@@ -1,7 +1,8 @@
 //! A connection's writer: it owns the socket's sending side, adds every
 //! queued frame as its [`Dialect`] renders it to the socket's gathered
-//! bytes ([`Outgoing`]: copied, or from [`UNCOPIED_FROM`] frames on, written
-//! from where the hub encoded it) and flushes once per wake-up
+//! bytes ([`Outgoing`]: copied, or, in a drain of [`UNCOPIED_FROM`] entries
+//! or more, an event's text written from where the hub encoded it) and
+//! flushes once per wake-up
 //! (frames that queued meanwhile leave in one write; while the hub is
 //! saturated it first lets further publishes queue theirs), sends the heartbeats
 //! (a protocol ping for the peer's WebSocket stack and the dialect's
@@ -186,10 +187,11 @@ async fn write_batch<W: AsyncWrite + Unpin, D: Dialect>(
     let now = Instant::now();
     let mut ages = metrics.publish_to_send.tally();
     let uncopied = batch.len() >= UNCOPIED_FROM;
+    let bytes = batch.iter().map(framed_len).sum();
     if uncopied {
-        out.reserve_parts(batch.len());
+        out.reserve_parts(batch.len(), bytes);
     } else {
-        out.reserve(batch.iter().map(framed_len).sum());
+        out.reserve(bytes);
     }
     let (mut frames, mut bytes, mut deflated) = (0u64, 0u64, 0u64);
     // `shared`: the same bytes go to every subscriber, so a compressed copy
@@ -240,9 +242,11 @@ async fn write_batch<W: AsyncWrite + Unpin, D: Dialect>(
     Ok(())
 }
 
-/// Frames from which a write sends each event's text from where the hub
-/// encoded it (a vectored write of each frame's header and text) instead of
-/// copying every frame into one buffer first. Past a few frames the copy
+/// Entries drained at once from which a write sends each event's text from
+/// where the hub encoded it (vectored writes of each frame's header and
+/// text) instead of copying every frame into one buffer first; compressed
+/// frames, and every frame on a socket without vectored writes, are still
+/// copied. Past a few frames the copy
 /// costs more than the kernel's walk over two slices per frame; below, one
 /// slice is cheaper. Measured with `herald-bench load` (frames of 264 bytes,
 /// N = 1000, pinned, alternating runs, medians of 6): single events from 4
