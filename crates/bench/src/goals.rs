@@ -2,7 +2,10 @@
 //! against the run's own figures: each goal compares a Herald median with a
 //! peer's or a floor's median from the same run and placement (or with a
 //! fixed bound), and the report prints whether it was met. A goal whose
-//! cells were not run is listed as not measured.
+//! cells were not run is listed as not measured. A throughput goal that
+//! asks for more than the load generator read from the coalesced floor in
+//! the same cell is marked out of reach: no hub can meet it on that
+//! machine with that load generator.
 
 use std::fmt::Write as _;
 
@@ -121,6 +124,9 @@ struct Verdict {
     reference: f64,
     ratio: f64,
     met: bool,
+    /// For a throughput goal not met: the coalesced floor's figure in the
+    /// same cell, when the goal asks for more than it.
+    beyond_floor: Option<f64>,
 }
 
 impl Goal {
@@ -159,11 +165,26 @@ impl Goal {
                 Bound::AtLeast(b) => ratio >= b,
                 Bound::AtMost(b) => ratio <= b,
             };
+            let beyond_floor = match (self.bound, self.reference) {
+                (Bound::AtLeast(b), Reference::Hub(_)) if !met => summaries
+                    .iter()
+                    .find(|s| {
+                        s.target == Target::FloorCoalesced
+                            && s.placement == herald.placement
+                            && s.group == herald.group
+                            && s.label == herald.label
+                    })
+                    .and_then(|floor| floor.metrics.get(self.metric))
+                    .map(|floor| floor.median)
+                    .filter(|&floor| b * reference > floor),
+                _ => None,
+            };
             let verdict = Verdict {
                 herald: h.median,
                 reference,
                 ratio,
                 met,
+                beyond_floor,
             };
             let worse = worst.as_ref().is_none_or(|w| match self.bound {
                 Bound::AtLeast(_) => verdict.ratio < w.ratio,
@@ -194,6 +215,7 @@ fn lossless(summaries: &[Summary]) -> Option<Verdict> {
         reference: 0.0,
         ratio: total,
         met: total == 0.0,
+        beyond_floor: None,
     })
 }
 
@@ -221,7 +243,14 @@ pub fn markdown(summaries: &[Summary]) -> String {
                     fmt(v.herald),
                     fmt(v.reference),
                     v.ratio,
-                    if v.met { "yes" } else { "**no**" }
+                    match (v.met, v.beyond_floor) {
+                        (true, _) => "yes".to_owned(),
+                        (false, None) => "**no**".to_owned(),
+                        (false, Some(floor)) => format!(
+                            "**no**, out of reach: the coalesced floor delivered {} in this cell",
+                            fmt(floor)
+                        ),
+                    }
                 );
             }
             None => {
@@ -294,6 +323,32 @@ mod tests {
         assert!(nagle.ends_with("| 1.50 | **no** |"), "{nagle}");
         let free = verdict_line(&md, "free: delivered/s");
         assert!(free.ends_with("not measured |"), "{free}");
+    }
+
+    #[test]
+    fn a_throughput_goal_above_the_coalesced_floor_is_marked_out_of_reach() {
+        let cell = "N=1000 100B, 4 producers";
+        let single = |target, v| row(target, "fanout-single", cell, "delivered_per_s", v);
+        let md = markdown(&[
+            single(Target::Herald, 1_400_000.0),
+            single(Target::NaiveAxumNagle, 1_700_000.0),
+            single(Target::FloorCoalesced, 2_500_000.0),
+        ]);
+        let nagle = verdict_line(&md, "pinned: delivered/s ≥ 2× naive axum with Nagle");
+        assert!(
+            nagle.ends_with(
+                "| **no**, out of reach: the coalesced floor delivered 2500000 in this cell |"
+            ),
+            "{nagle}"
+        );
+        // Within the floor's reach, a goal not met is only not met.
+        let md = markdown(&[
+            single(Target::Herald, 1_400_000.0),
+            single(Target::NaiveAxumNagle, 1_000_000.0),
+            single(Target::FloorCoalesced, 2_500_000.0),
+        ]);
+        let nagle = verdict_line(&md, "pinned: delivered/s ≥ 2× naive axum with Nagle");
+        assert!(nagle.ends_with("| 1.40 | **no** |"), "{nagle}");
     }
 
     #[test]
