@@ -106,16 +106,16 @@ impl<S: AsyncWrite + Unpin> Outgoing<S> {
     }
 
     /// Makes room at once for `frames` more uncopied frames
-    /// ([`Outgoing::shared_frame`]) of about `bytes` in all: room for
-    /// their parts, or, on a socket that copies them, for their bytes (as
-    /// [`Outgoing::reserve`]).
-    pub(crate) fn reserve_parts(&mut self, frames: usize, bytes: usize) {
+    /// ([`Outgoing::shared_frame`]): room for their parts, or, on a socket
+    /// that copies them, for their bytes, about `bytes()` (as
+    /// [`Outgoing::reserve`]; counted only then).
+    pub(crate) fn reserve_parts(&mut self, frames: usize, bytes: impl FnOnce() -> usize) {
         let mut shared = self.shared.lock();
         if shared.inner.is_write_vectored() {
             shared.parts.reserve(frames);
         } else {
             drop(shared);
-            self.reserve(bytes);
+            self.reserve(bytes());
         }
     }
 
