@@ -196,7 +196,24 @@ pub(crate) struct Direct {
 /// queue rather than being written straight away ([`Outbox::deliver`]).
 /// On a quieter hub frames are written at once: coalescing adds no delay
 /// to a hub that is not saturated.
-pub(crate) const BUSY: Duration = Duration::from_millis(1);
+///
+/// Producers publishing as fast as they are answered start their next
+/// publication well within this (the hub reads a request that is already
+/// waiting), while a hub that keeps up at a steady rate has a gap between
+/// one fan-out's end and the next publication: at 1000 publishes/s to
+/// N = 100 a fan-out written straight away takes about half of the
+/// millisecond, and a 1 ms rule counted 2991 of 3000 publications as
+/// meeting a busy hub (counted in a local build), so their frames queued
+/// and woke every writer; with 0.5 ms, 523. Measured with `herald-bench load` (pinned, alternating
+/// runs): at 1000 publishes/s, N = 100, p50 334–407 µs and 46–55 % of the
+/// hub's core with 0.5 ms against 441–513 µs and 59–67 % with 1 ms (4 runs
+/// each; p99 medians of 8 runs 961 against 1375 µs, the one-write floor
+/// 932, all with a wide spread); single events, 4 producers, N = 1000
+/// 1.43 M deliveries/s against 1.45 M (6 runs), N = 100 1.17 M against
+/// 1.18 M, and 1000 publishes/s at N = 1000 p99 25.4 against 26.4 ms
+/// (4 runs): within the runs' spread. 0.25 ms measured 1.41 M against
+/// 1.46 M at the N = 1000 plateau (5 runs).
+pub(crate) const BUSY: Duration = Duration::from_micros(500);
 
 /// A writer woken within this long of its previous write gathers the
 /// frames of further publications before it writes ([`Outbox::gather`]),
@@ -1040,6 +1057,24 @@ mod tests {
         // A fan-out that ended earlier, told later, does not shorten it.
         pace.fanned_out_at(ended - busy_nanos() / 2);
         assert!(!pace.quiet_at(ended + busy_nanos() - 1));
+    }
+
+    #[test]
+    fn a_hub_that_keeps_up_with_a_publish_a_millisecond_writes_straight_away() {
+        // Each publication's fan-out takes 0.45 ms of the millisecond
+        // between publications (1000 publishes/s to 100 subscribers).
+        let pace = Pace::default();
+        let ms = 1_000_000;
+        for publication in 1..=3 {
+            let started = publication * ms;
+            assert!(
+                pace.quiet_at(started),
+                "publication {publication} found the hub busy"
+            );
+            pace.fanned_out_at(started + 450_000);
+        }
+        // A request already waiting when the last fan-out ended meets a busy hub.
+        assert!(!pace.quiet_at(3 * ms + 500_000));
     }
 
     /// [`BUSY`] after now, on `pace`'s clock.
