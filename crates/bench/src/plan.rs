@@ -190,6 +190,22 @@ pub fn build(args: &SuiteArgs, paths: Paths, notes: &mut Vec<String>) -> Result<
         cells.push(c);
     }
     let rates: &[u64] = if smoke { &[1000] } else { &[100, 1000, 10_000] };
+    if !smoke {
+        // One subscriber: what a publish costs each hub before its first
+        // write (an HTTP request for Herald, a `/pub` message for the
+        // others), without a fan-out behind it.
+        cells.push(cell(
+            "latency",
+            "N=1 100/s".to_owned(),
+            Scenario::Rate {
+                clients: 1,
+                payload: 100,
+                rate: 100,
+                producers: RATE_PRODUCERS,
+            },
+            false,
+        ));
+    }
     for &clients in &small {
         for &rate in rates {
             cells.push(cell(

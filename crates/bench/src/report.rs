@@ -134,7 +134,9 @@ fn description(group: &str) -> &'static str {
         "latency" => {
             "Single events at a fixed rate (open loop), each its own request or `/pub` \
              message, sent in turn by 4 producer connections; latency from each event's \
-             intended send time."
+             intended send time. N=1: one subscriber, so the latency is what a publish costs \
+             a hub before its first write (an HTTP request for Herald, a `/pub` message for \
+             the others), with no fan-out behind it."
         }
         "idle" => {
             "Subscribed connections left idle (heartbeats only). RSS bytes/conn: the hub's \
