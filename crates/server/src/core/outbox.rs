@@ -204,15 +204,16 @@ pub(crate) struct Direct {
 /// N = 100 a fan-out written straight away takes about half of the
 /// millisecond, and a 1 ms rule counted 2991 of 3000 publications as
 /// meeting a busy hub (counted in a local build), so their frames queued
-/// and woke every writer; with 0.5 ms, 523. Measured with `herald-bench load` (pinned, alternating
-/// runs): at 1000 publishes/s, N = 100, p50 334–407 µs and 46–55 % of the
-/// hub's core with 0.5 ms against 441–513 µs and 59–67 % with 1 ms (4 runs
-/// each; p99 medians of 8 runs 961 against 1375 µs, the one-write floor
-/// 932, all with a wide spread); single events, 4 producers, N = 1000
-/// 1.43 M deliveries/s against 1.45 M (6 runs), N = 100 1.17 M against
-/// 1.18 M, and 1000 publishes/s at N = 1000 p99 25.4 against 26.4 ms
-/// (4 runs): within the runs' spread. 0.25 ms measured 1.41 M against
-/// 1.46 M at the N = 1000 plateau (5 runs).
+/// and woke every writer; with 0.5 ms, 523. Measured with `herald-bench
+/// load` (pinned, alternating runs): at 1000 publishes/s, N = 100, p50
+/// 334–407 µs and 46–55 % of the hub's core with 0.5 ms against 441–513
+/// µs and 59–67 % with 1 ms (4 runs each; p99 medians of 8 runs 961
+/// against 1375 µs, the one-write floor 932, all with a wide spread);
+/// single events, 4 producers, N = 1000 1.43 M deliveries/s against
+/// 1.45 M (6 runs), N = 100 1.17 M against 1.18 M, and 1000 publishes/s
+/// at N = 1000 p99 25.4 against 26.4 ms (4 runs): within the runs'
+/// spread. 0.25 ms measured 1.41 M against 1.46 M at the N = 1000
+/// plateau (5 runs).
 pub(crate) const BUSY: Duration = Duration::from_micros(500);
 
 /// A writer woken within this long of its previous write gathers the
