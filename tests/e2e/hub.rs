@@ -616,3 +616,44 @@ async fn concurrent_publishers_are_delivered_in_seq_order() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn batches_reach_every_live_subscriber_whole_and_in_seq_order_among_single_events()
+-> Result<()> {
+    let hub = herald().start(&[]).await?;
+    let mut first = hub.ws("/ws").await?;
+    first.subscribe(&["execution:runs"]).await?;
+    let mut second = hub.ws("/ws").await?;
+    second.subscribe(&["execution:runs"]).await?;
+    let http = hub.http();
+    let batch = |from: u64| -> Vec<Value> {
+        (from..from + 20)
+            .map(|i| event("execution:runs", "execution.progress", json!({ "i": i })))
+            .collect()
+    };
+    let publish = async {
+        for round in 0..5u64 {
+            http.publish_batch(&batch(round * 21)).await?;
+            http.publish(&event(
+                "execution:runs",
+                "execution.progress",
+                json!({ "i": round * 21 + 20 }),
+            ))
+            .await?;
+        }
+        anyhow::Ok(())
+    };
+    let (published, got_first, got_second) =
+        tokio::join!(publish, first.recv_events(105), second.recv_events(105));
+    published?;
+    for events in [got_first?, got_second?] {
+        let seqs: Vec<u64> = events.iter().filter_map(seq_of).collect();
+        ensure!(seqs == (1..=105).collect::<Vec<_>>(), "{seqs:?}");
+        let data: Vec<u64> = events
+            .iter()
+            .filter_map(|e| e["data"]["i"].as_u64())
+            .collect();
+        ensure!(data == (0..105).collect::<Vec<_>>(), "{data:?}");
+    }
+    Ok(())
+}

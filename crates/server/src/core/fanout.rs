@@ -30,7 +30,7 @@ use crate::core::approvals::Decisions;
 use crate::core::broker::{Audience, BrokerHandler, Publication};
 use crate::core::connection::ConnHandle;
 use crate::core::connections::Connections;
-use crate::core::outbox::{EventMeta, OutFrame, Pushed};
+use crate::core::outbox::{EventMeta, OutFrame, Pushed, Run};
 use crate::operations::metrics::Metrics;
 
 /// One connection's subscription to a topic or pattern.
@@ -677,10 +677,12 @@ impl BrokerHandler for NodeHandler {
         reached
     }
 
-    /// A run goes to each connection in one push ([`Outbox::push_run`]):
-    /// one lock and one wake-up per connection instead of one per event,
-    /// and its writer finds the whole run queued. Approval requests and
-    /// events for a user or everyone go one by one.
+    /// A run goes to each connection in one push: one lock and one wake-up
+    /// per connection instead of one per event, and its writer finds the
+    /// whole run queued; as one entry shared by every connection that takes
+    /// all of it ([`Outbox::push_shared_run`]), framed once by the first
+    /// writer, its frames one by one otherwise ([`Outbox::push_run`]).
+    /// Approval requests and events for a user or everyone go one by one.
     fn on_publications(&self, run: &[Publication<'_>]) -> Vec<u32> {
         let one_by_one = |publication: &Publication<'_>| {
             publication.audience != Audience::Subscribers
@@ -694,11 +696,16 @@ impl BrokerHandler for NodeHandler {
         }
         let fanout = &self.fanout;
         fanout.metrics.events_published.inc_by(run.len() as u64);
-        let frames: Vec<OutFrame> = run.iter().map(event_frame).collect();
+        let whole = Run::new(run.iter().map(event_frame).collect());
+        let frames = &whole.frames;
         let mut reached = vec![0u32; run.len()];
         let (mut delivered, mut shed) = (0u64, 0u64);
-        fanout.fan_out_run(run, &frames, &mut |conn: &ConnHandle, chosen: &[usize]| {
-            let pushed = conn.outbox.push_run(chosen.iter().map(|&i| &frames[i]));
+        fanout.fan_out_run(run, frames, &mut |conn: &ConnHandle, chosen: &[usize]| {
+            let pushed = if chosen.len() == frames.len() {
+                conn.outbox.push_shared_run(&whole)
+            } else {
+                conn.outbox.push_run(chosen.iter().map(|&i| &frames[i]))
+            };
             for &i in &chosen[..pushed.taken] {
                 reached[i] += 1;
             }

@@ -8,15 +8,20 @@
 //! been. If a `high` or `critical` event (or a control frame) would be lost,
 //! the outbox closes with 1013 instead: the client reconnects and replays.
 //!
+//! The frames of a run (a batch's events of one topic) that a connection
+//! takes whole are queued as one entry ([`Run`]), shared by every
+//! connection it goes to and framed once for all of them by the first
+//! writer; shedding one of its events queues its other frames one by one.
+//!
 //! On a quiet hub a live event need not queue at all: when nothing is
 //! queued or being written, the fan-out writes it straight to the socket
 //! through the connection's [`DirectWrite`] ([`Outbox::deliver`]), with no
 //! wake-up of the connection's writer in between.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -68,6 +73,39 @@ pub(crate) enum Entry {
         from_seq: u64,
         to_seq: u64,
     },
+}
+
+/// The frames of a run (a batch's events of one topic, in seq order),
+/// queued whole: one entry, shared by every connection the run goes to
+/// whole, instead of a copy of each frame per connection.
+#[derive(Debug)]
+pub(crate) struct Run {
+    pub(crate) frames: Vec<OutFrame>,
+    /// The run as it goes on the wire, made by the first writer that
+    /// writes it: every writer that sends the core's frames as they are
+    /// frames them alike.
+    pub(crate) framed: OnceLock<Bytes>,
+    low: usize,
+    normal: usize,
+}
+
+impl Run {
+    pub(crate) fn new(frames: Vec<OutFrame>) -> Arc<Run> {
+        let count = |priority| frames.iter().filter(|f| f.priority() == priority).count();
+        Arc::new(Run {
+            low: count(Priority::Low),
+            normal: count(Priority::Normal),
+            frames,
+            framed: OnceLock::new(),
+        })
+    }
+}
+
+/// What a connection's queue holds: an entry, or a run queued whole.
+#[derive(Debug)]
+pub(crate) enum Queued {
+    One(Entry),
+    Run(Arc<Run>),
 }
 
 /// How the connection should end once the outbox is drained.
@@ -234,7 +272,7 @@ pub(crate) const GATHER_WITHIN: Duration = Duration::from_millis(10);
 
 #[derive(Debug, Default)]
 struct State {
-    queue: VecDeque<Entry>,
+    queue: VecDeque<Queued>,
     /// The writer took entries and has not finished writing them.
     writing: bool,
     direct: Option<Direct>,
@@ -329,8 +367,37 @@ impl Outbox {
     /// drain takes them all. Each is queued or shed as by [`Outbox::push`];
     /// once the outbox closes, the rest are not taken.
     pub(crate) fn push_run<'a>(&self, frames: impl IntoIterator<Item = &'a OutFrame>) -> RunPushed {
-        let mut pushed = RunPushed::default();
+        self.push_run_locked(self.state.lock(), frames)
+    }
+
+    /// Queues a whole run as one entry, shared with the other connections
+    /// it goes to, when the queue has room for all of its frames;
+    /// otherwise frame by frame, shedding as [`Outbox::push_run`] does.
+    /// Notifies the writer as [`Outbox::push_run`] does.
+    pub(crate) fn push_shared_run(&self, run: &Arc<Run>) -> RunPushed {
         let mut state = self.state.lock();
+        let n = run.frames.len();
+        if state.closing.is_some() || state.frames + n > self.capacity {
+            return self.push_run_locked(state, &run.frames);
+        }
+        state.raise_waiting();
+        state.frames += n;
+        state.low += run.low;
+        state.normal += run.normal;
+        state.queue.push_back(Queued::Run(run.clone()));
+        state.publishes += 1;
+        state.notified = true;
+        drop(state);
+        self.notify.notify_one();
+        RunPushed { taken: n, shed: 0 }
+    }
+
+    fn push_run_locked<'a>(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        frames: impl IntoIterator<Item = &'a OutFrame>,
+    ) -> RunPushed {
+        let mut pushed = RunPushed::default();
         if state.closing.is_some() {
             return pushed;
         }
@@ -371,7 +438,7 @@ impl Outbox {
         state.raise_waiting();
         if state.frames < self.capacity {
             state.count(&frame, 1);
-            state.queue.push_back(Entry::Frame(frame));
+            state.queue.push_back(Queued::One(Entry::Frame(frame)));
             Pushed::Queued
         } else {
             self.push_full(state, frame)
@@ -391,7 +458,7 @@ impl Outbox {
             };
             if queued > 0 && state.shed_oldest(victim) {
                 state.count(&frame, 1);
-                state.queue.push_back(Entry::Frame(frame));
+                state.queue.push_back(Queued::One(Entry::Frame(frame)));
                 return self.check_gaps(state);
             }
         }
@@ -441,7 +508,7 @@ impl Outbox {
     /// Takes every queued entry (the queue's buffer goes with them, so an
     /// idle connection holds no queue memory) and returns the pending close,
     /// if any; a non-flushing close drops what was queued.
-    pub(crate) fn drain(&self) -> (VecDeque<Entry>, Option<Closing>) {
+    pub(crate) fn drain(&self) -> (VecDeque<Queued>, Option<Closing>) {
         let mut state = self.state.lock();
         let closing = state.closing.clone();
         let mut entries = std::mem::take(&mut state.queue);
@@ -619,19 +686,31 @@ impl State {
         }
     }
 
-    /// Replaces the oldest queued event of `priority` by a gap marker.
+    /// Replaces the oldest queued event of `priority` by a gap marker; a
+    /// run that holds it is queued frame by frame first.
     fn shed_oldest(&mut self, priority: Priority) -> bool {
-        let found = self.queue.iter().position(|entry| {
-            matches!(entry, Entry::Frame(OutFrame { event: Some(meta), .. }) if meta.priority == priority)
+        let is_victim = |frame: &OutFrame| {
+            frame
+                .event
+                .as_ref()
+                .is_some_and(|meta| meta.priority == priority)
+        };
+        let found = self.queue.iter().position(|queued| match queued {
+            Queued::One(Entry::Frame(frame)) => is_victim(frame),
+            Queued::Run(run) => run.frames.iter().any(is_victim),
+            Queued::One(Entry::Gap { .. }) => false,
         });
-        let Some(index) = found else { return false };
-        let Entry::Frame(frame) = std::mem::replace(
+        let Some(mut index) = found else { return false };
+        if matches!(self.queue[index], Queued::Run(_)) {
+            index = self.unshare_run(index, is_victim);
+        }
+        let Queued::One(Entry::Frame(frame)) = std::mem::replace(
             &mut self.queue[index],
-            Entry::Gap {
+            Queued::One(Entry::Gap {
                 topic: Topic::global(),
                 from_seq: 0,
                 to_seq: 0,
-            },
+            }),
         ) else {
             return false;
         };
@@ -639,14 +718,32 @@ impl State {
         let Some(meta) = frame.event else {
             return false;
         };
-        self.queue[index] = Entry::Gap {
+        self.queue[index] = Queued::One(Entry::Gap {
             topic: meta.topic,
             from_seq: meta.seq,
             to_seq: meta.seq,
-        };
+        });
         self.gaps += 1;
         self.merge_gap_at(index);
         true
+    }
+
+    /// Replaces the run at `index` by its frames, each an entry of its own;
+    /// the index of the first that `pick` selects.
+    fn unshare_run(&mut self, index: usize, pick: impl Fn(&OutFrame) -> bool) -> usize {
+        let mut rest = self.queue.split_off(index);
+        let Some(Queued::Run(run)) = rest.pop_front() else {
+            self.queue.append(&mut rest);
+            return index;
+        };
+        let picked = run.frames.iter().position(pick).unwrap_or(0);
+        self.queue.extend(
+            run.frames
+                .iter()
+                .map(|frame| Queued::One(Entry::Frame(frame.clone()))),
+        );
+        self.queue.append(&mut rest);
+        index + picked
     }
 
     /// Merges the gap at `index` with a neighbouring gap of the same topic.
@@ -662,12 +759,12 @@ impl State {
     /// Merges entries `first` and `first + 1` when both are gaps of one topic.
     fn merge_pair(&mut self, first: usize) {
         let (
-            Entry::Gap { topic: a, .. },
-            Some(Entry::Gap {
+            Queued::One(Entry::Gap { topic: a, .. }),
+            Some(Queued::One(Entry::Gap {
                 topic: b,
                 from_seq,
                 to_seq,
-            }),
+            })),
         ) = (&self.queue[first], self.queue.get(first + 1))
         else {
             return;
@@ -677,9 +774,9 @@ impl State {
         }
         let (from, to) = (*from_seq, *to_seq);
         self.queue.remove(first + 1);
-        if let Entry::Gap {
+        if let Queued::One(Entry::Gap {
             from_seq, to_seq, ..
-        } = &mut self.queue[first]
+        }) = &mut self.queue[first]
         {
             *from_seq = (*from_seq).min(from);
             *to_seq = (*to_seq).max(to);
@@ -688,22 +785,22 @@ impl State {
     }
 
     fn push_gap_at_tail(&mut self, topic: Topic, seq: u64) {
-        if let Some(Entry::Gap {
+        if let Some(Queued::One(Entry::Gap {
             topic: last,
             to_seq,
             from_seq,
-        }) = self.queue.back_mut()
+        })) = self.queue.back_mut()
             && *last == topic
         {
             *from_seq = (*from_seq).min(seq);
             *to_seq = (*to_seq).max(seq);
             return;
         }
-        self.queue.push_back(Entry::Gap {
+        self.queue.push_back(Queued::One(Entry::Gap {
             topic,
             from_seq: seq,
             to_seq: seq,
-        });
+        }));
         self.gaps += 1;
     }
 }
@@ -813,6 +910,62 @@ mod tests {
         assert_eq!(
             drained(&outbox),
             ["gap t:a 1-1", "t:a#2", "t:a#3", "gap t:a 4-4"]
+        );
+    }
+
+    fn run_of(seqs: std::ops::RangeInclusive<u64>, priority: Priority) -> Arc<Run> {
+        Run::new(seqs.map(|seq| event("t:a", seq, priority)).collect())
+    }
+
+    #[tokio::test]
+    async fn a_run_with_room_is_queued_whole_counted_by_its_frames_and_once_as_a_publish() {
+        use futures::FutureExt as _;
+        let outbox = Outbox::new(8);
+        let pushed = outbox.push_shared_run(&run_of(1..=3, Priority::Normal));
+        assert_eq!(pushed, RunPushed { taken: 3, shed: 0 });
+        assert_eq!(outbox.len(), 3);
+        assert_eq!(outbox.gathered(), (1, 3));
+        assert!(outbox.ready().now_or_never().is_some());
+        assert_eq!(drained(&outbox), ["[t:a#1 t:a#2 t:a#3]"]);
+    }
+
+    #[test]
+    fn a_run_without_room_is_queued_and_shed_frame_by_frame() {
+        let outbox = Outbox::new(4);
+        outbox.push(event("t:b", 1, Priority::Normal));
+        outbox.push(event("t:b", 2, Priority::Normal));
+        let pushed = outbox.push_shared_run(&run_of(1..=3, Priority::Normal));
+        assert_eq!(pushed, RunPushed { taken: 3, shed: 1 });
+        assert_eq!(
+            drained(&outbox),
+            ["gap t:b 1-1", "t:b#2", "t:a#1", "t:a#2", "t:a#3"]
+        );
+    }
+
+    #[test]
+    fn shedding_an_event_of_a_queued_run_leaves_its_other_frames_in_place() {
+        let outbox = Outbox::new(4);
+        outbox.push_shared_run(&run_of(1..=3, Priority::Normal));
+        outbox.push(event("t:b", 1, Priority::High));
+        // Full: a high event sheds the oldest normal one, the run's first.
+        assert_eq!(outbox.push(event("t:b", 2, Priority::High)), Pushed::Shed);
+        assert_eq!(outbox.len(), 4);
+        assert_eq!(
+            drained(&outbox),
+            ["gap t:a 1-1", "t:a#2", "t:a#3", "t:b#1", "t:b#2"]
+        );
+        // A run's low event is shed before the normal events queued before it.
+        let mixed = Run::new(vec![
+            event("t:a", 4, Priority::Normal),
+            event("t:a", 5, Priority::Low),
+            event("t:a", 6, Priority::Normal),
+        ]);
+        outbox.push_shared_run(&mixed);
+        outbox.push(event("t:b", 3, Priority::Normal));
+        assert_eq!(outbox.push(event("t:b", 4, Priority::Normal)), Pushed::Shed);
+        assert_eq!(
+            drained(&outbox),
+            ["t:a#4", "gap t:a 5-5", "t:a#6", "t:b#3", "t:b#4"]
         );
     }
 
@@ -1083,17 +1236,23 @@ mod tests {
         pace.now() + busy_nanos()
     }
 
+    /// What the writer would take, a run queued whole in brackets.
     fn drained(outbox: &Outbox) -> Vec<String> {
+        let text = |f: &OutFrame| String::from_utf8_lossy(&f.text).into_owned();
         let (entries, _) = outbox.drain();
         entries
             .into_iter()
-            .map(|e| match e {
-                Entry::Frame(f) => String::from_utf8_lossy(&f.text).into_owned(),
-                Entry::Gap {
+            .map(|queued| match queued {
+                Queued::One(Entry::Frame(f)) => text(&f),
+                Queued::One(Entry::Gap {
                     topic,
                     from_seq,
                     to_seq,
-                } => format!("gap {topic} {from_seq}-{to_seq}"),
+                }) => format!("gap {topic} {from_seq}-{to_seq}"),
+                Queued::Run(run) => {
+                    let texts: Vec<String> = run.frames.iter().map(text).collect();
+                    format!("[{}]", texts.join(" "))
+                }
             })
             .collect()
     }

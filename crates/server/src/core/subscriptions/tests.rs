@@ -29,7 +29,7 @@ use crate::core::broker::{
 use crate::core::connection::ConnHandle;
 use crate::core::connections::Connections;
 use crate::core::fanout::{Fanout, NodeHandler};
-use crate::core::outbox::{Direct, DirectWrite, Entry, OutFrame, Pace, Wrote};
+use crate::core::outbox::{Direct, DirectWrite, Entry, OutFrame, Pace, Queued, Wrote};
 use crate::operations::metrics::Metrics;
 
 /// A memory broker whose reads are raced: `before` events are published
@@ -281,6 +281,10 @@ fn sent(conn: &ConnHandle) -> Vec<String> {
     let (entries, _) = conn.outbox.drain();
     entries
         .into_iter()
+        .flat_map(|queued| match queued {
+            Queued::One(entry) => vec![entry],
+            Queued::Run(run) => run.frames.iter().cloned().map(Entry::Frame).collect(),
+        })
         .map(|entry| match entry {
             Entry::Frame(frame) => {
                 let frame: Value = serde_json::from_slice(&frame.text).unwrap();

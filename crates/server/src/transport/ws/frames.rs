@@ -32,7 +32,7 @@ const fn header(opcode: OpCode, compressed: bool) -> FrameHeader {
 }
 
 /// The longest header a server's frame has: 2 bytes and a 64-bit length.
-const MAX_HEAD: usize = 10;
+pub(crate) const MAX_HEAD: usize = 10;
 
 /// A frame's header, formatted.
 #[derive(Debug, Clone, Copy)]

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use herald_protocol::CloseReason;
 use tokio::io::AsyncWrite;
 use tokio::time::Sleep;
@@ -25,11 +25,11 @@ use tungstenite::protocol::frame::FrameHeader;
 use super::coalesce::Outgoing;
 use super::connection::End;
 use super::dialect::{Dialect, Rendered};
-use super::frames::{self, CLOSE, COMPRESSED_TEXT, Head, PING, TEXT};
+use super::frames::{self, CLOSE, COMPRESSED_TEXT, Head, MAX_HEAD, PING, TEXT};
 use crate::core::clock::now_ms;
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
-use crate::core::outbox::{Entry, GATHER_WITHIN};
+use crate::core::outbox::{Entry, GATHER_WITHIN, OutFrame, Queued};
 use crate::transport::deflate::Deflater;
 
 /// Writes until the connection ends; how it ended. With `deflater`, frames
@@ -179,7 +179,7 @@ async fn write_batch<W: AsyncWrite + Unpin, D: Dialect>(
     hub: &Hub,
     conn: &ConnHandle,
     out: &mut Outgoing<W>,
-    batch: VecDeque<Entry>,
+    batch: VecDeque<Queued>,
     dialect: &D,
     deflater: Option<&Deflater>,
 ) -> std::io::Result<()> {
@@ -197,7 +197,14 @@ async fn write_batch<W: AsyncWrite + Unpin, D: Dialect>(
     // `shared`: the same bytes go to every subscriber, so a compressed copy
     // is made once for all of them; the bytes keep their identity (no
     // copy), which is what finds that copy.
-    let mut feed = async |text: Bytes, shared: bool| {
+    // `run`: `text` is a run's frames as they go on the wire, with how many
+    // frames and bytes of text they carry.
+    let mut feed = async |text: Bytes, shared: bool, run: Option<(u64, u64)>| {
+        if let Some((run_frames, run_bytes)) = run {
+            frames += run_frames;
+            bytes += run_bytes;
+            return out.shared_frame(Head::empty(), text).await;
+        }
         frames += 1;
         bytes += text.len() as u64;
         let compressed = deflater.and_then(|d| d.compress(&text, shared));
@@ -210,22 +217,44 @@ async fn write_batch<W: AsyncWrite + Unpin, D: Dialect>(
             None => put(out, &TEXT, &text).await,
         }
     };
-    for entry in batch {
-        let mut shared = false;
-        if let Entry::Frame(frame) = &entry
-            && let Some(meta) = &frame.event
-        {
-            ages.observe(now.saturating_duration_since(meta.published));
-            shared = dialect.shares_event_frames();
-        }
-        match dialect.render(entry) {
-            Rendered::One(text) => feed(text, shared).await?,
-            Rendered::Many(texts) => {
-                for text in texts {
-                    feed(text, false).await?;
+    // A run goes out as it is on the wire, framed once for every
+    // connection, where frames go as they are.
+    let whole = dialect.shares_event_frames() && deflater.is_none();
+    for queued in batch {
+        let entries = match queued {
+            Queued::Run(run) if whole => {
+                let mut text = 0;
+                for frame in &run.frames {
+                    if let Some(meta) = &frame.event {
+                        ages.observe(now.saturating_duration_since(meta.published));
+                    }
+                    text += frame.text.len() as u64;
                 }
+                let framed = run.framed.get_or_init(|| text_frames(&run.frames));
+                let counts = (run.frames.len() as u64, text);
+                feed(framed.clone(), true, Some(counts)).await?;
+                continue;
             }
-            Rendered::Nothing => {}
+            Queued::Run(run) => run.frames.iter().cloned().map(Entry::Frame).collect(),
+            Queued::One(entry) => vec![entry],
+        };
+        for entry in entries {
+            let mut shared = false;
+            if let Entry::Frame(frame) = &entry
+                && let Some(meta) = &frame.event
+            {
+                ages.observe(now.saturating_duration_since(meta.published));
+                shared = dialect.shares_event_frames();
+            }
+            match dialect.render(entry) {
+                Rendered::One(text) => feed(text, shared, None).await?,
+                Rendered::Many(texts) => {
+                    for text in texts {
+                        feed(text, false, None).await?;
+                    }
+                }
+                Rendered::Nothing => {}
+            }
         }
     }
     // Flushed even with no frames: a frame the fan-out wrote straight to
@@ -260,12 +289,22 @@ const UNCOPIED_FROM: usize = 24;
 /// About how many bytes an entry takes once framed: its text and the
 /// longest header a server frame has (a dialect may wrap it, a gap marker
 /// is rendered later; both are left to the buffer's growth).
-fn framed_len(entry: &Entry) -> usize {
-    const LONGEST_HEAD: usize = 10;
-    match entry {
-        Entry::Frame(frame) => frame.text.len() + LONGEST_HEAD,
-        Entry::Gap { .. } => 0,
+fn framed_len(queued: &Queued) -> usize {
+    match queued {
+        Queued::One(Entry::Frame(frame)) => frame.text.len() + MAX_HEAD,
+        Queued::One(Entry::Gap { .. }) => 0,
+        Queued::Run(run) => run.frames.iter().map(|f| f.text.len() + MAX_HEAD).sum(),
     }
+}
+
+/// `frames` as consecutive text frames, in one buffer.
+fn text_frames(frames: &[OutFrame]) -> Bytes {
+    let mut run = BytesMut::with_capacity(frames.iter().map(|f| f.text.len() + MAX_HEAD).sum());
+    for frame in frames {
+        run.extend_from_slice(Head::new(&TEXT, frame.text.len()).as_bytes());
+        run.extend_from_slice(&frame.text);
+    }
+    run.freeze()
 }
 
 /// Adds a `header` frame carrying `payload` to what the next flush writes.
