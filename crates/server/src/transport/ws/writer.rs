@@ -221,7 +221,7 @@ async fn write_batch<W: AsyncWrite + Unpin, D: Dialect>(
     // connection, where frames go as they are.
     let whole = dialect.shares_event_frames() && deflater.is_none();
     for queued in batch {
-        let entries = match queued {
+        let (one, run) = match queued {
             Queued::Run(run) if whole => {
                 let mut text = 0;
                 for frame in &run.frames {
@@ -235,10 +235,16 @@ async fn write_batch<W: AsyncWrite + Unpin, D: Dialect>(
                 feed(framed.clone(), true, Some(counts)).await?;
                 continue;
             }
-            Queued::Run(run) => run.frames.iter().cloned().map(Entry::Frame).collect(),
-            Queued::One(entry) => vec![entry],
+            Queued::Run(run) => (None, Some(run)),
+            Queued::One(entry) => (Some(entry), None),
         };
-        for entry in entries {
+        // The entry, or the run's frames one by one for a dialect that
+        // renders each: chained, so that an entry costs no allocation.
+        let run_frames = run.as_deref().map_or(&[][..], |run| &run.frames[..]);
+        for entry in one
+            .into_iter()
+            .chain(run_frames.iter().cloned().map(Entry::Frame))
+        {
             let mut shared = false;
             if let Entry::Frame(frame) = &entry
                 && let Some(meta) = &frame.event
