@@ -187,7 +187,10 @@ async fn write_batch<W: AsyncWrite + Unpin, D: Dialect>(
     let now = Instant::now();
     let mut ages = metrics.publish_to_send.tally();
     let uncopied = batch.len() >= UNCOPIED_FROM;
-    let framed = || batch.iter().map(framed_len).sum();
+    // A run goes out as it is on the wire, framed once for every
+    // connection, where frames go as they are: not copied, so not counted.
+    let whole = dialect.shares_event_frames() && deflater.is_none();
+    let framed = || batch.iter().map(|queued| framed_len(queued, whole)).sum();
     if uncopied {
         out.reserve_parts(batch.len(), framed);
     } else {
@@ -217,9 +220,6 @@ async fn write_batch<W: AsyncWrite + Unpin, D: Dialect>(
             None => put(out, &TEXT, &text).await,
         }
     };
-    // A run goes out as it is on the wire, framed once for every
-    // connection, where frames go as they are.
-    let whole = dialect.shares_event_frames() && deflater.is_none();
     for queued in batch {
         let (one, run) = match queued {
             Queued::Run(run) if whole => {
@@ -294,12 +294,13 @@ const UNCOPIED_FROM: usize = 24;
 
 /// About how many bytes an entry takes once framed: its text and the
 /// longest header a server frame has (a dialect may wrap it, a gap marker
-/// is rendered later; both are left to the buffer's growth).
-fn framed_len(queued: &Queued) -> usize {
+/// is rendered later; both are left to the buffer's growth). A run sent
+/// `whole` is written from its shared bytes and takes none.
+fn framed_len(queued: &Queued, whole: bool) -> usize {
     match queued {
         Queued::One(Entry::Frame(frame)) => frame.text.len() + MAX_HEAD,
-        Queued::One(Entry::Gap { .. }) => 0,
-        Queued::Run(run) => run.frames.iter().map(|f| f.text.len() + MAX_HEAD).sum(),
+        Queued::Run(run) if !whole => run.frames.iter().map(|f| f.text.len() + MAX_HEAD).sum(),
+        Queued::One(Entry::Gap { .. }) | Queued::Run(_) => 0,
     }
 }
 
