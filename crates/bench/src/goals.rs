@@ -5,11 +5,15 @@
 //! cells were not run is listed as not measured. A throughput goal that
 //! asks for more than the load generator read from the coalesced floor in
 //! the same cell is marked out of reach: no hub can meet it on that
-//! machine with that load generator.
+//! machine with that load generator. Any other goal against a hub that is
+//! not met shows the repeats on both sides (a figure over a few seconds
+//! moves with the machine) and what else the run shows about it
+//! ([`Context`]): what a publish costs before its first write, how busy
+//! each core was.
 
 use std::fmt::Write as _;
 
-use crate::report::{Summary, fmt};
+use crate::report::{Spread, Summary, fmt};
 use crate::suite::Placement;
 use crate::targets::Target;
 
@@ -29,6 +33,21 @@ enum Bound {
     AtMost(f64),
 }
 
+/// What a goal measured against a hub adds, when it is not met (and not
+/// out of reach), beside Herald's repeats and the hub's (min–max).
+#[derive(Debug, Clone, Copy)]
+enum Context {
+    /// The p50 of Herald and of the one-write floor in the one-subscriber
+    /// cell `label` (same group and placement): what a publish costs before
+    /// its first write, with no fan-out behind it, against the slack the
+    /// goal leaves over the reference.
+    BeforeFirstWrite { label: &'static str },
+    /// How busy the hub's core was, in Herald's cell and the reference's.
+    HubCore,
+    /// How busy the load generator's core was, in both cells.
+    LoadGeneratorCore,
+}
+
 /// One goal: Herald's `metric` in `group`/`label` under `placement`, over
 /// the reference, within `bound`.
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +60,7 @@ struct Goal {
     metric: &'static str,
     reference: Reference,
     bound: Bound,
+    context: &'static [Context],
 }
 
 const GOALS: [Goal; 8] = [
@@ -52,6 +72,7 @@ const GOALS: [Goal; 8] = [
         metric: "delivered_per_s",
         reference: Reference::Hub(Target::Floor),
         bound: Bound::AtLeast(2.0),
+        context: &[],
     },
     Goal {
         what: "single events, 4 producers, N=1000, pinned: delivered/s ≥ 2× naive axum with Nagle",
@@ -61,6 +82,7 @@ const GOALS: [Goal; 8] = [
         metric: "delivered_per_s",
         reference: Reference::Hub(Target::NaiveAxumNagle),
         bound: Bound::AtLeast(2.0),
+        context: &[],
     },
     Goal {
         what: "single events, 4 producers, N=1000, free: delivered/s ≥ 2× naive axum with Nagle",
@@ -70,6 +92,7 @@ const GOALS: [Goal; 8] = [
         metric: "delivered_per_s",
         reference: Reference::Hub(Target::NaiveAxumNagle),
         bound: Bound::AtLeast(2.0),
+        context: &[],
     },
     Goal {
         what: "100 single events/s, N=100, pinned: p99 ≤ 1.1× the one-write floor's",
@@ -79,6 +102,10 @@ const GOALS: [Goal; 8] = [
         metric: "p99_us",
         reference: Reference::Hub(Target::Floor),
         bound: Bound::AtMost(1.1),
+        context: &[
+            Context::BeforeFirstWrite { label: "N=1 100/s" },
+            Context::HubCore,
+        ],
     },
     Goal {
         what: "100 single events/s, N=1000, pinned: p99 ≤ 1.1× the one-write floor's",
@@ -88,6 +115,10 @@ const GOALS: [Goal; 8] = [
         metric: "p99_us",
         reference: Reference::Hub(Target::Floor),
         bound: Bound::AtMost(1.1),
+        context: &[
+            Context::BeforeFirstWrite { label: "N=1 100/s" },
+            Context::HubCore,
+        ],
     },
     Goal {
         what: "1000 single events/s, N=1000, pinned: p99 ≤ 1.2× the coalesced floor's",
@@ -97,6 +128,7 @@ const GOALS: [Goal; 8] = [
         metric: "p99_us",
         reference: Reference::Hub(Target::FloorCoalesced),
         bound: Bound::AtMost(1.2),
+        context: &[Context::HubCore],
     },
     Goal {
         what: "batches, N=1000, 100 B, pinned: delivered/s ≥ 90 % of the coalesced floor",
@@ -106,6 +138,7 @@ const GOALS: [Goal; 8] = [
         metric: "delivered_per_s",
         reference: Reference::Hub(Target::FloorCoalesced),
         bound: Bound::AtLeast(0.9),
+        context: &[Context::HubCore, Context::LoadGeneratorCore],
     },
     Goal {
         what: "idle, every N, pinned: server RSS ≤ 4 KiB per subscribed connection",
@@ -115,6 +148,7 @@ const GOALS: [Goal; 8] = [
         metric: "rss_bytes_per_conn",
         reference: Reference::Bound(4096.0),
         bound: Bound::AtMost(1.0),
+        context: &[],
     },
 ];
 
@@ -127,6 +161,22 @@ struct Verdict {
     /// For a throughput goal not met: the coalesced floor's figure in the
     /// same cell, when the goal asks for more than it.
     beyond_floor: Option<f64>,
+    /// For a goal against a hub not met (and not out of reach): what the
+    /// same run shows about it ([`Context`]).
+    why: Option<String>,
+}
+
+/// The summary of `target` in the cell `group`/`label` under `placement`.
+fn cell<'a>(
+    summaries: &'a [Summary],
+    target: Target,
+    placement: Placement,
+    group: &str,
+    label: &str,
+) -> Option<&'a Summary> {
+    summaries.iter().find(|s| {
+        s.target == target && s.placement == placement && s.group == group && s.label == label
+    })
 }
 
 impl Goal {
@@ -144,16 +194,21 @@ impl Goal {
             let Some(h) = herald.metrics.get(self.metric) else {
                 continue;
             };
-            let reference = match self.reference {
-                Reference::Bound(v) => v,
+            let same_cell = |target| {
+                cell(
+                    summaries,
+                    target,
+                    herald.placement,
+                    herald.group,
+                    &herald.label,
+                )
+            };
+            let (reference, hub) = match self.reference {
+                Reference::Bound(v) => (v, None),
                 Reference::Hub(target) => {
-                    let hub = summaries.iter().find(|s| {
-                        s.target == target
-                            && s.placement == herald.placement
-                            && s.group == herald.group
-                            && s.label == herald.label
-                    })?;
-                    hub.metrics.get(self.metric)?.median
+                    let hub = same_cell(target)?;
+                    let spread = hub.metrics.get(self.metric)?;
+                    (spread.median, Some((hub, spread)))
                 }
             };
             let ratio = if reference > 0.0 {
@@ -166,17 +221,16 @@ impl Goal {
                 Bound::AtMost(b) => ratio <= b,
             };
             let beyond_floor = match (self.bound, self.reference) {
-                (Bound::AtLeast(b), Reference::Hub(_)) if !met => summaries
-                    .iter()
-                    .find(|s| {
-                        s.target == Target::FloorCoalesced
-                            && s.placement == herald.placement
-                            && s.group == herald.group
-                            && s.label == herald.label
-                    })
+                (Bound::AtLeast(b), Reference::Hub(_)) if !met => same_cell(Target::FloorCoalesced)
                     .and_then(|floor| floor.metrics.get(self.metric))
                     .map(|floor| floor.median)
                     .filter(|&floor| b * reference > floor),
+                _ => None,
+            };
+            let why = match hub {
+                Some((hub, spread)) if !met && beyond_floor.is_none() => {
+                    Some(self.why(summaries, (herald, h), (hub, spread)))
+                }
                 _ => None,
             };
             let verdict = Verdict {
@@ -185,6 +239,7 @@ impl Goal {
                 ratio,
                 met,
                 beyond_floor,
+                why,
             };
             let worse = worst.as_ref().is_none_or(|w| match self.bound {
                 Bound::AtLeast(_) => verdict.ratio < w.ratio,
@@ -195,6 +250,65 @@ impl Goal {
             }
         }
         worst
+    }
+
+    /// What the run shows about this goal not met in Herald's cell: both
+    /// sides' repeats, and the goal's [`Context`].
+    fn why(
+        &self,
+        summaries: &[Summary],
+        (herald, ours): (&Summary, &Spread),
+        (hub, theirs): (&Summary, &Spread),
+    ) -> String {
+        let mut why = format!(
+            "repeats {}–{} against {}–{}",
+            fmt(ours.min),
+            fmt(ours.max),
+            fmt(theirs.min),
+            fmt(theirs.max)
+        );
+        let median = |s: &Summary, metric: &str| s.metrics.get(metric).map(|v| v.median);
+        let busy = |metric| median(herald, metric).zip(median(hub, metric));
+        for context in self.context {
+            match *context {
+                Context::BeforeFirstWrite { label } => {
+                    let p50 = |target| {
+                        cell(summaries, target, herald.placement, herald.group, label)
+                            .and_then(|s| median(s, "p50_us"))
+                    };
+                    if let (Some(h), Some(floor), Bound::AtMost(bound)) =
+                        (p50(Target::Herald), p50(Target::Floor), self.bound)
+                    {
+                        let _ = write!(
+                            why,
+                            "; before its first write ({label}, p50) a publish takes {} µs \
+                             against the floor's {} µs, where the goal allows {} µs over the \
+                             reference's p99",
+                            fmt(h),
+                            fmt(floor),
+                            fmt((bound - 1.0) * theirs.median)
+                        );
+                    }
+                }
+                Context::HubCore => {
+                    if let Some((h, r)) = busy("server_cpu_pct") {
+                        let _ = write!(
+                            why,
+                            "; the hub's core {h:.0} % busy (the reference's {r:.0} %)"
+                        );
+                    }
+                }
+                Context::LoadGeneratorCore => {
+                    if let Some((h, r)) = busy("loadgen_cpu_pct") {
+                        let _ = write!(
+                            why,
+                            "; the load generator's core {h:.0} % busy (in the reference's cell {r:.0} %)"
+                        );
+                    }
+                }
+            }
+        }
+        why
     }
 }
 
@@ -216,6 +330,7 @@ fn lossless(summaries: &[Summary]) -> Option<Verdict> {
         ratio: total,
         met: total == 0.0,
         beyond_floor: None,
+        why: None,
     })
 }
 
@@ -223,7 +338,9 @@ fn lossless(summaries: &[Summary]) -> Option<Verdict> {
 pub fn markdown(summaries: &[Summary]) -> String {
     let mut md = String::from(
         "\n## Goals\n\nEach goal compares Herald's median with the named hub's median in the same \
-         cell of this run (or with a fixed bound); a group-wide goal shows its worst case.\n\n\
+         cell of this run (or with a fixed bound); a group-wide goal shows its worst case. \
+         A goal against a hub that is not met shows both sides' repeats (min–max) and what \
+         else this run shows about it.\n\n\
          | goal | Herald | reference | ratio | met |\n|---|---:|---:|---:|---|\n",
     );
     let checked = GOALS
@@ -243,10 +360,11 @@ pub fn markdown(summaries: &[Summary]) -> String {
                     fmt(v.herald),
                     fmt(v.reference),
                     v.ratio,
-                    match (v.met, v.beyond_floor) {
-                        (true, _) => "yes".to_owned(),
-                        (false, None) => "**no**".to_owned(),
-                        (false, Some(floor)) => format!(
+                    match (v.met, v.beyond_floor, v.why) {
+                        (true, ..) => "yes".to_owned(),
+                        (false, None, None) => "**no**".to_owned(),
+                        (false, None, Some(why)) => format!("**no**: {why}"),
+                        (false, Some(floor), _) => format!(
                             "**no**, out of reach: the coalesced floor delivered {} in this cell",
                             fmt(floor)
                         ),
@@ -266,7 +384,6 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::report::Spread;
 
     fn row(target: Target, group: &'static str, label: &str, metric: &str, v: f64) -> Summary {
         let spread = Spread {
@@ -320,7 +437,10 @@ mod tests {
         let floor = verdict_line(&md, "pinned: delivered/s ≥ 2× the one-write floor");
         assert!(floor.ends_with("| 3.00 | yes |"), "{floor}");
         let nagle = verdict_line(&md, "pinned: delivered/s ≥ 2× naive axum with Nagle");
-        assert!(nagle.ends_with("| 1.50 | **no** |"), "{nagle}");
+        assert!(
+            nagle.ends_with("| 1.50 | **no**: repeats 1500000–1500000 against 1000000–1000000 |"),
+            "{nagle}"
+        );
         let free = verdict_line(&md, "free: delivered/s");
         assert!(free.ends_with("not measured |"), "{free}");
     }
@@ -348,7 +468,135 @@ mod tests {
             single(Target::FloorCoalesced, 2_500_000.0),
         ]);
         let nagle = verdict_line(&md, "pinned: delivered/s ≥ 2× naive axum with Nagle");
-        assert!(nagle.ends_with("| 1.40 | **no** |"), "{nagle}");
+        assert!(nagle.contains("| 1.40 | **no**: repeats"), "{nagle}");
+    }
+
+    /// A row whose figures spread over repeats: `(metric, min, median, max)`.
+    fn spread_row(
+        target: Target,
+        group: &'static str,
+        label: &str,
+        figures: &[(&str, f64, f64, f64)],
+    ) -> Summary {
+        let mut summary = row(target, group, label, figures[0].0, 0.0);
+        summary.metrics = figures
+            .iter()
+            .map(|&(metric, min, median, max)| {
+                let spread = Spread {
+                    median,
+                    min,
+                    max,
+                    n: 3,
+                };
+                (metric.to_owned(), spread)
+            })
+            .collect();
+        summary
+    }
+
+    #[test]
+    fn a_latency_goal_not_met_shows_the_repeats_the_cost_before_the_first_write_and_the_hubs_core()
+    {
+        let latency = |target, label, p50: f64, p99: (f64, f64, f64), cpu: f64| {
+            spread_row(
+                target,
+                "latency",
+                label,
+                &[
+                    ("p50_us", p50, p50, p50),
+                    ("p99_us", p99.0, p99.1, p99.2),
+                    ("server_cpu_pct", cpu, cpu, cpu),
+                ],
+            )
+        };
+        let md = markdown(&[
+            latency(
+                Target::Herald,
+                "N=100 100/s",
+                700.0,
+                (940.0, 1283.0, 1329.0),
+                55.0,
+            ),
+            latency(
+                Target::Floor,
+                "N=100 100/s",
+                500.0,
+                (776.0, 782.0, 1290.0),
+                36.0,
+            ),
+            latency(
+                Target::Herald,
+                "N=1 100/s",
+                380.0,
+                (500.0, 585.0, 880.0),
+                4.0,
+            ),
+            latency(
+                Target::Floor,
+                "N=1 100/s",
+                181.0,
+                (300.0, 350.0, 400.0),
+                2.0,
+            ),
+        ]);
+        let line = verdict_line(&md, "100 single events/s, N=100, pinned");
+        assert!(
+            line.ends_with(
+                "| 1.64 | **no**: repeats 940–1329 against 776–1290; before its first write \
+                 (N=1 100/s, p50) a publish takes 380 µs against the floor's 181 µs, where \
+                 the goal allows 78.2 µs over the reference's p99; the hub's core 55 % busy \
+                 (the reference's 36 %) |"
+            ),
+            "{line}"
+        );
+        // Met, it says so and nothing more.
+        let md = markdown(&[
+            latency(
+                Target::Herald,
+                "N=100 100/s",
+                700.0,
+                (800.0, 830.0, 900.0),
+                55.0,
+            ),
+            latency(
+                Target::Floor,
+                "N=100 100/s",
+                500.0,
+                (776.0, 782.0, 1290.0),
+                36.0,
+            ),
+        ]);
+        let line = verdict_line(&md, "100 single events/s, N=100, pinned");
+        assert!(line.ends_with("| 1.06 | yes |"), "{line}");
+    }
+
+    #[test]
+    fn a_batched_goal_not_met_shows_how_busy_each_side_of_the_wire_was() {
+        let batched = |target, delivered: f64, hub: f64, loadgen: f64| {
+            spread_row(
+                target,
+                "fanout-batched",
+                "N=1000 100B",
+                &[
+                    ("delivered_per_s", delivered, delivered, delivered),
+                    ("server_cpu_pct", hub, hub, hub),
+                    ("loadgen_cpu_pct", loadgen, loadgen, loadgen),
+                ],
+            )
+        };
+        let md = markdown(&[
+            batched(Target::Herald, 2_300_000.0, 52.0, 99.0),
+            batched(Target::FloorCoalesced, 2_700_000.0, 84.0, 100.0),
+        ]);
+        let line = verdict_line(&md, "batches, N=1000");
+        assert!(
+            line.ends_with(
+                "| 0.85 | **no**: repeats 2300000–2300000 against 2700000–2700000; the hub's \
+                 core 52 % busy (the reference's 84 %); the load generator's core 99 % busy (in \
+                 the reference's cell 100 %) |"
+            ),
+            "{line}"
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! `herald-bench suite [--smoke]` runs every scenario against Herald, the
 //! peer hubs in `bench/peers/` and a floor, and writes `bench/results/`;
 //! `herald-bench load SPEC_JSON` measures one cell (the suite runs it as a
-//! child process so it can be pinned to its own core). See `bench/README.md`.
+//! child process so it can be pinned to its own core); `herald-bench report
+//! JSON` writes a report again from the raw records in its JSON. See
+//! `bench/README.md`.
 //!
 //! # Layout
 //!
@@ -62,6 +64,10 @@ enum Cmd {
     Suite(plan::SuiteArgs),
     /// Measure one cell (JSON `LoadSpec`) and print its JSON result.
     Load { spec: String },
+    /// Write a report again from its JSON (`bench/results/latest.json`):
+    /// the markdown, chart and summary beside it, computed anew from the
+    /// run's raw records, as after a change to how the report is written.
+    Report { json: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -69,6 +75,10 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Cmd::Load { spec } => load_cmd(&spec),
         Cmd::Suite(args) => suite_cmd(&args),
+        Cmd::Report { json } => report::rewrite(&json).map(|_| {
+            eprintln!("bench: wrote the report beside {}", json.display());
+            ExitCode::SUCCESS
+        }),
     };
     match outcome {
         Ok(code) => code,

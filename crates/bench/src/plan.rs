@@ -344,6 +344,13 @@ pub fn build(args: &SuiteArgs, paths: Paths, notes: &mut Vec<String>) -> Result<
         },
         true,
     ));
+    // A report's JSON is read back by group name (`herald-bench report`).
+    if let Some(c) = cells
+        .iter()
+        .find(|c| !crate::suite::GROUPS.contains(&c.group))
+    {
+        bail!("the cells' group {} is missing from suite::GROUPS", c.group);
+    }
     if !args.only.is_empty() {
         cells.retain(|c| args.only.iter().any(|g| in_group(c.group, g)));
     }

@@ -1,13 +1,14 @@
 //! Turns a [`Run`] into `latest.md`, `latest.json` and `latest.svg`:
 //! medians with min–max over repeats, and ratios Herald/hub computed from
-//! this run's own medians (never from older runs).
+//! this run's own medians (never from older runs). [`rewrite`] writes
+//! them again from the raw records a report's JSON keeps.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::Result;
-use serde::Serialize;
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
 
 use crate::suite::{Placement, Run};
 use crate::targets::Target;
@@ -370,6 +371,29 @@ pub fn markdown(run: &Run, summaries: &[Summary]) -> String {
     md
 }
 
+/// What a report's JSON is read back for: the run's raw records (the
+/// summary beside them is computed again).
+#[derive(Deserialize)]
+struct Saved {
+    run: Run,
+}
+
+/// Writes the report again from the run that `json` (a `NAME.json` that
+/// [`write()`] wrote) holds: `NAME.md`, `NAME.json` and `NAME.svg` beside it,
+/// every figure and verdict computed anew from the same records.
+pub fn rewrite(json: &Path) -> Result<Vec<Summary>> {
+    let text =
+        std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
+    let saved: Saved = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a report's JSON", json.display()))?;
+    let dir = json.parent().unwrap_or(Path::new("."));
+    let name = json
+        .file_stem()
+        .and_then(|stem| stem.to_str())
+        .with_context(|| format!("no report name in {}", json.display()))?;
+    write(&saved.run, dir, name)
+}
+
 /// Writes `NAME.md`, `NAME.json` and `NAME.svg` into `dir`.
 pub fn write(run: &Run, dir: &Path, name: &str) -> Result<Vec<Summary>> {
     std::fs::create_dir_all(dir)?;
@@ -382,4 +406,91 @@ pub fn write(run: &Run, dir: &Path, name: &str) -> Result<Vec<Summary>> {
     )?;
     crate::chart::svg(&summaries, &dir.join(format!("{name}.svg")))?;
     Ok(summaries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::procfs::Machine;
+    use crate::spec::LoadResult;
+    use crate::suite::Record;
+
+    fn record(target: Target, repeat: usize, group: &'static str, p99: f64) -> Record {
+        let mut result = LoadResult::default();
+        result.set("p50_us", p99 / 3.0);
+        result.set("p99_us", p99);
+        Record {
+            placement: Placement::Pinned,
+            repeat,
+            group,
+            label: "N=100 100/s".to_owned(),
+            target,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    fn run(records: Vec<Record>) -> Run {
+        Run {
+            smoke: false,
+            started_unix_s: 1_796_533_483,
+            machine: Machine {
+                cpu_model: "test".to_owned(),
+                cores: 2,
+                kernel: "6.18".to_owned(),
+                nofile_soft: 20_000,
+                nofile_hard: 20_000,
+                load_average: "0.1 0.2 0.3".to_owned(),
+                memory_total_kib: 24_000_000,
+            },
+            repeats: 3,
+            placements: vec![Placement::Pinned],
+            targets: vec![Target::Herald, Target::Floor],
+            notes: vec!["a note".to_owned()],
+            records,
+        }
+    }
+
+    #[test]
+    fn a_report_written_again_from_its_json_is_the_same_report() {
+        let records = (0..3)
+            .flat_map(|repeat| {
+                let jitter = repeat as f64 * 101.5;
+                [
+                    record(Target::Herald, repeat, "latency", 1283.25 + jitter),
+                    record(Target::Floor, repeat, "latency", 782.0 - jitter),
+                ]
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        write(&run(records), dir.path(), "latest").unwrap();
+        let first = std::fs::read_to_string(dir.path().join("latest.md")).unwrap();
+        assert!(first.contains("## Goals"), "{first}");
+        std::fs::remove_file(dir.path().join("latest.md")).unwrap();
+        std::fs::remove_file(dir.path().join("latest.svg")).unwrap();
+
+        rewrite(&dir.path().join("latest.json")).unwrap();
+        let again = std::fs::read_to_string(dir.path().join("latest.md")).unwrap();
+        assert_eq!(again, first);
+        assert!(dir.path().join("latest.svg").exists());
+    }
+
+    #[test]
+    fn a_report_of_a_group_the_bench_does_not_make_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            &run(vec![record(Target::Herald, 0, "latency", 900.0)]),
+            dir.path(),
+            "latest",
+        )
+        .unwrap();
+        let json = dir.path().join("latest.json");
+        let text = std::fs::read_to_string(&json).unwrap();
+        std::fs::write(&json, text.replace("\"latency\"", "\"latencies\"")).unwrap();
+        let error = format!("{:#}", rewrite(&json).unwrap_err());
+        assert!(
+            error.contains("unknown report group \"latencies\""),
+            "{error}"
+        );
+    }
 }

@@ -8,14 +8,14 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::procfs::Machine;
 use crate::spec::{LoadResult, LoadSpec, Scenario};
 use crate::targets::{HeraldOpts, Paths, Server, Target};
 
 /// Where the hub and the load generator run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Placement {
     /// Hub on CPU 0 (`taskset -c 0`), load generator on CPU 1.
@@ -50,12 +50,29 @@ pub struct Cell {
     pub warmup_s: f64,
 }
 
+/// A report group's name. An alias, so that serde's derive does not take
+/// the field for a string borrowed from its input: [`known_group`] reads it.
+pub type Group = &'static str;
+
+/// Every report group the plan makes cells of.
+pub const GROUPS: [&str; 8] = [
+    "fanout-single",
+    "fanout-batched",
+    "latency",
+    "idle",
+    "churn",
+    "ingest",
+    "replay",
+    "compression",
+];
+
 /// One measurement.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
     pub placement: Placement,
     pub repeat: usize,
-    pub group: &'static str,
+    #[serde(deserialize_with = "known_group")]
+    pub group: Group,
     pub label: String,
     pub target: Target,
     pub result: Option<LoadResult>,
@@ -74,8 +91,17 @@ pub struct Plan {
     pub out_dir: PathBuf,
 }
 
+/// A group's name read back from a report, as one of [`GROUPS`].
+fn known_group<'de, D: Deserializer<'de>>(deserializer: D) -> Result<&'static str, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    GROUPS
+        .into_iter()
+        .find(|group| *group == name)
+        .ok_or_else(|| serde::de::Error::custom(format!("unknown report group {name:?}")))
+}
+
 /// Everything a run produced.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Run {
     pub smoke: bool,
     pub started_unix_s: u64,
