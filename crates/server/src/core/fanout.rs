@@ -681,7 +681,9 @@ impl BrokerHandler for NodeHandler {
     /// per connection instead of one per event, and its writer finds the
     /// whole run queued; as one entry shared by every connection that takes
     /// all of it ([`Outbox::push_shared_run`]), framed once by the first
-    /// writer, its frames one by one otherwise ([`Outbox::push_run`]).
+    /// writer that sends it whole (compressed connections and compat
+    /// dialects render it frame by frame), its frames one by one otherwise
+    /// ([`Outbox::push_run`]).
     /// Approval requests and events for a user or everyone go one by one.
     fn on_publications(&self, run: &[Publication<'_>]) -> Vec<u32> {
         let one_by_one = |publication: &Publication<'_>| {

@@ -553,10 +553,11 @@ impl Outbox {
 
     /// Lets the publishes already on their way add their frames before the
     /// writer takes the queue, so the frames of several publishes leave in
-    /// one write: yields to the scheduler while each round added frames,
-    /// for at most [`GATHER_ROUNDS`] rounds, until [`GATHER_PUBLISHES`]
-    /// publishes queued frames (a batch's run counts once, so that runs
-    /// gather as single events do), or until half the queue is full (a
+    /// one write: yields to the scheduler, for at most [`GATHER_ROUNDS`]
+    /// rounds, until [`GATHER_PUBLISHES`] publishes queued frames (a run
+    /// pushed in one call counts once, so that the memory store's runs
+    /// gather as single events do; the SQLite and Redis stores push a
+    /// batch event by event and count each), or until half the queue is full (a
     /// writer waiting by choice must not bring its queue near shedding);
     /// [`GATHER_QUIET_ROUNDS`] rounds in a row that add nothing mean
     /// publishing paused, and it returns then. Tokio runs a yielded task
@@ -625,8 +626,9 @@ enum Wake {
     /// Only the first push since the writer last drained the queue: the
     /// frames of one batch reach the queue together, so the later pushes
     /// would only repeat the notify, an atomic on a cache line of its own
-    /// (a 64-event batch notified each subscriber 64 times; 10 % of the
-    /// hub's samples in `perf`, batched, N = 1000).
+    /// (notifying on every push of a 64-event batch notifies each
+    /// subscriber 64 times: 10 % of the hub's samples in `perf`, batched,
+    /// N = 1000).
     FirstSinceDrain,
 }
 
@@ -637,8 +639,8 @@ const GATHER_ROUNDS: usize = 8;
 /// stops waiting. Producers that publish as fast as they are answered
 /// still leave single rounds without a publish (a round passes over every
 /// writer that is gathering, and a producer's next request is read only
-/// after it got its answer and sent again), so one quiet round ended
-/// gathering early and writes small. Measured with `herald-bench load`
+/// after it got its answer and sent again), so ending at one quiet round
+/// would write early and small. Measured with `herald-bench load`
 /// (single events, pinned, alternating runs, medians): 4 producers, N = 1000,
 /// 1.52 M deliveries/s (1.36–1.55 in 6 runs) with two against 1.29 M
 /// (1.15–1.38) with one; N = 100 1.61 M against 1.24 M; 1 producer,

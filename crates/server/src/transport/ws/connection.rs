@@ -81,7 +81,8 @@ pub(crate) struct Sending {
 ///
 /// tungstenite reads the connection (`stream`, answering a client's pings
 /// itself); the writer formats its own frames into `out`, the same
-/// socket's gathered bytes, so a frame is copied once on its way out. The
+/// socket's gathered bytes, so a frame is copied at most once on its way
+/// out (not at all in a large drain or a run sent whole). The
 /// stream comes boxed so that this future, which every idle connection's
 /// task carries, holds a pointer to it rather than room for it.
 ///

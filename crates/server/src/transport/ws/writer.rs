@@ -1,7 +1,8 @@
 //! A connection's writer: it owns the socket's sending side, adds every
 //! queued frame as its [`Dialect`] renders it to the socket's gathered
 //! bytes ([`Outgoing`]: copied, or, in a drain of [`UNCOPIED_FROM`] entries
-//! or more, an event's text written from where the hub encoded it) and
+//! or more, an event's text written from where the hub encoded it; a
+//! batch's run queued whole goes out as the first writer framed it) and
 //! flushes once per wake-up
 //! (frames that queued meanwhile leave in one write; while the hub is
 //! saturated it first lets further publishes queue theirs), sends the heartbeats
@@ -284,7 +285,7 @@ async fn write_batch<W: AsyncWrite + Unpin, D: Dialect>(
 /// copied. Past a few frames the copy costs more than the kernel's walk
 /// over two slices per frame; below, one slice is cheaper. Measured with `herald-bench load` (frames of 264 bytes,
 /// N = 1000, pinned, alternating runs, medians of 6): single events from 4
-/// producers, 1.50 M deliveries/s from 24 frames against 1.38 M copying
+/// producers, 1.50 M deliveries/s from 24 entries against 1.38 M copying
 /// every write (1.58 M from 16, 1.45 M from 32); at 1000 publishes/s, where
 /// writes carry about 12 frames, p99 29.5 ms from 24 against 28.9 ms, while
 /// from 16 it was 30.0 against 28.2 and sending every write uncopied 31–34
