@@ -509,6 +509,13 @@ mod tests {
                 ],
             )
         };
+        let floor = latency(
+            Target::Floor,
+            "N=100 100/s",
+            500.0,
+            (776.0, 782.0, 1290.0),
+            36.0,
+        );
         let md = markdown(&[
             latency(
                 Target::Herald,
@@ -517,13 +524,7 @@ mod tests {
                 (940.0, 1283.0, 1329.0),
                 55.0,
             ),
-            latency(
-                Target::Floor,
-                "N=100 100/s",
-                500.0,
-                (776.0, 782.0, 1290.0),
-                36.0,
-            ),
+            floor.clone(),
             latency(
                 Target::Herald,
                 "N=1 100/s",
@@ -558,13 +559,7 @@ mod tests {
                 (800.0, 830.0, 900.0),
                 55.0,
             ),
-            latency(
-                Target::Floor,
-                "N=100 100/s",
-                500.0,
-                (776.0, 782.0, 1290.0),
-                36.0,
-            ),
+            floor,
         ]);
         let line = verdict_line(&md, "100 single events/s, N=100, pinned");
         assert!(line.ends_with("| 1.06 | yes |"), "{line}");
