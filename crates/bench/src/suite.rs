@@ -92,7 +92,7 @@ pub struct Plan {
 }
 
 /// A group's name read back from a report, as one of [`GROUPS`].
-fn known_group<'de, D: Deserializer<'de>>(deserializer: D) -> Result<&'static str, D::Error> {
+fn known_group<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Group, D::Error> {
     let name = String::deserialize(deserializer)?;
     GROUPS
         .into_iter()

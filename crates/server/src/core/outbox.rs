@@ -557,10 +557,10 @@ impl Outbox {
     /// rounds, until [`GATHER_PUBLISHES`] publishes queued frames (a run
     /// pushed in one call counts once, so that the memory store's runs
     /// gather as single events do; the SQLite and Redis stores push a
-    /// batch event by event and count each), or until half the queue is full (a
-    /// writer waiting by choice must not bring its queue near shedding);
-    /// [`GATHER_QUIET_ROUNDS`] rounds in a row that add nothing mean
-    /// publishing paused, and it returns then. Tokio runs a yielded task
+    /// batch event by event and count each), or until half the queue is
+    /// full (a writer waiting by choice must not bring its queue near
+    /// shedding); [`GATHER_QUIET_ROUNDS`] rounds in a row that add no
+    /// publish mean publishing paused, and it returns then. Tokio runs a yielded task
     /// again only after it polled for IO, so the publishing requests that
     /// arrived meanwhile run first.
     ///
