@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use herald_tests::{Rng, WsClient, eventually, frame_type, seq_of};
+use herald_tests::{Rng, WsClient, eventually, frame_type, is_event_on, seq_of};
 use serde_json::{Value, json};
 
 use crate::http_api::{active_connections, connections_active};
@@ -41,6 +41,45 @@ async fn connection_over_max_connections_is_closed_with_1013() -> Result<()> {
     let mut c = WsClient::connect_raw(&hub.ws_url("/ws")).await?;
     let (code, _) = c.expect_close().await?;
     ensure!(code == 1013, "close code {code}");
+    Ok(())
+}
+
+/// A shell or a service manager usually leaves a soft limit of 1024 open
+/// files under a far higher hard one, and every connection is a file:
+/// `herald serve` raises its soft limit to the hard one as it starts, so
+/// it serves connections past the soft limit it was started with.
+#[tokio::test]
+async fn connections_past_the_soft_open_file_limit_the_hub_started_with_are_served() -> Result<()> {
+    const SOFT: u64 = 64;
+    const CLIENTS: usize = 100;
+    let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
+    ensure!(
+        hard >= 2 * SOFT + CLIENTS as u64,
+        "the hard open-file limit ({hard}) leaves no room above the soft one this test sets"
+    );
+    let hub = herald().start_with_open_files(&[], SOFT).await?;
+    let pid = hub.pid().context("the hub has no pid")?;
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits"))?;
+    let open_files = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .context("no open-file limit in /proc/PID/limits")?;
+    ensure!(
+        open_files.split_whitespace().nth(3) == Some(hard.to_string().as_str()),
+        "the hub's soft limit is not the hard one ({hard}): {open_files}"
+    );
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut client = hub.ws("/ws").await?;
+        client.subscribe(&["crew:files"]).await?;
+        clients.push(client);
+    }
+    hub.http()
+        .publish(&event("crew:files", "crew.updated", json!({})))
+        .await?;
+    for client in &mut clients {
+        client.recv_until(|f| is_event_on(f, "crew:files")).await?;
+    }
     Ok(())
 }
 

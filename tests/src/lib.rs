@@ -95,13 +95,7 @@ impl Herald {
     /// A command for the binary, with null stdin and piped stdout and
     /// stderr, killed when dropped.
     pub fn command(&self) -> Command {
-        let mut command = Command::new(&self.bin);
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        command
+        piped(Command::new(&self.bin))
     }
 
     /// Runs `herald ARGS` to completion (bounded by `limit`), for `--help`
@@ -142,13 +136,36 @@ impl Herald {
     /// [`START_TIMEOUT`]) for its first line on stdout, `listening on
     /// http://HOST:PORT`.
     pub async fn start(&self, args: &[&str]) -> Result<Hub> {
-        Hub::start(self, args, &[]).await
+        Hub::start(self, self.command(), args, &[]).await
     }
 
     /// [`Herald::start`] with environment variables set (e.g. `HERALD_*`).
     pub async fn start_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Result<Hub> {
-        Hub::start(self, args, env).await
+        Hub::start(self, self.command(), args, env).await
     }
+
+    /// [`Herald::start`] with the soft limit on open files lowered to `soft`
+    /// and the hard limit kept, as a shell's `ulimit -Sn` leaves it: the
+    /// process is `sh`, which becomes `herald` (same PID) once it has set
+    /// the limit.
+    pub async fn start_with_open_files(&self, args: &[&str], soft: u64) -> Result<Hub> {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -S -n {soft} && exec \"$0\" \"$@\""))
+            .arg(&self.bin);
+        Hub::start(self, piped(command), args, &[]).await
+    }
+}
+
+/// `command` with null stdin and piped stdout and stderr, killed when dropped.
+fn piped(mut command: Command) -> Command {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
 }
 
 /// One running `herald serve --bind 127.0.0.1:0 ARGS` process, started by
@@ -164,9 +181,13 @@ pub struct Hub {
 }
 
 impl Hub {
-    async fn start(herald: &Herald, args: &[&str], env: &[(&str, &str)]) -> Result<Hub> {
-        let mut child = herald
-            .command()
+    async fn start(
+        herald: &Herald,
+        mut command: Command,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Hub> {
+        let mut child = command
             .arg("serve")
             .args(["--bind", "127.0.0.1:0"])
             .args(args)

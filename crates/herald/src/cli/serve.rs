@@ -195,6 +195,7 @@ pub(crate) async fn run(args: ServeArgs, file: Option<&ConfigFile>) -> anyhow::R
     let config = args.config()?;
     config.validate()?;
     tracing::info!(workers = args.workers, "runtime started");
+    raise_open_files(config.max_connections);
     // The store is opened before the port, so a bad database fails before
     // anyone is told where to connect.
     let hub = Hub::open(config.clone(), CancellationToken::new()).await?;
@@ -228,6 +229,32 @@ pub(crate) async fn run(args: ServeArgs, file: Option<&ConfigFile>) -> anyhow::R
     }
     server::serve(listeners, hub, shutdown).await?;
     Ok(())
+}
+
+/// Descriptors the hub holds besides its WebSocket connections: listeners,
+/// the Unix socket, the epoll instance, the store's files or Redis
+/// connections, producers' HTTP connections, the log.
+const OTHER_FILES: u64 = 256;
+
+/// Raises the soft limit on open files to the hard limit, as Go's runtime
+/// does for every program: each connection is a descriptor, and the usual
+/// soft limit (1024) refuses connections far below `--max-connections`,
+/// while the hard limit is usually far higher. Warns when even the hard
+/// limit is below what `max_connections` needs.
+fn raise_open_files(max_connections: usize) {
+    let wanted = u64::try_from(max_connections)
+        .unwrap_or(u64::MAX)
+        .saturating_add(OTHER_FILES);
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < wanted => tracing::warn!(
+            open_files = limit,
+            max_connections,
+            "the open-file limit is below what --max-connections needs; \
+             raise the hard limit (ulimit -Hn, systemd LimitNOFILE=)"
+        ),
+        Ok(limit) => tracing::debug!(open_files = limit, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
+    }
 }
 
 /// Installs the SIGINT and SIGTERM handlers now; the future completes on either.

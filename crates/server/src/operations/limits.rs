@@ -1,47 +1,20 @@
-//! Rate limits: a token bucket for a connection's frames, and `governor`'s
-//! keyed limiter for producers' publishes.
+//! Rate limits on `governor`'s GCRA limiters: one per connection for the
+//! frames it sends, and one keyed by producer for publishes. Both allow
+//! `rate` a second with bursts of two seconds' worth.
 
 use std::num::NonZeroU32;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::{Clock, DefaultClock, MonotonicClock, Reference as _};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
+use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
-/// A token bucket: `rate` tokens a second, holding at most `burst`.
-#[derive(Debug, Clone)]
-pub(crate) struct TokenBucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    /// A full bucket; bursts of up to two seconds' worth are allowed.
-    pub(crate) fn new(rate_per_second: u32) -> TokenBucket {
-        let rate = f64::from(rate_per_second);
-        TokenBucket {
-            rate,
-            burst: rate * 2.0,
-            tokens: rate * 2.0,
-            last: Instant::now(),
-        }
-    }
-
-    /// Takes `n` tokens if there are enough.
-    pub(crate) fn take(&mut self, n: f64, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= n {
-            self.tokens -= n;
-            true
-        } else {
-            false
-        }
-    }
+/// `rate` a second, with bursts of up to two seconds' worth.
+fn quota(rate: NonZeroU32) -> Quota {
+    let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
+    Quota::per_second(rate).allow_burst(burst)
 }
 
 /// What the frame limiter decided.
@@ -59,34 +32,50 @@ const ABUSE_WINDOW: Duration = Duration::from_secs(5);
 
 /// A connection's frame limiter: refuses frames over the rate, and closes the
 /// connection when it keeps flooding (more refusals in [`ABUSE_WINDOW`] than
-/// the rate allows in that window).
+/// the rate allows in that window). On the monotonic clock it is as small as
+/// the counters it keeps: every connection's reader holds one.
 #[derive(Debug)]
-pub(crate) struct FrameLimiter {
-    bucket: Option<TokenBucket>,
-    window_start: Instant,
+pub(crate) struct FrameLimiter<C: Clock = MonotonicClock> {
+    limiter: Option<Direct<C>>,
+    clock: C,
+    window_start: C::Instant,
     refused: u64,
     tolerance: u64,
 }
 
+/// `governor`'s limiter for one connection, on clock `C`.
+type Direct<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
 impl FrameLimiter {
     /// `rate` frames a second; 0 means unlimited.
     pub(crate) fn new(rate: u32) -> FrameLimiter {
+        FrameLimiter::on_clock(rate, MonotonicClock)
+    }
+}
+
+impl<C: Clock + Clone> FrameLimiter<C> {
+    fn on_clock(rate: u32, clock: C) -> FrameLimiter<C> {
+        let limiter = NonZeroU32::new(rate)
+            .map(|rate| RateLimiter::direct_with_clock(quota(rate), clock.clone()));
         FrameLimiter {
-            bucket: (rate > 0).then(|| TokenBucket::new(rate)),
-            window_start: Instant::now(),
+            limiter,
+            window_start: clock.now(),
+            clock,
             refused: 0,
             tolerance: u64::from(rate).max(10) * ABUSE_WINDOW.as_secs(),
         }
     }
 
-    pub(crate) fn check(&mut self, now: Instant) -> Verdict {
-        let Some(bucket) = &mut self.bucket else {
+    /// Counts a frame the peer sent now.
+    pub(crate) fn check(&mut self) -> Verdict {
+        let Some(limiter) = &self.limiter else {
             return Verdict::Allow;
         };
-        if bucket.take(1.0, now) {
+        if limiter.check().is_ok() {
             return Verdict::Allow;
         }
-        if now.saturating_duration_since(self.window_start) > ABUSE_WINDOW {
+        let now = self.clock.now();
+        if Duration::from(now.duration_since(self.window_start)) > ABUSE_WINDOW {
             self.window_start = now;
             self.refused = 0;
         }
@@ -125,11 +114,8 @@ impl PublishLimiter {
 
 impl<C: Clock> PublishLimiter<C> {
     fn on_clock(rate: u32, clock: C) -> PublishLimiter<C> {
-        let limiter = NonZeroU32::new(rate).map(|rate| {
-            let burst = rate.saturating_mul(NonZeroU32::MIN.saturating_add(1));
-            let quota = Quota::per_second(rate).allow_burst(burst);
-            RateLimiter::new(quota, DefaultKeyedStateStore::default(), clock)
-        });
+        let limiter = NonZeroU32::new(rate)
+            .map(|rate| RateLimiter::new(quota(rate), DefaultKeyedStateStore::default(), clock));
         PublishLimiter { limiter }
     }
 
@@ -168,26 +154,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_bucket_allows_a_burst_then_the_rate() {
-        let start = Instant::now();
-        let mut bucket = TokenBucket::new(10);
-        assert!((0..20).all(|_| bucket.take(1.0, start)));
-        assert!(!bucket.take(1.0, start));
-        assert!(bucket.take(1.0, start + Duration::from_millis(150)));
+    fn a_connection_gets_a_burst_of_two_seconds_then_the_rate() {
+        let clock = governor::clock::FakeRelativeClock::default();
+        let mut limiter = FrameLimiter::on_clock(10, clock.clone());
+        assert!((0..20).all(|_| limiter.check() == Verdict::Allow));
+        assert_eq!(limiter.check(), Verdict::Refuse);
+        clock.advance(Duration::from_millis(150));
+        assert_eq!(limiter.check(), Verdict::Allow);
+        assert_eq!(limiter.check(), Verdict::Refuse, "one frame per 100 ms");
     }
 
     #[test]
     fn a_sustained_flood_is_closed_but_a_short_burst_only_refused() {
-        let start = Instant::now();
-        let mut limiter = FrameLimiter::new(10);
-        let verdicts: Vec<Verdict> = (0..60).map(|_| limiter.check(start)).collect();
+        let clock = governor::clock::FakeRelativeClock::default();
+        let mut limiter = FrameLimiter::on_clock(10, clock.clone());
+        let verdicts: Vec<Verdict> = (0..60).map(|_| limiter.check()).collect();
         assert_eq!(
             verdicts.iter().filter(|v| **v == Verdict::Allow).count(),
             20
         );
         assert!(verdicts.contains(&Verdict::Refuse));
         assert!(!verdicts.contains(&Verdict::Close));
-        assert!((0..100).any(|_| limiter.check(start) == Verdict::Close));
+        assert!((0..100).any(|_| limiter.check() == Verdict::Close));
+    }
+
+    #[test]
+    fn refusals_older_than_the_abuse_window_are_forgiven() {
+        let clock = governor::clock::FakeRelativeClock::default();
+        let mut limiter = FrameLimiter::on_clock(10, clock.clone());
+        // 20 allowed, then 49 refusals: one short of the 50 that close.
+        assert!((0..69).all(|_| limiter.check() != Verdict::Close));
+        clock.advance(ABUSE_WINDOW + Duration::from_millis(1));
+        // The burst is back (5 s at 10/s), then the count starts over.
+        assert!((0..20).all(|_| limiter.check() == Verdict::Allow));
+        assert!((0..50).all(|_| limiter.check() == Verdict::Refuse));
+        assert_eq!(limiter.check(), Verdict::Close);
     }
 
     #[test]
@@ -223,7 +224,7 @@ mod tests {
     #[test]
     fn zero_means_unlimited() {
         let mut limiter = FrameLimiter::new(0);
-        assert!((0..10_000).all(|_| limiter.check(Instant::now()) == Verdict::Allow));
+        assert!((0..10_000).all(|_| limiter.check() == Verdict::Allow));
         assert!(PublishLimiter::new(0).allow("k", 1_000_000));
     }
 }

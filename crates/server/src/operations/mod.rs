@@ -6,7 +6,7 @@
 //! - [`config`]: [`Config`](config::Config), its defaults, and the duration
 //!   and size parsers.
 //! - [`auth`]: API keys, JWT verification, per-topic access.
-//! - `limits`: token buckets for frame and publish rates.
+//! - `limits`: frame and publish rate limits (`governor`).
 //! - [`metrics`]: counters, gauges and histograms (`prometheus-client`),
 //!   rendered in the Prometheus text format.
 //! - [`watchdog`]: a thread that notices, logs and counts runtime stalls.

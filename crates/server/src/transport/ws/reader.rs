@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
 
 use futures::StreamExt as _;
 use herald_protocol::{ClientFrame, ErrorCode};
@@ -38,7 +37,7 @@ pub(crate) fn read_loop<S: AsyncRead + AsyncWrite + Unpin, D: Dialect>(
                 Err(error) => return read_error(error),
             };
             if matches!(message, Message::Text(_) | Message::Binary(_)) {
-                match limiter.check(Instant::now()) {
+                match limiter.check() {
                     Verdict::Allow => {}
                     Verdict::Refuse => {
                         // Not carried out, but named: the client learns which
