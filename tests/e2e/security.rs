@@ -656,6 +656,106 @@ async fn only_the_approvals_user_may_confirm_it() -> Result<()> {
     Ok(())
 }
 
+/// With authentication a client steers (`cancel`, `pause`, `resume`) only a
+/// task or run its token lets it watch, or a task it was asked an approval
+/// on; anyone else is told `forbidden`, and nothing is cancelled or
+/// published.
+#[tokio::test]
+async fn only_a_user_who_may_watch_a_task_or_was_asked_on_it_may_steer_it() -> Result<()> {
+    let hub = hs256_hub(&["--api-keys", API_KEYS]).await?;
+    let mut asked = ws_as(&hub, "/ws", &hs256(&fresh("u1", &[]))?).await?;
+    let mut stranger = ws_as(&hub, "/ws", &hs256(&fresh("u2", &["task:other"]))?).await?;
+    let watching = ["task:t1", "run:r1"];
+    let mut watcher = ws_as(&hub, "/ws", &hs256(&fresh("u3", &watching))?).await?;
+    watcher.subscribe(&watching).await?;
+    // Steers as the watcher's user, so the watcher reads only events.
+    let mut steerer = ws_as(&hub, "/ws", &hs256(&fresh("u3", &watching))?).await?;
+    let request = json!({
+        "user_id": "u1",
+        "task_id": "t1",
+        "step": 1,
+        "step_result": {"step": "deploy", "message": "about to deploy", "status": "waiting"},
+    });
+    let (status, record) = api(
+        &hub,
+        reqwest::Method::POST,
+        "/api/v1/approvals",
+        Some(PUBLISH_KEY),
+        Some(&request),
+    )
+    .await?;
+    ensure!(status == 201, "{status} {record}");
+    let id = str_field(&record, "callback_id").to_owned();
+
+    for action in ["cancel", "pause", "resume"] {
+        let frame = json!({"action": action, "task_id": "t1"});
+        expect_error(&mut stranger, frame, &format!("task-{action}"), "forbidden").await?;
+    }
+    let frame = json!({"action": "pause", "run_id": "r1"});
+    expect_error(&mut stranger, frame, "run-pause", "forbidden").await?;
+    let (status, pending) = api(
+        &hub,
+        reqwest::Method::GET,
+        &format!("/api/v1/approvals/{id}"),
+        Some(PUBLISH_KEY),
+        None,
+    )
+    .await?;
+    ensure!(status == 200, "{status} {pending}");
+    ensure!(
+        str_field(&pending, "status") == "pending",
+        "a refused cancel resolved the approval: {pending}"
+    );
+
+    // A user may steer what they may watch; the asked user their task.
+    steerer
+        .send_json(&json!({"action": "pause", "id": "w", "run_id": "r1"}))
+        .await?;
+    let reply = steerer
+        .recv_until(|f| is_ack(f, "w") || str_field(f, "ref") == "w")
+        .await?;
+    ensure!(is_ack(&reply, "w"), "the watching user's pause: {reply}");
+    asked
+        .send_json(&json!({"action": "cancel", "id": "a", "task_id": "t1"}))
+        .await?;
+    let reply = asked
+        .recv_until(|f| is_ack(f, "a") || str_field(f, "ref") == "a")
+        .await?;
+    ensure!(is_ack(&reply, "a"), "the asked user's cancel: {reply}");
+
+    // What the watcher saw on both topics, up to the cancel: the only
+    // control requests are the watcher's pause and the asked user's cancel.
+    let mut controls = Vec::new();
+    while controls.last().map(|c: &(String, Value)| c.0.as_str()) != Some("control.cancel") {
+        let frame = watcher.recv_frame().await?;
+        let kind = str_field(&frame, "event_type");
+        if frame_type(&frame) == "event" && kind.starts_with("control.") {
+            controls.push((kind.to_owned(), frame["data"]["requested_by"].clone()));
+        }
+    }
+    ensure!(
+        controls
+            == [
+                ("control.pause".to_owned(), json!("u3")),
+                ("control.cancel".to_owned(), json!("u1")),
+            ],
+        "control requests seen: {controls:?}"
+    );
+    let (_, cancelled) = api(
+        &hub,
+        reqwest::Method::GET,
+        &format!("/api/v1/approvals/{id}"),
+        Some(PUBLISH_KEY),
+        None,
+    )
+    .await?;
+    ensure!(
+        str_field(&cancelled, "status") == "cancelled",
+        "the asked user's cancel: {cancelled}"
+    );
+    Ok(())
+}
+
 // ===========================================================================
 // Origins
 

@@ -331,6 +331,54 @@ async fn with_tokens_a_page_gets_its_own_users_questions_and_no_one_elses() -> R
     Ok(())
 }
 
+/// With tokens a page cancels only a task its user was asked about (or
+/// may watch): another user's task is refused with an error, and that
+/// user's question stays pending.
+#[tokio::test]
+async fn with_tokens_a_page_cancels_its_own_users_tasks_and_no_one_elses() -> Result<()> {
+    let hub = herald().start(&["--jwt-secret", SECRET]).await?;
+    let token = hs256(&fresh("u1", &[]))?;
+    let mut page = dial(&hub, &with_token("/compat/aiecs", &token)).await?;
+    next_with(&mut page, "type", "connection_established").await?;
+    let http = hub.http();
+    let mut asked = Vec::new();
+    for (user, task) in [("u1", "t1"), ("u2", "t2")] {
+        let request = json!({"user_id": user, "task_id": task, "step": 1,
+            "step_result": error_result()});
+        let reply = http.post("/api/v1/approvals", &request).await?;
+        ensure!(reply.status == 201, "{} {}", reply.status, reply.text);
+        asked.push(str_field(&reply.body, "callback_id").to_owned());
+    }
+    let status = |id: &str| {
+        let http = hub.http();
+        let path = format!("/api/v1/approvals/{id}");
+        async move { anyhow::Ok(http.get(&path).await?.body["status"].clone()) }
+    };
+
+    page.send_json(&json!({"action": "cancel", "task_id": "t2"}))
+        .await?;
+    let error = next_with(&mut page, "type", "error").await?;
+    ensure!(str_field(&error, "message").contains("task:t2"), "{error}");
+    ensure!(
+        status(&asked[1]).await? == "pending",
+        "u2's question was cancelled"
+    );
+
+    page.send_json(&json!({"action": "cancel", "task_id": "t1"}))
+        .await?;
+    // The page's user is told as their question is: resolved, cancelled.
+    let resolved = next_with(&mut page, "type", "approval_resolved").await?;
+    ensure!(
+        resolved["task_id"] == "t1" && resolved["status"] == "cancelled",
+        "{resolved}"
+    );
+    ensure!(
+        status(&asked[0]).await? == "cancelled",
+        "u1's question was not cancelled"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn sockets_whose_dialect_cannot_answer_do_not_count_as_reached() -> Result<()> {
     let hub = herald().start(&[]).await?;

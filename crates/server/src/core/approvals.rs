@@ -313,6 +313,24 @@ impl Approvals {
         Ok(record)
     }
 
+    /// Whether `user` was asked an approval on task `task_id`, whatever
+    /// became of it: such a user may steer the task (cancel, pause, resume)
+    /// without a token that lets them watch it.
+    pub(crate) async fn asked_on_task(&self, user: &str, task_id: &str) -> bool {
+        let query = ApprovalQuery {
+            task_id: Some(task_id.to_owned()),
+            user_id: Some(user.to_owned()),
+            status: None,
+        };
+        match self.broker.approvals(&query).await {
+            Ok(asked) => !asked.is_empty(),
+            Err(error) => {
+                tracing::warn!(%error, task_id, "could not list the task's approvals");
+                false
+            }
+        }
+    }
+
     /// Resolves a task's pending approvals as cancelled; how many were.
     pub async fn cancel_task(&self, task_id: &str) -> usize {
         let query = ApprovalQuery {

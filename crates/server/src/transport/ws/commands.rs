@@ -8,7 +8,8 @@ use std::sync::Arc;
 use herald_protocol::frame::{Control, ErrorFrame, Heartbeat, Since};
 use herald_protocol::payload::{ControlRequest, Payload as _};
 use herald_protocol::{
-    ClientMessage, ErrorCode, EventType, Priority, PublishRequest, ServerMessage, TopicPattern,
+    ClientMessage, ErrorCode, EventType, Priority, PublishRequest, ServerMessage, Topic,
+    TopicPattern,
 };
 
 use crate::core::clock::now_ms;
@@ -78,16 +79,19 @@ pub(crate) async fn dispatch(
                 .map_err(|e| (e.code(), e.to_string()))
         }
         ClientMessage::Cancel(control) => {
+            let topic = steered(hub, conn, &control).await?;
             if let Some(task) = &control.task_id {
                 hub.approvals().cancel_task(task.as_str()).await;
             }
-            publish_control(hub, conn, EventType::ControlCancel, control).await
+            publish_control(hub, conn, topic, EventType::ControlCancel, control).await
         }
         ClientMessage::Pause(control) => {
-            publish_control(hub, conn, EventType::ControlPause, control).await
+            let topic = steered(hub, conn, &control).await?;
+            publish_control(hub, conn, topic, EventType::ControlPause, control).await
         }
         ClientMessage::Resume(control) => {
-            publish_control(hub, conn, EventType::ControlResume, control).await
+            let topic = steered(hub, conn, &control).await?;
+            publish_control(hub, conn, topic, EventType::ControlResume, control).await
         }
     }
 }
@@ -96,17 +100,55 @@ fn refused(error: ErrorFrame) -> (ErrorCode, String) {
     (error.code, error.message)
 }
 
-/// Publishes a `control.*` request on the task's or run's topic, for the
+/// The topic of the task or run a control request is for, once the
+/// connection may steer it ([`check_steering`]).
+async fn steered(
+    hub: &Hub,
+    conn: &ConnHandle,
+    control: &Control,
+) -> Result<Topic, (ErrorCode, String)> {
+    let topic = control
+        .target_topic()
+        .map_err(|e| (e.code(), e.to_string()))?;
+    let task = control.task_id.as_ref().map(|task| task.as_str());
+    check_steering(hub, conn, &topic, task).await?;
+    Ok(topic)
+}
+
+/// Refuses (`forbidden`) a control request for the task or run on `topic`
+/// unless the connection may steer it: in open mode anyone may; with
+/// authentication, a user whose token lets them watch the topic, or who
+/// was asked an approval on the task (`task_id`). A client steers only
+/// what it may see or was asked about.
+pub(crate) async fn check_steering(
+    hub: &Hub,
+    conn: &ConnHandle,
+    topic: &Topic,
+    task_id: Option<&str>,
+) -> Result<(), (ErrorCode, String)> {
+    if conn.may_subscribe(&TopicPattern::Exact(topic.clone())) {
+        return Ok(());
+    }
+    if let (Some(user), Some(task)) = (conn.verified_user(), task_id)
+        && hub.approvals().asked_on_task(user, task).await
+    {
+        return Ok(());
+    }
+    Err((
+        ErrorCode::Forbidden,
+        format!("not allowed to steer {topic}"),
+    ))
+}
+
+/// Publishes a `control.*` request on the task's or run's `topic`, for the
 /// producer to act on.
 async fn publish_control(
     hub: &Hub,
     conn: &ConnHandle,
+    topic: Topic,
     event_type: EventType,
     control: Control,
 ) -> Result<(), (ErrorCode, String)> {
-    let topic = control
-        .target_topic()
-        .map_err(|e| (e.code(), e.to_string()))?;
     let data = ControlRequest {
         task_id: control.task_id.map(|t| t.to_string()),
         run_id: control.run_id.map(|r| r.to_string()),

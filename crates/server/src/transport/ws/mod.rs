@@ -20,11 +20,12 @@
 //! - `connection`: one connection's life (greeting, opening, reader and
 //!   writer, removal).
 //! - `reader`: frames in, rate-limited, handed to the dialect.
-//! - `commands`: what each of Herald's client frames does.
+//! - `commands`: what each of Herald's client frames does, and who may
+//!   steer a task or run (shared with the dialects that can).
 //! - `writer`: frames out as the dialect renders them, heartbeats, closes.
 
 mod coalesce;
-mod commands;
+pub(crate) mod commands;
 pub(crate) mod connection;
 pub(crate) mod dialect;
 mod direct;

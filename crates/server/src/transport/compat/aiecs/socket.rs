@@ -27,6 +27,7 @@ use crate::core::hub::Hub;
 use crate::core::outbox::Entry;
 use crate::core::publish::PublishOptions;
 use crate::transport::compat::{self, Done, frame_of, now_seconds, seconds, text};
+use crate::transport::ws::commands::check_steering;
 use crate::transport::ws::connection::send_error;
 use crate::transport::ws::dialect::{Dialect, Rendered};
 use crate::transport::ws::native::welcome;
@@ -324,6 +325,7 @@ async fn cancel(hub: &Hub, conn: &ConnHandle, message: &Map<String, Value>) -> D
     ))?;
     let topic =
         Topic::with_id("task", task_id).map_err(|e| (ErrorCode::InvalidTopic, e.to_string()))?;
+    check_steering(hub, conn, &topic, Some(task_id)).await?;
     // With a token, the user is who the token says; open, who the page says.
     let requested_by = conn
         .verified_user()
