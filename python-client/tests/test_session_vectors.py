@@ -59,6 +59,8 @@ CONFIG_KEYS = {
     "offline_queue_capacity",
     "jitter",
     "endpoints",
+    "max_checkpoints",
+    "max_since_bytes",
 }
 
 

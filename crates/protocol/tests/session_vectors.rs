@@ -61,6 +61,12 @@ fn config(spec: &Value) -> SessionConfig {
     if let Some(n) = spec.get("endpoints").and_then(Value::as_u64) {
         config.endpoints = usize::try_from(n).unwrap();
     }
+    if let Some(n) = spec.get("max_checkpoints").and_then(Value::as_u64) {
+        config.max_checkpoints = usize::try_from(n).unwrap();
+    }
+    if let Some(n) = spec.get("max_since_bytes").and_then(Value::as_u64) {
+        config.max_since_bytes = usize::try_from(n).unwrap();
+    }
     for key in spec.keys() {
         assert!(
             [
@@ -73,6 +79,8 @@ fn config(spec: &Value) -> SessionConfig {
                 "offline_queue_capacity",
                 "jitter",
                 "endpoints",
+                "max_checkpoints",
+                "max_since_bytes",
             ]
             .contains(&key.as_str()),
             "unknown config key {key}"

@@ -12,8 +12,10 @@ Guarantees (as in Rust):
 - Per topic, events come in ``seq`` order, never twice: an event with
   ``seq <=`` the topic's checkpoint is dropped.
 - After every ``welcome``, each subscription is re-sent with ``since``
-  ``{seq, epoch}`` for every checkpointed topic it covers; the offline queue
-  then flushes in order.
+  ``{seq, epoch}`` for the checkpointed topics it covers, the most recently
+  advanced first, as many as fit in ``max_since_bytes``; the offline queue
+  then flushes in order. Checkpoints are kept for the ``max_checkpoints``
+  most recently advanced topics.
 - A ``subscribed`` or ``snapshot`` naming another epoch forgets the
   checkpoint; gaps are surfaced and move the checkpoint past them.
 - Reconnect attempt ``n`` waits uniform ``[0, min(max, initial * 2^(n-1))]``
@@ -108,6 +110,12 @@ class SessionConfig:
     endpoints: int = 1
     """How many hub URLs the driver can connect to: each reconnect moves to
     the next one, in turn, and resumes with ``since`` there."""
+    max_checkpoints: int = 4096
+    """Topics with a checkpoint; past it the least recently advanced is forgotten."""
+    max_since_bytes: int = 32 * 1024
+    """Bytes of ``since`` one ``subscribe`` frame carries (:func:`since_bytes`):
+    the most recently advanced topics resume from their checkpoint, the rest
+    live, so a resubscription stays below the hub's frame limit (1009)."""
 
     def reconnect_delay_cap(self, attempt: int) -> int:
         """``min(max, initial * 2^(attempt - 1))`` in ms, saturating at 2^64-1."""
@@ -310,6 +318,13 @@ def checkpoints_to_json(checkpoints: dict[str, Checkpoint]) -> dict[str, Any]:
     return {topic: checkpoints[topic].to_json() for topic in sorted(checkpoints)}
 
 
+def since_bytes(topic: str, checkpoint: Checkpoint) -> int:
+    """What a checkpoint adds to a ``subscribe`` frame's ``since``, counted as
+    every client counts it: topic, epoch, the seq's digits, and 24 bytes for
+    the JSON around them."""
+    return len(topic) + len(checkpoint.epoch or "") + len(str(checkpoint.seq)) + 24
+
+
 def pattern_matches(pattern: str, topic: str) -> bool:
     """Whether ``topic`` falls under ``pattern`` (a topic, ``kind:*`` or ``*``)."""
     if pattern == "*":
@@ -331,8 +346,22 @@ class Subscription:
     def covers(self, topic: str) -> bool:
         return any(pattern_matches(p, topic) for p in self.topics)
 
-    def frame(self, checkpoints: dict[str, Checkpoint], id: RequestId | None) -> ClientFrameSubscribe:
-        since = {t: c.since() for t, c in sorted(checkpoints.items()) if self.covers(t)}
+    def frame(
+        self, checkpoints: dict[str, Checkpoint], max_since_bytes: int, id: RequestId | None
+    ) -> ClientFrameSubscribe:
+        """The frame, with ``since`` for the covered topics, the most recently
+        advanced first (``checkpoints`` is in the order they were written),
+        while they fit in ``max_since_bytes``."""
+        left = max_since_bytes
+        chosen: dict[str, Since] = {}
+        for topic, checkpoint in reversed(checkpoints.items()):
+            if not self.covers(topic):
+                continue
+            left -= since_bytes(topic, checkpoint)
+            if left < 0:
+                break
+            chosen[topic] = checkpoint.since()
+        since = {topic: chosen[topic] for topic in sorted(chosen)}
         return ClientFrameSubscribe(
             id=id, topics=list(self.topics), filter=self.filter, since=since, snapshot=self.snapshot
         )
@@ -453,7 +482,9 @@ class Session:
                 self._session_id = body.session_id
                 self._set_state(Open())
                 for subscription in self._subscriptions:
-                    self._transmit.append(subscription.frame(self._checkpoints, None))
+                    self._transmit.append(
+                        subscription.frame(self._checkpoints, self.config.max_since_bytes, None)
+                    )
                 self._transmit.extend(self._outbox)
                 self._outbox.clear()
             self._events.append(body)
@@ -480,7 +511,7 @@ class Session:
             if body.reason == "epoch_changed" and not subscribed_exactly:
                 # A topic reached through a pattern gets no `subscribed` of
                 # its own: this gap is the only sign of its new stream.
-                self._checkpoints[body.topic] = Checkpoint(body.to_seq)
+                self._write(body.topic, Checkpoint(body.to_seq))
             else:
                 self._advance(body.topic, body.to_seq)
             self._events.append(body)
@@ -492,6 +523,7 @@ class Session:
             self._events.append(body)
         elif kind == "error" and isinstance(body, ErrorFrame):
             self._events.append(body)
+        self._keep_most_recent()
 
     def handle_closed(self, code: int | None, now: int) -> None:
         """The socket closed, or the connect attempt failed (``None``: no close
@@ -574,7 +606,9 @@ class Session:
                     raise TimeCursorError(
                         "the session resumes from seq checkpoints: subscribe without a time cursor"
                     )
-            self._checkpoints.update(given)
+            for topic in sorted(given):
+                self._write(topic, given[topic])
+            self._keep_most_recent()
             subscription = Subscription(list(frame.topics), frame.filter, frame.snapshot)
             self._add_subscription(subscription, frame.id)
             return
@@ -625,8 +659,9 @@ class Session:
 
     def restore_checkpoints(self, checkpoints: dict[str, Checkpoint]) -> None:
         """Restores persisted checkpoints (they win); call before subscribing."""
-        for topic, checkpoint in checkpoints.items():
-            self._checkpoints[topic] = Checkpoint(checkpoint.seq, checkpoint.epoch)
+        for topic in sorted(checkpoints):
+            self._write(topic, Checkpoint(checkpoints[topic].seq, checkpoints[topic].epoch))
+        self._keep_most_recent()
 
     @property
     def session_id(self) -> str | None:
@@ -717,7 +752,7 @@ class Session:
         if not subscription.topics:
             raise NoTopicsError("a subscription needs at least one topic or pattern")
         if self._is_welcomed():
-            self._transmit.append(subscription.frame(self._checkpoints, id))
+            self._transmit.append(subscription.frame(self._checkpoints, self.config.max_since_bytes, id))
         self._subscriptions.append(subscription)
 
     def _remove_topics(self, topics: list[str], id: RequestId | None) -> None:
@@ -735,22 +770,33 @@ class Session:
         if self._is_welcomed():
             self._transmit.append(ClientFrameUnsubscribe(id=id, topics=topics))
 
+    def _write(self, topic: str, checkpoint: Checkpoint) -> Checkpoint:
+        """Sets the checkpoint of ``topic`` as the most recently written: the
+        dict keeps checkpoints in the order they were last written."""
+        self._checkpoints.pop(topic, None)
+        self._checkpoints[topic] = checkpoint
+        return checkpoint
+
+    def _keep_most_recent(self) -> None:
+        """Forgets the least recently written checkpoints past the limit."""
+        while len(self._checkpoints) > self.config.max_checkpoints:
+            del self._checkpoints[next(iter(self._checkpoints))]
+
     def _accept_event(self, topic: str, seq: int) -> bool:
         checkpoint = self._checkpoints.get(topic)
         if checkpoint is None:
-            self._checkpoints[topic] = Checkpoint(seq)
+            self._write(topic, Checkpoint(seq))
             return True
         if seq <= checkpoint.seq:
             return False
-        checkpoint.seq = seq
+        self._write(topic, checkpoint).seq = seq
         return True
 
     def _adopt_stream(self, topic: str, epoch: str, latest: int) -> Checkpoint:
         checkpoint = self._checkpoints.get(topic)
         if checkpoint is None:
-            checkpoint = Checkpoint(latest, epoch)
-            self._checkpoints[topic] = checkpoint
-            return checkpoint
+            return self._write(topic, Checkpoint(latest, epoch))
+        self._write(topic, checkpoint)
         other_stream = (checkpoint.epoch is not None and checkpoint.epoch != epoch) or checkpoint.seq > latest
         if other_stream:
             checkpoint.seq = latest
@@ -758,7 +804,7 @@ class Session:
         return checkpoint
 
     def _advance(self, topic: str, seq: int) -> None:
-        checkpoint = self._checkpoints.setdefault(topic, Checkpoint(seq))
+        checkpoint = self._write(topic, self._checkpoints.get(topic) or Checkpoint(seq))
         checkpoint.seq = max(checkpoint.seq, seq)
 
     def _set_state(self, state: ConnectionState) -> None:

@@ -31,11 +31,26 @@ impl Checkpoint {
     }
 }
 
-/// Checkpoints by exact topic. Serializes as
-/// `{"execution:exec_123": {"seq": 42, "epoch": "e1"}, ...}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Checkpoints(BTreeMap<Topic, Checkpoint>);
+/// Checkpoints by exact topic, each stamped with when it was last written,
+/// so the session can keep and resume the most recently active ones
+/// ([`SessionConfig::max_checkpoints`](super::SessionConfig::max_checkpoints),
+/// [`SessionConfig::max_since_bytes`](super::SessionConfig::max_since_bytes)).
+/// Serializes as `{"execution:exec_123": {"seq": 42, "epoch": "e1"}, ...}`
+/// (the stamps are not persisted: restored checkpoints are written in topic
+/// order).
+#[derive(Debug, Clone, Default)]
+pub struct Checkpoints {
+    entries: BTreeMap<Topic, Kept>,
+    /// Writes so far: the stamp of the next one.
+    writes: u64,
+}
+
+/// A checkpoint and the write that last touched it.
+#[derive(Debug, Clone)]
+struct Kept {
+    checkpoint: Checkpoint,
+    written: u64,
+}
 
 impl Checkpoints {
     /// No checkpoints.
@@ -45,49 +60,70 @@ impl Checkpoints {
 
     /// The checkpoint of `topic`.
     pub fn get(&self, topic: &Topic) -> Option<&Checkpoint> {
-        self.0.get(topic)
+        self.entries.get(topic).map(|kept| &kept.checkpoint)
     }
 
     /// Sets the checkpoint of `topic`.
     pub fn insert(&mut self, topic: Topic, checkpoint: Checkpoint) {
-        self.0.insert(topic, checkpoint);
+        let written = self.stamp();
+        self.entries.insert(
+            topic,
+            Kept {
+                checkpoint,
+                written,
+            },
+        );
     }
 
     /// Forgets the checkpoint of `topic`.
     pub fn remove(&mut self, topic: &Topic) -> Option<Checkpoint> {
-        self.0.remove(topic)
+        self.entries.remove(topic).map(|kept| kept.checkpoint)
     }
 
     /// Every checkpoint, by topic.
     pub fn iter(&self) -> impl Iterator<Item = (&Topic, &Checkpoint)> {
-        self.0.iter()
+        self.entries
+            .iter()
+            .map(|(topic, kept)| (topic, &kept.checkpoint))
     }
 
     /// How many topics have a checkpoint.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.entries.len()
     }
 
     /// Whether no topic has a checkpoint.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.entries.is_empty()
+    }
+
+    fn stamp(&mut self) -> u64 {
+        self.writes += 1;
+        self.writes
+    }
+
+    /// The checkpoint of `topic` for writing, stamped as written now.
+    fn write(&mut self, topic: &Topic, fresh: impl FnOnce() -> Checkpoint) -> &mut Checkpoint {
+        let written = self.stamp();
+        let kept = self.entries.entry(topic.clone()).or_insert_with(|| Kept {
+            checkpoint: fresh(),
+            written,
+        });
+        kept.written = written;
+        &mut kept.checkpoint
     }
 
     /// Whether an event of `topic` with `seq` is new; if so it becomes the
     /// checkpoint. `false` means a duplicate (or an older event) to drop.
     pub(crate) fn accept_event(&mut self, topic: &Topic, seq: u64) -> bool {
-        match self.0.get_mut(topic) {
-            Some(checkpoint) if seq <= checkpoint.seq => false,
-            Some(checkpoint) => {
-                checkpoint.seq = seq;
-                true
-            }
-            None => {
-                self.0
-                    .insert(topic.clone(), Checkpoint { seq, epoch: None });
-                true
-            }
+        if self
+            .get(topic)
+            .is_some_and(|checkpoint| seq <= checkpoint.seq)
+        {
+            return false;
         }
+        self.write(topic, || Checkpoint { seq, epoch: None }).seq = seq;
+        true
     }
 
     /// The hub named the stream: `epoch`, latest seq `latest`. A checkpoint
@@ -105,7 +141,7 @@ impl Checkpoints {
             seq: latest,
             epoch: Some(epoch.clone()),
         };
-        let checkpoint = self.0.entry(topic.clone()).or_insert_with(|| fresh.clone());
+        let checkpoint = self.write(topic, || fresh.clone());
         let other_stream = checkpoint
             .epoch
             .as_ref()
@@ -121,31 +157,99 @@ impl Checkpoints {
 
     /// The topic's stream is a new one, at `seq` (its epoch unknown here).
     pub(crate) fn restart(&mut self, topic: &Topic, seq: u64) {
-        self.0
-            .insert(topic.clone(), Checkpoint { seq, epoch: None });
+        self.insert(topic.clone(), Checkpoint { seq, epoch: None });
     }
 
     /// Everything up to `seq` was delivered or reported missing.
     pub(crate) fn advance(&mut self, topic: &Topic, seq: u64) {
-        let checkpoint = self
-            .0
-            .entry(topic.clone())
-            .or_insert(Checkpoint { seq, epoch: None });
+        let checkpoint = self.write(topic, || Checkpoint { seq, epoch: None });
         checkpoint.seq = checkpoint.seq.max(seq);
     }
 
-    /// Merges `other` in; its entries win.
+    /// Merges `other` in, in topic order; its entries win.
     pub(crate) fn merge(&mut self, other: Checkpoints) {
-        self.0.extend(other.0);
+        for (topic, kept) in other.entries {
+            self.insert(topic, kept.checkpoint);
+        }
     }
 
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&Topic) -> bool) {
-        self.0.retain(|topic, _| keep(topic));
+        self.entries.retain(|topic, _| keep(topic));
+    }
+
+    /// Forgets all but the `max` most recently written checkpoints.
+    pub(crate) fn keep_most_recent(&mut self, max: usize) {
+        let Some(excess) = self.entries.len().checked_sub(max).filter(|n| *n > 0) else {
+            return;
+        };
+        let mut stamps: Vec<u64> = self.entries.values().map(|kept| kept.written).collect();
+        stamps.sort_unstable();
+        // Stamps are unique: the `excess` oldest are below the cutoff.
+        let cutoff = stamps[excess - 1];
+        self.entries.retain(|_, kept| kept.written > cutoff);
+    }
+
+    /// The checkpoints of topics `covers` accepts, most recently written
+    /// first.
+    pub(crate) fn most_recent_first(
+        &self,
+        covers: impl Fn(&Topic) -> bool,
+    ) -> Vec<(&Topic, &Checkpoint)> {
+        let mut chosen: Vec<(&Topic, &Kept)> = self
+            .entries
+            .iter()
+            .filter(|(topic, _)| covers(topic))
+            .collect();
+        chosen.sort_unstable_by_key(|(_, kept)| std::cmp::Reverse(kept.written));
+        chosen
+            .into_iter()
+            .map(|(topic, kept)| (topic, &kept.checkpoint))
+            .collect()
+    }
+}
+
+/// What a checkpoint adds to a `subscribe` frame's `since`, counted the
+/// same way by every client: the topic, the epoch, the seq's digits, and
+/// 24 bytes for the JSON around them (at most 23 are).
+pub(crate) fn since_bytes(topic: &Topic, checkpoint: &Checkpoint) -> usize {
+    let epoch = checkpoint
+        .epoch
+        .as_ref()
+        .map_or(0, |epoch| epoch.as_str().len());
+    let digits = checkpoint
+        .seq
+        .checked_ilog10()
+        .map_or(1, |log| log as usize + 1);
+    topic.as_str().len() + epoch + digits + 24
+}
+
+impl PartialEq for Checkpoints {
+    fn eq(&self, other: &Checkpoints) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Checkpoints {}
+
+impl Serialize for Checkpoints {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Checkpoints {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let by_topic = BTreeMap::<Topic, Checkpoint>::deserialize(deserializer)?;
+        Ok(by_topic.into_iter().collect())
     }
 }
 
 impl FromIterator<(Topic, Checkpoint)> for Checkpoints {
     fn from_iter<I: IntoIterator<Item = (Topic, Checkpoint)>>(iter: I) -> Self {
-        Checkpoints(iter.into_iter().collect())
+        let mut checkpoints = Checkpoints::new();
+        for (topic, checkpoint) in iter {
+            checkpoints.insert(topic, checkpoint);
+        }
+        checkpoints
     }
 }

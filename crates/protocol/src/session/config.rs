@@ -36,6 +36,19 @@ pub struct SessionConfig {
     /// Full jitter on reconnect delays (a uniform random delay in
     /// `[0, cap]`); when off, the delay is the cap itself. Default: `true`.
     pub jitter: bool,
+    /// How many topics the session keeps a checkpoint for: past it, the
+    /// least recently advanced is forgotten (a topic seen under a pattern
+    /// such as `execution:*` gets one, so a long session would otherwise
+    /// keep one for every execution it ever saw). Default: 4096.
+    pub max_checkpoints: usize,
+    /// How many bytes of `since` one `subscribe` frame carries at most, as
+    /// [`since_bytes`](super::checkpoint) counts them: the most recently
+    /// advanced topics a subscription covers resume from their checkpoint,
+    /// the rest resume live. It keeps a resubscription below the hub's
+    /// frame limit (`--max-frame-size`, 64 KiB by default), over which the
+    /// hub closes the connection with 1009 and the session would stop for
+    /// good. Default: 32 KiB (about 350 topics with 32-character epochs).
+    pub max_since_bytes: usize,
     /// How many hub URLs the driver can connect to (several nodes of one hub
     /// behind no load balancer): each reconnect moves to the next one, in
     /// turn, and resumes with `since` there. Default: 1.
@@ -53,6 +66,8 @@ impl Default for SessionConfig {
             missed_pongs_allowed: 2,
             offline_queue_capacity: 256,
             jitter: true,
+            max_checkpoints: 4096,
+            max_since_bytes: 32 * 1024,
             endpoints: 1,
         }
     }

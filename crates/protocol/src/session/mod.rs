@@ -13,8 +13,11 @@
 //!   an event with `seq <=` the topic's [`Checkpoint`] is dropped (replay
 //!   overlapping live traffic, a resent event, an old one-off `replay`).
 //! - After every `welcome`, each [`Subscription`] is re-sent with `since`
-//!   `{seq, epoch}` for every checkpointed topic it covers; the offline queue
-//!   then flushes in order.
+//!   `{seq, epoch}` for the checkpointed topics it covers, the most recently
+//!   advanced first, as many as fit in
+//!   [`SessionConfig::max_since_bytes`]; the offline queue then flushes in
+//!   order. Checkpoints are kept for the
+//!   [`SessionConfig::max_checkpoints`] most recently advanced topics.
 //! - A `subscribed` or `snapshot` naming another epoch than the checkpoint's
 //!   forgets the checkpoint (the hub sends `gap` `epoch_changed`); `gap`s are
 //!   surfaced and move the checkpoint past them; a `snapshot` moves it to the
@@ -225,8 +228,11 @@ impl Session {
                     self.session_id = Some(welcome.session_id.clone());
                     self.set_state(ConnectionState::Open);
                     for subscription in &self.subscriptions {
-                        self.transmit
-                            .push_back(subscription.frame(&self.checkpoints, None));
+                        self.transmit.push_back(subscription.frame(
+                            &self.checkpoints,
+                            self.config.max_since_bytes,
+                            None,
+                        ));
                     }
                     self.transmit.extend(self.outbox.drain());
                 }
@@ -286,6 +292,8 @@ impl Session {
             ServerMessage::Ack(ack) => self.events.push_back(SessionEvent::Ack(ack)),
             ServerMessage::Error(error) => self.events.push_back(SessionEvent::Error(error)),
         }
+        self.checkpoints
+            .keep_most_recent(self.config.max_checkpoints);
     }
 
     /// The socket closed, or the connect attempt failed, without the session
@@ -416,6 +424,8 @@ impl Session {
                     since.insert(topic, Checkpoint { seq, epoch });
                 }
                 self.checkpoints.merge(since);
+                self.checkpoints
+                    .keep_most_recent(self.config.max_checkpoints);
                 let subscription = Subscription {
                     topics: subscribe.topics,
                     filter: subscribe.filter,
@@ -499,6 +509,8 @@ impl Session {
     /// ones). Call before subscribing so the first `subscribe` carries them.
     pub fn restore_checkpoints(&mut self, checkpoints: Checkpoints) {
         self.checkpoints.merge(checkpoints);
+        self.checkpoints
+            .keep_most_recent(self.config.max_checkpoints);
     }
 
     /// Which of the driver's URLs (`0..endpoints`, see
@@ -640,8 +652,11 @@ impl Session {
             return Err(SessionError::NoTopics);
         }
         if self.is_welcomed() {
-            self.transmit
-                .push_back(subscription.frame(&self.checkpoints, id));
+            self.transmit.push_back(subscription.frame(
+                &self.checkpoints,
+                self.config.max_since_bytes,
+                id,
+            ));
         }
         self.subscriptions.push(subscription);
         Ok(())

@@ -7,7 +7,7 @@ use crate::filter::EventFilter;
 use crate::frame::{ClientFrame, ClientMessage, RequestId, Subscribe};
 use crate::topic::{Topic, TopicPattern};
 
-use super::checkpoint::Checkpoints;
+use super::checkpoint::{Checkpoints, since_bytes};
 
 /// One `subscribe` as the application made it.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,13 +24,24 @@ impl Subscription {
         self.topics.iter().any(|pattern| pattern.matches(topic))
     }
 
-    /// The `subscribe` frame, with `since` for every checkpointed topic the
-    /// subscription covers (exact topics, and topics seen under a pattern).
-    pub(crate) fn frame(&self, checkpoints: &Checkpoints, id: Option<RequestId>) -> ClientFrame {
+    /// The `subscribe` frame, with `since` for the checkpointed topics the
+    /// subscription covers (exact topics, and topics seen under a pattern),
+    /// the most recently advanced first, up to `max_since_bytes` of them
+    /// ([`since_bytes`]).
+    pub(crate) fn frame(
+        &self,
+        checkpoints: &Checkpoints,
+        max_since_bytes: usize,
+        id: Option<RequestId>,
+    ) -> ClientFrame {
+        let mut left = max_since_bytes;
         let since: BTreeMap<_, _> = checkpoints
-            .iter()
-            .filter(|(topic, _)| self.covers(topic))
-            .map(|(topic, checkpoint)| (topic.clone(), checkpoint.since()))
+            .most_recent_first(|topic| self.covers(topic))
+            .into_iter()
+            .map_while(|(topic, checkpoint)| {
+                left = left.checked_sub(since_bytes(topic, checkpoint))?;
+                Some((topic.clone(), checkpoint.since()))
+            })
             .collect();
         ClientFrame {
             id,

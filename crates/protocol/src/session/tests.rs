@@ -556,7 +556,8 @@ fn a_topic_under_a_pattern_whose_stream_restarted_delivers_the_new_streams_event
     for seq in 1..=5 {
         h.recv(ServerMessage::Event(event("run:a", seq)));
     }
-    // Before the fix only 5 arrived: 1..=4 passed for duplicates.
+    // Kept against the old stream's checkpoint, 1..=4 would pass for
+    // duplicates and only 5 would arrive.
     assert_eq!(h.delivered_seqs(), [1, 2, 3, 4, 5]);
     assert_eq!(
         h.session.checkpoints().get(&topic("run:a")),
@@ -1075,5 +1076,73 @@ proptest! {
                 }
             }
         }
+    }
+}
+
+/// A dashboard following `execution:*` for a long time sees a topic per
+/// execution: the session keeps checkpoints for the most recent ones only,
+/// and its resubscription stays below the hub's default 64 KiB frame limit
+/// (over it the hub closes with 1009, which ends the session), resuming the
+/// most recently advanced topics, even with the longest topics and seqs.
+#[test]
+fn a_resubscription_after_thousands_of_topics_under_a_pattern_stays_below_the_frame_limit() {
+    let mut h = Harness::new(no_jitter());
+    h.session
+        .subscribe(vec![pattern("execution:*")], None, false)
+        .unwrap();
+    h.open();
+    let longest = |i: usize| format!("execution:{i:0>128}");
+    let topics = 10_000;
+    for i in 0..topics {
+        let mut event = event("execution:e", u64::MAX);
+        event.topic = topic(&longest(i));
+        h.recv(ServerMessage::Event(event));
+    }
+    let config = SessionConfig::default();
+    assert_eq!(h.session.checkpoints().len(), config.max_checkpoints);
+    assert!(h.session.checkpoints().get(&topic(&longest(0))).is_none());
+    h.transmitted();
+    h.close(Some(1001));
+    h.fire_reconnect();
+    h.open();
+    let frames = h.transmitted();
+    let [frame] = frames.as_slice() else {
+        panic!("one subscribe frame, got {frames:?}");
+    };
+    assert!(
+        frame.encode().len() < 64 * 1024,
+        "{} bytes",
+        frame.encode().len()
+    );
+    let resumed = &subscribe_frames(&frames)[0].since;
+    assert!(resumed.len() > 100, "only {} topics resume", resumed.len());
+    let newest = (topics - resumed.len()..topics).map(|i| topic(&longest(i)));
+    assert!(newest.into_iter().all(|t| resumed.contains_key(&t)));
+}
+
+proptest! {
+    /// `since_bytes` never counts less than the entry takes in the frame,
+    /// so a frame's `since` never outgrows `max_since_bytes`.
+    #[test]
+    fn since_bytes_bounds_what_a_checkpoint_takes_in_a_subscribe_frame(
+        id in "[a-z0-9_.@-]{1,128}",
+        seq in any::<u64>(),
+        epoch_name in proptest::option::of("[a-f0-9]{1,64}"),
+    ) {
+        let topic = topic(&format!("execution:{id}"));
+        let checkpoint = Checkpoint { seq, epoch: epoch_name.map(|e| epoch(&e)) };
+        let alone = |since: BTreeMap<Topic, Since>| {
+            ClientFrame::new(ClientMessage::Subscribe(Subscribe {
+                topics: vec![pattern("execution:*")],
+                since,
+                ..Subscribe::default()
+            }))
+            .encode()
+            .len()
+        };
+        let other = (self::topic("zz:other"), Since::Seq { seq: 0, epoch: None });
+        let with = alone(BTreeMap::from([other.clone(), (topic.clone(), checkpoint.since())]));
+        let without = alone(BTreeMap::from([other]));
+        prop_assert!(with - without <= checkpoint::since_bytes(&topic, &checkpoint));
     }
 }
