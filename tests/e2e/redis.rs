@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use herald_tests::{Hub, Redis, WsClient, eventually, frame_type, seq_of};
+use herald_tests::{Hub, Redis, WsClient, eventually, frame_type, metric, seq_of};
 use serde_json::{Value, json};
 
 use crate::{event, herald, seqs_on, str_field};
@@ -303,7 +303,7 @@ async fn with_redis_stopped_publishes_fail_fast_with_503_and_sockets_stay_open()
     ensure!(node.http().get("/health/live").await?.status == 200);
     let metrics = node.http().get("/metrics").await?.text;
     ensure!(
-        herald_tests::metric(&metrics, "herald_engine_up") == Some(0.0),
+        metric(&metrics, "herald_engine_up") == Some(0.0),
         "herald_engine_up is not 0 with Redis down"
     );
     // The socket is still there and answering.
@@ -436,6 +436,73 @@ async fn an_expired_approval_times_out_once_across_nodes() -> Result<()> {
         .filter(|f| str_field(f, "event_type") == "approval.resolved")
         .count();
     ensure!(again == 0, "approval.resolved again: {frames:?}");
+    Ok(())
+}
+
+/// `delivered_to` counts the connections able to answer on every node:
+/// each node adds its own as it delivers the request. One that reached no
+/// one is counted in `herald_approvals_unreached_total` once, when it
+/// times out (the node that asked cannot know what the others reach).
+#[tokio::test]
+async fn every_node_counts_an_approvals_deliveries_and_an_unreached_one_counts_once_at_its_timeout()
+-> Result<()> {
+    let redis = Redis::start().await?;
+    let nodes = nodes(&redis, 2).await?;
+    let mut users = Vec::new();
+    for node in &nodes {
+        users.push(node.ws("/ws?user_id=u1").await?);
+    }
+    let asked = ask(&nodes[0], "u1", "t1", 60_000).await?;
+    for user in &mut users {
+        user.recv_until(|f| str_field(f, "event_type") == "approval.requested")
+            .await?;
+    }
+    let delivered_to = || async {
+        let reply = nodes[1].http().get("/api/v1/approvals?task_id=t1").await?;
+        let record = &reply.body["approvals"][0];
+        ensure!(record["callback_id"] == asked.as_str(), "{}", reply.text);
+        Ok(record["delivered_to"].as_u64())
+    };
+    eventually(
+        Duration::from_secs(10),
+        "both nodes count their delivery",
+        || async { Ok(delivered_to().await?.filter(|n| *n >= 2)) },
+    )
+    .await?;
+    ensure!(delivered_to().await? == Some(2), "counted twice");
+
+    let unreached = || async {
+        let mut total = 0.0;
+        for node in &nodes {
+            let text = node.http().get("/metrics").await?.text;
+            total += metric(&text, "herald_approvals_unreached_total").unwrap_or(0.0);
+        }
+        anyhow::Ok(total)
+    };
+    ensure!(
+        unreached().await? == 0.0,
+        "an answered approval counted as unreached"
+    );
+    let lonely = ask(&nodes[0], "u9", "t9", 300).await?;
+    eventually(
+        Duration::from_secs(10),
+        "the unreached approval times out",
+        || async {
+            let reply = nodes[1]
+                .http()
+                .get(&format!("/api/v1/approvals/{lonely}"))
+                .await?;
+            Ok((reply.body["status"] == "timed_out").then_some(()))
+        },
+    )
+    .await?;
+    eventually(
+        Duration::from_secs(10),
+        "it is counted as unreached",
+        || async { Ok((unreached().await? >= 1.0).then_some(())) },
+    )
+    .await?;
+    ensure!(unreached().await? == 1.0, "counted more than once");
     Ok(())
 }
 

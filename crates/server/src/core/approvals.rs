@@ -189,12 +189,17 @@ impl Approvals {
         self.broker.record_delivery(&id, reached).await?;
         record.delivered_to = reached;
         let (user, task) = (&record.request.user_id, &record.request.task_id);
-        if reached == 0 {
-            self.metrics.approvals_unreached.inc();
-            let default_proceed = record.request.default_proceed;
-            tracing::warn!(callback_id = %id, user, task, default_proceed, "approval requested, but no connection can answer it yet");
-        } else {
+        if reached > 0 {
             tracing::info!(callback_id = %id, user, task, reached, "approval requested");
+        } else if self.broker.delivers_on_publish() {
+            self.unreached(
+                &record,
+                "approval requested, but no connection can answer it yet",
+            );
+        } else {
+            // Other nodes add the connections they reach as they deliver
+            // it; one that times out having reached none is counted then.
+            tracing::info!(callback_id = %id, user, task, "approval requested; no connection on this node can answer it");
         }
         Ok(record)
     }
@@ -422,6 +427,22 @@ impl Approvals {
         self.broker.stats().pending_approvals
     }
 
+    /// Counts an approval that reached no connection able to answer it
+    /// (`herald_approvals_unreached_total`) and says so in the log: when it
+    /// is requested if the engine delivers on publish, else when it times
+    /// out (a shared engine's other nodes deliver it later).
+    fn unreached(&self, record: &ApprovalRecord, what: &'static str) {
+        self.metrics.approvals_unreached.inc();
+        let request = &record.request;
+        tracing::warn!(
+            callback_id = %request.callback_id,
+            user = request.user_id,
+            task = request.task_id,
+            default_proceed = request.default_proceed,
+            "{what}"
+        );
+    }
+
     /// Resolves expired approvals with their default until `stop` fires.
     pub(crate) async fn run_timeouts(&self, stop: CancellationToken) {
         loop {
@@ -442,9 +463,19 @@ impl Approvals {
                     answering_user: None,
                 };
                 // Another node (or the user, just now) may have won.
-                let _ = self
+                let resolved = self
                     .resolve(record.request.callback_id.as_str(), decision)
                     .await;
+                if let Ok(record) = resolved
+                    && record.status == ApprovalStatus::TimedOut
+                    && record.delivered_to == 0
+                    && !self.broker.delivers_on_publish()
+                {
+                    self.unreached(
+                        &record,
+                        "approval timed out without reaching a connection that could answer it",
+                    );
+                }
             }
             let wait = expired.next_deadline.map_or(IDLE_CHECK, |at| {
                 Duration::from_millis(at.saturating_sub(now_ms()))

@@ -455,7 +455,10 @@ pub trait Broker: Send + Sync + Debug {
         decision: Decision,
     ) -> Result<ApprovalRecord, ApprovalStoreError>;
 
-    /// Notes how many connections an approval's request reached.
+    /// Adds connections able to answer an approval that its request reached
+    /// on this node to its `delivered_to`: the node that publishes the
+    /// request adds those [`Published::reached`] counts, and an engine that
+    /// delivers it later (on other nodes, or after a catch-up) adds its own.
     async fn record_delivery(&self, id: &CallbackId, connections: u32) -> Result<(), BrokerError>;
 
     /// One approval.
@@ -490,6 +493,14 @@ pub trait Broker: Send + Sync + Debug {
     /// Whether the engine can take publishes now (a shared store may be
     /// unreachable for a while; this node's connections stay up meanwhile).
     fn ready(&self) -> bool {
+        true
+    }
+
+    /// Whether a publish has reached every connection that will get it by
+    /// the time it returns, so [`Published::reached`] is the whole count
+    /// (one node, delivering as it stores). An engine shared by several
+    /// nodes delivers on the others later, and says `false`.
+    fn delivers_on_publish(&self) -> bool {
         true
     }
 

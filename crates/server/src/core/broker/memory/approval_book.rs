@@ -97,14 +97,14 @@ impl ApprovalBook {
         }
     }
 
-    /// Notes how many connections the request reached.
-    pub(crate) fn set_delivered(
+    /// Adds connections the request reached.
+    pub(crate) fn add_delivered(
         &mut self,
         id: &CallbackId,
         connections: u32,
     ) -> Option<&ApprovalRecord> {
         let record = self.records.get_mut(id)?;
-        record.delivered_to = connections;
+        record.delivered_to = record.delivered_to.saturating_add(connections);
         Some(record)
     }
 

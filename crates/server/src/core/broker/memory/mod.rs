@@ -661,7 +661,7 @@ impl Broker for MemoryBroker {
     }
 
     async fn record_delivery(&self, id: &CallbackId, connections: u32) -> Result<(), BrokerError> {
-        self.shared.approvals.lock().set_delivered(id, connections);
+        self.shared.approvals.lock().add_delivered(id, connections);
         Ok(())
     }
 

@@ -147,18 +147,19 @@ impl Shared {
         }
     }
 
+    /// Adds `connections` (reached on one node) to the approval's
+    /// `delivered_to`: every node adds its own, as it delivers the request.
     pub(super) async fn record_delivery(
         &self,
         id: &CallbackId,
         connections: u32,
     ) -> Result<(), BrokerError> {
-        // Only an approval that still exists gets the field.
-        redis::cmd("HSET")
-            .arg(keys::approval(id))
-            .arg("delivered_to")
+        scripts::APPROVAL_DELIVERED
+            .key(keys::approval(id))
             .arg(connections)
-            .exec_async(&mut self.commands.clone())
+            .invoke_async::<i64>(&mut self.commands.clone())
             .await
+            .map(|_| ())
             .map_err(failed)
     }
 

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use herald_protocol::frame::{Gap, GapReason};
-use herald_protocol::{Epoch, Topic, TopicPattern};
+use herald_protocol::{CallbackId, Epoch, EventType, Topic, TopicPattern};
 use parking_lot::{Mutex, RwLock};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
@@ -524,7 +524,7 @@ impl Shared {
     /// it that this node did not deliver.
     async fn deliver_in_order(&self, epoch: &Epoch, event: &EncodedEvent, audience: Audience) {
         let topic = &event.event.topic;
-        match self.feed.deliver(self, epoch, event, audience, true, false) {
+        match self.deliver_counted(epoch, event, audience, false).await {
             Delivery::Delivered(_) | Delivery::Duplicate | Delivery::Deferred => return,
             Delivery::Behind(_) => {}
             Delivery::EpochChanged => {
@@ -540,7 +540,35 @@ impl Shared {
         self.fill(topic, None).await;
         // Whatever the stream said, this event is the newest: deliver it
         // unless the fill did.
-        let _ = self.feed.deliver(self, epoch, event, audience, true, false);
+        self.deliver_counted(epoch, event, audience, false).await;
+    }
+
+    /// Delivers `event` here ([`Feed::deliver`]); an approval's request that
+    /// reached connections able to answer it adds them to the approval's
+    /// `delivered_to`, as every node does for its own.
+    async fn deliver_counted(
+        &self,
+        epoch: &Epoch,
+        event: &EncodedEvent,
+        audience: Audience,
+        together: bool,
+    ) -> Delivery {
+        let delivery = self
+            .feed
+            .deliver(self, epoch, event, audience, true, together);
+        if let Delivery::Delivered(reached) = delivery
+            && reached > 0
+            && event.event.event_type == EventType::ApprovalRequested
+            && let Some(id) = event
+                .event
+                .key
+                .as_ref()
+                .and_then(|key| CallbackId::new(key.as_str()).ok())
+            && let Err(error) = self.record_delivery(&id, reached).await
+        {
+            tracing::warn!(%error, callback_id = %id, "could not count an approval's deliveries");
+        }
+        delivery
     }
 
     /// Reads and delivers what this node has not delivered of `topic`
@@ -587,9 +615,8 @@ impl Shared {
         }
         let together = read.events.len() > 1;
         for (audience, event) in &read.events {
-            let _ = self
-                .feed
-                .deliver(self, &read.epoch, event, *audience, true, together);
+            self.deliver_counted(&read.epoch, event, *audience, together)
+                .await;
         }
     }
 

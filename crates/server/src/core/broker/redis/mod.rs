@@ -659,6 +659,10 @@ impl Broker for RedisBroker {
         self.shared.claim_expired(now_ms).await
     }
 
+    fn delivers_on_publish(&self) -> bool {
+        false
+    }
+
     fn stats(&self) -> BrokerStats {
         let feed = &self.shared.feed;
         BrokerStats {

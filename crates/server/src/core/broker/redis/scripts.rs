@@ -21,6 +21,9 @@ pub(super) static APPROVAL_CREATE: LazyLock<Script> =
 /// Decides an approval, once.
 pub(super) static APPROVAL_DECIDE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/approval_decide.lua")));
+/// Adds one node's deliveries of an approval's request to its count.
+pub(super) static APPROVAL_DELIVERED: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/approval_delivered.lua")));
 /// Claims expired approvals for one node.
 pub(super) static APPROVAL_CLAIM: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/approval_claim.lua")));
