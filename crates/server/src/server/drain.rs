@@ -9,9 +9,11 @@
 //! after its queue is flushed.
 //!
 //! The notice is stored once in `global`'s history (one seq, without a retry
-//! hint) and delivered only to this node's connections, each copy carrying
-//! its own hint: another node's clients must not leave because this one does,
-//! and a replay of `global` must not send anyone away.
+//! hint, naming this node in `details.node`). This node's connections get
+//! copies each carrying its own hint; the other nodes of a shared store
+//! deliver it as stored, so their clients see every seq of `global` and,
+//! with no hint, do not leave because this node does; a replay of `global`
+//! sends nobody away either.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -77,13 +79,14 @@ fn plan(connections: Vec<Arc<ConnHandle>>, window: Duration, rng: &mut fastrand:
         .collect()
 }
 
-/// Stores one `system.shutdown` in `global`'s history, then queues to each
-/// connection a copy carrying its own `retry_after_ms`.
+/// Stores one `system.shutdown` in `global`'s history (delivered as it is
+/// on the other nodes of a shared store), then queues to each of this
+/// node's connections a copy carrying its own `retry_after_ms`.
 async fn announce(hub: &Hub, slots: &[Slot]) {
     let notice = ErrorPayload {
         message: "the hub is shutting down; reconnect shortly".to_owned(),
         code: Some("shutdown".to_owned()),
-        details: None,
+        details: Some(serde_json::json!({ "node": hub.node_id() })),
     }
     .to_data();
     let mut request = PublishRequest::new(Topic::global(), EventType::SystemShutdown, notice)

@@ -153,10 +153,12 @@ pub enum Audience {
     /// Every connection of the user the topic `user:{id}` names, subscribed
     /// or not, plus the topic's subscribers.
     User,
-    /// No connection: the event is stored (it takes its seq and stays in
-    /// history) and the caller queues it to the connections it chooses, on
-    /// this node only (the hub's own shutdown notice, which each connection
-    /// gets with its own retry hint).
+    /// No connection on the node that publishes it: the event is stored (it
+    /// takes its seq and stays in history) and the caller queues it to that
+    /// node's connections it chooses (the hub's own shutdown notice, which
+    /// each connection gets with its own retry hint). The other nodes of a
+    /// shared store deliver it to every connection, as [`Audience::Everyone`]
+    /// (so their clients see every seq of `global`).
     Nobody,
 }
 

@@ -508,7 +508,7 @@ impl Shared {
 
     /// An announcement from a topic's channel.
     async fn announced(&self, payload: &[u8]) {
-        let Some(announcement) = Announcement::parse(payload) else {
+        let Some(announcement) = Announcement::parse(payload, &self.node) else {
             tracing::warn!("skipping an unreadable announcement from Redis");
             return;
         };

@@ -59,7 +59,7 @@ use tokio_util::sync::CancellationToken;
 use self::feed::{Delivery, Feed};
 use self::keys::TopicKeys;
 use self::scripts::{Unexpected, bytes, items, number, text};
-use self::wire::{SplitFrame, audience_code, decode_frame, fingerprint};
+use self::wire::{SplitFrame, audience_code, audience_of, decode_frame, fingerprint};
 use super::{
     ApprovalQuery, ApprovalStoreError, Audience, Broker, BrokerError, BrokerHandler, BrokerStats,
     Decision, Draft, EncodedEvent, Expired, History, MAX_SNAPSHOT_KEYS, PatternSnapshots, Position,
@@ -363,7 +363,10 @@ impl Shared {
         let snapshot = snapshot.iter().map(decode).collect::<Result<_, _>>()?;
         let events = events
             .chunks_exact(2)
-            .map(|pair| Ok((audience_of(bytes(&pair[0])?), decode(&pair[1])?)))
+            .map(|pair| {
+                let audience = audience_of(bytes(&pair[0])?, &self.node);
+                Ok((audience.unwrap_or_default(), decode(&pair[1])?))
+            })
             .collect::<Result<_, BrokerError>>()?;
         Ok(StoredTopic {
             epoch,
@@ -423,7 +426,7 @@ impl Shared {
             .arg(&keys.ids)
             .arg(&keys.channel)
             .arg(MAX_SNAPSHOT_KEYS)
-            .arg(audience_code(audience))
+            .arg(audience_code(audience, &self.node).as_ref())
             .arg(topic.as_str())
             .arg(topic.kind());
         for draft in &drafts {
@@ -486,15 +489,6 @@ impl Shared {
             }
         }
         Ok(published)
-    }
-}
-
-fn audience_of(code: &[u8]) -> Audience {
-    match code {
-        b"e" => Audience::Everyone,
-        b"u" => Audience::User,
-        b"n" => Audience::Nobody,
-        _ => Audience::Subscribers,
     }
 }
 

@@ -2,6 +2,7 @@
 //! script puts the seq in), the announcement on a topic's channel, and the
 //! fingerprint that tells a retry from another event reusing an id.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -86,14 +87,33 @@ fn canonical(value: &Value, out: &mut String) {
     }
 }
 
-/// How an audience is written in an announcement.
-pub(super) fn audience_code(audience: Audience) -> &'static str {
+/// How an audience is written in the stream and in announcements, by node
+/// `node`. [`Audience::Nobody`] names the node that published: that node's
+/// connections get their copies from the caller, and every other node
+/// delivers the event to all its connections, as [`Audience::Everyone`]
+/// (see [`audience_of`]), so that no node's clients see a seq of `global`
+/// go by without its event.
+pub(super) fn audience_code(audience: Audience, node: &str) -> Cow<'static, str> {
     match audience {
-        Audience::Subscribers => "s",
-        Audience::Everyone => "e",
-        Audience::User => "u",
-        Audience::Nobody => "n",
+        Audience::Subscribers => Cow::Borrowed("s"),
+        Audience::Everyone => Cow::Borrowed("e"),
+        Audience::User => Cow::Borrowed("u"),
+        Audience::Nobody => Cow::Owned(format!("n:{node}")),
     }
+}
+
+/// What an audience written by [`audience_code`] means on node `node`;
+/// `None` for a code no node writes.
+pub(super) fn audience_of(code: &[u8], node: &str) -> Option<Audience> {
+    Some(match code {
+        b"s" => Audience::Subscribers,
+        b"e" => Audience::Everyone,
+        b"u" => Audience::User,
+        b"n" => Audience::Nobody,
+        [b'n', b':', origin @ ..] if origin == node.as_bytes() => Audience::Nobody,
+        [b'n', b':', ..] => Audience::Everyone,
+        _ => return None,
+    })
 }
 
 /// An event announced on a topic's channel: `EPOCH AUDIENCE FRAME`.
@@ -105,16 +125,11 @@ pub(super) struct Announcement {
 }
 
 impl Announcement {
-    pub(super) fn parse(payload: &[u8]) -> Option<Announcement> {
+    /// The announcement as node `node` delivers it ([`audience_of`]).
+    pub(super) fn parse(payload: &[u8], node: &str) -> Option<Announcement> {
         let mut parts = payload.splitn(3, |b| *b == b' ');
         let epoch = Epoch::new(std::str::from_utf8(parts.next()?).ok()?).ok()?;
-        let audience = match parts.next()? {
-            b"s" => Audience::Subscribers,
-            b"e" => Audience::Everyone,
-            b"u" => Audience::User,
-            b"n" => Audience::Nobody,
-            _ => return None,
-        };
+        let audience = audience_of(parts.next()?, node)?;
         let event = decode_frame(Bytes::copy_from_slice(parts.next()?))?;
         Some(Announcement {
             epoch,
@@ -185,11 +200,22 @@ mod tests {
     fn an_announcement_reads_back_the_epoch_the_audience_and_the_event() {
         let event = draft(json!({"n": 1})).into_event(7);
         let payload = format!("e1f2 u {}", event.encode_frame());
-        let announcement = Announcement::parse(payload.as_bytes()).unwrap();
+        let announcement = Announcement::parse(payload.as_bytes(), "n1").unwrap();
         assert_eq!(announcement.epoch.as_str(), "e1f2");
         assert_eq!(announcement.audience, Audience::User);
         assert_eq!(*announcement.event.event, event);
-        assert!(Announcement::parse(b"e1f2 x {}").is_none());
+        assert!(Announcement::parse(b"e1f2 x {}", "n1").is_none());
+    }
+
+    #[test]
+    fn an_event_for_nobody_is_for_no_one_on_its_node_and_for_everyone_on_the_others() {
+        let code = audience_code(Audience::Nobody, "n1");
+        assert_eq!(audience_of(code.as_bytes(), "n1"), Some(Audience::Nobody));
+        assert_eq!(audience_of(code.as_bytes(), "n2"), Some(Audience::Everyone));
+        for audience in [Audience::Subscribers, Audience::Everyone, Audience::User] {
+            let code = audience_code(audience, "n1");
+            assert_eq!(audience_of(code.as_bytes(), "n2"), Some(audience));
+        }
     }
 
     #[test]
