@@ -649,3 +649,51 @@ async fn floats_in_data_survive_publish_delivery_and_history_bit_for_bit() -> Re
     ensure!(stored == sent, "a float changed in the history");
     Ok(())
 }
+
+/// A replay longer than the connection's queue arrives whole, in order and
+/// without a `gap`, under one pattern's subscription and under exact ones
+/// alike: it goes in parts, each once the writer took the one before, so
+/// its events never push each other out, not even high-priority ones,
+/// which cannot be shed.
+#[tokio::test]
+async fn a_replay_longer_than_the_queue_arrives_whole_without_a_gap() -> Result<()> {
+    const EVENTS: u64 = 100;
+    let hub = herald().start(&["--queue-size", "16"]).await?;
+    let http = hub.http();
+    for (topic, priority) in [("run:normal", "normal"), ("run:high", "high")] {
+        let batch: Vec<Value> = (0..EVENTS)
+            .map(|i| {
+                let mut event = event(topic, "execution.progress", json!({"i": i}));
+                event["priority"] = json!(priority);
+                event
+            })
+            .collect();
+        let reply = http.post("/api/v1/events", &json!(batch)).await?;
+        ensure!(reply.status == 200, "{} {}", reply.status, reply.text);
+    }
+    for topics in [vec!["run:normal", "run:high"], vec!["run:*"]] {
+        let mut client = hub.ws("/ws").await?;
+        client
+            .send_json(&json!({"action": "subscribe", "topics": topics,
+                "since": {"run:normal": 0, "run:high": 0}}))
+            .await?;
+        let mut frames = Vec::new();
+        let mut complete = 0;
+        while complete < 2 {
+            let frame = client.recv_frame().await?;
+            match frame_type(&frame) {
+                "replay_complete" => complete += 1,
+                "gap" | "error" => bail!("{topics:?}: {frame}"),
+                _ => frames.push(frame),
+            }
+        }
+        for topic in ["run:normal", "run:high"] {
+            ensure!(
+                seqs_on(&frames, topic) == (1..=EVENTS).collect::<Vec<_>>(),
+                "{topics:?}, {topic}: {:?}",
+                seqs_on(&frames, topic)
+            );
+        }
+    }
+    Ok(())
+}

@@ -154,14 +154,14 @@ impl Held {
         }
     }
 
-    /// Sends what `first` queues (the subscription's own frames: `subscribed`,
-    /// snapshot, replay), then the held frames `keep` lets through, in the
-    /// order they arrived; from then on frames go straight to the outbox.
-    /// Nothing offered meanwhile can slip in between: offers wait.
+    /// Sends the held frames `keep` lets through, in the order they
+    /// arrived, after the subscription's own frames (`subscribed`,
+    /// snapshot, replay), which the caller queued while they were held;
+    /// from then on frames go straight to the outbox. Nothing offered
+    /// meanwhile can slip in between: offers wait.
     pub(crate) fn release(
         &self,
         conn: &ConnHandle,
-        first: impl FnOnce(),
         keep: impl Fn(&OutFrame) -> bool,
     ) -> Result<(), Overflowed> {
         let mut state = self.state.lock();
@@ -173,7 +173,6 @@ impl Held {
         if overflowed {
             return Err(Overflowed);
         }
-        first();
         for frame in frames.into_iter().filter(|f| keep(f)) {
             conn.outbox.push(frame);
         }

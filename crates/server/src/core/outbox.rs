@@ -291,6 +291,10 @@ struct State {
     low: usize,
     normal: usize,
     closing: Option<Closing>,
+    /// Woken when the writer takes the queue or the outbox closes, for a
+    /// replay waiting for room ([`Outbox::wait_for_room`]); made by the
+    /// first such wait, so an idle connection carries only the pointer.
+    room: Option<Arc<Notify>>,
 }
 
 /// The bounded queue between fan-out and a connection's writer.
@@ -501,8 +505,47 @@ impl Outbox {
                 flush,
             });
         }
+        let room = state.room.take();
         drop(state);
         self.notify.notify_one();
+        if let Some(room) = room {
+            room.notify_waiters();
+        }
+    }
+
+    /// Waits until `frames` more frames fit in the queue (at most its
+    /// capacity are asked for); `false` once the outbox closes. A replay
+    /// longer than the queue goes in parts this way, each queued once the
+    /// writer took the ones before, instead of shedding its own events.
+    pub(crate) async fn wait_for_room(&self, frames: usize) -> bool {
+        let frames = frames.min(self.capacity);
+        loop {
+            let room = {
+                let mut state = self.state.lock();
+                if state.closing.is_some() {
+                    return false;
+                }
+                if state.frames + frames <= self.capacity {
+                    return true;
+                }
+                state
+                    .room
+                    .get_or_insert_with(|| Arc::new(Notify::new()))
+                    .clone()
+            };
+            let taken = room.notified();
+            tokio::pin!(taken);
+            // Registered before the queue is looked at again: a drain in
+            // between is not missed.
+            taken.as_mut().enable();
+            let fits = {
+                let state = self.state.lock();
+                state.closing.is_some() || state.frames + frames <= self.capacity
+            };
+            if !fits {
+                taken.await;
+            }
+        }
     }
 
     /// Takes every queued entry (the queue's buffer goes with them, so an
@@ -522,6 +565,11 @@ impl Outbox {
         state.low = 0;
         state.normal = 0;
         state.writing = !entries.is_empty();
+        let room = state.room.take();
+        drop(state);
+        if let Some(room) = room {
+            room.notify_waiters();
+        }
         (entries, closing)
     }
 
@@ -537,6 +585,11 @@ impl Outbox {
     /// Waits until something was pushed or a close was requested.
     pub(crate) async fn ready(&self) {
         self.notify.notified().await;
+    }
+
+    /// Most frames the queue holds.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// Frames currently queued.
@@ -854,6 +907,36 @@ mod tests {
         let gathered = outbox.len();
         tasks.wait().await;
         gathered
+    }
+
+    #[tokio::test]
+    async fn a_wait_for_room_ends_when_the_writer_takes_the_queue_or_the_outbox_closes() {
+        let outbox = Arc::new(Outbox::new(4));
+        let tasks = tokio_util::task::TaskTracker::new();
+        for seq in 1..=3 {
+            outbox.push(event("run:r", seq, Priority::High));
+        }
+        assert!(outbox.wait_for_room(1).await, "one more fits");
+        let waiting = tasks.spawn({
+            let outbox = outbox.clone();
+            async move { outbox.wait_for_room(2).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "two more do not fit yet");
+        let (taken, _) = outbox.drain();
+        assert_eq!(taken.len(), 3);
+        assert!(waiting.await.unwrap(), "room once the writer took the queue");
+
+        for seq in 4..=7 {
+            outbox.push(event("run:r", seq, Priority::High));
+        }
+        let waiting = tasks.spawn({
+            let outbox = outbox.clone();
+            async move { outbox.wait_for_room(100).await }
+        });
+        tokio::task::yield_now().await;
+        outbox.close(CloseReason::GOING_AWAY, "bye", true);
+        assert!(!waiting.await.unwrap(), "no room in a closing outbox");
     }
 
     #[tokio::test]

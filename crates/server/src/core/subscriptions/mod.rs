@@ -206,28 +206,24 @@ impl Subscriptions {
             // delivered by now comes first, as it would have.
             held.send_early(conn, |frame| !after_head(frame));
         }
-        Ok(held.release(
-            conn,
-            || {
-                conn.send(&ServerMessage::Subscribed(Subscribed {
-                    topic: TopicPattern::Exact(topic.clone()),
-                    epoch: Some(read.position.epoch.clone()),
-                    seq: Some(head),
-                }));
-                if snapshot {
-                    conn.send(&ServerMessage::Snapshot(herald_protocol::frame::Snapshot {
-                        topic: topic.clone(),
-                        epoch: read.position.epoch.clone(),
-                        seq: head,
-                        events: read.snapshot,
-                    }));
-                }
-                if let Some(history) = read.history {
-                    send_history(&self.metrics, conn, history);
-                }
-            },
-            after_head,
-        ))
+        // Live events stay held while the subscription's own frames go.
+        conn.send(&ServerMessage::Subscribed(Subscribed {
+            topic: TopicPattern::Exact(topic.clone()),
+            epoch: Some(read.position.epoch.clone()),
+            seq: Some(head),
+        }));
+        if snapshot {
+            conn.send(&ServerMessage::Snapshot(herald_protocol::frame::Snapshot {
+                topic: topic.clone(),
+                epoch: read.position.epoch.clone(),
+                seq: head,
+                events: read.snapshot,
+            }));
+        }
+        if let Some(history) = read.history {
+            send_history(&self.metrics, conn, history).await;
+        }
+        Ok(held.release(conn, after_head))
     }
 
     /// A pattern: `subscribed`, then the replay of each covered topic named
@@ -276,31 +272,26 @@ impl Subscriptions {
                 (topic.clone(), seam)
             }),
         );
-        let heads: HashMap<&Topic, u64> = replays
+        let heads: HashMap<Topic, u64> = replays
             .iter()
-            .map(|(topic, position, _)| (topic, position.seq))
+            .map(|(topic, position, _)| (topic.clone(), position.seq))
             .collect();
         let keep = |frame: &OutFrame| match &frame.event {
             Some(EventMeta { topic, seq, .. }) => heads.get(topic).is_none_or(|head| seq > head),
             None => true,
         };
-        let released = held.release(
-            conn,
-            || {
-                conn.send(&ServerMessage::Subscribed(Subscribed {
-                    topic: pattern.clone(),
-                    epoch: None,
-                    seq: None,
-                }));
-                for (_, _, history) in &replays {
-                    if let Some(history) = history {
-                        send_history(&self.metrics, conn, history.clone());
-                    }
-                }
-            },
-            keep,
-        );
-        Ok(released)
+        // Live events stay held while the subscription's own frames go.
+        conn.send(&ServerMessage::Subscribed(Subscribed {
+            topic: pattern.clone(),
+            epoch: None,
+            seq: None,
+        }));
+        for (_, _, history) in replays {
+            if let Some(history) = history {
+                send_history(&self.metrics, conn, history).await;
+            }
+        }
+        Ok(held.release(conn, keep))
     }
 
     /// Removes subscriptions (unknown ones are ignored).
@@ -328,7 +319,7 @@ impl Subscriptions {
             .history(topic, since, limit)
             .await
             .map_err(|e| store_error(&e))?;
-        send_history(&self.metrics, conn, history);
+        send_history(&self.metrics, conn, history).await;
         Ok(())
     }
 
@@ -421,7 +412,13 @@ impl Subscriptions {
 
 /// Queues a replay: the `gap`, the events, the `replay_complete`; and
 /// counts how it ended.
-fn send_history(metrics: &Metrics, conn: &ConnHandle, history: History) {
+/// Queues a replay: its gap, its events, then `replay_complete`. A replay
+/// longer than half the connection's queue goes in parts of that size,
+/// each once the writer took the frames before it ([`Outbox::wait_for_room`]),
+/// so that it never sheds its own events; it stops if the connection closes.
+///
+/// [`Outbox::wait_for_room`]: crate::core::outbox::Outbox::wait_for_room
+async fn send_history(metrics: &Metrics, conn: &ConnHandle, history: History) {
     metrics.replayed(
         ReplayOutcome::of_gap(history.gap.as_ref().map(|gap| gap.reason)),
         history.events.len(),
@@ -429,17 +426,23 @@ fn send_history(metrics: &Metrics, conn: &ConnHandle, history: History) {
     if let Some(gap) = history.gap {
         conn.send(&ServerMessage::Gap(gap));
     }
-    for encoded in history.events {
-        let event = &encoded.event;
-        conn.outbox.push(OutFrame {
-            text: encoded.frame.clone(),
-            event: Some(EventMeta {
-                topic: event.topic.clone(),
-                seq: event.seq,
-                priority: event.priority,
-                published: std::time::Instant::now(),
-            }),
-        });
+    let part = (conn.outbox.capacity() / 2).max(1);
+    for events in history.events.chunks(part) {
+        if !conn.outbox.wait_for_room(events.len()).await {
+            return;
+        }
+        for encoded in events {
+            let event = &encoded.event;
+            conn.outbox.push(OutFrame {
+                text: encoded.frame.clone(),
+                event: Some(EventMeta {
+                    topic: event.topic.clone(),
+                    seq: event.seq,
+                    priority: event.priority,
+                    published: std::time::Instant::now(),
+                }),
+            });
+        }
     }
     conn.send(&ServerMessage::ReplayComplete(history.complete));
 }

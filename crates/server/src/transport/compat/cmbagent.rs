@@ -127,7 +127,7 @@ impl Dialect for CmbagentSocket {
         welcome(hub, conn);
     }
 
-    async fn open(&mut self, hub: &Hub, conn: &Arc<ConnHandle>) {
+    async fn open(&self, hub: &Hub, conn: &Arc<ConnHandle>) {
         let request = Subscribe {
             topics: vec![TopicPattern::Exact(self.topic.clone())],
             snapshot: true,

@@ -114,7 +114,7 @@ impl Dialect for StateMachineSocket {
         conn.send(&marker(BEGIN));
     }
 
-    async fn open(&mut self, hub: &Hub, conn: &Arc<ConnHandle>) {
+    async fn open(&self, hub: &Hub, conn: &Arc<ConnHandle>) {
         let request = Subscribe {
             topics: vec![machines()],
             snapshot: true,

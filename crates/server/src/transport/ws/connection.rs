@@ -100,7 +100,7 @@ pub(crate) fn run<S, W, D>(
     hub: Hub,
     (out, stream): (Outgoing<W>, Box<WebSocketStream<S>>),
     conn: Arc<ConnHandle>,
-    mut dialect: D,
+    dialect: D,
     sending: Sending,
 ) -> impl Future<Output = ()>
 where
@@ -122,11 +122,16 @@ where
         // the two loops' select below should count.
         Box::pin(hub.attach(&conn)).await;
         tracing::info!(session = %conn.id, user = conn.user_id.as_deref(), remote = ?conn.remote, "connection opened");
-        Box::pin(dialect.open(&hub, &conn)).await;
         let dialect = &dialect;
         // Boxed: pinned in place, the two loops (about 750 bytes together)
-        // would add their size to every idle connection's task.
-        let mut reader = Box::pin(reader::read_loop(&hub, &conn, stream, dialect));
+        // would add their size to every idle connection's task. The opening
+        // (the URL's subscriptions) runs with the writer already going: a
+        // replay longer than the queue goes out in parts as the writer
+        // takes them.
+        let mut reader = Box::pin(async {
+            Box::pin(dialect.open(&hub, &conn)).await;
+            reader::read_loop(&hub, &conn, stream, dialect).await
+        });
         let mut writer = Box::pin(writer::write_loop(
             &hub,
             &conn,

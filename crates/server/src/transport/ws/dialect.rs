@@ -62,8 +62,9 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     fn greet(&self, hub: &Hub, conn: &ConnHandle);
 
     /// Once attached: what the endpoint opens with (its subscriptions, the
-    /// state it sends on connect).
-    fn open(&mut self, hub: &Hub, conn: &Arc<ConnHandle>) -> impl Future<Output = ()> + Send;
+    /// state it sends on connect). Runs while the connection's writer
+    /// already writes, so a replay longer than the queue goes out in parts.
+    fn open(&self, hub: &Hub, conn: &Arc<ConnHandle>) -> impl Future<Output = ()> + Send;
 
     /// Carries out one text frame from the peer (its replies are queued).
     fn receive(

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use herald_protocol::frame::{Ack, Gap, GapReason, Heartbeat, Subscribe, Welcome};
 use herald_protocol::payload::ApprovalStatus;
 use herald_protocol::{ClientFrame, ErrorCode, EventFilter, ServerMessage, Topic, TopicPattern};
+use parking_lot::Mutex;
 use tungstenite::Utf8Bytes;
 
 use super::commands;
@@ -33,13 +34,14 @@ pub(crate) struct Opening {
 /// Herald's own protocol; holds the URL's request until the connection opens.
 #[derive(Debug)]
 pub(crate) struct Native {
-    opening: Option<Opening>,
+    /// Taken by [`Dialect::open`].
+    opening: Mutex<Option<Opening>>,
 }
 
 impl Native {
     pub(crate) fn new(opening: Opening) -> Native {
         Native {
-            opening: Some(opening),
+            opening: Mutex::new(Some(opening)),
         }
     }
 }
@@ -60,8 +62,9 @@ impl Dialect for Native {
         welcome(hub, conn);
     }
 
-    async fn open(&mut self, hub: &Hub, conn: &Arc<ConnHandle>) {
-        if let Some(opening) = self.opening.take() {
+    async fn open(&self, hub: &Hub, conn: &Arc<ConnHandle>) {
+        let opening = self.opening.lock().take();
+        if let Some(opening) = opening {
             open(hub, conn, opening).await;
         }
     }

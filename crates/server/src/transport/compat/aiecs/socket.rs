@@ -72,7 +72,7 @@ impl Dialect for AiecsSocket {
         welcome(hub, conn);
     }
 
-    async fn open(&mut self, hub: &Hub, conn: &Arc<ConnHandle>) {
+    async fn open(&self, hub: &Hub, conn: &Arc<ConnHandle>) {
         let allowed = |name: &str| -> Vec<TopicPattern> {
             TopicPattern::parse(name)
                 .into_iter()

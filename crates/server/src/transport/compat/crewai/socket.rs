@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use herald_protocol::frame::{Heartbeat, Subscribe};
 use herald_protocol::{ErrorCode, Priority, ServerMessage, TopicPattern};
+use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tungstenite::Utf8Bytes;
 
@@ -26,7 +27,8 @@ pub(crate) struct CrewaiSocket {
     /// What its endpoint (or `?subscriptions=`) follows on connect.
     initial: Vec<TopicPattern>,
     /// Subscription names that are not one, reported after the greeting.
-    refused: Vec<String>,
+    /// Taken by [`Dialect::open`].
+    refused: Mutex<Vec<String>>,
     /// The client's id (its session id), once greeted.
     client_id: OnceLock<String>,
 }
@@ -35,7 +37,7 @@ impl CrewaiSocket {
     pub(crate) fn new(initial: Vec<TopicPattern>, refused: Vec<String>) -> CrewaiSocket {
         CrewaiSocket {
             initial,
-            refused,
+            refused: Mutex::new(refused),
             client_id: OnceLock::new(),
         }
     }
@@ -52,8 +54,9 @@ impl Dialect for CrewaiSocket {
         welcome(hub, conn);
     }
 
-    async fn open(&mut self, hub: &Hub, conn: &Arc<ConnHandle>) {
-        for refused in std::mem::take(&mut self.refused) {
+    async fn open(&self, hub: &Hub, conn: &Arc<ConnHandle>) {
+        let refused = std::mem::take(&mut *self.refused.lock());
+        for refused in refused {
             send_error(hub, conn, ErrorCode::InvalidTopic, refused, None);
         }
         if let Err((code, message)) = subscribe(hub, conn, self.initial.clone()).await {
