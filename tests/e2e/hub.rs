@@ -2,7 +2,7 @@
 //! replies to good and bad frames, control frames, ordering.
 
 use anyhow::{Result, ensure};
-use herald_tests::{frame_type, is_event_on, seq_of};
+use herald_tests::{WsClient, frame_type, is_event_on, seq_of};
 use serde_json::{Value, json};
 
 use crate::{event, herald, seqs_on, str_field};
@@ -654,6 +654,32 @@ async fn batches_reach_every_live_subscriber_whole_and_in_seq_order_among_single
             .filter_map(|e| e["data"]["i"].as_u64())
             .collect();
         ensure!(data == (0..105).collect::<Vec<_>>(), "{data:?}");
+    }
+    Ok(())
+}
+
+/// A client that closes is answered with a close frame echoing its code,
+/// so browsers and libraries see a clean close rather than a dropped
+/// connection (1006).
+#[tokio::test]
+async fn a_client_that_closes_gets_its_close_frame_echoed() -> Result<()> {
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    let hub = herald().start(&[]).await?;
+    for path in ["/ws", "/compat/aiecs", "/ws/executions/exec_1"] {
+        let mut client = WsClient::connect_raw(&hub.ws_url(path)).await?;
+        let close = CloseFrame {
+            code: CloseCode::Away,
+            reason: "leaving".into(),
+        };
+        client.send_message(Message::Close(Some(close))).await?;
+        let (code, _) = client.expect_close().await?;
+        ensure!(
+            code == 1001,
+            "{path}: the hub answered the close with {code}"
+        );
     }
     Ok(())
 }

@@ -925,7 +925,10 @@ mod tests {
         assert!(!waiting.is_finished(), "two more do not fit yet");
         let (taken, _) = outbox.drain();
         assert_eq!(taken.len(), 3);
-        assert!(waiting.await.unwrap(), "room once the writer took the queue");
+        assert!(
+            waiting.await.unwrap(),
+            "room once the writer took the queue"
+        );
 
         for seq in 4..=7 {
             outbox.push(event("run:r", seq, Priority::High));

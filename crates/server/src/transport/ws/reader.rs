@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use futures::StreamExt as _;
 use herald_protocol::{ClientFrame, ErrorCode};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::Message;
 
@@ -30,6 +31,7 @@ pub(crate) fn read_loop<S: AsyncRead + AsyncWrite + Unpin, D: Dialect>(
 ) -> impl Future<Output = End> {
     async move {
         let mut limiter = FrameLimiter::new(hub.config().client_rate_limit);
+        let mut peer_code = None;
         while let Some(message) = stream.next().await {
             conn.saw_peer();
             let message = match message {
@@ -72,14 +74,25 @@ pub(crate) fn read_loop<S: AsyncRead + AsyncWrite + Unpin, D: Dialect>(
                             .to_owned();
                     send_error(hub, conn, ErrorCode::InvalidRequest, message, None);
                 }
-                Message::Close(frame) => return End::PeerClosed(frame.map(|f| u16::from(f.code))),
+                // Read on: polled again, tungstenite queues its answer to
+                // the close and ends the stream.
+                Message::Close(frame) => peer_code = frame.map(|f| u16::from(f.code)),
                 // Never read: tungstenite hands frames over assembled.
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
             }
         }
-        End::PeerClosed(None)
+        if peer_code.is_some() {
+            // The answer waits in the socket's gathered bytes: it goes out
+            // now, so the peer sees a clean close rather than a dropped
+            // connection (1006). Bounded: the peer may not read it.
+            let _ = tokio::time::timeout(CLOSE_ANSWER, stream.get_mut().flush()).await;
+        }
+        End::PeerClosed(peer_code)
     }
 }
+
+/// How long the answer to a peer's close may take to go out.
+const CLOSE_ANSWER: Duration = Duration::from_secs(1);
 
 fn read_error(error: tungstenite::Error) -> End {
     match error {
