@@ -1032,7 +1032,8 @@ async fn flooding_connection_is_closed_4029_while_fifty_others_get_every_event()
 }
 
 #[tokio::test]
-async fn publish_over_the_rate_limit_is_429_rate_limited_after_the_burst() -> Result<()> {
+async fn publish_over_the_rate_limit_is_429_with_retry_after_and_a_batch_over_the_burst_413()
+-> Result<()> {
     let hub = herald().start(&["--publish-rate-limit", "5"]).await?;
     // The burst is two seconds' worth: ten events at once pass.
     let burst: Vec<Value> = (0..10).map(|_| one_event("execution:rl")).collect();
@@ -1047,6 +1048,22 @@ async fn publish_over_the_rate_limit_is_429_rate_limited_after_the_burst() -> Re
         "{}",
         reply.text
     );
+    // They fit a second later, and the answer says so.
+    ensure!(
+        reply.retry_after.as_deref() == Some("1"),
+        "Retry-After {:?}",
+        reply.retry_after
+    );
+    // A batch larger than the burst never fits: not a 429 to retry forever.
+    let too_many = Value::Array((0..11).map(|_| one_event("execution:rl2")).collect());
+    let reply = hub.http().post("/api/v1/events", &too_many).await?;
+    ensure!(reply.status == 413, "{} {}", reply.status, reply.text);
+    ensure!(
+        str_field(&reply.body, "code") == "too_large",
+        "{}",
+        reply.text
+    );
+    ensure!(reply.retry_after.is_none(), "{:?}", reply.retry_after);
     Ok(())
 }
 

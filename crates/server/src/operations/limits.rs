@@ -98,6 +98,16 @@ pub(crate) struct PublishLimiter<C: Clock = DefaultClock> {
     limiter: Option<Keyed<C>>,
 }
 
+/// What the publish limit says of a producer's publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    Now,
+    /// Over the rate: the same publish fits after this long.
+    Later(Duration),
+    /// A batch larger than the burst: it never fits, split it.
+    Never,
+}
+
 /// `governor`'s keyed limiter by producer, on clock `C`.
 type Keyed<C> =
     RateLimiter<String, DefaultKeyedStateStore<String>, C, NoOpMiddleware<<C as Clock>::Instant>>;
@@ -119,19 +129,24 @@ impl<C: Clock> PublishLimiter<C> {
         PublishLimiter { limiter }
     }
 
-    /// Whether `producer` may publish `events` more events now (a batch is
-    /// taken whole or not at all; one larger than the burst never passes).
-    pub(crate) fn allow(&self, producer: &str, events: usize) -> bool {
+    /// Whether `producer` may publish `events` more events now: a batch is
+    /// taken whole or not at all, and one larger than the burst never is.
+    pub(crate) fn admit(&self, producer: &str, events: usize) -> Admission {
         let Some(limiter) = &self.limiter else {
-            return true;
+            return Admission::Now;
         };
-        let Some(events) = u32::try_from(events).ok().and_then(NonZeroU32::new) else {
-            return events == 0;
+        let Some(n) = u32::try_from(events).ok().and_then(NonZeroU32::new) else {
+            return if events == 0 {
+                Admission::Now
+            } else {
+                Admission::Never
+            };
         };
-        matches!(
-            limiter.check_key_n(&producer.to_owned(), events),
-            Ok(Ok(()))
-        )
+        match limiter.check_key_n(&producer.to_owned(), n) {
+            Ok(Ok(())) => Admission::Now,
+            Ok(Err(not_until)) => Admission::Later(not_until.wait_time_from(limiter.clock().now())),
+            Err(_) => Admission::Never,
+        }
     }
 
     /// Drops the state of producers whose buckets are full again.
@@ -193,15 +208,23 @@ mod tests {
 
     #[test]
     fn a_producer_gets_a_burst_of_two_seconds_then_is_refused_and_others_are_not() {
-        let limiter = PublishLimiter::new(10);
-        assert!(limiter.allow("k1", 15));
-        assert!(limiter.allow("k1", 5));
-        assert!(!limiter.allow("k1", 1));
-        assert!(
-            !limiter.allow("k2", 21),
+        let clock = governor::clock::FakeRelativeClock::default();
+        let limiter = PublishLimiter::on_clock(10, clock.clone());
+        assert_eq!(limiter.admit("k1", 15), Admission::Now);
+        assert_eq!(limiter.admit("k1", 5), Admission::Now);
+        assert_eq!(
+            limiter.admit("k1", 1),
+            Admission::Later(Duration::from_millis(100)),
+            "one more fits a tenth of a second later"
+        );
+        clock.advance(Duration::from_millis(100));
+        assert_eq!(limiter.admit("k1", 1), Admission::Now);
+        assert_eq!(
+            limiter.admit("k2", 21),
+            Admission::Never,
             "a batch over the burst never passes"
         );
-        assert!(limiter.allow("k2", 20));
+        assert_eq!(limiter.admit("k2", 20), Admission::Now);
         assert_eq!(limiter.tracked(), 2);
     }
 
@@ -209,14 +232,14 @@ mod tests {
     fn idle_producers_are_forgotten_once_their_bucket_is_full_again() {
         let clock = governor::clock::FakeRelativeClock::default();
         let limiter = PublishLimiter::on_clock(1000, clock.clone());
-        assert!(limiter.allow("busy", 2000));
-        assert!(limiter.allow("brief", 1));
+        assert_eq!(limiter.admit("busy", 2000), Admission::Now);
+        assert_eq!(limiter.admit("brief", 1), Admission::Now);
         // 5 ms later `brief` is full again (1000/s); `busy` needs 2 s.
         clock.advance(Duration::from_millis(5));
         limiter.forget_idle();
         assert_eq!(limiter.tracked(), 1);
         assert!(
-            !limiter.allow("busy", 100),
+            matches!(limiter.admit("busy", 100), Admission::Later(_)),
             "a busy producer keeps its state"
         );
     }
@@ -225,6 +248,6 @@ mod tests {
     fn zero_means_unlimited() {
         let mut limiter = FrameLimiter::new(0);
         assert!((0..10_000).all(|_| limiter.check() == Verdict::Allow));
-        assert!(PublishLimiter::new(0).allow("k", 1_000_000));
+        assert_eq!(PublishLimiter::new(0).admit("k", 1_000_000), Admission::Now);
     }
 }

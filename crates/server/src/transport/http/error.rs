@@ -16,8 +16,9 @@ pub struct ApiError {
     /// In a batch, the index of the event refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index: Option<usize>,
-    /// Seconds after which to try again: the hub cannot do it now (its store
-    /// is unreachable), answered 503 with `Retry-After`.
+    /// Seconds after which to try again, sent as `Retry-After`: over a rate
+    /// limit (429), or while the hub cannot do it at all (its store is
+    /// unreachable: 503).
     #[serde(skip)]
     pub retry_after: Option<u64>,
 }
@@ -73,12 +74,17 @@ const RETRY_AFTER_S: u64 = 1;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let Some(seconds) = self.retry_after {
-            let header = (header::RETRY_AFTER, seconds.to_string());
-            return (StatusCode::SERVICE_UNAVAILABLE, [header], Json(self)).into_response();
+        let status = match (self.retry_after, self.code) {
+            (Some(_), ErrorCode::Internal) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::from_u16(self.code.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        };
+        match self.retry_after {
+            Some(seconds) => {
+                let header = (header::RETRY_AFTER, seconds.to_string());
+                (status, [header], Json(self)).into_response()
+            }
+            None => (status, Json(self)).into_response(),
         }
-        let status = StatusCode::from_u16(self.code.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(self)).into_response()
     }
 }

@@ -19,6 +19,7 @@ use super::error::ApiError;
 use crate::core::broker::Audience;
 use crate::core::hub::Hub;
 use crate::core::publish::{PublishError, PublishOptions};
+use crate::operations::limits::Admission;
 
 /// The answer of `POST /api/v1/events`: a receipt for one event, an array
 /// of receipts (in order) for a batch.
@@ -97,19 +98,32 @@ pub(super) async fn publish_events(
     }
 }
 
-/// Applies the producer's publish rate limit (`--publish-rate-limit`).
+/// Applies the producer's publish rate limit (`--publish-rate-limit`): 429
+/// with `Retry-After` (whole seconds, rounded up) over the rate; a batch
+/// larger than the limit's burst can never pass, and is refused as
+/// `too_large` (413), which no client retries.
 pub(crate) fn limit(hub: &Hub, producer: &Producer, events: usize) -> Result<(), ApiError> {
-    if hub.publish_limiter().allow(&producer.0, events) {
-        return Ok(());
-    }
-    hub.metrics().error(ErrorCode::RateLimited);
-    Err(ApiError::new(
-        ErrorCode::RateLimited,
-        format!(
-            "publish rate limit: at most {} events a second",
-            hub.config().publish_rate_limit
+    let rate = hub.config().publish_rate_limit;
+    let refused = match hub.publish_limiter().admit(&producer.0, events) {
+        Admission::Now => return Ok(()),
+        Admission::Later(wait) => ApiError {
+            retry_after: Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)),
+            ..ApiError::new(
+                ErrorCode::RateLimited,
+                format!("publish rate limit: at most {rate} events a second"),
+            )
+        },
+        Admission::Never => ApiError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "a batch of {events} events is larger than the publish rate limit's burst \
+                 ({} events): split it",
+                u64::from(rate) * 2
+            ),
         ),
-    ))
+    };
+    hub.metrics().error(refused.code);
+    Err(refused)
 }
 
 /// A failed publish as the producer sees it (and counted): 503 with
