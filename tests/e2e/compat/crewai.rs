@@ -106,14 +106,18 @@ async fn the_seeds_subscription_names_follow_topics_and_unsubscribe_stops_them()
         !before.iter().any(|f| f["event_type"] == "task.completed"),
         "unsubscribed events came: {before:?}"
     );
+    // A name Herald cannot take is refused on its own; the others in the
+    // same message are followed.
     client
-        .send_json(&json!({"action": "subscribe", "subscriptions": ["Not Valid"]}))
+        .send_json(&json!({"action": "subscribe", "subscriptions": ["Not Valid", "crew_456"]}))
         .await?;
     let error = next_with(&mut client, "event_type", "system.error").await?;
     ensure!(
         str_field(&error["data"], "code") == "invalid_topic",
         "{error}"
     );
+    let confirmed = next_with(&mut client, "type", "subscription_confirmed").await?;
+    ensure!(confirmed["subscription"] == "crew_456", "{confirmed}");
     Ok(())
 }
 

@@ -80,6 +80,8 @@ impl Dialect for CrewaiSocket {
             .or_else(|| message.get("type"))
             .and_then(Value::as_str)
             .unwrap_or("");
+        // The names the message lists: each one Herald cannot take is
+        // refused with an error of its own, and the others are carried out.
         let names = || -> Result<Vec<TopicPattern>, (ErrorCode, String)> {
             let list = message
                 .get("subscriptions")
@@ -89,12 +91,14 @@ impl Dialect for CrewaiSocket {
                     ErrorCode::InvalidRequest,
                     format!("{action} needs \"subscriptions\": [..]"),
                 ))?;
-            list.iter()
-                .map(|name| {
-                    let name = name.as_str().unwrap_or_default();
-                    names::pattern(name).map_err(|e| (ErrorCode::InvalidTopic, e))
-                })
-                .collect()
+            let mut patterns = Vec::with_capacity(list.len());
+            for name in list {
+                match names::pattern(name.as_str().unwrap_or_default()) {
+                    Ok(pattern) => patterns.push(pattern),
+                    Err(refused) => send_error(hub, conn, ErrorCode::InvalidTopic, refused, None),
+                }
+            }
+            Ok(patterns)
         };
         let done: Done = match action {
             "subscribe" => match names() {
