@@ -291,6 +291,9 @@ struct State {
     low: usize,
     normal: usize,
     closing: Option<Closing>,
+    /// Any gap makes the connection's dialect send its whole state again, so
+    /// one gap marker says as much as many ([`Outbox::resync_on_gap`]).
+    resyncs: bool,
     /// Woken when the writer takes the queue or the outbox closes, for a
     /// replay waiting for room ([`Outbox::wait_for_room`]); made by the
     /// first such wait, so an idle connection carries only the pointer.
@@ -352,6 +355,13 @@ impl Outbox {
             }
         }
         self.push_locked(state, frame.clone(), Wake::Always)
+    }
+
+    /// Tells the outbox that any gap makes the connection's dialect resend
+    /// its whole state: past a queue's worth of gap markers, all but the
+    /// first go, instead of closing the connection (1013) to bound them.
+    pub(crate) fn resync_on_gap(&self) {
+        self.state.lock().resyncs = true;
     }
 
     /// Lets [`Outbox::deliver`] write through `direct`; `None` stops it
@@ -483,6 +493,10 @@ impl Outbox {
     }
 
     fn check_gaps(&self, state: &mut State) -> Pushed {
+        if state.gaps > self.capacity && state.resyncs {
+            state.keep_first_gap();
+            return Pushed::Shed;
+        }
         if state.gaps > self.capacity {
             state.closing = Some(Closing {
                 code: CloseReason::TRY_AGAIN_LATER,
@@ -801,6 +815,16 @@ impl State {
         index + picked
     }
 
+    /// Removes every gap marker but the first.
+    fn keep_first_gap(&mut self) {
+        let mut seen = false;
+        self.queue.retain(|queued| match queued {
+            Queued::One(Entry::Gap { .. }) => !std::mem::replace(&mut seen, true),
+            _ => true,
+        });
+        self.gaps = usize::from(seen);
+    }
+
     /// Merges the gap at `index` with a neighbouring gap of the same topic.
     fn merge_gap_at(&mut self, index: usize) {
         if index + 1 < self.queue.len() {
@@ -907,6 +931,29 @@ mod tests {
         let gathered = outbox.len();
         tasks.wait().await;
         gathered
+    }
+
+    #[test]
+    fn a_full_outbox_that_resyncs_on_a_gap_keeps_one_gap_marker_instead_of_closing() {
+        let flood = |outbox: &Outbox| {
+            (1..=50)
+                .map(|n| outbox.push(event(&format!("machine:m{n}"), 1, Priority::Normal)))
+                .collect::<Vec<Pushed>>()
+        };
+        let closing = Outbox::new(4);
+        assert!(flood(&closing).contains(&Pushed::Closed), "gaps of 46 topics close it");
+
+        let resyncing = Outbox::new(4);
+        resyncing.resync_on_gap();
+        assert!(!flood(&resyncing).contains(&Pushed::Closed));
+        let (queued, closing) = resyncing.drain();
+        assert!(closing.is_none());
+        let gaps = queued
+            .iter()
+            .filter(|q| matches!(q, Queued::One(Entry::Gap { .. })))
+            .count();
+        assert!((1..=5).contains(&gaps), "{gaps} gap markers");
+        assert!(queued.len() <= 4 + 5, "{} entries", queued.len());
     }
 
     #[tokio::test]

@@ -144,6 +144,10 @@ impl Dialect for StateMachineSocket {
         }
     }
 
+    fn resyncs_on_gap(&self) -> bool {
+        true
+    }
+
     fn render(&self, entry: Entry) -> Rendered {
         let Some(frame) = frame_of(&entry) else {
             if matches!(entry, Entry::Gap { .. }) {

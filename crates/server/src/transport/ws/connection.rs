@@ -116,6 +116,9 @@ where
             let pace = hub.connections().pace().clone();
             conn.outbox.set_direct(Some(Direct { writer, pace }));
         }
+        if dialect.resyncs_on_gap() {
+            conn.outbox.resync_on_gap();
+        }
         dialect.greet(&hub, &conn);
         // Boxed, like every one-off await here: the future an idle
         // connection's task holds is sized for its largest await, and only

@@ -77,6 +77,12 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     /// One queued entry as the text frames the peer reads.
     fn render(&self, entry: Entry) -> Rendered;
 
+    /// Whether any gap makes [`render`](Dialect::render) send the peer its
+    /// whole state again (so one gap says as much as many).
+    fn resyncs_on_gap(&self) -> bool {
+        false
+    }
+
     /// Whether [`render`](Dialect::render) writes an event frame as the
     /// core's own bytes, the same for every subscriber (with compression,
     /// one compressed copy then serves them all).
