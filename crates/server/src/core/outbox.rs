@@ -941,7 +941,10 @@ mod tests {
                 .collect::<Vec<Pushed>>()
         };
         let closing = Outbox::new(4);
-        assert!(flood(&closing).contains(&Pushed::Closed), "gaps of 46 topics close it");
+        assert!(
+            flood(&closing).contains(&Pushed::Closed),
+            "gaps of 46 topics close it"
+        );
 
         let resyncing = Outbox::new(4);
         resyncing.resync_on_gap();

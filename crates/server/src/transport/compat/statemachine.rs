@@ -27,7 +27,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
 use herald_protocol::frame::{Ack, Heartbeat, Subscribe};
-use herald_protocol::{Event, EventType, RequestId, ServerMessage, Topic, TopicPattern};
+use herald_protocol::{ErrorCode, Event, EventType, RequestId, ServerMessage, Topic, TopicPattern};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tungstenite::Utf8Bytes;
@@ -196,12 +196,25 @@ impl Dialect for StateMachineSocket {
                 "type": "pong",
                 "timestamp": now_seconds(),
             }))),
-            ServerMessage::Error(error) => out.push(text(&json!({
-                "type": "error",
-                "message": error.message,
-                "code": error.code,
-                "timestamp": now_seconds(),
-            }))),
+            ServerMessage::Error(error) => {
+                // The hub's own advice for snapshots that did not fit
+                // (`request_state`) is not this dialect's: here the remedy
+                // is the queue's size.
+                let message = if error.code == ErrorCode::TooLarge {
+                    "some machines did not fit in this initial, which holds at most half \
+                     of the hub's --queue-size machines: start the hub with a larger \
+                     --queue-size"
+                        .to_owned()
+                } else {
+                    error.message
+                };
+                out.push(text(&json!({
+                    "type": "error",
+                    "message": message,
+                    "code": error.code,
+                    "timestamp": now_seconds(),
+                })));
+            }
             _ => {}
         }
         out
@@ -337,6 +350,24 @@ mod tests {
             .iter()
             .map(|t| serde_json::from_slice(t).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn machines_that_did_not_fit_in_the_initial_are_told_to_take_a_larger_queue() {
+        let socket = StateMachineSocket {
+            initial: Mutex::default(),
+            refresh: AtomicBool::new(false),
+            hold_limit: 8,
+        };
+        let overrun = ServerMessage::Error(herald_protocol::frame::ErrorFrame {
+            code: ErrorCode::TooLarge,
+            message: "3 topics' snapshots did not fit: ask for them with request_state".to_owned(),
+            reference: None,
+        });
+        let told = texts(socket.render(entry(&overrun)));
+        let message = told[0]["message"].as_str().unwrap();
+        assert!(message.contains("--queue-size"), "{message}");
+        assert!(!message.contains("request_state"), "{message}");
     }
 
     #[test]
