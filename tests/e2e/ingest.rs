@@ -139,7 +139,7 @@ async fn a_datagram_takes_an_event_as_large_as_http_would_and_no_larger() -> Res
     let (_dir, path) = socket_in_tempdir()?;
     let hub = hub_on(&path, &["--max-body-size", "128KiB"]).await?;
     let mut client = subscriber(&hub, "execution:big").await?;
-    // 100 KB: over the 64 KiB a datagram read used to be cut at.
+    // 100 KB: over 64 KiB, where a fixed-size datagram read would cut it.
     let large = json!({"blob": "x".repeat(100_000)});
     send_event(
         &path,

@@ -75,8 +75,16 @@ impl HttpConn {
                 }
             }
         }
-        let mut body = vec![0; length.unwrap_or(0)];
+        let length = length.unwrap_or(0);
+        if length > MAX_BODY {
+            bail!("a reply body of {length} bytes: more than the bench reads ({MAX_BODY})");
+        }
+        let mut body = vec![0; length];
         self.stream.read_exact(&mut body).await?;
         Ok((status, body))
     }
 }
+
+/// The largest reply body the bench reads: its publishes are answered with
+/// receipts (about 100 bytes an event, batches of at most a few hundred).
+const MAX_BODY: usize = 16 << 20;

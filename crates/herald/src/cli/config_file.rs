@@ -164,7 +164,7 @@ fn unknown_key(key: &str, serve: &Command) -> String {
         .get_arguments()
         .filter_map(Arg::get_long)
         .filter(|long| !NOT_IN_A_FILE.contains(long))
-        .map(|long| (edit_distance(key, long), long))
+        .map(|long| (strsim::levenshtein(key, long), long))
         .min();
     match nearest {
         Some((distance, long)) if distance <= 3 => {
@@ -215,22 +215,6 @@ fn first_line(error: &clap::Error) -> String {
     let rendered = error.to_string();
     let line = rendered.lines().next().unwrap_or_default();
     line.strip_prefix("error: ").unwrap_or(line).to_owned()
-}
-
-/// Levenshtein distance, for "did you mean".
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut previous = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substituted = previous + usize::from(ca != *cb);
-            previous = row[j + 1];
-            row[j + 1] = substituted.min(previous + 1).min(row[j] + 1);
-        }
-    }
-    row[b.len()]
 }
 
 #[cfg(test)]
@@ -295,12 +279,5 @@ mod tests {
             "herald.toml:1: `insecure`: \"maybe\" is not a switch's value: use true or false"
         );
         assert!(error("bind = \n").starts_with("herald.toml:1: not TOML"));
-    }
-
-    #[test]
-    fn the_edit_distance_counts_insertions_deletions_and_substitutions() {
-        assert_eq!(edit_distance("queue-sise", "queue-size"), 1);
-        assert_eq!(edit_distance("bnd", "bind"), 1);
-        assert_eq!(edit_distance("", "abc"), 3);
     }
 }

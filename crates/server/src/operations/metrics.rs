@@ -1,7 +1,7 @@
 //! The hub's metrics, on `prometheus-client` and rendered at `/metrics` in
 //! the Prometheus text format.
 //!
-//! Counters and gauges are the library's (one atomic add each, as before).
+//! Counters and gauges are the library's (one atomic add each).
 //! Figures that only matter when scraped (topics, retained bytes, queue
 //! depth, engine health) are set just before rendering.
 //!

@@ -22,7 +22,7 @@
 //! needs less: client messages are small and rare, and [`Inflating`], a
 //! layer under tungstenite, turns each compressed message back into the
 //! plain frame tungstenite expects. With compression off nothing here runs:
-//! the socket is tungstenite's as before. [`Inflating`] works on either
+//! the socket is tungstenite's alone. [`Inflating`] works on either
 //! side: the benchmark's clients read a compressing hub through it.
 //!
 //! # The bound

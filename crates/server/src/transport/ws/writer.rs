@@ -325,13 +325,23 @@ async fn put<W: AsyncWrite + Unpin>(
         .await
 }
 
-/// Writes a close frame and flushes it.
+/// Writes a close frame and flushes it, for at most [`CLOSE_WRITE`]: a
+/// peer that stopped reading must not keep the connection (and its place
+/// under `--max-connections`) for a close it will never read.
 async fn send_close<W: AsyncWrite + Unpin>(
     out: &mut Outgoing<W>,
     code: CloseReason,
     reason: &'static str,
 ) -> std::io::Result<()> {
     let payload = frames::close_payload(code, reason);
-    put(out, &CLOSE, &payload).await?;
-    out.flush().await
+    let close = async {
+        put(out, &CLOSE, &payload).await?;
+        out.flush().await
+    };
+    tokio::time::timeout(CLOSE_WRITE, close)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
+
+/// How long a close frame may take to go out.
+const CLOSE_WRITE: Duration = Duration::from_secs(5);
