@@ -697,3 +697,40 @@ async fn a_replay_longer_than_the_queue_arrives_whole_without_a_gap() -> Result<
     }
     Ok(())
 }
+
+/// A `since` for a topic the same `subscribe` does not cover is refused
+/// (nothing would ever answer it with `replay_complete`), and nothing is
+/// subscribed.
+#[tokio::test]
+async fn since_for_a_topic_the_subscribe_does_not_cover_is_refused() -> Result<()> {
+    let hub = herald().start(&[]).await?;
+    let mut client = hub.ws("/ws").await?;
+    client
+        .send_json(
+            &json!({"action": "subscribe", "id": "s", "topics": ["run:a", "crew:*"],
+            "since": {"run:a": 0, "run:b": 3}}),
+        )
+        .await?;
+    let answer = client
+        .recv_until(|f| matches!(frame_type(f), "error" | "ack" | "subscribed"))
+        .await?;
+    ensure!(
+        frame_type(&answer) == "error"
+            && str_field(&answer, "code") == "invalid_request"
+            && str_field(&answer, "message").contains("run:b"),
+        "{answer}"
+    );
+    let http = hub.http();
+    publish_n(&http, "run:a", 1).await?;
+    client
+        .send_json(&json!({"action": "ping", "id": "p"}))
+        .await?;
+    let (_, before) = client
+        .recv_collect_until(|f| frame_type(f) == "pong")
+        .await?;
+    ensure!(
+        !before.iter().any(|f| frame_type(f) == "event"),
+        "subscribed after all: {before:?}"
+    );
+    Ok(())
+}

@@ -87,6 +87,19 @@ impl Subscriptions {
         conn: &Arc<ConnHandle>,
         request: &Subscribe,
     ) -> Result<(), ErrorFrame> {
+        // A cursor for a topic the request does not subscribe to would be
+        // ignored, and a client waiting for its `replay_complete` would wait
+        // for ever: refused, nothing subscribed.
+        if let Some(stray) = request
+            .since
+            .keys()
+            .find(|topic| !request.topics.iter().any(|pattern| pattern.matches(topic)))
+        {
+            return Err(error_frame(
+                ErrorCode::InvalidRequest,
+                format!("since names {stray}, which this subscribe does not cover"),
+            ));
+        }
         {
             let current = conn.subscriptions.lock();
             let new = request
