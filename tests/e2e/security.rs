@@ -756,6 +756,25 @@ async fn only_a_user_who_may_watch_a_task_or_was_asked_on_it_may_steer_it() -> R
     Ok(())
 }
 
+/// A WebSocket URL's query is read as the HTTP API's are: a malformed one
+/// is refused with the API's JSON error (400 `invalid_request`), whatever
+/// the endpoint, and a switch takes `1` as well as `true`.
+#[tokio::test]
+async fn a_malformed_websocket_query_is_refused_as_json_and_switches_take_1() -> Result<()> {
+    let hub = herald().start(&[]).await?;
+    for path in [
+        "/ws?snapshot=maybe",
+        "/ws/executions/exec_1?snapshot=2",
+        "/compat/cmbagent/ws/run_1?since=abc",
+    ] {
+        expect_refused(&hub.ws_url(path), &[], 400, "invalid_request")
+            .await
+            .with_context(|| path.to_owned())?;
+    }
+    expect_welcome(&hub.ws_url("/ws?topics=run:r1&snapshot=1"), &[]).await?;
+    Ok(())
+}
+
 // ===========================================================================
 // Origins
 

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -39,6 +39,7 @@ use crate::core::outbox::Entry;
 use crate::core::publish::PublishOptions;
 use crate::transport::compat;
 use crate::transport::compat::{frame_of, millis_from, now_seconds, seconds, text, underscored};
+use crate::transport::http::body::Params;
 use crate::transport::http::error::ApiError;
 use crate::transport::ws::connection::send_error;
 use crate::transport::ws::dialect::{Dialect, Rendered};
@@ -63,8 +64,8 @@ async fn connect(
     State(hub): State<Hub>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Query(credentials): Query<Credentials>,
-    Query(resume): Query<Resume>,
+    Params(credentials): Params<Credentials>,
+    Params(resume): Params<Resume>,
 ) -> Response {
     let topic = match Topic::with_id("run", &run_id) {
         Ok(topic) => topic,

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
@@ -38,6 +38,7 @@ use crate::core::outbox::Entry;
 use crate::operations::config::Config;
 use crate::transport::compat;
 use crate::transport::compat::{fields_of, frame_of, now_seconds, seconds, text, underscored};
+use crate::transport::http::body::Params;
 use crate::transport::ws::connection::send_error;
 use crate::transport::ws::dialect::{Dialect, Rendered};
 use crate::transport::ws::handshake::Handshake;
@@ -61,7 +62,7 @@ async fn connect(
     State(hub): State<Hub>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Query(credentials): Query<Credentials>,
+    Params(credentials): Params<Credentials>,
 ) -> Response {
     let dialect = StateMachineSocket {
         initial: Mutex::default(),

@@ -48,3 +48,35 @@ pub(super) fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Api
         .map(|Query(query)| query)
         .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))
 }
+
+/// A query string as `T`, extracted: a malformed one is refused as
+/// `invalid_request` in the API's JSON error shape (axum's own `Query`
+/// answers in plain text).
+#[derive(Debug)]
+pub(crate) struct Params<T>(pub(crate) T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S>
+    for Params<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        query(Query::<T>::from_request_parts(parts, state).await).map(Params)
+    }
+}
+
+/// A query string switch: `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`
+/// (any case), as the environment's switches take; absent is `false`.
+pub(crate) fn switch<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    let text = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(deserializer)?;
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" | "" => Ok(false),
+        other => Err(serde::de::Error::custom(format!(
+            "{other:?} is not a switch: true or false, 1 or 0, yes or no, on or off"
+        ))),
+    }
+}

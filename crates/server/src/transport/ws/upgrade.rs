@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use futures::SinkExt as _;
@@ -31,6 +31,7 @@ use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
 use crate::operations::auth::Identity;
 use crate::transport::deflate::Deflater;
+use crate::transport::http::body::{Params, switch};
 use crate::transport::http::error::ApiError;
 
 /// The subprotocol the hub speaks (and answers with when a client offers it).
@@ -56,7 +57,7 @@ pub(crate) struct ConnectParams {
     /// `true`: a `snapshot` of each subscribed topic (of each topic a
     /// pattern covers) right after `subscribed`, as a `subscribe` frame with
     /// `"snapshot": true` would.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "switch")]
     snapshot: bool,
 }
 
@@ -65,11 +66,11 @@ type Upgrade = (
     State<Hub>,
     ConnectInfo<SocketAddr>,
     HeaderMap,
-    Query<ConnectParams>,
+    Params<ConnectParams>,
 );
 
 pub(crate) async fn any_topics(
-    (ws, State(hub), ConnectInfo(remote), headers, Query(params)): Upgrade,
+    (ws, State(hub), ConnectInfo(remote), headers, Params(params)): Upgrade,
 ) -> Response {
     let mut topics = Vec::new();
     let mut bad = Vec::new();
@@ -97,7 +98,7 @@ fn shortcut(kind: &str, id: &str) -> (Vec<TopicPattern>, Vec<String>) {
 
 pub(crate) async fn execution(
     Path(id): Path<String>,
-    (ws, State(hub), ConnectInfo(remote), headers, Query(params)): Upgrade,
+    (ws, State(hub), ConnectInfo(remote), headers, Params(params)): Upgrade,
 ) -> Response {
     let (topics, bad) = shortcut("execution", &id);
     native(ws, hub, remote, &headers, params, topics, bad)
@@ -105,7 +106,7 @@ pub(crate) async fn execution(
 
 pub(crate) async fn crew(
     Path(id): Path<String>,
-    (ws, State(hub), ConnectInfo(remote), headers, Query(params)): Upgrade,
+    (ws, State(hub), ConnectInfo(remote), headers, Params(params)): Upgrade,
 ) -> Response {
     let (topics, bad) = shortcut("crew", &id);
     native(ws, hub, remote, &headers, params, topics, bad)
@@ -113,28 +114,28 @@ pub(crate) async fn crew(
 
 pub(crate) async fn run(
     Path(id): Path<String>,
-    (ws, State(hub), ConnectInfo(remote), headers, Query(params)): Upgrade,
+    (ws, State(hub), ConnectInfo(remote), headers, Params(params)): Upgrade,
 ) -> Response {
     let (topics, bad) = shortcut("run", &id);
     native(ws, hub, remote, &headers, params, topics, bad)
 }
 
 pub(crate) async fn global(
-    (ws, State(hub), ConnectInfo(remote), headers, Query(params)): Upgrade,
+    (ws, State(hub), ConnectInfo(remote), headers, Params(params)): Upgrade,
 ) -> Response {
     let topics = vec![TopicPattern::Exact(Topic::global())];
     native(ws, hub, remote, &headers, params, topics, Vec::new())
 }
 
 pub(crate) async fn metrics(
-    (ws, State(hub), ConnectInfo(remote), headers, Query(params)): Upgrade,
+    (ws, State(hub), ConnectInfo(remote), headers, Params(params)): Upgrade,
 ) -> Response {
     let topics = vec![TopicPattern::Exact(Topic::metrics())];
     native(ws, hub, remote, &headers, params, topics, Vec::new())
 }
 
 pub(crate) async fn events(
-    (ws, State(hub), ConnectInfo(remote), headers, Query(params)): Upgrade,
+    (ws, State(hub), ConnectInfo(remote), headers, Params(params)): Upgrade,
 ) -> Response {
     native(
         ws,

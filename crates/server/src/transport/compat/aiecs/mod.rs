@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, Extension, Path, Query, State};
+use axum::extract::{ConnectInfo, Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -41,6 +41,7 @@ use crate::core::hub::Hub;
 use crate::core::publish::PublishOptions;
 use crate::transport::compat::now_seconds;
 use crate::transport::http::Producer;
+use crate::transport::http::body::Params;
 use crate::transport::http::body::{decode, json};
 use crate::transport::http::error::ApiError;
 use crate::transport::http::events::limit;
@@ -65,7 +66,7 @@ async fn connect(
     State(hub): State<Hub>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Query(credentials): Query<Credentials>,
+    Params(credentials): Params<Credentials>,
 ) -> Response {
     accept(
         ws,

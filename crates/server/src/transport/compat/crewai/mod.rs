@@ -28,7 +28,7 @@ mod socket;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -38,6 +38,7 @@ use serde::Deserialize;
 
 use self::socket::CrewaiSocket;
 use crate::core::hub::Hub;
+use crate::transport::http::body::Params;
 use crate::transport::ws::handshake::Handshake;
 use crate::transport::ws::upgrade::{Credentials, accept};
 
@@ -71,11 +72,11 @@ type Upgrade = (
     State<Hub>,
     ConnectInfo<SocketAddr>,
     HeaderMap,
-    Query<Credentials>,
+    Params<Credentials>,
 );
 
 fn open(
-    (ws, State(hub), ConnectInfo(remote), headers, Query(credentials)): Upgrade,
+    (ws, State(hub), ConnectInfo(remote), headers, Params(credentials)): Upgrade,
     initial: Vec<TopicPattern>,
     refused: Vec<String>,
 ) -> Response {
@@ -120,7 +121,7 @@ struct Custom {
     subscriptions: Option<String>,
 }
 
-async fn custom(Query(custom): Query<Custom>, upgrade: Upgrade) -> Response {
+async fn custom(Params(custom): Params<Custom>, upgrade: Upgrade) -> Response {
     let (mut initial, mut refused) = (Vec::new(), Vec::new());
     let names = custom.subscriptions.unwrap_or_default();
     for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
