@@ -1,4 +1,7 @@
-"""A service that follows every execution and resumes where it left off after a restart."""
+"""A service that follows every execution and, after a restart, resumes each
+execution it had seen where it left off. A pattern cannot recover more: an
+execution first published while the service was down is not replayed (see
+"What a pattern can and cannot recover" in the README)."""
 
 import asyncio
 import json
@@ -18,6 +21,8 @@ async def main() -> None:
                 if isinstance(item, herald.Gap):
                     print(f"missed {item.topic} {item.from_seq}..{item.to_seq} ({item.reason}): re-read its state")
                 elif isinstance(item, herald.Event):
+                    if item.topic == "global":  # broadcasts and system.shutdown reach every subscription
+                        continue
                     print(item.topic, item.seq, item.event_type, item.data)
                     CHECKPOINTS.write_text(json.dumps(events.checkpoints))
 

@@ -4,6 +4,7 @@ and the Herald repository's files (fixtures, session vectors)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import select
@@ -221,8 +222,6 @@ class Browser:
         await self.socket.send(json.dumps(frame))
 
     async def next_frame(self, limit: float = FRAME_LIMIT) -> dict[str, Any]:
-        import asyncio
-
         text = await asyncio.wait_for(self.socket.recv(), limit)
         frame: dict[str, Any] = json.loads(text)
         return frame
@@ -256,3 +255,52 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         import herald
 
         assert "site-packages" in herald.__file__, f"testing {herald.__file__}, not the installed wheel"
+
+
+@asynccontextmanager
+async def answer_dropping_proxy(
+    upstream: str, *, then_refuse: bool = False
+) -> AsyncIterator[tuple[str, list[int]]]:
+    """A TCP proxy to the hub that forwards the first request, waits for the
+    hub's whole answer and drops it (closing the client's connection): a
+    request the hub acted on whose answer was lost. Later connections pass,
+    or, with ``then_refuse``, are refused (the proxy stops listening), as a
+    node that went down right after answering."""
+    host, port = upstream.removeprefix("http://").split(":")
+    dropped: list[int] = []
+    server: asyncio.Server | None = None
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def handle(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        hub_reader, hub_writer = await asyncio.open_connection(host, int(port))
+        if not dropped:
+            dropped.append(1)
+            head = await client_reader.readuntil(b"\r\n\r\n")
+            length = next(
+                int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+            )
+            hub_writer.write(head + await client_reader.readexactly(length))
+            answer = await hub_reader.readuntil(b"\r\n\r\n")
+            assert answer.split(b" ")[1].startswith(b"2"), answer
+            hub_writer.close()
+            if then_refuse and server is not None:
+                server.close()
+            client_writer.close()  # the answer never reaches the client
+            return
+        await asyncio.gather(pipe(client_reader, hub_writer), pipe(hub_reader, client_writer))
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    address = server.sockets[0].getsockname()
+    try:
+        yield f"http://127.0.0.1:{address[1]}", dropped
+    finally:
+        server.close()

@@ -5,14 +5,20 @@ restarts. And control requests reaching the producer."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import signal
+import time
+from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 
 import herald
+from herald import _http
 
-from .conftest import Hub, browser
+from .conftest import Hub, answer_dropping_proxy, browser, make_hub
 
 pytestmark = pytest.mark.anyio
 LIMIT = 20.0
@@ -156,3 +162,77 @@ async def test_a_memory_hub_that_lost_the_approval_says_so(hub: Hub) -> None:
         with pytest.raises(herald.NotFoundError):
             with anyio.fail_after(LIMIT):
                 await client.wait_approval(record)
+
+
+async def test_control_requests_refused_by_the_hub_are_typed_auth_errors(tmp_path: Path) -> None:
+    guarded = make_hub(tmp_path, "memory", "--jwt-secret", "s3cret-for-tests-only-0123456789")
+    guarded.start()
+    try:
+        async with herald.AsyncHerald(guarded.url) as client:
+            with pytest.raises(herald.UnauthorizedError) as refused:
+                await client.send_control("pause", task_id="t1")
+            with pytest.raises(herald.UnauthorizedError):
+                await client.cancel_approval("t1")
+        with herald.Herald(guarded.url) as blocking:
+            with pytest.raises(herald.UnauthorizedError) as blocking_refused:
+                await asyncio.to_thread(blocking.cancel_approval, "t1")
+    finally:
+        guarded.stop()
+    assert (refused.value.status, refused.value.code) == (401, "unauthorized")
+    assert blocking_refused.value.status == 401
+
+
+async def test_a_malformed_control_request_is_skipped_and_the_next_one_arrives(
+    hub: Hub, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="herald")
+    async with herald.AsyncHerald(hub.url) as client, client.control(task_id="t1") as requests:
+        # Any producer may publish on the task's topic; the hub does not check `data`.
+        await client.publish("task:t1", "control.cancel", "stop")
+        await client.publish("task:t1", "control.pause", {"reason": ["not", "a", "string"]})
+        await client.publish("task:t1", "control.cancel", {"task_id": "t1", "reason": "well formed"})
+        with anyio.fail_after(LIMIT):
+            request = await requests.__anext__()
+    assert (request.action, request.reason, request.event.seq) == ("cancel", "well formed", 3)
+    skipped = [r for r in caplog.records if r.levelno == logging.WARNING and "skipped" in r.getMessage()]
+    assert len(skipped) == 2, [r.getMessage() for r in caplog.records]
+
+
+async def test_a_lost_answer_to_create_approval_says_the_outcome_is_unknown(hub: Hub) -> None:
+    async with answer_dropping_proxy(hub.url) as (proxy, dropped):
+        async with herald.AsyncHerald(proxy) as client:
+            with pytest.raises(herald.TransportError) as lost:
+                await client.request_approval("u1", "t1", 1, STEP_RESULT)
+    assert dropped == [1]
+    assert lost.value.outcome_unknown and "unknown" in str(lost.value)
+    # The hub created it (the user was asked) and only once.
+    status = httpx.get(f"{hub.url}/api/v1/status", timeout=LIMIT).json()
+    assert status["pending_approvals"] == 1
+
+
+@pytest.mark.parametrize("outage", ["stopped", "killed"])
+async def test_request_approval_gives_up_by_expiry_plus_grace_when_the_hub_is_away(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch, outage: str
+) -> None:
+    """Every poll, its own retries and their timeouts included, ends by the
+    approval's deadline: a hub that accepts connections but never answers
+    (stopped) or refuses them (killed) is given up on in time."""
+    grace = 1.0
+    monkeypatch.setattr(_http, "EXPIRY_GRACE", grace)
+    # Retries slow enough that one poll's own retries would outlast the deadline.
+    retry = herald.RetryPolicy(max_attempts=8, initial_delay=1.0, max_delay=4.0)
+    async with herald.AsyncHerald(hub.url, retry=retry) as client:
+        record = await client.create_approval("u1", "t1", 1, STEP_RESULT, timeout=1.0)
+        if outage == "stopped":
+            hub.pause()
+        else:
+            hub.stop(signal.SIGKILL)
+        try:
+            deadline = record.expires_at / 1000 + grace
+            # The last attempt may run DEADLINE_SLACK (1 s) past the deadline; 2 s more for scheduling.
+            with pytest.raises(herald.TransportError):
+                with anyio.fail_after(max(deadline - time.time(), 0.0) + 3.0):
+                    await client.wait_approval(record)
+        finally:
+            if outage == "stopped":
+                hub.resume()

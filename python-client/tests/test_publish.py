@@ -4,18 +4,19 @@ batches, idempotent retries, broadcasts, user messages, typed errors."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import math
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
+import pydantic
 import pytest
 
 import herald
 from herald import Event
 
-from .conftest import Hub, make_hub
+from .conftest import Hub, answer_dropping_proxy, make_hub
 
 pytestmark = pytest.mark.anyio
 LIMIT = 15.0
@@ -104,48 +105,6 @@ async def test_a_bad_event_refuses_the_whole_batch_with_its_index(hub: Hub) -> N
     assert history(hub, "run:r1")["seq"] == 0
 
 
-@asynccontextmanager
-async def answer_dropping_proxy(upstream: str) -> AsyncIterator[tuple[str, list[int]]]:
-    """A TCP proxy to the hub that forwards the first request, waits for the
-    hub's whole answer and drops it (closing the client's connection): a
-    publish the hub stored but whose receipt was lost. Later connections pass."""
-    host, port = upstream.removeprefix("http://").split(":")
-    dropped: list[int] = []
-
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-
-    async def handle(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        hub_reader, hub_writer = await asyncio.open_connection(host, int(port))
-        if not dropped:
-            dropped.append(1)
-            head = await client_reader.readuntil(b"\r\n\r\n")
-            length = next(
-                int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
-            )
-            hub_writer.write(head + await client_reader.readexactly(length))
-            answer = await hub_reader.readuntil(b"\r\n\r\n")
-            assert b" 200 " in answer.split(b"\r\n")[0], answer
-            hub_writer.close()
-            client_writer.close()  # the receipt never reaches the producer
-            return
-        await asyncio.gather(pipe(client_reader, hub_writer), pipe(hub_reader, client_writer))
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    address = server.sockets[0].getsockname()
-    try:
-        yield f"http://127.0.0.1:{address[1]}", dropped
-    finally:
-        server.close()
-
-
 async def test_a_retry_after_a_lost_receipt_reuses_the_id_and_is_not_published_twice(any_hub: Hub) -> None:
     async with answer_dropping_proxy(any_hub.url) as (proxy, dropped):
         async with herald.AsyncHerald(proxy) as client:
@@ -211,3 +170,102 @@ async def test_an_unreachable_hub_is_a_transport_error_after_the_retries(tmp_pat
         with pytest.raises(herald.TransportError) as unreachable:
             await client.publish("run:r1", "step.started")
     assert unreachable.value.attempts == 3
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+async def test_nan_and_infinities_in_data_are_refused_before_sending(hub: Hub, bad: float) -> None:
+    async with herald.AsyncHerald(hub.url) as client:
+        with pytest.raises(herald.InvalidDataError) as refused:
+            await client.publish("run:r1", "metrics.updated", {"ok": 1.5, "series": [1.0, {"x": bad}]})
+        assert refused.value.path == "data.series[1].x" and isinstance(refused.value, ValueError)
+        with pytest.raises(herald.InvalidDataError):
+            await client.publish("run:r1", "metrics.updated", herald.Metrics(metrics={"cpu": bad}))
+        with pytest.raises(herald.InvalidDataError):
+            await client.broadcast("system.notification", {"load": bad})
+        with pytest.raises(herald.InvalidDataError):
+            await client.send_to_user("u1", "system.notification", [bad])
+        with pytest.raises(herald.InvalidDataError):
+            await client.create_approval("u1", "t1", 1, {"step": "s", "message": "m", "status": "failed", "result": {"loss": bad}})
+    with herald.Herald(hub.url) as blocking, pytest.raises(herald.InvalidDataError):
+        await asyncio.to_thread(blocking.publish, "run:r1", "metrics.updated", bad)
+    assert history(hub, "run:r1")["seq"] == 0
+    assert history(hub, "global")["seq"] == 0
+
+
+async def test_an_event_the_client_refuses_refuses_the_batch_with_its_index(hub: Hub) -> None:
+    good: dict[str, Any] = {"topic": "run:r1", "event_type": "step.started"}
+    async with herald.AsyncHerald(hub.url) as client:
+        with pytest.raises(herald.InvalidRequestError) as bad_topic:
+            await client.publish_batch([good, good, {"topic": "Not A Topic", "event_type": "step.started"}])
+        with pytest.raises(herald.InvalidRequestError) as bad_data:
+            await client.publish_batch([good, {**good, "data": {"x": math.nan}}, {"topic": "Bad"}])
+    with herald.Herald(hub.url) as blocking, pytest.raises(herald.InvalidRequestError) as blocking_refused:
+        await asyncio.to_thread(blocking.publish_batch, [{"topic": "run:r1"}])
+    assert bad_topic.value.index == 2 and bad_topic.value.status is None
+    assert isinstance(bad_topic.value.__cause__, pydantic.ValidationError)
+    assert bad_data.value.index == 1 and isinstance(bad_data.value.__cause__, herald.InvalidDataError)
+    assert blocking_refused.value.index == 0
+    assert "(event 2 of the batch)" in str(bad_topic.value)
+    assert history(hub, "run:r1")["seq"] == 0
+
+
+async def test_broadcasts_and_user_messages_refused_with_429_are_retried(tmp_path: Path) -> None:
+    limited = make_hub(tmp_path, "memory", "--publish-rate-limit", "2")
+    limited.start()
+    retry = herald.RetryPolicy(max_attempts=10, initial_delay=0.2, max_delay=1.0)
+    try:
+        async with herald.AsyncHerald(limited.url, retry=retry) as client:
+            with anyio.fail_after(LIMIT * 2):
+                broadcasts = [await client.broadcast("system.notification", {"n": n}) for n in range(5)]
+                messages = [await client.send_to_user("u1", "system.notification", {"n": n}) for n in range(5)]
+    finally:
+        limited.stop()
+    # Each 429 published nothing: every call is stored once, in order.
+    assert [r.seq for r in broadcasts] == [1, 2, 3, 4, 5]
+    assert [r.seq for r in messages] == [1, 2, 3, 4, 5]
+
+
+async def test_a_lost_answer_to_a_broadcast_says_the_outcome_is_unknown(hub: Hub) -> None:
+    async with answer_dropping_proxy(hub.url) as (proxy, dropped):
+        async with herald.AsyncHerald(proxy) as client:
+            with pytest.raises(herald.TransportError) as lost:
+                await client.broadcast("system.notification", {"message": "once"})
+    assert dropped == [1]
+    assert lost.value.outcome_unknown and lost.value.attempts == 1
+    assert "unknown" in str(lost.value) and "could not reach" not in str(lost.value)
+    # The hub did publish it, and only once: the call was not sent again.
+    assert history(hub, "global")["seq"] == 1
+
+
+async def test_an_unreachable_hub_is_not_an_unknown_outcome(tmp_path: Path) -> None:
+    gone = make_hub(tmp_path)
+    gone.start()
+    url = gone.url
+    gone.stop()
+    async with herald.AsyncHerald(url, retry=herald.RetryPolicy.none()) as client:
+        with pytest.raises(herald.TransportError) as unreachable:
+            await client.broadcast("system.notification")
+    assert not unreachable.value.outcome_unknown and "could not reach" in str(unreachable.value)
+
+
+async def test_a_success_whose_body_is_not_the_expected_answer_is_a_protocol_error() -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        body = b'{"unexpected": true}'
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        async with herald.AsyncHerald(url) as client:
+            with pytest.raises(herald.ProtocolError) as nonsense:
+                await client.publish("run:r1", "step.started")
+            with pytest.raises(herald.ProtocolError):
+                await client.get_approval("a1")
+        with herald.Herald(url) as blocking, pytest.raises(herald.ProtocolError):
+            await asyncio.to_thread(blocking.publish_batch, [{"topic": "run:r1", "event_type": "step.started"}])
+    finally:
+        server.close()
+    assert nonsense.value.status == 200 and "POST /api/v1/events" in str(nonsense.value)

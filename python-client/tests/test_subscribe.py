@@ -15,7 +15,7 @@ import pytest
 
 import herald
 from herald import Event, Gap, SessionConfig
-from herald._session import Open, Reconnecting
+from herald._session import FrameDecodeError, Open, Reconnecting, Session
 
 from .conftest import Hub
 
@@ -95,9 +95,45 @@ async def test_patterns_and_filters(hub: Hub) -> None:
 
 
 async def test_a_refused_topic_is_a_typed_error(hub: Hub) -> None:
-    with pytest.raises(Exception) as invalid:
-        herald.AsyncHerald(hub.url).subscribe(["Not A Topic"])
-    assert "pattern" in str(invalid.value)
+    async with herald.AsyncHerald(hub.url) as client:
+        with pytest.raises(herald.InvalidTopicError) as invalid:
+            client.subscribe(["run:r1", "Not A Topic"])
+        with pytest.raises(herald.InvalidTopicError):
+            client.control(task_id="not a task id")
+        status = (await client._http.get("/api/v1/status")).json()
+    assert invalid.value.code == "invalid_topic" and "pattern" in str(invalid.value)
+    assert status["active_connections"] == 0
+
+
+async def test_an_int_since_without_an_exact_topic_is_refused(hub: Hub) -> None:
+    async with herald.AsyncHerald(hub.url) as client:
+        with pytest.raises(ValueError, match="exact topics"):
+            client.subscribe(["execution:*"], since=0)
+        await client.publish("execution:a", "execution.progress", {"n": 1})
+        await client.publish("run:r1", "step.completed", {"n": 1})
+        # With an exact topic beside the pattern, the seq applies to that topic.
+        async with client.subscribe(["execution:*", "run:r1"], since=0) as events:
+            [replayed] = await take(events, 1)
+    assert isinstance(replayed, Event) and (replayed.topic, replayed.seq) == ("run:r1", 1)
+
+
+async def test_a_frame_over_the_size_limit_ends_the_subscription_with_a_typed_error(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(herald.subscription, "MAX_FRAME_BYTES", 4096)
+    async with herald.AsyncHerald(hub.url) as client:
+        async with client.subscribe(["run:r1"], config=FAST) as events:
+            await client.publish("run:r1", "step.completed", {"blob": "x" * 8192})
+            with pytest.raises(herald.SubscriptionClosedError) as closed:
+                await take(events, 1)
+    assert closed.value.code == 1009 and "4096-byte limit" in str(closed.value)
+
+
+def test_json_nested_deeper_than_the_parser_goes_is_a_frame_decode_error() -> None:
+    session = Session()
+    for deep in ("[" * 100_000 + "]" * 100_000, '{"type":"event","data":' + "[" * 100_000 + "]" * 100_000 + "}"):
+        with pytest.raises(FrameDecodeError):
+            session.handle_text(deep, 0)
 
 
 async def test_a_snapshot_comes_first_when_asked(hub: Hub) -> None:
@@ -178,6 +214,35 @@ async def test_a_hub_that_stops_answering_is_detected_by_the_heartbeat(hub: Hub)
             await client.publish("run:r1", "step.completed", {"n": 1})
             [event] = await take(events, 1)
             assert isinstance(events.state, Open) and events.session_id != session
+    assert isinstance(event, Event) and event.seq == 1
+
+
+async def test_a_frame_send_that_never_completes_is_a_dead_link_and_the_subscription_reconnects(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = SessionConfig(heartbeat_interval_ms=200, initial_reconnect_delay_ms=100)
+    async with herald.AsyncHerald(hub.url) as client:
+        async with client.subscribe(["run:r1"], config=config) as events:
+            session = events.session_id
+            stuck = events._socket
+            assert stuck is not None
+
+            async def never(*args: Any, **kwargs: Any) -> None:
+                await asyncio.Event().wait()
+
+            async def publish_once_reconnected() -> None:
+                while events.session_id in (session, None):
+                    await asyncio.sleep(0.05)
+                await client.publish("run:r1", "step.completed", {"n": 1})
+
+            # As a send buffer that stays full: the next ping's send never
+            # completes. The consumer just waits for the next item: only a
+            # bounded send gets it out of there.
+            monkeypatch.setattr(stuck, "send", never)
+            with anyio.fail_after(LIMIT):
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(publish_once_reconnected)
+                    [event] = await take(events, 1)
     assert isinstance(event, Event) and event.seq == 1
 
 

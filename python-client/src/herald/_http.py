@@ -6,18 +6,28 @@ clients only differ in how they send (``httpx.Client`` or
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
-from pydantic import JsonValue, TypeAdapter
+from pydantic import JsonValue, TypeAdapter, ValidationError
 
-from .errors import HeraldError, HubError, ProtocolError, TransportError, hub_error
+from ._retry import RetryPolicy
+from .errors import (
+    HeraldError,
+    HubError,
+    InvalidDataError,
+    InvalidRequestError,
+    ProtocolError,
+    TransportError,
+    hub_error,
+)
 from .models import (
     ApprovalDecision,
     ApprovalRecord,
@@ -46,7 +56,16 @@ EXPIRY_GRACE = 60.0
 polling an unreachable hub before giving up (the hub decides by itself at
 expiry; this only covers the hub being away when it does)."""
 
+DEADLINE_SLACK = 1.0
+"""Seconds an attempt may run past its call's deadline: a long-poll asked to
+wait until the deadline still has time to be answered."""
+
+T = TypeVar("T")
+
+RECEIPT: TypeAdapter[PublishReceipt] = TypeAdapter(PublishReceipt)
 RECEIPTS: TypeAdapter[list[PublishReceipt]] = TypeAdapter(list[PublishReceipt])
+RECORD: TypeAdapter[ApprovalRecord] = TypeAdapter(ApprovalRecord)
+DECISION: TypeAdapter[ApprovalDecision] = TypeAdapter(ApprovalDecision)
 
 
 @dataclass(frozen=True)
@@ -61,8 +80,9 @@ class Endpoint:
     token: str | None
     """A JWT for WebSockets (``Authorization: Bearer`` on the upgrade)."""
     failover: tuple[str, ...] = ()
-    """Other nodes of the same hub (sharing one Redis): a subscription whose
-    connection drops or fails moves on to the next URL, in turn."""
+    """Other nodes of the same hub (sharing one Redis): an HTTP call that
+    cannot reach a node (see :class:`Attempts`), and a subscription whose
+    connection drops or fails, move on to the next URL, in turn."""
 
     @classmethod
     def resolve(cls, url: str | None, api_key: str | None, token: str | None) -> Endpoint:
@@ -93,6 +113,11 @@ class Endpoint:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
+    def http_url(self, path: str, node: int = 0) -> str:
+        """The URL of ``path`` on node ``node`` of :attr:`urls`."""
+        urls = self.urls
+        return urls[node % len(urls)] + path
+
     def ws_url(self, path: str = "/ws", node: int = 0) -> str:
         """The WebSocket URL of ``path`` (``ws://`` or ``wss://``) on node
         ``node`` of :attr:`urls`."""
@@ -116,12 +141,34 @@ class Call:
     timeout: float = 30.0
     idempotent: bool = True
     """Retry after any retryable failure; otherwise only when the connection
-    could not even be opened (the hub cannot have seen the request)."""
+    could not even be opened (the hub cannot have seen the request) or the
+    hub answered 429 (it did nothing)."""
 
 
 def encode(value: Any) -> bytes:
-    """Compact JSON; NaN and infinities are refused (JSON has none)."""
+    """Compact JSON. NaN and infinities must be refused before this
+    (:func:`require_finite`): a model's wire form has already turned them
+    into ``null``; ``allow_nan=False`` catches only what skipped the check."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def require_finite(value: Any, path: str) -> None:
+    """Raises :class:`~herald.InvalidDataError` for the first NaN or infinity
+    in ``value`` (JSON has none, and pydantic's JSON form would silently send
+    ``null``). Walks with an explicit stack, so any nesting depth is checked
+    without recursion."""
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise InvalidDataError(f"{where} is {item!r}, which JSON cannot carry", path=where)
+        elif isinstance(item, WireModel):
+            stack.append((item.model_dump(mode="python", by_alias=True), where))
+        elif isinstance(item, Mapping):
+            stack.extend(reversed([(inner, f"{where}.{key}") for key, inner in item.items()]))
+        elif isinstance(item, (list, tuple)):
+            stack.extend(reversed([(inner, f"{where}[{index}]") for index, inner in enumerate(item)]))
 
 
 def new_event_id() -> str:
@@ -148,7 +195,10 @@ def publish_request(
     source: str | None = None,
     timestamp: int | None = None,
 ) -> PublishRequest:
-    """A validated publish request with its id set (retries reuse it)."""
+    """A validated publish request with its id set (retries reuse it).
+    Raises ``pydantic.ValidationError`` for a bad field and
+    :class:`~herald.InvalidDataError` for NaN or an infinity in ``data``."""
+    require_finite(data, "data")
     return PublishRequest(
         topic=topic,
         event_type=event_type,
@@ -164,9 +214,24 @@ def publish_request(
 def with_id(request: PublishRequest | Mapping[str, Any]) -> PublishRequest:
     """``request`` as a model, with an id set before the first attempt."""
     model = request if isinstance(request, PublishRequest) else PublishRequest.model_validate(request)
+    require_finite(model.data, "data")
     if model.id is None:
         model = model.model_copy(update={"id": new_event_id()})
     return model
+
+
+def batch_requests(events: Iterable[PublishRequest | Mapping[str, Any]]) -> list[PublishRequest]:
+    """The events of a batch as models with their ids set. The first one the
+    client refuses raises :class:`~herald.InvalidRequestError` with its
+    ``index`` (the cause is the ``ValidationError`` or ``InvalidDataError``):
+    as the hub refuses a batch, whole, naming the event."""
+    requests: list[PublishRequest] = []
+    for index, event in enumerate(events):
+        try:
+            requests.append(with_id(event))
+        except (ValidationError, InvalidDataError) as error:
+            raise InvalidRequestError(f"refused before sending: {error}", index=index) from error
+    return requests
 
 
 def publish_call(request: PublishRequest, timeout: float) -> Call:
@@ -180,6 +245,7 @@ def batch_call(requests: Iterable[PublishRequest], timeout: float) -> Call:
 
 def notice_body(event_type: EventType, data: Data, priority: Priority | None) -> bytes:
     # Validated as a publish request would be (the topic is the hub's).
+    require_finite(data, "data")
     request = PublishRequest(topic="global", event_type=event_type, data=as_data(data))
     body: dict[str, Any] = {"event_type": request.event_type, "data": request.data}
     if priority is not None:
@@ -189,7 +255,7 @@ def notice_body(event_type: EventType, data: Data, priority: Priority | None) ->
 
 def broadcast_call(event_type: EventType, data: Data, priority: Priority | None, timeout: float) -> Call:
     # The body has no event id the hub could de-duplicate: retried only
-    # when the request cannot have reached the hub.
+    # when the request cannot have reached the hub (or was refused with 429).
     return Call("POST", "/api/v1/broadcast", notice_body(event_type, data, priority), timeout=timeout, idempotent=False)
 
 
@@ -209,6 +275,7 @@ def new_approval(
     default_proceed: bool | None,
 ) -> NewApproval:
     result = step_result if isinstance(step_result, TaskStepResult) else TaskStepResult.model_validate(step_result)
+    require_finite(result, "step_result")
     return NewApproval(
         user_id=user_id,
         task_id=task_id,
@@ -230,8 +297,15 @@ def approval_call(callback_id: str, wait: float, timeout: float) -> Call:
 
 
 def approval_deadline(record: ApprovalRecord) -> float:
-    """Until when (``time.time()``) to keep polling an unreachable hub."""
+    """When (``time.time()``) waiting for ``record`` ends at the latest: the
+    hub decides by itself at ``expires_at``, so only a hub that stayed away
+    that long gets this far."""
     return record.expires_at / 1000 + EXPIRY_GRACE
+
+
+def poll_wait(deadline: float) -> float:
+    """How long the next long-poll asks the hub to wait: never past ``deadline``."""
+    return min(LONG_POLL, max(deadline - time.time(), 0.0))
 
 
 def is_outage(error: HeraldError) -> bool:
@@ -241,48 +315,144 @@ def is_outage(error: HeraldError) -> bool:
     return isinstance(error, HubError) and error.status is not None and error.status >= 500
 
 
-def still_waiting(decision: ApprovalDecision) -> bool:
-    return decision.status == "pending"
+def poll_failed(error: HeraldError, failures: int, retry: RetryPolicy, deadline: float) -> float:
+    """The delay before polling again after ``failures`` failed polls in a
+    row; raises ``error`` when it is not an outage or the next poll would
+    start past ``deadline``."""
+    delay = retry.delay(failures)
+    if not (is_outage(error) and time.time() + delay < deadline):
+        raise error
+    return delay
 
 
-def within(deadline: float) -> bool:
-    return time.time() < deadline
+def is_final(decision: ApprovalDecision, deadline: float) -> bool:
+    """Whether ``decision`` ends the wait. A hub still answering ``pending``
+    past ``deadline`` contradicts its own ``expires_at``: a
+    :class:`~herald.ProtocolError` (this machine's clock is the judge)."""
+    if decision.status != "pending":
+        return True
+    if time.time() >= deadline:
+        raise ProtocolError(
+            f"approval {decision.callback_id} is still pending {EXPIRY_GRACE:g} s after it expired"
+        )
+    return False
 
 
 # ---- answers ----
 
 
-def retryable_status(status: int) -> bool:
-    return status >= 500 or status == 429
+def retryable_status(status: int, call: Call) -> bool:
+    """A 429 was refused before anything was done, so every call may be
+    retried; a 5xx may come after the hub acted, so only idempotent ones."""
+    return status == 429 or (status >= 500 and call.idempotent)
 
 
-def retryable_transport(error: httpx.TransportError, call: Call) -> bool:
-    if call.idempotent:
-        return True
+def unreached(error: httpx.TransportError) -> bool:
+    """Whether the request cannot have reached the hub: the connection was
+    never opened."""
     return isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout))
 
 
+def retryable_transport(error: httpx.TransportError, call: Call) -> bool:
+    return call.idempotent or unreached(error)
+
+
 def transport_error(error: httpx.TransportError, call: Call, attempts: int) -> TransportError:
+    cause = f"{type(error).__name__}: {error}"
+    if not (call.idempotent or unreached(error)):
+        return TransportError(
+            f"the outcome of {call.method} {call.path} is unknown: the request went out but its answer "
+            f"was lost ({cause}), so the hub may have acted on it; it is not sent again",
+            attempts=attempts,
+            outcome_unknown=True,
+        )
     return TransportError(
-        f"could not reach the hub ({call.method} {call.path}) after {attempts} attempt(s): "
-        f"{type(error).__name__}: {error}",
+        f"could not reach the hub ({call.method} {call.path}) after {attempts} attempt(s): {cause}",
         attempts=attempts,
     )
 
 
-def answer(response: httpx.Response) -> Any:
-    """The JSON of a success; the typed error of anything else."""
+class Attempts:
+    """How one call is attempted: on which node, for how long, and whether
+    a failure is retried (after which delay) or raised. The sync and async
+    clients only send and sleep.
+
+    A transport failure that is retried moves on to the next node when there
+    are several (the client keeps using that one): for a call that is not
+    idempotent that is only a connection that never opened, so the first
+    node cannot have seen it; a publish reuses its event ids, which the
+    nodes share. ``deadline`` (``time.time()``) stops retries that would
+    start after it and shortens attempts to end by it (plus
+    :data:`DEADLINE_SLACK`)."""
+
+    def __init__(self, call: Call, retry: RetryPolicy, nodes: int, node: int, deadline: float | None = None) -> None:
+        self.call = call
+        self.retry = retry
+        self.nodes = max(nodes, 1)
+        self.node = node % self.nodes
+        self.deadline = deadline
+        self.attempt = 0
+
+    def start(self) -> float:
+        """Begins an attempt; returns its timeout in seconds."""
+        self.attempt += 1
+        if self.deadline is None:
+            return self.call.timeout
+        return min(self.call.timeout, max(self.deadline - time.time(), 0.0) + DEADLINE_SLACK)
+
+    def _delay(self) -> float | None:
+        if self.attempt >= max(self.retry.max_attempts, 1):
+            return None
+        delay = self.retry.delay(self.attempt)
+        if self.deadline is not None and time.time() + delay >= self.deadline:
+            return None
+        return delay
+
+    def transport_failed(self, error: httpx.TransportError) -> float:
+        """The delay before the next attempt; raises the
+        :class:`~herald.TransportError` when none follows."""
+        delay = self._delay() if retryable_transport(error, self.call) else None
+        if delay is None:
+            raise transport_error(error, self.call, self.attempt) from error
+        self.node = (self.node + 1) % self.nodes
+        return delay
+
+    def answered(self, response: httpx.Response) -> float | None:
+        """The delay before retrying this answer; None when it is final."""
+        if not retryable_status(response.status_code, self.call):
+            return None
+        return self._delay()
+
+
+def answer(response: httpx.Response, call: Call, shape: TypeAdapter[T]) -> T:
+    """The decoded body of a success; the typed error of anything else."""
     status = response.status_code
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
         body = None
     if 200 <= status < 300:
         if body is None:
             raise ProtocolError(f"the hub answered HTTP {status} without JSON", status=status)
-        return body
+        try:
+            return shape.validate_python(body)
+        except (ValidationError, RecursionError) as error:
+            raise ProtocolError(
+                f"the hub's HTTP {status} answer to {call.method} {call.path} does not decode: {error}", status=status
+            ) from error
     if isinstance(body, dict) and isinstance(body.get("code"), str) and isinstance(body.get("message"), str):
         index = body.get("index")
         raise hub_error(body["code"], body["message"], status=status, index=index if isinstance(index, int) else None)
     excerpt = response.text[:512].strip()
     raise ProtocolError(f"the hub answered HTTP {status}: {excerpt}", status=status)
+
+
+def ws_refusal(error: BaseException) -> HubError | None:
+    """The typed error of a WebSocket upgrade the hub refused with 401 or 403
+    (as the HTTP API's would be); None for any other failure."""
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if status == 401:
+        return hub_error("unauthorized", "the hub refused the WebSocket (401)", status=401)
+    if status == 403:
+        return hub_error("forbidden", "the hub refused the WebSocket (403)", status=403)
+    return None

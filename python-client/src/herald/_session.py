@@ -422,6 +422,8 @@ def decode_server_frame(text: str) -> tuple[str, WireModel] | None:
         value = json.loads(text)
     except ValueError as error:
         raise FrameDecodeError(f"invalid JSON: {error}") from None
+    except RecursionError:
+        raise FrameDecodeError("JSON nested deeper than the parser goes") from None
     kind = value.get("type") if isinstance(value, dict) else None
     model = _SERVER_FRAMES.get(kind) if isinstance(kind, str) else None
     if model is None or not isinstance(kind, str):
@@ -430,6 +432,8 @@ def decode_server_frame(text: str) -> tuple[str, WireModel] | None:
         return kind, model.model_validate(value)
     except ValidationError as error:
         raise FrameDecodeError(str(error)) from None
+    except RecursionError:
+        raise FrameDecodeError("a frame nested deeper than the validator goes") from None
 
 
 class Session:

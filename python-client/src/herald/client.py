@@ -15,10 +15,12 @@ import json
 import time
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypeVar, overload
 
 import httpx
 import websockets
+from pydantic import TypeAdapter
+from websockets.asyncio.client import ClientConnection
 
 from . import _http
 from ._http import Call, Data, Endpoint
@@ -44,6 +46,8 @@ from .subscription import Gaps, Subscription, SubscriptionItem, SubscriptionItem
 
 ControlAction = Literal["cancel", "pause", "resume"]
 
+T = TypeVar("T")
+
 _CONTROL_FRAMES = {"cancel": ClientFrameCancel, "pause": ClientFramePause, "resume": ClientFrameResume}
 
 
@@ -61,6 +65,9 @@ class _Options:
         self.endpoint = Endpoint.resolve(url, api_key, token)
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
+        self._node = 0
+        """The node HTTP calls go to: the next one after a node could not
+        be reached (see :class:`herald._http.Attempts`)."""
 
     @property
     def url(self) -> str:
@@ -109,28 +116,28 @@ class AsyncHerald(_Options):
         """Closes the connection pool."""
         await self._http.aclose()
 
-    async def _send(self, call: Call) -> Any:
-        attempt = 0
+    async def _send(self, call: Call, shape: TypeAdapter[T], deadline: float | None = None) -> T:
+        attempts = _http.Attempts(call, self.retry, len(self.endpoint.urls), self._node, deadline)
         while True:
-            attempt += 1
-            may_retry = attempt < max(self.retry.max_attempts, 1)
+            timeout = attempts.start()
             try:
                 response = await self._http.request(
                     call.method,
-                    call.path,
+                    self.endpoint.http_url(call.path, attempts.node),
                     content=call.body,
                     params=call.params,
-                    timeout=call.timeout,
+                    timeout=timeout,
                     headers={"Content-Type": "application/json"} if call.body is not None else None,
                 )
             except httpx.TransportError as error:
-                if not (may_retry and _http.retryable_transport(error, call)):
-                    raise _http.transport_error(error, call, attempt) from error
+                delay = attempts.transport_failed(error)
+                self._node = attempts.node
             else:
-                status = response.status_code
-                if not (_http.retryable_status(status) and may_retry and call.idempotent):
-                    return _http.answer(response)
-            await asyncio.sleep(self.retry.delay(attempt))
+                answered = attempts.answered(response)
+                if answered is None:
+                    return _http.answer(response, call, shape)
+                delay = answered
+            await asyncio.sleep(delay)
 
     # ---- publishing ----
 
@@ -156,20 +163,21 @@ class AsyncHerald(_Options):
         request = _http.publish_request(
             topic, event_type, data, key=key, priority=priority, id=id, source=source, timestamp=timestamp
         )
-        return PublishReceipt.model_validate(await self._send(_http.publish_call(request, self.timeout)))
+        return await self._send(_http.publish_call(request, self.timeout), _http.RECEIPT)
 
     async def publish_batch(self, events: Iterable[PublishRequest | Mapping[str, Any]]) -> list[PublishReceipt]:
         """Publishes events in one request (one durable wait on a SQLite hub).
 
-        The hub validates the batch whole: one bad event and nothing is
-        published (:class:`~herald.InvalidRequestError` with ``index``).
-        Receipts come in the same order. Every event has its id set before
-        the first attempt, so a retried batch is not published twice.
+        The batch is validated whole, by the client and then by the hub: one
+        bad event and nothing is published (:class:`~herald.InvalidRequestError`
+        whose ``index`` is the first bad event's). Receipts come in the same
+        order. Every event has its id set before the first attempt, so a
+        retried batch is not published twice.
         """
-        requests = [_http.with_id(event) for event in events]
+        requests = _http.batch_requests(events)
         if not requests:
             return []
-        receipts = _http.RECEIPTS.validate_python(await self._send(_http.batch_call(requests, self.timeout)))
+        receipts = await self._send(_http.batch_call(requests, self.timeout), _http.RECEIPTS)
         if len(receipts) != len(requests):
             raise ProtocolError(f"the hub answered {len(receipts)} receipts for a batch of {len(requests)}")
         return receipts
@@ -177,16 +185,21 @@ class AsyncHerald(_Options):
     async def broadcast(
         self, event_type: EventType, data: Data = None, *, priority: Priority | None = None
     ) -> PublishReceipt:
-        """Publishes on ``global``, delivered to every connection, subscribed or not."""
+        """Publishes on ``global``, delivered to every connection, subscribed or not.
+
+        Retried after a 429 or when the hub could not be reached; an answer
+        lost after sending raises :class:`~herald.TransportError` with
+        ``outcome_unknown`` (it may have been published)."""
         call = _http.broadcast_call(event_type, data, priority, self.timeout)
-        return PublishReceipt.model_validate(await self._send(call))
+        return await self._send(call, _http.RECEIPT)
 
     async def send_to_user(
         self, user_id: str, event_type: EventType, data: Data = None, *, priority: Priority | None = None
     ) -> PublishReceipt:
-        """Publishes on ``user:{user_id}``, delivered to every connection of that user."""
+        """Publishes on ``user:{user_id}``, delivered to every connection of
+        that user. Retried as :meth:`broadcast` is."""
         call = _http.user_message_call(user_id, event_type, data, priority, self.timeout)
-        return PublishReceipt.model_validate(await self._send(call))
+        return await self._send(call, _http.RECEIPT)
 
     # ---- approvals ----
 
@@ -204,17 +217,20 @@ class AsyncHerald(_Options):
         the hub publishes ``approval.requested`` on ``user:{user_id}`` and
         ``task:{task_id}``. ``timeout`` (seconds; the hub's
         ``--approval-timeout`` when None) and ``default_proceed`` (what a
-        timeout resolves to; the hub's default, *proceed*, when None)."""
+        timeout resolves to; the hub's default, *proceed*, when None).
+
+        Retried only when the hub could not be reached (or answered 429): an
+        answer lost after sending raises :class:`~herald.TransportError` with
+        ``outcome_unknown``; the approval may exist (list the pending ones
+        before asking again)."""
         approval = _http.new_approval(user_id, task_id, step, step_result, timeout, default_proceed)
-        return ApprovalRecord.model_validate(await self._send(_http.create_approval_call(approval, self.timeout)))
+        return await self._send(_http.create_approval_call(approval, self.timeout), _http.RECORD)
 
     async def get_approval(self, callback_id: str, *, wait: float = 0.0) -> ApprovalDecision:
         """An approval's decision; with ``wait`` (seconds) long-polls while it
         is pending (it may still be pending when ``wait`` runs out).
         Raises :class:`~herald.NotFoundError` for an unknown approval."""
-        return ApprovalDecision.model_validate(
-            await self._send(_http.approval_call(callback_id, wait, self.timeout))
-        )
+        return await self._send(_http.approval_call(callback_id, wait, self.timeout), _http.DECISION)
 
     async def request_approval(
         self,
@@ -232,9 +248,11 @@ class AsyncHerald(_Options):
         Returns the typed decision: ``status`` (``approved``, ``rejected``,
         ``timed_out``, ``cancelled``), ``proceed``, ``feedback``,
         ``decided_by`` (None when the hub decided). Long-polls across
-        reconnects and hub restarts (a SQLite hub keeps pending approvals);
-        gives up only :data:`~herald._http.EXPIRY_GRACE` seconds after the
-        approval expired with the hub unreachable all along. A hub that lost
+        reconnects and hub restarts (a SQLite hub keeps pending approvals),
+        and across nodes when several are given; gives up
+        :data:`~herald._http.EXPIRY_GRACE` seconds after the approval expired
+        at the latest (``TransportError`` when the hub stayed unreachable,
+        ``ProtocolError`` if it still says pending). A hub that lost
         the approval (memory store restarted) raises
         :class:`~herald.NotFoundError`. Cancelling the awaiting task stops
         waiting (the approval stays pending at the hub).
@@ -245,20 +263,21 @@ class AsyncHerald(_Options):
         return await self.wait_approval(record)
 
     async def wait_approval(self, record: ApprovalRecord) -> ApprovalDecision:
-        """Waits for the decision of an approval made with :meth:`create_approval`."""
+        """Waits for the decision of an approval made with :meth:`create_approval`
+        (see :meth:`request_approval`): every poll, its retries included,
+        ends by the approval's deadline."""
         deadline = _http.approval_deadline(record)
         failures = 0
         while True:
+            call = _http.approval_call(record.callback_id, _http.poll_wait(deadline), self.timeout)
             try:
-                decision = await self.get_approval(record.callback_id, wait=_http.LONG_POLL)
+                decision = await self._send(call, _http.DECISION, deadline)
             except HeraldError as error:
-                if not (_http.is_outage(error) and _http.within(deadline)):
-                    raise
                 failures += 1
-                await asyncio.sleep(self.retry.delay(failures))
+                await asyncio.sleep(_http.poll_failed(error, failures, self.retry, deadline))
                 continue
             failures = 0
-            if not _http.still_waiting(decision):
+            if _http.is_final(decision, deadline):
                 return decision
 
     async def cancel_approval(self, task_id: str, *, reason: str | None = None) -> None:
@@ -281,27 +300,39 @@ class AsyncHerald(_Options):
     ) -> None:
         """Sends a ``cancel``/``pause``/``resume`` request for a task or a run
         (published as ``control.*`` on ``task:{id}`` or ``run:{id}``) and waits
-        for the hub's ``ack``."""
+        for the hub's ``ack``. A refused upgrade raises
+        :class:`~herald.UnauthorizedError` / :class:`~herald.ForbiddenError`;
+        a node that cannot be reached is skipped for the next one, if any
+        (the frame is only sent once a connection is open)."""
         frame = _CONTROL_FRAMES[action](id=1, task_id=task_id, run_id=run_id, reason=reason)
-        ws_url = self.endpoint.ws_url()
-        try:
-            answered = await asyncio.wait_for(self._exchange(ws_url, frame.to_json()), self.timeout)
-        except (OSError, websockets.exceptions.WebSocketException, asyncio.TimeoutError) as error:
-            raise TransportError(f"could not send {action} to {ws_url}: {error!r}", attempts=1) from error
-        if not answered:
-            raise TransportError(f"the hub closed {ws_url} before answering {action}", attempts=1)
-
-    async def _exchange(self, ws_url: str, text: str) -> bool:
-        """Sends one frame and waits for its answer; False if the hub closed first."""
-        async with websockets.connect(
-            ws_url, additional_headers=self.endpoint.ws_headers(), open_timeout=self.timeout
-        ) as socket:
-            await socket.send(text)
-            async for message in socket:
-                _control_reply(message)
-                if _is_reply(message):
-                    return True
-        return False
+        nodes = len(self.endpoint.urls)
+        for tried in range(1, nodes + 1):
+            ws_url = self.endpoint.ws_url(node=self._node)
+            try:
+                socket = await websockets.connect(
+                    ws_url, additional_headers=self.endpoint.ws_headers(), open_timeout=self.timeout
+                )
+            except (OSError, websockets.exceptions.WebSocketException, asyncio.TimeoutError) as error:
+                refusal = _http.ws_refusal(error)
+                if refusal is not None:
+                    raise refusal from error
+                if tried < nodes:  # nothing was sent: the next node may take it
+                    self._node = (self._node + 1) % nodes
+                    continue
+                raise TransportError(f"could not send {action} to {ws_url}: {error!r}", attempts=tried) from error
+            try:
+                answered = await asyncio.wait_for(_exchange(socket, frame.to_json()), self.timeout)
+            except (OSError, websockets.exceptions.WebSocketException, asyncio.TimeoutError) as error:
+                raise TransportError(
+                    f"the outcome of {action} sent to {ws_url} is unknown: {error!r}", attempts=tried, outcome_unknown=True
+                ) from error
+            finally:
+                await _close_quietly(socket)
+            if not answered:
+                raise TransportError(
+                    f"the hub closed {ws_url} before answering {action}", attempts=tried, outcome_unknown=True
+                )
+            return
 
     # ---- subscribing ----
 
@@ -347,7 +378,12 @@ class AsyncHerald(_Options):
         then ``async for event in events``. See :class:`~herald.Subscription`.
 
         ``since``: checkpoints to resume from (what :attr:`Subscription.checkpoints`
-        gave), or one seq for every exact topic (``0``: everything retained).
+        gave), or one seq for every exact topic (``0``: everything retained);
+        an int with no exact topic raises ``ValueError`` (a pattern resumes
+        only the topics its checkpoints name). A topic or pattern that breaks
+        the grammar raises :class:`~herald.InvalidTopicError`.
+        Every subscription also yields ``global`` events (broadcasts,
+        ``system.shutdown``), whatever its topics and ``filter``.
         ``filter``: ``{"types": ["execution.*"], "min_priority": "high"}``.
         ``gaps``: ``"yield"`` (default) yields :class:`~herald.models.Gap`
         items; ``"raise"`` raises :class:`~herald.GapError` instead.
@@ -415,28 +451,28 @@ class Herald(_Options):
         """Closes the connection pool."""
         self._http.close()
 
-    def _send(self, call: Call) -> Any:
-        attempt = 0
+    def _send(self, call: Call, shape: TypeAdapter[T], deadline: float | None = None) -> T:
+        attempts = _http.Attempts(call, self.retry, len(self.endpoint.urls), self._node, deadline)
         while True:
-            attempt += 1
-            may_retry = attempt < max(self.retry.max_attempts, 1)
+            timeout = attempts.start()
             try:
                 response = self._http.request(
                     call.method,
-                    call.path,
+                    self.endpoint.http_url(call.path, attempts.node),
                     content=call.body,
                     params=call.params,
-                    timeout=call.timeout,
+                    timeout=timeout,
                     headers={"Content-Type": "application/json"} if call.body is not None else None,
                 )
             except httpx.TransportError as error:
-                if not (may_retry and _http.retryable_transport(error, call)):
-                    raise _http.transport_error(error, call, attempt) from error
+                delay = attempts.transport_failed(error)
+                self._node = attempts.node
             else:
-                status = response.status_code
-                if not (_http.retryable_status(status) and may_retry and call.idempotent):
-                    return _http.answer(response)
-            time.sleep(self.retry.delay(attempt))
+                answered = attempts.answered(response)
+                if answered is None:
+                    return _http.answer(response, call, shape)
+                delay = answered
+            time.sleep(delay)
 
     def publish(
         self,
@@ -454,28 +490,28 @@ class Herald(_Options):
         request = _http.publish_request(
             topic, event_type, data, key=key, priority=priority, id=id, source=source, timestamp=timestamp
         )
-        return PublishReceipt.model_validate(self._send(_http.publish_call(request, self.timeout)))
+        return self._send(_http.publish_call(request, self.timeout), _http.RECEIPT)
 
     def publish_batch(self, events: Iterable[PublishRequest | Mapping[str, Any]]) -> list[PublishReceipt]:
         """See :meth:`AsyncHerald.publish_batch`."""
-        requests = [_http.with_id(event) for event in events]
+        requests = _http.batch_requests(events)
         if not requests:
             return []
-        receipts = _http.RECEIPTS.validate_python(self._send(_http.batch_call(requests, self.timeout)))
+        receipts = self._send(_http.batch_call(requests, self.timeout), _http.RECEIPTS)
         if len(receipts) != len(requests):
             raise ProtocolError(f"the hub answered {len(receipts)} receipts for a batch of {len(requests)}")
         return receipts
 
     def broadcast(self, event_type: EventType, data: Data = None, *, priority: Priority | None = None) -> PublishReceipt:
         """See :meth:`AsyncHerald.broadcast`."""
-        return PublishReceipt.model_validate(self._send(_http.broadcast_call(event_type, data, priority, self.timeout)))
+        return self._send(_http.broadcast_call(event_type, data, priority, self.timeout), _http.RECEIPT)
 
     def send_to_user(
         self, user_id: str, event_type: EventType, data: Data = None, *, priority: Priority | None = None
     ) -> PublishReceipt:
         """See :meth:`AsyncHerald.send_to_user`."""
         call = _http.user_message_call(user_id, event_type, data, priority, self.timeout)
-        return PublishReceipt.model_validate(self._send(call))
+        return self._send(call, _http.RECEIPT)
 
     def create_approval(
         self,
@@ -489,11 +525,11 @@ class Herald(_Options):
     ) -> ApprovalRecord:
         """See :meth:`AsyncHerald.create_approval`."""
         approval = _http.new_approval(user_id, task_id, step, step_result, timeout, default_proceed)
-        return ApprovalRecord.model_validate(self._send(_http.create_approval_call(approval, self.timeout)))
+        return self._send(_http.create_approval_call(approval, self.timeout), _http.RECORD)
 
     def get_approval(self, callback_id: str, *, wait: float = 0.0) -> ApprovalDecision:
         """See :meth:`AsyncHerald.get_approval`."""
-        return ApprovalDecision.model_validate(self._send(_http.approval_call(callback_id, wait, self.timeout)))
+        return self._send(_http.approval_call(callback_id, wait, self.timeout), _http.DECISION)
 
     def request_approval(
         self,
@@ -516,16 +552,15 @@ class Herald(_Options):
         deadline = _http.approval_deadline(record)
         failures = 0
         while True:
+            call = _http.approval_call(record.callback_id, _http.poll_wait(deadline), self.timeout)
             try:
-                decision = self.get_approval(record.callback_id, wait=_http.LONG_POLL)
+                decision = self._send(call, _http.DECISION, deadline)
             except HeraldError as error:
-                if not (_http.is_outage(error) and _http.within(deadline)):
-                    raise
                 failures += 1
-                time.sleep(self.retry.delay(failures))
+                time.sleep(_http.poll_failed(error, failures, self.retry, deadline))
                 continue
             failures = 0
-            if not _http.still_waiting(decision):
+            if _http.is_final(decision, deadline):
                 return decision
 
     def cancel_approval(self, task_id: str, *, reason: str | None = None) -> None:
@@ -544,18 +579,52 @@ class Herald(_Options):
         from websockets.sync.client import connect
 
         frame = _CONTROL_FRAMES[action](id=1, task_id=task_id, run_id=run_id, reason=reason)
-        ws_url = self.endpoint.ws_url()
-        deadline = time.monotonic() + self.timeout
-        try:
-            with connect(ws_url, additional_headers=self.endpoint.ws_headers(), open_timeout=self.timeout) as socket:
-                socket.send(frame.to_json())
-                while True:
-                    message = socket.recv(timeout=max(deadline - time.monotonic(), 0.0))
-                    _control_reply(message)
-                    if _is_reply(message):
-                        return
-        except (OSError, websockets.exceptions.WebSocketException, TimeoutError) as error:
-            raise TransportError(f"could not send {action} to {ws_url}: {error}", attempts=1) from error
+        nodes = len(self.endpoint.urls)
+        for tried in range(1, nodes + 1):
+            ws_url = self.endpoint.ws_url(node=self._node)
+            try:
+                socket = connect(ws_url, additional_headers=self.endpoint.ws_headers(), open_timeout=self.timeout)
+            except (OSError, websockets.exceptions.WebSocketException, TimeoutError) as error:
+                refusal = _http.ws_refusal(error)
+                if refusal is not None:
+                    raise refusal from error
+                if tried < nodes:  # nothing was sent: the next node may take it
+                    self._node = (self._node + 1) % nodes
+                    continue
+                raise TransportError(f"could not send {action} to {ws_url}: {error!r}", attempts=tried) from error
+            deadline = time.monotonic() + self.timeout
+            with socket:
+                try:
+                    socket.send(frame.to_json())
+                    while True:
+                        message = socket.recv(timeout=max(deadline - time.monotonic(), 0.0))
+                        _control_reply(message)
+                        if _is_reply(message):
+                            return
+                except (OSError, websockets.exceptions.WebSocketException, TimeoutError) as error:
+                    raise TransportError(
+                        f"the outcome of {action} sent to {ws_url} is unknown: {error!r}",
+                        attempts=tried,
+                        outcome_unknown=True,
+                    ) from error
+
+
+async def _exchange(socket: ClientConnection, text: str) -> bool:
+    """Sends one frame and waits for its answer; False if the hub closed first."""
+    await socket.send(text)
+    async for message in socket:
+        _control_reply(message)
+        if _is_reply(message):
+            return True
+    return False
+
+
+async def _close_quietly(socket: ClientConnection) -> None:
+    """Closes ``socket`` (bounded: a hub that does not answer the close is left)."""
+    try:
+        await asyncio.wait_for(socket.close(), 1.0)
+    except (OSError, websockets.exceptions.WebSocketException, asyncio.TimeoutError):
+        pass
 
 
 def _is_reply(message: str | bytes) -> bool:

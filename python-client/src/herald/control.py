@@ -12,6 +12,7 @@ them (``{"action": "cancel", "task_id": "t1"}``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -19,8 +20,12 @@ from typing import Any, Literal
 
 from ._http import Endpoint
 from ._session import SessionConfig
+from pydantic import ValidationError
+
 from .models import ControlRequest, Event, Snapshot
 from .subscription import Subscription, SubscriptionItemNoGap
+
+log = logging.getLogger("herald")
 
 ControlAction = Literal["cancel", "pause", "resume"]
 
@@ -53,7 +58,9 @@ class ControlCommand:
 
 class ControlStream:
     """The control requests of one task or run, live (see
-    :meth:`herald.AsyncHerald.control`)."""
+    :meth:`herald.AsyncHerald.control`). A ``control.*`` event whose ``data``
+    is not a control request is skipped with a warning on the ``herald``
+    logger."""
 
     def __init__(
         self,
@@ -99,7 +106,20 @@ class ControlStream:
             action = _ACTIONS.get(item.event_type)
             if action is None:
                 continue  # a custom control.* type this version does not know
-            request = ControlRequest.model_validate(item.data)
+            try:
+                request = ControlRequest.model_validate(item.data)
+            except ValidationError as error:
+                # Any producer may publish on the topic and the hub does not
+                # check `data`: one malformed request must not end the loop
+                # the task relies on to be stopped.
+                log.warning(
+                    "herald control: skipped %s on %s (seq %d): its data is not a control request: %s",
+                    item.event_type,
+                    item.topic,
+                    item.seq,
+                    error,
+                )
+                continue
             return ControlCommand(action=action, request=request, event=item)
 
     async def open(self) -> None:

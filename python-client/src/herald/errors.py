@@ -93,7 +93,7 @@ class ForbiddenError(HubError):
 
 
 class RateLimitedError(HubError):
-    """Too many frames or publishes (HTTP 429; retried first)."""
+    """Too many frames or publishes (HTTP 429; retried first: nothing was done)."""
 
     code: ErrorCode = "rate_limited"
 
@@ -119,7 +119,8 @@ class ConflictError(HubError):
 
 
 class InternalError(HubError):
-    """The hub failed; not the client's fault (HTTP 5xx; retried first)."""
+    """The hub failed; not the client's fault (HTTP 5xx; retried first when
+    the call is idempotent: a publish, a poll)."""
 
     code: ErrorCode = "internal"
 
@@ -154,12 +155,28 @@ def hub_error(
 
 
 class TransportError(HeraldError):
-    """The hub could not be reached (connection refused or reset, timeout)
-    on every attempt allowed."""
+    """No answer from the hub: it could not be reached (connection refused
+    or reset, timeout) on every attempt allowed, or, for a call that is not
+    retried once sent (``create_approval``, ``broadcast``, ``send_to_user``),
+    the answer was lost after the request went out (``outcome_unknown``)."""
 
-    def __init__(self, message: str, *, attempts: int) -> None:
+    def __init__(self, message: str, *, attempts: int, outcome_unknown: bool = False) -> None:
         super().__init__(message)
         self.attempts = attempts
+        self.outcome_unknown = outcome_unknown
+        """True when the request may have reached the hub, which may have
+        acted on it (created the approval, published the message): look
+        before asking again."""
+
+
+class InvalidDataError(HeraldError, ValueError):
+    """A value JSON cannot carry (NaN, +Infinity, -Infinity) in what was to
+    be sent; refused before anything is sent. ``path`` says where, e.g.
+    ``data.metrics[2]``."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class ProtocolError(HeraldError):
@@ -202,6 +219,7 @@ __all__ = [
     "HeraldError",
     "HubError",
     "InternalError",
+    "InvalidDataError",
     "InvalidJsonError",
     "InvalidRequestError",
     "InvalidTopicError",

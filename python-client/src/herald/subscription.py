@@ -21,9 +21,11 @@ from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar, Union
 
 import websockets
+from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection
+from websockets.frames import CloseCode
 
-from ._http import Endpoint
+from ._http import Endpoint, ws_refusal
 from ._session import (
     AttemptsExhausted,
     Close,
@@ -38,7 +40,7 @@ from ._session import (
     checkpoints_from_json,
     checkpoints_to_json,
 )
-from .errors import GapError, HubError, SubscriptionClosedError, TransportError, hub_error
+from .errors import GapError, HubError, InvalidTopicError, SubscriptionClosedError, TransportError, hub_error
 from .models import ErrorFrame, Event, EventFilter, Gap, Snapshot, Subscribed
 
 log = logging.getLogger("herald")
@@ -55,6 +57,15 @@ T = TypeVar("T")
 
 # Close codes the driver uses.
 _NORMAL = 1000
+
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+"""The largest frame a subscription accepts from the hub: 64 MiB, what the
+Rust client's tungstenite allows by default. The hub's own frames are far
+smaller (an event is at most ``--max-body-size``, 1 MiB by default); the
+limit keeps a broken or hostile peer from making the client buffer without
+bound. A larger frame closes the connection with 1009, which ends the
+subscription (:class:`~herald.SubscriptionClosedError`, ``code`` 1009):
+reconnecting would only replay the same frame."""
 
 
 class Subscription(Generic[T]):
@@ -102,11 +113,22 @@ class Subscription(Generic[T]):
         config = dataclasses.replace(config or SessionConfig(), endpoints=len(endpoint.urls))
         self._session = Session(config, random.getrandbits(64))
         if isinstance(since, int):
-            since = {t: since for t in self._topics if "*" not in t}
+            # A pattern's topics are not known before their events arrive,
+            # so one seq can only mean something for exact topics.
+            exact = [t for t in self._topics if "*" not in t]
+            if not exact:
+                raise ValueError(
+                    "since=N resumes exact topics only and none is given: a pattern resumes from "
+                    "checkpoints (since=events.checkpoints of an earlier subscription)"
+                )
+            since = {t: since for t in exact}
         if since:
             self._session.restore_checkpoints(checkpoints_from_json(dict(since)))
         flt = filter if isinstance(filter, EventFilter) or filter is None else EventFilter.model_validate(filter)
-        self._session.subscribe(self._topics, flt, snapshot)
+        try:
+            self._session.subscribe(self._topics, flt, snapshot)
+        except ValidationError as error:
+            raise InvalidTopicError(f"refused before connecting: {error}") from error
         self._socket: ClientConnection | None = None
         self._clock = time.monotonic()
         self._ready: deque[Any] = deque()
@@ -114,6 +136,7 @@ class Subscription(Generic[T]):
         self._ever_open = False
         self._first_failures = 0
         self._closed = False
+        self._oversized = False
 
     # ---- the consumer's side ----
 
@@ -212,9 +235,14 @@ class Subscription(Generic[T]):
                 if self._socket is None:
                     continue
                 try:
-                    await self._socket.send(frame.to_json())
+                    await asyncio.wait_for(self._socket.send(frame.to_json()), self._send_limit())
                 except websockets.exceptions.ConnectionClosed as closed:
                     self._lost(closed)
+                except asyncio.TimeoutError:
+                    # A link that cannot take one frame in a heartbeat
+                    # interval is dead (its send buffer stays full): drop it
+                    # and let the session reconnect.
+                    self._abandon()
             while (event := session.poll_event()) is not None:
                 busy = True
                 self._deliver(event)
@@ -237,9 +265,11 @@ class Subscription(Generic[T]):
             if isinstance(event.state, Closed):
                 reason = event.state.reason
                 if isinstance(reason, Terminal):
-                    self._ready.append(
-                        SubscriptionClosedError(f"the hub closed the connection ({reason.code})", code=reason.code)
-                    )
+                    if reason.code == CloseCode.MESSAGE_TOO_BIG and self._oversized:
+                        message = f"the hub sent a frame over the {MAX_FRAME_BYTES}-byte limit (closed 1009)"
+                    else:
+                        message = f"the hub closed the connection ({reason.code})"
+                    self._ready.append(SubscriptionClosedError(message, code=reason.code))
                 elif isinstance(reason, AttemptsExhausted):
                     self._ready.append(
                         SubscriptionClosedError(f"gave up after {reason.attempts} reconnect attempts")
@@ -255,7 +285,7 @@ class Subscription(Generic[T]):
                 open_timeout=self._open_timeout,
                 # The session's own heartbeat decides when a link is dead.
                 ping_interval=None,
-                max_size=None,
+                max_size=MAX_FRAME_BYTES,
             )
         except asyncio.CancelledError:
             # The consumer stopped waiting mid-attempt: it counts as a failed
@@ -273,13 +303,9 @@ class Subscription(Generic[T]):
                 self._session.disconnect()
                 await self._turn()
                 self._ready.clear()
-                status = getattr(getattr(error, "response", None), "status_code", None)
-                if status in (401, 403):
-                    raise hub_error(
-                        "unauthorized" if status == 401 else "forbidden",
-                        f"the hub refused the WebSocket ({status})",
-                        status=status,
-                    ) from error
+                refusal = ws_refusal(error)
+                if refusal is not None:
+                    raise refusal from error
                 nodes = len(self._endpoint.urls)
                 tried = url if nodes == 1 else "any of " + ", ".join(self._endpoint.ws_url(node=i) for i in range(nodes))
                 raise TransportError(f"could not connect to {tried}: {error!r}", attempts=nodes) from error
@@ -297,9 +323,27 @@ class Subscription(Generic[T]):
             except (OSError, websockets.exceptions.WebSocketException, asyncio.TimeoutError):
                 pass
 
+    def _send_limit(self) -> float:
+        """Seconds one frame may take to send: a heartbeat interval (the
+        open timeout when the heartbeat is off)."""
+        interval = self._session.config.heartbeat_interval_ms
+        return interval / 1000 if interval > 0 else self._open_timeout
+
+    def _abandon(self) -> None:
+        """Drops a socket that stopped taking frames, without a closing
+        handshake (that would wait on the same full buffer)."""
+        socket, self._socket = self._socket, None
+        if socket is not None:
+            socket.transport.abort()
+        self._session.handle_closed(None, self._now())
+
     def _lost(self, closed: websockets.exceptions.ConnectionClosed) -> None:
         self._socket = None
         code = closed.rcvd.code if closed.rcvd is not None else None
+        if code is None and closed.sent is not None and closed.sent.code == CloseCode.MESSAGE_TOO_BIG:
+            # The client closed it: a frame over MAX_FRAME_BYTES.
+            code = CloseCode.MESSAGE_TOO_BIG
+            self._oversized = True
         self._session.handle_closed(code, self._now())
 
     async def _wait(self, limit: float | None = None) -> None:
