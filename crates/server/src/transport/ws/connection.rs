@@ -127,14 +127,9 @@ where
         tracing::info!(session = %conn.id, user = conn.user_id.as_deref(), remote = ?conn.remote, "connection opened");
         let dialect = &dialect;
         // Boxed: pinned in place, the two loops (about 750 bytes together)
-        // would add their size to every idle connection's task. The opening
-        // (the URL's subscriptions) runs with the writer already going: a
-        // replay longer than the queue goes out in parts as the writer
-        // takes them.
-        let mut reader = Box::pin(async {
-            Box::pin(dialect.open(&hub, &conn)).await;
-            reader::read_loop(&hub, &conn, stream, dialect).await
-        });
+        // would add their size to every idle connection's task. The reader
+        // opens the dialect first, with the writer already going.
+        let mut reader = Box::pin(reader::read_loop(&hub, &conn, stream, dialect));
         let mut writer = Box::pin(writer::write_loop(
             &hub,
             &conn,

@@ -30,8 +30,11 @@ pub(crate) fn read_loop<S: AsyncRead + AsyncWrite + Unpin, D: Dialect>(
     dialect: &D,
 ) -> impl Future<Output = End> {
     async move {
+        // The URL's subscriptions and the dialect's state on connect, while
+        // the writer already runs: a replay longer than the queue goes out
+        // in parts as the writer takes them (boxed: a one-off await).
+        Box::pin(dialect.open(hub, conn)).await;
         let mut limiter = FrameLimiter::new(hub.config().client_rate_limit);
-        let mut peer_code = None;
         while let Some(message) = stream.next().await {
             conn.saw_peer();
             let message = match message {
@@ -74,21 +77,29 @@ pub(crate) fn read_loop<S: AsyncRead + AsyncWrite + Unpin, D: Dialect>(
                             .to_owned();
                     send_error(hub, conn, ErrorCode::InvalidRequest, message, None);
                 }
-                // Read on: polled again, tungstenite queues its answer to
-                // the close and ends the stream.
-                Message::Close(frame) => peer_code = frame.map(|f| u16::from(f.code)),
+                Message::Close(frame) => {
+                    let code = frame.map(|f| u16::from(f.code));
+                    Box::pin(answer_close(&mut stream)).await;
+                    return End::PeerClosed(code);
+                }
                 // Never read: tungstenite hands frames over assembled.
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
             }
         }
-        if peer_code.is_some() {
-            // The answer waits in the socket's gathered bytes: it goes out
-            // now, so the peer sees a clean close rather than a dropped
-            // connection (1006). Bounded: the peer may not read it.
-            let _ = tokio::time::timeout(CLOSE_ANSWER, stream.get_mut().flush()).await;
-        }
-        End::PeerClosed(peer_code)
+        End::PeerClosed(None)
     }
+}
+
+/// Answers a peer's close with tungstenite's close frame, so the peer sees a
+/// clean close rather than a dropped connection (1006): polled once more,
+/// tungstenite queues its answer in the socket's gathered bytes and ends
+/// the stream; then they are flushed. Bounded: the peer may not read it.
+async fn answer_close<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut WebSocketStream<S>) {
+    let answer = async {
+        while stream.next().await.is_some() {}
+        stream.get_mut().flush().await
+    };
+    let _ = tokio::time::timeout(CLOSE_ANSWER, answer).await;
 }
 
 /// How long the answer to a peer's close may take to go out.
