@@ -55,6 +55,11 @@ export interface HeraldOptions {
   missedPongsAllowed?: number;
   /** Frames buffered while offline (`confirm`, `cancel`, ...). Default 256. */
   offlineQueueCapacity?: number;
+  /** Topics with a checkpoint; past it the least recently advanced is forgotten. Default 4096. */
+  maxCheckpoints?: number;
+  /** Bytes of `since` a resubscription carries, the most recently advanced topics first
+   * (the rest resume live), so it stays below the hub's frame limit. Default 32768. */
+  maxSinceBytes?: number;
   /** A socket still connecting after this long counts as a failed attempt, ms (0: off). Default 10000. */
   connectTimeout?: number;
   /** Sent as `?user_id=`: the connection receives that user's messages and approvals. */

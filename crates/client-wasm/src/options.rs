@@ -25,6 +25,8 @@ pub(crate) struct Options {
     missed_pongs_allowed: Option<u32>,
     offline_queue_capacity: Option<usize>,
     jitter: Option<bool>,
+    max_checkpoints: Option<usize>,
+    max_since_bytes: Option<usize>,
     /// How long a socket may stay in `CONNECTING` before the attempt counts
     /// as failed (a hub that accepts TCP but never answers the upgrade).
     /// Default: 10 s; 0 turns it off.
@@ -75,6 +77,8 @@ impl Options {
                 .offline_queue_capacity
                 .unwrap_or(defaults.offline_queue_capacity),
             jitter: self.jitter.unwrap_or(defaults.jitter),
+            max_checkpoints: self.max_checkpoints.unwrap_or(defaults.max_checkpoints),
+            max_since_bytes: self.max_since_bytes.unwrap_or(defaults.max_since_bytes),
             endpoints: 1 + self.failover.len(),
         }
     }
