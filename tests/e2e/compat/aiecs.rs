@@ -249,6 +249,18 @@ async fn ping_cancel_subscribe_and_unknown_actions_are_answered_as_the_seed_did(
         pong["original_data"] == json!({"action": "ping", "timestamp": 1729845678123u64}),
         "{pong}"
     );
+    // Each pong echoes its ping as sent, whatever it carries.
+    let pings = [
+        json!({"action": "ping", "timestamp": 1729845678.123, "id": "a"}),
+        json!({"action": "ping", "rtt_probe": 7}),
+    ];
+    for ping in &pings {
+        page.send_json(ping).await?;
+    }
+    for ping in &pings {
+        let pong = next_with(&mut page, "type", "pong").await?;
+        ensure!(pong["original_data"] == *ping, "{pong} for {ping}");
+    }
     is_now_in_seconds(&pong, "timestamp")?;
     page.send_json(&json!({"action": "cancel", "user_id": "user_123", "task_id": "task_456"}))
         .await?;

@@ -245,7 +245,10 @@ impl Config {
     }
 }
 
-/// Parses `500ms`, `1s`, `5m`, `1h` (a bare number is seconds).
+/// Parses `500ms`, `1s`, `5m`, `1h` (a bare number is seconds, and a
+/// fraction such as `1.5s` is taken). Written here rather than taken from
+/// `humantime`, whose parser refuses both forms, which the flags, their
+/// environment variables and the configuration file accept.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -297,6 +300,8 @@ pub fn format_size(bytes: usize) -> String {
 }
 
 /// Parses a size in bytes: `65536`, `64KiB`, `1MiB`, `1GiB` (also `KB`/`MB`, powers of ten).
+/// Written here rather than taken from `bytesize`, which reads `K`, `M` and
+/// `G` as powers of ten where these flags read them as powers of two.
 pub fn parse_size(text: &str) -> Result<usize, String> {
     let text = text.trim();
     let split = text

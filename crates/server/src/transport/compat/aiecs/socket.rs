@@ -36,10 +36,18 @@ use crate::transport::ws::native::welcome;
 /// on its user's topic and its task's: the page sees it once).
 const REMEMBERED: usize = 1024;
 
+/// How many of a page's pings wait for their `pong` at most; past them (a
+/// page pinging faster than its pongs go out) a pong echoes
+/// `{"action": "ping"}` alone.
+const PINGS_ECHOED: usize = 16;
+
 /// One AIECS page's socket.
 #[derive(Debug, Default)]
 pub(crate) struct AiecsSocket {
     shown: Mutex<Recent>,
+    /// The pings whose `pong` is queued, as the page sent them: each pong
+    /// echoes its ping whole (`original_data`), as the seed's did.
+    pings: Mutex<VecDeque<Map<String, Value>>>,
 }
 
 /// The callback ids of the questions and decisions shown lately.
@@ -121,6 +129,12 @@ impl Dialect for AiecsSocket {
                     .get("timestamp")
                     .and_then(Value::as_f64)
                     .and_then(compat::millis_from);
+                {
+                    let mut pings = self.pings.lock();
+                    if pings.len() < PINGS_ECHOED {
+                        pings.push_back(message.clone());
+                    }
+                }
                 conn.send(&ServerMessage::Pong(Heartbeat { timestamp }));
                 Ok(())
             }
@@ -175,11 +189,12 @@ impl Dialect for AiecsSocket {
                     })));
                 }
             }
-            ServerMessage::Pong(pong) => {
-                let mut original = json!({"action": "ping"});
-                if let Some(timestamp) = pong.timestamp {
-                    original["timestamp"] = json!(timestamp);
-                }
+            ServerMessage::Pong(_) => {
+                let original = self
+                    .pings
+                    .lock()
+                    .pop_front()
+                    .map_or_else(|| json!({"action": "ping"}), Value::Object);
                 out.push(text(&json!({
                     "type": "pong",
                     "timestamp": now_seconds(),
