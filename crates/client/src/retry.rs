@@ -51,8 +51,7 @@ impl RetryPolicy {
     /// so retries of many producers spread out but never come back at once.
     pub fn delay(&self, attempt: u32) -> Duration {
         let cap = self.delay_cap(attempt);
-        let random = (uuid::Uuid::new_v4().as_u128() & 0xffff) as u32;
-        cap / 2 + (cap / 2).mul_f64(f64::from(random) / f64::from(0xffffu32))
+        cap / 2 + (cap / 2).mul_f64(fastrand::f64())
     }
 }
 

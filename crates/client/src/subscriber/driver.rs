@@ -54,6 +54,12 @@ pub(super) enum Command {
     Close,
 }
 
+/// How long one frame may take to send: a hub that has not read it by then
+/// (its TCP window stayed full) is as good as gone, and the session
+/// reconnects and resubscribes, rather than the task waiting on it while
+/// no timer of the session runs.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Why the task woke up.
 enum Wake {
     Command(Option<Command>),
@@ -204,7 +210,13 @@ impl Driver {
                 let Some(socket) = &mut self.socket else {
                     break;
                 };
-                if let Err(error) = socket.send(Message::text(frame.encode())).await {
+                let send = socket.send(Message::text(frame.encode()));
+                let failure = match tokio::time::timeout(SEND_TIMEOUT, send).await {
+                    Ok(Ok(())) => None,
+                    Ok(Err(error)) => Some(error.to_string()),
+                    Err(_) => Some(format!("a frame took over {SEND_TIMEOUT:?} to send")),
+                };
+                if let Some(error) = failure {
                     tracing::debug!(%error, "sending failed; the connection is lost");
                     self.socket = None;
                     let now = self.now();
