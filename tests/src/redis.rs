@@ -7,8 +7,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::time::timeout;
 
@@ -51,11 +49,10 @@ impl Redis {
 
     /// Writes the snapshot now (`SAVE`).
     pub async fn save(&self) -> Result<()> {
-        let reply = self.command(&["SAVE"]).await?;
-        if !reply.starts_with("+OK") {
-            bail!("SAVE failed: {reply}");
+        match self.command(&["SAVE"]).await? {
+            redis::Value::Okay => Ok(()),
+            reply => bail!("SAVE failed: {reply:?}"),
         }
-        Ok(())
     }
 
     async fn launch(&mut self) -> Result<()> {
@@ -89,8 +86,8 @@ impl Redis {
         };
         self.child = Some(child);
         crate::eventually(START_TIMEOUT, "redis-server answers PING", || async {
-            let reply = self.command(&["PING"]).await?;
-            Ok(reply.contains("PONG").then_some(()))
+            let reply = self.command(&["PING"]).await;
+            Ok(matches!(reply, Ok(redis::Value::SimpleString(pong)) if pong == "PONG").then_some(()))
         })
         .await
     }
@@ -105,24 +102,24 @@ impl Redis {
         self.url()
     }
 
-    /// Sends one command (as RESP) and returns the raw reply text.
-    pub async fn command(&self, args: &[&str]) -> Result<String> {
-        let mut request = format!("*{}\r\n", args.len());
-        for arg in args {
-            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-        }
+    /// Sends one command on a connection of its own and returns the reply
+    /// (a Redis error reply is an `Err`).
+    pub async fn command(&self, args: &[&str]) -> Result<redis::Value> {
+        let [name, rest @ ..] = args else {
+            bail!("a Redis command needs a name");
+        };
         let exchange = async {
-            let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await?;
-            stream.write_all(request.as_bytes()).await?;
-            let mut reply = vec![0u8; 64 * 1024];
-            let n = stream.read(&mut reply).await?;
-            reply.truncate(n);
-            Ok::<_, std::io::Error>(String::from_utf8_lossy(&reply).into_owned())
+            let client = redis::Client::open(self.url())?;
+            let mut connection = client.get_multiplexed_async_connection().await?;
+            redis::cmd(name)
+                .arg(rest)
+                .query_async::<redis::Value>(&mut connection)
+                .await
         };
         timeout(Duration::from_secs(5), exchange)
             .await
             .context("redis did not answer")?
-            .context("talking to redis")
+            .with_context(|| format!("redis {args:?}"))
     }
 
     /// Stops the server (SIGKILL by PID) and waits for it to exit.
