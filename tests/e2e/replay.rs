@@ -734,3 +734,45 @@ async fn since_for_a_topic_the_subscribe_does_not_cover_is_refused() -> Result<(
     );
     Ok(())
 }
+
+/// A message for the user, which reaches every connection of that user
+/// whatever it subscribed to, still waits behind the replay of a
+/// subscription to the user's topic: it comes after the replay, in seq
+/// order, even while that replay goes out in parts because the client reads
+/// slowly.
+#[tokio::test]
+async fn a_users_message_during_a_replay_of_their_topic_comes_after_it_in_order() -> Result<()> {
+    const RETAINED: u64 = 100;
+    let hub = herald().start(&["--queue-size", "16"]).await?;
+    let http = hub.http();
+    // Large enough that the replay fills the sockets' buffers and waits for
+    // the client to read.
+    let blob = "u".repeat(60_000);
+    for i in 0..RETAINED {
+        let message = json!({"event_type": "user.notice", "data": {"i": i, "blob": blob}});
+        http.post("/api/v1/users/u1/messages", &message)
+            .await?
+            .ok()?;
+    }
+    let mut client = hub.ws("/ws?user_id=u1").await?;
+    client
+        .send_json(&json!({"action": "subscribe", "topics": ["user:u1"], "since": {"user:u1": 0}}))
+        .await?;
+    client.recv_until(|f| frame_type(f) == "subscribed").await?;
+    let live = json!({"event_type": "user.notice", "data": {"i": RETAINED}});
+    http.post("/api/v1/users/u1/messages", &live).await?.ok()?;
+    let mut seqs = Vec::new();
+    while seqs.len() < RETAINED as usize + 1 {
+        let frame = client.recv_frame().await?;
+        match frame_type(&frame) {
+            "event" => seqs.extend(seq_of(&frame)),
+            "gap" => bail!("a gap after {seqs:?}: {frame}"),
+            _ => {}
+        }
+    }
+    ensure!(
+        seqs == (1..=RETAINED + 1).collect::<Vec<_>>(),
+        "out of order or missing: {seqs:?}"
+    );
+    Ok(())
+}

@@ -87,7 +87,10 @@ impl Redis {
         self.child = Some(child);
         crate::eventually(START_TIMEOUT, "redis-server answers PING", || async {
             let reply = self.command(&["PING"]).await;
-            Ok(matches!(reply, Ok(redis::Value::SimpleString(pong)) if pong == "PONG").then_some(()))
+            Ok(
+                matches!(reply, Ok(redis::Value::SimpleString(pong)) if pong == "PONG")
+                    .then_some(()),
+            )
         })
         .await
     }

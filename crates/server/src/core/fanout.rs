@@ -427,25 +427,50 @@ impl Fanout {
         push: &mut impl FnMut(&ConnHandle),
     ) {
         let event = &publication.event.event;
+        if publication.audience == Audience::Nobody {
+            return;
+        }
+        let exact = self.exact.read().get(&event.topic).cloned();
+        let exact = exact.as_ref().map(|subscribers| subscribers.lock());
+        let patterns = self.patterns.read();
+        let by_kind = event
+            .topic
+            .id()
+            .and_then(|_| patterns.kinds.get(event.topic.kind()));
+        // A connection the event reaches whatever it subscribed to (everyone,
+        // or its user's connections) still gets it through its own
+        // subscription to the topic when it has one: held while that
+        // subscription's replay is read (so it cannot overtake the replay),
+        // and not at all when the read already carried it.
+        let mut reach = |conn: &ConnHandle| {
+            let id = conn.id.as_ref();
+            let own = exact
+                .as_ref()
+                .and_then(|subscribers| subscribers.get(id))
+                .or_else(|| by_kind.and_then(|subscribers| subscribers.get(id)))
+                .or_else(|| patterns.all.get(id));
+            match own {
+                Some(subscriber) if subscriber.seams.cover(publication) => {}
+                Some(subscriber) => offer(subscriber, frame, push),
+                None => push(conn),
+            }
+        };
         let user = match publication.audience {
-            Audience::Nobody => return,
-            Audience::Subscribers => None,
+            Audience::Nobody | Audience::Subscribers => None,
             Audience::Everyone => {
-                self.connections.each(|conn| push(conn));
+                self.connections.each(|conn| reach(conn));
                 return;
             }
             Audience::User => {
                 let user = event.topic.id();
                 if let Some(user) = user {
-                    self.connections.each_of_user(user, |conn| push(conn));
+                    self.connections.each_of_user(user, |conn| reach(conn));
                 }
                 user
             }
         };
         let reached_user =
             |conn: &ConnHandle| user.is_some_and(|u| conn.user_id.as_deref() == Some(u));
-        let exact = self.exact.read().get(&event.topic).cloned();
-        let exact = exact.as_ref().map(|subscribers| subscribers.lock());
         let exact_matched = |id: &str| {
             exact
                 .as_ref()
@@ -465,11 +490,6 @@ impl Fanout {
                 }
             }
         }
-        let patterns = self.patterns.read();
-        let by_kind = event
-            .topic
-            .id()
-            .and_then(|_| patterns.kinds.get(event.topic.kind()));
         if let Some(by_kind) = by_kind {
             for (id, subscriber) in by_kind {
                 if !reached_user(&subscriber.conn)

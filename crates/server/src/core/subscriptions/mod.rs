@@ -423,9 +423,8 @@ impl Subscriptions {
     }
 }
 
-/// Queues a replay: the `gap`, the events, the `replay_complete`; and
-/// counts how it ended.
-/// Queues a replay: its gap, its events, then `replay_complete`. A replay
+/// Queues a replay, and counts how it ended: its gap, its events, then
+/// `replay_complete`. A replay
 /// longer than half the connection's queue goes in parts of that size,
 /// each once the writer took the frames before it ([`Outbox::wait_for_room`]),
 /// so that it never sheds its own events; it stops if the connection closes.
@@ -444,6 +443,9 @@ async fn send_history(metrics: &Metrics, conn: &ConnHandle, history: History) {
         if !conn.outbox.wait_for_room(events.len()).await {
             return;
         }
+        // The writer took the part before: the peer reads, so it is alive,
+        // though its own frames wait while the reader queues this replay.
+        conn.saw_peer();
         for encoded in events {
             let event = &encoded.event;
             conn.outbox.push(OutFrame {

@@ -41,6 +41,7 @@ use crate::transport::compat;
 use crate::transport::compat::{frame_of, millis_from, now_seconds, seconds, text, underscored};
 use crate::transport::http::body::Params;
 use crate::transport::http::error::ApiError;
+use crate::transport::ws::commands::check_steering;
 use crate::transport::ws::connection::send_error;
 use crate::transport::ws::dialect::{Dialect, Rendered};
 use crate::transport::ws::handshake::Handshake;
@@ -164,6 +165,12 @@ impl Dialect for CmbagentSocket {
             "ping" => {
                 conn.send(&ServerMessage::Pong(Heartbeat::default()));
                 Ok(())
+            }
+            "request_state" if !conn.may_subscribe(&TopicPattern::Exact(self.topic.clone())) => {
+                Err((
+                    ErrorCode::Forbidden,
+                    format!("not allowed to read {}", self.topic),
+                ))
             }
             "request_state" => hub
                 .subscriptions()
@@ -294,6 +301,7 @@ impl CmbagentSocket {
         event_type: EventType,
         message: &Map<String, Value>,
     ) -> Result<(), (ErrorCode, String)> {
+        check_steering(hub, conn, &self.topic, None).await?;
         let data = ControlRequest {
             task_id: None,
             run_id: Some(self.run_id.clone()),
