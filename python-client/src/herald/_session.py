@@ -12,10 +12,11 @@ Guarantees (as in Rust):
 - Per topic, events come in ``seq`` order, never twice: an event with
   ``seq <=`` the topic's checkpoint is dropped.
 - After every ``welcome``, each subscription is re-sent with ``since``
-  ``{seq, epoch}`` for the checkpointed topics it covers, the most recently
-  advanced first, as many as fit in ``max_since_bytes``; the offline queue
-  then flushes in order. Checkpoints are kept for the ``max_checkpoints``
-  most recently advanced topics.
+  ``{seq, epoch}`` for the checkpointed topics it covers, those it names
+  first, then the most recently advanced, as many as fit in
+  ``max_since_bytes``; the offline queue then flushes in order. Checkpoints
+  are kept for at most ``max_checkpoints`` topics: the named ones, and the
+  most recently advanced of the others.
 - A ``subscribed`` or ``snapshot`` naming another epoch forgets the
   checkpoint; gaps are surfaced and move the checkpoint past them.
 - Reconnect attempt ``n`` waits uniform ``[0, min(max, initial * 2^(n-1))]``
@@ -111,11 +112,13 @@ class SessionConfig:
     """How many hub URLs the driver can connect to: each reconnect moves to
     the next one, in turn, and resumes with ``since`` there."""
     max_checkpoints: int = 4096
-    """Topics with a checkpoint; past it the least recently advanced is forgotten."""
+    """Topics with a checkpoint; past it the least recently advanced is
+    forgotten, never one a subscription names."""
     max_since_bytes: int = 32 * 1024
     """Bytes of ``since`` one ``subscribe`` frame carries (:func:`since_bytes`):
-    the most recently advanced topics resume from their checkpoint, the rest
-    live, so a resubscription stays below the hub's frame limit (1009)."""
+    the topics the subscription names, then the most recently advanced
+    others, resume from their checkpoint, the rest live, so a
+    resubscription stays below the hub's frame limit (1009)."""
 
     def reconnect_delay_cap(self, attempt: int) -> int:
         """``min(max, initial * 2^(attempt - 1))`` in ms, saturating at 2^64-1."""
@@ -343,24 +346,29 @@ class Subscription:
     filter: EventFilter | None = None
     snapshot: bool = False
 
+    def names(self, topic: str) -> bool:
+        """Whether the subscription names ``topic`` itself (not by a pattern)."""
+        return topic in self.topics
+
     def covers(self, topic: str) -> bool:
         return any(pattern_matches(p, topic) for p in self.topics)
 
     def frame(
         self, checkpoints: dict[str, Checkpoint], max_since_bytes: int, id: RequestId | None
     ) -> ClientFrameSubscribe:
-        """The frame, with ``since`` for the covered topics, the most recently
-        advanced first (``checkpoints`` is in the order they were written),
-        while they fit in ``max_since_bytes``."""
+        """The frame, with ``since`` for the covered topics: those the
+        subscription names first (in topic order), then the others, the most
+        recently advanced first (``checkpoints`` is in the order they were
+        written), while they fit in ``max_since_bytes``."""
+        named = sorted(topic for topic in checkpoints if self.names(topic))
+        others = [t for t in reversed(checkpoints) if not self.names(t) and self.covers(t)]
         left = max_since_bytes
         chosen: dict[str, Since] = {}
-        for topic, checkpoint in reversed(checkpoints.items()):
-            if not self.covers(topic):
-                continue
-            left -= since_bytes(topic, checkpoint)
+        for topic in named + others:
+            left -= since_bytes(topic, checkpoints[topic])
             if left < 0:
                 break
-            chosen[topic] = checkpoint.since()
+            chosen[topic] = checkpoints[topic].since()
         since = {topic: chosen[topic] for topic in sorted(chosen)}
         return ClientFrameSubscribe(
             id=id, topics=list(self.topics), filter=self.filter, since=since, snapshot=self.snapshot
@@ -612,9 +620,11 @@ class Session:
                     )
             for topic in sorted(given):
                 self._write(topic, given[topic])
-            self._keep_most_recent()
             subscription = Subscription(list(frame.topics), frame.filter, frame.snapshot)
-            self._add_subscription(subscription, frame.id)
+            try:
+                self._add_subscription(subscription, frame.id)
+            finally:
+                self._keep_most_recent()
             return
         if isinstance(frame, ClientFrameUnsubscribe):
             self._remove_topics(list(frame.topics), frame.id)
@@ -782,9 +792,14 @@ class Session:
         return checkpoint
 
     def _keep_most_recent(self) -> None:
-        """Forgets the least recently written checkpoints past the limit."""
-        while len(self._checkpoints) > self.config.max_checkpoints:
-            del self._checkpoints[next(iter(self._checkpoints))]
+        """Forgets the least recently written checkpoints past the limit,
+        never one of a topic a subscription names."""
+        excess = len(self._checkpoints) - self.config.max_checkpoints
+        if excess <= 0:
+            return
+        unnamed = [t for t in self._checkpoints if not any(s.names(t) for s in self._subscriptions)]
+        for topic in unnamed[:excess]:
+            del self._checkpoints[topic]
 
     def _accept_event(self, topic: str, seq: int) -> bool:
         checkpoint = self._checkpoints.get(topic)

@@ -177,30 +177,49 @@ impl Checkpoints {
         self.entries.retain(|topic, _| keep(topic));
     }
 
-    /// Forgets all but the `max` most recently written checkpoints.
-    pub(crate) fn keep_most_recent(&mut self, max: usize) {
+    /// Forgets the least recently written checkpoints until at most `max`
+    /// are left, never one of a topic `pinned` names (a topic the
+    /// application subscribed to by name).
+    pub(crate) fn keep_most_recent(&mut self, max: usize, pinned: impl Fn(&Topic) -> bool) {
         let Some(excess) = self.entries.len().checked_sub(max).filter(|n| *n > 0) else {
             return;
         };
-        let mut stamps: Vec<u64> = self.entries.values().map(|kept| kept.written).collect();
+        let mut stamps: Vec<u64> = self
+            .entries
+            .iter()
+            .filter(|(topic, _)| !pinned(topic))
+            .map(|(_, kept)| kept.written)
+            .collect();
+        let Some(last) = excess.min(stamps.len()).checked_sub(1) else {
+            return;
+        };
         stamps.sort_unstable();
-        // Stamps are unique: the `excess` oldest are below the cutoff.
-        let cutoff = stamps[excess - 1];
-        self.entries.retain(|_, kept| kept.written > cutoff);
+        // Stamps are unique: the oldest unpinned ones are at or below the cutoff.
+        let cutoff = stamps[last];
+        self.entries
+            .retain(|topic, kept| kept.written > cutoff || pinned(topic));
     }
 
-    /// The checkpoints of topics `covers` accepts, most recently written
-    /// first.
-    pub(crate) fn most_recent_first(
+    /// The checkpoints of topics `covers` accepts: those `first` names
+    /// first (in topic order), then the others, most recently written first.
+    pub(crate) fn resumed_first(
         &self,
         covers: impl Fn(&Topic) -> bool,
+        first: impl Fn(&Topic) -> bool,
     ) -> Vec<(&Topic, &Checkpoint)> {
         let mut chosen: Vec<(&Topic, &Kept)> = self
             .entries
             .iter()
             .filter(|(topic, _)| covers(topic))
             .collect();
-        chosen.sort_unstable_by_key(|(_, kept)| std::cmp::Reverse(kept.written));
+        // Stable: the named keep the map's topic order.
+        chosen.sort_by_key(|(topic, kept)| {
+            if first(topic) {
+                (false, std::cmp::Reverse(0))
+            } else {
+                (true, std::cmp::Reverse(kept.written))
+            }
+        });
         chosen
             .into_iter()
             .map(|(topic, kept)| (topic, &kept.checkpoint))

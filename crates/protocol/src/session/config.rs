@@ -37,14 +37,15 @@ pub struct SessionConfig {
     /// `[0, cap]`); when off, the delay is the cap itself. Default: `true`.
     pub jitter: bool,
     /// How many topics the session keeps a checkpoint for: past it, the
-    /// least recently advanced is forgotten (a topic seen under a pattern
-    /// such as `execution:*` gets one, so a long session would otherwise
-    /// keep one for every execution it ever saw). Default: 4096.
+    /// least recently advanced is forgotten, never one a subscription names
+    /// (a topic seen under a pattern such as `execution:*` gets one, so a
+    /// long session would otherwise keep one for every execution it ever
+    /// saw). Default: 4096.
     pub max_checkpoints: usize,
     /// How many bytes of `since` one `subscribe` frame carries at most, as
-    /// [`since_bytes`](super::checkpoint) counts them: the most recently
-    /// advanced topics a subscription covers resume from their checkpoint,
-    /// the rest resume live. It keeps a resubscription below the hub's
+    /// [`since_bytes`](super::checkpoint) counts them: the topics a
+    /// subscription names, then the most recently advanced of the others it
+    /// covers, resume from their checkpoint; the rest resume live. It keeps a resubscription below the hub's
     /// frame limit (`--max-frame-size`, 64 KiB by default), over which the
     /// hub closes the connection with 1009 and the session would stop for
     /// good. Default: 32 KiB (about 350 topics with 32-character epochs).

@@ -13,11 +13,12 @@
 //!   an event with `seq <=` the topic's [`Checkpoint`] is dropped (replay
 //!   overlapping live traffic, a resent event, an old one-off `replay`).
 //! - After every `welcome`, each [`Subscription`] is re-sent with `since`
-//!   `{seq, epoch}` for the checkpointed topics it covers, the most recently
-//!   advanced first, as many as fit in
+//!   `{seq, epoch}` for the checkpointed topics it covers, those it names
+//!   first, then the most recently advanced, as many as fit in
 //!   [`SessionConfig::max_since_bytes`]; the offline queue then flushes in
-//!   order. Checkpoints are kept for the
-//!   [`SessionConfig::max_checkpoints`] most recently advanced topics.
+//!   order. Checkpoints are kept for at most
+//!   [`SessionConfig::max_checkpoints`] topics: the named ones, and the most
+//!   recently advanced of the others.
 //! - A `subscribed` or `snapshot` naming another epoch than the checkpoint's
 //!   forgets the checkpoint (the hub sends `gap` `epoch_changed`); `gap`s are
 //!   surfaced and move the checkpoint past them; a `snapshot` moves it to the
@@ -292,8 +293,7 @@ impl Session {
             ServerMessage::Ack(ack) => self.events.push_back(SessionEvent::Ack(ack)),
             ServerMessage::Error(error) => self.events.push_back(SessionEvent::Error(error)),
         }
-        self.checkpoints
-            .keep_most_recent(self.config.max_checkpoints);
+        self.trim_checkpoints();
     }
 
     /// The socket closed, or the connect attempt failed, without the session
@@ -424,14 +424,14 @@ impl Session {
                     since.insert(topic, Checkpoint { seq, epoch });
                 }
                 self.checkpoints.merge(since);
-                self.checkpoints
-                    .keep_most_recent(self.config.max_checkpoints);
                 let subscription = Subscription {
                     topics: subscribe.topics,
                     filter: subscribe.filter,
                     snapshot: subscribe.snapshot,
                 };
-                self.add_subscription(subscription, frame.id)
+                let added = self.add_subscription(subscription, frame.id);
+                self.trim_checkpoints();
+                added
             }
             ClientMessage::Unsubscribe(unsubscribe) => {
                 self.remove_topics(unsubscribe.topics, frame.id)
@@ -509,8 +509,7 @@ impl Session {
     /// ones). Call before subscribing so the first `subscribe` carries them.
     pub fn restore_checkpoints(&mut self, checkpoints: Checkpoints) {
         self.checkpoints.merge(checkpoints);
-        self.checkpoints
-            .keep_most_recent(self.config.max_checkpoints);
+        self.trim_checkpoints();
     }
 
     /// Which of the driver's URLs (`0..endpoints`, see
@@ -687,6 +686,17 @@ impl Session {
             self.transmit.push_back(ClientFrame { id, message });
         }
         Ok(())
+    }
+
+    /// Keeps checkpoints for at most [`SessionConfig::max_checkpoints`]
+    /// topics, forgetting the least recently advanced first and never one
+    /// a subscription names.
+    fn trim_checkpoints(&mut self) {
+        let subscriptions = &self.subscriptions;
+        self.checkpoints
+            .keep_most_recent(self.config.max_checkpoints, |topic| {
+                subscriptions.iter().any(|s| s.names(topic))
+            });
     }
 
     fn set_state(&mut self, state: ConnectionState) {

@@ -24,10 +24,17 @@ impl Subscription {
         self.topics.iter().any(|pattern| pattern.matches(topic))
     }
 
+    /// Whether the subscription names `topic` itself (not by a pattern).
+    pub fn names(&self, topic: &Topic) -> bool {
+        self.topics
+            .iter()
+            .any(|pattern| pattern.as_topic() == Some(topic))
+    }
+
     /// The `subscribe` frame, with `since` for the checkpointed topics the
-    /// subscription covers (exact topics, and topics seen under a pattern),
-    /// the most recently advanced first, up to `max_since_bytes` of them
-    /// ([`since_bytes`]).
+    /// subscription covers (exact topics, and topics seen under a pattern):
+    /// the topics it names first, then the others, the most recently
+    /// advanced first, up to `max_since_bytes` of them ([`since_bytes`]).
     pub(crate) fn frame(
         &self,
         checkpoints: &Checkpoints,
@@ -36,7 +43,7 @@ impl Subscription {
     ) -> ClientFrame {
         let mut left = max_since_bytes;
         let since: BTreeMap<_, _> = checkpoints
-            .most_recent_first(|topic| self.covers(topic))
+            .resumed_first(|topic| self.covers(topic), |topic| self.names(topic))
             .into_iter()
             .map_while(|(topic, checkpoint)| {
                 left = left.checked_sub(since_bytes(topic, checkpoint))?;
