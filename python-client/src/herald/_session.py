@@ -792,11 +792,13 @@ class Session:
         return checkpoint
 
     def _keep_most_recent(self) -> None:
-        """Forgets the least recently written checkpoints past the limit,
-        never one of a topic a subscription names."""
-        excess = len(self._checkpoints) - self.config.max_checkpoints
-        if excess <= 0:
+        """Once past the limit, forgets the least recently written
+        checkpoints until an eighth of it is free again (as the Rust core,
+        which sorts to find them), never one of a topic a subscription names."""
+        limit = self.config.max_checkpoints
+        if len(self._checkpoints) <= limit:
             return
+        excess = len(self._checkpoints) - (limit - limit // 8)
         unnamed = [t for t in self._checkpoints if not any(s.names(t) for s in self._subscriptions)]
         for topic in unnamed[:excess]:
             del self._checkpoints[topic]

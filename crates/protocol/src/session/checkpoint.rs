@@ -177,13 +177,15 @@ impl Checkpoints {
         self.entries.retain(|topic, _| keep(topic));
     }
 
-    /// Forgets the least recently written checkpoints until at most `max`
-    /// are left, never one of a topic `pinned` names (a topic the
-    /// application subscribed to by name).
+    /// Once more than `max` are kept, forgets the least recently written
+    /// checkpoints until an eighth of `max` is free again (so the sort this
+    /// takes runs once per `max / 8` new topics, not for each), never one of
+    /// a topic `pinned` names (a topic the application subscribed to by name).
     pub(crate) fn keep_most_recent(&mut self, max: usize, pinned: impl Fn(&Topic) -> bool) {
-        let Some(excess) = self.entries.len().checked_sub(max).filter(|n| *n > 0) else {
+        if self.entries.len() <= max {
             return;
-        };
+        }
+        let excess = self.entries.len() - (max - max / 8);
         let mut stamps: Vec<u64> = self
             .entries
             .iter()

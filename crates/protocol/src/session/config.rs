@@ -37,7 +37,8 @@ pub struct SessionConfig {
     /// `[0, cap]`); when off, the delay is the cap itself. Default: `true`.
     pub jitter: bool,
     /// How many topics the session keeps a checkpoint for: past it, the
-    /// least recently advanced is forgotten, never one a subscription names
+    /// least recently advanced are forgotten until an eighth of it is free
+    /// again, never one a subscription names
     /// (a topic seen under a pattern such as `execution:*` gets one, so a
     /// long session would otherwise keep one for every execution it ever
     /// saw). Default: 4096.

@@ -1099,7 +1099,9 @@ fn a_resubscription_after_thousands_of_topics_under_a_pattern_stays_below_the_fr
         h.recv(ServerMessage::Event(event));
     }
     let config = SessionConfig::default();
-    assert_eq!(h.session.checkpoints().len(), config.max_checkpoints);
+    let kept = h.session.checkpoints().len();
+    assert!(kept <= config.max_checkpoints, "{kept} checkpoints");
+    assert!(kept > config.max_checkpoints * 7 / 8, "{kept} checkpoints");
     assert!(h.session.checkpoints().get(&topic(&longest(0))).is_none());
     h.transmitted();
     h.close(Some(1001));
