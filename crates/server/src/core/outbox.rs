@@ -975,8 +975,10 @@ mod tests {
         assert!(!waiting.is_finished(), "two more do not fit yet");
         let (taken, _) = outbox.drain();
         assert_eq!(taken.len(), 3);
+        let bound = Duration::from_secs(5);
+        let woken = tokio::time::timeout(bound, waiting).await;
         assert!(
-            waiting.await.unwrap(),
+            woken.unwrap().unwrap(),
             "room once the writer took the queue"
         );
 
@@ -989,7 +991,8 @@ mod tests {
         });
         tokio::task::yield_now().await;
         outbox.close(CloseReason::GOING_AWAY, "bye", true);
-        assert!(!waiting.await.unwrap(), "no room in a closing outbox");
+        let woken = tokio::time::timeout(bound, waiting).await;
+        assert!(!woken.unwrap().unwrap(), "no room in a closing outbox");
     }
 
     #[tokio::test]
