@@ -596,11 +596,8 @@ async fn auth_frame_for_another_user_is_forbidden_and_keeps_the_old_identity() -
 // ===========================================================================
 // Approvals
 
-#[tokio::test]
-async fn only_the_approvals_user_may_confirm_it() -> Result<()> {
-    let hub = hs256_hub(&["--api-keys", API_KEYS]).await?;
-    let mut u1 = ws_as(&hub, "/ws", &hs256(&fresh("u1", &[]))?).await?;
-    let mut u2 = ws_as(&hub, "/ws", &hs256(&fresh("u2", &[]))?).await?;
+/// Asks u1 an approval on task t1 over the API; its callback id.
+async fn ask_u1_about_t1(hub: &Hub) -> Result<String> {
     let request = json!({
         "user_id": "u1",
         "task_id": "t1",
@@ -608,7 +605,7 @@ async fn only_the_approvals_user_may_confirm_it() -> Result<()> {
         "step_result": {"step": "deploy", "message": "about to deploy", "status": "waiting"},
     });
     let (status, record) = api(
-        &hub,
+        hub,
         reqwest::Method::POST,
         "/api/v1/approvals",
         Some(PUBLISH_KEY),
@@ -618,6 +615,15 @@ async fn only_the_approvals_user_may_confirm_it() -> Result<()> {
     ensure!(status == 201, "{status} {record}");
     let id = str_field(&record, "callback_id").to_owned();
     ensure!(!id.is_empty(), "{record}");
+    Ok(id)
+}
+
+#[tokio::test]
+async fn only_the_approvals_user_may_confirm_it() -> Result<()> {
+    let hub = hs256_hub(&["--api-keys", API_KEYS]).await?;
+    let mut u1 = ws_as(&hub, "/ws", &hs256(&fresh("u1", &[]))?).await?;
+    let mut u2 = ws_as(&hub, "/ws", &hs256(&fresh("u2", &[]))?).await?;
+    let id = ask_u1_about_t1(&hub).await?;
     let confirm = json!({"action": "confirm", "callback_id": id, "proceed": true});
     expect_error(&mut u2, confirm.clone(), "c2", "forbidden").await?;
     let (status, decision) = api(
@@ -670,22 +676,7 @@ async fn only_a_user_who_may_watch_a_task_or_was_asked_on_it_may_steer_it() -> R
     watcher.subscribe(&watching).await?;
     // Steers as the watcher's user, so the watcher reads only events.
     let mut steerer = ws_as(&hub, "/ws", &hs256(&fresh("u3", &watching))?).await?;
-    let request = json!({
-        "user_id": "u1",
-        "task_id": "t1",
-        "step": 1,
-        "step_result": {"step": "deploy", "message": "about to deploy", "status": "waiting"},
-    });
-    let (status, record) = api(
-        &hub,
-        reqwest::Method::POST,
-        "/api/v1/approvals",
-        Some(PUBLISH_KEY),
-        Some(&request),
-    )
-    .await?;
-    ensure!(status == 201, "{status} {record}");
-    let id = str_field(&record, "callback_id").to_owned();
+    let id = ask_u1_about_t1(&hub).await?;
 
     for action in ["cancel", "pause", "resume"] {
         let frame = json!({"action": action, "task_id": "t1"});
