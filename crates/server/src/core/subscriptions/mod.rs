@@ -424,10 +424,10 @@ impl Subscriptions {
 }
 
 /// Queues a replay, and counts how it ended: its gap, its events, then
-/// `replay_complete`. A replay
-/// longer than half the connection's queue goes in parts of that size,
-/// each once the writer took the frames before it ([`Outbox::wait_for_room`]),
-/// so that it never sheds its own events; it stops if the connection closes.
+/// `replay_complete`. A replay longer than half the connection's queue goes
+/// in parts of that size, each once the writer took the frames before it
+/// ([`Outbox::wait_for_room`]), so that it never sheds its own events; it
+/// stops if the connection closes.
 ///
 /// [`Outbox::wait_for_room`]: crate::core::outbox::Outbox::wait_for_room
 async fn send_history(metrics: &Metrics, conn: &ConnHandle, history: History) {
