@@ -225,6 +225,23 @@ async def test_broadcasts_and_user_messages_refused_with_429_are_retried(tmp_pat
     assert [r.seq for r in messages] == [1, 2, 3, 4, 5]
 
 
+async def test_a_429_is_retried_no_sooner_than_its_retry_after(tmp_path: Path) -> None:
+    limited = make_hub(tmp_path, "memory", "--publish-rate-limit", "5")
+    limited.start()
+    # Two attempts, the second a few milliseconds later by the policy alone:
+    # only the hub's Retry-After (1 s) lets it pass.
+    retry = herald.RetryPolicy(max_attempts=2, initial_delay=0.01, max_delay=2.0)
+    burst = [{"topic": "run:r1", "event_type": "step.started"} for _ in range(10)]
+    try:
+        async with herald.AsyncHerald(limited.url, retry=retry) as client:
+            with anyio.fail_after(LIMIT):
+                await client.publish_batch(burst)
+                receipts = await client.publish_batch(burst[:5])
+    finally:
+        limited.stop()
+    assert [r.seq for r in receipts] == [11, 12, 13, 14, 15]
+
+
 async def test_a_lost_answer_to_a_broadcast_says_the_outcome_is_unknown(hub: Hub) -> None:
     async with answer_dropping_proxy(hub.url) as (proxy, dropped):
         async with herald.AsyncHerald(proxy) as client:

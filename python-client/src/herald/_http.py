@@ -357,6 +357,16 @@ def retryable_transport(error: httpx.TransportError, call: Call) -> bool:
     return call.idempotent or unreached(error)
 
 
+def retry_after(response: httpx.Response, most: float) -> float:
+    """The answer's ``Retry-After`` in seconds (at most ``most``); 0 without
+    one, or with one that is not a number of seconds."""
+    try:
+        seconds = float(response.headers.get("retry-after", "0"))
+    except ValueError:
+        return 0.0
+    return min(max(seconds, 0.0), most) if math.isfinite(seconds) else 0.0
+
+
 def transport_error(error: httpx.TransportError, call: Call, attempts: int) -> TransportError:
     cause = f"{type(error).__name__}: {error}"
     if not (call.idempotent or unreached(error)):
@@ -400,10 +410,10 @@ class Attempts:
             return self.call.timeout
         return min(self.call.timeout, max(self.deadline - time.time(), 0.0) + DEADLINE_SLACK)
 
-    def _delay(self) -> float | None:
+    def _delay(self, at_least: float = 0.0) -> float | None:
         if self.attempt >= max(self.retry.max_attempts, 1):
             return None
-        delay = self.retry.delay(self.attempt)
+        delay = max(self.retry.delay(self.attempt), at_least)
         if self.deadline is not None and time.time() + delay >= self.deadline:
             return None
         return delay
@@ -418,10 +428,13 @@ class Attempts:
         return delay
 
     def answered(self, response: httpx.Response) -> float | None:
-        """The delay before retrying this answer; None when it is final."""
+        """The delay before retrying this answer; None when it is final. A
+        ``Retry-After`` in seconds (a 429 over the publish rate, a 503 while
+        the hub's store is away) is waited at least, up to the policy's
+        largest delay: retrying sooner would only be refused again."""
         if not retryable_status(response.status_code, self.call):
             return None
-        return self._delay()
+        return self._delay(at_least=retry_after(response, self.retry.max_delay))
 
 
 def answer(response: httpx.Response, call: Call, shape: TypeAdapter[T]) -> T:

@@ -34,7 +34,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::Method;
 use herald_protocol::frame::Subscribe;
-use herald_protocol::{ErrorCode, ServerMessage};
+use herald_protocol::session::RETRY_AFTER_MS;
+use herald_protocol::{ErrorCode, EventType, ServerMessage};
 use serde_json::{Map, Value};
 use tungstenite::Utf8Bytes;
 
@@ -97,12 +98,21 @@ pub(crate) async fn subscribe(hub: &Hub, conn: &Arc<ConnHandle>, request: &Subsc
 }
 
 /// A queued entry as the Herald frame it holds; `None` for a shed-events
-/// marker (see [`Entry::Gap`]) or a frame that does not decode.
+/// marker (see [`Entry::Gap`]), a frame that does not decode, and another
+/// node's shutdown notice: the seeds' clients knew one server, and would
+/// take it for their own server leaving (this node's own notice carries
+/// each connection's retry hint, and is shown).
 pub(crate) fn frame_of(entry: &Entry) -> Option<ServerMessage> {
     let Entry::Frame(frame) = entry else {
         return None;
     };
     match serde_json::from_slice::<ServerMessage>(&frame.text) {
+        Ok(ServerMessage::Event(event))
+            if event.event_type == EventType::SystemShutdown
+                && event.data.get(RETRY_AFTER_MS).is_none() =>
+        {
+            None
+        }
         Ok(message) => Some(message),
         Err(error) => {
             tracing::error!(%error, "a queued frame does not decode; not translated");
@@ -186,6 +196,31 @@ pub(crate) fn underscored(event_type: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn another_nodes_shutdown_notice_is_not_shown_and_this_nodes_is() {
+        let notice = |data: Value| {
+            let event = herald_protocol::Event {
+                topic: herald_protocol::Topic::global(),
+                seq: 3,
+                id: herald_protocol::EventId::new("n").unwrap(),
+                event_type: EventType::SystemShutdown,
+                priority: herald_protocol::Priority::Critical,
+                timestamp: 0,
+                source: None,
+                key: None,
+                data,
+            };
+            let frame =
+                crate::core::outbox::OutFrame::control(ServerMessage::Event(event).encode());
+            frame_of(&Entry::Frame(frame))
+        };
+        let stored = serde_json::json!({"message": "the hub is shutting down", "code": "shutdown"});
+        assert!(notice(stored.clone()).is_none(), "another node's notice");
+        let mut own = stored;
+        own[RETRY_AFTER_MS] = serde_json::json!(1200);
+        assert!(notice(own).is_some(), "this node's notice, with its hint");
+    }
 
     #[test]
     fn iso8601_reads_as_the_calendar_says() {
