@@ -35,7 +35,7 @@ use axum::Router;
 use axum::http::Method;
 use herald_protocol::frame::Subscribe;
 use herald_protocol::session::RETRY_AFTER_MS;
-use herald_protocol::{ErrorCode, EventType, ServerMessage};
+use herald_protocol::{ErrorCode, Event, EventType, ServerMessage, Topic};
 use serde_json::{Map, Value};
 use tungstenite::Utf8Bytes;
 
@@ -107,18 +107,23 @@ pub(crate) fn frame_of(entry: &Entry) -> Option<ServerMessage> {
         return None;
     };
     match serde_json::from_slice::<ServerMessage>(&frame.text) {
-        Ok(ServerMessage::Event(event))
-            if event.event_type == EventType::SystemShutdown
-                && event.data.get(RETRY_AFTER_MS).is_none() =>
-        {
-            None
-        }
+        Ok(ServerMessage::Event(event)) if another_nodes_notice(&event) => None,
         Ok(message) => Some(message),
         Err(error) => {
             tracing::error!(%error, "a queued frame does not decode; not translated");
             None
         }
     }
+}
+
+/// Whether `event` is another node's drain notice as stored: on `global`,
+/// naming its node, without the retry hint each of that node's own
+/// connections gets (a producer's own `system.shutdown` is not one).
+fn another_nodes_notice(event: &Event) -> bool {
+    event.event_type == EventType::SystemShutdown
+        && event.topic == Topic::global()
+        && event.data.get(RETRY_AFTER_MS).is_none()
+        && event.data.pointer("/details/node").is_some()
 }
 
 /// A JSON value as one text frame.
@@ -200,8 +205,8 @@ mod tests {
     #[test]
     fn another_nodes_shutdown_notice_is_not_shown_and_this_nodes_is() {
         let notice = |data: Value| {
-            let event = herald_protocol::Event {
-                topic: herald_protocol::Topic::global(),
+            let event = Event {
+                topic: Topic::global(),
                 seq: 3,
                 id: herald_protocol::EventId::new("n").unwrap(),
                 event_type: EventType::SystemShutdown,
@@ -215,11 +220,17 @@ mod tests {
                 crate::core::outbox::OutFrame::control(ServerMessage::Event(event).encode());
             frame_of(&Entry::Frame(frame))
         };
-        let stored = serde_json::json!({"message": "the hub is shutting down", "code": "shutdown"});
+        let stored = serde_json::json!({"message": "the hub is shutting down", "code": "shutdown",
+            "details": {"node": "n1"}});
         assert!(notice(stored.clone()).is_none(), "another node's notice");
         let mut own = stored;
         own[RETRY_AFTER_MS] = serde_json::json!(1200);
         assert!(notice(own).is_some(), "this node's notice, with its hint");
+        let producers = serde_json::json!({"message": "maintenance at noon"});
+        assert!(
+            notice(producers).is_some(),
+            "a producer's own system.shutdown"
+        );
     }
 
     #[test]
