@@ -596,6 +596,20 @@ async fn auth_frame_for_another_user_is_forbidden_and_keeps_the_old_identity() -
 // ===========================================================================
 // Approvals
 
+/// The approval `id` as `GET /api/v1/approvals/{id}` answers it.
+async fn approval(hub: &Hub, id: &str) -> Result<Value> {
+    let (status, body) = api(
+        hub,
+        reqwest::Method::GET,
+        &format!("/api/v1/approvals/{id}"),
+        Some(PUBLISH_KEY),
+        None,
+    )
+    .await?;
+    ensure!(status == 200, "{status} {body}");
+    Ok(body)
+}
+
 /// Asks u1 an approval on task t1 over the API; its callback id.
 async fn ask_u1_about_t1(hub: &Hub) -> Result<String> {
     let request = json!({
@@ -626,15 +640,7 @@ async fn only_the_approvals_user_may_confirm_it() -> Result<()> {
     let id = ask_u1_about_t1(&hub).await?;
     let confirm = json!({"action": "confirm", "callback_id": id, "proceed": true});
     expect_error(&mut u2, confirm.clone(), "c2", "forbidden").await?;
-    let (status, decision) = api(
-        &hub,
-        reqwest::Method::GET,
-        &format!("/api/v1/approvals/{id}"),
-        Some(PUBLISH_KEY),
-        None,
-    )
-    .await?;
-    ensure!(status == 200, "{status} {decision}");
+    let decision = approval(&hub, &id).await?;
     ensure!(
         str_field(&decision, "status") == "pending",
         "u2's refused confirm changed the approval: {decision}"
@@ -646,15 +652,7 @@ async fn only_the_approvals_user_may_confirm_it() -> Result<()> {
         .recv_until(|f| is_ack(f, "c1") || str_field(f, "ref") == "c1")
         .await?;
     ensure!(is_ack(&frame, "c1"), "u1's confirm: {frame}");
-    let (status, decision) = api(
-        &hub,
-        reqwest::Method::GET,
-        &format!("/api/v1/approvals/{id}"),
-        Some(PUBLISH_KEY),
-        None,
-    )
-    .await?;
-    ensure!(status == 200, "{status} {decision}");
+    let decision = approval(&hub, &id).await?;
     ensure!(
         str_field(&decision, "status") == "approved",
         "after u1's confirm: {decision}"
@@ -684,15 +682,7 @@ async fn only_a_user_who_may_watch_a_task_or_was_asked_on_it_may_steer_it() -> R
     }
     let frame = json!({"action": "pause", "run_id": "r1"});
     expect_error(&mut stranger, frame, "run-pause", "forbidden").await?;
-    let (status, pending) = api(
-        &hub,
-        reqwest::Method::GET,
-        &format!("/api/v1/approvals/{id}"),
-        Some(PUBLISH_KEY),
-        None,
-    )
-    .await?;
-    ensure!(status == 200, "{status} {pending}");
+    let pending = approval(&hub, &id).await?;
     ensure!(
         str_field(&pending, "status") == "pending",
         "a refused cancel resolved the approval: {pending}"
@@ -732,14 +722,7 @@ async fn only_a_user_who_may_watch_a_task_or_was_asked_on_it_may_steer_it() -> R
             ],
         "control requests seen: {controls:?}"
     );
-    let (_, cancelled) = api(
-        &hub,
-        reqwest::Method::GET,
-        &format!("/api/v1/approvals/{id}"),
-        Some(PUBLISH_KEY),
-        None,
-    )
-    .await?;
+    let cancelled = approval(&hub, &id).await?;
     ensure!(
         str_field(&cancelled, "status") == "cancelled",
         "the asked user's cancel: {cancelled}"
