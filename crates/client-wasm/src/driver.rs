@@ -125,7 +125,7 @@ impl Driver {
             .cloned()
             .unwrap_or_default();
         match Socket::open(&url, &self.subprotocols, move |event| {
-            on_socket(&weak, event)
+            on_socket(&weak, event);
         }) {
             Ok(socket) => {
                 self.socket = Some(socket);
