@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use futures::StreamExt as _;
 use herald_tests::{Hub, Redis, WsClient, eventually, frame_type, metric, seq_of};
 use serde_json::{Value, json};
 
@@ -261,6 +262,77 @@ async fn a_redis_restart_without_its_data_is_an_epoch_change_that_clients_are_to
             .iter()
             .any(|f| frame_type(f) == "gap" && f["reason"] == "epoch_changed"),
         "{frames:?}"
+    );
+    Ok(())
+}
+
+/// What a Herald client (here the Rust one) delivers from `subscriber`:
+/// events as `(seq, n)` and gaps as `(0, reason)`, until `done` holds.
+async fn client_items_until(
+    subscriber: &mut herald_client::Subscriber,
+    done: impl Fn(&[(u64, String)]) -> bool,
+) -> Result<Vec<(u64, String)>> {
+    let mut items = Vec::new();
+    let read = async {
+        while !done(&items) {
+            match subscriber.next().await.context("the subscriber ended")? {
+                herald_client::SubscriberItem::Event(event) => {
+                    items.push((event.seq, event.data["n"].to_string()));
+                }
+                herald_client::SubscriberItem::Gap(gap) => {
+                    items.push((0, format!("{:?}", gap.reason)));
+                }
+                _ => {}
+            }
+        }
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .with_context(|| format!("the client delivered only {items:?}"))??;
+    Ok(items)
+}
+
+#[tokio::test]
+async fn a_herald_client_delivers_a_new_stream_from_its_first_seq_after_a_redis_restart_without_its_data()
+-> Result<()> {
+    let mut redis = Redis::start().await?;
+    let nodes = nodes(&redis, 1).await?;
+    let mut subscriber = herald_client::Subscriber::builder(nodes[0].ws_url("/ws"))
+        .topics(["run:renewed".parse()?])
+        .connect()
+        .await?;
+    publish_numbered(&nodes[0], "run:renewed", 0, 5).await?;
+    client_items_until(&mut subscriber, |items| items.len() == 5).await?;
+    redis.restart().await?;
+    eventually(
+        Duration::from_secs(20),
+        "publishing after the restart",
+        || async {
+            let reply = nodes[0]
+                .http()
+                .post(
+                    "/api/v1/events",
+                    &event("run:renewed", "step.progress", json!({"n": 100})),
+                )
+                .await?;
+            Ok((reply.status == 200).then_some(()))
+        },
+    )
+    .await?;
+    publish_numbered(&nodes[0], "run:renewed", 101, 2).await?;
+    // The new stream's seqs 1..=3 are below the old checkpoint (5): kept
+    // against it, they would pass for duplicates and never arrive.
+    let items = client_items_until(&mut subscriber, |items| items.len() == 4).await?;
+    ensure!(
+        items
+            == [
+                (0, "EpochChanged".to_owned()),
+                (1, "100".to_owned()),
+                (2, "101".to_owned()),
+                (3, "102".to_owned()),
+            ],
+        "{items:?}"
     );
     Ok(())
 }

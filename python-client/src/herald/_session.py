@@ -18,7 +18,9 @@ Guarantees (as in Rust):
   are kept for at most ``max_checkpoints`` topics: the named ones, and the
   most recently advanced of the others.
 - A ``subscribed`` or ``snapshot`` naming another epoch forgets the
-  checkpoint; gaps are surfaced and move the checkpoint past them.
+  checkpoint; any other ``epoch_changed`` gap (a stream that changed under a
+  live subscription, or under a pattern) restarts it at the gap's ``to_seq``,
+  epoch unknown; gaps are surfaced and move the checkpoint past them.
 - Reconnect attempt ``n`` waits uniform ``[0, min(max, initial * 2^(n-1))]``
   ms (xorshift64* seeded by the caller), the cap itself without jitter.
 - A hub draining for a deploy sends ``system.shutdown`` on ``global`` with
@@ -32,7 +34,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Union
 
 from pydantic import TypeAdapter, ValidationError
@@ -386,6 +388,9 @@ class _Link:
     next_ping: int | None = None
     retry_after: int | None = None
     """The hub's ``retry_after_ms`` from its ``system.shutdown`` notice."""
+    renewed: set[str] = field(default_factory=set)
+    """Topics whose ``subscribed`` on this link named another stream than the
+    checkpoint's: the ``epoch_changed`` gap that follows is that stream's."""
 
 
 @dataclass
@@ -508,6 +513,8 @@ class Session:
                 self._events.append(body)
         elif kind == "subscribed" and isinstance(body, Subscribed):
             if "*" not in body.topic and body.epoch is not None and body.seq is not None:
+                if self._names_another_stream(body.topic, body.epoch, body.seq) and isinstance(self._phase, _Link):
+                    self._phase.renewed.add(body.topic)
                 self._adopt_stream(body.topic, body.epoch, body.seq)
             self._events.append(body)
         elif kind == "snapshot" and isinstance(body, Snapshot):
@@ -519,10 +526,15 @@ class Session:
                 self._advance(body.topic, body.to_seq)
             self._events.append(body)
         elif kind == "gap" and isinstance(body, Gap):
-            subscribed_exactly = any(body.topic in s.topics for s in self._subscriptions)
-            if body.reason == "epoch_changed" and not subscribed_exactly:
-                # A topic reached through a pattern gets no `subscribed` of
-                # its own: this gap is the only sign of its new stream.
+            adopted = False
+            if isinstance(self._phase, _Link) and body.topic in self._phase.renewed:
+                self._phase.renewed.discard(body.topic)
+                adopted = True
+            if body.reason == "epoch_changed" and not adopted:
+                # The stream changed under a live subscription (a Redis that
+                # lost its data), or under a pattern, whose topics get no
+                # `subscribed` of their own: this gap is the only sign of the
+                # new stream, so the old checkpoint (and epoch) goes.
                 self._write(body.topic, Checkpoint(body.to_seq))
             else:
                 self._advance(body.topic, body.to_seq)
@@ -813,12 +825,18 @@ class Session:
         self._write(topic, checkpoint).seq = seq
         return True
 
+    def _names_another_stream(self, topic: str, epoch: str, latest: int) -> bool:
+        checkpoint = self._checkpoints.get(topic)
+        if checkpoint is None:
+            return False
+        return (checkpoint.epoch is not None and checkpoint.epoch != epoch) or checkpoint.seq > latest
+
     def _adopt_stream(self, topic: str, epoch: str, latest: int) -> Checkpoint:
         checkpoint = self._checkpoints.get(topic)
         if checkpoint is None:
             return self._write(topic, Checkpoint(latest, epoch))
+        other_stream = self._names_another_stream(topic, epoch, latest)
         self._write(topic, checkpoint)
-        other_stream = (checkpoint.epoch is not None and checkpoint.epoch != epoch) or checkpoint.seq > latest
         if other_stream:
             checkpoint.seq = latest
         checkpoint.epoch = epoch

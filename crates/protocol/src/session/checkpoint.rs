@@ -126,6 +126,19 @@ impl Checkpoints {
         true
     }
 
+    /// Whether the checkpoint of `topic` belongs to another stream than the
+    /// one named (`epoch`, latest seq `latest`): another epoch, or a seq
+    /// beyond `latest`. No checkpoint: no.
+    pub(crate) fn names_another_stream(&self, topic: &Topic, epoch: &Epoch, latest: u64) -> bool {
+        self.get(topic).is_some_and(|checkpoint| {
+            checkpoint
+                .epoch
+                .as_ref()
+                .is_some_and(|known| known != epoch)
+                || checkpoint.seq > latest
+        })
+    }
+
     /// The hub named the stream: `epoch`, latest seq `latest`. A checkpoint
     /// from another epoch (or one beyond `latest`, so from an older stream
     /// without a known epoch) is forgotten and restarts at `latest`; a
@@ -141,12 +154,8 @@ impl Checkpoints {
             seq: latest,
             epoch: Some(epoch.clone()),
         };
+        let other_stream = self.names_another_stream(topic, epoch, latest);
         let checkpoint = self.write(topic, || fresh.clone());
-        let other_stream = checkpoint
-            .epoch
-            .as_ref()
-            .is_some_and(|known| known != epoch)
-            || checkpoint.seq > latest;
         if other_stream {
             *checkpoint = fresh;
         } else {
