@@ -1229,6 +1229,34 @@ async fn non_loopback_bind_without_auth_refuses_to_start_and_names_insecure() ->
 }
 
 #[tokio::test]
+async fn non_loopback_bind_with_only_one_half_of_authentication_refuses_to_start_and_names_the_other()
+-> Result<()> {
+    let halves = [
+        (["--jwt-secret", SECRET], "--api-keys"),
+        (["--api-keys", API_KEYS], "--jwt-secret"),
+    ];
+    for (half, other) in halves {
+        let mut args = vec!["serve", "--bind", "0.0.0.0:0"];
+        args.extend(half);
+        let output = herald().run(&args, START_TIMEOUT).await?;
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        ensure!(
+            !output.status.success() && !said.contains("listening on"),
+            "{args:?} started: {said}"
+        );
+        ensure!(
+            said.contains(other) && said.contains("--insecure"),
+            "the refusal of {args:?} names neither {other} nor --insecure: {said}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn non_loopback_bind_with_insecure_starts() -> Result<()> {
     // No traffic goes to it: it is stopped as soon as it says where it listens.
     let line = herald()

@@ -107,8 +107,8 @@ pub(crate) struct ServeArgs {
     /// How long a client may take to send request headers (slow-loris protection).
     #[arg(long, env = "HERALD_HEADER_TIMEOUT", default_value = defaults().header_timeout.as_str(), value_parser = parse_duration)]
     header_timeout: Duration,
-    /// Allow a non-loopback --bind without authentication (`HERALD_INSECURE`
-    /// takes true/false, 1/0, yes/no, on/off).
+    /// Allow a non-loopback --bind without both subscriber tokens and API
+    /// keys (`HERALD_INSECURE` takes true/false, 1/0, yes/no, on/off).
     #[arg(long, env = "HERALD_INSECURE", value_parser = BoolishValueParser::new())]
     insecure: bool,
     /// Serve this directory under /app/ (e.g. `web-client` for the example page).
@@ -223,9 +223,12 @@ pub(crate) async fn run(args: ServeArgs, file: Option<&ConfigFile>) -> anyhow::R
             tracing::warn!(%addr, "running open on a non-loopback address (--insecure)");
         }
     } else if !auth.requires_token() {
-        tracing::warn!("subscribers are not authenticated: set --jwt-secret or --jwt-public-key");
+        tracing::warn!(%addr, "subscribers are not authenticated: set --jwt-secret or --jwt-public-key");
     } else if !auth.requires_key() {
-        tracing::warn!("the HTTP API is not authenticated: set --api-keys");
+        tracing::warn!(
+            %addr,
+            "the HTTP API is not authenticated (its history reads every topic): set --api-keys"
+        );
     }
     server::serve(listeners, hub, shutdown).await?;
     Ok(())

@@ -223,11 +223,25 @@ impl Config {
                 "--metrics-interval must be 0s (off) or at least {MIN_METRICS_INTERVAL:?}"
             )));
         }
-        let open = !self.auth.requires_token() && !self.auth.requires_key();
-        if open && !self.bind.ip().is_loopback() && !self.insecure {
+        // Beyond loopback, both halves or neither (`--insecure`): with one
+        // half only, the other is open to the network, and the HTTP API's
+        // history would hand anyone what the tokens' `topics` refuse.
+        let missing = match (self.auth.requires_token(), self.auth.requires_key()) {
+            (true, true) => None,
+            (false, false) => {
+                Some("without authentication: set --jwt-secret or --jwt-public-key and --api-keys")
+            }
+            (true, false) => Some("with the HTTP API open to anyone: set --api-keys too"),
+            (false, true) => {
+                Some("with subscribers unauthenticated: set --jwt-secret or --jwt-public-key too")
+            }
+        };
+        if let Some(missing) = missing
+            && !self.bind.ip().is_loopback()
+            && !self.insecure
+        {
             return Err(ConfigError(format!(
-                "refusing to listen on {} without authentication: set --jwt-secret or \
-                 --jwt-public-key and --api-keys, or pass --insecure to run open",
+                "refusing to listen on {} {missing}, or pass --insecure to run it so",
                 self.bind
             )));
         }
