@@ -1200,6 +1200,64 @@ async fn slow_loris_is_disconnected_by_the_header_timeout_while_others_are_serve
     Ok(())
 }
 
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_by_the_header_timeout() -> Result<()> {
+    let hub = herald().start(&["--header-timeout", "1s"]).await?;
+    let started = Instant::now();
+    let mut silent = timeout(DEFAULT_TIMEOUT, TcpStream::connect(hub.addr()))
+        .await
+        .context("TCP connect timed out")??;
+    let mut answer = Vec::new();
+    let read = timeout(Duration::from_secs(5), silent.read_to_end(&mut answer)).await;
+    let took = started.elapsed();
+    ensure!(
+        read.is_ok(),
+        "a connection that sent nothing was still open after {took:?}"
+    );
+    ensure!(answer.is_empty(), "{:?}", String::from_utf8_lossy(&answer));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_body_that_trickles_in_is_answered_408_at_the_header_timeout_and_closed() -> Result<()> {
+    let hub = herald().start(&["--header-timeout", "1s"]).await?;
+    let stream = timeout(DEFAULT_TIMEOUT, TcpStream::connect(hub.addr()))
+        .await
+        .context("TCP connect timed out")??;
+    let (mut reader, mut writer) = stream.into_split();
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    tasks.spawn(async move {
+        // Headers at once, then a 1000-byte body a byte every 250 ms.
+        let head = "POST /api/v1/events HTTP/1.1\r\nHost: localhost\r\n\
+                    Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n";
+        if writer.write_all(head.as_bytes()).await.is_err() {
+            return writer;
+        }
+        for _ in 0..1000 {
+            if writer.write_all(b" ").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        writer
+    });
+    let mut answer = Vec::new();
+    let read = timeout(Duration::from_secs(5), reader.read_to_end(&mut answer)).await;
+    let took = started.elapsed();
+    tasks.abort_all();
+    ensure!(
+        read.is_ok(),
+        "the trickling request was still open after {took:?}"
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    ensure!(
+        answer.starts_with("HTTP/1.1 408") && answer.contains("--header-timeout"),
+        "{answer}"
+    );
+    Ok(())
+}
+
 // ===========================================================================
 // Binding beyond loopback
 

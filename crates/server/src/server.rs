@@ -238,7 +238,8 @@ fn watch(hub: &Hub) -> Option<Watchdog> {
 
 /// Accepts TCP connections until `stop` fires; each is served on its own
 /// task (tracked, so shutdown waits for it) with `TCP_NODELAY` and a deadline
-/// for request headers, so a slow-loris client cannot hold a connection open.
+/// for its first bytes and each request's headers (and, in the router, its
+/// body), so a slow-loris client cannot hold a connection open.
 async fn accept_loop(listener: TcpListener, hub: Hub, stop: CancellationToken) {
     let router = http::router(hub.clone());
     let mut builder = Builder::new(TokioExecutor::new());
@@ -268,7 +269,21 @@ async fn accept_loop(listener: TcpListener, hub: Hub, stop: CancellationToken) {
         });
         let builder = builder.clone();
         let stop = stop.clone();
+        let header_timeout = hub.config().header_timeout;
         hub.tasks().spawn(async move {
+            // hyper first reads to tell HTTP/1 from HTTP/2, with no deadline
+            // of its own (its header deadline starts with the first byte):
+            // a connection that sends nothing gets the same deadline here.
+            let mut first = [0u8; 1];
+            tokio::select! {
+                first = tokio::time::timeout(header_timeout, stream.peek(&mut first)) => {
+                    if !matches!(first, Ok(Ok(1..))) {
+                        tracing::debug!(%remote, "closing a connection that sent nothing");
+                        return;
+                    }
+                }
+                () = stop.cancelled() => return,
+            }
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::pin!(connection);
             tokio::select! {

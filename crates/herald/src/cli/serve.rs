@@ -104,7 +104,7 @@ pub(crate) struct ServeArgs {
     /// Events a second one producer (API key, or address) may publish (0: unlimited).
     #[arg(long, env = "HERALD_PUBLISH_RATE_LIMIT", default_value = defaults().publish_rate_limit.as_str())]
     publish_rate_limit: u32,
-    /// How long a client may take to send request headers (slow-loris protection).
+    /// How long a client may take to send its first bytes, a request's headers, and then its body (slow-loris protection).
     #[arg(long, env = "HERALD_HEADER_TIMEOUT", default_value = defaults().header_timeout.as_str(), value_parser = parse_duration)]
     header_timeout: Duration,
     /// Allow a non-loopback --bind without both subscriber tokens and API

@@ -29,6 +29,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::HttpBody as _;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
@@ -105,7 +106,56 @@ async fn authorize(State(hub): State<Hub>, mut request: Request, next: Next) -> 
         }
     }
     request.extensions_mut().insert(producer);
+    let request = match whole_body(&hub, request).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
     next.run(request).await
+}
+
+/// The request with its body read whole, within `--header-timeout` of its
+/// headers: hyper bounds the headers only, and a body that trickles in (a
+/// byte every few seconds) would hold its connection for ever. Over the
+/// limit: 408 and the connection closed. A body over `--max-body-size` is
+/// left for the handler's 413.
+async fn whole_body(hub: &Hub, request: Request) -> Result<Request, Response> {
+    if request.body().is_end_stream() {
+        return Ok(request);
+    }
+    let (parts, body) = request.into_parts();
+    let limit = hub.config().max_body_size;
+    let deadline = hub.config().header_timeout;
+    match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(Request::from_parts(parts, axum::body::Body::from(bytes))),
+        Ok(Err(error)) => {
+            let too_large = std::error::Error::source(&error)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            let error = if too_large {
+                ApiError::new(
+                    ErrorCode::TooLarge,
+                    "request body is over the size limit (--max-body-size)",
+                )
+            } else {
+                ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("reading the request body: {error}"),
+                )
+            };
+            hub.metrics().error(error.code);
+            Err(error.into_response())
+        }
+        Err(_) => {
+            hub.metrics().error(ErrorCode::InvalidRequest);
+            let message =
+                format!("the request body did not arrive within {deadline:?} (--header-timeout)");
+            let mut response = ApiError::new(ErrorCode::InvalidRequest, message).into_response();
+            *response.status_mut() = axum::http::StatusCode::REQUEST_TIMEOUT;
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            Err(response)
+        }
+    }
 }
 
 /// Cross-origin HTTP calls from browser apps on `--allowed-origins` (the
