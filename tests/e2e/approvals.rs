@@ -6,10 +6,10 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, ensure};
-use herald_tests::{Http, Hub, WsClient, frame_type, is_event_on, metric};
+use herald_tests::{Http, Hub, WsClient, eventually, frame_type, is_event_on, metric};
 use serde_json::{Value, json};
 
-use crate::{herald, str_field};
+use crate::{event, herald, str_field};
 
 /// A long-poll comfortably inside the HTTP client's 5 s bound.
 const WAIT_MS: u64 = 4000;
@@ -353,6 +353,44 @@ async fn a_user_who_connects_after_the_request_gets_it_in_a_snapshot_on_connect(
     // And it can answer it.
     let reply = confirm(&mut late, "late", &id, true, "ok").await?;
     ensure!(frame_type(&reply) == "ack", "{reply}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_pending_request_outlives_the_eviction_of_idle_topics_past_the_history_memory()
+-> Result<()> {
+    let hub = herald().start(&["--history-memory", "64KiB"]).await?;
+    let http = hub.http();
+    let id = callback_id(&create(&http, "u1", "t1", json!({})).await?);
+    // Much more than the cap, on topics newer than the user's: the oldest
+    // idle streams, `user:u1` first, are what eviction would take.
+    let pad = "x".repeat(1000);
+    for batch in 0..10 {
+        let events: Vec<Value> = (0..50)
+            .map(|i| {
+                event(
+                    &format!("run:fill{batch}-{i}"),
+                    "step.progress",
+                    json!({ "pad": pad }),
+                )
+            })
+            .collect();
+        http.publish_batch(&events).await?;
+    }
+    eventually(Duration::from_secs(10), "idle topics evicted", || async {
+        let status = http.get("/api/v1/status").await?;
+        Ok((status.body["topics"].as_u64().is_some_and(|n| n < 500)).then_some(()))
+    })
+    .await?;
+    let mut late = hub.ws("/ws?user_id=u1").await?;
+    let snapshot = late.recv_until(|f| frame_type(f) == "snapshot").await?;
+    let events = snapshot["events"].as_array().context("no events")?;
+    ensure!(
+        events
+            .iter()
+            .any(|e| e["event_type"] == "approval.requested" && e["data"]["callback_id"] == id),
+        "the snapshot lost the pending request {id}: {snapshot}"
+    );
     Ok(())
 }
 

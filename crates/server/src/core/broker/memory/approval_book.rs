@@ -2,7 +2,7 @@
 //! the recent decided ones for the audit trail (at most [`MAX_DECIDED`]; the
 //! oldest go first), so the book never grows without bound.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use herald_protocol::CallbackId;
 use herald_protocol::payload::{ApprovalRecord, ApprovalStatus};
@@ -139,6 +139,15 @@ impl ApprovalBook {
     /// Approvals waiting for a decision.
     pub(crate) fn pending(&self) -> usize {
         self.pending
+    }
+
+    /// The users with an approval waiting for their decision.
+    pub(crate) fn asked_users(&self) -> HashSet<&str> {
+        self.records
+            .values()
+            .filter(|r| r.status == ApprovalStatus::Pending)
+            .map(|r| r.request.user_id.as_str())
+            .collect()
     }
 
     /// Pending approvals whose deadline passed, and the nearest future deadline.

@@ -27,7 +27,7 @@
 pub(crate) mod approval_book;
 pub(crate) mod topic_log;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
@@ -239,7 +239,9 @@ impl MemoryBroker {
     /// Trims history by age and, past the memory cap, evicts streams with
     /// nothing on its way, least recently active first (and empty ones idle
     /// for longer than the history age). Their epoch and last seq are
-    /// remembered, so their seqs continue.
+    /// remembered, so their seqs continue. A user's topic stays while an
+    /// approval waits for them: its snapshot is how a connection opened
+    /// later finds the question.
     pub fn sweep(&self) {
         let shared = &self.shared;
         let logs: Vec<(Topic, Arc<Mutex<TopicLog>>)> = shared
@@ -248,11 +250,19 @@ impl MemoryBroker {
             .iter()
             .map(|(t, l)| (t.clone(), l.clone()))
             .collect();
+        let asked: HashSet<String> = {
+            let book = shared.approvals.lock();
+            book.asked_users().into_iter().map(str::to_owned).collect()
+        };
         let mut idle = Vec::new();
         for (topic, log) in &logs {
             let mut log = log.lock();
             shared.trim(&mut log);
-            if log.is_idle() {
+            let waits_on_a_user = topic
+                .as_str()
+                .strip_prefix("user:")
+                .is_some_and(|user| asked.contains(user));
+            if log.is_idle() && !waits_on_a_user {
                 idle.push((log.last_activity, topic.clone(), log.bytes()));
             }
         }
