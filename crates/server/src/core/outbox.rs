@@ -2,10 +2,10 @@
 //!
 //! Fan-out never waits on a socket: it pushes an already-serialized frame
 //! (shared bytes) and moves on. When the queue is full, `low` then `normal`
-//! events are shed: each shed event is replaced in place by a `gap` marker
-//! (adjacent markers of one topic merge), so the client learns exactly which
-//! seqs it will not get, at the point in the stream where they would have
-//! been. If a `high` or `critical` event (or a control frame) would be lost,
+//! events are shed: each shed event is replaced in place by a `gap` marker,
+//! or joins the latest marker of its topic when no event of that topic is
+//! queued after that marker, so the client learns exactly which seqs it will
+//! not get, before every later event of their topic. If a `high` or `critical` event (or a control frame) would be lost,
 //! the outbox closes with 1013 instead: the client reconnects and replays.
 //!
 //! The frames of a run (a batch's events of one topic) that a connection
@@ -18,7 +18,7 @@
 //! through the connection's [`DirectWrite`] ([`Outbox::deliver`]), with no
 //! wake-up of the connection's writer in between.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, OnceLock};
@@ -493,6 +493,9 @@ impl Outbox {
     }
 
     fn check_gaps(&self, state: &mut State) -> Pushed {
+        if state.gaps > self.capacity {
+            state.compact_gaps();
+        }
         if state.gaps > self.capacity && state.resyncs {
             state.keep_first_gap();
             return Pushed::Shed;
@@ -787,6 +790,11 @@ impl State {
         let Some(meta) = frame.event else {
             return false;
         };
+        if let Some(earlier) = self.last_gap_of(&meta.topic, index) {
+            self.queue.remove(index);
+            self.widen_gap(earlier, meta.seq);
+            return true;
+        }
         self.queue[index] = Queued::One(Entry::Gap {
             topic: meta.topic,
             from_seq: meta.seq,
@@ -795,6 +803,116 @@ impl State {
         self.gaps += 1;
         self.merge_gap_at(index);
         true
+    }
+
+    /// The latest gap marker of `topic` before `index` with no frame of
+    /// `topic` after it (up to `index`): a seq of `topic` shed at `index`
+    /// joins that marker, which still comes before every later event of
+    /// its topic. So a connection on many topics that falls behind holds a
+    /// marker per topic, not one per shed event (markers of different
+    /// topics interleave and never sit side by side).
+    fn last_gap_of(&self, topic: &Topic, index: usize) -> Option<usize> {
+        for earlier in (0..index).rev() {
+            match &self.queue[earlier] {
+                Queued::One(Entry::Gap { topic: marked, .. }) if marked == topic => {
+                    return Some(earlier);
+                }
+                Queued::One(Entry::Frame(frame))
+                    if frame
+                        .event
+                        .as_ref()
+                        .is_some_and(|meta| meta.topic == *topic) =>
+                {
+                    return None;
+                }
+                Queued::Run(run)
+                    if run.frames.iter().any(|frame| {
+                        frame
+                            .event
+                            .as_ref()
+                            .is_some_and(|meta| meta.topic == *topic)
+                    }) =>
+                {
+                    return None;
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// Past a queue's worth of gap markers: folds every marker of a topic
+    /// into the first one before it that no high or critical event of that
+    /// topic separates from it, shedding the low and normal events of that
+    /// topic queued between them. Markers of one topic are kept apart only
+    /// by events of that topic, so a connection that falls behind on
+    /// interleaved priorities (a `low` between `normal`s) holds a marker per
+    /// topic again instead of being closed.
+    fn compact_gaps(&mut self) {
+        let mut open: HashMap<Topic, usize> = HashMap::new();
+        let mut kept: VecDeque<Queued> = VecDeque::with_capacity(self.queue.len());
+        let queue = std::mem::take(&mut self.queue);
+        for queued in queue {
+            let frames = match queued {
+                Queued::One(Entry::Gap {
+                    topic,
+                    from_seq,
+                    to_seq,
+                }) => {
+                    match open.get(&topic) {
+                        Some(&marker) => {
+                            widen(&mut kept[marker], from_seq, to_seq);
+                            self.gaps -= 1;
+                        }
+                        None => {
+                            open.insert(topic.clone(), kept.len());
+                            kept.push_back(Queued::One(Entry::Gap {
+                                topic,
+                                from_seq,
+                                to_seq,
+                            }));
+                        }
+                    }
+                    continue;
+                }
+                Queued::Run(run) => {
+                    let marked = |frame: &OutFrame| {
+                        frame
+                            .event
+                            .as_ref()
+                            .is_some_and(|meta| open.contains_key(&meta.topic))
+                    };
+                    if !run.frames.iter().any(marked) {
+                        kept.push_back(Queued::Run(run));
+                        continue;
+                    }
+                    run.frames.clone()
+                }
+                Queued::One(Entry::Frame(frame)) => vec![frame],
+            };
+            for frame in frames {
+                let Some(meta) = frame.event.as_ref() else {
+                    kept.push_back(Queued::One(Entry::Frame(frame)));
+                    continue;
+                };
+                match open.get(&meta.topic) {
+                    Some(&marker) if meta.priority.is_sheddable() => {
+                        widen(&mut kept[marker], meta.seq, meta.seq);
+                        self.count(&frame, -1);
+                    }
+                    _ => {
+                        open.remove(&meta.topic);
+                        kept.push_back(Queued::One(Entry::Frame(frame)));
+                    }
+                }
+            }
+        }
+        self.queue = kept;
+    }
+
+    /// Widens the gap marker at `index` to cover `seq`.
+    fn widen_gap(&mut self, index: usize, seq: u64) {
+        widen(&mut self.queue[index], seq, seq);
     }
 
     /// Replaces the run at `index` by its frames, each an entry of its own;
@@ -864,15 +982,8 @@ impl State {
     }
 
     fn push_gap_at_tail(&mut self, topic: Topic, seq: u64) {
-        if let Some(Queued::One(Entry::Gap {
-            topic: last,
-            to_seq,
-            from_seq,
-        })) = self.queue.back_mut()
-            && *last == topic
-        {
-            *from_seq = (*from_seq).min(seq);
-            *to_seq = (*to_seq).max(seq);
+        if let Some(earlier) = self.last_gap_of(&topic, self.queue.len()) {
+            self.widen_gap(earlier, seq);
             return;
         }
         self.queue.push_back(Queued::One(Entry::Gap {
@@ -881,6 +992,17 @@ impl State {
             to_seq: seq,
         }));
         self.gaps += 1;
+    }
+}
+
+/// Widens a gap marker to cover `from_seq..=to_seq`.
+fn widen(queued: &mut Queued, from: u64, to: u64) {
+    if let Queued::One(Entry::Gap {
+        from_seq, to_seq, ..
+    }) = queued
+    {
+        *from_seq = (*from_seq).min(from);
+        *to_seq = (*to_seq).max(to);
     }
 }
 
@@ -1452,6 +1574,63 @@ mod tests {
             drained(&outbox),
             ["gap t:a 1-1", "gap t:b 1-1", "t:c#1", "t:c#2"]
         );
+    }
+
+    #[test]
+    fn a_slow_connection_on_interleaved_topics_keeps_one_gap_marker_per_topic_and_stays_open() {
+        let outbox = Outbox::new(4);
+        // Far more than a queue's worth of shed events, two topics taking
+        // turns: each shed seq joins its topic's marker.
+        for seq in 1..=40 {
+            for topic in ["t:a", "t:b"] {
+                assert_ne!(
+                    outbox.push(event(topic, seq, Priority::Normal)),
+                    Pushed::Closed
+                );
+            }
+        }
+        assert_eq!(
+            drained(&outbox),
+            [
+                "gap t:a 1-38",
+                "gap t:b 1-38",
+                "t:a#39",
+                "t:b#39",
+                "t:a#40",
+                "t:b#40"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_shed_seq_never_joins_a_marker_an_event_of_its_topic_follows() {
+        let outbox = Outbox::new(3);
+        outbox.push(event("t:a", 1, Priority::Normal));
+        outbox.push(event("t:a", 2, Priority::High));
+        outbox.push(event("t:a", 3, Priority::Normal));
+        // 1 is shed; then 3, which the high 2 separates from 1's marker.
+        assert_eq!(outbox.push(event("t:a", 4, Priority::High)), Pushed::Shed);
+        assert_eq!(outbox.push(event("t:a", 5, Priority::High)), Pushed::Shed);
+        assert_eq!(
+            drained(&outbox),
+            ["gap t:a 1-1", "t:a#2", "gap t:a 3-3", "t:a#4", "t:a#5"]
+        );
+    }
+
+    #[test]
+    fn low_and_normal_events_of_one_topic_shed_in_turn_keep_one_marker() {
+        let outbox = Outbox::new(4);
+        for seq in 1..=30 {
+            let priority = if seq % 2 == 0 {
+                Priority::Low
+            } else {
+                Priority::Normal
+            };
+            assert_ne!(outbox.push(event("t:a", seq, priority)), Pushed::Closed);
+        }
+        let drained = drained(&outbox);
+        assert!(drained.len() <= 5, "{drained:?}");
+        assert_eq!(drained.last().map(String::as_str), Some("t:a#30"));
     }
 
     #[test]
