@@ -2,7 +2,7 @@
 //! health and metrics.
 
 use anyhow::{Context, Result, ensure};
-use herald_tests::{Hub, frame_type, is_event_on};
+use herald_tests::{Hub, frame_type, is_event_on, seq_of};
 use serde_json::{Value, json};
 
 use crate::{event, herald, str_field};
@@ -92,6 +92,38 @@ async fn batch_with_one_bad_event_is_rejected_whole_with_its_index() -> Result<(
         seq == 1,
         "the rejected batch published something: next seq is {seq}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_batch_larger_than_a_subscribers_queue_is_413_and_one_that_fits_reaches_a_reader_whole()
+-> Result<()> {
+    let hub = herald().start(&["--queue-size", "64"]).await?;
+    let http = hub.http();
+    let mut reader = hub.ws("/ws").await?;
+    reader.subscribe(&["run:big"]).await?;
+    let batch = |n: u64| -> Vec<Value> {
+        (1..=n)
+            .map(|i| event("run:big", "step.progress", json!({ "n": i })))
+            .collect()
+    };
+    let reply = http.post("/api/v1/events", &json!(batch(65))).await?;
+    ensure!(reply.status == 413, "{} {}", reply.status, reply.text);
+    ensure!(
+        str_field(&reply.body, "code") == "too_large"
+            && str_field(&reply.body, "message").contains("--queue-size"),
+        "{}",
+        reply.text
+    );
+    // Nothing was published; a batch of a queue's worth arrives whole.
+    http.publish_batch(&batch(64)).await?;
+    let mut seqs = Vec::new();
+    while seqs.len() < 64 {
+        let frame = reader.recv_frame().await?;
+        ensure!(frame_type(&frame) == "event", "{frame}");
+        seqs.extend(seq_of(&frame));
+    }
+    ensure!(seqs == (1..=64).collect::<Vec<_>>(), "{seqs:?}");
     Ok(())
 }
 

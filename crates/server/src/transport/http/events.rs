@@ -56,6 +56,7 @@ pub(super) async fn publish_events(
 ) -> Result<Json<PublishAnswer>, ApiError> {
     match json(body)? {
         Value::Array(items) => {
+            whole_in_a_queue(&hub, items.len())?;
             limit(&hub, &producer, items.len())?;
             let mut requests = Vec::with_capacity(items.len());
             for (index, item) in items.into_iter().enumerate() {
@@ -96,6 +97,26 @@ pub(super) async fn publish_events(
             "body must be an event object or an array of events",
         )),
     }
+}
+
+/// Refuses (413 `too_large`) a batch of more events than a connection's
+/// queue holds (`--queue-size`): its events reach every subscriber at once,
+/// so a subscriber reading as fast as it can would still be sent `shed`
+/// gaps for its oldest events, or be closed 1013 for `high` ones.
+fn whole_in_a_queue(hub: &Hub, events: usize) -> Result<(), ApiError> {
+    let most = hub.config().queue_size;
+    if events <= most {
+        return Ok(());
+    }
+    let refused = ApiError::new(
+        ErrorCode::TooLarge,
+        format!(
+            "a batch of {events} events is more than a subscriber's queue holds \
+             (--queue-size {most}): split it"
+        ),
+    );
+    hub.metrics().error(refused.code);
+    Err(refused)
 }
 
 /// Applies the producer's publish rate limit (`--publish-rate-limit`): 429
