@@ -1145,6 +1145,23 @@ async fn http_body_over_max_body_size_is_413() -> Result<()> {
     });
     let reply = hub.http().post("/api/v1/events", &big).await?;
     ensure!(reply.status == 413, "{} {}", reply.status, reply.text);
+    // Its body unread, the connection cannot carry another request, and a
+    // keep-alive client is told so.
+    let mut raw = timeout(DEFAULT_TIMEOUT, TcpStream::connect(hub.addr()))
+        .await
+        .context("TCP connect timed out")??;
+    let head = "POST /api/v1/events HTTP/1.1\r\nHost: localhost\r\n\
+                Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n";
+    raw.write_all(head.as_bytes()).await?;
+    let mut answer = Vec::new();
+    timeout(DEFAULT_TIMEOUT, raw.read_to_end(&mut answer))
+        .await
+        .context("the 413's connection stayed open")??;
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    ensure!(
+        answer.starts_with("http/1.1 413") && answer.contains("connection: close"),
+        "{answer}"
+    );
     let small = one_event("execution:big");
     hub.http()
         .publish(&small)

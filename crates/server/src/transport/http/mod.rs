@@ -116,46 +116,74 @@ async fn authorize(State(hub): State<Hub>, mut request: Request, next: Next) -> 
 /// The request with its body read whole, within `--header-timeout` of its
 /// headers: hyper bounds the headers only, and a body that trickles in (a
 /// byte every few seconds) would hold its connection for ever. Over the
-/// limit: 408 and the connection closed. A body over `--max-body-size` is
-/// left for the handler's 413.
+/// limit: 408 and the connection closed. A body over `--max-body-size`:
+/// 413, and the connection closed.
 async fn whole_body(hub: &Hub, request: Request) -> Result<Request, Response> {
     if request.body().is_end_stream() {
         return Ok(request);
     }
-    let (parts, body) = request.into_parts();
     let limit = hub.config().max_body_size;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::TooLarge,
+            "request body is over the size limit (--max-body-size)",
+        )
+    };
+    if declared.is_some_and(|declared| declared > limit as u64) {
+        return Err(refuse_and_close(hub, too_large(), None));
+    }
+    let (parts, body) = request.into_parts();
     let deadline = hub.config().header_timeout;
     match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(bytes)) => Ok(Request::from_parts(parts, axum::body::Body::from(bytes))),
         Ok(Err(error)) => {
-            let too_large = std::error::Error::source(&error)
+            let over = std::error::Error::source(&error)
                 .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-            let error = if too_large {
-                ApiError::new(
-                    ErrorCode::TooLarge,
-                    "request body is over the size limit (--max-body-size)",
-                )
+            let error = if over {
+                too_large()
             } else {
                 ApiError::new(
                     ErrorCode::InvalidRequest,
                     format!("reading the request body: {error}"),
                 )
             };
-            hub.metrics().error(error.code);
-            Err(error.into_response())
+            Err(refuse_and_close(hub, error, None))
         }
         Err(_) => {
-            hub.metrics().error(ErrorCode::InvalidRequest);
             let message =
                 format!("the request body did not arrive within {deadline:?} (--header-timeout)");
-            let mut response = ApiError::new(ErrorCode::InvalidRequest, message).into_response();
-            *response.status_mut() = axum::http::StatusCode::REQUEST_TIMEOUT;
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            Err(response)
+            let error = ApiError::new(ErrorCode::InvalidRequest, message);
+            Err(refuse_and_close(
+                hub,
+                error,
+                Some(axum::http::StatusCode::REQUEST_TIMEOUT),
+            ))
         }
     }
+}
+
+/// The answer to a request whose body was not read whole, counted, with
+/// `Connection: close`: the connection cannot carry another request, and a
+/// keep-alive client's next one on it would fail.
+fn refuse_and_close(
+    hub: &Hub,
+    error: ApiError,
+    status: Option<axum::http::StatusCode>,
+) -> Response {
+    hub.metrics().error(error.code);
+    let mut response = error.into_response();
+    if let Some(status) = status {
+        *response.status_mut() = status;
+    }
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// Cross-origin HTTP calls from browser apps on `--allowed-origins` (the
