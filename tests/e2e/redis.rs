@@ -302,6 +302,18 @@ async fn a_herald_client_delivers_a_new_stream_from_its_first_seq_after_a_redis_
         .topics(["run:renewed".parse()?])
         .connect()
         .await?;
+    let subscribed = async {
+        loop {
+            match subscriber.next().await {
+                Some(herald_client::SubscriberItem::Subscribed(_)) => return Ok(()),
+                Some(_) => {}
+                None => anyhow::bail!("the subscriber ended"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), subscribed)
+        .await
+        .context("no subscribed")??;
     publish_numbered(&nodes[0], "run:renewed", 0, 5).await?;
     client_items_until(&mut subscriber, |items| items.len() == 5).await?;
     redis.restart().await?;

@@ -354,14 +354,68 @@ const MIN_METRICS_INTERVAL: Duration = Duration::from_millis(100);
 
 impl Config {
     /// Whether a browser page from `origin` may open WebSockets and call the
-    /// HTTP API: any when `--allowed-origins` is unset or lists `*`.
-    pub fn origin_allowed(&self, origin: &str) -> bool {
-        self.allowed_origins.is_empty()
-            || self
+    /// HTTP API of the hub it reached as `host` (the request's `Host`):
+    /// those `--allowed-origins` lists (`*`: any). Unset, any when
+    /// subscribers need tokens (a page elsewhere has none to send); on a
+    /// hub without them, a page of this machine or of the hub's own host
+    /// only, or any web page its user visits could read every topic and
+    /// answer the user's approvals.
+    pub fn origin_allowed(&self, origin: &str, host: Option<&str>) -> bool {
+        if !self.allowed_origins.is_empty() {
+            return self
                 .allowed_origins
                 .iter()
-                .any(|allowed| allowed == "*" || allowed == origin)
+                .any(|allowed| allowed == "*" || allowed == origin);
+        }
+        if self.auth.requires_token() {
+            return true;
+        }
+        let Some(page) = origin_host(origin) else {
+            return false;
+        };
+        names_this_machine(&page)
+            || host
+                .and_then(authority_host)
+                .is_some_and(|host| host == page)
     }
+
+    /// Whether a request that reached the hub as `host` (its `Host`) may be
+    /// answered: on a hub open on loopback (no subscriber tokens), only when
+    /// it names this machine (`localhost` or an IP address), so a page whose
+    /// own name was rebound to 127.0.0.1 (DNS rebinding) cannot read the
+    /// hub as its own origin. Anything else: any host.
+    pub fn host_allowed(&self, host: Option<&str>) -> bool {
+        if self.auth.requires_token() || !self.bind.ip().is_loopback() {
+            return true;
+        }
+        host.and_then(authority_host).is_none_or(|host| {
+            host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok()
+        })
+    }
+}
+
+/// The host of an origin (`scheme://host[:port]`), without brackets; `None`
+/// for `null` and anything malformed.
+fn origin_host(origin: &str) -> Option<String> {
+    let (_, authority) = origin.split_once("://")?;
+    authority_host(authority)
+}
+
+/// The host of an authority (`host[:port]`, `[v6]:port`), without brackets.
+fn authority_host(authority: &str) -> Option<String> {
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split_once(']')?.0,
+        None => authority.split(':').next()?,
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// `localhost` or a loopback address.
+fn names_this_machine(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Parses `--bind`: `IP:PORT`, or `HOST:PORT` resolved once (an IPv4
@@ -388,12 +442,52 @@ mod tests {
     #[test]
     fn allowed_origins_name_origins_or_any_with_a_star() {
         let mut config = Config::default();
-        assert!(config.origin_allowed("https://anywhere.example"));
         config.allowed_origins = vec!["https://app.example".into()];
-        assert!(config.origin_allowed("https://app.example"));
-        assert!(!config.origin_allowed("https://app.example.evil.example"));
+        assert!(config.origin_allowed("https://app.example", None));
+        assert!(!config.origin_allowed("https://app.example.evil.example", None));
         config.allowed_origins.push("*".into());
-        assert!(config.origin_allowed("https://anywhere.example"));
+        assert!(config.origin_allowed("https://anywhere.example", None));
+    }
+
+    #[test]
+    fn an_open_hub_takes_pages_of_this_machine_or_its_own_host_only() {
+        let config = Config::default();
+        let host = Some("10.0.0.5:8765");
+        for page in [
+            "http://localhost:3000",
+            "http://127.0.0.1:5173",
+            "http://[::1]:8080",
+            "http://10.0.0.5:8080",
+        ] {
+            assert!(config.origin_allowed(page, host), "{page}");
+        }
+        for page in [
+            "https://evil.example",
+            "null",
+            "http://localhost.evil.example",
+            "http://10.0.0.6",
+        ] {
+            assert!(!config.origin_allowed(page, host), "{page}");
+        }
+    }
+
+    #[test]
+    fn an_open_hub_on_loopback_answers_hosts_that_name_this_machine_only() {
+        let config = Config::default();
+        for host in [
+            None,
+            Some("127.0.0.1:8765"),
+            Some("localhost:8765"),
+            Some("[::1]:8765"),
+        ] {
+            assert!(config.host_allowed(host), "{host:?}");
+        }
+        assert!(!config.host_allowed(Some("rebind.evil.example:8765")));
+        let beyond = Config {
+            bind: "0.0.0.0:8765".parse().unwrap(),
+            ..Config::default()
+        };
+        assert!(beyond.host_allowed(Some("herald.internal:8765")));
     }
 
     #[test]

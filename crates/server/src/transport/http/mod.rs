@@ -214,18 +214,37 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
 }
 
 /// A request a browser sent from another site's page, that the hub refuses
-/// before it does anything: from an origin `--allowed-origins` does not
-/// list, or a `POST` whose body is not declared JSON (a form or `text/plain`
+/// before it does anything: one that reached an open hub on loopback under
+/// another name than this machine's (DNS rebinding, see
+/// [`Config::host_allowed`](crate::operations::config::Config::host_allowed)),
+/// one from an origin that may not call it
+/// ([`Config::origin_allowed`](crate::operations::config::Config::origin_allowed)),
+/// or a `POST` whose body is not declared JSON (a form or `text/plain`
 /// body, which a page may send anywhere without asking first; a JSON one
 /// needs the CORS preflight). Requests without `Origin` (not from a
-/// browser: curl, the clients) are not concerned.
+/// browser: curl, the clients) are concerned by the first rule only.
 fn foreign_browser_request(hub: &Hub, request: &Request) -> Option<ApiError> {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    if !hub.config().host_allowed(host) {
+        return Some(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "host {:?} is not this machine: a hub without subscriber tokens on loopback \
+                 answers `localhost` and IP addresses only",
+                host.unwrap_or_default()
+            ),
+        ));
+    }
     let origin = request
         .headers()
         .get(header::ORIGIN)?
         .to_str()
         .unwrap_or("");
-    if !hub.config().origin_allowed(origin) {
+    if !hub.config().origin_allowed(origin, host) {
         return Some(ApiError::new(
             ErrorCode::Forbidden,
             format!("origin {origin:?} is not allowed"),
