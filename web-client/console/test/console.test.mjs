@@ -227,6 +227,47 @@ test("every_panel_follows_a_run_answers_its_approval_and_steers_its_producer", a
   await stopHub(hub);
 });
 
+test("a_busy_runs_view_shows_its_retained_history_however_late_the_history_answers", async () => {
+  const hub = await startHub();
+  const topic = "run:race";
+  const event = (event_type, data) => ({ topic, event_type, data });
+  await publish(hub, event("workflow.started", {}));
+  await publish(hub, event("dag.created", { nodes: [{ id: "a" }, { id: "b" }, { id: "c" }] }));
+  for (const step of ["s1", "s2", "s3"]) await publish(hub, event("step.completed", { step }));
+  // The run stays busy: live events keep coming while the view opens.
+  let busy = true;
+  const chatter = (async () => {
+    for (let i = 0; busy; i++) {
+      await publish(hub, event("agent.message", { agent: "w", message: `m${i}` }));
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  })();
+  try {
+    const page = await openConsole(hub);
+    await live(page);
+    // A remote hub: the history answers after live events have arrived.
+    await page.route("**/api/v1/topics/*/events*", async (route) => {
+      await new Promise((r) => setTimeout(r, 400));
+      await route.continue();
+    });
+    await go(page, `#/runs/${topic}`);
+    for (const id of ["a", "b", "c"]) await seen(page, `g.dag-node[data-node="${id}"]`);
+    for (const step of ["s1", "s2", "s3"]) await seen(page, `li[data-step="${step}"][data-status="completed"]`);
+    await seen(page, '[data-run-status="running"]');
+    assert.deepEqual(page.errors, []);
+  } finally {
+    busy = false;
+    await chatter;
+  }
+});
+
+test("with_allowed_origins_set_the_hubs_own_console_still_loads_and_goes_live", async () => {
+  const hub = await startHub({ args: ["--allowed-origins", "https://app.example"] });
+  const page = await openConsole(hub);
+  await live(page);
+  assert.deepEqual(page.errors, []);
+});
+
 test("the_console_survives_a_hub_restart_and_shows_the_gap", async () => {
   let hub = await startHub();
   const port = hub.port;

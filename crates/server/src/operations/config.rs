@@ -354,13 +354,21 @@ const MIN_METRICS_INTERVAL: Duration = Duration::from_millis(100);
 
 impl Config {
     /// Whether a browser page from `origin` may open WebSockets and call the
-    /// HTTP API of the hub it reached as `host` (the request's `Host`):
-    /// those `--allowed-origins` lists (`*`: any). Unset, any when
+    /// HTTP API of the hub it reached as `host` (the request's `Host`): the
+    /// hub's own origin, and those `--allowed-origins` lists (`*`: any). Unset, any when
     /// subscribers need tokens (a page elsewhere has none to send); on a
     /// hub without them, a page of this machine or of the hub's own host
     /// only, or any web page its user visits could read every topic and
     /// answer the user's approvals.
     pub fn origin_allowed(&self, origin: &str, host: Option<&str>) -> bool {
+        // The hub's own pages (the console) call it from its own origin.
+        let own = origin
+            .split_once("://")
+            .zip(host)
+            .is_some_and(|((_, authority), host)| authority.eq_ignore_ascii_case(host));
+        if own {
+            return true;
+        }
         if !self.allowed_origins.is_empty() {
             return self
                 .allowed_origins
@@ -447,6 +455,18 @@ mod tests {
         assert!(!config.origin_allowed("https://app.example.evil.example", None));
         config.allowed_origins.push("*".into());
         assert!(config.origin_allowed("https://anywhere.example", None));
+    }
+
+    #[test]
+    fn the_hubs_own_origin_is_allowed_whatever_allowed_origins_lists() {
+        let config = Config {
+            allowed_origins: vec!["https://app.example".into()],
+            ..Config::default()
+        };
+        let host = Some("herald.example:8765");
+        assert!(config.origin_allowed("https://herald.example:8765", host));
+        assert!(!config.origin_allowed("https://herald.example:9999", host));
+        assert!(!config.origin_allowed("https://evil.example", host));
     }
 
     #[test]

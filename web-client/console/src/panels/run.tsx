@@ -5,7 +5,7 @@
 
 import { Fragment } from "preact";
 import { useRef, useState } from "preact/hooks";
-import type { HeraldClient } from "../../../dist/index.js";
+import type { HeraldClient, HeraldEvent } from "../../../dist/index.js";
 import type { ApprovalBook } from "../approvals.js";
 import type { Api } from "../api.js";
 import { bytes, duration, number, time } from "../format.js";
@@ -29,26 +29,41 @@ export function Run({ client, api, approvals, topic }: { client: HeraldClient; a
   useSubscription(client, [topic], {}, (subscription) => {
     run.current = emptyRun(topic);
     setVersion((v) => v + 1);
-    // The retained history first, then live events (`apply` skips seqs it has).
-    void api.history(topic, 0, REPLAY).then(
-      (history) => {
-        for (const event of history.events) apply(run.current, event as never);
+    // The retained history first, then the live events that came while it
+    // loaded (`apply` skips the seqs it has): applied first, a live event
+    // would move `lastSeq` past the whole history. A later load (after a
+    // gap) replaces one still under way.
+    let loading: HeraldEvent<string>[] | undefined;
+    const load = () => {
+      const waiting: HeraldEvent<string>[] = [];
+      loading = waiting;
+      const done = (events: readonly HeraldEvent<string>[]) => {
+        if (loading !== waiting) return;
+        loading = undefined;
+        const fresh = emptyRun(topic);
+        for (const event of events) apply(fresh, event);
+        for (const event of waiting) apply(fresh, event);
+        run.current = fresh;
         setVersion((v) => v + 1);
-      },
-      () => undefined,
-    );
+      };
+      void api.history(topic, 0, REPLAY).then(
+        (history) => done(history.events as never),
+        () => done([]),
+      );
+    };
+    load();
     subscription.on("*", (event) => {
+      if (loading) {
+        loading.push(event);
+        // Bounded: the oldest are also the likeliest to be in the history.
+        if (loading.length > REPLAY) loading.shift();
+        return;
+      }
       apply(run.current, event);
       setVersion((v) => v + 1);
     });
-    subscription.onGap(() => {
-      // Events were lost: rebuild from what the hub retains.
-      void api.history(topic, 0, REPLAY).then((history) => {
-        run.current = emptyRun(topic);
-        for (const event of history.events) apply(run.current, event as never);
-        setVersion((v) => v + 1);
-      });
-    });
+    // Events were lost: rebuild from what the hub retains.
+    subscription.onGap(load);
   });
 
   const target = kind === "run" ? { run_id: id } : { task_id: id };
