@@ -266,6 +266,41 @@ async fn a_redis_restart_without_its_data_is_an_epoch_change_that_clients_are_to
     Ok(())
 }
 
+#[tokio::test]
+async fn a_publish_answered_503_while_redis_stalls_is_not_stored_when_it_wakes_up() -> Result<()> {
+    let redis = Redis::start().await?;
+    let nodes = nodes(&redis, 1).await?;
+    let http = nodes[0].http();
+    publish_numbered(&nodes[0], "run:stall", 1, 1).await?;
+    redis.pause(true).await?;
+    let stalled = http
+        .post(
+            "/api/v1/events",
+            &event("run:stall", "step.progress", json!({"n": 2})),
+        )
+        .await;
+    redis.pause(false).await?;
+    let stalled = stalled?;
+    ensure!(
+        stalled.status == 503 && stalled.retry_after.is_some(),
+        "{} {}",
+        stalled.status,
+        stalled.text
+    );
+    // Once Redis runs the queued script, past its deadline, nothing is
+    // stored: the producer's retry is the only copy.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    publish_numbered(&nodes[0], "run:stall", 2, 1).await?;
+    let history = http.get("/api/v1/topics/run:stall/events?since=0").await?;
+    let events = history.body["events"].as_array().context("no events")?;
+    let ns: Vec<u64> = events
+        .iter()
+        .filter_map(|e| e["data"]["n"].as_u64())
+        .collect();
+    ensure!(ns == [1, 2], "{}", history.text);
+    Ok(())
+}
+
 /// What a Herald client (here the Rust one) delivers from `subscriber`:
 /// events as `(seq, n)` and gaps as `(0, reason)`, until `done` holds.
 async fn client_items_until(

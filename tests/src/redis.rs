@@ -136,6 +136,29 @@ impl Redis {
         Ok(())
     }
 
+    /// Stops (`SIGSTOP`) or continues (`SIGCONT`) the server: a Redis that
+    /// stalls, its connections open and unanswered.
+    pub async fn pause(&self, paused: bool) -> Result<()> {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .context("redis-server is not running")?;
+        let signal = if paused { "-STOP" } else { "-CONT" };
+        let status = timeout(
+            Duration::from_secs(10),
+            Command::new("kill")
+                .args([signal, &pid.to_string()])
+                .status(),
+        )
+        .await
+        .context("kill did not return")??;
+        if !status.success() {
+            bail!("kill {signal} {pid}: {status}");
+        }
+        Ok(())
+    }
+
     /// Starts it again on the same port: empty, as after a restart without
     /// persistence, or with its last snapshot when it has one.
     pub async fn restart(&mut self) -> Result<()> {

@@ -43,6 +43,8 @@ mod wire;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -70,6 +72,12 @@ use super::{
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
 /// How long one command may take: past it, Redis counts as unreachable.
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(2000);
+/// How long after its sending a publish may still be stored: within
+/// [`RESPONSE_TIMEOUT`], with room for its answer to come back. A Redis
+/// that stalled (paused, swapping, a slow disk under `appendfsync always`)
+/// runs it later, after the node answered its producer 503: the script
+/// then stores nothing, so the producer's retry does not publish it twice.
+const PUBLISH_DEADLINE: Duration = Duration::from_millis(1500);
 /// A node not heard of for this long (ms) is not listed among the nodes.
 const NODE_SILENT_MS: u64 = 3 * feed::PROBE_EVERY.as_millis() as u64;
 /// A node not heard of for this long (ms) leaves the nodes' hash.
@@ -101,6 +109,9 @@ struct Shared {
     /// TTL of a topic's keys, and of an event id.
     topic_ttl: Duration,
     id_ttl: Duration,
+    /// Redis's clock minus this node's (ms), as the last publish found it:
+    /// a publish's deadline is set in Redis's time.
+    clock_offset_ms: AtomicI64,
 }
 
 /// What to read of a topic (see `lua/read.lua`).
@@ -202,7 +213,9 @@ impl RedisBroker {
             stats: Mutex::default(),
             topic_ttl: retention.history_age.max(Duration::from_secs(3600)) * 24,
             id_ttl: retention.history_age.max(MIN_ID_TTL),
+            clock_offset_ms: AtomicI64::new(0),
         });
+        shared.learn_clock().await.map_err(open_error)?;
         shared.check_eviction_policy().await;
         // The feed is up before the node takes connections: a subscription
         // has its channel from the start.
@@ -223,6 +236,27 @@ fn redacted(url: &str) -> String {
 }
 
 impl Shared {
+    /// Reads Redis's clock once, for the deadline of the first publishes.
+    async fn learn_clock(&self) -> Result<(), RedisError> {
+        let (seconds, micros): (u64, u64) = redis::cmd("TIME")
+            .query_async(&mut self.commands.clone())
+            .await?;
+        self.note_redis_time(seconds * 1000 + micros / 1000);
+        Ok(())
+    }
+
+    /// Records Redis's time `redis_ms` as read just now.
+    fn note_redis_time(&self, redis_ms: u64) {
+        let offset = redis_ms as i64 - crate::core::clock::now_ms() as i64;
+        self.clock_offset_ms.store(offset, Relaxed);
+    }
+
+    /// The deadline in Redis's time of a publish sent now.
+    fn publish_deadline(&self) -> u64 {
+        let now = crate::core::clock::now_ms() as i64 + self.clock_offset_ms.load(Relaxed);
+        (now + PUBLISH_DEADLINE.as_millis() as i64).max(1) as u64
+    }
+
     /// Warns when Redis may evict keys: a lost stream key is lost history.
     async fn check_eviction_policy(&self) {
         let policy: Result<Vec<String>, _> = redis::cmd("CONFIG")
@@ -428,7 +462,8 @@ impl Shared {
             .arg(MAX_SNAPSHOT_KEYS)
             .arg(audience_code(audience, &self.node).as_ref())
             .arg(topic.as_str())
-            .arg(topic.kind());
+            .arg(topic.kind())
+            .arg(self.publish_deadline());
         for draft in &drafts {
             let split = SplitFrame::of(draft)
                 .ok_or_else(|| BrokerError::Write("an event frame without its seq field".into()))?;
@@ -444,8 +479,16 @@ impl Shared {
             .await
             .map_err(failed)?;
         let answer = items(answer)?;
+        if let Some(now) = answer.first() {
+            self.note_redis_time(number(now)?);
+        }
         let [_now, epoch, outcomes @ ..] = answer.as_slice() else {
-            return Err(Unexpected(format!("{answer:?}")).into());
+            return match answer.as_slice() {
+                [_now] => Err(BrokerError::Unavailable(
+                    "the store ran the publish past its deadline, and stored nothing".into(),
+                )),
+                _ => Err(Unexpected(format!("{answer:?}")).into()),
+            };
         };
         let epoch = Epoch::new(text(epoch)?).map_err(|e| Unexpected(e.to_string()))?;
         let mut published = Vec::with_capacity(drafts.len());
@@ -660,10 +703,8 @@ impl Broker for RedisBroker {
     fn stats(&self) -> BrokerStats {
         let feed = &self.shared.feed;
         BrokerStats {
-            reconnects: feed.reconnects.load(std::sync::atomic::Ordering::Relaxed),
-            catch_up_reads: feed
-                .catch_up_reads
-                .load(std::sync::atomic::Ordering::Relaxed),
+            reconnects: feed.reconnects.load(Relaxed),
+            catch_up_reads: feed.catch_up_reads.load(Relaxed),
             ..*self.shared.stats.lock()
         }
     }

@@ -12,13 +12,20 @@
 -- ARGV[5] TTL of an event id (ms)   ARGV[6] prefix of event id keys
 -- ARGV[7] channel   ARGV[8] most snapshot keys   ARGV[9] audience
 -- ARGV[10] the topic   ARGV[11] its kind
+-- ARGV[12] the publish's deadline in Redis time (ms; 0: none)
 -- then five per event: id, fingerprint, key ("" for none), frame head, frame tail
 -- (the frame is head .. seq .. tail).
 -- Returns {now_ms, epoch, seq1, status1, seq2, status2, ...}: status 0 stored,
--- 1 a retry of the stored event with that id, 2 the id stored with other content.
+-- 1 a retry of the stored event with that id, 2 the id stored with other content;
+-- past the deadline (the node has told its producer the publish failed),
+-- {now_ms} and nothing stored.
 local meta, stream, snapshot, order = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local deadline = tonumber(ARGV[12])
+if deadline > 0 and now > deadline then
+  return {string.format('%d', now)}
+end
 local epoch = redis.call('HGET', meta, 'e')
 if not epoch then
   -- A new stream: whatever was left of an older one goes with it.
@@ -27,7 +34,7 @@ if not epoch then
   redis.call('HSET', meta, 'e', epoch, 's', 0)
 end
 local results = {string.format('%d', now), epoch}
-local i = 12
+local i = 13
 while i + 4 <= #ARGV do
   local id, fingerprint, key, head, tail = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   i = i + 5
