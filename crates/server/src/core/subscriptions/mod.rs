@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use herald_protocol::frame::{ErrorFrame, Since, Subscribe, Subscribed};
 use herald_protocol::{CloseReason, ErrorCode, EventFilter, ServerMessage, Topic, TopicPattern};
@@ -18,7 +19,7 @@ use crate::core::broker::{Broker, BrokerError, History, HistoryRequest, ReadRequ
 use crate::core::connection::ConnHandle;
 use crate::core::connections::Connections;
 use crate::core::fanout::{Fanout, Held, Overflowed, Seam};
-use crate::core::outbox::{EventMeta, OutFrame};
+use crate::core::outbox::{EventMeta, OutFrame, Pushed};
 use crate::operations::metrics::{Metrics, ReplayOutcome};
 
 /// A connection closed because too many live events came while its replay
@@ -426,8 +427,11 @@ impl Subscriptions {
 /// Queues a replay, and counts how it ended: its gap, its events, then
 /// `replay_complete`. A replay longer than half the connection's queue goes
 /// in parts of that size, each once the writer took the frames before it
-/// ([`Outbox::wait_for_room`]), so that it never sheds its own events; it
-/// stops if the connection closes.
+/// ([`Outbox::wait_for_room`]), so that its parts never push each other
+/// out; it stops if the connection closes. Live events of the connection's
+/// other topics still go to the queue meanwhile, and on a connection that
+/// reads more slowly than they come they shed the oldest queued events, the
+/// replay's among them, as for any slow consumer (counted as shed).
 ///
 /// [`Outbox::wait_for_room`]: crate::core::outbox::Outbox::wait_for_room
 async fn send_history(metrics: &Metrics, conn: &ConnHandle, history: History) {
@@ -446,9 +450,10 @@ async fn send_history(metrics: &Metrics, conn: &ConnHandle, history: History) {
         // The writer took the part before: the peer reads, so it is alive,
         // though its own frames wait while the reader queues this replay.
         conn.saw_peer();
+        let mut shed = 0;
         for encoded in events {
             let event = &encoded.event;
-            conn.outbox.push(OutFrame {
+            let pushed = conn.outbox.push(OutFrame {
                 text: encoded.frame.clone(),
                 event: Some(EventMeta {
                     topic: event.topic.clone(),
@@ -457,6 +462,11 @@ async fn send_history(metrics: &Metrics, conn: &ConnHandle, history: History) {
                     published: std::time::Instant::now(),
                 }),
             });
+            shed += u64::from(pushed == Pushed::Shed);
+        }
+        if shed > 0 {
+            conn.events_shed.fetch_add(shed, Relaxed);
+            metrics.events_shed.inc_by(shed);
         }
     }
     conn.send(&ServerMessage::ReplayComplete(history.complete));
