@@ -593,6 +593,36 @@ async fn auth_frame_for_another_user_is_forbidden_and_keeps_the_old_identity() -
     Ok(())
 }
 
+#[tokio::test]
+async fn a_narrower_token_ends_the_subscriptions_it_no_longer_allows_and_keeps_the_rest()
+-> Result<()> {
+    let hub = hs256_hub(&[]).await?;
+    let mut client = ws_as(&hub, "/ws", &hs256(&fresh("u1", &["run:*", "task:*"]))?).await?;
+    client.subscribe(&["run:r1", "task:t1"]).await?;
+    let narrower = hs256(&fresh("u1", &["task:*"]))?;
+    let refused = expect_error(
+        &mut client,
+        json!({"action": "auth", "token": narrower}),
+        "a1",
+        "forbidden",
+    )
+    .await?;
+    ensure!(
+        str_field(&refused, "message").contains("run:r1"),
+        "{refused}"
+    );
+    let http = hub.http();
+    http.publish_simple("run:r1", "step.progress", json!({}))
+        .await?;
+    http.publish_simple("task:t1", "step.progress", json!({}))
+        .await?;
+    let next = client.recv_until(|f| frame_type(f) == "event").await?;
+    ensure!(next["topic"] == "task:t1", "{next}");
+    let after = client.barrier().await?;
+    ensure!(!after.iter().any(|f| f["topic"] == "run:r1"), "{after:?}");
+    Ok(())
+}
+
 // ===========================================================================
 // Approvals
 

@@ -60,7 +60,28 @@ pub(crate) async fn dispatch(
         }
         ClientMessage::Pong(_) | ClientMessage::Ack(_) => Ok(()),
         // In open mode there is no token to replace.
-        ClientMessage::Auth(auth) => conn.reauthenticate(&hub.config().auth, &auth.token),
+        ClientMessage::Auth(auth) => {
+            conn.reauthenticate(&hub.config().auth, &auth.token)?;
+            // What the new token no longer covers stops, and the client is
+            // told which; the rest goes on.
+            let revoked: Vec<TopicPattern> = conn
+                .subscriptions()
+                .into_iter()
+                .filter(|pattern| !conn.may_subscribe(pattern))
+                .collect();
+            if revoked.is_empty() {
+                return Ok(());
+            }
+            subscriptions.unsubscribe(conn, &revoked).await;
+            let names: Vec<String> = revoked.iter().map(ToString::to_string).collect();
+            Err((
+                ErrorCode::Forbidden,
+                format!(
+                    "the new token does not allow {}: unsubscribed",
+                    names.join(", ")
+                ),
+            ))
+        }
         ClientMessage::Confirm(confirm) => {
             let decided_by = conn
                 .user_id
