@@ -5,8 +5,9 @@
 //! events are shed: each shed event is replaced in place by a `gap` marker,
 //! or joins the latest marker of its topic when no event of that topic is
 //! queued after that marker, so the client learns exactly which seqs it will
-//! not get, before every later event of their topic. If a `high` or `critical` event (or a control frame) would be lost,
-//! the outbox closes with 1013 instead: the client reconnects and replays.
+//! not get, before every later event of their topic. If a `high` or
+//! `critical` event (or a control frame) would be lost, the outbox closes
+//! with 1013 instead: the client reconnects and replays.
 //!
 //! The frames of a run (a batch's events of one topic) that a connection
 //! takes whole are queued as one entry ([`Run`]), shared by every

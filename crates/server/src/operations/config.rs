@@ -449,8 +449,10 @@ mod tests {
 
     #[test]
     fn allowed_origins_name_origins_or_any_with_a_star() {
-        let mut config = Config::default();
-        config.allowed_origins = vec!["https://app.example".into()];
+        let mut config = Config {
+            allowed_origins: vec!["https://app.example".into()],
+            ..Config::default()
+        };
         assert!(config.origin_allowed("https://app.example", None));
         assert!(!config.origin_allowed("https://app.example.evil.example", None));
         config.allowed_origins.push("*".into());
