@@ -684,6 +684,53 @@ async fn a_redis_restored_from_an_older_snapshot_hands_out_no_seq_twice_under_on
 }
 
 #[tokio::test]
+async fn events_published_right_after_a_restore_from_an_older_snapshot_are_not_taken_for_the_old_stream()
+-> Result<()> {
+    let mut redis = Redis::start_persistent().await?;
+    let nodes = nodes(&redis, 2).await?;
+    let mut client = nodes[0].ws("/ws").await?;
+    client.subscribe(&["run:restored"]).await?;
+    publish_numbered(&nodes[1], "run:restored", 0, 5).await?;
+    // The snapshot holds seqs 1..=5; the nodes deliver up to 10.
+    redis.save().await?;
+    publish_numbered(&nodes[1], "run:restored", 5, 5).await?;
+    collect_events(&mut client, "run:restored", 10).await?;
+    redis.stop().await?;
+    // The feeds' reconnection backoff grows to its cap meanwhile.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    redis.restart().await?;
+    // At once, before the feeds are back: more events than the 5 seqs lost,
+    // so the restored stream passes the seq the nodes delivered.
+    for n in 100..110 {
+        eventually(
+            Duration::from_secs(5),
+            "publishing after the restore",
+            || async {
+                let reply = nodes[1]
+                    .http()
+                    .post(
+                        "/api/v1/events",
+                        &event("run:restored", "step.progress", json!({ "n": n })),
+                    )
+                    .await?;
+                Ok((reply.status == 200).then_some(()))
+            },
+        )
+        .await?;
+    }
+    let gap = client
+        .recv_until(|f| frame_type(f) == "gap" && str_field(f, "topic") == "run:restored")
+        .await?;
+    ensure!(gap["reason"] == "epoch_changed", "{gap}");
+    let frames = collect_events(&mut client, "run:restored", 15).await?;
+    ensure!(
+        numbers(&frames, "run:restored") == (0..5).chain(100..110).collect::<Vec<_>>(),
+        "the new stream from its first seq: {frames:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn every_node_lists_the_nodes_sharing_its_redis() -> Result<()> {
     let redis = Redis::start().await?;
     let nodes = nodes(&redis, 3).await?;

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use herald_protocol::frame::{Gap, GapReason};
-use herald_protocol::{CallbackId, Epoch, EventType, Topic, TopicPattern};
+use herald_protocol::{CallbackId, Epoch, EventId, EventType, Topic, TopicPattern};
 use parking_lot::{Mutex, RwLock};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
@@ -54,8 +54,15 @@ const MAX_POSITIONS: usize = 100_000;
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
-/// What a node last delivered of a topic.
-type Slot = Arc<Mutex<Option<(Epoch, u64)>>>;
+/// What a node last delivered of a topic: the stream, the seq, and the id
+/// of that event (none after a reset or a trimmed gap).
+type LastDelivered = (Epoch, u64, Option<EventId>);
+
+/// A topic's [`LastDelivered`], once it has one.
+type Slot = Arc<Mutex<Option<LastDelivered>>>;
+
+/// Entries of a stream as `XRANGE` answers them: id, then field → value.
+type StreamEntries = Vec<(String, HashMap<String, Vec<u8>>)>;
 
 /// What happened to one event offered for delivery.
 #[derive(Debug, PartialEq, Eq)]
@@ -137,7 +144,15 @@ impl Feed {
         if let TopicPattern::Exact(topic) = pattern
             && *topic != Topic::global()
         {
-            self.positions.write().remove(topic);
+            // A pattern this node still follows still delivers the topic:
+            // its position stays, or an announcement of an event already
+            // delivered here (the pattern's copy of an announcement, or one
+            // a publisher on this node delivered first) would find no
+            // position and be delivered again. (Locks in `slot`'s order.)
+            let mut positions = self.positions.write();
+            if !self.interest.lock().keys().any(|p| p.matches(topic)) {
+                positions.remove(topic);
+            }
         }
         let connection = self.connection.read().clone();
         if let Some(mut connection) = connection {
@@ -196,6 +211,13 @@ impl Feed {
     ) -> Delivery {
         let topic = &event.event.topic;
         let seq = event.event.seq;
+        // Until the feed is caught up after a reconnection (and has checked
+        // that Redis did not come back with older streams), the feed
+        // delivers: a position must not move on with an event of a stream
+        // that is about to get a new epoch.
+        if !first_here && !self.healthy() {
+            return Delivery::Deferred;
+        }
         let slot = if first_here {
             self.slot(topic)
         } else {
@@ -206,7 +228,7 @@ impl Feed {
         };
         let mut position = slot.lock();
         match &*position {
-            Some((known, last)) if known == epoch => {
+            Some((known, last, _)) if known == epoch => {
                 if seq <= *last {
                     return Delivery::Duplicate;
                 }
@@ -227,20 +249,20 @@ impl Feed {
             stored_at: Instant::now(),
             together,
         });
-        *position = Some((epoch.clone(), seq));
+        *position = Some((epoch.clone(), seq, Some(event.event.id.clone())));
         Delivery::Delivered(reached)
     }
 
     /// Forgets the topic's position (its stream was replaced).
     fn reset(&self, topic: &Topic, epoch: &Epoch) {
-        *self.slot(topic).lock() = Some((epoch.clone(), 0));
+        *self.slot(topic).lock() = Some((epoch.clone(), 0, None));
     }
 
     fn position(&self, topic: &Topic) -> Option<(Epoch, u64)> {
         self.positions
             .read()
             .get(topic)
-            .and_then(|slot| slot.lock().clone())
+            .and_then(|slot| slot.lock().as_ref().map(|(e, s, _)| (e.clone(), *s)))
     }
 }
 
@@ -359,6 +381,20 @@ impl FeedSession {
         // Probes in flight: their number and the Redis time they were sent at.
         let mut waiting: Vec<(u64, u64, Instant)> = Vec::new();
         let mut next_probe = 0u64;
+        // A Redis that restarted may hold an older copy of a stream
+        // (restored from a snapshot): checked before this session delivers
+        // anything, since events published meanwhile could otherwise be
+        // taken for the continuation of what this node delivered.
+        if engine.redis_time().await.is_err() {
+            return Err("Redis does not answer");
+        }
+        let run = engine.server_run().await;
+        if server_run.is_some() && run.is_some() && run != *server_run {
+            engine.rebase_regressed().await;
+        }
+        if run.is_some() {
+            *server_run = run;
+        }
         // What may have been missed is read once the first probe is heard:
         // by then every subscription above is in effect.
         let mut caught_up = false;
@@ -407,18 +443,6 @@ impl FeedSession {
                                     let (_, time, _) = waiting[at];
                                     waiting.drain(..=at);
                                     if !caught_up {
-                                        // A Redis that restarted may hold an older
-                                        // copy of a stream (restored from a
-                                        // snapshot): its seqs must not be handed
-                                        // out again under the epoch this node
-                                        // delivered them with.
-                                        let run = engine.server_run().await;
-                                        if server_run.is_some() && run.is_some() && run != *server_run {
-                                            engine.rebase_regressed().await;
-                                        }
-                                        if run.is_some() {
-                                            *server_run = run;
-                                        }
                                         engine.catch_up(*heard_until).await;
                                         caught_up = true;
                                         engine.feed.healthy.store(true, Relaxed);
@@ -472,15 +496,16 @@ impl Shared {
     /// this node delivered a new epoch: its subscribers are then told
     /// `epoch_changed`, here by the catch-up and everywhere by `since`.
     async fn rebase_regressed(&self) {
-        let followed: Vec<(Topic, (Epoch, u64))> = self
+        let followed: Vec<(Topic, LastDelivered)> = self
             .feed
             .positions
             .read()
             .iter()
             .filter_map(|(topic, slot)| Some((topic.clone(), slot.lock().clone()?)))
             .collect();
-        for (topic, (epoch, delivered)) in followed {
-            let meta = keys::TopicKeys::of(&topic).meta;
+        for (topic, (epoch, delivered, delivered_id)) in followed {
+            let keys = keys::TopicKeys::of(&topic);
+            let meta = keys.meta;
             let stored: Result<(Option<String>, Option<u64>), _> = redis::cmd("HMGET")
                 .arg(&meta)
                 .arg("e")
@@ -490,8 +515,36 @@ impl Shared {
             let Ok((Some(stored_epoch), Some(stored_seq))) = stored else {
                 continue;
             };
-            if stored_epoch != epoch.as_str() || stored_seq >= delivered {
+            if stored_epoch != epoch.as_str() {
                 continue;
+            }
+            // Events published since Redis came back (before this check) may
+            // have taken the stream past what was delivered: then the event
+            // now stored at the delivered seq is another one.
+            if stored_seq >= delivered {
+                let Some(delivered_id) = delivered_id else {
+                    continue;
+                };
+                let at = format!("{delivered}-0");
+                let entries: Result<StreamEntries, _> = redis::cmd("XRANGE")
+                    .arg(&keys.stream)
+                    .arg(&at)
+                    .arg(&at)
+                    .query_async(&mut self.commands.clone())
+                    .await;
+                let stored_id = entries.ok().and_then(|entries| {
+                    let frame = entries.first()?.1.get("f")?.clone();
+                    Some(
+                        super::wire::decode_frame(bytes::Bytes::from(frame))?
+                            .event
+                            .id
+                            .clone(),
+                    )
+                });
+                // Not there any more (trimmed): nothing to tell by.
+                if stored_id.is_none_or(|id| id == delivered_id) {
+                    continue;
+                }
             }
             let replaced: Result<u64, _> = super::scripts::REBASE
                 .key(&meta)
@@ -502,6 +555,14 @@ impl Shared {
                 .await;
             if replaced.is_ok_and(|n| n == 1) {
                 tracing::warn!(%topic, stored_seq, delivered, "Redis holds an older copy of this stream: it gets a new epoch");
+            }
+        }
+        // Told now (`epoch_changed`, then the new stream), before any
+        // announcement of the old epoch could be taken as its continuation.
+        let followed: Vec<Topic> = self.feed.positions.read().keys().cloned().collect();
+        for topic in &followed {
+            if self.feed.position(topic).is_some() {
+                self.fill(topic, None).await;
             }
         }
     }
@@ -527,15 +588,10 @@ impl Shared {
         match self.deliver_counted(epoch, event, audience, false).await {
             Delivery::Delivered(_) | Delivery::Duplicate | Delivery::Deferred => return,
             Delivery::Behind(_) => {}
-            Delivery::EpochChanged => {
-                self.handler.on_gap(&Gap {
-                    topic: topic.clone(),
-                    from_seq: 1,
-                    to_seq: 0,
-                    reason: GapReason::EpochChanged,
-                });
-                self.feed.reset(topic, epoch);
-            }
+            // The fill reads which stream is current: it tells and resets
+            // when that is another one; an announcement from a stream
+            // replaced since (a rebase) is then not delivered below.
+            Delivery::EpochChanged => {}
         }
         self.fill(topic, None).await;
         // Whatever the stream said, this event is the newest: deliver it
@@ -610,7 +666,7 @@ impl Shared {
                 reason: GapReason::Trimmed,
             });
             if let Some(slot) = self.feed.positions.read().get(topic) {
-                *slot.lock() = Some((read.epoch.clone(), to_seq));
+                *slot.lock() = Some((read.epoch.clone(), to_seq, None));
             }
         }
         let together = read.events.len() > 1;
@@ -649,5 +705,39 @@ impl Shared {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(p: &str) -> TopicPattern {
+        TopicPattern::parse(p).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_topic_a_pattern_still_follows_keeps_its_position_when_its_last_exact_follower_leaves()
+     {
+        let feed = Feed::default();
+        let epoch = Epoch::new("e1").unwrap();
+        let covered = Topic::parse("run:x").unwrap();
+        let alone = Topic::parse("job:y").unwrap();
+        {
+            let mut interest = feed.interest.lock();
+            interest.insert(pattern("run:*"), 1);
+            interest.insert(pattern("run:x"), 1);
+            interest.insert(pattern("job:y"), 1);
+        }
+        *feed.slot(&covered).lock() = Some((epoch.clone(), 188, None));
+        *feed.slot(&alone).lock() = Some((epoch.clone(), 7, None));
+        feed.unfollow(&pattern("run:x")).await;
+        feed.unfollow(&pattern("job:y")).await;
+        // `run:*` still delivers run:x here: forgetting that #188 was
+        // delivered would deliver its next announcement (or its pattern copy)
+        // a second time.
+        assert_eq!(feed.position(&covered), Some((epoch, 188)));
+        // Nothing follows job:y any more: its position goes.
+        assert_eq!(feed.position(&alone), None);
     }
 }
