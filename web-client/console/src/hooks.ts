@@ -2,7 +2,7 @@
 // component, a value that follows a store, a clock for countdowns, and a
 // loader for HTTP answers.
 
-import { useEffect, useState } from "preact/hooks";
+import { useCallback, useEffect, useRef, useState } from "preact/hooks";
 import type { HeraldClient, SubscribeOptions, Subscription } from "../../dist/index.js";
 
 /** Subscribes while the component is mounted (and again when `key` changes); `setup` adds handlers. */
@@ -19,6 +19,24 @@ export function useSubscription(
     setup(subscription);
     return () => void subscription.unsubscribe();
   }, [client, topics?.join(","), ...key]);
+}
+
+/**
+ * A re-render at most once per animation frame, however often the returned
+ * function is called in between: a burst of events costs a render per
+ * frame, not one per event.
+ */
+export function useFrameRender(): () => void {
+  const [, setVersion] = useState(0);
+  const pending = useRef(false);
+  return useCallback(() => {
+    if (pending.current) return;
+    pending.current = true;
+    requestAnimationFrame(() => {
+      pending.current = false;
+      setVersion((v) => v + 1);
+    });
+  }, []);
 }
 
 /** The current time, updated every `intervalMs`. */

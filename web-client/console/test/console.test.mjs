@@ -261,6 +261,34 @@ test("a_busy_runs_view_shows_its_retained_history_however_late_the_history_answe
   }
 });
 
+test("a_topic_pages_live_tail_keeps_up_with_a_burst_of_a_thousand_events", async () => {
+  const hub = await startHub();
+  const topic = "run:burst";
+  const page = await openConsole(hub, `#/topics/${topic}`);
+  await live(page);
+  // Once the page's subscription is in effect, a probe shows in the tail.
+  let following = false;
+  for (let i = 0; i < 20 && !following; i++) {
+    await publish(hub, { topic, event_type: "step.progress", data: { probe: i } });
+    following = await page.waitForSelector(".live-tail tr[data-seq]", { timeout: 500 }).then(
+      () => true,
+      () => false,
+    );
+  }
+  assert.ok(following, "the tail shows no live event");
+  let last = 0;
+  for (let batch = 0; batch < 10; batch++) {
+    const events = Array.from({ length: 100 }, (_, i) => ({ topic, event_type: "step.progress", data: { i: batch * 100 + i } }));
+    const receipts = await postJson(hub, "/api/v1/events", events);
+    last = receipts[receipts.length - 1].seq;
+  }
+  // Rendered once per frame, not once per event: the last one shows while
+  // the burst is still fresh (one render per event took ~40 s here).
+  await seen(page, `.live-tail tr[data-seq="${last}"]`, 20_000);
+  assert.equal(await page.locator(".live-tail tbody tr").count(), 500);
+  assert.deepEqual(page.errors, []);
+});
+
 test("with_allowed_origins_set_the_hubs_own_console_still_loads_and_goes_live", async () => {
   const hub = await startHub({ args: ["--allowed-origins", "https://app.example"] });
   const page = await openConsole(hub);

@@ -9,7 +9,7 @@ import type { HeraldClient, HeraldEvent } from "../../../dist/index.js";
 import type { ApprovalBook } from "../approvals.js";
 import type { Api } from "../api.js";
 import { bytes, duration, number, time } from "../format.js";
-import { useNow, useStore, useSubscription } from "../hooks.js";
+import { useFrameRender, useNow, useStore, useSubscription } from "../hooks.js";
 import { href } from "../route.js";
 import { type Run as RunModel, apply, emptyRun } from "../run/model.js";
 import { Dag } from "../ui/dag.js";
@@ -20,7 +20,7 @@ const REPLAY = 1000;
 
 export function Run({ client, api, approvals, topic }: { client: HeraldClient; api: Api; approvals: ApprovalBook; topic: string }) {
   const run = useRef<RunModel>(emptyRun(topic));
-  const [, setVersion] = useState(0);
+  const render = useFrameRender();
   const [control, setControl] = useState<string | undefined>();
   const book = useStore(approvals);
   const now = useNow(1000);
@@ -28,7 +28,7 @@ export function Run({ client, api, approvals, topic }: { client: HeraldClient; a
 
   useSubscription(client, [topic], {}, (subscription) => {
     run.current = emptyRun(topic);
-    setVersion((v) => v + 1);
+    render();
     // The retained history first, then the live events that came while it
     // loaded (`apply` skips the seqs it has): applied first, a live event
     // would move `lastSeq` past the whole history. A later load (after a
@@ -44,7 +44,7 @@ export function Run({ client, api, approvals, topic }: { client: HeraldClient; a
         for (const event of events) apply(fresh, event);
         for (const event of waiting) apply(fresh, event);
         run.current = fresh;
-        setVersion((v) => v + 1);
+        render();
       };
       void api.history(topic, 0, REPLAY).then(
         (history) => done(history.events as never),
@@ -60,7 +60,7 @@ export function Run({ client, api, approvals, topic }: { client: HeraldClient; a
         return;
       }
       apply(run.current, event);
-      setVersion((v) => v + 1);
+      render();
     });
     // Events were lost: rebuild from what the hub retains.
     subscription.onGap(load);

@@ -2,12 +2,12 @@
 // its keyed snapshot, and a live tail filterable by type pattern and
 // priority that shows `gap` frames for what they are.
 
-import { useState } from "preact/hooks";
+import { useRef, useState } from "preact/hooks";
 import type { Event, Gap, HeraldClient, Priority } from "../../../dist/index.js";
 import { typeMatches } from "../../../dist/index.js";
 import type { Api } from "../api.js";
 import { json, time } from "../format.js";
-import { useLoad, useSubscription } from "../hooks.js";
+import { useFrameRender, useLoad, useSubscription } from "../hooks.js";
 import { href, isRunTopic } from "../route.js";
 
 const PAGE = 50;
@@ -41,7 +41,14 @@ export function Topic({ client, api, topic }: { client: HeraldClient; api: Api; 
     since: -1,
     loading: false,
   });
-  const [tail, setTail] = useState<TailRow[]>([]);
+  // Newest first, at most TAIL rows; rendered once per frame.
+  const tail = useRef<TailRow[]>([]);
+  const render = useFrameRender();
+  const add = (row: TailRow) => {
+    tail.current.unshift(row);
+    if (tail.current.length > TAIL) tail.current.length = TAIL;
+    render();
+  };
   const [typeFilter, setTypeFilter] = useState("");
   const [minPriority, setMinPriority] = useState<Priority>("low");
 
@@ -71,17 +78,18 @@ export function Topic({ client, api, topic }: { client: HeraldClient; api: Api; 
     [topic],
     {},
     (subscription) => {
-      setTail([]);
+      tail.current = [];
+      render();
       void loadPage(undefined);
-      subscription.on("*", (event) => setTail((rows) => [{ kind: "event" as const, event: event as Event }, ...rows].slice(0, TAIL)));
-      subscription.onGap((gap) => setTail((rows) => [{ kind: "gap" as const, gap, at: Date.now() }, ...rows].slice(0, TAIL)));
+      subscription.on("*", (event) => add({ kind: "event", event: event as Event }));
+      subscription.onGap((gap) => add({ kind: "gap", gap, at: Date.now() }));
       subscription.onSnapshot(() => reloadSnapshot());
     },
     [],
   );
 
   const pattern = typeFilter.trim();
-  const shown = tail.filter(
+  const shown = tail.current.filter(
     (row) =>
       row.kind === "gap" ||
       ((!pattern || typeMatches(pattern, row.event.event_type)) &&
