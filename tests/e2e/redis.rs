@@ -771,6 +771,37 @@ async fn every_node_lists_the_topics_published_on_any_node() -> Result<()> {
 }
 
 #[tokio::test]
+async fn topics_whose_keys_expired_leave_the_topic_index_and_their_kind_the_kinds() -> Result<()> {
+    let redis = Redis::start().await?;
+    let nodes = nodes(&redis, 1).await?;
+    publish_numbered(&nodes[0], "run:live", 0, 1).await?;
+    // What a topic last published on long ago leaves behind once its keys
+    // expired: an index entry, and its kind.
+    redis
+        .command(&["ZADD", "herald:topics:run", "1", "run:expired"])
+        .await?;
+    redis
+        .command(&["ZADD", "herald:topics:old", "1", "old:expired"])
+        .await?;
+    redis.command(&["SADD", "herald:kinds", "old"]).await?;
+    eventually(Duration::from_secs(10), "the index pruned", || async {
+        let expired = redis
+            .number(&["ZSCORE", "herald:topics:run", "run:expired"])
+            .await?;
+        let kind = redis.number(&["SISMEMBER", "herald:kinds", "old"]).await?;
+        Ok((expired.is_none() && kind == Some(0.0)).then_some(()))
+    })
+    .await?;
+    let live = redis
+        .number(&["ZSCORE", "herald:topics:run", "run:live"])
+        .await?;
+    ensure!(live.is_some(), "the live topic left the index");
+    let status = nodes[0].http().get("/api/v1/status").await?;
+    ensure!(status.body["topics"] == 1, "{}", status.text);
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_draining_nodes_clients_get_a_retry_hint_the_others_only_the_notice_and_they_resume_on_another_node()
 -> Result<()> {
     let redis = Redis::start().await?;

@@ -125,6 +125,20 @@ impl Redis {
             .with_context(|| format!("redis {args:?}"))
     }
 
+    /// A command whose answer is a number or nil (`ZSCORE`, `SISMEMBER`, …).
+    pub async fn number(&self, args: &[&str]) -> Result<Option<f64>> {
+        match self.command(args).await? {
+            redis::Value::Nil => Ok(None),
+            redis::Value::Int(n) => Ok(Some(n as f64)),
+            redis::Value::Double(n) => Ok(Some(n)),
+            redis::Value::BulkString(bytes) => {
+                let text = String::from_utf8(bytes).context("a score that is not text")?;
+                Ok(Some(text.parse().context("a score that is not a number")?))
+            }
+            other => bail!("redis {args:?}: not a number: {other:?}"),
+        }
+    }
+
     /// Stops the server (SIGKILL by PID) and waits for it to exit.
     pub async fn stop(&mut self) -> Result<()> {
         if let Some(mut child) = self.child.take() {

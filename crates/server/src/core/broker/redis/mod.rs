@@ -215,7 +215,10 @@ impl RedisBroker {
             id_ttl: retention.history_age.max(MIN_ID_TTL),
             clock_offset_ms: AtomicI64::new(0),
         });
-        shared.learn_clock().await.map_err(open_error)?;
+        shared.learn_clock().await.map_err(|e| BrokerError::Open {
+            path: redacted(url),
+            reason: e.to_string(),
+        })?;
         shared.check_eviction_policy().await;
         // The feed is up before the node takes connections: a subscription
         // has its channel from the start.
@@ -237,11 +240,9 @@ fn redacted(url: &str) -> String {
 
 impl Shared {
     /// Reads Redis's clock once, for the deadline of the first publishes.
-    async fn learn_clock(&self) -> Result<(), RedisError> {
-        let (seconds, micros): (u64, u64) = redis::cmd("TIME")
-            .query_async(&mut self.commands.clone())
-            .await?;
-        self.note_redis_time(seconds * 1000 + micros / 1000);
+    async fn learn_clock(&self) -> Result<(), BrokerError> {
+        let now = self.redis_time().await?;
+        self.note_redis_time(now);
         Ok(())
     }
 
@@ -297,12 +298,38 @@ impl Shared {
             .await;
         let mut topics = 0;
         if let Ok(kinds) = &kinds {
+            // Topics whose keys expired (no event for the topic TTL) leave
+            // the index, and kinds with none left the set of kinds: both
+            // stay as large as what Redis still holds.
+            let expired = now_ms.saturating_sub(self.topic_ttl.as_millis() as u64);
             let mut counting = redis::pipe();
             for kind in kinds {
-                counting.zcard(keys::kind_index(kind));
+                let index = keys::kind_index(kind);
+                counting
+                    .cmd("ZREMRANGEBYSCORE")
+                    .arg(&index)
+                    .arg("-inf")
+                    .arg(format!("({expired}"))
+                    .ignore()
+                    .zcard(index);
             }
             let counts: Result<Vec<usize>, _> = counting.query_async(&mut commands).await;
-            topics = counts.map_or(0, |c| c.iter().sum());
+            if let Ok(counts) = &counts {
+                topics = counts.iter().sum();
+                let empty: Vec<&String> = kinds
+                    .iter()
+                    .zip(counts)
+                    .filter(|(_, count)| **count == 0)
+                    .map(|(kind, _)| kind)
+                    .collect();
+                if !empty.is_empty() {
+                    let _: Result<(), _> = redis::cmd("SREM")
+                        .arg(keys::KINDS)
+                        .arg(&empty)
+                        .query_async(&mut commands)
+                        .await;
+                }
+            }
         }
         let memory: Result<String, _> = redis::cmd("INFO")
             .arg("memory")
