@@ -395,6 +395,45 @@ async fn a_regular_file_at_the_socket_path_is_refused_before_claiming_to_listen(
 }
 
 #[tokio::test]
+async fn rejected_datagrams_reach_the_log_escaped_and_a_few_a_second_at_most() -> Result<()> {
+    let (_dir, path) = socket_in_tempdir()?;
+    let hub = hub_on(&path, &[]).await?;
+    let mut client = subscriber(&hub, "execution:after").await?;
+    // A terminal escape and a line of its own that looks like the hub's.
+    let forged = b"\x1b[31mPWNED\n2026-12-06T00:00:00.000000Z  INFO herald_server::server: FORGED";
+    send(&path, forged)?;
+    for _ in 0..200 {
+        send(&path, b"{}")?;
+    }
+    send_event(
+        &path,
+        &event("execution:after", "execution.completed", json!({})),
+    )?;
+    client
+        .recv_until(|f| is_event_on(f, "execution:after"))
+        .await?;
+    let log = hub.stderr();
+    ensure!(
+        !log.contains('\x1b'),
+        "a raw escape reached the log:\n{log}"
+    );
+    ensure!(
+        !log.lines()
+            .any(|line| line.starts_with("2026-12-06T00:00:00")),
+        "a datagram forged a log line:\n{log}"
+    );
+    let rejections = log
+        .lines()
+        .filter(|line| line.contains("rejected a malformed datagram"))
+        .count();
+    ensure!(
+        (1..=20).contains(&rejections),
+        "{rejections} rejection lines for 201 datagrams:\n{log}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn socket_file_gets_the_mode_from_unix_socket_mode() -> Result<()> {
     for (flag, mode) in [(Some("600"), 0o600), (None, 0o660)] {
         let (_dir, path) = socket_in_tempdir()?;

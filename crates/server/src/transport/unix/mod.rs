@@ -13,11 +13,16 @@ mod machine_datagram;
 
 use tokio::net::UnixDatagram;
 
+use governor::{Quota, RateLimiter};
+
 use crate::core::hub::Hub;
 use crate::core::publish::PublishOptions;
 
 /// The largest datagram read, whatever `--max-body-size` says.
 const MAX_DATAGRAM: usize = 16 * 1024 * 1024;
+
+/// Rejected datagrams logged a second at most.
+const REJECTIONS_LOGGED: std::num::NonZeroU32 = std::num::NonZeroU32::new(5).unwrap();
 
 /// Why the ingest socket could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +76,22 @@ pub async fn run(hub: Hub, socket: UnixDatagram, path: PathBuf) {
     // one the kernel cut to fit.
     let limit = hub.config().max_body_size.min(MAX_DATAGRAM);
     let mut buffer = vec![0u8; limit.saturating_add(1)];
+    // Rejections are counted (`herald_unix_datagrams_rejected_total`) and
+    // logged a few a second at most, with how many went unlogged: a writer
+    // of garbage must not flood the log.
+    let warnings = RateLimiter::direct(Quota::per_second(REJECTIONS_LOGGED));
+    let mut unlogged = 0u64;
+    let mut warn = |message: &str, error: Option<&str>, datagram: Option<&[u8]>| {
+        if warnings.check().is_err() {
+            unlogged += 1;
+            return;
+        }
+        // Escaped (`?`): a datagram's bytes never reach the log raw.
+        let excerpt =
+            datagram.map(|d| String::from_utf8_lossy(&d[..d.len().min(120)]).into_owned());
+        tracing::warn!(error = ?error, datagram = ?excerpt, unlogged, "{message}");
+        unlogged = 0;
+    };
     loop {
         let received = tokio::select! {
             biased;
@@ -92,7 +113,11 @@ pub async fn run(hub: Hub, socket: UnixDatagram, path: PathBuf) {
         metrics.unix_datagrams.inc();
         if len > limit {
             metrics.unix_datagrams_rejected.inc();
-            tracing::warn!(limit, "rejected a datagram larger than --max-body-size");
+            warn(
+                "rejected a datagram larger than --max-body-size",
+                None,
+                None,
+            );
             continue;
         }
         // An object, as over HTTP (serde alone would also take the fields
@@ -106,8 +131,11 @@ pub async fn run(hub: Hub, socket: UnixDatagram, path: PathBuf) {
             Ok(request) => request,
             Err(error) => {
                 metrics.unix_datagrams_rejected.inc();
-                let preview = String::from_utf8_lossy(&datagram[..len.min(120)]).into_owned();
-                tracing::warn!(error, datagram = %preview, "rejected a malformed datagram");
+                warn(
+                    "rejected a malformed datagram",
+                    Some(&error),
+                    Some(datagram),
+                );
                 continue;
             }
         };
