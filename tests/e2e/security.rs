@@ -1221,6 +1221,17 @@ async fn subscribing_to_more_topics_than_max_subscriptions_is_an_error() -> Resu
         frame_type(&frame) == "error" && str_field(&frame, "ref") == "too-many",
         "expected an error, got {frame}"
     );
+    // A topic named again, in the same list or an earlier one, is not one more.
+    client
+        .send_json(&json!({
+            "action": "subscribe",
+            "topics": ["execution:c", "execution:c", "execution:a"],
+        }))
+        .await?;
+    client
+        .expect_subscribed(&["execution:c", "execution:a"])
+        .await
+        .context("the third subscription, named twice")?;
     Ok(())
 }
 

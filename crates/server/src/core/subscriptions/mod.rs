@@ -103,11 +103,13 @@ impl Subscriptions {
         }
         {
             let current = conn.subscriptions.lock();
+            // A pattern named twice is one subscription.
             let new = request
                 .topics
                 .iter()
                 .filter(|p| !current.contains_key(p))
-                .count();
+                .collect::<std::collections::HashSet<_>>()
+                .len();
             if current.len() + new > self.max_subscriptions {
                 return Err(error_frame(
                     ErrorCode::InvalidRequest,
