@@ -145,6 +145,14 @@ impl Authenticator {
         let data = jsonwebtoken::decode::<Claims>(token, key, &validation)
             .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
         let claims = data.claims;
+        // The user's messages and approvals go to `user:{sub}`: a `sub` that
+        // makes no topic would leave its holder unreachable.
+        if let Err(error) = Topic::user(&claims.sub) {
+            return Err(AuthError::InvalidToken(format!(
+                "sub {:?} is not a usable user id: {error}",
+                claims.sub
+            )));
+        }
         let allowed = claims
             .topics
             .iter()
