@@ -268,6 +268,68 @@ async fn expect_error(client: &mut WsClient, frame: Value, id: &str, code: &str)
         })
 }
 
+#[tokio::test]
+async fn a_token_for_another_audience_or_issuer_is_refused_and_one_for_the_hubs_admitted()
+-> Result<()> {
+    let with = |mut claims: Value, field: &str, value: &str| {
+        claims[field] = json!(value);
+        claims
+    };
+    // Without --jwt-audience, a token naming any audience is for someone else.
+    let hub = hs256_hub(&[]).await?;
+    let elsewhere = hs256(&with(fresh("u1", &[]), "aud", "billing"))?;
+    expect_refused(
+        &hub.ws_url(&with_token("/ws", &elsewhere)),
+        &[],
+        401,
+        "unauthorized",
+    )
+    .await
+    .context("aud without --jwt-audience")?;
+    expect_welcome(
+        &hub.ws_url(&with_token("/ws", &hs256(&fresh("u1", &[]))?)),
+        &[],
+    )
+    .await?;
+
+    let hub = hs256_hub(&[
+        "--jwt-audience",
+        "herald,events",
+        "--jwt-issuer",
+        "https://id.example",
+    ])
+    .await?;
+    let ours = with(
+        with(fresh("u1", &[]), "aud", "events"),
+        "iss",
+        "https://id.example",
+    );
+    expect_welcome(&hub.ws_url(&with_token("/ws", &hs256(&ours)?)), &[])
+        .await
+        .context("the hub's audience and issuer")?;
+    for (what, claims) in [
+        ("another audience", with(ours.clone(), "aud", "billing")),
+        (
+            "another issuer",
+            with(ours.clone(), "iss", "https://other.example"),
+        ),
+        (
+            "no audience",
+            with(fresh("u1", &[]), "iss", "https://id.example"),
+        ),
+    ] {
+        expect_refused(
+            &hub.ws_url(&with_token("/ws", &hs256(&claims)?)),
+            &[],
+            401,
+            "unauthorized",
+        )
+        .await
+        .with_context(|| what.to_owned())?;
+    }
+    Ok(())
+}
+
 // ===========================================================================
 // Tokens at the upgrade
 

@@ -89,6 +89,12 @@ pub(crate) struct ServeArgs {
     /// PEM public key (RSA for RS256, Ed25519 for EdDSA) for subscriber tokens.
     #[arg(long, env = "HERALD_JWT_PUBLIC_KEY")]
     jwt_public_key: Option<PathBuf>,
+    /// Audiences a subscriber token's `aud` must name one of, comma-separated (unset: tokens with an `aud` are refused).
+    #[arg(long, env = "HERALD_JWT_AUDIENCE", value_delimiter = ',')]
+    jwt_audience: Vec<String>,
+    /// Issuer a subscriber token's `iss` must be.
+    #[arg(long, env = "HERALD_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
     /// API keys with scopes for the HTTP API, e.g. `key1:publish,admin;key2:publish`.
     #[arg(long, env = "HERALD_API_KEYS", hide_env_values = true)]
     api_keys: Option<String>,
@@ -138,7 +144,8 @@ impl ServeArgs {
             self.jwt_secret.as_deref(),
             self.jwt_public_key.as_deref(),
             self.api_keys.as_deref(),
-        )?;
+        )?
+        .expecting(self.jwt_audience.clone(), self.jwt_issuer.clone());
         Ok(Config {
             bind: self.bind,
             max_connections: self.max_connections,

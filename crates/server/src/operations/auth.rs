@@ -87,6 +87,11 @@ impl Identity {
 pub struct Authenticator {
     jwt: Option<(DecodingKey, Algorithm)>,
     keys: HashMap<String, Vec<Scope>>,
+    /// The `aud` values a token must name one of (`--jwt-audience`); none:
+    /// a token that names an audience is for someone else.
+    audience: Vec<String>,
+    /// The `iss` a token must name (`--jwt-issuer`).
+    issuer: Option<String>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -117,7 +122,21 @@ impl Authenticator {
             Some(spec) => parse_api_keys(spec)?,
             None => HashMap::new(),
         };
-        Ok(Authenticator { jwt, keys })
+        Ok(Authenticator {
+            jwt,
+            keys,
+            audience: Vec::new(),
+            issuer: None,
+        })
+    }
+
+    /// Tokens must name one of `audience` in `aud` (`--jwt-audience`; empty:
+    /// tokens with an `aud` are refused, as RFC 7519 asks of a recipient
+    /// the claim does not name) and `issuer` in `iss` (`--jwt-issuer`).
+    pub fn expecting(mut self, audience: Vec<String>, issuer: Option<String>) -> Authenticator {
+        self.audience = audience;
+        self.issuer = issuer;
+        self
     }
 
     /// Whether subscribers need a token.
@@ -140,8 +159,16 @@ impl Authenticator {
         let mut validation = Validation::new(*algorithm);
         validation.leeway = 0;
         validation.validate_nbf = true;
-        validation.validate_aud = false;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        let mut required = vec!["exp", "sub"];
+        if !self.audience.is_empty() {
+            validation.set_audience(&self.audience);
+            required.push("aud");
+        }
+        if let Some(issuer) = &self.issuer {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
         let data = jsonwebtoken::decode::<Claims>(token, key, &validation)
             .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
         let claims = data.claims;
