@@ -279,8 +279,16 @@ async fn a_publish_answered_503_while_redis_stalls_is_not_stored_when_it_wakes_u
             &event("run:stall", "step.progress", json!({"n": 2})),
         )
         .await;
+    // The node says so at once, not at its next probe.
+    let ready = http.get("/health/ready").await;
     redis.pause(false).await?;
     let stalled = stalled?;
+    let ready = ready?;
+    ensure!(
+        ready.status == 503,
+        "ready while Redis stalls: {}",
+        ready.text
+    );
     ensure!(
         stalled.status == 503 && stalled.retry_after.is_some(),
         "{} {}",

@@ -43,8 +43,8 @@ mod wire;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicI64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicI64};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -112,6 +112,9 @@ struct Shared {
     /// Redis's clock minus this node's (ms), as the last publish found it:
     /// a publish's deadline is set in Redis's time.
     clock_offset_ms: AtomicI64,
+    /// The last publish found Redis unreachable and nothing has answered
+    /// since: the node is not ready, before its feed's next probe says so.
+    failing: AtomicBool,
 }
 
 /// What to read of a topic (see `lua/read.lua`).
@@ -214,6 +217,7 @@ impl RedisBroker {
             topic_ttl: retention.history_age.max(Duration::from_secs(3600)) * 24,
             id_ttl: retention.history_age.max(MIN_ID_TTL),
             clock_offset_ms: AtomicI64::new(0),
+            failing: AtomicBool::new(false),
         });
         shared.learn_clock().await.map_err(|e| BrokerError::Open {
             path: redacted(url),
@@ -286,6 +290,8 @@ impl Shared {
 
     /// Refreshes the figures and this node's entry among the nodes.
     async fn refresh(&self, now_ms: u64) {
+        // Redis answered the probe.
+        self.failing.store(false, Relaxed);
         let mut commands = self.commands.clone();
         let pending: Result<(u64, u64), _> = redis::pipe()
             .zcard(keys::PENDING)
@@ -501,11 +507,13 @@ impl Shared {
                 .arg(split.head)
                 .arg(split.tail);
         }
-        let answer: redis::Value = invocation
-            .invoke_async(&mut self.commands.clone())
+        let answer = invocation
+            .invoke_async::<redis::Value>(&mut self.commands.clone())
             .await
-            .map_err(failed)?;
-        let answer = items(answer)?;
+            .map_err(failed);
+        self.failing
+            .store(matches!(answer, Err(BrokerError::Unavailable(_))), Relaxed);
+        let answer = items(answer?)?;
         if let Some(now) = answer.first() {
             self.note_redis_time(number(now)?);
         }
@@ -797,7 +805,7 @@ impl Broker for RedisBroker {
     }
 
     fn ready(&self) -> bool {
-        self.shared.feed.healthy()
+        self.shared.feed.healthy() && !self.shared.failing.load(Relaxed)
     }
 
     async fn close(&self) {}
