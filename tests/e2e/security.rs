@@ -1301,6 +1301,39 @@ async fn subscribing_to_more_topics_than_max_subscriptions_is_an_error() -> Resu
 }
 
 #[tokio::test]
+async fn a_peer_that_breaks_the_websocket_protocol_is_closed_with_1008() -> Result<()> {
+    let hub = herald().start(&[]).await?;
+    let mut raw = raw_ws_upgrade(hub.addr(), "/ws").await?;
+    // A client's frame must be masked: this one is not.
+    raw.write_all(&[0x81, 0x02, b'h', b'i']).await?;
+    let mut bytes = Vec::new();
+    timeout(DEFAULT_TIMEOUT, raw.read_to_end(&mut bytes))
+        .await
+        .context("the connection stayed open")??;
+    // The server's frames, unmasked: the last one must be a close frame.
+    let mut rest = bytes.as_slice();
+    let mut close = None;
+    while let [head, len, tail @ ..] = rest {
+        let (len, tail) = match len & 0x7f {
+            126 if tail.len() >= 2 => (
+                usize::from(u16::from_be_bytes([tail[0], tail[1]])),
+                &tail[2..],
+            ),
+            n if n < 126 => (usize::from(n), tail),
+            _ => bail!("an unexpected frame length in {bytes:?}"),
+        };
+        ensure!(tail.len() >= len, "a cut frame in {bytes:?}");
+        let (payload, next) = tail.split_at(len);
+        if head & 0x0f == 0x8 && payload.len() >= 2 {
+            close = Some(u16::from_be_bytes([payload[0], payload[1]]));
+        }
+        rest = next;
+    }
+    ensure!(close == Some(1008), "close {close:?} in {bytes:?}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn http_body_over_max_body_size_is_413() -> Result<()> {
     let hub = herald().start(&["--max-body-size", "4KiB"]).await?;
     let big = json!({

@@ -29,6 +29,8 @@ pub(crate) enum End {
     WriteStalled,
     TooBig,
     Flooding,
+    /// The peer broke the WebSocket protocol.
+    Violation(String),
     SocketError(String),
 }
 
@@ -43,6 +45,7 @@ impl std::fmt::Display for End {
             End::TokenExpired => f.write_str("token expired (4001)"),
             End::WriteStalled => f.write_str("peer stopped reading (write timed out)"),
             End::Flooding => f.write_str("sustained frame flood (4029)"),
+            End::Violation(error) => write!(f, "protocol violation (1008): {error}"),
             End::SocketError(error) => write!(f, "socket error: {error}"),
         }
     }
@@ -140,10 +143,11 @@ where
         let end = tokio::select! {
             end = &mut writer => end,
             end = &mut reader => match end {
-                End::TooBig | End::Flooding => {
+                End::TooBig | End::Flooding | End::Violation(_) => {
                     let (code, reason) = match end {
                         End::TooBig => (CloseReason::TOO_BIG, "frame too large"),
-                        _ => (CloseReason::RATE_LIMITED, "too many frames"),
+                        End::Flooding => (CloseReason::RATE_LIMITED, "too many frames"),
+                        _ => (CloseReason::POLICY_VIOLATION, "websocket protocol violation"),
                     };
                     // Flush first: the replies already queued (the
                     // `rate_limited` errors above all) tell the client why

@@ -110,6 +110,11 @@ fn read_error(error: tungstenite::Error) -> End {
         tungstenite::Error::Capacity(_) => End::TooBig,
         // A compressed message that inflates past the bound.
         tungstenite::Error::Io(error) if deflate::too_big(&error) => End::TooBig,
+        // Frames RFC 6455 forbids (unmasked, reserved bits or opcodes, a
+        // control frame fragmented or too long) and text that is not UTF-8.
+        error @ (tungstenite::Error::Protocol(_) | tungstenite::Error::Utf8(_)) => {
+            End::Violation(error.to_string())
+        }
         other => End::SocketError(other.to_string()),
     }
 }
