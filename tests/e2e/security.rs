@@ -423,6 +423,17 @@ async fn forged_expired_early_unsigned_and_missing_tokens_get_401_before_the_upg
     expect_refused(&hub.ws_url("/ws/events"), &[], 401, "unauthorized")
         .await
         .context("no token on /ws/events")?;
+    // The refusal says why in the hub's words.
+    for (token, why) in [
+        (&expired, "expired (exp)"),
+        (&early, "not valid yet (nbf)"),
+        (&forged, "signature does not verify"),
+    ] {
+        match upgrade(&hub.ws_url(&with_token("/ws", token)), &[]).await? {
+            Upgrade::Refused { body, .. } => ensure!(body.contains(why), "{why}: {body}"),
+            Upgrade::Accepted(..) => bail!("{why}: admitted"),
+        }
+    }
     Ok(())
 }
 

@@ -41,6 +41,25 @@ pub enum AuthError {
     MissingScope(Scope),
 }
 
+/// Why a token was refused, in the hub's words (the library's name its
+/// internals, such as which algorithms it would have taken).
+fn why_refused(kind: &jsonwebtoken::errors::ErrorKind) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match kind {
+        ErrorKind::ExpiredSignature => "it has expired (exp)".to_owned(),
+        ErrorKind::ImmatureSignature => "it is not valid yet (nbf)".to_owned(),
+        ErrorKind::InvalidSignature => "its signature does not verify".to_owned(),
+        ErrorKind::InvalidAlgorithm => "it is not signed with the algorithm configured".to_owned(),
+        ErrorKind::InvalidAudience => {
+            "it is for another audience (aud; see --jwt-audience)".to_owned()
+        }
+        ErrorKind::InvalidIssuer => "it is from another issuer (iss; see --jwt-issuer)".to_owned(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("it has no {claim} claim"),
+        ErrorKind::InvalidClaimFormat(claim) => format!("its {claim} claim is malformed"),
+        _ => "it is not a well-formed JWT".to_owned(),
+    }
+}
+
 /// A problem in the security configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthConfigError {
@@ -170,7 +189,7 @@ impl Authenticator {
         }
         validation.set_required_spec_claims(&required);
         let data = jsonwebtoken::decode::<Claims>(token, key, &validation)
-            .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
+            .map_err(|e| AuthError::InvalidToken(why_refused(e.kind())))?;
         let claims = data.claims;
         // The user's messages and approvals go to `user:{sub}`: a `sub` that
         // makes no topic would leave its holder unreachable.
