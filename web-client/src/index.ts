@@ -26,6 +26,19 @@ export { KNOWN_EVENT_TYPES } from "./protocol/KnownEventType.js";
 export { type HeraldEvent, isEvent, typeMatches } from "./events.js";
 export { Subscription, type SubscriptionState, topicMatches } from "./subscription.js";
 
+/** The hub's refusal of a command (`confirm`, `cancel`, `pause`, `resume`): its `error` frame. */
+export class RefusedError extends Error {
+  readonly code: ErrorFrame["code"];
+  constructor(readonly frame: ErrorFrame) {
+    super(frame.message);
+    this.name = "RefusedError";
+    this.code = frame.code;
+  }
+}
+
+/** How long a command waits for the hub's answer, queued offline included. */
+const COMMAND_ANSWER_MS = 30_000;
+
 /** Less frequent session notices, for diagnostics and tests. */
 export type SessionNotice =
   | { kind: "welcome"; welcome: Welcome }
@@ -154,6 +167,9 @@ export class HeraldClient implements SubscriptionHost {
   private disposed = false;
   private readonly subscriptions: Subscription[] = [];
   private welcomed: Array<{ resolve: () => void; reject: (error: Error) => void }> = [];
+  /** Commands sent with an id, waiting for the hub's `ack` or `error` with it as `ref`. */
+  private readonly commands = new Map<string, { settle: (refusal?: ErrorFrame, failure?: unknown) => void }>();
+  private lastCommand = 0;
 
   constructor(url: string, options: HeraldOptions = {}) {
     this.url = webSocketUrl(url, options);
@@ -262,21 +278,30 @@ export class HeraldClient implements SubscriptionHost {
     return this.run((client) => client.unsubscribe(JSON.stringify(gone)));
   }
 
-  /** Answers an approval (`approval.requested`'s `data.callback_id`). Queued while offline. */
+  /**
+   * Answers an approval (`approval.requested`'s `data.callback_id`). Queued
+   * while offline. Resolves when the hub took the answer; rejects with a
+   * `RefusedError` when it refused it (another user's approval, one already
+   * decided), or after 30 s without an answer (a command queued offline may
+   * still be carried out later).
+   */
   confirm(callbackId: string, proceed: boolean, feedback?: string): Promise<void> {
-    return this.run((client) => client.confirm(callbackId, proceed, feedback));
+    return this.command((client, id) => client.confirm(callbackId, proceed, feedback, id));
   }
 
+  /** Asks the producer to cancel a task or run; settles as `confirm` does. */
   cancel(target: ControlTarget): Promise<void> {
-    return this.run((client) => client.control("cancel", JSON.stringify(target)));
+    return this.command((client, id) => client.control("cancel", JSON.stringify(target), id));
   }
 
+  /** Asks the producer to pause; settles as `confirm` does. */
   pause(target: ControlTarget): Promise<void> {
-    return this.run((client) => client.control("pause", JSON.stringify(target)));
+    return this.command((client, id) => client.control("pause", JSON.stringify(target), id));
   }
 
+  /** Asks the producer to resume; settles as `confirm` does. */
   resume(target: ControlTarget): Promise<void> {
-    return this.run((client) => client.control("resume", JSON.stringify(target)));
+    return this.command((client, id) => client.control("resume", JSON.stringify(target), id));
   }
 
   /** Closes for good (code 1000) until `connect()` or `reconnect()`; subscriptions are kept. */
@@ -294,6 +319,7 @@ export class HeraldClient implements SubscriptionHost {
     this.disposed = true;
     for (const subscription of this.subscriptions.splice(0)) subscription.close();
     for (const waiter of this.welcomed.splice(0)) waiter.reject(new Error("HeraldClient was disposed"));
+    for (const command of [...this.commands.values()]) command.settle(undefined, new Error("HeraldClient was disposed"));
     const client = this.client;
     this.client = undefined;
     if (client) {
@@ -348,6 +374,24 @@ export class HeraldClient implements SubscriptionHost {
     return add(this.noticeHandlers, handler);
   }
 
+  /** Sends a command with a fresh id and settles on the hub's answer to it. */
+  private command(send: (client: WasmClient, id: string) => void): Promise<void> {
+    this.lastCommand += 1;
+    const id = `cmd-${this.lastCommand}`;
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => settle(undefined, new Error(`no answer from the hub within ${COMMAND_ANSWER_MS / 1000} s`)), COMMAND_ANSWER_MS);
+      const settle = (refusal?: ErrorFrame, failure?: unknown) => {
+        clearTimeout(timer);
+        this.commands.delete(id);
+        if (refusal) reject(new RefusedError(refusal));
+        else if (failure !== undefined) reject(failure);
+        else resolve();
+      };
+      this.commands.set(id, { settle });
+      this.run((client) => send(client, id)).catch((error: unknown) => settle(undefined, error));
+    });
+  }
+
   private run(call: (client: WasmClient) => void): Promise<void> {
     if (this.disposed) return Promise.reject(new Error("HeraldClient was disposed"));
     if (this.client) {
@@ -397,6 +441,7 @@ export class HeraldClient implements SubscriptionHost {
         this.scheduleSave();
         return;
       case "error":
+        if (typeof value.ref === "string") this.commands.get(value.ref)?.settle(value as ErrorFrame);
         for (const handler of [...this.errorHandlers]) call(handler, value as ErrorFrame);
         for (const subscription of [...this.subscriptions]) subscription.handleError(value as ErrorFrame);
         return;
@@ -411,8 +456,13 @@ export class HeraldClient implements SubscriptionHost {
         this.scheduleSave();
         return this.notice({ kind, replay: value });
       case "ack":
+        if (typeof value.ref === "string") this.commands.get(value.ref)?.settle();
         return this.notice({ kind, ref: value.ref });
       case "dropped":
+        // The offline queue was full: the command never goes.
+        if (typeof value?.id === "string") {
+          this.commands.get(value.id)?.settle(undefined, new Error("the offline queue was full: the command was dropped"));
+        }
         return this.notice({ kind, frame: value });
       default:
       // Kinds a newer module adds are ignored.

@@ -243,6 +243,39 @@ test("an_approval_clicked_in_the_page_resolves_the_producers_long_poll", async (
   await stopHub(hub);
 });
 
+test("commands_resolve_when_the_hub_takes_them_and_reject_with_its_refusal", async () => {
+  const hub = await startHub();
+  const page = await openExample(context, site, hub, { user: "u1", topics: "task:t2" });
+  await waitForDemo(page, "open", isOpen);
+  const { callback_id } = await postJson(hub, "/api/v1/approvals", {
+    user_id: "u1",
+    task_id: "t2",
+    step: 1,
+    step_result: { step: "ship", message: "Ship?", status: "waiting" },
+    timeout_ms: 30_000,
+  });
+  const outcome = (call) =>
+    page.evaluate(async (call) => {
+      const client = window.heraldDemo.client;
+      try {
+        await (call.kind === "confirm" ? client.confirm(call.id, true, "yes") : client.cancel({ task_id: call.id }));
+        return { ok: true };
+      } catch (error) {
+        return { ok: false, name: error.name, code: error.code, message: error.message };
+      }
+    }, call);
+  assert.deepEqual(await outcome({ kind: "confirm", id: callback_id }), { ok: true });
+  const again = await outcome({ kind: "confirm", id: callback_id });
+  assert.equal(again.ok, false);
+  assert.equal(again.name, "RefusedError");
+  assert.equal(again.code, "conflict");
+  const unknown = await outcome({ kind: "confirm", id: "no-such-approval" });
+  assert.equal(unknown.code, "not_found");
+  assert.deepEqual(await outcome({ kind: "cancel", id: "t2" }), { ok: true });
+  await page.close();
+  await stopHub(hub);
+});
+
 test("checkpoints_persisted_in_session_storage_resume_after_a_reload", async () => {
   const hub = await startHub();
   const topic = "execution:reload";

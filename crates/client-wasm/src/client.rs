@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::rc::Rc;
 
-use herald_protocol::frame::{Confirm, Control, Subscribe, Unsubscribe};
+use herald_protocol::frame::{ClientFrame, Confirm, Control, RequestId, Subscribe, Unsubscribe};
 use herald_protocol::session::{Checkpoints, Session};
 use herald_protocol::{CallbackId, ClientMessage};
 use wasm_bindgen::prelude::*;
@@ -88,26 +88,32 @@ impl WasmClient {
         self.send(ClientMessage::Unsubscribe(Unsubscribe { topics }))
     }
 
-    /// Answers an approval.
+    /// Answers an approval; with `id`, the hub answers `ack` or `error`
+    /// with it as `ref`.
     pub fn confirm(
         &self,
         callback_id: &str,
         proceed: bool,
         feedback: Option<String>,
+        id: Option<String>,
     ) -> Result<(), JsError> {
         let callback_id: CallbackId = callback_id
             .parse()
             .map_err(|e| JsError::new(&format!("invalid callback_id: {e}")))?;
-        self.send(ClientMessage::Confirm(Confirm {
+        let message = ClientMessage::Confirm(Confirm {
             callback_id,
             proceed,
             feedback,
-        }))
+        });
+        self.send_frame(ClientFrame {
+            id: id.map(RequestId::String),
+            message,
+        })
     }
 
     /// A control request: `kind` is `cancel`, `pause` or `resume`; `control`
-    /// is `{task_id?, run_id?, reason?}` as JSON.
-    pub fn control(&self, kind: &str, control: &str) -> Result<(), JsError> {
+    /// is `{task_id?, run_id?, reason?}` as JSON; `id` as for `confirm`.
+    pub fn control(&self, kind: &str, control: &str, id: Option<String>) -> Result<(), JsError> {
         let control: Control = parse(control, "control")?;
         let message = match kind {
             "cancel" => ClientMessage::Cancel(control),
@@ -115,7 +121,10 @@ impl WasmClient {
             "resume" => ClientMessage::Resume(control),
             other => return Err(JsError::new(&format!("unknown control request {other:?}"))),
         };
-        self.send(message)
+        self.send_frame(ClientFrame {
+            id: id.map(RequestId::String),
+            message,
+        })
     }
 
     /// Closes the connection for good (until `connect()` or `reconnect()`).
@@ -182,10 +191,14 @@ impl WasmClient {
 
 impl WasmClient {
     fn send(&self, message: ClientMessage) -> Result<(), JsError> {
+        self.send_frame(ClientFrame::new(message))
+    }
+
+    fn send_frame(&self, frame: ClientFrame) -> Result<(), JsError> {
         self.apply(|driver, _| {
             driver
                 .session
-                .send(message)
+                .send_frame(frame)
                 .map_err(|e| JsError::new(&e.to_string()))
         })
     }

@@ -28,6 +28,11 @@ export class ApiError extends Error {
   }
 }
 
+/** Topics one `GET /api/v1/topics` lists unless asked for more (the hub's default). */
+export const TOPICS_DEFAULT = 1000;
+/** The most topics the hub lists in one answer. */
+export const TOPICS_MAX = 10_000;
+
 /** How long one call may take. */
 const TIMEOUT_MS = 10_000;
 
@@ -71,8 +76,9 @@ export class Api {
     return this.call("GET", "/api/v1/status");
   }
 
-  topics(): Promise<TopicList> {
-    return this.call("GET", "/api/v1/topics");
+  /** `GET /api/v1/topics?limit=N`: the first `limit` topics in name order; `truncated` when more exist. */
+  topics(limit = TOPICS_DEFAULT): Promise<TopicList> {
+    return this.call("GET", `/api/v1/topics?limit=${limit}`);
   }
 
   history(topic: string, since: number, limit: number): Promise<TopicHistory> {

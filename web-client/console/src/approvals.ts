@@ -11,6 +11,8 @@ export interface ApprovalState {
   pending: ApprovalRecord[];
   decided: ApprovalRecord[];
   error?: string;
+  /** The hub refused the subscription that keeps the list current. */
+  watchError?: string;
   loaded: boolean;
 }
 
@@ -31,6 +33,11 @@ export class ApprovalBook implements Store<ApprovalState> {
     // A new connection may have missed decisions: read the list again.
     this.subscription.onState((state) => {
       if (state.state === "subscribed") void this.refresh();
+      // A token without `*`: the list still reads, but nothing says when it changes.
+      if (state.state === "refused") {
+        this.state = { ...this.state, watchError: `the hub refused to send approval events, so this list does not follow them: ${state.error.message}` };
+        for (const listener of [...this.listeners]) listener();
+      }
     });
     void this.refresh();
   }
@@ -54,6 +61,7 @@ export class ApprovalBook implements Store<ApprovalState> {
     try {
       const { approvals } = await this.api.approvals();
       this.state = {
+        watchError: this.state.watchError,
         pending: approvals.filter((a) => a.status === "pending").sort((a, b) => a.expires_at - b.expires_at),
         decided: approvals.filter((a) => a.status !== "pending"),
         loaded: true,

@@ -3,18 +3,18 @@
 // WebSocket) and shows the panel the URL names.
 //
 // Layout: `main.tsx` (shell, sign-in, navigation), `route.ts` (URLs),
-// `api.ts` (HTTP API), `credentials.ts`, `approvals.ts` (the approval book),
-// `hooks.ts`, `format.ts`, `run/model.ts` (a run from its events),
+// `api.ts` (HTTP API), `credentials.ts` (and whether the hub refuses the
+// token), `approvals.ts` (the approval book), `hooks.ts`, `format.ts`, `run/model.ts` (a run from its events),
 // `ui/` (chart, DAG), `panels/` (one per panel).
 
 import "uplot/dist/uPlot.min.css";
 import "./console.css";
 import { render } from "preact";
 import { useEffect, useMemo, useState } from "preact/hooks";
-import { type ConnectionState, HeraldClient } from "../../dist/index.js";
+import { type ConnectionState, HeraldClient, webSocketUrl } from "../../dist/index.js";
 import { Api, ApiError } from "./api.js";
 import { ApprovalBook } from "./approvals.js";
-import { type Credentials, forgetCredentials, loadCredentials, saveCredentials } from "./credentials.js";
+import { type Credentials, forgetCredentials, loadCredentials, saveCredentials, tokenRefusal } from "./credentials.js";
 import { useStore } from "./hooks.js";
 import { Approvals } from "./panels/approvals.js";
 import { Connections } from "./panels/connections.js";
@@ -117,7 +117,32 @@ function stateLabel(state: ConnectionState): string {
   }
 }
 
-function Console({ api, credentials, onSignOut }: { api: Api; credentials: Credentials; onSignOut?: () => void }) {
+/** Shown for an address the console cannot read, with the shell still working around it. */
+function Malformed({ address }: { address: string }) {
+  return (
+    <section aria-labelledby="malformed-title">
+      <h1 id="malformed-title">Not a console address</h1>
+      <p class="error-text" role="alert">
+        This address is malformed (a bad <code>%</code> escape): <code>{address}</code>
+      </p>
+      <p>
+        <a href={href({ panel: "overview" })}>Go to the overview</a>
+      </p>
+    </section>
+  );
+}
+
+function Console({
+  api,
+  credentials,
+  onSignOut,
+  onTokenRefused,
+}: {
+  api: Api;
+  credentials: Credentials;
+  onSignOut?: () => void;
+  onTokenRefused: (message: string) => void;
+}) {
   const route = useRoute();
   const client = useMemo(
     () =>
@@ -139,9 +164,24 @@ function Console({ api, credentials, onSignOut }: { api: Api; credentials: Crede
   const [session, setSession] = useState<string | undefined>();
 
   useEffect(() => {
+    // A failed attempt (a reconnect that follows no open connection) with a
+    // token may be the hub refusing it, with 401 before the upgrade (a bad
+    // token, or the same expired one after close 4001): the client retries
+    // that forever, so the console asks the hub and goes back to sign-in.
+    let previous = client.state.state;
+    let checking = false;
+    const token = credentials.token;
     const off = client.onState((s) => {
       setState(s);
       setSession(client.sessionId);
+      const failed = s.state === "reconnecting" && previous !== "open";
+      previous = s.state;
+      if (!failed || !token || checking) return;
+      checking = true;
+      void tokenRefusal(webSocketUrl(location.origin), token, () => api.config()).then((refusal) => {
+        checking = false;
+        if (refusal) onTokenRefused(refusal);
+      });
     });
     const offNotice = client.onNotice((n) => n.kind === "welcome" && setSession(n.welcome.session_id));
     void client.connect().catch(() => undefined);
@@ -191,6 +231,9 @@ function Console({ api, credentials, onSignOut }: { api: Api; credentials: Crede
       break;
     case "publish":
       panel = <Publish api={api} topic={route.topic} />;
+      break;
+    case "malformed":
+      panel = <Malformed address={route.address} />;
       break;
   }
   return (
@@ -288,6 +331,11 @@ function App() {
     <Console
       api={api}
       credentials={credentials}
+      onTokenRefused={(message) => {
+        forgetCredentials();
+        setError(message);
+        setSignedIn(false);
+      }}
       onSignOut={
         needsCredentials
           ? () => {

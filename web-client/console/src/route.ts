@@ -10,12 +10,21 @@ export type Route =
   | { panel: "run"; topic: string }
   | { panel: "approvals"; view: "inbox" | "history" }
   | { panel: "connections" }
-  | { panel: "publish"; topic?: string };
+  | { panel: "publish"; topic?: string }
+  /** An address the console cannot read (a malformed `%` escape): said so, not thrown. */
+  | { panel: "malformed"; address: string };
 
 export function parseRoute(hash: string): Route {
   const [path = "", query = ""] = hash.replace(/^#\/?/, "").split("?");
   const [first = "", ...rest] = path.split("/");
-  const tail = rest.length > 0 ? decodeURIComponent(rest.join("/")) : undefined;
+  let tail: string | undefined;
+  try {
+    tail = rest.length > 0 ? decodeURIComponent(rest.join("/")) : undefined;
+  } catch {
+    // `decodeURIComponent` throws on a bad escape (`#/runs/%`); a link must
+    // not take the whole console down with it.
+    return { panel: "malformed", address: hash };
+  }
   switch (first) {
     case "topics":
       return tail ? { panel: "topic", topic: tail } : { panel: "topics" };
@@ -48,6 +57,8 @@ export function href(route: Route): string {
       return route.view === "history" ? "#/approvals/history" : "#/approvals";
     case "publish":
       return route.topic ? `#/publish?topic=${encodeURIComponent(route.topic)}` : "#/publish";
+    case "malformed":
+      return route.address;
   }
 }
 

@@ -387,3 +387,155 @@ test("with_auth_the_console_signs_in_with_a_key_and_a_token_kept_in_the_session_
   await page.close();
   await stopHub(hub);
 });
+
+/** Fills in and submits the sign-in form (the fields the hub asks for). */
+async function signIn(page, { key, token }) {
+  if (key !== undefined) await page.getByLabel(/Admin API key/).fill(key);
+  if (token !== undefined) await page.getByLabel(/Admin token/).fill(token);
+  await page.getByRole("button", { name: "Sign in" }).click();
+}
+
+/** `POST` with an API key; throws on a non-2xx answer. */
+async function postWithKey(hub, key, path, body) {
+  const response = await fetch(`${hub.url}${path}`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${key}` },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(5_000),
+  });
+  const text = await response.text();
+  if (!response.ok) throw new Error(`POST ${path}: ${response.status} ${text}`);
+  return JSON.parse(text);
+}
+
+test("the_hubs_refusals_of_an_answer_a_cancel_and_a_subscription_are_shown_where_they_were_made", async () => {
+  const secret = "console-test-secret-0123456789abcdef";
+  const key = "console-admin-key-0123456789";
+  const hub = await startHub({ args: ["--api-keys", `${key}:admin,publish`, "--jwt-secret", secret] });
+  // A user who may watch only run:mine, signed in with the admin key.
+  const token = jwt(secret, { sub: "alice", topics: ["run:mine"], exp: Math.floor(Date.now() / 1000) + 3600 });
+  const approval = await postWithKey(hub, key, "/api/v1/approvals", {
+    user_id: "bob",
+    task_id: "t-bob",
+    step: 1,
+    step_result: { step: "deploy", result: null, completed: true, message: "Deploy for bob?", status: "ok" },
+    timeout_ms: 600_000,
+  });
+  await postWithKey(hub, key, "/api/v1/events", { topic: "run:other", event_type: "workflow.started", data: {} });
+  const page = await openConsole(hub, "#/approvals");
+  await signIn(page, { key, token });
+  await live(page);
+
+  // Bob's approval: the hub answers alice's Approve with `forbidden`, and the card says so.
+  const card = page.locator(`article[data-callback="${approval.callback_id}"]`);
+  await card.waitFor({ timeout: 10_000 });
+  await card.getByRole("button", { name: "Approve" }).click();
+  await seen(page, `article[data-callback="${approval.callback_id}"] [data-refused]`);
+  assert.match(await card.locator("[data-refused]").textContent(), /refused.*only the approval's user may answer it/);
+  assert.equal(await card.getByRole("button", { name: "Approve" }).isDisabled(), false);
+  assert.equal((await getApproval(hub, key, approval.callback_id)).status, "pending");
+
+  // A run alice may not steer: Cancel reads as refused, not as sent.
+  await go(page, "#/runs/run:other");
+  await seen(page, '[data-subscription="refused"]');
+  assert.match(await page.locator('[data-subscription="refused"]').textContent(), /not allowed to subscribe to run:other/);
+  await page.getByRole("button", { name: "Cancel" }).click();
+  await seen(page, '[data-control-refused="true"]');
+  assert.match(await page.locator('[data-control-refused="true"]').textContent(), /cancel refused by the hub: not allowed to steer run:other/);
+
+  // A topic alice may not watch: the live tail says the hub refused it, not "Waiting for events…".
+  await go(page, "#/topics/run:other");
+  await seen(page, 'td[data-subscription="refused"]');
+  assert.match(await page.locator('td[data-subscription="refused"]').textContent(), /not allowed to subscribe to run:other/);
+  assert.equal(await page.locator("text=Waiting for events…").count(), 0);
+  assert.deepEqual(page.errors, []);
+  await page.close();
+  await stopHub(hub);
+});
+
+/** `GET /api/v1/approvals/{id}` with an API key. */
+async function getApproval(hub, key, id) {
+  const response = await fetch(`${hub.url}/api/v1/approvals?status=pending`, {
+    headers: { authorization: `Bearer ${key}` },
+    signal: AbortSignal.timeout(5_000),
+  });
+  const { approvals } = await response.json();
+  return approvals.find((a) => a.callback_id === id) ?? { status: "not pending" };
+}
+
+/** Chromium's log line for a WebSocket upgrade the hub answered with 401. */
+const refusedUpgrade = (error) => /WebSocket connection to .* failed: HTTP Authentication failed/.test(error);
+
+test("a_token_the_hub_refuses_returns_the_console_to_sign_in_saying_so", async () => {
+  const hub = await startHub({ args: ["--jwt-secret", "console-test-secret-0123456789abcdef"] });
+  const forged = jwt("another-hubs-secret-0123456789abcdef", { sub: "ops", topics: ["*"], exp: Math.floor(Date.now() / 1000) + 3600 });
+  const page = await openConsole(hub);
+  await signIn(page, { token: forged });
+  await seen(page, "text=the hub refused the token");
+  await seen(page, "input[name=token]");
+  assert.equal(await page.evaluate(() => sessionStorage.getItem("herald:console:credentials")), null);
+  // Chromium logs each refused upgrade (HTTP 401).
+  assert.deepEqual(page.errors.filter((e) => !refusedUpgrade(e)), []);
+  await page.close();
+  await stopHub(hub);
+});
+
+test("a_token_that_expires_while_live_returns_the_console_to_sign_in_saying_it_expired", async () => {
+  const secret = "console-test-secret-0123456789abcdef";
+  const hub = await startHub({ args: ["--jwt-secret", secret] });
+  const token = jwt(secret, { sub: "ops", topics: ["*"], exp: Math.floor(Date.now() / 1000) + 5 });
+  const page = await openConsole(hub);
+  await signIn(page, { token });
+  await live(page);
+  // The hub closes with 4001 at `exp`; the same token is then refused with 401.
+  await seen(page, "text=/the hub refused the token: it expired at/", 20_000);
+  await seen(page, "input[name=token]");
+  assert.deepEqual(page.errors.filter((e) => !refusedUpgrade(e)), []);
+  await page.close();
+  await stopHub(hub);
+});
+
+test("a_malformed_escape_in_the_address_says_so_and_the_console_keeps_working", async () => {
+  const hub = await startHub();
+  const page = await openConsole(hub, "#/runs/%");
+  await seen(page, '[data-panel="malformed"]');
+  assert.match(await page.locator("#main").textContent(), /Not a console address.*#\/runs\/%/s);
+  await live(page);
+  // Followed from inside the console: the shell stays, and a good address works again.
+  await go(page, "#/overview");
+  await seen(page, '[data-panel="overview"]');
+  await go(page, "#/topics/%E0%A4%A");
+  await seen(page, '[data-panel="malformed"]');
+  await seen(page, 'nav[aria-label="Panels"]');
+  await go(page, "#/topics");
+  await seen(page, '[data-panel="topics"]');
+  assert.deepEqual(page.errors, []);
+  await page.close();
+  await stopHub(hub);
+});
+
+test("past_a_thousand_topics_runs_still_lists_a_run_late_in_name_order_and_topics_says_more_exist", async () => {
+  const hub = await startHub();
+  for (let batch = 0; batch < 5; batch++) {
+    const events = Array.from({ length: 201 }, (_, i) => ({
+      topic: `execution:e${String(batch * 201 + i).padStart(5, "0")}`,
+      event_type: "step.progress",
+      data: {},
+    }));
+    await postJson(hub, "/api/v1/events", events);
+  }
+  // After 1005 `execution:` topics in name order, and the most recently active.
+  await publish(hub, { topic: "run:newest", event_type: "workflow.started", data: {} });
+  const page = await openConsole(hub, "#/runs");
+  await live(page);
+  await seen(page, 'li[data-run="run:newest"]');
+  await go(page, "#/topics");
+  await seen(page, "p[data-truncated]");
+  assert.match(await page.locator("p[data-truncated]").textContent(), /more topics: these are the first 1,000 in name order/);
+  await page.getByRole("button", { name: /Show up to 10,000/ }).click();
+  await seen(page, 'tr[data-topic="run:newest"]');
+  assert.equal(await page.locator("p[data-truncated]").count(), 0);
+  assert.deepEqual(page.errors, []);
+  await page.close();
+  await stopHub(hub);
+});

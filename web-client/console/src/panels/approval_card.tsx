@@ -1,6 +1,7 @@
 // One pending approval: the step result, a countdown to the timeout and what
 // happens then, and approve / reject with feedback (sent as `confirm` over
-// the console's WebSocket).
+// the console's WebSocket); the hub's refusal of the answer (another user's
+// approval, one already resolved) is shown on the card.
 
 import { useState } from "preact/hooks";
 import type { ApprovalRecord, HeraldClient } from "../../../dist/index.js";
@@ -14,9 +15,15 @@ export function ApprovalCard({ client, approval, now }: { client: HeraldClient; 
   const result = approval.step_result;
   const answer = (proceed: boolean) => {
     setError(undefined);
+    setSent(proceed ? "approve" : "reject");
+    // Settles on the hub's answer: taken (the card leaves once the decision
+    // arrives), or refused (another user's approval, one already decided).
     client.confirm(approval.callback_id, proceed, feedback.trim() || undefined).then(
-      () => setSent(proceed ? "approve" : "reject"),
-      (e: Error) => setError(e.message),
+      () => undefined,
+      (e: Error) => {
+        setSent(undefined);
+        setError(e.name === "RefusedError" ? `the hub refused the answer: ${e.message}` : e.message);
+      },
     );
   };
   const id = `approval-${approval.callback_id}`;
@@ -67,7 +74,11 @@ export function ApprovalCard({ client, approval, now }: { client: HeraldClient; 
           Reject
         </button>
         {sent ? <span class="muted" role="status">sent ({sent}), waiting for the hub…</span> : null}
-        {error ? <span class="error-text" role="alert">{error}</span> : null}
+        {error ? (
+          <span class="error-text" role="alert" data-refused>
+            {error}
+          </span>
+        ) : null}
       </div>
     </article>
   );

@@ -24,6 +24,11 @@ export function Approvals({ client, approvals, view }: { client: HeraldClient; a
         </a>
       </nav>
       {book.error ? <p class="error-text">{book.error}</p> : null}
+      {book.watchError ? (
+        <p class="error-text" role="alert">
+          {book.watchError}
+        </p>
+      ) : null}
       {view === "inbox" ? (
         <div class="inbox">
           {book.loaded && book.pending.length === 0 ? <p class="muted">Nothing waits for a decision.</p> : null}

@@ -1,11 +1,12 @@
 // One run, live from its topic's events: status, the DAG, steps on a
 // timeline, agent messages and tool calls, cost, files, its pending
 // approval, and pause / resume / cancel (control requests the producer gets
-// as `control.*` on its topic).
+// as `control.*` on its topic). The hub's refusals (of the subscription,
+// of a control request) are shown where they happened.
 
 import { Fragment } from "preact";
 import { useRef, useState } from "preact/hooks";
-import type { HeraldClient, HeraldEvent } from "../../../dist/index.js";
+import type { HeraldClient, HeraldEvent, SubscriptionState } from "../../../dist/index.js";
 import type { ApprovalBook } from "../approvals.js";
 import type { Api } from "../api.js";
 import { bytes, duration, number, time } from "../format.js";
@@ -21,7 +22,8 @@ const REPLAY = 1000;
 export function Run({ client, api, approvals, topic }: { client: HeraldClient; api: Api; approvals: ApprovalBook; topic: string }) {
   const run = useRef<RunModel>(emptyRun(topic));
   const render = useFrameRender();
-  const [control, setControl] = useState<string | undefined>();
+  const [control, setControl] = useState<{ text: string; refused: boolean } | undefined>();
+  const [watching, setWatching] = useState<SubscriptionState>({ state: "pending" });
   const book = useStore(approvals);
   const now = useNow(1000);
   const [kind = "", id = ""] = topic.split(/:(.*)/s);
@@ -29,6 +31,7 @@ export function Run({ client, api, approvals, topic }: { client: HeraldClient; a
   useSubscription(client, [topic], {}, (subscription) => {
     run.current = emptyRun(topic);
     render();
+    subscription.onState(setWatching);
     // The retained history first, then the live events that came while it
     // loaded (`apply` skips the seqs it has): applied first, a live event
     // would move `lastSeq` past the whole history. A later load (after a
@@ -69,9 +72,14 @@ export function Run({ client, api, approvals, topic }: { client: HeraldClient; a
   const target = kind === "run" ? { run_id: id } : { task_id: id };
   const send = (action: "pause" | "resume" | "cancel") => {
     const reason = `from the console`;
+    setControl({ text: `${action} sent, waiting for the hub…`, refused: false });
     client[action]({ ...target, reason }).then(
-      () => setControl(`${action} sent`),
-      (e: Error) => setControl(`${action} failed: ${e.message}`),
+      () => setControl({ text: `${action} sent`, refused: false }),
+      (e: Error) =>
+        setControl({
+          text: e.name === "RefusedError" ? `${action} refused by the hub: ${e.message}` : `${action} failed: ${e.message}`,
+          refused: true,
+        }),
     );
   };
 
@@ -100,9 +108,19 @@ export function Run({ client, api, approvals, topic }: { client: HeraldClient; a
         <button type="button" class="danger" onClick={() => send("cancel")}>
           Cancel
         </button>
-        {control ? <span class="muted" role="status">{control}</span> : null}
+        {control ? (
+          <span class={control.refused ? "error-text" : "muted"} role={control.refused ? "alert" : "status"} data-control-refused={control.refused}>
+            {control.text}
+          </span>
+        ) : null}
         <a href={href({ panel: "topic", topic })}>Raw events</a>
       </div>
+
+      {watching.state === "refused" ? (
+        <p class="error-text" role="alert" data-subscription="refused">
+          The hub refused to follow this run: {watching.error.message}
+        </p>
+      ) : null}
 
       {pending.length > 0 ? (
         <section aria-labelledby="run-approval-title" class="run-approvals">

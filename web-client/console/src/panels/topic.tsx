@@ -1,9 +1,11 @@
 // One topic: its history (paged over `GET /api/v1/topics/{topic}/events`),
 // its keyed snapshot, and a live tail filterable by type pattern and
-// priority that shows `gap` frames for what they are.
+// priority that shows `gap` frames for what they are, and the hub's refusal
+// of the subscription (a token that does not cover the topic) instead of
+// waiting for events that will not come.
 
 import { useRef, useState } from "preact/hooks";
-import type { Event, Gap, HeraldClient, Priority } from "../../../dist/index.js";
+import type { Event, Gap, HeraldClient, Priority, SubscriptionState } from "../../../dist/index.js";
 import { typeMatches } from "../../../dist/index.js";
 import type { Api } from "../api.js";
 import { json, time } from "../format.js";
@@ -51,6 +53,7 @@ export function Topic({ client, api, topic }: { client: HeraldClient; api: Api; 
   };
   const [typeFilter, setTypeFilter] = useState("");
   const [minPriority, setMinPriority] = useState<Priority>("low");
+  const [watching, setWatching] = useState<SubscriptionState>({ state: "pending" });
 
   const loadPage = async (before: number | undefined) => {
     setPages((p) => ({ ...p, loading: true }));
@@ -80,6 +83,7 @@ export function Topic({ client, api, topic }: { client: HeraldClient; api: Api; 
     (subscription) => {
       tail.current = [];
       render();
+      subscription.onState(setWatching);
       void loadPage(undefined);
       subscription.on("*", (event) => add({ kind: "event", event: event as Event }));
       subscription.onGap((gap) => add({ kind: "gap", gap, at: Date.now() }));
@@ -145,7 +149,13 @@ export function Topic({ client, api, topic }: { client: HeraldClient; api: Api; 
               </tr>
             </thead>
             <tbody>
-              {shown.length === 0 ? (
+              {watching.state === "refused" ? (
+                <tr>
+                  <td colSpan={6} class="error-text" role="alert" data-subscription="refused">
+                    The hub refused the subscription: {watching.error.message}
+                  </td>
+                </tr>
+              ) : shown.length === 0 ? (
                 <tr>
                   <td colSpan={6} class="muted">
                     Waiting for events…

@@ -1,25 +1,41 @@
 // Topics: every topic the hub holds, with its seq, epoch, subscribers on
 // this node, retained events and last event.
 
-import type { Api } from "../api.js";
+import { useState } from "preact/hooks";
+import { type Api, TOPICS_DEFAULT, TOPICS_MAX } from "../api.js";
 import { ago, bytes } from "../format.js";
 import { useLoad, useNow } from "../hooks.js";
 import { href, isRunTopic } from "../route.js";
 
 export function Topics({ api }: { api: Api }) {
-  const [list, reload] = useLoad(() => api.topics(), [], 3000);
+  const [limit, setLimit] = useState(TOPICS_DEFAULT);
+  const [list, reload] = useLoad(() => api.topics(limit), [limit], 3000);
   const now = useNow(1000);
   const topics = list.value?.topics ?? [];
   return (
     <section aria-labelledby="topics-title">
       <h1 id="topics-title">Topics</h1>
       <p class="toolbar">
-        <span class="muted">{topics.length} topics{list.value?.truncated ? " (more not shown)" : ""}</span>
+        <span class="muted">{topics.length} topics</span>
         <button type="button" onClick={reload}>
           Refresh
         </button>
       </p>
       {list.error ? <p class="error-text">{list.error}</p> : null}
+      {list.value?.truncated ? (
+        <p class="error-text" role="status" data-truncated>
+          The hub holds more topics: these are the first {topics.length.toLocaleString("en")} in name order.{" "}
+          {limit < TOPICS_MAX ? (
+            <button type="button" onClick={() => setLimit(TOPICS_MAX)}>
+              Show up to {TOPICS_MAX.toLocaleString("en")}
+            </button>
+          ) : (
+            <>
+              Open any other at <code>#/topics/TOPIC</code>.
+            </>
+          )}
+        </p>
+      ) : null}
       <div class="table-wrap">
         <table class="topics">
           <thead>
