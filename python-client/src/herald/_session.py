@@ -18,9 +18,10 @@ Guarantees (as in Rust):
   are kept for at most ``max_checkpoints`` topics: the named ones, and the
   most recently advanced of the others.
 - A ``subscribed`` or ``snapshot`` naming another epoch forgets the
-  checkpoint; any other ``epoch_changed`` gap (a stream that changed under a
-  live subscription, or under a pattern) restarts it at the gap's ``to_seq``,
-  epoch unknown; gaps are surfaced and move the checkpoint past them.
+  checkpoint; an ``epoch_changed`` gap up to seq 0 behind the checkpoint (a
+  stream that changed under a live subscription) or of a topic reached
+  through a pattern restarts it at the gap's ``to_seq``, epoch unknown; gaps
+  are surfaced and move the checkpoint past them.
 - Reconnect attempt ``n`` waits uniform ``[0, min(max, initial * 2^(n-1))]``
   ms (xorshift64* seeded by the caller), the cap itself without jitter.
 - A hub draining for a deploy sends ``system.shutdown`` on ``global`` with
@@ -34,7 +35,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Union
 
 from pydantic import TypeAdapter, ValidationError
@@ -388,9 +389,6 @@ class _Link:
     next_ping: int | None = None
     retry_after: int | None = None
     """The hub's ``retry_after_ms`` from its ``system.shutdown`` notice."""
-    renewed: set[str] = field(default_factory=set)
-    """Topics whose ``subscribed`` on this link named another stream than the
-    checkpoint's: the ``epoch_changed`` gap that follows is that stream's."""
 
 
 @dataclass
@@ -513,8 +511,6 @@ class Session:
                 self._events.append(body)
         elif kind == "subscribed" and isinstance(body, Subscribed):
             if "*" not in body.topic and body.epoch is not None and body.seq is not None:
-                if self._names_another_stream(body.topic, body.epoch, body.seq) and isinstance(self._phase, _Link):
-                    self._phase.renewed.add(body.topic)
                 self._adopt_stream(body.topic, body.epoch, body.seq)
             self._events.append(body)
         elif kind == "snapshot" and isinstance(body, Snapshot):
@@ -526,15 +522,16 @@ class Session:
                 self._advance(body.topic, body.to_seq)
             self._events.append(body)
         elif kind == "gap" and isinstance(body, Gap):
-            adopted = False
-            if isinstance(self._phase, _Link) and body.topic in self._phase.renewed:
-                self._phase.renewed.discard(body.topic)
-                adopted = True
-            if body.reason == "epoch_changed" and not adopted:
-                # The stream changed under a live subscription (a Redis that
-                # lost its data), or under a pattern, whose topics get no
-                # `subscribed` of their own: this gap is the only sign of the
-                # new stream, so the old checkpoint (and epoch) goes.
+            subscribed_exactly = any(body.topic in s.topics for s in self._subscriptions)
+            # An exact topic's resume learns a new stream from its `subscribed`
+            # and this gap follows it. A gap up to 0 behind the checkpoint is
+            # the hub telling a live subscription that the stream changed under
+            # it (a Redis that lost its data), and a topic reached through a
+            # pattern gets no `subscribed`: then this gap is the only sign of
+            # the new stream, so the old checkpoint (and epoch) goes.
+            known = self._checkpoints.get(body.topic)
+            behind = body.to_seq == 0 and known is not None and known.seq > 0
+            if body.reason == "epoch_changed" and (behind or not subscribed_exactly):
                 self._write(body.topic, Checkpoint(body.to_seq))
             else:
                 self._advance(body.topic, body.to_seq)
@@ -825,18 +822,12 @@ class Session:
         self._write(topic, checkpoint).seq = seq
         return True
 
-    def _names_another_stream(self, topic: str, epoch: str, latest: int) -> bool:
-        checkpoint = self._checkpoints.get(topic)
-        if checkpoint is None:
-            return False
-        return (checkpoint.epoch is not None and checkpoint.epoch != epoch) or checkpoint.seq > latest
-
     def _adopt_stream(self, topic: str, epoch: str, latest: int) -> Checkpoint:
         checkpoint = self._checkpoints.get(topic)
         if checkpoint is None:
             return self._write(topic, Checkpoint(latest, epoch))
-        other_stream = self._names_another_stream(topic, epoch, latest)
         self._write(topic, checkpoint)
+        other_stream = (checkpoint.epoch is not None and checkpoint.epoch != epoch) or checkpoint.seq > latest
         if other_stream:
             checkpoint.seq = latest
         checkpoint.epoch = epoch

@@ -129,7 +129,7 @@ impl Checkpoints {
     /// Whether the checkpoint of `topic` belongs to another stream than the
     /// one named (`epoch`, latest seq `latest`): another epoch, or a seq
     /// beyond `latest`. No checkpoint: no.
-    pub(crate) fn names_another_stream(&self, topic: &Topic, epoch: &Epoch, latest: u64) -> bool {
+    fn names_another_stream(&self, topic: &Topic, epoch: &Epoch, latest: u64) -> bool {
         self.get(topic).is_some_and(|checkpoint| {
             checkpoint
                 .epoch

@@ -20,10 +20,11 @@
 //!   [`SessionConfig::max_checkpoints`] topics: the named ones, and the most
 //!   recently advanced of the others.
 //! - A `subscribed` or `snapshot` naming another epoch than the checkpoint's
-//!   forgets the checkpoint (the hub sends `gap` `epoch_changed`); any other
-//!   `epoch_changed` gap (a stream that changed under a live subscription,
-//!   or under a pattern) restarts the checkpoint at the gap's `to_seq`,
-//!   epoch unknown, so the new stream's first seqs are delivered; `gap`s are
+//!   forgets the checkpoint (the hub sends `gap` `epoch_changed`); an
+//!   `epoch_changed` gap up to seq 0 behind the checkpoint (a stream that
+//!   changed under a live subscription) or of a topic reached through a
+//!   pattern restarts the checkpoint at the gap's `to_seq`, epoch unknown,
+//!   so the new stream's first seqs are delivered; `gap`s are
 //!   surfaced and move the checkpoint past them; a `snapshot` moves it to the
 //!   snapshot's seq, so events the snapshot covers are not replayed on top of it.
 //! - Reconnect delays: attempt `n` (1-based since the last stable connection)
@@ -94,7 +95,7 @@ pub mod subscription;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 
 use crate::error::{CloseReason, DecodeError};
 use crate::event::Event;
@@ -161,10 +162,6 @@ struct Link {
     next_ping: Option<Millis>,
     /// The hub's `retry_after_ms` from its `system.shutdown` notice.
     retry_after: Option<u64>,
-    /// Topics whose `subscribed` on this link named another stream than
-    /// the checkpoint's: the `epoch_changed` gap that follows is that
-    /// stream's, already adopted with its epoch.
-    renewed: BTreeSet<Topic>,
 }
 
 impl Session {
@@ -210,7 +207,6 @@ impl Session {
             unanswered: 0,
             next_ping: (interval > 0).then(|| now.plus(interval)),
             retry_after: None,
-            renewed: BTreeSet::new(),
         });
     }
 
@@ -259,11 +255,7 @@ impl Session {
                 if let (TopicPattern::Exact(topic), Some(epoch), Some(seq)) =
                     (&subscribed.topic, &subscribed.epoch, subscribed.seq)
                 {
-                    let renewed = self.checkpoints.names_another_stream(topic, epoch, seq);
                     self.checkpoints.adopt_stream(topic, epoch, seq);
-                    if let (true, Phase::Open(link)) = (renewed, &mut self.phase) {
-                        link.renewed.insert(topic.clone());
-                    }
                 }
                 self.events.push_back(SessionEvent::Subscribed(subscribed));
             }
@@ -281,17 +273,26 @@ impl Session {
                 self.events.push_back(SessionEvent::ReplayComplete(done));
             }
             ServerMessage::Gap(gap) => {
-                let adopted = match &mut self.phase {
-                    Phase::Open(link) => link.renewed.remove(&gap.topic),
-                    _ => false,
-                };
-                if gap.reason == GapReason::EpochChanged && !adopted {
-                    // The stream changed under a live subscription (a Redis
-                    // that lost its data), or under a pattern, whose topics
-                    // get no `subscribed` of their own: this gap is the only
-                    // sign of the new stream, so the old checkpoint (and
-                    // epoch) goes, or the new stream's first seqs would pass
-                    // for duplicates.
+                let exact = TopicPattern::Exact(gap.topic.clone());
+                let subscribed_exactly =
+                    self.subscriptions.iter().any(|s| s.topics.contains(&exact));
+                // An exact topic's resume learns a new stream from its
+                // `subscribed` (adopted above) and this gap follows it, up
+                // to that stream's seq: the checkpoint is there already. A
+                // gap up to 0 behind the checkpoint is the hub telling a
+                // live subscription that the stream changed under it (a
+                // Redis that lost its data), and a topic reached through a
+                // pattern gets no `subscribed` of its own: then this gap is
+                // the only sign of the new stream, so the old checkpoint
+                // (and epoch) goes, or the new stream's first seqs would
+                // pass for duplicates.
+                let behind = gap.to_seq == 0
+                    && self
+                        .checkpoints
+                        .get(&gap.topic)
+                        .is_some_and(|checkpoint| checkpoint.seq > 0);
+                let restarted = behind || !subscribed_exactly;
+                if gap.reason == GapReason::EpochChanged && restarted {
                     self.checkpoints.restart(&gap.topic, gap.to_seq);
                 } else {
                     self.checkpoints.advance(&gap.topic, gap.to_seq);

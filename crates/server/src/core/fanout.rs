@@ -666,8 +666,9 @@ impl BrokerHandler for NodeHandler {
             match pushed {
                 Pushed::Closed => return,
                 Pushed::Shed => {
-                    shed += 1;
-                    conn.events_shed.fetch_add(1, Relaxed);
+                    let these = 1 + conn.outbox.take_folded();
+                    shed += these;
+                    conn.events_shed.fetch_add(these, Relaxed);
                 }
                 // Counted as the writer counts what it writes.
                 Pushed::Written => {
@@ -732,8 +733,9 @@ impl BrokerHandler for NodeHandler {
             }
             delivered += pushed.taken as u64;
             if pushed.shed > 0 {
-                shed += pushed.shed;
-                conn.events_shed.fetch_add(pushed.shed, Relaxed);
+                let these = pushed.shed + conn.outbox.take_folded();
+                shed += these;
+                conn.events_shed.fetch_add(these, Relaxed);
             }
         });
         fanout.connections.pace().fanned_out();

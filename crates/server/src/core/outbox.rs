@@ -291,6 +291,9 @@ struct State {
     gaps: usize,
     low: usize,
     normal: usize,
+    /// Events shed by [`State::compact_gaps`] beyond the one its push
+    /// reported ([`Outbox::take_folded`]).
+    folded: u64,
     closing: Option<Closing>,
     /// Any gap makes the connection's dialect send its whole state again, so
     /// one gap marker says as much as many ([`Outbox::resync_on_gap`]).
@@ -510,6 +513,13 @@ impl Outbox {
             return Pushed::Closed;
         }
         Pushed::Shed
+    }
+
+    /// Events shed past a queue's worth of gap markers since the last call,
+    /// beyond those the pushes reported as [`Pushed::Shed`] (one each): for
+    /// the shed counts.
+    pub(crate) fn take_folded(&self) -> u64 {
+        std::mem::take(&mut self.state.lock().folded)
     }
 
     /// Asks the writer to close the connection (after flushing, if `flush`).
@@ -818,11 +828,10 @@ impl State {
                 Queued::One(Entry::Gap { topic: marked, .. }) if marked == topic => {
                     return Some(earlier);
                 }
+                // A control frame may be about any topic (a `subscribed`,
+                // a `snapshot`): a marker never moves ahead of one.
                 Queued::One(Entry::Frame(frame))
-                    if frame
-                        .event
-                        .as_ref()
-                        .is_some_and(|meta| meta.topic == *topic) =>
+                    if frame.event.as_ref().is_none_or(|meta| meta.topic == *topic) =>
                 {
                     return None;
                 }
@@ -842,18 +851,25 @@ impl State {
         None
     }
 
-    /// Past a queue's worth of gap markers: folds every marker of a topic
-    /// into the first one before it that no high or critical event of that
-    /// topic separates from it, shedding the low and normal events of that
-    /// topic queued between them. Markers of one topic are kept apart only
-    /// by events of that topic, so a connection that falls behind on
-    /// interleaved priorities (a `low` between `normal`s) holds a marker per
-    /// topic again instead of being closed.
+    /// Past a queue's worth of gap markers: folds the markers of each topic
+    /// into the first one, shedding the low and normal events of that topic
+    /// queued between them (none after its last marker). A high or critical
+    /// event of the topic, or any control frame (it may be about the topic),
+    /// ends a marker's reach. Markers of one topic are kept apart only by
+    /// events of that topic, so a connection that falls behind on interleaved
+    /// priorities (a `low` between `normal`s) holds a marker per topic again
+    /// instead of being closed.
     fn compact_gaps(&mut self) {
+        let mut last_marker: HashMap<Topic, usize> = HashMap::new();
+        for (at, queued) in self.queue.iter().enumerate() {
+            if let Queued::One(Entry::Gap { topic, .. }) = queued {
+                last_marker.insert(topic.clone(), at);
+            }
+        }
         let mut open: HashMap<Topic, usize> = HashMap::new();
         let mut kept: VecDeque<Queued> = VecDeque::with_capacity(self.queue.len());
         let queue = std::mem::take(&mut self.queue);
-        for queued in queue {
+        for (at, queued) in queue.into_iter().enumerate() {
             let frames = match queued {
                 Queued::One(Entry::Gap {
                     topic,
@@ -893,13 +909,16 @@ impl State {
             };
             for frame in frames {
                 let Some(meta) = frame.event.as_ref() else {
+                    open.clear();
                     kept.push_back(Queued::One(Entry::Frame(frame)));
                     continue;
                 };
+                let before_last = last_marker.get(&meta.topic).is_some_and(|&last| at < last);
                 match open.get(&meta.topic) {
-                    Some(&marker) if meta.priority.is_sheddable() => {
+                    Some(&marker) if meta.priority.is_sheddable() && before_last => {
                         widen(&mut kept[marker], meta.seq, meta.seq);
                         self.count(&frame, -1);
+                        self.folded += 1;
                     }
                     _ => {
                         open.remove(&meta.topic);
@@ -1615,6 +1634,70 @@ mod tests {
         assert_eq!(
             drained(&outbox),
             ["gap t:a 1-1", "t:a#2", "gap t:a 3-3", "t:a#4", "t:a#5"]
+        );
+    }
+
+    #[test]
+    fn a_shed_seq_never_joins_a_marker_a_control_frame_follows() {
+        let outbox = Outbox::new(3);
+        outbox.push(event("t:a", 1, Priority::Normal));
+        outbox.push(OutFrame::control("subscribed t:a"));
+        outbox.push(event("t:a", 5, Priority::Normal));
+        // 1 is shed; then 5: the `subscribed` between stays before its marker.
+        assert_eq!(outbox.push(event("t:b", 1, Priority::High)), Pushed::Shed);
+        assert_eq!(outbox.push(event("t:b", 2, Priority::High)), Pushed::Shed);
+        assert_eq!(
+            drained(&outbox),
+            [
+                "gap t:a 1-1",
+                "subscribed t:a",
+                "gap t:a 5-5",
+                "t:b#1",
+                "t:b#2"
+            ]
+        );
+    }
+
+    #[test]
+    fn folding_markers_sheds_only_what_lies_between_them_and_counts_it() {
+        let mut state = State::default();
+        let gap = |seq| {
+            Queued::One(Entry::Gap {
+                topic: Topic::parse("t:a").unwrap(),
+                from_seq: seq,
+                to_seq: seq,
+            })
+        };
+        let frame = |seq, priority| Queued::One(Entry::Frame(event("t:a", seq, priority)));
+        state.queue = VecDeque::from([
+            gap(1),
+            frame(2, Priority::Normal),
+            gap(3),
+            frame(4, Priority::High),
+            gap(5),
+            frame(6, Priority::Normal),
+        ]);
+        state.gaps = 3;
+        state.frames = 3;
+        state.normal = 2;
+        state.compact_gaps();
+        let shown: Vec<String> = state
+            .queue
+            .iter()
+            .map(|queued| match queued {
+                Queued::One(Entry::Gap {
+                    from_seq, to_seq, ..
+                }) => format!("gap {from_seq}-{to_seq}"),
+                Queued::One(Entry::Frame(f)) => String::from_utf8_lossy(&f.text).into_owned(),
+                Queued::Run(_) => "run".to_owned(),
+            })
+            .collect();
+        // 2 lay between markers and goes; the high 4 ends the first marker's
+        // reach; 6 comes after the last marker and stays.
+        assert_eq!(shown, ["gap 1-3", "t:a#4", "gap 5-5", "t:a#6"]);
+        assert_eq!(
+            (state.gaps, state.frames, state.normal, state.folded),
+            (2, 2, 1, 1)
         );
     }
 

@@ -464,7 +464,9 @@ async fn send_history(metrics: &Metrics, conn: &ConnHandle, history: History) {
                     published: std::time::Instant::now(),
                 }),
             });
-            shed += u64::from(pushed == Pushed::Shed);
+            if pushed == Pushed::Shed {
+                shed += 1 + conn.outbox.take_folded();
+            }
         }
         if shed > 0 {
             conn.events_shed.fetch_add(shed, Relaxed);
