@@ -110,11 +110,31 @@ fn read_error(error: tungstenite::Error) -> End {
         tungstenite::Error::Capacity(_) => End::TooBig,
         // A compressed message that inflates past the bound.
         tungstenite::Error::Io(error) if deflate::too_big(&error) => End::TooBig,
+        // A peer gone without a close frame (its TCP connection closed):
+        // nothing to answer.
+        error @ tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        ) => End::SocketError(error.to_string()),
         // Frames RFC 6455 forbids (unmasked, reserved bits or opcodes, a
         // control frame fragmented or too long) and text that is not UTF-8.
         error @ (tungstenite::Error::Protocol(_) | tungstenite::Error::Utf8(_)) => {
             End::Violation(error.to_string())
         }
         other => End::SocketError(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tungstenite::error::ProtocolError;
+
+    use super::*;
+
+    #[test]
+    fn a_broken_frame_is_a_violation_and_a_vanished_peer_is_not() {
+        let unmasked = tungstenite::Error::Protocol(ProtocolError::UnmaskedFrameFromClient);
+        assert!(matches!(read_error(unmasked), End::Violation(_)));
+        let gone = tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake);
+        assert!(matches!(read_error(gone), End::SocketError(_)));
     }
 }
