@@ -389,16 +389,16 @@ impl Config {
 
     /// Whether a request that reached the hub as `host` (its `Host`) may be
     /// answered: on a hub open on loopback (no subscriber tokens), only when
-    /// it names this machine (`localhost` or an IP address), so a page whose
-    /// own name was rebound to 127.0.0.1 (DNS rebinding) cannot read the
-    /// hub as its own origin. Anything else: any host.
+    /// it names this machine (`localhost`, a name under it, or an IP
+    /// address), so a page whose own name was rebound to 127.0.0.1 (DNS
+    /// rebinding) cannot read the hub as its own origin; a proxy in front of
+    /// such a hub passes `Host: localhost`. Anything else: any host.
     pub fn host_allowed(&self, host: Option<&str>) -> bool {
         if self.auth.requires_token() || !self.bind.ip().is_loopback() {
             return true;
         }
-        host.and_then(authority_host).is_none_or(|host| {
-            host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok()
-        })
+        host.and_then(authority_host)
+            .is_none_or(|host| is_localhost(&host) || host.parse::<std::net::IpAddr>().is_ok())
     }
 }
 
@@ -418,9 +418,15 @@ fn authority_host(authority: &str) -> Option<String> {
     (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
-/// `localhost` or a loopback address.
+/// `localhost` or a name under it (RFC 6761: browsers resolve those to
+/// loopback themselves, so no site can rebind one). `host` is lowercase.
+fn is_localhost(host: &str) -> bool {
+    host == "localhost" || host.ends_with(".localhost")
+}
+
+/// `localhost` (or a name under it) or a loopback address.
 fn names_this_machine(host: &str) -> bool {
-    host == "localhost"
+    is_localhost(host)
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
@@ -500,6 +506,7 @@ mod tests {
             None,
             Some("127.0.0.1:8765"),
             Some("localhost:8765"),
+            Some("app.localhost:8765"),
             Some("[::1]:8765"),
         ] {
             assert!(config.host_allowed(host), "{host:?}");
