@@ -216,7 +216,7 @@ impl RedisBroker {
             stats: Mutex::default(),
             topic_ttl: retention.history_age.max(Duration::from_secs(3600)) * 24,
             id_ttl: retention.history_age.max(MIN_ID_TTL),
-            clock_offset_ms: AtomicI64::new(0),
+            clock_offset_ms: AtomicI64::new(i64::MIN),
             failing: AtomicBool::new(false),
         });
         shared.learn_clock().await.map_err(|e| BrokerError::Open {
@@ -250,16 +250,26 @@ impl Shared {
         Ok(())
     }
 
-    /// Records Redis's time `redis_ms` as read just now.
+    /// Records Redis's time `redis_ms` as read just now. Each reading is
+    /// behind Redis's clock by the reply's way back, so the offset only
+    /// grows with them (a slow reply would move deadlines early and refuse
+    /// publishes for nothing), except for a clock that stepped back by more
+    /// than a publish's deadline.
     fn note_redis_time(&self, redis_ms: u64) {
         let offset = redis_ms as i64 - crate::core::clock::now_ms() as i64;
-        self.clock_offset_ms.store(offset, Relaxed);
+        let known = self.clock_offset_ms.load(Relaxed);
+        if offset > known || known.saturating_sub(offset) > PUBLISH_DEADLINE.as_millis() as i64 * 2
+        {
+            self.clock_offset_ms.store(offset, Relaxed);
+        }
     }
 
     /// The deadline in Redis's time of a publish sent now.
     fn publish_deadline(&self) -> u64 {
-        let now = crate::core::clock::now_ms() as i64 + self.clock_offset_ms.load(Relaxed);
-        (now + PUBLISH_DEADLINE.as_millis() as i64).max(1) as u64
+        let now = (crate::core::clock::now_ms() as i64)
+            .saturating_add(self.clock_offset_ms.load(Relaxed));
+        now.saturating_add(PUBLISH_DEADLINE.as_millis() as i64)
+            .max(1) as u64
     }
 
     /// Warns when Redis may evict keys: a lost stream key is lost history.
@@ -298,45 +308,17 @@ impl Shared {
             .zcard(keys::CLAIMED)
             .query_async(&mut commands)
             .await;
-        let kinds: Result<Vec<String>, _> = redis::cmd("SMEMBERS")
-            .arg(keys::KINDS)
-            .query_async(&mut commands)
+        // Topics whose keys expired (no event for the topic TTL) leave the
+        // index, and kinds with none left the set of kinds: both stay as
+        // large as what Redis still holds.
+        let expired = now_ms.saturating_sub(self.topic_ttl.as_millis() as u64);
+        let indexed: Result<usize, _> = scripts::PRUNE
+            .key(keys::KINDS)
+            .arg(keys::kind_index(""))
+            .arg(expired)
+            .invoke_async(&mut commands)
             .await;
-        let mut topics = 0;
-        if let Ok(kinds) = &kinds {
-            // Topics whose keys expired (no event for the topic TTL) leave
-            // the index, and kinds with none left the set of kinds: both
-            // stay as large as what Redis still holds.
-            let expired = now_ms.saturating_sub(self.topic_ttl.as_millis() as u64);
-            let mut counting = redis::pipe();
-            for kind in kinds {
-                let index = keys::kind_index(kind);
-                counting
-                    .cmd("ZREMRANGEBYSCORE")
-                    .arg(&index)
-                    .arg("-inf")
-                    .arg(format!("({expired}"))
-                    .ignore()
-                    .zcard(index);
-            }
-            let counts: Result<Vec<usize>, _> = counting.query_async(&mut commands).await;
-            if let Ok(counts) = &counts {
-                topics = counts.iter().sum();
-                let empty: Vec<&String> = kinds
-                    .iter()
-                    .zip(counts)
-                    .filter(|(_, count)| **count == 0)
-                    .map(|(kind, _)| kind)
-                    .collect();
-                if !empty.is_empty() {
-                    let _: Result<(), _> = redis::cmd("SREM")
-                        .arg(keys::KINDS)
-                        .arg(&empty)
-                        .query_async(&mut commands)
-                        .await;
-                }
-            }
-        }
+        let topics = indexed.unwrap_or(0);
         let memory: Result<String, _> = redis::cmd("INFO")
             .arg("memory")
             .query_async(&mut commands)

@@ -15,6 +15,9 @@ pub(super) static READ: LazyLock<Script> =
 /// Replaces the epoch of a stream Redis restored from an older copy.
 pub(super) static REBASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/rebase.lua")));
+/// Prunes the topic indexes of expired topics; counts the rest.
+pub(super) static PRUNE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/prune.lua")));
 /// Registers a pending approval.
 pub(super) static APPROVAL_CREATE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/approval_create.lua")));
