@@ -1442,6 +1442,27 @@ async fn a_connection_that_sends_nothing_is_closed_by_the_header_timeout() -> Re
 }
 
 #[tokio::test]
+async fn an_http2_connection_that_goes_quiet_after_its_preface_is_closed() -> Result<()> {
+    let hub = herald()
+        .start(&["--header-timeout", "1s", "--heartbeat-interval", "1s"])
+        .await?;
+    let started = Instant::now();
+    let mut quiet = timeout(DEFAULT_TIMEOUT, TcpStream::connect(hub.addr()))
+        .await
+        .context("TCP connect timed out")??;
+    quiet.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await?;
+    // Never a frame of its own, nor an answer to the hub's ping.
+    let mut answer = Vec::new();
+    let read = timeout(Duration::from_secs(10), quiet.read_to_end(&mut answer)).await;
+    ensure!(
+        read.is_ok(),
+        "a quiet HTTP/2 connection was still open after {:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_body_that_trickles_in_is_answered_408_at_the_header_timeout_and_closed() -> Result<()> {
     let hub = herald().start(&["--header-timeout", "1s"]).await?;
     let stream = timeout(DEFAULT_TIMEOUT, TcpStream::connect(hub.addr()))

@@ -248,6 +248,13 @@ async fn accept_loop(listener: TcpListener, hub: Hub, stop: CancellationToken) {
         .timer(TokioTimer::new())
         .header_read_timeout(hub.config().header_timeout)
         .keep_alive(true);
+    // HTTP/2 (h2c) has no header deadline: a connection that opened and
+    // went quiet is pinged, and closed when the ping goes unanswered.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(hub.config().heartbeat_interval))
+        .keep_alive_timeout(hub.config().header_timeout);
     loop {
         let (stream, remote) = tokio::select! {
             () = stop.cancelled() => break,
