@@ -212,9 +212,9 @@ impl Feed {
         let topic = &event.event.topic;
         let seq = event.event.seq;
         // Until the feed is caught up after a reconnection (and has checked
-        // that Redis did not come back with older streams), the feed
-        // delivers: a position must not move on with an event of a stream
-        // that is about to get a new epoch.
+        // that Redis did not come back with older streams), only the feed
+        // delivers, not a publisher on this node: a position must not move
+        // on with an event of a stream that is about to get a new epoch.
         if !first_here && !self.healthy() {
             return Delivery::Deferred;
         }
