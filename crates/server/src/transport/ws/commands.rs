@@ -62,7 +62,7 @@ pub(crate) async fn dispatch(
         // In open mode there is no token to replace.
         ClientMessage::Auth(auth) => {
             conn.reauthenticate(&hub.config().auth, &auth.token)?;
-            // What the new token no longer covers stops, and the client is
+            // What the new token does not cover stops, and the client is
             // told which; the rest goes on.
             let revoked: Vec<TopicPattern> = conn
                 .subscriptions()
