@@ -225,7 +225,13 @@ pub(crate) async fn run(args: ServeArgs, file: Option<&ConfigFile>) -> anyhow::R
     let auth = &config.auth;
     if !auth.requires_token() && !auth.requires_key() {
         if addr.ip().is_loopback() {
-            tracing::warn!("running open: no authentication is configured (loopback only)");
+            if config.allowed_origins.is_empty() {
+                tracing::warn!(
+                    "running open: no authentication is configured (loopback only), and any web page this machine's browser visits may connect: pass --allowed-origins with your frontend's origin"
+                );
+            } else {
+                tracing::warn!("running open: no authentication is configured (loopback only)");
+            }
         } else {
             tracing::warn!(%addr, "running open on a non-loopback address (--insecure)");
         }

@@ -355,36 +355,18 @@ const MIN_METRICS_INTERVAL: Duration = Duration::from_millis(100);
 impl Config {
     /// Whether a browser page from `origin` may open WebSockets and call the
     /// HTTP API of the hub it reached as `host` (the request's `Host`): the
-    /// hub's own origin, and those `--allowed-origins` lists (`*`: any). Unset, any when
-    /// subscribers need tokens (a page elsewhere has none to send); on a
-    /// hub without them, a page of this machine or of the hub's own host
-    /// only, or any web page its user visits could read every topic and
-    /// answer the user's approvals.
+    /// hub's own origin (its console), and those `--allowed-origins` lists
+    /// (`*`: any); any when it is unset, as the contract says.
     pub fn origin_allowed(&self, origin: &str, host: Option<&str>) -> bool {
-        // The hub's own pages (the console) call it from its own origin.
         let own = origin
             .split_once("://")
             .zip(host)
             .is_some_and(|((_, authority), host)| authority.eq_ignore_ascii_case(host));
-        if own {
-            return true;
-        }
-        if !self.allowed_origins.is_empty() {
-            return self
+        own || self.allowed_origins.is_empty()
+            || self
                 .allowed_origins
                 .iter()
-                .any(|allowed| allowed == "*" || allowed == origin);
-        }
-        if self.auth.requires_token() {
-            return true;
-        }
-        let Some(page) = origin_host(origin) else {
-            return false;
-        };
-        names_this_machine(&page)
-            || host
-                .and_then(authority_host)
-                .is_some_and(|host| host == page)
+                .any(|allowed| allowed == "*" || allowed == origin)
     }
 
     /// Whether a request that reached the hub as `host` (its `Host`) may be
@@ -402,13 +384,6 @@ impl Config {
     }
 }
 
-/// The host of an origin (`scheme://host[:port]`), without brackets; `None`
-/// for `null` and anything malformed.
-fn origin_host(origin: &str) -> Option<String> {
-    let (_, authority) = origin.split_once("://")?;
-    authority_host(authority)
-}
-
 /// The host of an authority (`host[:port]`, `[v6]:port`), without brackets.
 fn authority_host(authority: &str) -> Option<String> {
     let host = match authority.strip_prefix('[') {
@@ -422,14 +397,6 @@ fn authority_host(authority: &str) -> Option<String> {
 /// loopback themselves, so no site can rebind one). `host` is lowercase.
 fn is_localhost(host: &str) -> bool {
     host == "localhost" || host.ends_with(".localhost")
-}
-
-/// `localhost` (or a name under it) or a loopback address.
-fn names_this_machine(host: &str) -> bool {
-    is_localhost(host)
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Parses `--bind`: `IP:PORT`, or `HOST:PORT` resolved once (an IPv4
@@ -455,6 +422,7 @@ mod tests {
 
     #[test]
     fn allowed_origins_name_origins_or_any_with_a_star() {
+        assert!(Config::default().origin_allowed("https://anywhere.example", None));
         let mut config = Config {
             allowed_origins: vec!["https://app.example".into()],
             ..Config::default()
@@ -475,28 +443,6 @@ mod tests {
         assert!(config.origin_allowed("https://herald.example:8765", host));
         assert!(!config.origin_allowed("https://herald.example:9999", host));
         assert!(!config.origin_allowed("https://evil.example", host));
-    }
-
-    #[test]
-    fn an_open_hub_takes_pages_of_this_machine_or_its_own_host_only() {
-        let config = Config::default();
-        let host = Some("10.0.0.5:8765");
-        for page in [
-            "http://localhost:3000",
-            "http://127.0.0.1:5173",
-            "http://[::1]:8080",
-            "http://10.0.0.5:8080",
-        ] {
-            assert!(config.origin_allowed(page, host), "{page}");
-        }
-        for page in [
-            "https://evil.example",
-            "null",
-            "http://localhost.evil.example",
-            "http://10.0.0.6",
-        ] {
-            assert!(!config.origin_allowed(page, host), "{page}");
-        }
     }
 
     #[test]
