@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Union
 
 from pydantic import TypeAdapter, ValidationError
@@ -389,6 +389,10 @@ class _Link:
     next_ping: int | None = None
     retry_after: int | None = None
     """The hub's ``retry_after_ms`` from its ``system.shutdown`` notice."""
+    gaps: dict[str, Gap] = field(default_factory=dict)
+    """The last gap surfaced per topic on this link, until an event of the
+    topic: the same gap again (two subscriptions covering the topic each
+    resumed with ``since``) tells nothing new."""
 
 
 @dataclass
@@ -508,6 +512,8 @@ class Session:
             if hint is not None and isinstance(self._phase, _Link):
                 self._phase.retry_after = hint
             if self._accept_event(body.topic, body.seq):
+                if isinstance(self._phase, _Link):
+                    self._phase.gaps.pop(body.topic, None)
                 self._events.append(body)
         elif kind == "subscribed" and isinstance(body, Subscribed):
             if "*" not in body.topic and body.epoch is not None and body.seq is not None:
@@ -522,6 +528,10 @@ class Session:
                 self._advance(body.topic, body.to_seq)
             self._events.append(body)
         elif kind == "gap" and isinstance(body, Gap):
+            if isinstance(self._phase, _Link):
+                if self._phase.gaps.get(body.topic) == body:
+                    return
+                self._phase.gaps[body.topic] = body
             subscribed_exactly = any(body.topic in s.topics for s in self._subscriptions)
             # An exact topic's resume learns a new stream from its `subscribed`
             # and this gap follows it. A gap up to 0 behind the checkpoint is

@@ -95,14 +95,14 @@ pub mod subscription;
 #[cfg(test)]
 mod tests;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use crate::error::{CloseReason, DecodeError};
 use crate::event::Event;
 use crate::event_type::EventType;
 use crate::filter::EventFilter;
 use crate::frame::{
-    ClientFrame, ClientMessage, GapReason, Heartbeat, RequestId, ServerMessage, Since,
+    ClientFrame, ClientMessage, Gap, GapReason, Heartbeat, RequestId, ServerMessage, Since,
 };
 use crate::topic::{Topic, TopicPattern};
 
@@ -162,6 +162,10 @@ struct Link {
     next_ping: Option<Millis>,
     /// The hub's `retry_after_ms` from its `system.shutdown` notice.
     retry_after: Option<u64>,
+    /// The last `gap` surfaced per topic on this link, until an event of the
+    /// topic: the same gap again (two subscriptions covering the topic each
+    /// resumed with `since`) tells nothing new.
+    gaps: BTreeMap<Topic, Gap>,
 }
 
 impl Session {
@@ -207,6 +211,7 @@ impl Session {
             unanswered: 0,
             next_ping: (interval > 0).then(|| now.plus(interval)),
             retry_after: None,
+            gaps: BTreeMap::new(),
         });
     }
 
@@ -248,6 +253,9 @@ impl Session {
                     link.retry_after = Some(hint);
                 }
                 if self.checkpoints.accept_event(&event.topic, event.seq) {
+                    if let Phase::Open(link) = &mut self.phase {
+                        link.gaps.remove(&event.topic);
+                    }
                     self.events.push_back(SessionEvent::Event(event));
                 }
             }
@@ -273,6 +281,12 @@ impl Session {
                 self.events.push_back(SessionEvent::ReplayComplete(done));
             }
             ServerMessage::Gap(gap) => {
+                if let Phase::Open(link) = &mut self.phase {
+                    if link.gaps.get(&gap.topic) == Some(&gap) {
+                        return;
+                    }
+                    link.gaps.insert(gap.topic.clone(), gap.clone());
+                }
                 let exact = TopicPattern::Exact(gap.topic.clone());
                 let subscribed_exactly =
                     self.subscriptions.iter().any(|s| s.topics.contains(&exact));
