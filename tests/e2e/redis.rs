@@ -33,6 +33,23 @@ async fn publish_numbered(hub: &Hub, topic: &str, from: u64, n: u64) -> Result<(
     Ok(())
 }
 
+/// Publishes event `n` on `topic` through `hub` once it answers 200 again
+/// (its Redis is coming back), within `limit`; each refused try stored
+/// nothing (a refused connection).
+async fn publish_when_back(hub: &Hub, topic: &str, n: u64, limit: Duration) -> Result<()> {
+    eventually(limit, "publishing once Redis is back", || async {
+        let reply = hub
+            .http()
+            .post(
+                "/api/v1/events",
+                &event(topic, "step.progress", json!({ "n": n })),
+            )
+            .await?;
+        Ok((reply.status == 200).then_some(()))
+    })
+    .await
+}
+
 /// Every `n` in the events received, in arrival order.
 fn numbers(frames: &[Value], topic: &str) -> Vec<u64> {
     frames
@@ -221,21 +238,7 @@ async fn a_redis_restart_without_its_data_is_an_epoch_change_that_clients_are_to
     collect_events(&mut client, "run:restart", 5).await?;
     redis.restart().await?;
     // Once the nodes are back, publishing starts a new stream.
-    eventually(
-        Duration::from_secs(20),
-        "publishing after the restart",
-        || async {
-            let reply = nodes[1]
-                .http()
-                .post(
-                    "/api/v1/events",
-                    &event("run:restart", "step.progress", json!({"n": 100})),
-                )
-                .await?;
-            Ok((reply.status == 200).then_some(()))
-        },
-    )
-    .await?;
+    publish_when_back(&nodes[1], "run:restart", 100, Duration::from_secs(20)).await?;
     let gap = client
         .recv_until(|f| frame_type(f) == "gap" && str_field(f, "topic") == "run:restart")
         .await?;
@@ -295,9 +298,10 @@ async fn a_publish_answered_503_while_redis_stalls_is_not_stored_when_it_wakes_u
         stalled.status,
         stalled.text
     );
-    // Once Redis runs the queued script, past its deadline, nothing is
-    // stored: the producer's retry is the only copy.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Redis runs the script queued while it stalled (already in its socket
+    // buffer) before a command sent now: past its deadline, it stores
+    // nothing, and the producer's retry is the only copy.
+    redis.command(&["PING"]).await?;
     publish_numbered(&nodes[0], "run:stall", 2, 1).await?;
     let history = http.get("/api/v1/topics/run:stall/events?since=0").await?;
     let events = history.body["events"].as_array().context("no events")?;
@@ -360,21 +364,7 @@ async fn a_herald_client_delivers_a_new_stream_from_its_first_seq_after_a_redis_
     publish_numbered(&nodes[0], "run:renewed", 0, 5).await?;
     client_items_until(&mut subscriber, |items| items.len() == 5).await?;
     redis.restart().await?;
-    eventually(
-        Duration::from_secs(20),
-        "publishing after the restart",
-        || async {
-            let reply = nodes[0]
-                .http()
-                .post(
-                    "/api/v1/events",
-                    &event("run:renewed", "step.progress", json!({"n": 100})),
-                )
-                .await?;
-            Ok((reply.status == 200).then_some(()))
-        },
-    )
-    .await?;
+    publish_when_back(&nodes[0], "run:renewed", 100, Duration::from_secs(20)).await?;
     publish_numbered(&nodes[0], "run:renewed", 101, 2).await?;
     // The new stream's seqs 1..=3 are below the old checkpoint (5): kept
     // against it, they would pass for duplicates and never arrive.
@@ -649,21 +639,7 @@ async fn a_redis_restored_from_an_older_snapshot_hands_out_no_seq_twice_under_on
     collect_events(&mut client, "run:older", 10).await?;
     // Back with seqs 1..5 only.
     redis.restart().await?;
-    eventually(
-        Duration::from_secs(20),
-        "publishing after the restart",
-        || async {
-            let reply = nodes[1]
-                .http()
-                .post(
-                    "/api/v1/events",
-                    &event("run:older", "step.progress", json!({"n": 100})),
-                )
-                .await?;
-            Ok((reply.status == 200).then_some(()))
-        },
-    )
-    .await?;
+    publish_when_back(&nodes[1], "run:older", 100, Duration::from_secs(20)).await?;
     // The live subscriber is told, and then gets the stream again.
     let gap = client
         .recv_until(|f| frame_type(f) == "gap" && str_field(f, "topic") == "run:older")
@@ -710,21 +686,7 @@ async fn events_published_right_after_a_restore_from_an_older_snapshot_are_not_t
     // At once, before the feeds are back: more events than the 5 seqs lost,
     // so the restored stream passes the seq the nodes delivered.
     for n in 100..110 {
-        eventually(
-            Duration::from_secs(5),
-            "publishing after the restore",
-            || async {
-                let reply = nodes[1]
-                    .http()
-                    .post(
-                        "/api/v1/events",
-                        &event("run:restored", "step.progress", json!({ "n": n })),
-                    )
-                    .await?;
-                Ok((reply.status == 200).then_some(()))
-            },
-        )
-        .await?;
+        publish_when_back(&nodes[1], "run:restored", n, Duration::from_secs(5)).await?;
     }
     let gap = client
         .recv_until(|f| frame_type(f) == "gap" && str_field(f, "topic") == "run:restored")

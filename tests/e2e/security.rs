@@ -183,6 +183,17 @@ async fn expect_welcome(
     }
 }
 
+/// An upgrade of `/ws` with `token` in the query must be refused 401.
+async fn token_refused(hub: &Hub, token: &str) -> Result<()> {
+    expect_refused(
+        &hub.ws_url(&with_token("/ws", token)),
+        &[],
+        401,
+        "unauthorized",
+    )
+    .await
+}
+
 /// The upgrade must be refused with `status` (and, as JSON, `code`).
 pub(crate) async fn expect_refused(
     url: &str,
@@ -278,14 +289,9 @@ async fn a_token_for_another_audience_or_issuer_is_refused_and_one_for_the_hubs_
     // Without --jwt-audience, a token naming any audience is for someone else.
     let hub = hs256_hub(&[]).await?;
     let elsewhere = hs256(&with(fresh("u1", &[]), "aud", "billing"))?;
-    expect_refused(
-        &hub.ws_url(&with_token("/ws", &elsewhere)),
-        &[],
-        401,
-        "unauthorized",
-    )
-    .await
-    .context("aud without --jwt-audience")?;
+    token_refused(&hub, &elsewhere)
+        .await
+        .context("aud without --jwt-audience")?;
     expect_welcome(
         &hub.ws_url(&with_token("/ws", &hs256(&fresh("u1", &[]))?)),
         &[],
@@ -318,14 +324,9 @@ async fn a_token_for_another_audience_or_issuer_is_refused_and_one_for_the_hubs_
             with(fresh("u1", &[]), "iss", "https://id.example"),
         ),
     ] {
-        expect_refused(
-            &hub.ws_url(&with_token("/ws", &hs256(&claims)?)),
-            &[],
-            401,
-            "unauthorized",
-        )
-        .await
-        .with_context(|| what.to_owned())?;
+        token_refused(&hub, &hs256(&claims)?)
+            .await
+            .with_context(|| what.to_owned())?;
     }
     Ok(())
 }
@@ -392,14 +393,9 @@ async fn forged_expired_early_unsigned_and_missing_tokens_get_401_before_the_upg
         ("not yet valid", &early),
         ("alg none", &none),
     ] {
-        expect_refused(
-            &hub.ws_url(&with_token("/ws", token)),
-            &[],
-            401,
-            "unauthorized",
-        )
-        .await
-        .with_context(|| format!("{what} token in the query"))?;
+        token_refused(&hub, token)
+            .await
+            .with_context(|| format!("{what} token in the query"))?;
         let bearer = format!("Bearer {token}");
         expect_refused(&url, &[("authorization", &bearer)], 401, "unauthorized")
             .await
@@ -448,22 +444,12 @@ async fn rs256_token_is_admitted_and_hs256_signed_with_the_public_pem_is_refused
         &EncodingKey::from_secret(&key_bytes("rsa_public.pem")?),
         &fresh("u1", &["*"]),
     )?;
-    expect_refused(
-        &hub.ws_url(&with_token("/ws", &confused)),
-        &[],
-        401,
-        "unauthorized",
-    )
-    .await
-    .context("HS256 token keyed with the RSA public PEM")?;
-    expect_refused(
-        &hub.ws_url(&with_token("/ws", &unsigned(&fresh("u1", &["*"])))),
-        &[],
-        401,
-        "unauthorized",
-    )
-    .await
-    .context("alg none against an RSA key")?;
+    token_refused(&hub, &confused)
+        .await
+        .context("HS256 token keyed with the RSA public PEM")?;
+    token_refused(&hub, &unsigned(&fresh("u1", &["*"])))
+        .await
+        .context("alg none against an RSA key")?;
     Ok(())
 }
 
@@ -477,14 +463,9 @@ async fn eddsa_token_is_admitted_and_one_from_another_ed25519_key_is_refused() -
     ws_as(&hub, "/ws", &good).await.context("EdDSA token")?;
     let other = EncodingKey::from_ed_pem(&key_bytes("ed25519_other_private.pem")?)?;
     let foreign = sign(Algorithm::EdDSA, &other, &fresh("u1", &[]))?;
-    expect_refused(
-        &hub.ws_url(&with_token("/ws", &foreign)),
-        &[],
-        401,
-        "unauthorized",
-    )
-    .await
-    .context("EdDSA token from another key")?;
+    token_refused(&hub, &foreign)
+        .await
+        .context("EdDSA token from another key")?;
     Ok(())
 }
 
