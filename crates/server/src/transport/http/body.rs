@@ -11,14 +11,19 @@ use serde_json::Value;
 
 use super::error::ApiError;
 
+/// The answer to a body over `--max-body-size` (413).
+pub(crate) fn too_large() -> ApiError {
+    ApiError::new(
+        ErrorCode::TooLarge,
+        "request body is over the size limit (--max-body-size)",
+    )
+}
+
 /// Reads a JSON body.
 pub(crate) fn json(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
     let bytes = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                ErrorCode::TooLarge,
-                "request body is over the size limit (--max-body-size)",
-            )
+            too_large()
         } else {
             ApiError::new(ErrorCode::InvalidRequest, rejection.body_text())
         }

@@ -128,14 +128,8 @@ async fn whole_body(hub: &Hub, request: Request) -> Result<Request, Response> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let too_large = || {
-        ApiError::new(
-            ErrorCode::TooLarge,
-            "request body is over the size limit (--max-body-size)",
-        )
-    };
     if declared.is_some_and(|declared| declared > limit as u64) {
-        return Err(refuse_and_close(hub, too_large(), None));
+        return Err(refuse_and_close(hub, body::too_large(), None));
     }
     let (parts, body) = request.into_parts();
     let deadline = hub.config().header_timeout;
@@ -145,7 +139,7 @@ async fn whole_body(hub: &Hub, request: Request) -> Result<Request, Response> {
             let over = std::error::Error::source(&error)
                 .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
             let error = if over {
-                too_large()
+                body::too_large()
             } else {
                 ApiError::new(
                     ErrorCode::InvalidRequest,
