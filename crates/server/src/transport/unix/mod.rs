@@ -24,6 +24,10 @@ const MAX_DATAGRAM: usize = 16 * 1024 * 1024;
 /// Rejected datagrams logged a second at most.
 const REJECTIONS_LOGGED: std::num::NonZeroU32 = std::num::NonZeroU32::new(5).unwrap();
 
+/// How long after a rejection went unlogged its count is logged, when no
+/// logged rejection has carried it by then.
+const UNLOGGED_SUMMARY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Why the ingest socket could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -76,26 +80,15 @@ pub async fn run(hub: Hub, socket: UnixDatagram, path: PathBuf) {
     // one the kernel cut to fit.
     let limit = hub.config().max_body_size.min(MAX_DATAGRAM);
     let mut buffer = vec![0u8; limit.saturating_add(1)];
-    // Rejections are counted (`herald_unix_datagrams_rejected_total`) and
-    // logged a few a second at most, with how many went unlogged: a writer
-    // of garbage must not flood the log.
-    let warnings = RateLimiter::direct(Quota::per_second(REJECTIONS_LOGGED));
-    let mut unlogged = 0u64;
-    let mut warn = |message: &str, error: Option<&str>, datagram: Option<&[u8]>| {
-        if warnings.check().is_err() {
-            unlogged += 1;
-            return;
-        }
-        // Escaped (`?`): a datagram's bytes never reach the log raw.
-        let excerpt =
-            datagram.map(|d| String::from_utf8_lossy(&d[..d.len().min(120)]).into_owned());
-        tracing::warn!(error = ?error, datagram = ?excerpt, unlogged, "{message}");
-        unlogged = 0;
-    };
+    let mut rejections = Rejections::new();
     loop {
         let received = tokio::select! {
             biased;
             () = &mut stopped => break,
+            () = rejections.summary_due() => {
+                rejections.log_unlogged();
+                continue;
+            }
             received = socket.recv(&mut buffer) => received,
         };
         let len = match received {
@@ -113,7 +106,7 @@ pub async fn run(hub: Hub, socket: UnixDatagram, path: PathBuf) {
         metrics.unix_datagrams.inc();
         if len > limit {
             metrics.unix_datagrams_rejected.inc();
-            warn(
+            rejections.warn(
                 "rejected a datagram larger than --max-body-size",
                 None,
                 None,
@@ -131,7 +124,7 @@ pub async fn run(hub: Hub, socket: UnixDatagram, path: PathBuf) {
             Ok(request) => request,
             Err(error) => {
                 metrics.unix_datagrams_rejected.inc();
-                warn(
+                rejections.warn(
                     "rejected a malformed datagram",
                     Some(&error),
                     Some(datagram),
@@ -149,5 +142,63 @@ pub async fn run(hub: Hub, socket: UnixDatagram, path: PathBuf) {
             }
         }
     }
+    rejections.log_unlogged();
     let _ = std::fs::remove_file(&path);
+}
+
+/// The log of rejected datagrams (each is also counted in
+/// `herald_unix_datagrams_rejected_total`): a few a second at most, so a
+/// writer of garbage cannot flood the log, and every rejection that went
+/// unlogged is counted in the next line: the next logged rejection, or a
+/// summary a second later, or at shutdown.
+struct Rejections {
+    limiter: governor::DefaultDirectRateLimiter,
+    unlogged: u64,
+    /// Armed while `unlogged` is not zero.
+    summary: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Rejections {
+    fn new() -> Self {
+        Self {
+            limiter: RateLimiter::direct(Quota::per_second(REJECTIONS_LOGGED)),
+            unlogged: 0,
+            summary: None,
+        }
+    }
+
+    fn warn(&mut self, message: &str, error: Option<&str>, datagram: Option<&[u8]>) {
+        if self.limiter.check().is_err() {
+            self.unlogged += 1;
+            self.summary
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(UNLOGGED_SUMMARY_AFTER)));
+            return;
+        }
+        // Escaped (`?`): a datagram's bytes never reach the log raw.
+        let excerpt =
+            datagram.map(|d| String::from_utf8_lossy(&d[..d.len().min(120)]).into_owned());
+        tracing::warn!(error = ?error, datagram = ?excerpt, unlogged = self.unlogged, "{message}");
+        self.unlogged = 0;
+        self.summary = None;
+    }
+
+    /// Resolves when the unlogged rejections are due to be logged; pending
+    /// for ever while there are none.
+    async fn summary_due(&mut self) {
+        match self.summary.as_mut() {
+            Some(sleep) => sleep.await,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn log_unlogged(&mut self) {
+        if self.unlogged > 0 {
+            tracing::warn!(
+                unlogged = self.unlogged,
+                "rejected datagrams went unlogged (counted in herald_unix_datagrams_rejected_total)"
+            );
+        }
+        self.unlogged = 0;
+        self.summary = None;
+    }
 }
