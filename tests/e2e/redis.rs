@@ -631,9 +631,12 @@ async fn a_redis_restored_from_an_older_snapshot_hands_out_no_seq_twice_under_on
     let mut redis = Redis::start_persistent().await?;
     let nodes = nodes(&redis, 2).await?;
     let mut client = nodes[0].ws("/ws").await?;
-    let subscribed = client.subscribe(&["run:older"]).await?;
+    let subscribed = client.subscribe(&["run:older", "run:steady"]).await?;
     let epoch = subscribed[0]["epoch"].clone();
     publish_numbered(&nodes[1], "run:older", 0, 5).await?;
+    // A stream the snapshot holds whole is checked in the same round trip
+    // and keeps its epoch.
+    publish_numbered(&nodes[1], "run:steady", 0, 3).await?;
     redis.save().await?;
     publish_numbered(&nodes[1], "run:older", 5, 5).await?;
     collect_events(&mut client, "run:older", 10).await?;
@@ -647,6 +650,17 @@ async fn a_redis_restored_from_an_older_snapshot_hands_out_no_seq_twice_under_on
     ensure!(gap["reason"] == "epoch_changed", "{gap}");
     let next = client.recv_until(|f| frame_type(f) == "event").await?;
     ensure!(seq_of(&next) == Some(1), "the stream again from 1: {next}");
+    publish_numbered(&nodes[1], "run:steady", 3, 1).await?;
+    let (steady, before) = client
+        .recv_collect_until(|f| frame_type(f) == "event" && str_field(f, "topic") == "run:steady")
+        .await?;
+    ensure!(
+        seq_of(&steady) == Some(4)
+            && !before
+                .iter()
+                .any(|f| frame_type(f) == "gap" && str_field(f, "topic") == "run:steady"),
+        "the whole stream goes on under its epoch: {steady} after {before:?}"
+    );
     // A client resuming from seq 10 of the first epoch is told too.
     let mut late = nodes[1].ws("/ws").await?;
     let since = json!({"run:older": {"seq": 10, "epoch": epoch}});

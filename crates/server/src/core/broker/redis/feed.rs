@@ -64,6 +64,10 @@ type Slot = Arc<Mutex<Option<LastDelivered>>>;
 /// Entries of a stream as `XRANGE` answers them: id, then field → value.
 type StreamEntries = Vec<(String, HashMap<String, Vec<u8>>)>;
 
+/// Followed streams compared with Redis's copy in one pipelined round trip
+/// after Redis comes back.
+const CHECKS_PER_ROUND_TRIP: usize = 500;
+
 /// What happened to one event offered for delivery.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Delivery {
@@ -503,58 +507,18 @@ impl Shared {
             .iter()
             .filter_map(|(topic, slot)| Some((topic.clone(), slot.lock().clone()?)))
             .collect();
-        for (topic, (epoch, delivered, delivered_id)) in followed {
-            let keys = keys::TopicKeys::of(&topic);
-            let meta = keys.meta;
-            let stored: Result<(Option<String>, Option<u64>), _> = redis::cmd("HMGET")
-                .arg(&meta)
-                .arg("e")
-                .arg("s")
-                .query_async(&mut self.commands.clone())
-                .await;
-            let Ok((Some(stored_epoch), Some(stored_seq))) = stored else {
-                continue;
-            };
-            if stored_epoch != epoch.as_str() {
-                continue;
-            }
-            // Events published since Redis came back (before this check) may
-            // have taken the stream past what was delivered: then the event
-            // now stored at the delivered seq is another one.
-            if stored_seq >= delivered {
-                let Some(delivered_id) = delivered_id else {
-                    continue;
-                };
-                let at = format!("{delivered}-0");
-                let entries: Result<StreamEntries, _> = redis::cmd("XRANGE")
-                    .arg(&keys.stream)
-                    .arg(&at)
-                    .arg(&at)
-                    .query_async(&mut self.commands.clone())
+        for chunk in followed.chunks(CHECKS_PER_ROUND_TRIP) {
+            for (topic, stored_epoch, stored_seq) in self.regressed(chunk).await {
+                let replaced: Result<u64, _> = super::scripts::REBASE
+                    .key(keys::TopicKeys::of(topic).meta)
+                    .arg(&stored_epoch)
+                    .arg(stored_seq)
+                    .arg(crate::core::broker::new_epoch().as_str())
+                    .invoke_async(&mut self.commands.clone())
                     .await;
-                let stored_id = entries.ok().and_then(|entries| {
-                    let frame = entries.first()?.1.get("f")?.clone();
-                    Some(
-                        super::wire::decode_frame(bytes::Bytes::from(frame))?
-                            .event
-                            .id
-                            .clone(),
-                    )
-                });
-                // Not there any more (trimmed): nothing to tell by.
-                if stored_id.is_none_or(|id| id == delivered_id) {
-                    continue;
+                if replaced.is_ok_and(|n| n == 1) {
+                    tracing::warn!(%topic, stored_seq, "Redis holds an older copy of this stream: it gets a new epoch");
                 }
-            }
-            let replaced: Result<u64, _> = super::scripts::REBASE
-                .key(&meta)
-                .arg(&stored_epoch)
-                .arg(stored_seq)
-                .arg(crate::core::broker::new_epoch().as_str())
-                .invoke_async(&mut self.commands.clone())
-                .await;
-            if replaced.is_ok_and(|n| n == 1) {
-                tracing::warn!(%topic, stored_seq, delivered, "Redis holds an older copy of this stream: it gets a new epoch");
             }
         }
         // Told now (`epoch_changed`, then the new stream), before any
@@ -565,6 +529,86 @@ impl Shared {
                 self.fill(topic, None).await;
             }
         }
+    }
+
+    /// The streams of `followed` that Redis holds an older copy of, with
+    /// the epoch and seq it holds: under the epoch this node delivered, a
+    /// lower seq, or another event at the delivered seq (events published
+    /// since Redis came back may have taken the stream past it). Two
+    /// pipelined round trips for the lot; a stream whose delivered event
+    /// was trimmed since has nothing to tell by and is left as it is.
+    async fn regressed<'a>(
+        &self,
+        followed: &'a [(Topic, LastDelivered)],
+    ) -> Vec<(&'a Topic, String, u64)> {
+        let mut metas = redis::pipe();
+        for (topic, _) in followed {
+            metas
+                .cmd("HMGET")
+                .arg(keys::TopicKeys::of(topic).meta)
+                .arg("e")
+                .arg("s");
+        }
+        let stored: Vec<(Option<String>, Option<u64>)> =
+            match metas.query_async(&mut self.commands.clone()).await {
+                Ok(stored) => stored,
+                Err(error) => {
+                    tracing::warn!(%error, "could not compare followed streams with Redis's copy");
+                    return Vec::new();
+                }
+            };
+        let mut regressed = Vec::new();
+        let mut same_seq = Vec::new();
+        for ((topic, (epoch, delivered, delivered_id)), stored) in followed.iter().zip(stored) {
+            let (Some(stored_epoch), Some(stored_seq)) = stored else {
+                continue;
+            };
+            if stored_epoch != epoch.as_str() {
+                continue;
+            }
+            if stored_seq < *delivered {
+                regressed.push((topic, stored_epoch, stored_seq));
+            } else if let Some(delivered_id) = delivered_id {
+                same_seq.push((topic, *delivered, delivered_id, stored_epoch, stored_seq));
+            }
+        }
+        if same_seq.is_empty() {
+            return regressed;
+        }
+        let mut ranges = redis::pipe();
+        for (topic, delivered, ..) in &same_seq {
+            let at = format!("{delivered}-0");
+            ranges
+                .cmd("XRANGE")
+                .arg(keys::TopicKeys::of(topic).stream)
+                .arg(&at)
+                .arg(&at);
+        }
+        let entries: Vec<StreamEntries> = match ranges.query_async(&mut self.commands.clone()).await
+        {
+            Ok(entries) => entries,
+            Err(error) => {
+                tracing::warn!(%error, "could not compare followed streams with Redis's copy");
+                return regressed;
+            }
+        };
+        for ((topic, _, delivered_id, stored_epoch, stored_seq), entries) in
+            same_seq.into_iter().zip(entries)
+        {
+            let stored_id = entries.first().and_then(|(_, fields)| {
+                let frame = fields.get("f")?.clone();
+                Some(
+                    super::wire::decode_frame(bytes::Bytes::from(frame))?
+                        .event
+                        .id
+                        .clone(),
+                )
+            });
+            if stored_id.is_some_and(|id| id != *delivered_id) {
+                regressed.push((topic, stored_epoch, stored_seq));
+            }
+        }
+        regressed
     }
 
     /// An announcement from a topic's channel.
