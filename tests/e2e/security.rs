@@ -1505,6 +1505,37 @@ async fn non_loopback_bind_with_only_one_half_of_authentication_refuses_to_start
 }
 
 #[tokio::test]
+async fn an_empty_jwt_secret_refuses_to_start_instead_of_verifying_tokens_signed_with_nothing()
+-> Result<()> {
+    for env in [None, Some("")] {
+        let mut command = herald().command();
+        command.args(["serve", "--bind", "127.0.0.1:0"]);
+        match env {
+            Some(value) => command.env("HERALD_JWT_SECRET", value),
+            None => command.args(["--jwt-secret", ""]),
+        };
+        let child = command.spawn()?;
+        let output = tokio::time::timeout(START_TIMEOUT, child.wait_with_output())
+            .await
+            .context("serve with an empty secret did not exit")??;
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        ensure!(
+            !output.status.success() && !said.contains("listening on"),
+            "an empty secret (from {env:?}) started: {said}"
+        );
+        ensure!(
+            said.contains("--jwt-secret is empty"),
+            "the refusal does not say why: {said}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn non_loopback_bind_with_insecure_starts() -> Result<()> {
     // No traffic goes to it: it is stopped as soon as it says where it listens.
     let line = herald()

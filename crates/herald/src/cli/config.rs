@@ -28,8 +28,8 @@ enum ConfigCommand {
     Print(ServeArgs),
 }
 
-/// What a masked secret prints as.
-const MASK: &str = "********";
+/// What a masked secret prints as (refused as a secret when read back).
+const MASK: &str = herald_server::auth::MASKED_SECRET;
 
 /// Runs `herald config print`; `matches` are the `print` subcommand's.
 pub(crate) fn run(
@@ -70,6 +70,7 @@ pub(crate) fn run(
         };
         let value = match raw {
             Some(_) if arg.is_hide_env_values_set() => toml_string(MASK),
+            Some(_) if key == "store" => toml_string(&config.store.redacted()),
             Some(values) if arg.get_value_delimiter().is_some() => format!(
                 "[{}]",
                 values

@@ -65,6 +65,8 @@ fn why_refused(kind: &jsonwebtoken::errors::ErrorKind) -> String {
 pub enum AuthConfigError {
     #[error("--api-keys: {0}")]
     Keys(String),
+    #[error("--jwt-secret {0}")]
+    Secret(String),
     #[error("--jwt-public-key {path}: {reason}")]
     PublicKey { path: String, reason: String },
 }
@@ -131,7 +133,7 @@ impl Authenticator {
     ) -> Result<Authenticator, AuthConfigError> {
         let jwt = match (jwt_secret, jwt_public_key) {
             (Some(secret), _) => Some((
-                DecodingKey::from_secret(secret.as_bytes()),
+                DecodingKey::from_secret(check_secret(secret)?.as_bytes()),
                 Algorithm::HS256,
             )),
             (None, Some(path)) => Some(read_public_key(path)?),
@@ -245,10 +247,46 @@ fn read_public_key(path: &Path) -> Result<(DecodingKey, Algorithm), AuthConfigEr
         .map_err(|_| error("not an RSA or Ed25519 public key in PEM".into()))
 }
 
+/// What `herald config print` writes in place of a secret. Refused as one:
+/// a printed configuration read back must not run with it.
+pub const MASKED_SECRET: &str = "********";
+
+/// Shorter HS256 secrets are warned about: RFC 7518 asks for a key at
+/// least as long as the hash (256 bits).
+const SHORTEST_SAFE_SECRET: usize = 32;
+
+/// `secret` if it can sign tokens: an empty one (an unset variable passed
+/// on, `HERALD_JWT_SECRET=`) would let anyone sign them, and the mask is
+/// not a secret.
+fn check_secret(secret: &str) -> Result<&str, AuthConfigError> {
+    if secret.is_empty() {
+        return Err(AuthConfigError::Secret(
+            "is empty: anyone could sign tokens with it; give the secret, or leave it out".into(),
+        ));
+    }
+    if secret == MASKED_SECRET {
+        return Err(AuthConfigError::Secret(format!(
+            "is {MASKED_SECRET:?}, what `herald config print` writes in place of the secret: give the real one"
+        )));
+    }
+    if secret.len() < SHORTEST_SAFE_SECRET {
+        tracing::warn!(
+            length = secret.len(),
+            "a --jwt-secret shorter than 32 bytes is easy to guess (HS256 wants at least 256 bits)"
+        );
+    }
+    Ok(secret)
+}
+
 /// Parses `key1:publish,admin;key2:publish`.
 pub fn parse_api_keys(spec: &str) -> Result<HashMap<String, Vec<Scope>>, AuthConfigError> {
     let mut keys = HashMap::new();
     for entry in spec.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        if entry == MASKED_SECRET {
+            return Err(AuthConfigError::Keys(format!(
+                "{MASKED_SECRET:?} is what `herald config print` writes in place of the keys: give the real ones"
+            )));
+        }
         let (key, scopes) = entry.split_once(':').ok_or_else(|| {
             AuthConfigError::Keys(format!("{entry:?} has no scopes (write KEY:publish,admin)"))
         })?;

@@ -21,19 +21,38 @@ pub enum StoreConfig {
 }
 
 impl StoreConfig {
-    /// As `--store` reads it, with any password in a Redis URL masked: for
-    /// logs and printed configurations.
+    /// As `--store` reads it, with the credentials in a Redis URL masked
+    /// (user and password, and a `password` parameter): for logs and printed
+    /// configurations.
     pub fn redacted(&self) -> String {
-        match self {
-            StoreConfig::Redis(url) => match url.split_once("://") {
-                Some((scheme, rest)) => match rest.rsplit_once('@') {
-                    Some((_, host)) => format!("{scheme}://***@{host}"),
-                    None => url.clone(),
-                },
-                None => url.clone(),
-            },
-            other => other.to_string(),
+        let StoreConfig::Redis(url) = self else {
+            return self.to_string();
+        };
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return url.clone();
+        };
+        let (place, query) = match rest.split_once('?') {
+            Some((place, query)) => (place, Some(query)),
+            None => (rest, None),
+        };
+        let mut redacted = match place.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
+            None => format!("{scheme}://{place}"),
+        };
+        if let Some(query) = query {
+            let parameters: Vec<String> = query
+                .split('&')
+                .map(|parameter| match parameter.split_once('=') {
+                    Some((name, _)) if name.eq_ignore_ascii_case("password") => {
+                        format!("{name}=***")
+                    }
+                    _ => parameter.to_owned(),
+                })
+                .collect();
+            redacted.push('?');
+            redacted.push_str(&parameters.join("&"));
         }
+        redacted
     }
 }
 
@@ -554,5 +573,20 @@ mod tests {
         assert!("postgres:x".parse::<StoreConfig>().is_err());
         let secret: StoreConfig = "rediss://:hunter2@cache.example:6380/1".parse().unwrap();
         assert_eq!(secret.redacted(), "rediss://***@cache.example:6380/1");
+    }
+
+    #[test]
+    fn a_redacted_redis_url_keeps_no_credential() {
+        for (url, redacted) in [
+            ("redis://admin:hunter2@h:1/0", "redis://***@h:1/0"),
+            (
+                "redis://h:1/0?password=hunter2&protocol=resp3",
+                "redis://h:1/0?password=***&protocol=resp3",
+            ),
+            ("redis://h:1", "redis://h:1"),
+        ] {
+            let store: StoreConfig = url.parse().unwrap();
+            assert_eq!(store.redacted(), redacted);
+        }
     }
 }
