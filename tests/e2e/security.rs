@@ -1515,7 +1515,7 @@ async fn an_empty_jwt_secret_refuses_to_start_instead_of_verifying_tokens_signed
             None => command.args(["--jwt-secret", ""]),
         };
         let child = command.spawn()?;
-        let output = tokio::time::timeout(START_TIMEOUT, child.wait_with_output())
+        let output = timeout(START_TIMEOUT, child.wait_with_output())
             .await
             .context("serve with an empty secret did not exit")??;
         let said = format!(
