@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use herald_tests::{Hub, WsClient, frame_type, is_event_on};
-use serde_json::Value;
+use herald_tests::{Hub, Redis, WsClient, frame_type, is_event_on};
+use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
 use crate::{herald, str_field};
@@ -144,6 +144,95 @@ async fn sigterm_fails_readiness_first_then_spreads_closes_over_the_drain_window
     ensure!(
         last_close <= WINDOW + Duration::from_secs(1),
         "the last close came {last_close:?} after SIGTERM"
+    );
+    let status = hub.wait_exit(Duration::from_secs(10)).await?;
+    ensure!(status.success(), "exit {status}; stderr:\n{}", hub.stderr());
+    Ok(())
+}
+
+/// When (since `signalled`) and with which code `client` is closed,
+/// whatever it reads before.
+async fn closed(mut client: WsClient, signalled: Instant) -> Result<(Duration, u16)> {
+    client.timeout = Duration::from_secs(15);
+    let (code, _) = client.expect_close().await?;
+    Ok((signalled.elapsed(), code))
+}
+
+#[tokio::test]
+async fn closes_stay_spread_over_the_window_when_the_store_cannot_take_the_notice() -> Result<()> {
+    const CLIENTS: usize = 16;
+    let redis = Redis::start().await?;
+    let store = redis.store_arg();
+    let mut hub = herald()
+        .start(&["--store", &store, "--drain-window", "2s"])
+        .await?;
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut client = hub.ws("/ws").await?;
+        client.barrier().await?;
+        clients.push(client);
+    }
+    // Its connections open and unanswered: storing the notice times out.
+    redis.pause(true).await?;
+    let signalled = Instant::now();
+    hub.sigterm().await?;
+    let mut watchers = JoinSet::new();
+    for client in clients {
+        watchers.spawn(closed(client, signalled));
+    }
+    let mut seen = Vec::new();
+    while let Some(joined) = watchers.join_next().await {
+        seen.push(joined??);
+    }
+    redis.pause(false).await?;
+    ensure!(seen.iter().all(|(_, code)| *code == 1001), "{seen:?}");
+    let first = seen.iter().map(|(at, _)| *at).min().unwrap_or_default();
+    let last = seen.iter().map(|(at, _)| *at).max().unwrap_or_default();
+    // 16 uniform closes over 2 s all within 0.8 s of each other: about one
+    // draw in ten thousand.
+    ensure!(
+        last - first >= Duration::from_millis(800),
+        "closes spread over only {:?}: {seen:?}",
+        last - first
+    );
+    let status = hub.wait_exit(Duration::from_secs(10)).await?;
+    ensure!(status.success(), "exit {status}; stderr:\n{}", hub.stderr());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_long_poll_on_a_pending_approval_is_told_to_ask_again_when_the_hub_drains() -> Result<()>
+{
+    let mut hub = herald()
+        .start(&["--drain-window", "2s", "--shutdown-grace", "30s"])
+        .await?;
+    let mut client = hub.ws("/ws").await?;
+    client.barrier().await?;
+    let http = hub.http();
+    let asked = http
+        .post(
+            "/api/v1/approvals",
+            &json!({
+                "user_id": "u1", "task_id": "t1", "step": 1, "timeout_ms": 60_000,
+                "step_result": {"step": "train", "message": "retry?", "status": "failed"}
+            }),
+        )
+        .await?
+        .ok()?;
+    let id = str_field(&asked.body, "callback_id").to_owned();
+    let long_poll = tokio::spawn(async move {
+        http.get(&format!("/api/v1/approvals/{id}?wait_ms=20000"))
+            .await
+    });
+    hub.sigterm().await?;
+    // Whether it was waiting already or came in during the drain.
+    let reply = long_poll.await??;
+    ensure!(
+        reply.status == 503 && reply.retry_after.is_some(),
+        "{} {:?} {}",
+        reply.status,
+        reply.retry_after,
+        reply.text
     );
     let status = hub.wait_exit(Duration::from_secs(10)).await?;
     ensure!(status.success(), "exit {status}; stderr:\n{}", hub.stderr());

@@ -244,7 +244,9 @@ impl Approvals {
     pub async fn request(&self, request: NewApproval) -> Result<ApprovalDecision, ApprovalError> {
         let record = self.create(request).await?;
         let limit = Duration::from_millis(record.request.timeout_ms) + Duration::from_secs(5);
-        self.wait(record.request.callback_id.as_str(), limit).await
+        let never = CancellationToken::new();
+        self.wait(record.request.callback_id.as_str(), limit, &never)
+            .await
     }
 
     /// Records a user's decision (the first wins) and publishes
@@ -371,9 +373,14 @@ impl Approvals {
         cancelled
     }
 
-    /// Waits until the approval is decided or `wait` passes; returns its
-    /// decision then.
-    pub async fn wait(&self, id: &str, wait: Duration) -> Result<ApprovalDecision, ApprovalError> {
+    /// Waits until the approval is decided, `wait` passes or `until` is
+    /// cancelled; returns its decision then (`pending` when undecided).
+    pub async fn wait(
+        &self,
+        id: &str,
+        wait: Duration,
+        until: &CancellationToken,
+    ) -> Result<ApprovalDecision, ApprovalError> {
         let key = CallbackId::new(id).map_err(|_| ApprovalError::NotFound(id.to_owned()))?;
         let current = self.current(&key).await?;
         if current.status.is_final() || wait.is_zero() {
@@ -388,11 +395,12 @@ impl Approvals {
             self.decisions.unwatch(&key);
             return Ok(current);
         }
-        let decided = tokio::time::timeout(wait, watching.wait_for(|d| d.status.is_final()))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .map(|decision| decision.clone());
+        let decided = tokio::select! {
+            decided = tokio::time::timeout(wait, watching.wait_for(|d| d.status.is_final())) => {
+                decided.ok().and_then(Result::ok).map(|decision| decision.clone())
+            }
+            () = until.cancelled() => None,
+        };
         drop(watching);
         self.decisions.unwatch(&key);
         match decided {

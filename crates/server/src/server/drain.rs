@@ -42,7 +42,6 @@ struct Slot {
 /// Drains the hub (see the module docs); returns once every connection open
 /// at the start has been closed, or has left on its own.
 pub(crate) async fn run(hub: &Hub) {
-    let started = tokio::time::Instant::now();
     hub.draining().cancel();
     let window = hub.config().drain_window;
     let mut slots = plan(hub.connections().all(), window, &mut fastrand::Rng::new());
@@ -52,6 +51,10 @@ pub(crate) async fn run(hub: &Hub) {
         "draining: readiness off, new connections refused"
     );
     announce(hub, &slots).await;
+    // The window starts once the notices are queued: a store slow to take
+    // the stored notice (or failing to) must not use the window up and
+    // leave every close due at once.
+    let started = tokio::time::Instant::now();
     slots.sort_by_key(|slot| slot.close_after);
     for slot in slots {
         if hub.connections().count() == 0 {

@@ -86,6 +86,7 @@ pub(super) struct WaitQuery {
         (status = 200, description = "The decision, or `status: pending` when the wait ran out", body = ref("#/components/schemas/ApprovalDecision")),
         (status = 404, description = "No such approval", body = ref("#/components/schemas/ApiError")),
         (status = "4XX", description = "Refused", body = ref("#/components/schemas/ApiError")),
+        (status = 503, description = "The store is unreachable, or the hub is shutting down while the approval is pending and `wait_ms` asked to wait: ask again after `Retry-After`", body = ref("#/components/schemas/ApiError")),
     ),
     security(("api_key" = ["publish"]))
 )]
@@ -97,9 +98,17 @@ pub(super) async fn get(
     let wait = Duration::from_millis(query(wait)?.wait_ms).min(MAX_WAIT);
     let decision = hub
         .approvals()
-        .wait(&id, wait)
+        .wait(&id, wait, hub.draining())
         .await
         .map_err(|e| refused(&hub, &e))?;
+    // A draining hub holds no long-poll: the producer asks again, elsewhere
+    // or here once restarted, after `Retry-After` (answering `pending` would
+    // have it poll in a loop until the hub is gone).
+    if !wait.is_zero() && !decision.status.is_final() && hub.draining().is_cancelled() {
+        return Err(ApiError::unavailable(
+            "the hub is shutting down: ask again, on another node or here once it is back",
+        ));
+    }
     Ok(Json(decision))
 }
 
