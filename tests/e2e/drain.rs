@@ -220,13 +220,11 @@ async fn a_long_poll_on_a_pending_approval_is_told_to_ask_again_when_the_hub_dra
         .await?
         .ok()?;
     let id = str_field(&asked.body, "callback_id").to_owned();
-    let long_poll = tokio::spawn(async move {
-        http.get(&format!("/api/v1/approvals/{id}?wait_ms=20000"))
-            .await
-    });
-    hub.sigterm().await?;
-    // Whether it was waiting already or came in during the drain.
-    let reply = long_poll.await??;
+    // Whether it was waiting already or comes in during the drain.
+    let path = format!("/api/v1/approvals/{id}?wait_ms=20000");
+    let (reply, signalled) = tokio::join!(http.get(&path), hub.sigterm());
+    signalled?;
+    let reply = reply?;
     ensure!(
         reply.status == 503 && reply.retry_after.is_some(),
         "{} {:?} {}",
