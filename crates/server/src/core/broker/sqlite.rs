@@ -10,8 +10,20 @@
 //! to the engine (`Written::event_written`), which delivers it or, if the
 //! write failed, gives its seq up. The file is locked exclusively: a second
 //! hub on the same file gets a clear error instead of corrupting seqs.
+//!
+//! The file says what it is (`application_id`) and which schema it holds
+//! (`user_version`): another application's database, or one a newer Herald
+//! wrote, is refused before anything is written to it. A topic's row is
+//! one stream: a new epoch in it (the engine forgot the stream and started
+//! another) deletes the old stream's events and snapshot, so two streams
+//! never mix under one epoch. What the file keeps is bounded: events by
+//! `--history-size` and `--history-age`, snapshots by `MAX_SNAPSHOT_KEYS`
+//! per topic, decided approvals by `MAX_DECIDED`, and a topic's row goes
+//! with its last event and snapshot key.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -23,7 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::memory::approval_book::MAX_DECIDED;
 use super::memory::topic_log::PendingWrite;
-use super::{Audience, BrokerError, EncodedEvent};
+use super::{Audience, BrokerError, EncodedEvent, MAX_SNAPSHOT_KEYS};
 use crate::core::clock::now_ms;
 
 /// Most appends written in one transaction.
@@ -32,6 +44,14 @@ const MAX_BATCH: usize = 1024;
 pub(crate) const JOURNAL_CAPACITY: usize = 8192;
 /// How often history beyond the age limit is deleted.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// `PRAGMA application_id` of a Herald store ("HRLD").
+const APPLICATION_ID: i64 = 0x4852_4c44;
+/// `PRAGMA user_version`: the schema this build reads and writes.
+const SCHEMA_VERSION: i64 = 1;
+/// The tables of a Herald store (a file from before `application_id` was
+/// set is recognised by them).
+const TABLES: [&str; 4] = ["approvals", "events", "snapshots", "topics"];
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS topics (
@@ -59,6 +79,13 @@ CREATE TABLE IF NOT EXISTS snapshots (
     body TEXT NOT NULL,
     PRIMARY KEY (topic, key)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS snapshots_by_seq ON snapshots (topic, seq);
+CREATE TRIGGER IF NOT EXISTS a_new_epoch_replaces_the_stream
+AFTER UPDATE OF epoch ON topics WHEN old.epoch IS NOT new.epoch
+BEGIN
+    DELETE FROM events WHERE topic = new.topic;
+    DELETE FROM snapshots WHERE topic = new.topic;
+END;
 ";
 
 /// One event to make durable, and where its outcome goes.
@@ -128,13 +155,64 @@ pub(crate) struct SqliteJournal {
     writer: Mutex<Option<JoinHandle<()>>>,
     history_size: usize,
     history_age: Duration,
+    failing: Arc<AtomicBool>,
 }
 
 fn open_error(path: &Path, error: impl std::fmt::Display) -> BrokerError {
+    let reason = error.to_string();
+    let hint = if reason.contains("malformed") || reason.contains("not a database") {
+        " (the file is damaged: check it with `sqlite3 FILE 'PRAGMA integrity_check'`, then restore a copy or salvage it with `sqlite3 FILE .recover`)"
+    } else if reason.contains("readonly") || reason.contains("disk I/O error") {
+        " (herald must be able to write the file and its directory: SQLite keeps its write-ahead log beside the file)"
+    } else {
+        ""
+    };
     BrokerError::Open {
         path: path.display().to_string(),
-        reason: error.to_string(),
+        reason: format!("{reason}{hint}"),
     }
+}
+
+/// Whether the file at `conn` is a Herald store this build can read (or a
+/// new, empty one), before anything is written to it.
+fn check_identity(conn: &Connection) -> Result<(), String> {
+    let pragma = |name: &str| -> Result<i64, String> {
+        conn.query_row(&format!("PRAGMA {name}"), [], |row| row.get(0))
+            .map_err(|e| e.to_string())
+    };
+    let application = pragma("application_id")?;
+    let version = pragma("user_version")?;
+    if application != 0 && application != APPLICATION_ID {
+        return Err(format!(
+            "not a Herald store (its application_id is {application:#x}): another application's database?"
+        ));
+    }
+    if version > SCHEMA_VERSION {
+        return Err(format!(
+            "written by a newer Herald (schema {version}; this one reads up to {SCHEMA_VERSION})"
+        ));
+    }
+    if application == 0 {
+        let mut listed = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+            .map_err(|e| e.to_string())?;
+        let tables = listed
+            .query_map([], |row| row.get::<_, String>(0))
+            .and_then(Iterator::collect::<rusqlite::Result<Vec<String>>>)
+            .map_err(|e| e.to_string())?;
+        let foreign: Vec<&str> = tables
+            .iter()
+            .map(String::as_str)
+            .filter(|table| !TABLES.contains(table))
+            .collect();
+        if !foreign.is_empty() {
+            return Err(format!(
+                "not a Herald store (it has the tables {}): another application's database?",
+                foreign.join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl SqliteJournal {
@@ -156,12 +234,21 @@ impl SqliteJournal {
             };
             open_error(path, reason)
         };
-        let setup =
-            "PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;";
-        conn.execute_batch(setup).map_err(locked)?;
-        // Taking a write lock now makes a second hub on the same file fail here, clearly.
-        conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
+        conn.execute_batch("PRAGMA locking_mode=EXCLUSIVE;")
             .map_err(locked)?;
+        check_identity(&conn).map_err(|reason| open_error(path, reason))?;
+        // The log is truncated back to 64 MiB after a checkpoint that a
+        // burst made it outgrow.
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA journal_size_limit=67108864;",
+        )
+        .map_err(locked)?;
+        // Taking a write lock now makes a second hub on the same file fail here, clearly.
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {SCHEMA} PRAGMA application_id = {APPLICATION_ID}; \
+             PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        ))
+        .map_err(locked)?;
         let recovered = Recovered {
             topics: recover(&conn, history_size, history_age).map_err(|e| open_error(path, e))?,
             approvals: recover_approvals(&conn).map_err(|e| open_error(path, e))?,
@@ -172,6 +259,7 @@ impl SqliteJournal {
             writer: Mutex::new(None),
             history_size,
             history_age,
+            failing: Arc::default(),
         };
         Ok((journal, recovered))
     }
@@ -193,6 +281,7 @@ impl SqliteJournal {
             history_age: self.history_age,
             last_prune: Instant::now(),
             written,
+            failing: self.failing.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("herald-sqlite".into())
@@ -200,6 +289,13 @@ impl SqliteJournal {
             .map_err(|e| open_error(&self.path, e))?;
         *self.writer.lock() = Some(handle);
         Ok(())
+    }
+
+    /// Whether the last write failed (a full disk, a file that turned
+    /// read-only): the hub then reports itself not ready, until a write
+    /// succeeds.
+    pub(crate) fn failing(&self) -> bool {
+        self.failing.load(Relaxed)
     }
 
     /// Waits for the writer to finish what was queued (its senders must be
@@ -234,11 +330,11 @@ fn recover(
         ))
     })?;
     let mut history_query = conn.prepare(
-        "SELECT body, stored_at FROM (SELECT body, stored_at, seq FROM events WHERE topic = ?1 AND stored_at >= ?2 \
+        "SELECT seq, body, stored_at FROM (SELECT body, stored_at, seq FROM events WHERE topic = ?1 AND stored_at >= ?2 \
          ORDER BY seq DESC LIMIT ?3) ORDER BY seq ASC",
     )?;
     let mut snapshot_query =
-        conn.prepare("SELECT body FROM snapshots WHERE topic = ?1 ORDER BY seq ASC")?;
+        conn.prepare("SELECT key, body FROM snapshots WHERE topic = ?1 ORDER BY seq ASC")?;
     for row in rows {
         let (name, epoch, last_seq) = row?;
         let (Ok(topic), Ok(epoch)) = (Topic::parse(&name), Epoch::new(epoch)) else {
@@ -248,21 +344,42 @@ fn recover(
             );
             continue;
         };
-        let history = history_query
+        let rows = history_query
             .query_map(params![name, oldest as i64, history_size as i64], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
             })?
-            .filter_map(Result::ok)
-            .filter_map(|(body, stored_at)| {
-                let event = serde_json::from_str::<Event>(&body).ok()?;
-                Some((event, now.saturating_sub(stored_at as u64)))
-            })
-            .collect();
-        let snapshot = snapshot_query
-            .query_map(params![name], |row| row.get::<_, String>(0))?
-            .filter_map(Result::ok)
-            .filter_map(|body| serde_json::from_str::<Event>(&body).ok())
-            .collect();
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut history = Vec::with_capacity(rows.len());
+        for (seq, body, stored_at) in rows {
+            match serde_json::from_str::<Event>(&body) {
+                Ok(event) => history.push((event, now.saturating_sub(stored_at as u64))),
+                // What came before it is not replayed either: history
+                // starts after it, so a replay across it is a `trimmed`
+                // gap, never a silent hole.
+                Err(error) => {
+                    tracing::error!(topic = name, seq, %error, "a stored event cannot be read; history restarts after it");
+                    history.clear();
+                }
+            }
+        }
+        let mut snapshot = Vec::new();
+        for (key, body) in snapshot_query
+            .query_map(params![name], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+        {
+            match serde_json::from_str::<Event>(&body) {
+                Ok(event) => snapshot.push(event),
+                Err(error) => {
+                    tracing::error!(topic = name, key, %error, "a stored snapshot entry cannot be read; it is left out");
+                }
+            }
+        }
         topics.push(RecoveredTopic {
             topic,
             epoch,
@@ -280,6 +397,8 @@ struct Writer {
     history_age: Duration,
     last_prune: Instant,
     written: Weak<dyn Written>,
+    /// Whether the last write failed (see [`SqliteJournal::failing`]).
+    failing: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -314,25 +433,43 @@ impl Writer {
                     }
                 }
             }
+            self.failing.store(result.is_err(), Relaxed);
             if self.last_prune.elapsed() > PRUNE_INTERVAL {
                 self.last_prune = Instant::now();
-                let cutoff = now_ms().saturating_sub(self.history_age.as_millis() as u64);
-                let pruned = self
-                    .conn
-                    .execute("DELETE FROM events WHERE stored_at < ?1", params![cutoff as i64])
-                    .and_then(|_| {
-                        self.conn.execute(
-                            "DELETE FROM approvals WHERE pending = 0 AND callback_id NOT IN \
-                             (SELECT callback_id FROM approvals WHERE pending = 0 ORDER BY updated_at DESC LIMIT ?1)",
-                            params![MAX_DECIDED as i64],
-                        )
-                    });
-                if let Err(error) = pruned {
+                if let Err(error) = self.prune() {
                     tracing::warn!(%error, "pruning old history failed");
                 }
             }
         }
         tracing::info!("sqlite writer stopped");
+    }
+
+    /// Deletes history past the age limit, the rows of topics left with
+    /// neither events nor snapshot by it (their stream is over: a topic
+    /// published again after a restart starts a new one), and decided
+    /// approvals past the most recent `MAX_DECIDED`.
+    fn prune(&mut self) -> rusqlite::Result<()> {
+        let cutoff = now_ms().saturating_sub(self.history_age.as_millis() as u64);
+        let tx = self.conn.transaction()?;
+        let emptied: HashSet<String> = tx
+            .prepare("DELETE FROM events WHERE stored_at < ?1 RETURNING topic")?
+            .query_map(params![cutoff as i64], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        {
+            let mut forget = tx.prepare(
+                "DELETE FROM topics WHERE topic = ?1 AND NOT EXISTS (SELECT 1 FROM events WHERE topic = ?1) \
+                 AND NOT EXISTS (SELECT 1 FROM snapshots WHERE topic = ?1)",
+            )?;
+            for topic in &emptied {
+                forget.execute(params![topic])?;
+            }
+        }
+        tx.execute(
+            "DELETE FROM approvals WHERE pending = 0 AND callback_id NOT IN \
+             (SELECT callback_id FROM approvals WHERE pending = 0 ORDER BY updated_at DESC LIMIT ?1)",
+            params![MAX_DECIDED as i64],
+        )?;
+        tx.commit()
     }
 
     fn write(&mut self, batch: &[Write]) -> rusqlite::Result<()> {
@@ -342,12 +479,20 @@ impl Writer {
             let mut insert = tx.prepare_cached(
                 "INSERT OR REPLACE INTO events (topic, seq, stored_at, body) VALUES (?1, ?2, ?3, ?4)",
             )?;
+            // A new epoch starts the stream again (the trigger deletes the
+            // old one's events and snapshot).
             let mut topic = tx.prepare_cached(
                 "INSERT INTO topics (topic, epoch, last_seq) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT(topic) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq), epoch = excluded.epoch",
+                 ON CONFLICT(topic) DO UPDATE SET last_seq = CASE WHEN epoch IS excluded.epoch \
+                 THEN max(last_seq, excluded.last_seq) ELSE excluded.last_seq END, epoch = excluded.epoch",
             )?;
             let mut snapshot = tx.prepare_cached(
                 "INSERT OR REPLACE INTO snapshots (topic, key, seq, body) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            // The memory keeps the most recently updated keys; so does the file.
+            let mut trim_snapshot = tx.prepare_cached(
+                "DELETE FROM snapshots WHERE topic = ?1 AND seq <= \
+                 (SELECT seq FROM snapshots WHERE topic = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
             )?;
             let mut trim =
                 tx.prepare_cached("DELETE FROM events WHERE topic = ?1 AND seq <= ?2")?;
@@ -370,10 +515,14 @@ impl Writer {
                 let event = &append.encoded.event;
                 let body = serde_json::to_string(&**event).unwrap_or_default();
                 let seq = event.seq as i64;
-                insert.execute(params![event.topic.as_str(), seq, now, body])?;
                 topic.execute(params![event.topic.as_str(), append.epoch.as_str(), seq])?;
+                insert.execute(params![event.topic.as_str(), seq, now, body])?;
                 if let Some(key) = &event.key {
                     snapshot.execute(params![event.topic.as_str(), key.as_str(), seq, body])?;
+                    if event.seq % 64 == 0 {
+                        trim_snapshot
+                            .execute(params![event.topic.as_str(), MAX_SNAPSHOT_KEYS as i64])?;
+                    }
                 }
                 if event.seq > self.history_size && event.seq % 64 == 0 {
                     trim.execute(params![
@@ -384,5 +533,258 @@ impl Writer {
             }
         }
         tx.commit()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_protocol::{EventId, EventType, Label, Priority};
+
+    use super::*;
+
+    struct Nobody;
+
+    impl Written for Nobody {
+        fn event_written(&self, _write: EventWrite, _result: &Result<(), BrokerError>) {}
+    }
+
+    fn store() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.db");
+        (dir, path)
+    }
+
+    fn append(topic: &str, epoch: &Epoch, seq: u64, key: Option<&str>) -> Write {
+        let event = Event {
+            topic: Topic::parse(topic).unwrap(),
+            seq,
+            id: EventId::new(format!("{epoch}-{seq}")).unwrap(),
+            event_type: EventType::StepProgress,
+            priority: Priority::Normal,
+            timestamp: now_ms(),
+            source: None,
+            key: key.map(|key| Label::new(key).unwrap()),
+            data: serde_json::json!({ "seq": seq }),
+        };
+        let (done, _) = oneshot::channel();
+        Write::Event(EventWrite {
+            encoded: EncodedEvent::new(event),
+            epoch: epoch.clone(),
+            audience: Audience::Subscribers,
+            together: false,
+            pending: Arc::default(),
+            done,
+        })
+    }
+
+    /// A writer on the store at `path` (opened, its recovery discarded).
+    fn writer(path: &Path, history_age: Duration) -> Writer {
+        let (journal, _) = SqliteJournal::open(path, 1000, history_age).unwrap();
+        let conn = journal.unstarted.lock().take().unwrap();
+        let written: Weak<dyn Written> = Weak::<Nobody>::new();
+        Writer {
+            conn,
+            history_size: 1000,
+            history_age,
+            last_prune: Instant::now(),
+            written,
+            failing: Arc::default(),
+        }
+    }
+
+    fn recovered(path: &Path) -> Vec<RecoveredTopic> {
+        SqliteJournal::open(path, 1000, Duration::from_secs(3600))
+            .unwrap()
+            .1
+            .topics
+    }
+
+    fn seqs_and_epochs(topic: &RecoveredTopic) -> Vec<(u64, String)> {
+        topic
+            .history
+            .iter()
+            .map(|(event, _)| (event.seq, event.id.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_new_epoch_replaces_the_stream_on_disk_instead_of_mixing_the_two() {
+        let (_dir, path) = store();
+        let (old, new) = (super::super::new_epoch(), super::super::new_epoch());
+        let mut writer = writer(&path, Duration::from_secs(3600));
+        let old_stream: Vec<Write> = (1..=5)
+            .map(|seq| append("run:r1", &old, seq, Some("step")))
+            .collect();
+        writer.write(&old_stream).unwrap();
+        writer
+            .write(&[append("run:r1", &new, 1, Some("other"))])
+            .unwrap();
+        drop(writer);
+        let topics = recovered(&path);
+        let [topic] = topics.as_slice() else {
+            panic!("{topics:?}")
+        };
+        assert_eq!(topic.epoch, new);
+        assert_eq!(topic.last_seq, 1);
+        assert_eq!(seqs_and_epochs(topic), vec![(1, format!("{new}-1"))]);
+        let keys: Vec<_> = topic.snapshot.iter().map(|e| e.id.to_string()).collect();
+        assert_eq!(keys, vec![format!("{new}-1")]);
+    }
+
+    #[test]
+    fn a_stored_event_that_cannot_be_read_is_not_replayed_across() {
+        let (_dir, path) = store();
+        let epoch = super::super::new_epoch();
+        let mut writer = writer(&path, Duration::from_secs(3600));
+        let stream: Vec<Write> = (1..=5)
+            .map(|seq| append("run:r1", &epoch, seq, None))
+            .collect();
+        writer.write(&stream).unwrap();
+        writer
+            .conn
+            .execute(
+                "UPDATE events SET body = replace(body, '\"priority\":\"normal\"', '\"priority\":\"urgent\"') WHERE seq = 3",
+                [],
+            )
+            .unwrap();
+        drop(writer);
+        let topics = recovered(&path);
+        let seqs: Vec<u64> = seqs_and_epochs(&topics[0])
+            .iter()
+            .map(|(s, _)| *s)
+            .collect();
+        assert_eq!(
+            seqs,
+            vec![4, 5],
+            "history restarts after the unreadable event"
+        );
+        assert_eq!(topics[0].last_seq, 5);
+    }
+
+    #[test]
+    fn the_file_keeps_as_many_snapshot_keys_as_the_memory_does() {
+        let (_dir, path) = store();
+        let epoch = super::super::new_epoch();
+        let mut writer = writer(&path, Duration::from_secs(3600));
+        let total = MAX_SNAPSHOT_KEYS as u64 + 200;
+        let writes: Vec<Write> = (1..=total)
+            .map(|seq| append("run:r1", &epoch, seq, Some(&format!("k{seq}"))))
+            .collect();
+        for batch in writes.chunks(MAX_BATCH) {
+            writer.write(batch).unwrap();
+        }
+        let kept: i64 = writer
+            .conn
+            .query_row("SELECT count(*) FROM snapshots", [], |row| row.get(0))
+            .unwrap();
+        assert!(
+            (MAX_SNAPSHOT_KEYS as i64..MAX_SNAPSHOT_KEYS as i64 + 64).contains(&kept),
+            "{kept} snapshot rows"
+        );
+        let oldest: i64 = writer
+            .conn
+            .query_row("SELECT min(seq) FROM snapshots", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(
+            oldest as u64,
+            total - kept as u64 + 1,
+            "the least recently updated keys go first"
+        );
+    }
+
+    #[test]
+    fn a_topic_left_with_neither_events_nor_snapshot_by_age_is_forgotten() {
+        let (_dir, path) = store();
+        let epoch = super::super::new_epoch();
+        let mut writer = writer(&path, Duration::ZERO);
+        writer
+            .write(&[
+                append("run:plain", &epoch, 1, None),
+                append("run:keyed", &epoch, 1, Some("state")),
+            ])
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        writer.prune().unwrap();
+        let names: Vec<String> = writer
+            .conn
+            .prepare("SELECT topic FROM topics ORDER BY topic")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            names,
+            vec!["run:keyed".to_owned()],
+            "the snapshot keeps its topic"
+        );
+    }
+
+    #[test]
+    fn a_journal_whose_write_failed_says_so() {
+        let (_dir, path) = store();
+        let epoch = super::super::new_epoch();
+        let (journal, _) = SqliteJournal::open(&path, 10, Duration::from_secs(60)).unwrap();
+        let conn = journal.unstarted.lock().take().unwrap();
+        // Refuses every write, as a full disk would.
+        conn.execute_batch("PRAGMA query_only = ON;").unwrap();
+        let writer = Writer {
+            conn,
+            history_size: 10,
+            history_age: Duration::from_secs(60),
+            last_prune: Instant::now(),
+            written: Weak::<Nobody>::new(),
+            failing: journal.failing.clone(),
+        };
+        assert!(!journal.failing());
+        let (sender, receiver) = mpsc::channel(4);
+        sender.try_send(append("run:r1", &epoch, 1, None)).unwrap();
+        drop(sender);
+        writer.run(receiver);
+        assert!(journal.failing());
+    }
+
+    #[test]
+    fn another_applications_database_is_refused_and_left_as_it_was() {
+        let (_dir, path) = store();
+        let other = Connection::open(&path).unwrap();
+        other
+            .execute_batch("CREATE TABLE messages (id INTEGER PRIMARY KEY, payload TEXT);")
+            .unwrap();
+        drop(other);
+        let error = SqliteJournal::open(&path, 10, Duration::from_secs(60)).unwrap_err();
+        assert!(error.to_string().contains("not a Herald store"), "{error}");
+        let other = Connection::open(&path).unwrap();
+        let mode: String = other
+            .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+            .unwrap();
+        let tables: i64 = other
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!((mode.as_str(), tables), ("delete", 1));
+    }
+
+    #[test]
+    fn a_store_a_newer_herald_wrote_is_refused_and_one_from_before_versions_is_taken() {
+        let (_dir, path) = store();
+        drop(SqliteJournal::open(&path, 10, Duration::from_secs(60)).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA application_id = 0; PRAGMA user_version = 0;")
+            .unwrap();
+        drop(conn);
+        drop(SqliteJournal::open(&path, 10, Duration::from_secs(60)).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let application: i64 = conn
+            .query_row("PRAGMA application_id", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(application, APPLICATION_ID);
+        conn.execute_batch("PRAGMA user_version = 99;").unwrap();
+        drop(conn);
+        let error = SqliteJournal::open(&path, 10, Duration::from_secs(60)).unwrap_err();
+        assert!(error.to_string().contains("newer Herald"), "{error}");
     }
 }

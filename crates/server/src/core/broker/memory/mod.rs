@@ -715,6 +715,17 @@ impl Broker for MemoryBroker {
         }
     }
 
+    /// Not while the SQLite file fails writes (a full disk): every publish
+    /// would be refused.
+    fn ready(&self) -> bool {
+        !self
+            .shared
+            .durable
+            .as_ref()
+            .and_then(|durable| durable.sqlite.as_ref())
+            .is_some_and(SqliteJournal::failing)
+    }
+
     async fn close(&self) {
         let shared = self.shared.clone();
         let _ = tokio::task::spawn_blocking(move || {
