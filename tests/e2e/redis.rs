@@ -861,3 +861,53 @@ async fn a_draining_nodes_clients_get_a_retry_hint_the_others_only_the_notice_an
     ensure!(numbers(&after, "run:move") == [4, 5], "{after:?}");
     Ok(())
 }
+
+/// The status of approval `id` as `hub` reports it.
+async fn approval_status(hub: &Hub, id: &str) -> Result<String> {
+    let reply = hub.http().get(&format!("/api/v1/approvals/{id}")).await?;
+    Ok(str_field(&reply.body, "status").to_owned())
+}
+
+#[tokio::test]
+async fn approvals_due_while_redis_stalled_time_out_once_it_is_back_and_a_late_answer_loses()
+-> Result<()> {
+    let redis = Redis::start().await?;
+    let nodes = nodes(&redis, 1).await?;
+    let mut user = nodes[0].ws("/ws?user_id=u1").await?;
+    let answered = ask(&nodes[0], "u1", "t1", 1000).await?;
+    let unanswered = ask(&nodes[0], "u1", "t2", 1000).await?;
+    redis.pause(true).await?;
+    // At their deadline the node's claim goes unanswered.
+    eventually(
+        Duration::from_secs(15),
+        "the claim of the expired approvals fails",
+        || {
+            let log = nodes[0].stderr();
+            async move {
+                Ok(log
+                    .contains("could not read expired approvals")
+                    .then_some(()))
+            }
+        },
+    )
+    .await?;
+    redis.pause(false).await?;
+    // An answer after the deadline loses to the timeout.
+    let confirm =
+        json!({"action": "confirm", "id": "late", "callback_id": answered, "proceed": true});
+    user.send_json(&confirm).await?;
+    let reply = user.recv_until(|f| str_field(f, "ref") == "late").await?;
+    ensure!(
+        frame_type(&reply) == "error" && reply["code"] == "conflict",
+        "a late answer: {reply}"
+    );
+    for id in [&answered, &unanswered] {
+        eventually(
+            Duration::from_secs(15),
+            "the approval times out",
+            || async { Ok((approval_status(&nodes[0], id).await? == "timed_out").then_some(())) },
+        )
+        .await?;
+    }
+    Ok(())
+}

@@ -11,7 +11,8 @@ use anyhow::{Context, Result, bail, ensure};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use herald_tests::{
-    DEFAULT_TIMEOUT, Hub, START_TIMEOUT, WsClient, frame_type, raw_ws_upgrade, workspace_root,
+    DEFAULT_TIMEOUT, Hub, Redis, START_TIMEOUT, WsClient, frame_type, raw_ws_upgrade,
+    workspace_root,
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -718,7 +719,21 @@ async fn ask_u1_about_t1(hub: &Hub) -> Result<String> {
 
 #[tokio::test]
 async fn only_the_approvals_user_may_confirm_it() -> Result<()> {
-    let hub = hs256_hub(&["--api-keys", API_KEYS]).await?;
+    only_the_approvals_user_may_confirm_it_on(&[]).await
+}
+
+#[tokio::test]
+async fn only_the_approvals_user_may_confirm_it_on_redis() -> Result<()> {
+    let redis = Redis::start().await?;
+    only_the_approvals_user_may_confirm_it_on(&["--store", &redis.store_arg()]).await
+}
+
+/// Another user's `confirm` is `forbidden`, before the decision and after it
+/// (when saying `conflict` would tell them the outcome).
+async fn only_the_approvals_user_may_confirm_it_on(store: &[&str]) -> Result<()> {
+    let mut args = vec!["--api-keys", API_KEYS];
+    args.extend_from_slice(store);
+    let hub = hs256_hub(&args).await?;
     let mut u1 = ws_as(&hub, "/ws", &hs256(&fresh("u1", &[]))?).await?;
     let mut u2 = ws_as(&hub, "/ws", &hs256(&fresh("u2", &[]))?).await?;
     let id = ask_u1_about_t1(&hub).await?;
@@ -741,6 +756,7 @@ async fn only_the_approvals_user_may_confirm_it() -> Result<()> {
         str_field(&decision, "status") == "approved",
         "after u1's confirm: {decision}"
     );
+    expect_error(&mut u2, confirm, "c3", "forbidden").await?;
     Ok(())
 }
 

@@ -92,6 +92,17 @@ async fn a_question_reaches_the_page_once_as_task_step_result_and_its_answer_rea
             !before.iter().any(|f| frame_type(f) == "task_step_result"),
             "shown twice: {before:?}"
         );
+        // Feedback is bounded as on the native protocol.
+        page.send_json(
+            &json!({"action": "confirm", "callback_id": question["callback_id"],
+            "proceed": true, "feedback": "x".repeat(5000)}),
+        )
+        .await?;
+        let refused = next_with(&mut page, "type", "error").await?;
+        ensure!(
+            str_field(&refused, "message").contains("feedback must be at most"),
+            "{refused}"
+        );
         page.send_json(
             &json!({"action": "confirm", "callback_id": question["callback_id"],
             "proceed": false, "feedback": "Cancel execution"}),

@@ -23,7 +23,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::core::broker::{
-    ApprovalQuery, ApprovalStoreError, Audience, Broker, BrokerError, Decision,
+    ApprovalQuery, ApprovalStoreError, Audience, Broker, BrokerError, Decision, Expired,
 };
 use crate::core::clock::now_ms;
 use crate::core::publish::{PublishOptions, Publisher};
@@ -31,6 +31,10 @@ use crate::operations::metrics::Metrics;
 
 /// The longest wait a request may ask for.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How soon expired approvals are claimed again after the store failed to
+/// answer.
+const CLAIM_RETRY: Duration = Duration::from_secs(1);
 
 /// How long the timeout task sleeps when no deadline is ahead.
 const IDLE_CHECK: Duration = Duration::from_secs(3600);
@@ -179,11 +183,17 @@ impl Approvals {
             let event = PublishRequest::new(topic, EventType::ApprovalRequested, data.clone())
                 .priority(Priority::High)
                 .key(key.clone());
-            let published = self
+            let published = match self
                 .publisher
                 .publish(event, PublishOptions::to(audience))
                 .await
-                .map_err(|e| ApprovalError::Publish(e.to_string()))?;
+            {
+                Ok(published) => published,
+                Err(error) => {
+                    self.withdraw(&record).await;
+                    return Err(ApprovalError::Publish(error.to_string()));
+                }
+            };
             reached += published.reached;
         }
         self.broker.record_delivery(&id, reached).await?;
@@ -202,6 +212,24 @@ impl Approvals {
             tracing::info!(callback_id = %id, user, task, "approval requested; no connection on this node can answer it");
         }
         Ok(record)
+    }
+
+    /// Cancels an approval whose request could not be published: the
+    /// producer is told it failed and has no callback id to wait on, so a
+    /// user who did get the question must not be able to answer it.
+    async fn withdraw(&self, record: &ApprovalRecord) {
+        let cancelled = Decision {
+            status: ApprovalStatus::Cancelled,
+            proceed: false,
+            feedback: Some("the request could not be delivered".to_owned()),
+            decided_by: None,
+            decided_at: now_ms(),
+            answering_user: None,
+        };
+        let id = record.request.callback_id.as_str();
+        if let Err(error) = self.resolve(id, cancelled).await {
+            tracing::error!(%error, callback_id = id, "could not withdraw an approval whose request failed; it will time out");
+        }
     }
 
     /// Builds the record of a new approval (not yet registered).
@@ -273,7 +301,43 @@ impl Approvals {
             decided_at: now_ms(),
             answering_user: answering_user.map(str::to_owned),
         };
+        self.time_out_if_due(id, answering_user).await?;
         self.resolve(id, decision).await
+    }
+
+    /// Resolves the approval as `timed_out` if its deadline has passed while
+    /// it is still pending (the task that times approvals out may be behind,
+    /// its store having been away): an answer that came after the deadline
+    /// does not win over it, and gets `conflict` like any later answer.
+    async fn time_out_if_due(
+        &self,
+        id: &str,
+        answering_user: Option<&str>,
+    ) -> Result<(), ApprovalError> {
+        let Some(record) = self.get(id).await? else {
+            return Ok(());
+        };
+        let request = &record.request;
+        let answerable = answering_user.is_none_or(|user| user == request.user_id);
+        if record.status != ApprovalStatus::Pending || now_ms() < request.expires_at || !answerable
+        {
+            return Ok(());
+        }
+        let timed_out = Decision {
+            status: ApprovalStatus::TimedOut,
+            proceed: request.default_proceed,
+            feedback: None,
+            decided_by: None,
+            decided_at: now_ms(),
+            answering_user: None,
+        };
+        // Another node (or the timeout task, just now) may have won.
+        let resolved = self.resolve(id, timed_out).await.ok();
+        let status = resolved.map_or("timed_out", |record| record.status.as_str());
+        Err(ApprovalError::AlreadyResolved {
+            id: id.to_owned(),
+            status,
+        })
     }
 
     async fn resolve(&self, id: &str, decision: Decision) -> Result<ApprovalRecord, ApprovalError> {
@@ -457,8 +521,14 @@ impl Approvals {
             let expired = match self.broker.claim_expired(now_ms()).await {
                 Ok(expired) => expired,
                 Err(error) => {
-                    tracing::warn!(%error, "could not read expired approvals");
-                    Default::default()
+                    tracing::warn!(%error, "could not read expired approvals; trying again shortly");
+                    // Tried again soon, not at the next known deadline: the
+                    // store may be back in a moment, and a deadline due
+                    // meanwhile must not wait for the idle check.
+                    Expired {
+                        next_deadline: Some(now_ms() + CLAIM_RETRY.as_millis() as u64),
+                        ..Default::default()
+                    }
                 }
             };
             for record in &expired.approvals {

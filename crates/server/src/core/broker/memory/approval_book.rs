@@ -66,16 +66,17 @@ impl ApprovalBook {
             .records
             .get_mut(id)
             .ok_or_else(|| ApprovalStoreError::NotFound(id.to_string()))?;
+        // Another user is refused before anything is said of the outcome.
+        if let Some(user) = &decision.answering_user
+            && *user != record.request.user_id
+        {
+            return Err(ApprovalStoreError::Forbidden);
+        }
         if record.status.is_final() {
             return Err(ApprovalStoreError::AlreadyResolved {
                 id: id.to_string(),
                 status: record.status.as_str(),
             });
-        }
-        if let Some(user) = &decision.answering_user
-            && *user != record.request.user_id
-        {
-            return Err(ApprovalStoreError::Forbidden);
         }
         record.status = decision.status;
         record.proceed = Some(decision.proceed);
@@ -170,12 +171,12 @@ impl ApprovalBook {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use herald_protocol::payload::{ApprovalRequested, TaskStepResult};
 
     use super::*;
 
-    fn pending(id: &str, user: &str, expires_at: u64) -> ApprovalRecord {
+    pub(crate) fn pending(id: &str, user: &str, expires_at: u64) -> ApprovalRecord {
         ApprovalRecord {
             request: ApprovalRequested {
                 callback_id: CallbackId::new(id).unwrap(),
@@ -205,7 +206,7 @@ mod tests {
         }
     }
 
-    fn decision(status: ApprovalStatus, by: Option<&str>) -> Decision {
+    pub(crate) fn decision(status: ApprovalStatus, by: Option<&str>) -> Decision {
         Decision {
             status,
             proceed: status == ApprovalStatus::Approved,
@@ -214,6 +215,20 @@ mod tests {
             decided_at: 5,
             answering_user: by.map(str::to_owned),
         }
+    }
+
+    #[test]
+    fn another_user_is_refused_without_learning_the_outcome() {
+        let mut book = ApprovalBook::default();
+        book.insert(pending("a1", "u1", 100)).unwrap();
+        let id = CallbackId::new("a1").unwrap();
+        book.decide(&id, decision(ApprovalStatus::Approved, Some("u1")))
+            .unwrap();
+        let other = book.decide(&id, decision(ApprovalStatus::Rejected, Some("u2")));
+        assert!(
+            matches!(other, Err(ApprovalStoreError::Forbidden)),
+            "{other:?}"
+        );
     }
 
     #[test]

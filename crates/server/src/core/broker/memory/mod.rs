@@ -662,9 +662,21 @@ impl Broker for MemoryBroker {
         id: &CallbackId,
         decision: Decision,
     ) -> Result<ApprovalRecord, ApprovalStoreError> {
-        let record = self.shared.approvals.lock().decide(id, decision)?;
+        let (before, record) = {
+            let mut book = self.shared.approvals.lock();
+            let before = book.get(id).cloned();
+            (before, book.decide(id, decision)?)
+        };
         if let Err(error) = self.shared.persist(&record).await {
+            // Not kept, so not decided: whoever answered is told, and the
+            // approval waits for another answer (or its timeout).
             tracing::error!(%error, callback_id = %id, "could not store a decision");
+            if let Some(before) = before {
+                let mut book = self.shared.approvals.lock();
+                book.remove(id);
+                let _ = book.insert(before);
+            }
+            return Err(error.into());
         }
         self.shared.handler.on_approval(&record);
         Ok(record)

@@ -336,3 +336,40 @@ fn a_stream_someone_holds_is_not_evicted_under_them() {
     assert_eq!(broker.stats().topics, 0);
     assert_eq!(broker.shared.log(&topic).lock().assigned_seq, 1);
 }
+
+#[tokio::test]
+async fn a_decision_the_store_could_not_keep_leaves_the_approval_pending_for_another_answer() {
+    use herald_protocol::CallbackId;
+    use herald_protocol::payload::ApprovalStatus;
+
+    use super::approval_book::tests::{decision, pending};
+    use crate::core::broker::ApprovalStoreError;
+
+    let (broker, _, verdict) = scripted();
+    let id = CallbackId::new("a1").unwrap();
+    verdict.send(true).unwrap();
+    broker
+        .create_approval(pending("a1", "u1", u64::MAX))
+        .await
+        .unwrap();
+    verdict.send(false).unwrap();
+    let refused = broker
+        .decide_approval(&id, decision(ApprovalStatus::Approved, Some("u1")))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(ApprovalStoreError::Broker(BrokerError::Write(_)))
+        ),
+        "{refused:?}"
+    );
+    let record = broker.approval(&id).await.unwrap().unwrap();
+    assert_eq!(record.status, ApprovalStatus::Pending);
+    verdict.send(true).unwrap();
+    let decided = broker
+        .decide_approval(&id, decision(ApprovalStatus::Rejected, Some("u1")))
+        .await
+        .unwrap();
+    assert_eq!(decided.status, ApprovalStatus::Rejected);
+    broker.close().await;
+}

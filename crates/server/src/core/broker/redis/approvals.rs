@@ -16,9 +16,12 @@ use super::{Shared, failed, keys};
 use crate::core::broker::memory::approval_book::{MAX_DECIDED, MAX_PENDING};
 use crate::core::broker::{ApprovalQuery, ApprovalStoreError, BrokerError, Decision, Expired};
 
-/// How long a node has to time out the approvals it claimed before another
-/// node may claim them again.
-const CLAIM_FOR_MS: u64 = 30_000;
+/// How long a node has to time out the approvals it claimed before they
+/// are handed out again: a node that died, or a claim whose reply was lost
+/// (Redis stalled past the command timeout), delays a timeout by this much
+/// at most. Two nodes deciding one approval is harmless (the decide script
+/// lets one win).
+const CLAIM_FOR_MS: u64 = 5_000;
 /// Most expired approvals claimed at once.
 const CLAIM_AT_ONCE: usize = 100;
 
@@ -230,7 +233,6 @@ impl Shared {
         let answer: Vec<String> = scripts::APPROVAL_CLAIM
             .key(keys::PENDING)
             .key(keys::CLAIMED)
-            .arg(now_ms)
             .arg(CLAIM_FOR_MS)
             .arg(CLAIM_AT_ONCE)
             .invoke_async(&mut self.commands.clone())

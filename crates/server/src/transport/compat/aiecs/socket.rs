@@ -13,7 +13,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
-use herald_protocol::frame::{ErrorFrame, Heartbeat, Subscribe};
+use herald_protocol::frame::{ErrorFrame, Heartbeat, MAX_TEXT_LEN, Subscribe};
 use herald_protocol::payload::{ApprovalRequested, ControlRequest, Payload as _};
 use herald_protocol::{
     ErrorCode, Event, EventType, Priority, PublishRequest, ServerMessage, Topic, TopicPattern,
@@ -301,6 +301,21 @@ fn string_field<'a>(message: &'a Map<String, Value>, field: &str) -> Option<&'a 
         .filter(|s| !s.is_empty())
 }
 
+/// A free-text field (`feedback`, `reason`), bounded as the native
+/// protocol bounds it.
+fn text_field(
+    message: &Map<String, Value>,
+    field: &str,
+) -> Result<Option<String>, (ErrorCode, String)> {
+    match string_field(message, field) {
+        Some(text) if text.len() > MAX_TEXT_LEN => Err((
+            ErrorCode::InvalidRequest,
+            format!("{field} must be at most {MAX_TEXT_LEN} bytes"),
+        )),
+        text => Ok(text.map(str::to_owned)),
+    }
+}
+
 /// `{action: "confirm", callback_id, proceed, feedback}`: the first answer
 /// wins (`proceed` absent is `false`, as the seed read it).
 async fn confirm(hub: &Hub, conn: &ConnHandle, message: &Map<String, Value>) -> Done {
@@ -312,7 +327,7 @@ async fn confirm(hub: &Hub, conn: &ConnHandle, message: &Map<String, Value>) -> 
         .get("proceed")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let feedback = string_field(message, "feedback").map(str::to_owned);
+    let feedback = text_field(message, "feedback")?;
     let decided_by = conn
         .user_id
         .as_deref()
@@ -338,6 +353,7 @@ async fn cancel(hub: &Hub, conn: &ConnHandle, message: &Map<String, Value>) -> D
         ErrorCode::InvalidRequest,
         "cancel needs a task_id".to_owned(),
     ))?;
+    let reason = text_field(message, "reason")?;
     let topic =
         Topic::with_id("task", task_id).map_err(|e| (ErrorCode::InvalidTopic, e.to_string()))?;
     check_steering(hub, conn, &topic, Some(task_id)).await?;
@@ -350,7 +366,7 @@ async fn cancel(hub: &Hub, conn: &ConnHandle, message: &Map<String, Value>) -> D
     let data = ControlRequest {
         task_id: Some(task_id.to_owned()),
         run_id: None,
-        reason: string_field(message, "reason").map(str::to_owned),
+        reason,
         requested_by,
     }
     .to_data();

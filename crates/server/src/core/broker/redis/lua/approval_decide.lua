@@ -11,10 +11,11 @@
 -- or {"missing"}.
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing'} end
-if status ~= 'pending' then return {'resolved', status} end
+-- Another user is refused before anything is said of the outcome.
 if ARGV[7] ~= '' and redis.call('HGET', KEYS[1], 'user') ~= ARGV[7] then
   return {'forbidden'}
 end
+if status ~= 'pending' then return {'resolved', status} end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'proceed', ARGV[3], 'feedback', ARGV[4],
   'decided_by', ARGV[5], 'decided_at', ARGV[6])
 redis.call('ZREM', KEYS[2], ARGV[1])
