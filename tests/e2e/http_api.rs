@@ -2,7 +2,7 @@
 //! health and metrics.
 
 use anyhow::{Context, Result, ensure};
-use herald_tests::{Hub, frame_type, is_event_on, seq_of};
+use herald_tests::{Hub, frame_type, is_event_on, metric, seq_of};
 use serde_json::{Value, json};
 
 use crate::{event, herald, str_field};
@@ -411,6 +411,34 @@ async fn a_method_a_route_does_not_take_is_405_with_the_json_error_body() -> Res
             reply.text
         );
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_http_error_answer_is_counted_once_by_its_code() -> Result<()> {
+    let hub = herald().start(&[]).await?;
+    let http = hub.http();
+    let answers = [
+        http.post_raw("/api/v1/events", "{not json").await?,
+        http.post(
+            "/api/v1/events",
+            &json!({"topic": "run:bad id", "event_type": "step.progress", "data": {}}),
+        )
+        .await?,
+        http.get("/api/v1/nowhere").await?,
+        http.delete("/api/v1/status").await?,
+        http.get("/api/v1/approvals/unknown").await?,
+    ];
+    let statuses: Vec<u16> = answers.iter().map(|reply| reply.status).collect();
+    ensure!(statuses == [400, 400, 404, 405, 404], "{statuses:?}");
+    let text = http.get("/metrics").await?.text;
+    let counted = |code: &str| metric(&text, &format!("herald_errors_total{{code=\"{code}\"}}"));
+    ensure!(
+        counted("invalid_json") == Some(1.0)
+            && counted("invalid_request") == Some(2.0)
+            && counted("not_found") == Some(2.0),
+        "{text}"
+    );
     Ok(())
 }
 

@@ -1067,6 +1067,32 @@ async fn publish_key_on_an_admin_endpoint_is_403_and_the_admin_key_is_allowed() 
 }
 
 #[tokio::test]
+async fn a_method_a_producers_route_does_not_take_is_405_for_the_publish_key() -> Result<()> {
+    let hub = herald().start(&["--api-keys", API_KEYS]).await?;
+    for (method, path) in [
+        (reqwest::Method::PUT, "/api/v1/events"),
+        (reqwest::Method::DELETE, "/api/v1/broadcast"),
+        (reqwest::Method::PUT, "/api/v1/users/u1/messages"),
+        (reqwest::Method::DELETE, "/api/v1/approvals"),
+        (reqwest::Method::DELETE, "/api/v1/approvals/a1"),
+    ] {
+        let (status, body) = api(&hub, method.clone(), path, Some(PUBLISH_KEY), None).await?;
+        ensure!(status == 405, "{method} {path}: {status} {body}");
+    }
+    // Listing approvals stays the admin's.
+    let (status, body) = api(
+        &hub,
+        reqwest::Method::GET,
+        "/api/v1/approvals",
+        Some(PUBLISH_KEY),
+        None,
+    )
+    .await?;
+    ensure!(status == 403, "listing approvals: {status} {body}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn health_needs_no_key() -> Result<()> {
     let hub = herald().start(&["--api-keys", API_KEYS]).await?;
     let (status, body) = api(&hub, reqwest::Method::GET, "/health", None, None).await?;

@@ -270,10 +270,19 @@ impl Approvals {
     /// Asks a user and waits for the decision (or the timeout's default): the
     /// one-call form for Rust producers.
     pub async fn request(&self, request: NewApproval) -> Result<ApprovalDecision, ApprovalError> {
+        self.request_until(request, &CancellationToken::new()).await
+    }
+
+    /// [`Approvals::request`], giving up the wait (the decision `pending`)
+    /// when `until` is cancelled.
+    pub async fn request_until(
+        &self,
+        request: NewApproval,
+        until: &CancellationToken,
+    ) -> Result<ApprovalDecision, ApprovalError> {
         let record = self.create(request).await?;
         let limit = Duration::from_millis(record.request.timeout_ms) + Duration::from_secs(5);
-        let never = CancellationToken::new();
-        self.wait(record.request.callback_id.as_str(), limit, &never)
+        self.wait(record.request.callback_id.as_str(), limit, until)
             .await
     }
 

@@ -418,5 +418,7 @@ pub(super) async fn method_not_allowed(method: Method, uri: Uri) -> Response {
             uri.path()
         ),
     );
-    (StatusCode::METHOD_NOT_ALLOWED, Json(error)).into_response()
+    let mut response = error.into_response();
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    response
 }

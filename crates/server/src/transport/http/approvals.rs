@@ -24,8 +24,7 @@ use crate::core::hub::Hub;
 /// The longest a long-poll waits, whatever `wait_ms` asks.
 const MAX_WAIT: Duration = Duration::from_secs(300);
 
-fn refused(hub: &Hub, error: &ApprovalError) -> ApiError {
-    hub.metrics().error(error.code());
+fn refused(error: &ApprovalError) -> ApiError {
     match error {
         ApprovalError::Store(store) => ApiError::from(store),
         _ => ApiError::new(error.code(), error.to_string()),
@@ -60,7 +59,7 @@ pub(super) async fn create(
         .approvals()
         .create(request)
         .await
-        .map_err(|e| refused(&hub, &e))?;
+        .map_err(|e| refused(&e))?;
     Ok((StatusCode::CREATED, Json(record)).into_response())
 }
 
@@ -100,7 +99,7 @@ pub(super) async fn get(
         .approvals()
         .wait(&id, wait, hub.draining())
         .await
-        .map_err(|e| refused(&hub, &e))?;
+        .map_err(|e| refused(&e))?;
     // A draining hub holds no long-poll: the producer asks again, elsewhere
     // or here once restarted, after `Retry-After` (answering `pending` would
     // have it poll in a loop until the hub is gone).
@@ -149,6 +148,6 @@ pub(super) async fn list(
             ..ApprovalQuery::default()
         })
         .await
-        .map_err(|e| refused(&hub, &e))?;
+        .map_err(|e| refused(&e))?;
     Ok(Json(ApprovalList { approvals }))
 }

@@ -72,6 +72,11 @@ impl From<DecodeError> for ApiError {
 /// What `Retry-After` says while the store is unreachable.
 const RETRY_AFTER_S: u64 = 1;
 
+/// The code of an error answer, carried on the response for the router's
+/// middleware to count (`herald_errors_total`) once, wherever it was made.
+#[derive(Debug, Clone, Copy)]
+pub struct Reported(pub ErrorCode);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match (self.retry_after, self.code) {
@@ -79,12 +84,15 @@ impl IntoResponse for ApiError {
             _ => StatusCode::from_u16(self.code.http_status())
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         };
-        match self.retry_after {
+        let code = self.code;
+        let mut response = match self.retry_after {
             Some(seconds) => {
                 let header = (header::RETRY_AFTER, seconds.to_string());
                 (status, [header], Json(self)).into_response()
             }
             None => (status, Json(self)).into_response(),
-        }
+        };
+        response.extensions_mut().insert(Reported(code));
+        response
     }
 }

@@ -77,7 +77,7 @@ pub(super) async fn publish_events(
                         }
                         _ => None,
                     };
-                    let error = refused(&hub, &error);
+                    let error = refused(&error);
                     match index {
                         Some(index) => error.at(index),
                         None => error,
@@ -115,7 +115,6 @@ fn whole_in_a_queue(hub: &Hub, events: usize) -> Result<(), ApiError> {
              (--queue-size {most}): split it"
         ),
     );
-    hub.metrics().error(refused.code);
     Err(refused)
 }
 
@@ -143,14 +142,12 @@ pub(crate) fn limit(hub: &Hub, producer: &Producer, events: usize) -> Result<(),
             ),
         ),
     };
-    hub.metrics().error(refused.code);
     Err(refused)
 }
 
 /// A failed publish as the producer sees it (and counted): 503 with
 /// `Retry-After` when trying again later may work.
-fn refused(hub: &Hub, error: &PublishError) -> ApiError {
-    hub.metrics().error(error.code());
+fn refused(error: &PublishError) -> ApiError {
     if error.is_transient() {
         ApiError::unavailable(error.to_string())
     } else {
@@ -166,7 +163,7 @@ async fn publish(
     hub.publish(request, PublishOptions::to(audience))
         .await
         .map(|published| published.receipt)
-        .map_err(|error| refused(hub, &error))
+        .map_err(|error| refused(&error))
 }
 
 /// The body of broadcasts and user messages.

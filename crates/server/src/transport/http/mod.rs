@@ -61,12 +61,14 @@ fn scope_for(method: &Method, path: &str) -> Option<Scope> {
     if api == "openapi.json" {
         return None;
     }
-    let publish = matches!(
-        (method, api.split('/').collect::<Vec<_>>().as_slice()),
-        (&Method::POST, ["events" | "broadcast" | "approvals"])
-            | (&Method::POST, ["users", _, "messages"])
-            | (&Method::GET, ["approvals", _])
-    );
+    // A producer's routes need `publish` whatever the method, so that a
+    // method they do not take is 405 for the producer too, not "lacks the
+    // admin scope"; only listing approvals (GET) is the admin's.
+    let publish = match api.split('/').collect::<Vec<_>>().as_slice() {
+        ["events" | "broadcast"] | ["users", _, "messages"] | ["approvals", _] => true,
+        ["approvals"] => method != Method::GET && method != Method::HEAD,
+        _ => false,
+    };
     Some(if publish {
         Scope::Publish
     } else {
@@ -110,7 +112,11 @@ async fn authorize(State(hub): State<Hub>, mut request: Request, next: Next) -> 
         Ok(request) => request,
         Err(response) => return response,
     };
-    next.run(request).await
+    let response = next.run(request).await;
+    if let Some(error::Reported(code)) = response.extensions().get() {
+        hub.metrics().error(*code);
+    }
+    response
 }
 
 /// The request with its body read whole, within `--header-timeout` of its

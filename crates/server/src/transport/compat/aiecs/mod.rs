@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Extension, Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -126,20 +126,17 @@ async fn notify_user(
     };
     let decision = hub
         .approvals()
-        .request(request)
+        .request_until(request, hub.draining())
         .await
         .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
     let Some(proceed) = decision.proceed else {
-        // Past the timeout with no decision recorded yet: the hub is
-        // shutting down or its store is failing.
-        return Ok((
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(ApiError::new(
-                ErrorCode::Internal,
-                format!("approval {} is still undecided", decision.callback_id),
-            )),
-        )
-            .into_response());
+        // Undecided: the hub is draining, or past the timeout its store
+        // failed to record one.
+        return Ok(ApiError::unavailable(format!(
+            "approval {} is still undecided",
+            decision.callback_id
+        ))
+        .into_response());
     };
     Ok(Json(json!({
         "proceed": proceed,
@@ -180,10 +177,7 @@ async fn publish(
     let published = hub
         .publish(request, PublishOptions::to(audience))
         .await
-        .map_err(|e| {
-            hub.metrics().error(e.code());
-            ApiError::new(e.code(), e.to_string())
-        })?;
+        .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
     let receipt = published.receipt;
     Ok(Json(json!({
         "id": receipt.id,

@@ -152,10 +152,7 @@ async fn publish(
     let published = hub
         .publish(request, PublishOptions::to(audience))
         .await
-        .map_err(|e| {
-            hub.metrics().error(e.code());
-            ApiError::new(e.code(), e.to_string())
-        })?;
+        .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
     Ok(Json(json!({
         "status": "success",
         "message": format!("Event broadcasted to {} clients of {to}", published.reached),
