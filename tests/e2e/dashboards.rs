@@ -75,3 +75,18 @@ async fn every_metric_the_grafana_dashboard_queries_is_exported() -> Result<()> 
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn every_metric_is_described_in_one_sentence() -> Result<()> {
+    let hub = herald().start(&[]).await?;
+    let text = hub.http().get("/metrics").await?.text;
+    let described: Vec<&str> = text.lines().filter(|l| l.starts_with("# HELP ")).collect();
+    ensure!(!described.is_empty(), "{text}");
+    for line in described {
+        ensure!(
+            line.ends_with('.') && !line.ends_with(".."),
+            "not one sentence: {line}"
+        );
+    }
+    Ok(())
+}

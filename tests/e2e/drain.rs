@@ -94,6 +94,8 @@ async fn sigterm_fails_readiness_first_then_spreads_closes_over_the_drain_window
         ready.text
     );
     ensure!(http.get("/health").await?.status == 503);
+    let status = http.get("/api/v1/status").await?;
+    ensure!(status.body["running"] == false, "{}", status.text);
     // Stored once in `global`'s history, without anyone's retry hint.
     let history = http.get("/api/v1/topics/global/events?since=0").await?;
     let stored = history.body["events"]

@@ -86,8 +86,9 @@ pub(crate) struct ServeArgs {
     /// Secret for HS256 subscriber tokens (enables authentication).
     #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
-    /// PEM public key (RSA for RS256, Ed25519 for EdDSA) for subscriber tokens.
-    #[arg(long, env = "HERALD_JWT_PUBLIC_KEY")]
+    /// A PEM file with the public key (RSA for RS256, Ed25519 for EdDSA)
+    /// that verifies subscriber tokens (instead of --jwt-secret).
+    #[arg(long, env = "HERALD_JWT_PUBLIC_KEY", value_name = "PATH")]
     jwt_public_key: Option<PathBuf>,
     /// Audiences a subscriber token's `aud` must name one of, comma-separated (unset: tokens with an `aud` are refused).
     #[arg(long, env = "HERALD_JWT_AUDIENCE", value_delimiter = ',')]

@@ -24,6 +24,16 @@ pub enum Scope {
     Admin,
 }
 
+impl Scope {
+    /// As `--api-keys` names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Publish => "publish",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
 /// Why credentials were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -37,7 +47,7 @@ pub enum AuthError {
     MissingKey,
     #[error("unknown API key")]
     UnknownKey,
-    #[error("this API key lacks the {0:?} scope")]
+    #[error("this API key lacks the {} scope", .0.as_str())]
     MissingScope(Scope),
 }
 
@@ -132,7 +142,13 @@ impl Authenticator {
         api_keys: Option<&str>,
     ) -> Result<Authenticator, AuthConfigError> {
         let jwt = match (jwt_secret, jwt_public_key) {
-            (Some(secret), _) => Some((
+            (Some(_), Some(path)) => {
+                return Err(AuthConfigError::Secret(format!(
+                    "and --jwt-public-key {} are both set: tokens are verified one way; leave one out",
+                    path.display()
+                )));
+            }
+            (Some(secret), None) => Some((
                 DecodingKey::from_secret(check_secret(secret)?.as_bytes()),
                 Algorithm::HS256,
             )),
@@ -338,6 +354,29 @@ mod tests {
 
     fn hs256() -> Authenticator {
         Authenticator::new(Some("s3cret-s3cret"), None, None).unwrap()
+    }
+
+    #[test]
+    fn a_secret_and_a_public_key_together_are_refused_not_one_silently_ignored() {
+        let refused = Authenticator::new(
+            Some("a-secret-of-thirty-two-bytes-or-more"),
+            Some(Path::new("/nonexistent.pem")),
+            None,
+        );
+        assert!(
+            matches!(&refused, Err(AuthConfigError::Secret(why)) if why.contains("both")),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn an_empty_or_masked_secret_is_refused() {
+        for secret in ["", MASKED_SECRET] {
+            assert!(matches!(
+                Authenticator::new(Some(secret), None, None),
+                Err(AuthConfigError::Secret(_))
+            ));
+        }
     }
 
     #[test]

@@ -348,70 +348,70 @@ impl Default for Metrics {
             registry.register(name, help, counter.clone());
             counter
         };
-        let connections_total = counter("herald_connections", "WebSocket connections accepted.");
+        let connections_total = counter("herald_connections", "WebSocket connections accepted");
         let connections_rejected = counter(
             "herald_connections_rejected",
-            "WebSocket connections refused at the connection limit.",
+            "WebSocket connections refused at the connection limit",
         );
-        let frames_in = counter("herald_frames_in", "Frames received from clients.");
-        let bytes_in = counter("herald_bytes_in", "Bytes received from clients in frames.");
-        let frames_out = counter("herald_frames_out", "Frames sent to clients.");
+        let frames_in = counter("herald_frames_in", "Frames received from clients");
+        let bytes_in = counter("herald_bytes_in", "Bytes received from clients in frames");
+        let frames_out = counter("herald_frames_out", "Frames sent to clients");
         let bytes_out = counter(
             "herald_bytes_out",
-            "Bytes of frames sent to clients, before any compression.",
+            "Bytes of frames sent to clients, before any compression",
         );
         let bytes_deflated = counter(
             "herald_bytes_deflated",
-            "Bytes of compressed frames sent (permessage-deflate), as on the wire.",
+            "Bytes of compressed frames sent (permessage-deflate), as on the wire",
         );
-        let events_published = counter("herald_events_published", "Events published.");
+        let events_published = counter("herald_events_published", "Events published");
         let events_duplicate = counter(
             "herald_events_duplicate",
-            "Publishes answered from the idempotency window.",
+            "Publishes answered from the idempotency window",
         );
         let events_delivered = counter(
             "herald_events_delivered",
-            "Event frames queued to connections.",
+            "Event frames queued to connections",
         );
         let events_shed = counter(
             "herald_events_shed",
-            "Low and normal events dropped for slow consumers (told with a gap).",
+            "Low and normal events dropped for slow consumers (told with a gap)",
         );
         let slow_consumer_closes = counter(
             "herald_slow_consumer_closes",
-            "Connections closed with 1013 because a high or critical event would be lost.",
+            "Connections closed with 1013 because a high or critical event would be lost",
         );
-        let unix_datagrams = counter("herald_unix_datagrams", "Datagrams received.");
+        let unix_datagrams = counter("herald_unix_datagrams", "Datagrams received");
         let unix_datagrams_rejected = counter(
             "herald_unix_datagrams_rejected",
-            "Datagrams that were not valid events.",
+            "Datagrams that were not valid events",
         );
         let approvals_unreached = counter(
             "herald_approvals_unreached",
-            "Approval requests that reached no connection able to answer them when asked.",
+            "Approval requests that reached no connection able to answer them when asked",
         );
         let store_reconnects = counter(
             "herald_store_reconnects",
-            "Times this node's feed from a shared store was lost and connected again.",
+            "Times this node's feed from a shared store was lost and connected again",
         );
         let store_catch_up_reads = counter(
             "herald_store_catch_up_reads",
-            "Times this node read a stream for events its feed did not bring.",
+            "Times this node read a stream for events its feed did not bring",
         );
         let replayed_events = counter(
             "herald_replayed_events",
-            "Events sent in replays (after `since`, or a `replay` request).",
+            "Events sent in replays (after `since`, or a `replay` request)",
         );
         let connections_active = Gauge::default();
         registry.register(
             "herald_connections_active",
-            "Open WebSocket connections.",
+            "Open WebSocket connections",
             connections_active.clone(),
         );
         let errors = labelled(
             &mut registry,
             "herald_errors",
-            "Errors reported to peers, by code.",
+            "Errors reported to peers, by code",
             "code",
             ErrorCode::ALL.iter().map(|code| code.as_str()),
         );
@@ -419,14 +419,14 @@ impl Default for Metrics {
             &mut registry,
             "herald_replays",
             "Replays by outcome: complete, trimmed (a gap), epoch_changed (a gap: another \
-             stream), overflowed (closed with 1013 to replay again).",
+             stream), overflowed (closed with 1013 to replay again)",
             "outcome",
             ReplayOutcome::ALL.iter().map(|o| o.as_str()),
         );
         let approval_decisions = labelled(
             &mut registry,
             "herald_approval_decisions",
-            "Approvals resolved, by outcome.",
+            "Approvals resolved, by outcome",
             "outcome",
             OUTCOMES.iter().map(|o| o.as_str()),
         );
@@ -434,64 +434,64 @@ impl Default for Metrics {
             &mut registry,
             "herald_watchdog_stalls",
             "Stalls the watchdog saw: a worker stuck in one poll, the runtime taking no new \
-             task, or the whole process paused.",
+             task, or the whole process paused",
             "kind",
             StallKind::ALL.iter().map(|k| k.as_str()),
         );
         let publish_to_send = LatencyHistogram::new(&LATENCY_BUCKETS);
         registry.register(
             "herald_publish_to_send_seconds",
-            "Delivery lag: time from publish to the frame being written to the socket.",
+            "Delivery lag: time from publish to the frame being written to the socket",
             publish_to_send.clone(),
         );
         let approval_time_to_decision = Histogram::new(DECISION_BUCKETS);
         registry.register(
             "herald_approval_time_to_decision_seconds",
-            "Time from an approval's request to its resolution.",
+            "Time from an approval's request to its resolution",
             approval_time_to_decision.clone(),
         );
         let watchdog_stall_seconds = Histogram::new(STALL_BUCKETS);
         registry.register(
             "herald_watchdog_stall_seconds",
-            "How long each stall the watchdog saw lasted.",
+            "How long each stall the watchdog saw lasted",
             watchdog_stall_seconds.clone(),
         );
         let scraped = Scraped::default();
         for (name, help, gauge) in [
-            ("herald_topics", "Topics held in memory.", &scraped.topics),
+            ("herald_topics", "Topics held in memory", &scraped.topics),
             (
                 "herald_retained_bytes",
-                "Approximate bytes of retained history.",
+                "Approximate bytes of retained history",
                 &scraped.retained_bytes,
             ),
             (
                 "herald_uptime_seconds",
-                "Seconds since the hub started.",
+                "Seconds since the hub started",
                 &scraped.uptime_seconds,
             ),
             (
                 "herald_approvals_pending",
-                "Approvals waiting for a decision.",
+                "Approvals waiting for a decision",
                 &scraped.approvals_pending,
             ),
             (
                 "herald_outbox_frames",
-                "Queue depth: frames waiting in every connection's outbox together.",
+                "Queue depth: frames waiting in every connection's outbox together",
                 &scraped.outbox_frames,
             ),
             (
                 "herald_outbox_deepest_frames",
-                "Queue depth: the most frames waiting in one connection's outbox.",
+                "Queue depth: the most frames waiting in one connection's outbox",
                 &scraped.outbox_deepest,
             ),
             (
                 "herald_engine_up",
-                "1 while the engine (store) can serve, 0 while it cannot.",
+                "1 while the engine (store) can serve, 0 while it cannot",
                 &scraped.engine_up,
             ),
             (
                 "herald_draining",
-                "1 once the hub is draining for shutdown.",
+                "1 once the hub is draining for shutdown",
                 &scraped.draining,
             ),
         ] {

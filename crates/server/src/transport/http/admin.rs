@@ -247,7 +247,7 @@ pub(super) async fn nodes(State(hub): State<Hub>) -> Result<Json<NodeList>, ApiE
 pub(super) async fn status(State(hub): State<Hub>) -> Json<HubStatus> {
     let stats = hub.broker().stats();
     Json(HubStatus {
-        running: !hub.shutdown_token().is_cancelled(),
+        running: !hub.shutdown_token().is_cancelled() && !hub.draining().is_cancelled(),
         active_connections: hub.connections().count(),
         pending_approvals: stats.pending_approvals,
         uptime_s: hub.uptime_s(),

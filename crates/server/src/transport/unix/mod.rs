@@ -177,7 +177,12 @@ impl Rejections {
         // Escaped (`?`): a datagram's bytes never reach the log raw.
         let excerpt =
             datagram.map(|d| String::from_utf8_lossy(&d[..d.len().min(120)]).into_owned());
-        tracing::warn!(error = ?error, datagram = ?excerpt, unlogged = self.unlogged, "{message}");
+        tracing::warn!(
+            error = error.map(tracing::field::debug),
+            datagram = excerpt.map(tracing::field::debug),
+            unlogged = self.unlogged,
+            "{message}"
+        );
         self.unlogged = 0;
         self.summary = None;
     }

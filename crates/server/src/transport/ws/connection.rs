@@ -127,7 +127,7 @@ where
         // connection's task holds is sized for its largest await, and only
         // the two loops' select below should count.
         Box::pin(hub.attach(&conn)).await;
-        tracing::info!(session = %conn.id, user = conn.user_id.as_deref(), remote = ?conn.remote, "connection opened");
+        tracing::info!(session = %conn.id, user = conn.user_id.as_deref(), remote = conn.remote.map(tracing::field::display), "connection opened");
         let dialect = &dialect;
         // Boxed: pinned in place, the two loops (about 750 bytes together)
         // would add their size to every idle connection's task. The reader
