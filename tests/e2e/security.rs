@@ -1644,5 +1644,25 @@ async fn the_cli_carries_an_api_key_over_http_and_a_jwt_over_the_websocket() -> 
         str_field(&event, "id") == "cli-keyed",
         "tail printed {line:?}"
     );
+    // A tail the hub refuses every topic of has nothing to follow: it ends.
+    let refused = herald()
+        .run(
+            &[
+                "tail",
+                "--url",
+                &url,
+                "--topics",
+                "execution:x",
+                "--token",
+                &token,
+            ],
+            DEFAULT_TIMEOUT,
+        )
+        .await?;
+    let said = String::from_utf8_lossy(&refused.stderr);
+    ensure!(
+        !refused.status.success() && said.contains("refused the topics"),
+        "{said}"
+    );
     Ok(())
 }

@@ -82,9 +82,45 @@ fn main() -> ExitCode {
                 reason = "the error report is the binary's output"
             )]
             {
-                eprintln!("error: {error:#}");
+                eprintln!("error: {}", report(&error));
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `error` and its causes, joined by `: `; a cause is left out when what
+/// comes before already says it (libraries often repeat their source's
+/// text in their own message).
+fn report(error: &anyhow::Error) -> String {
+    let mut said = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if said.contains(&text) {
+            continue;
+        }
+        if !said.is_empty() {
+            said.push_str(": ");
+        }
+        said.push_str(&text);
+    }
+    said
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_already_said_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
+        let error = anyhow::Error::new(io)
+            .context("could not listen on 127.0.0.1:1: Address already in use");
+        assert_eq!(
+            report(&error),
+            "could not listen on 127.0.0.1:1: Address already in use"
+        );
+        let error = anyhow::anyhow!("refused").context("connecting");
+        assert_eq!(report(&error), "connecting: refused");
     }
 }

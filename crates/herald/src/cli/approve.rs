@@ -8,6 +8,7 @@ use clap::Args;
 use futures::StreamExt;
 use herald_client::SubscriberItem;
 use herald_protocol::CallbackId;
+use herald_server::config::parse_duration;
 
 use super::hub::HubArgs;
 
@@ -34,16 +35,17 @@ pub(crate) struct ApproveArgs {
     /// token names the user instead).
     #[arg(long, value_name = "USER_ID")]
     user: Option<String>,
-    /// How long to wait for the hub to connect and answer.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
-    timeout: u64,
+    /// How long to wait for the hub to connect and answer (`10`, `10s`,
+    /// `500ms`).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    timeout: Duration,
     #[command(flatten)]
     hub: HubArgs,
 }
 
 /// Runs `herald approve`.
 pub(crate) async fn run(args: ApproveArgs) -> anyhow::Result<()> {
-    let limit = Duration::from_secs(args.timeout.max(1));
+    let limit = args.timeout.max(Duration::from_millis(100));
     let mut builder = args.hub.subscriber()?.connect_timeout(limit);
     if let Some(user) = &args.user {
         builder = builder.user_id(user.clone());

@@ -1,10 +1,12 @@
 //! `herald publish`: one event over HTTP; prints the receipt.
 
 use std::io::Write;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
 use herald_protocol::{EventId, EventType, Label, Priority, PublishRequest, Topic};
+use herald_server::config::parse_duration;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
 
@@ -35,6 +37,11 @@ pub(crate) struct PublishArgs {
     /// hub. A UUID v4 when absent (reused by retries).
     #[arg(long)]
     id: Option<EventId>,
+    /// How long to try, retries included (`30`, `30s`, `500ms`): a hub that
+    /// does not answer by then is an error. The event may still have been
+    /// stored: publishing again with the same `--id` does not duplicate it.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    timeout: Duration,
     #[command(flatten)]
     hub: HubArgs,
 }
@@ -63,9 +70,15 @@ pub(crate) async fn run(args: PublishArgs) -> anyhow::Result<()> {
     request.source = args.source;
     request.id = args.id;
     let publisher = args.hub.publisher()?;
-    let receipt = publisher
-        .publish(request)
+    let receipt = tokio::time::timeout(args.timeout, publisher.publish(request))
         .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "the hub did not answer within {:?} (--timeout)",
+                args.timeout
+            )
+        })
+        .and_then(|published| published.map_err(anyhow::Error::from))
         .with_context(|| format!("publishing to {}", publisher.url()))?;
     let line = serde_json::to_string(&receipt)?;
     match writeln!(std::io::stdout().lock(), "{line}") {

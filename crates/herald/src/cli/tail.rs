@@ -6,7 +6,8 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use futures::StreamExt;
 use herald_client::SubscriberItem;
-use herald_protocol::frame::Gap;
+use herald_protocol::ErrorCode;
+use herald_protocol::frame::{Gap, GapReason};
 use herald_protocol::session::{Checkpoint, Checkpoints, ConnectionState};
 use herald_protocol::{Event, ServerMessage, TopicPattern};
 
@@ -14,8 +15,10 @@ use super::hub::HubArgs;
 use super::is_broken_pipe;
 
 /// Follow topics and print one line per event on stdout; connection state,
-/// gaps and errors go to stderr. Reconnects by itself and resumes where it
-/// left off. Runs until interrupted, or until the hub closes for good.
+/// gaps and errors go to stderr. Broadcasts (topic `global`) are printed
+/// too: every connection gets them. Reconnects by itself and resumes where
+/// it left off. Runs until interrupted, until the hub closes for good, or
+/// until it refuses every topic asked for (then the exit is non-zero).
 #[derive(Debug, Clone, Args)]
 pub(crate) struct TailArgs {
     /// Topics or patterns, comma-separated: `run:r1,execution:*`.
@@ -42,14 +45,21 @@ fn format_event(event: &Event) -> String {
 }
 
 fn format_gap(gap: &Gap) -> String {
-    let reason = serde_json::to_value(gap.reason)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
-    format!(
-        "gap {} #{}..#{} ({reason}): these events will not come",
-        gap.topic, gap.from_seq, gap.to_seq
-    )
+    let (topic, from, to) = (&gap.topic, gap.from_seq, gap.to_seq);
+    match gap.reason {
+        GapReason::EpochChanged => format!(
+            "{topic} is another stream now (epoch changed: the hub lost its history, or it was \
+             restarted without a durable store); it is followed from its start"
+        ),
+        GapReason::Trimmed => {
+            format!(
+                "gap {topic} #{from}..#{to}: no longer retained by the hub, these will not come"
+            )
+        }
+        GapReason::Shed => format!(
+            "gap {topic} #{from}..#{to}: dropped because this client read too slowly, these will not come"
+        ),
+    }
 }
 
 fn format_state(state: &ConnectionState) -> String {
@@ -82,8 +92,26 @@ pub(crate) async fn run(args: TailArgs) -> anyhow::Result<()> {
         .connect()
         .await
         .with_context(|| format!("connecting to {}", args.hub.urls.join(", ")))?;
+    // Whether the hub took a topic on this connection: one that refuses
+    // every topic leaves nothing to follow.
+    let mut following = false;
     while let Some(item) = subscriber.next().await {
         match item {
+            SubscriberItem::Subscribed(_) => following = true,
+            SubscriberItem::State(ConnectionState::Open) => {
+                following = false;
+                note(&format_state(&ConnectionState::Open));
+            }
+            SubscriberItem::Error(error)
+                if !following
+                    && matches!(error.code, ErrorCode::Forbidden | ErrorCode::InvalidTopic) =>
+            {
+                bail!(
+                    "the hub refused the topics: {}: {}",
+                    error.code,
+                    error.message
+                );
+            }
             SubscriberItem::Event(event) => {
                 let line = if args.json {
                     ServerMessage::Event(event).encode()

@@ -196,3 +196,39 @@ async fn approve_resolves_a_pending_approval_and_fails_on_a_decided_one() {
         "--proceed or --reject is required"
     );
 }
+
+/// Takes connections and never answers them.
+async fn never_answer(listener: tokio::net::TcpListener) -> std::convert::Infallible {
+    let mut open = Vec::new();
+    loop {
+        if let Ok((socket, _)) = listener.accept().await {
+            open.push(socket);
+        }
+    }
+}
+
+#[tokio::test]
+async fn publish_gives_up_at_its_timeout_on_a_hub_that_never_answers() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let args = [
+        "publish",
+        "--url",
+        &url,
+        "--topic",
+        "run:r1",
+        "--type",
+        "step.started",
+        "--data",
+        "1",
+        "--timeout",
+        "1s",
+    ];
+    let output = tokio::select! {
+        output = run(&args, None) => output,
+        never = never_answer(listener) => match never {},
+    };
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{said}");
+    assert!(said.contains("did not answer within"), "{said}");
+}
