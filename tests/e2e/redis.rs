@@ -911,3 +911,30 @@ async fn approvals_due_while_redis_stalled_time_out_once_it_is_back_and_a_late_a
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn an_approval_stored_before_the_task_sets_is_cancelled_with_its_task() -> Result<()> {
+    let redis = Redis::start().await?;
+    let earlier = nodes(&redis, 1).await?;
+    let id = ask(&earlier[0], "u1", "t7", 60_000).await?;
+    // As a release without the tasks' sets left it.
+    redis
+        .command(&[
+            "DEL",
+            "herald:{approvals}:task:t7",
+            "herald:{approvals}:tasks-indexed",
+        ])
+        .await?;
+    drop(earlier);
+    let nodes = nodes(&redis, 1).await?;
+    let mut user = nodes[0].ws("/ws?user_id=u1").await?;
+    user.send_json(&json!({"action": "cancel", "id": "c", "task_id": "t7"}))
+        .await?;
+    let reply = user.recv_until(|f| str_field(f, "ref") == "c").await?;
+    ensure!(frame_type(&reply) == "ack", "{reply}");
+    ensure!(
+        approval_status(&nodes[0], &id).await? == "cancelled",
+        "the earlier approval was not cancelled with its task"
+    );
+    Ok(())
+}

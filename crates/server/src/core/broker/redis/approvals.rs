@@ -78,6 +78,7 @@ impl Shared {
             .key(keys::PENDING)
             .key(keys::CLAIMED)
             .key(keys::CREATED)
+            .key(keys::task(&request.task_id))
             .arg(request.callback_id.as_str())
             .arg(body)
             .arg(&request.user_id)
@@ -116,6 +117,7 @@ impl Shared {
             .arg(MAX_DECIDED)
             .arg(keys::APPROVALS_CHANNEL)
             .arg(keys::APPROVAL_PREFIX)
+            .arg(keys::TASK_PREFIX)
             .invoke_async(&mut self.commands.clone())
             .await
             .map_err(failed)?;
@@ -205,10 +207,18 @@ impl Shared {
         &self,
         query: &ApprovalQuery,
     ) -> Result<Vec<ApprovalRecord>, BrokerError> {
-        let ids: Vec<String> = redis::cmd("ZREVRANGE")
-            .arg(keys::CREATED)
-            .arg(0)
-            .arg(-1)
+        // A task's approvals come from its set: a steering check or a
+        // cancel costs what that task was asked, not every approval.
+        let mut listing = redis::cmd(if query.task_id.is_some() {
+            "SMEMBERS"
+        } else {
+            "ZREVRANGE"
+        });
+        match &query.task_id {
+            Some(task) => listing.arg(keys::task(task)),
+            None => listing.arg(keys::CREATED).arg(0).arg(-1),
+        };
+        let ids: Vec<String> = listing
             .query_async(&mut self.commands.clone())
             .await
             .map_err(failed)?;
@@ -226,7 +236,51 @@ impl Shared {
                     && query.status.is_none_or(|s| r.status == s)
             }));
         }
+        records.sort_by_key(|r| std::cmp::Reverse(r.created_at));
         Ok(records)
+    }
+
+    /// Puts approvals stored without their task's set (by an earlier
+    /// release) in it, once per Redis.
+    pub(super) async fn index_tasks(&self) -> Result<(), BrokerError> {
+        let mut commands = self.commands.clone();
+        let indexed: bool = redis::cmd("EXISTS")
+            .arg(keys::TASKS_INDEXED)
+            .query_async(&mut commands)
+            .await
+            .map_err(failed)?;
+        if indexed {
+            return Ok(());
+        }
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(keys::CREATED)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut commands)
+            .await
+            .map_err(failed)?;
+        for slice in ids.chunks(500) {
+            let mut reading = redis::pipe();
+            for id in slice {
+                reading.hget(format!("{}{id}", keys::APPROVAL_PREFIX), "task");
+            }
+            let tasks: Vec<Option<String>> =
+                reading.query_async(&mut commands).await.map_err(failed)?;
+            let mut indexing = redis::pipe();
+            for (id, task) in slice.iter().zip(tasks) {
+                if let Some(task) = task {
+                    indexing.sadd(keys::task(&task), id).ignore();
+                }
+            }
+            let () = indexing.query_async(&mut commands).await.map_err(failed)?;
+        }
+        let () = redis::cmd("SET")
+            .arg(keys::TASKS_INDEXED)
+            .arg(1)
+            .query_async(&mut commands)
+            .await
+            .map_err(failed)?;
+        Ok(())
     }
 
     pub(super) async fn claim_expired(&self, now_ms: u64) -> Result<Expired, BrokerError> {

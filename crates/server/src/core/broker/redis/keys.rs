@@ -81,6 +81,18 @@ pub(super) fn approval(id: &CallbackId) -> String {
     format!("{APPROVAL_PREFIX}{id}")
 }
 
+/// Prefix of the sets of a task's approvals (their callback ids).
+pub(super) const TASK_PREFIX: &str = "herald:{approvals}:task:";
+
+/// The set of the approvals asked on `task_id`.
+pub(super) fn task(task_id: &str) -> String {
+    format!("{TASK_PREFIX}{task_id}")
+}
+
+/// Set once every approval is in its task's set (approvals stored by a
+/// release without the sets are added at a node's start).
+pub(super) const TASKS_INDEXED: &str = "herald:{approvals}:tasks-indexed";
+
 /// Hash of the nodes sharing this Redis: node id → what it last said of itself.
 pub(super) const NODES: &str = "herald:nodes";
 

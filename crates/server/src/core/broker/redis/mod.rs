@@ -224,6 +224,10 @@ impl RedisBroker {
             reason: e.to_string(),
         })?;
         shared.check_eviction_policy().await;
+        shared.index_tasks().await.map_err(|e| BrokerError::Open {
+            path: redacted(url),
+            reason: e.to_string(),
+        })?;
         // The feed is up before the node takes connections: a subscription
         // has its channel from the start.
         let first = feed::FeedSession::open(&shared)

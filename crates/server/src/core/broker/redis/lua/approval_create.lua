@@ -2,6 +2,7 @@
 --
 -- KEYS[1] the approval (hash)   KEYS[2] pending (zset, by deadline)
 -- KEYS[3] claimed (zset, by claim expiry)   KEYS[4] created (zset, by creation)
+-- KEYS[5] the task's approvals (set)
 -- ARGV[1] callback id   ARGV[2] the request (JSON)   ARGV[3] user   ARGV[4] task
 -- ARGV[5] created at (ms)   ARGV[6] deadline (ms)   ARGV[7] most pending
 -- ARGV[8] channel
@@ -13,5 +14,6 @@ redis.call('HSET', KEYS[1], 'req', ARGV[2], 'user', ARGV[3], 'task', ARGV[4],
   'status', 'pending', 'created_at', ARGV[5], 'delivered_to', 0)
 redis.call('ZADD', KEYS[2], ARGV[6], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
+redis.call('SADD', KEYS[5], ARGV[1])
 redis.call('PUBLISH', ARGV[8], ARGV[1])
 return 1

@@ -7,6 +7,7 @@
 -- ARGV[4] feedback ("" for none, else "=" .. text)   ARGV[5] decided by (same)
 -- ARGV[6] decided at (ms)   ARGV[7] answering user ("" for none)
 -- ARGV[8] most decided kept   ARGV[9] channel   ARGV[10] prefix of approval keys
+-- ARGV[11] prefix of the tasks' sets
 -- Returns {"decided", field, value, ...}, {"resolved", status}, {"forbidden"}
 -- or {"missing"}.
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -23,6 +24,8 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[6], ARGV[1])
 while redis.call('ZCARD', KEYS[4]) > tonumber(ARGV[8]) do
   local oldest = redis.call('ZPOPMIN', KEYS[4])
+  local task = redis.call('HGET', ARGV[10] .. oldest[1], 'task')
+  if task then redis.call('SREM', ARGV[11] .. task, oldest[1]) end
   redis.call('DEL', ARGV[10] .. oldest[1])
   redis.call('ZREM', KEYS[5], oldest[1])
 end
