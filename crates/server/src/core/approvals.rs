@@ -575,3 +575,111 @@ impl Approvals {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use herald_protocol::payload::TaskStepResult;
+
+    use super::*;
+    use crate::core::broker::memory::{MemoryBroker, Retention};
+    use crate::core::broker::{BrokerHandler, Publication};
+
+    /// Reaches nobody.
+    #[derive(Debug)]
+    struct Nobody;
+
+    impl BrokerHandler for Nobody {
+        fn on_publication(&self, _publication: &Publication<'_>) -> u32 {
+            0
+        }
+        fn on_approval(&self, _record: &ApprovalRecord) {}
+        fn on_gap(&self, _gap: &herald_protocol::frame::Gap) {}
+    }
+
+    /// Approvals on a memory broker; `stopping` makes every publish but a
+    /// notice to everyone fail, as a hub shutting down does.
+    fn approvals(stopping: &CancellationToken) -> Approvals {
+        let retention = Retention {
+            history_size: 100,
+            history_age: Duration::from_secs(60),
+            history_memory: 1 << 20,
+        };
+        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(retention, Arc::new(Nobody)));
+        let metrics = Arc::new(Metrics::default());
+        let publisher = Publisher::new(broker.clone(), stopping.clone(), metrics.clone());
+        Approvals::new(
+            broker,
+            publisher,
+            Arc::default(),
+            Duration::from_secs(60),
+            false,
+            metrics,
+        )
+    }
+
+    fn question(timeout_ms: u64) -> NewApproval {
+        NewApproval {
+            user_id: "u1".to_owned(),
+            task_id: "t1".to_owned(),
+            step: 1,
+            step_result: TaskStepResult {
+                step: "train".to_owned(),
+                result: serde_json::Value::Null,
+                completed: false,
+                message: "retry?".to_owned(),
+                status: "failed".to_owned(),
+                error_code: None,
+                error_message: None,
+            },
+            timeout_ms: Some(timeout_ms),
+            default_proceed: Some(false),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_that_could_not_be_published_is_withdrawn() {
+        let stopping = CancellationToken::new();
+        stopping.cancel();
+        let approvals = approvals(&stopping);
+        let refused = approvals.create(question(60_000)).await;
+        assert!(
+            matches!(refused, Err(ApprovalError::Publish(_))),
+            "{refused:?}"
+        );
+        let query = ApprovalQuery::default();
+        let listed = approvals.list(&query).await.unwrap();
+        let [withdrawn] = listed.as_slice() else {
+            panic!("{listed:?}")
+        };
+        assert_eq!(withdrawn.status, ApprovalStatus::Cancelled);
+        assert_eq!(approvals.pending(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_answer_after_the_deadline_loses_to_the_timeout() {
+        let running = CancellationToken::new();
+        let approvals = approvals(&running);
+        let record = approvals.create(question(1)).await.unwrap();
+        let id = record.request.callback_id.as_str();
+        // No timeout task runs here: only the answer sees the deadline passed.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let late = approvals
+            .decide(id, true, None, Some("u1".to_owned()), Some("u1"))
+            .await;
+        assert!(
+            matches!(
+                late,
+                Err(ApprovalError::AlreadyResolved {
+                    status: "timed_out",
+                    ..
+                })
+            ),
+            "{late:?}"
+        );
+        let decided = approvals.get(id).await.unwrap().unwrap();
+        assert_eq!(
+            (decided.status, decided.proceed),
+            (ApprovalStatus::TimedOut, Some(false))
+        );
+    }
+}
