@@ -218,3 +218,33 @@ async fn a_printed_configuration_read_back_with_its_masks_refuses_to_start_and_s
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_herald_log_that_is_not_a_filter_is_said_not_ignored() -> Result<()> {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut child = herald()
+        .command()
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("HERALD_LOG", "nonsense===")
+        .spawn()?;
+    let stderr = child.stderr.take().context("no stderr pipe")?;
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let said = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await? {
+            if line.contains("HERALD_LOG is not a log filter") {
+                return anyhow::Ok(true);
+            }
+            if line.contains("listening on") {
+                break;
+            }
+        }
+        Ok(false)
+    })
+    .await;
+    child.kill().await?;
+    ensure!(
+        matches!(said, Ok(Ok(true))),
+        "no word of the bad HERALD_LOG: {said:?}"
+    );
+    Ok(())
+}

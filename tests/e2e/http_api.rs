@@ -415,6 +415,26 @@ async fn a_method_a_route_does_not_take_is_405_with_the_json_error_body() -> Res
 }
 
 #[tokio::test]
+async fn a_bad_field_deep_in_a_body_is_named_by_its_path() -> Result<()> {
+    let hub = herald().start(&[]).await?;
+    let reply = hub
+        .http()
+        .post(
+            "/api/v1/approvals",
+            &json!({"user_id": "u1", "task_id": "t1", "step": 3,
+                "step_result": {"step": 3, "message": "retry?", "status": "failed"}}),
+        )
+        .await?;
+    ensure!(
+        reply.status == 400 && str_field(&reply.body, "message").starts_with("step_result.step: "),
+        "{} {}",
+        reply.status,
+        reply.text
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn every_http_error_answer_is_counted_once_by_its_code() -> Result<()> {
     let hub = herald().start(&[]).await?;
     let http = hub.http();

@@ -12,8 +12,14 @@ pub(crate) enum LogFormat {
 
 /// Installs the global subscriber; colours only when stderr is a terminal.
 pub(crate) fn init(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let given = std::env::var_os("HERALD_LOG").is_some();
+    let (filter, refused) = match tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG") {
+        Ok(filter) => (filter, None),
+        Err(error) => (
+            tracing_subscriber::EnvFilter::new("info"),
+            given.then(|| error.to_string()),
+        ),
+    };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -22,5 +28,8 @@ pub(crate) fn init(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+    if let Some(error) = refused {
+        tracing::warn!(%error, "HERALD_LOG is not a log filter (such as `info` or `herald_server=debug`): logging at info");
     }
 }

@@ -40,10 +40,18 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, 
             "expected a JSON object with named fields",
         ));
     }
-    serde_json::from_value(value).map_err(|e| {
-        let error = DecodeError::from_json(&e);
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        // Named by its path (`step_result.step: invalid type …`): serde's
+        // own message does not say which field.
+        let path = e.path().to_string();
+        let message = DecodeError::from_json(e.inner()).to_string();
+        let message = if path == "." || message.starts_with(&path) {
+            message
+        } else {
+            format!("{path}: {message}")
+        };
         // A well-formed body with a bad field is `invalid_request`, whatever the field.
-        ApiError::new(ErrorCode::InvalidRequest, error.to_string())
+        ApiError::new(ErrorCode::InvalidRequest, message)
     })
 }
 
