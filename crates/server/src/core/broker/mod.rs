@@ -121,9 +121,20 @@ fn with_sweeper(broker: memory::MemoryBroker) -> Engine {
     let swept = broker.clone();
     let upkeep = async move {
         let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            swept.sweep();
+            // A pass visits every topic: on a blocking thread, so a million
+            // of them do not hold up the runtime's workers for its length.
+            // Awaited here, so one pass runs at a time and ends with this
+            // task (a pass left running at shutdown only touches memory).
+            let swept = swept.clone();
+            if tokio::task::spawn_blocking(move || swept.sweep())
+                .await
+                .is_err()
+            {
+                tracing::error!("a sweep of the history panicked");
+            }
         }
     };
     Engine {
