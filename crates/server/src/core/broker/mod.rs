@@ -129,11 +129,10 @@ fn with_sweeper(broker: memory::MemoryBroker) -> Engine {
             // Awaited here, so one pass runs at a time and ends with this
             // task (a pass left running at shutdown only touches memory).
             let swept = swept.clone();
-            if tokio::task::spawn_blocking(move || swept.sweep())
-                .await
-                .is_err()
+            if let Err(error) = tokio::task::spawn_blocking(move || swept.sweep()).await
+                && error.is_panic()
             {
-                tracing::error!("a sweep of the history panicked");
+                tracing::error!(%error, "a sweep of the history panicked");
             }
         }
     };
