@@ -23,7 +23,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -42,6 +42,8 @@ use crate::core::clock::now_ms;
 const MAX_BATCH: usize = 1024;
 /// Writes waiting for the writer before publishers wait for room.
 pub(crate) const JOURNAL_CAPACITY: usize = 8192;
+/// How long a failed write keeps the hub not ready (unless one succeeds).
+const FAILING_FOR: Duration = Duration::from_secs(10);
 /// How often history beyond the age limit is deleted.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -155,7 +157,7 @@ pub(crate) struct SqliteJournal {
     writer: Mutex<Option<JoinHandle<()>>>,
     history_size: usize,
     history_age: Duration,
-    failing: Arc<AtomicBool>,
+    failing: Arc<AtomicU64>,
 }
 
 fn open_error(path: &Path, error: impl std::fmt::Display) -> BrokerError {
@@ -292,10 +294,13 @@ impl SqliteJournal {
     }
 
     /// Whether the last write failed (a full disk, a file that turned
-    /// read-only): the hub then reports itself not ready, until a write
-    /// succeeds.
+    /// read-only) less than [`FAILING_FOR`] ago: the hub then reports itself
+    /// not ready. It is ready again once a write succeeds, or that long
+    /// after the last failure, so that a load balancer which stopped sending
+    /// it publishes sends some again to find out.
     pub(crate) fn failing(&self) -> bool {
-        self.failing.load(Relaxed)
+        let failed_at = self.failing.load(Relaxed);
+        failed_at != 0 && now_ms().saturating_sub(failed_at) < FAILING_FOR.as_millis() as u64
     }
 
     /// Waits for the writer to finish what was queued (its senders must be
@@ -397,8 +402,9 @@ struct Writer {
     history_age: Duration,
     last_prune: Instant,
     written: Weak<dyn Written>,
-    /// Whether the last write failed (see [`SqliteJournal::failing`]).
-    failing: Arc<AtomicBool>,
+    /// When the last write failed (ms since the Unix epoch), 0 once one
+    /// succeeded (see [`SqliteJournal::failing`]).
+    failing: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -433,7 +439,8 @@ impl Writer {
                     }
                 }
             }
-            self.failing.store(result.is_err(), Relaxed);
+            self.failing
+                .store(if result.is_err() { now_ms().max(1) } else { 0 }, Relaxed);
             if self.last_prune.elapsed() > PRUNE_INTERVAL {
                 self.last_prune = Instant::now();
                 if let Err(error) = self.prune() {
