@@ -185,11 +185,12 @@ fn flag_text(value: &DeValue<'_>) -> Result<String, &'static str> {
             .to_string(),
         DeValue::Float(float) => float.as_str().to_owned(),
         DeValue::Boolean(flag) => flag.to_string(),
+        // The flags that take lists take names (origins, audiences).
         DeValue::Array(items) => items
             .iter()
             .map(|item| match item.get_ref() {
-                DeValue::Array(_) | DeValue::Table(_) => Err("a list of plain values"),
-                item => flag_text(item),
+                DeValue::String(text) => Ok(text.to_string()),
+                _ => Err("a list of strings"),
             })
             .collect::<Result<Vec<_>, _>>()?
             .join(","),
@@ -279,5 +280,10 @@ mod tests {
             "herald.toml:1: `insecure`: \"maybe\" is not a switch's value: use true or false"
         );
         assert!(error("bind = \n").starts_with("herald.toml:1: not TOML"));
+        assert!(
+            error("allowed-origins = [\"https://a\", 42]\n").contains("a list of strings"),
+            "{}",
+            error("allowed-origins = [\"https://a\", 42]\n")
+        );
     }
 }
