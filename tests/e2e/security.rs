@@ -373,6 +373,18 @@ async fn hs256_token_in_subprotocol_is_admitted_and_answered_with_herald_v1() ->
 }
 
 #[tokio::test]
+async fn a_refused_upgrade_is_counted_once() -> Result<()> {
+    let hub = hs256_hub(&[]).await?;
+    for _ in 0..3 {
+        token_refused(&hub, "not-a-token").await?;
+    }
+    let text = hub.http().get("/metrics").await?.text;
+    let counted = herald_tests::metric(&text, "herald_errors_total{code=\"unauthorized\"}");
+    ensure!(counted == Some(3.0), "{counted:?} for 3 refusals");
+    Ok(())
+}
+
+#[tokio::test]
 async fn forged_expired_early_unsigned_and_missing_tokens_get_401_before_the_upgrade() -> Result<()>
 {
     let hub = hs256_hub(&[]).await?;

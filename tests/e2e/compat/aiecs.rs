@@ -446,3 +446,39 @@ async fn sockets_whose_dialect_cannot_answer_do_not_count_as_reached() -> Result
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_draining_hub_asks_no_one_and_tells_the_producer_to_ask_again() -> Result<()> {
+    let hub = herald()
+        .start(&["--drain-window", "5s", "--shutdown-grace", "1s"])
+        .await?;
+    let mut watcher = hub.ws("/ws").await?;
+    watcher.barrier().await?;
+    hub.sigterm().await?;
+    // The drain has begun once a connection is told.
+    watcher
+        .recv_until(|f| str_field(f, "event_type") == "system.shutdown")
+        .await?;
+    let reply = hub
+        .http()
+        .post(
+            "/compat/aiecs/notify_user",
+            &notify("user_123", "task_789", 30.0),
+        )
+        .await?;
+    ensure!(
+        reply.status == 503 && reply.retry_after.is_some(),
+        "{} {}",
+        reply.status,
+        reply.text
+    );
+    let listed = hub.http().get("/api/v1/approvals").await?;
+    ensure!(
+        listed.body["approvals"]
+            .as_array()
+            .is_some_and(Vec::is_empty),
+        "asked during the drain: {}",
+        listed.text
+    );
+    Ok(())
+}

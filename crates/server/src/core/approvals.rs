@@ -196,7 +196,10 @@ impl Approvals {
             };
             reached += published.reached;
         }
-        self.broker.record_delivery(&id, reached).await?;
+        if let Err(error) = self.broker.record_delivery(&id, reached).await {
+            self.withdraw(&record).await;
+            return Err(error.into());
+        }
         record.delivered_to = reached;
         let (user, task) = (&record.request.user_id, &record.request.task_id);
         if reached > 0 {
@@ -218,14 +221,11 @@ impl Approvals {
     /// producer is told it failed and has no callback id to wait on, so a
     /// user who did get the question must not be able to answer it.
     async fn withdraw(&self, record: &ApprovalRecord) {
-        let cancelled = Decision {
-            status: ApprovalStatus::Cancelled,
-            proceed: false,
-            feedback: Some("the request could not be delivered".to_owned()),
-            decided_by: None,
-            decided_at: now_ms(),
-            answering_user: None,
-        };
+        let cancelled = Decision::by_hub(
+            ApprovalStatus::Cancelled,
+            false,
+            Some("the request could not be delivered".to_owned()),
+        );
         let id = record.request.callback_id.as_str();
         if let Err(error) = self.resolve(id, cancelled).await {
             tracing::error!(%error, callback_id = id, "could not withdraw an approval whose request failed; it will time out");
@@ -270,19 +270,10 @@ impl Approvals {
     /// Asks a user and waits for the decision (or the timeout's default): the
     /// one-call form for Rust producers.
     pub async fn request(&self, request: NewApproval) -> Result<ApprovalDecision, ApprovalError> {
-        self.request_until(request, &CancellationToken::new()).await
-    }
-
-    /// [`Approvals::request`], giving up the wait (the decision `pending`)
-    /// when `until` is cancelled.
-    pub async fn request_until(
-        &self,
-        request: NewApproval,
-        until: &CancellationToken,
-    ) -> Result<ApprovalDecision, ApprovalError> {
         let record = self.create(request).await?;
         let limit = Duration::from_millis(record.request.timeout_ms) + Duration::from_secs(5);
-        self.wait(record.request.callback_id.as_str(), limit, until)
+        let never = CancellationToken::new();
+        self.wait(record.request.callback_id.as_str(), limit, &never)
             .await
     }
 
@@ -332,20 +323,13 @@ impl Approvals {
         {
             return Ok(());
         }
-        let timed_out = Decision {
-            status: ApprovalStatus::TimedOut,
-            proceed: request.default_proceed,
-            feedback: None,
-            decided_by: None,
-            decided_at: now_ms(),
-            answering_user: None,
-        };
-        // Another node (or the timeout task, just now) may have won.
-        let resolved = self.resolve(id, timed_out).await.ok();
-        let status = resolved.map_or("timed_out", |record| record.status.as_str());
+        let timed_out = Decision::by_hub(ApprovalStatus::TimedOut, request.default_proceed, None);
+        // Another node (or the timeout task, just now) may have won: the
+        // answer is refused with what did; a store error is said as such.
+        let record = self.resolve(id, timed_out).await?;
         Err(ApprovalError::AlreadyResolved {
             id: id.to_owned(),
-            status,
+            status: record.status.as_str(),
         })
     }
 
@@ -427,14 +411,7 @@ impl Approvals {
         };
         let mut cancelled = 0;
         for record in pending {
-            let decision = Decision {
-                status: ApprovalStatus::Cancelled,
-                proceed: false,
-                feedback: None,
-                decided_by: None,
-                decided_at: now_ms(),
-                answering_user: None,
-            };
+            let decision = Decision::by_hub(ApprovalStatus::Cancelled, false, None);
             if self
                 .resolve(record.request.callback_id.as_str(), decision)
                 .await
@@ -540,31 +517,38 @@ impl Approvals {
                     }
                 }
             };
+            let mut next_deadline = expired.next_deadline;
             for record in &expired.approvals {
-                let decision = Decision {
-                    status: ApprovalStatus::TimedOut,
-                    proceed: record.request.default_proceed,
-                    feedback: None,
-                    decided_by: None,
-                    decided_at: now_ms(),
-                    answering_user: None,
-                };
-                // Another node (or the user, just now) may have won.
-                let resolved = self
+                let decision = Decision::by_hub(
+                    ApprovalStatus::TimedOut,
+                    record.request.default_proceed,
+                    None,
+                );
+                match self
                     .resolve(record.request.callback_id.as_str(), decision)
-                    .await;
-                if let Ok(record) = resolved
-                    && record.status == ApprovalStatus::TimedOut
-                    && record.delivered_to == 0
-                    && !self.broker.delivers_on_publish()
+                    .await
                 {
-                    self.unreached(
-                        &record,
-                        "approval timed out without reaching a connection that could answer it",
-                    );
+                    Ok(record)
+                        if record.status == ApprovalStatus::TimedOut
+                            && record.delivered_to == 0
+                            && !self.broker.delivers_on_publish() =>
+                    {
+                        self.unreached(
+                            &record,
+                            "approval timed out without reaching a connection that could answer it",
+                        );
+                    }
+                    // Another node (or the user, just now) won.
+                    Ok(_) | Err(ApprovalError::AlreadyResolved { .. }) => {}
+                    // Not kept (the store failed): still pending, and due.
+                    Err(error) => {
+                        tracing::warn!(%error, callback_id = %record.request.callback_id, "could not time an approval out; trying again shortly");
+                        let retry = now_ms() + CLAIM_RETRY.as_millis() as u64;
+                        next_deadline = Some(next_deadline.map_or(retry, |at| at.min(retry)));
+                    }
                 }
             }
-            let wait = expired.next_deadline.map_or(IDLE_CHECK, |at| {
+            let wait = next_deadline.map_or(IDLE_CHECK, |at| {
                 Duration::from_millis(at.saturating_sub(now_ms()))
             });
             tokio::select! {

@@ -304,6 +304,21 @@ pub struct Decision {
     pub answering_user: Option<String>,
 }
 
+impl Decision {
+    /// The hub's own decision, now: a timeout (`proceed` is the approval's
+    /// default) or a cancellation.
+    pub fn by_hub(status: ApprovalStatus, proceed: bool, feedback: Option<String>) -> Decision {
+        Decision {
+            status,
+            proceed,
+            feedback,
+            decided_by: None,
+            decided_at: crate::core::clock::now_ms(),
+            answering_user: None,
+        }
+    }
+}
+
 /// Expired approvals this node must time out, and when to look again.
 #[derive(Debug, Clone, Default)]
 pub struct Expired {

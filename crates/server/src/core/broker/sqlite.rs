@@ -47,6 +47,11 @@ const FAILING_FOR: Duration = Duration::from_secs(10);
 /// How often history beyond the age limit is deleted.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Deletes the rows of topics with neither events nor snapshot.
+const FORGET_EMPTY_TOPICS: &str = "DELETE FROM topics WHERE NOT EXISTS \
+    (SELECT 1 FROM events WHERE events.topic = topics.topic) AND NOT EXISTS \
+    (SELECT 1 FROM snapshots WHERE snapshots.topic = topics.topic)";
+
 /// `PRAGMA application_id` of a Herald store ("HRLD").
 const APPLICATION_ID: i64 = 0x4852_4c44;
 /// `PRAGMA user_version`: the schema this build reads and writes.
@@ -228,29 +233,32 @@ impl SqliteJournal {
         let conn = Connection::open(path).map_err(|e| open_error(path, e))?;
         conn.busy_timeout(Duration::from_millis(500))
             .map_err(|e| open_error(path, e))?;
-        let locked = |e: rusqlite::Error| {
-            let reason = if e.to_string().contains("locked") {
-                format!("{e} (is another herald using this file?)")
+        let locked = |reason: String| {
+            let reason = if reason.contains("locked") {
+                format!("{reason} (is another herald using this file?)")
             } else {
-                e.to_string()
+                reason
             };
             open_error(path, reason)
         };
         conn.execute_batch("PRAGMA locking_mode=EXCLUSIVE;")
-            .map_err(locked)?;
-        check_identity(&conn).map_err(|reason| open_error(path, reason))?;
+            .map_err(|e| locked(e.to_string()))?;
+        // Its first read takes the lock: a second hub on the file stops here.
+        check_identity(&conn).map_err(locked)?;
         // The log is truncated back to 64 MiB after a checkpoint that a
         // burst made it outgrow.
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA journal_size_limit=67108864;",
         )
-        .map_err(locked)?;
-        // Taking a write lock now makes a second hub on the same file fail here, clearly.
+        .map_err(|e| locked(e.to_string()))?;
+        // Taking the write lock now keeps it (exclusive mode) for as long as
+        // this hub runs. Rows of topics left with neither events nor
+        // snapshot (by a release that did not prune them) go first.
         conn.execute_batch(&format!(
             "BEGIN IMMEDIATE; {SCHEMA} PRAGMA application_id = {APPLICATION_ID}; \
-             PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+             PRAGMA user_version = {SCHEMA_VERSION}; {FORGET_EMPTY_TOPICS}; COMMIT;"
         ))
-        .map_err(locked)?;
+        .map_err(|e| locked(e.to_string()))?;
         let recovered = Recovered {
             topics: recover(&conn, history_size, history_age).map_err(|e| open_error(path, e))?,
             approvals: recover_approvals(&conn).map_err(|e| open_error(path, e))?,
@@ -526,10 +534,12 @@ impl Writer {
                 insert.execute(params![event.topic.as_str(), seq, now, body])?;
                 if let Some(key) = &event.key {
                     snapshot.execute(params![event.topic.as_str(), key.as_str(), seq, body])?;
-                    if event.seq % 64 == 0 {
-                        trim_snapshot
-                            .execute(params![event.topic.as_str(), MAX_SNAPSHOT_KEYS as i64])?;
-                    }
+                }
+                // Every 64 seqs, keyed or not: at most 64 keys over the
+                // bound between two trims.
+                if event.seq % 64 == 0 {
+                    trim_snapshot
+                        .execute(params![event.topic.as_str(), MAX_SNAPSHOT_KEYS as i64])?;
                 }
                 if event.seq > self.history_size && event.seq % 64 == 0 {
                     trim.execute(params![
@@ -673,9 +683,13 @@ mod tests {
         let (_dir, path) = store();
         let epoch = super::super::new_epoch();
         let mut writer = writer(&path, Duration::from_secs(3600));
-        let total = MAX_SNAPSHOT_KEYS as u64 + 200;
+        // Keys only on odd seqs: the trims still come.
+        let total = 2 * MAX_SNAPSHOT_KEYS as u64 + 400;
         let writes: Vec<Write> = (1..=total)
-            .map(|seq| append("run:r1", &epoch, seq, Some(&format!("k{seq}"))))
+            .map(|seq| {
+                let key = (seq % 2 == 1).then(|| format!("k{seq}"));
+                append("run:r1", &epoch, seq, key.as_deref())
+            })
             .collect();
         for batch in writes.chunks(MAX_BATCH) {
             writer.write(batch).unwrap();
@@ -692,9 +706,13 @@ mod tests {
             .conn
             .query_row("SELECT min(seq) FROM snapshots", [], |row| row.get(0))
             .unwrap();
+        let newest: i64 = writer
+            .conn
+            .query_row("SELECT max(seq) FROM snapshots", [], |row| row.get(0))
+            .unwrap();
         assert_eq!(
-            oldest as u64,
-            total - kept as u64 + 1,
+            (newest - oldest) / 2 + 1,
+            kept,
             "the least recently updated keys go first"
         );
     }
@@ -749,6 +767,28 @@ mod tests {
         drop(sender);
         writer.run(receiver);
         assert!(journal.failing());
+    }
+
+    #[test]
+    fn a_second_hub_on_the_file_is_told_another_herald_may_be_using_it() {
+        let (_dir, path) = store();
+        let (_first, _) = SqliteJournal::open(&path, 10, Duration::from_secs(60)).unwrap();
+        let error = SqliteJournal::open(&path, 10, Duration::from_secs(60)).unwrap_err();
+        assert!(error.to_string().contains("another herald"), "{error}");
+    }
+
+    #[test]
+    fn rows_of_topics_with_nothing_left_are_forgotten_at_start() {
+        let (_dir, path) = store();
+        drop(SqliteJournal::open(&path, 10, Duration::from_secs(60)).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.execute(
+            "INSERT INTO topics (topic, epoch, last_seq) VALUES ('run:gone', 'e1', 7)",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        assert!(recovered(&path).is_empty());
     }
 
     #[test]

@@ -260,7 +260,7 @@ pub(super) async fn status(State(hub): State<Hub>) -> Json<HubStatus> {
 #[derive(Debug, Serialize, JsonSchema)]
 pub(super) struct Health {
     /// `healthy`, `shutting_down` (draining or stopping) or
-    /// `store_unavailable` (a shared store is unreachable).
+    /// `store_unavailable` (the store cannot take publishes).
     status: &'static str,
     active_connections: usize,
     uptime_s: u64,
@@ -272,7 +272,10 @@ fn readiness(hub: &Hub) -> Result<(), (&'static str, &'static str)> {
         return Err(("shutting_down", "the hub is draining"));
     }
     if !hub.broker().ready() {
-        return Err(("store_unavailable", "the shared store is unreachable"));
+        return Err((
+            "store_unavailable",
+            "the store cannot take publishes now (a shared store unreachable, or a file whose writes fail)",
+        ));
     }
     Ok(())
 }
@@ -294,7 +297,7 @@ fn status_code(ready: bool) -> StatusCode {
     summary = "Health with figures: 503 once draining or while the engine cannot serve",
     responses(
         (status = 200, description = "Serving", body = ref("#/components/schemas/Health")),
-        (status = 503, description = "Draining, or the shared store is unreachable", body = ref("#/components/schemas/Health")),
+        (status = 503, description = "Draining, or the store cannot take publishes", body = ref("#/components/schemas/Health")),
     )
 )]
 pub(super) async fn health(State(hub): State<Hub>) -> Response {
@@ -352,7 +355,7 @@ pub(super) struct Readiness {
     summary = "Readiness: 503 from the start of a drain, and while the engine cannot serve",
     responses(
         (status = 200, description = "Send traffic here", body = ref("#/components/schemas/Readiness")),
-        (status = 503, description = "Do not: draining, or the shared store is unreachable", body = ref("#/components/schemas/Readiness")),
+        (status = 503, description = "Do not: draining, or the store cannot take publishes", body = ref("#/components/schemas/Readiness")),
     )
 )]
 pub(super) async fn ready(State(hub): State<Hub>) -> Response {

@@ -238,7 +238,7 @@ pub(crate) fn accept<D: Dialect>(
     let identity = match admit(&hub, headers, &credentials) {
         Ok(identity) => identity,
         Err(error) => {
-            hub.metrics().error(error.code);
+            // Counted by the router's middleware, as every error answer.
             tracing::info!(%remote, code = %error.code, "websocket upgrade refused: {}", error.message);
             return error.into_response();
         }
@@ -379,14 +379,12 @@ const DRAINING_RETRY_AFTER_S: u64 = 1;
 
 /// A new connection while the hub drains: 503 with `Retry-After`.
 fn draining() -> Response {
-    let error = ApiError::new(
-        ErrorCode::Internal,
-        "the hub is shutting down: connect again (to another node)",
-    );
-    (
-        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        [(header::RETRY_AFTER, DRAINING_RETRY_AFTER_S.to_string())],
-        axum::Json(error),
-    )
-        .into_response()
+    ApiError {
+        retry_after: Some(DRAINING_RETRY_AFTER_S),
+        ..ApiError::new(
+            ErrorCode::Internal,
+            "the hub is shutting down: connect again (to another node)",
+        )
+    }
+    .into_response()
 }

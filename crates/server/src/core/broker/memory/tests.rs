@@ -373,3 +373,68 @@ async fn a_decision_the_store_could_not_keep_leaves_the_approval_pending_for_ano
     assert_eq!(decided.status, ApprovalStatus::Rejected);
     broker.close().await;
 }
+
+#[tokio::test]
+async fn a_timeout_the_store_could_not_keep_is_applied_again_shortly() {
+    use herald_protocol::payload::{ApprovalStatus, NewApproval, TaskStepResult};
+    use tokio_util::sync::CancellationToken;
+
+    use crate::core::approvals::Approvals;
+    use crate::core::publish::Publisher;
+    use crate::operations::metrics::Metrics;
+
+    let (broker, recorder, verdict) = scripted();
+    let broker: Arc<dyn Broker> = Arc::new(broker);
+    let metrics = Arc::new(Metrics::default());
+    let stop = CancellationToken::new();
+    let publisher = Publisher::new(broker.clone(), CancellationToken::new(), metrics.clone());
+    let approvals = Approvals::new(
+        broker.clone(),
+        publisher,
+        Arc::default(),
+        Duration::from_secs(60),
+        false,
+        metrics,
+    );
+    // The approval and its two requests are stored; its timeout is not,
+    // then is; then the two decisions' events are.
+    for stored in [true, true, true, false, true, true, true] {
+        verdict.send(stored).unwrap();
+    }
+    let asked = approvals
+        .create(NewApproval {
+            user_id: "u1".to_owned(),
+            task_id: "t1".to_owned(),
+            step: 1,
+            step_result: TaskStepResult {
+                step: "train".to_owned(),
+                result: serde_json::Value::Null,
+                completed: false,
+                message: "retry?".to_owned(),
+                status: "failed".to_owned(),
+                error_code: None,
+                error_message: None,
+            },
+            timeout_ms: Some(1),
+            default_proceed: Some(false),
+        })
+        .await
+        .unwrap();
+    let id = asked.request.callback_id.to_string();
+    // Kept at last: its `approval.resolved` events follow the two requests.
+    let timed_out = async {
+        while recorder.delivered.lock().len() < 4 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::select! {
+            () = approvals.run_timeouts(stop.clone()) => false,
+            () = timed_out => true,
+        }
+    })
+    .await;
+    assert_eq!(outcome, Ok(true), "the timeout was not applied again");
+    let record = approvals.get(&id).await.unwrap().unwrap();
+    assert_eq!(record.status, ApprovalStatus::TimedOut);
+}

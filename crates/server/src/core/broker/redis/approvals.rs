@@ -240,18 +240,12 @@ impl Shared {
         Ok(records)
     }
 
-    /// Puts approvals stored without their task's set (by an earlier
-    /// release) in it, once per Redis.
+    /// Puts every approval in its task's set, at a node's start: approvals
+    /// stored by an earlier release, without the sets, are found by a
+    /// cancel or a steering check too (during a rolling upgrade, those the
+    /// earlier release's nodes store later are added at the next start).
     pub(super) async fn index_tasks(&self) -> Result<(), BrokerError> {
         let mut commands = self.commands.clone();
-        let indexed: bool = redis::cmd("EXISTS")
-            .arg(keys::TASKS_INDEXED)
-            .query_async(&mut commands)
-            .await
-            .map_err(failed)?;
-        if indexed {
-            return Ok(());
-        }
         let ids: Vec<String> = redis::cmd("ZRANGE")
             .arg(keys::CREATED)
             .arg(0)
@@ -274,12 +268,6 @@ impl Shared {
             }
             let () = indexing.query_async(&mut commands).await.map_err(failed)?;
         }
-        let () = redis::cmd("SET")
-            .arg(keys::TASKS_INDEXED)
-            .arg(1)
-            .query_async(&mut commands)
-            .await
-            .map_err(failed)?;
         Ok(())
     }
 
@@ -292,12 +280,19 @@ impl Shared {
             .invoke_async(&mut self.commands.clone())
             .await
             .map_err(failed)?;
-        let Some((next, ids)) = answer.split_first() else {
+        let [next, redis_now, ids @ ..] = answer.as_slice() else {
             return Ok(Expired::default());
         };
+        // Deadlines are in Redis's clock: the wait for the next one is
+        // carried over to this node's clock, so that a node whose clock runs
+        // ahead does not claim in a loop until Redis's clock catches up.
+        let redis_now: u64 = redis_now.parse().unwrap_or(now_ms);
         let mut expired = Expired {
             approvals: self.records(ids).await?,
-            next_deadline: next.parse().ok(),
+            next_deadline: next
+                .parse::<u64>()
+                .ok()
+                .map(|at| now_ms + at.saturating_sub(redis_now)),
         };
         // Claims that come back are due again at their claim's end.
         if !ids.is_empty() {

@@ -89,10 +89,6 @@ pub(super) fn task(task_id: &str) -> String {
     format!("{TASK_PREFIX}{task_id}")
 }
 
-/// Set once every approval is in its task's set (approvals stored by a
-/// release without the sets are added at a node's start).
-pub(super) const TASKS_INDEXED: &str = "herald:{approvals}:tasks-indexed";
-
 /// Hash of the nodes sharing this Redis: node id → what it last said of itself.
 pub(super) const NODES: &str = "herald:nodes";
 

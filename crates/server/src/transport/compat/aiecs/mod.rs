@@ -105,6 +105,15 @@ async fn notify_user(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     limit(&hub, &producer, 1)?;
+    // Asked and answered in one call: a draining hub asks no one (the
+    // producer asks again elsewhere), and one asked already waits for its
+    // answer (within --shutdown-grace), as its producer cannot ask for it
+    // again without asking the user twice.
+    if hub.draining().is_cancelled() {
+        return Err(ApiError::unavailable(
+            "the hub is shutting down: ask again, on another node or here once it is back",
+        ));
+    }
     let asked: NotifyUser = decode(json(body)?)?;
     let timeout_ms = match asked.timeout {
         None => None,
@@ -126,12 +135,11 @@ async fn notify_user(
     };
     let decision = hub
         .approvals()
-        .request_until(request, hub.draining())
+        .request(request)
         .await
         .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
     let Some(proceed) = decision.proceed else {
-        // Undecided: the hub is draining, or past the timeout its store
-        // failed to record one.
+        // Undecided past its timeout: the store failed to record one.
         return Ok(ApiError::unavailable(format!(
             "approval {} is still undecided",
             decision.callback_id

@@ -6,11 +6,12 @@
 --
 -- KEYS[1] pending   KEYS[2] claimed
 -- ARGV[1] claim duration (ms)   ARGV[2] most per call
--- Returns {next deadline or claim's end ("" for none), callback id, ...}.
+-- Returns {next deadline or claim's end ("" for none), now, callback id, ...}
+-- (times in Redis's clock, ms).
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local until_ms = now + tonumber(ARGV[1])
-local claimed = {''}
+local claimed = {'', tostring(now)}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[2])) do
   redis.call('ZREM', KEYS[1], id)
   redis.call('ZADD', KEYS[2], until_ms, id)
