@@ -778,7 +778,25 @@ async fn only_the_approvals_user_may_confirm_it_on(store: &[&str]) -> Result<()>
 /// published.
 #[tokio::test]
 async fn only_a_user_who_may_watch_a_task_or_was_asked_on_it_may_steer_it() -> Result<()> {
-    let hub = hs256_hub(&["--api-keys", API_KEYS]).await?;
+    Box::pin(only_a_user_who_may_watch_a_task_or_was_asked_on_it_may_steer_it_on(&[])).await
+}
+
+#[tokio::test]
+async fn only_a_user_who_may_watch_a_task_or_was_asked_on_it_may_steer_it_on_redis() -> Result<()> {
+    let redis = Redis::start().await?;
+    let store = redis.store_arg();
+    Box::pin(
+        only_a_user_who_may_watch_a_task_or_was_asked_on_it_may_steer_it_on(&["--store", &store]),
+    )
+    .await
+}
+
+async fn only_a_user_who_may_watch_a_task_or_was_asked_on_it_may_steer_it_on(
+    store: &[&str],
+) -> Result<()> {
+    let mut args = vec!["--api-keys", API_KEYS];
+    args.extend_from_slice(store);
+    let hub = hs256_hub(&args).await?;
     let mut asked = ws_as(&hub, "/ws", &hs256(&fresh("u1", &[]))?).await?;
     let mut stranger = ws_as(&hub, "/ws", &hs256(&fresh("u2", &["task:other"]))?).await?;
     let watching = ["task:t1", "run:r1"];

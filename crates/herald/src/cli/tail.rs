@@ -48,8 +48,8 @@ fn format_gap(gap: &Gap) -> String {
     let (topic, from, to) = (&gap.topic, gap.from_seq, gap.to_seq);
     match gap.reason {
         GapReason::EpochChanged => format!(
-            "{topic} is another stream now (epoch changed: the hub lost its history, or it was \
-             restarted without a durable store); it is followed from its start"
+            "{topic} is not the stream asked from (epoch changed: --since past its end, or the \
+             hub lost its history); it is followed from its start"
         ),
         GapReason::Trimmed => {
             format!(

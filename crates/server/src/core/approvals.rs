@@ -381,13 +381,8 @@ impl Approvals {
     /// became of it: such a user may steer the task (cancel, pause, resume)
     /// without a token that lets them watch it.
     pub(crate) async fn asked_on_task(&self, user: &str, task_id: &str) -> bool {
-        let query = ApprovalQuery {
-            task_id: Some(task_id.to_owned()),
-            user_id: Some(user.to_owned()),
-            status: None,
-        };
-        match self.broker.approvals(&query).await {
-            Ok(asked) => !asked.is_empty(),
+        match self.broker.asked_on_task(user, task_id).await {
+            Ok(asked) => asked,
             Err(error) => {
                 tracing::warn!(%error, task_id, "could not list the task's approvals");
                 false

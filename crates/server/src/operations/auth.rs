@@ -275,7 +275,7 @@ const SHORTEST_SAFE_SECRET: usize = 32;
 /// on, `HERALD_JWT_SECRET=`) would let anyone sign them, and the mask is
 /// not a secret.
 fn check_secret(secret: &str) -> Result<&str, AuthConfigError> {
-    if secret.is_empty() {
+    if secret.trim().is_empty() {
         return Err(AuthConfigError::Secret(
             "is empty: anyone could sign tokens with it; give the secret, or leave it out".into(),
         ));
@@ -371,7 +371,7 @@ mod tests {
 
     #[test]
     fn an_empty_or_masked_secret_is_refused() {
-        for secret in ["", MASKED_SECRET] {
+        for secret in ["", "  ", MASKED_SECRET] {
             assert!(matches!(
                 Authenticator::new(Some(secret), None, None),
                 Err(AuthConfigError::Secret(_))

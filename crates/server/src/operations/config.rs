@@ -74,6 +74,11 @@ impl std::str::FromStr for StoreConfig {
             return Ok(StoreConfig::Memory);
         }
         if s.starts_with("redis://") || s.starts_with("rediss://") {
+            if s.contains("***") {
+                return Err(format!(
+                    "{s:?} holds `***`, what `herald config print` writes in place of credentials: give the real ones"
+                ));
+            }
             return Ok(StoreConfig::Redis(s.to_owned()));
         }
         match s.strip_prefix("sqlite:") {
@@ -571,6 +576,12 @@ mod tests {
             Ok(StoreConfig::Sqlite("/tmp/h.db".into()))
         );
         assert!("postgres:x".parse::<StoreConfig>().is_err());
+        assert!(
+            "redis://***@cache.example:6379"
+                .parse::<StoreConfig>()
+                .is_err_and(|e| e.contains("config print")),
+            "a masked URL read back"
+        );
         let secret: StoreConfig = "rediss://:hunter2@cache.example:6380/1".parse().unwrap();
         assert_eq!(secret.redacted(), "rediss://***@cache.example:6380/1");
     }

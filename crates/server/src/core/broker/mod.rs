@@ -494,6 +494,18 @@ pub trait Broker: Send + Sync + Debug {
     /// Approvals matching the query, newest first.
     async fn approvals(&self, query: &ApprovalQuery) -> Result<Vec<ApprovalRecord>, BrokerError>;
 
+    /// Whether `user` was asked an approval on task `task_id`: any user's
+    /// steering is checked with this, so an engine whose records are far
+    /// away reads no more than it needs.
+    async fn asked_on_task(&self, user: &str, task_id: &str) -> Result<bool, BrokerError> {
+        let query = ApprovalQuery {
+            task_id: Some(task_id.to_owned()),
+            user_id: Some(user.to_owned()),
+            status: None,
+        };
+        Ok(!self.approvals(&query).await?.is_empty())
+    }
+
     /// Pending approvals past their deadline that this node is to time out
     /// (each is handed to one node only), and the next deadline.
     async fn claim_expired(&self, now_ms: u64) -> Result<Expired, BrokerError>;

@@ -56,9 +56,17 @@ const FORGET_EMPTY_TOPICS: &str = "DELETE FROM topics WHERE NOT EXISTS \
 const APPLICATION_ID: i64 = 0x4852_4c44;
 /// `PRAGMA user_version`: the schema this build reads and writes.
 const SCHEMA_VERSION: i64 = 1;
-/// The tables of a Herald store (a file from before `application_id` was
-/// set is recognised by them).
-const TABLES: [&str; 4] = ["approvals", "events", "snapshots", "topics"];
+/// The tables of a Herald store and their columns (a file from before
+/// `application_id` was set is recognised by them).
+const TABLES: [(&str, &[&str]); 4] = [
+    (
+        "approvals",
+        &["callback_id", "pending", "updated_at", "body"],
+    ),
+    ("events", &["topic", "seq", "stored_at", "body"]),
+    ("snapshots", &["topic", "key", "seq", "body"]),
+    ("topics", &["topic", "epoch", "last_seq"]),
+];
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS topics (
@@ -207,11 +215,26 @@ fn check_identity(conn: &Connection) -> Result<(), String> {
             .query_map([], |row| row.get::<_, String>(0))
             .and_then(Iterator::collect::<rusqlite::Result<Vec<String>>>)
             .map_err(|e| e.to_string())?;
-        let foreign: Vec<&str> = tables
-            .iter()
-            .map(String::as_str)
-            .filter(|table| !TABLES.contains(table))
-            .collect();
+        let mut foreign = Vec::new();
+        for table in &tables {
+            let Some((_, expected)) = TABLES.iter().find(|(name, _)| name == table) else {
+                foreign.push(table.clone());
+                continue;
+            };
+            let mut described = conn
+                .prepare(&format!("PRAGMA table_info({table})"))
+                .map_err(|e| e.to_string())?;
+            let columns = described
+                .query_map([], |row| row.get::<_, String>(1))
+                .and_then(Iterator::collect::<rusqlite::Result<Vec<String>>>)
+                .map_err(|e| e.to_string())?;
+            if expected
+                .iter()
+                .any(|column| !columns.iter().any(|c| c == column))
+            {
+                foreign.push(format!("{table} ({})", columns.join(", ")));
+            }
+        }
         if !foreign.is_empty() {
             return Err(format!(
                 "not a Herald store (it has the tables {}): another application's database?",
@@ -795,8 +818,9 @@ mod tests {
     fn another_applications_database_is_refused_and_left_as_it_was() {
         let (_dir, path) = store();
         let other = Connection::open(&path).unwrap();
+        // One of Herald's table names, not its columns.
         other
-            .execute_batch("CREATE TABLE messages (id INTEGER PRIMARY KEY, payload TEXT);")
+            .execute_batch("CREATE TABLE events (id INTEGER PRIMARY KEY, payload TEXT);")
             .unwrap();
         drop(other);
         let error = SqliteJournal::open(&path, 10, Duration::from_secs(60)).unwrap_err();

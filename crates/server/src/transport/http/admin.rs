@@ -51,7 +51,10 @@ fn connection_info(conn: &ConnHandle) -> ConnectionInfo {
     operation_id = "list_connections",
     tag = "admin",
     summary = "This node's connections: counts, per-topic subscribers, ages, messages sent",
-    responses((status = 200, description = "The report", body = ref("#/components/schemas/ConnectionList"))),
+    responses(
+        (status = 200, description = "The report", body = ref("#/components/schemas/ConnectionList")),
+        (status = "4XX", description = "Refused: no API key (401), or one without the admin scope (403)", body = ref("#/components/schemas/ApiError")),
+    ),
     security(("api_key" = ["admin"]))
 )]
 pub(super) async fn connections(State(hub): State<Hub>) -> Json<ConnectionList> {
@@ -95,6 +98,7 @@ fn find(hub: &Hub, id: &str) -> Result<std::sync::Arc<ConnHandle>, ApiError> {
     responses(
         (status = 200, description = "The connection", body = ref("#/components/schemas/ConnectionInfo")),
         (status = 404, description = "No such connection on this node", body = ref("#/components/schemas/ApiError")),
+        (status = "4XX", description = "Refused: no API key (401), or one without the admin scope (403)", body = ref("#/components/schemas/ApiError")),
     ),
     security(("api_key" = ["admin"]))
 )]
@@ -123,6 +127,7 @@ pub(super) struct Disconnected {
     responses(
         (status = 200, description = "Closing", body = ref("#/components/schemas/Disconnected")),
         (status = 404, description = "No such connection on this node", body = ref("#/components/schemas/ApiError")),
+        (status = "4XX", description = "Refused: no API key (401), or one without the admin scope (403)", body = ref("#/components/schemas/ApiError")),
     ),
     security(("api_key" = ["admin"]))
 )]
@@ -163,7 +168,7 @@ pub(super) struct HistoryQuery {
     ),
     responses(
         (status = 200, description = "The retained events and the topic's position", body = ref("#/components/schemas/TopicHistory")),
-        (status = "4XX", description = "Refused (invalid_topic, invalid_request)", body = ref("#/components/schemas/ApiError")),
+        (status = "4XX", description = "Refused: invalid_topic, invalid_request, or the API key (401, 403)", body = ref("#/components/schemas/ApiError")),
         (status = 503, description = "The shared store is unreachable", body = ref("#/components/schemas/ApiError")),
     ),
     security(("api_key" = ["admin"]))
@@ -214,6 +219,7 @@ pub(super) async fn topic_events(
     summary = "The nodes sharing this node's store (itself alone on memory or SQLite)",
     responses(
         (status = 200, description = "The nodes, oldest first", body = ref("#/components/schemas/NodeList")),
+        (status = "4XX", description = "Refused: no API key (401), or one without the admin scope (403)", body = ref("#/components/schemas/ApiError")),
         (status = 503, description = "The shared store is unreachable", body = ref("#/components/schemas/ApiError")),
     ),
     security(("api_key" = ["admin"]))
@@ -241,7 +247,10 @@ pub(super) async fn nodes(State(hub): State<Hub>) -> Result<Json<NodeList>, ApiE
     operation_id = "get_status",
     tag = "admin",
     summary = "Whether the hub runs, its connections, pending approvals and uptime",
-    responses((status = 200, description = "The status", body = ref("#/components/schemas/HubStatus"))),
+    responses(
+        (status = 200, description = "The status", body = ref("#/components/schemas/HubStatus")),
+        (status = "4XX", description = "Refused: no API key (401), or one without the admin scope (403)", body = ref("#/components/schemas/ApiError")),
+    ),
     security(("api_key" = ["admin"]))
 )]
 pub(super) async fn status(State(hub): State<Hub>) -> Json<HubStatus> {

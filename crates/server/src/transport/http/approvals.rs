@@ -132,6 +132,7 @@ pub(super) struct ListQuery {
     responses(
         (status = 200, description = "Every pending approval and the most recent decided ones", body = ref("#/components/schemas/ApprovalList")),
         (status = "4XX", description = "Refused", body = ref("#/components/schemas/ApiError")),
+        (status = 503, description = "The shared store is unreachable", body = ref("#/components/schemas/ApiError")),
     ),
     security(("api_key" = ["admin"]))
 )]

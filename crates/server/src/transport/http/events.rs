@@ -44,7 +44,7 @@ pub(super) enum PublishAnswer {
     request_body = ref("#/components/schemas/PublishBody"),
     responses(
         (status = 200, description = "Stored and delivered", body = ref("#/components/schemas/PublishAnswer")),
-        (status = "4XX", description = "Refused: invalid_json, invalid_request (with `index` in a batch), invalid_topic, unauthorized, forbidden, conflict, too_large, rate_limited", body = ref("#/components/schemas/ApiError")),
+        (status = "4XX", description = "Refused: invalid_json, invalid_request (any bad field, the topic included, naming it; with `index` in a batch), unauthorized, forbidden, conflict, too_large, rate_limited", body = ref("#/components/schemas/ApiError")),
         (status = "5XX", description = "The store failed or is unavailable (503 with Retry-After)", body = ref("#/components/schemas/ApiError")),
     ),
     security(("api_key" = ["publish"]))

@@ -38,6 +38,7 @@ pub(super) struct ListQuery {
     params(("limit" = Option<usize>, Query, description = "At most this many (default 1000, at most 10,000); `truncated` says when more exist")),
     responses(
         (status = 200, description = "The topics, in topic order", body = ref("#/components/schemas/TopicList")),
+        (status = "4XX", description = "Refused: a bad `limit` (400), or the API key (401, 403)", body = ref("#/components/schemas/ApiError")),
         (status = 503, description = "The shared store is unreachable", body = ref("#/components/schemas/ApiError")),
     ),
     security(("api_key" = ["admin"]))
@@ -86,7 +87,7 @@ pub(super) async fn list(
     params(("topic" = String, Path, description = "An exact topic, `kind` or `kind:id`")),
     responses(
         (status = 200, description = "The snapshot frame", body = ref("#/components/schemas/Snapshot")),
-        (status = "4XX", description = "Refused (invalid_topic)", body = ref("#/components/schemas/ApiError")),
+        (status = "4XX", description = "Refused: invalid_topic, or the API key (401, 403)", body = ref("#/components/schemas/ApiError")),
         (status = 503, description = "The shared store is unreachable", body = ref("#/components/schemas/ApiError")),
     ),
     security(("api_key" = ["admin"]))

@@ -240,6 +240,33 @@ impl Shared {
         Ok(records)
     }
 
+    /// Whether `user` was asked on `task_id`: the users of the task's
+    /// approvals, not their requests, read in one pipelined round trip.
+    pub(super) async fn asked_on_task(
+        &self,
+        user: &str,
+        task_id: &str,
+    ) -> Result<bool, BrokerError> {
+        let mut commands = self.commands.clone();
+        let ids: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(keys::task(task_id))
+            .query_async(&mut commands)
+            .await
+            .map_err(failed)?;
+        for slice in ids.chunks(500) {
+            let mut reading = redis::pipe();
+            for id in slice {
+                reading.hget(format!("{}{id}", keys::APPROVAL_PREFIX), "user");
+            }
+            let users: Vec<Option<String>> =
+                reading.query_async(&mut commands).await.map_err(failed)?;
+            if users.iter().flatten().any(|asked| asked == user) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Puts every approval in its task's set, at a node's start: approvals
     /// stored by an earlier release, without the sets, are found by a
     /// cancel or a steering check too (during a rolling upgrade, those the

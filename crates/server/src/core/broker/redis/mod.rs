@@ -713,6 +713,10 @@ impl Broker for RedisBroker {
         self.shared.approvals(query).await
     }
 
+    async fn asked_on_task(&self, user: &str, task_id: &str) -> Result<bool, BrokerError> {
+        self.shared.asked_on_task(user, task_id).await
+    }
+
     async fn claim_expired(&self, now_ms: u64) -> Result<Expired, BrokerError> {
         self.shared.claim_expired(now_ms).await
     }
