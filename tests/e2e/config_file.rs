@@ -162,31 +162,15 @@ async fn config_print_shows_the_effective_configuration_with_secrets_masked() ->
     Ok(())
 }
 
-/// What `herald ARGS` said on both streams, and whether it succeeded.
-async fn said(args: &[&str], env: &[(&str, &str)]) -> Result<(bool, String)> {
-    let child = herald()
-        .command()
-        .args(args)
-        .envs(env.iter().copied())
-        .spawn()?;
-    let output = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
-        .await
-        .with_context(|| format!("herald {args:?} did not exit"))??;
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok((output.status.success(), said))
-}
-
 #[tokio::test]
 async fn config_print_masks_the_credentials_of_a_redis_url() -> Result<()> {
     for (store, secret) in [
         ("redis://admin:hunter2-pw@127.0.0.1:1/0", "hunter2-pw"),
         ("redis://127.0.0.1:1/0?password=hunter3-pw", "hunter3-pw"),
     ] {
-        let (ok, printed) = said(&["config", "print", "--store", store], &[]).await?;
+        let (ok, printed) = herald()
+            .said(&["config", "print", "--store", store], &[])
+            .await?;
         ensure!(ok, "{printed}");
         ensure!(
             !printed.contains(secret) && printed.contains("store = \"redis://"),
@@ -200,14 +184,17 @@ async fn config_print_masks_the_credentials_of_a_redis_url() -> Result<()> {
 async fn a_printed_configuration_read_back_with_its_masks_refuses_to_start_and_says_why()
 -> Result<()> {
     let (_dir, path) = config_file("jwt-secret = \"secret-0123456789abcdef0123456789abcdef\"\n")?;
-    let (ok, printed) = said(&["config", "print", "--config", arg(&path)], &[]).await?;
+    let (ok, printed) = herald()
+        .said(&["config", "print", "--config", arg(&path)], &[])
+        .await?;
     ensure!(ok, "{printed}");
     let (_again_dir, again) = config_file(&printed)?;
-    let (started, said) = said(
-        &["serve", "--config", arg(&again), "--bind", "127.0.0.1:0"],
-        &[],
-    )
-    .await?;
+    let (started, said) = herald()
+        .said(
+            &["serve", "--config", arg(&again), "--bind", "127.0.0.1:0"],
+            &[],
+        )
+        .await?;
     ensure!(
         !started && !said.contains("listening on"),
         "the mask was taken for a secret: {said}"

@@ -1558,14 +1558,9 @@ async fn non_loopback_bind_with_only_one_half_of_authentication_refuses_to_start
     for (half, other) in halves {
         let mut args = vec!["serve", "--bind", "0.0.0.0:0"];
         args.extend(half);
-        let output = herald().run(&args, START_TIMEOUT).await?;
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let (started, said) = herald().said(&args, &[]).await?;
         ensure!(
-            !output.status.success() && !said.contains("listening on"),
+            !started && !said.contains("listening on"),
             "{args:?} started: {said}"
         );
         ensure!(
@@ -1579,25 +1574,16 @@ async fn non_loopback_bind_with_only_one_half_of_authentication_refuses_to_start
 #[tokio::test]
 async fn an_empty_jwt_secret_refuses_to_start_instead_of_verifying_tokens_signed_with_nothing()
 -> Result<()> {
-    for env in [None, Some("")] {
-        let mut command = herald().command();
-        command.args(["serve", "--bind", "127.0.0.1:0"]);
-        match env {
-            Some(value) => command.env("HERALD_JWT_SECRET", value),
-            None => command.args(["--jwt-secret", ""]),
-        };
-        let child = command.spawn()?;
-        let output = timeout(START_TIMEOUT, child.wait_with_output())
-            .await
-            .context("serve with an empty secret did not exit")??;
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+    let serve = ["serve", "--bind", "127.0.0.1:0"];
+    let from_flag = [&serve[..], &["--jwt-secret", ""]].concat();
+    for (args, env) in [
+        (&from_flag[..], &[][..]),
+        (&serve[..], &[("HERALD_JWT_SECRET", "")][..]),
+    ] {
+        let (started, said) = herald().said(args, env).await?;
         ensure!(
-            !output.status.success() && !said.contains("listening on"),
-            "an empty secret (from {env:?}) started: {said}"
+            !started && !said.contains("listening on"),
+            "an empty secret ({args:?}, {env:?}) started: {said}"
         );
         ensure!(
             said.contains("--jwt-secret is empty"),

@@ -112,6 +112,28 @@ impl Herald {
             .context("waiting for herald")
     }
 
+    /// Runs `herald ARGS` with the variables `env` to completion (bounded by
+    /// [`START_TIMEOUT`]): whether it succeeded, and what it said on stdout
+    /// and stderr together. For refusals at start-up.
+    pub async fn said(&self, args: &[&str], env: &[(&str, &str)]) -> Result<(bool, String)> {
+        let child = self
+            .command()
+            .args(args)
+            .envs(env.iter().copied())
+            .spawn()
+            .with_context(|| format!("spawning {}", self.bin.display()))?;
+        let output = timeout(START_TIMEOUT, child.wait_with_output())
+            .await
+            .with_context(|| format!("herald {args:?} did not exit within {START_TIMEOUT:?}"))?
+            .context("waiting for herald")?;
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok((output.status.success(), said))
+    }
+
     /// Runs `herald ARGS` until it prints its first line on stdout (bounded
     /// by `limit`), then stops it: for commands that run until stopped
     /// (`serve`, `tail`).

@@ -52,9 +52,7 @@ fn format_gap(gap: &Gap) -> String {
              hub lost its history); it is followed from its start"
         ),
         GapReason::Trimmed => {
-            format!(
-                "gap {topic} #{from}..#{to}: no longer retained by the hub, these will not come"
-            )
+            format!("gap {topic} #{from}..#{to}: past the hub's retention, these will not come")
         }
         GapReason::Shed => format!(
             "gap {topic} #{from}..#{to}: dropped because this client read too slowly, these will not come"

@@ -557,9 +557,8 @@ impl Approvals {
 
 #[cfg(test)]
 mod tests {
-    use herald_protocol::payload::TaskStepResult;
-
     use super::*;
+    use crate::core::broker::memory::approval_book::tests::step_result;
     use crate::core::broker::memory::{MemoryBroker, Retention};
     use crate::core::broker::{BrokerHandler, Publication};
 
@@ -601,15 +600,7 @@ mod tests {
             user_id: "u1".to_owned(),
             task_id: "t1".to_owned(),
             step: 1,
-            step_result: TaskStepResult {
-                step: "train".to_owned(),
-                result: serde_json::Value::Null,
-                completed: false,
-                message: "retry?".to_owned(),
-                status: "failed".to_owned(),
-                error_code: None,
-                error_message: None,
-            },
+            step_result: step_result(),
             timeout_ms: Some(timeout_ms),
             default_proceed: Some(false),
         }

@@ -537,8 +537,9 @@ impl Writer {
             let mut approval = tx.prepare_cached(
                 "INSERT OR REPLACE INTO approvals (callback_id, pending, updated_at, body) VALUES (?1, ?2, ?3, ?4)",
             )?;
-            let mut advance =
-                tx.prepare_cached("UPDATE topics SET last_seq = max(last_seq, ?2) WHERE topic = ?1")?;
+            let mut advance = tx.prepare_cached(
+                "UPDATE topics SET last_seq = max(last_seq, ?2) WHERE topic = ?1",
+            )?;
             // A topic's row is written at its first event of the batch (the
             // epoch and the trigger) and its last seq once at the end: one
             // upsert per event cost a sixth of a batch's write.

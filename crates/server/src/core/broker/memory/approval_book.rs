@@ -176,6 +176,19 @@ pub(crate) mod tests {
 
     use super::*;
 
+    /// A failed step, as producers ask about.
+    pub(crate) fn step_result() -> TaskStepResult {
+        TaskStepResult {
+            step: "train".to_owned(),
+            result: serde_json::Value::Null,
+            completed: false,
+            message: "retry?".to_owned(),
+            status: "failed".to_owned(),
+            error_code: None,
+            error_message: None,
+        }
+    }
+
     pub(crate) fn pending(id: &str, user: &str, expires_at: u64) -> ApprovalRecord {
         ApprovalRecord {
             request: ApprovalRequested {
@@ -183,15 +196,7 @@ pub(crate) mod tests {
                 user_id: user.to_owned(),
                 task_id: "t1".to_owned(),
                 step: 1,
-                step_result: TaskStepResult {
-                    step: "train".to_owned(),
-                    result: serde_json::Value::Null,
-                    completed: false,
-                    message: "retry?".to_owned(),
-                    status: "failed".to_owned(),
-                    error_code: None,
-                    error_message: None,
-                },
+                step_result: step_result(),
                 timeout_ms: 1000,
                 default_proceed: false,
                 expires_at,

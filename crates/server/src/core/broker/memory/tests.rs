@@ -376,7 +376,7 @@ async fn a_decision_the_store_could_not_keep_leaves_the_approval_pending_for_ano
 
 #[tokio::test]
 async fn a_timeout_the_store_could_not_keep_is_applied_again_shortly() {
-    use herald_protocol::payload::{ApprovalStatus, NewApproval, TaskStepResult};
+    use herald_protocol::payload::{ApprovalStatus, NewApproval};
     use tokio_util::sync::CancellationToken;
 
     use crate::core::approvals::Approvals;
@@ -406,15 +406,7 @@ async fn a_timeout_the_store_could_not_keep_is_applied_again_shortly() {
             user_id: "u1".to_owned(),
             task_id: "t1".to_owned(),
             step: 1,
-            step_result: TaskStepResult {
-                step: "train".to_owned(),
-                result: serde_json::Value::Null,
-                completed: false,
-                message: "retry?".to_owned(),
-                status: "failed".to_owned(),
-                error_code: None,
-                error_message: None,
-            },
+            step_result: approval_book::tests::step_result(),
             timeout_ms: Some(1),
             default_proceed: Some(false),
         })

@@ -254,17 +254,29 @@ impl Shared {
             .await
             .map_err(failed)?;
         for slice in ids.chunks(500) {
-            let mut reading = redis::pipe();
-            for id in slice {
-                reading.hget(format!("{}{id}", keys::APPROVAL_PREFIX), "user");
-            }
-            let users: Vec<Option<String>> =
-                reading.query_async(&mut commands).await.map_err(failed)?;
+            let users = self.field_of(slice, "user").await?;
             if users.iter().flatten().any(|asked| asked == user) {
                 return Ok(true);
             }
         }
         Ok(false)
+    }
+
+    /// One field of each approval in `ids`, in one pipelined round trip
+    /// (`None` for an approval gone).
+    async fn field_of(
+        &self,
+        ids: &[String],
+        field: &str,
+    ) -> Result<Vec<Option<String>>, BrokerError> {
+        let mut reading = redis::pipe();
+        for id in ids {
+            reading.hget(format!("{}{id}", keys::APPROVAL_PREFIX), field);
+        }
+        reading
+            .query_async(&mut self.commands.clone())
+            .await
+            .map_err(failed)
     }
 
     /// Puts every approval in its task's set, at a node's start: approvals
@@ -281,12 +293,7 @@ impl Shared {
             .await
             .map_err(failed)?;
         for slice in ids.chunks(500) {
-            let mut reading = redis::pipe();
-            for id in slice {
-                reading.hget(format!("{}{id}", keys::APPROVAL_PREFIX), "task");
-            }
-            let tasks: Vec<Option<String>> =
-                reading.query_async(&mut commands).await.map_err(failed)?;
+            let tasks = self.field_of(slice, "task").await?;
             let mut indexing = redis::pipe();
             for (id, task) in slice.iter().zip(tasks) {
                 if let Some(task) = task {
