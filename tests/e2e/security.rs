@@ -1133,6 +1133,40 @@ async fn health_needs_no_key() -> Result<()> {
 // ===========================================================================
 // Rate limits
 
+/// A client resubscribing after a reconnect sends a frame per subscription
+/// at once: past the frame rate, subscription frames have a burst of as many
+/// as a connection may hold, so none is refused; other frames still are.
+#[tokio::test]
+async fn a_burst_of_subscriptions_past_the_frame_rate_is_taken_whole() -> Result<()> {
+    const SUBSCRIPTIONS: usize = 500;
+    let hub = herald()
+        .start(&["--client-rate-limit", "100", "--max-subscriptions", "1000"])
+        .await?;
+    let mut client = hub.ws("/ws").await?;
+    for n in 0..SUBSCRIPTIONS {
+        let frame =
+            json!({"action": "subscribe", "id": format!("s{n}"), "topics": [format!("run:r{n}")]});
+        client.send_text(frame.to_string()).await?;
+    }
+    let mut subscribed = 0;
+    while subscribed < SUBSCRIPTIONS {
+        let frame = client.recv_frame().await?;
+        ensure!(frame_type(&frame) != "error", "{frame}");
+        if frame_type(&frame) == "subscribed" {
+            subscribed += 1;
+        }
+    }
+    for n in 0..300 {
+        client
+            .send_text(json!({"action": "ping", "id": format!("p{n}")}).to_string())
+            .await?;
+    }
+    client
+        .recv_until(|f| str_field(f, "code") == "rate_limited")
+        .await?;
+    Ok(())
+}
+
 /// One connection floods pings; it is told `rate_limited` and then closed
 /// with 4029, while fifty subscribers get every event, in order, meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -417,6 +417,26 @@ impl ClientFrame {
         serde_json::from_str::<IdOnly>(text).ok()?.id
     }
 
+    /// Whether a text frame is a `subscribe` or an `unsubscribe` (tagged by
+    /// `action`, or by `type` in the seeds' form), without keeping anything
+    /// else: a client resubscribing after a reconnect sends one per
+    /// subscription at once.
+    pub fn peek_is_subscription(text: &str) -> bool {
+        #[derive(Deserialize)]
+        struct TagOnly<'a> {
+            #[serde(default, borrow)]
+            action: Option<std::borrow::Cow<'a, str>>,
+            #[serde(default, borrow, rename = "type")]
+            kind: Option<std::borrow::Cow<'a, str>>,
+        }
+        serde_json::from_str::<TagOnly<'_>>(text).is_ok_and(|frame| {
+            frame
+                .action
+                .or(frame.kind)
+                .is_some_and(|tag| tag == "subscribe" || tag == "unsubscribe")
+        })
+    }
+
     /// Encodes the frame as JSON text (canonical form: tagged by `action`).
     pub fn encode(&self) -> String {
         // Serializing these types cannot fail: every map key is a string.

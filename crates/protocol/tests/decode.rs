@@ -475,3 +475,21 @@ fn peek_id_reads_only_the_frames_own_id() {
         assert_eq!(peek(text), None, "{text}");
     }
 }
+
+#[test]
+fn a_subscription_frame_is_told_from_others_without_decoding_it() {
+    for text in [
+        r#"{"action":"subscribe","topics":["run:r1"]}"#,
+        r#"{"id":"7","action":"unsubscribe","topics":["run:r1"]}"#,
+        r#"{"type":"subscribe","subscriptions":["run:r1"]}"#,
+    ] {
+        assert!(ClientFrame::peek_is_subscription(text), "{text}");
+    }
+    for text in [
+        r#"{"action":"ping"}"#,
+        "not json",
+        r#"{"topics":["subscribe"]}"#,
+    ] {
+        assert!(!ClientFrame::peek_is_subscription(text), "{text}");
+    }
+}

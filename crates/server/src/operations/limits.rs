@@ -37,6 +37,11 @@ const ABUSE_WINDOW: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub(crate) struct FrameLimiter<C: Clock = MonotonicClock> {
     limiter: Option<Direct<C>>,
+    /// Subscription frames past the rate: the same rate, with a burst of
+    /// as many frames as a connection may hold subscriptions, so that a
+    /// client resubscribing after a reconnect (a frame per subscription)
+    /// is not refused half of them.
+    subscriptions: Option<Direct<C>>,
     clock: C,
     window_start: C::Instant,
     refused: u64,
@@ -47,18 +52,25 @@ pub(crate) struct FrameLimiter<C: Clock = MonotonicClock> {
 type Direct<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
 impl FrameLimiter {
-    /// `rate` frames a second; 0 means unlimited.
-    pub(crate) fn new(rate: u32) -> FrameLimiter {
-        FrameLimiter::on_clock(rate, MonotonicClock)
+    /// `rate` frames a second (0: unlimited), and subscription frames past
+    /// it up to `subscriptions` at once.
+    pub(crate) fn new(rate: u32, subscriptions: usize) -> FrameLimiter {
+        FrameLimiter::on_clock(rate, subscriptions, MonotonicClock)
     }
 }
 
 impl<C: Clock + Clone> FrameLimiter<C> {
-    fn on_clock(rate: u32, clock: C) -> FrameLimiter<C> {
+    fn on_clock(rate: u32, subscriptions: usize, clock: C) -> FrameLimiter<C> {
         let limiter = NonZeroU32::new(rate)
             .map(|rate| RateLimiter::direct_with_clock(quota(rate), clock.clone()));
+        let burst = NonZeroU32::new(u32::try_from(subscriptions).unwrap_or(u32::MAX));
+        let subscriptions = NonZeroU32::new(rate).zip(burst).map(|(rate, burst)| {
+            let quota = Quota::per_second(rate).allow_burst(burst);
+            RateLimiter::direct_with_clock(quota, clock.clone())
+        });
         FrameLimiter {
             limiter,
+            subscriptions,
             window_start: clock.now(),
             clock,
             refused: 0,
@@ -66,12 +78,19 @@ impl<C: Clock + Clone> FrameLimiter<C> {
         }
     }
 
-    /// Counts a frame the peer sent now.
-    pub(crate) fn check(&mut self) -> Verdict {
+    /// Counts a frame the peer sent now; `subscription` tells, when asked,
+    /// whether it subscribes or unsubscribes (read only past the rate).
+    pub(crate) fn check(&mut self, subscription: impl FnOnce() -> bool) -> Verdict {
         let Some(limiter) = &self.limiter else {
             return Verdict::Allow;
         };
         if limiter.check().is_ok() {
+            return Verdict::Allow;
+        }
+        if let Some(subscriptions) = &self.subscriptions
+            && subscription()
+            && subscriptions.check().is_ok()
+        {
             return Verdict::Allow;
         }
         let now = self.clock.now();
@@ -169,41 +188,55 @@ mod tests {
     use super::*;
 
     #[test]
+    fn subscription_frames_past_the_rate_have_a_burst_of_a_connections_subscriptions() {
+        let clock = governor::clock::FakeRelativeClock::default();
+        let mut limiter = FrameLimiter::on_clock(10, 100, clock.clone());
+        assert!((0..20).all(|_| limiter.check(|| false) == Verdict::Allow));
+        assert_eq!(limiter.check(|| false), Verdict::Refuse);
+        assert!((0..100).all(|_| limiter.check(|| true) == Verdict::Allow));
+        assert_eq!(limiter.check(|| true), Verdict::Refuse);
+    }
+
+    #[test]
     fn a_connection_gets_a_burst_of_two_seconds_then_the_rate() {
         let clock = governor::clock::FakeRelativeClock::default();
-        let mut limiter = FrameLimiter::on_clock(10, clock.clone());
-        assert!((0..20).all(|_| limiter.check() == Verdict::Allow));
-        assert_eq!(limiter.check(), Verdict::Refuse);
+        let mut limiter = FrameLimiter::on_clock(10, 100, clock.clone());
+        assert!((0..20).all(|_| limiter.check(|| false) == Verdict::Allow));
+        assert_eq!(limiter.check(|| false), Verdict::Refuse);
         clock.advance(Duration::from_millis(150));
-        assert_eq!(limiter.check(), Verdict::Allow);
-        assert_eq!(limiter.check(), Verdict::Refuse, "one frame per 100 ms");
+        assert_eq!(limiter.check(|| false), Verdict::Allow);
+        assert_eq!(
+            limiter.check(|| false),
+            Verdict::Refuse,
+            "one frame per 100 ms"
+        );
     }
 
     #[test]
     fn a_sustained_flood_is_closed_but_a_short_burst_only_refused() {
         let clock = governor::clock::FakeRelativeClock::default();
-        let mut limiter = FrameLimiter::on_clock(10, clock.clone());
-        let verdicts: Vec<Verdict> = (0..60).map(|_| limiter.check()).collect();
+        let mut limiter = FrameLimiter::on_clock(10, 100, clock.clone());
+        let verdicts: Vec<Verdict> = (0..60).map(|_| limiter.check(|| false)).collect();
         assert_eq!(
             verdicts.iter().filter(|v| **v == Verdict::Allow).count(),
             20
         );
         assert!(verdicts.contains(&Verdict::Refuse));
         assert!(!verdicts.contains(&Verdict::Close));
-        assert!((0..100).any(|_| limiter.check() == Verdict::Close));
+        assert!((0..100).any(|_| limiter.check(|| false) == Verdict::Close));
     }
 
     #[test]
     fn refusals_older_than_the_abuse_window_are_forgiven() {
         let clock = governor::clock::FakeRelativeClock::default();
-        let mut limiter = FrameLimiter::on_clock(10, clock.clone());
+        let mut limiter = FrameLimiter::on_clock(10, 100, clock.clone());
         // 20 allowed, then 49 refusals: one short of the 50 that close.
-        assert!((0..69).all(|_| limiter.check() != Verdict::Close));
+        assert!((0..69).all(|_| limiter.check(|| false) != Verdict::Close));
         clock.advance(ABUSE_WINDOW + Duration::from_millis(1));
         // The burst is back (5 s at 10/s), then the count starts over.
-        assert!((0..20).all(|_| limiter.check() == Verdict::Allow));
-        assert!((0..50).all(|_| limiter.check() == Verdict::Refuse));
-        assert_eq!(limiter.check(), Verdict::Close);
+        assert!((0..20).all(|_| limiter.check(|| false) == Verdict::Allow));
+        assert!((0..50).all(|_| limiter.check(|| false) == Verdict::Refuse));
+        assert_eq!(limiter.check(|| false), Verdict::Close);
     }
 
     #[test]
@@ -246,8 +279,8 @@ mod tests {
 
     #[test]
     fn zero_means_unlimited() {
-        let mut limiter = FrameLimiter::new(0);
-        assert!((0..10_000).all(|_| limiter.check() == Verdict::Allow));
+        let mut limiter = FrameLimiter::new(0, 100);
+        assert!((0..10_000).all(|_| limiter.check(|| false) == Verdict::Allow));
         assert_eq!(PublishLimiter::new(0).admit("k", 1_000_000), Admission::Now);
     }
 }

@@ -34,7 +34,8 @@ pub(crate) fn read_loop<S: AsyncRead + AsyncWrite + Unpin, D: Dialect>(
         // the writer already runs: a replay longer than the queue goes out
         // in parts as the writer takes them (boxed: a one-off await).
         Box::pin(dialect.open(hub, conn)).await;
-        let mut limiter = FrameLimiter::new(hub.config().client_rate_limit);
+        let config = hub.config();
+        let mut limiter = FrameLimiter::new(config.client_rate_limit, config.max_subscriptions);
         while let Some(message) = stream.next().await {
             conn.saw_peer();
             let message = match message {
@@ -42,7 +43,11 @@ pub(crate) fn read_loop<S: AsyncRead + AsyncWrite + Unpin, D: Dialect>(
                 Err(error) => return read_error(error),
             };
             if matches!(message, Message::Text(_) | Message::Binary(_)) {
-                match limiter.check() {
+                let subscription = || match &message {
+                    Message::Text(text) => ClientFrame::peek_is_subscription(text.as_str()),
+                    _ => false,
+                };
+                match limiter.check(subscription) {
                     Verdict::Allow => {}
                     Verdict::Refuse => {
                         // Not carried out, but named: the client learns which
