@@ -170,6 +170,7 @@ export class HeraldClient implements SubscriptionHost {
   /** Commands sent with an id, waiting for the hub's `ack` or `error` with it as `ref`. */
   private readonly commands = new Map<string, { settle: (refusal?: ErrorFrame, failure?: unknown) => void }>();
   private lastCommand = 0;
+  private lastSubscription = 0;
 
   constructor(url: string, options: HeraldOptions = {}) {
     this.url = webSocketUrl(url, options);
@@ -237,7 +238,9 @@ export class HeraldClient implements SubscriptionHost {
    */
   subscribe(topics: string | string[], options: SubscribeOptions = {}): Subscription {
     const list = typeof topics === "string" ? [topics] : [...topics];
-    const subscription = new Subscription(this, list, options.filter);
+    this.lastSubscription += 1;
+    const id = `sub-${this.lastSubscription}`;
+    const subscription = new Subscription(this, list, options.filter, id);
     this.subscriptions.push(subscription);
     const frame = {
       topics: list,
@@ -245,7 +248,7 @@ export class HeraldClient implements SubscriptionHost {
       ...(options.since ? { since: options.since } : {}),
       ...(options.snapshot ? { snapshot: true } : {}),
     };
-    this.run((client) => client.subscribe(JSON.stringify(frame))).catch((error: unknown) => {
+    this.run((client) => client.subscribe(JSON.stringify(frame), id)).catch((error: unknown) => {
       const message = error instanceof Error ? error.message : String(error);
       subscription.handleError({ code: "invalid_topic", message: `${list.join(", ")}: ${message}`, ref: null });
     });

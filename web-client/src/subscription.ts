@@ -58,6 +58,8 @@ export class Subscription {
     private readonly host: SubscriptionHost,
     topics: readonly string[],
     filter: EventFilter | undefined,
+    /** The request id its `subscribe` frame was sent with. */
+    private readonly ref: string | null = null,
   ) {
     this.topics = topics;
     this.filter = filter;
@@ -150,11 +152,17 @@ export class Subscription {
     if (this.currentState.state !== "pending") this.setState({ state: "pending" });
   }
 
-  /** @internal An `error` frame: a refusal naming one of its topics is its own. */
+  /**
+   * @internal An `error` frame: its own when it answers its `subscribe`
+   * frame (any refusal: `rate_limited`, too many subscriptions, ...), or
+   * refuses one of its topics by name (after a reconnect, frames go without
+   * an id).
+   */
   handleError(error: ErrorFrame): void {
     if (!this.active() || this.currentState.state === "subscribed") return;
     const refusal = error.code === "forbidden" || error.code === "invalid_topic";
-    if (refusal && this.topics.some((topic) => error.message.includes(topic))) {
+    const answersIt = this.ref !== null && error.ref === this.ref;
+    if (answersIt || (refusal && this.topics.some((topic) => error.message.includes(topic)))) {
       this.setState({ state: "refused", error });
       for (const waiter of this.waiters.splice(0)) waiter.reject(new Error(error.message));
     }

@@ -276,6 +276,28 @@ test("commands_resolve_when_the_hub_takes_them_and_reject_with_its_refusal", asy
   await stopHub(hub);
 });
 
+test("a_subscription_the_hub_refuses_for_any_reason_rejects_its_ready", async () => {
+  const hub = await startHub({ args: ["--max-subscriptions", "2"] });
+  const page = await openExample(context, site, hub, { user: "u1", topics: "task:t3" });
+  await waitForDemo(page, "open", isOpen);
+  // The example page holds one subscription: a second fits, a third does not.
+  const outcome = await page.evaluate(async () => {
+    const client = window.heraldDemo.client;
+    const fits = client.subscribe("run:fits");
+    await fits.ready();
+    const over = client.subscribe("run:over");
+    try {
+      await over.ready();
+      return { ok: true };
+    } catch (error) {
+      return { ok: false, state: over.state.state, code: over.state.error?.code };
+    }
+  });
+  assert.deepEqual(outcome, { ok: false, state: "refused", code: "invalid_request" });
+  await page.close();
+  await stopHub(hub);
+});
+
 test("checkpoints_persisted_in_session_storage_resume_after_a_reload", async () => {
   const hub = await startHub();
   const topic = "execution:reload";

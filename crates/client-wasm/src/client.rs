@@ -77,9 +77,14 @@ impl WasmClient {
 
     /// Subscribes: `subscribe` is a `subscribe` frame's fields as JSON
     /// (`{topics, filter?, since?, snapshot?}`). Kept across reconnects.
-    pub fn subscribe(&self, subscribe: &str) -> Result<(), JsError> {
+    /// With `id`, a refusal of it names it as `ref` (sent now, not on a
+    /// later reconnect).
+    pub fn subscribe(&self, subscribe: &str, id: Option<String>) -> Result<(), JsError> {
         let subscribe: Subscribe = parse(subscribe, "subscribe")?;
-        self.send(ClientMessage::Subscribe(subscribe))
+        self.send_frame(ClientFrame {
+            id: id.map(RequestId::String),
+            message: ClientMessage::Subscribe(subscribe),
+        })
     }
 
     /// Unsubscribes `topics` (a JSON array of topics or patterns).
