@@ -40,66 +40,71 @@ pub(crate) struct FrameLimiter<C: Clock = MonotonicClock> {
     /// Subscription frames past the rate: the same rate, with a burst of
     /// as many frames as a connection may hold subscriptions, so that a
     /// client resubscribing after a reconnect (a frame per subscription)
-    /// is not refused half of them.
-    subscriptions: Option<Direct<C>>,
+    /// is not refused half of them. Made the first time it is needed (an
+    /// idle connection holds none).
+    subscriptions: Option<Box<Direct<C>>>,
     clock: C,
     window_start: C::Instant,
-    refused: u64,
-    tolerance: u64,
+    refused: u32,
+    /// Frames a second (0: unlimited).
+    rate: u32,
 }
 
 /// `governor`'s limiter for one connection, on clock `C`.
 type Direct<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
 impl FrameLimiter {
-    /// `rate` frames a second (0: unlimited), and subscription frames past
-    /// it up to `subscriptions` at once.
-    pub(crate) fn new(rate: u32, subscriptions: usize) -> FrameLimiter {
-        FrameLimiter::on_clock(rate, subscriptions, MonotonicClock)
+    /// `rate` frames a second; 0 means unlimited.
+    pub(crate) fn new(rate: u32) -> FrameLimiter {
+        FrameLimiter::on_clock(rate, MonotonicClock)
     }
 }
 
 impl<C: Clock + Clone> FrameLimiter<C> {
-    fn on_clock(rate: u32, subscriptions: usize, clock: C) -> FrameLimiter<C> {
+    fn on_clock(rate: u32, clock: C) -> FrameLimiter<C> {
         let limiter = NonZeroU32::new(rate)
             .map(|rate| RateLimiter::direct_with_clock(quota(rate), clock.clone()));
-        let burst = NonZeroU32::new(u32::try_from(subscriptions).unwrap_or(u32::MAX));
-        let subscriptions = NonZeroU32::new(rate).zip(burst).map(|(rate, burst)| {
-            let quota = Quota::per_second(rate).allow_burst(burst);
-            RateLimiter::direct_with_clock(quota, clock.clone())
-        });
         FrameLimiter {
             limiter,
-            subscriptions,
+            subscriptions: None,
             window_start: clock.now(),
             clock,
             refused: 0,
-            tolerance: u64::from(rate).max(10) * ABUSE_WINDOW.as_secs(),
+            rate,
         }
     }
 
-    /// Counts a frame the peer sent now; `subscription` tells, when asked,
-    /// whether it subscribes or unsubscribes (read only past the rate).
-    pub(crate) fn check(&mut self, subscription: impl FnOnce() -> bool) -> Verdict {
+    /// Counts a frame the peer sent now. `subscriptions` is read only past
+    /// the rate: for a `subscribe` or `unsubscribe` frame, how many
+    /// subscriptions a connection may hold (the burst such frames get).
+    pub(crate) fn check(&mut self, subscriptions: impl FnOnce() -> Option<usize>) -> Verdict {
         let Some(limiter) = &self.limiter else {
             return Verdict::Allow;
         };
         if limiter.check().is_ok() {
             return Verdict::Allow;
         }
-        if let Some(subscriptions) = &self.subscriptions
-            && subscription()
-            && subscriptions.check().is_ok()
-        {
-            return Verdict::Allow;
+        if let (Some(rate), Some(burst)) = (
+            NonZeroU32::new(self.rate),
+            subscriptions().and_then(|n| NonZeroU32::new(u32::try_from(n).unwrap_or(u32::MAX))),
+        ) {
+            let bucket = self.subscriptions.get_or_insert_with(|| {
+                let quota = Quota::per_second(rate).allow_burst(burst);
+                Box::new(RateLimiter::direct_with_clock(quota, self.clock.clone()))
+            });
+            if bucket.check().is_ok() {
+                return Verdict::Allow;
+            }
         }
         let now = self.clock.now();
         if Duration::from(now.duration_since(self.window_start)) > ABUSE_WINDOW {
             self.window_start = now;
             self.refused = 0;
         }
-        self.refused += 1;
-        if self.refused > self.tolerance {
+        self.refused = self.refused.saturating_add(1);
+        // More refusals in the window than the rate allows in it.
+        let tolerance = u64::from(self.rate).max(10) * ABUSE_WINDOW.as_secs();
+        if u64::from(self.refused) > tolerance {
             Verdict::Close
         } else {
             Verdict::Refuse
@@ -190,23 +195,23 @@ mod tests {
     #[test]
     fn subscription_frames_past_the_rate_have_a_burst_of_a_connections_subscriptions() {
         let clock = governor::clock::FakeRelativeClock::default();
-        let mut limiter = FrameLimiter::on_clock(10, 100, clock.clone());
-        assert!((0..20).all(|_| limiter.check(|| false) == Verdict::Allow));
-        assert_eq!(limiter.check(|| false), Verdict::Refuse);
-        assert!((0..100).all(|_| limiter.check(|| true) == Verdict::Allow));
-        assert_eq!(limiter.check(|| true), Verdict::Refuse);
+        let mut limiter = FrameLimiter::on_clock(10, clock.clone());
+        assert!((0..20).all(|_| limiter.check(|| None) == Verdict::Allow));
+        assert_eq!(limiter.check(|| None), Verdict::Refuse);
+        assert!((0..100).all(|_| limiter.check(|| Some(100)) == Verdict::Allow));
+        assert_eq!(limiter.check(|| Some(100)), Verdict::Refuse);
     }
 
     #[test]
     fn a_connection_gets_a_burst_of_two_seconds_then_the_rate() {
         let clock = governor::clock::FakeRelativeClock::default();
-        let mut limiter = FrameLimiter::on_clock(10, 100, clock.clone());
-        assert!((0..20).all(|_| limiter.check(|| false) == Verdict::Allow));
-        assert_eq!(limiter.check(|| false), Verdict::Refuse);
+        let mut limiter = FrameLimiter::on_clock(10, clock.clone());
+        assert!((0..20).all(|_| limiter.check(|| None) == Verdict::Allow));
+        assert_eq!(limiter.check(|| None), Verdict::Refuse);
         clock.advance(Duration::from_millis(150));
-        assert_eq!(limiter.check(|| false), Verdict::Allow);
+        assert_eq!(limiter.check(|| None), Verdict::Allow);
         assert_eq!(
-            limiter.check(|| false),
+            limiter.check(|| None),
             Verdict::Refuse,
             "one frame per 100 ms"
         );
@@ -215,28 +220,28 @@ mod tests {
     #[test]
     fn a_sustained_flood_is_closed_but_a_short_burst_only_refused() {
         let clock = governor::clock::FakeRelativeClock::default();
-        let mut limiter = FrameLimiter::on_clock(10, 100, clock.clone());
-        let verdicts: Vec<Verdict> = (0..60).map(|_| limiter.check(|| false)).collect();
+        let mut limiter = FrameLimiter::on_clock(10, clock.clone());
+        let verdicts: Vec<Verdict> = (0..60).map(|_| limiter.check(|| None)).collect();
         assert_eq!(
             verdicts.iter().filter(|v| **v == Verdict::Allow).count(),
             20
         );
         assert!(verdicts.contains(&Verdict::Refuse));
         assert!(!verdicts.contains(&Verdict::Close));
-        assert!((0..100).any(|_| limiter.check(|| false) == Verdict::Close));
+        assert!((0..100).any(|_| limiter.check(|| None) == Verdict::Close));
     }
 
     #[test]
     fn refusals_older_than_the_abuse_window_are_forgiven() {
         let clock = governor::clock::FakeRelativeClock::default();
-        let mut limiter = FrameLimiter::on_clock(10, 100, clock.clone());
+        let mut limiter = FrameLimiter::on_clock(10, clock.clone());
         // 20 allowed, then 49 refusals: one short of the 50 that close.
-        assert!((0..69).all(|_| limiter.check(|| false) != Verdict::Close));
+        assert!((0..69).all(|_| limiter.check(|| None) != Verdict::Close));
         clock.advance(ABUSE_WINDOW + Duration::from_millis(1));
         // The burst is back (5 s at 10/s), then the count starts over.
-        assert!((0..20).all(|_| limiter.check(|| false) == Verdict::Allow));
-        assert!((0..50).all(|_| limiter.check(|| false) == Verdict::Refuse));
-        assert_eq!(limiter.check(|| false), Verdict::Close);
+        assert!((0..20).all(|_| limiter.check(|| None) == Verdict::Allow));
+        assert!((0..50).all(|_| limiter.check(|| None) == Verdict::Refuse));
+        assert_eq!(limiter.check(|| None), Verdict::Close);
     }
 
     #[test]
@@ -279,8 +284,8 @@ mod tests {
 
     #[test]
     fn zero_means_unlimited() {
-        let mut limiter = FrameLimiter::new(0, 100);
-        assert!((0..10_000).all(|_| limiter.check(|| false) == Verdict::Allow));
+        let mut limiter = FrameLimiter::new(0);
+        assert!((0..10_000).all(|_| limiter.check(|| None) == Verdict::Allow));
         assert_eq!(PublishLimiter::new(0).admit("k", 1_000_000), Admission::Now);
     }
 }

@@ -34,8 +34,7 @@ pub(crate) fn read_loop<S: AsyncRead + AsyncWrite + Unpin, D: Dialect>(
         // the writer already runs: a replay longer than the queue goes out
         // in parts as the writer takes them (boxed: a one-off await).
         Box::pin(dialect.open(hub, conn)).await;
-        let config = hub.config();
-        let mut limiter = FrameLimiter::new(config.client_rate_limit, config.max_subscriptions);
+        let mut limiter = FrameLimiter::new(hub.config().client_rate_limit);
         while let Some(message) = stream.next().await {
             conn.saw_peer();
             let message = match message {
@@ -43,11 +42,13 @@ pub(crate) fn read_loop<S: AsyncRead + AsyncWrite + Unpin, D: Dialect>(
                 Err(error) => return read_error(error),
             };
             if matches!(message, Message::Text(_) | Message::Binary(_)) {
-                let subscription = || match &message {
-                    Message::Text(text) => ClientFrame::peek_is_subscription(text.as_str()),
-                    _ => false,
+                let subscriptions = || match &message {
+                    Message::Text(text) if ClientFrame::peek_is_subscription(text.as_str()) => {
+                        Some(hub.config().max_subscriptions)
+                    }
+                    _ => None,
                 };
-                match limiter.check(subscription) {
+                match limiter.check(subscriptions) {
                     Verdict::Allow => {}
                     Verdict::Refuse => {
                         // Not carried out, but named: the client learns which
