@@ -23,6 +23,7 @@ for (const [param, option] of [
   if (value !== undefined) options[option] = value;
 }
 if (params.get("jitter") === "0") options.jitter = false;
+if (params.get("token")) options.token = params.get("token");
 // Other nodes of the same hub (comma-separated), tried in turn on reconnect.
 if (params.get("failover")) options.failover = params.get("failover").split(",").filter(Boolean);
 

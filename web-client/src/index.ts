@@ -255,6 +255,16 @@ export class HeraldClient implements SubscriptionHost {
     return subscription;
   }
 
+  /**
+   * A fresh token (before the current one expires, or after the hub closed
+   * with 4001 "token expired"): every connection from now on offers it, and
+   * an open one sends it to the hub at once (`auth`), so the connection
+   * outlives the old token's expiry.
+   */
+  setToken(token: string): Promise<void> {
+    return this.run((client) => client.set_token(token));
+  }
+
   /** Unsubscribes `topics` on the hub (every subscription object covering exactly them is closed). */
   unsubscribe(topics: string | string[]): Promise<void> {
     const list = typeof topics === "string" ? [topics] : topics;

@@ -3,6 +3,7 @@
 // `npm test` after `cargo xtask wasm` and `cargo build -p herald`).
 
 import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 
@@ -294,6 +295,33 @@ test("a_subscription_the_hub_refuses_for_any_reason_rejects_its_ready", async ()
     }
   });
   assert.deepEqual(outcome, { ok: false, state: "refused", code: "invalid_request" });
+  await page.close();
+  await stopHub(hub);
+});
+
+/** An HS256 JWT for user `sub`, allowed `topics`, expiring in `seconds`. */
+function token(secret, sub, topics, seconds) {
+  const part = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const body = `${part({ alg: "HS256", typ: "JWT" })}.${part({ sub, topics, exp: Math.floor(Date.now() / 1000) + seconds })}`;
+  return `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
+}
+
+test("a_token_set_before_the_old_one_expires_keeps_the_connection_open_past_its_expiry", async () => {
+  const secret = "browser-test-secret-0123456789abcdef";
+  const hub = await startHub({ args: ["--jwt-secret", secret] });
+  const page = await openExample(context, site, hub, {
+    user: "u1",
+    topics: "run:r1",
+    token: token(secret, "u1", ["run:*"], 3),
+  });
+  await waitForDemo(page, "subscribed to run:r1", subscribedTo, "run:r1");
+  await page.evaluate((fresh) => window.heraldDemo.client.setToken(fresh), token(secret, "u1", ["run:*"], 600));
+  // Past the first token's expiry (exp has whole seconds, checked with no leeway).
+  await sleep(4_500);
+  await publish(hub, { topic: "run:r1", event_type: "step.completed", data: { step: 1 } });
+  await waitForDemo(page, "the event after the first token expired", (demo) => demo.events.some((e) => e.topic === "run:r1"));
+  const states = await page.evaluate(() => window.heraldDemo.states.map((s) => s.state));
+  assert.deepEqual(states.filter((state) => state !== "open" && state !== "connecting"), [], `states: ${states}`);
   await page.close();
   await stopHub(hub);
 });

@@ -7,8 +7,10 @@ use std::cell::RefCell;
 use std::fmt;
 use std::rc::Rc;
 
-use herald_protocol::frame::{ClientFrame, Confirm, Control, RequestId, Subscribe, Unsubscribe};
-use herald_protocol::session::{Checkpoints, Session};
+use herald_protocol::frame::{
+    Auth, ClientFrame, Confirm, Control, RequestId, Subscribe, Unsubscribe,
+};
+use herald_protocol::session::{Checkpoints, ConnectionState, Session};
 use herald_protocol::{CallbackId, ClientMessage};
 use wasm_bindgen::prelude::*;
 
@@ -61,10 +63,7 @@ impl WasmClient {
     pub fn connect(&self) {
         self.apply(|driver, shared| {
             if driver.started() {
-                if matches!(
-                    driver.session.state(),
-                    herald_protocol::session::ConnectionState::Closed { .. }
-                ) {
+                if matches!(driver.session.state(), ConnectionState::Closed { .. }) {
                     driver.session.reconnect();
                 }
             } else {
@@ -129,6 +128,23 @@ impl WasmClient {
         self.send_frame(ClientFrame {
             id: id.map(RequestId::String),
             message,
+        })
+    }
+
+    /// A fresh token: offered by every socket from now on, and sent to the
+    /// hub at once in an `auth` frame when a connection is open (it then
+    /// checks the connection's subscriptions against it and keeps the
+    /// connection past the old token's expiry).
+    pub fn set_token(&self, token: String) -> Result<(), JsError> {
+        self.apply(|driver, _| {
+            driver.set_subprotocols(crate::options::subprotocols(Some(&token)));
+            if matches!(driver.session.state(), ConnectionState::Open) {
+                driver
+                    .session
+                    .send(ClientMessage::Auth(Auth { token }))
+                    .map_err(|e| JsError::new(&e.to_string()))?;
+            }
+            Ok(())
         })
     }
 

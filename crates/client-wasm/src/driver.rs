@@ -40,6 +40,11 @@ pub(crate) struct Driver {
 }
 
 impl Driver {
+    /// The subprotocols the next sockets offer (a new token's).
+    pub(crate) fn set_subprotocols(&mut self, subprotocols: Vec<String>) {
+        self.subprotocols = subprotocols;
+    }
+
     pub(crate) fn new(
         session: Session,
         urls: Vec<String>,

@@ -86,13 +86,19 @@ impl Options {
     /// The subprotocols every socket offers: `herald.v1`, and `bearer.<JWT>`
     /// with a token.
     pub(crate) fn subprotocols(&self) -> Vec<String> {
-        let mut protocols = vec![SUBPROTOCOL.to_owned()];
-        protocols.extend(self.token.as_ref().map(|token| format!("bearer.{token}")));
-        protocols
+        subprotocols(self.token.as_deref())
     }
 
     /// The connect timeout in milliseconds (0: none).
     pub(crate) fn connect_timeout_ms(&self) -> u64 {
         self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS)
     }
+}
+
+/// The subprotocols a socket offers with `token`: `herald.v1`, and
+/// `bearer.<JWT>` with a token.
+pub(crate) fn subprotocols(token: Option<&str>) -> Vec<String> {
+    let mut protocols = vec![SUBPROTOCOL.to_owned()];
+    protocols.extend(token.map(|token| format!("bearer.{token}")));
+    protocols
 }
