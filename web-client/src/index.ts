@@ -225,6 +225,7 @@ export class HeraldClient implements SubscriptionHost {
    * do not reject it.
    */
   connect(): Promise<void> {
+    if (this.disposed) return Promise.reject(new Error("HeraldClient was disposed"));
     if (this.currentState.state === "open") return Promise.resolve();
     const welcomed = new Promise<void>((resolve, reject) => this.welcomed.push({ resolve, reject }));
     return this.run((client) => client.connect()).then(() => welcomed);
@@ -299,6 +300,9 @@ export class HeraldClient implements SubscriptionHost {
    * still be carried out later).
    */
   confirm(callbackId: string, proceed: boolean, feedback?: string): Promise<void> {
+    if (typeof callbackId !== "string" || callbackId === "") {
+      return Promise.reject(new TypeError(`confirm: callbackId must be the approval's callback_id, not ${String(callbackId)}`));
+    }
     return this.command((client, id) => client.confirm(callbackId, proceed, feedback, id));
   }
 
@@ -329,6 +333,7 @@ export class HeraldClient implements SubscriptionHost {
 
   /** Disconnects and releases the wasm side (socket, timers, listeners). */
   dispose(): void {
+    if (this.disposed) return;
     this.disposed = true;
     for (const subscription of this.subscriptions.splice(0)) subscription.close();
     for (const waiter of this.welcomed.splice(0)) waiter.reject(new Error("HeraldClient was disposed"));
@@ -340,6 +345,7 @@ export class HeraldClient implements SubscriptionHost {
       client.dispose();
       client.free();
     }
+    if (this.currentState.state !== "closed") this.changeState({ state: "closed", reason: "disconnected" });
   }
 
   /** The current connection's `session_id` (from `welcome`). */

@@ -326,6 +326,30 @@ test("a_token_set_before_the_old_one_expires_keeps_the_connection_open_past_its_
   await stopHub(hub);
 });
 
+test("a_disposed_client_says_it_is_closed_and_refuses_to_connect_and_confirm_names_a_missing_id", async () => {
+  const hub = await startHub();
+  const page = await openExample(context, site, hub, { user: "u1", topics: "run:r1" });
+  await waitForDemo(page, "open", isOpen);
+  const outcome = await page.evaluate(async () => {
+    const client = window.heraldDemo.client;
+    const missing = await client.confirm(undefined, true).then(
+      () => "resolved",
+      (error) => `${error.name}: ${error.message}`,
+    );
+    client.dispose();
+    const connected = await client.connect().then(
+      () => "resolved",
+      (error) => error.message,
+    );
+    return { missing, state: client.state, connected };
+  });
+  assert.match(outcome.missing, /^TypeError: confirm: callbackId/);
+  assert.deepEqual(outcome.state, { state: "closed", reason: "disconnected" });
+  assert.equal(outcome.connected, "HeraldClient was disposed");
+  await page.close();
+  await stopHub(hub);
+});
+
 test("checkpoints_persisted_in_session_storage_resume_after_a_reload", async () => {
   const hub = await startHub();
   const topic = "execution:reload";
