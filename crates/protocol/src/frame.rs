@@ -444,6 +444,17 @@ impl ClientFrame {
     }
 }
 
+/// A free-text field a person writes (`feedback`, `reason`): at most
+/// [`MAX_TEXT_LEN`] bytes, on every dialect.
+pub fn check_text(field: &str, text: Option<&str>) -> Result<(), DecodeError> {
+    match text {
+        Some(text) if text.len() > MAX_TEXT_LEN => Err(DecodeError::InvalidRequest(format!(
+            "{field} must be at most {MAX_TEXT_LEN} bytes"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn decode_message(tag: &str, map: Map<String, Value>) -> Result<ClientMessage, DecodeError> {
     fn body<T: serde::de::DeserializeOwned>(map: Map<String, Value>) -> Result<T, DecodeError> {
         serde_json::from_value(Value::Object(map)).map_err(|e| DecodeError::from_json(&e))
@@ -458,29 +469,13 @@ fn decode_message(tag: &str, map: Map<String, Value>) -> Result<ClientMessage, D
         "pong" => ClientMessage::Pong(body(map)?),
         "confirm" => {
             let confirm: Confirm = body(map)?;
-            if confirm
-                .feedback
-                .as_ref()
-                .is_some_and(|f| f.len() > MAX_TEXT_LEN)
-            {
-                return Err(DecodeError::InvalidRequest(format!(
-                    "feedback must be at most {MAX_TEXT_LEN} bytes"
-                )));
-            }
+            check_text("feedback", confirm.feedback.as_deref())?;
             ClientMessage::Confirm(confirm)
         }
         "cancel" | "pause" | "resume" => {
             let control: Control = body(map)?;
             control.target_topic()?;
-            if control
-                .reason
-                .as_ref()
-                .is_some_and(|r| r.len() > MAX_TEXT_LEN)
-            {
-                return Err(DecodeError::InvalidRequest(format!(
-                    "reason must be at most {MAX_TEXT_LEN} bytes"
-                )));
-            }
+            check_text("reason", control.reason.as_deref())?;
             match tag {
                 "cancel" => ClientMessage::Cancel(control),
                 "pause" => ClientMessage::Pause(control),

@@ -13,7 +13,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
-use herald_protocol::frame::{ErrorFrame, Heartbeat, MAX_TEXT_LEN, Subscribe};
+use herald_protocol::frame::{ErrorFrame, Heartbeat, Subscribe, check_text};
 use herald_protocol::payload::{ApprovalRequested, ControlRequest, Payload as _};
 use herald_protocol::{
     ErrorCode, Event, EventType, Priority, PublishRequest, ServerMessage, Topic, TopicPattern,
@@ -307,13 +307,9 @@ fn text_field(
     message: &Map<String, Value>,
     field: &str,
 ) -> Result<Option<String>, (ErrorCode, String)> {
-    match string_field(message, field) {
-        Some(text) if text.len() > MAX_TEXT_LEN => Err((
-            ErrorCode::InvalidRequest,
-            format!("{field} must be at most {MAX_TEXT_LEN} bytes"),
-        )),
-        text => Ok(text.map(str::to_owned)),
-    }
+    let text = string_field(message, field);
+    check_text(field, text).map_err(|e| (e.code(), e.to_string()))?;
+    Ok(text.map(str::to_owned))
 }
 
 /// `{action: "confirm", callback_id, proceed, feedback}`: the first answer
