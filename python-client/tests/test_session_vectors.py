@@ -20,6 +20,7 @@ from herald._session import (
     Disconnected,
     FrameDecodeError,
     FrameDropped,
+    FrameTooLargeError,
     NoTopicsError,
     Open,
     Reconnecting,
@@ -61,6 +62,7 @@ CONFIG_KEYS = {
     "endpoints",
     "max_checkpoints",
     "max_since_bytes",
+    "max_frame_bytes",
 }
 
 
@@ -85,7 +87,10 @@ def state_json(state: ConnectionState) -> Any:
     if isinstance(state, Open):
         return "open"
     if isinstance(state, Reconnecting):
-        return {"reconnecting": {"attempt": state.attempt, "delay_ms": state.delay_ms}}
+        reconnecting: dict[str, int] = {"attempt": state.attempt, "delay_ms": state.delay_ms}
+        if state.code is not None:
+            reconnecting["code"] = state.code
+        return {"reconnecting": reconnecting}
     assert isinstance(state, Closed)
     reason = state.reason
     if isinstance(reason, Disconnected):
@@ -221,6 +226,8 @@ def run(scenario: dict[str, Any]) -> None:
             outcome = "no_topics"
         except TimeCursorError:
             outcome = "time_cursor"
+        except FrameTooLargeError:
+            outcome = "frame_too_large"
         except FrameDecodeError:
             outcome = "decode_error"
         assert outcome == step.get("error"), f"{context}: result"

@@ -105,6 +105,22 @@ async def test_a_refused_topic_is_a_typed_error(hub: Hub) -> None:
     assert status["active_connections"] == 0
 
 
+async def test_a_subscription_over_the_hubs_frame_limit_is_refused_before_connecting(hub: Hub) -> None:
+    # Sent, the frame would make the hub close the connection with 1009, and
+    # the subscription would send it again on every reconnect.
+    topics = [f"execution:{i:0>100}" for i in range(1000)]
+    async with herald.AsyncHerald(hub.url) as client:
+        with pytest.raises(herald.TooLargeError, match="frame limit of 65536") as refused:
+            client.subscribe(topics)
+        async with client.subscribe(topics[:100]) as events:
+            await client.publish(topics[0], "execution.progress", {"p": 1})
+            [item] = await take(events, 1)
+        status = (await client._http.get("/api/v1/status")).json()
+    assert refused.value.code == "too_large"
+    assert isinstance(item, Event) and item.topic == topics[0]
+    assert status["active_connections"] == 0
+
+
 async def test_an_int_since_without_an_exact_topic_is_refused(hub: Hub) -> None:
     async with herald.AsyncHerald(hub.url) as client:
         with pytest.raises(ValueError, match="exact topics"):
@@ -283,7 +299,7 @@ async def test_a_draining_hubs_retry_after_ms_is_the_first_reconnect_delay(
                     for r in caplog.records
                     if isinstance(r.args, tuple) and r.args and isinstance(r.args[0], Reconnecting)
                 ]
-                assert reconnects[0] == Reconnecting(attempt=1, delay_ms=hint), reconnects
+                assert reconnects[0] == Reconnecting(attempt=1, delay_ms=hint, code=1001), reconnects
     finally:
         draining.stop()
 

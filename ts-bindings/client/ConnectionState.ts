@@ -4,7 +4,7 @@ import type { ClosedState } from "./ClosedState";
 /**
  * The connection state as a client reports it to its application, in JSON
  * (the browser client's `onState`; made from [`ConnectionState`]): `{"state": "connecting" | "open"}`,
- * `{"state": "reconnecting", "attempt": 2, "delay": 1500}`,
+ * `{"state": "reconnecting", "attempt": 2, "delay": 1500, "code": 4001}`,
  * `{"state": "closed", "reason": "terminal", "code": 4500}`.
  */
-export type ConnectionState = { "state": "connecting" } | { "state": "open" } | { "state": "reconnecting", attempt: number, delay: number, } | { "state": "closed" } & ClosedState;
+export type ConnectionState = { "state": "connecting" } | { "state": "open" } | { "state": "reconnecting", attempt: number, delay: number, code?: number, } | { "state": "closed" } & ClosedState;

@@ -73,6 +73,10 @@ export interface HeraldOptions {
   /** Bytes of `since` a resubscription carries, the most recently advanced topics first
    * (the rest resume live), so it stays below the hub's frame limit. Default 32768. */
   maxSinceBytes?: number;
+  /** The hub's `--max-frame-size`: a `subscribe()`, `unsubscribe()`, `confirm()` or control
+   * request whose frame would be larger is refused (it would close the connection with 1009).
+   * Default 65536. */
+  maxFrameBytes?: number;
   /** A socket still connecting after this long counts as a failed attempt, ms (0: off). Default 10000. */
   connectTimeout?: number;
   /** Sent as `?user_id=`: the connection receives that user's messages and approvals. */
@@ -251,7 +255,10 @@ export class HeraldClient implements SubscriptionHost {
     };
     this.run((client) => client.subscribe(JSON.stringify(frame), id)).catch((error: unknown) => {
       const message = error instanceof Error ? error.message : String(error);
-      subscription.handleError({ code: "invalid_topic", message: `${list.join(", ")}: ${message}`, ref: null });
+      // The session core's `FrameTooLarge` says "over the hub's frame limit";
+      // everything else it refuses a subscription for is in its topics.
+      const code = message.includes("over the hub's frame limit") ? "too_large" : "invalid_topic";
+      subscription.handleError({ code, message: `${list.join(", ")}: ${message}`, ref: id });
     });
     return subscription;
   }

@@ -326,6 +326,59 @@ test("a_token_set_before_the_old_one_expires_keeps_the_connection_open_past_its_
   await stopHub(hub);
 });
 
+test("an_expired_token_is_reported_as_close_code_4001_and_a_token_set_then_reconnects", async () => {
+  const secret = "browser-test-secret-0123456789abcdef";
+  const hub = await startHub({ args: ["--jwt-secret", secret] });
+  const page = await openExample(context, site, hub, {
+    user: "u1",
+    topics: "run:r1",
+    token: token(secret, "u1", ["run:*"], 2),
+  });
+  await waitForDemo(page, "subscribed to run:r1", subscribedTo, "run:r1");
+  await waitForDemo(page, "a reconnect after the token expired", (demo) =>
+    demo.states.some((s) => s.state === "reconnecting"),
+  );
+  const reconnecting = await page.evaluate(() => window.heraldDemo.states.find((s) => s.state === "reconnecting"));
+  assert.equal(reconnecting.code, 4001, JSON.stringify(reconnecting));
+  // The app hands over a fresh token: the next attempt offers it and gets in.
+  await page.evaluate((fresh) => window.heraldDemo.client.setToken(fresh), token(secret, "u1", ["run:*"], 600));
+  await publish(hub, { topic: "run:r1", event_type: "step.completed", data: { step: 1 } });
+  await waitForDemo(page, "the event after the fresh token", (demo) => demo.events.some((e) => e.topic === "run:r1"));
+  await page.close();
+  await stopHub(hub);
+});
+
+test("a_frame_over_the_hubs_limit_is_refused_in_the_page_and_the_connection_carries_on", async () => {
+  const hub = await startHub();
+  const page = await openExample(context, site, hub, { user: "u1", topics: "run:r1" });
+  await waitForDemo(page, "subscribed to run:r1", subscribedTo, "run:r1");
+  const outcome = await page.evaluate(async () => {
+    const client = window.heraldDemo.client;
+    const topics = Array.from({ length: 3000 }, (_, i) => `run:${String(i).padStart(30, "0")}`);
+    const big = client.subscribe(topics);
+    const ready = await big.ready().then(
+      () => "resolved",
+      (error) => error.message,
+    );
+    const feedback = await client.confirm("cb-1", true, "A".repeat(70_000)).then(
+      () => "resolved",
+      (error) => error.message,
+    );
+    return { ready, state: big.state.state, code: big.state.error?.code, feedback };
+  });
+  assert.equal(outcome.state, "refused");
+  assert.equal(outcome.code, "too_large");
+  assert.match(outcome.ready, /over the hub's frame limit of 65536/);
+  assert.match(outcome.feedback, /over the hub's frame limit of 65536/);
+  // The connection was never closed, and the page's own subscription still delivers.
+  await publish(hub, { topic: "run:r1", event_type: "step.completed", data: { step: 1 } });
+  await waitForDemo(page, "the event after the refusals", (demo) => demo.events.some((e) => e.topic === "run:r1"));
+  const states = await page.evaluate(() => window.heraldDemo.states.map((s) => s.state));
+  assert.deepEqual(states, ["connecting", "open"]);
+  await page.close();
+  await stopHub(hub);
+});
+
 test("a_disposed_client_says_it_is_closed_and_refuses_to_connect_and_confirm_names_a_missing_id", async () => {
   const hub = await startHub();
   const page = await openExample(context, site, hub, { user: "u1", topics: "run:r1" });

@@ -27,6 +27,7 @@ pub(crate) struct Options {
     jitter: Option<bool>,
     max_checkpoints: Option<usize>,
     max_since_bytes: Option<usize>,
+    max_frame_bytes: Option<usize>,
     /// How long a socket may stay in `CONNECTING` before the attempt counts
     /// as failed (a hub that accepts TCP but never answers the upgrade).
     /// Default: 10 s; 0 turns it off.
@@ -79,6 +80,7 @@ impl Options {
             jitter: self.jitter.unwrap_or(defaults.jitter),
             max_checkpoints: self.max_checkpoints.unwrap_or(defaults.max_checkpoints),
             max_since_bytes: self.max_since_bytes.unwrap_or(defaults.max_since_bytes),
+            max_frame_bytes: self.max_frame_bytes.unwrap_or(defaults.max_frame_bytes),
             endpoints: 1 + self.failover.len(),
         }
     }

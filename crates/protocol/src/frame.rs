@@ -442,6 +442,26 @@ impl ClientFrame {
         // Serializing these types cannot fail: every map key is a string.
         serde_json::to_string(self).unwrap_or_default()
     }
+
+    /// How many bytes [`encode`](ClientFrame::encode) makes of the frame,
+    /// counted without building the text.
+    pub fn encoded_len(&self) -> usize {
+        /// Counts what is written to it and keeps nothing.
+        struct Counter(usize);
+        impl std::io::Write for Counter {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0 += bytes.len();
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut counter = Counter(0);
+        // As in `encode`: serializing these types cannot fail.
+        let _ = serde_json::to_writer(&mut counter, self);
+        counter.0
+    }
 }
 
 /// A free-text field a person writes (`feedback`, `reason`): at most

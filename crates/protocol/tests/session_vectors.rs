@@ -67,6 +67,9 @@ fn config(spec: &Value) -> SessionConfig {
     if let Some(n) = spec.get("max_since_bytes").and_then(Value::as_u64) {
         config.max_since_bytes = usize::try_from(n).unwrap();
     }
+    if let Some(n) = spec.get("max_frame_bytes").and_then(Value::as_u64) {
+        config.max_frame_bytes = usize::try_from(n).unwrap();
+    }
     for key in spec.keys() {
         assert!(
             [
@@ -81,6 +84,7 @@ fn config(spec: &Value) -> SessionConfig {
                 "endpoints",
                 "max_checkpoints",
                 "max_since_bytes",
+                "max_frame_bytes",
             ]
             .contains(&key.as_str()),
             "unknown config key {key}"
@@ -102,9 +106,16 @@ fn state_json(state: &ConnectionState) -> Value {
     match state {
         ConnectionState::Connecting => json!("connecting"),
         ConnectionState::Open => json!("open"),
-        ConnectionState::Reconnecting { attempt, delay_ms } => {
-            json!({"reconnecting": {"attempt": attempt, "delay_ms": delay_ms}})
-        }
+        ConnectionState::Reconnecting {
+            attempt,
+            delay_ms,
+            code,
+        } => match code {
+            Some(code) => {
+                json!({"reconnecting": {"attempt": attempt, "delay_ms": delay_ms, "code": code.0}})
+            }
+            None => json!({"reconnecting": {"attempt": attempt, "delay_ms": delay_ms}}),
+        },
         ConnectionState::Closed { reason } => match reason {
             ClosedReason::Disconnected => json!({"closed": "disconnected"}),
             ClosedReason::Terminal(code) => json!({"closed": {"terminal": code.0}}),
@@ -144,6 +155,7 @@ fn session_error(error: &SessionError) -> &'static str {
         SessionError::Closed => "closed",
         SessionError::NoTopics => "no_topics",
         SessionError::TimeCursor => "time_cursor",
+        SessionError::FrameTooLarge { .. } => "frame_too_large",
     }
 }
 

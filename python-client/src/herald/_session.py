@@ -122,6 +122,11 @@ class SessionConfig:
     the topics the subscription names, then the most recently advanced
     others, resume from their checkpoint, the rest live, so a
     resubscription stays below the hub's frame limit (1009)."""
+    max_frame_bytes: int = 64 * 1024
+    """The largest frame the hub takes (its ``--max-frame-size``; over it the
+    hub closes with 1009): a subscription, unsubscription or request whose
+    frame would be larger is refused with :class:`FrameTooLargeError`
+    instead of being sent, and a resubscription's ``since`` is cut to fit."""
 
     def reconnect_delay_cap(self, attempt: int) -> int:
         """``min(max, initial * 2^(attempt - 1))`` in ms, saturating at 2^64-1."""
@@ -202,10 +207,13 @@ class Open:
 
 @dataclass(frozen=True)
 class Reconnecting:
-    """Waiting ``delay_ms`` before reconnect attempt ``attempt`` (1-based)."""
+    """Waiting ``delay_ms`` before reconnect attempt ``attempt`` (1-based).
+    ``code`` is the close code the last connection ended with (4001: the
+    token expired), ``None`` when the socket failed without one."""
 
     attempt: int
     delay_ms: int
+    code: int | None = None
 
 
 @dataclass(frozen=True)
@@ -275,6 +283,24 @@ class NoTopicsError(SessionError):
 class TimeCursorError(SessionError):
     """A ``since`` with ``time_ms``: the session resumes from seq checkpoints,
     which a time cannot become (send a time cursor on a raw connection)."""
+
+
+class FrameTooLargeError(SessionError):
+    """The frame is larger than the hub takes (``max_frame_bytes``): sent, it
+    would close the connection with 1009, and a subscription would do so
+    again on every reconnect."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"the frame would be {size} bytes, over the hub's frame limit of {limit} (max_frame_bytes): split it"
+        )
+        self.size = size
+        self.limit = limit
+
+
+def frame_bytes(frame: WireModel) -> int:
+    """How many bytes the frame takes on the wire (its compact JSON, UTF-8)."""
+    return len(frame.to_json().encode())
 
 
 class FrameDecodeError(ValueError):
@@ -357,15 +383,17 @@ class Subscription:
         return any(pattern_matches(p, topic) for p in self.topics)
 
     def frame(
-        self, checkpoints: dict[str, Checkpoint], max_since_bytes: int, id: RequestId | None
+        self, checkpoints: dict[str, Checkpoint], config: SessionConfig, id: RequestId | None
     ) -> ClientFrameSubscribe:
         """The frame, with ``since`` for the covered topics: those the
         subscription names first (in topic order), then the others, the most
         recently advanced first (``checkpoints`` is in the order they were
-        written), while they fit in ``max_since_bytes``."""
+        written), while they fit in ``max_since_bytes`` and keep the frame
+        within ``max_frame_bytes``."""
         named = sorted(topic for topic in checkpoints if self.names(topic))
         others = [t for t in reversed(checkpoints) if not self.names(t) and self.covers(t)]
-        left = max_since_bytes
+        room = config.max_frame_bytes - frame_bytes(self.frame_without_since(id)) - _SINCE_FIELD_BYTES
+        left = min(config.max_since_bytes, max(room, 0))
         chosen: dict[str, Since] = {}
         for topic in named + others:
             left -= since_bytes(topic, checkpoints[topic])
@@ -376,6 +404,14 @@ class Subscription:
         return ClientFrameSubscribe(
             id=id, topics=list(self.topics), filter=self.filter, since=since, snapshot=self.snapshot
         )
+
+    def frame_without_since(self, id: RequestId | None) -> ClientFrameSubscribe:
+        """The frame with no ``since``: the smallest it can be."""
+        return ClientFrameSubscribe(id=id, topics=list(self.topics), filter=self.filter, snapshot=self.snapshot)
+
+
+_SINCE_FIELD_BYTES = len(',"since":{}')
+"""What a non-empty ``since`` adds around its entries."""
 
 
 # ---- the session ----
@@ -502,7 +538,7 @@ class Session:
                 self._set_state(Open())
                 for subscription in self._subscriptions:
                     self._transmit.append(
-                        subscription.frame(self._checkpoints, self.config.max_since_bytes, None)
+                        subscription.frame(self._checkpoints, self.config, None)
                     )
                 self._transmit.extend(self._outbox)
                 self._outbox.clear()
@@ -566,7 +602,7 @@ class Session:
         if code is not None and not should_reconnect(code):
             self._close(Terminal(code))
         else:
-            self._schedule_reconnect(now, hint)
+            self._schedule_reconnect(now, hint, code)
 
     def handle_timeout(self, now: int) -> None:
         """The deadline from :meth:`poll_timeout` passed (early or late is harmless)."""
@@ -637,9 +673,10 @@ class Session:
                     raise TimeCursorError(
                         "the session resumes from seq checkpoints: subscribe without a time cursor"
                     )
+            subscription = Subscription(list(frame.topics), frame.filter, frame.snapshot)
+            self._check_size(subscription.frame_without_since(frame.id))
             for topic in sorted(given):
                 self._write(topic, given[topic])
-            subscription = Subscription(list(frame.topics), frame.filter, frame.snapshot)
             try:
                 self._add_subscription(subscription, frame.id)
             finally:
@@ -650,6 +687,7 @@ class Session:
             return
         if isinstance(self._phase, _ClosedPhase):
             raise SessionClosedError("the session is closed; call reconnect() before sending")
+        self._check_size(frame)
         if self._is_welcomed():
             self._transmit.append(frame)
         else:
@@ -741,7 +779,7 @@ class Session:
         elif isinstance(phase, _ConnectingPhase):
             self._requeue_unsent()
 
-    def _schedule_reconnect(self, now: int, hint: int | None) -> None:
+    def _schedule_reconnect(self, now: int, hint: int | None, code: int | None) -> None:
         if hint is not None:
             # The close was planned: the hub's hint, counted as attempt 1.
             delay = min(hint, self.config.max_reconnect_delay_ms)
@@ -757,7 +795,7 @@ class Session:
         # draining, or cannot be reached) is not waited for.
         self._endpoint = (self._endpoint + 1) % max(self.config.endpoints, 1)
         self._phase = _Waiting(until=min(now + delay, U64))
-        self._set_state(Reconnecting(attempt, delay))
+        self._set_state(Reconnecting(attempt, delay, code))
 
     def _close(self, reason: ClosedReason) -> None:
         self._phase = _ClosedPhase()
@@ -784,13 +822,22 @@ class Session:
     def _add_subscription(self, subscription: Subscription, id: RequestId | None) -> None:
         if not subscription.topics:
             raise NoTopicsError("a subscription needs at least one topic or pattern")
+        self._check_size(subscription.frame_without_since(id))
         if self._is_welcomed():
-            self._transmit.append(subscription.frame(self._checkpoints, self.config.max_since_bytes, id))
+            self._transmit.append(subscription.frame(self._checkpoints, self.config, id))
         self._subscriptions.append(subscription)
+
+    def _check_size(self, frame: WireModel) -> None:
+        """Refuses a frame the hub would close the connection for (1009)."""
+        size = frame_bytes(frame)
+        if size > self.config.max_frame_bytes:
+            raise FrameTooLargeError(size, self.config.max_frame_bytes)
 
     def _remove_topics(self, topics: list[str], id: RequestId | None) -> None:
         if not topics:
             raise NoTopicsError("a subscription needs at least one topic or pattern")
+        frame = ClientFrameUnsubscribe(id=id, topics=topics)
+        self._check_size(frame)
         for subscription in self._subscriptions:
             subscription.topics = [p for p in subscription.topics if p not in topics]
         self._subscriptions = [s for s in self._subscriptions if s.topics]
@@ -801,7 +848,7 @@ class Session:
             or any(s.covers(topic) for s in self._subscriptions)
         }
         if self._is_welcomed():
-            self._transmit.append(ClientFrameUnsubscribe(id=id, topics=topics))
+            self._transmit.append(frame)
 
     def _write(self, topic: str, checkpoint: Checkpoint) -> Checkpoint:
         """Sets the checkpoint of ``topic`` as the most recently written: the

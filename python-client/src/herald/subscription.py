@@ -33,6 +33,7 @@ from ._session import (
     Connect,
     ConnectionState,
     FrameDecodeError,
+    FrameTooLargeError,
     Session,
     SessionConfig,
     StateChanged,
@@ -40,7 +41,15 @@ from ._session import (
     checkpoints_from_json,
     checkpoints_to_json,
 )
-from .errors import GapError, HubError, InvalidTopicError, SubscriptionClosedError, TransportError, hub_error
+from .errors import (
+    GapError,
+    HubError,
+    InvalidTopicError,
+    SubscriptionClosedError,
+    TooLargeError,
+    TransportError,
+    hub_error,
+)
 from .models import ErrorFrame, Event, EventFilter, Gap, Snapshot, Subscribed
 
 log = logging.getLogger("herald")
@@ -129,6 +138,8 @@ class Subscription(Generic[T]):
             self._session.subscribe(self._topics, flt, snapshot)
         except ValidationError as error:
             raise InvalidTopicError(f"refused before connecting: {error}") from error
+        except FrameTooLargeError as error:
+            raise TooLargeError(f"refused before connecting: {error}") from error
         self._socket: ClientConnection | None = None
         self._clock = time.monotonic()
         self._ready: deque[Any] = deque()

@@ -64,8 +64,17 @@ fn format_state(state: &ConnectionState) -> String {
     match state {
         ConnectionState::Connecting => "connecting".to_owned(),
         ConnectionState::Open => "connected".to_owned(),
-        ConnectionState::Reconnecting { attempt, delay_ms } => {
-            format!("disconnected; reconnect attempt {attempt} in {delay_ms} ms")
+        ConnectionState::Reconnecting {
+            attempt,
+            delay_ms,
+            code,
+        } => {
+            let closed = match code.map(|code| code.0) {
+                Some(4001) => " (4001: the token expired)".to_owned(),
+                Some(code) => format!(" (close code {code})"),
+                None => String::new(),
+            };
+            format!("disconnected{closed}; reconnect attempt {attempt} in {delay_ms} ms")
         }
         ConnectionState::Closed { reason } => format!("closed: {reason:?}"),
     }

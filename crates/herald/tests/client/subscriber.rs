@@ -8,7 +8,7 @@ use herald_client::{
     ConnectionState, PublishRequest, Publisher, RetryPolicy, SessionConfig, Subscriber,
     SubscriberItem,
 };
-use herald_protocol::{EventType, Priority, Topic};
+use herald_protocol::{CloseReason, EventType, Priority, Topic};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -118,7 +118,8 @@ async fn subscriber_waits_the_retry_after_ms_of_a_draining_hubs_notice_before_re
         waiting,
         ConnectionState::Reconnecting {
             attempt: 1,
-            delay_ms: hint
+            delay_ms: hint,
+            code: Some(CloseReason::GOING_AWAY),
         }
     );
     hub.stop().await;

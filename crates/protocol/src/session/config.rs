@@ -51,6 +51,13 @@ pub struct SessionConfig {
     /// hub closes the connection with 1009 and the session would stop for
     /// good. Default: 32 KiB (about 350 topics with 32-character epochs).
     pub max_since_bytes: usize,
+    /// The largest frame the hub takes: its `--max-frame-size`, 64 KiB by
+    /// default (over it the hub closes the connection with 1009). A
+    /// subscription, unsubscription or request whose frame would be larger
+    /// is refused with [`SessionError::FrameTooLarge`](super::SessionError::FrameTooLarge)
+    /// instead of being sent, and a resubscription's `since` is cut to fit.
+    /// Default: 64 KiB.
+    pub max_frame_bytes: usize,
     /// How many hub URLs the driver can connect to (several nodes of one hub
     /// behind no load balancer): each reconnect moves to the next one, in
     /// turn, and resumes with `since` there. Default: 1.
@@ -70,6 +77,7 @@ impl Default for SessionConfig {
             jitter: true,
             max_checkpoints: 4096,
             max_since_bytes: 32 * 1024,
+            max_frame_bytes: 64 * 1024,
             endpoints: 1,
         }
     }

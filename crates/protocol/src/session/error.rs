@@ -17,4 +17,12 @@ pub enum SessionError {
         "the session resumes from seq checkpoints: subscribe without a time cursor (send it on a raw connection)"
     )]
     TimeCursor,
+    /// The frame is larger than the hub takes
+    /// ([`SessionConfig::max_frame_bytes`](super::SessionConfig::max_frame_bytes),
+    /// its `--max-frame-size`): sent, it would close the connection with
+    /// 1009, and a subscription would do so again on every reconnect.
+    #[error(
+        "the frame would be {bytes} bytes, over the hub's frame limit of {limit} (max_frame_bytes): split it"
+    )]
+    FrameTooLarge { bytes: usize, limit: usize },
 }

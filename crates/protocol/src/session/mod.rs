@@ -109,6 +109,7 @@ use crate::topic::{Topic, TopicPattern};
 use self::backoff::Backoff;
 use self::config::millis;
 use self::outbox::Outbox;
+use self::subscription::FrameLimits;
 
 pub use self::checkpoint::{Checkpoint, Checkpoints};
 pub use self::config::SessionConfig;
@@ -237,10 +238,11 @@ impl Session {
                 if self.mark_welcomed() {
                     self.session_id = Some(welcome.session_id.clone());
                     self.set_state(ConnectionState::Open);
+                    let limits = self.frame_limits();
                     for subscription in &self.subscriptions {
                         self.transmit.push_back(subscription.frame(
                             &self.checkpoints,
-                            self.config.max_since_bytes,
+                            limits,
                             None,
                         ));
                     }
@@ -342,7 +344,7 @@ impl Session {
             Some(code) if !code.should_reconnect() => {
                 self.close(ClosedReason::Terminal(code));
             }
-            _ => self.schedule_reconnect(now, hint),
+            _ => self.schedule_reconnect(now, hint, reason),
         }
     }
 
@@ -422,6 +424,7 @@ impl Session {
                 filter,
                 snapshot,
             },
+            Checkpoints::new(),
             None,
         )
     }
@@ -453,15 +456,12 @@ impl Session {
                     };
                     since.insert(topic, Checkpoint { seq, epoch });
                 }
-                self.checkpoints.merge(since);
                 let subscription = Subscription {
                     topics: subscribe.topics,
                     filter: subscribe.filter,
                     snapshot: subscribe.snapshot,
                 };
-                let added = self.add_subscription(subscription, frame.id);
-                self.trim_checkpoints();
-                added
+                self.add_subscription(subscription, since, frame.id)
             }
             ClientMessage::Unsubscribe(unsubscribe) => {
                 self.remove_topics(unsubscribe.topics, frame.id)
@@ -471,6 +471,9 @@ impl Session {
                     id: frame.id,
                     message,
                 };
+                if !matches!(self.phase, Phase::Closed) {
+                    self.check_size(&frame)?;
+                }
                 match &self.phase {
                     Phase::Closed => Err(SessionError::Closed),
                     Phase::Open(link) if link.welcomed => {
@@ -607,7 +610,7 @@ impl Session {
 
     /// Waits before the next attempt: the hub's hint when it gave one (the
     /// close was planned, so the count starts again), else the backoff's.
-    fn schedule_reconnect(&mut self, now: Millis, hint: Option<u64>) {
+    fn schedule_reconnect(&mut self, now: Millis, hint: Option<u64>, code: Option<CloseReason>) {
         let (attempt, delay_ms) = match hint {
             // The close was planned: the hub's hint, counted as attempt 1.
             Some(hint) => (
@@ -633,7 +636,11 @@ impl Session {
         self.phase = Phase::Waiting {
             until: now.plus(delay_ms),
         };
-        self.set_state(ConnectionState::Reconnecting { attempt, delay_ms });
+        self.set_state(ConnectionState::Reconnecting {
+            attempt,
+            delay_ms,
+            code,
+        });
     }
 
     fn close(&mut self, reason: ClosedReason) {
@@ -675,19 +682,23 @@ impl Session {
     fn add_subscription(
         &mut self,
         subscription: Subscription,
+        since: Checkpoints,
         id: Option<RequestId>,
     ) -> Result<(), SessionError> {
         if subscription.topics.is_empty() {
             return Err(SessionError::NoTopics);
         }
+        self.check_size(&subscription.frame_without_since(id.clone()))?;
+        let resumed = !since.is_empty();
+        self.checkpoints.merge(since);
         if self.is_welcomed() {
-            self.transmit.push_back(subscription.frame(
-                &self.checkpoints,
-                self.config.max_since_bytes,
-                id,
-            ));
+            self.transmit
+                .push_back(subscription.frame(&self.checkpoints, self.frame_limits(), id));
         }
         self.subscriptions.push(subscription);
+        if resumed {
+            self.trim_checkpoints();
+        }
         Ok(())
     }
 
@@ -699,6 +710,23 @@ impl Session {
         if topics.is_empty() {
             return Err(SessionError::NoTopics);
         }
+        let frame = ClientFrame {
+            id,
+            message: ClientMessage::Unsubscribe(crate::frame::Unsubscribe { topics }),
+        };
+        self.check_size(&frame)?;
+        if let ClientMessage::Unsubscribe(unsubscribe) = &frame.message {
+            self.forget_topics(&unsubscribe.topics);
+        }
+        if self.is_welcomed() {
+            self.transmit.push_back(frame);
+        }
+        Ok(())
+    }
+
+    /// Removes `topics` from every subscription and forgets the checkpoints
+    /// of topics no subscription covers any more.
+    fn forget_topics(&mut self, topics: &[TopicPattern]) {
         for subscription in &mut self.subscriptions {
             subscription
                 .topics
@@ -711,11 +739,23 @@ impl Session {
             !topics.iter().any(|removed| removed.matches(topic))
                 || subscriptions.iter().any(|s| s.covers(topic))
         });
-        if self.is_welcomed() {
-            let message = ClientMessage::Unsubscribe(crate::frame::Unsubscribe { topics });
-            self.transmit.push_back(ClientFrame { id, message });
+    }
+
+    /// Refuses a frame the hub would close the connection for (1009).
+    fn check_size(&self, frame: &ClientFrame) -> Result<(), SessionError> {
+        let bytes = frame.encoded_len();
+        let limit = self.config.max_frame_bytes;
+        if bytes > limit {
+            return Err(SessionError::FrameTooLarge { bytes, limit });
         }
         Ok(())
+    }
+
+    fn frame_limits(&self) -> FrameLimits {
+        FrameLimits {
+            max_since_bytes: self.config.max_since_bytes,
+            max_frame_bytes: self.config.max_frame_bytes,
+        }
     }
 
     /// Keeps checkpoints for at most [`SessionConfig::max_checkpoints`]

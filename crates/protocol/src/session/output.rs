@@ -37,8 +37,14 @@ pub enum ConnectionState {
     /// `welcome` received; subscriptions re-sent, offline queue flushed.
     Open,
     /// Waiting `delay_ms` before reconnect attempt `attempt` (1-based, since
-    /// the last stable connection).
-    Reconnecting { attempt: u32, delay_ms: u64 },
+    /// the last stable connection). `code` is the close code the last
+    /// connection ended with (4001: the token expired; 1012: the hub
+    /// restarts), `None` when the socket failed without one or never opened.
+    Reconnecting {
+        attempt: u32,
+        delay_ms: u64,
+        code: Option<CloseReason>,
+    },
     /// Nothing more will happen until [`Session::reconnect`](super::Session::reconnect).
     Closed { reason: ClosedReason },
 }
@@ -58,7 +64,7 @@ pub enum ClosedReason {
 
 /// The connection state as a client reports it to its application, in JSON
 /// (the browser client's `onState`; made from [`ConnectionState`]): `{"state": "connecting" | "open"}`,
-/// `{"state": "reconnecting", "attempt": 2, "delay": 1500}`,
+/// `{"state": "reconnecting", "attempt": 2, "delay": 1500, "code": 4001}`,
 /// `{"state": "closed", "reason": "terminal", "code": 4500}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(tag = "state", rename_all = "snake_case")]
@@ -68,8 +74,17 @@ pub enum StateReport {
     Connecting,
     /// `welcome` received.
     Open,
-    /// Waiting `delay` ms before reconnect attempt `attempt` (1-based).
-    Reconnecting { attempt: u32, delay: u64 },
+    /// Waiting `delay` ms before reconnect attempt `attempt` (1-based);
+    /// `code`: the close code the last connection ended with, absent when
+    /// the socket failed without one (a browser reports a refused upgrade,
+    /// a 401 for a bad token among them, that way).
+    Reconnecting {
+        attempt: u32,
+        delay: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[ts(optional)]
+        code: Option<u16>,
+    },
     /// Nothing more happens until the application reconnects.
     Closed(ClosedReport),
 }
@@ -92,9 +107,14 @@ impl From<&ConnectionState> for StateReport {
         match state {
             ConnectionState::Connecting => StateReport::Connecting,
             ConnectionState::Open => StateReport::Open,
-            ConnectionState::Reconnecting { attempt, delay_ms } => StateReport::Reconnecting {
+            ConnectionState::Reconnecting {
+                attempt,
+                delay_ms,
+                code,
+            } => StateReport::Reconnecting {
                 attempt: *attempt,
                 delay: *delay_ms,
+                code: code.map(|code| code.0),
             },
             ConnectionState::Closed { reason } => StateReport::Closed(match reason {
                 ClosedReason::Disconnected => ClosedReport::Disconnected,

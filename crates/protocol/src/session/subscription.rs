@@ -34,14 +34,19 @@ impl Subscription {
     /// The `subscribe` frame, with `since` for the checkpointed topics the
     /// subscription covers (exact topics, and topics seen under a pattern):
     /// the topics it names first, then the others, the most recently
-    /// advanced first, up to `max_since_bytes` of them ([`since_bytes`]).
+    /// advanced first, as many as fit in `max_since_bytes` ([`since_bytes`])
+    /// and keep the frame within `max_frame_bytes`.
     pub(crate) fn frame(
         &self,
         checkpoints: &Checkpoints,
-        max_since_bytes: usize,
+        limits: FrameLimits,
         id: Option<RequestId>,
     ) -> ClientFrame {
-        let mut left = max_since_bytes;
+        let mut frame = self.frame_without_since(id);
+        let room = limits
+            .max_frame_bytes
+            .saturating_sub(frame.encoded_len() + SINCE_FIELD_BYTES);
+        let mut left = limits.max_since_bytes.min(room);
         let since: BTreeMap<_, _> = checkpoints
             .resumed_first(|topic| self.covers(topic), |topic| self.names(topic))
             .into_iter()
@@ -50,14 +55,34 @@ impl Subscription {
                 Some((topic.clone(), checkpoint.since()))
             })
             .collect();
+        if let ClientMessage::Subscribe(subscribe) = &mut frame.message {
+            subscribe.since = since;
+        }
+        frame
+    }
+
+    /// The `subscribe` frame with no `since`: the smallest this
+    /// subscription's frame can be.
+    pub(crate) fn frame_without_since(&self, id: Option<RequestId>) -> ClientFrame {
         ClientFrame {
             id,
             message: ClientMessage::Subscribe(Subscribe {
                 topics: self.topics.clone(),
                 filter: self.filter.clone(),
-                since,
+                since: BTreeMap::new(),
                 snapshot: self.snapshot,
             }),
         }
     }
 }
+
+/// What bounds a `subscribe` frame: the session's `since` budget and the
+/// hub's frame limit.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FrameLimits {
+    pub max_since_bytes: usize,
+    pub max_frame_bytes: usize,
+}
+
+/// What a non-empty `since` adds around its entries: `,"since":{}`.
+const SINCE_FIELD_BYTES: usize = 11;

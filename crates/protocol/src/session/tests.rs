@@ -163,7 +163,9 @@ fn subscribe_frames(frames: &[ClientFrame]) -> Vec<&Subscribe> {
 
 fn reconnecting(state: &ConnectionState) -> Option<(u32, u64)> {
     match state {
-        ConnectionState::Reconnecting { attempt, delay_ms } => Some((*attempt, *delay_ms)),
+        ConnectionState::Reconnecting {
+            attempt, delay_ms, ..
+        } => Some((*attempt, *delay_ms)),
         _ => None,
     }
 }
@@ -333,7 +335,8 @@ fn heartbeat_death_after_allowed_missed_pongs_closes_and_reconnects() {
         h.states(),
         vec![ConnectionState::Reconnecting {
             attempt: 1,
-            delay_ms: 1000
+            delay_ms: 1000,
+            code: Some(CloseReason::HEARTBEAT_TIMEOUT),
         }]
     );
     // The driver does not report the close it was asked for; the reconnect happens anyway.
@@ -1120,6 +1123,141 @@ fn a_resubscription_after_thousands_of_topics_under_a_pattern_stays_below_the_fr
     assert!(resumed.len() > 100, "only {} topics resume", resumed.len());
     let newest = (topics - resumed.len()..topics).map(|i| topic(&longest(i)));
     assert!(newest.into_iter().all(|t| resumed.contains_key(&t)));
+}
+
+/// A frame the hub would close the connection for (1009) is refused when
+/// the application makes it, and the connection and every other
+/// subscription carry on: sent, a subscription's frame would close the
+/// connection again on every reconnect.
+#[test]
+fn a_frame_over_the_hubs_limit_is_refused_and_the_connection_carries_on() {
+    let mut h = Harness::new(SessionConfig {
+        max_frame_bytes: 1024,
+        ..no_jitter()
+    });
+    h.session
+        .subscribe(vec![pattern("execution:a")], None, false)
+        .unwrap();
+    h.open();
+    h.transmitted();
+    let many: Vec<TopicPattern> = (0..100)
+        .map(|i| pattern(&format!("execution:{i:0>8}")))
+        .collect();
+    let refused = h.session.subscribe(many.clone(), None, false);
+    assert!(
+        matches!(refused, Err(SessionError::FrameTooLarge { bytes, limit: 1024 }) if bytes > 1024),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        h.session.unsubscribe(many),
+        Err(SessionError::FrameTooLarge { .. })
+    ));
+    let confirm = ClientMessage::Confirm(crate::frame::Confirm {
+        callback_id: "cb-1".parse().unwrap(),
+        proceed: true,
+        feedback: Some("x".repeat(2000)),
+    });
+    assert!(matches!(
+        h.session.send(confirm),
+        Err(SessionError::FrameTooLarge { .. })
+    ));
+    assert!(h.transmitted().is_empty());
+    assert_eq!(h.session.subscriptions().len(), 1);
+    assert_eq!(h.session.state(), &ConnectionState::Open);
+    // A frame at the limit is sent.
+    let fits: Vec<TopicPattern> = (0..10)
+        .map(|i| pattern(&format!("execution:{i:0>8}")))
+        .collect();
+    h.session.subscribe(fits, None, false).unwrap();
+    let frames = h.transmitted();
+    assert_eq!(frames.len(), 1);
+    assert!(frames[0].encode().len() <= 1024);
+    assert_eq!(frames[0].encoded_len(), frames[0].encode().len());
+}
+
+/// A resubscription resumes as many topics as fit in the hub's frame limit
+/// when that is tighter than `max_since_bytes`.
+#[test]
+fn a_resubscriptions_since_is_cut_to_the_hubs_frame_limit() {
+    let mut h = Harness::new(SessionConfig {
+        max_frame_bytes: 2048,
+        ..no_jitter()
+    });
+    h.session
+        .subscribe(vec![pattern("execution:*")], None, false)
+        .unwrap();
+    h.open();
+    for i in 0..200 {
+        let mut event = event("execution:e", 7);
+        event.topic = topic(&format!("execution:{i:0>40}"));
+        h.recv(ServerMessage::Event(event));
+    }
+    h.transmitted();
+    h.close(Some(1001));
+    h.fire_reconnect();
+    h.open();
+    let frames = h.transmitted();
+    let [frame] = frames.as_slice() else {
+        panic!("one subscribe frame, got {frames:?}");
+    };
+    let bytes = frame.encode().len();
+    assert!(bytes <= 2048, "{bytes} bytes");
+    let resumed = subscribe_frames(&frames)[0].since.len();
+    assert!((10..200).contains(&resumed), "{resumed} topics resume");
+}
+
+/// `reconnecting` says how the last connection ended, so an application
+/// can tell an expired token (4001) from a network failure.
+#[test]
+fn reconnecting_carries_the_close_code_the_connection_ended_with() {
+    let mut h = Harness::new(no_jitter());
+    h.open();
+    h.events();
+    h.close(Some(4001));
+    assert_eq!(
+        h.states(),
+        vec![ConnectionState::Reconnecting {
+            attempt: 1,
+            delay_ms: 1000,
+            code: Some(CloseReason::TOKEN_EXPIRED),
+        }]
+    );
+    h.fire_reconnect();
+    assert_eq!(h.session.poll_action(), Some(Action::Connect));
+    // The next attempt fails before a socket opens: no close code.
+    h.close(None);
+    assert_eq!(
+        h.states(),
+        vec![
+            ConnectionState::Connecting,
+            ConnectionState::Reconnecting {
+                attempt: 2,
+                delay_ms: 2000,
+                code: None,
+            }
+        ]
+    );
+    assert_eq!(
+        StateReport::from(&ConnectionState::Reconnecting {
+            attempt: 1,
+            delay_ms: 1000,
+            code: Some(CloseReason::TOKEN_EXPIRED),
+        }),
+        serde_json::from_value::<StateReport>(
+            json!({"state": "reconnecting", "attempt": 1, "delay": 1000, "code": 4001})
+        )
+        .unwrap()
+    );
+    let without = serde_json::to_value(StateReport::from(&ConnectionState::Reconnecting {
+        attempt: 2,
+        delay_ms: 2000,
+        code: None,
+    }))
+    .unwrap();
+    assert_eq!(
+        without,
+        json!({"state": "reconnecting", "attempt": 2, "delay": 2000})
+    );
 }
 
 proptest! {
