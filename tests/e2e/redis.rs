@@ -934,3 +934,109 @@ async fn an_approval_stored_before_the_task_sets_is_cancelled_with_its_task() ->
     );
     Ok(())
 }
+
+/// The event types stored on `topic`, oldest first.
+async fn event_types_on(hub: &Hub, topic: &str) -> Result<Vec<String>> {
+    let history = hub
+        .http()
+        .get(&format!("/api/v1/topics/{topic}/events?since=0"))
+        .await?;
+    let events = history.body["events"].as_array().context("no events")?;
+    Ok(events
+        .iter()
+        .map(|e| str_field(e, "event_type").to_owned())
+        .collect())
+}
+
+#[tokio::test]
+async fn a_decision_a_node_stored_but_did_not_publish_is_published_by_a_node_once() -> Result<()> {
+    let redis = Redis::start().await?;
+    let nodes = nodes(&redis, 1).await?;
+    let id = ask(&nodes[0], "u1", "t1", 60_000).await?;
+    // As a node that stored the decision and stopped before publishing it
+    // leaves it.
+    let key = format!("herald:{{approvals}}:a:{id}");
+    redis
+        .command(&[
+            "HSET",
+            &key,
+            "status",
+            "approved",
+            "proceed",
+            "1",
+            "feedback",
+            "",
+            "decided_by",
+            "=u1",
+            "decided_at",
+            "1",
+        ])
+        .await?;
+    redis
+        .command(&["ZREM", "herald:{approvals}:pending", &id])
+        .await?;
+    redis
+        .command(&["ZADD", "herald:{approvals}:unannounced", "0", &id])
+        .await?;
+    for topic in ["task:t1", "user:u1"] {
+        eventually(
+            Duration::from_secs(15),
+            "the stored decision is published",
+            || async {
+                let types = event_types_on(&nodes[0], topic).await?;
+                Ok((types == ["approval.requested", "approval.resolved"]).then_some(()))
+            },
+        )
+        .await?;
+    }
+    let owed = redis
+        .command(&["ZSCORE", "herald:{approvals}:unannounced", &id])
+        .await?;
+    ensure!(format!("{owed:?}") == "nil", "still owed: {owed:?}");
+    ensure!(approval_status(&nodes[0], &id).await? == "approved");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_approval_redis_stored_after_its_producer_was_told_503_is_withdrawn() -> Result<()> {
+    let redis = Redis::start().await?;
+    let nodes = nodes(&redis, 1).await?;
+    // Redis knows the script from here on (a script it does not know yet
+    // is refused when it wakes, and nothing is stored).
+    ask(&nodes[0], "u1", "t8", 600_000).await?;
+    redis.pause(true).await?;
+    let body = json!({
+        "user_id": "u1", "task_id": "t9", "step": 3, "timeout_ms": 600_000,
+        "step_result": {"step": "train", "message": "retry?", "status": "failed"}
+    });
+    let refused = nodes[0].http().post("/api/v1/approvals", &body).await;
+    redis.pause(false).await?;
+    let refused = refused?;
+    ensure!(refused.status == 503, "{}", refused.text);
+    // Redis ran the queued script when it woke: the approval is stored,
+    // and no question was ever published for it. Nobody is waiting on it:
+    // it is withdrawn, not left to time out to its default.
+    let listed = eventually(
+        Duration::from_secs(10),
+        "the approval Redis stored late",
+        || async {
+            let list = nodes[0].http().get("/api/v1/approvals?task_id=t9").await?;
+            let approvals = list.body["approvals"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            Ok(approvals
+                .first()
+                .map(|a| str_field(a, "callback_id").to_owned()))
+        },
+    )
+    .await?;
+    eventually(
+        Duration::from_secs(30),
+        "the approval nobody was asked is withdrawn",
+        || async { Ok((approval_status(&nodes[0], &listed).await? == "cancelled").then_some(())) },
+    )
+    .await?;
+    ensure!(event_types_on(&nodes[0], "task:t9").await? == ["approval.resolved"]);
+    Ok(())
+}

@@ -179,7 +179,11 @@ pub async fn serve(
     let timeouts = hub.clone();
     hub.tasks().spawn(async move {
         let stop = timeouts.shutdown_token().clone();
-        timeouts.approvals().run_timeouts(stop).await;
+        let approvals = timeouts.approvals();
+        tokio::join!(
+            approvals.run_timeouts(stop.clone()),
+            approvals.run_announcements(stop),
+        );
     });
     let watchdog = watch(&hub);
     let stop_accepting = CancellationToken::new();

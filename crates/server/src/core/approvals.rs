@@ -17,7 +17,9 @@ use herald_protocol::payload::{
     ApprovalDecision, ApprovalRecord, ApprovalRequested, ApprovalResolved, ApprovalStatus,
     NewApproval, Payload as _,
 };
-use herald_protocol::{CallbackId, ErrorCode, EventType, Label, Priority, PublishRequest, Topic};
+use herald_protocol::{
+    CallbackId, ErrorCode, EventId, EventType, Label, Priority, PublishRequest, Topic,
+};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -26,7 +28,7 @@ use crate::core::broker::{
     ApprovalQuery, ApprovalStoreError, Audience, Broker, BrokerError, Decision, Expired,
 };
 use crate::core::clock::now_ms;
-use crate::core::publish::{PublishOptions, Publisher};
+use crate::core::publish::{PublishError, PublishOptions, Publisher};
 use crate::operations::metrics::Metrics;
 
 /// The longest wait a request may ask for.
@@ -35,6 +37,14 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How soon expired approvals are claimed again after the store failed to
 /// answer.
 const CLAIM_RETRY: Duration = Duration::from_secs(1);
+
+/// How long an approval's change (request or decision) may be stored and
+/// not published before another pass takes it over: longer than a node
+/// takes to store and publish one.
+const OWED_FOR: Duration = Duration::from_secs(15);
+
+/// How often the approvals owed to their topics are looked for.
+const ANNOUNCE_EVERY: Duration = Duration::from_secs(5);
 
 /// How long the timeout task sleeps when no deadline is ahead.
 const IDLE_CHECK: Duration = Duration::from_secs(3600);
@@ -200,6 +210,12 @@ impl Approvals {
             self.withdraw(&record).await;
             return Err(error.into());
         }
+        // Until this is stored, any node takes the request for one that was
+        // never asked and withdraws it.
+        if let Err(error) = self.broker.announced(&id).await {
+            self.withdraw(&record).await;
+            return Err(error.into());
+        }
         record.delivered_to = reached;
         let (user, task) = (&record.request.user_id, &record.request.task_id);
         if reached > 0 {
@@ -341,33 +357,7 @@ impl Approvals {
             record.status,
             Duration::from_millis(decided_at.saturating_sub(record.created_at)),
         );
-        let data = ApprovalResolved {
-            decision: record.decision(),
-            task_id: record.request.task_id.clone(),
-            user_id: record.request.user_id.clone(),
-        }
-        .to_data();
-        let label = Label::new(id).ok();
-        let topics = [
-            (Topic::user(&record.request.user_id), Audience::User),
-            (
-                Topic::with_id("task", &record.request.task_id),
-                Audience::Subscribers,
-            ),
-        ];
-        for (topic, audience) in topics {
-            let Ok(topic) = topic else { continue };
-            let mut event = PublishRequest::new(topic, EventType::ApprovalResolved, data.clone())
-                .priority(Priority::High);
-            event.key = label.clone();
-            if let Err(error) = self
-                .publisher
-                .publish(event, PublishOptions::to(audience))
-                .await
-            {
-                tracing::warn!(%error, callback_id = id, "could not publish a decision");
-            }
-        }
+        self.announce_decision(&record).await;
         tracing::info!(
             callback_id = id,
             status = record.status.as_str(),
@@ -375,6 +365,88 @@ impl Approvals {
             "approval resolved"
         );
         Ok(record)
+    }
+
+    /// Publishes `approval.resolved` on the approval's topics, then tells
+    /// the broker the decision is no longer owed. Its event id is the
+    /// approval's, so publishing it again (the node stopped before telling
+    /// the broker) is taken for a retry and stored once.
+    async fn announce_decision(&self, record: &ApprovalRecord) {
+        let id = record.request.callback_id.as_str();
+        let data = ApprovalResolved {
+            decision: record.decision(),
+            task_id: record.request.task_id.clone(),
+            user_id: record.request.user_id.clone(),
+        }
+        .to_data();
+        let label = Label::new(id).ok();
+        let event_id = EventId::new(format!("approval.resolved:{id}")).ok();
+        let topics = [
+            (Topic::user(&record.request.user_id), Audience::User),
+            (
+                Topic::with_id("task", &record.request.task_id),
+                Audience::Subscribers,
+            ),
+        ];
+        let mut published = true;
+        for (topic, audience) in topics {
+            let Ok(topic) = topic else { continue };
+            let mut event = PublishRequest::new(topic, EventType::ApprovalResolved, data.clone())
+                .priority(Priority::High);
+            event.key = label.clone();
+            event.id = event_id.clone();
+            match self
+                .publisher
+                .publish(event, PublishOptions::to(audience))
+                .await
+            {
+                // Published before, by a pass that could not say so.
+                Ok(_) | Err(PublishError::Conflict { .. }) => {}
+                Err(error) => {
+                    tracing::warn!(%error, callback_id = id, "could not publish a decision; trying again shortly");
+                    published = false;
+                }
+            }
+        }
+        if published && let Err(error) = self.broker.announced(&record.request.callback_id).await {
+            tracing::warn!(%error, callback_id = id, "could not record that a decision was published; it will be published again");
+        }
+    }
+
+    /// Publishes what the broker says is owed: decisions stored by a node
+    /// that stopped (or failed to publish) before publishing them, and
+    /// withdraws requests stored but never asked (their producer was
+    /// answered an error, or nothing).
+    async fn announce_owed(&self, older_than: Duration) {
+        let owed = match self.broker.unannounced(older_than).await {
+            Ok(owed) => owed,
+            Err(error) => {
+                tracing::warn!(%error, "could not read the approvals owed to their topics; trying again shortly");
+                return;
+            }
+        };
+        for record in owed {
+            let id = &record.request.callback_id;
+            if record.status == ApprovalStatus::Pending {
+                tracing::warn!(callback_id = %id, "withdrawing an approval whose request was stored but never published");
+                self.withdraw(&record).await;
+            } else {
+                tracing::info!(callback_id = %id, status = record.status.as_str(), "publishing a decision that was stored but not published");
+                self.announce_decision(&record).await;
+            }
+        }
+    }
+
+    /// Publishes what is owed (see `announce_owed`) now, then every
+    /// [`ANNOUNCE_EVERY`], until `stop` fires.
+    pub(crate) async fn run_announcements(&self, stop: CancellationToken) {
+        loop {
+            self.announce_owed(OWED_FOR).await;
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(ANNOUNCE_EVERY) => {}
+            }
+        }
     }
 
     /// Whether `user` was asked an approval on task `task_id`, whatever
@@ -560,7 +632,9 @@ mod tests {
     use super::*;
     use crate::core::broker::memory::approval_book::tests::step_result;
     use crate::core::broker::memory::{MemoryBroker, Retention};
-    use crate::core::broker::{BrokerHandler, Publication};
+    use crate::core::broker::{BrokerHandler, HistoryRequest, Publication, ReadRequest};
+    use herald_protocol::EventFilter;
+    use herald_protocol::frame::Since;
 
     /// Reaches nobody.
     #[derive(Debug)]
@@ -574,15 +648,22 @@ mod tests {
         fn on_gap(&self, _gap: &herald_protocol::frame::Gap) {}
     }
 
-    /// Approvals on a memory broker; `stopping` makes every publish but a
-    /// notice to everyone fail, as a hub shutting down does.
-    fn approvals(stopping: &CancellationToken) -> Approvals {
+    fn memory_broker() -> Arc<dyn Broker> {
         let retention = Retention {
             history_size: 100,
             history_age: Duration::from_secs(60),
             history_memory: 1 << 20,
         };
-        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(retention, Arc::new(Nobody)));
+        Arc::new(MemoryBroker::new(retention, Arc::new(Nobody)))
+    }
+
+    /// Approvals on a memory broker; `stopping` makes every publish but a
+    /// notice to everyone fail, as a hub shutting down does.
+    fn approvals(stopping: &CancellationToken) -> Approvals {
+        approvals_on(memory_broker(), stopping)
+    }
+
+    fn approvals_on(broker: Arc<dyn Broker>, stopping: &CancellationToken) -> Approvals {
         let metrics = Arc::new(Metrics::default());
         let publisher = Publisher::new(broker.clone(), stopping.clone(), metrics.clone());
         Approvals::new(
@@ -651,5 +732,114 @@ mod tests {
             (decided.status, decided.proceed),
             (ApprovalStatus::TimedOut, Some(false))
         );
+    }
+
+    /// The event types stored on `topic`, oldest first.
+    async fn published_on(broker: &Arc<dyn Broker>, topic: &str) -> Vec<String> {
+        let since = Since::Seq {
+            seq: 0,
+            epoch: None,
+        };
+        let filter = EventFilter::default();
+        let read = broker
+            .read(
+                &Topic::parse(topic).unwrap(),
+                ReadRequest {
+                    snapshot: None,
+                    history: Some(HistoryRequest {
+                        since: &since,
+                        filter: &filter,
+                        limit: usize::MAX,
+                    }),
+                },
+            )
+            .await
+            .unwrap();
+        read.history
+            .map(|history| {
+                history
+                    .events
+                    .iter()
+                    .map(|e| e.event.event_type.as_str().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn a_decision_stored_but_not_published_is_published_by_a_later_pass_once() {
+        let broker = memory_broker();
+        let stopping = CancellationToken::new();
+        let failing = approvals_on(broker.clone(), &stopping);
+        let record = failing.create(question(60_000)).await.unwrap();
+        let id = record.request.callback_id.as_str();
+        // The decision is kept; its event cannot be published.
+        stopping.cancel();
+        failing
+            .decide(id, true, None, Some("u1".to_owned()), Some("u1"))
+            .await
+            .unwrap();
+        assert_eq!(
+            published_on(&broker, "task:t1").await,
+            ["approval.requested"]
+        );
+        // Another pass (a restarted hub, another node) publishes it.
+        let running = CancellationToken::new();
+        let later = approvals_on(broker.clone(), &running);
+        later.announce_owed(Duration::ZERO).await;
+        later.announce_owed(Duration::ZERO).await;
+        for topic in ["task:t1", "user:u1"] {
+            assert_eq!(
+                published_on(&broker, topic).await,
+                ["approval.requested", "approval.resolved"],
+                "{topic}"
+            );
+        }
+        // A pass that published it but could not say so publishes nothing twice.
+        later
+            .announce_decision(&later.get(id).await.unwrap().unwrap())
+            .await;
+        assert_eq!(
+            published_on(&broker, "task:t1").await,
+            ["approval.requested", "approval.resolved"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_stored_but_never_published_is_withdrawn_by_a_later_pass() {
+        let broker = memory_broker();
+        let record = approvals(&CancellationToken::new())
+            .prepare(question(60_000))
+            .unwrap();
+        // Stored, then the node stopped before publishing the question.
+        broker.create_approval(record.clone()).await.unwrap();
+        let running = CancellationToken::new();
+        let later = approvals_on(broker.clone(), &running);
+        later.announce_owed(Duration::from_secs(3600)).await;
+        assert_eq!(later.pending(), 1, "a request in flight is left alone");
+        later.announce_owed(Duration::ZERO).await;
+        let withdrawn = later
+            .get(record.request.callback_id.as_str())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(withdrawn.status, ApprovalStatus::Cancelled);
+        assert_eq!(
+            published_on(&broker, "task:t1").await,
+            ["approval.resolved"]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_approval_asked_and_answered_owes_nothing() {
+        let broker = memory_broker();
+        let approvals = approvals_on(broker.clone(), &CancellationToken::new());
+        let record = approvals.create(question(60_000)).await.unwrap();
+        assert!(broker.unannounced(Duration::ZERO).await.unwrap().is_empty());
+        approvals
+            .decide(record.request.callback_id.as_str(), false, None, None, None)
+            .await
+            .unwrap();
+        assert!(broker.unannounced(Duration::ZERO).await.unwrap().is_empty());
     }
 }

@@ -39,7 +39,7 @@ pub mod redis;
 pub mod sqlite;
 
 use std::fmt::Debug;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use herald_protocol::api::NodeInfo;
@@ -75,10 +75,13 @@ impl Debug for Engine {
 }
 
 /// How often the memory engine trims history by age and evicts idle streams.
-const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Most keys a topic's snapshot keeps; the least recently updated go first.
 pub const MAX_SNAPSHOT_KEYS: usize = 10_000;
+
+/// Most owed approvals [`Broker::unannounced`] hands out at once.
+pub const UNANNOUNCED_PER_PASS: usize = 100;
 
 /// A fresh epoch id.
 pub fn new_epoch() -> Epoch {
@@ -487,6 +490,20 @@ pub trait Broker: Send + Sync + Debug {
     /// request adds those [`Published::reached`] counts, and an engine that
     /// delivers it later (on other nodes, or after a catch-up) adds its own.
     async fn record_delivery(&self, id: &CallbackId, connections: u32) -> Result<(), BrokerError>;
+
+    /// The approval's last change (its request, or its decision) was
+    /// published on its topics: nothing about it is owed any more.
+    /// [`create_approval`](Broker::create_approval) and
+    /// [`decide_approval`](Broker::decide_approval) store the change as
+    /// owed, in the same write, so a node that stops between storing and
+    /// publishing leaves it to [`unannounced`](Broker::unannounced).
+    async fn announced(&self, id: &CallbackId) -> Result<(), BrokerError>;
+
+    /// Approvals whose last change has been owed for `older_than` or
+    /// longer (at most [`UNANNOUNCED_PER_PASS`]): each is handed to one
+    /// node, and owed from now again until that node says it is
+    /// [`announced`](Broker::announced).
+    async fn unannounced(&self, older_than: Duration) -> Result<Vec<ApprovalRecord>, BrokerError>;
 
     /// One approval.
     async fn approval(&self, id: &CallbackId) -> Result<Option<ApprovalRecord>, BrokerError>;

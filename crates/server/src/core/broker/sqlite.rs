@@ -52,6 +52,11 @@ const FORGET_EMPTY_TOPICS: &str = "DELETE FROM topics WHERE NOT EXISTS \
     (SELECT 1 FROM events WHERE events.topic = topics.topic) AND NOT EXISTS \
     (SELECT 1 FROM snapshots WHERE snapshots.topic = topics.topic)";
 
+/// The bit of an approval's `pending` column that says its last change
+/// (request or decision) is not yet published; the low bit says pending.
+/// A decided approval that is owed is not pruned until it is published.
+const OWED: i64 = 2;
+
 /// `PRAGMA application_id` of a Herald store ("HRLD").
 const APPLICATION_ID: i64 = 0x4852_4c44;
 /// `PRAGMA user_version`: the schema this build reads and writes.
@@ -123,6 +128,8 @@ pub(crate) struct EventWrite {
 pub(crate) struct ApprovalWrite {
     pub(crate) callback_id: String,
     pub(crate) pending: bool,
+    /// Its last change (request or decision) is not yet published.
+    pub(crate) owed: bool,
     pub(crate) body: String,
     pub(crate) done: oneshot::Sender<Result<(), BrokerError>>,
 }
@@ -157,8 +164,9 @@ pub(crate) struct RecoveredTopic {
 #[derive(Debug, Default)]
 pub(crate) struct Recovered {
     pub(crate) topics: Vec<RecoveredTopic>,
-    /// Approval records (their JSON), pending ones included.
-    pub(crate) approvals: Vec<String>,
+    /// Approval records (their JSON), pending ones included, and whether
+    /// their last change is owed to their topics.
+    pub(crate) approvals: Vec<(String, bool)>,
 }
 
 /// The SQLite file and the thread that writes to it.
@@ -343,9 +351,11 @@ impl SqliteJournal {
     }
 }
 
-fn recover_approvals(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    let mut query = conn.prepare("SELECT body FROM approvals ORDER BY updated_at ASC")?;
-    let rows = query.query_map([], |row| row.get::<_, String>(0))?;
+fn recover_approvals(conn: &Connection) -> rusqlite::Result<Vec<(String, bool)>> {
+    let mut query = conn.prepare("SELECT body, pending FROM approvals ORDER BY updated_at ASC")?;
+    let rows = query.query_map([], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? & OWED != 0))
+    })?;
     rows.collect()
 }
 
@@ -548,12 +558,8 @@ impl Writer {
                 let append = match write {
                     Write::Event(write) => write,
                     Write::Approval(record) => {
-                        approval.execute(params![
-                            record.callback_id,
-                            record.pending,
-                            now,
-                            record.body
-                        ])?;
+                        let state = i64::from(record.pending) | if record.owed { OWED } else { 0 };
+                        approval.execute(params![record.callback_id, state, now, record.body])?;
                         continue;
                     }
                 };

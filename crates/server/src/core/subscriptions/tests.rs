@@ -110,6 +110,14 @@ impl Broker for RacedReads {
         self.inner.record_delivery(id, connections).await
     }
 
+    async fn announced(&self, id: &CallbackId) -> Result<(), BrokerError> {
+        self.inner.announced(id).await
+    }
+
+    async fn unannounced(&self, older_than: Duration) -> Result<Vec<ApprovalRecord>, BrokerError> {
+        self.inner.unannounced(older_than).await
+    }
+
     async fn approval(&self, id: &CallbackId) -> Result<Option<ApprovalRecord>, BrokerError> {
         self.inner.approval(id).await
     }

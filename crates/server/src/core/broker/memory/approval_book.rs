@@ -21,6 +21,9 @@ pub(crate) struct ApprovalBook {
     /// Decided ones, oldest decision first.
     decided: VecDeque<CallbackId>,
     pending: usize,
+    /// Approvals whose last change (request or decision) is stored but not
+    /// yet published, and since when (ms): owed to their topics.
+    owed: HashMap<CallbackId, u64>,
 }
 
 impl ApprovalBook {
@@ -47,6 +50,7 @@ impl ApprovalBook {
 
     /// Forgets an approval (one that could not be kept).
     pub(crate) fn remove(&mut self, id: &CallbackId) {
+        self.owed.remove(id);
         if let Some(old) = self.records.remove(id) {
             if old.status == ApprovalStatus::Pending {
                 self.pending -= 1;
@@ -94,6 +98,7 @@ impl ApprovalBook {
         while self.decided.len() > MAX_DECIDED {
             if let Some(old) = self.decided.pop_front() {
                 self.records.remove(&old);
+                self.owed.remove(&old);
             }
         }
     }
@@ -111,6 +116,47 @@ impl ApprovalBook {
 
     pub(crate) fn get(&self, id: &CallbackId) -> Option<&ApprovalRecord> {
         self.records.get(id)
+    }
+
+    /// Marks the approval's last change as not yet published, since `now`.
+    pub(crate) fn owe(&mut self, id: &CallbackId, now: u64) {
+        if self.records.contains_key(id) {
+            self.owed.insert(id.clone(), now);
+        }
+    }
+
+    /// Whether the approval's last change is not yet published.
+    pub(crate) fn is_owed(&self, id: &CallbackId) -> bool {
+        self.owed.contains_key(id)
+    }
+
+    /// The approval's last change was published; whether it was owed.
+    pub(crate) fn settle(&mut self, id: &CallbackId) -> bool {
+        self.owed.remove(id).is_some()
+    }
+
+    /// The approvals owed since `older_than` ms or longer, at most `limit`
+    /// of them; each is owed from `now` again, so the next pass leaves it
+    /// to the one publishing it now.
+    pub(crate) fn take_owed(
+        &mut self,
+        older_than: u64,
+        now: u64,
+        limit: usize,
+    ) -> Vec<ApprovalRecord> {
+        let due: Vec<CallbackId> = self
+            .owed
+            .iter()
+            .filter(|(_, since)| now.saturating_sub(**since) >= older_than)
+            .map(|(id, _)| id.clone())
+            .take(limit)
+            .collect();
+        due.into_iter()
+            .filter_map(|id| {
+                self.owed.insert(id.clone(), now);
+                self.records.get(&id).cloned()
+            })
+            .collect()
     }
 
     /// Approvals matching the query, newest first.

@@ -48,8 +48,9 @@ use super::sqlite::{
 use super::{
     ApprovalQuery, ApprovalStoreError, Audience, Broker, BrokerError, BrokerHandler, BrokerStats,
     Decision, Draft, EncodedEvent, Expired, PatternSnapshots, Publication, Published, ReadRequest,
-    TopicRead, TopicStats, Wait,
+    TopicRead, TopicStats, UNANNOUNCED_PER_PASS, Wait,
 };
+use crate::core::clock::now_ms;
 
 /// Most streams whose epoch and last seq are remembered after their history
 /// was evicted, so seqs continue instead of restarting.
@@ -219,11 +220,15 @@ impl MemoryBroker {
                 .insert(topic.topic, Arc::new(Mutex::new(log)));
         }
         let mut book = shared.approvals.lock();
-        for body in recovered.approvals {
+        for (body, owed) in recovered.approvals {
             match serde_json::from_str::<ApprovalRecord>(&body) {
                 Ok(record) => {
+                    let id = record.request.callback_id.clone();
                     if let Err(error) = book.insert(record) {
                         tracing::warn!(%error, "dropping a stored approval");
+                    } else if owed {
+                        // The hub stopped before publishing it: due now.
+                        book.owe(&id, 0);
                     }
                 }
                 Err(error) => tracing::warn!(%error, "skipping an unreadable stored approval"),
@@ -483,7 +488,9 @@ impl Shared {
     }
 
     /// Keeps an approval's record in the journal (when there is one).
-    async fn persist(&self, record: &ApprovalRecord) -> Result<(), BrokerError> {
+    /// Writes the record to the file, if there is one; `owed` while the
+    /// change it holds is not yet published.
+    async fn persist(&self, record: &ApprovalRecord, owed: bool) -> Result<(), BrokerError> {
         let Some(durable) = &self.durable else {
             return Ok(());
         };
@@ -493,6 +500,7 @@ impl Shared {
         let write = Write::Approval(ApprovalWrite {
             callback_id: record.request.callback_id.to_string(),
             pending: !record.status.is_final(),
+            owed,
             body,
             done,
         });
@@ -644,8 +652,12 @@ impl Broker for MemoryBroker {
     async fn unsubscribe(&self, _pattern: &TopicPattern) {}
 
     async fn create_approval(&self, record: ApprovalRecord) -> Result<(), ApprovalStoreError> {
-        self.shared.approvals.lock().insert(record.clone())?;
-        if let Err(error) = self.shared.persist(&record).await {
+        {
+            let mut book = self.shared.approvals.lock();
+            book.insert(record.clone())?;
+            book.owe(&record.request.callback_id, now_ms());
+        }
+        if let Err(error) = self.shared.persist(&record, true).await {
             // Not kept, so not registered: the producer is told.
             self.shared
                 .approvals
@@ -662,12 +674,15 @@ impl Broker for MemoryBroker {
         id: &CallbackId,
         decision: Decision,
     ) -> Result<ApprovalRecord, ApprovalStoreError> {
-        let (before, record) = {
+        let (before, was_owed, record) = {
             let mut book = self.shared.approvals.lock();
             let before = book.get(id).cloned();
-            (before, book.decide(id, decision)?)
+            let was_owed = book.is_owed(id);
+            let record = book.decide(id, decision)?;
+            book.owe(id, now_ms());
+            (before, was_owed, record)
         };
-        if let Err(error) = self.shared.persist(&record).await {
+        if let Err(error) = self.shared.persist(&record, true).await {
             // Not kept, so not decided: whoever answered is told, and the
             // approval waits for another answer (or its timeout).
             tracing::error!(%error, callback_id = %id, "could not store a decision");
@@ -675,6 +690,9 @@ impl Broker for MemoryBroker {
                 let mut book = self.shared.approvals.lock();
                 book.remove(id);
                 let _ = book.insert(before);
+                if was_owed {
+                    book.owe(id, now_ms());
+                }
             }
             return Err(error.into());
         }
@@ -685,6 +703,26 @@ impl Broker for MemoryBroker {
     async fn record_delivery(&self, id: &CallbackId, connections: u32) -> Result<(), BrokerError> {
         self.shared.approvals.lock().add_delivered(id, connections);
         Ok(())
+    }
+
+    async fn announced(&self, id: &CallbackId) -> Result<(), BrokerError> {
+        let settled = {
+            let mut book = self.shared.approvals.lock();
+            book.settle(id).then(|| book.get(id).cloned()).flatten()
+        };
+        match settled {
+            Some(record) => self.shared.persist(&record, false).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn unannounced(&self, older_than: Duration) -> Result<Vec<ApprovalRecord>, BrokerError> {
+        let older_than = u64::try_from(older_than.as_millis()).unwrap_or(u64::MAX);
+        Ok(self
+            .shared
+            .approvals
+            .lock()
+            .take_owed(older_than, now_ms(), UNANNOUNCED_PER_PASS))
     }
 
     async fn approval(&self, id: &CallbackId) -> Result<Option<ApprovalRecord>, BrokerError> {

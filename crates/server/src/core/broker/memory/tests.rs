@@ -396,9 +396,10 @@ async fn a_timeout_the_store_could_not_keep_is_applied_again_shortly() {
         false,
         metrics,
     );
-    // The approval and its two requests are stored; its timeout is not,
-    // then is; then the two decisions' events are.
-    for stored in [true, true, true, false, true, true, true] {
+    // The approval, its two requests and that they were published are
+    // stored; its timeout is not, then is; then the two decisions' events
+    // are, and that they were published.
+    for stored in [true, true, true, true, false, true, true, true, true] {
         verdict.send(stored).unwrap();
     }
     let asked = approvals
@@ -429,4 +430,61 @@ async fn a_timeout_the_store_could_not_keep_is_applied_again_shortly() {
     assert_eq!(outcome, Ok(true), "the timeout was not applied again");
     let record = approvals.get(&id).await.unwrap().unwrap();
     assert_eq!(record.status, ApprovalStatus::TimedOut);
+}
+
+#[tokio::test]
+async fn approval_changes_stored_but_not_published_are_still_owed_after_a_restart() {
+    use herald_protocol::payload::ApprovalStatus;
+
+    use crate::core::broker::Decision;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("herald.db");
+    let far = u64::MAX / 2;
+    let asked = approval_book::tests::pending("asked", "u1", far);
+    let answered = approval_book::tests::pending("answered", "u1", far);
+    let settled = approval_book::tests::pending("settled", "u1", far);
+    let id = |record: &ApprovalRecord| record.request.callback_id.clone();
+    {
+        let broker =
+            MemoryBroker::open_sqlite(&path, retention(), Arc::new(Recorder::default())).unwrap();
+        for record in [&asked, &answered, &settled] {
+            broker.create_approval(record.clone()).await.unwrap();
+        }
+        broker.announced(&id(&answered)).await.unwrap();
+        broker.announced(&id(&settled)).await.unwrap();
+        // Decided, then the hub stopped before publishing the decision.
+        let decision = Decision::by_hub(ApprovalStatus::Cancelled, false, None);
+        broker
+            .decide_approval(&id(&answered), decision)
+            .await
+            .unwrap();
+        broker.close().await;
+    }
+    let broker =
+        MemoryBroker::open_sqlite(&path, retention(), Arc::new(Recorder::default())).unwrap();
+    // Due at once, however long a pass waits before taking one over.
+    let mut owed: Vec<(String, ApprovalStatus)> = broker
+        .unannounced(Duration::from_secs(3600))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|record| (record.request.callback_id.to_string(), record.status))
+        .collect();
+    owed.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        owed,
+        [
+            ("answered".to_owned(), ApprovalStatus::Cancelled),
+            ("asked".to_owned(), ApprovalStatus::Pending),
+        ]
+    );
+    for record in [&asked, &answered] {
+        broker.announced(&id(record)).await.unwrap();
+    }
+    broker.close().await;
+    let broker =
+        MemoryBroker::open_sqlite(&path, retention(), Arc::new(Recorder::default())).unwrap();
+    assert!(broker.unannounced(Duration::ZERO).await.unwrap().is_empty());
+    broker.close().await;
 }

@@ -7,6 +7,7 @@
 //! producer waiting on any node hears of a decision made on any other.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use herald_protocol::CallbackId;
 use herald_protocol::payload::{ApprovalRecord, ApprovalRequested, ApprovalStatus};
@@ -14,7 +15,9 @@ use herald_protocol::payload::{ApprovalRecord, ApprovalRequested, ApprovalStatus
 use super::scripts::{self, Unexpected, items, text};
 use super::{Shared, failed, keys};
 use crate::core::broker::memory::approval_book::{MAX_DECIDED, MAX_PENDING};
-use crate::core::broker::{ApprovalQuery, ApprovalStoreError, BrokerError, Decision, Expired};
+use crate::core::broker::{
+    ApprovalQuery, ApprovalStoreError, BrokerError, Decision, Expired, UNANNOUNCED_PER_PASS,
+};
 
 /// How long a node has to time out the approvals it claimed before they
 /// are handed out again: a node that died, or a claim whose reply was lost
@@ -79,6 +82,7 @@ impl Shared {
             .key(keys::CLAIMED)
             .key(keys::CREATED)
             .key(keys::task(&request.task_id))
+            .key(keys::UNANNOUNCED)
             .arg(request.callback_id.as_str())
             .arg(body)
             .arg(&request.user_id)
@@ -107,6 +111,7 @@ impl Shared {
             .key(keys::CLAIMED)
             .key(keys::DECIDED)
             .key(keys::CREATED)
+            .key(keys::UNANNOUNCED)
             .arg(id.as_str())
             .arg(decision.status.as_str())
             .arg(if decision.proceed { "1" } else { "0" })
@@ -166,6 +171,49 @@ impl Shared {
             .await
             .map(|_| ())
             .map_err(failed)
+    }
+
+    pub(super) async fn approval_published(&self, id: &CallbackId) -> Result<(), BrokerError> {
+        redis::cmd("ZREM")
+            .arg(keys::UNANNOUNCED)
+            .arg(id.as_str())
+            .query_async::<i64>(&mut self.commands.clone())
+            .await
+            .map(|_| ())
+            .map_err(failed)
+    }
+
+    pub(super) async fn approvals_owed(
+        &self,
+        older_than: Duration,
+    ) -> Result<Vec<ApprovalRecord>, BrokerError> {
+        let ids: Vec<String> = scripts::APPROVAL_UNANNOUNCED
+            .key(keys::UNANNOUNCED)
+            .arg(u64::try_from(older_than.as_millis()).unwrap_or(u64::MAX))
+            .arg(UNANNOUNCED_PER_PASS)
+            .invoke_async(&mut self.commands.clone())
+            .await
+            .map_err(failed)?;
+        let records = self.records(&ids).await?;
+        // Approvals gone meanwhile (the oldest decided ones are let go)
+        // are owed to no one.
+        let gone: Vec<&String> = ids
+            .iter()
+            .filter(|id| {
+                !records
+                    .iter()
+                    .any(|record| record.request.callback_id.as_str() == id.as_str())
+            })
+            .collect();
+        if !gone.is_empty() {
+            redis::cmd("ZREM")
+                .arg(keys::UNANNOUNCED)
+                .arg(gone)
+                .query_async::<i64>(&mut self.commands.clone())
+                .await
+                .map_err(failed)?;
+        }
+        Ok(records)
     }
 
     pub(super) async fn approval(

@@ -75,6 +75,9 @@ pub(super) const PENDING: &str = "herald:{approvals}:pending";
 pub(super) const CLAIMED: &str = "herald:{approvals}:claimed";
 pub(super) const DECIDED: &str = "herald:{approvals}:decided";
 pub(super) const CREATED: &str = "herald:{approvals}:created";
+/// Approvals whose last change is stored but not yet published, by since
+/// when (Redis's clock, ms).
+pub(super) const UNANNOUNCED: &str = "herald:{approvals}:unannounced";
 
 /// One approval's hash.
 pub(super) fn approval(id: &CallbackId) -> String {

@@ -705,6 +705,14 @@ impl Broker for RedisBroker {
         self.shared.record_delivery(id, connections).await
     }
 
+    async fn announced(&self, id: &CallbackId) -> Result<(), BrokerError> {
+        self.shared.approval_published(id).await
+    }
+
+    async fn unannounced(&self, older_than: Duration) -> Result<Vec<ApprovalRecord>, BrokerError> {
+        self.shared.approvals_owed(older_than).await
+    }
+
     async fn approval(&self, id: &CallbackId) -> Result<Option<ApprovalRecord>, BrokerError> {
         self.shared.approval(id).await
     }

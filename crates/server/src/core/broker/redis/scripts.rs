@@ -27,6 +27,9 @@ pub(super) static APPROVAL_DECIDE: LazyLock<Script> =
 /// Adds one node's deliveries of an approval's request to its count.
 pub(super) static APPROVAL_DELIVERED: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/approval_delivered.lua")));
+/// Hands one node the approvals whose last change is owed to their topics.
+pub(super) static APPROVAL_UNANNOUNCED: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/approval_unannounced.lua")));
 /// Claims expired approvals for one node.
 pub(super) static APPROVAL_CLAIM: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/approval_claim.lua")));
