@@ -71,7 +71,8 @@ export interface HeraldOptions {
   /** Topics with a checkpoint; past it the least recently advanced is forgotten. Default 4096. */
   maxCheckpoints?: number;
   /** Bytes of `since` a resubscription carries, the most recently advanced topics first
-   * (the rest resume live), so it stays below the hub's frame limit. Default 32768. */
+   * (the rest resume live, and what they missed is a `trimmed` gap), so it stays below the
+   * hub's frame limit. Default 32768. */
   maxSinceBytes?: number;
   /** The hub's `--max-frame-size`: a `subscribe()`, `unsubscribe()`, `confirm()` or control
    * request whose frame would be larger is refused (it would close the connection with 1009).

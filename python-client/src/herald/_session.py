@@ -120,7 +120,8 @@ class SessionConfig:
     max_since_bytes: int = 32 * 1024
     """Bytes of ``since`` one ``subscribe`` frame carries (:func:`since_bytes`):
     the topics the subscription names, then the most recently advanced
-    others, resume from their checkpoint, the rest live, so a
+    others, resume from their checkpoint, the rest live (what they missed
+    is a ``trimmed`` gap at their first event or ``subscribed``), so a
     resubscription stays below the hub's frame limit (1009)."""
     max_frame_bytes: int = 64 * 1024
     """The largest frame the hub takes (its ``--max-frame-size``; over it the
@@ -384,7 +385,7 @@ class Subscription:
 
     def frame(
         self, checkpoints: dict[str, Checkpoint], config: SessionConfig, id: RequestId | None
-    ) -> ClientFrameSubscribe:
+    ) -> tuple[ClientFrameSubscribe, list[str]]:
         """The frame, with ``since`` for the covered topics: those the
         subscription names first (in topic order), then the others, the most
         recently advanced first (``checkpoints`` is in the order they were
@@ -395,15 +396,18 @@ class Subscription:
         room = config.max_frame_bytes - frame_bytes(self.frame_without_since(id)) - _SINCE_FIELD_BYTES
         left = min(config.max_since_bytes, max(room, 0))
         chosen: dict[str, Since] = {}
+        left_out: list[str] = []
         for topic in named + others:
             left -= since_bytes(topic, checkpoints[topic])
-            if left < 0:
-                break
+            if left < 0 or left_out:
+                left_out.append(topic)
+                continue
             chosen[topic] = checkpoints[topic].since()
         since = {topic: chosen[topic] for topic in sorted(chosen)}
-        return ClientFrameSubscribe(
+        frame = ClientFrameSubscribe(
             id=id, topics=list(self.topics), filter=self.filter, since=since, snapshot=self.snapshot
         )
+        return frame, left_out
 
     def frame_without_since(self, id: RequestId | None) -> ClientFrameSubscribe:
         """The frame with no ``since``: the smallest it can be."""
@@ -429,6 +433,10 @@ class _Link:
     """The last gap surfaced per topic on this link, until an event of the
     topic: the same gap again (two subscriptions covering the topic each
     resumed with ``since``) tells nothing new."""
+    unresumed: set[str] = field(default_factory=set)
+    """Checkpointed topics this link's subscriptions cover but could not
+    resume (their ``since`` did not fit in the frames): what they missed is
+    reported as a ``trimmed`` gap at their first event or ``subscribed``."""
 
 
 @dataclass
@@ -536,10 +544,15 @@ class Session:
             if self._mark_welcomed():
                 self._session_id = body.session_id
                 self._set_state(Open())
+                resumed: set[str] = set()
+                left_out: set[str] = set()
                 for subscription in self._subscriptions:
-                    self._transmit.append(
-                        subscription.frame(self._checkpoints, self.config, None)
-                    )
+                    frame, missed = subscription.frame(self._checkpoints, self.config, None)
+                    resumed.update(frame.since)
+                    left_out.update(missed)
+                    self._transmit.append(frame)
+                if isinstance(self._phase, _Link):
+                    self._phase.unresumed = left_out - resumed
                 self._transmit.extend(self._outbox)
                 self._outbox.clear()
             self._events.append(body)
@@ -547,13 +560,23 @@ class Session:
             hint = _shutdown_hint(body)
             if hint is not None and isinstance(self._phase, _Link):
                 self._phase.retry_after = hint
+            known = self._checkpoints.get(body.topic)
+            if self._take_unresumed(body.topic) and known is not None and body.seq > known.seq + 1:
+                self._events.append(
+                    Gap(topic=body.topic, from_seq=known.seq + 1, to_seq=body.seq - 1, reason="trimmed")
+                )
             if self._accept_event(body.topic, body.seq):
                 if isinstance(self._phase, _Link):
                     self._phase.gaps.pop(body.topic, None)
                 self._events.append(body)
         elif kind == "subscribed" and isinstance(body, Subscribed):
             if "*" not in body.topic and body.epoch is not None and body.seq is not None:
+                unresumed = self._take_unresumed(body.topic)
+                known = self._checkpoints.get(body.topic)
+                before = Checkpoint(known.seq, known.epoch) if known is not None else None
                 self._adopt_stream(body.topic, body.epoch, body.seq)
+                if unresumed and before is not None:
+                    self._report_unresumed(body.topic, before, body.epoch, body.seq)
             self._events.append(body)
         elif kind == "snapshot" and isinstance(body, Snapshot):
             checkpoint = self._adopt_stream(body.topic, body.epoch, body.seq)
@@ -564,6 +587,7 @@ class Session:
                 self._advance(body.topic, body.to_seq)
             self._events.append(body)
         elif kind == "gap" and isinstance(body, Gap):
+            self._take_unresumed(body.topic)
             if isinstance(self._phase, _Link):
                 if self._phase.gaps.get(body.topic) == body:
                     return
@@ -824,8 +848,32 @@ class Session:
             raise NoTopicsError("a subscription needs at least one topic or pattern")
         self._check_size(subscription.frame_without_since(id))
         if self._is_welcomed():
-            self._transmit.append(subscription.frame(self._checkpoints, self.config, id))
+            frame, missed = subscription.frame(self._checkpoints, self.config, id)
+            # A topic another subscription covers is live already.
+            if isinstance(self._phase, _Link):
+                self._phase.unresumed.update(
+                    t for t in missed if not any(s.covers(t) for s in self._subscriptions)
+                )
+            self._transmit.append(frame)
         self._subscriptions.append(subscription)
+
+    def _take_unresumed(self, topic: str) -> bool:
+        """Whether ``topic`` was left out of this link's resubscriptions and
+        has not been heard of since (then it no longer is)."""
+        if isinstance(self._phase, _Link) and topic in self._phase.unresumed:
+            self._phase.unresumed.discard(topic)
+            return True
+        return False
+
+    def _report_unresumed(self, topic: str, before: Checkpoint, epoch: str, seq: int) -> None:
+        """An exact topic resubscribed without ``since`` is at ``seq`` of
+        ``epoch`` while its checkpoint was ``before``: what lies between will
+        not come."""
+        same_stream = before.epoch is None or before.epoch == epoch
+        from_seq, reason = (before.seq + 1, "trimmed") if same_stream else (1, "epoch_changed")
+        if seq >= from_seq:
+            self._advance(topic, seq)
+            self._events.append(Gap(topic=topic, from_seq=from_seq, to_seq=seq, reason=reason))
 
     def _check_size(self, frame: WireModel) -> None:
         """Refuses a frame the hub would close the connection for (1009)."""

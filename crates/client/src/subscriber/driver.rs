@@ -7,13 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use herald_protocol::frame::Auth;
 use herald_protocol::session::{
     Action, Checkpoints, ConnectionState, Millis, Session, SessionError, SessionEvent,
 };
-use herald_protocol::{ClientFrame, CloseReason, EventFilter, TopicPattern};
+use herald_protocol::{ClientFrame, ClientMessage, CloseReason, EventFilter, TopicPattern};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -49,6 +53,10 @@ pub(super) enum Command {
     },
     Send {
         frame: ClientFrame,
+        reply: Reply,
+    },
+    SetToken {
+        token: String,
         reply: Reply,
     },
     Close,
@@ -92,6 +100,8 @@ pub(super) struct Driver {
     session: Session,
     /// The hub's WebSocket URLs; the session says which one to connect to.
     urls: Vec<String>,
+    /// Sent as `Authorization: Bearer` on every connection.
+    token: Option<String>,
     /// TLS for a `wss://` URL (built once, shared by every attempt).
     tls: Arc<rustls::ClientConfig>,
     connect_timeout: Duration,
@@ -127,6 +137,7 @@ impl Driver {
     pub(super) fn new(
         session: Session,
         urls: Vec<String>,
+        token: Option<String>,
         tls: Arc<rustls::ClientConfig>,
         connect_timeout: Duration,
         capacity: usize,
@@ -138,6 +149,7 @@ impl Driver {
         Driver {
             session,
             urls,
+            token,
             tls,
             connect_timeout,
             clock: Instant::now(),
@@ -253,10 +265,25 @@ impl Driver {
             .or(self.urls.first())
             .cloned()
             .unwrap_or_default();
+        let mut request = match url.as_str().into_client_request() {
+            Ok(request) => request,
+            Err(error) => {
+                self.attempt_failed(SubscribeError::Connect {
+                    url,
+                    source: Box::new(error),
+                });
+                return;
+            }
+        };
+        if let Some(token) = &self.token
+            && let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}"))
+        {
+            request.headers_mut().insert(AUTHORIZATION, value);
+        }
         let attempt = tokio::time::timeout(
             self.connect_timeout,
             tokio_tungstenite::connect_async_tls_with_config(
-                url.as_str(),
+                request,
                 Some(WebSocketConfig::default().read_buffer_size(READ_BUFFER)),
                 true,
                 Some(Connector::Rustls(self.tls.clone())),
@@ -279,6 +306,10 @@ impl Driver {
                 timeout: self.connect_timeout,
             },
         };
+        self.attempt_failed(failure);
+    }
+
+    fn attempt_failed(&mut self, failure: SubscribeError) {
         tracing::debug!(error = %failure, "connection attempt failed");
         if let Some(ready) = self.ready.take() {
             let _ = ready.send(Err(failure));
@@ -339,6 +370,16 @@ impl Driver {
             } => (self.session.subscribe(topics, filter, snapshot), reply),
             Command::Unsubscribe { topics, reply } => (self.session.unsubscribe(topics), reply),
             Command::Send { frame, reply } => (self.session.send_frame(frame), reply),
+            Command::SetToken { token, reply } => {
+                self.token = Some(token.clone());
+                // Offline, the next connection offers it anyway.
+                let sent = if matches!(self.session.state(), ConnectionState::Open) {
+                    self.session.send(ClientMessage::Auth(Auth { token }))
+                } else {
+                    Ok(())
+                };
+                (sent, reply)
+            }
             Command::Close => return,
         };
         let _ = reply.send(result);

@@ -113,6 +113,7 @@ pub struct SubscriberBuilder {
     connect_timeout: Duration,
     buffer: usize,
     query: Vec<(String, String)>,
+    token: Option<String>,
     roots: ExtraRoots,
 }
 
@@ -165,9 +166,13 @@ impl SubscriberBuilder {
         self
     }
 
-    /// A token sent as `?token=` on every connection. Default: none.
-    pub fn token(self, token: impl Into<String>) -> Self {
-        self.query("token", token)
+    /// A token sent as `Authorization: Bearer` on every connection (never
+    /// in the URL, which errors and logs print). Before it expires, hand
+    /// the subscriber a fresh one with [`Subscriber::set_token`]. Default:
+    /// none.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
     }
 
     /// The connection's user, sent as `?user_id=` (a hub without
@@ -234,6 +239,7 @@ impl SubscriberBuilder {
         let driver = Driver::new(
             session,
             urls,
+            self.token,
             tls,
             self.connect_timeout,
             self.buffer,
@@ -275,6 +281,7 @@ impl Subscriber {
             connect_timeout: Duration::from_secs(10),
             buffer: 256,
             query: Vec::new(),
+            token: None,
             roots: ExtraRoots::default(),
         }
     }
@@ -322,6 +329,17 @@ impl Subscriber {
             feedback,
         }))
         .await
+    }
+
+    /// A fresh token: every connection from now on sends it, and an open
+    /// one sends it to the hub at once (an `auth` frame), which keeps the
+    /// connection past the old token's expiry (the hub closes with 4001
+    /// otherwise, and the subscriber's `Reconnecting` state carries that
+    /// code).
+    pub async fn set_token(&self, token: impl Into<String>) -> Result<(), SubscribeError> {
+        let token = token.into();
+        self.command(|reply| Command::SetToken { token, reply })
+            .await
     }
 
     /// Sends any frame with a fresh request id (returned, to match the hub's

@@ -337,3 +337,81 @@ async fn a_stalled_subscriber_neither_slows_the_publisher_nor_loses_events_silen
     }
     assert_eq!(covered, (1..=3_000).collect::<Vec<_>>());
 }
+
+/// An HS256 token for user `sub`, allowed every `run:` topic, signed with
+/// `secret` and expiring in `seconds`.
+fn token(secret: &str, sub: &str, seconds: u64) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + seconds;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": sub, "topics": ["run:*"], "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_token_set_before_the_old_one_expires_keeps_the_subscriber_connected_and_no_error_shows_it()
+ {
+    let secret = "client-test-secret-0123456789abcdef";
+    let hub = Hub::start(&["--jwt-secret", secret]).await;
+    let first = token(secret, "u1", 2);
+    let topic: Topic = "run:token".parse().unwrap();
+    let mut subscriber = bounded(
+        "connect",
+        Subscriber::builder(hub.url.clone())
+            .topics([topic.clone().into()])
+            .token(first.clone())
+            .connect(),
+    )
+    .await
+    .unwrap();
+    bounded("set_token", subscriber.set_token(token(secret, "u1", 600)))
+        .await
+        .unwrap();
+    // Past the first token's expiry (whole seconds, checked without leeway).
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let publisher = Publisher::new(&hub.url).unwrap();
+    let request = PublishRequest::new(topic.clone(), EventType::StepCompleted, json!({}));
+    bounded("publish", publisher.publish(request))
+        .await
+        .unwrap();
+    let mut states = Vec::new();
+    next_matching(
+        &mut subscriber,
+        "the event after the first expiry",
+        |item| {
+            match item {
+                SubscriberItem::Event(event) => return Some(event),
+                SubscriberItem::State(state) => states.push(state),
+                _ => {}
+            }
+            None
+        },
+    )
+    .await;
+    // Only the first connection's opening: never a reconnect.
+    assert_eq!(
+        states,
+        [ConnectionState::Connecting, ConnectionState::Open],
+        "the connection changed"
+    );
+    assert_eq!(subscriber.state(), ConnectionState::Open);
+    // A failed connection says where it went, not with which credential.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let refused = Subscriber::builder(format!("http://127.0.0.1:{port}"))
+        .token(first.clone())
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .unwrap_err();
+    let said = format!("{refused} {refused:?}");
+    assert!(!said.contains(&first), "{said}");
+    hub.stop().await;
+}

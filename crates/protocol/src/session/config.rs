@@ -46,7 +46,9 @@ pub struct SessionConfig {
     /// How many bytes of `since` one `subscribe` frame carries at most, as
     /// [`since_bytes`](super::checkpoint) counts them: the topics a
     /// subscription names, then the most recently advanced of the others it
-    /// covers, resume from their checkpoint; the rest resume live. It keeps a resubscription below the hub's
+    /// covers, resume from their checkpoint; the rest resume live, and
+    /// what each of them missed is reported as a `trimmed` gap at its first
+    /// event or `subscribed` after the reconnect. It keeps a resubscription below the hub's
     /// frame limit (`--max-frame-size`, 64 KiB by default), over which the
     /// hub closes the connection with 1009 and the session would stop for
     /// good. Default: 32 KiB (about 350 topics with 32-character epochs).

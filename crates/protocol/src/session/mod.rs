@@ -95,10 +95,10 @@ pub mod subscription;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::error::{CloseReason, DecodeError};
-use crate::event::Event;
+use crate::event::{Epoch, Event};
 use crate::event_type::EventType;
 use crate::filter::EventFilter;
 use crate::frame::{
@@ -167,6 +167,10 @@ struct Link {
     /// topic: the same gap again (two subscriptions covering the topic each
     /// resumed with `since`) tells nothing new.
     gaps: BTreeMap<Topic, Gap>,
+    /// Checkpointed topics this link's subscriptions cover but could not
+    /// resume (their `since` did not fit in the frames): what they missed
+    /// is reported as a `trimmed` gap at their first event or `subscribed`.
+    unresumed: BTreeSet<Topic>,
 }
 
 impl Session {
@@ -213,6 +217,7 @@ impl Session {
             next_ping: (interval > 0).then(|| now.plus(interval)),
             retry_after: None,
             gaps: BTreeMap::new(),
+            unresumed: BTreeSet::new(),
         });
     }
 
@@ -239,12 +244,18 @@ impl Session {
                     self.session_id = Some(welcome.session_id.clone());
                     self.set_state(ConnectionState::Open);
                     let limits = self.frame_limits();
+                    let mut resumed = BTreeSet::new();
+                    let mut left_out = BTreeSet::new();
                     for subscription in &self.subscriptions {
-                        self.transmit.push_back(subscription.frame(
-                            &self.checkpoints,
-                            limits,
-                            None,
-                        ));
+                        let (frame, missed) = subscription.frame(&self.checkpoints, limits, None);
+                        if let ClientMessage::Subscribe(subscribe) = &frame.message {
+                            resumed.extend(subscribe.since.keys().cloned());
+                        }
+                        left_out.extend(missed);
+                        self.transmit.push_back(frame);
+                    }
+                    if let Phase::Open(link) = &mut self.phase {
+                        link.unresumed = &left_out - &resumed;
                     }
                     self.transmit.extend(self.outbox.drain());
                 }
@@ -253,6 +264,17 @@ impl Session {
             ServerMessage::Event(event) => {
                 if let (Some(hint), Phase::Open(link)) = (shutdown_hint(&event), &mut self.phase) {
                     link.retry_after = Some(hint);
+                }
+                if self.take_unresumed(&event.topic)
+                    && let Some(checkpoint) = self.checkpoints.get(&event.topic)
+                    && event.seq > checkpoint.seq.saturating_add(1)
+                {
+                    self.events.push_back(SessionEvent::Gap(Gap {
+                        topic: event.topic.clone(),
+                        from_seq: checkpoint.seq + 1,
+                        to_seq: event.seq - 1,
+                        reason: GapReason::Trimmed,
+                    }));
                 }
                 if self.checkpoints.accept_event(&event.topic, event.seq) {
                     if let Phase::Open(link) = &mut self.phase {
@@ -265,7 +287,12 @@ impl Session {
                 if let (TopicPattern::Exact(topic), Some(epoch), Some(seq)) =
                     (&subscribed.topic, &subscribed.epoch, subscribed.seq)
                 {
+                    let missed = self.take_unresumed(topic);
+                    let before = self.checkpoints.get(topic).cloned();
                     self.checkpoints.adopt_stream(topic, epoch, seq);
+                    if let (true, Some(before)) = (missed, before) {
+                        self.report_unresumed(topic, &before, epoch, seq);
+                    }
                 }
                 self.events.push_back(SessionEvent::Subscribed(subscribed));
             }
@@ -283,6 +310,7 @@ impl Session {
                 self.events.push_back(SessionEvent::ReplayComplete(done));
             }
             ServerMessage::Gap(gap) => {
+                self.take_unresumed(&gap.topic);
                 if let Phase::Open(link) = &mut self.phase {
                     if link.gaps.get(&gap.topic) == Some(&gap) {
                         return;
@@ -692,8 +720,16 @@ impl Session {
         let resumed = !since.is_empty();
         self.checkpoints.merge(since);
         if self.is_welcomed() {
-            self.transmit
-                .push_back(subscription.frame(&self.checkpoints, self.frame_limits(), id));
+            let (frame, missed) = subscription.frame(&self.checkpoints, self.frame_limits(), id);
+            // A topic another subscription covers is live already.
+            let missed: Vec<Topic> = missed
+                .into_iter()
+                .filter(|topic| !self.subscriptions.iter().any(|s| s.covers(topic)))
+                .collect();
+            if let Phase::Open(link) = &mut self.phase {
+                link.unresumed.extend(missed);
+            }
+            self.transmit.push_back(frame);
         }
         self.subscriptions.push(subscription);
         if resumed {
@@ -739,6 +775,35 @@ impl Session {
             !topics.iter().any(|removed| removed.matches(topic))
                 || subscriptions.iter().any(|s| s.covers(topic))
         });
+    }
+
+    /// Whether `topic` was left out of this link's resubscriptions and has
+    /// not been heard of since (then it no longer is).
+    fn take_unresumed(&mut self, topic: &Topic) -> bool {
+        match &mut self.phase {
+            Phase::Open(link) => link.unresumed.remove(topic),
+            _ => false,
+        }
+    }
+
+    /// An exact topic resubscribed without `since` is at `seq` of `epoch`
+    /// while its checkpoint was `before`: what lies between will not come.
+    fn report_unresumed(&mut self, topic: &Topic, before: &Checkpoint, epoch: &Epoch, seq: u64) {
+        let same_stream = before.epoch.as_ref().is_none_or(|known| known == epoch);
+        let (from_seq, reason) = if same_stream {
+            (before.seq + 1, GapReason::Trimmed)
+        } else {
+            (1, GapReason::EpochChanged)
+        };
+        if seq >= from_seq {
+            self.checkpoints.advance(topic, seq);
+            self.events.push_back(SessionEvent::Gap(Gap {
+                topic: topic.clone(),
+                from_seq,
+                to_seq: seq,
+                reason,
+            }));
+        }
     }
 
     /// Refuses a frame the hub would close the connection for (1009).

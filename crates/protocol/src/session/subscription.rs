@@ -35,30 +35,36 @@ impl Subscription {
     /// subscription covers (exact topics, and topics seen under a pattern):
     /// the topics it names first, then the others, the most recently
     /// advanced first, as many as fit in `max_since_bytes` ([`since_bytes`])
-    /// and keep the frame within `max_frame_bytes`.
+    /// and keep the frame within `max_frame_bytes`. Also the checkpointed
+    /// topics it covers that did not fit: they resume live.
     pub(crate) fn frame(
         &self,
         checkpoints: &Checkpoints,
         limits: FrameLimits,
         id: Option<RequestId>,
-    ) -> ClientFrame {
+    ) -> (ClientFrame, Vec<Topic>) {
         let mut frame = self.frame_without_since(id);
         let room = limits
             .max_frame_bytes
             .saturating_sub(frame.encoded_len() + SINCE_FIELD_BYTES);
         let mut left = limits.max_since_bytes.min(room);
-        let since: BTreeMap<_, _> = checkpoints
-            .resumed_first(|topic| self.covers(topic), |topic| self.names(topic))
-            .into_iter()
-            .map_while(|(topic, checkpoint)| {
-                left = left.checked_sub(since_bytes(topic, checkpoint))?;
-                Some((topic.clone(), checkpoint.since()))
-            })
-            .collect();
+        let mut since = BTreeMap::new();
+        let mut left_out = Vec::new();
+        for (topic, checkpoint) in
+            checkpoints.resumed_first(|topic| self.covers(topic), |topic| self.names(topic))
+        {
+            match left.checked_sub(since_bytes(topic, checkpoint)) {
+                Some(rest) if left_out.is_empty() => {
+                    left = rest;
+                    since.insert(topic.clone(), checkpoint.since());
+                }
+                _ => left_out.push(topic.clone()),
+            }
+        }
         if let ClientMessage::Subscribe(subscribe) = &mut frame.message {
             subscribe.since = since;
         }
-        frame
+        (frame, left_out)
     }
 
     /// The `subscribe` frame with no `since`: the smallest this

@@ -55,7 +55,7 @@ use herald_protocol::payload::ApprovalRecord;
 use herald_protocol::{CallbackId, Epoch, Event, EventFilter, PublishReceipt, Topic, TopicPattern};
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, IntoConnectionInfo, ProtocolVersion, RedisError};
+use redis::{Client, ErrorKind, IntoConnectionInfo, ProtocolVersion, RedisError, ServerErrorKind};
 use tokio_util::sync::CancellationToken;
 
 use self::feed::{Delivery, Feed};
@@ -158,7 +158,20 @@ fn unavailable(error: &RedisError) -> BrokerError {
     reason = "taken by value to be used as `map_err(failed)`"
 )]
 fn failed(error: RedisError) -> BrokerError {
-    if error.is_io_error()
+    // A Redis loading its data (after a restart), or a replica without its
+    // primary, answers every command with an error for a while: as good as
+    // unreachable, and the client is told to come back (503).
+    let busy = matches!(
+        error.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::BusyLoading
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+        )
+    );
+    if busy
+        || error.is_io_error()
         || error.is_timeout()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
@@ -807,4 +820,22 @@ impl Broker for RedisBroker {
     }
 
     async fn close(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redis_loading_its_data_is_unavailable_not_a_failed_write() {
+        for kind in [ServerErrorKind::BusyLoading, ServerErrorKind::MasterDown] {
+            let error = RedisError::from((ErrorKind::Server(kind), "busy"));
+            assert!(
+                matches!(failed(error), BrokerError::Unavailable(_)),
+                "{kind:?}"
+            );
+        }
+        let script = RedisError::from((ErrorKind::Server(ServerErrorKind::ResponseError), "bad"));
+        assert!(matches!(failed(script), BrokerError::Write(_)));
+    }
 }
