@@ -23,7 +23,10 @@ const MAX_BODY_EXCERPT: usize = 512;
 /// Every event gets a UUID v4 `id` before its first attempt unless the caller
 /// set one; retries (after connection errors, timeouts, 5xx and 429) resend
 /// the same `id`, which the hub de-duplicates, so a retried event is stored
-/// and delivered once. With several nodes ([`PublisherBuilder::failover`]),
+/// and delivered once. That id lives inside one call: an application that
+/// tries again itself (after an error, or its own timeout around the call)
+/// must set the request's `id` first, or its retry is a new event. With
+/// several nodes ([`PublisherBuilder::failover`]),
 /// a retry goes to the next node. Cloning is cheap and shares the
 /// connection pool.
 #[derive(Debug, Clone)]

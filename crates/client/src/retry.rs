@@ -11,8 +11,11 @@ pub struct RetryPolicy {
     /// The delay cap before the second attempt; it doubles for each
     /// following one. Default: 100 ms.
     pub initial_delay: Duration,
-    /// The largest delay cap. Default: 5 s (with the defaults, a request
-    /// keeps trying for about 11 s in all).
+    /// The largest delay cap. Default: 5 s (with the defaults, the waits
+    /// between attempts add up to 11 s at most; each attempt may also take
+    /// up to the publisher's `timeout`, 30 s by default, so a hub that
+    /// accepts and never answers holds a call for about 4 minutes: bound
+    /// it with your own deadline, reusing the event's `id` if you retry).
     pub max_delay: Duration,
 }
 

@@ -24,6 +24,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use super::SubscriberItem;
+use super::unread::Unread;
 use crate::error::SubscribeError;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -113,6 +114,8 @@ pub(super) struct Driver {
     pending: VecDeque<SubscriberItem>,
     capacity: usize,
     items: mpsc::Sender<SubscriberItem>,
+    /// What is queued for the consumer and not read yet, item by item.
+    unread: Unread,
     commands: mpsc::Receiver<Command>,
     shared: watch::Sender<Shared>,
     /// Told once: the first connection was welcomed, or its attempt failed.
@@ -141,7 +144,7 @@ impl Driver {
         tls: Arc<rustls::ClientConfig>,
         connect_timeout: Duration,
         capacity: usize,
-        items: mpsc::Sender<SubscriberItem>,
+        (items, unread): (mpsc::Sender<SubscriberItem>, Unread),
         commands: mpsc::Receiver<Command>,
         shared: watch::Sender<Shared>,
         ready: oneshot::Sender<Result<(), SubscribeError>>,
@@ -157,6 +160,7 @@ impl Driver {
             pending: VecDeque::new(),
             capacity,
             items,
+            unread,
             commands,
             shared,
             ready: Some(ready),
@@ -242,7 +246,9 @@ impl Driver {
                         let _ = ready.send(Ok(()));
                     }
                 }
-                self.pending.push_back(event.into());
+                let item = SubscriberItem::from(event);
+                self.unread.queued(&item);
+                self.pending.push_back(item);
             }
             if !busy {
                 break;

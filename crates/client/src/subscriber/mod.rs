@@ -7,6 +7,7 @@
 //! over a tokio-tungstenite socket.
 
 mod driver;
+mod unread;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use herald_protocol::{
 use tokio::sync::{mpsc, oneshot, watch};
 
 use self::driver::{Command, Driver, Shared};
+use self::unread::Unread;
 use crate::endpoint::HubUrl;
 use crate::error::SubscribeError;
 use crate::task::OwnedTask;
@@ -96,6 +98,8 @@ pub struct Subscriber {
     commands: mpsc::Sender<Command>,
     items: mpsc::Receiver<SubscriberItem>,
     shared: watch::Receiver<Shared>,
+    /// What is queued for the application and not read yet.
+    unread: Unread,
     next_id: AtomicU64,
     task: OwnedTask,
 }
@@ -159,8 +163,9 @@ impl SubscriberBuilder {
         self
     }
 
-    /// How many items may wait for the consumer before the socket is no
-    /// longer read. Default: 256.
+    /// How many items the connection task queues for the consumer before it
+    /// stops reading the socket; the channel to the consumer holds as many
+    /// again, so up to twice this many wait. Default: 256.
     pub fn buffer(mut self, items: usize) -> Self {
         self.buffer = items.max(1);
         self
@@ -236,6 +241,7 @@ impl SubscriberBuilder {
         let (item_tx, items) = mpsc::channel(self.buffer);
         let (shared_tx, shared) = watch::channel(Shared::of(&session));
         let (ready_tx, ready) = oneshot::channel();
+        let unread = Unread::default();
         let driver = Driver::new(
             session,
             urls,
@@ -243,7 +249,7 @@ impl SubscriberBuilder {
             tls,
             self.connect_timeout,
             self.buffer,
-            item_tx,
+            (item_tx, unread.clone()),
             command_rx,
             shared_tx,
             ready_tx,
@@ -252,6 +258,7 @@ impl SubscriberBuilder {
             commands,
             items,
             shared,
+            unread,
             next_id: AtomicU64::new(1),
             task: OwnedTask::spawn(driver.run()),
         };
@@ -356,10 +363,14 @@ impl Subscriber {
         Ok(id)
     }
 
-    /// The per-topic checkpoints now (persist them to resume with
-    /// [`SubscriberBuilder::since`]).
+    /// The per-topic checkpoints of what the application has read (persist
+    /// them to resume with [`SubscriberBuilder::since`]): a topic whose
+    /// events or gaps are still queued for it stands just before the first
+    /// of them, so a resume from them delivers those again, never skips
+    /// them.
     pub fn checkpoints(&self) -> Checkpoints {
-        self.shared.borrow().checkpoints.clone()
+        let checkpoints = self.shared.borrow().checkpoints.clone();
+        self.unread.hold_back(checkpoints)
     }
 
     /// The connection state now.
@@ -400,6 +411,10 @@ impl Stream for Subscriber {
     type Item = SubscriberItem;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<SubscriberItem>> {
-        self.items.poll_recv(cx)
+        let polled = self.items.poll_recv(cx);
+        if let Poll::Ready(Some(item)) = &polled {
+            self.unread.taken(item);
+        }
+        polled
     }
 }

@@ -415,3 +415,52 @@ async fn a_token_set_before_the_old_one_expires_keeps_the_subscriber_connected_a
     assert!(!said.contains(&first), "{said}");
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn checkpoints_stand_at_what_the_application_read_so_a_resume_skips_nothing_still_queued() {
+    let hub = Hub::start(&[]).await;
+    let topic: Topic = "run:unread".parse().unwrap();
+    let connect = |since| {
+        Subscriber::builder(hub.url.clone())
+            .topics([topic.clone().into()])
+            .since(since)
+            .buffer(4)
+            .connect()
+    };
+    let mut subscriber = bounded("connect", connect(Default::default()))
+        .await
+        .unwrap();
+    next_matching(&mut subscriber, "subscribed", |item| match item {
+        SubscriberItem::Subscribed(s) => Some(s),
+        _ => None,
+    })
+    .await;
+    let publisher = Publisher::new(&hub.url).unwrap();
+    for n in 1..=40 {
+        let request = PublishRequest::new(topic.clone(), EventType::StepCompleted, json!({"n": n}));
+        bounded("publish", publisher.publish(request))
+            .await
+            .unwrap();
+    }
+    next_matching(&mut subscriber, "event 5", |item| match item {
+        SubscriberItem::Event(event) if event.seq == 5 => Some(()),
+        _ => None,
+    })
+    .await;
+    // The connection task has queued as many more as the buffers hold.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let saved = subscriber.checkpoints();
+    assert_eq!(saved.get(&topic).map(|c| c.seq), Some(5));
+    drop(subscriber);
+    let mut resumed = bounded("connect again", connect(saved)).await.unwrap();
+    let mut seqs = Vec::new();
+    next_matching(&mut resumed, "events 6 to 40", |item| {
+        if let SubscriberItem::Event(event) = item {
+            seqs.push(event.seq);
+        }
+        (seqs.last() == Some(&40)).then_some(())
+    })
+    .await;
+    assert_eq!(seqs, (6..=40).collect::<Vec<u64>>());
+    hub.stop().await;
+}
