@@ -30,7 +30,7 @@ pub(crate) struct HubArgs {
     #[arg(long, env = "HERALD_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// A JWT for a hub started with `--jwt-secret`/`--jwt-public-key`, sent
-    /// as `?token=` on the WebSocket (tail, approve).
+    /// as `Authorization: Bearer` on the WebSocket (tail, approve).
     #[arg(long, env = "HERALD_TOKEN", hide_env_values = true)]
     token: Option<String>,
 }

@@ -52,7 +52,10 @@ fn format_gap(gap: &Gap) -> String {
              hub lost its history); it is followed from its start"
         ),
         GapReason::Trimmed => {
-            format!("gap {topic} #{from}..#{to}: past the hub's retention, these will not come")
+            format!(
+                "gap {topic} #{from}..#{to}: no longer to be had (past the hub's retention, or more \
+                 topics than a reconnect resumes), these will not come"
+            )
         }
         GapReason::Shed => format!(
             "gap {topic} #{from}..#{to}: dropped because this client read too slowly, these will not come"
