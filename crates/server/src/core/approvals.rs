@@ -212,7 +212,7 @@ impl Approvals {
         }
         // Until this is stored, any node takes the request for one that was
         // never asked and withdraws it.
-        if let Err(error) = self.broker.announced(&id).await {
+        if let Err(error) = self.broker.announced(&id, true).await {
             self.withdraw(&record).await;
             return Err(error.into());
         }
@@ -408,7 +408,12 @@ impl Approvals {
                 }
             }
         }
-        if published && let Err(error) = self.broker.announced(&record.request.callback_id).await {
+        if published
+            && let Err(error) = self
+                .broker
+                .announced(&record.request.callback_id, false)
+                .await
+        {
             tracing::warn!(%error, callback_id = id, "could not record that a decision was published; it will be published again");
         }
     }

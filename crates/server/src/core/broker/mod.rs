@@ -491,13 +491,14 @@ pub trait Broker: Send + Sync + Debug {
     /// delivers it later (on other nodes, or after a catch-up) adds its own.
     async fn record_delivery(&self, id: &CallbackId, connections: u32) -> Result<(), BrokerError>;
 
-    /// The approval's last change (its request, or its decision) was
-    /// published on its topics: nothing about it is owed any more.
+    /// The approval's request (`pending`) or its decision was published on
+    /// its topics: unless the approval has changed since (a decision stored
+    /// meanwhile stays owed), nothing about it is owed any more.
     /// [`create_approval`](Broker::create_approval) and
     /// [`decide_approval`](Broker::decide_approval) store the change as
     /// owed, in the same write, so a node that stops between storing and
     /// publishing leaves it to [`unannounced`](Broker::unannounced).
-    async fn announced(&self, id: &CallbackId) -> Result<(), BrokerError>;
+    async fn announced(&self, id: &CallbackId, pending: bool) -> Result<(), BrokerError>;
 
     /// Approvals whose last change has been owed for `older_than` or
     /// longer (at most [`UNANNOUNCED_PER_PASS`]): each is handed to one

@@ -130,7 +130,10 @@ pub(crate) struct ApprovalWrite {
     pub(crate) pending: bool,
     /// Its last change (request or decision) is not yet published.
     pub(crate) owed: bool,
-    pub(crate) body: String,
+    /// The record's JSON; `None` only marks the row's change published,
+    /// if the row is still `pending` as given (a decision written since
+    /// stays owed).
+    pub(crate) body: Option<String>,
     pub(crate) done: oneshot::Sender<Result<(), BrokerError>>,
 }
 
@@ -547,6 +550,9 @@ impl Writer {
             let mut approval = tx.prepare_cached(
                 "INSERT OR REPLACE INTO approvals (callback_id, pending, updated_at, body) VALUES (?1, ?2, ?3, ?4)",
             )?;
+            let mut settle = tx.prepare_cached(
+                "UPDATE approvals SET pending = pending & ~?3 WHERE callback_id = ?1 AND (pending & 1) = ?2",
+            )?;
             let mut advance = tx.prepare_cached(
                 "UPDATE topics SET last_seq = max(last_seq, ?2) WHERE topic = ?1",
             )?;
@@ -558,8 +564,20 @@ impl Writer {
                 let append = match write {
                     Write::Event(write) => write,
                     Write::Approval(record) => {
-                        let state = i64::from(record.pending) | if record.owed { OWED } else { 0 };
-                        approval.execute(params![record.callback_id, state, now, record.body])?;
+                        match &record.body {
+                            Some(body) => {
+                                let owed = if record.owed { OWED } else { 0 };
+                                let state = i64::from(record.pending) | owed;
+                                approval.execute(params![record.callback_id, state, now, body])?;
+                            }
+                            None => {
+                                settle.execute(params![
+                                    record.callback_id,
+                                    i64::from(record.pending),
+                                    OWED
+                                ])?;
+                            }
+                        }
                         continue;
                     }
                 };
@@ -640,6 +658,44 @@ mod tests {
             pending: Arc::default(),
             done,
         })
+    }
+
+    /// An approval row write: `body` is any JSON here (recovery hands it
+    /// back as is); `None` marks the row's change published.
+    fn approval(id: &str, pending: bool, owed: bool, body: Option<&str>) -> Write {
+        let (done, _) = oneshot::channel();
+        Write::Approval(ApprovalWrite {
+            callback_id: id.to_owned(),
+            pending,
+            owed,
+            body: body.map(str::to_owned),
+            done,
+        })
+    }
+
+    #[test]
+    fn a_request_marked_published_after_its_decision_was_written_leaves_the_decision_owed() {
+        let (_dir, path) = store();
+        let mut writer = writer(&path, Duration::from_secs(3600));
+        writer
+            .write(&[
+                approval("a", true, true, Some("asked")),
+                approval("b", true, true, Some("asked")),
+                approval("b", true, false, None),
+                // The decision is written before the request's mark arrives.
+                approval("a", false, true, Some("decided")),
+                approval("a", true, false, None),
+            ])
+            .unwrap();
+        drop(writer);
+        let (_journal, recovered) =
+            SqliteJournal::open(&path, 1000, Duration::from_secs(3600)).unwrap();
+        let mut approvals = recovered.approvals;
+        approvals.sort();
+        assert_eq!(
+            approvals,
+            [("asked".to_owned(), false), ("decided".to_owned(), true)]
+        );
     }
 
     /// A writer on the store at `path` (opened, its recovery discarded).

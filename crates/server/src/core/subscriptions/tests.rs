@@ -110,8 +110,8 @@ impl Broker for RacedReads {
         self.inner.record_delivery(id, connections).await
     }
 
-    async fn announced(&self, id: &CallbackId) -> Result<(), BrokerError> {
-        self.inner.announced(id).await
+    async fn announced(&self, id: &CallbackId, pending: bool) -> Result<(), BrokerError> {
+        self.inner.announced(id, pending).await
     }
 
     async fn unannounced(&self, older_than: Duration) -> Result<Vec<ApprovalRecord>, BrokerError> {

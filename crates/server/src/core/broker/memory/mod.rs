@@ -488,6 +488,26 @@ impl Shared {
     }
 
     /// Keeps an approval's record in the journal (when there is one).
+    /// Marks the approval published in the file, if there is one, unless
+    /// its row changed since (`pending` is what was published): the file's
+    /// row may be a decision written after the book settled the request.
+    async fn settle_persisted(&self, id: &CallbackId, pending: bool) -> Result<(), BrokerError> {
+        let Some(durable) = &self.durable else {
+            return Ok(());
+        };
+        let sender = durable.sender()?;
+        let (done, durable) = oneshot::channel();
+        let write = Write::Approval(ApprovalWrite {
+            callback_id: id.to_string(),
+            pending,
+            owed: false,
+            body: None,
+            done,
+        });
+        sender.send(write).await.map_err(|_| BrokerError::Closed)?;
+        durable.await.map_err(|_| BrokerError::Closed)?
+    }
+
     /// Writes the record to the file, if there is one; `owed` while the
     /// change it holds is not yet published.
     async fn persist(&self, record: &ApprovalRecord, owed: bool) -> Result<(), BrokerError> {
@@ -501,7 +521,7 @@ impl Shared {
             callback_id: record.request.callback_id.to_string(),
             pending: !record.status.is_final(),
             owed,
-            body,
+            body: Some(body),
             done,
         });
         sender.send(write).await.map_err(|_| BrokerError::Closed)?;
@@ -705,15 +725,12 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    async fn announced(&self, id: &CallbackId) -> Result<(), BrokerError> {
-        let settled = {
-            let mut book = self.shared.approvals.lock();
-            book.settle(id).then(|| book.get(id).cloned()).flatten()
-        };
-        match settled {
-            Some(record) => self.shared.persist(&record, false).await,
-            None => Ok(()),
+    async fn announced(&self, id: &CallbackId, pending: bool) -> Result<(), BrokerError> {
+        let settled = self.shared.approvals.lock().settle(id, pending);
+        if settled {
+            self.shared.settle_persisted(id, pending).await?;
         }
+        Ok(())
     }
 
     async fn unannounced(&self, older_than: Duration) -> Result<Vec<ApprovalRecord>, BrokerError> {

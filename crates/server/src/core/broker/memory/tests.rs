@@ -451,14 +451,25 @@ async fn approval_changes_stored_but_not_published_are_still_owed_after_a_restar
         for record in [&asked, &answered, &settled] {
             broker.create_approval(record.clone()).await.unwrap();
         }
-        broker.announced(&id(&answered)).await.unwrap();
-        broker.announced(&id(&settled)).await.unwrap();
-        // Decided, then the hub stopped before publishing the decision.
+        broker.announced(&id(&answered), true).await.unwrap();
+        broker.announced(&id(&settled), true).await.unwrap();
+        // Decided, then the hub stopped before publishing the decision;
+        // the request's publication, said after the decision was stored,
+        // does not settle the decision.
         let decision = Decision::by_hub(ApprovalStatus::Cancelled, false, None);
         broker
             .decide_approval(&id(&answered), decision)
             .await
             .unwrap();
+        broker.announced(&id(&answered), true).await.unwrap();
+        let owed: Vec<String> = broker
+            .unannounced(Duration::ZERO)
+            .await
+            .unwrap()
+            .iter()
+            .map(|record| record.request.callback_id.to_string())
+            .collect();
+        assert!(owed.contains(&"answered".to_owned()), "{owed:?}");
         broker.close().await;
     }
     let broker =
@@ -479,9 +490,8 @@ async fn approval_changes_stored_but_not_published_are_still_owed_after_a_restar
             ("asked".to_owned(), ApprovalStatus::Pending),
         ]
     );
-    for record in [&asked, &answered] {
-        broker.announced(&id(record)).await.unwrap();
-    }
+    broker.announced(&id(&asked), true).await.unwrap();
+    broker.announced(&id(&answered), false).await.unwrap();
     broker.close().await;
     let broker =
         MemoryBroker::open_sqlite(&path, retention(), Arc::new(Recorder::default())).unwrap();

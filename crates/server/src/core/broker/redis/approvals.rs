@@ -173,11 +173,17 @@ impl Shared {
             .map_err(failed)
     }
 
-    pub(super) async fn approval_published(&self, id: &CallbackId) -> Result<(), BrokerError> {
-        redis::cmd("ZREM")
-            .arg(keys::UNANNOUNCED)
+    pub(super) async fn approval_published(
+        &self,
+        id: &CallbackId,
+        pending: bool,
+    ) -> Result<(), BrokerError> {
+        scripts::APPROVAL_ANNOUNCED
+            .key(keys::UNANNOUNCED)
+            .key(keys::approval(id))
             .arg(id.as_str())
-            .query_async::<i64>(&mut self.commands.clone())
+            .arg(if pending { "pending" } else { "decided" })
+            .invoke_async::<i64>(&mut self.commands.clone())
             .await
             .map(|_| ())
             .map_err(failed)

@@ -718,8 +718,8 @@ impl Broker for RedisBroker {
         self.shared.record_delivery(id, connections).await
     }
 
-    async fn announced(&self, id: &CallbackId) -> Result<(), BrokerError> {
-        self.shared.approval_published(id).await
+    async fn announced(&self, id: &CallbackId, pending: bool) -> Result<(), BrokerError> {
+        self.shared.approval_published(id, pending).await
     }
 
     async fn unannounced(&self, older_than: Duration) -> Result<Vec<ApprovalRecord>, BrokerError> {

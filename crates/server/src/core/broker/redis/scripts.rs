@@ -27,6 +27,9 @@ pub(super) static APPROVAL_DECIDE: LazyLock<Script> =
 /// Adds one node's deliveries of an approval's request to its count.
 pub(super) static APPROVAL_DELIVERED: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/approval_delivered.lua")));
+/// Marks an approval's published change as no longer owed.
+pub(super) static APPROVAL_ANNOUNCED: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/approval_announced.lua")));
 /// Hands one node the approvals whose last change is owed to their topics.
 pub(super) static APPROVAL_UNANNOUNCED: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/approval_unannounced.lua")));
