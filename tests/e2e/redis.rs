@@ -1003,7 +1003,7 @@ async fn an_approval_redis_stored_after_its_producer_was_told_503_is_withdrawn()
     let nodes = nodes(&redis, 1).await?;
     // Redis knows the script from here on (a script it does not know yet
     // is refused when it wakes, and nothing is stored).
-    ask(&nodes[0], "u1", "t8", 600_000).await?;
+    let asked = ask(&nodes[0], "u1", "t8", 600_000).await?;
     redis.pause(true).await?;
     let body = json!({
         "user_id": "u1", "task_id": "t9", "step": 3, "timeout_ms": 600_000,
@@ -1032,11 +1032,13 @@ async fn an_approval_redis_stored_after_its_producer_was_told_503_is_withdrawn()
     )
     .await?;
     eventually(
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         "the approval nobody was asked is withdrawn",
         || async { Ok((approval_status(&nodes[0], &listed).await? == "cancelled").then_some(())) },
     )
     .await?;
     ensure!(event_types_on(&nodes[0], "task:t9").await? == ["approval.resolved"]);
+    // A request asked and published as usual owes nothing: it is left alone.
+    ensure!(approval_status(&nodes[0], &asked).await? == "pending");
     Ok(())
 }

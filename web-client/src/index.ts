@@ -277,13 +277,16 @@ export class HeraldClient implements SubscriptionHost {
   /** Unsubscribes `topics` on the hub (every subscription object covering exactly them is closed). */
   unsubscribe(topics: string | string[]): Promise<void> {
     const list = typeof topics === "string" ? [topics] : topics;
-    for (const subscription of [...this.subscriptions]) {
-      if (subscription.topics.every((t) => list.includes(t))) {
-        subscription.close();
-        remove(this.subscriptions, subscription);
+    // The page's subscriptions close once the session took the request (it
+    // refuses one over the hub's frame limit, and they then stay open).
+    return this.run((client) => client.unsubscribe(JSON.stringify(list))).then(() => {
+      for (const subscription of [...this.subscriptions]) {
+        if (subscription.topics.every((t) => list.includes(t))) {
+          subscription.close();
+          remove(this.subscriptions, subscription);
+        }
       }
-    }
-    return this.run((client) => client.unsubscribe(JSON.stringify(list)));
+    });
   }
 
   /** The open subscriptions. */
@@ -293,11 +296,11 @@ export class HeraldClient implements SubscriptionHost {
 
   /** @internal Called by `Subscription.unsubscribe()`: tells the hub about topics no other subscription covers. */
   unsubscribeOne(subscription: Subscription): Promise<void> {
-    remove(this.subscriptions, subscription);
-    const stillWanted = new Set(this.subscriptions.flatMap((s) => s.topics));
+    const others = this.subscriptions.filter((s) => s !== subscription);
+    const stillWanted = new Set(others.flatMap((s) => s.topics));
     const gone = subscription.topics.filter((topic) => !stillWanted.has(topic));
-    if (gone.length === 0) return Promise.resolve();
-    return this.run((client) => client.unsubscribe(JSON.stringify(gone)));
+    const told = gone.length === 0 ? Promise.resolve() : this.run((client) => client.unsubscribe(JSON.stringify(gone)));
+    return told.then(() => remove(this.subscriptions, subscription));
   }
 
   /**

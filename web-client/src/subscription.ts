@@ -103,11 +103,11 @@ export class Subscription {
     return add(this.stateHandlers, handler);
   }
 
-  /** Stops it: the hub is told once no other subscription of the client covers the same topics. */
+  /** Stops it: the hub is told once no other subscription of the client covers the same topics.
+   * Rejects, and the subscription stays, if the client refuses the request (over the hub's frame limit). */
   unsubscribe(): Promise<void> {
     if (this.currentState.state === "closed") return Promise.resolve();
-    this.close();
-    return this.host.unsubscribeOne(this);
+    return this.host.unsubscribeOne(this).then(() => this.close());
   }
 
   /** Whether the subscription covers `topic`. */

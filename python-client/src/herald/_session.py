@@ -869,7 +869,9 @@ class Session:
         """An exact topic resubscribed without ``since`` is at ``seq`` of
         ``epoch`` while its checkpoint was ``before``: what lies between will
         not come."""
-        same_stream = before.epoch is None or before.epoch == epoch
+        # A checkpoint past the stream's seq is from another stream too
+        # (``_adopt_stream`` restarts it there).
+        same_stream = (before.epoch is None or before.epoch == epoch) and before.seq <= seq
         from_seq, reason = (before.seq + 1, "trimmed") if same_stream else (1, "epoch_changed")
         if seq >= from_seq:
             self._advance(topic, seq)
@@ -889,12 +891,14 @@ class Session:
         for subscription in self._subscriptions:
             subscription.topics = [p for p in subscription.topics if p not in topics]
         self._subscriptions = [s for s in self._subscriptions if s.topics]
-        self._checkpoints = {
-            topic: checkpoint
-            for topic, checkpoint in self._checkpoints.items()
-            if not any(pattern_matches(removed, topic) for removed in topics)
-            or any(s.covers(topic) for s in self._subscriptions)
-        }
+        def kept(topic: str) -> bool:
+            return not any(pattern_matches(removed, topic) for removed in topics) or any(
+                s.covers(topic) for s in self._subscriptions
+            )
+
+        self._checkpoints = {topic: checkpoint for topic, checkpoint in self._checkpoints.items() if kept(topic)}
+        if isinstance(self._phase, _Link):
+            self._phase.unresumed = {topic for topic in self._phase.unresumed if kept(topic)}
         if self._is_welcomed():
             self._transmit.append(frame)
 

@@ -771,10 +771,14 @@ impl Session {
         self.subscriptions
             .retain(|subscription| !subscription.topics.is_empty());
         let subscriptions = &self.subscriptions;
-        self.checkpoints.retain(|topic| {
+        let kept = |topic: &Topic| {
             !topics.iter().any(|removed| removed.matches(topic))
                 || subscriptions.iter().any(|s| s.covers(topic))
-        });
+        };
+        self.checkpoints.retain(kept);
+        if let Phase::Open(link) = &mut self.phase {
+            link.unresumed.retain(kept);
+        }
     }
 
     /// Whether `topic` was left out of this link's resubscriptions and has
@@ -789,7 +793,10 @@ impl Session {
     /// An exact topic resubscribed without `since` is at `seq` of `epoch`
     /// while its checkpoint was `before`: what lies between will not come.
     fn report_unresumed(&mut self, topic: &Topic, before: &Checkpoint, epoch: &Epoch, seq: u64) {
-        let same_stream = before.epoch.as_ref().is_none_or(|known| known == epoch);
+        // A checkpoint past the stream's seq is from another stream too
+        // (`adopt_stream` restarts it there).
+        let same_stream =
+            before.epoch.as_ref().is_none_or(|known| known == epoch) && before.seq <= seq;
         let (from_seq, reason) = if same_stream {
             (before.seq + 1, GapReason::Trimmed)
         } else {

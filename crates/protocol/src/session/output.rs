@@ -38,8 +38,8 @@ pub enum ConnectionState {
     Open,
     /// Waiting `delay_ms` before reconnect attempt `attempt` (1-based, since
     /// the last stable connection). `code` is the close code the last
-    /// connection ended with (4001: the token expired; 1012: the hub
-    /// restarts), `None` when the socket failed without one or never opened.
+    /// connection ended with (4001: the token expired; 1001: the hub shut
+    /// down), `None` when the socket failed without one or never opened.
     Reconnecting {
         attempt: u32,
         delay_ms: u64,

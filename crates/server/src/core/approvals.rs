@@ -39,9 +39,10 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 const CLAIM_RETRY: Duration = Duration::from_secs(1);
 
 /// How long an approval's change (request or decision) may be stored and
-/// not published before another pass takes it over: longer than a node
-/// takes to store and publish one.
-const OWED_FOR: Duration = Duration::from_secs(15);
+/// not published before another pass takes it over: well past the longest
+/// a node takes to store and publish one (each store call gives up within
+/// 2 s, a request makes five).
+const OWED_FOR: Duration = Duration::from_secs(30);
 
 /// How often the approvals owed to their topics are looked for.
 const ANNOUNCE_EVERY: Duration = Duration::from_secs(5);
@@ -212,9 +213,23 @@ impl Approvals {
         }
         // Until this is stored, any node takes the request for one that was
         // never asked and withdraws it.
-        if let Err(error) = self.broker.announced(&id, true).await {
-            self.withdraw(&record).await;
-            return Err(error.into());
+        match self.broker.announced(&id, true).await {
+            Ok(true) => {}
+            // Changed meanwhile: answered already, or withdrawn by a pass
+            // because this request took longer than `OWED_FOR`.
+            Ok(false) => {
+                if let Some(now) = self.get(id.as_str()).await?
+                    && now.status == ApprovalStatus::Cancelled
+                {
+                    return Err(ApprovalError::Publish(
+                        "the request took too long to publish and was withdrawn".to_owned(),
+                    ));
+                }
+            }
+            Err(error) => {
+                self.withdraw(&record).await;
+                return Err(error.into());
+            }
         }
         record.delivered_to = reached;
         let (user, task) = (&record.request.user_id, &record.request.task_id);
@@ -370,7 +385,8 @@ impl Approvals {
     /// Publishes `approval.resolved` on the approval's topics, then tells
     /// the broker the decision is no longer owed. Its event id is the
     /// approval's, so publishing it again (the node stopped before telling
-    /// the broker) is taken for a retry and stored once.
+    /// the broker) while the first copy is retained is taken for a retry
+    /// and stored once.
     async fn announce_decision(&self, record: &ApprovalRecord) {
         let id = record.request.callback_id.as_str();
         let data = ApprovalResolved {
@@ -800,6 +816,7 @@ mod tests {
                 "{topic}"
             );
         }
+        assert!(broker.unannounced(Duration::ZERO).await.unwrap().is_empty());
         // A pass that published it but could not say so publishes nothing twice.
         later
             .announce_decision(&later.get(id).await.unwrap().unwrap())

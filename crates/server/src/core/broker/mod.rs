@@ -493,12 +493,13 @@ pub trait Broker: Send + Sync + Debug {
 
     /// The approval's request (`pending`) or its decision was published on
     /// its topics: unless the approval has changed since (a decision stored
-    /// meanwhile stays owed), nothing about it is owed any more.
+    /// meanwhile stays owed), nothing about it is owed any more. False when
+    /// it had changed (a request withdrawn, or decided, meanwhile).
     /// [`create_approval`](Broker::create_approval) and
     /// [`decide_approval`](Broker::decide_approval) store the change as
     /// owed, in the same write, so a node that stops between storing and
     /// publishing leaves it to [`unannounced`](Broker::unannounced).
-    async fn announced(&self, id: &CallbackId, pending: bool) -> Result<(), BrokerError>;
+    async fn announced(&self, id: &CallbackId, pending: bool) -> Result<bool, BrokerError>;
 
     /// Approvals whose last change has been owed for `older_than` or
     /// longer (at most [`UNANNOUNCED_PER_PASS`]): each is handed to one

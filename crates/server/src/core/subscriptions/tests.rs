@@ -110,7 +110,7 @@ impl Broker for RacedReads {
         self.inner.record_delivery(id, connections).await
     }
 
-    async fn announced(&self, id: &CallbackId, pending: bool) -> Result<(), BrokerError> {
+    async fn announced(&self, id: &CallbackId, pending: bool) -> Result<bool, BrokerError> {
         self.inner.announced(id, pending).await
     }
 

@@ -131,13 +131,14 @@ impl ApprovalBook {
     }
 
     /// The approval's request (`pending`) or decision was published:
-    /// unless it changed since, it is owed no more. Whether it was.
-    pub(crate) fn settle(&mut self, id: &CallbackId, pending: bool) -> bool {
+    /// unless it changed since (`None`), it is owed no more; whether it
+    /// was owed.
+    pub(crate) fn settle(&mut self, id: &CallbackId, pending: bool) -> Option<bool> {
         let unchanged = self
             .records
             .get(id)
             .is_none_or(|record| (record.status == ApprovalStatus::Pending) == pending);
-        unchanged && self.owed.remove(id).is_some()
+        unchanged.then(|| self.owed.remove(id).is_some())
     }
 
     /// The approvals owed since `older_than` ms or longer, at most `limit`

@@ -725,12 +725,16 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    async fn announced(&self, id: &CallbackId, pending: bool) -> Result<(), BrokerError> {
-        let settled = self.shared.approvals.lock().settle(id, pending);
-        if settled {
-            self.shared.settle_persisted(id, pending).await?;
+    async fn announced(&self, id: &CallbackId, pending: bool) -> Result<bool, BrokerError> {
+        let Some(settled) = self.shared.approvals.lock().settle(id, pending) else {
+            return Ok(false);
+        };
+        if settled && let Err(error) = self.shared.settle_persisted(id, pending).await {
+            // Still owed in the file: owed here too, so a pass publishes it.
+            self.shared.approvals.lock().owe(id, now_ms());
+            return Err(error);
         }
-        Ok(())
+        Ok(true)
     }
 
     async fn unannounced(&self, older_than: Duration) -> Result<Vec<ApprovalRecord>, BrokerError> {

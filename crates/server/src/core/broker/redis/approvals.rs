@@ -177,7 +177,7 @@ impl Shared {
         &self,
         id: &CallbackId,
         pending: bool,
-    ) -> Result<(), BrokerError> {
+    ) -> Result<bool, BrokerError> {
         scripts::APPROVAL_ANNOUNCED
             .key(keys::UNANNOUNCED)
             .key(keys::approval(id))
@@ -185,7 +185,7 @@ impl Shared {
             .arg(if pending { "pending" } else { "decided" })
             .invoke_async::<i64>(&mut self.commands.clone())
             .await
-            .map(|_| ())
+            .map(|unchanged| unchanged >= 0)
             .map_err(failed)
     }
 

@@ -718,7 +718,7 @@ impl Broker for RedisBroker {
         self.shared.record_delivery(id, connections).await
     }
 
-    async fn announced(&self, id: &CallbackId, pending: bool) -> Result<(), BrokerError> {
+    async fn announced(&self, id: &CallbackId, pending: bool) -> Result<bool, BrokerError> {
         self.shared.approval_published(id, pending).await
     }
 
