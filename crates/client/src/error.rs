@@ -157,6 +157,10 @@ pub enum SubscribeError {
         #[source]
         source: Box<tokio_tungstenite::tungstenite::Error>,
     },
+    /// The hub closed the first connection before welcoming it (1013: over
+    /// its connection limit; 4503: not allowed; 1001: shutting down).
+    #[error("the hub closed the connection before welcoming it: {code} {reason}")]
+    Refused { code: u16, reason: String },
     /// The first connection attempt did not open and get `welcome` in time.
     #[error("could not connect to {url} within {timeout:?}")]
     ConnectTimeout { url: String, timeout: Duration },

@@ -344,6 +344,16 @@ impl Driver {
                 }
             }
             Some(Ok(Message::Close(frame))) => {
+                // The first connection closed before `welcome`: `connect`
+                // says why instead of waiting out its timeout.
+                if let Some(frame) = &frame
+                    && let Some(ready) = self.ready.take()
+                {
+                    let _ = ready.send(Err(SubscribeError::Refused {
+                        code: u16::from(frame.code),
+                        reason: frame.reason.to_string(),
+                    }));
+                }
                 let reason = frame.map(|frame| CloseReason(u16::from(frame.code)));
                 if let Some(mut socket) = self.socket.take() {
                     // Sends the close reply tungstenite queued.

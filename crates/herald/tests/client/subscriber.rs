@@ -464,3 +464,33 @@ async fn checkpoints_stand_at_what_the_application_read_so_a_resume_skips_nothin
     assert_eq!(seqs, (6..=40).collect::<Vec<u64>>());
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn connect_says_why_the_hub_closed_the_first_connection_instead_of_timing_out() {
+    let hub = Hub::start(&["--max-connections", "1"]).await;
+    let connect = || {
+        Subscriber::builder(hub.url.clone())
+            .topics(["run:full".parse().unwrap()])
+            .connect_timeout(Duration::from_secs(10))
+            .connect()
+    };
+    let first = bounded("connect", connect()).await.unwrap();
+    let started = std::time::Instant::now();
+    let refused = bounded("connect over the limit", connect())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            herald_client::SubscribeError::Refused { code: 1013, .. }
+        ),
+        "{refused}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(first);
+    hub.stop().await;
+}
