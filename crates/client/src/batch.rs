@@ -29,6 +29,10 @@ enum Command {
     Flush(oneshot::Sender<()>),
 }
 
+/// The largest batch [`Publisher::batching`] makes: its queue and buffer are
+/// sized from it.
+pub const MAX_BATCH: usize = 10_000;
+
 /// A publisher that groups events: a batch is sent when it has `max_batch`
 /// events or its first event has waited `max_delay`, whichever comes first.
 ///
@@ -48,7 +52,8 @@ pub struct BatchingPublisher {
 }
 
 /// The receipt of a queued event, once its batch is published. Awaiting it is
-/// optional: the event is published either way.
+/// optional, but only it tells a failure: a batch the hub refused (or could
+/// not be reached for) fails every event of it.
 #[derive(Debug)]
 pub struct PendingReceipt(oneshot::Receiver<Result<PublishReceipt, PublishError>>);
 
@@ -64,10 +69,12 @@ impl Future for PendingReceipt {
 
 impl Publisher {
     /// A batching handle over this publisher: batches of at most `max_batch`
-    /// events (at least 1), each sent at most `max_delay` after its first
-    /// event was queued. Must be called inside a tokio runtime.
+    /// events (at least 1, at most [`MAX_BATCH`]; the hub takes at most its
+    /// `--queue-size`, 1024 by default, per batch), each sent at most
+    /// `max_delay` after its first event was queued. Must be called inside a
+    /// tokio runtime.
     pub fn batching(&self, max_batch: usize, max_delay: Duration) -> BatchingPublisher {
-        let max_batch = max_batch.max(1);
+        let max_batch = max_batch.clamp(1, MAX_BATCH);
         let (commands, receiver) = mpsc::channel(max_batch.saturating_mul(BUFFERED_BATCHES));
         let task = OwnedTask::spawn(flush_loop(self.clone(), receiver, max_batch, max_delay));
         BatchingPublisher { commands, task }

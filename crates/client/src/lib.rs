@@ -65,7 +65,7 @@ mod task;
 pub mod tls;
 pub mod unix;
 
-pub use batch::{BatchingPublisher, PendingReceipt};
+pub use batch::{BatchingPublisher, MAX_BATCH, PendingReceipt};
 pub use endpoint::HubUrl;
 pub use error::{ApprovalError, HttpError, HubError, PublishError, SubscribeError};
 pub use herald_protocol::payload::{ApprovalDecision, ApprovalRecord, NewApproval};
@@ -73,7 +73,7 @@ pub use herald_protocol::session::{Checkpoint, Checkpoints, ConnectionState, Ses
 pub use herald_protocol::{Event, PublishReceipt, PublishRequest};
 pub use publisher::Publisher;
 pub use retry::RetryPolicy;
-pub use subscriber::{Subscriber, SubscriberBuilder, SubscriberItem};
+pub use subscriber::{MAX_BUFFER, Subscriber, SubscriberBuilder, SubscriberItem};
 pub use tls::TlsError;
 pub use unix::UnixPublisher;
 

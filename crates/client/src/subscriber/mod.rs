@@ -104,6 +104,9 @@ pub struct Subscriber {
     task: OwnedTask,
 }
 
+/// The most items [`SubscriberBuilder::buffer`] takes.
+pub const MAX_BUFFER: usize = 65_536;
+
 /// Options of a [`Subscriber`]; every setter documents its default.
 #[derive(Debug, Clone)]
 pub struct SubscriberBuilder {
@@ -165,9 +168,10 @@ impl SubscriberBuilder {
 
     /// How many items the connection task queues for the consumer before it
     /// stops reading the socket; the channel to the consumer holds as many
-    /// again, so up to twice this many wait. Default: 256.
+    /// again, so up to twice this many wait. Default: 256; at least 1, at
+    /// most [`MAX_BUFFER`].
     pub fn buffer(mut self, items: usize) -> Self {
-        self.buffer = items.max(1);
+        self.buffer = items.clamp(1, MAX_BUFFER);
         self
     }
 

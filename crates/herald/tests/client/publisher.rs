@@ -169,3 +169,40 @@ async fn the_batching_publisher_groups_events_and_flushes_on_close() {
     bounded("close", batching.close()).await;
     assert_eq!(bounded("receipt after close", last).await.unwrap().seq, 26);
 }
+
+#[tokio::test]
+async fn sizes_past_the_limits_are_clamped_instead_of_panicking() {
+    let hub = Hub::start(&[]).await;
+    let publisher = Publisher::new(&hub.url).unwrap();
+    let topic: Topic = "run:clamped".parse().unwrap();
+    // "Batch by time only": a size no batch reaches.
+    let batching = publisher.batching(usize::MAX, Duration::from_millis(20));
+    let queued = bounded("queue", batching.publish(request(&topic, 1)))
+        .await
+        .unwrap();
+    assert_eq!(bounded("receipt", queued).await.unwrap().seq, 1);
+    bounded("close", batching.close()).await;
+    let mut subscriber = bounded(
+        "connect",
+        herald_client::Subscriber::builder(hub.url.clone())
+            .topics([topic.clone().into()])
+            .buffer(usize::MAX)
+            .connect(),
+    )
+    .await
+    .unwrap();
+    crate::harness::next_matching(&mut subscriber, "subscribed", |item| match item {
+        herald_client::SubscriberItem::Subscribed(_) => Some(()),
+        _ => None,
+    })
+    .await;
+    bounded("publish", publisher.publish(request(&topic, 2)))
+        .await
+        .unwrap();
+    crate::harness::next_matching(&mut subscriber, "the event", |item| match item {
+        herald_client::SubscriberItem::Event(event) if event.seq == 2 => Some(()),
+        _ => None,
+    })
+    .await;
+    hub.stop().await;
+}

@@ -128,11 +128,9 @@ pub(crate) struct EventWrite {
 pub(crate) struct ApprovalWrite {
     pub(crate) callback_id: String,
     pub(crate) pending: bool,
-    /// Its last change (request or decision) is not yet published.
-    pub(crate) owed: bool,
-    /// The record's JSON; `None` only marks the row's change published,
-    /// if the row is still `pending` as given (a decision written since
-    /// stays owed).
+    /// The record's JSON, a change not yet published (owed); `None` only
+    /// marks the row's change published, if the row is still `pending` as
+    /// given (a decision written since stays owed).
     pub(crate) body: Option<String>,
     pub(crate) done: oneshot::Sender<Result<(), BrokerError>>,
 }
@@ -566,8 +564,7 @@ impl Writer {
                     Write::Approval(record) => {
                         match &record.body {
                             Some(body) => {
-                                let owed = if record.owed { OWED } else { 0 };
-                                let state = i64::from(record.pending) | owed;
+                                let state = i64::from(record.pending) | OWED;
                                 approval.execute(params![record.callback_id, state, now, body])?;
                             }
                             None => {
@@ -662,12 +659,11 @@ mod tests {
 
     /// An approval row write: `body` is any JSON here (recovery hands it
     /// back as is); `None` marks the row's change published.
-    fn approval(id: &str, pending: bool, owed: bool, body: Option<&str>) -> Write {
+    fn approval(id: &str, pending: bool, body: Option<&str>) -> Write {
         let (done, _) = oneshot::channel();
         Write::Approval(ApprovalWrite {
             callback_id: id.to_owned(),
             pending,
-            owed,
             body: body.map(str::to_owned),
             done,
         })
@@ -679,12 +675,12 @@ mod tests {
         let mut writer = writer(&path, Duration::from_secs(3600));
         writer
             .write(&[
-                approval("a", true, true, Some("asked")),
-                approval("b", true, true, Some("asked")),
-                approval("b", true, false, None),
+                approval("a", true, Some("asked")),
+                approval("b", true, Some("asked")),
+                approval("b", true, None),
                 // The decision is written before the request's mark arrives.
-                approval("a", false, true, Some("decided")),
-                approval("a", true, false, None),
+                approval("a", false, Some("decided")),
+                approval("a", true, None),
             ])
             .unwrap();
         drop(writer);

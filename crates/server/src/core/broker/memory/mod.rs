@@ -492,36 +492,36 @@ impl Shared {
     /// its row changed since (`pending` is what was published): the file's
     /// row may be a decision written after the book settled the request.
     async fn settle_persisted(&self, id: &CallbackId, pending: bool) -> Result<(), BrokerError> {
-        let Some(durable) = &self.durable else {
-            return Ok(());
-        };
-        let sender = durable.sender()?;
-        let (done, durable) = oneshot::channel();
-        let write = Write::Approval(ApprovalWrite {
-            callback_id: id.to_string(),
-            pending,
-            owed: false,
-            body: None,
-            done,
-        });
-        sender.send(write).await.map_err(|_| BrokerError::Closed)?;
-        durable.await.map_err(|_| BrokerError::Closed)?
+        self.write_approval(id.to_string(), pending, None).await
     }
 
-    /// Writes the record to the file, if there is one; `owed` while the
-    /// change it holds is not yet published.
-    async fn persist(&self, record: &ApprovalRecord, owed: bool) -> Result<(), BrokerError> {
+    /// Writes the record to the file, if there is one, as a change not yet
+    /// published (owed until [`settle_persisted`](Self::settle_persisted)).
+    async fn persist(&self, record: &ApprovalRecord) -> Result<(), BrokerError> {
+        if self.durable.is_none() {
+            return Ok(());
+        }
+        let body = serde_json::to_string(record).map_err(|e| BrokerError::Write(e.to_string()))?;
+        let id = record.request.callback_id.to_string();
+        self.write_approval(id, !record.status.is_final(), Some(body))
+            .await
+    }
+
+    async fn write_approval(
+        &self,
+        callback_id: String,
+        pending: bool,
+        body: Option<String>,
+    ) -> Result<(), BrokerError> {
         let Some(durable) = &self.durable else {
             return Ok(());
         };
         let sender = durable.sender()?;
         let (done, durable) = oneshot::channel();
-        let body = serde_json::to_string(record).map_err(|e| BrokerError::Write(e.to_string()))?;
         let write = Write::Approval(ApprovalWrite {
-            callback_id: record.request.callback_id.to_string(),
-            pending: !record.status.is_final(),
-            owed,
-            body: Some(body),
+            callback_id,
+            pending,
+            body,
             done,
         });
         sender.send(write).await.map_err(|_| BrokerError::Closed)?;
@@ -677,7 +677,7 @@ impl Broker for MemoryBroker {
             book.insert(record.clone())?;
             book.owe(&record.request.callback_id, now_ms());
         }
-        if let Err(error) = self.shared.persist(&record, true).await {
+        if let Err(error) = self.shared.persist(&record).await {
             // Not kept, so not registered: the producer is told.
             self.shared
                 .approvals
@@ -702,7 +702,7 @@ impl Broker for MemoryBroker {
             book.owe(id, now_ms());
             (before, was_owed, record)
         };
-        if let Err(error) = self.shared.persist(&record, true).await {
+        if let Err(error) = self.shared.persist(&record).await {
             // Not kept, so not decided: whoever answered is told, and the
             // approval waits for another answer (or its timeout).
             tracing::error!(%error, callback_id = %id, "could not store a decision");
