@@ -7,7 +7,7 @@ use herald_protocol::{ErrorCode, EventType, Topic};
 use serde_json::json;
 use tokio::task::JoinSet;
 
-use crate::harness::{Hub, bounded, next_matching};
+use crate::harness::{Hub, bounded, next_matching, subscribed};
 
 pub fn new_approval(user: &str, task: &str) -> NewApproval {
     NewApproval {
@@ -41,10 +41,7 @@ async fn request_approval_gets_the_decision_sent_by_another_clients_confirm() {
     )
     .await
     .unwrap();
-    next_matching(&mut reviewer, "subscribed", |item| {
-        matches!(item, SubscriberItem::Subscribed(_)).then_some(())
-    })
-    .await;
+    subscribed(&mut reviewer).await;
 
     let publisher = Publisher::new(&hub.url).unwrap();
     let mut tasks = JoinSet::new();

@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::harness::{Hub, STEP, bounded, next_matching};
+use crate::harness::{Hub, STEP, bounded, subscribed};
 
 #[tokio::test]
 async fn a_subscriber_and_a_publisher_move_to_the_next_node_when_theirs_is_killed_and_lose_nothing()
@@ -41,10 +41,7 @@ async fn a_subscriber_and_a_publisher_move_to_the_next_node_when_theirs_is_kille
     )
     .await
     .unwrap();
-    next_matching(&mut subscriber, "subscribed", |item| {
-        matches!(item, SubscriberItem::Subscribed(_)).then_some(())
-    })
-    .await;
+    subscribed(&mut subscriber).await;
     let publisher = Publisher::builder(node_a.url.clone())
         .failover(node_b.url.clone())
         .retry(RetryPolicy {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use herald_client::{Subscriber, SubscriberItem};
+use herald_protocol::frame::Subscribed;
 use herald_tests::Herald;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
@@ -147,6 +148,17 @@ pub async fn next_matching<T>(
             }
         }
         panic!("the subscriber ended while waiting for {what}");
+    })
+    .await
+}
+
+/// Waits for the hub's `subscribed` (a `connect` returns at `welcome`,
+/// before the subscription is confirmed: an event published before this is
+/// not the subscriber's).
+pub async fn subscribed(subscriber: &mut Subscriber) -> Subscribed {
+    next_matching(subscriber, "subscribed", |item| match item {
+        SubscriberItem::Subscribed(subscribed) => Some(subscribed),
+        _ => None,
     })
     .await
 }

@@ -191,11 +191,7 @@ async fn sizes_past_the_limits_are_clamped_instead_of_panicking() {
     )
     .await
     .unwrap();
-    crate::harness::next_matching(&mut subscriber, "subscribed", |item| match item {
-        herald_client::SubscriberItem::Subscribed(_) => Some(()),
-        _ => None,
-    })
-    .await;
+    crate::harness::subscribed(&mut subscriber).await;
     bounded("publish", publisher.publish(request(&topic, 2)))
         .await
         .unwrap();

@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::harness::{Hub, STEP, bounded, next_matching};
+use crate::harness::{Hub, STEP, bounded, next_matching, subscribed};
 
 fn fast_reconnects() -> SessionConfig {
     SessionConfig {
@@ -38,11 +38,7 @@ async fn subscriber_receives_typed_events_in_seq_order() {
     .unwrap();
     assert_eq!(subscriber.state(), ConnectionState::Open);
     assert!(subscriber.session_id().is_some());
-    let subscribed = next_matching(&mut subscriber, "subscribed", |item| match item {
-        SubscriberItem::Subscribed(s) => Some(s),
-        _ => None,
-    })
-    .await;
+    let subscribed = subscribed(&mut subscriber).await;
     assert_eq!(subscribed.seq, Some(0));
 
     let publisher = Publisher::new(&hub.url).unwrap();
@@ -91,11 +87,7 @@ async fn subscriber_waits_the_retry_after_ms_of_a_draining_hubs_notice_before_re
     )
     .await
     .unwrap();
-    next_matching(&mut subscriber, "subscribed", |item| match item {
-        SubscriberItem::Subscribed(s) => Some(s),
-        _ => None,
-    })
-    .await;
+    subscribed(&mut subscriber).await;
     hub.sigterm();
     let notice = next_matching(&mut subscriber, "the shutdown notice", |item| match item {
         SubscriberItem::Event(event) if event.event_type == EventType::SystemShutdown => {
@@ -146,10 +138,7 @@ async fn subscriber_keeps_a_complete_ordered_stream_across_two_hub_restarts_unde
     )
     .await
     .unwrap();
-    next_matching(&mut subscriber, "subscribed", |item| {
-        matches!(item, SubscriberItem::Subscribed(_)).then_some(())
-    })
-    .await;
+    subscribed(&mut subscriber).await;
 
     // The producer publishes without pause; its retries carry it through the restarts.
     let publisher = Publisher::builder(hub.url.clone())
@@ -296,10 +285,7 @@ async fn a_stalled_subscriber_neither_slows_the_publisher_nor_loses_events_silen
     )
     .await
     .unwrap();
-    next_matching(&mut subscriber, "subscribed", |item| {
-        matches!(item, SubscriberItem::Subscribed(_)).then_some(())
-    })
-    .await;
+    subscribed(&mut subscriber).await;
     // From here on nobody reads the subscriber: its task stops reading the
     // socket once its small buffer is full, and the hub must shed, not wait.
     let publisher = Publisher::new(&hub.url).unwrap();
@@ -430,11 +416,7 @@ async fn checkpoints_stand_at_what_the_application_read_so_a_resume_skips_nothin
     let mut subscriber = bounded("connect", connect(Default::default()))
         .await
         .unwrap();
-    next_matching(&mut subscriber, "subscribed", |item| match item {
-        SubscriberItem::Subscribed(s) => Some(s),
-        _ => None,
-    })
-    .await;
+    subscribed(&mut subscriber).await;
     let publisher = Publisher::new(&hub.url).unwrap();
     for n in 1..=40 {
         let request = PublishRequest::new(topic.clone(), EventType::StepCompleted, json!({"n": n}));

@@ -8,7 +8,7 @@ use herald_client::{PublishRequest, Subscriber, SubscriberItem, UnixPublisher};
 use herald_protocol::{EventType, Topic};
 use serde_json::json;
 
-use crate::harness::{Hub, bounded, next_matching};
+use crate::harness::{Hub, bounded, next_matching, subscribed};
 
 fn request(n: u64) -> PublishRequest {
     PublishRequest::new(
@@ -86,10 +86,7 @@ async fn events_sent_to_the_hubs_unix_socket_reach_subscribers() {
     )
     .await
     .unwrap();
-    next_matching(&mut subscriber, "subscribed", |item| {
-        matches!(item, SubscriberItem::Subscribed(_)).then_some(())
-    })
-    .await;
+    subscribed(&mut subscriber).await;
     let publisher = UnixPublisher::new(&path).unwrap();
     for n in 1..=3 {
         assert!(publisher.publish(&request(n)));
