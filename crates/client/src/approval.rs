@@ -86,15 +86,17 @@ impl Publisher {
     ) -> Result<ApprovalDecision, ApprovalError> {
         let record = self.create_approval(&request).await?;
         let id = record.request.callback_id;
+        // A hub's `expires_at` past what this platform's clock can hold
+        // means never giving up on an outage.
         let give_up_at =
-            UNIX_EPOCH + Duration::from_millis(record.request.expires_at) + EXPIRY_GRACE;
+            UNIX_EPOCH.checked_add(Duration::from_millis(record.request.expires_at) + EXPIRY_GRACE);
         let mut failures = 0;
         loop {
             match self.wait_approval(&id, LONG_POLL).await {
                 Ok(decision) if decision.status.is_final() => return Ok(decision),
                 Ok(_) => failures = 0,
                 Err(ApprovalError::Http(error))
-                    if is_outage(&error) && SystemTime::now() < give_up_at =>
+                    if is_outage(&error) && give_up_at.is_none_or(|at| SystemTime::now() < at) =>
                 {
                     failures += 1;
                     tracing::debug!(%error, %id, "the hub is unreachable; polling the approval again");

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use herald_protocol::{PublishReceipt, PublishRequest};
+use herald_protocol::{ErrorCode, PublishReceipt, PublishRequest};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -39,7 +39,10 @@ pub const MAX_BATCH: usize = 10_000;
 /// The buffer is bounded (`4 × max_batch` events): when it is full,
 /// [`publish`](BatchingPublisher::publish) waits, so a producer faster than
 /// the hub slows down instead of growing memory. Each batch is retried like
-/// [`Publisher::publish_batch`], with ids assigned at `publish` time.
+/// [`Publisher::publish_batch`], with ids assigned at `publish` time. Each
+/// event gets its own outcome: one the hub refuses (a bad field, a reused id
+/// with other content) fails alone and the rest of its batch is sent again;
+/// a batch the hub finds too large (over its `--queue-size`) is split.
 ///
 /// The flush task belongs to this handle: [`close`](BatchingPublisher::close)
 /// flushes what is queued and stops it; dropping the handle stops it at once,
@@ -52,8 +55,10 @@ pub struct BatchingPublisher {
 }
 
 /// The receipt of a queued event, once its batch is published. Awaiting it is
-/// optional, but only it tells a failure: a batch the hub refused (or could
-/// not be reached for) fails every event of it.
+/// optional, but only it tells a failure: an event the hub refused fails
+/// alone (the rest of its batch is sent again), and a batch the hub could not
+/// be reached for, or failed with a 5xx after the retries, fails every event
+/// of it.
 #[derive(Debug)]
 pub struct PendingReceipt(oneshot::Receiver<Result<PublishReceipt, PublishError>>);
 
@@ -70,7 +75,8 @@ impl Future for PendingReceipt {
 impl Publisher {
     /// A batching handle over this publisher: batches of at most `max_batch`
     /// events (at least 1, at most [`MAX_BATCH`]; the hub takes at most its
-    /// `--queue-size`, 1024 by default, per batch), each sent at most
+    /// `--queue-size`, 1024 by default, per batch, and a larger one costs a
+    /// refused request before it is split), each sent at most
     /// `max_delay` after its first event was queued. Must be called inside a
     /// tokio runtime.
     pub fn batching(&self, max_batch: usize, max_delay: Duration) -> BatchingPublisher {
@@ -162,32 +168,94 @@ async fn flush_loop(
     }
 }
 
+/// Publishes `batch` and answers every event's receipt with its own outcome.
+///
+/// A refusal that names one event (a 400 or 409 with `index`) fails that
+/// event alone and the rest is sent again: the ids assigned at `publish` make
+/// the events the hub already stored answer their first receipts. A batch
+/// the hub finds too large (413: over its `--queue-size`, body limit or rate
+/// burst) is sent again as two halves, in order. Anything else (the hub
+/// unreachable, a 5xx after the retries) fails every event of the batch with
+/// the shared error.
 async fn send_batch(publisher: &Publisher, batch: Vec<(PublishRequest, Reply)>) {
-    let (requests, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-    match publisher.publish_batch(requests).await {
-        Ok(receipts) => {
-            for (reply, receipt) in replies.into_iter().zip(receipts) {
-                let _ = reply.send(Ok(receipt));
-            }
-        }
-        Err(error) => {
-            tracing::debug!(%error, "a batch failed");
-            let shared = match error {
-                PublishError::Http(error) => Arc::new(error),
-                PublishError::Batch(error) => error,
-                PublishError::ReceiptCount { sent, got } => {
-                    for reply in replies {
-                        let _ = reply.send(Err(PublishError::ReceiptCount { sent, got }));
-                    }
-                    return;
+    // The parts still to send, the next one last; each removal or split makes
+    // progress, so this ends after at most two sends per event.
+    let mut parts = vec![batch];
+    while let Some(mut part) = parts.pop() {
+        let (requests, replies): (Vec<_>, Vec<_>) = part.into_iter().unzip();
+        let error = match publisher.publish_identified(&requests).await {
+            Ok(receipts) => {
+                for (reply, receipt) in replies.into_iter().zip(receipts) {
+                    let _ = reply.send(Ok(receipt));
                 }
-                PublishError::Stopped => {
-                    return;
-                }
-            };
-            for reply in replies {
-                let _ = reply.send(Err(PublishError::Batch(shared.clone())));
+                continue;
             }
+            Err(error) => error,
+        };
+        part = requests.into_iter().zip(replies).collect();
+        tracing::debug!(%error, events = part.len(), "a batch failed");
+        match refusal(&error, part.len()) {
+            Refusal::Event(index) => {
+                let (_, reply) = part.remove(index);
+                let _ = reply.send(Err(error));
+                if !part.is_empty() {
+                    parts.push(part);
+                }
+            }
+            Refusal::TooLarge => {
+                let second = part.split_off(part.len() / 2);
+                parts.push(second);
+                parts.push(part);
+            }
+            Refusal::Batch => fail_all(part, error),
         }
+    }
+}
+
+/// How a failed batch is taken apart.
+enum Refusal {
+    /// The hub refused the event at this index of the batch.
+    Event(usize),
+    /// The batch is too large as a whole; halves may pass.
+    TooLarge,
+    /// The whole batch failed.
+    Batch,
+}
+
+fn refusal(error: &PublishError, events: usize) -> Refusal {
+    let Some(hub) = error.hub_error() else {
+        return Refusal::Batch;
+    };
+    match (hub.code, hub.index) {
+        (ErrorCode::InvalidRequest | ErrorCode::Conflict, Some(index)) if index < events => {
+            Refusal::Event(index)
+        }
+        (ErrorCode::TooLarge, _) if events > 1 => Refusal::TooLarge,
+        _ => Refusal::Batch,
+    }
+}
+
+/// Fails every event of `part` with `error`: an event sent alone gets it as
+/// its own, several share it as [`PublishError::Batch`].
+fn fail_all(mut part: Vec<(PublishRequest, Reply)>, error: PublishError) {
+    if part.len() == 1
+        && let Some((_, reply)) = part.pop()
+    {
+        let _ = reply.send(Err(error));
+        return;
+    }
+    let shared = match error {
+        PublishError::Http(error) => Arc::new(error),
+        PublishError::Batch(error) => error,
+        PublishError::ReceiptCount { sent, got } => {
+            for (_, reply) in part {
+                let _ = reply.send(Err(PublishError::ReceiptCount { sent, got }));
+            }
+            return;
+        }
+        PublishError::Stopped => return,
+    };
+    for (_, reply) in part {
+        let _ = reply.send(Err(PublishError::Batch(shared.clone())));
     }
 }

@@ -9,7 +9,9 @@ use crate::error::UrlError;
 
 /// A hub's base URL: `http://HOST:PORT` (or `https`), optionally with a path
 /// prefix when the hub sits behind a proxy. A `ws://`/`wss://` URL is accepted
-/// too and mapped back to `http`/`https`; a trailing `/ws` is dropped.
+/// too and mapped back to `http`/`https`; a trailing `/ws` is dropped. A URL
+/// with a query (`?topics=…`, `?token=…`) is refused: those go to the client's
+/// builder.
 #[derive(Clone, PartialEq, Eq)]
 pub struct HubUrl {
     base: Url,
@@ -36,6 +38,17 @@ impl HubUrl {
             .map_err(|()| invalid("cannot change the scheme".to_owned()))?;
         if base.host().is_none() {
             return Err(invalid("no host".to_owned()));
+        }
+        // A query would be dropped from every endpoint's URL: the topics and
+        // the token go to the builder, never in the URL.
+        // The error leaves the query out: it may hold a token.
+        if base.query().is_some_and(|query| !query.is_empty()) {
+            base.set_query(None);
+            return Err(UrlError {
+                url: format!("{base}?…"),
+                reason: "a hub URL takes no query: give topics and the token to the client"
+                    .to_owned(),
+            });
         }
         base.set_query(None);
         base.set_fragment(None);
@@ -123,6 +136,10 @@ mod tests {
             "http://127.0.0.1:8765/api/v1/approvals/a%2Fb%3Fc"
         );
         assert!(HubUrl::parse("ftp://h").is_err());
+        let query = HubUrl::parse("ws://h:1/ws?token=secret").unwrap_err();
+        assert!(query.reason.contains("no query"), "{query}");
+        assert!(!query.to_string().contains("secret"), "{query}");
+        assert_eq!(HubUrl::parse("http://h:1/?")?.as_str(), "http://h:1/");
         assert!(HubUrl::parse("not a url").is_err());
         Ok(())
     }

@@ -69,6 +69,10 @@ pub enum HttpError {
         body: String,
         attempts: u32,
     },
+    /// The answer's body ran past the most a hub's answer can take (16 MiB):
+    /// it was not read further.
+    #[error("the hub's answer is larger than {limit} bytes")]
+    AnswerTooLarge { limit: usize },
     /// A success status whose body is not what the contract says.
     #[error("the hub's answer does not decode: {0}")]
     Decode(#[source] serde_json::Error),

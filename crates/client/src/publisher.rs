@@ -18,6 +18,10 @@ use crate::tls::ExtraRoots;
 /// The longest part of an unexpected error body kept in [`HttpError::Status`].
 const MAX_BODY_EXCERPT: usize = 512;
 
+/// The largest answer read from a hub: a receipt per event of the largest
+/// batch takes about 1 MiB, so an answer past this is not a hub's.
+pub(crate) const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+
 /// Publishes events (and asks for approvals) over the hub's HTTP API.
 ///
 /// Every event gets a UUID v4 `id` before its first attempt unless the caller
@@ -186,11 +190,20 @@ impl Publisher {
             return Ok(Vec::new());
         }
         requests.iter_mut().for_each(assign_id);
+        self.publish_identified(&requests).await
+    }
+
+    /// [`publish_batch`](Publisher::publish_batch) of events that already
+    /// have their ids (`requests` is not empty).
+    pub(crate) async fn publish_identified(
+        &self,
+        requests: &[PublishRequest],
+    ) -> Result<Vec<PublishReceipt>, PublishError> {
         let receipts: Vec<PublishReceipt> = self
             .call(
                 Method::POST,
                 |hub| hub.http("api/v1/events"),
-                Some(&requests),
+                Some(requests),
                 self.timeout,
                 Idempotency::Idempotent,
             )
@@ -236,17 +249,31 @@ impl Publisher {
                 request = request.bearer_auth(token);
             }
             let answer = async {
-                let response = request.send().await?;
+                let mut response = request.send().await?;
                 let status = response.status();
-                let bytes = response.bytes().await?;
+                // `None`: the answer ran past `MAX_ANSWER_BYTES`.
+                let mut bytes = Some(Vec::new());
+                while let Some(chunk) = response.chunk().await? {
+                    let Some(read) = &mut bytes else { break };
+                    if read.len() + chunk.len() > MAX_ANSWER_BYTES {
+                        bytes = None;
+                        break;
+                    }
+                    read.extend_from_slice(&chunk);
+                }
                 Ok::<_, reqwest::Error>((status, bytes))
             }
             .await;
             match answer {
-                Ok((status, bytes)) if status.is_success() => {
+                Ok((_, None)) => {
+                    return Err(HttpError::AnswerTooLarge {
+                        limit: MAX_ANSWER_BYTES,
+                    });
+                }
+                Ok((status, Some(bytes))) if status.is_success() => {
                     return serde_json::from_slice(&bytes).map_err(HttpError::Decode);
                 }
-                Ok((status, bytes)) => {
+                Ok((status, Some(bytes))) => {
                     let retryable =
                         status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
                     if retryable && may_retry && idempotency == Idempotency::Idempotent {

@@ -698,6 +698,7 @@ class Session:
                         "the session resumes from seq checkpoints: subscribe without a time cursor"
                     )
             subscription = Subscription(list(frame.topics), frame.filter, frame.snapshot)
+            _require_topics(subscription.topics)
             self._check_size(subscription.frame_without_since(frame.id))
             for topic in sorted(given):
                 self._write(topic, given[topic])
@@ -844,8 +845,7 @@ class Session:
             self._events.append(FrameDropped(self._outbox.popleft()))
 
     def _add_subscription(self, subscription: Subscription, id: RequestId | None) -> None:
-        if not subscription.topics:
-            raise NoTopicsError("a subscription needs at least one topic or pattern")
+        _require_topics(subscription.topics)
         self._check_size(subscription.frame_without_since(id))
         if self._is_welcomed():
             frame, missed = subscription.frame(self._checkpoints, self.config, id)
@@ -884,8 +884,7 @@ class Session:
             raise FrameTooLargeError(size, self.config.max_frame_bytes)
 
     def _remove_topics(self, topics: list[str], id: RequestId | None) -> None:
-        if not topics:
-            raise NoTopicsError("a subscription needs at least one topic or pattern")
+        _require_topics(topics)
         frame = ClientFrameUnsubscribe(id=id, topics=topics)
         self._check_size(frame)
         for subscription in self._subscriptions:
@@ -950,6 +949,11 @@ class Session:
         if self._state != state:
             self._state = state
             self._events.append(StateChanged(state))
+
+
+def _require_topics(topics: list[str]) -> None:
+    if not topics:
+        raise NoTopicsError("a subscription needs at least one topic or pattern")
 
 
 def _shutdown_hint(event: Event) -> int | None:

@@ -248,6 +248,33 @@ async fn broadcasts_user_messages_and_heartbeats_reach_pages_exactly_as_sent() -
 }
 
 #[tokio::test]
+async fn an_event_published_on_global_through_the_api_reaches_pages_once() -> Result<()> {
+    let hub = herald().start(&[]).await?;
+    let http = hub.http();
+    let mut page = page(&hub).await?;
+    // Subscribed by the time its first ping is answered.
+    barrier(&mut page).await?;
+    http.publish_simple(
+        "global",
+        "system.notification",
+        json!({"message": "maintenance at noon"}),
+    )
+    .await?;
+    let got = page.recv_frame().await?;
+    ensure!(got["type"] == "system_notification", "{got}");
+    ensure!(got["message"] == "maintenance at noon", "{got}");
+    // A broadcast, which reaches every connection, still comes once.
+    let notice =
+        json!({"type": "system_notification", "message": "once", "timestamp": 1729845678.5});
+    http.post("/compat/aiecs/broadcast_message", &notice)
+        .await?;
+    ensure!(page.recv_frame().await? == notice, "broadcast changed");
+    let after = barrier(&mut page).await?;
+    ensure!(after.is_empty(), "came again: {after:?}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn ping_cancel_subscribe_and_unknown_actions_are_answered_as_the_seed_did() -> Result<()> {
     let hub = herald().start(&[]).await?;
     let mut page = page(&hub).await?;

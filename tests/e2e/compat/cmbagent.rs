@@ -167,6 +167,52 @@ async fn a_reconnecting_ui_gets_every_event_newer_than_its_last_timestamp_exactl
     Ok(())
 }
 
+#[tokio::test]
+async fn events_sharing_the_last_timestamps_millisecond_are_sent_again_not_lost() -> Result<()> {
+    let hub = herald().start(&[]).await?;
+    let http = hub.http();
+    publish(&http, "r5", "agent.message", None, T0, json!({"n": 1})).await?;
+    // A batch: two events in one millisecond; the UI saw the first, then
+    // dropped before the second arrived.
+    publish(&http, "r5", "agent.message", None, T0 + 10, json!({"n": 2})).await?;
+    publish(&http, "r5", "agent.message", None, T0 + 10, json!({"n": 3})).await?;
+    publish(
+        &http,
+        "r5",
+        "agent.thinking",
+        None,
+        T0 + 20,
+        json!({"n": 4}),
+    )
+    .await?;
+    let since = (T0 + 10) as f64 / 1000.0;
+    let mut ui = ui(&hub, "r5", &format!("?since={since}")).await?;
+    let mut seen = Vec::new();
+    client_until_pong(&mut ui, &mut seen).await?;
+    ensure!(seen == [2, 3, 4], "events after the cursor: {seen:?}");
+    // A millisecond of its own: that last event is not sent again.
+    let since = (T0 + 20) as f64 / 1000.0;
+    let mut ui = ui_again(&hub, &since.to_string()).await?;
+    let mut seen = Vec::new();
+    client_until_pong(&mut ui, &mut seen).await?;
+    ensure!(seen.is_empty(), "events after the last one: {seen:?}");
+    Ok(())
+}
+
+async fn ui_again(hub: &Hub, since: &str) -> Result<WsClient> {
+    ui(hub, "r5", &format!("?since={since}")).await
+}
+
+/// The `data.n` of every message up to the `pong` that answers a `ping` sent now.
+async fn client_until_pong(client: &mut WsClient, seen: &mut Vec<u64>) -> Result<()> {
+    client.send_json(&json!({"type": "ping"})).await?;
+    let (_, before) = client
+        .recv_collect_until(|f| f["event_type"] == "pong")
+        .await?;
+    seen.extend(before.iter().filter_map(|f| f["data"]["n"].as_u64()));
+    Ok(())
+}
+
 async fn ui_with_ms(hub: &Hub) -> Result<WsClient> {
     ui(hub, "r2", &format!("?since={}", T0 + 30)).await
 }

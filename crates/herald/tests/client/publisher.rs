@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use herald_client::{PublishError, PublishRequest, Publisher, RetryPolicy};
+use herald_client::{HttpError, PublishError, PublishRequest, Publisher, RetryPolicy};
 use herald_protocol::{ErrorCode, EventId, EventType, Topic};
 use serde_json::json;
 use tokio::task::JoinSet;
@@ -96,7 +96,7 @@ async fn an_unreachable_hub_is_a_transport_error_after_the_last_attempt() {
     .await
     .unwrap_err();
     match error {
-        PublishError::Http(herald_client::HttpError::Transport { attempts, .. }) => {
+        PublishError::Http(HttpError::Transport { attempts, .. }) => {
             assert_eq!(attempts, 3);
         }
         other => panic!("expected a transport error, got {other:?}"),
@@ -171,6 +171,62 @@ async fn the_batching_publisher_groups_events_and_flushes_on_close() {
 }
 
 #[tokio::test]
+async fn the_batching_publisher_fails_only_the_events_the_hub_refuses_and_splits_what_is_too_large()
+{
+    // A subscriber's queue holds 8 events, so the hub refuses larger batches.
+    let hub = Hub::start(&["--queue-size", "8"]).await;
+    let publisher = Publisher::new(&hub.url).unwrap();
+    let topic: Topic = "run:refusals".parse().unwrap();
+    let taken = EventId::new("taken").unwrap();
+    bounded(
+        "the event whose id is then reused",
+        publisher.publish(request(&topic, 0).id(taken.clone())),
+    )
+    .await
+    .unwrap();
+
+    // 20 events in one batch: n = 5 reuses an id with other content (409),
+    // n = 12 is over the hub's body limit (413).
+    let batching = publisher.batching(20, Duration::from_secs(1));
+    let mut pending = Vec::new();
+    for n in 1..=20 {
+        let request = match n {
+            5 => request(&topic, n).id(taken.clone()),
+            12 => PublishRequest::new(
+                topic.clone(),
+                EventType::StepCompleted,
+                json!({"blob": "x".repeat(2 << 20)}),
+            ),
+            _ => request(&topic, n),
+        };
+        pending.push((
+            n,
+            bounded("queue", batching.publish(request)).await.unwrap(),
+        ));
+    }
+    bounded("close", batching.close()).await;
+
+    let mut seqs = Vec::new();
+    for (n, receipt) in pending {
+        match (n, bounded("receipt", receipt).await) {
+            (5, Err(error)) => {
+                let code = error.hub_error().map(|e| e.code);
+                assert_eq!(code, Some(ErrorCode::Conflict), "{error}");
+            }
+            (12, Err(error)) => {
+                let code = error.hub_error().map(|e| e.code);
+                assert_eq!(code, Some(ErrorCode::TooLarge), "{error}");
+            }
+            (_, Ok(receipt)) => seqs.push(receipt.seq),
+            (n, outcome) => panic!("event {n}: {outcome:?}"),
+        }
+    }
+    // The other 18 are stored once each, in the order they were queued.
+    assert_eq!(seqs, (2..=19).collect::<Vec<_>>());
+    hub.stop().await;
+}
+
+#[tokio::test]
 async fn sizes_past_the_limits_are_clamped_instead_of_panicking() {
     let hub = Hub::start(&[]).await;
     let publisher = Publisher::new(&hub.url).unwrap();
@@ -201,4 +257,42 @@ async fn sizes_past_the_limits_are_clamped_instead_of_panicking() {
     })
     .await;
     hub.stop().await;
+}
+
+/// Answers every request with a 200 that claims 100 MiB and sends 32 MiB of it.
+async fn answer_endlessly(listener: tokio::net::TcpListener) -> std::convert::Infallible {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let chunk = vec![b' '; 1 << 20];
+    loop {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            continue;
+        };
+        let mut request = [0; 4096];
+        let _ = socket.read(&mut request).await;
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 104857600\r\n\r\n";
+        let _ = socket.write_all(head.as_bytes()).await;
+        for _ in 0..32 {
+            if socket.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_answer_larger_than_any_hubs_is_refused_not_read_whole() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let publisher = Publisher::new(&url).unwrap();
+    let topic: Topic = "run:huge-answer".parse().unwrap();
+    let outcome = tokio::select! {
+        outcome = bounded("publish", publisher.publish(request(&topic, 1))) => outcome,
+        never = answer_endlessly(listener) => match never {},
+    };
+    match outcome {
+        Err(PublishError::Http(HttpError::AnswerTooLarge { limit })) => {
+            assert_eq!(limit, 16 << 20);
+        }
+        other => panic!("expected the answer to be refused as too large, got {other:?}"),
+    }
 }

@@ -9,7 +9,9 @@
 //! sent as those events) and, when the URL carries `?since=T` (the last
 //! message's `timestamp`, in seconds or milliseconds), with a time cursor:
 //! every retained event newer than `T` follows, those the state already
-//! showed left out, then live events, none twice. A gap (the UI fell
+//! showed left out, then live events, none twice; when other events share
+//! `T`'s millisecond, those are sent again too (a timestamp cannot say
+//! which of them the UI had). A gap (the UI fell
 //! behind) is reported as `error_occurred` and the state is sent again.
 
 use std::collections::HashSet;
@@ -98,6 +100,37 @@ async fn connect(
     accept(ws, hub, remote, &headers, credentials, dialect)
 }
 
+/// How many retained events from the UI's last millisecond on are looked at
+/// for others sharing it.
+const SAME_MILLISECOND_LOOKAHEAD: usize = 64;
+
+/// The time to replay what is newer than, for a UI whose last message was
+/// at `ms`: `ms` itself, unless another retained event shares that
+/// millisecond (a batch, a burst): the UI may have had only some of those
+/// and a timestamp cannot say which, so they are all sent again from
+/// `ms - 1`, a repeat (each with its `event_id`) rather than a silent hole.
+async fn resume_after(hub: &Hub, topic: &Topic, ms: u64) -> u64 {
+    let Some(before) = ms.checked_sub(1) else {
+        return ms;
+    };
+    let shared = match hub
+        .broker()
+        .history(topic, &Since::time_ms(before), SAME_MILLISECOND_LOOKAHEAD)
+        .await
+    {
+        Ok((_, read)) => {
+            read.events
+                .iter()
+                .filter(|e| e.event.timestamp == ms)
+                .count()
+                > 1
+        }
+        // The subscription that follows reads the same store and reports it.
+        Err(_) => false,
+    };
+    if shared { before } else { ms }
+}
+
 /// One UI's socket for one run.
 #[derive(Debug)]
 pub(crate) struct CmbagentSocket {
@@ -130,14 +163,17 @@ impl Dialect for CmbagentSocket {
     }
 
     async fn open(&self, hub: &Hub, conn: &Arc<ConnHandle>) {
+        let since = match self.cursor {
+            Some(ms) => Some((
+                self.topic.clone(),
+                Since::time_ms(resume_after(hub, &self.topic, ms).await),
+            )),
+            None => None,
+        };
         let request = Subscribe {
             topics: vec![TopicPattern::Exact(self.topic.clone())],
             snapshot: true,
-            since: self
-                .cursor
-                .map(|ms| (self.topic.clone(), Since::time_ms(ms)))
-                .into_iter()
-                .collect(),
+            since: since.into_iter().collect(),
             ..Subscribe::default()
         };
         if let Err((code, message)) = compat::subscribe(hub, conn, &request).await {
@@ -214,7 +250,6 @@ impl Dialect for CmbagentSocket {
             ServerMessage::Welcome(welcome) => out.push(text(&self.envelope(
                 "connected",
                 now_seconds(),
-                Some(&self.run_id),
                 json!({"session_id": welcome.session_id, "message": "connected to Herald"}),
             ))),
             ServerMessage::Snapshot(snapshot) => {
@@ -252,16 +287,12 @@ impl Dialect for CmbagentSocket {
                     reason,
                 )));
             }
-            ServerMessage::Pong(_) => out.push(text(&self.envelope(
-                "pong",
-                now_seconds(),
-                Some(&self.run_id),
-                json!({}),
-            ))),
+            ServerMessage::Pong(_) => {
+                out.push(text(&self.envelope("pong", now_seconds(), json!({}))));
+            }
             ServerMessage::Error(error) => out.push(text(&self.envelope(
                 "error_occurred",
                 now_seconds(),
-                Some(&self.run_id),
                 json!({"message": error.message, "code": error.code}),
             ))),
             ServerMessage::Subscribed(_) | ServerMessage::Ack(_) | ServerMessage::Ping(_) => {}
@@ -270,12 +301,7 @@ impl Dialect for CmbagentSocket {
     }
 
     fn heartbeat(&self) -> Option<Utf8Bytes> {
-        Some(text(&self.envelope(
-            "heartbeat",
-            now_seconds(),
-            Some(&self.run_id),
-            json!({}),
-        )))
+        Some(text(&self.envelope("heartbeat", now_seconds(), json!({}))))
     }
 
     async fn after_batch(&self, hub: &Hub, conn: &Arc<ConnHandle>) {
@@ -320,18 +346,13 @@ impl CmbagentSocket {
             .map_err(|e| (e.code(), e.to_string()))
     }
 
-    /// A message in the seed's envelope.
-    fn envelope(
-        &self,
-        event_type: &str,
-        timestamp: f64,
-        run_id: Option<&str>,
-        data: Value,
-    ) -> Value {
+    /// A message in the seed's envelope, for this socket's run (a
+    /// hub-wide notice too: the UI keeps what names its run).
+    fn envelope(&self, event_type: &str, timestamp: f64, data: Value) -> Value {
         let mut message = json!({
             "event_type": event_type,
             "timestamp": timestamp,
-            "run_id": run_id,
+            "run_id": self.run_id,
         });
         message["data"] = data;
         message
@@ -341,11 +362,9 @@ impl CmbagentSocket {
     /// [`event_name`]), the time in seconds, the run it belongs to, its
     /// `data`, and Herald's `event_id`.
     fn message(&self, event: &Event) -> Value {
-        let run_id = (event.topic == self.topic).then_some(self.run_id.as_str());
         let mut message = self.envelope(
             &event_name(&event.event_type),
             seconds(event.timestamp),
-            run_id,
             event.data.clone(),
         );
         message["event_id"] = Value::from(event.id.as_str());
@@ -357,7 +376,6 @@ impl CmbagentSocket {
         self.envelope(
             "error_occurred",
             now_seconds(),
-            Some(&self.run_id),
             json!({
                 "code": "events_missed",
                 "message": format!("events {from_seq}..{to_seq} of {topic} will not be delivered ({reason}); the run's state follows"),

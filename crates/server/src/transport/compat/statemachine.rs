@@ -198,6 +198,12 @@ impl Dialect for StateMachineSocket {
                 "timestamp": now_seconds(),
             }))),
             ServerMessage::Error(error) => {
+                // A dashboard not allowed to read the machines gets the
+                // error alone: an empty `initial` would pass for an empty
+                // fleet.
+                if error.code == ErrorCode::Forbidden {
+                    *self.initial.lock() = None;
+                }
                 // The hub's own advice for snapshots that did not fit
                 // (`request_state`) is not this dialect's: here the remedy
                 // is the queue's size.
@@ -369,6 +375,27 @@ mod tests {
         let message = told[0]["message"].as_str().unwrap();
         assert!(message.contains("--queue-size"), "{message}");
         assert!(!message.contains("request_state"), "{message}");
+    }
+
+    #[test]
+    fn a_dashboard_not_allowed_the_machines_gets_the_error_and_no_initial() {
+        let socket = StateMachineSocket {
+            initial: Mutex::default(),
+            refresh: AtomicBool::new(false),
+            hold_limit: 8,
+        };
+        let forbidden = ServerMessage::Error(herald_protocol::frame::ErrorFrame {
+            code: ErrorCode::Forbidden,
+            message: "not allowed to read machine:*".to_owned(),
+            reference: None,
+        });
+        assert!(texts(socket.render(entry(&marker(BEGIN)))).is_empty());
+        let told = texts(socket.render(entry(&forbidden)));
+        assert_eq!(told.len(), 1, "{told:?}");
+        assert_eq!(told[0]["type"], "error");
+        assert_eq!(told[0]["code"], "forbidden");
+        let out = texts(socket.render(entry(&marker(END))));
+        assert!(out.is_empty(), "an initial after the refusal: {out:?}");
     }
 
     #[test]

@@ -89,7 +89,10 @@ impl Dialect for AiecsSocket {
         };
         // The questions still pending come first, in their users' snapshots.
         let mut asked = allowed("user:*");
-        let tasks = allowed("task:*");
+        // Tasks, and whatever is published on `global` (broadcasts reach
+        // every connection anyway).
+        let mut tasks = allowed("task:*");
+        tasks.extend(allowed("global"));
         if asked.is_empty()
             && let Some(own) = conn.user_id.as_deref().and_then(|u| Topic::user(u).ok())
         {
