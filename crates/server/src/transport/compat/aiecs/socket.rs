@@ -6,8 +6,8 @@
 //!
 //! On an open hub a page names no user and gets what the seed's manager
 //! broadcast to everyone: every user's messages and questions (`user:*`,
-//! `task:*`) and the broadcasts (`global`), the questions still pending
-//! first. With authentication, its token decides, as on every endpoint:
+//! `task:*`) and everything on `global` (the broadcasts, and what
+//! producers publish there), the questions still pending first. With authentication, its token decides, as on every endpoint:
 //! its own user's topic always, the rest as its claims allow.
 
 use std::collections::{HashSet, VecDeque};
