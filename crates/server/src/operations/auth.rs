@@ -209,6 +209,15 @@ impl Authenticator {
         let data = jsonwebtoken::decode::<Claims>(token, key, &validation)
             .map_err(|e| AuthError::InvalidToken(why_refused(e.kind())))?;
         let claims = data.claims;
+        // `jsonwebtoken` compares `exp` with the current whole second, so a
+        // token would pass for up to a second past its `exp`, while the
+        // connection's expiry timer closes at `exp` to the millisecond.
+        let expires_at_ms = claims.exp.saturating_mul(1000);
+        if expires_at_ms <= crate::core::clock::now_ms() {
+            return Err(AuthError::InvalidToken(why_refused(
+                &jsonwebtoken::errors::ErrorKind::ExpiredSignature,
+            )));
+        }
         // The user's messages and approvals go to `user:{sub}`: a `sub` that
         // makes no topic is admitted, but nothing can be addressed to it.
         if let Err(error) = Topic::user(&claims.sub) {
@@ -222,7 +231,7 @@ impl Authenticator {
         Ok(Identity {
             user: claims.sub,
             allowed,
-            expires_at_ms: claims.exp.saturating_mul(1000),
+            expires_at_ms,
         })
     }
 
@@ -406,7 +415,16 @@ mod tests {
         let header = base64url(r#"{"alg":"none","typ":"JWT"}"#);
         let body = base64url(&format!(r#"{{"sub":"u1","exp":{}}}"#, now_s() + 60));
         let unsigned = format!("{header}.{body}.");
-        for bad in [forged, expired, early, unsigned, "garbage".to_owned()] {
+        // Within the second of its `exp`, a token has expired too.
+        let this_second = token(&json!({"sub": "u1", "exp": now_s()}), "s3cret-s3cret");
+        for bad in [
+            forged,
+            expired,
+            this_second,
+            early,
+            unsigned,
+            "garbage".to_owned(),
+        ] {
             assert!(auth.verify(&bad).is_err(), "{bad} was accepted");
         }
     }
