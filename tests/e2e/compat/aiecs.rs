@@ -509,3 +509,31 @@ async fn a_draining_hub_asks_no_one_and_tells_the_producer_to_ask_again() -> Res
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_question_still_waiting_when_the_hub_stops_is_answered_503_with_its_id() -> Result<()> {
+    let hub = herald()
+        .start(&["--drain-window", "500ms", "--shutdown-grace", "2s"])
+        .await?;
+    let http = hub.http();
+    let mut page = page(&hub).await?;
+    let asked = notify("user_123", "task_789", 60.0);
+    let producer = http.post("/compat/aiecs/notify_user", &asked);
+    let stop = async {
+        let question = next_with(&mut page, "type", "task_step_result").await?;
+        hub.sigterm().await?;
+        Ok::<_, anyhow::Error>(question)
+    };
+    let (reply, question) = tokio::join!(producer, stop);
+    let (reply, question) = (reply?, question?);
+    // Answered before the grace ran out, not dropped without an answer.
+    ensure!(
+        reply.status == 503 && reply.retry_after.is_some(),
+        "{} {}",
+        reply.status,
+        reply.text
+    );
+    let id = str_field(&question, "callback_id");
+    ensure!(!id.is_empty() && reply.text.contains(id), "{}", reply.text);
+    Ok(())
+}

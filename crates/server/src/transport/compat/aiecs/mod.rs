@@ -22,6 +22,7 @@ mod names;
 mod socket;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -34,8 +35,10 @@ use herald_protocol::payload::{ApprovalStatus, NewApproval, TaskStepResult};
 use herald_protocol::{ErrorCode, EventType, Priority, PublishRequest, Topic};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 use self::socket::AiecsSocket;
+use crate::core::approvals::ApprovalError;
 use crate::core::broker::Audience;
 use crate::core::hub::Hub;
 use crate::core::publish::PublishOptions;
@@ -107,8 +110,9 @@ async fn notify_user(
     limit(&hub, &producer, 1)?;
     // Asked and answered in one call: a draining hub asks no one (the
     // producer asks again elsewhere), and one asked already waits for its
-    // answer (within --shutdown-grace), as its producer cannot ask for it
-    // again without asking the user twice.
+    // answer (until shortly before --shutdown-grace runs out: then 503 and
+    // the approval's id), as its producer cannot ask for it again without
+    // asking the user twice.
     if hub.draining().is_cancelled() {
         return Err(ApiError::unavailable(
             "the hub is shutting down: ask again, on another node or here once it is back",
@@ -133,16 +137,25 @@ async fn notify_user(
         timeout_ms,
         default_proceed: asked.default_proceed,
     };
-    let decision = hub
-        .approvals()
-        .request(request)
-        .await
-        .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+    let refused = |e: ApprovalError| ApiError::new(e.code(), e.to_string());
+    let approvals = hub.approvals();
+    let record = approvals.create(request).await.map_err(refused)?;
+    let id = record.request.callback_id.as_str();
+    let limit = Duration::from_millis(record.request.timeout_ms) + DECISION_SLACK;
+    let forever = CancellationToken::new();
+    let decision = tokio::select! {
+        decision = approvals.wait(id, limit, &forever) => decision,
+        // Answered before shutdown drops the connection unanswered.
+        () = grace_ending(&hub) => approvals.wait(id, Duration::ZERO, &forever).await,
+    }
+    .map_err(refused)?;
     let Some(proceed) = decision.proceed else {
-        // Undecided past its timeout: the store failed to record one.
+        // Undecided: the hub is stopping, or past its timeout the store
+        // failed to record the default.
         return Ok(ApiError::unavailable(format!(
-            "approval {} is still undecided",
-            decision.callback_id
+            "approval {} is still undecided: read its decision at GET /api/v1/approvals/{} \
+             on a node sharing the store, or ask again",
+            decision.callback_id, decision.callback_id
         ))
         .into_response());
     };
@@ -155,6 +168,20 @@ async fn notify_user(
         "timed_out": decision.status == ApprovalStatus::TimedOut,
     }))
     .into_response())
+}
+
+/// How long past an approval's timeout its default may take to be recorded.
+const DECISION_SLACK: Duration = Duration::from_secs(5);
+
+/// How long before `--shutdown-grace` runs out a waiting `notify_user` is
+/// answered.
+const ANSWER_BEFORE_GRACE_ENDS: Duration = Duration::from_secs(1);
+
+/// Completes shortly before shutdown drops the connections still open.
+async fn grace_ending(hub: &Hub) {
+    hub.shutdown_token().cancelled().await;
+    let grace = hub.config().shutdown_grace;
+    tokio::time::sleep(grace.saturating_sub(ANSWER_BEFORE_GRACE_ENDS)).await;
 }
 
 /// Publishes `message` on `topic` to `audience`; answers who it reached.
