@@ -1,6 +1,6 @@
 // Preact hooks over the web client: a subscription that lives as long as the
-// component, a value that follows a store, a clock for countdowns, and a
-// loader for HTTP answers.
+// component, a value that follows a store, a clock for countdowns, a
+// loader for HTTP answers, and a throttle.
 
 import { useCallback, useEffect, useRef, useState } from "preact/hooks";
 import type { HeraldClient, SubscribeOptions, Subscription } from "../../dist/index.js";
@@ -86,4 +86,28 @@ export function useLoad<T>(load: () => Promise<T>, key: unknown[], refreshMs = 0
     };
   }, [...key, tick]);
   return [state, () => setTick((t) => t + 1)];
+}
+
+/**
+ * `action` at most once per `intervalMs`, however often the returned function
+ * is called: the first call runs it now, calls within the interval run it
+ * once at the interval's end (so the last call is never lost).
+ */
+export function useThrottle(action: () => void, intervalMs: number): () => void {
+  const latest = useRef(action);
+  latest.current = action;
+  const state = useRef<{ last: number; timer?: ReturnType<typeof setTimeout> }>({ last: Number.NEGATIVE_INFINITY });
+  useEffect(() => () => clearTimeout(state.current.timer), []);
+  return useCallback(() => {
+    const throttle = state.current;
+    if (throttle.timer !== undefined) return;
+    const fire = () => {
+      throttle.timer = undefined;
+      throttle.last = Date.now();
+      latest.current();
+    };
+    const wait = throttle.last + intervalMs - Date.now();
+    if (wait <= 0) fire();
+    else throttle.timer = setTimeout(fire, wait);
+  }, [intervalMs]);
 }

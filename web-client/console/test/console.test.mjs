@@ -10,7 +10,7 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 
-import { getJson, launchBrowser, publish, postJson, startHub, startRedis, stopAll, stopHub, within } from "../../test/harness.mjs";
+import { getJson, launchBrowser, publish, postJson, sleep, startHub, startRedis, stopAll, stopHub, within } from "../../test/harness.mjs";
 import { startProducer } from "./producer.mjs";
 
 const SHOTS = process.env.CONSOLE_SCREENSHOTS;
@@ -261,6 +261,194 @@ test("a_busy_runs_view_shows_its_retained_history_however_late_the_history_answe
   }
 });
 
+/** Publishes `events` in batches of at most 200 (one request each). */
+async function publishAll(hub, events) {
+  for (let i = 0; i < events.length; i += 200) await postJson(hub, "/api/v1/events", events.slice(i, i + 200));
+}
+
+test("a_run_longer_than_one_history_page_shows_its_latest_state_not_its_first_thousand_events", async () => {
+  const hub = await startHub({ args: ["--history-size", "5000"] });
+  const topic = "run:long";
+  const event = (event_type, data) => ({ topic, event_type, data });
+  await publishAll(hub, [
+    event("workflow.started", {}),
+    event("dag.created", { nodes: [{ id: "a" }, { id: "b" }], edges: [{ from: "a", to: "b" }] }),
+    event("step.started", { step: "a" }),
+    ...Array.from({ length: 1400 }, (_, i) => event("agent.message", { agent: "w", content: `m${i}` })),
+    event("dag.node_status_changed", { node_id: "a", new_status: "completed" }),
+    event("dag.node_status_changed", { node_id: "b", new_status: "completed" }),
+    event("step.completed", { step: "a" }),
+    event("cost.updated", { metrics: { total_usd: 9.99 } }),
+    event("workflow.completed", {}),
+  ]);
+  const page = await openConsole(hub, `#/runs/${topic}`);
+  await live(page);
+  await seen(page, '[data-run-status="completed"]');
+  for (const id of ["a", "b"]) await seen(page, node(id, "completed"));
+  await seen(page, 'li[data-step="a"][data-status="completed"]');
+  assert.equal(await page.locator('[data-cost="total_usd"]').textContent(), "$9.9900");
+  assert.equal(await page.locator("[data-history]").count(), 0, "everything retained was read");
+  assert.deepEqual(page.errors, []);
+  await page.close();
+  await stopHub(hub);
+});
+
+test("a_run_too_long_to_replay_says_its_state_may_be_stale_and_stops_reading", async () => {
+  const hub = await startHub();
+  const topic = "run:endless";
+  await publish(hub, { topic, event_type: "workflow.started", data: {} });
+  const page = await openConsole(hub, "#/publish");
+  await live(page);
+  // A topic far longer than the view replays: every page the hub answers is full.
+  let requests = 0;
+  await page.route((url) => url.pathname === `/api/v1/topics/${encodeURIComponent(topic)}/events`, async (route) => {
+    requests++;
+    const url = new URL(route.request().url());
+    const since = Number(url.searchParams.get("since"));
+    const limit = Number(url.searchParams.get("limit"));
+    const answer = await (await route.fetch()).json();
+    const template = answer.events[0];
+    answer.seq = 10_000_000;
+    answer.events = Array.from({ length: limit }, (_, i) => ({
+      ...template,
+      seq: since + i + 1,
+      event_type: "agent.message",
+      data: { agent: "w", content: `m${since + i}` },
+    }));
+    await route.fulfill({ json: answer });
+  });
+  await go(page, `#/runs/${topic}`);
+  await seen(page, '[data-history="capped"]');
+  assert.match(await page.locator('[data-history="capped"]').textContent(), /Only the first 50,000 retained events were read .*of 10000000.*may be stale/s);
+  assert.equal(requests, 50, "the replay is bounded");
+  assert.deepEqual(page.errors, []);
+  await page.close();
+  await stopHub(hub);
+});
+
+test("history_older_on_a_trimmed_topic_shows_each_retained_event_once_and_stops_at_the_oldest", async () => {
+  const hub = await startHub({ args: ["--history-size", "120"] });
+  const topic = "trim:t";
+  await publishAll(hub, Array.from({ length: 300 }, (_, i) => ({ topic, event_type: "step.progress", data: { i } })));
+  const page = await openConsole(hub, `#/topics/${topic}`);
+  await live(page);
+  await seen(page, "table.history tr[data-seq='251']");
+  const older = page.getByRole("button", { name: "Older" });
+  // 251–300, then 201–250, then what is left: 181–200 (the hub retains 181–300).
+  for (const oldest of [201, 181]) {
+    await older.click();
+    await seen(page, `table.history tr[data-seq='${oldest}']`);
+  }
+  await page.waitForFunction(() => document.querySelector("[data-history-shown]")?.textContent.includes("oldest retained"), null, {
+    timeout: 5000,
+  });
+  const seqs = await page.locator("table.history tbody tr").evaluateAll((rows) => rows.map((r) => Number(r.dataset.seq)));
+  assert.equal(seqs.length, 120);
+  assert.equal(new Set(seqs).size, 120, "each retained event once");
+  assert.deepEqual([Math.min(...seqs), Math.max(...seqs)], [181, 300]);
+  assert.match(await page.locator("[data-history-shown]").textContent(), /^120 retained events shown from seq 181 \(the oldest retained\)$/);
+  assert.equal(await older.isDisabled(), true);
+  assert.deepEqual(page.errors, []);
+  await page.close();
+  await stopHub(hub);
+});
+
+test("a_topics_snapshot_follows_live_keyed_events_and_a_bad_type_pattern_says_so", async () => {
+  const hub = await startHub();
+  const topic = "snap:t";
+  await publishAll(
+    hub,
+    ["k1", "k2"].map((key) => ({ topic, event_type: "state.changed", key, data: { old: true } })),
+  );
+  const page = await openConsole(hub, `#/topics/${topic}`);
+  await live(page);
+  await seen(page, "table.snapshot tbody tr th:text-is('k2')");
+  await page.waitForSelector("text=Waiting for events…");
+  // The tail shows the subscription in effect; then keyed events change the snapshot.
+  await publish(hub, { topic, event_type: "step.progress", data: {} });
+  await seen(page, "table.live-tail tr[data-seq='3']");
+  await publish(hub, { topic, event_type: "state.changed", key: "k1", data: { now: 1 } });
+  await publish(hub, { topic, event_type: "state.changed", key: "new", data: { now: 2 } });
+  await seen(page, "table.snapshot tbody tr:has(th:text-is('new'))");
+  await page.waitForFunction(
+    () => [...document.querySelectorAll("table.snapshot tbody tr")].some((r) => r.querySelector("th")?.textContent === "k1" && r.querySelector("td.num")?.textContent === "4"),
+    null,
+    { timeout: 5000 },
+  );
+  assert.equal(await page.locator("table.snapshot tbody tr").count(), 3);
+  // An event without a key leaves the snapshot alone; Refresh re-reads it at the topic's seq.
+  await publish(hub, { topic, event_type: "step.progress", data: {} });
+  await seen(page, "table.live-tail tr[data-seq='6']");
+  await page.getByRole("button", { name: "Refresh the snapshot" }).click();
+  await seen(page, "[data-snapshot-seq='6']");
+
+  // A malformed type pattern is named as such, not taken for silence.
+  await page.getByLabel("Type pattern").fill("bogus pattern!!");
+  await seen(page, '[data-type-filter="invalid"]');
+  assert.match(await page.locator('[data-type-filter="invalid"]').textContent(), /bogus pattern!! is not a type pattern/);
+  assert.equal(await page.locator("text=Waiting for events…").count(), 0);
+  await page.getByLabel("Type pattern").fill("nothing.*");
+  await seen(page, "text=4 events hidden by the filter.");
+  assert.deepEqual(page.errors, []);
+  await page.close();
+  await stopHub(hub);
+});
+
+test("the_overview_charts_the_newest_retained_figures_and_breaks_the_line_at_a_hole_in_time", async () => {
+  // The hub's own figures off: the test's are the only ones.
+  const hub = await startHub({ args: ["--metrics-interval", "0s"] });
+  const figures = (values) => values.map((v) => ({ topic: "metrics", event_type: "metrics.updated", data: { metrics: { active_connections: v } } }));
+  await publishAll(hub, figures(Array.from({ length: 130 }, (_, i) => i)));
+  // A hole in time is what is under test: nothing is published for a while.
+  await sleep(1000);
+  await publishAll(hub, figures(Array.from({ length: 10 }, (_, i) => 500 + i)));
+  const page = await openConsole(hub, "#/overview");
+  await live(page);
+  await page.waitForFunction(() => document.querySelector('[data-figure="Connections"]')?.textContent === "509", null, { timeout: 10_000 });
+  const chart = page.locator('figure.chart:has([data-figure="Connections"])');
+  // The newest 120 figures (110 before the hole, 10 after) and one null point between.
+  assert.equal(await chart.getAttribute("data-points"), "121");
+  assert.equal(await chart.getAttribute("data-breaks"), "1");
+  assert.deepEqual(page.errors, []);
+  await page.close();
+  await stopHub(hub);
+});
+
+test("at_phone_width_the_connections_page_does_not_scroll_sideways", async () => {
+  const hub = await startHub();
+  const page = await openConsole(hub, "#/connections");
+  await page.setViewportSize({ width: 390, height: 844 });
+  await live(page);
+  await seen(page, "tr .tag:text-is('this console')");
+  const { scrollWidth, innerWidth } = await page.evaluate(() => ({
+    scrollWidth: document.documentElement.scrollWidth,
+    innerWidth: window.innerWidth,
+  }));
+  assert.ok(scrollWidth <= innerWidth, `the page is ${scrollWidth} px wide in a ${innerWidth} px window`);
+  assert.deepEqual(page.errors, []);
+  await page.close();
+  await stopHub(hub);
+});
+
+test("a_publish_refusal_is_cleared_when_any_field_changes", async () => {
+  const hub = await startHub();
+  const page = await openConsole(hub, "#/publish");
+  await live(page);
+  await page.getByLabel("Topic").fill("run:*");
+  await seen(page, "#data-check.ok-text");
+  await page.getByRole("button", { name: "Publish" }).click();
+  await seen(page, "[data-publish-refused]");
+  assert.match(await page.locator("[data-publish-refused]").textContent(), /run:\*/);
+  // The refusal was about the topic as it was: another field's edit takes it away.
+  await page.getByLabel("Event type").fill("NotDotted");
+  await page.waitForFunction(() => !document.querySelector("[data-publish-refused]"), null, { timeout: 5000 });
+  await seen(page, "#data-check.error-text");
+  // Chromium logs the refused request (HTTP 400).
+  assert.deepEqual(page.errors.filter((e) => !e.includes("400 (Bad Request)")), []);
+  await page.close();
+  await stopHub(hub);
+});
+
 test("a_topic_pages_live_tail_keeps_up_with_a_burst_of_a_thousand_events", async () => {
   const hub = await startHub();
   const topic = "run:burst";
@@ -296,15 +484,18 @@ test("with_allowed_origins_set_the_hubs_own_console_still_loads_and_goes_live", 
   assert.deepEqual(page.errors, []);
 });
 
-test("the_console_survives_a_hub_restart_and_shows_the_gap", async () => {
+test("the_console_survives_a_hub_restart_and_shows_the_gap_and_the_new_streams_snapshot_and_history", async () => {
   let hub = await startHub();
   const port = hub.port;
   const page = await openConsole(hub, "#/topics/run:restart");
   await live(page);
   await page.evaluate(() => (window.notReloaded = true));
   await page.waitForSelector("text=Waiting for events…");
-  await publish(hub, { topic: "run:restart", event_type: "step.started", data: { step: "a" } });
+  await publish(hub, { topic: "run:restart", event_type: "step.started", key: "k", data: { step: "a" } });
   await seen(page, "table.live-tail tr[data-seq='1']");
+  await seen(page, "table.snapshot tbody tr:has(th:text-is('k'))");
+  await page.getByRole("button", { name: "Newest" }).click();
+  await seen(page, "table.history tr[data-seq='1']");
 
   await stopHub(hub);
   await seen(page, '[data-connection-state="reconnecting"]');
@@ -312,9 +503,20 @@ test("the_console_survives_a_hub_restart_and_shows_the_gap", async () => {
   await live(page);
   // The memory store restarted: a new stream, which the page is told about.
   await seen(page, 'tr.gap-row[data-gap="epoch_changed"]');
-  await publish(hub, { topic: "run:restart", event_type: "step.completed", data: { step: "a" } });
+  const gapText = await page.locator('tr.gap-row[data-gap="epoch_changed"]').textContent();
+  assert.match(gapText, /the topic's history was reset \(a new stream, epoch_changed\): the rows below are from the old stream$/);
+  assert.doesNotMatch(gapText, /1–0/);
+  // Snapshot and history are re-read: the old stream's event is gone from both.
+  await seen(page, "text=No keyed events");
+  await page.waitForFunction(() => document.querySelectorAll("table.history tbody tr").length === 0, null, { timeout: 10_000 });
+  await publish(hub, { topic: "run:restart", event_type: "step.completed", key: "k", data: { step: "a" } });
   await page.waitForFunction(
     () => [...document.querySelectorAll("table.live-tail tr[data-seq='1'] code")].some((c) => c.textContent === "step.completed"),
+    null,
+    { timeout: 10_000 },
+  );
+  await page.waitForFunction(
+    () => document.querySelector("table.snapshot tbody tr:has(th) code")?.textContent === "step.completed",
     null,
     { timeout: 10_000 },
   );

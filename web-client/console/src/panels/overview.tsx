@@ -2,8 +2,8 @@
 // of topic `metrics`, what `/ws/metrics` follows), over the last minutes,
 // and the node list when several nodes share a store.
 
-import { useState } from "preact/hooks";
-import type { HeraldClient, HeraldEvent, Metrics } from "../../../dist/index.js";
+import { useMemo, useState } from "preact/hooks";
+import type { HeraldClient, Metrics } from "../../../dist/index.js";
 import type { Api } from "../api.js";
 import { ago, dateTime, number } from "../format.js";
 import { useLoad, useNow, useSubscription } from "../hooks.js";
@@ -11,6 +11,10 @@ import { Chart } from "../ui/chart.js";
 
 /** Points kept per chart: ten minutes at the default 5 s interval. */
 const POINTS = 120;
+/** The hub publishes its figures at most this often (`--metrics-interval` floor). */
+const MIN_INTERVAL_S = 0.1;
+/** A step this many times the usual one between two figures is a hole in time. */
+const HOLE = 2.5;
 
 const FIGURES: Array<{ key: string; title: string; unit?: string }> = [
   { key: "events_per_s", title: "Events/s" },
@@ -21,47 +25,78 @@ const FIGURES: Array<{ key: string; title: string; unit?: string }> = [
   { key: "pending_approvals", title: "Approvals pending" },
 ];
 
-interface Series {
+/** One `metrics.updated`: its seq, time (s since the epoch) and figures. */
+interface Point {
   seq: number;
-  times: number[];
-  values: Record<string, Array<number | null>>;
-  latest: Record<string, number>;
+  time: number;
+  figures: Record<string, number>;
 }
 
-function add(series: Series, event: { seq: number; timestamp: number; data: Metrics }): Series {
-  if (event.seq <= series.seq) return series;
-  const figures = event.data.metrics ?? {};
-  const keep = (list: Array<number | null>) => list.slice(-(POINTS - 1));
-  const values: Series["values"] = {};
-  for (const { key } of FIGURES) values[key] = [...keep(series.values[key] ?? []), figures[key] ?? null];
-  return {
-    seq: event.seq,
-    times: [...series.times.slice(-(POINTS - 1)), event.timestamp / 1000],
-    values,
-    latest: { ...series.latest, ...figures },
-  };
+type MetricsEvent = { seq: number; timestamp: number; data: Metrics };
+
+/** The newest POINTS of `points` and `events`, in seq order, each seq once. */
+function merge(points: Point[], events: MetricsEvent[]): Point[] {
+  const bySeq = new Map(points.map((p) => [p.seq, p]));
+  for (const event of events) {
+    bySeq.set(event.seq, { seq: event.seq, time: event.timestamp / 1000, figures: event.data.metrics ?? {} });
+  }
+  return [...bySeq.values()].sort((a, b) => a.seq - b.seq).slice(-POINTS);
+}
+
+interface Series {
+  times: number[];
+  values: Record<string, Array<number | null>>;
+}
+
+/**
+ * The charts' data: a null point in each hole in time (a step well over the
+ * usual one: no figures were published, or the page missed them), so uPlot
+ * breaks the line there instead of drawing a ramp that never happened.
+ */
+function series(points: Point[]): Series {
+  const steps = points
+    .slice(1)
+    .map((p, i) => p.time - (points[i]?.time ?? p.time))
+    .sort((a, b) => a - b);
+  const usual = Math.max(MIN_INTERVAL_S, steps[Math.floor(steps.length / 2)] ?? 0);
+  const times: number[] = [];
+  const values: Series["values"] = Object.fromEntries(FIGURES.map(({ key }) => [key, []]));
+  let previous: number | undefined;
+  for (const point of points) {
+    if (previous !== undefined && point.time - previous > HOLE * usual) {
+      times.push(previous + usual);
+      for (const { key } of FIGURES) values[key]?.push(null);
+    }
+    times.push(point.time);
+    for (const { key } of FIGURES) values[key]?.push(point.figures[key] ?? null);
+    previous = point.time;
+  }
+  return { times, values };
 }
 
 export function Overview({ client, api }: { client: HeraldClient; api: Api }) {
-  const [series, setSeries] = useState<Series>({ seq: 0, times: [], values: {}, latest: {} });
+  const [points, setPoints] = useState<Point[]>([]);
   const [nodes] = useLoad(() => api.nodes(), [], 10_000);
   const now = useNow(1000);
 
   useSubscription(client, ["metrics"], {}, (subscription) => {
-    // What the topic retained first (the last minutes), then live.
-    void api.history("metrics", 0, POINTS).then(
-      (history) => {
-        for (const event of history.events) {
-          if (event.event_type === "metrics.updated") setSeries((s) => add(s, event as unknown as HeraldEvent<"metrics.updated">));
-        }
-      },
-      () => undefined,
-    );
-    subscription.on("metrics.updated", (event) => setSeries((s) => add(s, event)));
+    // The newest figures the topic retained (the last minutes), merged by
+    // seq with the live ones, whichever answers first.
+    const retained = async () => {
+      const latest = await api.history("metrics", Number.MAX_SAFE_INTEGER, 1);
+      const history = await api.history("metrics", Math.max(0, latest.seq - POINTS), POINTS);
+      const events = history.events.filter((e) => e.event_type === "metrics.updated") as unknown as MetricsEvent[];
+      setPoints((p) => merge(p, events));
+    };
+    void retained().catch(() => undefined);
+    subscription.on("metrics.updated", (event) => setPoints((p) => merge(p, [event])));
   });
 
+  const { times, values } = useMemo(() => series(points), [points]);
+  // Each figure's newest value (a figure can be left out of one event).
+  const newest = useMemo(() => Object.assign({}, ...points.map((p) => p.figures)) as Record<string, number>, [points]);
   const latest = (key: string) => {
-    const value = series.latest[key];
+    const value = newest[key];
     return value === undefined ? undefined : number(value, key.endsWith("_ms") ? 2 : 1);
   };
   return (
@@ -70,7 +105,7 @@ export function Overview({ client, api }: { client: HeraldClient; api: Api }) {
       <div class="cards">
         <div class="card">
           <span>Uptime</span>
-          <b>{series.latest.uptime_s === undefined ? "–" : `${Math.round(series.latest.uptime_s)} s`}</b>
+          <b>{newest.uptime_s === undefined ? "–" : `${Math.round(newest.uptime_s)} s`}</b>
         </div>
         <div class="card">
           <span>Topics</span>
@@ -85,12 +120,12 @@ export function Overview({ client, api }: { client: HeraldClient; api: Api }) {
           <b>{latest("events_delivered_total") ?? "–"}</b>
         </div>
       </div>
-      {series.times.length === 0 ? (
+      {times.length === 0 ? (
         <p class="muted">Waiting for the hub's first figures (every <code>--metrics-interval</code>, 5 s by default)…</p>
       ) : null}
       <div class="charts">
         {FIGURES.map(({ key, title, unit }) => (
-          <Chart key={key} title={title} unit={unit} times={series.times} values={series.values[key] ?? []} latest={latest(key)} />
+          <Chart key={key} title={title} unit={unit} times={times} values={values[key] ?? []} latest={latest(key)} />
         ))}
       </div>
       {nodes.value && nodes.value.nodes.length > 1 ? (

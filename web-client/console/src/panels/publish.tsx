@@ -3,7 +3,7 @@
 // the chosen type (the protocol's own types, through the wasm module).
 
 import { useEffect, useState } from "preact/hooks";
-import { KNOWN_EVENT_TYPES, type Priority, type PublishReceipt, checkPublish, typedPayload } from "../../../dist/index.js";
+import { KNOWN_EVENT_TYPES, type Priority, type PublishReceipt, type PublishRequest, checkPublish, typedPayload } from "../../../dist/index.js";
 import type { Api } from "../api.js";
 import { prettyJson } from "../format.js";
 import { WASM_URL } from "../wasm.js";
@@ -36,6 +36,9 @@ export function Publish({ api, topic: initialTopic }: { api: Api; topic?: string
     };
   }, [eventType, data]);
 
+  // What the last submit answered describes the fields as they were then.
+  useEffect(() => setResult(undefined), [topic, eventType, priority, key, data]);
+
   const example = async () => {
     const typed = await typedPayload(eventType, WASM_URL);
     setData(prettyJson(typed?.example ?? {}));
@@ -45,8 +48,17 @@ export function Publish({ api, topic: initialTopic }: { api: Api; topic?: string
     e.preventDefault();
     if (problem) return;
     setResult(undefined);
+    // The field as it is now: an edit in the same tick has not reached `data` yet.
+    const field = (e.currentTarget as HTMLFormElement).elements.namedItem("data") as HTMLTextAreaElement | null;
+    let parsed: PublishRequest["data"];
+    try {
+      parsed = JSON.parse(field?.value ?? data);
+    } catch (error) {
+      setResult({ error: `not JSON: ${(error as Error).message}` });
+      return;
+    }
     api
-      .publish({ topic, event_type: eventType, priority, data: JSON.parse(data), ...(key.trim() ? { key: key.trim() } : {}) })
+      .publish({ topic, event_type: eventType, priority, data: parsed, ...(key.trim() ? { key: key.trim() } : {}) })
       .then(
         (receipt) => setResult({ receipt }),
         (error: Error) => setResult({ error: error.message }),
@@ -129,7 +141,7 @@ export function Publish({ api, topic: initialTopic }: { api: Api; topic?: string
         </p>
       ) : null}
       {result?.error ? (
-        <p role="alert" class="error-text">
+        <p role="alert" class="error-text" data-publish-refused>
           {result.error}
         </p>
       ) : null}

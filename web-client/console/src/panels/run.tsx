@@ -16,57 +16,93 @@ import { type Run as RunModel, apply, emptyRun } from "../run/model.js";
 import { Dag } from "../ui/dag.js";
 import { ApprovalCard } from "./approval_card.js";
 
-/** Events read from history before going live. */
-const REPLAY = 1000;
+/** Events one history request asks for. */
+const PAGE = 1000;
+/**
+ * The most retained events read before going live: past this the view says
+ * its state may be stale instead of paging on (a run this long is better
+ * read from its own records than replayed in a browser).
+ */
+const MAX_EVENTS = 50_000;
+/** Live events held while the history loads (the newest). */
+const WAITING = 10_000;
+
+/** Why the view could not rebuild the run from everything the hub retains. */
+type Incomplete = { kind: "capped"; read: number; lastSeq: number; topicSeq: number } | { kind: "failed"; message: string };
 
 export function Run({ client, api, approvals, topic }: { client: HeraldClient; api: Api; approvals: ApprovalBook; topic: string }) {
   const run = useRef<RunModel>(emptyRun(topic));
   const render = useFrameRender();
   const [control, setControl] = useState<{ text: string; refused: boolean } | undefined>();
   const [watching, setWatching] = useState<SubscriptionState>({ state: "pending" });
+  const [incomplete, setIncomplete] = useState<Incomplete | undefined>();
   const book = useStore(approvals);
   const now = useNow(1000);
   const [kind = "", id = ""] = topic.split(/:(.*)/s);
 
   useSubscription(client, [topic], {}, (subscription) => {
     run.current = emptyRun(topic);
+    setIncomplete(undefined);
     render();
     subscription.onState(setWatching);
-    // The retained history first, then the live events that came while it
-    // loaded (`apply` skips the seqs it has): applied first, a live event
-    // would move `lastSeq` past the whole history. A later load (after a
-    // gap) replaces one still under way.
-    let loading: HeraldEvent<string>[] | undefined;
-    const load = () => {
-      const waiting: HeraldEvent<string>[] = [];
-      loading = waiting;
-      const done = (events: readonly HeraldEvent<string>[]) => {
-        if (loading !== waiting) return;
-        loading = undefined;
-        const fresh = emptyRun(topic);
-        for (const event of events) apply(fresh, event);
-        for (const event of waiting) apply(fresh, event);
-        run.current = fresh;
-        render();
-      };
-      void api.history(topic, 0, REPLAY).then(
-        (history) => done(history.events as never),
-        () => done([]),
-      );
+    // Every retained event first, page by page (each from the last seq
+    // read) up to the topic's seq when the load began, then the live events
+    // that came meanwhile (`apply` skips the seqs it has): applied first, a
+    // live event would move `lastSeq` past the whole history. A later load
+    // (after a gap) replaces one still under way.
+    let loading: { waiting: HeraldEvent<string>[]; dropped: boolean } | undefined;
+    const load = async () => {
+      const mine = { waiting: [] as HeraldEvent<string>[], dropped: false };
+      loading = mine;
+      const fresh = emptyRun(topic);
+      let short: Incomplete | undefined;
+      try {
+        let read = 0;
+        let topicSeq = Number.POSITIVE_INFINITY;
+        for (;;) {
+          // Live events dropped from the bounded buffer are read here too.
+          const first = mine.waiting[0]?.seq;
+          const goal = mine.dropped && first !== undefined ? Math.max(topicSeq, first - 1) : topicSeq;
+          if (fresh.lastSeq >= goal) break;
+          if (read >= MAX_EVENTS) {
+            short = { kind: "capped", read, lastSeq: fresh.lastSeq, topicSeq: goal };
+            break;
+          }
+          const page = await api.history(topic, fresh.lastSeq, PAGE);
+          if (loading !== mine) return;
+          if (topicSeq === Number.POSITIVE_INFINITY) topicSeq = page.seq;
+          const events = page.events as unknown as HeraldEvent<string>[];
+          // Nothing after the last seq read: the history ends here.
+          if (events.length === 0) break;
+          for (const event of events) apply(fresh, event);
+          read += events.length;
+        }
+      } catch (error) {
+        if (loading !== mine) return;
+        short = { kind: "failed", message: (error as Error).message };
+      }
+      loading = undefined;
+      for (const event of mine.waiting) apply(fresh, event);
+      run.current = fresh;
+      setIncomplete(short);
+      render();
     };
-    load();
+    void load();
     subscription.on("*", (event) => {
       if (loading) {
-        loading.push(event);
-        // Bounded: the oldest are also the likeliest to be in the history.
-        if (loading.length > REPLAY) loading.shift();
+        loading.waiting.push(event);
+        // Bounded: the load reads what is dropped here from the history.
+        if (loading.waiting.length > WAITING) {
+          loading.waiting.shift();
+          loading.dropped = true;
+        }
         return;
       }
       apply(run.current, event);
       render();
     });
     // Events were lost: rebuild from what the hub retains.
-    subscription.onGap(load);
+    subscription.onGap(() => void load());
   });
 
   const target = kind === "run" ? { run_id: id } : { task_id: id };
@@ -119,6 +155,17 @@ export function Run({ client, api, approvals, topic }: { client: HeraldClient; a
       {watching.state === "refused" ? (
         <p class="error-text" role="alert" data-subscription="refused">
           The hub refused to follow this run: {watching.error.message}
+        </p>
+      ) : null}
+
+      {incomplete?.kind === "capped" ? (
+        <p class="error-text" role="alert" data-history="capped">
+          Only the first {number(incomplete.read, 0)} retained events were read (up to seq {incomplete.lastSeq} of{" "}
+          {incomplete.topicSeq}): what the run did after that, until the live events, is not shown, so its state may be stale.
+        </p>
+      ) : incomplete?.kind === "failed" ? (
+        <p class="error-text" role="alert" data-history="failed">
+          Could not read all of the run's retained events ({incomplete.message}): the state shown may be incomplete.
         </p>
       ) : null}
 

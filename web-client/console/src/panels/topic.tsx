@@ -1,23 +1,66 @@
 // One topic: its history (paged over `GET /api/v1/topics/{topic}/events`),
-// its keyed snapshot, and a live tail filterable by type pattern and
-// priority that shows `gap` frames for what they are, and the hub's refusal
-// of the subscription (a token that does not cover the topic) instead of
-// waiting for events that will not come.
+// its keyed snapshot (re-read when a keyed event or a `gap` arrives), and a
+// live tail filterable by type pattern and priority that shows `gap` frames
+// for what they are, and the hub's refusal of the subscription (a token that
+// does not cover the topic) instead of waiting for events that will not come.
 
 import { useRef, useState } from "preact/hooks";
 import type { Event, Gap, HeraldClient, Priority, SubscriptionState } from "../../../dist/index.js";
 import { typeMatches } from "../../../dist/index.js";
 import type { Api } from "../api.js";
 import { json, time } from "../format.js";
-import { useFrameRender, useLoad, useSubscription } from "../hooks.js";
+import { useFrameRender, useLoad, useSubscription, useThrottle } from "../hooks.js";
 import { href, isRunTopic } from "../route.js";
 
 const PAGE = 50;
 /** Rows the live tail keeps. */
 const TAIL = 500;
 const PRIORITIES: Priority[] = ["low", "normal", "high", "critical"];
+/**
+ * The protocol's type pattern grammar (`TYPE_PATTERN_REGEX` in
+ * `herald_protocol::filter`): an exact type, `domain.*`, or `*`.
+ */
+const TYPE_PATTERN = /^(\*|[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*\.(\*|[a-z][a-z0-9_-]*))$/;
+/** The snapshot is re-read at most this often while keyed events arrive. */
+const SNAPSHOT_EVERY_MS = 1000;
+
+/** History pages read so far, oldest first, each seq once. */
+interface Pages {
+  events: Event[];
+  loading: boolean;
+  /** The oldest retained event is shown: there is nothing older to page to. */
+  complete: boolean;
+  error?: string;
+}
 
 type TailRow = { kind: "event"; event: Event } | { kind: "gap"; gap: Gap; at: number };
+
+/** `seq a–b`, `seq a`, or nothing when `to < from` (a range with no event). */
+function seqRange(from: number, to: number): string | undefined {
+  if (to < from) return undefined;
+  return to === from ? `seq ${from}` : `seq ${from}–${to}`;
+}
+
+/** What a `gap` row says: the lost range, or for a new stream, that the history was reset. */
+function GapText({ gap }: { gap: Gap }) {
+  const range = seqRange(gap.from_seq, gap.to_seq);
+  if (gap.reason === "epoch_changed") {
+    // The hub names the new stream's events so far (`1..=seq`, none in a
+    // stream still empty): they are not replayed, History shows them.
+    return (
+      <>
+        <b>gap</b>: the topic's history was reset (a new stream, <code>epoch_changed</code>): the rows below are from the old stream
+        {range ? `; ${range} of the new stream will not arrive here (History shows them)` : ""}
+      </>
+    );
+  }
+  return (
+    <>
+      <b>gap</b>: {range ?? "events"} will not arrive (<code>{gap.reason}</code>
+      {gap.reason === "shed" ? ": this page read too slowly" : ": no longer retained"})
+    </>
+  );
+}
 
 function EventRow({ event }: { event: Event }) {
   return (
@@ -38,11 +81,11 @@ function EventRow({ event }: { event: Event }) {
 
 export function Topic({ client, api, topic }: { client: HeraldClient; api: Api; topic: string }) {
   const [snapshot, reloadSnapshot] = useLoad(() => api.snapshot(topic), [topic]);
-  const [pages, setPages] = useState<{ events: Event[]; since: number; loading: boolean; error?: string }>({
-    events: [],
-    since: -1,
-    loading: false,
-  });
+  const refreshSnapshot = useThrottle(reloadSnapshot, SNAPSHOT_EVERY_MS);
+  const [pages, setPages] = useState<Pages>({ events: [], loading: false, complete: false });
+  // Bumped by each newest-page load: an older page that answers after it
+  // belongs to what was shown before and is dropped.
+  const generation = useRef(0);
   // Newest first, at most TAIL rows; rendered once per frame.
   const tail = useRef<TailRow[]>([]);
   const render = useFrameRender();
@@ -55,8 +98,10 @@ export function Topic({ client, api, topic }: { client: HeraldClient; api: Api; 
   const [minPriority, setMinPriority] = useState<Priority>("low");
   const [watching, setWatching] = useState<SubscriptionState>({ state: "pending" });
 
+  /** The newest page (`before` undefined), or the page older than seq `before`. */
   const loadPage = async (before: number | undefined) => {
-    setPages((p) => ({ ...p, loading: true }));
+    const mine = before === undefined ? ++generation.current : generation.current;
+    setPages((p) => ({ ...p, loading: true, error: undefined }));
     try {
       let since = 0;
       if (before === undefined) {
@@ -65,13 +110,22 @@ export function Topic({ client, api, topic }: { client: HeraldClient; api: Api; 
       } else {
         since = Math.max(0, before - 1 - PAGE);
       }
-      const page = await api.history(topic, since, before === undefined ? PAGE : Math.min(PAGE, before - 1 - since));
-      setPages((p) => ({
-        events: before === undefined ? page.events : [...page.events, ...p.events],
-        since,
-        loading: false,
-      }));
+      const page = await api.history(topic, since, PAGE);
+      if (generation.current !== mine) return;
+      // The hub answers the first retained events after `since`: on a
+      // trimmed topic those can be the ones already shown.
+      const fresh = before === undefined ? page.events : page.events.filter((e) => e.seq < before);
+      const first = page.events[0]?.seq;
+      // Read from the start, or the hub skipped seqs it no longer holds, or
+      // nothing older came: the oldest retained event is shown.
+      const complete = since === 0 || first === undefined || first > since + 1 || fresh.length === 0;
+      setPages((p) => {
+        if (before === undefined) return { events: fresh, loading: false, complete };
+        const shown = new Set(p.events.map((e) => e.seq));
+        return { events: [...fresh.filter((e) => !shown.has(e.seq)), ...p.events], loading: false, complete };
+      });
     } catch (error) {
+      if (generation.current !== mine) return;
       setPages((p) => ({ ...p, loading: false, error: (error as Error).message }));
     }
   };
@@ -85,20 +139,34 @@ export function Topic({ client, api, topic }: { client: HeraldClient; api: Api; 
       render();
       subscription.onState(setWatching);
       void loadPage(undefined);
-      subscription.on("*", (event) => add({ kind: "event", event: event as Event }));
-      subscription.onGap((gap) => add({ kind: "gap", gap, at: Date.now() }));
+      subscription.on("*", (event) => {
+        add({ kind: "event", event: event as Event });
+        // A keyed event changes the snapshot.
+        if (event.key) refreshSnapshot();
+      });
+      subscription.onGap((gap) => {
+        add({ kind: "gap", gap, at: Date.now() });
+        // Events were lost: re-read state; after a new stream the history
+        // shown is the old stream's.
+        refreshSnapshot();
+        if (gap.reason === "epoch_changed") void loadPage(undefined);
+      });
       subscription.onSnapshot(() => reloadSnapshot());
     },
     [],
   );
 
   const pattern = typeFilter.trim();
-  const shown = tail.current.filter(
-    (row) =>
-      row.kind === "gap" ||
-      ((!pattern || typeMatches(pattern, row.event.event_type)) &&
-        PRIORITIES.indexOf(row.event.priority) >= PRIORITIES.indexOf(minPriority)),
-  );
+  const badPattern = pattern !== "" && !TYPE_PATTERN.test(pattern);
+  const shown = badPattern
+    ? []
+    : tail.current.filter(
+        (row) =>
+          row.kind === "gap" ||
+          ((!pattern || typeMatches(pattern, row.event.event_type)) &&
+            PRIORITIES.indexOf(row.event.priority) >= PRIORITIES.indexOf(minPriority)),
+      );
+  const hidden = tail.current.length - shown.length;
   const oldest = pages.events[0]?.seq;
   return (
     <section aria-labelledby="topic-title">
@@ -123,6 +191,8 @@ export function Topic({ client, api, topic }: { client: HeraldClient; api: Api; 
               placeholder="e.g. step.* or *"
               onInput={(e) => setTypeFilter((e.target as HTMLInputElement).value)}
               name="type-filter"
+              aria-invalid={badPattern ? "true" : "false"}
+              aria-describedby={badPattern ? "type-filter-check" : undefined}
             />
           </label>
           <label>
@@ -155,10 +225,17 @@ export function Topic({ client, api, topic }: { client: HeraldClient; api: Api; 
                     The hub refused the subscription: {watching.error.message}
                   </td>
                 </tr>
+              ) : badPattern ? (
+                <tr>
+                  <td colSpan={6} id="type-filter-check" class="error-text" role="alert" data-type-filter="invalid">
+                    <code>{pattern}</code> is not a type pattern: give a type (<code>step.completed</code>), a domain (
+                    <code>step.*</code>) or <code>*</code>.
+                  </td>
+                </tr>
               ) : shown.length === 0 ? (
                 <tr>
                   <td colSpan={6} class="muted">
-                    Waiting for events…
+                    {hidden > 0 ? `${hidden} events hidden by the filter.` : "Waiting for events…"}
                   </td>
                 </tr>
               ) : null}
@@ -168,13 +245,7 @@ export function Topic({ client, api, topic }: { client: HeraldClient; api: Api; 
                 ) : (
                   <tr key={`g${row.gap.from_seq}-${row.at}`} class="gap-row" data-gap={row.gap.reason}>
                     <td colSpan={6}>
-                      <b>gap</b>: seq {row.gap.from_seq}–{row.gap.to_seq} will not arrive (<code>{row.gap.reason}</code>
-                      {row.gap.reason === "shed"
-                        ? ": this page read too slowly"
-                        : row.gap.reason === "trimmed"
-                          ? ": no longer retained"
-                          : ": the topic's history is a new stream"}
-                      )
+                      <GapText gap={row.gap} />
                     </td>
                   </tr>
                 ),
@@ -186,6 +257,16 @@ export function Topic({ client, api, topic }: { client: HeraldClient; api: Api; 
 
       <section aria-labelledby="snapshot-title">
         <h2 id="snapshot-title">Snapshot</h2>
+        <p class="toolbar">
+          {snapshot.value ? (
+            <span class="muted" data-snapshot-seq={snapshot.value.seq}>
+              as of seq {snapshot.value.seq}
+            </span>
+          ) : null}
+          <button type="button" aria-label="Refresh the snapshot" onClick={reloadSnapshot}>
+            Refresh
+          </button>
+        </p>
         {snapshot.error ? <p class="error-text">{snapshot.error}</p> : null}
         {snapshot.value && snapshot.value.events.length === 0 ? (
           <p class="muted">No keyed events (publish with a <code>key</code> to build a snapshot).</p>
@@ -224,10 +305,11 @@ export function Topic({ client, api, topic }: { client: HeraldClient; api: Api; 
         <h2 id="history-title">History</h2>
         {pages.error ? <p class="error-text">{pages.error}</p> : null}
         <p class="toolbar">
-          <span class="muted">
+          <span class="muted" data-history-shown={pages.events.length}>
             {pages.events.length} retained events shown{oldest !== undefined ? ` from seq ${oldest}` : ""}
+            {oldest !== undefined && pages.complete ? " (the oldest retained)" : ""}
           </span>
-          <button type="button" disabled={pages.loading || oldest === undefined || oldest <= 1} onClick={() => void loadPage(oldest)}>
+          <button type="button" disabled={pages.loading || oldest === undefined || pages.complete} onClick={() => void loadPage(oldest)}>
             Older
           </button>
           <button type="button" disabled={pages.loading} onClick={() => void loadPage(undefined)}>

@@ -53,7 +53,12 @@ export function Chart({ title, unit, times, values, latest }: Props) {
   }, [times, values]);
 
   return (
-    <figure class="chart" aria-label={`${title}${latest ? `: ${latest}` : ""}`}>
+    <figure
+      class="chart"
+      aria-label={`${title}${latest ? `: ${latest}` : ""}`}
+      data-points={times.length}
+      data-breaks={values.filter((v) => v === null).length}
+    >
       <figcaption>
         <span>{title}</span>
         <b data-figure={title}>
