@@ -96,6 +96,40 @@ async fn batch_with_one_bad_event_is_rejected_whole_with_its_index() -> Result<(
 }
 
 #[tokio::test]
+async fn a_batch_reusing_one_of_its_own_ids_with_other_content_is_refused_whole_at_that_event()
+-> Result<()> {
+    let hub = herald().start(&[]).await?;
+    let http = hub.http();
+    let mut first = event("run:twice", "step.completed", json!({"n": 1}));
+    first["id"] = json!("step-1");
+    let mut again = first.clone();
+    again["data"] = json!({"n": 2});
+    let batch = json!([
+        event("run:twice", "step.started", json!({})),
+        first,
+        event("run:twice", "step.started", json!({})),
+        again,
+    ]);
+    let reply = http.post("/api/v1/events", &batch).await?;
+    ensure!(reply.status == 409, "{} {}", reply.status, reply.text);
+    ensure!(
+        str_field(&reply.body, "code") == "conflict",
+        "{}",
+        reply.text
+    );
+    // The event that conflicts, not the first use of its id.
+    ensure!(reply.body["index"] == json!(3), "{}", reply.text);
+    let seq = http
+        .publish_simple("run:twice", "step.started", json!({}))
+        .await?;
+    ensure!(
+        seq == 1,
+        "the refused batch published something: next seq is {seq}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_batch_larger_than_a_subscribers_queue_is_413_and_one_that_fits_reaches_a_reader_whole()
 -> Result<()> {
     let hub = herald().start(&["--queue-size", "64"]).await?;

@@ -128,6 +128,25 @@ async fn the_same_event_id_published_on_two_nodes_at_once_is_stored_once() -> Re
     body["data"] = json!({"step": 4});
     let other = nodes[1].http().post("/api/v1/events", &body).await?;
     ensure!(other.status == 409, "{} {}", other.status, other.body);
+    // In a batch, the events before it are published, it and those after
+    // it are not.
+    let batch = json!([
+        event("run:once", "step.started", json!({"before": true})),
+        body,
+        event("run:once", "step.started", json!({"after": true})),
+    ]);
+    let refused = nodes[0].http().post("/api/v1/events", &batch).await?;
+    ensure!(refused.status == 409, "{} {}", refused.status, refused.body);
+    ensure!(refused.body["index"] == json!(1), "{}", refused.body);
+    let stored = nodes[1]
+        .http()
+        .get("/api/v1/topics/run:once/events?since=2")
+        .await?;
+    let data: Vec<&Value> = stored.body["events"]
+        .as_array()
+        .map(|events| events.iter().map(|e| &e["data"]).collect())
+        .unwrap_or_default();
+    ensure!(data == [&json!({"before": true})], "{}", stored.text);
     Ok(())
 }
 

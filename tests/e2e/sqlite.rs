@@ -140,3 +140,52 @@ async fn bad_sqlite_path_exits_non_zero_with_a_clear_message() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn the_events_a_conflict_leaves_published_are_committed_before_the_409() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = format!("sqlite:{}", dir.path().join("herald.db").display());
+    let mut hub = herald().start(&["--store", &store]).await?;
+    let http = hub.http();
+    // Several rounds: an answer sent before the commit is a race each round
+    // would have to win for this to pass.
+    let mut read = Vec::new();
+    for round in 0..10 {
+        let topic = format!("run:conflict-{round}");
+        let mut taken = event(&topic, "step.completed", json!({"n": 0}));
+        taken["id"] = json!("taken");
+        http.publish(&taken).await?;
+        let mut batch: Vec<serde_json::Value> = (1..=N)
+            .map(|i| event(&topic, "agent.message", json!({"i": i})))
+            .collect();
+        let mut reused = taken.clone();
+        reused["data"] = json!({"n": 1});
+        batch.push(reused);
+        let reply = http.post("/api/v1/events", &json!(batch)).await?;
+        ensure!(reply.status == 409, "{} {}", reply.status, reply.text);
+        ensure!(reply.body["index"] == json!(N), "{}", reply.text);
+        // Told that the events before it are published: they are, at once.
+        let path = format!("/api/v1/topics/{topic}/events?since=0");
+        let stored = http.get(&path).await?;
+        let seqs: Vec<u64> = stored.body["events"]
+            .as_array()
+            .context("events is not a list")?
+            .iter()
+            .filter_map(seq_of)
+            .collect();
+        ensure!(
+            seqs == (1..=N + 1).collect::<Vec<_>>(),
+            "round {round}: {}",
+            stored.text
+        );
+        read.push((path, stored.body["events"].clone()));
+    }
+    // And after a crash right after the answers.
+    hub.kill9().await?;
+    let hub = herald().start(&["--store", &store]).await?;
+    for (path, events) in read {
+        let after = hub.http().get(&path).await?;
+        ensure!(after.body["events"] == events, "{path}: {}", after.text);
+    }
+    Ok(())
+}

@@ -94,33 +94,51 @@ pub(crate) async fn run(args: TailArgs) -> anyhow::Result<()> {
             }
         }
     }
+    // One subscription per topic: the hub refuses a subscription whole when
+    // one of its topics is outside the token's claims, and the others are
+    // still followed.
+    let mut topics = args.topics.into_iter();
+    let first = topics.next().context("no topic to follow")?;
     let mut subscriber = args
         .hub
         .subscriber()?
-        .topics(args.topics)
+        .topics([first])
         .since(since)
         .connect()
         .await
         .with_context(|| format!("connecting to {}", args.hub.urls.join(", ")))?;
-    // Whether the hub took a topic on this connection: one that refuses
-    // every topic leaves nothing to follow.
+    let mut asked = 1;
+    for topic in topics {
+        subscriber
+            .subscribe([topic], None, false)
+            .await
+            .context("subscribing")?;
+        asked += 1;
+    }
+    // On this connection: whether the hub took a topic, and how many it
+    // refused; one that refuses every topic leaves nothing to follow.
     let mut following = false;
+    let mut refused = 0;
     while let Some(item) = subscriber.next().await {
         match item {
             SubscriberItem::Subscribed(_) => following = true,
             SubscriberItem::State(ConnectionState::Open) => {
                 following = false;
+                refused = 0;
                 note(&format_state(&ConnectionState::Open));
             }
             SubscriberItem::Error(error)
-                if !following
-                    && matches!(error.code, ErrorCode::Forbidden | ErrorCode::InvalidTopic) =>
+                if matches!(error.code, ErrorCode::Forbidden | ErrorCode::InvalidTopic) =>
             {
-                bail!(
-                    "the hub refused the topics: {}: {}",
-                    error.code,
-                    error.message
-                );
+                refused += 1;
+                if !following && refused == asked {
+                    bail!(
+                        "the hub refused every topic: {}: {}",
+                        error.code,
+                        error.message
+                    );
+                }
+                note(&format!("refused: {}: {}", error.code, error.message));
             }
             SubscriberItem::Event(event) => {
                 let line = if args.json {

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use herald_protocol::{Topic, TopicPattern};
+use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
@@ -53,8 +54,7 @@ pub enum AuthError {
 
 /// Why a token was refused, in the hub's words (the library's name its
 /// internals, such as which algorithms it would have taken).
-fn why_refused(kind: &jsonwebtoken::errors::ErrorKind) -> String {
-    use jsonwebtoken::errors::ErrorKind;
+fn why_refused(kind: &ErrorKind) -> String {
     match kind {
         ErrorKind::ExpiredSignature => "it has expired (exp)".to_owned(),
         ErrorKind::ImmatureSignature => "it is not valid yet (nbf)".to_owned(),
@@ -81,13 +81,24 @@ pub enum AuthConfigError {
     PublicKey { path: String, reason: String },
 }
 
-/// The claims Herald reads from a subscriber's token.
+/// The claims Herald reads from a subscriber's token. `exp` and `nbf` are
+/// NumericDates (RFC 7519: seconds, fractions allowed), checked here to the
+/// millisecond; `jsonwebtoken` takes whole seconds only and would skip a
+/// fractional `nbf` and call a fractional `exp` missing.
 #[derive(Debug, Clone, Deserialize)]
 struct Claims {
-    sub: String,
+    sub: Option<String>,
     #[serde(default)]
     topics: Vec<String>,
-    exp: u64,
+    exp: Option<f64>,
+    nbf: Option<f64>,
+}
+
+/// A NumericDate in ms since the Unix epoch (0 for one before it or not a
+/// number).
+fn numeric_date_ms(seconds: f64) -> u64 {
+    // `as` saturates: NaN and negatives are 0, past u64 is u64::MAX.
+    (seconds * 1000.0).floor() as u64
 }
 
 /// A verified subscriber.
@@ -195,8 +206,9 @@ impl Authenticator {
         };
         let mut validation = Validation::new(*algorithm);
         validation.leeway = 0;
-        validation.validate_nbf = true;
-        let mut required = vec!["exp", "sub"];
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        let mut required: Vec<&str> = Vec::new();
         if !self.audience.is_empty() {
             validation.set_audience(&self.audience);
             required.push("aud");
@@ -209,19 +221,24 @@ impl Authenticator {
         let data = jsonwebtoken::decode::<Claims>(token, key, &validation)
             .map_err(|e| AuthError::InvalidToken(why_refused(e.kind())))?;
         let claims = data.claims;
-        // `jsonwebtoken` compares `exp` with the current whole second, so a
-        // token would pass for up to a second past its `exp`, while the
-        // connection's expiry timer closes at `exp` to the millisecond.
-        let expires_at_ms = claims.exp.saturating_mul(1000);
-        if expires_at_ms <= crate::core::clock::now_ms() {
-            return Err(AuthError::InvalidToken(why_refused(
-                &jsonwebtoken::errors::ErrorKind::ExpiredSignature,
-            )));
+        let refused = |kind| Err(AuthError::InvalidToken(why_refused(&kind)));
+        let (Some(sub), Some(exp)) = (claims.sub, claims.exp) else {
+            let missing = if claims.exp.is_none() { "exp" } else { "sub" };
+            return refused(ErrorKind::MissingRequiredClaim(missing.to_owned()));
+        };
+        // To the millisecond, as the connection's expiry timer closes it.
+        let now = crate::core::clock::now_ms();
+        let expires_at_ms = numeric_date_ms(exp);
+        if expires_at_ms <= now {
+            return refused(ErrorKind::ExpiredSignature);
+        }
+        if claims.nbf.is_some_and(|nbf| numeric_date_ms(nbf) > now) {
+            return refused(ErrorKind::ImmatureSignature);
         }
         // The user's messages and approvals go to `user:{sub}`: a `sub` that
         // makes no topic is admitted, but nothing can be addressed to it.
-        if let Err(error) = Topic::user(&claims.sub) {
-            tracing::warn!(sub = ?claims.sub, %error, "a token's sub is no user id: messages and approvals cannot reach this user");
+        if let Err(error) = Topic::user(&sub) {
+            tracing::warn!(sub = ?sub, %error, "a token's sub is no user id: messages and approvals cannot reach this user");
         }
         let allowed = claims
             .topics
@@ -229,7 +246,7 @@ impl Authenticator {
             .filter_map(|pattern| TopicPattern::parse(pattern).ok())
             .collect();
         Ok(Identity {
-            user: claims.sub,
+            user: sub,
             allowed,
             expires_at_ms,
         })
@@ -415,6 +432,23 @@ mod tests {
         let header = base64url(r#"{"alg":"none","typ":"JWT"}"#);
         let body = base64url(&format!(r#"{{"sub":"u1","exp":{}}}"#, now_s() + 60));
         let unsigned = format!("{header}.{body}.");
+        // A fractional NumericDate is a date like any other.
+        let fractional = token(
+            &json!({"sub": "u1", "exp": now_s() as f64 + 600.5, "nbf": now_s() as f64 - 0.5}),
+            "s3cret-s3cret",
+        );
+        assert!(auth.verify(&fractional).is_ok());
+        let early_by_a_fraction = token(
+            &json!({"sub": "u1", "exp": now_s() + 600, "nbf": now_s() as f64 + 30.5}),
+            "s3cret-s3cret",
+        );
+        let no_exp = token(&json!({"sub": "u1"}), "s3cret-s3cret");
+        let refusal = |bad: &str| match auth.verify(bad) {
+            Err(AuthError::InvalidToken(why)) => why,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(refusal(&early_by_a_fraction), "it is not valid yet (nbf)");
+        assert_eq!(refusal(&no_exp), "it has no exp claim");
         // Within the second of its `exp`, a token has expired too.
         let this_second = token(&json!({"sub": "u1", "exp": now_s()}), "s3cret-s3cret");
         for bad in [

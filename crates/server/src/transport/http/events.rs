@@ -2,12 +2,15 @@
 //! messages to one user's connections; each under the producer's publish
 //! rate limit (`--publish-rate-limit`).
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, Path, State};
 use herald_protocol::{
-    ErrorCode, EventType, Label, Priority, PublishReceipt, PublishRequest, Topic,
+    ErrorCode, EventId, EventType, Label, Priority, PublishReceipt, PublishRequest, Topic,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -62,6 +65,7 @@ pub(super) async fn publish_events(
             for (index, item) in items.into_iter().enumerate() {
                 requests.push(decode::<PublishRequest>(item).map_err(|e| e.at(index))?);
             }
+            conflict_within(&requests)?;
             let ids: Vec<Option<String>> = requests
                 .iter()
                 .map(|r| r.id.as_ref().map(ToString::to_string))
@@ -97,6 +101,46 @@ pub(super) async fn publish_events(
             "body must be an event object or an array of events",
         )),
     }
+}
+
+/// Refuses (409 `conflict`, with its `index`) the first event of a batch
+/// that reuses the id of an earlier one on the same topic with other
+/// content, before anything is published: the hub would store the first and
+/// refuse the second, and a producer resending from the index would publish
+/// what lies between again.
+fn conflict_within(requests: &[PublishRequest]) -> Result<(), ApiError> {
+    let mut seen: HashMap<(&Topic, &EventId), &PublishRequest> = HashMap::new();
+    for (index, request) in requests.iter().enumerate() {
+        let Some(id) = &request.id else { continue };
+        match seen.entry((&request.topic, id)) {
+            Entry::Vacant(first) => {
+                first.insert(request);
+            }
+            Entry::Occupied(first) if same_content(first.get(), request) => {}
+            Entry::Occupied(_) => {
+                let refused = ApiError::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "event id {:?} is used twice on {} with other content in this batch; \
+                         nothing was published",
+                        id.as_str(),
+                        request.topic
+                    ),
+                );
+                return Err(refused.at(index));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether two requests are the same event (what a retry must repeat).
+fn same_content(first: &PublishRequest, again: &PublishRequest) -> bool {
+    first.event_type == again.event_type
+        && first.priority == again.priority
+        && first.key == again.key
+        && first.source == again.source
+        && first.data == again.data
 }
 
 /// Refuses (413 `too_large`) a batch of more events than a connection's

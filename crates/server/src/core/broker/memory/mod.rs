@@ -597,7 +597,18 @@ impl Broker for MemoryBroker {
         } else {
             let mut answers = Vec::with_capacity(batch.len());
             for draft in batch {
-                answers.push(self.shared.enqueue(draft, audience, together).await?);
+                match self.shared.enqueue(draft, audience, together).await {
+                    Ok(answer) => answers.push(answer),
+                    Err(refused) => {
+                        // The events before the refused one are published:
+                        // answered only once they are (committed, with a
+                        // durable store), as a whole batch would be.
+                        for answer in answers {
+                            answer.finish(wait).await?;
+                        }
+                        return Err(refused);
+                    }
+                }
             }
             answers
         };

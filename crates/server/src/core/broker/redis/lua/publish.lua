@@ -16,7 +16,8 @@
 -- then five per event: id, fingerprint, key ("" for none), frame head, frame tail
 -- (the frame is head .. seq .. tail).
 -- Returns {now_ms, epoch, seq1, status1, seq2, status2, ...}: status 0 stored,
--- 1 a retry of the stored event with that id, 2 the id stored with other content;
+-- 1 a retry of the stored event with that id, 2 the id stored with other content
+-- (the last outcome: nothing after it is stored);
 -- past the deadline (the node has told its producer the publish failed),
 -- {now_ms} and nothing stored.
 local meta, stream, snapshot, order = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -66,6 +67,8 @@ while i + 4 <= #ARGV do
   end
   results[#results + 1] = seq
   results[#results + 1] = status
+  -- An id stored with other content refuses its event and those after it.
+  if status == 2 then break end
 end
 -- History older than its age goes, a bounded number of entries per call.
 local cutoff = now - tonumber(ARGV[3])
