@@ -5,6 +5,9 @@ and the Herald repository's files (fixtures, session vectors)."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 import os
 import select
@@ -118,6 +121,22 @@ class Hub:
         self.process.send_signal(signal.SIGCONT)
 
 
+JWT_SECRET = "s3cret-for-tests-only-0123456789"
+"""The ``--jwt-secret`` of the hubs that check tokens."""
+
+
+def make_jwt(sub: str, topics: list[str], expires_at: int, secret: str = JWT_SECRET) -> str:
+    """An HS256 token for ``sub`` allowed ``topics``, expiring at ``expires_at`` (s since the epoch)."""
+
+    def part(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    header = part(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    claims = part(json.dumps({"sub": sub, "topics": topics, "exp": expires_at}).encode())
+    signature = part(hmac.new(secret.encode(), f"{header}.{claims}".encode(), hashlib.sha256).digest())
+    return f"{header}.{claims}.{signature}"
+
+
 def make_hub(tmp_path: Path, store: str = "memory", *args: str, unix: bool = False) -> Hub:
     hub = Hub(store=store, args=list(args), log=tmp_path / "herald.log")
     if unix:
@@ -153,6 +172,15 @@ def any_hub(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Hub]:
     """A hub with each store in turn."""
     store = "memory" if request.param == "memory" else f"sqlite:{tmp_path / 'herald.db'}"
     running = make_hub(tmp_path, store)
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def jwt_hub(tmp_path: Path) -> Iterator[Hub]:
+    """A memory-store hub whose WebSockets need a token signed with :data:`JWT_SECRET`."""
+    running = make_hub(tmp_path, "memory", "--jwt-secret", JWT_SECRET)
     running.start()
     yield running
     running.stop()

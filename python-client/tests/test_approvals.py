@@ -18,7 +18,7 @@ import pytest
 import herald
 from herald import _http
 
-from .conftest import Hub, answer_dropping_proxy, browser, make_hub
+from .conftest import JWT_SECRET, Hub, answer_dropping_proxy, browser, make_hub
 
 pytestmark = pytest.mark.anyio
 LIMIT = 20.0
@@ -165,7 +165,7 @@ async def test_a_memory_hub_that_lost_the_approval_says_so(hub: Hub) -> None:
 
 
 async def test_control_requests_refused_by_the_hub_are_typed_auth_errors(tmp_path: Path) -> None:
-    guarded = make_hub(tmp_path, "memory", "--jwt-secret", "s3cret-for-tests-only-0123456789")
+    guarded = make_hub(tmp_path, "memory", "--jwt-secret", JWT_SECRET)
     guarded.start()
     try:
         async with herald.AsyncHerald(guarded.url) as client:
@@ -236,3 +236,86 @@ async def test_request_approval_gives_up_by_expiry_plus_grace_when_the_hub_is_aw
         finally:
             if outage == "stopped":
                 hub.resume()
+
+
+async def test_answer_approval_decides_it_for_the_waiting_producer(hub: Hub) -> None:
+    async with herald.AsyncHerald(hub.url) as client:
+        record = await client.create_approval("u1", "t1", 1, STEP_RESULT)
+        waiting = asyncio.create_task(client.wait_approval(record))
+        await client.answer_approval(record.callback_id, False, feedback="not on a Friday")
+        with anyio.fail_after(LIMIT):
+            decision = await waiting
+        assert (decision.status, decision.proceed, decision.feedback) == ("rejected", False, "not on a Friday")
+        with pytest.raises(herald.ConflictError):
+            await client.answer_approval(record.callback_id, True)
+        with pytest.raises(herald.NotFoundError):
+            await client.answer_approval("no-such-approval", True)
+    with herald.Herald(hub.url) as blocking:
+        second = blocking.create_approval("u1", "t1", 2, STEP_RESULT)
+        await asyncio.to_thread(blocking.answer_approval, second.callback_id, True)
+        assert blocking.get_approval(second.callback_id).status == "approved"
+
+
+async def test_list_approvals_filters_by_task_and_status(hub: Hub) -> None:
+    async with herald.AsyncHerald(hub.url) as client:
+        first = await client.create_approval("u1", "t1", 1, STEP_RESULT)
+        second = await client.create_approval("u1", "t1", 2, STEP_RESULT)
+        other = await client.create_approval("u1", "t2", 1, STEP_RESULT)
+        await client.answer_approval(first.callback_id, True)
+        pending = await client.list_approvals(task_id="t1", status="pending")
+        everything = await client.list_approvals()
+    assert [record.callback_id for record in pending] == [second.callback_id]
+    assert isinstance(pending[0], herald.ApprovalRecord) and pending[0].step == 2
+    assert {record.callback_id for record in everything} == {first.callback_id, second.callback_id, other.callback_id}
+    with herald.Herald(hub.url) as blocking:
+        approved = blocking.list_approvals(status="approved")
+    assert [record.callback_id for record in approved] == [first.callback_id]
+
+
+async def test_history_reads_a_topics_retained_events_after_a_seq(hub: Hub) -> None:
+    async with herald.AsyncHerald(hub.url) as client:
+        for step in range(1, 5):
+            await client.publish("run:r1", "step.completed", {"step": step})
+        everything = await client.history("run:r1")
+        later = await client.history("run:r1", since=2, limit=1)
+        nothing = await client.history("run:r9")
+        with pytest.raises(ValueError):
+            await client.history("run:*")
+    assert [event.seq for event in everything.events] == [1, 2, 3, 4] and everything.seq == 4
+    assert [event.data for event in later.events] == [{"step": 3}] and later.epoch == everything.epoch
+    assert (nothing.events, nothing.seq) == ([], 0)
+    with herald.Herald(hub.url) as blocking:
+        assert [event.seq for event in blocking.history("run:r1", since=3).events] == [4]
+
+
+@pytest.mark.parametrize("ids", [{"task_id": "t1", "run_id": "r1"}, {}])
+async def test_a_control_request_must_name_exactly_one_of_task_and_run_before_connecting(
+    tmp_path: Path, ids: dict[str, str]
+) -> None:
+    gone = make_hub(tmp_path)
+    gone.start()
+    url = gone.url
+    gone.stop()  # nothing listens: a connection attempt would be a TransportError
+    async with herald.AsyncHerald(url) as client:
+        with pytest.raises(ValueError, match="exactly one of task_id and run_id"):
+            await client.send_control("pause", **ids)
+    with herald.Herald(url) as blocking:
+        with pytest.raises(ValueError, match="exactly one of task_id and run_id"):
+            blocking.send_control("resume", **ids)
+
+
+@pytest.mark.parametrize("timeout", [-1.0, 0.0, 0.0001, 7 * 24 * 3600 + 1.0, float("nan"), float("inf")])
+async def test_an_approval_timeout_the_hub_would_refuse_is_refused_in_seconds_before_sending(
+    hub: Hub, timeout: float
+) -> None:
+    async with herald.AsyncHerald(hub.url) as client:
+        with pytest.raises(ValueError, match="timeout is in seconds") as refused:
+            await client.create_approval("u1", "t1", 1, STEP_RESULT, timeout=timeout)
+        assert "timeout_ms" not in str(refused.value)
+        with pytest.raises(ValueError, match="timeout is in seconds"):
+            await client.request_approval("u1", "t1", 1, STEP_RESULT, timeout=timeout)
+    with herald.Herald(hub.url) as blocking:
+        with pytest.raises(ValueError, match="timeout is in seconds"):
+            blocking.create_approval("u1", "t1", 1, STEP_RESULT, timeout=timeout)
+    status = httpx.get(f"{hub.url}/api/v1/status", timeout=LIMIT).json()
+    assert status["pending_approvals"] == 0

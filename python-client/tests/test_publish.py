@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -168,8 +170,9 @@ async def test_an_unreachable_hub_is_a_transport_error_after_the_retries(tmp_pat
     retry = herald.RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.02)
     async with herald.AsyncHerald(url, retry=retry) as client:
         with pytest.raises(herald.TransportError) as unreachable:
-            await client.publish("run:r1", "step.started")
+            await client.publish("run:r1", "step.started", id="never-sent")
     assert unreachable.value.attempts == 3
+    assert not unreachable.value.outcome_unknown and unreachable.value.event_ids == ("never-sent",)
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
@@ -286,3 +289,83 @@ async def test_a_success_whose_body_is_not_the_expected_answer_is_a_protocol_err
     finally:
         server.close()
     assert nonsense.value.status == 200 and "POST /api/v1/events" in str(nonsense.value)
+
+
+@asynccontextmanager
+async def unanswering_hub() -> AsyncIterator[str]:
+    """A server that takes every request and never answers: each attempt
+    goes out, and its answer never comes (as a hub that stalls, or a
+    network that drops the answers)."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        try:
+            while await reader.read(65536):
+                pass
+        except ConnectionError:
+            pass
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        for writer in held:
+            writer.close()
+
+
+QUICK = herald.RetryPolicy(max_attempts=2, initial_delay=0.01, max_delay=0.02)
+
+
+async def test_a_publish_sent_but_never_answered_is_an_unknown_outcome_naming_its_event_ids() -> None:
+    async with unanswering_hub() as url, herald.AsyncHerald(url, timeout=0.3, retry=QUICK) as client:
+        with pytest.raises(herald.TransportError) as single:
+            await client.publish("run:r1", "step.started", id="step-1-started")
+        with pytest.raises(herald.TransportError) as generated:
+            await client.publish("run:r1", "step.started")
+        batch: list[herald.PublishRequest | dict[str, Any]] = [
+            herald.PublishRequest(topic="run:r1", event_type="step.started", id="b1"),
+            {"topic": "run:r1", "event_type": "step.completed"},
+        ]
+        with pytest.raises(herald.TransportError) as batched:
+            await client.publish_batch(batch)
+    for lost in (single, generated, batched):
+        assert lost.value.outcome_unknown and lost.value.attempts == 2
+        assert "may have stored" in str(lost.value)
+    assert single.value.event_ids == ("step-1-started",)
+    assert len(generated.value.event_ids) == 1 and generated.value.event_ids[0] in str(generated.value)
+    assert len(batched.value.event_ids) == 2 and batched.value.event_ids[0] == "b1"
+
+
+async def test_the_blocking_publish_sent_but_never_answered_is_an_unknown_outcome_too() -> None:
+    async with unanswering_hub() as url:
+        with herald.Herald(url, timeout=0.3, retry=QUICK) as client:
+            with pytest.raises(herald.TransportError) as lost:
+                await asyncio.to_thread(client.publish, "run:r1", "step.started", id="blocking-1")
+    assert lost.value.outcome_unknown and lost.value.event_ids == ("blocking-1",)
+
+
+async def test_retrying_with_the_event_ids_of_an_unknown_outcome_stores_each_event_once(hub: Hub) -> None:
+    async with answer_dropping_proxy(hub.url, then_refuse=True) as (proxy, dropped):
+        async with herald.AsyncHerald(proxy, retry=QUICK) as client:
+            with pytest.raises(herald.TransportError) as lost:
+                await client.publish("run:r1", "step.started", {"n": 1})
+    assert dropped == [1] and lost.value.outcome_unknown
+    async with herald.AsyncHerald(hub.url) as client:
+        receipt = await client.publish("run:r1", "step.started", {"n": 1}, id=lost.value.event_ids[0])
+    assert receipt.seq == 1
+    assert len(history(hub, "run:r1")["events"]) == 1  # type: ignore[arg-type]
+
+
+async def test_an_empty_event_id_is_refused_not_replaced(hub: Hub) -> None:
+    async with herald.AsyncHerald(hub.url) as client:
+        with pytest.raises(ValueError):
+            await client.publish("run:r1", "step.started", id="")
+        with pytest.raises(herald.InvalidRequestError) as batch:
+            await client.publish_batch([{"topic": "run:r1", "event_type": "step.started", "id": ""}])
+    with herald.Herald(hub.url) as blocking:
+        with pytest.raises(ValueError):
+            blocking.publish("run:r1", "step.started", id="")
+    assert batch.value.index == 0 and batch.value.status is None
+    assert history(hub, "run:r1")["events"] == []

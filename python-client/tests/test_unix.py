@@ -80,3 +80,23 @@ def test_an_oversized_event_is_dropped_and_counted(tmp_path: Path) -> None:
         assert b'"small"' in reader.recv(65536)
     finally:
         reader.close()
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_data_json_cannot_carry_is_dropped_and_counted_not_sent_as_null(tmp_path: Path, value: float) -> None:
+    path = tmp_path / "finite.sock"
+    reader = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    reader.bind(str(path))
+    reader.settimeout(LIMIT)
+    try:
+        with herald.UnixPublisher(path) as publisher:
+            assert publisher.publish("machine:m1", "state.changed", {"x": value}) is False
+            assert publisher.publish("machine:m1", "metrics.updated", herald.Metrics(metrics={"cpu": value})) is False
+            prepared = herald.PublishRequest(topic="machine:m1", event_type="state.changed", data={"x": [1, value]})
+            assert publisher.send(prepared) is False
+            assert publisher.publish("machine:m1", "state.changed", {"state": "finite"})
+        assert (publisher.sent, publisher.dropped) == (1, 3)
+        # The only datagram that went out is the finite one.
+        assert b'"finite"' in reader.recv(65536)
+    finally:
+        reader.close()

@@ -17,9 +17,11 @@ Layout:
 - :class:`Subscription`: the reconnecting subscriber (``AsyncHerald.subscribe``).
 - :class:`ControlStream`: ``control.*`` requests for a producer (``AsyncHerald.control``).
 - :class:`UnixPublisher`: fire-and-forget datagrams to ``--unix-socket``.
+- :class:`TopicHistory`: a topic's retained events (``AsyncHerald.history``).
 - :mod:`herald.errors`: typed errors carrying the contract's error ``code``.
 """
 
+from ._http import TopicHistory
 from ._retry import RetryPolicy
 from ._session import SessionConfig
 from .client import AsyncHerald, Herald
@@ -117,6 +119,7 @@ __all__ = [
     "SubscriptionItem",
     "TaskStepResult",
     "TooLargeError",
+    "TopicHistory",
     "TransportError",
     "UnauthorizedError",
     "UnixPublisher",

@@ -5,18 +5,19 @@ clients only differ in how they send (``httpx.Client`` or
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, Union
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
-from pydantic import JsonValue, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, JsonValue, TypeAdapter, ValidationError
 
 from ._retry import RetryPolicy
 from .errors import (
@@ -31,6 +32,9 @@ from .errors import (
 from .models import (
     ApprovalDecision,
     ApprovalRecord,
+    ApprovalStatus,
+    Epoch,
+    Event,
     EventType,
     NewApproval,
     Priority,
@@ -44,6 +48,14 @@ from .models import (
 Data = Union[Mapping[str, Any], Sequence[Any], str, int, float, bool, None, WireModel]
 """An event's ``data``: any JSON value, or a typed payload model (e.g.
 ``herald.Progress(progress=75)``), written in its wire form."""
+
+TokenProvider = Callable[[], Union[str, Awaitable[str]]]
+"""Gives the JWT for the next WebSocket connection: called (and awaited when
+it returns an awaitable) before every connection and reconnection, so it can
+hand out a fresh token when the last one expired."""
+
+Token = Union[str, TokenProvider]
+"""A JWT for WebSockets: fixed, or a :data:`TokenProvider`."""
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 """The hub ``herald serve`` runs by default."""
@@ -62,10 +74,37 @@ wait until the deadline still has time to be answered."""
 
 T = TypeVar("T")
 
+
+class TopicHistory(BaseModel):
+    """A topic's retained events (``GET /api/v1/topics/{topic}/events``), as
+    ``herald_protocol::api::TopicHistory``. (The HTTP API's answer types are
+    not in the protocol's JSON Schema, so not in :mod:`herald.models`.)"""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    topic: Topic
+    epoch: Epoch
+    """The topic's stream: a seq means something only with its epoch."""
+    seq: int
+    """The topic's latest seq (0 if none), whatever ``limit`` returned."""
+    events: list[Event]
+    """The retained events after ``since``, in seq order."""
+
+
+class ApprovalList(BaseModel):
+    """The answer of ``GET /api/v1/approvals``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    approvals: list[ApprovalRecord]
+
+
 RECEIPT: TypeAdapter[PublishReceipt] = TypeAdapter(PublishReceipt)
 RECEIPTS: TypeAdapter[list[PublishReceipt]] = TypeAdapter(list[PublishReceipt])
 RECORD: TypeAdapter[ApprovalRecord] = TypeAdapter(ApprovalRecord)
 DECISION: TypeAdapter[ApprovalDecision] = TypeAdapter(ApprovalDecision)
+APPROVALS: TypeAdapter[ApprovalList] = TypeAdapter(ApprovalList)
+HISTORY: TypeAdapter[TopicHistory] = TypeAdapter(TopicHistory)
 
 
 @dataclass(frozen=True)
@@ -77,15 +116,16 @@ class Endpoint:
     HTTP API is called here."""
     api_key: str | None
     """Sent as ``Authorization: Bearer KEY`` to the HTTP API."""
-    token: str | None
-    """A JWT for WebSockets (``Authorization: Bearer`` on the upgrade)."""
+    token: Token | None
+    """A JWT for WebSockets (``Authorization: Bearer`` on the upgrade), or a
+    callable giving one for each connection (:data:`TokenProvider`)."""
     failover: tuple[str, ...] = ()
     """Other nodes of the same hub (sharing one Redis): an HTTP call that
     cannot reach a node (see :class:`Attempts`), and a subscription whose
     connection drops or fails, move on to the next URL, in turn."""
 
     @classmethod
-    def resolve(cls, url: str | None, api_key: str | None, token: str | None) -> Endpoint:
+    def resolve(cls, url: str | None, api_key: str | None, token: Token | None) -> Endpoint:
         """Arguments first, then ``HERALD_URL`` / ``HERALD_API_KEY`` /
         ``HERALD_TOKEN``, then the default URL. Several nodes are given as
         comma-separated URLs (``http://a:8765,http://b:8765``), as the
@@ -126,8 +166,40 @@ class Endpoint:
         scheme = "wss" if parts.scheme == "https" else "ws"
         return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + path, "", ""))
 
-    def ws_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+    async def ws_token(self) -> str | None:
+        """The token for the next WebSocket connection (see :func:`current_token`)."""
+        return await current_token(self.token)
+
+    def ws_token_blocking(self) -> str | None:
+        """The token for the next WebSocket connection, for the blocking
+        client: a provider returning an awaitable raises ``TypeError``."""
+        if self.token is None or isinstance(self.token, str):
+            return self.token
+        value = self.token()
+        if isinstance(value, str):
+            return value
+        if inspect.iscoroutine(value):
+            value.close()  # never awaited: close it instead of leaking a warning
+        raise TypeError("the blocking Herald needs a token callable that returns a str, not an awaitable")
+
+
+async def current_token(token: Token | None) -> str | None:
+    """``token`` itself, or what its provider gives now (awaited when it
+    returns an awaitable). Anything else than a str raises ``TypeError``."""
+    if token is None or isinstance(token, str):
+        return token
+    value = token()
+    if inspect.isawaitable(value):
+        value = await value
+    if not isinstance(value, str):
+        raise TypeError(f"the token callable gave {type(value).__name__}, not a str")
+    return value
+
+
+def ws_headers(token: str | None) -> dict[str, str]:
+    """The upgrade's headers for ``token``: never in the URL, which errors and
+    logs print."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 @dataclass(frozen=True)
@@ -143,6 +215,9 @@ class Call:
     """Retry after any retryable failure; otherwise only when the connection
     could not even be opened (the hub cannot have seen the request) or the
     hub answered 429 (it did nothing)."""
+    event_ids: tuple[str, ...] = ()
+    """The ids of the events a publish carries: a failure whose outcome is
+    unknown names them, so that a retry by the application reuses them."""
 
 
 def encode(value: Any) -> bytes:
@@ -205,7 +280,9 @@ def publish_request(
         data=as_data(data),
         key=key,
         priority=priority or "normal",
-        id=id or new_event_id(),
+        # Only an absent id is generated: an empty one is refused like any
+        # other invalid id (a retry with a blank id must not become a new event).
+        id=new_event_id() if id is None else id,
         source=source,
         timestamp=timestamp,
     )
@@ -235,12 +312,14 @@ def batch_requests(events: Iterable[PublishRequest | Mapping[str, Any]]) -> list
 
 
 def publish_call(request: PublishRequest, timeout: float) -> Call:
-    return Call("POST", "/api/v1/events", encode(request.to_wire()), timeout=timeout)
+    ids = (request.id,) if request.id is not None else ()
+    return Call("POST", "/api/v1/events", encode(request.to_wire()), timeout=timeout, event_ids=ids)
 
 
-def batch_call(requests: Iterable[PublishRequest], timeout: float) -> Call:
+def batch_call(requests: Sequence[PublishRequest], timeout: float) -> Call:
     body = encode([request.to_wire() for request in requests])
-    return Call("POST", "/api/v1/events", body, timeout=timeout)
+    ids = tuple(request.id for request in requests if request.id is not None)
+    return Call("POST", "/api/v1/events", body, timeout=timeout, event_ids=ids)
 
 
 def notice_body(event_type: EventType, data: Data, priority: Priority | None) -> bytes:
@@ -276,6 +355,8 @@ def new_approval(
 ) -> NewApproval:
     result = step_result if isinstance(step_result, TaskStepResult) else TaskStepResult.model_validate(step_result)
     require_finite(result, "step_result")
+    if timeout is not None:
+        require_approval_timeout(timeout)
     return NewApproval(
         user_id=user_id,
         task_id=task_id,
@@ -286,6 +367,19 @@ def new_approval(
     )
 
 
+MAX_APPROVAL_TIMEOUT = 7 * 24 * 3600.0
+"""The longest approval ``timeout`` the hub takes, in seconds (7 days)."""
+
+
+def require_approval_timeout(timeout: float) -> None:
+    """Refuses (``ValueError``) an approval timeout the hub would refuse:
+    it takes 1 ms to 7 days, in whole milliseconds."""
+    if not (math.isfinite(timeout) and 1 <= round(timeout * 1000) <= MAX_APPROVAL_TIMEOUT * 1000):
+        raise ValueError(
+            f"timeout is in seconds and must be between 0.001 and {MAX_APPROVAL_TIMEOUT:g} (7 days), got {timeout!r}"
+        )
+
+
 def create_approval_call(approval: NewApproval, timeout: float) -> Call:
     return Call("POST", "/api/v1/approvals", encode(approval.to_wire()), timeout=timeout, idempotent=False)
 
@@ -294,6 +388,26 @@ def approval_call(callback_id: str, wait: float, timeout: float) -> Call:
     params = {"wait_ms": str(round(wait * 1000))} if wait > 0 else None
     path = f"/api/v1/approvals/{quote(callback_id, safe='')}"
     return Call("GET", path, params=params, timeout=timeout + max(wait, 0.0))
+
+
+def approvals_call(task_id: str | None, status: ApprovalStatus | None, timeout: float) -> Call:
+    params = {name: value for name, value in (("task_id", task_id), ("status", status)) if value is not None}
+    return Call("GET", "/api/v1/approvals", params=params or None, timeout=timeout)
+
+
+def history_call(topic: Topic, since: int, limit: int | None, timeout: float) -> Call:
+    """``GET /api/v1/topics/{topic}/events``; ``topic`` is checked against
+    the grammar first (a pattern is refused: history is per topic)."""
+    checked = TypeAdapter(Topic).validate_python(topic)
+    if since < 0:
+        raise ValueError(f"since is a seq (0: everything retained), got {since}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    params = {"since": str(since)}
+    if limit is not None:
+        params["limit"] = str(limit)
+    path = f"/api/v1/topics/{quote(checked, safe='')}/events"
+    return Call("GET", path, params=params, timeout=timeout)
 
 
 def approval_deadline(record: ApprovalRecord) -> float:
@@ -349,8 +463,8 @@ def retryable_status(status: int, call: Call) -> bool:
 
 def unreached(error: httpx.TransportError) -> bool:
     """Whether the request cannot have reached the hub: the connection was
-    never opened."""
-    return isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout))
+    never opened (or none was free in the pool)."""
+    return isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
 
 
 def retryable_transport(error: httpx.TransportError, call: Call) -> bool:
@@ -367,18 +481,36 @@ def retry_after(response: httpx.Response, most: float) -> float:
     return min(max(seconds, 0.0), most) if math.isfinite(seconds) else 0.0
 
 
-def transport_error(error: httpx.TransportError, call: Call, attempts: int) -> TransportError:
+def transport_error(error: httpx.TransportError, call: Call, attempts: int, reached: bool) -> TransportError:
+    """The error of a call that failed for good. ``reached``: an earlier
+    attempt went out (or was answered with a 5xx), so the hub may have acted
+    even when the last attempt could not connect. A read (``GET``) changes
+    nothing at the hub: its outcome is never unknown."""
     cause = f"{type(error).__name__}: {error}"
-    if not (call.idempotent or unreached(error)):
-        return TransportError(
-            f"the outcome of {call.method} {call.path} is unknown: the request went out but its answer "
-            f"was lost ({cause}), so the hub may have acted on it; it is not sent again",
-            attempts=attempts,
-            outcome_unknown=True,
-        )
+    went_out = reached or not unreached(error)
+    if call.method != "GET" and went_out:
+        if call.event_ids:
+            ids = ", ".join(call.event_ids)
+            message = (
+                f"the outcome of {call.method} {call.path} is unknown after {attempts} attempt(s): a request went "
+                f"out but no answer came back ({cause}), so the hub may have stored the event(s); to retry, "
+                f"publish them again with the same id (error.event_ids: {ids}) and they are stored once"
+            )
+        elif call.idempotent:
+            message = (
+                f"the outcome of {call.method} {call.path} is unknown after {attempts} attempt(s): a request went "
+                f"out but no answer came back ({cause}), so the hub may have acted on it"
+            )
+        else:
+            message = (
+                f"the outcome of {call.method} {call.path} is unknown: the request went out but its answer "
+                f"was lost ({cause}), so the hub may have acted on it; it is not sent again"
+            )
+        return TransportError(message, attempts=attempts, outcome_unknown=True, event_ids=call.event_ids)
     return TransportError(
         f"could not reach the hub ({call.method} {call.path}) after {attempts} attempt(s): {cause}",
         attempts=attempts,
+        event_ids=call.event_ids,
     )
 
 
@@ -402,6 +534,8 @@ class Attempts:
         self.node = node % self.nodes
         self.deadline = deadline
         self.attempt = 0
+        self.reached = False
+        """Whether an attempt may have reached the hub (see :func:`transport_error`)."""
 
     def start(self) -> float:
         """Begins an attempt; returns its timeout in seconds."""
@@ -421,9 +555,11 @@ class Attempts:
     def transport_failed(self, error: httpx.TransportError) -> float:
         """The delay before the next attempt; raises the
         :class:`~herald.TransportError` when none follows."""
+        if not unreached(error):
+            self.reached = True
         delay = self._delay() if retryable_transport(error, self.call) else None
         if delay is None:
-            raise transport_error(error, self.call, self.attempt) from error
+            raise transport_error(error, self.call, self.attempt, self.reached) from error
         self.node = (self.node + 1) % self.nodes
         return delay
 
@@ -434,6 +570,8 @@ class Attempts:
         largest delay: retrying sooner would only be refused again."""
         if not retryable_status(response.status_code, self.call):
             return None
+        if response.status_code != 429:  # a 429 did nothing; a 5xx may come after the hub acted
+            self.reached = True
         return self._delay(at_least=retry_after(response, self.retry.max_delay))
 
 

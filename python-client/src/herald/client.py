@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
@@ -23,15 +23,18 @@ from pydantic import TypeAdapter
 from websockets.asyncio.client import ClientConnection
 
 from . import _http
-from ._http import Call, Data, Endpoint
+from ._http import Call, Data, Endpoint, Token, TopicHistory
 from ._retry import RetryPolicy
 from ._session import SessionConfig
+from ._timeout import within
 from .control import ControlStream
 from .errors import HeraldError, ProtocolError, TransportError, hub_error
 from .models import (
     ApprovalDecision,
     ApprovalRecord,
+    ApprovalStatus,
     ClientFrameCancel,
+    ClientFrameConfirm,
     ClientFramePause,
     ClientFrameResume,
     EventFilter,
@@ -41,6 +44,7 @@ from .models import (
     PublishRequest,
     TaskStepResult,
     Topic,
+    WireModel,
 )
 from .subscription import Gaps, Subscription, SubscriptionItem, SubscriptionItemNoGap
 
@@ -48,7 +52,11 @@ ControlAction = Literal["cancel", "pause", "resume"]
 
 T = TypeVar("T")
 
-_CONTROL_FRAMES = {"cancel": ClientFrameCancel, "pause": ClientFramePause, "resume": ClientFrameResume}
+_CONTROL_FRAMES: dict[str, type[ClientFrameCancel | ClientFramePause | ClientFrameResume]] = {
+    "cancel": ClientFrameCancel,
+    "pause": ClientFramePause,
+    "resume": ClientFrameResume,
+}
 
 
 class _Options:
@@ -58,7 +66,7 @@ class _Options:
         self,
         url: str | None,
         api_key: str | None,
-        token: str | None,
+        token: Token | None,
         timeout: float,
         retry: RetryPolicy | None,
     ) -> None:
@@ -84,8 +92,10 @@ class AsyncHerald(_Options):
             else ``http://127.0.0.1:8765``.
         api_key: sent as ``Authorization: Bearer KEY`` (``--api-keys``).
             Default: ``HERALD_API_KEY``, else none.
-        token: a JWT for WebSockets (``--jwt-secret``). Default:
-            ``HERALD_TOKEN``, else none.
+        token: a JWT for WebSockets (``--jwt-secret``), or a callable
+            returning one (a str, or an awaitable of a str), called before
+            every WebSocket connection and reconnection so that it can give
+            a fresh token. Default: ``HERALD_TOKEN``, else none.
         timeout: seconds per HTTP attempt (a long-poll adds its wait). Default: 30.
         retry: how failed calls are retried. Default: ``RetryPolicy()``.
 
@@ -97,7 +107,7 @@ class AsyncHerald(_Options):
         url: str | None = None,
         *,
         api_key: str | None = None,
-        token: str | None = None,
+        token: Token | None = None,
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
     ) -> None:
@@ -232,6 +242,24 @@ class AsyncHerald(_Options):
         Raises :class:`~herald.NotFoundError` for an unknown approval."""
         return await self._send(_http.approval_call(callback_id, wait, self.timeout), _http.DECISION)
 
+    async def list_approvals(
+        self, *, task_id: str | None = None, status: ApprovalStatus | None = None
+    ) -> list[ApprovalRecord]:
+        """The approvals the hub keeps, newest first (``GET /api/v1/approvals``):
+        every pending one and the most recent decided ones, of task
+        ``task_id`` and with ``status`` when given. What to look at after
+        :meth:`create_approval` raised ``outcome_unknown``. Needs the
+        ``admin`` scope on a hub with ``--api-keys``."""
+        return (await self._send(_http.approvals_call(task_id, status, self.timeout), _http.APPROVALS)).approvals
+
+    async def history(self, topic: Topic, *, since: int = 0, limit: int | None = None) -> TopicHistory:
+        """The retained events of ``topic`` with a seq above ``since`` (0:
+        all), at most ``limit`` (the hub's ``--history-size`` when None), in
+        seq order, with the topic's ``epoch`` and latest ``seq``
+        (``GET /api/v1/topics/{topic}/events``). One exact topic, no pattern.
+        Needs the ``admin`` scope on a hub with ``--api-keys``."""
+        return await self._send(_http.history_call(topic, since, limit, self.timeout), _http.HISTORY)
+
     async def request_approval(
         self,
         user_id: str,
@@ -303,15 +331,31 @@ class AsyncHerald(_Options):
         for the hub's ``ack``. A refused upgrade raises
         :class:`~herald.UnauthorizedError` / :class:`~herald.ForbiddenError`;
         a node that cannot be reached is skipped for the next one, if any
-        (the frame is only sent once a connection is open)."""
-        frame = _CONTROL_FRAMES[action](id=1, task_id=task_id, run_id=run_id, reason=reason)
+        (the frame is only sent once a connection is open). Naming both
+        ``task_id`` and ``run_id``, or neither, raises ``ValueError`` before
+        connecting."""
+        await self._send_frame(_control_frame(action, task_id, run_id, reason), action)
+
+    async def answer_approval(self, callback_id: str, proceed: bool, *, feedback: str | None = None) -> None:
+        """Answers an approval as a user would (the contract's ``confirm``
+        frame, over a WebSocket), e.g. from a chat or e-mail bot: the waiting
+        producer gets ``approved`` (``proceed``) or ``rejected``, with
+        ``feedback``. ``decided_by`` is the token's user (``session:{id}``
+        on a hub without tokens). Raises :class:`~herald.NotFoundError` for
+        an unknown approval, :class:`~herald.ConflictError` for one already
+        decided, and :class:`~herald.ForbiddenError` when the token's user
+        may not answer it."""
+        await self._send_frame(_confirm_frame(callback_id, proceed, feedback), "confirm")
+
+    async def _send_frame(self, frame: WireModel, action: str) -> None:
+        """Opens a WebSocket, sends ``frame`` (request id 1) and waits for
+        the hub's ``ack``; its ``error`` is raised typed."""
         nodes = len(self.endpoint.urls)
         for tried in range(1, nodes + 1):
             ws_url = self.endpoint.ws_url(node=self._node)
+            headers = _http.ws_headers(await self.endpoint.ws_token())
             try:
-                socket = await websockets.connect(
-                    ws_url, additional_headers=self.endpoint.ws_headers(), open_timeout=self.timeout
-                )
+                socket = await websockets.connect(ws_url, additional_headers=headers, open_timeout=self.timeout)
             except (OSError, websockets.exceptions.WebSocketException, asyncio.TimeoutError) as error:
                 refusal = _http.ws_refusal(error)
                 if refusal is not None:
@@ -321,7 +365,8 @@ class AsyncHerald(_Options):
                     continue
                 raise TransportError(f"could not send {action} to {ws_url}: {error!r}", attempts=tried) from error
             try:
-                answered = await asyncio.wait_for(_exchange(socket, frame.to_json()), self.timeout)
+                async with within(self.timeout):
+                    answered = await _exchange(socket, frame.to_json())
             except (OSError, websockets.exceptions.WebSocketException, asyncio.TimeoutError) as error:
                 raise TransportError(
                     f"the outcome of {action} sent to {ws_url} is unknown: {error!r}", attempts=tried, outcome_unknown=True
@@ -422,7 +467,8 @@ class AsyncHerald(_Options):
 class Herald(_Options):
     """The blocking client: :class:`AsyncHerald`'s publishing, approval and
     control methods, for code without an event loop (subscribing needs
-    :class:`AsyncHerald`). Same arguments and defaults.
+    :class:`AsyncHerald`). Same arguments and defaults, except that a
+    ``token`` callable must return a str (there is no loop to await it on).
 
     Use it as ``with Herald() as hub:`` or call :meth:`close`.
     """
@@ -432,7 +478,7 @@ class Herald(_Options):
         url: str | None = None,
         *,
         api_key: str | None = None,
-        token: str | None = None,
+        token: str | Callable[[], str] | None = None,
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
     ) -> None:
@@ -576,14 +622,32 @@ class Herald(_Options):
         reason: str | None = None,
     ) -> None:
         """See :meth:`AsyncHerald.send_control`."""
+        self._send_frame(_control_frame(action, task_id, run_id, reason), action)
+
+    def answer_approval(self, callback_id: str, proceed: bool, *, feedback: str | None = None) -> None:
+        """See :meth:`AsyncHerald.answer_approval`."""
+        self._send_frame(_confirm_frame(callback_id, proceed, feedback), "confirm")
+
+    def list_approvals(
+        self, *, task_id: str | None = None, status: ApprovalStatus | None = None
+    ) -> list[ApprovalRecord]:
+        """See :meth:`AsyncHerald.list_approvals`."""
+        return self._send(_http.approvals_call(task_id, status, self.timeout), _http.APPROVALS).approvals
+
+    def history(self, topic: Topic, *, since: int = 0, limit: int | None = None) -> TopicHistory:
+        """See :meth:`AsyncHerald.history`."""
+        return self._send(_http.history_call(topic, since, limit, self.timeout), _http.HISTORY)
+
+    def _send_frame(self, frame: WireModel, action: str) -> None:
+        """See :meth:`AsyncHerald._send_frame`."""
         from websockets.sync.client import connect
 
-        frame = _CONTROL_FRAMES[action](id=1, task_id=task_id, run_id=run_id, reason=reason)
         nodes = len(self.endpoint.urls)
         for tried in range(1, nodes + 1):
             ws_url = self.endpoint.ws_url(node=self._node)
+            headers = _http.ws_headers(self.endpoint.ws_token_blocking())
             try:
-                socket = connect(ws_url, additional_headers=self.endpoint.ws_headers(), open_timeout=self.timeout)
+                socket = connect(ws_url, additional_headers=headers, open_timeout=self.timeout)
             except (OSError, websockets.exceptions.WebSocketException, TimeoutError) as error:
                 refusal = _http.ws_refusal(error)
                 if refusal is not None:
@@ -609,6 +673,20 @@ class Herald(_Options):
                     ) from error
 
 
+def _control_frame(
+    action: ControlAction, task_id: str | None, run_id: str | None, reason: str | None
+) -> ClientFrameCancel | ClientFramePause | ClientFrameResume:
+    """The control frame (request id 1), refused (``ValueError``) before any
+    socket is opened unless exactly one of ``task_id`` and ``run_id`` is given."""
+    if (task_id is None) == (run_id is None):
+        raise ValueError(f"{action}: name exactly one of task_id and run_id")
+    return _CONTROL_FRAMES[action](id=1, task_id=task_id, run_id=run_id, reason=reason)
+
+
+def _confirm_frame(callback_id: str, proceed: bool, feedback: str | None) -> ClientFrameConfirm:
+    return ClientFrameConfirm(id=1, callback_id=callback_id, proceed=proceed, feedback=feedback)
+
+
 async def _exchange(socket: ClientConnection, text: str) -> bool:
     """Sends one frame and waits for its answer; False if the hub closed first."""
     await socket.send(text)
@@ -622,13 +700,14 @@ async def _exchange(socket: ClientConnection, text: str) -> bool:
 async def _close_quietly(socket: ClientConnection) -> None:
     """Closes ``socket`` (bounded: a hub that does not answer the close is left)."""
     try:
-        await asyncio.wait_for(socket.close(), 1.0)
+        async with within(1.0):
+            await socket.close()
     except (OSError, websockets.exceptions.WebSocketException, asyncio.TimeoutError):
         pass
 
 
 def _is_reply(message: str | bytes) -> bool:
-    """Whether ``message`` answers the control frame (``ref`` 1)."""
+    """Whether ``message`` answers the frame sent (``ref`` 1)."""
     if isinstance(message, bytes):
         return False
     frame = json.loads(message)
@@ -636,7 +715,7 @@ def _is_reply(message: str | bytes) -> bool:
 
 
 def _control_reply(message: str | bytes) -> None:
-    """Raises the hub's refusal of the control frame, if that is what it is."""
+    """Raises the hub's refusal of the frame sent, if that is what it is."""
     if isinstance(message, bytes) or not _is_reply(message):
         return
     frame = json.loads(message)

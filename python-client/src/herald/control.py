@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
 
-from ._http import Endpoint
+from ._http import Endpoint, Token
 from ._session import SessionConfig
 from pydantic import ValidationError
 
@@ -129,6 +129,10 @@ class ControlStream:
     async def aclose(self) -> None:
         """Stops listening."""
         await self._subscription.aclose()
+
+    async def set_token(self, token: Token) -> None:
+        """A fresh token; see :meth:`herald.Subscription.set_token`."""
+        await self._subscription.set_token(token)
 
     @property
     def checkpoints(self) -> dict[str, Any]:

@@ -155,18 +155,27 @@ def hub_error(
 
 
 class TransportError(HeraldError):
-    """No answer from the hub: it could not be reached (connection refused
-    or reset, timeout) on every attempt allowed, or, for a call that is not
-    retried once sent (``create_approval``, ``broadcast``, ``send_to_user``),
-    the answer was lost after the request went out (``outcome_unknown``)."""
+    """No answer from the hub: it could not be reached (connection refused,
+    timeout before connecting) on every attempt allowed, or a request went
+    out and its answer was lost (``outcome_unknown``): after the retries a
+    publish is allowed, or at once for a call that is not retried once sent
+    (``create_approval``, ``broadcast``, ``send_to_user``)."""
 
-    def __init__(self, message: str, *, attempts: int, outcome_unknown: bool = False) -> None:
+    def __init__(
+        self, message: str, *, attempts: int, outcome_unknown: bool = False, event_ids: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(message)
         self.attempts = attempts
         self.outcome_unknown = outcome_unknown
-        """True when the request may have reached the hub, which may have
-        acted on it (created the approval, published the message): look
-        before asking again."""
+        """True when a request may have reached the hub, which may have
+        acted on it (stored the events, created the approval, published the
+        message): look before asking again, or retry a publish with the
+        same :attr:`event_ids`."""
+        self.event_ids = event_ids
+        """The ids the client gave the events of a failed publish (in the
+        batch's order; empty for other calls). Publishing them again with
+        these ids (``id=``, or ``PublishRequest(id=...)``) stores each once,
+        whether or not the lost attempt had stored it."""
 
 
 class InvalidDataError(HeraldError, ValueError):

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection
 from websockets.frames import CloseCode
 
-from ._http import Endpoint, ws_refusal
+from ._http import Endpoint, Token, current_token, ws_headers, ws_refusal
 from ._session import (
     AttemptsExhausted,
     Close,
@@ -34,6 +34,8 @@ from ._session import (
     ConnectionState,
     FrameDecodeError,
     FrameTooLargeError,
+    Open,
+    Reconnecting,
     Session,
     SessionConfig,
     StateChanged,
@@ -41,6 +43,7 @@ from ._session import (
     checkpoints_from_json,
     checkpoints_to_json,
 )
+from ._timeout import within
 from .errors import (
     GapError,
     HubError,
@@ -50,7 +53,7 @@ from .errors import (
     TransportError,
     hub_error,
 )
-from .models import ErrorFrame, Event, EventFilter, Gap, Snapshot, Subscribed
+from .models import ClientFrameAuth, ErrorFrame, Event, EventFilter, Gap, Snapshot, Subscribed
 
 log = logging.getLogger("herald")
 
@@ -97,6 +100,14 @@ class Subscription(Generic[T]):
     :class:`~herald.HubError`; a terminal close or exhausted reconnect
     attempts end the iteration with :class:`~herald.SubscriptionClosedError`.
     After a raised error the subscription still works: iterate again.
+
+    A reconnection the hub refuses (HTTP 401 or 403: the token expired or
+    was revoked) while the client's token is a fixed string ends the
+    iteration with :class:`~herald.UnauthorizedError` /
+    :class:`~herald.ForbiddenError`: retrying the same token would be
+    refused forever. :meth:`set_token` then resumes it (iterate again). With
+    a token callable, refused reconnections are retried with backoff, each
+    with what the callable gives.
     """
 
     def __init__(
@@ -148,6 +159,13 @@ class Subscription(Generic[T]):
         self._first_failures = 0
         self._closed = False
         self._oversized = False
+        self._token: Token | None = endpoint.token
+        self._ended_with: int | None = None
+        """The close code the last connection ended with: what the session's
+        ``Reconnecting`` state keeps saying while reconnection attempts fail
+        (they end without one)."""
+        self._refused = False
+        """Closed because a reconnection was refused for its fixed token."""
 
     # ---- the consumer's side ----
 
@@ -207,6 +225,26 @@ class Subscription(Generic[T]):
         await self._turn()
         self._ready.clear()
 
+    async def set_token(self, token: Token) -> None:
+        """A fresh token (a str, or a callable as ``AsyncHerald(token=...)``
+        takes): every connection from now on uses it, and an open one sends
+        it to the hub at once (the ``auth`` frame), which keeps the
+        connection past the old token's expiry (the hub closes it with 4001
+        otherwise). A hub that refuses the new token answers with an
+        ``error`` frame, raised by the iteration. A subscription that ended
+        because a reconnection was refused resumes: iterate again."""
+        self._token = token
+        if self._refused:
+            self._refused = False
+            self._closed = False
+            self._session.reconnect()
+            return
+        if isinstance(self._session.state, Open) and self._socket is not None:
+            fresh = await current_token(token)
+            if fresh:
+                self._session.send_frame(ClientFrameAuth(token=fresh))
+                await self._flush()
+
     @property
     def checkpoints(self) -> dict[str, Any]:
         """Per topic, the last ``seq`` delivered and its stream's ``epoch``:
@@ -241,24 +279,35 @@ class Subscription(Generic[T]):
                         await self._connect()
                 elif isinstance(action, Close):
                     await self._close_socket(action.code)
-            while (frame := session.poll_transmit()) is not None:
+            if await self._flush():
                 busy = True
-                if self._socket is None:
-                    continue
-                try:
-                    await asyncio.wait_for(self._socket.send(frame.to_json()), self._send_limit())
-                except websockets.exceptions.ConnectionClosed as closed:
-                    self._lost(closed)
-                except asyncio.TimeoutError:
-                    # A link that cannot take one frame in a heartbeat
-                    # interval is dead (its send buffer stays full): drop it
-                    # and let the session reconnect.
-                    self._abandon()
             while (event := session.poll_event()) is not None:
                 busy = True
                 self._deliver(event)
             if not busy:
                 return
+
+    async def _flush(self) -> bool:
+        """Sends the frames the session has for the socket; whether there were any."""
+        busy = False
+        while (frame := self._session.poll_transmit()) is not None:
+            busy = True
+            socket = self._socket
+            if socket is None:
+                continue
+            try:
+                async with within(self._send_limit()):
+                    await socket.send(frame.to_json())
+            except websockets.exceptions.ConnectionClosed as closed:
+                if socket is self._socket:
+                    self._lost(closed)
+            except asyncio.TimeoutError:
+                # A link that cannot take one frame in a heartbeat interval
+                # is dead (its send buffer stays full): drop it and let the
+                # session reconnect.
+                if socket is self._socket:
+                    self._abandon()
+        return busy
 
     def _deliver(self, event: object) -> None:
         if isinstance(event, Event):
@@ -273,6 +322,8 @@ class Subscription(Generic[T]):
             self._ready.append(hub_error(event.code, event.message, ref=event.ref))
         elif isinstance(event, StateChanged):
             log.debug("herald subscription: %s", event.state)
+            if isinstance(event.state, Reconnecting) and event.state.code is not None:
+                self._ended_with = event.state.code
             if isinstance(event.state, Closed):
                 reason = event.state.reason
                 if isinstance(reason, Terminal):
@@ -290,19 +341,15 @@ class Subscription(Generic[T]):
     async def _connect(self) -> None:
         url = self._endpoint.ws_url(node=self._session.endpoint)
         try:
+            token = await current_token(self._token)
             self._socket = await websockets.connect(
                 url,
-                additional_headers=self._endpoint.ws_headers(),
+                additional_headers=ws_headers(token),
                 open_timeout=self._open_timeout,
                 # The session's own heartbeat decides when a link is dead.
                 ping_interval=None,
                 max_size=MAX_FRAME_BYTES,
             )
-        except asyncio.CancelledError:
-            # The consumer stopped waiting mid-attempt: it counts as a failed
-            # attempt, so the next wait retries after the backoff.
-            self._session.handle_closed(None, self._now())
-            raise
         except (OSError, websockets.exceptions.WebSocketException, asyncio.TimeoutError) as error:
             if not self._ever_open:
                 self._first_failures += 1
@@ -320,17 +367,47 @@ class Subscription(Generic[T]):
                 nodes = len(self._endpoint.urls)
                 tried = url if nodes == 1 else "any of " + ", ".join(self._endpoint.ws_url(node=i) for i in range(nodes))
                 raise TransportError(f"could not connect to {tried}: {error!r}", attempts=nodes) from error
+            refusal = ws_refusal(error)
+            if refusal is not None and self._ever_open and not callable(self._token):
+                # A fixed token (or none) stays refused: end the iteration
+                # with the refusal, after what was already received.
+                self._refused = True
+                self._closed = True
+                self._session.disconnect()
+                self._ready.append(
+                    hub_error(
+                        refusal.code,
+                        f"the hub refused to reconnect the subscription (HTTP {refusal.status}): its token expired or "
+                        "was revoked; pass a fresh one to set_token() and iterate again, or give a token callable",
+                        status=refusal.status,
+                    )
+                )
+                return
             log.debug("herald subscription: connecting to %s failed: %r", url, error)
-            self._session.handle_closed(None, self._now())
+            self._attempt_failed()
             return
+        except BaseException:
+            # The consumer stopped waiting mid-attempt (cancelled), or the
+            # token callable failed: a failed attempt, so the next wait
+            # retries after the backoff.
+            self._attempt_failed()
+            raise
         self._ever_open = True
+        self._ended_with = None
         self._session.handle_connected(self._now())
+
+    def _attempt_failed(self) -> None:
+        """A connection attempt failed: it has no close code of its own, so
+        the session's ``Reconnecting`` state goes on carrying the one the
+        last connection ended with (4001 for an expired token)."""
+        self._session.handle_closed(self._ended_with, self._now())
 
     async def _close_socket(self, code: int) -> None:
         socket, self._socket = self._socket, None
         if socket is not None:
             try:
-                await asyncio.wait_for(socket.close(code), 1.0)
+                async with within(1.0):
+                    await socket.close(code)
             except (OSError, websockets.exceptions.WebSocketException, asyncio.TimeoutError):
                 pass
 
@@ -355,6 +432,7 @@ class Subscription(Generic[T]):
             # The client closed it: a frame over MAX_FRAME_BYTES.
             code = CloseCode.MESSAGE_TOO_BIG
             self._oversized = True
+        self._ended_with = code
         self._session.handle_closed(code, self._now())
 
     async def _wait(self, limit: float | None = None) -> None:
@@ -374,7 +452,8 @@ class Subscription(Generic[T]):
             return
         try:
             # A frame already buffered is read before an overdue timer fires.
-            message = await asyncio.wait_for(self._socket.recv(), None if timeout is None else max(timeout, 0.005))
+            async with within(None if timeout is None else max(timeout, 0.005)):
+                message = await self._socket.recv()
         except asyncio.TimeoutError:
             self._session.handle_timeout(self._now())
             return

@@ -16,9 +16,9 @@ import os
 import socket
 import threading
 
-
 from . import _http
 from ._http import Data
+from .errors import InvalidDataError
 from .models import EventType, Priority, PublishRequest, Topic
 
 log = logging.getLogger("herald")
@@ -46,7 +46,7 @@ class UnixPublisher:
         self.sent = 0
         """Events the kernel took (the hub may still refuse one)."""
         self.dropped = 0
-        """Events dropped: hub down, buffer full, or too large."""
+        """Events dropped: hub down, buffer full, too large, or NaN/±Infinity in ``data``."""
 
     def publish(
         self,
@@ -61,7 +61,15 @@ class UnixPublisher:
     ) -> bool:
         """Sends the event as one datagram, or drops it; True when the kernel
         took it. An invalid topic or event type still raises (that is the
-        caller's bug, not the hub's state)."""
+        caller's bug, not the hub's state). NaN or ±Infinity anywhere in
+        ``data`` drops the event and counts it (JSON has no such numbers,
+        and sending ``null`` instead would change the data)."""
+        try:
+            # A payload model's wire form turns NaN into null: check it as given.
+            _http.require_finite(data, "data")
+        except InvalidDataError as error:
+            log.debug("herald unix datagram dropped: %s", error)
+            return self._count(False)
         request = PublishRequest(
             topic=topic,
             event_type=event_type,
@@ -76,9 +84,12 @@ class UnixPublisher:
     def send(self, request: PublishRequest) -> bool:
         """Sends a prepared request (see :meth:`publish`)."""
         try:
+            # Checked on the data as given: its wire form has already turned
+            # NaN and infinities into null, which would change the data.
+            _http.require_finite(request.data, "data")
             payload = _http.encode(request.to_wire())
-        except ValueError as error:  # NaN or infinity in data
-            log.debug("herald unix datagram not encodable: %s", error)
+        except ValueError as error:  # NaN or infinity in data (InvalidDataError is a ValueError)
+            log.debug("herald unix datagram dropped: %s", error)
             return self._count(False)
         if len(payload) > MAX_DATAGRAM:
             log.debug("herald unix datagram of %d bytes over the limit dropped", len(payload))

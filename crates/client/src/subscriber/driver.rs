@@ -120,6 +120,10 @@ pub(super) struct Driver {
     shared: watch::Sender<Shared>,
     /// Told once: the first connection was welcomed, or its attempt failed.
     ready: Option<oneshot::Sender<Result<(), SubscribeError>>>,
+    /// The close code the last connection ended with: a failed attempt has
+    /// none of its own, and `Reconnecting` goes on saying it (4001: the
+    /// token expired) while the attempts fail.
+    ended_with: Option<CloseReason>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -164,6 +168,7 @@ impl Driver {
             commands,
             shared,
             ready: Some(ready),
+            ended_with: None,
         }
     }
 
@@ -241,6 +246,13 @@ impl Driver {
             }
             while let Some(event) = self.session.poll_event() {
                 busy = true;
+                if let SessionEvent::StateChanged(ConnectionState::Reconnecting {
+                    code: Some(code),
+                    ..
+                }) = &event
+                {
+                    self.ended_with = Some(*code);
+                }
                 if matches!(event, SessionEvent::Welcome(_)) {
                     if let Some(ready) = self.ready.take() {
                         let _ = ready.send(Ok(()));
@@ -299,6 +311,7 @@ impl Driver {
         let failure = match attempt {
             Ok(Ok((socket, _response))) => {
                 self.socket = Some(socket);
+                self.ended_with = None;
                 let now = self.now();
                 self.session.handle_connected(now);
                 return;
@@ -321,7 +334,7 @@ impl Driver {
             let _ = ready.send(Err(failure));
         }
         let now = self.now();
-        self.session.handle_closed(None, now);
+        self.session.handle_closed(self.ended_with, now);
     }
 
     async fn close_socket(&mut self, code: CloseReason) {

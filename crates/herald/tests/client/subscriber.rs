@@ -403,6 +403,35 @@ async fn a_token_set_before_the_old_one_expires_keeps_the_subscriber_connected_a
 }
 
 #[tokio::test]
+async fn while_reconnects_with_an_expired_token_fail_the_state_still_says_4001() {
+    let secret = "client-test-secret-0123456789abcdef";
+    let hub = Hub::start(&["--jwt-secret", secret]).await;
+    let topic: Topic = "run:expired".parse().unwrap();
+    let mut subscriber = bounded(
+        "connect",
+        Subscriber::builder(hub.url.clone())
+            .topics([topic.into()])
+            .token(token(secret, "u1", 2))
+            .config(fast_reconnects())
+            .connect(),
+    )
+    .await
+    .unwrap();
+    // The hub closes at the token's expiry (4001), then refuses the
+    // reconnections it makes with the same token (401 at the upgrade).
+    let mut codes = Vec::new();
+    next_matching(&mut subscriber, "three reconnection attempts", |item| {
+        if let SubscriberItem::State(ConnectionState::Reconnecting { code, .. }) = item {
+            codes.push(code);
+        }
+        (codes.len() == 3).then_some(())
+    })
+    .await;
+    assert_eq!(codes, [Some(CloseReason(4001)); 3]);
+    hub.stop().await;
+}
+
+#[tokio::test]
 async fn checkpoints_stand_at_what_the_application_read_so_a_resume_skips_nothing_still_queued() {
     let hub = Hub::start(&[]).await;
     let topic: Topic = "run:unread".parse().unwrap();
