@@ -14,7 +14,7 @@ import pytest
 
 import herald
 from herald import Event, SessionConfig
-from herald._session import Open, Reconnecting
+from herald._session import Closed, Open, Reconnecting
 
 from .conftest import Hub, make_jwt
 
@@ -77,6 +77,20 @@ async def test_a_reconnection_refused_for_a_fixed_token_ends_the_iteration_and_s
             # A fresh token resumes it from its checkpoint: nothing is lost.
             await events.set_token(long_lived())
             assert (await next_event(events, "execution:e1")).seq == 2
+
+
+async def test_a_subscription_closed_after_a_refusal_stays_closed_when_given_a_token(jwt_hub: Hub) -> None:
+    token, expires_at = short_lived()
+    async with herald.AsyncHerald(jwt_hub.url, token=token) as client:
+        async with client.subscribe(["execution:e1"], config=FAST) as events:
+            await client.publish("execution:e1", "execution.progress", {"progress": 1})
+            assert (await next_event(events, "execution:e1")).seq == 1
+            await until_past(expires_at)
+            with pytest.raises(herald.UnauthorizedError):
+                await next_event(events, "execution:e1")
+            await events.aclose()
+            await events.set_token(long_lived())
+            assert isinstance(events.state, Closed)
 
 
 async def test_a_token_callable_is_asked_again_on_refusal_while_reconnecting_keeps_close_code_4001(

@@ -130,6 +130,33 @@ async fn a_batch_reusing_one_of_its_own_ids_with_other_content_is_refused_whole_
 }
 
 #[tokio::test]
+async fn a_conflict_is_named_by_its_topic_and_id_and_the_events_before_it_are_published()
+-> Result<()> {
+    let hub = herald().start(&[]).await?;
+    let http = hub.http();
+    let mut stored = event("run:b", "step.completed", json!({"n": 1}));
+    stored["id"] = json!("s1");
+    http.publish(&stored).await?;
+    // The same id on another topic is another event; on run:b it conflicts.
+    let mut elsewhere = stored.clone();
+    elsewhere["topic"] = json!("run:a");
+    let mut conflicting = stored.clone();
+    conflicting["data"] = json!({"n": 2});
+    let reply = http
+        .post("/api/v1/events", &json!([elsewhere, conflicting]))
+        .await?;
+    ensure!(reply.status == 409, "{} {}", reply.status, reply.text);
+    ensure!(reply.body["index"] == json!(1), "{}", reply.text);
+    let before = http.get("/api/v1/topics/run:a/events?since=0").await?;
+    ensure!(
+        before.body["events"][0]["id"] == "s1",
+        "the event before the conflict: {}",
+        before.text
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_batch_larger_than_a_subscribers_queue_is_413_and_one_that_fits_reaches_a_reader_whole()
 -> Result<()> {
     let hub = herald().start(&["--queue-size", "64"]).await?;

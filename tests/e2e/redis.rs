@@ -147,6 +147,30 @@ async fn the_same_event_id_published_on_two_nodes_at_once_is_stored_once() -> Re
         .map(|events| events.iter().map(|e| &e["data"]).collect())
         .unwrap_or_default();
     ensure!(data == [&json!({"before": true})], "{}", stored.text);
+    // Another topic's events in the batch are published, before the
+    // conflict or after it: each topic is its own script.
+    let batch = json!([
+        event("run:once", "step.started", json!({"before": 2})),
+        event("run:twice", "step.started", json!({"before": 2})),
+        body,
+        event("run:twice", "step.started", json!({"after": 2})),
+    ]);
+    let refused = nodes[0].http().post("/api/v1/events", &batch).await?;
+    ensure!(refused.status == 409, "{} {}", refused.status, refused.body);
+    ensure!(refused.body["index"] == json!(2), "{}", refused.body);
+    let other = nodes[1]
+        .http()
+        .get("/api/v1/topics/run:twice/events?since=0")
+        .await?;
+    let data: Vec<&Value> = other.body["events"]
+        .as_array()
+        .map(|events| events.iter().map(|e| &e["data"]).collect())
+        .unwrap_or_default();
+    ensure!(
+        data == [&json!({"before": 2}), &json!({"after": 2})],
+        "{}",
+        other.text
+    );
     Ok(())
 }
 

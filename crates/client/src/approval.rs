@@ -18,6 +18,9 @@ pub const LONG_POLL: Duration = Duration::from_secs(30);
 /// keeps retrying an unreachable hub before giving up.
 pub const EXPIRY_GRACE: Duration = Duration::from_secs(60);
 
+/// The longest approval timeout a hub takes (its `MAX_TIMEOUT`).
+const MAX_APPROVAL: Duration = Duration::from_secs(7 * 24 * 3600);
+
 impl Publisher {
     /// Registers an approval (`POST /api/v1/approvals`, answered 201) and
     /// returns its record at once; the hub publishes `approval.requested` on
@@ -86,17 +89,19 @@ impl Publisher {
     ) -> Result<ApprovalDecision, ApprovalError> {
         let record = self.create_approval(&request).await?;
         let id = record.request.callback_id;
-        // A hub's `expires_at` past what this platform's clock can hold
-        // means never giving up on an outage.
-        let give_up_at =
-            UNIX_EPOCH.checked_add(Duration::from_millis(record.request.expires_at) + EXPIRY_GRACE);
+        // No later than the longest approval a hub takes (7 days) from now,
+        // whatever `expires_at` it answered.
+        let latest = SystemTime::now() + MAX_APPROVAL + EXPIRY_GRACE;
+        let give_up_at = UNIX_EPOCH
+            .checked_add(Duration::from_millis(record.request.expires_at) + EXPIRY_GRACE)
+            .map_or(latest, |at| at.min(latest));
         let mut failures = 0;
         loop {
             match self.wait_approval(&id, LONG_POLL).await {
                 Ok(decision) if decision.status.is_final() => return Ok(decision),
                 Ok(_) => failures = 0,
                 Err(ApprovalError::Http(error))
-                    if is_outage(&error) && give_up_at.is_none_or(|at| SystemTime::now() < at) =>
+                    if is_outage(&error) && SystemTime::now() < give_up_at =>
                 {
                     failures += 1;
                     tracing::debug!(%error, %id, "the hub is unreachable; polling the approval again");

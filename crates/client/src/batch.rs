@@ -178,8 +178,11 @@ async fn flush_loop(
 /// unreachable, a 5xx after the retries) fails every event of the batch with
 /// the shared error.
 async fn send_batch(publisher: &Publisher, batch: Vec<(PublishRequest, Reply)>) {
-    // The parts still to send, the next one last; each removal or split makes
-    // progress, so this ends after at most two sends per event.
+    // The parts still to send, the next one last. Each refusal removes an
+    // event and each split halves a part, so this ends after at most one
+    // request per refused event plus two per event for the splits; a
+    // refusal sends the rest of its part again (answered from what is
+    // stored for the events before it).
     let mut parts = vec![batch];
     while let Some(mut part) = parts.pop() {
         let (requests, replies): (Vec<_>, Vec<_>) = part.into_iter().unzip();

@@ -21,7 +21,7 @@ impl HubUrl {
     /// Parses and normalises `url`.
     pub fn parse(url: &str) -> Result<HubUrl, UrlError> {
         let invalid = |reason: String| UrlError {
-            url: url.to_owned(),
+            url: redacted(url),
             reason,
         };
         let mut base = Url::parse(url).map_err(|e| invalid(e.to_string()))?;
@@ -41,14 +41,10 @@ impl HubUrl {
         }
         // A query would be dropped from every endpoint's URL: the topics and
         // the token go to the builder, never in the URL.
-        // The error leaves the query out: it may hold a token.
         if base.query().is_some_and(|query| !query.is_empty()) {
-            base.set_query(None);
-            return Err(UrlError {
-                url: format!("{base}?…"),
-                reason: "a hub URL takes no query: give topics and the token to the client"
-                    .to_owned(),
-            });
+            return Err(invalid(
+                "a hub URL takes no query: give topics and the token to the client".to_owned(),
+            ));
         }
         base.set_query(None);
         base.set_fragment(None);
@@ -96,6 +92,32 @@ impl HubUrl {
     }
 }
 
+/// `url` as errors and logs may show it: without its query, fragment and
+/// credentials (any of them may hold a token).
+pub fn redacted(url: &str) -> String {
+    let (without_query, cut) = match url.find(['?', '#']) {
+        Some(at) => (&url[..at], true),
+        None => (url, false),
+    };
+    let shown = match without_query.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('/') {
+            Some((authority, path)) => {
+                format!("{scheme}://{}/{path}", without_credentials(authority))
+            }
+            None => format!("{scheme}://{}", without_credentials(rest)),
+        },
+        None => without_query.to_owned(),
+    };
+    if cut { format!("{shown}?…") } else { shown }
+}
+
+fn without_credentials(authority: &str) -> String {
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("…@{host}"),
+        None => authority.to_owned(),
+    }
+}
+
 impl fmt::Debug for HubUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self.base.as_str(), f)
@@ -136,6 +158,14 @@ mod tests {
             "http://127.0.0.1:8765/api/v1/approvals/a%2Fb%3Fc"
         );
         assert!(HubUrl::parse("ftp://h").is_err());
+        for leaky in [
+            "ws://h:1/ws?token=secret",
+            "ftp://user:secret@h/?token=secret",
+            "http://h:notaport/x?secret",
+        ] {
+            let refused = HubUrl::parse(leaky).unwrap_err();
+            assert!(!refused.to_string().contains("secret"), "{refused}");
+        }
         let query = HubUrl::parse("ws://h:1/ws?token=secret").unwrap_err();
         assert!(query.reason.contains("no query"), "{query}");
         assert!(!query.to_string().contains("secret"), "{query}");

@@ -221,6 +221,7 @@ class Subscription(Generic[T]):
     async def aclose(self) -> None:
         """Closes the socket (1000); nothing more is yielded."""
         self._closed = True  # from here on, no Connect is carried out
+        self._refused = False  # and set_token does not reopen it
         self._session.disconnect()
         await self._turn()
         self._ready.clear()

@@ -39,15 +39,30 @@ async fn ui(hub: &Hub, run: &str, query: &str) -> Result<WsClient> {
     Ok(client)
 }
 
-/// Names of the messages up to the `pong` that answers a `ping` sent now.
-async fn names_until_pong(client: &mut WsClient) -> Result<Vec<String>> {
+/// The messages up to the `pong` that answers a `ping` sent now.
+async fn until_pong(client: &mut WsClient) -> Result<Vec<Value>> {
     client.send_json(&json!({"type": "ping"})).await?;
     let (_, before) = client
         .recv_collect_until(|f| f["event_type"] == "pong")
         .await?;
-    Ok(before
+    Ok(before)
+}
+
+/// Names of the messages up to the `pong` that answers a `ping` sent now.
+async fn names_until_pong(client: &mut WsClient) -> Result<Vec<String>> {
+    Ok(until_pong(client)
+        .await?
         .iter()
         .map(|f| f["event_type"].as_str().unwrap_or_default().to_owned())
+        .collect())
+}
+
+/// The `data.n` of the messages up to the `pong` that answers a `ping` sent now.
+async fn numbers_until_pong(client: &mut WsClient) -> Result<Vec<u64>> {
+    Ok(until_pong(client)
+        .await?
+        .iter()
+        .filter_map(|f| f["data"]["n"].as_u64())
         .collect())
 }
 
@@ -106,6 +121,14 @@ async fn a_run_socket_gets_the_runs_state_on_connect_then_live_events_by_the_see
     ensure!(live["timestamp"] == 1_768_400_000.003, "{live}");
     ensure!(live["data"]["new_status"] == "running", "{live}");
     ensure!(live["event_id"].is_string(), "{live}");
+    // A hub-wide broadcast reaches the run's socket as the run's message.
+    http.post(
+        "/api/v1/broadcast",
+        &json!({"event_type": "system.notification", "data": {"message": "hello"}}),
+    )
+    .await?;
+    let notice = next_with(&mut ui, "event_type", "system_notification").await?;
+    ensure!(notice["run_id"] == "r1", "{notice}");
     Ok(())
 }
 
@@ -185,31 +208,14 @@ async fn events_sharing_the_last_timestamps_millisecond_are_sent_again_not_lost(
         json!({"n": 4}),
     )
     .await?;
-    let since = (T0 + 10) as f64 / 1000.0;
-    let mut ui = ui(&hub, "r5", &format!("?since={since}")).await?;
-    let mut seen = Vec::new();
-    client_until_pong(&mut ui, &mut seen).await?;
+    let since = |ms: u64| format!("?since={}", ms as f64 / 1000.0);
+    let mut ui_after_n2 = ui(&hub, "r5", &since(T0 + 10)).await?;
+    let seen = numbers_until_pong(&mut ui_after_n2).await?;
     ensure!(seen == [2, 3, 4], "events after the cursor: {seen:?}");
     // A millisecond of its own: that last event is not sent again.
-    let since = (T0 + 20) as f64 / 1000.0;
-    let mut ui = ui_again(&hub, &since.to_string()).await?;
-    let mut seen = Vec::new();
-    client_until_pong(&mut ui, &mut seen).await?;
+    let mut ui_after_n4 = ui(&hub, "r5", &since(T0 + 20)).await?;
+    let seen = numbers_until_pong(&mut ui_after_n4).await?;
     ensure!(seen.is_empty(), "events after the last one: {seen:?}");
-    Ok(())
-}
-
-async fn ui_again(hub: &Hub, since: &str) -> Result<WsClient> {
-    ui(hub, "r5", &format!("?since={since}")).await
-}
-
-/// The `data.n` of every message up to the `pong` that answers a `ping` sent now.
-async fn client_until_pong(client: &mut WsClient, seen: &mut Vec<u64>) -> Result<()> {
-    client.send_json(&json!({"type": "ping"})).await?;
-    let (_, before) = client
-        .recv_collect_until(|f| f["event_type"] == "pong")
-        .await?;
-    seen.extend(before.iter().filter_map(|f| f["data"]["n"].as_u64()));
     Ok(())
 }
 

@@ -5,19 +5,22 @@
 import { useCallback, useEffect, useRef, useState } from "preact/hooks";
 import type { HeraldClient, SubscribeOptions, Subscription } from "../../dist/index.js";
 
-/** Subscribes while the component is mounted (and again when `key` changes); `setup` adds handlers. */
+/** Subscribes while the component is mounted (and again when `key` changes); `setup` adds handlers and may return what to stop when it ends. */
 export function useSubscription(
   client: HeraldClient,
   topics: string[] | undefined,
   options: SubscribeOptions,
-  setup: (subscription: Subscription) => void,
+  setup: (subscription: Subscription) => void | (() => void),
   key: unknown[] = [],
 ): void {
   useEffect(() => {
     if (!topics) return undefined;
     const subscription = client.subscribe(topics, options);
-    setup(subscription);
-    return () => void subscription.unsubscribe();
+    const stop = setup(subscription);
+    return () => {
+      stop?.();
+      void subscription.unsubscribe();
+    };
   }, [client, topics?.join(","), ...key]);
 }
 

@@ -53,7 +53,7 @@ pub(crate) async fn run(args: ApproveArgs) -> anyhow::Result<()> {
     let mut subscriber = builder
         .connect()
         .await
-        .with_context(|| format!("connecting to {}", args.hub.urls.join(", ")))?;
+        .with_context(|| format!("connecting to {}", args.hub.shown_urls()))?;
     let id = subscriber
         .confirm(
             args.callback_id.clone(),

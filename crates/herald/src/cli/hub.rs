@@ -36,6 +36,16 @@ pub(crate) struct HubArgs {
 }
 
 impl HubArgs {
+    /// The URLs as messages show them (see [`herald_client::endpoint::redacted`]).
+    pub(crate) fn shown_urls(&self) -> String {
+        let shown: Vec<String> = self
+            .urls
+            .iter()
+            .map(|url| herald_client::endpoint::redacted(url))
+            .collect();
+        shown.join(", ")
+    }
+
     /// The first URL, and the others.
     fn split_urls(&self) -> (String, &[String]) {
         match self.urls.split_first() {

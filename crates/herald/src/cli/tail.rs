@@ -106,7 +106,7 @@ pub(crate) async fn run(args: TailArgs) -> anyhow::Result<()> {
         .since(since)
         .connect()
         .await
-        .with_context(|| format!("connecting to {}", args.hub.urls.join(", ")))?;
+        .with_context(|| format!("connecting to {}", args.hub.shown_urls()))?;
     let mut asked = 1;
     for topic in topics {
         subscriber

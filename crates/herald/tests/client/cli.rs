@@ -232,3 +232,22 @@ async fn publish_gives_up_at_its_timeout_on_a_hub_that_never_answers() {
     assert!(!output.status.success(), "{said}");
     assert!(said.contains("did not answer within"), "{said}");
 }
+
+#[tokio::test]
+async fn a_url_with_a_token_in_it_is_refused_without_printing_the_token() {
+    for command in ["tail", "approve"] {
+        let args: &[&str] = match command {
+            "tail" => &["tail", "--topics", "run:r1"],
+            _ => &["approve", "some-id", "--proceed"],
+        };
+        let url = "http://127.0.0.1:1/?token=s3cret-value";
+        let output = run(&[args, &["--url", url]].concat(), None).await;
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{said}");
+        assert!(said.contains("no query"), "{said}");
+        assert!(
+            !said.contains("s3cret"),
+            "{command} printed the token: {said}"
+        );
+    }
+}

@@ -50,8 +50,8 @@ pub enum PublishError {
     ShuttingDown,
     #[error("{0}")]
     Audience(String),
-    #[error("event id {id:?} was already published with other content")]
-    Conflict { id: String },
+    #[error("event id {id:?} was already published on {topic} with other content")]
+    Conflict { topic: Topic, id: String },
     #[error(transparent)]
     Store(BrokerError),
 }
@@ -79,7 +79,7 @@ impl PublishError {
 impl From<BrokerError> for PublishError {
     fn from(error: BrokerError) -> Self {
         match error {
-            BrokerError::Conflict { id } => PublishError::Conflict { id },
+            BrokerError::Conflict { topic, id } => PublishError::Conflict { topic, id },
             other => PublishError::Store(other),
         }
     }

@@ -25,22 +25,27 @@ const FIGURES: Array<{ key: string; title: string; unit?: string }> = [
   { key: "pending_approvals", title: "Approvals pending" },
 ];
 
-/** One `metrics.updated`: its seq, time (s since the epoch) and figures. */
+/** One `metrics.updated`: its id, seq, time (s since the epoch) and figures. */
 interface Point {
+  id: string;
   seq: number;
   time: number;
   figures: Record<string, number>;
 }
 
-type MetricsEvent = { seq: number; timestamp: number; data: Metrics };
+type MetricsEvent = { id: string; seq: number; timestamp: number; data: Metrics };
 
-/** The newest POINTS of `points` and `events`, in seq order, each seq once. */
+/**
+ * The newest POINTS of `points` and `events`, each event once (by its id: a
+ * hub that restarted without its store counts seqs from 1 again), in time
+ * order (then seq order, for figures of one millisecond).
+ */
 function merge(points: Point[], events: MetricsEvent[]): Point[] {
-  const bySeq = new Map(points.map((p) => [p.seq, p]));
+  const byId = new Map(points.map((p) => [p.id, p]));
   for (const event of events) {
-    bySeq.set(event.seq, { seq: event.seq, time: event.timestamp / 1000, figures: event.data.metrics ?? {} });
+    byId.set(event.id, { id: event.id, seq: event.seq, time: event.timestamp / 1000, figures: event.data.metrics ?? {} });
   }
-  return [...bySeq.values()].sort((a, b) => a.seq - b.seq).slice(-POINTS);
+  return [...byId.values()].sort((a, b) => a.time - b.time || a.seq - b.seq).slice(-POINTS);
 }
 
 interface Series {
@@ -80,8 +85,8 @@ export function Overview({ client, api }: { client: HeraldClient; api: Api }) {
   const now = useNow(1000);
 
   useSubscription(client, ["metrics"], {}, (subscription) => {
-    // The newest figures the topic retained (the last minutes), merged by
-    // seq with the live ones, whichever answers first.
+    // The newest figures the topic retained (the last minutes), merged with
+    // the live ones, whichever answers first.
     const retained = async () => {
       const latest = await api.history("metrics", Number.MAX_SAFE_INTEGER, 1);
       const history = await api.history("metrics", Math.max(0, latest.seq - POINTS), POINTS);

@@ -103,6 +103,10 @@ export function Run({ client, api, approvals, topic }: { client: HeraldClient; a
     });
     // Events were lost: rebuild from what the hub retains.
     subscription.onGap(() => void load());
+    // Leaving the view stops a load under way at its next page.
+    return () => {
+      loading = undefined;
+    };
   });
 
   const target = kind === "run" ? { run_id: id } : { task_id: id };

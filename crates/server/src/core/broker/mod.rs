@@ -372,9 +372,9 @@ pub enum BrokerError {
     /// An earlier attempt with this id was not stored; the retry may be sent again.
     #[error("an earlier attempt with this id could not be stored; retry it")]
     EarlierAttemptFailed,
-    /// The id was stored with other content.
-    #[error("event id {id:?} was already published with other content")]
-    Conflict { id: String },
+    /// The id was stored on the topic with other content.
+    #[error("event id {id:?} was already published on {topic} with other content")]
+    Conflict { topic: Topic, id: String },
     /// The store cannot be reached now; try again later.
     #[error("the store is unavailable: {0}")]
     Unavailable(String),

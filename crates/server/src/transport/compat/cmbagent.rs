@@ -163,11 +163,15 @@ impl Dialect for CmbagentSocket {
     }
 
     async fn open(&self, hub: &Hub, conn: &Arc<ConnHandle>) {
+        // The history is looked at only for a UI that may read it (the
+        // subscription refuses the others).
+        let readable = conn.may_subscribe(&TopicPattern::Exact(self.topic.clone()));
         let since = match self.cursor {
-            Some(ms) => Some((
+            Some(ms) if readable => Some((
                 self.topic.clone(),
                 Since::time_ms(resume_after(hub, &self.topic, ms).await),
             )),
+            Some(ms) => Some((self.topic.clone(), Since::time_ms(ms))),
             None => None,
         };
         let request = Subscribe {

@@ -66,9 +66,9 @@ pub(super) async fn publish_events(
                 requests.push(decode::<PublishRequest>(item).map_err(|e| e.at(index))?);
             }
             conflict_within(&requests)?;
-            let ids: Vec<Option<String>> = requests
+            let ids: Vec<(Topic, Option<EventId>)> = requests
                 .iter()
-                .map(|r| r.id.as_ref().map(ToString::to_string))
+                .map(|r| (r.topic.clone(), r.id.clone()))
                 .collect();
             let published = hub
                 .publish(requests, PublishOptions::default())
@@ -76,9 +76,9 @@ pub(super) async fn publish_events(
                 .map_err(|error| {
                     // A conflict names the event it is about.
                     let index = match &error {
-                        PublishError::Conflict { id } => {
-                            ids.iter().position(|i| i.as_deref() == Some(id.as_str()))
-                        }
+                        PublishError::Conflict { topic, id } => ids.iter().position(|(t, i)| {
+                            t == topic && i.as_ref().is_some_and(|i| i.as_str() == id)
+                        }),
                         _ => None,
                     };
                     let error = refused(&error);

@@ -534,6 +534,7 @@ impl Shared {
 /// the same id; `None` when the id is new.
 fn answer_known(log: &mut TopicLog, draft: &Draft) -> Option<Result<Answer, BrokerError>> {
     let conflict = || BrokerError::Conflict {
+        topic: draft.topic.clone(),
         id: draft.id.to_string(),
     };
     Some(match log.known(&draft.id)? {

@@ -220,6 +220,7 @@ async fn an_id_reused_with_other_content_is_a_conflict_and_a_true_retry_a_duplic
     assert_eq!(
         other,
         Err(BrokerError::Conflict {
+            topic: "run:1".parse().unwrap(),
             id: "step-3".to_owned()
         })
     );
@@ -301,6 +302,7 @@ async fn an_id_repeated_within_a_batch_is_judged_against_the_event_stored_before
     assert_eq!(
         failed,
         Err(BrokerError::Conflict {
+            topic: "run:a".parse().unwrap(),
             id: "a4".to_owned()
         })
     );

@@ -560,6 +560,7 @@ impl Shared {
                 }),
                 _ => {
                     return Err(BrokerError::Conflict {
+                        topic: topic.clone(),
                         id: draft.id.to_string(),
                     });
                 }
@@ -590,12 +591,25 @@ impl Broker for RedisBroker {
         }
         let total = groups.iter().map(|(_, drafts)| drafts.len()).sum();
         let mut answers: Vec<Option<Published>> = vec![None; total];
+        // A conflict stops its own topic's script there; the other topics'
+        // events are published whatever their place, then it is answered.
+        let mut conflict = None;
         for (topic, drafts) in groups {
             let (indexes, drafts): (Vec<usize>, Vec<Draft>) = drafts.into_iter().unzip();
-            let published = self.shared.publish_topic(&topic, drafts, audience).await?;
-            for (index, published) in indexes.into_iter().zip(published) {
-                answers[index] = Some(published);
+            match self.shared.publish_topic(&topic, drafts, audience).await {
+                Ok(published) => {
+                    for (index, published) in indexes.into_iter().zip(published) {
+                        answers[index] = Some(published);
+                    }
+                }
+                Err(refused @ BrokerError::Conflict { .. }) => {
+                    conflict.get_or_insert(refused);
+                }
+                Err(error) => return Err(error),
             }
+        }
+        if let Some(conflict) = conflict {
+            return Err(conflict);
         }
         answers
             .into_iter()
