@@ -47,6 +47,10 @@ const OWED_FOR: Duration = Duration::from_secs(30);
 /// How often the approvals owed to their topics are looked for.
 const ANNOUNCE_EVERY: Duration = Duration::from_secs(5);
 
+/// How long past an approval's timeout a waiter gives its default to be
+/// recorded before it reads the approval as it stands.
+pub const DECISION_SLACK: Duration = Duration::from_secs(5);
+
 /// How long the timeout task sleeps when no deadline is ahead.
 const IDLE_CHECK: Duration = Duration::from_secs(3600);
 
@@ -302,7 +306,7 @@ impl Approvals {
     /// one-call form for Rust producers.
     pub async fn request(&self, request: NewApproval) -> Result<ApprovalDecision, ApprovalError> {
         let record = self.create(request).await?;
-        let limit = Duration::from_millis(record.request.timeout_ms) + Duration::from_secs(5);
+        let limit = Duration::from_millis(record.request.timeout_ms) + DECISION_SLACK;
         let never = CancellationToken::new();
         self.wait(record.request.callback_id.as_str(), limit, &never)
             .await

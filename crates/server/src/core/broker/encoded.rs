@@ -75,14 +75,49 @@ impl Draft {
     }
 
     /// Whether `stored` (an event with this draft's id) carries the same
-    /// content: a retry, not another event reusing the id. The timestamp is
-    /// not compared (the hub sets it when the producer did not).
+    /// content: a retry, not another event reusing the id.
     pub fn same_content(&self, stored: &Event) -> bool {
-        self.event_type == stored.event_type
-            && self.priority == stored.priority
-            && self.key == stored.key
-            && self.source == stored.source
-            && self.data == stored.data
+        let mine = Content {
+            event_type: &self.event_type,
+            priority: self.priority,
+            key: self.key.as_ref(),
+            source: self.source.as_ref(),
+            data: &self.data,
+        };
+        mine == Content::of_event(stored)
+    }
+}
+
+/// What a retry under an id must repeat to be taken for the same event: all
+/// but the timestamp (the hub sets it when the producer did not).
+#[derive(Debug, PartialEq)]
+pub struct Content<'a> {
+    event_type: &'a EventType,
+    priority: Priority,
+    key: Option<&'a Label>,
+    source: Option<&'a Label>,
+    data: &'a Value,
+}
+
+impl<'a> Content<'a> {
+    pub fn of_event(event: &'a Event) -> Content<'a> {
+        Content {
+            event_type: &event.event_type,
+            priority: event.priority,
+            key: event.key.as_ref(),
+            source: event.source.as_ref(),
+            data: &event.data,
+        }
+    }
+
+    pub fn of_request(request: &'a PublishRequest) -> Content<'a> {
+        Content {
+            event_type: &request.event_type,
+            priority: request.priority,
+            key: request.key.as_ref(),
+            source: request.source.as_ref(),
+            data: &request.data,
+        }
     }
 }
 

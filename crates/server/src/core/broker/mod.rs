@@ -49,7 +49,7 @@ use herald_protocol::{
     CallbackId, Epoch, Event, EventFilter, EventType, PublishReceipt, Topic, TopicPattern,
 };
 
-pub use encoded::{Draft, EncodedEvent};
+pub use encoded::{Content, Draft, EncodedEvent};
 pub use history::History;
 pub use memory::Retention;
 

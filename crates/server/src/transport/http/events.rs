@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::Producer;
 use super::body::{decode, json};
 use super::error::ApiError;
-use crate::core::broker::Audience;
+use crate::core::broker::{Audience, Content};
 use crate::core::hub::Hub;
 use crate::core::publish::{PublishError, PublishOptions};
 use crate::operations::limits::Admission;
@@ -116,7 +116,8 @@ fn conflict_within(requests: &[PublishRequest]) -> Result<(), ApiError> {
             Entry::Vacant(first) => {
                 first.insert(request);
             }
-            Entry::Occupied(first) if same_content(first.get(), request) => {}
+            Entry::Occupied(first)
+                if Content::of_request(first.get()) == Content::of_request(request) => {}
             Entry::Occupied(_) => {
                 let refused = ApiError::new(
                     ErrorCode::Conflict,
@@ -132,15 +133,6 @@ fn conflict_within(requests: &[PublishRequest]) -> Result<(), ApiError> {
         }
     }
     Ok(())
-}
-
-/// Whether two requests are the same event (what a retry must repeat).
-fn same_content(first: &PublishRequest, again: &PublishRequest) -> bool {
-    first.event_type == again.event_type
-        && first.priority == again.priority
-        && first.key == again.key
-        && first.source == again.source
-        && first.data == again.data
 }
 
 /// Refuses (413 `too_large`) a batch of more events than a connection's

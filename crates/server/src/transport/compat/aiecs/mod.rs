@@ -38,7 +38,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use self::socket::AiecsSocket;
-use crate::core::approvals::ApprovalError;
+use crate::core::approvals::{ApprovalError, DECISION_SLACK};
 use crate::core::broker::Audience;
 use crate::core::hub::Hub;
 use crate::core::publish::PublishOptions;
@@ -169,9 +169,6 @@ async fn notify_user(
     }))
     .into_response())
 }
-
-/// How long past an approval's timeout its default may take to be recorded.
-const DECISION_SLACK: Duration = Duration::from_secs(5);
 
 /// How long before `--shutdown-grace` runs out a waiting `notify_user` is
 /// answered.
