@@ -520,6 +520,12 @@ test("the_console_survives_a_hub_restart_and_shows_the_gap_and_the_new_streams_s
     null,
     { timeout: 10_000 },
   );
+  // The history follows the new stream without Newest being clicked.
+  await page.waitForFunction(
+    () => [...document.querySelectorAll("table.history tr[data-seq='1'] code")].some((c) => c.textContent === "step.completed"),
+    null,
+    { timeout: 10_000 },
+  );
   assert.equal(await page.evaluate(() => window.notReloaded), true);
   // Chromium logs each refused reconnect attempt while the hub is down.
   assert.deepEqual(page.errors.filter((e) => !e.includes("ERR_CONNECTION_REFUSED")), []);

@@ -97,6 +97,9 @@ export function Topic({ client, api, topic }: { client: HeraldClient; api: Api; 
   const [typeFilter, setTypeFilter] = useState("");
   const [minPriority, setMinPriority] = useState<Priority>("low");
   const [watching, setWatching] = useState<SubscriptionState>({ state: "pending" });
+  // After the topic's stream was reset, its history starts empty: the newest
+  // page is read again as live events come, until it holds a whole page.
+  const historyFollows = useRef(false);
 
   /** The newest page (`before` undefined), or the page older than seq `before`. */
   const loadPage = async (before: number | undefined) => {
@@ -119,6 +122,7 @@ export function Topic({ client, api, topic }: { client: HeraldClient; api: Api; 
       // Read from the start, or the hub skipped seqs it no longer holds, or
       // nothing older came: the oldest retained event is shown.
       const complete = since === 0 || first === undefined || first > since + 1 || fresh.length === 0;
+      if (before === undefined && fresh.length >= PAGE) historyFollows.current = false;
       setPages((p) => {
         if (before === undefined) return { events: fresh, loading: false, complete };
         const shown = new Set(p.events.map((e) => e.seq));
@@ -130,11 +134,14 @@ export function Topic({ client, api, topic }: { client: HeraldClient; api: Api; 
     }
   };
 
+  const refreshHistory = useThrottle(() => void loadPage(undefined), SNAPSHOT_EVERY_MS);
+
   useSubscription(
     client,
     [topic],
     {},
     (subscription) => {
+      historyFollows.current = false;
       tail.current = [];
       render();
       subscription.onState(setWatching);
@@ -143,13 +150,17 @@ export function Topic({ client, api, topic }: { client: HeraldClient; api: Api; 
         add({ kind: "event", event: event as Event });
         // A keyed event changes the snapshot.
         if (event.key) refreshSnapshot();
+        if (historyFollows.current) refreshHistory();
       });
       subscription.onGap((gap) => {
         add({ kind: "gap", gap, at: Date.now() });
         // Events were lost: re-read state; after a new stream the history
         // shown is the old stream's.
         refreshSnapshot();
-        if (gap.reason === "epoch_changed") void loadPage(undefined);
+        if (gap.reason === "epoch_changed") {
+          historyFollows.current = true;
+          void loadPage(undefined);
+        }
       });
       subscription.onSnapshot(() => reloadSnapshot());
     },
@@ -309,7 +320,10 @@ export function Topic({ client, api, topic }: { client: HeraldClient; api: Api; 
             {pages.events.length} retained events shown{oldest !== undefined ? ` from seq ${oldest}` : ""}
             {oldest !== undefined && pages.complete ? " (the oldest retained)" : ""}
           </span>
-          <button type="button" disabled={pages.loading || oldest === undefined || pages.complete} onClick={() => void loadPage(oldest)}>
+          <button type="button" disabled={pages.loading || oldest === undefined || pages.complete} onClick={() => {
+              historyFollows.current = false;
+              void loadPage(oldest);
+            }}>
             Older
           </button>
           <button type="button" disabled={pages.loading} onClick={() => void loadPage(undefined)}>
