@@ -102,6 +102,18 @@ async fn a_client_on_one_node_gets_in_seq_order_what_every_node_published() -> R
     Ok(())
 }
 
+/// The `data` of the events `node` retains on `topic` after seq `since`.
+async fn stored_data(node: &Hub, topic: &str, since: u64) -> Result<Vec<Value>> {
+    let read = node
+        .http()
+        .get(&format!("/api/v1/topics/{topic}/events?since={since}"))
+        .await?;
+    let events = read.body["events"]
+        .as_array()
+        .with_context(|| format!("no events in {}", read.text))?;
+    Ok(events.iter().map(|e| e["data"].clone()).collect())
+}
+
 #[tokio::test]
 async fn the_same_event_id_published_on_two_nodes_at_once_is_stored_once() -> Result<()> {
     let redis = Redis::start().await?;
@@ -138,15 +150,8 @@ async fn the_same_event_id_published_on_two_nodes_at_once_is_stored_once() -> Re
     let refused = nodes[0].http().post("/api/v1/events", &batch).await?;
     ensure!(refused.status == 409, "{} {}", refused.status, refused.body);
     ensure!(refused.body["index"] == json!(1), "{}", refused.body);
-    let stored = nodes[1]
-        .http()
-        .get("/api/v1/topics/run:once/events?since=2")
-        .await?;
-    let data: Vec<&Value> = stored.body["events"]
-        .as_array()
-        .map(|events| events.iter().map(|e| &e["data"]).collect())
-        .unwrap_or_default();
-    ensure!(data == [&json!({"before": true})], "{}", stored.text);
+    let data = stored_data(&nodes[1], "run:once", 2).await?;
+    ensure!(data == [json!({"before": true})], "{data:?}");
     // Another topic's events in the batch are published, before the
     // conflict or after it: each topic is its own script.
     let batch = json!([
@@ -158,18 +163,10 @@ async fn the_same_event_id_published_on_two_nodes_at_once_is_stored_once() -> Re
     let refused = nodes[0].http().post("/api/v1/events", &batch).await?;
     ensure!(refused.status == 409, "{} {}", refused.status, refused.body);
     ensure!(refused.body["index"] == json!(2), "{}", refused.body);
-    let other = nodes[1]
-        .http()
-        .get("/api/v1/topics/run:twice/events?since=0")
-        .await?;
-    let data: Vec<&Value> = other.body["events"]
-        .as_array()
-        .map(|events| events.iter().map(|e| &e["data"]).collect())
-        .unwrap_or_default();
+    let data = stored_data(&nodes[1], "run:twice", 0).await?;
     ensure!(
-        data == [&json!({"before": 2}), &json!({"after": 2})],
-        "{}",
-        other.text
+        data == [json!({"before": 2}), json!({"after": 2})],
+        "{data:?}"
     );
     Ok(())
 }
