@@ -182,6 +182,8 @@ def run(scenario: dict[str, Any]) -> None:
                 session.unsubscribe(step["unsubscribe"])
             elif "send" in step:
                 session.send_frame(CLIENT_FRAME.validate_json(json.dumps(step["send"])))
+            elif "unsent" in step:
+                session.handle_unsent(CLIENT_FRAME.validate_json(json.dumps(step["unsent"])))
             elif "connected" in step:
                 now = max(now, step["connected"])
                 session.handle_connected(now)

@@ -196,6 +196,9 @@ fn run(scenario: &Value) {
         } else if let Some(frame) = op.get("send") {
             let frame = ClientFrame::decode(&frame.to_string()).unwrap();
             result = session.send_frame(frame).map_err(|e| session_error(&e));
+        } else if let Some(frame) = op.get("unsent") {
+            let frame = ClientFrame::decode(&frame.to_string()).unwrap();
+            session.handle_unsent(frame);
         } else if let Some(t) = op.get("connected") {
             now = now.max(Millis(t.as_u64().unwrap()));
             session.handle_connected(now);

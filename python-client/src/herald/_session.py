@@ -29,6 +29,14 @@ Guarantees (as in Rust):
   connection then closes with a code that reconnects, the first reconnect
   waits exactly that long (at most ``max_reconnect_delay_ms``), counted as
   attempt 1. The hint lasts for that one connection only.
+- A command with a request id (``confirm``, ``cancel``, ``pause``,
+  ``resume``) is kept once transmitted until the hub answers it (``ack`` or
+  ``error`` with its id as ``ref``): if the link is lost first, it goes back
+  in front of the offline queue and is sent again after the next
+  ``welcome``. A command the hub carried out just before the link went may
+  so be carried out twice (the hub acknowledges the same user's same answer
+  again; a control request is published again). At most
+  ``offline_queue_capacity`` are kept.
 """
 
 from __future__ import annotations
@@ -43,8 +51,12 @@ from pydantic import TypeAdapter, ValidationError
 from .models import (
     Ack,
     ClientFrame,
+    ClientFrameCancel,
+    ClientFrameConfirm,
+    ClientFramePause,
     ClientFramePing,
     ClientFramePong,
+    ClientFrameResume,
     ClientFrameSubscribe,
     ClientFrameUnsubscribe,
     ErrorFrame,
@@ -513,6 +525,8 @@ class Session:
         self._outbox: deque[WireModel] = deque()
         self._dropped = 0
         self._transmit: deque[WireModel] = deque()
+        # Commands transmitted and not yet answered, oldest first.
+        self._unanswered: deque[WireModel] = deque()
         self._events: deque[SessionEvent] = deque([StateChanged(Connecting())])
         self._actions: deque[Action] = deque([Connect()])
         self._session_id: str | None = None
@@ -611,8 +625,11 @@ class Session:
         elif kind == "pong":
             pass
         elif kind == "ack" and isinstance(body, Ack):
+            self._answered(body.ref)
             self._events.append(body)
         elif kind == "error" and isinstance(body, ErrorFrame):
+            if body.ref is not None:
+                self._answered(body.ref)
             self._events.append(body)
         self._keep_most_recent()
 
@@ -651,8 +668,33 @@ class Session:
     # ---- outputs to the driver ----
 
     def poll_transmit(self) -> WireModel | None:
-        """The next frame to send on the open socket."""
-        return self._transmit.popleft() if self._transmit else None
+        """The next frame to send on the open socket. A command with a request
+        id is kept until the hub answers it (see the guarantees above)."""
+        if not self._transmit:
+            return None
+        frame = self._transmit.popleft()
+        if isinstance(frame, _COMMANDS) and frame.id is not None:
+            if len(self._unanswered) >= self.config.offline_queue_capacity:
+                # The oldest has waited longest for its answer: past the
+                # bound it is taken as answered.
+                self._unanswered.popleft()
+            if self.config.offline_queue_capacity > 0:
+                self._unanswered.append(frame)
+        return frame
+
+    def handle_unsent(self, frame: WireModel) -> None:
+        """A frame taken from :meth:`poll_transmit` could not be sent (the
+        write failed, or there was no socket to write it to): it goes back in
+        front, to be transmitted next, or, once the driver reports the link
+        lost (:meth:`handle_closed`), to be queued for the next connection
+        like every unsent frame."""
+        id = getattr(frame, "id", None)
+        if id is not None:
+            for at in range(len(self._unanswered) - 1, -1, -1):
+                if _same_id(getattr(self._unanswered[at], "id", None), id):
+                    del self._unanswered[at]
+                    break
+        self._transmit.appendleft(frame)
 
     def poll_timeout(self) -> int | None:
         """When to call :meth:`handle_timeout` next, if ever."""
@@ -828,16 +870,28 @@ class Session:
         self._set_state(Closed(reason))
 
     def _requeue_unsent(self) -> None:
+        """Commands the hub has not answered, then frames the driver never
+        took, go back in front of the offline queue in the order they were
+        sent; heartbeats and (un)subscribes are dropped (subscriptions are
+        re-sent from state on the next ``welcome``)."""
         unsent = [
             frame
-            for frame in self._transmit
+            for frame in (*self._unanswered, *self._transmit)
             if not isinstance(
                 frame, (ClientFramePing, ClientFramePong, ClientFrameSubscribe, ClientFrameUnsubscribe)
             )
         ]
+        self._unanswered.clear()
         self._transmit.clear()
         self._outbox.extendleft(reversed(unsent))
         self._trim_outbox()
+
+    def _answered(self, ref: RequestId) -> None:
+        """The hub answered the request ``ref``: the command is not sent again."""
+        for at, frame in enumerate(self._unanswered):
+            if _same_id(getattr(frame, "id", None), ref):
+                del self._unanswered[at]
+                return
 
     def _trim_outbox(self) -> None:
         while len(self._outbox) > self.config.offline_queue_capacity:
@@ -949,6 +1003,17 @@ class Session:
         if self._state != state:
             self._state = state
             self._events.append(StateChanged(state))
+
+
+_COMMANDS = (ClientFrameConfirm, ClientFrameCancel, ClientFramePause, ClientFrameResume)
+"""Frames the application waits on (answered by ``ack`` or ``error``), sent
+again if the link is lost before the answer."""
+
+
+def _same_id(a: object, b: object) -> bool:
+    """Request ids as the wire compares them: ``1`` and ``"1"`` differ, and
+    so do ``True`` and ``1``."""
+    return a is not None and type(a) is type(b) and a == b
 
 
 def _require_topics(topics: list[str]) -> None:

@@ -292,20 +292,27 @@ class Subscription(Generic[T]):
         """Sends the frames the session has for the socket; whether there were any."""
         busy = False
         while (frame := self._session.poll_transmit()) is not None:
-            busy = True
             socket = self._socket
             if socket is None:
-                continue
+                # Kept for the next connection, once the session hears this
+                # one is gone.
+                self._session.handle_unsent(frame)
+                break
+            busy = True
             try:
                 async with within(self._send_limit()):
                     await socket.send(frame.to_json())
             except websockets.exceptions.ConnectionClosed as closed:
+                # The frame goes again on the next connection (a command)
+                # or is made anew (a subscription, a ping).
+                self._session.handle_unsent(frame)
                 if socket is self._socket:
                     self._lost(closed)
             except asyncio.TimeoutError:
                 # A link that cannot take one frame in a heartbeat interval
                 # is dead (its send buffer stays full): drop it and let the
                 # session reconnect.
+                self._session.handle_unsent(frame)
                 if socket is self._socket:
                     self._abandon()
         return busy

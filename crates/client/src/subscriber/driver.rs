@@ -227,10 +227,13 @@ impl Driver {
                 }
             }
             while let Some(frame) = self.session.poll_transmit() {
-                busy = true;
                 let Some(socket) = &mut self.socket else {
+                    // Kept for the next connection, once the session hears
+                    // this one is gone.
+                    self.session.handle_unsent(frame);
                     break;
                 };
+                busy = true;
                 let send = socket.send(Message::text(frame.encode()));
                 let failure = match tokio::time::timeout(SEND_TIMEOUT, send).await {
                     Ok(Ok(())) => None,
@@ -240,6 +243,9 @@ impl Driver {
                 if let Some(error) = failure {
                     tracing::debug!(%error, "sending failed; the connection is lost");
                     self.socket = None;
+                    // The frame goes again on the next connection (a
+                    // command) or is made anew (a subscription, a ping).
+                    self.session.handle_unsent(frame);
                     let now = self.now();
                     self.session.handle_closed(None, now);
                 }

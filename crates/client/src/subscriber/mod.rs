@@ -328,6 +328,9 @@ impl Subscriber {
     /// Answers an approval (`confirm`). The hub answers with
     /// [`SubscriberItem::Ack`] or [`SubscriberItem::Error`] whose reference is
     /// the returned request id (e.g. `conflict` when it is already decided).
+    /// A connection lost before that answer does not lose the command: it
+    /// is sent again, with the same id, after the next `welcome` (so are
+    /// `cancel`, `pause` and `resume` sent with [`send`](Self::send)).
     pub async fn confirm(
         &self,
         callback_id: CallbackId,

@@ -27,6 +27,15 @@
 //!   so the new stream's first seqs are delivered; `gap`s are
 //!   surfaced and move the checkpoint past them; a `snapshot` moves it to the
 //!   snapshot's seq, so events the snapshot covers are not replayed on top of it.
+//! - A command with a request id (`confirm`, `cancel`, `pause`, `resume`)
+//!   is kept once transmitted until the hub answers it (`ack` or `error`
+//!   with its id as `ref`): if the connection is lost first, it goes back in
+//!   front of the offline queue and is sent again after the next `welcome`.
+//!   A write that fails or a link that dies unnoticed loses no answer to an
+//!   approval; the price is that a command the hub carried out just before
+//!   the link went may be carried out twice (the hub acknowledges the same
+//!   user's same answer again; a control request is published again).
+//!   At most [`SessionConfig::offline_queue_capacity`] are kept.
 //! - Reconnect delays: attempt `n` (1-based since the last stable connection)
 //!   waits uniform `[0, min(max, initial * 2^(n-1))]` ms with jitter, the cap
 //!   itself without; see [`SessionConfig::reconnect_delay_cap`].
@@ -134,6 +143,8 @@ pub struct Session {
     checkpoints: Checkpoints,
     outbox: Outbox,
     transmit: VecDeque<ClientFrame>,
+    /// Commands transmitted and not yet answered, oldest first.
+    unanswered: VecDeque<ClientFrame>,
     events: VecDeque<SessionEvent>,
     actions: VecDeque<Action>,
     session_id: Option<String>,
@@ -189,6 +200,7 @@ impl Session {
             checkpoints: Checkpoints::new(),
             outbox,
             transmit: VecDeque::new(),
+            unanswered: VecDeque::new(),
             events: VecDeque::new(),
             actions: VecDeque::new(),
             session_id: None,
@@ -350,8 +362,16 @@ impl Session {
                 self.transmit.push_back(ClientFrame::new(pong));
             }
             ServerMessage::Pong(_) => {}
-            ServerMessage::Ack(ack) => self.events.push_back(SessionEvent::Ack(ack)),
-            ServerMessage::Error(error) => self.events.push_back(SessionEvent::Error(error)),
+            ServerMessage::Ack(ack) => {
+                self.answered(&ack.reference);
+                self.events.push_back(SessionEvent::Ack(ack));
+            }
+            ServerMessage::Error(error) => {
+                if let Some(reference) = &error.reference {
+                    self.answered(reference);
+                }
+                self.events.push_back(SessionEvent::Error(error));
+            }
         }
         self.trim_checkpoints();
     }
@@ -411,9 +431,38 @@ impl Session {
 
     // ---- outputs to the driver ----
 
-    /// The next frame to send on the open socket.
+    /// The next frame to send on the open socket. A command with a request
+    /// id is kept until the hub answers it (see the guarantees above).
     pub fn poll_transmit(&mut self) -> Option<ClientFrame> {
-        self.transmit.pop_front()
+        let frame = self.transmit.pop_front()?;
+        if frame.id.is_some() && is_command(&frame.message) {
+            if self.unanswered.len() >= self.config.offline_queue_capacity {
+                // The oldest has waited longest for its answer: past the
+                // bound it is taken as answered.
+                self.unanswered.pop_front();
+            }
+            if self.config.offline_queue_capacity > 0 {
+                self.unanswered.push_back(frame.clone());
+            }
+        }
+        Some(frame)
+    }
+
+    /// A frame taken from [`poll_transmit`](Session::poll_transmit) could
+    /// not be sent (the write failed, or there was no socket to write it
+    /// to): it goes back in front, to be transmitted next, or, once the
+    /// driver reports the link lost ([`handle_closed`](Session::handle_closed)),
+    /// to be queued for the next connection like every unsent frame.
+    pub fn handle_unsent(&mut self, frame: ClientFrame) {
+        if let Some(id) = &frame.id
+            && let Some(at) = self
+                .unanswered
+                .iter()
+                .rposition(|f| f.id.as_ref() == Some(id))
+        {
+            self.unanswered.remove(at);
+        }
+        self.transmit.push_front(frame);
     }
 
     /// When to call [`handle_timeout`](Session::handle_timeout) next, if ever.
@@ -677,13 +726,15 @@ impl Session {
         self.set_state(ConnectionState::Closed { reason });
     }
 
-    /// Frames the driver never took go back in front of the offline queue;
-    /// heartbeats and (un)subscribes are dropped (subscriptions are re-sent
-    /// from state on the next `welcome`).
+    /// Commands the hub has not answered, then frames the driver never
+    /// took, go back in front of the offline queue, in the order they were
+    /// sent; heartbeats and (un)subscribes are dropped (subscriptions are
+    /// re-sent from state on the next `welcome`).
     fn requeue_unsent(&mut self) {
         let unsent: Vec<ClientFrame> = self
-            .transmit
+            .unanswered
             .drain(..)
+            .chain(self.transmit.drain(..))
             .filter(|frame| {
                 !matches!(
                     frame.message,
@@ -696,6 +747,18 @@ impl Session {
             .collect();
         let dropped = self.outbox.requeue_front(unsent.into_iter());
         self.report_dropped(dropped);
+    }
+
+    /// The hub answered the request `reference`: the command is no longer
+    /// sent again.
+    fn answered(&mut self, reference: &RequestId) {
+        if let Some(at) = self
+            .unanswered
+            .iter()
+            .position(|frame| frame.id.as_ref() == Some(reference))
+        {
+            self.unanswered.remove(at);
+        }
     }
 
     fn report_dropped(&mut self, dropped: Vec<ClientFrame>) {
@@ -859,4 +922,17 @@ fn shutdown_hint(event: &Event) -> Option<u64> {
                 .and_then(serde_json::Value::as_u64)
         })
         .flatten()
+}
+
+/// Whether `message` asks the hub to do something the application waits
+/// on (answered by `ack` or `error`), so it is sent again if the link is
+/// lost before the answer.
+fn is_command(message: &ClientMessage) -> bool {
+    matches!(
+        message,
+        ClientMessage::Confirm(_)
+            | ClientMessage::Cancel(_)
+            | ClientMessage::Pause(_)
+            | ClientMessage::Resume(_)
+    )
 }

@@ -323,21 +323,33 @@ impl Approvals {
         decided_by: Option<String>,
         answering_user: Option<&str>,
     ) -> Result<ApprovalRecord, ApprovalError> {
-        let status = if proceed {
-            ApprovalStatus::Approved
-        } else {
-            ApprovalStatus::Rejected
-        };
         let decision = Decision {
-            status,
+            status: status_of(proceed),
             proceed,
             feedback,
-            decided_by,
+            decided_by: decided_by.clone(),
             decided_at: now_ms(),
             answering_user: answering_user.map(str::to_owned),
         };
         self.time_out_if_due(id, answering_user).await?;
-        self.resolve(id, decision).await
+        match self.resolve(id, decision).await {
+            Err(ApprovalError::AlreadyResolved { id, status }) => {
+                // The same answer from the same user again is a retry (a
+                // client that lost its link before the answer's `ack` sends
+                // it again): it gets the decision it made.
+                match self.get(&id).await? {
+                    Some(record)
+                        if decided_by.is_some()
+                            && record.status == status_of(proceed)
+                            && record.decided_by == decided_by =>
+                    {
+                        Ok(record)
+                    }
+                    _ => Err(ApprovalError::AlreadyResolved { id, status }),
+                }
+            }
+            decided => decided,
+        }
     }
 
     /// Resolves the approval as `timed_out` if its deadline has passed while
@@ -649,6 +661,15 @@ impl Approvals {
                 () = self.decisions.new_deadline.notified() => {}
             }
         }
+    }
+}
+
+/// The status an answer asks for.
+fn status_of(proceed: bool) -> ApprovalStatus {
+    if proceed {
+        ApprovalStatus::Approved
+    } else {
+        ApprovalStatus::Rejected
     }
 }
 
