@@ -259,14 +259,16 @@ test("commands_resolve_when_the_hub_takes_them_and_reject_with_its_refusal", asy
     page.evaluate(async (call) => {
       const client = window.heraldDemo.client;
       try {
-        await (call.kind === "confirm" ? client.confirm(call.id, true, "yes") : client.cancel({ task_id: call.id }));
+        await (call.kind === "confirm" ? client.confirm(call.id, call.proceed ?? true, "yes") : client.cancel({ task_id: call.id }));
         return { ok: true };
       } catch (error) {
         return { ok: false, name: error.name, code: error.code, message: error.message };
       }
     }, call);
   assert.deepEqual(await outcome({ kind: "confirm", id: callback_id }), { ok: true });
-  const again = await outcome({ kind: "confirm", id: callback_id });
+  // The same answer again (resent after a lost link) is taken; another is refused.
+  assert.deepEqual(await outcome({ kind: "confirm", id: callback_id }), { ok: true });
+  const again = await outcome({ kind: "confirm", id: callback_id, proceed: false });
   assert.equal(again.ok, false);
   assert.equal(again.name, "RefusedError");
   assert.equal(again.code, "conflict");
