@@ -722,6 +722,54 @@ async fn a_redis_restored_from_an_older_snapshot_hands_out_no_seq_twice_under_on
 }
 
 #[tokio::test]
+async fn a_node_is_not_ready_while_redis_loads_its_data_and_then_tells_clients_of_the_older_copy()
+-> Result<()> {
+    let mut redis = Redis::start_persistent().await?;
+    let nodes = nodes(&redis, 2).await?;
+    let mut client = nodes[0].ws("/ws").await?;
+    client.subscribe(&["run:loading"]).await?;
+    publish_numbered(&nodes[1], "run:loading", 0, 5).await?;
+    redis.fill(3000).await?;
+    redis.save().await?;
+    publish_numbered(&nodes[1], "run:loading", 5, 5).await?;
+    collect_events(&mut client, "run:loading", 10).await?;
+    let http = nodes[0].http();
+    ensure!(http.get("/health/ready").await?.status == 200);
+
+    // Back with seqs 1..5, which it takes seconds to load: the node's feed
+    // reconnects meanwhile (Redis answers TIME and PUBLISH, not reads).
+    redis.restart_loading_slowly().await?;
+    let mut checked_while_loading = 0;
+    while redis.loading().await? {
+        let ready = http.get("/health/ready").await?.status;
+        if redis.loading().await? {
+            ensure!(ready == 503, "ready ({ready}) while Redis loads its data");
+            checked_while_loading += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ensure!(
+        checked_while_loading > 0,
+        "Redis loaded before it was checked"
+    );
+    eventually(Duration::from_secs(20), "the node ready again", || async {
+        Ok((http.get("/health/ready").await?.status == 200).then_some(()))
+    })
+    .await?;
+
+    // The older copy was compared once loaded: the subscriber is told, and
+    // gets the stream again rather than seqs 6.. a second time.
+    publish_when_back(&nodes[1], "run:loading", 100, Duration::from_secs(20)).await?;
+    let gap = client
+        .recv_until(|f| frame_type(f) == "gap" && str_field(f, "topic") == "run:loading")
+        .await?;
+    ensure!(gap["reason"] == "epoch_changed", "{gap}");
+    let next = client.recv_until(|f| frame_type(f) == "event").await?;
+    ensure!(seq_of(&next) == Some(1), "the stream again from 1: {next}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn events_published_right_after_a_restore_from_an_older_snapshot_are_not_taken_for_the_old_stream()
 -> Result<()> {
     let mut redis = Redis::start_persistent().await?;

@@ -1,7 +1,7 @@
 //! A real `redis-server` for the tests of the Redis engine: started on a
 //! free loopback port without persistence (`--save ''`, `--appendonly no`),
 //! stopped by its PID, restarted on the same port (empty, as a restart
-//! without persistence leaves it).
+//! without persistence leaves it, or loading its last snapshot slowly).
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -43,7 +43,7 @@ impl Redis {
             dir: tempfile::tempdir().context("a working directory for redis-server")?,
             persistent,
         };
-        redis.launch().await?;
+        redis.launch(&[]).await?;
         Ok(redis)
     }
 
@@ -55,7 +55,9 @@ impl Redis {
         }
     }
 
-    async fn launch(&mut self) -> Result<()> {
+    /// Starts the process with `extra` arguments and waits until it
+    /// answers `PING` (with `PONG`, or that it is loading its data).
+    async fn launch(&mut self, extra: &[&str]) -> Result<()> {
         let port = self.port.to_string();
         let child = Command::new("redis-server")
             .args([
@@ -69,6 +71,7 @@ impl Redis {
                 "no",
             ])
             .args(["--maxmemory-policy", "noeviction"])
+            .args(extra)
             .arg("--dir")
             .arg(self.dir.path())
             .stdin(Stdio::null())
@@ -86,12 +89,51 @@ impl Redis {
         };
         self.child = Some(child);
         crate::eventually(START_TIMEOUT, "redis-server answers PING", || async {
-            let reply = self.command(&["PING"]).await;
-            Ok(
-                matches!(reply, Ok(redis::Value::SimpleString(pong)) if pong == "PONG")
-                    .then_some(()),
-            )
+            Ok(self.loading().await.ok().map(|_| ()))
         })
+        .await
+    }
+
+    /// Whether it is loading its data set (it answers `PING` with a
+    /// `LOADING` error until done); `Err` when it does not answer.
+    pub async fn loading(&self) -> Result<bool> {
+        match self.command(&["PING"]).await {
+            Ok(redis::Value::SimpleString(pong)) if pong == "PONG" => Ok(false),
+            Ok(other) => bail!("PING answered {other:?}"),
+            Err(error) => {
+                let loading = error.chain().any(|cause| {
+                    cause.downcast_ref::<redis::RedisError>().is_some_and(|e| {
+                        e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+                    })
+                });
+                if loading { Ok(true) } else { Err(error) }
+            }
+        }
+    }
+
+    /// Adds `keys` small keys of no meaning, so that loading a snapshot
+    /// takes a while (see [`Redis::restart_loading_slowly`]).
+    pub async fn fill(&self, keys: usize) -> Result<()> {
+        let script = "for i = 1, tonumber(ARGV[1]) do redis.call('SET', 'filler:' .. i, i) end";
+        self.command(&["EVAL", script, "0", &keys.to_string()])
+            .await
+            .map(|_| ())
+    }
+
+    /// Restarts it ([`Redis::start_persistent`]) with its last snapshot,
+    /// loaded at one key a millisecond
+    /// (`key-load-delay`) while it answers clients between keys (as a
+    /// large data set does): with [`Redis::fill`]`(3000)`, about 3 s during
+    /// which it answers `TIME`, `INFO` and `PUBLISH` but refuses reads and
+    /// writes with `LOADING`. Returns as soon as it answers.
+    pub async fn restart_loading_slowly(&mut self) -> Result<()> {
+        self.stop().await?;
+        self.launch(&[
+            "--key-load-delay",
+            "1000",
+            "--loading-process-events-interval-bytes",
+            "1024",
+        ])
         .await
     }
 
@@ -180,7 +222,12 @@ impl Redis {
         if !self.persistent {
             let _ = std::fs::remove_file(self.dir.path().join("dump.rdb"));
         }
-        self.launch().await
+        self.launch(&[]).await?;
+        // Back with its data, as the tests that restart it expect.
+        crate::eventually(START_TIMEOUT, "redis-server loads its data", || async {
+            Ok((!self.loading().await?).then_some(()))
+        })
+        .await
     }
 }
 

@@ -27,7 +27,9 @@ use herald_protocol::frame::{Gap, GapReason};
 use herald_protocol::{CallbackId, Epoch, EventId, EventType, Topic, TopicPattern};
 use parking_lot::{Mutex, RwLock};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
+use redis::{
+    AsyncConnectionConfig, ErrorKind, PushInfo, PushKind, RedisError, ServerErrorKind, Value,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -308,6 +310,12 @@ pub(super) async fn run(engine: Arc<Shared>, first: FeedSession, stop: Cancellat
             Ok(()) => return,
             Err(reason) => tracing::warn!(reason, "the feed from Redis restarts"),
         }
+        // A Redis that answers but fails the session at once is not
+        // reconnected to in a tight loop.
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(RETRY_MIN) => {}
+        }
     }
 }
 
@@ -385,6 +393,25 @@ impl FeedSession {
         // Probes in flight: their number and the Redis time they were sent at.
         let mut waiting: Vec<(u64, u64, Instant)> = Vec::new();
         let mut next_probe = 0u64;
+        // A Redis loading its data set after a restart answers TIME, INFO
+        // and PUBLISH but refuses every read until it is done: the check
+        // and the catch-up below would read nothing, and the node would
+        // call itself ready.
+        let mut wait = RETRY_MIN;
+        loop {
+            match engine.serves_data().await {
+                Ok(true) => break,
+                Ok(false) => {
+                    tracing::info!(retry_in = ?wait, "Redis is loading its data; the feed waits");
+                    tokio::select! {
+                        () = stop.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                    wait = (wait * 2).min(RETRY_MAX);
+                }
+                Err(()) => return Err("Redis does not answer"),
+            }
+        }
         // A Redis that restarted may hold an older copy of a stream
         // (restored from a snapshot): checked before this session delivers
         // anything, since events published meanwhile could otherwise be
@@ -393,8 +420,13 @@ impl FeedSession {
             return Err("Redis does not answer");
         }
         let run = engine.server_run().await;
-        if server_run.is_some() && run.is_some() && run != *server_run {
-            engine.rebase_regressed().await;
+        if server_run.is_some()
+            && run.is_some()
+            && run != *server_run
+            && !engine.rebase_regressed().await
+        {
+            // Checked again by the next session: the node stays unready.
+            return Err("the followed streams could not be compared with Redis's copy");
         }
         if run.is_some() {
             *server_run = run;
@@ -496,10 +528,32 @@ impl Shared {
             .map(|id| id.trim().to_owned())
     }
 
+    /// Whether Redis serves reads: false while it loads its data set (or
+    /// is a replica without its primary); `Err` when it does not answer.
+    async fn serves_data(&self) -> Result<bool, ()> {
+        let read: Result<u64, RedisError> = redis::cmd("EXISTS")
+            .arg(keys::PENDING)
+            .query_async(&mut self.commands.clone())
+            .await;
+        match read {
+            Ok(_) => Ok(true),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    ErrorKind::Server(ServerErrorKind::BusyLoading | ServerErrorKind::MasterDown)
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(_) => Err(()),
+        }
+    }
+
     /// Gives every followed stream that Redis now holds at a lower seq than
     /// this node delivered a new epoch: its subscribers are then told
     /// `epoch_changed`, here by the catch-up and everywhere by `since`.
-    async fn rebase_regressed(&self) {
+    /// False when the streams could not all be compared.
+    async fn rebase_regressed(&self) -> bool {
         let followed: Vec<(Topic, LastDelivered)> = self
             .feed
             .positions
@@ -508,7 +562,10 @@ impl Shared {
             .filter_map(|(topic, slot)| Some((topic.clone(), slot.lock().clone()?)))
             .collect();
         for chunk in followed.chunks(CHECKS_PER_ROUND_TRIP) {
-            for (topic, stored_epoch, stored_seq) in self.regressed(chunk).await {
+            let Some(regressed) = self.regressed(chunk).await else {
+                return false;
+            };
+            for (topic, stored_epoch, stored_seq) in regressed {
                 let replaced: Result<u64, _> = super::scripts::REBASE
                     .key(keys::TopicKeys::of(topic).meta)
                     .arg(&stored_epoch)
@@ -529,6 +586,7 @@ impl Shared {
                 self.fill(topic, None).await;
             }
         }
+        true
     }
 
     /// The streams of `followed` that Redis holds an older copy of, with
@@ -537,10 +595,11 @@ impl Shared {
     /// since Redis came back may have taken the stream past it). Two
     /// pipelined round trips for the lot; a stream whose delivered event
     /// was trimmed since has nothing to tell by and is left as it is.
+    /// `None` when Redis did not answer the reads.
     async fn regressed<'a>(
         &self,
         followed: &'a [(Topic, LastDelivered)],
-    ) -> Vec<(&'a Topic, String, u64)> {
+    ) -> Option<Vec<(&'a Topic, String, u64)>> {
         let mut metas = redis::pipe();
         for (topic, _) in followed {
             metas
@@ -554,7 +613,7 @@ impl Shared {
                 Ok(stored) => stored,
                 Err(error) => {
                     tracing::warn!(%error, "could not compare followed streams with Redis's copy");
-                    return Vec::new();
+                    return None;
                 }
             };
         let mut regressed = Vec::new();
@@ -573,7 +632,7 @@ impl Shared {
             }
         }
         if same_seq.is_empty() {
-            return regressed;
+            return Some(regressed);
         }
         let mut ranges = redis::pipe();
         for (topic, delivered, ..) in &same_seq {
@@ -589,7 +648,7 @@ impl Shared {
             Ok(entries) => entries,
             Err(error) => {
                 tracing::warn!(%error, "could not compare followed streams with Redis's copy");
-                return regressed;
+                return None;
             }
         };
         for ((topic, _, delivered_id, stored_epoch, stored_seq), entries) in
@@ -608,7 +667,7 @@ impl Shared {
                 regressed.push((topic, stored_epoch, stored_seq));
             }
         }
-        regressed
+        Some(regressed)
     }
 
     /// An announcement from a topic's channel.
