@@ -59,8 +59,18 @@ client.on("*", (event) => {
   addLine(`${event.topic} #${event.seq} ${event.event_type} ${JSON.stringify(event.data)}`);
 });
 
-client.on("approval.requested", (event) => {
-  const { callback_id, task_id, step, step_result } = event.data;
+client.on("approval.requested", (event) => showApproval(event.data));
+
+// Approvals already pending when the page connects come in the snapshot of
+// `user:{id}` the hub sends on connect (the latest event per approval: a
+// request still pending is an `approval.requested`).
+client.onSnapshot((snapshot) => {
+  for (const event of snapshot.events) {
+    if (event.event_type === "approval.requested") showApproval(event.data);
+  }
+});
+
+function showApproval({ callback_id, task_id, step, step_result }) {
   // The same request can arrive on more than one topic (user:…, task:…): one card.
   if (approvalsEl.querySelector(`[data-callback-id="${CSS.escape(callback_id)}"]`)) return;
   document.getElementById("no-approvals")?.remove();
@@ -85,7 +95,7 @@ client.on("approval.requested", (event) => {
     card.append(button);
   }
   approvalsEl.append(card);
-});
+}
 
 client.on("approval.resolved", (event) => {
   const card = approvalsEl.querySelector(`[data-callback-id="${CSS.escape(event.data.callback_id)}"]`);

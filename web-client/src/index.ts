@@ -19,7 +19,7 @@ import type {
 } from "./protocol/index.js";
 import { type HeraldEvent, typeMatches } from "./events.js";
 import { type Handler, add, call, remove, report } from "./handlers.js";
-import { Subscription, type SubscriptionHost } from "./subscription.js";
+import { Subscription, type SubscriptionHost, widestFilter } from "./subscription.js";
 
 export type * from "./protocol/index.js";
 export { KNOWN_EVENT_TYPES } from "./protocol/KnownEventType.js";
@@ -232,8 +232,13 @@ export class HeraldClient implements SubscriptionHost {
   connect(): Promise<void> {
     if (this.disposed) return Promise.reject(new Error("HeraldClient was disposed"));
     if (this.currentState.state === "open") return Promise.resolve();
-    const welcomed = new Promise<void>((resolve, reject) => this.welcomed.push({ resolve, reject }));
-    return this.run((client) => client.connect()).then(() => welcomed);
+    // The waiter is made once the call was applied (a `welcome` comes
+    // later, on a socket event), so a call that failed leaves none behind.
+    return this.run((client) => client.connect()).then(() =>
+      this.currentState.state === "open"
+        ? undefined
+        : new Promise<void>((resolve, reject) => this.welcomed.push({ resolve, reject })),
+    );
   }
 
   /**
@@ -246,15 +251,21 @@ export class HeraldClient implements SubscriptionHost {
     const list = typeof topics === "string" ? [topics] : [...topics];
     this.lastSubscription += 1;
     const id = `sub-${this.lastSubscription}`;
+    const sharing = this.subscriptions.filter((s) => s.topics.some((topic) => list.includes(topic)));
+    const filter = widestFilter([options.filter, ...sharing.map((s) => s.filter)]);
     const subscription = new Subscription(this, list, options.filter, id);
     this.subscriptions.push(subscription);
     const frame = {
       topics: list,
-      ...(options.filter ? { filter: options.filter } : {}),
+      ...(filter ? { filter } : {}),
       ...(options.since ? { since: options.since } : {}),
       ...(options.snapshot ? { snapshot: true } : {}),
     };
     this.run((client) => client.subscribe(JSON.stringify(frame), id)).catch((error: unknown) => {
+      if (this.disposed) {
+        subscription.close();
+        return;
+      }
       const message = error instanceof Error ? error.message : String(error);
       // The session core's `FrameTooLarge` says "over the hub's frame limit";
       // everything else it refuses a subscription for is in its topics.
@@ -346,6 +357,9 @@ export class HeraldClient implements SubscriptionHost {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
+    // Calls still waiting for the wasm module reject.
+    this.failed ??= new Error("HeraldClient was disposed");
+    for (const run of this.pending.splice(0)) run(undefined as unknown as WasmClient);
     for (const subscription of this.subscriptions.splice(0)) subscription.close();
     for (const waiter of this.welcomed.splice(0)) waiter.reject(new Error("HeraldClient was disposed"));
     for (const command of [...this.commands.values()]) command.settle(undefined, new Error("HeraldClient was disposed"));

@@ -28,6 +28,24 @@ export function topicMatches(pattern: string, topic: string): boolean {
 }
 
 /** The client a subscription belongs to. */
+/**
+ * The narrowest filter that lets through everything each of `filters`
+ * does (`undefined`: no filter, which lets everything through). The hub
+ * keeps one filter per topic and connection, the last one sent, so a
+ * `subscribe` frame for topics other subscriptions hold carries what all of
+ * them let through, and each subscription filters its own events.
+ */
+export function widestFilter(filters: ReadonlyArray<EventFilter | undefined>): EventFilter | undefined {
+  if (filters.length === 0 || filters.some((f) => !f || (!f.types?.length && !f.min_priority))) return undefined;
+  const every = filters as EventFilter[];
+  const types = every.some((f) => !f.types?.length) ? undefined : [...new Set(every.flatMap((f) => f.types ?? []))];
+  const priorities = every.map((f) => f.min_priority);
+  const min_priority = priorities.some((p) => !p)
+    ? undefined
+    : priorities.reduce((low, p) => (PRIORITIES.indexOf(p as Priority) < PRIORITIES.indexOf(low as Priority) ? p : low));
+  return { ...(types ? { types } : {}), ...(min_priority ? { min_priority } : {}) };
+}
+
 export interface SubscriptionHost {
   /** Forgets `subscription` and tells the hub about topics no other subscription covers. */
   unsubscribeOne(subscription: Subscription): Promise<void>;
@@ -154,15 +172,12 @@ export class Subscription {
 
   /**
    * @internal An `error` frame: its own when it answers its `subscribe`
-   * frame (any refusal: `rate_limited`, too many subscriptions, ...), or
-   * refuses one of its topics by name (after a reconnect, frames go without
-   * an id).
+   * frame (any refusal: `forbidden`, `rate_limited`, too many
+   * subscriptions, ...), which carries its id on every connection.
    */
   handleError(error: ErrorFrame): void {
     if (!this.active() || this.currentState.state === "subscribed") return;
-    const refusal = error.code === "forbidden" || error.code === "invalid_topic";
-    const answersIt = this.ref !== null && error.ref === this.ref;
-    if (answersIt || (refusal && this.topics.some((topic) => error.message.includes(topic)))) {
+    if (this.ref !== null && error.ref === this.ref) {
       this.setState({ state: "refused", error });
       for (const waiter of this.waiters.splice(0)) waiter.reject(new Error(error.message));
     }

@@ -244,6 +244,58 @@ test("an_approval_clicked_in_the_page_resolves_the_producers_long_poll", async (
   await stopHub(hub);
 });
 
+test("an_approval_pending_before_the_page_loads_is_shown_from_the_users_snapshot_and_answered", async () => {
+  const hub = await startHub();
+  const { callback_id } = await postJson(hub, "/api/v1/approvals", {
+    user_id: "u1",
+    task_id: "t4",
+    step: 1,
+    step_result: { step: "merge", message: "Merge the branch?", status: "waiting" },
+    timeout_ms: 30_000,
+  });
+  const decision = getJson(hub, `/api/v1/approvals/${callback_id}?wait_ms=20000`, 25_000);
+  const page = await openExample(context, site, hub, { user: "u1", topics: "run:r1" });
+  const approve = page.locator(`button.approve[data-callback-id="${callback_id}"]`);
+  await approve.waitFor({ timeout: 10_000 });
+  await approve.click({ timeout: 5_000 });
+  const answer = await within(25_000, "the long-poll", decision);
+  assert.equal(answer.status, "approved");
+  assert.equal(answer.decided_by, "u1");
+  await page.close();
+  await stopHub(hub);
+});
+
+test("a_page_subscribed_to_its_user_and_global_gets_what_they_were_sent_while_it_was_offline_once", async () => {
+  const hub = await startHub();
+  const page = await openExample(context, site, hub, { user: "u1", topics: "user:u1,global" });
+  await waitForDemo(page, "subscribed", subscribedTo, "user:u1");
+  await postJson(hub, "/api/v1/users/u1/messages", { event_type: "note.posted", data: { n: 1 } });
+  await waitForDemo(page, "the first message", (demo) => demo.events.some((e) => e.event_type === "note.posted"));
+  await page.evaluate(() => window.heraldDemo.client.disconnect());
+  // While it is away, a pending approval gives `user:u1` a snapshot ahead of what it missed.
+  await postJson(hub, "/api/v1/users/u1/messages", { event_type: "note.posted", data: { n: 2 } });
+  await postJson(hub, "/api/v1/broadcast", { event_type: "system.notice", data: { n: 3 } });
+  await postJson(hub, "/api/v1/approvals", {
+    user_id: "u1",
+    task_id: "t5",
+    step: 1,
+    step_result: { step: "ship", message: "Ship?", status: "waiting" },
+    timeout_ms: 30_000,
+  });
+  await page.evaluate(() => window.heraldDemo.client.connect());
+  await waitForDemo(page, "what was missed", (demo) => demo.events.some((e) => e.event_type === "system.notice"));
+  // The approval comes in the snapshot (the page shows it), not again as an event.
+  await page.locator("div.approval").waitFor({ timeout: 10_000 });
+  const seen = await page.evaluate(() =>
+    window.heraldDemo.events.filter((e) => e.topic !== "task:t5").map((e) => `${e.topic}#${e.seq} ${e.event_type}`),
+  );
+  assert.equal(new Set(seen).size, seen.length, `each event once: ${seen}`);
+  assert.ok(seen.some((line) => line.startsWith("user:u1#2 note.posted")), `${seen}`);
+  assert.ok(seen.some((line) => line.startsWith("global#") && line.endsWith("system.notice")), `${seen}`);
+  await page.close();
+  await stopHub(hub);
+});
+
 test("commands_resolve_when_the_hub_takes_them_and_reject_with_its_refusal", async () => {
   const hub = await startHub();
   const page = await openExample(context, site, hub, { user: "u1", topics: "task:t2" });
@@ -307,6 +359,92 @@ function token(secret, sub, topics, seconds) {
   const body = `${part({ alg: "HS256", typ: "JWT" })}.${part({ sub, topics, exp: Math.floor(Date.now() / 1000) + seconds })}`;
   return `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
 }
+
+test("subscriptions_made_before_connect_are_each_settled_by_the_hubs_answer_to_their_own_frame", async () => {
+  const secret = "browser-test-secret-0123456789abcdef";
+  const hub = await startHub({ args: ["--jwt-secret", secret, "--max-subscriptions", "2"] });
+  const page = await openExample(context, site, hub, { user: "u1", topics: "run:r1", token: token(secret, "u1", ["run:r1"], 600) });
+  await waitForDemo(page, "open", isOpen);
+  const fresh = token(secret, "u1", ["run:r1", "run:r2", "run:r3"], 600);
+  const outcome = await page.evaluate(
+    async ({ url, fresh }) => {
+      const { HeraldClient } = await import("/dist/index.js");
+      const client = new HeraldClient(url, { token: fresh });
+      // Made before `connect()`, as the README's example does: `run:r10`
+      // is not allowed (and holds `run:r1` in its name), `run:r3` is one
+      // subscription over the hub's limit of 2.
+      const subscriptions = ["run:r10", "run:r1", "run:r2", "run:r3"].map((topic) => client.subscribe(topic));
+      client.connect();
+      const settled = (subscription) =>
+        Promise.race([
+          subscription.ready().then(
+            () => "subscribed",
+            () => `refused: ${subscription.state.error?.code}`,
+          ),
+          new Promise((resolve) => setTimeout(() => resolve(`still ${subscription.state.state}`), 5_000)),
+        ]);
+      const outcome = await Promise.all(subscriptions.map(settled));
+      client.dispose();
+      return outcome;
+    },
+    { url: hub.url, fresh },
+  );
+  assert.deepEqual(outcome, ["refused: forbidden", "subscribed", "subscribed", "refused: invalid_request"]);
+  await page.close();
+  await stopHub(hub);
+});
+
+test("two_subscriptions_on_one_topic_with_different_filters_each_get_their_own_events", async () => {
+  const hub = await startHub();
+  const page = await openExample(context, site, hub, { user: "u1", topics: "run:r1" });
+  await waitForDemo(page, "open", isOpen);
+  await page.evaluate(async () => {
+    const client = window.heraldDemo.client;
+    window.filtered = { tasks: [], steps: [] };
+    const tasks = client.subscribe("run:f", { filter: { types: ["task.*"] } });
+    tasks.on("*", (e) => window.filtered.tasks.push(e.event_type));
+    const steps = client.subscribe("run:f", { filter: { types: ["step.*"] } });
+    steps.on("*", (e) => window.filtered.steps.push(e.event_type));
+    await Promise.all([tasks.ready(), steps.ready()]);
+  });
+  for (const event_type of ["task.started", "step.completed", "log.line", "task.done"]) {
+    await publish(hub, { topic: "run:f", event_type, data: {} });
+  }
+  await page.waitForFunction(() => window.filtered.tasks.length === 2 && window.filtered.steps.length === 1, null, { timeout: 10_000 });
+  const filtered = await page.evaluate(() => window.filtered);
+  assert.deepEqual(filtered, { tasks: ["task.started", "task.done"], steps: ["step.completed"] });
+  await page.close();
+  await stopHub(hub);
+});
+
+test("a_client_disposed_while_its_module_loads_rejects_its_connect_and_leaves_no_unhandled_error", async () => {
+  const hub = await startHub();
+  const page = await openExample(context, site, hub, { user: "u1", topics: "run:r1" });
+  await waitForDemo(page, "open", isOpen);
+  const errors = [];
+  page.on("pageerror", (error) => errors.push(error.message));
+  const outcome = await page.evaluate(async (url) => {
+    const { HeraldClient } = await import("/dist/index.js");
+    const client = new HeraldClient(url);
+    const connected = client.connect();
+    const told = client.setToken("t");
+    client.dispose();
+    const settle = (promise) =>
+      Promise.race([
+        promise.then(
+          () => "resolved",
+          (error) => error.message,
+        ),
+        new Promise((resolve) => setTimeout(() => resolve("pending"), 3_000)),
+      ]);
+    return { connected: await settle(connected), told: await settle(told) };
+  }, hub.url);
+  assert.deepEqual(outcome, { connected: "HeraldClient was disposed", told: "HeraldClient was disposed" });
+  await sleep(200);
+  assert.deepEqual(errors, []);
+  await page.close();
+  await stopHub(hub);
+});
 
 test("a_token_set_before_the_old_one_expires_keeps_the_connection_open_past_its_expiry", async () => {
   const secret = "browser-test-secret-0123456789abcdef";

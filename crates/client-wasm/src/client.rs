@@ -76,8 +76,9 @@ impl WasmClient {
 
     /// Subscribes: `subscribe` is a `subscribe` frame's fields as JSON
     /// (`{topics, filter?, since?, snapshot?}`). Kept across reconnects.
-    /// With `id`, a refusal of it names it as `ref` (sent now, not on a
-    /// later reconnect).
+    /// With `id`, every `subscribe` frame for it carries the id, so the
+    /// hub's answer (`ack`, or a refusal) names it as `ref` on every
+    /// connection.
     pub fn subscribe(&self, subscribe: &str, id: Option<String>) -> Result<(), JsError> {
         let subscribe: Subscribe = parse(subscribe, "subscribe")?;
         self.send_frame(ClientFrame {

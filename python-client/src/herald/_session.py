@@ -22,6 +22,11 @@ Guarantees (as in Rust):
   stream that changed under a live subscription) or of a topic reached
   through a pattern restarts it at the gap's ``to_seq``, epoch unknown; gaps
   are surfaced and move the checkpoint past them.
+- A ``snapshot`` ahead of the checkpoint (it comes before the replay of what
+  was missed) leaves the checkpoint where it is: the replayed events up to
+  the snapshot's seq are delivered, except a keyed event the snapshot holds a
+  newer or the same event of. Unkeyed events are never in a snapshot, so
+  none is lost.
 - Reconnect attempt ``n`` waits uniform ``[0, min(max, initial * 2^(n-1))]``
   ms (xorshift64* seeded by the caller), the cap itself without jitter.
 - A hub draining for a deploy sends ``system.shutdown`` on ``global`` with
@@ -387,6 +392,10 @@ class Subscription:
     topics: list[str]
     filter: EventFilter | None = None
     snapshot: bool = False
+    id: RequestId | None = None
+    """The request id the application gave it: every ``subscribe`` frame for
+    it carries it, so the hub's ``ack`` or ``error`` names it on every
+    connection."""
 
     def names(self, topic: str) -> bool:
         """Whether the subscription names ``topic`` itself (not by a pattern)."""
@@ -396,7 +405,7 @@ class Subscription:
         return any(pattern_matches(p, topic) for p in self.topics)
 
     def frame(
-        self, checkpoints: dict[str, Checkpoint], config: SessionConfig, id: RequestId | None
+        self, checkpoints: dict[str, Checkpoint], config: SessionConfig
     ) -> tuple[ClientFrameSubscribe, list[str]]:
         """The frame, with ``since`` for the covered topics: those the
         subscription names first (in topic order), then the others, the most
@@ -405,7 +414,7 @@ class Subscription:
         within ``max_frame_bytes``."""
         named = sorted(topic for topic in checkpoints if self.names(topic))
         others = [t for t in reversed(checkpoints) if not self.names(t) and self.covers(t)]
-        room = config.max_frame_bytes - frame_bytes(self.frame_without_since(id)) - _SINCE_FIELD_BYTES
+        room = config.max_frame_bytes - frame_bytes(self.frame_without_since()) - _SINCE_FIELD_BYTES
         left = min(config.max_since_bytes, max(room, 0))
         chosen: dict[str, Since] = {}
         left_out: list[str] = []
@@ -417,13 +426,13 @@ class Subscription:
             chosen[topic] = checkpoints[topic].since()
         since = {topic: chosen[topic] for topic in sorted(chosen)}
         frame = ClientFrameSubscribe(
-            id=id, topics=list(self.topics), filter=self.filter, since=since, snapshot=self.snapshot
+            id=self.id, topics=list(self.topics), filter=self.filter, since=since, snapshot=self.snapshot
         )
         return frame, left_out
 
-    def frame_without_since(self, id: RequestId | None) -> ClientFrameSubscribe:
+    def frame_without_since(self) -> ClientFrameSubscribe:
         """The frame with no ``since``: the smallest it can be."""
-        return ClientFrameSubscribe(id=id, topics=list(self.topics), filter=self.filter, snapshot=self.snapshot)
+        return ClientFrameSubscribe(id=self.id, topics=list(self.topics), filter=self.filter, snapshot=self.snapshot)
 
 
 _SINCE_FIELD_BYTES = len(',"since":{}')
@@ -449,6 +458,9 @@ class _Link:
     """Checkpointed topics this link's subscriptions cover but could not
     resume (their ``since`` did not fit in the frames): what they missed is
     reported as a ``trimmed`` gap at their first event or ``subscribed``."""
+    snapshots: dict[str, tuple[int, dict[str, int]]] = field(default_factory=dict)
+    """Per topic, a ``snapshot`` received ahead of the checkpoint while the
+    replay up to its seq comes: its seq, and the latest seq of each key."""
 
 
 @dataclass
@@ -561,7 +573,7 @@ class Session:
                 resumed: set[str] = set()
                 left_out: set[str] = set()
                 for subscription in self._subscriptions:
-                    frame, missed = subscription.frame(self._checkpoints, self.config, None)
+                    frame, missed = subscription.frame(self._checkpoints, self.config)
                     resumed.update(frame.since)
                     left_out.update(missed)
                     self._transmit.append(frame)
@@ -579,10 +591,12 @@ class Session:
                 self._events.append(
                     Gap(topic=body.topic, from_seq=known.seq + 1, to_seq=body.seq - 1, reason="trimmed")
                 )
+            covered = self._covered_by_snapshot(body)
             if self._accept_event(body.topic, body.seq):
                 if isinstance(self._phase, _Link):
                     self._phase.gaps.pop(body.topic, None)
-                self._events.append(body)
+                if not covered:
+                    self._events.append(body)
         elif kind == "subscribed" and isinstance(body, Subscribed):
             if "*" not in body.topic and body.epoch is not None and body.seq is not None:
                 unresumed = self._take_unresumed(body.topic)
@@ -594,9 +608,16 @@ class Session:
             self._events.append(body)
         elif kind == "snapshot" and isinstance(body, Snapshot):
             checkpoint = self._adopt_stream(body.topic, body.epoch, body.seq)
-            checkpoint.seq = max(checkpoint.seq, body.seq)
+            if checkpoint.seq < body.seq and isinstance(self._phase, _Link):
+                keys: dict[str, int] = {}
+                for event in body.events:
+                    if event.key is not None:
+                        keys[event.key] = max(keys.get(event.key, event.seq), event.seq)
+                self._phase.snapshots[body.topic] = (body.seq, keys)
             self._events.append(body)
         elif kind == "replay_complete" and isinstance(body, ReplayComplete):
+            if isinstance(self._phase, _Link):
+                self._phase.snapshots.pop(body.topic, None)
             if body.to_seq >= body.from_seq:
                 self._advance(body.topic, body.to_seq)
             self._events.append(body)
@@ -718,7 +739,7 @@ class Session:
         """Subscribes and keeps the subscription across reconnects. Raises
         ``pydantic.ValidationError`` for a topic or pattern that breaks the grammar."""
         patterns = _PATTERNS.validate_python(list(topics))
-        self._add_subscription(Subscription(patterns, filter, snapshot), None)
+        self._add_subscription(Subscription(patterns, filter, snapshot))
 
     def unsubscribe(self, topics: list[str]) -> None:
         """Removes topics from every subscription; forgets uncovered checkpoints."""
@@ -739,13 +760,13 @@ class Session:
                     raise TimeCursorError(
                         "the session resumes from seq checkpoints: subscribe without a time cursor"
                     )
-            subscription = Subscription(list(frame.topics), frame.filter, frame.snapshot)
+            subscription = Subscription(list(frame.topics), frame.filter, frame.snapshot, frame.id)
             _require_topics(subscription.topics)
-            self._check_size(subscription.frame_without_since(frame.id))
+            self._check_size(subscription.frame_without_since())
             for topic in sorted(given):
                 self._write(topic, given[topic])
             try:
-                self._add_subscription(subscription, frame.id)
+                self._add_subscription(subscription)
             finally:
                 self._keep_most_recent()
             return
@@ -898,11 +919,11 @@ class Session:
             self._dropped += 1
             self._events.append(FrameDropped(self._outbox.popleft()))
 
-    def _add_subscription(self, subscription: Subscription, id: RequestId | None) -> None:
+    def _add_subscription(self, subscription: Subscription) -> None:
         _require_topics(subscription.topics)
-        self._check_size(subscription.frame_without_since(id))
+        self._check_size(subscription.frame_without_since())
         if self._is_welcomed():
-            frame, missed = subscription.frame(self._checkpoints, self.config, id)
+            frame, missed = subscription.frame(self._checkpoints, self.config)
             # A topic another subscription covers is live already.
             if isinstance(self._phase, _Link):
                 self._phase.unresumed.update(
@@ -910,6 +931,21 @@ class Session:
                 )
             self._transmit.append(frame)
         self._subscriptions.append(subscription)
+
+    def _covered_by_snapshot(self, event: Event) -> bool:
+        """Whether ``event`` is replayed behind a ``snapshot`` that holds a
+        newer or the same event of its key (then it is not delivered).
+        Forgets the snapshot once the replay has passed it."""
+        if not isinstance(self._phase, _Link):
+            return False
+        covered = self._phase.snapshots.get(event.topic)
+        if covered is None:
+            return False
+        seq, keys = covered
+        if event.seq > seq:
+            del self._phase.snapshots[event.topic]
+            return False
+        return event.key is not None and keys.get(event.key, 0) >= event.seq
 
     def _take_unresumed(self, topic: str) -> bool:
         """Whether ``topic`` was left out of this link's resubscriptions and

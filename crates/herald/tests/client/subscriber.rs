@@ -8,7 +8,7 @@ use herald_client::{
     ConnectionState, PublishRequest, Publisher, RetryPolicy, SessionConfig, Subscriber,
     SubscriberItem,
 };
-use herald_protocol::{CloseReason, EventType, Priority, Topic};
+use herald_protocol::{CloseReason, EventType, Label, Priority, Topic};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -503,5 +503,82 @@ async fn connect_says_why_the_hub_closed_the_first_connection_instead_of_timing_
         started.elapsed()
     );
     drop(first);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_snapshot_subscription_gets_what_it_missed_that_its_snapshot_does_not_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite:{}", dir.path().join("herald.db").display());
+    let args = ["--store", store.as_str()];
+    let mut hub = Hub::start(&args).await;
+    let bind = format!("127.0.0.1:{}", hub.port());
+    let topic: Topic = "run:snap".parse().unwrap();
+    let status = Label::new("status").unwrap();
+    let publish = |hub: &Hub, key: Option<&Label>, data: serde_json::Value| {
+        let mut request = PublishRequest::new(topic.clone(), "run.updated".parse().unwrap(), data);
+        if let Some(key) = key {
+            request = request.key(key.clone());
+        }
+        let publisher = Publisher::new(&hub.url).unwrap();
+        async move { publisher.publish(request).await.unwrap().seq }
+    };
+    assert_eq!(
+        publish(&hub, Some(&status), json!({"status": "running"})).await,
+        1
+    );
+
+    // Reconnects 2 s after the hub goes: time to publish while it is away.
+    let config = SessionConfig {
+        initial_reconnect_delay: Duration::from_secs(2),
+        max_reconnect_delay: Duration::from_secs(2),
+        jitter: false,
+        ..SessionConfig::default()
+    };
+    let mut subscriber = bounded(
+        "connect",
+        Subscriber::builder(hub.url.clone())
+            .topics([topic.clone().into()])
+            .snapshot(true)
+            .config(config)
+            .connect(),
+    )
+    .await
+    .unwrap();
+    subscribed(&mut subscriber).await;
+
+    hub.kill().await;
+    hub = Hub::start_on(&bind, &args).await;
+    assert_eq!(
+        publish(&hub, None, json!({"line": "retrying step 3"})).await,
+        2
+    );
+    assert_eq!(
+        publish(&hub, Some(&status), json!({"status": "done"})).await,
+        3
+    );
+    let mut snapshots = Vec::new();
+    let mut events = Vec::new();
+    let mut replayed = false;
+    while events.last() != Some(&4) {
+        let item = bounded("the items after the reconnect", subscriber.next())
+            .await
+            .expect("the subscriber ended");
+        match item {
+            SubscriberItem::Snapshot(snapshot) => snapshots.push(snapshot.seq),
+            SubscriberItem::Event(event) if event.topic == topic => events.push(event.seq),
+            SubscriberItem::Gap(gap) => panic!("unexpected gap: {gap:?}"),
+            SubscriberItem::ReplayComplete(_) if !replayed => {
+                replayed = true;
+                publish(&hub, None, json!({"line": "step 4"})).await;
+            }
+            _ => {}
+        }
+    }
+    // The first connection's snapshot holds seq 1; the second's, seq 3
+    // (status done). Behind it, the unkeyed line the snapshot cannot hold
+    // is delivered; the status it shows already is not.
+    assert_eq!(snapshots, [1, 3]);
+    assert_eq!(events, [2, 4]);
     hub.stop().await;
 }

@@ -25,8 +25,13 @@
 //!   changed under a live subscription) or of a topic reached through a
 //!   pattern restarts the checkpoint at the gap's `to_seq`, epoch unknown,
 //!   so the new stream's first seqs are delivered; `gap`s are
-//!   surfaced and move the checkpoint past them; a `snapshot` moves it to the
-//!   snapshot's seq, so events the snapshot covers are not replayed on top of it.
+//!   surfaced and move the checkpoint past them.
+//! - A `snapshot` ahead of the checkpoint (it comes before the replay of
+//!   what was missed) leaves the checkpoint where it is: the replayed events
+//!   up to the snapshot's seq are delivered, except a keyed event the
+//!   snapshot holds a newer or the same event of (its state is already
+//!   shown; delivering it would go back in time). Unkeyed events (a log
+//!   line, a progress message) are never in a snapshot, so none is lost.
 //! - A command with a request id (`confirm`, `cancel`, `pause`, `resume`)
 //!   is kept once transmitted until the hub answers it (`ack` or `error`
 //!   with its id as `ref`): if the connection is lost first, it goes back in
@@ -107,7 +112,7 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::error::{CloseReason, DecodeError};
-use crate::event::{Epoch, Event};
+use crate::event::{Epoch, Event, Label};
 use crate::event_type::EventType;
 use crate::filter::EventFilter;
 use crate::frame::{
@@ -182,6 +187,16 @@ struct Link {
     /// resume (their `since` did not fit in the frames): what they missed
     /// is reported as a `trimmed` gap at their first event or `subscribed`.
     unresumed: BTreeSet<Topic>,
+    /// Per topic, a `snapshot` received ahead of the checkpoint, while the
+    /// replay up to its seq comes.
+    snapshots: BTreeMap<Topic, Covered>,
+}
+
+/// What a `snapshot` covers: up to its seq, the latest event of each key.
+#[derive(Debug, Clone)]
+struct Covered {
+    seq: u64,
+    keys: BTreeMap<Label, u64>,
 }
 
 impl Session {
@@ -230,6 +245,7 @@ impl Session {
             retry_after: None,
             gaps: BTreeMap::new(),
             unresumed: BTreeSet::new(),
+            snapshots: BTreeMap::new(),
         });
     }
 
@@ -259,7 +275,7 @@ impl Session {
                     let mut resumed = BTreeSet::new();
                     let mut left_out = BTreeSet::new();
                     for subscription in &self.subscriptions {
-                        let (frame, missed) = subscription.frame(&self.checkpoints, limits, None);
+                        let (frame, missed) = subscription.frame(&self.checkpoints, limits);
                         if let ClientMessage::Subscribe(subscribe) = &frame.message {
                             resumed.extend(subscribe.since.keys().cloned());
                         }
@@ -288,11 +304,14 @@ impl Session {
                         reason: GapReason::Trimmed,
                     }));
                 }
+                let covered = self.covered_by_snapshot(&event);
                 if self.checkpoints.accept_event(&event.topic, event.seq) {
                     if let Phase::Open(link) = &mut self.phase {
                         link.gaps.remove(&event.topic);
                     }
-                    self.events.push_back(SessionEvent::Event(event));
+                    if !covered {
+                        self.events.push_back(SessionEvent::Event(event));
+                    }
                 }
             }
             ServerMessage::Subscribed(subscribed) => {
@@ -312,10 +331,28 @@ impl Session {
                 let checkpoint =
                     self.checkpoints
                         .adopt_stream(&snapshot.topic, &snapshot.epoch, snapshot.seq);
-                checkpoint.seq = checkpoint.seq.max(snapshot.seq);
+                if checkpoint.seq < snapshot.seq
+                    && let Phase::Open(link) = &mut self.phase
+                {
+                    let mut keys = BTreeMap::new();
+                    for event in &snapshot.events {
+                        if let Some(key) = &event.key {
+                            let seq = keys.entry(key.clone()).or_insert(event.seq);
+                            *seq = (*seq).max(event.seq);
+                        }
+                    }
+                    let covered = Covered {
+                        seq: snapshot.seq,
+                        keys,
+                    };
+                    link.snapshots.insert(snapshot.topic.clone(), covered);
+                }
                 self.events.push_back(SessionEvent::Snapshot(snapshot));
             }
             ServerMessage::ReplayComplete(done) => {
+                if let Phase::Open(link) = &mut self.phase {
+                    link.snapshots.remove(&done.topic);
+                }
                 if done.to_seq >= done.from_seq {
                     self.checkpoints.advance(&done.topic, done.to_seq);
                 }
@@ -500,9 +537,9 @@ impl Session {
                 topics,
                 filter,
                 snapshot,
+                id: None,
             },
             Checkpoints::new(),
-            None,
         )
     }
 
@@ -521,8 +558,9 @@ impl Session {
     }
 
     /// [`send`](Session::send) with a request id (the hub answers `ack` or
-    /// `error` with it as `ref`). A subscription made offline is sent on the
-    /// next `welcome` without the id.
+    /// `error` with it as `ref`). A subscription keeps its id: every
+    /// connection's `subscribe` for it carries it, so the hub's answer names
+    /// it whenever it is sent.
     pub fn send_frame(&mut self, frame: ClientFrame) -> Result<(), SessionError> {
         match frame.message {
             ClientMessage::Subscribe(subscribe) => {
@@ -537,8 +575,9 @@ impl Session {
                     topics: subscribe.topics,
                     filter: subscribe.filter,
                     snapshot: subscribe.snapshot,
+                    id: frame.id,
                 };
-                self.add_subscription(subscription, since, frame.id)
+                self.add_subscription(subscription, since)
             }
             ClientMessage::Unsubscribe(unsubscribe) => {
                 self.remove_topics(unsubscribe.topics, frame.id)
@@ -774,16 +813,15 @@ impl Session {
         &mut self,
         subscription: Subscription,
         since: Checkpoints,
-        id: Option<RequestId>,
     ) -> Result<(), SessionError> {
         if subscription.topics.is_empty() {
             return Err(SessionError::NoTopics);
         }
-        self.check_size(&subscription.frame_without_since(id.clone()))?;
+        self.check_size(&subscription.frame_without_since())?;
         let resumed = !since.is_empty();
         self.checkpoints.merge(since);
         if self.is_welcomed() {
-            let (frame, missed) = subscription.frame(&self.checkpoints, self.frame_limits(), id);
+            let (frame, missed) = subscription.frame(&self.checkpoints, self.frame_limits());
             // A topic another subscription covers is live already.
             let missed: Vec<Topic> = missed
                 .into_iter()
@@ -842,6 +880,27 @@ impl Session {
         if let Phase::Open(link) = &mut self.phase {
             link.unresumed.retain(kept);
         }
+    }
+
+    /// Whether `event` is replayed behind a `snapshot` that holds a newer
+    /// or the same event of its key (then it is not delivered). Forgets the
+    /// snapshot once the replay has passed it.
+    fn covered_by_snapshot(&mut self, event: &Event) -> bool {
+        let Phase::Open(link) = &mut self.phase else {
+            return false;
+        };
+        let Some(covered) = link.snapshots.get(&event.topic) else {
+            return false;
+        };
+        if event.seq > covered.seq {
+            link.snapshots.remove(&event.topic);
+            return false;
+        }
+        event
+            .key
+            .as_ref()
+            .and_then(|key| covered.keys.get(key))
+            .is_some_and(|&latest| latest >= event.seq)
     }
 
     /// Whether `topic` was left out of this link's resubscriptions and has

@@ -16,6 +16,10 @@ pub struct Subscription {
     pub filter: Option<EventFilter>,
     /// Ask for a `snapshot` first (on every connection).
     pub snapshot: bool,
+    /// The request id the application gave it: every `subscribe` frame for
+    /// it carries it, so the hub's `ack` or `error` names it on every
+    /// connection (a refusal after a reconnect included).
+    pub id: Option<RequestId>,
 }
 
 impl Subscription {
@@ -41,9 +45,8 @@ impl Subscription {
         &self,
         checkpoints: &Checkpoints,
         limits: FrameLimits,
-        id: Option<RequestId>,
     ) -> (ClientFrame, Vec<Topic>) {
-        let mut frame = self.frame_without_since(id);
+        let mut frame = self.frame_without_since();
         let room = limits
             .max_frame_bytes
             .saturating_sub(frame.encoded_len() + SINCE_FIELD_BYTES);
@@ -69,9 +72,9 @@ impl Subscription {
 
     /// The `subscribe` frame with no `since`: the smallest this
     /// subscription's frame can be.
-    pub(crate) fn frame_without_since(&self, id: Option<RequestId>) -> ClientFrame {
+    pub(crate) fn frame_without_since(&self) -> ClientFrame {
         ClientFrame {
-            id,
+            id: self.id.clone(),
             message: ClientMessage::Subscribe(Subscribe {
                 topics: self.topics.clone(),
                 filter: self.filter.clone(),

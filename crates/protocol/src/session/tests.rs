@@ -597,7 +597,7 @@ fn gap_is_surfaced_and_advances_the_checkpoint() {
 }
 
 #[test]
-fn snapshot_and_replay_complete_advance_the_checkpoint() {
+fn a_snapshot_ahead_of_the_checkpoint_lets_the_replay_deliver_what_it_does_not_hold() {
     let mut h = Harness::new(no_jitter());
     let mut restored = Checkpoints::new();
     restored.insert(
@@ -618,16 +618,27 @@ fn snapshot_and_replay_complete_advance_the_checkpoint() {
         h.session.checkpoints().get(&topic("run:r1")).unwrap().seq,
         3
     );
+    let keyed = |seq: u64, key: &str| {
+        let mut event = event("run:r1", seq);
+        event.key = Some(Label::new(key).unwrap());
+        event
+    };
     h.recv(ServerMessage::Snapshot(Snapshot {
         topic: topic("run:r1"),
         epoch: epoch("e1"),
         seq: 7,
-        events: vec![event("run:r1", 7)],
+        events: vec![keyed(7, "status")],
     }));
-    // ...but the snapshot already reflects them: replaying them on top would go back in time.
+    // ...and through the snapshot: the replay delivers what the snapshot
+    // does not hold (an unkeyed event), not what it shows newer.
+    assert_eq!(
+        h.session.checkpoints().get(&topic("run:r1")).unwrap().seq,
+        3
+    );
     h.recv(ServerMessage::Event(event("run:r1", 5)));
+    h.recv(ServerMessage::Event(keyed(6, "status")));
     h.recv(ServerMessage::Event(event("run:r1", 8)));
-    assert_eq!(h.delivered_seqs(), vec![8]);
+    assert_eq!(h.delivered_seqs(), vec![5, 8]);
     h.recv(ServerMessage::ReplayComplete(ReplayComplete {
         topic: topic("run:r1"),
         from_seq: 8,
@@ -729,7 +740,7 @@ fn a_time_cursor_is_refused_and_leaves_no_subscription_or_checkpoint() {
 
 fn cancel(n: u64) -> ClientMessage {
     ClientMessage::Cancel(crate::frame::Control {
-        task_id: Some(crate::event::Label::new(format!("t{n}")).unwrap()),
+        task_id: Some(Label::new(format!("t{n}")).unwrap()),
         run_id: None,
         reason: None,
     })
