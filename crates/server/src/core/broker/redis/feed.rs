@@ -416,14 +416,20 @@ impl FeedSession {
         // (restored from a snapshot): checked before this session delivers
         // anything, since events published meanwhile could otherwise be
         // taken for the continuation of what this node delivered.
-        if engine.redis_time().await.is_err() {
+        let Ok(now) = engine.redis_time().await else {
             return Err("Redis does not answer");
-        }
-        let run = engine.server_run().await;
+        };
+        let (run, uptime_s) = engine.server_run().await.unzip();
+        // Every event a copy restored at this run's start holds was stored
+        // before the run started (a second's precision), and before this
+        // node last heard Redis.
+        let restored_by = uptime_s
+            .map(|uptime| now.saturating_sub((uptime + 1) * 1000))
+            .max(*heard_until);
         if server_run.is_some()
             && run.is_some()
             && run != *server_run
-            && !engine.rebase_regressed().await
+            && !engine.rebase_regressed(restored_by).await
         {
             // Checked again by the next session: the node stays unready.
             return Err("the followed streams could not be compared with Redis's copy");
@@ -517,15 +523,21 @@ fn message_parts(push: &PushInfo) -> Option<(&[u8], &[u8])> {
 
 impl Shared {
     /// The Redis server's run id (new at every start of it).
-    async fn server_run(&self) -> Option<String> {
+    async fn server_run(&self) -> Option<(String, u64)> {
         let info: String = redis::cmd("INFO")
             .arg("server")
             .query_async(&mut self.commands.clone())
             .await
             .ok()?;
-        info.lines()
-            .find_map(|line| line.strip_prefix("run_id:"))
-            .map(|id| id.trim().to_owned())
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                .map(str::trim)
+        };
+        Some((
+            field("run_id")?.to_owned(),
+            field("uptime_in_seconds")?.parse().ok()?,
+        ))
     }
 
     /// Whether Redis serves reads: false while it loads its data set (or
@@ -552,8 +564,10 @@ impl Shared {
     /// Gives every followed stream that Redis now holds at a lower seq than
     /// this node delivered a new epoch: its subscribers are then told
     /// `epoch_changed`, here by the catch-up and everywhere by `since`.
-    /// False when the streams could not all be compared.
-    async fn rebase_regressed(&self) -> bool {
+    /// `restored_by`: the Redis time by which every event of a copy Redis
+    /// restored was stored. False when the streams could not all be
+    /// compared.
+    async fn rebase_regressed(&self, restored_by: Option<u64>) -> bool {
         let followed: Vec<(Topic, LastDelivered)> = self
             .feed
             .positions
@@ -583,7 +597,7 @@ impl Shared {
         let followed: Vec<Topic> = self.feed.positions.read().keys().cloned().collect();
         for topic in &followed {
             if self.feed.position(topic).is_some() {
-                self.fill(topic, None).await;
+                self.fill_after_restart(topic, None, restored_by).await;
             }
         }
         true
@@ -734,6 +748,20 @@ impl Shared {
     /// (since `min_time`, when it has no position), announcing what the
     /// stream no longer holds.
     async fn fill(&self, topic: &Topic, min_time: Option<u64>) {
+        self.fill_after_restart(topic, min_time, None).await;
+    }
+
+    /// [`fill`](Self::fill) right after Redis restarted, before anything
+    /// of the new run was heard: a stream replaced meanwhile (a new epoch)
+    /// is delivered from its first event stored after `restored_by` (Redis
+    /// time). Those stored by then are a restored copy of events this node
+    /// delivered already, under the old epoch: they are not sent twice.
+    async fn fill_after_restart(
+        &self,
+        topic: &Topic,
+        min_time: Option<u64>,
+        restored_by: Option<u64>,
+    ) {
         self.feed.catch_up_reads.fetch_add(1, Relaxed);
         let known = self.feed.position(topic);
         let after = known.as_ref().map_or(0, |(_, seq)| *seq);
@@ -747,7 +775,7 @@ impl Shared {
                 return;
             }
         };
-        if let Some((epoch, _)) = &known
+        if let Some((epoch, delivered)) = &known
             && *epoch != read.epoch
         {
             self.handler.on_gap(&Gap {
@@ -757,7 +785,13 @@ impl Shared {
                 reason: GapReason::EpochChanged,
             });
             self.feed.reset(topic, &read.epoch);
-            // The new stream from its start.
+            if let Some(restored_by) = restored_by {
+                let restored = self.restored_copy(topic, restored_by).await.min(*delivered);
+                if let Some(slot) = self.feed.positions.read().get(topic) {
+                    *slot.lock() = Some((read.epoch.clone(), restored, None));
+                }
+            }
+            // The new stream from its start (or past the restored copy).
             return Box::pin(self.fill(topic, None)).await;
         }
         if known.is_some() && read.first_retained > after + 1 {
@@ -776,6 +810,20 @@ impl Shared {
         for (audience, event) in &read.events {
             self.deliver_counted(&read.epoch, event, *audience, together)
                 .await;
+        }
+    }
+
+    /// The last seq of the events of `topic`'s stream stored by
+    /// `restored_by` (Redis time): a stream Redis restored from a snapshot
+    /// begins with them, and later ones were stored after it came back.
+    /// 0 when none, or when the stream cannot be read.
+    async fn restored_copy(&self, topic: &Topic, restored_by: u64) -> u64 {
+        match self.read_at(topic, ReadAt::after(0, restored_by + 1)).await {
+            Ok(read) => read
+                .events
+                .first()
+                .map_or(read.last, |(_, event)| event.event.seq.saturating_sub(1)),
+            Err(_) => 0,
         }
     }
 
