@@ -251,7 +251,10 @@ export class HeraldClient implements SubscriptionHost {
     const list = typeof topics === "string" ? [topics] : [...topics];
     this.lastSubscription += 1;
     const id = `sub-${this.lastSubscription}`;
-    const sharing = this.subscriptions.filter((s) => s.topics.some((topic) => list.includes(topic)));
+    // Per topic string: the hub keeps a pattern's filter apart from an exact topic's.
+    const sharing = this.subscriptions.filter(
+      (s) => s.state.state !== "refused" && s.state.state !== "closed" && s.topics.some((topic) => list.includes(topic)),
+    );
     const filter = widestFilter([options.filter, ...sharing.map((s) => s.filter)]);
     const subscription = new Subscription(this, list, options.filter, id);
     this.subscriptions.push(subscription);

@@ -668,6 +668,13 @@ pub struct Gap {
     #[ts(type = "number")]
     pub to_seq: u64,
     pub reason: GapReason,
+    /// On an `epoch_changed` gap: the epoch of the topic's stream now, of
+    /// which `from_seq..=to_seq` are missed, so a client resumes from
+    /// `to_seq` of that stream (and its next `since` names the epoch).
+    /// Absent on other gaps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub epoch: Option<Epoch>,
 }
 
 /// Why a `gap` happened.

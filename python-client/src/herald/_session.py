@@ -20,8 +20,10 @@ Guarantees (as in Rust):
 - A ``subscribed`` or ``snapshot`` naming another epoch forgets the
   checkpoint; an ``epoch_changed`` gap up to seq 0 behind the checkpoint (a
   stream that changed under a live subscription) or of a topic reached
-  through a pattern restarts it at the gap's ``to_seq``, epoch unknown; gaps
-  are surfaced and move the checkpoint past them.
+  through a pattern restarts it at the gap's ``to_seq``, epoch unknown; an
+  ``epoch_changed`` gap that names its ``epoch`` puts the checkpoint at
+  ``to_seq`` of that stream, whatever it was; gaps are surfaced and move the
+  checkpoint past them.
 - A ``snapshot`` ahead of the checkpoint (it comes before the replay of what
   was missed) leaves the checkpoint where it is: the replayed events up to
   the snapshot's seq are delivered, except a keyed event the snapshot holds a
@@ -41,7 +43,8 @@ Guarantees (as in Rust):
   ``welcome``. A command the hub carried out just before the link went may
   so be carried out twice (the hub acknowledges the same user's same answer
   again; a control request is published again). At most
-  ``offline_queue_capacity`` are kept.
+  ``offline_queue_capacity`` are kept: past it, the one sent longest ago is
+  no longer sent again.
 """
 
 from __future__ import annotations
@@ -636,7 +639,10 @@ class Session:
             # the new stream, so the old checkpoint (and epoch) goes.
             known = self._checkpoints.get(body.topic)
             behind = body.to_seq == 0 and known is not None and known.seq > 0
-            if body.reason == "epoch_changed" and (behind or not subscribed_exactly):
+            if body.reason == "epoch_changed" and body.epoch is not None:
+                # The hub names the stream the topic has now.
+                self._write(body.topic, Checkpoint(body.to_seq, body.epoch))
+            elif body.reason == "epoch_changed" and (behind or not subscribed_exactly):
                 self._write(body.topic, Checkpoint(body.to_seq))
             else:
                 self._advance(body.topic, body.to_seq)
@@ -706,16 +712,24 @@ class Session:
     def handle_unsent(self, frame: WireModel) -> None:
         """A frame taken from :meth:`poll_transmit` could not be sent (the
         write failed, or there was no socket to write it to): it goes back in
-        front, to be transmitted next, or, once the driver reports the link
-        lost (:meth:`handle_closed`), to be queued for the next connection
-        like every unsent frame."""
+        front, to be transmitted next, or, once the link is lost
+        (:meth:`handle_closed`, before or after this call), to be queued for
+        the next connection like every unsent frame."""
         id = getattr(frame, "id", None)
         if id is not None:
             for at in range(len(self._unanswered) - 1, -1, -1):
                 if _same_id(getattr(self._unanswered[at], "id", None), id):
                     del self._unanswered[at]
                     break
+        welcomed = self._is_welcomed()
+        # A command kept for its answer was queued when the link went.
+        if not welcomed and frame in self._outbox:
+            return
         self._transmit.appendleft(frame)
+        if not welcomed:
+            # The link it was taken for is gone: nothing is sent before the
+            # next ``welcome``.
+            self._requeue_unsent()
 
     def poll_timeout(self) -> int | None:
         """When to call :meth:`handle_timeout` next, if ever."""

@@ -330,7 +330,9 @@ impl Subscriber {
     /// the returned request id (e.g. `conflict` when it is already decided).
     /// A connection lost before that answer does not lose the command: it
     /// is sent again, with the same id, after the next `welcome` (so are
-    /// `cancel`, `pause` and `resume` sent with [`send`](Self::send)).
+    /// `cancel`, `pause` and `resume` sent with [`send`](Self::send)). On a
+    /// hub without users the answer sent again comes back as `conflict`
+    /// when the first one was taken (its message names the status).
     pub async fn confirm(
         &self,
         callback_id: CallbackId,
@@ -359,7 +361,8 @@ impl Subscriber {
     /// Sends any frame with a fresh request id (returned, to match the hub's
     /// `ack` or `error`); queued (bounded) while disconnected.
     /// `subscribe`/`unsubscribe` frames become session state, like
-    /// [`subscribe`](Self::subscribe).
+    /// [`subscribe`](Self::subscribe); a `subscribe` keeps its id, so its
+    /// `ack` (or refusal) comes again after every reconnect.
     pub async fn send(&self, message: ClientMessage) -> Result<RequestId, SubscribeError> {
         let id = RequestId::Number(self.next_id.fetch_add(1, Ordering::Relaxed));
         let frame = ClientFrame {

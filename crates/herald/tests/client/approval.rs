@@ -8,12 +8,9 @@ use herald_protocol::payload::{ApprovalRequested, ApprovalStatus, NewApproval, T
 use herald_protocol::session::SessionConfig;
 use herald_protocol::{ErrorCode, EventType, Topic};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::harness::{Hub, bounded, next_matching, subscribed};
+use crate::harness::{Hub, Relay, bounded, next_matching, subscribed};
 
 pub fn new_approval(user: &str, task: &str) -> NewApproval {
     NewApproval {
@@ -138,99 +135,6 @@ async fn request_approval_gets_the_decision_sent_by_another_clients_confirm() {
         matches!(missing, herald_client::ApprovalError::NotFound(_)),
         "{missing:?}"
     );
-}
-
-/// A TCP relay to the hub that can drop everything the client writes (a
-/// link that died without either end noticing: writes still succeed) and
-/// cut its connections; new connections are relayed faithfully.
-struct Relay {
-    /// `http://127.0.0.1:PORT`.
-    url: String,
-    state: watch::Sender<RelayState>,
-    _accept: JoinSet<()>,
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct RelayState {
-    dropping: bool,
-    /// Bytes from clients that were dropped.
-    dropped: usize,
-    cuts: u32,
-}
-
-impl Relay {
-    async fn start(upstream: &str) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (state, _) = watch::channel(RelayState::default());
-        let upstream = upstream.to_owned();
-        let shared = state.clone();
-        let mut accept = JoinSet::new();
-        accept.spawn(async move {
-            // Dropped with the accept loop: every relaying task stops too.
-            let mut connections = JoinSet::new();
-            while let Ok((client, _)) = listener.accept().await {
-                let (state, upstream) = (shared.clone(), upstream.clone());
-                connections.spawn(async move {
-                    let Ok(hub) = TcpStream::connect(&upstream).await else {
-                        return;
-                    };
-                    let (mut from_client, mut to_client) = client.into_split();
-                    let (mut from_hub, mut to_hub) = hub.into_split();
-                    let cuts = state.borrow().cuts;
-                    let up = async {
-                        let mut buffer = vec![0; 16 * 1024];
-                        loop {
-                            let n = from_client.read(&mut buffer).await?;
-                            if n == 0 {
-                                return Ok::<_, std::io::Error>(());
-                            }
-                            if state.borrow().dropping {
-                                state.send_modify(|s| s.dropped += n);
-                            } else {
-                                to_hub.write_all(&buffer[..n]).await?;
-                            }
-                        }
-                    };
-                    let mut cut = state.subscribe();
-                    tokio::select! {
-                        _ = up => {}
-                        _ = tokio::io::copy(&mut from_hub, &mut to_client) => {}
-                        _ = cut.wait_for(|s| s.cuts != cuts) => {}
-                    }
-                });
-            }
-        });
-        Relay {
-            url: format!("http://127.0.0.1:{port}"),
-            state,
-            _accept: accept,
-        }
-    }
-
-    /// From now on, what clients write on open connections is dropped.
-    fn drop_client_bytes(&self) {
-        self.state.send_modify(|s| s.dropping = true);
-    }
-
-    /// Waits until some client bytes were dropped.
-    async fn dropped_some(&self) {
-        let mut state = self.state.subscribe();
-        bounded(
-            "the relay dropping a frame",
-            state.wait_for(|s| s.dropped > 0),
-        )
-        .await
-        .unwrap();
-    }
-
-    /// Closes every open connection; new ones are relayed faithfully.
-    fn cut(&self) {
-        self.state.send_modify(|s| {
-            s.dropping = false;
-            s.cuts += 1;
-        });
-    }
 }
 
 #[tokio::test]

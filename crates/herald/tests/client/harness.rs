@@ -11,8 +11,11 @@ use futures::StreamExt;
 use herald_client::{Subscriber, SubscriberItem};
 use herald_protocol::frame::Subscribed;
 use herald_tests::Herald;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, ChildStdout, Command};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 /// How long any single awaited step may take.
 pub const STEP: Duration = Duration::from_secs(20);
@@ -161,4 +164,116 @@ pub async fn subscribed(subscriber: &mut Subscriber) -> Subscribed {
         _ => None,
     })
     .await
+}
+
+/// A TCP relay to the hub that can drop everything the client writes (a
+/// link that died without either end noticing: writes still succeed), cut
+/// its connections and turn new ones away.
+pub struct Relay {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    state: watch::Sender<RelayState>,
+    _accept: JoinSet<()>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct RelayState {
+    dropping: bool,
+    /// New connections are closed at once.
+    refusing: bool,
+    /// Bytes from clients that were dropped.
+    dropped: usize,
+    cuts: u32,
+}
+
+impl Relay {
+    pub async fn start(upstream: &str) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (state, _) = watch::channel(RelayState::default());
+        let upstream = upstream.to_owned();
+        let shared = state.clone();
+        let mut accept = JoinSet::new();
+        accept.spawn(async move {
+            // Dropped with the accept loop: every relaying task stops too.
+            let mut connections = JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                if shared.borrow().refusing {
+                    continue;
+                }
+                let (state, upstream) = (shared.clone(), upstream.clone());
+                connections.spawn(async move {
+                    let Ok(hub) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_hub, mut to_hub) = hub.into_split();
+                    let cuts = state.borrow().cuts;
+                    let up = async {
+                        let mut buffer = vec![0; 16 * 1024];
+                        loop {
+                            let n = from_client.read(&mut buffer).await?;
+                            if n == 0 {
+                                return Ok::<_, std::io::Error>(());
+                            }
+                            if state.borrow().dropping {
+                                state.send_modify(|s| s.dropped += n);
+                            } else {
+                                to_hub.write_all(&buffer[..n]).await?;
+                            }
+                        }
+                    };
+                    let mut cut = state.subscribe();
+                    tokio::select! {
+                        _ = up => {}
+                        _ = tokio::io::copy(&mut from_hub, &mut to_client) => {}
+                        _ = cut.wait_for(|s| s.cuts != cuts) => {}
+                    }
+                });
+            }
+        });
+        Relay {
+            url: format!("http://127.0.0.1:{port}"),
+            state,
+            _accept: accept,
+        }
+    }
+
+    /// From now on, what clients write on open connections is dropped.
+    pub fn drop_client_bytes(&self) {
+        self.state.send_modify(|s| s.dropping = true);
+    }
+
+    /// Waits until some client bytes were dropped.
+    pub async fn dropped_some(&self) {
+        let mut state = self.state.subscribe();
+        bounded(
+            "the relay dropping a frame",
+            state.wait_for(|s| s.dropped > 0),
+        )
+        .await
+        .unwrap();
+    }
+
+    /// Closes every open connection; new ones are relayed faithfully.
+    pub fn cut(&self) {
+        self.state.send_modify(|s| {
+            s.dropping = false;
+            s.cuts += 1;
+        });
+    }
+
+    /// Closes every open connection and turns new ones away until
+    /// [`Relay::reopen`].
+    pub fn close(&self) {
+        self.state.send_modify(|s| {
+            s.refusing = true;
+            s.cuts += 1;
+        });
+    }
+
+    /// Relays new connections again.
+    pub fn reopen(&self) {
+        self.state.send_modify(|s| s.refusing = false);
+    }
 }

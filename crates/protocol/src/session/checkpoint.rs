@@ -164,9 +164,9 @@ impl Checkpoints {
         checkpoint
     }
 
-    /// The topic's stream is a new one, at `seq` (its epoch unknown here).
-    pub(crate) fn restart(&mut self, topic: &Topic, seq: u64) {
-        self.insert(topic.clone(), Checkpoint { seq, epoch: None });
+    /// The topic's stream is a new one, at `seq` (of `epoch`, when known).
+    pub(crate) fn restart(&mut self, topic: &Topic, seq: u64, epoch: Option<Epoch>) {
+        self.insert(topic.clone(), Checkpoint { seq, epoch });
     }
 
     /// Everything up to `seq` was delivered or reported missing.

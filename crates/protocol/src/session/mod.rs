@@ -24,8 +24,9 @@
 //!   `epoch_changed` gap up to seq 0 behind the checkpoint (a stream that
 //!   changed under a live subscription) or of a topic reached through a
 //!   pattern restarts the checkpoint at the gap's `to_seq`, epoch unknown,
-//!   so the new stream's first seqs are delivered; `gap`s are
-//!   surfaced and move the checkpoint past them.
+//!   so the new stream's first seqs are delivered; an `epoch_changed` gap
+//!   that names its `epoch` puts the checkpoint at `to_seq` of that stream,
+//!   whatever it was; `gap`s are surfaced and move the checkpoint past them.
 //! - A `snapshot` ahead of the checkpoint (it comes before the replay of
 //!   what was missed) leaves the checkpoint where it is: the replayed events
 //!   up to the snapshot's seq are delivered, except a keyed event the
@@ -40,7 +41,8 @@
 //!   approval; the price is that a command the hub carried out just before
 //!   the link went may be carried out twice (the hub acknowledges the same
 //!   user's same answer again; a control request is published again).
-//!   At most [`SessionConfig::offline_queue_capacity`] are kept.
+//!   At most [`SessionConfig::offline_queue_capacity`] are kept: past it,
+//!   the one sent longest ago is no longer sent again.
 //! - Reconnect delays: attempt `n` (1-based since the last stable connection)
 //!   waits uniform `[0, min(max, initial * 2^(n-1))]` ms with jitter, the cap
 //!   itself without; see [`SessionConfig::reconnect_delay_cap`].
@@ -71,7 +73,8 @@
 //! }
 //! # session.handle_text(r#"{"type":"welcome","session_id":"s1","protocol":1,"heartbeat_ms":30000,"server_version":"0.1.0"}"#, now)?;
 //! while let Some(frame) = session.poll_transmit() {
-//!     let _text = frame.encode(); // socket.send(text)
+//!     let _text = frame.encode(); // socket.send(text); if that fails:
+//!     // session.handle_unsent(frame); session.handle_closed(None, now);
 //! }
 //! while let Some(event) = session.poll_event() {
 //!     match event {
@@ -302,6 +305,7 @@ impl Session {
                         from_seq: checkpoint.seq + 1,
                         to_seq: event.seq - 1,
                         reason: GapReason::Trimmed,
+                        epoch: None,
                     }));
                 }
                 let covered = self.covered_by_snapshot(&event);
@@ -385,8 +389,14 @@ impl Session {
                         .get(&gap.topic)
                         .is_some_and(|checkpoint| checkpoint.seq > 0);
                 let restarted = behind || !subscribed_exactly;
-                if gap.reason == GapReason::EpochChanged && restarted {
-                    self.checkpoints.restart(&gap.topic, gap.to_seq);
+                if gap.reason == GapReason::EpochChanged
+                    && let Some(epoch) = &gap.epoch
+                {
+                    // The hub names the stream the topic has now.
+                    self.checkpoints
+                        .restart(&gap.topic, gap.to_seq, Some(epoch.clone()));
+                } else if gap.reason == GapReason::EpochChanged && restarted {
+                    self.checkpoints.restart(&gap.topic, gap.to_seq, None);
                 } else {
                     self.checkpoints.advance(&gap.topic, gap.to_seq);
                 }
@@ -488,8 +498,9 @@ impl Session {
     /// A frame taken from [`poll_transmit`](Session::poll_transmit) could
     /// not be sent (the write failed, or there was no socket to write it
     /// to): it goes back in front, to be transmitted next, or, once the
-    /// driver reports the link lost ([`handle_closed`](Session::handle_closed)),
-    /// to be queued for the next connection like every unsent frame.
+    /// link is lost ([`handle_closed`](Session::handle_closed), before or
+    /// after this call), to be queued for the next connection like every
+    /// unsent frame.
     pub fn handle_unsent(&mut self, frame: ClientFrame) {
         if let Some(id) = &frame.id
             && let Some(at) = self
@@ -499,7 +510,17 @@ impl Session {
         {
             self.unanswered.remove(at);
         }
+        let welcomed = self.is_welcomed();
+        // A command kept for its answer was queued when the link went.
+        if !welcomed && self.outbox.contains(&frame) {
+            return;
+        }
         self.transmit.push_front(frame);
+        if !welcomed {
+            // The link it was taken for is gone: nothing is sent before
+            // the next `welcome`.
+            self.requeue_unsent();
+        }
     }
 
     /// When to call [`handle_timeout`](Session::handle_timeout) next, if ever.
@@ -931,6 +952,7 @@ impl Session {
                 from_seq,
                 to_seq: seq,
                 reason,
+                epoch: None,
             }));
         }
     }

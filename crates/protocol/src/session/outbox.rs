@@ -52,6 +52,11 @@ impl Outbox {
         self.frames.drain(..)
     }
 
+    /// Whether `frame` is queued.
+    pub(crate) fn contains(&self, frame: &ClientFrame) -> bool {
+        self.frames.contains(frame)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.frames.len()
     }

@@ -506,6 +506,7 @@ fn epoch_change_forgets_the_checkpoint() {
         from_seq: 1,
         to_seq: 3,
         reason: GapReason::EpochChanged,
+        epoch: None,
     }));
     h.recv(ServerMessage::Event(event("run:r1", 4)));
     let seqs = h.delivered_seqs();
@@ -555,6 +556,7 @@ fn a_topic_under_a_pattern_whose_stream_restarted_delivers_the_new_streams_event
         from_seq: 1,
         to_seq: 0,
         reason: GapReason::EpochChanged,
+        epoch: None,
     }));
     for seq in 1..=5 {
         h.recv(ServerMessage::Event(event("run:a", seq)));
@@ -584,6 +586,7 @@ fn gap_is_surfaced_and_advances_the_checkpoint() {
         from_seq: 11,
         to_seq: 20,
         reason: GapReason::Shed,
+        epoch: None,
     };
     h.recv(ServerMessage::Gap(gap.clone()));
     assert!(h.events().contains(&SessionEvent::Gap(gap)));
@@ -947,6 +950,7 @@ impl FakeHub {
                         from_seq: 1,
                         to_seq: self.latest[i],
                         reason: GapReason::EpochChanged,
+                        epoch: None,
                     }));
                 }
                 out.push(ServerMessage::ReplayComplete(ReplayComplete {

@@ -618,6 +618,14 @@ class Event(WireModel):
 class Gap(WireModel):
     """`gap`: events `from_seq..=to_seq` of `topic` that the client will not get."""
 
+    __omit_default__: ClassVar[frozenset[str]] = frozenset({"epoch"})
+
+    epoch: Epoch | None = None
+    """On an `epoch_changed` gap: the epoch of the topic's stream now, of
+    which `from_seq..=to_seq` are missed, so a client resumes from
+    `to_seq` of that stream (and its next `since` names the epoch).
+    Absent on other gaps.
+    """
     from_seq: UInt64
     reason: GapReason
     to_seq: UInt64

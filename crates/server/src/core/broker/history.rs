@@ -68,13 +68,14 @@ impl History {
                 from_seq,
                 to_seq: first_retained - 1,
                 reason: GapReason::Trimmed,
+                epoch: None,
             })
         };
         match since {
             Since::Seq { seq, epoch } => {
                 let foreign_epoch = epoch.as_ref().is_some_and(|epoch| *epoch != position.epoch);
                 if foreign_epoch || *seq > current {
-                    return History::epoch_changed(topic, current);
+                    return History::epoch_changed(topic, position);
                 }
                 let window = Window {
                     after: (*seq).max(first_retained.saturating_sub(1)),
@@ -148,15 +149,18 @@ impl History {
     }
 
     /// The checkpoint is from another stream of the topic (or beyond its
-    /// head): the client is told to drop what it held, `1..=current`, even
-    /// for a stream with no event yet (`1..=0`), and nothing is replayed.
-    pub fn epoch_changed(topic: &Topic, current: u64) -> History {
+    /// head): the client is told to drop what it held, `1..=current` of the
+    /// stream at `position`, even for a stream with no event yet (`1..=0`),
+    /// and nothing is replayed.
+    pub fn epoch_changed(topic: &Topic, position: &Position) -> History {
+        let current = position.seq;
         History {
             gap: Some(Gap {
                 topic: topic.clone(),
                 from_seq: 1,
                 to_seq: current,
                 reason: GapReason::EpochChanged,
+                epoch: Some(position.epoch.clone()),
             }),
             events: Vec::new(),
             complete: ReplayComplete {

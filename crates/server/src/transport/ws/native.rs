@@ -107,6 +107,7 @@ impl Dialect for Native {
                     from_seq,
                     to_seq,
                     reason: GapReason::Shed,
+                    epoch: None,
                 })
                 .encode()
                 .into(),

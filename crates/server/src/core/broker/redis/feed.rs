@@ -259,9 +259,10 @@ impl Feed {
         Delivery::Delivered(reached)
     }
 
-    /// Forgets the topic's position (its stream was replaced).
-    fn reset(&self, topic: &Topic, epoch: &Epoch) {
-        *self.slot(topic).lock() = Some((epoch.clone(), 0, None));
+    /// Moves the topic's position to `seq` of a new stream (its stream was
+    /// replaced).
+    fn reset(&self, topic: &Topic, epoch: &Epoch, seq: u64) {
+        *self.slot(topic).lock() = Some((epoch.clone(), seq, None));
     }
 
     fn position(&self, topic: &Topic) -> Option<(Epoch, u64)> {
@@ -317,6 +318,14 @@ pub(super) async fn run(engine: Arc<Shared>, first: FeedSession, stop: Cancellat
             () = tokio::time::sleep(RETRY_MIN) => {}
         }
     }
+}
+
+/// What a read told of Redis.
+enum Serving {
+    Data,
+    /// Loading its data set, or a replica without its primary.
+    NotYet,
+    Unreachable,
 }
 
 /// One connection's worth of feed.
@@ -399,9 +408,9 @@ impl FeedSession {
         // call itself ready.
         let mut wait = RETRY_MIN;
         loop {
-            match engine.serves_data().await {
-                Ok(true) => break,
-                Ok(false) => {
+            match engine.serving().await {
+                Serving::Data => break,
+                Serving::NotYet => {
                     tracing::info!(retry_in = ?wait, "Redis is loading its data; the feed waits");
                     tokio::select! {
                         () = stop.cancelled() => return Ok(()),
@@ -409,7 +418,7 @@ impl FeedSession {
                     }
                     wait = (wait * 2).min(RETRY_MAX);
                 }
-                Err(()) => return Err("Redis does not answer"),
+                Serving::Unreachable => return Err("Redis does not answer"),
             }
         }
         // A Redis that restarted may hold an older copy of a stream
@@ -540,24 +549,23 @@ impl Shared {
         ))
     }
 
-    /// Whether Redis serves reads: false while it loads its data set (or
-    /// is a replica without its primary); `Err` when it does not answer.
-    async fn serves_data(&self) -> Result<bool, ()> {
+    /// Whether Redis serves reads.
+    async fn serving(&self) -> Serving {
         let read: Result<u64, RedisError> = redis::cmd("EXISTS")
             .arg(keys::PENDING)
             .query_async(&mut self.commands.clone())
             .await;
         match read {
-            Ok(_) => Ok(true),
+            Ok(_) => Serving::Data,
             Err(error)
                 if matches!(
                     error.kind(),
                     ErrorKind::Server(ServerErrorKind::BusyLoading | ServerErrorKind::MasterDown)
                 ) =>
             {
-                Ok(false)
+                Serving::NotYet
             }
-            Err(_) => Err(()),
+            Err(_) => Serving::Unreachable,
         }
     }
 
@@ -778,20 +786,22 @@ impl Shared {
         if let Some((epoch, delivered)) = &known
             && *epoch != read.epoch
         {
+            // A new stream: delivered from its start, except, right after
+            // Redis restarted, a restored older copy's events this node
+            // delivered already (the same events, under the old epoch),
+            // which are not sent twice but named by the gap.
+            let restored = match restored_by {
+                Some(restored_by) => self.restored_copy(topic, restored_by).await.min(*delivered),
+                None => 0,
+            };
             self.handler.on_gap(&Gap {
                 topic: topic.clone(),
                 from_seq: 1,
-                to_seq: 0,
+                to_seq: restored,
                 reason: GapReason::EpochChanged,
+                epoch: Some(read.epoch.clone()),
             });
-            self.feed.reset(topic, &read.epoch);
-            if let Some(restored_by) = restored_by {
-                let restored = self.restored_copy(topic, restored_by).await.min(*delivered);
-                if let Some(slot) = self.feed.positions.read().get(topic) {
-                    *slot.lock() = Some((read.epoch.clone(), restored, None));
-                }
-            }
-            // The new stream from its start (or past the restored copy).
+            self.feed.reset(topic, &read.epoch, restored);
             return Box::pin(self.fill(topic, None)).await;
         }
         if known.is_some() && read.first_retained > after + 1 {
@@ -801,6 +811,7 @@ impl Shared {
                 from_seq: after + 1,
                 to_seq,
                 reason: GapReason::Trimmed,
+                epoch: None,
             });
             if let Some(slot) = self.feed.positions.read().get(topic) {
                 *slot.lock() = Some((read.epoch.clone(), to_seq, None));
@@ -818,13 +829,14 @@ impl Shared {
     /// begins with them, and later ones were stored after it came back.
     /// 0 when none, or when the stream cannot be read.
     async fn restored_copy(&self, topic: &Topic, restored_by: u64) -> u64 {
-        match self.read_at(topic, ReadAt::after(0, restored_by + 1)).await {
-            Ok(read) => read
-                .events
-                .first()
-                .map_or(read.last, |(_, event)| event.event.seq.saturating_sub(1)),
-            Err(_) => 0,
-        }
+        let keys = keys::TopicKeys::of(topic);
+        super::scripts::RESTORED
+            .key(keys.meta)
+            .key(keys.stream)
+            .arg(restored_by)
+            .invoke_async(&mut self.commands.clone())
+            .await
+            .unwrap_or(0)
     }
 
     /// Reads what may have been missed since `heard_until` (Redis time up to

@@ -15,6 +15,9 @@ pub(super) static READ: LazyLock<Script> =
 /// Replaces the epoch of a stream Redis restored from an older copy.
 pub(super) static REBASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/rebase.lua")));
+/// Finds where a stream's restored older copy ends.
+pub(super) static RESTORED: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/restored.lua")));
 /// Prunes the topic indexes of expired topics; counts the rest.
 pub(super) static PRUNE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/prune.lua")));
