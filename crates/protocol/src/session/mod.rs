@@ -98,16 +98,22 @@
 //! - [`checkpoint`]: [`Checkpoint`] and the persistable [`Checkpoints`].
 //! - [`subscription`]: [`Subscription`], replayed on every connection.
 //! - `outbox`: the bounded offline queue.
+//! - `unanswered`: commands sent and not yet answered, sent again after a
+//!   lost link.
+//! - `covered`: what a `snapshot` ahead of the checkpoint holds, while the
+//!   replay behind it comes.
 //! - [`output`]: [`Millis`], [`ConnectionState`], [`SessionEvent`], [`Action`].
 //! - [`error`]: [`SessionError`], what an application call can refuse.
 
 mod backoff;
 pub mod checkpoint;
 pub mod config;
+mod covered;
 pub mod error;
 mod outbox;
 pub mod output;
 pub mod subscription;
+mod unanswered;
 
 #[cfg(test)]
 mod tests;
@@ -115,7 +121,7 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::error::{CloseReason, DecodeError};
-use crate::event::{Epoch, Event, Label};
+use crate::event::{Epoch, Event};
 use crate::event_type::EventType;
 use crate::filter::EventFilter;
 use crate::frame::{
@@ -125,8 +131,10 @@ use crate::topic::{Topic, TopicPattern};
 
 use self::backoff::Backoff;
 use self::config::millis;
+use self::covered::Covered;
 use self::outbox::Outbox;
 use self::subscription::FrameLimits;
+use self::unanswered::Unanswered;
 
 pub use self::checkpoint::{Checkpoint, Checkpoints};
 pub use self::config::SessionConfig;
@@ -151,8 +159,8 @@ pub struct Session {
     checkpoints: Checkpoints,
     outbox: Outbox,
     transmit: VecDeque<ClientFrame>,
-    /// Commands transmitted and not yet answered, oldest first.
-    unanswered: VecDeque<ClientFrame>,
+    /// Commands transmitted and not yet answered.
+    unanswered: Unanswered,
     events: VecDeque<SessionEvent>,
     actions: VecDeque<Action>,
     session_id: Option<String>,
@@ -195,13 +203,6 @@ struct Link {
     snapshots: BTreeMap<Topic, Covered>,
 }
 
-/// What a `snapshot` covers: up to its seq, the latest event of each key.
-#[derive(Debug, Clone)]
-struct Covered {
-    seq: u64,
-    keys: BTreeMap<Label, u64>,
-}
-
 impl Session {
     /// A session that starts connecting at once: its first
     /// [`poll_action`](Session::poll_action) is [`Action::Connect`]. `seed`
@@ -209,6 +210,7 @@ impl Session {
     /// `getrandom` or `Math.random()`, so clients do not reconnect in lockstep).
     pub fn new(config: SessionConfig, seed: u64) -> Session {
         let outbox = Outbox::new(config.offline_queue_capacity);
+        let unanswered = Unanswered::new(config.offline_queue_capacity);
         let mut session = Session {
             config,
             phase: Phase::Connecting,
@@ -218,7 +220,7 @@ impl Session {
             checkpoints: Checkpoints::new(),
             outbox,
             transmit: VecDeque::new(),
-            unanswered: VecDeque::new(),
+            unanswered,
             events: VecDeque::new(),
             actions: VecDeque::new(),
             session_id: None,
@@ -338,17 +340,7 @@ impl Session {
                 if checkpoint.seq < snapshot.seq
                     && let Phase::Open(link) = &mut self.phase
                 {
-                    let mut keys = BTreeMap::new();
-                    for event in &snapshot.events {
-                        if let Some(key) = &event.key {
-                            let seq = keys.entry(key.clone()).or_insert(event.seq);
-                            *seq = (*seq).max(event.seq);
-                        }
-                    }
-                    let covered = Covered {
-                        seq: snapshot.seq,
-                        keys,
-                    };
+                    let covered = Covered::of(&snapshot);
                     link.snapshots.insert(snapshot.topic.clone(), covered);
                 }
                 self.events.push_back(SessionEvent::Snapshot(snapshot));
@@ -410,12 +402,12 @@ impl Session {
             }
             ServerMessage::Pong(_) => {}
             ServerMessage::Ack(ack) => {
-                self.answered(&ack.reference);
+                self.unanswered.forget(&ack.reference);
                 self.events.push_back(SessionEvent::Ack(ack));
             }
             ServerMessage::Error(error) => {
                 if let Some(reference) = &error.reference {
-                    self.answered(reference);
+                    self.unanswered.forget(reference);
                 }
                 self.events.push_back(SessionEvent::Error(error));
             }
@@ -482,16 +474,7 @@ impl Session {
     /// id is kept until the hub answers it (see the guarantees above).
     pub fn poll_transmit(&mut self) -> Option<ClientFrame> {
         let frame = self.transmit.pop_front()?;
-        if frame.id.is_some() && is_command(&frame.message) {
-            if self.unanswered.len() >= self.config.offline_queue_capacity {
-                // The oldest has waited longest for its answer: past the
-                // bound it is taken as answered.
-                self.unanswered.pop_front();
-            }
-            if self.config.offline_queue_capacity > 0 {
-                self.unanswered.push_back(frame.clone());
-            }
-        }
+        self.unanswered.sent(&frame);
         Some(frame)
     }
 
@@ -502,13 +485,8 @@ impl Session {
     /// after this call), to be queued for the next connection like every
     /// unsent frame.
     pub fn handle_unsent(&mut self, frame: ClientFrame) {
-        if let Some(id) = &frame.id
-            && let Some(at) = self
-                .unanswered
-                .iter()
-                .rposition(|f| f.id.as_ref() == Some(id))
-        {
-            self.unanswered.remove(at);
+        if let Some(id) = &frame.id {
+            self.unanswered.forget(id);
         }
         let welcomed = self.is_welcomed();
         // A command kept for its answer was queued when the link went.
@@ -793,7 +771,7 @@ impl Session {
     fn requeue_unsent(&mut self) {
         let unsent: Vec<ClientFrame> = self
             .unanswered
-            .drain(..)
+            .drain()
             .chain(self.transmit.drain(..))
             .filter(|frame| {
                 !matches!(
@@ -807,18 +785,6 @@ impl Session {
             .collect();
         let dropped = self.outbox.requeue_front(unsent.into_iter());
         self.report_dropped(dropped);
-    }
-
-    /// The hub answered the request `reference`: the command is no longer
-    /// sent again.
-    fn answered(&mut self, reference: &RequestId) {
-        if let Some(at) = self
-            .unanswered
-            .iter()
-            .position(|frame| frame.id.as_ref() == Some(reference))
-        {
-            self.unanswered.remove(at);
-        }
     }
 
     fn report_dropped(&mut self, dropped: Vec<ClientFrame>) {
@@ -913,15 +879,11 @@ impl Session {
         let Some(covered) = link.snapshots.get(&event.topic) else {
             return false;
         };
-        if event.seq > covered.seq {
+        if covered.passed_by(event) {
             link.snapshots.remove(&event.topic);
             return false;
         }
-        event
-            .key
-            .as_ref()
-            .and_then(|key| covered.keys.get(key))
-            .is_some_and(|&latest| latest >= event.seq)
+        covered.holds(event)
     }
 
     /// Whether `topic` was left out of this link's resubscriptions and has
@@ -1003,17 +965,4 @@ fn shutdown_hint(event: &Event) -> Option<u64> {
                 .and_then(serde_json::Value::as_u64)
         })
         .flatten()
-}
-
-/// Whether `message` asks the hub to do something the application waits
-/// on (answered by `ack` or `error`), so it is sent again if the link is
-/// lost before the answer.
-fn is_command(message: &ClientMessage) -> bool {
-    matches!(
-        message,
-        ClientMessage::Confirm(_)
-            | ClientMessage::Cancel(_)
-            | ClientMessage::Pause(_)
-            | ClientMessage::Resume(_)
-    )
 }

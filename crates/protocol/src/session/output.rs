@@ -130,7 +130,10 @@ impl From<&ConnectionState> for StateReport {
 /// What the application receives from [`Session::poll_event`](super::Session::poll_event).
 #[derive(Debug, Clone, PartialEq)]
 pub enum SessionEvent {
-    /// A new event, in `seq` order per topic, never twice.
+    /// A new event, in `seq` order per topic, never twice. Behind a
+    /// `snapshot` ahead of the checkpoint, a replayed keyed event the
+    /// snapshot holds at the same or a later seq is not one (the snapshot
+    /// shows its state).
     Event(Event),
     /// Events the application will not get: re-read state.
     Gap(Gap),

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use super::*;
-use crate::event::{Epoch, Event, EventId};
+use crate::event::{Epoch, Event, EventId, Label};
 use crate::event_type::EventType;
 use crate::frame::{
     Gap, GapReason, ReplayComplete, Since, Snapshot, Subscribe, Subscribed, Welcome,
