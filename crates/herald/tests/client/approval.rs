@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use herald_client::{Publisher, Subscriber, SubscriberItem};
+use herald_protocol::frame::RequestId;
 use herald_protocol::payload::{ApprovalRequested, ApprovalStatus, NewApproval, TaskStepResult};
 use herald_protocol::session::SessionConfig;
 use herald_protocol::{ErrorCode, EventType, Topic};
@@ -100,16 +101,7 @@ async fn request_approval_gets_the_decision_sent_by_another_clients_confirm() {
     )
     .await
     .unwrap();
-    next_matching(
-        &mut reviewer,
-        "the ack of the same answer",
-        |item| match item {
-            SubscriberItem::Ack(ack) if ack.reference == repeated => Some(()),
-            SubscriberItem::Error(error) => panic!("the same answer refused: {error:?}"),
-            _ => None,
-        },
-    )
-    .await;
+    acknowledged(&mut reviewer, &repeated, "the same answer").await;
     let again = bounded(
         "confirm again",
         reviewer.confirm(requested.callback_id.clone(), false, None),
@@ -185,19 +177,24 @@ async fn an_answer_written_on_a_link_that_died_unnoticed_is_sent_again_and_decid
     );
 
     relay.cut();
-    next_matching(
-        &mut reviewer,
-        "the ack of the answer sent again",
-        |item| match item {
-            SubscriberItem::Ack(ack) if ack.reference == id => Some(()),
-            SubscriberItem::Error(error) => panic!("confirm refused: {error:?}"),
-            _ => None,
-        },
-    )
-    .await;
+    acknowledged(&mut reviewer, &id, "the answer sent again").await;
     let decision = bounded("approval", publisher.approval(&record.request.callback_id))
         .await
         .unwrap();
     assert_eq!(decision.status, ApprovalStatus::Approved);
     assert_eq!(decision.decided_by.as_deref(), Some("alice"));
+}
+
+/// Waits for the hub's `ack` of request `id`; a refusal fails the test.
+async fn acknowledged(subscriber: &mut Subscriber, id: &RequestId, what: &str) {
+    next_matching(
+        subscriber,
+        &format!("the ack of {what}"),
+        |item| match item {
+            SubscriberItem::Ack(ack) if ack.reference == *id => Some(()),
+            SubscriberItem::Error(error) => panic!("{what} refused: {error:?}"),
+            _ => None,
+        },
+    )
+    .await;
 }
