@@ -37,7 +37,14 @@ export const TOPICS_MAX = 10_000;
 const TIMEOUT_MS = 10_000;
 
 export class Api {
-  constructor(private readonly credentials: Credentials) {}
+  /**
+   * `onUnauthorized` is told when the hub answers 401 to a call (a key it
+   * no longer accepts): the console goes back to sign-in.
+   */
+  constructor(
+    private readonly credentials: Credentials,
+    private readonly onUnauthorized?: (message: string) => void,
+  ) {}
 
   private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
     const headers: Record<string, string> = {};
@@ -63,7 +70,9 @@ export class Api {
     }
     if (!response.ok) {
       const refusal = json as { code?: string; message?: string } | undefined;
-      throw new ApiError(response.status, refusal?.code ?? "http", refusal?.message ?? `HTTP ${response.status}`);
+      const error = new ApiError(response.status, refusal?.code ?? "http", refusal?.message ?? `HTTP ${response.status}`);
+      if (response.status === 401) this.onUnauthorized?.(error.message);
+      throw error;
     }
     return json as T;
   }

@@ -283,7 +283,16 @@ function App() {
   const [config, setConfig] = useState<{ needKey: boolean; needToken: boolean } | undefined>();
   const [signedIn, setSignedIn] = useState(false);
   const [error, setError] = useState<string | undefined>();
-  const api = useMemo(() => new Api(credentials), [credentials]);
+  const api = useMemo(
+    () =>
+      new Api(credentials, (message) => {
+        // A key the hub no longer accepts (revoked, or a restart with other keys).
+        forgetCredentials();
+        setError(`the hub no longer accepts this key: ${message}`);
+        setSignedIn(false);
+      }),
+    [credentials],
+  );
 
   useEffect(() => {
     api.config().then(

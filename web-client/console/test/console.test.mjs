@@ -703,6 +703,24 @@ test("a_token_that_expires_while_live_returns_the_console_to_sign_in_saying_it_e
   await stopHub(hub);
 });
 
+test("a_key_the_hub_no_longer_accepts_returns_the_console_to_sign_in_saying_so", async () => {
+  const key = "console-admin-key-0123456789";
+  let hub = await startHub({ args: ["--api-keys", `${key}:admin`] });
+  const port = hub.port;
+  const page = await openConsole(hub, "#/topics");
+  await signIn(page, { key });
+  await live(page);
+  // The same hub comes back with other keys: the next call is refused with 401.
+  await stopHub(hub);
+  hub = await startHub({ port, args: ["--api-keys", "another-admin-key-0123456789:admin"] });
+  await go(page, "#/connections");
+  await seen(page, "text=the hub no longer accepts this key", 15_000);
+  await seen(page, "input[name=api-key]");
+  assert.equal(await page.evaluate(() => sessionStorage.getItem("herald:console:credentials")), null);
+  await page.close();
+  await stopHub(hub);
+});
+
 test("a_malformed_escape_in_the_address_says_so_and_the_console_keeps_working", async () => {
   const hub = await startHub();
   const page = await openConsole(hub, "#/runs/%");
