@@ -721,6 +721,23 @@ test("a_key_the_hub_no_longer_accepts_returns_the_console_to_sign_in_saying_so",
   await stopHub(hub);
 });
 
+test("an_approvals_list_the_hub_refuses_shows_the_refusal_and_not_an_empty_inbox", async () => {
+  const key = "console-admin-key-0123456789";
+  let hub = await startHub({ args: ["--api-keys", `${key}:admin`] });
+  const port = hub.port;
+  const page = await openConsole(hub, "#/approvals");
+  await signIn(page, { key });
+  await live(page);
+  await seen(page, "text=Nothing waits for a decision.");
+  // Back with the key, but without the admin scope: the list is refused (403).
+  await stopHub(hub);
+  hub = await startHub({ port, args: ["--api-keys", `${key}:publish`] });
+  await seen(page, "p.error-text", 15_000);
+  assert.equal(await page.locator("text=Nothing waits for a decision.").count(), 0);
+  await page.close();
+  await stopHub(hub);
+});
+
 test("a_malformed_escape_in_the_address_says_so_and_the_console_keeps_working", async () => {
   const hub = await startHub();
   const page = await openConsole(hub, "#/runs/%");

@@ -31,7 +31,7 @@ export function Approvals({ client, approvals, view }: { client: HeraldClient; a
       ) : null}
       {view === "inbox" ? (
         <div class="inbox">
-          {book.loaded && book.pending.length === 0 ? <p class="muted">Nothing waits for a decision.</p> : null}
+          {book.loaded && !book.error && book.pending.length === 0 ? <p class="muted">Nothing waits for a decision.</p> : null}
           {book.pending.map((approval) => (
             <ApprovalCard key={approval.callback_id} client={client} approval={approval} now={now} />
           ))}
