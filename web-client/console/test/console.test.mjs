@@ -703,16 +703,25 @@ test("a_token_that_expires_while_live_returns_the_console_to_sign_in_saying_it_e
   await stopHub(hub);
 });
 
-test("a_key_the_hub_no_longer_accepts_returns_the_console_to_sign_in_saying_so", async () => {
+/**
+ * The console signed in with an admin key on `hash`, then its hub restarted
+ * on the same port with `keys` as `--api-keys`; `before(page)` runs first.
+ */
+async function signedInThenRekeyed(hash, keys, before = async () => {}) {
   const key = "console-admin-key-0123456789";
-  let hub = await startHub({ args: ["--api-keys", `${key}:admin`] });
-  const port = hub.port;
-  const page = await openConsole(hub, "#/topics");
+  const first = await startHub({ args: ["--api-keys", `${key}:admin`] });
+  const page = await openConsole(first, hash);
   await signIn(page, { key });
   await live(page);
+  await before(page);
+  await stopHub(first);
+  const hub = await startHub({ port: first.port, args: ["--api-keys", keys(key)] });
+  return { hub, page };
+}
+
+test("a_key_the_hub_no_longer_accepts_returns_the_console_to_sign_in_saying_so", async () => {
   // The same hub comes back with other keys: the next call is refused with 401.
-  await stopHub(hub);
-  hub = await startHub({ port, args: ["--api-keys", "another-admin-key-0123456789:admin"] });
+  const { hub, page } = await signedInThenRekeyed("#/topics", () => "another-admin-key-0123456789:admin");
   await go(page, "#/connections");
   await seen(page, "text=the hub no longer accepts this key", 15_000);
   await seen(page, "input[name=api-key]");
@@ -722,16 +731,12 @@ test("a_key_the_hub_no_longer_accepts_returns_the_console_to_sign_in_saying_so",
 });
 
 test("an_approvals_list_the_hub_refuses_shows_the_refusal_and_not_an_empty_inbox", async () => {
-  const key = "console-admin-key-0123456789";
-  let hub = await startHub({ args: ["--api-keys", `${key}:admin`] });
-  const port = hub.port;
-  const page = await openConsole(hub, "#/approvals");
-  await signIn(page, { key });
-  await live(page);
-  await seen(page, "text=Nothing waits for a decision.");
   // Back with the key, but without the admin scope: the list is refused (403).
-  await stopHub(hub);
-  hub = await startHub({ port, args: ["--api-keys", `${key}:publish`] });
+  const { hub, page } = await signedInThenRekeyed(
+    "#/approvals",
+    (key) => `${key}:publish`,
+    (page) => seen(page, "text=Nothing waits for a decision."),
+  );
   await seen(page, "p.error-text", 15_000);
   assert.equal(await page.locator("text=Nothing waits for a decision.").count(), 0);
   await page.close();

@@ -35,17 +35,7 @@ pub fn new_approval(user: &str, task: &str) -> NewApproval {
 #[tokio::test]
 async fn request_approval_gets_the_decision_sent_by_another_clients_confirm() {
     let hub = Hub::start(&[]).await;
-    let user_topic: Topic = "user:alice".parse().unwrap();
-    let mut reviewer = bounded(
-        "connect",
-        Subscriber::builder(hub.url.clone())
-            .user_id("alice")
-            .topics([user_topic.into()])
-            .connect(),
-    )
-    .await
-    .unwrap();
-    subscribed(&mut reviewer).await;
+    let mut reviewer = alice(&hub.url, SessionConfig::default()).await;
 
     let publisher = Publisher::new(&hub.url).unwrap();
     let mut tasks = JoinSet::new();
@@ -133,23 +123,12 @@ async fn request_approval_gets_the_decision_sent_by_another_clients_confirm() {
 async fn an_answer_written_on_a_link_that_died_unnoticed_is_sent_again_and_decides_the_approval() {
     let hub = Hub::start(&[]).await;
     let relay = Relay::start(&hub.addr).await;
-    let user_topic: Topic = "user:alice".parse().unwrap();
     let config = SessionConfig {
         initial_reconnect_delay: Duration::from_millis(50),
         max_reconnect_delay: Duration::from_millis(300),
         ..SessionConfig::default()
     };
-    let mut reviewer = bounded(
-        "connect",
-        Subscriber::builder(relay.url.clone())
-            .user_id("alice")
-            .config(config)
-            .topics([user_topic.into()])
-            .connect(),
-    )
-    .await
-    .unwrap();
-    subscribed(&mut reviewer).await;
+    let mut reviewer = alice(&relay.url, config).await;
 
     let publisher = Publisher::new(&hub.url).unwrap();
     let record = bounded(
@@ -197,4 +176,21 @@ async fn acknowledged(subscriber: &mut Subscriber, id: &RequestId, what: &str) {
         },
     )
     .await;
+}
+
+/// Alice, subscribed to `user:alice` on `url`, where her approvals come.
+async fn alice(url: &str, config: SessionConfig) -> Subscriber {
+    let user_topic: Topic = "user:alice".parse().unwrap();
+    let mut reviewer = bounded(
+        "connect",
+        Subscriber::builder(url.to_owned())
+            .user_id("alice")
+            .config(config)
+            .topics([user_topic.into()])
+            .connect(),
+    )
+    .await
+    .unwrap();
+    subscribed(&mut reviewer).await;
+    reviewer
 }
