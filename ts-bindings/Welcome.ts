@@ -7,4 +7,10 @@ export type Welcome = {
 /**
  * Also the connection's id in the admin API.
  */
-session_id: string, protocol: number, heartbeat_ms: number, server_version: string, };
+session_id: string, protocol: number, heartbeat_ms: number, server_version: string, 
+/**
+ * The largest frame the hub reads (its `--max-frame-size`, in bytes):
+ * a larger one closes the connection with 1009. Clients check what
+ * they send against it. Absent from hubs that do not say.
+ */
+max_frame_bytes?: number, };

@@ -519,6 +519,72 @@ test("a_frame_over_the_hubs_limit_is_refused_in_the_page_and_the_connection_carr
   await stopHub(hub);
 });
 
+test("a_subscription_over_the_frame_limit_the_hubs_welcome_gives_is_refused_without_a_reconnect_loop", async () => {
+  // The page's client keeps its default `maxFrameBytes` (64 KiB); the hub
+  // reads frames of at most 1 KiB and says so in its `welcome`.
+  const hub = await startHub({ args: ["--max-frame-size", "1KiB"] });
+  const page = await openExample(context, site, hub, { user: "u1", topics: "run:r1" });
+  await waitForDemo(page, "open", isOpen);
+  const outcome = await page.evaluate(async (url) => {
+    const { HeraldClient } = await import("/dist/index.js");
+    const client = new HeraldClient(url);
+    const states = [];
+    client.onState((s) => states.push(s.state));
+    const topics = Array.from({ length: 200 }, (_, i) => `run:${String(i).padStart(20, "0")}`);
+    const settled = (subscription) =>
+      Promise.race([
+        subscription.ready().then(
+          () => "subscribed",
+          (error) => `refused: ${subscription.state.error?.code}: ${error.message}`,
+        ),
+        new Promise((resolve) => setTimeout(() => resolve(`still ${subscription.state.state}`), 5_000)),
+      ]);
+    // Made before `connect()`: checked against the client's own limit only.
+    const big = client.subscribe(topics);
+    const small = client.subscribe("run:small");
+    client.connect();
+    const before = await Promise.all([settled(big), settled(small)]);
+    // Once the hub has said its limit, a subscription over it is refused at once.
+    const after = await settled(client.subscribe(topics));
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    const seen = [...states];
+    client.dispose();
+    return { before, after, states: seen };
+  }, hub.url);
+  assert.match(outcome.before[0], /^refused: too_large: .*over the hub's frame limit of 1024/);
+  assert.equal(outcome.before[1], "subscribed");
+  assert.match(outcome.after, /^refused: too_large: .*over the hub's frame limit of 1024/);
+  // The hub never closed the connection for a frame too large.
+  assert.deepEqual(outcome.states, ["connecting", "open"]);
+  await page.close();
+  await stopHub(hub);
+});
+
+test("a_browser_websocket_that_sends_a_frame_over_the_hubs_limit_reads_close_code_1009", async () => {
+  const hub = await startHub({ args: ["--max-frame-size", "1KiB"] });
+  const page = await openExample(context, site, hub, { user: "u1", topics: "run:r1" });
+  await waitForDemo(page, "open", isOpen);
+  // A plain WebSocket, as a frontend without the client would open it:
+  // the rest of its frame is still arriving when the hub closes.
+  const closes = await page.evaluate(async (url) => {
+    const closes = [];
+    for (const size of [2_000, 20_000, 200_000]) {
+      closes.push(
+        await new Promise((resolve) => {
+          const ws = new WebSocket(url);
+          ws.onmessage = () => ws.send(JSON.stringify({ action: "subscribe", topics: [`run:${"x".repeat(size)}`] }));
+          ws.onclose = (e) => resolve(`${e.code} ${e.reason}`);
+          setTimeout(() => resolve("still open"), 5_000);
+        }),
+      );
+    }
+    return closes;
+  }, `${hub.url.replace(/^http/, "ws")}/ws`);
+  assert.deepEqual(closes, ["1009 frame too large", "1009 frame too large", "1009 frame too large"]);
+  await page.close();
+  await stopHub(hub);
+});
+
 test("a_disposed_client_says_it_is_closed_and_refuses_to_connect_and_confirm_names_a_missing_id", async () => {
   const hub = await startHub();
   const page = await openExample(context, site, hub, { user: "u1", topics: "run:r1" });

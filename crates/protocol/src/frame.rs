@@ -622,6 +622,12 @@ pub struct Welcome {
     #[ts(type = "number")]
     pub heartbeat_ms: u64,
     pub server_version: String,
+    /// The largest frame the hub reads (its `--max-frame-size`, in bytes):
+    /// a larger one closes the connection with 1009. Clients check what
+    /// they send against it. Absent from hubs that do not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional, type = "number")]
+    pub max_frame_bytes: Option<u64>,
 }
 
 /// `subscribed`: one per topic of every subscription. For a pattern, `topic`

@@ -408,7 +408,7 @@ class Subscription:
         return any(pattern_matches(p, topic) for p in self.topics)
 
     def frame(
-        self, checkpoints: dict[str, Checkpoint], config: SessionConfig
+        self, checkpoints: dict[str, Checkpoint], max_since_bytes: int, max_frame_bytes: int
     ) -> tuple[ClientFrameSubscribe, list[str]]:
         """The frame, with ``since`` for the covered topics: those the
         subscription names first (in topic order), then the others, the most
@@ -417,8 +417,8 @@ class Subscription:
         within ``max_frame_bytes``."""
         named = sorted(topic for topic in checkpoints if self.names(topic))
         others = [t for t in reversed(checkpoints) if not self.names(t) and self.covers(t)]
-        room = config.max_frame_bytes - frame_bytes(self.frame_without_since()) - _SINCE_FIELD_BYTES
-        left = min(config.max_since_bytes, max(room, 0))
+        room = max_frame_bytes - frame_bytes(self.frame_without_since()) - _SINCE_FIELD_BYTES
+        left = min(max_since_bytes, max(room, 0))
         chosen: dict[str, Since] = {}
         left_out: list[str] = []
         for topic in named + others:
@@ -545,6 +545,8 @@ class Session:
         self._events: deque[SessionEvent] = deque([StateChanged(Connecting())])
         self._actions: deque[Action] = deque([Connect()])
         self._session_id: str | None = None
+        # The frame limit the hub's last ``welcome`` gave, if it gave one.
+        self._hub_frame_limit: int | None = None
         self._endpoint = 0
 
     # ---- inputs from the driver ----
@@ -570,21 +572,31 @@ class Session:
         if not self._heard(now):
             return
         if kind == "welcome" and isinstance(body, Welcome):
+            refused: list[ErrorFrame] = []
             if self._mark_welcomed():
                 self._session_id = body.session_id
                 self._set_state(Open())
+                self._hub_frame_limit = body.max_frame_bytes
+                refused = self._refuse_oversized_subscriptions()
                 resumed: set[str] = set()
                 left_out: set[str] = set()
                 for subscription in self._subscriptions:
-                    frame, missed = subscription.frame(self._checkpoints, self.config)
+                    frame, missed = subscription.frame(self._checkpoints, self.config.max_since_bytes, self._frame_limit())
                     resumed.update(frame.since)
                     left_out.update(missed)
                     self._transmit.append(frame)
                 if isinstance(self._phase, _Link):
                     self._phase.unresumed = left_out - resumed
-                self._transmit.extend(self._outbox)
+                for queued in self._outbox:
+                    try:
+                        self._check_size(queued)
+                    except FrameTooLargeError as error:
+                        refused.append(_too_large(error, getattr(queued, "id", None)))
+                        continue
+                    self._transmit.append(queued)
                 self._outbox.clear()
             self._events.append(body)
+            self._events.extend(refused)
         elif kind == "event" and isinstance(body, Event):
             hint = _shutdown_hint(body)
             if hint is not None and isinstance(self._phase, _Link):
@@ -937,7 +949,7 @@ class Session:
         _require_topics(subscription.topics)
         self._check_size(subscription.frame_without_since())
         if self._is_welcomed():
-            frame, missed = subscription.frame(self._checkpoints, self.config)
+            frame, missed = subscription.frame(self._checkpoints, self.config.max_since_bytes, self._frame_limit())
             # A topic another subscription covers is live already.
             if isinstance(self._phase, _Link):
                 self._phase.unresumed.update(
@@ -984,13 +996,49 @@ class Session:
     def _check_size(self, frame: WireModel) -> None:
         """Refuses a frame the hub would close the connection for (1009)."""
         size = frame_bytes(frame)
-        if size > self.config.max_frame_bytes:
-            raise FrameTooLargeError(size, self.config.max_frame_bytes)
+        limit = self._frame_limit()
+        if size > limit:
+            raise FrameTooLargeError(size, limit)
+
+    def _frame_limit(self) -> int:
+        """The largest frame to send: ``config.max_frame_bytes``, or the hub's
+        own limit from its ``welcome`` if that is lower."""
+        if self._hub_frame_limit is None:
+            return self.config.max_frame_bytes
+        return min(self._hub_frame_limit, self.config.max_frame_bytes)
+
+    def _refuse_oversized_subscriptions(self) -> list[ErrorFrame]:
+        """Removes the subscriptions whose smallest frame is over the frame
+        limit (the hub's ``welcome`` gave a lower one than they were checked
+        against): sent, each would close the connection with 1009 on every
+        reconnect. Returns a ``too_large`` refusal for each, naming its id."""
+        refused: list[ErrorFrame] = []
+        removed: list[str] = []
+        kept: list[Subscription] = []
+        for subscription in self._subscriptions:
+            try:
+                self._check_size(subscription.frame_without_since())
+            except FrameTooLargeError as error:
+                refused.append(_too_large(error, subscription.id))
+                removed.extend(subscription.topics)
+                continue
+            kept.append(subscription)
+        self._subscriptions = kept
+        if removed:
+            self._forget_topics(removed)
+        return refused
 
     def _remove_topics(self, topics: list[str], id: RequestId | None) -> None:
         _require_topics(topics)
         frame = ClientFrameUnsubscribe(id=id, topics=topics)
         self._check_size(frame)
+        self._forget_topics(topics)
+        if self._is_welcomed():
+            self._transmit.append(frame)
+
+    def _forget_topics(self, topics: list[str]) -> None:
+        """Removes ``topics`` from every subscription and forgets the
+        checkpoints of topics no subscription covers any more."""
         for subscription in self._subscriptions:
             subscription.topics = [p for p in subscription.topics if p not in topics]
         self._subscriptions = [s for s in self._subscriptions if s.topics]
@@ -1002,8 +1050,6 @@ class Session:
         self._checkpoints = {topic: checkpoint for topic, checkpoint in self._checkpoints.items() if kept(topic)}
         if isinstance(self._phase, _Link):
             self._phase.unresumed = {topic for topic in self._phase.unresumed if kept(topic)}
-        if self._is_welcomed():
-            self._transmit.append(frame)
 
     def _write(self, topic: str, checkpoint: Checkpoint) -> Checkpoint:
         """Sets the checkpoint of ``topic`` as the most recently written: the
@@ -1069,6 +1115,12 @@ def _same_id(a: object, b: object) -> bool:
 def _require_topics(topics: list[str]) -> None:
     if not topics:
         raise NoTopicsError("a subscription needs at least one topic or pattern")
+
+
+def _too_large(error: FrameTooLargeError, reference: RequestId | None) -> ErrorFrame:
+    """The refusal of a frame the session did not send because it is over the
+    hub's frame limit, as the hub would have named it."""
+    return ErrorFrame(code="too_large", message=f"not sent: {error}", ref=reference)
 
 
 def _shutdown_hint(event: Event) -> int | None:

@@ -120,12 +120,13 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::error::{CloseReason, DecodeError};
+use crate::error::{CloseReason, DecodeError, ErrorCode};
 use crate::event::{Epoch, Event};
 use crate::event_type::EventType;
 use crate::filter::EventFilter;
 use crate::frame::{
-    ClientFrame, ClientMessage, Gap, GapReason, Heartbeat, RequestId, ServerMessage, Since,
+    ClientFrame, ClientMessage, ErrorFrame, Gap, GapReason, Heartbeat, RequestId, ServerMessage,
+    Since,
 };
 use crate::topic::{Topic, TopicPattern};
 
@@ -164,6 +165,8 @@ pub struct Session {
     events: VecDeque<SessionEvent>,
     actions: VecDeque<Action>,
     session_id: Option<String>,
+    /// The frame limit the hub's last `welcome` gave, if it gave one.
+    hub_frame_limit: Option<usize>,
     /// Which of the driver's URLs the next [`Action::Connect`] is for.
     endpoint: usize,
 }
@@ -224,6 +227,7 @@ impl Session {
             events: VecDeque::new(),
             actions: VecDeque::new(),
             session_id: None,
+            hub_frame_limit: None,
             endpoint: 0,
         };
         session.actions.push_back(Action::Connect);
@@ -273,9 +277,14 @@ impl Session {
         }
         match message {
             ServerMessage::Welcome(welcome) => {
+                let mut refused = Vec::new();
                 if self.mark_welcomed() {
                     self.session_id = Some(welcome.session_id.clone());
                     self.set_state(ConnectionState::Open);
+                    self.hub_frame_limit = welcome
+                        .max_frame_bytes
+                        .map(|bytes| usize::try_from(bytes).unwrap_or(usize::MAX));
+                    refused = self.refuse_oversized_subscriptions();
                     let limits = self.frame_limits();
                     let mut resumed = BTreeSet::new();
                     let mut left_out = BTreeSet::new();
@@ -290,9 +299,17 @@ impl Session {
                     if let Phase::Open(link) = &mut self.phase {
                         link.unresumed = &left_out - &resumed;
                     }
-                    self.transmit.extend(self.outbox.drain());
+                    let queued: Vec<ClientFrame> = self.outbox.drain().collect();
+                    for frame in queued {
+                        match self.check_size(&frame) {
+                            Ok(()) => self.transmit.push_back(frame),
+                            Err(error) => refused.push(too_large(&error, frame.id)),
+                        }
+                    }
                 }
                 self.events.push_back(SessionEvent::Welcome(welcome));
+                self.events
+                    .extend(refused.into_iter().map(SessionEvent::Error));
             }
             ServerMessage::Event(event) => {
                 if let (Some(hint), Phase::Open(link)) = (shutdown_hint(&event), &mut self.phase) {
@@ -922,18 +939,50 @@ impl Session {
     /// Refuses a frame the hub would close the connection for (1009).
     fn check_size(&self, frame: &ClientFrame) -> Result<(), SessionError> {
         let bytes = frame.encoded_len();
-        let limit = self.config.max_frame_bytes;
+        let limit = self.frame_limit();
         if bytes > limit {
             return Err(SessionError::FrameTooLarge { bytes, limit });
         }
         Ok(())
     }
 
+    /// The largest frame to send: [`SessionConfig::max_frame_bytes`], or
+    /// the hub's own limit from its `welcome` if that is lower.
+    fn frame_limit(&self) -> usize {
+        let configured = self.config.max_frame_bytes;
+        self.hub_frame_limit
+            .map_or(configured, |hub| hub.min(configured))
+    }
+
     fn frame_limits(&self) -> FrameLimits {
         FrameLimits {
             max_since_bytes: self.config.max_since_bytes,
-            max_frame_bytes: self.config.max_frame_bytes,
+            max_frame_bytes: self.frame_limit(),
         }
+    }
+
+    /// Removes the subscriptions whose smallest frame is over the frame
+    /// limit (the hub's `welcome` gave a lower one than they were checked
+    /// against): sent, each would close the connection with 1009 on every
+    /// reconnect. Returns a `too_large` refusal for each, naming its id.
+    fn refuse_oversized_subscriptions(&mut self) -> Vec<ErrorFrame> {
+        let mut refused = Vec::new();
+        let mut removed = Vec::new();
+        let mut kept = Vec::with_capacity(self.subscriptions.len());
+        for subscription in std::mem::take(&mut self.subscriptions) {
+            match self.check_size(&subscription.frame_without_since()) {
+                Ok(()) => kept.push(subscription),
+                Err(error) => {
+                    refused.push(too_large(&error, subscription.id.clone()));
+                    removed.extend(subscription.topics);
+                }
+            }
+        }
+        self.subscriptions = kept;
+        if !removed.is_empty() {
+            self.forget_topics(&removed);
+        }
+        refused
     }
 
     /// Keeps checkpoints for at most [`SessionConfig::max_checkpoints`]
@@ -952,6 +1001,16 @@ impl Session {
             self.state = state.clone();
             self.events.push_back(SessionEvent::StateChanged(state));
         }
+    }
+}
+
+/// The refusal of a frame the session did not send because it is over the
+/// hub's frame limit, as the hub would have named it.
+fn too_large(error: &SessionError, reference: Option<RequestId>) -> ErrorFrame {
+    ErrorFrame {
+        code: ErrorCode::TooLarge,
+        message: format!("not sent: {error}"),
+        reference,
     }
 }
 

@@ -47,6 +47,7 @@ fn welcome() -> ServerMessage {
         protocol: 1,
         heartbeat_ms: 30_000,
         server_version: "test".to_owned(),
+        max_frame_bytes: None,
     })
 }
 

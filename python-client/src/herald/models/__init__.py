@@ -889,7 +889,14 @@ ClientMessage = Annotated[
 class Welcome(WireModel):
     """`welcome`: the first frame of every connection."""
 
+    __omit_default__: ClassVar[frozenset[str]] = frozenset({"max_frame_bytes"})
+
     heartbeat_ms: UInt64
+    max_frame_bytes: UInt64 | None = None
+    """The largest frame the hub reads (its `--max-frame-size`, in bytes):
+    a larger one closes the connection with 1009. Clients check what
+    they send against it. Absent from hubs that do not say.
+    """
     protocol: UInt32
     server_version: str
     session_id: str

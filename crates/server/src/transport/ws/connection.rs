@@ -143,7 +143,7 @@ where
         let end = tokio::select! {
             end = &mut writer => end,
             end = &mut reader => match end {
-                End::TooBig | End::Flooding | End::Violation(_) => {
+                (end @ (End::TooBig | End::Flooding | End::Violation(_)), stream) => {
                     let (code, reason) = match end {
                         End::TooBig => (CloseReason::TOO_BIG, "frame too large"),
                         End::Flooding => (CloseReason::RATE_LIMITED, "too many frames"),
@@ -153,10 +153,9 @@ where
                     // `rate_limited` errors above all) tell the client why
                     // it is being closed.
                     conn.outbox.close(code, reason, true);
-                    let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), &mut writer)).await;
-                    end
+                    Box::pin(closing(&mut writer, stream, end)).await
                 }
-                other => other,
+                (other, _) => other,
             },
         };
         // Nothing more goes straight to the socket, which closes with the task.
@@ -170,6 +169,19 @@ where
             "connection closed"
         );
     }
+}
+
+/// Waits, for at most a second, for the hub's close frame to go out while
+/// the peer's remaining bytes are read and dropped ([`reader::linger`]);
+/// then gives back why the connection ends.
+async fn closing<S, F>(writer: F, mut stream: Box<WebSocketStream<S>>, end: End) -> End
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: Future,
+{
+    let both = futures::future::join(writer, reader::linger(&mut stream));
+    let _ = tokio::time::timeout(Duration::from_secs(1), both).await;
+    end
 }
 
 #[cfg(test)]

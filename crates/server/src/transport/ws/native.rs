@@ -54,6 +54,7 @@ pub(crate) fn welcome(hub: &Hub, conn: &ConnHandle) {
         protocol: herald_protocol::frame::PROTOCOL_VERSION,
         heartbeat_ms: hub.config().heartbeat_interval.as_millis() as u64,
         server_version: env!("CARGO_PKG_VERSION").to_owned(),
+        max_frame_bytes: Some(hub.config().max_frame_size as u64),
     }));
 }
 

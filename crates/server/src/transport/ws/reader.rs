@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use herald_protocol::{ClientFrame, ErrorCode};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::Message;
 
@@ -18,7 +18,8 @@ use crate::core::hub::Hub;
 use crate::operations::limits::{FrameLimiter, Verdict};
 use crate::transport::deflate;
 
-/// Reads frames until the peer leaves, misbehaves, or the socket fails.
+/// Reads frames until the peer leaves, misbehaves, or the socket fails;
+/// gives the stream back with why it ended, for [`linger`].
 #[allow(
     clippy::manual_async_fn,
     reason = "a block keeps the future smaller: see `connection::run`"
@@ -28,7 +29,7 @@ pub(crate) fn read_loop<S: AsyncRead + AsyncWrite + Unpin, D: Dialect>(
     conn: &Arc<ConnHandle>,
     mut stream: Box<WebSocketStream<S>>,
     dialect: &D,
-) -> impl Future<Output = End> {
+) -> impl Future<Output = (End, Box<WebSocketStream<S>>)> {
     async move {
         // The URL's subscriptions and the dialect's state on connect, while
         // the writer already runs: a replay longer than the queue goes out
@@ -39,7 +40,7 @@ pub(crate) fn read_loop<S: AsyncRead + AsyncWrite + Unpin, D: Dialect>(
             conn.saw_peer();
             let message = match message {
                 Ok(message) => message,
-                Err(error) => return read_error(error),
+                Err(error) => return (read_error(error), stream),
             };
             if matches!(message, Message::Text(_) | Message::Binary(_)) {
                 let subscriptions = || match &message {
@@ -62,7 +63,7 @@ pub(crate) fn read_loop<S: AsyncRead + AsyncWrite + Unpin, D: Dialect>(
                         send_error(hub, conn, ErrorCode::RateLimited, message, reference);
                         continue;
                     }
-                    Verdict::Close => return End::Flooding,
+                    Verdict::Close => return (End::Flooding, stream),
                 }
             }
             let metrics = hub.metrics();
@@ -86,15 +87,33 @@ pub(crate) fn read_loop<S: AsyncRead + AsyncWrite + Unpin, D: Dialect>(
                 Message::Close(frame) => {
                     let code = frame.map(|f| u16::from(f.code));
                     Box::pin(answer_close(&mut stream)).await;
-                    return End::PeerClosed(code);
+                    return (End::PeerClosed(code), stream);
                 }
                 // Never read: tungstenite hands frames over assembled.
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
             }
         }
-        End::PeerClosed(None)
+        (End::PeerClosed(None), stream)
     }
 }
+
+/// Reads and drops what the peer still sends, until it closes its side or
+/// [`LINGER`] passes, while the hub's close frame goes out. A socket
+/// closed with unread bytes (the rest of a frame too large, say) is reset,
+/// and the reset can reach the peer ahead of the close frame: a browser
+/// then never reads the close code and reports 1006.
+pub(crate) async fn linger<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut WebSocketStream<S>) {
+    let socket = stream.get_mut();
+    let mut sink = vec![0; LINGER_BUFFER];
+    let drain = async { while let Ok(1..) = socket.read(&mut sink).await {} };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+/// How long a connection the hub closes keeps reading the peer.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Bytes read at a time while lingering.
+const LINGER_BUFFER: usize = 16 * 1024;
 
 /// Answers a peer's close with tungstenite's close frame, so the peer sees a
 /// clean close rather than a dropped connection (1006): polled once more,
