@@ -316,6 +316,51 @@ async fn a_redis_restart_without_its_data_is_an_epoch_change_that_clients_are_to
 }
 
 #[tokio::test]
+async fn after_a_redis_restart_without_its_data_each_dialect_says_the_history_was_reset()
+-> Result<()> {
+    let mut redis = Redis::start().await?;
+    let nodes = nodes(&redis, 2).await?;
+    let mut aiecs = WsClient::connect_raw(&nodes[0].ws_url("/compat/aiecs")).await?;
+    let mut crewai =
+        WsClient::connect_raw(&nodes[0].ws_url("/compat/crewai/api/v1/websocket/ws/executions/e1"))
+            .await?;
+    let mut cmbagent = WsClient::connect_raw(&nodes[0].ws_url("/compat/cmbagent/ws/r1")).await?;
+    let topics = ["task:t1", "execution:e1", "run:r1"];
+    for topic in topics {
+        publish_numbered(&nodes[1], topic, 0, 2).await?;
+    }
+    redis.restart().await?;
+    for topic in topics {
+        publish_when_back(&nodes[1], topic, 100, Duration::from_secs(20)).await?;
+    }
+    let reset = "was reset: its events start again from 1";
+    let notices = [
+        (&mut aiecs, "error", "message"),
+        (&mut crewai, "system.error", "data.message"),
+        (&mut cmbagent, "error_occurred", "data.message"),
+    ];
+    for (client, kind, field) in notices {
+        let notice = client
+            .recv_until(|f| {
+                let kind_of = f.get("type").or_else(|| f.get("event_type"));
+                kind_of.and_then(Value::as_str) == Some(kind)
+            })
+            .await
+            .with_context(|| format!("no {kind}"))?;
+        let message = field
+            .split('.')
+            .fold(&notice, |value, key| &value[key])
+            .as_str()
+            .unwrap_or_default();
+        ensure!(
+            message.contains(reset) && !message.contains("1..0"),
+            "a wiped store is a reset, not events lost on the way: {notice}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_publish_answered_503_while_redis_stalls_is_not_stored_when_it_wakes_up() -> Result<()> {
     let redis = Redis::start().await?;
     let nodes = nodes(&redis, 1).await?;
@@ -848,6 +893,22 @@ async fn every_node_lists_the_nodes_sharing_its_redis() -> Result<()> {
             .is_some_and(|n| n.iter().any(|n| n["node"] == me)),
         "the answering node lists itself: {listed}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_nodes_status_counts_an_approval_asked_on_any_node_at_once() -> Result<()> {
+    let redis = Redis::start().await?;
+    let nodes = nodes(&redis, 2).await?;
+    ask(&nodes[0], "u1", "t1", 600_000).await?;
+    // Read right away: the nodes' periodic look at Redis (every 2 s) has
+    // not come yet.
+    for node in &nodes {
+        let status = node.http().get("/api/v1/status").await?.ok()?;
+        ensure!(status.body["pending_approvals"] == 1, "{}", status.text);
+        let aiecs = node.http().get("/compat/aiecs/status").await?.ok()?;
+        ensure!(aiecs.body["pending_callbacks"] == 1, "{}", aiecs.text);
+    }
     Ok(())
 }
 

@@ -142,3 +142,25 @@ async fn dashboards_are_pinged_in_seconds_at_least_every_ten_seconds() -> Result
     dashboard.send_json(&json!({"type": "pong"})).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_dashboard_message_that_is_not_pong_ping_or_refresh_gets_an_error_and_the_socket_carries_on()
+-> Result<()> {
+    let hub = herald().start(&[]).await?;
+    let mut dashboard = dashboard(&hub).await?;
+    let initial = dashboard.recv_frame().await?;
+    ensure!(initial["type"] == "initial", "first message: {initial}");
+    let refused = [
+        ("{not json", "invalid_json"),
+        (r#"{"type": "refesh"}"#, "unknown_action"),
+        ("[1, 2, 3]", "invalid_request"),
+    ];
+    for (message, code) in refused {
+        dashboard.send_text(message).await?;
+        let error = next_with(&mut dashboard, "type", "error").await?;
+        ensure!(error["code"] == code, "{message}: {error}");
+    }
+    dashboard.send_json(&json!({"type": "refresh"})).await?;
+    next_with(&mut dashboard, "type", "initial").await?;
+    Ok(())
+}

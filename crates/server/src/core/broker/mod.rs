@@ -539,8 +539,15 @@ pub trait Broker: Send + Sync + Debug {
         ))
     }
 
-    /// Figures for status and metrics.
+    /// Figures for status and metrics, as of the broker's last look.
     fn stats(&self) -> BrokerStats;
+
+    /// [`stats`](Broker::stats) with what a shared store holds for every
+    /// node (pending approvals, topics) read now, for status answers: the
+    /// periodic look may be seconds old.
+    async fn current_stats(&self) -> BrokerStats {
+        self.stats()
+    }
 
     /// The nodes sharing this broker and heard of lately; empty when the
     /// broker serves one node only.

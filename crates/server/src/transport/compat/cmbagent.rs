@@ -24,7 +24,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use herald_protocol::frame::{Heartbeat, Since, Subscribe};
+use herald_protocol::frame::{GapReason, Heartbeat, Since, Subscribe};
 use herald_protocol::payload::{ControlRequest, Payload as _};
 use herald_protocol::{
     ErrorCode, Event, EventFilter, EventType, Priority, PublishRequest, ServerMessage, Topic,
@@ -40,7 +40,9 @@ use crate::core::hub::Hub;
 use crate::core::outbox::Entry;
 use crate::core::publish::PublishOptions;
 use crate::transport::compat;
-use crate::transport::compat::{frame_of, millis_from, now_seconds, seconds, text, underscored};
+use crate::transport::compat::{
+    frame_of, gap_message, millis_from, now_seconds, seconds, text, underscored,
+};
 use crate::transport::http::body::Params;
 use crate::transport::http::error::ApiError;
 use crate::transport::ws::commands::check_steering;
@@ -244,7 +246,9 @@ impl Dialect for CmbagentSocket {
                     to_seq,
                 } => {
                     self.resync.store(true, Relaxed);
-                    Rendered::One(text(&self.missed(&topic, from_seq, to_seq, "shed")).into())
+                    Rendered::One(
+                        text(&self.missed(&topic, from_seq, to_seq, GapReason::Shed)).into(),
+                    )
                 }
                 Entry::Frame(_) => Rendered::Nothing,
             };
@@ -282,8 +286,7 @@ impl Dialect for CmbagentSocket {
                 sync.shown = HashSet::new();
             }
             ServerMessage::Gap(gap) => {
-                let reason = serde_json::to_value(gap.reason).unwrap_or_default();
-                let reason = reason.as_str().unwrap_or("missed");
+                let reason = gap.reason;
                 out.push(text(&self.missed(
                     &gap.topic,
                     gap.from_seq,
@@ -375,14 +378,15 @@ impl CmbagentSocket {
         message
     }
 
-    /// Events the UI will not get, as `error_occurred`.
-    fn missed(&self, topic: &Topic, from_seq: u64, to_seq: u64, reason: &str) -> Value {
+    /// Events the UI will not get, or a history reset, as `error_occurred`.
+    fn missed(&self, topic: &Topic, from_seq: u64, to_seq: u64, reason: GapReason) -> Value {
+        let gap = gap_message(topic.as_str(), from_seq, to_seq, reason);
         self.envelope(
             "error_occurred",
             now_seconds(),
             json!({
                 "code": "events_missed",
-                "message": format!("events {from_seq}..{to_seq} of {topic} will not be delivered ({reason}); the run's state follows"),
+                "message": format!("{gap}; the run's latest state follows if the hub holds one"),
                 "reason": reason,
                 "from_seq": from_seq,
                 "to_seq": to_seq,

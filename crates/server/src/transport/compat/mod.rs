@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::http::Method;
-use herald_protocol::frame::Subscribe;
+use herald_protocol::frame::{GapReason, Subscribe};
 use herald_protocol::session::RETRY_AFTER_MS;
 use herald_protocol::{ErrorCode, Event, EventType, ServerMessage, Topic};
 use serde_json::{Map, Value};
@@ -127,6 +127,28 @@ fn another_nodes_notice(event: &Event) -> bool {
 }
 
 /// A JSON value as one text frame.
+/// What a gap in `subject`'s events means, in the words a dialect shows
+/// its users. An `epoch_changed` gap is not events lost on the way: the
+/// store's history was reset (`1..0`: nothing held yet) or restored from an
+/// older copy (`1..N`: that copy's events, which may differ from what was
+/// shown).
+pub(crate) fn gap_message(subject: &str, from_seq: u64, to_seq: u64, reason: GapReason) -> String {
+    match reason {
+        GapReason::EpochChanged if to_seq == 0 => {
+            format!("the hub's history of {subject} was reset: its events start again from 1")
+        }
+        GapReason::EpochChanged => format!(
+            "the hub's history of {subject} was reset or restored from an older copy: it now holds events 1..{to_seq}, which may differ from those shown"
+        ),
+        GapReason::Trimmed => format!(
+            "events {from_seq}..{to_seq} of {subject} are no longer retained and will not be delivered"
+        ),
+        GapReason::Shed => format!(
+            "events {from_seq}..{to_seq} of {subject} will not be delivered (the connection fell behind)"
+        ),
+    }
+}
+
 pub(crate) fn text(value: &Value) -> Utf8Bytes {
     Utf8Bytes::from(value.to_string())
 }

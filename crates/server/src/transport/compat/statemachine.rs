@@ -133,15 +133,25 @@ impl Dialect for StateMachineSocket {
         if text.trim() == "pong" {
             return;
         }
-        let kind = serde_json::from_str::<Value>(text)
-            .ok()
-            .and_then(|v| v.get("type").and_then(Value::as_str).map(str::to_owned));
-        match kind.as_deref() {
+        let Ok(message) = serde_json::from_str::<Value>(text) else {
+            let message = "Invalid JSON format".to_owned();
+            return send_error(hub, conn, ErrorCode::InvalidJson, message, None);
+        };
+        match message.get("type").and_then(Value::as_str) {
             Some("pong") => {}
             Some("refresh") => send_initial(hub, conn).await,
             Some("ping") => conn.send(&ServerMessage::Pong(Heartbeat::default())),
-            // The seed's server ignored anything else.
-            _ => tracing::debug!(session = %conn.id, "ignoring a dashboard message: {text:.200}"),
+            // The seed's server ignored anything else; a dashboard is told,
+            // so a mistyped `refresh` does not go unnoticed.
+            Some(other) => {
+                let message =
+                    format!("Unknown message type: {other:.100} (send pong, ping or refresh)");
+                send_error(hub, conn, ErrorCode::UnknownAction, message, None);
+            }
+            None => {
+                let message = "a message is a JSON object with a \"type\"".to_owned();
+                send_error(hub, conn, ErrorCode::InvalidRequest, message, None);
+            }
         }
     }
 
@@ -191,7 +201,9 @@ impl Dialect for StateMachineSocket {
                     None => out.push(text(&message(&event))),
                 }
             }
-            // The hub never replays to this socket; a gap means it fell behind.
+            // The hub never replays to this socket: a gap means it fell
+            // behind, or the store's history was reset; either way the
+            // dashboard gets a fresh `initial`.
             ServerMessage::Gap(_) => self.refresh.store(true, Relaxed),
             ServerMessage::Pong(_) => out.push(text(&json!({
                 "type": "pong",

@@ -254,7 +254,7 @@ pub(super) async fn nodes(State(hub): State<Hub>) -> Result<Json<NodeList>, ApiE
     security(("api_key" = ["admin"]))
 )]
 pub(super) async fn status(State(hub): State<Hub>) -> Json<HubStatus> {
-    let stats = hub.broker().stats();
+    let stats = hub.broker().current_stats().await;
     Json(HubStatus {
         running: !hub.shutdown_token().is_cancelled() && !hub.draining().is_cancelled(),
         active_connections: hub.connections().count(),

@@ -315,10 +315,10 @@ impl Shared {
         Ok(seconds * 1000 + micros / 1000)
     }
 
-    /// Refreshes the figures and this node's entry among the nodes.
-    async fn refresh(&self, now_ms: u64) {
-        // Redis answered the probe.
-        self.failing.store(false, Relaxed);
+    /// Reads the figures Redis holds for every node (pending approvals,
+    /// topics, memory) into [`BrokerStats`]; a figure Redis does not answer
+    /// keeps its last value.
+    async fn refresh_figures(&self, now_ms: u64) {
         let mut commands = self.commands.clone();
         let pending: Result<(u64, u64), _> = redis::pipe()
             .zcard(keys::PENDING)
@@ -353,6 +353,14 @@ impl Shared {
             stats.topics = topics;
             stats.retained_bytes = used.unwrap_or(stats.retained_bytes);
         }
+    }
+
+    /// Refreshes the figures and this node's entry among the nodes.
+    async fn refresh(&self, now_ms: u64) {
+        // Redis answered the probe.
+        self.failing.store(false, Relaxed);
+        self.refresh_figures(now_ms).await;
+        let mut commands = self.commands.clone();
         let me = NodeInfo {
             node: self.node.clone(),
             started_at: self.started_at,
@@ -767,6 +775,13 @@ impl Broker for RedisBroker {
             catch_up_reads: feed.catch_up_reads.load(Relaxed),
             ..*self.shared.stats.lock()
         }
+    }
+
+    async fn current_stats(&self) -> BrokerStats {
+        if let Ok(now_ms) = self.shared.redis_time().await {
+            self.shared.refresh_figures(now_ms).await;
+        }
+        self.stats()
     }
 
     async fn topics(&self, limit: usize) -> Result<(Vec<TopicStats>, bool), BrokerError> {

@@ -289,7 +289,7 @@ async fn status(State(hub): State<Hub>, headers: HeaderMap) -> Json<Value> {
         "host": host,
         "port": port,
         "active_connections": hub.connections().count(),
-        "pending_callbacks": hub.approvals().pending(),
+        "pending_callbacks": hub.broker().current_stats().await.pending_approvals,
     }))
 }
 

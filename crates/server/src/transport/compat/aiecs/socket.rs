@@ -13,7 +13,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
-use herald_protocol::frame::{ErrorFrame, Heartbeat, Subscribe, check_text};
+use herald_protocol::frame::{ErrorFrame, GapReason, Heartbeat, Subscribe, check_text};
 use herald_protocol::payload::{ApprovalRequested, ControlRequest, Payload as _};
 use herald_protocol::{
     ErrorCode, Event, EventType, Priority, PublishRequest, ServerMessage, Topic, TopicPattern,
@@ -26,7 +26,7 @@ use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
 use crate::core::outbox::Entry;
 use crate::core::publish::PublishOptions;
-use crate::transport::compat::{self, Done, frame_of, now_seconds, seconds, text};
+use crate::transport::compat::{self, Done, frame_of, gap_message, now_seconds, seconds, text};
 use crate::transport::ws::commands::check_steering;
 use crate::transport::ws::connection::send_error;
 use crate::transport::ws::dialect::{Dialect, Rendered};
@@ -156,7 +156,7 @@ impl Dialect for AiecsSocket {
                     topic,
                     from_seq,
                     to_seq,
-                } => Rendered::One(text(&missed(&topic, from_seq, to_seq)).into()),
+                } => Rendered::One(text(&missed(&topic, from_seq, to_seq, GapReason::Shed)).into()),
                 Entry::Frame(_) => Rendered::Nothing,
             };
         };
@@ -211,7 +211,12 @@ impl Dialect for AiecsSocket {
                 "timestamp": now_seconds(),
             }))),
             ServerMessage::Gap(gap) => {
-                out.push(text(&missed(&gap.topic, gap.from_seq, gap.to_seq)));
+                out.push(text(&missed(
+                    &gap.topic,
+                    gap.from_seq,
+                    gap.to_seq,
+                    gap.reason,
+                )));
             }
             ServerMessage::ReplayComplete(_) | ServerMessage::Ack(_) | ServerMessage::Ping(_) => {}
         }
@@ -280,13 +285,13 @@ fn question(asked: &ApprovalRequested, timestamp: u64) -> Value {
     })
 }
 
-/// Events the page will not get, as the seed's `error` message.
-fn missed(topic: &Topic, from_seq: u64, to_seq: u64) -> Value {
+/// Events the page will not get, or a history reset, as the seed's
+/// `error` message.
+fn missed(topic: &Topic, from_seq: u64, to_seq: u64, reason: GapReason) -> Value {
+    let gap = gap_message(topic.as_str(), from_seq, to_seq, reason);
     json!({
         "type": "error",
-        "message": format!(
-            "messages {from_seq}..{to_seq} of {topic} were not delivered (the connection fell behind); reload to see the current state"
-        ),
+        "message": format!("{gap}; reload to see the current state"),
         "code": "events_missed",
         "timestamp": now_seconds(),
     })

@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use herald_protocol::frame::{Heartbeat, Subscribe};
+use herald_protocol::frame::{GapReason, Heartbeat, Subscribe};
 use herald_protocol::{ErrorCode, Priority, ServerMessage, TopicPattern};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
@@ -16,7 +16,7 @@ use crate::core::clock::now_ms;
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
 use crate::core::outbox::Entry;
-use crate::transport::compat::{self, Done, frame_of, text};
+use crate::transport::compat::{self, Done, frame_of, gap_message, text};
 use crate::transport::ws::connection::send_error;
 use crate::transport::ws::dialect::{Dialect, Rendered};
 use crate::transport::ws::native::welcome;
@@ -138,7 +138,7 @@ impl Dialect for CrewaiSocket {
                         &names::topic_name(&topic),
                         from_seq,
                         to_seq,
-                        "shed",
+                        GapReason::Shed,
                     ))
                     .into(),
                 ),
@@ -169,12 +169,11 @@ impl Dialect for CrewaiSocket {
                 json!({"message": error.message, "code": error.code}),
             ))),
             ServerMessage::Gap(gap) => {
-                let reason = serde_json::to_value(gap.reason).unwrap_or_default();
                 out.push(text(&missed(
                     &names::topic_name(&gap.topic),
                     gap.from_seq,
                     gap.to_seq,
-                    reason.as_str().unwrap_or("missed"),
+                    gap.reason,
                 )));
             }
             ServerMessage::Snapshot(_)
@@ -215,15 +214,15 @@ async fn subscribe(hub: &Hub, conn: &Arc<ConnHandle>, patterns: Vec<TopicPattern
     compat::subscribe(hub, conn, &request).await
 }
 
-/// Events a client will not get, as `system.error`.
-fn missed(subscription: &str, from_seq: u64, to_seq: u64, reason: &str) -> Value {
+/// Events a client will not get, or a history reset, as `system.error`.
+fn missed(subscription: &str, from_seq: u64, to_seq: u64, reason: GapReason) -> Value {
     names::notice(
         "system.error",
         Priority::High,
         now_ms(),
         json!({
             "code": "events_missed",
-            "message": format!("events {from_seq}..{to_seq} of {subscription} will not be delivered ({reason})"),
+            "message": gap_message(subscription, from_seq, to_seq, reason),
             "subscription": subscription,
             "from_seq": from_seq,
             "to_seq": to_seq,
