@@ -912,6 +912,79 @@ async fn every_nodes_status_counts_an_approval_asked_on_any_node_at_once() -> Re
     Ok(())
 }
 
+/// The id `node` gives itself in `GET /api/v1/nodes`.
+async fn node_id(node: &Hub) -> Result<String> {
+    let reply = node.http().get("/api/v1/nodes").await?.ok()?;
+    Ok(str_field(&reply.body, "node").to_owned())
+}
+
+#[tokio::test]
+async fn any_node_lists_finds_and_disconnects_a_connection_another_node_holds() -> Result<()> {
+    let redis = Redis::start().await?;
+    let nodes = nodes(&redis, 3).await?;
+    let holder = node_id(&nodes[1]).await?;
+    let mut client = nodes[1].ws("/ws").await?;
+    client.subscribe(&["run:held"]).await?;
+    let id = client.session_id();
+    let http = nodes[0].http();
+
+    let list = http.get("/api/v1/connections").await?.ok()?;
+    let listed = list.body["connections"]
+        .as_array()
+        .and_then(|all| all.iter().find(|c| str_field(c, "id") == id))
+        .with_context(|| format!("not listed: {}", list.text))?;
+    ensure!(str_field(listed, "node") == holder, "{listed}");
+    ensure!(
+        list.body["active_connections"] == 1 && list.body["subscription_counts"]["run:held"] == 1,
+        "{}",
+        list.text
+    );
+    let status = http.get("/api/v1/status").await?.ok()?;
+    ensure!(status.body["active_connections"] == 1, "{}", status.text);
+    let one = nodes[2]
+        .http()
+        .get(&format!("/api/v1/connections/{id}"))
+        .await?
+        .ok()?;
+    ensure!(str_field(&one.body, "node") == holder, "{}", one.text);
+
+    http.delete(&format!("/api/v1/connections/{id}"))
+        .await?
+        .ok()?;
+    let (code, _) = client.expect_close().await?;
+    ensure!(code == 4500, "closed with {code}");
+    let missing = http.get("/api/v1/connections/no-such-connection").await?;
+    ensure!(missing.status == 404, "{}", missing.text);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_crewai_client_on_one_node_is_found_and_disconnected_through_another() -> Result<()> {
+    let redis = Redis::start().await?;
+    let nodes = nodes(&redis, 2).await?;
+    let mut client =
+        WsClient::connect_raw(&nodes[1].ws_url("/compat/crewai/api/v1/websocket/ws/executions/e1"))
+            .await?;
+    let hello = client
+        .recv_until(|f| f["event_type"] == "connection.established")
+        .await?;
+    let id = str_field(&hello["data"], "client_id").to_owned();
+    let admin = "/compat/crewai/api/v1/websocket";
+    let http = nodes[0].http();
+    let found = http.get(&format!("{admin}/connections/{id}")).await?;
+    ensure!(found.status == 200, "{}", found.text);
+    let all = http.get(&format!("{admin}/connections")).await?.ok()?;
+    ensure!(all.body["data"]["active_connections"] == 1, "{}", all.text);
+    let count = http.get("/compat/aiecs/connection_count").await?.ok()?;
+    ensure!(count.body == 1, "{}", count.text);
+    http.post(&format!("{admin}/disconnect/{id}"), &json!({}))
+        .await?
+        .ok()?;
+    let (code, _) = client.expect_close().await?;
+    ensure!(code == 4500, "closed with {code}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn every_node_lists_the_topics_published_on_any_node() -> Result<()> {
     let redis = Redis::start().await?;

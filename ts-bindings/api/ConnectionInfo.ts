@@ -27,4 +27,13 @@ queued: number,
 /**
  * Events shed from its queue (each reported to it with a `gap`).
  */
-shed: number, };
+shed: number, 
+/**
+ * When the hub last heard from the peer (a frame or a pong; its
+ * connection time until then), ms since the Unix epoch.
+ */
+last_heard_at: number, 
+/**
+ * The node holding it (see `GET /api/v1/nodes`).
+ */
+node: string, };

@@ -98,6 +98,14 @@ pub struct ConnectionInfo {
     /// Events shed from its queue (each reported to it with a `gap`).
     #[ts(type = "number")]
     pub shed: u64,
+    /// When the hub last heard from the peer (a frame or a pong; its
+    /// connection time until then), ms since the Unix epoch.
+    #[serde(default)]
+    #[ts(type = "number")]
+    pub last_heard_at: u64,
+    /// The node holding it (see `GET /api/v1/nodes`).
+    #[serde(default)]
+    pub node: String,
 }
 
 /// The answer of `GET /api/v1/connections`.

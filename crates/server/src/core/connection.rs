@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use herald_protocol::api::ConnectionInfo;
 use herald_protocol::{ErrorCode, EventFilter, ServerMessage, TopicPattern};
 use parking_lot::Mutex;
 
@@ -237,6 +238,31 @@ impl ConnHandle {
     pub(crate) fn saw_peer(&self) {
         self.last_seen_ms
             .store(self.connected_at.elapsed().as_millis() as u64, Relaxed);
+    }
+
+    /// The connection as the admin API shows it; `node` is this node's id.
+    pub fn info(&self, node: &str) -> ConnectionInfo {
+        let (sent, received) = self.frame_counts();
+        ConnectionInfo {
+            id: self.id.to_string(),
+            session_id: self.id.to_string(),
+            user_id: self.user_id.as_deref().map(str::to_owned),
+            origin: self.origin.as_deref().map(str::to_owned),
+            remote_addr: self.remote.map(|r| r.to_string()),
+            connected_at: self.connected_at_ms,
+            age_s: self.connected_at.elapsed().as_secs_f64(),
+            subscriptions: self
+                .subscriptions()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            messages_sent: sent,
+            messages_received: received,
+            queued: self.queued(),
+            shed: self.shed(),
+            last_heard_at: self.connected_at_ms + self.last_seen_ms.load(Relaxed),
+            node: node.to_owned(),
+        }
     }
 
     /// How long since anything arrived from the peer.

@@ -27,7 +27,8 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
 use crate::core::approvals::Decisions;
-use crate::core::broker::{Audience, BrokerHandler, Publication};
+use crate::core::broker::{Audience, BrokerHandler, NodeAnswer, NodeQuestion, Publication};
+use crate::core::cluster;
 use crate::core::connection::ConnHandle;
 use crate::core::connections::Connections;
 use crate::core::outbox::{EventMeta, OutFrame, Pushed, Run};
@@ -633,6 +634,8 @@ fn offer(subscriber: &Subscriber, frame: &OutFrame, push: &mut impl FnMut(&ConnH
 /// approval changes to whoever waits on them.
 #[derive(Debug)]
 pub(crate) struct NodeHandler {
+    /// This node's id.
+    pub(crate) node: String,
     pub(crate) fanout: Arc<Fanout>,
     pub(crate) decisions: Arc<Decisions>,
 }
@@ -754,5 +757,16 @@ impl BrokerHandler for NodeHandler {
     fn on_gap(&self, gap: &Gap) {
         let frame = OutFrame::control(ServerMessage::Gap(gap.clone()).encode());
         self.fanout.notify_subscribers(&gap.topic, &frame);
+    }
+
+    fn on_node_question(&self, question: &NodeQuestion) -> NodeAnswer {
+        let fanout = &self.fanout;
+        cluster::answer(
+            &self.node,
+            question,
+            &fanout.connections,
+            || fanout.subscriber_counts(),
+            || fanout.metrics.frames_out.get(),
+        )
     }
 }

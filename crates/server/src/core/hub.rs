@@ -53,12 +53,13 @@ impl Hub {
         let retention = broker::Retention::from(&config);
         let metrics = Arc::new(Metrics::default());
         let connections = Arc::new(Connections::default());
-        let (fanout, decisions, handler) = node_parts(&config, &metrics, &connections);
+        let node = new_node_id();
+        let (fanout, decisions, handler) = node_parts(&config, &node, &metrics, &connections);
         let engine = broker::in_memory(retention, handler);
         Hub::assemble(
             config,
             shutdown,
-            new_node_id(),
+            node,
             metrics,
             connections,
             fanout,
@@ -74,8 +75,8 @@ impl Hub {
         let retention = broker::Retention::from(&config);
         let metrics = Arc::new(Metrics::default());
         let connections = Arc::new(Connections::default());
-        let (fanout, decisions, handler) = node_parts(&config, &metrics, &connections);
         let node = new_node_id();
+        let (fanout, decisions, handler) = node_parts(&config, &node, &metrics, &connections);
         let engine =
             broker::open(&config.store, retention, handler, &node, shutdown.clone()).await?;
         Ok(Hub::assemble(
@@ -254,6 +255,7 @@ impl Hub {
 /// and the handler over both.
 fn node_parts(
     config: &Config,
+    node: &str,
     metrics: &Arc<Metrics>,
     connections: &Arc<Connections>,
 ) -> (Arc<Fanout>, Arc<Decisions>, Arc<dyn BrokerHandler>) {
@@ -264,6 +266,7 @@ fn node_parts(
     ));
     let decisions = Arc::new(Decisions::default());
     let handler: Arc<dyn BrokerHandler> = Arc::new(NodeHandler {
+        node: node.to_owned(),
         fanout: fanout.clone(),
         decisions: decisions.clone(),
     });

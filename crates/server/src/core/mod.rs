@@ -18,6 +18,8 @@
 //! - [`connections`]: this node's open connections, by id and by user.
 //! - [`connection`]: [`ConnHandle`](connection::ConnHandle), one connection
 //!   as the core sees it.
+//! - [`cluster`]: the admin API's questions about connections, answered by
+//!   every node sharing the store.
 //! - `outbox`: a connection's bounded queue: priority shedding with exact
 //!   `gap` markers, 1013 on overload.
 //! - [`approvals`]: asking, deciding, waiting, timing out.
@@ -26,6 +28,7 @@
 pub mod approvals;
 pub mod broker;
 pub mod clock;
+pub mod cluster;
 pub mod connection;
 pub mod connections;
 mod fanout;

@@ -38,16 +38,18 @@ pub mod memory;
 pub mod redis;
 pub mod sqlite;
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use herald_protocol::api::NodeInfo;
+use herald_protocol::api::{ConnectionInfo, NodeInfo};
 use herald_protocol::frame::{Gap, Since, Snapshot};
 use herald_protocol::payload::{ApprovalRecord, ApprovalStatus};
 use herald_protocol::{
     CallbackId, Epoch, Event, EventFilter, EventType, PublishReceipt, Topic, TopicPattern,
 };
+use serde::{Deserialize, Serialize};
 
 pub use encoded::{Content, Draft, EncodedEvent};
 pub use history::History;
@@ -235,6 +237,50 @@ pub trait BrokerHandler: Send + Sync + Debug {
     /// stream itself was replaced (`epoch_changed`, `1..=0`: its subscribers
     /// drop their checkpoints and take the new stream from its first event).
     fn on_gap(&self, gap: &Gap);
+
+    /// Another node sharing the store asks about this node's connections
+    /// ([`Broker::ask_nodes`]); returns this node's answer. Must not block.
+    fn on_node_question(&self, question: &NodeQuestion) -> NodeAnswer {
+        let _ = question;
+        NodeAnswer::default()
+    }
+}
+
+/// A question the admin API asks of every node sharing the store about its
+/// connections, so that it answers for all of them whichever node it
+/// reaches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "ask", rename_all = "snake_case")]
+pub enum NodeQuestion {
+    /// How many connections it holds.
+    Count,
+    /// Every connection it holds, and its subscribers per topic or pattern.
+    Connections,
+    /// The connection with this id, if it holds it.
+    Connection { id: String },
+    /// Closes the connection with this id (4500: do not reconnect), if it
+    /// holds it.
+    Disconnect { id: String },
+    /// Closes the connections it has heard nothing from for longer than
+    /// this many ms (4000: they may reconnect).
+    CloseStale { silent_ms: u64 },
+}
+
+/// One node's answer to a [`NodeQuestion`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeAnswer {
+    /// The answering node's id.
+    pub node: String,
+    /// Connections it holds (after closing those it closed).
+    pub count: usize,
+    /// The connections asked for: all of them, or the one named.
+    pub connections: Vec<ConnectionInfo>,
+    /// For [`NodeQuestion::Connections`]: subscribers per topic or pattern.
+    pub subscription_counts: BTreeMap<String, usize>,
+    /// For [`NodeQuestion::Connections`]: frames sent since it started.
+    pub frames_sent: u64,
+    /// Connections it closed.
+    pub closed: usize,
 }
 
 /// How one event of a publish ended.
@@ -553,6 +599,15 @@ pub trait Broker: Send + Sync + Debug {
     /// broker serves one node only.
     async fn nodes(&self) -> Result<Vec<NodeInfo>, BrokerError> {
         Ok(Vec::new())
+    }
+
+    /// Asks `question` of every other node sharing this broker and gathers
+    /// the answers that come within a second (a node that does not answer
+    /// by then is left out, and logged); none when the broker serves one
+    /// node only.
+    async fn ask_nodes(&self, question: &NodeQuestion) -> Vec<NodeAnswer> {
+        let _ = question;
+        Vec::new()
     }
 
     /// Whether the engine can take publishes now (a shared store may be

@@ -222,6 +222,7 @@ fn node(hold_limit: usize) -> Node {
     ));
     let handler = Arc::new(Lagging {
         inner: NodeHandler {
+            node: "n1".to_owned(),
             fanout: fanout.clone(),
             decisions: Arc::new(Decisions::default()),
         },

@@ -2,6 +2,8 @@
 //! topic's retained history, status, health, metrics, and the JSON answers
 //! for routes that do not exist.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -11,46 +13,26 @@ use herald_protocol::api::{
     ConnectionInfo, ConnectionList, HubStatus, NodeInfo, NodeList, TopicHistory,
 };
 use herald_protocol::frame::Since;
-use herald_protocol::{CloseReason, ErrorCode, Event, Topic};
+use herald_protocol::{ErrorCode, Event, Topic};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::body::query;
 use super::error::ApiError;
-use crate::core::connection::ConnHandle;
+use crate::core::broker::NodeQuestion;
+use crate::core::cluster;
 use crate::core::hub::Hub;
 use crate::operations::metrics::{self, ScrapeFigures};
 
-fn connection_info(conn: &ConnHandle) -> ConnectionInfo {
-    let (sent, received) = conn.frame_counts();
-    ConnectionInfo {
-        id: conn.id.to_string(),
-        session_id: conn.id.to_string(),
-        user_id: conn.user_id.as_deref().map(str::to_owned),
-        origin: conn.origin.as_deref().map(str::to_owned),
-        remote_addr: conn.remote.map(|r| r.to_string()),
-        connected_at: conn.connected_at_ms,
-        age_s: conn.connected_at.elapsed().as_secs_f64(),
-        subscriptions: conn
-            .subscriptions()
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
-        messages_sent: sent,
-        messages_received: received,
-        queued: conn.queued(),
-        shed: conn.shed(),
-    }
-}
-
 /// `GET /api/v1/connections`: counts, per-topic subscribers, ages, messages
-/// sent, and every connection (oldest first).
+/// sent, and every connection (oldest first), of every node sharing the
+/// store.
 #[utoipa::path(
     get,
     path = "/api/v1/connections",
     operation_id = "list_connections",
     tag = "admin",
-    summary = "This node's connections: counts, per-topic subscribers, ages, messages sent",
+    summary = "Every node's connections: counts, per-topic subscribers, ages, messages sent",
     responses(
         (status = 200, description = "The report", body = ref("#/components/schemas/ConnectionList")),
         (status = "4XX", description = "Refused: no API key (401), or one without the admin scope (403)", body = ref("#/components/schemas/ApiError")),
@@ -58,33 +40,36 @@ fn connection_info(conn: &ConnHandle) -> ConnectionInfo {
     security(("api_key" = ["admin"]))
 )]
 pub(super) async fn connections(State(hub): State<Hub>) -> Json<ConnectionList> {
-    let mut connections: Vec<ConnectionInfo> = hub
-        .connections()
-        .all()
-        .iter()
-        .map(|conn| connection_info(conn))
-        .collect();
+    let answers = cluster::ask_every_node(&hub, NodeQuestion::Connections).await;
+    let mut subscription_counts = BTreeMap::new();
+    let mut total_messages_sent = 0;
+    let mut connections: Vec<ConnectionInfo> = Vec::new();
+    for answer in answers {
+        for (pattern, n) in answer.subscription_counts {
+            *subscription_counts.entry(pattern).or_insert(0) += n;
+        }
+        total_messages_sent += answer.frames_sent;
+        connections.extend(answer.connections);
+    }
     connections.sort_by_key(|c| c.connected_at);
     let count = connections.len();
     let total_age: f64 = connections.iter().map(|c| c.age_s).sum();
     Json(ConnectionList {
         active_connections: count,
-        subscription_counts: hub.subscriptions().counts().into_iter().collect(),
+        subscription_counts,
         average_connection_age_s: if count == 0 {
             0.0
         } else {
             total_age / count as f64
         },
         messages_sent: connections.iter().map(|c| c.messages_sent).sum(),
-        total_messages_sent: hub.metrics().frames_out.get(),
+        total_messages_sent,
         connections,
     })
 }
 
-fn find(hub: &Hub, id: &str) -> Result<std::sync::Arc<ConnHandle>, ApiError> {
-    hub.connections()
-        .get(id)
-        .ok_or_else(|| ApiError::not_found(format!("no connection {id:?}")))
+fn no_connection(id: &str) -> ApiError {
+    ApiError::not_found(format!("no connection {id:?} on any node"))
 }
 
 /// `GET /api/v1/connections/{id}`.
@@ -97,7 +82,7 @@ fn find(hub: &Hub, id: &str) -> Result<std::sync::Arc<ConnHandle>, ApiError> {
     params(("id" = String, Path, description = "The `session_id` from its `welcome`")),
     responses(
         (status = 200, description = "The connection", body = ref("#/components/schemas/ConnectionInfo")),
-        (status = 404, description = "No such connection on this node", body = ref("#/components/schemas/ApiError")),
+        (status = 404, description = "No such connection on any node", body = ref("#/components/schemas/ApiError")),
         (status = "4XX", description = "Refused: no API key (401), or one without the admin scope (403)", body = ref("#/components/schemas/ApiError")),
     ),
     security(("api_key" = ["admin"]))
@@ -106,8 +91,13 @@ pub(super) async fn connection(
     State(hub): State<Hub>,
     Path(id): Path<String>,
 ) -> Result<Json<ConnectionInfo>, ApiError> {
-    let conn = find(&hub, &id)?;
-    Ok(Json(connection_info(&conn)))
+    let question = NodeQuestion::Connection { id: id.clone() };
+    cluster::ask_every_node(&hub, question)
+        .await
+        .into_iter()
+        .find_map(|answer| answer.connections.into_iter().next())
+        .map(Json)
+        .ok_or_else(|| no_connection(&id))
 }
 
 /// The answer of `DELETE /api/v1/connections/{id}`.
@@ -126,7 +116,7 @@ pub(super) struct Disconnected {
     params(("id" = String, Path, description = "The `session_id` from its `welcome`")),
     responses(
         (status = 200, description = "Closing", body = ref("#/components/schemas/Disconnected")),
-        (status = 404, description = "No such connection on this node", body = ref("#/components/schemas/ApiError")),
+        (status = 404, description = "No such connection on any node", body = ref("#/components/schemas/ApiError")),
         (status = "4XX", description = "Refused: no API key (401), or one without the admin scope (403)", body = ref("#/components/schemas/ApiError")),
     ),
     security(("api_key" = ["admin"]))
@@ -135,11 +125,11 @@ pub(super) async fn disconnect(
     State(hub): State<Hub>,
     Path(id): Path<String>,
 ) -> Result<Json<Disconnected>, ApiError> {
-    find(&hub, &id)?.outbox.close(
-        CloseReason::DISCONNECTED_BY_ADMIN,
-        "disconnected by an admin",
-        false,
-    );
+    let question = NodeQuestion::Disconnect { id: id.clone() };
+    let answers = cluster::ask_every_node(&hub, question).await;
+    if answers.iter().all(|answer| answer.closed == 0) {
+        return Err(no_connection(&id));
+    }
     Ok(Json(Disconnected { disconnected: id }))
 }
 
@@ -254,10 +244,13 @@ pub(super) async fn nodes(State(hub): State<Hub>) -> Result<Json<NodeList>, ApiE
     security(("api_key" = ["admin"]))
 )]
 pub(super) async fn status(State(hub): State<Hub>) -> Json<HubStatus> {
-    let stats = hub.broker().current_stats().await;
+    let (stats, answers) = tokio::join!(
+        hub.broker().current_stats(),
+        cluster::ask_every_node(&hub, NodeQuestion::Count)
+    );
     Json(HubStatus {
         running: !hub.shutdown_token().is_cancelled() && !hub.draining().is_cancelled(),
-        active_connections: hub.connections().count(),
+        active_connections: answers.iter().map(|answer| answer.count).sum(),
         pending_approvals: stats.pending_approvals,
         uptime_s: hub.uptime_s(),
         topics: stats.topics,

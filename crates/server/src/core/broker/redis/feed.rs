@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::keys::{self, channel_of};
+use super::questions;
 use super::wire::Announcement;
 use super::{ReadAt, Shared};
 use crate::core::broker::{Audience, BrokerError, EncodedEvent, Publication};
@@ -106,6 +107,11 @@ pub(super) struct Feed {
 impl Feed {
     pub(super) fn healthy(&self) -> bool {
         self.healthy.load(Relaxed)
+    }
+
+    /// Whether the subscribed connection is up (it hears the channels).
+    pub(super) fn connected(&self) -> bool {
+        self.connection.read().is_some()
     }
 
     /// One more local subscription to `pattern`; the first one subscribes
@@ -362,6 +368,7 @@ impl FeedSession {
         let mut channels = vec![
             keys::node_channel(&engine.node),
             keys::APPROVALS_CHANNEL.to_owned(),
+            keys::QUESTIONS_CHANNEL.to_owned(),
             keys::channel(&Topic::global()),
         ];
         let mut patterns = Vec::new();
@@ -486,7 +493,11 @@ impl FeedSession {
                             let Some((channel, payload)) = message_parts(&push) else {
                                 continue;
                             };
-                            if channel == keys::node_channel(&engine.node).as_bytes() {
+                            if channel == keys::node_channel(&engine.node).as_bytes()
+                                && questions::is_answer(payload)
+                            {
+                                engine.answer_heard(payload);
+                            } else if channel == keys::node_channel(&engine.node).as_bytes() {
                                 let heard: Option<u64> = std::str::from_utf8(payload)
                                     .ok()
                                     .and_then(|p| p.parse().ok());
@@ -502,6 +513,8 @@ impl FeedSession {
                                 }
                             } else if channel == keys::APPROVALS_CHANNEL.as_bytes() {
                                 engine.approval_announced(payload).await;
+                            } else if channel == keys::QUESTIONS_CHANNEL.as_bytes() {
+                                engine.question_heard(payload).await;
                             } else {
                                 engine.announced(payload).await;
                             }

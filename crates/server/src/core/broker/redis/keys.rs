@@ -95,7 +95,12 @@ pub(super) fn task(task_id: &str) -> String {
 /// Hash of the nodes sharing this Redis: node id → what it last said of itself.
 pub(super) const NODES: &str = "herald:nodes";
 
-/// A node's own channel, where it hears its liveness probes.
+/// Where a node asks the others about their connections (the admin API);
+/// each answers on the asker's [`node_channel`].
+pub(super) const QUESTIONS_CHANNEL: &str = "herald:questions";
+
+/// A node's own channel, where it hears its liveness probes and the other
+/// nodes' answers to its questions.
 pub(super) fn node_channel(node: &str) -> String {
     format!("herald:node:{node}")
 }

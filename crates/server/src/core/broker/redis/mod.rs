@@ -38,6 +38,7 @@
 mod approvals;
 mod feed;
 mod keys;
+mod questions;
 mod scripts;
 mod wire;
 
@@ -64,8 +65,8 @@ use self::scripts::{Unexpected, bytes, items, number, text};
 use self::wire::{SplitFrame, audience_code, audience_of, decode_frame, fingerprint};
 use super::{
     ApprovalQuery, ApprovalStoreError, Audience, Broker, BrokerError, BrokerHandler, BrokerStats,
-    Decision, Draft, EncodedEvent, Expired, History, MAX_SNAPSHOT_KEYS, PatternSnapshots, Position,
-    Published, ReadRequest, Retention, TopicRead, TopicStats, Wait,
+    Decision, Draft, EncodedEvent, Expired, History, MAX_SNAPSHOT_KEYS, NodeAnswer, NodeQuestion,
+    PatternSnapshots, Position, Published, ReadRequest, Retention, TopicRead, TopicStats, Wait,
 };
 
 /// How long connecting to Redis may take.
@@ -115,6 +116,8 @@ struct Shared {
     /// The last publish found Redis unreachable and nothing has answered
     /// since: the node is not ready, before its feed's next probe says so.
     failing: AtomicBool,
+    /// This node's questions to the others, waiting for their answers.
+    questions: questions::Questions,
 }
 
 /// What to read of a topic (see `lua/read.lua`).
@@ -231,6 +234,7 @@ impl RedisBroker {
             id_ttl: retention.history_age.max(MIN_ID_TTL),
             clock_offset_ms: AtomicI64::new(i64::MIN),
             failing: AtomicBool::new(false),
+            questions: questions::Questions::default(),
         });
         shared.learn_clock().await.map_err(|e| BrokerError::Open {
             path: redacted(url),
@@ -775,6 +779,10 @@ impl Broker for RedisBroker {
             catch_up_reads: feed.catch_up_reads.load(Relaxed),
             ..*self.shared.stats.lock()
         }
+    }
+
+    async fn ask_nodes(&self, question: &NodeQuestion) -> Vec<NodeAnswer> {
+        self.shared.ask_nodes(question).await
     }
 
     async fn current_stats(&self) -> BrokerStats {

@@ -13,16 +13,15 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use herald_protocol::{
-    CloseReason, ErrorCode, EventType, Priority, PublishRequest, Topic, TopicPattern,
-};
+use herald_protocol::api::ConnectionInfo;
+use herald_protocol::{ErrorCode, EventType, Priority, PublishRequest, Topic, TopicPattern};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::names;
-use crate::core::broker::Audience;
+use crate::core::broker::{Audience, NodeQuestion};
 use crate::core::clock::now_ms;
-use crate::core::connection::ConnHandle;
+use crate::core::cluster;
 use crate::core::hub::Hub;
 use crate::core::publish::PublishOptions;
 use crate::transport::compat::iso8601;
@@ -46,43 +45,55 @@ fn not_found(client_id: &str) -> Response {
         .into_response()
 }
 
+/// A topic or pattern as the seed names subscriptions (`execution_123`).
+fn subscription_name(pattern: &str) -> Option<String> {
+    Some(names::name(&TopicPattern::parse(pattern).ok()?))
+}
+
 /// One connection as the seed described a client.
-fn client(conn: &ConnHandle) -> Value {
-    let (sent, received) = conn.frame_counts();
-    let now = now_ms();
-    let silent = conn.silent_for().as_millis() as u64;
-    let subscriptions: Vec<String> = conn.subscriptions().iter().map(names::name).collect();
+fn client(info: &ConnectionInfo) -> Value {
+    let subscriptions: Vec<String> = info
+        .subscriptions
+        .iter()
+        .filter_map(|pattern| subscription_name(pattern))
+        .collect();
     json!({
-        "client_id": conn.id,
-        "user_id": conn.user_id,
+        "client_id": info.id,
+        "user_id": info.user_id,
         "subscriptions": subscriptions,
-        "connected_at": iso8601(conn.connected_at_ms),
-        "last_heartbeat": iso8601(now.saturating_sub(silent)),
-        "duration_seconds": conn.connected_at.elapsed().as_secs_f64(),
-        "messages_sent": sent,
-        "messages_received": received,
+        "connected_at": iso8601(info.connected_at),
+        "last_heartbeat": iso8601(info.last_heard_at),
+        "duration_seconds": info.age_s,
+        "messages_sent": info.messages_sent,
+        "messages_received": info.messages_received,
+        "node": info.node,
     })
 }
 
-/// `GET /connections`: the seed's statistics, subscriptions by their names.
+/// `GET /connections`: the seed's statistics, subscriptions by their names,
+/// for every node sharing the store.
 pub(super) async fn connections(State(hub): State<Hub>) -> Json<Value> {
-    let all = hub.connections().all();
+    let answers = cluster::ask_every_node(&hub, NodeQuestion::Connections).await;
+    let mut subscription_counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut total_messages_sent = 0;
+    let mut all: Vec<ConnectionInfo> = Vec::new();
+    for answer in answers {
+        for (pattern, n) in answer.subscription_counts {
+            if let Some(name) = subscription_name(&pattern) {
+                *subscription_counts.entry(name).or_insert(0) += n;
+            }
+        }
+        total_messages_sent += answer.frames_sent;
+        all.extend(answer.connections);
+    }
+    all.sort_by_key(|c| c.connected_at);
     let count = all.len();
     let average = if count == 0 {
         0.0
     } else {
-        all.iter()
-            .map(|c| c.connected_at.elapsed().as_secs_f64())
-            .sum::<f64>()
-            / count as f64
+        all.iter().map(|c| c.age_s).sum::<f64>() / count as f64
     };
-    let subscription_counts: BTreeMap<String, usize> = hub
-        .subscriptions()
-        .counts()
-        .into_iter()
-        .filter_map(|(pattern, n)| Some((names::name(&TopicPattern::parse(&pattern).ok()?), n)))
-        .collect();
-    let clients: Vec<Value> = all.iter().map(|conn| client(conn)).collect();
+    let clients: Vec<Value> = all.iter().map(client).collect();
     Json(json!({
         "status": "success",
         "data": {
@@ -93,7 +104,7 @@ pub(super) async fn connections(State(hub): State<Hub>) -> Json<Value> {
                 "connections": count,
                 "average_duration_seconds": average,
             },
-            "total_messages_sent": hub.metrics().frames_out.get(),
+            "total_messages_sent": total_messages_sent,
             "clients": clients,
         },
     }))
@@ -101,8 +112,15 @@ pub(super) async fn connections(State(hub): State<Hub>) -> Json<Value> {
 
 /// `GET /connections/{client_id}`.
 pub(super) async fn connection(State(hub): State<Hub>, Path(client_id): Path<String>) -> Response {
-    match hub.connections().get(&client_id) {
-        Some(conn) => Json(json!({"status": "success", "data": client(&conn)})).into_response(),
+    let question = NodeQuestion::Connection {
+        id: client_id.clone(),
+    };
+    let found = cluster::ask_every_node(&hub, question)
+        .await
+        .into_iter()
+        .find_map(|answer| answer.connections.into_iter().next());
+    match found {
+        Some(info) => Json(json!({"status": "success", "data": client(&info)})).into_response(),
         None => not_found(&client_id),
     }
 }
@@ -202,14 +220,13 @@ pub(super) async fn broadcast_to(
 
 /// `POST /disconnect/{client_id}`: closes it with 4500 (do not reconnect).
 pub(super) async fn disconnect(State(hub): State<Hub>, Path(client_id): Path<String>) -> Response {
-    let Some(conn) = hub.connections().get(&client_id) else {
-        return not_found(&client_id);
+    let question = NodeQuestion::Disconnect {
+        id: client_id.clone(),
     };
-    conn.outbox.close(
-        CloseReason::DISCONNECTED_BY_ADMIN,
-        "disconnected by an admin",
-        false,
-    );
+    let answers = cluster::ask_every_node(&hub, question).await;
+    if answers.iter().all(|answer| answer.closed == 0) {
+        return not_found(&client_id);
+    }
     Json(json!({
         "status": "success",
         "message": format!("Client {client_id} disconnected"),
@@ -225,14 +242,11 @@ pub(super) async fn cleanup(
     Extension(cleanups): Extension<Arc<Cleanups>>,
 ) -> Json<Value> {
     let stale_after = hub.config().heartbeat_interval * 2;
-    let mut cleaned = 0;
-    for conn in hub.connections().all() {
-        if conn.silent_for() > stale_after {
-            conn.outbox
-                .close(CloseReason::HEARTBEAT_TIMEOUT, "stale connection", false);
-            cleaned += 1;
-        }
-    }
+    let question = NodeQuestion::CloseStale {
+        silent_ms: stale_after.as_millis() as u64,
+    };
+    let answers = cluster::ask_every_node(&hub, question).await;
+    let cleaned: usize = answers.iter().map(|answer| answer.closed).sum();
     cleanups.last_ms.store(now_ms(), Relaxed);
     Json(json!({
         "status": "success",
