@@ -361,6 +361,43 @@ async fn after_a_redis_restart_without_its_data_each_dialect_says_the_history_wa
 }
 
 #[tokio::test]
+async fn a_subscribe_redis_cannot_serve_closes_the_connection_1013_and_a_resubscribe_after_it_is_back_resumes()
+-> Result<()> {
+    let redis = Redis::start().await?;
+    let nodes = nodes(&redis, 1).await?;
+    publish_numbered(&nodes[0], "run:stalled", 0, 3).await?;
+    redis.pause(true).await?;
+    let mut client = nodes[0].ws("/ws").await?;
+    let since = json!({"run:stalled": {"seq": 1}});
+    client
+        .send_json(
+            &json!({"action": "subscribe", "id": "s1", "topics": ["run:stalled"], "since": since}),
+        )
+        .await?;
+    // Left open, the connection would be subscribed to nothing, and stay so
+    // once Redis is back: closed, the client reconnects and resubscribes.
+    let closed = client.expect_close().await;
+    redis.pause(false).await?;
+    let (code, reason) = closed?;
+    ensure!(code == 1013, "closed with {code} {reason}");
+    let mut again = eventually(
+        Duration::from_secs(20),
+        "a node that serves the subscribe",
+        || async {
+            let mut client = nodes[0].ws("/ws").await?;
+            let frames = client
+                .subscribe_with(&["run:stalled"], json!({ "since": since }))
+                .await;
+            Ok(frames.is_ok().then_some(client))
+        },
+    )
+    .await?;
+    let events = collect_events(&mut again, "run:stalled", 2).await?;
+    ensure!(seqs_on(&events, "run:stalled") == [2, 3], "{events:?}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_publish_answered_503_while_redis_stalls_is_not_stored_when_it_wakes_up() -> Result<()> {
     let redis = Redis::start().await?;
     let nodes = nodes(&redis, 1).await?;

@@ -17,7 +17,7 @@ use crate::core::hub::Hub;
 /// This node's answer to `question`: `node` is its id, `counts` its
 /// subscribers per topic or pattern, `frames_sent` what it sent since it
 /// started (both read only for [`NodeQuestion::Connections`]).
-pub(crate) fn answer(
+pub fn answer(
     node: &str,
     question: &NodeQuestion,
     connections: &Connections,

@@ -131,7 +131,7 @@ impl Subscriptions {
                 .is_some();
             if !known && let Err(error) = self.broker.subscribe(pattern).await {
                 conn.subscriptions.lock().remove(pattern);
-                return Err(store_error(&error));
+                return Err(not_subscribed(conn, &error));
             }
             let held = self.fanout.hold(conn, pattern, &filter);
             let released = match pattern {
@@ -165,7 +165,7 @@ impl Subscriptions {
                     // Not read, so not subscribed: the client is told and
                     // may ask again.
                     self.unsubscribe(conn, std::slice::from_ref(pattern)).await;
-                    return Err(store_error(&error));
+                    return Err(not_subscribed(conn, &error));
                 }
             }
             if request.snapshot && !matches!(pattern, TopicPattern::Exact(_)) {
@@ -173,7 +173,7 @@ impl Subscriptions {
                     .broker
                     .snapshots(pattern, &filter, budget.left())
                     .await
-                    .map_err(|e| store_error(&e))?;
+                    .map_err(|e| not_subscribed(conn, &e))?;
                 budget.took(found.snapshots.len(), found.refused);
                 for snapshot in found.snapshots {
                     conn.send(&ServerMessage::Snapshot(snapshot));
@@ -493,6 +493,26 @@ fn error_frame(code: ErrorCode, message: String) -> ErrorFrame {
 fn store_error(error: &BrokerError) -> ErrorFrame {
     error_frame(ErrorCode::Internal, error.to_string())
 }
+
+/// A subscription the store failed to serve. While the store is
+/// unavailable (a shared store down or stalled), the connection is closed
+/// with 1013 rather than left open without the subscription: a client
+/// resubscribes (with `since`) only when it reconnects, and would otherwise
+/// get nothing more, not even a gap, once the store is back. The error
+/// frame its caller sends is then not queued (the connection is closing):
+/// a client that matches refusals to subscriptions must not take this one
+/// for a refusal.
+fn not_subscribed(conn: &ConnHandle, error: &BrokerError) -> ErrorFrame {
+    if matches!(error, BrokerError::Unavailable(_)) {
+        conn.outbox
+            .close(CloseReason::TRY_AGAIN_LATER, STORE_UNAVAILABLE_REASON, true);
+    }
+    store_error(error)
+}
+
+/// The close reason of a connection whose subscription the store could not
+/// serve.
+const STORE_UNAVAILABLE_REASON: &str = "the store is unavailable: reconnect and subscribe again";
 
 /// How many more `snapshot` frames one request may queue: half of the
 /// connection's queue. Never shed, they could otherwise fill it, and a
