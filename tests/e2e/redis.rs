@@ -441,6 +441,39 @@ async fn a_publish_answered_503_while_redis_stalls_is_not_stored_when_it_wakes_u
     Ok(())
 }
 
+#[tokio::test]
+async fn an_approval_asked_while_redis_stalls_is_answered_503_and_not_stored_when_it_wakes_up()
+-> Result<()> {
+    let redis = Redis::start().await?;
+    let nodes = nodes(&redis, 1).await?;
+    let http = nodes[0].http();
+    // One approval first: Redis then knows the script, and runs it by its
+    // hash once it wakes.
+    ask(&nodes[0], "u1", "t-before", 600_000).await?;
+    redis.pause(true).await?;
+    let body = json!({
+        "user_id": "u1", "task_id": "t-stall", "step": 1, "timeout_ms": 600_000,
+        "step_result": {"step": "s", "message": "retry?", "status": "failed"}
+    });
+    let stalled = http.post("/api/v1/approvals", &body).await;
+    redis.pause(false).await?;
+    let stalled = stalled?;
+    ensure!(stalled.status == 503, "{} {}", stalled.status, stalled.text);
+    // Redis runs the script queued while it stalled before a command sent
+    // now: past its deadline, it stores nothing, so a producer that looks
+    // before asking again finds nothing to wait for.
+    redis.command(&["PING"]).await?;
+    let listed = http.get("/api/v1/approvals?task_id=t-stall").await?.ok()?;
+    ensure!(
+        listed.body["approvals"]
+            .as_array()
+            .is_some_and(Vec::is_empty),
+        "{}",
+        listed.text
+    );
+    Ok(())
+}
+
 /// What a Herald client (here the Rust one) delivers from `subscriber`:
 /// events as `(seq, n)` and gaps as `(0, reason)`, until `done` holds.
 async fn client_items_until(

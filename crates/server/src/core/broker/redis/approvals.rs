@@ -76,7 +76,7 @@ impl Shared {
     ) -> Result<(), ApprovalStoreError> {
         let request = &record.request;
         let body = serde_json::to_string(request).map_err(|e| BrokerError::Write(e.to_string()))?;
-        let created: u64 = scripts::APPROVAL_CREATE
+        let created: i64 = scripts::APPROVAL_CREATE
             .key(keys::approval(&request.callback_id))
             .key(keys::PENDING)
             .key(keys::CLAIMED)
@@ -91,13 +91,18 @@ impl Shared {
             .arg(request.expires_at)
             .arg(MAX_PENDING)
             .arg(keys::APPROVALS_CHANNEL)
+            .arg(self.publish_deadline())
             .invoke_async(&mut self.commands.clone())
             .await
             .map_err(failed)?;
-        if created == 0 {
-            return Err(ApprovalStoreError::TooMany(MAX_PENDING));
+        match created {
+            0 => Err(ApprovalStoreError::TooMany(MAX_PENDING)),
+            -1 => Err(BrokerError::Unavailable(
+                "the store ran the request past its deadline, and stored nothing".into(),
+            )
+            .into()),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     pub(super) async fn decide_approval(
