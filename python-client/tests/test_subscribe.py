@@ -8,6 +8,7 @@ import asyncio
 import logging
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -17,7 +18,7 @@ import herald
 from herald import Event, Gap, SessionConfig
 from herald._session import FrameDecodeError, Open, Reconnecting, Session
 
-from .conftest import Hub
+from .conftest import Hub, make_hub
 
 pytestmark = pytest.mark.anyio
 LIMIT = 20.0
@@ -119,6 +120,26 @@ async def test_a_subscription_over_the_hubs_frame_limit_is_refused_before_connec
     assert refused.value.code == "too_large"
     assert isinstance(item, Event) and item.topic == topics[0]
     assert status["active_connections"] == 0
+
+
+async def test_a_subscription_over_the_frame_limit_the_hubs_welcome_gives_raises_and_ends(tmp_path: Path) -> None:
+    # The client keeps its default limit (64 KiB); the hub reads frames of at
+    # most 1 KiB and says so in its welcome: the subscription is not sent.
+    hub = make_hub(tmp_path, "memory", "--max-frame-size", "1KiB")
+    hub.start()
+    try:
+        topics = [f"execution:{i:0>20}" for i in range(100)]
+        async with herald.AsyncHerald(hub.url) as client:
+            events = client.subscribe(topics)
+            with anyio.fail_after(LIMIT):
+                with pytest.raises(herald.TooLargeError, match="frame limit of 1024"):
+                    await events.__anext__()
+                # Nothing more can come: the iteration ends instead of waiting.
+                with pytest.raises(StopAsyncIteration):
+                    await events.__anext__()
+            await events.aclose()
+    finally:
+        hub.stop()
 
 
 async def test_an_int_since_without_an_exact_topic_is_refused(hub: Hub) -> None:

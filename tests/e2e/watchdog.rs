@@ -6,20 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use herald_tests::{Hub, eventually, metric};
-use tokio::process::Command;
 
 use crate::herald;
-
-/// Sends `signal` to the hub's process by its PID.
-async fn signal(hub: &Hub, signal: &str) -> Result<()> {
-    let pid = hub.pid().context("herald has exited")?;
-    let status = Command::new("kill")
-        .args([&format!("-{signal}"), &pid.to_string()])
-        .status()
-        .await?;
-    ensure!(status.success(), "kill -{signal} {pid}: {status}");
-    Ok(())
-}
 
 async fn stalls(hub: &Hub, kind: &str) -> Result<f64> {
     let reply = hub.http().get("/metrics").await?;
@@ -34,10 +22,10 @@ async fn stalls(hub: &Hub, kind: &str) -> Result<f64> {
 async fn a_paused_process_is_logged_and_counted_as_a_stall_once_it_runs_again() -> Result<()> {
     let hub = herald().start(&["--watchdog-threshold", "100ms"]).await?;
     ensure!(stalls(&hub, "process").await? == 0.0);
-    signal(&hub, "STOP").await?;
+    hub.signal("STOP").await?;
     // The stimulus: the process must stay stopped past the threshold.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    signal(&hub, "CONT").await?;
+    hub.signal("CONT").await?;
     let counted = eventually(Duration::from_secs(5), "the stall is counted", || async {
         let n = stalls(&hub, "process").await?;
         Ok((n >= 1.0).then_some(n))

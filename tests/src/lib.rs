@@ -297,6 +297,21 @@ impl Hub {
         self.child.id()
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, …) to the process by its PID.
+    pub async fn signal(&self, signal: &str) -> Result<()> {
+        let pid = self.pid().context("herald has exited")?;
+        let status = timeout(
+            DEFAULT_TIMEOUT,
+            Command::new("kill")
+                .args([&format!("-{signal}"), &pid.to_string()])
+                .status(),
+        )
+        .await
+        .context("kill did not return")??;
+        ensure!(status.success(), "kill -{signal} {pid}: {status}");
+        Ok(())
+    }
+
     /// What the hub wrote to stderr so far (for failure messages).
     pub fn stderr(&self) -> String {
         snapshot(&self.stderr)

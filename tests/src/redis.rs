@@ -181,6 +181,16 @@ impl Redis {
         }
     }
 
+    /// A command whose answer is text or nil (`GET`, `HGET`, …).
+    pub async fn text(&self, args: &[&str]) -> Result<Option<String>> {
+        match self.command(args).await? {
+            redis::Value::Nil => Ok(None),
+            redis::Value::BulkString(bytes) => Ok(Some(String::from_utf8(bytes)?)),
+            redis::Value::SimpleString(text) => Ok(Some(text)),
+            other => bail!("redis {args:?}: not text: {other:?}"),
+        }
+    }
+
     /// Stops the server (SIGKILL by PID) and waits for it to exit.
     pub async fn stop(&mut self) -> Result<()> {
         if let Some(mut child) = self.child.take() {

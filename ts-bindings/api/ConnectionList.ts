@@ -16,4 +16,9 @@ messages_sent: number,
 /**
  * Frames sent since the hub started.
  */
-total_messages_sent: number, connections: Array<ConnectionInfo>, };
+total_messages_sent: number, 
+/**
+ * On several nodes: some node did not answer in time (or the shared
+ * store was unreachable), so its connections are missing.
+ */
+partial: boolean, connections: Array<ConnectionInfo>, };

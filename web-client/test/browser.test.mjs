@@ -561,28 +561,38 @@ test("a_subscription_over_the_frame_limit_the_hubs_welcome_gives_is_refused_with
 });
 
 test("a_browser_websocket_that_sends_a_frame_over_the_hubs_limit_reads_close_code_1009", async () => {
-  const hub = await startHub({ args: ["--max-frame-size", "1KiB"] });
-  const page = await openExample(context, site, hub, { user: "u1", topics: "run:r1" });
-  await waitForDemo(page, "open", isOpen);
-  // A plain WebSocket, as a frontend without the client would open it:
-  // the rest of its frame is still arriving when the hub closes.
-  const closes = await page.evaluate(async (url) => {
-    const closes = [];
-    for (const size of [2_000, 20_000, 200_000]) {
-      closes.push(
-        await new Promise((resolve) => {
-          const ws = new WebSocket(url);
-          ws.onmessage = () => ws.send(JSON.stringify({ action: "subscribe", topics: [`run:${"x".repeat(size)}`] }));
-          ws.onclose = (e) => resolve(`${e.code} ${e.reason}`);
-          setTimeout(() => resolve("still open"), 5_000);
-        }),
-      );
-    }
-    return closes;
-  }, `${hub.url.replace(/^http/, "ws")}/ws`);
-  assert.deepEqual(closes, ["1009 frame too large", "1009 frame too large", "1009 frame too large"]);
-  await page.close();
-  await stopHub(hub);
+  for (const args of [[], ["--compression"]]) {
+    const hub = await startHub({ args: ["--max-frame-size", "1KiB", ...args] });
+    const page = await openExample(context, site, hub, { user: "u1", topics: "run:r1" });
+    await waitForDemo(page, "open", isOpen);
+    // A plain WebSocket, as a frontend without the client would open it:
+    // the rest of its frame is still arriving when the hub closes. Random
+    // text, so that a compressed frame is as large as the text.
+    const closes = await page.evaluate(async (url) => {
+      const letters = "abcdefghijklmnopqrstuvwxyz0123456789";
+      const random = (n) => {
+        const bytes = new Uint8Array(n);
+        for (let at = 0; at < n; at += 65_536) crypto.getRandomValues(bytes.subarray(at, Math.min(n, at + 65_536)));
+        return Array.from(bytes, (b) => letters[b % letters.length]).join("");
+      };
+      const closes = [];
+      for (const size of [2_000, 20_000, 200_000]) {
+        const topic = `run:${random(size)}`;
+        closes.push(
+          await new Promise((resolve) => {
+            const ws = new WebSocket(url);
+            ws.onmessage = () => ws.send(JSON.stringify({ action: "subscribe", topics: [topic] }));
+            ws.onclose = (e) => resolve(`${e.code} ${e.reason}`);
+            setTimeout(() => resolve("still open"), 5_000);
+          }),
+        );
+      }
+      return closes;
+    }, `${hub.url.replace(/^http/, "ws")}/ws`);
+    assert.deepEqual(closes, ["1009 frame too large", "1009 frame too large", "1009 frame too large"], `hub ${args.join(" ")}`);
+    await page.close();
+    await stopHub(hub);
+  }
 });
 
 test("a_disposed_client_says_it_is_closed_and_refuses_to_connect_and_confirm_names_a_missing_id", async () => {

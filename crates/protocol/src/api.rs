@@ -122,6 +122,10 @@ pub struct ConnectionList {
     /// Frames sent since the hub started.
     #[ts(type = "number")]
     pub total_messages_sent: u64,
+    /// On several nodes: some node did not answer in time (or the shared
+    /// store was unreachable), so its connections are missing.
+    #[serde(default)]
+    pub partial: bool,
     pub connections: Vec<ConnectionInfo>,
 }
 

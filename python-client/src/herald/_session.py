@@ -1024,8 +1024,9 @@ class Session:
                 continue
             kept.append(subscription)
         self._subscriptions = kept
-        if removed:
-            self._forget_topics(removed)
+        # The refused subscriptions' topics stay in the others that name them
+        # too: only what no subscription covers any more is forgotten.
+        self._forget_uncovered(removed)
         return refused
 
     def _remove_topics(self, topics: list[str], id: RequestId | None) -> None:
@@ -1042,6 +1043,12 @@ class Session:
         for subscription in self._subscriptions:
             subscription.topics = [p for p in subscription.topics if p not in topics]
         self._subscriptions = [s for s in self._subscriptions if s.topics]
+        self._forget_uncovered(topics)
+
+    def _forget_uncovered(self, topics: list[str]) -> None:
+        """Forgets the checkpoints of the topics under ``topics`` (patterns no
+        longer subscribed to) that no subscription covers any more."""
+
         def kept(topic: str) -> bool:
             return not any(pattern_matches(removed, topic) for removed in topics) or any(
                 s.covers(topic) for s in self._subscriptions

@@ -328,6 +328,11 @@ class Subscription(Generic[T]):
             self._confirmed.add(event.topic)
         elif isinstance(event, ErrorFrame):
             self._ready.append(hub_error(event.code, event.message, ref=event.ref))
+            if not self._session.subscriptions:
+                # Its subscription was refused for the hub's frame limit
+                # (the session dropped it): nothing more can come.
+                self._closed = True
+                self._session.disconnect()
         elif isinstance(event, StateChanged):
             log.debug("herald subscription: %s", event.state)
             if isinstance(event.state, Reconnecting) and event.state.code is not None:

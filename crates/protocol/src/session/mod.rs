@@ -875,6 +875,12 @@ impl Session {
         }
         self.subscriptions
             .retain(|subscription| !subscription.topics.is_empty());
+        self.forget_uncovered(topics);
+    }
+
+    /// Forgets the checkpoints of the topics under `topics` (patterns no
+    /// longer subscribed to) that no subscription covers any more.
+    fn forget_uncovered(&mut self, topics: &[TopicPattern]) {
         let subscriptions = &self.subscriptions;
         let kept = |topic: &Topic| {
             !topics.iter().any(|removed| removed.matches(topic))
@@ -979,9 +985,9 @@ impl Session {
             }
         }
         self.subscriptions = kept;
-        if !removed.is_empty() {
-            self.forget_topics(&removed);
-        }
+        // The refused subscriptions' topics stay in the others that name
+        // them too: only what no subscription covers any more is forgotten.
+        self.forget_uncovered(&removed);
         refused
     }
 

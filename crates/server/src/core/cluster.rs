@@ -1,23 +1,103 @@
 //! The admin API's view of connections across every node sharing the
-//! hub's store. A [`NodeQuestion`] is answered here for this node's
-//! connections ([`answer`]) and asked of the other nodes through the broker
+//! hub's store. A [`NodeQuestion`] is answered for this node's connections
+//! by [`answer`], and asked of the other nodes through the broker
 //! ([`Broker::ask_nodes`](crate::core::broker::Broker::ask_nodes)), whose
-//! handler answers it with the same function; [`ask_every_node`] puts the
-//! answers together. On one node (memory, SQLite) only this node answers.
+//! handler on each node answers it with the same function. The functions
+//! below put the answers together for the admin routes; on one node
+//! (memory, SQLite) only this node answers.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use herald_protocol::CloseReason;
+use herald_protocol::api::ConnectionInfo;
+use serde::{Deserialize, Serialize};
 
-use crate::core::broker::{NodeAnswer, NodeQuestion};
 use crate::core::connections::Connections;
 use crate::core::hub::Hub;
+
+/// A question the admin API asks of every node sharing the store about its
+/// connections, so that it answers for all of them whichever node it
+/// reaches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "ask", rename_all = "snake_case")]
+pub enum NodeQuestion {
+    /// How many connections it holds.
+    Count,
+    /// Every connection it holds, and its subscribers per topic or pattern.
+    Connections,
+    /// The connection with this id, if it holds it.
+    Connection { id: String },
+    /// Closes the connection with this id (4500: do not reconnect), if it
+    /// holds it.
+    Disconnect { id: String },
+    /// Closes the connections it has heard nothing from for longer than
+    /// this many ms (4000: they may reconnect).
+    CloseStale { silent_ms: u64 },
+}
+
+/// One node's answer to a [`NodeQuestion`]: `count` always; the other
+/// fields as the question asks (empty or zero otherwise).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeAnswer {
+    /// The answering node's id.
+    pub node: String,
+    /// Connections it holds (after closing those it closed).
+    pub count: usize,
+    /// [`NodeQuestion::Connections`]: all of them;
+    /// [`NodeQuestion::Connection`]: the one named, if it holds it.
+    pub connections: Vec<ConnectionInfo>,
+    /// [`NodeQuestion::Connections`]: subscribers per topic or pattern.
+    pub subscription_counts: BTreeMap<String, usize>,
+    /// [`NodeQuestion::Connections`]: frames sent since it started.
+    pub frames_sent: u64,
+    /// [`NodeQuestion::Disconnect`] and [`NodeQuestion::CloseStale`]:
+    /// connections it closed.
+    pub closed: usize,
+}
+
+/// The other nodes' answers to a question, as the broker gathered them.
+#[derive(Debug, Clone, Default)]
+pub struct Gathered {
+    pub answers: Vec<NodeAnswer>,
+    /// Nodes that heard the question and did not answer in time.
+    pub missing: usize,
+}
+
+/// Every node's answers: this node's first.
+#[derive(Debug, Clone)]
+pub(crate) struct Answers {
+    pub(crate) answers: Vec<NodeAnswer>,
+    /// Whether every node answered: `false` when one did not in time, or
+    /// the store could not be reached to ask.
+    pub(crate) complete: bool,
+}
+
+/// Why a connection was not found, or not closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    /// No node holds it.
+    NotFound,
+    /// Not on the nodes that answered, and some did not.
+    Incomplete,
+}
+
+/// Every node's connections, put together.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Report {
+    /// Oldest first.
+    pub(crate) connections: Vec<ConnectionInfo>,
+    pub(crate) subscription_counts: BTreeMap<String, usize>,
+    /// Frames the nodes sent since they started.
+    pub(crate) frames_sent: u64,
+    /// Whether every node answered.
+    pub(crate) complete: bool,
+}
 
 /// This node's answer to `question`: `node` is its id, `counts` its
 /// subscribers per topic or pattern, `frames_sent` what it sent since it
 /// started (both read only for [`NodeQuestion::Connections`]).
-pub fn answer(
+pub(crate) fn answer(
     node: &str,
     question: &NodeQuestion,
     connections: &Connections,
@@ -65,9 +145,10 @@ pub fn answer(
 }
 
 /// `question` answered by every node sharing the store: this node's answer
-/// first, then those of the others that answer within the broker's bound.
-/// A connection found and closed here is not asked after elsewhere.
-pub async fn ask_every_node(hub: &Hub, question: NodeQuestion) -> Vec<NodeAnswer> {
+/// first, then those of the others that answered within the broker's
+/// bound. A connection found (or closed) here is not asked after
+/// elsewhere.
+pub(crate) async fn ask_every_node(hub: &Hub, question: NodeQuestion) -> Answers {
     let here = answer(
         hub.node_id(),
         &question,
@@ -81,8 +162,85 @@ pub async fn ask_every_node(hub: &Hub, question: NodeQuestion) -> Vec<NodeAnswer
         _ => false,
     };
     let mut answers = vec![here];
-    if !settled {
-        answers.extend(hub.broker().ask_nodes(&question).await);
+    if settled {
+        return Answers {
+            answers,
+            complete: true,
+        };
     }
+    match hub.broker().ask_nodes(&question).await {
+        Ok(gathered) => {
+            answers.extend(gathered.answers);
+            Answers {
+                answers,
+                complete: gathered.missing == 0,
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot ask the other nodes: answering for this node only");
+            Answers {
+                answers,
+                complete: false,
+            }
+        }
+    }
+}
+
+/// Every node's connections, subscriber counts and frames sent.
+pub(crate) async fn report(hub: &Hub) -> Report {
+    let Answers { answers, complete } = ask_every_node(hub, NodeQuestion::Connections).await;
+    let mut report = Report {
+        complete,
+        ..Report::default()
+    };
+    for answer in answers {
+        for (pattern, n) in answer.subscription_counts {
+            *report.subscription_counts.entry(pattern).or_insert(0) += n;
+        }
+        report.frames_sent += answer.frames_sent;
+        report.connections.extend(answer.connections);
+    }
+    report.connections.sort_by_key(|c| c.connected_at);
+    report
+}
+
+/// The connection with this id, on whichever node holds it.
+pub(crate) async fn find(hub: &Hub, id: &str) -> Result<ConnectionInfo, Lookup> {
+    let question = NodeQuestion::Connection { id: id.to_owned() };
+    let Answers { answers, complete } = ask_every_node(hub, question).await;
     answers
+        .into_iter()
+        .find_map(|answer| answer.connections.into_iter().next())
+        .ok_or(if complete {
+            Lookup::NotFound
+        } else {
+            Lookup::Incomplete
+        })
+}
+
+/// Closes the connection with this id (4500), on whichever node holds it.
+pub(crate) async fn disconnect(hub: &Hub, id: &str) -> Result<(), Lookup> {
+    let question = NodeQuestion::Disconnect { id: id.to_owned() };
+    let Answers { answers, complete } = ask_every_node(hub, question).await;
+    match (answers.iter().any(|answer| answer.closed > 0), complete) {
+        (true, _) => Ok(()),
+        (false, true) => Err(Lookup::NotFound),
+        (false, false) => Err(Lookup::Incomplete),
+    }
+}
+
+/// How many connections every node holds (those that answered).
+pub(crate) async fn count(hub: &Hub) -> usize {
+    let answers = ask_every_node(hub, NodeQuestion::Count).await;
+    answers.answers.iter().map(|answer| answer.count).sum()
+}
+
+/// Closes the connections silent for longer than `silent` on every node
+/// (4000); how many.
+pub(crate) async fn close_stale(hub: &Hub, silent: Duration) -> usize {
+    let question = NodeQuestion::CloseStale {
+        silent_ms: silent.as_millis() as u64,
+    };
+    let answers = ask_every_node(hub, question).await;
+    answers.answers.iter().map(|answer| answer.closed).sum()
 }

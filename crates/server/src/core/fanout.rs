@@ -27,8 +27,8 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
 use crate::core::approvals::Decisions;
-use crate::core::broker::{Audience, BrokerHandler, NodeAnswer, NodeQuestion, Publication};
-use crate::core::cluster;
+use crate::core::broker::{Audience, BrokerHandler, Publication};
+use crate::core::cluster::{self, NodeAnswer, NodeQuestion};
 use crate::core::connection::ConnHandle;
 use crate::core::connections::Connections;
 use crate::core::outbox::{EventMeta, OutFrame, Pushed, Run};

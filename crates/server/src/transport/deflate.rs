@@ -286,6 +286,12 @@ impl<S> Inflating<S> {
         Inflating::new(inner, limit, None)
     }
 
+    /// The socket under it, to read past the frames (and what was read of
+    /// them).
+    pub(crate) fn inner_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
     fn new(inner: S, limit: usize, mask: Option<[u8; 4]>) -> Inflating<S> {
         Inflating {
             inner,

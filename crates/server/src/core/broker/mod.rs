@@ -38,18 +38,16 @@ pub mod memory;
 pub mod redis;
 pub mod sqlite;
 
-use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use herald_protocol::api::{ConnectionInfo, NodeInfo};
+use herald_protocol::api::NodeInfo;
 use herald_protocol::frame::{Gap, Since, Snapshot};
 use herald_protocol::payload::{ApprovalRecord, ApprovalStatus};
 use herald_protocol::{
     CallbackId, Epoch, Event, EventFilter, EventType, PublishReceipt, Topic, TopicPattern,
 };
-use serde::{Deserialize, Serialize};
 
 pub use encoded::{Content, Draft, EncodedEvent};
 pub use history::History;
@@ -59,6 +57,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::core::cluster::{Gathered, NodeAnswer, NodeQuestion};
 use crate::operations::config::{Config, StoreConfig};
 
 /// An open engine, and the task that keeps it (trimming, eviction), if it
@@ -244,43 +243,6 @@ pub trait BrokerHandler: Send + Sync + Debug {
         let _ = question;
         NodeAnswer::default()
     }
-}
-
-/// A question the admin API asks of every node sharing the store about its
-/// connections, so that it answers for all of them whichever node it
-/// reaches.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "ask", rename_all = "snake_case")]
-pub enum NodeQuestion {
-    /// How many connections it holds.
-    Count,
-    /// Every connection it holds, and its subscribers per topic or pattern.
-    Connections,
-    /// The connection with this id, if it holds it.
-    Connection { id: String },
-    /// Closes the connection with this id (4500: do not reconnect), if it
-    /// holds it.
-    Disconnect { id: String },
-    /// Closes the connections it has heard nothing from for longer than
-    /// this many ms (4000: they may reconnect).
-    CloseStale { silent_ms: u64 },
-}
-
-/// One node's answer to a [`NodeQuestion`].
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct NodeAnswer {
-    /// The answering node's id.
-    pub node: String,
-    /// Connections it holds (after closing those it closed).
-    pub count: usize,
-    /// The connections asked for: all of them, or the one named.
-    pub connections: Vec<ConnectionInfo>,
-    /// For [`NodeQuestion::Connections`]: subscribers per topic or pattern.
-    pub subscription_counts: BTreeMap<String, usize>,
-    /// For [`NodeQuestion::Connections`]: frames sent since it started.
-    pub frames_sent: u64,
-    /// Connections it closed.
-    pub closed: usize,
 }
 
 /// How one event of a publish ended.
@@ -588,9 +550,9 @@ pub trait Broker: Send + Sync + Debug {
     /// Figures for status and metrics, as of the broker's last look.
     fn stats(&self) -> BrokerStats;
 
-    /// [`stats`](Broker::stats) with what a shared store holds for every
-    /// node (pending approvals, topics) read now, for status answers: the
-    /// periodic look may be seconds old.
+    /// [`stats`](Broker::stats) with the pending approvals a shared store
+    /// holds for every node read now (within half a second), for status
+    /// answers: the periodic look may be seconds old.
     async fn current_stats(&self) -> BrokerStats {
         self.stats()
     }
@@ -602,12 +564,12 @@ pub trait Broker: Send + Sync + Debug {
     }
 
     /// Asks `question` of every other node sharing this broker and gathers
-    /// the answers that come within a second (a node that does not answer
-    /// by then is left out, and logged); none when the broker serves one
-    /// node only.
-    async fn ask_nodes(&self, question: &NodeQuestion) -> Vec<NodeAnswer> {
+    /// the answers that come within a second (the asking included), and
+    /// how many nodes did not answer by then; none when the broker serves
+    /// one node only. `Err` when the store cannot be reached to ask.
+    async fn ask_nodes(&self, question: &NodeQuestion) -> Result<Gathered, BrokerError> {
         let _ = question;
-        Vec::new()
+        Ok(Gathered::default())
     }
 
     /// Whether the engine can take publishes now (a shared store may be

@@ -126,7 +126,6 @@ fn another_nodes_notice(event: &Event) -> bool {
         && event.data.pointer("/details/node").is_some()
 }
 
-/// A JSON value as one text frame.
 /// What a gap in `subject`'s events means, in the words a dialect shows
 /// its users. An `epoch_changed` gap is not events lost on the way: the
 /// store's history was reset (`1..0`: nothing held yet) or restored from an
@@ -149,6 +148,7 @@ pub(crate) fn gap_message(subject: &str, from_seq: u64, to_seq: u64, reason: Gap
     }
 }
 
+/// A JSON value as one text frame.
 pub(crate) fn text(value: &Value) -> Utf8Bytes {
     Utf8Bytes::from(value.to_string())
 }

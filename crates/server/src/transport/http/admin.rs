@@ -2,8 +2,6 @@
 //! topic's retained history, status, health, metrics, and the JSON answers
 //! for routes that do not exist.
 
-use std::collections::BTreeMap;
-
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -19,8 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::body::query;
 use super::error::ApiError;
-use crate::core::broker::NodeQuestion;
-use crate::core::cluster;
+use crate::core::cluster::{self, Lookup};
 use crate::core::hub::Hub;
 use crate::operations::metrics::{self, ScrapeFigures};
 
@@ -40,36 +37,32 @@ use crate::operations::metrics::{self, ScrapeFigures};
     security(("api_key" = ["admin"]))
 )]
 pub(super) async fn connections(State(hub): State<Hub>) -> Json<ConnectionList> {
-    let answers = cluster::ask_every_node(&hub, NodeQuestion::Connections).await;
-    let mut subscription_counts = BTreeMap::new();
-    let mut total_messages_sent = 0;
-    let mut connections: Vec<ConnectionInfo> = Vec::new();
-    for answer in answers {
-        for (pattern, n) in answer.subscription_counts {
-            *subscription_counts.entry(pattern).or_insert(0) += n;
-        }
-        total_messages_sent += answer.frames_sent;
-        connections.extend(answer.connections);
-    }
-    connections.sort_by_key(|c| c.connected_at);
-    let count = connections.len();
-    let total_age: f64 = connections.iter().map(|c| c.age_s).sum();
+    let report = cluster::report(&hub).await;
+    let count = report.connections.len();
+    let total_age: f64 = report.connections.iter().map(|c| c.age_s).sum();
     Json(ConnectionList {
         active_connections: count,
-        subscription_counts,
+        subscription_counts: report.subscription_counts,
         average_connection_age_s: if count == 0 {
             0.0
         } else {
             total_age / count as f64
         },
-        messages_sent: connections.iter().map(|c| c.messages_sent).sum(),
-        total_messages_sent,
-        connections,
+        messages_sent: report.connections.iter().map(|c| c.messages_sent).sum(),
+        total_messages_sent: report.frames_sent,
+        partial: !report.complete,
+        connections: report.connections,
     })
 }
 
-fn no_connection(id: &str) -> ApiError {
-    ApiError::not_found(format!("no connection {id:?} on any node"))
+/// The answer for a connection not found (or not closed) on any node.
+fn not_held(id: &str, lookup: Lookup) -> ApiError {
+    match lookup {
+        Lookup::NotFound => ApiError::not_found(format!("no connection {id:?} on any node")),
+        Lookup::Incomplete => ApiError::unavailable(format!(
+            "no connection {id:?} on the nodes that answered, and not every node did: try again"
+        )),
+    }
 }
 
 /// `GET /api/v1/connections/{id}`.
@@ -83,6 +76,7 @@ fn no_connection(id: &str) -> ApiError {
     responses(
         (status = 200, description = "The connection", body = ref("#/components/schemas/ConnectionInfo")),
         (status = 404, description = "No such connection on any node", body = ref("#/components/schemas/ApiError")),
+        (status = 503, description = "Not on the nodes that answered, and some did not (or the shared store is unreachable): try again", body = ref("#/components/schemas/ApiError")),
         (status = "4XX", description = "Refused: no API key (401), or one without the admin scope (403)", body = ref("#/components/schemas/ApiError")),
     ),
     security(("api_key" = ["admin"]))
@@ -91,13 +85,10 @@ pub(super) async fn connection(
     State(hub): State<Hub>,
     Path(id): Path<String>,
 ) -> Result<Json<ConnectionInfo>, ApiError> {
-    let question = NodeQuestion::Connection { id: id.clone() };
-    cluster::ask_every_node(&hub, question)
+    cluster::find(&hub, &id)
         .await
-        .into_iter()
-        .find_map(|answer| answer.connections.into_iter().next())
         .map(Json)
-        .ok_or_else(|| no_connection(&id))
+        .map_err(|lookup| not_held(&id, lookup))
 }
 
 /// The answer of `DELETE /api/v1/connections/{id}`.
@@ -117,6 +108,7 @@ pub(super) struct Disconnected {
     responses(
         (status = 200, description = "Closing", body = ref("#/components/schemas/Disconnected")),
         (status = 404, description = "No such connection on any node", body = ref("#/components/schemas/ApiError")),
+        (status = 503, description = "Not on the nodes that answered, and some did not (or the shared store is unreachable): try again", body = ref("#/components/schemas/ApiError")),
         (status = "4XX", description = "Refused: no API key (401), or one without the admin scope (403)", body = ref("#/components/schemas/ApiError")),
     ),
     security(("api_key" = ["admin"]))
@@ -125,11 +117,9 @@ pub(super) async fn disconnect(
     State(hub): State<Hub>,
     Path(id): Path<String>,
 ) -> Result<Json<Disconnected>, ApiError> {
-    let question = NodeQuestion::Disconnect { id: id.clone() };
-    let answers = cluster::ask_every_node(&hub, question).await;
-    if answers.iter().all(|answer| answer.closed == 0) {
-        return Err(no_connection(&id));
-    }
+    cluster::disconnect(&hub, &id)
+        .await
+        .map_err(|lookup| not_held(&id, lookup))?;
     Ok(Json(Disconnected { disconnected: id }))
 }
 
@@ -244,13 +234,10 @@ pub(super) async fn nodes(State(hub): State<Hub>) -> Result<Json<NodeList>, ApiE
     security(("api_key" = ["admin"]))
 )]
 pub(super) async fn status(State(hub): State<Hub>) -> Json<HubStatus> {
-    let (stats, answers) = tokio::join!(
-        hub.broker().current_stats(),
-        cluster::ask_every_node(&hub, NodeQuestion::Count)
-    );
+    let (stats, connections) = tokio::join!(hub.broker().current_stats(), cluster::count(&hub));
     Json(HubStatus {
         running: !hub.shutdown_token().is_cancelled() && !hub.draining().is_cancelled(),
-        active_connections: answers.iter().map(|answer| answer.count).sum(),
+        active_connections: connections,
         pending_approvals: stats.pending_approvals,
         uptime_s: hub.uptime_s(),
         topics: stats.topics,

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use herald_protocol::frame::ErrorFrame;
 use herald_protocol::{CloseReason, ErrorCode, RequestId, ServerMessage};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncWrite;
 use tokio_tungstenite::WebSocketStream;
 
 use super::coalesce::Outgoing;
 use super::dialect::Dialect;
-use super::{reader, writer};
+use super::reader::{self, Lingering};
+use super::writer;
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
 use crate::core::outbox::{Direct, DirectWrite};
@@ -107,7 +108,7 @@ pub(crate) fn run<S, W, D>(
     sending: Sending,
 ) -> impl Future<Output = ()>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: Lingering,
     W: AsyncWrite + Unpin,
     D: Dialect,
 {
@@ -176,7 +177,7 @@ where
 /// then gives back why the connection ends.
 async fn closing<S, F>(writer: F, mut stream: Box<WebSocketStream<S>>, end: End) -> End
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: Lingering,
     F: Future,
 {
     let both = futures::future::join(writer, reader::linger(&mut stream));

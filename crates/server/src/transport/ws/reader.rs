@@ -16,7 +16,8 @@ use super::dialect::Dialect;
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
 use crate::operations::limits::{FrameLimiter, Verdict};
-use crate::transport::deflate;
+use crate::transport::deflate::{self, Inflating};
+use crate::transport::ws::coalesce::Coalescing;
 
 /// Reads frames until the peer leaves, misbehaves, or the socket fails;
 /// gives the stream back with why it ended, for [`linger`].
@@ -102,11 +103,36 @@ pub(crate) fn read_loop<S: AsyncRead + AsyncWrite + Unpin, D: Dialect>(
 /// closed with unread bytes (the rest of a frame too large, say) is reset,
 /// and the reset can reach the peer ahead of the close frame: a browser
 /// then never reads the close code and reports 1006.
-pub(crate) async fn linger<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut WebSocketStream<S>) {
-    let socket = stream.get_mut();
+pub(crate) async fn linger<S: Lingering>(stream: &mut WebSocketStream<S>) {
+    let socket = stream.get_mut().socket();
     let mut sink = vec![0; LINGER_BUFFER];
     let drain = async { while let Ok(1..) = socket.read(&mut sink).await {} };
     let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+/// What a connection reads frames from, and the socket under it, which
+/// [`linger`] reads past the frames: a compressed connection's inflating
+/// layer refuses to read on after a frame too large.
+pub(crate) trait Lingering: AsyncRead + AsyncWrite + Unpin {
+    type Socket: AsyncRead + Unpin + Send;
+
+    fn socket(&mut self) -> &mut Self::Socket;
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Lingering for Coalescing<S> {
+    type Socket = Coalescing<S>;
+
+    fn socket(&mut self) -> &mut Coalescing<S> {
+        self
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Lingering for Inflating<S> {
+    type Socket = S;
+
+    fn socket(&mut self) -> &mut S {
+        self.inner_mut()
+    }
 }
 
 /// How long a connection the hub closes keeps reading the peer.

@@ -15,7 +15,6 @@ use axum::response::{IntoResponse, Response};
 use futures::SinkExt as _;
 use herald_protocol::{CloseReason, ErrorCode, Topic, TopicPattern};
 use serde::Deserialize;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -27,6 +26,7 @@ use super::dialect::Dialect;
 use super::direct::FrameWriter;
 use super::handshake::{Handshake, Raw, Socket};
 use super::native::{Native, Opening};
+use super::reader::Lingering;
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
 use crate::operations::auth::Identity;
@@ -319,7 +319,7 @@ async fn open<S, D>(
     dialect: D,
     sending: Sending,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Lingering + Send + 'static,
     D: Dialect,
 {
     if hub.draining().is_cancelled() {

@@ -514,7 +514,7 @@ impl FeedSession {
                             } else if channel == keys::APPROVALS_CHANNEL.as_bytes() {
                                 engine.approval_announced(payload).await;
                             } else if channel == keys::QUESTIONS_CHANNEL.as_bytes() {
-                                engine.question_heard(payload).await;
+                                engine.question_heard(payload);
                             } else {
                                 engine.announced(payload).await;
                             }

@@ -65,12 +65,16 @@ use self::scripts::{Unexpected, bytes, items, number, text};
 use self::wire::{SplitFrame, audience_code, audience_of, decode_frame, fingerprint};
 use super::{
     ApprovalQuery, ApprovalStoreError, Audience, Broker, BrokerError, BrokerHandler, BrokerStats,
-    Decision, Draft, EncodedEvent, Expired, History, MAX_SNAPSHOT_KEYS, NodeAnswer, NodeQuestion,
-    PatternSnapshots, Position, Published, ReadRequest, Retention, TopicRead, TopicStats, Wait,
+    Decision, Draft, EncodedEvent, Expired, History, MAX_SNAPSHOT_KEYS, PatternSnapshots, Position,
+    Published, ReadRequest, Retention, TopicRead, TopicStats, Wait,
 };
+use crate::core::cluster::{Gathered, NodeQuestion};
 
 /// How long connecting to Redis may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How long reading the figures for a status answer may take; past it,
+/// the answer gives those of the last probe.
+const CURRENT_STATS_WITHIN: Duration = Duration::from_millis(500);
 /// How long one command may take: past it, Redis counts as unreachable.
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(2000);
 /// How long after its sending a publish may still be stored: within
@@ -221,6 +225,7 @@ impl RedisBroker {
         let commands = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(open_error)?;
+        let (questions, heard) = questions::Questions::new();
         let shared = Arc::new(Shared {
             commands,
             feed_client,
@@ -234,7 +239,7 @@ impl RedisBroker {
             id_ttl: retention.history_age.max(MIN_ID_TTL),
             clock_offset_ms: AtomicI64::new(i64::MIN),
             failing: AtomicBool::new(false),
-            questions: questions::Questions::default(),
+            questions,
         });
         shared.learn_clock().await.map_err(|e| BrokerError::Open {
             path: redacted(url),
@@ -253,8 +258,12 @@ impl RedisBroker {
                 path: redacted(url),
                 reason: e.to_string(),
             })?;
-        let feed = feed::run(shared.clone(), first, stop);
-        Ok((RedisBroker { shared }, feed))
+        let feed = feed::run(shared.clone(), first, stop.clone());
+        let answering = questions::answer_questions(shared.clone(), heard, stop);
+        let upkeep = async move {
+            tokio::join!(feed, answering);
+        };
+        Ok((RedisBroker { shared }, upkeep))
     }
 }
 
@@ -339,7 +348,7 @@ impl Shared {
             .arg(expired)
             .invoke_async(&mut commands)
             .await;
-        let topics = indexed.unwrap_or(0);
+        let topics = indexed.ok();
         let memory: Result<String, _> = redis::cmd("INFO")
             .arg("memory")
             .query_async(&mut commands)
@@ -354,7 +363,9 @@ impl Shared {
             if let Ok((pending, claimed)) = pending {
                 stats.pending_approvals = (pending + claimed) as usize;
             }
-            stats.topics = topics;
+            if let Some(topics) = topics {
+                stats.topics = topics;
+            }
             stats.retained_bytes = used.unwrap_or(stats.retained_bytes);
         }
     }
@@ -781,13 +792,18 @@ impl Broker for RedisBroker {
         }
     }
 
-    async fn ask_nodes(&self, question: &NodeQuestion) -> Vec<NodeAnswer> {
+    async fn ask_nodes(&self, question: &NodeQuestion) -> Result<Gathered, BrokerError> {
         self.shared.ask_nodes(question).await
     }
 
     async fn current_stats(&self) -> BrokerStats {
-        if let Ok(now_ms) = self.shared.redis_time().await {
-            self.shared.refresh_figures(now_ms).await;
+        let mut commands = self.shared.commands.clone();
+        let mut pending = redis::pipe();
+        pending.zcard(keys::PENDING).zcard(keys::CLAIMED);
+        let read = pending.query_async::<(u64, u64)>(&mut commands);
+        // Bounded: a stalled Redis leaves the figure of the last probe.
+        if let Ok(Ok((pending, claimed))) = tokio::time::timeout(CURRENT_STATS_WITHIN, read).await {
+            self.shared.stats.lock().pending_approvals = (pending + claimed) as usize;
         }
         self.stats()
     }

@@ -4,30 +4,56 @@
 //! node answers on the asker's own channel ([`keys::node_channel`]), where
 //! the asker's feed hands the answer to the waiting call. `PUBLISH` says
 //! how many feeds heard the question, so the asker knows how many answers
-//! to wait for, and waits [`ANSWER_WITHIN`] at most.
+//! to wait for; the whole exchange takes [`ASK_WITHIN`] at most.
+//!
+//! A node answers off its feed task: the feed hands each question to a
+//! bounded queue that [`answer_questions`] drains, so building an answer
+//! (a list of every connection) never delays the delivery of events.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::{Shared, keys};
-use crate::core::broker::{NodeAnswer, NodeQuestion};
+use crate::core::broker::BrokerError;
+use crate::core::cluster::{Gathered, NodeAnswer, NodeQuestion};
 
-/// How long an asker waits for the other nodes' answers.
-const ANSWER_WITHIN: Duration = Duration::from_secs(1);
+/// How long asking the other nodes may take, from sending the question to
+/// the last answer.
+const ASK_WITHIN: Duration = Duration::from_secs(1);
 /// Most answers one question takes (nodes sharing one Redis).
 const MAX_ANSWERS: usize = 256;
 /// Most questions waiting for answers at once on one node; past it, a
 /// question is answered by this node alone.
 const MAX_WAITING: usize = 1024;
+/// Other nodes' questions waiting for this node's answer; past it, one is
+/// dropped (its asker counts this node as not answering).
+const MAX_HEARD: usize = 64;
 
-/// The calls waiting for answers, by question id.
-#[derive(Debug, Default)]
+/// This node's side of the questions: the calls waiting for answers, by
+/// question id, and the other nodes' questions waiting to be answered.
+#[derive(Debug)]
 pub(super) struct Questions {
     waiting: Mutex<HashMap<String, mpsc::Sender<NodeAnswer>>>,
+    heard: mpsc::Sender<Vec<u8>>,
+}
+
+impl Questions {
+    /// The questions' state, and the queue of heard questions for
+    /// [`answer_questions`].
+    pub(super) fn new() -> (Questions, mpsc::Receiver<Vec<u8>>) {
+        let (heard, questions) = mpsc::channel(MAX_HEARD);
+        let state = Questions {
+            waiting: Mutex::default(),
+            heard,
+        };
+        (state, questions)
+    }
 }
 
 /// A question as it crosses Redis.
@@ -45,62 +71,96 @@ struct Answered {
     answer: NodeAnswer,
 }
 
+/// A question waiting for its answers; dropped (its call finished, or was
+/// cancelled with its HTTP request), it is no longer waited for.
+struct Waiting<'a> {
+    questions: &'a Questions,
+    id: String,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.questions.waiting.lock().remove(&self.id);
+    }
+}
+
 impl Shared {
     /// Asks every other node `question`; the answers that came within
-    /// [`ANSWER_WITHIN`].
-    pub(super) async fn ask_nodes(&self, question: &NodeQuestion) -> Vec<NodeAnswer> {
+    /// [`ASK_WITHIN`].
+    pub(super) async fn ask_nodes(&self, question: &NodeQuestion) -> Result<Gathered, BrokerError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let (sender, mut answers) = mpsc::channel(MAX_ANSWERS);
-        {
+        let _waiting = {
             let mut waiting = self.questions.waiting.lock();
             if waiting.len() >= MAX_WAITING {
-                tracing::warn!(
-                    "too many questions to other nodes at once; answering for this node only"
-                );
-                return Vec::new();
+                return Err(BrokerError::Unavailable(
+                    "too many questions to the other nodes at once".into(),
+                ));
             }
             waiting.insert(id.clone(), sender);
-        }
+            Waiting {
+                questions: &self.questions,
+                id: id.clone(),
+            }
+        };
         let asked = Asked {
-            id: id.clone(),
+            id,
             from: self.node.clone(),
             question: question.clone(),
         };
-        let message = serde_json::to_string(&asked).unwrap_or_default();
-        let heard: Result<usize, _> = redis::cmd("PUBLISH")
-            .arg(keys::QUESTIONS_CHANNEL)
-            .arg(message)
-            .query_async(&mut self.commands.clone())
-            .await;
-        // This node's own feed hears the question too, while it is connected.
+        let message =
+            serde_json::to_string(&asked).map_err(|e| BrokerError::Write(e.to_string()))?;
+        let deadline = tokio::time::Instant::now() + ASK_WITHIN;
+        let mut commands = self.commands.clone();
+        let mut publish = redis::cmd("PUBLISH");
+        publish.arg(keys::QUESTIONS_CHANNEL).arg(message);
+        let publish = publish.query_async::<usize>(&mut commands);
+        let heard = match tokio::time::timeout_at(deadline, publish).await {
+            Ok(heard) => heard.map_err(|e| super::unavailable(&e))?,
+            Err(_) => {
+                return Err(BrokerError::Unavailable(
+                    "Redis did not take the question in time".into(),
+                ));
+            }
+        };
+        // This node's own feed hears the question too, while it is
+        // connected (it does not answer it).
         let mine = usize::from(self.feed.connected());
-        let expected = heard.map_or(0, |n| n.saturating_sub(mine));
-        let mut gathered = Vec::with_capacity(expected);
-        let deadline = tokio::time::sleep(ANSWER_WITHIN);
-        tokio::pin!(deadline);
-        while gathered.len() < expected {
-            tokio::select! {
-                answer = answers.recv() => match answer {
-                    Some(answer) => gathered.push(answer),
-                    None => break,
-                },
-                () = &mut deadline => {
+        let mut gathered = Gathered {
+            answers: Vec::new(),
+            missing: heard.saturating_sub(mine).min(MAX_ANSWERS),
+        };
+        while gathered.missing > 0 {
+            match tokio::time::timeout_at(deadline, answers.recv()).await {
+                Ok(Some(answer)) => {
+                    gathered.answers.push(answer);
+                    gathered.missing -= 1;
+                }
+                Ok(None) => break,
+                Err(_) => {
                     tracing::warn!(
-                        asked = expected,
-                        answered = gathered.len(),
-                        "nodes did not answer within {ANSWER_WITHIN:?}: the admin answer leaves their connections out"
+                        answered = gathered.answers.len(),
+                        missing = gathered.missing,
+                        "nodes did not answer within {ASK_WITHIN:?}: the admin answer leaves their connections out"
                     );
                     break;
                 }
             }
         }
-        self.questions.waiting.lock().remove(&id);
-        gathered
+        Ok(gathered)
     }
 
-    /// A question heard on [`keys::QUESTIONS_CHANNEL`]: another node's is
-    /// answered on its channel; this node's own is not.
-    pub(super) async fn question_heard(&self, payload: &[u8]) {
+    /// A question heard on [`keys::QUESTIONS_CHANNEL`], handed to
+    /// [`answer_questions`] (dropped, and logged, when too many wait).
+    pub(super) fn question_heard(&self, payload: &[u8]) {
+        if self.questions.heard.try_send(payload.to_vec()).is_err() {
+            tracing::warn!("too many questions from other nodes at once; one is not answered");
+        }
+    }
+
+    /// Answers another node's question on its channel; this node's own is
+    /// not answered.
+    async fn answer_question(&self, payload: &[u8]) {
         let Ok(asked) = serde_json::from_slice::<Asked>(payload) else {
             tracing::warn!("a question from another node that does not decode; ignored");
             return;
@@ -112,7 +172,13 @@ impl Shared {
             answers: asked.id,
             answer: self.handler.on_node_question(&asked.question),
         };
-        let message = serde_json::to_string(&answered).unwrap_or_default();
+        let message = match serde_json::to_string(&answered) {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(%error, "cannot encode an answer to another node");
+                return;
+            }
+        };
         let sent: Result<(), _> = redis::cmd("PUBLISH")
             .arg(keys::node_channel(&asked.from))
             .arg(message)
@@ -134,6 +200,24 @@ impl Shared {
         if let Some(sender) = waiting.get(&answered.answers) {
             // Full only past MAX_ANSWERS nodes: the rest are left out.
             let _ = sender.try_send(answered.answer);
+        }
+    }
+}
+
+/// Answers the other nodes' questions the feed hands over, one at a time,
+/// until `stop`.
+pub(super) async fn answer_questions(
+    engine: Arc<Shared>,
+    mut questions: mpsc::Receiver<Vec<u8>>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            question = questions.recv() => match question {
+                Some(question) => engine.answer_question(&question).await,
+                None => return,
+            },
         }
     }
 }

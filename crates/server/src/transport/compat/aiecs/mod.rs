@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::socket::AiecsSocket;
 use crate::core::approvals::{ApprovalError, DECISION_SLACK};
-use crate::core::broker::{Audience, NodeQuestion};
+use crate::core::broker::Audience;
 use crate::core::cluster;
 use crate::core::hub::Hub;
 use crate::core::publish::PublishOptions;
@@ -285,7 +285,7 @@ async fn status(State(hub): State<Hub>, headers: HeaderMap) -> Json<Value> {
         .and_then(|h| h.rsplit_once(':'))
         .and_then(|(host, port)| Some((host.to_owned(), port.parse::<u16>().ok()?)))
         .unwrap_or_else(|| (bind.ip().to_string(), bind.port()));
-    let (stats, connections) = tokio::join!(hub.broker().current_stats(), connection_total(&hub));
+    let (stats, connections) = tokio::join!(hub.broker().current_stats(), cluster::count(&hub));
     Json(json!({
         "running": !hub.shutdown_token().is_cancelled(),
         "host": host,
@@ -295,13 +295,7 @@ async fn status(State(hub): State<Hub>, headers: HeaderMap) -> Json<Value> {
     }))
 }
 
-/// The connections of every node sharing the store.
-async fn connection_total(hub: &Hub) -> usize {
-    let answers = cluster::ask_every_node(hub, NodeQuestion::Count).await;
-    answers.iter().map(|answer| answer.count).sum()
-}
-
 /// `GET /compat/aiecs/connection_count`: the seed's `get_connection_count()`.
 async fn connection_count(State(hub): State<Hub>) -> Json<usize> {
-    Json(connection_total(&hub).await)
+    Json(cluster::count(&hub).await)
 }

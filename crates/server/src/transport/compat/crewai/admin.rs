@@ -19,9 +19,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::names;
-use crate::core::broker::{Audience, NodeQuestion};
+use crate::core::broker::Audience;
 use crate::core::clock::now_ms;
-use crate::core::cluster;
+use crate::core::cluster::{self, Lookup};
 use crate::core::hub::Hub;
 use crate::core::publish::PublishOptions;
 use crate::transport::compat::iso8601;
@@ -36,13 +36,22 @@ pub(crate) struct Cleanups {
     last_ms: AtomicU64,
 }
 
-/// FastAPI's answer for a missing client.
-fn not_found(client_id: &str) -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(json!({"detail": format!("Client {client_id} not found")})),
-    )
-        .into_response()
+/// FastAPI's answer for a missing client; 503 when it is not on the nodes
+/// that answered and some did not.
+fn not_held(client_id: &str, lookup: Lookup) -> Response {
+    let (status, detail) = match lookup {
+        Lookup::NotFound => (
+            StatusCode::NOT_FOUND,
+            format!("Client {client_id} not found"),
+        ),
+        Lookup::Incomplete => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "Client {client_id} is not on the nodes that answered, and not every node did: try again"
+            ),
+        ),
+    };
+    (status, Json(json!({ "detail": detail }))).into_response()
 }
 
 /// A topic or pattern as the seed names subscriptions (`execution_123`).
@@ -73,20 +82,15 @@ fn client(info: &ConnectionInfo) -> Value {
 /// `GET /connections`: the seed's statistics, subscriptions by their names,
 /// for every node sharing the store.
 pub(super) async fn connections(State(hub): State<Hub>) -> Json<Value> {
-    let answers = cluster::ask_every_node(&hub, NodeQuestion::Connections).await;
+    let report = cluster::report(&hub).await;
     let mut subscription_counts: BTreeMap<String, usize> = BTreeMap::new();
-    let mut total_messages_sent = 0;
-    let mut all: Vec<ConnectionInfo> = Vec::new();
-    for answer in answers {
-        for (pattern, n) in answer.subscription_counts {
-            if let Some(name) = subscription_name(&pattern) {
-                *subscription_counts.entry(name).or_insert(0) += n;
-            }
+    for (pattern, n) in report.subscription_counts {
+        if let Some(name) = subscription_name(&pattern) {
+            *subscription_counts.entry(name).or_insert(0) += n;
         }
-        total_messages_sent += answer.frames_sent;
-        all.extend(answer.connections);
     }
-    all.sort_by_key(|c| c.connected_at);
+    let total_messages_sent = report.frames_sent;
+    let all = report.connections;
     let count = all.len();
     let average = if count == 0 {
         0.0
@@ -112,16 +116,9 @@ pub(super) async fn connections(State(hub): State<Hub>) -> Json<Value> {
 
 /// `GET /connections/{client_id}`.
 pub(super) async fn connection(State(hub): State<Hub>, Path(client_id): Path<String>) -> Response {
-    let question = NodeQuestion::Connection {
-        id: client_id.clone(),
-    };
-    let found = cluster::ask_every_node(&hub, question)
-        .await
-        .into_iter()
-        .find_map(|answer| answer.connections.into_iter().next());
-    match found {
-        Some(info) => Json(json!({"status": "success", "data": client(&info)})).into_response(),
-        None => not_found(&client_id),
+    match cluster::find(&hub, &client_id).await {
+        Ok(info) => Json(json!({"status": "success", "data": client(&info)})).into_response(),
+        Err(lookup) => not_held(&client_id, lookup),
     }
 }
 
@@ -220,12 +217,8 @@ pub(super) async fn broadcast_to(
 
 /// `POST /disconnect/{client_id}`: closes it with 4500 (do not reconnect).
 pub(super) async fn disconnect(State(hub): State<Hub>, Path(client_id): Path<String>) -> Response {
-    let question = NodeQuestion::Disconnect {
-        id: client_id.clone(),
-    };
-    let answers = cluster::ask_every_node(&hub, question).await;
-    if answers.iter().all(|answer| answer.closed == 0) {
-        return not_found(&client_id);
+    if let Err(lookup) = cluster::disconnect(&hub, &client_id).await {
+        return not_held(&client_id, lookup);
     }
     Json(json!({
         "status": "success",
@@ -242,11 +235,7 @@ pub(super) async fn cleanup(
     Extension(cleanups): Extension<Arc<Cleanups>>,
 ) -> Json<Value> {
     let stale_after = hub.config().heartbeat_interval * 2;
-    let question = NodeQuestion::CloseStale {
-        silent_ms: stale_after.as_millis() as u64,
-    };
-    let answers = cluster::ask_every_node(&hub, question).await;
-    let cleaned: usize = answers.iter().map(|answer| answer.closed).sum();
+    let cleaned = cluster::close_stale(&hub, stale_after).await;
     cleanups.last_ms.store(now_ms(), Relaxed);
     Json(json!({
         "status": "success",
