@@ -1,6 +1,6 @@
 //! The admin API's view of connections across every node sharing the
 //! hub's store. A [`NodeQuestion`] is answered for this node's connections
-//! by [`answer`], and asked of the other nodes through the broker
+//! by `answer`, and asked of the other nodes through the broker
 //! ([`Broker::ask_nodes`](crate::core::broker::Broker::ask_nodes)), whose
 //! handler on each node answers it with the same function. The functions
 //! below put the answers together for the admin routes; on one node
