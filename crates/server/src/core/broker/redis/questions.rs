@@ -72,7 +72,7 @@ struct Answered {
 }
 
 /// A question waiting for its answers; dropped (its call finished, or was
-/// cancelled with its HTTP request), it is no longer waited for.
+/// cancelled with its HTTP request), its answers are not waited for.
 struct Waiting<'a> {
     questions: &'a Questions,
     id: String,
