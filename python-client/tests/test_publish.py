@@ -291,6 +291,26 @@ async def test_a_success_whose_body_is_not_the_expected_answer_is_a_protocol_err
     assert nonsense.value.status == 200 and "POST /api/v1/events" in str(nonsense.value)
 
 
+async def test_a_receipt_for_another_event_is_a_protocol_error() -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        body = b'{"id": "00000000-0000-4000-8000-000000000000", "topic": "run:other", "seq": 1}'
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        async with herald.AsyncHerald(url) as client:
+            with pytest.raises(herald.ProtocolError, match="receipt for"):
+                await client.publish("run:r1", "step.started")
+        with herald.Herald(url) as blocking, pytest.raises(herald.ProtocolError, match="receipt for"):
+            await asyncio.to_thread(blocking.publish, "run:r1", "step.started")
+    finally:
+        server.close()
+
+
 @asynccontextmanager
 async def unanswering_hub() -> AsyncIterator[str]:
     """A server that takes every request and never answers: each attempt

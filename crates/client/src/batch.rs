@@ -256,6 +256,13 @@ fn fail_all(mut part: Vec<(PublishRequest, Reply)>, error: PublishError) {
             }
             return;
         }
+        PublishError::ReceiptMismatch { sent, receipt } => {
+            for (_, reply) in part {
+                let (sent, receipt) = (sent.clone(), receipt.clone());
+                let _ = reply.send(Err(PublishError::ReceiptMismatch { sent, receipt }));
+            }
+            return;
+        }
         PublishError::Stopped => return,
     };
     for (_, reply) in part {

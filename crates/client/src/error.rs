@@ -117,6 +117,10 @@ pub enum PublishError {
     /// The hub answered a batch with another number of receipts than events.
     #[error("the hub answered {got} receipts for a batch of {sent} events")]
     ReceiptCount { sent: usize, got: usize },
+    /// The hub answered a receipt that names another event than the one
+    /// sent in its place: it would report a publish that did not happen.
+    #[error("the hub answered a receipt for {receipt} to event {sent}")]
+    ReceiptMismatch { sent: String, receipt: String },
     /// The batching publisher stopped before the event was flushed.
     #[error("the batching publisher has stopped")]
     Stopped,

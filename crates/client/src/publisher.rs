@@ -176,6 +176,7 @@ impl Publisher {
                 Idempotency::Idempotent,
             )
             .await?;
+        check_receipt(&request, &receipt)?;
         Ok(receipt)
     }
 
@@ -213,6 +214,9 @@ impl Publisher {
                 sent: requests.len(),
                 got: receipts.len(),
             });
+        }
+        for (request, receipt) in requests.iter().zip(&receipts) {
+            check_receipt(request, receipt)?;
         }
         Ok(receipts)
     }
@@ -365,4 +369,18 @@ fn is_tls_refusal(error: &reqwest::Error) -> bool {
         source = cause.source();
     }
     false
+}
+
+/// Whether `receipt` names the event of `request` (its topic, and its id):
+/// a receipt for another event would report a publish that did not happen.
+fn check_receipt(request: &PublishRequest, receipt: &PublishReceipt) -> Result<(), PublishError> {
+    let same_id = request.id.as_ref().is_none_or(|id| *id == receipt.id);
+    if receipt.topic == request.topic && same_id {
+        return Ok(());
+    }
+    let id = request.id.as_ref().map_or("(no id)", |id| id.as_str());
+    Err(PublishError::ReceiptMismatch {
+        sent: format!("{id} on {}", request.topic),
+        receipt: format!("{} on {}", receipt.id, receipt.topic),
+    })
 }

@@ -311,6 +311,20 @@ def batch_requests(events: Iterable[PublishRequest | Mapping[str, Any]]) -> list
     return requests
 
 
+def receipts_of(requests: Sequence[PublishRequest], receipts: list[PublishReceipt]) -> list[PublishReceipt]:
+    """The hub's receipts for ``requests``, checked: one per event, in order,
+    each naming its event's topic and id (a receipt for another event would
+    report a publish that did not happen)."""
+    if len(receipts) != len(requests):
+        raise ProtocolError(f"the hub answered {len(receipts)} receipts for {len(requests)} events")
+    for request, receipt in zip(requests, receipts):
+        if receipt.topic != request.topic or (request.id is not None and receipt.id != request.id):
+            raise ProtocolError(
+                f"the hub answered a receipt for {receipt.id} on {receipt.topic} to event {request.id} on {request.topic}"
+            )
+    return receipts
+
+
 def publish_call(request: PublishRequest, timeout: float) -> Call:
     ids = (request.id,) if request.id is not None else ()
     return Call("POST", "/api/v1/events", encode(request.to_wire()), timeout=timeout, event_ids=ids)

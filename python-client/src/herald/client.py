@@ -28,7 +28,7 @@ from ._retry import RetryPolicy
 from ._session import SessionConfig
 from ._timeout import within
 from .control import ControlStream
-from .errors import HeraldError, ProtocolError, TransportError, hub_error
+from .errors import HeraldError, TransportError, hub_error
 from .models import (
     ApprovalDecision,
     ApprovalRecord,
@@ -173,7 +173,8 @@ class AsyncHerald(_Options):
         request = _http.publish_request(
             topic, event_type, data, key=key, priority=priority, id=id, source=source, timestamp=timestamp
         )
-        return await self._send(_http.publish_call(request, self.timeout), _http.RECEIPT)
+        receipt = await self._send(_http.publish_call(request, self.timeout), _http.RECEIPT)
+        return _http.receipts_of([request], [receipt])[0]
 
     async def publish_batch(self, events: Iterable[PublishRequest | Mapping[str, Any]]) -> list[PublishReceipt]:
         """Publishes events in one request (one durable wait on a SQLite hub).
@@ -188,9 +189,7 @@ class AsyncHerald(_Options):
         if not requests:
             return []
         receipts = await self._send(_http.batch_call(requests, self.timeout), _http.RECEIPTS)
-        if len(receipts) != len(requests):
-            raise ProtocolError(f"the hub answered {len(receipts)} receipts for a batch of {len(requests)}")
-        return receipts
+        return _http.receipts_of(requests, receipts)
 
     async def broadcast(
         self, event_type: EventType, data: Data = None, *, priority: Priority | None = None
@@ -536,7 +535,8 @@ class Herald(_Options):
         request = _http.publish_request(
             topic, event_type, data, key=key, priority=priority, id=id, source=source, timestamp=timestamp
         )
-        return self._send(_http.publish_call(request, self.timeout), _http.RECEIPT)
+        receipt = self._send(_http.publish_call(request, self.timeout), _http.RECEIPT)
+        return _http.receipts_of([request], [receipt])[0]
 
     def publish_batch(self, events: Iterable[PublishRequest | Mapping[str, Any]]) -> list[PublishReceipt]:
         """See :meth:`AsyncHerald.publish_batch`."""
@@ -544,9 +544,7 @@ class Herald(_Options):
         if not requests:
             return []
         receipts = self._send(_http.batch_call(requests, self.timeout), _http.RECEIPTS)
-        if len(receipts) != len(requests):
-            raise ProtocolError(f"the hub answered {len(receipts)} receipts for a batch of {len(requests)}")
-        return receipts
+        return _http.receipts_of(requests, receipts)
 
     def broadcast(self, event_type: EventType, data: Data = None, *, priority: Priority | None = None) -> PublishReceipt:
         """See :meth:`AsyncHerald.broadcast`."""

@@ -296,3 +296,42 @@ async fn an_answer_larger_than_any_hubs_is_refused_not_read_whole() {
         other => panic!("expected the answer to be refused as too large, got {other:?}"),
     }
 }
+
+/// Answers every request with a 200 and a receipt for an event on `run:other`.
+async fn answer_with_another_receipt(
+    listener: tokio::net::TcpListener,
+) -> std::convert::Infallible {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let body = r#"{"id":"00000000-0000-4000-8000-000000000000","topic":"run:other","seq":1}"#;
+    loop {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            continue;
+        };
+        let mut request = [0; 4096];
+        let _ = socket.read(&mut request).await;
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = socket.write_all(answer.as_bytes()).await;
+    }
+}
+
+#[tokio::test]
+async fn a_receipt_for_another_event_is_refused_not_reported_as_published() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let publisher = Publisher::new(&url).unwrap();
+    let topic: Topic = "run:mine".parse().unwrap();
+    let outcome = tokio::select! {
+        outcome = bounded("publish", publisher.publish(request(&topic, 1))) => outcome,
+        never = answer_with_another_receipt(listener) => match never {},
+    };
+    match outcome {
+        Err(PublishError::ReceiptMismatch { sent, receipt }) => {
+            assert!(sent.ends_with("on run:mine"), "{sent}");
+            assert!(receipt.ends_with("on run:other"), "{receipt}");
+        }
+        other => panic!("expected the receipt to be refused, got {other:?}"),
+    }
+}
