@@ -425,6 +425,37 @@ async fn connections_stats_count_connections_and_subscribers_per_topic() -> Resu
 }
 
 #[tokio::test]
+async fn a_connections_list_with_a_limit_names_the_oldest_and_still_counts_them_all() -> Result<()>
+{
+    let hub = herald().start(&[]).await?;
+    let oldest = hub.ws("/ws").await?;
+    let next = hub.ws("/ws").await?;
+    let _newest = hub.ws("/ws").await?;
+    let reply = hub.http().get("/api/v1/connections?limit=2").await?.ok()?;
+    let listed: Vec<&str> = reply.body["connections"]
+        .as_array()
+        .context("no connections")?
+        .iter()
+        .map(|c| str_field(c, "id"))
+        .collect();
+    ensure!(
+        listed == [oldest.session_id(), next.session_id()],
+        "{}",
+        reply.text
+    );
+    ensure!(
+        reply.body["active_connections"] == 3 && reply.body["truncated"] == true,
+        "{}",
+        reply.text
+    );
+    let all = hub.http().get("/api/v1/connections").await?.ok()?;
+    ensure!(all.body["truncated"] == false, "{}", all.text);
+    let refused = hub.http().get("/api/v1/connections?limit=many").await?;
+    ensure!(refused.status == 400, "{} {}", refused.status, refused.text);
+    Ok(())
+}
+
+#[tokio::test]
 async fn connection_is_found_by_its_session_id() -> Result<()> {
     let hub = herald().start(&[]).await?;
     let client = hub.ws("/ws").await?;

@@ -21,4 +21,12 @@ total_messages_sent: number,
  * On several nodes: some node did not answer in time (or the shared
  * store was unreachable), so its connections are missing.
  */
-partial: boolean, connections: Array<ConnectionInfo>, };
+partial: boolean, 
+/**
+ * More connections are open than `connections` lists (see `limit`).
+ */
+truncated: boolean, 
+/**
+ * The oldest first.
+ */
+connections: Array<ConnectionInfo>, };

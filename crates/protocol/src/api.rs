@@ -126,6 +126,10 @@ pub struct ConnectionList {
     /// store was unreachable), so its connections are missing.
     #[serde(default)]
     pub partial: bool,
+    /// More connections are open than `connections` lists (see `limit`).
+    #[serde(default)]
+    pub truncated: bool,
+    /// The oldest first.
     pub connections: Vec<ConnectionInfo>,
 }
 

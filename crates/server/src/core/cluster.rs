@@ -24,8 +24,9 @@ use crate::core::hub::Hub;
 pub enum NodeQuestion {
     /// How many connections it holds.
     Count,
-    /// Every connection it holds, and its subscribers per topic or pattern.
-    Connections,
+    /// Its `limit` oldest connections, what all of them add up to, and its
+    /// subscribers per topic or pattern.
+    Connections { limit: usize },
     /// The connection with this id, if it holds it.
     Connection { id: String },
     /// Closes the connection with this id (4500: do not reconnect), if it
@@ -44,9 +45,13 @@ pub struct NodeAnswer {
     pub node: String,
     /// Connections it holds (after closing those it closed).
     pub count: usize,
-    /// [`NodeQuestion::Connections`]: all of them;
+    /// [`NodeQuestion::Connections`]: the oldest, as many as asked;
     /// [`NodeQuestion::Connection`]: the one named, if it holds it.
     pub connections: Vec<ConnectionInfo>,
+    /// [`NodeQuestion::Connections`]: the ages (s) of all it holds, summed.
+    pub age_s_sum: f64,
+    /// [`NodeQuestion::Connections`]: frames sent to all it holds, summed.
+    pub messages_sent_sum: u64,
     /// [`NodeQuestion::Connections`]: subscribers per topic or pattern.
     pub subscription_counts: BTreeMap<String, usize>,
     /// [`NodeQuestion::Connections`]: frames sent since it started.
@@ -85,8 +90,14 @@ pub(crate) enum Lookup {
 /// Every node's connections, put together.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Report {
-    /// Oldest first.
+    /// The oldest first, as many as asked.
     pub(crate) connections: Vec<ConnectionInfo>,
+    /// Connections of every node (listed or not).
+    pub(crate) count: usize,
+    /// Their ages (s), summed.
+    pub(crate) age_s_sum: f64,
+    /// Frames sent to them, summed.
+    pub(crate) messages_sent_sum: u64,
     pub(crate) subscription_counts: BTreeMap<String, usize>,
     /// Frames the nodes sent since they started.
     pub(crate) frames_sent: u64,
@@ -110,8 +121,14 @@ pub(crate) fn answer(
     };
     match question {
         NodeQuestion::Count => {}
-        NodeQuestion::Connections => {
-            answer.connections = connections.all().iter().map(|c| c.info(node)).collect();
+        NodeQuestion::Connections { limit } => {
+            let mut all: Vec<ConnectionInfo> =
+                connections.all().iter().map(|c| c.info(node)).collect();
+            all.sort_by_key(|c| c.connected_at);
+            answer.age_s_sum = all.iter().map(|c| c.age_s).sum();
+            answer.messages_sent_sum = all.iter().map(|c| c.messages_sent).sum();
+            all.truncate(*limit);
+            answer.connections = all;
             answer.subscription_counts = counts().into_iter().collect();
             answer.frames_sent = frames_sent();
         }
@@ -186,9 +203,11 @@ pub(crate) async fn ask_every_node(hub: &Hub, question: NodeQuestion) -> Answers
     }
 }
 
-/// Every node's connections, subscriber counts and frames sent.
-pub(crate) async fn report(hub: &Hub) -> Report {
-    let Answers { answers, complete } = ask_every_node(hub, NodeQuestion::Connections).await;
+/// Every node's connections (the `limit` oldest listed, all counted),
+/// subscriber counts and frames sent.
+pub(crate) async fn report(hub: &Hub, limit: usize) -> Report {
+    let question = NodeQuestion::Connections { limit };
+    let Answers { answers, complete } = ask_every_node(hub, question).await;
     let mut report = Report {
         complete,
         ..Report::default()
@@ -197,12 +216,19 @@ pub(crate) async fn report(hub: &Hub) -> Report {
         for (pattern, n) in answer.subscription_counts {
             *report.subscription_counts.entry(pattern).or_insert(0) += n;
         }
+        report.count += answer.count;
+        report.age_s_sum += answer.age_s_sum;
+        report.messages_sent_sum += answer.messages_sent_sum;
         report.frames_sent += answer.frames_sent;
         report.connections.extend(answer.connections);
     }
     report.connections.sort_by_key(|c| c.connected_at);
+    report.connections.truncate(limit);
     report
 }
+
+/// How many connections a connections list names when not told.
+pub(crate) const LISTED_BY_DEFAULT: usize = 1000;
 
 /// The connection with this id, on whichever node holds it.
 pub(crate) async fn find(hub: &Hub, id: &str) -> Result<ConnectionInfo, Lookup> {

@@ -21,11 +21,15 @@ export function Connections({ api, ownSession }: { api: Api; ownSession: string 
     );
   };
   const connections = list.value?.connections ?? [];
+  const open = list.value?.active_connections ?? connections.length;
   return (
     <section aria-labelledby="connections-title">
       <h1 id="connections-title">Connections</h1>
       <p class="toolbar">
-        <span class="muted">{connections.length} open</span>
+        <span class="muted">
+          {open} open{list.value?.truncated ? `, the oldest ${connections.length} listed` : ""}
+          {list.value?.partial ? " (a node sharing the store did not answer: its connections are missing)" : ""}
+        </span>
         {message ? <span role="status">{message}</span> : null}
       </p>
       {list.error ? <p class="error-text">{list.error}</p> : null}

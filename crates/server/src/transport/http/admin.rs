@@ -22,37 +22,50 @@ use crate::core::hub::Hub;
 use crate::operations::metrics::{self, ScrapeFigures};
 
 /// `GET /api/v1/connections`: counts, per-topic subscribers, ages, messages
-/// sent, and every connection (oldest first), of every node sharing the
-/// store.
+/// sent, and the connections (oldest first, `limit` of them), of every node
+/// sharing the store.
 #[utoipa::path(
     get,
     path = "/api/v1/connections",
     operation_id = "list_connections",
     tag = "admin",
     summary = "Every node's connections: counts, per-topic subscribers, ages, messages sent",
+    params(
+        ("limit" = Option<usize>, Query, description = "List at most this many connections, the oldest first (default 1000); the figures count them all"),
+    ),
     responses(
         (status = 200, description = "The report", body = ref("#/components/schemas/ConnectionList")),
         (status = "4XX", description = "Refused: no API key (401), or one without the admin scope (403)", body = ref("#/components/schemas/ApiError")),
     ),
     security(("api_key" = ["admin"]))
 )]
-pub(super) async fn connections(State(hub): State<Hub>) -> Json<ConnectionList> {
-    let report = cluster::report(&hub).await;
-    let count = report.connections.len();
-    let total_age: f64 = report.connections.iter().map(|c| c.age_s).sum();
-    Json(ConnectionList {
+pub(super) async fn connections(
+    State(hub): State<Hub>,
+    listing: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<ConnectionList>, ApiError> {
+    let limit = query(listing)?.limit.unwrap_or(cluster::LISTED_BY_DEFAULT);
+    let report = cluster::report(&hub, limit).await;
+    let count = report.count;
+    Ok(Json(ConnectionList {
         active_connections: count,
         subscription_counts: report.subscription_counts,
         average_connection_age_s: if count == 0 {
             0.0
         } else {
-            total_age / count as f64
+            report.age_s_sum / count as f64
         },
-        messages_sent: report.connections.iter().map(|c| c.messages_sent).sum(),
+        messages_sent: report.messages_sent_sum,
         total_messages_sent: report.frames_sent,
         partial: !report.complete,
+        truncated: report.connections.len() < count,
         connections: report.connections,
-    })
+    }))
+}
+
+/// Query of `GET /api/v1/connections`.
+#[derive(Debug, Deserialize)]
+pub(super) struct ListQuery {
+    limit: Option<usize>,
 }
 
 /// The answer for a connection not found (or not closed) on any node.

@@ -82,7 +82,7 @@ fn client(info: &ConnectionInfo) -> Value {
 /// `GET /connections`: the seed's statistics, subscriptions by their names,
 /// for every node sharing the store.
 pub(super) async fn connections(State(hub): State<Hub>) -> Json<Value> {
-    let report = cluster::report(&hub).await;
+    let report = cluster::report(&hub, cluster::LISTED_BY_DEFAULT).await;
     let mut subscription_counts: BTreeMap<String, usize> = BTreeMap::new();
     for (pattern, n) in report.subscription_counts {
         if let Some(name) = subscription_name(&pattern) {
@@ -90,14 +90,13 @@ pub(super) async fn connections(State(hub): State<Hub>) -> Json<Value> {
         }
     }
     let total_messages_sent = report.frames_sent;
-    let all = report.connections;
-    let count = all.len();
+    let count = report.count;
     let average = if count == 0 {
         0.0
     } else {
-        all.iter().map(|c| c.age_s).sum::<f64>() / count as f64
+        report.age_s_sum / count as f64
     };
-    let clients: Vec<Value> = all.iter().map(client).collect();
+    let clients: Vec<Value> = report.connections.iter().map(client).collect();
     Json(json!({
         "status": "success",
         "data": {
