@@ -98,17 +98,24 @@ pub(crate) fn read_loop<S: AsyncRead + AsyncWrite + Unpin, D: Dialect>(
     }
 }
 
-/// Reads and drops what the peer still sends, until it closes its side or
-/// [`LINGER`] passes, while the hub's close frame goes out. A socket
-/// closed with unread bytes (the rest of a frame too large, say) is reset,
-/// and the reset can reach the peer ahead of the close frame: a browser
-/// then never reads the close code and reports 1006.
+/// Reads and drops what the peer still sends while the hub's close frame
+/// goes out, until the peer closes its side, sends nothing for [`QUIET`]
+/// (it has answered the close, or sent all it had), or [`LINGER`] passes.
+/// A socket closed with unread bytes (the rest of a frame too large, say)
+/// is reset, and the reset can reach the peer ahead of the close frame: a
+/// browser then never reads the close code and reports 1006.
 pub(crate) async fn linger<S: Lingering>(stream: &mut WebSocketStream<S>) {
     let socket = stream.get_mut().socket();
     let mut sink = vec![0; LINGER_BUFFER];
-    let drain = async { while let Ok(1..) = socket.read(&mut sink).await {} };
+    let drain = async {
+        while let Ok(Ok(1..)) = tokio::time::timeout(QUIET, socket.read(&mut sink)).await {}
+    };
     let _ = tokio::time::timeout(LINGER, drain).await;
 }
+
+/// How long a peer the hub is closing may send nothing before the hub
+/// takes it that nothing more comes.
+const QUIET: Duration = Duration::from_millis(100);
 
 /// What a connection reads frames from, and the socket under it, which
 /// [`linger`] reads past the frames: a compressed connection's inflating
