@@ -1,6 +1,8 @@
 //! The HTTP API: publishing, broadcast, direct messages, connections, status,
 //! health and metrics.
 
+use std::time::Duration;
+
 use anyhow::{Context, Result, ensure};
 use herald_tests::{Hub, frame_type, is_event_on, metric, seq_of};
 use serde_json::{Value, json};
@@ -428,9 +430,12 @@ async fn connections_stats_count_connections_and_subscribers_per_topic() -> Resu
 async fn a_connections_list_with_a_limit_names_the_oldest_and_still_counts_them_all() -> Result<()>
 {
     let hub = herald().start(&[]).await?;
+    // Connection times are in ms: each connection opens in a ms of its own.
     let oldest = hub.ws("/ws").await?;
+    tokio::time::sleep(Duration::from_millis(5)).await;
     let next = hub.ws("/ws").await?;
-    let _newest = hub.ws("/ws").await?;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let newest = hub.ws("/ws").await?;
     let reply = hub.http().get("/api/v1/connections?limit=2").await?.ok()?;
     let listed: Vec<&str> = reply.body["connections"]
         .as_array()
@@ -449,7 +454,19 @@ async fn a_connections_list_with_a_limit_names_the_oldest_and_still_counts_them_
         reply.text
     );
     let all = hub.http().get("/api/v1/connections").await?.ok()?;
-    ensure!(all.body["truncated"] == false, "{}", all.text);
+    ensure!(
+        all.body["truncated"] == false && all.body["connections"][2]["id"] == newest.session_id(),
+        "{}",
+        all.text
+    );
+    let none = hub.http().get("/api/v1/connections?limit=0").await?.ok()?;
+    ensure!(
+        none.body["connections"] == json!([])
+            && none.body["active_connections"] == 3
+            && none.body["truncated"] == true,
+        "{}",
+        none.text
+    );
     let refused = hub.http().get("/api/v1/connections?limit=many").await?;
     ensure!(refused.status == 400, "{} {}", refused.status, refused.text);
     Ok(())

@@ -23,7 +23,8 @@ total_messages_sent: number,
  */
 partial: boolean, 
 /**
- * More connections are open than `connections` lists (see `limit`).
+ * More connections are open (on the nodes that answered) than
+ * `connections` lists (see `limit`).
  */
 truncated: boolean, 
 /**

@@ -106,6 +106,7 @@ impl HttpError {
 
 /// Publishing failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PublishError {
     /// The request (or the batch) failed.
     #[error(transparent)]

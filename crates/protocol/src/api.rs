@@ -126,7 +126,8 @@ pub struct ConnectionList {
     /// store was unreachable), so its connections are missing.
     #[serde(default)]
     pub partial: bool,
-    /// More connections are open than `connections` lists (see `limit`).
+    /// More connections are open (on the nodes that answered) than
+    /// `connections` lists (see `limit`).
     #[serde(default)]
     pub truncated: bool,
     /// The oldest first.

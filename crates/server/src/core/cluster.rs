@@ -26,7 +26,10 @@ pub enum NodeQuestion {
     Count,
     /// Its `limit` oldest connections, what all of them add up to, and its
     /// subscribers per topic or pattern.
-    Connections { limit: usize },
+    Connections {
+        #[serde(default = "every_connection")]
+        limit: usize,
+    },
     /// The connection with this id, if it holds it.
     Connection { id: String },
     /// Closes the connection with this id (4500: do not reconnect), if it
@@ -38,8 +41,10 @@ pub enum NodeQuestion {
 }
 
 /// One node's answer to a [`NodeQuestion`]: `count` always; the other
-/// fields as the question asks (empty or zero otherwise).
+/// fields as the question asks (empty or zero otherwise). A field a node of
+/// another version does not send reads as empty.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct NodeAnswer {
     /// The answering node's id.
     pub node: String,
@@ -124,13 +129,16 @@ pub(crate) fn answer(
         NodeQuestion::Connections { limit } => {
             let mut all: Vec<ConnectionInfo> =
                 connections.all().iter().map(|c| c.info(node)).collect();
-            all.sort_by_key(|c| c.connected_at);
+            // Counted from the same list that is summed and listed.
+            answer.count = all.len();
             answer.age_s_sum = all.iter().map(|c| c.age_s).sum();
             answer.messages_sent_sum = all.iter().map(|c| c.messages_sent).sum();
+            all.sort_by(|a, b| (a.connected_at, &a.id).cmp(&(b.connected_at, &b.id)));
             all.truncate(*limit);
             answer.connections = all;
             answer.subscription_counts = counts().into_iter().collect();
             answer.frames_sent = frames_sent();
+            return answer;
         }
         NodeQuestion::Connection { id } => {
             answer
@@ -222,13 +230,24 @@ pub(crate) async fn report(hub: &Hub, limit: usize) -> Report {
         report.frames_sent += answer.frames_sent;
         report.connections.extend(answer.connections);
     }
-    report.connections.sort_by_key(|c| c.connected_at);
+    report
+        .connections
+        .sort_by(|a, b| (a.connected_at, &a.id).cmp(&(b.connected_at, &b.id)));
     report.connections.truncate(limit);
     report
 }
 
 /// How many connections a connections list names when not told.
 pub(crate) const LISTED_BY_DEFAULT: usize = 1000;
+
+/// The most connections one list may name.
+pub(crate) const LISTED_AT_MOST: usize = 10_000;
+
+/// The `limit` of a connections question that names none: every
+/// connection.
+fn every_connection() -> usize {
+    usize::MAX
+}
 
 /// The connection with this id, on whichever node holds it.
 pub(crate) async fn find(hub: &Hub, id: &str) -> Result<ConnectionInfo, Lookup> {

@@ -31,10 +31,11 @@ use crate::operations::metrics::{self, ScrapeFigures};
     tag = "admin",
     summary = "Every node's connections: counts, per-topic subscribers, ages, messages sent",
     params(
-        ("limit" = Option<usize>, Query, description = "List at most this many connections, the oldest first (default 1000); the figures count them all"),
+        ("limit" = Option<usize>, Query, description = "List at most this many connections, the oldest first (default 1000, at most 10000); the figures count them all"),
     ),
     responses(
         (status = 200, description = "The report", body = ref("#/components/schemas/ConnectionList")),
+        (status = 400, description = "A limit that is not a number", body = ref("#/components/schemas/ApiError")),
         (status = "4XX", description = "Refused: no API key (401), or one without the admin scope (403)", body = ref("#/components/schemas/ApiError")),
     ),
     security(("api_key" = ["admin"]))
@@ -43,7 +44,10 @@ pub(super) async fn connections(
     State(hub): State<Hub>,
     listing: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<ConnectionList>, ApiError> {
-    let limit = query(listing)?.limit.unwrap_or(cluster::LISTED_BY_DEFAULT);
+    let limit = query(listing)?
+        .limit
+        .unwrap_or(cluster::LISTED_BY_DEFAULT)
+        .min(cluster::LISTED_AT_MOST);
     let report = cluster::report(&hub, limit).await;
     let count = report.count;
     Ok(Json(ConnectionList {

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
 
 use herald_protocol::frame::ErrorFrame;
 use herald_protocol::{CloseReason, ErrorCode, RequestId, ServerMessage};
@@ -180,8 +179,7 @@ where
     S: Lingering,
     F: Future,
 {
-    let both = futures::future::join(writer, reader::linger(&mut stream));
-    let _ = tokio::time::timeout(Duration::from_secs(1), both).await;
+    reader::linger(&mut stream, writer).await;
     end
 }
 

@@ -98,23 +98,45 @@ pub(crate) fn read_loop<S: AsyncRead + AsyncWrite + Unpin, D: Dialect>(
     }
 }
 
-/// Reads and drops what the peer still sends while the hub's close frame
-/// goes out, until the peer closes its side, sends nothing for [`QUIET`]
-/// (it has answered the close, or sent all it had), or [`LINGER`] passes.
-/// A socket closed with unread bytes (the rest of a frame too large, say)
-/// is reset, and the reset can reach the peer ahead of the close frame: a
-/// browser then never reads the close code and reports 1006.
-pub(crate) async fn linger<S: Lingering>(stream: &mut WebSocketStream<S>) {
+/// Runs `closing` (the writer sending the hub's close frame) while reading
+/// and dropping what the peer still sends, until the close frame is out and
+/// the peer has then sent nothing for [`QUIET`] (it answered the close, or
+/// sent all it had), or it closed its side, or [`LINGER`] passed. A socket
+/// closed with unread bytes (the rest of a frame too large, say) is reset,
+/// and the reset can reach the peer ahead of the close frame: a browser
+/// then never reads the close code and reports 1006.
+pub(crate) async fn linger<S: Lingering, F: Future>(stream: &mut WebSocketStream<S>, closing: F) {
+    let until = tokio::time::Instant::now() + LINGER;
     let socket = stream.get_mut().socket();
     let mut sink = vec![0; LINGER_BUFFER];
-    let drain = async {
-        while let Ok(Ok(1..)) = tokio::time::timeout(QUIET, socket.read(&mut sink)).await {}
-    };
-    let _ = tokio::time::timeout(LINGER, drain).await;
+    let mut closing = std::pin::pin!(closing);
+    let mut sent = false;
+    loop {
+        let quiet = if sent {
+            (tokio::time::Instant::now() + QUIET).min(until)
+        } else {
+            until
+        };
+        tokio::select! {
+            _ = &mut closing, if !sent => sent = true,
+            read = tokio::time::timeout_at(quiet, socket.read(&mut sink)) => match read {
+                Ok(Ok(1..)) => {}
+                // The peer closed its side (or the socket failed): the
+                // close frame still goes out, within the bound.
+                Ok(_) => {
+                    if !sent {
+                        let _ = tokio::time::timeout_at(until, &mut closing).await;
+                    }
+                    return;
+                }
+                Err(_) => return,
+            },
+        }
+    }
 }
 
-/// How long a peer the hub is closing may send nothing before the hub
-/// takes it that nothing more comes.
+/// How long a peer the hub is closing may send nothing, once the close
+/// frame is out, before the hub takes it that nothing more comes.
 const QUIET: Duration = Duration::from_millis(100);
 
 /// What a connection reads frames from, and the socket under it, which

@@ -71,8 +71,9 @@ struct Answered {
     answer: NodeAnswer,
 }
 
-/// A question waiting for its answers; dropped (its call finished, or was
-/// cancelled with its HTTP request), its answers are not waited for.
+/// A question waiting for its answers. Dropped (its call finished, or was
+/// cancelled with its HTTP request), it leaves `waiting`: answers that come
+/// later are dropped, and it stops counting toward [`MAX_WAITING`].
 struct Waiting<'a> {
     questions: &'a Questions,
     id: String,

@@ -97,6 +97,7 @@ pub(super) async fn connections(State(hub): State<Hub>) -> Json<Value> {
         report.age_s_sum / count as f64
     };
     let clients: Vec<Value> = report.connections.iter().map(client).collect();
+    let truncated = clients.len() < count;
     Json(json!({
         "status": "success",
         "data": {
@@ -109,6 +110,7 @@ pub(super) async fn connections(State(hub): State<Hub>) -> Json<Value> {
             },
             "total_messages_sent": total_messages_sent,
             "clients": clients,
+            "truncated": truncated,
         },
     }))
 }
