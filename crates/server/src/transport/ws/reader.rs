@@ -206,9 +206,67 @@ fn read_error(error: tungstenite::Error) -> End {
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::DuplexStream;
+    use tokio::time::Instant;
     use tungstenite::error::ProtocolError;
+    use tungstenite::protocol::Role;
 
     use super::*;
+
+    /// The hub's side of a connection to `peer`, as `linger` gets it.
+    async fn hub_side() -> (WebSocketStream<Coalescing<DuplexStream>>, DuplexStream) {
+        let (near, peer) = tokio::io::duplex(256 * 1024);
+        let socket = Coalescing::new(near, 64 * 1024);
+        let stream = WebSocketStream::from_raw_socket(socket, Role::Server, None).await;
+        (stream, peer)
+    }
+
+    /// Writes 1 KiB every 10 ms, `times` times.
+    async fn keep_sending(peer: &mut DuplexStream, times: usize) {
+        for _ in 0..times {
+            peer.write_all(&[0; 1024]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closing_connection_reads_the_peer_until_it_is_quiet_after_the_close_is_out() {
+        let (mut stream, mut peer) = hub_side().await;
+        let started = Instant::now();
+        // The close frame is out at 50 ms; the peer sends the rest of its
+        // frame until 290 ms.
+        let close = tokio::time::sleep(Duration::from_millis(50));
+        tokio::join!(linger(&mut stream, close), keep_sending(&mut peer, 30));
+        let took = started.elapsed();
+        assert!(
+            (Duration::from_millis(380)..Duration::from_millis(420)).contains(&took),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_peer_is_waited_for_until_the_close_frame_is_out() {
+        let (mut stream, _peer) = hub_side().await;
+        let started = Instant::now();
+        linger(&mut stream, tokio::time::sleep(Duration::from_millis(500))).await;
+        let took = started.elapsed();
+        assert!(
+            (Duration::from_millis(600)..Duration::from_millis(620)).contains(&took),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_keeps_sending_is_read_for_a_second_at_most() {
+        let (mut stream, mut peer) = hub_side().await;
+        let started = Instant::now();
+        let close = tokio::time::sleep(Duration::from_millis(50));
+        tokio::select! {
+            () = linger(&mut stream, close) => {}
+            () = keep_sending(&mut peer, 1000) => panic!("the peer stopped first"),
+        }
+        assert_eq!(started.elapsed(), LINGER);
+    }
 
     #[test]
     fn a_broken_frame_is_a_violation_and_a_vanished_peer_is_not() {
