@@ -268,17 +268,26 @@ async def test_an_unreachable_hub_is_not_an_unknown_outcome(tmp_path: Path) -> N
     assert not unreachable.value.outcome_unknown and "could not reach" in str(unreachable.value)
 
 
-async def test_a_success_whose_body_is_not_the_expected_answer_is_a_protocol_error() -> None:
+@asynccontextmanager
+async def hub_answering(body: bytes) -> AsyncIterator[str]:
+    """A server that answers every request with a 200 and ``body``: a hub
+    that breaks the contract. Yields its URL."""
+
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
-        body = b'{"unexpected": true}'
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
         await writer.drain()
         writer.close()
 
     server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
     try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+
+
+async def test_a_success_whose_body_is_not_the_expected_answer_is_a_protocol_error() -> None:
+    async with hub_answering(b'{"unexpected": true}') as url:
         async with herald.AsyncHerald(url) as client:
             with pytest.raises(herald.ProtocolError) as nonsense:
                 await client.publish("run:r1", "step.started")
@@ -286,29 +295,17 @@ async def test_a_success_whose_body_is_not_the_expected_answer_is_a_protocol_err
                 await client.get_approval("a1")
         with herald.Herald(url) as blocking, pytest.raises(herald.ProtocolError):
             await asyncio.to_thread(blocking.publish_batch, [{"topic": "run:r1", "event_type": "step.started"}])
-    finally:
-        server.close()
     assert nonsense.value.status == 200 and "POST /api/v1/events" in str(nonsense.value)
 
 
 async def test_a_receipt_for_another_event_is_a_protocol_error() -> None:
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        body = b'{"id": "00000000-0000-4000-8000-000000000000", "topic": "run:other", "seq": 1}'
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    try:
+    receipt = b'{"id": "00000000-0000-4000-8000-000000000000", "topic": "run:other", "seq": 1}'
+    async with hub_answering(receipt) as url:
         async with herald.AsyncHerald(url) as client:
             with pytest.raises(herald.ProtocolError, match="receipt for"):
                 await client.publish("run:r1", "step.started")
         with herald.Herald(url) as blocking, pytest.raises(herald.ProtocolError, match="receipt for"):
             await asyncio.to_thread(blocking.publish, "run:r1", "step.started")
-    finally:
-        server.close()
 
 
 @asynccontextmanager
