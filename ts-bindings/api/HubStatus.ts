@@ -3,4 +3,9 @@
 /**
  * The answer of `GET /api/v1/status`.
  */
-export type HubStatus = { running: boolean, active_connections: number, pending_approvals: number, uptime_s: number, topics: number, version: string, };
+export type HubStatus = { running: boolean, active_connections: number, 
+/**
+ * On several nodes: some node did not answer in time (or the shared
+ * store was unreachable), so its connections are not counted.
+ */
+partial: boolean, pending_approvals: number, uptime_s: number, topics: number, version: string, };

@@ -140,6 +140,10 @@ pub struct ConnectionList {
 pub struct HubStatus {
     pub running: bool,
     pub active_connections: usize,
+    /// On several nodes: some node did not answer in time (or the shared
+    /// store was unreachable), so its connections are not counted.
+    #[serde(default)]
+    pub partial: bool,
     pub pending_approvals: usize,
     #[ts(type = "number")]
     pub uptime_s: u64,

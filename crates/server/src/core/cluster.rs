@@ -274,10 +274,12 @@ pub(crate) async fn disconnect(hub: &Hub, id: &str) -> Result<(), Lookup> {
     }
 }
 
-/// How many connections every node holds (those that answered).
-pub(crate) async fn count(hub: &Hub) -> usize {
+/// How many connections every node holds (those that answered), and
+/// whether every node answered.
+pub(crate) async fn count(hub: &Hub) -> (usize, bool) {
     let answers = ask_every_node(hub, NodeQuestion::Count).await;
-    answers.answers.iter().map(|answer| answer.count).sum()
+    let count = answers.answers.iter().map(|answer| answer.count).sum();
+    (count, answers.complete)
 }
 
 /// Closes the connections silent for longer than `silent` on every node

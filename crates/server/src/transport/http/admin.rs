@@ -254,7 +254,8 @@ pub(super) async fn status(State(hub): State<Hub>) -> Json<HubStatus> {
     let (stats, connections) = tokio::join!(hub.broker().current_stats(), cluster::count(&hub));
     Json(HubStatus {
         running: !hub.shutdown_token().is_cancelled() && !hub.draining().is_cancelled(),
-        active_connections: connections,
+        active_connections: connections.0,
+        partial: !connections.1,
         pending_approvals: stats.pending_approvals,
         uptime_s: hub.uptime_s(),
         topics: stats.topics,

@@ -290,12 +290,12 @@ async fn status(State(hub): State<Hub>, headers: HeaderMap) -> Json<Value> {
         "running": !hub.shutdown_token().is_cancelled(),
         "host": host,
         "port": port,
-        "active_connections": connections,
+        "active_connections": connections.0,
         "pending_callbacks": stats.pending_approvals,
     }))
 }
 
 /// `GET /compat/aiecs/connection_count`: the seed's `get_connection_count()`.
 async fn connection_count(State(hub): State<Hub>) -> Json<usize> {
-    Json(cluster::count(&hub).await)
+    Json(cluster::count(&hub).await.0)
 }
