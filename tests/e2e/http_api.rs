@@ -1,10 +1,8 @@
 //! The HTTP API: publishing, broadcast, direct messages, connections, status,
 //! health and metrics.
 
-use std::time::Duration;
-
 use anyhow::{Context, Result, ensure};
-use herald_tests::{Hub, frame_type, is_event_on, metric, seq_of};
+use herald_tests::{Hub, WsClient, frame_type, is_event_on, metric, seq_of};
 use serde_json::{Value, json};
 
 use crate::{event, herald, str_field};
@@ -430,34 +428,41 @@ async fn connections_stats_count_connections_and_subscribers_per_topic() -> Resu
 async fn a_connections_list_with_a_limit_names_the_oldest_and_still_counts_them_all() -> Result<()>
 {
     let hub = herald().start(&[]).await?;
-    // Connection times are in ms: each connection opens in a ms of its own.
-    let oldest = hub.ws("/ws").await?;
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    let next = hub.ws("/ws").await?;
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    let newest = hub.ws("/ws").await?;
-    let reply = hub.http().get("/api/v1/connections?limit=2").await?.ok()?;
-    let listed: Vec<&str> = reply.body["connections"]
-        .as_array()
-        .context("no connections")?
-        .iter()
-        .map(|c| str_field(c, "id"))
-        .collect();
-    ensure!(
-        listed == [oldest.session_id(), next.session_id()],
-        "{}",
-        reply.text
-    );
-    ensure!(
-        reply.body["active_connections"] == 3 && reply.body["truncated"] == true,
-        "{}",
-        reply.text
-    );
+    let clients = [
+        hub.ws("/ws").await?,
+        hub.ws("/ws").await?,
+        hub.ws("/ws").await?,
+    ];
+    let ids = |reply: &Value| -> Vec<(u64, String)> {
+        reply["connections"].as_array().map_or(Vec::new(), |all| {
+            all.iter()
+                .map(|c| {
+                    (
+                        c["connected_at"].as_u64().unwrap_or(0),
+                        str_field(c, "id").to_owned(),
+                    )
+                })
+                .collect()
+        })
+    };
     let all = hub.http().get("/api/v1/connections").await?.ok()?;
+    let every = ids(&all.body);
+    let mut opened: Vec<String> = clients.iter().map(WsClient::session_id).collect();
+    let mut listed: Vec<String> = every.iter().map(|(_, id)| id.clone()).collect();
+    opened.sort();
+    listed.sort();
     ensure!(
-        all.body["truncated"] == false && all.body["connections"][2]["id"] == newest.session_id(),
-        "{}",
+        listed == opened && every.is_sorted() && all.body["truncated"] == false,
+        "every connection, the oldest first (ties by id): {}",
         all.text
+    );
+    let two = hub.http().get("/api/v1/connections?limit=2").await?.ok()?;
+    ensure!(
+        ids(&two.body) == every[..2]
+            && two.body["active_connections"] == 3
+            && two.body["truncated"] == true,
+        "{}",
+        two.text
     );
     let none = hub.http().get("/api/v1/connections?limit=0").await?.ok()?;
     ensure!(

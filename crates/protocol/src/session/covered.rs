@@ -29,7 +29,7 @@ impl Covered {
         }
     }
 
-    /// Whether the replay has passed the snapshot (it no longer matters).
+    /// Whether the replay has passed the snapshot (then it does not matter).
     pub(crate) fn passed_by(&self, event: &Event) -> bool {
         event.seq > self.seq
     }

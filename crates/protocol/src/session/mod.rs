@@ -42,7 +42,7 @@
 //!   the link went may be carried out twice (the hub acknowledges the same
 //!   user's same answer again; a control request is published again).
 //!   At most [`SessionConfig::offline_queue_capacity`] are kept: past it,
-//!   the one sent longest ago is no longer sent again.
+//!   the one sent longest ago is not sent again.
 //! - Reconnect delays: attempt `n` (1-based since the last stable connection)
 //!   waits uniform `[0, min(max, initial * 2^(n-1))]` ms with jitter, the cap
 //!   itself without; see [`SessionConfig::reconnect_delay_cap`].

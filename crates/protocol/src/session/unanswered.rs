@@ -22,7 +22,7 @@ impl Unanswered {
     }
 
     /// `frame` was handed to the driver: a command with an id is kept.
-    /// Past the capacity, the one sent longest ago is no longer kept.
+    /// Past the capacity, the one sent longest ago is dropped.
     pub(crate) fn sent(&mut self, frame: &ClientFrame) {
         if frame.id.is_none() || !is_command(&frame.message) || self.capacity == 0 {
             return;
@@ -34,7 +34,7 @@ impl Unanswered {
     }
 
     /// The hub answered the request `reference`, or the driver gave the
-    /// frame back unsent: it is no longer kept.
+    /// frame back unsent: it is dropped.
     pub(crate) fn forget(&mut self, reference: &RequestId) {
         if let Some(at) = self
             .frames
