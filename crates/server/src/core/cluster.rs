@@ -127,15 +127,19 @@ pub(crate) fn answer(
     match question {
         NodeQuestion::Count => {}
         NodeQuestion::Connections { limit } => {
-            let mut all: Vec<ConnectionInfo> =
-                connections.all().iter().map(|c| c.info(node)).collect();
-            // Counted from the same list that is summed and listed.
+            let mut all = connections.all();
+            // Counted from the same list that is summed and listed; only the
+            // listed ones are described, so a node with many connections
+            // does not build what it drops.
             answer.count = all.len();
-            answer.age_s_sum = all.iter().map(|c| c.age_s).sum();
-            answer.messages_sent_sum = all.iter().map(|c| c.messages_sent).sum();
-            all.sort_by(|a, b| (a.connected_at, &a.id).cmp(&(b.connected_at, &b.id)));
+            answer.age_s_sum = all
+                .iter()
+                .map(|c| c.connected_at.elapsed().as_secs_f64())
+                .sum();
+            answer.messages_sent_sum = all.iter().map(|c| c.frame_counts().0).sum();
+            all.sort_by(|a, b| (a.connected_at_ms, &a.id).cmp(&(b.connected_at_ms, &b.id)));
             all.truncate(*limit);
-            answer.connections = all;
+            answer.connections = all.iter().map(|c| c.info(node)).collect();
             answer.subscription_counts = counts().into_iter().collect();
             answer.frames_sent = frames_sent();
             return answer;
