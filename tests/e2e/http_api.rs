@@ -741,6 +741,13 @@ async fn topics_lists_each_stream_with_seq_retained_snapshot_and_last_event() ->
 }
 
 #[tokio::test]
+async fn topics_are_listed_under_a_pattern_and_most_recently_published_first_when_asked()
+-> Result<()> {
+    let hub = herald().start(&[]).await?;
+    crate::topics_are_listed_under_a_pattern_by_name_or_most_recent_first(&hub, &hub).await
+}
+
+#[tokio::test]
 async fn the_console_is_served_at_the_root_and_dashboard_redirects_there() -> Result<()> {
     let hub = herald()
         .start(&["--api-keys", "console-admin-key-0123:admin"])

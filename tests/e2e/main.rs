@@ -62,8 +62,10 @@ mod sqlite;
 mod watchdog;
 
 use std::sync::LazyLock;
+use std::time::Duration;
 
-use herald_tests::Herald;
+use anyhow::{Result, ensure};
+use herald_tests::{Herald, Hub, Reply};
 use serde_json::{Value, json};
 
 /// The `herald` binary under test.
@@ -92,4 +94,77 @@ pub fn seqs_on(frames: &[Value], topic: &str) -> Vec<u64> {
 /// A string field of a frame, or `""`.
 pub fn str_field<'a>(frame: &'a Value, field: &str) -> &'a str {
     frame.get(field).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// Publishes to `run:c`, `run:a`, `crew:z` and `run:b`, in that order,
+/// through `publisher`, and checks how `reader` lists them: under a
+/// pattern, by name or the most recently published first, `limit` leaving
+/// the rest out; a bad pattern or order is refused.
+pub async fn topics_are_listed_under_a_pattern_by_name_or_most_recent_first(
+    publisher: &Hub,
+    reader: &Hub,
+) -> Result<()> {
+    for topic in ["run:c", "run:a", "crew:z", "run:b"] {
+        publisher
+            .http()
+            .publish(&event(topic, "step.started", json!({})))
+            .await?;
+        // What is checked is an order by time: each publish gets a
+        // millisecond of its own.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let names = |reply: &Reply| -> Vec<String> {
+        reply.body["topics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| str_field(t, "topic").to_owned())
+            .collect()
+    };
+    let listed = |query: &'static str| async move {
+        let reply = reader
+            .http()
+            .get(&format!("/api/v1/topics?{query}"))
+            .await?;
+        reply.ok()
+    };
+
+    let recent = listed("pattern=run:*&order=recent").await?;
+    ensure!(
+        names(&recent) == ["run:b", "run:a", "run:c"],
+        "{}",
+        recent.text
+    );
+    ensure!(recent.body["truncated"] == false, "{}", recent.text);
+    let latest = listed("pattern=run:*&order=recent&limit=2").await?;
+    ensure!(names(&latest) == ["run:b", "run:a"], "{}", latest.text);
+    ensure!(latest.body["truncated"] == true, "{}", latest.text);
+    let by_name = listed("pattern=run:*").await?;
+    ensure!(
+        names(&by_name) == ["run:a", "run:b", "run:c"],
+        "{}",
+        by_name.text
+    );
+    let all_recent = listed("order=recent").await?;
+    ensure!(
+        names(&all_recent) == ["run:b", "crew:z", "run:a", "run:c"],
+        "{}",
+        all_recent.text
+    );
+    let one = listed("pattern=crew:z").await?;
+    ensure!(names(&one) == ["crew:z"], "{}", one.text);
+
+    let bad_pattern = reader.http().get("/api/v1/topics?pattern=run:a:*").await?;
+    ensure!(
+        bad_pattern.status == 400 && bad_pattern.body["code"] == "invalid_topic",
+        "{}",
+        bad_pattern.text
+    );
+    let bad_order = reader.http().get("/api/v1/topics?order=oldest").await?;
+    ensure!(
+        bad_order.status == 400 && bad_order.body["code"] == "invalid_request",
+        "{}",
+        bad_order.text
+    );
+    Ok(())
 }

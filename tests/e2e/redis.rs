@@ -1124,6 +1124,14 @@ async fn every_node_lists_the_topics_published_on_any_node() -> Result<()> {
 }
 
 #[tokio::test]
+async fn any_node_lists_topics_under_a_pattern_most_recently_published_first() -> Result<()> {
+    let redis = Redis::start().await?;
+    let nodes = nodes(&redis, 2).await?;
+    crate::topics_are_listed_under_a_pattern_by_name_or_most_recent_first(&nodes[0], &nodes[1])
+        .await
+}
+
+#[tokio::test]
 async fn topics_whose_keys_expired_leave_the_topic_index_and_their_kind_the_kinds() -> Result<()> {
     let redis = Redis::start().await?;
     let nodes = nodes(&redis, 1).await?;

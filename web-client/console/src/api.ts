@@ -85,9 +85,16 @@ export class Api {
     return this.call("GET", "/api/v1/status");
   }
 
-  /** `GET /api/v1/topics?limit=N`: the first `limit` topics in name order; `truncated` when more exist. */
-  topics(limit = TOPICS_DEFAULT): Promise<TopicList> {
-    return this.call("GET", `/api/v1/topics?limit=${limit}`);
+  /**
+   * `GET /api/v1/topics?limit=N&pattern=P&order=O`: the first `limit` topics
+   * (under `pattern`, default all) in name order, or the most recently
+   * published to first with `order: "recent"`; `truncated` when more exist.
+   */
+  topics(limit = TOPICS_DEFAULT, { pattern, order }: { pattern?: string; order?: "name" | "recent" } = {}): Promise<TopicList> {
+    const query = new URLSearchParams({ limit: String(limit) });
+    if (pattern) query.set("pattern", pattern);
+    if (order) query.set("order", order);
+    return this.call("GET", `/api/v1/topics?${query}`);
   }
 
   history(topic: string, since: number, limit: number): Promise<TopicHistory> {

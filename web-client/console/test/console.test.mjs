@@ -762,7 +762,7 @@ test("a_malformed_escape_in_the_address_says_so_and_the_console_keeps_working", 
   await stopHub(hub);
 });
 
-test("past_a_thousand_topics_runs_still_lists_a_run_late_in_name_order_and_topics_says_more_exist", async () => {
+test("past_a_thousand_runs_runs_lists_the_most_recently_active_and_topics_says_more_exist", async () => {
   const hub = await startHub();
   for (let batch = 0; batch < 5; batch++) {
     const events = Array.from({ length: 201 }, (_, i) => ({
@@ -772,11 +772,16 @@ test("past_a_thousand_topics_runs_still_lists_a_run_late_in_name_order_and_topic
     }));
     await postJson(hub, "/api/v1/events", events);
   }
-  // After 1005 `execution:` topics in name order, and the most recently active.
+  // After 1005 `execution:` topics, two runs published to last: the list
+  // is by activity, not by name.
+  await publish(hub, { topic: "execution:a-latest", event_type: "workflow.started", data: {} });
   await publish(hub, { topic: "run:newest", event_type: "workflow.started", data: {} });
   const page = await openConsole(hub, "#/runs");
   await live(page);
   await seen(page, 'li[data-run="run:newest"]');
+  await seen(page, 'li[data-run="execution:a-latest"]');
+  assert.match(await page.locator("p[data-truncated]").textContent(), /more runs: these are the 1,000 most recently active/);
+  assert.equal(await page.locator("li[data-run]").count(), 1000);
   await go(page, "#/topics");
   await seen(page, "p[data-truncated]");
   assert.match(await page.locator("p[data-truncated]").textContent(), /more topics: these are the first 1,000 in name order/);

@@ -1,28 +1,40 @@
 // Runs: the topics whose events describe a run (`run:*`, `execution:*`,
-// `task:*`, `crew:*`), newest activity first. The hub lists topics in name
-// order, at most 10,000 an answer, with no filter by kind nor order by
-// activity: so the panel reads the most it can and says when the hub holds
-// more (runs among those are not listed).
+// `task:*`, `crew:*`), newest activity first. The hub lists each kind the
+// most recently published to first, so the latest runs show however many
+// older ones it holds; past RUNS_LISTED, the older ones are left out (and
+// the panel says so).
 
-import { type Api, TOPICS_MAX } from "../api.js";
+import type { TopicSummary } from "../../../dist/index.js";
+import type { Api } from "../api.js";
 import { ago } from "../format.js";
 import { useLoad, useNow } from "../hooks.js";
-import { href, isRunTopic } from "../route.js";
+import { href, RUN_KINDS } from "../route.js";
+
+/** How many runs the panel lists: the most recently active. */
+export const RUNS_LISTED = 1000;
+
+/** The most recently active runs of every kind, and whether the hub holds more. */
+async function latestRuns(api: Api): Promise<{ runs: TopicSummary[]; more: boolean }> {
+  const lists = await Promise.all(RUN_KINDS.map((kind) => api.topics(RUNS_LISTED, { pattern: `${kind}:*`, order: "recent" })));
+  const runs = lists
+    .flatMap((list) => list.topics)
+    .sort((a, b) => (b.last_event?.timestamp ?? 0) - (a.last_event?.timestamp ?? 0));
+  const more = runs.length > RUNS_LISTED || lists.some((list) => list.truncated);
+  return { runs: runs.slice(0, RUNS_LISTED), more };
+}
 
 export function Runs({ api }: { api: Api }) {
-  const [list] = useLoad(() => api.topics(TOPICS_MAX), [], 5000);
+  const [list] = useLoad(() => latestRuns(api), [], 5000);
   const now = useNow(1000);
-  const runs = (list.value?.topics ?? [])
-    .filter((t) => isRunTopic(t.topic))
-    .sort((a, b) => (b.last_event?.timestamp ?? 0) - (a.last_event?.timestamp ?? 0));
+  const runs = list.value?.runs ?? [];
   return (
     <section aria-labelledby="runs-title">
       <h1 id="runs-title">Runs</h1>
       {list.error ? <p class="error-text">{list.error}</p> : null}
-      {list.value?.truncated ? (
-        <p class="error-text" role="status" data-truncated>
-          The hub holds more than {TOPICS_MAX.toLocaleString("en")} topics and lists only the first in name order: runs
-          among the rest are not shown here (open one at <code>#/runs/TOPIC</code>).
+      {list.value?.more ? (
+        <p class="muted" role="status" data-truncated>
+          The hub holds more runs: these are the {RUNS_LISTED.toLocaleString("en")} most recently active (open any run at{" "}
+          <code>#/runs/TOPIC</code>).
         </p>
       ) : null}
       {list.value && runs.length === 0 ? (

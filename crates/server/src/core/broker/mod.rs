@@ -353,6 +353,26 @@ pub struct BrokerStats {
     pub catch_up_reads: u64,
 }
 
+/// Which topics [`Broker::topics`] lists, in what order, how many.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicListing {
+    pub pattern: TopicPattern,
+    pub order: TopicOrder,
+    pub limit: usize,
+}
+
+/// The order of a topic listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TopicOrder {
+    /// By name.
+    #[default]
+    Name,
+    /// The topic with the newest latest event first (by its `timestamp`;
+    /// ties by name): the latest runs of a busy hub, however many older
+    /// ones it holds.
+    Recent,
+}
+
 /// One topic's stream, as [`Broker::topics`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicStats {
@@ -537,11 +557,12 @@ pub trait Broker: Send + Sync + Debug {
     /// (each is handed to one node only), and the next deadline.
     async fn claim_expired(&self, now_ms: u64) -> Result<Expired, BrokerError>;
 
-    /// The topics whose streams the engine holds, in topic order, at most
-    /// `limit` of them, and whether there were more. An engine that cannot
-    /// list its topics says so with [`BrokerError::Unavailable`].
-    async fn topics(&self, limit: usize) -> Result<(Vec<TopicStats>, bool), BrokerError> {
-        let _ = limit;
+    /// The topics whose streams the engine holds under `listing.pattern`,
+    /// in `listing.order`, at most `listing.limit` of them, and whether
+    /// there were more. An engine that cannot list its topics says so with
+    /// [`BrokerError::Unavailable`].
+    async fn topics(&self, listing: &TopicListing) -> Result<(Vec<TopicStats>, bool), BrokerError> {
+        let _ = listing;
         Err(BrokerError::Unavailable(
             "this store does not list its topics".to_owned(),
         ))

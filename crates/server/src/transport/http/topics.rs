@@ -8,11 +8,12 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use herald_protocol::api::{LastEvent, TopicList, TopicSummary};
 use herald_protocol::frame::Snapshot;
-use herald_protocol::{ErrorCode, EventFilter, Topic};
+use herald_protocol::{ErrorCode, EventFilter, Topic, TopicPattern};
 use serde::Deserialize;
 
 use super::body::query;
 use super::error::ApiError;
+use crate::core::broker::{TopicListing, TopicOrder};
 use crate::core::hub::Hub;
 
 /// How many topics one answer lists unless `limit` says otherwise.
@@ -25,20 +26,37 @@ const MAX_LIMIT: usize = 10_000;
 pub(super) struct ListQuery {
     /// At most this many (default 1000, at most 10,000).
     limit: Option<usize>,
+    /// Only the topics under this topic or pattern (`run:*`).
+    pattern: Option<String>,
+    /// `name` (default) or `recent`: the newest latest event first.
+    order: Option<ListOrder>,
 }
 
-/// `GET /api/v1/topics?limit=N`: every topic whose stream the hub holds, in
-/// topic order.
+/// `order` of `GET /api/v1/topics`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ListOrder {
+    Name,
+    Recent,
+}
+
+/// `GET /api/v1/topics?limit=N&pattern=P&order=name|recent`: the topics
+/// whose streams the hub holds (under `pattern`), in topic order, or the
+/// most recently published to first.
 #[utoipa::path(
     get,
     path = "/api/v1/topics",
     operation_id = "list_topics",
     tag = "admin",
     summary = "Every topic the hub holds: position, retained events, snapshot keys, subscribers, last event",
-    params(("limit" = Option<usize>, Query, description = "At most this many (default 1000, at most 10,000); `truncated` says when more exist")),
+    params(
+        ("limit" = Option<usize>, Query, description = "At most this many (default 1000, at most 10,000); `truncated` says when more exist"),
+        ("pattern" = Option<String>, Query, description = "Only the topics under this topic or pattern, e.g. `run:*` (default `*`: all)"),
+        ("order" = Option<String>, Query, description = "`name` (default): in topic order; `recent`: the topic whose latest event is newest first, ties in topic order"),
+    ),
     responses(
-        (status = 200, description = "The topics, in topic order", body = ref("#/components/schemas/TopicList")),
-        (status = "4XX", description = "Refused: a bad `limit` (400), or the API key (401, 403)", body = ref("#/components/schemas/ApiError")),
+        (status = 200, description = "The topics, in the order asked", body = ref("#/components/schemas/TopicList")),
+        (status = "4XX", description = "Refused: a bad `limit` or `order` (400 `invalid_request`), a bad `pattern` (400 `invalid_topic`), or the API key (401, 403)", body = ref("#/components/schemas/ApiError")),
         (status = 503, description = "The shared store is unreachable", body = ref("#/components/schemas/ApiError")),
     ),
     security(("api_key" = ["admin"]))
@@ -47,10 +65,23 @@ pub(super) async fn list(
     State(hub): State<Hub>,
     list: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<TopicList>, ApiError> {
-    let limit = query(list)?.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
+    let list = query(list)?;
+    let pattern = match &list.pattern {
+        Some(pattern) => TopicPattern::parse(pattern)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidTopic, e.to_string()))?,
+        None => TopicPattern::All,
+    };
+    let listing = TopicListing {
+        pattern,
+        order: match list.order {
+            None | Some(ListOrder::Name) => TopicOrder::Name,
+            Some(ListOrder::Recent) => TopicOrder::Recent,
+        },
+        limit: list.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT),
+    };
     let (topics, truncated) = hub
         .broker()
-        .topics(limit)
+        .topics(&listing)
         .await
         .map_err(|e| ApiError::from(&e))?;
     let subscribers = hub.subscriptions().counts();

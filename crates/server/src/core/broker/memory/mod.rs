@@ -48,7 +48,7 @@ use super::sqlite::{
 use super::{
     ApprovalQuery, ApprovalStoreError, Audience, Broker, BrokerError, BrokerHandler, BrokerStats,
     Decision, Draft, EncodedEvent, Expired, PatternSnapshots, Publication, Published, ReadRequest,
-    TopicRead, TopicStats, UNANNOUNCED_PER_PASS, Wait,
+    TopicListing, TopicOrder, TopicRead, TopicStats, UNANNOUNCED_PER_PASS, Wait,
 };
 use crate::core::clock::now_ms;
 
@@ -771,21 +771,25 @@ impl Broker for MemoryBroker {
         Ok(self.shared.approvals.lock().expired(now_ms))
     }
 
-    async fn topics(&self, limit: usize) -> Result<(Vec<TopicStats>, bool), BrokerError> {
-        let mut logs: Vec<(Topic, Arc<Mutex<TopicLog>>)> = self
+    async fn topics(&self, listing: &TopicListing) -> Result<(Vec<TopicStats>, bool), BrokerError> {
+        let under: Vec<Arc<Mutex<TopicLog>>> = self
             .shared
             .logs
             .read()
             .iter()
-            .map(|(topic, log)| (topic.clone(), log.clone()))
+            .filter(|(topic, _)| listing.pattern.matches(topic))
+            .map(|(_, log)| log.clone())
             .collect();
-        logs.sort_by(|a, b| a.0.cmp(&b.0));
-        let truncated = logs.len() > limit;
-        let topics = logs
-            .into_iter()
-            .take(limit)
-            .map(|(_, log)| log.lock().stats())
-            .collect();
+        let mut topics: Vec<TopicStats> = under.iter().map(|log| log.lock().stats()).collect();
+        match listing.order {
+            TopicOrder::Name => topics.sort_by(|a, b| a.topic.cmp(&b.topic)),
+            TopicOrder::Recent => topics.sort_by(|a, b| {
+                let time = |stats: &TopicStats| stats.last_event.as_ref().map(|last| last.2);
+                time(b).cmp(&time(a)).then_with(|| a.topic.cmp(&b.topic))
+            }),
+        }
+        let truncated = topics.len() > listing.limit;
+        topics.truncate(listing.limit);
         Ok((topics, truncated))
     }
 

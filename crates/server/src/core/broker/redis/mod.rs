@@ -66,9 +66,12 @@ use self::wire::{SplitFrame, audience_code, audience_of, decode_frame, fingerpri
 use super::{
     ApprovalQuery, ApprovalStoreError, Audience, Broker, BrokerError, BrokerHandler, BrokerStats,
     Decision, Draft, EncodedEvent, Expired, History, MAX_SNAPSHOT_KEYS, PatternSnapshots, Position,
-    Published, ReadRequest, Retention, TopicRead, TopicStats, Wait,
+    Published, ReadRequest, Retention, TopicListing, TopicOrder, TopicRead, TopicStats, Wait,
 };
 use crate::core::cluster::{Gathered, NodeQuestion};
+
+/// Topics read per round trip when listing them.
+const LISTED_PER_ROUND_TRIP: usize = 256;
 
 /// How long connecting to Redis may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -466,6 +469,72 @@ impl Shared {
         })
     }
 
+    /// The topics a listing names (from the per-kind indexes, scored by
+    /// the Redis time each was last published to), and whether it left
+    /// some out.
+    async fn listed_topics(
+        &self,
+        listing: &TopicListing,
+    ) -> Result<(Vec<Topic>, bool), BrokerError> {
+        let mut commands = self.commands.clone();
+        let kinds: Vec<String> = match &listing.pattern {
+            TopicPattern::Exact(topic) => vec![topic.kind().to_string()],
+            TopicPattern::Kind(kind) => vec![kind.to_string()],
+            TopicPattern::All => redis::cmd("SMEMBERS")
+                .arg(keys::KINDS)
+                .query_async(&mut commands)
+                .await
+                .map_err(failed)?,
+        };
+        // Each kind's most recent `limit + 1` are enough to find the most
+        // recent `limit` of all and whether there are more.
+        let most = listing.limit.saturating_add(1);
+        let mut scored: Vec<(f64, Topic)> = Vec::new();
+        for kind in kinds {
+            let index = keys::kind_index(&kind);
+            let names: Vec<(String, f64)> = match listing.order {
+                TopicOrder::Name => {
+                    redis::cmd("ZRANGE")
+                        .arg(&index)
+                        .arg(0)
+                        .arg(-1)
+                        .arg("WITHSCORES")
+                        .query_async(&mut commands)
+                        .await
+                }
+                TopicOrder::Recent => {
+                    redis::cmd("ZREVRANGEBYSCORE")
+                        .arg(&index)
+                        .arg("+inf")
+                        .arg("-inf")
+                        .arg("WITHSCORES")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(most)
+                        .query_async(&mut commands)
+                        .await
+                }
+            }
+            .map_err(failed)?;
+            scored.extend(names.into_iter().filter_map(|(name, score)| {
+                let topic = Topic::parse(&name).ok()?;
+                listing.pattern.matches(&topic).then_some((score, topic))
+            }));
+        }
+        match listing.order {
+            TopicOrder::Name => scored.sort_by(|a, b| a.1.cmp(&b.1)),
+            TopicOrder::Recent => {
+                scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            }
+        }
+        let truncated = scored.len() > listing.limit;
+        scored.truncate(listing.limit);
+        Ok((
+            scored.into_iter().map(|(_, topic)| topic).collect(),
+            truncated,
+        ))
+    }
+
     /// Topics of `pattern` with an event since `since_ms` (Redis time).
     async fn active_topics(&self, pattern: &TopicPattern, since_ms: u64) -> Vec<Topic> {
         let kinds: Vec<String> = match pattern {
@@ -808,55 +877,60 @@ impl Broker for RedisBroker {
         self.stats()
     }
 
-    async fn topics(&self, limit: usize) -> Result<(Vec<TopicStats>, bool), BrokerError> {
-        let mut topics = self.shared.active_topics(&TopicPattern::All, 0).await;
-        let truncated = topics.len() > limit;
-        topics.truncate(limit);
+    async fn topics(&self, listing: &TopicListing) -> Result<(Vec<TopicStats>, bool), BrokerError> {
+        let (topics, truncated) = self.shared.listed_topics(listing).await?;
         let mut listed = Vec::with_capacity(topics.len());
-        for topic in topics {
-            let keys = TopicKeys::of(&topic);
-            let (meta, retained, snapshot_keys, last): (
+        // One round trip per chunk of topics, not per topic.
+        for chunk in topics.chunks(LISTED_PER_ROUND_TRIP) {
+            let mut pipe = redis::pipe();
+            for topic in chunk {
+                let keys = TopicKeys::of(topic);
+                pipe.cmd("HMGET")
+                    .arg(&keys.meta)
+                    .arg("e")
+                    .arg("s")
+                    .xlen(&keys.stream)
+                    .hlen(&keys.snapshot)
+                    .cmd("XREVRANGE")
+                    .arg(&keys.stream)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1);
+            }
+            type Read = (
                 (Option<String>, Option<u64>),
                 usize,
                 usize,
                 Vec<(String, HashMap<String, Vec<u8>>)>,
-            ) = redis::pipe()
-                .cmd("HMGET")
-                .arg(&keys.meta)
-                .arg("e")
-                .arg("s")
-                .xlen(&keys.stream)
-                .hlen(&keys.snapshot)
-                .cmd("XREVRANGE")
-                .arg(&keys.stream)
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(1)
+            );
+            let reads: Vec<Read> = pipe
                 .query_async(&mut self.shared.commands.clone())
                 .await
                 .map_err(failed)?;
-            // Expired since it was last indexed.
-            let (Some(epoch), Some(seq)) = meta else {
-                continue;
-            };
-            let Ok(epoch) = Epoch::new(epoch) else {
-                continue;
-            };
-            let last_event = last
-                .first()
-                .and_then(|(_, fields)| fields.get("f"))
-                .and_then(|frame| decode_frame(Bytes::copy_from_slice(frame)))
-                .map(|e| (e.event.seq, e.event.event_type.clone(), e.event.timestamp));
-            listed.push(TopicStats {
-                topic,
-                position: Position { epoch, seq },
-                retained,
-                // Redis's own memory is in `herald_retained_bytes`.
-                retained_bytes: 0,
-                snapshot_keys,
-                last_event,
-            });
+            for (topic, (meta, retained, snapshot_keys, last)) in chunk.iter().zip(reads) {
+                // Expired since it was last indexed.
+                let (Some(epoch), Some(seq)) = meta else {
+                    continue;
+                };
+                let Ok(epoch) = Epoch::new(epoch) else {
+                    continue;
+                };
+                let last_event = last
+                    .first()
+                    .and_then(|(_, fields)| fields.get("f"))
+                    .and_then(|frame| decode_frame(Bytes::copy_from_slice(frame)))
+                    .map(|e| (e.event.seq, e.event.event_type.clone(), e.event.timestamp));
+                listed.push(TopicStats {
+                    topic: topic.clone(),
+                    position: Position { epoch, seq },
+                    retained,
+                    // Redis's own memory is in `herald_retained_bytes`.
+                    retained_bytes: 0,
+                    snapshot_keys,
+                    last_event,
+                });
+            }
         }
         Ok((listed, truncated))
     }
