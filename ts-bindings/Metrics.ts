@@ -3,4 +3,9 @@
 /**
  * `metrics.updated` and `cost.updated`: named numbers.
  */
-export type Metrics = { metrics: { [key in string]: number }, };
+export type Metrics = { metrics: { [key in string]: number }, 
+/**
+ * The node whose figures these are (the hub's own `metrics.updated`:
+ * several nodes sharing a store each publish theirs on `metrics`).
+ */
+node?: string, };

@@ -195,6 +195,13 @@ async fn ws_metrics_streams_the_hubs_figures_while_someone_watches() -> Result<(
         metrics["active_connections"].as_f64() >= Some(1.0) && metrics["events_per_s"].is_number(),
         "{figures}"
     );
+    // Each node sharing a store publishes its own figures: they name it.
+    let nodes = hub.http().get("/api/v1/nodes").await?.ok()?;
+    ensure!(
+        figures["data"]["node"] == nodes.body["node"],
+        "{figures} {}",
+        nodes.text
+    );
     // And they keep coming.
     let next = watcher.recv_until(|f| is_event_on(f, "metrics")).await?;
     ensure!(seq_of(&next) > seq_of(&figures), "{next}");

@@ -581,6 +581,14 @@ async fn with_redis_stopped_publishes_fail_fast_with_503_and_sockets_stay_open()
         ready.text
     );
     ensure!(node.http().get("/health/live").await?.status == 200);
+    // The topics it cannot read are not said to be none.
+    let topics = node.http().get("/api/v1/topics").await?;
+    ensure!(
+        topics.status == 503 && topics.body["code"] == "internal",
+        "{} {}",
+        topics.status,
+        topics.text
+    );
     let metrics = node.http().get("/metrics").await?.text;
     ensure!(
         metric(&metrics, "herald_engine_up") == Some(0.0),
@@ -1073,6 +1081,82 @@ async fn with_a_node_that_does_not_answer_the_admin_api_says_its_answer_is_parti
         took < Duration::from_secs(5),
         "three admin calls took {took:?}"
     );
+    Ok(())
+}
+
+/// `herald_events_published_total` of `node`.
+async fn published_count(node: &Hub) -> Result<f64> {
+    let text = node.http().get("/metrics").await?.ok()?.text;
+    metric(&text, "herald_events_published_total").context("no herald_events_published_total")
+}
+
+#[tokio::test]
+async fn an_event_counts_as_published_on_the_node_it_was_published_through_only() -> Result<()> {
+    let redis = Redis::start().await?;
+    let nodes = nodes(&redis, 2).await?;
+    let mut watchers = vec![nodes[0].ws("/ws").await?, nodes[1].ws("/ws").await?];
+    for watcher in &mut watchers {
+        watcher.subscribe(&["run:counted"]).await?;
+    }
+    let before = [
+        published_count(&nodes[0]).await?,
+        published_count(&nodes[1]).await?,
+    ];
+    publish_numbered(&nodes[0], "run:counted", 0, 5).await?;
+    for watcher in &mut watchers {
+        collect_events(watcher, "run:counted", 5).await?;
+    }
+    let after = [
+        published_count(&nodes[0]).await?,
+        published_count(&nodes[1]).await?,
+    ];
+    // Summed over the nodes, the counts are what was published.
+    ensure!(
+        after[0] - before[0] == 5.0 && after[1] - before[1] == 0.0,
+        "before {before:?}, after {after:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_disconnect_answered_503_because_its_node_was_stopped_is_not_carried_out_when_it_wakes()
+-> Result<()> {
+    let redis = Redis::start().await?;
+    let nodes = nodes(&redis, 2).await?;
+    let mut client = nodes[1].ws("/ws").await?;
+    let id = client.session_id().to_owned();
+    nodes[1].signal("STOP").await?;
+    let refused = nodes[0]
+        .http()
+        .delete(&format!("/api/v1/connections/{id}"))
+        .await;
+    // The node stays stopped well past the asker's wait: what is tested is
+    // a question heard late.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nodes[1].signal("CONT").await?;
+    let refused = refused?;
+    ensure!(refused.status == 503, "{} {}", refused.status, refused.text);
+
+    // Questions are answered in the order heard: once a later one is
+    // answered, the stale disconnect has been heard and dropped.
+    eventually(
+        Duration::from_secs(10),
+        "a complete connections list",
+        || async {
+            let list = nodes[0].http().get("/api/v1/connections").await?.ok()?;
+            Ok((list.body["partial"] == false).then_some(list))
+        },
+    )
+    .await
+    .and_then(|list| {
+        let listed = list.body["connections"]
+            .as_array()
+            .is_some_and(|all| all.iter().any(|c| str_field(c, "id") == id));
+        ensure!(listed, "{}", list.text);
+        Ok(())
+    })?;
+    // Still open: it answers a subscribe, where a closed one would read 4500.
+    client.subscribe(&["run:still-open"]).await?;
     Ok(())
 }
 

@@ -192,6 +192,11 @@ impl Payload for ErrorPayload {}
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, TS, JsonSchema)]
 pub struct Metrics {
     pub metrics: BTreeMap<String, f64>,
+    /// The node whose figures these are (the hub's own `metrics.updated`:
+    /// several nodes sharing a store each publish theirs on `metrics`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub node: Option<String>,
 }
 impl Payload for Metrics {}
 

@@ -644,9 +644,6 @@ impl BrokerHandler for NodeHandler {
     fn on_publication(&self, publication: &Publication<'_>) -> u32 {
         let fanout = &self.fanout;
         let event = &publication.event.event;
-        // Counted here, where every stored event passes exactly once
-        // (duplicates never do), whichever entry point it came from.
-        fanout.metrics.events_published.inc();
         let frame = event_frame(publication);
         // An approval request reaches someone only where it can be
         // answered: the approvals service counts those (`delivered_to`).
@@ -720,7 +717,6 @@ impl BrokerHandler for NodeHandler {
             return run.iter().map(|p| self.on_publication(p)).collect();
         }
         let fanout = &self.fanout;
-        fanout.metrics.events_published.inc_by(run.len() as u64);
         let whole = Run::new(run.iter().map(event_frame).collect());
         let frames = &whole.frames;
         let mut reached = vec![0u32; run.len()];

@@ -170,6 +170,12 @@ impl Publisher {
         if duplicates > 0 {
             self.metrics.events_duplicate.inc_by(duplicates as u64);
         }
+        // Counted by the node it was published through, once (a duplicate
+        // is not stored again): over nodes sharing a store, the counts add
+        // up to what was published.
+        self.metrics
+            .events_published
+            .inc_by((published.len() - duplicates) as u64);
         E::output(published).ok_or(PublishError::Store(BrokerError::Closed))
     }
 }

@@ -2,7 +2,8 @@
 //! `metrics.updated` event on topic `metrics` (what `/ws/metrics` follows,
 //! the seeds' "performance metrics stream"), published only while that topic
 //! has a subscriber. Key `hub`, so the topic's snapshot is the latest figures;
-//! priority `low`, so a slow dashboard sheds them first.
+//! priority `low`, so a slow dashboard sheds them first. Each node sharing a
+//! store publishes its own figures there, naming itself in `data.node`.
 //!
 //! Prometheus `/metrics` stays the place for scraping; this is for people
 //! watching a page.
@@ -62,7 +63,8 @@ pub(crate) async fn run(hub: Hub, interval: Duration) {
         let figures = figures(&hub, &last, &now);
         // Counted in the figures it reports next time, like any event.
         let options = PublishOptions::default();
-        if let Err(error) = hub.publish(request(&topic, figures), options).await {
+        let request = request(&topic, figures, hub.node_id());
+        if let Err(error) = hub.publish(request, options).await {
             tracing::debug!(%error, "could not publish the hub's metrics");
         }
         last = now;
@@ -107,8 +109,12 @@ fn figures(hub: &Hub, last: &Sample, now: &Sample) -> BTreeMap<String, f64> {
     figures
 }
 
-fn request(topic: &Topic, figures: BTreeMap<String, f64>) -> PublishRequest {
-    let data = serde_json::to_value(MetricsPayload { metrics: figures }).unwrap_or_default();
+fn request(topic: &Topic, figures: BTreeMap<String, f64>, node: &str) -> PublishRequest {
+    let payload = MetricsPayload {
+        metrics: figures,
+        node: Some(node.to_owned()),
+    };
+    let data = serde_json::to_value(payload).unwrap_or_default();
     let mut request =
         PublishRequest::new(topic.clone(), EventType::MetricsUpdated, data).priority(Priority::Low);
     request.key = Label::new("hub").ok();

@@ -364,7 +364,10 @@ impl Default for Metrics {
             "herald_bytes_deflated",
             "Bytes of compressed frames sent (permessage-deflate), as on the wire",
         );
-        let events_published = counter("herald_events_published", "Events published");
+        let events_published = counter(
+            "herald_events_published",
+            "Events stored by publishes through this node (a duplicate id is not counted)",
+        );
         let events_duplicate = counter(
             "herald_events_duplicate",
             "Publishes answered from the idempotency window",

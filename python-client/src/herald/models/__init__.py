@@ -328,7 +328,13 @@ class ClientMessageResume(Control):
 class Metrics(WireModel):
     """`metrics.updated` and `cost.updated`: named numbers."""
 
+    __omit_default__: ClassVar[frozenset[str]] = frozenset({"node"})
+
     metrics: dict[str, float]
+    node: str | None = None
+    """The node whose figures these are (the hub's own `metrics.updated`:
+    several nodes sharing a store each publish theirs on `metrics`).
+    """
 
 
 Priority = Literal["low", "normal", "high", "critical"]

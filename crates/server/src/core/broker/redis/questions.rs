@@ -9,6 +9,11 @@
 //! A node answers off its feed task: the feed hands each question to a
 //! bounded queue that [`answer_questions`] drains, so building an answer
 //! (a list of every connection) never delays the delivery of events.
+//!
+//! A question carries when it was asked, by Redis's clock: a node that hears
+//! it after its asker stopped waiting (it was stopped, or far behind) neither
+//! answers nor carries it out, so a disconnect its asker reported as not
+//! done (503) is not done later.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -61,6 +66,9 @@ impl Questions {
 struct Asked {
     id: String,
     from: String,
+    /// When it was asked, in ms by Redis's clock (0: not said).
+    #[serde(default)]
+    asked_at: u64,
     question: NodeQuestion,
 }
 
@@ -104,14 +112,20 @@ impl Shared {
                 id: id.clone(),
             }
         };
+        let deadline = tokio::time::Instant::now() + ASK_WITHIN;
+        let Ok(asked_at) = tokio::time::timeout_at(deadline, self.redis_time()).await else {
+            return Err(BrokerError::Unavailable(
+                "Redis did not answer in time".into(),
+            ));
+        };
         let asked = Asked {
             id,
             from: self.node.clone(),
+            asked_at: asked_at?,
             question: question.clone(),
         };
         let message =
             serde_json::to_string(&asked).map_err(|e| BrokerError::Write(e.to_string()))?;
-        let deadline = tokio::time::Instant::now() + ASK_WITHIN;
         let mut commands = self.commands.clone();
         let mut publish = redis::cmd("PUBLISH");
         publish.arg(keys::QUESTIONS_CHANNEL).arg(message);
@@ -168,6 +182,24 @@ impl Shared {
         };
         if asked.from == self.node {
             return;
+        }
+        if asked.asked_at > 0 {
+            let now = tokio::time::timeout(ASK_WITHIN, self.redis_time()).await;
+            let Ok(Ok(now)) = now else {
+                tracing::warn!(
+                    node = asked.from,
+                    "cannot read Redis's clock to answer another node's question"
+                );
+                return;
+            };
+            if now > asked.asked_at + ASK_WITHIN.as_millis() as u64 {
+                tracing::warn!(
+                    node = asked.from,
+                    late_ms = now - asked.asked_at,
+                    "a question heard after its asker stopped waiting: neither answered nor carried out"
+                );
+                return;
+            }
         }
         let answered = Answered {
             answers: asked.id,
