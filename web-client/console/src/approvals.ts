@@ -13,11 +13,27 @@ export interface ApprovalState {
   error?: string;
   /** The hub refused the subscription that keeps the list current. */
   watchError?: string;
+  /**
+   * Answers this console gave that the hub refused (another operator or the
+   * timeout decided first), kept until dismissed: the card they were given
+   * on leaves with the decision that won.
+   */
+  refused: Refusal[];
   loaded: boolean;
 }
 
+/** An answer the hub refused, and why. */
+export interface Refusal {
+  callback_id: string;
+  task_id: string;
+  step: number;
+  /** What was answered: approve or reject. */
+  answer: "approve" | "reject";
+  message: string;
+}
+
 export class ApprovalBook implements Store<ApprovalState> {
-  private state: ApprovalState = { pending: [], decided: [], loaded: false };
+  private state: ApprovalState = { pending: [], decided: [], refused: [], loaded: false };
   private readonly listeners = new Set<() => void>();
   private readonly subscription: Subscription;
   private reading = false;
@@ -51,6 +67,22 @@ export class ApprovalBook implements Store<ApprovalState> {
     return () => this.listeners.delete(listener);
   }
 
+  /** Keeps a refused answer in view until it is dismissed. */
+  refuse(refusal: Refusal): void {
+    const others = this.state.refused.filter((r) => r.callback_id !== refusal.callback_id);
+    this.update({ refused: [...others, refusal] });
+  }
+
+  /** Forgets a refused answer. */
+  dismiss(callbackId: string): void {
+    this.update({ refused: this.state.refused.filter((r) => r.callback_id !== callbackId) });
+  }
+
+  private update(change: Partial<ApprovalState>): void {
+    this.state = { ...this.state, ...change };
+    for (const listener of [...this.listeners]) listener();
+  }
+
   /** Reads the list again (one read at a time; a request during one runs once after it). */
   async refresh(): Promise<void> {
     if (this.reading) {
@@ -62,6 +94,7 @@ export class ApprovalBook implements Store<ApprovalState> {
       const { approvals } = await this.api.approvals();
       this.state = {
         watchError: this.state.watchError,
+        refused: this.state.refused,
         pending: approvals.filter((a) => a.status === "pending").sort((a, b) => a.expires_at - b.expires_at),
         decided: approvals.filter((a) => a.status !== "pending"),
         loaded: true,

@@ -558,6 +558,84 @@ test("with_two_nodes_on_redis_the_overview_lists_both_and_a_run_published_on_one
   await stopHub(first);
 });
 
+test("with_two_nodes_the_overview_charts_its_own_nodes_figures_counts_every_node_and_says_when_one_does_not_answer", async () => {
+  const redis = await startRedis();
+  const first = await startHub({ args: ["--store", redis.url, "--metrics-interval", "200ms"] });
+  const second = await startHub({ args: ["--store", redis.url, "--metrics-interval", "200ms"] });
+  const a = (await getJson(first, "/api/v1/nodes")).node;
+  const b = (await getJson(second, "/api/v1/nodes")).node;
+  // Published through the first node only: its count is far above the
+  // second's (which publishes only its own figures, five a second).
+  await postJson(
+    first,
+    "/api/v1/events",
+    Array.from({ length: 200 }, (_, i) => ({ topic: "run:figures", event_type: "step.progress", data: { i } })),
+  );
+  // A watcher of the second node's figures (so it publishes them too), and a connection held there.
+  const visitor = await context.newPage();
+  await visitor.goto(`${second.url}/console/config`);
+  await visitor.evaluate((url) => {
+    window.watcher = new WebSocket(`${url.replace("http", "ws")}/ws/metrics`);
+  }, second.url);
+
+  const page = await openConsole(first, "#/overview");
+  await live(page);
+  await seen(page, `[data-charts-node="${a}"]`, 20_000);
+  // Both nodes' connections are counted: the console's and the watcher.
+  await page.waitForFunction(() => Number(document.querySelector('[data-figure="status-connections"]')?.textContent) >= 2, null, {
+    timeout: 10_000,
+  });
+  // Every reading shown is the first node's, never the second's interleaved.
+  const published = page.locator(".card", { hasText: "Events published" }).locator("b");
+  await page.waitForFunction(() => /\d/.test([...document.querySelectorAll(".card")].find((c) => c.textContent.includes("Events published"))?.textContent ?? ""), null, {
+    timeout: 10_000,
+  });
+  for (let i = 0; i < 8; i++) {
+    const shown = Number((await published.textContent()).replace(/,/g, ""));
+    assert.ok(shown >= 200, `events published shown: ${shown}`);
+    await sleep(150);
+  }
+
+  // Connections name their node; this console's is marked.
+  await go(page, "#/connections");
+  await seen(page, `tr[data-node="${b}"]`);
+  assert.match(await page.locator(`tr[data-node="${a}"]`).first().textContent(), /this console's node/);
+  assert.doesNotMatch(await page.locator(`tr[data-node="${b}"]`).first().textContent(), /this console's node/);
+
+  // A node that does not answer: both pages say the figures leave some out, then recover.
+  second.child.kill("SIGSTOP");
+  await page.waitForFunction(() => document.body.textContent.includes("not every node answered"), null, { timeout: 15_000 });
+  await go(page, "#/overview");
+  await seen(page, "[data-partial]", 15_000);
+  second.child.kill("SIGCONT");
+  await page.waitForFunction(() => !document.querySelector("[data-partial]"), null, { timeout: 15_000 });
+  assert.deepEqual(page.errors, []);
+  await visitor.close();
+  await page.close();
+  await stopHub(second);
+  await stopHub(first);
+});
+
+test("a_history_the_store_could_not_serve_is_read_again_once_the_store_is_back", async () => {
+  const redis = await startRedis();
+  const hub = await startHub({ args: ["--store", redis.url] });
+  await publish(hub, { topic: "run:stalled", event_type: "step.started", data: {} });
+  const page = await openConsole(hub, "#/overview");
+  await live(page);
+  redis.child.kill("SIGSTOP");
+  await go(page, "#/topics/run:stalled");
+  await page.waitForSelector("section[aria-labelledby='history-title'] .error-text", { timeout: 15_000 });
+  redis.child.kill("SIGCONT");
+  // No click on Newest: the page reads its history again by itself.
+  await page.waitForFunction(() => document.querySelector("[data-history-shown]")?.getAttribute("data-history-shown") === "1", null, {
+    timeout: 20_000,
+  });
+  assert.equal(await page.locator("section[aria-labelledby='history-title'] .error-text").count(), 0);
+  // Chromium logs the refused requests and sockets while the store was away.
+  await page.close();
+  await stopHub(hub);
+});
+
 /** An HS256 JWT. */
 function jwt(secret, claims) {
   const part = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
@@ -634,12 +712,13 @@ test("the_hubs_refusals_of_an_answer_a_cancel_and_a_subscription_are_shown_where
   await signIn(page, { key, token });
   await live(page);
 
-  // Bob's approval: the hub answers alice's Approve with `forbidden`, and the card says so.
+  // Bob's approval: the hub answers alice's Approve with `forbidden`, and the inbox says so.
   const card = page.locator(`article[data-callback="${approval.callback_id}"]`);
   await card.waitFor({ timeout: 10_000 });
   await card.getByRole("button", { name: "Approve" }).click();
-  await seen(page, `article[data-callback="${approval.callback_id}"] [data-refused]`);
-  assert.match(await card.locator("[data-refused]").textContent(), /refused.*only the approval's user may answer it/);
+  const refusal = page.locator(`[data-refused="${approval.callback_id}"]`);
+  await refusal.waitFor({ timeout: 10_000 });
+  assert.match(await refusal.textContent(), /approve of task t-bob step 1 was refused: .*only the approval's user may answer it/);
   assert.equal(await card.getByRole("button", { name: "Approve" }).isDisabled(), false);
   assert.equal((await getApproval(hub, key, approval.callback_id)).status, "pending");
 
@@ -657,6 +736,60 @@ test("the_hubs_refusals_of_an_answer_a_cancel_and_a_subscription_are_shown_where
   assert.match(await page.locator('td[data-subscription="refused"]').textContent(), /not allowed to subscribe to run:other/);
   assert.equal(await page.locator("text=Waiting for events…").count(), 0);
   assert.deepEqual(page.errors, []);
+  await page.close();
+  await stopHub(hub);
+});
+
+test("an_answer_refused_because_another_operator_decided_first_stays_in_view_after_the_card_leaves", async () => {
+  const hub = await startHub();
+  const approval = await postJson(hub, "/api/v1/approvals", {
+    user_id: "u1",
+    task_id: "t-race",
+    step: 2,
+    step_result: { step: "deploy", result: null, completed: true, message: "Deploy?", status: "ok" },
+    timeout_ms: 600_000,
+  });
+  const page = await openConsole(hub, "#/approvals");
+  await live(page);
+  const card = page.locator(`article[data-callback="${approval.callback_id}"]`);
+  await card.waitFor({ timeout: 10_000 });
+  // The console re-reads its list when the other decision arrives: held
+  // back, so the card is still there to be clicked, as for an operator who
+  // clicks in the moment between the two.
+  let release;
+  const held = new Promise((resolve) => (release = resolve));
+  await page.route("**/api/v1/approvals*", async (route) => {
+    await held;
+    await route.continue();
+  });
+
+  // Another operator rejects first, over their own WebSocket.
+  const other = await context.newPage();
+  await other.goto(`${hub.url}/console/config`);
+  const answered = await other.evaluate(
+    ({ url, id }) =>
+      new Promise((resolve) => {
+        const ws = new WebSocket(`${url.replace("http", "ws")}/ws`);
+        ws.onopen = () => ws.send(JSON.stringify({ action: "confirm", callback_id: id, proceed: false, id: "other-1" }));
+        ws.onmessage = (m) => {
+          const frame = JSON.parse(m.data);
+          if (frame.ref === "other-1") resolve(frame.type);
+        };
+      }),
+    { url: hub.url, id: approval.callback_id },
+  );
+  assert.equal(answered, "ack");
+
+  await card.getByRole("button", { name: "Approve" }).click();
+  const refusal = page.locator(`[data-refused="${approval.callback_id}"]`);
+  await refusal.waitFor({ timeout: 10_000 });
+  release();
+  await page.waitForFunction((id) => !document.querySelector(`article[data-callback="${id}"]`), approval.callback_id, { timeout: 10_000 });
+  assert.match(await refusal.textContent(), /Your approve of task t-race step 2 was refused: .*already resolved \(rejected\)/);
+  await refusal.getByRole("button", { name: "Dismiss" }).click();
+  assert.equal(await page.locator("[data-refused]").count(), 0);
+  assert.deepEqual(page.errors, []);
+  await other.close();
   await page.close();
   await stopHub(hub);
 });

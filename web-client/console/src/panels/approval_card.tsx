@@ -1,13 +1,25 @@
 // One pending approval: the step result, a countdown to the timeout and what
 // happens then, and approve / reject with feedback (sent as `confirm` over
-// the console's WebSocket); the hub's refusal of the answer (another user's
-// approval, one already resolved) is shown on the card.
+// the console's WebSocket). The hub's refusal of the answer (another user's
+// approval, one already resolved) goes to the approval book, which keeps it
+// in view after the card leaves with the decision that won (`Refusals`).
 
 import { useState } from "preact/hooks";
 import type { ApprovalRecord, HeraldClient } from "../../../dist/index.js";
+import type { ApprovalBook, Refusal } from "../approvals.js";
 import { duration, json } from "../format.js";
 
-export function ApprovalCard({ client, approval, now }: { client: HeraldClient; approval: ApprovalRecord; now: number }) {
+export function ApprovalCard({
+  client,
+  approvals,
+  approval,
+  now,
+}: {
+  client: HeraldClient;
+  approvals: ApprovalBook;
+  approval: ApprovalRecord;
+  now: number;
+}) {
   const [feedback, setFeedback] = useState("");
   const [sent, setSent] = useState<string | undefined>();
   const [error, setError] = useState<string | undefined>();
@@ -22,7 +34,12 @@ export function ApprovalCard({ client, approval, now }: { client: HeraldClient; 
       () => undefined,
       (e: Error) => {
         setSent(undefined);
-        setError(e.name === "RefusedError" ? `the hub refused the answer: ${e.message}` : e.message);
+        if (e.name === "RefusedError") {
+          const { callback_id, task_id, step } = approval;
+          approvals.refuse({ callback_id, task_id, step, answer: proceed ? "approve" : "reject", message: e.message });
+        } else {
+          setError(e.message);
+        }
       },
     );
   };
@@ -75,11 +92,28 @@ export function ApprovalCard({ client, approval, now }: { client: HeraldClient; 
         </button>
         {sent ? <span class="muted" role="status">sent ({sent}), waiting for the hub…</span> : null}
         {error ? (
-          <span class="error-text" role="alert" data-refused>
+          <span class="error-text" role="alert">
             {error}
           </span>
         ) : null}
       </div>
     </article>
+  );
+}
+
+/** The answers the hub refused, each until dismissed. */
+export function Refusals({ approvals, refused }: { approvals: ApprovalBook; refused: Refusal[] }) {
+  if (refused.length === 0) return null;
+  return (
+    <ul class="refusals" aria-label="Refused answers">
+      {refused.map((r) => (
+        <li key={r.callback_id} class="error-text" role="alert" data-refused={r.callback_id}>
+          Your {r.answer} of task <code>{r.task_id}</code> step {r.step} was refused: {r.message}{" "}
+          <button type="button" onClick={() => approvals.dismiss(r.callback_id)}>
+            Dismiss
+          </button>
+        </li>
+      ))}
+    </ul>
   );
 }

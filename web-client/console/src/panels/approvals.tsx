@@ -7,7 +7,7 @@ import type { ApprovalBook } from "../approvals.js";
 import { dateTime, duration } from "../format.js";
 import { useNow, useStore } from "../hooks.js";
 import { href } from "../route.js";
-import { ApprovalCard } from "./approval_card.js";
+import { ApprovalCard, Refusals } from "./approval_card.js";
 
 export function Approvals({ client, approvals, view }: { client: HeraldClient; approvals: ApprovalBook; view: "inbox" | "history" }) {
   const book = useStore(approvals);
@@ -29,11 +29,12 @@ export function Approvals({ client, approvals, view }: { client: HeraldClient; a
           {book.watchError}
         </p>
       ) : null}
+      <Refusals approvals={approvals} refused={book.refused} />
       {view === "inbox" ? (
         <div class="inbox">
           {book.loaded && !book.error && book.pending.length === 0 ? <p class="muted">Nothing waits for a decision.</p> : null}
           {book.pending.map((approval) => (
-            <ApprovalCard key={approval.callback_id} client={client} approval={approval} now={now} />
+            <ApprovalCard key={approval.callback_id} client={client} approvals={approvals} approval={approval} now={now} />
           ))}
         </div>
       ) : (

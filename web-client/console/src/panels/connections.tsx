@@ -1,26 +1,35 @@
-// Connections: who is connected (user, origin, address), since when, what
-// they subscribe to, their queue depth and shed count, with disconnect
-// (close 4500: the client does not reconnect).
+// Connections: who is connected (user, origin, address), since when, on
+// which node and when last heard from, what they subscribe to, their queue
+// depth and shed count, with disconnect (close 4500: the client does not
+// reconnect). The list is every node's that answered.
 
 import { useState } from "preact/hooks";
 import type { Api } from "../api.js";
-import { dateTime, duration } from "../format.js";
+import { ago, dateTime, duration } from "../format.js";
 import { useLoad, useNow } from "../hooks.js";
 
 export function Connections({ api, ownSession }: { api: Api; ownSession: string | undefined }) {
   const [list, reload] = useLoad(() => api.connections(), [], 2000);
-  const [message, setMessage] = useState<string | undefined>();
+  const [nodes] = useLoad(() => api.nodes(), []);
+  // What the last disconnect did: shown until the list is read again, and
+  // a failure for as long as the connection is still listed (a node that
+  // did not answer may carry the disconnect out when it does).
+  const [message, setMessage] = useState<{ text: string; id: string; failed: boolean; list: unknown } | undefined>();
   const now = useNow(1000);
   const disconnect = (id: string) => {
+    const shown = list.value;
     api.disconnect(id).then(
       () => {
-        setMessage(`disconnected ${id}`);
+        setMessage({ text: `disconnected ${id}`, id, failed: false, list: shown });
         reload();
       },
-      (e: Error) => setMessage(`could not disconnect ${id}: ${e.message}`),
+      (e: Error) => setMessage({ text: `could not disconnect ${id}: ${e.message}`, id, failed: true, list: shown }),
     );
   };
   const connections = list.value?.connections ?? [];
+  const ownNode = nodes.value?.node;
+  const current =
+    message && (message.list === list.value || (message.failed && connections.some((c) => c.id === message.id))) ? message.text : undefined;
   const open = list.value?.active_connections ?? connections.length;
   return (
     <section aria-labelledby="connections-title">
@@ -28,9 +37,9 @@ export function Connections({ api, ownSession }: { api: Api; ownSession: string 
       <p class="toolbar">
         <span class="muted">
           {open} open{list.value?.truncated ? `, the oldest ${connections.length} listed` : ""}
-          {list.value?.partial ? " (a node sharing the store did not answer: its connections are missing)" : ""}
+          {list.value?.partial ? " (not every node answered, or the store is unreachable: some connections are missing)" : ""}
         </span>
-        {message ? <span role="status">{message}</span> : null}
+        {current ? <span role="status">{current}</span> : null}
       </p>
       {list.error ? <p class="error-text">{list.error}</p> : null}
       <div class="table-wrap">
@@ -40,6 +49,7 @@ export function Connections({ api, ownSession }: { api: Api; ownSession: string 
               <th scope="col">User</th>
               <th scope="col">Origin / address</th>
               <th scope="col">Since</th>
+              <th scope="col">Node / last heard</th>
               <th scope="col">Subscriptions</th>
               <th scope="col">Queued</th>
               <th scope="col">Shed</th>
@@ -51,7 +61,7 @@ export function Connections({ api, ownSession }: { api: Api; ownSession: string 
           </thead>
           <tbody>
             {connections.map((c) => (
-              <tr key={c.id} data-connection={c.id} data-user={c.user_id ?? ""}>
+              <tr key={c.id} data-connection={c.id} data-user={c.user_id ?? ""} data-node={c.node}>
                 <th scope="row">
                   {c.user_id ?? <span class="muted">anonymous</span>}
                   {c.id === ownSession ? <span class="tag">this console</span> : null}
@@ -66,6 +76,11 @@ export function Connections({ api, ownSession }: { api: Api; ownSession: string 
                 <td>
                   {dateTime(c.connected_at)}
                   <div class="muted small">{duration(now - c.connected_at)}</div>
+                </td>
+                <td>
+                  <code title={c.node}>{c.node.slice(0, 12)}</code>
+                  {c.node === ownNode ? <span class="tag">this console's node</span> : null}
+                  <div class="muted small">{ago(c.last_heard_at, now)}</div>
                 </td>
                 <td>
                   {c.subscriptions.map((s) => (

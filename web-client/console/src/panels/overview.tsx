@@ -1,6 +1,9 @@
-// Overview: live charts of the hub's figures (the `metrics.updated` events
-// of topic `metrics`, what `/ws/metrics` follows), over the last minutes,
-// and the node list when several nodes share a store.
+// Overview: the hub's status (connections and pending approvals of every
+// node, saying when a node did not answer), live charts of the figures of
+// the node serving the console (its `metrics.updated` events on topic
+// `metrics`, what `/ws/metrics` follows; every node sharing a store
+// publishes its own there) over the last minutes, and the node list when
+// several nodes share a store.
 
 import { useMemo, useState } from "preact/hooks";
 import type { HeraldClient, Metrics } from "../../../dist/index.js";
@@ -25,11 +28,13 @@ const FIGURES: Array<{ key: string; title: string; unit?: string }> = [
   { key: "pending_approvals", title: "Approvals pending" },
 ];
 
-/** One `metrics.updated`: its id, seq, time (s since the epoch) and figures. */
+/** One `metrics.updated`: its id, seq, time (s since the epoch), node and figures. */
 interface Point {
   id: string;
   seq: number;
   time: number;
+  /** The node that published it (absent from hubs that do not say). */
+  node?: string;
   figures: Record<string, number>;
 }
 
@@ -43,10 +48,14 @@ type MetricsEvent = { id: string; seq: number; timestamp: number; data: Metrics 
 function merge(points: Point[], events: MetricsEvent[]): Point[] {
   const byId = new Map(points.map((p) => [p.id, p]));
   for (const event of events) {
-    byId.set(event.id, { id: event.id, seq: event.seq, time: event.timestamp / 1000, figures: event.data.metrics ?? {} });
+    const { metrics, node } = event.data;
+    byId.set(event.id, { id: event.id, seq: event.seq, time: event.timestamp / 1000, node, figures: metrics ?? {} });
   }
-  return [...byId.values()].sort((a, b) => a.time - b.time || a.seq - b.seq).slice(-POINTS);
+  return [...byId.values()].sort((a, b) => a.time - b.time || a.seq - b.seq).slice(-POINTS * MAX_NODES);
 }
+
+/** Nodes whose figures are kept while the console learns which node is its own. */
+const MAX_NODES = 8;
 
 interface Series {
   times: number[];
@@ -82,7 +91,10 @@ function series(points: Point[]): Series {
 export function Overview({ client, api }: { client: HeraldClient; api: Api }) {
   const [points, setPoints] = useState<Point[]>([]);
   const [nodes] = useLoad(() => api.nodes(), [], 10_000);
+  const [status] = useLoad(() => api.status(), [], 5000);
   const now = useNow(1000);
+  const ownNode = nodes.value?.node;
+  const several = (nodes.value?.nodes.length ?? 0) > 1;
 
   useSubscription(client, ["metrics"], {}, (subscription) => {
     // The newest figures the topic retained (the last minutes), merged with
@@ -97,9 +109,14 @@ export function Overview({ client, api }: { client: HeraldClient; api: Api }) {
     subscription.on("metrics.updated", (event) => setPoints((p) => merge(p, [event])));
   });
 
-  const { times, values } = useMemo(() => series(points), [points]);
+  // This node's figures only: several nodes' interleaved would zigzag.
+  const own = useMemo(
+    () => points.filter((p) => ownNode === undefined || p.node === undefined || p.node === ownNode).slice(-POINTS),
+    [points, ownNode],
+  );
+  const { times, values } = useMemo(() => series(own), [own]);
   // Each figure's newest value (a figure can be left out of one event).
-  const newest = useMemo(() => Object.assign({}, ...points.map((p) => p.figures)) as Record<string, number>, [points]);
+  const newest = useMemo(() => Object.assign({}, ...own.map((p) => p.figures)) as Record<string, number>, [own]);
   const latest = (key: string) => {
     const value = newest[key];
     return value === undefined ? undefined : number(value, key.endsWith("_ms") ? 2 : 1);
@@ -107,7 +124,21 @@ export function Overview({ client, api }: { client: HeraldClient; api: Api }) {
   return (
     <section aria-labelledby="overview-title">
       <h1 id="overview-title">Overview</h1>
+      {status.error ? <p class="error-text">{status.error}</p> : null}
+      {status.value?.partial ? (
+        <p class="error-text" role="status" data-partial>
+          Not every node answered (or the store is unreachable): the counts below leave some out.
+        </p>
+      ) : null}
       <div class="cards">
+        <div class="card">
+          <span>Connections{several ? " (all nodes)" : ""}</span>
+          <b data-figure="status-connections">{status.value ? number(status.value.active_connections, 0) : "–"}</b>
+        </div>
+        <div class="card">
+          <span>Approvals pending</span>
+          <b data-figure="status-approvals">{status.value ? number(status.value.pending_approvals, 0) : "–"}</b>
+        </div>
         <div class="card">
           <span>Uptime</span>
           <b>{newest.uptime_s === undefined ? "–" : `${Math.round(newest.uptime_s)} s`}</b>
@@ -125,6 +156,11 @@ export function Overview({ client, api }: { client: HeraldClient; api: Api }) {
           <b>{latest("events_delivered_total") ?? "–"}</b>
         </div>
       </div>
+      {several && ownNode ? (
+        <p class="muted" data-charts-node={ownNode}>
+          The charts and the figures above them are this console's node's (<code>{ownNode.slice(0, 12)}</code>): each node publishes its own.
+        </p>
+      ) : null}
       {times.length === 0 ? (
         <p class="muted">Waiting for the hub's first figures (every <code>--metrics-interval</code>, 5 s by default)…</p>
       ) : null}

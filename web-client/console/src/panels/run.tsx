@@ -14,7 +14,7 @@ import { useFrameRender, useNow, useStore, useSubscription } from "../hooks.js";
 import { href } from "../route.js";
 import { type Run as RunModel, apply, emptyRun } from "../run/model.js";
 import { Dag } from "../ui/dag.js";
-import { ApprovalCard } from "./approval_card.js";
+import { ApprovalCard, Refusals } from "./approval_card.js";
 
 /** Events one history request asks for. */
 const PAGE = 1000;
@@ -173,11 +173,12 @@ export function Run({ client, api, approvals, topic }: { client: HeraldClient; a
         </p>
       ) : null}
 
+      <Refusals approvals={approvals} refused={book.refused} />
       {pending.length > 0 ? (
         <section aria-labelledby="run-approval-title" class="run-approvals">
           <h2 id="run-approval-title">Waiting for approval</h2>
           {pending.map((approval) => (
-            <ApprovalCard key={approval.callback_id} client={client} approval={approval} now={now} />
+            <ApprovalCard key={approval.callback_id} client={client} approvals={approvals} approval={approval} now={now} />
           ))}
         </section>
       ) : null}

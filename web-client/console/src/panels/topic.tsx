@@ -100,6 +100,9 @@ export function Topic({ client, api, topic }: { client: HeraldClient; api: Api; 
   // After the topic's stream was reset, its history starts empty: the newest
   // page is read again as live events come, until it holds a whole page.
   const historyFollows = useRef(false);
+  // The newest page could not be read (the store was unreachable): read
+  // again when the subscription is confirmed again or an event comes.
+  const historyFailed = useRef(false);
 
   /** The newest page (`before` undefined), or the page older than seq `before`. */
   const loadPage = async (before: number | undefined) => {
@@ -123,6 +126,7 @@ export function Topic({ client, api, topic }: { client: HeraldClient; api: Api; 
       // nothing older came: the oldest retained event is shown.
       const complete = since === 0 || first === undefined || first > since + 1 || fresh.length === 0;
       if (before === undefined && fresh.length >= PAGE) historyFollows.current = false;
+      if (before === undefined) historyFailed.current = false;
       setPages((p) => {
         if (before === undefined) return { events: fresh, loading: false, complete };
         const shown = new Set(p.events.map((e) => e.seq));
@@ -130,6 +134,7 @@ export function Topic({ client, api, topic }: { client: HeraldClient; api: Api; 
       });
     } catch (error) {
       if (generation.current !== mine) return;
+      if (before === undefined) historyFailed.current = true;
       setPages((p) => ({ ...p, loading: false, error: (error as Error).message }));
     }
   };
@@ -144,13 +149,16 @@ export function Topic({ client, api, topic }: { client: HeraldClient; api: Api; 
       historyFollows.current = false;
       tail.current = [];
       render();
-      subscription.onState(setWatching);
+      subscription.onState((state) => {
+        setWatching(state);
+        if (state.state === "subscribed" && historyFailed.current) refreshHistory();
+      });
       void loadPage(undefined);
       subscription.on("*", (event) => {
         add({ kind: "event", event: event as Event });
         // A keyed event changes the snapshot.
         if (event.key) refreshSnapshot();
-        if (historyFollows.current) refreshHistory();
+        if (historyFollows.current || historyFailed.current) refreshHistory();
       });
       subscription.onGap((gap) => {
         add({ kind: "gap", gap, at: Date.now() });

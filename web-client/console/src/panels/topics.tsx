@@ -43,7 +43,9 @@ export function Topics({ api }: { api: Api }) {
               <th scope="col">Topic</th>
               <th scope="col">Seq</th>
               <th scope="col">Epoch</th>
-              <th scope="col">Subscribers</th>
+              <th scope="col" title="Exact subscriptions held by the node serving this console">
+                Subscribers (this node)
+              </th>
               <th scope="col">Retained</th>
               <th scope="col">Last event</th>
             </tr>
@@ -67,7 +69,9 @@ export function Topics({ api }: { api: Api }) {
                 </td>
                 <td class="num">{topic.subscribers}</td>
                 <td class="num">
-                  {topic.retained} <span class="muted">({bytes(topic.retained_bytes)})</span>
+                  {topic.retained}
+                  {/* A shared store's bytes are its own (0 here): only a node's own memory is shown. */}
+                  {topic.retained_bytes > 0 ? <span class="muted"> ({bytes(topic.retained_bytes)})</span> : null}
                 </td>
                 <td>
                   {topic.last_event ? (
