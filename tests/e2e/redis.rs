@@ -621,6 +621,75 @@ async fn with_redis_stopped_publishes_fail_fast_with_503_and_sockets_stay_open()
     Ok(())
 }
 
+/// Publishes through `node` while Redis takes no write (`refuse` made it
+/// so, `accept` undoes it): 503 with `Retry-After` and Redis's reason
+/// without the script's insides, the node unready, and both back after.
+async fn refused_writes_are_503_and_unready_until_redis_takes_them(
+    redis: &Redis,
+    node: &Hub,
+    refuse: &[&str],
+    accept: &[&str],
+) -> Result<()> {
+    redis.command(refuse).await?;
+    // An idle node: its own periodic write finds out.
+    eventually(
+        Duration::from_secs(10),
+        "/health/ready says not ready",
+        || async { Ok((node.http().get("/health/ready").await?.status == 503).then_some(())) },
+    )
+    .await?;
+    // Redis may let a script's first run through before it refuses.
+    let reply = eventually(Duration::from_secs(5), "a publish refused", || async {
+        let reply = node
+            .http()
+            .post(
+                "/api/v1/events",
+                &event("run:refused", "step.progress", json!({})),
+            )
+            .await?;
+        Ok((reply.status != 200).then_some(reply))
+    })
+    .await?;
+    ensure!(
+        reply.status == 503 && reply.retry_after.is_some() && reply.body["code"] == "internal",
+        "{refuse:?}: {} {}",
+        reply.status,
+        reply.text
+    );
+    ensure!(!reply.text.contains("script"), "{}", reply.text);
+    redis.command(accept).await?;
+    publish_when_back(node, "run:refused", 1, Duration::from_secs(10)).await?;
+    eventually(
+        Duration::from_secs(10),
+        "/health/ready says ready",
+        || async { Ok((node.http().get("/health/ready").await?.status == 200).then_some(())) },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_redis_that_takes_no_writes_answers_publishes_503_and_leaves_the_node_unready()
+-> Result<()> {
+    let redis = Redis::start().await?;
+    let nodes = nodes(&redis, 1).await?;
+    // At its memory limit (with the noeviction policy the README asks for).
+    refused_writes_are_503_and_unready_until_redis_takes_them(
+        &redis,
+        &nodes[0],
+        &["CONFIG", "SET", "maxmemory", "1"],
+        &["CONFIG", "SET", "maxmemory", "0"],
+    )
+    .await?;
+    // A replica of a primary it cannot reach, serving its stale data.
+    refused_writes_are_503_and_unready_until_redis_takes_them(
+        &redis,
+        &nodes[0],
+        &["REPLICAOF", "127.0.0.1", "1"],
+        &["REPLICAOF", "NO", "ONE"],
+    )
+    .await
+}
+
 /// Asks user `user` about task `task` through `hub`; the callback id.
 async fn ask(hub: &Hub, user: &str, task: &str, timeout_ms: u64) -> Result<String> {
     let body = json!({

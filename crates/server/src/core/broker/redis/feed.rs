@@ -459,7 +459,7 @@ impl FeedSession {
         loop {
             if self.overflowed.swap(false, Relaxed) && caught_up {
                 tracing::warn!("the feed fell behind; reading the streams");
-                engine.catch_up(*heard_until).await;
+                engine.catch_up(*heard_until).await?;
             }
             tokio::select! {
                 () = stop.cancelled() => return Ok(()),
@@ -505,7 +505,7 @@ impl FeedSession {
                                     let (_, time, _) = waiting[at];
                                     waiting.drain(..=at);
                                     if !caught_up {
-                                        engine.catch_up(*heard_until).await;
+                                        engine.catch_up(*heard_until).await?;
                                         caught_up = true;
                                         engine.feed.healthy.store(true, Relaxed);
                                     }
@@ -855,10 +855,12 @@ impl Shared {
     /// Reads what may have been missed since `heard_until` (Redis time up to
     /// which every announcement was heard): every followed topic after its
     /// position, and the topics of followed patterns active since then.
-    pub(super) async fn catch_up(&self, heard_until: Option<u64>) {
+    /// `Err` when the topics of a pattern cannot be listed: the session
+    /// ends, and the next one catches up from the same time.
+    pub(super) async fn catch_up(&self, heard_until: Option<u64>) -> Result<(), &'static str> {
         let Some(heard_until) = heard_until else {
             // The first connection: nothing was delivered before it.
-            return;
+            return Ok(());
         };
         let since = heard_until.saturating_sub(CATCH_UP_MARGIN_MS);
         let followed: Vec<Topic> = self.feed.positions.read().keys().cloned().collect();
@@ -875,12 +877,16 @@ impl Shared {
             .cloned()
             .collect();
         for pattern in patterns {
-            for topic in self.active_topics(&pattern, since).await {
+            let Ok(active) = self.active_topics(&pattern, since).await else {
+                return Err("the topics of a followed pattern could not be listed to catch up");
+            };
+            for topic in active {
                 if !followed.contains(&topic) {
                     self.fill(&topic, Some(since)).await;
                 }
             }
         }
+        Ok(())
     }
 }
 

@@ -160,7 +160,20 @@ struct StoredTopic {
 /// The error of a failed Redis call: unreachable (try again later) or a
 /// failed write.
 fn unavailable(error: &RedisError) -> BrokerError {
-    BrokerError::Unavailable(error.to_string())
+    BrokerError::Unavailable(described(error))
+}
+
+/// What Redis said, without where in one of the hub's scripts it said it
+/// (the script's hash and line are logged, not told to clients).
+fn described(error: &RedisError) -> String {
+    let text = error.to_string();
+    match text.find(" script: ") {
+        Some(at) => {
+            tracing::debug!(error = text, "Redis refused a script");
+            text[..at].trim_end_matches('.').to_owned()
+        }
+        None => text,
+    }
 }
 
 #[allow(
@@ -168,18 +181,20 @@ fn unavailable(error: &RedisError) -> BrokerError {
     reason = "taken by value to be used as `map_err(failed)`"
 )]
 fn failed(error: RedisError) -> BrokerError {
-    // A Redis loading its data (after a restart), or a replica without its
-    // primary, answers every command with an error for a while: as good as
-    // unreachable, and the client is told to come back (503).
+    // A Redis loading its data (after a restart), a replica (read-only, or
+    // without its primary), or one at its `maxmemory` refuses writes for a
+    // while: as good as unreachable, and the client is told to come back
+    // (503). Scripts fail before their first write, so nothing was stored.
     let busy = matches!(
         error.kind(),
         ErrorKind::Server(
             ServerErrorKind::BusyLoading
                 | ServerErrorKind::MasterDown
+                | ServerErrorKind::ReadOnly
                 | ServerErrorKind::TryAgain
                 | ServerErrorKind::ClusterDown
         )
-    );
+    ) || error.code() == Some("OOM");
     if busy
         || error.is_io_error()
         || error.is_timeout()
@@ -188,7 +203,7 @@ fn failed(error: RedisError) -> BrokerError {
     {
         unavailable(&error)
     } else {
-        BrokerError::Write(error.to_string())
+        BrokerError::Write(described(&error))
     }
 }
 
@@ -375,9 +390,6 @@ impl Shared {
 
     /// Refreshes the figures and this node's entry among the nodes.
     async fn refresh(&self, now_ms: u64) {
-        // Redis answered the probe.
-        self.failing.store(false, Relaxed);
-        self.refresh_figures(now_ms).await;
         let mut commands = self.commands.clone();
         let me = NodeInfo {
             node: self.node.clone(),
@@ -385,12 +397,19 @@ impl Shared {
             seen_at: now_ms,
         };
         let entry = serde_json::to_string(&me).unwrap_or_default();
-        let _: Result<(), _> = redis::cmd("HSET")
+        // A write: a Redis that answers the probe but takes no write (a
+        // replica, one at its `maxmemory`) leaves the node unready.
+        let written: Result<(), _> = redis::cmd("HSET")
             .arg(keys::NODES)
             .arg(&self.node)
             .arg(entry)
             .query_async(&mut commands)
             .await;
+        if let Err(error) = &written {
+            tracing::warn!(%error, "Redis takes no write: not ready");
+        }
+        self.failing.store(written.is_err(), Relaxed);
+        self.refresh_figures(now_ms).await;
         // Nodes gone for long leave the list.
         if let Ok(nodes) = self.nodes_seen().await {
             let gone: Vec<&str> = nodes
@@ -536,15 +555,19 @@ impl Shared {
     }
 
     /// Topics of `pattern` with an event since `since_ms` (Redis time).
-    async fn active_topics(&self, pattern: &TopicPattern, since_ms: u64) -> Vec<Topic> {
+    async fn active_topics(
+        &self,
+        pattern: &TopicPattern,
+        since_ms: u64,
+    ) -> Result<Vec<Topic>, BrokerError> {
         let kinds: Vec<String> = match pattern {
             TopicPattern::Kind(kind) => vec![kind.to_string()],
             TopicPattern::All => redis::cmd("SMEMBERS")
                 .arg(keys::KINDS)
                 .query_async(&mut self.commands.clone())
                 .await
-                .unwrap_or_default(),
-            TopicPattern::Exact(topic) => return vec![topic.clone()],
+                .map_err(failed)?,
+            TopicPattern::Exact(topic) => return Ok(vec![topic.clone()]),
         };
         let mut topics = Vec::new();
         for kind in kinds {
@@ -554,11 +577,11 @@ impl Shared {
                 .arg("+inf")
                 .query_async(&mut self.commands.clone())
                 .await
-                .unwrap_or_default();
+                .map_err(failed)?;
             topics.extend(names.iter().filter_map(|name| Topic::parse(name).ok()));
         }
         topics.sort();
-        topics
+        Ok(topics)
     }
 
     /// Publishes one topic's events, in order (one script).
@@ -770,7 +793,7 @@ impl Broker for RedisBroker {
         limit: usize,
     ) -> Result<PatternSnapshots, BrokerError> {
         let mut found = PatternSnapshots::default();
-        for topic in self.shared.active_topics(pattern, 0).await {
+        for topic in self.shared.active_topics(pattern, 0).await? {
             let at = ReadAt {
                 snapshot: true,
                 after: None,
