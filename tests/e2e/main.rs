@@ -96,19 +96,22 @@ pub fn str_field<'a>(frame: &'a Value, field: &str) -> &'a str {
     frame.get(field).and_then(Value::as_str).unwrap_or_default()
 }
 
-/// Publishes to `run:c`, `run:a`, `crew:z` and `run:b`, in that order,
-/// through `publisher`, and checks how `reader` lists them: under a
-/// pattern, by name or the most recently published first, `limit` leaving
-/// the rest out; a bad pattern or order is refused.
+/// Publishes to `run:c`, `run:a`, `crew:z`, `run:b` and `run:d` (this one
+/// with a producer's timestamp of long ago), in that order, through
+/// `publisher`, and checks how `reader` lists them: under a pattern, by
+/// name or the most recently published to first (when it was published,
+/// not the time its producer wrote), `limit` leaving the rest out; a bad
+/// pattern or order is refused.
 pub async fn topics_are_listed_under_a_pattern_by_name_or_most_recent_first(
     publisher: &Hub,
     reader: &Hub,
 ) -> Result<()> {
-    for topic in ["run:c", "run:a", "crew:z", "run:b"] {
-        publisher
-            .http()
-            .publish(&event(topic, "step.started", json!({})))
-            .await?;
+    for topic in ["run:c", "run:a", "crew:z", "run:b", "run:d"] {
+        let mut body = event(topic, "step.started", json!({}));
+        if topic == "run:d" {
+            body["timestamp"] = json!(1_000);
+        }
+        publisher.http().publish(&body).await?;
         // What is checked is an order by time: each publish gets a
         // millisecond of its own.
         tokio::time::sleep(Duration::from_millis(3)).await;
@@ -131,28 +134,32 @@ pub async fn topics_are_listed_under_a_pattern_by_name_or_most_recent_first(
 
     let recent = listed("pattern=run:*&order=recent").await?;
     ensure!(
-        names(&recent) == ["run:b", "run:a", "run:c"],
+        names(&recent) == ["run:d", "run:b", "run:a", "run:c"],
         "{}",
         recent.text
     );
     ensure!(recent.body["truncated"] == false, "{}", recent.text);
     let latest = listed("pattern=run:*&order=recent&limit=2").await?;
-    ensure!(names(&latest) == ["run:b", "run:a"], "{}", latest.text);
+    ensure!(names(&latest) == ["run:d", "run:b"], "{}", latest.text);
     ensure!(latest.body["truncated"] == true, "{}", latest.text);
     let by_name = listed("pattern=run:*").await?;
     ensure!(
-        names(&by_name) == ["run:a", "run:b", "run:c"],
+        names(&by_name) == ["run:a", "run:b", "run:c", "run:d"],
         "{}",
         by_name.text
     );
     let all_recent = listed("order=recent").await?;
     ensure!(
-        names(&all_recent) == ["run:b", "crew:z", "run:a", "run:c"],
+        names(&all_recent) == ["run:d", "run:b", "crew:z", "run:a", "run:c"],
         "{}",
         all_recent.text
     );
     let one = listed("pattern=crew:z").await?;
     ensure!(names(&one) == ["crew:z"], "{}", one.text);
+    // An exact topic is found however many of its kind are newer.
+    let oldest = listed("pattern=run:c&order=recent&limit=1").await?;
+    ensure!(names(&oldest) == ["run:c"], "{}", oldest.text);
+    ensure!(oldest.body["truncated"] == false, "{}", oldest.text);
 
     let bad_pattern = reader.http().get("/api/v1/topics?pattern=run:a:*").await?;
     ensure!(

@@ -366,7 +366,7 @@ impl Default for Metrics {
         );
         let events_published = counter(
             "herald_events_published",
-            "Events stored by publishes through this node (a duplicate id is not counted)",
+            "Events published through this node (an event id published again is not counted)",
         );
         let events_duplicate = counter(
             "herald_events_duplicate",

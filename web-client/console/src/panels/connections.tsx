@@ -10,7 +10,7 @@ import { useLoad, useNow } from "../hooks.js";
 
 export function Connections({ api, ownSession }: { api: Api; ownSession: string | undefined }) {
   const [list, reload] = useLoad(() => api.connections(), [], 2000);
-  const [nodes] = useLoad(() => api.nodes(), []);
+  const [nodes] = useLoad(() => api.nodes(), [], 10_000);
   // What the last disconnect did: shown until the list is read again, and
   // a failure for as long as the connection is still listed (a node that
   // did not answer may carry the disconnect out when it does).
@@ -20,7 +20,8 @@ export function Connections({ api, ownSession }: { api: Api; ownSession: string 
     const shown = list.value;
     api.disconnect(id).then(
       () => {
-        setMessage({ text: `disconnected ${id}`, id, failed: false, list: shown });
+        // Shown until the periodic read after the one that drops the row.
+        setMessage({ text: `disconnected ${id}`, id, failed: false, list: undefined });
         reload();
       },
       (e: Error) => setMessage({ text: `could not disconnect ${id}: ${e.message}`, id, failed: true, list: shown }),
@@ -29,7 +30,7 @@ export function Connections({ api, ownSession }: { api: Api; ownSession: string 
   const connections = list.value?.connections ?? [];
   const ownNode = nodes.value?.node;
   const current =
-    message && (message.list === list.value || (message.failed && connections.some((c) => c.id === message.id))) ? message.text : undefined;
+    message && (message.failed ? message.list === list.value || connections.some((c) => c.id === message.id) : true) ? message.text : undefined;
   const open = list.value?.active_connections ?? connections.length;
   return (
     <section aria-labelledby="connections-title">

@@ -54,8 +54,11 @@ function merge(points: Point[], events: MetricsEvent[]): Point[] {
   return [...byId.values()].sort((a, b) => a.time - b.time || a.seq - b.seq).slice(-POINTS * MAX_NODES);
 }
 
-/** Nodes whose figures are kept while the console learns which node is its own. */
-const MAX_NODES = 8;
+/**
+ * Every node publishes its figures on the same topic: this many nodes'
+ * points are kept, so that the node's own POINTS are among them.
+ */
+const MAX_NODES = 16;
 
 interface Series {
   times: number[];
@@ -156,6 +159,11 @@ export function Overview({ client, api }: { client: HeraldClient; api: Api }) {
           <b>{latest("events_delivered_total") ?? "–"}</b>
         </div>
       </div>
+      {nodes.error ? (
+        <p class="muted" data-charts-node="unknown">
+          Which node serves this console is not known ({nodes.error}): with several nodes, the charts mix their figures.
+        </p>
+      ) : null}
       {several && ownNode ? (
         <p class="muted" data-charts-node={ownNode}>
           The charts and the figures above them are this console's node's (<code>{ownNode.slice(0, 12)}</code>): each node publishes its own.

@@ -173,7 +173,7 @@ export function Run({ client, api, approvals, topic }: { client: HeraldClient; a
         </p>
       ) : null}
 
-      <Refusals approvals={approvals} refused={book.refused} />
+      <Refusals approvals={approvals} refused={book.refused.filter((r) => r.task_id === id)} />
       {pending.length > 0 ? (
         <section aria-labelledby="run-approval-title" class="run-approvals">
           <h2 id="run-approval-title">Waiting for approval</h2>

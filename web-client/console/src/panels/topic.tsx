@@ -4,7 +4,7 @@
 // for what they are, and the hub's refusal of the subscription (a token that
 // does not cover the topic) instead of waiting for events that will not come.
 
-import { useRef, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import type { Event, Gap, HeraldClient, Priority, SubscriptionState } from "../../../dist/index.js";
 import { typeMatches } from "../../../dist/index.js";
 import type { Api } from "../api.js";
@@ -23,6 +23,8 @@ const PRIORITIES: Priority[] = ["low", "normal", "high", "critical"];
 const TYPE_PATTERN = /^(\*|[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*\.(\*|[a-z][a-z0-9_-]*))$/;
 /** The snapshot is re-read at most this often while keyed events arrive. */
 const SNAPSHOT_EVERY_MS = 1000;
+/** How often a history read that failed is tried again while nothing else prompts it. */
+const HISTORY_RETRY_MS = 3000;
 
 /** History pages read so far, oldest first, each seq once. */
 interface Pages {
@@ -140,6 +142,14 @@ export function Topic({ client, api, topic }: { client: HeraldClient; api: Api; 
   };
 
   const refreshHistory = useThrottle(() => void loadPage(undefined), SNAPSHOT_EVERY_MS);
+  // A quiet topic brings neither an event nor a new subscription: a failed
+  // read is also tried again every few seconds.
+  useEffect(() => {
+    const timer = setInterval(() => {
+      if (historyFailed.current) refreshHistory();
+    }, HISTORY_RETRY_MS);
+    return () => clearInterval(timer);
+  }, [topic]);
 
   useSubscription(
     client,

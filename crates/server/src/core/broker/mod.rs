@@ -367,9 +367,9 @@ pub enum TopicOrder {
     /// By name.
     #[default]
     Name,
-    /// The topic with the newest latest event first (by its `timestamp`;
-    /// ties by name): the latest runs of a busy hub, however many older
-    /// ones it holds.
+    /// The topic published to last first (by the hub's clock, or Redis's,
+    /// when it was; ties by name): the latest runs of a busy hub, however
+    /// many older ones it holds.
     Recent,
 }
 

@@ -211,6 +211,10 @@ impl MemoryBroker {
             }
             log.delivered_seq = topic.last_seq;
             log.assigned_seq = topic.last_seq;
+            // Last published to when its newest event was stored.
+            if let Some(newest) = log.newest_retained_at() {
+                log.last_activity = newest;
+            }
             shared
                 .retained_bytes
                 .fetch_add(log.bytes() as isize, Relaxed);
@@ -772,24 +776,32 @@ impl Broker for MemoryBroker {
     }
 
     async fn topics(&self, listing: &TopicListing) -> Result<(Vec<TopicStats>, bool), BrokerError> {
-        let under: Vec<Arc<Mutex<TopicLog>>> = self
+        let under: Vec<(Topic, Arc<Mutex<TopicLog>>)> = self
             .shared
             .logs
             .read()
             .iter()
             .filter(|(topic, _)| listing.pattern.matches(topic))
-            .map(|(_, log)| log.clone())
+            .map(|(topic, log)| (topic.clone(), log.clone()))
             .collect();
-        let mut topics: Vec<TopicStats> = under.iter().map(|log| log.lock().stats()).collect();
-        match listing.order {
-            TopicOrder::Name => topics.sort_by(|a, b| a.topic.cmp(&b.topic)),
-            TopicOrder::Recent => topics.sort_by(|a, b| {
-                let time = |stats: &TopicStats| stats.last_event.as_ref().map(|last| last.2);
-                time(b).cmp(&time(a)).then_with(|| a.topic.cmp(&b.topic))
-            }),
-        }
-        let truncated = topics.len() > listing.limit;
-        topics.truncate(listing.limit);
+        // Sorted first, so that only the listed ones are described.
+        let mut sorted: Vec<(Option<Instant>, Topic, Arc<Mutex<TopicLog>>)> = match listing.order {
+            TopicOrder::Name => under.into_iter().map(|(t, log)| (None, t, log)).collect(),
+            TopicOrder::Recent => under
+                .into_iter()
+                .map(|(topic, log)| {
+                    let last = log.lock().last_activity;
+                    (Some(last), topic, log)
+                })
+                .collect(),
+        };
+        sorted.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let truncated = sorted.len() > listing.limit;
+        let topics = sorted
+            .into_iter()
+            .take(listing.limit)
+            .map(|(_, _, log)| log.lock().stats())
+            .collect();
         Ok((topics, truncated))
     }
 

@@ -92,6 +92,8 @@ pub(crate) struct TopicLog {
     /// Latest event per key, and the order keys were last updated in.
     snapshot: HashMap<Label, Retained>,
     snapshot_order: BTreeMap<u64, Label>,
+    /// When it was last published to (an event given a seq; for a stream
+    /// restored from SQLite, when its newest event was stored).
     pub(crate) last_activity: Instant,
     bytes: usize,
     /// Events a durable store is still writing, by seq, with where a retry
@@ -269,6 +271,11 @@ impl TopicLog {
                 (event.seq, event.event_type.clone(), event.timestamp)
             }),
         }
+    }
+
+    /// When its newest retained event was retained.
+    pub(crate) fn newest_retained_at(&self) -> Option<Instant> {
+        self.history.back().map(|r| r.retained_at)
     }
 
     /// Approximate bytes retained.

@@ -292,10 +292,7 @@ pub(super) async fn run(engine: Arc<Shared>, first: FeedSession, stop: Cancellat
             None => FeedSession::open(&engine).await,
         };
         let mut session = match session {
-            Ok(session) => {
-                retry = RETRY_MIN;
-                session
-            }
+            Ok(session) => session,
             Err(error) => {
                 engine.feed.healthy.store(false, Relaxed);
                 tracing::warn!(%error, retry_in = ?retry, "cannot reach Redis for the feed");
@@ -310,18 +307,25 @@ pub(super) async fn run(engine: Arc<Shared>, first: FeedSession, stop: Cancellat
         let ended = session
             .serve(&engine, &mut heard_until, &mut server_run, &stop)
             .await;
-        engine.feed.healthy.store(false, Relaxed);
+        let was_healthy = engine.feed.healthy.swap(false, Relaxed);
         engine.feed.reconnects.fetch_add(1, Relaxed);
         *engine.feed.connection.write() = None;
         match ended {
             Ok(()) => return,
             Err(reason) => tracing::warn!(reason, "the feed from Redis restarts"),
         }
-        // A Redis that answers but fails the session at once is not
-        // reconnected to in a tight loop.
+        // A session that caught up starts the backoff over; a Redis that
+        // answers but fails every session before that (a catch-up it cannot
+        // serve) is retried ever more slowly, not in a tight loop.
+        if was_healthy {
+            retry = RETRY_MIN;
+        }
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(RETRY_MIN) => {}
+            () = tokio::time::sleep(retry) => {}
+        }
+        if !was_healthy {
+            retry = (retry * 2).min(RETRY_MAX);
         }
     }
 }
@@ -617,8 +621,13 @@ impl Shared {
         // announcement of the old epoch could be taken as its continuation.
         let followed: Vec<Topic> = self.feed.positions.read().keys().cloned().collect();
         for topic in &followed {
-            if self.feed.position(topic).is_some() {
-                self.fill_after_restart(topic, None, restored_by).await;
+            if self.feed.position(topic).is_some()
+                && self
+                    .fill_after_restart(topic, None, restored_by)
+                    .await
+                    .is_err()
+            {
+                return false;
             }
         }
         true
@@ -731,7 +740,9 @@ impl Shared {
             // replaced since (a rebase) is then not delivered below.
             Delivery::EpochChanged => {}
         }
-        self.fill(topic, None).await;
+        // A stream that cannot be read now (logged) is read again at the
+        // topic's next announcement, or by the catch-up after a reconnect.
+        let _ = self.fill(topic, None).await;
         // Whatever the stream said, this event is the newest: deliver it
         // unless the fill did.
         self.deliver_counted(epoch, event, audience, false).await;
@@ -768,8 +779,9 @@ impl Shared {
     /// Reads and delivers what this node has not delivered of `topic`
     /// (since `min_time`, when it has no position), announcing what the
     /// stream no longer holds.
-    async fn fill(&self, topic: &Topic, min_time: Option<u64>) {
-        self.fill_after_restart(topic, min_time, None).await;
+    /// `Err` (logged) when the stream could not be read.
+    async fn fill(&self, topic: &Topic, min_time: Option<u64>) -> Result<(), BrokerError> {
+        self.fill_after_restart(topic, min_time, None).await
     }
 
     /// [`fill`](Self::fill) right after Redis restarted, before anything
@@ -782,7 +794,7 @@ impl Shared {
         topic: &Topic,
         min_time: Option<u64>,
         restored_by: Option<u64>,
-    ) {
+    ) -> Result<(), BrokerError> {
         self.feed.catch_up_reads.fetch_add(1, Relaxed);
         let known = self.feed.position(topic);
         let after = known.as_ref().map_or(0, |(_, seq)| *seq);
@@ -793,7 +805,7 @@ impl Shared {
             Ok(read) => read,
             Err(error) => {
                 tracing::warn!(%error, %topic, "cannot read a stream to catch up");
-                return;
+                return Err(error);
             }
         };
         if let Some((epoch, delivered)) = &known
@@ -835,6 +847,7 @@ impl Shared {
             self.deliver_counted(&read.epoch, event, *audience, together)
                 .await;
         }
+        Ok(())
     }
 
     /// The last seq of the events of `topic`'s stream stored by
@@ -855,8 +868,9 @@ impl Shared {
     /// Reads what may have been missed since `heard_until` (Redis time up to
     /// which every announcement was heard): every followed topic after its
     /// position, and the topics of followed patterns active since then.
-    /// `Err` when the topics of a pattern cannot be listed: the session
-    /// ends, and the next one catches up from the same time.
+    /// `Err` when a stream cannot be read or the topics of a pattern cannot
+    /// be listed: the session ends, and the next one catches up from the
+    /// same time.
     pub(super) async fn catch_up(&self, heard_until: Option<u64>) -> Result<(), &'static str> {
         let Some(heard_until) = heard_until else {
             // The first connection: nothing was delivered before it.
@@ -866,7 +880,9 @@ impl Shared {
         let followed: Vec<Topic> = self.feed.positions.read().keys().cloned().collect();
         for topic in &followed {
             let min_time = self.feed.position(topic).is_none().then_some(since);
-            self.fill(topic, min_time).await;
+            if self.fill(topic, min_time).await.is_err() {
+                return Err("a followed stream could not be read to catch up");
+            }
         }
         let patterns: Vec<TopicPattern> = self
             .feed
@@ -877,12 +893,16 @@ impl Shared {
             .cloned()
             .collect();
         for pattern in patterns {
-            let Ok(active) = self.active_topics(&pattern, since).await else {
-                return Err("the topics of a followed pattern could not be listed to catch up");
+            let active = match self.active_topics(&pattern, since).await {
+                Ok(active) => active,
+                Err(error) => {
+                    tracing::warn!(%error, %pattern, "cannot list a followed pattern's topics to catch up");
+                    return Err("the topics of a followed pattern could not be listed to catch up");
+                }
             };
             for topic in active {
-                if !followed.contains(&topic) {
-                    self.fill(&topic, Some(since)).await;
+                if !followed.contains(&topic) && self.fill(&topic, Some(since)).await.is_err() {
+                    return Err("a stream under a followed pattern could not be read to catch up");
                 }
             }
         }

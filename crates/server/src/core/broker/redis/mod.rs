@@ -45,7 +45,7 @@ mod wire;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicI64};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -123,6 +123,9 @@ struct Shared {
     /// The last publish found Redis unreachable and nothing has answered
     /// since: the node is not ready, before its feed's next probe says so.
     failing: AtomicBool,
+    /// Failures that set `failing`, counted: a probe's write clears
+    /// `failing` only when none came while it was on its way.
+    failures: AtomicU64,
     /// This node's questions to the others, waiting for their answers.
     questions: questions::Questions,
 }
@@ -257,6 +260,7 @@ impl RedisBroker {
             id_ttl: retention.history_age.max(MIN_ID_TTL),
             clock_offset_ms: AtomicI64::new(i64::MIN),
             failing: AtomicBool::new(false),
+            failures: AtomicU64::new(0),
             questions,
         });
         shared.learn_clock().await.map_err(|e| BrokerError::Open {
@@ -312,12 +316,19 @@ impl Shared {
         }
     }
 
+    /// Redis's time now, as this node's clock and the offset learned from
+    /// Redis's readings tell it (no round trip).
+    fn redis_now(&self) -> u64 {
+        (crate::core::clock::now_ms() as i64)
+            .saturating_add(self.clock_offset_ms.load(Relaxed))
+            .max(0) as u64
+    }
+
     /// The deadline in Redis's time of a publish sent now.
     fn publish_deadline(&self) -> u64 {
-        let now = (crate::core::clock::now_ms() as i64)
-            .saturating_add(self.clock_offset_ms.load(Relaxed));
-        now.saturating_add(PUBLISH_DEADLINE.as_millis() as i64)
-            .max(1) as u64
+        self.redis_now()
+            .saturating_add(PUBLISH_DEADLINE.as_millis() as u64)
+            .max(1)
     }
 
     /// Warns when Redis may evict keys: a lost stream key is lost history.
@@ -399,16 +410,27 @@ impl Shared {
         let entry = serde_json::to_string(&me).unwrap_or_default();
         // A write: a Redis that answers the probe but takes no write (a
         // replica, one at its `maxmemory`) leaves the node unready.
+        let failures = self.failures.load(Relaxed);
         let written: Result<(), _> = redis::cmd("HSET")
             .arg(keys::NODES)
             .arg(&self.node)
             .arg(entry)
             .query_async(&mut commands)
             .await;
-        if let Err(error) = &written {
-            tracing::warn!(%error, "Redis takes no write: not ready");
+        match &written {
+            Err(error) => {
+                self.failures.fetch_add(1, Relaxed);
+                if !self.failing.swap(true, Relaxed) {
+                    tracing::warn!(%error, "Redis takes no write: not ready");
+                }
+            }
+            Ok(()) if self.failures.load(Relaxed) == failures => {
+                if self.failing.swap(false, Relaxed) {
+                    tracing::info!("Redis takes writes again");
+                }
+            }
+            Ok(()) => {}
         }
-        self.failing.store(written.is_err(), Relaxed);
         self.refresh_figures(now_ms).await;
         // Nodes gone for long leave the list.
         if let Ok(nodes) = self.nodes_seen().await {
@@ -497,7 +519,17 @@ impl Shared {
     ) -> Result<(Vec<Topic>, bool), BrokerError> {
         let mut commands = self.commands.clone();
         let kinds: Vec<String> = match &listing.pattern {
-            TopicPattern::Exact(topic) => vec![topic.kind().to_string()],
+            TopicPattern::Exact(topic) => {
+                let score: Option<f64> = redis::cmd("ZSCORE")
+                    .arg(keys::kind_index(topic.kind()))
+                    .arg(topic.as_str())
+                    .query_async(&mut commands)
+                    .await
+                    .map_err(failed)?;
+                let held = Vec::from_iter(score.map(|_| topic.clone()));
+                let truncated = held.len() > listing.limit;
+                return Ok((held.into_iter().take(listing.limit).collect(), truncated));
+            }
             TopicPattern::Kind(kind) => vec![kind.to_string()],
             TopicPattern::All => redis::cmd("SMEMBERS")
                 .arg(keys::KINDS)
@@ -625,8 +657,11 @@ impl Shared {
             .invoke_async::<redis::Value>(&mut self.commands.clone())
             .await
             .map_err(failed);
-        self.failing
-            .store(matches!(answer, Err(BrokerError::Unavailable(_))), Relaxed);
+        let unavailable = matches!(answer, Err(BrokerError::Unavailable(_)));
+        if unavailable {
+            self.failures.fetch_add(1, Relaxed);
+        }
+        self.failing.store(unavailable, Relaxed);
         let answer = items(answer?)?;
         if let Some(now) = answer.first() {
             self.note_redis_time(number(now)?);
@@ -975,6 +1010,38 @@ impl Broker for RedisBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The error a Redis reply `line` (`-CODE detail`) reads as.
+    fn reply_error(line: &str) -> RedisError {
+        let reply = redis::parse_redis_value(format!("{line}\r\n").as_bytes()).unwrap();
+        reply.extract_error().unwrap_err()
+    }
+
+    #[test]
+    fn a_redis_that_takes_no_write_is_unavailable_and_says_why_without_the_scripts_insides() {
+        for line in [
+            "-READONLY You can't write against a read only replica. script: 3b16, on @user_script:34.",
+            "-OOM command not allowed when used memory > 'maxmemory'. script: 3b16, on @user_script:53.",
+        ] {
+            let BrokerError::Unavailable(message) = failed(reply_error(line)) else {
+                panic!("{line} is not unavailable");
+            };
+            assert!(
+                !message.contains("script") && !message.contains("3b16"),
+                "{message}"
+            );
+            assert!(
+                message.contains("replica") || message.contains("maxmemory"),
+                "{message}"
+            );
+        }
+        let BrokerError::Write(message) =
+            failed(reply_error("-ERR bad. script: 3b16, on @user_script:1."))
+        else {
+            panic!("a script's own error is a failed write");
+        };
+        assert!(!message.contains("3b16"), "{message}");
+    }
 
     #[test]
     fn a_redis_loading_its_data_is_unavailable_not_a_failed_write() {

@@ -11,9 +11,10 @@
 //! (a list of every connection) never delays the delivery of events.
 //!
 //! A question carries when it was asked, by Redis's clock: a node that hears
-//! it after its asker stopped waiting (it was stopped, or far behind) neither
-//! answers nor carries it out, so a disconnect its asker reported as not
-//! done (503) is not done later.
+//! it too late for its answer to reach the asker before the asker stops
+//! waiting (it was stopped, or far behind) neither answers nor carries it
+//! out, so a disconnect its asker reported as not done (503) is not done
+//! later.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +32,9 @@ use crate::core::cluster::{Gathered, NodeAnswer, NodeQuestion};
 /// How long asking the other nodes may take, from sending the question to
 /// the last answer.
 const ASK_WITHIN: Duration = Duration::from_secs(1);
+/// What a node leaves of [`ASK_WITHIN`] for its answer to reach the asker:
+/// a question heard later than that is neither answered nor carried out.
+const ANSWER_ON_ITS_WAY: Duration = Duration::from_millis(250);
 /// Most answers one question takes (nodes sharing one Redis).
 const MAX_ANSWERS: usize = 256;
 /// Most questions waiting for answers at once on one node; past it, a
@@ -112,18 +116,13 @@ impl Shared {
                 id: id.clone(),
             }
         };
-        let deadline = tokio::time::Instant::now() + ASK_WITHIN;
-        let Ok(asked_at) = tokio::time::timeout_at(deadline, self.redis_time()).await else {
-            return Err(BrokerError::Unavailable(
-                "Redis did not answer in time".into(),
-            ));
-        };
         let asked = Asked {
             id,
             from: self.node.clone(),
-            asked_at: asked_at?,
+            asked_at: self.redis_now(),
             question: question.clone(),
         };
+        let deadline = tokio::time::Instant::now() + ASK_WITHIN;
         let message =
             serde_json::to_string(&asked).map_err(|e| BrokerError::Write(e.to_string()))?;
         let mut commands = self.commands.clone();
@@ -183,23 +182,17 @@ impl Shared {
         if asked.from == self.node {
             return;
         }
-        if asked.asked_at > 0 {
-            let now = tokio::time::timeout(ASK_WITHIN, self.redis_time()).await;
-            let Ok(Ok(now)) = now else {
-                tracing::warn!(
-                    node = asked.from,
-                    "cannot read Redis's clock to answer another node's question"
-                );
-                return;
-            };
-            if now > asked.asked_at + ASK_WITHIN.as_millis() as u64 {
-                tracing::warn!(
-                    node = asked.from,
-                    late_ms = now - asked.asked_at,
-                    "a question heard after its asker stopped waiting: neither answered nor carried out"
-                );
-                return;
-            }
+        let now = self.redis_now();
+        let last_useful = asked
+            .asked_at
+            .saturating_add((ASK_WITHIN - ANSWER_ON_ITS_WAY).as_millis() as u64);
+        if asked.asked_at > 0 && now > last_useful {
+            tracing::warn!(
+                node = asked.from,
+                late_ms = now.saturating_sub(asked.asked_at),
+                "a question heard too late for its asker: neither answered nor carried out"
+            );
+            return;
         }
         let answered = Answered {
             answers: asked.id,
