@@ -616,18 +616,22 @@ test("with_two_nodes_the_overview_charts_its_own_nodes_figures_counts_every_node
   await stopHub(first);
 });
 
-test("a_history_the_store_could_not_serve_is_read_again_once_the_store_is_back", async () => {
+test("a_history_and_snapshot_the_store_could_not_serve_are_read_again_once_the_store_is_back", async () => {
   const redis = await startRedis();
   const hub = await startHub({ args: ["--store", redis.url] });
-  await publish(hub, { topic: "run:stalled", event_type: "step.started", data: {} });
+  await publish(hub, { topic: "run:stalled", event_type: "step.started", data: {}, key: "s1" });
   const page = await openConsole(hub, "#/overview");
   await live(page);
   redis.child.kill("SIGSTOP");
   await go(page, "#/topics/run:stalled");
   await page.waitForSelector("section[aria-labelledby='history-title'] .error-text", { timeout: 15_000 });
+  await page.waitForSelector("section[aria-labelledby='snapshot-title'] .error-text", { timeout: 15_000 });
   redis.child.kill("SIGCONT");
-  // No click on Newest: the page reads its history again by itself.
+  // No click on Newest, no event: the page reads both again by itself.
   await page.waitForFunction(() => document.querySelector("[data-history-shown]")?.getAttribute("data-history-shown") === "1", null, {
+    timeout: 20_000,
+  });
+  await page.waitForFunction(() => !document.querySelector("section[aria-labelledby='snapshot-title'] .error-text"), null, {
     timeout: 20_000,
   });
   assert.equal(await page.locator("section[aria-labelledby='history-title'] .error-text").count(), 0);

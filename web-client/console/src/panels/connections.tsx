@@ -29,8 +29,12 @@ export function Connections({ api, ownSession }: { api: Api; ownSession: string 
   };
   const connections = list.value?.connections ?? [];
   const ownNode = nodes.value?.node;
+  // A failure stays while the connection may still be open: listed, or
+  // on a node that did not answer.
   const current =
-    message && (message.failed ? message.list === list.value || connections.some((c) => c.id === message.id) : true) ? message.text : undefined;
+    message && (!message.failed || message.list === list.value || list.value?.partial || connections.some((c) => c.id === message.id))
+      ? message.text
+      : undefined;
   const open = list.value?.active_connections ?? connections.length;
   return (
     <section aria-labelledby="connections-title">

@@ -23,7 +23,7 @@ const PRIORITIES: Priority[] = ["low", "normal", "high", "critical"];
 const TYPE_PATTERN = /^(\*|[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*\.(\*|[a-z][a-z0-9_-]*))$/;
 /** The snapshot is re-read at most this often while keyed events arrive. */
 const SNAPSHOT_EVERY_MS = 1000;
-/** How often a history read that failed is tried again while nothing else prompts it. */
+/** How often a history or snapshot read that failed is tried again while nothing else prompts it. */
 const HISTORY_RETRY_MS = 3000;
 
 /** History pages read so far, oldest first, each seq once. */
@@ -84,6 +84,9 @@ function EventRow({ event }: { event: Event }) {
 export function Topic({ client, api, topic }: { client: HeraldClient; api: Api; topic: string }) {
   const [snapshot, reloadSnapshot] = useLoad(() => api.snapshot(topic), [topic]);
   const refreshSnapshot = useThrottle(reloadSnapshot, SNAPSHOT_EVERY_MS);
+  // A snapshot the store could not serve: read again, as a failed history is.
+  const snapshotFailed = useRef(false);
+  snapshotFailed.current = snapshot.error !== undefined;
   const [pages, setPages] = useState<Pages>({ events: [], loading: false, complete: false });
   // Bumped by each newest-page load: an older page that answers after it
   // belongs to what was shown before and is dropped.
@@ -147,6 +150,7 @@ export function Topic({ client, api, topic }: { client: HeraldClient; api: Api; 
   useEffect(() => {
     const timer = setInterval(() => {
       if (historyFailed.current) refreshHistory();
+      if (snapshotFailed.current) refreshSnapshot();
     }, HISTORY_RETRY_MS);
     return () => clearInterval(timer);
   }, [topic]);
@@ -162,6 +166,7 @@ export function Topic({ client, api, topic }: { client: HeraldClient; api: Api; 
       subscription.onState((state) => {
         setWatching(state);
         if (state.state === "subscribed" && historyFailed.current) refreshHistory();
+        if (state.state === "subscribed" && snapshotFailed.current) refreshSnapshot();
       });
       void loadPage(undefined);
       subscription.on("*", (event) => {

@@ -16,7 +16,7 @@ export function Topics({ api }: { api: Api }) {
     <section aria-labelledby="topics-title">
       <h1 id="topics-title">Topics</h1>
       <p class="toolbar">
-        <span class="muted">{topics.length} topics</span>
+        {list.value && !list.error ? <span class="muted">{topics.length} topics</span> : null}
         <button type="button" onClick={reload}>
           Refresh
         </button>
