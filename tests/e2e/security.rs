@@ -998,6 +998,48 @@ async fn an_open_hub_on_loopback_answers_no_request_made_under_another_host_name
 }
 
 #[tokio::test]
+async fn a_hub_on_loopback_with_tokens_but_no_keys_answers_its_open_http_api_for_this_machine_only()
+-> Result<()> {
+    // The WebSockets need a token; the HTTP API needs nothing, so a page
+    // rebound to 127.0.0.1 must not reach it under its own name.
+    let hub = hs256_hub(&[]).await?;
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/v1/topics", hub.http_url());
+    for (host, expected) in [("rebind.evil.example:8765", 403), ("localhost:8765", 200)] {
+        let reply = client
+            .get(&url)
+            .header("host", host)
+            .header("origin", format!("http://{host}"))
+            .timeout(DEFAULT_TIMEOUT)
+            .send()
+            .await?;
+        ensure!(reply.status() == expected, "{host}: {reply:?}");
+    }
+    // The WebSockets are authenticated: any name may reach them with a token.
+    let token = hs256(&fresh("u1", &["run:*"]))?;
+    expect_welcome(
+        &hub.ws_url(&with_token("/ws", &token)),
+        &[("host", "herald.example.com")],
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_token_with_an_empty_sub_or_critical_extensions_is_refused() -> Result<()> {
+    let hub = hs256_hub(&[]).await?;
+    token_refused(&hub, &hs256(&fresh("", &["run:*"]))?).await?;
+    let mut header = Header::new(Algorithm::HS256);
+    header.crit = Some(vec!["exp-ext".to_owned()]);
+    let critical = jsonwebtoken::encode(
+        &header,
+        &fresh("u1", &["run:*"]),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )?;
+    token_refused(&hub, &critical).await
+}
+
+#[tokio::test]
 async fn a_page_from_another_site_cannot_publish_to_an_open_hub_with_a_simple_post() -> Result<()> {
     // No --allowed-origins, no keys: what a developer runs on their laptop.
     let hub = herald().start(&[]).await?;

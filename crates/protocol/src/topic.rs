@@ -16,7 +16,23 @@ pub const MAX_KIND_LEN: usize = 32;
 /// The longest id, in bytes.
 pub const MAX_ID_LEN: usize = 128;
 
-/// Why a string is not a topic or a pattern.
+/// `text` as an error names it: whole up to [`SHOWN_AT_MOST`] bytes, else
+/// its start and its length, so that a huge input is not echoed back whole.
+fn shown(text: &str) -> String {
+    if text.len() <= SHOWN_AT_MOST {
+        return text.to_owned();
+    }
+    let mut end = SHOWN_AT_MOST;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &text[..end], text.len())
+}
+
+/// The most of a bad topic an error repeats.
+const SHOWN_AT_MOST: usize = 160;
+
+/// Why a string is not a topic or a pattern (a long one is shortened).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TopicError {
     #[error("topic is empty")]
@@ -52,12 +68,12 @@ impl Topic {
             None => (name, None),
         };
         if !valid_kind(kind) {
-            return Err(TopicError::BadKind(name.to_owned()));
+            return Err(TopicError::BadKind(shown(name)));
         }
         if let Some(id) = id
             && !valid_id(id)
         {
-            return Err(TopicError::BadId(name.to_owned()));
+            return Err(TopicError::BadId(shown(name)));
         }
         Ok(Topic {
             name: Arc::from(name),
@@ -200,12 +216,12 @@ impl TopicPattern {
         }
         if let Some(kind) = pattern.strip_suffix(":*") {
             if !valid_kind(kind) {
-                return Err(TopicError::BadPattern(pattern.to_owned()));
+                return Err(TopicError::BadPattern(shown(pattern)));
             }
             return Ok(TopicPattern::Kind(Arc::from(kind)));
         }
         if pattern.contains('*') {
-            return Err(TopicError::BadPattern(pattern.to_owned()));
+            return Err(TopicError::BadPattern(shown(pattern)));
         }
         Topic::parse(pattern).map(TopicPattern::Exact)
     }
@@ -292,7 +308,23 @@ impl<'de> Deserialize<'de> for TopicPattern {
 
 #[cfg(test)]
 mod tests {
-    use super::Topic;
+    use super::{Topic, TopicPattern};
+
+    #[test]
+    fn an_error_repeats_a_huge_topic_only_in_part() {
+        let huge = format!("run:{}", "é".repeat(100_000));
+        for message in [
+            Topic::parse(&huge).unwrap_err().to_string(),
+            TopicPattern::parse(&format!("{huge}*"))
+                .unwrap_err()
+                .to_string(),
+        ] {
+            assert!(message.len() < 400, "{} bytes", message.len());
+            assert!(message.contains("… (20000"), "{message}");
+        }
+        let short = Topic::parse("Run:x").unwrap_err().to_string();
+        assert!(short.contains("\"Run:x\""), "{short}");
+    }
 
     #[test]
     fn the_named_topics_are_the_topics_their_names_parse_to() {

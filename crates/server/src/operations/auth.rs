@@ -218,11 +218,21 @@ impl Authenticator {
             required.push("iss");
         }
         validation.set_required_spec_claims(&required);
+        // RFC 7515 §4.1.11: a token naming critical extensions must be
+        // refused by a recipient that does not understand them (this one
+        // understands none).
+        if jsonwebtoken::decode_header(token).is_ok_and(|header| header.crit.is_some()) {
+            return Err(AuthError::InvalidToken(
+                "the token names critical header extensions (crit), which this hub does not understand".into(),
+            ));
+        }
         let data = jsonwebtoken::decode::<Claims>(token, key, &validation)
             .map_err(|e| AuthError::InvalidToken(why_refused(e.kind())))?;
         let claims = data.claims;
         let refused = |kind| Err(AuthError::InvalidToken(why_refused(&kind)));
-        let (Some(sub), Some(exp)) = (claims.sub, claims.exp) else {
+        // An empty `sub` names no user: as good as none.
+        let sub = claims.sub.filter(|sub| !sub.is_empty());
+        let (Some(sub), Some(exp)) = (sub, claims.exp) else {
             let missing = if claims.exp.is_none() { "exp" } else { "sub" };
             return refused(ErrorKind::MissingRequiredClaim(missing.to_owned()));
         };
@@ -238,7 +248,7 @@ impl Authenticator {
         // The user's messages and approvals go to `user:{sub}`: a `sub` that
         // makes no topic is admitted, but nothing can be addressed to it.
         if let Err(error) = Topic::user(&sub) {
-            tracing::warn!(sub = ?sub, %error, "a token's sub is no user id: messages and approvals cannot reach this user");
+            tracing::warn!(%error, "a token's sub is no user id: messages and approvals cannot reach this user");
         }
         let allowed = claims
             .topics

@@ -394,13 +394,20 @@ impl Config {
     }
 
     /// Whether a request that reached the hub as `host` (its `Host`) may be
-    /// answered: on a hub open on loopback (no subscriber tokens), only when
-    /// it names this machine (`localhost`, a name under it, or an IP
-    /// address), so a page whose own name was rebound to 127.0.0.1 (DNS
-    /// rebinding) cannot read the hub as its own origin; a proxy in front of
-    /// such a hub passes `Host: localhost`. Anything else: any host.
-    pub fn host_allowed(&self, host: Option<&str>) -> bool {
-        if self.auth.requires_token() || !self.bind.ip().is_loopback() {
+    /// answered: on loopback, a request to a half of the hub that is open (a
+    /// WebSocket `upgrade` without subscriber tokens, an HTTP call without
+    /// API keys) only when it names this machine (`localhost`, a name under
+    /// it, or an IP address), so a page whose own name was rebound to
+    /// 127.0.0.1 (DNS rebinding) cannot use the hub as its own origin; a
+    /// proxy in front of such a hub passes `Host: localhost`. Anything
+    /// else: any host.
+    pub fn host_allowed(&self, host: Option<&str>, upgrade: bool) -> bool {
+        let authenticated = if upgrade {
+            self.auth.requires_token()
+        } else {
+            self.auth.requires_key()
+        };
+        if authenticated || !self.bind.ip().is_loopback() {
             return true;
         }
         host.and_then(authority_host)
@@ -479,14 +486,18 @@ mod tests {
             Some("app.localhost:8765"),
             Some("[::1]:8765"),
         ] {
-            assert!(config.host_allowed(host), "{host:?}");
+            for upgrade in [false, true] {
+                assert!(config.host_allowed(host, upgrade), "{host:?}");
+            }
         }
-        assert!(!config.host_allowed(Some("rebind.evil.example:8765")));
+        for upgrade in [false, true] {
+            assert!(!config.host_allowed(Some("rebind.evil.example:8765"), upgrade));
+        }
         let beyond = Config {
             bind: "0.0.0.0:8765".parse().unwrap(),
             ..Config::default()
         };
-        assert!(beyond.host_allowed(Some("herald.internal:8765")));
+        assert!(beyond.host_allowed(Some("herald.internal:8765"), false));
     }
 
     #[test]

@@ -229,12 +229,22 @@ fn foreign_browser_request(hub: &Hub, request: &Request) -> Option<ApiError> {
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .or_else(|| request.uri().authority().map(|a| a.as_str()));
-    if !hub.config().host_allowed(host) {
+    let upgrade = request
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !hub.config().host_allowed(host, upgrade) {
+        let open = if upgrade {
+            "its WebSockets without subscriber tokens"
+        } else {
+            "its HTTP API without API keys"
+        };
         return Some(ApiError::new(
             ErrorCode::Forbidden,
             format!(
-                "host {:?} is not this machine: a hub without subscriber tokens on loopback \
-                 answers `localhost` and IP addresses only",
+                "host {:?} is not this machine: a hub on loopback with {open} answers \
+                 `localhost` and IP addresses only",
                 host.unwrap_or_default()
             ),
         ));
