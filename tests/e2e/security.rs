@@ -1026,9 +1026,11 @@ async fn a_hub_on_loopback_with_tokens_but_no_keys_answers_its_open_http_api_for
 }
 
 #[tokio::test]
-async fn a_token_with_an_empty_sub_or_critical_extensions_is_refused() -> Result<()> {
+async fn a_token_with_an_empty_or_overlong_sub_or_critical_extensions_is_refused() -> Result<()> {
     let hub = hs256_hub(&[]).await?;
     token_refused(&hub, &hs256(&fresh("", &["run:*"]))?).await?;
+    token_refused(&hub, &hs256(&fresh(&"u".repeat(256), &["run:*"]))?).await?;
+    ws_as(&hub, "/ws", &hs256(&fresh(&"u".repeat(255), &["run:*"]))?).await?;
     let mut header = Header::new(Algorithm::HS256);
     header.crit = Some(vec!["exp-ext".to_owned()]);
     let critical = jsonwebtoken::encode(

@@ -18,6 +18,10 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
+/// The longest `sub` a token may carry (OpenID Connect allows 255
+/// ASCII characters).
+pub const MAX_SUB_BYTES: usize = 255;
+
 /// What an API key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
@@ -197,7 +201,7 @@ impl Authenticator {
         !self.keys.is_empty()
     }
 
-    /// Verifies a subscriber's token.
+    /// Verifies a subscriber's token (see [`MAX_SUB_BYTES`]).
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         let Some((key, algorithm)) = &self.jwt else {
             return Err(AuthError::InvalidToken(
@@ -236,6 +240,12 @@ impl Authenticator {
             let missing = if claims.exp.is_none() { "exp" } else { "sub" };
             return refused(ErrorKind::MissingRequiredClaim(missing.to_owned()));
         };
+        // OpenID Connect's bound: a user id is logged and shown, not a payload.
+        if sub.len() > MAX_SUB_BYTES {
+            return Err(AuthError::InvalidToken(format!(
+                "the token's sub is longer than {MAX_SUB_BYTES} bytes"
+            )));
+        }
         // To the millisecond, as the connection's expiry timer closes it.
         let now = crate::core::clock::now_ms();
         let expires_at_ms = numeric_date_ms(exp);
