@@ -510,6 +510,20 @@ impl Shared {
         })
     }
 
+    /// The kinds whose topics `pattern` covers: its own, or every kind that
+    /// has topics (`*`); an exact topic's.
+    async fn kinds_under(&self, pattern: &TopicPattern) -> Result<Vec<String>, BrokerError> {
+        match pattern {
+            TopicPattern::Exact(topic) => Ok(vec![topic.kind().to_string()]),
+            TopicPattern::Kind(kind) => Ok(vec![kind.to_string()]),
+            TopicPattern::All => redis::cmd("SMEMBERS")
+                .arg(keys::KINDS)
+                .query_async(&mut self.commands.clone())
+                .await
+                .map_err(failed),
+        }
+    }
+
     /// The topics a listing names (from the per-kind indexes, scored by
     /// the Redis time each was last published to), and whether it left
     /// some out.
@@ -518,25 +532,18 @@ impl Shared {
         listing: &TopicListing,
     ) -> Result<(Vec<Topic>, bool), BrokerError> {
         let mut commands = self.commands.clone();
-        let kinds: Vec<String> = match &listing.pattern {
-            TopicPattern::Exact(topic) => {
-                let score: Option<f64> = redis::cmd("ZSCORE")
-                    .arg(keys::kind_index(topic.kind()))
-                    .arg(topic.as_str())
-                    .query_async(&mut commands)
-                    .await
-                    .map_err(failed)?;
-                let held = Vec::from_iter(score.map(|_| topic.clone()));
-                let truncated = held.len() > listing.limit;
-                return Ok((held.into_iter().take(listing.limit).collect(), truncated));
-            }
-            TopicPattern::Kind(kind) => vec![kind.to_string()],
-            TopicPattern::All => redis::cmd("SMEMBERS")
-                .arg(keys::KINDS)
+        if let TopicPattern::Exact(topic) = &listing.pattern {
+            let score: Option<f64> = redis::cmd("ZSCORE")
+                .arg(keys::kind_index(topic.kind()))
+                .arg(topic.as_str())
                 .query_async(&mut commands)
                 .await
-                .map_err(failed)?,
-        };
+                .map_err(failed)?;
+            let held = Vec::from_iter(score.map(|_| topic.clone()));
+            let truncated = held.len() > listing.limit;
+            return Ok((held.into_iter().take(listing.limit).collect(), truncated));
+        }
+        let kinds = self.kinds_under(&listing.pattern).await?;
         // Each kind's most recent `limit + 1` are enough to find the most
         // recent `limit` of all and whether there are more.
         let most = listing.limit.saturating_add(1);
@@ -592,15 +599,10 @@ impl Shared {
         pattern: &TopicPattern,
         since_ms: u64,
     ) -> Result<Vec<Topic>, BrokerError> {
-        let kinds: Vec<String> = match pattern {
-            TopicPattern::Kind(kind) => vec![kind.to_string()],
-            TopicPattern::All => redis::cmd("SMEMBERS")
-                .arg(keys::KINDS)
-                .query_async(&mut self.commands.clone())
-                .await
-                .map_err(failed)?,
-            TopicPattern::Exact(topic) => return Ok(vec![topic.clone()]),
-        };
+        if let TopicPattern::Exact(topic) = pattern {
+            return Ok(vec![topic.clone()]);
+        }
+        let kinds = self.kinds_under(pattern).await?;
         let mut topics = Vec::new();
         for kind in kinds {
             let names: Vec<String> = redis::cmd("ZRANGEBYSCORE")
