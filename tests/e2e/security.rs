@@ -1405,11 +1405,28 @@ async fn subscribing_to_more_topics_than_max_subscriptions_is_an_error() -> Resu
 }
 
 #[tokio::test]
-async fn a_peer_that_breaks_the_websocket_protocol_is_closed_with_1008() -> Result<()> {
+async fn a_peer_that_breaks_the_websocket_protocol_is_closed_with_1002() -> Result<()> {
     let hub = herald().start(&[]).await?;
-    let mut raw = raw_ws_upgrade(hub.addr(), "/ws").await?;
     // A client's frame must be masked: this one is not.
-    raw.write_all(&[0x81, 0x02, b'h', b'i']).await?;
+    let close = close_after(&hub, &[0x81, 0x02, b'h', b'i']).await?;
+    ensure!(close == Some(1002), "close {close:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_text_frame_that_is_not_utf8_is_closed_with_1007() -> Result<()> {
+    let hub = herald().start(&[]).await?;
+    // A masked (mask 0) text frame holding 0xff, which no UTF-8 text holds.
+    let close = close_after(&hub, &[0x81, 0x81, 0, 0, 0, 0, 0xff]).await?;
+    ensure!(close == Some(1007), "close {close:?}");
+    Ok(())
+}
+
+/// Sends `frame` on a fresh connection to `/ws` and reads until the hub
+/// closes the socket; gives back the code of the last close frame it sent.
+async fn close_after(hub: &Hub, frame: &[u8]) -> Result<Option<u16>> {
+    let mut raw = raw_ws_upgrade(hub.addr(), "/ws").await?;
+    raw.write_all(frame).await?;
     let mut bytes = Vec::new();
     timeout(DEFAULT_TIMEOUT, raw.read_to_end(&mut bytes))
         .await
@@ -1433,8 +1450,7 @@ async fn a_peer_that_breaks_the_websocket_protocol_is_closed_with_1008() -> Resu
         }
         rest = next;
     }
-    ensure!(close == Some(1008), "close {close:?} in {bytes:?}");
-    Ok(())
+    Ok(close)
 }
 
 #[tokio::test]

@@ -145,6 +145,11 @@ impl CloseReason {
     pub const NORMAL: CloseReason = CloseReason(1000);
     /// The hub is shutting down: reconnect.
     pub const GOING_AWAY: CloseReason = CloseReason(1001);
+    /// The peer broke the WebSocket protocol (RFC 6455 §7.4.1): a client
+    /// bug, so reconnecting would only repeat it.
+    pub const PROTOCOL_ERROR: CloseReason = CloseReason(1002);
+    /// A text message that is not UTF-8 (RFC 6455 §8.1): a client bug.
+    pub const INVALID_PAYLOAD: CloseReason = CloseReason(1007);
     /// Policy violation: do not reconnect blindly.
     pub const POLICY_VIOLATION: CloseReason = CloseReason(1008);
     /// A frame over the size limit: do not reconnect blindly.
@@ -167,7 +172,7 @@ impl CloseReason {
     /// Whether a client should reconnect (with backoff) after this close.
     pub fn should_reconnect(self) -> bool {
         match self.0 {
-            1000 | 1008 | 1009 => false,
+            1000 | 1002 | 1007 | 1008 | 1009 => false,
             4000..=4499 => true,
             4500..=4999 => false,
             // 1001, 1006 (abnormal), 1011, 1012, 1013 and anything unknown: the

@@ -97,7 +97,7 @@ HEARTBEAT_TIMEOUT = 4000
 
 def should_reconnect(code: int) -> bool:
     """Whether a client should reconnect (with backoff) after this close code."""
-    if code in (1000, 1008, 1009):
+    if code in (1000, 1002, 1007, 1008, 1009):
         return False
     if 4000 <= code <= 4499:
         return True

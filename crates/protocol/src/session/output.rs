@@ -96,7 +96,7 @@ pub enum StateReport {
 pub enum ClosedReport {
     /// The application disconnected.
     Disconnected,
-    /// The hub closed with a code that says not to reconnect (1008, 1009, 4500–4999).
+    /// The hub closed with a code that says not to reconnect (1002, 1007, 1008, 1009, 4500–4999).
     Terminal { code: u16 },
     /// This many attempts failed in a row.
     AttemptsExhausted { attempts: u32 },

@@ -805,7 +805,7 @@ fn frames_not_yet_transmitted_survive_a_disconnect() {
 
 #[test]
 fn terminal_close_codes_stop_reconnecting() {
-    for code in [1000, 1008, 1009, 4500, 4503, 4999] {
+    for code in [1000, 1002, 1007, 1008, 1009, 4500, 4503, 4999] {
         let mut h = Harness::new(no_jitter());
         h.open();
         h.close(Some(code));

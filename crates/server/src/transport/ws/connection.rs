@@ -29,8 +29,9 @@ pub(crate) enum End {
     WriteStalled,
     TooBig,
     Flooding,
-    /// The peer broke the WebSocket protocol.
-    Violation(String),
+    /// The peer broke the WebSocket protocol: closed with 1002, or with
+    /// 1007 for text that is not UTF-8.
+    Violation(CloseReason, String),
     SocketError(String),
 }
 
@@ -45,7 +46,7 @@ impl std::fmt::Display for End {
             End::TokenExpired => f.write_str("token expired (4001)"),
             End::WriteStalled => f.write_str("peer stopped reading (write timed out)"),
             End::Flooding => f.write_str("sustained frame flood (4029)"),
-            End::Violation(error) => write!(f, "protocol violation (1008): {error}"),
+            End::Violation(code, error) => write!(f, "protocol violation ({}): {error}", code.0),
             End::SocketError(error) => write!(f, "socket error: {error}"),
         }
     }
@@ -143,11 +144,14 @@ where
         let end = tokio::select! {
             end = &mut writer => end,
             end = &mut reader => match end {
-                (end @ (End::TooBig | End::Flooding | End::Violation(_)), stream) => {
+                (end @ (End::TooBig | End::Flooding | End::Violation(..)), stream) => {
                     let (code, reason) = match end {
                         End::TooBig => (CloseReason::TOO_BIG, "frame too large"),
                         End::Flooding => (CloseReason::RATE_LIMITED, "too many frames"),
-                        _ => (CloseReason::POLICY_VIOLATION, "websocket protocol violation"),
+                        End::Violation(CloseReason::INVALID_PAYLOAD, _) => {
+                            (CloseReason::INVALID_PAYLOAD, "text is not UTF-8")
+                        }
+                        _ => (CloseReason::PROTOCOL_ERROR, "websocket protocol violation"),
                     };
                     // Flush first: the replies already queued (the
                     // `rate_limited` errors above all) tell the client why

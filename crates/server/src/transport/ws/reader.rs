@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use herald_protocol::{ClientFrame, ErrorCode};
+use herald_protocol::{ClientFrame, CloseReason, ErrorCode};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::Message;
@@ -196,9 +196,13 @@ fn read_error(error: tungstenite::Error) -> End {
             tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
         ) => End::SocketError(error.to_string()),
         // Frames RFC 6455 forbids (unmasked, reserved bits or opcodes, a
-        // control frame fragmented or too long) and text that is not UTF-8.
-        error @ (tungstenite::Error::Protocol(_) | tungstenite::Error::Utf8(_)) => {
-            End::Violation(error.to_string())
+        // control frame fragmented or too long): 1002 (§7.4.1).
+        error @ tungstenite::Error::Protocol(_) => {
+            End::Violation(CloseReason::PROTOCOL_ERROR, error.to_string())
+        }
+        // Text that is not UTF-8: 1007 (§8.1).
+        error @ tungstenite::Error::Utf8(_) => {
+            End::Violation(CloseReason::INVALID_PAYLOAD, error.to_string())
         }
         other => End::SocketError(other.to_string()),
     }
@@ -269,9 +273,18 @@ mod tests {
     }
 
     #[test]
-    fn a_broken_frame_is_a_violation_and_a_vanished_peer_is_not() {
+    fn a_broken_frame_is_a_protocol_error_bad_text_is_invalid_payload_and_a_vanished_peer_is_neither()
+     {
         let unmasked = tungstenite::Error::Protocol(ProtocolError::UnmaskedFrameFromClient);
-        assert!(matches!(read_error(unmasked), End::Violation(_)));
+        assert!(matches!(
+            read_error(unmasked),
+            End::Violation(CloseReason::PROTOCOL_ERROR, _)
+        ));
+        let text = tungstenite::Error::Utf8("invalid utf-8 sequence".into());
+        assert!(matches!(
+            read_error(text),
+            End::Violation(CloseReason::INVALID_PAYLOAD, _)
+        ));
         let gone = tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake);
         assert!(matches!(read_error(gone), End::SocketError(_)));
     }
