@@ -33,7 +33,7 @@ pub(super) struct ListQuery {
 }
 
 /// `order` of `GET /api/v1/topics`.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 enum ListOrder {
     Name,
@@ -52,7 +52,7 @@ enum ListOrder {
     params(
         ("limit" = Option<usize>, Query, description = "At most this many (default 1000, at most 10,000); `truncated` says when more exist"),
         ("pattern" = Option<String>, Query, description = "Only the topics under this topic or pattern, e.g. `run:*` (default `*`: all)"),
-        ("order" = Option<String>, Query, description = "`name` (default): in topic order; `recent`: the topic whose latest event is newest first, ties in topic order"),
+        ("order" = inline(Option<ListOrder>), Query, description = "`name` (default): in topic order; `recent`: the topic whose latest event is newest first, ties in topic order"),
     ),
     responses(
         (status = 200, description = "The topics, in the order asked", body = ref("#/components/schemas/TopicList")),
