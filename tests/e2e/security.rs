@@ -1404,24 +1404,6 @@ async fn subscribing_to_more_topics_than_max_subscriptions_is_an_error() -> Resu
     Ok(())
 }
 
-#[tokio::test]
-async fn a_peer_that_breaks_the_websocket_protocol_is_closed_with_1002() -> Result<()> {
-    let hub = herald().start(&[]).await?;
-    // A client's frame must be masked: this one is not.
-    let close = close_after(&hub, &[0x81, 0x02, b'h', b'i']).await?;
-    ensure!(close == Some(1002), "close {close:?}");
-    Ok(())
-}
-
-#[tokio::test]
-async fn a_text_frame_that_is_not_utf8_is_closed_with_1007() -> Result<()> {
-    let hub = herald().start(&[]).await?;
-    // A masked (mask 0) text frame holding 0xff, which no UTF-8 text holds.
-    let close = close_after(&hub, &[0x81, 0x81, 0, 0, 0, 0, 0xff]).await?;
-    ensure!(close == Some(1007), "close {close:?}");
-    Ok(())
-}
-
 /// Sends `frame` on a fresh connection to `/ws` and reads until the hub
 /// closes the socket; gives back the code of the last close frame it sent.
 async fn close_after(hub: &Hub, frame: &[u8]) -> Result<Option<u16>> {
@@ -1451,6 +1433,107 @@ async fn close_after(hub: &Hub, frame: &[u8]) -> Result<Option<u16>> {
         rest = next;
     }
     Ok(close)
+}
+
+#[tokio::test]
+async fn frames_rfc_6455_forbids_are_closed_with_the_codes_it_names() -> Result<()> {
+    const TEXT: u8 = 0x81;
+    const CLOSE: u8 = 0x88;
+    let close = |code: u16, reason: &[u8]| {
+        let mut payload = code.to_be_bytes().to_vec();
+        payload.extend_from_slice(reason);
+        client_frame(CLOSE, &payload)
+    };
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        // A client's frames must be masked.
+        ("an unmasked frame", vec![TEXT, 0x02, b'h', b'i'], 1002),
+        (
+            "a text frame holding 0xff",
+            client_frame(TEXT, &[0xff]),
+            1007,
+        ),
+        (
+            "text that stops being UTF-8 in its second fragment",
+            [client_frame(0x01, b"\"\xce"), client_frame(0x80, b"\xff\"")].concat(),
+            1007,
+        ),
+        (
+            "a close whose reason is not UTF-8",
+            close(1000, &[0xff]),
+            1007,
+        ),
+        (
+            "a ping of 126 bytes (a control frame's limit is 125)",
+            client_frame(0x89, &[b'x'; 126]),
+            1002,
+        ),
+        ("a fragmented ping", client_frame(0x09, b"p"), 1002),
+        (
+            "a close with a one-byte payload",
+            client_frame(CLOSE, &[3]),
+            1002,
+        ),
+        ("a close with code 999", close(999, b""), 1002),
+        (
+            "a close with code 1005, which is never sent",
+            close(1005, b""),
+            1002,
+        ),
+        ("a close with code 5000", close(5000, b""), 1002),
+        ("reserved opcode 3", client_frame(0x83, b""), 1002),
+        ("reserved control opcode 11", client_frame(0x8b, b""), 1002),
+        (
+            "RSV1 with no extension agreed",
+            client_frame(TEXT | 0x40, b"{}"),
+            1002,
+        ),
+        (
+            "a continuation that continues nothing",
+            client_frame(0x80, b"{}"),
+            1002,
+        ),
+        (
+            "a new text message inside a fragmented one",
+            [client_frame(0x01, b"{"), client_frame(TEXT, b"}")].concat(),
+            1002,
+        ),
+        (
+            "a close with code 1000 is answered with 1000",
+            close(1000, b"bye"),
+            1000,
+        ),
+        (
+            "a close with code 3000 is answered with 3000",
+            close(3000, b""),
+            3000,
+        ),
+    ];
+    let hub = herald().start(&[]).await?;
+    for (case, bytes, expected) in cases {
+        let got = close_after(&hub, &bytes).await.context(case)?;
+        ensure!(
+            got == Some(expected),
+            "{case}: close {got:?}, expected {expected}"
+        );
+    }
+    Ok(())
+}
+
+/// A client frame (FIN, RSV bits and opcode in `first`), masked with mask 0
+/// so the payload goes as it is.
+fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![first];
+    match (u8::try_from(payload.len()), u16::try_from(payload.len())) {
+        (Ok(len), _) if len < 126 => frame.push(0x80 | len),
+        (_, Ok(len)) => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&len.to_be_bytes());
+        }
+        (_, Err(_)) => unreachable!("the cases' payloads are under 64 KiB"),
+    }
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend_from_slice(payload);
+    frame
 }
 
 #[tokio::test]
