@@ -149,8 +149,13 @@ assert set(ERRORS_BY_CODE) == set(get_args(ErrorCode)), "an ErrorCode has no exc
 def hub_error(
     code: str, message: str, *, status: int | None = None, index: int | None = None, ref: Any = None
 ) -> HubError:
-    """The exception for the hub's ``{code, message}``."""
-    cls = ERRORS_BY_CODE.get(code, HubError)
+    """The exception for the hub's ``{code, message}``. A code this client
+    does not know (a newer hub's) gives a plain :class:`HubError` whose
+    ``code`` is ``internal`` and whose message names the hub's code."""
+    cls = ERRORS_BY_CODE.get(code)
+    if cls is None:
+        unknown = f"{message} (the hub's error code {code!r} is unknown to this client)"
+        return HubError(unknown, status=status, index=index, ref=ref)
     return cls(message, status=status, index=index, ref=ref)
 
 
