@@ -288,6 +288,18 @@ async def test_history_reads_a_topics_retained_events_after_a_seq(hub: Hub) -> N
         assert [event.seq for event in blocking.history("run:r1", since=3).events] == [4]
 
 
+async def test_history_reads_a_topics_retained_events_after_a_time(hub: Hub) -> None:
+    async with herald.AsyncHerald(hub.url) as client:
+        for step, timestamp in enumerate([1_000, 2_000, 3_000], start=1):
+            await client.publish("run:r1", "step.completed", {"step": step}, timestamp=timestamp)
+        after = await client.history("run:r1", time_ms=2_000)
+        with pytest.raises(ValueError, match="instead of since"):
+            await client.history("run:r1", since=1, time_ms=2_000)
+    assert [event.data for event in after.events] == [{"step": 3}] and after.seq == 3
+    with herald.Herald(hub.url) as blocking:
+        assert [event.seq for event in blocking.history("run:r1", time_ms=1_000).events] == [2, 3]
+
+
 @pytest.mark.parametrize("ids", [{"task_id": "t1", "run_id": "r1"}, {}])
 async def test_a_control_request_must_name_exactly_one_of_task_and_run_before_connecting(
     tmp_path: Path, ids: dict[str, str]

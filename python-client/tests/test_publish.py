@@ -269,13 +269,15 @@ async def test_an_unreachable_hub_is_not_an_unknown_outcome(tmp_path: Path) -> N
 
 
 @asynccontextmanager
-async def hub_answering(body: bytes) -> AsyncIterator[str]:
-    """A server that answers every request with a 200 and ``body``: a hub
-    that breaks the contract. Yields its URL."""
+async def hub_answering(body: bytes, status: bytes = b"200 OK") -> AsyncIterator[str]:
+    """A server that answers every request with ``status`` (a 200 unless
+    told) and ``body``: a hub that breaks the contract, or fails. Yields its
+    URL."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        head = b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (status, len(body))
+        writer.write(head + body)
         await writer.drain()
         writer.close()
 
@@ -353,6 +355,28 @@ async def test_a_publish_sent_but_never_answered_is_an_unknown_outcome_naming_it
     assert single.value.event_ids == ("step-1-started",)
     assert len(generated.value.event_ids) == 1 and generated.value.event_ids[0] in str(generated.value)
     assert len(batched.value.event_ids) == 2 and batched.value.event_ids[0] == "b1"
+
+
+async def test_a_publish_whose_last_attempt_is_answered_5xx_is_an_unknown_outcome_naming_its_event_ids() -> None:
+    unavailable = b'{"code": "internal", "message": "the store is unavailable"}'
+    async with hub_answering(unavailable, b"503 Service Unavailable") as url:
+        async with herald.AsyncHerald(url, retry=QUICK) as client:
+            with pytest.raises(herald.TransportError) as lost:
+                await client.publish("run:r1", "step.started", id="s1")
+            # Not a publish: the hub's own error, as it answered.
+            with pytest.raises(herald.InternalError):
+                await client.broadcast("system.notification")
+        with herald.Herald(url, retry=QUICK) as blocking, pytest.raises(herald.TransportError) as blocked:
+            await asyncio.to_thread(blocking.publish_batch, [{"topic": "run:r1", "event_type": "step.started"}])
+    async with hub_answering(b"<html>bad gateway</html>", b"502 Bad Gateway") as url:
+        async with herald.AsyncHerald(url, retry=herald.RetryPolicy.none()) as client:
+            with pytest.raises(herald.TransportError) as proxied:
+                await client.publish("run:r1", "step.started")
+    assert lost.value.outcome_unknown and lost.value.attempts == 2 and lost.value.event_ids == ("s1",)
+    assert isinstance(lost.value.__cause__, herald.InternalError) and "may come after" in str(lost.value)
+    assert blocked.value.outcome_unknown and len(blocked.value.event_ids) == 1
+    assert proxied.value.outcome_unknown and proxied.value.attempts == 1
+    assert isinstance(proxied.value.__cause__, herald.ProtocolError) and len(proxied.value.event_ids) == 1
 
 
 async def test_the_blocking_publish_sent_but_never_answered_is_an_unknown_outcome_too() -> None:

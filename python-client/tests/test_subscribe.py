@@ -142,6 +142,12 @@ async def test_a_subscription_over_the_frame_limit_the_hubs_welcome_gives_raises
         hub.stop()
 
 
+async def test_a_time_cursor_is_refused_with_time_cursor_error_before_connecting(hub: Hub) -> None:
+    async with herald.AsyncHerald(hub.url) as client:
+        with pytest.raises(herald.TimeCursorError, match="is a time"):
+            client.subscribe(["run:r1"], since={"run:r1": {"time_ms": 1_000}})
+
+
 async def test_an_int_since_without_an_exact_topic_is_refused(hub: Hub) -> None:
     async with herald.AsyncHerald(hub.url) as client:
         with pytest.raises(ValueError, match="exact topics"):

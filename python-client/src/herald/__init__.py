@@ -23,7 +23,7 @@ Layout:
 
 from ._http import TopicHistory
 from ._retry import RetryPolicy
-from ._session import SessionConfig
+from ._session import SessionConfig, TimeCursorError
 from .client import AsyncHerald, Herald
 from .control import ControlCommand, ControlStream
 from .errors import (
@@ -118,6 +118,7 @@ __all__ = [
     "SubscriptionClosedError",
     "SubscriptionItem",
     "TaskStepResult",
+    "TimeCursorError",
     "TooLargeError",
     "TopicHistory",
     "TransportError",

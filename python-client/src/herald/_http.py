@@ -409,7 +409,7 @@ def approvals_call(task_id: str | None, status: ApprovalStatus | None, timeout: 
     return Call("GET", "/api/v1/approvals", params=params or None, timeout=timeout)
 
 
-def history_call(topic: Topic, since: int, limit: int | None, timeout: float) -> Call:
+def history_call(topic: Topic, since: int, limit: int | None, timeout: float, time_ms: int | None = None) -> Call:
     """``GET /api/v1/topics/{topic}/events``; ``topic`` is checked against
     the grammar first (a pattern is refused: history is per topic)."""
     checked = TypeAdapter(Topic).validate_python(topic)
@@ -417,7 +417,9 @@ def history_call(topic: Topic, since: int, limit: int | None, timeout: float) ->
         raise ValueError(f"since is a seq (0: everything retained), got {since}")
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
-    params = {"since": str(since)}
+    if time_ms is not None and (time_ms < 0 or since != 0):
+        raise ValueError(f"time_ms is ms since the Unix epoch, given instead of since; got {time_ms} with since {since}")
+    params = {"since": str(since)} if time_ms is None else {"time_ms": str(time_ms)}
     if limit is not None:
         params["limit"] = str(limit)
     path = f"/api/v1/topics/{quote(checked, safe='')}/events"
@@ -589,8 +591,12 @@ class Attempts:
         return self._delay(at_least=retry_after(response, self.retry.max_delay))
 
 
-def answer(response: httpx.Response, call: Call, shape: TypeAdapter[T]) -> T:
-    """The decoded body of a success; the typed error of anything else."""
+def answer(response: httpx.Response, call: Call, shape: TypeAdapter[T], attempts: int = 1) -> T:
+    """The decoded body of a success; the typed error of anything else. A
+    publish whose last attempt is answered with a 5xx has an unknown
+    outcome (the hub may answer so after storing the events): it raises
+    :class:`~herald.TransportError` with ``outcome_unknown`` and the event
+    ids, from the hub's error."""
     status = response.status_code
     try:
         body = response.json()
@@ -605,11 +611,24 @@ def answer(response: httpx.Response, call: Call, shape: TypeAdapter[T]) -> T:
             raise ProtocolError(
                 f"the hub's HTTP {status} answer to {call.method} {call.path} does not decode: {error}", status=status
             ) from error
+    refusal: HeraldError
     if isinstance(body, dict) and isinstance(body.get("code"), str) and isinstance(body.get("message"), str):
         index = body.get("index")
-        raise hub_error(body["code"], body["message"], status=status, index=index if isinstance(index, int) else None)
-    excerpt = response.text[:512].strip()
-    raise ProtocolError(f"the hub answered HTTP {status}: {excerpt}", status=status)
+        refusal = hub_error(body["code"], body["message"], status=status, index=index if isinstance(index, int) else None)
+    else:
+        excerpt = response.text[:512].strip()
+        refusal = ProtocolError(f"the hub answered HTTP {status}: {excerpt}", status=status)
+    if status >= 500 and call.event_ids:
+        ids = ", ".join(call.event_ids)
+        raise TransportError(
+            f"the outcome of {call.method} {call.path} is unknown after {attempts} attempt(s): the last answer "
+            f"was {refusal}, which may come after the hub stored the event(s); to retry, publish them again with "
+            f"the same id (error.event_ids: {ids}) and they are stored once",
+            attempts=attempts,
+            outcome_unknown=True,
+            event_ids=call.event_ids,
+        ) from refusal
+    raise refusal
 
 
 def ws_refusal(error: BaseException) -> HubError | None:

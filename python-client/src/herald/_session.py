@@ -301,9 +301,10 @@ class NoTopicsError(SessionError):
     """A subscription needs at least one topic or pattern."""
 
 
-class TimeCursorError(SessionError):
+class TimeCursorError(SessionError, ValueError):
     """A ``since`` with ``time_ms``: the session resumes from seq checkpoints,
-    which a time cannot become (send a time cursor on a raw connection)."""
+    which a time cannot become (send a time cursor on a raw connection, or
+    read the history by time with ``history(topic, time_ms=…)``)."""
 
 
 class FrameTooLargeError(SessionError):
@@ -362,7 +363,7 @@ def checkpoints_from_json(data: dict[str, Any]) -> dict[str, Checkpoint]:
         elif isinstance(since, int):
             out[topic] = Checkpoint(since)
         else:
-            raise ValueError(f"the checkpoint of {topic} is a time, not a seq")
+            raise TimeCursorError(f"the checkpoint of {topic} is a time, not a seq: the session resumes from seqs")
     return out
 
 

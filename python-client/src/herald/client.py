@@ -145,7 +145,7 @@ class AsyncHerald(_Options):
             else:
                 answered = attempts.answered(response)
                 if answered is None:
-                    return _http.answer(response, call, shape)
+                    return _http.answer(response, call, shape, attempts.attempt)
                 delay = answered
             await asyncio.sleep(delay)
 
@@ -251,13 +251,17 @@ class AsyncHerald(_Options):
         ``admin`` scope on a hub with ``--api-keys``."""
         return (await self._send(_http.approvals_call(task_id, status, self.timeout), _http.APPROVALS)).approvals
 
-    async def history(self, topic: Topic, *, since: int = 0, limit: int | None = None) -> TopicHistory:
+    async def history(
+        self, topic: Topic, *, since: int = 0, limit: int | None = None, time_ms: int | None = None
+    ) -> TopicHistory:
         """The retained events of ``topic`` with a seq above ``since`` (0:
-        all), at most ``limit`` (the hub's ``--history-size`` when None), in
-        seq order, with the topic's ``epoch`` and latest ``seq``
-        (``GET /api/v1/topics/{topic}/events``). One exact topic, no pattern.
-        Needs the ``admin`` scope on a hub with ``--api-keys``."""
-        return await self._send(_http.history_call(topic, since, limit, self.timeout), _http.HISTORY)
+        all), or instead those whose ``timestamp`` is after ``time_ms`` (ms
+        since the Unix epoch), at most ``limit`` (the hub's
+        ``--history-size`` when None), in seq order, with the topic's
+        ``epoch`` and latest ``seq`` (``GET /api/v1/topics/{topic}/events``).
+        One exact topic, no pattern. Needs the ``admin`` scope on a hub with
+        ``--api-keys``."""
+        return await self._send(_http.history_call(topic, since, limit, self.timeout, time_ms), _http.HISTORY)
 
     async def request_approval(
         self,
@@ -515,7 +519,7 @@ class Herald(_Options):
             else:
                 answered = attempts.answered(response)
                 if answered is None:
-                    return _http.answer(response, call, shape)
+                    return _http.answer(response, call, shape, attempts.attempt)
                 delay = answered
             time.sleep(delay)
 
@@ -632,9 +636,11 @@ class Herald(_Options):
         """See :meth:`AsyncHerald.list_approvals`."""
         return self._send(_http.approvals_call(task_id, status, self.timeout), _http.APPROVALS).approvals
 
-    def history(self, topic: Topic, *, since: int = 0, limit: int | None = None) -> TopicHistory:
+    def history(
+        self, topic: Topic, *, since: int = 0, limit: int | None = None, time_ms: int | None = None
+    ) -> TopicHistory:
         """See :meth:`AsyncHerald.history`."""
-        return self._send(_http.history_call(topic, since, limit, self.timeout), _http.HISTORY)
+        return self._send(_http.history_call(topic, since, limit, self.timeout, time_ms), _http.HISTORY)
 
     def _send_frame(self, frame: WireModel, action: str) -> None:
         """See :meth:`AsyncHerald._send_frame`."""

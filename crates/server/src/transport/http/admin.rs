@@ -160,7 +160,7 @@ pub(super) struct HistoryQuery {
     params(
         ("topic" = String, Path, description = "An exact topic, `kind` or `kind:id`"),
         ("since" = Option<u64>, Query, description = "Events with a seq above this (default 0: all retained)"),
-        ("time_ms" = Option<u64>, Query, description = "Instead of `since`: events published at or after this time (ms since the Unix epoch)"),
+        ("time_ms" = Option<u64>, Query, description = "Instead of `since`: the retained events whose `timestamp` is after this time (ms since the Unix epoch)"),
         ("limit" = Option<usize>, Query, description = "At most this many (default --history-size)"),
     ),
     responses(
