@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use herald_tests::{Rng, WsClient, eventually, frame_type, is_event_on, seq_of};
+use herald_tests::{Rng, WsClient, eventually, frame_type, is_event_on, metric, seq_of};
 use serde_json::{Value, json};
 
 use crate::http_api::{active_connections, connections_active};
@@ -180,6 +180,62 @@ async fn slow_subscriber_does_not_hold_back_fifty_others() -> Result<()> {
     published?;
     read?;
     drop(slow);
+    Ok(())
+}
+
+/// A subscriber that stopped reading holds up the hub's write to it (its TCP
+/// window is full). Once its queue is full too and an event it must not lose
+/// arrives, the hub closes it as a slow consumer (1013); the close frame
+/// cannot go out behind the held-up write, so the socket is dropped within
+/// a second or so, not after the heartbeat timeout (70 s here), and the
+/// close is counted as a slow consumer's.
+#[tokio::test]
+async fn a_subscriber_that_stopped_reading_is_dropped_as_a_slow_consumer_without_waiting_for_the_heartbeat()
+-> Result<()> {
+    let hub = herald().start(&["--queue-size", "8"]).await?;
+    let mut stalled = hub.ws("/ws").await?;
+    stalled.subscribe(&["execution:stalled"]).await?;
+    // Never read from here on. 400 events of 32 KiB fill the socket buffers
+    // of both ends and the queue; low ones are shed as they come.
+    let http = hub.http();
+    let blob = "b".repeat(32 * 1024);
+    for i in 0..400 {
+        let mut body = event(
+            "execution:stalled",
+            "execution.progress",
+            json!({"i": i, "blob": blob}),
+        );
+        body["priority"] = json!("low");
+        http.publish(&body).await?;
+    }
+    // Each displaces a low one from the queue, until the queue holds only
+    // critical events and the next one cannot queue.
+    for i in 0..20 {
+        let mut body = event("execution:stalled", "execution.failed", json!({"i": i}));
+        body["priority"] = json!("critical");
+        http.publish(&body).await?;
+    }
+    eventually(
+        Duration::from_secs(10),
+        "the stalled slow consumer is dropped, and counted",
+        || async {
+            let metrics = http.get("/metrics").await?.text;
+            let closed = metric(
+                &metrics,
+                "herald_connections_closed_total{reason=\"slow_consumer\"}",
+            );
+            Ok((closed == Some(1.0)).then_some(metrics))
+        },
+    )
+    .await
+    .and_then(|metrics| {
+        let closes = metric(&metrics, "herald_slow_consumer_closes_total");
+        ensure!(closes == Some(1.0), "slow consumer closes {closes:?}");
+        let active = metric(&metrics, "herald_connections_active");
+        ensure!(active == Some(0.0), "connections still active {active:?}");
+        Ok(())
+    })?;
+    drop(stalled);
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail, ensure};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use herald_tests::{
-    DEFAULT_TIMEOUT, Hub, Redis, START_TIMEOUT, WsClient, frame_type, raw_ws_upgrade,
+    DEFAULT_TIMEOUT, Hub, Redis, START_TIMEOUT, WsClient, frame_type, metric, raw_ws_upgrade,
     workspace_root,
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -379,7 +379,7 @@ async fn a_refused_upgrade_is_counted_once() -> Result<()> {
         token_refused(&hub, "not-a-token").await?;
     }
     let text = hub.http().get("/metrics").await?.text;
-    let counted = herald_tests::metric(&text, "herald_errors_total{code=\"unauthorized\"}");
+    let counted = metric(&text, "herald_errors_total{code=\"unauthorized\"}");
     ensure!(counted == Some(3.0), "{counted:?} for 3 refusals");
     Ok(())
 }
@@ -1473,13 +1473,6 @@ async fn frames_rfc_6455_forbids_are_closed_with_the_codes_it_names() -> Result<
             client_frame(CLOSE, &[3]),
             1002,
         ),
-        ("a close with code 999", close(999, b""), 1002),
-        (
-            "a close with code 1005, which is never sent",
-            close(1005, b""),
-            1002,
-        ),
-        ("a close with code 5000", close(5000, b""), 1002),
         ("reserved opcode 3", client_frame(0x83, b""), 1002),
         ("reserved control opcode 11", client_frame(0x8b, b""), 1002),
         (
@@ -1497,25 +1490,38 @@ async fn frames_rfc_6455_forbids_are_closed_with_the_codes_it_names() -> Result<
             [client_frame(0x01, b"{"), client_frame(TEXT, b"}")].concat(),
             1002,
         ),
+    ];
+    // Closes the close handshake answers: with the peer's code when RFC 6455
+    // allows it, with 1002 when not. The connection ends as the peer's close.
+    let answered: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("a close with code 1000", close(1000, b"bye"), 1000),
+        ("a close with code 3000", close(3000, b""), 3000),
+        ("a close with code 999", close(999, b""), 1002),
         (
-            "a close with code 1000 is answered with 1000",
-            close(1000, b"bye"),
-            1000,
+            "a close with code 1005, which is never sent",
+            close(1005, b""),
+            1002,
         ),
-        (
-            "a close with code 3000 is answered with 3000",
-            close(3000, b""),
-            3000,
-        ),
+        ("a close with code 5000", close(5000, b""), 1002),
     ];
     let hub = herald().start(&[]).await?;
-    for (case, bytes, expected) in cases {
+    let violations = cases.len();
+    for (case, bytes, expected) in cases.into_iter().chain(answered) {
         let got = close_after(&hub, &bytes).await.context(case)?;
         ensure!(
             got == Some(expected),
             "{case}: close {got:?}, expected {expected}"
         );
     }
+    let metrics = hub.http().get("/metrics").await?.text;
+    let counted = metric(
+        &metrics,
+        "herald_connections_closed_total{reason=\"protocol_violation\"}",
+    );
+    ensure!(
+        counted == Some(violations as f64),
+        "counted {counted:?} of {violations}"
+    );
     Ok(())
 }
 

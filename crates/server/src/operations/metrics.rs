@@ -30,9 +30,11 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 /// Upper bounds of the publish-to-send latency buckets, in seconds.
-const LATENCY_BUCKETS: [f64; 14] = [
+/// Past a second, a consumer falling behind: up to 30 s, so a p99 over that
+/// range shows as it is rather than as the last bucket's bound.
+const LATENCY_BUCKETS: [f64; 18] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0,
+    1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
 /// Upper bounds of the approval time-to-decision buckets, in seconds.
@@ -228,6 +230,7 @@ pub struct Metrics {
     approval_decisions: Family<Label, Counter>,
     approval_time_to_decision: Histogram,
     watchdog_stalls: Family<Label, Counter>,
+    connections_closed: Family<Label, Counter>,
     watchdog_stall_seconds: Histogram,
     /// Set when scraped.
     scraped: Scraped,
@@ -266,6 +269,61 @@ pub(crate) struct ScrapeFigures {
     pub(crate) store_reconnects: u64,
     /// Times this node read a stream for what its feed did not bring (a total).
     pub(crate) store_catch_up_reads: u64,
+}
+
+/// Why a WebSocket connection ended, as `herald_connections_closed_total`
+/// labels it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseKind {
+    PeerClosed,
+    SocketError,
+    HeartbeatTimeout,
+    WriteStalled,
+    TokenExpired,
+    TooBig,
+    RateLimited,
+    ProtocolViolation,
+    SlowConsumer,
+    TryAgainLater,
+    Admin,
+    Shutdown,
+    Other,
+}
+
+impl CloseKind {
+    const ALL: [CloseKind; 13] = [
+        CloseKind::PeerClosed,
+        CloseKind::SocketError,
+        CloseKind::HeartbeatTimeout,
+        CloseKind::WriteStalled,
+        CloseKind::TokenExpired,
+        CloseKind::TooBig,
+        CloseKind::RateLimited,
+        CloseKind::ProtocolViolation,
+        CloseKind::SlowConsumer,
+        CloseKind::TryAgainLater,
+        CloseKind::Admin,
+        CloseKind::Shutdown,
+        CloseKind::Other,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            CloseKind::PeerClosed => "peer_closed",
+            CloseKind::SocketError => "socket_error",
+            CloseKind::HeartbeatTimeout => "heartbeat_timeout",
+            CloseKind::WriteStalled => "write_stalled",
+            CloseKind::TokenExpired => "token_expired",
+            CloseKind::TooBig => "too_big",
+            CloseKind::RateLimited => "rate_limited",
+            CloseKind::ProtocolViolation => "protocol_violation",
+            CloseKind::SlowConsumer => "slow_consumer",
+            CloseKind::TryAgainLater => "try_again_later",
+            CloseKind::Admin => "admin",
+            CloseKind::Shutdown => "shutdown",
+            CloseKind::Other => "other",
+        }
+    }
 }
 
 /// How a replay ended, as `herald_replays_total` labels it.
@@ -382,7 +440,8 @@ impl Default for Metrics {
         );
         let slow_consumer_closes = counter(
             "herald_slow_consumer_closes",
-            "Connections closed with 1013 because a high or critical event would be lost",
+            "Connections closed as slow consumers (1013, or dropped when they stopped reading and \
+             the close frame could not go out): an event they must not lose could not queue",
         );
         let unix_datagrams = counter("herald_unix_datagrams", "Datagrams received");
         let unix_datagrams_rejected = counter(
@@ -440,6 +499,16 @@ impl Default for Metrics {
              task, or the whole process paused",
             "kind",
             StallKind::ALL.iter().map(|k| k.as_str()),
+        );
+        let connections_closed = labelled(
+            &mut registry,
+            "herald_connections_closed",
+            "WebSocket connections ended, by why: peer_closed, socket_error, heartbeat_timeout, \
+             write_stalled (the peer stopped reading), token_expired, too_big (1009), \
+             rate_limited (4029), protocol_violation (1002, 1007), slow_consumer (1013), \
+             try_again_later (other 1013s), admin (4500), shutdown (1001), other",
+            "reason",
+            CloseKind::ALL.iter().map(|k| k.as_str()),
         );
         let publish_to_send = LatencyHistogram::new(&LATENCY_BUCKETS);
         registry.register(
@@ -525,6 +594,7 @@ impl Default for Metrics {
             approval_decisions,
             approval_time_to_decision,
             watchdog_stalls,
+            connections_closed,
             watchdog_stall_seconds,
             scraped,
             store_reconnects,
@@ -572,6 +642,13 @@ impl Metrics {
                 .inc();
         }
         self.approval_time_to_decision.observe(took.as_secs_f64());
+    }
+
+    /// Counts a WebSocket connection's end.
+    pub(crate) fn connection_closed(&self, kind: CloseKind) {
+        self.connections_closed
+            .get_or_create(&[("reason", kind.as_str())])
+            .inc();
     }
 
     /// Counts a stall the watchdog saw, and its length.
@@ -681,11 +758,11 @@ mod tests {
         assert_eq!(now.quantile_since(&earlier, 0.5), Some(0.000_05));
         assert_eq!(now.quantile_since(&earlier, 0.99), Some(0.001));
         assert_eq!(now.quantile_since(&earlier, 1.0), Some(0.025));
-        observe(&[Duration::from_secs(5), Duration::from_secs(5)]);
+        observe(&[Duration::from_secs(60), Duration::from_secs(60)]);
         let later = histogram.reading();
         assert_eq!(
             later.quantile_since(&now, 0.99),
-            Some(1.0),
+            Some(30.0),
             "above every bound reads as the last bound"
         );
     }

@@ -118,6 +118,17 @@ pub(crate) struct Closing {
     pub(crate) flush: bool,
 }
 
+/// Why a slow consumer is closed with 1013: its queue was full and an event
+/// it must not lose (or a queue's worth of gaps) arrived.
+pub(crate) const SLOW_CONSUMER: &str = "slow consumer: reconnect and replay";
+
+impl Closing {
+    /// Whether this closes a consumer too slow for its queue.
+    pub(crate) fn slow_consumer(&self) -> bool {
+        self.code == CloseReason::TRY_AGAIN_LATER && self.reason == SLOW_CONSUMER
+    }
+}
+
 /// What happened to a pushed frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Pushed {
@@ -488,7 +499,7 @@ impl Outbox {
             _ => {
                 state.closing = Some(Closing {
                     code: CloseReason::TRY_AGAIN_LATER,
-                    reason: "slow consumer: reconnect and replay",
+                    reason: SLOW_CONSUMER,
                     flush: false,
                 });
                 Pushed::Closed
@@ -507,7 +518,7 @@ impl Outbox {
         if state.gaps > self.capacity {
             state.closing = Some(Closing {
                 code: CloseReason::TRY_AGAIN_LATER,
-                reason: "slow consumer: reconnect and replay",
+                reason: SLOW_CONSUMER,
                 flush: false,
             });
             return Pushed::Closed;
@@ -608,6 +619,11 @@ impl Outbox {
         if state.queue.is_empty() {
             state.lower_waiting();
         }
+    }
+
+    /// The close the hub asked for, if it did.
+    pub(crate) fn closing(&self) -> Option<Closing> {
+        self.state.lock().closing.clone()
     }
 
     /// Waits until something was pushed or a close was requested.

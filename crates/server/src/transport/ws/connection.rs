@@ -16,7 +16,8 @@ use super::reader::{self, Lingering};
 use super::writer;
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
-use crate::core::outbox::{Direct, DirectWrite};
+use crate::core::outbox::{Direct, DirectWrite, SLOW_CONSUMER};
+use crate::operations::metrics::CloseKind;
 use crate::transport::deflate::Deflater;
 
 /// How a connection ended, for the log line.
@@ -24,6 +25,9 @@ use crate::transport::deflate::Deflater;
 pub(crate) enum End {
     PeerClosed(Option<u16>),
     Closed(CloseReason, &'static str),
+    /// The hub closed the connection while the peer held up a write, so its
+    /// close frame could not go out: the socket was dropped.
+    Dropped(CloseReason, &'static str),
     HeartbeatTimeout,
     TokenExpired,
     WriteStalled,
@@ -35,12 +39,41 @@ pub(crate) enum End {
     SocketError(String),
 }
 
+impl End {
+    /// How `herald_connections_closed_total` counts this end.
+    fn kind(&self) -> CloseKind {
+        match self {
+            End::PeerClosed(_) => CloseKind::PeerClosed,
+            End::SocketError(_) => CloseKind::SocketError,
+            End::HeartbeatTimeout => CloseKind::HeartbeatTimeout,
+            End::WriteStalled => CloseKind::WriteStalled,
+            End::TokenExpired => CloseKind::TokenExpired,
+            End::TooBig => CloseKind::TooBig,
+            End::Flooding => CloseKind::RateLimited,
+            End::Violation(..) => CloseKind::ProtocolViolation,
+            End::Closed(code, reason) | End::Dropped(code, reason) => match *code {
+                CloseReason::TRY_AGAIN_LATER if *reason == SLOW_CONSUMER => CloseKind::SlowConsumer,
+                CloseReason::TRY_AGAIN_LATER => CloseKind::TryAgainLater,
+                CloseReason::DISCONNECTED_BY_ADMIN => CloseKind::Admin,
+                CloseReason::GOING_AWAY => CloseKind::Shutdown,
+                CloseReason::HEARTBEAT_TIMEOUT => CloseKind::HeartbeatTimeout,
+                _ => CloseKind::Other,
+            },
+        }
+    }
+}
+
 impl std::fmt::Display for End {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             End::PeerClosed(Some(code)) => write!(f, "closed by peer ({code})"),
             End::PeerClosed(None) => f.write_str("closed by peer"),
             End::Closed(code, reason) => write!(f, "closed by hub ({}: {reason})", code.0),
+            End::Dropped(code, reason) => write!(
+                f,
+                "closed by hub ({}: {reason}); dropped, as the peer stopped reading",
+                code.0
+            ),
             End::HeartbeatTimeout => f.write_str("heartbeat timeout"),
             End::TooBig => f.write_str("frame too large (1009)"),
             End::TokenExpired => f.write_str("token expired (4001)"),
@@ -165,6 +198,7 @@ where
         // Nothing more goes straight to the socket, which closes with the task.
         conn.outbox.set_direct(None);
         Box::pin(hub.detach(&conn)).await;
+        hub.metrics().connection_closed(end.kind());
         tracing::info!(
             session = %conn.id,
             reason = %end,

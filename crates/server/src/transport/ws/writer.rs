@@ -131,14 +131,12 @@ pub(crate) fn write_loop<W: AsyncWrite + Unpin, D: Dialect>(
                 let mut write =
                     Box::pin(write_batch(hub, conn, &mut out, batch, dialect, deflater));
                 // Most writes complete at once. One that waits has met a peer
-                // that stopped reading (its TCP window is full): from then it
-                // gets as long as a silent peer would before the connection
-                // goes. The timer is armed only then, so a write that does not
-                // wait costs none.
+                // that stopped reading (its TCP window is full): the timers
+                // are armed only then, so a write that does not wait costs none.
                 match futures::poll!(write.as_mut()) {
                     std::task::Poll::Ready(written) => Ok(written),
                     std::task::Poll::Pending => {
-                        Box::pin(tokio::time::timeout(config.heartbeat_timeout, write)).await
+                        Box::pin(stalled(write, conn, config.heartbeat_timeout)).await
                     }
                 }
             };
@@ -147,16 +145,70 @@ pub(crate) fn write_loop<W: AsyncWrite + Unpin, D: Dialect>(
             match written {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => return End::SocketError(error.to_string()),
-                Err(_) => return End::WriteStalled,
+                Err(Stalled::TimedOut) => return End::WriteStalled,
+                Err(Stalled::Dropped) => return dropped(hub, conn),
             }
             Box::pin(dialect.after_batch(hub, conn)).await;
             if let Some(closing) = closing {
                 let _ = Box::pin(send_close(&mut out, closing.code, closing.reason)).await;
-                if closing.code == CloseReason::TRY_AGAIN_LATER {
+                if closing.slow_consumer() {
                     hub.metrics().slow_consumer_closes.inc();
                 }
                 return End::Closed(closing.code, closing.reason);
             }
+        }
+    }
+}
+
+/// How a write the peer held up ended without completing.
+enum Stalled {
+    /// The peer read nothing for as long as a silent peer may stay.
+    TimedOut,
+    /// The hub closes the connection without flushing (a slow consumer
+    /// above all): its close frame could only go out behind the held-up
+    /// write, so the connection is dropped instead of waiting for it.
+    /// (The close is read again from the outbox, which keeps the first one
+    /// asked for: carried here, it would grow every idle connection's
+    /// writer.)
+    Dropped,
+}
+
+/// How a connection dropped for the close the hub asked for ends: counted
+/// as a slow consumer's when it is one.
+fn dropped(hub: &Hub, conn: &ConnHandle) -> End {
+    match conn.outbox.closing() {
+        Some(closing) => {
+            if closing.slow_consumer() {
+                hub.metrics().slow_consumer_closes.inc();
+            }
+            End::Dropped(closing.code, closing.reason)
+        }
+        None => End::WriteStalled,
+    }
+}
+
+/// How often a held-up write checks whether the hub closes its connection.
+const STALLED_CHECK: Duration = Duration::from_millis(500);
+
+/// Waits for a write the peer holds up: until it completes, for `limit` at
+/// most (as long as a silent peer may stay), or until the hub decides to
+/// close the connection without flushing, checked every [`STALLED_CHECK`].
+async fn stalled<F: Future<Output = std::io::Result<()>>>(
+    mut write: Pin<Box<F>>,
+    conn: &ConnHandle,
+    limit: Duration,
+) -> Result<std::io::Result<()>, Stalled> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let check = (tokio::time::Instant::now() + STALLED_CHECK).min(deadline);
+        if let Ok(written) = tokio::time::timeout_at(check, write.as_mut()).await {
+            return Ok(written);
+        }
+        if conn.outbox.closing().is_some_and(|closing| !closing.flush) {
+            return Err(Stalled::Dropped);
+        }
+        if check >= deadline {
+            return Err(Stalled::TimedOut);
         }
     }
 }
