@@ -1279,6 +1279,20 @@ async fn flooding_connection_is_closed_4029_while_fifty_others_get_every_event()
         took < Duration::from_secs(20),
         "the subscribers took {took:?}"
     );
+    // The refused frames were received: they count, beside the 50
+    // subscriptions and the pings let through.
+    let metrics = hub.http().get("/metrics").await?.text;
+    let refused = metric(&metrics, "herald_errors_total{code=\"rate_limited\"}").unwrap_or(0.0);
+    let received = metric(&metrics, "herald_frames_in_total").unwrap_or(0.0);
+    ensure!(
+        refused > 0.0 && received >= refused + 50.0,
+        "{received} frames received, {refused} refused"
+    );
+    let flooders = metric(
+        &metrics,
+        "herald_connections_closed_total{reason=\"rate_limited\"}",
+    );
+    ensure!(flooders == Some(1.0), "closed for flooding: {flooders:?}");
     Ok(())
 }
 

@@ -411,7 +411,10 @@ impl Default for Metrics {
             "herald_connections_rejected",
             "WebSocket connections refused at the connection limit",
         );
-        let frames_in = counter("herald_frames_in", "Frames received from clients");
+        let frames_in = counter(
+            "herald_frames_in",
+            "Frames received from clients, those the rate limit refused too",
+        );
         let bytes_in = counter("herald_bytes_in", "Bytes received from clients in frames");
         let frames_out = counter("herald_frames_out", "Frames sent to clients");
         let bytes_out = counter(
@@ -432,7 +435,8 @@ impl Default for Metrics {
         );
         let events_delivered = counter(
             "herald_events_delivered",
-            "Event frames queued to connections",
+            "Event frames handed to connections (queued, or written at once); those a slow \
+             consumer's queue later sheds are counted again in herald_events_shed_total",
         );
         let events_shed = counter(
             "herald_events_shed",

@@ -43,6 +43,13 @@ pub(crate) fn read_loop<S: AsyncRead + AsyncWrite + Unpin, D: Dialect>(
                 Ok(message) => message,
                 Err(error) => return (read_error(error), stream),
             };
+            // Every frame read counts, those the rate limit refuses too.
+            let metrics = hub.metrics();
+            metrics.frames_in.inc();
+            conn.frames_received.fetch_add(1, Relaxed);
+            if let Message::Text(text) = &message {
+                metrics.bytes_in.inc_by(text.len() as u64);
+            }
             if matches!(message, Message::Text(_) | Message::Binary(_)) {
                 let subscriptions = || match &message {
                     Message::Text(text) if ClientFrame::peek_is_subscription(text.as_str()) => {
@@ -67,12 +74,8 @@ pub(crate) fn read_loop<S: AsyncRead + AsyncWrite + Unpin, D: Dialect>(
                     Verdict::Close => return (End::Flooding, stream),
                 }
             }
-            let metrics = hub.metrics();
-            metrics.frames_in.inc();
-            conn.frames_received.fetch_add(1, Relaxed);
             match message {
                 Message::Text(text) => {
-                    metrics.bytes_in.inc_by(text.len() as u64);
                     // Boxed: the reader's future would otherwise be sized for
                     // the deepest await of any frame, and every idle connection
                     // would carry that size.
