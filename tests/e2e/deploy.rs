@@ -100,12 +100,27 @@ async fn the_systemd_unit_runs_a_valid_command_line_with_the_example_config() ->
         "{exec}"
     );
     ensure!(words.get(1).map(String::as_str) == Some("serve"), "{exec}");
-    // The unit's config file is the example one in deploy/.
+    // The service's dynamic user cannot read a root-owned file under /etc:
+    // its config file comes as a credential systemd reads for it.
+    let config = words
+        .iter()
+        .skip_while(|word| *word != "--config")
+        .nth(1)
+        .context("no --config")?;
+    let credential = config
+        .strip_prefix("${CREDENTIALS_DIRECTORY}/")
+        .with_context(|| format!("--config {config} is not a credential"))?;
+    ensure!(
+        unit.lines()
+            .any(|line| line == format!("LoadCredential={credential}:/etc/herald/herald.toml")),
+        "no LoadCredential= for {credential}"
+    );
+    // That file is the example one in deploy/.
     let example = workspace_root().join("deploy/herald.toml");
     let args: Vec<String> = words[2..]
         .iter()
         .map(|arg| {
-            if arg == "/etc/herald/herald.toml" {
+            if arg == config {
                 example.display().to_string()
             } else {
                 arg.clone()
