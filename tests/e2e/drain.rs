@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use herald_tests::{Hub, Redis, WsClient, frame_type, is_event_on};
+use herald_tests::{Hub, Redis, WsClient, eventually, frame_type, is_event_on};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
@@ -250,6 +250,47 @@ async fn a_hub_without_connections_exits_at_once_on_sigterm() -> Result<()> {
         "took {:?} with nothing to drain",
         started.elapsed()
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_second_signal_during_the_drain_stops_the_hub_at_once() -> Result<()> {
+    let mut hub = herald().start(&["--drain-window", "30s"]).await?;
+    // A connection keeps the drain going for up to its window.
+    let _client = hub.ws("/ws").await?;
+    hub.sigterm().await?;
+    eventually(Duration::from_secs(5), "the drain begins", || async {
+        Ok((hub.http().get("/health/ready").await?.status == 503).then_some(()))
+    })
+    .await?;
+    let second = Instant::now();
+    hub.signal("INT").await?;
+    let status = hub.wait_exit(Duration::from_secs(5)).await?;
+    ensure!(!status.success(), "exit {status} after a cut-short drain");
+    ensure!(
+        second.elapsed() < Duration::from_secs(3),
+        "took {:?} after the second signal",
+        second.elapsed()
+    );
+    ensure!(hub.stderr().contains("second signal"), "{}", hub.stderr());
+    Ok(())
+}
+
+#[tokio::test]
+async fn sighup_drains_like_sigterm() -> Result<()> {
+    let mut hub = herald().start(&[]).await?;
+    let mut client = hub.ws("/ws").await?;
+    client.barrier().await?;
+    hub.signal("HUP").await?;
+    let notice = client.recv_until(|f| frame_type(f) == "event").await?;
+    ensure!(
+        str_field(&notice, "event_type") == "system.shutdown",
+        "{notice}"
+    );
+    let (code, _) = client.expect_close().await?;
+    ensure!(code == 1001, "close code {code}");
+    let status = hub.wait_exit(Duration::from_secs(10)).await?;
+    ensure!(status.success(), "exit {status}; stderr:\n{}", hub.stderr());
     Ok(())
 }
 

@@ -210,7 +210,7 @@ pub(crate) async fn run(args: ServeArgs, file: Option<&ConfigFile>) -> anyhow::R
     // Signal handlers, the port and the Unix socket are all in place before
     // the listening line: a script that reads it may use the hub, or stop it,
     // at once.
-    let shutdown = shutdown_signal()?;
+    let mut signals = Signals::install()?;
     let listeners = server::bind(&config).await?;
     let addr = listeners
         .local_addr()
@@ -244,7 +244,20 @@ pub(crate) async fn run(args: ServeArgs, file: Option<&ConfigFile>) -> anyhow::R
             "the HTTP API is not authenticated (its history reads every topic): set --api-keys"
         );
     }
-    server::serve(listeners, hub, shutdown).await?;
+    // The first signal starts the drain; a second one stops at once.
+    let (first, drain) = tokio::sync::oneshot::channel::<()>();
+    let signalled = async move {
+        signals.next().await;
+        let _ = first.send(());
+        signals.next().await;
+    };
+    tokio::select! {
+        served = server::serve(listeners, hub, async { let _ = drain.await; }) => served?,
+        () = signalled => {
+            tracing::warn!("a second signal: stopping at once, without the rest of the drain");
+            anyhow::bail!("stopped by a second signal before the drain was over");
+        }
+    }
     Ok(())
 }
 
@@ -274,18 +287,33 @@ fn raise_open_files(max_connections: usize) {
     }
 }
 
-/// Installs the SIGINT and SIGTERM handlers now; the future completes on either.
-fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut terminate =
-        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    Ok(async move {
+/// The signals that stop the hub: SIGINT (Ctrl-C), SIGTERM (what `docker
+/// stop`, `systemctl stop` and Kubernetes send) and SIGHUP (the terminal
+/// closed), each with a drain; handlers installed at once.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hang_up: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            hang_up: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
+    }
+
+    /// Completes on the next of them.
+    async fn next(&mut self) {
         tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+            _ = self.hang_up.recv() => {}
         }
-    })
+    }
 }
 
 #[cfg(test)]
