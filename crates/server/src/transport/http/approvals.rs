@@ -43,8 +43,9 @@ fn refused(error: &ApprovalError) -> ApiError {
     request_body = ref("#/components/schemas/NewApproval"),
     responses(
         (status = 201, description = "Registered and published", body = ref("#/components/schemas/ApprovalRecord")),
-        (status = "4XX", description = "Refused (rate_limited when too many are pending)", body = ref("#/components/schemas/ApiError")),
-        (status = "5XX", description = "The store failed or is unavailable", body = ref("#/components/schemas/ApiError")),
+        (status = "4XX", description = "Refused", body = ref("#/components/schemas/ApiError")),
+        (status = 429, description = "Over the publish rate limit (`--publish-rate-limit`: try again after `Retry-After`), or too many approvals pending for the user", body = ref("#/components/schemas/ApiError")),
+        (status = "5XX", description = "The store failed (500) or is unavailable (503 with `Retry-After`)", body = ref("#/components/schemas/ApiError")),
     ),
     security(("api_key" = ["publish"]))
 )]

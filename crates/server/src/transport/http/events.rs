@@ -47,8 +47,9 @@ pub(super) enum PublishAnswer {
     request_body = ref("#/components/schemas/PublishBody"),
     responses(
         (status = 200, description = "Stored and delivered", body = ref("#/components/schemas/PublishAnswer")),
-        (status = "4XX", description = "Refused: invalid_json, invalid_request (any bad field, the topic included, naming it; with `index` in a batch), unauthorized, forbidden, conflict, too_large, rate_limited", body = ref("#/components/schemas/ApiError")),
-        (status = "5XX", description = "The store failed or is unavailable (503 with Retry-After)", body = ref("#/components/schemas/ApiError")),
+        (status = "4XX", description = "Refused: invalid_json, invalid_request (any bad field, the topic included, naming it; with `index` in a batch), unauthorized, forbidden, conflict, too_large", body = ref("#/components/schemas/ApiError")),
+        (status = 429, description = "Over the publish rate limit (`--publish-rate-limit`): try again after `Retry-After`", body = ref("#/components/schemas/ApiError")),
+        (status = "5XX", description = "The store failed (500) or is unavailable (503 with `Retry-After`)", body = ref("#/components/schemas/ApiError")),
     ),
     security(("api_key" = ["publish"]))
 )]
@@ -236,7 +237,8 @@ impl Notice {
     responses(
         (status = 200, description = "Stored and delivered", body = ref("#/components/schemas/PublishReceipt")),
         (status = "4XX", description = "Refused", body = ref("#/components/schemas/ApiError")),
-        (status = "5XX", description = "The store failed or is unavailable", body = ref("#/components/schemas/ApiError")),
+        (status = 429, description = "Over the publish rate limit (`--publish-rate-limit`): try again after `Retry-After`", body = ref("#/components/schemas/ApiError")),
+        (status = "5XX", description = "The store failed (500) or is unavailable (503 with `Retry-After`)", body = ref("#/components/schemas/ApiError")),
     ),
     security(("api_key" = ["publish"]))
 )]
@@ -263,7 +265,8 @@ pub(super) async fn broadcast(
     responses(
         (status = 200, description = "Stored and delivered", body = ref("#/components/schemas/PublishReceipt")),
         (status = "4XX", description = "Refused (invalid_topic for a bad user id)", body = ref("#/components/schemas/ApiError")),
-        (status = "5XX", description = "The store failed or is unavailable", body = ref("#/components/schemas/ApiError")),
+        (status = 429, description = "Over the publish rate limit (`--publish-rate-limit`): try again after `Retry-After`", body = ref("#/components/schemas/ApiError")),
+        (status = "5XX", description = "The store failed (500) or is unavailable (503 with `Retry-After`)", body = ref("#/components/schemas/ApiError")),
     ),
     security(("api_key" = ["publish"]))
 )]

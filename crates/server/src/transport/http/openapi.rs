@@ -136,7 +136,47 @@ fn build() -> Value {
             }
         }
     });
+    retry_after(&mut document);
     herald_protocol::schema::sorted(document)
+}
+
+/// Declares `Retry-After` on the error answers that carry it: 429 (the
+/// publish rate limit) and 503 (the store unreachable, the hub draining),
+/// whether stated alone or in a `5XX` range. Optional: a 500 or an approval
+/// refused for too many pending has none. The health checks' 503s are not
+/// errors and have none.
+fn retry_after(document: &mut Value) {
+    let header = json!({
+        "description": "Whole seconds to wait before trying again (sent with 429 over the \
+            publish rate limit and with 503)",
+        "required": false,
+        "schema": {"type": "integer", "minimum": 0},
+    });
+    let Some(paths) = document["paths"].as_object_mut() else {
+        return;
+    };
+    for operation in paths
+        .values_mut()
+        .filter_map(Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+    {
+        let Some(responses) = operation
+            .get_mut("responses")
+            .and_then(Value::as_object_mut)
+        else {
+            continue;
+        };
+        for (status, response) in responses.iter_mut() {
+            if matches!(status.as_str(), "429" | "503" | "5XX") && is_error(response) {
+                response["headers"]["Retry-After"] = header.clone();
+            }
+        }
+    }
+}
+
+/// Whether a response's body is the contract's `{code, message}` error.
+fn is_error(response: &Value) -> bool {
+    response["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/ApiError"
 }
 
 /// The committed file's contents: pretty JSON with sorted keys and a final
@@ -196,6 +236,29 @@ mod tests {
             let target = format!("#/components/schemas/{name}");
             assert!(found.contains(&target.as_str()), "{name} is never used");
         }
+    }
+
+    #[test]
+    fn every_429_and_503_answer_declares_retry_after() {
+        let mut declared = 0;
+        for item in document()["paths"].as_object().expect("paths").values() {
+            for operation in item.as_object().expect("a path item").values() {
+                let Some(responses) = operation.get("responses").and_then(Value::as_object) else {
+                    continue;
+                };
+                for (status, response) in responses {
+                    if matches!(status.as_str(), "429" | "503") && is_error(response) {
+                        assert!(
+                            response["headers"]["Retry-After"].is_object(),
+                            "a {status} without Retry-After: {response}"
+                        );
+                        declared += 1;
+                    }
+                }
+            }
+        }
+        // The four publishing routes' 429s, and the reads' 503s.
+        assert!(declared >= 10, "only {declared} answers declare it");
     }
 
     #[test]
