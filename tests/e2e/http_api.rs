@@ -1,8 +1,10 @@
 //! The HTTP API: publishing, broadcast, direct messages, connections, status,
 //! health and metrics.
 
+use std::time::Duration;
+
 use anyhow::{Context, Result, ensure};
-use herald_tests::{Hub, WsClient, frame_type, is_event_on, metric, seq_of};
+use herald_tests::{Hub, WsClient, eventually, frame_type, is_event_on, metric, seq_of};
 use serde_json::{Value, json};
 
 use crate::{event, herald, str_field};
@@ -393,6 +395,44 @@ fn has_numeric_field_like(body: &Value, part: &str) -> bool {
 /// The contract only says "stats". This test follows the seed's field names
 /// (`active_connections`, `subscription_counts` topic → count) and looks for an
 /// average age and a count of messages sent by name.
+/// Producers' keep-alive connections are open files the WebSocket limit does
+/// not count: `herald_http_connections_active` shows them while they are open.
+#[tokio::test]
+async fn open_http_connections_are_counted_until_they_close() -> Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let hub = herald().start(&[]).await?;
+    let http = hub.http();
+    let open = || async {
+        let text = http.get("/metrics").await?.text;
+        metric(&text, "herald_http_connections_active").context("no herald_http_connections_active")
+    };
+    let before = open().await?;
+    let mut kept = Vec::new();
+    for _ in 0..3 {
+        let mut stream = tokio::net::TcpStream::connect(hub.addr()).await?;
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await?;
+        let mut answer = [0u8; 12];
+        stream.read_exact(&mut answer).await?;
+        ensure!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+        kept.push(stream);
+    }
+    let during = open().await?;
+    ensure!(
+        during == before + 3.0,
+        "{before} before, {during} with three more open"
+    );
+    drop(kept);
+    eventually(
+        Duration::from_secs(5),
+        "the closed connections are no longer counted",
+        || async { Ok((open().await? == before).then_some(())) },
+    )
+    .await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn connections_stats_count_connections_and_subscribers_per_topic() -> Result<()> {
     let hub = herald().start(&[]).await?;

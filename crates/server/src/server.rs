@@ -24,6 +24,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
+use prometheus_client::metrics::gauge::Gauge;
 use std::path::PathBuf;
 use tokio::net::{TcpListener, UnixDatagram};
 use tokio_util::sync::CancellationToken;
@@ -281,7 +282,9 @@ async fn accept_loop(listener: TcpListener, hub: Hub, stop: CancellationToken) {
         let builder = builder.clone();
         let stop = stop.clone();
         let header_timeout = hub.config().header_timeout;
+        let open = Open::counted(&hub);
         hub.tasks().spawn(async move {
+            let _open = open;
             // hyper first reads to tell HTTP/1 from HTTP/2, with no deadline
             // of its own (its header deadline starts with the first byte):
             // a connection that sends nothing gets the same deadline here.
@@ -309,5 +312,23 @@ async fn accept_loop(listener: TcpListener, hub: Hub, stop: CancellationToken) {
                 }
             }
         });
+    }
+}
+
+/// An HTTP connection counted in `herald_http_connections_active` for as
+/// long as its task holds this.
+struct Open(Gauge);
+
+impl Open {
+    fn counted(hub: &Hub) -> Open {
+        let gauge = hub.metrics().http_connections_active.clone();
+        gauge.inc();
+        Open(gauge)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

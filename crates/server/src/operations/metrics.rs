@@ -208,6 +208,7 @@ impl EncodeMetric for LatencyHistogram {
 pub struct Metrics {
     registry: Registry,
     pub(crate) connections_active: Gauge,
+    pub(crate) http_connections_active: Gauge,
     pub(crate) connections_total: Counter,
     pub(crate) connections_rejected: Counter,
     pub(crate) frames_in: Counter,
@@ -468,6 +469,13 @@ impl Default for Metrics {
             "herald_replayed_events",
             "Events sent in replays (after `since`, or a `replay` request)",
         );
+        let http_connections_active = Gauge::default();
+        registry.register(
+            "herald_http_connections_active",
+            "Open HTTP connections: producers and API clients, and WebSocket handshakes until \
+             they upgrade (then counted in herald_connections_active); each is an open file",
+            http_connections_active.clone(),
+        );
         let connections_active = Gauge::default();
         registry.register(
             "herald_connections_active",
@@ -576,6 +584,7 @@ impl Default for Metrics {
         Metrics {
             registry,
             connections_active,
+            http_connections_active,
             connections_total,
             connections_rejected,
             frames_in,
