@@ -29,7 +29,10 @@ pub enum ErrorCode {
     NotFound,
     /// The request conflicts with the current state (e.g. an approval already resolved).
     Conflict,
-    /// The hub failed; not the client's fault.
+    /// The hub failed; not the client's fault. A code this version does not
+    /// know (a newer hub's) reads as this one, so the frame that carries it
+    /// still answers its request instead of being dropped.
+    #[serde(other)]
     Internal,
 }
 

@@ -170,7 +170,9 @@ ErrorCode = Literal[
 - ``too_large``: Over a size limit.
 - ``not_found``: No such connection, topic, approval, ….
 - ``conflict``: The request conflicts with the current state (e.g. an approval already resolved).
-- ``internal``: The hub failed; not the client's fault.
+- ``internal``: The hub failed; not the client's fault. A code this version does not
+know (a newer hub's) reads as this one, so the frame that carries it
+still answers its request instead of being dropped.
 """
 
 
