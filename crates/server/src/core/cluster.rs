@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::connections::Connections;
 use crate::core::hub::Hub;
+use crate::core::outbox::Closing;
+use crate::operations::metrics::CloseKind;
 
 /// A question the admin API asks of every node sharing the store about its
 /// connections, so that it answers for all of them whichever node it
@@ -151,9 +153,12 @@ pub(crate) fn answer(
         }
         NodeQuestion::Disconnect { id } => {
             if let Some(conn) = connections.get(id) {
-                let reason = "disconnected by an admin";
-                conn.outbox
-                    .close(CloseReason::DISCONNECTED_BY_ADMIN, reason, false);
+                conn.outbox.close(Closing {
+                    kind: CloseKind::Admin,
+                    code: CloseReason::DISCONNECTED_BY_ADMIN,
+                    reason: "disconnected by an admin",
+                    flush: false,
+                });
                 answer.closed = 1;
             }
         }
@@ -161,9 +166,12 @@ pub(crate) fn answer(
             let stale_after = Duration::from_millis(*silent_ms);
             for conn in connections.all() {
                 if conn.silent_for() > stale_after {
-                    let reason = "stale connection";
-                    conn.outbox
-                        .close(CloseReason::HEARTBEAT_TIMEOUT, reason, false);
+                    conn.outbox.close(Closing {
+                        kind: CloseKind::HeartbeatTimeout,
+                        code: CloseReason::HEARTBEAT_TIMEOUT,
+                        reason: "stale connection",
+                        flush: false,
+                    });
                     answer.closed += 1;
                 }
             }

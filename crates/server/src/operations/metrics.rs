@@ -292,7 +292,7 @@ pub(crate) enum CloseKind {
 }
 
 impl CloseKind {
-    const ALL: [CloseKind; 13] = [
+    pub(crate) const ALL: [CloseKind; 13] = [
         CloseKind::PeerClosed,
         CloseKind::SocketError,
         CloseKind::HeartbeatTimeout,
@@ -308,7 +308,7 @@ impl CloseKind {
         CloseKind::Other,
     ];
 
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CloseKind::PeerClosed => "peer_closed",
             CloseKind::SocketError => "socket_error",
@@ -446,7 +446,8 @@ impl Default for Metrics {
         let slow_consumer_closes = counter(
             "herald_slow_consumer_closes",
             "Connections closed as slow consumers (1013, or dropped when they stopped reading and \
-             the close frame could not go out): an event they must not lose could not queue",
+             the close frame could not go out): an event they must not lose, or a queue's worth of \
+             gaps, could not queue",
         );
         let unix_datagrams = counter("herald_unix_datagrams", "Datagrams received");
         let unix_datagrams_rejected = counter(

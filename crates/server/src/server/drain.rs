@@ -20,13 +20,13 @@ use std::time::{Duration, Instant};
 
 use herald_protocol::payload::{ErrorPayload, Payload as _};
 use herald_protocol::session::RETRY_AFTER_MS;
-use herald_protocol::{CloseReason, Event, EventType, Priority, PublishRequest, Topic};
+use herald_protocol::{Event, EventType, Priority, PublishRequest, Topic};
 use serde_json::Value;
 
 use crate::core::broker::{Audience, EncodedEvent};
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
-use crate::core::outbox::{EventMeta, OutFrame};
+use crate::core::outbox::{Closing, EventMeta, OutFrame};
 use crate::core::publish::PublishOptions;
 
 /// One connection's part in the drain.
@@ -61,9 +61,7 @@ pub(crate) async fn run(hub: &Hub) {
             break;
         }
         tokio::time::sleep_until(started + slot.close_after).await;
-        slot.conn
-            .outbox
-            .close(CloseReason::GOING_AWAY, "server shutting down", true);
+        slot.conn.outbox.close(Closing::SHUTDOWN);
     }
 }
 

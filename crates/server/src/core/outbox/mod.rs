@@ -30,6 +30,8 @@ use herald_protocol::{CloseReason, Priority, Topic};
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 
+use crate::operations::metrics::CloseKind;
+
 /// One frame waiting to be written.
 #[derive(Debug, Clone)]
 pub(crate) struct OutFrame {
@@ -109,23 +111,38 @@ pub(crate) enum Queued {
     Run(Arc<Run>),
 }
 
-/// How the connection should end once the outbox is drained.
+/// How the connection should end once the outbox is drained, and why (as
+/// `herald_connections_closed_total` counts it), decided where the close is.
 #[derive(Debug, Clone)]
 pub(crate) struct Closing {
+    pub(crate) kind: CloseKind,
     pub(crate) code: CloseReason,
     pub(crate) reason: &'static str,
     /// Whether queued frames are written before the close (shutdown) or dropped (overload).
     pub(crate) flush: bool,
 }
 
-/// Why a slow consumer is closed with 1013: its queue was full and an event
-/// it must not lose (or a queue's worth of gaps) arrived.
-pub(crate) const SLOW_CONSUMER: &str = "slow consumer: reconnect and replay";
-
 impl Closing {
+    /// A consumer too slow for its queue: an event it must not lose (or a
+    /// queue's worth of gaps) could not queue. Its queue is dropped.
+    const SLOW_CONSUMER: Closing = Closing {
+        kind: CloseKind::SlowConsumer,
+        code: CloseReason::TRY_AGAIN_LATER,
+        reason: "slow consumer: reconnect and replay",
+        flush: false,
+    };
+
+    /// The hub is shutting down: queued frames go out first.
+    pub(crate) const SHUTDOWN: Closing = Closing {
+        kind: CloseKind::Shutdown,
+        code: CloseReason::GOING_AWAY,
+        reason: "server shutting down",
+        flush: true,
+    };
+
     /// Whether this closes a consumer too slow for its queue.
     pub(crate) fn slow_consumer(&self) -> bool {
-        self.code == CloseReason::TRY_AGAIN_LATER && self.reason == SLOW_CONSUMER
+        self.kind == CloseKind::SlowConsumer
     }
 }
 
@@ -497,11 +514,7 @@ impl Outbox {
                 self.check_gaps(state)
             }
             _ => {
-                state.closing = Some(Closing {
-                    code: CloseReason::TRY_AGAIN_LATER,
-                    reason: SLOW_CONSUMER,
-                    flush: false,
-                });
+                state.closing = Some(Closing::SLOW_CONSUMER);
                 Pushed::Closed
             }
         }
@@ -516,11 +529,7 @@ impl Outbox {
             return Pushed::Shed;
         }
         if state.gaps > self.capacity {
-            state.closing = Some(Closing {
-                code: CloseReason::TRY_AGAIN_LATER,
-                reason: SLOW_CONSUMER,
-                flush: false,
-            });
+            state.closing = Some(Closing::SLOW_CONSUMER);
             return Pushed::Closed;
         }
         Pushed::Shed
@@ -533,16 +542,12 @@ impl Outbox {
         std::mem::take(&mut self.state.lock().folded)
     }
 
-    /// Asks the writer to close the connection (after flushing, if `flush`).
-    /// The first reason given wins.
-    pub(crate) fn close(&self, code: CloseReason, reason: &'static str, flush: bool) {
+    /// Asks the writer to close the connection (after flushing, if
+    /// `closing.flush`). The first close asked for wins.
+    pub(crate) fn close(&self, closing: Closing) {
         let mut state = self.state.lock();
         if state.closing.is_none() {
-            state.closing = Some(Closing {
-                code,
-                reason,
-                flush,
-            });
+            state.closing = Some(closing);
         }
         let room = state.room.take();
         drop(state);

@@ -102,7 +102,7 @@ async fn a_wait_for_room_ends_when_the_writer_takes_the_queue_or_the_outbox_clos
         async move { outbox.wait_for_room(100).await }
     });
     tokio::task::yield_now().await;
-    outbox.close(CloseReason::GOING_AWAY, "bye", true);
+    outbox.close(Closing::SHUTDOWN);
     let woken = tokio::time::timeout(bound, waiting).await;
     assert!(!woken.unwrap().unwrap(), "no room in a closing outbox");
 }
@@ -691,7 +691,7 @@ fn low_and_normal_events_of_one_topic_shed_in_turn_keep_one_marker() {
 fn a_flushing_close_keeps_what_was_queued() {
     let outbox = Outbox::new(4);
     outbox.push(OutFrame::control("bye"));
-    outbox.close(CloseReason::GOING_AWAY, "shutdown", true);
+    outbox.close(Closing::SHUTDOWN);
     assert_eq!(outbox.push(OutFrame::control("late")), Pushed::Closed);
     assert_eq!(drained(&outbox), ["bye"]);
 }

@@ -19,8 +19,8 @@ use crate::core::broker::{Broker, BrokerError, History, HistoryRequest, ReadRequ
 use crate::core::connection::ConnHandle;
 use crate::core::connections::Connections;
 use crate::core::fanout::{Fanout, Held, Overflowed, Seam};
-use crate::core::outbox::{EventMeta, OutFrame, Pushed};
-use crate::operations::metrics::{Metrics, ReplayOutcome};
+use crate::core::outbox::{Closing, EventMeta, OutFrame, Pushed};
+use crate::operations::metrics::{CloseKind, Metrics, ReplayOutcome};
 
 /// A connection closed because too many live events came while its replay
 /// was read: it reconnects and replays again.
@@ -157,8 +157,12 @@ impl Subscriptions {
                 Ok(Ok(())) => {}
                 Ok(Err(Overflowed)) => {
                     self.metrics.replayed(ReplayOutcome::Overflowed, 0);
-                    conn.outbox
-                        .close(CloseReason::TRY_AGAIN_LATER, OVERFLOW_REASON, false);
+                    conn.outbox.close(Closing {
+                        kind: CloseKind::TryAgainLater,
+                        code: CloseReason::TRY_AGAIN_LATER,
+                        reason: OVERFLOW_REASON,
+                        flush: false,
+                    });
                     return Ok(());
                 }
                 Err(error) => {
@@ -504,8 +508,12 @@ fn store_error(error: &BrokerError) -> ErrorFrame {
 /// for a refusal.
 fn not_subscribed(conn: &ConnHandle, error: &BrokerError) -> ErrorFrame {
     if matches!(error, BrokerError::Unavailable(_)) {
-        conn.outbox
-            .close(CloseReason::TRY_AGAIN_LATER, STORE_UNAVAILABLE_REASON, true);
+        conn.outbox.close(Closing {
+            kind: CloseKind::TryAgainLater,
+            code: CloseReason::TRY_AGAIN_LATER,
+            reason: STORE_UNAVAILABLE_REASON,
+            flush: true,
+        });
     }
     store_error(error)
 }

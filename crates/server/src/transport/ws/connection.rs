@@ -16,7 +16,7 @@ use super::reader::{self, Lingering};
 use super::writer;
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
-use crate::core::outbox::{Direct, DirectWrite, SLOW_CONSUMER};
+use crate::core::outbox::{Closing, Direct, DirectWrite};
 use crate::operations::metrics::CloseKind;
 use crate::transport::deflate::Deflater;
 
@@ -24,10 +24,10 @@ use crate::transport::deflate::Deflater;
 #[derive(Debug)]
 pub(crate) enum End {
     PeerClosed(Option<u16>),
-    Closed(CloseReason, &'static str),
+    Closed(Closing),
     /// The hub closed the connection while the peer held up a write, so its
     /// close frame could not go out: the socket was dropped.
-    Dropped(CloseReason, &'static str),
+    Dropped(Closing),
     HeartbeatTimeout,
     TokenExpired,
     WriteStalled,
@@ -40,6 +40,26 @@ pub(crate) enum End {
 }
 
 impl End {
+    /// The close the hub answers a reader's end with, after flushing what
+    /// is queued; none when the peer left or the hub already closed.
+    fn answered_with(&self) -> Option<Closing> {
+        let (code, reason) = match self {
+            End::TooBig => (CloseReason::TOO_BIG, "frame too large"),
+            End::Flooding => (CloseReason::RATE_LIMITED, "too many frames"),
+            End::Violation(code, _) if *code == CloseReason::INVALID_PAYLOAD => {
+                (*code, "text is not UTF-8")
+            }
+            End::Violation(code, _) => (*code, "websocket protocol violation"),
+            _ => return None,
+        };
+        Some(Closing {
+            kind: self.kind(),
+            code,
+            reason,
+            flush: true,
+        })
+    }
+
     /// How `herald_connections_closed_total` counts this end.
     fn kind(&self) -> CloseKind {
         match self {
@@ -51,14 +71,7 @@ impl End {
             End::TooBig => CloseKind::TooBig,
             End::Flooding => CloseKind::RateLimited,
             End::Violation(..) => CloseKind::ProtocolViolation,
-            End::Closed(code, reason) | End::Dropped(code, reason) => match *code {
-                CloseReason::TRY_AGAIN_LATER if *reason == SLOW_CONSUMER => CloseKind::SlowConsumer,
-                CloseReason::TRY_AGAIN_LATER => CloseKind::TryAgainLater,
-                CloseReason::DISCONNECTED_BY_ADMIN => CloseKind::Admin,
-                CloseReason::GOING_AWAY => CloseKind::Shutdown,
-                CloseReason::HEARTBEAT_TIMEOUT => CloseKind::HeartbeatTimeout,
-                _ => CloseKind::Other,
-            },
+            End::Closed(closing) | End::Dropped(closing) => closing.kind,
         }
     }
 }
@@ -68,11 +81,13 @@ impl std::fmt::Display for End {
         match self {
             End::PeerClosed(Some(code)) => write!(f, "closed by peer ({code})"),
             End::PeerClosed(None) => f.write_str("closed by peer"),
-            End::Closed(code, reason) => write!(f, "closed by hub ({}: {reason})", code.0),
-            End::Dropped(code, reason) => write!(
+            End::Closed(closing) => {
+                write!(f, "closed by hub ({}: {})", closing.code.0, closing.reason)
+            }
+            End::Dropped(closing) => write!(
                 f,
-                "closed by hub ({}: {reason}); dropped, as the peer stopped reading",
-                code.0
+                "closed by hub ({}: {}); dropped, as the peer stopped reading",
+                closing.code.0, closing.reason
             ),
             End::HeartbeatTimeout => f.write_str("heartbeat timeout"),
             End::TooBig => f.write_str("frame too large (1009)"),
@@ -176,23 +191,15 @@ where
         ));
         let end = tokio::select! {
             end = &mut writer => end,
-            end = &mut reader => match end {
-                (end @ (End::TooBig | End::Flooding | End::Violation(..)), stream) => {
-                    let (code, reason) = match end {
-                        End::TooBig => (CloseReason::TOO_BIG, "frame too large"),
-                        End::Flooding => (CloseReason::RATE_LIMITED, "too many frames"),
-                        End::Violation(CloseReason::INVALID_PAYLOAD, _) => {
-                            (CloseReason::INVALID_PAYLOAD, "text is not UTF-8")
-                        }
-                        _ => (CloseReason::PROTOCOL_ERROR, "websocket protocol violation"),
-                    };
+            (end, stream) = &mut reader => match end.answered_with() {
+                Some(closing) => {
                     // Flush first: the replies already queued (the
                     // `rate_limited` errors above all) tell the client why
                     // it is being closed.
-                    conn.outbox.close(code, reason, true);
-                    Box::pin(closing(&mut writer, stream, end)).await
+                    conn.outbox.close(closing);
+                    Box::pin(self::closing(&mut writer, stream, end)).await
                 }
-                (other, _) => other,
+                None => end,
             },
         };
         // Nothing more goes straight to the socket, which closes with the task.
@@ -224,7 +231,10 @@ where
 #[cfg(test)]
 mod tests {
     //! What an idle native connection holds, in the build the tests run in:
-    //! growing any of it costs every idle connection that much.
+    //! growing any of it costs every idle connection that much; and how each
+    //! end is counted.
+
+    use std::collections::BTreeSet;
 
     use super::*;
     use crate::transport::ws::handshake::{Raw, Upgraded};
@@ -267,4 +277,52 @@ mod tests {
     /// Bytes of the reader's and the writer's futures (each boxed).
     const READER: usize = 320;
     const WRITER: usize = 424;
+
+    #[test]
+    fn every_end_is_counted_under_the_reason_its_label_names() {
+        let by = |kind, code| Closing {
+            kind,
+            code,
+            reason: "r",
+            flush: false,
+        };
+        let cases = [
+            (End::PeerClosed(Some(1000)), "peer_closed"),
+            (End::SocketError("reset".into()), "socket_error"),
+            (End::HeartbeatTimeout, "heartbeat_timeout"),
+            (End::WriteStalled, "write_stalled"),
+            (End::TokenExpired, "token_expired"),
+            (End::TooBig, "too_big"),
+            (End::Flooding, "rate_limited"),
+            (
+                End::Violation(CloseReason::INVALID_PAYLOAD, "utf-8".into()),
+                "protocol_violation",
+            ),
+            (
+                End::Dropped(by(CloseKind::SlowConsumer, CloseReason::TRY_AGAIN_LATER)),
+                "slow_consumer",
+            ),
+            (
+                End::Closed(by(CloseKind::TryAgainLater, CloseReason::TRY_AGAIN_LATER)),
+                "try_again_later",
+            ),
+            (
+                End::Closed(by(CloseKind::Admin, CloseReason::DISCONNECTED_BY_ADMIN)),
+                "admin",
+            ),
+            (End::Closed(Closing::SHUTDOWN), "shutdown"),
+            (
+                End::Closed(by(CloseKind::Other, CloseReason::NORMAL)),
+                "other",
+            ),
+        ];
+        for (end, label) in &cases {
+            assert_eq!(end.kind().as_str(), *label, "{end}");
+        }
+        // Every reason is registered (present from the first scrape), and
+        // every registered one is one an end can have.
+        let registered: BTreeSet<_> = CloseKind::ALL.iter().map(|k| k.as_str()).collect();
+        let named: BTreeSet<_> = cases.iter().map(|(_, label)| *label).collect();
+        assert_eq!(registered, named);
+    }
 }

@@ -30,7 +30,7 @@ use super::frames::{self, CLOSE, COMPRESSED_TEXT, Head, MAX_HEAD, PING, TEXT};
 use crate::core::clock::now_ms;
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
-use crate::core::outbox::{Entry, GATHER_WITHIN, OutFrame, Queued};
+use crate::core::outbox::{Closing, Entry, GATHER_WITHIN, OutFrame, Queued};
 use crate::transport::deflate::Deflater;
 
 /// Writes until the connection ends; how it ended. With `deflater`, frames
@@ -84,7 +84,7 @@ pub(crate) fn write_loop<W: AsyncWrite + Unpin, D: Dialect>(
                 biased;
                 () = &mut shutdown, if !shutting_down => {
                     shutting_down = true;
-                    conn.outbox.close(CloseReason::GOING_AWAY, "server shutting down", true);
+                    conn.outbox.close(Closing::SHUTDOWN);
                 }
                 () = expired(&mut expiry), if expiry_at.is_some() => {
                     // Read afresh: an `auth` frame without an `id` replaces the
@@ -113,10 +113,11 @@ pub(crate) fn write_loop<W: AsyncWrite + Unpin, D: Dialect>(
                         }
                         out.flush().await
                     };
-                    match Box::pin(tokio::time::timeout(config.heartbeat_timeout, beat)).await {
+                    match Box::pin(stalled(Box::pin(beat), conn, config.heartbeat_timeout)).await {
                         Ok(Ok(())) => {}
                         Ok(Err(error)) => return End::SocketError(error.to_string()),
-                        Err(_) => return End::WriteStalled,
+                        Err(Stalled::TimedOut) => return End::WriteStalled,
+                        Err(Stalled::Dropped) => return dropped(hub, conn),
                     }
                 }
                 () = conn.outbox.ready() => {}
@@ -150,11 +151,8 @@ pub(crate) fn write_loop<W: AsyncWrite + Unpin, D: Dialect>(
             }
             Box::pin(dialect.after_batch(hub, conn)).await;
             if let Some(closing) = closing {
-                let _ = Box::pin(send_close(&mut out, closing.code, closing.reason)).await;
-                if closing.slow_consumer() {
-                    hub.metrics().slow_consumer_closes.inc();
-                }
-                return End::Closed(closing.code, closing.reason);
+                let sent = Box::pin(send_close(&mut out, closing.code, closing.reason)).await;
+                return ended(hub, closing, sent.is_ok());
             }
         }
     }
@@ -165,25 +163,35 @@ enum Stalled {
     /// The peer read nothing for as long as a silent peer may stay.
     TimedOut,
     /// The hub closes the connection without flushing (a slow consumer
-    /// above all): its close frame could only go out behind the held-up
-    /// write, so the connection is dropped instead of waiting for it.
-    /// (The close is read again from the outbox, which keeps the first one
-    /// asked for: carried here, it would grow every idle connection's
-    /// writer.)
+    /// above all), and the peer did not take the held-up write in time for
+    /// the close frame to go out behind it: the connection is dropped.
     Dropped,
 }
 
-/// How a connection dropped for the close the hub asked for ends: counted
-/// as a slow consumer's when it is one.
+/// How a connection the hub closed ends: closed when its close frame went
+/// out, dropped when it could not; counted as a slow consumer's when it is
+/// one.
+fn ended(hub: &Hub, closing: Closing, sent: bool) -> End {
+    if closing.slow_consumer() {
+        hub.metrics().slow_consumer_closes.inc();
+    }
+    if sent {
+        End::Closed(closing)
+    } else {
+        End::Dropped(closing)
+    }
+}
+
+/// How a connection dropped behind a held-up write ends. The close is read
+/// again from the outbox, which keeps the first one asked for: carried in
+/// [`Stalled::Dropped`], it would grow every idle connection's writer.
 fn dropped(hub: &Hub, conn: &ConnHandle) -> End {
     match conn.outbox.closing() {
-        Some(closing) => {
-            if closing.slow_consumer() {
-                hub.metrics().slow_consumer_closes.inc();
-            }
-            End::Dropped(closing.code, closing.reason)
+        Some(closing) => ended(hub, closing, false),
+        None => {
+            debug_assert!(false, "a write dropped for a close that was not asked for");
+            End::WriteStalled
         }
-        None => End::WriteStalled,
     }
 }
 
@@ -191,23 +199,34 @@ fn dropped(hub: &Hub, conn: &ConnHandle) -> End {
 const STALLED_CHECK: Duration = Duration::from_millis(500);
 
 /// Waits for a write the peer holds up: until it completes, for `limit` at
-/// most (as long as a silent peer may stay), or until the hub decides to
-/// close the connection without flushing, checked every [`STALLED_CHECK`].
+/// most (as long as a silent peer may stay), or, once the hub decides to
+/// close the connection without flushing (seen within [`STALLED_CHECK`]),
+/// for [`CLOSE_WRITE`] more: time for a peer that still reads, slowly, to
+/// take the write and then the close frame (an admin's 4500 must reach it,
+/// or it would reconnect); a peer that stopped reading is dropped then.
 async fn stalled<F: Future<Output = std::io::Result<()>>>(
     mut write: Pin<Box<F>>,
     conn: &ConnHandle,
     limit: Duration,
 ) -> Result<std::io::Result<()>, Stalled> {
     let deadline = tokio::time::Instant::now() + limit;
+    let mut drop_at = None;
     loop {
-        let check = (tokio::time::Instant::now() + STALLED_CHECK).min(deadline);
+        let now = tokio::time::Instant::now();
+        let check = (now + STALLED_CHECK)
+            .min(deadline)
+            .min(drop_at.unwrap_or(deadline));
         if let Ok(written) = tokio::time::timeout_at(check, write.as_mut()).await {
             return Ok(written);
         }
-        if conn.outbox.closing().is_some_and(|closing| !closing.flush) {
+        let now = tokio::time::Instant::now();
+        if drop_at.is_some_and(|at| now >= at) {
             return Err(Stalled::Dropped);
         }
-        if check >= deadline {
+        if drop_at.is_none() && conn.outbox.closing().is_some_and(|closing| !closing.flush) {
+            drop_at = Some(now + CLOSE_WRITE);
+        }
+        if now >= deadline {
             return Err(Stalled::TimedOut);
         }
     }
