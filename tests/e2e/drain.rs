@@ -277,24 +277,6 @@ async fn a_second_signal_during_the_drain_stops_the_hub_at_once() -> Result<()> 
 }
 
 #[tokio::test]
-async fn sighup_drains_like_sigterm() -> Result<()> {
-    let mut hub = herald().start(&[]).await?;
-    let mut client = hub.ws("/ws").await?;
-    client.barrier().await?;
-    hub.signal("HUP").await?;
-    let notice = client.recv_until(|f| frame_type(f) == "event").await?;
-    ensure!(
-        str_field(&notice, "event_type") == "system.shutdown",
-        "{notice}"
-    );
-    let (code, _) = client.expect_close().await?;
-    ensure!(code == 1001, "close code {code}");
-    let status = hub.wait_exit(Duration::from_secs(10)).await?;
-    ensure!(status.success(), "exit {status}; stderr:\n{}", hub.stderr());
-    Ok(())
-}
-
-#[tokio::test]
 async fn health_live_and_ready_answer_200_while_serving() -> Result<()> {
     let hub = herald().start(&[]).await?;
     let http = hub.http();

@@ -194,7 +194,8 @@ fn parse_mode(text: &str) -> Result<u32, String> {
 }
 
 /// Runs `herald serve`: opens the store, binds, prints the listening line,
-/// and serves until SIGINT or SIGTERM.
+/// and serves until SIGINT or SIGTERM, then drains; a second one during the
+/// drain stops it at once.
 pub(crate) async fn run(args: ServeArgs, file: Option<&ConfigFile>) -> anyhow::Result<()> {
     logs::init(args.log_format);
     if let Some(file) = file {
@@ -245,18 +246,18 @@ pub(crate) async fn run(args: ServeArgs, file: Option<&ConfigFile>) -> anyhow::R
         );
     }
     // The first signal starts the drain; a second one stops at once.
-    let (first, drain) = tokio::sync::oneshot::channel::<()>();
-    let signalled = async move {
-        signals.next().await;
-        let _ = first.send(());
-        signals.next().await;
+    let drain = CancellationToken::new();
+    let signalled = {
+        let drain = drain.clone();
+        async move {
+            signals.next().await;
+            drain.cancel();
+            signals.next().await;
+        }
     };
     tokio::select! {
-        served = server::serve(listeners, hub, async { let _ = drain.await; }) => served?,
-        () = signalled => {
-            tracing::warn!("a second signal: stopping at once, without the rest of the drain");
-            anyhow::bail!("stopped by a second signal before the drain was over");
-        }
+        served = server::serve(listeners, hub, drain.cancelled_owned()) => served?,
+        () = signalled => anyhow::bail!("stopped by a second signal before the drain was over"),
     }
     Ok(())
 }
@@ -287,13 +288,14 @@ fn raise_open_files(max_connections: usize) {
     }
 }
 
-/// The signals that stop the hub: SIGINT (Ctrl-C), SIGTERM (what `docker
-/// stop`, `systemctl stop` and Kubernetes send) and SIGHUP (the terminal
-/// closed), each with a drain; handlers installed at once.
+/// The signals that stop the hub with a drain: SIGINT (Ctrl-C) and SIGTERM
+/// (what `docker stop`, `systemctl stop` and Kubernetes send); handlers
+/// installed at once. SIGHUP keeps its default (the process ends), so that
+/// `nohup` still ignores it, and a closing terminal's repeated hang-ups do
+/// not count as a second signal.
 struct Signals {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
-    hang_up: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -302,7 +304,6 @@ impl Signals {
         Ok(Signals {
             interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
             terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
-            hang_up: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
         })
     }
 
@@ -311,7 +312,6 @@ impl Signals {
         tokio::select! {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}
-            _ = self.hang_up.recv() => {}
         }
     }
 }
