@@ -98,4 +98,5 @@ def test_every_error_code_has_its_exception_class() -> None:
 def test_an_error_code_this_client_does_not_know_is_named_in_the_message() -> None:
     error = herald.errors.hub_error("teapot", "short and stout", status=418)
     assert type(error) is herald.HubError and error.code == "internal" and error.status == 418
+    assert error.hub_code == "teapot"
     assert "short and stout" in str(error) and "'teapot'" in str(error)

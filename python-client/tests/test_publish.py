@@ -269,15 +269,22 @@ async def test_an_unreachable_hub_is_not_an_unknown_outcome(tmp_path: Path) -> N
 
 
 @asynccontextmanager
-async def hub_answering(body: bytes, status: bytes = b"200 OK") -> AsyncIterator[str]:
+async def hub_answering(
+    body: bytes, status: bytes = b"200 OK", then: tuple[bytes, bytes] | None = None
+) -> AsyncIterator[str]:
     """A server that answers every request with ``status`` (a 200 unless
-    told) and ``body``: a hub that breaks the contract, or fails. Yields its
+    told) and ``body``, or only the first, and the others with ``then``
+    (status, body): a hub that breaks the contract, or fails. Yields its
     URL."""
+    answered = 0
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal answered
         await reader.readuntil(b"\r\n\r\n")
-        head = b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (status, len(body))
-        writer.write(head + body)
+        now, content = (status, body) if then is None or answered == 0 else then
+        answered += 1
+        head = b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (now, len(content))
+        writer.write(head + content)
         await writer.drain()
         writer.close()
 
@@ -373,10 +380,26 @@ async def test_a_publish_whose_last_attempt_is_answered_5xx_is_an_unknown_outcom
             with pytest.raises(herald.TransportError) as proxied:
                 await client.publish("run:r1", "step.started")
     assert lost.value.outcome_unknown and lost.value.attempts == 2 and lost.value.event_ids == ("s1",)
-    assert isinstance(lost.value.__cause__, herald.InternalError) and "may come after" in str(lost.value)
+    assert isinstance(lost.value.__cause__, herald.InternalError) and "may have stored" in str(lost.value)
     assert blocked.value.outcome_unknown and len(blocked.value.event_ids) == 1
     assert proxied.value.outcome_unknown and proxied.value.attempts == 1
     assert isinstance(proxied.value.__cause__, herald.ProtocolError) and len(proxied.value.event_ids) == 1
+
+
+async def test_a_publish_refused_429_after_an_attempt_answered_5xx_is_an_unknown_outcome() -> None:
+    unavailable = b'{"code": "internal", "message": "the store is unavailable"}'
+    limited = (b"429 Too Many Requests", b'{"code": "rate_limited", "message": "publish rate limit"}')
+    async with hub_answering(unavailable, b"503 Service Unavailable", then=limited) as url:
+        async with herald.AsyncHerald(url, retry=QUICK) as client:
+            with pytest.raises(herald.TransportError) as lost:
+                await client.publish("run:r1", "step.started", id="s1")
+    assert lost.value.outcome_unknown and lost.value.event_ids == ("s1",) and lost.value.attempts == 2
+    assert isinstance(lost.value.__cause__, herald.RateLimitedError)
+    # A 429 alone did nothing: that is the hub's own answer.
+    async with hub_answering(limited[1], limited[0]) as url:
+        async with herald.AsyncHerald(url, retry=QUICK) as client:
+            with pytest.raises(herald.RateLimitedError):
+                await client.publish("run:r1", "step.started")
 
 
 async def test_the_blocking_publish_sent_but_never_answered_is_an_unknown_outcome_too() -> None:

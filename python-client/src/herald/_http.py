@@ -409,7 +409,7 @@ def approvals_call(task_id: str | None, status: ApprovalStatus | None, timeout: 
     return Call("GET", "/api/v1/approvals", params=params or None, timeout=timeout)
 
 
-def history_call(topic: Topic, since: int, limit: int | None, timeout: float, time_ms: int | None = None) -> Call:
+def history_call(topic: Topic, since: int, limit: int | None, timeout: float, *, time_ms: int | None = None) -> Call:
     """``GET /api/v1/topics/{topic}/events``; ``topic`` is checked against
     the grammar first (a pattern is refused: history is per topic)."""
     checked = TypeAdapter(Topic).validate_python(topic)
@@ -417,8 +417,10 @@ def history_call(topic: Topic, since: int, limit: int | None, timeout: float, ti
         raise ValueError(f"since is a seq (0: everything retained), got {since}")
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
-    if time_ms is not None and (time_ms < 0 or since != 0):
-        raise ValueError(f"time_ms is ms since the Unix epoch, given instead of since; got {time_ms} with since {since}")
+    if time_ms is not None and time_ms < 0:
+        raise ValueError(f"time_ms is ms since the Unix epoch, got {time_ms}")
+    if time_ms is not None and since != 0:
+        raise ValueError(f"give since (a seq) or time_ms, not both; got since {since} and time_ms {time_ms}")
     params = {"since": str(since)} if time_ms is None else {"time_ms": str(time_ms)}
     if limit is not None:
         params["limit"] = str(limit)
@@ -591,12 +593,16 @@ class Attempts:
         return self._delay(at_least=retry_after(response, self.retry.max_delay))
 
 
-def answer(response: httpx.Response, call: Call, shape: TypeAdapter[T], attempts: int = 1) -> T:
+def answer(
+    response: httpx.Response, call: Call, shape: TypeAdapter[T], attempts: int = 1, reached: bool = False
+) -> T:
     """The decoded body of a success; the typed error of anything else. A
-    publish whose last attempt is answered with a 5xx has an unknown
-    outcome (the hub may answer so after storing the events): it raises
-    :class:`~herald.TransportError` with ``outcome_unknown`` and the event
-    ids, from the hub's error."""
+    publish whose outcome is unknown raises :class:`~herald.TransportError`
+    with ``outcome_unknown`` and the event ids, from the hub's error: its
+    last attempt was answered with a 5xx (the hub may answer so after
+    storing the events), or with a 429 (which did nothing) after an earlier
+    attempt that may have stored them (``reached``: a 5xx, or a request
+    whose answer was lost)."""
     status = response.status_code
     try:
         body = response.json()
@@ -618,11 +624,11 @@ def answer(response: httpx.Response, call: Call, shape: TypeAdapter[T], attempts
     else:
         excerpt = response.text[:512].strip()
         refusal = ProtocolError(f"the hub answered HTTP {status}: {excerpt}", status=status)
-    if status >= 500 and call.event_ids:
+    if call.event_ids and (status >= 500 or (status == 429 and reached)):
         ids = ", ".join(call.event_ids)
         raise TransportError(
-            f"the outcome of {call.method} {call.path} is unknown after {attempts} attempt(s): the last answer "
-            f"was {refusal}, which may come after the hub stored the event(s); to retry, publish them again with "
+            f"the outcome of {call.method} {call.path} is unknown after {attempts} attempt(s): the hub may have "
+            f"stored the event(s) before the last answer ({refusal}); to retry, publish them again with "
             f"the same id (error.event_ids: {ids}) and they are stored once",
             attempts=attempts,
             outcome_unknown=True,

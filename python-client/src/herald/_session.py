@@ -56,6 +56,7 @@ from typing import Any, Union, get_args
 
 from pydantic import TypeAdapter, ValidationError
 
+from .errors import HeraldError
 from .models import (
     Ack,
     ClientFrame,
@@ -290,7 +291,7 @@ SessionEvent = Union[
 """What the application receives from :meth:`Session.poll_event`."""
 
 
-class SessionError(Exception):
+class SessionError(HeraldError):
     """An application call the session refused."""
 
 
@@ -792,7 +793,7 @@ class Session:
                     given[topic] = Checkpoint(since)
                 else:
                     raise TimeCursorError(
-                        "the session resumes from seq checkpoints: subscribe without a time cursor"
+                        f"the checkpoint of {topic} is a time, not a seq: the session resumes from seqs"
                     )
             subscription = Subscription(list(frame.topics), frame.filter, frame.snapshot, frame.id)
             _require_topics(subscription.topics)

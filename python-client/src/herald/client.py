@@ -145,7 +145,7 @@ class AsyncHerald(_Options):
             else:
                 answered = attempts.answered(response)
                 if answered is None:
-                    return _http.answer(response, call, shape, attempts.attempt)
+                    return _http.answer(response, call, shape, attempts.attempt, attempts.reached)
                 delay = answered
             await asyncio.sleep(delay)
 
@@ -261,7 +261,7 @@ class AsyncHerald(_Options):
         ``epoch`` and latest ``seq`` (``GET /api/v1/topics/{topic}/events``).
         One exact topic, no pattern. Needs the ``admin`` scope on a hub with
         ``--api-keys``."""
-        return await self._send(_http.history_call(topic, since, limit, self.timeout, time_ms), _http.HISTORY)
+        return await self._send(_http.history_call(topic, since, limit, self.timeout, time_ms=time_ms), _http.HISTORY)
 
     async def request_approval(
         self,
@@ -519,7 +519,7 @@ class Herald(_Options):
             else:
                 answered = attempts.answered(response)
                 if answered is None:
-                    return _http.answer(response, call, shape, attempts.attempt)
+                    return _http.answer(response, call, shape, attempts.attempt, attempts.reached)
                 delay = answered
             time.sleep(delay)
 
@@ -640,7 +640,7 @@ class Herald(_Options):
         self, topic: Topic, *, since: int = 0, limit: int | None = None, time_ms: int | None = None
     ) -> TopicHistory:
         """See :meth:`AsyncHerald.history`."""
-        return self._send(_http.history_call(topic, since, limit, self.timeout, time_ms), _http.HISTORY)
+        return self._send(_http.history_call(topic, since, limit, self.timeout, time_ms=time_ms), _http.HISTORY)
 
     def _send_frame(self, frame: WireModel, action: str) -> None:
         """See :meth:`AsyncHerald._send_frame`."""

@@ -38,10 +38,14 @@ class HubError(HeraldError):
         status: int | None = None,
         index: int | None = None,
         ref: Any = None,
+        hub_code: str | None = None,
     ) -> None:
         super().__init__(message)
         if code is not None:
             self.code = code
+        self.hub_code: str = hub_code if hub_code is not None else self.code
+        """The code as the hub sent it: ``code``, or one this client does not
+        know (a newer hub's), for which ``code`` is ``internal``."""
         self.message = message
         self.status = status
         """The HTTP status (None for a WebSocket ``error`` frame)."""
@@ -151,11 +155,12 @@ def hub_error(
 ) -> HubError:
     """The exception for the hub's ``{code, message}``. A code this client
     does not know (a newer hub's) gives a plain :class:`HubError` whose
-    ``code`` is ``internal`` and whose message names the hub's code."""
+    ``code`` is ``internal`` and whose message and ``hub_code`` name the
+    hub's code."""
     cls = ERRORS_BY_CODE.get(code)
     if cls is None:
         unknown = f"{message} (the hub's error code {code!r} is unknown to this client)"
-        return HubError(unknown, status=status, index=index, ref=ref)
+        return HubError(unknown, status=status, index=index, ref=ref, hub_code=code)
     return cls(message, status=status, index=index, ref=ref)
 
 
