@@ -32,7 +32,9 @@ pub(super) struct ListQuery {
     order: Option<ListOrder>,
 }
 
-/// `order` of `GET /api/v1/topics`.
+// `order` of `GET /api/v1/topics` (a plain comment: the parameter's own
+// description says what each means, and a doc comment would repeat it in
+// the OpenAPI document).
 #[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 enum ListOrder {
