@@ -1,6 +1,8 @@
 //! `herald serve --config FILE`: the flags' names as TOML keys, flags and
 //! `HERALD_*` variables over the file, errors that name the key and the
-//! line; and `herald config print`, secrets masked.
+//! line; `herald config print`, secrets masked, read back as it was set;
+//! unknown `HERALD_*` variables warned about; start-up failures in the
+//! requested log format.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -232,6 +234,156 @@ async fn a_herald_log_that_is_not_a_filter_is_said_not_ignored() -> Result<()> {
     ensure!(
         matches!(said, Ok(Ok(true))),
         "no word of the bad HERALD_LOG: {said:?}"
+    );
+    Ok(())
+}
+
+/// The settings of a printed configuration, without where each came from.
+fn settings(printed: &str) -> Vec<&str> {
+    printed
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .map(|line| line.split("  # ").next().unwrap_or(line))
+        .collect()
+}
+
+#[tokio::test]
+async fn config_print_of_values_typed_with_leading_zeros_reads_back_to_the_same_settings()
+-> Result<()> {
+    let given = [
+        (vec!["--unix-socket-mode", "0660"], None),
+        (vec!["--queue-size", "010"], None),
+        (vec!["--drain-window", "05"], None),
+        (vec![], Some(("HERALD_UNIX_SOCKET_MODE", "0660"))),
+    ];
+    for (flags, env) in given {
+        let env = env.as_slice();
+        let args: Vec<&str> = ["config", "print"]
+            .into_iter()
+            .chain(flags.iter().copied())
+            .collect();
+        let (ok, printed) = herald().said(&args, env).await?;
+        ensure!(ok, "{flags:?} {env:?}: {printed}");
+        let (_dir, path) = config_file(&printed)?;
+        let (ok, again) = herald()
+            .said(&["config", "print", "--config", arg(&path)], &[])
+            .await?;
+        ensure!(
+            ok,
+            "{flags:?} {env:?} printed what --config refuses: {again}\n{printed}"
+        );
+        ensure!(
+            settings(&again) == settings(&printed),
+            "{flags:?} {env:?} read back differently:\n{printed}\n{again}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_misspelled_herald_variable_is_warned_about_with_the_name_it_is_nearest() -> Result<()> {
+    let warning = "HERALD_MAX_CONECTIONS is not a variable herald reads: ignored (did you mean HERALD_MAX_CONNECTIONS?)";
+    let (ok, said) = herald()
+        .said(&["config", "print"], &[("HERALD_MAX_CONECTIONS", "5")])
+        .await?;
+    ensure!(ok && said.contains(warning), "config print: {said}");
+    // `serve` warns as it starts, before it checks its configuration.
+    let (_, said) = herald()
+        .said(
+            &["serve", "--bind", "127.0.0.1:0", "--max-connections", "0"],
+            &[("HERALD_MAX_CONECTIONS", "5")],
+        )
+        .await?;
+    ensure!(said.contains(warning), "serve: {said}");
+    let (_, said) = herald()
+        .said(
+            &["serve", "--bind", "127.0.0.1:0", "--max-connections", "0"],
+            &[("HERALD_MAX_CONNECTIONS", "5"), ("HERALD_LOG", "info")],
+        )
+        .await?;
+    ensure!(
+        !said.contains("is not a variable herald reads"),
+        "a known variable is warned about: {said}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_bad_value_from_a_variable_names_the_variable_not_the_flag() -> Result<()> {
+    let (started, said) = herald()
+        .said(&["serve"], &[("HERALD_MAX_CONNECTIONS", "abc")])
+        .await?;
+    ensure!(!started, "{said}");
+    ensure!(
+        said.contains("invalid value 'abc' for 'HERALD_MAX_CONNECTIONS (--max-connections)'"),
+        "{said}"
+    );
+    Ok(())
+}
+
+/// The last line `herald serve ARGS` writes on stderr as it fails to start.
+async fn refusal(args: &[&str], env: &[(&str, &str)]) -> Result<String> {
+    let child = herald()
+        .command()
+        .arg("serve")
+        .args(args)
+        .envs(env.iter().copied())
+        .spawn()?;
+    let output = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .context("serve did not exit")??;
+    ensure!(!output.status.success(), "serve {args:?} started");
+    let stderr = String::from_utf8(output.stderr)?;
+    stderr
+        .lines()
+        .last()
+        .map(str::to_owned)
+        .with_context(|| format!("serve {args:?} said nothing on stderr"))
+}
+
+/// `line` as a JSON `ERROR` log record whose message contains `expected`.
+fn is_error_record(line: &str, expected: &str) -> Result<()> {
+    let record: serde_json::Value =
+        serde_json::from_str(line).with_context(|| format!("not one JSON object: {line}"))?;
+    ensure!(
+        record["level"] == "ERROR"
+            && record["timestamp"].is_string()
+            && record["fields"]["message"]
+                .as_str()
+                .is_some_and(|message| message.contains(expected)),
+        "{line}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failure_to_start_is_one_json_error_record_when_logs_are_json() -> Result<()> {
+    let invalid = "--max-connections must be at least 1";
+    let line = refusal(&["--log-format", "json", "--max-connections", "0"], &[]).await?;
+    is_error_record(&line, invalid)?;
+    // From the variable, whatever HERALD_LOG filters out.
+    let dir = tempfile::tempdir()?;
+    let not_a_dir = dir.path().join("file");
+    std::fs::write(&not_a_dir, "")?;
+    let store = format!("sqlite:{}/herald.db", not_a_dir.display());
+    let line = refusal(
+        &["--bind", "127.0.0.1:0", "--store", &store],
+        &[("HERALD_LOG_FORMAT", "json"), ("HERALD_LOG", "off")],
+    )
+    .await?;
+    is_error_record(&line, "could not open the store")?;
+    // From a configuration file, even one that is refused.
+    let (_dir, path) = config_file("log-format = \"json\"\nmax-conections = 5\n")?;
+    let line = refusal(&["--config", arg(&path)], &[]).await?;
+    is_error_record(&line, "unknown key `max-conections`")?;
+    // A value clap refuses.
+    let line = refusal(&["--log-format", "json", "--queue-size", "many"], &[]).await?;
+    is_error_record(&line, "invalid value 'many'")?;
+    // Text stays text.
+    let line = refusal(&["--max-connections", "0"], &[]).await?;
+    ensure!(
+        line == format!("error: invalid configuration: {invalid}"),
+        "{line}"
     );
     Ok(())
 }

@@ -28,7 +28,8 @@
 //!
 //! # Layout
 //!
-//! - `main.rs`: the runtime, the dispatch, the error report.
+//! - `main.rs`: the runtime, the dispatch, the error report (as a JSON log
+//!   record when `serve`'s logs are JSON).
 //! - `cli`: the clap tree (`Cli`, `Command`) and a module per command:
 //!   `cli::serve` (the hub's flags, its `Config`, the run), `cli::defaults`
 //!   (`serve`'s defaults spelled from `Config::default()`), `cli::hub` (the
@@ -49,44 +50,51 @@ use std::process::ExitCode;
 use herald_server::server;
 
 use crate::cli::ParseError;
+use crate::logs::LogFormat;
 
 fn main() -> ExitCode {
-    let parsed = match cli::parse(&std::env::args_os().collect::<Vec<_>>()) {
+    let args: Vec<_> = std::env::args_os().collect();
+    let parsed = match cli::parse(&args) {
         Ok(parsed) => parsed,
-        // Help, version and usage errors, printed as clap prints them.
-        Err(ParseError::Clap(error)) => error.exit(),
-        Err(error) => {
-            #[allow(clippy::print_stderr, reason = "no logger exists yet")]
-            {
-                eprintln!("error: {error}");
+        // Help and version, on stdout, and usage errors, printed as clap
+        // prints them unless the hub's logs are JSON.
+        Err(ParseError::Clap(error)) => {
+            let format = cli::requested_log_format(&args);
+            if !error.use_stderr() || format == LogFormat::Text {
+                error.exit();
             }
+            logs::fatal(format, &clap_message(&error));
+            return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
+        }
+        Err(error) => {
+            logs::fatal(cli::requested_log_format(&args), &error.to_string());
             return ExitCode::from(2);
         }
     };
+    let format = parsed.log_format();
     // One runtime for every command: the hub's, tuned for fan-out.
     let runtime = match server::runtime(parsed.workers()).build() {
         Ok(runtime) => runtime,
         Err(error) => {
-            #[allow(clippy::print_stderr, reason = "no logger exists yet")]
-            {
-                eprintln!("error: could not start the runtime: {error}");
-            }
+            logs::fatal(format, &format!("could not start the runtime: {error}"));
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(parsed.run()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            #[allow(
-                clippy::print_stderr,
-                reason = "the error report is the binary's output"
-            )]
-            {
-                eprintln!("error: {}", report(&error));
-            }
+            logs::fatal(format, &report(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The first line of a clap error (what is wrong, without the usage and
+/// the pointer to `--help` that follow), without its `error: ` prefix.
+fn clap_message(error: &clap::Error) -> String {
+    let rendered = error.render().to_string();
+    let line = rendered.trim().lines().next().unwrap_or_default();
+    line.strip_prefix("error: ").unwrap_or(line).to_owned()
 }
 
 /// `error` and its causes, joined by `: `; a cause is left out when what

@@ -4,10 +4,12 @@
 //! and secrets are masked.
 
 use std::io::Write as _;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::parser::ValueSource;
-use clap::{ArgMatches, Args, Subcommand};
+use clap::{Arg, ArgMatches, Args, Subcommand};
+use herald_server::Config;
 use herald_server::config::format_duration;
 
 use super::config_file::ConfigFile;
@@ -38,6 +40,28 @@ pub(crate) fn run(
     file: Option<&ConfigFile>,
 ) -> anyhow::Result<()> {
     let ConfigCommand::Print(serve) = args.command;
+    let printed = print(&serve, matches, file)?;
+    let mut stderr = std::io::stderr().lock();
+    for unknown in super::environment::unknown_in_environment() {
+        match writeln!(stderr, "warning: {unknown}") {
+            Err(error) if super::is_broken_pipe(&error) => break,
+            written => written.context("writing a warning")?,
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(printed.as_bytes()) {
+        Err(error) if super::is_broken_pipe(&error) => Ok(()),
+        written => written.context("writing the configuration"),
+    }
+}
+
+/// The configuration `serve` makes, checked, as TOML with each value's
+/// source; `matches` are the `print` subcommand's.
+fn print(
+    serve: &ServeArgs,
+    matches: &ArgMatches,
+    file: Option<&ConfigFile>,
+) -> anyhow::Result<String> {
     let config = serve.config()?;
     config.validate()?;
     let command = super::serve_command();
@@ -71,16 +95,7 @@ pub(crate) fn run(
         let value = match raw {
             Some(_) if arg.is_hide_env_values_set() => toml_string(MASK),
             Some(_) if key == "store" => toml_string(&config.store.redacted()),
-            Some(values) if arg.get_value_delimiter().is_some() => format!(
-                "[{}]",
-                values
-                    .iter()
-                    .filter(|v| !v.is_empty())
-                    .map(|v| toml_string(v))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            Some(values) => toml_value(&values.join(",")),
+            Some(values) => value_of(arg, &values, matches, &config),
             None if key == "heartbeat-timeout" => {
                 let value = toml_string(&format_duration(config.heartbeat_timeout));
                 out.push_str(&format!(
@@ -95,16 +110,38 @@ pub(crate) fn run(
         };
         out.push_str(&format!("{key} = {value}  # {source}\n"));
     }
-    let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(out.as_bytes()) {
-        Err(error) if super::is_broken_pipe(&error) => Ok(()),
-        written => written.context("writing the configuration"),
+    Ok(out)
+}
+
+/// A flag's value as TOML that `--config` reads back to the same setting:
+/// the value as read rather than as typed where they differ (TOML refuses
+/// the leading zeros a flag takes: `--unix-socket-mode 0660`,
+/// `--drain-window 05`, `--queue-size 010`).
+fn value_of(arg: &Arg, values: &[String], matches: &ArgMatches, config: &Config) -> String {
+    let id = arg.get_id().as_str();
+    if arg.get_value_delimiter().is_some() {
+        let items: Vec<String> = values
+            .iter()
+            .filter(|v| !v.is_empty())
+            .map(|v| toml_string(v))
+            .collect();
+        format!("[{}]", items.join(", "))
+    } else if arg.get_long() == Some("unix-socket-mode") {
+        // Octal digits, as the file reads an integer for this key.
+        format!("{:o}", config.unix_socket_mode)
+    } else if let Ok(Some(duration)) = matches.try_get_one::<Duration>(id) {
+        toml_string(&format_duration(*duration))
+    } else {
+        toml_value(&values.join(","))
     }
 }
 
-/// A flag's text as a TOML value: a number or a boolean bare, else a string.
+/// A flag's text as a TOML value: a number bare, as its value (`010` is
+/// 10: TOML refuses leading zeros), a boolean bare, else a string.
 fn toml_value(text: &str) -> String {
-    if text.parse::<i64>().is_ok() || text == "true" || text == "false" {
+    if let Ok(number) = text.parse::<i64>() {
+        number.to_string()
+    } else if text == "true" || text == "false" {
         text.to_owned()
     } else {
         toml_string(text)
@@ -118,7 +155,64 @@ fn toml_string(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::ffi::OsString;
+
     use super::*;
+    use crate::cli::{Command, parse};
+
+    /// What `herald config print ARGS` prints.
+    fn printed(args: &[&str]) -> String {
+        let args: Vec<OsString> = ["herald", "config", "print"]
+            .iter()
+            .chain(args)
+            .map(OsString::from)
+            .collect();
+        let parsed = parse(&args).unwrap();
+        let Command::Config(ConfigArgs {
+            command: ConfigCommand::Print(serve),
+        }) = &parsed.cli.command
+        else {
+            panic!("not config print: {:?}", parsed.cli.command);
+        };
+        let matches = parsed
+            .matches
+            .subcommand_matches("config")
+            .and_then(|config| config.subcommand_matches("print"))
+            .unwrap();
+        print(serve, matches, parsed.file.as_ref()).unwrap()
+    }
+
+    /// The settings of a printed configuration, without where each came from.
+    fn settings(printed: &str) -> Vec<String> {
+        printed
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .map(|line| line.split("  # ").next().unwrap_or(line).to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn values_typed_with_leading_zeros_print_as_toml_that_reads_back_the_same() {
+        for flag in [
+            ["--unix-socket-mode", "0660"],
+            ["--queue-size", "010"],
+            ["--drain-window", "05"],
+            ["--max-frame-size", "065536"],
+            ["--workers", "02"],
+        ] {
+            let first = printed(&flag);
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("herald.toml");
+            std::fs::write(&path, &first).unwrap();
+            let again = printed(&["--config", path.to_str().unwrap()]);
+            assert_eq!(settings(&again), settings(&first), "{flag:?}:\n{first}");
+        }
+        let first = printed(&["--unix-socket-mode", "0660", "--drain-window", "05"]);
+        assert!(first.contains("\nunix-socket-mode = 660  #"), "{first}");
+        assert!(first.contains("\ndrain-window = \"5s\"  #"), "{first}");
+        let first = printed(&["--unix-socket-mode", "0o640"]);
+        assert!(first.contains("\nunix-socket-mode = 640  #"), "{first}");
+    }
 
     #[test]
     fn values_print_as_toml_that_reads_back_as_the_same_text() {
@@ -132,5 +226,6 @@ mod tests {
             assert_eq!(read, text, "printed as {printed}");
         }
         assert_eq!(toml_value("20000"), "20000", "numbers print bare");
+        assert_eq!(toml_value("010"), "10", "numbers print as their value");
     }
 }

@@ -125,6 +125,15 @@ impl fmt::Display for Setting {
     }
 }
 
+/// The string value of `key` in the file at `path` if the file is TOML,
+/// whatever else is wrong with it: for reporting a file that cannot be
+/// used in the log format it asks for.
+pub(crate) fn lenient_value(path: &Path, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let table: toml::Table = toml::from_str(&text).ok()?;
+    table.get(key)?.as_str().map(str::to_owned)
+}
+
 /// The flag a key names: a long option of `serve`, not `--config` itself.
 fn flag<'c>(serve: &'c Command, key: &str) -> Option<&'c Arg> {
     if NOT_IN_A_FILE.contains(&key) {
@@ -160,18 +169,24 @@ fn check(serve: &Command, arg: &Arg, value: &str) -> Result<(), clap::Error> {
 
 /// "unknown key", with the nearest flag when one is close.
 fn unknown_key(key: &str, serve: &Command) -> String {
-    let nearest = serve
+    let longs = serve
         .get_arguments()
         .filter_map(Arg::get_long)
-        .filter(|long| !NOT_IN_A_FILE.contains(long))
-        .map(|long| (strsim::levenshtein(key, long), long))
-        .min();
-    match nearest {
-        Some((distance, long)) if distance <= 3 => {
-            format!("unknown key `{key}` (did you mean `{long}`?)")
-        }
-        _ => format!("unknown key `{key}`: keys are `herald serve` flags without `--`"),
+        .filter(|long| !NOT_IN_A_FILE.contains(long));
+    match nearest(key, longs) {
+        Some(long) => format!("unknown key `{key}` (did you mean `{long}`?)"),
+        None => format!("unknown key `{key}`: keys are `herald serve` flags without `--`"),
     }
+}
+
+/// The name among `known` that `word` is likely a typo of: the nearest by
+/// edit distance, if at most three edits away.
+pub(crate) fn nearest<'k>(word: &str, known: impl Iterator<Item = &'k str>) -> Option<&'k str> {
+    known
+        .map(|name| (strsim::levenshtein(word, name), name))
+        .min()
+        .filter(|(distance, _)| *distance <= 3)
+        .map(|(_, name)| name)
 }
 
 /// A TOML value as the text its flag takes.

@@ -133,9 +133,10 @@ pub(crate) struct ServeArgs {
     /// use, at least one, leaving the rest to the kernel's socket work).
     #[arg(long, env = "HERALD_WORKERS", default_value = defaults().workers.as_str(), value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(crate) workers: u16,
-    /// Log format on stderr.
+    /// Log format on stderr (`HERALD_LOG` filters the logs: `debug`,
+    /// `herald_server=debug`; default `info`).
     #[arg(long, env = "HERALD_LOG_FORMAT", value_enum, default_value = "text")]
-    log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
 }
 
 impl ServeArgs {
@@ -198,6 +199,9 @@ fn parse_mode(text: &str) -> Result<u32, String> {
 /// drain stops it at once.
 pub(crate) async fn run(args: ServeArgs, file: Option<&ConfigFile>) -> anyhow::Result<()> {
     logs::init(args.log_format);
+    for unknown in super::environment::unknown_in_environment() {
+        tracing::warn!(variable = %unknown.name, "{unknown}");
+    }
     if let Some(file) = file {
         tracing::info!(path = %file.path.display(), keys = file.settings.len(), "configuration file read");
     }
@@ -391,6 +395,16 @@ mod tests {
             );
         }
         assert!(help.contains("[default: 2 × interval + 10s]"), "{help}");
+    }
+
+    #[test]
+    fn serve_help_says_logs_are_filtered_with_herald_log() {
+        let mut command = Cli::command();
+        let serve = command.find_subcommand_mut("serve").unwrap();
+        for help in [serve.render_help(), serve.render_long_help()] {
+            let help = help.to_string();
+            assert!(help.contains("`HERALD_LOG` filters the logs"), "{help}");
+        }
     }
 
     #[test]
