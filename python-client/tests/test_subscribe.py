@@ -106,6 +106,32 @@ async def test_a_refused_topic_is_a_typed_error(hub: Hub) -> None:
     assert status["active_connections"] == 0
 
 
+async def test_a_refusal_with_a_code_from_a_newer_hub_is_raised_at_once_with_that_code() -> None:
+    import json
+
+    from websockets.asyncio.server import ServerConnection, serve
+
+    async def newer_hub(socket: ServerConnection) -> None:
+        welcome = {"type": "welcome", "session_id": "s1", "protocol": 1, "heartbeat_ms": 30000, "server_version": "9"}
+        await socket.send(json.dumps(welcome))
+        async for text in socket:
+            frame = json.loads(text)
+            if frame.get("action") == "subscribe":
+                refusal = {"type": "error", "code": "brand_new_code", "message": "not today", "ref": frame.get("id")}
+                await socket.send(json.dumps(refusal))
+
+    async with serve(newer_hub, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        async with herald.AsyncHerald(f"http://127.0.0.1:{port}") as client:
+            started = time.monotonic()
+            with pytest.raises(herald.HubError) as refused:
+                async with client.subscribe(["run:x"], open_timeout=10):
+                    pass
+    assert time.monotonic() - started < 5, "the refusal waited for the open timeout"
+    assert refused.value.hub_code == "brand_new_code" and refused.value.code == "internal"
+    assert "not today" in str(refused.value)
+
+
 async def test_a_subscription_over_the_hubs_frame_limit_is_refused_before_connecting(hub: Hub) -> None:
     # Sent, the frame would make the hub close the connection with 1009, and
     # the subscription would send it again on every reconnect.

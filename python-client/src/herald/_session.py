@@ -54,7 +54,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Union, get_args
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
 from .errors import HeraldError
 from .models import (
@@ -500,6 +500,15 @@ _SERVER_FRAMES: dict[str, type[WireModel]] = {
 
 _ERROR_CODES: frozenset[str] = frozenset(get_args(ErrorCode))
 """The error codes this version knows."""
+
+
+class ForeignErrorFrame(ErrorFrame):
+    """An ``error`` frame whose code this version does not know (a newer
+    hub's): it reads as ``internal``, as in the Rust session, so it still
+    answers its request, and keeps the hub's code (left out of the wire
+    form)."""
+
+    hub_code: str = Field(exclude=True)
 _SINCE_MAP: TypeAdapter[dict[Topic, Since]] = TypeAdapter(dict[Topic, Since])
 _PATTERNS: TypeAdapter[list[TopicPattern]] = TypeAdapter(list[TopicPattern])
 CLIENT_FRAME: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
@@ -520,9 +529,8 @@ def decode_server_frame(text: str) -> tuple[str, WireModel] | None:
     if model is None or not isinstance(kind, str):
         return None
     if kind == "error" and isinstance(value.get("code"), str) and value["code"] not in _ERROR_CODES:
-        # A newer hub's code reads as `internal` (as in the Rust session), so
-        # the error still answers its request instead of being dropped.
-        value = {**value, "code": "internal"}
+        model = ForeignErrorFrame
+        value = {**value, "code": "internal", "hub_code": value["code"]}
     try:
         return kind, model.model_validate(value)
     except ValidationError as error:

@@ -32,6 +32,7 @@ from ._session import (
     Closed,
     Connect,
     ConnectionState,
+    ForeignErrorFrame,
     FrameDecodeError,
     FrameTooLargeError,
     Open,
@@ -327,7 +328,8 @@ class Subscription(Generic[T]):
         elif isinstance(event, Subscribed):
             self._confirmed.add(event.topic)
         elif isinstance(event, ErrorFrame):
-            self._ready.append(hub_error(event.code, event.message, ref=event.ref))
+            code = event.hub_code if isinstance(event, ForeignErrorFrame) else event.code
+            self._ready.append(hub_error(code, event.message, ref=event.ref))
             if not self._session.subscriptions:
                 # Its subscription was refused for the hub's frame limit
                 # (the session dropped it): nothing more can come.
