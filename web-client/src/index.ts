@@ -19,6 +19,7 @@ import type {
 } from "./protocol/index.js";
 import { type HeraldEvent, typeMatches } from "./events.js";
 import { type Handler, add, call, remove, report } from "./handlers.js";
+import { RefusedError } from "./errors.js";
 import { Subscription, type SubscriptionHost, widestFilter } from "./subscription.js";
 
 export type * from "./protocol/index.js";
@@ -26,15 +27,7 @@ export { KNOWN_EVENT_TYPES } from "./protocol/KnownEventType.js";
 export { type HeraldEvent, isEvent, typeMatches } from "./events.js";
 export { Subscription, type SubscriptionState, topicMatches } from "./subscription.js";
 
-/** The hub's refusal of a command (`confirm`, `cancel`, `pause`, `resume`): its `error` frame. */
-export class RefusedError extends Error {
-  readonly code: ErrorFrame["code"];
-  constructor(readonly frame: ErrorFrame) {
-    super(frame.message);
-    this.name = "RefusedError";
-    this.code = frame.code;
-  }
-}
+export { RefusedError } from "./errors.js";
 
 /** How long a command waits for the hub's answer, queued offline included. */
 const COMMAND_ANSWER_MS = 30_000;
@@ -309,6 +302,18 @@ export class HeraldClient implements SubscriptionHost {
   }
 
   /** @internal Called by `Subscription.unsubscribe()`: tells the hub about topics no other subscription covers. */
+  /**
+   * @internal Why the client is closed for good (a terminal close code,
+   * its reconnect attempts exhausted): nothing it holds can be confirmed
+   * until `connect()` is called again. Undefined otherwise, a
+   * `disconnect()` included.
+   */
+  closedForGood(): string | undefined {
+    const state = this.currentState;
+    if (state.state !== "closed" || state.reason === "disconnected") return undefined;
+    return state.reason === "terminal" ? `connection closed by the hub (${state.code})` : `connection ${state.reason.replace("_", " ")}`;
+  }
+
   unsubscribeOne(subscription: Subscription): Promise<void> {
     const others = this.subscriptions.filter((s) => s !== subscription);
     const stillWanted = new Set(others.flatMap((s) => s.topics));
@@ -524,6 +529,8 @@ export class HeraldClient implements SubscriptionHost {
     if (state.state === "closed") {
       const reason = state.reason === "terminal" ? `closed by the hub (${state.code})` : state.reason.replace("_", " ");
       for (const waiter of this.welcomed.splice(0)) waiter.reject(new Error(`connection ${reason}`));
+      const why = this.closedForGood();
+      if (why) for (const subscription of this.subscriptions) subscription.handleClosedForGood(why);
     }
     for (const handler of [...this.stateHandlers]) call(handler, state);
   }

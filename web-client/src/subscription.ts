@@ -6,6 +6,7 @@
 import type { ErrorFrame, EventFilter, EventType, Gap, Priority, Snapshot, Subscribed } from "./protocol/index.js";
 import type { HeraldEvent } from "./events.js";
 import { typeMatches } from "./events.js";
+import { RefusedError } from "./errors.js";
 import { type Handler, add, call, remove } from "./handlers.js";
 
 /** Where a subscription stands. */
@@ -51,6 +52,8 @@ export function widestFilter(filters: ReadonlyArray<EventFilter | undefined>): E
 export interface SubscriptionHost {
   /** Forgets `subscription` and tells the hub about topics no other subscription covers. */
   unsubscribeOne(subscription: Subscription): Promise<void>;
+  /** Why the client is closed for good (nothing can be confirmed until it connects again), if it is. */
+  closedForGood(): string | undefined;
 }
 
 /**
@@ -91,13 +94,18 @@ export class Subscription {
 
   /**
    * Resolves once the hub sent `subscribed` for every topic (at once if it
-   * already did); rejects if the hub refuses it or it is closed first.
+   * already did); rejects if the hub refuses it (a `RefusedError`, with the
+   * hub's `code`), if it is closed first, or while the client is closed for
+   * good (a terminal close code, its reconnect attempts exhausted: it stays
+   * pending, and is sent again if `connect()` is called).
    */
   ready(): Promise<void> {
     const state = this.currentState;
     if (state.state === "subscribed") return Promise.resolve();
-    if (state.state === "refused") return Promise.reject(new Error(state.error.message));
+    if (state.state === "refused") return Promise.reject(new RefusedError(state.error));
     if (state.state === "closed") return Promise.reject(new Error("subscription closed"));
+    const closed = this.host.closedForGood();
+    if (closed) return Promise.reject(new Error(closed));
     return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
   }
 
@@ -181,8 +189,13 @@ export class Subscription {
     if (!this.active() || this.currentState.state === "subscribed") return;
     if (this.ref !== null && error.ref === this.ref) {
       this.setState({ state: "refused", error });
-      for (const waiter of this.waiters.splice(0)) waiter.reject(new Error(error.message));
+      for (const waiter of this.waiters.splice(0)) waiter.reject(new RefusedError(error));
     }
+  }
+
+  /** @internal The client closed for good: whoever waits on `ready()` is told why. */
+  handleClosedForGood(why: string): void {
+    for (const waiter of this.waiters.splice(0)) waiter.reject(new Error(why));
   }
 
   /** @internal */

@@ -345,10 +345,48 @@ test("a_subscription_the_hub_refuses_for_any_reason_rejects_its_ready", async ()
       await over.ready();
       return { ok: true };
     } catch (error) {
-      return { ok: false, state: over.state.state, code: over.state.error?.code };
+      return { ok: false, error: error.name, code: error.code, state: over.state.state };
     }
   });
-  assert.deepEqual(outcome, { ok: false, state: "refused", code: "invalid_request" });
+  assert.deepEqual(outcome, { ok: false, error: "RefusedError", code: "invalid_request", state: "refused" });
+  await page.close();
+  await stopHub(hub);
+});
+
+test("a_client_closed_for_good_rejects_the_ready_of_the_subscriptions_it_holds_and_of_new_ones", async () => {
+  const hub = await startHub();
+  const page = await openExample(context, site, hub, { user: "u1", topics: "run:r1" });
+  await waitForDemo(page, "open", isOpen);
+  const outcome = await page.evaluate(async () => {
+    const Client = window.heraldDemo.client.constructor;
+    // Nothing listens on port 9: one attempt, and the client is closed for good.
+    const dead = new Client("ws://127.0.0.1:9", { maxReconnectAttempts: 1, initialReconnectDelay: 10, jitter: false });
+    const held = dead.subscribe("run:held");
+    const heldReady = held.ready().then(
+      () => "resolved",
+      (error) => error.message,
+    );
+    const connected = await dead.connect().then(
+      () => "resolved",
+      (error) => error.message,
+    );
+    const later = await dead
+      .subscribe("run:later")
+      .ready()
+      .then(
+        () => "resolved",
+        (error) => error.message,
+      );
+    const result = { connected, held: await heldReady, later, state: held.state.state };
+    dead.dispose();
+    return result;
+  });
+  assert.deepEqual(outcome, {
+    connected: "connection attempts exhausted",
+    held: "connection attempts exhausted",
+    later: "connection attempts exhausted",
+    state: "pending",
+  });
   await page.close();
   await stopHub(hub);
 });

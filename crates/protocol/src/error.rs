@@ -172,6 +172,28 @@ impl CloseReason {
     /// Not allowed: terminal.
     pub const FORBIDDEN: CloseReason = CloseReason(4503);
 
+    /// What the code says, for people: `None` for codes the protocol does
+    /// not name.
+    pub fn meaning(self) -> Option<&'static str> {
+        Some(match self.0 {
+            1000 => "a normal close",
+            1001 => "the hub is going away",
+            1002 => "the client broke the WebSocket protocol",
+            1006 => "the connection dropped without a close frame",
+            1007 => "the client sent text that is not UTF-8",
+            1008 => "a policy violation",
+            1009 => "a frame over the hub's size limit",
+            1011 => "the hub failed",
+            1013 => "try again later",
+            4000 => "heartbeat timeout",
+            4001 => "the token expired",
+            4029 => "too many frames",
+            4500 => "disconnected by an admin",
+            4503 => "forbidden",
+            _ => return None,
+        })
+    }
+
     /// Whether a client should reconnect (with backoff) after this close.
     pub fn should_reconnect(self) -> bool {
         match self.0 {
@@ -182,5 +204,33 @@ impl CloseReason {
             // network or the hub had a problem, not the client.
             _ => true,
         }
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    /// `4500 (disconnected by an admin)`, or the bare code.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.meaning() {
+            Some(meaning) => write!(f, "{} ({meaning})", self.0),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_close_code_reads_with_its_meaning_when_the_protocol_names_it() {
+        assert_eq!(
+            CloseReason::DISCONNECTED_BY_ADMIN.to_string(),
+            "4500 (disconnected by an admin)"
+        );
+        assert_eq!(
+            CloseReason::INVALID_PAYLOAD.to_string(),
+            "1007 (the client sent text that is not UTF-8)"
+        );
+        assert_eq!(CloseReason(3000).to_string(), "3000");
     }
 }

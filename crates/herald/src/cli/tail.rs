@@ -6,9 +6,9 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use futures::StreamExt;
 use herald_client::SubscriberItem;
-use herald_protocol::ErrorCode;
 use herald_protocol::frame::{Gap, GapReason};
-use herald_protocol::session::{Checkpoint, Checkpoints, ConnectionState};
+use herald_protocol::session::{Checkpoint, Checkpoints, ClosedReason, ConnectionState};
+use herald_protocol::{CloseReason, ErrorCode};
 use herald_protocol::{Event, ServerMessage, TopicPattern};
 
 use super::hub::HubArgs;
@@ -72,11 +72,9 @@ fn format_state(state: &ConnectionState) -> String {
             delay_ms,
             code,
         } => {
-            let closed = match code.map(|code| code.0) {
-                Some(4001) => " (4001: the token expired)".to_owned(),
-                Some(code) => format!(" (close code {code})"),
-                None => String::new(),
-            };
+            let closed = code
+                .map(|code| format!(" (close code {code})"))
+                .unwrap_or_default();
             format!("disconnected{closed}; reconnect attempt {attempt} in {delay_ms} ms")
         }
         ConnectionState::Closed { reason } => format!("closed: {reason:?}"),
@@ -155,7 +153,19 @@ pub(crate) async fn run(args: TailArgs) -> anyhow::Result<()> {
             }
             SubscriberItem::Gap(gap) => note(&format_gap(&gap)),
             SubscriberItem::State(ConnectionState::Closed { reason }) => {
-                bail!("the connection closed for good: {reason:?}")
+                return match reason {
+                    ClosedReason::Terminal(CloseReason::NORMAL) => {
+                        note("the hub closed the connection (1000)");
+                        Ok(())
+                    }
+                    ClosedReason::Terminal(code) => {
+                        bail!("the hub closed the connection for good: {code}")
+                    }
+                    ClosedReason::AttemptsExhausted { attempts } => {
+                        bail!("could not reach the hub in {attempts} attempts")
+                    }
+                    ClosedReason::Disconnected => Ok(()),
+                };
             }
             SubscriberItem::State(state) => note(&format_state(&state)),
             SubscriberItem::Error(error) => {

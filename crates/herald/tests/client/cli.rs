@@ -251,3 +251,48 @@ async fn a_url_with_a_token_in_it_is_refused_without_printing_the_token() {
         );
     }
 }
+
+#[tokio::test]
+async fn tail_disconnected_by_an_admin_stops_and_says_why() {
+    let hub = Hub::start(&[]).await;
+    let mut tail = herald()
+        .args(["tail", "--topics", "run:cli", "--url", &hub.url])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut notes = BufReader::new(tail.stderr.take().unwrap()).lines();
+    let mut said = Vec::new();
+    while !said.iter().any(|line: &String| line.ends_with("connected")) {
+        let line = bounded("tail's notes", notes.next_line()).await.unwrap();
+        said.push(line.expect("tail ended before it connected"));
+    }
+    let http = reqwest::Client::new();
+    let connections = format!("{}/api/v1/connections", hub.url);
+    let list: serde_json::Value = http
+        .get(&connections)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = list["connections"][0]["id"]
+        .as_str()
+        .expect("tail's connection");
+    let deleted = http
+        .delete(format!("{connections}/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(deleted.status().is_success(), "{deleted:?}");
+    while let Some(line) = bounded("tail's notes", notes.next_line()).await.unwrap() {
+        said.push(line);
+    }
+    let status = bounded("tail's exit", tail.wait()).await.unwrap();
+    assert!(!status.success(), "{said:?}");
+    assert!(
+        said.iter().any(|line| line
+            .ends_with("the hub closed the connection for good: 4500 (disconnected by an admin)")),
+        "{said:?}"
+    );
+}
