@@ -44,6 +44,91 @@ async fn connection_over_max_connections_is_closed_with_1013() -> Result<()> {
     Ok(())
 }
 
+/// One user may hold `--max-connections-per-user` connections; one more
+/// is closed with 1013 while other users still connect, and a closed
+/// connection frees its user's slot.
+#[tokio::test]
+async fn a_users_connection_over_max_connections_per_user_is_closed_with_1013() -> Result<()> {
+    let hub = herald().start(&["--max-connections-per-user", "2"]).await?;
+    let first = hub.ws("/ws?user_id=alice").await?;
+    let _second = hub.ws("/ws?user_id=alice").await?;
+    let mut third = WsClient::connect_raw(&hub.ws_url("/ws?user_id=alice")).await?;
+    let refused = third.opening().await?;
+    ensure!(
+        refused == Err((1013, "user connection limit reached".to_owned())),
+        "{refused:?}"
+    );
+    let _bob = hub.ws("/ws?user_id=bob").await?;
+    let _anonymous = hub.ws("/ws").await?;
+    first.close().await;
+    eventually(
+        Duration::from_secs(5),
+        "alice's slot is free again",
+        || async {
+            let mut again = WsClient::connect_raw(&hub.ws_url("/ws?user_id=alice")).await?;
+            Ok(again.opening().await?.is_ok().then_some(again))
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Connections opened all at once (a crowd reconnecting after a restart,
+/// one user's script) are counted as they are admitted: no more than the
+/// limits get in, however many arrive together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_opened_at_once_are_admitted_only_up_to_the_limits() -> Result<()> {
+    const AT_ONCE: usize = 40;
+    /// The connections admitted (kept open) and the refusals.
+    async fn open_at_once(
+        hub: &herald_tests::Hub,
+        path: &str,
+    ) -> Result<(Vec<WsClient>, Vec<(u16, String)>)> {
+        let url = hub.ws_url(path);
+        let clients =
+            futures::future::try_join_all((0..AT_ONCE).map(|_| WsClient::connect_raw(&url)))
+                .await?;
+        let mut welcomed = Vec::new();
+        let mut refusals = Vec::new();
+        for mut client in clients {
+            match client.opening().await? {
+                Ok(greeting) if frame_type(&greeting) == "welcome" => welcomed.push(client),
+                Ok(other) => bail!("a greeting that is not welcome: {other}"),
+                Err(refusal) => refusals.push(refusal),
+            }
+        }
+        Ok((welcomed, refusals))
+    }
+    let hub = herald()
+        .start(&["--max-connections", "5", "--max-connections-per-user", "3"])
+        .await?;
+    let (alice, refusals) = open_at_once(&hub, "/ws?user_id=alice").await?;
+    ensure!(
+        alice.len() == 3,
+        "{} of alice's connections admitted",
+        alice.len()
+    );
+    ensure!(
+        refusals
+            .iter()
+            .all(|r| *r == (1013, "user connection limit reached".to_owned())),
+        "{refusals:?}"
+    );
+    let (anonymous, refusals) = open_at_once(&hub, "/ws").await?;
+    ensure!(
+        anonymous.len() == 2,
+        "{} anonymous connections admitted beside alice's 3",
+        anonymous.len()
+    );
+    ensure!(
+        refusals
+            .iter()
+            .all(|r| *r == (1013, "server connection limit reached".to_owned())),
+        "{refusals:?}"
+    );
+    Ok(())
+}
+
 /// A shell or a service manager usually leaves a soft limit of 1024 open
 /// files under a far higher hard one, and every connection is a file:
 /// `herald serve` raises its soft limit to the hard one as it starts, so

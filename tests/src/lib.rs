@@ -593,6 +593,22 @@ impl WsClient {
         }
     }
 
+    /// The first thing the hub says on a new connection: its greeting
+    /// (`Ok`), or the close it was refused with (`Err(code, reason)`).
+    pub async fn opening(&mut self) -> Result<Result<Value, (u16, String)>> {
+        let message = timeout(self.timeout, self.stream.next())
+            .await
+            .with_context(|| format!("the hub said nothing within {:?}", self.timeout))?;
+        match message {
+            Some(Ok(Message::Text(text))) => Ok(Ok(serde_json::from_str(text.as_str())?)),
+            Some(Ok(Message::Close(Some(frame)))) => Ok(Err((
+                u16::from(frame.code),
+                frame.reason.as_str().to_owned(),
+            ))),
+            other => bail!("neither a greeting nor a close: {other:?}"),
+        }
+    }
+
     /// Reads until the connection ends in any way (close frame, EOF or
     /// error); frames before are skipped. Returns the close code if there was one.
     pub async fn expect_end(&mut self) -> Result<Option<u16>> {

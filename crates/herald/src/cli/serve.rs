@@ -40,6 +40,10 @@ pub(crate) struct ServeArgs {
     /// Most simultaneous WebSocket connections (over it: close 1013).
     #[arg(long, env = "HERALD_MAX_CONNECTIONS", default_value = defaults().max_connections.as_str())]
     max_connections: usize,
+    /// Most simultaneous WebSocket connections of one user: the token's
+    /// `sub`, or an open hub's `user_id` (over it: close 1013; 0: any number).
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_USER", default_value = defaults().max_connections_per_user.as_str())]
+    max_connections_per_user: usize,
     /// Interval of WebSocket pings and app-level `ping` frames.
     #[arg(long, env = "HERALD_HEARTBEAT_INTERVAL", default_value = defaults().heartbeat_interval.as_str(), value_parser = parse_duration)]
     heartbeat_interval: Duration,
@@ -151,6 +155,7 @@ impl ServeArgs {
         Ok(Config {
             bind: self.bind,
             max_connections: self.max_connections,
+            max_connections_per_user: self.max_connections_per_user,
             heartbeat_interval: self.heartbeat_interval,
             heartbeat_timeout: self
                 .heartbeat_timeout
@@ -370,6 +375,7 @@ mod tests {
             &defaults.store,
             &defaults.unix_socket_mode,
             &defaults.max_connections,
+            &defaults.max_connections_per_user,
             &defaults.heartbeat_interval,
             &defaults.queue_size,
             &defaults.approval_timeout,

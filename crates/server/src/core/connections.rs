@@ -9,6 +9,34 @@ use parking_lot::RwLock;
 use crate::core::connection::ConnHandle;
 use crate::core::outbox::Pace;
 
+/// How many connections a node admits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Capacity {
+    /// In all.
+    pub(crate) total: usize,
+    /// Of one user (0: any number).
+    pub(crate) per_user: usize,
+}
+
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Full {
+    /// The node holds its `--max-connections`.
+    Node,
+    /// The connection's user holds its `--max-connections-per-user`.
+    User,
+}
+
+impl Full {
+    /// The close reason a refused client reads.
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            Full::Node => "server connection limit reached",
+            Full::User => "user connection limit reached",
+        }
+    }
+}
+
 /// The open connections of this node.
 #[derive(Debug, Default)]
 pub struct Connections {
@@ -23,16 +51,28 @@ impl Connections {
         &self.pace
     }
 
-    /// Registers a connection.
-    pub(crate) fn insert(&self, conn: &Arc<ConnHandle>) {
-        self.by_id.write().insert(conn.id.clone(), conn.clone());
+    /// Registers a connection if `capacity` has room for it: the count and
+    /// the registration happen under one lock, so connections opened at
+    /// once (a reconnecting crowd, one user's script) cannot all pass the
+    /// check before any of them is counted.
+    pub(crate) fn admit(&self, conn: &Arc<ConnHandle>, capacity: Capacity) -> Result<(), Full> {
+        let mut by_id = self.by_id.write();
+        if by_id.len() >= capacity.total {
+            return Err(Full::Node);
+        }
         if let Some(user) = &conn.user_id {
-            self.by_user
-                .write()
+            let mut by_user = self.by_user.write();
+            let held = by_user.get(user).map_or(0, HashSet::len);
+            if capacity.per_user > 0 && held >= capacity.per_user {
+                return Err(Full::User);
+            }
+            by_user
                 .entry(user.clone())
                 .or_default()
                 .insert(conn.id.clone());
         }
+        by_id.insert(conn.id.clone(), conn.clone());
+        Ok(())
     }
 
     /// Forgets a connection; whether it was registered.
@@ -79,5 +119,67 @@ impl Connections {
                 f(conn);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn of(user: Option<&str>) -> Arc<ConnHandle> {
+        Arc::new(ConnHandle::new(
+            user.map(str::to_owned),
+            None,
+            None,
+            None,
+            16,
+        ))
+    }
+
+    const CAPACITY: Capacity = Capacity {
+        total: 3,
+        per_user: 2,
+    };
+
+    #[test]
+    fn a_user_gets_its_share_and_the_node_its_total() {
+        let connections = Connections::default();
+        let alice = [of(Some("alice")), of(Some("alice")), of(Some("alice"))];
+        assert_eq!(connections.admit(&alice[0], CAPACITY), Ok(()));
+        assert_eq!(connections.admit(&alice[1], CAPACITY), Ok(()));
+        assert_eq!(connections.admit(&alice[2], CAPACITY), Err(Full::User));
+        assert_eq!(connections.admit(&of(None), CAPACITY), Ok(()));
+        assert_eq!(
+            connections.admit(&of(Some("bob")), CAPACITY),
+            Err(Full::Node)
+        );
+        assert_eq!(connections.count(), 3);
+    }
+
+    #[test]
+    fn a_removed_connection_frees_its_users_slot() {
+        let connections = Connections::default();
+        let first = of(Some("alice"));
+        assert_eq!(connections.admit(&first, CAPACITY), Ok(()));
+        assert_eq!(connections.admit(&of(Some("alice")), CAPACITY), Ok(()));
+        assert!(connections.remove(&first));
+        assert_eq!(connections.admit(&of(Some("alice")), CAPACITY), Ok(()));
+        assert_eq!(connections.count(), 2);
+    }
+
+    #[test]
+    fn no_per_user_limit_when_it_is_zero() {
+        let connections = Connections::default();
+        let capacity = Capacity {
+            total: 10,
+            per_user: 0,
+        };
+        for _ in 0..10 {
+            assert_eq!(connections.admit(&of(Some("alice")), capacity), Ok(()));
+        }
+        assert_eq!(
+            connections.admit(&of(Some("alice")), capacity),
+            Err(Full::Node)
+        );
     }
 }

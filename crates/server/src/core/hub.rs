@@ -230,7 +230,8 @@ impl Hub {
         self.parts.started.elapsed().as_secs()
     }
 
-    /// A connection is open: registered, and counted.
+    /// An admitted connection is open: its user's topic followed, and the
+    /// connection counted.
     pub(crate) async fn attach(&self, conn: &Arc<ConnHandle>) {
         self.parts.subscriptions.attach(conn).await;
         let metrics = &self.parts.metrics;

@@ -98,6 +98,10 @@ pub struct Config {
     /// Most simultaneous WebSocket connections; over it, new ones are closed
     /// with 1013. Default 10000.
     pub max_connections: usize,
+    /// Most simultaneous WebSocket connections of one user (the token's
+    /// `sub`, or the `user_id` an open hub is given); over it, new ones are
+    /// closed with 1013. Counted per node. Default 0: any number.
+    pub max_connections_per_user: usize,
     /// How often the hub sends WebSocket pings and app-level `ping` frames.
     /// Default 30 s.
     pub heartbeat_interval: Duration,
@@ -180,6 +184,7 @@ impl Default for Config {
         Config {
             bind: SocketAddr::from(([127, 0, 0, 1], 8765)),
             max_connections: 10_000,
+            max_connections_per_user: 0,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             heartbeat_timeout: Config::heartbeat_timeout_for(DEFAULT_HEARTBEAT_INTERVAL),
             queue_size: 1024,

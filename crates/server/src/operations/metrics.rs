@@ -410,7 +410,7 @@ impl Default for Metrics {
         let connections_total = counter("herald_connections", "WebSocket connections accepted");
         let connections_rejected = counter(
             "herald_connections_rejected",
-            "WebSocket connections refused at the connection limit",
+            "WebSocket connections refused at the connection limit (the node's or their user's)",
         );
         let frames_in = counter(
             "herald_frames_in",

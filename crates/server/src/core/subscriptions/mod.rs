@@ -56,9 +56,9 @@ impl Subscriptions {
         }
     }
 
-    /// Registers a connection: what a broadcast or its user's messages reach.
+    /// Follows an admitted connection's user topic, so its user's messages
+    /// reach it (broadcasts reach it from its admission on).
     pub(crate) async fn attach(&self, conn: &Arc<ConnHandle>) {
-        self.connections.insert(conn);
         if let Some(topic) = user_topic(conn) {
             let pattern = TopicPattern::Exact(topic);
             if let Err(error) = self.broker.subscribe(&pattern).await {

@@ -171,7 +171,6 @@ where
         if dialect.resyncs_on_gap() {
             conn.outbox.resync_on_gap();
         }
-        dialect.greet(&hub, &conn);
         // Boxed, like every one-off await here: the future an idle
         // connection's task holds is sized for its largest await, and only
         // the two loops' select below should count.

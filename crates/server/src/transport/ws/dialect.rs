@@ -58,7 +58,7 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     }
 
     /// Queues what the peer reads first. Called before the connection is
-    /// attached, so nothing published to everyone can come before it.
+    /// admitted, so nothing published to everyone can come before it.
     fn greet(&self, hub: &Hub, conn: &ConnHandle);
 
     /// Once attached: what the endpoint opens with (its subscriptions, the

@@ -28,6 +28,7 @@ use super::handshake::{Handshake, Raw, Socket};
 use super::native::{Native, Opening};
 use super::reader::Lingering;
 use crate::core::connection::ConnHandle;
+use crate::core::connections::{Capacity, Full};
 use crate::core::hub::Hub;
 use crate::operations::auth::Identity;
 use crate::transport::deflate::Deflater;
@@ -329,20 +330,6 @@ async fn open<S, D>(
             .await;
         return;
     }
-    if hub.connections().count() >= hub.config().max_connections {
-        hub.metrics().connections_rejected.inc();
-        tracing::warn!(
-            limit = hub.config().max_connections,
-            "connection refused: limit reached"
-        );
-        let _ = socket
-            .send(close(
-                CloseReason::TRY_AGAIN_LATER,
-                "server connection limit reached",
-            ))
-            .await;
-        return;
-    }
     let conn = ConnHandle::new(
         opened.user_id,
         opened.identity,
@@ -355,14 +342,33 @@ async fn open<S, D>(
     } else {
         conn.without_answers()
     };
+    let conn = Arc::new(conn);
+    // Greeted before it is admitted, and so before any fan-out can reach
+    // it: the greeting is the first frame it gets.
+    dialect.greet(&hub, &conn);
+    let capacity = Capacity {
+        total: hub.config().max_connections,
+        per_user: hub.config().max_connections_per_user,
+    };
+    if let Err(full) = hub.connections().admit(&conn, capacity) {
+        hub.metrics().connections_rejected.inc();
+        tracing::warn!(
+            user = conn.user_id.as_deref(),
+            remote = %opened.remote,
+            limit = match full {
+                Full::Node => capacity.total,
+                Full::User => capacity.per_user,
+            },
+            "connection refused: {}",
+            full.reason()
+        );
+        let _ = socket
+            .send(close(CloseReason::TRY_AGAIN_LATER, full.reason()))
+            .await;
+        return;
+    }
     let tasks = hub.tasks().clone();
-    let run = connection::run(
-        hub,
-        (out, Box::new(socket)),
-        Arc::new(conn),
-        dialect,
-        sending,
-    );
+    let run = connection::run(hub, (out, Box::new(socket)), conn, dialect, sending);
     tasks.spawn(run);
 }
 
