@@ -119,6 +119,46 @@ async fn duplicate_producer_id_is_delivered_and_stored_once() -> Result<()> {
     Ok(())
 }
 
+/// A retry that comes after its event was pushed out of a busy topic's
+/// history still gets its first receipt and is not delivered again: ids
+/// outlive history (for `--history-age`, at least a minute), on memory and
+/// on SQLite.
+#[tokio::test]
+async fn a_retry_after_its_event_left_history_is_not_published_again() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let sqlite = format!("sqlite:{}", dir.path().join("herald.db").display());
+    for store in ["memory", sqlite.as_str()] {
+        let hub = herald()
+            .start(&["--store", store, "--history-size", "5"])
+            .await?;
+        let http = hub.http();
+        let mut client = hub.ws("/ws").await?;
+        client.subscribe(&["execution:busy"]).await?;
+        let mut body = event("execution:busy", "execution.started", json!({}));
+        body["id"] = json!("late-retry");
+        let first = http.publish(&body).await?;
+        for _ in 0..10 {
+            http.publish_simple("execution:busy", "execution.progress", json!({}))
+                .await?;
+        }
+        let retry = http.publish(&body).await?;
+        ensure!(
+            first["seq"] == json!(1) && retry["seq"] == json!(1),
+            "{store}: {first} / {retry}"
+        );
+        http.publish_simple("execution:busy", "execution.completed", json!({}))
+            .await?;
+        let (last, before) = client.recv_collect_until(|f| seq_of(f) == Some(12)).await?;
+        let mut delivered = seqs_on(&before, "execution:busy");
+        delivered.extend(seq_of(&last));
+        ensure!(
+            delivered == (1..=12).collect::<Vec<u64>>(),
+            "{store}: delivered {delivered:?}"
+        );
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn since_replays_missed_events_then_replay_complete_then_live() -> Result<()> {
     let hub = herald().start(&[]).await?;

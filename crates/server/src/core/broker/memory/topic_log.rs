@@ -45,6 +45,33 @@ impl Retained {
     }
 }
 
+/// The least time an event's id is remembered after it was retained, when
+/// `--history-age` is shorter: a producer's retry may come later than a
+/// short history lasts. The same floor as the Redis store's id keys.
+pub(crate) const MIN_ID_MEMORY: Duration = Duration::from_secs(60);
+
+/// Most ids a topic remembers past its history (about 10 MB of them): on a
+/// topic published to faster than that many per `--history-age`, ids are
+/// remembered for that many events instead.
+pub(crate) const MAX_REMEMBERED_IDS: usize = 100_000;
+
+/// The id of an event that left history, still remembered so that a late
+/// retry of it is answered with its receipt rather than published again.
+#[derive(Debug)]
+struct Remembered {
+    id: EventId,
+    seq: u64,
+    /// When its event was retained: where the id's time starts.
+    retained_at: Instant,
+}
+
+impl Remembered {
+    /// What remembering it costs, counted with the retained bytes.
+    fn weight(&self) -> usize {
+        self.id.as_str().len() + 64
+    }
+}
+
 /// A durable write still in progress: the retries of its event wait here to
 /// learn whether it was stored. Held by the write only: if the write is
 /// dropped unfinished (its store gone), the retries learn that from their
@@ -70,7 +97,7 @@ pub(crate) enum Known<'a> {
     Stored(u64, &'a Event),
     /// A durable store is still writing it.
     Pending(u64, &'a Event),
-    /// Its id is known but its event is not held (history was cut short).
+    /// Its id is remembered but its event left history.
     Unknown(u64),
 }
 
@@ -84,11 +111,15 @@ pub(crate) struct TopicLog {
     /// The last seq delivered; history holds nothing beyond it.
     pub(crate) delivered_seq: u64,
     history: VecDeque<Retained>,
-    /// Event id → seq, for every retained or pending event. Hashed with
-    /// foldhash (seeded per map, hashes never shown to anyone): ids are short
-    /// and hashed on every publish; the map holds about a history's worth of
-    /// ids, which bounds what ids chosen to collide could cost.
+    /// Event id → seq, for every retained, pending or remembered event.
+    /// Hashed with foldhash (seeded per map, hashes never shown to anyone):
+    /// ids are short and hashed on every publish; the map holds at most a
+    /// history's worth of ids and `MAX_REMEMBERED_IDS`, which bounds what
+    /// ids chosen to collide could cost.
     ids: HashMap<EventId, u64, foldhash::fast::RandomState>,
+    /// Ids of events that left history, oldest first, until their time
+    /// (`--history-age`, at least `MIN_ID_MEMORY`) is up.
+    remembered: VecDeque<Remembered>,
     /// Latest event per key, and the order keys were last updated in.
     snapshot: HashMap<Label, Retained>,
     snapshot_order: BTreeMap<u64, Label>,
@@ -110,6 +141,7 @@ impl TopicLog {
             delivered_seq: last_seq,
             history: VecDeque::new(),
             ids: HashMap::default(),
+            remembered: VecDeque::new(),
             snapshot: HashMap::new(),
             snapshot_order: BTreeMap::new(),
             last_activity: Instant::now(),
@@ -126,7 +158,8 @@ impl TopicLog {
         }
     }
 
-    /// What is known of an event with this id, if it is retained or pending.
+    /// What is known of an event with this id, if it is retained, pending
+    /// or remembered.
     pub(crate) fn known(&self, id: &EventId) -> Option<Known<'_>> {
         let seq = *self.ids.get(id)?;
         if let Some((event, _)) = self.pending.get(&seq) {
@@ -234,26 +267,57 @@ impl TopicLog {
         }
     }
 
+    /// Drops the oldest event of history; its id stays remembered.
     fn pop_oldest(&mut self) {
         if let Some(old) = self.history.pop_front() {
             let event = &old.encoded.event;
             // Unless the id has a newer event (the same id restored twice).
             if self.ids.get(&event.id) == Some(&event.seq) {
-                self.ids.remove(&event.id);
+                let remembered = Remembered {
+                    id: event.id.clone(),
+                    seq: event.seq,
+                    retained_at: old.retained_at,
+                };
+                self.bytes += remembered.weight();
+                self.remembered.push_back(remembered);
+                if self.remembered.len() > MAX_REMEMBERED_IDS {
+                    self.forget_oldest_id();
+                }
             }
             self.bytes -= old.encoded.weight();
         }
     }
 
-    /// Drops history older than `max_age`. Returns the change in retained bytes.
+    /// Forgets the id remembered longest.
+    fn forget_oldest_id(&mut self) {
+        if let Some(old) = self.remembered.pop_front() {
+            if self.ids.get(&old.id) == Some(&old.seq) {
+                self.ids.remove(&old.id);
+            }
+            self.bytes -= old.weight();
+        }
+    }
+
+    /// Drops history older than `max_age`, and forgets the ids of events
+    /// retained longer ago than that (or than `MIN_ID_MEMORY`, if longer).
+    /// Returns the change in retained bytes.
     pub(crate) fn trim_age(&mut self, max_age: Duration, now: Instant) -> isize {
         let before = self.bytes;
+        let older_than = |at: Instant, age: Duration| now.saturating_duration_since(at) > age;
         while self
             .history
             .front()
-            .is_some_and(|oldest| now.saturating_duration_since(oldest.retained_at) > max_age)
+            .is_some_and(|oldest| older_than(oldest.retained_at, max_age))
         {
             self.pop_oldest();
+        }
+        let id_age = max_age.max(MIN_ID_MEMORY);
+        while self
+            .remembered
+            .front()
+            .is_some_and(|oldest| older_than(oldest.retained_at, id_age))
+        {
+            self.forget_oldest_id();
         }
         self.bytes as isize - before as isize
     }
@@ -583,9 +647,38 @@ mod tests {
     }
 
     #[test]
-    fn ids_are_forgotten_when_their_event_leaves_history() {
-        let log = log_with(1..=5, 2);
-        assert!(log.known(&id("id-5")).is_some());
+    fn an_id_outlives_its_event_in_history_until_its_time_is_up() {
+        let mut log = log_with(1..=5, 2);
+        assert!(matches!(log.known(&id("id-5")), Some(Known::Stored(5, _))));
+        assert!(matches!(log.known(&id("id-1")), Some(Known::Unknown(1))));
+        let now = Instant::now();
+        // History's age is short, but ids stay for at least MIN_ID_MEMORY.
+        log.trim_age(Duration::from_millis(1), now + Duration::from_secs(1));
+        assert!(log.history.is_empty());
+        assert!(matches!(log.known(&id("id-5")), Some(Known::Unknown(5))));
+        let with_ids = log.bytes();
+        log.trim_age(
+            Duration::from_millis(1),
+            now + MIN_ID_MEMORY + Duration::from_secs(1),
+        );
         assert!(log.known(&id("id-1")).is_none());
+        assert!(log.known(&id("id-5")).is_none());
+        // Five ids of 4 bytes were counted with the retained bytes, and are freed.
+        assert_eq!(with_ids - log.bytes(), 5 * (4 + 64));
+    }
+
+    #[test]
+    fn a_topic_remembers_at_most_max_remembered_ids_past_its_history() {
+        let topic = Topic::parse("run:busy").unwrap();
+        let mut log = TopicLog::new(topic.clone(), Epoch::new("e1").unwrap(), 0);
+        let published = MAX_REMEMBERED_IDS as u64 + 10;
+        for seq in 1..=published {
+            let id = format!("id-{seq}");
+            log.retain(Retained::aged(event(&topic, seq, &id), Duration::ZERO), 1);
+        }
+        assert_eq!(log.remembered.len(), MAX_REMEMBERED_IDS);
+        // The newest is in history; the 9 oldest of the others are forgotten.
+        assert!(log.known(&id("id-9")).is_none());
+        assert!(matches!(log.known(&id("id-10")), Some(Known::Unknown(10))));
     }
 }
