@@ -160,39 +160,56 @@ impl Held {
     /// snapshot, replay), which the caller queued while they were held;
     /// from then on frames go straight to the outbox. Nothing offered
     /// meanwhile can slip in between: offers wait.
+    /// Returns how many events a full queue shed on the way.
     pub(crate) fn release(
         &self,
         conn: &ConnHandle,
         keep: impl Fn(&OutFrame) -> bool,
-    ) -> Result<(), Overflowed> {
+    ) -> Result<u64, Overflowed> {
         let mut state = self.state.lock();
         let HeldState::Holding { frames, overflowed } =
             std::mem::replace(&mut *state, HeldState::Released)
         else {
-            return Ok(());
+            return Ok(0);
         };
         if overflowed {
             return Err(Overflowed);
         }
-        for frame in frames.into_iter().filter(|f| keep(f)) {
-            conn.outbox.push(frame);
-        }
-        Ok(())
+        Ok(push_all(conn, frames.into_iter().filter(|f| keep(f))))
     }
 
     /// Frames held so far that `before` selects are sent now (a connection
     /// subscribed again: what its earlier subscription would have had).
-    pub(crate) fn send_early(&self, conn: &ConnHandle, before: impl Fn(&OutFrame) -> bool) {
+    /// Returns how many events a full queue shed on the way.
+    pub(crate) fn send_early(&self, conn: &ConnHandle, before: impl Fn(&OutFrame) -> bool) -> u64 {
         let mut state = self.state.lock();
-        if let HeldState::Holding { frames, .. } = &mut *state {
-            let (early, rest): (Vec<OutFrame>, Vec<OutFrame>) =
-                std::mem::take(frames).into_iter().partition(|f| before(f));
-            *frames = rest;
-            for frame in early {
-                conn.outbox.push(frame);
-            }
+        let HeldState::Holding { frames, .. } = &mut *state else {
+            return 0;
+        };
+        let (early, rest): (Vec<OutFrame>, Vec<OutFrame>) =
+            std::mem::take(frames).into_iter().partition(|f| before(f));
+        *frames = rest;
+        push_all(conn, early)
+    }
+
+    /// How many frames are held (0 once released).
+    pub(crate) fn len(&self) -> usize {
+        match &*self.state.lock() {
+            HeldState::Holding { frames, .. } => frames.len(),
+            HeldState::Released => 0,
         }
     }
+}
+
+/// Queues `frames` on `conn`; returns how many events a full queue shed.
+fn push_all(conn: &ConnHandle, frames: impl IntoIterator<Item = OutFrame>) -> u64 {
+    let mut shed = 0;
+    for frame in frames {
+        if conn.outbox.push(frame) == Pushed::Shed {
+            shed += 1 + conn.outbox.take_folded();
+        }
+    }
+    shed
 }
 
 /// The subscriber index of this node (see the module docs).

@@ -224,7 +224,8 @@ impl Subscriptions {
         if held.was_live {
             // Subscribed again: what the earlier subscription would have
             // delivered by now comes first, as it would have.
-            held.send_early(conn, |frame| !after_head(frame));
+            let shed = held.send_early(conn, |frame| !after_head(frame));
+            count_shed(&self.metrics, conn, shed);
         }
         // Live events stay held while the subscription's own frames go.
         conn.send(&ServerMessage::Subscribed(Subscribed {
@@ -243,7 +244,7 @@ impl Subscriptions {
         if let Some(history) = read.history {
             send_history(&self.metrics, conn, history).await;
         }
-        Ok(held.release(conn, after_head))
+        Ok(release(&self.metrics, conn, held, after_head).await)
     }
 
     /// A pattern: `subscribed`, then the replay of each covered topic named
@@ -311,7 +312,7 @@ impl Subscriptions {
                 send_history(&self.metrics, conn, history).await;
             }
         }
-        Ok(held.release(conn, keep))
+        Ok(release(&self.metrics, conn, held, keep).await)
     }
 
     /// Removes subscriptions (unknown ones are ignored).
@@ -440,6 +441,37 @@ impl Subscriptions {
 /// replay's among them, as for any slow consumer (counted as shed).
 ///
 /// [`Outbox::wait_for_room`]: crate::core::outbox::Outbox::wait_for_room
+/// Hands the live events held during a replay to the connection's queue
+/// once it has room for them: the replay's last part may have filled it,
+/// and a full queue would shed them. Events held while it waits are waited
+/// for too; more than a queue's worth overflows (the caller closes 1013).
+async fn release(
+    metrics: &Metrics,
+    conn: &ConnHandle,
+    held: &Held,
+    keep: impl Fn(&OutFrame) -> bool,
+) -> Result<(), Overflowed> {
+    let mut room_for = 0;
+    loop {
+        let holding = held.len();
+        if holding <= room_for || !conn.outbox.wait_for_room(holding).await {
+            break;
+        }
+        room_for = holding;
+    }
+    let shed = held.release(conn, keep)?;
+    count_shed(metrics, conn, shed);
+    Ok(())
+}
+
+/// Counts events a connection's full queue shed (each told with a gap).
+fn count_shed(metrics: &Metrics, conn: &ConnHandle, shed: u64) {
+    if shed > 0 {
+        conn.events_shed.fetch_add(shed, Relaxed);
+        metrics.events_shed.inc_by(shed);
+    }
+}
+
 async fn send_history(metrics: &Metrics, conn: &ConnHandle, history: History) {
     metrics.replayed(
         ReplayOutcome::of_gap(history.gap.as_ref().map(|gap| gap.reason)),
@@ -472,12 +504,13 @@ async fn send_history(metrics: &Metrics, conn: &ConnHandle, history: History) {
                 shed += 1 + conn.outbox.take_folded();
             }
         }
-        if shed > 0 {
-            conn.events_shed.fetch_add(shed, Relaxed);
-            metrics.events_shed.inc_by(shed);
-        }
+        count_shed(metrics, conn, shed);
     }
-    conn.send(&ServerMessage::ReplayComplete(history.complete));
+    // Its last part may have filled the queue, which would shed one of the
+    // events to make room for the control frame.
+    if conn.outbox.wait_for_room(1).await {
+        conn.send(&ServerMessage::ReplayComplete(history.complete));
+    }
 }
 
 fn user_topic(conn: &ConnHandle) -> Option<Topic> {

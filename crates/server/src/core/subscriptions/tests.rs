@@ -576,6 +576,50 @@ async fn more_live_events_during_a_read_than_the_queue_holds_close_the_connectio
     );
 }
 
+/// A queue smaller than the replay: the replay goes in parts as the writer
+/// takes them, and neither its `replay_complete` nor the live events held
+/// meanwhile find the queue full of its last part: nothing is shed.
+#[tokio::test]
+async fn a_replay_longer_than_the_queue_sheds_nothing_at_its_seam_with_live_events() {
+    let node = node(4);
+    let conn = Arc::new(ConnHandle::new(None, None, None, None, 4));
+    node.broker
+        .publish_now((1..=3).map(|n| draft("run:1", n)).collect())
+        .await;
+    *node.broker.after.lock() = (4..=5).map(|n| draft("run:1", n)).collect();
+    let request = subscribe(&["run:1"], &[("run:1", 0)]);
+    let mut written = Vec::new();
+    let writer = async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !written.iter().any(|f| f == "event run:1 5") {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "written: {written:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            written.extend(sent(&conn));
+        }
+    };
+    let (subscribed, ()) = tokio::join!(node.subscriptions.subscribe(&conn, &request), writer);
+    subscribed.unwrap();
+    assert_eq!(
+        written,
+        [
+            "subscribed 3",
+            "event run:1 1",
+            "event run:1 2",
+            "event run:1 3",
+            "replay_complete 1-3",
+            "event run:1 4",
+            "event run:1 5",
+        ]
+    );
+    assert_eq!(
+        conn.events_shed.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}
+
 /// A connection of its own on `node`, subscribed to `topics` with `filter`.
 async fn subscriber(node: &Node, topics: &[&str], filter: Option<EventFilter>) -> Arc<ConnHandle> {
     let conn = Arc::new(ConnHandle::new(None, None, None, None, 1024));
