@@ -96,6 +96,12 @@ async fn sigterm_fails_readiness_first_then_spreads_closes_over_the_drain_window
     ensure!(http.get("/health").await?.status == 503);
     let status = http.get("/api/v1/status").await?;
     ensure!(status.body["running"] == false, "{}", status.text);
+    // The replaced systems' own health and status URLs say so too: a load
+    // balancer that polls them stops sending connections the hub refuses.
+    let crewai = http.get("/compat/crewai/api/v1/websocket/health").await?;
+    ensure!(crewai.status == 503, "{} {}", crewai.status, crewai.text);
+    let aiecs = http.get("/compat/aiecs/status").await?;
+    ensure!(aiecs.body["running"] == false, "{}", aiecs.text);
     // Stored once in `global`'s history, without anyone's retry hint.
     let history = http.get("/api/v1/topics/global/events?since=0").await?;
     let stored = history.body["events"]

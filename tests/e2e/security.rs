@@ -1541,6 +1541,59 @@ async fn frames_rfc_6455_forbids_are_closed_with_the_codes_it_names() -> Result<
 
 /// A client frame (FIN, RSV bits and opcode in `first`), masked with mask 0
 /// so the payload goes as it is.
+/// A close the hub starts (an admin's here; a drain's, a token's expiry)
+/// keeps the socket open for the peer's answer, for up to a second: closed
+/// at once, the answer would meet a closed socket and be reset, and a
+/// browser then calls the close unclean.
+#[tokio::test]
+async fn a_close_the_hub_starts_waits_for_the_peers_answer_before_the_socket_closes() -> Result<()>
+{
+    let hub = herald().start(&[]).await?;
+    let (mut reader, mut writer) = raw_ws_upgrade(hub.addr(), "/ws").await?.into_split();
+    // The welcome: a short unmasked text frame.
+    let mut head = [0u8; 2];
+    timeout(DEFAULT_TIMEOUT, reader.read_exact(&mut head)).await??;
+    let len = match head[1] & 0x7f {
+        126 => usize::from(reader.read_u16().await?),
+        n => usize::from(n),
+    };
+    let mut welcome = vec![0u8; len];
+    reader.read_exact(&mut welcome).await?;
+    let welcome: Value = serde_json::from_slice(&welcome)?;
+    let id = welcome["session_id"].as_str().context("no session_id")?;
+    let reply = hub
+        .http()
+        .delete(&format!("/api/v1/connections/{id}"))
+        .await?;
+    ensure!(
+        (200..300).contains(&reply.status),
+        "{} {}",
+        reply.status,
+        reply.text
+    );
+    let code = timeout(DEFAULT_TIMEOUT, raw_close_code(&mut reader))
+        .await
+        .context("no close frame")??;
+    ensure!(code == 4500, "close code {code}");
+    let mut byte = [0u8; 1];
+    let early = timeout(Duration::from_millis(300), reader.read(&mut byte)).await;
+    ensure!(
+        early.is_err(),
+        "the socket ended before the peer answered the close: {early:?}"
+    );
+    writer
+        .write_all(&client_frame(0x88, &4500u16.to_be_bytes()))
+        .await?;
+    let after = timeout(DEFAULT_TIMEOUT, reader.read(&mut byte))
+        .await
+        .context("the socket stayed open after the peer's answer")?;
+    ensure!(
+        matches!(after, Ok(0)),
+        "not a clean end after the answer: {after:?}"
+    );
+    Ok(())
+}
+
 fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
     let mut frame = vec![first];
     match (u8::try_from(payload.len()), u16::try_from(payload.len())) {

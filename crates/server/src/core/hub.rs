@@ -215,6 +215,12 @@ impl Hub {
         &self.parts.draining
     }
 
+    /// Neither draining nor stopped: what every status and health
+    /// endpoint reports as running.
+    pub fn running(&self) -> bool {
+        !self.parts.draining.is_cancelled() && !self.parts.shutdown.is_cancelled()
+    }
+
     /// The token that stops the hub.
     pub fn shutdown_token(&self) -> &CancellationToken {
         &self.parts.shutdown

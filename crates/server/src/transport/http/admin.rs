@@ -253,7 +253,7 @@ pub(super) async fn nodes(State(hub): State<Hub>) -> Result<Json<NodeList>, ApiE
 pub(super) async fn status(State(hub): State<Hub>) -> Json<HubStatus> {
     let (stats, connections) = tokio::join!(hub.broker().current_stats(), cluster::count(&hub));
     Json(HubStatus {
-        running: !hub.shutdown_token().is_cancelled() && !hub.draining().is_cancelled(),
+        running: hub.running(),
         active_connections: connections.0,
         partial: !connections.1,
         pending_approvals: stats.pending_approvals,

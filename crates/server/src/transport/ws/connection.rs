@@ -189,8 +189,10 @@ where
             sending.deflater,
         ));
         let end = tokio::select! {
-            end = &mut writer => end,
-            (end, stream) = &mut reader => match end.answered_with() {
+            end = &mut writer => Box::pin(answered(end, &mut reader)).await,
+            // The hub's close may have crossed the peer's, which the reader
+            // then left to the writer to send as its answer.
+            (end, stream) = &mut reader => match end.answered_with().or_else(|| conn.outbox.closing()) {
                 Some(closing) => {
                     // Flush first: the replies already queued (the
                     // `rate_limited` errors above all) tell the client why
@@ -213,6 +215,18 @@ where
             "connection closed"
         );
     }
+}
+
+/// A writer's end; when it sent the hub's close frame, the peer's answer
+/// to it (and what the peer sent before) is read first, for at most
+/// [`reader::LINGER`], as for the closes the reader asks for: a socket
+/// closed while bytes arrive is reset, and a browser then calls the close
+/// unclean.
+async fn answered<F: Future>(end: End, reader: F) -> End {
+    if let End::Closed(_) = end {
+        let _ = tokio::time::timeout(reader::LINGER, reader).await;
+    }
+    end
 }
 
 /// Waits, for at most a second, for the hub's close frame to go out while

@@ -90,7 +90,12 @@ pub(crate) fn read_loop<S: AsyncRead + AsyncWrite + Unpin, D: Dialect>(
                 }
                 Message::Close(frame) => {
                     let code = frame.map(|f| u16::from(f.code));
-                    Box::pin(answer_close(&mut stream)).await;
+                    // Unless it answers the hub's own close, which the
+                    // writer sent (past tungstenite, which would send a
+                    // second one).
+                    if conn.outbox.closing().is_none() {
+                        Box::pin(answer_close(&mut stream)).await;
+                    }
                     return (End::PeerClosed(code), stream);
                 }
                 // Never read: tungstenite hands frames over assembled.
@@ -168,7 +173,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Lingering for Inflating<S> {
 }
 
 /// How long a connection the hub closes keeps reading the peer.
-const LINGER: Duration = Duration::from_secs(1);
+pub(crate) const LINGER: Duration = Duration::from_secs(1);
 
 /// Bytes read at a time while lingering.
 const LINGER_BUFFER: usize = 16 * 1024;

@@ -287,7 +287,7 @@ async fn status(State(hub): State<Hub>, headers: HeaderMap) -> Json<Value> {
         .unwrap_or_else(|| (bind.ip().to_string(), bind.port()));
     let (stats, connections) = tokio::join!(hub.broker().current_stats(), cluster::count(&hub));
     Json(json!({
-        "running": !hub.shutdown_token().is_cancelled(),
+        "running": hub.running(),
         "host": host,
         "port": port,
         "active_connections": connections.0,

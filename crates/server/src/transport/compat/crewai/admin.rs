@@ -245,12 +245,12 @@ pub(super) async fn cleanup(
     }))
 }
 
-/// `GET /health`: 200 while running, 503 once shutting down.
+/// `GET /health`: 200 while running, 503 once draining or shutting down.
 pub(super) async fn health(
     State(hub): State<Hub>,
     Extension(cleanups): Extension<Arc<Cleanups>>,
 ) -> Response {
-    let running = !hub.shutdown_token().is_cancelled();
+    let running = hub.running();
     let last = cleanups.last_ms.load(Relaxed);
     let body = json!({
         "status": if running { "healthy" } else { "unhealthy" },
