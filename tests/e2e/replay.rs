@@ -120,14 +120,15 @@ async fn duplicate_producer_id_is_delivered_and_stored_once() -> Result<()> {
 }
 
 /// A retry that comes after its event was pushed out of a busy topic's
-/// history still gets its first receipt and is not delivered again: ids
-/// outlive history (for `--history-age`, at least a minute), on memory and
-/// on SQLite.
+/// history still gets its first receipt and is not delivered again, and
+/// another event under its id is still refused: ids outlive history (for
+/// `--history-age`, at least a minute), on every store.
 #[tokio::test]
 async fn a_retry_after_its_event_left_history_is_not_published_again() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let sqlite = format!("sqlite:{}", dir.path().join("herald.db").display());
-    for store in ["memory", sqlite.as_str()] {
+    let redis = herald_tests::Redis::start().await?;
+    for store in ["memory", sqlite.as_str(), redis.store_arg().as_str()] {
         let hub = herald()
             .start(&["--store", store, "--history-size", "5"])
             .await?;
@@ -145,6 +146,15 @@ async fn a_retry_after_its_event_left_history_is_not_published_again() -> Result
         ensure!(
             first["seq"] == json!(1) && retry["seq"] == json!(1),
             "{store}: {first} / {retry}"
+        );
+        let mut other = body.clone();
+        other["data"] = json!({"another": "event"});
+        let refused = http.post("/api/v1/events", &other).await?;
+        ensure!(
+            refused.status == 409 && str_field(&refused.body, "code") == "conflict",
+            "{store}: {} {}",
+            refused.status,
+            refused.text
         );
         http.publish_simple("execution:busy", "execution.completed", json!({}))
             .await?;

@@ -1539,8 +1539,6 @@ async fn frames_rfc_6455_forbids_are_closed_with_the_codes_it_names() -> Result<
     Ok(())
 }
 
-/// A client frame (FIN, RSV bits and opcode in `first`), masked with mask 0
-/// so the payload goes as it is.
 /// A close the hub starts (an admin's here; a drain's, a token's expiry)
 /// keeps the socket open for the peer's answer, for up to a second: closed
 /// at once, the answer would meet a closed socket and be reset, and a
@@ -1576,7 +1574,7 @@ async fn a_close_the_hub_starts_waits_for_the_peers_answer_before_the_socket_clo
         .context("no close frame")??;
     ensure!(code == 4500, "close code {code}");
     let mut byte = [0u8; 1];
-    let early = timeout(Duration::from_millis(300), reader.read(&mut byte)).await;
+    let early = timeout(Duration::from_millis(100), reader.read(&mut byte)).await;
     ensure!(
         early.is_err(),
         "the socket ended before the peer answered the close: {early:?}"
@@ -1594,6 +1592,8 @@ async fn a_close_the_hub_starts_waits_for_the_peers_answer_before_the_socket_clo
     Ok(())
 }
 
+/// A client frame (FIN, RSV bits and opcode in `first`), masked with mask 0
+/// so the payload goes as it is.
 fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
     let mut frame = vec![first];
     match (u8::try_from(payload.len()), u16::try_from(payload.len())) {

@@ -27,6 +27,12 @@ pub(crate) enum Full {
     User,
 }
 
+impl std::fmt::Display for Full {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
 impl Full {
     /// The close reason a refused client reads.
     pub(crate) fn reason(self) -> &'static str {

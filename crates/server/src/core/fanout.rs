@@ -160,6 +160,7 @@ impl Held {
     /// snapshot, replay), which the caller queued while they were held;
     /// from then on frames go straight to the outbox. Nothing offered
     /// meanwhile can slip in between: offers wait.
+    ///
     /// Returns how many events a full queue shed on the way.
     pub(crate) fn release(
         &self,
@@ -180,6 +181,7 @@ impl Held {
 
     /// Frames held so far that `before` selects are sent now (a connection
     /// subscribed again: what its earlier subscription would have had).
+    ///
     /// Returns how many events a full queue shed on the way.
     pub(crate) fn send_early(&self, conn: &ConnHandle, before: impl Fn(&OutFrame) -> bool) -> u64 {
         let mut state = self.state.lock();
@@ -192,11 +194,15 @@ impl Held {
         push_all(conn, early)
     }
 
-    /// How many frames are held (0 once released).
-    pub(crate) fn len(&self) -> usize {
+    /// How many frames are held: none once released, an error once more
+    /// than the limit came.
+    pub(crate) fn holding(&self) -> Result<Option<usize>, Overflowed> {
         match &*self.state.lock() {
-            HeldState::Holding { frames, .. } => frames.len(),
-            HeldState::Released => 0,
+            HeldState::Holding {
+                overflowed: true, ..
+            } => Err(Overflowed),
+            HeldState::Holding { frames, .. } => Ok(Some(frames.len())),
+            HeldState::Released => Ok(None),
         }
     }
 }

@@ -77,20 +77,24 @@ impl Draft {
     /// Whether `stored` (an event with this draft's id) carries the same
     /// content: a retry, not another event reusing the id.
     pub fn same_content(&self, stored: &Event) -> bool {
-        let mine = Content {
+        self.content() == Content::of_event(stored)
+    }
+
+    /// What a retry of this draft must repeat.
+    pub fn content(&self) -> Content<'_> {
+        Content {
             event_type: &self.event_type,
             priority: self.priority,
             key: self.key.as_ref(),
             source: self.source.as_ref(),
             data: &self.data,
-        };
-        mine == Content::of_event(stored)
+        }
     }
 }
 
 /// What a retry under an id must repeat to be taken for the same event: all
 /// but the timestamp (the hub sets it when the producer did not).
-#[derive(Debug, PartialEq)]
+#[derive(Debug, PartialEq, Hash)]
 pub struct Content<'a> {
     event_type: &'a EventType,
     priority: Priority,
@@ -108,6 +112,16 @@ impl<'a> Content<'a> {
             source: event.source.as_ref(),
             data: &event.data,
         }
+    }
+
+    /// A digest of it, to tell a retry from another event under the same
+    /// id once the event itself is no longer held: equal contents give
+    /// equal digests (serde_json hashes a map in key order); different ones
+    /// collide with a chance of 2^-64.
+    pub fn digest(&self) -> u64 {
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(self, &mut hasher);
+        std::hash::Hasher::finish(&hasher)
     }
 
     pub fn of_request(request: &'a PublishRequest) -> Content<'a> {

@@ -323,6 +323,9 @@ struct State {
     /// reported ([`Outbox::take_folded`]).
     folded: u64,
     closing: Option<Closing>,
+    /// The writer is sending (or sent) the hub's close frame: a close the
+    /// peer sends from then on answers it.
+    close_sent: bool,
     /// Any gap makes the connection's dialect send its whole state again, so
     /// one gap marker says as much as many ([`Outbox::resync_on_gap`]).
     resyncs: bool,
@@ -629,6 +632,22 @@ impl Outbox {
     /// The close the hub asked for, if it did.
     pub(crate) fn closing(&self) -> Option<Closing> {
         self.state.lock().closing.clone()
+    }
+
+    /// Whether the hub asked for a close.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.state.lock().closing.is_some()
+    }
+
+    /// The writer is about to send the hub's close frame.
+    pub(crate) fn sending_close(&self) {
+        self.state.lock().close_sent = true;
+    }
+
+    /// Whether the hub's close frame went out (or is going): a close from
+    /// the peer then answers it, and needs no answer.
+    pub(crate) fn close_sent(&self) -> bool {
+        self.state.lock().close_sent
     }
 
     /// Waits until something was pushed or a close was requested.

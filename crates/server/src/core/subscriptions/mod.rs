@@ -431,20 +431,11 @@ impl Subscriptions {
     }
 }
 
-/// Queues a replay, and counts how it ended: its gap, its events, then
-/// `replay_complete`. A replay longer than half the connection's queue goes
-/// in parts of that size, each once the writer took the frames before it
-/// ([`Outbox::wait_for_room`]), so that its parts never push each other
-/// out; it stops if the connection closes. Live events of the connection's
-/// other topics still go to the queue meanwhile, and on a connection that
-/// reads more slowly than they come they shed the oldest queued events, the
-/// replay's among them, as for any slow consumer (counted as shed).
-///
-/// [`Outbox::wait_for_room`]: crate::core::outbox::Outbox::wait_for_room
 /// Hands the live events held during a replay to the connection's queue
 /// once it has room for them: the replay's last part may have filled it,
 /// and a full queue would shed them. Events held while it waits are waited
-/// for too; more than a queue's worth overflows (the caller closes 1013).
+/// for too. Held past a queue's worth, they overflowed: the caller closes
+/// the connection (1013) to replay again, at once.
 async fn release(
     metrics: &Metrics,
     conn: &ConnHandle,
@@ -452,11 +443,14 @@ async fn release(
     keep: impl Fn(&OutFrame) -> bool,
 ) -> Result<(), Overflowed> {
     let mut room_for = 0;
-    loop {
-        let holding = held.len();
-        if holding <= room_for || !conn.outbox.wait_for_room(holding).await {
+    while let Some(holding) = held.holding()?
+        && holding > room_for
+    {
+        if !conn.outbox.wait_for_room(holding).await {
             break;
         }
+        // The writer took what was queued: the peer reads.
+        conn.saw_peer();
         room_for = holding;
     }
     let shed = held.release(conn, keep)?;
@@ -472,6 +466,16 @@ fn count_shed(metrics: &Metrics, conn: &ConnHandle, shed: u64) {
     }
 }
 
+/// Queues a replay, and counts how it ended: its gap, its events, then
+/// `replay_complete`. A replay longer than half the connection's queue goes
+/// in parts of that size, each once the writer took the frames before it
+/// ([`Outbox::wait_for_room`]), so that its parts never push each other
+/// out; it stops if the connection closes. Live events of the connection's
+/// other topics still go to the queue meanwhile, and on a connection that
+/// reads more slowly than they come they shed the oldest queued events, the
+/// replay's among them, as for any slow consumer (counted as shed).
+///
+/// [`Outbox::wait_for_room`]: crate::core::outbox::Outbox::wait_for_room
 async fn send_history(metrics: &Metrics, conn: &ConnHandle, history: History) {
     metrics.replayed(
         ReplayOutcome::of_gap(history.gap.as_ref().map(|gap| gap.reason)),
@@ -506,8 +510,9 @@ async fn send_history(metrics: &Metrics, conn: &ConnHandle, history: History) {
         }
         count_shed(metrics, conn, shed);
     }
-    // Its last part may have filled the queue, which would shed one of the
-    // events to make room for the control frame.
+    // Its last part may have filled the queue, which would shed one of its
+    // events to make room for the control frame (a live event of another
+    // topic may still take the room first).
     if conn.outbox.wait_for_room(1).await {
         conn.send(&ServerMessage::ReplayComplete(history.complete));
     }

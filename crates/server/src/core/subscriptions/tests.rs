@@ -579,7 +579,7 @@ async fn more_live_events_during_a_read_than_the_queue_holds_close_the_connectio
 /// A queue smaller than the replay: the replay goes in parts as the writer
 /// takes them, and neither its `replay_complete` nor the live events held
 /// meanwhile find the queue full of its last part: nothing is shed.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_replay_longer_than_the_queue_sheds_nothing_at_its_seam_with_live_events() {
     let node = node(4);
     let conn = Arc::new(ConnHandle::new(None, None, None, None, 4));

@@ -275,7 +275,7 @@ pub(super) struct Health {
 
 /// What readiness found: ready, draining, or the store unreachable.
 fn readiness(hub: &Hub) -> Result<(), (&'static str, &'static str)> {
-    if hub.draining().is_cancelled() || hub.shutdown_token().is_cancelled() {
+    if !hub.running() {
         return Err(("shutting_down", "the hub is draining"));
     }
     if !hub.broker().ready() {

@@ -1,6 +1,6 @@
-//! One WebSocket connection's life, whatever its dialect: what it greets
-//! with and opens with, then the reader and the writer until either ends,
-//! then its removal.
+//! One admitted WebSocket connection's life, whatever its dialect: what
+//! it opens with, then the reader and the writer until either ends, then
+//! its removal.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -127,9 +127,24 @@ pub(crate) struct Sending {
     pub(crate) direct: Option<Box<dyn DirectWrite>>,
 }
 
-/// Runs a connection to its end: what the dialect greets with, what it
-/// opens with, then frames both ways until the peer leaves, the hub closes
-/// it, or the hub shuts down.
+/// A connection `open` admitted, with its hub. Dropped, it gives its place
+/// back ([`Hub::detach`] normally did already): a task that ends before it
+/// detaches (a panic, the runtime stopping) keeps no place under
+/// `--max-connections`, nor under its user's limit.
+pub(crate) struct Admitted {
+    pub(crate) hub: Hub,
+    pub(crate) conn: Arc<ConnHandle>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.hub.connections().remove(&self.conn);
+    }
+}
+
+/// Runs an admitted connection to its end: what its dialect opens with,
+/// then frames both ways until the peer leaves, the hub closes it, or the
+/// hub shuts down (its greeting was queued as it was admitted).
 ///
 /// tungstenite reads the connection (`stream`, answering a client's pings
 /// itself); the writer formats its own frames into `out`, the same
@@ -149,9 +164,8 @@ pub(crate) struct Sending {
     reason = "a block keeps the future smaller: see the doc above"
 )]
 pub(crate) fn run<S, W, D>(
-    hub: Hub,
+    admitted: Admitted,
     (out, stream): (Outgoing<W>, Box<WebSocketStream<S>>),
-    conn: Arc<ConnHandle>,
     dialect: D,
     sending: Sending,
 ) -> impl Future<Output = ()>
@@ -161,6 +175,7 @@ where
     D: Dialect,
 {
     async move {
+        let (hub, conn) = (&admitted.hub, &admitted.conn);
         if dialect.shares_event_frames()
             && sending.deflater.is_none()
             && let Some(writer) = sending.direct
@@ -174,25 +189,23 @@ where
         // Boxed, like every one-off await here: the future an idle
         // connection's task holds is sized for its largest await, and only
         // the two loops' select below should count.
-        Box::pin(hub.attach(&conn)).await;
+        Box::pin(hub.attach(conn)).await;
         tracing::info!(session = %conn.id, user = conn.user_id.as_deref(), remote = conn.remote.map(tracing::field::display), "connection opened");
         let dialect = &dialect;
         // Boxed: pinned in place, the two loops (about 750 bytes together)
         // would add their size to every idle connection's task. The reader
         // opens the dialect first, with the writer already going.
-        let mut reader = Box::pin(reader::read_loop(&hub, &conn, stream, dialect));
+        let mut reader = Box::pin(reader::read_loop(hub, conn, stream, dialect));
         let mut writer = Box::pin(writer::write_loop(
-            &hub,
-            &conn,
+            hub,
+            conn,
             out,
             dialect,
             sending.deflater,
         ));
         let end = tokio::select! {
             end = &mut writer => Box::pin(answered(end, &mut reader)).await,
-            // The hub's close may have crossed the peer's, which the reader
-            // then left to the writer to send as its answer.
-            (end, stream) = &mut reader => match end.answered_with().or_else(|| conn.outbox.closing()) {
+            (end, stream) = &mut reader => match end.answered_with() {
                 Some(closing) => {
                     // Flush first: the replies already queued (the
                     // `rate_limited` errors above all) tell the client why
@@ -205,7 +218,7 @@ where
         };
         // Nothing more goes straight to the socket, which closes with the task.
         conn.outbox.set_direct(None);
-        Box::pin(hub.detach(&conn)).await;
+        Box::pin(hub.detach(conn)).await;
         hub.metrics().connection_closed(end.kind());
         tracing::info!(
             session = %conn.id,
@@ -269,7 +282,7 @@ mod tests {
         // id, the future with the tracker's 8-byte token and up to 8 bytes
         // of tag, and a 48-byte trailer, rounded up to a multiple of 128
         // bytes: a future of up to 272 bytes keeps it at 384.
-        let run = returned_by_5(run::<Upgraded, Raw, Native> as fn(_, _, _, _, _) -> _);
+        let run = returned_by_4(run::<Upgraded, Raw, Native> as fn(_, _, _, _) -> _);
         assert!(run <= 272, "the connection future takes {run} bytes");
     }
 
@@ -290,6 +303,27 @@ mod tests {
     /// Bytes of the reader's and the writer's futures (each boxed).
     const READER: usize = 320;
     const WRITER: usize = 424;
+
+    #[tokio::test]
+    async fn a_connection_task_dropped_before_it_detaches_gives_its_place_back() {
+        let hub = Hub::new(
+            crate::operations::config::Config::default(),
+            tokio_util::sync::CancellationToken::new(),
+        );
+        let conn = Arc::new(ConnHandle::new(Some("u1".into()), None, None, None, 16));
+        let capacity = crate::core::connections::Capacity {
+            total: 1,
+            per_user: 1,
+        };
+        assert_eq!(hub.connections().admit(&conn, capacity), Ok(()));
+        drop(Admitted {
+            hub: hub.clone(),
+            conn,
+        });
+        assert_eq!(hub.connections().count(), 0);
+        let again = Arc::new(ConnHandle::new(Some("u1".into()), None, None, None, 16));
+        assert_eq!(hub.connections().admit(&again, capacity), Ok(()));
+    }
 
     #[test]
     fn every_end_is_counted_under_the_reason_its_label_names() {

@@ -50,6 +50,12 @@ pub(crate) fn read_loop<S: AsyncRead + AsyncWrite + Unpin, D: Dialect>(
             if let Message::Text(text) = &message {
                 metrics.bytes_in.inc_by(text.len() as u64);
             }
+            if matches!(message, Message::Text(_) | Message::Binary(_)) && conn.outbox.is_closing()
+            {
+                // The hub closes the connection: what the peer sends until
+                // it answers is read, not acted on.
+                continue;
+            }
             if matches!(message, Message::Text(_) | Message::Binary(_)) {
                 let subscriptions = || match &message {
                     Message::Text(text) if ClientFrame::peek_is_subscription(text.as_str()) => {
@@ -91,9 +97,9 @@ pub(crate) fn read_loop<S: AsyncRead + AsyncWrite + Unpin, D: Dialect>(
                 Message::Close(frame) => {
                     let code = frame.map(|f| u16::from(f.code));
                     // Unless it answers the hub's own close, which the
-                    // writer sent (past tungstenite, which would send a
+                    // writer sent past tungstenite (which would send a
                     // second one).
-                    if conn.outbox.closing().is_none() {
+                    if !conn.outbox.close_sent() {
                         Box::pin(answer_close(&mut stream)).await;
                     }
                     return (End::PeerClosed(code), stream);

@@ -12,21 +12,19 @@ use std::sync::{Arc, LazyLock};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use futures::SinkExt as _;
 use herald_protocol::{CloseReason, ErrorCode, Topic, TopicPattern};
 use serde::Deserialize;
 use tokio_tungstenite::WebSocketStream;
-use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tungstenite::{Message, Utf8Bytes};
+use tungstenite::protocol::WebSocketConfig;
 
 use super::coalesce::Outgoing;
-use super::connection::{self, Sending};
+use super::connection::{self, Admitted, Sending};
 use super::dialect::Dialect;
 use super::direct::FrameWriter;
 use super::handshake::{Handshake, Raw, Socket};
 use super::native::{Native, Opening};
-use super::reader::Lingering;
+use super::reader::{self, Lingering};
+use super::writer;
 use crate::core::connection::ConnHandle;
 use crate::core::connections::{Capacity, Full};
 use crate::core::hub::Hub;
@@ -174,7 +172,7 @@ fn token<'a>(headers: &'a HeaderMap, credentials: &'a Credentials) -> Option<&'a
 }
 
 /// Checks the token before the upgrade.
-fn admit(
+fn authenticate(
     hub: &Hub,
     headers: &HeaderMap,
     credentials: &Credentials,
@@ -222,8 +220,8 @@ fn native(
     )
 }
 
-/// Admits a WebSocket (not draining, token, connection limit), answers
-/// the handshake (with `permessage-deflate` when `--compression` is on and
+/// Takes a WebSocket (not draining, its token checked; the connection
+/// limits are checked once it is upgraded, in `open`), answers the handshake (with `permessage-deflate` when `--compression` is on and
 /// the client offers it) and runs the connection in `dialect`.
 pub(crate) fn accept<D: Dialect>(
     ws: Handshake,
@@ -236,7 +234,7 @@ pub(crate) fn accept<D: Dialect>(
     if hub.draining().is_cancelled() {
         return draining();
     }
-    let identity = match admit(&hub, headers, &credentials) {
+    let identity = match authenticate(&hub, headers, &credentials) {
         Ok(identity) => identity,
         Err(error) => {
             // Counted by the router's middleware, as every error answer.
@@ -315,7 +313,7 @@ struct Opened {
 /// unless the hub is draining or full.
 async fn open<S, D>(
     hub: Hub,
-    (out, mut socket): (Outgoing<Raw>, WebSocketStream<S>),
+    (mut out, mut socket): (Outgoing<Raw>, WebSocketStream<S>),
     opened: Opened,
     dialect: D,
     sending: Sending,
@@ -325,9 +323,13 @@ async fn open<S, D>(
 {
     if hub.draining().is_cancelled() {
         // Upgraded while the drain began: told at once, like the rest.
-        let _ = socket
-            .send(close(CloseReason::GOING_AWAY, "server shutting down"))
-            .await;
+        refuse(
+            &mut out,
+            &mut socket,
+            CloseReason::GOING_AWAY,
+            "server shutting down",
+        )
+        .await;
         return;
     }
     let conn = ConnHandle::new(
@@ -352,31 +354,58 @@ async fn open<S, D>(
     };
     if let Err(full) = hub.connections().admit(&conn, capacity) {
         hub.metrics().connections_rejected.inc();
-        tracing::warn!(
-            user = conn.user_id.as_deref(),
-            remote = %opened.remote,
-            limit = match full {
-                Full::Node => capacity.total,
-                Full::User => capacity.per_user,
-            },
-            "connection refused: {}",
-            full.reason()
-        );
-        let _ = socket
-            .send(close(CloseReason::TRY_AGAIN_LATER, full.reason()))
-            .await;
+        match full {
+            Full::Node => tracing::warn!(limit = capacity.total, "connection refused: {full}"),
+            // A user's client that reconnects against its own limit would
+            // fill the log: counted, and logged at debug.
+            Full::User => tracing::debug!(
+                user = conn.user_id.as_deref(),
+                limit = capacity.per_user,
+                "connection refused: {full}"
+            ),
+        }
+        refuse(
+            &mut out,
+            &mut socket,
+            CloseReason::TRY_AGAIN_LATER,
+            full.reason(),
+        )
+        .await;
+        return;
+    }
+    if hub.draining().is_cancelled() {
+        // The drain began while it was admitted, and may have listed the
+        // connections to close without it.
+        hub.connections().remove(&conn);
+        refuse(
+            &mut out,
+            &mut socket,
+            CloseReason::GOING_AWAY,
+            "server shutting down",
+        )
+        .await;
         return;
     }
     let tasks = hub.tasks().clone();
-    let run = connection::run(hub, (out, Box::new(socket)), conn, dialect, sending);
+    let run = connection::run(
+        Admitted { hub, conn },
+        (out, Box::new(socket)),
+        dialect,
+        sending,
+    );
     tasks.spawn(run);
 }
 
-fn close(code: CloseReason, reason: &'static str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code: CloseCode::from(code.0),
-        reason: Utf8Bytes::from_static(reason),
-    }))
+/// Closes a connection the hub does not take, with `code`, reading what
+/// the peer still sends until it answers (for a second at most), so that
+/// its answer does not reset the socket.
+async fn refuse<S: Lingering>(
+    out: &mut Outgoing<Raw>,
+    socket: &mut WebSocketStream<S>,
+    code: CloseReason,
+    reason: &'static str,
+) {
+    reader::linger(socket, writer::send_close(out, code, reason)).await;
 }
 
 /// How long a client refused during a drain is told to wait: by then the

@@ -91,6 +91,7 @@ pub(crate) fn write_loop<W: AsyncWrite + Unpin, D: Dialect>(
                     // token without queueing a reply, so nothing woke this loop.
                     expiry_at = conn.token_expires_at();
                     if expiry_at.is_some_and(|at| at <= now_ms()) {
+                        conn.outbox.sending_close();
                         let _ = Box::pin(send_close(&mut out, CloseReason::TOKEN_EXPIRED, "token expired")).await;
                         return End::TokenExpired;
                     }
@@ -101,6 +102,7 @@ pub(crate) fn write_loop<W: AsyncWrite + Unpin, D: Dialect>(
                 }
                 _ = heartbeat.tick() => {
                     if conn.silent_for() > config.heartbeat_timeout {
+                        conn.outbox.sending_close();
                         let close = send_close(&mut out, CloseReason::HEARTBEAT_TIMEOUT, "heartbeat timeout");
                         let _ = Box::pin(close).await;
                         return End::HeartbeatTimeout;
@@ -151,6 +153,7 @@ pub(crate) fn write_loop<W: AsyncWrite + Unpin, D: Dialect>(
             }
             Box::pin(dialect.after_batch(hub, conn)).await;
             if let Some(closing) = closing {
+                conn.outbox.sending_close();
                 let sent = Box::pin(send_close(&mut out, closing.code, closing.reason)).await;
                 return ended(hub, closing, sent.is_ok());
             }
@@ -399,7 +402,7 @@ async fn put<W: AsyncWrite + Unpin>(
 /// Writes a close frame and flushes it, for at most [`CLOSE_WRITE`]: a
 /// peer that stopped reading must not keep the connection (and its place
 /// under `--max-connections`) for a close it will never read.
-async fn send_close<W: AsyncWrite + Unpin>(
+pub(crate) async fn send_close<W: AsyncWrite + Unpin>(
     out: &mut Outgoing<W>,
     code: CloseReason,
     reason: &'static str,

@@ -41,7 +41,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot};
 
 use self::approval_book::ApprovalBook;
-use self::topic_log::{Known, PendingWrite, Retained, TopicLog};
+use self::topic_log::{Known, PendingWrite, REMEMBERED_IDS_PER_RETAINED, Retained, TopicLog};
 use super::sqlite::{
     ApprovalWrite, EventWrite, JOURNAL_CAPACITY, Recovered, SqliteJournal, Write, Written,
 };
@@ -346,7 +346,8 @@ impl Shared {
 
     /// Trims a stream's history by age, keeping the retained-bytes count right.
     fn trim(&self, log: &mut TopicLog) {
-        let delta = log.trim_age(self.retention.history_age, Instant::now());
+        let remember = self.retention.history_size * REMEMBERED_IDS_PER_RETAINED;
+        let delta = log.trim_age(self.retention.history_age, remember, Instant::now());
         self.retained_bytes.fetch_add(delta, Relaxed);
     }
 
@@ -545,12 +546,15 @@ fn answer_known(log: &mut TopicLog, draft: &Draft) -> Option<Result<Answer, Brok
         Known::Stored(seq, event) if draft.same_content(event) => {
             Ok(Answer::Duplicate(draft.receipt(seq)))
         }
+        Known::Remembered(seq, content) if draft.content().digest() == content => {
+            Ok(Answer::Duplicate(draft.receipt(seq)))
+        }
         Known::Unknown(seq) => Ok(Answer::Duplicate(draft.receipt(seq))),
         Known::Pending(seq, event) if draft.same_content(event) => log
             .when_written(seq)
             .ok_or(BrokerError::Closed)
             .map(|written| Answer::AwaitingFirstAttempt(draft.receipt(seq), written)),
-        Known::Stored(..) | Known::Pending(..) => Err(conflict()),
+        Known::Stored(..) | Known::Pending(..) | Known::Remembered(..) => Err(conflict()),
     })
 }
 

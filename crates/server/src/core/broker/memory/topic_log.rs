@@ -13,7 +13,9 @@ use herald_protocol::{Epoch, Event, EventFilter, EventId, Label, Topic};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use crate::core::broker::{EncodedEvent, History, MAX_SNAPSHOT_KEYS, Position, TopicStats};
+use crate::core::broker::{
+    Content, EncodedEvent, History, MAX_SNAPSHOT_KEYS, Position, TopicStats,
+};
 
 /// A delivered event as history holds it.
 #[derive(Debug, Clone)]
@@ -50,10 +52,11 @@ impl Retained {
 /// short history lasts. The same floor as the Redis store's id keys.
 pub(crate) const MIN_ID_MEMORY: Duration = Duration::from_secs(60);
 
-/// Most ids a topic remembers past its history (about 10 MB of them): on a
-/// topic published to faster than that many per `--history-age`, ids are
-/// remembered for that many events instead.
-pub(crate) const MAX_REMEMBERED_IDS: usize = 100_000;
+/// How many ids a topic remembers past its history, per event of
+/// `--history-size` (10,000 by default, about 2 MB): on a topic published
+/// to faster than that many per `--history-age`, an id is remembered for
+/// that many events instead.
+pub(crate) const REMEMBERED_IDS_PER_RETAINED: usize = 10;
 
 /// The id of an event that left history, still remembered so that a late
 /// retry of it is answered with its receipt rather than published again.
@@ -61,14 +64,17 @@ pub(crate) const MAX_REMEMBERED_IDS: usize = 100_000;
 struct Remembered {
     id: EventId,
     seq: u64,
+    /// Its event's [`Content::digest`]: a retry must match it.
+    content: u64,
     /// When its event was retained: where the id's time starts.
     retained_at: Instant,
 }
 
 impl Remembered {
-    /// What remembering it costs, counted with the retained bytes.
+    /// What remembering it costs, counted with the retained bytes: this
+    /// entry, its copy of the id and the id map's entry with its own copy.
     fn weight(&self) -> usize {
-        self.id.as_str().len() + 64
+        2 * self.id.as_str().len() + 128
     }
 }
 
@@ -97,7 +103,10 @@ pub(crate) enum Known<'a> {
     Stored(u64, &'a Event),
     /// A durable store is still writing it.
     Pending(u64, &'a Event),
-    /// Its id is remembered but its event left history.
+    /// Its event left history; its id is remembered with the digest of
+    /// its content.
+    Remembered(u64, u64),
+    /// Its id is known but its event is not held.
     Unknown(u64),
 }
 
@@ -166,8 +175,14 @@ impl TopicLog {
             return Some(Known::Pending(seq, event));
         }
         let index = self.history.partition_point(|r| r.seq() < seq);
-        Some(match self.history.get(index) {
-            Some(retained) if retained.seq() == seq => Known::Stored(seq, &retained.encoded.event),
+        if let Some(retained) = self.history.get(index)
+            && retained.seq() == seq
+        {
+            return Some(Known::Stored(seq, &retained.encoded.event));
+        }
+        let index = self.remembered.partition_point(|r| r.seq < seq);
+        Some(match self.remembered.get(index) {
+            Some(remembered) if remembered.seq == seq => Known::Remembered(seq, remembered.content),
             _ => Known::Unknown(seq),
         })
     }
@@ -238,7 +253,7 @@ impl TopicLog {
         self.bytes += retained.encoded.weight();
         self.history.push_back(retained);
         while self.history.len() > history_size {
-            self.pop_oldest();
+            self.pop_oldest(history_size * REMEMBERED_IDS_PER_RETAINED);
         }
         self.bytes as isize - before as isize
     }
@@ -267,8 +282,9 @@ impl TopicLog {
         }
     }
 
-    /// Drops the oldest event of history; its id stays remembered.
-    fn pop_oldest(&mut self) {
+    /// Drops the oldest event of history; its id stays remembered, with
+    /// at most `remember` ids in all.
+    fn pop_oldest(&mut self, remember: usize) {
         if let Some(old) = self.history.pop_front() {
             let event = &old.encoded.event;
             // Unless the id has a newer event (the same id restored twice).
@@ -276,11 +292,12 @@ impl TopicLog {
                 let remembered = Remembered {
                     id: event.id.clone(),
                     seq: event.seq,
+                    content: Content::of_event(event).digest(),
                     retained_at: old.retained_at,
                 };
                 self.bytes += remembered.weight();
                 self.remembered.push_back(remembered);
-                if self.remembered.len() > MAX_REMEMBERED_IDS {
+                while self.remembered.len() > remember {
                     self.forget_oldest_id();
                 }
             }
@@ -298,10 +315,11 @@ impl TopicLog {
         }
     }
 
-    /// Drops history older than `max_age`, and forgets the ids of events
-    /// retained longer ago than that (or than `MIN_ID_MEMORY`, if longer).
-    /// Returns the change in retained bytes.
-    pub(crate) fn trim_age(&mut self, max_age: Duration, now: Instant) -> isize {
+    /// Drops history older than `max_age` (remembering at most `remember`
+    /// ids past it), and forgets the ids of events retained longer ago than
+    /// that (or than `MIN_ID_MEMORY`, if longer). Returns the change in
+    /// retained bytes.
+    pub(crate) fn trim_age(&mut self, max_age: Duration, remember: usize, now: Instant) -> isize {
         let before = self.bytes;
         let older_than = |at: Instant, age: Duration| now.saturating_duration_since(at) > age;
         while self
@@ -309,7 +327,7 @@ impl TopicLog {
             .front()
             .is_some_and(|oldest| older_than(oldest.retained_at, max_age))
         {
-            self.pop_oldest();
+            self.pop_oldest(remember);
         }
         let id_age = max_age.max(MIN_ID_MEMORY);
         while self
@@ -598,7 +616,7 @@ mod tests {
         assert!(matches!(log.known(&id("id-1")), Some(Known::Stored(2, _))));
         assert_eq!(log.assign(&id("id-3")), 3);
         // The older of the two leaving history leaves the newer one known.
-        log.pop_oldest();
+        log.pop_oldest(10);
         assert!(matches!(log.known(&id("id-1")), Some(Known::Stored(2, _))));
     }
 
@@ -649,36 +667,62 @@ mod tests {
     #[test]
     fn an_id_outlives_its_event_in_history_until_its_time_is_up() {
         let mut log = log_with(1..=5, 2);
+        let digest = |seq| Content::of_event(&event(&log.topic, seq, "any")).digest();
+        let (one, five) = (digest(1), digest(5));
         assert!(matches!(log.known(&id("id-5")), Some(Known::Stored(5, _))));
-        assert!(matches!(log.known(&id("id-1")), Some(Known::Unknown(1))));
+        assert!(matches!(log.known(&id("id-1")), Some(Known::Remembered(1, d)) if d == one));
         let now = Instant::now();
         // History's age is short, but ids stay for at least MIN_ID_MEMORY.
-        log.trim_age(Duration::from_millis(1), now + Duration::from_secs(1));
+        log.trim_age(Duration::from_millis(1), 20, now + Duration::from_secs(1));
         assert!(log.history.is_empty());
-        assert!(matches!(log.known(&id("id-5")), Some(Known::Unknown(5))));
+        assert!(matches!(log.known(&id("id-5")), Some(Known::Remembered(5, d)) if d == five));
         let with_ids = log.bytes();
-        log.trim_age(
-            Duration::from_millis(1),
-            now + MIN_ID_MEMORY + Duration::from_secs(1),
-        );
+        let later = now + MIN_ID_MEMORY + Duration::from_secs(1);
+        log.trim_age(Duration::from_millis(1), 20, later);
         assert!(log.known(&id("id-1")).is_none());
         assert!(log.known(&id("id-5")).is_none());
         // Five ids of 4 bytes were counted with the retained bytes, and are freed.
-        assert_eq!(with_ids - log.bytes(), 5 * (4 + 64));
+        assert_eq!(with_ids - log.bytes(), 5 * (2 * 4 + 128));
     }
 
     #[test]
-    fn a_topic_remembers_at_most_max_remembered_ids_past_its_history() {
-        let topic = Topic::parse("run:busy").unwrap();
-        let mut log = TopicLog::new(topic.clone(), Epoch::new("e1").unwrap(), 0);
-        let published = MAX_REMEMBERED_IDS as u64 + 10;
-        for seq in 1..=published {
-            let id = format!("id-{seq}");
-            log.retain(Retained::aged(event(&topic, seq, &id), Duration::ZERO), 1);
-        }
-        assert_eq!(log.remembered.len(), MAX_REMEMBERED_IDS);
-        // The newest is in history; the 9 oldest of the others are forgotten.
-        assert!(log.known(&id("id-9")).is_none());
-        assert!(matches!(log.known(&id("id-10")), Some(Known::Unknown(10))));
+    fn a_topic_remembers_ten_ids_per_retained_event_past_its_history() {
+        let log = log_with(1..=30, 2);
+        // 2 in history, 20 remembered, the 8 oldest forgotten.
+        assert!(log.known(&id("id-8")).is_none());
+        assert!(matches!(
+            log.known(&id("id-9")),
+            Some(Known::Remembered(9, _))
+        ));
+        assert!(matches!(
+            log.known(&id("id-29")),
+            Some(Known::Stored(29, _))
+        ));
+    }
+
+    #[test]
+    fn a_content_digest_tells_a_retry_from_another_event_under_its_id() {
+        let topic = Topic::parse("run:1").unwrap();
+        let first = event(&topic, 1, "a");
+        let mut retry = event(&topic, 7, "a");
+        retry.timestamp = 99;
+        let mut other = event(&topic, 1, "a");
+        other.data = json!({"n": 2});
+        let digest = |e: &Event| Content::of_event(e).digest();
+        assert_eq!(
+            digest(&first),
+            digest(&retry),
+            "seq and timestamp are not content"
+        );
+        assert_ne!(digest(&first), digest(&other));
+        let reordered: serde_json::Value = serde_json::from_str(r#"{"b": 1, "a": 2}"#).unwrap();
+        let ordered: serde_json::Value = serde_json::from_str(r#"{"a": 2, "b": 1}"#).unwrap();
+        let (mut x, mut y) = (first.clone(), first);
+        (x.data, y.data) = (reordered, ordered);
+        assert_eq!(
+            digest(&x),
+            digest(&y),
+            "an object's key order is not content"
+        );
     }
 }
