@@ -133,6 +133,10 @@ async fn bad_sqlite_path_exits_non_zero_with_a_clear_message() -> Result<()> {
     let names_it =
         stderr.contains(&path.display().to_string()) || stderr.to_lowercase().contains("sqlite");
     ensure!(names_it, "stderr does not say what failed:\n{stderr}");
+    ensure!(
+        stderr.contains("its directory must exist"),
+        "stderr does not say what to check:\n{stderr}"
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     ensure!(
         !stdout.contains("listening on"),
