@@ -116,8 +116,10 @@ impl<'a> Content<'a> {
 
     /// A digest of it, to tell a retry from another event under the same
     /// id once the event itself is no longer held: equal contents give
-    /// equal digests (serde_json hashes a map in key order); different ones
-    /// collide with a chance of 2^-64.
+    /// equal digests (serde_json hashes a map in key order); unrelated ones
+    /// collide with a chance of about 2^-64 (a few crafted numbers hash
+    /// alike, such as `-1` and `18446744073709551615`: a producer can only
+    /// confuse its own retries with them).
     pub fn digest(&self) -> u64 {
         let mut hasher = std::hash::DefaultHasher::new();
         std::hash::Hash::hash(self, &mut hasher);

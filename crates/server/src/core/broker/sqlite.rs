@@ -100,6 +100,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
     UNIQUE (topic, key)
 );
 CREATE INDEX IF NOT EXISTS snapshots_by_seq ON snapshots (topic, seq);
+CREATE INDEX IF NOT EXISTS events_by_age ON events (stored_at);
 CREATE TRIGGER IF NOT EXISTS a_new_epoch_replaces_the_stream
 AFTER UPDATE OF epoch ON topics WHEN old.epoch IS NOT new.epoch
 BEGIN
@@ -121,30 +122,35 @@ ALTER TABLE events RENAME TO events_schema_1;
 ALTER TABLE snapshots RENAME TO snapshots_schema_1;
 ";
 
-/// The second half of the rebuild, once [`SCHEMA`] made the new tables.
-const FROM_SCHEMA_1_COPY: &str = "
+/// The second half of the rebuild, once [`SCHEMA`] made the new tables:
+/// the events stored since `cutoff` (the older ones are past the age
+/// limit) and the snapshots are copied.
+fn from_schema_1_copy(cutoff: u64) -> String {
+    format!(
+        "
 INSERT INTO events (topic, seq, stored_at, body)
-    SELECT topic, seq, stored_at, body FROM events_schema_1 ORDER BY topic, seq;
+    SELECT topic, seq, stored_at, body FROM events_schema_1 WHERE stored_at >= {cutoff}
+    ORDER BY topic, seq;
 INSERT INTO snapshots (topic, key, seq, body)
     SELECT topic, key, seq, body FROM snapshots_schema_1;
 DROP TABLE events_schema_1;
 DROP TABLE snapshots_schema_1;
-";
+"
+    )
+}
 
-/// Whether the file's events are in the `WITHOUT ROWID` table of schema 1.
+/// Whether the file's events or snapshots are in a `WITHOUT ROWID` table,
+/// as schema 1 kept them.
 fn holds_schema_1(conn: &Connection) -> rusqlite::Result<bool> {
-    let events: Option<String> = conn
-        .query_row(
-            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'",
-            [],
-            |row| row.get(0),
-        )
-        .map(Some)
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            other => Err(other),
-        })?;
-    Ok(events.is_some_and(|sql| sql.to_ascii_uppercase().contains("WITHOUT ROWID")))
+    let mut tables = conn.prepare(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name IN ('events', 'snapshots')",
+    )?;
+    let sql = tables
+        .query_map([], |row| row.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(sql
+        .iter()
+        .any(|sql| sql.to_ascii_uppercase().contains("WITHOUT ROWID")))
 }
 
 /// One event to make durable, and where its outcome goes.
@@ -227,6 +233,8 @@ fn open_error(path: &Path, error: impl std::fmt::Display) -> BrokerError {
         " (the file is damaged: check it with `sqlite3 FILE 'PRAGMA integrity_check'`, then restore a copy or salvage it with `sqlite3 FILE .recover`)"
     } else if reason.contains("readonly") || reason.contains("disk I/O error") {
         " (herald must be able to write the file and its directory: SQLite keeps its write-ahead log beside the file)"
+    } else if reason.contains("database or disk is full") {
+        " (free space on its disk, or move the file: a store of schema 1 is rebuilt as it opens, which needs about its size free)"
     } else if reason.contains("unable to open") {
         " (its directory must exist, and herald must be able to write there: SQLite creates the file and its write-ahead log beside it)"
     } else {
@@ -327,21 +335,31 @@ impl SqliteJournal {
         // Taking the write lock now keeps it (exclusive mode) for as long as
         // this hub runs. Rows of topics left with neither events nor
         // snapshot (by a release that did not prune them) go first.
-        let (before, after) = if holds_schema_1(&conn).map_err(|e| locked(e.to_string()))? {
-            tracing::info!(path = %path.display(), "rebuilding the store's events and snapshots as rowid tables (schema 2)");
-            (FROM_SCHEMA_1, FROM_SCHEMA_1_COPY)
-        } else {
-            ("", "")
-        };
-        // History past the age limit goes too: a hub that was idle since
-        // it aged out (pruning follows writes) does not keep it for ever.
         let cutoff = now_ms().saturating_sub(history_age.as_millis() as u64);
+        let rebuild = holds_schema_1(&conn).map_err(|e| locked(e.to_string()))?;
+        let (before, after) = if rebuild {
+            tracing::info!(path = %path.display(), "rebuilding the store's events and snapshots as rowid tables (schema 2)");
+            (FROM_SCHEMA_1, from_schema_1_copy(cutoff))
+        } else {
+            ("", String::new())
+        };
+        // History past the age limit goes too, after the rows of topics
+        // left with nothing (a topic whose history just aged out keeps its
+        // epoch across this start): a hub idle since its history aged out
+        // (pruning follows writes) does not keep it for ever.
         conn.execute_batch(&format!(
             "BEGIN IMMEDIATE; {before} {SCHEMA} {after} PRAGMA application_id = {APPLICATION_ID}; \
-             PRAGMA user_version = {SCHEMA_VERSION}; DELETE FROM events WHERE stored_at < {cutoff}; \
-             {FORGET_EMPTY_TOPICS}; COMMIT;"
+             PRAGMA user_version = {SCHEMA_VERSION}; {FORGET_EMPTY_TOPICS}; \
+             DELETE FROM events WHERE stored_at < {cutoff}; COMMIT;"
         ))
         .map_err(|e| locked(e.to_string()))?;
+        if rebuild {
+            // The old tables' pages are free but still in the file: given
+            // back to the disk once, now (it needs about the new size free).
+            if let Err(error) = conn.execute_batch("VACUUM;") {
+                tracing::warn!(%error, path = %path.display(), "could not compact the store after its rebuild; run `sqlite3 FILE VACUUM` with the hub stopped to give its free pages back");
+            }
+        }
         let recovered = Recovered {
             topics: recover(&conn, history_size, history_age).map_err(|e| open_error(path, e))?,
             approvals: recover_approvals(&conn).map_err(|e| open_error(path, e))?,

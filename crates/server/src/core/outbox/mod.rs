@@ -634,11 +634,6 @@ impl Outbox {
         self.state.lock().closing.clone()
     }
 
-    /// Whether the hub asked for a close.
-    pub(crate) fn is_closing(&self) -> bool {
-        self.state.lock().closing.is_some()
-    }
-
     /// The writer is about to send the hub's close frame.
     pub(crate) fn sending_close(&self) {
         self.state.lock().close_sent = true;

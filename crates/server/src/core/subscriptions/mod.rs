@@ -449,7 +449,8 @@ async fn release(
         if !conn.outbox.wait_for_room(holding).await {
             break;
         }
-        // The writer took what was queued: the peer reads.
+        // As between a replay's parts: the reader waits on the writer, and
+        // a writer that makes room has a peer that reads.
         conn.saw_peer();
         room_for = holding;
     }

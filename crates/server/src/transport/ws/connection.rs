@@ -205,7 +205,13 @@ where
         ));
         let end = tokio::select! {
             end = &mut writer => Box::pin(answered(end, &mut reader)).await,
-            (end, stream) = &mut reader => match end.answered_with() {
+            // A peer's close that crossed the hub's close frame, already
+            // going out, is not answered by the reader: the writer's close
+            // is the answer, and is finished before the socket closes.
+            (end, stream) = &mut reader => match end
+                .answered_with()
+                .or_else(|| conn.outbox.close_sent().then(|| conn.outbox.closing()).flatten())
+            {
                 Some(closing) => {
                     // Flush first: the replies already queued (the
                     // `rate_limited` errors above all) tell the client why

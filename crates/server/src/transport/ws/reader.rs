@@ -50,10 +50,10 @@ pub(crate) fn read_loop<S: AsyncRead + AsyncWrite + Unpin, D: Dialect>(
             if let Message::Text(text) = &message {
                 metrics.bytes_in.inc_by(text.len() as u64);
             }
-            if matches!(message, Message::Text(_) | Message::Binary(_)) && conn.outbox.is_closing()
+            if matches!(message, Message::Text(_) | Message::Binary(_)) && conn.outbox.close_sent()
             {
-                // The hub closes the connection: what the peer sends until
-                // it answers is read, not acted on.
+                // The hub's close frame is going out: what the peer sends
+                // until it answers is read, not acted on (RFC 6455 §1.4).
                 continue;
             }
             if matches!(message, Message::Text(_) | Message::Binary(_)) {

@@ -53,9 +53,9 @@ impl Retained {
 pub(crate) const MIN_ID_MEMORY: Duration = Duration::from_secs(60);
 
 /// How many ids a topic remembers past its history, per event of
-/// `--history-size` (10,000 by default, about 2 MB): on a topic published
-/// to faster than that many per `--history-age`, an id is remembered for
-/// that many events instead.
+/// `--history-size` (10,000 ids with the default 1000, about 2 MB of
+/// UUIDs): on a topic published to faster than that many per
+/// `--history-age`, an id is remembered for that many events instead.
 pub(crate) const REMEMBERED_IDS_PER_RETAINED: usize = 10;
 
 /// The id of an event that left history, still remembered so that a late
@@ -123,8 +123,8 @@ pub(crate) struct TopicLog {
     /// Event id → seq, for every retained, pending or remembered event.
     /// Hashed with foldhash (seeded per map, hashes never shown to anyone):
     /// ids are short and hashed on every publish; the map holds at most a
-    /// history's worth of ids and `MAX_REMEMBERED_IDS`, which bounds what
-    /// ids chosen to collide could cost.
+    /// history's worth of ids and `REMEMBERED_IDS_PER_RETAINED` times that,
+    /// which bounds what ids chosen to collide could cost.
     ids: HashMap<EventId, u64, foldhash::fast::RandomState>,
     /// Ids of events that left history, oldest first, until their time
     /// (`--history-age`, at least `MIN_ID_MEMORY`) is up.
