@@ -3,6 +3,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 
 use parking_lot::RwLock;
 
@@ -49,7 +51,14 @@ pub struct Connections {
     by_id: RwLock<HashMap<Arc<str>, Arc<ConnHandle>>>,
     by_user: RwLock<HashMap<Arc<str>, HashSet<Arc<str>>>>,
     pace: Pace,
+    /// When a refusal at the node's limit was last logged (ms since the
+    /// epoch): a crowd reconnecting to a full node is logged once in
+    /// [`REFUSALS_LOGGED_EVERY`], and counted in full by the metrics.
+    refusal_logged_ms: AtomicU64,
 }
+
+/// How often a full node logs that it refuses connections.
+const REFUSALS_LOGGED_EVERY: u64 = 10_000;
 
 impl Connections {
     /// Whether these connections keep up with what is published to them.
@@ -79,6 +88,17 @@ impl Connections {
         }
         by_id.insert(conn.id.clone(), conn.clone());
         Ok(())
+    }
+
+    /// Whether a refusal at the node's limit is to be logged now (at most
+    /// once in [`REFUSALS_LOGGED_EVERY`] milliseconds).
+    pub(crate) fn log_refusal(&self, now_ms: u64) -> bool {
+        let last = self.refusal_logged_ms.load(Relaxed);
+        now_ms.saturating_sub(last) >= REFUSALS_LOGGED_EVERY
+            && self
+                .refusal_logged_ms
+                .compare_exchange(last, now_ms, Relaxed, Relaxed)
+                .is_ok()
     }
 
     /// Forgets a connection; whether it was registered.
@@ -171,6 +191,16 @@ mod tests {
         assert!(connections.remove(&first));
         assert_eq!(connections.admit(&of(Some("alice")), CAPACITY), Ok(()));
         assert_eq!(connections.count(), 2);
+    }
+
+    #[test]
+    fn a_full_node_logs_its_refusals_once_in_ten_seconds() {
+        let connections = Connections::default();
+        let start = 1_000_000;
+        assert!(connections.log_refusal(start));
+        assert!(!connections.log_refusal(start + 1));
+        assert!(!connections.log_refusal(start + REFUSALS_LOGGED_EVERY - 1));
+        assert!(connections.log_refusal(start + REFUSALS_LOGGED_EVERY));
     }
 
     #[test]

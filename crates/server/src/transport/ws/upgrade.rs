@@ -25,6 +25,7 @@ use super::handshake::{Handshake, Raw, Socket};
 use super::native::{Native, Opening};
 use super::reader::{self, Lingering};
 use super::writer;
+use crate::core::clock::now_ms;
 use crate::core::connection::ConnHandle;
 use crate::core::connections::{Capacity, Full};
 use crate::core::hub::Hub;
@@ -355,7 +356,15 @@ async fn open<S, D>(
     if let Err(full) = hub.connections().admit(&conn, capacity) {
         hub.metrics().connections_rejected.inc();
         match full {
-            Full::Node => tracing::warn!(limit = capacity.total, "connection refused: {full}"),
+            Full::Node => {
+                if hub.connections().log_refusal(now_ms()) {
+                    let limit = capacity.total;
+                    tracing::warn!(
+                        limit,
+                        "connections refused: {full} (logged at most every 10 s; herald_connections_rejected_total counts them)"
+                    );
+                }
+            }
             // A user's client that reconnects against its own limit would
             // fill the log: counted, and logged at debug.
             Full::User => tracing::debug!(
