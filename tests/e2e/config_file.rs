@@ -387,3 +387,29 @@ async fn a_failure_to_start_is_one_json_error_record_when_logs_are_json() -> Res
     );
     Ok(())
 }
+
+/// Every approval that names no timeout of its own takes `--approval-timeout`:
+/// one out of the range an approval may have would refuse each of them, so
+/// the hub refuses to start with it.
+#[tokio::test]
+async fn an_approval_timeout_no_approval_may_have_stops_the_start() -> Result<()> {
+    for timeout in ["0s", "169h"] {
+        let (ok, said) = herald()
+            .said(
+                &[
+                    "serve",
+                    "--bind",
+                    "127.0.0.1:0",
+                    "--approval-timeout",
+                    timeout,
+                ],
+                &[],
+            )
+            .await?;
+        ensure!(
+            !ok && said.contains("--approval-timeout must be between 1ms and 168h"),
+            "{timeout}: {said}"
+        );
+    }
+    Ok(())
+}

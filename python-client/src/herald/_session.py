@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Union, get_args
 
@@ -411,15 +412,21 @@ class Subscription:
         return any(pattern_matches(p, topic) for p in self.topics)
 
     def frame(
-        self, checkpoints: dict[str, Checkpoint], max_since_bytes: int, max_frame_bytes: int
+        self,
+        checkpoints: dict[str, Checkpoint],
+        max_since_bytes: int,
+        max_frame_bytes: int,
+        resumes: Callable[[str], bool] = lambda _topic: True,
     ) -> tuple[ClientFrameSubscribe, list[str]]:
-        """The frame, with ``since`` for the covered topics: those the
-        subscription names first (in topic order), then the others, the most
-        recently advanced first (``checkpoints`` is in the order they were
-        written), while they fit in ``max_since_bytes`` and keep the frame
-        within ``max_frame_bytes``."""
-        named = sorted(topic for topic in checkpoints if self.names(topic))
-        others = [t for t in reversed(checkpoints) if not self.names(t) and self.covers(t)]
+        """The frame, with ``since`` for the covered topics ``resumes`` lets
+        through (on a new connection each topic is resumed by one
+        subscription: see :func:`resumer`): those the subscription names
+        first (in topic order), then the others, the most recently advanced
+        first (``checkpoints`` is in the order they were written), while they
+        fit in ``max_since_bytes`` and keep the frame within
+        ``max_frame_bytes``."""
+        named = sorted(topic for topic in checkpoints if self.names(topic) and resumes(topic))
+        others = [t for t in reversed(checkpoints) if not self.names(t) and self.covers(t) and resumes(t)]
         room = max_frame_bytes - frame_bytes(self.frame_without_since()) - _SINCE_FIELD_BYTES
         left = min(max_since_bytes, max(room, 0))
         chosen: dict[str, Since] = {}
@@ -443,6 +450,26 @@ class Subscription:
 
 _SINCE_FIELD_BYTES = len(',"since":{}')
 """What a non-empty ``since`` adds around its entries."""
+
+
+def resumer(subscriptions: list[Subscription], topic: str) -> int | None:
+    """Which of ``subscriptions`` resumes ``topic`` on a new connection: the
+    one whose ``since`` carries its checkpoint. Only one does: each replay
+    ends with a ``replay_complete`` that moves the topic's checkpoint to
+    where the replay read, and the first to end would make the events of
+    another, still coming, look already seen (a filtered subscription's
+    replay ends at the topic's head having sent none of them). The first
+    covering it with no filter that names it, else with no filter, else that
+    names it, else the first covering it."""
+    best: tuple[bool, bool] | None = None
+    chosen: int | None = None
+    for index, subscription in enumerate(subscriptions):
+        if not subscription.covers(topic):
+            continue
+        rank = (subscription.filter is None, subscription.names(topic))
+        if best is None or rank > best:
+            best, chosen = rank, index
+    return chosen
 
 
 # ---- the session ----
@@ -597,8 +624,15 @@ class Session:
                 refused = self._refuse_oversized_subscriptions()
                 resumed: set[str] = set()
                 left_out: set[str] = set()
-                for subscription in self._subscriptions:
-                    frame, missed = subscription.frame(self._checkpoints, self.config.max_since_bytes, self._frame_limit())
+                subscriptions = self._subscriptions
+                for index, subscription in enumerate(subscriptions):
+
+                    def resumes(topic: str, index: int = index) -> bool:
+                        return resumer(subscriptions, topic) == index
+
+                    frame, missed = subscription.frame(
+                        self._checkpoints, self.config.max_since_bytes, self._frame_limit(), resumes
+                    )
                     resumed.update(frame.since)
                     left_out.update(missed)
                     self._transmit.append(frame)

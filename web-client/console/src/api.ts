@@ -81,6 +81,11 @@ export class Api {
     return this.call("GET", "/console/config");
   }
 
+  /** `GET /health/ready`: refused (503) while the hub drains or its store is away. */
+  ready(): Promise<unknown> {
+    return this.call("GET", "/health/ready");
+  }
+
   status(): Promise<HubStatus> {
     return this.call("GET", "/api/v1/status");
   }

@@ -76,9 +76,10 @@ function opens(url: string, token: string, timeoutMs: number): Promise<boolean> 
 /**
  * Why the hub refuses `token`, or `undefined` if it does not (or cannot be
  * asked). A browser is not shown the HTTP 401 that refuses an upgrade, only
- * a failed socket, like a hub that is down: so the hub is asked over HTTP
- * (`reachable`) before and after a socket of its own, and a token is
- * refused only when the hub answered both times and the socket still failed.
+ * a failed socket, like a hub that is down or draining: so the hub is asked
+ * over HTTP whether it takes connections (`reachable`) before and after a
+ * socket of its own, and a token is refused only when the hub said so both
+ * times and the socket still failed.
  */
 export async function tokenRefusal(url: string, token: string, reachable: () => Promise<unknown>): Promise<string | undefined> {
   const answers = () => reachable().then(

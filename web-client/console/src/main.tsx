@@ -178,7 +178,10 @@ function Console({
       previous = s.state;
       if (!failed || !token || checking) return;
       checking = true;
-      void tokenRefusal(webSocketUrl(location.origin), token, () => api.config()).then((refusal) => {
+      // Asked of readiness, not of any answer: a draining hub answers HTTP
+      // and refuses new sockets (503), which a browser cannot tell from a
+      // refused token.
+      void tokenRefusal(webSocketUrl(location.origin), token, () => api.ready()).then((refusal) => {
         checking = false;
         if (refusal) onTokenRefused(refusal);
       });

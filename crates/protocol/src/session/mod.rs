@@ -134,7 +134,7 @@ use self::backoff::Backoff;
 use self::config::millis;
 use self::covered::Covered;
 use self::outbox::Outbox;
-use self::subscription::FrameLimits;
+use self::subscription::{FrameLimits, resumer};
 use self::unanswered::Unanswered;
 
 pub use self::checkpoint::{Checkpoint, Checkpoints};
@@ -288,8 +288,11 @@ impl Session {
                     let limits = self.frame_limits();
                     let mut resumed = BTreeSet::new();
                     let mut left_out = BTreeSet::new();
-                    for subscription in &self.subscriptions {
-                        let (frame, missed) = subscription.frame(&self.checkpoints, limits);
+                    for (index, subscription) in self.subscriptions.iter().enumerate() {
+                        let resumes =
+                            |topic: &Topic| resumer(&self.subscriptions, topic) == Some(index);
+                        let (frame, missed) =
+                            subscription.frame(&self.checkpoints, limits, resumes);
                         if let ClientMessage::Subscribe(subscribe) = &frame.message {
                             resumed.extend(subscribe.since.keys().cloned());
                         }
@@ -825,7 +828,8 @@ impl Session {
         let resumed = !since.is_empty();
         self.checkpoints.merge(since);
         if self.is_welcomed() {
-            let (frame, missed) = subscription.frame(&self.checkpoints, self.frame_limits());
+            let (frame, missed) =
+                subscription.frame(&self.checkpoints, self.frame_limits(), |_| true);
             // A topic another subscription covers is live already.
             let missed: Vec<Topic> = missed
                 .into_iter()

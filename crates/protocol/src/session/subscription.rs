@@ -41,10 +41,14 @@ impl Subscription {
     /// advanced first, as many as fit in `max_since_bytes` ([`since_bytes`])
     /// and keep the frame within `max_frame_bytes`. Also the checkpointed
     /// topics it covers that did not fit: they resume live.
+    ///
+    /// Only the topics `resumes` lets through are resumed here: on a new
+    /// connection each topic is resumed by one subscription ([`resumer`]).
     pub(crate) fn frame(
         &self,
         checkpoints: &Checkpoints,
         limits: FrameLimits,
+        resumes: impl Fn(&Topic) -> bool,
     ) -> (ClientFrame, Vec<Topic>) {
         let mut frame = self.frame_without_since();
         let room = limits
@@ -53,9 +57,10 @@ impl Subscription {
         let mut left = limits.max_since_bytes.min(room);
         let mut since = BTreeMap::new();
         let mut left_out = Vec::new();
-        for (topic, checkpoint) in
-            checkpoints.resumed_first(|topic| self.covers(topic), |topic| self.names(topic))
-        {
+        for (topic, checkpoint) in checkpoints.resumed_first(
+            |topic| self.covers(topic) && resumes(topic),
+            |topic| self.names(topic),
+        ) {
             match left.checked_sub(since_bytes(topic, checkpoint)) {
                 Some(rest) if left_out.is_empty() => {
                     left = rest;
@@ -83,6 +88,29 @@ impl Subscription {
             }),
         }
     }
+}
+
+/// Which of `subscriptions` resumes `topic` on a new connection: the one
+/// whose `since` carries its checkpoint. Only one does: each replay ends
+/// with a `replay_complete` that moves the topic's checkpoint to where the
+/// replay read, and the first to end would make the events of another,
+/// still coming, look already seen (a filtered subscription's replay ends
+/// at the topic's head having sent none of them). The first covering it
+/// with no filter that names it, else with no filter, else that names it,
+/// else the first covering it.
+pub(crate) fn resumer(subscriptions: &[Subscription], topic: &Topic) -> Option<usize> {
+    subscriptions
+        .iter()
+        .enumerate()
+        .filter(|(_, subscription)| subscription.covers(topic))
+        .max_by_key(|(index, subscription)| {
+            (
+                subscription.filter.is_none(),
+                subscription.names(topic),
+                std::cmp::Reverse(*index),
+            )
+        })
+        .map(|(index, _)| index)
 }
 
 /// What bounds a `subscribe` frame: the session's `since` budget and the

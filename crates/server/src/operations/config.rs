@@ -247,6 +247,16 @@ impl Config {
         if self.heartbeat_interval.is_zero() {
             return Err(ConfigError("--heartbeat-interval must be positive".into()));
         }
+        // The timeout of every approval that names none of its own: out of
+        // range, each of them would be refused, about a field its producer
+        // never sent.
+        let most = crate::core::approvals::MAX_TIMEOUT;
+        if self.approval_timeout < Duration::from_millis(1) || self.approval_timeout > most {
+            return Err(ConfigError(format!(
+                "--approval-timeout must be between 1ms and {}h",
+                most.as_secs() / 3600
+            )));
+        }
         if !self.metrics_interval.is_zero() && self.metrics_interval < MIN_METRICS_INTERVAL {
             return Err(ConfigError(format!(
                 "--metrics-interval must be 0s (off) or at least {MIN_METRICS_INTERVAL:?}"
