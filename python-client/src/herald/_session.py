@@ -382,6 +382,11 @@ def since_bytes(topic: str, checkpoint: Checkpoint) -> int:
     return len(topic) + len(checkpoint.epoch or "") + len(str(checkpoint.seq)) + 24
 
 
+def is_pattern(pattern: str) -> bool:
+    """Whether ``pattern`` is ``kind:*`` or ``*`` rather than one topic."""
+    return pattern == "*" or pattern.endswith(":*")
+
+
 def pattern_matches(pattern: str, topic: str) -> bool:
     """Whether ``topic`` falls under ``pattern`` (a topic, ``kind:*`` or ``*``)."""
     if pattern == "*":
@@ -403,6 +408,11 @@ class Subscription:
     """The request id the application gave it: every ``subscribe`` frame for
     it carries it, so the hub's ``ack`` or ``error`` names it on every
     connection."""
+
+    def is_filtered(self) -> bool:
+        """Whether a filter holds back some of its topics' events (an empty
+        filter holds back none)."""
+        return self.filter is not None and (bool(self.filter.types) or self.filter.min_priority is not None)
 
     def names(self, topic: str) -> bool:
         """Whether the subscription names ``topic`` itself (not by a pattern)."""
@@ -460,16 +470,35 @@ def resumer(subscriptions: list[Subscription], topic: str) -> int | None:
     another, still coming, look already seen (a filtered subscription's
     replay ends at the topic's head having sent none of them). The first
     covering it with no filter that names it, else with no filter, else that
-    names it, else the first covering it."""
+    names it, else the first covering it. Two filtered subscriptions on one
+    topic replay only the resumer's filter: the other's events of the time
+    offline do not come back."""
     best: tuple[bool, bool] | None = None
     chosen: int | None = None
     for index, subscription in enumerate(subscriptions):
         if not subscription.covers(topic):
             continue
-        rank = (subscription.filter is None, subscription.names(topic))
+        rank = (not subscription.is_filtered(), subscription.names(topic))
         if best is None or rank > best:
             best, chosen = rank, index
     return chosen
+
+
+def resubscription_order(subscriptions: list[Subscription]) -> list[int]:
+    """The order subscriptions are sent in on a new connection: those with no
+    filter first, and among each, those naming only topics before those with
+    patterns; otherwise as they were made. The hub answers each ``subscribe``
+    whole (replay included) before the next, and a subscription is live from
+    its own answer on: sent first, a topic's resumer replays it before another
+    subscription covering it goes live and moves its checkpoint with a live
+    event."""
+    return sorted(
+        range(len(subscriptions)),
+        key=lambda index: (
+            subscriptions[index].is_filtered(),
+            any(is_pattern(topic) for topic in subscriptions[index].topics),
+        ),
+    )
 
 
 # ---- the session ----
@@ -625,7 +654,8 @@ class Session:
                 resumed: set[str] = set()
                 left_out: set[str] = set()
                 subscriptions = self._subscriptions
-                for index, subscription in enumerate(subscriptions):
+                for index in resubscription_order(subscriptions):
+                    subscription = subscriptions[index]
 
                     def resumes(topic: str, index: int = index) -> bool:
                         return resumer(subscriptions, topic) == index

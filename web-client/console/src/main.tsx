@@ -30,6 +30,20 @@ import { WASM_URL } from "./wasm.js";
 type Theme = "auto" | "light" | "dark";
 const THEME_KEY = "herald:console:theme";
 
+/**
+ * Resolves when the hub answers and takes connections: its console config
+ * answers, and its readiness does not refuse them. A draining hub answers
+ * HTTP but refuses new sockets (503), which a browser cannot tell from a
+ * refused token; a proxy that does not pass `/health/ready` on leaves the
+ * answer to the config.
+ */
+async function takesConnections(api: Api): Promise<void> {
+  await api.config();
+  await api.ready().catch((error: unknown) => {
+    if (error instanceof ApiError && error.status === 503) throw error;
+  });
+}
+
 function applyTheme(theme: Theme): void {
   if (theme === "auto") delete document.documentElement.dataset.theme;
   else document.documentElement.dataset.theme = theme;
@@ -178,10 +192,7 @@ function Console({
       previous = s.state;
       if (!failed || !token || checking) return;
       checking = true;
-      // Asked of readiness, not of any answer: a draining hub answers HTTP
-      // and refuses new sockets (503), which a browser cannot tell from a
-      // refused token.
-      void tokenRefusal(webSocketUrl(location.origin), token, () => api.ready()).then((refusal) => {
+      void tokenRefusal(webSocketUrl(location.origin), token, () => takesConnections(api)).then((refusal) => {
         checking = false;
         if (refusal) onTokenRefused(refusal);
       });

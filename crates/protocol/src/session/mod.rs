@@ -134,7 +134,7 @@ use self::backoff::Backoff;
 use self::config::millis;
 use self::covered::Covered;
 use self::outbox::Outbox;
-use self::subscription::{FrameLimits, resumer};
+use self::subscription::{FrameLimits, resubscription_order, resumer};
 use self::unanswered::Unanswered;
 
 pub use self::checkpoint::{Checkpoint, Checkpoints};
@@ -288,7 +288,8 @@ impl Session {
                     let limits = self.frame_limits();
                     let mut resumed = BTreeSet::new();
                     let mut left_out = BTreeSet::new();
-                    for (index, subscription) in self.subscriptions.iter().enumerate() {
+                    for index in resubscription_order(&self.subscriptions) {
+                        let subscription = &self.subscriptions[index];
                         let resumes =
                             |topic: &Topic| resumer(&self.subscriptions, topic) == Some(index);
                         let (frame, missed) =

@@ -28,6 +28,14 @@ impl Subscription {
         self.topics.iter().any(|pattern| pattern.matches(topic))
     }
 
+    /// Whether a filter holds back some of its topics' events (an empty
+    /// filter holds back none).
+    pub fn is_filtered(&self) -> bool {
+        self.filter
+            .as_ref()
+            .is_some_and(|filter| !filter.is_empty())
+    }
+
     /// Whether the subscription names `topic` itself (not by a pattern).
     pub fn names(&self, topic: &Topic) -> bool {
         self.topics
@@ -43,7 +51,9 @@ impl Subscription {
     /// topics it covers that did not fit: they resume live.
     ///
     /// Only the topics `resumes` lets through are resumed here: on a new
-    /// connection each topic is resumed by one subscription ([`resumer`]).
+    /// connection each topic is resumed by one subscription ([`resumer`]),
+    /// and a topic its resumer has no room for resumes live, whatever room
+    /// the others have.
     pub(crate) fn frame(
         &self,
         checkpoints: &Checkpoints,
@@ -97,7 +107,9 @@ impl Subscription {
 /// still coming, look already seen (a filtered subscription's replay ends
 /// at the topic's head having sent none of them). The first covering it
 /// with no filter that names it, else with no filter, else that names it,
-/// else the first covering it.
+/// else the first covering it. Two filtered subscriptions on one topic
+/// replay only the resumer's filter: the other's events of the time offline
+/// do not come back.
 pub(crate) fn resumer(subscriptions: &[Subscription], topic: &Topic) -> Option<usize> {
     subscriptions
         .iter()
@@ -105,12 +117,34 @@ pub(crate) fn resumer(subscriptions: &[Subscription], topic: &Topic) -> Option<u
         .filter(|(_, subscription)| subscription.covers(topic))
         .max_by_key(|(index, subscription)| {
             (
-                subscription.filter.is_none(),
+                !subscription.is_filtered(),
                 subscription.names(topic),
                 std::cmp::Reverse(*index),
             )
         })
         .map(|(index, _)| index)
+}
+
+/// The order subscriptions are sent in on a new connection: those with no
+/// filter first, and among each, those naming only topics before those
+/// with patterns; otherwise as they were made. The hub answers each
+/// `subscribe` whole (replay included) before the next, and a subscription
+/// is live from its own answer on: sent first, a topic's resumer replays it
+/// before another subscription covering it goes live and moves its
+/// checkpoint with a live event. (A resumer that names a topic beside
+/// patterns of its own can still come after an unfiltered pattern that
+/// covers it.)
+pub(crate) fn resubscription_order(subscriptions: &[Subscription]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..subscriptions.len()).collect();
+    order.sort_by_key(|&index| {
+        let subscription = &subscriptions[index];
+        let patterns = subscription
+            .topics
+            .iter()
+            .any(|pattern| pattern.as_topic().is_none());
+        (subscription.is_filtered(), patterns)
+    });
+    order
 }
 
 /// What bounds a `subscribe` frame: the session's `since` budget and the
