@@ -322,17 +322,6 @@ async fn open<S, D>(
     S: Lingering + Send + 'static,
     D: Dialect,
 {
-    if hub.draining().is_cancelled() {
-        // Upgraded while the drain began: told at once, like the rest.
-        refuse(
-            &mut out,
-            &mut socket,
-            CloseReason::GOING_AWAY,
-            "server shutting down",
-        )
-        .await;
-        return;
-    }
     let conn = ConnHandle::new(
         opened.user_id,
         opened.identity,
@@ -383,8 +372,9 @@ async fn open<S, D>(
         return;
     }
     if hub.draining().is_cancelled() {
-        // The drain began while it was admitted, and may have listed the
-        // connections to close without it.
+        // Upgraded while the drain began (it may have listed the
+        // connections to close without this one): told at once, like the
+        // rest.
         hub.connections().remove(&conn);
         refuse(
             &mut out,
