@@ -115,7 +115,7 @@ impl<'a> Content<'a> {
     }
 
     /// A digest of it, to tell a retry from another event under the same
-    /// id once the event itself is no longer held: equal contents give
+    /// id once history has let the event itself go: equal contents give
     /// equal digests (serde_json hashes a map in key order); unrelated ones
     /// collide with a chance of about 2^-64 (a few crafted numbers hash
     /// alike, such as `-1` and `18446744073709551615`: a producer can only
