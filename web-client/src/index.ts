@@ -20,7 +20,7 @@ import type {
 import { type HeraldEvent, typeMatches } from "./events.js";
 import { type Handler, add, call, remove, report } from "./handlers.js";
 import { RefusedError } from "./errors.js";
-import { Subscription, type SubscriptionHost, widestFilter } from "./subscription.js";
+import { Subscription, type SubscriptionHost } from "./subscription.js";
 
 export type * from "./protocol/index.js";
 export { KNOWN_EVENT_TYPES } from "./protocol/KnownEventType.js";
@@ -244,11 +244,10 @@ export class HeraldClient implements SubscriptionHost {
     const list = typeof topics === "string" ? [topics] : [...topics];
     this.lastSubscription += 1;
     const id = `sub-${this.lastSubscription}`;
-    // Per topic string: the hub keeps a pattern's filter apart from an exact topic's.
-    const sharing = this.subscriptions.filter(
-      (s) => s.state.state !== "refused" && s.state.state !== "closed" && s.topics.some((topic) => list.includes(topic)),
-    );
-    const filter = widestFilter([options.filter, ...sharing.map((s) => s.filter)]);
+    // The session core sends the frame with what every subscription sharing
+    // a topic lets through (the hub keeps one filter per topic and
+    // connection); each subscription filters its own events.
+    const filter = options.filter;
     const subscription = new Subscription(this, list, options.filter, id);
     this.subscriptions.push(subscription);
     const frame = {

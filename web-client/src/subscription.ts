@@ -28,26 +28,6 @@ export function topicMatches(pattern: string, topic: string): boolean {
   return pattern.endsWith(":*") && topic.startsWith(pattern.slice(0, -1));
 }
 
-/**
- * A filter that lets through at least everything each of `filters` does
- * (the union of their types, the lowest of their priorities; `undefined`:
- * no filter, which lets everything through). The hub keeps one filter per
- * topic and connection, the last one sent, so a `subscribe` frame for
- * topics other subscriptions hold carries what all of them let through, and
- * each subscription filters its own events.
- */
-export function widestFilter(filters: ReadonlyArray<EventFilter | undefined>): EventFilter | undefined {
-  if (filters.length === 0 || filters.some((f) => !f || (!f.types?.length && !f.min_priority))) return undefined;
-  const every = filters as EventFilter[];
-  const types = every.some((f) => !f.types?.length) ? undefined : [...new Set(every.flatMap((f) => f.types ?? []))];
-  const priorities = every.map((f) => f.min_priority);
-  const min_priority = priorities.some((p) => !p)
-    ? undefined
-    : priorities.reduce((low, p) => (PRIORITIES.indexOf(p as Priority) < PRIORITIES.indexOf(low as Priority) ? p : low));
-  if (!types && !min_priority) return undefined;
-  return { ...(types ? { types } : {}), ...(min_priority ? { min_priority } : {}) };
-}
-
 /** The client a subscription belongs to. */
 export interface SubscriptionHost {
   /** Forgets `subscription` and tells the hub about topics no other subscription covers. */

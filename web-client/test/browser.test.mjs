@@ -455,6 +455,48 @@ test("two_subscriptions_on_one_topic_with_different_filters_each_get_their_own_e
   await stopHub(hub);
 });
 
+test("subscriptions_on_one_topic_keep_their_own_events_after_a_reconnect_whichever_filter_came_first", async () => {
+  const hub = await startHub();
+  const page = await openExample(context, site, hub, { user: "u1", topics: "run:r1" });
+  await waitForDemo(page, "open", isOpen);
+  await page.evaluate(async () => {
+    const client = window.heraldDemo.client;
+    window.filtered = { urgent: [], progress: [] };
+    // The narrower filter first: the hub keeps one filter per topic and
+    // connection, and a reconnect sends the subscriptions again.
+    const urgent = client.subscribe("run:g", { filter: { min_priority: "high" } });
+    urgent.on("*", (e) => window.filtered.urgent.push(`${e.event_type}/${e.priority}`));
+    const progress = client.subscribe("run:g", { filter: { types: ["task.progress"] } });
+    progress.on("*", (e) => window.filtered.progress.push(`${e.event_type}/${e.priority}`));
+    await Promise.all([urgent.ready(), progress.ready()]);
+    await client.disconnect();
+    await client.connect();
+  });
+  // Run in the page: both subscriptions got `n` critical events.
+  const both = (n) =>
+    window.filtered.urgent.filter((e) => e.endsWith("/critical")).length >= n &&
+    window.filtered.progress.filter((e) => e.endsWith("/critical")).length >= n;
+  // A marker both filters let through, once the resubscriptions are in.
+  await publish(hub, { topic: "run:g", event_type: "task.progress", priority: "critical", data: { progress: 0 } });
+  await page.waitForFunction(both, 1, { timeout: 10_000 });
+  for (const [event_type, priority] of [
+    ["task.progress", "normal"],
+    ["log.line", "high"],
+    ["log.line", "low"],
+    ["task.progress", "critical"],
+  ]) {
+    await publish(hub, { topic: "run:g", event_type, priority, data: { progress: 1 } });
+  }
+  await page.waitForFunction(both, 2, { timeout: 10_000 });
+  const filtered = await page.evaluate(() => window.filtered);
+  assert.deepEqual(filtered, {
+    urgent: ["task.progress/critical", "log.line/high", "task.progress/critical"],
+    progress: ["task.progress/critical", "task.progress/normal", "task.progress/critical"],
+  });
+  await page.close();
+  await stopHub(hub);
+});
+
 test("a_client_disposed_while_its_module_loads_rejects_its_connect_and_leaves_no_unhandled_error", async () => {
   const hub = await startHub();
   const page = await openExample(context, site, hub, { user: "u1", topics: "run:r1" });

@@ -41,6 +41,39 @@ impl EventFilter {
     pub fn is_empty(&self) -> bool {
         self.types.is_empty() && self.min_priority.is_none()
     }
+
+    /// A filter that lets through at least everything each of `filters`
+    /// does: the union of their types, the lowest of their priorities.
+    /// `None` (no filter) when one of them lets everything through, or
+    /// there are none. The hub keeps one filter per topic and connection,
+    /// so a `subscribe` frame for a topic several subscriptions share
+    /// carries this one.
+    pub fn widest<'a>(
+        filters: impl IntoIterator<Item = Option<&'a EventFilter>>,
+    ) -> Option<EventFilter> {
+        let mut widest: Option<EventFilter> = None;
+        for filter in filters {
+            let filter = filter.filter(|filter| !filter.is_empty())?;
+            let Some(wide) = &mut widest else {
+                widest = Some(filter.clone());
+                continue;
+            };
+            if filter.types.is_empty() {
+                wide.types.clear();
+            } else if !wide.types.is_empty() {
+                for pattern in &filter.types {
+                    if !wide.types.contains(pattern) {
+                        wide.types.push(pattern.clone());
+                    }
+                }
+            }
+            wide.min_priority = wide
+                .min_priority
+                .zip(filter.min_priority)
+                .map(|(a, b)| a.min(b));
+        }
+        widest.filter(|wide| !wide.is_empty())
+    }
 }
 
 /// An event type pattern: an exact type, `domain.*`, or `*`.
@@ -73,6 +106,14 @@ impl TypePattern {
             TypePattern::Prefix(prefix) => event_type.as_str().starts_with(prefix.as_str()),
             TypePattern::All => true,
         }
+    }
+}
+
+impl std::str::FromStr for TypePattern {
+    type Err = EventTypeError;
+
+    fn from_str(pattern: &str) -> Result<TypePattern, EventTypeError> {
+        TypePattern::parse(pattern)
     }
 }
 

@@ -52,7 +52,7 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Union, get_args
 
 from pydantic import Field, TypeAdapter, ValidationError
@@ -458,6 +458,56 @@ class Subscription:
         return ClientFrameSubscribe(id=self.id, topics=list(self.topics), filter=self.filter, snapshot=self.snapshot)
 
 
+_PRIORITY_ORDER = ("low", "normal", "high", "critical")
+
+
+def widest_filter(filters: list[EventFilter | None]) -> EventFilter | None:
+    """A filter that lets through at least everything each of ``filters``
+    does: the union of their types, the lowest of their priorities. None (no
+    filter) when one of them lets everything through, or there are none."""
+    types: list[str] = []
+    every_type = False
+    lowest: str | None = None
+    every_priority = False
+    if not filters:
+        return None
+    for each in filters:
+        if each is None or (not each.types and each.min_priority is None):
+            return None
+        if not each.types:
+            every_type = True
+        for pattern in each.types:
+            if pattern not in types:
+                types.append(pattern)
+        if each.min_priority is None:
+            every_priority = True
+        elif lowest is None or _PRIORITY_ORDER.index(each.min_priority) < _PRIORITY_ORDER.index(lowest):
+            lowest = each.min_priority
+    wide_types = [] if every_type else types
+    wide_priority = None if every_priority else lowest
+    if not wide_types and wide_priority is None:
+        return None
+    return EventFilter.model_validate({"types": wide_types, "min_priority": wide_priority})
+
+
+def sent_filter(others: list[Subscription], subscription: Subscription) -> EventFilter | None:
+    """The filter ``subscription``'s frame carries beside ``others`` (which
+    may hold it): what every subscription sharing one of its topics (or
+    patterns, by name) lets through. The hub keeps one filter per topic and
+    connection, the last one sent."""
+    sharing = [o.filter for o in others if any(pattern in subscription.topics for pattern in o.topics)]
+    # In the order they were made, then ``subscription`` itself when
+    # ``others`` does not hold it yet.
+    return widest_filter([*sharing, subscription.filter])
+
+
+def as_sent(subscriptions: list[Subscription]) -> list[Subscription]:
+    """The subscriptions as their frames go to the hub (see :func:`sent_filter`);
+    each still holds its own filter, so one that goes away stops widening
+    the others on the next connection."""
+    return [replace(s, filter=sent_filter(subscriptions, s)) for s in subscriptions]
+
+
 _SINCE_FIELD_BYTES = len(',"since":{}')
 """What a non-empty ``since`` adds around its entries."""
 
@@ -470,9 +520,11 @@ def resumer(subscriptions: list[Subscription], topic: str) -> int | None:
     another, still coming, look already seen (a filtered subscription's
     replay ends at the topic's head having sent none of them). The first
     covering it with no filter that names it, else with no filter, else that
-    names it, else the first covering it. Two filtered subscriptions on one
-    topic replay only the resumer's filter: the other's events of the time
-    offline do not come back."""
+    names it, else the first covering it. Subscriptions naming the same topic
+    are sent with one filter (:func:`as_sent`), so the resumer replays what
+    all of them let through; a topic covered under different names replays
+    only the resumer's filter: the other's events of the time offline do not
+    come back."""
     best: tuple[bool, bool] | None = None
     chosen: int | None = None
     for index, subscription in enumerate(subscriptions):
@@ -653,7 +705,7 @@ class Session:
                 refused = self._refuse_oversized_subscriptions()
                 resumed: set[str] = set()
                 left_out: set[str] = set()
-                subscriptions = self._subscriptions
+                subscriptions = as_sent(self._subscriptions)
                 for index in resubscription_order(subscriptions):
                     subscription = subscriptions[index]
 
@@ -1030,7 +1082,8 @@ class Session:
         _require_topics(subscription.topics)
         self._check_size(subscription.frame_without_since())
         if self._is_welcomed():
-            frame, missed = subscription.frame(self._checkpoints, self.config.max_since_bytes, self._frame_limit())
+            sent = replace(subscription, filter=sent_filter(self._subscriptions, subscription))
+            frame, missed = sent.frame(self._checkpoints, self.config.max_since_bytes, self._frame_limit())
             # A topic another subscription covers is live already.
             if isinstance(self._phase, _Link):
                 self._phase.unresumed.update(

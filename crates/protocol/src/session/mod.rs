@@ -134,7 +134,7 @@ use self::backoff::Backoff;
 use self::config::millis;
 use self::covered::Covered;
 use self::outbox::Outbox;
-use self::subscription::{FrameLimits, resubscription_order, resumer};
+use self::subscription::{FrameLimits, as_sent, resubscription_order, resumer, sent_filter};
 use self::unanswered::Unanswered;
 
 pub use self::checkpoint::{Checkpoint, Checkpoints};
@@ -288,10 +288,10 @@ impl Session {
                     let limits = self.frame_limits();
                     let mut resumed = BTreeSet::new();
                     let mut left_out = BTreeSet::new();
-                    for index in resubscription_order(&self.subscriptions) {
-                        let subscription = &self.subscriptions[index];
-                        let resumes =
-                            |topic: &Topic| resumer(&self.subscriptions, topic) == Some(index);
+                    let sent = as_sent(&self.subscriptions);
+                    for index in resubscription_order(&sent) {
+                        let subscription = &sent[index];
+                        let resumes = |topic: &Topic| resumer(&sent, topic) == Some(index);
                         let (frame, missed) =
                             subscription.frame(&self.checkpoints, limits, resumes);
                         if let ClientMessage::Subscribe(subscribe) = &frame.message {
@@ -829,8 +829,11 @@ impl Session {
         let resumed = !since.is_empty();
         self.checkpoints.merge(since);
         if self.is_welcomed() {
-            let (frame, missed) =
-                subscription.frame(&self.checkpoints, self.frame_limits(), |_| true);
+            let sent = Subscription {
+                filter: sent_filter(&self.subscriptions, &subscription),
+                ..subscription.clone()
+            };
+            let (frame, missed) = sent.frame(&self.checkpoints, self.frame_limits(), |_| true);
             // A topic another subscription covers is live already.
             let missed: Vec<Topic> = missed
                 .into_iter()

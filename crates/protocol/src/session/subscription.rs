@@ -107,9 +107,11 @@ impl Subscription {
 /// still coming, look already seen (a filtered subscription's replay ends
 /// at the topic's head having sent none of them). The first covering it
 /// with no filter that names it, else with no filter, else that names it,
-/// else the first covering it. Two filtered subscriptions on one topic
-/// replay only the resumer's filter: the other's events of the time offline
-/// do not come back.
+/// else the first covering it. Subscriptions naming the same topic are sent
+/// with one filter ([`as_sent`]), so the resumer replays what all of them
+/// let through; a topic covered under different names (a topic filtered
+/// one way, a pattern another) replays only the resumer's filter: the
+/// other's events of the time offline do not come back.
 pub(crate) fn resumer(subscriptions: &[Subscription], topic: &Topic) -> Option<usize> {
     subscriptions
         .iter()
@@ -145,6 +147,44 @@ pub(crate) fn resubscription_order(subscriptions: &[Subscription]) -> Vec<usize>
         (subscription.is_filtered(), patterns)
     });
     order
+}
+
+/// The subscriptions as their frames go to the hub: each with what every
+/// subscription sharing one of its topics (or patterns, by name) lets
+/// through ([`EventFilter::widest`]). The hub keeps one filter per topic and
+/// connection, the last one sent, so a frame with only its own filter would
+/// narrow what another subscription on the topic gets; each subscription
+/// still holds its own, so one that goes away stops widening the others on
+/// the next connection.
+pub(crate) fn as_sent(subscriptions: &[Subscription]) -> Vec<Subscription> {
+    subscriptions
+        .iter()
+        .map(|subscription| Subscription {
+            filter: sent_filter(subscriptions, subscription),
+            ..subscription.clone()
+        })
+        .collect()
+}
+
+/// The filter `subscription`'s frame carries beside `others` (which may
+/// hold it): see [`as_sent`].
+pub(crate) fn sent_filter(
+    others: &[Subscription],
+    subscription: &Subscription,
+) -> Option<EventFilter> {
+    let sharing = others.iter().filter(|other| {
+        other
+            .topics
+            .iter()
+            .any(|pattern| subscription.topics.contains(pattern))
+    });
+    // In the order they were made (the types' union is sent in that order),
+    // then `subscription` itself when `others` does not hold it yet.
+    EventFilter::widest(
+        sharing
+            .map(|other| other.filter.as_ref())
+            .chain(std::iter::once(subscription.filter.as_ref())),
+    )
 }
 
 /// What bounds a `subscribe` frame: the session's `since` budget and the
