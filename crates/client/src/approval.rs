@@ -1,11 +1,13 @@
 //! Approvals over HTTP: [`Publisher::create_approval`],
-//! [`Publisher::approval`], [`Publisher::wait_approval`] and
-//! [`Publisher::request_approval`], which asks and waits for the decision.
+//! [`Publisher::approval`], [`Publisher::wait_approval`],
+//! [`Publisher::request_approval`], which asks and waits for the decision,
+//! and [`Publisher::list_approvals`], the audit trail.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herald_protocol::CallbackId;
-use herald_protocol::payload::{ApprovalDecision, ApprovalRecord, NewApproval};
+use herald_protocol::api::ApprovalList;
+use herald_protocol::payload::{ApprovalDecision, ApprovalRecord, ApprovalStatus, NewApproval};
 use reqwest::Method;
 
 use crate::error::{ApprovalError, HttpError};
@@ -39,6 +41,36 @@ impl Publisher {
                 Idempotency::Once,
             )
             .await?)
+    }
+
+    /// Approvals, newest first (`GET /api/v1/approvals`): those of task
+    /// `task_id` and in `status`, when given.
+    pub async fn list_approvals(
+        &self,
+        task_id: Option<&str>,
+        status: Option<ApprovalStatus>,
+    ) -> Result<Vec<ApprovalRecord>, ApprovalError> {
+        let status = status.map(ApprovalStatus::as_str);
+        let target = |hub: &crate::endpoint::HubUrl| {
+            let mut url = hub.http("api/v1/approvals")?;
+            if let Some(task_id) = task_id {
+                url.query_pairs_mut().append_pair("task_id", task_id);
+            }
+            if let Some(status) = status {
+                url.query_pairs_mut().append_pair("status", status);
+            }
+            Ok(url)
+        };
+        let list: ApprovalList = self
+            .call(
+                Method::GET,
+                target,
+                None::<&()>,
+                self.timeout(),
+                Idempotency::Idempotent,
+            )
+            .await?;
+        Ok(list.approvals)
     }
 
     /// An approval's decision now (`GET /api/v1/approvals/{id}`).

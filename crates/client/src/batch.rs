@@ -4,10 +4,11 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use herald_protocol::{ErrorCode, PublishReceipt, PublishRequest};
+use herald_protocol::{ErrorCode, EventId, PublishReceipt, PublishRequest};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -21,12 +22,27 @@ const BUFFERED_BATCHES: usize = 4;
 /// How long [`BatchingPublisher::close`] waits for the last flush.
 const CLOSE_LIMIT: Duration = Duration::from_secs(60);
 
-type Reply = oneshot::Sender<Result<PublishReceipt, PublishError>>;
+/// A queued event's way back to its [`PendingReceipt`]: its outcome, and
+/// whether a request carrying it was sent.
+#[derive(Debug)]
+struct Reply {
+    outcome: oneshot::Sender<Result<PublishReceipt, PublishError>>,
+    sent: Arc<AtomicBool>,
+}
+
+impl Reply {
+    fn send(self, outcome: Result<PublishReceipt, PublishError>) {
+        let _ = self.outcome.send(outcome);
+    }
+}
 
 #[derive(Debug)]
 enum Command {
     Publish(PublishRequest, Reply),
     Flush(oneshot::Sender<()>),
+    /// Flush what is queued, then stop ([`BatchingPublisher::close`]). A
+    /// queue that closes without it was dropped: nothing more is sent.
+    Close,
 }
 
 /// The largest batch [`Publisher::batching`] makes: its queue and buffer are
@@ -46,12 +62,15 @@ pub const MAX_BATCH: usize = 10_000;
 ///
 /// The flush task belongs to this handle: [`close`](BatchingPublisher::close)
 /// flushes what is queued and stops it; dropping the handle stops it at once,
-/// dropping queued events (their [`PendingReceipt`]s resolve to
-/// [`PublishError::Stopped`]).
+/// dropping queued events: their [`PendingReceipt`]s resolve to
+/// [`PublishError::Stopped`] (never sent), or to
+/// [`PublishError::StoppedWhileSending`] for a batch already on its way (the
+/// hub may have stored it; publishing it again under its
+/// [`id`](PendingReceipt::id) stores it at most once).
 #[derive(Debug)]
 pub struct BatchingPublisher {
-    commands: mpsc::Sender<Command>,
     task: OwnedTask,
+    commands: mpsc::Sender<Command>,
 }
 
 /// The receipt of a queued event, once its batch is published. Awaiting it is
@@ -60,15 +79,34 @@ pub struct BatchingPublisher {
 /// be reached for, or failed with a 5xx after the retries, fails every event
 /// of it.
 #[derive(Debug)]
-pub struct PendingReceipt(oneshot::Receiver<Result<PublishReceipt, PublishError>>);
+pub struct PendingReceipt {
+    outcome: oneshot::Receiver<Result<PublishReceipt, PublishError>>,
+    sent: Arc<AtomicBool>,
+    id: Option<EventId>,
+}
+
+impl PendingReceipt {
+    /// The event's id (the one it was queued with, or the one assigned at
+    /// `publish`): publishing it again under this id stores it at most once.
+    pub fn id(&self) -> Option<&EventId> {
+        self.id.as_ref()
+    }
+}
 
 impl Future for PendingReceipt {
     type Output = Result<PublishReceipt, PublishError>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|result| result.unwrap_or(Err(PublishError::Stopped)))
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        Pin::new(&mut this.outcome).poll(cx).map(|result| {
+            result.unwrap_or_else(|_| {
+                Err(if this.sent.load(Ordering::Acquire) {
+                    PublishError::StoppedWhileSending
+                } else {
+                    PublishError::Stopped
+                })
+            })
+        })
     }
 }
 
@@ -83,7 +121,7 @@ impl Publisher {
         let max_batch = max_batch.clamp(1, MAX_BATCH);
         let (commands, receiver) = mpsc::channel(max_batch.saturating_mul(BUFFERED_BATCHES));
         let task = OwnedTask::spawn(flush_loop(self.clone(), receiver, max_batch, max_delay));
-        BatchingPublisher { commands, task }
+        BatchingPublisher { task, commands }
     }
 }
 
@@ -95,12 +133,22 @@ impl BatchingPublisher {
         mut request: PublishRequest,
     ) -> Result<PendingReceipt, PublishError> {
         assign_id(&mut request);
-        let (reply, receipt) = oneshot::channel();
+        let id = request.id.clone();
+        let (outcome, receipt) = oneshot::channel();
+        let sent = Arc::new(AtomicBool::new(false));
+        let reply = Reply {
+            outcome,
+            sent: sent.clone(),
+        };
         self.commands
             .send(Command::Publish(request, reply))
             .await
             .map_err(|_| PublishError::Stopped)?;
-        Ok(PendingReceipt(receipt))
+        Ok(PendingReceipt {
+            outcome: receipt,
+            sent,
+            id,
+        })
     }
 
     /// Sends what is queued now and waits until it has been published (or
@@ -116,9 +164,11 @@ impl BatchingPublisher {
 
     /// Flushes what is queued, then stops the task (waiting at most a minute).
     pub async fn close(self) {
-        let BatchingPublisher { commands, task } = self;
-        drop(commands);
-        task.join(CLOSE_LIMIT).await;
+        let BatchingPublisher { task, commands } = self;
+        // Behind every queued event: they are flushed, then the task returns.
+        if commands.send(Command::Close).await.is_ok() {
+            task.join(CLOSE_LIMIT).await;
+        }
     }
 }
 
@@ -132,9 +182,12 @@ async fn flush_loop(
     let mut flushed: Vec<oneshot::Sender<()>> = Vec::new();
     loop {
         let mut open = true;
+        // A queue closed without `Close` was dropped with its handle:
+        // returning drops the batch, whose receipts then say it was not sent.
         match commands.recv().await {
             None => return,
             Some(Command::Flush(done)) => flushed.push(done),
+            Some(Command::Close) => open = false,
             Some(Command::Publish(request, reply)) => {
                 batch.push((request, reply));
                 let deadline = Instant::now() + max_delay;
@@ -146,10 +199,11 @@ async fn flush_loop(
                                 flushed.push(done);
                                 break;
                             }
-                            None => {
+                            Some(Command::Close) => {
                                 open = false;
                                 break;
                             }
+                            None => return,
                         },
                         () = tokio::time::sleep_until(deadline) => break,
                     }
@@ -186,10 +240,13 @@ async fn send_batch(publisher: &Publisher, batch: Vec<(PublishRequest, Reply)>) 
     let mut parts = vec![batch];
     while let Some(mut part) = parts.pop() {
         let (requests, replies): (Vec<_>, Vec<_>) = part.into_iter().unzip();
+        for reply in &replies {
+            reply.sent.store(true, Ordering::Release);
+        }
         let error = match publisher.publish_identified(&requests).await {
             Ok(receipts) => {
                 for (reply, receipt) in replies.into_iter().zip(receipts) {
-                    let _ = reply.send(Ok(receipt));
+                    reply.send(Ok(receipt));
                 }
                 continue;
             }
@@ -200,7 +257,7 @@ async fn send_batch(publisher: &Publisher, batch: Vec<(PublishRequest, Reply)>) 
         match refusal(&error, part.len()) {
             Refusal::Event(index) => {
                 let (_, reply) = part.remove(index);
-                let _ = reply.send(Err(error));
+                reply.send(Err(error));
                 if !part.is_empty() {
                     parts.push(part);
                 }
@@ -244,7 +301,7 @@ fn fail_all(mut part: Vec<(PublishRequest, Reply)>, error: PublishError) {
     if part.len() == 1
         && let Some((_, reply)) = part.pop()
     {
-        let _ = reply.send(Err(error));
+        reply.send(Err(error));
         return;
     }
     let shared = match error {
@@ -252,20 +309,20 @@ fn fail_all(mut part: Vec<(PublishRequest, Reply)>, error: PublishError) {
         PublishError::Batch(error) => error,
         PublishError::ReceiptCount { sent, got } => {
             for (_, reply) in part {
-                let _ = reply.send(Err(PublishError::ReceiptCount { sent, got }));
+                reply.send(Err(PublishError::ReceiptCount { sent, got }));
             }
             return;
         }
         PublishError::ReceiptMismatch { sent, receipt } => {
             for (_, reply) in part {
                 let (sent, receipt) = (sent.clone(), receipt.clone());
-                let _ = reply.send(Err(PublishError::ReceiptMismatch { sent, receipt }));
+                reply.send(Err(PublishError::ReceiptMismatch { sent, receipt }));
             }
             return;
         }
-        PublishError::Stopped => return,
+        PublishError::Stopped | PublishError::StoppedWhileSending => return,
     };
     for (_, reply) in part {
-        let _ = reply.send(Err(PublishError::Batch(shared.clone())));
+        reply.send(Err(PublishError::Batch(shared.clone())));
     }
 }

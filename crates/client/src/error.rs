@@ -52,8 +52,13 @@ pub enum HttpError {
     /// The extra trusted certificates were not accepted.
     #[error(transparent)]
     Tls(#[from] TlsError),
-    /// No answer: connection refused or reset, or a timeout, on every attempt.
-    #[error("could not reach the hub after {attempts} attempt(s): {source}")]
+    /// No answer: connection refused or reset, or a timeout, on every
+    /// attempt. The last attempt's error is the source (its chain ends at
+    /// the cause, e.g. "Connection refused").
+    #[error(
+        "could not reach the hub after {attempts} attempt(s) ({})",
+        transport_failure(source)
+    )]
     Transport {
         attempts: u32,
         #[source]
@@ -76,6 +81,18 @@ pub enum HttpError {
     /// A success status whose body is not what the contract says.
     #[error("the hub's answer does not decode: {0}")]
     Decode(#[source] serde_json::Error),
+}
+
+/// What kind of transport failure `error` is, in a few words (its chain
+/// says the rest).
+fn transport_failure(error: &reqwest::Error) -> &'static str {
+    if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "could not connect"
+    } else {
+        "the connection failed"
+    }
 }
 
 fn describe(error: Option<&HubError>, body: &str) -> String {
@@ -122,9 +139,18 @@ pub enum PublishError {
     /// sent in its place: it would report a publish that did not happen.
     #[error("the hub answered a receipt for {receipt} to event {sent}")]
     ReceiptMismatch { sent: String, receipt: String },
-    /// The batching publisher stopped before the event was flushed.
+    /// The batching publisher stopped before the event was sent: it was
+    /// not published.
     #[error("the batching publisher has stopped")]
     Stopped,
+    /// The batching publisher was dropped while a request carrying the event
+    /// was under way: the hub may have stored it. Publishing it again under
+    /// its id ([`PendingReceipt::id`](crate::PendingReceipt::id)) stores it
+    /// at most once.
+    #[error(
+        "the batching publisher stopped while the event was being sent: it may have been published"
+    )]
+    StoppedWhileSending,
 }
 
 impl PublishError {
@@ -160,7 +186,7 @@ pub enum SubscribeError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     /// The first connection attempt failed (later ones are retried by the session).
-    #[error("could not connect to {url}: {source}")]
+    #[error("could not connect to {url}")]
     Connect {
         url: String,
         #[source]

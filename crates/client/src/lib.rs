@@ -48,6 +48,8 @@
 //! - [`publisher`]: [`Publisher`] (HTTP publish, with retries).
 //! - [`batch`]: [`BatchingPublisher`], a bounded queue flushed by a task it owns.
 //! - [`approval`]: the approval calls of [`Publisher`].
+//! - [`notice`]: [`Publisher::broadcast`] and [`Publisher::send_to_user`].
+//! - [`history`]: [`Publisher::history`], a topic's retained events.
 //! - [`subscriber`]: [`Subscriber`], its builder and [`SubscriberItem`];
 //!   `subscriber::driver` is the task that drives the session over a socket.
 //! - [`unix`]: [`UnixPublisher`], fire-and-forget datagrams.
@@ -58,6 +60,8 @@ pub mod approval;
 pub mod batch;
 pub mod endpoint;
 pub mod error;
+pub mod history;
+pub mod notice;
 pub mod publisher;
 pub mod retry;
 pub mod subscriber;
@@ -71,6 +75,7 @@ pub use error::{ApprovalError, HttpError, HubError, PublishError, SubscribeError
 pub use herald_protocol::payload::{ApprovalDecision, ApprovalRecord, NewApproval};
 pub use herald_protocol::session::{Checkpoint, Checkpoints, ConnectionState, SessionConfig};
 pub use herald_protocol::{Event, PublishReceipt, PublishRequest};
+pub use notice::Notice;
 pub use publisher::Publisher;
 pub use retry::RetryPolicy;
 pub use subscriber::{MAX_BUFFER, Subscriber, SubscriberBuilder, SubscriberItem};

@@ -17,6 +17,7 @@ mod approval;
 mod cli;
 mod failover;
 mod harness;
+mod hub_calls;
 mod publisher;
 mod subscriber;
 mod tls;

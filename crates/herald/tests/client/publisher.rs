@@ -95,6 +95,24 @@ async fn an_unreachable_hub_is_a_transport_error_after_the_last_attempt() {
     )
     .await
     .unwrap_err();
+    // Its message says what kind of failure it was; the chain says each
+    // layer once, down to the cause.
+    let mut chain = Vec::new();
+    let mut cause: Option<&dyn std::error::Error> = Some(&error);
+    while let Some(error) = cause {
+        chain.push(error.to_string());
+        cause = error.source();
+    }
+    assert!(
+        chain[0].ends_with("after 3 attempt(s) (could not connect)"),
+        "{chain:?}"
+    );
+    for (i, text) in chain.iter().enumerate() {
+        for later in &chain[i + 1..] {
+            assert!(!text.contains(later.as_str()), "{text:?} repeats {later:?}");
+        }
+    }
+    assert!(chain.last().unwrap().contains("refused"), "{chain:?}");
     match error {
         PublishError::Http(HttpError::Transport { attempts, .. }) => {
             assert_eq!(attempts, 3);
@@ -333,5 +351,62 @@ async fn a_receipt_for_another_event_is_refused_not_reported_as_published() {
             assert!(receipt.ends_with("on run:other"), "{receipt}");
         }
         other => panic!("expected the receipt to be refused, got {other:?}"),
+    }
+}
+
+// Several workers: the flush task runs beside the test, as in a producer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_batching_publisher_never_publishes_what_it_had_not_sent() {
+    let hub = Hub::start(&[]).await;
+    let publisher = Publisher::new(&hub.url).unwrap();
+    let topic: Topic = "run:dropped".parse().unwrap();
+    // Rounds, because whether the dropped queue is taken for a `close`
+    // (and flushed) depends on which side of the drop the task runs.
+    for round in 0..20 {
+        let batching = publisher.batching(1000, Duration::from_secs(30));
+        let queued = bounded("queue", batching.publish(request(&topic, round)))
+            .await
+            .unwrap();
+        drop(batching);
+        match bounded("receipt", queued).await {
+            Err(PublishError::Stopped) => {}
+            other => panic!("round {round}: {other:?}"),
+        }
+    }
+    // What a flush would have sent had arrived by now; a publish behind it
+    // takes seq 1 only if none did.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let next = bounded("publish", publisher.publish(request(&topic, 99)))
+        .await
+        .unwrap();
+    assert_eq!(next.seq, 1, "a dropped queue was published");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_batching_publisher_dropped_mid_request_says_the_event_may_be_published_and_names_its_id()
+{
+    use tokio::io::AsyncReadExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let publisher = Publisher::new(&url).unwrap();
+    let topic: Topic = "run:in-flight".parse().unwrap();
+    let batching = publisher.batching(1, Duration::from_millis(1));
+    let id = EventId::new("in-flight-1").unwrap();
+    let queued = bounded("queue", batching.publish(request(&topic, 1).id(id.clone())))
+        .await
+        .unwrap();
+    assert_eq!(queued.id(), Some(&id));
+    // The request reached the "hub", which never answers it.
+    let (mut socket, _) = bounded("the request", listener.accept()).await.unwrap();
+    let mut head = [0; 64];
+    let read = bounded("its first bytes", socket.read(&mut head))
+        .await
+        .unwrap();
+    assert!(head[..read].starts_with(b"POST "), "{:?}", &head[..read]);
+    drop(batching);
+    match bounded("receipt", queued).await {
+        Err(PublishError::StoppedWhileSending) => {}
+        other => panic!("{other:?}"),
     }
 }
