@@ -256,6 +256,29 @@ async def test_answer_approval_decides_it_for_the_waiting_producer(hub: Hub) -> 
         assert blocking.get_approval(second.callback_id).status == "approved"
 
 
+async def test_a_client_given_a_user_on_an_open_hub_answers_as_that_user_and_may_resend(hub: Hub) -> None:
+    async with herald.AsyncHerald(hub.url, user_id="u7") as client:
+        record = await client.create_approval("u7", "t7", 1, STEP_RESULT)
+        await client.answer_approval(record.callback_id, True)
+        # A resend after a lost link comes on a new connection: acknowledged,
+        # because the user, not the connection, decided.
+        await client.answer_approval(record.callback_id, True)
+        decided = await client.get_approval(record.callback_id)
+        assert (decided.status, decided.decided_by) == ("approved", "u7")
+        with pytest.raises(herald.ConflictError):
+            await client.answer_approval(record.callback_id, False)
+        async with client.subscribe(["run:quiet"]) as events:
+            await client.send_to_user("u7", "note.posted", {"n": 1})
+            with anyio.fail_after(LIMIT):
+                async for item in events:
+                    if getattr(item, "topic", None) == "user:u7":
+                        break
+    with herald.Herald(hub.url, user_id="u8") as blocking:
+        second = blocking.create_approval("u8", "t8", 1, STEP_RESULT)
+        await asyncio.to_thread(blocking.answer_approval, second.callback_id, False)
+        assert blocking.get_approval(second.callback_id).decided_by == "u8"
+
+
 async def test_list_approvals_filters_by_task_and_status(hub: Hub) -> None:
     async with herald.AsyncHerald(hub.url) as client:
         first = await client.create_approval("u1", "t1", 1, STEP_RESULT)

@@ -123,9 +123,16 @@ class Endpoint:
     """Other nodes of the same hub (sharing one Redis): an HTTP call that
     cannot reach a node (see :class:`Attempts`), and a subscription whose
     connection drops or fails, move on to the next URL, in turn."""
+    user_id: str | None = None
+    """The user WebSocket connections act as on a hub without tokens, sent
+    as ``?user_id=``: they get that user's messages and approvals, and their
+    answers are decided by it. A hub with ``--jwt-secret`` ignores it (the
+    token's ``sub`` names the user)."""
 
     @classmethod
-    def resolve(cls, url: str | None, api_key: str | None, token: Token | None) -> Endpoint:
+    def resolve(
+        cls, url: str | None, api_key: str | None, token: Token | None, user_id: str | None = None
+    ) -> Endpoint:
         """Arguments first, then ``HERALD_URL`` / ``HERALD_API_KEY`` /
         ``HERALD_TOKEN``, then the default URL. Several nodes are given as
         comma-separated URLs (``http://a:8765,http://b:8765``), as the
@@ -143,6 +150,7 @@ class Endpoint:
             api_key=api_key if api_key is not None else os.environ.get("HERALD_API_KEY") or None,
             token=token if token is not None else os.environ.get("HERALD_TOKEN") or None,
             failover=tuple(urls[1:]),
+            user_id=user_id,
         )
 
     @property
@@ -164,7 +172,8 @@ class Endpoint:
         urls = self.urls
         parts = urlsplit(urls[node % len(urls)])
         scheme = "wss" if parts.scheme == "https" else "ws"
-        return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + path, "", ""))
+        query = f"user_id={quote(self.user_id, safe='')}" if self.user_id is not None else ""
+        return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + path, query, ""))
 
     async def ws_token(self) -> str | None:
         """The token for the next WebSocket connection (see :func:`current_token`)."""

@@ -69,8 +69,9 @@ class _Options:
         token: Token | None,
         timeout: float,
         retry: RetryPolicy | None,
+        user_id: str | None,
     ) -> None:
-        self.endpoint = Endpoint.resolve(url, api_key, token)
+        self.endpoint = Endpoint.resolve(url, api_key, token, user_id)
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self._node = 0
@@ -98,6 +99,11 @@ class AsyncHerald(_Options):
             a fresh token. Default: ``HERALD_TOKEN``, else none.
         timeout: seconds per HTTP attempt (a long-poll adds its wait). Default: 30.
         retry: how failed calls are retried. Default: ``RetryPolicy()``.
+        user_id: on a hub without tokens, the user its WebSocket connections
+            act as (``?user_id=``): subscriptions also get that user's
+            messages and approvals, and :meth:`answer_approval` is decided by
+            that user, so a resent answer is acknowledged. A hub with
+            ``--jwt-secret`` ignores it: the token names the user. Default: none.
 
     Use it as ``async with AsyncHerald() as hub:`` or call :meth:`aclose`.
     """
@@ -110,8 +116,9 @@ class AsyncHerald(_Options):
         token: Token | None = None,
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
+        user_id: str | None = None,
     ) -> None:
-        super().__init__(url, api_key, token, timeout, retry)
+        super().__init__(url, api_key, token, timeout, retry, user_id)
         self._http = httpx.AsyncClient(base_url=self.endpoint.url, headers=self.endpoint.headers())
 
     async def __aenter__(self) -> AsyncHerald:
@@ -343,8 +350,8 @@ class AsyncHerald(_Options):
         """Answers an approval as a user would (the contract's ``confirm``
         frame, over a WebSocket), e.g. from a chat or e-mail bot: the waiting
         producer gets ``approved`` (``proceed``) or ``rejected``, with
-        ``feedback``. ``decided_by`` is the token's user (``session:{id}``
-        on a hub without tokens). Raises :class:`~herald.NotFoundError` for
+        ``feedback``. ``decided_by`` is the token's user; on a hub without
+        tokens, the client's ``user_id``, else ``session:{id}``. Raises :class:`~herald.NotFoundError` for
         an unknown approval, :class:`~herald.ConflictError` for one already
         decided, and :class:`~herald.ForbiddenError` when the token's user
         may not answer it."""
@@ -484,8 +491,9 @@ class Herald(_Options):
         token: str | Callable[[], str] | None = None,
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
+        user_id: str | None = None,
     ) -> None:
-        super().__init__(url, api_key, token, timeout, retry)
+        super().__init__(url, api_key, token, timeout, retry, user_id)
         self._http = httpx.Client(base_url=self.endpoint.url, headers=self.endpoint.headers())
 
     def __enter__(self) -> Herald:
