@@ -243,6 +243,47 @@ async fn a_client_moved_to_another_node_with_since_ends_with_every_seq_exactly_o
 }
 
 #[tokio::test]
+async fn a_topic_a_node_stopped_following_is_taken_up_afresh_with_no_gap_for_what_it_missed()
+-> Result<()> {
+    let redis = Redis::start().await?;
+    let store = redis.store_arg();
+    let args = ["--store", store.as_str(), "--history-size", "5"];
+    let (a, b) = (herald().start(&args).await?, herald().start(&args).await?);
+    // A delivers run:p under a pattern, then nobody on A follows it any more.
+    let mut watcher = a.ws("/ws").await?;
+    watcher.subscribe(&["run:*"]).await?;
+    publish_numbered(&b, "run:p", 0, 3).await?;
+    collect_events(&mut watcher, "run:p", 3).await?;
+    watcher.close().await;
+    eventually(
+        Duration::from_secs(5),
+        "A has no connection left",
+        || async {
+            let reply = a.http().get("/metrics").await?;
+            Ok((metric(&reply.text, "herald_connections_active") == Some(0.0)).then_some(()))
+        },
+    )
+    .await?;
+    // Meanwhile the history moves on, past what A last delivered.
+    publish_numbered(&b, "run:p", 3, 20).await?;
+    let mut client = a.ws("/ws").await?;
+    let replies = client
+        .subscribe_with(&["run:p"], json!({"since": {"run:p": 23}}))
+        .await?;
+    let (complete, before) = client
+        .recv_collect_until(|f| frame_type(f) == "replay_complete")
+        .await?;
+    publish_numbered(&b, "run:p", 23, 1).await?;
+    let mut frames: Vec<Value> = replies.into_iter().chain(before).collect();
+    frames.push(complete);
+    frames.extend(collect_events(&mut client, "run:p", 1).await?);
+    let gaps: Vec<&Value> = frames.iter().filter(|f| frame_type(f) == "gap").collect();
+    ensure!(gaps.is_empty(), "a gap for seqs the client had: {gaps:?}");
+    ensure!(seqs_on(&frames, "run:p") == [24], "{frames:?}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn killed_pubsub_connections_lose_nothing_on_any_node() -> Result<()> {
     let redis = Redis::start().await?;
     let nodes = nodes(&redis, 2).await?;

@@ -123,6 +123,9 @@ impl Feed {
             *count += 1;
             *count == 1
         };
+        if first {
+            self.forget_unfollowed(pattern);
+        }
         if let TopicPattern::Exact(topic) = pattern {
             self.slot(topic);
         }
@@ -174,6 +177,32 @@ impl Feed {
             } else {
                 connection.unsubscribe(&channel).await
             };
+        }
+    }
+
+    /// Forgets the positions of the topics `pattern` covers that nothing
+    /// else followed here (`global` aside): what this node last delivered of
+    /// them (under a pattern since unfollowed, or from an announcement that
+    /// crossed an unsubscribe) is old, and the seqs published since, which it
+    /// did not hear, are no gap for anyone who follows them now. The next
+    /// announcement gives them their position again, as on a new node.
+    fn forget_unfollowed(&self, pattern: &TopicPattern) {
+        // Locks in `slot`'s order.
+        let mut positions = self.positions.write();
+        let interest = self.interest.lock();
+        let followed_otherwise = |topic: &Topic| {
+            *topic == Topic::global()
+                || interest
+                    .keys()
+                    .any(|other| other != pattern && other.matches(topic))
+        };
+        match pattern {
+            TopicPattern::Exact(topic) => {
+                if !followed_otherwise(topic) {
+                    positions.remove(topic);
+                }
+            }
+            _ => positions.retain(|topic, _| !pattern.matches(topic) || followed_otherwise(topic)),
         }
     }
 
