@@ -348,6 +348,103 @@ async fn a_live_socket_is_refused_and_its_hub_keeps_receiving() -> Result<()> {
     Ok(())
 }
 
+#[tokio::test]
+async fn another_programs_stream_socket_at_the_path_is_left_alone_and_the_start_refused()
+-> Result<()> {
+    let (_dir, path) = socket_in_tempdir()?;
+    // Not a datagram socket: a probe cannot tell whether it is in use.
+    let _listener = std::os::unix::net::UnixListener::bind(&path)?;
+    let path_str = path.to_str().context("not UTF-8")?;
+    let output = herald()
+        .run(
+            &["serve", "--bind", "127.0.0.1:0", "--unix-socket", path_str],
+            Duration::from_secs(20),
+        )
+        .await?;
+    ensure!(
+        !output.status.success(),
+        "the hub started on another program's socket {path_str}"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        stderr.contains(path_str) && stderr.contains("could not tell"),
+        "stderr does not say why:\n{stderr}"
+    );
+    // Still the program's: it takes a connection.
+    std::os::unix::net::UnixStream::connect(&path)
+        .with_context(|| format!("{path_str} was removed or replaced"))?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn datagrams_the_hub_refuses_to_publish_are_counted_and_logged_a_few_a_second() -> Result<()>
+{
+    let (_dir, path) = socket_in_tempdir()?;
+    let hub = hub_on(&path, &[]).await?;
+    let mut client = subscriber(&hub, "run:reused").await?;
+    let first = json!({"topic": "run:reused", "event_type": "step.completed",
+        "id": "reused-1", "data": {"n": 1}});
+    send_event(&path, &first)?;
+    // Well-formed, but the id names another event: refused by the store.
+    for n in 2..=101 {
+        send_event(
+            &path,
+            &json!({"topic": "run:reused", "event_type": "step.completed",
+                "id": "reused-1", "data": {"n": n}}),
+        )?;
+    }
+    send_event(
+        &path,
+        &event("run:reused", "step.completed", json!({"last": true})),
+    )?;
+    let got = client
+        .recv_until(|f| is_event_on(f, "run:reused") && f["data"]["last"] == json!(true))
+        .await?;
+    ensure!(
+        seq_of(&got) == Some(2),
+        "the refused datagrams took seqs: {got}"
+    );
+    let reply = hub.http().get("/metrics").await?;
+    let rejected = metric(&reply.text, "herald_unix_datagrams_rejected_total")
+        .with_context(|| format!("no herald_unix_datagrams_rejected_total:\n{}", reply.text))?;
+    ensure!(rejected == 100.0, "rejected {rejected}, expected 100");
+    let log = eventually(
+        Duration::from_secs(5),
+        "the log accounts for all 100 refusals",
+        || {
+            let log = hub.stderr();
+            async move { Ok((refusals_in_log(&log) == 100).then_some(log)) }
+        },
+    )
+    .await?;
+    let lines = log
+        .lines()
+        .filter(|line| line.contains("could not publish"))
+        .count();
+    ensure!(
+        (1..=20).contains(&lines),
+        "{lines} lines for 100 refused datagrams:\n{log}"
+    );
+    Ok(())
+}
+
+/// Refused datagrams the log accounts for: each line, plus the
+/// `unlogged=N` it carries.
+fn refusals_in_log(log: &str) -> u64 {
+    log.lines()
+        .filter(|line| line.contains("could not publish") || line.contains("went unlogged"))
+        .map(|line| {
+            let logged = u64::from(line.contains("could not publish"));
+            let unlogged = line
+                .split_whitespace()
+                .find_map(|field| field.strip_prefix("unlogged="))
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+            logged + unlogged
+        })
+        .sum()
+}
+
 /// Runs `herald serve --unix-socket PATH` where PATH is a regular file.
 async fn serve_on_a_regular_file() -> Result<(tempfile::TempDir, PathBuf, std::process::Output)> {
     let (dir, path) = socket_in_tempdir()?;

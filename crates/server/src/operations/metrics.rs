@@ -452,7 +452,7 @@ impl Default for Metrics {
         let unix_datagrams = counter("herald_unix_datagrams", "Datagrams received");
         let unix_datagrams_rejected = counter(
             "herald_unix_datagrams_rejected",
-            "Datagrams that were not valid events",
+            "Datagrams not published: not valid events, or refused by the hub (an id reused with other content, a store failure)",
         );
         let approvals_unreached = counter(
             "herald_approvals_unreached",

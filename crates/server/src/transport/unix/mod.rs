@@ -35,6 +35,13 @@ pub enum IngestError {
     NotASocket { path: PathBuf },
     #[error("another process is listening on {path}")]
     InUse { path: PathBuf },
+    #[error(
+        "could not tell whether another process listens on {path} ({source}); remove it if none does"
+    )]
+    Unknown {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("could not bind {path}: {source}")]
     Bind {
         path: PathBuf,
@@ -55,10 +62,22 @@ pub fn bind(path: &Path, mode: u32) -> Result<UnixDatagram, IngestError> {
             });
         }
         let probe = std::os::unix::net::UnixDatagram::unbound().map_err(bind_error)?;
-        if probe.send_to(b"", path).is_ok() {
-            return Err(IngestError::InUse {
-                path: path.to_owned(),
-            });
+        // Only a refused probe says nobody listens: another user's socket
+        // (permission denied) or another program's stream socket (wrong
+        // type) may be in use, and is not this hub's to remove.
+        match probe.send_to(b"", path) {
+            Ok(_) => {
+                return Err(IngestError::InUse {
+                    path: path.to_owned(),
+                });
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            Err(source) => {
+                return Err(IngestError::Unknown {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
         }
         tracing::info!(path = %path.display(), "replacing a stale socket file");
         std::fs::remove_file(path).map_err(bind_error)?;
@@ -136,10 +155,17 @@ pub async fn run(hub: Hub, socket: UnixDatagram, path: PathBuf) {
             .publish(request, PublishOptions::fire_and_forget())
             .await
         {
-            tracing::warn!(%error, "could not publish a datagram");
             if token.is_cancelled() {
                 break;
             }
+            // A reused id with other content, a full store: the datagram is
+            // not published, and nobody waits for an answer.
+            metrics.unix_datagrams_rejected.inc();
+            rejections.warn(
+                "rejected a datagram the hub could not publish",
+                Some(&error.to_string()),
+                Some(datagram),
+            );
         }
     }
     rejections.log_unlogged();
