@@ -449,6 +449,16 @@ async fn approval_resolved_is_published_on_the_user_and_task_topics() -> Result<
         None => recv_resolved(&mut user, "user:u1", &id).await?,
     };
     let task_event = recv_resolved(&mut watcher, "task:t7", &id).await?;
+    // One event, published on both topics under the id a hub assigns: a UUID.
+    ensure!(
+        user_event["id"] == task_event["id"],
+        "{user_event} {task_event}"
+    );
+    let event_id = user_event["id"].as_str().context("no id")?;
+    ensure!(
+        uuid::Uuid::parse_str(event_id).is_ok(),
+        "{event_id} is not a UUID"
+    );
     for event in [user_event, task_event] {
         let data = &event["data"];
         ensure!(data["status"] == "approved", "{event}");
@@ -867,6 +877,11 @@ async fn post_of_a_bad_approval_body_is_400() -> Result<()> {
             "{what}: the 400 does not say why: {}",
             reply.text
         );
+        // An id that cannot make a topic is named as the field it came in.
+        if let Some(field) = what.strip_suffix(" not a topic id") {
+            let message = reply.body["message"].as_str().unwrap_or_default();
+            ensure!(message.starts_with(field), "{what}: {message}");
+        }
     }
     let status = http.get("/api/v1/status").await?;
     ensure!(

@@ -193,9 +193,9 @@ macro_rules! label_newtype {
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
                 let value = String::deserialize(deserializer)?;
-                $name::new(value).map_err(|e| {
-                    serde::de::Error::custom(format_args!(concat!(stringify!($name), " {}"), e))
-                })
+                // The field's path names it in the error ("key: must be at
+                // most 256 bytes"), not this type.
+                $name::new(value).map_err(serde::de::Error::custom)
             }
         }
 

@@ -488,6 +488,20 @@ fn decode_message(tag: &str, map: Map<String, Value>) -> Result<ClientMessage, D
         "ping" => ClientMessage::Ping(body(map)?),
         "pong" => ClientMessage::Pong(body(map)?),
         "confirm" => {
+            let mut map = map;
+            // `approval_id` is another name for `callback_id`: both may be
+            // given when they name the same approval.
+            if let (Some(callback), Some(approval)) =
+                (map.get("callback_id"), map.get("approval_id"))
+            {
+                if callback != approval {
+                    return Err(DecodeError::InvalidRequest(
+                        "callback_id and approval_id name different approvals: give one of them"
+                            .to_owned(),
+                    ));
+                }
+                map.remove("approval_id");
+            }
             let confirm: Confirm = body(map)?;
             check_text("feedback", confirm.feedback.as_deref())?;
             ClientMessage::Confirm(confirm)

@@ -143,6 +143,26 @@ fn seed_confirm_answers_an_approval() {
 }
 
 #[test]
+fn a_confirm_may_name_its_approval_by_both_names_only_when_they_agree() {
+    assert_eq!(
+        decode(r#"{"action":"confirm","callback_id":"cb-1","approval_id":"cb-1","proceed":false}"#),
+        ClientMessage::Confirm(Confirm {
+            callback_id: CallbackId::new("cb-1").unwrap(),
+            proceed: false,
+            feedback: None,
+        })
+    );
+    let refused = ClientFrame::decode(
+        r#"{"action":"confirm","callback_id":"cb-1","approval_id":"cb-2","proceed":true}"#,
+    )
+    .unwrap_err();
+    assert!(
+        refused.error.to_string().contains("different approvals"),
+        "{refused}"
+    );
+}
+
+#[test]
 fn unknown_fields_are_ignored() {
     assert_eq!(
         decode(r#"{"action":"pong","timestamp":5,"client":"seed-ui","extra":{"a":1}}"#),

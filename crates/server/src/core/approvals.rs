@@ -183,8 +183,16 @@ impl Approvals {
     /// (`herald_approvals_unreached_total`) and logged.
     pub async fn create(&self, request: NewApproval) -> Result<ApprovalRecord, ApprovalError> {
         let invalid = |e: &dyn std::fmt::Display| ApprovalError::Invalid(e.to_string());
-        let user_topic = Topic::user(&request.user_id).map_err(|e| invalid(&e))?;
-        let task_topic = Topic::with_id("task", &request.task_id).map_err(|e| invalid(&e))?;
+        // Named for the field the caller sent, not the topic made of it.
+        let field = |name: &str, value: &str| {
+            ApprovalError::Invalid(format!(
+                "{name} {value:?} must match [A-Za-z0-9_.@-]{{1,128}}"
+            ))
+        };
+        let user_topic =
+            Topic::user(&request.user_id).map_err(|_| field("user_id", &request.user_id))?;
+        let task_topic = Topic::with_id("task", &request.task_id)
+            .map_err(|_| field("task_id", &request.task_id))?;
         let mut record = self.prepare(request)?;
         self.broker.create_approval(record.clone()).await?;
         let id = record.request.callback_id.clone();
@@ -412,7 +420,14 @@ impl Approvals {
         }
         .to_data();
         let label = Label::new(id).ok();
-        let event_id = EventId::new(format!("approval.resolved:{id}")).ok();
+        // A UUID, as every id the hub gives, derived from the approval: a
+        // node announcing the decision again publishes the same event, which
+        // the topic's ids make stored once.
+        let derived = uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_URL,
+            format!("urn:herald:approval.resolved:{id}").as_bytes(),
+        );
+        let event_id = EventId::new(derived.to_string()).ok();
         let topics = [
             (Topic::user(&record.request.user_id), Audience::User),
             (
