@@ -73,10 +73,13 @@ def config(spec: dict[str, Any] | None) -> SessionConfig:
     return SessionConfig(**spec)
 
 
-def event_frame(topic: str, seq: int) -> dict[str, Any]:
+def event_frame(spec: dict[str, Any], seq: int) -> dict[str, Any]:
+    """The canonical event frame of the ``receive_events`` shorthand (its
+    ``event_type`` and ``priority`` when the step gives them)."""
+    topic = spec["topic"]
     return {
         "type": "event", "topic": topic, "seq": seq, "id": f"{topic}-{seq}",
-        "event_type": "execution.progress", "priority": "normal",
+        "event_type": spec.get("event_type", "execution.progress"), "priority": spec.get("priority", "normal"),
         "timestamp": 1729845678123, "data": {"seq": seq},
     }  # fmt: skip
 
@@ -194,7 +197,7 @@ def run(scenario: dict[str, Any]) -> None:
             elif "receive_events" in step:
                 spec = step["receive_events"]
                 for seq in spec["seqs"]:
-                    session.handle_text(json.dumps(event_frame(spec["topic"], seq)), now)
+                    session.handle_text(json.dumps(event_frame(spec, seq)), now)
             elif "closed" in step:
                 session.handle_closed(step["closed"], now)
             elif "timeout" in step:

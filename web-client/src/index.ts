@@ -244,15 +244,14 @@ export class HeraldClient implements SubscriptionHost {
     const list = typeof topics === "string" ? [topics] : [...topics];
     this.lastSubscription += 1;
     const id = `sub-${this.lastSubscription}`;
+    const subscription = new Subscription(this, list, options.filter, id);
+    this.subscriptions.push(subscription);
     // The session core sends the frame with what every subscription sharing
     // a topic lets through (the hub keeps one filter per topic and
     // connection); each subscription filters its own events.
-    const filter = options.filter;
-    const subscription = new Subscription(this, list, options.filter, id);
-    this.subscriptions.push(subscription);
     const frame = {
       topics: list,
-      ...(filter ? { filter } : {}),
+      ...(options.filter ? { filter: options.filter } : {}),
       ...(options.since ? { since: options.since } : {}),
       ...(options.snapshot ? { snapshot: true } : {}),
     };

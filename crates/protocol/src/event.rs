@@ -158,7 +158,7 @@ fn check_label(value: &str, max: usize) -> Result<(), LabelError> {
 }
 
 macro_rules! label_newtype {
-    ($(#[doc = $doc:literal])* $name:ident, $max:expr) => {
+    ($(#[doc = $doc:literal])* $name:ident, $noun:literal, $max:expr) => {
         $(#[doc = $doc])*
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, TS)]
         #[ts(type = "string")]
@@ -193,9 +193,11 @@ macro_rules! label_newtype {
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
                 let value = String::deserialize(deserializer)?;
-                // The field's path names it in the error ("key: must be at
-                // most 256 bytes"), not this type.
-                $name::new(value).map_err(serde::de::Error::custom)
+                // Named as a reader knows it, not by this type ("an event
+                // id must be at most 128 bytes"; an HTTP body's error adds
+                // the field's path in front).
+                $name::new(value)
+                    .map_err(|e| serde::de::Error::custom(format_args!(concat!($noun, " {}"), e)))
             }
         }
 
@@ -228,21 +230,25 @@ label_newtype!(
     /// An event id: a UUID when the hub assigns it; a producer may use any
     /// string of 1 to 128 bytes without control characters.
     EventId,
+    "an event id",
     MAX_ID_LEN
 );
 label_newtype!(
     /// A short label: an event's `key` (its entity id, for snapshots) or `source`.
     Label,
+    "a name (key, source, task or run id)",
     MAX_LABEL_LEN
 );
 label_newtype!(
     /// A topic stream's epoch: chosen when its history is created; a `seq` is
     /// only meaningful together with the epoch it came from.
     Epoch,
+    "an epoch",
     MAX_ID_LEN
 );
 label_newtype!(
     /// An approval's id (`callback_id` on the wire).
     CallbackId,
+    "a callback id",
     MAX_ID_LEN
 );

@@ -51,28 +51,31 @@ impl EventFilter {
     pub fn widest<'a>(
         filters: impl IntoIterator<Item = Option<&'a EventFilter>>,
     ) -> Option<EventFilter> {
-        let mut widest: Option<EventFilter> = None;
+        let mut types: Vec<TypePattern> = Vec::new();
+        let mut every_type = false;
+        let mut lowest: Option<Priority> = None;
+        let mut every_priority = false;
         for filter in filters {
             let filter = filter.filter(|filter| !filter.is_empty())?;
-            let Some(wide) = &mut widest else {
-                widest = Some(filter.clone());
-                continue;
-            };
-            if filter.types.is_empty() {
-                wide.types.clear();
-            } else if !wide.types.is_empty() {
-                for pattern in &filter.types {
-                    if !wide.types.contains(pattern) {
-                        wide.types.push(pattern.clone());
-                    }
+            every_type |= filter.types.is_empty();
+            for pattern in &filter.types {
+                if !types.contains(pattern) {
+                    types.push(pattern.clone());
                 }
             }
-            wide.min_priority = wide
-                .min_priority
-                .zip(filter.min_priority)
-                .map(|(a, b)| a.min(b));
+            match filter.min_priority {
+                None => every_priority = true,
+                Some(min) => lowest = Some(lowest.map_or(min, |low| low.min(min))),
+            }
         }
-        widest.filter(|wide| !wide.is_empty())
+        if every_type {
+            types.clear();
+        }
+        let wide = EventFilter {
+            types,
+            min_priority: lowest.filter(|_| !every_priority),
+        };
+        (!wide.is_empty()).then_some(wide)
     }
 }
 

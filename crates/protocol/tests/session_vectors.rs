@@ -93,11 +93,15 @@ fn config(spec: &Value) -> SessionConfig {
     config
 }
 
-/// The canonical event frame of the `receive_events` shorthand.
-fn event_frame(topic: &str, seq: u64) -> Value {
+/// The canonical event frame of the `receive_events` shorthand (its
+/// `event_type` and `priority` when the step gives them).
+fn event_frame(spec: &Value, seq: u64) -> Value {
+    let topic = spec["topic"].as_str().unwrap();
+    let event_type = spec["event_type"].as_str().unwrap_or("execution.progress");
+    let priority = spec["priority"].as_str().unwrap_or("normal");
     json!({
         "type": "event", "topic": topic, "seq": seq, "id": format!("{topic}-{seq}"),
-        "event_type": "execution.progress", "priority": "normal",
+        "event_type": event_type, "priority": priority,
         "timestamp": 1_729_845_678_123u64, "data": {"seq": seq},
     })
 }
@@ -214,9 +218,8 @@ fn run(scenario: &Value) {
                 .map_err(|_| "decode_error");
         } else if let Some(events) = op.get("receive_events") {
             now = at(step, now);
-            let topic = events["topic"].as_str().unwrap();
             for seq in events["seqs"].as_array().unwrap() {
-                let frame = event_frame(topic, seq.as_u64().unwrap());
+                let frame = event_frame(events, seq.as_u64().unwrap());
                 session.handle_text(&frame.to_string(), now).unwrap();
             }
         } else if let Some(code) = op.get("closed") {

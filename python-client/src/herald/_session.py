@@ -461,6 +461,22 @@ class Subscription:
 _PRIORITY_ORDER = ("low", "normal", "high", "critical")
 
 
+def filter_matches(event_filter: EventFilter, event: Event) -> bool:
+    """Whether ``event`` passes ``event_filter``: its priority at least the
+    minimum, its type under one of the patterns (exact, ``domain.*`` or
+    ``*``; none: every type)."""
+    minimum = event_filter.min_priority
+    if minimum is not None and _PRIORITY_ORDER.index(event.priority) < _PRIORITY_ORDER.index(minimum):
+        return False
+    if not event_filter.types:
+        return True
+    event_type = str(event.event_type)
+    return any(
+        pattern == "*" or pattern == event_type or (pattern.endswith(".*") and event_type.startswith(pattern[:-1]))
+        for pattern in (str(p) for p in event_filter.types)
+    )
+
+
 def widest_filter(filters: list[EventFilter | None]) -> EventFilter | None:
     """A filter that lets through at least everything each of ``filters``
     does: the union of their types, the lowest of their priorities. None (no
@@ -502,9 +518,10 @@ def sent_filter(others: list[Subscription], subscription: Subscription) -> Event
 
 
 def as_sent(subscriptions: list[Subscription]) -> list[Subscription]:
-    """The subscriptions as their frames go to the hub (see :func:`sent_filter`);
-    each still holds its own filter, so one that goes away stops widening
-    the others on the next connection."""
+    """The subscriptions as their frames go to the hub (see :func:`sent_filter`).
+    A frame carries one filter for all its topics, so a topic it alone names
+    may be widened too: the session delivers only what some covering
+    subscription's own filter lets through (:meth:`Session._wanted`)."""
     return [replace(s, filter=sent_filter(subscriptions, s)) for s in subscriptions]
 
 
@@ -743,7 +760,7 @@ class Session:
             if self._accept_event(body.topic, body.seq):
                 if isinstance(self._phase, _Link):
                     self._phase.gaps.pop(body.topic, None)
-                if not covered:
+                if not covered and self._wanted(body):
                     self._events.append(body)
         elif kind == "subscribed" and isinstance(body, Subscribed):
             if "*" not in body.topic and body.epoch is not None and body.seq is not None:
@@ -1078,11 +1095,20 @@ class Session:
             self._dropped += 1
             self._events.append(FrameDropped(self._outbox.popleft()))
 
+    def _wanted(self, event: Event) -> bool:
+        """Whether a subscription covering ``event``'s topic lets it through
+        with its own filter: the hub filters by what all the subscriptions
+        sharing a topic let through, which is wider than each. An event no
+        subscription covers (a broadcast on ``global``, a user's message)
+        came by its audience and is wanted."""
+        covering = [s for s in self._subscriptions if s.covers(event.topic)]
+        return not covering or any(s.filter is None or filter_matches(s.filter, event) for s in covering)
+
     def _add_subscription(self, subscription: Subscription) -> None:
         _require_topics(subscription.topics)
-        self._check_size(subscription.frame_without_since())
+        sent = replace(subscription, filter=sent_filter(self._subscriptions, subscription))
+        self._check_size(sent.frame_without_since())
         if self._is_welcomed():
-            sent = replace(subscription, filter=sent_filter(self._subscriptions, subscription))
             frame, missed = sent.frame(self._checkpoints, self.config.max_since_bytes, self._frame_limit())
             # A topic another subscription covers is live already.
             if isinstance(self._phase, _Link):
@@ -1149,9 +1175,10 @@ class Session:
         refused: list[ErrorFrame] = []
         removed: list[str] = []
         kept: list[Subscription] = []
-        for subscription in self._subscriptions:
+        # As sent: with what the subscriptions sharing its topics let through.
+        for subscription, sent in zip(self._subscriptions, as_sent(self._subscriptions)):
             try:
-                self._check_size(subscription.frame_without_since())
+                self._check_size(sent.frame_without_since())
             except FrameTooLargeError as error:
                 refused.append(_too_large(error, subscription.id))
                 removed.extend(subscription.topics)

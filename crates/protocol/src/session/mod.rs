@@ -336,7 +336,7 @@ impl Session {
                     if let Phase::Open(link) = &mut self.phase {
                         link.gaps.remove(&event.topic);
                     }
-                    if !covered {
+                    if !covered && self.wanted(&event) {
                         self.events.push_back(SessionEvent::Event(event));
                     }
                 }
@@ -813,6 +813,26 @@ impl Session {
             .extend(dropped.into_iter().map(SessionEvent::FrameDropped));
     }
 
+    /// Whether a subscription covering `event`'s topic lets it through with
+    /// its own filter: the hub filters by what all the subscriptions sharing
+    /// a topic let through, which is wider than each. An event no
+    /// subscription covers (a broadcast on `global`, a user's message) came
+    /// by its audience and is wanted.
+    fn wanted(&self, event: &Event) -> bool {
+        let mut covering = self
+            .subscriptions
+            .iter()
+            .filter(|subscription| subscription.covers(&event.topic))
+            .peekable();
+        covering.peek().is_none()
+            || covering.any(|subscription| {
+                subscription
+                    .filter
+                    .as_ref()
+                    .is_none_or(|filter| filter.matches(event))
+            })
+    }
+
     fn is_welcomed(&self) -> bool {
         matches!(&self.phase, Phase::Open(link) if link.welcomed)
     }
@@ -825,14 +845,14 @@ impl Session {
         if subscription.topics.is_empty() {
             return Err(SessionError::NoTopics);
         }
-        self.check_size(&subscription.frame_without_since())?;
+        let sent = Subscription {
+            filter: sent_filter(&self.subscriptions, &subscription),
+            ..subscription.clone()
+        };
+        self.check_size(&sent.frame_without_since())?;
         let resumed = !since.is_empty();
         self.checkpoints.merge(since);
         if self.is_welcomed() {
-            let sent = Subscription {
-                filter: sent_filter(&self.subscriptions, &subscription),
-                ..subscription.clone()
-            };
             let (frame, missed) = sent.frame(&self.checkpoints, self.frame_limits(), |_| true);
             // A topic another subscription covers is live already.
             let missed: Vec<Topic> = missed
@@ -983,8 +1003,13 @@ impl Session {
         let mut refused = Vec::new();
         let mut removed = Vec::new();
         let mut kept = Vec::with_capacity(self.subscriptions.len());
-        for subscription in std::mem::take(&mut self.subscriptions) {
-            match self.check_size(&subscription.frame_without_since()) {
+        // As sent: with what the subscriptions sharing its topics let through.
+        let sent = as_sent(&self.subscriptions);
+        for (subscription, sent) in std::mem::take(&mut self.subscriptions)
+            .into_iter()
+            .zip(sent)
+        {
+            match self.check_size(&sent.frame_without_since()) {
                 Ok(()) => kept.push(subscription),
                 Err(error) => {
                     refused.push(too_large(&error, subscription.id.clone()));

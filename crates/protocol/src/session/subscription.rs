@@ -153,9 +153,11 @@ pub(crate) fn resubscription_order(subscriptions: &[Subscription]) -> Vec<usize>
 /// subscription sharing one of its topics (or patterns, by name) lets
 /// through ([`EventFilter::widest`]). The hub keeps one filter per topic and
 /// connection, the last one sent, so a frame with only its own filter would
-/// narrow what another subscription on the topic gets; each subscription
-/// still holds its own, so one that goes away stops widening the others on
-/// the next connection.
+/// narrow what another subscription on the topic gets. A frame carries one
+/// filter for all its topics, so a topic it alone names may be widened too:
+/// the session delivers only what some covering subscription's own filter
+/// lets through. Each subscription keeps its own filter, so the widening
+/// follows the subscriptions the session holds on each connection.
 pub(crate) fn as_sent(subscriptions: &[Subscription]) -> Vec<Subscription> {
     subscriptions
         .iter()
