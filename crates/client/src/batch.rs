@@ -165,9 +165,14 @@ impl BatchingPublisher {
     /// Flushes what is queued, then stops the task (waiting at most a minute).
     pub async fn close(self) {
         let BatchingPublisher { task, commands } = self;
+        let deadline = Instant::now() + CLOSE_LIMIT;
         // Behind every queued event: they are flushed, then the task returns.
-        if commands.send(Command::Close).await.is_ok() {
-            task.join(CLOSE_LIMIT).await;
+        // One limit for both waits (a full queue, then the last flush); past
+        // it the task is stopped and what it still held reports `Stopped`.
+        let queued = tokio::time::timeout_at(deadline, commands.send(Command::Close)).await;
+        if matches!(queued, Ok(Ok(()))) {
+            task.join(deadline.saturating_duration_since(Instant::now()))
+                .await;
         }
     }
 }

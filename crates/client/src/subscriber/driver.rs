@@ -335,7 +335,10 @@ impl Driver {
     }
 
     fn attempt_failed(&mut self, failure: SubscribeError) {
-        tracing::debug!(error = %failure, "connection attempt failed");
+        // The error and its causes: `Connect`'s message leaves its cause to
+        // the chain.
+        let cause = std::error::Error::source(&failure).map(ToString::to_string);
+        tracing::debug!(error = %failure, cause, "connection attempt failed");
         if let Some(ready) = self.ready.take() {
             let _ = ready.send(Err(failure));
         }

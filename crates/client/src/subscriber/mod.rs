@@ -58,7 +58,9 @@ pub enum SubscriberItem {
     Welcome(Welcome),
     /// The hub confirmed a subscription, one per topic or pattern.
     Subscribed(Subscribed),
-    /// A replay (after `since`, or a `replay` request) finished.
+    /// A replay (after `since`, or a `replay` request) finished; its range
+    /// is what the hub read, which may include events not yielded (already
+    /// delivered, or outside a filter).
     ReplayComplete(ReplayComplete),
     /// The hub acknowledged the frame sent with this request id.
     Ack(Ack),
@@ -362,7 +364,11 @@ impl Subscriber {
     /// `ack` or `error`); queued (bounded) while disconnected.
     /// `subscribe`/`unsubscribe` frames become session state, like
     /// [`subscribe`](Self::subscribe); a `subscribe` keeps its id, so its
-    /// `ack` (or refusal) comes again after every reconnect.
+    /// `ack` (or refusal) comes again after every reconnect. A `replay` of a
+    /// topic yields only events past what the subscriber already delivered
+    /// of it (its checkpoint): it never yields an event twice, so a replay of
+    /// a topic it follows yields nothing but its `ReplayComplete`. To read
+    /// history again, use [`Publisher::history`](crate::Publisher::history).
     pub async fn send(&self, message: ClientMessage) -> Result<RequestId, SubscribeError> {
         let id = RequestId::Number(self.next_id.fetch_add(1, Ordering::Relaxed));
         let frame = ClientFrame {

@@ -373,8 +373,9 @@ async fn dropping_a_batching_publisher_never_publishes_what_it_had_not_sent() {
             other => panic!("round {round}: {other:?}"),
         }
     }
-    // What a flush would have sent had arrived by now; a publish behind it
-    // takes seq 1 only if none did.
+    // A flush would have been sent as the handle dropped: 200 ms is ample
+    // for it to reach a hub on loopback, and a publish behind it takes seq
+    // 1 only if none did.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let next = bounded("publish", publisher.publish(request(&topic, 99)))
         .await
