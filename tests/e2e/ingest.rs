@@ -602,6 +602,27 @@ async fn socket_file_is_removed_on_sigterm() -> Result<()> {
 }
 
 #[tokio::test]
+async fn a_hub_shutting_down_leaves_a_socket_another_process_bound_at_its_path_since() -> Result<()>
+{
+    use std::os::unix::fs::MetadataExt as _;
+    let (_dir, path) = socket_in_tempdir()?;
+    let mut hub = hub_on(&path, &[]).await?;
+    let health = hub.http().get("/health").await?;
+    ensure!(health.status == 200, "{}", health.text);
+    // Another process took the path over (a new hub, started as this one
+    // stops): its socket is not this hub's to remove.
+    std::fs::remove_file(&path)?;
+    let _successor = UnixDatagram::bind(&path)?;
+    let inode = std::fs::symlink_metadata(&path)?.ino();
+    let status = hub.terminate(Duration::from_secs(15)).await?;
+    ensure!(status.success(), "exit after SIGTERM: {status}");
+    let meta = std::fs::symlink_metadata(&path)
+        .with_context(|| format!("{} was removed by the hub that stopped", path.display()))?;
+    ensure!(meta.ino() == inode, "the successor's socket was replaced");
+    Ok(())
+}
+
+#[tokio::test]
 async fn sigterm_right_after_listening_is_a_graceful_shutdown_that_removes_the_socket() -> Result<()>
 {
     // A supervisor may stop the hub at any moment after `listening on`;

@@ -38,7 +38,7 @@ pub enum IngestError {
     #[error(
         "could not tell whether another process listens on {path} ({source}); remove it if none does"
     )]
-    Unknown {
+    Unprobed {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -71,16 +71,19 @@ pub fn bind(path: &Path, mode: u32) -> Result<UnixDatagram, IngestError> {
                     path: path.to_owned(),
                 });
             }
-            Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
+                tracing::info!(path = %path.display(), "replacing a stale socket file");
+                std::fs::remove_file(path).map_err(bind_error)?;
+            }
+            // Gone since it was looked at: nothing to replace.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => {
-                return Err(IngestError::Unknown {
+                return Err(IngestError::Unprobed {
                     path: path.to_owned(),
                     source,
                 });
             }
         }
-        tracing::info!(path = %path.display(), "replacing a stale socket file");
-        std::fs::remove_file(path).map_err(bind_error)?;
     }
     let socket = UnixDatagram::bind(path).map_err(bind_error)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(bind_error)?;
@@ -88,8 +91,9 @@ pub fn bind(path: &Path, mode: u32) -> Result<UnixDatagram, IngestError> {
 }
 
 /// Reads datagrams and publishes them until the hub shuts down, then removes
-/// the socket file.
+/// the socket file if it is still this hub's.
 pub async fn run(hub: Hub, socket: UnixDatagram, path: PathBuf) {
+    let ours = file_id(&path);
     let token = hub.shutdown_token().clone();
     // Registered once, not once per datagram.
     let mut stopped = std::pin::pin!(token.cancelled());
@@ -169,7 +173,19 @@ pub async fn run(hub: Hub, socket: UnixDatagram, path: PathBuf) {
         }
     }
     rejections.log_unlogged();
-    let _ = std::fs::remove_file(&path);
+    // Another hub may have bound the path since this one stopped reading it
+    // (a restart that overlapped this shutdown): its file stays.
+    if ours.is_some() && file_id(&path) == ours {
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
+/// The file at `path` (device and inode), if there is one.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|meta| (meta.dev(), meta.ino()))
 }
 
 /// The log of rejected datagrams (each is also counted in

@@ -118,14 +118,18 @@ impl Feed {
     /// the feed's connection.
     pub(super) async fn follow(&self, pattern: &TopicPattern) -> Result<(), BrokerError> {
         let first = {
+            // Locks in `slot`'s order; the first follow forgets under the
+            // same locks, so no position set meanwhile is forgotten.
+            let mut positions = self.positions.write();
             let mut interest = self.interest.lock();
             let count = interest.entry(pattern.clone()).or_default();
             *count += 1;
-            *count == 1
+            let first = *count == 1;
+            if first {
+                forget_unfollowed(&mut positions, &interest, pattern);
+            }
+            first
         };
-        if first {
-            self.forget_unfollowed(pattern);
-        }
         if let TopicPattern::Exact(topic) = pattern {
             self.slot(topic);
         }
@@ -177,32 +181,6 @@ impl Feed {
             } else {
                 connection.unsubscribe(&channel).await
             };
-        }
-    }
-
-    /// Forgets the positions of the topics `pattern` covers that nothing
-    /// else followed here (`global` aside): what this node last delivered of
-    /// them (under a pattern since unfollowed, or from an announcement that
-    /// crossed an unsubscribe) is old, and the seqs published since, which it
-    /// did not hear, are no gap for anyone who follows them now. The next
-    /// announcement gives them their position again, as on a new node.
-    fn forget_unfollowed(&self, pattern: &TopicPattern) {
-        // Locks in `slot`'s order.
-        let mut positions = self.positions.write();
-        let interest = self.interest.lock();
-        let followed_otherwise = |topic: &Topic| {
-            *topic == Topic::global()
-                || interest
-                    .keys()
-                    .any(|other| other != pattern && other.matches(topic))
-        };
-        match pattern {
-            TopicPattern::Exact(topic) => {
-                if !followed_otherwise(topic) {
-                    positions.remove(topic);
-                }
-            }
-            _ => positions.retain(|topic, _| !pattern.matches(topic) || followed_otherwise(topic)),
         }
     }
 
@@ -305,6 +283,40 @@ impl Feed {
             .read()
             .get(topic)
             .and_then(|slot| slot.lock().as_ref().map(|(e, s, _)| (e.clone(), *s)))
+    }
+}
+
+/// Forgets the positions of the topics `pattern` (just followed for the
+/// first time) covers that nothing else followed here (`global` aside):
+/// what this node last delivered of them (under a pattern since unfollowed,
+/// or from an announcement that crossed an unsubscribe) is old, and the seqs
+/// published since, which it did not hear, are no gap for anyone who
+/// follows them now. The next announcement gives them a position again, as
+/// on a new node.
+fn forget_unfollowed(
+    positions: &mut HashMap<Topic, Slot>,
+    interest: &HashMap<TopicPattern, usize>,
+    pattern: &TopicPattern,
+) {
+    // Exact topics by lookup, and only the patterns scanned: a first `*`
+    // looks at every position once.
+    let patterns: Vec<&TopicPattern> = interest
+        .keys()
+        .filter(|other| *other != pattern && other.as_topic().is_none())
+        .collect();
+    let followed_otherwise = |topic: &Topic| {
+        *topic == Topic::global()
+            || (pattern.as_topic() != Some(topic)
+                && interest.contains_key(&TopicPattern::Exact(topic.clone())))
+            || patterns.iter().any(|other| other.matches(topic))
+    };
+    match pattern {
+        TopicPattern::Exact(topic) => {
+            if !followed_otherwise(topic) {
+                positions.remove(topic);
+            }
+        }
+        _ => positions.retain(|topic, _| !pattern.matches(topic) || followed_otherwise(topic)),
     }
 }
 
