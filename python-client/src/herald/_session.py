@@ -517,12 +517,23 @@ def sent_filter(others: list[Subscription], subscription: Subscription) -> Event
     return widest_filter([*sharing, subscription.filter])
 
 
-def as_sent(subscriptions: list[Subscription]) -> list[Subscription]:
+def as_sent(subscriptions: list[Subscription], max_frame_bytes: int) -> list[Subscription]:
     """The subscriptions as their frames go to the hub (see :func:`sent_filter`).
     A frame carries one filter for all its topics, so a topic it alone names
     may be widened too: the session delivers only what some covering
     subscription's own filter lets through (:meth:`Session._wanted`)."""
-    return [replace(s, filter=sent_filter(subscriptions, s)) for s in subscriptions]
+    return [sent(subscriptions, s, max_frame_bytes) for s in subscriptions]
+
+
+def sent(others: list[Subscription], subscription: Subscription, max_frame_bytes: int) -> Subscription:
+    """``subscription`` as its frame goes beside ``others`` (which may hold
+    it). A widened frame over ``max_frame_bytes`` goes with no filter at all:
+    the widest, and smaller than the subscription's own frame, which was
+    checked against the limit."""
+    wide = replace(subscription, filter=sent_filter(others, subscription))
+    if frame_bytes(wide.frame_without_since()) > max_frame_bytes:
+        return replace(subscription, filter=None)
+    return wide
 
 
 _SINCE_FIELD_BYTES = len(',"since":{}')
@@ -722,7 +733,7 @@ class Session:
                 refused = self._refuse_oversized_subscriptions()
                 resumed: set[str] = set()
                 left_out: set[str] = set()
-                subscriptions = as_sent(self._subscriptions)
+                subscriptions = as_sent(self._subscriptions, self._frame_limit())
                 for index in resubscription_order(subscriptions):
                     subscription = subscriptions[index]
 
@@ -1098,18 +1109,22 @@ class Session:
     def _wanted(self, event: Event) -> bool:
         """Whether a subscription covering ``event``'s topic lets it through
         with its own filter: the hub filters by what all the subscriptions
-        sharing a topic let through, which is wider than each. An event no
-        subscription covers (a broadcast on ``global``, a user's message)
-        came by its audience and is wanted."""
+        sharing a topic let through, which is wider than each. Broadcasts
+        (``global``) and users' messages (``user:…``) come to a connection by
+        their audience, whatever it subscribed to, and an event no
+        subscription covers (a ``replay`` of another topic) was asked for:
+        all are wanted."""
+        if event.topic == "global" or event.topic.startswith("user:"):
+            return True
         covering = [s for s in self._subscriptions if s.covers(event.topic)]
         return not covering or any(s.filter is None or filter_matches(s.filter, event) for s in covering)
 
     def _add_subscription(self, subscription: Subscription) -> None:
         _require_topics(subscription.topics)
-        sent = replace(subscription, filter=sent_filter(self._subscriptions, subscription))
-        self._check_size(sent.frame_without_since())
+        self._check_size(subscription.frame_without_since())
+        wide = sent(self._subscriptions, subscription, self._frame_limit())
         if self._is_welcomed():
-            frame, missed = sent.frame(self._checkpoints, self.config.max_since_bytes, self._frame_limit())
+            frame, missed = wide.frame(self._checkpoints, self.config.max_since_bytes, self._frame_limit())
             # A topic another subscription covers is live already.
             if isinstance(self._phase, _Link):
                 self._phase.unresumed.update(
@@ -1175,10 +1190,9 @@ class Session:
         refused: list[ErrorFrame] = []
         removed: list[str] = []
         kept: list[Subscription] = []
-        # As sent: with what the subscriptions sharing its topics let through.
-        for subscription, sent in zip(self._subscriptions, as_sent(self._subscriptions)):
+        for subscription in self._subscriptions:
             try:
-                self._check_size(sent.frame_without_since())
+                self._check_size(subscription.frame_without_since())
             except FrameTooLargeError as error:
                 refused.append(_too_large(error, subscription.id))
                 removed.extend(subscription.topics)

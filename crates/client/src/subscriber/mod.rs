@@ -366,9 +366,11 @@ impl Subscriber {
     /// [`subscribe`](Self::subscribe); a `subscribe` keeps its id, so its
     /// `ack` (or refusal) comes again after every reconnect. A `replay` of a
     /// topic yields only events past what the subscriber already delivered
-    /// of it (its checkpoint): it never yields an event twice, so a replay of
-    /// a topic it follows yields nothing but its `ReplayComplete`. To read
-    /// history again, use [`Publisher::history`](crate::Publisher::history).
+    /// of it (its checkpoint), since it never yields an event twice: a
+    /// replay of a topic it follows yields nothing but its `ReplayComplete`.
+    /// Of a topic a filtered subscription covers, it yields what that
+    /// filter lets through. To read history again, use
+    /// [`Publisher::history`](crate::Publisher::history).
     pub async fn send(&self, message: ClientMessage) -> Result<RequestId, SubscribeError> {
         let id = RequestId::Number(self.next_id.fetch_add(1, Ordering::Relaxed));
         let frame = ClientFrame {

@@ -134,7 +134,7 @@ use self::backoff::Backoff;
 use self::config::millis;
 use self::covered::Covered;
 use self::outbox::Outbox;
-use self::subscription::{FrameLimits, as_sent, resubscription_order, resumer, sent_filter};
+use self::subscription::{FrameLimits, as_sent, resubscription_order, resumer, sent};
 use self::unanswered::Unanswered;
 
 pub use self::checkpoint::{Checkpoint, Checkpoints};
@@ -288,7 +288,7 @@ impl Session {
                     let limits = self.frame_limits();
                     let mut resumed = BTreeSet::new();
                     let mut left_out = BTreeSet::new();
-                    let sent = as_sent(&self.subscriptions);
+                    let sent = as_sent(&self.subscriptions, limits.max_frame_bytes);
                     for index in resubscription_order(&sent) {
                         let subscription = &sent[index];
                         let resumes = |topic: &Topic| resumer(&sent, topic) == Some(index);
@@ -815,10 +815,14 @@ impl Session {
 
     /// Whether a subscription covering `event`'s topic lets it through with
     /// its own filter: the hub filters by what all the subscriptions sharing
-    /// a topic let through, which is wider than each. An event no
-    /// subscription covers (a broadcast on `global`, a user's message) came
-    /// by its audience and is wanted.
+    /// a topic let through, which is wider than each. Broadcasts (`global`)
+    /// and users' messages (`user:…`) come to a connection by their
+    /// audience, whatever it subscribed to, and an event no subscription
+    /// covers (a `replay` of another topic) was asked for: all are wanted.
     fn wanted(&self, event: &Event) -> bool {
+        if event.topic == Topic::global() || event.topic.as_str().starts_with("user:") {
+            return true;
+        }
         let mut covering = self
             .subscriptions
             .iter()
@@ -845,11 +849,8 @@ impl Session {
         if subscription.topics.is_empty() {
             return Err(SessionError::NoTopics);
         }
-        let sent = Subscription {
-            filter: sent_filter(&self.subscriptions, &subscription),
-            ..subscription.clone()
-        };
-        self.check_size(&sent.frame_without_since())?;
+        self.check_size(&subscription.frame_without_since())?;
+        let sent = sent(&self.subscriptions, &subscription, self.frame_limit());
         let resumed = !since.is_empty();
         self.checkpoints.merge(since);
         if self.is_welcomed() {
@@ -1003,13 +1004,8 @@ impl Session {
         let mut refused = Vec::new();
         let mut removed = Vec::new();
         let mut kept = Vec::with_capacity(self.subscriptions.len());
-        // As sent: with what the subscriptions sharing its topics let through.
-        let sent = as_sent(&self.subscriptions);
-        for (subscription, sent) in std::mem::take(&mut self.subscriptions)
-            .into_iter()
-            .zip(sent)
-        {
-            match self.check_size(&sent.frame_without_since()) {
+        for subscription in std::mem::take(&mut self.subscriptions) {
+            match self.check_size(&subscription.frame_without_since()) {
                 Ok(()) => kept.push(subscription),
                 Err(error) => {
                     refused.push(too_large(&error, subscription.id.clone()));

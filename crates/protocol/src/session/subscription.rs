@@ -158,22 +158,41 @@ pub(crate) fn resubscription_order(subscriptions: &[Subscription]) -> Vec<usize>
 /// the session delivers only what some covering subscription's own filter
 /// lets through. Each subscription keeps its own filter, so the widening
 /// follows the subscriptions the session holds on each connection.
-pub(crate) fn as_sent(subscriptions: &[Subscription]) -> Vec<Subscription> {
+///
+/// A widened frame over `max_frame_bytes` goes with no filter at all: the
+/// widest, and smaller than the subscription's own frame, which was checked
+/// against the limit.
+pub(crate) fn as_sent(subscriptions: &[Subscription], max_frame_bytes: usize) -> Vec<Subscription> {
     subscriptions
         .iter()
-        .map(|subscription| Subscription {
-            filter: sent_filter(subscriptions, subscription),
-            ..subscription.clone()
-        })
+        .map(|subscription| sent(subscriptions, subscription, max_frame_bytes))
         .collect()
+}
+
+/// `subscription` as its frame goes beside `others` (which may hold it):
+/// see [`as_sent`].
+pub(crate) fn sent(
+    others: &[Subscription],
+    subscription: &Subscription,
+    max_frame_bytes: usize,
+) -> Subscription {
+    let wide = Subscription {
+        filter: sent_filter(others, subscription),
+        ..subscription.clone()
+    };
+    if wide.frame_without_since().encoded_len() > max_frame_bytes {
+        Subscription {
+            filter: None,
+            ..subscription.clone()
+        }
+    } else {
+        wide
+    }
 }
 
 /// The filter `subscription`'s frame carries beside `others` (which may
 /// hold it): see [`as_sent`].
-pub(crate) fn sent_filter(
-    others: &[Subscription],
-    subscription: &Subscription,
-) -> Option<EventFilter> {
+fn sent_filter(others: &[Subscription], subscription: &Subscription) -> Option<EventFilter> {
     let sharing = others.iter().filter(|other| {
         other
             .topics
