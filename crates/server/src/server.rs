@@ -25,8 +25,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use prometheus_client::metrics::gauge::Gauge;
-use std::path::PathBuf;
-use tokio::net::{TcpListener, UnixDatagram};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
@@ -105,8 +104,8 @@ pub enum ServeError {
 pub struct Listeners {
     /// HTTP and WebSocket.
     pub http: TcpListener,
-    /// The Unix datagram ingest socket and its path, when configured.
-    pub unix: Option<(UnixDatagram, PathBuf)>,
+    /// The Unix datagram ingest socket, when configured.
+    pub unix: Option<unix::Bound>,
 }
 
 impl Listeners {
@@ -125,7 +124,7 @@ pub async fn bind(config: &Config) -> Result<Listeners, ServeError> {
             source,
         })?;
     let unix = match &config.unix_socket {
-        Some(path) => Some((unix::bind(path, config.unix_socket_mode)?, path.clone())),
+        Some(path) => Some(unix::bind(path, config.unix_socket_mode)?),
         None => None,
     };
     Ok(Listeners { http, unix })
@@ -155,9 +154,9 @@ pub async fn serve(
         http: listener,
         unix,
     } = listeners;
-    if let Some((socket, path)) = unix {
-        tracing::info!(path = %path.display(), "accepting events on the unix socket");
-        hub.tasks().spawn(unix::run(hub.clone(), socket, path));
+    if let Some(bound) = unix {
+        tracing::info!(path = %bound.path().display(), "accepting events on the unix socket");
+        hub.tasks().spawn(unix::run(hub.clone(), bound));
     }
     let interval = hub.config().metrics_interval;
     if !interval.is_zero() {

@@ -49,8 +49,24 @@ pub enum IngestError {
     },
 }
 
+/// The bound ingest socket, its path, and the file binding made there
+/// (device and inode): the file removed at shutdown, if it is still there.
+#[derive(Debug)]
+pub struct Bound {
+    socket: UnixDatagram,
+    path: PathBuf,
+    file: Option<(u64, u64)>,
+}
+
+impl Bound {
+    /// Where the socket is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 /// Binds the socket (replacing a stale file) and applies `mode` (e.g. 0o660).
-pub fn bind(path: &Path, mode: u32) -> Result<UnixDatagram, IngestError> {
+pub fn bind(path: &Path, mode: u32) -> Result<Bound, IngestError> {
     let bind_error = |source| IngestError::Bind {
         path: path.to_owned(),
         source,
@@ -86,14 +102,19 @@ pub fn bind(path: &Path, mode: u32) -> Result<UnixDatagram, IngestError> {
         }
     }
     let socket = UnixDatagram::bind(path).map_err(bind_error)?;
+    let file = file_id(path);
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(bind_error)?;
-    Ok(socket)
+    Ok(Bound {
+        socket,
+        path: path.to_owned(),
+        file,
+    })
 }
 
 /// Reads datagrams and publishes them until the hub shuts down, then removes
 /// the socket file if it is still this hub's.
-pub async fn run(hub: Hub, socket: UnixDatagram, path: PathBuf) {
-    let ours = file_id(&path);
+pub async fn run(hub: Hub, bound: Bound) {
+    let Bound { socket, path, file } = bound;
     let token = hub.shutdown_token().clone();
     // Registered once, not once per datagram.
     let mut stopped = std::pin::pin!(token.cancelled());
@@ -175,7 +196,7 @@ pub async fn run(hub: Hub, socket: UnixDatagram, path: PathBuf) {
     rejections.log_unlogged();
     // Another hub may have bound the path since this one stopped reading it
     // (a restart that overlapped this shutdown): its file stays.
-    if ours.is_some() && file_id(&path) == ours {
+    if file.is_some() && file_id(&path) == file {
         let _ = std::fs::remove_file(&path);
     }
 }
