@@ -413,7 +413,7 @@ async fn datagrams_the_hub_refuses_to_publish_are_counted_and_logged_a_few_a_sec
         "the log accounts for all 100 refusals",
         || {
             let log = hub.stderr();
-            async move { Ok((refusals_in_log(&log) == 100).then_some(log)) }
+            async move { Ok((accounted_in_log(&log, "could not publish") == 100).then_some(log)) }
         },
     )
     .await?;
@@ -426,23 +426,6 @@ async fn datagrams_the_hub_refuses_to_publish_are_counted_and_logged_a_few_a_sec
         "{lines} lines for 100 refused datagrams:\n{log}"
     );
     Ok(())
-}
-
-/// Refused datagrams the log accounts for: each line, plus the
-/// `unlogged=N` it carries.
-fn refusals_in_log(log: &str) -> u64 {
-    log.lines()
-        .filter(|line| line.contains("could not publish") || line.contains("went unlogged"))
-        .map(|line| {
-            let logged = u64::from(line.contains("could not publish"));
-            let unlogged = line
-                .split_whitespace()
-                .find_map(|field| field.strip_prefix("unlogged="))
-                .and_then(|n| n.parse::<u64>().ok())
-                .unwrap_or(0);
-            logged + unlogged
-        })
-        .sum()
 }
 
 /// Runs `herald serve --unix-socket PATH` where PATH is a regular file.
@@ -517,7 +500,9 @@ async fn rejected_datagrams_reach_the_log_escaped_and_a_few_a_second_at_most() -
         "the log accounts for all 201 rejections",
         || {
             let log = hub.stderr();
-            async move { Ok((rejections_in_log(&log) == 201).then_some(log)) }
+            async move {
+                Ok((accounted_in_log(&log, "rejected a malformed datagram") == 201).then_some(log))
+            }
         },
     )
     .await?;
@@ -541,19 +526,19 @@ async fn rejected_datagrams_reach_the_log_escaped_and_a_few_a_second_at_most() -
     Ok(())
 }
 
-/// Rejections the log accounts for: each rejection line, plus the
-/// `unlogged=N` its lines carry.
-fn rejections_in_log(log: &str) -> u64 {
+/// Rejections the log accounts for: each line with `logged` in it, plus
+/// the `unlogged=N` that lines (a summary included) carry.
+fn accounted_in_log(log: &str, logged: &str) -> u64 {
     log.lines()
-        .filter(|line| line.contains("rejected"))
+        .filter(|line| line.contains(logged) || line.contains("went unlogged"))
         .map(|line| {
-            let logged = u64::from(line.contains("rejected a malformed datagram"));
+            let this = u64::from(line.contains(logged));
             let unlogged = line
                 .split_whitespace()
                 .find_map(|field| field.strip_prefix("unlogged="))
                 .and_then(|n| n.parse::<u64>().ok())
                 .unwrap_or(0);
-            logged + unlogged
+            this + unlogged
         })
         .sum()
 }

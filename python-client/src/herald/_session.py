@@ -1111,9 +1111,10 @@ class Session:
         with its own filter: the hub filters by what all the subscriptions
         sharing a topic let through, which is wider than each. Broadcasts
         (``global``) and users' messages (``user:…``) come to a connection by
-        their audience, whatever it subscribed to, and an event no
-        subscription covers (a ``replay`` of another topic) was asked for:
-        all are wanted."""
+        their audience, whatever it subscribed to, so events on those topics
+        are all delivered (one a filter would hold back included); an event
+        no subscription covers (a ``replay`` of another topic) was asked
+        for."""
         if event.topic == "global" or event.topic.startswith("user:"):
             return True
         covering = [s for s in self._subscriptions if s.covers(event.topic)]

@@ -368,8 +368,9 @@ impl Subscriber {
     /// topic yields only events past what the subscriber already delivered
     /// of it (its checkpoint), since it never yields an event twice: a
     /// replay of a topic it follows yields nothing but its `ReplayComplete`.
-    /// Of a topic a filtered subscription covers, it yields what that
-    /// filter lets through. To read history again, use
+    /// Of a topic a filtered subscription covers (`global` and `user:…`
+    /// aside, which are never filtered here), it yields what that filter
+    /// lets through. To read history again, use
     /// [`Publisher::history`](crate::Publisher::history).
     pub async fn send(&self, message: ClientMessage) -> Result<RequestId, SubscribeError> {
         let id = RequestId::Number(self.next_id.fetch_add(1, Ordering::Relaxed));

@@ -817,8 +817,9 @@ impl Session {
     /// its own filter: the hub filters by what all the subscriptions sharing
     /// a topic let through, which is wider than each. Broadcasts (`global`)
     /// and users' messages (`user:…`) come to a connection by their
-    /// audience, whatever it subscribed to, and an event no subscription
-    /// covers (a `replay` of another topic) was asked for: all are wanted.
+    /// audience, whatever it subscribed to, so events on those topics are
+    /// all delivered (one a filter would hold back included); an event no
+    /// subscription covers (a `replay` of another topic) was asked for.
     fn wanted(&self, event: &Event) -> bool {
         if event.topic == Topic::global() || event.topic.as_str().starts_with("user:") {
             return true;

@@ -89,7 +89,13 @@ pub fn bind(path: &Path, mode: u32) -> Result<Bound, IngestError> {
             }
             Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
                 tracing::info!(path = %path.display(), "replacing a stale socket file");
-                std::fs::remove_file(path).map_err(bind_error)?;
+                match std::fs::remove_file(path) {
+                    // Gone since the probe: nothing to replace.
+                    Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(bind_error(error));
+                    }
+                    _ => {}
+                }
             }
             // Gone since it was looked at: nothing to replace.
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
