@@ -851,11 +851,11 @@ impl Session {
             return Err(SessionError::NoTopics);
         }
         self.check_size(&subscription.frame_without_since())?;
-        let sent = sent(&self.subscriptions, &subscription, self.frame_limit());
+        let wide = sent(&self.subscriptions, &subscription, self.frame_limit());
         let resumed = !since.is_empty();
         self.checkpoints.merge(since);
         if self.is_welcomed() {
-            let (frame, missed) = sent.frame(&self.checkpoints, self.frame_limits(), |_| true);
+            let (frame, missed) = wide.frame(&self.checkpoints, self.frame_limits(), |_| true);
             // A topic another subscription covers is live already.
             let missed: Vec<Topic> = missed
                 .into_iter()
