@@ -114,6 +114,126 @@ async fn sqlite_keeps_the_epoch_so_since_resumes_without_a_gap() -> Result<()> {
     Ok(())
 }
 
+/// Subscribes to `topic` resuming from `since`, and returns its
+/// `subscribed` frame and the frames up to `replay_complete`.
+async fn resume(
+    hub: &Hub,
+    topic: &str,
+    since: serde_json::Value,
+) -> Result<(serde_json::Value, Vec<serde_json::Value>)> {
+    let mut client = hub.ws("/ws").await?;
+    client
+        .send_json(&json!({"action": "subscribe", "topics": [topic], "since": {topic: since}}))
+        .await?;
+    let subscribed = client.recv_until(|f| frame_type(f) == "subscribed").await?;
+    let (done, mut replayed) = client
+        .recv_collect_until(|f| frame_type(f) == "replay_complete")
+        .await?;
+    replayed.push(done);
+    Ok((subscribed, replayed))
+}
+
+#[tokio::test]
+async fn sqlite_keeps_the_epoch_a_subscriber_was_given_before_any_event_across_kill_9() -> Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let store = format!("sqlite:{}", dir.path().join("herald.db").display());
+    let mut hub = herald().start(&["--store", &store]).await?;
+    let mut client = hub.ws("/ws").await?;
+    client
+        .send_json(&json!({"action": "subscribe", "topics": ["run:quiet"]}))
+        .await?;
+    let given = client.recv_until(|f| frame_type(f) == "subscribed").await?;
+    ensure!(
+        given["epoch"].is_string() && given["seq"] == json!(0),
+        "{given}"
+    );
+    // The journal is written in order: once a later publish is answered,
+    // the epoch handed out before it is on disk.
+    hub.http()
+        .publish_simple("run:other", "state.changed", json!({}))
+        .await?;
+    hub.kill9().await?;
+    let hub = herald().start(&["--store", &store]).await?;
+    let (subscribed, replayed) = resume(
+        &hub,
+        "run:quiet",
+        json!({"seq": 0, "epoch": given["epoch"]}),
+    )
+    .await?;
+    ensure!(
+        subscribed["epoch"] == given["epoch"],
+        "{subscribed} after {given}"
+    );
+    ensure!(
+        !replayed.iter().any(|f| frame_type(f) == "gap"),
+        "{replayed:?}"
+    );
+    let seq = hub
+        .http()
+        .publish_simple("run:quiet", "state.changed", json!({}))
+        .await?;
+    ensure!(seq == 1, "the first event took seq {seq}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn sqlite_keeps_the_epoch_and_seq_of_a_topic_whose_history_aged_out_across_kill_9()
+-> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = format!("sqlite:{}", dir.path().join("herald.db").display());
+    let args = ["--store", store.as_str(), "--history-age", "1s"];
+    let mut hub = herald().start(&args).await?;
+    for _ in 0..3 {
+        hub.http()
+            .publish_simple("run:aged", "state.changed", json!({}))
+            .await?;
+    }
+    let epoch = hub
+        .http()
+        .get("/api/v1/topics/run:aged/events?since=3")
+        .await?
+        .body["epoch"]
+        .clone();
+    // The history ages out, and the store prunes it after a write once its
+    // prune interval (5 s) is over.
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    hub.http()
+        .publish_simple("run:other", "state.changed", json!({}))
+        .await?;
+    hub.kill9().await?;
+    // The stream is still there, without its history.
+    let hub = herald().start(&args).await?;
+    let (subscribed, replayed) =
+        resume(&hub, "run:aged", json!({"seq": 3, "epoch": epoch})).await?;
+    ensure!(
+        subscribed["epoch"] == epoch && subscribed["seq"] == json!(3),
+        "{subscribed}"
+    );
+    ensure!(
+        !replayed.iter().any(|f| frame_type(f) == "gap"),
+        "{replayed:?}"
+    );
+    // A subscriber that had seen less is told what aged out.
+    let (_, replayed) = resume(&hub, "run:aged", json!({"seq": 1, "epoch": epoch})).await?;
+    let gap = replayed
+        .iter()
+        .find(|f| frame_type(f) == "gap")
+        .with_context(|| format!("no gap: {replayed:?}"))?;
+    ensure!(
+        gap["reason"] == json!("trimmed")
+            && gap["from_seq"] == json!(2)
+            && gap["to_seq"] == json!(3),
+        "{gap}"
+    );
+    let seq = hub
+        .http()
+        .publish_simple("run:aged", "state.changed", json!({}))
+        .await?;
+    ensure!(seq == 4, "the next event took seq {seq}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn bad_sqlite_path_exits_non_zero_with_a_clear_message() -> Result<()> {
     let dir = tempfile::tempdir()?;

@@ -84,6 +84,15 @@ pub const MAX_SNAPSHOT_KEYS: usize = 10_000;
 /// Most owed approvals [`Broker::unannounced`] hands out at once.
 pub const UNANNOUNCED_PER_PASS: usize = 100;
 
+/// How long the stores that outlive the hub (SQLite, Redis) keep a topic's
+/// epoch and last seq after its last event, or after the epoch was handed
+/// out to a reader before any event: 24 × the history age, at least a day.
+/// A client resuming within it finds the same stream (its seqs go on, and
+/// what aged out is a `trimmed` gap); after it, the topic starts a new epoch.
+pub(crate) fn stream_ttl(history_age: Duration) -> Duration {
+    history_age.max(Duration::from_secs(3600)) * 24
+}
+
 /// A fresh epoch id.
 pub fn new_epoch() -> Epoch {
     // A v7 UUID sorts by creation time, which makes epochs easy to read in logs.

@@ -16,12 +16,18 @@
 //! wrote, is refused before anything is written to it. A topic's row is
 //! one stream: a new epoch in it (the engine forgot the stream and started
 //! another) deletes the old stream's events and snapshot, so two streams
-//! never mix under one epoch. What the file keeps is bounded: events by
-//! `--history-size` and `--history-age`, snapshots by `MAX_SNAPSHOT_KEYS`
-//! per topic, decided approvals by `MAX_DECIDED`, and a topic's row goes
-//! with its last event and snapshot key.
+//! never mix under one epoch. A topic's row is written with its events,
+//! and also when a reader brings its stream into memory before any event
+//! (a subscriber's checkpoint names that epoch), so a subscriber resumes
+//! after a restart without an `epoch_changed` gap even on a topic nothing
+//! was published to yet, or whose history aged out. What the file keeps is
+//! bounded: events by `--history-size` and `--history-age`, snapshots by
+//! `MAX_SNAPSHOT_KEYS` per topic, decided approvals by `MAX_DECIDED`, and a
+//! topic's row, once it has neither events nor snapshot, by the stream TTL
+//! ([`super::stream_ttl`]) after it was last written, as Redis keeps a
+//! topic's keys.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
@@ -46,9 +52,14 @@ pub(crate) const JOURNAL_CAPACITY: usize = 8192;
 const FAILING_FOR: Duration = Duration::from_secs(10);
 /// How often history beyond the age limit is deleted.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the rows of streams over are deleted: the stream TTL is at
+/// least a day, so a few minutes more changes nothing, and a topic kept by
+/// its snapshot alone is looked at again only that often.
+const FORGET_INTERVAL: Duration = Duration::from_secs(600);
 
-/// Deletes the rows of topics with neither events nor snapshot.
-const FORGET_EMPTY_TOPICS: &str = "DELETE FROM topics WHERE NOT EXISTS \
+/// Deletes the rows of topics with neither events nor snapshot that were
+/// last written before `?1` (ms): their streams are over.
+const FORGET_STREAMS: &str = "DELETE FROM topics WHERE touched_at < ?1 AND NOT EXISTS \
     (SELECT 1 FROM events WHERE events.topic = topics.topic) AND NOT EXISTS \
     (SELECT 1 FROM snapshots WHERE snapshots.topic = topics.topic)";
 
@@ -60,7 +71,7 @@ const OWED: i64 = 2;
 /// `PRAGMA application_id` of a Herald store ("HRLD").
 const APPLICATION_ID: i64 = 0x4852_4c44;
 /// `PRAGMA user_version`: the schema this build reads and writes.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 /// The tables of a Herald store and their columns (a file from before
 /// `application_id` was set is recognised by them).
 const TABLES: [(&str, &[&str]); 4] = [
@@ -77,7 +88,8 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS topics (
     topic TEXT PRIMARY KEY,
     epoch TEXT NOT NULL,
-    last_seq INTEGER NOT NULL
+    last_seq INTEGER NOT NULL,
+    touched_at INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
     topic TEXT NOT NULL,
@@ -109,6 +121,20 @@ BEGIN
 END;
 ";
 
+/// What schema 3 adds to a file of schema 1 or 2: when a topic's row was
+/// last written (ms), which keeps the row for the stream TTL after that;
+/// the rows already there count as written when the file is upgraded.
+fn to_schema_3(now: u64) -> String {
+    format!(
+        "ALTER TABLE topics ADD COLUMN touched_at INTEGER NOT NULL DEFAULT 0; \
+         UPDATE topics SET touched_at = {now};"
+    )
+}
+
+/// Finds the rows of topics by when they were last written, for
+/// [`FORGET_STREAMS`].
+const TOUCHED_INDEX: &str = "CREATE INDEX IF NOT EXISTS topics_by_touch ON topics (touched_at);";
+
 /// Events and snapshots are rowid tables, each with a unique index on its
 /// key: a `WITHOUT ROWID` table (schema 1) keeps a row in its key's B-tree,
 /// which holds at most about a kilobyte of a row on its page, and a body
@@ -137,6 +163,15 @@ DROP TABLE events_schema_1;
 DROP TABLE snapshots_schema_1;
 "
     )
+}
+
+/// Whether the file has a `topics` table without schema 3's `touched_at`.
+fn lacks_touched_at(conn: &Connection) -> rusqlite::Result<bool> {
+    let mut columns = conn.prepare("SELECT name FROM pragma_table_info('topics')")?;
+    let names = columns
+        .query_map([], |row| row.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(!names.is_empty() && !names.iter().any(|name| name == "touched_at"))
 }
 
 /// Whether the file's events or snapshots are in a `WITHOUT ROWID` table,
@@ -185,6 +220,13 @@ pub(crate) struct ApprovalWrite {
 pub(crate) enum Write {
     Event(EventWrite),
     Approval(ApprovalWrite),
+    /// A topic's epoch and last seq, as a reader brought its stream into
+    /// memory (before any event, or after its history was evicted).
+    Stream {
+        topic: Topic,
+        epoch: Epoch,
+        seq: u64,
+    },
 }
 
 /// Whom the writer hands each event back to once its write is over: the
@@ -333,25 +375,30 @@ impl SqliteJournal {
         )
         .map_err(|e| locked(e.to_string()))?;
         // Taking the write lock now keeps it (exclusive mode) for as long as
-        // this hub runs. Rows of topics left with neither events nor
-        // snapshot (by a release that did not prune them) go first.
+        // this hub runs.
         let cutoff = now_ms().saturating_sub(history_age.as_millis() as u64);
         let rebuild = holds_schema_1(&conn).map_err(|e| locked(e.to_string()))?;
-        let (before, after) = if rebuild {
+        let (before, mut after) = if rebuild {
             tracing::info!(path = %path.display(), "rebuilding the store's events and snapshots as rowid tables (schema 2)");
             (FROM_SCHEMA_1, from_schema_1_copy(cutoff))
         } else {
             ("", String::new())
         };
-        // History past the age limit goes too, after the rows of topics
-        // left with nothing (a topic whose history just aged out keeps its
-        // epoch across this start): a hub idle since its history aged out
-        // (pruning follows writes) does not keep it for ever.
+        if lacks_touched_at(&conn).map_err(|e| locked(e.to_string()))? {
+            after.push_str(&to_schema_3(now_ms()));
+        }
+        let forget_before =
+            now_ms().saturating_sub(super::stream_ttl(history_age).as_millis() as u64);
+        // History past the age limit goes (a hub idle since its history
+        // aged out does not keep it for ever: pruning follows writes), then
+        // the rows of streams over.
         conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {before} {SCHEMA} {after} PRAGMA application_id = {APPLICATION_ID}; \
-             PRAGMA user_version = {SCHEMA_VERSION}; {FORGET_EMPTY_TOPICS}; \
-             DELETE FROM events WHERE stored_at < {cutoff}; COMMIT;"
+            "BEGIN IMMEDIATE; {before} {SCHEMA} {after} {TOUCHED_INDEX} \
+             PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION}; \
+             DELETE FROM events WHERE stored_at < {cutoff};"
         ))
+        .and_then(|()| conn.execute(FORGET_STREAMS, params![forget_before as i64]))
+        .and_then(|_| conn.execute_batch("COMMIT;"))
         .map_err(|e| locked(e.to_string()))?;
         if rebuild {
             // The old tables' pages are free but still in the file: given
@@ -391,6 +438,7 @@ impl SqliteJournal {
             history_size: self.history_size as u64,
             history_age: self.history_age,
             last_prune: Instant::now(),
+            last_forget: Instant::now(),
             written,
             failing: self.failing.clone(),
         };
@@ -512,6 +560,7 @@ struct Writer {
     history_size: u64,
     history_age: Duration,
     last_prune: Instant,
+    last_forget: Instant,
     written: Weak<dyn Written>,
     /// When the last write failed (ms since the Unix epoch), 0 once one
     /// succeeded (see [`SqliteJournal::failing`]).
@@ -548,6 +597,7 @@ impl Writer {
                     Write::Approval(write) => {
                         let _ = write.done.send(result.clone());
                     }
+                    Write::Stream { .. } => {}
                 }
             }
             self.failing
@@ -558,36 +608,40 @@ impl Writer {
                     tracing::warn!(%error, "pruning old history failed");
                 }
             }
+            if self.last_forget.elapsed() > FORGET_INTERVAL {
+                self.last_forget = Instant::now();
+                if let Err(error) = self.forget_streams(now_ms()) {
+                    tracing::warn!(%error, "deleting the rows of topics over failed");
+                }
+            }
         }
         tracing::info!("sqlite writer stopped");
     }
 
-    /// Deletes history past the age limit, the rows of topics left with
-    /// neither events nor snapshot by it (their stream is over: a topic
-    /// published again after a restart starts a new one), and decided
-    /// approvals past the most recent `MAX_DECIDED`.
+    /// Deletes history past the age limit (a topic's row stays: see
+    /// [`forget_streams`](Self::forget_streams)) and decided approvals past
+    /// the most recent `MAX_DECIDED`.
     fn prune(&mut self) -> rusqlite::Result<()> {
         let cutoff = now_ms().saturating_sub(self.history_age.as_millis() as u64);
         let tx = self.conn.transaction()?;
-        let emptied: HashSet<String> = tx
-            .prepare("DELETE FROM events WHERE stored_at < ?1 RETURNING topic")?
-            .query_map(params![cutoff as i64], |row| row.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        {
-            let mut forget = tx.prepare(
-                "DELETE FROM topics WHERE topic = ?1 AND NOT EXISTS (SELECT 1 FROM events WHERE topic = ?1) \
-                 AND NOT EXISTS (SELECT 1 FROM snapshots WHERE topic = ?1)",
-            )?;
-            for topic in &emptied {
-                forget.execute(params![topic])?;
-            }
-        }
+        tx.execute(
+            "DELETE FROM events WHERE stored_at < ?1",
+            params![cutoff as i64],
+        )?;
         tx.execute(
             "DELETE FROM approvals WHERE pending = 0 AND callback_id NOT IN \
              (SELECT callback_id FROM approvals WHERE pending = 0 ORDER BY updated_at DESC LIMIT ?1)",
             params![MAX_DECIDED as i64],
         )?;
         tx.commit()
+    }
+
+    /// Deletes the rows of topics with neither events nor snapshot last
+    /// written more than the stream TTL before `now` (ms): a topic read or
+    /// published again after a restart then starts a new epoch.
+    fn forget_streams(&mut self, now: u64) -> rusqlite::Result<usize> {
+        let before = now.saturating_sub(super::stream_ttl(self.history_age).as_millis() as u64);
+        self.conn.execute(FORGET_STREAMS, params![before as i64])
     }
 
     fn write(&mut self, batch: &[Write]) -> rusqlite::Result<()> {
@@ -600,9 +654,10 @@ impl Writer {
             // A new epoch starts the stream again (the trigger deletes the
             // old one's events and snapshot).
             let mut topic = tx.prepare_cached(
-                "INSERT INTO topics (topic, epoch, last_seq) VALUES (?1, ?2, ?3) \
+                "INSERT INTO topics (topic, epoch, last_seq, touched_at) VALUES (?1, ?2, ?3, ?4) \
                  ON CONFLICT(topic) DO UPDATE SET last_seq = CASE WHEN epoch IS excluded.epoch \
-                 THEN max(last_seq, excluded.last_seq) ELSE excluded.last_seq END, epoch = excluded.epoch",
+                 THEN max(last_seq, excluded.last_seq) ELSE excluded.last_seq END, epoch = excluded.epoch, \
+                 touched_at = excluded.touched_at",
             )?;
             let mut snapshot = tx.prepare_cached(
                 "INSERT OR REPLACE INTO snapshots (topic, key, seq, body) VALUES (?1, ?2, ?3, ?4)",
@@ -630,6 +685,18 @@ impl Writer {
             for write in batch {
                 let append = match write {
                     Write::Event(write) => write,
+                    Write::Stream {
+                        topic: name,
+                        epoch,
+                        seq,
+                    } => {
+                        let (name, epoch, seq) = (name.as_str(), epoch.as_str(), *seq as i64);
+                        if !topics.contains_key(name) {
+                            topic.execute(params![name, epoch, seq, now])?;
+                            topics.insert(name, (epoch, seq, seq));
+                        }
+                        continue;
+                    }
                     Write::Approval(record) => {
                         match &record.body {
                             Some(body) => {
@@ -654,7 +721,7 @@ impl Writer {
                 match topics.get_mut(name) {
                     Some((written, _, last)) if *written == epoch => *last = (*last).max(seq),
                     _ => {
-                        topic.execute(params![name, epoch, seq])?;
+                        topic.execute(params![name, epoch, seq, now])?;
                         topics.insert(name, (epoch, seq, seq));
                     }
                 }
@@ -773,6 +840,7 @@ mod tests {
             history_size: 1000,
             history_age,
             last_prune: Instant::now(),
+            last_forget: Instant::now(),
             written,
             failing: Arc::default(),
         }
@@ -886,8 +954,18 @@ mod tests {
         );
     }
 
+    fn topic_names(conn: &Connection) -> Vec<String> {
+        conn.prepare("SELECT topic FROM topics ORDER BY topic")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
     #[test]
-    fn a_topic_left_with_neither_events_nor_snapshot_by_age_is_forgotten() {
+    fn a_topics_row_outlives_its_history_and_goes_a_stream_ttl_after_its_last_write_unless_a_snapshot_keeps_it()
+     {
         let (_dir, path) = store();
         let epoch = super::super::new_epoch();
         let mut writer = writer(&path, Duration::ZERO);
@@ -899,18 +977,87 @@ mod tests {
             .unwrap();
         std::thread::sleep(Duration::from_millis(5));
         writer.prune().unwrap();
-        let names: Vec<String> = writer
+        let events: i64 = writer
             .conn
-            .prepare("SELECT topic FROM topics ORDER BY topic")
-            .unwrap()
-            .query_map([], |row| row.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
+            .query_row("SELECT count(*) FROM events", [], |row| row.get(0))
             .unwrap();
+        assert_eq!(events, 0, "history past the age limit goes");
+        assert_eq!(writer.forget_streams(now_ms()).unwrap(), 0);
+        assert_eq!(topic_names(&writer.conn), ["run:keyed", "run:plain"]);
+        let ttl = super::super::stream_ttl(Duration::ZERO).as_millis() as u64;
+        assert_eq!(writer.forget_streams(now_ms() + ttl + 1).unwrap(), 1);
         assert_eq!(
-            names,
-            vec!["run:keyed".to_owned()],
+            topic_names(&writer.conn),
+            ["run:keyed"],
             "the snapshot keeps its topic"
+        );
+    }
+
+    #[test]
+    fn a_stream_a_reader_brought_into_memory_comes_back_with_its_epoch_and_seq() {
+        let (_dir, path) = store();
+        let (never, evicted) = (super::super::new_epoch(), super::super::new_epoch());
+        let stream = |topic: &str, epoch: &Epoch, seq| Write::Stream {
+            topic: Topic::parse(topic).unwrap(),
+            epoch: epoch.clone(),
+            seq,
+        };
+        let mut writer = writer(&path, Duration::from_secs(60));
+        writer
+            .write(&[
+                stream("run:never", &never, 0),
+                stream("run:evicted", &evicted, 7),
+            ])
+            .unwrap();
+        drop(writer);
+        let mut topics: Vec<(String, String, u64, usize)> = recovered(&path)
+            .into_iter()
+            .map(|t| {
+                let (name, epoch) = (t.topic.to_string(), t.epoch.to_string());
+                (name, epoch, t.last_seq, t.history.len() + t.snapshot.len())
+            })
+            .collect();
+        topics.sort();
+        assert_eq!(
+            topics,
+            [
+                ("run:evicted".to_owned(), evicted.to_string(), 7, 0),
+                ("run:never".to_owned(), never.to_string(), 0, 0),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_reader_bringing_a_stream_into_memory_beside_its_first_events_leaves_their_seq() {
+        let (_dir, path) = store();
+        let epoch = super::super::new_epoch();
+        let mut writer = writer(&path, Duration::from_secs(60));
+        writer
+            .write(&[
+                Write::Stream {
+                    topic: Topic::parse("run:r1").unwrap(),
+                    epoch: epoch.clone(),
+                    seq: 0,
+                },
+                append("run:r1", &epoch, 1, None),
+                append("run:r1", &epoch, 2, None),
+            ])
+            .unwrap();
+        writer
+            .write(&[Write::Stream {
+                topic: Topic::parse("run:r1").unwrap(),
+                epoch: epoch.clone(),
+                seq: 0,
+            }])
+            .unwrap();
+        drop(writer);
+        let topics = recovered(&path);
+        let [topic] = topics.as_slice() else {
+            panic!("{topics:?}");
+        };
+        assert_eq!(
+            (&topic.epoch, topic.last_seq, topic.history.len()),
+            (&epoch, 2, 2)
         );
     }
 
@@ -927,6 +1074,7 @@ mod tests {
             history_size: 10,
             history_age: Duration::from_secs(60),
             last_prune: Instant::now(),
+            last_forget: Instant::now(),
             written: Weak::<Nobody>::new(),
             failing: journal.failing.clone(),
         };
@@ -947,17 +1095,24 @@ mod tests {
     }
 
     #[test]
-    fn rows_of_topics_with_nothing_left_are_forgotten_at_start() {
+    fn rows_of_topics_with_nothing_left_are_forgotten_at_start_once_their_stream_ttl_is_over() {
         let (_dir, path) = store();
         drop(SqliteJournal::open(&path, 10, Duration::from_secs(60)).unwrap());
         let conn = Connection::open(&path).unwrap();
+        let ttl = super::super::stream_ttl(Duration::from_secs(3600)).as_millis() as i64;
+        let now = now_ms() as i64;
         conn.execute(
-            "INSERT INTO topics (topic, epoch, last_seq) VALUES ('run:gone', 'e1', 7)",
-            [],
+            "INSERT INTO topics (topic, epoch, last_seq, touched_at) VALUES \
+             ('run:gone', 'e1', 7, ?1), ('run:kept', 'e2', 3, ?2)",
+            params![now - ttl - 1000, now - ttl + 60_000],
         )
         .unwrap();
         drop(conn);
-        assert!(recovered(&path).is_empty());
+        let names: Vec<String> = recovered(&path)
+            .iter()
+            .map(|t| t.topic.to_string())
+            .collect();
+        assert_eq!(names, ["run:kept"]);
     }
 
     #[test]
@@ -1069,6 +1224,36 @@ mod tests {
             )
             .unwrap();
         assert_eq!(left, 0);
+    }
+
+    #[test]
+    fn a_store_of_schema_2_gains_when_each_row_was_written_and_keeps_its_streams() {
+        let (_dir, path) = store();
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(&format!(
+            "{} PRAGMA user_version = 2; PRAGMA application_id = {APPLICATION_ID};",
+            SCHEMA.replace(",\n    touched_at INTEGER NOT NULL DEFAULT 0", "")
+        ))
+        .unwrap();
+        assert!(lacks_touched_at(&old).unwrap());
+        old.execute("INSERT INTO topics VALUES ('run:quiet', 'e1', 4)", [])
+            .unwrap();
+        drop(old);
+        let topics = recovered(&path);
+        let [topic] = topics.as_slice() else {
+            panic!("{topics:?}");
+        };
+        assert_eq!((topic.epoch.as_str(), topic.last_seq), ("e1", 4));
+        let conn = Connection::open(&path).unwrap();
+        let (version, touched): (i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT user_version FROM pragma_user_version()), touched_at FROM topics",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(version, 3);
+        assert!(touched > 0, "the upgrade counts a row as written now");
     }
 
     #[test]

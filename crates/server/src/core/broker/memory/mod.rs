@@ -199,6 +199,15 @@ impl MemoryBroker {
         let shared = &self.shared;
         let topics = recovered.topics.len();
         for topic in recovered.topics {
+            // A stream with nothing retained is remembered as an evicted one
+            // is: its epoch and seq come back with its next reader or event.
+            if topic.history.is_empty() && topic.snapshot.is_empty() {
+                let mut dormant = shared.dormant.lock();
+                if dormant.len() < MAX_DORMANT_STREAMS {
+                    dormant.insert(topic.topic, (topic.epoch, topic.last_seq));
+                }
+                continue;
+            }
             let mut log = TopicLog::new(topic.topic.clone(), topic.epoch, topic.last_seq);
             for event in topic.snapshot {
                 log.put_snapshot(&Retained::aged(event, Duration::ZERO));
@@ -328,20 +337,47 @@ impl Shared {
     /// The stream of a topic, created (with a new epoch, or the remembered
     /// one) when it does not exist.
     fn log(&self, topic: &Topic) -> Arc<Mutex<TopicLog>> {
+        self.log_or_new(topic).0
+    }
+
+    /// [`log`](Self::log), and the stream's epoch and last seq when this
+    /// call created it in memory.
+    fn log_or_new(&self, topic: &Topic) -> (Arc<Mutex<TopicLog>>, Option<(Epoch, u64)>) {
         if let Some(log) = self.logs.read().get(topic) {
-            return log.clone();
+            return (log.clone(), None);
         }
         let mut logs = self.logs.write();
-        logs.entry(topic.clone())
+        let mut created = None;
+        let log = logs
+            .entry(topic.clone())
             .or_insert_with(|| {
                 let (epoch, seq) = self
                     .dormant
                     .lock()
                     .remove(topic)
                     .unwrap_or_else(|| (super::new_epoch(), 0));
+                created = Some((epoch.clone(), seq));
                 Arc::new(Mutex::new(TopicLog::new(topic.clone(), epoch, seq)))
             })
-            .clone()
+            .clone();
+        (log, created)
+    }
+
+    /// Writes the epoch and last seq of a stream a reader brought into
+    /// memory to the file, if there is one: the reader's checkpoint names
+    /// that epoch, which must outlive a restart even if nothing is published
+    /// first. A publish writes them with its event.
+    async fn keep_stream(&self, topic: &Topic, epoch: Epoch, seq: u64) {
+        let Some(sender) = self.durable.as_ref().and_then(|d| d.sender().ok()) else {
+            return;
+        };
+        let write = Write::Stream {
+            topic: topic.clone(),
+            epoch,
+            seq,
+        };
+        // Closed only as the hub stops, when no reader is answered.
+        let _ = sender.send(write).await;
     }
 
     /// Trims a stream's history by age, keeping the retained-bytes count right.
@@ -633,7 +669,10 @@ impl Broker for MemoryBroker {
         topic: &Topic,
         request: ReadRequest<'_>,
     ) -> Result<TopicRead, BrokerError> {
-        let log = self.shared.log(topic);
+        let (log, created) = self.shared.log_or_new(topic);
+        if let Some((epoch, seq)) = created {
+            self.shared.keep_stream(topic, epoch, seq).await;
+        }
         let mut log = log.lock();
         self.shared.trim(&mut log);
         Ok(TopicRead {

@@ -256,7 +256,7 @@ impl RedisBroker {
             started_at: crate::core::clock::now_ms(),
             feed: Feed::default(),
             stats: Mutex::default(),
-            topic_ttl: retention.history_age.max(Duration::from_secs(3600)) * 24,
+            topic_ttl: super::stream_ttl(retention.history_age),
             id_ttl: retention.history_age.max(MIN_ID_TTL),
             clock_offset_ms: AtomicI64::new(i64::MIN),
             failing: AtomicBool::new(false),
