@@ -183,6 +183,8 @@ def run(scenario: dict[str, Any]) -> None:
                 session.subscribe(spec["topics"], flt, spec.get("snapshot", False))
             elif "unsubscribe" in step:
                 session.unsubscribe(step["unsubscribe"])
+            elif "end_subscription" in step:
+                session.end_subscription(step["end_subscription"])
             elif "send" in step:
                 session.send_frame(CLIENT_FRAME.validate_json(json.dumps(step["send"])))
             elif "unsent" in step:

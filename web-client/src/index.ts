@@ -299,7 +299,6 @@ export class HeraldClient implements SubscriptionHost {
     return this.subscriptions;
   }
 
-  /** @internal Called by `Subscription.unsubscribe()`: tells the hub about topics no other subscription covers. */
   /**
    * @internal Why the client is closed for good (a terminal close code,
    * its reconnect attempts exhausted): nothing it holds can be confirmed
@@ -312,12 +311,13 @@ export class HeraldClient implements SubscriptionHost {
     return state.reason === "terminal" ? `connection closed by the hub (${state.code})` : `connection ${state.reason.replace("_", " ")}`;
   }
 
+  /** @internal Called by `Subscription.unsubscribe()`: tells the hub about topics no other subscription lists. */
   unsubscribeOne(subscription: Subscription): Promise<void> {
-    const others = this.subscriptions.filter((s) => s !== subscription);
-    const stillWanted = new Set(others.flatMap((s) => s.topics));
-    const gone = subscription.topics.filter((topic) => !stillWanted.has(topic));
-    const told = gone.length === 0 ? Promise.resolve() : this.run((client) => client.unsubscribe(JSON.stringify(gone)));
-    return told.then(() => remove(this.subscriptions, subscription));
+    // The session core unsubscribes on the hub the topics no other
+    // subscription lists, and from now on filters by the others alone.
+    const id = subscription.requestId;
+    const ended = id === null ? Promise.resolve() : this.run((client) => client.endSubscription(id));
+    return ended.then(() => remove(this.subscriptions, subscription));
   }
 
   /**

@@ -72,6 +72,11 @@ export class Subscription {
     return this.currentState;
   }
 
+  /** @internal The request id its `subscribe` frame was sent with. */
+  get requestId(): string | null {
+    return this.ref;
+  }
+
   /**
    * Resolves once the hub sent `subscribed` for every topic (at once if it
    * already did); rejects if the hub refuses it (a `RefusedError`, with the

@@ -455,6 +455,32 @@ test("two_subscriptions_on_one_topic_with_different_filters_each_get_their_own_e
   await stopHub(hub);
 });
 
+test("a_subscription_ended_while_another_lists_its_topic_lets_none_of_its_own_events_through_any_more", async () => {
+  const hub = await startHub();
+  const page = await openExample(context, site, hub, { user: "u1", topics: "run:r1" });
+  await waitForDemo(page, "open", isOpen);
+  await page.evaluate(async () => {
+    const client = window.heraldDemo.client;
+    window.ended = [];
+    client.on("*", (e) => {
+      if (e.topic === "run:u") window.ended.push(e.event_type);
+    });
+    const tasks = client.subscribe("run:u", { filter: { types: ["task.*"] } });
+    const steps = client.subscribe("run:u", { filter: { types: ["step.*"] } });
+    await Promise.all([tasks.ready(), steps.ready()]);
+    // The hub keeps sending step events (one filter per topic and
+    // connection, widened for both) until the next connection.
+    await steps.unsubscribe();
+  });
+  for (const event_type of ["step.completed", "task.started", "step.failed", "task.done"]) {
+    await publish(hub, { topic: "run:u", event_type, data: {} });
+  }
+  await page.waitForFunction(() => window.ended.includes("task.done"), null, { timeout: 10_000 });
+  assert.deepEqual(await page.evaluate(() => window.ended), ["task.started", "task.done"]);
+  await page.close();
+  await stopHub(hub);
+});
+
 test("subscriptions_on_one_topic_keep_their_own_events_after_a_reconnect_whichever_filter_came_first", async () => {
   const hub = await startHub();
   const page = await openExample(context, site, hub, { user: "u1", topics: "run:r1" });

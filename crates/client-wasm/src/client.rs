@@ -93,6 +93,19 @@ impl WasmClient {
         self.send(ClientMessage::Unsubscribe(Unsubscribe { topics }))
     }
 
+    /// Ends the subscription made with request id `id` (`subscribe`'s):
+    /// the topics no other subscription lists are unsubscribed on the hub,
+    /// and only the others' filters let events through from now on.
+    #[wasm_bindgen(js_name = endSubscription)]
+    pub fn end_subscription(&self, id: String) -> Result<(), JsError> {
+        self.apply(|driver, _| {
+            driver
+                .session
+                .end_subscription(&RequestId::String(id))
+                .map_err(|e| JsError::new(&e.to_string()))
+        })
+    }
+
     /// Answers an approval; with `id`, the hub answers `ack` or `error`
     /// with it as `ref`.
     pub fn confirm(

@@ -15,7 +15,7 @@ use herald_protocol::session::{
     Action, Checkpoints, ClosedReason, ConnectionState, Millis, Session, SessionConfig,
     SessionError, SessionEvent,
 };
-use herald_protocol::{ClientFrame, CloseReason, EventFilter, TopicPattern};
+use herald_protocol::{ClientFrame, CloseReason, EventFilter, RequestId, TopicPattern};
 use serde_json::{Map, Value, json};
 
 fn vectors() -> Value {
@@ -196,6 +196,11 @@ fn run(scenario: &Value) {
         } else if let Some(topics) = op.get("unsubscribe") {
             result = session
                 .unsubscribe(patterns(topics))
+                .map_err(|e| session_error(&e));
+        } else if let Some(id) = op.get("end_subscription") {
+            let id: RequestId = serde_json::from_value(id.clone()).unwrap();
+            result = session
+                .end_subscription(&id)
                 .map_err(|e| session_error(&e));
         } else if let Some(frame) = op.get("send") {
             let frame = ClientFrame::decode(&frame.to_string()).unwrap();

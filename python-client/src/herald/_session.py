@@ -932,6 +932,28 @@ class Session:
         """Removes topics from every subscription; forgets uncovered checkpoints."""
         self._remove_topics(list(topics), None)
 
+    def end_subscription(self, id: RequestId) -> None:
+        """Ends the subscription made with request id ``id`` (the first, if
+        several share it); an unknown id does nothing. The topics and
+        patterns it lists that no other subscription lists are unsubscribed
+        on the hub; the checkpoints of topics no subscription covers any
+        more are forgotten. From now on only the others' filters let events
+        through (the hub, which keeps one filter per topic and connection,
+        goes on sending what the ended one asked for until the next
+        connection, and the session holds it back)."""
+        index = next((i for i, s in enumerate(self._subscriptions) if _same_id(s.id, id)), None)
+        if index is None:
+            return
+        others = [s for i, s in enumerate(self._subscriptions) if i != index]
+        gone = [p for p in self._subscriptions[index].topics if not any(p in s.topics for s in others)]
+        frame = ClientFrameUnsubscribe(topics=gone) if gone else None
+        if frame is not None:
+            self._check_size(frame)
+        ended = self._subscriptions.pop(index)
+        self._forget_uncovered(ended.topics)
+        if frame is not None and self._is_welcomed():
+            self._transmit.append(frame)
+
     def send_frame(self, frame: WireModel) -> None:
         """Sends a client frame now when open, or queues it (bounded) until the
         next ``welcome``. Subscribe/unsubscribe frames become subscription

@@ -569,6 +569,49 @@ impl Session {
         self.remove_topics(topics, None)
     }
 
+    /// Ends the subscription made with request id `id` (the first, if
+    /// several share it); an unknown id does nothing. The topics and
+    /// patterns it lists that no other subscription lists are unsubscribed
+    /// on the hub; the checkpoints of topics no subscription covers any more
+    /// are forgotten. From now on only the others' filters let events
+    /// through (the hub, which keeps one filter per topic and connection,
+    /// goes on sending what the ended one asked for until the next
+    /// connection, and the session holds it back).
+    pub fn end_subscription(&mut self, id: &RequestId) -> Result<(), SessionError> {
+        let Some(index) = self
+            .subscriptions
+            .iter()
+            .position(|subscription| subscription.id.as_ref() == Some(id))
+        else {
+            return Ok(());
+        };
+        let listed_by_others = |pattern: &TopicPattern| {
+            self.subscriptions
+                .iter()
+                .enumerate()
+                .any(|(other, s)| other != index && s.topics.contains(pattern))
+        };
+        let gone: Vec<TopicPattern> = self.subscriptions[index]
+            .topics
+            .iter()
+            .filter(|pattern| !listed_by_others(pattern))
+            .cloned()
+            .collect();
+        let frame = (!gone.is_empty())
+            .then(|| ClientFrame::new(ClientMessage::Unsubscribe(crate::frame::Unsubscribe { topics: gone })));
+        if let Some(frame) = &frame {
+            self.check_size(frame)?;
+        }
+        let ended = self.subscriptions.remove(index);
+        self.forget_uncovered(&ended.topics);
+        if let Some(frame) = frame
+            && self.is_welcomed()
+        {
+            self.transmit.push_back(frame);
+        }
+        Ok(())
+    }
+
     /// Sends a frame now when open, or queues it (bounded) until the next
     /// `welcome`. `subscribe`/`unsubscribe` frames go through
     /// [`subscribe`](Session::subscribe)/[`unsubscribe`](Session::unsubscribe)
