@@ -192,6 +192,15 @@ pub enum SubscribeError {
         #[source]
         source: Box<tokio_tungstenite::tungstenite::Error>,
     },
+    /// The hub answered the first connection's upgrade with an HTTP error,
+    /// and its message (401: no valid token; 403: an origin or topics not
+    /// allowed; 503: the node is draining).
+    #[error("{url} refused the connection: HTTP {status}: {message}")]
+    Rejected {
+        url: String,
+        status: u16,
+        message: String,
+    },
     /// The hub closed the first connection before welcoming it (1013: over
     /// its connection limit; 4503: not allowed; 1001: shutting down).
     #[error("the hub closed the connection before welcoming it: {code} {reason}")]

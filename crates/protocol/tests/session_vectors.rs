@@ -199,9 +199,7 @@ fn run(scenario: &Value) {
                 .map_err(|e| session_error(&e));
         } else if let Some(id) = op.get("end_subscription") {
             let id: RequestId = serde_json::from_value(id.clone()).unwrap();
-            result = session
-                .end_subscription(&id)
-                .map_err(|e| session_error(&e));
+            result = session.end_subscription(&id).map_err(|e| session_error(&e));
         } else if let Some(frame) = op.get("send") {
             let frame = ClientFrame::decode(&frame.to_string()).unwrap();
             result = session.send_frame(frame).map_err(|e| session_error(&e));

@@ -118,8 +118,11 @@ pub(super) struct Driver {
     unread: Unread,
     commands: mpsc::Receiver<Command>,
     shared: watch::Sender<Shared>,
-    /// Told once: the first connection was welcomed, or its attempt failed.
+    /// Told once: the first connection was welcomed, or its attempts at
+    /// every URL failed.
     ready: Option<oneshot::Sender<Result<(), SubscribeError>>>,
+    /// The URLs the first connection has yet to try after a failed attempt.
+    untried: usize,
     /// The close code the last connection ended with: a failed attempt has
     /// none of its own, and `Reconnecting` goes on saying it (4001: the
     /// token expired) while the attempts fail.
@@ -153,6 +156,7 @@ impl Driver {
         shared: watch::Sender<Shared>,
         ready: oneshot::Sender<Result<(), SubscribeError>>,
     ) -> Driver {
+        let urls_len = urls.len();
         Driver {
             session,
             urls,
@@ -167,6 +171,7 @@ impl Driver {
             unread,
             commands,
             shared,
+            untried: urls_len.saturating_sub(1),
             ready: Some(ready),
             ended_with: None,
         }
@@ -322,6 +327,11 @@ impl Driver {
                 self.session.handle_connected(now);
                 return;
             }
+            Ok(Err(WsError::Http(response))) => SubscribeError::Rejected {
+                status: response.status().as_u16(),
+                message: refusal_message(response.body().as_deref()),
+                url,
+            },
             Ok(Err(error)) => SubscribeError::Connect {
                 url: url.clone(),
                 source: Box::new(error),
@@ -339,10 +349,20 @@ impl Driver {
         // the chain.
         let cause = std::error::Error::source(&failure).map(ToString::to_string);
         tracing::debug!(error = %failure, cause, "connection attempt failed");
+        let now = self.now();
+        if self.ready.is_some() && self.untried > 0 {
+            // The first connection tries each URL once, without waiting,
+            // before `connect` fails: one node down is not the hub down.
+            // Closing moves the session to the next URL; reconnecting goes
+            // there now.
+            self.untried -= 1;
+            self.session.handle_closed(self.ended_with, now);
+            self.session.reconnect();
+            return;
+        }
         if let Some(ready) = self.ready.take() {
             let _ = ready.send(Err(failure));
         }
-        let now = self.now();
         self.session.handle_closed(self.ended_with, now);
     }
 
@@ -443,5 +463,24 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+/// What a hub's refusal of an upgrade says: the `message` of its JSON error
+/// body, or the body as text, or nothing.
+fn refusal_message(body: Option<&[u8]>) -> String {
+    #[derive(serde::Deserialize)]
+    struct Refusal {
+        code: String,
+        message: String,
+    }
+    let body = body.unwrap_or_default();
+    match serde_json::from_slice::<Refusal>(body) {
+        Ok(refusal) => format!("{}: {}", refusal.code, refusal.message),
+        Err(_) => String::from_utf8_lossy(body)
+            .trim()
+            .chars()
+            .take(200)
+            .collect(),
     }
 }

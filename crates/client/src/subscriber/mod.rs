@@ -201,7 +201,8 @@ impl SubscriberBuilder {
         self
     }
 
-    /// Another node of the same hub (several nodes on one Redis): each
+    /// Another node of the same hub (several nodes on one Redis): the first
+    /// connection tries each URL in turn until one answers, and each
     /// reconnect moves to the next URL, in turn, and resumes there with
     /// `since`, so a node that goes away is not waited for. Default: none.
     pub fn failover(mut self, url: impl Into<String>) -> Self {
@@ -215,8 +216,10 @@ impl SubscriberBuilder {
     }
 
     /// Starts the connection task and waits until the first connection is
-    /// open and welcomed. If that first attempt fails, so does `connect`
-    /// (later disconnects are retried by the session).
+    /// open and welcomed, trying each URL once (the first, then the
+    /// [`failover`](Self::failover) ones) within the connect timeout. If
+    /// every attempt fails, or a hub refuses the connection, so does
+    /// `connect` (later disconnects are retried by the session).
     pub async fn connect(self) -> Result<Subscriber, SubscribeError> {
         let mut urls = Vec::with_capacity(self.urls.len());
         for url in &self.urls {

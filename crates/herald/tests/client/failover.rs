@@ -17,6 +17,26 @@ use tokio::task::JoinSet;
 use crate::harness::{Hub, STEP, bounded, subscribed};
 
 #[tokio::test]
+async fn a_subscribers_first_connection_goes_to_the_next_url_when_the_first_node_is_down() {
+    let hub = Hub::start(&[]).await;
+    // A port nothing listens on any more.
+    let down = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let mut subscriber = bounded(
+        "connect",
+        Subscriber::builder(down)
+            .failover(hub.url.clone())
+            .topics(["run:first".parse::<Topic>().unwrap().into()])
+            .connect(),
+    )
+    .await
+    .unwrap();
+    subscribed(&mut subscriber).await;
+}
+
+#[tokio::test]
 async fn a_subscriber_and_a_publisher_move_to_the_next_node_when_theirs_is_killed_and_lose_nothing()
 {
     const EVENTS: u64 = 300;

@@ -597,8 +597,11 @@ impl Session {
             .filter(|pattern| !listed_by_others(pattern))
             .cloned()
             .collect();
-        let frame = (!gone.is_empty())
-            .then(|| ClientFrame::new(ClientMessage::Unsubscribe(crate::frame::Unsubscribe { topics: gone })));
+        let frame = (!gone.is_empty()).then(|| {
+            ClientFrame::new(ClientMessage::Unsubscribe(crate::frame::Unsubscribe {
+                topics: gone,
+            }))
+        });
         if let Some(frame) = &frame {
             self.check_size(frame)?;
         }
