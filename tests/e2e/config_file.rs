@@ -248,6 +248,60 @@ fn settings(printed: &str) -> Vec<&str> {
 }
 
 #[tokio::test]
+async fn settings_that_would_keep_nothing_or_serve_nothing_are_refused() -> Result<()> {
+    let refused = [
+        (["--history-age", "0s"], "--history-age must be positive"),
+        (
+            ["--header-timeout", "0s"],
+            "--header-timeout must be positive",
+        ),
+        (
+            ["--history-memory", "0"],
+            "--history-memory must be at least 1",
+        ),
+        (
+            ["--static-dir", "/nonexistent/herald-app"],
+            "--static-dir /nonexistent/herald-app is not a directory",
+        ),
+    ];
+    for (flags, said) in refused {
+        let args: Vec<&str> = ["config", "print"].into_iter().chain(flags).collect();
+        let (ok, printed) = herald().said(&args, &[]).await?;
+        ensure!(!ok && printed.contains(said), "{flags:?}: {printed}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn config_print_leaves_the_defaults_derived_from_other_settings_to_be_derived_again()
+-> Result<()> {
+    let (ok, printed) = herald().said(&["config", "print"], &[]).await?;
+    ensure!(ok, "{printed}");
+    ensure!(
+        printed
+            .contains("\n# heartbeat-timeout = \"70s\"  # default: 2 × heartbeat-interval + 10s\n")
+            && printed.contains("\n# workers = "),
+        "{printed}"
+    );
+    // Saved, with a longer interval, it runs with the timeout that interval
+    // derives rather than the one printed.
+    let edited = printed.replace(
+        "heartbeat-interval = \"30s\"  # default",
+        "heartbeat-interval = \"90s\"",
+    );
+    ensure!(edited != printed, "{printed}");
+    let (_dir, path) = config_file(&edited)?;
+    let (ok, again) = herald()
+        .said(&["config", "print", "--config", arg(&path)], &[])
+        .await?;
+    ensure!(
+        ok && again.contains("# heartbeat-timeout = \"190s\""),
+        "{again}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn config_print_of_values_typed_with_leading_zeros_reads_back_to_the_same_settings()
 -> Result<()> {
     let given = [

@@ -86,11 +86,17 @@ pub(crate) async fn run(args: ApproveArgs) -> anyhow::Result<()> {
     // The decision as the hub recorded it; the ack alone already means it was taken.
     let line = match args.hub.publisher()?.approval(&args.callback_id).await {
         Ok(decision) => serde_json::to_string(&decision)?,
-        Err(_) => serde_json::json!({
+        Err(error) => {
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "herald: the hub took the answer, but reading the decision back failed: {error:#}"
+            );
+            serde_json::json!({
             "callback_id": args.callback_id,
             "status": if args.proceed { "approved" } else { "rejected" },
-        })
-        .to_string(),
+            })
+            .to_string()
+        }
     };
     match writeln!(std::io::stdout().lock(), "{line}") {
         Err(error) if !super::is_broken_pipe(&error) => Err(error.into()),

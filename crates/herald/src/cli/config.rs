@@ -95,11 +95,21 @@ fn print(
         let value = match raw {
             Some(_) if arg.is_hide_env_values_set() => toml_string(MASK),
             Some(_) if key == "store" => toml_string(&config.store.redacted()),
+            // Defaults derived from another setting or from the machine
+            // are shown commented out, so that the printed file, read back,
+            // derives them again (a longer interval, another host).
+            Some(values) if key == "workers" && source == "default" => {
+                let value = value_of(arg, &values, matches, &config);
+                out.push_str(&format!(
+                    "# {key} = {value}  # default: half the cores this process may use\n"
+                ));
+                continue;
+            }
             Some(values) => value_of(arg, &values, matches, &config),
             None if key == "heartbeat-timeout" => {
                 let value = toml_string(&format_duration(config.heartbeat_timeout));
                 out.push_str(&format!(
-                    "{key} = {value}  # default: 2 × heartbeat-interval + 10s\n"
+                    "# {key} = {value}  # default: 2 × heartbeat-interval + 10s\n"
                 ));
                 continue;
             }

@@ -1,6 +1,7 @@
 //! `herald serve`: [`ServeArgs`], the [`Config`] they make, and running the
 //! hub until SIGINT or SIGTERM.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -225,14 +226,14 @@ pub(crate) async fn run(args: ServeArgs, file: Option<&ConfigFile>) -> anyhow::R
     let addr = listeners
         .local_addr()
         .context("reading the bound address")?;
-    // The first line on stdout is the contract scripts rely on to find the port.
-    #[allow(
-        clippy::print_stdout,
-        reason = "the listening line is the binary's output"
-    )]
+    // The first line on stdout is the contract scripts rely on to find the
+    // port. A stdout nobody reads (a closed pipe) does not stop the hub.
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = writeln!(stdout, "listening on http://{addr}").and_then(|()| stdout.flush())
     {
-        println!("listening on http://{addr}");
+        tracing::warn!(%error, "could not print the listening line on stdout");
     }
+    drop(stdout);
     let auth = &config.auth;
     if !auth.requires_token() && !auth.requires_key() {
         if addr.ip().is_loopback() {

@@ -1,11 +1,12 @@
 //! `herald tail`: follow topics over WebSocket and print their events.
 
 use std::io::Write;
+use std::ops::ControlFlow;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
 use futures::StreamExt;
-use herald_client::SubscriberItem;
+use herald_client::{Publisher, SubscriberItem};
 use herald_protocol::frame::{Gap, GapReason};
 use herald_protocol::session::{Checkpoint, Checkpoints, ClosedReason, ConnectionState};
 use herald_protocol::{CloseReason, ErrorCode};
@@ -17,8 +18,11 @@ use super::is_broken_pipe;
 /// Follow topics and print one line per event on stdout; connection state,
 /// gaps and errors go to stderr. Broadcasts (topic `global`) are printed
 /// too: every connection gets them. Reconnects by itself and resumes where
-/// it left off. Runs until interrupted, until the hub closes for good, or
-/// until it refuses every topic asked for (then the exit is non-zero).
+/// it left off; when a topic's stream was replaced (a hub that lost its
+/// history, or `--since` past its end), the new stream's events up to now
+/// are read from its history and printed first. Runs until interrupted,
+/// until the hub closes for good, until it refuses every topic asked for,
+/// or until the token expires (then the exit is non-zero).
 #[derive(Debug, Clone, Args)]
 pub(crate) struct TailArgs {
     /// Topics or patterns, comma-separated: `run:r1,execution:*`.
@@ -29,7 +33,8 @@ pub(crate) struct TailArgs {
     #[arg(long, value_name = "SEQ")]
     since: Option<u64>,
     /// Print each event frame as a JSON line (the wire format) instead of
-    /// `TOPIC #SEQ TYPE PRIORITY DATA`.
+    /// `TOPIC #SEQ TYPE PRIORITY DATA`, and each `gap` frame (events that
+    /// will not come) too.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -48,8 +53,8 @@ fn format_gap(gap: &Gap) -> String {
     let (topic, from, to) = (&gap.topic, gap.from_seq, gap.to_seq);
     match gap.reason {
         GapReason::EpochChanged => format!(
-            "{topic} is not the stream asked from (epoch changed: --since past its end, or the \
-             hub lost its history); it is followed from its start"
+            "gap {topic} #{from}..#{to}: a new stream (epoch changed: --since past its end, or the \
+             hub lost its history), these could not be read from its history"
         ),
         GapReason::Trimmed => {
             format!(
@@ -81,6 +86,100 @@ fn format_state(state: &ConnectionState) -> String {
     }
 }
 
+/// Where the lines go: stdout, as text or JSON.
+struct Output {
+    json: bool,
+}
+
+impl Output {
+    /// Prints an event; breaks once stdout is a closed pipe (nobody reads).
+    fn event(&self, event: Event) -> anyhow::Result<ControlFlow<()>> {
+        let line = if self.json {
+            ServerMessage::Event(event).encode()
+        } else {
+            format_event(&event)
+        };
+        self.line(&line)
+    }
+
+    /// Says what will not come: on stderr, and on stdout as a `gap` frame
+    /// with `--json`.
+    fn gap(&self, gap: Gap) -> anyhow::Result<ControlFlow<()>> {
+        note(&format_gap(&gap));
+        if self.json {
+            return self.line(&ServerMessage::Gap(gap).encode());
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+
+    fn line(&self, line: &str) -> anyhow::Result<ControlFlow<()>> {
+        match writeln!(std::io::stdout().lock(), "{line}") {
+            Ok(()) => Ok(ControlFlow::Continue(())),
+            Err(error) if is_broken_pipe(&error) => Ok(ControlFlow::Break(())),
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+/// Prints the events `gap` says a new stream has up to now, read from the
+/// topic's history (the hub does not replay a stream other than the one
+/// asked from); what the history no longer holds, or a failed read, is
+/// told as the gap it is. Breaks once stdout is a closed pipe.
+async fn fill_from_history(
+    history: &Publisher,
+    gap: Gap,
+    output: &Output,
+) -> anyhow::Result<ControlFlow<()>> {
+    let (topic, last) = (gap.topic.clone(), gap.to_seq);
+    let mut next = gap.from_seq;
+    while next <= last {
+        let page = match history.history(&topic, next - 1, None).await {
+            Ok(page) if gap.epoch.as_ref().is_none_or(|epoch| *epoch == page.epoch) => page,
+            Ok(_) => {
+                note(&format!(
+                    "{topic} changed stream again while its history was read"
+                ));
+                break;
+            }
+            Err(error) => {
+                note(&format!("reading the history of {topic}: {error:#}"));
+                break;
+            }
+        };
+        let Some(first) = page.events.first().map(|event| event.seq) else {
+            break;
+        };
+        if first > next {
+            let trimmed = Gap {
+                from_seq: next,
+                to_seq: (first - 1).min(last),
+                reason: GapReason::Trimmed,
+                epoch: None,
+                ..gap.clone()
+            };
+            if output.gap(trimmed)?.is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+        for event in page.events.into_iter().filter(|event| event.seq <= last) {
+            next = event.seq + 1;
+            if output.event(event)?.is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+        if first > last {
+            return Ok(ControlFlow::Continue(()));
+        }
+    }
+    if next <= last {
+        return output.gap(Gap {
+            from_seq: next,
+            ..gap
+        });
+    }
+    Ok(ControlFlow::Continue(()))
+}
+
 /// Runs `herald tail`.
 pub(crate) async fn run(args: TailArgs) -> anyhow::Result<()> {
     let mut since = Checkpoints::new();
@@ -95,6 +194,8 @@ pub(crate) async fn run(args: TailArgs) -> anyhow::Result<()> {
     // One subscription per topic: the hub refuses a subscription whole when
     // one of its topics is outside the token's claims, and the others are
     // still followed.
+    let output = Output { json: args.json };
+    let history = args.hub.publisher()?;
     let mut topics = args.topics.into_iter();
     let first = topics.next().context("no topic to follow")?;
     let mut subscriber = args
@@ -139,19 +240,41 @@ pub(crate) async fn run(args: TailArgs) -> anyhow::Result<()> {
                 note(&format!("refused: {}: {}", error.code, error.message));
             }
             SubscriberItem::Event(event) => {
-                let line = if args.json {
-                    ServerMessage::Event(event).encode()
-                } else {
-                    format_event(&event)
+                let ControlFlow::Continue(()) = output.event(event)? else {
+                    return Ok(());
                 };
-                if let Err(error) = writeln!(std::io::stdout().lock(), "{line}") {
-                    if is_broken_pipe(&error) {
-                        return Ok(());
-                    }
-                    return Err(error.into());
-                }
             }
-            SubscriberItem::Gap(gap) => note(&format_gap(&gap)),
+            SubscriberItem::Gap(gap) => {
+                let flow = if gap.reason == GapReason::EpochChanged && gap.to_seq >= gap.from_seq {
+                    note(&format!(
+                        "{} is a new stream (epoch changed: --since past its end, or the hub lost \
+                         its history); its events #{}..#{} come from its history",
+                        gap.topic, gap.from_seq, gap.to_seq
+                    ));
+                    fill_from_history(&history, gap, &output).await?
+                } else if gap.reason == GapReason::EpochChanged {
+                    note(&format!(
+                        "{} is a new stream (epoch changed: --since past its end, or the hub lost \
+                         its history), with no event yet",
+                        gap.topic
+                    ));
+                    ControlFlow::Continue(())
+                } else {
+                    output.gap(gap)?
+                };
+                let ControlFlow::Continue(()) = flow else {
+                    return Ok(());
+                };
+            }
+            SubscriberItem::State(ConnectionState::Reconnecting {
+                code: Some(CloseReason::TOKEN_EXPIRED),
+                ..
+            }) => {
+                bail!(
+                    "the hub closed the connection: the token expired (close code 4001); \
+                     run again with a fresh --token"
+                );
+            }
             SubscriberItem::State(ConnectionState::Closed { reason }) => {
                 return match reason {
                     ClosedReason::Terminal(CloseReason::NORMAL) => {

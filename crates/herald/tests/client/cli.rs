@@ -296,3 +296,115 @@ async fn tail_disconnected_by_an_admin_stops_and_says_why() {
         "{said:?}"
     );
 }
+
+#[tokio::test]
+async fn tail_since_past_a_topics_end_prints_the_stream_there_is_from_its_history() {
+    let hub = Hub::start(&[]).await;
+    let publisher = Publisher::builder(hub.url.clone()).build().unwrap();
+    for step in 1..=3 {
+        publisher
+            .publish(herald_client::PublishRequest::new(
+                "run:cli-new".parse().unwrap(),
+                "step.completed".parse().unwrap(),
+                serde_json::json!({ "step": step }),
+            ))
+            .await
+            .unwrap();
+    }
+    // A checkpoint past the end is from another stream: the hub says the
+    // stream changed and replays nothing; tail reads it from the history.
+    let mut tail = herald()
+        .args([
+            "tail",
+            "--topics",
+            "run:cli-new",
+            "--since",
+            "999",
+            "--json",
+            "--url",
+            &hub.url,
+        ])
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+    let mut seqs = Vec::new();
+    for _ in 0..3 {
+        let line = bounded("a line from herald tail", lines.next_line())
+            .await
+            .unwrap()
+            .expect("a line");
+        match ServerMessage::decode(&line).unwrap() {
+            Some(ServerMessage::Event(event)) => seqs.push(event.seq),
+            other => panic!("not an event frame: {other:?} from {line}"),
+        }
+    }
+    assert_eq!(seqs, [1, 2, 3]);
+    tail.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn tail_stops_and_says_so_when_its_token_expires() {
+    let secret = "a secret of thirty-two bytes or more, for tests";
+    let hub = Hub::start(&["--jwt-secret", secret]).await;
+    let token = crate::subscriber::token(secret, "u1", 2);
+    let output = run(
+        &[
+            "tail", "--topics", "run:cli", "--url", &hub.url, "--token", &token,
+        ],
+        None,
+    )
+    .await;
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{said}");
+    assert!(
+        said.contains("the token expired (close code 4001); run again with a fresh --token"),
+        "{said}"
+    );
+    // A token the hub refuses at the upgrade: its reason is shown.
+    let output = run(
+        &[
+            "tail",
+            "--topics",
+            "run:cli",
+            "--url",
+            &hub.url,
+            "--token",
+            "not-a-token",
+        ],
+        None,
+    )
+    .await;
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{said}");
+    assert!(said.contains("HTTP 401: unauthorized: "), "{said}");
+}
+
+#[tokio::test]
+async fn serve_goes_on_when_nobody_reads_its_stdout() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut hub = herald()
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut notes = BufReader::new(hub.stderr.take().unwrap()).lines();
+    loop {
+        let line = bounded("serve's log", notes.next_line())
+            .await
+            .unwrap()
+            .expect("serve ended before it logged the closed stdout");
+        if line.contains("could not print the listening line on stdout") {
+            break;
+        }
+    }
+    assert!(hub.try_wait().unwrap().is_none(), "serve stopped");
+    let pid = hub.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = bounded("serve's exit", hub.wait()).await.unwrap();
+    assert!(status.success(), "{status:?}");
+}

@@ -326,7 +326,7 @@ async fn a_stalled_subscriber_neither_slows_the_publisher_nor_loses_events_silen
 
 /// An HS256 token for user `sub`, allowed every `run:` topic, signed with
 /// `secret` and expiring in `seconds`.
-fn token(secret: &str, sub: &str, seconds: u64) -> String {
+pub(crate) fn token(secret: &str, sub: &str, seconds: u64) -> String {
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

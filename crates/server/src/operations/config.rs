@@ -238,14 +238,31 @@ impl Config {
             ("max-frame-size", self.max_frame_size),
             ("max-body-size", self.max_body_size),
             ("max-subscriptions", self.max_subscriptions),
+            ("history-memory", self.history_memory),
         ];
         for (name, value) in positive {
             if value == 0 {
                 return Err(ConfigError(format!("--{name} must be at least 1")));
             }
         }
-        if self.heartbeat_interval.is_zero() {
-            return Err(ConfigError("--heartbeat-interval must be positive".into()));
+        let durations = [
+            ("heartbeat-interval", self.heartbeat_interval),
+            // 0s would keep no event, and time out every request at once.
+            ("history-age", self.history_age),
+            ("header-timeout", self.header_timeout),
+        ];
+        for (name, value) in durations {
+            if value.is_zero() {
+                return Err(ConfigError(format!("--{name} must be positive")));
+            }
+        }
+        if let Some(dir) = &self.static_dir
+            && !dir.is_dir()
+        {
+            return Err(ConfigError(format!(
+                "--static-dir {} is not a directory",
+                dir.display()
+            )));
         }
         // The timeout of every approval that names none of its own: out of
         // range, each of them would be refused, about a field its producer
