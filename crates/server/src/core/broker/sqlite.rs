@@ -16,16 +16,16 @@
 //! wrote, is refused before anything is written to it. A topic's row is
 //! one stream: a new epoch in it (the engine forgot the stream and started
 //! another) deletes the old stream's events and snapshot, so two streams
-//! never mix under one epoch. A topic's row is written with its events,
-//! and also when a reader brings its stream into memory before any event
-//! (a subscriber's checkpoint names that epoch), so a subscriber resumes
-//! after a restart without an `epoch_changed` gap even on a topic nothing
-//! was published to yet, or whose history aged out. What the file keeps is
-//! bounded: events by `--history-size` and `--history-age`, snapshots by
+//! never mix under one epoch. A topic's row outlives its history, and the
+//! file keeps the genesis epoch, the one a topic that never had an event is
+//! read under and its first event starts: a subscriber resumes after a
+//! restart without an `epoch_changed` gap on a topic whose history aged out
+//! or that nothing was published to yet. What the file keeps is bounded:
+//! events by `--history-size` and `--history-age`, snapshots by
 //! `MAX_SNAPSHOT_KEYS` per topic, decided approvals by `MAX_DECIDED`, and a
 //! topic's row, once it has neither events nor snapshot, by the stream TTL
-//! ([`super::stream_ttl`]) after it was last written, as Redis keeps a
-//! topic's keys.
+//! ([`super::stream_ttl`]) after its last event, as Redis keeps a topic's
+//! keys; reading a topic writes nothing.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use herald_protocol::{Epoch, Event, Topic};
 use parking_lot::Mutex;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension as _, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::memory::approval_book::MAX_DECIDED;
@@ -58,10 +58,47 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(5);
 const FORGET_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Deletes the rows of topics with neither events nor snapshot that were
-/// last written before `?1` (ms): their streams are over.
-const FORGET_STREAMS: &str = "DELETE FROM topics WHERE touched_at < ?1 AND NOT EXISTS \
-    (SELECT 1 FROM events WHERE events.topic = topics.topic) AND NOT EXISTS \
-    (SELECT 1 FROM snapshots WHERE snapshots.topic = topics.topic)";
+/// last written before `before` (ms): their streams are over. When one of
+/// them had events, the file's genesis epoch changes, so that a stream
+/// starting again at seq 1 never takes an epoch it had before. Runs in the
+/// caller's transaction; answers how many rows went.
+fn forget_streams(conn: &Connection, before: u64) -> rusqlite::Result<usize> {
+    let seqs = conn
+        .prepare(
+            "DELETE FROM topics WHERE touched_at < ?1 AND NOT EXISTS \
+             (SELECT 1 FROM events WHERE events.topic = topics.topic) AND NOT EXISTS \
+             (SELECT 1 FROM snapshots WHERE snapshots.topic = topics.topic) RETURNING last_seq",
+        )?
+        .query_map(params![before as i64], |row| row.get::<_, i64>(0))?
+        .collect::<rusqlite::Result<Vec<i64>>>()?;
+    if seqs.iter().any(|seq| *seq > 0) {
+        set_genesis(conn, &super::new_epoch())?;
+    }
+    Ok(seqs.len())
+}
+
+fn set_genesis(conn: &Connection, epoch: &Epoch) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('genesis', ?1)",
+        params![epoch.as_str()],
+    )?;
+    Ok(())
+}
+
+/// The file's genesis epoch, made now if it has none (or an unreadable one).
+fn genesis(conn: &Connection) -> rusqlite::Result<Epoch> {
+    let stored: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'genesis'", [], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    if let Some(epoch) = stored.and_then(|stored| Epoch::new(stored).ok()) {
+        return Ok(epoch);
+    }
+    let epoch = super::new_epoch();
+    set_genesis(conn, &epoch)?;
+    Ok(epoch)
+}
 
 /// The bit of an approval's `pending` column that says its last change
 /// (request or decision) is not yet published; the low bit says pending.
@@ -74,12 +111,13 @@ const APPLICATION_ID: i64 = 0x4852_4c44;
 const SCHEMA_VERSION: i64 = 3;
 /// The tables of a Herald store and their columns (a file from before
 /// `application_id` was set is recognised by them).
-const TABLES: [(&str, &[&str]); 4] = [
+const TABLES: [(&str, &[&str]); 5] = [
     (
         "approvals",
         &["callback_id", "pending", "updated_at", "body"],
     ),
     ("events", &["topic", "seq", "stored_at", "body"]),
+    ("meta", &["key", "value"]),
     ("snapshots", &["topic", "key", "seq", "body"]),
     ("topics", &["topic", "epoch", "last_seq"]),
 ];
@@ -111,6 +149,10 @@ CREATE TABLE IF NOT EXISTS snapshots (
     body TEXT NOT NULL,
     UNIQUE (topic, key)
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS snapshots_by_seq ON snapshots (topic, seq);
 CREATE INDEX IF NOT EXISTS events_by_age ON events (stored_at);
 CREATE TRIGGER IF NOT EXISTS a_new_epoch_replaces_the_stream
@@ -132,7 +174,7 @@ fn to_schema_3(now: u64) -> String {
 }
 
 /// Finds the rows of topics by when they were last written, for
-/// [`FORGET_STREAMS`].
+/// [`forget_streams`].
 const TOUCHED_INDEX: &str = "CREATE INDEX IF NOT EXISTS topics_by_touch ON topics (touched_at);";
 
 /// Events and snapshots are rowid tables, each with a unique index on its
@@ -220,13 +262,6 @@ pub(crate) struct ApprovalWrite {
 pub(crate) enum Write {
     Event(EventWrite),
     Approval(ApprovalWrite),
-    /// A topic's epoch and last seq, as a reader brought its stream into
-    /// memory (before any event, or after its history was evicted).
-    Stream {
-        topic: Topic,
-        epoch: Epoch,
-        seq: u64,
-    },
 }
 
 /// Whom the writer hands each event back to once its write is over: the
@@ -249,8 +284,10 @@ pub(crate) struct RecoveredTopic {
 }
 
 /// Everything that survived a restart, read once at start.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Recovered {
+    /// The epoch streams start with (see the memory engine's `genesis`).
+    pub(crate) genesis: Epoch,
     pub(crate) topics: Vec<RecoveredTopic>,
     /// Approval records (their JSON), pending ones included, and whether
     /// their last change is owed to their topics.
@@ -392,14 +429,16 @@ impl SqliteJournal {
         // History past the age limit goes (a hub idle since its history
         // aged out does not keep it for ever: pruning follows writes), then
         // the rows of streams over.
-        conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {before} {SCHEMA} {after} {TOUCHED_INDEX} \
-             PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION}; \
-             DELETE FROM events WHERE stored_at < {cutoff};"
-        ))
-        .and_then(|()| conn.execute(FORGET_STREAMS, params![forget_before as i64]))
-        .and_then(|_| conn.execute_batch("COMMIT;"))
-        .map_err(|e| locked(e.to_string()))?;
+        let genesis = conn
+            .execute_batch(&format!(
+                "BEGIN IMMEDIATE; {before} {SCHEMA} {after} {TOUCHED_INDEX} \
+                 PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION}; \
+                 DELETE FROM events WHERE stored_at < {cutoff};"
+            ))
+            .and_then(|()| forget_streams(&conn, forget_before))
+            .and_then(|_| genesis(&conn))
+            .and_then(|genesis| conn.execute_batch("COMMIT;").map(|()| genesis))
+            .map_err(|e| locked(e.to_string()))?;
         if rebuild {
             // The old tables' pages are free but still in the file: given
             // back to the disk once, now (it needs about the new size free).
@@ -408,6 +447,7 @@ impl SqliteJournal {
             }
         }
         let recovered = Recovered {
+            genesis,
             topics: recover(&conn, history_size, history_age).map_err(|e| open_error(path, e))?,
             approvals: recover_approvals(&conn).map_err(|e| open_error(path, e))?,
         };
@@ -597,7 +637,6 @@ impl Writer {
                     Write::Approval(write) => {
                         let _ = write.done.send(result.clone());
                     }
-                    Write::Stream { .. } => {}
                 }
             }
             self.failing
@@ -637,11 +676,15 @@ impl Writer {
     }
 
     /// Deletes the rows of topics with neither events nor snapshot last
-    /// written more than the stream TTL before `now` (ms): a topic read or
-    /// published again after a restart then starts a new epoch.
+    /// written more than the stream TTL before `now` (ms) (see
+    /// [`forget_streams`]): a topic published again after a restart then
+    /// starts a new epoch.
     fn forget_streams(&mut self, now: u64) -> rusqlite::Result<usize> {
         let before = now.saturating_sub(super::stream_ttl(self.history_age).as_millis() as u64);
-        self.conn.execute(FORGET_STREAMS, params![before as i64])
+        let tx = self.conn.transaction()?;
+        let forgotten = forget_streams(&tx, before)?;
+        tx.commit()?;
+        Ok(forgotten)
     }
 
     fn write(&mut self, batch: &[Write]) -> rusqlite::Result<()> {
@@ -685,18 +728,6 @@ impl Writer {
             for write in batch {
                 let append = match write {
                     Write::Event(write) => write,
-                    Write::Stream {
-                        topic: name,
-                        epoch,
-                        seq,
-                    } => {
-                        let (name, epoch, seq) = (name.as_str(), epoch.as_str(), *seq as i64);
-                        if !topics.contains_key(name) {
-                            topic.execute(params![name, epoch, seq, now])?;
-                            topics.insert(name, (epoch, seq, seq));
-                        }
-                        continue;
-                    }
                     Write::Approval(record) => {
                         match &record.body {
                             Some(body) => {
@@ -993,71 +1024,40 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_stream_a_reader_brought_into_memory_comes_back_with_its_epoch_and_seq() {
-        let (_dir, path) = store();
-        let (never, evicted) = (super::super::new_epoch(), super::super::new_epoch());
-        let stream = |topic: &str, epoch: &Epoch, seq| Write::Stream {
-            topic: Topic::parse(topic).unwrap(),
-            epoch: epoch.clone(),
-            seq,
-        };
-        let mut writer = writer(&path, Duration::from_secs(60));
-        writer
-            .write(&[
-                stream("run:never", &never, 0),
-                stream("run:evicted", &evicted, 7),
-            ])
-            .unwrap();
-        drop(writer);
-        let mut topics: Vec<(String, String, u64, usize)> = recovered(&path)
-            .into_iter()
-            .map(|t| {
-                let (name, epoch) = (t.topic.to_string(), t.epoch.to_string());
-                (name, epoch, t.last_seq, t.history.len() + t.snapshot.len())
-            })
-            .collect();
-        topics.sort();
-        assert_eq!(
-            topics,
-            [
-                ("run:evicted".to_owned(), evicted.to_string(), 7, 0),
-                ("run:never".to_owned(), never.to_string(), 0, 0),
-            ]
-        );
+    fn genesis_of(path: &Path) -> Epoch {
+        SqliteJournal::open(path, 1000, Duration::from_secs(3600))
+            .unwrap()
+            .1
+            .genesis
     }
 
     #[test]
-    fn a_reader_bringing_a_stream_into_memory_beside_its_first_events_leaves_their_seq() {
+    fn the_genesis_epoch_is_kept_across_opens_and_changes_once_a_stream_with_events_is_forgotten() {
         let (_dir, path) = store();
-        let epoch = super::super::new_epoch();
-        let mut writer = writer(&path, Duration::from_secs(60));
-        writer
-            .write(&[
-                Write::Stream {
-                    topic: Topic::parse("run:r1").unwrap(),
-                    epoch: epoch.clone(),
-                    seq: 0,
-                },
-                append("run:r1", &epoch, 1, None),
-                append("run:r1", &epoch, 2, None),
-            ])
+        let first = genesis_of(&path);
+        assert_eq!(genesis_of(&path), first, "kept across a restart");
+        let ttl = super::super::stream_ttl(Duration::ZERO).as_millis() as u64;
+        // A row with no event (a publish whose write failed) going changes nothing.
+        let mut empty = writer(&path, Duration::ZERO);
+        empty
+            .conn
+            .execute("INSERT INTO topics VALUES ('run:empty', 'e0', 0, 0)", [])
             .unwrap();
-        writer
-            .write(&[Write::Stream {
-                topic: Topic::parse("run:r1").unwrap(),
-                epoch: epoch.clone(),
-                seq: 0,
-            }])
+        assert_eq!(empty.forget_streams(now_ms()).unwrap(), 1);
+        drop(empty);
+        assert_eq!(genesis_of(&path), first);
+        let mut published = writer(&path, Duration::ZERO);
+        published
+            .write(&[append("run:r1", &first, 1, None)])
             .unwrap();
-        drop(writer);
-        let topics = recovered(&path);
-        let [topic] = topics.as_slice() else {
-            panic!("{topics:?}");
-        };
-        assert_eq!(
-            (&topic.epoch, topic.last_seq, topic.history.len()),
-            (&epoch, 2, 2)
+        std::thread::sleep(Duration::from_millis(5));
+        published.prune().unwrap();
+        assert_eq!(published.forget_streams(now_ms() + ttl + 1).unwrap(), 1);
+        drop(published);
+        assert_ne!(
+            genesis_of(&path),
+            first,
+            "run:r1 starting again at seq 1 must not take its old epoch"
         );
     }
 

@@ -80,6 +80,13 @@ struct Shared {
     logs: RwLock<HashMap<Topic, Arc<Mutex<TopicLog>>>>,
     /// Epoch and last seq of streams evicted from memory.
     dormant: Mutex<HashMap<Topic, (Epoch, u64)>>,
+    /// The epoch of every stream that starts here with nothing remembered
+    /// of it: the one a reader of a topic that never had an event is given,
+    /// so that its first event keeps the reader's checkpoint good. Kept by
+    /// the SQLite file; a new one once remembered streams were forgotten,
+    /// so that a stream starting again at seq 1 never takes an epoch it
+    /// had before.
+    genesis: RwLock<Epoch>,
     retained_bytes: AtomicIsize,
     approvals: Mutex<ApprovalBook>,
     durable: Option<Durable>,
@@ -145,7 +152,7 @@ impl Answer {
 impl MemoryBroker {
     /// An engine that keeps everything in memory.
     pub fn new(retention: Retention, handler: Arc<dyn BrokerHandler>) -> MemoryBroker {
-        MemoryBroker::with_durable(retention, handler, None)
+        MemoryBroker::with_durable(retention, handler, None, super::new_epoch())
     }
 
     /// An engine made durable by the SQLite file at `path`: opens it,
@@ -163,7 +170,8 @@ impl MemoryBroker {
             journal: Mutex::new(Some(journal)),
             sqlite: Some(sqlite),
         };
-        let broker = MemoryBroker::with_durable(retention, handler, Some(durable));
+        let genesis = recovered.genesis.clone();
+        let broker = MemoryBroker::with_durable(retention, handler, Some(durable), genesis);
         broker.restore(recovered);
         let written: Arc<dyn Written> = broker.shared.clone();
         if let Some(sqlite) = broker
@@ -181,6 +189,7 @@ impl MemoryBroker {
         retention: Retention,
         handler: Arc<dyn BrokerHandler>,
         durable: Option<Durable>,
+        genesis: Epoch,
     ) -> MemoryBroker {
         MemoryBroker {
             shared: Arc::new(Shared {
@@ -188,6 +197,7 @@ impl MemoryBroker {
                 retention,
                 logs: RwLock::default(),
                 dormant: Mutex::default(),
+                genesis: RwLock::new(genesis),
                 retained_bytes: AtomicIsize::new(0),
                 approvals: Mutex::default(),
                 durable,
@@ -200,12 +210,14 @@ impl MemoryBroker {
         let topics = recovered.topics.len();
         for topic in recovered.topics {
             // A stream with nothing retained is remembered as an evicted one
-            // is: its epoch and seq come back with its next reader or event.
+            // is: read where it stands, and back in memory with its next event.
             if topic.history.is_empty() && topic.snapshot.is_empty() {
                 let mut dormant = shared.dormant.lock();
-                if dormant.len() < MAX_DORMANT_STREAMS {
-                    dormant.insert(topic.topic, (topic.epoch, topic.last_seq));
+                if dormant.len() >= MAX_DORMANT_STREAMS {
+                    dormant.clear();
+                    *shared.genesis.write() = super::new_epoch();
                 }
+                dormant.insert(topic.topic, (topic.epoch, topic.last_seq));
                 continue;
             }
             let mut log = TopicLog::new(topic.topic.clone(), topic.epoch, topic.last_seq);
@@ -322,6 +334,7 @@ impl MemoryBroker {
             }
             if dormant.len() >= MAX_DORMANT_STREAMS {
                 dormant.clear();
+                *shared.genesis.write() = super::new_epoch();
             }
             dormant.insert(topic.clone(), (guard.epoch.clone(), guard.delivered_seq));
             shared
@@ -334,50 +347,35 @@ impl MemoryBroker {
 }
 
 impl Shared {
-    /// The stream of a topic, created (with a new epoch, or the remembered
-    /// one) when it does not exist.
+    /// The stream of a topic, created (with the remembered epoch and seq,
+    /// or the genesis epoch and seq 0) when it does not exist.
     fn log(&self, topic: &Topic) -> Arc<Mutex<TopicLog>> {
-        self.log_or_new(topic).0
-    }
-
-    /// [`log`](Self::log), and the stream's epoch and last seq when this
-    /// call created it in memory.
-    fn log_or_new(&self, topic: &Topic) -> (Arc<Mutex<TopicLog>>, Option<(Epoch, u64)>) {
         if let Some(log) = self.logs.read().get(topic) {
-            return (log.clone(), None);
+            return log.clone();
         }
         let mut logs = self.logs.write();
-        let mut created = None;
-        let log = logs
-            .entry(topic.clone())
+        logs.entry(topic.clone())
             .or_insert_with(|| {
                 let (epoch, seq) = self
                     .dormant
                     .lock()
                     .remove(topic)
-                    .unwrap_or_else(|| (super::new_epoch(), 0));
-                created = Some((epoch.clone(), seq));
+                    .unwrap_or_else(|| (self.genesis.read().clone(), 0));
                 Arc::new(Mutex::new(TopicLog::new(topic.clone(), epoch, seq)))
             })
-            .clone();
-        (log, created)
+            .clone()
     }
 
-    /// Writes the epoch and last seq of a stream a reader brought into
-    /// memory to the file, if there is one: the reader's checkpoint names
-    /// that epoch, which must outlive a restart even if nothing is published
-    /// first. A publish writes them with its event.
-    async fn keep_stream(&self, topic: &Topic, epoch: Epoch, seq: u64) {
-        let Some(sender) = self.durable.as_ref().and_then(|d| d.sender().ok()) else {
-            return;
-        };
-        let write = Write::Stream {
-            topic: topic.clone(),
-            epoch,
-            seq,
-        };
-        // Closed only as the hub stops, when no reader is answered.
-        let _ = sender.send(write).await;
+    /// Where the stream of a topic memory does not hold stands: its
+    /// remembered epoch and seq, or, for a topic that never had an event
+    /// here, the genesis epoch and seq 0 (the stream its first event
+    /// starts).
+    fn unheld(&self, topic: &Topic) -> (Epoch, u64) {
+        self.dormant
+            .lock()
+            .get(topic)
+            .cloned()
+            .unwrap_or_else(|| (self.genesis.read().clone(), 0))
     }
 
     /// Trims a stream's history by age, keeping the retained-bytes count right.
@@ -570,6 +568,20 @@ impl Shared {
     }
 }
 
+/// A stream read at its position now.
+fn read_log(log: &TopicLog, request: ReadRequest<'_>) -> TopicRead {
+    TopicRead {
+        position: log.position(),
+        snapshot: request
+            .snapshot
+            .map(|filter| log.snapshot_matching(filter))
+            .unwrap_or_default(),
+        history: request
+            .history
+            .map(|h| log.history(h.since, h.filter, h.limit)),
+    }
+}
+
 /// The answer to a draft whose id the stream already knows: the first
 /// attempt's receipt for a retry, a conflict for different content under
 /// the same id; `None` when the id is new.
@@ -669,22 +681,16 @@ impl Broker for MemoryBroker {
         topic: &Topic,
         request: ReadRequest<'_>,
     ) -> Result<TopicRead, BrokerError> {
-        let (log, created) = self.shared.log_or_new(topic);
-        if let Some((epoch, seq)) = created {
-            self.shared.keep_stream(topic, epoch, seq).await;
-        }
-        let mut log = log.lock();
+        let held = self.shared.logs.read().get(topic).cloned();
+        let Some(held) = held else {
+            // Read as it stands, and not brought into memory: reading (and
+            // so subscribing to) topics nobody publishes to keeps nothing.
+            let (epoch, seq) = self.shared.unheld(topic);
+            return Ok(read_log(&TopicLog::new(topic.clone(), epoch, seq), request));
+        };
+        let mut log = held.lock();
         self.shared.trim(&mut log);
-        Ok(TopicRead {
-            position: log.position(),
-            snapshot: request
-                .snapshot
-                .map(|filter| log.snapshot_matching(filter))
-                .unwrap_or_default(),
-            history: request
-                .history
-                .map(|h| log.history(h.since, h.filter, h.limit)),
-        })
+        Ok(read_log(&log, request))
     }
 
     async fn snapshots(

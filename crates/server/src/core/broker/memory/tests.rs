@@ -54,17 +54,18 @@ fn scripted() -> (MemoryBroker, Arc<Recorder>, std::sync::mpsc::Sender<bool>) {
         journal: Mutex::new(Some(journal)),
         sqlite: None,
     };
-    let broker = MemoryBroker::with_durable(retention(), recorder.clone(), Some(durable));
+    let broker = MemoryBroker::with_durable(
+        retention(),
+        recorder.clone(),
+        Some(durable),
+        super::super::new_epoch(),
+    );
     let (verdict, verdicts) = std::sync::mpsc::channel::<bool>();
     let engine: Weak<Shared> = Arc::downgrade(&broker.shared);
     // Ends when the engine or the test's verdict sender is dropped; a
     // write in hand then is dropped unfinished.
     std::thread::spawn(move || {
         while let Some(write) = writes.blocking_recv() {
-            // A reader's stream record waits for no verdict.
-            if matches!(write, Write::Stream { .. }) {
-                continue;
-            }
             let Ok(stored) = verdicts.recv() else { return };
             let result = if stored {
                 Ok(())
@@ -79,7 +80,6 @@ fn scripted() -> (MemoryBroker, Arc<Recorder>, std::sync::mpsc::Sender<bool>) {
                 Write::Approval(write) => {
                     let _ = write.done.send(result);
                 }
-                Write::Stream { .. } => {}
             }
         }
     });
@@ -504,4 +504,29 @@ async fn approval_changes_stored_but_not_published_are_still_owed_after_a_restar
         MemoryBroker::open_sqlite(&path, retention(), Arc::new(Recorder::default())).unwrap();
     assert!(broker.unannounced(Duration::ZERO).await.unwrap().is_empty());
     broker.close().await;
+}
+
+#[tokio::test]
+async fn reading_topics_nobody_published_to_keeps_nothing_and_their_first_event_keeps_the_epoch_read()
+ {
+    let (broker, _) = in_memory();
+    let nothing = ReadRequest {
+        snapshot: None,
+        history: None,
+    };
+    let mut read = Vec::new();
+    for n in 0..1000 {
+        let topic = Topic::parse(&format!("run:quiet-{n}")).unwrap();
+        read.push(broker.read(&topic, nothing).await.unwrap().position);
+    }
+    assert!(broker.shared.logs.read().is_empty());
+    assert!(broker.shared.dormant.lock().is_empty());
+    assert!(read.iter().all(|position| position.seq == 0));
+    let published = publish_all(&broker, vec![event_on("run:quiet-7", "first", json!({}))])
+        .await
+        .unwrap();
+    assert_eq!(published[0].receipt.seq, 1);
+    let topic = Topic::parse("run:quiet-7").unwrap();
+    let now = broker.read(&topic, nothing).await.unwrap().position;
+    assert_eq!((now.epoch, now.seq), (read[7].epoch.clone(), 1));
 }
