@@ -463,3 +463,84 @@ async fn publish_storm_during_churn_leaves_no_connections_and_hub_alive() -> Res
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn subscribing_to_topics_nobody_publishes_to_leaves_nothing_behind() -> Result<()> {
+    for store in ["memory", "sqlite"] {
+        let dir = tempfile::tempdir()?;
+        let path = format!("sqlite:{}", dir.path().join("herald.db").display());
+        let args: &[&str] = if store == "memory" {
+            &[]
+        } else {
+            &["--store", &path]
+        };
+        let hub = herald().start(args).await?;
+        let mut client = hub.ws("/ws").await?;
+        for round in 0..20 {
+            let topics: Vec<String> = (0..100).map(|n| format!("run:churn-{round}-{n}")).collect();
+            client
+                .send_json(&json!({"action": "subscribe", "id": round, "topics": topics}))
+                .await?;
+            client
+                .recv_until(|f| frame_type(f) == "ack" && f["ref"] == json!(round))
+                .await?;
+            client
+                .send_json(&json!({"action": "unsubscribe", "topics": topics}))
+                .await?;
+        }
+        let listed = hub.http().get("/api/v1/topics").await?;
+        ensure!(
+            listed.body["topics"] == json!([]),
+            "{store}: 2000 topics read and left still held: {}",
+            listed.text
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_subscribe_resuming_more_topics_than_the_queue_holds_gets_every_event_and_no_gap()
+-> Result<()> {
+    const TOPICS: usize = 300;
+    let hub = herald().start(&["--queue-size", "64"]).await?;
+    let topics: Vec<String> = (0..TOPICS).map(|n| format!("run:resume-{n}")).collect();
+    let batch: Vec<Value> = topics
+        .iter()
+        .map(|topic| event(topic, "step.completed", json!({})))
+        .collect();
+    for chunk in batch.chunks(60) {
+        let reply = hub
+            .http()
+            .post("/api/v1/events", &Value::from(chunk.to_vec()))
+            .await?;
+        ensure!(reply.status == 200, "{}", reply.text);
+    }
+    let mut client = hub.ws("/ws").await?;
+    // The same topic twice is one subscription, answered once.
+    let mut asked = topics.clone();
+    asked.push(topics[0].clone());
+    let since: serde_json::Map<String, Value> = topics
+        .iter()
+        .map(|topic| (topic.clone(), json!(0)))
+        .collect();
+    client
+        .send_json(&json!({"action": "subscribe", "topics": asked, "since": since}))
+        .await?;
+    let (mut subscribed, mut events, mut complete) = (0, 0, 0);
+    while complete < TOPICS {
+        let frame = client.recv_frame().await?;
+        match frame_type(&frame) {
+            "subscribed" => subscribed += 1,
+            "event" => events += 1,
+            "replay_complete" => complete += 1,
+            other => bail!(
+                "{other} after {subscribed} subscribed, {events} events, {complete} complete: {frame}"
+            ),
+        }
+    }
+    ensure!(
+        (subscribed, events) == (TOPICS, TOPICS),
+        "{subscribed} subscribed, {events} events"
+    );
+    Ok(())
+}

@@ -8,7 +8,7 @@
 //! not cover follow. So a replay meets live delivery without a duplicate or
 //! a hole, whichever engine holds the history.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -21,6 +21,10 @@ use crate::core::connections::Connections;
 use crate::core::fanout::{Fanout, Held, Overflowed, Seam};
 use crate::core::outbox::{Closing, EventMeta, OutFrame, Pushed};
 use crate::operations::metrics::{CloseKind, Metrics, ReplayOutcome};
+
+/// The control frames one topic of a `subscribe` queues at most besides its
+/// replayed events: `subscribed`, `snapshot`, `gap`, `replay_complete`.
+const FRAMES_PER_TOPIC: usize = 4;
 
 /// A connection closed because too many live events came while its replay
 /// was read: it reconnects and replays again.
@@ -108,7 +112,7 @@ impl Subscriptions {
                 .topics
                 .iter()
                 .filter(|p| !current.contains_key(p))
-                .collect::<std::collections::HashSet<_>>()
+                .collect::<HashSet<_>>()
                 .len();
             if current.len() + new > self.max_subscriptions {
                 return Err(error_frame(
@@ -123,7 +127,18 @@ impl Subscriptions {
         let filter = request.filter.clone().unwrap_or_default();
         // One request's snapshots, exact and pattern-covered together.
         let mut budget = SnapshotBudget::new(self.queue_size);
-        for pattern in &request.topics {
+        let mut seen = HashSet::new();
+        for pattern in request.topics.iter().filter(|p| seen.insert(*p)) {
+            // A request's frames go as the writer takes them, as a replay's
+            // parts do: a subscribe to many topics never fills the queue
+            // with its own frames, which would shed its replayed events and
+            // close a connection whose control frames no longer fit.
+            if conn.outbox.len() + FRAMES_PER_TOPIC > conn.outbox.capacity() {
+                if !conn.outbox.wait_for_room(FRAMES_PER_TOPIC).await {
+                    return Ok(());
+                }
+                conn.saw_peer();
+            }
             let known = conn
                 .subscriptions
                 .lock()
