@@ -4,7 +4,8 @@
 //
 // Layout: `main.tsx` (shell, sign-in, navigation), `route.ts` (URLs),
 // `api.ts` (HTTP API), `credentials.ts` (and whether the hub refuses the
-// token), `approvals.ts` (the approval book), `hooks.ts`, `format.ts`, `run/model.ts` (a run from its events),
+// token), `link.ts` (the connection as shown: why it is not live,
+// Reconnect), `approvals.ts` (the approval book), `hooks.ts`, `format.ts`, `run/model.ts` (a run from its events),
 // `ui/` (chart, DAG), `panels/` (one per panel).
 
 import "uplot/dist/uPlot.min.css";
@@ -16,6 +17,7 @@ import { Api, ApiError } from "./api.js";
 import { ApprovalBook } from "./approvals.js";
 import { type Credentials, forgetCredentials, loadCredentials, saveCredentials, tokenRefusal } from "./credentials.js";
 import { useStore } from "./hooks.js";
+import { Link, type LinkState } from "./link.js";
 import { Approvals } from "./panels/approvals.js";
 import { Connections } from "./panels/connections.js";
 import { Overview } from "./panels/overview.js";
@@ -125,10 +127,27 @@ function stateLabel(state: ConnectionState): string {
     case "connecting":
       return "connecting…";
     case "reconnecting":
-      return `reconnecting (attempt ${state.attempt})`;
+      return state.code === undefined ? `reconnecting (attempt ${state.attempt})` : `reconnecting (attempt ${state.attempt}, closed with ${state.code})`;
     case "closed":
-      return state.reason === "terminal" ? `closed by the hub (${state.code})` : "disconnected";
+      return state.reason === "terminal" ? `closed by the hub (${state.code})` : state.reason === "attempts_exhausted" ? "gave up reconnecting" : "disconnected";
   }
+}
+
+/** The connection in the header: its state, why it is not live (as a tooltip and for screen readers), and Reconnect. */
+function LinkStatus({ link, state }: { link: Link; state: LinkState }) {
+  return (
+    <>
+      <span class={`conn conn-${state.connection.state}`} data-connection-state={state.connection.state} role="status" title={state.why}>
+        {state.byItself ? "disconnected here" : state.connection.state === "open" && !state.live ? "connected…" : stateLabel(state.connection)}
+        {state.why && state.downSince !== undefined ? <span class="sr-only">: {state.why}</span> : null}
+      </span>
+      {state.canReconnect ? (
+        <button type="button" onClick={() => link.reconnect()} data-reconnect>
+          {state.connection.state === "closed" ? "Reconnect" : "Reconnect now"}
+        </button>
+      ) : null}
+    </>
+  );
 }
 
 /** Shown for an address the console cannot read, with the shell still working around it. */
@@ -171,9 +190,10 @@ function Console({
       }),
     [],
   );
+  const link = useMemo(() => new Link(client), []);
+  const linkState = useStore(link);
   const approvals = useMemo(() => new ApprovalBook(api, client), []);
   const book = useStore(approvals);
-  const [state, setState] = useState<ConnectionState>(client.state);
   const [theme, setTheme] = useState<Theme>(storedTheme());
   const [session, setSession] = useState<string | undefined>();
 
@@ -186,7 +206,6 @@ function Console({
     let checking = false;
     const token = credentials.token;
     const off = client.onState((s) => {
-      setState(s);
       setSession(client.sessionId);
       const failed = s.state === "reconnecting" && previous !== "open";
       previous = s.state;
@@ -202,6 +221,7 @@ function Console({
     return () => {
       off();
       offNotice();
+      link.dispose();
       client.dispose();
     };
   }, []);
@@ -238,10 +258,10 @@ function Console({
       panel = <Run key={route.topic} client={client} api={api} approvals={approvals} topic={route.topic} />;
       break;
     case "approvals":
-      panel = <Approvals client={client} approvals={approvals} view={route.view} />;
+      panel = <Approvals client={client} approvals={approvals} link={link} view={route.view} />;
       break;
     case "connections":
-      panel = <Connections api={api} ownSession={session} />;
+      panel = <Connections api={api} link={link} ownSession={session} />;
       break;
     case "publish":
       panel = <Publish api={api} topic={route.topic} />;
@@ -272,9 +292,7 @@ function Console({
           ))}
         </nav>
         <div class="status">
-          <span class={`conn conn-${state.state}`} data-connection-state={state.state} role="status">
-            {stateLabel(state)}
-          </span>
+          <LinkStatus link={link} state={linkState} />
           <button type="button" onClick={() => setTheme(nextTheme[theme])} aria-label={`Theme: ${theme}; switch to ${nextTheme[theme]}`}>
             {theme === "auto" ? "◐ auto" : theme === "light" ? "☀ light" : "☾ dark"}
           </button>

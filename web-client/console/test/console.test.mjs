@@ -29,9 +29,10 @@ after(async () => {
   await stopAll();
 });
 
-/** Opens the console at `hash` and records page errors. */
-async function openConsole(hub, hash = "#/overview") {
+/** Opens the console at `hash` and records page errors; `setup` runs on the page before it loads. */
+async function openConsole(hub, hash = "#/overview", setup = async () => {}) {
   const page = await context.newPage();
+  await setup(page);
   await page.setViewportSize({ width: 1280, height: 800 });
   page.errors = [];
   page.on("pageerror", (error) => page.errors.push(String(error)));
@@ -753,19 +754,14 @@ test("an_answer_refused_because_another_operator_decided_first_stays_in_view_aft
     step_result: { step: "deploy", result: null, completed: true, message: "Deploy?", status: "ok" },
     timeout_ms: 600_000,
   });
-  const page = await openConsole(hub, "#/approvals");
+  // The other decision's `approval.resolved` is held back on its way to
+  // the console, so the card is still there to be clicked, as for an
+  // operator who clicks in the moment between the two.
+  const resolved = holdBack('"approval.resolved"');
+  const page = await openConsole(hub, "#/approvals", resolved.route);
   await live(page);
   const card = page.locator(`article[data-callback="${approval.callback_id}"]`);
   await card.waitFor({ timeout: 10_000 });
-  // The console re-reads its list when the other decision arrives: held
-  // back, so the card is still there to be clicked, as for an operator who
-  // clicks in the moment between the two.
-  let release;
-  const held = new Promise((resolve) => (release = resolve));
-  await page.route("**/api/v1/approvals*", async (route) => {
-    await held;
-    await route.continue();
-  });
 
   // Another operator rejects first, over their own WebSocket.
   const other = await context.newPage();
@@ -787,7 +783,7 @@ test("an_answer_refused_because_another_operator_decided_first_stays_in_view_aft
   await card.getByRole("button", { name: "Approve" }).click();
   const refusal = page.locator(`[data-refused="${approval.callback_id}"]`);
   await refusal.waitFor({ timeout: 10_000 });
-  release();
+  resolved.release();
   await page.waitForFunction((id) => !document.querySelector(`article[data-callback="${id}"]`), approval.callback_id, { timeout: 10_000 });
   assert.match(await refusal.textContent(), /Your approve of task t-race step 2 was refused: .*already resolved \(rejected\)/);
   await refusal.getByRole("button", { name: "Dismiss" }).click();
@@ -797,6 +793,229 @@ test("an_answer_refused_because_another_operator_decided_first_stays_in_view_aft
   await page.close();
   await stopHub(hub);
 });
+
+/** Asks u1 to approve a step of `task` (POST /api/v1/approvals); resolves to the record. */
+function ask(hub, task, timeout_ms = 600_000) {
+  return postJson(hub, "/api/v1/approvals", {
+    user_id: "u1",
+    task_id: task,
+    step: 1,
+    step_result: { step: "deploy", result: null, completed: true, message: `Deploy ${task}?`, status: "ok" },
+    timeout_ms,
+  });
+}
+
+/** Answers the approvals `ids` over a WebSocket of another operator's (not the console's); resolves once the hub acked each. */
+async function answerElsewhere(hub, ids, proceed) {
+  const other = await context.newPage();
+  await other.goto(`${hub.url}/console/config`);
+  const answers = await within(
+    10_000,
+    "the other operator's answers to be acked",
+    other.evaluate(
+      ({ url, ids, proceed }) =>
+        new Promise((resolve) => {
+          const ws = new WebSocket(`${url.replace("http", "ws")}/ws?user_id=other`);
+          const acked = [];
+          ws.onopen = () => ids.forEach((id, i) => ws.send(JSON.stringify({ action: "confirm", callback_id: id, proceed, id: `other-${i}` })));
+          ws.onmessage = (m) => {
+            const frame = JSON.parse(m.data);
+            if (typeof frame.ref === "string" && frame.ref.startsWith("other-")) acked.push(frame.type);
+            if (acked.length === ids.length) {
+              ws.close();
+              resolve(acked);
+            }
+          };
+        }),
+      { url: hub.url, ids, proceed },
+    ),
+  );
+  assert.deepEqual(answers, ids.map(() => "ack"));
+  await other.close();
+}
+
+const cards = (page) => page.locator(".inbox article[data-callback]");
+
+test("after_this_console_disconnects_itself_its_inbox_says_it_is_not_live_and_reconnect_reads_it_again", async () => {
+  const hub = await startHub();
+  const page = await openConsole(hub, "#/connections");
+  await live(page);
+  await page.getByRole("button", { name: "Disconnect this console" }).click();
+  await seen(page, '[data-connection-state="closed"]');
+  assert.match(await page.locator("[data-connection-state]").textContent(), /^disconnected here: this console disconnected its own connection/);
+
+  // Asked while the console is not connected: the inbox does not claim that nothing waits.
+  const approval = await ask(hub, "t-offline");
+  await go(page, "#/approvals");
+  const offline = page.locator('[data-offline="closed"]');
+  await offline.waitFor({ timeout: 10_000 });
+  assert.match(await offline.textContent(), /Not live: this list may be out of date\. this console disconnected its own connection .*last read from the hub at/);
+  assert.equal(await page.locator("text=Nothing waits for a decision.").count(), 0);
+  await seen(page, '[data-empty="stale"]');
+
+  // Reconnect: live again, and the inbox is read again.
+  await offline.getByRole("button", { name: "Reconnect" }).click();
+  await live(page);
+  await seen(page, `.inbox article[data-callback="${approval.callback_id}"]`);
+  assert.equal(await page.locator("[data-offline]").count(), 0);
+  assert.equal(await page.locator("[data-reconnect]").count(), 0);
+  assert.deepEqual(page.errors, []);
+  await page.close();
+  await stopHub(hub);
+});
+
+test("a_console_the_hub_refuses_at_its_connection_limit_says_why_its_inbox_is_not_live_and_catches_up_once_admitted", async () => {
+  // Every console tab on an open hub is the user "console": one is its limit here.
+  const hub = await startHub({ args: ["--max-connections-per-user", "1"] });
+  const first = await openConsole(hub, "#/approvals");
+  await live(first);
+  await seen(first, "text=Nothing waits for a decision.");
+  const second = await openConsole(hub, "#/approvals");
+  const offline = second.locator('[data-offline="reconnecting"]');
+  await offline.waitFor({ timeout: 15_000 });
+  assert.match(await offline.textContent(), /closed the connection with 1013 \(try again later: the hub is at its connection limit/);
+
+  const approval = await ask(hub, "t-limit");
+  await seen(first, `.inbox article[data-callback="${approval.callback_id}"]`);
+  assert.equal(await second.locator("text=Nothing waits for a decision.").count(), 0);
+  assert.equal(await second.locator('[data-connection-state="open"]').count(), 0);
+
+  // The first tab leaves: the second is admitted (its attempts go on by
+  // themselves), reads the inbox again, and says it is live once the hub
+  // kept the connection.
+  await first.close();
+  await seen(second, `.inbox article[data-callback="${approval.callback_id}"]`, 20_000);
+  await second.waitForSelector("[data-offline]", { state: "detached", timeout: 10_000 });
+  await seen(second, '[data-connection-state="open"]');
+  assert.deepEqual(second.errors, []);
+  await second.close();
+  await stopHub(hub);
+});
+
+test("approval_events_keep_the_inbox_current_without_rereading_the_list_and_it_renders_the_fifty_that_time_out_first", async () => {
+  const hub = await startHub();
+  // Sixty waiting, each timing out a second after the one before.
+  const early = [];
+  for (let i = 0; i < 60; i++) early.push(await ask(hub, `t-early-${i}`, 600_000 + i * 1000));
+  const reads = [];
+  const page = await openConsole(hub, "#/approvals", (page) =>
+    page.on("request", (request) => {
+      const url = new URL(request.url());
+      if (url.pathname === "/api/v1/approvals") reads.push(url.search);
+    }),
+  );
+  await live(page);
+  await seen(page, '.badge[data-pending="60"]');
+  await seen(page, '[data-more-pending="10"]');
+  assert.equal(await cards(page).count(), 50);
+  assert.equal(await cards(page).first().getAttribute("data-callback"), early[0].callback_id);
+
+  // Twenty new ones that time out sooner; ten early and five new ones decided by another operator.
+  const late = [];
+  for (let i = 0; i < 20; i++) late.push(await ask(hub, `t-late-${i}`, 300_000 + i * 1000));
+  const decided = [...early.slice(0, 10), ...late.slice(0, 5)].map((a) => a.callback_id);
+  await answerElsewhere(hub, decided, false);
+
+  await seen(page, '.badge[data-pending="65"]');
+  await seen(page, '[data-more-pending="15"]');
+  assert.equal(await cards(page).count(), 50);
+  const shown = await cards(page).evaluateAll((articles) => articles.map((a) => a.dataset.callback));
+  assert.deepEqual(shown.slice(0, 15), late.slice(5).map((a) => a.callback_id), "the new ones that time out first lead");
+  for (const id of decided) assert.ok(!shown.includes(id), `decided ${id} left the inbox`);
+  // The list was read when the console started and when its subscription was confirmed, pending only: never per event.
+  assert.ok(reads.length <= 2, `reads of the approvals list: ${reads.join(" ")}`);
+  assert.ok(reads.every((search) => search === "?status=pending"), `reads: ${reads.join(" ")}`);
+
+  // History reads the audit trail when it is shown.
+  await go(page, "#/approvals/history");
+  for (const id of decided) await seen(page, `tr[data-callback="${id}"]`);
+  assert.equal(reads.filter((search) => search === "").length, 1);
+  assert.deepEqual(page.errors, []);
+  await page.close();
+  await stopHub(hub);
+});
+
+test("a_refusal_is_cleared_once_this_consoles_next_answer_to_the_same_approval_is_taken", async () => {
+  const hub = await startHub();
+  const approval = await ask(hub, "t-feedback");
+  const page = await openConsole(hub, "#/approvals");
+  await live(page);
+  const card = page.locator(`article[data-callback="${approval.callback_id}"]`);
+  await card.waitFor({ timeout: 10_000 });
+  await card.getByLabel("Feedback").fill("é".repeat(2100));
+  await card.getByRole("button", { name: "Approve" }).click();
+  const refusal = page.locator(`[data-refused="${approval.callback_id}"]`);
+  await refusal.waitFor({ timeout: 10_000 });
+  assert.match(await refusal.textContent(), /feedback must be at most 4096 bytes/);
+  await card.getByLabel("Feedback").fill("shorter");
+  await card.getByRole("button", { name: "Approve" }).click();
+  await page.waitForFunction((id) => !document.querySelector(`[data-refused="${id}"]`), approval.callback_id, { timeout: 10_000 });
+  await page.waitForFunction((id) => !document.querySelector(`article[data-callback="${id}"]`), approval.callback_id, { timeout: 10_000 });
+  const { approvals } = await getJson(hub, "/api/v1/approvals?status=approved");
+  assert.equal(approvals.find((a) => a.callback_id === approval.callback_id)?.feedback, "shorter");
+  assert.deepEqual(page.errors, []);
+  await page.close();
+  await stopHub(hub);
+});
+
+test("after_a_hub_restart_the_overview_charts_go_on_with_a_break_where_the_hub_was_down", async () => {
+  let hub = await startHub({ args: ["--metrics-interval", "250ms"] });
+  const port = hub.port;
+  const page = await openConsole(hub, "#/overview");
+  await live(page);
+  const points = () => page.locator('figure.chart:has([data-figure="Connections"])').getAttribute("data-points").then(Number);
+  await page.waitForFunction(() => Number(document.querySelector('figure.chart:has([data-figure="Connections"])')?.dataset.points) >= 8, null, {
+    timeout: 10_000,
+  });
+  const before = await points();
+  await stopHub(hub);
+  await seen(page, '[data-connection-state="reconnecting"]');
+  // The outage under test: no figures for a while (ten usual steps and more).
+  await sleep(2000);
+  hub = await startHub({ port, args: ["--metrics-interval", "250ms"] });
+  await live(page);
+  // The earlier process's figures stay, the new one's follow, and the outage is a break.
+  await page.waitForFunction(
+    (before) => {
+      const chart = document.querySelector('figure.chart:has([data-figure="Connections"])');
+      return Number(chart?.dataset.points) >= before + 6 && Number(chart?.dataset.breaks) >= 1;
+    },
+    before,
+    { timeout: 15_000 },
+  );
+  assert.equal(await page.locator('[data-charts-node="unknown"]').count(), 0);
+  // Chromium logs each refused reconnect attempt while the hub is down.
+  assert.deepEqual(page.errors.filter((e) => !e.includes("ERR_CONNECTION_REFUSED")), []);
+  await page.close();
+  await stopHub(hub);
+});
+
+/**
+ * Holds back the hub's frames to the console's WebSocket that contain
+ * `text` until `release()`; the rest pass. `route` goes to `openConsole`
+ * as its setup (the socket must be routed before the page opens it).
+ */
+function holdBack(text) {
+  const held = [];
+  let toPage;
+  let holding = true;
+  return {
+    route: (page) =>
+      page.routeWebSocket(/\/ws(\?|$)/, (ws) => {
+        const server = ws.connectToServer();
+        toPage = ws;
+        ws.onMessage((message) => server.send(message));
+        server.onMessage((message) => {
+          if (holding && String(message).includes(text)) held.push(message);
+          else ws.send(message);
+        });
+      }),
+    release: () => {
+      holding = false;
+      for (const message of held.splice(0)) toPage.send(message);
+    },
+  };
+}
 
 /** `GET /api/v1/approvals/{id}` with an API key. */
 async function getApproval(hub, key, id) {

@@ -2,11 +2,12 @@
 // happens then, and approve / reject with feedback (sent as `confirm` over
 // the console's WebSocket). The hub's refusal of the answer (another user's
 // approval, one already resolved) goes to the approval book, which keeps it
-// in view after the card leaves with the decision that won (`Refusals`).
+// in view after the card leaves with the decision that won (`Refusals`),
+// until dismissed or until this console's next answer to it is taken.
 
 import { useState } from "preact/hooks";
-import type { ApprovalRecord, HeraldClient } from "../../../dist/index.js";
-import type { ApprovalBook, Refusal } from "../approvals.js";
+import type { HeraldClient } from "../../../dist/index.js";
+import type { Approval, ApprovalBook, Refusal } from "../approvals.js";
 import { duration, json } from "../format.js";
 
 export function ApprovalCard({
@@ -17,7 +18,7 @@ export function ApprovalCard({
 }: {
   client: HeraldClient;
   approvals: ApprovalBook;
-  approval: ApprovalRecord;
+  approval: Approval;
   now: number;
 }) {
   const [feedback, setFeedback] = useState("");
@@ -31,7 +32,8 @@ export function ApprovalCard({
     // Settles on the hub's answer: taken (the card leaves once the decision
     // arrives), or refused (another user's approval, one already decided).
     client.confirm(approval.callback_id, proceed, feedback.trim() || undefined).then(
-      () => undefined,
+      // An earlier refusal of this approval (feedback too long, say) no longer holds.
+      () => approvals.dismiss(approval.callback_id),
       (e: Error) => {
         setSent(undefined);
         if (e.name === "RefusedError") {

@@ -1,14 +1,17 @@
 // Connections: who is connected (user, origin, address), since when, on
 // which node and when last heard from, what they subscribe to, their queue
 // depth and shed count, with disconnect (close 4500: the client does not
-// reconnect). The list is every node's that answered.
+// reconnect). The list is every node's that answered. Disconnecting this
+// console's own connection is told to the link first, so the shell says
+// that is why it is closed, and offers Reconnect.
 
 import { useState } from "preact/hooks";
 import type { Api } from "../api.js";
 import { ago, dateTime, duration } from "../format.js";
 import { useLoad, useNow } from "../hooks.js";
+import type { Link } from "../link.js";
 
-export function Connections({ api, ownSession }: { api: Api; ownSession: string | undefined }) {
+export function Connections({ api, link, ownSession }: { api: Api; link: Link; ownSession: string | undefined }) {
   const [list, reload] = useLoad(() => api.connections(), [], 2000);
   const [nodes] = useLoad(() => api.nodes(), [], 10_000);
   // What the last disconnect did: shown until the list is read again, and
@@ -18,13 +21,17 @@ export function Connections({ api, ownSession }: { api: Api; ownSession: string 
   const now = useNow(1000);
   const disconnect = (id: string) => {
     const shown = list.value;
+    const own = id === ownSession ? link.disconnectingItself() : undefined;
     api.disconnect(id).then(
       () => {
         // Shown until the periodic read after the one that drops the row.
         setMessage({ text: `disconnected ${id}`, id, failed: false, list: undefined });
         reload();
       },
-      (e: Error) => setMessage({ text: `could not disconnect ${id}: ${e.message}`, id, failed: true, list: shown }),
+      (e: Error) => {
+        own?.failed();
+        setMessage({ text: `could not disconnect ${id}: ${e.message}`, id, failed: true, list: shown });
+      },
     );
   };
   const connections = list.value?.connections ?? [];
@@ -100,7 +107,12 @@ export function Connections({ api, ownSession }: { api: Api; ownSession: string 
                   {c.messages_sent} / {c.messages_received}
                 </td>
                 <td>
-                  <button type="button" class="danger" onClick={() => disconnect(c.id)} aria-label={`Disconnect ${c.user_id ?? c.id}`}>
+                  <button
+                    type="button"
+                    class="danger"
+                    onClick={() => disconnect(c.id)}
+                    aria-label={c.id === ownSession ? "Disconnect this console" : `Disconnect ${c.user_id ?? c.id}`}
+                  >
                     Disconnect
                   </button>
                 </td>

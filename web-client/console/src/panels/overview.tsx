@@ -3,9 +3,12 @@
 // the node serving the console (its `metrics.updated` events on topic
 // `metrics`, what `/ws/metrics` follows; every node sharing a store
 // publishes its own there) over the last minutes, and the node list when
-// several nodes share a store.
+// several nodes share a store. A restarted node is a new node id: on a
+// single node the charts keep the earlier process's figures, so the
+// outage reads as a break in the line; the node list is read again when
+// the console's connection opens again.
 
-import { useMemo, useState } from "preact/hooks";
+import { useEffect, useMemo, useState } from "preact/hooks";
 import type { HeraldClient, Metrics } from "../../../dist/index.js";
 import type { Api } from "../api.js";
 import { ago, dateTime, number } from "../format.js";
@@ -93,11 +96,23 @@ function series(points: Point[]): Series {
 
 export function Overview({ client, api }: { client: HeraldClient; api: Api }) {
   const [points, setPoints] = useState<Point[]>([]);
-  const [nodes] = useLoad(() => api.nodes(), [], 10_000);
-  const [status] = useLoad(() => api.status(), [], 5000);
+  const [nodes, reloadNodes] = useLoad(() => api.nodes(), [], 10_000);
+  const [status, reloadStatus] = useLoad(() => api.status(), [], 5000);
   const now = useNow(1000);
   const ownNode = nodes.value?.node;
   const several = (nodes.value?.nodes.length ?? 0) > 1;
+
+  // A connection that opens again may be to a restarted hub (a new node id,
+  // new counts): read them now rather than at the next period.
+  useEffect(
+    () =>
+      client.onState((state) => {
+        if (state.state !== "open") return;
+        reloadNodes();
+        reloadStatus();
+      }),
+    [client],
+  );
 
   useSubscription(client, ["metrics"], {}, (subscription) => {
     // The newest figures the topic retained (the last minutes), merged with
@@ -112,10 +127,12 @@ export function Overview({ client, api }: { client: HeraldClient; api: Api }) {
     subscription.on("metrics.updated", (event) => setPoints((p) => merge(p, [event])));
   });
 
-  // This node's figures only: several nodes' interleaved would zigzag.
+  // This node's figures only when several nodes publish: theirs
+  // interleaved would zigzag. One node's figures are all kept, whichever of
+  // its processes published them.
   const own = useMemo(
-    () => points.filter((p) => ownNode === undefined || p.node === undefined || p.node === ownNode).slice(-POINTS),
-    [points, ownNode],
+    () => points.filter((p) => !several || ownNode === undefined || p.node === undefined || p.node === ownNode).slice(-POINTS),
+    [points, ownNode, several],
   );
   const { times, values } = useMemo(() => series(own), [own]);
   // Each figure's newest value (a figure can be left out of one event).
