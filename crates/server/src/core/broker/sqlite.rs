@@ -24,7 +24,7 @@
 //! events by `--history-size` and `--history-age`, snapshots by
 //! `MAX_SNAPSHOT_KEYS` per topic, decided approvals by `MAX_DECIDED`, and a
 //! topic's row, once it has neither events nor snapshot, by the stream TTL
-//! ([`super::stream_ttl`]) after its last event, as Redis keeps a topic's
+//! (`stream_ttl` in the broker module) after its last event, as Redis keeps a topic's
 //! keys; reading a topic writes nothing.
 
 use std::collections::HashMap;
