@@ -3,8 +3,10 @@
 //!
 //! Each client reads frames, classifies them with a byte search
 //! ([`crate::wire::classify`]) and records latency, loss, duplicates and
-//! gaps. The board also tells the publisher when every client has caught
-//! up to a given seq, so fan-out can run a bounded window in flight.
+//! gaps, and which hub seqs each gap announced ([`GapCoverage`]), so a
+//! loss counts as announced only where a gap covered it. The board also
+//! tells the publisher when every client has caught up to a given seq, so
+//! fan-out can run a bounded window in flight.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -19,6 +21,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::coverage::GapCoverage;
 use crate::wire::{Frame, classify, now_ns, stream_of};
 
 /// A client connection.
@@ -50,6 +53,11 @@ pub struct Board {
     pub counting: bool,
     pub delivered: u64,
     pub lost: u64,
+    /// Bench events each client missed mid-stream (a jump in its bench seqs).
+    jumped: Vec<u64>,
+    /// Each client's hub seqs against the ranges its `gap` frames named
+    /// (one topic, `bench`).
+    coverage: Vec<GapCoverage>,
     pub duplicated: u64,
     pub gaps: u64,
     pub errors: u64,
@@ -87,6 +95,8 @@ impl Board {
             counting: false,
             delivered: 0,
             lost: 0,
+            jumped: vec![0; clients],
+            coverage: vec![GapCoverage::default(); clients],
             duplicated: 0,
             gaps: 0,
             errors: 0,
@@ -99,14 +109,23 @@ impl Board {
     }
 
     fn on_frame(&mut self, idx: usize, bytes: &[u8]) {
-        match classify(bytes) {
+        let frame = classify(bytes);
+        // Every event moves the client along the hub's seqs, warm-up probes too.
+        if let Frame::Event {
+            hub_seq: Some(hub_seq),
+            ..
+        } = frame
+        {
+            self.coverage[idx].event(hub_seq);
+        }
+        match frame {
             Frame::Event { seq: 0, .. } => {
                 if !self.warmed[idx] {
                     self.warmed[idx] = true;
                     self.warmed_count += 1;
                 }
             }
-            Frame::Event { seq, t_ns } => {
+            Frame::Event { seq, t_ns, .. } => {
                 let now = now_ns();
                 self.received[idx] += 1;
                 if t_ns >= self.record_from_ns && t_ns < self.record_until_ns {
@@ -124,6 +143,7 @@ impl Board {
                     return;
                 }
                 self.lost += k - last - 1;
+                self.jumped[idx] += k - last - 1;
                 self.last[slot] = k;
                 let before = self.progress[idx];
                 self.progress[idx] += k - last;
@@ -134,7 +154,12 @@ impl Board {
                     }
                 }
             }
-            Frame::Gap => self.gaps += 1,
+            Frame::Gap { range } => {
+                self.gaps += 1;
+                if let Some((from, to)) = range {
+                    self.coverage[idx].gap(from, to);
+                }
+            }
             Frame::ReplayComplete => self.replay_done[idx] = Some(now_ns()),
             Frame::Other => {}
         }
@@ -157,14 +182,38 @@ impl Board {
     /// Events still missing at the end, counted as lost: what each producer
     /// published (`published[p]` events) minus what each client got of it.
     pub fn tail_lost(&self, published: &[u64]) -> u64 {
-        self.last
-            .chunks(self.producers)
-            .map(|places| {
-                places
-                    .iter()
-                    .zip(published)
-                    .map(|(&got, &sent)| sent.saturating_sub(got))
-                    .sum::<u64>()
+        (0..self.progress.len())
+            .map(|idx| self.client_tail_lost(idx, published))
+            .sum()
+    }
+
+    fn client_tail_lost(&self, idx: usize, published: &[u64]) -> u64 {
+        self.last[idx * self.producers..(idx + 1) * self.producers]
+            .iter()
+            .zip(published)
+            .map(|(&got, &sent)| sent.saturating_sub(got))
+            .sum()
+    }
+
+    /// Lost events no `gap` frame covered, over all clients.
+    ///
+    /// Per client, the lost bench events (mid-stream and at the end) are
+    /// excused only up to the hub seqs it skipped inside an announced
+    /// range (plus announced seqs past its last event); and every hub seq
+    /// skipped outside all announced ranges is unannounced, whatever the
+    /// count. Capped at the client's lost events: a peer hub's envelope
+    /// `seq` is the bench seq, whose producers' streams may interleave.
+    pub fn unannounced_lost(&self, published: &[u64]) -> u64 {
+        self.coverage
+            .iter()
+            .enumerate()
+            .map(|(idx, coverage)| {
+                let lost = self.jumped[idx] + self.client_tail_lost(idx, published);
+                let announced = coverage.covered + coverage.announced_ahead();
+                coverage
+                    .uncovered
+                    .max(lost.saturating_sub(announced))
+                    .min(lost)
             })
             .sum()
     }
@@ -262,4 +311,71 @@ pub async fn connect_all(
         task.await??;
     }
     Ok(start.elapsed().as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Herald's event frame for bench seq `seq`, stored as hub seq `seq`.
+    fn event(board: &mut Board, seq: u64) {
+        let frame = format!(
+            r#"{{"type":"event","topic":"bench","seq":{seq},"data":{{"bs":{seq},"bt":1,"pad":"x"}}}}"#
+        );
+        board.on_frame(0, frame.as_bytes());
+    }
+
+    fn gap(board: &mut Board, from: u64, to: u64) {
+        let frame = format!(
+            r#"{{"type":"gap","topic":"bench","from_seq":{from},"to_seq":{to},"reason":"shed"}}"#
+        );
+        board.on_frame(0, frame.as_bytes());
+    }
+
+    #[test]
+    fn one_unrelated_gap_leaves_other_losses_unannounced() {
+        let board = Board::new(1);
+        let mut b = board.borrow_mut();
+        event(&mut b, 1);
+        event(&mut b, 2);
+        gap(&mut b, 3, 3);
+        // 3 announced; 5 and 8 dropped silently; 10 never arrives.
+        for seq in [4, 6, 7, 9] {
+            event(&mut b, seq);
+        }
+        assert_eq!((b.lost + b.tail_lost(&[10]), b.gaps), (4, 1));
+        assert_eq!(b.unannounced_lost(&[10]), 3);
+    }
+
+    #[test]
+    fn losses_inside_announced_gaps_are_not_counted() {
+        let board = Board::new(1);
+        let mut b = board.borrow_mut();
+        event(&mut b, 1);
+        gap(&mut b, 2, 4);
+        event(&mut b, 5);
+        // The last two were shed and announced after the last event.
+        gap(&mut b, 6, 7);
+        assert_eq!(b.lost + b.tail_lost(&[7]), 5);
+        assert_eq!(b.unannounced_lost(&[7]), 0);
+    }
+
+    #[test]
+    fn a_gap_over_a_warm_up_probe_does_not_excuse_a_bench_event() {
+        // Hub seq 2 is a probe the client missed under a gap; hub seq 6
+        // (bench seq 4) is gone without one.
+        let board = Board::new(1);
+        let mut b = board.borrow_mut();
+        let frame = |hub: u64, bench: u64| {
+            format!(
+                r#"{{"type":"event","topic":"bench","seq":{hub},"data":{{"bs":{bench},"bt":1,"pad":"x"}}}}"#
+            )
+        };
+        b.on_frame(0, frame(1, 0).as_bytes());
+        gap(&mut b, 2, 2);
+        for (hub, bench) in [(3, 1), (4, 2), (5, 3), (7, 5)] {
+            b.on_frame(0, frame(hub, bench).as_bytes());
+        }
+        assert_eq!(b.unannounced_lost(&[5]), 1);
+    }
 }

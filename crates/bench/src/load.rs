@@ -162,6 +162,7 @@ fn record_delivery(result: &mut LoadResult, board: &Board, published: &[u64], dr
     }
     result.set("published", published.iter().sum::<u64>() as f64);
     result.set("lost", (board.lost + board.tail_lost(published)) as f64);
+    result.set("unannounced", board.unannounced_lost(published) as f64);
     result.set("duplicated", board.duplicated as f64);
     result.set("gaps", board.gaps as f64);
     result.set("errors", board.errors as f64);

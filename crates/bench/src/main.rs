@@ -11,6 +11,7 @@
 //!
 //! - [`wire`]: the bench payload and the byte search that reads it back.
 //! - [`board`]: N subscriber clients on one current-thread runtime.
+//! - [`coverage`]: which missing events a `gap` frame announced.
 //! - [`counted`]: clients that count the bytes on the wire and may speak
 //!   `permessage-deflate`.
 //! - [`publisher`], [`http`]: publishing into Herald (HTTP) or a peer (`/pub` WebSocket).
@@ -32,6 +33,7 @@
 mod board;
 mod chart;
 mod counted;
+mod coverage;
 mod goals;
 mod http;
 mod load;

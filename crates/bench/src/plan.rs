@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 
 use crate::report::Summary;
-use crate::spec::{Regime, Scenario};
+use crate::spec::{LoadResult, Regime, Scenario};
 use crate::suite::{Cell, Placement, Plan, Run};
 use crate::targets::{self, HeraldOpts, Paths, Target};
 
@@ -372,8 +372,9 @@ pub fn build(args: &SuiteArgs, paths: Paths, notes: &mut Vec<String>) -> Result<
     })
 }
 
-/// What makes a run fail: Herald errors, loses events without a `gap`,
-/// duplicates, or leaves a replaying client incomplete. Speed never does.
+/// What makes a run fail: Herald errors, loses an event no `gap` frame
+/// covered, duplicates, or leaves a replaying client incomplete. Speed
+/// never does.
 pub fn verdict(run: &Run, summaries: &[Summary]) -> Vec<String> {
     let mut failures = Vec::new();
     for r in run.records.iter().filter(|r| r.target == Target::Herald) {
@@ -384,39 +385,85 @@ pub fn verdict(run: &Run, summaries: &[Summary]) -> Vec<String> {
             r.placement.name(),
             r.repeat + 1
         );
-        let Some(result) = &r.result else {
-            failures.push(format!(
+        match &r.result {
+            Some(result) => failures.extend(
+                cell_failures(result)
+                    .into_iter()
+                    .map(|failure| format!("{case}: {failure}")),
+            ),
+            None => failures.push(format!(
                 "{case}: {}",
                 r.error.as_deref().unwrap_or("no result")
-            ));
-            continue;
-        };
-        let get = |k: &str| result.get(k).unwrap_or(0.0);
-        if get("duplicated") > 0.0 {
-            failures.push(format!(
-                "{case}: {} duplicated deliveries",
-                get("duplicated")
-            ));
-        }
-        if get("lost") > 0.0 && get("gaps") == 0.0 {
-            failures.push(format!(
-                "{case}: {} events lost without a gap frame",
-                get("lost")
-            ));
-        }
-        if get("incomplete") > 0.0 {
-            failures.push(format!(
-                "{case}: {} replaying clients incomplete",
-                get("incomplete")
-            ));
-        }
-        if get("errors") > 0.0 {
-            failures.push(format!(
-                "{case}: {} client connections failed",
-                get("errors")
-            ));
+            )),
         }
     }
     let _ = summaries;
     failures
+}
+
+/// Why one Herald cell fails, if it does.
+///
+/// A lost event is excused only when a `gap` frame named its hub seq
+/// (`unannounced` counts the others, see [`crate::board::Board::unannounced_lost`]);
+/// a cell that reports `lost` without `unannounced` has no gap tracking,
+/// so all its losses count.
+fn cell_failures(result: &LoadResult) -> Vec<String> {
+    let get = |k: &str| result.get(k).unwrap_or(0.0);
+    let mut failures = Vec::new();
+    if get("duplicated") > 0.0 {
+        failures.push(format!("{} duplicated deliveries", get("duplicated")));
+    }
+    let unannounced = result.get("unannounced").unwrap_or(get("lost"));
+    if unannounced > 0.0 {
+        failures.push(format!(
+            "{unannounced} events lost without a gap frame covering them ({} lost, {} gap frames)",
+            get("lost"),
+            get("gaps")
+        ));
+    }
+    if get("incomplete") > 0.0 {
+        failures.push(format!(
+            "{} replaying clients incomplete",
+            get("incomplete")
+        ));
+    }
+    if get("errors") > 0.0 {
+        failures.push(format!("{} client connections failed", get("errors")));
+    }
+    failures
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(metrics: &[(&str, f64)]) -> LoadResult {
+        let mut result = LoadResult::default();
+        for &(name, value) in metrics {
+            result.set(name, value);
+        }
+        result
+    }
+
+    #[test]
+    fn a_gap_elsewhere_does_not_excuse_a_loss() {
+        // Two events lost outside the one gap the client got.
+        let cell = result(&[("lost", 3.0), ("gaps", 1.0), ("unannounced", 2.0)]);
+        let failures = cell_failures(&cell);
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(failures[0].starts_with("2 events lost without a gap frame covering them"));
+    }
+
+    #[test]
+    fn losses_inside_announced_gaps_pass() {
+        let cell = result(&[("lost", 3.0), ("gaps", 1.0), ("unannounced", 0.0)]);
+        assert!(cell_failures(&cell).is_empty());
+    }
+
+    #[test]
+    fn a_cell_without_gap_tracking_fails_on_any_loss() {
+        let cell = result(&[("lost", 1.0)]);
+        assert_eq!(cell_failures(&cell).len(), 1);
+        assert!(cell_failures(&result(&[("duplicated", 1.0)])).len() == 1);
+    }
 }

@@ -105,6 +105,8 @@ fn columns(group: &str) -> &'static [(&'static str, &'static str)] {
             ("events_per_s", "events/s"),
             ("cpu_us_per_event", "server CPU µs/event"),
             ("sent_per_s", "sent/s"),
+            ("lost", "lost"),
+            ("duplicated", "dup"),
         ],
         "replay" => &[
             ("replay_total_ms", "all done ms"),

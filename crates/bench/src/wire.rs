@@ -125,10 +125,17 @@ pub fn envelope(seq: u64, t_ns: u64, pad: &str) -> String {
 /// What a received frame is, as far as the bench cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Frame {
-    /// A benchmark event: its bench seq and intended send time.
-    Event { seq: u64, t_ns: u64 },
-    /// Herald's `gap`: events this client will not get.
-    Gap,
+    /// A benchmark event: its bench seq, intended send time, and the
+    /// frame's own `seq` when it has one (Herald's per-topic seq; a peer's
+    /// envelope repeats the bench seq).
+    Event {
+        seq: u64,
+        t_ns: u64,
+        hub_seq: Option<u64>,
+    },
+    /// Herald's `gap`: the hub seqs `from_seq..=to_seq` this client will
+    /// not get (`None` when the frame does not name both).
+    Gap { range: Option<(u64, u64)> },
     /// Herald's `replay_complete`.
     ReplayComplete,
     /// Anything else (welcome, subscribed, ping, …).
@@ -149,17 +156,27 @@ fn digits_after(bytes: &[u8], at: usize) -> Option<u64> {
     seen.then_some(value)
 }
 
+/// The number after the first `key` (which includes its quotes and colon).
+fn number_of(bytes: &[u8], key: &[u8]) -> Option<u64> {
+    memmem::find(bytes, key).and_then(|at| digits_after(bytes, at + key.len()))
+}
+
 /// Classifies a frame with byte searches only.
 pub fn classify(bytes: &[u8]) -> Frame {
     if let Some(at) = memmem::find(bytes, br#""bs":"#) {
         let seq = digits_after(bytes, at + 5);
         let t = memmem::find(bytes, br#""bt":"#).and_then(|off| digits_after(bytes, off + 5));
         if let (Some(seq), Some(t_ns)) = (seq, t) {
-            return Frame::Event { seq, t_ns };
+            let hub_seq = number_of(bytes, br#""seq":"#);
+            return Frame::Event { seq, t_ns, hub_seq };
         }
     }
     if memmem::find(bytes, br#""type":"gap""#).is_some() {
-        Frame::Gap
+        let from = number_of(bytes, br#""from_seq":"#);
+        let to = number_of(bytes, br#""to_seq":"#);
+        Frame::Gap {
+            range: from.zip(to),
+        }
     } else if memmem::find(bytes, br#""type":"replay_complete""#).is_some() {
         Frame::ReplayComplete
     } else {
@@ -195,15 +212,30 @@ mod tests {
             classify(frame.as_bytes()),
             Frame::Event {
                 seq: 42,
-                t_ns: 123_456
+                t_ns: 123_456,
+                hub_seq: Some(42)
             }
         );
         let herald = r#"{"type":"event","topic":"bench","seq":3,"data":{"bt":5,"bs":9,"pad":"x"}}"#;
         assert_eq!(
             classify(herald.as_bytes()),
-            Frame::Event { seq: 9, t_ns: 5 }
+            Frame::Event {
+                seq: 9,
+                t_ns: 5,
+                hub_seq: Some(3)
+            }
         );
-        assert_eq!(classify(br#"{"type":"gap","topic":"bench"}"#), Frame::Gap);
+        let gap = br#"{"type":"gap","topic":"bench","from_seq":7,"to_seq":9,"reason":"shed"}"#;
+        assert_eq!(
+            classify(gap),
+            Frame::Gap {
+                range: Some((7, 9))
+            }
+        );
+        assert_eq!(
+            classify(br#"{"type":"gap","topic":"bench"}"#),
+            Frame::Gap { range: None }
+        );
         assert_eq!(classify(br#"{"type":"welcome"}"#), Frame::Other);
     }
 }

@@ -1,6 +1,9 @@
 //! A subscriber that sits on one node, moves to the next node that is up
 //! when its connection ends, and resumes there with `since` (seq and epoch
-//! per topic). It checks every frame against its [`TopicLedger`]s.
+//! per topic). It checks every frame against its [`TopicLedger`]s (the
+//! hub's seqs) and records each event's producer and number in its
+//! [`Receipts`], checked at the end against what producers had
+//! acknowledged.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -15,6 +18,7 @@ use tokio::task::JoinSet;
 use crate::TOPICS;
 use crate::cluster::{Cluster, Heads};
 use crate::ledger::TopicLedger;
+use crate::receipts::{Acked, Delivery, Receipts};
 
 /// How long a subscriber may take to catch up once producers stop.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(60);
@@ -25,6 +29,7 @@ const QUIET: Duration = Duration::from_millis(250);
 #[derive(Debug, Default)]
 struct Seen {
     topics: BTreeMap<String, TopicLedger>,
+    receipts: Receipts,
     reconnects: u64,
 }
 
@@ -73,8 +78,15 @@ impl Subscriber {
         }
     }
 
-    /// Catches up to `heads` (bounded), stops, and says what it saw.
-    pub(crate) async fn finish(mut self, heads: &Heads) -> Verdict {
+    /// Catches up to `heads` (bounded), stops, and says what it saw of the
+    /// events producers had acknowledged (`acked`), given `data_losses`
+    /// Redis restarts without data.
+    pub(crate) async fn finish(
+        mut self,
+        heads: &Heads,
+        acked: &[Acked],
+        data_losses: u64,
+    ) -> Verdict {
         self.target.send_replace(Some(heads.clone()));
         let done = tokio::time::timeout(CATCH_UP_LIMIT, self.task.join_next()).await;
         self.task.abort_all();
@@ -90,10 +102,17 @@ impl Subscriber {
                 ledger.lost += head - last;
             }
         }
+        let delivery = seen.receipts.check(acked, |topic| {
+            seen.topics
+                .get(topic)
+                .is_some_and(|ledger| ledger.gaps.contains_key(EPOCH_CHANGED))
+        });
         Verdict {
             name: self.name,
             home: self.home,
             caught_up: done.is_ok(),
+            delivery,
+            data_losses,
             seen,
         }
     }
@@ -197,6 +216,7 @@ async fn session(
             "event" => {
                 let seq = frame["seq"].as_u64().unwrap_or(0);
                 seen.topics.entry(topic).or_default().event(seq);
+                seen.receipts.event(&frame["data"]);
             }
             "gap" => {
                 let from = frame["from_seq"].as_u64().unwrap_or(0);
@@ -209,52 +229,160 @@ async fn session(
     }
 }
 
+/// The one gap reason a soak may see: the nodes keep far more history than
+/// a soak publishes (`trimmed`, `shed` cannot be legitimate), and only the
+/// Redis restart without data starts new streams.
+const EPOCH_CHANGED: &str = "epoch_changed";
+
 /// What one subscriber saw, for the verdict line.
 #[derive(Debug)]
 pub(crate) struct Verdict {
     name: String,
     home: usize,
     caught_up: bool,
+    /// The acknowledged events against what it received.
+    delivery: Delivery,
+    /// Redis restarts without data: at most this many `epoch_changed`
+    /// gaps per topic.
+    data_losses: u64,
     seen: Seen,
 }
 
 impl Verdict {
-    /// Nothing lost or duplicated without a gap.
+    /// Every acknowledged event received exactly once unless the Redis
+    /// restart wiped it and an `epoch_changed` gap announced that; the
+    /// hub's seqs without an unannounced hole or repeat; only
+    /// `epoch_changed` gaps, at most one per topic per Redis restart.
     pub(crate) fn clean(&self) -> bool {
-        self.caught_up
-            && self
-                .seen
-                .topics
-                .values()
-                .all(|ledger| ledger.lost == 0 && ledger.duplicated == 0)
+        self.problems().is_empty()
+    }
+
+    /// Why the subscriber fails, one phrase each.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !self.caught_up {
+            problems.push("did not catch up".to_owned());
+        }
+        let d = &self.delivery;
+        let r = &self.seen.receipts;
+        if d.lost > 0 {
+            problems.push(format!("{} acknowledged events lost", d.lost));
+        }
+        if r.duplicated > 0 {
+            problems.push(format!("{} events received twice", r.duplicated));
+        }
+        if r.unidentified > 0 {
+            problems.push(format!("{} events without producer and n", r.unidentified));
+        }
+        for (topic, ledger) in &self.seen.topics {
+            if ledger.lost > 0 {
+                problems.push(format!(
+                    "{topic}: {} seqs skipped without a gap",
+                    ledger.lost
+                ));
+            }
+            if ledger.duplicated > 0 {
+                problems.push(format!("{topic}: {} seqs repeated", ledger.duplicated));
+            }
+            for (reason, &n) in &ledger.gaps {
+                if reason != EPOCH_CHANGED {
+                    problems.push(format!("{topic}: {n} `{reason}` gaps"));
+                } else if n > self.data_losses {
+                    problems.push(format!(
+                        "{topic}: {n} `epoch_changed` gaps for {} Redis restarts without data",
+                        self.data_losses
+                    ));
+                }
+            }
+        }
+        problems
     }
 }
 
 impl std::fmt::Display for Verdict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let sum =
-            |field: fn(&TopicLedger) -> u64| -> u64 { self.seen.topics.values().map(field).sum() };
         let mut gaps: BTreeMap<&str, u64> = BTreeMap::new();
         for ledger in self.seen.topics.values() {
             for (reason, n) in &ledger.gaps {
                 *gaps.entry(reason).or_default() += n;
             }
         }
+        let problems = self.problems();
         write!(
             f,
-            "subscriber {} (node {}): {} received, {} lost, {} duplicated, gaps announced {:?}, {} reconnects{}",
+            "subscriber {} (node {}): {} received, {} lost, {} duplicated, {} wiped by the Redis restart under an epoch_changed gap, gaps announced {:?}, {} reconnects: {}",
             self.name,
             self.home,
-            sum(|l| l.received),
-            sum(|l| l.lost),
-            sum(|l| l.duplicated),
+            self.delivery.received,
+            self.delivery.lost,
+            self.seen.receipts.duplicated,
+            self.delivery.wiped,
             gaps,
             self.seen.reconnects,
-            if self.caught_up {
-                ""
+            if problems.is_empty() {
+                "ok".to_owned()
             } else {
-                ", DID NOT CATCH UP"
+                format!("FAILED ({})", problems.join("; "))
             }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(topics: &[(&str, TopicLedger)], data_losses: u64) -> Verdict {
+        Verdict {
+            name: "s0.0".into(),
+            home: 0,
+            caught_up: true,
+            delivery: Delivery::default(),
+            data_losses,
+            seen: Seen {
+                topics: topics
+                    .iter()
+                    .map(|(t, l)| ((*t).to_owned(), l.clone()))
+                    .collect(),
+                ..Seen::default()
+            },
+        }
+    }
+
+    fn with_gaps(reasons: &[&str]) -> TopicLedger {
+        let mut ledger = TopicLedger::default();
+        ledger.subscribed("e1", 0);
+        for reason in reasons {
+            ledger.gap(1, 0, reason);
+        }
+        ledger
+    }
+
+    #[test]
+    fn only_one_epoch_changed_gap_per_topic_per_redis_restart_passes() {
+        assert!(verdict(&[("chaos:a", with_gaps(&["epoch_changed"]))], 1).clean());
+        assert!(!verdict(&[("chaos:a", with_gaps(&["epoch_changed"]))], 0).clean());
+        let twice = verdict(
+            &[("chaos:a", with_gaps(&["epoch_changed", "epoch_changed"]))],
+            1,
+        );
+        assert!(!twice.clean());
+    }
+
+    #[test]
+    fn a_trimmed_shed_or_unknown_gap_fails() {
+        for reason in ["trimmed", "shed", "unknown"] {
+            let v = verdict(&[("chaos:a", with_gaps(&[reason]))], 1);
+            assert!(!v.clean(), "{reason}");
+            assert!(v.to_string().contains(&format!("`{reason}` gaps")));
+        }
+    }
+
+    #[test]
+    fn an_acknowledged_event_lost_fails_the_subscriber() {
+        let mut v = verdict(&[], 1);
+        assert!(v.clean());
+        v.delivery.lost = 1;
+        assert!(!v.clean());
     }
 }

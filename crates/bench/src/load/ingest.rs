@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
-use super::subscribers;
+use super::{connect_load, drain, record_delivery};
 use crate::board::{Board, connect_all};
 use crate::http::HttpConn;
 use crate::procfs::CpuWindow;
@@ -73,36 +73,46 @@ pub async fn http(spec: &LoadSpec, batch: usize) -> Result<LoadResult> {
 
 /// `producers` senders on Herald's Unix datagram socket, as fast as the
 /// socket takes datagrams; one subscriber counts what the hub published.
+///
+/// Producer `p` numbers its datagrams in its own bench-seq stream
+/// ([`wire::bench_seq`]) and alone counts them, so seqs are unique and the
+/// sent count exact however the sends interleave. After the window the
+/// subscriber drains, and what it lost or got twice is reported.
 pub async fn unix(spec: &LoadSpec, producers: usize, path: &str) -> Result<LoadResult> {
     let pad = padding(100);
-    let (board, _publisher, _) = subscribers(spec, 1, &pad).await?;
-    let sent = Rc::new(Cell::new(0u64));
+    let producers = producers.max(1);
+    // The extra HTTP publishers stay idle: only the first sends warm-up probes.
+    let (board, _publishers, _) = connect_load(spec, 1, &pad, producers, None).await?;
+    let sent: Vec<Rc<Cell<u64>>> = (0..producers).map(|_| Rc::new(Cell::new(0))).collect();
+    let total = |sent: &[Rc<Cell<u64>>]| sent.iter().map(|s| s.get()).sum::<u64>();
     let stop = Rc::new(Cell::new(false));
     let mut tasks = Vec::new();
-    for _ in 0..producers {
+    for (producer, counter) in sent.iter().enumerate() {
         let socket = tokio::net::UnixDatagram::unbound()?;
         socket
             .connect(path)
             .with_context(|| format!("connecting to {path}"))?;
-        let (sent, stop, pad) = (sent.clone(), stop.clone(), pad.clone());
+        let (counter, stop, pad) = (counter.clone(), stop.clone(), pad.clone());
         tasks.push(tokio::task::spawn_local(async move {
             let mut event = String::new();
+            let mut k = 0u64;
             while !stop.get() {
-                let seq = sent.get() + 1;
+                k += 1;
                 event.clear();
+                let seq = wire::bench_seq(producer, k, producers);
                 wire::herald_event(&mut event, seq, now_ns(), &pad);
                 socket.send(event.as_bytes()).await?;
-                sent.set(seq);
+                counter.set(k);
             }
             anyhow::Ok(())
         }));
     }
     tokio::time::sleep(Duration::from_secs_f64(spec.warmup_s)).await;
-    let (sent0, got0) = (sent.get(), board.borrow().received[0]);
+    let (sent0, got0) = (total(&sent), board.borrow().received[0]);
     let cpu = CpuWindow::start(spec.server_pid);
     let own = CpuWindow::start(Some(std::process::id()));
     tokio::time::sleep(Duration::from_secs_f64(spec.duration_s)).await;
-    let (sent1, got1) = (sent.get(), board.borrow().received[0]);
+    let (sent1, got1) = (total(&sent), board.borrow().received[0]);
     let (cpu_us, wall_s) = cpu.stop();
     // Which side is the bottleneck: a hub below 100 % while the load
     // generator (producers and the subscriber) is at 100 % is waiting for it.
@@ -122,6 +132,9 @@ pub async fn unix(spec: &LoadSpec, producers: usize, path: &str) -> Result<LoadR
     if let Some(cpu_us) = cpu_us.filter(|_| got1 > got0) {
         result.set("cpu_us_per_event", cpu_us as f64 / (got1 - got0) as f64);
     }
+    let published: Vec<u64> = sent.iter().map(|s| s.get()).collect();
+    let drained = drain(&board, total(&sent), Duration::from_secs(10)).await;
+    record_delivery(&mut result, &board.borrow(), &published, drained);
     Ok(result)
 }
 
