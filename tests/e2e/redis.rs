@@ -1638,3 +1638,42 @@ async fn an_approval_stored_in_redis_whose_question_was_never_published_is_withd
     ensure!(approval_status(&nodes[0], &asked).await? == "pending");
     Ok(())
 }
+
+#[tokio::test]
+async fn subscribing_to_topics_nobody_publishes_to_stores_nothing_in_redis_and_their_first_event_keeps_the_epoch_read()
+-> Result<()> {
+    let redis = Redis::start().await?;
+    let hub = herald().start(&["--store", &redis.store_arg()]).await?;
+    let mut client = hub.ws("/ws").await?;
+    let topics: Vec<String> = (0..200).map(|n| format!("run:quiet-{n}")).collect();
+    client
+        .send_json(&json!({"action": "subscribe", "id": 1, "topics": topics}))
+        .await?;
+    let mut given = None;
+    loop {
+        let frame = client.recv_frame().await?;
+        if frame_type(&frame) == "subscribed" && frame["topic"] == json!("run:quiet-7") {
+            given = Some(frame["epoch"].clone());
+        }
+        if frame_type(&frame) == "ack" {
+            break;
+        }
+    }
+    let given = given.context("no subscribed frame for run:quiet-7")?;
+    let stored = redis
+        .number(&["EVAL", "return #redis.call('KEYS', '*quiet*')", "0"])
+        .await?;
+    ensure!(stored == Some(0.0), "keys of topics only read: {stored:?}");
+    let seq = hub
+        .http()
+        .publish_simple("run:quiet-7", "state.changed", json!({}))
+        .await?;
+    let event = client.recv_until(|f| frame_type(f) == "event").await?;
+    ensure!(seq == 1 && event["seq"] == json!(1), "{event}");
+    let read = hub
+        .http()
+        .get("/api/v1/topics/run:quiet-7/events?since=0")
+        .await?;
+    ensure!(read.body["epoch"] == given, "{} after {given}", read.text);
+    Ok(())
+}

@@ -64,6 +64,12 @@ pub(super) fn kind_index(kind: &str) -> String {
 /// Set of the kinds that have topics.
 pub(super) const KINDS: &str = "herald:kinds";
 
+/// The genesis epoch (a string with a TTL of half the topic TTL, never
+/// renewed): the epoch a topic with no keys is read under and its first
+/// event starts. Outside every topic's hash tag: under Redis Cluster it
+/// would move out of the scripts, with the kind index.
+pub(super) const GENESIS: &str = "herald:genesis";
+
 /// Where approvals are announced (their callback id) to every node.
 pub(super) const APPROVALS_CHANNEL: &str = "herald:approvals";
 

@@ -472,6 +472,7 @@ impl Shared {
             invocation.key(key);
         }
         invocation
+            .key(keys::GENESIS)
             .arg(super::new_epoch().as_str())
             .arg(self.topic_ttl.as_millis() as u64)
             .arg(self.retention.history_age.as_millis() as u64)
@@ -633,6 +634,7 @@ impl Shared {
         invocation
             .key(keys::kind_index(topic.kind()))
             .key(keys::KINDS)
+            .key(keys::GENESIS)
             .arg(super::new_epoch().as_str())
             .arg(self.retention.history_size)
             .arg(self.retention.history_age.as_millis() as u64)

@@ -5,9 +5,10 @@
 -- "SEQ-0", fields f = the event frame, t = Redis time in ms, a = audience)   KEYS[3] snapshot
 -- (hash: key -> frame)   KEYS[4] snapshot order (zset: key by seq)
 -- KEYS[5] the topic's kind's index (zset: topic by its last event's time)
--- KEYS[6] the set of kinds. These two are the only keys outside the
--- topic's hash tag: under Redis Cluster they would move out of the script.
--- ARGV[1] epoch for a new stream   ARGV[2] history size (exact MAXLEN)
+-- KEYS[6] the set of kinds   KEYS[7] the genesis epoch (see read.lua). These
+-- three are the only keys outside the topic's hash tag: under Redis Cluster
+-- they would move out of the script.
+-- ARGV[1] epoch for a new genesis   ARGV[2] history size (exact MAXLEN)
 -- ARGV[3] history age (ms)   ARGV[4] TTL of the topic's keys (ms)
 -- ARGV[5] TTL of an event id (ms)   ARGV[6] prefix of event id keys
 -- ARGV[7] channel   ARGV[8] most snapshot keys   ARGV[9] audience
@@ -29,8 +30,13 @@ if deadline > 0 and now > deadline then
 end
 local epoch = redis.call('HGET', meta, 'e')
 if not epoch then
-  -- A new stream: whatever was left of an older one goes with it.
-  epoch = ARGV[1]
+  -- A new stream, under the genesis epoch its readers were given: whatever
+  -- was left of an older one goes with it.
+  epoch = redis.call('GET', KEYS[7])
+  if not epoch then
+    epoch = ARGV[1]
+    redis.call('SET', KEYS[7], epoch, 'PX', math.floor(tonumber(ARGV[4]) / 2))
+  end
   redis.call('DEL', stream, snapshot, order)
   redis.call('HSET', meta, 'e', epoch, 's', 0)
 end

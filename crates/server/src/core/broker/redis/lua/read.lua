@@ -1,8 +1,8 @@
 -- Reads a topic at one position: its epoch and last seq, the oldest seq
 -- still retained, its snapshot, and the retained events after a seq.
 --
--- KEYS as publish.lua.
--- ARGV[1] epoch for a new stream   ARGV[2] TTL of the topic's keys (ms)
+-- KEYS[1..4] as publish.lua   KEYS[5] the genesis epoch (a string).
+-- ARGV[1] epoch for a new genesis   ARGV[2] TTL of the topic's keys (ms)
 -- ARGV[3] history age (ms)   ARGV[4] "1" for the snapshot
 -- ARGV[5] events after this seq ("-1": none)   ARGV[6] only those stored at or
 -- after this Redis time (ms)
@@ -14,10 +14,17 @@ local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local epoch = redis.call('HGET', meta, 'e')
 if not epoch then
-  epoch = ARGV[1]
-  redis.call('DEL', stream, snapshot, order)
-  redis.call('HSET', meta, 'e', epoch, 's', 0)
-  redis.call('PEXPIRE', meta, ARGV[2])
+  -- A topic with no keys (no event yet, or its keys expired) is read under
+  -- the genesis epoch, which its first event starts, and reading it stores
+  -- nothing: subscribing to topics nobody publishes to keeps nothing. The
+  -- genesis lives half a topic TTL and is never renewed, so a topic whose
+  -- keys expired starts again under another epoch than its old one.
+  epoch = redis.call('GET', KEYS[5])
+  if not epoch then
+    epoch = ARGV[1]
+    redis.call('SET', KEYS[5], epoch, 'PX', math.floor(tonumber(ARGV[2]) / 2))
+  end
+  return {epoch, '0', '1', 0}
 end
 local last = tonumber(redis.call('HGET', meta, 's'))
 -- The oldest entry younger than the history age; older ones go now.
