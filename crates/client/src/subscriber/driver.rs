@@ -344,18 +344,32 @@ impl Driver {
         self.attempt_failed(failure);
     }
 
+    /// Whether the first connection, not welcomed yet, has a URL left to
+    /// try: each is tried once, without waiting, before `connect` fails
+    /// (one node down is not the hub down). Takes that URL.
+    fn next_url_first(&mut self) -> bool {
+        if self.ready.is_none() || self.untried == 0 {
+            return false;
+        }
+        self.untried -= 1;
+        true
+    }
+
     fn attempt_failed(&mut self, failure: SubscribeError) {
         // The error and its causes: `Connect`'s message leaves its cause to
         // the chain.
         let cause = std::error::Error::source(&failure).map(ToString::to_string);
         tracing::debug!(error = %failure, cause, "connection attempt failed");
         let now = self.now();
-        if self.ready.is_some() && self.untried > 0 {
-            // The first connection tries each URL once, without waiting,
-            // before `connect` fails: one node down is not the hub down.
-            // Closing moves the session to the next URL; reconnecting goes
-            // there now.
-            self.untried -= 1;
+        // A token or an origin the hub refuses is refused by every node.
+        let refused_everywhere = matches!(
+            failure,
+            SubscribeError::Rejected {
+                status: 401 | 403,
+                ..
+            }
+        );
+        if !refused_everywhere && self.next_url_first() {
             self.session.handle_closed(self.ended_with, now);
             self.session.reconnect();
             return;
@@ -386,6 +400,23 @@ impl Driver {
                 }
             }
             Some(Ok(Message::Close(frame))) => {
+                let code = frame
+                    .as_ref()
+                    .map(|frame| CloseReason(u16::from(frame.code)));
+                // A node full (1013) or going away (1001) before `welcome`:
+                // the first connection goes on to the next URL.
+                if matches!(
+                    code,
+                    Some(CloseReason::TRY_AGAIN_LATER | CloseReason::GOING_AWAY)
+                ) && self.next_url_first()
+                {
+                    if let Some(mut socket) = self.socket.take() {
+                        let _ = tokio::time::timeout(CLOSE_LIMIT, socket.flush()).await;
+                    }
+                    self.session.handle_closed(code, now);
+                    self.session.reconnect();
+                    return;
+                }
                 // The first connection closed before `welcome`: `connect`
                 // says why instead of waiting out its timeout.
                 if let Some(frame) = &frame

@@ -217,9 +217,13 @@ impl SubscriberBuilder {
 
     /// Starts the connection task and waits until the first connection is
     /// open and welcomed, trying each URL once (the first, then the
-    /// [`failover`](Self::failover) ones) within the connect timeout. If
-    /// every attempt fails, or a hub refuses the connection, so does
-    /// `connect` (later disconnects are retried by the session).
+    /// [`failover`](Self::failover) ones), each within the connect timeout:
+    /// a node that cannot be reached, answers an error, or closes before
+    /// `welcome` because it is full (1013) or going away (1001) passes the
+    /// attempt on. `connect` fails with the last URL's error once every URL
+    /// failed, and at once when a node refuses the token or the origin
+    /// (HTTP 401, 403), as every node would (later disconnects are retried
+    /// by the session).
     pub async fn connect(self) -> Result<Subscriber, SubscribeError> {
         let mut urls = Vec::with_capacity(self.urls.len());
         for url in &self.urls {
@@ -271,7 +275,10 @@ impl SubscriberBuilder {
             next_id: AtomicU64::new(1),
             task: OwnedTask::spawn(driver.run()),
         };
-        match tokio::time::timeout(self.connect_timeout, ready).await {
+        // Each URL may take the connect timeout.
+        let limit =
+            self.connect_timeout * u32::try_from(self.urls.len().max(1)).unwrap_or(u32::MAX);
+        match tokio::time::timeout(limit, ready).await {
             Ok(Ok(Ok(()))) => Ok(subscriber),
             Ok(Ok(Err(error))) => Err(error),
             Ok(Err(_)) => Err(SubscribeError::Stopped),

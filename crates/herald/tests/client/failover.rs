@@ -37,6 +37,33 @@ async fn a_subscribers_first_connection_goes_to_the_next_url_when_the_first_node
 }
 
 #[tokio::test]
+async fn a_subscribers_first_connection_goes_to_the_next_url_when_the_first_node_never_answers() {
+    let hub = Hub::start(&[]).await;
+    // Takes connections and never answers the upgrade.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let down = format!("http://{}", silent.local_addr().unwrap());
+    // Dropped at the end of the test, which stops it.
+    let mut held = JoinSet::new();
+    held.spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let mut subscriber = bounded(
+        "connect",
+        Subscriber::builder(down)
+            .failover(hub.url.clone())
+            .connect_timeout(Duration::from_millis(500))
+            .topics(["run:first".parse::<Topic>().unwrap().into()])
+            .connect(),
+    )
+    .await
+    .unwrap();
+    subscribed(&mut subscriber).await;
+}
+
+#[tokio::test]
 async fn a_subscriber_and_a_publisher_move_to_the_next_node_when_theirs_is_killed_and_lose_nothing()
 {
     const EVENTS: u64 = 300;
