@@ -85,8 +85,9 @@ pub const MAX_SNAPSHOT_KEYS: usize = 10_000;
 pub const UNANNOUNCED_PER_PASS: usize = 100;
 
 /// How long the stores that outlive the hub (SQLite, Redis) keep a topic's
-/// epoch and last seq after its last event, or after the epoch was handed
-/// out to a reader before any event: 24 × the history age, at least a day.
+/// epoch and last seq after its last event: 24 × the history age, at least
+/// a day. A topic never published to is kept by neither: it is read under
+/// the store's genesis epoch.
 /// A client resuming within it finds the same stream (its seqs go on, and
 /// what aged out is a `trimmed` gap); after it, the topic starts a new epoch.
 pub(crate) fn stream_ttl(history_age: Duration) -> Duration {

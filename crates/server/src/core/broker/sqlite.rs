@@ -59,22 +59,36 @@ const FORGET_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Deletes the rows of topics with neither events nor snapshot that were
 /// last written before `before` (ms): their streams are over. When one of
-/// them had events, the file's genesis epoch changes, so that a stream
-/// starting again at seq 1 never takes an epoch it had before. Runs in the
-/// caller's transaction; answers how many rows went.
+/// them had events under the file's genesis epoch, the genesis changes, so
+/// that a stream starting again at seq 1 never takes an epoch it had
+/// before (one under an older epoch cannot meet the genesis again). Runs in
+/// the caller's transaction; answers how many rows went.
 fn forget_streams(conn: &Connection, before: u64) -> rusqlite::Result<usize> {
-    let seqs = conn
+    let forgotten = conn
         .prepare(
             "DELETE FROM topics WHERE touched_at < ?1 AND NOT EXISTS \
              (SELECT 1 FROM events WHERE events.topic = topics.topic) AND NOT EXISTS \
-             (SELECT 1 FROM snapshots WHERE snapshots.topic = topics.topic) RETURNING last_seq",
+             (SELECT 1 FROM snapshots WHERE snapshots.topic = topics.topic) RETURNING epoch, last_seq",
         )?
-        .query_map(params![before as i64], |row| row.get::<_, i64>(0))?
-        .collect::<rusqlite::Result<Vec<i64>>>()?;
-    if seqs.iter().any(|seq| *seq > 0) {
+        .query_map(params![before as i64], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<(String, i64)>>>()?;
+    let current = stored_genesis(conn)?;
+    if forgotten
+        .iter()
+        .any(|(epoch, seq)| *seq > 0 && Some(epoch.as_str()) == current.as_deref())
+    {
         set_genesis(conn, &super::new_epoch())?;
     }
-    Ok(seqs.len())
+    Ok(forgotten.len())
+}
+
+fn stored_genesis(conn: &Connection) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT value FROM meta WHERE key = 'genesis'", [], |row| {
+        row.get(0)
+    })
+    .optional()
 }
 
 fn set_genesis(conn: &Connection, epoch: &Epoch) -> rusqlite::Result<()> {
@@ -87,12 +101,7 @@ fn set_genesis(conn: &Connection, epoch: &Epoch) -> rusqlite::Result<()> {
 
 /// The file's genesis epoch, made now if it has none (or an unreadable one).
 fn genesis(conn: &Connection) -> rusqlite::Result<Epoch> {
-    let stored: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'genesis'", [], |row| {
-            row.get(0)
-        })
-        .optional()?;
-    if let Some(epoch) = stored.and_then(|stored| Epoch::new(stored).ok()) {
+    if let Some(epoch) = stored_genesis(conn)?.and_then(|stored| Epoch::new(stored).ok()) {
         return Ok(epoch);
     }
     let epoch = super::new_epoch();
@@ -525,12 +534,20 @@ fn recover(
     let now = now_ms();
     let oldest = now.saturating_sub(history_age.as_millis() as u64);
     let mut topics = Vec::new();
-    let mut listed = conn.prepare("SELECT topic, epoch, last_seq FROM topics")?;
+    // Whether a topic has events or a snapshot, in the listing: the rows of
+    // streams that only keep their epoch and seq (a day's worth may be
+    // kept) cost no query of their own.
+    let mut listed = conn.prepare(
+        "SELECT topic, epoch, last_seq, \
+         EXISTS (SELECT 1 FROM events WHERE events.topic = topics.topic) \
+         OR EXISTS (SELECT 1 FROM snapshots WHERE snapshots.topic = topics.topic) FROM topics",
+    )?;
     let rows = listed.query_map([], |row| {
         Ok((
             row.get::<_, String>(0)?,
             row.get::<_, String>(1)?,
             row.get::<_, i64>(2)?,
+            row.get::<_, bool>(3)?,
         ))
     })?;
     let mut history_query = conn.prepare(
@@ -540,7 +557,7 @@ fn recover(
     let mut snapshot_query =
         conn.prepare("SELECT key, body FROM snapshots WHERE topic = ?1 ORDER BY seq ASC")?;
     for row in rows {
-        let (name, epoch, last_seq) = row?;
+        let (name, epoch, last_seq, holds) = row?;
         let (Ok(topic), Ok(epoch)) = (Topic::parse(&name), Epoch::new(epoch)) else {
             tracing::warn!(
                 topic = name,
@@ -548,6 +565,16 @@ fn recover(
             );
             continue;
         };
+        if !holds {
+            topics.push(RecoveredTopic {
+                topic,
+                epoch,
+                last_seq: last_seq.max(0) as u64,
+                history: Vec::new(),
+                snapshot: Vec::new(),
+            });
+            continue;
+        }
         let rows = history_query
             .query_map(params![name, oldest as i64, history_size as i64], |row| {
                 Ok((
@@ -1032,7 +1059,7 @@ mod tests {
     }
 
     #[test]
-    fn the_genesis_epoch_is_kept_across_opens_and_changes_once_a_stream_with_events_is_forgotten() {
+    fn the_genesis_epoch_is_kept_across_opens_and_changes_once_a_stream_it_started_is_forgotten() {
         let (_dir, path) = store();
         let first = genesis_of(&path);
         assert_eq!(genesis_of(&path), first, "kept across a restart");
@@ -1045,6 +1072,16 @@ mod tests {
             .unwrap();
         assert_eq!(empty.forget_streams(now_ms()).unwrap(), 1);
         drop(empty);
+        assert_eq!(genesis_of(&path), first);
+        // Nor does one of a stream under another epoch, which the genesis
+        // cannot meet again.
+        let older = Epoch::new("an-older-epoch").unwrap();
+        let mut other = writer(&path, Duration::ZERO);
+        other.write(&[append("run:old", &older, 1, None)]).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        other.prune().unwrap();
+        assert_eq!(other.forget_streams(now_ms() + ttl + 1).unwrap(), 1);
+        drop(other);
         assert_eq!(genesis_of(&path), first);
         let mut published = writer(&path, Duration::ZERO);
         published

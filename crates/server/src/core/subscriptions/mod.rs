@@ -498,6 +498,9 @@ async fn send_history(metrics: &Metrics, conn: &ConnHandle, history: History) {
         history.events.len(),
     );
     if let Some(gap) = history.gap {
+        if !conn.outbox.wait_for_room(1).await {
+            return;
+        }
         conn.send(&ServerMessage::Gap(gap));
     }
     let part = (conn.outbox.capacity() / 2).max(1);

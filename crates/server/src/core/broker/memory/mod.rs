@@ -681,11 +681,19 @@ impl Broker for MemoryBroker {
         topic: &Topic,
         request: ReadRequest<'_>,
     ) -> Result<TopicRead, BrokerError> {
-        let held = self.shared.logs.read().get(topic).cloned();
+        // The map's lock is held while the remembered streams are looked
+        // at, in the order `log()` takes them: a first publish moving the
+        // topic from one to the other is seen before or after, not between.
+        let (held, unheld) = {
+            let logs = self.shared.logs.read();
+            let held = logs.get(topic).cloned();
+            let unheld = held.is_none().then(|| self.shared.unheld(topic));
+            (held, unheld)
+        };
         let Some(held) = held else {
             // Read as it stands, and not brought into memory: reading (and
             // so subscribing to) topics nobody publishes to keeps nothing.
-            let (epoch, seq) = self.shared.unheld(topic);
+            let (epoch, seq) = unheld.unwrap_or_else(|| (self.shared.genesis.read().clone(), 0));
             return Ok(read_log(&TopicLog::new(topic.clone(), epoch, seq), request));
         };
         let mut log = held.lock();
