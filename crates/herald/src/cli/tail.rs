@@ -147,8 +147,15 @@ async fn fill_from_history(
             }
         };
         let Some(first) = page.events.first().map(|event| event.seq) else {
-            break;
+            // Nothing retained from `next` on: past the history's reach.
+            return output.gap(Gap {
+                from_seq: next,
+                reason: GapReason::Trimmed,
+                epoch: None,
+                ..gap
+            });
         };
+        let before = next;
         if first > next {
             let trimmed = Gap {
                 from_seq: next,
@@ -161,7 +168,11 @@ async fn fill_from_history(
                 return Ok(ControlFlow::Break(()));
             }
         }
-        for event in page.events.into_iter().filter(|event| event.seq <= last) {
+        for event in page
+            .events
+            .into_iter()
+            .filter(|event| (before..=last).contains(&event.seq))
+        {
             next = event.seq + 1;
             if output.event(event)?.is_break() {
                 return Ok(ControlFlow::Break(()));
@@ -169,6 +180,10 @@ async fn fill_from_history(
         }
         if first > last {
             return Ok(ControlFlow::Continue(()));
+        }
+        if next == before {
+            note(&format!("the history of {topic} did not move past #{next}"));
+            break;
         }
     }
     if next <= last {
