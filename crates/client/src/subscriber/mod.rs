@@ -276,8 +276,9 @@ impl SubscriberBuilder {
             task: OwnedTask::spawn(driver.run()),
         };
         // Each URL may take the connect timeout.
-        let limit =
-            self.connect_timeout * u32::try_from(self.urls.len().max(1)).unwrap_or(u32::MAX);
+        let limit = self
+            .connect_timeout
+            .saturating_mul(u32::try_from(self.urls.len().max(1)).unwrap_or(u32::MAX));
         match tokio::time::timeout(limit, ready).await {
             Ok(Ok(Ok(()))) => Ok(subscriber),
             Ok(Ok(Err(error))) => Err(error),

@@ -343,6 +343,52 @@ async fn tail_since_past_a_topics_end_prints_the_stream_there_is_from_its_histor
 }
 
 #[tokio::test]
+async fn tail_tells_what_a_replaced_streams_history_no_longer_holds_as_a_trimmed_gap() {
+    let hub = Hub::start(&["--history-size", "2"]).await;
+    let publisher = Publisher::builder(hub.url.clone()).build().unwrap();
+    for step in 1..=5 {
+        publisher
+            .publish(herald_client::PublishRequest::new(
+                "run:cli-trimmed".parse().unwrap(),
+                "step.completed".parse().unwrap(),
+                serde_json::json!({ "step": step }),
+            ))
+            .await
+            .unwrap();
+    }
+    let mut tail = herald()
+        .args([
+            "tail",
+            "--topics",
+            "run:cli-trimmed",
+            "--since",
+            "999",
+            "--json",
+            "--url",
+            &hub.url,
+        ])
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+    let mut said = Vec::new();
+    for _ in 0..3 {
+        let line = bounded("a line from herald tail", lines.next_line())
+            .await
+            .unwrap()
+            .expect("a line");
+        said.push(match ServerMessage::decode(&line).unwrap() {
+            Some(ServerMessage::Event(event)) => format!("event {}", event.seq),
+            Some(ServerMessage::Gap(gap)) => {
+                format!("{:?} {}..{}", gap.reason, gap.from_seq, gap.to_seq)
+            }
+            other => panic!("not an event or gap frame: {other:?} from {line}"),
+        });
+    }
+    assert_eq!(said, ["Trimmed 1..3", "event 4", "event 5"]);
+    tail.kill().await.unwrap();
+}
+
+#[tokio::test]
 async fn tail_stops_and_says_so_when_its_token_expires() {
     let secret = "a secret of thirty-two bytes or more, for tests";
     let hub = Hub::start(&["--jwt-secret", secret]).await;

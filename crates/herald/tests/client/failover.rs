@@ -64,6 +64,53 @@ async fn a_subscribers_first_connection_goes_to_the_next_url_when_the_first_node
 }
 
 #[tokio::test]
+async fn a_subscribers_first_connection_goes_past_a_node_at_its_connection_limit() {
+    let full = Hub::start(&["--max-connections", "1"]).await;
+    let hub = Hub::start(&[]).await;
+    let _taking_the_slot = bounded(
+        "the full node's one connection",
+        Subscriber::builder(full.url.clone())
+            .topics(["run:other".parse::<Topic>().unwrap().into()])
+            .connect(),
+    )
+    .await
+    .unwrap();
+    let mut subscriber = bounded(
+        "connect",
+        Subscriber::builder(full.url.clone())
+            .failover(hub.url.clone())
+            .topics(["run:first".parse::<Topic>().unwrap().into()])
+            .connect(),
+    )
+    .await
+    .unwrap();
+    subscribed(&mut subscriber).await;
+}
+
+#[tokio::test]
+async fn a_token_one_node_refuses_fails_the_first_connection_without_trying_the_others() {
+    let secret = "a secret of thirty-two bytes or more, for tests";
+    let secured = Hub::start(&["--jwt-secret", secret]).await;
+    let open = Hub::start(&[]).await;
+    let refused = bounded(
+        "connect",
+        Subscriber::builder(secured.url.clone())
+            .failover(open.url.clone())
+            .token("not-a-token")
+            .topics(["run:first".parse::<Topic>().unwrap().into()])
+            .connect(),
+    )
+    .await;
+    assert!(
+        matches!(
+            refused,
+            Err(herald_client::SubscribeError::Rejected { status: 401, .. })
+        ),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_subscriber_and_a_publisher_move_to_the_next_node_when_theirs_is_killed_and_lose_nothing()
 {
     const EVENTS: u64 = 300;
