@@ -544,3 +544,48 @@ async fn a_subscribe_resuming_more_topics_than_the_queue_holds_gets_every_event_
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn state_requests_back_to_back_get_every_snapshot_and_keep_the_connection() -> Result<()> {
+    const TOPICS: usize = 30;
+    const REQUESTS: usize = 12;
+    let hub = herald().start(&["--queue-size", "64"]).await?;
+    let topics: Vec<String> = (0..TOPICS).map(|n| format!("run:state-{n}")).collect();
+    let batch: Vec<Value> = topics
+        .iter()
+        .map(|topic| {
+            let mut body = event(topic, "state.changed", json!({}));
+            body["key"] = json!("state");
+            body
+        })
+        .collect();
+    let reply = hub
+        .http()
+        .post("/api/v1/events", &Value::from(batch))
+        .await?;
+    ensure!(reply.status == 200, "{}", reply.text);
+    let mut client = hub.ws("/ws").await?;
+    client
+        .send_json(&json!({"action": "subscribe", "id": "s", "topics": topics}))
+        .await?;
+    client
+        .recv_until(|f| frame_type(f) == "ack" && f["ref"] == json!("s"))
+        .await?;
+    // Each asks for every subscribed topic's snapshot: a queue's worth and
+    // more in all, which goes out as the client reads.
+    for _ in 0..REQUESTS {
+        client
+            .send_json(&json!({"action": "request_state"}))
+            .await?;
+    }
+    let mut snapshots = 0;
+    while snapshots < TOPICS * REQUESTS {
+        let frame = client.recv_frame().await?;
+        match frame_type(&frame) {
+            "snapshot" => snapshots += 1,
+            "ack" => {}
+            other => bail!("{other} after {snapshots} snapshots: {frame}"),
+        }
+    }
+    Ok(())
+}

@@ -195,7 +195,9 @@ impl Subscriptions {
                     .map_err(|e| not_subscribed(conn, &e))?;
                 budget.took(found.snapshots.len(), found.refused);
                 for snapshot in found.snapshots {
-                    conn.send(&ServerMessage::Snapshot(snapshot));
+                    if !send_when_room(conn, &ServerMessage::Snapshot(snapshot)).await {
+                        return Ok(());
+                    }
                 }
             }
         }
@@ -410,7 +412,9 @@ impl Subscriptions {
                 .map_err(|e| store_error(&e))?;
             budget.took(found.snapshots.len(), found.refused);
             for snapshot in found.snapshots {
-                conn.send(&ServerMessage::Snapshot(snapshot));
+                if !send_when_room(conn, &ServerMessage::Snapshot(snapshot)).await {
+                    return Ok(());
+                }
             }
         }
         match budget.overrun() {
@@ -431,7 +435,7 @@ impl Subscriptions {
             .snapshot(topic, filter)
             .await
             .map_err(|e| store_error(&e))?;
-        conn.send(&ServerMessage::Snapshot(snapshot));
+        send_when_room(conn, &ServerMessage::Snapshot(snapshot)).await;
         Ok(())
     }
 
@@ -472,6 +476,23 @@ async fn release(
     let shed = held.release(conn, keep)?;
     count_shed(metrics, conn, shed);
     Ok(())
+}
+
+/// Queues a request's frame once the connection's queue has room for it, as
+/// a replay's parts are: a request's own frames (snapshots above all) never
+/// push queued events out, nor close a connection whose client reads.
+/// `false` once the connection is closing.
+async fn send_when_room(conn: &ConnHandle, message: &ServerMessage) -> bool {
+    if conn.outbox.len() >= conn.outbox.capacity() {
+        if !conn.outbox.wait_for_room(1).await {
+            return false;
+        }
+        // The writer took frames: the peer reads, though its own frames
+        // wait while the reader queues this request's.
+        conn.saw_peer();
+    }
+    conn.send(message);
+    true
 }
 
 /// Counts events a connection's full queue shed (each told with a gap).
