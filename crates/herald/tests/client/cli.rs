@@ -297,59 +297,17 @@ async fn tail_disconnected_by_an_admin_stops_and_says_why() {
     );
 }
 
-#[tokio::test]
-async fn tail_since_past_a_topics_end_prints_the_stream_there_is_from_its_history() {
-    let hub = Hub::start(&[]).await;
+/// Publishes `events` events on `topic` of a hub started with `args`, then
+/// runs `tail --since 999 --json` on it (a checkpoint past the end, from
+/// another stream: the hub says the stream changed and replays nothing) and
+/// returns its first `lines` frames, as `event SEQ` or `REASON FROM..TO`.
+async fn tail_past_the_end(args: &[&str], topic: &str, events: u64, lines: usize) -> Vec<String> {
+    let hub = Hub::start(args).await;
     let publisher = Publisher::builder(hub.url.clone()).build().unwrap();
-    for step in 1..=3 {
+    for step in 1..=events {
         publisher
             .publish(herald_client::PublishRequest::new(
-                "run:cli-new".parse().unwrap(),
-                "step.completed".parse().unwrap(),
-                serde_json::json!({ "step": step }),
-            ))
-            .await
-            .unwrap();
-    }
-    // A checkpoint past the end is from another stream: the hub says the
-    // stream changed and replays nothing; tail reads it from the history.
-    let mut tail = herald()
-        .args([
-            "tail",
-            "--topics",
-            "run:cli-new",
-            "--since",
-            "999",
-            "--json",
-            "--url",
-            &hub.url,
-        ])
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
-    let mut seqs = Vec::new();
-    for _ in 0..3 {
-        let line = bounded("a line from herald tail", lines.next_line())
-            .await
-            .unwrap()
-            .expect("a line");
-        match ServerMessage::decode(&line).unwrap() {
-            Some(ServerMessage::Event(event)) => seqs.push(event.seq),
-            other => panic!("not an event frame: {other:?} from {line}"),
-        }
-    }
-    assert_eq!(seqs, [1, 2, 3]);
-    tail.kill().await.unwrap();
-}
-
-#[tokio::test]
-async fn tail_tells_what_a_replaced_streams_history_no_longer_holds_as_a_trimmed_gap() {
-    let hub = Hub::start(&["--history-size", "2"]).await;
-    let publisher = Publisher::builder(hub.url.clone()).build().unwrap();
-    for step in 1..=5 {
-        publisher
-            .publish(herald_client::PublishRequest::new(
-                "run:cli-trimmed".parse().unwrap(),
+                topic.parse().unwrap(),
                 "step.completed".parse().unwrap(),
                 serde_json::json!({ "step": step }),
             ))
@@ -358,21 +316,14 @@ async fn tail_tells_what_a_replaced_streams_history_no_longer_holds_as_a_trimmed
     }
     let mut tail = herald()
         .args([
-            "tail",
-            "--topics",
-            "run:cli-trimmed",
-            "--since",
-            "999",
-            "--json",
-            "--url",
-            &hub.url,
+            "tail", "--topics", topic, "--since", "999", "--json", "--url", &hub.url,
         ])
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+    let mut out = BufReader::new(tail.stdout.take().unwrap()).lines();
     let mut said = Vec::new();
-    for _ in 0..3 {
-        let line = bounded("a line from herald tail", lines.next_line())
+    for _ in 0..lines {
+        let line = bounded("a line from herald tail", out.next_line())
             .await
             .unwrap()
             .expect("a line");
@@ -384,8 +335,20 @@ async fn tail_tells_what_a_replaced_streams_history_no_longer_holds_as_a_trimmed
             other => panic!("not an event or gap frame: {other:?} from {line}"),
         });
     }
-    assert_eq!(said, ["Trimmed 1..3", "event 4", "event 5"]);
     tail.kill().await.unwrap();
+    said
+}
+
+#[tokio::test]
+async fn tail_since_past_a_topics_end_prints_the_stream_there_is_from_its_history() {
+    let said = tail_past_the_end(&[], "run:cli-new", 3, 3).await;
+    assert_eq!(said, ["event 1", "event 2", "event 3"]);
+}
+
+#[tokio::test]
+async fn tail_tells_what_a_replaced_streams_history_no_longer_holds_as_a_trimmed_gap() {
+    let said = tail_past_the_end(&["--history-size", "2"], "run:cli-trimmed", 5, 3).await;
+    assert_eq!(said, ["Trimmed 1..3", "event 4", "event 5"]);
 }
 
 #[tokio::test]

@@ -16,6 +16,14 @@ use tokio::task::JoinSet;
 
 use crate::harness::{Hub, STEP, bounded, subscribed};
 
+/// A subscriber of `run:first` whose first URL is `first` and whose
+/// failover is `then`.
+fn first_then(first: String, then: &Hub) -> herald_client::SubscriberBuilder {
+    Subscriber::builder(first)
+        .failover(then.url.clone())
+        .topics(["run:first".parse::<Topic>().unwrap().into()])
+}
+
 #[tokio::test]
 async fn a_subscribers_first_connection_goes_to_the_next_url_when_the_first_node_is_down() {
     let hub = Hub::start(&[]).await;
@@ -24,15 +32,9 @@ async fn a_subscribers_first_connection_goes_to_the_next_url_when_the_first_node
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", listener.local_addr().unwrap())
     };
-    let mut subscriber = bounded(
-        "connect",
-        Subscriber::builder(down)
-            .failover(hub.url.clone())
-            .topics(["run:first".parse::<Topic>().unwrap().into()])
-            .connect(),
-    )
-    .await
-    .unwrap();
+    let mut subscriber = bounded("connect", first_then(down, &hub).connect())
+        .await
+        .unwrap();
     subscribed(&mut subscriber).await;
 }
 
@@ -52,10 +54,8 @@ async fn a_subscribers_first_connection_goes_to_the_next_url_when_the_first_node
     });
     let mut subscriber = bounded(
         "connect",
-        Subscriber::builder(down)
-            .failover(hub.url.clone())
+        first_then(down, &hub)
             .connect_timeout(Duration::from_millis(500))
-            .topics(["run:first".parse::<Topic>().unwrap().into()])
             .connect(),
     )
     .await
@@ -75,15 +75,9 @@ async fn a_subscribers_first_connection_goes_past_a_node_at_its_connection_limit
     )
     .await
     .unwrap();
-    let mut subscriber = bounded(
-        "connect",
-        Subscriber::builder(full.url.clone())
-            .failover(hub.url.clone())
-            .topics(["run:first".parse::<Topic>().unwrap().into()])
-            .connect(),
-    )
-    .await
-    .unwrap();
+    let mut subscriber = bounded("connect", first_then(full.url.clone(), &hub).connect())
+        .await
+        .unwrap();
     subscribed(&mut subscriber).await;
 }
 
@@ -94,10 +88,8 @@ async fn a_token_one_node_refuses_fails_the_first_connection_without_trying_the_
     let open = Hub::start(&[]).await;
     let refused = bounded(
         "connect",
-        Subscriber::builder(secured.url.clone())
-            .failover(open.url.clone())
+        first_then(secured.url.clone(), &open)
             .token("not-a-token")
-            .topics(["run:first".parse::<Topic>().unwrap().into()])
             .connect(),
     )
     .await;
