@@ -1677,3 +1677,43 @@ async fn subscribing_to_topics_nobody_publishes_to_stores_nothing_in_redis_and_t
     ensure!(read.body["epoch"] == given, "{} after {given}", read.text);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_subscriber_read_under_a_genesis_that_expired_hears_of_the_new_stream_before_its_first_event()
+-> Result<()> {
+    let redis = Redis::start().await?;
+    let hub = herald().start(&["--store", &redis.store_arg()]).await?;
+    let mut client = hub.ws("/ws?topics=run:quiet").await?;
+    let subscribed = client.recv_until(|f| frame_type(f) == "subscribed").await?;
+    let given = subscribed["epoch"].clone();
+    // What the genesis key's expiry does, 12 × the history age later.
+    redis.command(&["DEL", "herald:genesis"]).await?;
+    hub.http()
+        .publish_simple("run:quiet", "state.changed", json!({}))
+        .await?;
+    let gap = client.recv_frame().await?;
+    ensure!(
+        frame_type(&gap) == "gap"
+            && gap["reason"] == json!("epoch_changed")
+            && gap["from_seq"] == json!(1)
+            && gap["to_seq"] == json!(0)
+            && gap["epoch"].is_string()
+            && gap["epoch"] != given,
+        "{gap} after the epoch {given}"
+    );
+    let event = client.recv_frame().await?;
+    ensure!(
+        frame_type(&event) == "event" && event["seq"] == json!(1),
+        "{event}"
+    );
+    let read = hub
+        .http()
+        .get("/api/v1/topics/run:quiet/events?since=0")
+        .await?;
+    ensure!(
+        read.body["epoch"] == gap["epoch"],
+        "{} after {gap}",
+        read.text
+    );
+    Ok(())
+}

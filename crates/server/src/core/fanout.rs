@@ -16,11 +16,11 @@
 //! later (a shared store runs ahead of the node's own deliveries) is not
 //! sent again: no duplicate and no hole at the seam, whatever the engine.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use herald_protocol::frame::Gap;
+use herald_protocol::frame::{Gap, GapReason};
 use herald_protocol::payload::ApprovalRecord;
 use herald_protocol::{Epoch, Event, EventFilter, EventType, ServerMessage, Topic, TopicPattern};
 use parking_lot::{Mutex, RwLock};
@@ -83,6 +83,15 @@ enum Seams {
 }
 
 impl Seams {
+    /// Where the subscription's read left `topic`, if it read it.
+    fn of(&self, topic: &Topic) -> Option<&Seam> {
+        match self {
+            Seams::None => None,
+            Seams::One(seam) => Some(seam),
+            Seams::Many(seams) => seams.get(topic),
+        }
+    }
+
     /// Whether the subscription was already given this publication's event.
     fn cover(&self, publication: &Publication<'_>) -> bool {
         let event = &publication.event.event;
@@ -419,26 +428,67 @@ impl Fanout {
     /// Offers a control frame about `topic` (a `gap`) to each connection
     /// subscribed to it, exactly or by pattern, once, whatever its filter.
     fn notify_subscribers(&self, topic: &Topic, frame: &OutFrame) {
-        let mut told = std::collections::HashSet::new();
-        let mut tell = |subscriber: &Subscriber| {
+        let mut told = HashSet::new();
+        self.each_subscriber(topic, |subscriber| {
             if told.insert(subscriber.conn.id.clone()) {
-                let mut push = |conn: &ConnHandle| {
-                    conn.outbox.push(frame.clone());
-                };
-                offer(subscriber, frame, &mut push);
+                tell(subscriber, frame);
             }
+        });
+    }
+
+    /// Tells each connection subscribed to `topic` that holds another of
+    /// its streams that a new one starts under `epoch` (see
+    /// [`BrokerHandler::on_stream_started`]): a `gap` `epoch_changed`,
+    /// `1..=0`, naming `epoch`. A connection whose read of the topic named
+    /// `epoch` holds this stream already and is not told, whatever else it
+    /// subscribed to.
+    fn announce_stream(&self, topic: &Topic, epoch: &Epoch, forgotten: bool) {
+        let mut settled = HashSet::new();
+        let mut stale = Vec::new();
+        self.each_subscriber(topic, |subscriber| {
+            let holds = match subscriber.seams.of(topic) {
+                Some(seam) => Some(seam.epoch == *epoch),
+                None => (!forgotten).then_some(true),
+            };
+            match holds {
+                Some(true) => {
+                    settled.insert(subscriber.conn.id.clone());
+                }
+                _ => stale.push(subscriber.clone()),
+            }
+        });
+        if stale.is_empty() {
+            return;
+        }
+        let gap = Gap {
+            topic: topic.clone(),
+            from_seq: 1,
+            to_seq: 0,
+            reason: GapReason::EpochChanged,
+            epoch: Some(epoch.clone()),
         };
+        let frame = OutFrame::control(ServerMessage::Gap(gap).encode());
+        for subscriber in &stale {
+            if settled.insert(subscriber.conn.id.clone()) {
+                tell(subscriber, &frame);
+            }
+        }
+    }
+
+    /// Runs `visit` on each subscription that covers `topic`: exact ones
+    /// first, then `kind:*`, then `*`.
+    fn each_subscriber(&self, topic: &Topic, mut visit: impl FnMut(&Subscriber)) {
         let exact = self.exact.read().get(topic).cloned();
         if let Some(subscribers) = exact {
-            subscribers.lock().values().for_each(&mut tell);
+            subscribers.lock().values().for_each(&mut visit);
         }
         let patterns = self.patterns.read();
         if topic.id().is_some()
             && let Some(by_kind) = patterns.kinds.get(topic.kind())
         {
-            by_kind.values().for_each(&mut tell);
+            by_kind.values().for_each(&mut visit);
         }
-        patterns.all.values().for_each(&mut tell);
+        patterns.all.values().for_each(&mut visit);
     }
 
     /// Pushes `frame` to every connection the publication goes to: the
@@ -653,6 +703,14 @@ fn offer(subscriber: &Subscriber, frame: &OutFrame, push: &mut impl FnMut(&ConnH
     }
 }
 
+/// Offers a control frame to one subscription's connection.
+fn tell(subscriber: &Subscriber, frame: &OutFrame) {
+    let mut push = |conn: &ConnHandle| {
+        conn.outbox.push(frame.clone());
+    };
+    offer(subscriber, frame, &mut push);
+}
+
 /// What the broker calls on this node: publications go to the fan-out,
 /// approval changes to whoever waits on them.
 #[derive(Debug)]
@@ -776,6 +834,10 @@ impl BrokerHandler for NodeHandler {
     fn on_gap(&self, gap: &Gap) {
         let frame = OutFrame::control(ServerMessage::Gap(gap.clone()).encode());
         self.fanout.notify_subscribers(&gap.topic, &frame);
+    }
+
+    fn on_stream_started(&self, topic: &Topic, epoch: &Epoch, forgotten: bool) {
+        self.fanout.announce_stream(topic, epoch, forgotten);
     }
 
     fn on_node_question(&self, question: &NodeQuestion) -> NodeAnswer {

@@ -247,6 +247,17 @@ pub trait BrokerHandler: Send + Sync + Debug {
     /// drop their checkpoints and take the new stream from its first event).
     fn on_gap(&self, gap: &Gap);
 
+    /// A stream of `topic` starts here under `epoch`, with nothing
+    /// remembered of an earlier one; called before its first event. A
+    /// subscriber that was given another of the topic's streams (or, when
+    /// `forgotten`, the engine forgot streams it had, any subscriber not
+    /// given this one) is told `epoch_changed`, `1..=0`, naming `epoch`, so
+    /// that the new stream's seqs, which start again at 1, are not taken
+    /// for ones it already has.
+    fn on_stream_started(&self, topic: &Topic, epoch: &Epoch, forgotten: bool) {
+        let _ = (topic, epoch, forgotten);
+    }
+
     /// Another node sharing the store asks about this node's connections
     /// ([`Broker::ask_nodes`]); returns this node's answer. Must not block.
     fn on_node_question(&self, question: &NodeQuestion) -> NodeAnswer {

@@ -200,6 +200,10 @@ impl BrokerHandler for Lagging {
     fn on_gap(&self, gap: &Gap) {
         self.inner.on_gap(gap);
     }
+
+    fn on_stream_started(&self, topic: &Topic, epoch: &Epoch, forgotten: bool) {
+        self.inner.on_stream_started(topic, epoch, forgotten);
+    }
 }
 
 struct Node {
@@ -213,6 +217,24 @@ struct Node {
 /// One node on a raced memory broker, holding at most `hold_limit` live
 /// events per subscription during a read, and one connection.
 fn node(hold_limit: usize) -> Node {
+    node_on(hold_limit, |retention, handler| {
+        MemoryBroker::new(retention, handler)
+    })
+}
+
+/// One node whose memory engine evicts every idle stream when swept (its
+/// memory cap is one byte) and remembers at most two evicted streams.
+fn forgetful_node() -> Node {
+    node_on(64, |mut retention, handler| {
+        retention.history_memory = 1;
+        MemoryBroker::remembering(retention, handler, 2)
+    })
+}
+
+fn node_on(
+    hold_limit: usize,
+    engine: impl FnOnce(Retention, Arc<dyn BrokerHandler>) -> MemoryBroker,
+) -> Node {
     let metrics = Arc::new(Metrics::default());
     let connections = Arc::new(Connections::default());
     let fanout = Arc::new(Fanout::new(
@@ -235,7 +257,7 @@ fn node(hold_limit: usize) -> Node {
         history_memory: 1 << 20,
     };
     let broker = Arc::new(RacedReads {
-        inner: MemoryBroker::new(retention, handler.clone()),
+        inner: engine(retention, handler.clone()),
         before: Mutex::default(),
         after: Mutex::default(),
     });
@@ -308,6 +330,12 @@ fn sent(conn: &ConnHandle) -> Vec<String> {
                     "replay_complete" => {
                         format!("replay_complete {}-{}", seq("from_seq"), seq("to_seq"))
                     }
+                    "gap" => format!(
+                        "gap {} {}-{}",
+                        frame["reason"].as_str().unwrap(),
+                        seq("from_seq"),
+                        seq("to_seq")
+                    ),
                     other => other.to_owned(),
                 }
             }
@@ -739,4 +767,78 @@ async fn a_quiet_hub_writes_a_lone_event_straight_to_the_socket_but_queues_a_bat
     node.broker.publish_now(vec![draft("run:1", 3)]).await;
     assert_eq!(*took.lock(), ["event 3"]);
     assert!(sent(&node.conn).is_empty());
+}
+
+#[tokio::test]
+async fn a_stream_started_again_after_its_position_was_forgotten_is_announced_before_its_first_event()
+ {
+    let node = forgetful_node();
+    let everything = Arc::new(ConnHandle::new(None, None, None, None, 1024));
+    node.subscriptions
+        .subscribe(&everything, &subscribe(&["*"], &[]))
+        .await
+        .unwrap();
+    node.subscriptions
+        .subscribe(&node.conn, &subscribe(&["run:1"], &[]))
+        .await
+        .unwrap();
+    node.broker
+        .publish_now((1..=3).map(|n| draft("run:1", n)).collect())
+        .await;
+    // run:1 is evicted and remembered; two more evicted streams fill what
+    // the engine remembers, and it forgets them all.
+    node.broker.inner.sweep();
+    for topic in ["run:2", "run:3"] {
+        node.broker.publish_now(vec![draft(topic, 1)]).await;
+        node.broker.inner.sweep();
+    }
+    // Subscribed after that, a connection is given the stream to come.
+    let late = Arc::new(ConnHandle::new(None, None, None, None, 1024));
+    node.subscriptions
+        .subscribe(&late, &subscribe(&["run:1"], &[]))
+        .await
+        .unwrap();
+    node.broker.publish_now(vec![draft("run:1", 4)]).await;
+    assert_eq!(
+        sent(&node.conn),
+        [
+            "subscribed 0",
+            "event run:1 1",
+            "event run:1 2",
+            "event run:1 3",
+            "gap epoch_changed 1-0",
+            "event run:1 1",
+        ]
+    );
+    assert_eq!(sent(&late), ["subscribed 0", "event run:1 1"]);
+    assert_eq!(
+        sent(&everything),
+        [
+            "subscribed -",
+            "event run:1 1",
+            "event run:1 2",
+            "event run:1 3",
+            "event run:2 1",
+            "event run:3 1",
+            "gap epoch_changed 1-0",
+            "event run:1 1",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_first_stream_of_a_topic_is_announced_to_nobody() {
+    let node = node(64);
+    let everything = Arc::new(ConnHandle::new(None, None, None, None, 1024));
+    node.subscriptions
+        .subscribe(&everything, &subscribe(&["*"], &[]))
+        .await
+        .unwrap();
+    node.subscriptions
+        .subscribe(&node.conn, &subscribe(&["run:1"], &[]))
+        .await
+        .unwrap();
+    node.broker.publish_now(vec![draft("run:1", 1)]).await;
+    assert_eq!(sent(&node.conn), ["subscribed 0", "event run:1 1"]);
+    assert_eq!(sent(&everything), ["subscribed -", "event run:1 1"]);
 }

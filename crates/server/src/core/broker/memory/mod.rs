@@ -16,7 +16,10 @@
 //! Memory is bounded: history by `--history-size` and `--history-age` per
 //! topic, and all of it by `--history-memory`, past which the streams least
 //! recently active are evicted (their epoch and last seq are remembered, so
-//! their seqs continue).
+//! their seqs continue). Past a million remembered streams all are
+//! forgotten; a forgotten topic published again starts a new stream, and its
+//! subscribers are told so before its first event
+//! ([`BrokerHandler::on_stream_started`]).
 //!
 //! # Layout
 //!
@@ -30,7 +33,7 @@ pub(crate) mod topic_log;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -80,6 +83,11 @@ struct Shared {
     logs: RwLock<HashMap<Topic, Arc<Mutex<TopicLog>>>>,
     /// Epoch and last seq of streams evicted from memory.
     dormant: Mutex<HashMap<Topic, (Epoch, u64)>>,
+    /// Most entries `dormant` holds before it is cleared.
+    dormant_limit: usize,
+    /// `dormant` was cleared: a stream that starts with nothing remembered
+    /// may be one whose old position a subscriber still holds.
+    forgot: AtomicBool,
     /// The epoch of every stream that starts here with nothing remembered
     /// of it: the one a reader of a topic that never had an event is given,
     /// so that its first event keeps the reader's checkpoint good. Kept by
@@ -155,6 +163,21 @@ impl MemoryBroker {
         MemoryBroker::with_durable(retention, handler, None, super::new_epoch())
     }
 
+    /// An engine that keeps everything in memory and remembers at most
+    /// `limit` evicted streams.
+    #[cfg(test)]
+    pub(crate) fn remembering(
+        retention: Retention,
+        handler: Arc<dyn BrokerHandler>,
+        limit: usize,
+    ) -> MemoryBroker {
+        let mut broker = MemoryBroker::new(retention, handler);
+        if let Some(shared) = Arc::get_mut(&mut broker.shared) {
+            shared.dormant_limit = limit;
+        }
+        broker
+    }
+
     /// An engine made durable by the SQLite file at `path`: opens it,
     /// recovers its topics (seqs continue, history and snapshots are back)
     /// and approvals, and starts the writer.
@@ -197,6 +220,8 @@ impl MemoryBroker {
                 retention,
                 logs: RwLock::default(),
                 dormant: Mutex::default(),
+                dormant_limit: MAX_DORMANT_STREAMS,
+                forgot: AtomicBool::new(false),
                 genesis: RwLock::new(genesis),
                 retained_bytes: AtomicIsize::new(0),
                 approvals: Mutex::default(),
@@ -212,12 +237,11 @@ impl MemoryBroker {
             // A stream with nothing retained is remembered as an evicted one
             // is: read where it stands, and back in memory with its next event.
             if topic.history.is_empty() && topic.snapshot.is_empty() {
-                let mut dormant = shared.dormant.lock();
-                if dormant.len() >= MAX_DORMANT_STREAMS {
-                    dormant.clear();
-                    *shared.genesis.write() = super::new_epoch();
-                }
-                dormant.insert(topic.topic, (topic.epoch, topic.last_seq));
+                shared.remember(
+                    &mut shared.dormant.lock(),
+                    topic.topic,
+                    (topic.epoch, topic.last_seq),
+                );
                 continue;
             }
             let mut log = TopicLog::new(topic.topic.clone(), topic.epoch, topic.last_seq);
@@ -332,11 +356,11 @@ impl MemoryBroker {
             if !guard.is_idle() {
                 continue;
             }
-            if dormant.len() >= MAX_DORMANT_STREAMS {
-                dormant.clear();
-                *shared.genesis.write() = super::new_epoch();
-            }
-            dormant.insert(topic.clone(), (guard.epoch.clone(), guard.delivered_seq));
+            shared.remember(
+                &mut dormant,
+                topic.clone(),
+                (guard.epoch.clone(), guard.delivered_seq),
+            );
             shared
                 .retained_bytes
                 .fetch_sub(guard.bytes() as isize, Relaxed);
@@ -348,7 +372,10 @@ impl MemoryBroker {
 
 impl Shared {
     /// The stream of a topic, created (with the remembered epoch and seq,
-    /// or the genesis epoch and seq 0) when it does not exist.
+    /// or the genesis epoch and seq 0) when it does not exist. A stream
+    /// that starts with nothing remembered is announced to the node before
+    /// anyone can publish to it, so its subscribers holding another stream
+    /// of the topic hear of the change before its first event.
     fn log(&self, topic: &Topic) -> Arc<Mutex<TopicLog>> {
         if let Some(log) = self.logs.read().get(topic) {
             return log.clone();
@@ -356,14 +383,32 @@ impl Shared {
         let mut logs = self.logs.write();
         logs.entry(topic.clone())
             .or_insert_with(|| {
-                let (epoch, seq) = self
-                    .dormant
-                    .lock()
-                    .remove(topic)
-                    .unwrap_or_else(|| (self.genesis.read().clone(), 0));
+                let remembered = self.dormant.lock().remove(topic);
+                let (epoch, seq) = match remembered {
+                    Some(remembered) => remembered,
+                    None => {
+                        let genesis = self.genesis.read().clone();
+                        let forgot = self.forgot.load(Relaxed);
+                        self.handler.on_stream_started(topic, &genesis, forgot);
+                        (genesis, 0)
+                    }
+                };
                 Arc::new(Mutex::new(TopicLog::new(topic.clone(), epoch, seq)))
             })
             .clone()
+    }
+
+    /// Remembers where an evicted stream stands. Past the limit every
+    /// remembered stream is forgotten first, and streams start under a new
+    /// genesis from then on, so that a stream starting again at seq 1
+    /// never takes an epoch it had.
+    fn remember(&self, dormant: &mut HashMap<Topic, (Epoch, u64)>, topic: Topic, at: (Epoch, u64)) {
+        if dormant.len() >= self.dormant_limit {
+            dormant.clear();
+            *self.genesis.write() = super::new_epoch();
+            self.forgot.store(true, Relaxed);
+        }
+        dormant.insert(topic, at);
     }
 
     /// Where the stream of a topic memory does not hold stands: its

@@ -257,6 +257,11 @@ impl Feed {
             }
             Some(_) => return Delivery::EpochChanged,
             None if !first_here => return Delivery::Deferred,
+            // A stream's first event, where none of the topic's was
+            // delivered: a subscriber given another stream of the topic
+            // (its keys expired, or the genesis it was read under did)
+            // hears of the change first.
+            None if seq == 1 => engine.handler.on_stream_started(topic, epoch, false),
             None => {}
         }
         // Under the topic's lock: deliveries of one topic never overlap and
