@@ -443,23 +443,18 @@ impl Fanout {
     /// `epoch` holds this stream already and is not told, whatever else it
     /// subscribed to.
     fn announce_stream(&self, topic: &Topic, epoch: &Epoch, forgotten: bool) {
-        let mut settled = HashSet::new();
+        let mut holding = Vec::new();
         let mut stale = Vec::new();
-        self.each_subscriber(topic, |subscriber| {
-            let holds = match subscriber.seams.of(topic) {
-                Some(seam) => Some(seam.epoch == *epoch),
-                None => (!forgotten).then_some(true),
-            };
-            match holds {
-                Some(true) => {
-                    settled.insert(subscriber.conn.id.clone());
-                }
-                _ => stale.push(subscriber.clone()),
-            }
+        self.each_subscriber(topic, |subscriber| match subscriber.seams.of(topic) {
+            Some(seam) if seam.epoch == *epoch => holding.push(subscriber.conn.id.clone()),
+            Some(_) => stale.push(subscriber.clone()),
+            None if forgotten => stale.push(subscriber.clone()),
+            None => {}
         });
         if stale.is_empty() {
             return;
         }
+        let mut settled: HashSet<Arc<str>> = holding.into_iter().collect();
         let gap = Gap {
             topic: topic.clone(),
             from_seq: 1,
