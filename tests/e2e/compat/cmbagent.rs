@@ -2,7 +2,7 @@
 //! state on connect, events by the seed's names, missed events since a
 //! timestamp, `ping`, `request_state`, `pause` and `resume`.
 
-use anyhow::{Result, ensure};
+use anyhow::{Context as _, Result, ensure};
 use herald_tests::{Http, Hub, WsClient, is_event_on};
 use serde_json::{Value, json};
 
@@ -48,12 +48,14 @@ async fn until_pong(client: &mut WsClient) -> Result<Vec<Value>> {
     Ok(before)
 }
 
-/// Names of the messages up to the `pong` that answers a `ping` sent now.
+/// Names of the messages up to the `pong` that answers a `ping` sent now,
+/// but for heartbeats.
 async fn names_until_pong(client: &mut WsClient) -> Result<Vec<String>> {
     Ok(until_pong(client)
         .await?
         .iter()
         .map(|f| f["event_type"].as_str().unwrap_or_default().to_owned())
+        .filter(|name| name != "heartbeat")
         .collect())
 }
 
@@ -219,6 +221,82 @@ async fn events_sharing_the_last_timestamps_millisecond_are_sent_again_not_lost(
     Ok(())
 }
 
+#[tokio::test]
+async fn a_ui_resuming_from_its_last_message_after_a_reconnect_that_missed_nothing_gets_nothing_twice()
+-> Result<()> {
+    let hub = herald().start(&[]).await?;
+    let http = hub.http();
+    publish(
+        &http,
+        "r6",
+        "workflow.started",
+        Some("workflow"),
+        T0,
+        json!({}),
+    )
+    .await?;
+    publish(&http, "r6", "agent.message", None, T0 + 10, json!({"n": 1})).await?;
+    publish(&http, "r6", "agent.message", None, T0 + 20, json!({"n": 2})).await?;
+    // The UI had everything; it reconnects from its last message.
+    let since = (T0 + 20) as f64 / 1000.0;
+    let mut again = ui(&hub, "r6", &format!("?since={since}")).await?;
+    let messages = until_pong(&mut again).await?;
+    ensure!(
+        messages
+            .iter()
+            .filter(|m| m["event_type"] == "agent_message")
+            .count()
+            == 0,
+        "nothing was missed: {messages:?}"
+    );
+    // The state's events keep their older times, and a message after them
+    // puts the UI back where it was.
+    let last = messages.last().context("no message before the pong")?;
+    ensure!(last["timestamp"] == json!(since), "last message: {last}");
+    // So the next reconnect, from that last message, gets nothing twice.
+    let cursor = last["timestamp"].as_f64().context("a timestamp")?;
+    let mut third = ui(&hub, "r6", &format!("?since={cursor}")).await?;
+    let numbers = numbers_until_pong(&mut third).await?;
+    ensure!(numbers.is_empty(), "sent again: {numbers:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_ui_resuming_on_a_hub_that_lost_the_runs_history_is_told_and_gets_the_stream_there_is()
+-> Result<()> {
+    let before = herald().start(&[]).await?;
+    before
+        .http()
+        .publish_simple("run:r7", "agent.message", json!({"n": 1}))
+        .await?;
+    let mut ui_before = ui(&before, "r7", "?since=0").await?;
+    let seen = next_with(&mut ui_before, "event_type", "agent_message").await?;
+    let cursor = seen["timestamp"].as_f64().context("a timestamp")?;
+    // A memory hub started afresh (as after a restart) holds another stream
+    // of the run, begun after the UI's last message.
+    let after = herald().start(&[]).await?;
+    after
+        .http()
+        .publish_simple("run:r7", "agent.message", json!({"n": 2}))
+        .await?;
+    let mut ui_after = ui(&after, "r7", &format!("?since={cursor}")).await?;
+    let messages = until_pong(&mut ui_after).await?;
+    let told = messages
+        .iter()
+        .find(|m| m["event_type"] == "error_occurred")
+        .context(format!("not told: {messages:?}"))?;
+    ensure!(
+        told["data"]["code"] == "events_missed" && told["data"]["reason"] == "epoch_changed",
+        "{told}"
+    );
+    let numbers: Vec<u64> = messages
+        .iter()
+        .filter_map(|m| m["data"]["n"].as_u64())
+        .collect();
+    ensure!(numbers == [2], "the stream there is: {messages:?}");
+    Ok(())
+}
+
 async fn ui_with_ms(hub: &Hub) -> Result<WsClient> {
     ui(hub, "r2", &format!("?since={}", T0 + 30)).await
 }
@@ -242,6 +320,11 @@ async fn pause_and_resume_on_the_run_socket_reach_the_workflow() -> Result<()> {
         .publish_simple("run:r3", "workflow.resumed", json!({}))
         .await?;
     next_with(&mut ui, "event_type", "workflow_resumed").await?;
+    // A reason that is not text is refused, not dropped.
+    ui.send_json(&json!({"type": "pause", "reason": 123}))
+        .await?;
+    let refused = next_with(&mut ui, "event_type", "error_occurred").await?;
+    ensure!(refused["data"]["code"] == "invalid_request", "{refused}");
     Ok(())
 }
 
@@ -313,6 +396,8 @@ async fn every_event_type_stage_5_lists_arrives_by_its_stage_5_name() -> Result<
         .iter()
         .map(|(herald, _)| json!({"topic": "run:all", "event_type": herald, "data": {}}))
         .collect();
+    // The (empty) state first.
+    until_pong(&mut ui).await?;
     hub.http().publish_batch(&batch).await?;
     for (herald, name) in names {
         let got = ui.recv_frame().await?;

@@ -101,6 +101,18 @@ pub fn new_epoch() -> Epoch {
     Epoch::new(uuid::Uuid::now_v7().simple().to_string()).expect("a UUID is a valid epoch")
 }
 
+/// When the stream `epoch` names began, in milliseconds since the Unix
+/// epoch: the time a v7 UUID (as [`new_epoch`] makes them) carries in its
+/// first 48 bits; `None` for an epoch of another form.
+pub fn epoch_created_ms(epoch: &Epoch) -> Option<u64> {
+    let id = uuid::Uuid::try_parse(epoch.as_str()).ok()?;
+    if id.get_version_num() != 7 {
+        return None;
+    }
+    let (seconds, nanos) = id.get_timestamp()?.to_unix();
+    Some(seconds * 1000 + u64::from(nanos) / 1_000_000)
+}
+
 /// The memory engine: nothing to open.
 pub fn in_memory(retention: Retention, handler: Arc<dyn BrokerHandler>) -> Engine {
     with_sweeper(memory::MemoryBroker::new(retention, handler))

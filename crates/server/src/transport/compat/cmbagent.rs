@@ -13,18 +13,29 @@
 //! `T`'s millisecond, those are sent again too (a timestamp cannot say
 //! which of them the UI had). A gap (the UI fell
 //! behind) is reported as `error_occurred` and the state is sent again.
+//! A cursor older than the run's stream (the stream began after it: the
+//! hub lost its history, or the run started again) is another stream's:
+//! the UI is told (`error_occurred`, `epoch_changed`) and gets the state and
+//! every retained event of the stream there is.
+//!
+//! The UI resumes from its last message's `timestamp`, so a message that is
+//! not one of the run's events after the state (the state itself, `connected`,
+//! `heartbeat`, `pong`, `error_occurred`) never moves that cursor: those carry
+//! the time of the last event sent (or the `since` the UI came with), and
+//! the state, whose events keep their own times, is followed by a
+//! `heartbeat` at that time.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use herald_protocol::frame::{GapReason, Heartbeat, Since, Subscribe};
+use herald_protocol::frame::{Gap, GapReason, Heartbeat, Since, Subscribe};
 use herald_protocol::payload::{ControlRequest, Payload as _};
 use herald_protocol::{
     ErrorCode, Event, EventFilter, EventType, Priority, PublishRequest, ServerMessage, Topic,
@@ -35,14 +46,14 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tungstenite::Utf8Bytes;
 
+use crate::core::broker::epoch_created_ms;
+use crate::core::clock::now_ms;
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
 use crate::core::outbox::Entry;
 use crate::core::publish::PublishOptions;
 use crate::transport::compat;
-use crate::transport::compat::{
-    frame_of, gap_message, millis_from, now_seconds, seconds, text, underscored,
-};
+use crate::transport::compat::{frame_of, gap_message, millis_from, seconds, text, underscored};
 use crate::transport::http::body::Params;
 use crate::transport::http::error::ApiError;
 use crate::transport::ws::commands::check_steering;
@@ -98,6 +109,7 @@ async fn connect(
             replaying: cursor.is_some(),
         }),
         resync: AtomicBool::new(false),
+        last_sent: AtomicU64::new(cursor.unwrap_or_else(now_ms)),
     };
     accept(ws, hub, remote, &headers, credentials, dialect)
 }
@@ -106,31 +118,51 @@ async fn connect(
 /// for others sharing it.
 const SAME_MILLISECOND_LOOKAHEAD: usize = 64;
 
-/// The time to replay what is newer than, for a UI whose last message was
-/// at `ms`: `ms` itself, unless another retained event shares that
-/// millisecond (a batch, a burst): the UI may have had only some of those
-/// and a timestamp cannot say which, so they are all sent again from
-/// `ms - 1`, a repeat (each with its `event_id`) rather than a silent hole.
-async fn resume_after(hub: &Hub, topic: &Topic, ms: u64) -> u64 {
+/// Where a UI whose last message was at `ms` resumes.
+enum ResumePoint {
+    /// Every retained event newer than this time.
+    After(u64),
+    /// The run's stream (of this epoch) began after `ms`: the UI's messages
+    /// were another stream's.
+    Replaced(herald_protocol::Epoch),
+}
+
+/// Where a UI whose last message was at `ms` resumes: after `ms` itself,
+/// unless another retained event shares that millisecond (a batch, a
+/// burst): the UI may have had only some of those and a timestamp cannot
+/// say which, so they are all sent again from `ms - 1`, a repeat (each with
+/// its `event_id`) rather than a silent hole. A stream that began after
+/// `ms` and holds no event from `ms` or before (a producer may set a
+/// time older than the stream) is another than the one the UI followed.
+async fn resume_point(hub: &Hub, topic: &Topic, ms: u64) -> ResumePoint {
     let Some(before) = ms.checked_sub(1) else {
-        return ms;
+        return ResumePoint::After(ms);
     };
-    let shared = match hub
-        .broker()
+    let broker = hub.broker();
+    let (position, read) = match broker
         .history(topic, &Since::time_ms(before), SAME_MILLISECOND_LOOKAHEAD)
         .await
     {
-        Ok((_, read)) => {
-            read.events
-                .iter()
-                .filter(|e| e.event.timestamp == ms)
-                .count()
-                > 1
-        }
+        Ok(found) => found,
         // The subscription that follows reads the same store and reports it.
-        Err(_) => false,
+        Err(_) => return ResumePoint::After(ms),
     };
-    if shared { before } else { ms }
+    if epoch_created_ms(&position.epoch).is_some_and(|born| born > ms) {
+        let oldest_is_newer = match broker.history(topic, &Since::seq(0), 1).await {
+            Ok((_, oldest)) => oldest.events.first().is_none_or(|e| e.event.timestamp > ms),
+            Err(_) => false,
+        };
+        if oldest_is_newer {
+            return ResumePoint::Replaced(position.epoch);
+        }
+    }
+    let shared = read
+        .events
+        .iter()
+        .filter(|e| e.event.timestamp == ms)
+        .count()
+        > 1;
+    ResumePoint::After(if shared { before } else { ms })
 }
 
 /// One UI's socket for one run.
@@ -143,6 +175,10 @@ pub(crate) struct CmbagentSocket {
     sync: Mutex<Sync>,
     /// The state is due again (the UI missed events).
     resync: AtomicBool,
+    /// The `timestamp` (ms) of the last of the run's events sent after the
+    /// state, or the UI's `since` (the time it connected, without one):
+    /// where the UI resumes if this socket's last message is not an event.
+    last_sent: AtomicU64,
 }
 
 /// Where the connect-time state and replay stand.
@@ -169,13 +205,23 @@ impl Dialect for CmbagentSocket {
         // subscription refuses the others).
         let readable = conn.may_subscribe(&TopicPattern::Exact(self.topic.clone()));
         let since = match self.cursor {
-            Some(ms) if readable => Some((
-                self.topic.clone(),
-                Since::time_ms(resume_after(hub, &self.topic, ms).await),
-            )),
-            Some(ms) => Some((self.topic.clone(), Since::time_ms(ms))),
+            Some(ms) if readable => match resume_point(hub, &self.topic, ms).await {
+                ResumePoint::After(ms) => Some(Since::time_ms(ms)),
+                ResumePoint::Replaced(epoch) => {
+                    conn.send(&ServerMessage::Gap(Gap {
+                        topic: self.topic.clone(),
+                        from_seq: 1,
+                        to_seq: 0,
+                        reason: GapReason::EpochChanged,
+                        epoch: Some(epoch),
+                    }));
+                    Some(Since::time_ms(0))
+                }
+            },
+            Some(ms) => Some(Since::time_ms(ms)),
             None => None,
         };
+        let since = since.map(|since| (self.topic.clone(), since));
         let request = Subscribe {
             topics: vec![TopicPattern::Exact(self.topic.clone())],
             snapshot: true,
@@ -257,7 +303,7 @@ impl Dialect for CmbagentSocket {
         match frame {
             ServerMessage::Welcome(welcome) => out.push(text(&self.envelope(
                 "connected",
-                now_seconds(),
+                self.resume_time(),
                 json!({"session_id": welcome.session_id, "message": "connected to Herald"}),
             ))),
             ServerMessage::Snapshot(snapshot) => {
@@ -270,6 +316,9 @@ impl Dialect for CmbagentSocket {
                 for event in &snapshot.events {
                     out.push(text(&self.message(event)));
                 }
+                // The state's events keep their own times, older than
+                // where the UI is: its last message is this one.
+                out.push(self.heartbeat_text());
             }
             ServerMessage::Event(event) => {
                 let shown = {
@@ -277,6 +326,9 @@ impl Dialect for CmbagentSocket {
                     sync.replaying && event.topic == self.topic && sync.shown.contains(&event.seq)
                 };
                 if !shown {
+                    if event.topic == self.topic {
+                        self.last_sent.store(event.timestamp, Relaxed);
+                    }
                     out.push(text(&self.message(&event)));
                 }
             }
@@ -295,11 +347,11 @@ impl Dialect for CmbagentSocket {
                 )));
             }
             ServerMessage::Pong(_) => {
-                out.push(text(&self.envelope("pong", now_seconds(), json!({}))));
+                out.push(text(&self.envelope("pong", self.resume_time(), json!({}))));
             }
             ServerMessage::Error(error) => out.push(text(&self.envelope(
                 "error_occurred",
-                now_seconds(),
+                self.resume_time(),
                 json!({"message": error.message, "code": error.code}),
             ))),
             ServerMessage::Subscribed(_) | ServerMessage::Ack(_) | ServerMessage::Ping(_) => {}
@@ -308,7 +360,7 @@ impl Dialect for CmbagentSocket {
     }
 
     fn heartbeat(&self) -> Option<Utf8Bytes> {
-        Some(text(&self.envelope("heartbeat", now_seconds(), json!({}))))
+        Some(self.heartbeat_text())
     }
 
     async fn after_batch(&self, hub: &Hub, conn: &Arc<ConnHandle>) {
@@ -334,14 +386,21 @@ impl CmbagentSocket {
         event_type: EventType,
         message: &Map<String, Value>,
     ) -> Result<(), (ErrorCode, String)> {
+        let reason = match message.get("reason") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(reason)) => Some(reason.clone()),
+            Some(_) => {
+                return Err((
+                    ErrorCode::InvalidRequest,
+                    "reason must be a string".to_owned(),
+                ));
+            }
+        };
         check_steering(hub, conn, &self.topic, None).await?;
         let data = ControlRequest {
             task_id: None,
             run_id: Some(self.run_id.clone()),
-            reason: message
-                .get("reason")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
+            reason,
             requested_by: conn.user_id.as_deref().map(str::to_owned),
         }
         .to_data();
@@ -378,12 +437,22 @@ impl CmbagentSocket {
         message
     }
 
+    /// Where the UI resumes from if the message it got last is not one of
+    /// the run's events (in seconds, as messages carry it).
+    fn resume_time(&self) -> f64 {
+        seconds(self.last_sent.load(Relaxed))
+    }
+
+    fn heartbeat_text(&self) -> Utf8Bytes {
+        text(&self.envelope("heartbeat", self.resume_time(), json!({})))
+    }
+
     /// Events the UI will not get, or a history reset, as `error_occurred`.
     fn missed(&self, topic: &Topic, from_seq: u64, to_seq: u64, reason: GapReason) -> Value {
         let gap = gap_message(topic.as_str(), from_seq, to_seq, reason);
         self.envelope(
             "error_occurred",
-            now_seconds(),
+            self.resume_time(),
             json!({
                 "code": "events_missed",
                 "message": format!("{gap}; the run's latest state follows if the hub holds one"),
