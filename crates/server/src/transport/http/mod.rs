@@ -48,31 +48,36 @@ use error::ApiError;
 #[derive(Debug, Clone)]
 pub(crate) struct Producer(pub(crate) String);
 
-/// The scope a route needs: `publish` for events, broadcasts, user messages
-/// and approvals (creating and waiting); `admin` for the rest of the API.
-/// `/health`, `/metrics`, `/api/v1/openapi.json`, the console's files and
-/// the WebSocket endpoints need no key. The dialects' routes need what
-/// Herald's own need for the same operation.
-fn scope_for(method: &Method, path: &str) -> Option<Scope> {
+/// The scopes a route takes (a key with any of them will do): `publish` for
+/// events, broadcasts, user messages and approvals (creating, waiting and
+/// listing them, which an operator's `admin` key may also read); `admin` for
+/// the rest of the API. `/health`, `/metrics`, `/api/v1/openapi.json`, the
+/// console's files and the WebSocket endpoints need no key. The dialects'
+/// routes need what Herald's own need for the same operation.
+fn scopes_for(method: &Method, path: &str) -> Option<&'static [Scope]> {
+    const PUBLISH: &[Scope] = &[Scope::Publish];
+    const ADMIN: &[Scope] = &[Scope::Admin];
+    const APPROVALS_READ: &[Scope] = &[Scope::Publish, Scope::Admin];
     if let Some(dialect) = path.strip_prefix("/compat/") {
-        return compat::scope_for(method, dialect);
+        return compat::scope_for(method, dialect).map(|scope| match scope {
+            Scope::Publish => PUBLISH,
+            Scope::Admin => ADMIN,
+        });
     }
     let api = path.strip_prefix("/api/v1/")?;
     if api == "openapi.json" {
         return None;
     }
+    let reads = method == Method::GET || method == Method::HEAD;
     // A producer's routes need `publish` whatever the method, so that a
     // method they do not take is 405 for the producer too, not "lacks the
-    // admin scope"; only listing approvals (GET) is the admin's.
-    let publish = match api.split('/').collect::<Vec<_>>().as_slice() {
-        ["events" | "broadcast"] | ["users", _, "messages"] | ["approvals", _] => true,
-        ["approvals"] => method != Method::GET && method != Method::HEAD,
-        _ => false,
-    };
-    Some(if publish {
-        Scope::Publish
-    } else {
-        Scope::Admin
+    // admin scope".
+    Some(match api.split('/').collect::<Vec<_>>().as_slice() {
+        ["approvals"] | ["approvals", _] if reads => APPROVALS_READ,
+        ["events" | "broadcast"] | ["users", _, "messages"] | ["approvals"] | ["approvals", _] => {
+            PUBLISH
+        }
+        _ => ADMIN,
     })
 }
 
@@ -89,13 +94,20 @@ async fn authorize(State(hub): State<Hub>, mut request: Request, next: Next) -> 
         return error.into_response();
     }
     if auth.requires_key()
-        && let Some(scope) = scope_for(request.method(), request.uri().path())
+        && let Some(scopes) = scopes_for(request.method(), request.uri().path())
     {
         let header = request
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        match auth.check_key(header, scope) {
+        // Refused for the first scope the route takes unless a key has one.
+        let first = scopes.first().copied().unwrap_or(Scope::Admin);
+        let checked = scopes
+            .iter()
+            .map(|scope| auth.check_key(header, *scope))
+            .find(Result::is_ok)
+            .unwrap_or_else(|| auth.check_key(header, first));
+        match checked {
             Ok(key) => producer = Producer(key),
             Err(error) => {
                 let code = match error {

@@ -16,6 +16,7 @@ use crate::core::clock::now_ms;
 use crate::core::connection::ConnHandle;
 use crate::core::hub::Hub;
 use crate::core::publish::PublishOptions;
+use crate::transport::ws::connection::send_error;
 
 /// Carries out one client message.
 pub(crate) async fn dispatch(
@@ -62,25 +63,24 @@ pub(crate) async fn dispatch(
         // In open mode there is no token to replace.
         ClientMessage::Auth(auth) => {
             conn.reauthenticate(&hub.config().auth, &auth.token)?;
-            // What the new token does not cover stops, and the client is
-            // told which; the rest goes on.
+            // The token is taken (the request is acknowledged); what it does
+            // not cover stops, and the client is told which by an `error`
+            // of its own, not the request's answer; the rest goes on.
             let revoked: Vec<TopicPattern> = conn
                 .subscriptions()
                 .into_iter()
                 .filter(|pattern| !conn.may_subscribe(pattern))
                 .collect();
-            if revoked.is_empty() {
-                return Ok(());
-            }
-            subscriptions.unsubscribe(conn, &revoked).await;
-            let names: Vec<String> = revoked.iter().map(ToString::to_string).collect();
-            Err((
-                ErrorCode::Forbidden,
-                format!(
+            if !revoked.is_empty() {
+                subscriptions.unsubscribe(conn, &revoked).await;
+                let names: Vec<String> = revoked.iter().map(ToString::to_string).collect();
+                let message = format!(
                     "the new token does not allow {}: unsubscribed",
                     names.join(", ")
-                ),
-            ))
+                );
+                send_error(hub, conn, ErrorCode::Forbidden, message, None);
+            }
+            Ok(())
         }
         ClientMessage::Confirm(confirm) => {
             let decided_by = conn
