@@ -88,7 +88,7 @@ pub(super) struct WaitQuery {
         (status = "4XX", description = "Refused", body = ref("#/components/schemas/ApiError")),
         (status = 503, description = "The store is unreachable, or the hub is shutting down while the approval is pending and `wait_ms` asked to wait: ask again after `Retry-After`", body = ref("#/components/schemas/ApiError")),
     ),
-    security(("api_key" = ["publish"]))
+    security(("api_key" = ["publish"]), ("api_key" = ["admin"]))
 )]
 pub(super) async fn get(
     State(hub): State<Hub>,
@@ -135,7 +135,7 @@ pub(super) struct ListQuery {
         (status = "4XX", description = "Refused", body = ref("#/components/schemas/ApiError")),
         (status = 503, description = "The shared store is unreachable", body = ref("#/components/schemas/ApiError")),
     ),
-    security(("api_key" = ["admin"]))
+    security(("api_key" = ["publish"]), ("api_key" = ["admin"]))
 )]
 pub(super) async fn list(
     State(hub): State<Hub>,
