@@ -18,11 +18,14 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
+
+if TYPE_CHECKING:
+    from herald import ControlStream, Subscription
 
 REPO = Path(__file__).resolve().parents[2]
 START_LIMIT = 30.0
@@ -264,6 +267,40 @@ class Browser:
             frame = await self.next_frame(remaining)
             if predicate(frame):
                 return frame
+
+
+async def connections_settle_at(url: str, expected: int, limit: float = FRAME_LIMIT) -> int:
+    """The hub's ``active_connections`` (``GET /api/v1/status``), polled until
+    it is ``expected`` or ``limit`` seconds passed: the hub counts a
+    connection off once its socket task sees the close, a moment after the
+    client closed it, and no frame tells the client when."""
+    import httpx
+
+    deadline = time.monotonic() + limit
+    async with httpx.AsyncClient(base_url=url, timeout=FRAME_LIMIT) as http:
+        while True:
+            count: int = (await http.get("/api/v1/status")).json()["active_connections"]
+            if count == expected or time.monotonic() >= deadline:
+                return count
+            await asyncio.sleep(0.05)
+
+
+async def resumed_on_a_new_stream(
+    stream: Subscription[Any] | ControlStream, topic: str, old: str, limit: float = 20.0
+) -> None:
+    """Waits on ``stream`` (bounded) until its checkpoint of ``topic`` is on
+    another stream than ``old``: it is reading only while waited on, so
+    this is what reconnects it. Nothing of ``topic`` may be yielded, and
+    nothing raised, meanwhile (a draining hub's ``system.shutdown`` on
+    ``global`` may come)."""
+    deadline = time.monotonic() + limit
+    while stream.checkpoints.get(topic, {}).get("epoch") in (None, old):
+        assert time.monotonic() < deadline, f"{topic} did not resume on a new stream"
+        try:
+            item = await asyncio.wait_for(stream.__anext__(), 0.1)
+        except asyncio.TimeoutError:
+            continue
+        assert getattr(item, "topic", None) == "global", f"unexpected while resuming: {item!r}"
 
 
 @asynccontextmanager

@@ -18,7 +18,7 @@ import pytest
 import herald
 from herald import _http
 
-from .conftest import JWT_SECRET, Hub, answer_dropping_proxy, browser, make_hub
+from .conftest import JWT_SECRET, Hub, answer_dropping_proxy, browser, make_hub, resumed_on_a_new_stream
 
 pytestmark = pytest.mark.anyio
 LIMIT = 20.0
@@ -196,6 +196,35 @@ async def test_a_malformed_control_request_is_skipped_and_the_next_one_arrives(
     assert (request.action, request.reason, request.event.seq) == ("cancel", "well formed", 3)
     skipped = [r for r in caplog.records if r.levelno == logging.WARNING and "skipped" in r.getMessage()]
     assert len(skipped) == 2, [r.getMessage() for r in caplog.records]
+
+
+async def test_a_control_stream_yields_only_its_own_topics_requests_not_broadcasts_or_user_messages(hub: Hub) -> None:
+    # A connection acting as user "op" gets `global` and `user:op` whatever it subscribed to.
+    async with herald.AsyncHerald(hub.url, user_id="op") as client, client.control(task_id="t1") as requests:
+        await client.broadcast("control.cancel", {"task_id": "some-other-task", "reason": "cancel another task"})
+        await client.send_to_user("op", "control.pause", {"task_id": "x", "reason": "for another task"})
+        await client.send_control("resume", task_id="t1", reason="mine")
+        with anyio.fail_after(LIMIT):
+            request = await requests.__anext__()
+    assert (request.action, request.reason, request.event.topic) == ("resume", "mine", "task:t1")
+
+
+async def test_a_control_stream_goes_on_after_the_empty_gap_of_a_memory_hub_restart(hub: Hub) -> None:
+    config = herald.SessionConfig(initial_reconnect_delay_ms=100, max_reconnect_delay_ms=500)
+    async with herald.AsyncHerald(hub.url) as client, client.control(run_id="r1", config=config) as requests:
+        await client.send_control("pause", run_id="r1")
+        with anyio.fail_after(LIMIT):
+            paused = await requests.__anext__()
+        old_epoch = requests.checkpoints["run:r1"]["epoch"]
+        await asyncio.to_thread(hub.restart)
+        # The new stream of run:r1 has nothing yet: the hub says `gap`
+        # epoch_changed 1..0 (nothing was missed), which must not end the loop.
+        await resumed_on_a_new_stream(requests, "run:r1", old_epoch)
+        await client.send_control("resume", run_id="r1")
+        with anyio.fail_after(LIMIT):
+            resumed = await requests.__anext__()
+    assert (paused.action, resumed.action) == ("pause", "resume")
+    assert resumed.event.seq == 1
 
 
 async def test_a_lost_answer_to_create_approval_says_the_outcome_is_unknown(hub: Hub) -> None:

@@ -4,8 +4,9 @@ batches, idempotent retries, broadcasts, user messages, typed errors."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,118 @@ async def test_nan_and_infinities_in_data_are_refused_before_sending(hub: Hub, b
         await asyncio.to_thread(blocking.publish, "run:r1", "metrics.updated", bad)
     assert history(hub, "run:r1")["seq"] == 0
     assert history(hub, "global")["seq"] == 0
+
+
+async def test_integers_outside_64_bits_in_data_are_refused_before_sending_not_turned_into_floats(hub: Hub) -> None:
+    step_result = {"step": "s", "message": "m", "status": "failed"}
+    async with herald.AsyncHerald(hub.url) as client:
+        for big in (2**64, -(2**63) - 1, 2**70):
+            with pytest.raises(herald.InvalidDataError) as refused:
+                await client.publish("run:r1", "metrics.updated", {"ok": 1, "series": [1, {"n": big}]})
+            assert refused.value.path == "data.series[1].n" and isinstance(refused.value, ValueError)
+            assert str(big) in str(refused.value)
+        with pytest.raises(herald.InvalidRequestError) as batch:
+            await client.publish_batch([{"topic": "run:r1", "event_type": "step.started", "data": [2**64]}])
+        assert batch.value.index == 0 and isinstance(batch.value.__cause__, herald.InvalidDataError)
+        with pytest.raises(herald.InvalidDataError):
+            await client.broadcast("system.notification", {"n": 2**64})
+        with pytest.raises(herald.InvalidDataError):
+            await client.send_to_user("u1", "system.notification", {"n": -(2**63) - 1})
+        with pytest.raises(herald.InvalidDataError) as approval:
+            await client.create_approval("u1", "t1", 1, {**step_result, "result": {"n": 2**64}})
+        assert approval.value.path == "step_result.result.n"
+        # The 64-bit edges are integers the hub keeps as they are.
+        edges = {"largest": 2**64 - 1, "smallest": -(2**63)}
+        await client.publish("run:edges", "metrics.updated", edges)
+    with herald.Herald(hub.url) as blocking, pytest.raises(herald.InvalidDataError):
+        await asyncio.to_thread(blocking.publish, "run:r1", "metrics.updated", 2**64)
+    assert history(hub, "run:r1")["seq"] == 0
+    assert history(hub, "global")["seq"] == 0
+    kept = history(hub, "run:edges")["events"]
+    assert isinstance(kept, list) and kept[0]["data"] == edges
+
+
+async def test_a_batch_refused_as_a_conflict_names_its_event_ids_so_the_rest_is_stored_once(any_hub: Hub) -> None:
+    batch: list[dict[str, Any]] = [
+        {"topic": "task:before", "event_type": "task.progress", "data": {"n": 0}},
+        {"topic": "task:x", "event_type": "task.progress", "data": {"v": 2}, "id": "evt-x"},
+        {"topic": "task:after", "event_type": "task.progress", "data": {"n": 2}},
+    ]
+    async with herald.AsyncHerald(any_hub.url) as client:
+        await client.publish("task:x", "task.progress", {"v": 1}, id="evt-x")
+        with pytest.raises(herald.ConflictError) as refused:
+            await client.publish_batch(batch)
+        ids = refused.value.event_ids
+        assert (refused.value.status, refused.value.index) == (409, 1)
+        assert len(ids) == 3 and ids[1] == "evt-x" and len(set(ids)) == 3
+        # Event 0 was stored before the conflict: finishing the batch sends
+        # the others again with their ids, and nothing is stored twice.
+        receipts = await client.publish_batch([{**event, "id": ids[i]} for i, event in enumerate(batch) if i != 1])
+        with pytest.raises(herald.ConflictError) as single:
+            await client.publish("task:x", "task.progress", {"v": 3}, id="evt-x")
+    with herald.Herald(any_hub.url) as blocking, pytest.raises(herald.ConflictError) as blocking_refused:
+        await asyncio.to_thread(blocking.publish_batch, [{**batch[1], "id": "evt-x"}])
+    assert [(r.topic, r.seq, r.id) for r in receipts] == [("task:before", 1, ids[0]), ("task:after", 1, ids[2])]
+    assert single.value.event_ids == ("evt-x",) and blocking_refused.value.event_ids == ("evt-x",)
+    before, after = history(any_hub, "task:before")["events"], history(any_hub, "task:after")["events"]
+    assert isinstance(before, list) and [e["id"] for e in before] == [ids[0]]
+    assert isinstance(after, list) and [e["id"] for e in after] == [ids[2]]
+
+
+async def test_every_argument_refused_before_sending_is_a_herald_error_and_a_value_error(
+    hub: Hub, tmp_path: Path
+) -> None:
+    step_result = {"step": "s", "message": "m", "status": "failed"}
+    unix = herald.UnixPublisher(tmp_path / "no-hub.sock")
+    async with herald.AsyncHerald(hub.url) as client:
+        blocking = herald.Herald(hub.url)
+        bad_topics: dict[str, Callable[[], object]] = {
+            "publish": lambda: client.publish("Bad Topic", "step.started"),
+            "publish a pattern": lambda: client.publish("task:*", "step.started"),
+            "blocking publish": lambda: blocking.publish("Bad Topic", "step.started"),
+            "history": lambda: client.history("BAD"),
+            "blocking history": lambda: blocking.history("run:*"),
+            "subscribe": lambda: client.subscribe(["Bad"]),
+            "control": lambda: client.control(task_id="not a task id"),
+            "unix publish": lambda: unix.publish("Bad", "state.changed"),
+        }
+        other_arguments: dict[str, Callable[[], object]] = {
+            "publish a bad event type": lambda: client.publish("run:r1", "Not A Type"),
+            "publish an empty id": lambda: client.publish("run:r1", "step.started", id=""),
+            "publish NaN": lambda: client.publish("run:r1", "step.started", {"x": math.nan}),
+            "broadcast a bad event type": lambda: client.broadcast("Not A Type"),
+            "send_to_user a bad priority": lambda: client.send_to_user("u1", "system.notification", priority="urgent"),  # type: ignore[arg-type]
+            "history since < 0": lambda: client.history("run:r1", since=-1),
+            "send_control without an id": lambda: client.send_control("pause"),
+            "blocking send_control with both ids": lambda: blocking.send_control("pause", task_id="t", run_id="r"),
+            "control with both ids": lambda: client.control(task_id="t", run_id="r"),
+            "an approval timeout": lambda: client.create_approval("u1", "t1", 1, step_result, timeout=0),
+            "a step result": lambda: client.create_approval("u1", "t1", 1, {"step": 5}),
+            "subscribe since=int on a pattern": lambda: client.subscribe(["execution:*"], since=1),
+            "subscribe no topics": lambda: client.subscribe([]),
+            "subscribe a bad filter": lambda: client.subscribe(["run:r1"], filter={"min_priority": "urgent"}),
+            "subscribe a time cursor": lambda: client.subscribe(["run:r1"], since={"run:r1": {"time_ms": 1}}),
+            "a hub url": lambda: herald.AsyncHerald("ftp://hub"),
+        }
+        refusals: dict[str, BaseException] = {}
+        for name, call in {**bad_topics, **other_arguments}.items():
+            with pytest.raises(herald.HeraldError) as refused:
+                result = call()
+                if inspect.isawaitable(result):
+                    await result
+            refusals[name] = refused.value
+        blocking.close()
+    unix.close()
+    for name, refusal in refusals.items():
+        assert isinstance(refusal, ValueError), f"{name}: {refusal!r} is not a ValueError"
+    for name in bad_topics:
+        assert isinstance(refusals[name], herald.InvalidTopicError), f"{name}: {refusals[name]!r}"
+        assert isinstance(refusals[name].__cause__, pydantic.ValidationError), name
+    assert isinstance(refusals["subscribe no topics"], herald.NoTopicsError)
+    assert isinstance(refusals["publish a bad event type"], herald.InvalidRequestError)
+    assert isinstance(refusals["publish a bad event type"].__cause__, pydantic.ValidationError)
+    assert unix.sent == 0
+    assert history(hub, "run:r1")["seq"] == 0 and history(hub, "global")["seq"] == 0
 
 
 async def test_an_event_the_client_refuses_refuses_the_batch_with_its_index(hub: Hub) -> None:

@@ -18,7 +18,7 @@ import herald
 from herald import Event, Gap, SessionConfig
 from herald._session import FrameDecodeError, Open, Reconnecting, Session
 
-from .conftest import Hub, make_hub
+from .conftest import JWT_SECRET, Hub, connections_settle_at, make_hub, make_jwt, resumed_on_a_new_stream
 
 pytestmark = pytest.mark.anyio
 LIMIT = 20.0
@@ -257,13 +257,35 @@ async def test_gaps_can_be_raised_instead(hub: Hub) -> None:
             await client.publish("run:r1", "step.completed")
             await take(events, 1)
             await asyncio.to_thread(hub.restart)
+            # Published on the new stream before the subscriber (which reads
+            # only while iterated) is back: those two are missed.
+            for n in (1, 2):
+                await client.publish("run:r1", "step.completed", {"n": n})
             with pytest.raises(herald.GapError) as raised:
                 await take_of(events, "run:r1", 1)
-            assert raised.value.gap.reason == "epoch_changed"
+            gap = raised.value.gap
+            assert (gap.reason, gap.from_seq, gap.to_seq) == ("epoch_changed", 1, 2)
             # The subscription goes on after the gap.
+            await client.publish("run:r1", "step.completed", {"n": 3})
+            [event] = await take_of(events, "run:r1", 1)
+    assert isinstance(event, Event) and event.seq == 3
+
+
+async def test_an_empty_gap_is_not_raised_and_the_checkpoint_moves_to_the_new_stream(hub: Hub) -> None:
+    async with herald.AsyncHerald(hub.url) as client:
+        async with client.subscribe(["run:r1"], config=FAST, gaps="raise") as events:
+            await client.publish("run:r1", "step.completed")
+            await take(events, 1)
+            old_epoch = events.checkpoints["run:r1"]["epoch"]
+            await asyncio.to_thread(hub.restart)
+            # Back with nothing published meanwhile: the hub says `gap`
+            # epoch_changed 1..0, which is nothing missed.
+            await resumed_on_a_new_stream(events, "run:r1", old_epoch)
             await client.publish("run:r1", "step.completed", {"n": 1})
             [event] = await take_of(events, "run:r1", 1)
-    assert isinstance(event, Event) and event.seq == 1
+            checkpoint = events.checkpoints["run:r1"]
+    assert isinstance(event, Event) and (event.seq, event.data) == (1, {"n": 1})
+    assert checkpoint["seq"] == 1 and checkpoint["epoch"] not in (None, old_epoch)
 
 
 async def test_a_hub_that_stops_answering_is_detected_by_the_heartbeat(hub: Hub) -> None:
@@ -409,6 +431,92 @@ async def test_the_first_connection_failing_is_an_error_not_a_hang(tmp_path: Any
     with pytest.raises(herald.TransportError):
         async with herald.AsyncHerald(url).subscribe(["run:r1"]):
             pass
+
+
+async def test_a_subscription_or_control_stream_the_hub_refuses_at_open_closes_its_connection(tmp_path: Path) -> None:
+    hub = make_hub(tmp_path, "memory", "--jwt-secret", JWT_SECRET)
+    hub.start()
+    try:
+        token = make_jwt("u1", ["task:*"], int(time.time()) + 3600)
+        async with herald.AsyncHerald(hub.url, token=token) as client:
+            for _ in range(3):  # as a service retrying the subscription
+                with pytest.raises(herald.ForbiddenError):
+                    async with client.subscribe(["execution:x"]):
+                        pass
+            events = client.subscribe(["run:r1"])
+            with pytest.raises(herald.ForbiddenError):
+                await events.open()
+            with pytest.raises(herald.ForbiddenError):
+                async with client.control(run_id="r1"):
+                    pass
+            left = await connections_settle_at(hub.url, 0)
+            assert left == 0, f"{left} connection(s) of refused subscriptions left open"
+            # The failed open closed the subscription: nothing more comes.
+            with anyio.fail_after(LIMIT), pytest.raises(StopAsyncIteration):
+                await events.__anext__()
+    finally:
+        hub.stop()
+
+
+async def test_a_subscription_whose_open_times_out_closes_its_connection() -> None:
+    import json
+
+    from websockets.asyncio.server import ServerConnection, serve
+
+    open_connections = [0]
+
+    async def silent_hub(socket: ServerConnection) -> None:
+        """Welcomes, then never confirms a subscription."""
+        open_connections[0] += 1
+        try:
+            welcome = {"type": "welcome", "session_id": "s1", "protocol": 1, "heartbeat_ms": 30000, "server_version": "9"}
+            await socket.send(json.dumps(welcome))
+            async for _ in socket:
+                pass
+        finally:
+            open_connections[0] -= 1
+
+    async with serve(silent_hub, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        async with herald.AsyncHerald(f"http://127.0.0.1:{port}") as client:
+            with pytest.raises(herald.TransportError, match="did not confirm"):
+                async with client.subscribe(["task:x"], open_timeout=0.5):
+                    pass
+            with pytest.raises(herald.TransportError, match="did not confirm"):
+                async with client.control(task_id="x", open_timeout=0.5):
+                    pass
+            deadline = time.monotonic() + LIMIT
+            while open_connections[0] and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)  # the server task sees the close a moment later
+            # Counted before the server stops, which would close what is left.
+            left = open_connections[0]
+    assert left == 0, f"{left} connection(s) of subscriptions that timed out left open"
+
+
+async def test_closing_the_client_closes_the_subscriptions_and_control_streams_made_from_it(hub: Hub) -> None:
+    import gc
+    import weakref
+
+    async with herald.AsyncHerald(hub.url) as client:
+        events = client.subscribe(["run:r1"])
+        await events.open()
+        requests = client.control(task_id="t1")
+        await requests.open()
+        opened = await connections_settle_at(hub.url, 2)
+        # One the application closed and dropped is not kept alive for it.
+        dropped = client.subscribe(["run:r2"])
+        await dropped.aclose()
+        gone = weakref.ref(dropped)
+        del dropped
+        gc.collect()
+        assert gone() is None
+    assert opened == 2
+    assert await connections_settle_at(hub.url, 0) == 0
+    with anyio.fail_after(LIMIT):
+        with pytest.raises(StopAsyncIteration):
+            await events.__anext__()
+        with pytest.raises(StopAsyncIteration):
+            await requests.__anext__()
 
 
 async def test_closing_a_subscription_that_never_opened_opens_nothing(hub: Hub) -> None:

@@ -100,3 +100,22 @@ def test_data_json_cannot_carry_is_dropped_and_counted_not_sent_as_null(tmp_path
         assert b'"finite"' in reader.recv(65536)
     finally:
         reader.close()
+
+
+def test_integers_outside_64_bits_are_dropped_and_counted_not_sent_as_floats(tmp_path: Path) -> None:
+    path = tmp_path / "integers.sock"
+    reader = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    reader.bind(str(path))
+    reader.settimeout(LIMIT)
+    try:
+        with herald.UnixPublisher(path) as publisher:
+            # The hub would store and deliver these as floats, changing them.
+            assert publisher.publish("machine:m1", "state.changed", {"n": 2**64}) is False
+            prepared = herald.PublishRequest(topic="machine:m1", event_type="state.changed", data={"n": [-(2**63) - 1]})
+            assert publisher.send(prepared) is False
+            assert publisher.publish("machine:m1", "state.changed", {"n": 2**64 - 1})
+        assert (publisher.sent, publisher.dropped) == (1, 2)
+        # The only datagram that went out is the one the hub keeps exactly.
+        assert b'{"n":18446744073709551615}' in reader.recv(65536)
+    finally:
+        reader.close()

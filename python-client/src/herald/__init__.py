@@ -19,11 +19,13 @@ Layout:
 - :class:`UnixPublisher`: fire-and-forget datagrams to ``--unix-socket``.
 - :class:`TopicHistory`: a topic's retained events (``AsyncHerald.history``).
 - :mod:`herald.errors`: typed errors carrying the contract's error ``code``.
+  Every error the client reports is a :class:`HeraldError`; a bad argument
+  refused before anything is sent is also a ``ValueError``.
 """
 
 from ._http import TopicHistory
 from ._retry import RetryPolicy
-from ._session import SessionConfig, TimeCursorError
+from ._session import NoTopicsError, SessionConfig, TimeCursorError
 from .client import AsyncHerald, Herald
 from .control import ControlCommand, ControlStream
 from .errors import (
@@ -103,6 +105,7 @@ __all__ = [
     "InvalidTopicError",
     "KnownEventType",
     "Metrics",
+    "NoTopicsError",
     "NotFoundError",
     "Priority",
     "Progress",

@@ -28,6 +28,7 @@ from .errors import (
     ProtocolError,
     TransportError,
     hub_error,
+    refused_before_sending,
 )
 from .models import (
     ApprovalDecision,
@@ -105,6 +106,7 @@ RECORD: TypeAdapter[ApprovalRecord] = TypeAdapter(ApprovalRecord)
 DECISION: TypeAdapter[ApprovalDecision] = TypeAdapter(ApprovalDecision)
 APPROVALS: TypeAdapter[ApprovalList] = TypeAdapter(ApprovalList)
 HISTORY: TypeAdapter[TopicHistory] = TypeAdapter(TopicHistory)
+_TOPIC: TypeAdapter[str] = TypeAdapter(Topic)
 
 
 @dataclass(frozen=True)
@@ -140,11 +142,11 @@ class Endpoint:
         given = url or os.environ.get("HERALD_URL") or DEFAULT_URL
         urls = [part.strip().rstrip("/") for part in given.split(",") if part.strip()]
         if not urls:
-            raise ValueError(f"invalid hub url {given!r}: use http://HOST:PORT or https://HOST")
+            raise InvalidRequestError(f"invalid hub url {given!r}: use http://HOST:PORT or https://HOST")
         for each in urls:
             parts = urlsplit(each)
             if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise ValueError(f"invalid hub url {each!r}: use http://HOST:PORT or https://HOST")
+                raise InvalidRequestError(f"invalid hub url {each!r}: use http://HOST:PORT or https://HOST")
         return cls(
             url=urls[0],
             api_key=api_key if api_key is not None else os.environ.get("HERALD_API_KEY") or None,
@@ -231,22 +233,39 @@ class Call:
 
 def encode(value: Any) -> bytes:
     """Compact JSON. NaN and infinities must be refused before this
-    (:func:`require_finite`): a model's wire form has already turned them
+    (:func:`require_exact_json`): a model's wire form has already turned them
     into ``null``; ``allow_nan=False`` catches only what skipped the check."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
-def require_finite(value: Any, path: str) -> None:
-    """Raises :class:`~herald.InvalidDataError` for the first NaN or infinity
-    in ``value`` (JSON has none, and pydantic's JSON form would silently send
-    ``null``). Walks with an explicit stack, so any nesting depth is checked
-    without recursion."""
+MIN_INTEGER = -(2**63)
+"""The smallest integer the hub keeps as one (an ``i64``)."""
+
+MAX_INTEGER = 2**64 - 1
+"""The largest integer the hub keeps as one (a ``u64``)."""
+
+
+def require_exact_json(value: Any, path: str) -> None:
+    """Raises :class:`~herald.InvalidDataError` for the first value in
+    ``value`` that would not reach subscribers as it is: NaN or an infinity
+    (JSON has none, and pydantic's JSON form would silently send ``null``),
+    or an integer outside :data:`MIN_INTEGER`..:data:`MAX_INTEGER` (the hub
+    reads JSON numbers as 64-bit integers or floats, so it would store and
+    deliver a float). Walks with an explicit stack, so any nesting depth is
+    checked without recursion."""
     stack: list[tuple[Any, str]] = [(value, path)]
     while stack:
         item, where = stack.pop()
         if isinstance(item, float):
             if not math.isfinite(item):
                 raise InvalidDataError(f"{where} is {item!r}, which JSON cannot carry", path=where)
+        elif isinstance(item, int) and not isinstance(item, bool):
+            if not MIN_INTEGER <= item <= MAX_INTEGER:
+                raise InvalidDataError(
+                    f"{where} is {item}, outside the 64-bit integers the hub keeps exactly "
+                    f"({MIN_INTEGER}..{MAX_INTEGER}): it would become a float; send it as a string",
+                    path=where,
+                )
         elif isinstance(item, WireModel):
             stack.append((item.model_dump(mode="python", by_alias=True), where))
         elif isinstance(item, Mapping):
@@ -280,27 +299,34 @@ def publish_request(
     timestamp: int | None = None,
 ) -> PublishRequest:
     """A validated publish request with its id set (retries reuse it).
-    Raises ``pydantic.ValidationError`` for a bad field and
-    :class:`~herald.InvalidDataError` for NaN or an infinity in ``data``."""
-    require_finite(data, "data")
-    return PublishRequest(
-        topic=topic,
-        event_type=event_type,
-        data=as_data(data),
-        key=key,
-        priority=priority or "normal",
-        # Only an absent id is generated: an empty one is refused like any
-        # other invalid id (a retry with a blank id must not become a new event).
-        id=new_event_id() if id is None else id,
-        source=source,
-        timestamp=timestamp,
-    )
+    Raises :class:`~herald.InvalidTopicError` for a bad topic,
+    :class:`~herald.InvalidRequestError` for another bad field, and
+    :class:`~herald.InvalidDataError` for a value in ``data`` the hub could
+    not pass on as it is (see :func:`require_exact_json`)."""
+    require_exact_json(data, "data")
+    try:
+        return PublishRequest(
+            topic=topic,
+            event_type=event_type,
+            data=as_data(data),
+            key=key,
+            priority=priority or "normal",
+            # Only an absent id is generated: an empty one is refused like any
+            # other invalid id (a retry with a blank id must not become a new event).
+            id=new_event_id() if id is None else id,
+            source=source,
+            timestamp=timestamp,
+        )
+    except ValidationError as error:
+        raise refused_before_sending(error) from error
 
 
 def with_id(request: PublishRequest | Mapping[str, Any]) -> PublishRequest:
-    """``request`` as a model, with an id set before the first attempt."""
+    """``request`` as a model, with an id set before the first attempt.
+    Raises ``pydantic.ValidationError`` or :class:`~herald.InvalidDataError`
+    (:func:`batch_requests` names the event)."""
     model = request if isinstance(request, PublishRequest) else PublishRequest.model_validate(request)
-    require_finite(model.data, "data")
+    require_exact_json(model.data, "data")
     if model.id is None:
         model = model.model_copy(update={"id": new_event_id()})
     return model
@@ -347,8 +373,13 @@ def batch_call(requests: Sequence[PublishRequest], timeout: float) -> Call:
 
 def notice_body(event_type: EventType, data: Data, priority: Priority | None) -> bytes:
     # Validated as a publish request would be (the topic is the hub's).
-    require_finite(data, "data")
-    request = PublishRequest(topic="global", event_type=event_type, data=as_data(data))
+    require_exact_json(data, "data")
+    try:
+        request = PublishRequest(
+            topic="global", event_type=event_type, data=as_data(data), priority=priority or "normal"
+        )
+    except ValidationError as error:
+        raise refused_before_sending(error) from error
     body: dict[str, Any] = {"event_type": request.event_type, "data": request.data}
     if priority is not None:
         body["priority"] = priority
@@ -376,18 +407,23 @@ def new_approval(
     timeout: float | None,
     default_proceed: bool | None,
 ) -> NewApproval:
-    result = step_result if isinstance(step_result, TaskStepResult) else TaskStepResult.model_validate(step_result)
-    require_finite(result, "step_result")
-    if timeout is not None:
-        require_approval_timeout(timeout)
-    return NewApproval(
-        user_id=user_id,
-        task_id=task_id,
-        step=step,
-        step_result=result,
-        timeout_ms=None if timeout is None else round(timeout * 1000),
-        default_proceed=default_proceed,
-    )
+    """The approval request, validated (:class:`~herald.InvalidRequestError`
+    or :class:`~herald.InvalidDataError` before anything is sent)."""
+    try:
+        result = step_result if isinstance(step_result, TaskStepResult) else TaskStepResult.model_validate(step_result)
+        require_exact_json(result, "step_result")
+        if timeout is not None:
+            require_approval_timeout(timeout)
+        return NewApproval(
+            user_id=user_id,
+            task_id=task_id,
+            step=step,
+            step_result=result,
+            timeout_ms=None if timeout is None else round(timeout * 1000),
+            default_proceed=default_proceed,
+        )
+    except ValidationError as error:
+        raise refused_before_sending(error) from error
 
 
 MAX_APPROVAL_TIMEOUT = 7 * 24 * 3600.0
@@ -395,10 +431,11 @@ MAX_APPROVAL_TIMEOUT = 7 * 24 * 3600.0
 
 
 def require_approval_timeout(timeout: float) -> None:
-    """Refuses (``ValueError``) an approval timeout the hub would refuse:
-    it takes 1 ms to 7 days, in whole milliseconds."""
+    """Refuses (:class:`~herald.InvalidRequestError`, a ``ValueError``) an
+    approval timeout the hub would refuse: it takes 1 ms to 7 days, in whole
+    milliseconds."""
     if not (math.isfinite(timeout) and 1 <= round(timeout * 1000) <= MAX_APPROVAL_TIMEOUT * 1000):
-        raise ValueError(
+        raise InvalidRequestError(
             f"timeout is in seconds and must be between 0.001 and {MAX_APPROVAL_TIMEOUT:g} (7 days), got {timeout!r}"
         )
 
@@ -420,16 +457,23 @@ def approvals_call(task_id: str | None, status: ApprovalStatus | None, timeout: 
 
 def history_call(topic: Topic, since: int, limit: int | None, timeout: float, *, time_ms: int | None = None) -> Call:
     """``GET /api/v1/topics/{topic}/events``; ``topic`` is checked against
-    the grammar first (a pattern is refused: history is per topic)."""
-    checked = TypeAdapter(Topic).validate_python(topic)
+    the grammar first (:class:`~herald.InvalidTopicError`; a pattern is
+    refused: history is per topic), the other arguments too
+    (:class:`~herald.InvalidRequestError`)."""
+    try:
+        checked = _TOPIC.validate_python(topic)
+    except ValidationError as error:
+        raise refused_before_sending(error, topic=True) from error
     if since < 0:
-        raise ValueError(f"since is a seq (0: everything retained), got {since}")
+        raise InvalidRequestError(f"since is a seq (0: everything retained), got {since}")
     if limit is not None and limit < 1:
-        raise ValueError(f"limit must be at least 1, got {limit}")
+        raise InvalidRequestError(f"limit must be at least 1, got {limit}")
     if time_ms is not None and time_ms < 0:
-        raise ValueError(f"time_ms is ms since the Unix epoch, got {time_ms}")
+        raise InvalidRequestError(f"time_ms is ms since the Unix epoch, got {time_ms}")
     if time_ms is not None and since != 0:
-        raise ValueError(f"give since (a seq) or time_ms, not both; got since {since} and time_ms {time_ms}")
+        raise InvalidRequestError(
+            f"give since (a seq) or time_ms, not both; got since {since} and time_ms {time_ms}"
+        )
     params = {"since": str(since)} if time_ms is None else {"time_ms": str(time_ms)}
     if limit is not None:
         params["limit"] = str(limit)
@@ -629,7 +673,16 @@ def answer(
     refusal: HeraldError
     if isinstance(body, dict) and isinstance(body.get("code"), str) and isinstance(body.get("message"), str):
         index = body.get("index")
-        refusal = hub_error(body["code"], body["message"], status=status, index=index if isinstance(index, int) else None)
+        # A publish's refusal names the ids sent: a batch refused with
+        # `conflict` had the events before `index` stored, and only these
+        # ids let the caller send the rest without storing any twice.
+        refusal = hub_error(
+            body["code"],
+            body["message"],
+            status=status,
+            index=index if isinstance(index, int) else None,
+            event_ids=call.event_ids,
+        )
     else:
         excerpt = response.text[:512].strip()
         refusal = ProtocolError(f"the hub answered HTTP {status}: {excerpt}", status=status)

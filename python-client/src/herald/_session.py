@@ -300,8 +300,8 @@ class SessionClosedError(SessionError):
     """The session is closed; call ``reconnect()`` before sending."""
 
 
-class NoTopicsError(SessionError):
-    """A subscription needs at least one topic or pattern."""
+class NoTopicsError(SessionError, ValueError):
+    """A subscription needs at least one topic or pattern (also a ``ValueError``)."""
 
 
 class TimeCursorError(SessionError, ValueError):

@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
 import httpx
 import websockets
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 from websockets.asyncio.client import ClientConnection
 
 from . import _http
@@ -28,7 +29,7 @@ from ._retry import RetryPolicy
 from ._session import SessionConfig
 from ._timeout import within
 from .control import ControlStream
-from .errors import HeraldError, TransportError, hub_error
+from .errors import HeraldError, InvalidRequestError, TransportError, hub_error, refused_before_sending
 from .models import (
     ApprovalDecision,
     ApprovalRecord,
@@ -105,7 +106,9 @@ class AsyncHerald(_Options):
             that user, so a resent answer is acknowledged. A hub with
             ``--jwt-secret`` ignores it: the token names the user. Default: none.
 
-    Use it as ``async with AsyncHerald() as hub:`` or call :meth:`aclose`.
+    Use it as ``async with AsyncHerald() as hub:`` or call :meth:`aclose`,
+    which also closes the subscriptions and control streams made from it
+    that are still open.
     """
 
     def __init__(
@@ -120,6 +123,10 @@ class AsyncHerald(_Options):
     ) -> None:
         super().__init__(url, api_key, token, timeout, retry, user_id)
         self._http = httpx.AsyncClient(base_url=self.endpoint.url, headers=self.endpoint.headers())
+        self._streams: weakref.WeakSet[Subscription[Any] | ControlStream] = weakref.WeakSet()
+        """The subscriptions and control streams made from this client, for
+        :meth:`aclose` to close; weak, so one the application dropped is
+        not kept alive by it."""
 
     async def __aenter__(self) -> AsyncHerald:
         return self
@@ -130,8 +137,19 @@ class AsyncHerald(_Options):
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Closes the connection pool."""
-        await self._http.aclose()
+        """Closes the subscriptions and control streams made from this client
+        that are still open (their iterations end: ``StopAsyncIteration``),
+        then the connection pool. Each socket's close is bounded (1 s), and
+        they are closed together."""
+        streams = list(self._streams)
+        self._streams.clear()
+        try:
+            outcomes = await asyncio.gather(*(stream.aclose() for stream in streams), return_exceptions=True)
+        finally:
+            await self._http.aclose()
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _send(self, call: Call, shape: TypeAdapter[T], deadline: float | None = None) -> T:
         attempts = _http.Attempts(call, self.retry, len(self.endpoint.urls), self._node, deadline)
@@ -175,7 +193,11 @@ class AsyncHerald(_Options):
         The event gets a UUID ``id`` unless given one; retries (connection
         errors, timeouts, 5xx, 429) resend that id, so the hub stores and
         delivers it once. ``key`` makes it the topic's latest state for that
-        entity (snapshots).
+        entity (snapshots). A bad argument is refused before sending
+        (:class:`~herald.InvalidTopicError`, :class:`~herald.InvalidRequestError`,
+        :class:`~herald.InvalidDataError`: NaN, an infinity or an integer
+        outside 64 bits in ``data``; each also a ``ValueError``). The hub's
+        refusals carry the event's id in ``event_ids``.
         """
         request = _http.publish_request(
             topic, event_type, data, key=key, priority=priority, id=id, source=source, timestamp=timestamp
@@ -191,6 +213,12 @@ class AsyncHerald(_Options):
         whose ``index`` is the first bad event's). Receipts come in the same
         order. Every event has its id set before the first attempt, so a
         retried batch is not published twice.
+
+        An event reusing an id already stored on its topic with other content
+        is refused with :class:`~herald.ConflictError` at its ``index``, after
+        the hub stored the events before it: the error's ``event_ids`` (every
+        event's id, generated ones included) let the caller send the rest
+        again without storing any twice (see :class:`~herald.ConflictError`).
         """
         requests = _http.batch_requests(events)
         if not requests:
@@ -342,8 +370,9 @@ class AsyncHerald(_Options):
         :class:`~herald.UnauthorizedError` / :class:`~herald.ForbiddenError`;
         a node that cannot be reached is skipped for the next one, if any
         (the frame is only sent once a connection is open). Naming both
-        ``task_id`` and ``run_id``, or neither, raises ``ValueError`` before
-        connecting."""
+        ``task_id`` and ``run_id``, or neither, is refused before
+        connecting, with :class:`~herald.InvalidRequestError` (a ``ValueError``)
+        like any other bad argument."""
         await self._send_frame(_control_frame(action, task_id, run_id, reason), action)
 
     async def answer_approval(self, callback_id: str, proceed: bool, *, feedback: str | None = None) -> None:
@@ -434,16 +463,21 @@ class AsyncHerald(_Options):
 
         ``since``: checkpoints to resume from (what :attr:`Subscription.checkpoints`
         gave), or one seq for every exact topic (``0``: everything retained);
-        an int with no exact topic raises ``ValueError`` (a pattern resumes
-        only the topics its checkpoints name). A topic or pattern that breaks
-        the grammar raises :class:`~herald.InvalidTopicError`.
+        an int with no exact topic raises :class:`~herald.InvalidRequestError`
+        (a pattern resumes only the topics its checkpoints name). A topic or
+        pattern that breaks the grammar raises :class:`~herald.InvalidTopicError`
+        (each also a ``ValueError``).
         Every subscription also yields ``global`` events (broadcasts,
         ``system.shutdown``), whatever its topics and ``filter``.
         ``filter``: ``{"types": ["execution.*"], "min_priority": "high"}``.
         ``gaps``: ``"yield"`` (default) yields :class:`~herald.models.Gap`
-        items; ``"raise"`` raises :class:`~herald.GapError` instead.
+        items; ``"raise"`` raises :class:`~herald.GapError` instead, except
+        for an empty gap (``to_seq < from_seq``: the stream restarted and
+        nothing was missed), which is not raised.
+        Closing this client (:meth:`aclose`) closes the subscription too, if
+        it is still open.
         """
-        return Subscription(
+        subscription: Subscription[Any] = Subscription(
             self.endpoint,
             list(topics),
             since=since,
@@ -453,6 +487,8 @@ class AsyncHerald(_Options):
             config=config,
             open_timeout=open_timeout,
         )
+        self._streams.add(subscription)
+        return subscription
 
     def control(
         self,
@@ -465,13 +501,21 @@ class AsyncHerald(_Options):
     ) -> ControlStream:
         """The ``control.cancel/pause/resume`` requests for a task (or a run),
         for the producer to act on: ``async with hub.control(task_id="t1") as
-        requests:`` then ``async for request in requests``. Live from the
-        moment the ``async with`` returns; ``since=0`` also yields the ones
-        still retained. A gap in the stream raises :class:`~herald.GapError`
-        (a request may have been missed)."""
-        return ControlStream(
+        requests:`` then ``async for request in requests``. Only those
+        published on the task's own topic (``task:{task_id}`` or
+        ``run:{run_id}``) are yielded: broadcasts on ``global`` and user
+        messages reach every connection, but are not requests for this task,
+        whatever their ``data`` names. Live from the moment the ``async
+        with`` returns; ``since=0`` also yields the ones still retained. A
+        gap in the stream raises :class:`~herald.GapError` (a request may
+        have been missed); an empty one (the stream restarted, nothing was
+        missed) does not. Closing this client (:meth:`aclose`) closes the
+        stream too, if it is still open."""
+        stream = ControlStream(
             self.endpoint, task_id=task_id, run_id=run_id, since=since, config=config, open_timeout=open_timeout
         )
+        self._streams.add(stream)
+        return stream
 
 
 class Herald(_Options):
@@ -688,15 +732,24 @@ class Herald(_Options):
 def _control_frame(
     action: ControlAction, task_id: str | None, run_id: str | None, reason: str | None
 ) -> ClientFrameCancel | ClientFramePause | ClientFrameResume:
-    """The control frame (request id 1), refused (``ValueError``) before any
-    socket is opened unless exactly one of ``task_id`` and ``run_id`` is given."""
+    """The control frame (request id 1), refused before any socket is opened
+    (:class:`~herald.InvalidRequestError`, a ``ValueError``) unless exactly
+    one of ``task_id`` and ``run_id`` is given, or when a field is bad."""
     if (task_id is None) == (run_id is None):
-        raise ValueError(f"{action}: name exactly one of task_id and run_id")
-    return _CONTROL_FRAMES[action](id=1, task_id=task_id, run_id=run_id, reason=reason)
+        raise InvalidRequestError(f"{action}: name exactly one of task_id and run_id")
+    if action not in _CONTROL_FRAMES:
+        raise InvalidRequestError(f"{action!r} is not a control action: cancel, pause or resume")
+    try:
+        return _CONTROL_FRAMES[action](id=1, task_id=task_id, run_id=run_id, reason=reason)
+    except ValidationError as error:
+        raise refused_before_sending(error) from error
 
 
 def _confirm_frame(callback_id: str, proceed: bool, feedback: str | None) -> ClientFrameConfirm:
-    return ClientFrameConfirm(id=1, callback_id=callback_id, proceed=proceed, feedback=feedback)
+    try:
+        return ClientFrameConfirm(id=1, callback_id=callback_id, proceed=proceed, feedback=feedback)
+    except ValidationError as error:
+        raise refused_before_sending(error) from error
 
 
 async def _exchange(socket: ClientConnection, text: str) -> bool:

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
 
-from ._http import Endpoint, Token
-from ._session import SessionConfig
 from pydantic import ValidationError
 
+from ._http import Endpoint, Token
+from ._session import SessionConfig
+from .errors import InvalidRequestError
 from .models import ControlRequest, Event, Snapshot
 from .subscription import Subscription, SubscriptionItemNoGap
 
@@ -58,9 +59,18 @@ class ControlCommand:
 
 class ControlStream:
     """The control requests of one task or run, live (see
-    :meth:`herald.AsyncHerald.control`). A ``control.*`` event whose ``data``
-    is not a control request is skipped with a warning on the ``herald``
-    logger."""
+    :meth:`herald.AsyncHerald.control`).
+
+    Only ``control.*`` events of the stream's own :attr:`topic` are yielded.
+    The hub delivers ``global`` (broadcasts) and the connection's
+    ``user:{id}`` messages to every connection whatever it subscribed to, and
+    a ``control.cancel`` there, whatever task its ``data`` names, is not a
+    request for this task: it is skipped. A ``control.*`` event whose
+    ``data`` is not a control request is skipped with a warning on the
+    ``herald`` logger. A gap in the stream raises :class:`~herald.GapError`
+    (a request may have been missed), except an empty one (the stream
+    restarted, nothing was missed). If :meth:`open` (or ``async with``)
+    raises, the stream is closed, socket included."""
 
     def __init__(
         self,
@@ -73,8 +83,9 @@ class ControlStream:
         open_timeout: float,
     ) -> None:
         if (task_id is None) == (run_id is None):
-            raise ValueError("name exactly one of task_id and run_id")
+            raise InvalidRequestError("name exactly one of task_id and run_id")
         self.topic = f"task:{task_id}" if task_id is not None else f"run:{run_id}"
+        """The topic the requests are published on: ``task:{task_id}`` or ``run:{run_id}``."""
         resume: Mapping[str, Any] | None = None if since is None else {self.topic: since}
         self._subscription: Subscription[SubscriptionItemNoGap] = Subscription(
             endpoint,
@@ -101,7 +112,9 @@ class ControlStream:
     async def __anext__(self) -> ControlCommand:
         while True:
             item = await self._subscription.__anext__()
-            if isinstance(item, Snapshot):
+            if isinstance(item, Snapshot) or item.topic != self.topic:
+                # Broadcasts (`global`) and user messages reach every
+                # connection: a control.* there is not this task's request.
                 continue
             action = _ACTIONS.get(item.event_type)
             if action is None:

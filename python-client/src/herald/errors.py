@@ -1,6 +1,13 @@
 """Herald's errors: :class:`HubError` carries the contract's error ``code``
 (one subclass per code), the others say what went wrong on the way.
 
+An argument the client refuses before sending anything (a topic that breaks
+the grammar, a bad field, NaN in ``data``, ...) raises a :class:`HeraldError`
+that is also a ``ValueError``: :class:`InvalidTopicError`,
+:class:`InvalidRequestError`, :class:`InvalidDataError`, and the session's
+``TimeCursorError`` and ``NoTopicsError``. When pydantic found the fault, its
+``ValidationError`` is the ``__cause__``.
+
 ::
 
     try:
@@ -39,6 +46,7 @@ class HubError(HeraldError):
         index: int | None = None,
         ref: Any = None,
         hub_code: str | None = None,
+        event_ids: tuple[str, ...] = (),
     ) -> None:
         super().__init__(message)
         if code is not None:
@@ -53,6 +61,11 @@ class HubError(HeraldError):
         """The offending event of a batch, when the hub named one."""
         self.ref = ref
         """The request id an ``error`` frame answers."""
+        self.event_ids = event_ids
+        """For a refused publish: the ids of the events the client sent (in
+        the batch's order, those it generated included; empty for other
+        calls). What a batch refused with ``conflict`` at :attr:`index`
+        needs to be finished: see :class:`ConflictError`."""
 
     def __str__(self) -> str:
         where = f" (event {self.index} of the batch)" if self.index is not None else ""
@@ -72,14 +85,20 @@ class UnknownActionError(HubError):
     code: ErrorCode = "unknown_action"
 
 
-class InvalidRequestError(HubError):
-    """A well-formed request with a bad or missing field."""
+class InvalidRequestError(HubError, ValueError):
+    """A well-formed request with a bad or missing field: refused by the hub
+    (HTTP 400, an ``error`` frame), or by the client before sending
+    (``status`` None; a pydantic ``ValidationError`` as the ``__cause__``
+    when the fault was found by a model). Also a ``ValueError``."""
 
     code: ErrorCode = "invalid_request"
 
 
-class InvalidTopicError(HubError):
-    """A topic or pattern that breaks the grammar."""
+class InvalidTopicError(HubError, ValueError):
+    """A topic or pattern that breaks the grammar (or a pattern where one
+    topic is needed): refused by the hub, or by the client before sending
+    (``status`` None, the pydantic ``ValidationError`` as the ``__cause__``).
+    Also a ``ValueError``."""
 
     code: ErrorCode = "invalid_topic"
 
@@ -117,7 +136,16 @@ class NotFoundError(HubError):
 
 class ConflictError(HubError):
     """The request conflicts with the current state, e.g. an approval
-    already decided (HTTP 409)."""
+    already decided, or an event id already stored on its topic with other
+    content (HTTP 409).
+
+    A batch refused so at :attr:`index` ``i`` is not all-or-nothing: the hub
+    stored its events before ``i`` (and on a Redis hub, those after ``i`` on
+    other topics may be stored too). :attr:`event_ids` names the id of every
+    event of the batch, those the client generated included: to finish it,
+    send the events again with those ids (``PublishRequest(id=...)``), event
+    ``i`` fixed or left out; those already stored are answered with their
+    first receipts, not stored twice."""
 
     code: ErrorCode = "conflict"
 
@@ -151,7 +179,13 @@ assert set(ERRORS_BY_CODE) == set(get_args(ErrorCode)), "an ErrorCode has no exc
 
 
 def hub_error(
-    code: str, message: str, *, status: int | None = None, index: int | None = None, ref: Any = None
+    code: str,
+    message: str,
+    *,
+    status: int | None = None,
+    index: int | None = None,
+    ref: Any = None,
+    event_ids: tuple[str, ...] = (),
 ) -> HubError:
     """The exception for the hub's ``{code, message}``. A code this client
     does not know (a newer hub's) gives a plain :class:`HubError` whose
@@ -160,8 +194,23 @@ def hub_error(
     cls = ERRORS_BY_CODE.get(code)
     if cls is None:
         unknown = f"{message} (the hub's error code {code!r} is unknown to this client)"
-        return HubError(unknown, status=status, index=index, ref=ref, hub_code=code)
-    return cls(message, status=status, index=index, ref=ref)
+        return HubError(unknown, status=status, index=index, ref=ref, hub_code=code, event_ids=event_ids)
+    return cls(message, status=status, index=index, ref=ref, event_ids=event_ids)
+
+
+def refused_before_sending(
+    error: ValidationError, *, topic: bool = False, index: int | None = None
+) -> InvalidRequestError | InvalidTopicError:
+    """The client's refusal of an argument a model found bad, as the hub
+    would name it: :class:`InvalidTopicError` when the fault is a topic (the
+    value checked is one, ``topic``, or it is a model's ``topic`` field),
+    else :class:`InvalidRequestError`. Raise it ``from error``: pydantic's
+    details stay the cause."""
+    where = [tuple(detail["loc"]) for detail in error.errors()]
+    message = f"refused before sending: {error}"
+    if topic or (where and all(loc[:1] == ("topic",) for loc in where)):
+        return InvalidTopicError(message, index=index)
+    return InvalidRequestError(message, index=index)
 
 
 class TransportError(HeraldError):
@@ -189,9 +238,11 @@ class TransportError(HeraldError):
 
 
 class InvalidDataError(HeraldError, ValueError):
-    """A value JSON cannot carry (NaN, +Infinity, -Infinity) in what was to
-    be sent; refused before anything is sent. ``path`` says where, e.g.
-    ``data.metrics[2]``."""
+    """A value the hub could not pass on as it is, in what was to be sent:
+    one JSON cannot carry (NaN, +Infinity, -Infinity), or an integer outside
+    the 64-bit range (below -2**63 or above 2**64 - 1), which the hub would
+    turn into a float. Refused before anything is sent. ``path`` says where,
+    e.g. ``data.metrics[2]``."""
 
     def __init__(self, message: str, *, path: str) -> None:
         super().__init__(message)
@@ -252,4 +303,5 @@ __all__ = [
     "UnknownActionError",
     "ValidationError",
     "hub_error",
+    "refused_before_sending",
 ]

@@ -24,6 +24,7 @@ import websockets
 from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection
 from websockets.frames import CloseCode
+from websockets.protocol import State
 
 from ._http import Endpoint, Token, current_token, ws_headers, ws_refusal
 from ._session import (
@@ -48,11 +49,13 @@ from ._timeout import within
 from .errors import (
     GapError,
     HubError,
+    InvalidRequestError,
     InvalidTopicError,
     SubscriptionClosedError,
     TooLargeError,
     TransportError,
     hub_error,
+    refused_before_sending,
 )
 from .models import ClientFrameAuth, ErrorFrame, Event, EventFilter, Gap, Snapshot, Subscribed
 
@@ -100,7 +103,15 @@ class Subscription(Generic[T]):
     An ``error`` frame from the hub (e.g. ``forbidden``) is raised as a
     :class:`~herald.HubError`; a terminal close or exhausted reconnect
     attempts end the iteration with :class:`~herald.SubscriptionClosedError`.
-    After a raised error the subscription still works: iterate again.
+    After an error raised by the iteration the subscription still works:
+    iterate again. An error raised by :meth:`open` (and so by ``async
+    with``) closes the subscription and its socket first: nothing is left
+    open for a caller that never got the subscription to close.
+
+    With ``gaps="raise"``, a gap is raised as :class:`~herald.GapError`,
+    except an empty one (``to_seq < from_seq``: the topic's stream restarted
+    and nothing was missed), which is not raised: the checkpoint moves to
+    the new stream, as the session core says, and the iteration goes on.
 
     A reconnection the hub refuses (HTTP 401 or 403: the token expired or
     was revoked) while the client's token is a fixed string ends the
@@ -124,7 +135,7 @@ class Subscription(Generic[T]):
         open_timeout: float = 10.0,
     ) -> None:
         if gaps not in ("yield", "raise"):
-            raise ValueError('gaps must be "yield" or "raise"')
+            raise InvalidRequestError(f'gaps must be "yield" or "raise", got {gaps!r}')
         self._endpoint = endpoint
         self._topics = list(topics)
         self._gaps = gaps
@@ -138,14 +149,17 @@ class Subscription(Generic[T]):
             # so one seq can only mean something for exact topics.
             exact = [t for t in self._topics if "*" not in t]
             if not exact:
-                raise ValueError(
+                raise InvalidRequestError(
                     "since=N resumes exact topics only and none is given: a pattern resumes from "
                     "checkpoints (since=events.checkpoints of an earlier subscription)"
                 )
             since = {t: since for t in exact}
-        if since:
-            self._session.restore_checkpoints(checkpoints_from_json(dict(since)))
-        flt = filter if isinstance(filter, EventFilter) or filter is None else EventFilter.model_validate(filter)
+        try:
+            if since:
+                self._session.restore_checkpoints(checkpoints_from_json(dict(since)))
+            flt = filter if isinstance(filter, EventFilter) or filter is None else EventFilter.model_validate(filter)
+        except ValidationError as error:
+            raise refused_before_sending(error) from error
         try:
             self._session.subscribe(self._topics, flt, snapshot)
         except ValidationError as error:
@@ -198,7 +212,20 @@ class Subscription(Generic[T]):
     async def open(self) -> None:
         """Connects and waits until the hub confirmed every topic (bounded by
         ``open_timeout``). Raises :class:`~herald.TransportError` when the hub
-        cannot be reached, :class:`~herald.HubError` when it refuses a topic."""
+        cannot be reached or does not confirm in time,
+        :class:`~herald.HubError` when it refuses a topic. Whatever it raises
+        (a cancellation too), the subscription is closed first, socket
+        included: make a new one to try again."""
+        try:
+            await self._open()
+        except BaseException:
+            # `async with` does not exit a failed enter, so the caller never
+            # gets the subscription to close: close it here, or its socket
+            # stays open (the hub counts it against its connection limits).
+            await self.aclose()
+            raise
+
+    async def _open(self) -> None:
         deadline = time.monotonic() + self._open_timeout
         while True:
             await self._turn()
@@ -322,6 +349,13 @@ class Subscription(Generic[T]):
         if isinstance(event, Event):
             self._ready.append(event)
         elif isinstance(event, Gap):
+            if self._gaps == "raise" and event.to_seq < event.from_seq:
+                # An empty gap: the stream restarted and nothing was missed.
+                # The session has already moved the checkpoint to the new
+                # stream; raising would only stop a loop for nothing (a
+                # producer's control stream after a memory hub's restart).
+                log.debug("herald subscription: %s restarted, nothing missed (%s)", event.topic, event.reason)
+                return
             self._ready.append(GapError(event) if self._gaps == "raise" else event)
         elif isinstance(event, Snapshot):
             self._ready.append(event)
@@ -419,12 +453,19 @@ class Subscription(Generic[T]):
 
     async def _close_socket(self, code: int) -> None:
         socket, self._socket = self._socket, None
-        if socket is not None:
-            try:
-                async with within(1.0):
-                    await socket.close(code)
-            except (OSError, websockets.exceptions.WebSocketException, asyncio.TimeoutError):
-                pass
+        if socket is None:
+            return
+        try:
+            async with within(1.0):
+                await socket.close(code)
+        except (OSError, websockets.exceptions.WebSocketException, asyncio.TimeoutError):
+            pass
+        finally:
+            if socket.protocol.state is not State.CLOSED:
+                # The closing handshake was cut short (the hub did not answer
+                # within the bound, or the caller was cancelled): drop the
+                # connection rather than leave it open with nobody reading it.
+                socket.transport.abort()
 
     def _send_limit(self) -> float:
         """Seconds one frame may take to send: a heartbeat interval (the

@@ -18,7 +18,9 @@ import threading
 
 from . import _http
 from ._http import Data
-from .errors import InvalidDataError
+from pydantic import ValidationError
+
+from .errors import InvalidDataError, refused_before_sending
 from .models import EventType, Priority, PublishRequest, Topic
 
 log = logging.getLogger("herald")
@@ -46,7 +48,9 @@ class UnixPublisher:
         self.sent = 0
         """Events the kernel took (the hub may still refuse one)."""
         self.dropped = 0
-        """Events dropped: hub down, buffer full, too large, or NaN/±Infinity in ``data``."""
+        """Events dropped: hub down, buffer full, too large, or a value in
+        ``data`` the hub could not pass on as it is (NaN, ±Infinity, an
+        integer outside 64 bits)."""
 
     def publish(
         self,
@@ -60,25 +64,31 @@ class UnixPublisher:
         timestamp: int | None = None,
     ) -> bool:
         """Sends the event as one datagram, or drops it; True when the kernel
-        took it. An invalid topic or event type still raises (that is the
-        caller's bug, not the hub's state). NaN or ±Infinity anywhere in
-        ``data`` drops the event and counts it (JSON has no such numbers,
-        and sending ``null`` instead would change the data)."""
+        took it. An invalid topic or other field still raises
+        (:class:`~herald.InvalidTopicError` / :class:`~herald.InvalidRequestError`,
+        each also a ``ValueError``: that is the caller's bug, not the hub's
+        state). NaN or ±Infinity anywhere in ``data`` drops the event and
+        counts it (JSON has no such numbers, and sending ``null`` instead
+        would change the data), and so does an integer outside the 64-bit
+        range (the hub would turn it into a float)."""
         try:
             # A payload model's wire form turns NaN into null: check it as given.
-            _http.require_finite(data, "data")
+            _http.require_exact_json(data, "data")
         except InvalidDataError as error:
             log.debug("herald unix datagram dropped: %s", error)
             return self._count(False)
-        request = PublishRequest(
-            topic=topic,
-            event_type=event_type,
-            data=_http.as_data(data),
-            key=key,
-            priority=priority or "normal",
-            source=source,
-            timestamp=timestamp,
-        )
+        try:
+            request = PublishRequest(
+                topic=topic,
+                event_type=event_type,
+                data=_http.as_data(data),
+                key=key,
+                priority=priority or "normal",
+                source=source,
+                timestamp=timestamp,
+            )
+        except ValidationError as error:
+            raise refused_before_sending(error) from error
         return self.send(request)
 
     def send(self, request: PublishRequest) -> bool:
@@ -86,9 +96,9 @@ class UnixPublisher:
         try:
             # Checked on the data as given: its wire form has already turned
             # NaN and infinities into null, which would change the data.
-            _http.require_finite(request.data, "data")
+            _http.require_exact_json(request.data, "data")
             payload = _http.encode(request.to_wire())
-        except ValueError as error:  # NaN or infinity in data (InvalidDataError is a ValueError)
+        except ValueError as error:  # a value the hub could not pass on (InvalidDataError is a ValueError)
             log.debug("herald unix datagram dropped: %s", error)
             return self._count(False)
         if len(payload) > MAX_DATAGRAM:
