@@ -76,7 +76,7 @@ pub use herald_protocol::payload::{ApprovalDecision, ApprovalRecord, NewApproval
 pub use herald_protocol::session::{Checkpoint, Checkpoints, ConnectionState, SessionConfig};
 pub use herald_protocol::{Event, PublishReceipt, PublishRequest};
 pub use notice::Notice;
-pub use publisher::Publisher;
+pub use publisher::{Publisher, assign_id};
 pub use retry::RetryPolicy;
 pub use subscriber::{MAX_BUFFER, Subscriber, SubscriberBuilder, SubscriberItem};
 pub use tls::TlsError;

@@ -162,6 +162,12 @@ impl Publisher {
     }
 
     /// Publishes one event (`POST /api/v1/events`) and returns its receipt.
+    ///
+    /// An event without an `id` is given one, reused by this call's own
+    /// retries. To try again after an error whose outcome is unknown (the
+    /// hub may have stored it: a transport failure, a 5xx), give the event
+    /// an id first ([`assign_id`]) and publish it again under that id: the
+    /// hub stores it at most once.
     pub async fn publish(
         &self,
         mut request: PublishRequest,
@@ -180,9 +186,16 @@ impl Publisher {
         Ok(receipt)
     }
 
-    /// Publishes a batch in one request: the hub validates it whole (one bad
-    /// event: nothing is published, and [`HubError::index`] names it) and
-    /// answers the receipts in the same order.
+    /// Publishes a batch in one request: the hub validates it whole (one
+    /// invalid event: nothing is published, and [`HubError::index`] names
+    /// it) and answers the receipts in the same order. An event whose id was
+    /// already stored with other content is answered `409 conflict` with its
+    /// index, once the events before it were published: to finish such a
+    /// batch, or one whose outcome is unknown, without storing an event
+    /// twice, give the events ids first ([`assign_id`]) and send them again
+    /// under those ids (those stored get their first receipts).
+    /// Events without an id are given one here, which the caller does not
+    /// see.
     pub async fn publish_batch(
         &self,
         mut requests: Vec<PublishRequest>,
@@ -321,8 +334,9 @@ impl Publisher {
     }
 }
 
-/// Gives `request` a UUID v4 `id` unless it has one, so retries reuse it.
-pub(crate) fn assign_id(request: &mut PublishRequest) {
+/// Gives `request` a UUID v4 `id` unless it has one, so that publishing it
+/// again (a retry) stores it at most once.
+pub fn assign_id(request: &mut PublishRequest) {
     if request.id.is_none() {
         // A UUID is always a valid id (36 ASCII bytes).
         request.id = EventId::new(uuid::Uuid::new_v4().to_string()).ok();

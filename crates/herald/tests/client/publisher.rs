@@ -161,6 +161,46 @@ async fn a_batch_gets_receipts_in_order_and_an_oversized_one_is_refused_at_once(
 }
 
 #[tokio::test]
+async fn a_batch_refused_as_a_conflict_is_finished_under_the_ids_assigned_before_it_was_sent() {
+    let hub = Hub::start(&[]).await;
+    let publisher = Publisher::new(&hub.url).unwrap();
+    let topic: Topic = "run:conflict".parse().unwrap();
+    let taken = request(&topic, 0).id("taken".parse::<EventId>().unwrap());
+    bounded("the first use of an id", publisher.publish(taken))
+        .await
+        .unwrap();
+    // The second event reuses that id with other content.
+    let mut batch = vec![
+        request(&topic, 1),
+        request(&topic, 2).id("taken".parse::<EventId>().unwrap()),
+        request(&topic, 3),
+    ];
+    batch.iter_mut().for_each(herald_client::assign_id);
+    let error = bounded(
+        "the conflicting batch",
+        publisher.publish_batch(batch.clone()),
+    )
+    .await
+    .unwrap_err();
+    let refused = error.hub_error().unwrap_or_else(|| panic!("{error:?}"));
+    assert_eq!(
+        (refused.code, refused.index),
+        (ErrorCode::Conflict, Some(1))
+    );
+    // The events before the conflict were published: sent again under
+    // their ids, they are not stored twice.
+    batch[1] = request(&topic, 2);
+    let receipts = bounded("the batch again", publisher.publish_batch(batch))
+        .await
+        .unwrap();
+    assert_eq!(
+        receipts.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [2, 3, 4],
+        "the first event keeps its seq; the others follow it"
+    );
+}
+
+#[tokio::test]
 async fn the_batching_publisher_groups_events_and_flushes_on_close() {
     let hub = Hub::start(&[]).await;
     let publisher = Publisher::new(&hub.url).unwrap();
