@@ -39,8 +39,9 @@ const OWN_DISCONNECT_MS = 30_000;
  * What a close code means for this console: the hub's names for the codes
  * (`CloseReason::meaning` in herald-protocol), with 1013 spelled out,
  * since a browser is not shown the close reason the hub sends with it.
+ * `operator` is the user this console connects as on an open hub.
  */
-export function closeMeaning(code: number): string {
+export function closeMeaning(code: number, operator?: string): string {
   switch (code) {
     case 1000:
       return "a normal close";
@@ -55,7 +56,9 @@ export function closeMeaning(code: number): string {
     case 1011:
       return "the hub failed";
     case 1013:
-      return "try again later: the hub is at its connection limit (its own, or this user's: on an open hub every console tab is the user \"console\"), or this console fell too far behind";
+      return operator === undefined
+        ? "try again later: the hub is at its connection limit (its own, or this user's), or this console fell too far behind"
+        : `try again later: the hub is at its connection limit (its own, or this user's: on an open hub every console tab of this browser is the user it decides as, "${operator}"), or this console fell too far behind`;
     case 4000:
       return "heartbeat timeout";
     case 4001:
@@ -82,7 +85,11 @@ export class Link implements Store<LinkState> {
   /** Makes an open connection live once it stayed open SETTLE_MS. */
   private settling: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(private readonly client: HeraldClient) {
+  /** `operator`: the user this console connects as on an open hub (none with a token). */
+  constructor(
+    private readonly client: HeraldClient,
+    private readonly operator?: string,
+  ) {
     this.state = this.describe(client.state);
     this.stop = client.onState((connection) => this.change(this.describe(connection)));
   }
@@ -171,7 +178,7 @@ export class Link implements Store<LinkState> {
         this.reason =
           connection.code === undefined
             ? "the hub does not answer"
-            : `the hub closed the connection with ${connection.code} (${closeMeaning(connection.code)})`;
+            : `the hub closed the connection with ${connection.code} (${closeMeaning(connection.code, this.operator)})`;
         return {
           connection,
           live: false,
@@ -188,7 +195,7 @@ export class Link implements Store<LinkState> {
           byItself = own && connection.code === DISCONNECTED_BY_ADMIN;
           this.reason = byItself
             ? "this console disconnected its own connection (Connections page), and does not reconnect by itself"
-            : `the hub closed the connection for good with ${connection.code} (${closeMeaning(connection.code)})`;
+            : `the hub closed the connection for good with ${connection.code} (${closeMeaning(connection.code, this.operator)})`;
         } else if (connection.reason === "attempts_exhausted") {
           this.reason = `the hub did not answer ${connection.attempts} attempts in a row; the console stopped trying`;
         } else {

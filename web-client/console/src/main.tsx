@@ -4,20 +4,23 @@
 //
 // Layout: `main.tsx` (shell, sign-in, navigation), `route.ts` (URLs),
 // `api.ts` (HTTP API), `credentials.ts` (and whether the hub refuses the
-// token), `link.ts` (the connection as shown: why it is not live,
-// Reconnect), `approvals.ts` (the approval book), `hooks.ts`, `format.ts`, `run/model.ts` (a run from its events),
-// `ui/` (chart, DAG), `panels/` (one per panel).
+// token), `operator.ts` (who the console decides as on an open hub),
+// `link.ts` (the connection as shown: why it is not live, Reconnect),
+// `approvals.ts` (the approval book), `hooks.ts`, `format.ts`,
+// `run/model.ts` (a run from its events), `ui/` (chart, DAG), `panels/`
+// (one per panel).
 
 import "uplot/dist/uPlot.min.css";
 import "./console.css";
 import { render } from "preact";
-import { useEffect, useMemo, useState } from "preact/hooks";
+import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { type ConnectionState, HeraldClient, webSocketUrl } from "../../dist/index.js";
 import { Api, ApiError } from "./api.js";
 import { ApprovalBook } from "./approvals.js";
 import { type Credentials, forgetCredentials, loadCredentials, saveCredentials, tokenRefusal } from "./credentials.js";
 import { useStore } from "./hooks.js";
 import { Link, type LinkState } from "./link.js";
+import { loadOperator, operatorProblem, saveOperator } from "./operator.js";
 import { Approvals } from "./panels/approvals.js";
 import { Connections } from "./panels/connections.js";
 import { Overview } from "./panels/overview.js";
@@ -150,6 +153,85 @@ function LinkStatus({ link, state }: { link: Link; state: LinkState }) {
   );
 }
 
+/**
+ * On an open hub: who this console decides as (its connection's user, so an
+ * approval's `decided_by`), with Change. A new name is kept for this browser
+ * and the page reloads to connect as it.
+ */
+function DecidingAs({ operator }: { operator: string }) {
+  const [editing, setEditing] = useState(false);
+  const [draft, setDraft] = useState(operator);
+  const [error, setError] = useState<string | undefined>();
+  const input = useRef<HTMLInputElement>(null);
+  useEffect(() => {
+    if (editing) input.current?.focus();
+  }, [editing]);
+  const name = draft.trim();
+  const problem = operatorProblem(name);
+  if (!editing) {
+    return (
+      <span class="deciding-as" data-deciding-as={operator} title="This console's user on the hub: its decisions on approvals are recorded as made by it">
+        Deciding as <b>{operator}</b>
+        <button
+          type="button"
+          onClick={() => {
+            setDraft(operator);
+            setError(undefined);
+            setEditing(true);
+          }}
+          aria-label={`Deciding as ${operator}: change`}
+        >
+          Change
+        </button>
+      </span>
+    );
+  }
+  return (
+    <form
+      class="deciding-as"
+      onSubmit={(e) => {
+        e.preventDefault();
+        if (problem) return;
+        if (name === operator) {
+          setEditing(false);
+        } else if (saveOperator(name)) {
+          // Reconnects as the new user: a fresh page opens a fresh connection.
+          location.reload();
+        } else {
+          setError("this browser does not let the console keep the name (storage is disabled)");
+        }
+      }}
+    >
+      <label>
+        Decide as
+        <input
+          name="operator"
+          autocomplete="username"
+          spellcheck={false}
+          required
+          value={draft}
+          aria-invalid={problem ? "true" : undefined}
+          aria-describedby="operator-help"
+          onInput={(e) => {
+            setDraft((e.target as HTMLInputElement).value);
+            setError(undefined);
+          }}
+          ref={input}
+        />
+      </label>
+      <button type="submit" class="primary" disabled={problem !== undefined}>
+        Save
+      </button>
+      <button type="button" onClick={() => setEditing(false)}>
+        Cancel
+      </button>
+      <span id="operator-help" class={problem || error ? "error-text small" : "muted small"} role={problem || error ? "alert" : undefined}>
+        {problem ?? error ?? "Kept in this browser: the console reconnects as this user, and its other tabs take it when they reload."}
+      </span>
+    </form>
+  );
+}
+
 /** Shown for an address the console cannot read, with the shell still working around it. */
 function Malformed({ address }: { address: string }) {
   return (
@@ -177,12 +259,14 @@ function Console({
   onTokenRefused: (message: string) => void;
 }) {
   const route = useRoute();
+  // Open hubs take the user from the URL: decisions made here read as this name.
+  // With a token, the token's user decides.
+  const operator = useMemo(() => (credentials.token ? undefined : loadOperator()), []);
   const client = useMemo(
     () =>
       new HeraldClient(location.origin, {
         token: credentials.token,
-        // Open hubs take the user's name from the URL: decisions made here read "console".
-        userId: credentials.token ? undefined : "console",
+        userId: operator,
         wasmUrl: WASM_URL,
         initialReconnectDelay: 250,
         maxReconnectDelay: 5000,
@@ -190,7 +274,7 @@ function Console({
       }),
     [],
   );
-  const link = useMemo(() => new Link(client), []);
+  const link = useMemo(() => new Link(client, operator), []);
   const linkState = useStore(link);
   const approvals = useMemo(() => new ApprovalBook(api, client), []);
   const book = useStore(approvals);
@@ -292,6 +376,7 @@ function Console({
           ))}
         </nav>
         <div class="status">
+          {operator !== undefined ? <DecidingAs operator={operator} /> : null}
           <LinkStatus link={link} state={linkState} />
           <button type="button" onClick={() => setTheme(nextTheme[theme])} aria-label={`Theme: ${theme}; switch to ${nextTheme[theme]}`}>
             {theme === "auto" ? "◐ auto" : theme === "light" ? "☀ light" : "☾ dark"}

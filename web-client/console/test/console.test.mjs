@@ -126,7 +126,9 @@ test("every_panel_follows_a_run_answers_its_approval_and_steers_its_producer", a
   assert.deepEqual(decision, { decision: "approved", proceed: true, feedback: "ship it" });
   await seen(page, "text=Nothing waits for a decision.");
   await go(page, "#/approvals/history");
-  const row = page.locator(`tr[data-callback="${waiting.callback_id}"]`);
+  // The decision's event shows the row at once, its reach unknown ("?")
+  // until History's read answers with it.
+  const row = page.locator(`tr[data-callback="${waiting.callback_id}"]`, { hasText: /\d+ connections/ });
   await row.waitFor({ timeout: 10_000 });
   assert.match(await row.textContent(), /approved.*proceed.*console.*\d+ connections.*ship it/s);
   await shoot(page, "approvals-history");
@@ -666,6 +668,8 @@ test("with_auth_the_console_signs_in_with_a_key_and_a_token_kept_in_the_session_
   await live(page);
   // The console's own WebSocket authenticated (by subprotocol) as the token's user.
   await seen(page, 'tr[data-user="ops"] .tag:text-is("this console")');
+  // The token's user decides: no name to give.
+  assert.equal(await page.locator(".deciding-as").count(), 0);
   const url = page.url();
   assert.ok(!url.includes(key) && !url.includes(token), `credentials in the URL: ${url}`);
   const stored = await page.evaluate(() => sessionStorage.getItem("herald:console:credentials"));
@@ -865,7 +869,7 @@ test("after_this_console_disconnects_itself_its_inbox_says_it_is_not_live_and_re
 });
 
 test("a_console_the_hub_refuses_at_its_connection_limit_says_why_its_inbox_is_not_live_and_catches_up_once_admitted", async () => {
-  // Every console tab on an open hub is the user "console": one is its limit here.
+  // Every console tab on an open hub is the user "console" until its operator names themselves: one is its limit here.
   const hub = await startHub({ args: ["--max-connections-per-user", "1"] });
   const first = await openConsole(hub, "#/approvals");
   await live(first);
@@ -954,6 +958,69 @@ test("a_refusal_is_cleared_once_this_consoles_next_answer_to_the_same_approval_i
   const { approvals } = await getJson(hub, "/api/v1/approvals?status=approved");
   assert.equal(approvals.find((a) => a.callback_id === approval.callback_id)?.feedback, "shorter");
   assert.deepEqual(page.errors, []);
+  await page.close();
+  await stopHub(hub);
+});
+
+/** Waits until the hub lists exactly `users` as its connections' users (bounded). */
+async function connectedUsers(hub, users, timeout = 10_000) {
+  const deadline = Date.now() + timeout;
+  let seenUsers;
+  while (Date.now() < deadline) {
+    const { connections } = await getJson(hub, "/api/v1/connections");
+    seenUsers = connections.map((c) => c.user_id).sort();
+    if (JSON.stringify(seenUsers) === JSON.stringify(users)) return;
+    await sleep(100);
+  }
+  assert.deepEqual(seenUsers, users, "the users of the hub's connections");
+}
+
+test("on_an_open_hub_an_operator_decides_under_the_name_they_give_and_a_reload_keeps_it", async () => {
+  const hub = await startHub();
+  const approval = await ask(hub, "t-named");
+  const page = await openConsole(hub, "#/approvals");
+  await live(page);
+  // Until the operator names themselves, the console is the user "console".
+  await seen(page, '[data-deciding-as="console"]');
+  await connectedUsers(hub, ["console"]);
+
+  // A name the hub could not address is refused before it is used.
+  await page.getByRole("button", { name: "Deciding as console: change" }).click();
+  const name = page.getByLabel("Decide as");
+  await name.fill("alice smith");
+  await page.locator("#operator-help", { hasText: /a space cannot be in a user id/ }).waitFor({ timeout: 5000 });
+  assert.equal(await page.getByRole("button", { name: "Save" }).isDisabled(), true);
+  await name.fill("a".repeat(129));
+  await page.locator("#operator-help", { hasText: /at most 128 characters/ }).waitFor({ timeout: 5000 });
+  await name.fill("   ");
+  await page.locator("#operator-help", { hasText: /a name is needed/ }).waitFor({ timeout: 5000 });
+
+  // Saved (trimmed), the console connects again as alice, and her Approve is recorded as hers.
+  await name.fill("  alice ");
+  await page.getByRole("button", { name: "Save" }).click();
+  await seen(page, '[data-deciding-as="alice"]');
+  await live(page);
+  await connectedUsers(hub, ["alice"]);
+  const card = page.locator(`article[data-callback="${approval.callback_id}"]`);
+  await card.waitFor({ timeout: 10_000 });
+  await card.getByRole("button", { name: "Approve" }).click();
+  await page.waitForFunction((id) => !document.querySelector(`article[data-callback="${id}"]`), approval.callback_id, { timeout: 10_000 });
+  const decision = await getJson(hub, `/api/v1/approvals/${approval.callback_id}`);
+  assert.equal(decision.status, "approved");
+  assert.equal(decision.decided_by, "alice");
+  await go(page, "#/approvals/history");
+  const row = page.locator(`tr[data-callback="${approval.callback_id}"]`);
+  await row.waitFor({ timeout: 10_000 });
+  assert.match(await row.textContent(), /approved.*proceed.*alice/s);
+
+  // The name is kept for this browser: a reload connects as alice again.
+  await page.reload();
+  await seen(page, '[data-deciding-as="alice"]');
+  await live(page);
+  await connectedUsers(hub, ["alice"]);
+  assert.deepEqual(page.errors, []);
+  // Later tests on another hub of the same address start from "console".
+  await page.evaluate(() => localStorage.clear());
   await page.close();
   await stopHub(hub);
 });
