@@ -1196,11 +1196,23 @@ test("a_key_the_hub_no_longer_accepts_returns_the_console_to_sign_in_saying_so",
 });
 
 test("an_approvals_list_the_hub_refuses_shows_the_refusal_and_not_an_empty_inbox", async () => {
-  // Back with the key, but without the admin scope: the list is refused (403).
+  // Back after a restart, the hub refuses the list (403, as it answers a
+  // key without the scope it takes).
   const { hub, page } = await signedInThenRekeyed(
     "#/approvals",
-    (key) => `${key}:publish`,
-    (page) => seen(page, "text=Nothing waits for a decision."),
+    (key) => `${key}:admin`,
+    async (page) => {
+      await seen(page, "text=Nothing waits for a decision.");
+      await page.route(
+        (url) => url.pathname === "/api/v1/approvals",
+        (route) =>
+          route.fulfill({
+            status: 403,
+            contentType: "application/json",
+            body: JSON.stringify({ code: "forbidden", message: "the key lacks the publish scope" }),
+          }),
+      );
+    },
   );
   await seen(page, "p.error-text", 15_000);
   assert.equal(await page.locator("text=Nothing waits for a decision.").count(), 0);
