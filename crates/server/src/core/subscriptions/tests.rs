@@ -799,6 +799,8 @@ async fn a_stream_started_again_after_its_position_was_forgotten_is_announced_be
         .await
         .unwrap();
     node.broker.publish_now(vec![draft("run:1", 4)]).await;
+    // A topic that never had a stream starts without a word to anyone.
+    node.broker.publish_now(vec![draft("run:9", 1)]).await;
     assert_eq!(
         sent(&node.conn),
         [
@@ -822,6 +824,7 @@ async fn a_stream_started_again_after_its_position_was_forgotten_is_announced_be
             "event run:3 1",
             "gap epoch_changed 1-0",
             "event run:1 1",
+            "event run:9 1",
         ]
     );
 }

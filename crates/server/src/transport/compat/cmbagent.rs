@@ -19,10 +19,10 @@
 //! every retained event of the stream there is.
 //!
 //! The UI resumes from its last message's `timestamp`, so a message that is
-//! not one of the run's events after the state (the state itself, `connected`,
-//! `heartbeat`, `pong`, `error_occurred`) never moves that cursor: those carry
-//! the time of the last event sent (or the `since` the UI came with), and
-//! the state, whose events keep their own times, is followed by a
+//! not one of the run's events after the state (`connected`, `heartbeat`,
+//! `pong`, `error_occurred`, a broadcast) never moves that cursor: those
+//! carry the time of the last event sent (or the `since` the UI came with),
+//! and the state, whose events keep their own times, is followed by a
 //! `heartbeat` at that time.
 
 use std::collections::HashSet;
@@ -208,6 +208,11 @@ impl Dialect for CmbagentSocket {
             Some(ms) if readable => match resume_point(hub, &self.topic, ms).await {
                 ResumePoint::After(ms) => Some(Since::time_ms(ms)),
                 ResumePoint::Replaced(epoch) => {
+                    // The UI stands at the new stream's start from now on,
+                    // so its next resume is not told of this again.
+                    if let Some(born) = epoch_created_ms(&epoch) {
+                        self.last_sent.fetch_max(born, Relaxed);
+                    }
                     conn.send(&ServerMessage::Gap(Gap {
                         topic: self.topic.clone(),
                         from_seq: 1,
@@ -425,12 +430,18 @@ impl CmbagentSocket {
     }
 
     /// An event as cmbagent's message: its name with `_` (see
-    /// [`event_name`]), the time in seconds, the run it belongs to, its
-    /// `data`, and Herald's `event_id`.
+    /// [`event_name`]), the time in seconds (for an event of another topic,
+    /// a broadcast, where the UI resumes from: see [`Self::resume_time`]),
+    /// the run it belongs to, its `data`, and Herald's `event_id`.
     fn message(&self, event: &Event) -> Value {
+        let timestamp = if event.topic == self.topic {
+            seconds(event.timestamp)
+        } else {
+            self.resume_time()
+        };
         let mut message = self.envelope(
             &event_name(&event.event_type),
-            seconds(event.timestamp),
+            timestamp,
             event.data.clone(),
         );
         message["event_id"] = Value::from(event.id.as_str());

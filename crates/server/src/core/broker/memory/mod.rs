@@ -33,7 +33,7 @@ pub(crate) mod topic_log;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -85,9 +85,9 @@ struct Shared {
     dormant: Mutex<HashMap<Topic, (Epoch, u64)>>,
     /// Most entries `dormant` holds before it is cleared.
     dormant_limit: usize,
-    /// `dormant` was cleared: a stream that starts with nothing remembered
-    /// may be one whose old position a subscriber still holds.
-    forgot: AtomicBool,
+    /// The topics `dormant` held when it was last cleared, until each
+    /// starts again: a subscriber may still hold its old position.
+    forgotten: Mutex<HashSet<Topic>>,
     /// The epoch of every stream that starts here with nothing remembered
     /// of it: the one a reader of a topic that never had an event is given,
     /// so that its first event keeps the reader's checkpoint good. Kept by
@@ -221,7 +221,7 @@ impl MemoryBroker {
                 logs: RwLock::default(),
                 dormant: Mutex::default(),
                 dormant_limit: MAX_DORMANT_STREAMS,
-                forgot: AtomicBool::new(false),
+                forgotten: Mutex::default(),
                 genesis: RwLock::new(genesis),
                 retained_bytes: AtomicIsize::new(0),
                 approvals: Mutex::default(),
@@ -373,9 +373,8 @@ impl MemoryBroker {
 impl Shared {
     /// The stream of a topic, created (with the remembered epoch and seq,
     /// or the genesis epoch and seq 0) when it does not exist. A stream
-    /// that starts with nothing remembered is announced to the node before
-    /// anyone can publish to it, so its subscribers holding another stream
-    /// of the topic hear of the change before its first event.
+    /// that starts with nothing remembered is left to be announced by its
+    /// first publisher ([`Shared::announce`]).
     fn log(&self, topic: &Topic) -> Arc<Mutex<TopicLog>> {
         if let Some(log) = self.logs.read().get(topic) {
             return log.clone();
@@ -384,18 +383,29 @@ impl Shared {
         logs.entry(topic.clone())
             .or_insert_with(|| {
                 let remembered = self.dormant.lock().remove(topic);
-                let (epoch, seq) = match remembered {
-                    Some(remembered) => remembered,
+                let log = match remembered {
+                    Some((epoch, seq)) => TopicLog::new(topic.clone(), epoch, seq),
                     None => {
                         let genesis = self.genesis.read().clone();
-                        let forgot = self.forgot.load(Relaxed);
-                        self.handler.on_stream_started(topic, &genesis, forgot);
-                        (genesis, 0)
+                        let mut log = TopicLog::new(topic.clone(), genesis, 0);
+                        log.unannounced = Some(self.forgotten.lock().remove(topic));
+                        log
                     }
                 };
-                Arc::new(Mutex::new(TopicLog::new(topic.clone(), epoch, seq)))
+                Arc::new(Mutex::new(log))
             })
             .clone()
+    }
+
+    /// Tells the node of a stream that started with nothing remembered,
+    /// under the stream's lock before its first event is given a seq, so
+    /// its subscribers holding another stream of the topic hear of the
+    /// change first ([`BrokerHandler::on_stream_started`]).
+    fn announce(&self, log: &mut TopicLog) {
+        if let Some(forgotten) = log.unannounced.take() {
+            self.handler
+                .on_stream_started(&log.topic, &log.epoch, forgotten);
+        }
     }
 
     /// Remembers where an evicted stream stands. Past the limit every
@@ -404,9 +414,8 @@ impl Shared {
     /// never takes an epoch it had.
     fn remember(&self, dormant: &mut HashMap<Topic, (Epoch, u64)>, topic: Topic, at: (Epoch, u64)) {
         if dormant.len() >= self.dormant_limit {
-            dormant.clear();
+            *self.forgotten.lock() = dormant.drain().map(|(topic, _)| topic).collect();
             *self.genesis.write() = super::new_epoch();
-            self.forgot.store(true, Relaxed);
         }
         dormant.insert(topic, at);
     }
@@ -474,6 +483,7 @@ impl Shared {
         };
         let log_ref = self.log(&draft.topic);
         let mut log = log_ref.lock();
+        self.announce(&mut log);
         if let Some(answer) = answer_known(&mut log, &draft) {
             return answer;
         }
@@ -517,6 +527,7 @@ impl Shared {
             let topic = first.topic.clone();
             let log_ref = self.log(&topic);
             let mut log = log_ref.lock();
+            self.announce(&mut log);
             let mut run = Vec::new();
             let mut next = Some(first);
             while let Some(draft) = next {

@@ -139,6 +139,11 @@ pub(crate) struct TopicLog {
     /// Events a durable store is still writing, by seq, with where a retry
     /// of one waits for the outcome.
     pending: HashMap<u64, (Arc<Event>, Weak<PendingWrite>)>,
+    /// A stream that started with nothing remembered of the topic, not yet
+    /// announced to the node (see `BrokerHandler::on_stream_started`): the
+    /// first publisher to lock it announces it before its first event.
+    /// `Some(true)` when the topic was among the streams forgotten last.
+    pub(crate) unannounced: Option<bool>,
 }
 
 impl TopicLog {
@@ -156,6 +161,7 @@ impl TopicLog {
             last_activity: Instant::now(),
             bytes: 0,
             pending: HashMap::new(),
+            unannounced: None,
         }
     }
 
