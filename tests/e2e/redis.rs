@@ -37,14 +37,15 @@ async fn publish_numbered(hub: &Hub, topic: &str, from: u64, n: u64) -> Result<(
 /// (its Redis is coming back), within `limit`; each refused try stored
 /// nothing (a refused connection).
 async fn publish_when_back(hub: &Hub, topic: &str, n: u64, limit: Duration) -> Result<()> {
-    eventually(limit, "publishing once Redis is back", || async {
-        let reply = hub
-            .http()
-            .post(
-                "/api/v1/events",
-                &event(topic, "step.progress", json!({ "n": n })),
-            )
-            .await?;
+    let body = event(topic, "step.progress", json!({ "n": n }));
+    post_when_back(hub, "/api/v1/events", &body, limit).await
+}
+
+/// Posts `body` to `path` through `hub` once it answers 200 again (its
+/// Redis is coming back), within `limit`.
+async fn post_when_back(hub: &Hub, path: &str, body: &Value, limit: Duration) -> Result<()> {
+    eventually(limit, "posting once Redis is back", || async {
+        let reply = hub.http().post(path, body).await?;
         Ok((reply.status == 200).then_some(()))
     })
     .await
@@ -905,6 +906,175 @@ async fn every_node_counts_an_approvals_deliveries_and_an_unreached_one_counts_o
 }
 
 #[tokio::test]
+async fn connections_that_get_broadcasts_and_their_users_messages_without_subscribing_are_told_when_redis_restarts_without_its_data()
+-> Result<()> {
+    let mut redis = Redis::start().await?;
+    let nodes = nodes(&redis, 2).await?;
+    let mut plain = nodes[0].ws("/ws").await?;
+    let mut user = nodes[1].ws("/ws?user_id=u1").await?;
+    let broadcast = |n: u64| json!({"event_type": "system.notification", "data": {"n": n}});
+    for n in 1..=3 {
+        nodes[0]
+            .http()
+            .post("/api/v1/broadcast", &broadcast(n))
+            .await?
+            .ok()?;
+        nodes[1]
+            .http()
+            .post("/api/v1/users/u1/messages", &broadcast(n))
+            .await?
+            .ok()?;
+    }
+    collect_events(&mut plain, "global", 3).await?;
+    let mut frames = Vec::new();
+    while seqs_on(&frames, "global").len() < 3 || seqs_on(&frames, "user:u1").len() < 3 {
+        frames.push(user.recv_frame().await?);
+    }
+    redis.restart().await?;
+    post_when_back(
+        &nodes[1],
+        "/api/v1/broadcast",
+        &broadcast(100),
+        Duration::from_secs(20),
+    )
+    .await?;
+    post_when_back(
+        &nodes[0],
+        "/api/v1/users/u1/messages",
+        &broadcast(100),
+        Duration::from_secs(20),
+    )
+    .await?;
+    // Each holds seq 3 of both streams it gets (the plain connection only
+    // `global`): told of each new stream before its seq 1, once.
+    let expected: [(&mut WsClient, &[&str]); 2] = [
+        (&mut plain, &["global"]),
+        (&mut user, &["global", "user:u1"]),
+    ];
+    for (client, topics) in expected {
+        let new_event =
+            |f: &Value, topic: &str| herald_tests::is_event_on(f, topic) && f["data"]["n"] == 100;
+        let mut frames = Vec::new();
+        while !topics
+            .iter()
+            .all(|topic| frames.iter().any(|f| new_event(f, topic)))
+        {
+            frames.push(client.recv_frame().await?);
+        }
+        for topic in topics {
+            let at = frames
+                .iter()
+                .position(|f| herald_tests::is_event_on(f, topic) && seq_of(f) == Some(1))
+                .with_context(|| format!("{topic}: no seq 1 in {frames:?}"))?;
+            let gaps: Vec<&Value> = frames[..at]
+                .iter()
+                .filter(|f| frame_type(f) == "gap" && str_field(f, "topic") == *topic)
+                .collect();
+            ensure!(
+                gaps.len() == 1
+                    && gaps[0]["reason"] == "epoch_changed"
+                    && gaps[0]["epoch"].is_string()
+                    && new_event(&frames[at], topic),
+                "{topic}: one epoch_changed gap before the new stream's seq 1: {frames:?}"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_subscriber_whose_checkpoint_came_from_its_replay_is_told_of_the_new_stream_when_redis_restarts_without_its_data()
+-> Result<()> {
+    let mut redis = Redis::start().await?;
+    let nodes = nodes(&redis, 2).await?;
+    publish_numbered(&nodes[1], "run:idle", 0, 3).await?;
+    // Its node delivers it nothing live: its checkpoint (seq 3) comes from
+    // `subscribed` and the replay.
+    let mut client = nodes[0].ws("/ws").await?;
+    let subscribed = client
+        .subscribe_with(&["run:idle"], json!({"since": {"run:idle": 0}}))
+        .await?;
+    let old_epoch = subscribed[0]["epoch"].clone();
+    let (_, replayed) = client
+        .recv_collect_until(|f| frame_type(f) == "replay_complete")
+        .await?;
+    ensure!(seqs_on(&replayed, "run:idle") == [1, 2, 3], "{replayed:?}");
+    redis.restart().await?;
+    publish_when_back(&nodes[1], "run:idle", 100, Duration::from_secs(20)).await?;
+    publish_numbered(&nodes[1], "run:idle", 101, 1).await?;
+    let (gap, before) = client
+        .recv_collect_until(|f| frame_type(f) == "gap" && str_field(f, "topic") == "run:idle")
+        .await?;
+    ensure!(
+        seqs_on(&before, "run:idle").is_empty()
+            && gap["reason"] == "epoch_changed"
+            && gap["to_seq"] == 0
+            && gap["epoch"].is_string()
+            && gap["epoch"] != old_epoch,
+        "told of the new stream before any of its events: {gap} after {before:?}"
+    );
+    let frames = collect_events(&mut client, "run:idle", 2).await?;
+    ensure!(
+        seqs_on(&frames, "run:idle") == [1, 2] && numbers(&frames, "run:idle") == [100, 101],
+        "the new stream from its first seq: {frames:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_subscriber_whose_checkpoint_came_from_its_replay_is_told_of_an_older_snapshot_and_misses_no_event_stored_since()
+-> Result<()> {
+    let mut redis = Redis::start_persistent().await?;
+    let nodes = nodes(&redis, 2).await?;
+    publish_numbered(&nodes[1], "run:idle", 0, 5).await?;
+    redis.save().await?;
+    publish_numbered(&nodes[1], "run:idle", 5, 5).await?;
+    // Its node delivers it nothing live: its checkpoint (seq 10) comes from
+    // `subscribed` and the replay.
+    let mut client = nodes[0].ws("/ws").await?;
+    client
+        .subscribe_with(&["run:idle"], json!({"since": {"run:idle": 0}}))
+        .await?;
+    let (_, replayed) = client
+        .recv_collect_until(|f| frame_type(f) == "replay_complete")
+        .await?;
+    ensure!(
+        seqs_on(&replayed, "run:idle") == (1..=10).collect::<Vec<_>>(),
+        "{replayed:?}"
+    );
+    // Back with seqs 1..5 only, from a snapshot more than 2 s older than
+    // the restart (see the loading test).
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    redis.restart().await?;
+    // Every node ready again (the check is done) before the publishes, all
+    // of which the subscriber must get.
+    for node in &nodes {
+        eventually(Duration::from_secs(20), "the node ready again", || async {
+            Ok((node.http().get("/health/ready").await?.status == 200).then_some(()))
+        })
+        .await?;
+    }
+    publish_numbered(&nodes[1], "run:idle", 100, 7).await?;
+    let (gap, before) = client
+        .recv_collect_until(|f| frame_type(f) == "gap" && str_field(f, "topic") == "run:idle")
+        .await?;
+    ensure!(
+        seqs_on(&before, "run:idle").is_empty()
+            && gap["reason"] == "epoch_changed"
+            && gap["to_seq"] == 5
+            && gap["epoch"].is_string(),
+        "the restored copy of what it had is named by the gap: {gap} after {before:?}"
+    );
+    let frames = collect_events(&mut client, "run:idle", 7).await?;
+    ensure!(
+        seqs_on(&frames, "run:idle") == (6..13).collect::<Vec<_>>()
+            && numbers(&frames, "run:idle") == (100..107).collect::<Vec<_>>(),
+        "every event stored since, past the restored copy: {frames:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_redis_restored_from_an_older_snapshot_hands_out_no_seq_twice_under_one_epoch()
 -> Result<()> {
     let mut redis = Redis::start_persistent().await?;
@@ -1026,6 +1196,73 @@ async fn past_the_restored_copy(node: &Hub, client: &mut WsClient, topic: &str) 
         "the new stream past the restored copy: {next}"
     );
     Ok(())
+}
+
+#[tokio::test]
+async fn a_node_that_learns_from_another_node_of_a_stream_rebased_after_an_older_snapshot_does_not_deliver_the_restored_copy_again()
+-> Result<()> {
+    let topic = "run:rebased";
+    let mut redis = Redis::start_persistent().await?;
+    let nodes = nodes(&redis, 2).await?;
+    let (x, y) = (&nodes[0], &nodes[1]);
+    let mut on_x = x.ws("/ws").await?;
+    on_x.subscribe(&[topic]).await?;
+    let mut on_y = y.ws("/ws").await?;
+    on_y.subscribe(&[topic]).await?;
+    publish_numbered(y, topic, 0, 5).await?;
+    collect_events(&mut on_x, topic, 5).await?;
+    collect_events(&mut on_y, topic, 5).await?;
+    redis.save().await?;
+    // X stops hearing Redis (paused, its feed's connection killed) and
+    // never hears of seq 6, which Y delivers: X last delivered exactly
+    // what the snapshot holds, Y one more.
+    let reconnects = |node: &Hub| {
+        let http = node.http();
+        async move {
+            let text = http.get("/metrics").await?.text;
+            metric(&text, "herald_store_reconnects_total").context("herald_store_reconnects_total")
+        }
+    };
+    let x_reconnects = reconnects(x).await?;
+    x.signal("STOP").await?;
+    let resumed = async {
+        redis
+            .command(&["CLIENT", "KILL", "TYPE", "pubsub"])
+            .await
+            .context("CLIENT KILL")?;
+        publish_numbered(y, topic, 5, 1).await?;
+        collect_events(&mut on_y, topic, 1).await?;
+        // The snapshot is more than 2 s older than the restart (see the
+        // loading test).
+        tokio::time::sleep(Duration::from_millis(3000)).await;
+        // Y paused across the restart: X compares first and finds the
+        // copy it delivered, under the same epoch, and Y then rebases it.
+        y.signal("STOP").await?;
+        let restarted = redis.restart().await;
+        x.signal("CONT").await?;
+        restarted?;
+        eventually(Duration::from_secs(20), "X back and ready", || async {
+            let ready = x.http().get("/health/ready").await?.status == 200;
+            Ok((reconnects(x).await? > x_reconnects && ready).then_some(()))
+        })
+        .await?;
+        anyhow::Ok(())
+    }
+    .await;
+    // Whatever happened, neither node is left paused.
+    let _ = x.signal("CONT").await;
+    y.signal("CONT").await?;
+    resumed?;
+    let gap = on_y
+        .recv_until(|f| frame_type(f) == "gap" && str_field(f, "topic") == topic)
+        .await?;
+    ensure!(
+        gap["reason"] == "epoch_changed" && gap["to_seq"] == 5,
+        "Y rebases the stream: {gap}"
+    );
+    // X hears of the new stream from its next announcement: the restored
+    // copy of what it had (1..5, the same events) is named, not sent again.
+    past_the_restored_copy(y, &mut on_x, topic).await
 }
 
 #[tokio::test]

@@ -426,12 +426,20 @@ impl Fanout {
     }
 
     /// Offers a control frame about `topic` (a `gap`) to each connection
-    /// subscribed to it, exactly or by pattern, once, whatever its filter.
+    /// subscribed to it, exactly or by pattern, whatever its filter, and to
+    /// each connection its events reach without a subscription (everyone
+    /// for `global`, the user's connections for `user:{id}`): the audience
+    /// its events have, each connection once.
     fn notify_subscribers(&self, topic: &Topic, frame: &OutFrame) {
         let mut told = HashSet::new();
         self.each_subscriber(topic, |subscriber| {
             if told.insert(subscriber.conn.id.clone()) {
                 tell(subscriber, frame);
+            }
+        });
+        self.each_in_audience(topic, |conn| {
+            if !told.contains(&conn.id) {
+                conn.outbox.push(frame.clone());
             }
         });
     }
@@ -441,17 +449,26 @@ impl Fanout {
     /// [`BrokerHandler::on_stream_started`]): a `gap` `epoch_changed`,
     /// `1..=0`, naming `epoch`. A connection whose read of the topic named
     /// `epoch` holds this stream already and is not told, whatever else it
-    /// subscribed to.
+    /// subscribed to. A connection the topic's events reach without a
+    /// subscription (`global`, its user's topic) read none of its streams:
+    /// as a subscriber without a seam, it is told only when `forgotten`.
     fn announce_stream(&self, topic: &Topic, epoch: &Epoch, forgotten: bool) {
+        let audience = forgotten && Audience::of(topic) != Audience::Subscribers;
         let mut holding = Vec::new();
         let mut stale = Vec::new();
-        self.each_subscriber(topic, |subscriber| match subscriber.seams.of(topic) {
-            Some(seam) if seam.epoch == *epoch => holding.push(subscriber.conn.id.clone()),
-            Some(_) => stale.push(subscriber.clone()),
-            None if forgotten => stale.push(subscriber.clone()),
-            None => {}
+        let mut subscribed = HashSet::new();
+        self.each_subscriber(topic, |subscriber| {
+            if audience {
+                subscribed.insert(subscriber.conn.id.clone());
+            }
+            match subscriber.seams.of(topic) {
+                Some(seam) if seam.epoch == *epoch => holding.push(subscriber.conn.id.clone()),
+                Some(_) => stale.push(subscriber.clone()),
+                None if forgotten => stale.push(subscriber.clone()),
+                None => {}
+            }
         });
-        if stale.is_empty() {
+        if stale.is_empty() && !audience {
             return;
         }
         let mut settled: HashSet<Arc<str>> = holding.into_iter().collect();
@@ -467,6 +484,28 @@ impl Fanout {
             if settled.insert(subscriber.conn.id.clone()) {
                 tell(subscriber, &frame);
             }
+        }
+        if audience {
+            self.each_in_audience(topic, |conn| {
+                if !subscribed.contains(&conn.id) {
+                    conn.outbox.push(frame.clone());
+                }
+            });
+        }
+    }
+
+    /// Runs `visit` on each connection `topic`'s events reach whatever it
+    /// subscribed to: every connection for `global`, the user's for
+    /// `user:{id}`, none for other topics (see [`Fanout::fan_out`]).
+    fn each_in_audience(&self, topic: &Topic, mut visit: impl FnMut(&ConnHandle)) {
+        match Audience::of(topic) {
+            Audience::Everyone => self.connections.each(visit),
+            Audience::User => {
+                if let Some(user) = topic.id() {
+                    self.connections.each_of_user(user, &mut visit);
+                }
+            }
+            Audience::Subscribers | Audience::Nobody => {}
         }
     }
 

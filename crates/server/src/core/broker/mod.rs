@@ -198,6 +198,22 @@ pub enum Audience {
     Nobody,
 }
 
+impl Audience {
+    /// The widest audience `topic`'s events can have: everyone for
+    /// `global`, the user's connections for `user:{id}`, its subscribers
+    /// otherwise. What is said of the topic's stream as a whole (a `gap`)
+    /// goes to that audience, which may hold checkpoints of it.
+    pub fn of(topic: &Topic) -> Audience {
+        if *topic == Topic::global() {
+            Audience::Everyone
+        } else if topic.kind() == "user" && topic.id().is_some() {
+            Audience::User
+        } else {
+            Audience::Subscribers
+        }
+    }
+}
+
 /// How long a publish waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Wait {

@@ -11,6 +11,13 @@
 //! (Redis lost its data, or a topic expired) is announced as `epoch_changed`
 //! and taken from its first event.
 //!
+//! After Redis restarts, each followed stream is compared with what this
+//! node's subscribers may hold of it: the position delivered, or what the
+//! node's reads handed them (`subscribed`, a replay) when it delivered
+//! nothing of the topic live since. A stream Redis holds an older copy of
+//! gets a new epoch, and a restored copy is told apart by the time it was
+//! stored, also by a node that hears of the new epoch later.
+//!
 //! Announcements are handed over through a bounded queue; when it is full
 //! nothing waits and nothing is dropped silently: the feed reads what it
 //! missed from the streams. The same happens after the connection is lost
@@ -94,6 +101,18 @@ pub(super) struct Feed {
     /// connection and pattern).
     interest: Mutex<HashMap<TopicPattern, usize>>,
     positions: RwLock<HashMap<Topic, Slot>>,
+    /// The newest (epoch, seq) of each followed topic that this node's
+    /// reads handed to subscribers (a `subscribed` position, a replay's
+    /// end, with that event's id when the read carried it): what they hold
+    /// of a topic this node may not have delivered live since, compared
+    /// with Redis's copy after Redis restarts. Not a delivery position: an
+    /// event stored before a read and announced after it still goes to the
+    /// subscriptions made earlier.
+    handed: Mutex<HashMap<Topic, LastDelivered>>,
+    /// The Redis time by which every event of a copy Redis restored at its
+    /// last restart (while this node ran) was stored: a stream replaced
+    /// since begins with such a copy, which is not delivered twice.
+    restored_by: Mutex<Option<u64>>,
     /// The subscribed connection, while it is up.
     connection: RwLock<Option<MultiplexedConnection>>,
     /// Whether the feed hears everything announced now.
@@ -127,6 +146,7 @@ impl Feed {
             let first = *count == 1;
             if first {
                 forget_unfollowed(&mut positions, &interest, pattern);
+                forget_unfollowed(&mut self.handed.lock(), &interest, pattern);
             }
             first
         };
@@ -171,6 +191,7 @@ impl Feed {
             let mut positions = self.positions.write();
             if !self.interest.lock().keys().any(|p| p.matches(topic)) {
                 positions.remove(topic);
+                self.handed.lock().remove(topic);
             }
         }
         let connection = self.connection.read().clone();
@@ -289,6 +310,74 @@ impl Feed {
             .get(topic)
             .and_then(|slot| slot.lock().as_ref().map(|(e, s, _)| (e.clone(), *s)))
     }
+
+    /// Notes that a read handed subscribers `topic` up to `seq` of the
+    /// stream `epoch` (`id`: that event's, when the read carried it), when
+    /// this node follows the topic (see the `handed` field); within one
+    /// stream the highest seq is kept.
+    pub(super) fn handed_out(&self, topic: &Topic, epoch: &Epoch, seq: u64, id: Option<EventId>) {
+        let interest = self.interest.lock();
+        let followed = *topic == Topic::global()
+            || interest.contains_key(&TopicPattern::Exact(topic.clone()))
+            || interest.keys().any(|p| p.matches(topic));
+        if !followed {
+            return;
+        }
+        let mut handed = self.handed.lock();
+        if handed.len() >= MAX_POSITIONS && !handed.contains_key(topic) {
+            handed.retain(|topic, _| {
+                *topic == Topic::global()
+                    || interest.contains_key(&TopicPattern::Exact(topic.clone()))
+            });
+        }
+        match handed.get_mut(topic) {
+            Some((known, last, _)) if known == epoch && *last > seq => {}
+            Some((known, last, known_id)) if known == epoch && *last == seq => {
+                if known_id.is_none() {
+                    *known_id = id;
+                }
+            }
+            Some(other) => *other = (epoch.clone(), seq, id),
+            None => {
+                handed.insert(topic.clone(), (epoch.clone(), seq, id));
+            }
+        }
+    }
+
+    /// What this node's subscribers may hold of each followed topic, to
+    /// compare with Redis's copy after it restarted: the position delivered
+    /// (with its event's id), or what reads handed out when nothing was
+    /// delivered live or a read handed a later seq of the same stream.
+    fn held(&self) -> Vec<(Topic, LastDelivered)> {
+        let mut held: HashMap<Topic, LastDelivered> = self
+            .positions
+            .read()
+            .iter()
+            .filter_map(|(topic, slot)| Some((topic.clone(), slot.lock().clone()?)))
+            .collect();
+        for (topic, handed) in self.handed.lock().iter() {
+            let (epoch, seq, _) = handed;
+            match held.get(topic) {
+                Some((delivered, last, _)) if delivered != epoch || last >= seq => {}
+                _ => {
+                    held.insert(topic.clone(), handed.clone());
+                }
+            }
+        }
+        held.into_iter().collect()
+    }
+
+    /// What reads handed subscribers of `topic` (the `handed` field).
+    fn handed(&self, topic: &Topic) -> Option<(Epoch, u64)> {
+        self.handed
+            .lock()
+            .get(topic)
+            .map(|(epoch, seq, _)| (epoch.clone(), *seq))
+    }
+
+    fn restored_by(&self) -> Option<u64> {
+        *self.restored_by.lock()
+    }
 }
 
 /// Forgets the positions of the topics `pattern` (just followed for the
@@ -298,8 +387,8 @@ impl Feed {
 /// published since, which it did not hear, are no gap for anyone who
 /// follows them now. The next announcement gives them a position again, as
 /// on a new node.
-fn forget_unfollowed(
-    positions: &mut HashMap<Topic, Slot>,
+fn forget_unfollowed<T>(
+    positions: &mut HashMap<Topic, T>,
     interest: &HashMap<TopicPattern, usize>,
     pattern: &TopicPattern,
 ) {
@@ -492,13 +581,15 @@ impl FeedSession {
         let restored_by = uptime_s
             .map(|uptime| now.saturating_sub((uptime + 1) * 1000))
             .max(*heard_until);
-        if server_run.is_some()
-            && run.is_some()
-            && run != *server_run
-            && !engine.rebase_regressed(restored_by).await
-        {
-            // Checked again by the next session: the node stays unready.
-            return Err("the followed streams could not be compared with Redis's copy");
+        if server_run.is_some() && run.is_some() && run != *server_run {
+            // Kept for the streams replaced later than this check (another
+            // node rebases one, a publish runs ahead of this node's feed):
+            // their restored copy is told apart by the same time.
+            *engine.feed.restored_by.lock() = restored_by;
+            if !engine.rebase_regressed(restored_by).await {
+                // Checked again by the next session: the node stays unready.
+                return Err("the followed streams could not be compared with Redis's copy");
+            }
         }
         if run.is_some() {
             *server_run = run;
@@ -639,13 +730,7 @@ impl Shared {
     /// restored was stored. False when the streams could not all be
     /// compared.
     async fn rebase_regressed(&self, restored_by: Option<u64>) -> bool {
-        let followed: Vec<(Topic, LastDelivered)> = self
-            .feed
-            .positions
-            .read()
-            .iter()
-            .filter_map(|(topic, slot)| Some((topic.clone(), slot.lock().clone()?)))
-            .collect();
+        let followed = self.feed.held();
         for chunk in followed.chunks(CHECKS_PER_ROUND_TRIP) {
             let Some(regressed) = self.regressed(chunk).await else {
                 return false;
@@ -664,14 +749,18 @@ impl Shared {
             }
         }
         // Told now (`epoch_changed`, then the new stream), before any
-        // announcement of the old epoch could be taken as its continuation.
-        let followed: Vec<Topic> = self.feed.positions.read().keys().cloned().collect();
-        for topic in &followed {
-            if self.feed.position(topic).is_some()
-                && self
-                    .fill_after_restart(topic, None, restored_by)
-                    .await
-                    .is_err()
+        // announcement of the old epoch could be taken as its continuation;
+        // so are the subscribers of a topic this node delivered nothing of
+        // live, who hold what a read handed them.
+        for (topic, _) in &followed {
+            let handed = match self.feed.position(topic) {
+                Some(_) => None,
+                None => self.feed.handed(topic),
+            };
+            if self
+                .fill_after_restart(topic, None, restored_by, handed)
+                .await
+                .is_err()
             {
                 return false;
             }
@@ -827,22 +916,29 @@ impl Shared {
     /// stream no longer holds.
     /// `Err` (logged) when the stream could not be read.
     async fn fill(&self, topic: &Topic, min_time: Option<u64>) -> Result<(), BrokerError> {
-        self.fill_after_restart(topic, min_time, None).await
+        self.fill_after_restart(topic, min_time, self.feed.restored_by(), None)
+            .await
     }
 
-    /// [`fill`](Self::fill) right after Redis restarted, before anything
-    /// of the new run was heard: a stream replaced meanwhile (a new epoch)
-    /// is delivered from its first event stored after `restored_by` (Redis
-    /// time). Those stored by then are a restored copy of events this node
-    /// delivered already, under the old epoch: they are not sent twice.
+    /// [`fill`](Self::fill), where a stream replaced since this node's
+    /// position (a new epoch) is delivered from its first event stored after
+    /// `restored_by` (Redis time, of Redis's last restart). Those stored by
+    /// then are a restored copy of events this node delivered already, under
+    /// the old epoch: they are not sent twice. `handed`: right after Redis
+    /// restarted, for a topic with no position, what reads handed its
+    /// subscribers; only a new stream is then told of and delivered, the
+    /// rest being the catch-up's.
     async fn fill_after_restart(
         &self,
         topic: &Topic,
         min_time: Option<u64>,
         restored_by: Option<u64>,
+        handed: Option<(Epoch, u64)>,
     ) -> Result<(), BrokerError> {
         self.feed.catch_up_reads.fetch_add(1, Relaxed);
-        let known = self.feed.position(topic);
+        let delivered = self.feed.position(topic);
+        let by_reads = delivered.is_none() && handed.is_some();
+        let known = delivered.or(handed);
         let after = known.as_ref().map_or(0, |(_, seq)| *seq);
         let read = match self
             .read_at(topic, ReadAt::after(after, min_time.unwrap_or(0)))
@@ -874,6 +970,9 @@ impl Shared {
             });
             self.feed.reset(topic, &read.epoch, restored);
             return Box::pin(self.fill(topic, None)).await;
+        }
+        if by_reads {
+            return Ok(());
         }
         if known.is_some() && read.first_retained > after + 1 {
             let to_seq = read.first_retained - 1;

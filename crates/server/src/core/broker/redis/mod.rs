@@ -788,6 +788,16 @@ impl Broker for RedisBroker {
             min_time: 0,
         };
         let stored = self.shared.read_at(topic, at).await?;
+        // A subscriber may now hold this position: compared with Redis's
+        // copy if Redis restarts before this node delivers the topic live.
+        let last_read = stored
+            .events
+            .last()
+            .filter(|(_, e)| e.event.seq == stored.last)
+            .map(|(_, e)| e.event.id.clone());
+        self.shared
+            .feed
+            .handed_out(topic, &stored.epoch, stored.last, last_read);
         let position = Position {
             epoch: stored.epoch.clone(),
             seq: stored.last,
@@ -852,6 +862,9 @@ impl Broker for RedisBroker {
                 found.refused += 1;
                 continue;
             }
+            self.shared
+                .feed
+                .handed_out(&topic, &stored.epoch, stored.last, None);
             found.snapshots.push(Snapshot {
                 topic,
                 epoch: stored.epoch,
