@@ -30,10 +30,16 @@ async def run_task(hub: herald.AsyncHerald, task_id: str) -> None:
 
 
 async def first_cancel(requests: herald.ControlStream) -> herald.ControlCommand:
-    async for request in requests:
-        if request.action == "cancel":
-            return request
-    raise RuntimeError("the control stream ended")
+    while True:
+        try:
+            async for request in requests:
+                if request.action == "cancel":
+                    return request
+            raise RuntimeError("the control stream ended")
+        except herald.GapError as gap:
+            # A request may have been missed (the hub lost its history):
+            # say so and keep listening.
+            print("control requests may have been missed:", gap)
 
 
 async def main() -> None:

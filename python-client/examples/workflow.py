@@ -63,7 +63,16 @@ class Run:
         await self.hub.publish(self.topic, event_type, data, key=key, source="workflow.py")
 
     async def follow(self, requests: herald.ControlStream) -> None:
-        """Acts on the console's control requests."""
+        """Acts on the console's control requests, going on past a gap (a
+        request may have been missed: the hub lost its history)."""
+        while True:
+            try:
+                await self.follow_until_gap(requests)
+                return
+            except herald.GapError as gap:
+                say(control_gap=str(gap))
+
+    async def follow_until_gap(self, requests: herald.ControlStream) -> None:
         async for request in requests:
             say(control=request.action, reason=request.reason)
             if request.action == "pause" and self.running.is_set():

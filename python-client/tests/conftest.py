@@ -25,7 +25,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 if TYPE_CHECKING:
-    from herald import ControlStream, Subscription
+    from herald import ControlStream, GapError, Subscription
 
 REPO = Path(__file__).resolve().parents[2]
 START_LIMIT = 30.0
@@ -285,22 +285,22 @@ async def connections_settle_at(url: str, expected: int, limit: float = FRAME_LI
             await asyncio.sleep(0.05)
 
 
-async def resumed_on_a_new_stream(
-    stream: Subscription[Any] | ControlStream, topic: str, old: str, limit: float = 20.0
-) -> None:
-    """Waits on ``stream`` (bounded) until its checkpoint of ``topic`` is on
-    another stream than ``old``: it is reading only while waited on, so
-    this is what reconnects it. Nothing of ``topic`` may be yielded, and
-    nothing raised, meanwhile (a draining hub's ``system.shutdown`` on
-    ``global`` may come)."""
+async def raised_gap(stream: Subscription[Any] | ControlStream, limit: float = 20.0) -> GapError:
+    """Waits on ``stream`` (bounded) until it raises a ``GapError``, which
+    it returns; nothing but ``global`` events may come first (it is reading
+    only while waited on, so this is what reconnects it)."""
+    from herald import GapError
+
     deadline = time.monotonic() + limit
-    while stream.checkpoints.get(topic, {}).get("epoch") in (None, old):
-        assert time.monotonic() < deadline, f"{topic} did not resume on a new stream"
+    while True:
+        assert time.monotonic() < deadline, "no gap was raised"
         try:
             item = await asyncio.wait_for(stream.__anext__(), 0.1)
         except asyncio.TimeoutError:
             continue
-        assert getattr(item, "topic", None) == "global", f"unexpected while resuming: {item!r}"
+        except GapError as gap:
+            return gap
+        assert getattr(item, "topic", None) == "global", f"unexpected before the gap: {item!r}"
 
 
 @asynccontextmanager

@@ -18,7 +18,7 @@ import herald
 from herald import Event, Gap, SessionConfig
 from herald._session import FrameDecodeError, Open, Reconnecting, Session
 
-from .conftest import JWT_SECRET, Hub, connections_settle_at, make_hub, make_jwt, resumed_on_a_new_stream
+from .conftest import JWT_SECRET, Hub, connections_settle_at, make_hub, make_jwt, raised_gap
 
 pytestmark = pytest.mark.anyio
 LIMIT = 20.0
@@ -271,7 +271,9 @@ async def test_gaps_can_be_raised_instead(hub: Hub) -> None:
     assert isinstance(event, Event) and event.seq == 3
 
 
-async def test_an_empty_gap_is_not_raised_and_the_checkpoint_moves_to_the_new_stream(hub: Hub) -> None:
+async def test_a_replaced_stream_is_raised_even_when_empty_and_iterating_again_follows_the_new_one(
+    hub: Hub,
+) -> None:
     async with herald.AsyncHerald(hub.url) as client:
         async with client.subscribe(["run:r1"], config=FAST, gaps="raise") as events:
             await client.publish("run:r1", "step.completed")
@@ -279,8 +281,10 @@ async def test_an_empty_gap_is_not_raised_and_the_checkpoint_moves_to_the_new_st
             old_epoch = events.checkpoints["run:r1"]["epoch"]
             await asyncio.to_thread(hub.restart)
             # Back with nothing published meanwhile: the hub says `gap`
-            # epoch_changed 1..0, which is nothing missed.
-            await resumed_on_a_new_stream(events, "run:r1", old_epoch)
+            # epoch_changed 1..0: the old stream is gone, whatever it held.
+            replaced = await raised_gap(events)
+            assert (replaced.gap.from_seq, replaced.gap.to_seq) == (1, 0)
+            assert "was replaced" in str(replaced)
             await client.publish("run:r1", "step.completed", {"n": 1})
             [event] = await take_of(events, "run:r1", 1)
             checkpoint = events.checkpoints["run:r1"]

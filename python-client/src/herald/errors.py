@@ -265,9 +265,14 @@ class GapError(HeraldError):
     goes on after the gap."""
 
     def __init__(self, gap: Gap) -> None:
-        super().__init__(
-            f"events {gap.from_seq}..={gap.to_seq} of {gap.topic} will not arrive ({gap.reason})"
-        )
+        if gap.to_seq < gap.from_seq:
+            message = (
+                f"the stream of {gap.topic} was replaced ({gap.reason}): what it held after this "
+                "subscriber's checkpoint is gone; the new one is followed from its start"
+            )
+        else:
+            message = f"events {gap.from_seq}..={gap.to_seq} of {gap.topic} will not arrive ({gap.reason})"
+        super().__init__(message)
         self.gap = gap
 
 

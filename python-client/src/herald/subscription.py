@@ -109,9 +109,10 @@ class Subscription(Generic[T]):
     open for a caller that never got the subscription to close.
 
     With ``gaps="raise"``, a gap is raised as :class:`~herald.GapError`,
-    except an empty one (``to_seq < from_seq``: the topic's stream restarted
-    and nothing was missed), which is not raised: the checkpoint moves to
-    the new stream, as the session core says, and the iteration goes on.
+    an empty ``epoch_changed`` one too (``to_seq < from_seq``: the topic's
+    stream was replaced, and what the old one held after the checkpoint is
+    gone, whatever it was); the checkpoint moves to the new stream, as the
+    session core says, and iterating again goes on with it.
 
     A reconnection the hub refuses (HTTP 401 or 403: the token expired or
     was revoked) while the client's token is a fixed string ends the
@@ -349,13 +350,6 @@ class Subscription(Generic[T]):
         if isinstance(event, Event):
             self._ready.append(event)
         elif isinstance(event, Gap):
-            if self._gaps == "raise" and event.to_seq < event.from_seq:
-                # An empty gap: the stream restarted and nothing was missed.
-                # The session has already moved the checkpoint to the new
-                # stream; raising would only stop a loop for nothing (a
-                # producer's control stream after a memory hub's restart).
-                log.debug("herald subscription: %s restarted, nothing missed (%s)", event.topic, event.reason)
-                return
             self._ready.append(GapError(event) if self._gaps == "raise" else event)
         elif isinstance(event, Snapshot):
             self._ready.append(event)
