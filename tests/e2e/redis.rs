@@ -982,23 +982,32 @@ async fn connections_that_get_broadcasts_and_their_users_messages_without_subscr
     Ok(())
 }
 
+/// A subscriber of `topic` on `node` that replayed it from the start up to
+/// `last`, and its epoch: its node delivers it nothing live, so its
+/// checkpoint comes from `subscribed` and the replay.
+async fn replayed_to(node: &Hub, topic: &str, last: u64) -> Result<(WsClient, Value)> {
+    let mut client = node.ws("/ws").await?;
+    let subscribed = client
+        .subscribe_with(&[topic], json!({"since": {topic: 0}}))
+        .await?;
+    let epoch = subscribed[0]["epoch"].clone();
+    let (_, replayed) = client
+        .recv_collect_until(|f| frame_type(f) == "replay_complete")
+        .await?;
+    ensure!(
+        seqs_on(&replayed, topic) == (1..=last).collect::<Vec<_>>(),
+        "{replayed:?}"
+    );
+    Ok((client, epoch))
+}
+
 #[tokio::test]
 async fn a_subscriber_whose_checkpoint_came_from_its_replay_is_told_of_the_new_stream_when_redis_restarts_without_its_data()
 -> Result<()> {
     let mut redis = Redis::start().await?;
     let nodes = nodes(&redis, 2).await?;
     publish_numbered(&nodes[1], "run:idle", 0, 3).await?;
-    // Its node delivers it nothing live: its checkpoint (seq 3) comes from
-    // `subscribed` and the replay.
-    let mut client = nodes[0].ws("/ws").await?;
-    let subscribed = client
-        .subscribe_with(&["run:idle"], json!({"since": {"run:idle": 0}}))
-        .await?;
-    let old_epoch = subscribed[0]["epoch"].clone();
-    let (_, replayed) = client
-        .recv_collect_until(|f| frame_type(f) == "replay_complete")
-        .await?;
-    ensure!(seqs_on(&replayed, "run:idle") == [1, 2, 3], "{replayed:?}");
+    let (mut client, old_epoch) = replayed_to(&nodes[0], "run:idle", 3).await?;
     redis.restart().await?;
     publish_when_back(&nodes[1], "run:idle", 100, Duration::from_secs(20)).await?;
     publish_numbered(&nodes[1], "run:idle", 101, 1).await?;
@@ -1029,19 +1038,7 @@ async fn a_subscriber_whose_checkpoint_came_from_its_replay_is_told_of_an_older_
     publish_numbered(&nodes[1], "run:idle", 0, 5).await?;
     redis.save().await?;
     publish_numbered(&nodes[1], "run:idle", 5, 5).await?;
-    // Its node delivers it nothing live: its checkpoint (seq 10) comes from
-    // `subscribed` and the replay.
-    let mut client = nodes[0].ws("/ws").await?;
-    client
-        .subscribe_with(&["run:idle"], json!({"since": {"run:idle": 0}}))
-        .await?;
-    let (_, replayed) = client
-        .recv_collect_until(|f| frame_type(f) == "replay_complete")
-        .await?;
-    ensure!(
-        seqs_on(&replayed, "run:idle") == (1..=10).collect::<Vec<_>>(),
-        "{replayed:?}"
-    );
+    let (mut client, _) = replayed_to(&nodes[0], "run:idle", 10).await?;
     // Back with seqs 1..5 only, from a snapshot more than 2 s older than
     // the restart (see the loading test).
     tokio::time::sleep(Duration::from_millis(3000)).await;
