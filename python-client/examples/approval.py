@@ -22,7 +22,13 @@ async def run_task(hub: herald.AsyncHerald, task_id: str) -> None:
             asking.cancel()
             return
         cancelled.cancel()
-        decision = asking.result()
+        try:
+            decision = asking.result()
+        except herald.NotFoundError:
+            # The hub lost the question (a memory store restarted while it
+            # waited): nobody can answer it any more.
+            print("the hub no longer holds the approval: ask again once it is back")
+            return
         if decision.proceed:
             await hub.publish(f"task:{task_id}", "task.progress", {"progress": 50, "message": decision.feedback})
         else:
