@@ -1951,3 +1951,52 @@ async fn a_subscriber_read_under_a_genesis_that_expired_hears_of_the_new_stream_
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_feed_that_reconnects_sends_a_late_subscriber_nothing_stored_before_it_subscribed()
+-> Result<()> {
+    let redis = Redis::start().await?;
+    let nodes = nodes(&redis, 2).await?;
+    let (quiet, busy) = (&nodes[0], &nodes[1]);
+    // Stored through the other node before anyone on `quiet` subscribed:
+    // `quiet` delivered none of it and holds no position of these topics.
+    publish_numbered(busy, "run:early", 0, 3).await?;
+    busy.http()
+        .post(
+            "/api/v1/users/u1/messages",
+            &json!({"event_type": "system.notification", "data": {"n": 0}}),
+        )
+        .await?;
+    let mut everything = quiet.ws("/ws").await?;
+    everything.subscribe(&["*"]).await?;
+    let mut user = quiet.ws("/ws?user_id=u1").await?;
+    user.barrier().await?;
+    // The feed's connection drops and comes back: it catches up from a
+    // little before what it last heard, which these events are within.
+    let reconnects = || async {
+        let text = quiet.http().get("/metrics").await?.text;
+        metric(&text, "herald_store_reconnects_total").context("herald_store_reconnects_total")
+    };
+    let before = reconnects().await?;
+    redis
+        .command(&["CLIENT", "KILL", "TYPE", "pubsub"])
+        .await
+        .context("CLIENT KILL")?;
+    eventually(Duration::from_secs(20), "the feed back", || async {
+        let ready = quiet.http().get("/health/ready").await?.status == 200;
+        Ok((ready && reconnects().await? > before).then_some(()))
+    })
+    .await?;
+    publish_numbered(busy, "run:early", 3, 1).await?;
+    let frames = collect_events(&mut everything, "run:early", 1).await?;
+    ensure!(
+        seqs_on(&frames, "run:early") == [4],
+        "only what came after it subscribed: {frames:?}"
+    );
+    let seen = user.barrier().await?;
+    ensure!(
+        !seen.iter().any(|f| herald_tests::is_event_on(f, "user:u1")),
+        "an older message of its user: {seen:?}"
+    );
+    Ok(())
+}

@@ -113,6 +113,11 @@ pub(super) struct Feed {
     /// last restart (while this node ran) was stored: a stream replaced
     /// since begins with such a copy, which is not delivered twice.
     restored_by: Mutex<Option<u64>>,
+    /// The Redis time each pattern (an exact topic included) was first
+    /// followed: events stored before it are owed to none of its
+    /// subscribers (what they were owed of them, their reads gave), so a
+    /// catch-up does not deliver them.
+    followed_at: Mutex<HashMap<TopicPattern, u64>>,
     /// The subscribed connection, while it is up.
     connection: RwLock<Option<MultiplexedConnection>>,
     /// Whether the feed hears everything announced now.
@@ -134,8 +139,8 @@ impl Feed {
     }
 
     /// One more local subscription to `pattern`; the first one subscribes
-    /// the feed's connection.
-    pub(super) async fn follow(&self, pattern: &TopicPattern) -> Result<(), BrokerError> {
+    /// the feed's connection. Whether it was the first.
+    pub(super) async fn follow(&self, pattern: &TopicPattern) -> Result<bool, BrokerError> {
         let first = {
             // Locks in `slot`'s order; the first follow forgets under the
             // same locks, so no position set meanwhile is forgotten.
@@ -154,7 +159,7 @@ impl Feed {
             self.slot(topic);
         }
         if !first {
-            return Ok(());
+            return Ok(false);
         }
         let connection = self.connection.read().clone();
         let Some(mut connection) = connection else {
@@ -169,10 +174,35 @@ impl Feed {
         } else {
             connection.subscribe(&channel).await
         };
-        subscribed.map_err(|e| {
+        subscribed.map(|()| true).map_err(|e| {
             self.unfollow_count(pattern);
             super::unavailable(&e)
         })
+    }
+
+    /// Notes that `pattern` was first followed at `time` (Redis time).
+    pub(super) fn followed_from(&self, pattern: &TopicPattern, time: u64) {
+        self.followed_at.lock().insert(pattern.clone(), time);
+    }
+
+    /// The time from which `topic`'s events are owed to this node's
+    /// subscribers in a catch-up from `since`: `since`, or, when every
+    /// pattern covering the topic was first followed later, the earliest
+    /// of those times.
+    fn owed_from(&self, topic: &Topic, since: u64) -> u64 {
+        let covering: Vec<TopicPattern> = self
+            .interest
+            .lock()
+            .keys()
+            .filter(|pattern| pattern.matches(topic))
+            .cloned()
+            .collect();
+        let followed_at = self.followed_at.lock();
+        covering
+            .iter()
+            .map(|pattern| followed_at.get(pattern).copied().unwrap_or(0))
+            .min()
+            .map_or(since, |followed| since.max(followed))
     }
 
     /// One local subscription to `pattern` less; the last one unsubscribes.
@@ -180,6 +210,7 @@ impl Feed {
         if !self.unfollow_count(pattern) {
             return;
         }
+        self.followed_at.lock().remove(pattern);
         if let TopicPattern::Exact(topic) = pattern
             && *topic != Topic::global()
         {
@@ -1012,7 +1043,9 @@ impl Shared {
 
     /// Reads what may have been missed since `heard_until` (Redis time up to
     /// which every announcement was heard): every followed topic after its
-    /// position, and the topics of followed patterns active since then.
+    /// position, and the topics of followed patterns active since then; for
+    /// a topic with no position, never what was stored before this node
+    /// first followed it (see [`Feed::owed_from`]).
     /// `Err` when a stream cannot be read or the topics of a pattern cannot
     /// be listed: the session ends, and the next one catches up from the
     /// same time.
@@ -1024,7 +1057,11 @@ impl Shared {
         let since = heard_until.saturating_sub(CATCH_UP_MARGIN_MS);
         let followed: Vec<Topic> = self.feed.positions.read().keys().cloned().collect();
         for topic in &followed {
-            let min_time = self.feed.position(topic).is_none().then_some(since);
+            let min_time = self
+                .feed
+                .position(topic)
+                .is_none()
+                .then(|| self.feed.owed_from(topic, since));
             if self.fill(topic, min_time).await.is_err() {
                 return Err("a followed stream could not be read to catch up");
             }
@@ -1046,7 +1083,12 @@ impl Shared {
                 }
             };
             for topic in active {
-                if !followed.contains(&topic) && self.fill(&topic, Some(since)).await.is_err() {
+                if !followed.contains(&topic)
+                    && self
+                        .fill(&topic, Some(self.feed.owed_from(&topic, since)))
+                        .await
+                        .is_err()
+                {
                     return Err("a stream under a followed pattern could not be read to catch up");
                 }
             }

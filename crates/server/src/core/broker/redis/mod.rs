@@ -876,7 +876,14 @@ impl Broker for RedisBroker {
     }
 
     async fn subscribe(&self, pattern: &TopicPattern) -> Result<(), BrokerError> {
-        self.shared.feed.follow(pattern).await
+        if self.shared.feed.follow(pattern).await?
+            && let Ok(time) = self.shared.redis_time().await
+        {
+            // When it began to be followed, by Redis's clock: a catch-up
+            // owes its subscribers nothing stored before.
+            self.shared.feed.followed_from(pattern, time);
+        }
+        Ok(())
     }
 
     async fn unsubscribe(&self, pattern: &TopicPattern) {
