@@ -61,6 +61,26 @@ fn numbers(frames: &[Value], topic: &str) -> Vec<u64> {
 }
 
 /// Reads events of `topic` until `count` have arrived (other frames kept too).
+/// How many times `node` has connected to Redis again.
+async fn store_reconnects(node: &Hub) -> Result<f64> {
+    let text = node.http().get("/metrics").await?.text;
+    metric(&text, "herald_store_reconnects_total").context("herald_store_reconnects_total")
+}
+
+/// Waits (bounded) until `node` says it is ready and, with `reconnects`,
+/// has connected to Redis again more times than that.
+async fn ready_again(node: &Hub, reconnects: Option<f64>) -> Result<()> {
+    eventually(Duration::from_secs(20), "the node ready again", || async {
+        let ready = node.http().get("/health/ready").await?.status == 200;
+        let reconnected = match reconnects {
+            Some(before) => store_reconnects(node).await? > before,
+            None => true,
+        };
+        Ok((ready && reconnected).then_some(()))
+    })
+    .await
+}
+
 async fn collect_events(client: &mut WsClient, topic: &str, count: usize) -> Result<Vec<Value>> {
     let mut frames = Vec::new();
     while seqs_on(&frames, topic).len() < count {
@@ -1046,10 +1066,7 @@ async fn a_subscriber_whose_checkpoint_came_from_its_replay_is_told_of_an_older_
     // Every node ready again (the check is done) before the publishes, all
     // of which the subscriber must get.
     for node in &nodes {
-        eventually(Duration::from_secs(20), "the node ready again", || async {
-            Ok((node.http().get("/health/ready").await?.status == 200).then_some(()))
-        })
-        .await?;
+        ready_again(node, None).await?;
     }
     publish_numbered(&nodes[1], "run:idle", 100, 7).await?;
     let (gap, before) = client
@@ -1163,10 +1180,7 @@ async fn a_node_is_not_ready_while_redis_loads_its_data_and_then_tells_clients_o
         checked_while_loading > 0,
         "Redis loaded before it was checked"
     );
-    eventually(Duration::from_secs(20), "the node ready again", || async {
-        Ok((http.get("/health/ready").await?.status == 200).then_some(()))
-    })
-    .await?;
+    ready_again(&nodes[0], None).await?;
 
     // The older copy was compared once loaded: the subscriber is told, and
     // gets the new stream past the copy of what it had, not seqs 6.. under
@@ -1213,14 +1227,7 @@ async fn a_node_that_learns_from_another_node_of_a_stream_rebased_after_an_older
     // X stops hearing Redis (paused, its feed's connection killed) and
     // never hears of seq 6, which Y delivers: X last delivered exactly
     // what the snapshot holds, Y one more.
-    let reconnects = |node: &Hub| {
-        let http = node.http();
-        async move {
-            let text = http.get("/metrics").await?.text;
-            metric(&text, "herald_store_reconnects_total").context("herald_store_reconnects_total")
-        }
-    };
-    let x_reconnects = reconnects(x).await?;
+    let x_reconnects = store_reconnects(x).await?;
     x.signal("STOP").await?;
     let resumed = async {
         redis
@@ -1238,11 +1245,7 @@ async fn a_node_that_learns_from_another_node_of_a_stream_rebased_after_an_older
         let restarted = redis.restart().await;
         x.signal("CONT").await?;
         restarted?;
-        eventually(Duration::from_secs(20), "X back and ready", || async {
-            let ready = x.http().get("/health/ready").await?.status == 200;
-            Ok((reconnects(x).await? > x_reconnects && ready).then_some(()))
-        })
-        .await?;
+        ready_again(x, Some(x_reconnects)).await?;
         anyhow::Ok(())
     }
     .await;
@@ -1973,20 +1976,12 @@ async fn a_feed_that_reconnects_sends_a_late_subscriber_nothing_stored_before_it
     user.barrier().await?;
     // The feed's connection drops and comes back: it catches up from a
     // little before what it last heard, which these events are within.
-    let reconnects = || async {
-        let text = quiet.http().get("/metrics").await?.text;
-        metric(&text, "herald_store_reconnects_total").context("herald_store_reconnects_total")
-    };
-    let before = reconnects().await?;
+    let before = store_reconnects(quiet).await?;
     redis
         .command(&["CLIENT", "KILL", "TYPE", "pubsub"])
         .await
         .context("CLIENT KILL")?;
-    eventually(Duration::from_secs(20), "the feed back", || async {
-        let ready = quiet.http().get("/health/ready").await?.status == 200;
-        Ok((ready && reconnects().await? > before).then_some(()))
-    })
-    .await?;
+    ready_again(quiet, Some(before)).await?;
     publish_numbered(busy, "run:early", 3, 1).await?;
     let frames = collect_events(&mut everything, "run:early", 1).await?;
     ensure!(

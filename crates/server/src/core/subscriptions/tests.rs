@@ -769,10 +769,9 @@ async fn a_quiet_hub_writes_a_lone_event_straight_to_the_socket_but_queues_a_bat
     assert!(sent(&node.conn).is_empty());
 }
 
-#[tokio::test]
-async fn a_stream_started_again_after_its_position_was_forgotten_is_announced_before_its_first_event()
- {
-    let node = forgetful_node();
+/// Subscribes the node's connection to `run:1`, and another connection,
+/// which it returns, to `*`.
+async fn subscribed_to_run_1_and_everything(node: &Node) -> Arc<ConnHandle> {
     let everything = Arc::new(ConnHandle::new(None, None, None, None, 1024));
     node.subscriptions
         .subscribe(&everything, &subscribe(&["*"], &[]))
@@ -782,6 +781,14 @@ async fn a_stream_started_again_after_its_position_was_forgotten_is_announced_be
         .subscribe(&node.conn, &subscribe(&["run:1"], &[]))
         .await
         .unwrap();
+    everything
+}
+
+#[tokio::test]
+async fn a_stream_started_again_after_its_position_was_forgotten_is_announced_before_its_first_event()
+ {
+    let node = forgetful_node();
+    let everything = subscribed_to_run_1_and_everything(&node).await;
     node.broker
         .publish_now((1..=3).map(|n| draft("run:1", n)).collect())
         .await;
@@ -832,15 +839,7 @@ async fn a_stream_started_again_after_its_position_was_forgotten_is_announced_be
 #[tokio::test]
 async fn the_first_stream_of_a_topic_is_announced_to_nobody() {
     let node = node(64);
-    let everything = Arc::new(ConnHandle::new(None, None, None, None, 1024));
-    node.subscriptions
-        .subscribe(&everything, &subscribe(&["*"], &[]))
-        .await
-        .unwrap();
-    node.subscriptions
-        .subscribe(&node.conn, &subscribe(&["run:1"], &[]))
-        .await
-        .unwrap();
+    let everything = subscribed_to_run_1_and_everything(&node).await;
     node.broker.publish_now(vec![draft("run:1", 1)]).await;
     assert_eq!(sent(&node.conn), ["subscribed 0", "event run:1 1"]);
     assert_eq!(sent(&everything), ["subscribed -", "event run:1 1"]);
