@@ -59,6 +59,17 @@ fn max_clients() -> usize {
 /// every fourth, so one answer in flight does not hold up the next event.
 const RATE_PRODUCERS: usize = 4;
 
+/// Events a fixed-rate cell measures at least, whatever `--duration` says:
+/// its p99 is then the latency that one event in a hundred exceeds, not
+/// the second-worst of a few hundred (at 100/s and 2 s, 200 events).
+const MIN_RATE_EVENTS: f64 = 1000.0;
+
+/// Seconds a fixed-rate cell at `rate` events/s measures: `duration_s`,
+/// or longer if that would hold fewer than [`MIN_RATE_EVENTS`].
+fn rate_duration(duration_s: f64, rate: u64) -> f64 {
+    duration_s.max(MIN_RATE_EVENTS / rate.max(1) as f64)
+}
+
 /// Whether a cell of `group` is selected by `--only NAME`: its own name, or
 /// the family before its `-` (`fanout` selects `fanout-single` and
 /// `fanout-batched`).
@@ -190,35 +201,30 @@ pub fn build(args: &SuiteArgs, paths: Paths, notes: &mut Vec<String>) -> Result<
         cells.push(c);
     }
     let rates: &[u64] = if smoke { &[1000] } else { &[100, 1000, 10_000] };
+    let rate_cell = |clients: usize, rate: u64| {
+        let mut c = cell(
+            "latency",
+            format!("N={clients} {rate}/s"),
+            Scenario::Rate {
+                clients,
+                payload: 100,
+                rate,
+                producers: RATE_PRODUCERS,
+            },
+            false,
+        );
+        c.duration_s = rate_duration(duration_s, rate);
+        c
+    };
     if !smoke {
         // One subscriber: what a publish costs each hub before its first
         // write (an HTTP request for Herald, a `/pub` message for the
         // others), without a fan-out behind it.
-        cells.push(cell(
-            "latency",
-            "N=1 100/s".to_owned(),
-            Scenario::Rate {
-                clients: 1,
-                payload: 100,
-                rate: 100,
-                producers: RATE_PRODUCERS,
-            },
-            false,
-        ));
+        cells.push(rate_cell(1, 100));
     }
     for &clients in &small {
         for &rate in rates {
-            cells.push(cell(
-                "latency",
-                format!("N={clients} {rate}/s"),
-                Scenario::Rate {
-                    clients,
-                    payload: 100,
-                    rate,
-                    producers: RATE_PRODUCERS,
-                },
-                false,
-            ));
+            cells.push(rate_cell(clients, rate));
         }
     }
     let idle_sizes = if smoke { vec![50] } else { vec![1000, max] };
@@ -316,20 +322,10 @@ pub fn build(args: &SuiteArgs, paths: Paths, notes: &mut Vec<String>) -> Result<
         ));
         for rate in if smoke { vec![1000] } else { vec![100, 1000] } {
             let clients = if smoke { 50 } else { 100 };
-            cells.push(on_redis(
-                cell(
-                    "latency",
-                    format!("N={clients} {rate}/s, redis, 2 nodes"),
-                    Scenario::Rate {
-                        clients,
-                        payload: 100,
-                        rate,
-                        producers: RATE_PRODUCERS,
-                    },
-                    true,
-                ),
-                2,
-            ));
+            let mut c = rate_cell(clients, rate);
+            c.label = format!("N={clients} {rate}/s, redis, 2 nodes");
+            c.herald_only = true;
+            cells.push(on_redis(c, 2));
         }
     } else {
         notes.push("redis-server is not installed: the Redis engine not measured".into());
@@ -458,6 +454,14 @@ mod tests {
     fn losses_inside_announced_gaps_pass() {
         let cell = result(&[("lost", 3.0), ("gaps", 1.0), ("unannounced", 0.0)]);
         assert!(cell_failures(&cell).is_empty());
+    }
+
+    #[test]
+    fn a_fixed_rate_cell_measures_at_least_a_thousand_events() {
+        assert_eq!(rate_duration(2.0, 100), 10.0);
+        assert_eq!(rate_duration(2.0, 1000), 2.0);
+        assert_eq!(rate_duration(5.0, 10_000), 5.0);
+        assert_eq!(rate_duration(20.0, 100), 20.0);
     }
 
     #[test]

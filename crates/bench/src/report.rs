@@ -86,6 +86,7 @@ fn columns(group: &str) -> &'static [(&'static str, &'static str)] {
             ("p99_us", "p99 µs"),
             ("p999_us", "p99.9 µs"),
             ("max_us", "max µs"),
+            ("send_late_p99_us", "load gen late p99 µs"),
             ("lost", "lost"),
             ("carried", "carried"),
         ],

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
+use hdrhistogram::Histogram;
 
 use super::{connect_load, drain, record_delivery, spin_until};
 use crate::board::Board;
@@ -226,16 +227,27 @@ pub async fn fixed_rate(
         b.record_until_ns = u64::MAX;
     }
     let sent = Rc::new(Cell::new(0u64));
+    // How late the load generator itself sent each measured event: a part
+    // of its latency that is the load generator's, not the hub's.
+    let late_us = Rc::new(RefCell::new(Histogram::<u64>::new_with_bounds(
+        1,
+        120_000_000,
+        3,
+    )?));
     let tasks: Vec<_> = publishers
         .into_iter()
         .enumerate()
         .map(|(producer, mut publisher)| {
-            let (sent, pad) = (sent.clone(), pad.clone());
+            let (sent, pad, late_us) = (sent.clone(), pad.clone(), late_us.clone());
             tokio::task::spawn_local(async move {
                 let mut i = producer as u64 + 1;
                 let mut k = 0u64;
                 while i <= total {
                     spin_until(intended_at(i)).await;
+                    if i > warm {
+                        let late_ns = now_ns().saturating_sub(intended_ns(i));
+                        late_us.borrow_mut().saturating_record(late_ns / 1000);
+                    }
                     publisher.publish_one(i, intended_ns(i), &pad).await?;
                     sent.set(sent.get() + 1);
                     k += 1;
@@ -269,6 +281,11 @@ pub async fn fixed_rate(
     }
     if let Some(us) = own_us {
         result.set("loadgen_cpu_pct", us as f64 / (wall_s * 1e6) * 100.0);
+    }
+    let late_us = late_us.borrow();
+    if !late_us.is_empty() {
+        result.set("send_late_p99_us", late_us.value_at_quantile(0.99) as f64);
+        result.set("send_late_max_us", late_us.max() as f64);
     }
     let b = board.borrow();
     record_delivery(&mut result, &b, &published, drained);
