@@ -15,6 +15,11 @@
 //! an event of the same stream at or before it that this node delivers
 //! later (a shared store runs ahead of the node's own deliveries) is not
 //! sent again: no duplicate and no hole at the seam, whatever the engine.
+//! A new stream of a topic that starts while a subscription is read is
+//! announced to it (`gap` `epoch_changed`, then all its events) when the
+//! read named an older stream, and not when the read named the new one
+//! (whose events up to the read's position are in the read, and whose
+//! predecessor's late events are dropped).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -126,10 +131,157 @@ pub(crate) struct Held {
 #[derive(Debug)]
 enum HeldState {
     Holding {
-        frames: Vec<OutFrame>,
+        frames: Vec<HeldFrame>,
         overflowed: bool,
     },
     Released,
+}
+
+/// A frame held while a subscription is read.
+#[derive(Debug)]
+enum HeldFrame {
+    Frame(OutFrame),
+    /// The `gap` that announces a new stream of `topic` under `epoch` (see
+    /// [`Fanout::announce_stream`]). Whether the subscription is told
+    /// depends on which stream its read names, which is not known yet: see
+    /// [`Walk`].
+    Restart {
+        gap: OutFrame,
+        topic: Topic,
+        epoch: Epoch,
+        forgotten: bool,
+    },
+}
+
+/// Which stream of a topic the frames held for it belong to, walking them
+/// in the order they came, against the stream the subscription's read
+/// named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// A stream older than the read's: the read started after a new stream
+    /// (announced further on) had begun.
+    Older,
+    /// The read's stream: its events up to the read's position are in the
+    /// read, those after it are not.
+    Read,
+    /// A stream newer than the read's, announced in between: none of its
+    /// events were read.
+    Newer,
+}
+
+/// Where each held frame goes, decided frame by frame in the order they
+/// were held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Before the subscription's own frames: what an earlier live
+    /// subscription of the connection would have delivered by now.
+    Early,
+    /// After the subscription's own frames.
+    Late,
+    /// Not sent: the read covered it, or it belongs to a stream the
+    /// subscription will not follow.
+    Dropped,
+}
+
+/// The walk over held frames that gives each its [`Fate`], given where
+/// the subscription's read left each topic (`read`).
+struct Walk<'f, R> {
+    read: R,
+    phases: HashMap<Topic, Phase>,
+    frames: &'f [HeldFrame],
+}
+
+impl<'f, 's, R: Fn(&Topic) -> Option<&'s Seam>> Walk<'f, R> {
+    fn new(frames: &'f [HeldFrame], read: R) -> Self {
+        Walk {
+            read,
+            phases: HashMap::new(),
+            frames,
+        }
+    }
+
+    /// `topic`'s phase before its first held frame: [`Phase::Older`] if
+    /// the stream the read named is announced among the held frames.
+    fn first_phase(&self, topic: &Topic) -> Phase {
+        let Some(seam) = (self.read)(topic) else {
+            return Phase::Read;
+        };
+        let announced = self.frames.iter().any(|frame| {
+            matches!(frame, HeldFrame::Restart { topic: t, epoch, .. }
+                if t == topic && *epoch == seam.epoch)
+        });
+        if announced { Phase::Older } else { Phase::Read }
+    }
+
+    /// The fate of the next held frame.
+    fn fate(&mut self, frame: &HeldFrame) -> Fate {
+        match frame {
+            HeldFrame::Frame(frame) => {
+                let Some(event) = &frame.event else {
+                    return Fate::Late;
+                };
+                match self.phase(&event.topic) {
+                    Phase::Older => Fate::Early,
+                    Phase::Read => match (self.read)(&event.topic) {
+                        Some(seam) if event.seq <= seam.seq => Fate::Early,
+                        _ => Fate::Late,
+                    },
+                    Phase::Newer => Fate::Late,
+                }
+            }
+            HeldFrame::Restart {
+                topic,
+                epoch,
+                forgotten,
+                ..
+            } => {
+                let seam = (self.read)(topic);
+                let (next, fate) = match (self.phase(topic), seam) {
+                    // The read named this stream: the subscription starts on it.
+                    (Phase::Older, Some(seam)) if seam.epoch == *epoch => {
+                        (Phase::Read, Fate::Dropped)
+                    }
+                    // One more stream the read came after.
+                    (Phase::Older, _) => (Phase::Older, Fate::Dropped),
+                    // The read's stream announced again (a shared store
+                    // may tell a node twice).
+                    (Phase::Read, Some(seam)) if seam.epoch == *epoch => {
+                        (Phase::Read, Fate::Dropped)
+                    }
+                    // A topic the read did not cover is told as a
+                    // subscriber without a seam would be.
+                    (Phase::Read, None) => {
+                        let fate = if *forgotten {
+                            Fate::Late
+                        } else {
+                            Fate::Dropped
+                        };
+                        (Phase::Read, fate)
+                    }
+                    (Phase::Read | Phase::Newer, _) => (Phase::Newer, Fate::Late),
+                };
+                self.phases.insert(topic.clone(), next);
+                fate
+            }
+        }
+    }
+
+    fn phase(&mut self, topic: &Topic) -> Phase {
+        if let Some(phase) = self.phases.get(topic) {
+            return *phase;
+        }
+        let phase = self.first_phase(topic);
+        self.phases.insert(topic.clone(), phase);
+        phase
+    }
+}
+
+impl HeldFrame {
+    fn into_frame(self) -> OutFrame {
+        match self {
+            HeldFrame::Frame(frame) | HeldFrame::Restart { gap: frame, .. } => frame,
+        }
+    }
 }
 
 /// More live events arrived while a replay was read than a connection's
@@ -151,30 +303,55 @@ impl Held {
 
     /// Holds `frame`, or hands it to `push` once released.
     fn offer(&self, conn: &ConnHandle, frame: &OutFrame, push: &mut impl FnMut(&ConnHandle)) {
+        if !self.hold(|| HeldFrame::Frame(frame.clone())) {
+            push(conn);
+        }
+    }
+
+    /// Holds the announcement of a new stream of `topic` under `epoch`
+    /// (`gap`), to be sent or not once the read says which stream the
+    /// subscription starts on; false once released (the caller then tells
+    /// the subscription as any other).
+    fn announce(&self, gap: &OutFrame, topic: &Topic, epoch: &Epoch, forgotten: bool) -> bool {
+        self.hold(|| HeldFrame::Restart {
+            gap: gap.clone(),
+            topic: topic.clone(),
+            epoch: epoch.clone(),
+            forgotten,
+        })
+    }
+
+    /// Holds the frame `make` gives while holding (up to the limit, past
+    /// which the subscription overflowed); false once released.
+    fn hold(&self, make: impl FnOnce() -> HeldFrame) -> bool {
         let mut state = self.state.lock();
         match &mut *state {
             HeldState::Holding { frames, overflowed } => {
                 if frames.len() < self.limit {
-                    frames.push(frame.clone());
+                    frames.push(make());
                 } else {
                     *overflowed = true;
                 }
+                true
             }
-            HeldState::Released => push(conn),
+            HeldState::Released => false,
         }
     }
 
-    /// Sends the held frames `keep` lets through, in the order they
-    /// arrived, after the subscription's own frames (`subscribed`,
-    /// snapshot, replay), which the caller queued while they were held;
-    /// from then on frames go straight to the outbox. Nothing offered
-    /// meanwhile can slip in between: offers wait.
+    /// Sends the held frames the read did not cover (`read` says where it
+    /// left each topic it read), in the order they arrived, after the
+    /// subscription's own frames (`subscribed`, snapshot, replay), which
+    /// the caller queued while they were held; from then on frames go
+    /// straight to the outbox. Nothing offered meanwhile can slip in
+    /// between: offers wait. A stream that started during the read is
+    /// announced if the read named an older one (and its events all
+    /// follow), and not if the read named it.
     ///
     /// Returns how many events a full queue shed on the way.
-    pub(crate) fn release(
+    pub(crate) fn release<'s>(
         &self,
         conn: &ConnHandle,
-        keep: impl Fn(&OutFrame) -> bool,
+        read: impl Fn(&Topic) -> Option<&'s Seam>,
     ) -> Result<u64, Overflowed> {
         let mut state = self.state.lock();
         let HeldState::Holding { frames, overflowed } =
@@ -185,21 +362,40 @@ impl Held {
         if overflowed {
             return Err(Overflowed);
         }
-        Ok(push_all(conn, frames.into_iter().filter(|f| keep(f))))
+        let mut walk = Walk::new(&frames, read);
+        let fates: Vec<Fate> = frames.iter().map(|frame| walk.fate(frame)).collect();
+        let late = frames
+            .into_iter()
+            .zip(fates)
+            .filter(|(_, fate)| *fate == Fate::Late)
+            .map(|(frame, _)| frame.into_frame());
+        Ok(push_all(conn, late))
     }
 
-    /// Frames held so far that `before` selects are sent now (a connection
+    /// The held events the read covered are sent now, those of the read's
+    /// stream up to its position, and any of an older stream (a connection
     /// subscribed again: what its earlier subscription would have had).
     ///
     /// Returns how many events a full queue shed on the way.
-    pub(crate) fn send_early(&self, conn: &ConnHandle, before: impl Fn(&OutFrame) -> bool) -> u64 {
+    pub(crate) fn send_early<'s>(
+        &self,
+        conn: &ConnHandle,
+        read: impl Fn(&Topic) -> Option<&'s Seam>,
+    ) -> u64 {
         let mut state = self.state.lock();
         let HeldState::Holding { frames, .. } = &mut *state else {
             return 0;
         };
-        let (early, rest): (Vec<OutFrame>, Vec<OutFrame>) =
-            std::mem::take(frames).into_iter().partition(|f| before(f));
-        *frames = rest;
+        let held = std::mem::take(frames);
+        let mut walk = Walk::new(&held, read);
+        let fates: Vec<Fate> = held.iter().map(|frame| walk.fate(frame)).collect();
+        let mut early = Vec::new();
+        for (frame, fate) in held.into_iter().zip(fates) {
+            match (fate, frame) {
+                (Fate::Early, HeldFrame::Frame(frame)) => early.push(frame),
+                (_, frame) => frames.push(frame),
+            }
+        }
         push_all(conn, early)
     }
 
@@ -456,22 +652,29 @@ impl Fanout {
         let audience = forgotten && Audience::of(topic) != Audience::Subscribers;
         let mut holding = Vec::new();
         let mut stale = Vec::new();
+        let mut reading = Vec::new();
         let mut subscribed = HashSet::new();
         self.each_subscriber(topic, |subscriber| {
             if audience {
                 subscribed.insert(subscriber.conn.id.clone());
             }
-            match subscriber.seams.of(topic) {
-                Some(seam) if seam.epoch == *epoch => holding.push(subscriber.conn.id.clone()),
-                Some(_) => stale.push(subscriber.clone()),
-                None if forgotten => stale.push(subscriber.clone()),
+            let told = match subscriber.seams.of(topic) {
+                Some(seam) => Some(seam.epoch != *epoch),
+                None => forgotten.then_some(true),
+            };
+            if subscriber.held.is_some() {
+                reading.push((subscriber.clone(), told));
+                return;
+            }
+            match told {
+                Some(false) => holding.push(subscriber.conn.id.clone()),
+                Some(true) => stale.push(subscriber.clone()),
                 None => {}
             }
         });
-        if stale.is_empty() && !audience {
+        if stale.is_empty() && reading.is_empty() && !audience {
             return;
         }
-        let mut settled: HashSet<Arc<str>> = holding.into_iter().collect();
         let gap = Gap {
             topic: topic.clone(),
             from_seq: 1,
@@ -480,6 +683,21 @@ impl Fanout {
             epoch: Some(epoch.clone()),
         };
         let frame = OutFrame::control(ServerMessage::Gap(gap).encode());
+        // A subscription still being read holds the announcement, which
+        // its release sends or drops by the stream its read named; one
+        // released meanwhile is told by its seam as any other.
+        for (subscriber, told) in reading {
+            let held = subscriber
+                .held
+                .as_ref()
+                .is_some_and(|held| held.announce(&frame, topic, epoch, forgotten));
+            match (held, told) {
+                (true, _) | (false, Some(false)) => holding.push(subscriber.conn.id.clone()),
+                (false, Some(true)) => stale.push(subscriber),
+                (false, None) => {}
+            }
+        }
+        let mut settled: HashSet<Arc<str>> = holding.into_iter().collect();
         for subscriber in &stale {
             if settled.insert(subscriber.conn.id.clone()) {
                 tell(subscriber, &frame);

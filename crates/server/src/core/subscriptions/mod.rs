@@ -235,13 +235,13 @@ impl Subscriptions {
         self.fanout.mark_read(
             conn,
             &TopicPattern::Exact(topic.clone()),
-            [(topic.clone(), seam)],
+            [(topic.clone(), seam.clone())],
         );
-        let after_head = |frame: &OutFrame| frame.event.as_ref().is_none_or(|e| e.seq > head);
+        let seam_of = |t: &Topic| (t == topic).then_some(&seam);
         if held.was_live {
             // Subscribed again: what the earlier subscription would have
             // delivered by now comes first, as it would have.
-            let shed = held.send_early(conn, |frame| !after_head(frame));
+            let shed = held.send_early(conn, seam_of);
             count_shed(&self.metrics, conn, shed);
         }
         // Live events stay held while the subscription's own frames go.
@@ -261,7 +261,7 @@ impl Subscriptions {
         if let Some(history) = read.history {
             send_history(&self.metrics, conn, history).await;
         }
-        Ok(release(&self.metrics, conn, held, after_head).await)
+        Ok(release(&self.metrics, conn, held, seam_of).await)
     }
 
     /// A pattern: `subscribed`, then the replay of each covered topic named
@@ -299,25 +299,17 @@ impl Subscriptions {
                 .await?;
             replays.push((topic.clone(), read.position, read.history));
         }
-        self.fanout.mark_read(
-            conn,
-            pattern,
-            replays.iter().map(|(topic, position, _)| {
+        let seams: HashMap<Topic, Seam> = replays
+            .iter()
+            .map(|(topic, position, _)| {
                 let seam = Seam {
                     epoch: position.epoch.clone(),
                     seq: position.seq,
                 };
                 (topic.clone(), seam)
-            }),
-        );
-        let heads: HashMap<Topic, u64> = replays
-            .iter()
-            .map(|(topic, position, _)| (topic.clone(), position.seq))
+            })
             .collect();
-        let keep = |frame: &OutFrame| match &frame.event {
-            Some(EventMeta { topic, seq, .. }) => heads.get(topic).is_none_or(|head| seq > head),
-            None => true,
-        };
+        self.fanout.mark_read(conn, pattern, seams.clone());
         // Live events stay held while the subscription's own frames go.
         conn.send(&ServerMessage::Subscribed(Subscribed {
             topic: pattern.clone(),
@@ -329,7 +321,7 @@ impl Subscriptions {
                 send_history(&self.metrics, conn, history).await;
             }
         }
-        Ok(release(&self.metrics, conn, held, keep).await)
+        Ok(release(&self.metrics, conn, held, |t| seams.get(t)).await)
     }
 
     /// Removes subscriptions (unknown ones are ignored).
@@ -455,11 +447,11 @@ impl Subscriptions {
 /// and a full queue would shed them. Events held while it waits are waited
 /// for too. Held past a queue's worth, they overflowed: the caller closes
 /// the connection (1013) to replay again, at once.
-async fn release(
+async fn release<'s>(
     metrics: &Metrics,
     conn: &ConnHandle,
     held: &Held,
-    keep: impl Fn(&OutFrame) -> bool,
+    read: impl Fn(&Topic) -> Option<&'s Seam>,
 ) -> Result<(), Overflowed> {
     let mut room_for = 0;
     while let Some(holding) = held.holding()?
@@ -473,7 +465,7 @@ async fn release(
         conn.saw_peer();
         room_for = holding;
     }
-    let shed = held.release(conn, keep)?;
+    let shed = held.release(conn, read)?;
     count_shed(metrics, conn, shed);
     Ok(())
 }

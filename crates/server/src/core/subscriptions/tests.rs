@@ -34,12 +34,22 @@ use crate::operations::metrics::Metrics;
 
 /// A memory broker whose reads are raced: `before` events are published
 /// just before a read (so the read includes them), `after` events just
-/// after it (so it does not).
+/// after it (so it does not); and `restart`, after the events of its side
+/// of the read, makes the engine forget every stream and publishes its
+/// events, which start new streams.
 #[derive(Debug)]
 struct RacedReads {
     inner: MemoryBroker,
     before: Mutex<Vec<Draft>>,
     after: Mutex<Vec<Draft>>,
+    restart: Mutex<Option<Restart>>,
+}
+
+/// Streams started again on one side of a read (see [`RacedReads`]).
+#[derive(Debug)]
+struct Restart {
+    before_the_read: bool,
+    events: Vec<Draft>,
 }
 
 impl RacedReads {
@@ -49,6 +59,31 @@ impl RacedReads {
                 .publish(drafts, Audience::Subscribers, Wait::Stored)
                 .await
                 .unwrap();
+        }
+    }
+
+    /// Evicts every stream, then fills what a [`forgetful_node`]'s engine
+    /// remembers with two more evicted streams, so that it forgets them.
+    async fn forget_every_stream(&self) {
+        self.inner.sweep();
+        for topic in ["run:2", "run:3"] {
+            self.publish_now(vec![draft(topic, 1)]).await;
+            self.inner.sweep();
+        }
+    }
+
+    /// Runs the restart meant for this side of the read, if any.
+    async fn restart_if(&self, before_the_read: bool) {
+        let restart = {
+            let mut restart = self.restart.lock();
+            match &*restart {
+                Some(r) if r.before_the_read == before_the_read => restart.take(),
+                _ => None,
+            }
+        };
+        if let Some(restart) = restart {
+            self.forget_every_stream().await;
+            self.publish_now(restart.events).await;
         }
     }
 }
@@ -71,9 +106,11 @@ impl Broker for RacedReads {
     ) -> Result<TopicRead, BrokerError> {
         let before = std::mem::take(&mut *self.before.lock());
         self.publish_now(before).await;
+        self.restart_if(true).await;
         let read = self.inner.read(topic, request).await;
         let after = std::mem::take(&mut *self.after.lock());
         self.publish_now(after).await;
+        self.restart_if(false).await;
         read
     }
 
@@ -260,6 +297,7 @@ fn node_on(
         inner: engine(retention, handler.clone()),
         before: Mutex::default(),
         after: Mutex::default(),
+        restart: Mutex::default(),
     });
     let pace = connections.pace().clone();
     let subscriptions = Subscriptions::new(broker.clone(), fanout, connections, 10, 1024, metrics);
@@ -794,11 +832,7 @@ async fn a_stream_started_again_after_its_position_was_forgotten_is_announced_be
         .await;
     // run:1 is evicted and remembered; two more evicted streams fill what
     // the engine remembers, and it forgets them all.
-    node.broker.inner.sweep();
-    for topic in ["run:2", "run:3"] {
-        node.broker.publish_now(vec![draft(topic, 1)]).await;
-        node.broker.inner.sweep();
-    }
+    node.broker.forget_every_stream().await;
     // Subscribed after that, a connection is given the stream to come.
     let late = Arc::new(ConnHandle::new(None, None, None, None, 1024));
     node.subscriptions
@@ -843,4 +877,87 @@ async fn the_first_stream_of_a_topic_is_announced_to_nobody() {
     node.broker.publish_now(vec![draft("run:1", 1)]).await;
     assert_eq!(sent(&node.conn), ["subscribed 0", "event run:1 1"]);
     assert_eq!(sent(&everything), ["subscribed -", "event run:1 1"]);
+}
+
+#[tokio::test]
+async fn a_stream_that_starts_while_a_subscription_is_read_is_announced_and_all_its_events_follow()
+{
+    let node = forgetful_node();
+    node.broker
+        .publish_now((1..=3).map(|n| draft("run:1", n)).collect())
+        .await;
+    // The read names the stream of 3 events; a new one starts right after.
+    *node.broker.restart.lock() = Some(Restart {
+        before_the_read: false,
+        events: (4..=5).map(|n| draft("run:1", n)).collect(),
+    });
+    node.subscriptions
+        .subscribe(&node.conn, &subscribe(&["run:1"], &[("run:1", 1)]))
+        .await
+        .unwrap();
+    node.broker.publish_now(vec![draft("run:1", 6)]).await;
+    assert_eq!(
+        sent(&node.conn),
+        [
+            "subscribed 3",
+            "event run:1 2",
+            "event run:1 3",
+            "replay_complete 2-3",
+            "gap epoch_changed 1-0",
+            "event run:1 1",
+            "event run:1 2",
+            "event run:1 3",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_subscription_whose_read_names_a_stream_that_started_during_it_starts_on_it_untold() {
+    let node = forgetful_node();
+    node.broker
+        .publish_now((1..=3).map(|n| draft("run:1", n)).collect())
+        .await;
+    // While the subscription is being read, the old stream gets one more
+    // event, then a new stream starts, and the read names the new one.
+    *node.broker.before.lock() = vec![draft("run:1", 4)];
+    *node.broker.restart.lock() = Some(Restart {
+        before_the_read: true,
+        events: (5..=6).map(|n| draft("run:1", n)).collect(),
+    });
+    node.subscriptions
+        .subscribe(&node.conn, &subscribe(&["run:1"], &[]))
+        .await
+        .unwrap();
+    node.broker.publish_now(vec![draft("run:1", 7)]).await;
+    assert_eq!(sent(&node.conn), ["subscribed 2", "event run:1 3"]);
+}
+
+#[tokio::test]
+async fn a_pattern_subscription_read_across_a_new_stream_gets_the_announcement_and_the_whole_stream()
+ {
+    let node = forgetful_node();
+    node.broker
+        .publish_now((1..=3).map(|n| draft("run:1", n)).collect())
+        .await;
+    *node.broker.restart.lock() = Some(Restart {
+        before_the_read: false,
+        events: (4..=5).map(|n| draft("run:1", n)).collect(),
+    });
+    node.subscriptions
+        .subscribe(&node.conn, &subscribe(&["run:*"], &[("run:1", 2)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        sent(&node.conn),
+        [
+            "subscribed -",
+            "event run:1 3",
+            "replay_complete 3-3",
+            "event run:2 1",
+            "event run:3 1",
+            "gap epoch_changed 1-0",
+            "event run:1 1",
+            "event run:1 2",
+        ]
+    );
 }
