@@ -90,6 +90,44 @@ async fn every_dialect_refuses_a_missing_token_and_a_foreign_origin_before_the_u
     Ok(())
 }
 
+/// A dialect socket for one topic (a run, the machines, a CrewAI
+/// execution, `global`) opens only for a token that may follow it: another
+/// is refused at the upgrade, 403 `forbidden`, as a missing token is 401,
+/// rather than given a socket that shows nothing. The AIECS socket follows
+/// its user's own topic, which every token allows.
+#[tokio::test]
+async fn a_socket_for_one_topic_refuses_a_token_that_may_not_follow_it_before_the_upgrade()
+-> Result<()> {
+    use crate::security::{SECRET, expect_refused, fresh, hs256, with_token};
+    let hub = crate::herald().start(&["--jwt-secret", SECRET]).await?;
+    let elsewhere = hs256(&fresh("u1", &["run:other"]))?;
+    let opens = |path: &str, token: &str| {
+        let url = hub.ws_url(&with_token(path, token));
+        async move {
+            let mut client = WsClient::connect_raw(&url).await?;
+            client.keep_pings = true;
+            let first = client.recv_frame().await?;
+            ensure!(!first.is_null(), "{url}: nothing after the upgrade");
+            anyhow::Ok(())
+        }
+    };
+    for (path, topic) in [
+        ("/compat/cmbagent/ws/r1", "run:r1"),
+        ("/compat/statemachine/ws/events", "machine:*"),
+        ("/compat/crewai/api/v1/websocket/ws/global", "global"),
+        (
+            "/compat/crewai/api/v1/websocket/ws/executions/e1",
+            "execution:e1",
+        ),
+    ] {
+        let url = hub.ws_url(&with_token(path, &elsewhere));
+        expect_refused(&url, &[], 403, "forbidden").await?;
+        opens(path, &hs256(&fresh("u1", &[topic]))?).await?;
+    }
+    opens("/compat/aiecs", &elsewhere).await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn every_dialect_is_held_to_the_client_rate_limit() -> Result<()> {
     let hub = crate::herald().start(&["--client-rate-limit", "1"]).await?;

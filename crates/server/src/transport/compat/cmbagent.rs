@@ -195,6 +195,10 @@ impl Dialect for CmbagentSocket {
         false
     }
 
+    fn follows(&self) -> Vec<TopicPattern> {
+        vec![TopicPattern::Exact(self.topic.clone())]
+    }
+
     fn greet(&self, hub: &Hub, conn: &ConnHandle) {
         // Rendered as `connected`.
         welcome(hub, conn);

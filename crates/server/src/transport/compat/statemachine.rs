@@ -110,6 +110,10 @@ impl Dialect for StateMachineSocket {
         false
     }
 
+    fn follows(&self) -> Vec<TopicPattern> {
+        vec![machines()]
+    }
+
     fn greet(&self, _hub: &Hub, conn: &ConnHandle) {
         // Everything from here to the end marker is the `initial` message.
         conn.send(&marker(BEGIN));

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use herald_protocol::TopicPattern;
 use tungstenite::Utf8Bytes;
 
 use crate::core::connection::ConnHandle;
@@ -55,6 +56,16 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     /// as reaching someone.
     fn answers_approvals(&self) -> bool {
         true
+    }
+
+    /// What the endpoint's URL names for it to follow, when that is what
+    /// the socket is for (a dialect's socket for one run or the machines):
+    /// a token that may not subscribe to all of it is refused at the
+    /// upgrade (403), as a missing token is (401), rather than given a
+    /// socket that can show nothing. Empty: subscriptions are checked one
+    /// by one (`error` `forbidden`).
+    fn follows(&self) -> Vec<TopicPattern> {
+        Vec::new()
     }
 
     /// Queues what the peer reads first. Called before the connection is

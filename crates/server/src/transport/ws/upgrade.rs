@@ -243,6 +243,19 @@ pub(crate) fn accept<D: Dialect>(
             return error.into_response();
         }
     };
+    if let Some(identity) = &identity
+        && let Some(pattern) = dialect
+            .follows()
+            .into_iter()
+            .find(|pattern| !identity.may_subscribe(pattern))
+    {
+        let error = ApiError::new(
+            ErrorCode::Forbidden,
+            format!("the token's topics do not include {pattern}, which this socket follows"),
+        );
+        tracing::info!(%remote, code = %error.code, "websocket upgrade refused: {}", error.message);
+        return error.into_response();
+    }
     let config = hub.config();
     let socket_config = WebSocketConfig::default()
         .max_message_size(Some(config.max_frame_size))

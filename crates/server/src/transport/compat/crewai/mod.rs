@@ -84,9 +84,20 @@ fn open(
     accept(ws, hub, remote, &headers, credentials, dialect)
 }
 
+/// A socket for the one topic its path names (see [`Dialect::follows`]).
+///
+/// [`Dialect::follows`]: crate::transport::ws::dialect::Dialect::follows
+fn following(
+    (ws, State(hub), ConnectInfo(remote), headers, Params(credentials)): Upgrade,
+    topic: Topic,
+) -> Response {
+    let dialect = CrewaiSocket::following(TopicPattern::Exact(topic));
+    accept(ws, hub, remote, &headers, credentials, dialect)
+}
+
 fn by_id(kind: &str, id: &str, upgrade: Upgrade) -> Response {
     match Topic::with_id(kind, id) {
-        Ok(topic) => open(upgrade, vec![TopicPattern::Exact(topic)], Vec::new()),
+        Ok(topic) => following(upgrade, topic),
         Err(error) => open(upgrade, Vec::new(), vec![error.to_string()]),
     }
 }
@@ -100,19 +111,11 @@ async fn crew(Path(id): Path<String>, upgrade: Upgrade) -> Response {
 }
 
 async fn global(upgrade: Upgrade) -> Response {
-    open(
-        upgrade,
-        vec![TopicPattern::Exact(Topic::global())],
-        Vec::new(),
-    )
+    following(upgrade, Topic::global())
 }
 
 async fn metrics(upgrade: Upgrade) -> Response {
-    open(
-        upgrade,
-        vec![TopicPattern::Exact(Topic::metrics())],
-        Vec::new(),
-    )
+    following(upgrade, Topic::metrics())
 }
 
 /// `?subscriptions=a,b` on `/ws/custom`.

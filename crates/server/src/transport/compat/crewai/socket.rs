@@ -31,6 +31,8 @@ pub(crate) struct CrewaiSocket {
     refused: Mutex<Vec<String>>,
     /// The client's id (its session id), once greeted.
     client_id: OnceLock<String>,
+    /// The socket is for `initial`, named by its path.
+    follows: bool,
 }
 
 impl CrewaiSocket {
@@ -39,6 +41,15 @@ impl CrewaiSocket {
             initial,
             refused: Mutex::new(refused),
             client_id: OnceLock::new(),
+            follows: false,
+        }
+    }
+
+    /// A socket for the one topic or pattern its path names.
+    pub(crate) fn following(pattern: TopicPattern) -> CrewaiSocket {
+        CrewaiSocket {
+            follows: true,
+            ..CrewaiSocket::new(vec![pattern], Vec::new())
         }
     }
 }
@@ -46,6 +57,14 @@ impl CrewaiSocket {
 impl Dialect for CrewaiSocket {
     fn answers_approvals(&self) -> bool {
         false
+    }
+
+    fn follows(&self) -> Vec<TopicPattern> {
+        if self.follows {
+            self.initial.clone()
+        } else {
+            Vec::new()
+        }
     }
 
     fn greet(&self, hub: &Hub, conn: &ConnHandle) {
