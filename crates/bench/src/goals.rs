@@ -46,6 +46,11 @@ enum Context {
     HubCore,
     /// How busy the load generator's core was, in both cells.
     LoadGeneratorCore,
+    /// The coalesced floor's figure over the one-write floor's in the same
+    /// cell: at a rate where nothing queues the two write alike (each frame
+    /// on its own), so how far apart they land is how finely the run tells
+    /// one hub from another there.
+    FloorTwin,
 }
 
 /// One goal: Herald's `metric` in `group`/`label` under `placement`, over
@@ -106,6 +111,7 @@ const GOALS: [Goal; 8] = [
         context: &[
             Context::BeforeFirstWrite { label: "N=1 100/s" },
             Context::HubCore,
+            Context::FloorTwin,
         ],
     },
     Goal {
@@ -119,6 +125,7 @@ const GOALS: [Goal; 8] = [
         context: &[
             Context::BeforeFirstWrite { label: "N=1 100/s" },
             Context::HubCore,
+            Context::FloorTwin,
         ],
     },
     Goal {
@@ -296,6 +303,27 @@ impl Goal {
                         let _ = write!(
                             why,
                             "; the hub's core {h:.0} % busy (the reference's {r:.0} %)"
+                        );
+                    }
+                }
+                Context::FloorTwin => {
+                    let twin = cell(
+                        summaries,
+                        Target::FloorCoalesced,
+                        herald.placement,
+                        herald.group,
+                        &herald.label,
+                    )
+                    .and_then(|s| median(s, self.metric));
+                    if let Some(twin) = twin
+                        && theirs.median > 0.0
+                    {
+                        let _ = write!(
+                            why,
+                            "; the coalesced floor, which writes each frame on its own at this \
+                             rate as the one-write floor does, got {:.2}× the one-write floor's \
+                             figure in this cell",
+                            twin / theirs.median
                         );
                     }
                 }
@@ -540,6 +568,13 @@ mod tests {
                 (300.0, 350.0, 400.0),
                 2.0,
             ),
+            latency(
+                Target::FloorCoalesced,
+                "N=100 100/s",
+                510.0,
+                (800.0, 1017.0, 1100.0),
+                37.0,
+            ),
         ]);
         let line = verdict_line(&md, "100 single events/s, N=100, pinned");
         assert!(
@@ -547,7 +582,9 @@ mod tests {
                 "| 1.64 | **no**: repeats 940–1329 against 776–1290; before its first write \
                  (N=1 100/s, p50) a publish takes 380 µs against the floor's 181 µs, where \
                  the goal allows 78.2 µs over the reference's p99; the hub's core 55 % busy \
-                 (the reference's 36 %) |"
+                 (the reference's 36 %); the coalesced floor, which writes each frame on its \
+                 own at this rate as the one-write floor does, got 1.30× the one-write \
+                 floor's figure in this cell |"
             ),
             "{line}"
         );
