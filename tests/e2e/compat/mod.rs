@@ -91,10 +91,12 @@ async fn every_dialect_refuses_a_missing_token_and_a_foreign_origin_before_the_u
 }
 
 /// A dialect socket for one topic (a run, the machines, a CrewAI
-/// execution, `global`) opens only for a token that may follow it: another
+/// execution or crew) opens only for a token that may follow it: another
 /// is refused at the upgrade, 403 `forbidden`, as a missing token is 401,
 /// rather than given a socket that shows nothing. The AIECS socket follows
-/// its user's own topic, which every token allows.
+/// its user's own topic, which every token allows, and CrewAI's
+/// `/ws/global` gets broadcasts live whatever the token, as `/ws/global`
+/// does.
 #[tokio::test]
 async fn a_socket_for_one_topic_refuses_a_token_that_may_not_follow_it_before_the_upgrade()
 -> Result<()> {
@@ -114,17 +116,18 @@ async fn a_socket_for_one_topic_refuses_a_token_that_may_not_follow_it_before_th
     for (path, topic) in [
         ("/compat/cmbagent/ws/r1", "run:r1"),
         ("/compat/statemachine/ws/events", "machine:*"),
-        ("/compat/crewai/api/v1/websocket/ws/global", "global"),
         (
             "/compat/crewai/api/v1/websocket/ws/executions/e1",
             "execution:e1",
         ),
+        ("/compat/crewai/api/v1/websocket/ws/crews/c1", "crew:c1"),
     ] {
         let url = hub.ws_url(&with_token(path, &elsewhere));
         expect_refused(&url, &[], 403, "forbidden").await?;
         opens(path, &hs256(&fresh("u1", &[topic]))?).await?;
     }
     opens("/compat/aiecs", &elsewhere).await?;
+    opens("/compat/crewai/api/v1/websocket/ws/global", &elsewhere).await?;
     Ok(())
 }
 

@@ -141,16 +141,31 @@ enum HeldState {
 #[derive(Debug)]
 enum HeldFrame {
     Frame(OutFrame),
-    /// The `gap` that announces a new stream of `topic` under `epoch` (see
-    /// [`Fanout::announce_stream`]). Whether the subscription is told
-    /// depends on which stream its read names, which is not known yet: see
-    /// [`Walk`].
+    /// The `gap` `epoch_changed` that announces a new stream of `topic`
+    /// under `epoch` (see [`Fanout::announce_stream`], or a store's own
+    /// gap naming the epoch). Whether the subscription is told depends on
+    /// which stream its read names, which is not known yet: see [`Walk`].
+    /// `silent`: the connection was told through another, live
+    /// subscription, so this one only marks where the new stream begins.
     Restart {
         gap: OutFrame,
         topic: Topic,
         epoch: Epoch,
         forgotten: bool,
+        silent: bool,
     },
+}
+
+/// What a held announcement carries besides its stream (see
+/// [`HeldFrame::Restart`]).
+#[derive(Debug, Clone, Copy)]
+struct Told {
+    /// The store forgot the topic's earlier stream: a subscription without
+    /// a position in it is told too.
+    forgotten: bool,
+    /// The connection was told, or holds the new stream, through another,
+    /// live subscription.
+    elsewhere: bool,
 }
 
 /// Which stream of a topic the frames held for it belong to, walking them
@@ -173,13 +188,18 @@ enum Phase {
 /// were held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fate {
-    /// Before the subscription's own frames: what an earlier live
-    /// subscription of the connection would have delivered by now.
+    /// An event before the read's position: of the read's stream up to
+    /// it, or of an older stream. Sent before
+    /// the subscription's own frames to a connection subscribed again (its
+    /// earlier subscription would have delivered them by now), and not
+    /// sent otherwise.
     Early,
-    /// After the subscription's own frames.
+    /// Sent after the subscription's own frames.
     Late,
-    /// Not sent: the read covered it, or it belongs to a stream the
-    /// subscription will not follow.
+    /// Never sent: the announcement of the stream the read named or of one
+    /// before it, of a stream of a topic the subscription did not read
+    /// that was not forgotten, or of one the connection was told of
+    /// through another subscription.
     Dropped,
 }
 
@@ -233,11 +253,13 @@ impl<'f, 's, R: Fn(&Topic) -> Option<&'s Seam>> Walk<'f, R> {
                 topic,
                 epoch,
                 forgotten,
+                silent,
                 ..
             } => {
                 let seam = (self.read)(topic);
                 let (next, fate) = match (self.phase(topic), seam) {
-                    // The read named this stream: the subscription starts on it.
+                    // The read named this stream: the subscription starts
+                    // on it.
                     (Phase::Older, Some(seam)) if seam.epoch == *epoch => {
                         (Phase::Read, Fate::Dropped)
                     }
@@ -261,7 +283,7 @@ impl<'f, 's, R: Fn(&Topic) -> Option<&'s Seam>> Walk<'f, R> {
                     (Phase::Read | Phase::Newer, _) => (Phase::Newer, Fate::Late),
                 };
                 self.phases.insert(topic.clone(), next);
-                fate
+                if *silent { Fate::Dropped } else { fate }
             }
         }
     }
@@ -312,12 +334,13 @@ impl Held {
     /// (`gap`), to be sent or not once the read says which stream the
     /// subscription starts on; false once released (the caller then tells
     /// the subscription as any other).
-    fn announce(&self, gap: &OutFrame, topic: &Topic, epoch: &Epoch, forgotten: bool) -> bool {
+    fn announce(&self, gap: &OutFrame, topic: &Topic, epoch: &Epoch, told: Told) -> bool {
         self.hold(|| HeldFrame::Restart {
             gap: gap.clone(),
             topic: topic.clone(),
             epoch: epoch.clone(),
-            forgotten,
+            forgotten: told.forgotten,
+            silent: told.elsewhere,
         })
     }
 
@@ -391,9 +414,9 @@ impl Held {
         let fates: Vec<Fate> = held.iter().map(|frame| walk.fate(frame)).collect();
         let mut early = Vec::new();
         for (frame, fate) in held.into_iter().zip(fates) {
-            match (fate, frame) {
-                (Fate::Early, HeldFrame::Frame(frame)) => early.push(frame),
-                (_, frame) => frames.push(frame),
+            match fate {
+                Fate::Early => early.push(frame.into_frame()),
+                Fate::Late | Fate::Dropped => frames.push(frame),
             }
         }
         push_all(conn, early)
@@ -626,10 +649,25 @@ impl Fanout {
     /// each connection its events reach without a subscription (everyone
     /// for `global`, the user's connections for `user:{id}`): the audience
     /// its events have, each connection once.
-    fn notify_subscribers(&self, topic: &Topic, frame: &OutFrame) {
+    /// A gap that starts a new stream (`restart`, its epoch) is held by a
+    /// subscription being read as the announcement it is (see [`Walk`]).
+    fn notify_subscribers(&self, topic: &Topic, frame: &OutFrame, restart: Option<&Epoch>) {
         let mut told = HashSet::new();
         self.each_subscriber(topic, |subscriber| {
-            if told.insert(subscriber.conn.id.clone()) {
+            if !told.insert(subscriber.conn.id.clone()) {
+                return;
+            }
+            let announced = match (restart, &subscriber.held) {
+                (Some(epoch), Some(held)) => {
+                    let how = Told {
+                        forgotten: true,
+                        elsewhere: false,
+                    };
+                    held.announce(frame, topic, epoch, how)
+                }
+                _ => false,
+            };
+            if !announced {
                 tell(subscriber, frame);
             }
         });
@@ -683,24 +721,32 @@ impl Fanout {
             epoch: Some(epoch.clone()),
         };
         let frame = OutFrame::control(ServerMessage::Gap(gap).encode());
-        // A subscription still being read holds the announcement, which
-        // its release sends or drops by the stream its read named; one
-        // released meanwhile is told by its seam as any other.
-        for (subscriber, told) in reading {
-            let held = subscriber
-                .held
-                .as_ref()
-                .is_some_and(|held| held.announce(&frame, topic, epoch, forgotten));
-            match (held, told) {
-                (true, _) | (false, Some(false)) => holding.push(subscriber.conn.id.clone()),
-                (false, Some(true)) => stale.push(subscriber),
-                (false, None) => {}
-            }
-        }
+        // Live subscriptions first: a connection is told through them, as
+        // their events reach it (or holds the new stream through them).
         let mut settled: HashSet<Arc<str>> = holding.into_iter().collect();
         for subscriber in &stale {
             if settled.insert(subscriber.conn.id.clone()) {
                 tell(subscriber, &frame);
+            }
+        }
+        // A subscription still being read holds the announcement, which
+        // its release sends or drops by the stream its read named (only
+        // marking where the new stream begins when its connection was told,
+        // or holds the new stream, through a live one); one released
+        // meanwhile is told by its seam as any other.
+        for (subscriber, told) in reading {
+            let how = Told {
+                forgotten,
+                elsewhere: settled.contains(&subscriber.conn.id),
+            };
+            let held = subscriber
+                .held
+                .as_ref()
+                .is_some_and(|held| held.announce(&frame, topic, epoch, how));
+            if held {
+                settled.insert(subscriber.conn.id.clone());
+            } else if told == Some(true) && settled.insert(subscriber.conn.id.clone()) {
+                tell(&subscriber, &frame);
             }
         }
         if audience {
@@ -1085,7 +1131,11 @@ impl BrokerHandler for NodeHandler {
 
     fn on_gap(&self, gap: &Gap) {
         let frame = OutFrame::control(ServerMessage::Gap(gap.clone()).encode());
-        self.fanout.notify_subscribers(&gap.topic, &frame);
+        let restart = match gap.reason {
+            GapReason::EpochChanged => gap.epoch.as_ref(),
+            _ => None,
+        };
+        self.fanout.notify_subscribers(&gap.topic, &frame, restart);
     }
 
     fn on_stream_started(&self, topic: &Topic, epoch: &Epoch, forgotten: bool) {

@@ -961,3 +961,41 @@ async fn a_pattern_subscription_read_across_a_new_stream_gets_the_announcement_a
         ]
     );
 }
+
+#[tokio::test]
+async fn a_connection_live_on_a_topic_is_told_of_its_new_stream_at_once_while_another_subscription_of_it_is_read()
+ {
+    let node = forgetful_node();
+    node.broker
+        .publish_now((1..=3).map(|n| draft("run:1", n)).collect())
+        .await;
+    node.subscriptions
+        .subscribe(&node.conn, &subscribe(&["run:1"], &[]))
+        .await
+        .unwrap();
+    *node.broker.restart.lock() = Some(Restart {
+        before_the_read: false,
+        events: (4..=5).map(|n| draft("run:1", n)).collect(),
+    });
+    node.subscriptions
+        .subscribe(&node.conn, &subscribe(&["run:*"], &[("run:1", 2)]))
+        .await
+        .unwrap();
+    // The new stream's events reach the connection through its live
+    // subscription, after the announcement; the pattern's release does not
+    // announce it again.
+    assert_eq!(
+        sent(&node.conn),
+        [
+            "subscribed 3",
+            "gap epoch_changed 1-0",
+            "event run:1 1",
+            "event run:1 2",
+            "subscribed -",
+            "event run:1 3",
+            "replay_complete 3-3",
+            "event run:2 1",
+            "event run:3 1",
+        ]
+    );
+}

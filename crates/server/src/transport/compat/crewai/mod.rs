@@ -110,8 +110,14 @@ async fn crew(Path(id): Path<String>, upgrade: Upgrade) -> Response {
     by_id("crew", &id, upgrade)
 }
 
+/// Not refused at the upgrade for a token without `global`: broadcasts
+/// reach every connection live, as on Herald's own `/ws/global`.
 async fn global(upgrade: Upgrade) -> Response {
-    following(upgrade, Topic::global())
+    open(
+        upgrade,
+        vec![TopicPattern::Exact(Topic::global())],
+        Vec::new(),
+    )
 }
 
 async fn metrics(upgrade: Upgrade) -> Response {
