@@ -26,7 +26,6 @@ use crate::core::hub::Hub;
 use crate::core::publish::PublishOptions;
 use crate::transport::compat::iso8601;
 use crate::transport::http::Producer;
-use crate::transport::http::body::json;
 use crate::transport::http::error::ApiError;
 use crate::transport::http::events::limit;
 
@@ -156,7 +155,7 @@ impl Broadcast {
 }
 
 fn decode(body: Result<Bytes, BytesRejection>) -> Result<Broadcast, ApiError> {
-    crate::transport::http::body::decode(json(body)?)
+    crate::transport::http::body::object(body)
 }
 
 async fn publish(
