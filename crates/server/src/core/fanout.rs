@@ -124,8 +124,11 @@ struct PatternIndex {
 pub(crate) struct Held {
     state: Mutex<HeldState>,
     limit: usize,
-    /// The connection was already subscribed to the same topic, live.
-    pub(crate) was_live: bool,
+    /// Where the reads of the connection's earlier subscription to the
+    /// same topic or pattern left its topics, when it had one: what that
+    /// subscription would have been told of a new stream by now is told
+    /// first ([`Held::send_early`]).
+    earlier: Option<Seams>,
 }
 
 #[derive(Debug)]
@@ -196,10 +199,15 @@ enum Fate {
     Early,
     /// Sent after the subscription's own frames.
     Late,
-    /// Never sent: the announcement of the stream the read named or of one
-    /// before it, of a stream of a topic the subscription did not read
-    /// that was not forgotten, or of one the connection was told of
-    /// through another subscription.
+    /// The announcement of the stream the read named or of one before it:
+    /// sent before the subscription's own frames to a connection
+    /// subscribed again whose earlier subscription would have been told
+    /// of it ([`Held::told_earlier`]), and not sent otherwise.
+    Passed,
+    /// Never sent: the announcement of a stream of a topic the
+    /// subscription did not read that was not forgotten, of the read's
+    /// stream again, or of one the connection was told of through another
+    /// subscription.
     Dropped,
 }
 
@@ -261,10 +269,10 @@ impl<'f, 's, R: Fn(&Topic) -> Option<&'s Seam>> Walk<'f, R> {
                     // The read named this stream: the subscription starts
                     // on it.
                     (Phase::Older, Some(seam)) if seam.epoch == *epoch => {
-                        (Phase::Read, Fate::Dropped)
+                        (Phase::Read, Fate::Passed)
                     }
                     // One more stream the read came after.
-                    (Phase::Older, _) => (Phase::Older, Fate::Dropped),
+                    (Phase::Older, _) => (Phase::Older, Fate::Passed),
                     // The read's stream announced again (a shared store
                     // may tell a node twice).
                     (Phase::Read, Some(seam)) if seam.epoch == *epoch => {
@@ -312,14 +320,42 @@ impl HeldFrame {
 pub(crate) struct Overflowed;
 
 impl Held {
-    fn new(limit: usize, was_live: bool) -> Held {
+    fn new(limit: usize, earlier: Option<Seams>) -> Held {
         Held {
             state: Mutex::new(HeldState::Holding {
                 frames: Vec::new(),
                 overflowed: false,
             }),
             limit,
-            was_live,
+            earlier,
+        }
+    }
+
+    /// The connection was already subscribed to the same topic or pattern.
+    pub(crate) fn was_live(&self) -> bool {
+        self.earlier.is_some()
+    }
+
+    /// Whether the connection's earlier subscription would have been told
+    /// of the stream `frame` announces, as [`Fanout::announce_stream`]
+    /// tells a live subscription: when its read left the topic on another
+    /// stream, or, having not read the topic, when the store forgot it.
+    fn told_earlier(&self, frame: &HeldFrame) -> bool {
+        let (
+            Some(earlier),
+            HeldFrame::Restart {
+                topic,
+                epoch,
+                forgotten,
+                ..
+            },
+        ) = (&self.earlier, frame)
+        else {
+            return false;
+        };
+        match earlier.of(topic) {
+            Some(seam) => seam.epoch != *epoch,
+            None => *forgotten,
         }
     }
 
@@ -397,7 +433,9 @@ impl Held {
 
     /// The held events the read covered are sent now, those of the read's
     /// stream up to its position, and any of an older stream (a connection
-    /// subscribed again: what its earlier subscription would have had).
+    /// subscribed again: what its earlier subscription would have had),
+    /// with the announcements between them that subscription would have
+    /// been told.
     ///
     /// Returns how many events a full queue shed on the way.
     pub(crate) fn send_early<'s>(
@@ -416,7 +454,8 @@ impl Held {
         for (frame, fate) in held.into_iter().zip(fates) {
             match fate {
                 Fate::Early => early.push(frame.into_frame()),
-                Fate::Late | Fate::Dropped => frames.push(frame),
+                Fate::Passed if self.told_earlier(&frame) => early.push(frame.into_frame()),
+                Fate::Passed | Fate::Late | Fate::Dropped => frames.push(frame),
             }
         }
         push_all(conn, early)
@@ -480,8 +519,9 @@ impl Fanout {
         pattern: &TopicPattern,
         filter: &EventFilter,
     ) -> Arc<Held> {
-        let entry = |was_live: bool| {
-            let held = Arc::new(Held::new(self.hold_limit, was_live));
+        let entry = |earlier: Option<&Subscriber>| {
+            let earlier = earlier.map(|subscriber| subscriber.seams.clone());
+            let held = Arc::new(Held::new(self.hold_limit, earlier));
             let subscriber = Subscriber {
                 conn: conn.clone(),
                 filter: (!filter.is_empty()).then(|| Box::new(filter.clone())),
@@ -494,20 +534,20 @@ impl Fanout {
             TopicPattern::Exact(topic) => {
                 let subscribers = self.exact.write().entry(topic.clone()).or_default().clone();
                 let mut subscribers = subscribers.lock();
-                let (held, subscriber) = entry(subscribers.contains_key(&conn.id));
+                let (held, subscriber) = entry(subscribers.get(&conn.id));
                 subscribers.insert(conn.id.clone(), subscriber);
                 held
             }
             TopicPattern::Kind(kind) => {
                 let mut patterns = self.patterns.write();
                 let subscribers = patterns.kinds.entry(kind.clone()).or_default();
-                let (held, subscriber) = entry(subscribers.contains_key(&conn.id));
+                let (held, subscriber) = entry(subscribers.get(&conn.id));
                 subscribers.insert(conn.id.clone(), subscriber);
                 held
             }
             TopicPattern::All => {
                 let mut patterns = self.patterns.write();
-                let (held, subscriber) = entry(patterns.all.contains_key(&conn.id));
+                let (held, subscriber) = entry(patterns.all.get(&conn.id));
                 patterns.all.insert(conn.id.clone(), subscriber);
                 held
             }

@@ -238,7 +238,7 @@ impl Subscriptions {
             [(topic.clone(), seam.clone())],
         );
         let seam_of = |t: &Topic| (t == topic).then_some(&seam);
-        if held.was_live {
+        if held.was_live() {
             // Subscribed again: what the earlier subscription would have
             // delivered by now comes first, as it would have.
             let shed = held.send_early(conn, seam_of);

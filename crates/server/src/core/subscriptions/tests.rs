@@ -6,6 +6,7 @@
 //! gave, delivered to the node afterwards, must not come twice either.
 
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -266,6 +267,26 @@ fn forgetful_node() -> Node {
         retention.history_memory = 1;
         MemoryBroker::remembering(retention, handler, 2)
     })
+}
+
+/// A [`forgetful_node`] whose `run:1` has three events.
+async fn forgetful_node_with_run_1() -> Node {
+    let node = forgetful_node();
+    node.broker
+        .publish_now((1..=3).map(|n| draft("run:1", n)).collect())
+        .await;
+    node
+}
+
+impl Node {
+    /// Starts a new stream of `run:1` with `events` on one side of the
+    /// next read ([`Restart`]).
+    fn restart_run_1(&self, before_the_read: bool, events: RangeInclusive<u64>) {
+        *self.broker.restart.lock() = Some(Restart {
+            before_the_read,
+            events: events.map(|n| draft("run:1", n)).collect(),
+        });
+    }
 }
 
 fn node_on(
@@ -882,15 +903,9 @@ async fn the_first_stream_of_a_topic_is_announced_to_nobody() {
 #[tokio::test]
 async fn a_stream_that_starts_while_a_subscription_is_read_is_announced_and_all_its_events_follow()
 {
-    let node = forgetful_node();
-    node.broker
-        .publish_now((1..=3).map(|n| draft("run:1", n)).collect())
-        .await;
+    let node = forgetful_node_with_run_1().await;
     // The read names the stream of 3 events; a new one starts right after.
-    *node.broker.restart.lock() = Some(Restart {
-        before_the_read: false,
-        events: (4..=5).map(|n| draft("run:1", n)).collect(),
-    });
+    node.restart_run_1(false, 4..=5);
     node.subscriptions
         .subscribe(&node.conn, &subscribe(&["run:1"], &[("run:1", 1)]))
         .await
@@ -913,17 +928,11 @@ async fn a_stream_that_starts_while_a_subscription_is_read_is_announced_and_all_
 
 #[tokio::test]
 async fn a_subscription_whose_read_names_a_stream_that_started_during_it_starts_on_it_untold() {
-    let node = forgetful_node();
-    node.broker
-        .publish_now((1..=3).map(|n| draft("run:1", n)).collect())
-        .await;
+    let node = forgetful_node_with_run_1().await;
     // While the subscription is being read, the old stream gets one more
     // event, then a new stream starts, and the read names the new one.
     *node.broker.before.lock() = vec![draft("run:1", 4)];
-    *node.broker.restart.lock() = Some(Restart {
-        before_the_read: true,
-        events: (5..=6).map(|n| draft("run:1", n)).collect(),
-    });
+    node.restart_run_1(true, 5..=6);
     node.subscriptions
         .subscribe(&node.conn, &subscribe(&["run:1"], &[]))
         .await
@@ -933,16 +942,42 @@ async fn a_subscription_whose_read_names_a_stream_that_started_during_it_starts_
 }
 
 #[tokio::test]
+async fn a_connection_subscribing_again_across_a_new_stream_is_told_of_it_before_its_events() {
+    let node = forgetful_node_with_run_1().await;
+    node.subscriptions
+        .subscribe(&node.conn, &subscribe(&["run:1"], &[]))
+        .await
+        .unwrap();
+    // Subscribed again: while it is read, the old stream gets one more
+    // event, then a new stream starts, and the read names the new one.
+    *node.broker.before.lock() = vec![draft("run:1", 4)];
+    node.restart_run_1(true, 5..=6);
+    node.subscriptions
+        .subscribe(&node.conn, &subscribe(&["run:1"], &[]))
+        .await
+        .unwrap();
+    node.broker.publish_now(vec![draft("run:1", 7)]).await;
+    // What the earlier subscription would have delivered comes first, the
+    // announcement included, then the new subscription at its position.
+    assert_eq!(
+        sent(&node.conn),
+        [
+            "subscribed 3",
+            "event run:1 4",
+            "gap epoch_changed 1-0",
+            "event run:1 1",
+            "event run:1 2",
+            "subscribed 2",
+            "event run:1 3"
+        ]
+    );
+}
+
+#[tokio::test]
 async fn a_pattern_subscription_read_across_a_new_stream_gets_the_announcement_and_the_whole_stream()
  {
-    let node = forgetful_node();
-    node.broker
-        .publish_now((1..=3).map(|n| draft("run:1", n)).collect())
-        .await;
-    *node.broker.restart.lock() = Some(Restart {
-        before_the_read: false,
-        events: (4..=5).map(|n| draft("run:1", n)).collect(),
-    });
+    let node = forgetful_node_with_run_1().await;
+    node.restart_run_1(false, 4..=5);
     node.subscriptions
         .subscribe(&node.conn, &subscribe(&["run:*"], &[("run:1", 2)]))
         .await
@@ -965,18 +1000,12 @@ async fn a_pattern_subscription_read_across_a_new_stream_gets_the_announcement_a
 #[tokio::test]
 async fn a_connection_live_on_a_topic_is_told_of_its_new_stream_at_once_while_another_subscription_of_it_is_read()
  {
-    let node = forgetful_node();
-    node.broker
-        .publish_now((1..=3).map(|n| draft("run:1", n)).collect())
-        .await;
+    let node = forgetful_node_with_run_1().await;
     node.subscriptions
         .subscribe(&node.conn, &subscribe(&["run:1"], &[]))
         .await
         .unwrap();
-    *node.broker.restart.lock() = Some(Restart {
-        before_the_read: false,
-        events: (4..=5).map(|n| draft("run:1", n)).collect(),
-    });
+    node.restart_run_1(false, 4..=5);
     node.subscriptions
         .subscribe(&node.conn, &subscribe(&["run:*"], &[("run:1", 2)]))
         .await
