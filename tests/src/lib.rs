@@ -325,10 +325,12 @@ impl Hub {
     /// Kills the process with SIGKILL and waits for it.
     pub async fn kill9(&mut self) -> Result<ExitStatus> {
         self.child.start_kill().context("SIGKILL")?;
-        timeout(DEFAULT_TIMEOUT, self.child.wait())
+        let status = timeout(DEFAULT_TIMEOUT, self.child.wait())
             .await
             .context("herald did not die after SIGKILL")?
-            .context("waiting for herald")
+            .context("waiting for herald")?;
+        self.read_to_the_end().await;
+        Ok(status)
     }
 
     /// Sends SIGTERM (through `kill -TERM PID`) without waiting.
@@ -346,7 +348,11 @@ impl Hub {
     /// Waits up to `limit` for the process to exit; returns its exit status.
     pub async fn wait_exit(&mut self, limit: Duration) -> Result<ExitStatus> {
         match timeout(limit, self.child.wait()).await {
-            Ok(status) => status.context("waiting for herald"),
+            Ok(status) => {
+                let status = status.context("waiting for herald")?;
+                self.read_to_the_end().await;
+                Ok(status)
+            }
             Err(_) => bail!(
                 "herald did not exit within {limit:?}; stderr:\n{}",
                 self.stderr()
@@ -359,6 +365,14 @@ impl Hub {
     pub async fn terminate(&mut self, limit: Duration) -> Result<ExitStatus> {
         self.sigterm().await?;
         self.wait_exit(limit).await
+    }
+
+    /// Once the process has exited, waits (bounded) until what it wrote
+    /// last is read from its pipes, so that [`Hub::stderr`] and
+    /// [`Hub::stdout`] hold all of it.
+    async fn read_to_the_end(&mut self) {
+        let drained = async { while self.drains.join_next().await.is_some() {} };
+        let _ = timeout(Duration::from_secs(2), drained).await;
     }
 
     /// Whether the process is still running.
