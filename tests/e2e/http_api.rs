@@ -212,6 +212,34 @@ async fn malformed_json_body_is_400_invalid_json_with_message() -> Result<()> {
 }
 
 #[tokio::test]
+async fn a_field_the_hub_does_not_know_is_still_checked_as_json() -> Result<()> {
+    let hub = herald().start(&[]).await?;
+    let http = hub.http();
+    // Well-formed JSON in a field no event has is published, ignored.
+    let ignored = http
+        .post_raw(
+            "/api/v1/events",
+            r#"{"topic": "run:1", "event_type": "step.completed", "extra": [1, {"a": null}]}"#,
+        )
+        .await?;
+    ensure!(ignored.status == 200, "{} {}", ignored.status, ignored.text);
+    // What is not JSON is refused there as anywhere: a number out of
+    // range, a lone surrogate.
+    for extra in ["1e400", r#""\ud800""#] {
+        let body =
+            format!(r#"{{"topic": "run:1", "event_type": "step.completed", "extra": {extra}}}"#);
+        let reply = http.post_raw("/api/v1/events", body.clone()).await?;
+        ensure!(
+            reply.status == 400 && str_field(&reply.body, "code") == "invalid_json",
+            "{body}: {} {}",
+            reply.status,
+            reply.text
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn event_without_event_type_is_400_invalid_request() -> Result<()> {
     let hub = herald().start(&[]).await?;
     let reply = hub

@@ -14,7 +14,7 @@ use herald_protocol::payload::{ApprovalDecision, ApprovalStatus, NewApproval};
 use serde::Deserialize;
 
 use super::Producer;
-use super::body::{object, query};
+use super::body::{decode, json, query};
 use super::error::ApiError;
 use super::events::limit;
 use crate::core::approvals::ApprovalError;
@@ -55,7 +55,7 @@ pub(super) async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     limit(&hub, &producer, 1)?;
-    let request: NewApproval = object(body)?;
+    let request: NewApproval = decode(json(body)?)?;
     let record = hub
         .approvals()
         .create(request)

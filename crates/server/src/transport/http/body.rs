@@ -6,7 +6,10 @@ use axum::body::Bytes;
 use axum::extract::Query;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::http::StatusCode;
-use herald_protocol::{DecodeError, ErrorCode};
+use herald_protocol::{
+    DecodeError, ErrorCode, EventId, EventType, Label, Priority, PublishRequest, Topic,
+};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::ApiError;
@@ -40,29 +43,69 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| DecodeError::InvalidJson(e.to_string()).into())
 }
 
-/// A JSON object body as `T`: [`json`], then [`decode`].
-pub(crate) fn object<T: serde::de::DeserializeOwned>(
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, ApiError> {
-    let bytes = bytes(body)?;
-    match straight(&bytes) {
-        Some(value) => Ok(value),
-        None => decode(parse(&bytes)?),
-    }
-}
-
-/// `bytes` as `T` in one pass, when they hold one JSON object that is a
-/// valid `T`; `None` otherwise, and the caller decodes them through
-/// [`parse`] and [`decode`], which word the error. A valid body decodes
-/// the same either way; this way skips building the body's tree first,
-/// which is most of what reading a publish costs the hub.
-pub(crate) fn straight<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+/// `bytes` as one event to publish, decoded in one pass, when they hold
+/// a JSON object with a valid event's fields and no others; `None`
+/// otherwise, and the caller decodes them through [`parse`] and
+/// [`decode`], which word the error. A body taken here decodes the same
+/// either way; this way skips building the body's tree first, most of
+/// what reading a publish costs the hub. Unknown fields send a body the
+/// long way: serde skips their values checking only their syntax, where
+/// the tree refuses numbers out of range, lone surrogates, bytes that are
+/// not UTF-8 and nesting past its limit.
+pub(crate) fn one_event(bytes: &[u8]) -> Option<PublishRequest> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace())?;
     if *first != b'{' {
         // serde would also take a struct as an array of its fields in order.
         return None;
     }
-    serde_json::from_slice(bytes).ok()
+    serde_json::from_slice::<KnownFields>(bytes)
+        .ok()
+        .map(PublishRequest::from)
+}
+
+/// [`PublishRequest`]'s fields, and no others.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KnownFields {
+    topic: Topic,
+    event_type: EventType,
+    #[serde(default)]
+    data: Value,
+    #[serde(default)]
+    priority: Priority,
+    #[serde(default)]
+    key: Option<Label>,
+    #[serde(default)]
+    source: Option<Label>,
+    #[serde(default)]
+    id: Option<EventId>,
+    #[serde(default)]
+    timestamp: Option<u64>,
+}
+
+impl From<KnownFields> for PublishRequest {
+    fn from(fields: KnownFields) -> PublishRequest {
+        let KnownFields {
+            topic,
+            event_type,
+            data,
+            priority,
+            key,
+            source,
+            id,
+            timestamp,
+        } = fields;
+        PublishRequest {
+            topic,
+            event_type,
+            data,
+            priority,
+            key,
+            source,
+            id,
+            timestamp,
+        }
+    }
 }
 
 /// A JSON object as `T`.
@@ -118,7 +161,7 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestP
 /// A query string switch: `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`
 /// (any case), as the environment's switches take; absent is `false`.
 pub(crate) fn switch<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
-    let text = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(deserializer)?;
+    let text = <std::borrow::Cow<'de, str> as Deserialize>::deserialize(deserializer)?;
     match text.to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" | "" => Ok(false),
@@ -131,6 +174,7 @@ pub(crate) fn switch<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Resul
 #[cfg(test)]
 mod tests {
     use herald_protocol::PublishRequest;
+    use serde_json::json;
 
     use super::*;
 
@@ -139,34 +183,61 @@ mod tests {
     }
 
     #[test]
-    fn a_valid_object_decodes_in_one_pass_as_it_does_through_its_tree() {
+    fn a_valid_event_decodes_in_one_pass_as_it_does_through_its_tree() {
         let body = r#"
             {"topic": "run:1", "event_type": "step.completed", "priority": "high",
-             "id": "e-1", "key": "step-3", "timestamp": 1700000000000,
-             "data": {"n": 1, "big": 18446744073709551616, "list": [1.5, null, "x"]}}"#;
-        let straight: PublishRequest = straight(body.as_bytes()).expect("decoded in one pass");
+             "id": "e-1", "key": "step-3", "source": "worker-2", "timestamp": 1700000000000,
+             "data": {"n": 1, "big": 18446744073709551616, "list": [1.5, null, "x\u00e9"]}}"#;
+        let one_pass = one_event(body.as_bytes()).expect("decoded in one pass");
         let tree = through_the_tree(body).expect("decoded through the tree");
-        assert_eq!(straight, tree);
+        assert_eq!(one_pass, tree);
+    }
+
+    #[test]
+    fn every_field_an_event_has_is_taken_in_one_pass() {
+        let mut request = PublishRequest::new(
+            Topic::parse("run:1").unwrap(),
+            EventType::StepCompleted,
+            json!({"n": 1}),
+        );
+        request.priority = Priority::High;
+        request.key = Some("k".parse().unwrap());
+        request.source = Some("s".parse().unwrap());
+        request.id = Some("e-1".parse().unwrap());
+        request.timestamp = Some(1);
+        let body = serde_json::to_vec(&request).unwrap();
+        assert_eq!(one_event(&body), Some(request));
     }
 
     #[test]
     fn a_body_the_tree_reads_otherwise_is_left_to_the_tree() {
+        let event = r#""topic": "run:1", "event_type": "step.completed""#;
         let bodies = [
             // serde would take a struct's fields in order from an array.
-            r#"["run:1", "step.completed"]"#,
+            r#"["run:1", "step.completed"]"#.to_owned(),
             // A tree keeps the last of a field named twice; serde refuses it.
-            r#"{"topic": "run:1", "topic": "run:2", "event_type": "step.completed"}"#,
-            r#"{"topic": "run:1", "event_type": "step.completed"} trailing"#,
-            r#"{"topic": "run:1", "event_type": 7}"#,
-            "",
+            format!(r#"{{{event}, "topic": "run:2"}}"#),
+            format!(r#"{{{event}}} trailing"#),
+            r#"{"topic": "run:1", "event_type": 7}"#.to_owned(),
+            String::new(),
+            // Unknown fields, whose values serde would skip checking only
+            // their syntax.
+            format!(r#"{{{event}, "extra": 1}}"#),
+            format!(r#"{{{event}, "extra": 1e400}}"#),
+            format!(r#"{{{event}, "extra": "\ud800"}}"#),
         ];
-        for body in bodies {
+        for body in &bodies {
             assert!(
-                straight::<PublishRequest>(body.as_bytes()).is_none(),
+                one_event(body.as_bytes()).is_none(),
                 "{body:?} was decoded in one pass"
             );
         }
-        let twice = through_the_tree(bodies[1]).expect("the tree keeps the last");
+        let twice = through_the_tree(&bodies[1]).expect("the tree keeps the last");
         assert_eq!(twice.topic.as_str(), "run:2");
+        assert!(through_the_tree(&bodies[5]).is_ok());
+        for refused in &bodies[6..] {
+            let error = through_the_tree(refused).expect_err("not JSON");
+            assert_eq!(error.code, ErrorCode::InvalidJson, "{refused}");
+        }
     }
 }

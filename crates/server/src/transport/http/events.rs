@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::Producer;
-use super::body::{bytes, decode, object, parse, straight};
+use super::body::{bytes, decode, json, one_event, parse};
 use super::error::ApiError;
 use crate::core::broker::{Audience, Content};
 use crate::core::hub::Hub;
@@ -59,7 +59,7 @@ pub(super) async fn publish_events(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PublishAnswer>, ApiError> {
     let body = bytes(body)?;
-    if let Some(request) = straight::<PublishRequest>(&body) {
+    if let Some(request) = one_event(&body) {
         limit(&hub, &producer, 1)?;
         let receipt = publish(&hub, request, Audience::Subscribers).await?;
         return Ok(Json(PublishAnswer::One(receipt)));
@@ -254,7 +254,7 @@ pub(super) async fn broadcast(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PublishReceipt>, ApiError> {
     limit(&hub, &producer, 1)?;
-    let notice: Notice = object(body)?;
+    let notice: Notice = decode(json(body)?)?;
     let request = notice.into_request(Topic::global());
     Ok(Json(publish(&hub, request, Audience::Everyone).await?))
 }
@@ -285,7 +285,7 @@ pub(super) async fn user_message(
     limit(&hub, &producer, 1)?;
     let topic =
         Topic::user(&user_id).map_err(|e| ApiError::new(ErrorCode::InvalidTopic, e.to_string()))?;
-    let notice: Notice = object(body)?;
+    let notice: Notice = decode(json(body)?)?;
     let request = notice.into_request(topic);
     Ok(Json(publish(&hub, request, Audience::User).await?))
 }

@@ -46,7 +46,7 @@ use crate::core::publish::PublishOptions;
 use crate::transport::compat::now_seconds;
 use crate::transport::http::Producer;
 use crate::transport::http::body::Params;
-use crate::transport::http::body::{json, object};
+use crate::transport::http::body::{decode, json};
 use crate::transport::http::error::ApiError;
 use crate::transport::http::events::limit;
 use crate::transport::ws::handshake::Handshake;
@@ -119,7 +119,7 @@ async fn notify_user(
             "the hub is shutting down: ask again, on another node or here once it is back",
         ));
     }
-    let asked: NotifyUser = object(body)?;
+    let asked: NotifyUser = decode(json(body)?)?;
     let timeout_ms = match asked.timeout {
         None => None,
         Some(seconds) if seconds.is_finite() && seconds > 0.0 => Some((seconds * 1000.0) as u64),
@@ -260,7 +260,7 @@ async fn send_heartbeat(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     limit(&hub, &producer, 1)?;
-    let beat: Heartbeat = object(body)?;
+    let beat: Heartbeat = decode(json(body)?)?;
     let topic = Topic::user(&beat.user_id)
         .map_err(|e| ApiError::new(ErrorCode::InvalidTopic, e.to_string()))?;
     let data = json!({

@@ -26,6 +26,7 @@ use crate::core::hub::Hub;
 use crate::core::publish::PublishOptions;
 use crate::transport::compat::iso8601;
 use crate::transport::http::Producer;
+use crate::transport::http::body::json;
 use crate::transport::http::error::ApiError;
 use crate::transport::http::events::limit;
 
@@ -155,7 +156,7 @@ impl Broadcast {
 }
 
 fn decode(body: Result<Bytes, BytesRejection>) -> Result<Broadcast, ApiError> {
-    crate::transport::http::body::object(body)
+    crate::transport::http::body::decode(json(body)?)
 }
 
 async fn publish(
