@@ -312,6 +312,33 @@ impl HeldFrame {
             HeldFrame::Frame(frame) | HeldFrame::Restart { gap: frame, .. } => frame,
         }
     }
+
+    /// The frame as it would be sent.
+    fn as_frame(&self) -> &OutFrame {
+        match self {
+            HeldFrame::Frame(frame) | HeldFrame::Restart { gap: frame, .. } => frame,
+        }
+    }
+
+    /// The same frame, never to be sent (an announcement that was).
+    fn silenced(self) -> HeldFrame {
+        match self {
+            HeldFrame::Restart {
+                gap,
+                topic,
+                epoch,
+                forgotten,
+                ..
+            } => HeldFrame::Restart {
+                gap,
+                topic,
+                epoch,
+                forgotten,
+                silent: true,
+            },
+            frame @ HeldFrame::Frame(_) => frame,
+        }
+    }
 }
 
 /// More live events arrived while a replay was read than a connection's
@@ -454,7 +481,12 @@ impl Held {
         for (frame, fate) in held.into_iter().zip(fates) {
             match fate {
                 Fate::Early => early.push(frame.into_frame()),
-                Fate::Passed if self.told_earlier(&frame) => early.push(frame.into_frame()),
+                Fate::Passed if self.told_earlier(&frame) => {
+                    early.push(frame.as_frame().clone());
+                    // Still held, silent: the release's walk over what is
+                    // left learns from it where the stream begins.
+                    frames.push(frame.silenced());
+                }
                 Fate::Passed | Fate::Late | Fate::Dropped => frames.push(frame),
             }
         }
@@ -1191,5 +1223,122 @@ impl BrokerHandler for NodeHandler {
             || fanout.subscriber_counts(),
             || fanout.metrics.frames_out.get(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use herald_protocol::Priority;
+
+    use super::*;
+    use crate::core::outbox::{Entry, EventMeta, Queued};
+
+    fn run_1() -> Topic {
+        Topic::parse("run:1").unwrap()
+    }
+
+    /// Event `seq` of the stream `epoch`, its text naming both.
+    fn event(epoch: &str, seq: u64) -> OutFrame {
+        OutFrame {
+            text: format!("{epoch}#{seq}").into(),
+            event: Some(EventMeta {
+                topic: run_1(),
+                seq,
+                priority: Priority::Normal,
+                published: Instant::now(),
+            }),
+        }
+    }
+
+    fn hold_event(held: &Held, epoch: &str, seq: u64) {
+        assert!(held.hold(|| HeldFrame::Frame(event(epoch, seq))));
+    }
+
+    fn announce(held: &Held, epoch: &str) {
+        let gap = OutFrame::control(format!("gap {epoch}"));
+        let told = Told {
+            forgotten: false,
+            elsewhere: false,
+        };
+        assert!(held.announce(&gap, &run_1(), &Epoch::new(epoch).unwrap(), told));
+    }
+
+    fn sent(conn: &ConnHandle) -> Vec<String> {
+        let (entries, _) = conn.outbox.drain();
+        entries
+            .into_iter()
+            .map(|queued| match queued {
+                Queued::One(Entry::Frame(frame)) => {
+                    String::from_utf8_lossy(&frame.text).into_owned()
+                }
+                other => panic!("not one frame: {other:?}"),
+            })
+            .collect()
+    }
+
+    /// A connection subscribed again to `run:1`, whose earlier subscription
+    /// read it at `earlier`, and whose new read names `read`: the frames
+    /// held before the read's early ones go, then `subscribed`, then those
+    /// held after, then the release.
+    fn subscribed_again(
+        earlier: (&str, u64),
+        read: (&str, u64),
+        before: impl FnOnce(&Held),
+        after: impl FnOnce(&Held),
+    ) -> Vec<String> {
+        let seam = |(epoch, seq): (&str, u64)| Seam {
+            epoch: Epoch::new(epoch).unwrap(),
+            seq,
+        };
+        let held = Held::new(64, Some(Seams::One(seam(earlier))));
+        let conn = ConnHandle::new(None, None, None, None, 64);
+        let read = seam(read);
+        let seam_of = |_: &Topic| Some(&read);
+        before(&held);
+        held.send_early(&conn, seam_of);
+        conn.outbox.push(OutFrame::control("subscribed"));
+        after(&held);
+        held.release(&conn, seam_of).unwrap();
+        sent(&conn)
+    }
+
+    #[test]
+    fn a_stream_announced_again_after_the_early_frames_loses_none_of_its_events() {
+        let sent = subscribed_again(
+            ("e1", 3),
+            ("e2", 1),
+            |held| {
+                hold_event(held, "e1", 4);
+                announce(held, "e2");
+                hold_event(held, "e2", 1);
+                hold_event(held, "e2", 2);
+            },
+            |held| {
+                announce(held, "e2");
+                hold_event(held, "e2", 3);
+            },
+        );
+        assert_eq!(
+            sent,
+            ["e1#4", "gap e2", "e2#1", "subscribed", "e2#2", "e2#3"]
+        );
+    }
+
+    #[test]
+    fn an_older_stream_announced_during_the_read_is_not_told_after_subscribed() {
+        let sent = subscribed_again(
+            ("e2", 3),
+            ("e3", 1),
+            |held| {
+                hold_event(held, "e2", 4);
+                announce(held, "e2");
+                announce(held, "e3");
+                hold_event(held, "e3", 1);
+            },
+            |held| hold_event(held, "e3", 2),
+        );
+        assert_eq!(sent, ["e2#4", "gap e3", "e3#1", "subscribed", "e3#2"]);
     }
 }

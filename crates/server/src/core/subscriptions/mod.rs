@@ -310,6 +310,11 @@ impl Subscriptions {
             })
             .collect();
         self.fanout.mark_read(conn, pattern, seams.clone());
+        if held.was_live() {
+            // Subscribed again: as for a topic (see `subscribe_topic`).
+            let shed = held.send_early(conn, |t| seams.get(t));
+            count_shed(&self.metrics, conn, shed);
+        }
         // Live events stay held while the subscription's own frames go.
         conn.send(&ServerMessage::Subscribed(Subscribed {
             topic: pattern.clone(),

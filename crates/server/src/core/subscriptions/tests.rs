@@ -974,6 +974,45 @@ async fn a_connection_subscribing_again_across_a_new_stream_is_told_of_it_before
 }
 
 #[tokio::test]
+async fn a_connection_subscribing_to_a_pattern_again_across_a_new_stream_is_told_of_it_before_its_events()
+ {
+    let node = forgetful_node_with_run_1().await;
+    node.subscriptions
+        .subscribe(&node.conn, &subscribe(&["run:*"], &[("run:1", 0)]))
+        .await
+        .unwrap();
+    node.broker.before.lock().push(draft("run:1", 4));
+    node.restart_run_1(true, 5..=6);
+    node.subscriptions
+        .subscribe(&node.conn, &subscribe(&["run:*"], &[("run:1", 1)]))
+        .await
+        .unwrap();
+    node.broker.publish_now(vec![draft("run:1", 7)]).await;
+    // What the earlier subscription would have delivered comes first, the
+    // announcement included, then the new subscription and its replay.
+    assert_eq!(
+        sent(&node.conn),
+        [
+            "subscribed -",
+            "event run:1 1",
+            "event run:1 2",
+            "event run:1 3",
+            "replay_complete 1-3",
+            "event run:1 4",
+            "gap epoch_changed 1-0",
+            "event run:1 1",
+            "event run:1 2",
+            "subscribed -",
+            "event run:1 2",
+            "replay_complete 2-2",
+            "event run:2 1",
+            "event run:3 1",
+            "event run:1 3",
+        ]
+    );
+}
+
+#[tokio::test]
 async fn a_pattern_subscription_read_across_a_new_stream_gets_the_announcement_and_the_whole_stream()
  {
     let node = forgetful_node_with_run_1().await;
