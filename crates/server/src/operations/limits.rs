@@ -37,11 +37,13 @@ const ABUSE_WINDOW: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub(crate) struct FrameLimiter<C: Clock = MonotonicClock> {
     limiter: Option<Direct<C>>,
-    /// Subscription frames past the rate: the same rate, with a burst of
-    /// as many frames as a connection may hold subscriptions, so that a
-    /// client resubscribing after a reconnect (a frame per subscription)
-    /// is not refused half of them. Made the first time it is needed (an
-    /// idle connection holds none).
+    /// Subscription frames' own allowance, drawn on before the
+    /// connection's: the same rate, with a burst of as many frames as a
+    /// connection may hold subscriptions, so that a client resubscribing
+    /// after a reconnect (a frame per subscription) is not refused half of
+    /// them, and the commands it sends next (an approval answered while
+    /// it was offline) are not refused for them. Made by the first
+    /// subscription frame (a connection subscribed by its URL holds none).
     subscriptions: Option<Box<Direct<C>>>,
     clock: C,
     window_start: C::Instant,
@@ -74,16 +76,13 @@ impl<C: Clock + Clone> FrameLimiter<C> {
         }
     }
 
-    /// Counts a frame the peer sent now. `subscriptions` is read only past
-    /// the rate: for a `subscribe` or `unsubscribe` frame, how many
-    /// subscriptions a connection may hold (the burst such frames get).
+    /// Counts a frame the peer sent now. `subscriptions`: for a
+    /// `subscribe` or `unsubscribe` frame, how many subscriptions a
+    /// connection may hold (the burst such frames get).
     pub(crate) fn check(&mut self, subscriptions: impl FnOnce() -> Option<usize>) -> Verdict {
         let Some(limiter) = &self.limiter else {
             return Verdict::Allow;
         };
-        if limiter.check().is_ok() {
-            return Verdict::Allow;
-        }
         if let (Some(rate), Some(burst)) = (
             NonZeroU32::new(self.rate),
             subscriptions().and_then(|n| NonZeroU32::new(u32::try_from(n).unwrap_or(u32::MAX))),
@@ -95,6 +94,9 @@ impl<C: Clock + Clone> FrameLimiter<C> {
             if bucket.check().is_ok() {
                 return Verdict::Allow;
             }
+        }
+        if limiter.check().is_ok() {
+            return Verdict::Allow;
         }
         let now = self.clock.now();
         if Duration::from(now.duration_since(self.window_start)) > ABUSE_WINDOW {
@@ -200,6 +202,15 @@ mod tests {
         assert_eq!(limiter.check(|| None), Verdict::Refuse);
         assert!((0..100).all(|_| limiter.check(|| Some(100)) == Verdict::Allow));
         assert_eq!(limiter.check(|| Some(100)), Verdict::Refuse);
+    }
+
+    #[test]
+    fn a_resubscription_leaves_the_connection_its_allowance_for_other_frames() {
+        let clock = governor::clock::FakeRelativeClock::default();
+        let mut limiter = FrameLimiter::on_clock(10, clock.clone());
+        assert!((0..100).all(|_| limiter.check(|| Some(100)) == Verdict::Allow));
+        assert!((0..20).all(|_| limiter.check(|| None) == Verdict::Allow));
+        assert_eq!(limiter.check(|| None), Verdict::Refuse);
     }
 
     #[test]
