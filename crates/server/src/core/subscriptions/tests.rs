@@ -279,6 +279,14 @@ async fn forgetful_node_with_run_1() -> Node {
 }
 
 impl Node {
+    /// Subscribes the node's connection to `topics`, from `since`.
+    async fn subscribe(&self, topics: &[&str], since: &[(&str, u64)]) {
+        self.subscriptions
+            .subscribe(&self.conn, &subscribe(topics, since))
+            .await
+            .unwrap();
+    }
+
     /// Starts a new stream of `run:1` with `events` on one side of the
     /// next read ([`Restart`]).
     fn restart_run_1(&self, before_the_read: bool, events: RangeInclusive<u64>) {
@@ -425,10 +433,7 @@ async fn a_replay_meets_events_published_during_the_read_without_duplicate_or_ho
         .await;
     *node.broker.before.lock() = vec![draft("run:1", 4)];
     *node.broker.after.lock() = vec![draft("run:1", 5)];
-    node.subscriptions
-        .subscribe(&node.conn, &subscribe(&["run:1"], &[("run:1", 1)]))
-        .await
-        .unwrap();
+    node.subscribe(&["run:1"], &[("run:1", 1)]).await;
     node.broker.publish_now(vec![draft("run:1", 6)]).await;
     assert_eq!(
         sent(&node.conn),
@@ -455,10 +460,7 @@ async fn events_the_read_gave_are_not_sent_again_when_the_node_delivers_them_lat
     node.broker
         .publish_now((4..=5).map(|n| draft("run:1", n)).collect())
         .await;
-    node.subscriptions
-        .subscribe(&node.conn, &subscribe(&["run:1"], &[("run:1", 1)]))
-        .await
-        .unwrap();
+    node.subscribe(&["run:1"], &[("run:1", 1)]).await;
     node.handler.catch_up();
     node.broker.publish_now(vec![draft("run:1", 6)]).await;
     assert_eq!(
@@ -482,10 +484,7 @@ async fn a_run_the_read_gave_part_of_sends_only_the_rest() {
     node.broker
         .publish_now((1..=2).map(|n| draft("run:1", n)).collect())
         .await;
-    node.subscriptions
-        .subscribe(&node.conn, &subscribe(&["run:1"], &[("run:1", 0)]))
-        .await
-        .unwrap();
+    node.subscribe(&["run:1"], &[("run:1", 0)]).await;
     node.broker
         .publish_now((3..=4).map(|n| draft("run:1", n)).collect())
         .await;
@@ -509,10 +508,7 @@ async fn a_run_published_during_the_read_is_held_and_sent_after_the_replay() {
     let node = node(64);
     node.broker.publish_now(vec![draft("run:1", 1)]).await;
     *node.broker.after.lock() = (2..=3).map(|n| draft("run:1", n)).collect();
-    node.subscriptions
-        .subscribe(&node.conn, &subscribe(&["run:1"], &[("run:1", 0)]))
-        .await
-        .unwrap();
+    node.subscribe(&["run:1"], &[("run:1", 0)]).await;
     assert_eq!(
         sent(&node.conn),
         [
@@ -528,10 +524,7 @@ async fn a_run_published_during_the_read_is_held_and_sent_after_the_replay() {
 #[tokio::test]
 async fn while_one_subscription_reads_its_replay_the_frames_the_others_answer_for_go_out_live() {
     let node = node(64);
-    node.subscriptions
-        .subscribe(&node.conn, &subscribe(&["run:*"], &[]))
-        .await
-        .unwrap();
+    node.subscribe(&["run:*"], &[]).await;
     sent(&node.conn);
     // Published while the urgent exact subscription's read is under way:
     // #2 is its own and waits for its replay; #1 and #3 are the pattern's.
@@ -567,10 +560,7 @@ async fn a_pattern_is_not_sent_again_what_its_replay_gave_when_the_node_delivers
     node.broker
         .publish_now(vec![draft("run:1", 2), draft("run:2", 2)])
         .await;
-    node.subscriptions
-        .subscribe(&node.conn, &subscribe(&["run:*"], &[("run:1", 0)]))
-        .await
-        .unwrap();
+    node.subscribe(&["run:*"], &[("run:1", 0)]).await;
     node.handler.catch_up();
     let sent = sent(&node.conn);
     assert_eq!(
@@ -591,10 +581,7 @@ async fn a_new_subscription_starts_after_the_seq_it_is_told() {
     let node = node(64);
     *node.broker.before.lock() = vec![draft("run:1", 1)];
     *node.broker.after.lock() = vec![draft("run:1", 2)];
-    node.subscriptions
-        .subscribe(&node.conn, &subscribe(&["run:1"], &[]))
-        .await
-        .unwrap();
+    node.subscribe(&["run:1"], &[]).await;
     assert_eq!(sent(&node.conn), ["subscribed 1", "event run:1 2"]);
 }
 
@@ -606,10 +593,7 @@ async fn a_pattern_replays_its_covered_topics_and_holds_the_rest_until_then() {
         .await;
     *node.broker.before.lock() = vec![draft("run:1", 3), draft("run:2", 1)];
     *node.broker.after.lock() = vec![draft("run:1", 4)];
-    node.subscriptions
-        .subscribe(&node.conn, &subscribe(&["run:*"], &[("run:1", 1)]))
-        .await
-        .unwrap();
+    node.subscribe(&["run:*"], &[("run:1", 1)]).await;
     assert_eq!(
         sent(&node.conn),
         [
@@ -627,16 +611,10 @@ async fn a_pattern_replays_its_covered_topics_and_holds_the_rest_until_then() {
 #[tokio::test]
 async fn subscribing_again_sends_what_the_earlier_subscription_had_before_the_new_position() {
     let node = node(64);
-    node.subscriptions
-        .subscribe(&node.conn, &subscribe(&["run:1"], &[]))
-        .await
-        .unwrap();
+    node.subscribe(&["run:1"], &[]).await;
     *node.broker.before.lock() = vec![draft("run:1", 1)];
     *node.broker.after.lock() = vec![draft("run:1", 2)];
-    node.subscriptions
-        .subscribe(&node.conn, &subscribe(&["run:1"], &[]))
-        .await
-        .unwrap();
+    node.subscribe(&["run:1"], &[]).await;
     assert_eq!(
         sent(&node.conn),
         [
@@ -652,10 +630,7 @@ async fn subscribing_again_sends_what_the_earlier_subscription_had_before_the_ne
 async fn more_live_events_during_a_read_than_the_queue_holds_close_the_connection_to_replay() {
     let node = node(2);
     *node.broker.after.lock() = (1..=3).map(|n| draft("run:1", n)).collect();
-    node.subscriptions
-        .subscribe(&node.conn, &subscribe(&["run:1"], &[]))
-        .await
-        .unwrap();
+    node.subscribe(&["run:1"], &[]).await;
     let (_, closing) = node.conn.outbox.drain();
     assert_eq!(
         closing.map(|c| c.code),
@@ -809,10 +784,7 @@ async fn a_quiet_hub_writes_a_lone_event_straight_to_the_socket_but_queues_a_bat
         writer: Box::new(Socket { took: took.clone() }),
         pace: node.pace.clone(),
     }));
-    node.subscriptions
-        .subscribe(&node.conn, &subscribe(&["run:1"], &[]))
-        .await
-        .unwrap();
+    node.subscribe(&["run:1"], &[]).await;
     assert_eq!(sent(&node.conn), ["subscribed 0"]);
     node.conn.outbox.written();
     until_quiet(&node.pace).await;
@@ -836,10 +808,7 @@ async fn subscribed_to_run_1_and_everything(node: &Node) -> Arc<ConnHandle> {
         .subscribe(&everything, &subscribe(&["*"], &[]))
         .await
         .unwrap();
-    node.subscriptions
-        .subscribe(&node.conn, &subscribe(&["run:1"], &[]))
-        .await
-        .unwrap();
+    node.subscribe(&["run:1"], &[]).await;
     everything
 }
 
@@ -906,10 +875,7 @@ async fn a_stream_that_starts_while_a_subscription_is_read_is_announced_and_all_
     let node = forgetful_node_with_run_1().await;
     // The read names the stream of 3 events; a new one starts right after.
     node.restart_run_1(false, 4..=5);
-    node.subscriptions
-        .subscribe(&node.conn, &subscribe(&["run:1"], &[("run:1", 1)]))
-        .await
-        .unwrap();
+    node.subscribe(&["run:1"], &[("run:1", 1)]).await;
     node.broker.publish_now(vec![draft("run:1", 6)]).await;
     assert_eq!(
         sent(&node.conn),
@@ -933,10 +899,7 @@ async fn a_subscription_whose_read_names_a_stream_that_started_during_it_starts_
     // event, then a new stream starts, and the read names the new one.
     *node.broker.before.lock() = vec![draft("run:1", 4)];
     node.restart_run_1(true, 5..=6);
-    node.subscriptions
-        .subscribe(&node.conn, &subscribe(&["run:1"], &[]))
-        .await
-        .unwrap();
+    node.subscribe(&["run:1"], &[]).await;
     node.broker.publish_now(vec![draft("run:1", 7)]).await;
     assert_eq!(sent(&node.conn), ["subscribed 2", "event run:1 3"]);
 }
@@ -944,18 +907,12 @@ async fn a_subscription_whose_read_names_a_stream_that_started_during_it_starts_
 #[tokio::test]
 async fn a_connection_subscribing_again_across_a_new_stream_is_told_of_it_before_its_events() {
     let node = forgetful_node_with_run_1().await;
-    node.subscriptions
-        .subscribe(&node.conn, &subscribe(&["run:1"], &[]))
-        .await
-        .unwrap();
+    node.subscribe(&["run:1"], &[]).await;
     // Subscribed again: while it is read, the old stream gets one more
     // event, then a new stream starts, and the read names the new one.
     *node.broker.before.lock() = vec![draft("run:1", 4)];
     node.restart_run_1(true, 5..=6);
-    node.subscriptions
-        .subscribe(&node.conn, &subscribe(&["run:1"], &[]))
-        .await
-        .unwrap();
+    node.subscribe(&["run:1"], &[]).await;
     node.broker.publish_now(vec![draft("run:1", 7)]).await;
     // What the earlier subscription would have delivered comes first, the
     // announcement included, then the new subscription at its position.
@@ -977,16 +934,10 @@ async fn a_connection_subscribing_again_across_a_new_stream_is_told_of_it_before
 async fn a_connection_subscribing_to_a_pattern_again_across_a_new_stream_is_told_of_it_before_its_events()
  {
     let node = forgetful_node_with_run_1().await;
-    node.subscriptions
-        .subscribe(&node.conn, &subscribe(&["run:*"], &[("run:1", 0)]))
-        .await
-        .unwrap();
+    node.subscribe(&["run:*"], &[("run:1", 0)]).await;
     node.broker.before.lock().push(draft("run:1", 4));
     node.restart_run_1(true, 5..=6);
-    node.subscriptions
-        .subscribe(&node.conn, &subscribe(&["run:*"], &[("run:1", 1)]))
-        .await
-        .unwrap();
+    node.subscribe(&["run:*"], &[("run:1", 1)]).await;
     node.broker.publish_now(vec![draft("run:1", 7)]).await;
     // What the earlier subscription would have delivered comes first, the
     // announcement included, then the new subscription and its replay.
@@ -1017,10 +968,7 @@ async fn a_pattern_subscription_read_across_a_new_stream_gets_the_announcement_a
  {
     let node = forgetful_node_with_run_1().await;
     node.restart_run_1(false, 4..=5);
-    node.subscriptions
-        .subscribe(&node.conn, &subscribe(&["run:*"], &[("run:1", 2)]))
-        .await
-        .unwrap();
+    node.subscribe(&["run:*"], &[("run:1", 2)]).await;
     assert_eq!(
         sent(&node.conn),
         [
@@ -1040,15 +988,9 @@ async fn a_pattern_subscription_read_across_a_new_stream_gets_the_announcement_a
 async fn a_connection_live_on_a_topic_is_told_of_its_new_stream_at_once_while_another_subscription_of_it_is_read()
  {
     let node = forgetful_node_with_run_1().await;
-    node.subscriptions
-        .subscribe(&node.conn, &subscribe(&["run:1"], &[]))
-        .await
-        .unwrap();
+    node.subscribe(&["run:1"], &[]).await;
     node.restart_run_1(false, 4..=5);
-    node.subscriptions
-        .subscribe(&node.conn, &subscribe(&["run:*"], &[("run:1", 2)]))
-        .await
-        .unwrap();
+    node.subscribe(&["run:*"], &[("run:1", 2)]).await;
     // The new stream's events reach the connection through its live
     // subscription, after the announcement; the pattern's release does not
     // announce it again.

@@ -85,25 +85,15 @@ struct KnownFields {
 
 impl From<KnownFields> for PublishRequest {
     fn from(fields: KnownFields) -> PublishRequest {
-        let KnownFields {
-            topic,
-            event_type,
-            data,
-            priority,
-            key,
-            source,
-            id,
-            timestamp,
-        } = fields;
         PublishRequest {
-            topic,
-            event_type,
-            data,
-            priority,
-            key,
-            source,
-            id,
-            timestamp,
+            topic: fields.topic,
+            event_type: fields.event_type,
+            data: fields.data,
+            priority: fields.priority,
+            key: fields.key,
+            source: fields.source,
+            id: fields.id,
+            timestamp: fields.timestamp,
         }
     }
 }
