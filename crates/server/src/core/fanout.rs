@@ -205,7 +205,8 @@ enum Fate {
     /// of it ([`Held::told_earlier`]), and not sent otherwise.
     Passed,
     /// Never sent: the announcement of a stream of a topic the
-    /// subscription did not read that was not forgotten, of the read's
+    /// subscription did not read that was not forgotten (and that an
+    /// earlier subscription made again held no other stream of), of the read's
     /// stream again, or of one the connection was told of through another
     /// subscription.
     Dropped,
@@ -215,14 +216,18 @@ enum Fate {
 /// the subscription's read left each topic (`read`).
 struct Walk<'f, R> {
     read: R,
+    /// Where the connection's earlier subscription's reads left its
+    /// topics, for a subscription made again ([`Held::earlier`]).
+    earlier: Option<&'f Seams>,
     phases: HashMap<Topic, Phase>,
     frames: &'f [HeldFrame],
 }
 
 impl<'f, 's, R: Fn(&Topic) -> Option<&'s Seam>> Walk<'f, R> {
-    fn new(frames: &'f [HeldFrame], read: R) -> Self {
+    fn new(frames: &'f [HeldFrame], read: R, earlier: Option<&'f Seams>) -> Self {
         Walk {
             read,
+            earlier,
             phases: HashMap::new(),
             frames,
         }
@@ -279,9 +284,14 @@ impl<'f, 's, R: Fn(&Topic) -> Option<&'s Seam>> Walk<'f, R> {
                         (Phase::Read, Fate::Dropped)
                     }
                     // A topic the read did not cover is told as a
-                    // subscriber without a seam would be.
+                    // subscriber without a seam would be, or as the
+                    // earlier subscription would have been by its seam.
                     (Phase::Read, None) => {
-                        let fate = if *forgotten {
+                        let was_on_another = self
+                            .earlier
+                            .and_then(|earlier| earlier.of(topic))
+                            .is_some_and(|seam| seam.epoch != *epoch);
+                        let fate = if *forgotten || was_on_another {
                             Fate::Late
                         } else {
                             Fate::Dropped
@@ -448,7 +458,7 @@ impl Held {
         if overflowed {
             return Err(Overflowed);
         }
-        let mut walk = Walk::new(&frames, read);
+        let mut walk = Walk::new(&frames, read, self.earlier.as_ref());
         let fates: Vec<Fate> = frames.iter().map(|frame| walk.fate(frame)).collect();
         let late = frames
             .into_iter()
@@ -475,7 +485,7 @@ impl Held {
             return 0;
         };
         let held = std::mem::take(frames);
-        let mut walk = Walk::new(&held, read);
+        let mut walk = Walk::new(&held, read, self.earlier.as_ref());
         let fates: Vec<Fate> = held.iter().map(|frame| walk.fate(frame)).collect();
         let mut early = Vec::new();
         for (frame, fate) in held.into_iter().zip(fates) {
@@ -1284,7 +1294,7 @@ mod tests {
     /// held after, then the release.
     fn subscribed_again(
         earlier: (&str, u64),
-        read: (&str, u64),
+        read: Option<(&str, u64)>,
         before: impl FnOnce(&Held),
         after: impl FnOnce(&Held),
     ) -> Vec<String> {
@@ -1294,8 +1304,8 @@ mod tests {
         };
         let held = Held::new(64, Some(Seams::One(seam(earlier))));
         let conn = ConnHandle::new(None, None, None, None, 64);
-        let read = seam(read);
-        let seam_of = |_: &Topic| Some(&read);
+        let read = read.map(seam);
+        let seam_of = |_: &Topic| read.as_ref();
         before(&held);
         held.send_early(&conn, seam_of);
         conn.outbox.push(OutFrame::control("subscribed"));
@@ -1308,7 +1318,7 @@ mod tests {
     fn a_stream_announced_again_after_the_early_frames_loses_none_of_its_events() {
         let sent = subscribed_again(
             ("e1", 3),
-            ("e2", 1),
+            Some(("e2", 1)),
             |held| {
                 hold_event(held, "e1", 4);
                 announce(held, "e2");
@@ -1330,7 +1340,7 @@ mod tests {
     fn an_older_stream_announced_during_the_read_is_not_told_after_subscribed() {
         let sent = subscribed_again(
             ("e2", 3),
-            ("e3", 1),
+            Some(("e3", 1)),
             |held| {
                 hold_event(held, "e2", 4);
                 announce(held, "e2");
@@ -1340,5 +1350,23 @@ mod tests {
             |held| hold_event(held, "e3", 2),
         );
         assert_eq!(sent, ["e2#4", "gap e3", "e3#1", "subscribed", "e3#2"]);
+    }
+
+    /// A pattern subscribed again whose new read did not cover a topic the
+    /// earlier one had read: a new stream of it is announced as the earlier
+    /// subscription would have been told, even when the store did not
+    /// forget the old one.
+    #[test]
+    fn a_topic_the_new_read_did_not_cover_is_told_of_a_new_stream_by_the_earlier_seam() {
+        let sent = subscribed_again(
+            ("e1", 6),
+            None,
+            |_| {},
+            |held| {
+                announce(held, "e2");
+                hold_event(held, "e2", 1);
+            },
+        );
+        assert_eq!(sent, ["subscribed", "gap e2", "e2#1"]);
     }
 }
