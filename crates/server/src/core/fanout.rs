@@ -97,6 +97,18 @@ impl Seams {
         }
     }
 
+    /// Whether a subscription whose reads left its topics here is told of
+    /// a new stream of `topic` under `epoch`, as
+    /// [`Fanout::announce_stream`] tells a live one: when its read left
+    /// the topic on another stream, or, not having read it, when the store
+    /// forgot the old one.
+    fn told_of(&self, topic: &Topic, epoch: &Epoch, forgotten: bool) -> bool {
+        match self.of(topic) {
+            Some(seam) => seam.epoch != *epoch,
+            None => forgotten,
+        }
+    }
+
     /// Whether the subscription was already given this publication's event.
     fn cover(&self, publication: &Publication<'_>) -> bool {
         let event = &publication.event.event;
@@ -287,11 +299,10 @@ impl<'f, 's, R: Fn(&Topic) -> Option<&'s Seam>> Walk<'f, R> {
                     // subscriber without a seam would be, or as the
                     // earlier subscription would have been by its seam.
                     (Phase::Read, None) => {
-                        let was_on_another = self
+                        let told_earlier = self
                             .earlier
-                            .and_then(|earlier| earlier.of(topic))
-                            .is_some_and(|seam| seam.epoch != *epoch);
-                        let fate = if *forgotten || was_on_another {
+                            .is_some_and(|earlier| earlier.told_of(topic, epoch, *forgotten));
+                        let fate = if *forgotten || told_earlier {
                             Fate::Late
                         } else {
                             Fate::Dropped
@@ -374,9 +385,7 @@ impl Held {
     }
 
     /// Whether the connection's earlier subscription would have been told
-    /// of the stream `frame` announces, as [`Fanout::announce_stream`]
-    /// tells a live subscription: when its read left the topic on another
-    /// stream, or, having not read the topic, when the store forgot it.
+    /// of the stream `frame` announces ([`Seams::told_of`]).
     fn told_earlier(&self, frame: &HeldFrame) -> bool {
         let (
             Some(earlier),
@@ -390,10 +399,7 @@ impl Held {
         else {
             return false;
         };
-        match earlier.of(topic) {
-            Some(seam) => seam.epoch != *epoch,
-            None => *forgotten,
-        }
+        earlier.told_of(topic, epoch, *forgotten)
     }
 
     /// Holds `frame`, or hands it to `push` once released.

@@ -163,7 +163,6 @@ pub(crate) fn switch<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Resul
 
 #[cfg(test)]
 mod tests {
-    use herald_protocol::PublishRequest;
     use serde_json::json;
 
     use super::*;
